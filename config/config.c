@@ -1,0 +1,134 @@
+/*
+ * config/config.c — lifetime of a config snapshot (refcount, free) and the
+ * error list the loader fills. See config.h.
+ */
+#include "config/config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tg_errors_add(tg_errors_t *e, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return;
+    if (e->n == e->cap) {
+        size_t ncap = e->cap ? e->cap * 2 : 8;
+        char **n = realloc(e->msgs, ncap * sizeof(*n));
+        if (n == NULL) {
+            free(msg);
+            return;
+        }
+        e->msgs = n;
+        e->cap = ncap;
+    }
+    e->msgs[e->n++] = msg;
+}
+
+void tg_errors_free(tg_errors_t *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        free(e->msgs[i]);
+    free(e->msgs);
+    memset(e, 0, sizeof(*e));
+}
+
+static void free_kvs(tg_kv_t *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].name);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
+static void free_strs(char **s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(s[i]);
+    free(s);
+}
+
+static void free_rules(tg_header_rules_t *r)
+{
+    free_kvs(r->add, r->n_add);
+    free_kvs(r->set, r->n_set);
+    free_strs(r->remove, r->n_remove);
+}
+
+static void free_route(tg_route_conf_t *r)
+{
+    free(r->name);
+    free(r->listeners);
+    free(r->match.host);
+    free(r->match.path);
+    if (r->match.path_kind == TG_PATH_REGEX)
+        regfree(&r->match.path_re);
+    free_strs(r->match.methods, r->match.n_methods);
+    for (size_t i = 0; i < r->match.n_headers; i++) {
+        free(r->match.headers[i].name);
+        free(r->match.headers[i].value);
+    }
+    free(r->match.headers);
+    free_rules(&r->request_headers);
+    free_rules(&r->response_headers);
+}
+
+static void config_free(tg_config_t *c)
+{
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        free(c->listeners[i].name);
+        free(c->listeners[i].listen);
+        free(c->listeners[i].host);
+    }
+    free(c->listeners);
+    for (size_t i = 0; i < c->n_routes; i++)
+        free_route(&c->routes[i]);
+    free(c->routes);
+    for (size_t i = 0; i < c->n_clusters; i++) {
+        tg_cluster_conf_t *cl = &c->clusters[i];
+        free(cl->name);
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            free(cl->endpoints[j].address);
+            free(cl->endpoints[j].host);
+        }
+        free(cl->endpoints);
+    }
+    free(c->clusters);
+    free(c->path);
+    free(c);
+}
+
+tg_config_t *tg_config_ref(tg_config_t *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void tg_config_unref(tg_config_t *c)
+{
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        config_free(c);
+}
+
+long tg_config_find_listener(const tg_config_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_listeners; i++)
+        if (c->listeners[i].name && strcmp(c->listeners[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+long tg_config_find_cluster(const tg_config_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_clusters; i++)
+        if (c->clusters[i].name && strcmp(c->clusters[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}

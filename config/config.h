@@ -1,0 +1,150 @@
+/*
+ * config/config.h — the config model: one immutable snapshot of the YAML
+ * file, as plain structs that map one-to-one to the documented keys
+ * (docs/configuration.md). Built by config/loader.c, never mutated after
+ * load, shared read-only by every worker thread and freed when its last
+ * reference is dropped (tg_config_unref). Knows nothing of sockets.
+ */
+#ifndef TG_CONFIG_CONFIG_H
+#define TG_CONFIG_CONFIG_H
+
+#include <regex.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A list of "file:line:col: message" strings. */
+typedef struct tg_errors {
+    char **msgs;
+    size_t n, cap;
+} tg_errors_t;
+
+void tg_errors_add(tg_errors_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tg_errors_free(tg_errors_t *e);
+
+typedef struct tg_kv {
+    char *name;
+    char *value;
+} tg_kv_t;
+
+/* request_headers / response_headers: applied in the order remove, set, add. */
+typedef struct tg_header_rules {
+    tg_kv_t *add;
+    size_t n_add;
+    tg_kv_t *set;
+    size_t n_set;
+    char **remove;
+    size_t n_remove;
+} tg_header_rules_t;
+
+typedef enum {
+    TG_PATH_ANY = 0,
+    TG_PATH_EXACT,
+    TG_PATH_PREFIX,
+    TG_PATH_REGEX,
+} tg_path_kind_t;
+
+typedef struct tg_header_match {
+    char *name;
+    char *value; /* NULL: the header only has to be present */
+} tg_header_match_t;
+
+typedef struct tg_route_match {
+    char *host;           /* NULL: any; "*.example.com" matches by suffix */
+    int host_wildcard;    /* 1 when host starts with "*." (host then holds ".example.com") */
+    tg_path_kind_t path_kind;
+    char *path;
+    regex_t path_re;      /* compiled when path_kind == TG_PATH_REGEX */
+    char **methods;       /* NULL: any */
+    size_t n_methods;
+    tg_header_match_t *headers;
+    size_t n_headers;
+} tg_route_match_t;
+
+typedef struct tg_route_conf {
+    char *name;
+    size_t *listeners;    /* indexes into tg_config_t.listeners; none = every listener */
+    size_t n_listeners;
+    tg_route_match_t match;
+    size_t cluster;       /* index into tg_config_t.clusters */
+    uint64_t timeout_ms;      /* upstream response headers must arrive within this */
+    uint64_t idle_timeout_ms; /* max silence on an exchange once streaming */
+    tg_header_rules_t request_headers;
+    tg_header_rules_t response_headers;
+} tg_route_conf_t;
+
+typedef struct tg_listener_conf {
+    char *name;
+    char *listen;         /* as written */
+    char *host;
+    uint16_t port;
+} tg_listener_conf_t;
+
+typedef enum { TG_PROTO_HTTP1 = 0 } tg_cluster_proto_t;
+typedef enum { TG_LB_ROUND_ROBIN = 0 } tg_lb_t;
+
+typedef struct tg_endpoint_conf {
+    char *address;        /* "host:port" as written */
+    char *host;
+    uint16_t port;
+} tg_endpoint_conf_t;
+
+typedef struct tg_cluster_conf {
+    char *name;
+    tg_cluster_proto_t protocol;
+    tg_endpoint_conf_t *endpoints;
+    size_t n_endpoints;
+    tg_lb_t lb;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_timeout_ms; /* pooled idle upstream connections are closed after this */
+    uint32_t pool_size;       /* max idle connections per worker and endpoint; 0 = no reuse */
+} tg_cluster_conf_t;
+
+typedef struct tg_limits {
+    uint64_t max_header_bytes;
+    uint64_t max_body_bytes;  /* 0 = unlimited */
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+} tg_limits_t;
+
+typedef struct tg_config {
+    atomic_int refs;
+    char *path;
+    unsigned workers;         /* 0 = auto (one per CPU) */
+    uint64_t drain_timeout_ms;
+    tg_limits_t limits;
+    tg_listener_conf_t *listeners;
+    size_t n_listeners;
+    tg_route_conf_t *routes;
+    size_t n_routes;
+    tg_cluster_conf_t *clusters;
+    size_t n_clusters;
+} tg_config_t;
+
+/* Defaults, also documented in docs/configuration.md. */
+#define TG_DEFAULT_MAX_HEADER_BYTES (64 * 1024)
+#define TG_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define TG_DEFAULT_IDLE_TIMEOUT_MS 60000
+#define TG_DEFAULT_DRAIN_TIMEOUT_MS 30000
+#define TG_DEFAULT_ROUTE_TIMEOUT_MS 15000
+#define TG_DEFAULT_ROUTE_IDLE_TIMEOUT_MS 300000
+#define TG_DEFAULT_CONNECT_TIMEOUT_MS 1000
+#define TG_DEFAULT_POOL_IDLE_TIMEOUT_MS 60000
+#define TG_DEFAULT_POOL_SIZE 64
+
+/* Loads and validates path. Returns a snapshot with one reference, or NULL
+ * with every problem appended to errs as "file:line:col: message". */
+tg_config_t *tg_config_load(const char *path, tg_errors_t *errs);
+
+/* Same, from a string (used by unit tests); name is used in messages. */
+tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, tg_errors_t *errs);
+
+tg_config_t *tg_config_ref(tg_config_t *c);
+/* Drops a reference; the last one frees the snapshot. Thread-safe. */
+void tg_config_unref(tg_config_t *c);
+
+/* Index of the named listener/cluster, or -1. */
+long tg_config_find_listener(const tg_config_t *c, const char *name);
+long tg_config_find_cluster(const tg_config_t *c, const char *name);
+
+#endif

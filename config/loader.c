@@ -1,0 +1,710 @@
+/*
+ * config/loader.c — YAML file -> tg_config_t.
+ *
+ * libyaml's document API gives us the whole tree with a start mark on every
+ * node, so each error can name FILE:LINE:COL. Every mapping is read through
+ * one table-driven helper (take_fields) that rejects unknown and duplicate
+ * keys; every scalar goes through ${VAR} expansion before it is typed. The
+ * loader keeps going after an error so that one `tollgate -t` run reports
+ * as many problems as it can, and returns NULL if there was any.
+ */
+#include "config/config.h"
+#include "config/value.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+typedef struct loader {
+    yaml_document_t doc;
+    const char *file;
+    tg_errors_t *errs;
+    tg_config_t *cfg;
+    int failed;
+} loader_t;
+
+static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    ld->failed = 1;
+    if (r < 0)
+        return;
+    if (n != NULL)
+        tg_errors_add(ld->errs, "%s:%zu:%zu: %s", ld->file, n->start_mark.line + 1,
+                      n->start_mark.column + 1, msg);
+    else
+        tg_errors_add(ld->errs, "%s: %s", ld->file, msg);
+    free(msg);
+}
+
+static yaml_node_t *node_at(loader_t *ld, int id)
+{
+    return yaml_document_get_node(&ld->doc, id);
+}
+
+static const char *type_name(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a scalar";
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "empty";
+    }
+}
+
+static int expect_type(loader_t *ld, yaml_node_t *n, yaml_node_type_t t, const char *what)
+{
+    if (n->type == t)
+        return 0;
+    const char *want = t == YAML_SCALAR_NODE ? "a scalar" : t == YAML_SEQUENCE_NODE ? "a list" : "a mapping";
+    err_at(ld, n, "%s must be %s, not %s", what, want, type_name(n));
+    return -1;
+}
+
+/* Returns a malloc'ed, env-expanded copy of a scalar. */
+static char *get_str(loader_t *ld, yaml_node_t *n, const char *what)
+{
+    if (expect_type(ld, n, YAML_SCALAR_NODE, what) < 0)
+        return NULL;
+    char *var = NULL;
+    char *s = tg_expand_env((const char *)n->data.scalar.value, &var);
+    if (s == NULL) {
+        if (var != NULL)
+            err_at(ld, n, "%s: environment variable '%s' is not set", what, var);
+        else
+            err_at(ld, n, "%s: malformed ${...} reference", what);
+        free(var);
+    }
+    return s;
+}
+
+static int get_duration(loader_t *ld, yaml_node_t *n, const char *what, uint64_t *out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    int r = tg_parse_duration_ms(s, out);
+    if (r < 0)
+        err_at(ld, n, "%s: '%s' is not a duration (use e.g. 250ms, 5s, 1m, 1h)", what, s);
+    free(s);
+    return r;
+}
+
+static int get_size(loader_t *ld, yaml_node_t *n, const char *what, uint64_t *out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    int r = tg_parse_size(s, out);
+    if (r < 0)
+        err_at(ld, n, "%s: '%s' is not a size (use e.g. 512, 64KiB, 10MiB)", what, s);
+    free(s);
+    return r;
+}
+
+static int get_uint(loader_t *ld, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int ok = s[0] != '\0' && isdigit((unsigned char)s[0]) && *end == '\0' && errno == 0 && v >= lo && v <= hi;
+    if (!ok)
+        err_at(ld, n, "%s: '%s' is not an integer in [%llu, %llu]", what, s,
+               (unsigned long long)lo, (unsigned long long)hi);
+    else
+        *out = v;
+    free(s);
+    return ok ? 0 : -1;
+}
+
+/* Fills vals[i] with the value node of keys[i] (or NULL). Unknown keys,
+ * duplicate keys and non-scalar keys are errors. */
+static int take_fields(loader_t *ld, yaml_node_t *map, const char *what,
+                       const char *const *keys, size_t nkeys, yaml_node_t **vals)
+{
+    memset(vals, 0, nkeys * sizeof(*vals));
+    if (expect_type(ld, map, YAML_MAPPING_NODE, what) < 0)
+        return -1;
+    int rc = 0;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        if (k->type != YAML_SCALAR_NODE) {
+            err_at(ld, k, "%s: keys must be scalars", what);
+            rc = -1;
+            continue;
+        }
+        const char *key = (const char *)k->data.scalar.value;
+        size_t i;
+        for (i = 0; i < nkeys; i++)
+            if (strcmp(key, keys[i]) == 0)
+                break;
+        if (i == nkeys) {
+            err_at(ld, k, "unknown key '%s' in %s", key, what);
+            rc = -1;
+        } else if (vals[i] != NULL) {
+            err_at(ld, k, "duplicate key '%s' in %s", key, what);
+            rc = -1;
+        } else {
+            vals[i] = v;
+        }
+    }
+    return rc;
+}
+
+static int require(loader_t *ld, yaml_node_t *map, yaml_node_t *v, const char *key, const char *what)
+{
+    if (v != NULL)
+        return 0;
+    err_at(ld, map, "%s: missing required key '%s'", what, key);
+    return -1;
+}
+
+static size_t seq_len(yaml_node_t *n)
+{
+    return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+static int get_str_list(loader_t *ld, yaml_node_t *n, const char *what, char ***out, size_t *nout)
+{
+    if (expect_type(ld, n, YAML_SEQUENCE_NODE, what) < 0)
+        return -1;
+    size_t len = seq_len(n);
+    char **v = calloc(len ? len : 1, sizeof(*v));
+    if (v == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < len; i++) {
+        v[i] = get_str(ld, node_at(ld, n->data.sequence.items.start[i]), what);
+        if (v[i] == NULL)
+            rc = -1;
+    }
+    *out = v;
+    *nout = len;
+    return rc;
+}
+
+/* RFC 9110 token characters, for header names and methods. */
+static int is_token(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return 0;
+    return 1;
+}
+
+static int is_field_value(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t')
+            return 0;
+    return 1;
+}
+
+static int get_header_name(loader_t *ld, yaml_node_t *n, const char *what, char **out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    if (!is_token(s)) {
+        err_at(ld, n, "%s: '%s' is not a valid header name", what, s);
+        free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+static int get_kv_map(loader_t *ld, yaml_node_t *n, const char *what, tg_kv_t **out, size_t *nout)
+{
+    if (expect_type(ld, n, YAML_MAPPING_NODE, what) < 0)
+        return -1;
+    size_t len = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    tg_kv_t *kv = calloc(len ? len : 1, sizeof(*kv));
+    if (kv == NULL)
+        return -1;
+    *out = kv;
+    *nout = len;
+    int rc = 0;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *vn = node_at(ld, p->value);
+        if (get_header_name(ld, node_at(ld, p->key), what, &kv[i].name) < 0) {
+            rc = -1;
+            continue;
+        }
+        kv[i].value = get_str(ld, vn, what);
+        if (kv[i].value == NULL) {
+            rc = -1;
+        } else if (!is_field_value(kv[i].value)) {
+            err_at(ld, vn, "%s: value of '%s' contains control characters", what, kv[i].name);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int load_header_rules(loader_t *ld, yaml_node_t *n, const char *what, tg_header_rules_t *r)
+{
+    static const char *const keys[] = { "add", "set", "remove" };
+    yaml_node_t *v[3];
+    int rc = take_fields(ld, n, what, keys, 3, v);
+    if (v[0] && get_kv_map(ld, v[0], what, &r->add, &r->n_add) < 0)
+        rc = -1;
+    if (v[1] && get_kv_map(ld, v[1], what, &r->set, &r->n_set) < 0)
+        rc = -1;
+    if (v[2]) {
+        if (get_str_list(ld, v[2], what, &r->remove, &r->n_remove) < 0)
+            rc = -1;
+        for (size_t i = 0; i < r->n_remove && rc == 0; i++)
+            if (!is_token(r->remove[i])) {
+                err_at(ld, v[2], "%s: '%s' is not a valid header name", what, r->remove[i]);
+                rc = -1;
+            }
+    }
+    return rc;
+}
+
+static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    if (*s == '\0' || !is_token(s)) {
+        err_at(ld, n, "%s: '%s' is not a valid name (letters, digits, - _ .)", what, s);
+        free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- listeners ---- */
+
+static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
+{
+    static const char *const keys[] = { "name", "listen", "tls" };
+    yaml_node_t *v[3];
+    int rc = take_fields(ld, n, "listener", keys, 3, v);
+    if (rc < 0 && n->type != YAML_MAPPING_NODE)
+        return -1;
+    if (require(ld, n, v[0], "name", "listener") < 0 || check_name(ld, v[0], "listener name", &l->name) < 0)
+        rc = -1;
+    if (require(ld, n, v[1], "listen", "listener") < 0)
+        return -1;
+    l->listen = get_str(ld, v[1], "listen");
+    if (l->listen == NULL)
+        return -1;
+    char host[256];
+    if (tg_parse_hostport(l->listen, host, sizeof(host), &l->port) < 0) {
+        err_at(ld, v[1], "listen: '%s' is not HOST:PORT", l->listen);
+        return -1;
+    }
+    l->host = strdup(host);
+    if (v[2] != NULL) {
+        err_at(ld, v[2], "listener tls: TLS termination is not available in this build");
+        rc = -1;
+    }
+    return rc;
+}
+
+/* ---- clusters ---- */
+
+static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
+{
+    static const char *const keys[] = { "name", "protocol", "endpoints", "lb", "connect_timeout",
+                                        "idle_timeout", "pool_size" };
+    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "cluster", keys, K_N, v);
+    if (rc < 0 && n->type != YAML_MAPPING_NODE)
+        return -1;
+    c->protocol = TG_PROTO_HTTP1;
+    c->lb = TG_LB_ROUND_ROBIN;
+    c->connect_timeout_ms = TG_DEFAULT_CONNECT_TIMEOUT_MS;
+    c->idle_timeout_ms = TG_DEFAULT_POOL_IDLE_TIMEOUT_MS;
+    c->pool_size = TG_DEFAULT_POOL_SIZE;
+    if (require(ld, n, v[K_NAME], "name", "cluster") < 0 || check_name(ld, v[K_NAME], "cluster name", &c->name) < 0)
+        rc = -1;
+    if (v[K_PROTO]) {
+        char *p = get_str(ld, v[K_PROTO], "protocol");
+        if (p == NULL) {
+            rc = -1;
+        } else if (strcmp(p, "http1") != 0) {
+            if (strcmp(p, "h2c") == 0 || strcmp(p, "h2") == 0)
+                err_at(ld, v[K_PROTO], "protocol: '%s' upstreams are not available in this build (use http1)", p);
+            else
+                err_at(ld, v[K_PROTO], "protocol: '%s' is not one of http1, h2c, h2", p);
+            rc = -1;
+        }
+        free(p);
+    }
+    if (v[K_LB]) {
+        char *p = get_str(ld, v[K_LB], "lb");
+        if (p == NULL || strcmp(p, "round_robin") != 0) {
+            if (p)
+                err_at(ld, v[K_LB], "lb: '%s' is not one of round_robin", p);
+            rc = -1;
+        }
+        free(p);
+    }
+    if (v[K_CT] && get_duration(ld, v[K_CT], "connect_timeout", &c->connect_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_IT] && get_duration(ld, v[K_IT], "idle_timeout", &c->idle_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_POOL]) {
+        uint64_t x;
+        if (get_uint(ld, v[K_POOL], "pool_size", 0, 100000, &x) < 0)
+            rc = -1;
+        else
+            c->pool_size = (uint32_t)x;
+    }
+    if (require(ld, n, v[K_EPS], "endpoints", "cluster") < 0)
+        return -1;
+    if (expect_type(ld, v[K_EPS], YAML_SEQUENCE_NODE, "endpoints") < 0)
+        return -1;
+    size_t len = seq_len(v[K_EPS]);
+    if (len == 0) {
+        err_at(ld, v[K_EPS], "endpoints: a cluster needs at least one endpoint");
+        return -1;
+    }
+    c->endpoints = calloc(len, sizeof(*c->endpoints));
+    if (c->endpoints == NULL)
+        return -1;
+    c->n_endpoints = len;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *en = node_at(ld, v[K_EPS]->data.sequence.items.start[i]);
+        tg_endpoint_conf_t *e = &c->endpoints[i];
+        char host[256];
+        e->address = get_str(ld, en, "endpoint");
+        if (e->address == NULL) {
+            rc = -1;
+            continue;
+        }
+        if (tg_parse_hostport(e->address, host, sizeof(host), &e->port) < 0) {
+            err_at(ld, en, "endpoint: '%s' is not HOST:PORT", e->address);
+            rc = -1;
+            continue;
+        }
+        e->host = strdup(host);
+    }
+    return rc;
+}
+
+/* ---- routes ---- */
+
+static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
+{
+    static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers" };
+    enum { K_HOST, K_PATH, K_PREFIX, K_REGEX, K_METHODS, K_HEADERS, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "match", keys, K_N, v);
+    if (v[K_HOST]) {
+        char *h = get_str(ld, v[K_HOST], "host");
+        if (h == NULL) {
+            rc = -1;
+        } else if (strncmp(h, "*.", 2) == 0) {
+            m->host_wildcard = 1;
+            m->host = strdup(h + 1);
+            free(h);
+        } else if (*h == '\0' || strchr(h, '*') != NULL) {
+            err_at(ld, v[K_HOST], "host: '%s' must be a name or '*.suffix'", h);
+            free(h);
+            rc = -1;
+        } else {
+            m->host = h;
+        }
+    }
+    int npath = 0;
+    for (int k = K_PATH; k <= K_REGEX; k++) {
+        if (v[k] == NULL)
+            continue;
+        if (++npath > 1) {
+            err_at(ld, v[k], "match: only one of path, path_prefix, path_regex may be given");
+            rc = -1;
+            continue;
+        }
+        char *p = get_str(ld, v[k], keys[k]);
+        if (p == NULL) {
+            rc = -1;
+            continue;
+        }
+        m->path = p;
+        m->path_kind = k == K_PATH ? TG_PATH_EXACT : k == K_PREFIX ? TG_PATH_PREFIX : TG_PATH_REGEX;
+        if (k != K_REGEX && p[0] != '/') {
+            err_at(ld, v[k], "%s: '%s' must start with '/'", keys[k], p);
+            rc = -1;
+        }
+        if (k == K_REGEX) {
+            int e = regcomp(&m->path_re, p, REG_EXTENDED | REG_NOSUB);
+            if (e != 0) {
+                char buf[256];
+                regerror(e, &m->path_re, buf, sizeof(buf));
+                err_at(ld, v[k], "path_regex: '%s': %s", p, buf);
+                m->path_kind = TG_PATH_PREFIX; /* nothing compiled to free */
+                rc = -1;
+            }
+        }
+    }
+    if (v[K_METHODS]) {
+        if (get_str_list(ld, v[K_METHODS], "methods", &m->methods, &m->n_methods) < 0)
+            rc = -1;
+        for (size_t i = 0; i < m->n_methods; i++)
+            if (m->methods[i] && !is_token(m->methods[i])) {
+                err_at(ld, v[K_METHODS], "methods: '%s' is not a valid method", m->methods[i]);
+                rc = -1;
+            }
+    }
+    if (v[K_HEADERS]) {
+        if (expect_type(ld, v[K_HEADERS], YAML_SEQUENCE_NODE, "headers") < 0)
+            return -1;
+        size_t len = seq_len(v[K_HEADERS]);
+        m->headers = calloc(len ? len : 1, sizeof(*m->headers));
+        if (m->headers == NULL)
+            return -1;
+        m->n_headers = len;
+        for (size_t i = 0; i < len; i++) {
+            static const char *const hk[] = { "name", "value" };
+            yaml_node_t *hn = node_at(ld, v[K_HEADERS]->data.sequence.items.start[i]), *hv[2];
+            if (take_fields(ld, hn, "header match", hk, 2, hv) < 0) {
+                rc = -1;
+                continue;
+            }
+            if (require(ld, hn, hv[0], "name", "header match") < 0 ||
+                get_header_name(ld, hv[0], "header match name", &m->headers[i].name) < 0)
+                rc = -1;
+            if (hv[1] && (m->headers[i].value = get_str(ld, hv[1], "header match value")) == NULL)
+                rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
+{
+    static const char *const keys[] = { "name", "listeners", "match", "cluster", "timeout",
+                                        "idle_timeout", "request_headers", "response_headers" };
+    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "route", keys, K_N, v);
+    if (rc < 0 && n->type != YAML_MAPPING_NODE)
+        return -1;
+    r->timeout_ms = TG_DEFAULT_ROUTE_TIMEOUT_MS;
+    r->idle_timeout_ms = TG_DEFAULT_ROUTE_IDLE_TIMEOUT_MS;
+    if (require(ld, n, v[K_NAME], "name", "route") < 0 || check_name(ld, v[K_NAME], "route name", &r->name) < 0)
+        rc = -1;
+    if (v[K_LIS]) {
+        char **names = NULL;
+        size_t cnt = 0;
+        if (get_str_list(ld, v[K_LIS], "listeners", &names, &cnt) < 0) {
+            rc = -1;
+        } else {
+            r->listeners = calloc(cnt ? cnt : 1, sizeof(*r->listeners));
+            r->n_listeners = cnt;
+            for (size_t i = 0; i < cnt; i++) {
+                long idx = tg_config_find_listener(ld->cfg, names[i]);
+                if (idx < 0) {
+                    err_at(ld, node_at(ld, v[K_LIS]->data.sequence.items.start[i]),
+                           "route '%s': unknown listener '%s'", r->name ? r->name : "?", names[i]);
+                    rc = -1;
+                } else if (r->listeners) {
+                    r->listeners[i] = (size_t)idx;
+                }
+            }
+        }
+        for (size_t i = 0; i < cnt; i++)
+            free(names[i]);
+        free(names);
+    }
+    if (v[K_MATCH] && load_match(ld, v[K_MATCH], &r->match) < 0)
+        rc = -1;
+    if (require(ld, n, v[K_CLUSTER], "cluster", "route") < 0) {
+        rc = -1;
+    } else {
+        char *c = get_str(ld, v[K_CLUSTER], "cluster");
+        long idx = c ? tg_config_find_cluster(ld->cfg, c) : -1;
+        if (c && idx < 0)
+            err_at(ld, v[K_CLUSTER], "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
+        if (idx < 0)
+            rc = -1;
+        else
+            r->cluster = (size_t)idx;
+        free(c);
+    }
+    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "timeout", &r->timeout_ms) < 0)
+        rc = -1;
+    if (v[K_IDLE] && get_duration(ld, v[K_IDLE], "idle_timeout", &r->idle_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_REQH] && load_header_rules(ld, v[K_REQH], "request_headers", &r->request_headers) < 0)
+        rc = -1;
+    if (v[K_RESH] && load_header_rules(ld, v[K_RESH], "response_headers", &r->response_headers) < 0)
+        rc = -1;
+    return rc;
+}
+
+/* ---- top level ---- */
+
+static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
+{
+    static const char *const keys[] = { "max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout" };
+    yaml_node_t *v[4];
+    int rc = take_fields(ld, n, "limits", keys, 4, v);
+    if (v[0]) {
+        if (get_size(ld, v[0], "max_header_bytes", &l->max_header_bytes) < 0) {
+            rc = -1;
+        } else if (l->max_header_bytes < 1024 || l->max_header_bytes > 1024 * 1024) {
+            err_at(ld, v[0], "max_header_bytes: must be between 1KiB and 1MiB");
+            rc = -1;
+        }
+    }
+    if (v[1] && get_size(ld, v[1], "max_body_bytes", &l->max_body_bytes) < 0)
+        rc = -1;
+    if (v[2] && get_duration(ld, v[2], "header_timeout", &l->header_timeout_ms) < 0)
+        rc = -1;
+    if (v[3] && get_duration(ld, v[3], "idle_timeout", &l->idle_timeout_ms) < 0)
+        rc = -1;
+    return rc;
+}
+
+/* Allocates *arr for a sequence node and loads each item; checks names unique. */
+#define LOAD_LIST(ld, seqnode, what, arr, count, loadfn)                                     \
+    do {                                                                                     \
+        if (expect_type(ld, seqnode, YAML_SEQUENCE_NODE, what) < 0)                          \
+            break;                                                                           \
+        size_t len_ = seq_len(seqnode);                                                      \
+        (arr) = calloc(len_ ? len_ : 1, sizeof(*(arr)));                                     \
+        if ((arr) == NULL) {                                                                 \
+            ld->failed = 1;                                                                  \
+            break;                                                                           \
+        }                                                                                    \
+        (count) = len_;                                                                      \
+        for (size_t i_ = 0; i_ < len_; i_++) {                                               \
+            yaml_node_t *it_ = node_at(ld, (seqnode)->data.sequence.items.start[i_]);        \
+            if (loadfn(ld, it_, &(arr)[i_]) < 0)                                             \
+                ld->failed = 1;                                                              \
+            for (size_t j_ = 0; j_ < i_; j_++)                                               \
+                if ((arr)[i_].name && (arr)[j_].name && strcmp((arr)[i_].name, (arr)[j_].name) == 0) \
+                    err_at(ld, it_, "duplicate %s name '%s'", what, (arr)[i_].name);         \
+        }                                                                                    \
+    } while (0)
+
+static void load_root(loader_t *ld, yaml_node_t *root)
+{
+    static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters" };
+    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_N };
+    yaml_node_t *v[K_N];
+    tg_config_t *c = ld->cfg;
+    if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
+        return;
+    if (v[K_WORKERS]) {
+        char *w = get_str(ld, v[K_WORKERS], "workers");
+        if (w != NULL && strcmp(w, "auto") == 0) {
+            c->workers = 0;
+        } else if (w != NULL) {
+            uint64_t x;
+            if (get_uint(ld, v[K_WORKERS], "workers", 1, 256, &x) == 0)
+                c->workers = (unsigned)x;
+        }
+        free(w);
+    }
+    if (v[K_DRAIN])
+        get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
+    if (v[K_LIMITS])
+        load_limits(ld, v[K_LIMITS], &c->limits);
+    if (require(ld, root, v[K_LISTENERS], "listeners", "config") == 0) {
+        LOAD_LIST(ld, v[K_LISTENERS], "listener", c->listeners, c->n_listeners, load_listener);
+        if (c->n_listeners == 0 && v[K_LISTENERS]->type == YAML_SEQUENCE_NODE)
+            err_at(ld, v[K_LISTENERS], "listeners: at least one listener is required");
+    }
+    /* clusters before routes: routes refer to them by name */
+    if (v[K_CLUSTERS])
+        LOAD_LIST(ld, v[K_CLUSTERS], "cluster", c->clusters, c->n_clusters, load_cluster);
+    if (v[K_ROUTES])
+        LOAD_LIST(ld, v[K_ROUTES], "route", c->routes, c->n_routes, load_route);
+}
+
+static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t *errs)
+{
+    loader_t ld = { .file = name, .errs = errs };
+    if (!yaml_parser_load(p, &ld.doc)) {
+        tg_errors_add(errs, "%s:%zu:%zu: YAML syntax error: %s%s%s", name, p->problem_mark.line + 1,
+                      p->problem_mark.column + 1, p->problem ? p->problem : "unknown",
+                      p->context ? " " : "", p->context ? p->context : "");
+        return NULL;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    if (root == NULL) {
+        tg_errors_add(errs, "%s:1:1: the file is empty", name);
+        yaml_document_delete(&ld.doc);
+        return NULL;
+    }
+    ld.cfg = calloc(1, sizeof(*ld.cfg));
+    if (ld.cfg == NULL) {
+        yaml_document_delete(&ld.doc);
+        return NULL;
+    }
+    atomic_init(&ld.cfg->refs, 1);
+    ld.cfg->path = strdup(name);
+    ld.cfg->drain_timeout_ms = TG_DEFAULT_DRAIN_TIMEOUT_MS;
+    ld.cfg->limits.max_header_bytes = TG_DEFAULT_MAX_HEADER_BYTES;
+    ld.cfg->limits.header_timeout_ms = TG_DEFAULT_HEADER_TIMEOUT_MS;
+    ld.cfg->limits.idle_timeout_ms = TG_DEFAULT_IDLE_TIMEOUT_MS;
+    load_root(&ld, root);
+    yaml_document_delete(&ld.doc);
+    if (ld.failed || errs->n > 0) {
+        if (errs->n == 0)
+            tg_errors_add(errs, "%s: out of memory", name);
+        tg_config_unref(ld.cfg);
+        return NULL;
+    }
+    return ld.cfg;
+}
+
+tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, tg_errors_t *errs)
+{
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        tg_errors_add(errs, "%s: cannot initialise the YAML parser", name);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
+    tg_config_t *c = load_parser(&p, name, errs);
+    yaml_parser_delete(&p);
+    return c;
+}
+
+tg_config_t *tg_config_load(const char *path, tg_errors_t *errs)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        tg_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        fclose(f);
+        tg_errors_add(errs, "%s: cannot initialise the YAML parser", path);
+        return NULL;
+    }
+    yaml_parser_set_input_file(&p, f);
+    tg_config_t *c = load_parser(&p, path, errs);
+    yaml_parser_delete(&p);
+    fclose(f);
+    return c;
+}

@@ -1,0 +1,75 @@
+/*
+ * proxy/cluster.c — see cluster.h.
+ */
+#include "proxy/cluster.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int resolve(const tg_endpoint_conf_t *ec, tg_endpoint_t *ep, tg_errors_t *errs, const char *cluster)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", ec->port);
+    int rc = getaddrinfo(ec->host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        tg_errors_add(errs, "cluster '%s': cannot resolve endpoint '%s': %s", cluster, ec->address,
+                      rc ? gai_strerror(rc) : "no address");
+        return -1;
+    }
+    memcpy(&ep->addr, res->ai_addr, res->ai_addrlen);
+    ep->addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_errors_t *errs)
+{
+    tg_cluster_set_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->clusters));
+    if (s->clusters == NULL)
+        goto fail;
+    s->n_clusters = cfg->n_clusters;
+    int bad = 0;
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const tg_cluster_conf_t *cc = &cfg->clusters[i];
+        tg_cluster_t *c = &s->clusters[i];
+        c->conf = cc;
+        atomic_init(&c->rr_cursor, 0);
+        c->endpoints = calloc(cc->n_endpoints, sizeof(*c->endpoints));
+        if (c->endpoints == NULL)
+            goto fail;
+        c->n_endpoints = cc->n_endpoints;
+        for (size_t j = 0; j < cc->n_endpoints; j++) {
+            c->endpoints[j].conf = &cc->endpoints[j];
+            c->endpoints[j].slot = s->n_slots++;
+            if (resolve(&cc->endpoints[j], &c->endpoints[j], errs, cc->name) < 0)
+                bad = 1;
+        }
+    }
+    if (!bad)
+        return s;
+fail:
+    tg_cluster_set_free(s);
+    return NULL;
+}
+
+void tg_cluster_set_free(tg_cluster_set_t *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->n_clusters; i++)
+        free(s->clusters[i].endpoints);
+    free(s->clusters);
+    free(s);
+}
+
+size_t tg_cluster_pick(tg_cluster_t *c)
+{
+    unsigned v = atomic_fetch_add_explicit(&c->rr_cursor, 1, memory_order_relaxed);
+    return v % c->n_endpoints;
+}

@@ -1,0 +1,44 @@
+/*
+ * proxy/cluster.h — runtime state of the clusters of one config snapshot:
+ * resolved endpoint addresses and the round-robin cursor. Built in the main
+ * thread when a snapshot is loaded (name resolution happens there, never on
+ * a worker), shared read-only by the workers except for the cursor, which
+ * is one atomic counter per cluster so that N requests from any mix of
+ * workers spread evenly.
+ */
+#ifndef TG_PROXY_CLUSTER_H
+#define TG_PROXY_CLUSTER_H
+
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+
+typedef struct tg_endpoint {
+    const tg_endpoint_conf_t *conf;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    size_t slot;             /* index into each worker's pool table */
+} tg_endpoint_t;
+
+typedef struct tg_cluster {
+    const tg_cluster_conf_t *conf;
+    tg_endpoint_t *endpoints;
+    size_t n_endpoints;
+    atomic_uint rr_cursor;
+} tg_cluster_t;
+
+typedef struct tg_cluster_set {
+    tg_cluster_t *clusters;  /* same order as config->clusters */
+    size_t n_clusters;
+    size_t n_slots;          /* total endpoints = pool slots */
+} tg_cluster_set_t;
+
+/* Resolves every endpoint of cfg. Returns NULL with messages in errs. */
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_errors_t *errs);
+void tg_cluster_set_free(tg_cluster_set_t *s);
+
+/* Next endpoint index in round-robin order (thread-safe, lock-free). */
+size_t tg_cluster_pick(tg_cluster_t *c);
+
+#endif

@@ -1,0 +1,640 @@
+/*
+ * proxy/exchange.c — the life of a request (DESIGN.md): route, upstream
+ * stage, streaming both ways, completion. See exchange.h.
+ *
+ * State machine (one place advances it: the callbacks below update state
+ * and end in a call that may finish the exchange; nothing touches `ex`
+ * after finish()):
+ *
+ *   ROUTING -> CONNECTING -> WAIT_HEAD -> STREAMING -> done
+ *                  ^  |          |            \-> TUNNEL -> done
+ *                  \--+----------/  (connect failure, or reset of a reused
+ *                                    connection before any response byte
+ *                                    with no body sent: next endpoint)
+ */
+#include "proxy/exchange.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/h1_codec.h"
+#include "proxy/log.h"
+#include "proxy/router.h"
+#include "proxy/upstream.h"
+
+typedef enum {
+    EX_ROUTING = 0,
+    EX_CONNECTING,
+    EX_WAIT_HEAD,
+    EX_STREAMING,
+    EX_TUNNEL,
+} ex_state_t;
+
+typedef enum {
+    UP_OK = 0,
+    UP_CONNECT_FAILED,
+    UP_CONNECT_TIMEOUT,
+    UP_RESET,
+    UP_TIMEOUT,
+} up_error_t;
+
+struct tg_exchange {
+    tg_exchange_t *next_free;
+    tg_worker_t *w;
+    tg_snapshot_t *snap;
+    tg_arena_t arena;
+    struct evbuffer *scratch;
+    const tg_downstream_ops_t *ops;
+    void *ds;
+    ex_state_t state;
+
+    tg_request_t req;
+    tg_response_t resp;
+    const tg_route_conf_t *route;
+    tg_cluster_t *cluster;
+    size_t first_ep, attempts;
+    const tg_endpoint_t *ep;
+    up_error_t last_error;
+
+    tg_upconn_t *up;
+    tg_h1_reader_t up_reader;
+    tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
+
+    size_t listener;
+    const char *scheme;
+    char client_addr[INET6_ADDRSTRLEN];
+
+    unsigned req_done : 1;      /* request body fully read from the client */
+    unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
+    unsigned resp_started : 1;  /* response head sent to the client */
+    unsigned resp_done : 1;
+    unsigned up_eof : 1;
+    unsigned close_ds : 1;
+};
+
+static const char *state_str(ex_state_t s)
+{
+    static const char *const names[] = { "ROUTING", "CONNECTING", "WAIT_HEAD", "STREAMING", "TUNNEL" };
+    return names[s];
+}
+
+/* ---- lifetime ---- */
+
+tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, void *ds)
+{
+    tg_exchange_t *ex = w->free_exchanges;
+    if (ex != NULL) {
+        w->free_exchanges = ex->next_free;
+    } else {
+        ex = calloc(1, sizeof(*ex));
+        if (ex == NULL)
+            return NULL;
+        tg_arena_init(&ex->arena);
+        ex->scratch = evbuffer_new();
+        if (ex->scratch == NULL) {
+            free(ex);
+            return NULL;
+        }
+    }
+    tg_arena_t arena = ex->arena;
+    struct evbuffer *scratch = ex->scratch;
+    memset(ex, 0, sizeof(*ex));
+    ex->arena = arena;
+    ex->scratch = scratch;
+    ex->w = w;
+    ex->snap = tg_snapshot_ref(w->snap);
+    ex->ops = ops;
+    ex->ds = ds;
+    return ex;
+}
+
+tg_request_t *tg_exchange_request(tg_exchange_t *ex)
+{
+    return &ex->req;
+}
+
+tg_arena_t *tg_exchange_arena(tg_exchange_t *ex)
+{
+    return &ex->arena;
+}
+
+const tg_config_t *tg_exchange_config(const tg_exchange_t *ex)
+{
+    return ex->snap->cfg;
+}
+
+static void release_upstream(tg_exchange_t *ex, int reusable)
+{
+    if (ex->up == NULL)
+        return;
+    bufferevent_setcb(ex->up->bev, NULL, NULL, NULL, NULL);
+    tg_upstream_release(ex->up, reusable, ex->cluster->conf);
+    ex->up = NULL;
+}
+
+static void recycle(tg_exchange_t *ex)
+{
+    tg_worker_t *w = ex->w;
+    release_upstream(ex, 0);
+    tg_snapshot_unref(ex->snap);
+    ex->snap = NULL;
+    tg_arena_reset(&ex->arena);
+    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+    ex->next_free = w->free_exchanges;
+    w->free_exchanges = ex;
+}
+
+void tg_exchange_free_cache(tg_worker_t *w)
+{
+    tg_exchange_t *ex;
+    while ((ex = w->free_exchanges) != NULL) {
+        w->free_exchanges = ex->next_free;
+        tg_arena_free(&ex->arena);
+        evbuffer_free(ex->scratch);
+        free(ex);
+    }
+}
+
+/* Ends the exchange: gives the upstream connection back (kept only after a
+ * clean, complete request and response), tells the downstream, recycles. */
+static void finish(tg_exchange_t *ex, int abort)
+{
+    int clean = !abort && ex->resp_done && ex->req_done && ex->state == EX_STREAMING;
+    int reusable = clean && ex->resp.keep_alive && ex->up_reader.body != TG_BODY_EOF;
+    tg_debug("exchange %s %s: finish in %s (abort=%d reusable=%d)", ex->req.method, ex->req.target,
+             state_str(ex->state), abort, reusable);
+    release_upstream(ex, reusable);
+    int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
+    ex->ops->done(ex->ds, close);
+    recycle(ex);
+}
+
+void tg_exchange_abort(tg_exchange_t *ex)
+{
+    recycle(ex);
+}
+
+/* ---- local replies ---- */
+
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
+{
+    if (ex->resp_started) {
+        finish(ex, 1);
+        return;
+    }
+    release_upstream(ex, 0);
+    char esc[256], body[384], len[24];
+    json_escape(esc, sizeof(esc), message);
+    int blen = snprintf(body, sizeof(body), "{\"error\": \"%s\", \"status\": %d}\n", esc, status);
+    snprintf(len, sizeof(len), "%d", blen);
+
+    tg_response_t *r = &ex->resp;
+    memset(r, 0, sizeof(*r));
+    r->status = status;
+    r->version = 11;
+    r->body = TG_BODY_LENGTH;
+    r->content_length = (uint64_t)blen;
+    tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
+    tg_debug("local reply %d: %s", status, message);
+    ex->resp_started = 1;
+    if (ex->ops->write_head(ex->ds, r) < 0 || evbuffer_add(ex->scratch, body, (size_t)blen) < 0 ||
+        ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    ex->resp_done = 1;
+    ex->state = EX_STREAMING;
+    /* A request body nobody will read means the connection must close. */
+    finish(ex, 0);
+}
+
+/* ---- upstream request ---- */
+
+static void set_timeout(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
+{
+    struct timeval r = { (time_t)(read_ms / 1000), (suseconds_t)(read_ms % 1000) * 1000 };
+    struct timeval wr = { (time_t)(write_ms / 1000), (suseconds_t)(write_ms % 1000) * 1000 };
+    bufferevent_set_timeouts(bev, read_ms ? &r : NULL, write_ms ? &wr : NULL);
+}
+
+static void make_request_id(tg_exchange_t *ex, char out[37])
+{
+    uint64_t a = tg_worker_random(ex->w), b = tg_worker_random(ex->w);
+    b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  /* RFC 4122 variant */
+    a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  /* version 4 */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)((a >> 16) & 0xffff),
+             (unsigned)(a & 0xffff), (unsigned)(b >> 48), (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+/* Turns the client's headers into the upstream's: hop-by-hop removed,
+ * forwarding headers set, route rules applied. Done once per exchange. */
+static int prepare_request_headers(tg_exchange_t *ex)
+{
+    tg_request_t *req = &ex->req;
+    tg_headers_t *h = &req->headers;
+    tg_arena_t *a = &ex->arena;
+    const tg_header_t *upg = req->upgrade ? tg_headers_get(h, "upgrade") : NULL;
+    const char *upgrade = upg ? upg->value : NULL;
+    const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for");
+    const char *xff_old = xff ? xff->value : NULL;
+    const tg_header_t *via = tg_headers_get(h, "via");
+    const char *via_old = via ? via->value : NULL;
+
+    tg_headers_strip_hop_by_hop(h);
+    char *v;
+    if (xff_old) {
+        size_t n = strlen(xff_old) + 2 + strlen(ex->client_addr) + 1;
+        if ((v = tg_arena_alloc(a, n)) == NULL)
+            return -1;
+        snprintf(v, n, "%s, %s", xff_old, ex->client_addr);
+    } else {
+        v = ex->client_addr;
+    }
+    if (tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
+        tg_headers_set(h, a, "x-forwarded-proto", ex->scheme) < 0)
+        return -1;
+    if (req->authority && tg_headers_set(h, a, "x-forwarded-host", req->authority) < 0)
+        return -1;
+    const char *via_self = req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
+    if (via_old) {
+        size_t n = strlen(via_old) + 2 + strlen(via_self) + 1;
+        if ((v = tg_arena_alloc(a, n)) == NULL)
+            return -1;
+        snprintf(v, n, "%s, %s", via_old, via_self);
+    } else {
+        v = (char *)via_self;
+    }
+    if (tg_headers_set(h, a, "via", v) < 0)
+        return -1;
+    if (tg_headers_get(h, "x-request-id") == NULL) {
+        char *id = tg_arena_alloc(a, 37);
+        if (id == NULL)
+            return -1;
+        make_request_id(ex, id);
+        if (tg_headers_add(h, a, "x-request-id", 12, id, 36) < 0)
+            return -1;
+    }
+    if (tg_headers_apply_rules(h, a, &ex->route->request_headers) < 0)
+        return -1;
+    if (upgrade && (tg_headers_add(h, a, "connection", 10, "upgrade", 7) < 0 ||
+                    tg_headers_add(h, a, "upgrade", 7, upgrade, strlen(upgrade)) < 0))
+        return -1;
+    ex->up_req_body = req->body;
+    return 0;
+}
+
+static int write_request_head(tg_exchange_t *ex)
+{
+    tg_request_t *req = &ex->req;
+    size_t n = strlen(req->method) + 1 + strlen(req->target) + 10;
+    char *start = tg_arena_alloc(&ex->arena, n);
+    if (start == NULL)
+        return -1;
+    snprintf(start, n, "%s %s HTTP/1.1", req->method, req->target);
+    char extra[384] = "";
+    int el = 0;
+    if (req->authority == NULL) /* HTTP/1.0 without Host: HTTP/1.1 requires one */
+        el = snprintf(extra, sizeof(extra), "host: %s\r\n", ex->ep->conf->address);
+    if (req->body == TG_BODY_LENGTH)
+        snprintf(extra + el, sizeof(extra) - (size_t)el, "content-length: %llu\r\n",
+                 (unsigned long long)req->content_length);
+    else if (req->body == TG_BODY_CHUNKED)
+        snprintf(extra + el, sizeof(extra) - (size_t)el, "transfer-encoding: chunked\r\n");
+    else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH"))
+        snprintf(extra + el, sizeof(extra) - (size_t)el, "content-length: 0\r\n");
+    return tg_h1_write_head(bufferevent_get_output(ex->up->bev), start, &req->headers, extra);
+}
+
+/* ---- pumps: move bytes while the sink has room ---- */
+
+static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
+static void try_next_endpoint(tg_exchange_t *ex);
+
+/* Client -> upstream. Returns -1 if the exchange was finished. */
+static int pump_request(tg_exchange_t *ex)
+{
+    if (ex->up == NULL || ex->req_done || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+        return 0;
+    struct evbuffer *out = bufferevent_get_output(ex->up->bev);
+    while (evbuffer_get_length(out) < TG_EXCHANGE_HWM) {
+        int fin = 0, err = 0;
+        ssize_t n = ex->ops->read_body(ex->ds, ex->scratch, TG_EXCHANGE_HWM - evbuffer_get_length(out), &fin, &err);
+        if (n < 0) {
+            ex->close_ds = 1;
+            tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+            return -1;
+        }
+        if (n > 0) {
+            ex->req_sent_any = 1;
+            if (tg_h1_write_body(out, ex->up_req_body, ex->scratch) < 0) {
+                tg_exchange_reply(ex, 500, "out of memory");
+                return -1;
+            }
+        }
+        if (fin) {
+            if (ex->state != EX_TUNNEL)
+                tg_h1_write_end(out, ex->up_req_body);
+            ex->req_done = 1;
+            if (ex->state == EX_TUNNEL) {
+                /* the client closed its side of the tunnel: so do we */
+                finish(ex, 1);
+                return -1;
+            }
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    return 0;
+}
+
+/* Upstream -> client. Returns -1 if the exchange was finished. */
+static int pump_response(tg_exchange_t *ex)
+{
+    struct evbuffer *in = bufferevent_get_input(ex->up->bev);
+    while (!ex->resp_done) {
+        size_t pending = ex->ops->pending(ex->ds);
+        if (pending >= TG_EXCHANGE_HWM)
+            break;
+        int fin = 0;
+        ssize_t n = tg_h1_read_body(&ex->up_reader, in, ex->scratch, TG_EXCHANGE_HWM - pending, ex->up_eof, &fin);
+        if (n < 0) {
+            tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address,
+                    ex->up_reader.error_msg ? ex->up_reader.error_msg : "?");
+            finish(ex, 1);
+            return -1;
+        }
+        if (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
+            finish(ex, 1);
+            return -1;
+        }
+        if (fin) {
+            if (ex->state == EX_TUNNEL) {
+                finish(ex, 1);
+                return -1;
+            }
+            ex->ops->write_end(ex->ds);
+            ex->resp_done = 1;
+        }
+        if (n == 0)
+            break;
+    }
+    if (ex->resp_done) {
+        finish(ex, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- upstream events ---- */
+
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+static void on_response_head(tg_exchange_t *ex)
+{
+    tg_response_t *resp = &ex->resp;
+    const tg_header_t *upg = tg_headers_get(&resp->headers, "upgrade");
+    const char *upgrade = upg ? upg->value : NULL;
+    if (resp->status == 101 && (!ex->req.upgrade || upgrade == NULL)) {
+        fail_upstream(ex, UP_RESET, "101 response to a request without Upgrade");
+        return;
+    }
+    tg_headers_strip_hop_by_hop(&resp->headers);
+    if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
+        (upgrade && resp->status == 101 &&
+         tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    ex->resp_started = 1;
+    if (ex->ops->write_head(ex->ds, resp) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    const tg_route_conf_t *r = ex->route;
+    if (resp->status == 101) {
+        ex->state = EX_TUNNEL;
+        ex->req_done = 0;
+        ex->up_req_body = TG_BODY_TUNNEL;
+        set_timeout(ex->up->bev, r->idle_timeout_ms, r->idle_timeout_ms);
+        if (pump_request(ex) < 0)
+            return;
+    } else {
+        ex->state = EX_STREAMING;
+        set_timeout(ex->up->bev, r->idle_timeout_ms, r->idle_timeout_ms);
+    }
+    pump_response(ex);
+}
+
+static void read_response_head(tg_exchange_t *ex)
+{
+    struct evbuffer *in = bufferevent_get_input(ex->up->bev);
+    for (;;) {
+        memset(&ex->resp, 0, sizeof(ex->resp));
+        tg_h1_result_t r = tg_h1_read_response_head(&ex->up_reader, in, ex->snap->cfg->limits.max_header_bytes,
+                                                   &ex->arena, &ex->resp, ex->req.is_head);
+        if (r == TG_H1_AGAIN) {
+            if (ex->up_eof)
+                fail_upstream(ex, UP_RESET, evbuffer_get_length(in) ? "truncated response head"
+                                                                     : "connection closed before a response");
+            return;
+        }
+        if (r == TG_H1_ERROR) {
+            tg_warn("upstream %s: %s", ex->ep->conf->address, ex->up_reader.error_msg);
+            ex->req_sent_any = 1; /* the upstream answered: do not retry */
+            fail_upstream(ex, UP_RESET, ex->up_reader.error_msg);
+            return;
+        }
+        if (ex->resp.status >= 100 && ex->resp.status < 200 && ex->resp.status != 101) {
+            tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
+            continue;
+        }
+        on_response_head(ex);
+        return;
+    }
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    if (ex->state == EX_WAIT_HEAD)
+        read_response_head(ex);
+    else if (ex->state == EX_STREAMING || ex->state == EX_TUNNEL)
+        pump_response(ex);
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+    pump_request(arg);
+}
+
+static void on_connected(tg_exchange_t *ex)
+{
+    struct bufferevent *bev = ex->up->bev;
+    int fd = bufferevent_getfd(bev), one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ex->state = EX_WAIT_HEAD;
+    tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
+    if (write_request_head(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    bufferevent_setwatermark(bev, EV_READ, 0, TG_EXCHANGE_HWM);
+    bufferevent_setwatermark(bev, EV_WRITE, TG_EXCHANGE_HWM / 2, 0);
+    set_timeout(bev, ex->route->timeout_ms, ex->route->idle_timeout_ms);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE)
+        ex->ops->send_continue(ex->ds);
+    pump_request(ex);
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        on_connected(ex);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (ex->state == EX_CONNECTING)
+            fail_upstream(ex, UP_CONNECT_TIMEOUT, "connect timeout");
+        else
+            fail_upstream(ex, UP_TIMEOUT, ex->state == EX_WAIT_HEAD ? "response timeout" : "idle timeout");
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        ex->up_eof = 1;
+        if (ex->state == EX_WAIT_HEAD)
+            read_response_head(ex);
+        else
+            pump_response(ex);
+        return;
+    }
+    /* BEV_EVENT_ERROR */
+    fail_upstream(ex, ex->state == EX_CONNECTING ? UP_CONNECT_FAILED : UP_RESET,
+                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* An upstream attempt failed. Before anything was sent that cannot be
+ * replayed, move on to the next endpoint; otherwise answer 502/504, or
+ * cut the client off if its response has already started. */
+static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
+{
+    const char *addr = ex->ep ? ex->ep->conf->address : "?";
+    int reused = ex->up && ex->up->reused;
+    tg_debug("upstream %s: %s (state %s)", addr, what, state_str(ex->state));
+    release_upstream(ex, 0);
+    ex->last_error = err;
+    int retriable = ex->state == EX_CONNECTING ||
+                    (ex->state == EX_WAIT_HEAD && err == UP_RESET && !ex->req_sent_any);
+    if (retriable) {
+        if (ex->state == EX_CONNECTING)
+            tg_warn("upstream %s: %s", addr, what);
+        if (reused)
+            ex->attempts--; /* a stale pooled connection does not count as a try */
+        try_next_endpoint(ex);
+        return;
+    }
+    if (ex->resp_started) {
+        finish(ex, 1);
+        return;
+    }
+    tg_warn("upstream %s: %s", addr, what);
+    if (err == UP_TIMEOUT)
+        tg_exchange_reply(ex, 504, "upstream timed out");
+    else
+        tg_exchange_reply(ex, 502, "upstream connection failed");
+}
+
+static void try_next_endpoint(tg_exchange_t *ex)
+{
+    tg_cluster_t *c = ex->cluster;
+    while (ex->attempts < c->n_endpoints) {
+        ex->ep = &c->endpoints[(ex->first_ep + ex->attempts) % c->n_endpoints];
+        ex->attempts++;
+        int fresh = 0;
+        ex->up = tg_upstream_acquire(ex->w, ex->ep, &fresh);
+        if (ex->up == NULL) {
+            tg_warn("upstream %s: connect failed", ex->ep->conf->address);
+            ex->last_error = UP_CONNECT_FAILED;
+            continue;
+        }
+        bufferevent_setcb(ex->up->bev, on_up_read, on_up_write, on_up_event, ex);
+        if (fresh) {
+            ex->state = EX_CONNECTING;
+            set_timeout(ex->up->bev, 0, c->conf->connect_timeout_ms);
+            bufferevent_enable(ex->up->bev, EV_WRITE);
+        } else {
+            on_connected(ex);
+        }
+        return;
+    }
+    ex->state = EX_ROUTING;
+    if (ex->last_error == UP_CONNECT_TIMEOUT)
+        tg_exchange_reply(ex, 504, "upstream connect timed out");
+    else
+        tg_exchange_reply(ex, 503, "no upstream endpoint available");
+}
+
+/* ---- entry points from the downstream ---- */
+
+void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
+{
+    ex->listener = listener;
+    ex->scheme = scheme;
+    snprintf(ex->client_addr, sizeof(ex->client_addr), "%s", client_addr);
+    if (ex->req.body == TG_BODY_NONE)
+        ex->req_done = 1; /* a local reply can keep the connection */
+    const tg_config_t *cfg = ex->snap->cfg;
+    ex->route = tg_router_match(cfg, listener, &ex->req, &ex->arena);
+    if (ex->route == NULL) {
+        tg_exchange_reply(ex, 404, "no route");
+        return;
+    }
+    ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
+    if (prepare_request_headers(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    ex->first_ep = tg_cluster_pick(ex->cluster);
+    try_next_endpoint(ex);
+}
+
+void tg_exchange_on_request_data(tg_exchange_t *ex)
+{
+    pump_request(ex);
+}
+
+void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
+{
+    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->up != NULL)
+        pump_response(ex);
+}

@@ -1,0 +1,79 @@
+/*
+ * proxy/h1_codec.h — HTTP/1.x message framing on evbuffers, for both the
+ * downstream server and the upstream client.
+ *
+ * Reading a head: the bytes up to the blank line are found and checked in
+ * one incremental scan (bare CR, bare LF, NUL, obs-fold and oversize are
+ * rejected before any parsing), copied once into the exchange arena and
+ * handed to http-parser there; header names and values then point into
+ * that copy, NUL-terminated in place. RFC 9112 request checks (Host, CL vs
+ * TE, transfer codings, target form, Expect) follow.
+ *
+ * Reading a body moves bytes: Content-Length and close-delimited bodies go
+ * from the input evbuffer to the output with evbuffer_remove_buffer (no
+ * copy); chunked bodies are decoded by http-parser into the output.
+ */
+#ifndef TG_PROXY_H1_CODEC_H
+#define TG_PROXY_H1_CODEC_H
+
+#include <http_parser.h>
+#include <sys/types.h>
+
+#include "proxy/http.h"
+
+struct evbuffer;
+
+typedef enum { TG_H1_AGAIN = 0, TG_H1_OK = 1, TG_H1_ERROR = -1 } tg_h1_result_t;
+
+typedef struct tg_h1_reader {
+    http_parser parser;
+    tg_body_kind_t body;
+    uint64_t remaining;     /* TG_BODY_LENGTH: bytes still to come */
+    uint64_t body_bytes;    /* decoded body bytes read so far */
+    uint64_t max_body;      /* 0 = unlimited */
+    size_t scan_pos;        /* head scan progress (bytes already checked) */
+    size_t line_start;
+    int error_status;       /* HTTP status to answer with on TG_H1_ERROR */
+    const char *error_msg;  /* static string */
+    /* private: parse state */
+    unsigned in_head : 1, done : 1, skip_body : 1, value_pending : 1;
+    tg_arena_t *arena;
+    tg_headers_t *headers;
+    const char *url;
+    size_t url_len;
+    struct evbuffer *sink;
+} tg_h1_reader_t;
+
+/* Prepares r for a new message on a connection. */
+void tg_h1_reader_init(tg_h1_reader_t *r, enum http_parser_type type);
+
+/* Reads a request head from in. TG_H1_OK: req is filled, the head is
+ * drained from in, r is ready for tg_h1_read_body. TG_H1_AGAIN: need more
+ * bytes. TG_H1_ERROR: r->error_status (400, 431, 501, 505, 417) and
+ * r->error_msg say why; the connection must close after the reply. */
+tg_h1_result_t tg_h1_read_request_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header,
+                                       tg_arena_t *a, tg_request_t *req);
+
+/* Reads a response head. request_is_head: the request was HEAD (no body).
+ * On TG_H1_ERROR the upstream response is unusable (502). */
+tg_h1_result_t tg_h1_read_response_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header,
+                                        tg_arena_t *a, tg_response_t *resp, int request_is_head);
+
+/* Moves up to max decoded body bytes from in to out. eof: the peer closed
+ * its side (ends TG_BODY_EOF/TUNNEL bodies, truncates the others). Sets
+ * *fin when the body is complete. Returns the bytes moved, or -1 on a
+ * framing error, a truncated body or a body over r->max_body (then
+ * r->error_status is 400 or 413). */
+ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer *out, size_t max, int eof,
+                        int *fin);
+
+/* Serialises "start-line\r\n" + headers + extra (preformatted header lines,
+ * may be NULL) + "\r\n" into out with a single reservation. */
+int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_headers_t *h, const char *extra);
+
+/* Frames data (moved, not copied) for the given body kind into out. */
+int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer *data);
+/* Writes the end of a body (the last chunk for chunked; nothing otherwise). */
+int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind);
+
+#endif

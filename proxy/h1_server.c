@@ -1,0 +1,383 @@
+/*
+ * proxy/h1_server.c — downstream HTTP/1.x connections. See h1_server.h.
+ */
+#include "proxy/h1_server.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proxy/exchange.h"
+#include "proxy/h1_codec.h"
+#include "proxy/log.h"
+
+#define LINGER_MS 2000
+
+typedef enum { C_READ_HEAD = 0, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
+
+typedef struct h1_conn {
+    tg_conn_node_t node;
+    tg_worker_t *w;
+    struct bufferevent *bev;
+    size_t listener;
+    char addr[INET6_ADDRSTRLEN];
+    conn_state_t state;
+    tg_h1_reader_t reader;
+    tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
+    tg_body_kind_t out_body;   /* framing of the response being written */
+    int version;
+    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1;
+    struct event *timer;       /* idle / header / linger deadline */
+    struct event *defer;       /* runs advance() at a safe point */
+} h1_conn_t;
+
+static const char *conn_state_str(conn_state_t s)
+{
+    static const char *const names[] = { "READ_HEAD", "EXCHANGE", "FLUSH", "LINGER" };
+    return names[s];
+}
+
+static const tg_limits_t *limits(h1_conn_t *c)
+{
+    return &c->w->snap->cfg->limits;
+}
+
+static void arm_timer(h1_conn_t *c, uint64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    if (ms)
+        evtimer_add(c->timer, &tv);
+    else
+        evtimer_del(c->timer);
+}
+
+static void conn_free(h1_conn_t *c)
+{
+    tg_debug("h1 %s: closing in %s", c->addr, conn_state_str(c->state));
+    if (c->ex != NULL)
+        tg_exchange_abort(c->ex);
+    tg_worker_conn_remove(c->w, &c->node);
+    event_free(c->timer);
+    event_free(c->defer);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* ---- tg_downstream_ops_t ---- */
+
+static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin, int *err)
+{
+    h1_conn_t *c = ds;
+    ssize_t n = tg_h1_read_body(&c->reader, bufferevent_get_input(c->bev), dst, max, c->eof, fin);
+    if (n < 0) {
+        *err = c->reader.error_status ? c->reader.error_status : 400;
+        c->close_after = 1;
+    }
+    return n;
+}
+
+static int ds_write_head(void *ds, const tg_response_t *resp)
+{
+    h1_conn_t *c = ds;
+    char start[80], extra[128];
+    size_t el = 0;
+    snprintf(start, sizeof(start), "HTTP/1.1 %d %s", resp->status, tg_http_reason(resp->status));
+    extra[0] = '\0';
+    if (resp->body == TG_BODY_TUNNEL) {
+        c->out_body = TG_BODY_TUNNEL;
+        c->reader.body = TG_BODY_TUNNEL; /* from now on the client sends raw bytes */
+        c->close_after = 1;
+        snprintf(extra, sizeof(extra), "connection: upgrade\r\n");
+        return tg_h1_write_head(bufferevent_get_output(c->bev), start, &resp->headers, extra);
+    }
+    switch (resp->body) {
+    case TG_BODY_LENGTH:
+        c->out_body = TG_BODY_LENGTH;
+        el += (size_t)snprintf(extra + el, sizeof(extra) - el, "content-length: %llu\r\n",
+                               (unsigned long long)resp->content_length);
+        break;
+    case TG_BODY_NONE:
+        c->out_body = TG_BODY_NONE;
+        if (resp->status >= 200 && resp->status != 204 && resp->status != 304)
+            el += (size_t)snprintf(extra + el, sizeof(extra) - el, "content-length: %llu\r\n",
+                                   (unsigned long long)resp->content_length);
+        break;
+    default: /* chunked or close-delimited upstream body */
+        if (c->version >= 11) {
+            c->out_body = TG_BODY_CHUNKED;
+            el += (size_t)snprintf(extra + el, sizeof(extra) - el, "transfer-encoding: chunked\r\n");
+        } else {
+            c->out_body = TG_BODY_EOF;
+            c->close_after = 1;
+        }
+        break;
+    }
+    if (c->close_after || c->draining || !c->keep_alive || c->eof) {
+        c->close_after = 1;
+        snprintf(extra + el, sizeof(extra) - el, "connection: close\r\n");
+    } else if (c->version == 10) {
+        snprintf(extra + el, sizeof(extra) - el, "connection: keep-alive\r\n");
+    }
+    return tg_h1_write_head(bufferevent_get_output(c->bev), start, &resp->headers, extra);
+}
+
+static int ds_write_body(void *ds, struct evbuffer *data)
+{
+    h1_conn_t *c = ds;
+    return tg_h1_write_body(bufferevent_get_output(c->bev), c->out_body, data);
+}
+
+static int ds_write_end(void *ds)
+{
+    h1_conn_t *c = ds;
+    return tg_h1_write_end(bufferevent_get_output(c->bev), c->out_body);
+}
+
+static size_t ds_pending(void *ds)
+{
+    h1_conn_t *c = ds;
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void ds_send_continue(void *ds)
+{
+    h1_conn_t *c = ds;
+    if (c->version >= 11)
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+static void ds_done(void *ds, int close)
+{
+    h1_conn_t *c = ds;
+    c->ex = NULL;
+    if (close || c->close_after || c->draining || !c->keep_alive) {
+        c->state = C_FLUSH;
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    } else {
+        c->state = C_READ_HEAD;
+        c->head_timer = 0;
+        bufferevent_set_timeouts(c->bev, NULL, NULL);
+        arm_timer(c, limits(c)->idle_timeout_ms);
+    }
+    event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+static const tg_downstream_ops_t h1_ops = {
+    .read_body = ds_read_body,
+    .write_head = ds_write_head,
+    .write_body = ds_write_body,
+    .write_end = ds_write_end,
+    .pending = ds_pending,
+    .send_continue = ds_send_continue,
+    .done = ds_done,
+};
+
+/* ---- reading requests ---- */
+
+static void start_linger(h1_conn_t *c)
+{
+    if (c->eof && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        conn_free(c);
+        return;
+    }
+    /* Half-close and read until the client closes, so that unread request
+     * bytes do not turn our close into a reset that destroys the reply. */
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    c->state = C_LINGER;
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    arm_timer(c, LINGER_MS);
+}
+
+static void read_head(h1_conn_t *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (evbuffer_get_length(in) == 0) {
+        if (c->eof || c->draining)
+            conn_free(c);
+        return;
+    }
+    if (c->ex == NULL) {
+        c->ex = tg_exchange_new(c->w, &h1_ops, c);
+        if (c->ex == NULL) {
+            conn_free(c);
+            return;
+        }
+        tg_h1_reader_init(&c->reader, HTTP_REQUEST);
+        c->reader.max_body = limits(c)->max_body_bytes;
+    }
+    tg_request_t *req = tg_exchange_request(c->ex);
+    tg_h1_result_t r = tg_h1_read_request_head(&c->reader, in, limits(c)->max_header_bytes,
+                                               tg_exchange_arena(c->ex), req);
+    if (r == TG_H1_AGAIN) {
+        if (c->eof) {
+            conn_free(c); /* the client gave up mid-head */
+        } else if (!c->head_timer) {
+            c->head_timer = 1;
+            arm_timer(c, limits(c)->header_timeout_ms);
+        }
+        return;
+    }
+    arm_timer(c, 0);
+    c->state = C_EXCHANGE;
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    if (r == TG_H1_ERROR) {
+        tg_debug("h1 %s: bad request: %s", c->addr, c->reader.error_msg);
+        c->version = 11;
+        c->keep_alive = 0;
+        c->close_after = 1;
+        tg_exchange_reply(c->ex, c->reader.error_status, c->reader.error_msg);
+        return;
+    }
+    c->version = req->version;
+    c->keep_alive = req->keep_alive;
+    struct timeval tv = { (time_t)(limits(c)->idle_timeout_ms / 1000), 0 };
+    bufferevent_set_timeouts(c->bev, NULL, limits(c)->idle_timeout_ms ? &tv : NULL);
+    tg_exchange_start(c->ex, c->listener, c->addr, "http");
+}
+
+/* ---- events ---- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    h1_conn_t *c = arg;
+    switch (c->state) {
+    case C_READ_HEAD:
+        read_head(c);
+        break;
+    case C_EXCHANGE:
+        tg_exchange_on_request_data(c->ex);
+        break;
+    case C_LINGER:
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        break;
+    case C_FLUSH:
+        break;
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    h1_conn_t *c = arg;
+    if (c->state == C_EXCHANGE)
+        tg_exchange_on_downstream_drained(c->ex);
+    else if (c->state == C_FLUSH && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        start_linger(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    h1_conn_t *c = arg;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+        c->eof = 1;
+        switch (c->state) {
+        case C_READ_HEAD:
+            read_head(c);
+            return;
+        case C_EXCHANGE:
+            c->close_after = 1;
+            tg_exchange_on_request_data(c->ex);
+            return;
+        case C_LINGER:
+            conn_free(c);
+            return;
+        case C_FLUSH:
+            return;
+        }
+    }
+    /* error or write timeout: the client is gone */
+    conn_free(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    h1_conn_t *c = arg;
+    if (c->state == C_READ_HEAD && c->head_timer && c->ex != NULL) {
+        tg_debug("h1 %s: header timeout", c->addr);
+        c->state = C_EXCHANGE;
+        c->keep_alive = 0;
+        c->close_after = 1;
+        c->version = 11;
+        tg_exchange_reply(c->ex, 408, "request header timeout");
+        return;
+    }
+    conn_free(c); /* idle keep-alive timeout, or linger over */
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+    h1_conn_t *c = arg;
+    if (c->state == C_READ_HEAD) {
+        bufferevent_enable(c->bev, EV_READ);
+        read_head(c);
+    } else if (c->state == C_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        start_linger(c);
+    }
+}
+
+static void on_drain(tg_conn_node_t *n)
+{
+    h1_conn_t *c = (h1_conn_t *)n;
+    c->draining = 1;
+    if (c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer))
+        conn_free(c);
+}
+
+static void on_shutdown(tg_conn_node_t *n)
+{
+    conn_free((h1_conn_t *)n);
+}
+
+void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size_t listener)
+{
+    h1_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->listener = listener;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
+    else
+        snprintf(c->addr, sizeof(c->addr), "unknown");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->defer = event_new(w->base, -1, 0, on_defer, c);
+    if (c->bev == NULL || c->timer == NULL || c->defer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            close(fd);
+        if (c->timer)
+            event_free(c->timer);
+        if (c->defer)
+            event_free(c->defer);
+        free(c);
+        return;
+    }
+    c->node.on_drain = on_drain;
+    c->node.on_shutdown = on_shutdown;
+    tg_worker_conn_add(w, &c->node);
+    size_t hwm = TG_EXCHANGE_HWM;
+    if (limits(c)->max_header_bytes + 1024 > hwm)
+        hwm = limits(c)->max_header_bytes + 1024;
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, hwm);
+    bufferevent_setwatermark(c->bev, EV_WRITE, TG_EXCHANGE_HWM / 2, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    arm_timer(c, limits(c)->idle_timeout_ms);
+}

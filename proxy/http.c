@@ -1,0 +1,170 @@
+/*
+ * proxy/http.c — header list and the proxy's header rules. See http.h.
+ */
+#include "proxy/http.h"
+
+#include <string.h>
+#include <strings.h>
+
+int tg_http_is_tchar(unsigned char c)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != 0 && strchr(extra, c) != NULL);
+}
+
+int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (h->n == h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 16;
+        tg_header_t *nv = tg_arena_alloc(a, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        if (h->n)
+            memcpy(nv, h->v, h->n * sizeof(*nv));
+        h->v = nv;
+        h->cap = ncap;
+    }
+    h->v[h->n++] = (tg_header_t){ name, nlen, value, vlen };
+    return 0;
+}
+
+static int name_eq(const tg_header_t *hd, const char *name, size_t len)
+{
+    return hd->name_len == len && strncasecmp(hd->name, name, len) == 0;
+}
+
+const tg_header_t *tg_headers_get(const tg_headers_t *h, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < h->n; i++)
+        if (name_eq(&h->v[i], name, len))
+            return &h->v[i];
+    return NULL;
+}
+
+size_t tg_headers_count(const tg_headers_t *h, const char *name)
+{
+    size_t len = strlen(name), cnt = 0;
+    for (size_t i = 0; i < h->n; i++)
+        cnt += name_eq(&h->v[i], name, len);
+    return cnt;
+}
+
+static void remove_len(tg_headers_t *h, const char *name, size_t len)
+{
+    size_t w = 0;
+    for (size_t r = 0; r < h->n; r++)
+        if (!name_eq(&h->v[r], name, len))
+            h->v[w++] = h->v[r];
+    h->n = w;
+}
+
+void tg_headers_remove(tg_headers_t *h, const char *name)
+{
+    remove_len(h, name, strlen(name));
+}
+
+int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value)
+{
+    tg_headers_remove(h, name);
+    return tg_headers_add(h, a, name, strlen(name), value, strlen(value));
+}
+
+int tg_header_has_token(const char *value, size_t len, const char *token)
+{
+    size_t tlen = strlen(token), i = 0;
+    while (i < len) {
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end - start == tlen && strncasecmp(value + start, token, tlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void tg_headers_strip_hop_by_hop(tg_headers_t *h)
+{
+    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                       "transfer-encoding", "upgrade", "content-length", "expect" };
+    /* Headers named by Connection go first. The values stay valid while
+     * entries are removed: removal only compacts the array. */
+    struct { const char *v; size_t len; } conn[8];
+    size_t nconn = 0;
+    for (size_t i = 0; i < h->n && nconn < 8; i++)
+        if (name_eq(&h->v[i], "connection", 10))
+            conn[nconn++] = (typeof(conn[0])){ h->v[i].value, h->v[i].value_len };
+    for (size_t c = 0; c < nconn; c++) {
+        const char *v = conn[c].v;
+        size_t len = conn[c].len, p = 0;
+        while (p < len) {
+            while (p < len && (v[p] == ' ' || v[p] == '\t' || v[p] == ','))
+                p++;
+            size_t s = p;
+            while (p < len && v[p] != ',' && v[p] != ' ' && v[p] != '\t')
+                p++;
+            if (p > s)
+                remove_len(h, v + s, p - s);
+        }
+    }
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        remove_len(h, hop[i], strlen(hop[i]));
+}
+
+int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r)
+{
+    for (size_t i = 0; i < r->n_remove; i++)
+        tg_headers_remove(h, r->remove[i]);
+    for (size_t i = 0; i < r->n_set; i++)
+        if (tg_headers_set(h, a, r->set[i].name, r->set[i].value) < 0)
+            return -1;
+    for (size_t i = 0; i < r->n_add; i++)
+        if (tg_headers_add(h, a, r->add[i].name, strlen(r->add[i].name), r->add[i].value,
+                           strlen(r->add[i].value)) < 0)
+            return -1;
+    return 0;
+}
+
+const char *tg_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}

@@ -1,0 +1,92 @@
+/*
+ * proxy/http.h — the protocol-neutral HTTP message model shared by the
+ * downstream and upstream codecs and the exchange: request and response
+ * heads, an ordered header list, and the header rules a proxy applies
+ * (hop-by-hop removal, forwarding headers, route header edits).
+ *
+ * Strings in a message point into the owning exchange's arena and are
+ * NUL-terminated; a message lives exactly as long as its exchange.
+ */
+#ifndef TG_PROXY_HTTP_H
+#define TG_PROXY_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "proxy/arena.h"
+
+typedef struct tg_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} tg_header_t;
+
+typedef struct tg_headers {
+    tg_header_t *v;
+    size_t n, cap;
+} tg_headers_t;
+
+/* How a message body is delimited on the wire it arrived on. */
+typedef enum {
+    TG_BODY_NONE = 0,
+    TG_BODY_LENGTH,   /* Content-Length */
+    TG_BODY_CHUNKED,  /* Transfer-Encoding: chunked */
+    TG_BODY_EOF,      /* until the connection closes (responses only) */
+    TG_BODY_TUNNEL,   /* raw bytes after a 101 Switching Protocols */
+} tg_body_kind_t;
+
+typedef struct tg_request {
+    const char *method;
+    const char *target;     /* origin-form: path and query */
+    size_t path_len;        /* length of the path part of target (before '?') */
+    const char *authority;  /* Host header value, NULL if absent */
+    int version;            /* 10 or 11 */
+    tg_headers_t headers;
+    tg_body_kind_t body;
+    uint64_t content_length;
+    unsigned keep_alive : 1;
+    unsigned expect_continue : 1;
+    unsigned upgrade : 1;
+    unsigned is_head : 1;
+} tg_request_t;
+
+typedef struct tg_response {
+    int status;
+    int version;
+    tg_headers_t headers;
+    tg_body_kind_t body;
+    uint64_t content_length;
+    unsigned keep_alive : 1;
+} tg_response_t;
+
+/* Appends a header; name and value must outlive the list (arena memory). */
+int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen);
+/* First header with this name (case-insensitive), or NULL. */
+const tg_header_t *tg_headers_get(const tg_headers_t *h, const char *name);
+/* Number of headers with this name. */
+size_t tg_headers_count(const tg_headers_t *h, const char *name);
+/* Removes every header with this name. */
+void tg_headers_remove(tg_headers_t *h, const char *name);
+/* Removes all headers with this name, then adds one. */
+int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value);
+
+/* Does a comma-separated header list (e.g. Connection) contain token? */
+int tg_header_has_token(const char *value, size_t len, const char *token);
+
+/* Removes hop-by-hop headers (RFC 9110 7.6.1): Connection and every header
+ * it names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+ * Upgrade; also Content-Length and Expect, which the proxy regenerates. */
+void tg_headers_strip_hop_by_hop(tg_headers_t *h);
+
+/* Applies a route's request_headers/response_headers rules. */
+int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r);
+
+/* RFC 9110 token characters. */
+int tg_http_is_tchar(unsigned char c);
+
+/* The standard reason phrase for a status code ("Unknown" if none). */
+const char *tg_http_reason(int status);
+
+#endif

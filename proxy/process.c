@@ -1,0 +1,226 @@
+/*
+ * proxy/process.c — see process.h.
+ */
+#include "proxy/process.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/log.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+typedef struct process {
+    tg_snapshot_t *snap;
+    tg_worker_t **workers;
+    unsigned n_workers;
+    struct event_base *base;
+    struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+    int draining;
+} process_t;
+
+static void print_errors(const tg_errors_t *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        fprintf(stderr, "%s\n", e->msgs[i]);
+}
+
+int tg_process_check(const char *path)
+{
+    tg_errors_t errs = { 0 };
+    tg_snapshot_t *s = tg_snapshot_load(path, &errs);
+    print_errors(&errs);
+    tg_errors_free(&errs);
+    if (s == NULL) {
+        fprintf(stderr, "tollgate: configuration file %s test failed\n", path);
+        return 1;
+    }
+    fprintf(stderr, "tollgate: configuration file %s test is successful\n", path);
+    tg_snapshot_unref(s);
+    return 0;
+}
+
+static int bind_listener(const tg_listener_conf_t *l)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", l->port);
+    int rc = getaddrinfo(strcmp(l->host, "*") == 0 ? NULL : l->host, port, &hints, &res);
+    if (rc != 0) {
+        tg_error("listener '%s': cannot resolve %s: %s", l->name, l->listen, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        tg_error("listener '%s': cannot listen on %s: %s", l->name, l->listen, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void stop_all(process_t *p)
+{
+    for (unsigned i = 0; i < p->n_workers; i++)
+        tg_worker_stop(p->workers[i]);
+    event_base_loopexit(p->base, NULL);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    tg_warn("drain timeout: closing the remaining connections");
+    stop_all(arg);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    process_t *p = arg;
+    if (sig == SIGHUP) {
+        tg_warn("SIGHUP: configuration reload is not available in this build; ignoring");
+        return;
+    }
+    if (p->draining) {
+        tg_warn("second signal: stopping now");
+        stop_all(p);
+        return;
+    }
+    p->draining = 1;
+    uint64_t ms = p->snap->cfg->drain_timeout_ms;
+    tg_info("signal %d: draining (up to %llu ms)", (int)sig, (unsigned long long)ms);
+    for (unsigned i = 0; i < p->n_workers; i++)
+        tg_worker_drain(p->workers[i]);
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    evtimer_add(p->drain_timer, &tv);
+    /* The main loop ends when the workers are done: see run_main_loop. */
+    event_base_loopexit(p->base, NULL);
+}
+
+static int start_workers(process_t *p)
+{
+    const tg_config_t *cfg = p->snap->cfg;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    p->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    p->workers = calloc(p->n_workers, sizeof(*p->workers));
+    int *fds = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(int));
+    if (p->workers == NULL || fds == NULL) {
+        free(fds);
+        return -1;
+    }
+    for (unsigned i = 0; i < p->n_workers; i++) {
+        for (size_t j = 0; j < cfg->n_listeners; j++) {
+            fds[j] = bind_listener(&cfg->listeners[j]);
+            if (fds[j] < 0) {
+                while (j-- > 0)
+                    close(fds[j]);
+                free(fds);
+                return -1;
+            }
+        }
+        p->workers[i] = tg_worker_new(i, p->snap, fds, cfg->n_listeners);
+        if (p->workers[i] == NULL) {
+            free(fds);
+            return -1;
+        }
+    }
+    free(fds);
+    for (unsigned i = 0; i < p->n_workers; i++)
+        if (tg_worker_start(p->workers[i]) < 0) {
+            tg_error("cannot start worker thread %u", i);
+            return -1;
+        }
+    for (size_t j = 0; j < cfg->n_listeners; j++)
+        tg_info("listener '%s' on %s", cfg->listeners[j].name, cfg->listeners[j].listen);
+    tg_info("tollgate %s running with %u worker(s), config %s", TOLLGATE_VERSION, p->n_workers, cfg->path);
+    return 0;
+}
+
+/* Joins the workers; while they drain, a second signal or the drain timer
+ * (both on the main base) can still stop them. */
+static void *join_thread(void *arg)
+{
+    process_t *p = arg;
+    for (unsigned i = 0; i < p->n_workers; i++)
+        pthread_join(p->workers[i]->thread, NULL);
+    event_base_loopexit(p->base, NULL);
+    return NULL;
+}
+
+int tg_process_run(const char *path)
+{
+    process_t p = { 0 };
+    int status = 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() < 0) {
+        tg_error("libevent: no pthreads support");
+        return 1;
+    }
+    tg_errors_t errs = { 0 };
+    p.snap = tg_snapshot_load(path, &errs);
+    if (p.snap == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            tg_error("%s", errs.msgs[i]);
+        tg_errors_free(&errs);
+        return 1;
+    }
+    tg_errors_free(&errs);
+    p.base = event_base_new();
+    if (p.base == NULL)
+        goto out;
+    p.sig_term = evsignal_new(p.base, SIGTERM, on_signal, &p);
+    p.sig_int = evsignal_new(p.base, SIGINT, on_signal, &p);
+    p.sig_hup = evsignal_new(p.base, SIGHUP, on_signal, &p);
+    p.drain_timer = evtimer_new(p.base, on_drain_timeout, &p);
+    if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.drain_timer || evsignal_add(p.sig_term, NULL) < 0 ||
+        evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0)
+        goto out;
+    if (start_workers(&p) < 0)
+        goto out;
+    event_base_dispatch(p.base); /* until a drain starts */
+
+    /* Draining: a helper thread joins the workers and ends the loop; the
+     * loop keeps serving signals and the drain timer meanwhile. */
+    pthread_t joiner;
+    if (pthread_create(&joiner, NULL, join_thread, &p) == 0) {
+        event_base_dispatch(p.base);
+        pthread_join(joiner, NULL);
+        for (unsigned i = 0; i < p.n_workers; i++)
+            p.workers[i]->thread = 0; /* already joined */
+    }
+    status = 0;
+    tg_info("drained, exiting");
+out:
+    for (unsigned i = 0; p.workers && i < p.n_workers; i++)
+        if (p.workers[i]) {
+            if (status != 0)
+                tg_worker_stop(p.workers[i]);
+            tg_worker_join_free(p.workers[i]);
+        }
+    free(p.workers);
+    if (p.sig_term)
+        event_free(p.sig_term);
+    if (p.sig_int)
+        event_free(p.sig_int);
+    if (p.sig_hup)
+        event_free(p.sig_hup);
+    if (p.drain_timer)
+        event_free(p.drain_timer);
+    if (p.base)
+        event_base_free(p.base);
+    tg_snapshot_unref(p.snap);
+    return status;
+}

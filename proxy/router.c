@@ -1,0 +1,92 @@
+/*
+ * proxy/router.c — see router.h. A linear scan in file order: route tables
+ * are small and the checks are cheap (prefix compare first); a compiled
+ * trie is the next step if routes ever number in the thousands.
+ */
+#include "proxy/router.h"
+
+#include <string.h>
+#include <strings.h>
+
+int tg_router_host_matches(const tg_route_match_t *m, const char *host)
+{
+    if (m->host == NULL)
+        return 1;
+    if (host == NULL)
+        return 0;
+    size_t len = strlen(host);
+    /* strip ":port" (not inside an IPv6 literal) */
+    const char *colon = strrchr(host, ':');
+    if (colon != NULL && (host[0] != '[' || colon > strchr(host, ']')))
+        len = (size_t)(colon - host);
+    if (len && host[len - 1] == '.')
+        len--; /* absolute form "example.com." */
+    size_t mlen = strlen(m->host);
+    if (m->host_wildcard) /* m->host is ".example.com": needs at least one more label */
+        return len > mlen && strncasecmp(host + len - mlen, m->host, mlen) == 0;
+    return len == mlen && strncasecmp(host, m->host, mlen) == 0;
+}
+
+static int path_matches(const tg_route_match_t *m, const tg_request_t *req, tg_arena_t *scratch)
+{
+    size_t plen;
+    switch (m->path_kind) {
+    case TG_PATH_ANY:
+        return 1;
+    case TG_PATH_EXACT:
+        return req->path_len == strlen(m->path) && memcmp(req->target, m->path, req->path_len) == 0;
+    case TG_PATH_PREFIX:
+        plen = strlen(m->path);
+        return req->path_len >= plen && memcmp(req->target, m->path, plen) == 0;
+    case TG_PATH_REGEX: {
+        char *p = tg_arena_strndup(scratch, req->target, req->path_len);
+        return p != NULL && regexec(&m->path_re, p, 0, NULL, 0) == 0;
+    }
+    }
+    return 0;
+}
+
+static int headers_match(const tg_route_match_t *m, const tg_request_t *req)
+{
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const tg_header_t *h = tg_headers_get(&req->headers, m->headers[i].name);
+        if (h == NULL)
+            return 0;
+        if (m->headers[i].value && strcmp(h->value, m->headers[i].value) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int method_matches(const tg_route_match_t *m, const char *method)
+{
+    if (m->n_methods == 0)
+        return 1;
+    for (size_t i = 0; i < m->n_methods; i++)
+        if (strcmp(m->methods[i], method) == 0)
+            return 1;
+    return 0;
+}
+
+static int listener_matches(const tg_route_conf_t *r, size_t listener)
+{
+    if (r->n_listeners == 0)
+        return 1;
+    for (size_t i = 0; i < r->n_listeners; i++)
+        if (r->listeners[i] == listener)
+            return 1;
+    return 0;
+}
+
+const tg_route_conf_t *tg_router_match(const tg_config_t *cfg, size_t listener, const tg_request_t *req,
+                                       tg_arena_t *scratch)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const tg_route_conf_t *r = &cfg->routes[i];
+        if (listener_matches(r, listener) && tg_router_host_matches(&r->match, req->authority) &&
+            path_matches(&r->match, req, scratch) && method_matches(&r->match, req->method) &&
+            headers_match(&r->match, req))
+            return r;
+    }
+    return NULL;
+}

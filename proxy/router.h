@@ -1,0 +1,21 @@
+/*
+ * proxy/router.h — picks the route for a request: the first route, in
+ * file order, whose listeners include the one the request came in on and
+ * whose match holds (host exact or *.suffix, path exact/prefix/regex,
+ * methods, headers). Pure function of an immutable config; thread-safe.
+ */
+#ifndef TG_PROXY_ROUTER_H
+#define TG_PROXY_ROUTER_H
+
+#include "config/config.h"
+#include "proxy/http.h"
+
+/* Returns the matching route or NULL (404). path is req->target's path
+ * part; regexes see it NUL-terminated through scratch (arena). */
+const tg_route_conf_t *tg_router_match(const tg_config_t *cfg, size_t listener, const tg_request_t *req,
+                                       tg_arena_t *scratch);
+
+/* Host match on its own (exposed for unit tests): host may carry ":port". */
+int tg_router_host_matches(const tg_route_match_t *m, const char *host);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * proxy/worker.h — one worker thread: its own event_base, its own
+ * SO_REUSEPORT listening sockets, its own upstream connection pools and
+ * downstream connections. A request lives on one worker from accept to
+ * completion, so nothing here is locked. The main thread creates workers,
+ * starts them, asks them to drain (thread-safe: event_active on drain_ev)
+ * and joins them.
+ */
+#ifndef TG_PROXY_WORKER_H
+#define TG_PROXY_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "proxy/snapshot.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+typedef struct tg_upstream_pool tg_upstream_pool_t;
+typedef struct tg_exchange tg_exchange_t;
+
+/* A downstream connection as the worker sees it: enough to drain it. */
+typedef struct tg_conn_node {
+    TAILQ_ENTRY(tg_conn_node) link;
+    /* Called once when the worker starts draining: close if idle, else
+     * finish the current exchange and close. */
+    void (*on_drain)(struct tg_conn_node *n);
+    /* Called when the worker shuts down for good: free now. */
+    void (*on_shutdown)(struct tg_conn_node *n);
+} tg_conn_node_t;
+
+typedef struct tg_worker {
+    unsigned id;
+    pthread_t thread;
+    struct event_base *base;
+    tg_snapshot_t *snap;             /* current snapshot (one reference) */
+    struct evconnlistener **listeners; /* one per config listener, same order */
+    size_t n_listeners;
+    tg_upstream_pool_t **pools;      /* indexed by tg_endpoint_t.slot */
+    size_t n_pools;
+    TAILQ_HEAD(, tg_conn_node) conns;
+    size_t n_conns;
+    struct event *drain_ev;
+    int draining;
+    uint64_t rng[2];                 /* xorshift128+ state for request ids */
+    tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
+} tg_worker_t;
+
+/* Creates a worker on the given pre-bound listening sockets (one per
+ * config listener; the worker owns them from now on). Main thread. */
+tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n);
+int tg_worker_start(tg_worker_t *w);
+/* Asks the worker to stop accepting and finish in-flight requests; it
+ * leaves its loop when its last connection closes. Any thread. */
+void tg_worker_drain(tg_worker_t *w);
+/* Makes the worker leave its loop now. Any thread. */
+void tg_worker_stop(tg_worker_t *w);
+/* Joins the thread and frees everything it owns. Main thread. */
+void tg_worker_join_free(tg_worker_t *w);
+
+void tg_worker_conn_add(tg_worker_t *w, tg_conn_node_t *n);
+void tg_worker_conn_remove(tg_worker_t *w, tg_conn_node_t *n);
+
+/* 64 random bits from the worker's generator. */
+uint64_t tg_worker_random(tg_worker_t *w);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tollgate needs to build, test and benchmark,
+# skipping what is already there. Safe to run repeatedly; needs root for apt.
+set -euo pipefail
+
+BUILD_PKGS="build-essential cmake pkg-config libevent-dev libnghttp2-dev libssl-dev
+  libyaml-dev libhttp-parser-dev libcmocka-dev"
+TEST_PKGS="curl openssl python3 python3-fastapi python3-uvicorn python3-websockets
+  python3-httpx python3-requests procps"
+BENCH_PKGS="nginx haproxy wrk"
+
+want="$BUILD_PKGS $TEST_PKGS"
+case "${1:-}" in
+  --bench) want="$want $BENCH_PKGS" ;;
+esac
+
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "deps: installing:$missing"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q </dev/null
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q --no-install-recommends $missing </dev/null
+else
+  echo "deps: all present"
+fi

@@ -1,0 +1,150 @@
+"""FastAPI upstream used by the integration tests and the quickstart demo.
+
+Every response names the instance (APP_NAME) so tests can see where
+round-robin sent a request. Runs under uvicorn (Debian python3-uvicorn).
+"""
+import asyncio
+import hashlib
+import os
+import time
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+NAME = os.environ.get("APP_NAME", "app")
+app = FastAPI()
+ITEMS = {}
+STATS = {"requests": 0}
+
+
+@app.middleware("http")
+async def count(request: Request, call_next):
+    STATS["requests"] += 1
+    response = await call_next(request)
+    response.headers["x-upstream"] = NAME
+    return response
+
+
+@app.get("/whoami")
+async def whoami():
+    return {"name": NAME}
+
+
+@app.get("/stats")
+async def stats():
+    return {"name": NAME, "requests": STATS["requests"]}
+
+
+@app.get("/items")
+async def list_items():
+    return {"items": list(ITEMS.values())}
+
+
+@app.post("/items", status_code=201)
+async def create_item(item: dict):
+    item_id = str(len(ITEMS) + 1)
+    while item_id in ITEMS:
+        item_id = str(int(item_id) + 1)
+    ITEMS[item_id] = {"id": item_id, **item}
+    return ITEMS[item_id]
+
+
+@app.get("/items/{item_id}")
+async def get_item(item_id: str):
+    if item_id not in ITEMS:
+        raise HTTPException(status_code=404, detail="no such item")
+    return ITEMS[item_id]
+
+
+@app.put("/items/{item_id}")
+async def put_item(item_id: str, item: dict):
+    if item_id not in ITEMS:
+        raise HTTPException(status_code=404, detail="no such item")
+    ITEMS[item_id] = {"id": item_id, **item}
+    return ITEMS[item_id]
+
+
+@app.delete("/items/{item_id}", status_code=204)
+async def delete_item(item_id: str):
+    if ITEMS.pop(item_id, None) is None:
+        raise HTTPException(status_code=404, detail="no such item")
+
+
+@app.api_route("/echo/headers", methods=["GET", "POST", "HEAD", "DELETE", "PUT", "OPTIONS"])
+async def echo_headers(request: Request):
+    return {"method": request.method, "path": request.url.path, "query": request.url.query,
+            "headers": [[k, v] for k, v in request.headers.items()]}
+
+
+@app.get("/stream")
+async def stream(n: int = 5, delay: float = 0.2):
+    async def gen():
+        for i in range(n):
+            yield f"chunk {i} {time.time():.3f}\n"
+            await asyncio.sleep(delay)
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
+@app.get("/sse")
+async def sse(n: int = 3, delay: float = 0.5):
+    async def gen():
+        for i in range(n):
+            yield f"id: {i}\ndata: {time.time():.3f}\n\n"
+            await asyncio.sleep(delay)
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@app.post("/upload")
+async def upload(request: Request):
+    h = hashlib.sha256()
+    size = 0
+    async for chunk in request.stream():
+        h.update(chunk)
+        size += len(chunk)
+    return {"sha256": h.hexdigest(), "size": size}
+
+
+@app.get("/download")
+async def download(size: int = 1024 * 1024):
+    block = bytes(range(256)) * 256  # 64 KiB pattern
+
+    async def gen():
+        left = size
+        while left > 0:
+            part = block[: min(left, len(block))]
+            left -= len(part)
+            yield part
+    return StreamingResponse(gen(), media_type="application/octet-stream",
+                             headers={"content-length": str(size)})
+
+
+@app.get("/slow")
+async def slow(delay: float = 1.0):
+    await asyncio.sleep(delay)
+    return {"slept": delay}
+
+
+@app.get("/status/{code}")
+async def status(code: int):
+    return JSONResponse({"code": code}, status_code=code)
+
+
+@app.get("/text")
+async def text():
+    return PlainTextResponse("hello from " + NAME + "\n")
+
+
+@app.websocket("/ws")
+async def ws_echo(ws: WebSocket):
+    await ws.accept()
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg.get("type") == "websocket.disconnect":
+                break
+            if msg.get("text") is not None:
+                await ws.send_text("echo: " + msg["text"])
+            elif msg.get("bytes") is not None:
+                await ws.send_bytes(msg["bytes"])
+    except WebSocketDisconnect:
+        pass

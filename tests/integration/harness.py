@@ -1,0 +1,209 @@
+"""Shared plumbing for tollgate's integration tests: free ports, real
+upstream processes (FastAPI under uvicorn, raw socket peers), the real
+tollgate binary on a generated config, and cleanup. Loopback only; every
+wait is bounded."""
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APPS = os.path.join(HERE, "apps")
+PYTHON = "/usr/bin/python3"
+BIN = os.environ.get("TOLLGATE_BIN", os.path.join(HERE, "..", "..", "build", "tollgate"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+class Proc:
+    """A child process whose output goes to a log file we can read."""
+
+    def __init__(self, argv, env=None, name="proc"):
+        self.log = tempfile.NamedTemporaryFile(prefix=f"tg-{name}-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                  stdin=subprocess.DEVNULL)
+        self.name = name
+
+    def output(self):
+        with open(self.log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        return self.p.returncode
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+
+def start_app(name="app", port=None):
+    port = port or free_port()
+    env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1")
+    proc = Proc([PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env, name=name)
+    wait_port(port, proc=proc.p)
+    proc.port = port
+    return proc
+
+
+class ResetServer:
+    """Accepts connections and resets them at once (SO_LINGER 0)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stopped = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        import struct
+        self.sock.settimeout(0.2)
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            try:
+                c.recv(65536)
+            except OSError:
+                pass
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.t.join(2)
+        self.sock.close()
+
+
+def yaml_list(items):
+    return "[" + ", ".join(items) + "]"
+
+
+class Gateway:
+    """The real tollgate binary on a config written to a temp file."""
+
+    def __init__(self, config_text, port=None, log_level="info"):
+        self.dir = tempfile.mkdtemp(prefix="tg-test-")
+        self.path = os.path.join(self.dir, "tollgate.yaml")
+        with open(self.path, "w") as f:
+            f.write(config_text)
+        self.port = port
+        env = dict(os.environ)
+        self.proc = Proc([BIN, "-c", self.path, "-l", log_level], env=env, name="tollgate")
+        if port:
+            wait_port(port, proc=self.proc.p)
+
+    def stop(self):
+        rc = self.proc.stop()
+        out = self.proc.output()
+        return rc, out
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def simple_config(port, endpoints, extra_routes="", workers=2, limits="", route_extra="", cluster_extra=""):
+    return f"""
+workers: {workers}
+drain_timeout: 10s
+{limits}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{port}
+routes:
+{extra_routes}
+  - name: default
+    cluster: app
+{route_extra}
+clusters:
+  - name: app
+    endpoints: {yaml_list(endpoints)}
+{cluster_extra}
+"""
+
+
+def raw_request(port, data, timeout=5.0, read_until_close=True):
+    """Sends raw bytes, returns everything read until close or timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        chunks = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                break
+            if not b:
+                break
+            chunks.append(b)
+            if not read_until_close:
+                break
+        return b"".join(chunks)
+    finally:
+        s.close()
+
+
+class GatewayTest(unittest.TestCase):
+    """Base class: subclasses set up apps and a gateway in setUpClass and
+    call cls.finish() in tearDownClass; a clean exit and a clean sanitizer
+    report are asserted for every gateway run."""
+
+    procs = []
+    gateway = None
+
+    @classmethod
+    def finish(cls):
+        problems = []
+        if cls.gateway is not None:
+            rc, out = cls.gateway.stop()
+            if rc != 0:
+                problems.append(f"tollgate exited with {rc}")
+            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                if marker in out:
+                    problems.append(f"sanitizer report ({marker})")
+            if problems:
+                sys.stderr.write(out[-20000:])
+        for p in cls.procs:
+            p.stop()
+        cls.procs = []
+        if problems:
+            raise AssertionError("; ".join(problems))

@@ -1,0 +1,224 @@
+/* Unit tests: the YAML config loader — a full valid file, and each kind of
+ * error reported with its line:column. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+
+static tg_config_t *load(const char *yaml, tg_errors_t *errs)
+{
+    return tg_config_load_string("t.yaml", yaml, strlen(yaml), errs);
+}
+
+/* Loading must fail, and some error must contain `want`. */
+static void expect_error(const char *yaml, const char *want)
+{
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load(yaml, &errs);
+    int found = 0;
+    for (size_t i = 0; i < errs.n; i++)
+        if (strstr(errs.msgs[i], want) != NULL)
+            found = 1;
+    if (!found || c != NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "  got: %s\n", errs.msgs[i]);
+        fprintf(stderr, "  wanted: %s\n", want);
+    }
+    assert_null(c);
+    assert_true(found);
+    tg_errors_free(&errs);
+}
+
+#define BASE_LISTENERS "listeners:\n  - name: main\n    listen: 127.0.0.1:8080\n"
+#define BASE_CLUSTERS "clusters:\n  - name: app\n    endpoints: [127.0.0.1:8001]\n"
+
+static void test_full_config(void **state)
+{
+    setenv("TG_TEST_HOST", "api.example.com", 1);
+    const char *yaml =
+        "workers: 4\n"
+        "drain_timeout: 5s\n"
+        "limits: { max_header_bytes: 16KiB, max_body_bytes: 10MiB, header_timeout: 2s, idle_timeout: 30s }\n"
+        "listeners:\n"
+        "  - name: public\n"
+        "    listen: 0.0.0.0:8443\n"
+        "  - name: plain\n"
+        "    listen: '[::1]:8080'\n"
+        "routes:\n"
+        "  - name: users\n"
+        "    listeners: [plain]\n"
+        "    match:\n"
+        "      host: ${TG_TEST_HOST}\n"
+        "      path_prefix: /users\n"
+        "      methods: [GET, POST]\n"
+        "      headers: [{ name: x-env, value: prod }, { name: x-debug }]\n"
+        "    cluster: users-api\n"
+        "    timeout: 250ms\n"
+        "    idle_timeout: 1m\n"
+        "    request_headers: { add: { x-a: '1' }, set: { x-b: '2' }, remove: [x-c] }\n"
+        "    response_headers: { remove: [server] }\n"
+        "  - name: wild\n"
+        "    match: { host: '*.example.com', path_regex: '^/v[0-9]+/' }\n"
+        "    cluster: users-api\n"
+        "  - name: exact\n"
+        "    match: { path: /healthz }\n"
+        "    cluster: other\n"
+        "clusters:\n"
+        "  - name: users-api\n"
+        "    protocol: http1\n"
+        "    endpoints: [127.0.0.1:8001, 'localhost:8002']\n"
+        "    lb: round_robin\n"
+        "    connect_timeout: 2s\n"
+        "    idle_timeout: 90s\n"
+        "    pool_size: 8\n"
+        "  - name: other\n"
+        "    endpoints: ['[::1]:9000']\n";
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load(yaml, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.msgs[i]);
+    assert_non_null(c);
+    assert_int_equal(c->workers, 4);
+    assert_int_equal(c->drain_timeout_ms, 5000);
+    assert_int_equal(c->limits.max_header_bytes, 16384);
+    assert_int_equal(c->limits.max_body_bytes, 10 * 1024 * 1024);
+    assert_int_equal(c->limits.header_timeout_ms, 2000);
+    assert_int_equal(c->limits.idle_timeout_ms, 30000);
+    assert_int_equal(c->n_listeners, 2);
+    assert_string_equal(c->listeners[1].host, "::1");
+    assert_int_equal(c->listeners[1].port, 8080);
+    assert_int_equal(c->n_routes, 3);
+    const tg_route_conf_t *r = &c->routes[0];
+    assert_string_equal(r->name, "users");
+    assert_int_equal(r->n_listeners, 1);
+    assert_int_equal(r->listeners[0], 1);
+    assert_string_equal(r->match.host, "api.example.com");
+    assert_int_equal(r->match.path_kind, TG_PATH_PREFIX);
+    assert_int_equal(r->match.n_methods, 2);
+    assert_int_equal(r->match.n_headers, 2);
+    assert_null(r->match.headers[1].value);
+    assert_int_equal(r->cluster, 0);
+    assert_int_equal(r->timeout_ms, 250);
+    assert_int_equal(r->idle_timeout_ms, 60000);
+    assert_int_equal(r->request_headers.n_add, 1);
+    assert_int_equal(r->request_headers.n_set, 1);
+    assert_int_equal(r->request_headers.n_remove, 1);
+    assert_true(c->routes[1].match.host_wildcard);
+    assert_string_equal(c->routes[1].match.host, ".example.com");
+    assert_int_equal(c->routes[1].match.path_kind, TG_PATH_REGEX);
+    assert_int_equal(c->routes[1].timeout_ms, TG_DEFAULT_ROUTE_TIMEOUT_MS);
+    assert_int_equal(c->routes[2].cluster, 1);
+    assert_int_equal(c->clusters[0].n_endpoints, 2);
+    assert_int_equal(c->clusters[0].pool_size, 8);
+    assert_int_equal(c->clusters[0].connect_timeout_ms, 2000);
+    assert_int_equal(c->clusters[1].pool_size, TG_DEFAULT_POOL_SIZE);
+    assert_string_equal(c->clusters[1].endpoints[0].host, "::1");
+    tg_config_t *again = tg_config_ref(c);
+    tg_config_unref(c);
+    tg_config_unref(again);
+}
+
+static void test_defaults(void **state)
+{
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load(BASE_LISTENERS, &errs);
+    assert_non_null(c);
+    assert_int_equal(c->workers, 0);
+    assert_int_equal(c->limits.max_header_bytes, TG_DEFAULT_MAX_HEADER_BYTES);
+    assert_int_equal(c->limits.max_body_bytes, 0);
+    assert_int_equal(c->drain_timeout_ms, TG_DEFAULT_DRAIN_TIMEOUT_MS);
+    tg_config_unref(c);
+}
+
+static void test_errors(void **state)
+{
+    expect_error("workers: [1\n", "t.yaml:2:1: YAML syntax error");
+    expect_error("", "t.yaml:1:1: the file is empty");
+    expect_error("- a\n- b\n", "t.yaml:1:1: the top level must be a mapping");
+    expect_error("workers: 2\n", "t.yaml:1:1: config: missing required key 'listeners'");
+    expect_error(BASE_LISTENERS "bogus: 1\n", "t.yaml:4:1: unknown key 'bogus' in the top level");
+    expect_error("workers: 0\n" BASE_LISTENERS, "t.yaml:1:10: workers: '0' is not an integer in [1, 256]");
+    expect_error("workers: many\n" BASE_LISTENERS, "t.yaml:1:10: workers: 'many' is not an integer");
+    expect_error("drain_timeout: 5\n" BASE_LISTENERS, "t.yaml:1:16: drain_timeout: '5' is not a duration");
+    expect_error("limits: { max_body_bytes: 10 MiB }\n" BASE_LISTENERS, "t.yaml:1:27: max_body_bytes: '10 MiB' is not a size");
+    expect_error("limits: { max_header_bytes: 100 }\n" BASE_LISTENERS, "t.yaml:1:29: max_header_bytes: must be between");
+    expect_error("listeners:\n  - name: a\n    listen: nowhere\n", "t.yaml:3:13: listen: 'nowhere' is not HOST:PORT");
+    expect_error("listeners:\n  - name: a\n    listen: 1.2.3.4:1\n    port: 3\n", "t.yaml:4:5: unknown key 'port' in listener");
+    expect_error("listeners:\n  - listen: 1.2.3.4:1\n", "t.yaml:2:5: listener: missing required key 'name'");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1' }\n  - { name: a, listen: 'h:2' }\n",
+                 "t.yaml:3:5: duplicate listener name 'a'");
+    expect_error("listeners: []\n", "t.yaml:1:12: listeners: at least one listener is required");
+    expect_error("listeners: { name: a }\n", "t.yaml:1:12: listener must be a list, not a mapping");
+    expect_error(BASE_LISTENERS "routes:\n  - name: r\n    cluster: missing\n",
+                 "t.yaml:6:14: route 'r': unknown cluster 'missing'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    listeners: [nope]\n",
+                 "t.yaml:10:17: route 'r': unknown listener 'nope'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n", "t.yaml:8:5: route: missing required key 'cluster'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path: /a, path_prefix: /b }\n",
+                 "t.yaml:10:37: match: only one of path, path_prefix, path_regex");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_regex: '([a-z' }\n",
+                 "t.yaml:10:26: path_regex: '([a-z'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_prefix: users }\n",
+                 "t.yaml:10:27: path_prefix: 'users' must start with '/'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { host: 'a*b' }\n",
+                 "t.yaml:10:20: host: 'a*b' must be a name or '*.suffix'");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    timeout: soon\n",
+                 "t.yaml:10:14: timeout: 'soon' is not a duration");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    request_headers: { set: { 'bad name': x } }\n",
+                 "t.yaml:10:31: request_headers: 'bad name' is not a valid header name");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    request_headers: { append: {} }\n",
+                 "t.yaml:10:24: unknown key 'append' in request_headers");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: []\n",
+                 "t.yaml:6:16: endpoints: a cluster needs at least one endpoint");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: [localhost]\n",
+                 "t.yaml:6:17: endpoint: 'localhost' is not HOST:PORT");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    protocol: spdy\n",
+                 "t.yaml:7:15: protocol: 'spdy' is not one of http1, h2c, h2");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    lb: random\n",
+                 "t.yaml:7:9: lb: 'random' is not one of round_robin");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    pool_size: -1\n",
+                 "t.yaml:7:16: pool_size: '-1' is not an integer");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n  - name: c\n    endpoints: ['h:2']\n",
+                 "t.yaml:7:5: duplicate cluster name 'c'");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    endpoints: ['h:2']\n",
+                 "t.yaml:7:5: duplicate key 'endpoints' in cluster");
+    unsetenv("TG_TEST_UNSET");
+    expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
+                 "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");
+}
+
+static void test_several_errors_reported(void **state)
+{
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load("workers: x\nbogus: 1\n" BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: []\n", &errs);
+    assert_null(c);
+    assert_true(errs.n >= 3);
+    tg_errors_free(&errs);
+}
+
+static void test_missing_file(void **state)
+{
+    tg_errors_t errs = { 0 };
+    assert_null(tg_config_load("/nonexistent/tollgate.yaml", &errs));
+    assert_int_equal(errs.n, 1);
+    assert_non_null(strstr(errs.msgs[0], "/nonexistent/tollgate.yaml: cannot open"));
+    tg_errors_free(&errs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_several_errors_reported),
+        cmocka_unit_test(test_missing_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,102 @@
+/* Unit tests: header lists and the proxy's header rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proxy/http.h"
+
+static void add(tg_headers_t *h, tg_arena_t *a, const char *n, const char *v)
+{
+    assert_int_equal(tg_headers_add(h, a, n, strlen(n), v, strlen(v)), 0);
+}
+
+static void test_list_ops(void **state)
+{
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    for (int i = 0; i < 40; i++) /* grows past the first capacity */
+        add(&h, &a, "X-Many", "v");
+    add(&h, &a, "Content-Type", "text/plain");
+    assert_int_equal(tg_headers_count(&h, "x-many"), 40);
+    assert_string_equal(tg_headers_get(&h, "CONTENT-TYPE")->value, "text/plain");
+    tg_headers_remove(&h, "x-many");
+    assert_int_equal(h.n, 1);
+    tg_headers_set(&h, &a, "content-type", "application/json");
+    assert_int_equal(h.n, 1);
+    assert_string_equal(tg_headers_get(&h, "content-type")->value, "application/json");
+    assert_null(tg_headers_get(&h, "x-none"));
+    tg_arena_free(&a);
+}
+
+static void test_has_token(void **state)
+{
+    assert_true(tg_header_has_token("keep-alive, Upgrade", 19, "upgrade"));
+    assert_true(tg_header_has_token(" close ", 7, "close"));
+    assert_false(tg_header_has_token("upgraded", 8, "upgrade"));
+    assert_false(tg_header_has_token("", 0, "close"));
+}
+
+static void test_hop_by_hop(void **state)
+{
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    add(&h, &a, "Connection", "keep-alive, X-Private");
+    add(&h, &a, "X-Private", "secret");
+    add(&h, &a, "Keep-Alive", "timeout=5");
+    add(&h, &a, "Transfer-Encoding", "chunked");
+    add(&h, &a, "TE", "trailers");
+    add(&h, &a, "Upgrade", "websocket");
+    add(&h, &a, "Proxy-Connection", "close");
+    add(&h, &a, "Content-Length", "5");
+    add(&h, &a, "Connection", "x-second");
+    add(&h, &a, "X-Second", "1");
+    add(&h, &a, "Accept", "*/*");
+    tg_headers_strip_hop_by_hop(&h);
+    assert_int_equal(h.n, 1);
+    assert_string_equal(h.v[0].name, "Accept");
+    tg_arena_free(&a);
+}
+
+static void test_rules(void **state)
+{
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    add(&h, &a, "x-remove", "1");
+    add(&h, &a, "x-set", "old");
+    add(&h, &a, "x-add", "first");
+    tg_kv_t adds[] = { { "x-add", "second" } }, sets[] = { { "x-set", "new" } };
+    char *removes[] = { "X-Remove" };
+    tg_header_rules_t r = { adds, 1, sets, 1, removes, 1 };
+    assert_int_equal(tg_headers_apply_rules(&h, &a, &r), 0);
+    assert_null(tg_headers_get(&h, "x-remove"));
+    assert_string_equal(tg_headers_get(&h, "x-set")->value, "new");
+    assert_int_equal(tg_headers_count(&h, "x-add"), 2);
+    tg_arena_free(&a);
+}
+
+static void test_reason(void **state)
+{
+    assert_string_equal(tg_http_reason(404), "Not Found");
+    assert_string_equal(tg_http_reason(599), "Unknown");
+    assert_true(tg_http_is_tchar('~'));
+    assert_false(tg_http_is_tchar(' '));
+    assert_false(tg_http_is_tchar(':'));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_list_ops),
+        cmocka_unit_test(test_has_token),
+        cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_reason),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
