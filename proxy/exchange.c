@@ -52,6 +52,7 @@ struct tg_exchange {
     tg_snapshot_t *snap;
     tg_arena_t arena;
     struct evbuffer *scratch;
+    struct evbuffer *body_buf;  /* request body read before an upstream was ready */
     const tg_downstream_ops_t *ops;
     void *ds;
     ex_state_t state;
@@ -73,6 +74,7 @@ struct tg_exchange {
     char client_addr[INET6_ADDRSTRLEN];
 
     unsigned req_done : 1;      /* request body fully read from the client */
+    unsigned req_sent : 1;      /* request fully written toward the upstream */
     unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
@@ -99,16 +101,22 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
             return NULL;
         tg_arena_init(&ex->arena);
         ex->scratch = evbuffer_new();
-        if (ex->scratch == NULL) {
+        ex->body_buf = evbuffer_new();
+        if (ex->scratch == NULL || ex->body_buf == NULL) {
+            if (ex->scratch)
+                evbuffer_free(ex->scratch);
+            if (ex->body_buf)
+                evbuffer_free(ex->body_buf);
             free(ex);
             return NULL;
         }
     }
     tg_arena_t arena = ex->arena;
-    struct evbuffer *scratch = ex->scratch;
+    struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
     memset(ex, 0, sizeof(*ex));
     ex->arena = arena;
     ex->scratch = scratch;
+    ex->body_buf = body_buf;
     ex->w = w;
     ex->snap = tg_snapshot_ref(w->snap);
     ex->ops = ops;
@@ -148,6 +156,7 @@ static void recycle(tg_exchange_t *ex)
     ex->snap = NULL;
     tg_arena_reset(&ex->arena);
     evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+    evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
     ex->next_free = w->free_exchanges;
     w->free_exchanges = ex;
 }
@@ -159,6 +168,7 @@ void tg_exchange_free_cache(tg_worker_t *w)
         w->free_exchanges = ex->next_free;
         tg_arena_free(&ex->arena);
         evbuffer_free(ex->scratch);
+        evbuffer_free(ex->body_buf);
         free(ex);
     }
 }
@@ -167,7 +177,7 @@ void tg_exchange_free_cache(tg_worker_t *w)
  * clean, complete request and response), tells the downstream, recycles. */
 static void finish(tg_exchange_t *ex, int abort)
 {
-    int clean = !abort && ex->resp_done && ex->req_done && ex->state == EX_STREAMING;
+    int clean = !abort && ex->resp_done && ex->req_sent && ex->state == EX_STREAMING;
     int reusable = clean && ex->resp.keep_alive && ex->up_reader.body != TG_BODY_EOF;
     tg_debug("exchange %s %s: finish in %s (abort=%d reusable=%d)", ex->req.method, ex->req.target,
              state_str(ex->state), abort, reusable);
@@ -336,20 +346,37 @@ static int write_request_head(tg_exchange_t *ex)
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
 static void try_next_endpoint(tg_exchange_t *ex);
 
+/* Reads request body from the client into dst; a framing error or an
+ * oversized body becomes a local reply. Returns -1 if the exchange ended. */
+static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
+{
+    int err = 0;
+    ssize_t n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
+    if (n < 0) {
+        ex->close_ds = 1;
+        tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+    }
+    return n;
+}
+
 /* Client -> upstream. Returns -1 if the exchange was finished. */
 static int pump_request(tg_exchange_t *ex)
 {
-    if (ex->up == NULL || ex->req_done || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+    if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
         return 0;
     struct evbuffer *out = bufferevent_get_output(ex->up->bev);
-    while (evbuffer_get_length(out) < TG_EXCHANGE_HWM) {
-        int fin = 0, err = 0;
-        ssize_t n = ex->ops->read_body(ex->ds, ex->scratch, TG_EXCHANGE_HWM - evbuffer_get_length(out), &fin, &err);
-        if (n < 0) {
-            ex->close_ds = 1;
-            tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+    if (evbuffer_get_length(ex->body_buf) > 0) {
+        ex->req_sent_any = 1;
+        if (tg_h1_write_body(out, ex->up_req_body, ex->body_buf) < 0) {
+            tg_exchange_reply(ex, 500, "out of memory");
             return -1;
         }
+    }
+    int fin = ex->req_done;
+    while (!fin && evbuffer_get_length(out) < TG_EXCHANGE_HWM) {
+        ssize_t n = read_request_body(ex, ex->scratch, TG_EXCHANGE_HWM - evbuffer_get_length(out), &fin);
+        if (n < 0)
+            return -1;
         if (n > 0) {
             ex->req_sent_any = 1;
             if (tg_h1_write_body(out, ex->up_req_body, ex->scratch) < 0) {
@@ -357,19 +384,18 @@ static int pump_request(tg_exchange_t *ex)
                 return -1;
             }
         }
-        if (fin) {
-            if (ex->state != EX_TUNNEL)
-                tg_h1_write_end(out, ex->up_req_body);
-            ex->req_done = 1;
-            if (ex->state == EX_TUNNEL) {
-                /* the client closed its side of the tunnel: so do we */
-                finish(ex, 1);
-                return -1;
-            }
-            break;
-        }
         if (n == 0)
             break;
+    }
+    if (fin) {
+        ex->req_done = 1;
+        ex->req_sent = 1;
+        if (ex->state == EX_TUNNEL) {
+            /* the client closed its side of the tunnel: so do we */
+            finish(ex, 1);
+            return -1;
+        }
+        tg_h1_write_end(out, ex->up_req_body);
     }
     return 0;
 }
@@ -443,6 +469,7 @@ static void on_response_head(tg_exchange_t *ex)
     if (resp->status == 101) {
         ex->state = EX_TUNNEL;
         ex->req_done = 0;
+        ex->req_sent = 0;
         ex->up_req_body = TG_BODY_TUNNEL;
         set_timeout(ex->up->bev, r->idle_timeout_ms, r->idle_timeout_ms);
         if (pump_request(ex) < 0)
@@ -600,6 +627,8 @@ static void try_next_endpoint(tg_exchange_t *ex)
     ex->state = EX_ROUTING;
     if (ex->last_error == UP_CONNECT_TIMEOUT)
         tg_exchange_reply(ex, 504, "upstream connect timed out");
+    else if (ex->last_error == UP_RESET)
+        tg_exchange_reply(ex, 502, "upstream connection failed");
     else
         tg_exchange_reply(ex, 503, "no upstream endpoint available");
 }
@@ -623,6 +652,14 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     if (prepare_request_headers(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
+    }
+    /* Take the body bytes already here before choosing an upstream: a
+     * malformed or oversized body is refused without bothering one. */
+    if (!ex->req_done) {
+        int fin = 0;
+        if (read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin) < 0)
+            return;
+        ex->req_done = fin != 0;
     }
     ex->first_ep = tg_cluster_pick(ex->cluster);
     try_next_endpoint(ex);

@@ -1,0 +1,130 @@
+"""Bad input never reaches an upstream: malformed or ambiguous requests get
+a JSON 400 and the connection closes; oversized headers 431; oversized
+bodies 413; a client that dribbles its headers is cut off (408) at the
+header timeout; the upstream's request counter does not move."""
+import json
+import socket
+import time
+import unittest
+
+import requests
+
+import harness
+
+BAD = {
+    "cl_and_te": b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "differing_cl": b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    "bad_cl": b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: -4\r\n\r\nabcd",
+    "obs_fold": b"GET /stats HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "bare_cr": b"GET /stats HTTP/1.1\r\nHost: x\rX-A: a\r\n\r\n",
+    "bare_lf": b"GET /stats HTTP/1.1\nHost: x\n\n",
+    "bad_header_name": b"GET /stats HTTP/1.1\r\nHost: x\r\nX A: a\r\n\r\n",
+    "colon_space_name": b"GET /stats HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n",
+    "ctl_in_value": b"GET /stats HTTP/1.1\r\nHost: x\r\nX-A: a\x07b\r\n\r\n",
+    "no_host": b"GET /stats HTTP/1.1\r\n\r\n",
+    "two_hosts": b"GET /stats HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "bad_version": b"GET /stats HTTP/1.2\r\nHost: x\r\n\r\n",
+    "bad_method": b"G(T /stats HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad_target": b"GET stats HTTP/1.1\r\nHost: x\r\n\r\n",
+    "space_in_target": b"GET /st ats HTTP/1.1\r\nHost: x\r\n\r\n",
+    "te_gzip": b"POST /stats HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "te_http10": b"POST /stats HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "nul": b"GET /stats HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+}
+
+
+class BadRequestTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("guarded")
+        cls.procs = [cls.app]
+        cls.port = harness.free_port()
+        limits = "limits: { max_header_bytes: 4KiB, max_body_bytes: 1MiB, header_timeout: 1s, idle_timeout: 5s }"
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], limits=limits),
+                                      port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+
+    def upstream_count(self):
+        return requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=5).json()["requests"]
+
+    def assert_local_error(self, raw, status, close=True):
+        out = harness.raw_request(self.port, raw, timeout=5)
+        head, _, body = out.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), (raw, out))
+        self.assertNotIn(b"x-upstream", head.lower(), out)
+        if close:
+            self.assertIn(b"connection: close", head.lower())
+        self.assertEqual(json.loads(body)["status"], status)
+
+    def test_malformed_requests_are_rejected_before_the_upstream(self):
+        before = self.upstream_count()
+        for name, raw in BAD.items():
+            with self.subTest(name):
+                want = 505 if name == "bad_version" else 501 if name == "te_gzip" else 400
+                if name == "te_gzip":
+                    want = 400  # Transfer-Encoding without chunked: the length is unknowable
+                self.assert_local_error(raw, want)
+        self.assertEqual(self.upstream_count(), before + 1)  # only our own /stats call
+
+    def test_bad_chunk_size(self):
+        before = self.upstream_count()
+        out = harness.raw_request(self.port, b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400"), out)
+        self.assertEqual(self.upstream_count(), before + 1)
+
+    def test_headers_too_large_431(self):
+        raw = b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n"
+        self.assert_local_error(raw, 431)
+
+    def test_body_too_large_413(self):
+        before = self.upstream_count()
+        raw = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"a" * 1000
+        self.assert_local_error(raw, 413)
+        self.assertEqual(self.upstream_count(), before + 1)
+
+    def test_chunked_body_over_limit_413(self):
+        r = requests.post(self.gateway.url("/upload"), data=(b"a" * 100_000 for _ in range(30)), timeout=10)
+        self.assertEqual(r.status_code, 413)
+
+    def test_slow_headers_cut_off_at_header_timeout(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        t0 = time.time()
+        s.sendall(b"GET /stats HTTP/1.1\r\n")
+        out = b""
+        for _ in range(10):
+            try:
+                s.sendall(b"X-Drip: 1\r\n")
+            except OSError:
+                break
+            time.sleep(0.3)
+            s.settimeout(0.01)
+            try:
+                b = s.recv(65536)
+                if not b:
+                    break
+                out += b
+            except (socket.timeout, BlockingIOError):
+                pass
+            except ConnectionResetError:
+                break
+        s.close()
+        self.assertLess(time.time() - t0, 3.5)
+        self.assertTrue(out.startswith(b"HTTP/1.1 408"), out)
+
+    def test_idle_connection_closed(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        t0 = time.time()
+        self.assertEqual(s.recv(10), b"")  # closed by the gateway
+        self.assertLess(time.time() - t0, 8)
+        s.close()
+
+    def test_good_request_after_bad_ones(self):
+        r = requests.get(self.gateway.url("/whoami"), timeout=5)
+        self.assertEqual(r.json(), {"name": "guarded"})
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,101 @@
+"""`tollgate -t -c FILE` checks a config like `nginx -t`: exit 0 for a good
+file, 1 with FILE:LINE:COL: message lines for a broken one; the gateway
+refuses to start on a broken file or a busy port; --version and --help."""
+import os
+import socket
+import subprocess
+import tempfile
+import unittest
+
+import harness
+
+
+def check(text):
+    d = tempfile.mkdtemp(prefix="tg-check-")
+    path = os.path.join(d, "t.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+    return p.returncode, p.stderr, path
+
+
+GOOD = """
+workers: 2
+listeners:
+  - name: main
+    listen: 127.0.0.1:8080
+routes:
+  - name: r
+    match: { path_prefix: /api }
+    cluster: c
+clusters:
+  - name: c
+    endpoints: [127.0.0.1:9000]
+"""
+
+
+class ConfigCheckTest(unittest.TestCase):
+    def test_good(self):
+        rc, err, path = check(GOOD)
+        self.assertEqual(rc, 0, err)
+        self.assertIn(f"configuration file {path} test is successful", err)
+
+    def test_errors_have_line_and_column(self):
+        broken = GOOD.replace("cluster: c\n", "cluster: nope\n").replace("workers: 2", "workers: lots") + "extra: 1\n"
+        rc, err, path = check(broken)
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{path}:2:10: workers: 'lots' is not an integer in [1, 256]", err)
+        self.assertIn(f"{path}:9:14: route 'r': unknown cluster 'nope'", err)
+        self.assertIn(f"{path}:13:1: unknown key 'extra' in the top level", err)
+        self.assertIn("test failed", err)
+
+    def test_yaml_syntax_error(self):
+        rc, err, path = check("listeners: [\n")
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{path}:2:1: YAML syntax error", err)
+
+    def test_unsupported_features_rejected_not_ignored(self):
+        rc, err, path = check(GOOD.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:8080\n    tls: {}"))
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{path}:6:10: listener tls: TLS termination is not available", err)
+
+    def test_unresolvable_endpoint(self):
+        rc, err, _ = check(GOOD.replace("127.0.0.1:9000", "no-such-host.invalid:9000"))
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot resolve endpoint 'no-such-host.invalid:9000'", err)
+
+    def test_missing_file(self):
+        p = subprocess.run([harness.BIN, "-t", "-c", "/nonexistent.yaml"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("/nonexistent.yaml: cannot open", p.stderr)
+
+    def test_run_refuses_broken_config(self):
+        rc, _, path = check("listeners: 3\n")
+        p = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("listener must be a list", p.stderr)
+
+    def test_busy_port_is_an_error(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        _, _, path = check(GOOD.replace("8080", str(port)))
+        p = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=30)
+        s.close()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}", p.stderr)
+
+    def test_version_and_help(self):
+        p = subprocess.run([harness.BIN, "--version"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^tollgate \d+\.\d+\.\d+")
+        p = subprocess.run([harness.BIN, "--help"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("-t, --test", p.stdout)
+        p = subprocess.run([harness.BIN, "--bogus"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,76 @@
+"""SIGTERM drains: the listener stops accepting, an in-flight slow request
+still completes, idle keep-alive connections are closed, the process exits
+0 — and a drain that outlasts drain_timeout is cut short."""
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import requests
+
+import harness
+
+
+class DrainTest(unittest.TestCase):
+    def setUp(self):
+        self.app = harness.start_app("drain")
+
+    def tearDown(self):
+        self.app.stop()
+
+    def start(self, drain="10s"):
+        port = harness.free_port()
+        cfg = harness.simple_config(port, [f"127.0.0.1:{self.app.port}"]).replace("drain_timeout: 10s",
+                                                                                  f"drain_timeout: {drain}")
+        return harness.Gateway(cfg, port=port), port
+
+    def test_in_flight_request_finishes(self):
+        gw, port = self.start()
+        result = {}
+
+        def slow():
+            result["r"] = requests.get(gw.url("/slow?delay=1.5"), timeout=10)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        t0 = time.time()
+        gw.proc.p.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        self.assertEqual(idle.recv(10), b"")  # the idle connection was closed
+        idle.close()
+        t.join(10)
+        self.assertEqual(result["r"].status_code, 200)
+        self.assertEqual(result["r"].json(), {"slept": 1.5})
+        self.assertEqual(gw.proc.p.wait(10), 0)
+        self.assertLess(time.time() - t0, 5)
+        self.assertIn("drained, exiting", gw.proc.output())
+
+    def test_drain_timeout_cuts_long_requests(self):
+        gw, port = self.start(drain="500ms")
+        done = {}
+
+        def slow():
+            try:
+                done["r"] = requests.get(gw.url("/slow?delay=5"), timeout=10).status_code
+            except requests.RequestException as e:
+                done["r"] = type(e).__name__
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        t0 = time.time()
+        gw.proc.p.send_signal(signal.SIGTERM)
+        self.assertEqual(gw.proc.p.wait(10), 0)
+        self.assertLess(time.time() - t0, 3)
+        t.join(10)
+        self.assertNotEqual(done.get("r"), 200)
+        out = gw.proc.output()
+        self.assertIn("drain timeout", out)
+        self.assertNotIn("AddressSanitizer", out)
+
+
+if __name__ == "__main__":
+    unittest.main()

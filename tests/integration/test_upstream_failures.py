@@ -1,0 +1,157 @@
+"""Dead and misbehaving upstreams: connect failures fail over to the next
+endpoint, all endpoints down is a JSON 503, a reset before any response
+byte moves a body-less request on, a reset after the body went up is a 502,
+an upstream slower than the route timeout is a 504, and a truncated
+upstream response cuts the client off instead of pretending success."""
+import socket
+import threading
+import time
+import unittest
+
+import requests
+
+import harness
+
+
+class TruncatingServer:
+    """Answers with a Content-Length it never fulfils, then closes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+            except OSError:
+                pass
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+class UpstreamFailureTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("alive")
+        cls.procs = [cls.app]
+        cls.reset = harness.ResetServer()
+        cls.trunc = TruncatingServer()
+        cls.dead1, cls.dead2 = harness.free_port(), harness.free_port()
+        cls.port = harness.free_port()
+        cfg = f"""
+workers: 2
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+routes:
+  - name: failover
+    match: {{ path_prefix: /failover }}
+    cluster: mixed
+    request_headers: {{ set: {{ x-route: failover }} }}
+  - name: alldown
+    match: {{ path_prefix: /alldown }}
+    cluster: dead
+  - name: resetfirst
+    match: {{ path_prefix: /resetfirst }}
+    cluster: resetfirst
+  - name: reset
+    match: {{ path_prefix: /reset }}
+    cluster: reset
+  - name: slow
+    match: {{ path_prefix: /slow }}
+    cluster: alive
+    timeout: 500ms
+  - name: trunc
+    match: {{ path_prefix: /trunc }}
+    cluster: trunc
+clusters:
+  - name: mixed
+    endpoints: [127.0.0.1:{cls.dead1}, 127.0.0.1:{cls.app.port}, 127.0.0.1:{cls.dead2}]
+  - name: dead
+    endpoints: [127.0.0.1:{cls.dead1}, 127.0.0.1:{cls.dead2}]
+  - name: reset
+    endpoints: [127.0.0.1:{cls.reset.port}]
+  - name: resetfirst
+    endpoints: [127.0.0.1:{cls.reset.port}, 127.0.0.1:{cls.app.port}]
+  - name: alive
+    endpoints: [127.0.0.1:{cls.app.port}]
+  - name: trunc
+    endpoints: [127.0.0.1:{cls.trunc.port}]
+"""
+        cfg = cfg.replace("match: { path_prefix: /failover }", "match: { path_regex: '^/(failover|whoami)' }")
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.reset.stop()
+        cls.trunc.stop()
+        cls.finish()
+
+    def test_connect_failure_fails_over(self):
+        for _ in range(12):
+            r = requests.get(self.gateway.url("/whoami"), timeout=5)
+            self.assertEqual(r.status_code, 200)
+            self.assertEqual(r.json(), {"name": "alive"})
+
+    def test_all_endpoints_down_is_503_json(self):
+        r = requests.get(self.gateway.url("/alldown"), timeout=5)
+        self.assertEqual(r.status_code, 503)
+        self.assertEqual(r.headers["content-type"], "application/json")
+        self.assertEqual(r.json(), {"error": "no upstream endpoint available", "status": 503})
+
+    def test_reset_only_endpoint_is_502(self):
+        r = requests.get(self.gateway.url("/reset"), timeout=5)
+        self.assertEqual(r.status_code, 502)
+        self.assertEqual(r.json(), {"error": "upstream connection failed", "status": 502})
+
+    def test_reset_moves_bodyless_request_to_next_endpoint(self):
+        for _ in range(6):
+            r = requests.get(self.gateway.url("/resetfirst"), timeout=5)
+            # the app has no such path: its 404 proves the request reached it
+            self.assertEqual(r.status_code, 404)
+            self.assertEqual(r.headers.get("x-upstream"), "alive")
+
+    def test_reset_after_body_sent_is_502(self):
+        accepted = self.reset.accepted
+        r = requests.post(self.gateway.url("/resetfirst"), data=b"x" * 1000, timeout=5)
+        if self.reset.accepted > accepted:
+            # the body went to the resetting endpoint: not replayed elsewhere
+            self.assertEqual(r.status_code, 502)
+        else:
+            self.assertEqual(r.headers.get("x-upstream"), "alive")
+        r = requests.post(self.gateway.url("/reset"), data=b"x" * 1000, timeout=5)
+        self.assertEqual(r.status_code, 502)
+
+    def test_route_timeout_is_504(self):
+        t0 = time.time()
+        r = requests.get(self.gateway.url("/slow?delay=3"), timeout=10)
+        self.assertEqual(r.status_code, 504)
+        self.assertEqual(r.json(), {"error": "upstream timed out", "status": 504})
+        self.assertLess(time.time() - t0, 2.5)
+        r = requests.get(self.gateway.url("/slow?delay=0.1"), timeout=10)
+        self.assertEqual(r.status_code, 200)
+
+    def test_truncated_upstream_body_cuts_client(self):
+        with self.assertRaises(requests.exceptions.RequestException):
+            r = requests.get(self.gateway.url("/trunc"), timeout=5)
+            r.raise_for_status()
+            if len(r.content) != 100000:
+                raise requests.exceptions.ChunkedEncodingError("short body")
+
+
+if __name__ == "__main__":
+    unittest.main()
