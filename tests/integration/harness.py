@@ -111,6 +111,32 @@ class ResetServer:
         self.sock.close()
 
 
+class BlackHole:
+    """A listener whose accept queue is full, so the kernel drops new SYNs:
+    a connect to it times out (a real connect timeout on loopback)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fill.append(c)
+        time.sleep(0.1)
+
+    def stop(self):
+        for c in self.fill:
+            c.close()
+        self.sock.close()
+
+
 def yaml_list(items):
     return "[" + ", ".join(items) + "]"
 
@@ -118,13 +144,13 @@ def yaml_list(items):
 class Gateway:
     """The real tollgate binary on a config written to a temp file."""
 
-    def __init__(self, config_text, port=None, log_level="info"):
+    def __init__(self, config_text, port=None, log_level="info", env_extra=None):
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
         self.path = os.path.join(self.dir, "tollgate.yaml")
         with open(self.path, "w") as f:
             f.write(config_text)
         self.port = port
-        env = dict(os.environ)
+        env = dict(os.environ, **(env_extra or {}))
         self.proc = Proc([BIN, "-c", self.path, "-l", log_level], env=env, name="tollgate")
         if port:
             wait_port(port, proc=self.proc.p)

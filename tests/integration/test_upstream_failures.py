@@ -50,6 +50,7 @@ class UpstreamFailureTest(harness.GatewayTest):
         cls.procs = [cls.app]
         cls.reset = harness.ResetServer()
         cls.trunc = TruncatingServer()
+        cls.hole = harness.BlackHole()
         cls.dead1, cls.dead2 = harness.free_port(), harness.free_port()
         cls.port = harness.free_port()
         cfg = f"""
@@ -78,7 +79,19 @@ routes:
   - name: trunc
     match: {{ path_prefix: /trunc }}
     cluster: trunc
+  - name: holefirst
+    match: {{ path_prefix: /holefirst }}
+    cluster: holefirst
+  - name: hole
+    match: {{ path_prefix: /hole }}
+    cluster: hole
 clusters:
+  - name: hole
+    endpoints: [127.0.0.1:{cls.hole.port}]
+    connect_timeout: 300ms
+  - name: holefirst
+    endpoints: [127.0.0.1:{cls.hole.port}, 127.0.0.1:{cls.app.port}]
+    connect_timeout: 300ms
   - name: mixed
     endpoints: [127.0.0.1:{cls.dead1}, 127.0.0.1:{cls.app.port}, 127.0.0.1:{cls.dead2}]
   - name: dead
@@ -99,6 +112,7 @@ clusters:
     def tearDownClass(cls):
         cls.reset.stop()
         cls.trunc.stop()
+        cls.hole.stop()
         cls.finish()
 
     def test_connect_failure_fails_over(self):
@@ -144,6 +158,19 @@ clusters:
         self.assertLess(time.time() - t0, 2.5)
         r = requests.get(self.gateway.url("/slow?delay=0.1"), timeout=10)
         self.assertEqual(r.status_code, 200)
+
+    def test_connect_timeout_is_504(self):
+        t0 = time.time()
+        r = requests.get(self.gateway.url("/hole"), timeout=10)
+        self.assertEqual(r.status_code, 504)
+        self.assertEqual(r.json(), {"error": "upstream connect timed out", "status": 504})
+        self.assertLess(time.time() - t0, 2)
+
+    def test_connect_timeout_fails_over(self):
+        for _ in range(4):
+            r = requests.get(self.gateway.url("/holefirst"), timeout=10)
+            self.assertEqual(r.status_code, 404)  # the app's own 404
+            self.assertEqual(r.headers.get("x-upstream"), "alive")
 
     def test_truncated_upstream_body_cuts_client(self):
         with self.assertRaises(requests.exceptions.RequestException):
