@@ -15,11 +15,8 @@
 #include "proxy/exchange.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +25,7 @@
 #include "proxy/h1_codec.h"
 #include "proxy/log.h"
 #include "proxy/router.h"
+#include "proxy/sock.h"
 #include "proxy/upstream.h"
 
 typedef enum {
@@ -143,7 +141,7 @@ static void release_upstream(tg_exchange_t *ex, int reusable)
 {
     if (ex->up == NULL)
         return;
-    bufferevent_setcb(ex->up->bev, NULL, NULL, NULL, NULL);
+    tg_sock_set_cb(ex->up->sock, NULL, NULL);
     tg_upstream_release(ex->up, reusable, ex->cluster->conf);
     ex->up = NULL;
 }
@@ -246,13 +244,6 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 
 /* ---- upstream request ---- */
 
-static void set_timeout(struct bufferevent *bev, uint64_t read_ms, uint64_t write_ms)
-{
-    struct timeval r = { (time_t)(read_ms / 1000), (suseconds_t)(read_ms % 1000) * 1000 };
-    struct timeval wr = { (time_t)(write_ms / 1000), (suseconds_t)(write_ms % 1000) * 1000 };
-    bufferevent_set_timeouts(bev, read_ms ? &r : NULL, write_ms ? &wr : NULL);
-}
-
 static void make_request_id(tg_exchange_t *ex, char out[37])
 {
     uint64_t a = tg_worker_random(ex->w), b = tg_worker_random(ex->w);
@@ -338,7 +329,7 @@ static int write_request_head(tg_exchange_t *ex)
         snprintf(extra + el, sizeof(extra) - (size_t)el, "transfer-encoding: chunked\r\n");
     else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH"))
         snprintf(extra + el, sizeof(extra) - (size_t)el, "content-length: 0\r\n");
-    return tg_h1_write_head(bufferevent_get_output(ex->up->bev), start, &req->headers, extra);
+    return tg_h1_write_head(tg_sock_out(ex->up->sock), start, &req->headers, extra);
 }
 
 /* ---- pumps: move bytes while the sink has room ---- */
@@ -364,7 +355,7 @@ static int pump_request(tg_exchange_t *ex)
 {
     if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
         return 0;
-    struct evbuffer *out = bufferevent_get_output(ex->up->bev);
+    struct evbuffer *out = tg_sock_out(ex->up->sock);
     if (evbuffer_get_length(ex->body_buf) > 0) {
         ex->req_sent_any = 1;
         if (tg_h1_write_body(out, ex->up_req_body, ex->body_buf) < 0) {
@@ -397,19 +388,22 @@ static int pump_request(tg_exchange_t *ex)
         }
         tg_h1_write_end(out, ex->up_req_body);
     }
+    tg_sock_flush(ex->up->sock);
     return 0;
 }
 
 /* Upstream -> client. Returns -1 if the exchange was finished. */
 static int pump_response(tg_exchange_t *ex)
 {
-    struct evbuffer *in = bufferevent_get_input(ex->up->bev);
+    tg_sock_t *sock = ex->up->sock;
+    struct evbuffer *in = tg_sock_in(sock);
     while (!ex->resp_done) {
         size_t pending = ex->ops->pending(ex->ds);
         if (pending >= TG_EXCHANGE_HWM)
             break;
         int fin = 0;
         ssize_t n = tg_h1_read_body(&ex->up_reader, in, ex->scratch, TG_EXCHANGE_HWM - pending, ex->up_eof, &fin);
+        tg_sock_consumed(sock);
         if (n < 0) {
             tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address,
                     ex->up_reader.error_msg ? ex->up_reader.error_msg : "?");
@@ -440,30 +434,29 @@ static int pump_response(tg_exchange_t *ex)
 
 /* ---- upstream events ---- */
 
-static void on_up_read(struct bufferevent *bev, void *arg);
-static void on_up_write(struct bufferevent *bev, void *arg);
-static void on_up_event(struct bufferevent *bev, short what, void *arg);
+static void on_up_sock(tg_sock_t *s, int events, void *arg);
 
-static void on_response_head(tg_exchange_t *ex)
+/* Returns -1 if the exchange was finished. */
+static int on_response_head(tg_exchange_t *ex)
 {
     tg_response_t *resp = &ex->resp;
     const tg_header_t *upg = tg_headers_get(&resp->headers, "upgrade");
     const char *upgrade = upg ? upg->value : NULL;
     if (resp->status == 101 && (!ex->req.upgrade || upgrade == NULL)) {
         fail_upstream(ex, UP_RESET, "101 response to a request without Upgrade");
-        return;
+        return -1;
     }
     tg_headers_strip_hop_by_hop(&resp->headers);
     if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
         (upgrade && resp->status == 101 &&
          tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
         tg_exchange_reply(ex, 500, "out of memory");
-        return;
+        return -1;
     }
     ex->resp_started = 1;
     if (ex->ops->write_head(ex->ds, resp) < 0) {
         finish(ex, 1);
-        return;
+        return -1;
     }
     const tg_route_conf_t *r = ex->route;
     if (resp->status == 101) {
@@ -471,103 +464,102 @@ static void on_response_head(tg_exchange_t *ex)
         ex->req_done = 0;
         ex->req_sent = 0;
         ex->up_req_body = TG_BODY_TUNNEL;
-        set_timeout(ex->up->bev, r->idle_timeout_ms, r->idle_timeout_ms);
+        tg_sock_set_timeout(ex->up->sock, r->idle_timeout_ms);
         if (pump_request(ex) < 0)
-            return;
+            return -1;
     } else {
         ex->state = EX_STREAMING;
-        set_timeout(ex->up->bev, r->idle_timeout_ms, r->idle_timeout_ms);
+        tg_sock_set_timeout(ex->up->sock, r->idle_timeout_ms);
     }
-    pump_response(ex);
+    return pump_response(ex);
 }
 
-static void read_response_head(tg_exchange_t *ex)
+/* Returns -1 if the exchange was finished. */
+static int read_response_head(tg_exchange_t *ex)
 {
-    struct evbuffer *in = bufferevent_get_input(ex->up->bev);
+    tg_sock_t *sock = ex->up->sock;
+    struct evbuffer *in = tg_sock_in(sock);
     for (;;) {
         memset(&ex->resp, 0, sizeof(ex->resp));
         tg_h1_result_t r = tg_h1_read_response_head(&ex->up_reader, in, ex->snap->cfg->limits.max_header_bytes,
                                                    &ex->arena, &ex->resp, ex->req.is_head);
+        tg_sock_consumed(sock);
         if (r == TG_H1_AGAIN) {
-            if (ex->up_eof)
-                fail_upstream(ex, UP_RESET, evbuffer_get_length(in) ? "truncated response head"
-                                                                     : "connection closed before a response");
-            return;
+            if (!ex->up_eof)
+                return 0;
+            fail_upstream(ex, UP_RESET, evbuffer_get_length(in) ? "truncated response head"
+                                                                 : "connection closed before a response");
+            return -1;
         }
         if (r == TG_H1_ERROR) {
             tg_warn("upstream %s: %s", ex->ep->conf->address, ex->up_reader.error_msg);
             ex->req_sent_any = 1; /* the upstream answered: do not retry */
             fail_upstream(ex, UP_RESET, ex->up_reader.error_msg);
-            return;
+            return -1;
         }
         if (ex->resp.status >= 100 && ex->resp.status < 200 && ex->resp.status != 101) {
             tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
             continue;
         }
-        on_response_head(ex);
-        return;
+        return on_response_head(ex);
     }
-}
-
-static void on_up_read(struct bufferevent *bev, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    if (ex->state == EX_WAIT_HEAD)
-        read_response_head(ex);
-    else if (ex->state == EX_STREAMING || ex->state == EX_TUNNEL)
-        pump_response(ex);
-}
-
-static void on_up_write(struct bufferevent *bev, void *arg)
-{
-    pump_request(arg);
 }
 
 static void on_connected(tg_exchange_t *ex)
 {
-    struct bufferevent *bev = ex->up->bev;
-    int fd = bufferevent_getfd(bev), one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    tg_sock_t *sock = ex->up->sock;
     ex->state = EX_WAIT_HEAD;
     tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
     if (write_request_head(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
-    bufferevent_setwatermark(bev, EV_READ, 0, TG_EXCHANGE_HWM);
-    bufferevent_setwatermark(bev, EV_WRITE, TG_EXCHANGE_HWM / 2, 0);
-    set_timeout(bev, ex->route->timeout_ms, ex->route->idle_timeout_ms);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-    if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE)
+    tg_sock_flush(sock);
+    tg_sock_set_read_limit(sock, TG_EXCHANGE_HWM);
+    tg_sock_set_write_lowat(sock, TG_EXCHANGE_HWM / 2);
+    tg_sock_set_timeout(sock, ex->route->timeout_ms);
+    if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE && !ex->req_done)
         ex->ops->send_continue(ex->ds);
-    pump_request(ex);
+    if (pump_request(ex) < 0)
+        return;
+    /* a pooled connection may already hold bytes (or EOF) */
+    if (evbuffer_get_length(tg_sock_in(sock)) > 0)
+        read_response_head(ex);
 }
 
-static void on_up_event(struct bufferevent *bev, short what, void *arg)
+static void on_up_sock(tg_sock_t *s, int events, void *arg)
 {
     tg_exchange_t *ex = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (events & TG_SOCK_ERROR) {
+        int err = tg_sock_error(s);
+        fail_upstream(ex, ex->state == EX_CONNECTING ? UP_CONNECT_FAILED : UP_RESET,
+                      err ? strerror(err) : "I/O error");
+        return;
+    }
+    if (events & TG_SOCK_CONNECTED) {
         on_connected(ex);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (events & TG_SOCK_TIMEOUT) {
         if (ex->state == EX_CONNECTING)
             fail_upstream(ex, UP_CONNECT_TIMEOUT, "connect timeout");
         else
             fail_upstream(ex, UP_TIMEOUT, ex->state == EX_WAIT_HEAD ? "response timeout" : "idle timeout");
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (events & TG_SOCK_EOF)
         ex->up_eof = 1;
+    if (events & (TG_SOCK_READ | TG_SOCK_EOF)) {
+        int r = 0;
         if (ex->state == EX_WAIT_HEAD)
-            read_response_head(ex);
-        else
-            pump_response(ex);
-        return;
+            r = read_response_head(ex);
+        else if (ex->state == EX_STREAMING || ex->state == EX_TUNNEL)
+            r = pump_response(ex);
+        if (r < 0)
+            return;
     }
-    /* BEV_EVENT_ERROR */
-    fail_upstream(ex, ex->state == EX_CONNECTING ? UP_CONNECT_FAILED : UP_RESET,
-                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (events & TG_SOCK_WRITE)
+        pump_request(ex);
 }
 
 /* An upstream attempt failed. Before anything was sent that cannot be
@@ -607,6 +599,8 @@ static void try_next_endpoint(tg_exchange_t *ex)
     while (ex->attempts < c->n_endpoints) {
         ex->ep = &c->endpoints[(ex->first_ep + ex->attempts) % c->n_endpoints];
         ex->attempts++;
+        ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
+        ex->up_eof = 0;
         int fresh = 0;
         ex->up = tg_upstream_acquire(ex->w, ex->ep, &fresh);
         if (ex->up == NULL) {
@@ -614,11 +608,10 @@ static void try_next_endpoint(tg_exchange_t *ex)
             ex->last_error = UP_CONNECT_FAILED;
             continue;
         }
-        bufferevent_setcb(ex->up->bev, on_up_read, on_up_write, on_up_event, ex);
+        tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
         if (fresh) {
             ex->state = EX_CONNECTING;
-            set_timeout(ex->up->bev, 0, c->conf->connect_timeout_ms);
-            bufferevent_enable(ex->up->bev, EV_WRITE);
+            tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
         } else {
             on_connected(ex);
         }

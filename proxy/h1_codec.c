@@ -328,6 +328,8 @@ static ssize_t read_chunked(tg_h1_reader_t *r, struct evbuffer *in, struct evbuf
         size_t len = vec[i].iov_len;
         if (consumed + len > max)
             len = max - consumed;
+        if (len == 0)
+            continue; /* an empty chain; a zero length would mean EOF to http-parser */
         size_t n = http_parser_execute(&r->parser, &parser_settings, vec[i].iov_base, len);
         consumed += n;
         enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);

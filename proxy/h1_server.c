@@ -5,7 +5,6 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +16,7 @@
 #include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 
 #define LINGER_MS 2000
 
@@ -25,7 +25,7 @@ typedef enum { C_READ_HEAD = 0, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
 typedef struct h1_conn {
     tg_conn_node_t node;
     tg_worker_t *w;
-    struct bufferevent *bev;
+    tg_sock_t *sock;
     size_t listener;
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
@@ -33,9 +33,9 @@ typedef struct h1_conn {
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
     tg_body_kind_t out_body;   /* framing of the response being written */
     int version;
-    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1;
+    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, dead : 1;
     struct event *timer;       /* idle / header / linger deadline */
-    struct event *defer;       /* runs advance() at a safe point */
+    struct event *defer;       /* continues at a safe point; frees a dead connection */
 } h1_conn_t;
 
 static const char *conn_state_str(conn_state_t s)
@@ -58,15 +58,29 @@ static void arm_timer(h1_conn_t *c, uint64_t ms)
         evtimer_del(c->timer);
 }
 
-static void conn_free(h1_conn_t *c)
+/* Closes the connection now; the memory goes when the defer event runs,
+ * so `c` stays valid until the current callback returns. Idempotent. */
+static void conn_close(h1_conn_t *c)
 {
+    if (c->dead)
+        return;
     tg_debug("h1 %s: closing in %s", c->addr, conn_state_str(c->state));
-    if (c->ex != NULL)
+    c->dead = 1;
+    if (c->ex != NULL) {
         tg_exchange_abort(c->ex);
+        c->ex = NULL;
+    }
     tg_worker_conn_remove(c->w, &c->node);
+    evtimer_del(c->timer);
+    tg_sock_free(c->sock);
+    c->sock = NULL;
+    event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+static void conn_release(h1_conn_t *c)
+{
     event_free(c->timer);
     event_free(c->defer);
-    bufferevent_free(c->bev);
     free(c);
 }
 
@@ -75,44 +89,45 @@ static void conn_free(h1_conn_t *c)
 static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin, int *err)
 {
     h1_conn_t *c = ds;
-    ssize_t n = tg_h1_read_body(&c->reader, bufferevent_get_input(c->bev), dst, max, c->eof, fin);
+    ssize_t n = tg_h1_read_body(&c->reader, tg_sock_in(c->sock), dst, max, c->eof, fin);
+    tg_sock_consumed(c->sock);
     if (n < 0) {
+        tg_debug("h1 %s: bad request body: %s", c->addr, c->reader.error_msg ? c->reader.error_msg : "?");
         *err = c->reader.error_status ? c->reader.error_status : 400;
         c->close_after = 1;
     }
     return n;
 }
 
-static int ds_write_head(void *ds, const tg_response_t *resp)
+/* Chooses how the response body is framed toward this client and writes
+ * the matching header lines (framing and Connection) into extra. */
+static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra, size_t cap)
 {
-    h1_conn_t *c = ds;
-    char start[80], extra[128];
     size_t el = 0;
-    snprintf(start, sizeof(start), "HTTP/1.1 %d %s", resp->status, tg_http_reason(resp->status));
     extra[0] = '\0';
     if (resp->body == TG_BODY_TUNNEL) {
         c->out_body = TG_BODY_TUNNEL;
         c->reader.body = TG_BODY_TUNNEL; /* from now on the client sends raw bytes */
         c->close_after = 1;
-        snprintf(extra, sizeof(extra), "connection: upgrade\r\n");
-        return tg_h1_write_head(bufferevent_get_output(c->bev), start, &resp->headers, extra);
+        snprintf(extra, cap, "connection: upgrade\r\n");
+        return;
     }
     switch (resp->body) {
     case TG_BODY_LENGTH:
         c->out_body = TG_BODY_LENGTH;
-        el += (size_t)snprintf(extra + el, sizeof(extra) - el, "content-length: %llu\r\n",
+        el += (size_t)snprintf(extra + el, cap - el, "content-length: %llu\r\n",
                                (unsigned long long)resp->content_length);
         break;
     case TG_BODY_NONE:
         c->out_body = TG_BODY_NONE;
         if (resp->status >= 200 && resp->status != 204 && resp->status != 304)
-            el += (size_t)snprintf(extra + el, sizeof(extra) - el, "content-length: %llu\r\n",
+            el += (size_t)snprintf(extra + el, cap - el, "content-length: %llu\r\n",
                                    (unsigned long long)resp->content_length);
         break;
     default: /* chunked or close-delimited upstream body */
         if (c->version >= 11) {
             c->out_body = TG_BODY_CHUNKED;
-            el += (size_t)snprintf(extra + el, sizeof(extra) - el, "transfer-encoding: chunked\r\n");
+            el += (size_t)snprintf(extra + el, cap - el, "transfer-encoding: chunked\r\n");
         } else {
             c->out_body = TG_BODY_EOF;
             c->close_after = 1;
@@ -121,50 +136,74 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     }
     if (c->close_after || c->draining || !c->keep_alive || c->eof) {
         c->close_after = 1;
-        snprintf(extra + el, sizeof(extra) - el, "connection: close\r\n");
+        snprintf(extra + el, cap - el, "connection: close\r\n");
     } else if (c->version == 10) {
-        snprintf(extra + el, sizeof(extra) - el, "connection: keep-alive\r\n");
+        snprintf(extra + el, cap - el, "connection: keep-alive\r\n");
     }
-    return tg_h1_write_head(bufferevent_get_output(c->bev), start, &resp->headers, extra);
+}
+
+static int ds_write_head(void *ds, const tg_response_t *resp)
+{
+    h1_conn_t *c = ds;
+    char start[80], extra[128];
+    const char *reason = tg_http_reason(resp->status);
+    size_t rl = strlen(reason);
+    int st = resp->status % 1000;
+    memcpy(start, "HTTP/1.1 ", 9);
+    start[9] = (char)('0' + st / 100);
+    start[10] = (char)('0' + st / 10 % 10);
+    start[11] = (char)('0' + st % 10);
+    start[12] = ' ';
+    memcpy(start + 13, reason, rl + 1);
+    frame_response(c, resp, extra, sizeof(extra));
+    int r = tg_h1_write_head(tg_sock_out(c->sock), start, &resp->headers, extra);
+    tg_sock_flush(c->sock);
+    return r;
 }
 
 static int ds_write_body(void *ds, struct evbuffer *data)
 {
     h1_conn_t *c = ds;
-    return tg_h1_write_body(bufferevent_get_output(c->bev), c->out_body, data);
+    int r = tg_h1_write_body(tg_sock_out(c->sock), c->out_body, data);
+    tg_sock_flush(c->sock);
+    return r;
 }
 
 static int ds_write_end(void *ds)
 {
     h1_conn_t *c = ds;
-    return tg_h1_write_end(bufferevent_get_output(c->bev), c->out_body);
+    int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body);
+    tg_sock_flush(c->sock);
+    return r;
 }
 
 static size_t ds_pending(void *ds)
 {
     h1_conn_t *c = ds;
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return evbuffer_get_length(tg_sock_out(c->sock));
 }
 
 static void ds_send_continue(void *ds)
 {
     h1_conn_t *c = ds;
-    if (c->version >= 11)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (c->version >= 11) {
+        evbuffer_add(tg_sock_out(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        tg_sock_flush(c->sock);
+    }
 }
 
 static void ds_done(void *ds, int close)
 {
     h1_conn_t *c = ds;
     c->ex = NULL;
+    tg_sock_flush(c->sock);
     if (close || c->close_after || c->draining || !c->keep_alive) {
         c->state = C_FLUSH;
-        bufferevent_disable(c->bev, EV_READ);
-        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        tg_sock_pause_read(c->sock, 1);
+        tg_sock_set_write_lowat(c->sock, 0);
     } else {
         c->state = C_READ_HEAD;
         c->head_timer = 0;
-        bufferevent_set_timeouts(c->bev, NULL, NULL);
         arm_timer(c, limits(c)->idle_timeout_ms);
     }
     event_active(c->defer, EV_TIMEOUT, 0);
@@ -184,32 +223,33 @@ static const tg_downstream_ops_t h1_ops = {
 
 static void start_linger(h1_conn_t *c)
 {
-    if (c->eof && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-        conn_free(c);
+    struct evbuffer *in = tg_sock_in(c->sock);
+    if (c->eof) {
+        conn_close(c);
         return;
     }
     /* Half-close and read until the client closes, so that unread request
      * bytes do not turn our close into a reset that destroys the reply. */
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    tg_sock_shutdown_write(c->sock);
     c->state = C_LINGER;
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    tg_sock_set_read_limit(c->sock, 0);
+    tg_sock_pause_read(c->sock, 0);
     arm_timer(c, LINGER_MS);
 }
 
 static void read_head(h1_conn_t *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = tg_sock_in(c->sock);
     if (evbuffer_get_length(in) == 0) {
         if (c->eof || c->draining)
-            conn_free(c);
+            conn_close(c);
         return;
     }
     if (c->ex == NULL) {
         c->ex = tg_exchange_new(c->w, &h1_ops, c);
         if (c->ex == NULL) {
-            conn_free(c);
+            conn_close(c);
             return;
         }
         tg_h1_reader_init(&c->reader, HTTP_REQUEST);
@@ -218,9 +258,10 @@ static void read_head(h1_conn_t *c)
     tg_request_t *req = tg_exchange_request(c->ex);
     tg_h1_result_t r = tg_h1_read_request_head(&c->reader, in, limits(c)->max_header_bytes,
                                                tg_exchange_arena(c->ex), req);
+    tg_sock_consumed(c->sock);
     if (r == TG_H1_AGAIN) {
         if (c->eof) {
-            conn_free(c); /* the client gave up mid-head */
+            conn_close(c); /* the client gave up mid-head */
         } else if (!c->head_timer) {
             c->head_timer = 1;
             arm_timer(c, limits(c)->header_timeout_ms);
@@ -229,7 +270,6 @@ static void read_head(h1_conn_t *c)
     }
     arm_timer(c, 0);
     c->state = C_EXCHANGE;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
     if (r == TG_H1_ERROR) {
         tg_debug("h1 %s: bad request: %s", c->addr, c->reader.error_msg);
         c->version = 11;
@@ -240,62 +280,55 @@ static void read_head(h1_conn_t *c)
     }
     c->version = req->version;
     c->keep_alive = req->keep_alive;
-    struct timeval tv = { (time_t)(limits(c)->idle_timeout_ms / 1000), 0 };
-    bufferevent_set_timeouts(c->bev, NULL, limits(c)->idle_timeout_ms ? &tv : NULL);
     tg_exchange_start(c->ex, c->listener, c->addr, "http");
 }
 
 /* ---- events ---- */
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_input(h1_conn_t *c)
 {
-    h1_conn_t *c = arg;
     switch (c->state) {
     case C_READ_HEAD:
         read_head(c);
-        break;
+        return;
     case C_EXCHANGE:
+        if (c->eof)
+            c->close_after = 1;
         tg_exchange_on_request_data(c->ex);
-        break;
+        return;
     case C_LINGER:
-        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
-        break;
+        if (c->eof) {
+            conn_close(c);
+            return;
+        }
+        evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
+        return;
     case C_FLUSH:
-        break;
+        return;
     }
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static void on_drained(h1_conn_t *c)
 {
-    h1_conn_t *c = arg;
     if (c->state == C_EXCHANGE)
         tg_exchange_on_downstream_drained(c->ex);
-    else if (c->state == C_FLUSH && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->sock)) == 0)
         start_linger(c);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_sock(tg_sock_t *s, int events, void *arg)
 {
     h1_conn_t *c = arg;
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
-        c->eof = 1;
-        switch (c->state) {
-        case C_READ_HEAD:
-            read_head(c);
-            return;
-        case C_EXCHANGE:
-            c->close_after = 1;
-            tg_exchange_on_request_data(c->ex);
-            return;
-        case C_LINGER:
-            conn_free(c);
-            return;
-        case C_FLUSH:
-            return;
-        }
+    if (events & TG_SOCK_ERROR) {
+        conn_close(c); /* the client is gone */
+        return;
     }
-    /* error or write timeout: the client is gone */
-    conn_free(c);
+    if (events & TG_SOCK_EOF)
+        c->eof = 1;
+    if (events & (TG_SOCK_READ | TG_SOCK_EOF))
+        on_input(c);
+    if ((events & TG_SOCK_WRITE) && !c->dead)
+        on_drained(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -310,18 +343,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         tg_exchange_reply(c->ex, 408, "request header timeout");
         return;
     }
-    conn_free(c); /* idle keep-alive timeout, or linger over */
+    conn_close(c); /* idle keep-alive timeout, or linger over */
 }
 
 static void on_defer(evutil_socket_t fd, short what, void *arg)
 {
     h1_conn_t *c = arg;
-    if (c->state == C_READ_HEAD) {
-        bufferevent_enable(c->bev, EV_READ);
-        read_head(c);
-    } else if (c->state == C_FLUSH && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (c->dead)
+        conn_release(c);
+    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->sock)) == 0)
         start_linger(c);
-    }
+    else
+        on_input(c);
 }
 
 static void on_drain(tg_conn_node_t *n)
@@ -329,12 +362,14 @@ static void on_drain(tg_conn_node_t *n)
     h1_conn_t *c = (h1_conn_t *)n;
     c->draining = 1;
     if (c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer))
-        conn_free(c);
+        conn_close(c);
 }
 
 static void on_shutdown(tg_conn_node_t *n)
 {
-    conn_free((h1_conn_t *)n);
+    h1_conn_t *c = (h1_conn_t *)n;
+    conn_close(c);
+    conn_release(c); /* the loop is gone: the defer event will not run */
 }
 
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size_t listener)
@@ -354,12 +389,12 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size
         snprintf(c->addr, sizeof(c->addr), "unknown");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->sock = tg_sock_new(w->sockloop, fd);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->defer = event_new(w->base, -1, 0, on_defer, c);
-    if (c->bev == NULL || c->timer == NULL || c->defer == NULL) {
-        if (c->bev)
-            bufferevent_free(c->bev);
+    if (c->sock == NULL || c->timer == NULL || c->defer == NULL) {
+        if (c->sock)
+            tg_sock_free(c->sock);
         else
             close(fd);
         if (c->timer)
@@ -372,12 +407,11 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size
     c->node.on_drain = on_drain;
     c->node.on_shutdown = on_shutdown;
     tg_worker_conn_add(w, &c->node);
-    size_t hwm = TG_EXCHANGE_HWM;
-    if (limits(c)->max_header_bytes + 1024 > hwm)
-        hwm = limits(c)->max_header_bytes + 1024;
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, hwm);
-    bufferevent_setwatermark(c->bev, EV_WRITE, TG_EXCHANGE_HWM / 2, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    size_t limit = TG_EXCHANGE_HWM;
+    if (limits(c)->max_header_bytes + 1024 > limit)
+        limit = limits(c)->max_header_bytes + 1024;
+    tg_sock_set_cb(c->sock, on_sock, c);
+    tg_sock_set_read_limit(c->sock, limit);
+    tg_sock_set_write_lowat(c->sock, TG_EXCHANGE_HWM / 2);
     arm_timer(c, limits(c)->idle_timeout_ms);
 }

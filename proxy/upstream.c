@@ -4,13 +4,8 @@
 #include "proxy/upstream.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "proxy/log.h"
 
@@ -33,7 +28,7 @@ int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots)
 
 static void upconn_close(tg_upconn_t *c)
 {
-    bufferevent_free(c->bev);
+    tg_sock_free(c->sock);
     free(c);
 }
 
@@ -61,18 +56,12 @@ void tg_upstream_pools_free(tg_worker_t *w)
 
 /* Idle connections must stay silent: any byte, EOF, error or the idle
  * timeout closes them. */
-static void on_idle_read(struct bufferevent *bev, void *arg)
+static void on_idle_event(tg_sock_t *s, int events, void *arg)
 {
     tg_upconn_t *c = arg;
-    tg_debug("upstream: unexpected %zu bytes on an idle connection, closing",
-             evbuffer_get_length(bufferevent_get_input(bev)));
-    pool_remove(c);
-    upconn_close(c);
-}
-
-static void on_idle_event(struct bufferevent *bev, short what, void *arg)
-{
-    tg_upconn_t *c = arg;
+    if (events & TG_SOCK_READ)
+        tg_debug("upstream: unexpected %zu bytes on an idle connection, closing",
+                 evbuffer_get_length(tg_sock_in(s)));
     pool_remove(c);
     upconn_close(c);
 }
@@ -83,7 +72,8 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int *f
     tg_upconn_t *c = TAILQ_FIRST(&p->idle);
     if (c != NULL) {
         pool_remove(c);
-        bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+        tg_sock_set_cb(c->sock, NULL, NULL);
+        tg_sock_set_timeout(c->sock, 0);
         c->reused++;
         *fresh = 0;
         return c;
@@ -93,13 +83,9 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int *f
         return NULL;
     c->w = w;
     c->slot = ep->slot;
-    c->bev = bufferevent_socket_new(w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (c->bev == NULL) {
+    c->sock = tg_sock_connect(w->sockloop, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    if (c->sock == NULL) {
         free(c);
-        return NULL;
-    }
-    if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&ep->addr, (int)ep->addr_len) < 0) {
-        upconn_close(c);
         return NULL;
     }
     *fresh = 1;
@@ -110,16 +96,14 @@ void tg_upstream_release(tg_upconn_t *c, int reusable, const tg_cluster_conf_t *
 {
     tg_upstream_pool_t *p = c->w->pools[c->slot];
     if (!reusable || c->w->draining || p->n_idle >= cc->pool_size ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) != 0 ||
-        evbuffer_get_length(bufferevent_get_output(c->bev)) != 0) {
+        evbuffer_get_length(tg_sock_in(c->sock)) != 0 || evbuffer_get_length(tg_sock_out(c->sock)) != 0) {
         upconn_close(c);
         return;
     }
-    struct timeval tv = { (time_t)(cc->idle_timeout_ms / 1000), (suseconds_t)(cc->idle_timeout_ms % 1000) * 1000 };
-    bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
-    bufferevent_set_timeouts(c->bev, cc->idle_timeout_ms ? &tv : NULL, NULL);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    tg_sock_set_cb(c->sock, on_idle_event, c);
+    tg_sock_set_timeout(c->sock, cc->idle_timeout_ms);
+    tg_sock_set_read_limit(c->sock, 0);
+    tg_sock_pause_read(c->sock, 0);
     TAILQ_INSERT_HEAD(&p->idle, c, link);
     p->n_idle++;
 }

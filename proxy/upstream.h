@@ -4,7 +4,7 @@
  * endpoint's slot).
  *
  * Ownership: tg_upstream_acquire() lends a connection to one exchange,
- * which installs its own bufferevent callbacks while it holds it and gives
+ * which installs its own socket callback while it holds it and gives
  * it back with tg_upstream_release(): kept idle (reusable and room in the
  * pool) or closed. An idle connection that the peer closes, that receives
  * stray bytes, or that stays idle past the cluster's idle_timeout is
@@ -16,13 +16,12 @@
 #include <sys/queue.h>
 
 #include "proxy/cluster.h"
+#include "proxy/sock.h"
 #include "proxy/worker.h"
-
-struct bufferevent;
 
 typedef struct tg_upconn {
     TAILQ_ENTRY(tg_upconn) link;
-    struct bufferevent *bev;
+    tg_sock_t *sock;
     tg_worker_t *w;
     size_t slot;
     unsigned reused;       /* requests already served on this connection */
@@ -39,8 +38,8 @@ int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots);
 void tg_upstream_pools_free(tg_worker_t *w);
 
 /* An idle pooled connection (*fresh = 0, already connected) or a new one
- * whose connect is in progress (*fresh = 1: expect BEV_EVENT_CONNECTED or
- * an error on the callbacks the caller installs). NULL if no socket could
+ * whose connect is in progress (*fresh = 1: expect TG_SOCK_CONNECTED or
+ * TG_SOCK_ERROR on the callback the caller installs). NULL if no socket could
  * be created or the connect failed at once. */
 tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int *fresh);
 

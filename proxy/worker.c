@@ -5,8 +5,10 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include "proxy/exchange.h"
 #include "proxy/h1_server.h"
 #include "proxy/log.h"
+#include "proxy/sock.h"
 #include "proxy/upstream.h"
 
 typedef struct accept_ctx {
@@ -52,9 +55,8 @@ static void close_listeners(tg_worker_t *w)
         }
 }
 
-static void on_drain(evutil_socket_t fd, short what, void *arg)
+static void start_drain(tg_worker_t *w)
 {
-    tg_worker_t *w = arg;
     if (w->draining)
         return;
     w->draining = 1;
@@ -68,6 +70,29 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
+/* Commands from other threads arrive as bytes on the worker's pipe. */
+static void on_command(evutil_socket_t fd, short what, void *arg)
+{
+    tg_worker_t *w = arg;
+    char cmds[16];
+    ssize_t n;
+    while ((n = read(fd, cmds, sizeof(cmds))) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            if (cmds[i] == 'd')
+                start_drain(w);
+            else if (cmds[i] == 's')
+                event_base_loopbreak(w->base);
+        }
+}
+
+static void send_command(tg_worker_t *w, char c)
+{
+    ssize_t r;
+    do
+        r = write(w->cmd_fd[1], &c, 1);
+    while (r < 0 && errno == EINTR);
+}
+
 tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n)
 {
     worker_impl_t *impl = calloc(1, sizeof(*impl));
@@ -77,7 +102,16 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     w->id = id;
     TAILQ_INIT(&w->conns);
     w->snap = tg_snapshot_ref(snap);
-    w->base = event_base_new();
+    w->cmd_fd[0] = w->cmd_fd[1] = -1;
+    struct event_config *ec = event_config_new();
+    if (ec != NULL) {
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
+    if (w->base == NULL || (w->sockloop = tg_sock_loop_new(w->base)) == NULL ||
+        pipe2(w->cmd_fd, O_NONBLOCK | O_CLOEXEC) < 0)
+        goto fail;
     impl->accept_ctx = calloc(n ? n : 1, sizeof(*impl->accept_ctx));
     w->listeners = calloc(n ? n : 1, sizeof(*w->listeners));
     if (w->base == NULL || impl->accept_ctx == NULL || w->listeners == NULL)
@@ -93,8 +127,8 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     }
     if (tg_upstream_pools_ensure(w, snap->clusters->n_slots) < 0)
         goto fail;
-    w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
-    if (w->drain_ev == NULL)
+    w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
+    if (w->cmd_ev == NULL || event_add(w->cmd_ev, NULL) < 0)
         goto fail;
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
         w->rng[0] = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
@@ -128,12 +162,12 @@ int tg_worker_start(tg_worker_t *w)
 
 void tg_worker_drain(tg_worker_t *w)
 {
-    event_active(w->drain_ev, EV_TIMEOUT, 0);
+    send_command(w, 'd');
 }
 
 void tg_worker_stop(tg_worker_t *w)
 {
-    event_base_loopbreak(w->base);
+    send_command(w, 's');
 }
 
 void tg_worker_join_free(tg_worker_t *w)
@@ -147,8 +181,12 @@ void tg_worker_join_free(tg_worker_t *w)
     close_listeners(w);
     tg_upstream_pools_free(w);
     tg_exchange_free_cache(w);
-    if (w->drain_ev)
-        event_free(w->drain_ev);
+    if (w->cmd_ev)
+        event_free(w->cmd_ev);
+    for (int i = 0; i < 2; i++)
+        if (w->cmd_fd[i] >= 0)
+            close(w->cmd_fd[i]);
+    tg_sock_loop_free(w->sockloop);
     if (w->base)
         event_base_free(w->base);
     tg_snapshot_unref(w->snap);

@@ -2,9 +2,9 @@
  * proxy/worker.h — one worker thread: its own event_base, its own
  * SO_REUSEPORT listening sockets, its own upstream connection pools and
  * downstream connections. A request lives on one worker from accept to
- * completion, so nothing here is locked. The main thread creates workers,
- * starts them, asks them to drain (thread-safe: event_active on drain_ev)
- * and joins them.
+ * completion, so nothing here is locked — the event base itself is created
+ * without locks. The main thread creates workers, starts them, asks them
+ * to drain or stop through a pipe, and joins them.
  */
 #ifndef TG_PROXY_WORKER_H
 #define TG_PROXY_WORKER_H
@@ -19,6 +19,7 @@ struct event_base;
 struct event;
 struct evconnlistener;
 typedef struct tg_upstream_pool tg_upstream_pool_t;
+typedef struct tg_sock_loop tg_sock_loop_t;
 typedef struct tg_exchange tg_exchange_t;
 
 /* A downstream connection as the worker sees it: enough to drain it. */
@@ -34,7 +35,8 @@ typedef struct tg_conn_node {
 typedef struct tg_worker {
     unsigned id;
     pthread_t thread;
-    struct event_base *base;
+    struct event_base *base;         /* lock-free: only this thread touches it */
+    tg_sock_loop_t *sockloop;
     tg_snapshot_t *snap;             /* current snapshot (one reference) */
     struct evconnlistener **listeners; /* one per config listener, same order */
     size_t n_listeners;
@@ -42,7 +44,8 @@ typedef struct tg_worker {
     size_t n_pools;
     TAILQ_HEAD(, tg_conn_node) conns;
     size_t n_conns;
-    struct event *drain_ev;
+    int cmd_fd[2];                   /* pipe: other threads send 'd' (drain) or 's' (stop) */
+    struct event *cmd_ev;
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */

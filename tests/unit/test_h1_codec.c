@@ -124,6 +124,29 @@ static void test_chunked_body_split(void **state)
     }
 }
 
+/* Regression: an evbuffer may hold empty chains (a reservation committed
+ * with a zero-length second vector); they must not reach http-parser,
+ * for which a zero length means EOF. */
+static void test_chunked_empty_chain(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(parse_req(f, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", 65536), TG_H1_OK);
+    const char *part1 = "5\r\nhel", *part2 = "lo\r\n0\r\n\r\n";
+    struct evbuffer_iovec v[2];
+    int n = evbuffer_reserve_space(f->in, 8192, v, 2);
+    assert_true(n >= 1);
+    memcpy(v[0].iov_base, part1, strlen(part1));
+    v[0].iov_len = strlen(part1);
+    if (n > 1)
+        v[1].iov_len = 0;
+    assert_int_equal(evbuffer_commit_space(f->in, v, n), 0);
+    evbuffer_add_reference(f->in, "", 0, NULL, NULL);
+    evbuffer_add(f->in, part2, strlen(part2));
+    int fin = 0;
+    assert_int_equal(tg_h1_read_body(&f->r, f->in, f->out, 1 << 20, 0, &fin), 5);
+    assert_true(fin);
+}
+
 static void test_chunked_bad_size(void **state)
 {
     fx_t *f = *state;
@@ -303,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_simple_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incremental_head, setup, teardown),
         cmocka_unit_test(test_chunked_body_split),
+        cmocka_unit_test_setup_teardown(test_chunked_empty_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_bad_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_body, setup, teardown),

@@ -1,0 +1,210 @@
+"""Runs the side-by-side proxy benchmark. See bench/run.sh and
+bench/RESULTS.md. Loopback only; every run is bounded by --duration."""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOLLGATE = os.path.join(ROOT, "build-release", "tollgate")
+CLK = os.sysconf("SC_CLK_TCK")
+PROXY_CPU, LOAD_CPU = "0", "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening")
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in out.split()]
+
+
+def start(argv, cpu, cwd=None):
+    return subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, cwd=cwd)
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def nginx_conf(d, port, body):
+    path = os.path.join(d, f"nginx-{port}.conf")
+    with open(path, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx-{port}.pid;
+error_log {d}/nginx-{port}.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body-{port};
+  proxy_temp_path {d}/proxy-{port};
+  fastcgi_temp_path {d}/fcgi-{port};
+  uwsgi_temp_path {d}/uwsgi-{port};
+  scgi_temp_path {d}/scgi-{port};
+  keepalive_requests 100000;
+  {body}
+}}
+""")
+    return path
+
+
+def wrk(port, args):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+           f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return rps, p99, total, (int(errors.group(1)) if errors else 0), (sock_err.group(1) if sock_err else "")
+
+
+def measure(name, port, pids_fn, args):
+    wrk(port, argparse.Namespace(**{**vars(args), "duration": 2}))  # warm-up
+    pids = pids_fn()
+    c0 = cpu_ticks(pids)
+    rps, p99, total, bad, sockerr = wrk(port, args)
+    c1 = cpu_ticks(pids)
+    cpu_us = (c1 - c0) / CLK * 1e6 / total if pids else 0.0
+    print(f"{name:10s} {rps:10.0f} req/s  p99 {p99:7.2f} ms  cpu {cpu_us:6.2f} us/req  non2xx={bad} {sockerr}",
+          flush=True)
+    return {"name": name, "rps": rps, "p99": p99, "cpu": cpu_us, "bad": bad}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="tg-bench-")
+    procs = []
+    results = []
+    try:
+        bport = free_port()
+        backend = start(["nginx", "-c", nginx_conf(d, bport, f"""
+  server {{ listen 127.0.0.1:{bport} reuseport backlog=4096;
+    location / {{ return 200 "ok\\n"; }} }}""")], LOAD_CPU)
+        procs.append(backend)
+        wait_port(bport)
+        results.append(measure("direct", bport, lambda: [], args))
+
+        candidates = []
+        tport = free_port()
+        with open(os.path.join(d, "tollgate.yaml"), "w") as f:
+            f.write(f"""workers: 1
+listeners: [{{ name: bench, listen: '127.0.0.1:{tport}' }}]
+routes: [{{ name: all, cluster: backend }}]
+clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
+""")
+        candidates.append(("tollgate", tport, [TOLLGATE, "-c", os.path.join(d, "tollgate.yaml"), "-l", "warn"]))
+        nport = free_port()
+        candidates.append(("nginx", nport, ["nginx", "-c", nginx_conf(d, nport, f"""
+  upstream backend {{ server 127.0.0.1:{bport}; keepalive 256; }}
+  server {{ listen 127.0.0.1:{nport} backlog=4096;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}""")]))
+        hport = free_port()
+        hcfg = os.path.join(d, "haproxy.cfg")
+        with open(hcfg, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:{hport}
+  default_backend be
+backend be
+  server s1 127.0.0.1:{bport}
+""")
+        candidates.append(("haproxy", hport, ["haproxy", "-db", "-f", hcfg]))
+        for name, port, argv in candidates:
+            if args.only and name not in args.only.split(","):
+                continue
+            p = start(argv, PROXY_CPU)
+            procs.append(p)
+            wait_port(port)
+            time.sleep(0.3)
+            pids = [p.pid] + children(p.pid)
+            results.append(measure(name, port, lambda: [p.pid] + children(p.pid), args))
+            stop(p)
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(d, ignore_errors=True)
+
+    peers = [r for r in results if r["name"] in ("nginx", "haproxy")]
+    best_cpu = min((r["cpu"] for r in peers), default=0) or 1
+    best_p99 = min((r["p99"] for r in peers), default=0) or 1
+    best_rps = max((r["rps"] for r in peers), default=0) or 1
+    lines = [f"HTTP/1.1 keep-alive, GET / -> 2-byte body, wrk -t1 -c{args.connections} -d{args.duration}s; "
+             f"proxy on CPU {PROXY_CPU}, wrk + nginx backend on CPU {LOAD_CPU}.", "",
+             "| target | req/s | p99 ms | proxy CPU us/req | req/s vs best peer | p99 vs best peer | CPU/req vs best peer |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r["name"] == "direct":
+            lines.append(f"| direct (no proxy) | {r['rps']:.0f} | {r['p99']:.2f} | - | - | - | - |")
+        else:
+            lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p99']:.2f} | {r['cpu']:.2f} | "
+                         f"{r['rps'] / best_rps:.2f} | {r['p99'] / best_p99:.2f} | {r['cpu'] / best_cpu:.2f} |")
+    os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "out", "latest.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

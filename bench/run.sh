@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 reverse-proxy benchmark: tollgate, nginx and HAProxy
+# (one worker each, pinned to CPU 0) in front of the same nginx backend,
+# with wrk and the backend on CPU 1, plus wrk straight at the backend.
+# Writes bench/out/latest.md; copy the table into bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh --bench
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_TESTS=OFF >/dev/null
+cmake --build build-release -j"$(nproc)" >/dev/null
+exec /usr/bin/python3 bench/run.py "$@"
