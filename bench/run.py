@@ -122,6 +122,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--only", default="")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-")
     procs = []
@@ -171,16 +172,26 @@ backend be
   server s1 127.0.0.1:{bport}
 """)
         candidates.append(("haproxy", hport, ["haproxy", "-db", "-f", hcfg]))
+        if args.only:
+            candidates = [c for c in candidates if c[0] in args.only.split(",")]
+        running = []
         for name, port, argv in candidates:
-            if args.only and name not in args.only.split(","):
-                continue
             p = start(argv, PROXY_CPU)
             procs.append(p)
             wait_port(port)
-            time.sleep(0.3)
-            pids = [p.pid] + children(p.pid)
-            results.append(measure(name, port, lambda: [p.pid] + children(p.pid), args))
-            stop(p)
+            running.append((name, port, p))
+        time.sleep(0.3)
+        # Rounds alternate the targets so that noise from the shared machine
+        # hits all of them alike; each figure is the median over rounds.
+        samples = {name: [] for name, _, _ in running}
+        for _ in range(args.rounds):
+            for name, port, p in running:
+                samples[name].append(measure(name, port, lambda p=p: [p.pid] + children(p.pid), args))
+        for name, _, _ in running:
+            rs = samples[name]
+            med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
+            results.append({"name": name, "rps": med("rps"), "p99": med("p99"), "cpu": med("cpu"),
+                            "bad": sum(r["bad"] for r in rs)})
     finally:
         for p in procs:
             stop(p)
@@ -190,7 +201,8 @@ backend be
     best_cpu = min((r["cpu"] for r in peers), default=0) or 1
     best_p99 = min((r["p99"] for r in peers), default=0) or 1
     best_rps = max((r["rps"] for r in peers), default=0) or 1
-    lines = [f"HTTP/1.1 keep-alive, GET / -> 2-byte body, wrk -t1 -c{args.connections} -d{args.duration}s; "
+    lines = [f"HTTP/1.1 keep-alive, GET / -> 2-byte body, wrk -t1 -c{args.connections} -d{args.duration}s, "
+             f"median of {args.rounds} alternating rounds; "
              f"proxy on CPU {PROXY_CPU}, wrk + nginx backend on CPU {LOAD_CPU}.", "",
              "| target | req/s | p99 ms | proxy CPU us/req | req/s vs best peer | p99 vs best peer | CPU/req vs best peer |",
              "|---|---:|---:|---:|---:|---:|---:|"]

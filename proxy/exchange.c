@@ -74,6 +74,7 @@ struct tg_exchange {
     unsigned req_done : 1;      /* request body fully read from the client */
     unsigned req_sent : 1;      /* request fully written toward the upstream */
     unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
+    unsigned body_kept : 1;     /* the whole body went by reference: replayable */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned up_eof : 1;
@@ -244,13 +245,39 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 
 /* ---- upstream request ---- */
 
+/* A random (version 4) UUID, formatted without printf. */
 static void make_request_id(tg_exchange_t *ex, char out[37])
 {
+    static const char hex[] = "0123456789abcdef";
     uint64_t a = tg_worker_random(ex->w), b = tg_worker_random(ex->w);
-    b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  /* RFC 4122 variant */
     a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  /* version 4 */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32), (unsigned)((a >> 16) & 0xffff),
-             (unsigned)(a & 0xffff), (unsigned)(b >> 48), (unsigned long long)(b & 0xffffffffffffULL));
+    b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  /* RFC 4122 variant */
+    char *p = out;
+    for (int i = 15; i >= 0; i--) {
+        *p++ = hex[(a >> (i * 4)) & 15];
+        if (i == 8 || i == 4)
+            *p++ = '-';
+    }
+    *p++ = '-';
+    for (int i = 15; i >= 0; i--) {
+        *p++ = hex[(b >> (i * 4)) & 15];
+        if (i == 12)
+            *p++ = '-';
+    }
+    *p = '\0';
+}
+
+/* "a" + ", " + "b" in the arena. */
+static char *join_list(tg_arena_t *a, const char *first, const char *second)
+{
+    size_t l1 = strlen(first), l2 = strlen(second);
+    char *v = tg_arena_alloc(a, l1 + 2 + l2 + 1);
+    if (v != NULL) {
+        memcpy(v, first, l1);
+        memcpy(v + l1, ", ", 2);
+        memcpy(v + l1 + 2, second, l2 + 1);
+    }
+    return v;
 }
 
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
@@ -268,30 +295,15 @@ static int prepare_request_headers(tg_exchange_t *ex)
     const char *via_old = via ? via->value : NULL;
 
     tg_headers_strip_hop_by_hop(h);
-    char *v;
-    if (xff_old) {
-        size_t n = strlen(xff_old) + 2 + strlen(ex->client_addr) + 1;
-        if ((v = tg_arena_alloc(a, n)) == NULL)
-            return -1;
-        snprintf(v, n, "%s, %s", xff_old, ex->client_addr);
-    } else {
-        v = ex->client_addr;
-    }
-    if (tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
+    char *v = xff_old ? join_list(a, xff_old, ex->client_addr) : ex->client_addr;
+    if (v == NULL || tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
         tg_headers_set(h, a, "x-forwarded-proto", ex->scheme) < 0)
         return -1;
     if (req->authority && tg_headers_set(h, a, "x-forwarded-host", req->authority) < 0)
         return -1;
     const char *via_self = req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
-    if (via_old) {
-        size_t n = strlen(via_old) + 2 + strlen(via_self) + 1;
-        if ((v = tg_arena_alloc(a, n)) == NULL)
-            return -1;
-        snprintf(v, n, "%s, %s", via_old, via_self);
-    } else {
-        v = (char *)via_self;
-    }
-    if (tg_headers_set(h, a, "via", v) < 0)
+    v = via_old ? join_list(a, via_old, via_self) : (char *)via_self;
+    if (v == NULL || tg_headers_set(h, a, "via", v) < 0)
         return -1;
     if (tg_headers_get(h, "x-request-id") == NULL) {
         char *id = tg_arena_alloc(a, 37);
@@ -310,25 +322,43 @@ static int prepare_request_headers(tg_exchange_t *ex)
     return 0;
 }
 
+/* Appends s to the buffer at *p. */
+static void put(char **p, const char *s, size_t n)
+{
+    memcpy(*p, s, n);
+    *p += n;
+}
+
 static int write_request_head(tg_exchange_t *ex)
 {
     tg_request_t *req = &ex->req;
-    size_t n = strlen(req->method) + 1 + strlen(req->target) + 10;
-    char *start = tg_arena_alloc(&ex->arena, n);
+    size_t ml = strlen(req->method), tl = strlen(req->target);
+    char *start = tg_arena_alloc(&ex->arena, ml + 1 + tl + 10), *p = start;
     if (start == NULL)
         return -1;
-    snprintf(start, n, "%s %s HTTP/1.1", req->method, req->target);
-    char extra[384] = "";
-    int el = 0;
-    if (req->authority == NULL) /* HTTP/1.0 without Host: HTTP/1.1 requires one */
-        el = snprintf(extra, sizeof(extra), "host: %s\r\n", ex->ep->conf->address);
-    if (req->body == TG_BODY_LENGTH)
-        snprintf(extra + el, sizeof(extra) - (size_t)el, "content-length: %llu\r\n",
-                 (unsigned long long)req->content_length);
-    else if (req->body == TG_BODY_CHUNKED)
-        snprintf(extra + el, sizeof(extra) - (size_t)el, "transfer-encoding: chunked\r\n");
-    else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH"))
-        snprintf(extra + el, sizeof(extra) - (size_t)el, "content-length: 0\r\n");
+    put(&p, req->method, ml);
+    put(&p, " ", 1);
+    put(&p, req->target, tl);
+    put(&p, " HTTP/1.1", 10); /* with the NUL */
+
+    char extra[384];
+    p = extra;
+    if (req->authority == NULL) { /* HTTP/1.0 without Host: HTTP/1.1 requires one */
+        const char *addr = ex->ep->conf->address;
+        put(&p, "host: ", 6);
+        put(&p, addr, strlen(addr));
+        put(&p, "\r\n", 2);
+    }
+    if (req->body == TG_BODY_LENGTH) {
+        put(&p, "content-length: ", 16);
+        p += tg_fmt_u64(p, req->content_length);
+        put(&p, "\r\n", 2);
+    } else if (req->body == TG_BODY_CHUNKED) {
+        put(&p, "transfer-encoding: chunked\r\n", 28);
+    } else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH")) {
+        put(&p, "content-length: 0\r\n", 19);
+    }
+    *p = '\0';
     return tg_h1_write_head(tg_sock_out(ex->up->sock), start, &req->headers, extra);
 }
 
@@ -350,6 +380,20 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
     return n;
 }
 
+static int send_kept_body(tg_exchange_t *ex, struct evbuffer *out)
+{
+    ex->body_kept = 1;
+    if (ex->up_req_body == TG_BODY_CHUNKED) {
+        char hdr[24];
+        size_t n = (size_t)snprintf(hdr, sizeof(hdr), "%zx\r\n", evbuffer_get_length(ex->body_buf));
+        if (evbuffer_add(out, hdr, n) < 0 || evbuffer_add_buffer_reference(out, ex->body_buf) < 0 ||
+            evbuffer_add(out, "\r\n", 2) < 0)
+            return -1;
+        return 0;
+    }
+    return evbuffer_add_buffer_reference(out, ex->body_buf);
+}
+
 /* Client -> upstream. Returns -1 if the exchange was finished. */
 static int pump_request(tg_exchange_t *ex)
 {
@@ -358,7 +402,16 @@ static int pump_request(tg_exchange_t *ex)
     struct evbuffer *out = tg_sock_out(ex->up->sock);
     if (evbuffer_get_length(ex->body_buf) > 0) {
         ex->req_sent_any = 1;
-        if (tg_h1_write_body(out, ex->up_req_body, ex->body_buf) < 0) {
+        int r;
+        if (ex->req_done && ex->state == EX_WAIT_HEAD) {
+            /* The whole body is here: send it by reference and keep it
+             * until the response starts, so that a stale pooled
+             * connection can be retried with the body replayed. */
+            r = send_kept_body(ex, out);
+        } else {
+            r = tg_h1_write_body(out, ex->up_req_body, ex->body_buf);
+        }
+        if (r < 0) {
             tg_exchange_reply(ex, 500, "out of memory");
             return -1;
         }
@@ -501,6 +554,10 @@ static int read_response_head(tg_exchange_t *ex)
             tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
             continue;
         }
+        if (ex->body_kept) { /* the upstream answered: no replay from here on */
+            evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
+            ex->body_kept = 0;
+        }
         return on_response_head(ex);
     }
 }
@@ -572,8 +629,13 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
     tg_debug("upstream %s: %s (state %s)", addr, what, state_str(ex->state));
     release_upstream(ex, 0);
     ex->last_error = err;
+    /* Nothing reached the upstream that cannot be sent again: a connect
+     * failure; a reset before any response byte of a request whose body
+     * was not sent; or a pooled connection the upstream had closed, with
+     * the whole body kept for replay. */
     int retriable = ex->state == EX_CONNECTING ||
-                    (ex->state == EX_WAIT_HEAD && err == UP_RESET && !ex->req_sent_any);
+                    (ex->state == EX_WAIT_HEAD && err == UP_RESET &&
+                     (!ex->req_sent_any || (reused && ex->body_kept)));
     if (retriable) {
         if (ex->state == EX_CONNECTING)
             tg_warn("upstream %s: %s", addr, what);
@@ -602,7 +664,10 @@ static void try_next_endpoint(tg_exchange_t *ex)
         ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
         ex->up_eof = 0;
         int fresh = 0;
-        ex->up = tg_upstream_acquire(ex->w, ex->ep, &fresh);
+        /* A body that is not all here cannot be replayed on another
+         * connection: make sure a pooled one is not stale. */
+        int replayable = ex->req_done && !ex->req_sent_any;
+        ex->up = tg_upstream_acquire(ex->w, ex->ep, !replayable, &fresh);
         if (ex->up == NULL) {
             tg_warn("upstream %s: connect failed", ex->ep->conf->address);
             ex->last_error = UP_CONNECT_FAILED;

@@ -101,33 +101,47 @@ static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin
 
 /* Chooses how the response body is framed toward this client and writes
  * the matching header lines (framing and Connection) into extra. */
-static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra, size_t cap)
+static char *put(char *p, const char *s)
 {
-    size_t el = 0;
-    extra[0] = '\0';
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_length(char *p, uint64_t len)
+{
+    p = put(p, "content-length: ");
+    p += tg_fmt_u64(p, len);
+    return put(p, "\r\n");
+}
+
+/* Chooses how the response body is framed toward this client and writes
+ * the matching header lines (framing and Connection) into extra (which
+ * has room for 128 bytes). */
+static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra)
+{
+    char *p = extra;
     if (resp->body == TG_BODY_TUNNEL) {
         c->out_body = TG_BODY_TUNNEL;
         c->reader.body = TG_BODY_TUNNEL; /* from now on the client sends raw bytes */
         c->close_after = 1;
-        snprintf(extra, cap, "connection: upgrade\r\n");
+        *put(p, "connection: upgrade\r\n") = '\0';
         return;
     }
     switch (resp->body) {
     case TG_BODY_LENGTH:
         c->out_body = TG_BODY_LENGTH;
-        el += (size_t)snprintf(extra + el, cap - el, "content-length: %llu\r\n",
-                               (unsigned long long)resp->content_length);
+        p = put_length(p, resp->content_length);
         break;
     case TG_BODY_NONE:
         c->out_body = TG_BODY_NONE;
         if (resp->status >= 200 && resp->status != 204 && resp->status != 304)
-            el += (size_t)snprintf(extra + el, cap - el, "content-length: %llu\r\n",
-                                   (unsigned long long)resp->content_length);
+            p = put_length(p, resp->content_length);
         break;
     default: /* chunked or close-delimited upstream body */
         if (c->version >= 11) {
             c->out_body = TG_BODY_CHUNKED;
-            el += (size_t)snprintf(extra + el, cap - el, "transfer-encoding: chunked\r\n");
+            p = put(p, "transfer-encoding: chunked\r\n");
         } else {
             c->out_body = TG_BODY_EOF;
             c->close_after = 1;
@@ -136,10 +150,11 @@ static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra,
     }
     if (c->close_after || c->draining || !c->keep_alive || c->eof) {
         c->close_after = 1;
-        snprintf(extra + el, cap - el, "connection: close\r\n");
+        p = put(p, "connection: close\r\n");
     } else if (c->version == 10) {
-        snprintf(extra + el, cap - el, "connection: keep-alive\r\n");
+        p = put(p, "connection: keep-alive\r\n");
     }
+    *p = '\0';
 }
 
 static int ds_write_head(void *ds, const tg_response_t *resp)
@@ -155,7 +170,7 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     start[11] = (char)('0' + st % 10);
     start[12] = ' ';
     memcpy(start + 13, reason, rl + 1);
-    frame_response(c, resp, extra, sizeof(extra));
+    frame_response(c, resp, extra);
     int r = tg_h1_write_head(tg_sock_out(c->sock), start, &resp->headers, extra);
     tg_sock_flush(c->sock);
     return r;

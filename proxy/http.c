@@ -89,32 +89,71 @@ int tg_header_has_token(const char *value, size_t len, const char *token)
     return 0;
 }
 
-void tg_headers_strip_hop_by_hop(tg_headers_t *h)
+static int is_hop_by_hop(const tg_header_t *hd)
 {
-    static const char *const hop[] = { "connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                       "transfer-encoding", "upgrade", "content-length", "expect" };
-    /* Headers named by Connection go first. The values stay valid while
-     * entries are removed: removal only compacts the array. */
-    struct { const char *v; size_t len; } conn[8];
-    size_t nconn = 0;
-    for (size_t i = 0; i < h->n && nconn < 8; i++)
-        if (name_eq(&h->v[i], "connection", 10))
-            conn[nconn++] = (typeof(conn[0])){ h->v[i].value, h->v[i].value_len };
+    static const struct { const char *name; size_t len; } hop[] = {
+        { "te", 2 }, { "expect", 6 }, { "trailer", 7 }, { "upgrade", 7 }, { "keep-alive", 10 },
+        { "connection", 10 }, { "content-length", 14 }, { "proxy-connection", 16 }, { "transfer-encoding", 17 },
+    };
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (hop[i].len == hd->name_len && strncasecmp(hd->name, hop[i].name, hd->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+static int named_by_connection(const tg_header_t *hd, const tg_header_t *conn[], size_t nconn)
+{
     for (size_t c = 0; c < nconn; c++) {
-        const char *v = conn[c].v;
-        size_t len = conn[c].len, p = 0;
+        const char *v = conn[c]->value;
+        size_t len = conn[c]->value_len, p = 0;
         while (p < len) {
             while (p < len && (v[p] == ' ' || v[p] == '\t' || v[p] == ','))
                 p++;
             size_t s = p;
             while (p < len && v[p] != ',' && v[p] != ' ' && v[p] != '\t')
                 p++;
-            if (p > s)
-                remove_len(h, v + s, p - s);
+            if (p - s == hd->name_len && strncasecmp(v + s, hd->name, p - s) == 0)
+                return 1;
         }
     }
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        remove_len(h, hop[i], strlen(hop[i]));
+    return 0;
+}
+
+void tg_headers_strip_hop_by_hop(tg_headers_t *h)
+{
+    /* One pass to find Connection headers (they name more hop-by-hop
+     * headers), one pass to compact the list. */
+    const tg_header_t *conn[8];
+    size_t nconn = 0;
+    for (size_t i = 0; i < h->n && nconn < 8; i++)
+        if (name_eq(&h->v[i], "connection", 10))
+            conn[nconn++] = &h->v[i];
+    tg_header_t named[8];
+    for (size_t c = 0; c < nconn; c++) /* copies: compaction moves entries */
+        named[c] = *conn[c];
+    for (size_t c = 0; c < nconn; c++)
+        conn[c] = &named[c];
+    size_t w = 0;
+    for (size_t r = 0; r < h->n; r++) {
+        const tg_header_t *hd = &h->v[r];
+        if (is_hop_by_hop(hd) || (nconn && named_by_connection(hd, conn, nconn)))
+            continue;
+        h->v[w++] = *hd;
+    }
+    h->n = w;
+}
+
+size_t tg_fmt_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
 }
 
 int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r)

@@ -86,6 +86,9 @@ int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);
 
+/* Writes v in decimal at p (no NUL); returns the number of digits. */
+size_t tg_fmt_u64(char *p, uint64_t v);
+
 /* The standard reason phrase for a status code ("Unknown" if none). */
 const char *tg_http_reason(int status);
 

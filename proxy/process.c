@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -165,6 +166,11 @@ int tg_process_run(const char *path)
     process_t p = { 0 };
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
+    /* Buffers of up to a few hundred KiB come and go with every exchange;
+     * returning them to the kernel at once only to fault them back in on
+     * the next request costs a page fault per request. Keep them. */
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     if (evthread_use_pthreads() < 0) {
         tg_error("libevent: no pthreads support");
         return 1;

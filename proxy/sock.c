@@ -20,7 +20,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define READ_CHUNK (64 * 1024)
+/* Reads start at 16 KiB (a request or a small response fits) and grow to
+ * 64 KiB while reads keep filling the space (bulk bodies). */
+#define READ_SMALL (16 * 1024)
+#define READ_BIG (64 * 1024)
 
 struct tg_sock {
     tg_sock_loop_t *loop;
@@ -36,7 +39,7 @@ struct tg_sock {
     int busy;
     TAILQ_ENTRY(tg_sock) qlink;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
-        shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1;
+        shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1;
 };
 
 struct tg_sock_loop {
@@ -109,7 +112,7 @@ static int do_read(tg_sock_t *s)
 {
     int events = 0;
     while (s->readable && !s->paused && !s->eof && !s->dead) {
-        size_t have = evbuffer_get_length(s->in), want = READ_CHUNK;
+        size_t have = evbuffer_get_length(s->in), want = s->bulk ? READ_BIG : READ_SMALL;
         if (s->read_limit) {
             if (have >= s->read_limit) {
                 s->at_limit = 1;
@@ -142,6 +145,7 @@ static int do_read(tg_sock_t *s)
             }
             evbuffer_commit_space(s->in, v, used); /* no empty chains */
             events |= TG_SOCK_READ;
+            s->bulk = (size_t)r == space;
             if ((size_t)r < space)
                 s->readable = 0; /* short read: the socket buffer is empty */
         } else {
@@ -426,6 +430,15 @@ void tg_sock_flush(tg_sock_t *s)
         s->q_write = 1;
         enqueue(s);
     }
+}
+
+int tg_sock_idle_alive(tg_sock_t *s)
+{
+    char c;
+    if (s->eof || s->dead || evbuffer_get_length(s->in) > 0)
+        return 0;
+    ssize_t r = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 void tg_sock_shutdown_write(tg_sock_t *s)

@@ -71,6 +71,9 @@ void tg_sock_pause_read(tg_sock_t *s, int paused);
 void tg_sock_consumed(tg_sock_t *s);
 /* Queue the output for writing at the end of this loop iteration. */
 void tg_sock_flush(tg_sock_t *s);
+/* Asks the kernel (one recv with MSG_PEEK) whether an idle connection is
+ * still open and silent: 1 if so, 0 if the peer closed it or sent bytes. */
+int tg_sock_idle_alive(tg_sock_t *s);
 /* Half-close: no more output (after what is queued is written). */
 void tg_sock_shutdown_write(tg_sock_t *s);
 

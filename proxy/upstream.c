@@ -66,12 +66,17 @@ static void on_idle_event(tg_sock_t *s, int events, void *arg)
     upconn_close(c);
 }
 
-tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int *fresh)
+tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int check_alive, int *fresh)
 {
     tg_upstream_pool_t *p = w->pools[ep->slot];
-    tg_upconn_t *c = TAILQ_FIRST(&p->idle);
-    if (c != NULL) {
+    tg_upconn_t *c;
+    while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
         pool_remove(c);
+        if (check_alive && !tg_sock_idle_alive(c->sock)) {
+            tg_debug("upstream: pooled connection was closed by the peer, discarding");
+            upconn_close(c);
+            continue;
+        }
         tg_sock_set_cb(c->sock, NULL, NULL);
         tg_sock_set_timeout(c->sock, 0);
         c->reused++;

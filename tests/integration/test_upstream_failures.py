@@ -43,6 +43,53 @@ class TruncatingServer:
         self.sock.close()
 
 
+class CloseAfterResponseServer:
+    """Answers one request per connection, keep-alive framing and all, then
+    closes without saying so: every pooled connection to it goes stale."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    data += b
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(body) < length:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    body += b
+                reply = b"got %d" % len(body)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply))
+            except OSError:
+                pass
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
 class UpstreamFailureTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
@@ -51,6 +98,7 @@ class UpstreamFailureTest(harness.GatewayTest):
         cls.reset = harness.ResetServer()
         cls.trunc = TruncatingServer()
         cls.hole = harness.BlackHole()
+        cls.closer = CloseAfterResponseServer()
         cls.dead1, cls.dead2 = harness.free_port(), harness.free_port()
         cls.port = harness.free_port()
         cfg = f"""
@@ -79,6 +127,9 @@ routes:
   - name: trunc
     match: {{ path_prefix: /trunc }}
     cluster: trunc
+  - name: stale
+    match: {{ path_prefix: /stale }}
+    cluster: stale
   - name: holefirst
     match: {{ path_prefix: /holefirst }}
     cluster: holefirst
@@ -86,6 +137,8 @@ routes:
     match: {{ path_prefix: /hole }}
     cluster: hole
 clusters:
+  - name: stale
+    endpoints: [127.0.0.1:{cls.closer.port}]
   - name: hole
     endpoints: [127.0.0.1:{cls.hole.port}]
     connect_timeout: 300ms
@@ -113,6 +166,7 @@ clusters:
         cls.reset.stop()
         cls.trunc.stop()
         cls.hole.stop()
+        cls.closer.stop()
         cls.finish()
 
     def test_connect_failure_fails_over(self):
@@ -171,6 +225,22 @@ clusters:
             r = requests.get(self.gateway.url("/holefirst"), timeout=10)
             self.assertEqual(r.status_code, 404)  # the app's own 404
             self.assertEqual(r.headers.get("x-upstream"), "alive")
+
+    def test_stale_pooled_connections_are_not_errors(self):
+        # regression: a pooled connection the upstream closed must never
+        # turn into a 502, with or without a body, small or streamed
+        s = requests.Session()
+        for i in range(40):
+            if i % 3 == 0:
+                r = s.get(self.gateway.url("/stale"), timeout=5)
+                self.assertEqual(r.content, b"got 0")
+            elif i % 3 == 1:
+                r = s.post(self.gateway.url("/stale"), data=b"x" * 1000, timeout=5)
+                self.assertEqual(r.content, b"got 1000")
+            else:
+                r = s.post(self.gateway.url("/stale"), data=b"y" * 400_000, timeout=5)
+                self.assertEqual(r.content, b"got 400000")
+            self.assertEqual(r.status_code, 200)
 
     def test_truncated_upstream_body_cuts_client(self):
         with self.assertRaises(requests.exceptions.RequestException):
