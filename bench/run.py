@@ -119,10 +119,10 @@ def measure(name, port, pids_fn, args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--duration", type=int, default=6)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--only", default="")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-")
     procs = []

@@ -440,6 +440,8 @@ static int pump_request(tg_exchange_t *ex)
             return -1;
         }
         tg_h1_write_end(out, ex->up_req_body);
+        tg_sock_flush_now(ex->up->sock); /* the request is complete */
+        return 0;
     }
     tg_sock_flush(ex->up->sock);
     return 0;
@@ -664,10 +666,10 @@ static void try_next_endpoint(tg_exchange_t *ex)
         ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
         ex->up_eof = 0;
         int fresh = 0;
-        /* A body that is not all here cannot be replayed on another
-         * connection: make sure a pooled one is not stale. */
+        /* A body that is not all here could not be replayed should a
+         * pooled connection turn out stale: it gets a new connection. */
         int replayable = ex->req_done && !ex->req_sent_any;
-        ex->up = tg_upstream_acquire(ex->w, ex->ep, !replayable, &fresh);
+        ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
         if (ex->up == NULL) {
             tg_warn("upstream %s: connect failed", ex->ep->conf->address);
             ex->last_error = UP_CONNECT_FAILED;

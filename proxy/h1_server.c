@@ -188,7 +188,7 @@ static int ds_write_end(void *ds)
 {
     h1_conn_t *c = ds;
     int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body);
-    tg_sock_flush(c->sock);
+    tg_sock_flush_now(c->sock); /* the response is complete */
     return r;
 }
 
@@ -375,6 +375,7 @@ static void on_defer(evutil_socket_t fd, short what, void *arg)
 static void on_drain(tg_conn_node_t *n)
 {
     h1_conn_t *c = (h1_conn_t *)n;
+    tg_debug("h1 %s: draining in %s", c->addr, conn_state_str(c->state));
     c->draining = 1;
     if (c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer))
         conn_close(c);

@@ -39,7 +39,7 @@ struct tg_sock {
     int busy;
     TAILQ_ENTRY(tg_sock) qlink;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
-        shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1;
+        shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
 };
 
 struct tg_sock_loop {
@@ -146,8 +146,11 @@ static int do_read(tg_sock_t *s)
             evbuffer_commit_space(s->in, v, used); /* no empty chains */
             events |= TG_SOCK_READ;
             s->bulk = (size_t)r == space;
-            if ((size_t)r < space)
-                s->readable = 0; /* short read: the socket buffer is empty */
+            /* A short read means the socket buffer is empty, unless the
+             * peer's FIN is pending (EPOLLRDHUP): then read on to the EOF,
+             * which no further edge would announce. */
+            if ((size_t)r < space && !s->rdhup)
+                s->readable = 0;
         } else {
             evbuffer_commit_space(s->in, v, 0);
             if (r == 0) {
@@ -227,7 +230,9 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
         if (!s->connecting)
             events |= do_write(s);
     }
-    if ((what & EV_READ) && !s->connecting) {
+    if (what & EV_CLOSED)
+        s->rdhup = 1;
+    if ((what & (EV_READ | EV_CLOSED)) && !s->connecting) {
         s->readable = 1;
         events |= do_read(s);
     }
@@ -294,7 +299,7 @@ static tg_sock_t *sock_create(tg_sock_loop_t *l, int fd)
     s->in = evbuffer_new();
     s->out = evbuffer_new();
     if (s->in == NULL || s->out == NULL ||
-        event_assign(&s->ev, l->base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, on_io, s) < 0 ||
+        event_assign(&s->ev, l->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_io, s) < 0 ||
         evtimer_assign(&s->timer, l->base, on_timer, s) < 0 || event_add(&s->ev, NULL) < 0) {
         if (s->in)
             evbuffer_free(s->in);
@@ -432,13 +437,28 @@ void tg_sock_flush(tg_sock_t *s)
     }
 }
 
-int tg_sock_idle_alive(tg_sock_t *s)
+int tg_sock_peer_closed(const tg_sock_t *s)
 {
-    char c;
-    if (s->eof || s->dead || evbuffer_get_length(s->in) > 0)
-        return 0;
-    ssize_t r = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    return s->eof || s->rdhup;
+}
+
+void tg_sock_flush_now(tg_sock_t *s)
+{
+    if (s->dead || !s->writable || s->connecting || evbuffer_get_length(s->out) == 0)
+        return;
+    int r = evbuffer_write(s->out, s->fd);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            s->writable = 0; /* the write edge will resume it */
+        else
+            tg_sock_flush(s); /* let the loop see the error and report it */
+        return;
+    }
+    touch_timer(s);
+    if (evbuffer_get_length(s->out) > 0)
+        s->writable = 0;
+    else if (s->shut_wr)
+        shutdown(s->fd, SHUT_WR);
 }
 
 void tg_sock_shutdown_write(tg_sock_t *s)

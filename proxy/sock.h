@@ -69,11 +69,14 @@ void tg_sock_pause_read(tg_sock_t *s, int paused);
 /* The caller removed bytes from the input: resume reading if the read
  * limit had stopped it. */
 void tg_sock_consumed(tg_sock_t *s);
-/* Queue the output for writing at the end of this loop iteration. */
+/* Queue the output for writing at the end of this loop iteration (for
+ * pieces of a message still being produced). */
 void tg_sock_flush(tg_sock_t *s);
-/* Asks the kernel (one recv with MSG_PEEK) whether an idle connection is
- * still open and silent: 1 if so, 0 if the peer closed it or sent bytes. */
-int tg_sock_idle_alive(tg_sock_t *s);
+/* Write the output now, for a complete message: one writev, no callback
+ * from inside (an error or a remainder is handled from the loop). */
+void tg_sock_flush_now(tg_sock_t *s);
+/* Has the peer closed its side (EOF read, or a FIN announced)? */
+int tg_sock_peer_closed(const tg_sock_t *s);
 /* Half-close: no more output (after what is queued is written). */
 void tg_sock_shutdown_write(tg_sock_t *s);
 

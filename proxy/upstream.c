@@ -66,13 +66,13 @@ static void on_idle_event(tg_sock_t *s, int events, void *arg)
     upconn_close(c);
 }
 
-tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int check_alive, int *fresh)
+tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int may_reuse, int *fresh)
 {
     tg_upstream_pool_t *p = w->pools[ep->slot];
     tg_upconn_t *c;
-    while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
+    while (may_reuse && (c = TAILQ_FIRST(&p->idle)) != NULL) {
         pool_remove(c);
-        if (check_alive && !tg_sock_idle_alive(c->sock)) {
+        if (tg_sock_peer_closed(c->sock)) {
             tg_debug("upstream: pooled connection was closed by the peer, discarding");
             upconn_close(c);
             continue;
@@ -100,7 +100,7 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int ch
 void tg_upstream_release(tg_upconn_t *c, int reusable, const tg_cluster_conf_t *cc)
 {
     tg_upstream_pool_t *p = c->w->pools[c->slot];
-    if (!reusable || c->w->draining || p->n_idle >= cc->pool_size ||
+    if (!reusable || c->w->draining || p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
         evbuffer_get_length(tg_sock_in(c->sock)) != 0 || evbuffer_get_length(tg_sock_out(c->sock)) != 0) {
         upconn_close(c);
         return;

@@ -40,10 +40,10 @@ void tg_upstream_pools_free(tg_worker_t *w);
 /* An idle pooled connection (*fresh = 0, already connected) or a new one
  * whose connect is in progress (*fresh = 1: expect TG_SOCK_CONNECTED or
  * TG_SOCK_ERROR on the callback the caller installs). NULL if no socket could
- * be created or the connect failed at once. check_alive: the request
- * cannot be replayed if a pooled connection turns out to be stale, so
- * confirm each idle candidate with the kernel first (one recv). */
-tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int check_alive, int *fresh);
+ * be created or the connect failed at once. may_reuse = 0 forces a new
+ * connection: a request that could not be replayed if a pooled one turned
+ * out to have been closed by the upstream must not take that risk. */
+tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int may_reuse, int *fresh);
 
 /* Gives a lent connection back; closes it unless reusable and the pool of
  * its endpoint has room (cluster pool_size). */

@@ -144,7 +144,8 @@ def yaml_list(items):
 class Gateway:
     """The real tollgate binary on a config written to a temp file."""
 
-    def __init__(self, config_text, port=None, log_level="info", env_extra=None):
+    def __init__(self, config_text, port=None, log_level=None, env_extra=None):
+        log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
         self.path = os.path.join(self.dir, "tollgate.yaml")
         with open(self.path, "w") as f:
