@@ -76,21 +76,22 @@ def start_app(name="app", port=None):
     return proc
 
 
-class ResetServer:
-    """Accepts connections and resets them at once (SO_LINGER 0)."""
+class ScriptedServer:
+    """A raw TCP upstream on loopback whose behaviour is a function: each
+    accepted connection is handed to handler(conn) in its own thread, and
+    closed when the handler returns."""
 
-    def __init__(self):
+    def __init__(self, handler, backlog=64):
+        self.handler = handler
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
         self.stopped = False
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
+        threading.Thread(target=self.run, daemon=True).start()
 
     def run(self):
-        import struct
         self.sock.settimeout(0.2)
         while not self.stopped:
             try:
@@ -98,17 +99,48 @@ class ResetServer:
             except OSError:
                 continue
             self.accepted += 1
-            try:
-                c.recv(65536)
-            except OSError:
-                pass
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        try:
+            self.handler(c)
+        except OSError:
+            pass
+        finally:
             c.close()
 
     def stop(self):
         self.stopped = True
-        self.t.join(2)
         self.sock.close()
+
+
+def read_request(c):
+    """Reads one request (head + Content-Length body) from a socket;
+    returns (head bytes, body bytes), or (b"", b"") if the peer closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = c.recv(65536)
+        if not b:
+            return b"", b""
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    while len(body) < length:
+        b = c.recv(1 << 20)
+        if not b:
+            break
+        body += b
+    return head, body
+
+
+def reset_handler(c):
+    """Reads whatever arrives, then resets the connection (SO_LINGER 0)."""
+    import struct
+    c.recv(65536)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class BlackHole:
@@ -216,6 +248,18 @@ class GatewayTest(unittest.TestCase):
 
     procs = []
     gateway = None
+
+    @classmethod
+    def start_with_app(cls, name, **config_kw):
+        """One FastAPI app and a gateway with a single route to it."""
+        cls.app = start_app(name)
+        cls.procs = [cls.app]
+        cls.port = free_port()
+        cls.gateway = Gateway(simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], **config_kw), port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
 
     @classmethod
     def finish(cls):

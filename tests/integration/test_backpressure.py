@@ -22,62 +22,40 @@ def rss_kib(pid):
     return 0
 
 
-class SinkSource:
-    """Upstream: /upload reads the body slowly at first, then fast, and
-    answers with the byte count; /download sends 1 GiB as fast as the
-    gateway accepts it."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
-
-    def handle(self, c):
-        try:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                b = c.recv(65536)
-                if not b:
-                    return
-                head += b
-            head, _, rest = head.partition(b"\r\n\r\n")
-            if head.startswith(b"POST"):
-                length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-                got = len(rest)
-                t0 = time.time()
-                while got < length:
-                    b = c.recv(1 << 20)
-                    if not b:
-                        break
-                    got += len(b)
-                    if time.time() - t0 < 3:
-                        time.sleep(0.05)  # slow reader for the first seconds
-                body = str(got).encode()
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            else:
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
-                for _ in range(GIB // len(BLOCK)):
-                    c.sendall(BLOCK)
-        except OSError:
-            pass
-        finally:
-            c.close()
+def sink_source_handler(c):
+    """Upstream: a POST body is read slowly for the first seconds, then
+    fast, and answered with its byte count; a GET gets 1 GiB as fast as
+    the gateway takes it."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = c.recv(65536)
+        if not b:
+            return
+        head += b
+    head, _, rest = head.partition(b"\r\n\r\n")
+    if head.startswith(b"POST"):
+        length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+        got = len(rest)
+        t0 = time.time()
+        while got < length:
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            got += len(b)
+            if time.time() - t0 < 3:
+                time.sleep(0.05)  # slow reader for the first seconds
+        body = str(got).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    else:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
+        for _ in range(GIB // len(BLOCK)):
+            c.sendall(BLOCK)
 
 
 class BackpressureTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.up = SinkSource()
+        cls.up = harness.ScriptedServer(sink_source_handler)
         cls.port = harness.free_port()
         # AddressSanitizer keeps freed memory in a 256 MiB quarantine, which
         # would show up as RSS growth of its own; shrink it so the figure
@@ -90,7 +68,7 @@ class BackpressureTest(harness.GatewayTest):
 
     @classmethod
     def tearDownClass(cls):
-        cls.up.sock.close()
+        cls.up.stop()
         cls.finish()
 
     def sample(self, stop, peak):

@@ -16,15 +16,7 @@ import harness
 class StreamingTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.app = harness.start_app("stream")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"]),
-                                      port=cls.port)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.finish()
+        cls.start_with_app("stream")
 
     def test_streaming_response_not_buffered(self):
         t0 = time.time()

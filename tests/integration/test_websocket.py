@@ -10,15 +10,7 @@ import harness
 class WebSocketTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.app = harness.start_app("ws")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"]),
-                                      port=cls.port)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.finish()
+        cls.start_with_app("ws")
 
     def test_echo_text_and_binary(self):
         async def run():
