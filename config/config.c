@@ -117,6 +117,11 @@ void tg_config_unref(tg_config_t *c)
         config_free(c);
 }
 
+int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b)
+{
+    return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
 long tg_config_find_listener(const tg_config_t *c, const char *name)
 {
     for (size_t i = 0; i < c->n_listeners; i++)

@@ -143,6 +143,9 @@ tg_config_t *tg_config_ref(tg_config_t *c);
 /* Drops a reference; the last one frees the snapshot. Thread-safe. */
 void tg_config_unref(tg_config_t *c);
 
+/* Do two listeners bind the same address (host and port as written)? */
+int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b);
+
 /* Index of the named listener/cluster, or -1. */
 long tg_config_find_listener(const tg_config_t *c, const char *name);
 long tg_config_find_cluster(const tg_config_t *c, const char *name);

@@ -25,7 +25,33 @@ static int resolve(const tg_endpoint_conf_t *ec, tg_endpoint_t *ep, tg_errors_t 
     return 0;
 }
 
-tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_errors_t *errs)
+size_t tg_endpoint_registry_slot(tg_endpoint_registry_t *r, const char *address)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->addrs[i], address) == 0)
+            return i;
+    if (r->n == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 16;
+        char **n = realloc(r->addrs, ncap * sizeof(*n));
+        if (n == NULL)
+            return (size_t)-1;
+        r->addrs = n;
+        r->cap = ncap;
+    }
+    if ((r->addrs[r->n] = strdup(address)) == NULL)
+        return (size_t)-1;
+    return r->n++;
+}
+
+void tg_endpoint_registry_free(tg_endpoint_registry_t *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->addrs[i]);
+    free(r->addrs);
+    memset(r, 0, sizeof(*r));
+}
+
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_endpoint_registry_t *reg, tg_errors_t *errs)
 {
     tg_cluster_set_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -35,6 +61,7 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_errors_t *errs
         goto fail;
     s->n_clusters = cfg->n_clusters;
     int bad = 0;
+    size_t next_slot = 0;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         const tg_cluster_conf_t *cc = &cfg->clusters[i];
         tg_cluster_t *c = &s->clusters[i];
@@ -45,9 +72,14 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_errors_t *errs
             goto fail;
         c->n_endpoints = cc->n_endpoints;
         for (size_t j = 0; j < cc->n_endpoints; j++) {
-            c->endpoints[j].conf = &cc->endpoints[j];
-            c->endpoints[j].slot = s->n_slots++;
-            if (resolve(&cc->endpoints[j], &c->endpoints[j], errs, cc->name) < 0)
+            tg_endpoint_t *ep = &c->endpoints[j];
+            ep->conf = &cc->endpoints[j];
+            ep->slot = reg ? tg_endpoint_registry_slot(reg, ep->conf->address) : next_slot++;
+            if (ep->slot == (size_t)-1)
+                goto fail;
+            if (ep->slot + 1 > s->n_slots)
+                s->n_slots = ep->slot + 1;
+            if (resolve(ep->conf, ep, errs, cc->name) < 0)
                 bad = 1;
         }
     }

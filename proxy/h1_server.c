@@ -26,7 +26,7 @@ typedef struct h1_conn {
     tg_conn_node_t node;
     tg_worker_t *w;
     tg_sock_t *sock;
-    size_t listener;
+    const tg_listener_slot_t *slot; /* its index is the listener in the current config */
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
     tg_h1_reader_t reader;
@@ -295,7 +295,7 @@ static void read_head(h1_conn_t *c)
     }
     c->version = req->version;
     c->keep_alive = req->keep_alive;
-    tg_exchange_start(c->ex, c->listener, c->addr, "http");
+    tg_exchange_start(c->ex, c->slot->index, c->addr, "http");
 }
 
 /* ---- events ---- */
@@ -388,7 +388,7 @@ static void on_shutdown(tg_conn_node_t *n)
     conn_release(c); /* the loop is gone: the defer event will not run */
 }
 
-void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size_t listener)
+void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
 {
     h1_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -396,7 +396,7 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size
         return;
     }
     c->w = w;
-    c->listener = listener;
+    c->slot = slot;
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
     else if (sa->sa_family == AF_INET6)

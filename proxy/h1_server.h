@@ -21,6 +21,6 @@
 #include "proxy/worker.h"
 
 /* Takes ownership of an accepted socket. Closes it on failure. */
-void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, size_t listener);
+void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot);
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy/log.h"
@@ -23,7 +24,11 @@
 #include "proxy/worker.h"
 
 typedef struct process {
-    tg_snapshot_t *snap;
+    const char *path;
+    tg_endpoint_registry_t registry;
+    tg_snapshot_t *snap;             /* the current snapshot */
+    uint64_t reloads_ok, reloads_failed;
+    time_t last_reload;
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -40,7 +45,7 @@ static void print_errors(const tg_errors_t *e)
 int tg_process_check(const char *path)
 {
     tg_errors_t errs = { 0 };
-    tg_snapshot_t *s = tg_snapshot_load(path, &errs);
+    tg_snapshot_t *s = tg_snapshot_load(path, NULL, &errs);
     print_errors(&errs);
     tg_errors_free(&errs);
     if (s == NULL) {
@@ -52,27 +57,101 @@ int tg_process_check(const char *path)
     return 0;
 }
 
-static int bind_listener(const tg_listener_conf_t *l)
+static int bind_listener(const tg_listener_conf_t *l, tg_errors_t *errs)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
     char port[8];
     snprintf(port, sizeof(port), "%u", l->port);
     int rc = getaddrinfo(strcmp(l->host, "*") == 0 ? NULL : l->host, port, &hints, &res);
     if (rc != 0) {
-        tg_error("listener '%s': cannot resolve %s: %s", l->name, l->listen, gai_strerror(rc));
+        tg_errors_add(errs, "listener '%s': cannot resolve %s: %s", l->name, l->listen, gai_strerror(rc));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-        tg_error("listener '%s': cannot listen on %s: %s", l->name, l->listen, strerror(errno));
+        tg_errors_add(errs, "listener '%s': cannot listen on %s: %s", l->name, l->listen, strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
     return fd;
+}
+
+static void log_errors(const tg_errors_t *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        tg_error("%s", e->msgs[i]);
+}
+
+/* Builds and validates a new snapshot off the hot path; binds the sockets
+ * of listeners with new addresses; publishes it to every worker. On any
+ * error nothing changes. Returns 0 or -1 with the reasons in errs. */
+static int reload(process_t *p, tg_errors_t *errs)
+{
+    if (p->draining) {
+        tg_errors_add(errs, "draining: reload refused");
+        p->reloads_failed++;
+        return -1;
+    }
+    tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, errs);
+    int *fds = NULL;
+    size_t n = 0;
+    if (ns == NULL)
+        goto fail;
+    const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
+    if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
+        tg_warn("reload: a change of 'workers' takes effect on restart");
+    n = nc->n_listeners;
+    fds = malloc((size_t)p->n_workers * n * sizeof(int) + 1);
+    if (fds == NULL)
+        goto fail;
+    for (size_t k = 0; k < (size_t)p->n_workers * n; k++)
+        fds[k] = -1;
+    for (size_t j = 0; j < n; j++) {
+        int kept = 0;
+        for (size_t i = 0; i < oc->n_listeners && !kept; i++)
+            kept = tg_listener_same_address(&oc->listeners[i], &nc->listeners[j]);
+        for (unsigned wk = 0; wk < p->n_workers && !kept; wk++)
+            if ((fds[wk * n + j] = bind_listener(&nc->listeners[j], errs)) < 0)
+                goto fail;
+    }
+    for (unsigned wk = 0; wk < p->n_workers; wk++)
+        if (tg_worker_reload(p->workers[wk], ns, &fds[wk * n], n) < 0) {
+            /* fds already handed over are the worker's; close the rest */
+            for (unsigned r = wk; r < p->n_workers; r++)
+                for (size_t j = 0; j < n; j++)
+                    if (fds[r * n + j] >= 0)
+                        close(fds[r * n + j]);
+            free(fds);
+            tg_errors_add(errs, "out of memory publishing the configuration");
+            tg_snapshot_t *old = p->snap;
+            p->snap = ns; /* some workers have it: it is the current one now */
+            tg_snapshot_unref(old);
+            p->reloads_failed++;
+            return -1;
+        }
+    free(fds);
+    tg_snapshot_t *old = p->snap;
+    p->snap = ns;
+    tg_snapshot_unref(old);
+    p->reloads_ok++;
+    p->last_reload = time(NULL);
+    tg_info("configuration reloaded from %s", p->path);
+    return 0;
+fail:
+    if (fds != NULL)
+        for (size_t k = 0; k < (size_t)p->n_workers * n; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+    free(fds);
+    tg_snapshot_unref(ns);
+    p->reloads_failed++;
+    tg_error("reload failed; the previous configuration stays in force:");
+    log_errors(errs);
+    return -1;
 }
 
 static void stop_all(process_t *p)
@@ -92,7 +171,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     process_t *p = arg;
     if (sig == SIGHUP) {
-        tg_warn("SIGHUP: configuration reload is not available in this build; ignoring");
+        tg_errors_t errs = { 0 };
+        tg_info("SIGHUP: reloading %s", p->path);
+        reload(p, &errs);
+        tg_errors_free(&errs);
         return;
     }
     if (p->draining) {
@@ -124,7 +206,10 @@ static int start_workers(process_t *p)
     }
     for (unsigned i = 0; i < p->n_workers; i++) {
         for (size_t j = 0; j < cfg->n_listeners; j++) {
-            fds[j] = bind_listener(&cfg->listeners[j]);
+            tg_errors_t errs = { 0 };
+            fds[j] = bind_listener(&cfg->listeners[j], &errs);
+            log_errors(&errs);
+            tg_errors_free(&errs);
             if (fds[j] < 0) {
                 while (j-- > 0)
                     close(fds[j]);
@@ -163,7 +248,7 @@ static void *join_thread(void *arg)
 
 int tg_process_run(const char *path)
 {
-    process_t p = { 0 };
+    process_t p = { .path = path };
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Buffers of up to a few hundred KiB come and go with every exchange;
@@ -176,7 +261,7 @@ int tg_process_run(const char *path)
         return 1;
     }
     tg_errors_t errs = { 0 };
-    p.snap = tg_snapshot_load(path, &errs);
+    p.snap = tg_snapshot_load(path, &p.registry, &errs);
     if (p.snap == NULL) {
         for (size_t i = 0; i < errs.n; i++)
             tg_error("%s", errs.msgs[i]);
@@ -228,5 +313,6 @@ out:
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);
+    tg_endpoint_registry_free(&p.registry);
     return status;
 }

@@ -5,12 +5,12 @@
 
 #include <stdlib.h>
 
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_errors_t *errs)
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_endpoint_registry_t *reg, tg_errors_t *errs)
 {
     tg_config_t *cfg = tg_config_load(path, errs);
     if (cfg == NULL)
         return NULL;
-    tg_cluster_set_t *cs = tg_cluster_set_build(cfg, errs);
+    tg_cluster_set_t *cs = tg_cluster_set_build(cfg, reg, errs);
     if (cs == NULL) {
         tg_config_unref(cfg);
         return NULL;

@@ -19,9 +19,10 @@ typedef struct tg_snapshot {
     tg_cluster_set_t *clusters;
 } tg_snapshot_t;
 
-/* Loads and validates the file and resolves its endpoints. NULL on error,
- * with "file:line:col: message" lines in errs. */
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_errors_t *errs);
+/* Loads and validates the file and resolves its endpoints, numbering them
+ * through reg (may be NULL). NULL on error, with "file:line:col: message"
+ * lines in errs. Main thread. */
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_endpoint_registry_t *reg, tg_errors_t *errs);
 tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s);
 void tg_snapshot_unref(tg_snapshot_t *s);
 

@@ -19,25 +19,23 @@
 #include "proxy/sock.h"
 #include "proxy/upstream.h"
 
-typedef struct accept_ctx {
-    tg_worker_t *w;
-    size_t listener;
-} accept_ctx_t;
+static void send_command(tg_worker_t *w, char c);
 
-/* Worker-private allocation behind tg_worker_t: the accept contexts. */
-typedef struct worker_impl {
-    tg_worker_t pub;
-    accept_ctx_t *accept_ctx;
-} worker_impl_t;
+struct tg_reload_msg {
+    tg_reload_msg_t *next;
+    tg_snapshot_t *snap;
+    size_t n;
+    int fds[];
+};
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
-    accept_ctx_t *ctx = arg;
-    if (ctx->w->draining) {
+    tg_listener_slot_t *slot = arg;
+    if (slot->w->draining) {
         close(fd);
         return;
     }
-    tg_h1_server_accept(ctx->w, fd, sa, ctx->listener);
+    tg_h1_server_accept(slot->w, fd, sa, slot);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -46,13 +44,137 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     tg_warn("accept: %s", evutil_socket_error_to_string(err));
 }
 
+static tg_listener_slot_t *slot_new(tg_worker_t *w, size_t index, int fd)
+{
+    tg_listener_slot_t *slot = calloc(1, sizeof(*slot));
+    if (slot == NULL)
+        return NULL;
+    slot->w = w;
+    slot->index = index;
+    slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (slot->lev == NULL) {
+        free(slot);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(slot->lev, on_accept_error);
+    return slot;
+}
+
+/* Closes a slot's socket; the slot itself stays (connections point to it). */
+static void slot_retire(tg_worker_t *w, tg_listener_slot_t *slot)
+{
+    if (slot->lev != NULL) {
+        evconnlistener_free(slot->lev);
+        slot->lev = NULL;
+    }
+    slot->index = TG_LISTENER_GONE;
+    slot->next_retired = w->retired;
+    w->retired = slot;
+}
+
 static void close_listeners(tg_worker_t *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i] != NULL) {
-            evconnlistener_free(w->listeners[i]);
+            slot_retire(w, w->listeners[i]);
             w->listeners[i] = NULL;
         }
+}
+
+/* Applies a published snapshot: listeners whose address stays keep their
+ * socket (no connection is refused or reset), new ones start from the fds
+ * the main thread bound, removed ones close. */
+static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
+{
+    const tg_config_t *oc = w->snap->cfg, *nc = m->snap->cfg;
+    tg_listener_slot_t **next = calloc(m->n ? m->n : 1, sizeof(*next));
+    if (next == NULL || tg_upstream_pools_ensure(w, m->snap->clusters->n_slots) < 0) {
+        tg_error("worker %u: out of memory applying a reload; keeping the old config", w->id);
+        free(next);
+        for (size_t j = 0; j < m->n; j++)
+            if (m->fds[j] >= 0)
+                close(m->fds[j]);
+        tg_snapshot_unref(m->snap);
+        return;
+    }
+    for (size_t j = 0; j < m->n; j++) {
+        if (m->fds[j] >= 0) {
+            if ((next[j] = slot_new(w, j, m->fds[j])) == NULL) {
+                tg_error("worker %u: cannot listen on %s", w->id, nc->listeners[j].listen);
+                close(m->fds[j]);
+            }
+            continue;
+        }
+        for (size_t i = 0; i < w->n_listeners; i++) {
+            tg_listener_slot_t *slot = w->listeners[i];
+            if (slot != NULL && tg_listener_same_address(&oc->listeners[i], &nc->listeners[j])) {
+                slot->index = j;
+                next[j] = slot;
+                w->listeners[i] = NULL;
+                break;
+            }
+        }
+    }
+    close_listeners(w); /* what was not carried over */
+    free(w->listeners);
+    w->listeners = next;
+    w->n_listeners = m->n;
+    tg_snapshot_t *old = w->snap;
+    w->snap = m->snap; /* the message's reference becomes the worker's */
+    tg_snapshot_unref(old);
+    tg_debug("worker %u: configuration applied", w->id);
+}
+
+static void take_reloads(tg_worker_t *w)
+{
+    pthread_mutex_lock(&w->mbox_lock);
+    tg_reload_msg_t *m = w->mbox;
+    w->mbox = NULL;
+    pthread_mutex_unlock(&w->mbox_lock);
+    /* the list is newest first: apply in publication order */
+    tg_reload_msg_t *rev = NULL;
+    while (m != NULL) {
+        tg_reload_msg_t *next = m->next;
+        m->next = rev;
+        rev = m;
+        m = next;
+    }
+    while (rev != NULL) {
+        tg_reload_msg_t *next = rev->next;
+        if (w->draining) {
+            for (size_t j = 0; j < rev->n; j++)
+                if (rev->fds[j] >= 0)
+                    close(rev->fds[j]);
+            tg_snapshot_unref(rev->snap);
+        } else {
+            apply_reload(w, rev);
+        }
+        free(rev);
+        rev = next;
+    }
+}
+
+/* Worker teardown: unapplied reloads are dropped. */
+static void take_reloads_discard(tg_worker_t *w)
+{
+    w->draining = 1;
+    take_reloads(w);
+}
+
+int tg_worker_reload(tg_worker_t *w, tg_snapshot_t *snap, const int *fds, size_t n)
+{
+    tg_reload_msg_t *m = malloc(sizeof(*m) + n * sizeof(int));
+    if (m == NULL)
+        return -1;
+    m->snap = tg_snapshot_ref(snap);
+    m->n = n;
+    memcpy(m->fds, fds, n * sizeof(int));
+    pthread_mutex_lock(&w->mbox_lock);
+    m->next = w->mbox;
+    w->mbox = m;
+    pthread_mutex_unlock(&w->mbox_lock);
+    send_command(w, 'r');
+    return 0;
 }
 
 static void start_drain(tg_worker_t *w)
@@ -80,6 +202,8 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
         for (ssize_t i = 0; i < n; i++) {
             if (cmds[i] == 'd')
                 start_drain(w);
+            else if (cmds[i] == 'r')
+                take_reloads(w);
             else if (cmds[i] == 's')
                 event_base_loopbreak(w->base);
         }
@@ -95,12 +219,12 @@ static void send_command(tg_worker_t *w, char c)
 
 tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n)
 {
-    worker_impl_t *impl = calloc(1, sizeof(*impl));
-    if (impl == NULL)
+    tg_worker_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
         return NULL;
-    tg_worker_t *w = &impl->pub;
     w->id = id;
     TAILQ_INIT(&w->conns);
+    pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
     struct event_config *ec = event_config_new();
@@ -112,19 +236,13 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     if (w->base == NULL || (w->sockloop = tg_sock_loop_new(w->base)) == NULL ||
         pipe2(w->cmd_fd, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
-    impl->accept_ctx = calloc(n ? n : 1, sizeof(*impl->accept_ctx));
     w->listeners = calloc(n ? n : 1, sizeof(*w->listeners));
-    if (w->base == NULL || impl->accept_ctx == NULL || w->listeners == NULL)
+    if (w->listeners == NULL)
         goto fail;
     w->n_listeners = n;
-    for (size_t i = 0; i < n; i++) {
-        impl->accept_ctx[i] = (accept_ctx_t){ w, i };
-        w->listeners[i] = evconnlistener_new(w->base, on_accept, &impl->accept_ctx[i], LEV_OPT_CLOSE_ON_FREE, -1,
-                                             listen_fds[i]);
-        if (w->listeners[i] == NULL)
+    for (size_t i = 0; i < n; i++)
+        if ((w->listeners[i] = slot_new(w, i, listen_fds[i])) == NULL)
             goto fail;
-        evconnlistener_set_error_cb(w->listeners[i], on_accept_error);
-    }
     if (tg_upstream_pools_ensure(w, snap->clusters->n_slots) < 0)
         goto fail;
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
@@ -172,13 +290,18 @@ void tg_worker_stop(tg_worker_t *w)
 
 void tg_worker_join_free(tg_worker_t *w)
 {
-    worker_impl_t *impl = (worker_impl_t *)w;
     if (w->thread)
         pthread_join(w->thread, NULL);
     tg_conn_node_t *n;
     while ((n = TAILQ_FIRST(&w->conns)) != NULL)
         n->on_shutdown(n);
     close_listeners(w);
+    while (w->retired != NULL) {
+        tg_listener_slot_t *next = w->retired->next_retired;
+        free(w->retired);
+        w->retired = next;
+    }
+    take_reloads_discard(w);
     tg_upstream_pools_free(w);
     tg_exchange_free_cache(w);
     if (w->cmd_ev)
@@ -191,8 +314,8 @@ void tg_worker_join_free(tg_worker_t *w)
         event_base_free(w->base);
     tg_snapshot_unref(w->snap);
     free(w->listeners);
-    free(impl->accept_ctx);
-    free(impl);
+    pthread_mutex_destroy(&w->mbox_lock);
+    free(w);
 }
 
 void tg_worker_conn_add(tg_worker_t *w, tg_conn_node_t *n)

@@ -22,6 +22,21 @@ typedef struct tg_upstream_pool tg_upstream_pool_t;
 typedef struct tg_sock_loop tg_sock_loop_t;
 typedef struct tg_exchange tg_exchange_t;
 
+/* A listening socket as a worker holds it. Connections keep a pointer to
+ * their slot and read `index` at each request, so that after a reload they
+ * match routes against the listener as the new config numbers it. A slot
+ * lives as long as its worker; a listener removed by a reload has its
+ * socket closed and its index set to TG_LISTENER_GONE. */
+#define TG_LISTENER_GONE ((size_t)-1)
+typedef struct tg_listener_slot {
+    struct tg_worker *w;
+    size_t index;
+    struct evconnlistener *lev;
+    struct tg_listener_slot *next_retired;
+} tg_listener_slot_t;
+
+typedef struct tg_reload_msg tg_reload_msg_t;
+
 /* A downstream connection as the worker sees it: enough to drain it. */
 typedef struct tg_conn_node {
     TAILQ_ENTRY(tg_conn_node) link;
@@ -38,8 +53,11 @@ typedef struct tg_worker {
     struct event_base *base;         /* lock-free: only this thread touches it */
     tg_sock_loop_t *sockloop;
     tg_snapshot_t *snap;             /* current snapshot (one reference) */
-    struct evconnlistener **listeners; /* one per config listener, same order */
+    tg_listener_slot_t **listeners;  /* one per config listener, same order */
     size_t n_listeners;
+    tg_listener_slot_t *retired;     /* slots of listeners removed by reloads */
+    pthread_mutex_t mbox_lock;       /* guards mbox: the only cross-thread data */
+    tg_reload_msg_t *mbox;           /* snapshots published by the main thread */
     tg_upstream_pool_t **pools;      /* indexed by tg_endpoint_t.slot */
     size_t n_pools;
     TAILQ_HEAD(, tg_conn_node) conns;
@@ -55,6 +73,12 @@ typedef struct tg_worker {
  * config listener; the worker owns them from now on). Main thread. */
 tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n);
 int tg_worker_start(tg_worker_t *w);
+/* Publishes a new snapshot to the worker (takes its own reference) with,
+ * for each of the snapshot's listeners, a freshly bound socket, or -1 where
+ * the worker keeps its socket for the same address (ownership of the fds
+ * passes to the worker). Applied from the worker's loop: new requests use
+ * the new snapshot, in-flight ones finish on theirs. Main thread. */
+int tg_worker_reload(tg_worker_t *w, tg_snapshot_t *snap, const int *fds, size_t n);
 /* Asks the worker to stop accepting and finish in-flight requests; it
  * leaves its loop when its last connection closes. Any thread. */
 void tg_worker_drain(tg_worker_t *w);

@@ -30,7 +30,7 @@ static void test_build_and_slots(void **state)
     tg_config_t *cfg = load(YAML);
     assert_non_null(cfg);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
     assert_non_null(s);
     assert_int_equal(s->n_clusters, 2);
     assert_int_equal(s->n_slots, 4);
@@ -44,7 +44,7 @@ static void test_round_robin_even(void **state)
 {
     tg_config_t *cfg = load(YAML);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
     size_t counts[3] = { 0 };
     for (int i = 0; i < 300; i++)
         counts[tg_cluster_pick(&s->clusters[0])]++;
@@ -69,7 +69,7 @@ static void test_round_robin_threads(void **state)
 {
     tg_config_t *cfg = load(YAML);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
     job_t jobs[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
@@ -90,13 +90,35 @@ static void test_round_robin_threads(void **state)
     tg_config_unref(cfg);
 }
 
+static void test_registry_keeps_slots(void **state)
+{
+    tg_endpoint_registry_t reg = { 0 };
+    tg_config_t *a = load(YAML);
+    tg_config_t *b = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                          "clusters:\n"
+                          "  - { name: x, endpoints: ['127.0.0.1:9999', '127.0.0.1:1002'] }\n");
+    tg_errors_t errs = { 0 };
+    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &errs), *sb = tg_cluster_set_build(b, &reg, &errs);
+    assert_non_null(sa);
+    assert_non_null(sb);
+    /* 127.0.0.1:1002 keeps the slot it had in the first snapshot */
+    assert_int_equal(sb->clusters[0].endpoints[1].slot, sa->clusters[0].endpoints[1].slot);
+    assert_int_equal(sb->clusters[0].endpoints[0].slot, 4); /* a new address gets a new slot */
+    assert_int_equal(sb->n_slots, 5);
+    tg_cluster_set_free(sa);
+    tg_cluster_set_free(sb);
+    tg_config_unref(a);
+    tg_config_unref(b);
+    tg_endpoint_registry_free(&reg);
+}
+
 static void test_unresolvable(void **state)
 {
     tg_config_t *cfg = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
                             "clusters: [{ name: a, endpoints: ['no-such-host.invalid:80'] }]\n");
     assert_non_null(cfg);
     tg_errors_t errs = { 0 };
-    assert_null(tg_cluster_set_build(cfg, &errs));
+    assert_null(tg_cluster_set_build(cfg, NULL, &errs));
     assert_int_equal(errs.n, 1);
     assert_non_null(strstr(errs.msgs[0], "cluster 'a': cannot resolve endpoint 'no-such-host.invalid:80'"));
     tg_errors_free(&errs);
@@ -109,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_build_and_slots),
         cmocka_unit_test(test_round_robin_even),
         cmocka_unit_test(test_round_robin_threads),
+        cmocka_unit_test(test_registry_keeps_slots),
         cmocka_unit_test(test_unresolvable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
