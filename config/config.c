@@ -101,6 +101,8 @@ static void config_free(tg_config_t *c)
         free(cl->endpoints);
     }
     free(c->clusters);
+    free(c->admin.listen);
+    free(c->admin.host);
     free(c->path);
     free(c);
 }

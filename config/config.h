@@ -107,9 +107,16 @@ typedef struct tg_limits {
     uint64_t idle_timeout_ms;
 } tg_limits_t;
 
+typedef struct tg_admin_conf {
+    char *listen;             /* NULL: no admin listener */
+    char *host;
+    uint16_t port;
+} tg_admin_conf_t;
+
 typedef struct tg_config {
     atomic_int refs;
     char *path;
+    tg_admin_conf_t admin;
     unsigned workers;         /* 0 = auto (one per CPU) */
     uint64_t drain_timeout_ms;
     tg_limits_t limits;
@@ -142,6 +149,10 @@ tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t le
 tg_config_t *tg_config_ref(tg_config_t *c);
 /* Drops a reference; the last one frees the snapshot. Thread-safe. */
 void tg_config_unref(tg_config_t *c);
+
+/* The effective configuration as JSON, secrets redacted (malloc'ed; NULL
+ * on OOM). */
+char *tg_config_to_json(const tg_config_t *c);
 
 /* Do two listeners bind the same address (host and port as written)? */
 int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b);

@@ -604,10 +604,27 @@ static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
         }                                                                                    \
     } while (0)
 
+static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
+{
+    static const char *const keys[] = { "listen" };
+    yaml_node_t *v[1];
+    take_fields(ld, n, "admin", keys, 1, v);
+    if (n->type != YAML_MAPPING_NODE || require(ld, n, v[0], "listen", "admin") < 0)
+        return;
+    if ((a->listen = get_str(ld, v[0], "admin listen")) == NULL)
+        return;
+    char host[256];
+    if (tg_parse_hostport(a->listen, host, sizeof(host), &a->port) < 0)
+        err_at(ld, v[0], "admin listen: '%s' is not HOST:PORT", a->listen);
+    else
+        a->host = strdup(host);
+}
+
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
-    static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters" };
-    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_N };
+    static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
+                                        "admin" };
+    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -627,6 +644,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
     if (v[K_LIMITS])
         load_limits(ld, v[K_LIMITS], &c->limits);
+    if (v[K_ADMIN])
+        load_admin(ld, v[K_ADMIN], &c->admin);
     if (require(ld, root, v[K_LISTENERS], "listeners", "config") == 0) {
         LOAD_LIST(ld, v[K_LISTENERS], "listener", c->listeners, c->n_listeners, load_listener);
         if (c->n_listeners == 0 && v[K_LISTENERS]->type == YAML_SEQUENCE_NODE)

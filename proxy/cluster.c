@@ -25,33 +25,7 @@ static int resolve(const tg_endpoint_conf_t *ec, tg_endpoint_t *ep, tg_errors_t 
     return 0;
 }
 
-size_t tg_endpoint_registry_slot(tg_endpoint_registry_t *r, const char *address)
-{
-    for (size_t i = 0; i < r->n; i++)
-        if (strcmp(r->addrs[i], address) == 0)
-            return i;
-    if (r->n == r->cap) {
-        size_t ncap = r->cap ? r->cap * 2 : 16;
-        char **n = realloc(r->addrs, ncap * sizeof(*n));
-        if (n == NULL)
-            return (size_t)-1;
-        r->addrs = n;
-        r->cap = ncap;
-    }
-    if ((r->addrs[r->n] = strdup(address)) == NULL)
-        return (size_t)-1;
-    return r->n++;
-}
-
-void tg_endpoint_registry_free(tg_endpoint_registry_t *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        free(r->addrs[i]);
-    free(r->addrs);
-    memset(r, 0, sizeof(*r));
-}
-
-tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_endpoint_registry_t *reg, tg_errors_t *errs)
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs)
 {
     tg_cluster_set_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -74,7 +48,13 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_endpoint_regis
         for (size_t j = 0; j < cc->n_endpoints; j++) {
             tg_endpoint_t *ep = &c->endpoints[j];
             ep->conf = &cc->endpoints[j];
-            ep->slot = reg ? tg_endpoint_registry_slot(reg, ep->conf->address) : next_slot++;
+            if (reg != NULL) {
+                char key[512];
+                snprintf(key, sizeof(key), "%s/%s", cc->name, ep->conf->address);
+                ep->slot = tg_registry_slot(reg, key);
+            } else {
+                ep->slot = next_slot++;
+            }
             if (ep->slot == (size_t)-1)
                 goto fail;
             if (ep->slot + 1 > s->n_slots)

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config/config.h"
+#include "proxy/registry.h"
 
 typedef struct tg_endpoint {
     const tg_endpoint_conf_t *conf;
@@ -28,28 +29,15 @@ typedef struct tg_cluster {
     atomic_uint rr_cursor;
 } tg_cluster_t;
 
-/* Endpoint addresses seen by this process, each with a stable slot number
- * so that per-worker upstream pools (indexed by slot) survive a reload for
- * every endpoint that is still configured. Written by the main thread only
- * (while building a snapshot); workers only ever see the numbers. */
-typedef struct tg_endpoint_registry {
-    char **addrs;
-    size_t n, cap;
-} tg_endpoint_registry_t;
-
-/* The slot for an address, adding it if new; (size_t)-1 on OOM. */
-size_t tg_endpoint_registry_slot(tg_endpoint_registry_t *r, const char *address);
-void tg_endpoint_registry_free(tg_endpoint_registry_t *r);
-
 typedef struct tg_cluster_set {
     tg_cluster_t *clusters;  /* same order as config->clusters */
     size_t n_clusters;
     size_t n_slots;          /* pool slots needed: highest slot used + 1 */
 } tg_cluster_set_t;
 
-/* Resolves every endpoint of cfg and gives each its registry slot (reg
- * NULL: slots numbered in order). Returns NULL with messages in errs. */
-tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_endpoint_registry_t *reg, tg_errors_t *errs);
+/* Resolves every endpoint of cfg and gives each the registry slot of its
+ * "cluster/address" (reg NULL: slots numbered in order). Returns NULL with messages in errs. */
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
 
 /* Next endpoint index in round-robin order (thread-safe, lock-free). */

@@ -21,11 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "proxy/h1_codec.h"
 #include "proxy/log.h"
 #include "proxy/router.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 typedef enum {
@@ -68,6 +70,7 @@ struct tg_exchange {
     tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
 
     size_t listener;
+    uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
     char client_addr[INET6_ADDRSTRLEN];
 
@@ -147,9 +150,31 @@ static void release_upstream(tg_exchange_t *ex, int reusable)
     ex->up = NULL;
 }
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
+{
+    return &ex->w->stats->endpoints[ex->ep->slot];
+}
+
+/* Counts the exchange once, as it ends. */
+static void record(tg_exchange_t *ex)
+{
+    const tg_snapshot_t *s = ex->snap;
+    size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
+    uint64_t us = ex->start_us ? now_us() - ex->start_us : 0;
+    tg_stats_request_done(ex->w->stats, slot, ex->resp_started ? ex->resp.status : 0, us);
+}
+
 static void recycle(tg_exchange_t *ex)
 {
     tg_worker_t *w = ex->w;
+    record(ex);
     release_upstream(ex, 0);
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
@@ -193,24 +218,6 @@ void tg_exchange_abort(tg_exchange_t *ex)
 
 /* ---- local replies ---- */
 
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 {
     if (ex->resp_started) {
@@ -219,7 +226,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     }
     release_upstream(ex, 0);
     char esc[256], body[384], len[24];
-    json_escape(esc, sizeof(esc), message);
+    tg_json_escape(esc, sizeof(esc), message);
     int blen = snprintf(body, sizeof(body), "{\"error\": \"%s\", \"status\": %d}\n", esc, status);
     snprintf(len, sizeof(len), "%d", blen);
 
@@ -568,6 +575,7 @@ static void on_connected(tg_exchange_t *ex)
 {
     tg_sock_t *sock = ex->up->sock;
     ex->state = EX_WAIT_HEAD;
+    tg_counter_add(&ep_stats(ex)->requests, 1);
     tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
     if (write_request_head(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
@@ -629,6 +637,15 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
     const char *addr = ex->ep ? ex->ep->conf->address : "?";
     int reused = ex->up && ex->up->reused;
     tg_debug("upstream %s: %s (state %s)", addr, what, state_str(ex->state));
+    if (ex->ep != NULL) {
+        tg_endpoint_stats_t *st = ep_stats(ex);
+        if (err == UP_CONNECT_FAILED || err == UP_CONNECT_TIMEOUT)
+            tg_counter_add(&st->connect_failures, 1);
+        else if (err == UP_TIMEOUT)
+            tg_counter_add(&st->timeouts, 1);
+        else if (!reused || ex->state != EX_WAIT_HEAD)
+            tg_counter_add(&st->resets, 1); /* a stale pooled connection is not the endpoint's fault */
+    }
     release_upstream(ex, 0);
     ex->last_error = err;
     /* Nothing reached the upstream that cannot be sent again: a connect
@@ -672,6 +689,7 @@ static void try_next_endpoint(tg_exchange_t *ex)
         ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
         if (ex->up == NULL) {
             tg_warn("upstream %s: connect failed", ex->ep->conf->address);
+            tg_counter_add(&ep_stats(ex)->connect_failures, 1);
             ex->last_error = UP_CONNECT_FAILED;
             continue;
         }
@@ -698,6 +716,7 @@ static void try_next_endpoint(tg_exchange_t *ex)
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
+    ex->start_us = now_us();
     ex->scheme = scheme;
     snprintf(ex->client_addr, sizeof(ex->client_addr), "%s", client_addr);
     if (ex->req.body == TG_BODY_NONE)

@@ -17,6 +17,7 @@
 #include "proxy/h1_codec.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 
 #define LINGER_MS 2000
 
@@ -27,6 +28,7 @@ typedef struct h1_conn {
     tg_worker_t *w;
     tg_sock_t *sock;
     const tg_listener_slot_t *slot; /* its index is the listener in the current config */
+    size_t stats_slot;              /* listener stats slot at accept time */
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
     tg_h1_reader_t reader;
@@ -71,6 +73,7 @@ static void conn_close(h1_conn_t *c)
         c->ex = NULL;
     }
     tg_worker_conn_remove(c->w, &c->node);
+    tg_counter_sub(&c->w->stats->listeners[c->stats_slot].active, 1);
     evtimer_del(c->timer);
     tg_sock_free(c->sock);
     c->sock = NULL;
@@ -423,6 +426,9 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     c->node.on_drain = on_drain;
     c->node.on_shutdown = on_shutdown;
     tg_worker_conn_add(w, &c->node);
+    c->stats_slot = slot->stats_slot;
+    tg_counter_add(&w->stats->listeners[c->stats_slot].accepted, 1);
+    tg_counter_add(&w->stats->listeners[c->stats_slot].active, 1);
     size_t limit = TG_EXCHANGE_HWM;
     if (limits(c)->max_header_bytes + 1024 > limit)
         limit = limits(c)->max_header_bytes + 1024;

@@ -3,6 +3,7 @@
  */
 #include "proxy/http.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -141,6 +142,24 @@ void tg_headers_strip_hop_by_hop(tg_headers_t *h)
         h->v[w++] = *hd;
     }
     h->n = w;
+}
+
+size_t tg_json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
 }
 
 size_t tg_fmt_u64(char *p, uint64_t v)

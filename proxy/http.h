@@ -86,6 +86,10 @@ int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);
 
+/* Copies s into out (capacity cap, NUL-terminated) as the inside of a
+ * JSON string, truncating if needed. Returns the length written. */
+size_t tg_json_escape(char *out, size_t cap, const char *s);
+
 /* Writes v in decimal at p (no NUL); returns the number of digits. */
 size_t tg_fmt_u64(char *p, uint64_t v);
 

@@ -19,16 +19,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
+#include "proxy/admin.h"
+#include "proxy/http.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 
 typedef struct process {
     const char *path;
-    tg_endpoint_registry_t registry;
+    tg_registries_t registry;
     tg_snapshot_t *snap;             /* the current snapshot */
-    uint64_t reloads_ok, reloads_failed;
-    time_t last_reload;
+    tg_process_metrics_t pm;
+    tg_admin_t *admin;
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -93,7 +98,7 @@ static int reload(process_t *p, tg_errors_t *errs)
 {
     if (p->draining) {
         tg_errors_add(errs, "draining: reload refused");
-        p->reloads_failed++;
+        p->pm.reloads_failed++;
         return -1;
     }
     tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, errs);
@@ -130,15 +135,18 @@ static int reload(process_t *p, tg_errors_t *errs)
             tg_snapshot_t *old = p->snap;
             p->snap = ns; /* some workers have it: it is the current one now */
             tg_snapshot_unref(old);
-            p->reloads_failed++;
+            p->pm.reloads_failed++;
             return -1;
         }
     free(fds);
-    tg_snapshot_t *old = p->snap;
+    if ((oc->admin.listen == NULL) != (nc->admin.listen == NULL) ||
+        (oc->admin.listen && strcmp(oc->admin.listen, nc->admin.listen) != 0))
+        tg_warn("reload: a change of 'admin' takes effect on restart");
+    tg_snapshot_t *old = p->snap; /* oc dies with it */
     p->snap = ns;
     tg_snapshot_unref(old);
-    p->reloads_ok++;
-    p->last_reload = time(NULL);
+    p->pm.reloads_ok++;
+    p->pm.last_reload_ok = time(NULL);
     tg_info("configuration reloaded from %s", p->path);
     return 0;
 fail:
@@ -148,10 +156,63 @@ fail:
                 close(fds[k]);
     free(fds);
     tg_snapshot_unref(ns);
-    p->reloads_failed++;
+    p->pm.reloads_failed++;
     tg_error("reload failed; the previous configuration stays in force:");
     log_errors(errs);
     return -1;
+}
+
+/* ---- admin endpoints ---- */
+
+static int admin_reload(process_t *p, struct evbuffer *body)
+{
+    tg_errors_t errs = { 0 };
+    int rc = reload(p, &errs);
+    evbuffer_add_printf(body, "{\"status\": \"%s\", \"errors\": [", rc == 0 ? "ok" : "failed");
+    for (size_t i = 0; i < errs.n; i++) {
+        char esc[1024];
+        tg_json_escape(esc, sizeof(esc), errs.msgs[i]);
+        evbuffer_add_printf(body, "%s\"%s\"", i ? ", " : "", esc);
+    }
+    evbuffer_add_printf(body, "]}\n");
+    tg_errors_free(&errs);
+    return rc == 0 ? 200 : 400;
+}
+
+static int admin_handle(void *ctx, const char *method, const char *path, struct evbuffer *body, const char **ctype)
+{
+    process_t *p = ctx;
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    *ctype = "application/json";
+    if (strcmp(path, "/-/reload") == 0) {
+        if (strcmp(method, "POST") == 0)
+            return admin_reload(p, body);
+    } else if (!get) {
+        /* every other endpoint is read-only */
+    } else if (strcmp(path, "/healthz") == 0) {
+        evbuffer_add_printf(body, "{\"status\": \"ok\"}\n");
+        return 200;
+    } else if (strcmp(path, "/ready") == 0) {
+        int ready = !p->draining && p->n_workers > 0;
+        evbuffer_add_printf(body, "{\"ready\": %s}\n", ready ? "true" : "false");
+        return ready ? 200 : 503;
+    } else if (strcmp(path, "/config") == 0) {
+        char *json = tg_config_to_json(p->snap->cfg);
+        if (json == NULL)
+            return 500;
+        evbuffer_add(body, json, strlen(json));
+        free(json);
+        return 200;
+    } else if (strcmp(path, "/metrics") == 0) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        tg_metrics_render(body, p->snap, p->workers, p->n_workers, &p->pm);
+        return 200;
+    } else {
+        evbuffer_add_printf(body, "{\"error\": \"no such admin endpoint\", \"status\": 404}\n");
+        return 404;
+    }
+    evbuffer_add_printf(body, "{\"error\": \"method not allowed\", \"status\": 405}\n");
+    return 405;
 }
 
 static void stop_all(process_t *p)
@@ -249,6 +310,7 @@ static void *join_thread(void *arg)
 int tg_process_run(const char *path)
 {
     process_t p = { .path = path };
+    p.pm.started = p.pm.last_reload_ok = time(NULL);
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Buffers of up to a few hundred KiB come and go with every exchange;
@@ -281,6 +343,16 @@ int tg_process_run(const char *path)
         goto out;
     if (start_workers(&p) < 0)
         goto out;
+    const tg_admin_conf_t *ac = &p.snap->cfg->admin;
+    if (ac->listen != NULL) {
+        tg_errors_t aerr = { 0 };
+        p.admin = tg_admin_start(p.base, ac->host, ac->port, admin_handle, &p, &aerr);
+        log_errors(&aerr);
+        tg_errors_free(&aerr);
+        if (p.admin == NULL)
+            goto out;
+        tg_info("admin listener on %s", ac->listen);
+    }
     event_base_dispatch(p.base); /* until a drain starts */
 
     /* Draining: a helper thread joins the workers and ends the loop; the
@@ -301,6 +373,7 @@ out:
                 tg_worker_stop(p.workers[i]);
             tg_worker_join_free(p.workers[i]);
         }
+    tg_admin_free(p.admin);
     free(p.workers);
     if (p.sig_term)
         event_free(p.sig_term);
@@ -313,6 +386,6 @@ out:
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);
-    tg_endpoint_registry_free(&p.registry);
+    tg_registries_free(&p.registry);
     return status;
 }

@@ -5,26 +5,76 @@
 
 #include <stdlib.h>
 
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_endpoint_registry_t *reg, tg_errors_t *errs)
+#include "proxy/stats.h"
+
+void tg_registries_free(tg_registries_t *r)
 {
+    tg_registry_free(&r->endpoints);
+    tg_registry_free(&r->routes);
+    tg_registry_free(&r->listeners);
+}
+
+static void snapshot_free(tg_snapshot_t *s)
+{
+    tg_cluster_set_free(s->clusters);
+    tg_config_unref(s->cfg);
+    free(s->route_slot);
+    free(s->listener_slot);
+    free(s);
+}
+
+/* Gives routes and listeners their stats slots; checks the fixed capacity
+ * of the per-worker stats tables. */
+static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *errs)
+{
+    const tg_config_t *c = s->cfg;
+    s->route_slot = calloc(c->n_routes + 1, sizeof(size_t));
+    s->listener_slot = calloc(c->n_listeners + 1, sizeof(size_t));
+    if (s->route_slot == NULL || s->listener_slot == NULL)
+        return -1;
+    s->unrouted_slot = tg_registry_slot(&regs->routes, "");
+    for (size_t i = 0; i < c->n_routes; i++)
+        s->route_slot[i] = tg_registry_slot(&regs->routes, c->routes[i].name);
+    for (size_t i = 0; i < c->n_listeners; i++)
+        s->listener_slot[i] = tg_registry_slot(&regs->listeners, c->listeners[i].name);
+    if (regs->routes.n > TG_STATS_MAX_ROUTES || regs->listeners.n > TG_STATS_MAX_LISTENERS ||
+        s->clusters->n_slots > TG_STATS_MAX_ENDPOINTS) {
+        tg_errors_add(errs, "%s: more distinct routes (%d), listeners (%d) or endpoints (%d) than this process "
+                            "can track since it started; restart it", c->path, TG_STATS_MAX_ROUTES,
+                      TG_STATS_MAX_LISTENERS, TG_STATS_MAX_ENDPOINTS);
+        return -1;
+    }
+    for (size_t i = 0; i < c->n_routes; i++)
+        if (s->route_slot[i] == (size_t)-1)
+            return -1;
+    return s->unrouted_slot == (size_t)-1 ? -1 : 0;
+}
+
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs)
+{
+    tg_registries_t scratch = { 0 };
+    tg_registries_t *r = regs ? regs : &scratch;
+    tg_snapshot_t *s = NULL;
     tg_config_t *cfg = tg_config_load(path, errs);
     if (cfg == NULL)
-        return NULL;
-    tg_cluster_set_t *cs = tg_cluster_set_build(cfg, reg, errs);
-    if (cs == NULL) {
-        tg_config_unref(cfg);
-        return NULL;
-    }
-    tg_snapshot_t *s = calloc(1, sizeof(*s));
+        goto out;
+    s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        tg_cluster_set_free(cs);
         tg_config_unref(cfg);
         tg_errors_add(errs, "%s: out of memory", path);
-        return NULL;
+        goto out;
     }
     atomic_init(&s->refs, 1);
     s->cfg = cfg;
-    s->clusters = cs;
+    s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
+    if (s->clusters == NULL || assign_slots(s, r, errs) < 0) {
+        if (errs->n == 0)
+            tg_errors_add(errs, "%s: out of memory", path);
+        snapshot_free(s);
+        s = NULL;
+    }
+out:
+    tg_registries_free(&scratch);
     return s;
 }
 
@@ -36,9 +86,6 @@ tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s)
 
 void tg_snapshot_unref(tg_snapshot_t *s)
 {
-    if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    tg_cluster_set_free(s->clusters);
-    tg_config_unref(s->cfg);
-    free(s);
+    if (s != NULL && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        snapshot_free(s);
 }

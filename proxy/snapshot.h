@@ -12,17 +12,30 @@
 
 #include "config/config.h"
 #include "proxy/cluster.h"
+#include "proxy/registry.h"
+
+/* The process's name registries (main thread only). */
+typedef struct tg_registries {
+    tg_registry_t endpoints;  /* "cluster/address" -> pool and stats slot */
+    tg_registry_t routes;     /* route name -> stats slot ("" = no route) */
+    tg_registry_t listeners;  /* listener name -> stats slot */
+} tg_registries_t;
 
 typedef struct tg_snapshot {
     atomic_int refs;
     tg_config_t *cfg;
     tg_cluster_set_t *clusters;
+    size_t *route_slot;       /* stats slot of each config route */
+    size_t *listener_slot;    /* stats slot of each config listener */
+    size_t unrouted_slot;     /* stats slot for requests no route matched */
 } tg_snapshot_t;
+
+void tg_registries_free(tg_registries_t *r);
 
 /* Loads and validates the file and resolves its endpoints, numbering them
  * through reg (may be NULL). NULL on error, with "file:line:col: message"
  * lines in errs. Main thread. */
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_endpoint_registry_t *reg, tg_errors_t *errs);
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs);
 tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s);
 void tg_snapshot_unref(tg_snapshot_t *s);
 

@@ -17,6 +17,7 @@
 #include "proxy/h1_server.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 static void send_command(tg_worker_t *w, char c);
@@ -51,6 +52,7 @@ static tg_listener_slot_t *slot_new(tg_worker_t *w, size_t index, int fd)
         return NULL;
     slot->w = w;
     slot->index = index;
+    slot->stats_slot = w->snap->listener_slot[index];
     slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (slot->lev == NULL) {
         free(slot);
@@ -102,6 +104,8 @@ static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
             if ((next[j] = slot_new(w, j, m->fds[j])) == NULL) {
                 tg_error("worker %u: cannot listen on %s", w->id, nc->listeners[j].listen);
                 close(m->fds[j]);
+            } else {
+                next[j]->stats_slot = m->snap->listener_slot[j];
             }
             continue;
         }
@@ -109,6 +113,7 @@ static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
             tg_listener_slot_t *slot = w->listeners[i];
             if (slot != NULL && tg_listener_same_address(&oc->listeners[i], &nc->listeners[j])) {
                 slot->index = j;
+                slot->stats_slot = m->snap->listener_slot[j];
                 next[j] = slot;
                 w->listeners[i] = NULL;
                 break;
@@ -227,6 +232,8 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
+    if ((w->stats = tg_stats_new()) == NULL)
+        goto fail;
     struct event_config *ec = event_config_new();
     if (ec != NULL) {
         event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
@@ -314,6 +321,7 @@ void tg_worker_join_free(tg_worker_t *w)
         event_base_free(w->base);
     tg_snapshot_unref(w->snap);
     free(w->listeners);
+    tg_stats_free(w->stats);
     pthread_mutex_destroy(&w->mbox_lock);
     free(w);
 }
@@ -330,6 +338,11 @@ void tg_worker_conn_remove(tg_worker_t *w, tg_conn_node_t *n)
     w->n_conns--;
     if (w->draining && w->n_conns == 0)
         event_base_loopexit(w->base, NULL);
+}
+
+tg_stats_t *tg_worker_stats(tg_worker_t *w)
+{
+    return w->stats;
 }
 
 uint64_t tg_worker_random(tg_worker_t *w)

@@ -20,6 +20,7 @@ struct event;
 struct evconnlistener;
 typedef struct tg_upstream_pool tg_upstream_pool_t;
 typedef struct tg_sock_loop tg_sock_loop_t;
+typedef struct tg_stats tg_stats_t;
 typedef struct tg_exchange tg_exchange_t;
 
 /* A listening socket as a worker holds it. Connections keep a pointer to
@@ -31,6 +32,7 @@ typedef struct tg_exchange tg_exchange_t;
 typedef struct tg_listener_slot {
     struct tg_worker *w;
     size_t index;
+    size_t stats_slot;               /* listener stats slot (see stats.h) */
     struct evconnlistener *lev;
     struct tg_listener_slot *next_retired;
 } tg_listener_slot_t;
@@ -67,6 +69,7 @@ typedef struct tg_worker {
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
+    tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
 } tg_worker_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per
@@ -89,6 +92,9 @@ void tg_worker_join_free(tg_worker_t *w);
 
 void tg_worker_conn_add(tg_worker_t *w, tg_conn_node_t *n);
 void tg_worker_conn_remove(tg_worker_t *w, tg_conn_node_t *n);
+
+/* The worker's counters, for the main thread to sum. */
+tg_stats_t *tg_worker_stats(tg_worker_t *w);
 
 /* 64 random bits from the worker's generator. */
 uint64_t tg_worker_random(tg_worker_t *w);

@@ -92,16 +92,16 @@ static void test_round_robin_threads(void **state)
 
 static void test_registry_keeps_slots(void **state)
 {
-    tg_endpoint_registry_t reg = { 0 };
+    tg_registry_t reg = { 0 };
     tg_config_t *a = load(YAML);
     tg_config_t *b = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
                           "clusters:\n"
-                          "  - { name: x, endpoints: ['127.0.0.1:9999', '127.0.0.1:1002'] }\n");
+                          "  - { name: a, endpoints: ['127.0.0.1:9999', '127.0.0.1:1002'] }\n");
     tg_errors_t errs = { 0 };
     tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &errs), *sb = tg_cluster_set_build(b, &reg, &errs);
     assert_non_null(sa);
     assert_non_null(sb);
-    /* 127.0.0.1:1002 keeps the slot it had in the first snapshot */
+    /* a/127.0.0.1:1002 keeps the slot it had in the first snapshot */
     assert_int_equal(sb->clusters[0].endpoints[1].slot, sa->clusters[0].endpoints[1].slot);
     assert_int_equal(sb->clusters[0].endpoints[0].slot, 4); /* a new address gets a new slot */
     assert_int_equal(sb->n_slots, 5);
@@ -109,7 +109,7 @@ static void test_registry_keeps_slots(void **state)
     tg_cluster_set_free(sb);
     tg_config_unref(a);
     tg_config_unref(b);
-    tg_endpoint_registry_free(&reg);
+    tg_registry_free(&reg);
 }
 
 static void test_unresolvable(void **state)

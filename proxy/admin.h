@@ -1,0 +1,30 @@
+/*
+ * proxy/admin.h — the admin HTTP listener (DESIGN.md: /metrics, /healthz,
+ * /ready, /config, POST /-/reload). It runs on the main thread's event
+ * base, apart from the proxy listeners, so it is never reachable through
+ * them. This module is the HTTP plumbing only: one request per connection,
+ * answered by a handler the process supplies, then the connection closes.
+ */
+#ifndef TG_PROXY_ADMIN_H
+#define TG_PROXY_ADMIN_H
+
+#include <stdint.h>
+
+#include "config/config.h"
+
+struct event_base;
+struct evbuffer;
+
+/* Fills body with the response and returns the HTTP status; *ctype is the
+ * content type (static string). */
+typedef int (*tg_admin_handler_fn)(void *ctx, const char *method, const char *path, struct evbuffer *body,
+                                   const char **ctype);
+
+typedef struct tg_admin tg_admin_t;
+
+/* Listens on host:port. NULL with a message in errs if it cannot. */
+tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t port, tg_admin_handler_fn fn,
+                           void *ctx, tg_errors_t *errs);
+void tg_admin_free(tg_admin_t *a);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * proxy/metrics.c — see metrics.h. Names start with tollgate_; counters
+ * end in _total; durations are _seconds histograms; labels are listener,
+ * route, cluster, endpoint and code class — never paths or client data.
+ */
+#include "proxy/metrics.h"
+
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "proxy/stats.h"
+
+static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values here are config names and host:port strings; escape the
+ * three characters the format reserves anyway. */
+static void label_value(struct evbuffer *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            evbuffer_add_printf(out, "\\%c", *v);
+        else if (*v == '\n')
+            evbuffer_add(out, "\\n", 2);
+        else
+            evbuffer_add(out, v, 1);
+    }
+}
+
+static uint64_t sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+{
+    uint64_t t = 0;
+    for (unsigned i = 0; i < n; i++)
+        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->routes[slot] + offset));
+    return t;
+}
+
+static uint64_t sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+{
+    uint64_t t = 0;
+    for (unsigned i = 0; i < n; i++)
+        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->endpoints[slot] + offset));
+    return t;
+}
+
+static uint64_t sum_listener(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+{
+    uint64_t t = 0;
+    for (unsigned i = 0; i < n; i++)
+        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->listeners[slot] + offset));
+    return t;
+}
+
+static void render_listeners(struct evbuffer *out, const tg_config_t *c, const tg_snapshot_t *s,
+                             tg_worker_t *const *w, unsigned n)
+{
+    static const struct { const char *name, *type, *help; size_t off; } fams[] = {
+        { "tollgate_downstream_connections_total", "counter", "Client connections accepted.",
+          offsetof(tg_listener_stats_t, accepted) },
+        { "tollgate_downstream_connections_active", "gauge", "Client connections open now.",
+          offsetof(tg_listener_stats_t, active) },
+    };
+    for (size_t f = 0; f < 2; f++) {
+        family(out, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < c->n_listeners; i++) {
+            evbuffer_add_printf(out, "%s{listener=\"", fams[f].name);
+            label_value(out, c->listeners[i].name);
+            evbuffer_add_printf(out, "\"} %llu\n",
+                                (unsigned long long)sum_listener(w, n, s->listener_slot[i], fams[f].off));
+        }
+    }
+}
+
+static void route_label(struct evbuffer *out, const char *name)
+{
+    evbuffer_add(out, "route=\"", 7);
+    label_value(out, name);
+    evbuffer_add(out, "\"", 1);
+}
+
+static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_snapshot_t *s, tg_worker_t *const *w,
+                          unsigned n)
+{
+    static const char *const classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    size_t nr = c->n_routes + 1; /* + requests no route matched, as route="" */
+    family(out, "tollgate_requests_total", "counter", "Responses sent, by route and status class.");
+    for (size_t r = 0; r < nr; r++) {
+        size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
+        const char *name = r < c->n_routes ? c->routes[r].name : "";
+        for (size_t k = 0; k < 5; k++) {
+            evbuffer_add_printf(out, "tollgate_requests_total{");
+            route_label(out, name);
+            evbuffer_add_printf(out, ",code=\"%s\"} %llu\n", classes[k],
+                                (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, by_class) +
+                                                                              k * sizeof(tg_counter_t)));
+        }
+    }
+    family(out, "tollgate_requests_aborted_total", "counter",
+           "Exchanges that ended before any response was sent (client or upstream gone).");
+    for (size_t r = 0; r < nr; r++) {
+        size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
+        evbuffer_add_printf(out, "tollgate_requests_aborted_total{");
+        route_label(out, r < c->n_routes ? c->routes[r].name : "");
+        evbuffer_add_printf(out, "} %llu\n",
+                            (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)));
+    }
+    family(out, "tollgate_request_duration_seconds", "histogram",
+           "Time from the complete request head to the end of the exchange, by route.");
+    for (size_t r = 0; r < nr; r++) {
+        size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
+        const char *name = r < c->n_routes ? c->routes[r].name : "";
+        uint64_t cum = 0;
+        for (size_t b = 0; b < TG_STATS_BUCKETS; b++) {
+            cum += sum_route(w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t));
+            evbuffer_add_printf(out, "tollgate_request_duration_seconds_bucket{");
+            route_label(out, name);
+            evbuffer_add_printf(out, ",le=\"%g\"} %llu\n", (double)tg_stats_bucket_us[b] / 1e6,
+                                (unsigned long long)cum);
+        }
+        uint64_t count = sum_route(w, n, slot, offsetof(tg_route_stats_t, count));
+        evbuffer_add_printf(out, "tollgate_request_duration_seconds_bucket{");
+        route_label(out, name);
+        evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)count);
+        evbuffer_add_printf(out, "tollgate_request_duration_seconds_sum{");
+        route_label(out, name);
+        evbuffer_add_printf(out, "} %.6f\n", (double)sum_route(w, n, slot, offsetof(tg_route_stats_t, sum_us)) / 1e6);
+        evbuffer_add_printf(out, "tollgate_request_duration_seconds_count{");
+        route_label(out, name);
+        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)count);
+    }
+}
+
+static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n)
+{
+    static const struct { const char *name, *help; size_t off; } fams[] = {
+        { "tollgate_upstream_requests_total", "Requests sent to an upstream endpoint.",
+          offsetof(tg_endpoint_stats_t, requests) },
+        { "tollgate_upstream_connect_failures_total", "Connections to an endpoint that failed or timed out.",
+          offsetof(tg_endpoint_stats_t, connect_failures) },
+        { "tollgate_upstream_timeouts_total", "Response or idle timeouts on an endpoint.",
+          offsetof(tg_endpoint_stats_t, timeouts) },
+        { "tollgate_upstream_resets_total", "Upstream connections lost mid-exchange.",
+          offsetof(tg_endpoint_stats_t, resets) },
+    };
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        family(out, fams[f].name, "counter", fams[f].help);
+        for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+            const tg_cluster_t *cl = &s->clusters->clusters[i];
+            for (size_t j = 0; j < cl->n_endpoints; j++) {
+                evbuffer_add_printf(out, "%s{cluster=\"", fams[f].name);
+                label_value(out, cl->conf->name);
+                evbuffer_add(out, "\",endpoint=\"", 12);
+                label_value(out, cl->endpoints[j].conf->address);
+                evbuffer_add_printf(out, "\"} %llu\n",
+                                    (unsigned long long)sum_endpoint(w, n, cl->endpoints[j].slot, fams[f].off));
+            }
+        }
+    }
+}
+
+void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
+                       unsigned n_workers, const tg_process_metrics_t *pm)
+{
+    const tg_config_t *c = snap->cfg;
+    family(out, "tollgate_build_info", "gauge", "Build information.");
+    evbuffer_add_printf(out, "tollgate_build_info{version=\"%s\"} 1\n", TOLLGATE_VERSION);
+    family(out, "tollgate_start_time_seconds", "gauge", "Process start time, seconds since the epoch.");
+    evbuffer_add_printf(out, "tollgate_start_time_seconds %lld\n", (long long)pm->started);
+    family(out, "tollgate_workers", "gauge", "Worker threads.");
+    evbuffer_add_printf(out, "tollgate_workers %u\n", n_workers);
+    family(out, "tollgate_config_reloads_total", "counter", "Configuration reloads, by result.");
+    evbuffer_add_printf(out, "tollgate_config_reloads_total{result=\"success\"} %llu\n",
+                        (unsigned long long)pm->reloads_ok);
+    evbuffer_add_printf(out, "tollgate_config_reloads_total{result=\"failure\"} %llu\n",
+                        (unsigned long long)pm->reloads_failed);
+    family(out, "tollgate_config_last_reload_success_timestamp_seconds", "gauge",
+           "When the configuration in force was loaded, seconds since the epoch.");
+    evbuffer_add_printf(out, "tollgate_config_last_reload_success_timestamp_seconds %lld\n",
+                        (long long)pm->last_reload_ok);
+    render_listeners(out, c, snap, workers, n_workers);
+    render_routes(out, c, snap, workers, n_workers);
+    render_endpoints(out, snap, workers, n_workers);
+}

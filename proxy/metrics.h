@@ -1,0 +1,27 @@
+/*
+ * proxy/metrics.h — renders /metrics in the Prometheus text exposition
+ * format (version 0.0.4) by summing every worker's counters (stats.h) over
+ * the routes, clusters/endpoints and listeners of the current snapshot.
+ * Main thread; reads the workers' counters without stopping them.
+ */
+#ifndef TG_PROXY_METRICS_H
+#define TG_PROXY_METRICS_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+struct evbuffer;
+
+typedef struct tg_process_metrics {
+    uint64_t reloads_ok, reloads_failed;
+    time_t last_reload_ok;    /* start time until the first reload */
+    time_t started;
+} tg_process_metrics_t;
+
+void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
+                       unsigned n_workers, const tg_process_metrics_t *pm);
+
+#endif

@@ -1,0 +1,38 @@
+/*
+ * proxy/stats.c — see stats.h.
+ */
+#include "proxy/stats.h"
+
+#include <stdlib.h>
+
+const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS] = {
+    1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+tg_stats_t *tg_stats_new(void)
+{
+    return calloc(1, sizeof(tg_stats_t));
+}
+
+void tg_stats_free(tg_stats_t *s)
+{
+    free(s);
+}
+
+void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us)
+{
+    if (route_slot >= TG_STATS_MAX_ROUTES)
+        return;
+    tg_route_stats_t *r = &s->routes[route_slot];
+    if (status >= 100 && status < 600)
+        tg_counter_add(&r->by_class[status / 100 - 1], 1);
+    else
+        tg_counter_add(&r->aborted, 1);
+    size_t b = 0;
+    while (b < TG_STATS_BUCKETS && duration_us > tg_stats_bucket_us[b])
+        b++;
+    if (b < TG_STATS_BUCKETS)
+        tg_counter_add(&r->buckets[b], 1);
+    tg_counter_add(&r->count, 1);
+    tg_counter_add(&r->sum_us, duration_us);
+}

@@ -1,0 +1,74 @@
+/*
+ * proxy/stats.h — request counters. Each worker owns one tg_stats_t and is
+ * the only writer of it: an increment is a relaxed atomic load and store
+ * (a plain add in the generated code, no locked instruction). The main
+ * thread sums all workers' tables when /metrics is scraped. Tables are
+ * indexed by registry slots (see registry.h), so counters carry over across
+ * reloads for routes, endpoints and listeners that stay configured; they
+ * have a fixed capacity so that the reader never sees memory move.
+ */
+#ifndef TG_PROXY_STATS_H
+#define TG_PROXY_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_STATS_MAX_ROUTES 1024
+#define TG_STATS_MAX_ENDPOINTS 2048
+#define TG_STATS_MAX_LISTENERS 256
+#define TG_STATS_BUCKETS 12
+
+/* Upper bounds of the duration histogram buckets, in microseconds. */
+extern const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS];
+
+typedef _Atomic uint64_t tg_counter_t;
+
+static inline void tg_counter_add(tg_counter_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
+}
+
+static inline void tg_counter_sub(tg_counter_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - v, memory_order_relaxed);
+}
+
+static inline uint64_t tg_counter_get(tg_counter_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+typedef struct tg_route_stats {
+    tg_counter_t by_class[5];            /* responses 1xx..5xx */
+    tg_counter_t aborted;                /* ended before any response was sent */
+    tg_counter_t buckets[TG_STATS_BUCKETS]; /* non-cumulative; +Inf = count */
+    tg_counter_t count;
+    tg_counter_t sum_us;
+} tg_route_stats_t;
+
+typedef struct tg_endpoint_stats {
+    tg_counter_t requests;               /* requests sent */
+    tg_counter_t connect_failures;       /* refused, unreachable or timed out */
+    tg_counter_t timeouts;               /* response or idle timeouts */
+    tg_counter_t resets;                 /* connection lost mid-exchange */
+} tg_endpoint_stats_t;
+
+typedef struct tg_listener_stats {
+    tg_counter_t accepted;
+    tg_counter_t active;                 /* gauge */
+} tg_listener_stats_t;
+
+typedef struct tg_stats {
+    tg_route_stats_t routes[TG_STATS_MAX_ROUTES];
+    tg_endpoint_stats_t endpoints[TG_STATS_MAX_ENDPOINTS];
+    tg_listener_stats_t listeners[TG_STATS_MAX_LISTENERS];
+} tg_stats_t;
+
+tg_stats_t *tg_stats_new(void);
+void tg_stats_free(tg_stats_t *s);
+
+/* A finished exchange: status 0 = no response was sent. */
+void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us);
+
+#endif

@@ -1,0 +1,122 @@
+"""The admin listener: /healthz, /ready, /config (secrets redacted),
+/metrics (valid for promtool, counters that match the traffic sent),
+POST /-/reload; never reachable through a proxy listener."""
+import json
+import re
+import shutil
+import subprocess
+import unittest
+
+import requests
+
+import harness
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pat = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)$"
+    for line in text.splitlines():
+        m = re.match(pat, line)
+        if m:
+            return float(m.group(1))
+    raise AssertionError(f"no sample {name}{{{want}}}")
+
+
+class AdminTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("admin")
+        cls.procs = [cls.app]
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
+        cls.dead = harness.free_port()
+        cfg = f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{cls.admin} }}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+routes:
+  - name: items
+    match: {{ path_prefix: /items }}
+    cluster: app
+    request_headers: {{ set: {{ authorization: "Bearer very-secret", x-plain: visible }} }}
+  - name: other
+    match: {{ path_prefix: /w }}
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}, 127.0.0.1:{cls.dead}]
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+
+    def admin_get(self, path, **kw):
+        return requests.get(f"http://127.0.0.1:{self.admin}{path}", timeout=5, **kw)
+
+    def test_healthz_and_ready(self):
+        r = self.admin_get("/healthz")
+        self.assertEqual((r.status_code, r.json()), (200, {"status": "ok"}))
+        r = self.admin_get("/ready")
+        self.assertEqual((r.status_code, r.json()), (200, {"ready": True}))
+
+    def test_config_is_effective_and_redacted(self):
+        r = self.admin_get("/config")
+        self.assertEqual(r.status_code, 200)
+        cfg = r.json()
+        self.assertEqual(cfg["workers"], 2)
+        self.assertEqual(cfg["limits"]["max_header_bytes"], 65536)  # a default, made explicit
+        items = next(x for x in cfg["routes"] if x["name"] == "items")
+        self.assertEqual(items["request_headers"]["set"]["authorization"], "<redacted>")
+        self.assertEqual(items["request_headers"]["set"]["x-plain"], "visible")
+        self.assertNotIn("very-secret", r.text)
+
+    def test_metrics_count_traffic_and_pass_promtool(self):
+        before = self.admin_get("/metrics").text
+        s = requests.Session()
+        for _ in range(7):
+            self.assertEqual(s.get(self.gateway.url("/whoami"), timeout=5).status_code, 200)
+        for _ in range(3):
+            self.assertEqual(s.get(self.gateway.url("/items/none"), timeout=5).status_code, 404)
+        self.assertEqual(s.get(self.gateway.url("/unrouted"), timeout=5).status_code, 404)
+        r = self.admin_get("/metrics")
+        self.assertEqual(r.status_code, 200)
+        self.assertTrue(r.headers["content-type"].startswith("text/plain; version=0.0.4"))
+        after = r.text
+
+        def delta(name, **labels):
+            return metric(after, name, **labels) - metric(before, name, **labels)
+        self.assertEqual(delta("tollgate_requests_total", route="other", code="2xx"), 7)
+        self.assertEqual(delta("tollgate_requests_total", route="items", code="4xx"), 3)
+        self.assertEqual(delta("tollgate_requests_total", route="", code="4xx"), 1)
+        self.assertEqual(delta("tollgate_request_duration_seconds_count", route="other"), 7)
+        self.assertEqual(delta("tollgate_upstream_requests_total", cluster="app",
+                               endpoint=f"127.0.0.1:{self.app.port}"), 10)
+        # round-robin put half the picks on the dead endpoint; each failed over
+        self.assertGreaterEqual(delta("tollgate_upstream_connect_failures_total", cluster="app",
+                                      endpoint=f"127.0.0.1:{self.dead}"), 4)
+        self.assertGreaterEqual(metric(after, "tollgate_downstream_connections_total", listener="main"), 2)
+        self.assertEqual(metric(after, "tollgate_build_info", version="0.1.0"), 1)
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
+        p = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_reload_endpoint(self):
+        before = metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
+        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10)
+        self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
+        after = metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
+        self.assertEqual(after, before + 1)
+        self.assertEqual(self.admin_get("/-/reload").status_code, 405)
+
+    def test_unknown_and_wrong_method(self):
+        self.assertEqual(self.admin_get("/nope").status_code, 404)
+        self.assertEqual(requests.post(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).status_code, 405)
+
+    def test_not_reachable_from_proxy_listener(self):
+        r = requests.get(self.gateway.url("/metrics"), timeout=5)
+        self.assertNotIn("tollgate_build_info", r.text)
+        self.assertEqual(r.status_code, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()

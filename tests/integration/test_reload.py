@@ -1,0 +1,174 @@
+"""Hot reload: under continuous load, 20 reloads between two route sets
+(one of which adds a listener) fail zero requests; a broken file is
+refused with FILE:LINE:COL errors and traffic keeps its old config; 1000
+reloads leave RSS flat (and the sanitizers quiet, checked at exit)."""
+import os
+import signal
+import threading
+import time
+import unittest
+
+import requests
+
+import harness
+
+CONFIG = """
+workers: 2
+admin: {{ listen: 127.0.0.1:{admin} }}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{port}
+{extra_listener}
+routes:
+  - name: {route}
+    match: {{ path_prefix: / }}
+    cluster: app
+    response_headers: {{ set: {{ x-config: "{tag}" }} }}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{app}]
+"""
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class ReloadTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("reload")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.app.stop()
+
+    def setUp(self):
+        self.port, self.admin, self.port2 = harness.free_port(), harness.free_port(), harness.free_port()
+
+    def config(self, tag):
+        extra = f"  - name: second\n    listen: 127.0.0.1:{self.port2}" if tag == "B" else ""
+        return CONFIG.format(admin=self.admin, port=self.port, app=self.app.port, route=f"route-{tag}", tag=tag,
+                             extra_listener=extra)
+
+    def start(self, tag="A", env=None):
+        gw = harness.Gateway(self.config(tag), port=self.port, env_extra=env)
+        self.addCleanup(self.finish, gw)
+        return gw
+
+    def finish(self, gw):
+        rc, out = gw.stop()
+        self.assertEqual(rc, 0, out[-5000:])
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(marker, out)
+
+    def write(self, gw, text):
+        tmp = gw.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, gw.path)  # atomic, as editors and config managers do
+
+    def reload(self):
+        return requests.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10)
+
+    def test_reload_under_load_drops_nothing(self):
+        gw = self.start("A")
+        stop = threading.Event()
+        results = {"ok": 0, "fail": [], "tags": set()}
+        lock = threading.Lock()
+
+        def client(keepalive):
+            s = requests.Session() if keepalive else requests
+            while not stop.is_set():
+                try:
+                    r = s.get(gw.url("/whoami"), timeout=10)
+                    with lock:
+                        if r.status_code == 200:
+                            results["ok"] += 1
+                            results["tags"].add(r.headers.get("x-config"))
+                        else:
+                            results["fail"].append(r.status_code)
+                except requests.RequestException as e:
+                    with lock:
+                        results["fail"].append(repr(e))
+        threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        second_seen = 0
+        try:
+            for i in range(20):
+                time.sleep(0.9)
+                tag = "B" if i % 2 == 0 else "A"
+                self.write(gw, self.config(tag))
+                if i % 4 == 3:
+                    gw.proc.p.send_signal(signal.SIGHUP)  # both triggers, alternately
+                    time.sleep(0.3)
+                else:
+                    r = self.reload()
+                    self.assertEqual(r.status_code, 200, r.text)
+                if tag == "B":  # the added listener serves at once
+                    second_seen += requests.get(f"http://127.0.0.1:{self.port2}/whoami", timeout=5).status_code == 200
+        finally:
+            time.sleep(0.5)
+            stop.set()
+            for t in threads:
+                t.join(15)
+        self.assertEqual(results["fail"], [])
+        self.assertGreater(results["ok"], 200)
+        self.assertEqual(results["tags"], {"A", "B"})
+        self.assertEqual(second_seen, 10)
+        metrics = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
+        self.assertIn('tollgate_config_reloads_total{result="success"} 20', metrics)
+        # the last config (A) has no second listener: it was closed
+        with self.assertRaises(requests.RequestException):
+            requests.get(f"http://127.0.0.1:{self.port2}/whoami", timeout=2)
+
+    def test_broken_reload_keeps_old_config(self):
+        gw = self.start("A")
+        self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).headers["x-config"], "A")
+        self.write(gw, self.config("B").replace("cluster: app", "cluster: missing"))
+        r = self.reload()
+        self.assertEqual(r.status_code, 400)
+        body = r.json()
+        self.assertEqual(body["status"], "failed")
+        self.assertTrue(any(f"{gw.path}:" in e and "unknown cluster 'missing'" in e for e in body["errors"]), body)
+        self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).headers["x-config"], "A")
+        with self.assertRaises(requests.RequestException):  # B's listener was never opened
+            requests.get(f"http://127.0.0.1:{self.port2}/whoami", timeout=2)
+        self.write(gw, "workers: [\n")
+        self.assertEqual(self.reload().status_code, 400)
+        gw.proc.p.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).headers["x-config"], "A")
+        metrics = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
+        self.assertIn('tollgate_config_reloads_total{result="failure"} 3', metrics)
+        self.assertIn("reload failed", gw.proc.output())
+
+    def test_thousand_reloads_keep_rss_flat(self):
+        # a small ASan quarantine so that RSS shows the gateway's own memory
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        gw = self.start("A", env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=1"})
+        s = requests.Session()
+        for i in range(100):
+            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
+            if i % 10 == 0:
+                requests.get(gw.url("/whoami"), timeout=5)
+        warm = rss_kib(gw.proc.pid)
+        for i in range(900):
+            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
+            if i % 10 == 0:
+                self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).status_code, 200)
+        after = rss_kib(gw.proc.pid)
+        print(f"RSS after 100 reloads {warm} KiB, after 1000 {after} KiB", flush=True)
+        # Under ASan its allocator's per-size caches still grow a little
+        # (~3 MiB here); a release build stays within ~30 KiB over 4000
+        # reloads. A leak of one snapshot per reload would be far larger.
+        self.assertLess(after - warm, 6144)
+
+
+if __name__ == "__main__":
+    unittest.main()
