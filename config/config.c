@@ -99,6 +99,8 @@ static void config_free(tg_config_t *c)
             free(cl->endpoints[j].host);
         }
         free(cl->endpoints);
+        free(cl->health_check.path);
+        free(cl->health_check.host);
     }
     free(c->clusters);
     free(c->admin.listen);

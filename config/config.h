@@ -89,6 +89,22 @@ typedef struct tg_endpoint_conf {
     uint16_t port;
 } tg_endpoint_conf_t;
 
+typedef struct tg_health_check_conf {
+    int enabled;
+    char *path;               /* GET this; a 2xx answer is healthy */
+    char *host;               /* Host header; NULL: the endpoint's address */
+    uint64_t interval_ms;
+    uint64_t timeout_ms;
+    uint32_t healthy_threshold;
+    uint32_t unhealthy_threshold;
+} tg_health_check_conf_t;
+
+typedef struct tg_outlier_conf {
+    uint32_t consecutive_failures; /* 0: passive ejection off */
+    uint64_t base_ejection_ms;     /* doubles with each ejection of the endpoint */
+    uint64_t max_ejection_ms;
+} tg_outlier_conf_t;
+
 typedef struct tg_cluster_conf {
     char *name;
     tg_cluster_proto_t protocol;
@@ -98,6 +114,9 @@ typedef struct tg_cluster_conf {
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms; /* pooled idle upstream connections are closed after this */
     uint32_t pool_size;       /* max idle connections per worker and endpoint; 0 = no reuse */
+    tg_health_check_conf_t health_check;
+    tg_outlier_conf_t outlier;
+    int all_unhealthy_try_all;  /* when_all_unhealthy: try_all (else fail with 503) */
 } tg_cluster_conf_t;
 
 typedef struct tg_limits {
@@ -138,6 +157,12 @@ typedef struct tg_config {
 #define TG_DEFAULT_CONNECT_TIMEOUT_MS 1000
 #define TG_DEFAULT_POOL_IDLE_TIMEOUT_MS 60000
 #define TG_DEFAULT_POOL_SIZE 64
+#define TG_DEFAULT_HC_INTERVAL_MS 5000
+#define TG_DEFAULT_HC_TIMEOUT_MS 1000
+#define TG_DEFAULT_HC_HEALTHY 2
+#define TG_DEFAULT_HC_UNHEALTHY 3
+#define TG_DEFAULT_EJECTION_MS 30000
+#define TG_DEFAULT_MAX_EJECTION_MS 300000
 
 /* Loads and validates path. Returns a snapshot with one reference, or NULL
  * with every problem appended to errs as "file:line:col: message". */

@@ -326,11 +326,95 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 
 /* ---- clusters ---- */
 
+static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_t *h)
+{
+    static const char *const keys[] = { "type", "path", "host", "interval", "timeout", "healthy_threshold",
+                                        "unhealthy_threshold" };
+    enum { K_TYPE, K_PATH, K_HOST, K_INTERVAL, K_TIMEOUT, K_HEALTHY, K_UNHEALTHY, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "health_check", keys, K_N, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    h->enabled = 1;
+    h->interval_ms = TG_DEFAULT_HC_INTERVAL_MS;
+    h->timeout_ms = TG_DEFAULT_HC_TIMEOUT_MS;
+    h->healthy_threshold = TG_DEFAULT_HC_HEALTHY;
+    h->unhealthy_threshold = TG_DEFAULT_HC_UNHEALTHY;
+    if (v[K_TYPE]) {
+        char *t = get_str(ld, v[K_TYPE], "health_check type");
+        if (t && strcmp(t, "grpc") == 0) {
+            err_at(ld, v[K_TYPE], "health_check type: 'grpc' checks need HTTP/2 upstreams, not available in this build");
+            rc = -1;
+        } else if (t && strcmp(t, "http") != 0) {
+            err_at(ld, v[K_TYPE], "health_check type: '%s' is not one of http, grpc", t);
+            rc = -1;
+        } else if (t == NULL) {
+            rc = -1;
+        }
+        free(t);
+    }
+    if (require(ld, n, v[K_PATH], "path", "health_check") < 0) {
+        rc = -1;
+    } else if ((h->path = get_str(ld, v[K_PATH], "health_check path")) == NULL) {
+        rc = -1;
+    } else if (h->path[0] != '/' || strpbrk(h->path, " \r\n") != NULL) {
+        err_at(ld, v[K_PATH], "health_check path: '%s' must start with '/' and contain no spaces", h->path);
+        rc = -1;
+    }
+    if (v[K_HOST] && (h->host = get_str(ld, v[K_HOST], "health_check host")) == NULL)
+        rc = -1;
+    if (v[K_INTERVAL] && get_duration(ld, v[K_INTERVAL], "interval", &h->interval_ms) < 0)
+        rc = -1;
+    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "timeout", &h->timeout_ms) < 0)
+        rc = -1;
+    if (h->interval_ms < 10 || h->timeout_ms < 1) {
+        err_at(ld, n, "health_check: interval must be at least 10ms and timeout at least 1ms");
+        rc = -1;
+    }
+    uint64_t x;
+    if (v[K_HEALTHY]) {
+        if (get_uint(ld, v[K_HEALTHY], "healthy_threshold", 1, 100, &x) < 0)
+            rc = -1;
+        else
+            h->healthy_threshold = (uint32_t)x;
+    }
+    if (v[K_UNHEALTHY]) {
+        if (get_uint(ld, v[K_UNHEALTHY], "unhealthy_threshold", 1, 100, &x) < 0)
+            rc = -1;
+        else
+            h->unhealthy_threshold = (uint32_t)x;
+    }
+    return rc;
+}
+
+static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
+{
+    static const char *const keys[] = { "consecutive_failures", "base_ejection_time", "max_ejection_time" };
+    yaml_node_t *v[3];
+    int rc = take_fields(ld, n, "outlier_detection", keys, 3, v);
+    o->consecutive_failures = 5;
+    o->base_ejection_ms = TG_DEFAULT_EJECTION_MS;
+    o->max_ejection_ms = TG_DEFAULT_MAX_EJECTION_MS;
+    uint64_t x;
+    if (v[0]) {
+        if (get_uint(ld, v[0], "consecutive_failures", 0, 1000000, &x) < 0)
+            rc = -1;
+        else
+            o->consecutive_failures = (uint32_t)x;
+    }
+    if (v[1] && get_duration(ld, v[1], "base_ejection_time", &o->base_ejection_ms) < 0)
+        rc = -1;
+    if (v[2] && get_duration(ld, v[2], "max_ejection_time", &o->max_ejection_ms) < 0)
+        rc = -1;
+    return rc;
+}
+
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
     static const char *const keys[] = { "name", "protocol", "endpoints", "lb", "connect_timeout",
-                                        "idle_timeout", "pool_size" };
-    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_N };
+                                        "idle_timeout", "pool_size", "health_check", "outlier_detection",
+                                        "when_all_unhealthy" };
+    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "cluster", keys, K_N, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
@@ -374,6 +458,22 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
             rc = -1;
         else
             c->pool_size = (uint32_t)x;
+    }
+    if (v[K_HC] && load_health_check(ld, v[K_HC], &c->health_check) < 0)
+        rc = -1;
+    if (v[K_OUT] && load_outlier(ld, v[K_OUT], &c->outlier) < 0)
+        rc = -1;
+    if (v[K_ALL]) {
+        char *p = get_str(ld, v[K_ALL], "when_all_unhealthy");
+        if (p && strcmp(p, "try_all") == 0) {
+            c->all_unhealthy_try_all = 1;
+        } else if (p && strcmp(p, "fail") != 0) {
+            err_at(ld, v[K_ALL], "when_all_unhealthy: '%s' is not one of fail, try_all", p);
+            rc = -1;
+        } else if (p == NULL) {
+            rc = -1;
+        }
+        free(p);
     }
     if (require(ld, n, v[K_EPS], "endpoints", "cluster") < 0)
         return -1;

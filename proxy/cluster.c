@@ -80,8 +80,12 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
     free(s);
 }
 
+unsigned tg_cluster_rr_next(tg_cluster_t *c)
+{
+    return atomic_fetch_add_explicit(&c->rr_cursor, 1, memory_order_relaxed);
+}
+
 size_t tg_cluster_pick(tg_cluster_t *c)
 {
-    unsigned v = atomic_fetch_add_explicit(&c->rr_cursor, 1, memory_order_relaxed);
-    return v % c->n_endpoints;
+    return tg_cluster_rr_next(c) % c->n_endpoints;
 }

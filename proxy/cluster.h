@@ -40,7 +40,11 @@ typedef struct tg_cluster_set {
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
 
-/* Next endpoint index in round-robin order (thread-safe, lock-free). */
+/* The cluster's round-robin counter, incremented (thread-safe, lock-free).
+ * Callers take it modulo the number of endpoints they choose among. */
+unsigned tg_cluster_rr_next(tg_cluster_t *c);
+
+/* Next endpoint index in round-robin order over all endpoints. */
 size_t tg_cluster_pick(tg_cluster_t *c);
 
 #endif

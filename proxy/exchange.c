@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "proxy/h1_codec.h"
+#include "proxy/health.h"
 #include "proxy/log.h"
 #include "proxy/router.h"
 #include "proxy/sock.h"
@@ -61,7 +62,10 @@ struct tg_exchange {
     tg_response_t resp;
     const tg_route_conf_t *route;
     tg_cluster_t *cluster;
-    size_t first_ep, attempts;
+    unsigned rr;                /* this exchange's round-robin draw */
+    size_t *order, n_order;     /* endpoints to try, in order (arena) */
+    size_t attempts, tried;
+    unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
     const tg_endpoint_t *ep;
     up_error_t last_error;
 
@@ -160,6 +164,13 @@ static uint64_t now_us(void)
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 {
     return &ex->w->stats->endpoints[ex->ep->slot];
+}
+
+/* Passive health: how the current attempt on ex->ep went. */
+static void report_health(tg_exchange_t *ex, int ok)
+{
+    if (ex->ep != NULL)
+        tg_health_report(ex->w->health, ex->cluster, ex->ep, ok, tg_health_now_ms());
 }
 
 /* Counts the exchange once, as it ends. */
@@ -563,6 +574,7 @@ static int read_response_head(tg_exchange_t *ex)
             tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
             continue;
         }
+        report_health(ex, ex->resp.status < 500);
         if (ex->body_kept) { /* the upstream answered: no replay from here on */
             evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
             ex->body_kept = 0;
@@ -644,7 +656,9 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         else if (err == UP_TIMEOUT)
             tg_counter_add(&st->timeouts, 1);
         else if (!reused || ex->state != EX_WAIT_HEAD)
-            tg_counter_add(&st->resets, 1); /* a stale pooled connection is not the endpoint's fault */
+            tg_counter_add(&st->resets, 1);
+        if (!(reused && ex->state == EX_WAIT_HEAD && err == UP_RESET))
+            report_health(ex, 0); /* a stale pooled connection is not the endpoint's fault */
     }
     release_upstream(ex, 0);
     ex->last_error = err;
@@ -674,36 +688,81 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         tg_exchange_reply(ex, 502, "upstream connection failed");
 }
 
+/* The endpoints this exchange may try, in order: round-robin over those
+ * health checks and outlier detection allow (all of them with
+ * ignore_health), starting at this exchange's draw, each once. */
+static void reverse(size_t *a, size_t from, size_t to)
+{
+    while (from + 1 < to) {
+        size_t t = a[from];
+        a[from++] = a[--to];
+        a[to] = t;
+    }
+}
+
+static int build_order(tg_exchange_t *ex)
+{
+    tg_cluster_t *c = ex->cluster;
+    uint64_t now = tg_health_now_ms();
+    if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_endpoints; i++) /* one pass: health may change meanwhile */
+        if (ex->ignore_health || tg_health_usable(ex->w->health, c->endpoints[i].slot, now))
+            ex->order[k++] = i;
+    if (k > 1) { /* rotate left by the draw: three reversals */
+        size_t shift = ex->rr % k;
+        reverse(ex->order, 0, shift);
+        reverse(ex->order, shift, k);
+        reverse(ex->order, 0, k);
+    }
+    ex->n_order = k;
+    ex->attempts = 0;
+    return 0;
+}
+
+/* Tries the next endpoint of the exchange's order. */
 static void try_next_endpoint(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
-    while (ex->attempts < c->n_endpoints) {
-        ex->ep = &c->endpoints[(ex->first_ep + ex->attempts) % c->n_endpoints];
-        ex->attempts++;
-        ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
-        ex->up_eof = 0;
-        int fresh = 0;
-        /* A body that is not all here could not be replayed should a
-         * pooled connection turn out stale: it gets a new connection. */
-        int replayable = ex->req_done && !ex->req_sent_any;
-        ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
-        if (ex->up == NULL) {
-            tg_warn("upstream %s: connect failed", ex->ep->conf->address);
-            tg_counter_add(&ep_stats(ex)->connect_failures, 1);
-            ex->last_error = UP_CONNECT_FAILED;
-            continue;
+    for (;;) {
+        while (ex->attempts < ex->n_order) {
+            ex->ep = &c->endpoints[ex->order[ex->attempts++]];
+            ex->tried++;
+            ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
+            ex->up_eof = 0;
+            /* A body that is not all here could not be replayed should a
+             * pooled connection turn out stale: it gets a new connection. */
+            int replayable = ex->req_done && !ex->req_sent_any;
+            int fresh = 0;
+            ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
+            if (ex->up == NULL) {
+                tg_warn("upstream %s: connect failed", ex->ep->conf->address);
+                tg_counter_add(&ep_stats(ex)->connect_failures, 1);
+                report_health(ex, 0);
+                ex->last_error = UP_CONNECT_FAILED;
+                continue;
+            }
+            tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
+            if (fresh) {
+                ex->state = EX_CONNECTING;
+                tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
+            } else {
+                on_connected(ex);
+            }
+            return;
         }
-        tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
-        if (fresh) {
-            ex->state = EX_CONNECTING;
-            tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
-        } else {
-            on_connected(ex);
-        }
-        return;
+        if (ex->tried > 0 || ex->ignore_health || !c->conf->all_unhealthy_try_all)
+            break;
+        ex->ignore_health = 1; /* every endpoint is unhealthy: try them all anyway */
+        if (build_order(ex) < 0)
+            break;
     }
+    ex->ep = NULL;
     ex->state = EX_ROUTING;
-    if (ex->last_error == UP_CONNECT_TIMEOUT)
+    if (ex->tried == 0)
+        tg_exchange_reply(ex, 503, "no healthy upstream endpoint");
+    else if (ex->last_error == UP_CONNECT_TIMEOUT)
         tg_exchange_reply(ex, 504, "upstream connect timed out");
     else if (ex->last_error == UP_RESET)
         tg_exchange_reply(ex, 502, "upstream connection failed");
@@ -740,7 +799,11 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
             return;
         ex->req_done = fin != 0;
     }
-    ex->first_ep = tg_cluster_pick(ex->cluster);
+    ex->rr = tg_cluster_rr_next(ex->cluster);
+    if (build_order(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
     try_next_endpoint(ex);
 }
 

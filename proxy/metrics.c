@@ -132,6 +132,17 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
     }
 }
 
+/* Writes `name{cluster="..",endpoint=".."` and leaves the label set open
+ * for the caller to add labels and close it. */
+static void endpoint_labels(struct evbuffer *out, const char *name, const tg_cluster_t *cl, const tg_endpoint_t *ep)
+{
+    evbuffer_add_printf(out, "%s{cluster=\"", name);
+    label_value(out, cl->conf->name);
+    evbuffer_add(out, "\",endpoint=\"", 12);
+    label_value(out, ep->conf->address);
+    evbuffer_add(out, "\"", 1);
+}
+
 static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n)
 {
     static const struct { const char *name, *help; size_t off; } fams[] = {
@@ -149,19 +160,54 @@ static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_wo
         for (size_t i = 0; i < s->clusters->n_clusters; i++) {
             const tg_cluster_t *cl = &s->clusters->clusters[i];
             for (size_t j = 0; j < cl->n_endpoints; j++) {
-                evbuffer_add_printf(out, "%s{cluster=\"", fams[f].name);
-                label_value(out, cl->conf->name);
-                evbuffer_add(out, "\",endpoint=\"", 12);
-                label_value(out, cl->endpoints[j].conf->address);
-                evbuffer_add_printf(out, "\"} %llu\n",
+                endpoint_labels(out, fams[f].name, cl, &cl->endpoints[j]);
+                evbuffer_add_printf(out, "} %llu\n",
                                     (unsigned long long)sum_endpoint(w, n, cl->endpoints[j].slot, fams[f].off));
             }
         }
     }
 }
 
+
+static void render_health(struct evbuffer *out, const tg_snapshot_t *s, tg_health_t *h)
+{
+    uint64_t now = tg_health_now_ms();
+    family(out, "tollgate_upstream_endpoint_healthy", "gauge",
+           "1 if the endpoint gets traffic (not failed by health checks, not ejected), else 0.");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        const tg_cluster_t *cl = &s->clusters->clusters[i];
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            endpoint_labels(out, "tollgate_upstream_endpoint_healthy", cl, &cl->endpoints[j]);
+            evbuffer_add_printf(out, "} %d\n", tg_health_usable(h, cl->endpoints[j].slot, now));
+        }
+    }
+    family(out, "tollgate_upstream_ejections_total", "counter", "Passive outlier ejections of an endpoint.");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        const tg_cluster_t *cl = &s->clusters->clusters[i];
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            endpoint_labels(out, "tollgate_upstream_ejections_total", cl, &cl->endpoints[j]);
+            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)atomic_load_explicit(
+                                                   &h->ep[cl->endpoints[j].slot].ejections_total, memory_order_relaxed));
+        }
+    }
+    family(out, "tollgate_health_checks_total", "counter", "Active health check results.");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        const tg_cluster_t *cl = &s->clusters->clusters[i];
+        if (!cl->conf->health_check.enabled)
+            continue;
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            tg_endpoint_health_t *e = &h->ep[cl->endpoints[j].slot];
+            endpoint_labels(out, "tollgate_health_checks_total", cl, &cl->endpoints[j]);
+            evbuffer_add_printf(out, ",result=\"success\"} %llu\n", (unsigned long long)tg_counter_get(&e->checks_ok));
+            endpoint_labels(out, "tollgate_health_checks_total", cl, &cl->endpoints[j]);
+            evbuffer_add_printf(out, ",result=\"failure\"} %llu\n",
+                                (unsigned long long)tg_counter_get(&e->checks_failed));
+        }
+    }
+}
+
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
-                       unsigned n_workers, const tg_process_metrics_t *pm)
+                       unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health)
 {
     const tg_config_t *c = snap->cfg;
     family(out, "tollgate_build_info", "gauge", "Build information.");
@@ -182,4 +228,5 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
     render_listeners(out, c, snap, workers, n_workers);
     render_routes(out, c, snap, workers, n_workers);
     render_endpoints(out, snap, workers, n_workers);
+    render_health(out, snap, health);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "proxy/health.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 
@@ -22,6 +23,6 @@ typedef struct tg_process_metrics {
 } tg_process_metrics_t;
 
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
-                       unsigned n_workers, const tg_process_metrics_t *pm);
+                       unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health);
 
 #endif

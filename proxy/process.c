@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 
 #include "proxy/admin.h"
+#include "proxy/health.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -34,6 +35,8 @@ typedef struct process {
     tg_snapshot_t *snap;             /* the current snapshot */
     tg_process_metrics_t pm;
     tg_admin_t *admin;
+    tg_health_t *health;             /* shared with the workers */
+    tg_health_checker_t *checker;    /* active checks of the current snapshot */
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -145,6 +148,9 @@ static int reload(process_t *p, tg_errors_t *errs)
     tg_snapshot_t *old = p->snap; /* oc dies with it */
     p->snap = ns;
     tg_snapshot_unref(old);
+    tg_health_checker_free(p->checker);
+    if ((p->checker = tg_health_checker_start(p->base, ns, p->health)) == NULL)
+        tg_error("reload: cannot start health checks (out of memory)");
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
     tg_info("configuration reloaded from %s", p->path);
@@ -205,7 +211,7 @@ static int admin_handle(void *ctx, const char *method, const char *path, struct 
         return 200;
     } else if (strcmp(path, "/metrics") == 0) {
         *ctype = "text/plain; version=0.0.4; charset=utf-8";
-        tg_metrics_render(body, p->snap, p->workers, p->n_workers, &p->pm);
+        tg_metrics_render(body, p->snap, p->workers, p->n_workers, &p->pm, p->health);
         return 200;
     } else {
         evbuffer_add_printf(body, "{\"error\": \"no such admin endpoint\", \"status\": 404}\n");
@@ -278,7 +284,7 @@ static int start_workers(process_t *p)
                 return -1;
             }
         }
-        p->workers[i] = tg_worker_new(i, p->snap, fds, cfg->n_listeners);
+        p->workers[i] = tg_worker_new(i, p->snap, fds, cfg->n_listeners, p->health);
         if (p->workers[i] == NULL) {
             free(fds);
             return -1;
@@ -341,7 +347,9 @@ int tg_process_run(const char *path)
     if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.drain_timer || evsignal_add(p.sig_term, NULL) < 0 ||
         evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0)
         goto out;
-    if (start_workers(&p) < 0)
+    if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
+        goto out;
+    if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
         goto out;
     const tg_admin_conf_t *ac = &p.snap->cfg->admin;
     if (ac->listen != NULL) {
@@ -374,6 +382,7 @@ out:
             tg_worker_join_free(p.workers[i]);
         }
     tg_admin_free(p.admin);
+    tg_health_checker_free(p.checker);
     free(p.workers);
     if (p.sig_term)
         event_free(p.sig_term);
@@ -386,6 +395,7 @@ out:
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);
+    tg_health_free(p.health); /* after the workers: they read it */
     tg_registries_free(&p.registry);
     return status;
 }

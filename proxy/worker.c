@@ -222,12 +222,13 @@ static void send_command(tg_worker_t *w, char c)
     while (r < 0 && errno == EINTR);
 }
 
-tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n)
+tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n, tg_health_t *health)
 {
     tg_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return NULL;
     w->id = id;
+    w->health = health;
     TAILQ_INIT(&w->conns);
     pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);

@@ -21,6 +21,7 @@ struct evconnlistener;
 typedef struct tg_upstream_pool tg_upstream_pool_t;
 typedef struct tg_sock_loop tg_sock_loop_t;
 typedef struct tg_stats tg_stats_t;
+typedef struct tg_health tg_health_t;
 typedef struct tg_exchange tg_exchange_t;
 
 /* A listening socket as a worker holds it. Connections keep a pointer to
@@ -70,11 +71,12 @@ typedef struct tg_worker {
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
+    tg_health_t *health;             /* the process's endpoint health table (shared) */
 } tg_worker_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per
  * config listener; the worker owns them from now on). Main thread. */
-tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n);
+tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n, tg_health_t *health);
 int tg_worker_start(tg_worker_t *w);
 /* Publishes a new snapshot to the worker (takes its own reference) with,
  * for each of the snapshot's listeners, a freshly bound socket, or -1 where

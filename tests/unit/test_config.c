@@ -78,7 +78,11 @@ static void test_full_config(void **state)
         "    idle_timeout: 90s\n"
         "    pool_size: 8\n"
         "  - name: other\n"
-        "    endpoints: ['[::1]:9000']\n";
+        "    endpoints: ['[::1]:9000']\n"
+        "    health_check: { path: /healthz, interval: 2s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 4 }\n"
+        "    outlier_detection: { consecutive_failures: 7, base_ejection_time: 10s, max_ejection_time: 1m }\n"
+        "    when_all_unhealthy: try_all\n"
+        "admin: { listen: 127.0.0.1:9901 }\n";
     tg_errors_t errs = { 0 };
     tg_config_t *c = load(yaml, &errs);
     for (size_t i = 0; i < errs.n; i++)
@@ -119,6 +123,19 @@ static void test_full_config(void **state)
     assert_int_equal(c->clusters[0].connect_timeout_ms, 2000);
     assert_int_equal(c->clusters[1].pool_size, TG_DEFAULT_POOL_SIZE);
     assert_string_equal(c->clusters[1].endpoints[0].host, "::1");
+    assert_true(c->clusters[1].health_check.enabled);
+    assert_string_equal(c->clusters[1].health_check.path, "/healthz");
+    assert_int_equal(c->clusters[1].health_check.interval_ms, 2000);
+    assert_int_equal(c->clusters[1].health_check.timeout_ms, 500);
+    assert_int_equal(c->clusters[1].health_check.healthy_threshold, 1);
+    assert_int_equal(c->clusters[1].health_check.unhealthy_threshold, 4);
+    assert_int_equal(c->clusters[1].outlier.consecutive_failures, 7);
+    assert_int_equal(c->clusters[1].outlier.max_ejection_ms, 60000);
+    assert_true(c->clusters[1].all_unhealthy_try_all);
+    assert_false(c->clusters[0].health_check.enabled);
+    assert_int_equal(c->clusters[0].outlier.consecutive_failures, 0);
+    assert_string_equal(c->admin.listen, "127.0.0.1:9901");
+    assert_int_equal(c->admin.port, 9901);
     tg_config_t *again = tg_config_ref(c);
     tg_config_unref(c);
     tg_config_unref(again);
@@ -188,6 +205,20 @@ static void test_errors(void **state)
                  "t.yaml:7:5: duplicate cluster name 'c'");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    endpoints: ['h:2']\n",
                  "t.yaml:7:5: duplicate key 'endpoints' in cluster");
+    expect_error("admin: { listen: nowhere }\n" BASE_LISTENERS, "t.yaml:1:18: admin listen: 'nowhere' is not HOST:PORT");
+    expect_error("admin: { port: 1 }\n" BASE_LISTENERS, "t.yaml:1:10: unknown key 'port' in admin");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { interval: 1s }\n",
+                 "t.yaml:7:19: health_check: missing required key 'path'");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, type: grpc }\n",
+                 "t.yaml:7:37: health_check type: 'grpc' checks need HTTP/2 upstreams");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: h }\n",
+                 "t.yaml:7:27: health_check path: 'h' must start with '/'");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, unhealthy_threshold: 0 }\n",
+                 "t.yaml:7:57: unhealthy_threshold: '0' is not an integer in [1, 100]");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    outlier_detection: { base_ejection_time: soon }\n",
+                 "t.yaml:7:45: base_ejection_time: 'soon' is not a duration");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
+                 "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
                  "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");

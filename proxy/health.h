@@ -1,0 +1,61 @@
+/*
+ * proxy/health.h — endpoint health, shared by all workers: what active
+ * checks found (run by the main thread) and passive outlier ejection
+ * (reported by workers as exchanges end). One table per process, indexed
+ * by the endpoint's registry slot, so an endpoint's state survives reloads.
+ *
+ * Concurrency: workers read atomics on the request path (no lock, no
+ * read-modify-write); a write happens only when something changes: a
+ * failure, the first success after failures, an ejection. The active
+ * checker's streak counters belong to the main thread alone.
+ */
+#ifndef TG_PROXY_HEALTH_H
+#define TG_PROXY_HEALTH_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "proxy/cluster.h"
+#include "proxy/stats.h"
+
+struct event_base;
+typedef struct tg_snapshot tg_snapshot_t;
+
+typedef struct tg_endpoint_health {
+    atomic_uint active_down;        /* active checks: 1 = unhealthy */
+    atomic_uint failures;           /* consecutive passive failures */
+    atomic_ullong ejected_until_ms; /* monotonic ms; 0: not ejected */
+    atomic_uint ejections;          /* consecutive ejections: the backoff exponent */
+    atomic_ullong ejections_total;
+    tg_counter_t checks_ok, checks_failed; /* written by the main thread */
+    uint32_t streak_ok, streak_fail;       /* main thread only */
+} tg_endpoint_health_t;
+
+typedef struct tg_health {
+    tg_endpoint_health_t ep[TG_STATS_MAX_ENDPOINTS];
+} tg_health_t;
+
+tg_health_t *tg_health_new(void);
+void tg_health_free(tg_health_t *h);
+
+/* Monotonic milliseconds. */
+uint64_t tg_health_now_ms(void);
+
+/* May requests go to this endpoint now (not down, not ejected)? */
+int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);
+
+/* Passive detection: an exchange with endpoint ep of cluster c succeeded
+ * (ok: a response below 500) or failed (connect failure, 5xx, reset,
+ * timeout). Ejects the endpoint after outlier.consecutive_failures in a
+ * row, for base_ejection_time doubled per consecutive ejection (capped),
+ * unless that would leave the cluster with no usable endpoint. */
+void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms);
+
+/* Active checks of every cluster of snap that has a health_check: a GET of
+ * its path every interval on a new connection; 2xx within the timeout is a
+ * success. Main thread; holds a reference to snap until freed. */
+typedef struct tg_health_checker tg_health_checker_t;
+tg_health_checker_t *tg_health_checker_start(struct event_base *base, tg_snapshot_t *snap, tg_health_t *h);
+void tg_health_checker_free(tg_health_checker_t *c);
+
+#endif

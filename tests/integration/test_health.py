@@ -1,0 +1,154 @@
+"""Health checks: active HTTP checks take a stopped backend out of
+round-robin (no client request fails or even reaches it) and bring it back
+when it recovers; every endpoint unhealthy is a 503 unless the cluster says
+try_all; passive outlier detection ejects an endpoint that keeps failing,
+for a while."""
+import collections
+import re
+import time
+import unittest
+
+import requests
+
+import harness
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        m = re.match(re.escape(name) + r"\{" + re.escape(want) + r"\} (\S+)$", line)
+        if m:
+            return float(m.group(1))
+    raise AssertionError(f"no sample {name}{{{want}}}")
+
+
+def always_503(c):
+    head, _ = harness.read_request(c)
+    if head:
+        c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsick")
+
+
+class HealthTest(unittest.TestCase):
+    def start(self, cfg):
+        port, admin = harness.free_port(), harness.free_port()
+        gw = harness.Gateway(cfg.format(port=port, admin=admin), port=port)
+        self.addCleanup(self.finish, gw)
+        gw.admin = admin
+        return gw
+
+    def finish(self, gw):
+        rc, out = gw.stop()
+        self.assertEqual(rc, 0, out[-3000:])
+        self.assertNotIn("Sanitizer", out)
+
+    def metrics(self, gw):
+        return requests.get(f"http://127.0.0.1:{gw.admin}/metrics", timeout=5).text
+
+    def wait_healthy(self, gw, cluster, endpoint, value, timeout=8):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if metric(self.metrics(gw), "tollgate_upstream_endpoint_healthy", cluster=cluster,
+                      endpoint=endpoint) == value:
+                return
+            time.sleep(0.1)
+        self.fail(f"{endpoint} never became healthy={value}")
+
+    def test_active_checks_route_around_a_dead_backend(self):
+        apps = [harness.start_app(f"hc{i}") for i in range(3)]
+        self.addCleanup(lambda: [a.stop() for a in apps])
+        eps = [f"127.0.0.1:{a.port}" for a in apps]
+        gw = self.start(f"""
+workers: 2
+admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
+listeners: [{{{{ name: main, listen: '127.0.0.1:{{port}}' }}}}]
+routes: [{{{{ name: all, cluster: app }}}}]
+clusters:
+  - name: app
+    endpoints: [{", ".join(eps)}]
+    health_check: {{{{ path: /whoami, interval: 200ms, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2 }}}}
+    outlier_detection: {{{{ consecutive_failures: 0 }}}}
+""")
+        s = requests.Session()
+        counts = collections.Counter(s.get(gw.url("/whoami"), timeout=5).json()["name"] for _ in range(30))
+        self.assertEqual(counts, {"hc0": 10, "hc1": 10, "hc2": 10})
+
+        apps[1].stop()  # the backend goes away
+        self.wait_healthy(gw, "app", eps[1], 0)
+        before = self.metrics(gw)
+        counts = collections.Counter()
+        for _ in range(60):
+            r = s.get(gw.url("/whoami"), timeout=5)
+            self.assertEqual(r.status_code, 200)
+            counts[r.json()["name"]] += 1
+        self.assertEqual(counts, {"hc0": 30, "hc2": 30})
+        after = self.metrics(gw)
+        for name in ("tollgate_upstream_requests_total", "tollgate_upstream_connect_failures_total"):
+            self.assertEqual(metric(after, name, cluster="app", endpoint=eps[1]),
+                             metric(before, name, cluster="app", endpoint=eps[1]), name)
+        self.assertGreater(metric(after, "tollgate_health_checks_total", cluster="app", endpoint=eps[1],
+                                  result="failure"), 0)
+
+        apps[1] = harness.start_app("hc1", port=apps[1].port)  # it comes back
+        self.wait_healthy(gw, "app", eps[1], 1)
+        counts = collections.Counter(s.get(gw.url("/whoami"), timeout=5).json()["name"] for _ in range(60))
+        self.assertEqual(counts, {"hc0": 20, "hc1": 20, "hc2": 20})
+
+    def test_all_unhealthy_fail_or_try_all(self):
+        app = harness.start_app("sickcheck")
+        self.addCleanup(app.stop)
+        # the health endpoint answers 500, ordinary traffic is fine
+        gw = self.start(f"""
+workers: 1
+admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
+listeners: [{{{{ name: main, listen: '127.0.0.1:{{port}}' }}}}]
+routes:
+  - {{{{ name: strict, match: {{{{ path_prefix: /strict }}}}, cluster: strict }}}}
+  - {{{{ name: lenient, match: {{{{ path_prefix: /lenient }}}}, cluster: lenient }}}}
+clusters:
+  - name: strict
+    endpoints: [127.0.0.1:{app.port}]
+    health_check: {{{{ path: /status/500, interval: 100ms, unhealthy_threshold: 1 }}}}
+  - name: lenient
+    endpoints: [127.0.0.1:{app.port}]
+    health_check: {{{{ path: /status/500, interval: 100ms, unhealthy_threshold: 1 }}}}
+    when_all_unhealthy: try_all
+""")
+        self.wait_healthy(gw, "strict", f"127.0.0.1:{app.port}", 0)
+        self.wait_healthy(gw, "lenient", f"127.0.0.1:{app.port}", 0)
+        r = requests.get(gw.url("/strict"), timeout=5)
+        self.assertEqual(r.status_code, 503)
+        self.assertEqual(r.json(), {"error": "no healthy upstream endpoint", "status": 503})
+        r = requests.get(gw.url("/lenient"), timeout=5)
+        self.assertEqual(r.status_code, 404)  # the app's own answer: it was tried anyway
+        self.assertEqual(r.headers.get("x-upstream"), "sickcheck")
+
+    def test_passive_ejection(self):
+        app = harness.start_app("good")
+        self.addCleanup(app.stop)
+        sick = harness.ScriptedServer(always_503)
+        self.addCleanup(sick.stop)
+        bad_ep = f"127.0.0.1:{sick.port}"
+        gw = self.start(f"""
+workers: 1
+admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
+listeners: [{{{{ name: main, listen: '127.0.0.1:{{port}}' }}}}]
+routes: [{{{{ name: all, cluster: app }}}}]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{app.port}, {bad_ep}]
+    outlier_detection: {{{{ consecutive_failures: 3, base_ejection_time: 1500ms }}}}
+""")
+        statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(6)]
+        self.assertEqual(statuses.count(503), 3)  # three in a row from the sick one: ejected
+        self.assertEqual([requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(10)], [200] * 10)
+        m = self.metrics(gw)
+        self.assertEqual(metric(m, "tollgate_upstream_ejections_total", cluster="app", endpoint=bad_ep), 1)
+        self.assertEqual(metric(m, "tollgate_upstream_endpoint_healthy", cluster="app", endpoint=bad_ep), 0)
+        time.sleep(1.7)  # the ejection ends: it gets traffic again
+        statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(4)]
+        self.assertIn(503, statuses)
+        self.assertIn("ejected for 1500 ms", gw.proc.output())
+
+
+if __name__ == "__main__":
+    unittest.main()
