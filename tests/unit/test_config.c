@@ -214,9 +214,9 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: h }\n",
                  "t.yaml:7:27: health_check path: 'h' must start with '/'");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, unhealthy_threshold: 0 }\n",
-                 "t.yaml:7:57: unhealthy_threshold: '0' is not an integer in [1, 100]");
+                 "t.yaml:7:52: unhealthy_threshold: '0' is not an integer in [1, 100]");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    outlier_detection: { base_ejection_time: soon }\n",
-                 "t.yaml:7:45: base_ejection_time: 'soon' is not a duration");
+                 "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
     unsetenv("TG_TEST_UNSET");
