@@ -85,14 +85,17 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
 {
     static const char *const classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
     size_t nr = c->n_routes + 1; /* + requests no route matched, as route="" */
-    family(out, "tollgate_requests_total", "counter", "Responses sent, by route and status class.");
+    family(out, "tollgate_requests_total", "counter", "Responses sent, by route, its cluster and status class.");
     for (size_t r = 0; r < nr; r++) {
         size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
         const char *name = r < c->n_routes ? c->routes[r].name : "";
+        const char *cluster = r < c->n_routes ? c->clusters[c->routes[r].cluster].name : "";
         for (size_t k = 0; k < 5; k++) {
             evbuffer_add_printf(out, "tollgate_requests_total{");
             route_label(out, name);
-            evbuffer_add_printf(out, ",code=\"%s\"} %llu\n", classes[k],
+            evbuffer_add(out, ",cluster=\"", 10);
+            label_value(out, cluster);
+            evbuffer_add_printf(out, "\",code=\"%s\"} %llu\n", classes[k],
                                 (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, by_class) +
                                                                               k * sizeof(tg_counter_t)));
         }
@@ -145,18 +148,20 @@ static void endpoint_labels(struct evbuffer *out, const char *name, const tg_clu
 
 static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n)
 {
-    static const struct { const char *name, *help; size_t off; } fams[] = {
-        { "tollgate_upstream_requests_total", "Requests sent to an upstream endpoint.",
+    static const struct { const char *name, *type, *help; size_t off; } fams[] = {
+        { "tollgate_upstream_requests_total", "counter", "Requests sent to an upstream endpoint.",
           offsetof(tg_endpoint_stats_t, requests) },
-        { "tollgate_upstream_connect_failures_total", "Connections to an endpoint that failed or timed out.",
+        { "tollgate_upstream_connect_failures_total", "counter", "Connections to an endpoint that failed or timed out.",
           offsetof(tg_endpoint_stats_t, connect_failures) },
-        { "tollgate_upstream_timeouts_total", "Response or idle timeouts on an endpoint.",
+        { "tollgate_upstream_timeouts_total", "counter", "Response or idle timeouts on an endpoint.",
           offsetof(tg_endpoint_stats_t, timeouts) },
-        { "tollgate_upstream_resets_total", "Upstream connections lost mid-exchange.",
+        { "tollgate_upstream_resets_total", "counter", "Upstream connections lost mid-exchange.",
           offsetof(tg_endpoint_stats_t, resets) },
+        { "tollgate_upstream_connections_active", "gauge", "Open upstream connections (in use or pooled).",
+          offsetof(tg_endpoint_stats_t, active) },
     };
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
-        family(out, fams[f].name, "counter", fams[f].help);
+        family(out, fams[f].name, fams[f].type, fams[f].help);
         for (size_t i = 0; i < s->clusters->n_clusters; i++) {
             const tg_cluster_t *cl = &s->clusters->clusters[i];
             for (size_t j = 0; j < cl->n_endpoints; j++) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "proxy/log.h"
+#include "proxy/stats.h"
 
 int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots)
 {
@@ -28,6 +29,7 @@ int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots)
 
 static void upconn_close(tg_upconn_t *c)
 {
+    tg_counter_sub(&c->w->stats->endpoints[c->slot].active, 1);
     tg_sock_free(c->sock);
     free(c);
 }
@@ -93,6 +95,7 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int ma
         free(c);
         return NULL;
     }
+    tg_counter_add(&w->stats->endpoints[c->slot].active, 1);
     *fresh = 1;
     return c;
 }

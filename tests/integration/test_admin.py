@@ -84,9 +84,12 @@ clusters:
 
         def delta(name, **labels):
             return metric(after, name, **labels) - metric(before, name, **labels)
-        self.assertEqual(delta("tollgate_requests_total", route="other", code="2xx"), 7)
-        self.assertEqual(delta("tollgate_requests_total", route="items", code="4xx"), 3)
-        self.assertEqual(delta("tollgate_requests_total", route="", code="4xx"), 1)
+        self.assertEqual(delta("tollgate_requests_total", route="other", cluster="app", code="2xx"), 7)
+        self.assertEqual(delta("tollgate_requests_total", route="items", cluster="app", code="4xx"), 3)
+        self.assertEqual(delta("tollgate_requests_total", route="", cluster="", code="4xx"), 1)
+        # one keep-alive session: one pooled connection to the live endpoint
+        self.assertGreaterEqual(metric(after, "tollgate_upstream_connections_active", cluster="app",
+                                       endpoint=f"127.0.0.1:{self.app.port}"), 1)
         self.assertEqual(delta("tollgate_request_duration_seconds_count", route="other"), 7)
         self.assertEqual(delta("tollgate_upstream_requests_total", cluster="app",
                                endpoint=f"127.0.0.1:{self.app.port}"), 10)
