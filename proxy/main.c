@@ -16,29 +16,35 @@ static void usage(FILE *f)
             "\n"
             "  -c, --config FILE    configuration file (YAML)\n"
             "  -t, --test           check the configuration and exit (0 = valid)\n"
+            "  -w, --watch          reload when the configuration file changes\n"
             "  -l, --log-level LVL  debug | info | warn | error (default: info)\n"
             "  -v, --version        print the version and exit\n"
             "  -h, --help           this help\n"
             "\n"
-            "Signals: SIGTERM/SIGINT drain in-flight requests, then exit 0.\n");
+            "Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain in-flight\n"
+            "requests, then exit 0.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
+        { "watch", no_argument, NULL, 'w' },
         { "log-level", required_argument, NULL, 'l' }, { "version", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     const char *config = NULL;
-    int test = 0, c;
-    while ((c = getopt_long(argc, argv, "c:tl:vh", opts, NULL)) != -1) {
+    int test = 0, watch = 0, c;
+    while ((c = getopt_long(argc, argv, "c:twl:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
             break;
         case 't':
             test = 1;
+            break;
+        case 'w':
+            watch = 1;
             break;
         case 'l': {
             tg_log_level_t lvl;
@@ -64,5 +70,5 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    return test ? tg_process_check(config) : tg_process_run(config);
+    return test ? tg_process_check(config) : tg_process_run(config, watch);
 }

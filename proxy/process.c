@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +43,9 @@ typedef struct process {
     unsigned n_workers;
     struct event_base *base;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+    int watch_fd;                    /* inotify, with --watch; else -1 */
+    char *watch_name;                /* the config file's name in its directory */
+    struct event *watch_ev, *watch_timer;
     int draining;
 } process_t;
 
@@ -221,6 +226,75 @@ static int admin_handle(void *ctx, const char *method, const char *path, struct 
     return 405;
 }
 
+/* ---- --watch ---- */
+
+static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    process_t *p = arg;
+    tg_errors_t errs = { 0 };
+    tg_info("%s changed: reloading", p->path);
+    reload(p, &errs);
+    tg_errors_free(&errs);
+}
+
+/* Any change to the file (or a "..data"-style symlink swap beside it)
+ * arms a short timer, so that a burst of writes makes one reload. */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    process_t *p = arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    int hit = 0;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        for (char *q = buf; q < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)q;
+            if (ev->len && (strcmp(ev->name, p->watch_name) == 0 || strncmp(ev->name, "..", 2) == 0))
+                hit = 1;
+            q += sizeof(*ev) + ev->len;
+        }
+    if (hit && !p->draining) {
+        struct timeval tv = { 0, 200000 };
+        evtimer_add(p->watch_timer, &tv);
+    }
+}
+
+static int start_watch(process_t *p)
+{
+    char *d1 = strdup(p->path), *d2 = strdup(p->path);
+    if (d1 == NULL || d2 == NULL)
+        goto fail;
+    p->watch_name = strdup(basename(d1));
+    p->watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (p->watch_name == NULL || p->watch_fd < 0 ||
+        inotify_add_watch(p->watch_fd, dirname(d2), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE) < 0) {
+        tg_error("--watch: cannot watch %s: %s", p->path, strerror(errno));
+        goto fail;
+    }
+    p->watch_ev = event_new(p->base, p->watch_fd, EV_READ | EV_PERSIST, on_watch, p);
+    p->watch_timer = evtimer_new(p->base, on_watch_timer, p);
+    if (p->watch_ev == NULL || p->watch_timer == NULL || event_add(p->watch_ev, NULL) < 0)
+        goto fail;
+    free(d1);
+    free(d2);
+    tg_info("watching %s for changes", p->path);
+    return 0;
+fail:
+    free(d1);
+    free(d2);
+    return -1;
+}
+
+static void stop_watch(process_t *p)
+{
+    if (p->watch_ev)
+        event_free(p->watch_ev);
+    if (p->watch_timer)
+        event_free(p->watch_timer);
+    if (p->watch_fd >= 0)
+        close(p->watch_fd);
+    free(p->watch_name);
+}
+
 static void stop_all(process_t *p)
 {
     for (unsigned i = 0; i < p->n_workers; i++)
@@ -313,9 +387,9 @@ static void *join_thread(void *arg)
     return NULL;
 }
 
-int tg_process_run(const char *path)
+int tg_process_run(const char *path, int watch)
 {
-    process_t p = { .path = path };
+    process_t p = { .path = path, .watch_fd = -1 };
     p.pm.started = p.pm.last_reload_ok = time(NULL);
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
@@ -351,6 +425,8 @@ int tg_process_run(const char *path)
         goto out;
     if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
         goto out;
+    if (watch && start_watch(&p) < 0)
+        goto out;
     const tg_admin_conf_t *ac = &p.snap->cfg->admin;
     if (ac->listen != NULL) {
         tg_errors_t aerr = { 0 };
@@ -382,6 +458,7 @@ out:
             tg_worker_join_free(p.workers[i]);
         }
     tg_admin_free(p.admin);
+    stop_watch(&p);
     tg_health_checker_free(p.checker);
     free(p.workers);
     if (p.sig_term)

@@ -11,7 +11,9 @@
 /* `tollgate -t`: validates the file; prints each error; returns 0 or 1. */
 int tg_process_check(const char *path);
 
-/* Runs until drained. Returns the exit status. */
-int tg_process_run(const char *path);
+/* Runs until drained. watch: also reload when the file changes (inotify on
+ * its directory, so atomic renames and symlink swaps are seen). Returns the
+ * exit status. */
+int tg_process_run(const char *path, int watch);
 
 #endif

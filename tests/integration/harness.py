@@ -176,7 +176,7 @@ def yaml_list(items):
 class Gateway:
     """The real tollgate binary on a config written to a temp file."""
 
-    def __init__(self, config_text, port=None, log_level=None, env_extra=None):
+    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=()):
         log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
         self.path = os.path.join(self.dir, "tollgate.yaml")
@@ -184,7 +184,7 @@ class Gateway:
             f.write(config_text)
         self.port = port
         env = dict(os.environ, **(env_extra or {}))
-        self.proc = Proc([BIN, "-c", self.path, "-l", log_level], env=env, name="tollgate")
+        self.proc = Proc([BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
         if port:
             wait_port(port, proc=self.proc.p)
 

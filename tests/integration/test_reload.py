@@ -55,8 +55,8 @@ class ReloadTest(unittest.TestCase):
         return CONFIG.format(admin=self.admin, port=self.port, app=self.app.port, route=f"route-{tag}", tag=tag,
                              extra_listener=extra)
 
-    def start(self, tag="A", env=None):
-        gw = harness.Gateway(self.config(tag), port=self.port, env_extra=env)
+    def start(self, tag="A", env=None, args=()):
+        gw = harness.Gateway(self.config(tag), port=self.port, env_extra=env, args=args)
         self.addCleanup(self.finish, gw)
         return gw
 
@@ -147,6 +147,29 @@ class ReloadTest(unittest.TestCase):
         metrics = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
         self.assertIn('tollgate_config_reloads_total{result="failure"} 3', metrics)
         self.assertIn("reload failed", gw.proc.output())
+
+    def test_watch_reloads_on_file_change(self):
+        gw = self.start("A", args=("--watch",))
+
+        def tag_soon(want):
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                got = requests.get(gw.url("/whoami"), timeout=5).headers["x-config"]
+                if got == want:
+                    return got
+                time.sleep(0.05)
+            return got
+        self.write(gw, self.config("B"))   # atomic rename, like most editors
+        self.assertEqual(tag_soon("B"), "B")
+        with open(gw.path, "w") as f:       # in-place rewrite
+            f.write(self.config("A"))
+        self.assertEqual(tag_soon("A"), "A")
+        self.write(gw, "workers: [\n")      # broken: ignored, A stays
+        time.sleep(1)
+        self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).headers["x-config"], "A")
+        out = gw.proc.output()
+        self.assertIn("changed: reloading", out)
+        self.assertIn("reload failed", out)
 
     def test_thousand_reloads_keep_rss_flat(self):
         # a small ASan quarantine so that RSS shows the gateway's own memory
