@@ -3,6 +3,7 @@
  * error list the loader fills. See config.h.
  */
 #include "config/config.h"
+#include "filters/filter.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,8 +63,16 @@ static void free_rules(tg_header_rules_t *r)
     free_strs(r->remove, r->n_remove);
 }
 
+static void free_filters(tg_filter_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        l->v[i].type->destroy(l->v[i].conf);
+    free(l->v);
+}
+
 static void free_route(tg_route_conf_t *r)
 {
+    free_filters(&r->filters);
     free(r->name);
     free(r->listeners);
     free(r->match.host);
@@ -103,6 +112,7 @@ static void config_free(tg_config_t *c)
         free(cl->health_check.host);
     }
     free(c->clusters);
+    free_filters(&c->filters);
     free(c->admin.listen);
     free(c->admin.host);
     free(c->path);

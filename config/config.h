@@ -22,6 +22,18 @@ typedef struct tg_errors {
 void tg_errors_add(tg_errors_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tg_errors_free(tg_errors_t *e);
 
+/* A configured filter: its type (filters/filter.h) and the config its
+ * create() returned. */
+typedef struct tg_filter_instance {
+    const struct tg_filter_type *type;
+    void *conf;
+} tg_filter_instance_t;
+
+typedef struct tg_filter_list {
+    tg_filter_instance_t *v;
+    size_t n;
+} tg_filter_list_t;
+
 typedef struct tg_kv {
     char *name;
     char *value;
@@ -71,6 +83,7 @@ typedef struct tg_route_conf {
     uint64_t idle_timeout_ms; /* max silence on an exchange once streaming */
     tg_header_rules_t request_headers;
     tg_header_rules_t response_headers;
+    tg_filter_list_t filters; /* the route's own chain (after the global one) */
 } tg_route_conf_t;
 
 typedef struct tg_listener_conf {
@@ -145,6 +158,7 @@ typedef struct tg_config {
     size_t n_routes;
     tg_cluster_conf_t *clusters;
     size_t n_clusters;
+    tg_filter_list_t filters; /* the global chain */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

@@ -9,7 +9,9 @@
  * as many problems as it can, and returns NULL if there was any.
  */
 #include "config/config.h"
+#include "config/node.h"
 #include "config/value.h"
+#include "filters/filter.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -293,6 +295,142 @@ static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out
     }
     *out = s;
     return 0;
+}
+
+/* ---- the node API for filters (config/node.h) ---- */
+
+int tg_node_present(const tg_node_t *n)
+{
+    return n->yn != NULL;
+}
+
+int tg_node_is_seq(const tg_node_t *n)
+{
+    return n->yn != NULL && ((yaml_node_t *)n->yn)->type == YAML_SEQUENCE_NODE;
+}
+
+int tg_node_is_map(const tg_node_t *n)
+{
+    return n->yn != NULL && ((yaml_node_t *)n->yn)->type == YAML_MAPPING_NODE;
+}
+
+int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, size_t nkeys, tg_node_t *out)
+{
+    yaml_node_t *vals[32];
+    if (nkeys > 32)
+        return -1;
+    int rc = take_fields(map->ld, map->yn, what, keys, nkeys, vals);
+    for (size_t i = 0; i < nkeys; i++)
+        out[i] = (tg_node_t){ map->ld, vals[i] };
+    return rc;
+}
+
+char *tg_node_str(tg_node_t *n, const char *what)
+{
+    return get_str(n->ld, n->yn, what);
+}
+
+int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms)
+{
+    return get_duration(n->ld, n->yn, what, ms);
+}
+
+int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    return get_uint(n->ld, n->yn, what, lo, hi, out);
+}
+
+int tg_node_bool(tg_node_t *n, const char *what, int *out)
+{
+    char *s = get_str(n->ld, n->yn, what);
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0)
+        *out = 1;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0)
+        *out = 0;
+    else {
+        err_at(n->ld, n->yn, "%s: '%s' is not true or false", what, s);
+        rc = -1;
+    }
+    free(s);
+    return rc;
+}
+
+int tg_node_str_list(tg_node_t *n, const char *what, char ***out, size_t *count)
+{
+    return get_str_list(n->ld, n->yn, what, out, count);
+}
+
+size_t tg_node_seq_len(const tg_node_t *n)
+{
+    return tg_node_is_seq(n) ? seq_len(n->yn) : 0;
+}
+
+tg_node_t tg_node_seq_item(const tg_node_t *n, size_t i)
+{
+    yaml_node_t *yn = n->yn;
+    return (tg_node_t){ n->ld, node_at(n->ld, yn->data.sequence.items.start[i]) };
+}
+
+void tg_node_error(tg_node_t *n, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (r >= 0)
+        err_at(n->ld, n->yn, "%s", msg);
+    else
+        n->ld->failed = 1;
+    free(msg);
+}
+
+/* ---- filters ---- */
+
+/* `filters:` is a list of one-key mappings, `- name: { its config }`. */
+static int load_filters(loader_t *ld, yaml_node_t *n, const char *what, tg_filter_list_t *out)
+{
+    if (expect_type(ld, n, YAML_SEQUENCE_NODE, what) < 0)
+        return -1;
+    size_t len = seq_len(n);
+    if (len > TG_FILTER_MAX_PER_CHAIN / 2) {
+        err_at(ld, n, "%s: at most %d filters", what, TG_FILTER_MAX_PER_CHAIN / 2);
+        return -1;
+    }
+    out->v = calloc(len ? len : 1, sizeof(*out->v));
+    if (out->v == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *item = node_at(ld, n->data.sequence.items.start[i]);
+        if (item->type != YAML_MAPPING_NODE || item->data.mapping.pairs.top - item->data.mapping.pairs.start != 1) {
+            err_at(ld, item, "%s: each filter is a mapping with one key, its name (%s)", what, tg_filter_names());
+            rc = -1;
+            continue;
+        }
+        yaml_node_pair_t *p = item->data.mapping.pairs.start;
+        yaml_node_t *k = node_at(ld, p->key);
+        const tg_filter_type_t *type =
+            k->type == YAML_SCALAR_NODE ? tg_filter_find((const char *)k->data.scalar.value) : NULL;
+        if (type == NULL) {
+            err_at(ld, k, "unknown filter '%s' (known: %s)",
+                   k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?", tg_filter_names());
+            rc = -1;
+            continue;
+        }
+        tg_node_t node = { ld, node_at(ld, p->value) };
+        void *conf = type->create(&node, ld->file);
+        if (conf == NULL) {
+            ld->failed = 1;
+            rc = -1;
+            continue;
+        }
+        out->v[out->n++] = (tg_filter_instance_t){ type, conf };
+    }
+    return rc;
 }
 
 /* ---- listeners ---- */
@@ -599,8 +737,8 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 {
     static const char *const keys[] = { "name", "listeners", "match", "cluster", "timeout",
-                                        "idle_timeout", "request_headers", "response_headers" };
-    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_N };
+                                        "idle_timeout", "request_headers", "response_headers", "filters" };
+    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "route", keys, K_N, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
@@ -654,6 +792,8 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
     if (v[K_REQH] && load_header_rules(ld, v[K_REQH], "request_headers", &r->request_headers) < 0)
         rc = -1;
     if (v[K_RESH] && load_header_rules(ld, v[K_RESH], "response_headers", &r->response_headers) < 0)
+        rc = -1;
+    if (v[K_FILTERS] && load_filters(ld, v[K_FILTERS], "route filters", &r->filters) < 0)
         rc = -1;
     return rc;
 }
@@ -723,8 +863,8 @@ static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
-                                        "admin" };
-    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_N };
+                                        "admin", "filters" };
+    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -746,6 +886,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])
         load_admin(ld, v[K_ADMIN], &c->admin);
+    if (v[K_FILTERS])
+        load_filters(ld, v[K_FILTERS], "filters", &c->filters);
     if (require(ld, root, v[K_LISTENERS], "listeners", "config") == 0) {
         LOAD_LIST(ld, v[K_LISTENERS], "listener", c->listeners, c->n_listeners, load_listener);
         if (c->n_listeners == 0 && v[K_LISTENERS]->type == YAML_SEQUENCE_NODE)

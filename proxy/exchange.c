@@ -14,6 +14,8 @@
  */
 #include "proxy/exchange.h"
 
+#include "filters/filter.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
@@ -74,6 +76,7 @@ struct tg_exchange {
     tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
 
     size_t listener;
+    tg_filter_exchange_t fx;    /* the filters' view of this exchange */
     uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
     char client_addr[INET6_ADDRSTRLEN];
@@ -229,6 +232,18 @@ void tg_exchange_abort(tg_exchange_t *ex)
 
 /* ---- local replies ---- */
 
+/* Headers filters asked for: on a local reply (extra), and on any
+ * response (fx.response_headers). */
+static void add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra)
+{
+    const tg_headers_t *lists[2] = { extra, &ex->fx.response_headers };
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; lists[l] && i < lists[l]->n; i++) {
+            const tg_header_t *h = &lists[l]->v[i];
+            tg_headers_add(&r->headers, &ex->arena, h->name, h->name_len, h->value, h->value_len);
+        }
+}
+
 void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 {
     if (ex->resp_started) {
@@ -248,6 +263,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     r->body = TG_BODY_LENGTH;
     r->content_length = (uint64_t)blen;
     tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
+    add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
     if (ex->ops->write_head(ex->ds, r) < 0 || evbuffer_add(ex->scratch, body, (size_t)blen) < 0 ||
@@ -520,6 +536,8 @@ static int on_response_head(tg_exchange_t *ex)
         return -1;
     }
     tg_headers_strip_hop_by_hop(&resp->headers);
+    tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, resp);
+    add_filter_headers(ex, resp, NULL);
     if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
         (upgrade && resp->status == 101 &&
          tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
@@ -787,6 +805,18 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         return;
     }
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
+    if (cfg->filters.n || ex->route->filters.n) {
+        tg_filter_exchange_t *fx = &ex->fx;
+        fx->req = &ex->req;
+        fx->arena = &ex->arena;
+        fx->client_addr = ex->client_addr;
+        fx->route = ex->route->name;
+        fx->listener = listener;
+        if (tg_filters_on_request(&cfg->filters, &ex->route->filters, fx) == TG_FILTER_REPLY) {
+            tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+            return;
+        }
+    }
     if (prepare_request_headers(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;

@@ -219,6 +219,23 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit)");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: {}\n    rate_limit: {}\n", "t.yaml:5:5: filters: each filter is a mapping with one key");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [a], foo: 1 }\n", "t.yaml:5:33: unknown key 'foo' in auth");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys or allow");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens_file: /nonexistent/tokens }\n",
+                 "t.yaml:5:33: bearer_tokens_file: cannot open /nonexistent/tokens");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [''] }\n", "t.yaml:5:29: bearer_tokens: empty secret");
+    expect_error(BASE_LISTENERS "filters:\n  - rate_limit: { limit: 10 }\n",
+                 "t.yaml:5:26: rate_limit: a limit needs both 'limit' and 'window'");
+    expect_error(BASE_LISTENERS "filters:\n  - rate_limit: { key: ip, limit: 1, window: 1s }\n",
+                 "t.yaml:5:24: rate_limit key: 'ip' is not one of client_address, identity, route, header:NAME");
+    expect_error(BASE_LISTENERS "filters:\n  - rate_limit: { limits: [{ limit: 0, window: 1s }] }\n",
+                 "t.yaml:5:37: limit: '0' is not an integer in [1, 1000000000]");
+    expect_error(BASE_LISTENERS "filters:\n  - rate_limit: { limit: 5, window: 1s, header_style: old }\n",
+                 "t.yaml:5:55: header_style: 'old' is not one of draft, legacy");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    filters: [{ rate_limit: {} }]\n",
+                 "t.yaml:10:29: rate_limit: give 'limit' and 'window', or 'limits'");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
                  "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");

@@ -1,0 +1,40 @@
+/*
+ * config/node.h — how a filter reads its own YAML node: the same typed,
+ * ${VAR}-expanding, unknown-key-rejecting readers the loader uses for its
+ * own keys, each reporting errors as FILE:LINE:COL. A tg_node_t is only
+ * valid during tg_config_load (while the filter's create() runs).
+ */
+#ifndef TG_CONFIG_NODE_H
+#define TG_CONFIG_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tg_node {
+    struct loader *ld;
+    void *yn;          /* yaml_node_t *, NULL: absent */
+} tg_node_t;
+
+int tg_node_present(const tg_node_t *n);
+int tg_node_is_seq(const tg_node_t *n);
+int tg_node_is_map(const tg_node_t *n);
+
+/* Splits a mapping into the listed keys (absent ones: !tg_node_present);
+ * unknown or duplicate keys are errors. Returns 0 or -1. */
+int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, size_t nkeys, tg_node_t *out);
+
+/* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
+char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */
+int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms);
+int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);
+int tg_node_bool(tg_node_t *n, const char *what, int *out);
+/* A list of scalars (malloc'ed array of malloc'ed strings). */
+int tg_node_str_list(tg_node_t *n, const char *what, char ***out, size_t *count);
+
+size_t tg_node_seq_len(const tg_node_t *n);
+tg_node_t tg_node_seq_item(const tg_node_t *n, size_t i);
+
+/* Reports an error at the node. */
+void tg_node_error(tg_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

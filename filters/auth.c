@@ -1,0 +1,364 @@
+/*
+ * filters/auth.c — bearer tokens and API keys.
+ *
+ * Secrets are kept only as SHA-256 digests; a presented credential is
+ * hashed once and compared with CRYPTO_memcmp against every configured
+ * digest without stopping at a match, so timing reveals neither which
+ * secret matched nor how much of one did. The resolved identity (the
+ * secret's name) goes on the exchange for later filters and upstream in
+ * identity_header; a client-sent copy of that header is always removed.
+ */
+#include "filters/auth.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct auth_conf {
+    tg_auth_secret_t *bearer;
+    size_t n_bearer;
+    tg_auth_secret_t *keys;
+    size_t n_keys;
+    char *key_header;           /* NULL: API keys not read from a header */
+    char *key_query;            /* NULL: not from the query string */
+    char **allow;               /* identities allowed here; none = any */
+    size_t n_allow;
+    char *identity_header;
+    int strip;                  /* remove the credential before forwarding */
+    char *challenge;            /* WWW-Authenticate value */
+} auth_conf_t;
+
+long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presented, size_t len)
+{
+    unsigned char d[32];
+    SHA256((const unsigned char *)presented, len, d);
+    long found = -1;
+    for (size_t i = 0; i < n; i++) {
+        int eq = CRYPTO_memcmp(d, secrets[i].digest, 32) == 0;
+        found = eq && found < 0 ? (long)i : found; /* no early exit */
+    }
+    return found;
+}
+
+static void free_secrets(tg_auth_secret_t *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        OPENSSL_cleanse(s[i].digest, sizeof(s[i].digest));
+        free(s[i].name);
+    }
+    free(s);
+}
+
+static void auth_destroy(void *p)
+{
+    auth_conf_t *c = p;
+    if (c == NULL)
+        return;
+    free_secrets(c->bearer, c->n_bearer);
+    free_secrets(c->keys, c->n_keys);
+    free(c->key_header);
+    free(c->key_query);
+    for (size_t i = 0; i < c->n_allow; i++)
+        free(c->allow[i]);
+    free(c->allow);
+    free(c->identity_header);
+    free(c->challenge);
+    free(c);
+}
+
+static int add_secret(tg_auth_secret_t **v, size_t *n, const char *name, const char *secret)
+{
+    tg_auth_secret_t *nv = realloc(*v, (*n + 1) * sizeof(**v));
+    if (nv == NULL)
+        return -1;
+    *v = nv;
+    nv[*n].name = strdup(name);
+    if (nv[*n].name == NULL)
+        return -1;
+    SHA256((const unsigned char *)secret, strlen(secret), nv[*n].digest);
+    (*n)++;
+    return 0;
+}
+
+/* A list of secrets: plain strings (named "<prefix>-<n>") or
+ * { name, token|key } mappings. */
+static int load_secrets(tg_node_t *n, const char *what, const char *field, const char *prefix,
+                        tg_auth_secret_t **v, size_t *count)
+{
+    if (!tg_node_is_seq(n)) {
+        tg_node_error(n, "%s must be a list", what);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < tg_node_seq_len(n); i++) {
+        tg_node_t item = tg_node_seq_item(n, i), f[2];
+        char *name = NULL, *secret = NULL;
+        const char *const keys[] = { "name", field };
+        char autoname[64];
+        snprintf(autoname, sizeof(autoname), "%s-%zu", prefix, i + 1);
+        char *plain = NULL;
+        if (tg_node_is_map(&item)) {
+            if (tg_node_fields(&item, what, keys, 2, f) < 0) {
+                rc = -1;
+                continue;
+            }
+            if (!tg_node_present(&f[0]) || !tg_node_present(&f[1])) {
+                tg_node_error(&item, "%s: each entry needs 'name' and '%s'", what, field);
+                rc = -1;
+                continue;
+            }
+            name = tg_node_str(&f[0], what);
+            secret = tg_node_str(&f[1], what);
+        } else { /* a plain string */
+            plain = tg_node_str(&item, what);
+            secret = plain;
+            name = plain ? strdup(autoname) : NULL;
+        }
+        if (name == NULL || secret == NULL || secret[0] == '\0') {
+            if (secret && secret[0] == '\0')
+                tg_node_error(&item, "%s: empty secret", what);
+            rc = -1;
+        } else if (add_secret(v, count, name, secret) < 0) {
+            rc = -1;
+        }
+        if (secret)
+            OPENSSL_cleanse(secret, strlen(secret));
+        free(name);
+        free(secret);
+    }
+    return rc;
+}
+
+/* A file of "name token" lines (or bare tokens); # starts a comment. */
+static int load_token_file(tg_node_t *n, const char *config_path, auth_conf_t *c)
+{
+    char *path = tg_node_str(n, "bearer_tokens_file");
+    if (path == NULL)
+        return -1;
+    char full[4096];
+    if (path[0] != '/' && strrchr(config_path, '/') != NULL)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(strrchr(config_path, '/') - config_path), config_path, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    FILE *f = fopen(full, "r");
+    if (f == NULL) {
+        tg_node_error(n, "bearer_tokens_file: cannot open %s: %s", full, strerror(errno));
+        free(path);
+        return -1;
+    }
+    char line[4096];
+    size_t lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        char *s = line, *name, *tok;
+        while (isspace((unsigned char)*s))
+            s++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        s[strcspn(s, "\r\n")] = '\0';
+        char *sp = strpbrk(s, " \t");
+        char autoname[64];
+        if (sp != NULL) {
+            *sp = '\0';
+            name = s;
+            tok = sp + 1;
+            while (isspace((unsigned char)*tok))
+                tok++;
+        } else {
+            snprintf(autoname, sizeof(autoname), "file-%zu", lineno);
+            name = autoname;
+            tok = s;
+        }
+        if (*tok == '\0' || add_secret(&c->bearer, &c->n_bearer, name, tok) < 0) {
+            tg_node_error(n, "bearer_tokens_file: %s:%zu: expected 'name token' or 'token'", full, lineno);
+            rc = -1;
+        }
+        OPENSSL_cleanse(line, sizeof(line));
+    }
+    fclose(f);
+    free(path);
+    return rc;
+}
+
+static void *auth_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "bearer_tokens", "bearer_tokens_file", "api_keys", "allow",
+                                        "identity_header", "strip_credentials", "realm" };
+    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_N };
+    tg_node_t v[K_N];
+    auth_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "auth", keys, K_N, v);
+    c->strip = 1;
+    if (tg_node_present(&v[K_BEARER]) &&
+        load_secrets(&v[K_BEARER], "bearer_tokens", "token", "token", &c->bearer, &c->n_bearer) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_FILE]) && load_token_file(&v[K_FILE], config_path, c) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_KEYS])) {
+        static const char *const kk[] = { "header", "query", "keys" };
+        tg_node_t kv[3];
+        if (tg_node_fields(&v[K_KEYS], "api_keys", kk, 3, kv) < 0)
+            rc = -1;
+        if (tg_node_present(&kv[0]) && (c->key_header = tg_node_str(&kv[0], "api_keys header")) == NULL)
+            rc = -1;
+        if (tg_node_present(&kv[1]) && (c->key_query = tg_node_str(&kv[1], "api_keys query")) == NULL)
+            rc = -1;
+        if (!tg_node_present(&kv[2])) {
+            tg_node_error(&v[K_KEYS], "api_keys: missing required key 'keys'");
+            rc = -1;
+        } else if (load_secrets(&kv[2], "api_keys keys", "key", "key", &c->keys, &c->n_keys) < 0) {
+            rc = -1;
+        }
+        if (c->key_header == NULL && c->key_query == NULL && rc == 0) {
+            c->key_header = strdup("x-api-key");
+        }
+    }
+    if (tg_node_present(&v[K_ALLOW]) && tg_node_str_list(&v[K_ALLOW], "allow", &c->allow, &c->n_allow) < 0)
+        rc = -1;
+    c->identity_header =
+        tg_node_present(&v[K_IDH]) ? tg_node_str(&v[K_IDH], "identity_header") : strdup("x-auth-identity");
+    if (c->identity_header == NULL)
+        rc = -1;
+    if (tg_node_present(&v[K_STRIP]) && tg_node_bool(&v[K_STRIP], "strip_credentials", &c->strip) < 0)
+        rc = -1;
+    char *realm = tg_node_present(&v[K_REALM]) ? tg_node_str(&v[K_REALM], "realm") : strdup("tollgate");
+    if (realm == NULL || asprintf(&c->challenge, "Bearer realm=\"%s\"", realm) < 0)
+        rc = -1;
+    free(realm);
+    if (rc == 0 && c->n_bearer == 0 && c->n_keys == 0 && c->n_allow == 0) {
+        tg_node_error(node, "auth: configure bearer_tokens, bearer_tokens_file, api_keys or allow");
+        rc = -1;
+    }
+    if (rc < 0) {
+        auth_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Removes name=value from the query string of the target (in the arena). */
+static void strip_query_param(tg_filter_exchange_t *fx, const char *param)
+{
+    const char *t = fx->req->target, *q = strchr(t, '?');
+    if (q == NULL)
+        return;
+    size_t plen = strlen(param), tl = strlen(t);
+    char *out = tg_arena_alloc(fx->arena, tl + 1), *w = out;
+    if (out == NULL)
+        return;
+    memcpy(w, t, (size_t)(q - t));
+    w += q - t;
+    const char *p = q + 1;
+    int first = 1;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (!(len >= plen && strncmp(p, param, plen) == 0 && (len == plen || p[plen] == '='))) {
+            *w++ = first ? '?' : '&';
+            memcpy(w, p, len);
+            w += len;
+            first = 0;
+        }
+        p += len + (end ? 1 : 0);
+    }
+    *w = '\0';
+    fx->req->target = out;
+}
+
+/* The value of param in the query string, into buf; NULL if absent. */
+static const char *query_param(const char *target, const char *param, char *buf, size_t cap)
+{
+    const char *q = strchr(target, '?');
+    size_t plen = strlen(param);
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > plen && strncmp(p, param, plen) == 0 && p[plen] == '=' && len - plen - 1 < cap) {
+            memcpy(buf, p + plen + 1, len - plen - 1);
+            buf[len - plen - 1] = '\0';
+            return buf;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+static tg_filter_status_t deny(tg_filter_exchange_t *fx, auth_conf_t *c, int status, const char *msg)
+{
+    fx->reply_status = status;
+    fx->reply_message = msg;
+    if (status == 401)
+        tg_headers_add(&fx->reply_headers, fx->arena, "www-authenticate", 16, c->challenge, strlen(c->challenge));
+    return TG_FILTER_REPLY;
+}
+
+static tg_filter_status_t check_allowed(auth_conf_t *c, tg_filter_exchange_t *fx, const char *name)
+{
+    for (size_t i = 0; i < c->n_allow; i++)
+        if (strcmp(c->allow[i], name) == 0)
+            return TG_FILTER_CONTINUE;
+    return c->n_allow ? deny(fx, c, 403, "not allowed") : TG_FILTER_CONTINUE;
+}
+
+static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    auth_conf_t *c = p;
+    tg_headers_t *h = &fx->req->headers;
+    /* An identity established earlier in the chain (typically the global
+     * auth filter) stands: this one only checks its allow-list. */
+    if (fx->identity != NULL)
+        return check_allowed(c, fx, fx->identity);
+    tg_headers_remove(h, c->identity_header); /* never trust a client-sent identity */
+    long match = -1;
+    const char *name = NULL;
+    int presented = 0;
+    const tg_header_t *az = tg_headers_get(h, "authorization");
+    if (c->n_bearer && az && az->value_len > 7 && strncasecmp(az->value, "bearer ", 7) == 0) {
+        const char *tok = az->value + 7;
+        while (*tok == ' ')
+            tok++;
+        presented = 1;
+        if ((match = tg_auth_match(c->bearer, c->n_bearer, tok, strlen(tok))) >= 0) {
+            name = c->bearer[match].name;
+            if (c->strip)
+                tg_headers_remove(h, "authorization");
+        }
+    }
+    if (name == NULL && c->n_keys) {
+        char buf[512];
+        const tg_header_t *kh = c->key_header ? tg_headers_get(h, c->key_header) : NULL;
+        const char *key = kh ? kh->value : c->key_query ? query_param(fx->req->target, c->key_query, buf, sizeof(buf)) : NULL;
+        if (key != NULL) {
+            presented = 1;
+            if ((match = tg_auth_match(c->keys, c->n_keys, key, strlen(key))) >= 0) {
+                name = c->keys[match].name;
+                if (c->strip && kh)
+                    tg_headers_remove(h, c->key_header);
+                else if (c->strip && c->key_query)
+                    strip_query_param(fx, c->key_query);
+            }
+        }
+    }
+    if (name == NULL)
+        return deny(fx, c, 401, presented ? "invalid credentials" : "missing credentials");
+    if (check_allowed(c, fx, name) == TG_FILTER_REPLY)
+        return TG_FILTER_REPLY;
+    fx->identity = name;
+    tg_headers_add(h, fx->arena, c->identity_header, strlen(c->identity_header), name, strlen(name));
+    return TG_FILTER_CONTINUE;
+}
+
+const tg_filter_type_t tg_filter_auth = {
+    .name = "auth",
+    .create = auth_create,
+    .destroy = auth_destroy,
+    .on_request = auth_on_request,
+};

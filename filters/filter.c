@@ -1,0 +1,60 @@
+/*
+ * filters/filter.c — the registry of built-in filters and the chain
+ * runner. See filter.h.
+ */
+#include "filters/filter.h"
+
+#include <string.h>
+
+#include "filters/auth.h"
+#include "filters/ratelimit.h"
+
+static const tg_filter_type_t *const builtin[] = {
+    &tg_filter_auth,
+    &tg_filter_rate_limit,
+};
+
+const tg_filter_type_t *tg_filter_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strcmp(builtin[i]->name, name) == 0)
+            return builtin[i];
+    return NULL;
+}
+
+const char *tg_filter_names(void)
+{
+    return "auth, rate_limit";
+}
+
+tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                         tg_filter_exchange_t *fx)
+{
+    const tg_filter_list_t *chains[2] = { global, route };
+    size_t index = 0;
+    for (int c = 0; c < 2; c++)
+        for (size_t i = 0; i < chains[c]->n; i++, index++) {
+            const tg_filter_instance_t *f = &chains[c]->v[i];
+            if (f->type->on_request && f->type->on_request(f->conf, fx, index) == TG_FILTER_REPLY)
+                return TG_FILTER_REPLY;
+        }
+    return TG_FILTER_CONTINUE;
+}
+
+void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
+                            tg_response_t *resp)
+{
+    size_t index = global->n + route->n;
+    for (size_t i = route->n; i-- > 0;) {
+        const tg_filter_instance_t *f = &route->v[i];
+        --index;
+        if (f->type->on_response)
+            f->type->on_response(f->conf, fx, index, resp);
+    }
+    for (size_t i = global->n; i-- > 0;) {
+        const tg_filter_instance_t *f = &global->v[i];
+        --index;
+        if (f->type->on_response)
+            f->type->on_response(f->conf, fx, index, resp);
+    }
+}

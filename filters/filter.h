@@ -1,0 +1,82 @@
+/*
+ * filters/filter.h — interceptor-style filters: the interface every filter
+ * implements and the view of an exchange it works on.
+ *
+ * A filter type is a small vtable (create from its YAML node, destroy, and
+ * one hook per phase); an instance is the config it created, owned by the
+ * config snapshot and shared read-only by all workers. A route's chain is
+ * the global `filters:` list followed by the route's own, in file order;
+ * request hooks run in that order, response and completion hooks in
+ * reverse. Adding a filter = one new file + one line in filters/filter.c.
+ *
+ * Hook return values (request phase):
+ *   TG_FILTER_CONTINUE  go on to the next filter, then upstream;
+ *   TG_FILTER_REPLY     stop: answer locally with fx->reply_status and
+ *                       fx->reply_message (+ fx->reply_headers); response
+ *                       and completion hooks still run.
+ * All hooks run on the exchange's worker thread; per-exchange memory comes
+ * from fx->arena and dies with the exchange.
+ */
+#ifndef TG_FILTERS_FILTER_H
+#define TG_FILTERS_FILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "config/node.h"
+#include "proxy/http.h"
+
+typedef enum {
+    TG_FILTER_CONTINUE = 0,
+    TG_FILTER_REPLY = 1,
+} tg_filter_status_t;
+
+#define TG_FILTER_MAX_PER_CHAIN 32
+
+/* What a filter sees of an exchange. */
+typedef struct tg_filter_exchange {
+    tg_request_t *req;          /* headers may be edited (they go upstream) */
+    tg_arena_t *arena;
+    const char *client_addr;
+    const char *route;          /* route name */
+    size_t listener;
+    /* The client's identity: set by an auth filter (token name, API key
+     * name, JWT sub); later filters (rate_limit key: identity) read it. */
+    const char *identity;
+    /* Local reply, when a hook returns TG_FILTER_REPLY. */
+    int reply_status;
+    const char *reply_message;
+    tg_headers_t reply_headers;
+    /* Headers added to the response the client gets (any status). */
+    tg_headers_t response_headers;
+    void *state[TG_FILTER_MAX_PER_CHAIN]; /* one slot per filter of the chain */
+} tg_filter_exchange_t;
+
+typedef struct tg_filter_type {
+    const char *name;           /* the YAML key: `- name: {...}` */
+    /* Parses the filter's node; returns the instance config, or NULL after
+     * reporting errors through the node. The config path is for relative
+     * file names. */
+    void *(*create)(tg_node_t *node, const char *config_path);
+    void (*destroy)(void *conf);
+    /* Request head complete, route chosen. */
+    tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
+    /* Before the response head goes to the client (may add headers). */
+    void (*on_response)(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp);
+} tg_filter_type_t;
+
+/* The built-in filter types, by name; NULL if unknown. */
+const tg_filter_type_t *tg_filter_find(const char *name);
+/* "auth, rate_limit, ..." for error messages. */
+const char *tg_filter_names(void);
+
+/* Runs the request hooks of the global chain then the route's. Returns
+ * TG_FILTER_REPLY as soon as one filter does. */
+tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                         tg_filter_exchange_t *fx);
+/* Runs the response hooks in reverse order. */
+void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
+                            tg_response_t *resp);
+
+#endif

@@ -1,0 +1,488 @@
+/*
+ * filters/ratelimit.c — sliding-window rate limiting.
+ *
+ * Algorithm: per key and limit, a weighted two-window counter. Time is cut
+ * into fixed windows of length W; the count for "the last W" at time t is
+ * estimated as curr + prev * (W - elapsed) / W (rounded up), where curr
+ * and prev are the counts of the current and previous fixed windows and
+ * elapsed is t's offset in the current one. A request passes when every
+ * limit's estimate + 1 <= limit, and is then counted in all of them.
+ *
+ * Shared by all workers: the table is split into 256 shards by key hash,
+ * each with its own mutex held only for the few arithmetic operations of
+ * one decision, so a decision is atomic (no over-admission under any
+ * concurrency) and workers contend only when they hit the same shard.
+ * Each shard keeps its keys in LRU order and drops, on every decision,
+ * the keys idle for more than twice the longest window.
+ */
+#include "filters/ratelimit.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#define SHARDS 256
+
+typedef struct rl_window {
+    uint64_t start;          /* start of the current fixed window (ms) */
+    uint64_t curr, prev;
+} rl_window_t;
+
+typedef struct rl_entry {
+    struct rl_entry *hnext;
+    TAILQ_ENTRY(rl_entry) lru;
+    uint64_t hash;
+    uint64_t last_ms;
+    uint32_t keylen;
+    char *key;               /* points behind the windows */
+    rl_window_t w[];
+} rl_entry_t;
+
+typedef struct rl_shard {
+    pthread_mutex_t lock;
+    rl_entry_t **buckets;
+    size_t nbuckets, count;
+    TAILQ_HEAD(, rl_entry) lru;
+} rl_shard_t;
+
+struct tg_rl_table {
+    tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
+    size_t n;
+    uint64_t ttl_ms;
+    rl_shard_t shards[SHARDS];
+};
+
+static uint64_t hash_key(const char *k, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)k[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n)
+{
+    if (n == 0 || n > TG_RL_MAX_LIMITS)
+        return NULL;
+    tg_rl_table_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    memcpy(t->limits, limits, n * sizeof(*limits));
+    t->n = n;
+    for (size_t i = 0; i < n; i++)
+        if (2 * limits[i].window_ms > t->ttl_ms)
+            t->ttl_ms = 2 * limits[i].window_ms;
+    for (size_t s = 0; s < SHARDS; s++) {
+        pthread_mutex_init(&t->shards[s].lock, NULL);
+        TAILQ_INIT(&t->shards[s].lru);
+    }
+    return t;
+}
+
+void tg_rl_table_free(tg_rl_table_t *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t s = 0; s < SHARDS; s++) {
+        rl_entry_t *e;
+        while ((e = TAILQ_FIRST(&t->shards[s].lru)) != NULL) {
+            TAILQ_REMOVE(&t->shards[s].lru, e, lru);
+            free(e);
+        }
+        free(t->shards[s].buckets);
+        pthread_mutex_destroy(&t->shards[s].lock);
+    }
+    free(t);
+}
+
+size_t tg_rl_table_size(tg_rl_table_t *t)
+{
+    size_t n = 0;
+    for (size_t s = 0; s < SHARDS; s++) {
+        pthread_mutex_lock(&t->shards[s].lock);
+        n += t->shards[s].count;
+        pthread_mutex_unlock(&t->shards[s].lock);
+    }
+    return n;
+}
+
+static void unlink_entry(rl_shard_t *sh, rl_entry_t *e)
+{
+    rl_entry_t **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    TAILQ_REMOVE(&sh->lru, e, lru);
+    sh->count--;
+    free(e);
+}
+
+static int grow(rl_shard_t *sh)
+{
+    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
+    rl_entry_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (size_t i = 0; i < sh->nbuckets; i++)
+        for (rl_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
+            next = e->hnext;
+            e->hnext = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(sh->buckets);
+    sh->buckets = b;
+    sh->nbuckets = nb;
+    return 0;
+}
+
+static rl_entry_t *lookup(tg_rl_table_t *t, rl_shard_t *sh, uint64_t h, const char *key, size_t len)
+{
+    if (sh->nbuckets)
+        for (rl_entry_t *e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
+            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
+                return e;
+    if (sh->count + 1 > 2 * sh->nbuckets && grow(sh) < 0)
+        return NULL;
+    rl_entry_t *e = calloc(1, sizeof(*e) + t->n * sizeof(rl_window_t) + len);
+    if (e == NULL)
+        return NULL;
+    e->hash = h;
+    e->keylen = (uint32_t)len;
+    e->key = (char *)&e->w[t->n];
+    memcpy(e->key, key, len);
+    e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
+    sh->buckets[h & (sh->nbuckets - 1)] = e;
+    TAILQ_INSERT_TAIL(&sh->lru, e, lru);
+    sh->count++;
+    return e;
+}
+
+static void roll(rl_window_t *w, uint64_t now, uint64_t W)
+{
+    uint64_t start = now - now % W;
+    if (w->start == start)
+        return;
+    w->prev = w->start + W == start ? w->curr : 0;
+    w->curr = 0;
+    w->start = start;
+}
+
+static uint64_t estimate(const rl_window_t *w, uint64_t now, uint64_t W)
+{
+    uint64_t left = W - (now - w->start); /* 1..W */
+    return w->curr + (w->prev * left + W - 1) / W;
+}
+
+/* Milliseconds from now until one more request fits under limit L. */
+static uint64_t wait_ms(const rl_window_t *w, uint64_t now, uint64_t W, uint64_t L)
+{
+    uint64_t elapsed = now - w->start;
+    if (w->curr + 1 > L) {
+        /* next window: prev' = curr; need curr * (W - e) / W + 1 <= L */
+        uint64_t to_next = W - elapsed;
+        if (w->curr == 0)
+            return to_next;
+        uint64_t need = L > 1 ? W - (W * (L - 1)) / w->curr : W;
+        return to_next + (need > W ? W : need);
+    }
+    /* this window: need prev * (W - e) / W <= L - 1 - curr */
+    uint64_t room = L - 1 - w->curr;
+    if (w->prev == 0)
+        return 0;
+    uint64_t e_needed = W - (W * room) / w->prev;
+    return e_needed > elapsed ? e_needed - elapsed : 1;
+}
+
+void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out)
+{
+    uint64_t h = hash_key(key, keylen);
+    rl_shard_t *sh = &t->shards[h % SHARDS];
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&sh->lock);
+    rl_entry_t *old;
+    while ((old = TAILQ_FIRST(&sh->lru)) != NULL && old->last_ms + t->ttl_ms < now_ms)
+        unlink_entry(sh, old);
+    rl_entry_t *e = lookup(t, sh, h, key, keylen);
+    if (e == NULL) { /* out of memory: fail open, but say so through remaining = 0 */
+        pthread_mutex_unlock(&sh->lock);
+        out->allowed = 1;
+        return;
+    }
+    e->last_ms = now_ms;
+    TAILQ_REMOVE(&sh->lru, e, lru);
+    TAILQ_INSERT_TAIL(&sh->lru, e, lru);
+    int allowed = 1;
+    uint64_t least = UINT64_MAX, retry = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        uint64_t W = t->limits[i].window_ms, L = t->limits[i].limit;
+        roll(&e->w[i], now_ms, W);
+        uint64_t est = estimate(&e->w[i], now_ms, W);
+        if (est + 1 > L) {
+            allowed = 0;
+            uint64_t wms = wait_ms(&e->w[i], now_ms, W, L);
+            if (wms > retry)
+                retry = wms;
+        }
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        uint64_t W = t->limits[i].window_ms, L = t->limits[i].limit;
+        if (allowed)
+            e->w[i].curr++;
+        uint64_t est = estimate(&e->w[i], now_ms, W);
+        uint64_t rem = est >= L ? 0 : L - est;
+        if (rem < least || (rem == least && !allowed)) {
+            least = rem;
+            out->decisive = i;
+            out->reset_s = (e->w[i].start + W - now_ms + 999) / 1000;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    out->allowed = allowed;
+    out->remaining = least;
+    if (!allowed) {
+        out->retry_after_s = (retry + 999) / 1000;
+        if (out->retry_after_s == 0)
+            out->retry_after_s = 1;
+        out->reset_s = out->retry_after_s; /* when quota is available again */
+    }
+}
+
+/* ---- the filter ---- */
+
+typedef enum { KEY_CLIENT, KEY_IDENTITY, KEY_ROUTE, KEY_HEADER } key_part_kind_t;
+
+typedef struct key_part {
+    key_part_kind_t kind;
+    char *header;
+} key_part_t;
+
+typedef struct rl_conf {
+    key_part_t parts[4];
+    size_t n_parts;
+    tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
+    size_t n_limits;
+    int response_headers;      /* also on allowed responses */
+    int legacy;                /* RateLimit-Limit/-Remaining/-Reset instead of the draft fields */
+    tg_rl_table_t *table;
+} rl_conf_t;
+
+static void rl_destroy(void *p)
+{
+    rl_conf_t *c = p;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_parts; i++)
+        free(c->parts[i].header);
+    tg_rl_table_free(c->table);
+    free(c);
+}
+
+static int parse_key_part(tg_node_t *n, const char *s, key_part_t *kp)
+{
+    if (strcmp(s, "client_address") == 0)
+        kp->kind = KEY_CLIENT;
+    else if (strcmp(s, "identity") == 0)
+        kp->kind = KEY_IDENTITY;
+    else if (strcmp(s, "route") == 0)
+        kp->kind = KEY_ROUTE;
+    else if (strncmp(s, "header:", 7) == 0 && s[7] != '\0') {
+        kp->kind = KEY_HEADER;
+        kp->header = strdup(s + 7);
+    } else {
+        tg_node_error(n, "rate_limit key: '%s' is not one of client_address, identity, route, header:NAME", s);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
+{
+    uint64_t l, w;
+    if (!tg_node_present(lim) || !tg_node_present(win)) {
+        tg_node_error(tg_node_present(lim) ? lim : win, "rate_limit: a limit needs both 'limit' and 'window'");
+        return -1;
+    }
+    if (tg_node_uint(lim, "limit", 1, 1000000000, &l) < 0 || tg_node_duration(win, "window", &w) < 0)
+        return -1;
+    if (w < 1) {
+        tg_node_error(win, "window: must be at least 1ms");
+        return -1;
+    }
+    if (c->n_limits == TG_RL_MAX_LIMITS) {
+        tg_node_error(lim, "rate_limit: at most %d limits", TG_RL_MAX_LIMITS);
+        return -1;
+    }
+    c->limits[c->n_limits++] = (tg_rl_limit_t){ l, w };
+    return 0;
+}
+
+static void *rl_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "key", "limit", "window", "limits", "response_headers", "header_style" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_N };
+    tg_node_t v[K_N];
+    rl_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "rate_limit", keys, K_N, v);
+    if (!tg_node_present(&v[K_KEY])) {
+        c->parts[c->n_parts++].kind = KEY_CLIENT;
+    } else if (tg_node_is_seq(&v[K_KEY])) {
+        char **list = NULL;
+        size_t n = 0;
+        if (tg_node_str_list(&v[K_KEY], "key", &list, &n) < 0 || n == 0 || n > 4) {
+            if (n > 4 || n == 0)
+                tg_node_error(&v[K_KEY], "rate_limit key: give 1 to 4 parts");
+            rc = -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (rc == 0 && parse_key_part(&v[K_KEY], list[i], &c->parts[c->n_parts]) == 0)
+                c->n_parts++;
+            else
+                rc = -1;
+            free(list[i]);
+        }
+        free(list);
+    } else {
+        char *k = tg_node_str(&v[K_KEY], "key");
+        if (k == NULL || parse_key_part(&v[K_KEY], k, &c->parts[c->n_parts]) < 0)
+            rc = -1;
+        else
+            c->n_parts++;
+        free(k);
+    }
+    if (tg_node_present(&v[K_LIMIT]) || tg_node_present(&v[K_WINDOW]))
+        if (parse_limit(&v[K_LIMIT], &v[K_WINDOW], c) < 0)
+            rc = -1;
+    if (tg_node_present(&v[K_LIMITS])) {
+        for (size_t i = 0; i < tg_node_seq_len(&v[K_LIMITS]); i++) {
+            tg_node_t item = tg_node_seq_item(&v[K_LIMITS], i), f[2];
+            static const char *const lk[] = { "limit", "window" };
+            if (tg_node_fields(&item, "rate_limit limits", lk, 2, f) < 0 || parse_limit(&f[0], &f[1], c) < 0)
+                rc = -1;
+        }
+        if (!tg_node_is_seq(&v[K_LIMITS])) {
+            tg_node_error(&v[K_LIMITS], "limits must be a list of { limit, window }");
+            rc = -1;
+        }
+    }
+    if (rc == 0 && c->n_limits == 0) {
+        tg_node_error(node, "rate_limit: give 'limit' and 'window', or 'limits'");
+        rc = -1;
+    }
+    if (tg_node_present(&v[K_RESP]) && tg_node_bool(&v[K_RESP], "response_headers", &c->response_headers) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_STYLE])) {
+        char *s = tg_node_str(&v[K_STYLE], "header_style");
+        if (s && strcmp(s, "legacy") == 0)
+            c->legacy = 1;
+        else if (s == NULL || strcmp(s, "draft") != 0) {
+            if (s)
+                tg_node_error(&v[K_STYLE], "header_style: '%s' is not one of draft, legacy", s);
+            rc = -1;
+        }
+        free(s);
+    }
+    if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits)) == NULL)
+        rc = -1;
+    if (rc < 0) {
+        rl_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Builds "part\x1fpart..." in buf. */
+static size_t build_key(const rl_conf_t *c, tg_filter_exchange_t *fx, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_parts; i++) {
+        const char *v = "";
+        const tg_header_t *h;
+        switch (c->parts[i].kind) {
+        case KEY_CLIENT:
+            v = fx->client_addr;
+            break;
+        case KEY_IDENTITY: /* the auth filter's identity, else the client address */
+            v = fx->identity ? fx->identity : fx->client_addr;
+            break;
+        case KEY_ROUTE:
+            v = fx->route;
+            break;
+        case KEY_HEADER:
+            h = tg_headers_get(&fx->req->headers, c->parts[i].header);
+            v = h ? h->value : "";
+            break;
+        }
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? "\x1f" : "", v);
+        if (w < 0 || (size_t)w >= cap - n)
+            return cap - 1;
+        n += (size_t)w;
+    }
+    return n;
+}
+
+static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+{
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *v = tg_arena_strndup(a, buf, n < 0 ? 0 : (size_t)n);
+    if (v != NULL)
+        tg_headers_add(h, a, name, strlen(name), v, strlen(v));
+}
+
+static void rate_headers(const rl_conf_t *c, const tg_rl_result_t *r, tg_headers_t *h, tg_arena_t *a)
+{
+    const tg_rl_limit_t *l = &c->limits[r->decisive];
+    unsigned long long q = (unsigned long long)l->limit, w = (unsigned long long)(l->window_ms + 999) / 1000;
+    if (c->legacy) {
+        add_header(h, a, "ratelimit-limit", "%llu", q);
+        add_header(h, a, "ratelimit-remaining", "%llu", (unsigned long long)r->remaining);
+        add_header(h, a, "ratelimit-reset", "%llu", (unsigned long long)r->reset_s);
+    } else { /* draft-ietf-httpapi-ratelimit-headers, structured fields */
+        add_header(h, a, "ratelimit-policy", "\"default\";q=%llu;w=%llu", q, w);
+        add_header(h, a, "ratelimit", "\"default\";r=%llu;t=%llu", (unsigned long long)r->remaining,
+                   (unsigned long long)r->reset_s);
+    }
+}
+
+static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    rl_conf_t *c = p;
+    char key[512];
+    size_t len = build_key(c, fx, key, sizeof(key));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    tg_rl_result_t r;
+    tg_rl_check(c->table, key, len, now, &r);
+    if (!r.allowed) {
+        fx->reply_status = 429;
+        fx->reply_message = "rate limited";
+        add_header(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r.retry_after_s);
+        rate_headers(c, &r, &fx->reply_headers, fx->arena);
+        return TG_FILTER_REPLY;
+    }
+    if (c->response_headers)
+        rate_headers(c, &r, &fx->response_headers, fx->arena);
+    return TG_FILTER_CONTINUE;
+}
+
+const tg_filter_type_t tg_filter_rate_limit = {
+    .name = "rate_limit",
+    .create = rl_create,
+    .destroy = rl_destroy,
+    .on_request = rl_on_request,
+};

@@ -1,0 +1,42 @@
+/*
+ * filters/ratelimit.h — the `rate_limit` filter and its sliding-window
+ * table (exposed for unit tests with a fake clock). See docs/filters.md
+ * for the algorithm, its accuracy bound and memory per key.
+ */
+#ifndef TG_FILTERS_RATELIMIT_H
+#define TG_FILTERS_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "filters/filter.h"
+
+extern const tg_filter_type_t tg_filter_rate_limit;
+
+#define TG_RL_MAX_LIMITS 8
+
+typedef struct tg_rl_limit {
+    uint64_t limit;
+    uint64_t window_ms;
+} tg_rl_limit_t;
+
+typedef struct tg_rl_result {
+    int allowed;
+    size_t decisive;       /* index of the limit with the least room left */
+    uint64_t remaining;    /* requests left in that limit's window */
+    uint64_t reset_s;      /* seconds until that window rolls over */
+    uint64_t retry_after_s;/* when denied: seconds until a request would pass */
+} tg_rl_result_t;
+
+typedef struct tg_rl_table tg_rl_table_t;
+
+/* A table of counters for these limits; thread-safe (sharded locks). */
+tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n);
+void tg_rl_table_free(tg_rl_table_t *t);
+/* Decides one request for key at now_ms (any monotonic millisecond clock)
+ * and, if every limit has room, counts it. */
+void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out);
+/* Keys currently held (idle keys expire after twice the longest window). */
+size_t tg_rl_table_size(tg_rl_table_t *t);
+
+#endif
