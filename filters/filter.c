@@ -6,12 +6,14 @@
 
 #include <string.h>
 
+#include "filters/accesslog.h"
 #include "filters/auth.h"
 #include "filters/ratelimit.h"
 
 static const tg_filter_type_t *const builtin[] = {
     &tg_filter_auth,
     &tg_filter_rate_limit,
+    &tg_filter_access_log,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -24,7 +26,7 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit";
+    return "auth, rate_limit, access_log";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
@@ -57,4 +59,29 @@ void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list
         if (f->type->on_response)
             f->type->on_response(f->conf, fx, index, resp);
     }
+}
+
+void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
+                            const tg_filter_record_t *rec)
+{
+    for (size_t i = route->n; i-- > 0;)
+        if (route->v[i].type->on_complete)
+            route->v[i].type->on_complete(route->v[i].conf, fx, rec);
+    for (size_t i = global->n; i-- > 0;)
+        if (global->v[i].type->on_complete)
+            global->v[i].type->on_complete(global->v[i].conf, fx, rec);
+}
+
+static void reopen_list(const tg_filter_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].type->reopen)
+            l->v[i].type->reopen(l->v[i].conf);
+}
+
+void tg_filters_reopen(const tg_config_t *cfg)
+{
+    reopen_list(&cfg->filters);
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        reopen_list(&cfg->routes[i].filters);
 }

@@ -41,6 +41,7 @@ typedef struct tg_filter_exchange {
     const char *client_addr;
     const char *route;          /* route name */
     size_t listener;
+    unsigned worker;            /* the worker's index, for per-worker state */
     /* The client's identity: set by an auth filter (token name, API key
      * name, JWT sub); later filters (rate_limit key: identity) read it. */
     const char *identity;
@@ -53,6 +54,25 @@ typedef struct tg_filter_exchange {
     void *state[TG_FILTER_MAX_PER_CHAIN]; /* one slot per filter of the chain */
 } tg_filter_exchange_t;
 
+/* The final record of an exchange, for completion hooks (access logs). */
+typedef struct tg_filter_record {
+    int64_t start_unix_us;      /* wall clock at the request head */
+    const char *request_id;
+    const char *listener;
+    const char *route;          /* "" if no route matched */
+    const char *method, *path, *protocol;
+    int status;                 /* 0: no response was sent */
+    uint64_t bytes_in, bytes_out; /* body bytes from / to the client */
+    const char *client_addr;
+    const char *identity;       /* NULL if none */
+    const char *upstream;       /* endpoint of the last attempt, NULL if none */
+    unsigned attempts;
+    uint64_t total_us;          /* request head complete -> exchange end */
+    uint64_t connect_us;        /* last attempt's upstream connect (0: pooled) */
+    uint64_t ttfb_us;           /* request sent -> upstream response head */
+    uint64_t upstream_us;       /* request sent -> upstream response end */
+} tg_filter_record_t;
+
 typedef struct tg_filter_type {
     const char *name;           /* the YAML key: `- name: {...}` */
     /* Parses the filter's node; returns the instance config, or NULL after
@@ -64,6 +84,10 @@ typedef struct tg_filter_type {
     tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
     /* Before the response head goes to the client (may add headers). */
     void (*on_response)(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp);
+    /* The exchange is over (whatever happened). On the worker thread. */
+    void (*on_complete)(void *conf, tg_filter_exchange_t *fx, const tg_filter_record_t *rec);
+    /* SIGUSR1: reopen files (log rotation). Main thread. */
+    void (*reopen)(void *conf);
 } tg_filter_type_t;
 
 /* The built-in filter types, by name; NULL if unknown. */
@@ -75,6 +99,12 @@ const char *tg_filter_names(void);
  * TG_FILTER_REPLY as soon as one filter does. */
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                          tg_filter_exchange_t *fx);
+/* Runs the completion hooks in reverse order. */
+void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
+                            const tg_filter_record_t *rec);
+/* Calls every filter's reopen hook in a config (SIGUSR1). */
+void tg_filters_reopen(const tg_config_t *cfg);
+
 /* Runs the response hooks in reverse order. */
 void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
                             tg_response_t *resp);

@@ -69,6 +69,7 @@ struct tg_exchange {
     size_t attempts, tried;
     unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
     const tg_endpoint_t *ep;
+    const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
     up_error_t last_error;
 
     tg_upconn_t *up;
@@ -77,6 +78,10 @@ struct tg_exchange {
 
     size_t listener;
     tg_filter_exchange_t fx;    /* the filters' view of this exchange */
+    int64_t start_unix_us;      /* wall clock, for logs */
+    uint64_t t_connect, t_sent, t_head; /* monotonic us of the last attempt's phases */
+    uint64_t connect_us;        /* last attempt's connect time (0: pooled) */
+    uint64_t bytes_in, bytes_out;
     uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
     char client_addr[INET6_ADDRSTRLEN];
@@ -181,8 +186,33 @@ static void record(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
-    uint64_t us = ex->start_us ? now_us() - ex->start_us : 0;
-    tg_stats_request_done(ex->w->stats, slot, ex->resp_started ? ex->resp.status : 0, us);
+    uint64_t now = now_us(), us = ex->start_us ? now - ex->start_us : 0;
+    int status = ex->resp_started ? ex->resp.status : 0;
+    tg_stats_request_done(ex->w->stats, slot, status, us);
+    if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
+        return;
+    const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
+    tg_filter_record_t rec = {
+        .start_unix_us = ex->start_unix_us,
+        .request_id = rid ? rid->value : NULL,
+        .listener = ex->listener < s->cfg->n_listeners ? s->cfg->listeners[ex->listener].name : "",
+        .route = ex->route->name,
+        .method = ex->req.method,
+        .path = ex->req.target,
+        .protocol = ex->req.version == 10 ? "HTTP/1.0" : "HTTP/1.1",
+        .status = status,
+        .bytes_in = ex->bytes_in,
+        .bytes_out = ex->bytes_out,
+        .client_addr = ex->client_addr,
+        .identity = ex->fx.identity,
+        .upstream = ex->last_ep ? ex->last_ep->conf->address : NULL,
+        .attempts = (unsigned)ex->tried,
+        .total_us = us,
+        .connect_us = ex->connect_us,
+        .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
+        .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
+    };
+    tg_filters_on_complete(&s->cfg->filters, &ex->route->filters, &ex->fx, &rec);
 }
 
 static void recycle(tg_exchange_t *ex)
@@ -266,6 +296,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
+    ex->bytes_out += (uint64_t)blen;
     if (ex->ops->write_head(ex->ds, r) < 0 || evbuffer_add(ex->scratch, body, (size_t)blen) < 0 ||
         ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds) < 0) {
         finish(ex, 1);
@@ -314,6 +345,19 @@ static char *join_list(tg_arena_t *a, const char *first, const char *second)
     return v;
 }
 
+/* X-Request-Id: the client's, or a new one. Before the filters run, so
+ * that every log line of the exchange carries it. */
+static int ensure_request_id(tg_exchange_t *ex)
+{
+    if (tg_headers_get(&ex->req.headers, "x-request-id") != NULL)
+        return 0;
+    char *id = tg_arena_alloc(&ex->arena, 37);
+    if (id == NULL)
+        return -1;
+    make_request_id(ex, id);
+    return tg_headers_add(&ex->req.headers, &ex->arena, "x-request-id", 12, id, 36);
+}
+
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
  * forwarding headers set, route rules applied. Done once per exchange. */
 static int prepare_request_headers(tg_exchange_t *ex)
@@ -339,14 +383,6 @@ static int prepare_request_headers(tg_exchange_t *ex)
     v = via_old ? join_list(a, via_old, via_self) : (char *)via_self;
     if (v == NULL || tg_headers_set(h, a, "via", v) < 0)
         return -1;
-    if (tg_headers_get(h, "x-request-id") == NULL) {
-        char *id = tg_arena_alloc(a, 37);
-        if (id == NULL)
-            return -1;
-        make_request_id(ex, id);
-        if (tg_headers_add(h, a, "x-request-id", 12, id, 36) < 0)
-            return -1;
-    }
     if (tg_headers_apply_rules(h, a, &ex->route->request_headers) < 0)
         return -1;
     if (upgrade && (tg_headers_add(h, a, "connection", 10, "upgrade", 7) < 0 ||
@@ -457,6 +493,7 @@ static int pump_request(tg_exchange_t *ex)
             return -1;
         if (n > 0) {
             ex->req_sent_any = 1;
+            ex->bytes_in += (uint64_t)n;
             if (tg_h1_write_body(out, ex->up_req_body, ex->scratch) < 0) {
                 tg_exchange_reply(ex, 500, "out of memory");
                 return -1;
@@ -499,6 +536,7 @@ static int pump_response(tg_exchange_t *ex)
             finish(ex, 1);
             return -1;
         }
+        ex->bytes_out += n > 0 ? (uint64_t)n : 0;
         if (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
             finish(ex, 1);
             return -1;
@@ -593,6 +631,7 @@ static int read_response_head(tg_exchange_t *ex)
             continue;
         }
         report_health(ex, ex->resp.status < 500);
+        ex->t_head = now_us();
         if (ex->body_kept) { /* the upstream answered: no replay from here on */
             evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
             ex->body_kept = 0;
@@ -606,6 +645,9 @@ static void on_connected(tg_exchange_t *ex)
     tg_sock_t *sock = ex->up->sock;
     ex->state = EX_WAIT_HEAD;
     tg_counter_add(&ep_stats(ex)->requests, 1);
+    ex->t_sent = now_us();
+    if (ex->up->reused == 0)
+        ex->connect_us = ex->t_sent - ex->t_connect;
     tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
     if (write_request_head(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
@@ -753,6 +795,9 @@ static void try_next_endpoint(tg_exchange_t *ex)
              * pooled connection turn out stale: it gets a new connection. */
             int replayable = ex->req_done && !ex->req_sent_any;
             int fresh = 0;
+            ex->last_ep = ex->ep;
+            ex->t_connect = now_us();
+            ex->connect_us = 0;
             ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
             if (ex->up == NULL) {
                 tg_warn("upstream %s: connect failed", ex->ep->conf->address);
@@ -794,6 +839,9 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
 {
     ex->listener = listener;
     ex->start_us = now_us();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
     ex->scheme = scheme;
     snprintf(ex->client_addr, sizeof(ex->client_addr), "%s", client_addr);
     if (ex->req.body == TG_BODY_NONE)
@@ -805,6 +853,10 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         return;
     }
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
+    if (ensure_request_id(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
     if (cfg->filters.n || ex->route->filters.n) {
         tg_filter_exchange_t *fx = &ex->fx;
         fx->req = &ex->req;
@@ -812,6 +864,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->client_addr = ex->client_addr;
         fx->route = ex->route->name;
         fx->listener = listener;
+        fx->worker = ex->w->id;
         if (tg_filters_on_request(&cfg->filters, &ex->route->filters, fx) == TG_FILTER_REPLY) {
             tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
             return;
@@ -825,8 +878,10 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
      * malformed or oversized body is refused without bothering one. */
     if (!ex->req_done) {
         int fin = 0;
-        if (read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin) < 0)
+        ssize_t n = read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin);
+        if (n < 0)
             return;
+        ex->bytes_in += (uint64_t)n;
         ex->req_done = fin != 0;
     }
     ex->rr = tg_cluster_rr_next(ex->cluster);

@@ -23,6 +23,7 @@
 
 #include <event2/buffer.h>
 
+#include "filters/filter.h"
 #include "proxy/admin.h"
 #include "proxy/health.h"
 #include "proxy/http.h"
@@ -42,7 +43,7 @@ typedef struct process {
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
-    struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1, *drain_timer;
     int watch_fd;                    /* inotify, with --watch; else -1 */
     char *watch_name;                /* the config file's name in its directory */
     struct event *watch_ev, *watch_timer;
@@ -311,6 +312,11 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     process_t *p = arg;
+    if (sig == SIGUSR1) {
+        tg_info("SIGUSR1: reopening log files");
+        tg_filters_reopen(p->snap->cfg);
+        return;
+    }
     if (sig == SIGHUP) {
         tg_errors_t errs = { 0 };
         tg_info("SIGHUP: reloading %s", p->path);
@@ -417,9 +423,11 @@ int tg_process_run(const char *path, int watch)
     p.sig_term = evsignal_new(p.base, SIGTERM, on_signal, &p);
     p.sig_int = evsignal_new(p.base, SIGINT, on_signal, &p);
     p.sig_hup = evsignal_new(p.base, SIGHUP, on_signal, &p);
+    p.sig_usr1 = evsignal_new(p.base, SIGUSR1, on_signal, &p);
     p.drain_timer = evtimer_new(p.base, on_drain_timeout, &p);
-    if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.drain_timer || evsignal_add(p.sig_term, NULL) < 0 ||
-        evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0)
+    if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.sig_usr1 || !p.drain_timer ||
+        evsignal_add(p.sig_term, NULL) < 0 || evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0 ||
+        evsignal_add(p.sig_usr1, NULL) < 0)
         goto out;
     if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
         goto out;
@@ -467,6 +475,8 @@ out:
         event_free(p.sig_int);
     if (p.sig_hup)
         event_free(p.sig_hup);
+    if (p.sig_usr1)
+        event_free(p.sig_usr1);
     if (p.drain_timer)
         event_free(p.drain_timer);
     if (p.base)

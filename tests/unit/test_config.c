@@ -219,7 +219,11 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
-    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit)");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, access_log)");
+    expect_error(BASE_LISTENERS "filters:\n  - access_log: { format: \"{method} {nope}\" }\n",
+                 "t.yaml:5:27: access_log format: unknown or unclosed placeholder at '{nope}'");
+    expect_error(BASE_LISTENERS "filters:\n  - access_log: { path: /nonexistent/dir/a.log }\n",
+                 "t.yaml:5:25: access_log path: cannot open /nonexistent/dir/a.log");
     expect_error(BASE_LISTENERS "filters:\n  - auth: {}\n    rate_limit: {}\n", "t.yaml:5:5: filters: each filter is a mapping with one key");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [a], foo: 1 }\n", "t.yaml:5:33: unknown key 'foo' in auth");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys or allow");

@@ -1,0 +1,435 @@
+/*
+ * filters/accesslog.c — access logging.
+ *
+ * Each worker formats its line into its own buffer slot (a mutex per slot,
+ * shared only with the writer thread, never between workers). A writer
+ * thread wakes every 100 ms (or when a slot passes 64 KiB), swaps each
+ * slot's buffer for an empty one, and writes it out with one write() per
+ * slot. A slot that reaches 4 MiB (the disk cannot keep up) drops further
+ * lines and counts them, and the writer reports the count: the worker is
+ * never blocked and never silently loses a line unreported. SIGUSR1 sets a
+ * flag the writer acts on by reopening the file (for logrotate).
+ */
+#include "filters/accesslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/log.h"
+
+#define SLOTS 256
+#define WAKE_BYTES (64 * 1024)
+#define MAX_BYTES (4 * 1024 * 1024)
+#define LINE_MAX_BYTES 8192
+
+typedef struct slot {
+    pthread_mutex_t lock;
+    char *buf;
+    size_t len, cap;
+} slot_t;
+
+typedef struct access_log {
+    char *path;                 /* NULL: stdout */
+    char *template;             /* NULL: JSON */
+    int fd;
+    pthread_t thread;
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;
+    atomic_int stop, reopen;
+    atomic_ullong dropped;
+    slot_t slots[SLOTS];
+} access_log_t;
+
+/* ---- formatting ---- */
+
+typedef struct out {
+    char *p;
+    size_t len, cap;
+} out_t;
+
+static void put(out_t *o, const char *s, size_t n)
+{
+    if (o->len + n < o->cap) {
+        memcpy(o->p + o->len, s, n);
+        o->len += n;
+    } else {
+        o->len = o->cap; /* mark overflow: the line is truncated */
+    }
+}
+
+static void puts_(out_t *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void put_json_str(out_t *o, const char *s)
+{
+    if (s == NULL) {
+        puts_(o, "null");
+        return;
+    }
+    char esc[2048];
+    tg_json_escape(esc, sizeof(esc), s);
+    puts_(o, "\"");
+    puts_(o, esc);
+    puts_(o, "\"");
+}
+
+static void put_u64(out_t *o, uint64_t v)
+{
+    char b[24];
+    put(o, b, tg_fmt_u64(b, v));
+}
+
+static void put_ms(out_t *o, uint64_t us)
+{
+    char b[32];
+    int n = snprintf(b, sizeof(b), "%llu.%03llu", (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
+    put(o, b, (size_t)n);
+}
+
+static void put_time(out_t *o, int64_t unix_us)
+{
+    time_t s = (time_t)(unix_us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char b[40];
+    int n = snprintf(b, sizeof(b), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_us / 1000 % 1000));
+    put(o, b, (size_t)n);
+}
+
+/* One field, by name, as JSON (quoted where a string). Returns 0 if the
+ * name is unknown. */
+static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_record_t *r, int json)
+{
+#define IS(s) (nlen == sizeof(s) - 1 && memcmp(name, s, nlen) == 0)
+#define STR(v) (json ? put_json_str(o, v) : puts_(o, (v) ? (v) : "-"))
+    if (IS("time"))
+        json ? (puts_(o, "\""), put_time(o, r->start_unix_us), puts_(o, "\"")) : put_time(o, r->start_unix_us);
+    else if (IS("request_id"))
+        STR(r->request_id);
+    else if (IS("listener"))
+        STR(r->listener);
+    else if (IS("route"))
+        STR(r->route);
+    else if (IS("method"))
+        STR(r->method);
+    else if (IS("path"))
+        STR(r->path);
+    else if (IS("protocol"))
+        STR(r->protocol);
+    else if (IS("status"))
+        put_u64(o, (uint64_t)r->status);
+    else if (IS("grpc_status"))
+        puts_(o, json ? "null" : "-");
+    else if (IS("bytes_in"))
+        put_u64(o, r->bytes_in);
+    else if (IS("bytes_out"))
+        put_u64(o, r->bytes_out);
+    else if (IS("client"))
+        STR(r->client_addr);
+    else if (IS("identity"))
+        STR(r->identity);
+    else if (IS("upstream"))
+        STR(r->upstream);
+    else if (IS("attempts"))
+        put_u64(o, r->attempts);
+    else if (IS("duration_ms"))
+        put_ms(o, r->total_us);
+    else if (IS("upstream_connect_ms"))
+        put_ms(o, r->connect_us);
+    else if (IS("upstream_ttfb_ms"))
+        put_ms(o, r->ttfb_us);
+    else if (IS("upstream_ms"))
+        put_ms(o, r->upstream_us);
+    else
+        return 0;
+    return 1;
+#undef IS
+#undef STR
+}
+
+static const char *const json_fields[] = {
+    "time", "request_id", "listener", "route", "method", "path", "protocol", "status", "grpc_status",
+    "bytes_in", "bytes_out", "client", "identity", "upstream", "attempts", "duration_ms",
+    "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms",
+};
+
+size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
+{
+    out_t o = { buf, 0, cap };
+    puts_(&o, "{");
+    for (size_t i = 0; i < sizeof(json_fields) / sizeof(json_fields[0]); i++) {
+        puts_(&o, i ? ", \"" : "\"");
+        puts_(&o, json_fields[i]);
+        puts_(&o, "\": ");
+        put_field(&o, json_fields[i], strlen(json_fields[i]), r, 1);
+    }
+    puts_(&o, "}\n");
+    if (o.len >= cap) { /* truncated: never emit half a JSON object */
+        o.len = 0;
+        snprintf(buf, cap, "{\"error\": \"access log line too long\"}\n");
+        return strlen(buf);
+    }
+    return o.len;
+}
+
+/* "{name}" placeholders replaced by field values; other text kept. */
+static size_t format_template(char *buf, size_t cap, const char *t, const tg_filter_record_t *r)
+{
+    out_t o = { buf, 0, cap - 1 };
+    while (*t) {
+        const char *open = strchr(t, '{'), *close = open ? strchr(open, '}') : NULL;
+        if (open == NULL || close == NULL) {
+            puts_(&o, t);
+            break;
+        }
+        put(&o, t, (size_t)(open - t));
+        put_field(&o, open + 1, (size_t)(close - open - 1), r, 0);
+        t = close + 1;
+    }
+    if (o.len >= cap - 1)
+        o.len = cap - 2;
+    buf[o.len++] = '\n';
+    return o.len;
+}
+
+/* ---- the writer ---- */
+
+static int open_log(access_log_t *l)
+{
+    if (l->path == NULL)
+        return STDOUT_FILENO;
+    return open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+
+static void write_all(access_log_t *l, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(l->fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            atomic_fetch_add(&l->dropped, 1);
+            return;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void flush_slots(access_log_t *l, char **spare, size_t *spare_cap)
+{
+    for (size_t i = 0; i < SLOTS; i++) {
+        slot_t *s = &l->slots[i];
+        pthread_mutex_lock(&s->lock);
+        if (s->len == 0) {
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        char *full = s->buf;
+        size_t len = s->len, cap = s->cap;
+        s->buf = *spare;
+        s->cap = *spare_cap;
+        s->len = 0;
+        pthread_mutex_unlock(&s->lock);
+        if (s->buf == NULL) { /* no spare yet: keep the old buffer, written below */
+            pthread_mutex_lock(&s->lock);
+            s->buf = full;
+            s->cap = cap;
+            write_all(l, full, len);
+            s->len = 0;
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        write_all(l, full, len);
+        *spare = full;
+        *spare_cap = cap;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    access_log_t *l = arg;
+    char *spare = malloc(WAKE_BYTES * 2);
+    size_t spare_cap = spare ? WAKE_BYTES * 2 : 0;
+    for (;;) {
+        pthread_mutex_lock(&l->wake_lock);
+        if (!atomic_load(&l->stop)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&l->wake, &l->wake_lock, &ts);
+        }
+        pthread_mutex_unlock(&l->wake_lock);
+        flush_slots(l, &spare, &spare_cap);
+        unsigned long long d = atomic_exchange(&l->dropped, 0);
+        if (d)
+            tg_warn("access_log %s: %llu line(s) dropped (output too slow or failing)", l->path ? l->path : "stdout", d);
+        if (atomic_exchange(&l->reopen, 0) && l->path != NULL) {
+            int fd = open_log(l);
+            if (fd < 0) {
+                tg_error("access_log: cannot reopen %s: %s", l->path, strerror(errno));
+            } else {
+                close(l->fd);
+                l->fd = fd;
+            }
+        }
+        if (atomic_load(&l->stop)) {
+            flush_slots(l, &spare, &spare_cap);
+            break;
+        }
+    }
+    free(spare);
+    return NULL;
+}
+
+/* ---- the filter ---- */
+
+static void al_destroy(void *p)
+{
+    access_log_t *l = p;
+    if (l == NULL)
+        return;
+    if (l->fd >= 0 && l->thread) {
+        pthread_mutex_lock(&l->wake_lock);
+        atomic_store(&l->stop, 1);
+        pthread_cond_signal(&l->wake);
+        pthread_mutex_unlock(&l->wake_lock);
+        pthread_join(l->thread, NULL); /* the writer flushes what is left */
+    }
+    if (l->fd > STDOUT_FILENO)
+        close(l->fd);
+    for (size_t i = 0; i < SLOTS; i++) {
+        free(l->slots[i].buf);
+        pthread_mutex_destroy(&l->slots[i].lock);
+    }
+    pthread_mutex_destroy(&l->wake_lock);
+    pthread_cond_destroy(&l->wake);
+    free(l->path);
+    free(l->template);
+    free(l);
+}
+
+static void *al_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "path", "format" };
+    tg_node_t v[2];
+    access_log_t *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->fd = -1;
+    pthread_mutex_init(&l->wake_lock, NULL);
+    pthread_cond_init(&l->wake, NULL);
+    for (size_t i = 0; i < SLOTS; i++)
+        pthread_mutex_init(&l->slots[i].lock, NULL);
+    int rc = tg_node_fields(node, "access_log", keys, 2, v);
+    if (tg_node_present(&v[0])) {
+        char *p = tg_node_str(&v[0], "access_log path");
+        if (p == NULL) {
+            rc = -1;
+        } else if (strcmp(p, "stdout") != 0) {
+            l->path = p;
+            p = NULL;
+        }
+        free(p);
+    }
+    if (tg_node_present(&v[1])) {
+        char *f = tg_node_str(&v[1], "access_log format");
+        if (f == NULL) {
+            rc = -1;
+        } else if (strcmp(f, "json") != 0) {
+            /* a template: check its placeholders now */
+            for (const char *t = f; (t = strchr(t, '{')) != NULL;) {
+                const char *close = strchr(t, '}');
+                char scratch[64];
+                out_t o = { scratch, 0, sizeof(scratch) };
+                tg_filter_record_t dummy = { 0 };
+                if (close == NULL || !put_field(&o, t + 1, (size_t)(close - t - 1), &dummy, 0)) {
+                    tg_node_error(&v[1], "access_log format: unknown or unclosed placeholder at '%.20s'", t);
+                    rc = -1;
+                    break;
+                }
+                t = close + 1;
+            }
+            l->template = f;
+            f = NULL;
+        }
+        free(f);
+    }
+    if (rc == 0 && (l->fd = open_log(l)) < 0) {
+        tg_node_error(&v[0], "access_log path: cannot open %s: %s", l->path, strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0 && pthread_create(&l->thread, NULL, writer_main, l) != 0) {
+        tg_node_error(node, "access_log: cannot start the writer thread");
+        rc = -1;
+    }
+    if (rc < 0) {
+        al_destroy(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void al_on_complete(void *p, tg_filter_exchange_t *fx, const tg_filter_record_t *rec)
+{
+    access_log_t *l = p;
+    char line[LINE_MAX_BYTES];
+    size_t n = l->template ? format_template(line, sizeof(line), l->template, rec)
+                           : tg_access_log_json(line, sizeof(line), rec);
+    slot_t *s = &l->slots[fx->worker % SLOTS];
+    int wake = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->len + n > MAX_BYTES) {
+        pthread_mutex_unlock(&s->lock);
+        atomic_fetch_add(&l->dropped, 1);
+        return;
+    }
+    if (s->len + n > s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : WAKE_BYTES * 2;
+        while (ncap < s->len + n)
+            ncap *= 2;
+        char *nb = realloc(s->buf, ncap);
+        if (nb == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            atomic_fetch_add(&l->dropped, 1);
+            return;
+        }
+        s->buf = nb;
+        s->cap = ncap;
+    }
+    memcpy(s->buf + s->len, line, n);
+    s->len += n;
+    wake = s->len > WAKE_BYTES;
+    pthread_mutex_unlock(&s->lock);
+    if (wake)
+        pthread_cond_signal(&l->wake);
+}
+
+static void al_reopen(void *p)
+{
+    access_log_t *l = p;
+    atomic_store(&l->reopen, 1);
+    pthread_cond_signal(&l->wake);
+}
+
+const tg_filter_type_t tg_filter_access_log = {
+    .name = "access_log",
+    .create = al_create,
+    .destroy = al_destroy,
+    .on_complete = al_on_complete,
+    .reopen = al_reopen,
+};
