@@ -94,7 +94,7 @@ http {{
 
 def wrk(port, args):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
-           f"http://127.0.0.1:{port}/"]
+           "-H", "Authorization: Bearer bench-token", f"http://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -145,6 +145,21 @@ routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
 """)
         candidates.append(("tollgate", tport, [TOLLGATE, "-c", os.path.join(d, "tollgate.yaml"), "-l", "warn"]))
+        # the same, with a realistic filter chain: auth + rate_limit (high
+        # limit) + access_log to a file
+        cport = free_port()
+        with open(os.path.join(d, "tollgate-chain.yaml"), "w") as f:
+            f.write(f"""workers: 1
+filters:
+  - auth: {{ bearer_tokens: [{{ name: bench, token: bench-token }}] }}
+  - rate_limit: {{ key: identity, limit: 1000000000, window: 1m }}
+  - access_log: {{ path: {d}/access.log }}
+listeners: [{{ name: bench, listen: '127.0.0.1:{cport}' }}]
+routes: [{{ name: all, cluster: backend }}]
+clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
+""")
+        candidates.append(("tollgate+chain", cport,
+                           [TOLLGATE, "-c", os.path.join(d, "tollgate-chain.yaml"), "-l", "warn"]))
         nport = free_port()
         candidates.append(("nginx", nport, ["nginx", "-c", nginx_conf(d, nport, f"""
   upstream backend {{ server 127.0.0.1:{bport}; keepalive 256; }}
@@ -212,6 +227,11 @@ backend be
         else:
             lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p99']:.2f} | {r['cpu']:.2f} | "
                          f"{r['rps'] / best_rps:.2f} | {r['p99'] / best_p99:.2f} | {r['cpu'] / best_cpu:.2f} |")
+    bare = next((r for r in results if r["name"] == "tollgate"), None)
+    chain = next((r for r in results if r["name"] == "tollgate+chain"), None)
+    if bare and chain:
+        lines += ["", f"Filter chain (auth + rate_limit + access_log to a file) vs the bare proxy: "
+                      f"req/s {chain['rps'] / bare['rps']:.2f}x, CPU/req {chain['cpu'] / bare['cpu']:.2f}x."]
     os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "out", "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -33,6 +33,10 @@ typedef struct slot {
     pthread_mutex_t lock;
     char *buf;
     size_t len, cap;
+    /* Used only by the slot's worker while formatting (no lock): the
+     * "YYYY-MM-DDTHH:MM:SS" of the last second formatted. */
+    int64_t cached_sec;
+    char cached_date[24];
 } slot_t;
 
 typedef struct access_log {
@@ -69,16 +73,31 @@ static void puts_(out_t *o, const char *s)
     put(o, s, strlen(s));
 }
 
+/* A JSON string, escaped directly into the output. */
 static void put_json_str(out_t *o, const char *s)
 {
     if (s == NULL) {
         puts_(o, "null");
         return;
     }
-    char esc[2048];
-    tg_json_escape(esc, sizeof(esc), s);
     puts_(o, "\"");
-    puts_(o, esc);
+    for (const char *run = s;; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c != 0 && c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(o, run, (size_t)(s - run));
+        if (c == 0)
+            break;
+        if (c == '"' || c == '\\') {
+            char e[2] = { '\\', (char)c };
+            put(o, e, 2);
+        } else {
+            static const char hex[] = "0123456789abcdef";
+            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+            put(o, e, 6);
+        }
+        run = s + 1;
+    }
     puts_(o, "\"");
 }
 
@@ -88,32 +107,52 @@ static void put_u64(out_t *o, uint64_t v)
     put(o, b, tg_fmt_u64(b, v));
 }
 
+/* Milliseconds with three decimals, from microseconds. */
 static void put_ms(out_t *o, uint64_t us)
 {
     char b[32];
-    int n = snprintf(b, sizeof(b), "%llu.%03llu", (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
-    put(o, b, (size_t)n);
+    size_t n = tg_fmt_u64(b, us / 1000);
+    unsigned frac = (unsigned)(us % 1000);
+    b[n++] = '.';
+    b[n++] = (char)('0' + frac / 100);
+    b[n++] = (char)('0' + frac / 10 % 10);
+    b[n++] = (char)('0' + frac % 10);
+    put(o, b, n);
 }
 
-static void put_time(out_t *o, int64_t unix_us)
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ"; the part up to the second is formatted once
+ * per second and kept in the worker's slot (cache may be NULL). */
+static void put_time(out_t *o, int64_t unix_us, slot_t *cache)
 {
-    time_t s = (time_t)(unix_us / 1000000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char b[40];
-    int n = snprintf(b, sizeof(b), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_us / 1000 % 1000));
-    put(o, b, (size_t)n);
+    int64_t sec = unix_us / 1000000;
+    char date[64]; /* room for any int year, to satisfy the compiler */
+    if (cache != NULL && cache->cached_sec == sec) {
+        memcpy(date, cache->cached_date, 19);
+    } else {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(date, sizeof(date), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (cache != NULL) {
+            memcpy(cache->cached_date, date, 19);
+            cache->cached_sec = sec;
+        }
+    }
+    put(o, date, 19);
+    unsigned ms = (unsigned)(unix_us / 1000 % 1000);
+    char b[5] = { '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z' };
+    put(o, b, 5);
 }
 
 /* One field, by name, as JSON (quoted where a string). Returns 0 if the
  * name is unknown. */
-static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_record_t *r, int json)
+static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_record_t *r, int json, slot_t *cache)
 {
 #define IS(s) (nlen == sizeof(s) - 1 && memcmp(name, s, nlen) == 0)
 #define STR(v) (json ? put_json_str(o, v) : puts_(o, (v) ? (v) : "-"))
     if (IS("time"))
-        json ? (puts_(o, "\""), put_time(o, r->start_unix_us), puts_(o, "\"")) : put_time(o, r->start_unix_us);
+        json ? (puts_(o, "\""), put_time(o, r->start_unix_us, cache), puts_(o, "\"")) : put_time(o, r->start_unix_us, cache);
     else if (IS("request_id"))
         STR(r->request_id);
     else if (IS("listener"))
@@ -163,7 +202,7 @@ static const char *const json_fields[] = {
     "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms",
 };
 
-size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
+static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, slot_t *cache)
 {
     out_t o = { buf, 0, cap };
     puts_(&o, "{");
@@ -171,7 +210,7 @@ size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
         puts_(&o, i ? ", \"" : "\"");
         puts_(&o, json_fields[i]);
         puts_(&o, "\": ");
-        put_field(&o, json_fields[i], strlen(json_fields[i]), r, 1);
+        put_field(&o, json_fields[i], strlen(json_fields[i]), r, 1, cache);
     }
     puts_(&o, "}\n");
     if (o.len >= cap) { /* truncated: never emit half a JSON object */
@@ -182,8 +221,13 @@ size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
     return o.len;
 }
 
+size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
+{
+    return format_json(buf, cap, r, NULL);
+}
+
 /* "{name}" placeholders replaced by field values; other text kept. */
-static size_t format_template(char *buf, size_t cap, const char *t, const tg_filter_record_t *r)
+static size_t format_template(char *buf, size_t cap, const char *t, const tg_filter_record_t *r, slot_t *cache)
 {
     out_t o = { buf, 0, cap - 1 };
     while (*t) {
@@ -193,7 +237,7 @@ static size_t format_template(char *buf, size_t cap, const char *t, const tg_fil
             break;
         }
         put(&o, t, (size_t)(open - t));
-        put_field(&o, open + 1, (size_t)(close - open - 1), r, 0);
+        put_field(&o, open + 1, (size_t)(close - open - 1), r, 0, cache);
         t = close + 1;
     }
     if (o.len >= cap - 1)
@@ -357,7 +401,7 @@ static void *al_create(tg_node_t *node, const char *config_path)
                 char scratch[64];
                 out_t o = { scratch, 0, sizeof(scratch) };
                 tg_filter_record_t dummy = { 0 };
-                if (close == NULL || !put_field(&o, t + 1, (size_t)(close - t - 1), &dummy, 0)) {
+                if (close == NULL || !put_field(&o, t + 1, (size_t)(close - t - 1), &dummy, 0, NULL)) {
                     tg_node_error(&v[1], "access_log format: unknown or unclosed placeholder at '%.20s'", t);
                     rc = -1;
                     break;
@@ -388,9 +432,9 @@ static void al_on_complete(void *p, tg_filter_exchange_t *fx, const tg_filter_re
 {
     access_log_t *l = p;
     char line[LINE_MAX_BYTES];
-    size_t n = l->template ? format_template(line, sizeof(line), l->template, rec)
-                           : tg_access_log_json(line, sizeof(line), rec);
     slot_t *s = &l->slots[fx->worker % SLOTS];
+    size_t n = l->template ? format_template(line, sizeof(line), l->template, rec, s)
+                           : format_json(line, sizeof(line), rec, s);
     int wake = 0;
     pthread_mutex_lock(&s->lock);
     if (s->len + n > MAX_BYTES) {

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <strings.h>
 
 typedef struct auth_conf {
+    EVP_MD *sha256;             /* fetched once: OpenSSL 3 one-shot calls re-fetch each time */
     tg_auth_secret_t *bearer;
     size_t n_bearer;
     tg_auth_secret_t *keys;
@@ -33,16 +35,31 @@ typedef struct auth_conf {
     char *challenge;            /* WWW-Authenticate value */
 } auth_conf_t;
 
-long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presented, size_t len)
+static long match_digest(const tg_auth_secret_t *secrets, size_t n, const unsigned char d[32])
 {
-    unsigned char d[32];
-    SHA256((const unsigned char *)presented, len, d);
     long found = -1;
     for (size_t i = 0; i < n; i++) {
         int eq = CRYPTO_memcmp(d, secrets[i].digest, 32) == 0;
         found = eq && found < 0 ? (long)i : found; /* no early exit */
     }
     return found;
+}
+
+long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presented, size_t len)
+{
+    unsigned char d[32];
+    SHA256((const unsigned char *)presented, len, d);
+    return match_digest(secrets, n, d);
+}
+
+/* The hot-path variant, with the digest implementation fetched at load. */
+static long conf_match(const auth_conf_t *c, const tg_auth_secret_t *secrets, size_t n, const char *presented)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    if (EVP_Digest(presented, strlen(presented), d, &dl, c->sha256, NULL) != 1 || dl != 32)
+        return -1;
+    return match_digest(secrets, n, d);
 }
 
 static void free_secrets(tg_auth_secret_t *s, size_t n)
@@ -68,6 +85,7 @@ static void auth_destroy(void *p)
     free(c->allow);
     free(c->identity_header);
     free(c->challenge);
+    EVP_MD_free(c->sha256);
     free(c);
 }
 
@@ -197,6 +215,10 @@ static void *auth_create(tg_node_t *node, const char *config_path)
         return NULL;
     int rc = tg_node_fields(node, "auth", keys, K_N, v);
     c->strip = 1;
+    if ((c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
+        tg_node_error(node, "auth: SHA-256 is not available from OpenSSL");
+        rc = -1;
+    }
     if (tg_node_present(&v[K_BEARER]) &&
         load_secrets(&v[K_BEARER], "bearer_tokens", "token", "token", &c->bearer, &c->n_bearer) < 0)
         rc = -1;
@@ -326,7 +348,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if ((match = tg_auth_match(c->bearer, c->n_bearer, tok, strlen(tok))) >= 0) {
+        if ((match = conf_match(c, c->bearer, c->n_bearer, tok)) >= 0) {
             name = c->bearer[match].name;
             if (c->strip)
                 tg_headers_remove(h, "authorization");
@@ -338,7 +360,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         const char *key = kh ? kh->value : c->key_query ? query_param(fx->req->target, c->key_query, buf, sizeof(buf)) : NULL;
         if (key != NULL) {
             presented = 1;
-            if ((match = tg_auth_match(c->keys, c->n_keys, key, strlen(key))) >= 0) {
+            if ((match = conf_match(c, c->keys, c->n_keys, key)) >= 0) {
                 name = c->keys[match].name;
                 if (c->strip && kh)
                     tg_headers_remove(h, c->key_header);
