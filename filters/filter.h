@@ -45,6 +45,10 @@ typedef struct tg_filter_exchange {
     /* The client's identity: set by an auth filter (token name, API key
      * name, JWT sub); later filters (rate_limit key: identity) read it. */
     const char *identity;
+    /* Decisions, counted by the exchange in its route's metrics. */
+    unsigned auth_failed : 1;   /* an auth filter refused (401/403) */
+    unsigned rl_allowed : 1;    /* a rate_limit filter let the request pass */
+    unsigned rl_limited : 1;    /* a rate_limit filter refused it (429) */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */
     int reply_status;
     const char *reply_message;

@@ -191,6 +191,7 @@ static void record(tg_exchange_t *ex)
     tg_stats_request_done(ex->w->stats, slot, status, us);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
+    tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,

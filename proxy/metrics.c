@@ -109,6 +109,26 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         evbuffer_add_printf(out, "} %llu\n",
                             (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)));
     }
+    family(out, "tollgate_auth_failures_total", "counter", "Requests refused by an auth filter (401/403), by route.");
+    for (size_t r = 0; r < c->n_routes; r++) {
+        evbuffer_add_printf(out, "tollgate_auth_failures_total{");
+        route_label(out, c->routes[r].name);
+        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r],
+                                                                           offsetof(tg_route_stats_t, auth_failures)));
+    }
+    family(out, "tollgate_ratelimit_decisions_total", "counter", "rate_limit filter decisions, by route.");
+    for (size_t r = 0; r < c->n_routes; r++) {
+        static const struct { const char *d; size_t off; } ds[] = {
+            { "allowed", offsetof(tg_route_stats_t, ratelimit_allowed) },
+            { "limited", offsetof(tg_route_stats_t, ratelimit_limited) },
+        };
+        for (size_t k = 0; k < 2; k++) {
+            evbuffer_add_printf(out, "tollgate_ratelimit_decisions_total{");
+            route_label(out, c->routes[r].name);
+            evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
+                                (unsigned long long)sum_route(w, n, s->route_slot[r], ds[k].off));
+        }
+    }
     family(out, "tollgate_request_duration_seconds", "histogram",
            "Time from the complete request head to the end of the exchange, by route.");
     for (size_t r = 0; r < nr; r++) {

@@ -36,3 +36,16 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
     tg_counter_add(&r->count, 1);
     tg_counter_add(&r->sum_us, duration_us);
 }
+
+void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited)
+{
+    if (route_slot >= TG_STATS_MAX_ROUTES)
+        return;
+    tg_route_stats_t *r = &s->routes[route_slot];
+    if (auth_failed)
+        tg_counter_add(&r->auth_failures, 1);
+    if (rl_allowed)
+        tg_counter_add(&r->ratelimit_allowed, 1);
+    if (rl_limited)
+        tg_counter_add(&r->ratelimit_limited, 1);
+}

@@ -45,6 +45,8 @@ typedef struct tg_route_stats {
     tg_counter_t buckets[TG_STATS_BUCKETS]; /* non-cumulative; +Inf = count */
     tg_counter_t count;
     tg_counter_t sum_us;
+    tg_counter_t auth_failures;          /* refused by an auth filter */
+    tg_counter_t ratelimit_allowed, ratelimit_limited;
 } tg_route_stats_t;
 
 typedef struct tg_endpoint_stats {
@@ -71,5 +73,8 @@ void tg_stats_free(tg_stats_t *s);
 
 /* A finished exchange: status 0 = no response was sent. */
 void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us);
+
+/* Filter decisions of a finished exchange. */
+void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited);
 
 #endif

@@ -18,13 +18,14 @@ class FilterTest(harness.GatewayTest):
     def setUpClass(cls):
         cls.app = harness.start_app("filtered")
         cls.procs = [cls.app]
-        cls.port = harness.free_port()
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
         d = tempfile.mkdtemp(prefix="tg-tokens-")
         with open(os.path.join(d, "tokens.txt"), "w") as f:
             f.write("# name token\nbob t-bob\n\ncarol t-carol\n")
         os.environ["TG_TEST_ALICE_TOKEN"] = "t-alice"
         cfg = f"""
 workers: 2
+admin: {{ listen: 127.0.0.1:{cls.admin} }}
 filters:
   - auth:
       bearer_tokens: [{{ name: alice, token: "${{TG_TEST_ALICE_TOKEN}}" }}]
@@ -74,6 +75,9 @@ clusters:
         self.assertEqual(r.json()["error"], "invalid credentials")
         r = self.get("/echo/headers", {"x-api-key": "nope"})
         self.assertEqual(r.status_code, 401)
+        m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
+        line = next(l for l in m.splitlines() if l.startswith('tollgate_auth_failures_total{route="open"}'))
+        self.assertGreaterEqual(int(line.split()[-1]), 3)
 
     def test_bearer_token_identity_forwarded_and_stripped(self):
         h = self.echoed(self.get("/echo/headers", {"Authorization": "Bearer t-alice", "x-auth-identity": "root"}))
@@ -125,6 +129,10 @@ clusters:
         self.assertEqual(len(ok), 40)
         self.assertEqual(len(limited), 160)
         self.assertEqual(limited[0].headers["ratelimit-limit"], "40")  # legacy fields
+        # the decisions are counted per route
+        m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
+        self.assertIn('tollgate_ratelimit_decisions_total{route="hammered",decision="allowed"} 40', m)
+        self.assertIn('tollgate_ratelimit_decisions_total{route="hammered",decision="limited"} 160', m)
         self.assertEqual(limited[0].headers["ratelimit-remaining"], "0")
         self.assertIn("ratelimit-reset", limited[0].headers)
 
