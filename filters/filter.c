@@ -9,11 +9,13 @@
 #include "filters/accesslog.h"
 #include "filters/auth.h"
 #include "filters/ratelimit.h"
+#include "filters/retry.h"
 
 static const tg_filter_type_t *const builtin[] = {
     &tg_filter_auth,
     &tg_filter_rate_limit,
     &tg_filter_access_log,
+    &tg_filter_retry,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -26,7 +28,7 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log";
+    return "auth, rate_limit, access_log, retry";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,

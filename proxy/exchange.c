@@ -15,10 +15,12 @@
 #include "proxy/exchange.h"
 
 #include "filters/filter.h"
+#include "filters/retry.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +66,9 @@ struct tg_exchange {
     tg_response_t resp;
     const tg_route_conf_t *route;
     tg_cluster_t *cluster;
+    const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
+    unsigned retries;           /* retry rounds started */
+    struct event *retry_ev;     /* backoff timer (kept across recycling) */
     unsigned rr;                /* this exchange's round-robin draw */
     size_t *order, n_order;     /* endpoints to try, in order (arena) */
     size_t attempts, tried;
@@ -90,6 +95,7 @@ struct tg_exchange {
     unsigned req_sent : 1;      /* request fully written toward the upstream */
     unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
     unsigned body_kept : 1;     /* the whole body went by reference: replayable */
+    unsigned in_retry : 1;      /* counted in the worker's retry budget */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned up_eof : 1;
@@ -103,6 +109,8 @@ static const char *state_str(ex_state_t s)
 }
 
 /* ---- lifetime ---- */
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg);
 
 tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, void *ds)
 {
@@ -127,10 +135,18 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     }
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
+    struct event *retry_ev = ex->retry_ev;
     memset(ex, 0, sizeof(*ex));
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
+    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, on_retry_timer, ex);
+    if (ex->retry_ev == NULL) {
+        ex->next_free = w->free_exchanges;
+        w->free_exchanges = ex;
+        return NULL;
+    }
+    w->active_exchanges++;
     ex->w = w;
     ex->snap = tg_snapshot_ref(w->snap);
     ex->ops = ops;
@@ -220,6 +236,10 @@ static void recycle(tg_exchange_t *ex)
 {
     tg_worker_t *w = ex->w;
     record(ex);
+    evtimer_del(ex->retry_ev);
+    w->active_exchanges--;
+    if (ex->in_retry)
+        w->retrying--;
     release_upstream(ex, 0);
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
@@ -238,6 +258,8 @@ void tg_exchange_free_cache(tg_worker_t *w)
         tg_arena_free(&ex->arena);
         evbuffer_free(ex->scratch);
         evbuffer_free(ex->body_buf);
+        if (ex->retry_ev)
+            event_free(ex->retry_ev);
         free(ex);
     }
 }
@@ -436,6 +458,7 @@ static int write_request_head(tg_exchange_t *ex)
 /* ---- pumps: move bytes while the sink has room ---- */
 
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
+static int schedule_retry(tg_exchange_t *ex, unsigned cond);
 static void try_next_endpoint(tg_exchange_t *ex);
 
 /* Reads request body from the client into dst; a framing error or an
@@ -633,6 +656,11 @@ static int read_response_head(tg_exchange_t *ex)
         }
         report_health(ex, ex->resp.status < 500);
         ex->t_head = now_us();
+        if (ex->retry != NULL) {
+            const tg_header_t *gs = tg_headers_get(&ex->resp.headers, "grpc-status");
+            if (tg_retry_on_status(ex->retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
+                return -1;
+        }
         if (ex->body_kept) { /* the upstream answered: no replay from here on */
             evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
             ex->body_kept = 0;
@@ -657,7 +685,8 @@ static void on_connected(tg_exchange_t *ex)
     tg_sock_flush(sock);
     tg_sock_set_read_limit(sock, TG_EXCHANGE_HWM);
     tg_sock_set_write_lowat(sock, TG_EXCHANGE_HWM / 2);
-    tg_sock_set_timeout(sock, ex->route->timeout_ms);
+    tg_sock_set_timeout(sock, ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
+                                                                          : ex->route->timeout_ms);
     if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE && !ex->req_done)
         ex->ops->send_continue(ex->ds);
     if (pump_request(ex) < 0)
@@ -702,6 +731,51 @@ static void on_up_sock(tg_sock_t *s, int events, void *arg)
         pump_request(ex);
 }
 
+static tg_route_stats_t *route_stats(tg_exchange_t *ex)
+{
+    const tg_snapshot_t *s = ex->snap;
+    return &ex->w->stats->routes[s->route_slot[ex->route - s->cfg->routes]];
+}
+
+/* Starts another round of attempts after a backoff, if the route's retry
+ * policy covers this failure (cond: TG_RETRY_* bits, or 0 when the status
+ * check was already made), nothing went to the client yet, tries are
+ * left, the method may be retried, the body can be replayed, and the
+ * worker's retry budget allows. Returns 1 if a retry is scheduled. */
+static int schedule_retry(tg_exchange_t *ex, unsigned cond)
+{
+    const tg_retry_policy_t *p = ex->retry;
+    if (p == NULL || ex->resp_started || (cond && !(p->on & cond)) || ex->retries + 1 >= p->attempts ||
+        !tg_retry_method_allowed(p, ex->req.method))
+        return 0;
+    tg_worker_t *w = ex->w;
+    if (!ex->req_done || (ex->req_sent_any && !ex->body_kept)) {
+        tg_counter_add(&route_stats(ex)->retries_skipped, 1);
+        tg_debug("retry: %s %s not retried: its body is larger than the replay buffer", ex->req.method,
+                 ex->req.target);
+        return 0;
+    }
+    unsigned budget = w->active_exchanges * p->budget_percent / 100;
+    if (!ex->in_retry && w->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
+        tg_counter_add(&route_stats(ex)->retries_skipped, 1);
+        tg_debug("retry: budget spent (%u retrying of %u in flight)", w->retrying, w->active_exchanges);
+        return 0;
+    }
+    if (!ex->in_retry) {
+        ex->in_retry = 1;
+        w->retrying++;
+    }
+    ex->retries++;
+    tg_counter_add(&route_stats(ex)->retries, 1);
+    release_upstream(ex, 0);
+    ex->state = EX_ROUTING;
+    uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(w));
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
+    evtimer_add(ex->retry_ev, &tv);
+    return 1;
+}
+
 /* An upstream attempt failed. Before anything was sent that cannot be
  * replayed, move on to the next endpoint; otherwise answer 502/504, or
  * cut the client off if its response has already started. */
@@ -743,6 +817,8 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         return;
     }
     tg_warn("upstream %s: %s", addr, what);
+    if (schedule_retry(ex, err == UP_TIMEOUT ? TG_RETRY_TIMEOUT : TG_RETRY_RESET))
+        return;
     if (err == UP_TIMEOUT)
         tg_exchange_reply(ex, 504, "upstream timed out");
     else
@@ -822,6 +898,13 @@ static void try_next_endpoint(tg_exchange_t *ex)
         if (build_order(ex) < 0)
             break;
     }
+    if (ex->tried > 0) {
+        unsigned cond = ex->last_error == UP_RESET ? TG_RETRY_RESET : TG_RETRY_CONNECT_FAILURE;
+        if (ex->last_error == UP_CONNECT_TIMEOUT)
+            cond |= TG_RETRY_TIMEOUT;
+        if (schedule_retry(ex, cond))
+            return;
+    }
     ex->ep = NULL;
     ex->state = EX_ROUTING;
     if (ex->tried == 0)
@@ -832,6 +915,17 @@ static void try_next_endpoint(tg_exchange_t *ex)
         tg_exchange_reply(ex, 502, "upstream connection failed");
     else
         tg_exchange_reply(ex, 503, "no upstream endpoint available");
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    ex->rr += 1; /* start the new round on another endpoint */
+    if (build_order(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    try_next_endpoint(ex);
 }
 
 /* ---- entry points from the downstream ---- */
@@ -885,6 +979,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         ex->bytes_in += (uint64_t)n;
         ex->req_done = fin != 0;
     }
+    ex->retry = tg_retry_policy(&cfg->filters, &ex->route->filters);
     ex->rr = tg_cluster_rr_next(ex->cluster);
     if (build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");

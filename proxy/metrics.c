@@ -129,6 +129,20 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
                                 (unsigned long long)sum_route(w, n, s->route_slot[r], ds[k].off));
         }
     }
+    static const struct { const char *name, *help; size_t off; } rfams[] = {
+        { "tollgate_retries_total", "Retry rounds started, by route.", offsetof(tg_route_stats_t, retries) },
+        { "tollgate_retries_skipped_total", "Retriable failures not retried (body over the replay buffer, or "
+                                            "retry budget spent), by route.",
+          offsetof(tg_route_stats_t, retries_skipped) },
+    };
+    for (size_t f = 0; f < 2; f++) {
+        family(out, rfams[f].name, "counter", rfams[f].help);
+        for (size_t r = 0; r < c->n_routes; r++) {
+            evbuffer_add_printf(out, "%s{", rfams[f].name);
+            route_label(out, c->routes[r].name);
+            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r], rfams[f].off));
+        }
+    }
     family(out, "tollgate_request_duration_seconds", "histogram",
            "Time from the complete request head to the end of the exchange, by route.");
     for (size_t r = 0; r < nr; r++) {

@@ -47,6 +47,8 @@ typedef struct tg_route_stats {
     tg_counter_t sum_us;
     tg_counter_t auth_failures;          /* refused by an auth filter */
     tg_counter_t ratelimit_allowed, ratelimit_limited;
+    tg_counter_t retries;                /* retry rounds started */
+    tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
 } tg_route_stats_t;
 
 typedef struct tg_endpoint_stats {

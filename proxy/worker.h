@@ -72,6 +72,8 @@ typedef struct tg_worker {
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
+    unsigned active_exchanges;       /* for the retry budget */
+    unsigned retrying;               /* exchanges that have retried */
 } tg_worker_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per

@@ -219,7 +219,7 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
-    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, access_log)");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, access_log, retry)");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { format: \"{method} {nope}\" }\n",
                  "t.yaml:5:27: access_log format: unknown or unclosed placeholder at '{nope}'");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { path: /nonexistent/dir/a.log }\n",
@@ -240,6 +240,12 @@ static void test_errors(void **state)
                  "t.yaml:5:55: header_style: 'old' is not one of draft, legacy");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    filters: [{ rate_limit: {} }]\n",
                  "t.yaml:10:29: rate_limit: give 'limit' and 'window', or 'limits'");
+    expect_error(BASE_LISTENERS "filters:\n  - retry: { on: [500] }\n",
+                 "t.yaml:5:18: retry on: '500' is not one of connect-failure");
+    expect_error(BASE_LISTENERS "filters:\n  - retry: { backoff: { base: 1s, max: 10ms } }\n",
+                 "t.yaml:5:23: backoff: max must not be below base");
+    expect_error(BASE_LISTENERS "filters:\n  - retry: { attempts: 11 }\n",
+                 "t.yaml:5:24: attempts: '11' is not an integer in [1, 10]");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
                  "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");

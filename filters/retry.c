@@ -1,0 +1,182 @@
+/*
+ * filters/retry.c — retry policies (the retrying itself is done by the
+ * exchange, which owns the upstream attempts). See retry.h.
+ */
+#include "filters/retry.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const default_methods[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
+
+static void retry_destroy(void *p)
+{
+    tg_retry_policy_t *r = p;
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n_methods; i++)
+        free(r->methods[i]);
+    free(r->methods);
+    free(r);
+}
+
+static int parse_condition(tg_node_t *n, const char *s, unsigned *on)
+{
+    static const struct { const char *name; unsigned bits; } conds[] = {
+        { "connect-failure", TG_RETRY_CONNECT_FAILURE },
+        { "reset", TG_RETRY_RESET },
+        { "502", TG_RETRY_502 },
+        { "503", TG_RETRY_503 },
+        { "504", TG_RETRY_504 },
+        { "gateway-error", TG_RETRY_502 | TG_RETRY_503 | TG_RETRY_504 },
+        { "timeout", TG_RETRY_TIMEOUT },
+        { "unavailable", TG_RETRY_GRPC_UNAVAILABLE },
+        { "deadline-exceeded", TG_RETRY_GRPC_DEADLINE },
+        { "resource-exhausted", TG_RETRY_GRPC_EXHAUSTED },
+    };
+    for (size_t i = 0; i < sizeof(conds) / sizeof(conds[0]); i++)
+        if (strcmp(s, conds[i].name) == 0) {
+            *on |= conds[i].bits;
+            return 0;
+        }
+    tg_node_error(n, "retry on: '%s' is not one of connect-failure, reset, 502, 503, 504, gateway-error, "
+                     "timeout, unavailable, deadline-exceeded, resource-exhausted", s);
+    return -1;
+}
+
+static void *retry_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "attempts", "on", "per_try_timeout", "backoff", "methods", "budget" };
+    enum { K_ATTEMPTS, K_ON, K_PTT, K_BACKOFF, K_METHODS, K_BUDGET, K_N };
+    tg_node_t v[K_N];
+    tg_retry_policy_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "retry", keys, K_N, v);
+    r->attempts = 3;
+    r->on = TG_RETRY_CONNECT_FAILURE | TG_RETRY_RESET | TG_RETRY_503 | TG_RETRY_GRPC_UNAVAILABLE;
+    r->base_ms = 25;
+    r->max_ms = 1000;
+    r->budget_percent = 20;
+    r->budget_min = 3;
+    uint64_t x;
+    if (tg_node_present(&v[K_ATTEMPTS])) {
+        if (tg_node_uint(&v[K_ATTEMPTS], "attempts", 1, 10, &x) < 0)
+            rc = -1;
+        else
+            r->attempts = (unsigned)x;
+    }
+    if (tg_node_present(&v[K_ON])) {
+        char **list = NULL;
+        size_t n = 0;
+        r->on = 0;
+        if (tg_node_str_list(&v[K_ON], "retry on", &list, &n) < 0)
+            rc = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (list[i] && parse_condition(&v[K_ON], list[i], &r->on) < 0)
+                rc = -1;
+            free(list[i]);
+        }
+        free(list);
+    }
+    if (tg_node_present(&v[K_PTT]) && tg_node_duration(&v[K_PTT], "per_try_timeout", &r->per_try_timeout_ms) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_BACKOFF])) {
+        static const char *const bk[] = { "base", "max" };
+        tg_node_t b[2];
+        if (tg_node_fields(&v[K_BACKOFF], "backoff", bk, 2, b) < 0)
+            rc = -1;
+        if (tg_node_present(&b[0]) && tg_node_duration(&b[0], "backoff base", &r->base_ms) < 0)
+            rc = -1;
+        if (tg_node_present(&b[1]) && tg_node_duration(&b[1], "backoff max", &r->max_ms) < 0)
+            rc = -1;
+        if (rc == 0 && r->max_ms < r->base_ms) {
+            tg_node_error(&v[K_BACKOFF], "backoff: max must not be below base");
+            rc = -1;
+        }
+    }
+    if (tg_node_present(&v[K_METHODS])) {
+        if (tg_node_str_list(&v[K_METHODS], "methods", &r->methods, &r->n_methods) < 0)
+            rc = -1;
+    } else {
+        r->n_methods = sizeof(default_methods) / sizeof(default_methods[0]);
+        r->methods = calloc(r->n_methods, sizeof(char *));
+        for (size_t i = 0; r->methods && i < r->n_methods; i++)
+            r->methods[i] = strdup(default_methods[i]);
+        if (r->methods == NULL)
+            rc = -1;
+    }
+    if (tg_node_present(&v[K_BUDGET])) {
+        static const char *const bk[] = { "percent", "min_retries" };
+        tg_node_t b[2];
+        if (tg_node_fields(&v[K_BUDGET], "budget", bk, 2, b) < 0)
+            rc = -1;
+        if (tg_node_present(&b[0])) {
+            if (tg_node_uint(&b[0], "budget percent", 0, 100, &x) < 0)
+                rc = -1;
+            else
+                r->budget_percent = (unsigned)x;
+        }
+        if (tg_node_present(&b[1])) {
+            if (tg_node_uint(&b[1], "budget min_retries", 0, 100000, &x) < 0)
+                rc = -1;
+            else
+                r->budget_min = (unsigned)x;
+        }
+    }
+    if (rc < 0) {
+        retry_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+const tg_filter_type_t tg_filter_retry = {
+    .name = "retry",
+    .create = retry_create,
+    .destroy = retry_destroy,
+};
+
+static const tg_retry_policy_t *find(const tg_filter_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].type == &tg_filter_retry)
+            return l->v[i].conf;
+    return NULL;
+}
+
+const tg_retry_policy_t *tg_retry_policy(const tg_filter_list_t *global, const tg_filter_list_t *route)
+{
+    const tg_retry_policy_t *p = find(route);
+    return p ? p : find(global);
+}
+
+int tg_retry_method_allowed(const tg_retry_policy_t *p, const char *method)
+{
+    for (size_t i = 0; i < p->n_methods; i++)
+        if (strcmp(p->methods[i], method) == 0)
+            return 1;
+    return 0;
+}
+
+uint64_t tg_retry_backoff_ms(const tg_retry_policy_t *p, unsigned n, uint64_t random)
+{
+    uint64_t cap = p->base_ms;
+    for (unsigned i = 1; i < n && cap < p->max_ms; i++)
+        cap *= 2;
+    if (cap > p->max_ms)
+        cap = p->max_ms;
+    return cap ? random % (cap + 1) : 0; /* full jitter */
+}
+
+int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_status)
+{
+    if ((status == 502 && (p->on & TG_RETRY_502)) || (status == 503 && (p->on & TG_RETRY_503)) ||
+        (status == 504 && (p->on & TG_RETRY_504)))
+        return 1;
+    if (grpc_status == NULL)
+        return 0;
+    int g = atoi(grpc_status);
+    return (g == 14 && (p->on & TG_RETRY_GRPC_UNAVAILABLE)) || (g == 4 && (p->on & TG_RETRY_GRPC_DEADLINE)) ||
+           (g == 8 && (p->on & TG_RETRY_GRPC_EXHAUSTED));
+}
