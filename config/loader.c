@@ -363,6 +363,47 @@ int tg_node_str_list(tg_node_t *n, const char *what, char ***out, size_t *count)
     return get_str_list(n->ld, n->yn, what, out, count);
 }
 
+int tg_node_map_keys(tg_node_t *n, char ***keys, size_t *count)
+{
+    yaml_node_t *m = n->yn;
+    if (expect_type(n->ld, m, YAML_MAPPING_NODE, "value") < 0)
+        return -1;
+    size_t len = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    char **v = calloc(len ? len : 1, sizeof(*v));
+    if (v == NULL)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *k = node_at(n->ld, m->data.mapping.pairs.start[i].key);
+        if (k->type != YAML_SCALAR_NODE || (v[i] = strdup((const char *)k->data.scalar.value)) == NULL) {
+            err_at(n->ld, k, "keys must be scalars");
+            for (size_t j = 0; j < i; j++)
+                free(v[j]);
+            free(v);
+            return -1;
+        }
+    }
+    *keys = v;
+    *count = len;
+    return 0;
+}
+
+tg_node_t tg_node_map_get(tg_node_t *n, const char *key)
+{
+    yaml_node_t *m = n->yn;
+    if (m != NULL && m->type == YAML_MAPPING_NODE)
+        for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = node_at(n->ld, p->key);
+            if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+                return (tg_node_t){ n->ld, node_at(n->ld, p->value) };
+        }
+    return (tg_node_t){ n->ld, NULL };
+}
+
+int tg_node_header_name_ok(const char *s)
+{
+    return is_token(s);
+}
+
 size_t tg_node_seq_len(const tg_node_t *n)
 {
     return tg_node_is_seq(n) ? seq_len(n->yn) : 0;

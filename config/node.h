@@ -31,6 +31,14 @@ int tg_node_bool(tg_node_t *n, const char *what, int *out);
 /* A list of scalars (malloc'ed array of malloc'ed strings). */
 int tg_node_str_list(tg_node_t *n, const char *what, char ***out, size_t *count);
 
+/* The keys of a mapping whose keys are free-form (e.g. header names):
+ * malloc'ed array of malloc'ed strings. */
+int tg_node_map_keys(tg_node_t *n, char ***keys, size_t *count);
+/* The value under key in a mapping (absent: !tg_node_present). */
+tg_node_t tg_node_map_get(tg_node_t *n, const char *key);
+/* Is s a valid HTTP field name (RFC 9110 token)? */
+int tg_node_header_name_ok(const char *s);
+
 size_t tg_node_seq_len(const tg_node_t *n);
 tg_node_t tg_node_seq_item(const tg_node_t *n, size_t i);
 

@@ -8,6 +8,7 @@
 
 #include "filters/accesslog.h"
 #include "filters/auth.h"
+#include "filters/headers.h"
 #include "filters/ratelimit.h"
 #include "filters/retry.h"
 
@@ -16,6 +17,8 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_rate_limit,
     &tg_filter_access_log,
     &tg_filter_retry,
+    &tg_filter_headers,
+    &tg_filter_cors,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -28,7 +31,7 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log, retry";
+    return "auth, rate_limit, access_log, retry, headers, cors";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,

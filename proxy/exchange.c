@@ -96,6 +96,7 @@ struct tg_exchange {
     unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
     unsigned body_kept : 1;     /* the whole body went by reference: replayable */
     unsigned in_retry : 1;      /* counted in the worker's retry budget */
+    unsigned body_started : 1;  /* this attempt already sent body_buf */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned up_eof : 1;
@@ -313,14 +314,19 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     memset(r, 0, sizeof(*r));
     r->status = status;
     r->version = 11;
-    r->body = TG_BODY_LENGTH;
-    r->content_length = (uint64_t)blen;
-    tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
+    if (status == 204 || status == 304) { /* no body, by definition */
+        blen = 0;
+        r->body = TG_BODY_NONE;
+    } else {
+        r->body = TG_BODY_LENGTH;
+        r->content_length = (uint64_t)blen;
+        tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
+    }
     add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
     ex->bytes_out += (uint64_t)blen;
-    if (ex->ops->write_head(ex->ds, r) < 0 || evbuffer_add(ex->scratch, body, (size_t)blen) < 0 ||
+    if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
         ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds) < 0) {
         finish(ex, 1);
         return;
@@ -474,18 +480,46 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
     return n;
 }
 
-static int send_kept_body(tg_exchange_t *ex, struct evbuffer *out)
+/* Appends src to out by reference (no copy; src keeps its data), framed
+ * for the upstream. */
+static int send_reference(tg_exchange_t *ex, struct evbuffer *out, struct evbuffer *src)
 {
-    ex->body_kept = 1;
+    size_t len = evbuffer_get_length(src);
+    if (len == 0)
+        return 0;
     if (ex->up_req_body == TG_BODY_CHUNKED) {
         char hdr[24];
-        size_t n = (size_t)snprintf(hdr, sizeof(hdr), "%zx\r\n", evbuffer_get_length(ex->body_buf));
-        if (evbuffer_add(out, hdr, n) < 0 || evbuffer_add_buffer_reference(out, ex->body_buf) < 0 ||
+        size_t n = (size_t)snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+        if (evbuffer_add(out, hdr, n) < 0 || evbuffer_add_buffer_reference(out, src) < 0 ||
             evbuffer_add(out, "\r\n", 2) < 0)
             return -1;
         return 0;
     }
-    return evbuffer_add_buffer_reference(out, ex->body_buf);
+    return evbuffer_add_buffer_reference(out, src);
+}
+
+/* The request body is kept for replay (in body_buf) while it all fits in
+ * TG_EXCHANGE_HWM and either it is all here or the route may retry. */
+#define REPLAY_MAX TG_EXCHANGE_HWM
+
+/* Sends one piece of body (data: body_buf at the start of an attempt, or a
+ * newly read piece in scratch). Kept pieces go by reference and join
+ * body_buf; once the body outgrows the replay buffer it is only moved. */
+static int send_body_piece(tg_exchange_t *ex, struct evbuffer *out, struct evbuffer *piece)
+{
+    ex->req_sent_any = 1;
+    if (piece == ex->body_buf)
+        return ex->body_kept ? send_reference(ex, out, piece) : tg_h1_write_body(out, ex->up_req_body, piece);
+    if (ex->body_kept && evbuffer_get_length(ex->body_buf) + evbuffer_get_length(piece) <= REPLAY_MAX) {
+        if (send_reference(ex, out, piece) < 0)
+            return -1;
+        return evbuffer_add_buffer(ex->body_buf, piece);
+    }
+    if (ex->body_kept) { /* too large to replay from here on */
+        ex->body_kept = 0;
+        evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
+    }
+    return tg_h1_write_body(out, ex->up_req_body, piece);
 }
 
 /* Client -> upstream. Returns -1 if the exchange was finished. */
@@ -494,18 +528,15 @@ static int pump_request(tg_exchange_t *ex)
     if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
         return 0;
     struct evbuffer *out = tg_sock_out(ex->up->sock);
-    if (evbuffer_get_length(ex->body_buf) > 0) {
-        ex->req_sent_any = 1;
-        int r;
-        if (ex->req_done && ex->state == EX_WAIT_HEAD) {
-            /* The whole body is here: send it by reference and keep it
-             * until the response starts, so that a stale pooled
-             * connection can be retried with the body replayed. */
-            r = send_kept_body(ex, out);
-        } else {
-            r = tg_h1_write_body(out, ex->up_req_body, ex->body_buf);
-        }
-        if (r < 0) {
+    if (!ex->body_started) {
+        /* Start of an attempt. Keep the body for replay (a stale pooled
+         * connection, a retry) when it is all here or the route retries,
+         * until the response starts. */
+        ex->body_started = 1;
+        if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
+            (ex->req_done || ex->retry != NULL) && (!ex->req_sent_any || ex->body_kept))
+            ex->body_kept = 1;
+        if (evbuffer_get_length(ex->body_buf) > 0 && send_body_piece(ex, out, ex->body_buf) < 0) {
             tg_exchange_reply(ex, 500, "out of memory");
             return -1;
         }
@@ -516,9 +547,8 @@ static int pump_request(tg_exchange_t *ex)
         if (n < 0)
             return -1;
         if (n > 0) {
-            ex->req_sent_any = 1;
             ex->bytes_in += (uint64_t)n;
-            if (tg_h1_write_body(out, ex->up_req_body, ex->scratch) < 0) {
+            if (send_body_piece(ex, out, ex->scratch) < 0) {
                 tg_exchange_reply(ex, 500, "out of memory");
                 return -1;
             }
@@ -867,6 +897,7 @@ static void try_next_endpoint(tg_exchange_t *ex)
             ex->ep = &c->endpoints[ex->order[ex->attempts++]];
             ex->tried++;
             ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
+            ex->body_started = 0;
             ex->up_eof = 0;
             /* A body that is not all here could not be replayed should a
              * pooled connection turn out stale: it gets a new connection. */
