@@ -4,6 +4,7 @@ tollgate binary on a generated config, and cleanup. Loopback only; every
 wait is bounded."""
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -167,6 +168,27 @@ class BlackHole:
         for c in self.fill:
             c.close()
         self.sock.close()
+
+
+def rss_kib(pid):
+    """Resident set size of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def metric(text, name, **labels):
+    """The value of one sample in a Prometheus text exposition; labels
+    must be given in the order the gateway writes them."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pat = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)$"
+    for line in text.splitlines():
+        m = re.match(pat, line)
+        if m:
+            return float(m.group(1))
+    raise AssertionError(f"no sample {name}{{{want}}}")
 
 
 def yaml_list(items):

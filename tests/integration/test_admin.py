@@ -2,7 +2,6 @@
 /metrics (valid for promtool, counters that match the traffic sent),
 POST /-/reload; never reachable through a proxy listener."""
 import json
-import re
 import shutil
 import subprocess
 import unittest
@@ -10,16 +9,6 @@ import unittest
 import requests
 
 import harness
-
-
-def metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pat = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)$"
-    for line in text.splitlines():
-        m = re.match(pat, line)
-        if m:
-            return float(m.group(1))
-    raise AssertionError(f"no sample {name}{{{want}}}")
 
 
 class AdminTest(harness.GatewayTest):
@@ -83,12 +72,12 @@ clusters:
         after = r.text
 
         def delta(name, **labels):
-            return metric(after, name, **labels) - metric(before, name, **labels)
+            return harness.metric(after, name, **labels) - harness.metric(before, name, **labels)
         self.assertEqual(delta("tollgate_requests_total", route="other", cluster="app", code="2xx"), 7)
         self.assertEqual(delta("tollgate_requests_total", route="items", cluster="app", code="4xx"), 3)
         self.assertEqual(delta("tollgate_requests_total", route="", cluster="", code="4xx"), 1)
         # one keep-alive session: one pooled connection to the live endpoint
-        self.assertGreaterEqual(metric(after, "tollgate_upstream_connections_active", cluster="app",
+        self.assertGreaterEqual(harness.metric(after, "tollgate_upstream_connections_active", cluster="app",
                                        endpoint=f"127.0.0.1:{self.app.port}"), 1)
         self.assertEqual(delta("tollgate_request_duration_seconds_count", route="other"), 7)
         self.assertEqual(delta("tollgate_upstream_requests_total", cluster="app",
@@ -96,18 +85,18 @@ clusters:
         # round-robin put half the picks on the dead endpoint; each failed over
         self.assertGreaterEqual(delta("tollgate_upstream_connect_failures_total", cluster="app",
                                       endpoint=f"127.0.0.1:{self.dead}"), 4)
-        self.assertGreaterEqual(metric(after, "tollgate_downstream_connections_total", listener="main"), 2)
-        self.assertEqual(metric(after, "tollgate_build_info", version="0.1.0"), 1)
+        self.assertGreaterEqual(harness.metric(after, "tollgate_downstream_connections_total", listener="main"), 2)
+        self.assertEqual(harness.metric(after, "tollgate_build_info", version="0.1.0"), 1)
         promtool = shutil.which("promtool")
         self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
         p = subprocess.run([promtool, "check", "metrics"], input=after, capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_reload_endpoint(self):
-        before = metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
+        before = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
         r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10)
         self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
-        after = metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
+        after = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
         self.assertEqual(after, before + 1)
         self.assertEqual(self.admin_get("/-/reload").status_code, 405)
 

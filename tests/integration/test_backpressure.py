@@ -14,14 +14,6 @@ GIB = 1024 * 1024 * 1024
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def sink_source_handler(c):
     """Upstream: a POST body is read slowly for the first seconds, then
     fast, and answered with its byte count; a GET gets 1 GiB as fast as
@@ -73,13 +65,13 @@ class BackpressureTest(harness.GatewayTest):
 
     def sample(self, stop, peak):
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_kib(self.gateway.proc.pid))
+            peak[0] = max(peak[0], harness.rss_kib(self.gateway.proc.pid))
             time.sleep(0.05)
 
     def measure(self, fn):
         # warm up allocator pools with one small exchange, then take the idle figure
         harness.raw_request(self.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
-        idle = rss_kib(self.gateway.proc.pid)
+        idle = harness.rss_kib(self.gateway.proc.pid)
         stop, peak = threading.Event(), [idle]
         t = threading.Thread(target=self.sample, args=(stop, peak))
         t.start()

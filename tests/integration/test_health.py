@@ -4,22 +4,12 @@ when it recovers; every endpoint unhealthy is a 503 unless the cluster says
 try_all; passive outlier detection ejects an endpoint that keeps failing,
 for a while."""
 import collections
-import re
 import time
 import unittest
 
 import requests
 
 import harness
-
-
-def metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        m = re.match(re.escape(name) + r"\{" + re.escape(want) + r"\} (\S+)$", line)
-        if m:
-            return float(m.group(1))
-    raise AssertionError(f"no sample {name}{{{want}}}")
 
 
 def always_503(c):
@@ -47,7 +37,7 @@ class HealthTest(unittest.TestCase):
     def wait_healthy(self, gw, cluster, endpoint, value, timeout=8):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if metric(self.metrics(gw), "tollgate_upstream_endpoint_healthy", cluster=cluster,
+            if harness.metric(self.metrics(gw), "tollgate_upstream_endpoint_healthy", cluster=cluster,
                       endpoint=endpoint) == value:
                 return
             time.sleep(0.1)
@@ -83,9 +73,9 @@ clusters:
         self.assertEqual(counts, {"hc0": 30, "hc2": 30})
         after = self.metrics(gw)
         for name in ("tollgate_upstream_requests_total", "tollgate_upstream_connect_failures_total"):
-            self.assertEqual(metric(after, name, cluster="app", endpoint=eps[1]),
-                             metric(before, name, cluster="app", endpoint=eps[1]), name)
-        self.assertGreater(metric(after, "tollgate_health_checks_total", cluster="app", endpoint=eps[1],
+            self.assertEqual(harness.metric(after, name, cluster="app", endpoint=eps[1]),
+                             harness.metric(before, name, cluster="app", endpoint=eps[1]), name)
+        self.assertGreater(harness.metric(after, "tollgate_health_checks_total", cluster="app", endpoint=eps[1],
                                   result="failure"), 0)
 
         apps[1] = harness.start_app("hc1", port=apps[1].port)  # it comes back
@@ -142,8 +132,8 @@ clusters:
         self.assertEqual(statuses.count(503), 3)  # three in a row from the sick one: ejected
         self.assertEqual([requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(10)], [200] * 10)
         m = self.metrics(gw)
-        self.assertEqual(metric(m, "tollgate_upstream_ejections_total", cluster="app", endpoint=bad_ep), 1)
-        self.assertEqual(metric(m, "tollgate_upstream_endpoint_healthy", cluster="app", endpoint=bad_ep), 0)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_ejections_total", cluster="app", endpoint=bad_ep), 1)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_endpoint_healthy", cluster="app", endpoint=bad_ep), 0)
         time.sleep(1.7)  # the ejection ends: it gets traffic again
         statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(4)]
         self.assertIn(503, statuses)

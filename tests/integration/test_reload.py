@@ -30,14 +30,6 @@ clusters:
 """
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 class ReloadTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -180,12 +172,12 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
             if i % 10 == 0:
                 requests.get(gw.url("/whoami"), timeout=5)
-        warm = rss_kib(gw.proc.pid)
+        warm = harness.rss_kib(gw.proc.pid)
         for i in range(900):
             self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
             if i % 10 == 0:
                 self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).status_code, 200)
-        after = rss_kib(gw.proc.pid)
+        after = harness.rss_kib(gw.proc.pid)
         print(f"RSS after 100 reloads {warm} KiB, after 1000 {after} KiB", flush=True)
         # Under ASan its allocator's per-size caches still grow a little
         # (~3 MiB here); a release build stays within ~30 KiB over 4000

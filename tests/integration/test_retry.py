@@ -3,7 +3,6 @@ backoff for idempotent requests and a replayable body; POST is not retried
 unless configured; a body over the replay buffer is not retried, and that
 is counted; the retry budget caps retries when everything fails."""
 import concurrent.futures
-import re
 import threading
 import time
 import unittest
@@ -41,11 +40,6 @@ class Flaky:
     def reset(self, fail):
         with self.lock:
             self.fail, self.seen = fail, 0
-
-
-def metric(text, name, route):
-    m = re.search(re.escape(name) + r'\{route="' + re.escape(route) + r'"\} (\d+)', text)
-    return int(m.group(1))
 
 
 class RetryTest(harness.GatewayTest):
@@ -101,11 +95,11 @@ clusters:
 
     def test_get_recovers_from_503s(self):
         self.flaky.reset(fail=2)
-        before = metric(self.metrics(), "tollgate_retries_total", "get")
+        before = int(harness.metric(self.metrics(), "tollgate_retries_total", route="get"))
         r = requests.get(self.gateway.url("/get"), timeout=5)
         self.assertEqual((r.status_code, r.text), (200, "ok 0"))
         self.assertEqual(self.flaky.seen, 3)
-        self.assertEqual(metric(self.metrics(), "tollgate_retries_total", "get") - before, 2)
+        self.assertEqual(int(harness.metric(self.metrics(), "tollgate_retries_total", route="get")) - before, 2)
 
     def test_last_attempt_answer_reaches_client(self):
         self.flaky.reset(fail=10)
@@ -127,11 +121,11 @@ clusters:
 
     def test_body_over_replay_buffer_not_retried_and_counted(self):
         self.flaky.reset(fail=1)
-        before = metric(self.metrics(), "tollgate_retries_skipped_total", "post")
+        before = int(harness.metric(self.metrics(), "tollgate_retries_skipped_total", route="post"))
         r = requests.post(self.gateway.url("/post"), data=b"z" * 1_000_000, timeout=10)
         self.assertEqual(r.status_code, 503)
         self.assertEqual(self.flaky.seen, 1)
-        self.assertEqual(metric(self.metrics(), "tollgate_retries_skipped_total", "post") - before, 1)
+        self.assertEqual(int(harness.metric(self.metrics(), "tollgate_retries_skipped_total", route="post")) - before, 1)
 
     def test_connect_failure_rounds_with_backoff(self):
         t0 = time.time()
@@ -140,11 +134,11 @@ clusters:
         self.assertEqual(r.status_code, 503)
         self.assertLess(elapsed, 2)
         m = self.metrics()
-        self.assertGreaterEqual(metric(m, "tollgate_retries_total", "dead"), 2)
+        self.assertGreaterEqual(int(harness.metric(m, "tollgate_retries_total", route="dead")), 2)
 
     def test_budget_caps_retries(self):
         self.flaky.reset(fail=1000)
-        before = metric(self.metrics(), "tollgate_retries_skipped_total", "budget")
+        before = int(harness.metric(self.metrics(), "tollgate_retries_skipped_total", route="budget"))
 
         def one(_):
             return requests.get(self.gateway.url("/budget"), timeout=10).status_code
@@ -153,7 +147,7 @@ clusters:
         self.assertEqual(codes, [503] * 10)
         m = self.metrics()
         # only 2 exchanges may be retrying at once; the others fail at once
-        self.assertGreater(metric(m, "tollgate_retries_skipped_total", "budget") - before, 0)
+        self.assertGreater(int(harness.metric(m, "tollgate_retries_skipped_total", route="budget")) - before, 0)
         self.assertLess(self.flaky.seen, 20)
 
 
