@@ -9,6 +9,7 @@
  * identity_header; a client-sent copy of that header is always removed.
  */
 #include "filters/auth.h"
+#include "filters/jwt.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 typedef struct auth_conf {
     EVP_MD *sha256;             /* fetched once: OpenSSL 3 one-shot calls re-fetch each time */
@@ -26,6 +28,7 @@ typedef struct auth_conf {
     size_t n_bearer;
     tg_auth_secret_t *keys;
     size_t n_keys;
+    tg_jwt_conf_t *jwt;         /* bearer tokens that match no static one are verified as JWTs */
     char *key_header;           /* NULL: API keys not read from a header */
     char *key_query;            /* NULL: not from the query string */
     char **allow;               /* identities allowed here; none = any */
@@ -85,6 +88,7 @@ static void auth_destroy(void *p)
     free(c->allow);
     free(c->identity_header);
     free(c->challenge);
+    tg_jwt_destroy(c->jwt);
     EVP_MD_free(c->sha256);
     free(c);
 }
@@ -207,8 +211,8 @@ static int load_token_file(tg_node_t *n, const char *config_path, auth_conf_t *c
 static void *auth_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "bearer_tokens", "bearer_tokens_file", "api_keys", "allow",
-                                        "identity_header", "strip_credentials", "realm" };
-    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_N };
+                                        "identity_header", "strip_credentials", "realm", "jwt" };
+    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_JWT, K_N };
     tg_node_t v[K_N];
     auth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -245,6 +249,8 @@ static void *auth_create(tg_node_t *node, const char *config_path)
     }
     if (tg_node_present(&v[K_ALLOW]) && tg_node_str_list(&v[K_ALLOW], "allow", &c->allow, &c->n_allow) < 0)
         rc = -1;
+    if (tg_node_present(&v[K_JWT]) && (c->jwt = tg_jwt_create(&v[K_JWT], config_path)) == NULL)
+        rc = -1;
     c->identity_header =
         tg_node_present(&v[K_IDH]) ? tg_node_str(&v[K_IDH], "identity_header") : strdup("x-auth-identity");
     if (c->identity_header == NULL)
@@ -255,8 +261,8 @@ static void *auth_create(tg_node_t *node, const char *config_path)
     if (realm == NULL || asprintf(&c->challenge, "Bearer realm=\"%s\"", realm) < 0)
         rc = -1;
     free(realm);
-    if (rc == 0 && c->n_bearer == 0 && c->n_keys == 0 && c->n_allow == 0) {
-        tg_node_error(node, "auth: configure bearer_tokens, bearer_tokens_file, api_keys or allow");
+    if (rc == 0 && c->n_bearer == 0 && c->n_keys == 0 && c->n_allow == 0 && c->jwt == NULL) {
+        tg_node_error(node, "auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt or allow");
         rc = -1;
     }
     if (rc < 0) {
@@ -343,17 +349,19 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
     long match = -1;
     const char *name = NULL;
     int presented = 0;
+    const char *jwt_error = NULL;
     const tg_header_t *az = tg_headers_get(h, "authorization");
-    if (c->n_bearer && az && az->value_len > 7 && strncasecmp(az->value, "bearer ", 7) == 0) {
+    if ((c->n_bearer || c->jwt) && az && az->value_len > 7 && strncasecmp(az->value, "bearer ", 7) == 0) {
         const char *tok = az->value + 7;
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if ((match = conf_match(c, c->bearer, c->n_bearer, tok)) >= 0) {
+        if (c->n_bearer && (match = conf_match(c, c->bearer, c->n_bearer, tok)) >= 0)
             name = c->bearer[match].name;
-            if (c->strip)
-                tg_headers_remove(h, "authorization");
-        }
+        else if (c->jwt)
+            jwt_error = tg_jwt_verify(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name);
+        if (name != NULL && c->strip)
+            tg_headers_remove(h, "authorization");
     }
     if (name == NULL && c->n_keys) {
         char buf[512];
@@ -370,8 +378,15 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
             }
         }
     }
-    if (name == NULL)
+    if (name == NULL) {
+        if (jwt_error != NULL) {
+            char *msg = tg_arena_alloc(fx->arena, strlen(jwt_error) + 16);
+            if (msg != NULL)
+                sprintf(msg, "invalid token: %s", jwt_error);
+            return deny(fx, c, 401, msg ? msg : "invalid credentials");
+        }
         return deny(fx, c, 401, presented ? "invalid credentials" : "missing credentials");
+    }
     if (check_allowed(c, fx, name) == TG_FILTER_REPLY)
         return TG_FILTER_REPLY;
     fx->identity = name;

@@ -198,9 +198,12 @@ def yaml_list(items):
 class Gateway:
     """The real tollgate binary on a config written to a temp file."""
 
-    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=()):
+    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None):
         log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
+        for name, data in (files or {}).items():  # beside the config, for relative paths
+            with open(os.path.join(self.dir, name), "wb") as f:
+                f.write(data)
         self.path = os.path.join(self.dir, "tollgate.yaml")
         with open(self.path, "w") as f:
             f.write(config_text)

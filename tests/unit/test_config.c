@@ -226,7 +226,7 @@ static void test_errors(void **state)
                  "t.yaml:5:25: access_log path: cannot open /nonexistent/dir/a.log");
     expect_error(BASE_LISTENERS "filters:\n  - auth: {}\n    rate_limit: {}\n", "t.yaml:5:5: filters: each filter is a mapping with one key");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [a], foo: 1 }\n", "t.yaml:5:33: unknown key 'foo' in auth");
-    expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys or allow");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt or allow");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens_file: /nonexistent/tokens }\n",
                  "t.yaml:5:33: bearer_tokens_file: cannot open /nonexistent/tokens");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [''] }\n", "t.yaml:5:29: bearer_tokens: empty secret");
@@ -246,6 +246,12 @@ static void test_errors(void **state)
                  "t.yaml:5:23: backoff: max must not be below base");
     expect_error(BASE_LISTENERS "filters:\n  - retry: { attempts: 11 }\n",
                  "t.yaml:5:24: attempts: '11' is not an integer in [1, 10]");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { issuer: x } }\n", "t.yaml:5:18: jwt: configure secret, keys or jwks_file");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { secret: short } }\n", "t.yaml:5:28: jwt secret: use at least 16 bytes");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { keys: [{ file: /nonexistent.pem }] } }\n",
+                 "t.yaml:5:35: jwt key file: /nonexistent.pem");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { jwks_file: /nonexistent.json } }\n",
+                 "t.yaml:5:31: jwks_file: cannot open /nonexistent.json");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
                  "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");

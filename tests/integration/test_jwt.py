@@ -1,0 +1,145 @@
+"""JWT verification in the auth filter, with tokens minted by PyJWT:
+HS256, RS256 and ES256 (PEM keys and a JWKS file with kids), exp/nbf with
+leeway, issuer, audience and scope checks, and the classic attacks
+(alg none, an HS256 token keyed with the RSA public key, a foreign key)."""
+import base64
+import json
+import os
+import tempfile
+import time
+import unittest
+
+import jwt
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import harness
+
+SECRET = "a-very-long-hmac-secret-for-tests"
+
+
+def b64(n, length=None):
+    raw = n.to_bytes(length or (n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class JwtTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-jwt-")
+        cls.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cls.ec = ec.generate_private_key(ec.SECP256R1())
+        cls.jwks_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cls.jwks_ec = ec.generate_private_key(ec.SECP256R1())
+        cls.other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = serialization.Encoding.PEM
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        cls.rsa_pub = cls.rsa.public_key().public_bytes(pem, spki)
+        with open(os.path.join(cls.dir, "rsa.pem"), "wb") as f:
+            f.write(cls.rsa_pub)
+        with open(os.path.join(cls.dir, "ec.pem"), "wb") as f:
+            f.write(cls.ec.public_key().public_bytes(pem, spki))
+        rn = cls.jwks_rsa.public_key().public_numbers()
+        en = cls.jwks_ec.public_key().public_numbers()
+        with open(os.path.join(cls.dir, "jwks.json"), "w") as f:
+            json.dump({"keys": [
+                {"kty": "RSA", "kid": "r1", "alg": "RS256", "n": b64(rn.n), "e": b64(rn.e)},
+                {"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(en.x, 32), "y": b64(en.y, 32)},
+            ]}, f)
+        cls.app = harness.start_app("jwt")
+        cls.procs = [cls.app]
+        cls.port = harness.free_port()
+        cfg = f"""
+workers: 1
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+routes:
+  - name: scoped
+    match: {{ path_prefix: /items }}
+    cluster: app
+    filters:
+      - auth:
+          jwt: {{ jwks_file: {cls.dir}/jwks.json, issuer: https://idp.test, audiences: [orders], scopes: [items:read] }}
+  - name: api
+    cluster: app
+    filters:
+      - auth:
+          jwt:
+            secret: "{SECRET}"
+            keys: [{{ file: rsa.pem }}, {{ file: {cls.dir}/ec.pem }}]
+            leeway: 30s
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+"""
+        # rsa.pem is given relative to the config file, ec.pem absolute
+        cls.gateway = harness.Gateway(cfg, port=cls.port, files={"rsa.pem": cls.rsa_pub})
+
+    def call(self, token, path="/echo/headers"):
+        return requests.get(self.gateway.url(path), headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+    def ok(self, token, sub, path="/echo/headers"):
+        r = self.call(token, path)
+        self.assertEqual(r.status_code, 200 if path == "/echo/headers" else 404, r.text)
+        if path == "/echo/headers":
+            h = {k: v for k, v in r.json()["headers"]}
+            self.assertEqual(h["x-auth-identity"], sub)
+            self.assertNotIn("authorization", h)
+
+    def refused(self, token, reason, path="/echo/headers"):
+        r = self.call(token, path)
+        self.assertEqual(r.status_code, 401, r.text)
+        self.assertEqual(r.json()["error"], f"invalid token: {reason}")
+        self.assertEqual(r.headers["www-authenticate"], 'Bearer realm="tollgate"')
+
+    def test_algorithms(self):
+        now = int(time.time())
+        self.ok(jwt.encode({"sub": "hs-user", "exp": now + 60}, SECRET, algorithm="HS256"), "hs-user")
+        self.ok(jwt.encode({"sub": "rs-user", "exp": now + 60}, self.rsa, algorithm="RS256"), "rs-user")
+        self.ok(jwt.encode({"sub": "es-user", "exp": now + 60}, self.ec, algorithm="ES256"), "es-user")
+
+    def test_time_claims_and_leeway(self):
+        now = int(time.time())
+        self.refused(jwt.encode({"sub": "u", "exp": now - 120}, SECRET, algorithm="HS256"), "token expired")
+        self.ok(jwt.encode({"sub": "u", "exp": now - 10}, SECRET, algorithm="HS256"), "u")  # within leeway
+        self.refused(jwt.encode({"sub": "u", "nbf": now + 120}, SECRET, algorithm="HS256"), "token not yet valid")
+
+    def test_attacks(self):
+        now = int(time.time())
+        self.refused(jwt.encode({"sub": "u", "exp": now + 60}, self.other, algorithm="RS256"), "bad signature")
+        self.refused(jwt.encode({"sub": "u", "exp": now + 60}, "wrong-secret-wrong-secret", algorithm="HS256"),
+                     "bad signature")
+        none = jwt.encode({"sub": "admin"}, None, algorithm="none")
+        self.refused(none, "unsupported algorithm")
+        # HS256 keyed with the RSA public key (algorithm confusion): HMAC keys are only the secret
+        header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+        body = base64.urlsafe_b64encode(json.dumps({"sub": "admin", "exp": now + 60}).encode()).rstrip(b"=")
+        import hmac, hashlib
+        sig = base64.urlsafe_b64encode(hmac.new(self.rsa_pub, header + b"." + body, hashlib.sha256).digest()).rstrip(b"=")
+        self.refused((header + b"." + body + b"." + sig).decode(), "bad signature")
+        self.refused("not.a.jwt", "malformed token")
+        # a token that verifies but has no identity claim
+        self.refused(jwt.encode({"exp": now + 60}, SECRET, algorithm="HS256"), "token has no identity claim")
+
+    def test_jwks_issuer_audience_scopes(self):
+        now = int(time.time())
+        good = {"sub": "svc", "iss": "https://idp.test", "aud": ["orders", "other"], "scope": "items:read items:write",
+                "exp": now + 60}
+        self.ok(jwt.encode(good, self.jwks_rsa, algorithm="RS256", headers={"kid": "r1"}), "svc", "/items/x")
+        self.ok(jwt.encode(good, self.jwks_ec, algorithm="ES256", headers={"kid": "e1"}), "svc", "/items/x")
+        self.refused(jwt.encode(good, self.jwks_rsa, algorithm="RS256", headers={"kid": "nope"}),
+                     "no key for this token", "/items/x")
+        self.refused(jwt.encode({**good, "iss": "https://evil.test"}, self.jwks_rsa, algorithm="RS256",
+                                headers={"kid": "r1"}), "wrong issuer", "/items/x")
+        self.refused(jwt.encode({**good, "aud": "billing"}, self.jwks_rsa, algorithm="RS256", headers={"kid": "r1"}),
+                     "wrong audience", "/items/x")
+        self.refused(jwt.encode({**good, "scope": "items:write"}, self.jwks_rsa, algorithm="RS256",
+                                headers={"kid": "r1"}), "missing scope", "/items/x")
+        self.ok(jwt.encode({**good, "scope": None, "scp": ["items:read"]}, self.jwks_rsa, algorithm="RS256",
+                           headers={"kid": "r1"}), "svc", "/items/x")
+
+
+if __name__ == "__main__":
+    unittest.main()
