@@ -394,6 +394,11 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
     return TG_FILTER_CONTINUE;
 }
 
+const struct tg_jwt_conf *tg_auth_jwt(const void *auth_conf)
+{
+    return ((const auth_conf_t *)auth_conf)->jwt;
+}
+
 const tg_filter_type_t tg_filter_auth = {
     .name = "auth",
     .create = auth_create,

@@ -18,4 +18,8 @@ typedef struct tg_auth_secret {
 
 long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presented, size_t len);
 
+/* The JWT verifier of an auth filter's config, or NULL (for tests). */
+struct tg_jwt_conf;
+const struct tg_jwt_conf *tg_auth_jwt(const void *auth_conf);
+
 #endif

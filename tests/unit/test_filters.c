@@ -1,0 +1,172 @@
+/* Unit tests: the filter chain (order, short-circuit, reverse response
+ * order) and JWT verification with tokens built here (HS256 via HMAC). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "filters/filter.h"
+#include "filters/auth.h"
+#include "filters/jwt.h"
+
+/* ---- chain ---- */
+
+static char trace[64];
+
+static tg_filter_status_t rec_request(void *conf, tg_filter_exchange_t *fx, size_t index)
+{
+    const char *name = conf;
+    strncat(trace, name, sizeof(trace) - strlen(trace) - 1);
+    if (strcmp(name, "X") == 0) {
+        fx->reply_status = 403;
+        return TG_FILTER_REPLY;
+    }
+    return TG_FILTER_CONTINUE;
+}
+
+static void rec_response(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp)
+{
+    const char *name = conf;
+    char lower[2] = { (char)(name[0] - 'A' + 'a'), 0 };
+    strncat(trace, lower, sizeof(trace) - strlen(trace) - 1);
+}
+
+static const tg_filter_type_t recorder = { .name = "rec", .on_request = rec_request, .on_response = rec_response };
+
+static void test_chain_order_and_short_circuit(void **state)
+{
+    tg_filter_instance_t g[2] = { { &recorder, "A" }, { &recorder, "B" } };
+    tg_filter_instance_t r[2] = { { &recorder, "C" }, { &recorder, "D" } };
+    tg_filter_list_t global = { g, 2 }, route = { r, 2 };
+    tg_filter_exchange_t fx = { 0 };
+    tg_response_t resp = { 0 };
+    trace[0] = '\0';
+    assert_int_equal(tg_filters_on_request(&global, &route, &fx), TG_FILTER_CONTINUE);
+    tg_filters_on_response(&global, &route, &fx, &resp);
+    assert_string_equal(trace, "ABCDdcba"); /* requests in order, responses in reverse */
+
+    tg_filter_instance_t r2[2] = { { &recorder, "X" }, { &recorder, "D" } };
+    tg_filter_list_t route2 = { r2, 2 };
+    trace[0] = '\0';
+    assert_int_equal(tg_filters_on_request(&global, &route2, &fx), TG_FILTER_REPLY);
+    assert_string_equal(trace, "ABX"); /* D never runs */
+    assert_int_equal(fx.reply_status, 403);
+}
+
+static void test_registry(void **state)
+{
+    assert_non_null(tg_filter_find("auth"));
+    assert_non_null(tg_filter_find("rate_limit"));
+    assert_non_null(tg_filter_find("access_log"));
+    assert_non_null(tg_filter_find("retry"));
+    assert_non_null(tg_filter_find("headers"));
+    assert_non_null(tg_filter_find("cors"));
+    assert_null(tg_filter_find("magic"));
+}
+
+/* ---- JWT ---- */
+
+static const char *SECRET = "unit-test-secret-0123456789";
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < len ? in[i + 2] : 0);
+        out[o++] = a[v >> 18 & 63];
+        out[o++] = a[v >> 12 & 63];
+        if (i + 1 < len)
+            out[o++] = a[v >> 6 & 63];
+        if (i + 2 < len)
+            out[o++] = a[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* header.payload signed with HS256 and key (NULL: empty signature). */
+static void make_token(char *out, const char *header, const char *payload, const char *key)
+{
+    char h[512], p[1024];
+    b64url((const unsigned char *)header, strlen(header), h);
+    b64url((const unsigned char *)payload, strlen(payload), p);
+    int n = sprintf(out, "%s.%s.", h, p);
+    if (key != NULL) {
+        unsigned char mac[32];
+        unsigned int ml = 0;
+        HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)out, (size_t)n - 1, mac, &ml);
+        b64url(mac, ml, out + n);
+    }
+}
+
+/* Loads a config whose global chain is one auth filter with this jwt
+ * block, through the real loader, and returns its JWT verifier. */
+static tg_config_t *load_jwt(const char *jwt_block, const tg_jwt_conf_t **jc)
+{
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml), "listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                                 "filters: [{ auth: { jwt: %s } }]\n", jwt_block);
+    tg_errors_t errs = { 0 };
+    tg_config_t *cfg = tg_config_load_string("j.yaml", yaml, strlen(yaml), &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.msgs[i]);
+    tg_errors_free(&errs);
+    assert_non_null(cfg);
+    *jc = tg_auth_jwt(cfg->filters.v[0].conf);
+    assert_non_null(*jc);
+    return cfg;
+}
+
+static void test_jwt_hs256(void **state)
+{
+    char block[256], tok[2048];
+    snprintf(block, sizeof(block), "{ secret: \"%s\", issuer: idp, audiences: [api], leeway: 5s }", SECRET);
+    const tg_jwt_conf_t *jc;
+    tg_config_t *cfg = load_jwt(block, &jc);
+    const char *id = NULL;
+    tg_arena_t a;
+    tg_arena_init(&a);
+    int64_t now = 1700000000;
+    make_token(tok, "{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
+               "{\"sub\":\"alice\",\"iss\":\"idp\",\"aud\":\"api\",\"exp\":1700000100}", SECRET);
+    assert_null(tg_jwt_verify(jc, tok, now, &a, &id));
+    assert_string_equal(id, "alice");
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"alice\",\"iss\":\"idp\",\"aud\":\"api\",\"exp\":1699999000}",
+               SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "token expired");
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"alice\",\"iss\":\"idp\",\"aud\":\"api\"}",
+               "another-secret-0123456789");
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "bad signature");
+    make_token(tok, "{\"alg\":\"none\"}", "{\"sub\":\"root\"}", NULL);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "unsupported algorithm");
+    make_token(tok, "{\"alg\":\"RS256\"}", "{\"sub\":\"root\"}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "no key for this token");
+    make_token(tok, "{\"alg\":\"HS256\"", "{\"sub\":\"x\"}", SECRET); /* broken JSON */
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "malformed token");
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"other\",\"aud\":\"api\"}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "wrong issuer");
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"idp\",\"aud\":[\"web\"]}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "wrong audience");
+    /* nbf 3 s ahead is within the 5 s leeway; escapes decode */
+    make_token(tok, "{\"alg\":\"HS256\"}",
+               "{\"sub\":\"a\\u00e9\\n\",\"iss\":\"idp\",\"aud\":[\"x\",\"api\"],\"nbf\":1700000003}", SECRET);
+    assert_null(tg_jwt_verify(jc, tok, now, &a, &id));
+    assert_string_equal(id, "a\xc3\xa9\n");
+    tg_arena_free(&a);
+    tg_config_unref(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chain_order_and_short_circuit),
+        cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_jwt_hs256),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
