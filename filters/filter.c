@@ -8,6 +8,7 @@
 
 #include "filters/accesslog.h"
 #include "filters/auth.h"
+#include "filters/fault.h"
 #include "filters/headers.h"
 #include "filters/ratelimit.h"
 #include "filters/retry.h"
@@ -19,6 +20,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_retry,
     &tg_filter_headers,
     &tg_filter_cors,
+    &tg_filter_fault,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -31,19 +33,24 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log, retry, headers, cors";
+    return "auth, rate_limit, access_log, retry, headers, cors, fault";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
-                                         tg_filter_exchange_t *fx)
+                                         tg_filter_exchange_t *fx, size_t from)
 {
     const tg_filter_list_t *chains[2] = { global, route };
     size_t index = 0;
     for (int c = 0; c < 2; c++)
         for (size_t i = 0; i < chains[c]->n; i++, index++) {
             const tg_filter_instance_t *f = &chains[c]->v[i];
-            if (f->type->on_request && f->type->on_request(f->conf, fx, index) == TG_FILTER_REPLY)
-                return TG_FILTER_REPLY;
+            if (index < from || f->type->on_request == NULL)
+                continue;
+            tg_filter_status_t st = f->type->on_request(f->conf, fx, index);
+            if (st != TG_FILTER_CONTINUE) {
+                fx->paused_at = index;
+                return st;
+            }
         }
     return TG_FILTER_CONTINUE;
 }

@@ -14,6 +14,12 @@
  *   TG_FILTER_REPLY     stop: answer locally with fx->reply_status and
  *                       fx->reply_message (+ fx->reply_headers); response
  *                       and completion hooks still run.
+ *   TG_FILTER_PAUSE     the filter started async work (a timer, a lookup)
+ *                       on fx->base and will call tg_filter_resume(fx, gen,
+ *                       status) from that work's callback, with gen = the
+ *                       fx->gen it saw; the chain then goes on (status
+ *                       CONTINUE) or replies (REPLY). If the exchange ended
+ *                       meanwhile (client gone), the resume is ignored.
  * All hooks run on the exchange's worker thread; per-exchange memory comes
  * from fx->arena and dies with the exchange.
  */
@@ -30,6 +36,7 @@
 typedef enum {
     TG_FILTER_CONTINUE = 0,
     TG_FILTER_REPLY = 1,
+    TG_FILTER_PAUSE = 2,
 } tg_filter_status_t;
 
 #define TG_FILTER_MAX_PER_CHAIN 32
@@ -42,6 +49,9 @@ typedef struct tg_filter_exchange {
     const char *route;          /* route name */
     size_t listener;
     unsigned worker;            /* the worker's index, for per-worker state */
+    struct event_base *base;    /* the worker's loop, for async work */
+    uint64_t gen;               /* identifies this exchange across recycling */
+    size_t paused_at;           /* chain index of the filter that paused */
     /* The client's identity: set by an auth filter (token name, API key
      * name, JWT sub); later filters (rate_limit key: identity) read it. */
     const char *identity;
@@ -99,10 +109,14 @@ const tg_filter_type_t *tg_filter_find(const char *name);
 /* "auth, rate_limit, ..." for error messages. */
 const char *tg_filter_names(void);
 
-/* Runs the request hooks of the global chain then the route's. Returns
- * TG_FILTER_REPLY as soon as one filter does. */
+/* Runs the request hooks of the global chain then the route's, from chain
+ * index `from` (0 at first). Returns at the first REPLY or PAUSE (then
+ * fx->paused_at is that filter's index). */
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
-                                         tg_filter_exchange_t *fx);
+                                         tg_filter_exchange_t *fx, size_t from);
+
+/* Resumes a paused exchange (implemented by the exchange). Worker thread. */
+void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);
 /* Runs the completion hooks in reverse order. */
 void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
                             const tg_filter_record_t *rec);

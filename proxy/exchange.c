@@ -97,6 +97,7 @@ struct tg_exchange {
     unsigned body_kept : 1;     /* the whole body went by reference: replayable */
     unsigned in_retry : 1;      /* counted in the worker's retry budget */
     unsigned body_started : 1;  /* this attempt already sent body_buf */
+    unsigned paused : 1;        /* a filter paused the request chain */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned up_eof : 1;
@@ -148,6 +149,7 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
         return NULL;
     }
     w->active_exchanges++;
+    ex->fx.gen = ++w->exchange_gen;
     ex->w = w;
     ex->snap = tg_snapshot_ref(w->snap);
     ex->ops = ops;
@@ -237,6 +239,8 @@ static void recycle(tg_exchange_t *ex)
 {
     tg_worker_t *w = ex->w;
     record(ex);
+    ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
+    ex->paused = 0;
     evtimer_del(ex->retry_ev);
     w->active_exchanges--;
     if (ex->in_retry)
@@ -961,6 +965,9 @@ static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- entry points from the downstream ---- */
 
+static int run_filters(tg_exchange_t *ex, size_t from);
+static void after_filters(tg_exchange_t *ex);
+
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
@@ -991,11 +998,49 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->route = ex->route->name;
         fx->listener = listener;
         fx->worker = ex->w->id;
-        if (tg_filters_on_request(&cfg->filters, &ex->route->filters, fx) == TG_FILTER_REPLY) {
-            tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+        fx->base = ex->w->base;
+        if (run_filters(ex, 0) < 0)
             return;
-        }
     }
+    after_filters(ex);
+}
+
+/* Runs the request chain from index `from`. Returns 0 to go on upstream,
+ * -1 if a filter replied (done) or paused (it will resume us). */
+static int run_filters(tg_exchange_t *ex, size_t from)
+{
+    const tg_config_t *cfg = ex->snap->cfg;
+    tg_filter_exchange_t *fx = &ex->fx;
+    tg_filter_status_t st = tg_filters_on_request(&cfg->filters, &ex->route->filters, fx, from);
+    if (st == TG_FILTER_PAUSE) {
+        ex->paused = 1;
+        return -1;
+    }
+    if (st == TG_FILTER_REPLY) {
+        tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+        return -1;
+    }
+    return 0;
+}
+
+void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status)
+{
+    tg_exchange_t *ex = (tg_exchange_t *)((char *)fx - offsetof(tg_exchange_t, fx));
+    if (gen == 0 || fx->gen != gen || !ex->paused)
+        return; /* the exchange is over (client gone) */
+    ex->paused = 0;
+    if (status == TG_FILTER_REPLY) {
+        tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+        return;
+    }
+    if (run_filters(ex, fx->paused_at + 1) == 0)
+        after_filters(ex);
+}
+
+/* The request passed the filters: forward it. */
+static void after_filters(tg_exchange_t *ex)
+{
+    const tg_config_t *cfg = ex->snap->cfg;
     if (prepare_request_headers(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;

@@ -74,6 +74,7 @@ typedef struct tg_worker {
     tg_health_t *health;             /* the process's endpoint health table (shared) */
     unsigned active_exchanges;       /* for the retry budget */
     unsigned retrying;               /* exchanges that have retried */
+    uint64_t exchange_gen;           /* numbers exchanges, for paused-filter resumes */
 } tg_worker_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per

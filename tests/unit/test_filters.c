@@ -45,16 +45,20 @@ static void test_chain_order_and_short_circuit(void **state)
     tg_filter_exchange_t fx = { 0 };
     tg_response_t resp = { 0 };
     trace[0] = '\0';
-    assert_int_equal(tg_filters_on_request(&global, &route, &fx), TG_FILTER_CONTINUE);
+    assert_int_equal(tg_filters_on_request(&global, &route, &fx, 0), TG_FILTER_CONTINUE);
     tg_filters_on_response(&global, &route, &fx, &resp);
     assert_string_equal(trace, "ABCDdcba"); /* requests in order, responses in reverse */
 
     tg_filter_instance_t r2[2] = { { &recorder, "X" }, { &recorder, "D" } };
     tg_filter_list_t route2 = { r2, 2 };
     trace[0] = '\0';
-    assert_int_equal(tg_filters_on_request(&global, &route2, &fx), TG_FILTER_REPLY);
+    assert_int_equal(tg_filters_on_request(&global, &route2, &fx, 0), TG_FILTER_REPLY);
     assert_string_equal(trace, "ABX"); /* D never runs */
     assert_int_equal(fx.reply_status, 403);
+    assert_int_equal(fx.paused_at, 2);
+    trace[0] = '\0';
+    assert_int_equal(tg_filters_on_request(&global, &route, &fx, 2), TG_FILTER_CONTINUE); /* resume after B */
+    assert_string_equal(trace, "CD");
 }
 
 static void test_registry(void **state)

@@ -1,0 +1,147 @@
+/*
+ * filters/fault.c — see fault.h.
+ *
+ * A delay pauses the chain: a one-shot timer on the worker's loop resumes
+ * it (and frees itself), so the worker never sleeps. If the client goes
+ * away meanwhile the resume is ignored (tg_filter_resume checks the
+ * exchange generation). The coin flips come from a hash of the exchange's
+ * generation: no shared random state, no lock.
+ */
+#include "filters/fault.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fault_conf {
+    uint64_t delay_ms;
+    unsigned delay_percent;
+    int abort_status;           /* 0: no aborts */
+    unsigned abort_percent;
+} fault_conf_t;
+
+typedef struct pending {
+    tg_filter_exchange_t *fx;
+    uint64_t gen;
+    struct event *ev;
+    int then_abort;
+    int abort_status;
+} pending_t;
+
+static void fault_destroy(void *p)
+{
+    free(p);
+}
+
+static int load_part(tg_node_t *n, const char *what, const char *first, tg_node_t *out)
+{
+    const char *const keys[] = { first, "percent" };
+    return tg_node_fields(n, what, keys, 2, out);
+}
+
+static void *fault_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "delay", "abort" };
+    tg_node_t v[2], f[2];
+    fault_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "fault", keys, 2, v);
+    uint64_t x;
+    if (tg_node_present(&v[0])) {
+        if (load_part(&v[0], "fault delay", "duration", f) < 0 || !tg_node_present(&f[0]) ||
+            tg_node_duration(&f[0], "delay duration", &c->delay_ms) < 0)
+            rc = -1;
+        c->delay_percent = 100;
+        if (tg_node_present(&f[1])) {
+            if (tg_node_uint(&f[1], "delay percent", 0, 100, &x) < 0)
+                rc = -1;
+            else
+                c->delay_percent = (unsigned)x;
+        }
+    }
+    if (tg_node_present(&v[1])) {
+        if (load_part(&v[1], "fault abort", "status", f) < 0 || !tg_node_present(&f[0]) ||
+            tg_node_uint(&f[0], "abort status", 200, 599, &x) < 0)
+            rc = -1;
+        else
+            c->abort_status = (int)x;
+        c->abort_percent = 100;
+        if (tg_node_present(&f[1])) {
+            if (tg_node_uint(&f[1], "abort percent", 0, 100, &x) < 0)
+                rc = -1;
+            else
+                c->abort_percent = (unsigned)x;
+        }
+    }
+    if (rc == 0 && c->delay_ms == 0 && c->abort_status == 0) {
+        tg_node_error(node, "fault: configure delay { duration, percent } and/or abort { status, percent }");
+        rc = -1;
+    }
+    if (rc < 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static tg_filter_status_t abort_now(tg_filter_exchange_t *fx, int status)
+{
+    fx->reply_status = status;
+    fx->reply_message = "fault injected";
+    return TG_FILTER_REPLY;
+}
+
+static void on_delay_done(evutil_socket_t fd, short what, void *arg)
+{
+    pending_t *p = arg;
+    tg_filter_exchange_t *fx = p->fx;
+    uint64_t gen = p->gen;
+    int then_abort = p->then_abort, status = p->abort_status;
+    event_free(p->ev);
+    free(p);
+    if (then_abort && fx->gen == gen) {
+        fx->reply_status = status;
+        fx->reply_message = "fault injected";
+        tg_filter_resume(fx, gen, TG_FILTER_REPLY);
+    } else {
+        tg_filter_resume(fx, gen, TG_FILTER_CONTINUE);
+    }
+}
+
+static tg_filter_status_t fault_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
+{
+    fault_conf_t *c = conf;
+    uint64_t r = mix(fx->gen * 64 + index + (uint64_t)fx->worker * 0x100000000ULL);
+    int do_abort = c->abort_status && (r % 100) < c->abort_percent;
+    int do_delay = c->delay_ms && ((r >> 32) % 100) < c->delay_percent;
+    if (!do_delay)
+        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE;
+    pending_t *p = calloc(1, sizeof(*p));
+    if (p == NULL || (p->ev = evtimer_new(fx->base, on_delay_done, p)) == NULL) {
+        free(p);
+        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE; /* no timer: skip the delay */
+    }
+    p->fx = fx;
+    p->gen = fx->gen;
+    p->then_abort = do_abort;
+    p->abort_status = c->abort_status;
+    struct timeval tv = { (time_t)(c->delay_ms / 1000), (suseconds_t)(c->delay_ms % 1000) * 1000 };
+    evtimer_add(p->ev, &tv);
+    return TG_FILTER_PAUSE;
+}
+
+const tg_filter_type_t tg_filter_fault = {
+    .name = "fault",
+    .create = fault_create,
+    .destroy = fault_destroy,
+    .on_request = fault_on_request,
+};
