@@ -335,6 +335,11 @@ int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms)
     return get_duration(n->ld, n->yn, what, ms);
 }
 
+int tg_node_size(tg_node_t *n, const char *what, uint64_t *bytes)
+{
+    return get_size(n->ld, n->yn, what, bytes);
+}
+
 int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out)
 {
     return get_uint(n->ld, n->yn, what, lo, hi, out);

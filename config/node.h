@@ -26,6 +26,7 @@ int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, si
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */
 int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms);
+int tg_node_size(tg_node_t *n, const char *what, uint64_t *bytes);
 int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);
 int tg_node_bool(tg_node_t *n, const char *what, int *out);
 /* A list of scalars (malloc'ed array of malloc'ed strings). */

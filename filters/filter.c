@@ -8,6 +8,7 @@
 
 #include "filters/accesslog.h"
 #include "filters/auth.h"
+#include "filters/bodylimit.h"
 #include "filters/fault.h"
 #include "filters/headers.h"
 #include "filters/ratelimit.h"
@@ -21,6 +22,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_headers,
     &tg_filter_cors,
     &tg_filter_fault,
+    &tg_filter_body_limit,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -33,7 +35,7 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log, retry, headers, cors, fault";
+    return "auth, rate_limit, access_log, retry, headers, cors, fault, body_limit";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
@@ -96,4 +98,44 @@ void tg_filters_reopen(const tg_config_t *cfg)
     reopen_list(&cfg->filters);
     for (size_t i = 0; i < cfg->n_routes; i++)
         reopen_list(&cfg->routes[i].filters);
+}
+
+int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_list_t *route)
+{
+    const tg_filter_list_t *chains[2] = { global, route };
+    for (int c = 0; c < 2; c++)
+        for (size_t i = 0; i < chains[c]->n; i++)
+            if (chains[c]->v[i].type->on_request_body || chains[c]->v[i].type->on_response_body)
+                return 1;
+    return 0;
+}
+
+tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                              tg_filter_exchange_t *fx, struct evbuffer *piece, int fin)
+{
+    const tg_filter_list_t *chains[2] = { global, route };
+    size_t index = 0;
+    for (int c = 0; c < 2; c++)
+        for (size_t i = 0; i < chains[c]->n; i++, index++) {
+            const tg_filter_instance_t *f = &chains[c]->v[i];
+            if (f->type->on_request_body && f->type->on_request_body(f->conf, fx, index, piece, fin) == TG_FILTER_REPLY)
+                return TG_FILTER_REPLY;
+        }
+    return TG_FILTER_CONTINUE;
+}
+
+void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                 tg_filter_exchange_t *fx, struct evbuffer *piece, int fin)
+{
+    size_t index = global->n + route->n;
+    for (size_t i = route->n; i-- > 0;) {
+        --index;
+        if (route->v[i].type->on_response_body)
+            route->v[i].type->on_response_body(route->v[i].conf, fx, index, piece, fin);
+    }
+    for (size_t i = global->n; i-- > 0;) {
+        --index;
+        if (global->v[i].type->on_response_body)
+            global->v[i].type->on_response_body(global->v[i].conf, fx, index, piece, fin);
+    }
 }

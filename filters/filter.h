@@ -33,6 +33,8 @@
 #include "config/node.h"
 #include "proxy/http.h"
 
+struct evbuffer;
+
 typedef enum {
     TG_FILTER_CONTINUE = 0,
     TG_FILTER_REPLY = 1,
@@ -98,6 +100,14 @@ typedef struct tg_filter_type {
     tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
     /* Before the response head goes to the client (may add headers). */
     void (*on_response)(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp);
+    /* Each piece of request body as it flows (decoded; fin at the end):
+     * CONTINUE, or REPLY to stop the request (e.g. 413). Only run when some
+     * filter of the chain has the hook. */
+    tg_filter_status_t (*on_request_body)(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece,
+                                          int fin);
+    /* Each piece of response body on its way to the client (may inspect or
+     * edit it in place). */
+    void (*on_response_body)(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece, int fin);
     /* The exchange is over (whatever happened). On the worker thread. */
     void (*on_complete)(void *conf, tg_filter_exchange_t *fx, const tg_filter_record_t *rec);
     /* SIGUSR1: reopen files (log rotation). Main thread. */
@@ -114,6 +124,13 @@ const char *tg_filter_names(void);
  * fx->paused_at is that filter's index). */
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                          tg_filter_exchange_t *fx, size_t from);
+
+/* Body hooks of the chain, in order (request) and reverse (response). */
+int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_list_t *route);
+tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                              tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
+void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                 tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
 
 /* Resumes a paused exchange (implemented by the exchange). Worker thread. */
 void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);

@@ -98,6 +98,7 @@ struct tg_exchange {
     unsigned in_retry : 1;      /* counted in the worker's retry budget */
     unsigned body_started : 1;  /* this attempt already sent body_buf */
     unsigned paused : 1;        /* a filter paused the request chain */
+    unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned up_eof : 1;
@@ -480,6 +481,15 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
     if (n < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+        return n;
+    }
+    /* dst holds only this piece: scratch, or body_buf while still empty */
+    if (ex->body_hooks && (n > 0 || *fin) &&
+        tg_filters_on_request_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, dst, *fin) ==
+            TG_FILTER_REPLY) {
+        ex->close_ds = 1;
+        tg_exchange_reply(ex, ex->fx.reply_status, ex->fx.reply_message ? ex->fx.reply_message : "refused");
+        return -1;
     }
     return n;
 }
@@ -595,6 +605,8 @@ static int pump_response(tg_exchange_t *ex)
             return -1;
         }
         ex->bytes_out += n > 0 ? (uint64_t)n : 0;
+        if (ex->body_hooks && (n > 0 || fin) && ex->fx.req != NULL)
+            tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, ex->scratch, fin);
         if (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
             finish(ex, 1);
             return -1;
@@ -999,6 +1011,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->listener = listener;
         fx->worker = ex->w->id;
         fx->base = ex->w->base;
+        ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;
     }

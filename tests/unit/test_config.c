@@ -219,7 +219,7 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
-    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, access_log, retry, headers, cors, fault)");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, access_log, retry, headers, cors, fault, body_limit)");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { format: \"{method} {nope}\" }\n",
                  "t.yaml:5:27: access_log format: unknown or unclosed placeholder at '{nope}'");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { path: /nonexistent/dir/a.log }\n",
@@ -255,6 +255,7 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS "filters:\n  - fault: {}\n", "t.yaml:5:12: fault: configure delay");
     expect_error(BASE_LISTENERS "filters:\n  - fault: { abort: { status: 99 } }\n",
                  "t.yaml:5:31: abort status: '99' is not an integer in [200, 599]");
+    expect_error(BASE_LISTENERS "filters:\n  - body_limit: { max: lots }\n", "t.yaml:5:24: max: 'lots' is not a size");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
                  "t.yaml:3:13: listen: environment variable 'TG_TEST_UNSET' is not set");

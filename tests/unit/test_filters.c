@@ -35,7 +35,21 @@ static void rec_response(void *conf, tg_filter_exchange_t *fx, size_t index, tg_
     strncat(trace, lower, sizeof(trace) - strlen(trace) - 1);
 }
 
-static const tg_filter_type_t recorder = { .name = "rec", .on_request = rec_request, .on_response = rec_response };
+static tg_filter_status_t rec_req_body(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece,
+                                       int fin)
+{
+    strncat(trace, (const char *)conf, sizeof(trace) - strlen(trace) - 1);
+    return strcmp(conf, "B") == 0 && fin ? TG_FILTER_REPLY : TG_FILTER_CONTINUE;
+}
+
+static void rec_resp_body(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece, int fin)
+{
+    rec_response(conf, fx, index, NULL);
+}
+
+static const tg_filter_type_t recorder = { .name = "rec", .on_request = rec_request, .on_response = rec_response,
+                                           .on_request_body = rec_req_body, .on_response_body = rec_resp_body };
+static const tg_filter_type_t plain = { .name = "plain", .on_request = rec_request };
 
 static void test_chain_order_and_short_circuit(void **state)
 {
@@ -59,6 +73,20 @@ static void test_chain_order_and_short_circuit(void **state)
     trace[0] = '\0';
     assert_int_equal(tg_filters_on_request(&global, &route, &fx, 2), TG_FILTER_CONTINUE); /* resume after B */
     assert_string_equal(trace, "CD");
+}
+
+static void test_body_hooks(void **state)
+{
+    tg_filter_instance_t g[1] = { { &recorder, "A" } }, r[2] = { { &recorder, "B" }, { &plain, "C" } };
+    tg_filter_list_t global = { g, 1 }, route = { r, 2 }, none = { NULL, 0 }, plain_only = { &r[1], 1 };
+    tg_filter_exchange_t fx = { 0 };
+    assert_true(tg_filters_have_body_hooks(&global, &route));
+    assert_false(tg_filters_have_body_hooks(&none, &plain_only));
+    trace[0] = '\0';
+    assert_int_equal(tg_filters_on_request_body(&global, &route, &fx, NULL, 0), TG_FILTER_CONTINUE);
+    assert_int_equal(tg_filters_on_request_body(&global, &route, &fx, NULL, 1), TG_FILTER_REPLY);
+    tg_filters_on_response_body(&global, &route, &fx, NULL, 0);
+    assert_string_equal(trace, "ABABba"); /* request pieces in order, response pieces in reverse */
 }
 
 static void test_registry(void **state)
@@ -169,6 +197,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_order_and_short_circuit),
+        cmocka_unit_test(test_body_hooks),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_jwt_hs256),
     };
