@@ -85,7 +85,3 @@ unsigned tg_cluster_rr_next(tg_cluster_t *c)
     return atomic_fetch_add_explicit(&c->rr_cursor, 1, memory_order_relaxed);
 }
 
-size_t tg_cluster_pick(tg_cluster_t *c)
-{
-    return tg_cluster_rr_next(c) % c->n_endpoints;
-}

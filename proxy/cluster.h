@@ -44,7 +44,5 @@ void tg_cluster_set_free(tg_cluster_set_t *s);
  * Callers take it modulo the number of endpoints they choose among. */
 unsigned tg_cluster_rr_next(tg_cluster_t *c);
 
-/* Next endpoint index in round-robin order over all endpoints. */
-size_t tg_cluster_pick(tg_cluster_t *c);
 
 #endif

