@@ -275,6 +275,17 @@ class GatewayTest(unittest.TestCase):
     gateway = None
 
     @classmethod
+    def start_app_and_gateway(cls, name, body, workers=1, files=None):
+        """One FastAPI app (cluster `app`), one listener (`main`), and the
+        test's own routes/filters (body) around them."""
+        cls.app = start_app(name)
+        cls.procs = [cls.app]
+        cls.port = free_port()
+        cfg = (f"workers: {workers}\nlisteners:\n  - name: main\n    listen: 127.0.0.1:{cls.port}\n"
+               f"clusters:\n  - name: app\n    endpoints: [127.0.0.1:{cls.app.port}]\n{body}")
+        cls.gateway = Gateway(cfg, port=cls.port, files=files)
+
+    @classmethod
     def start_with_app(cls, name, **config_kw):
         """One FastAPI app and a gateway with a single route to it."""
         cls.app = start_app(name)

@@ -14,25 +14,14 @@ import harness
 class BodyLimitTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.app = harness.start_app("limited-body")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cfg = f"""
-workers: 1
-listeners:
-  - name: main
-    listen: 127.0.0.1:{cls.port}
+        cls.start_app_and_gateway("limited-body", f"""
 routes:
   - name: small
     match: {{ path_prefix: /upload }}
     cluster: app
     filters:
       - body_limit: {{ max: 10KiB }}
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-"""
-        cls.gateway = harness.Gateway(cfg, port=cls.port)
+""")
 
     def test_within_limit(self):
         data = os.urandom(8000)

@@ -15,14 +15,7 @@ import harness
 class FaultTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.app = harness.start_app("faulty")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cfg = f"""
-workers: 1
-listeners:
-  - name: main
-    listen: 127.0.0.1:{cls.port}
+        cls.start_app_and_gateway("faulty", f"""
 routes:
   - name: slow
     match: {{ path_prefix: /slow-path }}
@@ -47,11 +40,7 @@ routes:
       - fault: {{ abort: {{ status: 503, percent: 50 }} }}
   - name: fast
     cluster: app
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-"""
-        cls.gateway = harness.Gateway(cfg, port=cls.port)
+""")
 
     def test_delay_pauses_without_blocking_the_worker(self):
         done = {}

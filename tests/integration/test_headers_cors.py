@@ -11,14 +11,7 @@ import harness
 class HeadersCorsTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.app = harness.start_app("hdrs")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cfg = f"""
-workers: 1
-listeners:
-  - name: main
-    listen: 127.0.0.1:{cls.port}
+        cls.start_app_and_gateway("hdrs", f"""
 filters:
   - cors:
       allow_origins: ["https://app.example.com", "*.trusted.test"]
@@ -38,11 +31,7 @@ filters:
 routes:
   - name: api
     cluster: app
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-"""
-        cls.gateway = harness.Gateway(cfg, port=cls.port)
+""")
 
     def test_request_and_response_edits(self):
         r = requests.get(self.gateway.url("/echo/headers"),

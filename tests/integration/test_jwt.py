@@ -47,14 +47,8 @@ class JwtTest(harness.GatewayTest):
                 {"kty": "RSA", "kid": "r1", "alg": "RS256", "n": b64(rn.n), "e": b64(rn.e)},
                 {"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(en.x, 32), "y": b64(en.y, 32)},
             ]}, f)
-        cls.app = harness.start_app("jwt")
-        cls.procs = [cls.app]
-        cls.port = harness.free_port()
-        cfg = f"""
-workers: 1
-listeners:
-  - name: main
-    listen: 127.0.0.1:{cls.port}
+        # rsa.pem is given relative to the config file, ec.pem absolute
+        cls.start_app_and_gateway("jwt", f"""
 routes:
   - name: scoped
     match: {{ path_prefix: /items }}
@@ -70,12 +64,7 @@ routes:
             secret: "{SECRET}"
             keys: [{{ file: rsa.pem }}, {{ file: {cls.dir}/ec.pem }}]
             leeway: 30s
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-"""
-        # rsa.pem is given relative to the config file, ec.pem absolute
-        cls.gateway = harness.Gateway(cfg, port=cls.port, files={"rsa.pem": cls.rsa_pub})
+""", files={"rsa.pem": cls.rsa_pub})
 
     def call(self, token, path="/echo/headers"):
         return requests.get(self.gateway.url(path), headers={"Authorization": f"Bearer {token}"}, timeout=5)
