@@ -195,9 +195,17 @@ static int get_str_list(loader_t *ld, yaml_node_t *n, const char *what, char ***
         if (v[i] == NULL)
             rc = -1;
     }
+    if (rc < 0) { /* errors are reported; the caller gets nothing to free */
+        for (size_t i = 0; i < len; i++)
+            free(v[i]);
+        free(v);
+        *out = NULL;
+        *nout = 0;
+        return -1;
+    }
     *out = v;
     *nout = len;
-    return rc;
+    return 0;
 }
 
 /* RFC 9110 token characters, for header names and methods. */

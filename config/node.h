@@ -29,7 +29,8 @@ int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms);
 int tg_node_size(tg_node_t *n, const char *what, uint64_t *bytes);
 int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);
 int tg_node_bool(tg_node_t *n, const char *what, int *out);
-/* A list of scalars (malloc'ed array of malloc'ed strings). */
+/* A list of scalars (malloc'ed array of malloc'ed strings). On error
+ * nothing is allocated (*out = NULL, *count = 0). */
 int tg_node_str_list(tg_node_t *n, const char *what, char ***out, size_t *count);
 
 /* The keys of a mapping whose keys are free-form (e.g. header names):
