@@ -139,3 +139,19 @@ void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter
             global->v[i].type->on_response_body(global->v[i].conf, fx, index, piece, fin);
     }
 }
+
+static void inherit_list(const tg_filter_list_t *n, const tg_filter_list_t *o)
+{
+    for (size_t i = 0; i < n->n && i < o->n; i++)
+        if (n->v[i].type == o->v[i].type && n->v[i].type->inherit)
+            n->v[i].type->inherit(n->v[i].conf, o->v[i].conf);
+}
+
+void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg)
+{
+    inherit_list(&new_cfg->filters, &old_cfg->filters);
+    for (size_t i = 0; i < new_cfg->n_routes; i++)
+        for (size_t j = 0; j < old_cfg->n_routes; j++)
+            if (strcmp(new_cfg->routes[i].name, old_cfg->routes[j].name) == 0)
+                inherit_list(&new_cfg->routes[i].filters, &old_cfg->routes[j].filters);
+}

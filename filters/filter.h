@@ -112,6 +112,10 @@ typedef struct tg_filter_type {
     void (*on_complete)(void *conf, tg_filter_exchange_t *fx, const tg_filter_record_t *rec);
     /* SIGUSR1: reopen files (log rotation). Main thread. */
     void (*reopen)(void *conf);
+    /* Reload: new_conf replaces old_conf (same type, same place in the
+     * chains of the same route); take over state worth keeping, e.g.
+     * rate-limit counters. Main thread, before the new config is used. */
+    void (*inherit)(void *new_conf, void *old_conf);
 } tg_filter_type_t;
 
 /* The built-in filter types, by name; NULL if unknown. */
@@ -137,6 +141,10 @@ void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t
 /* Runs the completion hooks in reverse order. */
 void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
                             const tg_filter_record_t *rec);
+/* Lets each filter of new_cfg take over the state of its counterpart in
+ * old_cfg: same route name (or the global chain), same position, same type. */
+void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
+
 /* Calls every filter's reopen hook in a config (SIGUSR1). */
 void tg_filters_reopen(const tg_config_t *cfg);
 

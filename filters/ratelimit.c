@@ -18,10 +18,12 @@
 #include "filters/ratelimit.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 
@@ -50,6 +52,7 @@ typedef struct rl_shard {
 } rl_shard_t;
 
 struct tg_rl_table {
+    atomic_int refs;
     tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
     size_t n;
     uint64_t ttl_ms;
@@ -73,6 +76,7 @@ tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n)
     tg_rl_table_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
+    atomic_init(&t->refs, 1);
     memcpy(t->limits, limits, n * sizeof(*limits));
     t->n = n;
     for (size_t i = 0; i < n; i++)
@@ -85,9 +89,15 @@ tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n)
     return t;
 }
 
+tg_rl_table_t *tg_rl_table_ref(tg_rl_table_t *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+    return t;
+}
+
 void tg_rl_table_free(tg_rl_table_t *t)
 {
-    if (t == NULL)
+    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
     for (size_t s = 0; s < SHARDS; s++) {
         rl_entry_t *e;
@@ -482,9 +492,25 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     return TG_FILTER_CONTINUE;
 }
 
+/* Keep the counters across a reload when what they count is unchanged. */
+static void rl_inherit(void *new_conf, void *old_conf)
+{
+    rl_conf_t *n = new_conf, *o = old_conf;
+    if (n->n_limits != o->n_limits || memcmp(n->limits, o->limits, n->n_limits * sizeof(n->limits[0])) != 0 ||
+        n->n_parts != o->n_parts)
+        return;
+    for (size_t i = 0; i < n->n_parts; i++)
+        if (n->parts[i].kind != o->parts[i].kind ||
+            (n->parts[i].header && strcasecmp(n->parts[i].header, o->parts[i].header) != 0))
+            return;
+    tg_rl_table_free(n->table);
+    n->table = tg_rl_table_ref(o->table);
+}
+
 const tg_filter_type_t tg_filter_rate_limit = {
     .name = "rate_limit",
     .create = rl_create,
     .destroy = rl_destroy,
     .on_request = rl_on_request,
+    .inherit = rl_inherit,
 };

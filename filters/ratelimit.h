@@ -30,9 +30,11 @@ typedef struct tg_rl_result {
 
 typedef struct tg_rl_table tg_rl_table_t;
 
-/* A table of counters for these limits; thread-safe (sharded locks). */
+/* A table of counters for these limits; thread-safe (sharded locks).
+ * Refcounted: configs that share it (across a reload) each hold one. */
 tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n);
-void tg_rl_table_free(tg_rl_table_t *t);
+tg_rl_table_t *tg_rl_table_ref(tg_rl_table_t *t);
+void tg_rl_table_free(tg_rl_table_t *t); /* drops a reference */
 /* Decides one request for key at now_ms (any monotonic millisecond clock)
  * and, if every limit has room, counts it. */
 void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out);

@@ -116,6 +116,7 @@ static int reload(process_t *p, tg_errors_t *errs)
     if (ns == NULL)
         goto fail;
     const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
+    tg_filters_inherit(nc, oc); /* e.g. rate-limit counters: a reload is no reset */
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
         tg_warn("reload: a change of 'workers' takes effect on restart");
     n = nc->n_listeners;

@@ -163,6 +163,32 @@ class ReloadTest(unittest.TestCase):
         self.assertIn("changed: reloading", out)
         self.assertIn("reload failed", out)
 
+    def test_rate_limits_survive_reload(self):
+        def cfg(limit, tag):
+            return f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{self.admin} }}
+listeners: [{{ name: main, listen: '127.0.0.1:{self.port}' }}]
+routes:
+  - name: limited
+    cluster: app
+    filters: [{{ rate_limit: {{ key: client_address, limit: {limit}, window: 1m }} }}]
+    response_headers: {{ set: {{ x-config: "{tag}" }} }}
+clusters: [{{ name: app, endpoints: ['127.0.0.1:{self.app.port}'] }}]
+"""
+        gw = harness.Gateway(cfg(3, "A"), port=self.port)
+        self.addCleanup(self.finish, gw)
+        codes = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 200])
+        self.write(gw, cfg(3, "B"))  # another change, same limit: the counters carry over
+        self.assertEqual(self.reload().status_code, 200)
+        r = requests.get(gw.url("/whoami"), timeout=5)
+        self.assertEqual(r.status_code, 429)  # not a fresh budget
+        self.write(gw, cfg(10, "C"))  # a different limit starts afresh
+        self.assertEqual(self.reload().status_code, 200)
+        r = requests.get(gw.url("/whoami"), timeout=5)
+        self.assertEqual((r.status_code, r.headers["x-config"]), (200, "C"))
+
     def test_thousand_reloads_keep_rss_flat(self):
         # a small ASan quarantine so that RSS shows the gateway's own memory
         asan = os.environ.get("ASAN_OPTIONS", "")
