@@ -69,6 +69,7 @@ static void headers_destroy(void *p)
     free(c);
 }
 
+/* Appends a segment; text (len bytes) is copied for V_LITERAL only. */
 static int add_segment(rule_value_t *v, var_t var, const char *text, size_t len)
 {
     segment_t *ns = realloc(v->seg, (v->n + 1) * sizeof(*ns));
@@ -76,7 +77,9 @@ static int add_segment(rule_value_t *v, var_t var, const char *text, size_t len)
         return -1;
     v->seg = ns;
     ns[v->n].var = var;
-    ns[v->n].text = var == V_LITERAL ? strndup(text, len) : NULL;
+    ns[v->n].text = NULL;
+    if (var == V_LITERAL && text != NULL && (ns[v->n].text = strndup(text, len)) == NULL)
+        return -1;
     v->n++;
     return 0;
 }

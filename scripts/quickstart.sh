@@ -29,6 +29,7 @@ tollgate is listening on http://127.0.0.1:8080 (Ctrl-C to stop). Try:
   curl -s http://127.0.0.1:8080/whoami; curl -s http://127.0.0.1:8080/whoami
   curl -s -X POST -H 'content-type: application/json' -d '{"name":"widget"}' http://127.0.0.1:8080/items
   curl -sN http://127.0.0.1:8080/sse?n=5
+  curl -s http://127.0.0.1:9901/metrics | grep tollgate_requests_total
 
 MSG
 wait "${pids[-1]}"

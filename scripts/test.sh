@@ -16,6 +16,11 @@ CC=clang cmake -S . -B "$FUZZ" -DTOLLGATE_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug \
 cmake --build "$FUZZ" -j"$(nproc)"
 (cd "$FUZZ" && ctest --output-on-failure -j2)
 
+# the optimised build that quickstart.sh and bench/ use must compile too
+# (-O2 enables warnings that -O0 does not)
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_TESTS=OFF >/dev/null
+cmake --build build-release -j"$(nproc)"
+
 BUILD=${BUILD_DIR:-build-test}
 cmake -S . -B "$BUILD" -DTOLLGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
