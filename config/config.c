@@ -89,12 +89,44 @@ static void free_route(tg_route_conf_t *r)
     free_rules(&r->response_headers);
 }
 
+static void free_cert(tg_tls_cert_conf_t *c)
+{
+    free(c->cert);
+    free(c->key);
+    free(c->where);
+}
+
+static void free_tls_server(tg_tls_server_conf_t *t)
+{
+    for (size_t i = 0; i < t->n_certs; i++)
+        free_cert(&t->certs[i]);
+    free(t->certs);
+    free(t->where);
+    free_strs(t->alpn, t->n_alpn);
+    free(t->ciphers);
+    free(t->ciphersuites);
+    free(t->groups);
+    free(t->client_ca);
+    free(t->client_ca_where);
+    free(t->client_cert_header);
+}
+
+static void free_tls_client(tg_tls_client_conf_t *t)
+{
+    free(t->where);
+    free(t->ca);
+    free(t->ca_where);
+    free(t->server_name);
+    free_cert(&t->client_cert);
+}
+
 static void config_free(tg_config_t *c)
 {
     for (size_t i = 0; i < c->n_listeners; i++) {
         free(c->listeners[i].name);
         free(c->listeners[i].listen);
         free(c->listeners[i].host);
+        free_tls_server(&c->listeners[i].tls);
     }
     free(c->listeners);
     for (size_t i = 0; i < c->n_routes; i++)
@@ -110,6 +142,7 @@ static void config_free(tg_config_t *c)
         free(cl->endpoints);
         free(cl->health_check.path);
         free(cl->health_check.host);
+        free_tls_client(&cl->tls);
     }
     free(c->clusters);
     free_filters(&c->filters);

@@ -86,12 +86,72 @@ typedef struct tg_route_conf {
     tg_filter_list_t filters; /* the route's own chain (after the global one) */
 } tg_route_conf_t;
 
+/* One certificate and its key; `where` is "file:line:col" of the entry,
+ * for errors found when the files are read (tls/context.c). */
+typedef struct tg_tls_cert_conf {
+    char *cert;
+    char *key;
+    char *where;
+} tg_tls_cert_conf_t;
+
+typedef enum { TG_CLIENT_AUTH_NONE = 0, TG_CLIENT_AUTH_OPTIONAL, TG_CLIENT_AUTH_REQUIRE } tg_client_auth_t;
+
+/* A listener's `tls:` block (docs/configuration.md). */
+typedef struct tg_tls_server_conf {
+    int enabled;
+    char *where;                 /* "file:line:col" of the block */
+    tg_tls_cert_conf_t *certs;   /* the first is the default; the others by SNI */
+    size_t n_certs;
+    char **alpn;                 /* protocols offered, in preference order */
+    size_t n_alpn;
+    int min_version;             /* 12 or 13 */
+    char *ciphers;               /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+    char *ciphersuites;          /* TLS 1.3 suites; NULL: default */
+    char *groups;                /* key exchange groups; NULL: default */
+    int session_tickets;
+    uint32_t session_cache_size; /* 0: no server-side cache */
+    uint64_t session_timeout_ms;
+    tg_client_auth_t client_auth;
+    char *client_ca;
+    char *client_ca_where;
+    uint32_t verify_depth;
+    char *client_cert_header;    /* forwards the client identity upstream */
+    uint64_t handshake_timeout_ms;
+} tg_tls_server_conf_t;
+
+/* A listener's `http2:` block: HTTP/2 over TLS (ALPN h2) and in cleartext
+ * with prior knowledge (h2c). */
+typedef struct tg_http2_conf {
+    int enabled;
+    uint32_t max_concurrent_streams;
+    uint32_t initial_window_size;     /* per stream, for request bodies */
+    uint32_t connection_window_size;
+    uint64_t max_header_list_size;    /* 0: limits.max_header_bytes */
+    uint64_t ping_interval_ms;        /* 0: no keepalive pings */
+    uint64_t ping_timeout_ms;
+    uint32_t max_resets_per_10s;      /* rapid-reset guard (CVE-2023-44487) */
+} tg_http2_conf_t;
+
 typedef struct tg_listener_conf {
     char *name;
     char *listen;         /* as written */
     char *host;
     uint16_t port;
+    tg_tls_server_conf_t tls;
+    tg_http2_conf_t http2;
 } tg_listener_conf_t;
+
+/* A cluster's `tls:` block: TLS toward its endpoints. */
+typedef struct tg_tls_client_conf {
+    int enabled;
+    char *where;
+    char *ca;             /* NULL: the system's trust store */
+    char *ca_where;
+    char *server_name;    /* SNI and the name verified; NULL: the endpoint's host */
+    int verify;           /* verify the certificate and host name (default on) */
+    tg_tls_cert_conf_t client_cert; /* cert NULL: none */
+    int min_version;
+} tg_tls_client_conf_t;
 
 typedef enum { TG_PROTO_HTTP1 = 0 } tg_cluster_proto_t;
 typedef enum { TG_LB_ROUND_ROBIN = 0 } tg_lb_t;
@@ -130,6 +190,7 @@ typedef struct tg_cluster_conf {
     tg_health_check_conf_t health_check;
     tg_outlier_conf_t outlier;
     int all_unhealthy_try_all;  /* when_all_unhealthy: try_all (else fail with 503) */
+    tg_tls_client_conf_t tls;
 } tg_cluster_conf_t;
 
 typedef struct tg_limits {
@@ -177,6 +238,16 @@ typedef struct tg_config {
 #define TG_DEFAULT_HC_UNHEALTHY 3
 #define TG_DEFAULT_EJECTION_MS 30000
 #define TG_DEFAULT_MAX_EJECTION_MS 300000
+#define TG_DEFAULT_TLS_SESSION_CACHE 20480
+#define TG_DEFAULT_TLS_SESSION_TIMEOUT_MS 300000
+#define TG_DEFAULT_TLS_VERIFY_DEPTH 3
+#define TG_DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS 10000
+#define TG_DEFAULT_CLIENT_CERT_HEADER "x-forwarded-client-cert"
+#define TG_DEFAULT_H2_MAX_STREAMS 128
+#define TG_DEFAULT_H2_STREAM_WINDOW (256 * 1024)
+#define TG_DEFAULT_H2_CONN_WINDOW (1024 * 1024)
+#define TG_DEFAULT_H2_PING_TIMEOUT_MS 20000
+#define TG_DEFAULT_H2_MAX_RESETS 400
 
 /* Loads and validates path. Returns a snapshot with one reference, or NULL
  * with every problem appended to errs as "file:line:col: message". */

@@ -489,14 +489,270 @@ static int load_filters(loader_t *ld, yaml_node_t *n, const char *what, tg_filte
 
 /* ---- listeners ---- */
 
+/* "file:line:col" of a node, malloc'ed (for errors found later, when the
+ * files a node names are read). */
+static char *where_of(loader_t *ld, const yaml_node_t *n)
+{
+    char *w = NULL;
+    if (asprintf(&w, "%s:%zu:%zu", ld->file, n->start_mark.line + 1, n->start_mark.column + 1) < 0)
+        return NULL;
+    return w;
+}
+
+static int get_bool(loader_t *ld, yaml_node_t *n, const char *what, int *out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+        *out = 1;
+    else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+        *out = 0;
+    else {
+        err_at(ld, n, "%s: '%s' is not true or false", what, s);
+        rc = -1;
+    }
+    free(s);
+    return rc;
+}
+
+static int get_tls_version(loader_t *ld, yaml_node_t *n, int *out)
+{
+    char *s = get_str(ld, n, "min_version");
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    if (!strcmp(s, "1.2") || !strcasecmp(s, "TLSv1.2"))
+        *out = 12;
+    else if (!strcmp(s, "1.3") || !strcasecmp(s, "TLSv1.3"))
+        *out = 13;
+    else {
+        err_at(ld, n, "min_version: '%s' is not one of 1.2, 1.3", s);
+        rc = -1;
+    }
+    free(s);
+    return rc;
+}
+
+static int get_path(loader_t *ld, yaml_node_t *n, const char *what, char **out, char **where)
+{
+    if ((*out = get_str(ld, n, what)) == NULL)
+        return -1;
+    if (**out == '\0') {
+        err_at(ld, n, "%s: empty file name", what);
+        return -1;
+    }
+    if (where != NULL && (*where = where_of(ld, n)) == NULL)
+        return -1;
+    return 0;
+}
+
+static int load_cert(loader_t *ld, yaml_node_t *n, tg_tls_cert_conf_t *c)
+{
+    static const char *const keys[] = { "cert", "key" };
+    yaml_node_t *v[2];
+    int rc = take_fields(ld, n, "certificate", keys, 2, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    if (require(ld, n, v[0], "cert", "certificate") < 0 || require(ld, n, v[1], "key", "certificate") < 0)
+        return -1;
+    if (get_path(ld, v[0], "cert", &c->cert, &c->where) < 0 || get_path(ld, v[1], "key", &c->key, NULL) < 0)
+        rc = -1;
+    return rc;
+}
+
+static int load_alpn(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
+{
+    if (get_str_list(ld, n, "alpn", &t->alpn, &t->n_alpn) < 0)
+        return -1;
+    if (t->n_alpn == 0) {
+        err_at(ld, n, "alpn: list at least one of h2, http/1.1");
+        return -1;
+    }
+    for (size_t i = 0; i < t->n_alpn; i++)
+        if (strcmp(t->alpn[i], "h2") != 0 && strcmp(t->alpn[i], "http/1.1") != 0) {
+            err_at(ld, n, "alpn: '%s' is not one of h2, http/1.1", t->alpn[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static int load_listener_tls(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
+{
+    static const char *const keys[] = { "certificates", "alpn", "min_version", "ciphers", "ciphersuites",
+                                        "groups", "session_tickets", "session_cache_size", "session_timeout",
+                                        "client_auth", "client_ca", "verify_depth", "client_cert_header",
+                                        "handshake_timeout" };
+    enum { K_CERTS, K_ALPN, K_MINV, K_CIPH, K_SUITES, K_GROUPS, K_TICKETS, K_CACHE, K_STO, K_CAUTH, K_CCA,
+           K_DEPTH, K_CCH, K_HST, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "tls", keys, K_N, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    t->enabled = 1;
+    t->min_version = 12;
+    t->session_tickets = 1;
+    t->session_cache_size = TG_DEFAULT_TLS_SESSION_CACHE;
+    t->session_timeout_ms = TG_DEFAULT_TLS_SESSION_TIMEOUT_MS;
+    t->verify_depth = TG_DEFAULT_TLS_VERIFY_DEPTH;
+    t->handshake_timeout_ms = TG_DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS;
+    if ((t->where = where_of(ld, n)) == NULL)
+        return -1;
+    if (require(ld, n, v[K_CERTS], "certificates", "tls") < 0 ||
+        expect_type(ld, v[K_CERTS], YAML_SEQUENCE_NODE, "certificates") < 0)
+        return -1;
+    size_t len = seq_len(v[K_CERTS]);
+    if (len == 0) {
+        err_at(ld, v[K_CERTS], "certificates: list at least one { cert, key }");
+        return -1;
+    }
+    if ((t->certs = calloc(len, sizeof(*t->certs))) == NULL)
+        return -1;
+    t->n_certs = len;
+    for (size_t i = 0; i < len; i++)
+        if (load_cert(ld, node_at(ld, v[K_CERTS]->data.sequence.items.start[i]), &t->certs[i]) < 0)
+            rc = -1;
+    if (v[K_ALPN] ? load_alpn(ld, v[K_ALPN], t) < 0 : 0)
+        rc = -1;
+    if (v[K_MINV] && get_tls_version(ld, v[K_MINV], &t->min_version) < 0)
+        rc = -1;
+    if (v[K_CIPH] && (t->ciphers = get_str(ld, v[K_CIPH], "ciphers")) == NULL)
+        rc = -1;
+    if (v[K_SUITES] && (t->ciphersuites = get_str(ld, v[K_SUITES], "ciphersuites")) == NULL)
+        rc = -1;
+    if (v[K_GROUPS] && (t->groups = get_str(ld, v[K_GROUPS], "groups")) == NULL)
+        rc = -1;
+    if (v[K_TICKETS] && get_bool(ld, v[K_TICKETS], "session_tickets", &t->session_tickets) < 0)
+        rc = -1;
+    uint64_t x;
+    if (v[K_CACHE]) {
+        if (get_uint(ld, v[K_CACHE], "session_cache_size", 0, 10000000, &x) < 0)
+            rc = -1;
+        else
+            t->session_cache_size = (uint32_t)x;
+    }
+    if (v[K_STO] && get_duration(ld, v[K_STO], "session_timeout", &t->session_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_CAUTH]) {
+        char *p = get_str(ld, v[K_CAUTH], "client_auth");
+        if (p && !strcmp(p, "require"))
+            t->client_auth = TG_CLIENT_AUTH_REQUIRE;
+        else if (p && !strcmp(p, "optional"))
+            t->client_auth = TG_CLIENT_AUTH_OPTIONAL;
+        else if (p && strcmp(p, "none") != 0) {
+            err_at(ld, v[K_CAUTH], "client_auth: '%s' is not one of none, optional, require", p);
+            rc = -1;
+        } else if (p == NULL)
+            rc = -1;
+        free(p);
+    }
+    if (v[K_CCA] && get_path(ld, v[K_CCA], "client_ca", &t->client_ca, &t->client_ca_where) < 0)
+        rc = -1;
+    if (t->client_auth != TG_CLIENT_AUTH_NONE && t->client_ca == NULL && v[K_CCA] == NULL) {
+        err_at(ld, v[K_CAUTH], "client_auth: '%s' needs client_ca (the CA bundle client certificates are checked "
+                               "against)", t->client_auth == TG_CLIENT_AUTH_REQUIRE ? "require" : "optional");
+        rc = -1;
+    }
+    if (v[K_DEPTH]) {
+        if (get_uint(ld, v[K_DEPTH], "verify_depth", 1, 100, &x) < 0)
+            rc = -1;
+        else
+            t->verify_depth = (uint32_t)x;
+    }
+    if (v[K_CCH]) {
+        if (get_header_name(ld, v[K_CCH], "client_cert_header", &t->client_cert_header) < 0)
+            rc = -1;
+    } else if ((t->client_cert_header = strdup(TG_DEFAULT_CLIENT_CERT_HEADER)) == NULL) {
+        rc = -1;
+    }
+    if (v[K_HST] && get_duration(ld, v[K_HST], "handshake_timeout", &t->handshake_timeout_ms) < 0)
+        rc = -1;
+    if (t->alpn == NULL && rc == 0) {
+        t->alpn = calloc(2, sizeof(char *));
+        if (t->alpn == NULL || (t->alpn[0] = strdup("h2")) == NULL || (t->alpn[1] = strdup("http/1.1")) == NULL)
+            return -1;
+        t->n_alpn = 2;
+    }
+    return rc;
+}
+
+static void http2_defaults(tg_http2_conf_t *h)
+{
+    h->enabled = 1;
+    h->max_concurrent_streams = TG_DEFAULT_H2_MAX_STREAMS;
+    h->initial_window_size = TG_DEFAULT_H2_STREAM_WINDOW;
+    h->connection_window_size = TG_DEFAULT_H2_CONN_WINDOW;
+    h->ping_timeout_ms = TG_DEFAULT_H2_PING_TIMEOUT_MS;
+    h->max_resets_per_10s = TG_DEFAULT_H2_MAX_RESETS;
+}
+
+static int get_u32(loader_t *ld, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint32_t *out)
+{
+    uint64_t x;
+    if (get_uint(ld, n, what, lo, hi, &x) < 0)
+        return -1;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int get_size_u32(loader_t *ld, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint32_t *out)
+{
+    uint64_t x;
+    if (get_size(ld, n, what, &x) < 0)
+        return -1;
+    if (x < lo || x > hi) {
+        err_at(ld, n, "%s: must be between %llu and %llu bytes", what, (unsigned long long)lo,
+               (unsigned long long)hi);
+        return -1;
+    }
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int load_http2(loader_t *ld, yaml_node_t *n, tg_http2_conf_t *h)
+{
+    static const char *const keys[] = { "enabled", "max_concurrent_streams", "initial_window_size",
+                                        "connection_window_size", "max_header_list_size", "ping_interval",
+                                        "ping_timeout", "max_resets_per_10s" };
+    enum { K_EN, K_STREAMS, K_WIN, K_CWIN, K_HLS, K_PI, K_PT, K_RST, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "http2", keys, K_N, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    if (v[K_EN] && get_bool(ld, v[K_EN], "enabled", &h->enabled) < 0)
+        rc = -1;
+    if (v[K_STREAMS] && get_u32(ld, v[K_STREAMS], "max_concurrent_streams", 1, 100000, &h->max_concurrent_streams) < 0)
+        rc = -1;
+    if (v[K_WIN] && get_size_u32(ld, v[K_WIN], "initial_window_size", 16384, 0x7fffffff, &h->initial_window_size) < 0)
+        rc = -1;
+    if (v[K_CWIN] &&
+        get_size_u32(ld, v[K_CWIN], "connection_window_size", 65535, 0x7fffffff, &h->connection_window_size) < 0)
+        rc = -1;
+    if (v[K_HLS] && get_size(ld, v[K_HLS], "max_header_list_size", &h->max_header_list_size) < 0)
+        rc = -1;
+    if (v[K_PI] && get_duration(ld, v[K_PI], "ping_interval", &h->ping_interval_ms) < 0)
+        rc = -1;
+    if (v[K_PT] && get_duration(ld, v[K_PT], "ping_timeout", &h->ping_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_RST] && get_u32(ld, v[K_RST], "max_resets_per_10s", 1, 1000000, &h->max_resets_per_10s) < 0)
+        rc = -1;
+    return rc;
+}
+
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    static const char *const keys[] = { "name", "listen", "tls" };
-    yaml_node_t *v[3];
-    int rc = take_fields(ld, n, "listener", keys, 3, v);
+    static const char *const keys[] = { "name", "listen", "tls", "http2" };
+    yaml_node_t *v[4];
+    int rc = take_fields(ld, n, "listener", keys, 4, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
+    http2_defaults(&l->http2);
     if (require(ld, n, v[0], "name", "listener") < 0 || check_name(ld, v[0], "listener name", &l->name) < 0)
+        rc = -1;
+    if (v[2] != NULL && load_listener_tls(ld, v[2], &l->tls) < 0)
+        rc = -1;
+    if (v[3] != NULL && load_http2(ld, v[3], &l->http2) < 0)
         rc = -1;
     if (require(ld, n, v[1], "listen", "listener") < 0)
         return -1;
@@ -509,10 +765,6 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
         return -1;
     }
     l->host = strdup(host);
-    if (v[2] != NULL) {
-        err_at(ld, v[2], "listener tls: TLS termination is not available in this build");
-        rc = -1;
-    }
     return rc;
 }
 
@@ -601,12 +853,43 @@ static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
     return rc;
 }
 
+static int load_cluster_tls(loader_t *ld, yaml_node_t *n, tg_tls_client_conf_t *t)
+{
+    static const char *const keys[] = { "ca", "server_name", "verify", "cert", "key", "min_version" };
+    enum { K_CA, K_SNI, K_VERIFY, K_CERT, K_KEY, K_MINV, K_N };
+    yaml_node_t *v[K_N];
+    int rc = take_fields(ld, n, "cluster tls", keys, K_N, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    t->enabled = 1;
+    t->verify = 1;
+    t->min_version = 12;
+    if ((t->where = where_of(ld, n)) == NULL)
+        return -1;
+    if (v[K_CA] && get_path(ld, v[K_CA], "ca", &t->ca, &t->ca_where) < 0)
+        rc = -1;
+    if (v[K_SNI] && (t->server_name = get_str(ld, v[K_SNI], "server_name")) == NULL)
+        rc = -1;
+    if (v[K_VERIFY] && get_bool(ld, v[K_VERIFY], "verify", &t->verify) < 0)
+        rc = -1;
+    if ((v[K_CERT] == NULL) != (v[K_KEY] == NULL)) {
+        err_at(ld, n, "cluster tls: cert and key go together (a client certificate for upstream mTLS)");
+        rc = -1;
+    } else if (v[K_CERT] && (get_path(ld, v[K_CERT], "cert", &t->client_cert.cert, &t->client_cert.where) < 0 ||
+                             get_path(ld, v[K_KEY], "key", &t->client_cert.key, NULL) < 0)) {
+        rc = -1;
+    }
+    if (v[K_MINV] && get_tls_version(ld, v[K_MINV], &t->min_version) < 0)
+        rc = -1;
+    return rc;
+}
+
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
     static const char *const keys[] = { "name", "protocol", "endpoints", "lb", "connect_timeout",
                                         "idle_timeout", "pool_size", "health_check", "outlier_detection",
-                                        "when_all_unhealthy" };
-    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_N };
+                                        "when_all_unhealthy", "tls" };
+    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "cluster", keys, K_N, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
@@ -654,6 +937,8 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
     if (v[K_HC] && load_health_check(ld, v[K_HC], &c->health_check) < 0)
         rc = -1;
     if (v[K_OUT] && load_outlier(ld, v[K_OUT], &c->outlier) < 0)
+        rc = -1;
+    if (v[K_TLS] && load_cluster_tls(ld, v[K_TLS], &c->tls) < 0)
         rc = -1;
     if (v[K_ALL]) {
         char *p = get_str(ld, v[K_ALL], "when_all_unhealthy");

@@ -34,6 +34,7 @@ typedef struct auth_conf {
     char **allow;               /* identities allowed here; none = any */
     size_t n_allow;
     char *identity_header;
+    int client_cert;        /* a verified TLS client certificate counts as credentials */
     int strip;                  /* remove the credential before forwarding */
     char *challenge;            /* WWW-Authenticate value */
 } auth_conf_t;
@@ -211,8 +212,8 @@ static int load_token_file(tg_node_t *n, const char *config_path, auth_conf_t *c
 static void *auth_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "bearer_tokens", "bearer_tokens_file", "api_keys", "allow",
-                                        "identity_header", "strip_credentials", "realm", "jwt" };
-    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_JWT, K_N };
+                                        "identity_header", "strip_credentials", "realm", "jwt", "client_cert" };
+    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_JWT, K_CCERT, K_N };
     tg_node_t v[K_N];
     auth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -257,12 +258,14 @@ static void *auth_create(tg_node_t *node, const char *config_path)
         rc = -1;
     if (tg_node_present(&v[K_STRIP]) && tg_node_bool(&v[K_STRIP], "strip_credentials", &c->strip) < 0)
         rc = -1;
+    if (tg_node_present(&v[K_CCERT]) && tg_node_bool(&v[K_CCERT], "client_cert", &c->client_cert) < 0)
+        rc = -1;
     char *realm = tg_node_present(&v[K_REALM]) ? tg_node_str(&v[K_REALM], "realm") : strdup("tollgate");
     if (realm == NULL || asprintf(&c->challenge, "Bearer realm=\"%s\"", realm) < 0)
         rc = -1;
     free(realm);
-    if (rc == 0 && c->n_bearer == 0 && c->n_keys == 0 && c->n_allow == 0 && c->jwt == NULL) {
-        tg_node_error(node, "auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt or allow");
+    if (rc == 0 && c->n_bearer == 0 && c->n_keys == 0 && c->n_allow == 0 && c->jwt == NULL && !c->client_cert) {
+        tg_node_error(node, "auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt, client_cert or allow");
         rc = -1;
     }
     if (rc < 0) {
@@ -378,6 +381,8 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
             }
         }
     }
+    if (name == NULL && c->client_cert && fx->peer_identity != NULL)
+        name = fx->peer_identity; /* a verified client certificate: its subject */
     if (name == NULL) {
         if (jwt_error != NULL) {
             char *msg = tg_arena_alloc(fx->arena, strlen(jwt_error) + 16);

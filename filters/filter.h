@@ -57,6 +57,9 @@ typedef struct tg_filter_exchange {
     /* The client's identity: set by an auth filter (token name, API key
      * name, JWT sub); later filters (rate_limit key: identity) read it. */
     const char *identity;
+    /* The verified client certificate's subject on a TLS connection with
+     * client auth (NULL otherwise): the identity when no filter set one. */
+    const char *peer_identity;
     /* Decisions, counted by the exchange in its route's metrics. */
     unsigned auth_failed : 1;   /* an auth filter refused (401/403) */
     unsigned rl_allowed : 1;    /* a rate_limit filter let the request pass */

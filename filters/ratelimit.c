@@ -419,8 +419,8 @@ static size_t build_key(const rl_conf_t *c, tg_filter_exchange_t *fx, char *buf,
         case KEY_CLIENT:
             v = fx->client_addr;
             break;
-        case KEY_IDENTITY: /* the auth filter's identity, else the client address */
-            v = fx->identity ? fx->identity : fx->client_addr;
+        case KEY_IDENTITY: /* the auth filter's identity, else the mTLS one, else the client address */
+            v = fx->identity ? fx->identity : fx->peer_identity ? fx->peer_identity : fx->client_addr;
             break;
         case KEY_ROUTE:
             v = fx->route;

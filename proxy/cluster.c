@@ -3,6 +3,8 @@
  */
 #include "proxy/cluster.h"
 
+#include <errno.h>
+
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,8 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
         if (c->endpoints == NULL)
             goto fail;
         c->n_endpoints = cc->n_endpoints;
+        if (cc->tls.enabled && (c->tls = tg_tls_client_new(&cc->tls, cc->name, errs)) == NULL)
+            bad = 1;
         for (size_t j = 0; j < cc->n_endpoints; j++) {
             tg_endpoint_t *ep = &c->endpoints[j];
             ep->conf = &cc->endpoints[j];
@@ -74,10 +78,28 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->n_clusters; i++)
+    for (size_t i = 0; i < s->n_clusters; i++) {
         free(s->clusters[i].endpoints);
+        tg_tls_client_free(s->clusters[i].tls);
+    }
     free(s->clusters);
     free(s);
+}
+
+tg_sock_t *tg_cluster_connect(const tg_cluster_t *c, const tg_endpoint_t *ep, tg_sock_loop_t *loop)
+{
+    tg_sock_t *s = tg_sock_connect(loop, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    if (s == NULL || c->tls == NULL)
+        return s;
+    SSL *ssl = tg_tls_client_ssl(c->tls, ep->conf->host);
+    if (ssl == NULL || tg_sock_start_tls(s, ssl) < 0) {
+        if (ssl)
+            SSL_free(ssl);
+        tg_sock_free(s);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return s;
 }
 
 unsigned tg_cluster_rr_next(tg_cluster_t *c)

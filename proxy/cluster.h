@@ -14,6 +14,8 @@
 
 #include "config/config.h"
 #include "proxy/registry.h"
+#include "proxy/sock.h"
+#include "tls/context.h"
 
 typedef struct tg_endpoint {
     const tg_endpoint_conf_t *conf;
@@ -27,6 +29,7 @@ typedef struct tg_cluster {
     tg_endpoint_t *endpoints;
     size_t n_endpoints;
     atomic_uint rr_cursor;
+    tg_tls_client_t *tls;    /* NULL: cleartext to the endpoints */
 } tg_cluster_t;
 
 typedef struct tg_cluster_set {
@@ -39,6 +42,11 @@ typedef struct tg_cluster_set {
  * "cluster/address" (reg NULL: slots numbered in order). Returns NULL with messages in errs. */
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
+
+/* Starts a connection to one of the cluster's endpoints on loop, with TLS
+ * when the cluster has it (TG_SOCK_CONNECTED then means the handshake is
+ * done). NULL (errno set) if it failed at once. */
+tg_sock_t *tg_cluster_connect(const tg_cluster_t *c, const tg_endpoint_t *ep, tg_sock_loop_t *loop);
 
 /* The cluster's round-robin counter, incremented (thread-safe, lock-free).
  * Callers take it modulo the number of endpoints they choose among. */

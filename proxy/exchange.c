@@ -34,6 +34,7 @@
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
+#include "tls/context.h"
 
 typedef enum {
     EX_ROUTING = 0,
@@ -89,6 +90,7 @@ struct tg_exchange {
     uint64_t bytes_in, bytes_out;
     uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
+    const tg_tls_peer_t *peer;  /* TLS connections: the client certificate's identity */
     char client_addr[INET6_ADDRSTRLEN];
 
     unsigned req_done : 1;      /* request body fully read from the client */
@@ -163,6 +165,11 @@ tg_request_t *tg_exchange_request(tg_exchange_t *ex)
     return &ex->req;
 }
 
+void tg_exchange_set_peer(tg_exchange_t *ex, const tg_tls_peer_t *peer)
+{
+    ex->peer = peer;
+}
+
 tg_arena_t *tg_exchange_arena(tg_exchange_t *ex)
 {
     return &ex->arena;
@@ -220,7 +227,7 @@ static void record(tg_exchange_t *ex)
         .route = ex->route->name,
         .method = ex->req.method,
         .path = ex->req.target,
-        .protocol = ex->req.version == 10 ? "HTTP/1.0" : "HTTP/1.1",
+        .protocol = ex->req.version == 20 ? "HTTP/2" : ex->req.version == 10 ? "HTTP/1.0" : "HTTP/1.1",
         .status = status,
         .bytes_in = ex->bytes_in,
         .bytes_out = ex->bytes_out,
@@ -392,6 +399,23 @@ static int ensure_request_id(tg_exchange_t *ex)
     return tg_headers_add(&ex->req.headers, &ex->arena, "x-request-id", 12, id, 36);
 }
 
+/* The client-certificate header: whatever the client sent under that
+ * name is dropped (it cannot be spoofed), then the verified identity of a
+ * TLS client is added. */
+static int forward_client_cert(tg_exchange_t *ex)
+{
+    const tg_config_t *cfg = ex->snap->cfg;
+    const char *name = TG_DEFAULT_CLIENT_CERT_HEADER;
+    if (ex->listener < cfg->n_listeners && cfg->listeners[ex->listener].tls.enabled)
+        name = cfg->listeners[ex->listener].tls.client_cert_header;
+    tg_headers_remove(&ex->req.headers, TG_DEFAULT_CLIENT_CERT_HEADER);
+    tg_headers_remove(&ex->req.headers, name);
+    if (ex->peer == NULL || ex->peer->header == NULL)
+        return 0;
+    return tg_headers_add(&ex->req.headers, &ex->arena, name, strlen(name), ex->peer->header,
+                          strlen(ex->peer->header));
+}
+
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
  * forwarding headers set, route rules applied. Done once per exchange. */
 static int prepare_request_headers(tg_exchange_t *ex)
@@ -413,11 +437,11 @@ static int prepare_request_headers(tg_exchange_t *ex)
         return -1;
     if (req->authority && tg_headers_set(h, a, "x-forwarded-host", req->authority) < 0)
         return -1;
-    const char *via_self = req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
+    const char *via_self = req->version == 20 ? "2 tollgate" : req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
     v = via_old ? join_list(a, via_old, via_self) : (char *)via_self;
     if (v == NULL || tg_headers_set(h, a, "via", v) < 0)
         return -1;
-    if (tg_headers_apply_rules(h, a, &ex->route->request_headers) < 0)
+    if (forward_client_cert(ex) < 0 || tg_headers_apply_rules(h, a, &ex->route->request_headers) < 0)
         return -1;
     if (upgrade && (tg_headers_add(h, a, "connection", 10, "upgrade", 7) < 0 ||
                     tg_headers_add(h, a, "upgrade", 7, upgrade, strlen(upgrade)) < 0))
@@ -922,7 +946,7 @@ static void try_next_endpoint(tg_exchange_t *ex)
             ex->last_ep = ex->ep;
             ex->t_connect = now_us();
             ex->connect_us = 0;
-            ex->up = tg_upstream_acquire(ex->w, ex->ep, replayable, &fresh);
+            ex->up = tg_upstream_acquire(ex->w, ex->cluster, ex->ep, replayable, &fresh);
             if (ex->up == NULL) {
                 tg_warn("upstream %s: connect failed", ex->ep->conf->address);
                 tg_counter_add(&ep_stats(ex)->connect_failures, 1);
@@ -1007,6 +1031,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->req = &ex->req;
         fx->arena = &ex->arena;
         fx->client_addr = ex->client_addr;
+        fx->peer_identity = ex->peer ? ex->peer->subject : NULL;
         fx->route = ex->route->name;
         fx->listener = listener;
         fx->worker = ex->w->id;

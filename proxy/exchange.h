@@ -61,6 +61,11 @@ tg_request_t *tg_exchange_request(tg_exchange_t *ex);
 tg_arena_t *tg_exchange_arena(tg_exchange_t *ex);
 const tg_config_t *tg_exchange_config(const tg_exchange_t *ex);
 
+/* The client's TLS identity (owned by the connection, which outlives the
+ * exchange). Call before tg_exchange_start on TLS connections. */
+struct tg_tls_peer;
+void tg_exchange_set_peer(tg_exchange_t *ex, const struct tg_tls_peer *peer);
+
 /* The request head is complete: route and proxy it. listener indexes the
  * config's listeners; client_addr is the peer's address (copied). */
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme);

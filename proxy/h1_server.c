@@ -15,13 +15,20 @@
 
 #include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
+#include "proxy/h2_server.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "tls/context.h"
 
 #define LINGER_MS 2000
 
-typedef enum { C_READ_HEAD = 0, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
+/* The HTTP/2 connection preface (RFC 9113 3.4): a cleartext client with
+ * prior knowledge starts with it. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN 24
+
+typedef enum { C_HANDSHAKE = 0, C_READ_HEAD, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
 
 typedef struct h1_conn {
     tg_conn_node_t node;
@@ -35,14 +42,16 @@ typedef struct h1_conn {
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
     tg_body_kind_t out_body;   /* framing of the response being written */
     int version;
-    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, dead : 1;
+    uint64_t served;           /* requests started on this connection */
+    tg_tls_peer_t peer;        /* the client's certificate identity (TLS) */
+    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, dead : 1, tls : 1;
     struct event *timer;       /* idle / header / linger deadline */
     struct event *defer;       /* continues at a safe point; frees a dead connection */
 } h1_conn_t;
 
 static const char *conn_state_str(conn_state_t s)
 {
-    static const char *const names[] = { "READ_HEAD", "EXCHANGE", "FLUSH", "LINGER" };
+    static const char *const names[] = { "HANDSHAKE", "READ_HEAD", "EXCHANGE", "FLUSH", "LINGER" };
     return names[s];
 }
 
@@ -82,6 +91,7 @@ static void conn_close(h1_conn_t *c)
 
 static void conn_release(h1_conn_t *c)
 {
+    tg_tls_peer_free(&c->peer);
     event_free(c->timer);
     event_free(c->defer);
     free(c);
@@ -256,6 +266,8 @@ static void start_linger(h1_conn_t *c)
     arm_timer(c, LINGER_MS);
 }
 
+static void hand_to_h2(h1_conn_t *c);
+
 static void read_head(h1_conn_t *c)
 {
     struct evbuffer *in = tg_sock_in(c->sock);
@@ -263,6 +275,17 @@ static void read_head(h1_conn_t *c)
         if (c->eof || c->draining)
             conn_close(c);
         return;
+    }
+    if (c->served == 0 && c->ex == NULL && !c->tls && evbuffer_get_length(in) > 0) {
+        size_t n = evbuffer_get_length(in) < H2_PREFACE_LEN ? evbuffer_get_length(in) : H2_PREFACE_LEN;
+        const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
+        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->w->snap->cfg->listeners[c->slot->index].http2.enabled) {
+            if (n == H2_PREFACE_LEN)
+                hand_to_h2(c);
+            else if (c->eof)
+                conn_close(c);
+            return; /* a prefix of the preface: wait for the rest */
+        }
     }
     if (c->ex == NULL) {
         c->ex = tg_exchange_new(c->w, &h1_ops, c);
@@ -298,7 +321,65 @@ static void read_head(h1_conn_t *c)
     }
     c->version = req->version;
     c->keep_alive = req->keep_alive;
-    tg_exchange_start(c->ex, c->slot->index, c->addr, "http");
+    c->served++;
+    if (req->upgrade) {
+        /* HTTP/1.1 Upgrade to h2c (RFC 7540 3.2, removed in RFC 9113) is not
+         * offered: the request goes on as HTTP/1.1, without the offer. */
+        const tg_header_t *u = tg_headers_get(&req->headers, "upgrade");
+        if (u != NULL && tg_header_has_token(u->value, u->value_len, "h2c")) {
+            req->upgrade = 0;
+            tg_headers_remove(&req->headers, "upgrade");
+            tg_headers_remove(&req->headers, "http2-settings");
+        }
+    }
+    if (c->tls)
+        tg_exchange_set_peer(c->ex, &c->peer);
+    tg_exchange_start(c->ex, c->slot->index, c->addr, c->tls ? "https" : "http");
+}
+
+/* ---- TLS handshake and the HTTP/2 hand-off ---- */
+
+/* The connection speaks HTTP/2: the h2 server takes the socket, the
+ * client identity and the listener's active-connection count. */
+static void hand_to_h2(h1_conn_t *c)
+{
+    tg_debug("h1 %s: HTTP/2 %s", c->addr, c->tls ? "negotiated by ALPN" : "preface (h2c)");
+    tg_sock_t *sock = c->sock;
+    c->sock = NULL;
+    c->dead = 1;
+    evtimer_del(c->timer);
+    tg_worker_conn_remove(c->w, &c->node);
+    tg_h2_server_take(c->w, sock, c->slot, c->stats_slot, c->addr, &c->peer, c->tls);
+    event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+static void handshake_done(h1_conn_t *c)
+{
+    tg_listener_stats_t *st = &c->w->stats->listeners[c->stats_slot];
+    SSL *ssl = tg_sock_ssl(c->sock);
+    tg_counter_add(&st->tls_handshakes, 1);
+    if (SSL_session_reused(ssl))
+        tg_counter_add(&st->tls_resumed, 1);
+    if (tg_tls_peer_init(&c->peer, ssl) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (tg_tls_alpn_is_h2(ssl)) {
+        hand_to_h2(c);
+        return;
+    }
+    c->state = C_READ_HEAD;
+    arm_timer(c, limits(c)->idle_timeout_ms);
+    if (c->draining)
+        conn_close(c);
+}
+
+static void handshake_failed(h1_conn_t *c, const char *why)
+{
+    char buf[160];
+    tg_counter_add(&c->w->stats->listeners[c->stats_slot].tls_handshake_failures, 1);
+    tg_debug("tls %s: handshake failed: %s", c->addr, why ? why : tg_sock_tls_error(c->sock, buf, sizeof(buf)));
+    conn_close(c);
 }
 
 /* ---- events ---- */
@@ -306,6 +387,8 @@ static void read_head(h1_conn_t *c)
 static void on_input(h1_conn_t *c)
 {
     switch (c->state) {
+    case C_HANDSHAKE:
+        return;
     case C_READ_HEAD:
         read_head(c);
         return;
@@ -337,6 +420,14 @@ static void on_drained(h1_conn_t *c)
 static void on_sock(tg_sock_t *s, int events, void *arg)
 {
     h1_conn_t *c = arg;
+    if (c->state == C_HANDSHAKE) {
+        if (events & TG_SOCK_ERROR)
+            handshake_failed(c, NULL);
+        else if (events & TG_SOCK_CONNECTED)
+            handshake_done(c);
+        if (c->dead || c->state == C_HANDSHAKE)
+            return;
+    }
     if (events & TG_SOCK_ERROR) {
         conn_close(c); /* the client is gone */
         return;
@@ -352,6 +443,10 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     h1_conn_t *c = arg;
+    if (c->state == C_HANDSHAKE) {
+        handshake_failed(c, "timed out");
+        return;
+    }
     if (c->state == C_READ_HEAD && c->head_timer && c->ex != NULL) {
         tg_debug("h1 %s: header timeout", c->addr);
         c->state = C_EXCHANGE;
@@ -380,7 +475,7 @@ static void on_drain(tg_conn_node_t *n)
     h1_conn_t *c = (h1_conn_t *)n;
     tg_debug("h1 %s: draining in %s", c->addr, conn_state_str(c->state));
     c->draining = 1;
-    if (c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer))
+    if ((c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer)) || c->state == C_HANDSHAKE)
         conn_close(c);
 }
 
@@ -435,5 +530,20 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     tg_sock_set_cb(c->sock, on_sock, c);
     tg_sock_set_read_limit(c->sock, limit);
     tg_sock_set_write_lowat(c->sock, TG_EXCHANGE_HWM / 2);
-    arm_timer(c, limits(c)->idle_timeout_ms);
+    tg_tls_server_t *tls = w->snap->listener_tls[slot->index];
+    if (tls == NULL) {
+        c->state = C_READ_HEAD;
+        arm_timer(c, limits(c)->idle_timeout_ms);
+        return;
+    }
+    SSL *ssl = tg_tls_server_ssl(tls);
+    if (ssl == NULL || tg_sock_start_tls(c->sock, ssl) < 0) {
+        if (ssl)
+            SSL_free(ssl);
+        conn_close(c);
+        return;
+    }
+    c->tls = 1;
+    c->state = C_HANDSHAKE;
+    arm_timer(c, w->snap->cfg->listeners[slot->index].tls.handshake_timeout_ms);
 }

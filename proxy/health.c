@@ -163,7 +163,7 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
     probe_t *p = arg;
     const tg_endpoint_t *ep = p->ep;
     tg_h1_reader_init(&p->reader, HTTP_RESPONSE);
-    p->sock = tg_sock_connect(p->hc->loop, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    p->sock = tg_cluster_connect(p->cluster, ep, p->hc->loop);
     if (p->sock == NULL) {
         probe_done(p, 0, "connect failed");
         return;

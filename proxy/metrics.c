@@ -61,8 +61,22 @@ static void render_listeners(struct evbuffer *out, const tg_config_t *c, const t
           offsetof(tg_listener_stats_t, accepted) },
         { "tollgate_downstream_connections_active", "gauge", "Client connections open now.",
           offsetof(tg_listener_stats_t, active) },
+        { "tollgate_tls_handshakes_total", "counter", "TLS handshakes completed.",
+          offsetof(tg_listener_stats_t, tls_handshakes) },
+        { "tollgate_tls_sessions_resumed_total", "counter", "TLS handshakes that resumed a session.",
+          offsetof(tg_listener_stats_t, tls_resumed) },
+        { "tollgate_tls_handshake_failures_total", "counter",
+          "TLS handshakes that failed or timed out (bad or missing client certificates included).",
+          offsetof(tg_listener_stats_t, tls_handshake_failures) },
+        { "tollgate_http2_connections_total", "counter", "Client connections that spoke HTTP/2.",
+          offsetof(tg_listener_stats_t, h2_connections) },
+        { "tollgate_http2_streams_total", "counter", "HTTP/2 streams opened by clients.",
+          offsetof(tg_listener_stats_t, h2_streams) },
+        { "tollgate_http2_protocol_errors_total", "counter",
+          "HTTP/2 connections ended for protocol errors or abuse (floods, rapid reset).",
+          offsetof(tg_listener_stats_t, h2_protocol_errors) },
     };
-    for (size_t f = 0; f < 2; f++) {
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
         family(out, fams[f].name, fams[f].type, fams[f].help);
         for (size_t i = 0; i < c->n_listeners; i++) {
             evbuffer_add_printf(out, "%s{listener=\"", fams[f].name);

@@ -16,6 +16,9 @@ void tg_registries_free(tg_registries_t *r)
 
 static void snapshot_free(tg_snapshot_t *s)
 {
+    for (size_t i = 0; s->listener_tls && i < s->cfg->n_listeners; i++)
+        tg_tls_server_free(s->listener_tls[i]);
+    free(s->listener_tls);
     tg_cluster_set_free(s->clusters);
     tg_config_unref(s->cfg);
     free(s->route_slot);
@@ -50,6 +53,22 @@ static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *er
     return s->unrouted_slot == (size_t)-1 ? -1 : 0;
 }
 
+/* Reads every listener's certificates, keys and CA bundles. */
+static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
+{
+    const tg_config_t *c = s->cfg;
+    s->listener_tls = calloc(c->n_listeners + 1, sizeof(*s->listener_tls));
+    if (s->listener_tls == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const tg_listener_conf_t *l = &c->listeners[i];
+        if (l->tls.enabled && (s->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, errs)) == NULL)
+            rc = -1;
+    }
+    return rc;
+}
+
 tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs)
 {
     tg_registries_t scratch = { 0 };
@@ -67,7 +86,7 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
     atomic_init(&s->refs, 1);
     s->cfg = cfg;
     s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
-    if (s->clusters == NULL || assign_slots(s, r, errs) < 0) {
+    if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0) {
         if (errs->n == 0)
             tg_errors_add(errs, "%s: out of memory", path);
         snapshot_free(s);

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "proxy/cluster.h"
 #include "proxy/registry.h"
+#include "tls/context.h"
 
 /* The process's name registries (main thread only). */
 typedef struct tg_registries {
@@ -28,6 +29,7 @@ typedef struct tg_snapshot {
     size_t *route_slot;       /* stats slot of each config route */
     size_t *listener_slot;    /* stats slot of each config listener */
     size_t unrouted_slot;     /* stats slot for requests no route matched */
+    tg_tls_server_t **listener_tls; /* per config listener; NULL: cleartext */
 } tg_snapshot_t;
 
 void tg_registries_free(tg_registries_t *r);

@@ -5,6 +5,15 @@
  * queue) goes through dispatch_begin/dispatch_end, which keep the memory
  * alive while user callbacks run; tg_sock_free() during a dispatch only
  * closes the fd and marks the socket dead.
+ *
+ * TLS (tg_sock_start_tls) sits between the fd and the two evbuffers: the
+ * input holds decrypted bytes and the output plaintext, so codecs do not
+ * know TLS is there. OpenSSL reads and writes the fd through a small BIO
+ * of ours that keeps the same edge-triggered bookkeeping as plain reads
+ * (a short read means the socket is drained: no EAGAIN round trip), and
+ * each SSL_write is given up to one full record of plaintext, coalesced
+ * from the output's chains, so a small response is one record and one
+ * write(). The handshake runs first; TG_SOCK_CONNECTED reports its end.
  */
 #include "proxy/sock.h"
 
@@ -14,6 +23,11 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -38,6 +52,9 @@ struct tg_sock {
     int err;
     int busy;
     TAILQ_ENTRY(tg_sock) qlink;
+    SSL *ssl;                  /* NULL: plain TCP */
+    unsigned long tls_err;     /* the OpenSSL error that failed the connection */
+    unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
         shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
 };
@@ -51,6 +68,8 @@ struct tg_sock_loop {
 
 static void release(tg_sock_t *s)
 {
+    if (s->ssl != NULL)
+        SSL_free(s->ssl);
     evbuffer_free(s->in);
     evbuffer_free(s->out);
     free(s);
@@ -107,9 +126,219 @@ static void dequeue(tg_sock_t *s)
     }
 }
 
+/* ---- TLS ---- */
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    tg_sock_t *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!s->readable) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    for (;;) {
+        ssize_t r = read(s->fd, buf, (size_t)len);
+        if (r > 0) {
+            if (r < len && !s->rdhup)
+                s->readable = 0; /* drained: the next edge brings more */
+            return (int)r;
+        }
+        if (r == 0) {
+            s->readable = 0;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->readable = 0;
+            BIO_set_retry_read(b);
+        } else {
+            s->err = errno;
+        }
+        return -1;
+    }
+}
+
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    tg_sock_t *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!s->writable) {
+        BIO_set_retry_write(b);
+        return -1;
+    }
+    for (;;) {
+        ssize_t r = send(s->fd, buf, (size_t)len, MSG_NOSIGNAL);
+        if (r >= 0) {
+            if (r < len)
+                s->writable = 0;
+            return (int)r;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->writable = 0;
+            BIO_set_retry_write(b);
+        } else {
+            s->err = errno;
+        }
+        return -1;
+    }
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void make_bio_method(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tollgate socket");
+    if (m == NULL || BIO_meth_set_read(m, bio_read) != 1 || BIO_meth_set_write(m, bio_write) != 1 ||
+        BIO_meth_set_ctrl(m, bio_ctrl) != 1 || BIO_meth_set_create(m, bio_create) != 1) {
+        BIO_meth_free(m);
+        return;
+    }
+    bio_method = m;
+}
+
+/* Records why TLS failed; returns TG_SOCK_ERROR. */
+static int tls_fail(tg_sock_t *s, int ssl_err)
+{
+    unsigned long e = ERR_peek_error();
+    s->tls_err = e ? e : 1;
+    ERR_clear_error();
+    if (s->err == 0)
+        s->err = ssl_err == SSL_ERROR_SYSCALL ? ECONNRESET : EPROTO;
+    return TG_SOCK_ERROR;
+}
+
+/* Advances the handshake: TG_SOCK_CONNECTED when done, TG_SOCK_ERROR on
+ * failure, 0 while waiting for the peer. */
+static int do_handshake(tg_sock_t *s)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->handshaking = 0;
+        touch_timer(s);
+        return TG_SOCK_CONNECTED;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0;
+    return tls_fail(s, e);
+}
+
+/* TLS reads: decrypt into the input until OpenSSL needs more bytes. */
+static int tls_read(tg_sock_t *s)
+{
+    int events = 0;
+    if (s->handshaking)
+        return 0;
+    if (s->tls_err || s->err)
+        return TG_SOCK_ERROR;
+    s->read_wants_write = 0;
+    while (!s->paused && !s->eof && !s->dead) {
+        size_t have = evbuffer_get_length(s->in), want = READ_BIG;
+        if (s->read_limit) {
+            if (have >= s->read_limit) {
+                s->at_limit = 1;
+                break;
+            }
+            if (s->read_limit - have < want)
+                want = s->read_limit - have;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) != 1) {
+            s->err = ENOMEM;
+            return events | TG_SOCK_ERROR;
+        }
+        if (v.iov_len > want)
+            v.iov_len = want;
+        ERR_clear_error();
+        int r = SSL_read(s->ssl, v.iov_base, (int)(v.iov_len > INT_MAX ? INT_MAX : v.iov_len));
+        if (r > 0) {
+            v.iov_len = (size_t)r;
+            evbuffer_commit_space(s->in, &v, 1);
+            events |= TG_SOCK_READ;
+            continue;
+        }
+        evbuffer_commit_space(s->in, &v, 0);
+        int e = SSL_get_error(s->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_WANT_WRITE) {
+            s->read_wants_write = 1;
+            break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && s->err == 0)) {
+            /* close_notify, or a TCP close without one (common, and
+             * harmless for HTTP: framing tells truncation apart) */
+            ERR_clear_error();
+            s->eof = 1;
+            s->readable = 0;
+            events |= TG_SOCK_EOF;
+            break;
+        }
+        events |= tls_fail(s, e);
+        break;
+    }
+    if (events & TG_SOCK_READ)
+        touch_timer(s);
+    return events;
+}
+
+/* TLS writes: one SSL_write per record's worth of plaintext. Returns 1 on
+ * progress, 0 when blocked, -1 on error (s->err set). */
+static int tls_write_some(tg_sock_t *s)
+{
+    if (s->tls_err || s->err)
+        return -1;
+    size_t len = evbuffer_get_length(s->out), n = len < 16384 ? len : 16384;
+    unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+    if (p == NULL) {
+        s->err = ENOMEM;
+        return -1;
+    }
+    ERR_clear_error();
+    int r = SSL_write(s->ssl, p, (int)n);
+    if (r > 0) {
+        evbuffer_drain(s->out, (size_t)r);
+        return 1;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE) {
+        s->writable = 0;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_READ) {
+        s->write_wants_read = 1;
+        return 0;
+    }
+    tls_fail(s, e);
+    return -1;
+}
+
+static int tls_readable(const tg_sock_t *s)
+{
+    return s->readable || SSL_has_pending(s->ssl);
+}
+
 /* Reads until EAGAIN, a short read, EOF, or the read limit. */
 static int do_read(tg_sock_t *s)
 {
+    if (s->ssl != NULL)
+        return tls_read(s);
     int events = 0;
     while (s->readable && !s->paused && !s->eof && !s->dead) {
         size_t have = evbuffer_get_length(s->in), want = s->bulk ? READ_BIG : READ_SMALL;
@@ -171,10 +400,31 @@ static int do_read(tg_sock_t *s)
     return events;
 }
 
+static void shut_write(tg_sock_t *s)
+{
+    if (s->ssl != NULL && !s->handshaking) {
+        ERR_clear_error();
+        SSL_shutdown(s->ssl); /* close_notify; the peer's is not awaited */
+        ERR_clear_error();
+    }
+    shutdown(s->fd, SHUT_WR);
+}
+
 static int do_write(tg_sock_t *s)
 {
     int events = 0, progress = 0;
-    while (s->writable && !s->dead && evbuffer_get_length(s->out) > 0) {
+    s->write_wants_read = 0;
+    while (s->ssl != NULL && s->writable && !s->handshaking && !s->dead && evbuffer_get_length(s->out) > 0) {
+        int r = tls_write_some(s);
+        if (r < 0) {
+            events |= TG_SOCK_ERROR;
+            break;
+        }
+        if (r == 0)
+            break;
+        progress = 1;
+    }
+    while (s->ssl == NULL && s->writable && !s->dead && evbuffer_get_length(s->out) > 0) {
         int r = evbuffer_write(s->out, s->fd);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -195,15 +445,36 @@ static int do_write(tg_sock_t *s)
         if (evbuffer_get_length(s->out) <= s->write_lowat)
             events |= TG_SOCK_WRITE;
     }
-    if (s->shut_wr && evbuffer_get_length(s->out) == 0)
-        shutdown(s->fd, SHUT_WR);
+    if (s->shut_wr && evbuffer_get_length(s->out) == 0 && !s->dead)
+        shut_write(s);
+    return events;
+}
+
+/* Runs the I/O an event calls for: the TLS handshake first, then writes
+ * and reads (each also when TLS made it wait on the other direction). */
+static int advance(tg_sock_t *s, int wr, int rd)
+{
+    int events = 0;
+    if (s->handshaking) {
+        int h = do_handshake(s);
+        if (h != TG_SOCK_CONNECTED)
+            return h;
+        deliver(s, TG_SOCK_CONNECTED);
+        if (s->dead)
+            return 0;
+        wr = rd = 1; /* output queued meanwhile; input that came with the last flight */
+    }
+    int do_w = wr || (rd && s->write_wants_read), do_r = rd || (wr && s->read_wants_write);
+    if (do_w)
+        events |= do_write(s);
+    if (do_r && !(events & TG_SOCK_ERROR))
+        events |= do_read(s);
     return events;
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
     tg_sock_t *s = arg;
-    int events = 0;
     dispatch_begin(s);
     if (what & EV_WRITE) {
         s->writable = 1;
@@ -222,20 +493,20 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
             if (err == 0) {
                 s->connecting = 0;
                 touch_timer(s);
-                deliver(s, TG_SOCK_CONNECTED);
+                if (s->ssl == NULL)
+                    deliver(s, TG_SOCK_CONNECTED);
             } else {
                 s->writable = 0;
             }
         }
-        if (!s->connecting)
-            events |= do_write(s);
     }
     if (what & EV_CLOSED)
         s->rdhup = 1;
-    if ((what & (EV_READ | EV_CLOSED)) && !s->connecting) {
+    if (what & (EV_READ | EV_CLOSED))
         s->readable = 1;
-        events |= do_read(s);
-    }
+    int events = 0;
+    if (!s->connecting && !s->dead)
+        events = advance(s, what & EV_WRITE, what & (EV_READ | EV_CLOSED));
     deliver(s, events);
     dispatch_end(s);
 }
@@ -258,10 +529,8 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         int rd = s->q_read, wr = s->q_write, events = 0;
         dequeue(s);
         dispatch_begin(s);
-        if (wr && !s->connecting)
-            events |= do_write(s);
-        if (rd && !s->connecting)
-            events |= do_read(s);
+        if (!s->connecting && !s->dead)
+            events = advance(s, wr, rd);
         deliver(s, events);
         dispatch_end(s);
     }
@@ -408,7 +677,7 @@ void tg_sock_set_timeout(tg_sock_t *s, uint64_t ms)
 
 static void queue_read(tg_sock_t *s)
 {
-    if (s->readable && !s->paused && !s->eof && !s->dead) {
+    if ((s->ssl ? tls_readable(s) : s->readable) && !s->paused && !s->eof && !s->dead) {
         s->q_read = 1;
         enqueue(s);
     }
@@ -446,6 +715,13 @@ void tg_sock_flush_now(tg_sock_t *s)
 {
     if (s->dead || !s->writable || s->connecting || evbuffer_get_length(s->out) == 0)
         return;
+    if (s->ssl != NULL) {
+        if (s->handshaking || (do_write(s) & TG_SOCK_ERROR)) {
+            s->q_write = 1; /* the loop writes after the handshake, or reports the error */
+            enqueue(s);
+        }
+        return;
+    }
     int r = evbuffer_write(s->out, s->fd);
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -458,14 +734,47 @@ void tg_sock_flush_now(tg_sock_t *s)
     if (evbuffer_get_length(s->out) > 0)
         s->writable = 0;
     else if (s->shut_wr)
-        shutdown(s->fd, SHUT_WR);
+        shut_write(s);
 }
 
 void tg_sock_shutdown_write(tg_sock_t *s)
 {
     s->shut_wr = 1;
     if (evbuffer_get_length(s->out) == 0 && !s->dead)
-        shutdown(s->fd, SHUT_WR);
+        shut_write(s);
     else
         tg_sock_flush(s);
+}
+
+int tg_sock_start_tls(tg_sock_t *s, SSL *ssl)
+{
+    pthread_once(&bio_once, make_bio_method);
+    if (bio_method == NULL)
+        return -1;
+    BIO *b = BIO_new(bio_method);
+    if (b == NULL)
+        return -1;
+    BIO_set_data(b, s);
+    SSL_set_bio(ssl, b, b);
+    s->ssl = ssl;
+    s->handshaking = 1;
+    if (!s->connecting) { /* an accepted socket: the ClientHello may be here already */
+        s->q_read = 1;
+        enqueue(s);
+    }
+    return 0;
+}
+
+SSL *tg_sock_ssl(const tg_sock_t *s)
+{
+    return s->ssl;
+}
+
+const char *tg_sock_tls_error(const tg_sock_t *s, char *buf, size_t len)
+{
+    if (s->tls_err > 1)
+        ERR_error_string_n(s->tls_err, buf, len);
+    else
+        snprintf(buf, len, "%s", s->err ? strerror(s->err) : "connection closed");
+    return buf;
 }

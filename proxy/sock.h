@@ -26,6 +26,7 @@
 
 struct event_base;
 struct evbuffer;
+typedef struct ssl_st SSL;
 
 typedef struct tg_sock tg_sock_t;
 typedef struct tg_sock_loop tg_sock_loop_t;
@@ -77,7 +78,19 @@ void tg_sock_flush(tg_sock_t *s);
 void tg_sock_flush_now(tg_sock_t *s);
 /* Has the peer closed its side (EOF read, or a FIN announced)? */
 int tg_sock_peer_closed(const tg_sock_t *s);
-/* Half-close: no more output (after what is queued is written). */
+/* Half-close: no more output (after what is queued is written; with TLS,
+ * a close_notify first). */
 void tg_sock_shutdown_write(tg_sock_t *s);
+
+/* Runs TLS over the socket from now on; the socket owns ssl (made in
+ * accept or connect state) on success. The handshake runs first (for an
+ * outgoing socket, once the TCP connect is done); TG_SOCK_CONNECTED
+ * reports its end, TG_SOCK_ERROR its failure. Returns 0, or -1 (out of
+ * memory; ssl still the caller's). */
+int tg_sock_start_tls(tg_sock_t *s, SSL *ssl);
+/* The socket's TLS session, or NULL. */
+SSL *tg_sock_ssl(const tg_sock_t *s);
+/* Why the connection failed, for logs (a TLS alert or the OS error). */
+const char *tg_sock_tls_error(const tg_sock_t *s, char *buf, size_t len);
 
 #endif

@@ -62,6 +62,12 @@ typedef struct tg_endpoint_stats {
 typedef struct tg_listener_stats {
     tg_counter_t accepted;
     tg_counter_t active;                 /* gauge */
+    tg_counter_t tls_handshakes;         /* completed */
+    tg_counter_t tls_resumed;            /* of which resumed sessions */
+    tg_counter_t tls_handshake_failures; /* failed or timed out */
+    tg_counter_t h2_connections;         /* connections that spoke HTTP/2 */
+    tg_counter_t h2_streams;             /* HTTP/2 streams (requests) opened */
+    tg_counter_t h2_protocol_errors;     /* connections closed for abuse or errors */
 } tg_listener_stats_t;
 
 typedef struct tg_stats {

@@ -68,7 +68,8 @@ static void on_idle_event(tg_sock_t *s, int events, void *arg)
     upconn_close(c);
 }
 
-tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int may_reuse, int *fresh)
+tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, int may_reuse,
+                                 int *fresh)
 {
     tg_upstream_pool_t *p = w->pools[ep->slot];
     tg_upconn_t *c;
@@ -76,6 +77,10 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int ma
         pool_remove(c);
         if (tg_sock_peer_closed(c->sock)) {
             tg_debug("upstream: pooled connection was closed by the peer, discarding");
+            upconn_close(c);
+            continue;
+        }
+        if ((tg_sock_ssl(c->sock) != NULL) != (cl->tls != NULL)) { /* a reload changed the cluster's tls */
             upconn_close(c);
             continue;
         }
@@ -90,7 +95,7 @@ tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int ma
         return NULL;
     c->w = w;
     c->slot = ep->slot;
-    c->sock = tg_sock_connect(w->sockloop, (const struct sockaddr *)&ep->addr, ep->addr_len);
+    c->sock = tg_cluster_connect(cl, ep, w->sockloop);
     if (c->sock == NULL) {
         free(c);
         return NULL;

@@ -43,7 +43,8 @@ void tg_upstream_pools_free(tg_worker_t *w);
  * be created or the connect failed at once. may_reuse = 0 forces a new
  * connection: a request that could not be replayed if a pooled one turned
  * out to have been closed by the upstream must not take that risk. */
-tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_endpoint_t *ep, int may_reuse, int *fresh);
+tg_upconn_t *tg_upstream_acquire(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, int may_reuse,
+                                 int *fresh);
 
 /* Gives a lent connection back; closes it unless reusable and the pool of
  * its endpoint has room (cluster pool_size). */

@@ -314,3 +314,52 @@ class GatewayTest(unittest.TestCase):
         cls.procs = []
         if problems:
             raise AssertionError("; ".join(problems))
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30)
+
+
+def make_certs(d):
+    """A throwaway PKI made with the openssl CLI in directory d: a CA and
+    a second, unrelated CA; server certificates for localhost/api.test and
+    for other.test; client certificates (good, from the other CA, expired).
+    Returns a dict of name -> path. No private key outlives the test."""
+    def key(name):
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key", cwd=d)
+
+    def ca(name, cn):
+        key(name)
+        openssl("req", "-x509", "-new", "-key", f"{name}.key", "-out", f"{name}.crt", "-days", "30",
+                "-subj", f"/CN={cn}", cwd=d)
+
+    def cert(name, signer, subj, ext, days="30"):
+        key(name)
+        openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{signer}.crt", "-CAkey", f"{signer}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", days, "-extfile", f"{name}.ext", cwd=d)
+
+    ca("ca", "tollgate test CA")
+    ca("other-ca", "unrelated CA")
+    cert("server", "ca", "/CN=localhost", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
+    cert("other", "ca", "/CN=other.test", "subjectAltName=DNS:other.test,DNS:*.wild.test\n")
+    client_ext = "subjectAltName=URI:spiffe://test/client-a,DNS:client-a.test\nextendedKeyUsage=clientAuth\n"
+    cert("client", "ca", "/O=Acme/CN=client-a", client_ext)
+    cert("stranger", "other-ca", "/O=Elsewhere/CN=client-a", client_ext)
+    cert("expired", "ca", "/O=Acme/CN=client-old", client_ext, days="-1")
+    names = ["ca", "other-ca", "server", "other", "client", "stranger", "expired"]
+    out = {}
+    for n in names:
+        out[n + ".crt"] = os.path.join(d, n + ".crt")
+        out[n + ".key"] = os.path.join(d, n + ".key")
+    return out
+
+
+def curl(*args, timeout=30):
+    """Runs curl; returns (exit code, stdout bytes, stderr text)."""
+    p = subprocess.run(["curl", "-sS", "--max-time", str(timeout), *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout + 10, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr.decode(errors="replace")

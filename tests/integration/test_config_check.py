@@ -57,7 +57,10 @@ class ConfigCheckTest(unittest.TestCase):
     def test_unsupported_features_rejected_not_ignored(self):
         rc, err, path = check(GOOD.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:8080\n    tls: {}"))
         self.assertEqual(rc, 1)
-        self.assertIn(f"{path}:6:10: listener tls: TLS termination is not available", err)
+        self.assertIn(f"{path}:6:10: tls: missing required key 'certificates'", err)
+        rc, err, path = check(GOOD.replace("endpoints:", "protocol: h2c\n    endpoints:"))
+        self.assertEqual(rc, 1)
+        self.assertIn("protocol: 'h2c' upstreams are not available in this build", err)
 
     def test_unresolvable_endpoint(self):
         rc, err, _ = check(GOOD.replace("127.0.0.1:9000", "no-such-host.invalid:9000"))

@@ -226,7 +226,7 @@ static void test_errors(void **state)
                  "t.yaml:5:25: access_log path: cannot open /nonexistent/dir/a.log");
     expect_error(BASE_LISTENERS "filters:\n  - auth: {}\n    rate_limit: {}\n", "t.yaml:5:5: filters: each filter is a mapping with one key");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [a], foo: 1 }\n", "t.yaml:5:33: unknown key 'foo' in auth");
-    expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt or allow");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { realm: x }\n", "t.yaml:5:11: auth: configure bearer_tokens, bearer_tokens_file, api_keys, jwt, client_cert or allow");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens_file: /nonexistent/tokens }\n",
                  "t.yaml:5:33: bearer_tokens_file: cannot open /nonexistent/tokens");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { bearer_tokens: [''] }\n", "t.yaml:5:29: bearer_tokens: empty secret");

@@ -1,0 +1,901 @@
+/*
+ * proxy/h2_server.c — downstream HTTP/2 connections. See h2_server.h.
+ *
+ * Re-entrancy rule: nghttp2 callbacks and the exchange's downstream ops
+ * only queue work (submit frames, move buffers, mark the connection);
+ * nghttp2_session_mem_recv/send run from one place, conn_io(), which the
+ * socket callback and the connection's defer event call. A stream's
+ * memory is freed only in on_stream_close (or when the session goes), so
+ * an exchange may finish from inside any callback.
+ *
+ * Stream states, as the exchange sees them: OPEN (headers arriving) ->
+ * ACTIVE (exchange running) -> DONE (exchange ended; the stream may still
+ * be sending queued response data) -> freed by nghttp2's stream close.
+ */
+#include "proxy/h2_server.h"
+
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "proxy/exchange.h"
+#include "proxy/log.h"
+#include "proxy/stats.h"
+#include "tls/context.h"
+
+/* Stop serializing frames while this much output waits for the socket. */
+#define OUT_HWM (64 * 1024)
+#define OUT_LOWAT (16 * 1024)
+#define RESET_WINDOW_MS 10000
+#define LINGER_MS 2000
+
+typedef enum { S_OPEN = 0, S_ACTIVE, S_DONE } stream_state_t;
+
+typedef struct h2_conn h2_conn_t;
+
+typedef struct h2_stream {
+    TAILQ_ENTRY(h2_stream) link;
+    h2_conn_t *conn;
+    int32_t id;
+    stream_state_t state;
+    tg_exchange_t *ex;          /* OPEN/ACTIVE: the exchange; DONE: NULL */
+    struct evbuffer *req_body;  /* DATA received, not yet read by the exchange */
+    struct evbuffer *resp_body; /* response bytes not yet framed */
+    uint64_t header_bytes;      /* decoded header list size (RFC 9113 6.5.2) */
+    uint64_t body_bytes;        /* request body received */
+    int reject_status;          /* set while decoding: answer with this once the head is in */
+    const char *reject_msg;
+    unsigned req_fin : 1;       /* END_STREAM received */
+    unsigned resp_end : 1;      /* the exchange wrote the whole response */
+    unsigned deferred : 1;      /* the data provider waits for resp_body */
+    unsigned watch_drain : 1;   /* tell the exchange when resp_body drains */
+    unsigned has_cookie : 1;
+} h2_stream_t;
+
+struct h2_conn {
+    tg_conn_node_t node;
+    tg_worker_t *w;
+    tg_sock_t *sock;
+    const tg_listener_slot_t *slot;
+    size_t stats_slot;
+    char addr[64];
+    tg_tls_peer_t peer;
+    nghttp2_session *session;
+    TAILQ_HEAD(, h2_stream) streams;
+    size_t n_streams;
+    struct event *timer;        /* idle timeout, or keepalive ping */
+    struct event *defer;        /* runs conn_io at a safe point; frees a dead connection */
+    const tg_http2_conf_t *conf;/* of the snapshot current at accept (kept alive below) */
+    tg_snapshot_t *snap;
+    uint64_t reset_window_start;
+    uint32_t resets;
+    unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, abusive : 1, lingering : 1;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *stream_state_str(stream_state_t s)
+{
+    static const char *const names[] = { "OPEN", "ACTIVE", "DONE" };
+    return names[s];
+}
+
+static void conn_io(h2_conn_t *c);
+static void conn_linger(h2_conn_t *c);
+
+/* Asks for conn_io at the next safe point. */
+static void conn_kick(h2_conn_t *c)
+{
+    if (!c->dead && !c->in_io)
+        event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+/* ---- lifetime ---- */
+
+static void stream_free(h2_stream_t *st)
+{
+    TAILQ_REMOVE(&st->conn->streams, st, link);
+    st->conn->n_streams--;
+    evbuffer_free(st->req_body);
+    evbuffer_free(st->resp_body);
+    free(st);
+}
+
+/* Closes the connection now; memory goes from the defer event. */
+static void conn_close(h2_conn_t *c)
+{
+    if (c->dead)
+        return;
+    tg_debug("h2 %s: closing (%zu streams)", c->addr, c->n_streams);
+    c->dead = 1;
+    h2_stream_t *st;
+    TAILQ_FOREACH(st, &c->streams, link)
+        if (st->ex != NULL) {
+            tg_exchange_t *ex = st->ex;
+            st->ex = NULL;
+            tg_exchange_abort(ex);
+        }
+    tg_worker_conn_remove(c->w, &c->node);
+    tg_counter_sub(&c->w->stats->listeners[c->stats_slot].active, 1);
+    evtimer_del(c->timer);
+    tg_sock_free(c->sock);
+    c->sock = NULL;
+    event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+static void conn_release(h2_conn_t *c)
+{
+    if (c->session != NULL)
+        nghttp2_session_del(c->session); /* no callbacks run from here */
+    h2_stream_t *st;
+    while ((st = TAILQ_FIRST(&c->streams)) != NULL)
+        stream_free(st);
+    tg_tls_peer_free(&c->peer);
+    tg_snapshot_unref(c->snap);
+    event_free(c->timer);
+    event_free(c->defer);
+    free(c);
+}
+
+/* ---- tg_downstream_ops_t ---- */
+
+static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin, int *err)
+{
+    h2_stream_t *st = ds;
+    h2_conn_t *c = st->conn;
+    size_t have = evbuffer_get_length(st->req_body), n = have < max ? have : max;
+    uint64_t limit = c->snap->cfg->limits.max_body_bytes;
+    if (limit && st->body_bytes > limit) {
+        *err = 413;
+        return -1;
+    }
+    if (n > 0) {
+        if (evbuffer_remove_buffer(st->req_body, dst, n) != (int)n) {
+            *err = 500;
+            return -1;
+        }
+        /* The bytes moved on: let the client send as much again. */
+        nghttp2_session_consume(c->session, st->id, n);
+        conn_kick(c);
+    }
+    *fin = st->req_fin && evbuffer_get_length(st->req_body) == 0;
+    return (ssize_t)n;
+}
+
+static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                                   uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    h2_stream_t *st = source->ptr;
+    size_t have = evbuffer_get_length(st->resp_body), n = have < length ? have : length;
+    if (n == 0 && !st->resp_end) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* on_send_data moves the bytes */
+    if (st->resp_end && n == have)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Lowercase copy of a header name (HTTP/2 field names are lowercase). */
+static char *lower_name(tg_arena_t *a, const char *name, size_t len)
+{
+    char *p = tg_arena_alloc(a, len + 1);
+    if (p == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        p[i] = (char)tolower((unsigned char)name[i]);
+    p[len] = '\0';
+    return p;
+}
+
+static int ds_write_head(void *ds, const tg_response_t *resp)
+{
+    h2_stream_t *st = ds;
+    h2_conn_t *c = st->conn;
+    tg_arena_t *a = tg_exchange_arena(st->ex);
+    nghttp2_nv *nv = tg_arena_alloc(a, (resp->headers.n + 2) * sizeof(*nv));
+    char *status = tg_arena_alloc(a, 4), *clen = tg_arena_alloc(a, 24);
+    if (nv == NULL || status == NULL || clen == NULL)
+        return -1;
+    int s = resp->status % 1000;
+    status[0] = (char)('0' + s / 100);
+    status[1] = (char)('0' + s / 10 % 10);
+    status[2] = (char)('0' + s % 10);
+    status[3] = '\0';
+    size_t n = 0;
+    nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
+    for (size_t i = 0; i < resp->headers.n; i++) {
+        const tg_header_t *h = &resp->headers.v[i];
+        char *name = lower_name(a, h->name, h->name_len);
+        if (name == NULL)
+            return -1;
+        if (strcmp(name, "content-length") == 0 || strcmp(name, "transfer-encoding") == 0)
+            continue; /* framing is ours */
+        nv[n++] = (nghttp2_nv){ (uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
+                                NGHTTP2_NV_FLAG_NONE };
+    }
+    if (resp->body == TG_BODY_LENGTH || (resp->body == TG_BODY_NONE && resp->content_length > 0)) {
+        size_t l = tg_fmt_u64(clen, resp->content_length);
+        nv[n++] = (nghttp2_nv){ (uint8_t *)"content-length", (uint8_t *)clen, 14, l, NGHTTP2_NV_FLAG_NONE };
+    }
+    int no_body = resp->body == TG_BODY_NONE || (resp->body == TG_BODY_LENGTH && resp->content_length == 0);
+    nghttp2_data_provider prd = { .source.ptr = st, .read_callback = on_data_source_read };
+    int r = nghttp2_submit_response(c->session, st->id, nv, n, no_body ? NULL : &prd);
+    if (no_body)
+        st->resp_end = 1;
+    conn_kick(c);
+    return r == 0 ? 0 : -1;
+}
+
+static void resume(h2_stream_t *st)
+{
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->conn->session, st->id);
+    }
+    conn_kick(st->conn);
+}
+
+static int ds_write_body(void *ds, struct evbuffer *data)
+{
+    h2_stream_t *st = ds;
+    if (st->resp_end) { /* a body for a response announced without one */
+        evbuffer_drain(data, evbuffer_get_length(data));
+        return 0;
+    }
+    if (evbuffer_add_buffer(st->resp_body, data) < 0)
+        return -1;
+    if (evbuffer_get_length(st->resp_body) >= TG_EXCHANGE_HWM / 2)
+        st->watch_drain = 1;
+    resume(st);
+    return 0;
+}
+
+static int ds_write_end(void *ds)
+{
+    h2_stream_t *st = ds;
+    st->resp_end = 1;
+    resume(st);
+    return 0;
+}
+
+static size_t ds_pending(void *ds)
+{
+    h2_stream_t *st = ds;
+    return evbuffer_get_length(st->resp_body);
+}
+
+static void ds_send_continue(void *ds)
+{
+    (void)ds; /* HTTP/2 clients do not wait for 100 Continue here */
+}
+
+static void ds_done(void *ds, int close)
+{
+    h2_stream_t *st = ds;
+    h2_conn_t *c = st->conn;
+    tg_debug("h2 %s: stream %d done in %s (close=%d)", c->addr, st->id, stream_state_str(st->state), close);
+    st->ex = NULL;
+    st->state = S_DONE;
+    if (!st->resp_end) {
+        /* The response was cut short (upstream lost mid-body): say so. */
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    } else if (!st->req_fin) {
+        /* Request bytes nobody will read: give their window back as they
+         * arrive (on_data_chunk_recv) so the stream can finish. */
+        size_t n = evbuffer_get_length(st->req_body);
+        evbuffer_drain(st->req_body, n);
+        nghttp2_session_consume(c->session, st->id, n);
+    }
+    conn_kick(c);
+}
+
+static const tg_downstream_ops_t h2_ops = {
+    .read_body = ds_read_body,
+    .write_head = ds_write_head,
+    .write_body = ds_write_body,
+    .write_end = ds_write_end,
+    .pending = ds_pending,
+    .send_continue = ds_send_continue,
+    .done = ds_done,
+};
+
+/* ---- nghttp2 callbacks: receiving ---- */
+
+static h2_stream_t *stream_of(h2_conn_t *c, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(c->session, id);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2_stream_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    st->conn = c;
+    st->id = frame->hd.stream_id;
+    st->req_body = evbuffer_new();
+    st->resp_body = evbuffer_new();
+    st->ex = tg_exchange_new(c->w, &h2_ops, st);
+    if (st->req_body == NULL || st->resp_body == NULL || st->ex == NULL) {
+        if (st->ex)
+            tg_exchange_abort(st->ex);
+        if (st->req_body)
+            evbuffer_free(st->req_body);
+        if (st->resp_body)
+            evbuffer_free(st->resp_body);
+        free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
+    }
+    TAILQ_INSERT_TAIL(&c->streams, st, link);
+    c->n_streams++;
+    nghttp2_session_set_stream_user_data(session, st->id, st);
+    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_streams, 1);
+    return 0;
+}
+
+static void reject(h2_stream_t *st, int status, const char *msg)
+{
+    if (st->reject_status == 0) {
+        st->reject_status = status;
+        st->reject_msg = msg;
+    }
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    h2_stream_t *st = stream_of(c, frame->hd.stream_id);
+    if (st == NULL || st->ex == NULL || frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* request trailers: not forwarded */
+    uint64_t max = c->conf->max_header_list_size ? c->conf->max_header_list_size
+                                                 : c->snap->cfg->limits.max_header_bytes;
+    st->header_bytes += namelen + valuelen + 32;
+    if (st->header_bytes > max) {
+        reject(st, 431, "request header fields too large");
+        return 0;
+    }
+    if (st->reject_status)
+        return 0;
+    tg_request_t *req = tg_exchange_request(st->ex);
+    tg_arena_t *a = tg_exchange_arena(st->ex);
+    char *v = tg_arena_strndup(a, (const char *)value, valuelen);
+    if (v == NULL) {
+        reject(st, 500, "out of memory");
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':') {
+        /* nghttp2 has checked the pseudo-header set (RFC 9113 8.3.1) */
+        if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+            req->method = v;
+        } else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+            req->target = v;
+        } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
+            req->authority = v;
+        }
+        return 0;
+    }
+    if (namelen == 4 && memcmp(name, "host", 4) == 0) {
+        if (req->authority == NULL)
+            req->authority = v;
+        return 0; /* re-added from :authority below */
+    }
+    if (namelen == 6 && memcmp(name, "cookie", 6) == 0)
+        st->has_cookie = 1;
+    char *n = tg_arena_strndup(a, (const char *)name, namelen);
+    if (n == NULL || tg_headers_add(&req->headers, a, n, namelen, v, valuelen) < 0)
+        reject(st, 500, "out of memory");
+    return 0;
+}
+
+/* HTTP/2 may split Cookie into several fields; HTTP/1 needs one
+ * (RFC 9113 8.2.3). */
+static int join_cookies(tg_request_t *req, tg_arena_t *a)
+{
+    size_t total = 0, count = 0;
+    for (size_t i = 0; i < req->headers.n; i++)
+        if (req->headers.v[i].name_len == 6 && memcmp(req->headers.v[i].name, "cookie", 6) == 0) {
+            total += req->headers.v[i].value_len + 2;
+            count++;
+        }
+    if (count < 2)
+        return 0;
+    char *joined = tg_arena_alloc(a, total + 1), *p = joined;
+    if (joined == NULL)
+        return -1;
+    for (size_t i = 0; i < req->headers.n; i++) {
+        const tg_header_t *h = &req->headers.v[i];
+        if (h->name_len == 6 && memcmp(h->name, "cookie", 6) == 0) {
+            if (p != joined) {
+                memcpy(p, "; ", 2);
+                p += 2;
+            }
+            memcpy(p, h->value, h->value_len);
+            p += h->value_len;
+        }
+    }
+    *p = '\0';
+    tg_headers_remove(&req->headers, "cookie");
+    return tg_headers_add(&req->headers, a, "cookie", 6, joined, (size_t)(p - joined));
+}
+
+/* The request head is complete: hand it to the exchange. */
+static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
+{
+    tg_exchange_t *ex = st->ex;
+    tg_request_t *req = tg_exchange_request(ex);
+    tg_arena_t *a = tg_exchange_arena(ex);
+    st->state = S_ACTIVE;
+    st->req_fin = end_stream != 0;
+    req->version = 20;
+    req->keep_alive = 1;
+    if (c->tls)
+        tg_exchange_set_peer(ex, &c->peer);
+    const char *scheme = c->tls ? "https" : "http";
+    if (st->reject_status) {
+        tg_exchange_reply(ex, st->reject_status, st->reject_msg);
+        return;
+    }
+    if (req->method == NULL || strcmp(req->method, "CONNECT") == 0) {
+        tg_exchange_reply(ex, 501, "CONNECT is not supported");
+        return;
+    }
+    if (req->target == NULL || req->target[0] != '/') {
+        tg_exchange_reply(ex, 400, "invalid :path");
+        return;
+    }
+    const char *q = strchr(req->target, '?');
+    req->path_len = q ? (size_t)(q - req->target) : strlen(req->target);
+    req->is_head = strcmp(req->method, "HEAD") == 0;
+    const tg_header_t *cl = tg_headers_get(&req->headers, "content-length");
+    if (end_stream) {
+        req->body = TG_BODY_NONE;
+    } else if (cl != NULL) { /* nghttp2 checks the DATA against it */
+        req->body = TG_BODY_LENGTH;
+        req->content_length = strtoull(cl->value, NULL, 10);
+    } else {
+        req->body = TG_BODY_CHUNKED; /* length unknown: chunked toward HTTP/1 */
+    }
+    tg_headers_remove(&req->headers, "content-length");
+    tg_headers_remove(&req->headers, "expect");
+    if ((st->has_cookie && join_cookies(req, a) < 0) ||
+        (req->authority && tg_headers_add(&req->headers, a, "host", 4, req->authority, strlen(req->authority)) < 0)) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    tg_exchange_start(ex, c->slot->index, c->addr, scheme);
+}
+
+/* Rapid reset (CVE-2023-44487): streams the client opens and cancels cost
+ * us work but count against no stream limit. Past max_resets_per_10s in
+ * a window, the connection goes away with ENHANCE_YOUR_CALM. */
+static void count_reset(h2_conn_t *c)
+{
+    uint64_t now = now_ms();
+    if (now - c->reset_window_start > RESET_WINDOW_MS) {
+        c->reset_window_start = now;
+        c->resets = 0;
+    }
+    if (++c->resets <= c->conf->max_resets_per_10s)
+        return;
+    tg_warn("h2 %s: %u stream resets in %d s: closing (rapid reset)", c->addr, c->resets, RESET_WINDOW_MS / 1000);
+    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+    nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
+    c->abusive = 1; /* conn_io reads no more; the GOAWAY goes out, then the connection */
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    h2_stream_t *st;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        st = stream_of(c, frame->hd.stream_id);
+        if (st == NULL)
+            return 0;
+        if (st->state == S_OPEN && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            start_exchange(c, st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+        } else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            st->req_fin = 1; /* trailers end the request body */
+            if (st->ex)
+                tg_exchange_on_request_data(st->ex);
+        }
+        return 0;
+    case NGHTTP2_DATA:
+        st = stream_of(c, frame->hd.stream_id);
+        if (st == NULL)
+            return 0;
+        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+            st->req_fin = 1;
+        if (st->ex != NULL && st->state == S_ACTIVE)
+            tg_exchange_on_request_data(st->ex);
+        return 0;
+    case NGHTTP2_RST_STREAM:
+        if (!c->abusive)
+            count_reset(c);
+        return 0;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            c->ping_out = 0;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                              size_t len, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    h2_stream_t *st = stream_of(c, stream_id);
+    if (st == NULL || st->state == S_DONE || st->ex == NULL) {
+        nghttp2_session_consume(session, stream_id, len); /* nobody reads it */
+        return 0;
+    }
+    st->body_bytes += len;
+    if (evbuffer_add(st->req_body, data, len) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    h2_stream_t *st = stream_of(c, stream_id);
+    if (st == NULL)
+        return 0;
+    if (st->ex != NULL) { /* the client cancelled, or the stream failed */
+        tg_debug("h2 %s: stream %d closed (%s) while %s", c->addr, stream_id, nghttp2_http2_strerror(error_code),
+                 stream_state_str(st->state));
+        tg_exchange_t *ex = st->ex;
+        st->ex = NULL;
+        tg_exchange_abort(ex);
+    }
+    /* Bytes never read still count against the connection window. */
+    size_t unread = evbuffer_get_length(st->req_body);
+    if (unread > 0)
+        nghttp2_session_consume_connection(session, unread);
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    stream_free(st);
+    return 0;
+}
+
+/* ---- nghttp2 callbacks: sending ---- */
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    struct evbuffer *out = tg_sock_out(c->sock);
+    if (evbuffer_get_length(out) >= OUT_HWM)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, data, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)length;
+}
+
+/* DATA frames: the 9-byte header, then the stream's bytes moved (not
+ * copied) from its buffer onto the socket's output. */
+static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    h2_stream_t *st = source->ptr;
+    struct evbuffer *out = tg_sock_out(c->sock);
+    if (evbuffer_get_length(out) >= OUT_HWM)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, framehd, 9) < 0 ||
+        (length > 0 && evbuffer_remove_buffer(st->resp_body, out, length) != (int)length))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    h2_conn_t *c = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY)
+        c->goaway = 1;
+    return 0;
+}
+
+static nghttp2_session_callbacks *make_callbacks(void)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_send_callback(cb, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    return cb;
+}
+
+/* ---- driving the session ---- */
+
+/* Streams whose queued response fell to the low-water mark get their
+ * exchange pumped again (after nghttp2_session_send, never inside it). */
+static void notify_drained(h2_conn_t *c)
+{
+    h2_stream_t *st, *next;
+    for (st = TAILQ_FIRST(&c->streams); st != NULL && !c->dead; st = next) {
+        next = TAILQ_NEXT(st, link);
+        if (st->watch_drain && st->ex != NULL && evbuffer_get_length(st->resp_body) < TG_EXCHANGE_HWM / 2) {
+            st->watch_drain = 0;
+            tg_exchange_on_downstream_drained(st->ex); /* may free only this stream's exchange */
+        }
+    }
+}
+
+static void arm_timer(h2_conn_t *c)
+{
+    uint64_t ms = c->n_streams == 0 ? c->snap->cfg->limits.idle_timeout_ms
+                  : c->ping_out    ? c->conf->ping_timeout_ms
+                                   : c->conf->ping_interval_ms;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    if (ms)
+        evtimer_add(c->timer, &tv);
+    else
+        evtimer_del(c->timer);
+}
+
+/* Feeds input to nghttp2, then serializes what it has to send; closes the
+ * connection when both directions are done. The one place the session
+ * is driven from. */
+static void conn_io(h2_conn_t *c)
+{
+    if (c->dead || c->in_io || c->lingering)
+        return;
+    c->in_io = 1;
+    struct evbuffer *in = tg_sock_in(c->sock);
+    int rv = 0;
+    while (evbuffer_get_length(in) > 0 && rv == 0 && !c->dead && !c->abusive) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, v.iov_len);
+        if (n < 0) {
+            tg_debug("h2 %s: %s", c->addr, nghttp2_strerror((int)n));
+            tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+            rv = (int)n;
+            break;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    if (c->abusive && !c->dead) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        tg_sock_pause_read(c->sock, 1);
+    }
+    if (!c->dead)
+        tg_sock_consumed(c->sock);
+    /* Send; exchanges pumped by notify_drained may queue more: a few
+     * rounds, bounded, while the socket has room. */
+    for (int round = 0; rv == 0 && !c->dead && round < 4; round++) {
+        if ((rv = nghttp2_session_send(c->session)) != 0) {
+            tg_debug("h2 %s: send: %s", c->addr, nghttp2_strerror(rv));
+            break;
+        }
+        tg_sock_flush(c->sock);
+        notify_drained(c);
+        if (c->dead || evbuffer_get_length(tg_sock_out(c->sock)) >= OUT_HWM ||
+            !nghttp2_session_want_write(c->session))
+            break;
+    }
+    c->in_io = 0;
+    if (c->dead)
+        return;
+    if (rv != 0 && rv != NGHTTP2_ERR_WOULDBLOCK) {
+        /* A fatal session error (bad preface, flood, out of memory):
+         * whatever GOAWAY nghttp2 queued goes out best-effort. */
+        if (rv != NGHTTP2_ERR_FLOODED && nghttp2_session_send(c->session) == 0)
+            tg_sock_flush_now(c->sock);
+        conn_close(c);
+        return;
+    }
+    int flushed = evbuffer_get_length(tg_sock_out(c->sock)) == 0;
+    if (c->peer_eof && c->n_streams == 0) {
+        conn_close(c); /* nothing can arrive and nothing is left to answer */
+        return;
+    }
+    if (flushed && ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
+                    (c->draining && c->goaway && c->n_streams == 0))) {
+        conn_linger(c); /* GOAWAY sent and every stream finished */
+        return;
+    }
+    if (!flushed && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
+        tg_sock_set_write_lowat(c->sock, 0); /* wake up when the last frames are out */
+    arm_timer(c);
+}
+
+/* The session is over and its last frames (GOAWAY) are written: half-close
+ * and read until the client closes (bounded), so that bytes it still sends
+ * do not turn our close into a reset that destroys those frames. */
+static void conn_linger(h2_conn_t *c)
+{
+    if (c->lingering)
+        return;
+    c->lingering = 1;
+    tg_sock_shutdown_write(c->sock);
+    evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
+    tg_sock_set_read_limit(c->sock, 0);
+    tg_sock_pause_read(c->sock, 0);
+    struct timeval tv = { LINGER_MS / 1000, (LINGER_MS % 1000) * 1000 };
+    evtimer_add(c->timer, &tv);
+}
+
+static void on_sock(tg_sock_t *s, int events, void *arg)
+{
+    h2_conn_t *c = arg;
+    if (events & TG_SOCK_ERROR) {
+        conn_close(c);
+        return;
+    }
+    if (c->lingering) {
+        evbuffer_drain(tg_sock_in(s), evbuffer_get_length(tg_sock_in(s)));
+        if (events & TG_SOCK_EOF)
+            conn_close(c);
+        return;
+    }
+    if (events & (TG_SOCK_READ | TG_SOCK_WRITE))
+        conn_io(c);
+    if ((events & TG_SOCK_EOF) && !c->dead) {
+        /* The client closed its side: nothing more can arrive. Streams
+         * still answering finish; then the connection goes (conn_io). */
+        c->peer_eof = 1;
+        if (c->n_streams == 0)
+            conn_close(c);
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    h2_conn_t *c = arg;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
+    if (c->n_streams == 0 || c->ping_out) {
+        tg_debug("h2 %s: %s", c->addr, c->n_streams ? "ping timeout" : "idle timeout");
+        if (c->ping_out) { /* the peer is gone: nothing to say goodbye to */
+            conn_close(c);
+            return;
+        }
+        nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+        conn_io(c); /* GOAWAY, then linger */
+        return;
+    }
+    c->ping_out = 1; /* keepalive: a peer that does not answer is gone */
+    nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+    conn_io(c);
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+    h2_conn_t *c = arg;
+    if (c->dead)
+        conn_release(c);
+    else
+        conn_io(c);
+}
+
+static void on_drain(tg_conn_node_t *n)
+{
+    h2_conn_t *c = (h2_conn_t *)n;
+    tg_debug("h2 %s: draining (%zu streams)", c->addr, c->n_streams);
+    c->draining = 1;
+    /* GOAWAY naming the last stream we took: the client retries later
+     * streams elsewhere; those in flight finish. */
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    conn_io(c);
+}
+
+static void on_shutdown(tg_conn_node_t *n)
+{
+    h2_conn_t *c = (h2_conn_t *)n;
+    conn_close(c);
+    conn_release(c);
+}
+
+static int start_session(h2_conn_t *c)
+{
+    const tg_http2_conf_t *h = c->conf;
+    nghttp2_session_callbacks *cb = make_callbacks();
+    nghttp2_option *opt = NULL;
+    if (cb == NULL || nghttp2_option_new(&opt) != 0) {
+        if (cb)
+            nghttp2_session_callbacks_del(cb);
+        return -1;
+    }
+    /* Windows open only as the exchange moves request bytes onward. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);     /* SETTINGS/PING flood bound */
+    nghttp2_option_set_max_settings(opt, 32);
+    uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->snap->cfg->limits.max_header_bytes;
+    int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    if (rv != 0)
+        return -1;
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, h->max_concurrent_streams },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, h->initial_window_size },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(hls > 0xffffffffu ? 0xffffffffu : hls) },
+        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+    };
+    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t)h->connection_window_size) != 0)
+        return -1;
+    return 0;
+}
+
+void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, size_t stats_slot,
+                       const char *addr, tg_tls_peer_t *peer, int tls)
+{
+    h2_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        tg_sock_free(sock);
+        tg_counter_sub(&w->stats->listeners[stats_slot].active, 1);
+        return;
+    }
+    c->w = w;
+    c->sock = sock;
+    c->slot = slot;
+    c->stats_slot = stats_slot;
+    c->tls = tls != 0;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    c->peer = *peer;
+    memset(peer, 0, sizeof(*peer));
+    c->snap = tg_snapshot_ref(w->snap);
+    c->conf = &c->snap->cfg->listeners[slot->index].http2;
+    TAILQ_INIT(&c->streams);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->defer = event_new(w->base, -1, 0, on_defer, c);
+    c->node.on_drain = on_drain;
+    c->node.on_shutdown = on_shutdown;
+    tg_worker_conn_add(w, &c->node);
+    if (c->timer == NULL || c->defer == NULL || start_session(c) < 0) {
+        tg_worker_conn_remove(w, &c->node);
+        tg_counter_sub(&w->stats->listeners[stats_slot].active, 1);
+        tg_sock_free(sock);
+        if (c->session)
+            nghttp2_session_del(c->session);
+        tg_tls_peer_free(&c->peer);
+        tg_snapshot_unref(c->snap);
+        if (c->timer)
+            event_free(c->timer);
+        if (c->defer)
+            event_free(c->defer);
+        free(c);
+        return;
+    }
+    tg_counter_add(&w->stats->listeners[stats_slot].h2_connections, 1);
+    tg_sock_set_cb(sock, on_sock, c);
+    tg_sock_set_read_limit(sock, 256 * 1024);
+    tg_sock_set_write_lowat(sock, OUT_LOWAT);
+    tg_sock_set_timeout(sock, 0);
+    if (w->draining)
+        on_drain(&c->node);
+    else
+        conn_io(c); /* the preface (h2c) or the first frames may be here */
+}

@@ -1,0 +1,340 @@
+"""HTTP/2 downstream: h2c with prior knowledge on the HTTP/1.1 port and h2
+over TLS (ALPN), with curl, nghttp, h2load and Python (httpx, and the h2
+library for frame-level checks) in front of a FastAPI app: plain requests,
+uploads and downloads checked by SHA-256, many concurrent streams on one
+connection, local replies, header-list limits, the rapid-reset guard, and
+flow control tied to the other side (a slow HTTP/2 reader of a large
+download and a large upload to a slow upstream keep the gateway's RSS
+bounded)."""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+
+import harness
+
+MIB = 1024 * 1024
+
+
+class Http2Test(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-pki-")
+        cls.c = harness.make_certs(cls.dir)
+        cls.app = harness.start_app("h2-app")
+        cls.procs = [cls.app]
+        cls.port, cls.tport, cls.aport = harness.free_port(), harness.free_port(), harness.free_port()
+        cfg = f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{cls.aport} }}
+limits: {{ max_header_bytes: 16KiB }}
+listeners:
+  - name: plain
+    listen: 127.0.0.1:{cls.port}
+    http2: {{ max_concurrent_streams: 64, max_resets_per_10s: 50 }}
+  - name: tls
+    listen: 127.0.0.1:{cls.tport}
+    tls:
+      certificates: [ {{ cert: {cls.c['server.crt']}, key: {cls.c['server.key']} }} ]
+routes:
+  - name: items
+    match: {{ path_prefix: / }}
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+        harness.wait_port(cls.tport)
+
+    def h2c(self, path, *extra):
+        return harness.curl("--http2-prior-knowledge", f"http://127.0.0.1:{self.port}{path}", *extra)
+
+    def h2s(self, path, *extra):
+        return harness.curl("--http2", "--cacert", self.c["ca.crt"], "--resolve", f"localhost:{self.tport}:127.0.0.1",
+                            f"https://localhost:{self.tport}{path}", *extra)
+
+    def test_curl_h2c_and_h2(self):
+        for fn in (self.h2c, self.h2s):
+            rc, out, err = fn("/whoami", "-w", "\n%{http_version}")
+            self.assertEqual(rc, 0, err)
+            body, ver = out.decode().rsplit("\n", 1)
+            self.assertEqual(json.loads(body), {"name": "h2-app"})
+            self.assertEqual(ver, "2")
+
+    def test_http1_still_served_on_the_h2c_port(self):
+        rc, out, err = harness.curl(f"http://127.0.0.1:{self.port}/whoami", "-w", "\n%{http_version}")
+        self.assertEqual(out.decode().rsplit("\n", 1)[1], "1.1")
+
+    def test_request_headers_reach_upstream(self):
+        rc, out, err = self.h2c("/echo/headers?x=1", "-H", "cookie: a=1", "-H", "cookie: b=2", "-H", "x-custom: yes")
+        self.assertEqual(rc, 0, err)
+        seen = json.loads(out)
+        h = {k: v for k, v in seen["headers"]}
+        self.assertEqual(seen["query"], "x=1")
+        self.assertEqual(h["host"], f"127.0.0.1:{self.port}")
+        self.assertEqual(h["cookie"], "a=1; b=2")
+        self.assertEqual(h["x-custom"], "yes")
+        self.assertEqual(h["via"], "2 tollgate")
+
+    def test_nghttp_client(self):
+        for url, extra in ((f"http://127.0.0.1:{self.port}/text", []),
+                           (f"https://127.0.0.1:{self.tport}/text", [])):
+            p = subprocess.run(["nghttp", "-v", *extra, url], capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("hello from h2-app", p.stdout)
+            self.assertIn(":status: 200", p.stdout)
+
+    def test_httpx_client_tls_and_h2c(self):
+        with httpx.Client(http2=True, verify=self.c["ca.crt"]) as cl:
+            r = cl.get(f"https://localhost:{self.tport}/items")
+            self.assertEqual(r.http_version, "HTTP/2")
+            self.assertEqual(r.status_code, 200)
+        with httpx.Client(http1=False, http2=True) as cl:
+            r = cl.post(f"http://127.0.0.1:{self.port}/items", json={"name": "x"})
+            self.assertEqual(r.http_version, "HTTP/2")
+            self.assertEqual(r.status_code, 201)
+
+    def test_upload_and_download_integrity(self):
+        data = os.urandom(8 * MIB + 123)
+        path = os.path.join(self.dir, "up.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        for fn in (self.h2c, self.h2s):
+            rc, out, err = fn("/upload", "--data-binary", f"@{path}")
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(json.loads(out), {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+            rc, out, err = fn(f"/download?size={20 * MIB}")
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(len(out), 20 * MIB)
+            self.assertEqual(out[:256], bytes(range(256)))
+
+    def test_many_concurrent_streams_one_connection(self):
+        p = subprocess.run(["h2load", "-n", "2000", "-c", "1", "-m", "64", f"http://127.0.0.1:{self.port}/whoami"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("2000 succeeded, 0 failed, 0 errored", p.stdout)
+        self.assertIn("status codes: 2000 2xx", p.stdout)
+        p = subprocess.run(["h2load", "-n", "600", "-c", "2", "-m", "32", f"https://127.0.0.1:{self.tport}/slow?delay=0.05"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertIn("600 succeeded, 0 failed, 0 errored", p.stdout)
+
+    def test_streaming_response(self):
+        rc, out, err = self.h2c("/sse?n=3&delay=0.1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.count(b"data:"), 3)
+
+    def test_local_reply_and_head(self):
+        rc, out, err = self.h2c("/status/503", "-w", "%{http_code}", "-o", "/dev/null")
+        self.assertEqual(out, b"503")
+        rc, out, err = self.h2c("/echo/headers", "-I")
+        self.assertEqual(rc, 0, err)
+        self.assertIn(b"HTTP/2 200", out)
+
+    # ---- frame-level checks with the h2 library ----
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        s.sendall(conn.data_to_send())
+        return s, conn
+
+    def read_events(self, s, conn, until, timeout=10):
+        deadline, got = time.time() + timeout, []
+        while time.time() < deadline:
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                got.append("reset")
+                break
+            if not data:
+                got.append("closed")
+                break
+            for ev in conn.receive_data(data):
+                got.append(ev)
+            s.sendall(conn.data_to_send())
+            if until(got):
+                break
+        return got
+
+    def request_headers(self, path, extra=()):
+        return [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x"), *extra]
+
+    def test_header_list_too_large_is_431(self):
+        s, conn = self.connect()
+        try:
+            big = [(f"x-big-{i}", "v" * 1000) for i in range(20)]  # ~20 KiB > 16 KiB
+            conn.send_headers(1, self.request_headers("/whoami", big), end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.StreamEnded) for e in g))
+            resp = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]
+            self.assertTrue(resp, evs)
+            self.assertEqual(dict(resp[0].headers)[":status"], "431")
+            # the connection stays usable
+            conn.send_headers(3, self.request_headers("/whoami"), end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.StreamEnded) for e in g))
+            self.assertEqual(dict([e for e in evs if isinstance(e, h2.events.ResponseReceived)][0].headers)[":status"],
+                             "200")
+        finally:
+            s.close()
+
+    def test_rapid_reset_closes_connection(self):
+        s, conn = self.connect()
+        try:
+            for i in range(200):
+                sid = 1 + 2 * i
+                conn.send_headers(sid, self.request_headers("/slow?delay=2"), end_stream=True)
+                conn.reset_stream(sid)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.ConnectionTerminated) for e in g))
+            term = [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
+            self.assertTrue(term, evs[-5:])
+            self.assertEqual(term[0].error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        finally:
+            s.close()
+        text = harness.curl(f"http://127.0.0.1:{self.aport}/metrics")[1].decode()
+        self.assertGreaterEqual(harness.metric(text, "tollgate_http2_protocol_errors_total", listener="plain"), 1)
+        rc, out, err = self.h2c("/whoami")  # the gateway is fine
+        self.assertEqual(rc, 0, err)
+
+    def test_client_cancel_mid_download(self):
+        s, conn = self.connect()
+        try:
+            conn.send_headers(1, self.request_headers(f"/download?size={64 * MIB}"), end_stream=True)
+            s.sendall(conn.data_to_send())
+            self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.DataReceived) for e in g))
+            conn.reset_stream(1)
+            conn.send_headers(3, self.request_headers("/whoami"), end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 3
+                                                          for e in g))
+            self.assertTrue(any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 3 for e in evs))
+        finally:
+            s.close()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+
+
+def source_sink_handler(c):
+    """Raw upstream: a POST body is read slowly for 3 s then fast; a GET
+    gets `size` bytes as fast as the gateway takes them."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = c.recv(65536)
+        if not b:
+            return
+        head += b
+    head, _, rest = head.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    if lines[0].startswith(b"POST"):
+        got, t0 = len(rest), time.time()
+        chunked = any(l.lower().startswith(b"transfer-encoding") for l in lines)
+        cl = [int(l.split(b":")[1]) for l in lines if l.lower().startswith(b"content-length")]
+        while True:
+            if cl and got >= cl[0]:
+                break
+            if chunked and rest.endswith(b"0\r\n\r\n"):
+                break
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            got += len(b)
+            rest = (rest + b)[-16:]
+            if time.time() - t0 < 3:
+                time.sleep(0.05)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    else:
+        size = int(lines[0].split(b"size=")[1].split(b" ")[0])
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        block = bytes(range(256)) * 4096
+        left = size
+        while left > 0:
+            n = min(left, len(block))
+            c.sendall(block[:n])
+            left -= n
+
+
+class Http2BackpressureTest(harness.GatewayTest):
+    """A slow HTTP/2 reader cannot make the gateway buffer a fast upstream's
+    whole response, and a fast HTTP/2 uploader is held back by window
+    updates while the upstream reads slowly: RSS stays bounded."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = harness.ScriptedServer(source_sink_handler)
+        cls.port = harness.free_port()
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        env = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=1"}
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1),
+                                      port=cls.port, env_extra=env)
+        cls.dir = tempfile.mkdtemp(prefix="tg-h2bp-")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+        cls.finish()
+
+    def measure(self, fn):
+        harness.curl("--http2-prior-knowledge", f"http://127.0.0.1:{self.port}/?size=10")
+        idle = harness.rss_kib(self.gateway.proc.pid)
+        stop, peak = threading.Event(), [idle]
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], harness.rss_kib(self.gateway.proc.pid))
+                time.sleep(0.05)
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            fn()
+        finally:
+            stop.set()
+            t.join()
+        return (peak[0] - idle) / 1024.0
+
+    def test_slow_reader_download(self):
+        size = 256 * MIB
+
+        def run():
+            rc, out, err = harness.curl("--http2-prior-knowledge", "--limit-rate", "48M", "-o", "/dev/null",
+                                        "-w", "%{size_download}", f"http://127.0.0.1:{self.port}/dl?size={size}",
+                                        timeout=120)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(int(out), size)
+        growth = self.measure(run)
+        self.assertLess(growth, 24, f"RSS grew {growth:.1f} MiB for a {size // MIB} MiB slow download")
+
+    def test_fast_upload_to_slow_upstream(self):
+        path = os.path.join(self.dir, "up.bin")
+        with open(path, "wb") as f:
+            block = os.urandom(MIB)
+            for _ in range(256):
+                f.write(block)
+
+        def run():
+            rc, out, err = harness.curl("--http2-prior-knowledge", "--data-binary", f"@{path}",
+                                        f"http://127.0.0.1:{self.port}/up", timeout=120)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(out, b"ok")
+        growth = self.measure(run)
+        self.assertLess(growth, 24, f"RSS grew {growth:.1f} MiB for a 256 MiB upload")
+
+
+if __name__ == "__main__":
+    unittest.main()

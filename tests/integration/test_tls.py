@@ -1,0 +1,224 @@
+"""TLS and mutual TLS termination in front of a FastAPI app: certificates
+made by the openssl CLI for this run; curl and Python's ssl module as
+clients; SNI picks the certificate; client certificates are verified
+against the CA (good one accepted; none, another CA's or an expired one
+refused), and the verified identity reaches the app in the forwarded
+header while a client-sent copy does not. Config errors for bad TLS
+files are caught by `tollgate -t`."""
+import json
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+import harness
+
+
+class TlsTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-pki-")
+        cls.c = harness.make_certs(cls.dir)
+        c = cls.c
+        cls.app = harness.start_app("tls-app")
+        cls.procs = [cls.app]
+        cls.port, cls.mport, cls.oport = harness.free_port(), harness.free_port(), harness.free_port()
+        cfg = f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{harness.free_port()} }}
+listeners:
+  - name: tls
+    listen: 127.0.0.1:{cls.port}
+    tls:
+      certificates:
+        - {{ cert: {c['server.crt']}, key: {c['server.key']} }}
+        - {{ cert: {c['other.crt']}, key: {c['other.key']} }}
+  - name: mtls
+    listen: 127.0.0.1:{cls.mport}
+    tls:
+      certificates: [ {{ cert: {c['server.crt']}, key: {c['server.key']} }} ]
+      client_auth: require
+      client_ca: {c['ca.crt']}
+      client_cert_header: x-client-cert
+  - name: optional
+    listen: 127.0.0.1:{cls.oport}
+    tls:
+      certificates: [ {{ cert: {c['server.crt']}, key: {c['server.key']} }} ]
+      client_auth: optional
+      client_ca: {c['ca.crt']}
+      alpn: [http/1.1]
+routes:
+  - name: mtls-only
+    listeners: [optional]
+    match: {{ path_prefix: /private }}
+    cluster: app
+    filters:
+      - auth: {{ client_cert: true, allow: ["CN=client-a,O=Acme"] }}
+  - name: all
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+"""
+        cls.admin_port = int(cfg.split("admin: { listen: 127.0.0.1:")[1].split(" ")[0])
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+        harness.wait_port(cls.mport)
+
+    def get(self, port, path, *extra, host="localhost"):
+        return harness.curl("--cacert", self.c["ca.crt"], "--resolve", f"{host}:{port}:127.0.0.1",
+                            f"https://{host}:{port}{path}", *extra)
+
+    def headers_seen(self, out):
+        return {k: v for k, v in json.loads(out)["headers"]}
+
+    def test_https_http1_and_http2(self):
+        for flag, version in (("--http1.1", "1.1"), ("--http2", "2")):
+            rc, out, err = self.get(self.port, "/whoami", flag, "-w", "\n%{http_version}")
+            self.assertEqual(rc, 0, err)
+            body, ver = out.decode().rsplit("\n", 1)
+            self.assertEqual(json.loads(body), {"name": "tls-app"})
+            self.assertEqual(ver, version)
+
+    def test_forwarded_proto_is_https(self):
+        rc, out, err = self.get(self.port, "/echo/headers")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.headers_seen(out)["x-forwarded-proto"], "https")
+
+    def peer_cert_names(self, server_name):
+        ctx = ssl.create_default_context(cafile=self.c["ca.crt"])
+        ctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname=server_name) as t:
+                cert = t.getpeercert()
+        return [v for k, v in cert["subjectAltName"] if k == "DNS"]
+
+    def test_sni_picks_certificate(self):
+        self.assertIn("localhost", self.peer_cert_names("localhost"))
+        self.assertIn("api.test", self.peer_cert_names("api.test"))
+        self.assertIn("other.test", self.peer_cert_names("other.test"))
+        self.assertIn("*.wild.test", self.peer_cert_names("a.wild.test"))
+        # a wildcard covers one label only; unknown names get the default
+        self.assertIn("localhost", self.peer_cert_names("a.b.wild.test"))
+        self.assertIn("localhost", self.peer_cert_names("unknown.example"))
+        rc, out, err = self.get(self.port, "/whoami", host="other.test")
+        self.assertEqual(rc, 0, err)
+
+    def test_mtls_good_client_identity_forwarded(self):
+        rc, out, err = self.get(self.mport, "/echo/headers", "--cert", self.c["client.crt"], "--key",
+                                self.c["client.key"], "-H", "x-client-cert: Hash=forged",
+                                "-H", "x-forwarded-client-cert: forged")
+        self.assertEqual(rc, 0, err)
+        seen = json.loads(out)["headers"]
+        values = [v for k, v in seen if k == "x-client-cert"]
+        self.assertEqual(len(values), 1, seen)
+        v = values[0]
+        self.assertNotIn("forged", v)
+        self.assertIn('Subject="CN=client-a,O=Acme"', v)
+        self.assertIn("URI=spiffe://test/client-a", v)
+        self.assertIn("DNS=client-a.test", v)
+        fp = subprocess.run(["openssl", "x509", "-in", self.c["client.crt"], "-noout", "-fingerprint", "-sha256"],
+                            capture_output=True, text=True, check=True).stdout
+        fp = fp.split("=", 1)[1].strip().replace(":", "").lower()
+        self.assertIn(f"Hash={fp}", v)
+        self.assertNotIn("x-forwarded-client-cert", [k for k, _ in seen])
+
+    def test_mtls_refuses_bad_clients(self):
+        cases = {
+            "no certificate": (),
+            "another CA": ("--cert", self.c["stranger.crt"], "--key", self.c["stranger.key"]),
+            "expired": ("--cert", self.c["expired.crt"], "--key", self.c["expired.key"]),
+        }
+        for what, args in cases.items():
+            with self.subTest(what):
+                rc, out, err = self.get(self.mport, "/whoami", *args)
+                self.assertNotEqual(rc, 0, f"{what}: accepted: {out!r}")
+                self.assertEqual(out, b"")
+        text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
+        self.assertGreaterEqual(harness.metric(text, "tollgate_tls_handshake_failures_total", listener="mtls"), 3)
+
+    def test_optional_client_auth_and_auth_filter(self):
+        # without a certificate: served, but the mTLS-only route refuses
+        rc, out, err = self.get(self.oport, "/whoami")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.get(self.oport, "/private", "-w", "%{http_code}", "-o", "/dev/null")
+        self.assertEqual(out, b"401")
+        rc, out, err = self.get(self.oport, "/private", "--cert", self.c["client.crt"], "--key",
+                                self.c["client.key"], "-w", "%{http_code}", "-o", "/dev/null")
+        self.assertEqual(out, b"404")  # allowed through to the app, which has no /private
+        # the ALPN list of this listener has no h2
+        rc, out, err = self.get(self.oport, "/whoami", "--http2", "-w", "%{http_version}", "-o", "/dev/null")
+        self.assertEqual(out, b"1.1")
+
+    def test_cleartext_to_tls_port_fails_cleanly(self):
+        data = harness.raw_request(self.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+        self.assertNotIn(b"HTTP/1.1 200", data)
+        rc, out, err = self.get(self.port, "/whoami")
+        self.assertEqual(rc, 0, err)
+
+    def test_handshake_metrics(self):
+        self.get(self.port, "/whoami")
+        text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
+        self.assertGreaterEqual(harness.metric(text, "tollgate_tls_handshakes_total", listener="tls"), 1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+
+
+class TlsConfigErrorsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-pki-")
+        cls.c = harness.make_certs(cls.dir)
+
+    def check(self, tls_block, expect):
+        path = os.path.join(self.dir, "bad.yaml")
+        with open(path, "w") as f:
+            f.write("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    tls:\n" + tls_block +
+                    "routes:\n  - name: r\n    cluster: c\nclusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n")
+        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertRegex(p.stderr, expect)
+        return p.stderr
+
+    def test_missing_cert_file(self):
+        self.check(f"      certificates: [ {{ cert: {self.dir}/nope.crt, key: {self.c['server.key']} }} ]\n",
+                   r"bad\.yaml:5:\d+: cert '.*nope\.crt': No such file or directory")
+
+    def test_key_does_not_match(self):
+        self.check(f"      certificates: [ {{ cert: {self.c['server.crt']}, key: {self.c['client.key']} }} ]\n",
+                   r"bad\.yaml:5:\d+: key '.*client\.key' does not match certificate")
+
+    def test_not_a_certificate(self):
+        self.check(f"      certificates: [ {{ cert: {self.c['server.key']}, key: {self.c['server.key']} }} ]\n",
+                   r"cert '.*server\.key' is not valid")
+
+    def test_bad_client_ca(self):
+        self.check(f"      certificates: [ {{ cert: {self.c['server.crt']}, key: {self.c['server.key']} }} ]\n"
+                   f"      client_auth: require\n      client_ca: {self.c['server.key']}\n",
+                   r"bad\.yaml:7:\d+: client_ca '.*server\.key'")
+
+    def test_require_needs_ca(self):
+        self.check(f"      certificates: [ {{ cert: {self.c['server.crt']}, key: {self.c['server.key']} }} ]\n"
+                   f"      client_auth: require\n", r"needs client_ca")
+
+    def test_unknown_key_and_bad_version(self):
+        err = self.check(f"      certificates: [ {{ cert: {self.c['server.crt']}, key: {self.c['server.key']} }} ]\n"
+                         f"      min_version: 1.1\n      colour: blue\n", r"min_version: '1.1'")
+        self.assertIn("unknown key 'colour'", err)
+
+    def test_expired_certificate_is_a_warning(self):
+        path = os.path.join(self.dir, "warn.yaml")
+        with open(path, "w") as f:
+            f.write(f"listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    tls:\n"
+                    f"      certificates: [ {{ cert: {self.c['expired.crt']}, key: {self.c['expired.key']} }} ]\n"
+                    "routes:\n  - name: r\n    cluster: c\nclusters:\n  - name: c\n    endpoints: [127.0.0.1:2]\n")
+        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("has expired", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
