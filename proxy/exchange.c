@@ -770,9 +770,9 @@ static void on_up_sock(tg_sock_t *s, int events, void *arg)
 {
     tg_exchange_t *ex = arg;
     if (events & TG_SOCK_ERROR) {
-        int err = tg_sock_error(s);
+        char why[160];
         fail_upstream(ex, ex->state == EX_CONNECTING ? UP_CONNECT_FAILED : UP_RESET,
-                      err ? strerror(err) : "I/O error");
+                      tg_sock_tls_error(s, why, sizeof(why)));
         return;
     }
     if (events & TG_SOCK_CONNECTED) {

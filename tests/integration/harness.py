@@ -67,11 +67,11 @@ class Proc:
         return self.p.pid
 
 
-def start_app(name="app", port=None):
+def start_app(name="app", port=None, extra=()):
     port = port or free_port()
     env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1")
     proc = Proc([PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env, name=name)
+                 "--port", str(port), "--log-level", "warning", "--no-access-log", *extra], env=env, name=name)
     wait_port(port, proc=proc.p)
     proc.port = port
     return proc

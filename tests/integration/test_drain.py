@@ -49,6 +49,46 @@ class DrainTest(unittest.TestCase):
         self.assertLess(time.time() - t0, 5)
         self.assertIn("drained, exiting", gw.proc.output())
 
+    def test_http2_goaway_then_in_flight_stream_finishes(self):
+        import h2.config
+        import h2.connection
+        import h2.events
+        gw, port = self.start()
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/slow?delay=1.5"), (":scheme", "http"),
+                              (":authority", "x")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        time.sleep(0.5)
+        gw.proc.p.send_signal(signal.SIGTERM)
+        # Frames are parsed by hand: the h2 library refuses frames after a
+        # GOAWAY, which is exactly what must still arrive here.
+        buf, frames, deadline = b"", [], time.time() + 10
+        while time.time() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, flags, sid = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                frames.append((ftype, flags, sid, buf[9:9 + length]))
+                buf = buf[9 + length:]
+        s.close()
+        goaways = [i for i, f in enumerate(frames) if f[0] == 7]
+        self.assertTrue(goaways, frames)
+        payload = frames[goaways[0]][3]
+        self.assertEqual(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, 1)  # stream 1 is still served
+        self.assertEqual(int.from_bytes(payload[4:8], "big"), 0)              # NO_ERROR
+        data = [f for f in frames if f[0] == 0 and f[2] == 1]
+        self.assertEqual(b"".join(f[3] for f in data), b'{"slept":1.5}')
+        ends = [i for i, f in enumerate(frames) if f[2] == 1 and f[0] in (0, 1) and f[1] & 1]
+        self.assertTrue(ends and ends[0] > goaways[0], frames)
+        self.assertEqual(gw.proc.p.wait(10), 0)
+
     def test_drain_timeout_cuts_long_requests(self):
         gw, port = self.start(drain="500ms")
         done = {}

@@ -157,6 +157,29 @@ clusters:
         rc, out, err = self.get(self.port, "/whoami")
         self.assertEqual(rc, 0, err)
 
+    def test_session_resumption(self):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            with self.subTest(version=version):
+                ctx = ssl.create_default_context(cafile=self.c["ca.crt"])
+                ctx.maximum_version = version
+                session, reused = None, []
+                for _ in range(2):
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+                        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as t:
+                            t.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                            data = b""
+                            while True:
+                                b = t.recv(65536)
+                                if not b:
+                                    break
+                                data += b
+                            self.assertIn(b"200 OK", data)
+                            session = t.session
+                            reused.append(t.session_reused)
+                self.assertEqual(reused, [False, True])
+        text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
+        self.assertGreaterEqual(harness.metric(text, "tollgate_tls_sessions_resumed_total", listener="tls"), 2)
+
     def test_handshake_metrics(self):
         self.get(self.port, "/whoami")
         text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
@@ -165,6 +188,82 @@ clusters:
     @classmethod
     def tearDownClass(cls):
         cls.finish()
+
+
+class UpstreamTlsTest(harness.GatewayTest):
+    """TLS toward upstreams: a uvicorn app serving HTTPS (one of them
+    requiring a client certificate); clusters verify the upstream's
+    certificate and host name by default, and fail over cleanly when the
+    handshake fails."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-pki-")
+        c = cls.c = harness.make_certs(cls.dir)
+        tls = ("--ssl-certfile", c["server.crt"], "--ssl-keyfile", c["server.key"])
+        cls.app = harness.start_app("tls-upstream", extra=tls)
+        cls.mapp = harness.start_app("mtls-upstream", extra=tls + ("--ssl-ca-certs", c["ca.crt"], "--ssl-cert-reqs", "2"))
+        cls.procs = [cls.app, cls.mapp]
+        cls.port = harness.free_port()
+        cfg = f"""
+workers: 1
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+routes:
+  - {{ name: verified, match: {{ path_prefix: /verified/ }}, cluster: verified,
+       request_headers: {{ set: {{ x-route: verified }} }} }}
+  - {{ name: by-name, match: {{ path_prefix: /by-name/ }}, cluster: by-name }}
+  - {{ name: wrong-ca, match: {{ path_prefix: /wrong-ca/ }}, cluster: wrong-ca }}
+  - {{ name: wrong-name, match: {{ path_prefix: /wrong-name/ }}, cluster: wrong-name }}
+  - {{ name: plain-to-tls, match: {{ path_prefix: /plain/ }}, cluster: plain }}
+  - {{ name: mtls, match: {{ path_prefix: /mtls/ }}, cluster: mtls }}
+  - {{ name: mtls-nocert, match: {{ path_prefix: /mtls-nocert/ }}, cluster: mtls-nocert }}
+clusters:
+  - name: verified
+    endpoints: [127.0.0.1:{cls.app.port}]
+    tls: {{ ca: {c['ca.crt']} }}
+  - name: by-name
+    endpoints: [localhost:{cls.app.port}]
+    tls: {{ ca: {c['ca.crt']} }}
+  - name: wrong-ca
+    endpoints: [127.0.0.1:{cls.app.port}]
+    tls: {{ ca: {c['other-ca.crt']} }}
+  - name: wrong-name
+    endpoints: [127.0.0.1:{cls.app.port}]
+    tls: {{ ca: {c['ca.crt']}, server_name: not-this.test }}
+  - name: plain
+    endpoints: [127.0.0.1:{cls.app.port}]
+  - name: mtls
+    endpoints: [127.0.0.1:{cls.mapp.port}]
+    tls: {{ ca: {c['ca.crt']}, cert: {c['client.crt']}, key: {c['client.key']} }}
+  - name: mtls-nocert
+    endpoints: [127.0.0.1:{cls.mapp.port}]
+    tls: {{ ca: {c['ca.crt']} }}
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+
+    def status(self, path):
+        rc, out, err = harness.curl(f"http://127.0.0.1:{self.port}{path}", "-o", "/dev/null", "-w", "%{http_code}")
+        return out.decode()
+
+    def test_verified_upstream(self):
+        for prefix in ("/verified", "/by-name"):
+            self.assertEqual(self.status(f"{prefix}/x"), "404")  # the app answered (it has no such path)
+        # many requests reuse pooled TLS connections
+        for _ in range(20):
+            self.assertEqual(self.status("/verified/x"), "404")
+
+    def test_verification_failures(self):
+        # a failed handshake is a connect failure: 503 once no endpoint is left
+        self.assertEqual(self.status("/wrong-ca/x"), "503")
+        self.assertEqual(self.status("/wrong-name/x"), "503")
+        self.assertIn(self.status("/plain/x"), ("502", "400"))  # cleartext to a TLS port
+        self.assertIn("certificate verify failed", self.gateway.proc.output())
+
+    def test_upstream_mtls(self):
+        self.assertEqual(self.status("/mtls/x"), "404")
+        self.assertIn(self.status("/mtls-nocert/x"), ("502", "503"))
 
 
 class TlsConfigErrorsTest(unittest.TestCase):
