@@ -85,6 +85,8 @@ static void free_route(tg_route_conf_t *r)
         free(r->match.headers[i].value);
     }
     free(r->match.headers);
+    free(r->match.grpc_service);
+    free(r->match.grpc_method);
     free_rules(&r->request_headers);
     free_rules(&r->response_headers);
 }

@@ -71,6 +71,8 @@ typedef struct tg_route_match {
     size_t n_methods;
     tg_header_match_t *headers;
     size_t n_headers;
+    char *grpc_service;   /* "pkg.Service": gRPC requests to /pkg.Service/... */
+    char *grpc_method;    /* with grpc_service: exactly /pkg.Service/Method */
 } tg_route_match_t;
 
 typedef struct tg_route_conf {
@@ -153,7 +155,7 @@ typedef struct tg_tls_client_conf {
     int min_version;
 } tg_tls_client_conf_t;
 
-typedef enum { TG_PROTO_HTTP1 = 0 } tg_cluster_proto_t;
+typedef enum { TG_PROTO_HTTP1 = 0, TG_PROTO_H2C, TG_PROTO_H2 } tg_cluster_proto_t;
 typedef enum { TG_LB_ROUND_ROBIN = 0 } tg_lb_t;
 
 typedef struct tg_endpoint_conf {
@@ -191,6 +193,10 @@ typedef struct tg_cluster_conf {
     tg_outlier_conf_t outlier;
     int all_unhealthy_try_all;  /* when_all_unhealthy: try_all (else fail with 503) */
     tg_tls_client_conf_t tls;
+    /* HTTP/2 upstreams (protocol h2c / h2) */
+    uint64_t keepalive_interval_ms;   /* PING a busy connection after this silence; 0: never */
+    uint64_t keepalive_timeout_ms;    /* an unanswered PING closes the connection */
+    uint32_t max_concurrent_streams;  /* our cap per connection; 0: the upstream's setting */
 } tg_cluster_conf_t;
 
 typedef struct tg_limits {
@@ -248,6 +254,8 @@ typedef struct tg_config {
 #define TG_DEFAULT_H2_CONN_WINDOW (1024 * 1024)
 #define TG_DEFAULT_H2_PING_TIMEOUT_MS 20000
 #define TG_DEFAULT_H2_MAX_RESETS 400
+#define TG_DEFAULT_H2_KEEPALIVE_MS 30000
+#define TG_DEFAULT_H2_KEEPALIVE_TIMEOUT_MS 10000
 
 /* Loads and validates path. Returns a snapshot with one reference, or NULL
  * with every problem appended to errs as "file:line:col: message". */

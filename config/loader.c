@@ -888,8 +888,9 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
     static const char *const keys[] = { "name", "protocol", "endpoints", "lb", "connect_timeout",
                                         "idle_timeout", "pool_size", "health_check", "outlier_detection",
-                                        "when_all_unhealthy", "tls" };
-    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_N };
+                                        "when_all_unhealthy", "tls", "keepalive_interval", "keepalive_timeout",
+                                        "max_concurrent_streams" };
+    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_KAI, K_KAT, K_MCS, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "cluster", keys, K_N, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
@@ -901,19 +902,28 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
     c->pool_size = TG_DEFAULT_POOL_SIZE;
     if (require(ld, n, v[K_NAME], "name", "cluster") < 0 || check_name(ld, v[K_NAME], "cluster name", &c->name) < 0)
         rc = -1;
+    c->keepalive_interval_ms = TG_DEFAULT_H2_KEEPALIVE_MS;
+    c->keepalive_timeout_ms = TG_DEFAULT_H2_KEEPALIVE_TIMEOUT_MS;
     if (v[K_PROTO]) {
         char *p = get_str(ld, v[K_PROTO], "protocol");
         if (p == NULL) {
             rc = -1;
+        } else if (strcmp(p, "h2c") == 0) {
+            c->protocol = TG_PROTO_H2C;
+        } else if (strcmp(p, "h2") == 0) {
+            c->protocol = TG_PROTO_H2;
         } else if (strcmp(p, "http1") != 0) {
-            if (strcmp(p, "h2c") == 0 || strcmp(p, "h2") == 0)
-                err_at(ld, v[K_PROTO], "protocol: '%s' upstreams are not available in this build (use http1)", p);
-            else
-                err_at(ld, v[K_PROTO], "protocol: '%s' is not one of http1, h2c, h2", p);
+            err_at(ld, v[K_PROTO], "protocol: '%s' is not one of http1, h2c, h2", p);
             rc = -1;
         }
         free(p);
     }
+    if (v[K_KAI] && get_duration(ld, v[K_KAI], "keepalive_interval", &c->keepalive_interval_ms) < 0)
+        rc = -1;
+    if (v[K_KAT] && get_duration(ld, v[K_KAT], "keepalive_timeout", &c->keepalive_timeout_ms) < 0)
+        rc = -1;
+    if (v[K_MCS] && get_u32(ld, v[K_MCS], "max_concurrent_streams", 1, 100000, &c->max_concurrent_streams) < 0)
+        rc = -1;
     if (v[K_LB]) {
         char *p = get_str(ld, v[K_LB], "lb");
         if (p == NULL || strcmp(p, "round_robin") != 0) {
@@ -940,6 +950,13 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
         rc = -1;
     if (v[K_TLS] && load_cluster_tls(ld, v[K_TLS], &c->tls) < 0)
         rc = -1;
+    if (c->protocol == TG_PROTO_H2 && v[K_TLS] == NULL) {
+        err_at(ld, v[K_PROTO], "protocol: 'h2' is HTTP/2 over TLS and needs a tls block (use h2c for cleartext)");
+        rc = -1;
+    } else if (c->protocol == TG_PROTO_H2C && v[K_TLS] != NULL) {
+        err_at(ld, v[K_TLS], "tls: protocol 'h2c' is cleartext HTTP/2 (use protocol h2 for HTTP/2 over TLS)");
+        rc = -1;
+    }
     if (v[K_ALL]) {
         char *p = get_str(ld, v[K_ALL], "when_all_unhealthy");
         if (p && strcmp(p, "try_all") == 0) {
@@ -988,10 +1005,30 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
-    static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers" };
-    enum { K_HOST, K_PATH, K_PREFIX, K_REGEX, K_METHODS, K_HEADERS, K_N };
+    static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers",
+                                        "grpc_service", "grpc_method" };
+    enum { K_HOST, K_PATH, K_PREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "match", keys, K_N, v);
+    if (v[K_GSVC]) {
+        if ((m->grpc_service = get_str(ld, v[K_GSVC], "grpc_service")) == NULL)
+            rc = -1;
+        else if (*m->grpc_service == '\0' || strpbrk(m->grpc_service, "/ ") != NULL) {
+            err_at(ld, v[K_GSVC], "grpc_service: '%s' must be a service name like pkg.v1.Service", m->grpc_service);
+            rc = -1;
+        }
+    }
+    if (v[K_GMETH]) {
+        if (v[K_GSVC] == NULL) {
+            err_at(ld, v[K_GMETH], "grpc_method needs grpc_service");
+            rc = -1;
+        } else if ((m->grpc_method = get_str(ld, v[K_GMETH], "grpc_method")) == NULL) {
+            rc = -1;
+        } else if (*m->grpc_method == '\0' || strpbrk(m->grpc_method, "/ ") != NULL) {
+            err_at(ld, v[K_GMETH], "grpc_method: '%s' must be a method name", m->grpc_method);
+            rc = -1;
+        }
+    }
     if (v[K_HOST]) {
         char *h = get_str(ld, v[K_HOST], "host");
         if (h == NULL) {

@@ -47,7 +47,7 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
         if (c->endpoints == NULL)
             goto fail;
         c->n_endpoints = cc->n_endpoints;
-        if (cc->tls.enabled && (c->tls = tg_tls_client_new(&cc->tls, cc->name, errs)) == NULL)
+        if (cc->tls.enabled && (c->tls = tg_tls_client_new(&cc->tls, cc->name, cc->protocol == TG_PROTO_H2, errs)) == NULL)
             bad = 1;
         for (size_t j = 0; j < cc->n_endpoints; j++) {
             tg_endpoint_t *ep = &c->endpoints[j];

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "proxy/h1_codec.h"
+#include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
 #include "proxy/router.h"
@@ -78,7 +79,13 @@ struct tg_exchange {
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
     up_error_t last_error;
 
-    tg_upconn_t *up;
+    tg_upconn_t *up;            /* HTTP/1 upstreams: the leased connection */
+    tg_h2_stream_t *h2s;        /* HTTP/2 upstreams: the stream */
+    struct event *timer;        /* HTTP/2 upstreams: response / idle timeout (kept across recycling) */
+    struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
+    uint64_t deadline_us;       /* monotonic; 0: none */
+    long reset_code;            /* the upstream's RST_STREAM code, or -1 */
+    unsigned refusals;          /* HTTP/2 streams the upstream refused (retried) */
     tg_h1_reader_t up_reader;
     tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
 
@@ -105,6 +112,11 @@ struct tg_exchange {
     unsigned resp_done : 1;
     unsigned up_eof : 1;
     unsigned close_ds : 1;
+    unsigned grpc : 1;          /* content-type application/grpc*: gRPC replies and deadlines */
+    unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
+    unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
+    unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
+    int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
 };
 
 static const char *state_str(ex_state_t s)
@@ -116,6 +128,8 @@ static const char *state_str(ex_state_t s)
 /* ---- lifetime ---- */
 
 static void on_retry_timer(evutil_socket_t fd, short what, void *arg);
+static void on_up_timer(evutil_socket_t fd, short what, void *arg);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
 
 tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, void *ds)
 {
@@ -140,17 +154,20 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     }
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
-    struct event *retry_ev = ex->retry_ev;
+    struct event *retry_ev = ex->retry_ev, *timer = ex->timer, *deadline_ev = ex->deadline_ev;
     memset(ex, 0, sizeof(*ex));
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
     ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, on_retry_timer, ex);
-    if (ex->retry_ev == NULL) {
+    ex->timer = timer ? timer : evtimer_new(w->base, on_up_timer, ex);
+    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(w->base, on_deadline, ex);
+    if (ex->retry_ev == NULL || ex->timer == NULL || ex->deadline_ev == NULL) {
         ex->next_free = w->free_exchanges;
         w->free_exchanges = ex;
         return NULL;
     }
+    ex->reset_code = -1;
     w->active_exchanges++;
     ex->fx.gen = ++w->exchange_gen;
     ex->w = w;
@@ -182,6 +199,11 @@ const tg_config_t *tg_exchange_config(const tg_exchange_t *ex)
 
 static void release_upstream(tg_exchange_t *ex, int reusable)
 {
+    evtimer_del(ex->timer);
+    if (ex->h2s != NULL) {
+        tg_h2_stream_release(ex->h2s, 0x8 /* CANCEL, if still open */);
+        ex->h2s = NULL;
+    }
     if (ex->up == NULL)
         return;
     tg_sock_set_cb(ex->up->sock, NULL, NULL);
@@ -250,6 +272,7 @@ static void recycle(tg_exchange_t *ex)
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
     ex->paused = 0;
     evtimer_del(ex->retry_ev);
+    evtimer_del(ex->deadline_ev);
     w->active_exchanges--;
     if (ex->in_retry)
         w->retrying--;
@@ -273,6 +296,10 @@ void tg_exchange_free_cache(tg_worker_t *w)
         evbuffer_free(ex->body_buf);
         if (ex->retry_ev)
             event_free(ex->retry_ev);
+        if (ex->timer)
+            event_free(ex->timer);
+        if (ex->deadline_ev)
+            event_free(ex->deadline_ev);
         free(ex);
     }
 }
@@ -296,6 +323,11 @@ void tg_exchange_abort(tg_exchange_t *ex)
     recycle(ex);
 }
 
+long tg_exchange_reset_code(const tg_exchange_t *ex)
+{
+    return ex ? ex->reset_code : -1;
+}
+
 /* ---- local replies ---- */
 
 /* Headers filters asked for: on a local reply (extra), and on any
@@ -310,13 +342,106 @@ static void add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_hea
         }
 }
 
-void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
+/* The gRPC status for a gateway error (DESIGN.md, "Local replies"). */
+static int grpc_status_for(int http)
 {
-    if (ex->resp_started) {
+    switch (http) {
+    case 400: return 13; /* INTERNAL */
+    case 401: return 16; /* UNAUTHENTICATED */
+    case 403: return 7;  /* PERMISSION_DENIED */
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 413: case 431: case 429: return 8; /* RESOURCE_EXHAUSTED */
+    case 502: case 503: return 14; /* UNAVAILABLE */
+    case 504: case 408: return 4;  /* DEADLINE_EXCEEDED */
+    case 501: return 12;
+    default: return http >= 500 ? 13 : 2; /* INTERNAL, UNKNOWN */
+    }
+}
+
+/* grpc-status and grpc-message (percent-encoded, as the gRPC spec asks)
+ * appended to h. */
+static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const char *message)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(message);
+    char *msg = tg_arena_alloc(&ex->arena, n * 3 + 1), *p = msg, *st = tg_arena_alloc(&ex->arena, 4);
+    if (msg == NULL || st == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)message[i];
+        if (c < 0x20 || c > 0x7e || c == '%') {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p = '\0';
+    size_t sl = tg_fmt_u64(st, (uint64_t)code);
+    st[sl] = '\0';
+    return tg_headers_add(h, &ex->arena, "grpc-status", 11, st, sl) < 0 ||
+                   tg_headers_add(h, &ex->arena, "grpc-message", 12, msg, (size_t)(p - msg)) < 0
+               ? -1
+               : 0;
+}
+
+/* A gRPC error once the response has started: its trailers carry the
+ * status (the upstream stream is cancelled). */
+static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
+{
+    tg_headers_t t = { 0 };
+    release_upstream(ex, 0);
+    if (add_grpc_status(ex, &t, grpc_status_for(status), message) < 0 || ex->ops->write_end(ex->ds, &t) < 0) {
         finish(ex, 1);
         return;
     }
+    ex->resp_done = 1;
+    ex->state = EX_STREAMING;
+    finish(ex, 0);
+}
+
+/* A gRPC request's local reply: trailers-only (HTTP 200, the status in
+ * the only HEADERS frame), never an HTTP error page. */
+static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
+{
+    tg_response_t *r = &ex->resp;
+    memset(r, 0, sizeof(*r));
+    r->status = 200;
+    r->version = 20;
+    r->body = TG_BODY_NONE;
+    if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
+        add_grpc_status(ex, &r->headers, grpc_status_for(status), message) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    add_filter_headers(ex, r, &ex->fx.reply_headers);
+    tg_debug("local gRPC reply %d (HTTP %d): %s", grpc_status_for(status), status, message);
+    ex->resp_started = 1;
+    ex->reply_status = status;
+    if (ex->ops->write_head(ex->ds, r) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    ex->resp_done = 1;
+    ex->state = EX_STREAMING;
+    finish(ex, 0);
+}
+
+void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
+{
+    if (ex->resp_started) {
+        if (ex->grpc && !ex->resp_done)
+            grpc_fail_started(ex, status, message);
+        else
+            finish(ex, 1);
+        return;
+    }
     release_upstream(ex, 0);
+    if (ex->grpc) {
+        grpc_reply(ex, status, message);
+        return;
+    }
     char esc[256], body[384], len[24];
     tg_json_escape(esc, sizeof(esc), message);
     int blen = snprintf(body, sizeof(body), "{\"error\": \"%s\", \"status\": %d}\n", esc, status);
@@ -339,7 +464,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     ex->resp_started = 1;
     ex->bytes_out += (uint64_t)blen;
     if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
-        ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds) < 0) {
+        ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
         finish(ex, 1);
         return;
     }
@@ -429,6 +554,8 @@ static int prepare_request_headers(tg_exchange_t *ex)
     const char *xff_old = xff ? xff->value : NULL;
     const tg_header_t *via = tg_headers_get(h, "via");
     const char *via_old = via ? via->value : NULL;
+    const tg_header_t *te = tg_headers_get(h, "te");
+    ex->te_trailers = te != NULL && tg_header_has_token(te->value, te->value_len, "trailers");
 
     tg_headers_strip_hop_by_hop(h);
     char *v = xff_old ? join_list(a, xff_old, ex->client_addr) : ex->client_addr;
@@ -447,6 +574,8 @@ static int prepare_request_headers(tg_exchange_t *ex)
                     tg_headers_add(h, a, "upgrade", 7, upgrade, strlen(upgrade)) < 0))
         return -1;
     ex->up_req_body = req->body;
+    if (ex->cluster->conf->protocol != TG_PROTO_HTTP1 && req->body != TG_BODY_NONE)
+        ex->up_req_body = TG_BODY_LENGTH; /* HTTP/2 frames it: the bytes go as they are */
     return 0;
 }
 
@@ -563,9 +692,10 @@ static int send_body_piece(tg_exchange_t *ex, struct evbuffer *out, struct evbuf
 /* Client -> upstream. Returns -1 if the exchange was finished. */
 static int pump_request(tg_exchange_t *ex)
 {
-    if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+    if ((ex->up == NULL && ex->h2s == NULL) || ex->req_sent || ex->state == EX_CONNECTING ||
+        ex->state == EX_ROUTING)
         return 0;
-    struct evbuffer *out = tg_sock_out(ex->up->sock);
+    struct evbuffer *out = ex->h2s ? tg_h2_stream_out(ex->h2s) : tg_sock_out(ex->up->sock);
     if (!ex->body_started) {
         /* Start of an attempt. Keep the body for replay (a stale pooled
          * connection, a retry) when it is all here or the route retries,
@@ -602,26 +732,55 @@ static int pump_request(tg_exchange_t *ex)
             finish(ex, 1);
             return -1;
         }
-        tg_h1_write_end(out, ex->up_req_body);
+        if (ex->h2s) {
+            tg_h2_stream_end(ex->h2s);
+            return 0;
+        }
+        tg_h1_write_end(out, ex->up_req_body, NULL);
         tg_sock_flush_now(ex->up->sock); /* the request is complete */
         return 0;
     }
-    tg_sock_flush(ex->up->sock);
+    if (ex->h2s)
+        tg_h2_stream_flush(ex->h2s);
+    else
+        tg_sock_flush(ex->up->sock);
     return 0;
+}
+
+/* Upstream inactivity bound: the socket's timeout for HTTP/1, the
+ * exchange's own timer for an HTTP/2 stream (its connection is shared). */
+static void up_set_timeout(tg_exchange_t *ex, uint64_t ms)
+{
+    if (ex->h2s == NULL) {
+        tg_sock_set_timeout(ex->up->sock, ms);
+        return;
+    }
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    if (ms)
+        evtimer_add(ex->timer, &tv);
+    else
+        evtimer_del(ex->timer);
 }
 
 /* Upstream -> client. Returns -1 if the exchange was finished. */
 static int pump_response(tg_exchange_t *ex)
 {
-    tg_sock_t *sock = ex->up->sock;
-    struct evbuffer *in = tg_sock_in(sock);
+    tg_sock_t *sock = ex->up ? ex->up->sock : NULL;
     while (!ex->resp_done) {
         size_t pending = ex->ops->pending(ex->ds);
         if (pending >= TG_EXCHANGE_HWM)
             break;
         int fin = 0;
-        ssize_t n = tg_h1_read_body(&ex->up_reader, in, ex->scratch, TG_EXCHANGE_HWM - pending, ex->up_eof, &fin);
-        tg_sock_consumed(sock);
+        ssize_t n;
+        if (ex->h2s != NULL) {
+            n = tg_h2_stream_read(ex->h2s, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
+            if (n > 0)
+                up_set_timeout(ex, ex->route->idle_timeout_ms);
+        } else {
+            n = tg_h1_read_body(&ex->up_reader, tg_sock_in(sock), ex->scratch, TG_EXCHANGE_HWM - pending, ex->up_eof,
+                                &fin);
+            tg_sock_consumed(sock);
+        }
         if (n < 0) {
             tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address,
                     ex->up_reader.error_msg ? ex->up_reader.error_msg : "?");
@@ -640,7 +799,7 @@ static int pump_response(tg_exchange_t *ex)
                 finish(ex, 1);
                 return -1;
             }
-            ex->ops->write_end(ex->ds);
+            ex->ops->write_end(ex->ds, &ex->resp.trailers);
             ex->resp_done = 1;
         }
         if (n == 0)
@@ -687,17 +846,19 @@ static int on_response_head(tg_exchange_t *ex)
         ex->req_done = 0;
         ex->req_sent = 0;
         ex->up_req_body = TG_BODY_TUNNEL;
-        tg_sock_set_timeout(ex->up->sock, r->idle_timeout_ms);
+        up_set_timeout(ex, r->idle_timeout_ms);
         if (pump_request(ex) < 0)
             return -1;
     } else {
         ex->state = EX_STREAMING;
-        tg_sock_set_timeout(ex->up->sock, r->idle_timeout_ms);
+        up_set_timeout(ex, r->idle_timeout_ms);
     }
     return pump_response(ex);
 }
 
 /* Returns -1 if the exchange was finished. */
+static int head_received(tg_exchange_t *ex);
+
 static int read_response_head(tg_exchange_t *ex)
 {
     tg_sock_t *sock = ex->up->sock;
@@ -724,6 +885,15 @@ static int read_response_head(tg_exchange_t *ex)
             tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
             continue;
         }
+        return head_received(ex);
+    }
+}
+
+/* The final response head is in ex->resp (either protocol). Returns -1 if
+ * the exchange was finished. */
+static int head_received(tg_exchange_t *ex)
+{
+    {
         report_health(ex, ex->resp.status < 500);
         ex->t_head = now_us();
         if (ex->retry != NULL) {
@@ -739,14 +909,60 @@ static int read_response_head(tg_exchange_t *ex)
     }
 }
 
+/* gRPC: the time left before the call's deadline goes upstream in
+ * grpc-timeout (milliseconds while they fit the spec's 8 digits). */
+static int forward_grpc_timeout(tg_exchange_t *ex)
+{
+    if (ex->deadline_us == 0)
+        return 0;
+    uint64_t now = now_us(), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
+    char *v = tg_arena_alloc(&ex->arena, 16);
+    if (v == NULL)
+        return -1;
+    uint64_t ms = (left + 999) / 1000;
+    size_t n = ms < 100000000 ? tg_fmt_u64(v, ms) : tg_fmt_u64(v, ms / 1000);
+    v[n] = ms < 100000000 ? 'm' : 'S';
+    v[n + 1] = '\0';
+    return tg_headers_set(&ex->req.headers, &ex->arena, "grpc-timeout", v);
+}
+
+/* Sends the request head on the attempt's HTTP/2 stream. Returns -1 if
+ * the exchange was finished. */
+static int start_h2_request(tg_exchange_t *ex)
+{
+    tg_request_t *req = &ex->req;
+    const char *authority = req->authority ? req->authority : ex->ep->conf->address;
+    int end_stream = ex->req_done && evbuffer_get_length(ex->body_buf) == 0;
+    if (forward_grpc_timeout(ex) < 0 ||
+        tg_h2_stream_start(ex->h2s, req, authority, ex->te_trailers || ex->grpc, end_stream) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return -1;
+    }
+    if (end_stream) {
+        ex->body_started = 1;
+        ex->req_sent = 1;
+    }
+    /* A gRPC call with a deadline is bounded by it, not by the route's
+     * timeout meant for ordinary requests. */
+    uint64_t ms = ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
+                  : ex->deadline_us                          ? 0
+                                                             : ex->route->timeout_ms;
+    up_set_timeout(ex, ms);
+    return pump_request(ex);
+}
+
 static void on_connected(tg_exchange_t *ex)
 {
-    tg_sock_t *sock = ex->up->sock;
     ex->state = EX_WAIT_HEAD;
     tg_counter_add(&ep_stats(ex)->requests, 1);
     ex->t_sent = now_us();
-    if (ex->up->reused == 0)
+    if (ex->up_fresh)
         ex->connect_us = ex->t_sent - ex->t_connect;
+    if (ex->h2s != NULL) {
+        start_h2_request(ex);
+        return;
+    }
+    tg_sock_t *sock = ex->up->sock;
     tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
     if (write_request_head(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
@@ -801,6 +1017,63 @@ static void on_up_sock(tg_sock_t *s, int events, void *arg)
         pump_request(ex);
 }
 
+/* An HTTP/2 upstream stream failed. */
+static void on_h2_reset(tg_exchange_t *ex)
+{
+    int refused = 0;
+    const char *why = NULL;
+    uint32_t code = tg_h2_stream_error(ex->h2s, &refused, &why);
+    if (ex->state == EX_CONNECTING) {
+        fail_upstream(ex, strstr(why, "timed out") ? UP_CONNECT_TIMEOUT : UP_CONNECT_FAILED, why);
+        return;
+    }
+    if (refused && ex->refusals < 3 && !ex->resp_started) {
+        /* Never processed (REFUSED_STREAM, or past a GOAWAY): like a stale
+         * pooled connection, it goes again on another connection. */
+        ex->refusals++;
+        ex->up_refused = 1;
+        fail_upstream(ex, UP_RESET, why);
+        return;
+    }
+    if (tg_h2_stream_peer_reset(ex->h2s))
+        ex->reset_code = (long)code;
+    fail_upstream(ex, UP_RESET, why);
+}
+
+static void on_h2_event(tg_h2_stream_t *s, int events, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    if (events & TG_H2S_RESET) {
+        on_h2_reset(ex);
+        return;
+    }
+    if (events & TG_H2S_CONNECTED) {
+        if (ex->state == EX_CONNECTING)
+            on_connected(ex);
+        return; /* anything else comes later */
+    }
+    if ((events & TG_H2S_HEAD) && ex->state == EX_WAIT_HEAD && head_received(ex) < 0)
+        return;
+    if ((events & (TG_H2S_DATA | TG_H2S_END)) && ex->state == EX_STREAMING && pump_response(ex) < 0)
+        return;
+    if (events & TG_H2S_WRITABLE)
+        pump_request(ex);
+}
+
+static void on_up_timer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    if (ex->state == EX_WAIT_HEAD || ex->state == EX_STREAMING)
+        fail_upstream(ex, UP_TIMEOUT, ex->state == EX_WAIT_HEAD ? "response timeout" : "idle timeout");
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    tg_debug("exchange %s: gRPC deadline exceeded", ex->req.target);
+    tg_exchange_reply(ex, 504, "deadline exceeded");
+}
+
 static tg_route_stats_t *route_stats(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
@@ -852,7 +1125,7 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
 {
     const char *addr = ex->ep ? ex->ep->conf->address : "?";
-    int reused = ex->up && ex->up->reused;
+    int reused = (ex->up && ex->up->reused) || ex->up_refused;
     tg_debug("upstream %s: %s (state %s)", addr, what, state_str(ex->state));
     if (ex->ep != NULL) {
         tg_endpoint_stats_t *st = ep_stats(ex);
@@ -883,7 +1156,10 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         return;
     }
     if (ex->resp_started) {
-        finish(ex, 1);
+        if (ex->grpc && ex->reset_code < 0) /* the connection died: the call is UNAVAILABLE */
+            grpc_fail_started(ex, 503, what);
+        else
+            finish(ex, 1); /* relays the upstream's RST_STREAM code, if any */
         return;
     }
     tg_warn("upstream %s: %s", addr, what);
@@ -946,6 +1222,24 @@ static void try_next_endpoint(tg_exchange_t *ex)
             ex->last_ep = ex->ep;
             ex->t_connect = now_us();
             ex->connect_us = 0;
+            ex->up_refused = 0;
+            if (c->conf->protocol != TG_PROTO_HTTP1) {
+                memset(&ex->resp, 0, sizeof(ex->resp));
+                ex->h2s = tg_h2_open(ex->w, ex->snap, c, ex->ep, &ex->resp, &ex->arena, on_h2_event, ex, &fresh);
+                if (ex->h2s == NULL) {
+                    tg_warn("upstream %s: connect failed", ex->ep->conf->address);
+                    tg_counter_add(&ep_stats(ex)->connect_failures, 1);
+                    report_health(ex, 0);
+                    ex->last_error = UP_CONNECT_FAILED;
+                    continue;
+                }
+                ex->up_fresh = fresh != 0;
+                if (fresh)
+                    ex->state = EX_CONNECTING;
+                else
+                    on_connected(ex);
+                return;
+            }
             ex->up = tg_upstream_acquire(ex->w, ex->cluster, ex->ep, replayable, &fresh);
             if (ex->up == NULL) {
                 tg_warn("upstream %s: connect failed", ex->ep->conf->address);
@@ -955,6 +1249,7 @@ static void try_next_endpoint(tg_exchange_t *ex)
                 continue;
             }
             tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
+            ex->up_fresh = fresh != 0;
             if (fresh) {
                 ex->state = EX_CONNECTING;
                 tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
@@ -1004,6 +1299,44 @@ static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
 static int run_filters(tg_exchange_t *ex, size_t from);
 static void after_filters(tg_exchange_t *ex);
 
+/* grpc-timeout (RFC: 1-8 digits and a unit H M S m u n) in microseconds;
+ * 0 if absent or malformed. */
+static uint64_t parse_grpc_timeout(const tg_header_t *h)
+{
+    if (h == NULL || h->value_len < 2 || h->value_len > 9)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i + 1 < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(h->value[i] - '0');
+    }
+    switch (h->value[h->value_len - 1]) {
+    case 'H': return v * 3600000000ULL;
+    case 'M': return v * 60000000ULL;
+    case 'S': return v * 1000000ULL;
+    case 'm': return v * 1000ULL;
+    case 'u': return v;
+    case 'n': return v / 1000 ? v / 1000 : 1;
+    default: return 0;
+    }
+}
+
+/* gRPC deadlines are honoured by default: a call with grpc-timeout ends
+ * with DEADLINE_EXCEEDED at the smaller of it and the route timeout. */
+static void start_grpc_deadline(tg_exchange_t *ex)
+{
+    uint64_t us = parse_grpc_timeout(tg_headers_get(&ex->req.headers, "grpc-timeout"));
+    if (us == 0)
+        return;
+    uint64_t route_us = ex->route->timeout_ms * 1000;
+    if (route_us && route_us < us)
+        us = route_us;
+    ex->deadline_us = ex->start_us + us;
+    struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
+    evtimer_add(ex->deadline_ev, &tv);
+}
+
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
@@ -1015,6 +1348,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     snprintf(ex->client_addr, sizeof(ex->client_addr), "%s", client_addr);
     if (ex->req.body == TG_BODY_NONE)
         ex->req_done = 1; /* a local reply can keep the connection */
+    const tg_header_t *ct = tg_headers_get(&ex->req.headers, "content-type");
+    ex->grpc = ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0;
     const tg_config_t *cfg = ex->snap->cfg;
     ex->route = tg_router_match(cfg, listener, &ex->req, &ex->arena);
     if (ex->route == NULL) {
@@ -1022,6 +1357,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         return;
     }
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
+    if (ex->grpc)
+        start_grpc_deadline(ex);
     if (ensure_request_id(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
@@ -1109,6 +1446,6 @@ void tg_exchange_on_request_data(tg_exchange_t *ex)
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
 {
-    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->up != NULL)
+    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && (ex->up != NULL || ex->h2s != NULL))
         pump_response(ex);
 }

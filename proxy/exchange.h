@@ -39,7 +39,9 @@ typedef struct tg_downstream_ops {
     int (*write_head)(void *ds, const tg_response_t *resp);
     /* Moves all of data toward the client. */
     int (*write_body)(void *ds, struct evbuffer *data);
-    int (*write_end)(void *ds);
+    /* Ends the response; trailers (may be NULL or empty) follow the body
+     * where the protocol can carry them (HTTP/2; chunked HTTP/1.1). */
+    int (*write_end)(void *ds, const tg_headers_t *trailers);
     /* Bytes queued toward the client and not yet written. */
     size_t (*pending)(void *ds);
     /* Sends an interim 100 Continue. */
@@ -79,6 +81,10 @@ void tg_exchange_on_request_data(tg_exchange_t *ex);
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex);
 /* The downstream is gone: tear everything down without calling done(). */
 void tg_exchange_abort(tg_exchange_t *ex);
+
+/* The HTTP/2 error code the upstream reset the stream with, for the
+ * downstream to relay (NO_ERROR stays NO_ERROR); -1 if there was none. */
+long tg_exchange_reset_code(const tg_exchange_t *ex);
 
 /* Frees the worker's recycled exchanges (worker teardown). */
 void tg_exchange_free_cache(tg_worker_t *w);

@@ -445,7 +445,19 @@ int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer 
     return evbuffer_add_buffer(out, data);
 }
 
-int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind)
+int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind, const tg_headers_t *trailers)
 {
-    return kind == TG_BODY_CHUNKED ? evbuffer_add(out, "0\r\n\r\n", 5) : 0;
+    if (kind != TG_BODY_CHUNKED)
+        return 0;
+    if (trailers == NULL || trailers->n == 0)
+        return evbuffer_add(out, "0\r\n\r\n", 5);
+    if (evbuffer_add(out, "0\r\n", 3) < 0)
+        return -1;
+    for (size_t i = 0; i < trailers->n; i++) {
+        const tg_header_t *h = &trailers->v[i];
+        if (evbuffer_add(out, h->name, h->name_len) < 0 || evbuffer_add(out, ": ", 2) < 0 ||
+            evbuffer_add(out, h->value, h->value_len) < 0 || evbuffer_add(out, "\r\n", 2) < 0)
+            return -1;
+    }
+    return evbuffer_add(out, "\r\n", 2);
 }

@@ -73,7 +73,8 @@ int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_head
 
 /* Frames data (moved, not copied) for the given body kind into out. */
 int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer *data);
-/* Writes the end of a body (the last chunk for chunked; nothing otherwise). */
-int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind);
+/* Writes the end of a body (the last chunk for chunked, with trailers if
+ * any; nothing otherwise). */
+int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind, const tg_headers_t *trailers);
 
 #endif

@@ -197,10 +197,10 @@ static int ds_write_body(void *ds, struct evbuffer *data)
     return r;
 }
 
-static int ds_write_end(void *ds)
+static int ds_write_end(void *ds, const tg_headers_t *trailers)
 {
     h1_conn_t *c = ds;
-    int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body);
+    int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body, trailers);
     tg_sock_flush_now(c->sock); /* the response is complete */
     return r;
 }

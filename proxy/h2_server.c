@@ -45,11 +45,14 @@ typedef struct h2_stream {
     int32_t id;
     stream_state_t state;
     tg_exchange_t *ex;          /* OPEN/ACTIVE: the exchange; DONE: NULL */
+    tg_exchange_t *ex_last;     /* valid only inside ds_done */
     struct evbuffer *req_body;  /* DATA received, not yet read by the exchange */
     struct evbuffer *resp_body; /* response bytes not yet framed */
     uint64_t header_bytes;      /* decoded header list size (RFC 9113 6.5.2) */
     uint64_t body_bytes;        /* request body received */
     int reject_status;          /* set while decoding: answer with this once the head is in */
+    nghttp2_nv *trailers;       /* response trailers to send after the body (one malloc) */
+    size_t n_trailers;
     const char *reject_msg;
     unsigned req_fin : 1;       /* END_STREAM received */
     unsigned resp_end : 1;      /* the exchange wrote the whole response */
@@ -105,6 +108,7 @@ static void conn_kick(h2_conn_t *c)
 
 static void stream_free(h2_stream_t *st)
 {
+    free(st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
     evbuffer_free(st->req_body);
@@ -183,8 +187,17 @@ static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, 
         return NGHTTP2_ERR_DEFERRED;
     }
     *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* on_send_data moves the bytes */
-    if (st->resp_end && n == have)
+    if (st->resp_end && n == have) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->trailers != NULL) { /* END_STREAM goes on the trailers instead */
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            int r = nghttp2_submit_trailer(session, stream_id, st->trailers, st->n_trailers);
+            free(st->trailers);
+            st->trailers = NULL;
+            if (r != 0)
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+    }
     return (ssize_t)n;
 }
 
@@ -263,9 +276,38 @@ static int ds_write_body(void *ds, struct evbuffer *data)
     return 0;
 }
 
-static int ds_write_end(void *ds)
+/* Copies trailers into one allocation the stream owns until they are
+ * submitted (the exchange's arena may be gone by then). */
+static int keep_trailers(h2_stream_t *st, const tg_headers_t *t)
+{
+    size_t bytes = t->n * sizeof(nghttp2_nv);
+    for (size_t i = 0; i < t->n; i++)
+        bytes += t->v[i].name_len + t->v[i].value_len + 2;
+    nghttp2_nv *nv = malloc(bytes);
+    if (nv == NULL)
+        return -1;
+    char *p = (char *)(nv + t->n);
+    for (size_t i = 0; i < t->n; i++) {
+        const tg_header_t *h = &t->v[i];
+        nv[i] = (nghttp2_nv){ (uint8_t *)p, NULL, h->name_len, h->value_len, NGHTTP2_NV_FLAG_NONE };
+        for (size_t k = 0; k < h->name_len; k++)
+            *p++ = (char)tolower((unsigned char)h->name[k]);
+        *p++ = '\0';
+        nv[i].value = (uint8_t *)p;
+        memcpy(p, h->value, h->value_len);
+        p += h->value_len;
+        *p++ = '\0';
+    }
+    st->trailers = nv;
+    st->n_trailers = t->n;
+    return 0;
+}
+
+static int ds_write_end(void *ds, const tg_headers_t *trailers)
 {
     h2_stream_t *st = ds;
+    if (trailers != NULL && trailers->n > 0 && !st->resp_end && keep_trailers(st, trailers) < 0)
+        return -1;
     st->resp_end = 1;
     resume(st);
     return 0;
@@ -287,11 +329,15 @@ static void ds_done(void *ds, int close)
     h2_stream_t *st = ds;
     h2_conn_t *c = st->conn;
     tg_debug("h2 %s: stream %d done in %s (close=%d)", c->addr, st->id, stream_state_str(st->state), close);
+    st->ex_last = st->ex; /* still valid during done() */
     st->ex = NULL;
     st->state = S_DONE;
     if (!st->resp_end) {
-        /* The response was cut short (upstream lost mid-body): say so. */
-        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        /* The response was cut short: say so, with the upstream's own
+         * RST_STREAM code when there was one. */
+        long code = tg_exchange_reset_code(st->ex_last);
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id,
+                                  code >= 0 ? (uint32_t)code : NGHTTP2_INTERNAL_ERROR);
     } else if (!st->req_fin) {
         /* Request bytes nobody will read: give their window back as they
          * arrive (on_data_chunk_recv) so the stream can finish. */

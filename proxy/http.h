@@ -58,6 +58,7 @@ typedef struct tg_response {
     tg_headers_t headers;
     tg_body_kind_t body;
     uint64_t content_length;
+    tg_headers_t trailers;  /* after the body (HTTP/2 upstreams, chunked trailers) */
     unsigned keep_alive : 1;
 } tg_response_t;
 

@@ -68,6 +68,25 @@ static int method_matches(const tg_route_match_t *m, const char *method)
     return 0;
 }
 
+/* gRPC matches: content-type application/grpc* and the path
+ * /<service>/<method> (any method when only the service is given). */
+static int grpc_matches(const tg_route_match_t *m, const tg_request_t *req)
+{
+    if (m->grpc_service == NULL)
+        return 1;
+    const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
+    if (ct == NULL || strncasecmp(ct->value, "application/grpc", 16) != 0)
+        return 0;
+    size_t sl = strlen(m->grpc_service);
+    const char *p = req->target;
+    if (req->path_len < sl + 2 || p[0] != '/' || memcmp(p + 1, m->grpc_service, sl) != 0 || p[sl + 1] != '/')
+        return 0;
+    if (m->grpc_method == NULL)
+        return 1;
+    size_t ml = strlen(m->grpc_method);
+    return req->path_len == sl + 2 + ml && memcmp(p + sl + 2, m->grpc_method, ml) == 0;
+}
+
 static int listener_matches(const tg_route_conf_t *r, size_t listener)
 {
     if (r->n_listeners == 0)
@@ -85,7 +104,7 @@ const tg_route_conf_t *tg_router_match(const tg_config_t *cfg, size_t listener, 
         const tg_route_conf_t *r = &cfg->routes[i];
         if (listener_matches(r, listener) && tg_router_host_matches(&r->match, req->authority) &&
             path_matches(&r->match, req, scratch) && method_matches(&r->match, req->method) &&
-            headers_match(&r->match, req))
+            headers_match(&r->match, req) && grpc_matches(&r->match, req))
             return r;
     }
     return NULL;

@@ -3,6 +3,8 @@
  */
 #include "proxy/upstream.h"
 
+#include "proxy/h2_client.h"
+
 #include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,7 @@ void tg_upstream_pools_free(tg_worker_t *w)
             pool_remove(c);
             upconn_close(c);
         }
+        tg_h2_pool_free(&w->pools[i]->h2);
         free(w->pools[i]);
     }
     free(w->pools);

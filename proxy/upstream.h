@@ -30,6 +30,7 @@ typedef struct tg_upconn {
 struct tg_upstream_pool {
     TAILQ_HEAD(, tg_upconn) idle;
     size_t n_idle;
+    struct tg_h2_conn *h2;  /* HTTP/2 connections to this endpoint (h2_client.c) */
 };
 
 /* Makes sure w has a pool for every slot up to n_slots. */

@@ -389,7 +389,7 @@ SSL *tg_tls_server_ssl(tg_tls_server_t *s)
 
 /* ---- client ---- */
 
-tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *c, const char *cluster, tg_errors_t *errs)
+tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *c, const char *cluster, int h2, tg_errors_t *errs)
 {
     tg_tls_client_t *t = calloc(1, sizeof(*t));
     if (t == NULL || (t->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
@@ -415,8 +415,9 @@ tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *c, const char *cl
     }
     if (c->client_cert.cert && load_cert(t->ctx, &c->client_cert, errs) < 0)
         goto fail;
-    static const unsigned char alpn[] = "\x08http/1.1";
-    if (SSL_CTX_set_alpn_protos(t->ctx, alpn, sizeof(alpn) - 1) != 0)
+    static const unsigned char alpn_h1[] = "\x08http/1.1", alpn_h2[] = "\x02h2";
+    if (h2 ? SSL_CTX_set_alpn_protos(t->ctx, alpn_h2, sizeof(alpn_h2) - 1) != 0
+           : SSL_CTX_set_alpn_protos(t->ctx, alpn_h1, sizeof(alpn_h1) - 1) != 0)
         goto fail;
     return t;
 fail:

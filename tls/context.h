@@ -33,7 +33,8 @@ void tg_tls_server_free(tg_tls_server_t *s);
 /* A new server-side SSL for an accepted connection, or NULL (out of memory). */
 SSL *tg_tls_server_ssl(tg_tls_server_t *s);
 
-tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *conf, const char *cluster, tg_errors_t *errs);
+/* h2: offer "h2" by ALPN (protocol h2 clusters) instead of "http/1.1". */
+tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *conf, const char *cluster, int h2, tg_errors_t *errs);
 void tg_tls_client_free(tg_tls_client_t *c);
 /* A new client-side SSL toward host (an endpoint's host: SNI unless it is
  * an IP address, and the name verified unless server_name overrides it). */

@@ -363,3 +363,18 @@ def curl(*args, timeout=30):
     p = subprocess.run(["curl", "-sS", "--max-time", str(timeout), *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout + 10, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+
+
+def start_grpc_backend(name, port=None, extra=()):
+    """The gRPC test backend (apps/grpc_server.py) on a free port."""
+    port = port or free_port()
+    proc = Proc([PYTHON, os.path.join(APPS, "grpc_server.py"), str(port), name, *extra],
+                env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), name=f"grpc-{name}")
+    wait_port(port, proc=proc.p)
+    proc.port = port
+    return proc
+
+
+def grpc_frame(msg):
+    """One gRPC length-prefixed message (uncompressed)."""
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg

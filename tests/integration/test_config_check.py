@@ -58,9 +58,9 @@ class ConfigCheckTest(unittest.TestCase):
         rc, err, path = check(GOOD.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:8080\n    tls: {}"))
         self.assertEqual(rc, 1)
         self.assertIn(f"{path}:6:10: tls: missing required key 'certificates'", err)
-        rc, err, path = check(GOOD.replace("endpoints:", "protocol: h2c\n    endpoints:"))
+        rc, err, path = check(GOOD.replace("endpoints:", "protocol: h2\n    endpoints:"))
         self.assertEqual(rc, 1)
-        self.assertIn("protocol: 'h2c' upstreams are not available in this build", err)
+        self.assertIn("protocol: 'h2' is HTTP/2 over TLS and needs a tls block", err)
 
     def test_unresolvable_endpoint(self):
         rc, err, _ = check(GOOD.replace("127.0.0.1:9000", "no-such-host.invalid:9000"))

@@ -312,7 +312,7 @@ static void test_write_head_and_chunks(void **state)
     struct evbuffer *data = evbuffer_new();
     evbuffer_add(data, "0123456789abcdefX", 17);
     tg_h1_write_body(f->out, TG_BODY_CHUNKED, data);
-    tg_h1_write_end(f->out, TG_BODY_CHUNKED);
+    tg_h1_write_end(f->out, TG_BODY_CHUNKED, NULL);
     memset(buf, 0, sizeof(buf));
     evbuffer_remove(f->out, buf, sizeof(buf) - 1);
     assert_string_equal(buf, "11\r\n0123456789abcdefX\r\n0\r\n\r\n");

@@ -1,0 +1,870 @@
+/*
+ * proxy/h2_client.c — upstream HTTP/2 sessions. See h2_client.h.
+ *
+ * Connection states: CONNECTING (TCP/TLS handshake, until the upstream's
+ * SETTINGS arrive; streams opened meanwhile wait, unsubmitted) -> READY
+ * (the waiting streams get TG_H2S_CONNECTED up to the upstream's
+ * MAX_CONCURRENT_STREAMS; the rest move to another connection) -> GOAWAY
+ * (no new streams; closes when its last stream ends) -> DEAD (freed at the
+ * next safe point).
+ * conn_io() is the one place that drives the session; callbacks of
+ * nghttp2 only record what happened, and conn_notify() then tells each
+ * stream's owner.
+ */
+#include "proxy/h2_client.h"
+
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/exchange.h"
+#include "proxy/log.h"
+#include "proxy/sock.h"
+#include "proxy/stats.h"
+#include "proxy/upstream.h"
+
+#define OUT_HWM (64 * 1024)
+#define OUT_LOWAT (16 * 1024)
+#define STREAM_WINDOW (256 * 1024)
+#define CONN_WINDOW (4 * 1024 * 1024)
+
+typedef enum { C_CONNECTING = 0, C_READY, C_GOAWAY, C_DEAD } conn_state_t;
+
+struct tg_h2_stream {
+    tg_h2_stream_t *next, *prev;   /* in the connection's list */
+    tg_h2_conn_t *conn;
+    int32_t id;                    /* 0 until submitted */
+    tg_h2_stream_cb cb;            /* NULL once released */
+    void *arg;
+    tg_response_t *resp;
+    tg_arena_t *arena;
+    struct evbuffer *out;          /* request body to send */
+    struct evbuffer *in;           /* response body received, not yet read */
+    uint32_t error;
+    const char *why;
+    int pending;                   /* events to deliver */
+    unsigned out_end : 1, deferred : 1, head : 1, end : 1, reset : 1, refused : 1, closed : 1,
+        watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1;
+    tg_h2_stream_t *notify_next;
+};
+
+struct tg_h2_conn {
+    tg_h2_conn_t *next, *prev;     /* in the pool slot's list */
+    tg_h2_conn_t **head;           /* the list */
+    tg_worker_t *w;
+    const tg_cluster_t *cl;        /* of c->snap */
+    const tg_endpoint_t *ep;
+    const tg_cluster_conf_t *cc;   /* of the snapshot that opened it (see below) */
+    tg_snapshot_t *snap;
+    size_t slot;
+    tg_sock_t *sock;
+    nghttp2_session *session;
+    conn_state_t state;
+    tg_h2_stream_t *streams;
+    size_t n_streams;
+    tg_h2_stream_t *notify;        /* streams with events to deliver */
+    struct event *timer;           /* idle close / keepalive ping */
+    struct event *defer;           /* conn_io at a safe point; frees a dead connection */
+    uint64_t last_rx_ms;
+    unsigned in_io : 1, ping_out : 1, settings_in : 1;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *conn_state_str(conn_state_t s)
+{
+    static const char *const names[] = { "CONNECTING", "READY", "GOAWAY", "DEAD" };
+    return names[s];
+}
+
+static void conn_io(tg_h2_conn_t *c);
+static void conn_fail(tg_h2_conn_t *c, const char *why, int refused);
+
+static void conn_kick(tg_h2_conn_t *c)
+{
+    if (c->state != C_DEAD && !c->in_io)
+        event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+/* Records events for the owner; conn_notify delivers them. */
+static void post(tg_h2_stream_t *s, int events)
+{
+    if (s->cb == NULL)
+        return;
+    s->pending |= events;
+    if (!s->queued) {
+        s->queued = 1;
+        s->notify_next = s->conn->notify;
+        s->conn->notify = s;
+    }
+}
+
+static void stream_unlink(tg_h2_stream_t *s)
+{
+    tg_h2_conn_t *c = s->conn;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    c->n_streams--;
+    if (s->queued) { /* drop it from the notify list */
+        tg_h2_stream_t **pp = &c->notify;
+        while (*pp && *pp != s)
+            pp = &(*pp)->notify_next;
+        if (*pp)
+            *pp = s->notify_next;
+        s->queued = 0; /* its pending events are queued again wherever it goes */
+    }
+}
+
+static void stream_free(tg_h2_stream_t *s)
+{
+    stream_unlink(s);
+    evbuffer_free(s->out);
+    evbuffer_free(s->in);
+    free(s);
+}
+
+/* Delivers recorded events. The owner may release its stream (or others)
+ * from its callback: each stream is taken off the list first. */
+static void conn_notify(tg_h2_conn_t *c)
+{
+    tg_h2_stream_t *s;
+    while ((s = c->notify) != NULL) {
+        c->notify = s->notify_next;
+        s->queued = 0;
+        int ev = s->pending;
+        s->pending = 0;
+        if (ev && s->cb != NULL)
+            s->cb(s, ev, s->arg);
+    }
+}
+
+/* ---- connection lifetime ---- */
+
+static void conn_unlink(tg_h2_conn_t *c)
+{
+    if (c->head == NULL)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        *c->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->head = NULL;
+}
+
+/* Marks the connection dead and closes its socket; the memory goes from
+ * the defer event, after the owners of its streams were told. */
+static void conn_close(tg_h2_conn_t *c)
+{
+    if (c->state == C_DEAD)
+        return;
+    tg_debug("h2 upstream: closing connection (%s, %zu streams)", conn_state_str(c->state), c->n_streams);
+    c->state = C_DEAD;
+    conn_unlink(c);
+    tg_counter_sub(&c->w->stats->endpoints[c->slot].active, 1);
+    evtimer_del(c->timer);
+    tg_sock_free(c->sock);
+    c->sock = NULL;
+    event_active(c->defer, EV_TIMEOUT, 0);
+}
+
+static void conn_release(tg_h2_conn_t *c)
+{
+    if (c->session)
+        nghttp2_session_del(c->session);
+    tg_h2_stream_t *s;
+    while ((s = c->streams) != NULL)
+        stream_free(s);
+    tg_snapshot_unref(c->snap);
+    event_free(c->timer);
+    event_free(c->defer);
+    free(c);
+}
+
+/* Every open stream fails (connection lost or never made). */
+static void conn_fail(tg_h2_conn_t *c, const char *why, int refused)
+{
+    for (tg_h2_stream_t *s = c->streams, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->cb == NULL) {
+            stream_free(s);
+            continue;
+        }
+        if (!s->end && !s->reset) {
+            s->reset = 1;
+            s->error = NGHTTP2_INTERNAL_ERROR;
+            s->why = why;
+            /* never sent, or the connection never came up */
+            s->refused = refused || c->state == C_CONNECTING || s->id == 0;
+            post(s, TG_H2S_RESET);
+        }
+    }
+    conn_close(c);
+    conn_notify(c);
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static tg_h2_stream_t *stream_of(tg_h2_conn_t *c, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(c->session, id);
+}
+
+static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    struct evbuffer *out = tg_sock_out(c->sock);
+    if (evbuffer_get_length(out) >= OUT_HWM)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, data, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)length;
+}
+
+static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
+                        nghttp2_data_source *source, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    tg_h2_stream_t *s = source->ptr;
+    struct evbuffer *out = tg_sock_out(c->sock);
+    if (evbuffer_get_length(out) >= OUT_HWM)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (evbuffer_add(out, framehd, 9) < 0 || (length && evbuffer_remove_buffer(s->out, out, length) != (int)length))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (s->watch_out && evbuffer_get_length(s->out) < TG_EXCHANGE_HWM / 2) {
+        s->watch_out = 0;
+        post(s, TG_H2S_WRITABLE);
+    }
+    return 0;
+}
+
+static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                                   uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    tg_h2_stream_t *s = source->ptr;
+    size_t have = evbuffer_get_length(s->out), n = have < length ? have : length;
+    if (n == 0 && !s->out_end) {
+        s->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (s->out_end && n == have)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    tg_h2_stream_t *s = stream_of(c, frame->hd.stream_id);
+    if (s == NULL || s->cb == NULL || frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (!s->head) { /* a (new) response head: after a 1xx, start over */
+        s->resp->headers.n = 0;
+        s->resp->status = 0;
+    }
+    return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    tg_h2_stream_t *s = stream_of(c, frame->hd.stream_id);
+    if (s == NULL || s->cb == NULL || frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (!s->head && namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        s->resp->status = atoi((const char *)value);
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':')
+        return 0;
+    char *n = tg_arena_strndup(s->arena, (const char *)name, namelen);
+    char *v = tg_arena_strndup(s->arena, (const char *)value, valuelen);
+    tg_headers_t *list = s->head ? &s->resp->trailers : &s->resp->headers;
+    if (n == NULL || v == NULL || tg_headers_add(list, s->arena, n, namelen, v, valuelen) < 0)
+        s->bad_head = 1;
+    return 0;
+}
+
+static void head_done(tg_h2_stream_t *s, int end_stream)
+{
+    tg_response_t *r = s->resp;
+    r->version = 20;
+    r->keep_alive = 1;
+    const tg_header_t *cl = tg_headers_get(&r->headers, "content-length");
+    if (end_stream) {
+        r->body = TG_BODY_NONE;
+        r->content_length = cl ? strtoull(cl->value, NULL, 10) : 0; /* HEAD */
+    } else if (cl != NULL) {
+        r->body = TG_BODY_LENGTH;
+        r->content_length = strtoull(cl->value, NULL, 10);
+    } else {
+        r->body = TG_BODY_CHUNKED; /* length unknown */
+    }
+    s->head = 1;
+    post(s, TG_H2S_HEAD);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    c->last_rx_ms = now_ms();
+    tg_h2_stream_t *s;
+    int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if ((s = stream_of(c, frame->hd.stream_id)) == NULL || s->cb == NULL)
+            return 0;
+        if (!s->head) {
+            if (s->resp->status >= 100 && s->resp->status < 200)
+                return 0; /* interim: the final head follows */
+            head_done(s, end);
+        }
+        if (end) {
+            s->end = 1;
+            post(s, TG_H2S_END);
+        }
+        return 0;
+    case NGHTTP2_DATA:
+        if ((s = stream_of(c, frame->hd.stream_id)) == NULL || s->cb == NULL)
+            return 0;
+        if (end) {
+            s->end = 1;
+            post(s, TG_H2S_END);
+        }
+        return 0;
+    case NGHTTP2_GOAWAY:
+        tg_debug("h2 upstream: GOAWAY (last stream %d, %s)", frame->goaway.last_stream_id,
+                 nghttp2_http2_strerror(frame->goaway.error_code));
+        if (c->state == C_READY || c->state == C_CONNECTING)
+            c->state = C_GOAWAY;
+        return 0;
+    case NGHTTP2_PING:
+        if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+            c->ping_out = 0;
+        return 0;
+    case NGHTTP2_SETTINGS:
+        if (c->state == C_CONNECTING && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+            c->state = C_READY;
+            c->settings_in = 1; /* conn_io hands out the waiting streams */
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                              size_t len, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    tg_h2_stream_t *s = stream_of(c, stream_id);
+    if (s == NULL || s->cb == NULL) {
+        nghttp2_session_consume(session, stream_id, len);
+        return 0;
+    }
+    if (evbuffer_add(s->in, data, len) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    post(s, TG_H2S_DATA);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    tg_h2_conn_t *c = user_data;
+    tg_h2_stream_t *s = stream_of(c, stream_id);
+    if (s == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    s->closed = 1;
+    size_t unread = evbuffer_get_length(s->in);
+    if (s->cb == NULL) {
+        if (unread)
+            nghttp2_session_consume_connection(session, unread);
+        stream_free(s);
+        return 0;
+    }
+    if (!s->end && !s->reset) {
+        s->reset = 1;
+        s->error = error_code;
+        /* REFUSED_STREAM, or a stream above a GOAWAY's last id: never processed */
+        s->refused = error_code == NGHTTP2_REFUSED_STREAM;
+        s->peer_reset = 1;
+        s->why = s->refused ? "stream refused by the upstream" : "stream reset by the upstream";
+        post(s, TG_H2S_RESET);
+    }
+    return 0;
+}
+
+static nghttp2_session_callbacks *make_callbacks(void)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_send_callback(cb, on_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    return cb;
+}
+
+/* ---- driving the session ---- */
+
+static void arm_timer(tg_h2_conn_t *c)
+{
+    uint64_t ms;
+    if (c->n_streams == 0)
+        ms = c->cc->idle_timeout_ms;
+    else if (c->ping_out)
+        ms = c->cc->keepalive_timeout_ms;
+    else
+        ms = c->cc->keepalive_interval_ms;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+    if (ms)
+        evtimer_add(c->timer, &tv);
+    else
+        evtimer_del(c->timer);
+}
+
+static size_t stream_limit(tg_h2_conn_t *c);
+static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not);
+
+static void stream_link(tg_h2_stream_t *s, tg_h2_conn_t *c)
+{
+    s->conn = c;
+    s->prev = NULL;
+    s->next = c->streams;
+    if (c->streams)
+        c->streams->prev = s;
+    c->streams = s;
+    c->n_streams++;
+    evtimer_del(c->timer); /* not idle */
+}
+
+/* The upstream's SETTINGS are in: waiting streams may start, up to its
+ * MAX_CONCURRENT_STREAMS; the others move to another connection. */
+static void dispatch_waiting(tg_h2_conn_t *c)
+{
+    c->settings_in = 0;
+    tg_sock_set_timeout(c->sock, 0);
+    size_t started = 0, limit = stream_limit(c);
+    for (tg_h2_stream_t *s = c->streams; s; s = s->next)
+        if (s->id > 0 || s->told)
+            started++;
+    for (tg_h2_stream_t *s = c->streams, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->id > 0 || s->told || s->cb == NULL)
+            continue;
+        if (started < limit) {
+            started++;
+            s->told = 1;
+            post(s, TG_H2S_CONNECTED);
+            continue;
+        }
+        tg_h2_conn_t *other = conn_for(c->w, c->cl, c->ep, c);
+        if (other == NULL) {
+            s->reset = s->refused = 1;
+            s->error = NGHTTP2_REFUSED_STREAM;
+            s->why = "no upstream connection with a free stream";
+            post(s, TG_H2S_RESET);
+            continue;
+        }
+        stream_unlink(s);
+        stream_link(s, other);
+        if (other->state == C_READY) {
+            s->told = 1;
+            post(s, TG_H2S_CONNECTED); /* on other's list: its conn_io delivers it */
+            conn_kick(other);
+        }
+    }
+}
+
+static void conn_io(tg_h2_conn_t *c)
+{
+    if (c->state == C_DEAD || c->in_io)
+        return;
+    c->in_io = 1;
+    int rv = 0;
+    if (c->state != C_CONNECTING || evbuffer_get_length(tg_sock_in(c->sock)) > 0) {
+        struct evbuffer *in = tg_sock_in(c->sock);
+        while (evbuffer_get_length(in) > 0) {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, v.iov_len);
+            if (n < 0) {
+                rv = (int)n;
+                break;
+            }
+            evbuffer_drain(in, (size_t)n);
+        }
+        tg_sock_consumed(c->sock);
+    }
+    if (rv == 0 && (rv = nghttp2_session_send(c->session)) == 0)
+        tg_sock_flush(c->sock);
+    c->in_io = 0;
+    if (rv != 0) {
+        tg_warn("h2 upstream: %s", nghttp2_strerror(rv));
+        conn_fail(c, "HTTP/2 protocol error from the upstream", 0);
+        return;
+    }
+    if (c->settings_in)
+        dispatch_waiting(c);
+    conn_notify(c);
+    if (c->state == C_DEAD)
+        return;
+    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) {
+        conn_fail(c, "connection closed by the upstream (GOAWAY)", 0);
+        return;
+    }
+    if (c->state == C_GOAWAY && c->n_streams == 0) {
+        conn_close(c);
+        return;
+    }
+    arm_timer(c);
+}
+
+static void on_sock(tg_sock_t *sock, int events, void *arg)
+{
+    tg_h2_conn_t *c = arg;
+    if (events & TG_SOCK_ERROR) {
+        char why[160];
+        int connecting = c->state == C_CONNECTING;
+        tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(sock, why, sizeof(why)));
+        if (connecting)
+            tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
+        conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost", connecting);
+        return;
+    }
+    if (events & TG_SOCK_TIMEOUT) {
+        tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
+        conn_fail(c, "upstream connect timed out", 1);
+        return;
+    }
+    /* TG_SOCK_CONNECTED: the preface and our SETTINGS go out; the
+     * connection is READY when the upstream's SETTINGS come back (the
+     * connect timeout runs until then). */
+    if (events & (TG_SOCK_READ | TG_SOCK_WRITE | TG_SOCK_CONNECTED))
+        conn_io(c);
+    if ((events & TG_SOCK_EOF) && c->state != C_DEAD) {
+        conn_io(c); /* what arrived before the close */
+        if (c->state != C_DEAD)
+            conn_fail(c, "upstream closed the connection", 0);
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_h2_conn_t *c = arg;
+    if (c->n_streams == 0) {
+        tg_debug("h2 upstream: idle connection closed");
+        nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
+        nghttp2_session_send(c->session);
+        tg_sock_flush_now(c->sock);
+        conn_close(c);
+        return;
+    }
+    if (c->ping_out) {
+        tg_warn("h2 upstream: keepalive PING unanswered, closing");
+        conn_fail(c, "upstream stopped answering (PING timeout)", 0);
+        return;
+    }
+    c->ping_out = 1;
+    nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+    conn_io(c);
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_h2_conn_t *c = arg;
+    if (c->state == C_DEAD)
+        conn_release(c);
+    else
+        conn_io(c);
+}
+
+static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
+                              tg_h2_conn_t **head)
+{
+    tg_h2_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->slot = ep->slot;
+    c->snap = tg_snapshot_ref(snap); /* keeps cl, ep and cc alive */
+    c->cl = cl;
+    c->ep = ep;
+    c->cc = cl->conf;
+    c->timer = evtimer_new(w->base, on_timer, c);
+    c->defer = event_new(w->base, -1, 0, on_defer, c);
+    nghttp2_session_callbacks *cb = make_callbacks();
+    nghttp2_option *opt = NULL;
+    int ok = c->timer && c->defer && cb && nghttp2_option_new(&opt) == 0;
+    if (ok) {
+        nghttp2_option_set_no_auto_window_update(opt, 1);
+        ok = nghttp2_session_client_new2(&c->session, cb, c, opt) == 0;
+    }
+    if (cb)
+        nghttp2_session_callbacks_del(cb);
+    if (opt)
+        nghttp2_option_del(opt);
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+    };
+    if (ok)
+        ok = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2) == 0 &&
+             nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) == 0;
+    if (ok)
+        ok = (c->sock = tg_cluster_connect(cl, ep, w->sockloop)) != NULL;
+    if (!ok) {
+        if (c->session)
+            nghttp2_session_del(c->session);
+        if (c->timer)
+            event_free(c->timer);
+        if (c->defer)
+            event_free(c->defer);
+        tg_snapshot_unref(c->snap);
+        free(c);
+        return NULL;
+    }
+    tg_counter_add(&w->stats->endpoints[c->slot].active, 1);
+    tg_sock_set_cb(c->sock, on_sock, c);
+    tg_sock_set_timeout(c->sock, cl->conf->connect_timeout_ms);
+    tg_sock_set_read_limit(c->sock, 256 * 1024);
+    tg_sock_set_write_lowat(c->sock, OUT_LOWAT);
+    c->head = head;
+    c->next = *head;
+    if (*head)
+        (*head)->prev = c;
+    *head = c;
+    return c;
+}
+
+static size_t stream_limit(tg_h2_conn_t *c)
+{
+    uint32_t peer = nghttp2_session_get_remote_settings(c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    uint32_t cap = c->cc->max_concurrent_streams;
+    return cap && cap < peer ? cap : peer;
+}
+
+/* ---- the stream API ---- */
+
+/* A connection to ep with a free stream slot (not `not`), or a new one. */
+static tg_h2_conn_t *conn_find(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not)
+{
+    for (tg_h2_conn_t *c = w->pools[ep->slot]->h2; c != NULL; c = c->next)
+        if (c != not && (c->state == C_READY || c->state == C_CONNECTING) && c->n_streams < stream_limit(c) &&
+            (tg_sock_ssl(c->sock) != NULL) == (cl->tls != NULL) && c->cc->protocol == cl->conf->protocol)
+            return c;
+    return NULL;
+}
+
+static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not)
+{
+    tg_h2_conn_t *c = conn_find(w, cl, ep, not);
+    return c ? c : conn_new(w, not->snap, cl, ep, &w->pools[ep->slot]->h2);
+}
+
+tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
+                           tg_response_t *resp, tg_arena_t *arena, tg_h2_stream_cb cb, void *arg, int *fresh)
+{
+    tg_h2_conn_t *c = conn_find(w, cl, ep, NULL);
+    if (c == NULL && (c = conn_new(w, snap, cl, ep, &w->pools[ep->slot]->h2)) == NULL)
+        return NULL;
+    tg_h2_stream_t *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->out = evbuffer_new()) == NULL || (s->in = evbuffer_new()) == NULL) {
+        if (s && s->out)
+            evbuffer_free(s->out);
+        free(s);
+        return NULL;
+    }
+    s->cb = cb;
+    s->arg = arg;
+    s->resp = resp;
+    s->arena = arena;
+    stream_link(s, c);
+    *fresh = c->state == C_CONNECTING;
+    s->told = !*fresh;
+    return s;
+}
+
+static int skip_request_header(const tg_header_t *h)
+{
+    static const char *const names[] = { "host", "connection", "keep-alive", "proxy-connection",
+                                         "transfer-encoding", "upgrade", "te", "content-length" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+static int lower_copy(tg_arena_t *a, const char *name, size_t len, uint8_t **out)
+{
+    char *p = tg_arena_alloc(a, len + 1);
+    if (p == NULL)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        p[i] = (char)tolower((unsigned char)name[i]);
+    p[len] = '\0';
+    *out = (uint8_t *)p;
+    return 0;
+}
+
+#define NV(n, v, vl) ((nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE })
+
+int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *authority, int te_trailers,
+                       int end_stream)
+{
+    tg_h2_conn_t *c = s->conn;
+    nghttp2_nv *nv = tg_arena_alloc(s->arena, (req->headers.n + 7) * sizeof(*nv));
+    char *clen = tg_arena_alloc(s->arena, 24);
+    if (nv == NULL || clen == NULL)
+        return -1;
+    size_t n = 0;
+    const char *scheme = tg_sock_ssl(c->sock) ? "https" : "http";
+    nv[n++] = NV(":method", req->method, strlen(req->method));
+    nv[n++] = NV(":scheme", scheme, strlen(scheme));
+    nv[n++] = NV(":authority", authority, strlen(authority));
+    nv[n++] = NV(":path", req->target, strlen(req->target));
+    for (size_t i = 0; i < req->headers.n; i++) {
+        const tg_header_t *h = &req->headers.v[i];
+        if (skip_request_header(h))
+            continue;
+        nv[n] = (nghttp2_nv){ NULL, (uint8_t *)h->value, h->name_len, h->value_len, NGHTTP2_NV_FLAG_NONE };
+        if (lower_copy(s->arena, h->name, h->name_len, &nv[n].name) < 0)
+            return -1;
+        n++;
+    }
+    if (te_trailers)
+        nv[n++] = NV("te", "trailers", 8);
+    if (req->body == TG_BODY_LENGTH) {
+        size_t l = tg_fmt_u64(clen, req->content_length);
+        nv[n++] = NV("content-length", clen, l);
+    }
+    nghttp2_data_provider prd = { .source.ptr = s, .read_callback = on_data_source_read };
+    int32_t id = nghttp2_submit_request(c->session, NULL, nv, n, end_stream ? NULL : &prd, s);
+    if (id < 0)
+        return -1;
+    s->id = id;
+    s->out_end = end_stream != 0;
+    conn_kick(c);
+    return 0;
+}
+
+struct evbuffer *tg_h2_stream_out(tg_h2_stream_t *s)
+{
+    return s->out;
+}
+
+int tg_h2_stream_write(tg_h2_stream_t *s, struct evbuffer *data)
+{
+    if (evbuffer_add_buffer(s->out, data) < 0)
+        return -1;
+    tg_h2_stream_flush(s);
+    return 0;
+}
+
+void tg_h2_stream_flush(tg_h2_stream_t *s)
+{
+    if (evbuffer_get_length(s->out) >= TG_EXCHANGE_HWM / 2)
+        s->watch_out = 1;
+    if (s->deferred && s->id > 0 && !s->closed) {
+        s->deferred = 0;
+        nghttp2_session_resume_data(s->conn->session, s->id);
+    }
+    conn_kick(s->conn);
+}
+
+int tg_h2_stream_end(tg_h2_stream_t *s)
+{
+    s->out_end = 1;
+    if (s->deferred && s->id > 0 && !s->closed) {
+        s->deferred = 0;
+        nghttp2_session_resume_data(s->conn->session, s->id);
+    }
+    conn_kick(s->conn);
+    return 0;
+}
+
+size_t tg_h2_stream_pending(const tg_h2_stream_t *s)
+{
+    return evbuffer_get_length(s->out);
+}
+
+ssize_t tg_h2_stream_read(tg_h2_stream_t *s, struct evbuffer *dst, size_t max, int *fin)
+{
+    size_t have = evbuffer_get_length(s->in), n = have < max ? have : max;
+    if (n > 0) {
+        if (evbuffer_remove_buffer(s->in, dst, n) != (int)n)
+            return -1;
+        if (s->closed)
+            nghttp2_session_consume_connection(s->conn->session, n);
+        else
+            nghttp2_session_consume(s->conn->session, s->id, n);
+        conn_kick(s->conn);
+    }
+    *fin = s->end && evbuffer_get_length(s->in) == 0;
+    return (ssize_t)n;
+}
+
+uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, int *refused, const char **why)
+{
+    if (refused)
+        *refused = s->refused;
+    if (why)
+        *why = s->why ? s->why : "stream reset";
+    return s->error;
+}
+
+int tg_h2_stream_peer_reset(const tg_h2_stream_t *s)
+{
+    return s->peer_reset;
+}
+
+void tg_h2_stream_release(tg_h2_stream_t *s, uint32_t code)
+{
+    tg_h2_conn_t *c = s->conn;
+    s->cb = NULL;
+    s->pending = 0;
+    if (c->state == C_DEAD || s->closed || s->id == 0) {
+        if (!s->closed && s->id > 0 && c->state != C_DEAD)
+            nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
+        if (c->state != C_DEAD && evbuffer_get_length(s->in) > 0)
+            nghttp2_session_consume_connection(c->session, evbuffer_get_length(s->in));
+        stream_free(s);
+    } else {
+        /* Still open: cancel it; nghttp2's stream close frees it. */
+        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, code);
+    }
+    if (c->state != C_DEAD)
+        conn_kick(c);
+}
+
+void tg_h2_pool_free(tg_h2_conn_t **head)
+{
+    tg_h2_conn_t *c;
+    while ((c = *head) != NULL) {
+        conn_close(c); /* unlinks it */
+        conn_release(c);
+    }
+}
