@@ -144,6 +144,7 @@ static void config_free(tg_config_t *c)
         free(cl->endpoints);
         free(cl->health_check.path);
         free(cl->health_check.host);
+        free(cl->health_check.service);
         free_tls_client(&cl->tls);
     }
     free(c->clusters);

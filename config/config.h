@@ -166,6 +166,8 @@ typedef struct tg_endpoint_conf {
 
 typedef struct tg_health_check_conf {
     int enabled;
+    int grpc;                 /* type grpc: grpc.health.v1.Health/Check over HTTP/2 */
+    char *service;            /* grpc: the service asked about ("" = the server) */
     char *path;               /* GET this; a 2xx answer is healthy */
     char *host;               /* Host header; NULL: the endpoint's address */
     uint64_t interval_ms;

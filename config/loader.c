@@ -773,8 +773,8 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_t *h)
 {
     static const char *const keys[] = { "type", "path", "host", "interval", "timeout", "healthy_threshold",
-                                        "unhealthy_threshold" };
-    enum { K_TYPE, K_PATH, K_HOST, K_INTERVAL, K_TIMEOUT, K_HEALTHY, K_UNHEALTHY, K_N };
+                                        "unhealthy_threshold", "service" };
+    enum { K_TYPE, K_PATH, K_HOST, K_INTERVAL, K_TIMEOUT, K_HEALTHY, K_UNHEALTHY, K_SERVICE, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "health_check", keys, K_N, v);
     if (n->type != YAML_MAPPING_NODE)
@@ -787,8 +787,7 @@ static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_
     if (v[K_TYPE]) {
         char *t = get_str(ld, v[K_TYPE], "health_check type");
         if (t && strcmp(t, "grpc") == 0) {
-            err_at(ld, v[K_TYPE], "health_check type: 'grpc' checks need HTTP/2 upstreams, not available in this build");
-            rc = -1;
+            h->grpc = 1;
         } else if (t && strcmp(t, "http") != 0) {
             err_at(ld, v[K_TYPE], "health_check type: '%s' is not one of http, grpc", t);
             rc = -1;
@@ -797,7 +796,17 @@ static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_
         }
         free(t);
     }
-    if (require(ld, n, v[K_PATH], "path", "health_check") < 0) {
+    if (h->grpc) {
+        if (v[K_PATH] != NULL) {
+            err_at(ld, v[K_PATH], "health_check path: a grpc check asks grpc.health.v1.Health/Check (use service)");
+            rc = -1;
+        }
+        if ((h->service = v[K_SERVICE] ? get_str(ld, v[K_SERVICE], "health_check service") : strdup("")) == NULL)
+            rc = -1;
+    } else if (v[K_SERVICE] != NULL) {
+        err_at(ld, v[K_SERVICE], "health_check service: only for type grpc");
+        rc = -1;
+    } else if (require(ld, n, v[K_PATH], "path", "health_check") < 0) {
         rc = -1;
     } else if ((h->path = get_str(ld, v[K_PATH], "health_check path")) == NULL) {
         rc = -1;
@@ -946,6 +955,10 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
     }
     if (v[K_HC] && load_health_check(ld, v[K_HC], &c->health_check) < 0)
         rc = -1;
+    if (c->health_check.grpc && c->protocol == TG_PROTO_HTTP1) {
+        err_at(ld, v[K_HC], "health_check: type grpc needs an HTTP/2 cluster (protocol h2c or h2)");
+        rc = -1;
+    }
     if (v[K_OUT] && load_outlier(ld, v[K_OUT], &c->outlier) < 0)
         rc = -1;
     if (v[K_TLS] && load_cluster_tls(ld, v[K_TLS], &c->tls) < 0)

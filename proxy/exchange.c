@@ -622,6 +622,7 @@ static int write_request_head(tg_exchange_t *ex)
 /* ---- pumps: move bytes while the sink has room ---- */
 
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
+static void up_set_timeout(tg_exchange_t *ex, uint64_t ms);
 static int schedule_retry(tg_exchange_t *ex, unsigned cond);
 static void try_next_endpoint(tg_exchange_t *ex);
 
@@ -716,6 +717,8 @@ static int pump_request(tg_exchange_t *ex)
             return -1;
         if (n > 0) {
             ex->bytes_in += (uint64_t)n;
+            if (ex->h2s != NULL && ex->state == EX_STREAMING)
+                up_set_timeout(ex, ex->route->idle_timeout_ms); /* the call is alive */
             if (send_body_piece(ex, out, ex->scratch) < 0) {
                 tg_exchange_reply(ex, 500, "out of memory");
                 return -1;
@@ -942,10 +945,12 @@ static int start_h2_request(tg_exchange_t *ex)
         ex->body_started = 1;
         ex->req_sent = 1;
     }
-    /* A gRPC call with a deadline is bounded by it, not by the route's
-     * timeout meant for ordinary requests. */
+    /* A gRPC call is bounded by its deadline and by silence (the route's
+     * idle_timeout), never by the route timeout meant for ordinary
+     * requests: a stream may legitimately wait long for its first answer. */
     uint64_t ms = ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
                   : ex->deadline_us                          ? 0
+                  : ex->grpc                                 ? ex->route->idle_timeout_ms
                                                              : ex->route->timeout_ms;
     up_set_timeout(ex, ms);
     return pump_request(ex);

@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdio.h>
+#include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,6 +84,13 @@ typedef struct probe {
     tg_sock_t *sock;
     tg_arena_t arena;
     tg_h1_reader_t reader;
+    /* gRPC checks: a one-request HTTP/2 session per probe */
+    nghttp2_session *h2;
+    int grpc_status;           /* -1 until seen */
+    unsigned char msg[64];     /* the (framed) HealthCheckResponse */
+    size_t msg_len;
+    const char *result;        /* set when the stream closed: NULL healthy, else why not */
+    int closed;
 } probe_t;
 
 struct tg_health_checker {
@@ -107,6 +115,10 @@ static void probe_done(probe_t *p, int ok, const char *why)
     if (p->sock != NULL) {
         tg_sock_free(p->sock);
         p->sock = NULL;
+    }
+    if (p->h2 != NULL) {
+        nghttp2_session_del(p->h2);
+        p->h2 = NULL;
     }
     tg_arena_reset(&p->arena);
     if (ok) {
@@ -158,6 +170,151 @@ static void on_probe(tg_sock_t *s, int events, void *arg)
     }
 }
 
+/* ---- gRPC health checks: grpc.health.v1.Health/Check over HTTP/2 ---- */
+
+static ssize_t h2p_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *arg)
+{
+    probe_t *p = arg;
+    return evbuffer_add(tg_sock_out(p->sock), data, len) == 0 ? (ssize_t)len : NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static int h2p_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                      const uint8_t *value, size_t vl, uint8_t flags, void *arg)
+{
+    probe_t *p = arg;
+    if (nl == 11 && memcmp(name, "grpc-status", 11) == 0)
+        p->grpc_status = vl > 0 && vl < 4 ? atoi((const char *)value) : 2;
+    return 0;
+}
+
+static int h2p_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *arg)
+{
+    probe_t *p = arg;
+    size_t room = sizeof(p->msg) - p->msg_len, n = len < room ? len : room;
+    memcpy(p->msg + p->msg_len, data, n);
+    p->msg_len += n;
+    return 0;
+}
+
+static int h2p_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg)
+{
+    probe_t *p = arg;
+    p->closed = 1;
+    /* healthy: grpc-status 0 and HealthCheckResponse.status (field 1) = SERVING (1) */
+    if (code != 0)
+        p->result = "stream reset";
+    else if (p->grpc_status != 0)
+        p->result = p->grpc_status < 0 ? "no grpc-status" : "grpc-status not OK";
+    else if (p->msg_len < 7 || p->msg[5] != 0x08 || p->msg[6] != 0x01)
+        p->result = "not SERVING";
+    else
+        p->result = NULL;
+    return 0;
+}
+
+static ssize_t h2p_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                        nghttp2_data_source *src, void *arg)
+{
+    probe_t *p = arg;
+    const char *svc = p->cluster->conf->health_check.service;
+    size_t sl = strlen(svc) > 100 ? 100 : strlen(svc), n = sl ? 7 + sl : 5;
+    if (len < n)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    /* one gRPC message: HealthCheckRequest { string service = 1; } */
+    buf[0] = 0;
+    buf[1] = buf[2] = buf[3] = 0;
+    buf[4] = (uint8_t)(n - 5);
+    if (sl) {
+        buf[5] = 0x0a;
+        buf[6] = (uint8_t)sl;
+        memcpy(buf + 7, svc, sl);
+    }
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int grpc_probe_start(probe_t *p)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_send_callback(cb, h2p_send);
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2p_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2p_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2p_close);
+    int rv = nghttp2_session_client_new(&p->h2, cb, p);
+    nghttp2_session_callbacks_del(cb);
+    if (rv != 0)
+        return -1;
+    p->grpc_status = -1;
+    p->msg_len = 0;
+    p->closed = 0;
+    const char *scheme = p->cluster->tls ? "https" : "http";
+    const char *auth = p->cluster->conf->health_check.host ? p->cluster->conf->health_check.host
+                                                             : p->ep->conf->address;
+    nghttp2_nv nv[] = {
+        { (uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0 },
+        { (uint8_t *)":scheme", (uint8_t *)scheme, 7, strlen(scheme), 0 },
+        { (uint8_t *)":authority", (uint8_t *)auth, 10, strlen(auth), 0 },
+        { (uint8_t *)":path", (uint8_t *)"/grpc.health.v1.Health/Check", 5, 28, 0 },
+        { (uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0 },
+        { (uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0 },
+        { (uint8_t *)"user-agent", (uint8_t *)"tollgate-health-check", 10, 21, 0 },
+    };
+    nghttp2_data_provider prd = { .read_callback = h2p_body };
+    if (nghttp2_submit_settings(p->h2, NGHTTP2_FLAG_NONE, NULL, 0) != 0 ||
+        nghttp2_submit_request(p->h2, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prd, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+/* Runs the probe's session over its socket; returns 1 when it finished. */
+static int grpc_probe_io(probe_t *p)
+{
+    struct evbuffer *in = tg_sock_in(p->sock);
+    size_t len = evbuffer_get_length(in);
+    if (len > 0) {
+        ssize_t n = nghttp2_session_mem_recv(p->h2, evbuffer_pullup(in, (ev_ssize_t)len), len);
+        evbuffer_drain(in, len);
+        tg_sock_consumed(p->sock);
+        if (n < 0) {
+            probe_done(p, 0, "HTTP/2 error");
+            return 1;
+        }
+    }
+    if (nghttp2_session_send(p->h2) != 0) {
+        probe_done(p, 0, "HTTP/2 error");
+        return 1;
+    }
+    tg_sock_flush(p->sock);
+    if (p->closed) {
+        probe_done(p, p->result == NULL, p->result ? p->result : "");
+        return 1;
+    }
+    return 0;
+}
+
+static void on_grpc_probe(tg_sock_t *s, int events, void *arg)
+{
+    probe_t *p = arg;
+    if (events & TG_SOCK_ERROR) {
+        probe_done(p, 0, "connect or I/O error");
+        return;
+    }
+    if (events & TG_SOCK_TIMEOUT) {
+        probe_done(p, 0, "timeout");
+        return;
+    }
+    if ((events & TG_SOCK_CONNECTED) && grpc_probe_start(p) < 0) {
+        probe_done(p, 0, "out of memory");
+        return;
+    }
+    if (p->h2 != NULL && grpc_probe_io(p))
+        return;
+    if (events & TG_SOCK_EOF)
+        probe_done(p, 0, "connection closed before an answer");
+}
+
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
     probe_t *p = arg;
@@ -168,7 +325,7 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
         probe_done(p, 0, "connect failed");
         return;
     }
-    tg_sock_set_cb(p->sock, on_probe, p);
+    tg_sock_set_cb(p->sock, p->cluster->conf->health_check.grpc ? on_grpc_probe : on_probe, p);
     tg_sock_set_timeout(p->sock, p->cluster->conf->health_check.timeout_ms);
 }
 
@@ -218,6 +375,8 @@ void tg_health_checker_free(tg_health_checker_t *c)
         probe_t *p = &c->probes[i];
         if (p->sock)
             tg_sock_free(p->sock);
+        if (p->h2)
+            nghttp2_session_del(p->h2);
         if (p->timer)
             event_free(p->timer);
         tg_arena_free(&p->arena);

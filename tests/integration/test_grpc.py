@@ -81,6 +81,11 @@ routes:
   - name: health
     match: {{ grpc_service: grpc.health.v1.Health }}
     cluster: echo
+  - name: short-timeout
+    match: {{ grpc_service: test.v1.Echo, headers: [{{ name: x-target, value: short }}] }}
+    cluster: echo
+    timeout: 1s
+    idle_timeout: 5s
   - name: echo
     match: {{ grpc_service: test.v1.Echo }}
     cluster: echo
@@ -141,6 +146,50 @@ clusters:
         for name, ch in self.channels().items():
             with self.subTest(listener=name):
                 self.call_kinds(ch)
+
+    def bounded(self, fn, limit):
+        """Runs fn in a thread; fails the test if it takes longer than limit."""
+        box = {}
+
+        def run():
+            try:
+                box["value"] = fn()
+            except Exception as e:  # noqa: BLE001 - handed to the test
+                box["error"] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(limit)
+        self.assertFalse(t.is_alive(), f"call still running after {limit}s")
+        return box
+
+    def test_long_lived_stream_not_cut_by_route_timeout(self):
+        # No grpc-timeout (no client deadline): the route's 1s timeout does
+        # not apply to the call; its 5s idle_timeout does.
+        md = (("x-target", "short"),)
+
+        def slow_messages():
+            time.sleep(1.6)
+            yield b"late"
+            time.sleep(1.6)
+            yield b"later"
+        box = self.bounded(lambda: list(self.ch.stream_stream(SVC + "Bidi")(slow_messages(), metadata=md)), 15)
+        self.assertNotIn("error", box)
+        self.assertEqual([r.split(b":", 1)[1] for r in box["value"]], [b"late", b"later"])
+
+        def silent():
+            time.sleep(8)
+            yield b"too late"
+        t0 = time.time()
+        box = self.bounded(lambda: list(self.ch.stream_stream(SVC + "Bidi")(silent(), metadata=md)), 15)
+        self.assertIsInstance(box.get("error"), grpc.RpcError)
+        self.assertEqual(box["error"].code(), grpc.StatusCode.DEADLINE_EXCEEDED)  # an upstream timeout
+        self.assertLess(time.time() - t0, 7.5)
+        # with a client deadline, the smaller of it and the route timeout wins
+        t0 = time.time()
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.unary_unary(SVC + "Sleep")(b"3", timeout=20, metadata=md)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertLess(time.time() - t0, 2.5)
 
     def test_h2_over_tls_upstream(self):
         self.call_kinds(self.ch, md=(("x-target", "tls"),))
@@ -335,6 +384,53 @@ clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:{victim2.port}] }}]
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
         finally:
             victim2.stop()
+            rc, out = gw.stop()
+            self.assertEqual(rc, 0, out[-3000:])
+            self.assertNotIn("AddressSanitizer", out)
+
+
+class GrpcHealthCheckTest(unittest.TestCase):
+    """Active gRPC health checks (grpc.health.v1.Health/Check): a backend
+    that stops answering is taken out of the rotation without a failed
+    client call once the checks noticed; back, it gets calls again."""
+
+    def test_grpc_health_check_routes_around_dead_backend(self):
+        a = harness.start_grpc_backend("ha")
+        b = harness.start_grpc_backend("hb")
+        port, aport = harness.free_port(), harness.free_port()
+        gw = harness.Gateway(f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{aport} }}
+listeners: [{{ name: l, listen: 127.0.0.1:{port} }}]
+routes: [{{ name: r, match: {{ grpc_service: test.v1.Echo }}, cluster: c }}]
+clusters:
+  - name: c
+    protocol: h2c
+    endpoints: [127.0.0.1:{a.port}, 127.0.0.1:{b.port}]
+    health_check: {{ type: grpc, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}
+""", port=port)
+        try:
+            def healthy(ep):
+                text = harness.curl(f"http://127.0.0.1:{aport}/metrics")[1].decode()
+                return harness.metric(text, "tollgate_upstream_endpoint_healthy", cluster="c", endpoint=ep)
+            self.assertTrue(wait_for(lambda: healthy(f"127.0.0.1:{a.port}") == 1))
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                who = ch.unary_unary(SVC + "Who")
+                seen = {who(b"", timeout=5) for _ in range(10)}
+                self.assertEqual(seen, {b"ha", b"hb"})
+                a.p.kill()
+                a.p.wait(5)
+                self.assertTrue(wait_for(lambda: healthy(f"127.0.0.1:{a.port}") == 0), "never marked unhealthy")
+                self.assertEqual({who(b"", timeout=5) for _ in range(20)}, {b"hb"})  # no call fails
+                a2 = harness.start_grpc_backend("ha", port=a.port)
+                try:
+                    self.assertTrue(wait_for(lambda: healthy(f"127.0.0.1:{a.port}") == 1), "never healthy again")
+                    self.assertEqual({who(b"", timeout=5) for _ in range(10)}, {b"ha", b"hb"})
+                finally:
+                    a2.stop()
+        finally:
+            b.stop()
+            a.stop()
             rc, out = gw.stop()
             self.assertEqual(rc, 0, out[-3000:])
             self.assertNotIn("AddressSanitizer", out)
