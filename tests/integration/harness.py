@@ -348,9 +348,10 @@ def make_certs(d):
     cert("other", "ca", "/CN=other.test", "subjectAltName=DNS:other.test,DNS:*.wild.test\n")
     client_ext = "subjectAltName=URI:spiffe://test/client-a,DNS:client-a.test\nextendedKeyUsage=clientAuth\n"
     cert("client", "ca", "/O=Acme/CN=client-a", client_ext)
+    cert("client2", "ca", "/O=Acme/CN=client-b", "extendedKeyUsage=clientAuth\n")
     cert("stranger", "other-ca", "/O=Elsewhere/CN=client-a", client_ext)
     cert("expired", "ca", "/O=Acme/CN=client-old", client_ext, days="-1")
-    names = ["ca", "other-ca", "server", "other", "client", "stranger", "expired"]
+    names = ["ca", "other-ca", "server", "other", "client", "client2", "stranger", "expired"]
     out = {}
     for n in names:
         out[n + ".crt"] = os.path.join(d, n + ".crt")

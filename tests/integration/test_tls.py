@@ -7,6 +7,7 @@ header while a client-sent copy does not. Config errors for bad TLS
 files are caught by `tollgate -t`."""
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -264,6 +265,85 @@ clusters:
     def test_upstream_mtls(self):
         self.assertEqual(self.status("/mtls/x"), "404")
         self.assertIn(self.status("/mtls-nocert/x"), ("502", "503"))
+
+
+class TlsReloadAndIdentityTest(harness.GatewayTest):
+    """Certificates are re-read on reload (a broken one leaves the old in
+    place); the mTLS identity keys rate limits when no auth filter set one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tg-pki-")
+        c = cls.c = harness.make_certs(cls.dir)
+        cls.app = harness.start_app("reload-app")
+        cls.procs = [cls.app]
+        cls.live_crt, cls.live_key = os.path.join(cls.dir, "live.crt"), os.path.join(cls.dir, "live.key")
+        shutil.copy(c["server.crt"], cls.live_crt)
+        shutil.copy(c["server.key"], cls.live_key)
+        cls.port, cls.aport = harness.free_port(), harness.free_port()
+        cfg = f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{cls.aport} }}
+listeners:
+  - name: tls
+    listen: 127.0.0.1:{cls.port}
+    tls:
+      certificates: [ {{ cert: {cls.live_crt}, key: {cls.live_key} }} ]
+      client_auth: optional
+      client_ca: {c['ca.crt']}
+routes:
+  - name: limited
+    match: {{ path_prefix: /whoami }}
+    cluster: app
+    filters:
+      - rate_limit: {{ key: identity, limit: 2, window: 1m }}
+  - name: all
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+
+    def served_names(self):
+        ctx = ssl.create_default_context(cafile=self.c["ca.crt"])
+        ctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                return [v for k, v in t.getpeercert()["subjectAltName"] if k == "DNS"]
+
+    def reload(self):
+        rc, out, err = harness.curl("-X", "POST", f"http://127.0.0.1:{self.aport}/-/reload")
+        return out.decode()
+
+    def test_certificates_reread_on_reload(self):
+        self.assertIn("localhost", self.served_names())
+        # a broken pair: the reload fails, naming the file, and the old one stays
+        shutil.copy(self.c["client.key"], self.live_key)
+        out = self.reload()
+        self.assertIn('"status": "failed"', out)
+        self.assertIn("live.key", out)
+        self.assertIn("localhost", self.served_names())
+        # a renewed certificate: new connections get it
+        shutil.copy(self.c["other.crt"], self.live_crt)
+        shutil.copy(self.c["other.key"], self.live_key)
+        out = self.reload()
+        self.assertIn('"status": "ok"', out)
+        self.assertIn("other.test", self.served_names())
+        shutil.copy(self.c["server.crt"], self.live_crt)
+        shutil.copy(self.c["server.key"], self.live_key)
+        self.reload()
+
+    def test_rate_limit_keyed_by_client_certificate(self):
+        def status(cert):
+            args = ["--cert", self.c[f"{cert}.crt"], "--key", self.c[f"{cert}.key"]] if cert else []
+            rc, out, err = harness.curl("--cacert", self.c["ca.crt"], "--resolve", f"localhost:{self.port}:127.0.0.1",
+                                        f"https://localhost:{self.port}/whoami", "-o", "/dev/null",
+                                        "-w", "%{http_code}", *args)
+            return out.decode()
+        self.assertEqual([status("client") for _ in range(3)], ["200", "200", "429"])
+        self.assertEqual([status("client2") for _ in range(3)], ["200", "200", "429"])
+        self.assertEqual(status(None), "200")  # no certificate: keyed by address, its own budget
 
 
 class TlsConfigErrorsTest(unittest.TestCase):
