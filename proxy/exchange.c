@@ -888,6 +888,7 @@ static int read_response_head(tg_exchange_t *ex)
             tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
             continue;
         }
+        ex->up_reader.trailers = &ex->resp.trailers; /* chunked trailers, for the client */
         return head_received(ex);
     }
 }

@@ -28,11 +28,65 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Appends a piece (http-parser may split a field across reads) to *s in
+ * the arena. */
+static int append_piece(tg_arena_t *a, const char **s, size_t *slen, const char *at, size_t len)
+{
+    char *n = tg_arena_alloc(a, *slen + len + 1);
+    if (n == NULL)
+        return -1;
+    if (*slen)
+        memcpy(n, *s, *slen);
+    memcpy(n + *slen, at, len);
+    n[*slen + len] = '\0';
+    *s = n;
+    *slen += len;
+    return 0;
+}
+
+/* Trailer fields a proxy must not pass on (framing, connection-specific). */
+static int trailer_forbidden(const tg_header_t *h)
+{
+    static const char *const names[] = { "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                                         "trailer", "upgrade", "host", "proxy-connection" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
+            return 1;
+    return 0;
+}
+
+#define MAX_TRAILER_BYTES (16 * 1024)
+
+/* Chunked trailer fields, kept when the reader has somewhere to put them
+ * (responses relayed to clients that can take trailers). State: 0 before
+ * a field, 1 in a name, 2 in a value. */
+static int on_trailer(tg_h1_reader_t *r, const char *at, size_t len, int is_value)
+{
+    if (r->trailers == NULL)
+        return 0;
+    r->trailer_bytes += len;
+    if (r->trailer_bytes > MAX_TRAILER_BYTES || r->trailers->n >= MAX_HEADERS)
+        return fail(r, 400, "trailer section too large"), -1;
+    if (!is_value && r->trailer_state != 1) { /* a new field */
+        if (r->trailer_state == 2 && r->trailers->n && trailer_forbidden(&r->trailers->v[r->trailers->n - 1]))
+            r->trailers->n--;
+        if (tg_headers_add(r->trailers, r->arena, "", 0, "", 0) < 0)
+            return fail(r, 500, "out of memory"), -1;
+    }
+    if (r->trailers->n == 0)
+        return 0;
+    tg_header_t *h = &r->trailers->v[r->trailers->n - 1];
+    r->trailer_state = is_value ? 2 : 1;
+    int rc = is_value ? append_piece(r->arena, &h->value, &h->value_len, at, len)
+                      : append_piece(r->arena, &h->name, &h->name_len, at, len);
+    return rc < 0 ? (fail(r, 500, "out of memory"), -1) : 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     tg_h1_reader_t *r = p->data;
     if (!r->in_head)
-        return 0; /* chunked trailers are not forwarded over HTTP/1 */
+        return on_trailer(r, at, len, 0);
     for (size_t i = 0; i < len; i++)
         if (!tg_http_is_tchar((unsigned char)at[i]))
             return fail(r, 400, "invalid character in a header name"), -1;
@@ -46,7 +100,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     tg_h1_reader_t *r = p->data;
     if (!r->in_head)
-        return 0;
+        return on_trailer(r, at, len, 1);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)at[i];
         if ((c < 0x20 && c != '\t') || c == 0x7f)
@@ -83,6 +137,8 @@ static int on_message_complete(http_parser *p)
 {
     tg_h1_reader_t *r = p->data;
     if (!r->in_head && r->body == TG_BODY_CHUNKED) {
+        if (r->trailers && r->trailers->n && trailer_forbidden(&r->trailers->v[r->trailers->n - 1]))
+            r->trailers->n--;
         r->done = 1;
         http_parser_pause(p, 1);
     }

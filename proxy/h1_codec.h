@@ -35,8 +35,11 @@ typedef struct tg_h1_reader {
     size_t line_start;
     int error_status;       /* HTTP status to answer with on TG_H1_ERROR */
     const char *error_msg;  /* static string */
+    /* Chunked trailers go here (copied into arena) when set; else dropped. */
+    tg_headers_t *trailers;
+    size_t trailer_bytes;
     /* private: parse state */
-    unsigned in_head : 1, done : 1, skip_body : 1, value_pending : 1;
+    unsigned in_head : 1, done : 1, skip_body : 1, value_pending : 1, trailer_state : 2, skip_trailer : 1;
     tg_arena_t *arena;
     tg_headers_t *headers;
     const char *url;

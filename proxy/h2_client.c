@@ -70,16 +70,8 @@ struct tg_h2_conn {
     tg_h2_stream_t *notify;        /* streams with events to deliver */
     struct event *timer;           /* idle close / keepalive ping */
     struct event *defer;           /* conn_io at a safe point; frees a dead connection */
-    uint64_t last_rx_ms;
     unsigned in_io : 1, ping_out : 1, settings_in : 1;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static const char *conn_state_str(conn_state_t s)
 {
@@ -324,7 +316,6 @@ static void head_done(tg_h2_stream_t *s, int end_stream)
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     tg_h2_conn_t *c = user_data;
-    c->last_rx_ms = now_ms();
     tg_h2_stream_t *s;
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (frame->hd.type) {
@@ -708,22 +699,37 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
     return s;
 }
 
+/* Headers HTTP/2 carries elsewhere (:authority, framing) or forbids
+ * (connection-specific, RFC 9113 8.2.2); te is added back when wanted. */
 static int skip_request_header(const tg_header_t *h)
 {
-    static const char *const names[] = { "host", "connection", "keep-alive", "proxy-connection",
-                                         "transfer-encoding", "upgrade", "te", "content-length" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
-            return 1;
-    return 0;
+    switch (h->name_len) {
+    case 2: return strncasecmp(h->name, "te", 2) == 0;
+    case 4: return strncasecmp(h->name, "host", 4) == 0;
+    case 7: return strncasecmp(h->name, "upgrade", 7) == 0;
+    case 10: return strncasecmp(h->name, "connection", 10) == 0 || strncasecmp(h->name, "keep-alive", 10) == 0;
+    case 14: return strncasecmp(h->name, "content-length", 14) == 0;
+    case 16: return strncasecmp(h->name, "proxy-connection", 16) == 0;
+    case 17: return strncasecmp(h->name, "transfer-encoding", 17) == 0;
+    default: return 0;
+    }
 }
 
+/* HTTP/2 field names are lowercase: names from HTTP/2 clients already
+ * are (used as they are); HTTP/1 ones get a lowercase copy. */
 static int lower_copy(tg_arena_t *a, const char *name, size_t len, uint8_t **out)
 {
+    size_t i;
+    for (i = 0; i < len && !(name[i] >= 'A' && name[i] <= 'Z'); i++)
+        ;
+    if (i == len) {
+        *out = (uint8_t *)name;
+        return 0;
+    }
     char *p = tg_arena_alloc(a, len + 1);
     if (p == NULL)
         return -1;
-    for (size_t i = 0; i < len; i++)
+    for (i = 0; i < len; i++)
         p[i] = (char)tolower((unsigned char)name[i]);
     p[len] = '\0';
     *out = (uint8_t *)p;

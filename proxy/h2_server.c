@@ -204,10 +204,15 @@ static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, 
 /* Lowercase copy of a header name (HTTP/2 field names are lowercase). */
 static char *lower_name(tg_arena_t *a, const char *name, size_t len)
 {
+    size_t i;
+    for (i = 0; i < len && !(name[i] >= 'A' && name[i] <= 'Z'); i++)
+        ;
+    if (i == len)
+        return (char *)name; /* already lowercase (always, from HTTP/2 upstreams) */
     char *p = tg_arena_alloc(a, len + 1);
     if (p == NULL)
         return NULL;
-    for (size_t i = 0; i < len; i++)
+    for (i = 0; i < len; i++)
         p[i] = (char)tolower((unsigned char)name[i]);
     p[len] = '\0';
     return p;

@@ -270,6 +270,59 @@ def source_sink_handler(c):
             left -= n
 
 
+def trailers_handler(c):
+    """Raw HTTP/1.1 upstream: a chunked response with trailer fields."""
+    harness.read_request(c)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+              b"Trailer: X-Checksum\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n"
+              b"Content-Length: 99\r\n\r\n")
+
+
+class TrailersTest(harness.GatewayTest):
+    """Trailers of a chunked HTTP/1.1 upstream response reach HTTP/2
+    clients (as a trailing HEADERS frame) and chunked HTTP/1.1 clients;
+    framing fields among them are dropped."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = harness.ScriptedServer(trailers_handler)
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1)
+                                      .replace("endpoints:", "pool_size: 0\n    endpoints:"), port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+        cls.finish()
+
+    def test_trailers_to_http2_client(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/t"), (":scheme", "http"), (":authority", "x")],
+                          end_stream=True)
+        s.sendall(conn.data_to_send())
+        data, trailers, deadline = b"", None, time.time() + 10
+        while time.time() < deadline and trailers is None:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+            s.sendall(conn.data_to_send())
+        s.close()
+        self.assertEqual(data, b"hello")
+        self.assertEqual(trailers, {"x-checksum": "abc123"})
+
+    def test_trailers_to_chunked_http1_client(self):
+        out = harness.raw_request(self.port, b"GET /t HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"transfer-encoding: chunked", out.lower())
+        self.assertTrue(out.endswith(b"0\r\nX-Checksum: abc123\r\n\r\n"), out[-80:])
+
+
 class Http2BackpressureTest(harness.GatewayTest):
     """A slow HTTP/2 reader cannot make the gateway buffer a fast upstream's
     whole response, and a fast HTTP/2 uploader is held back by window

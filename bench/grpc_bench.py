@@ -1,0 +1,130 @@
+"""gRPC-shaped unary calls over h2c, side by side (see bench/run_grpc.sh and
+bench/RESULTS.md): h2load sends POST /test.v1.Echo/Echo with
+content-type application/grpc, te: trailers and a framed 5-byte message
+over 4 connections x 32 streams, straight to nghttpd (the fast h2c
+backend, answering with a framed message) and through tollgate (h2c
+cluster), nginx (grpc_pass) and HAProxy (proto h2 on both sides), each with
+one worker on CPU 0; h2load and nghttpd share CPU 1. Reports calls/s and
+proxy CPU per call, medians of alternating rounds."""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, nginx_conf, start, stop,  # noqa: E402
+                 wait_port)
+
+PATH = "/test.v1.Echo/Echo"
+
+
+def targets(d, bport):
+    out = []
+    port = free_port()
+    with open(f"{d}/tollgate.yaml", "w") as f:
+        f.write(f"""workers: 1
+listeners: [{{ name: bench, listen: '127.0.0.1:{port}' }}]
+routes: [{{ name: echo, match: {{ grpc_service: test.v1.Echo }}, cluster: backend }}]
+clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
+""")
+    out.append(("tollgate", port, [TOLLGATE, "-c", f"{d}/tollgate.yaml", "-l", "warn"]))
+    port = free_port()
+    out.append(("nginx", port, ["nginx", "-c", nginx_conf(d, port, f"""
+  server {{ listen 127.0.0.1:{port} http2 backlog=4096;
+    http2_max_concurrent_streams 128;
+    location / {{ grpc_pass grpc://127.0.0.1:{bport}; }} }}""")]))
+    port = free_port()
+    with open(f"{d}/haproxy.cfg", "w") as f:
+        f.write(f"""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:{port} proto h2
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:{bport} proto h2
+""")
+    out.append(("haproxy", port, ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]))
+    return out
+
+
+def load(port, n, d):
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m32", "-n", str(n), "-d", f"{d}/req.bin",
+           "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{PATH}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    ok = re.search(r"status codes: (\d+) 2xx", out)
+    return int(m.group(2)), rps, int(m.group(1)) - (int(ok.group(1)) if ok else 0)
+
+
+def measure(name, port, pids, args, d):
+    load(port, args.calls // 5, d)  # warm-up
+    c0 = cpu_ticks(pids)
+    total, rps, bad = load(port, args.calls, d)
+    cpu = (cpu_ticks(pids) - c0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(total, 1)
+    print(f"{name:9s} {rps:9.0f} calls/s  cpu {cpu:6.2f} us/call  failures={bad}", flush=True)
+    return {"rps": rps, "cpu": cpu, "bad": bad}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=300000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="tg-bench-grpc-")
+    procs, rows = [], []
+    try:
+        os.makedirs(f"{d}/www/test.v1.Echo")
+        with open(f"{d}/www{PATH}", "wb") as f:
+            f.write(b"\x00\x00\x00\x00\x05hello")
+        with open(f"{d}/req.bin", "wb") as f:
+            f.write(b"\x00\x00\x00\x00\x05world")
+        bport = free_port()
+        procs.append(start(["nghttpd", "--no-tls", "-d", f"{d}/www", str(bport)], LOAD_CPU))
+        wait_port(bport)
+        direct = measure("direct", bport, [], args, d)
+        running = []
+        for name, port, argv in targets(d, bport):
+            p = start(argv, PROXY_CPU, cwd=d)
+            procs.append(p)
+            wait_port(port)
+            running.append((name, port, p))
+        time.sleep(0.3)
+        samples = {name: [] for name, _, _ in running}
+        for _ in range(args.rounds):
+            for name, port, p in running:
+                samples[name].append(measure(name, port, [p.pid] + children(p.pid), args, d))
+        for name, _, _ in running:
+            rs = samples[name]
+            med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
+            rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"), "bad": sum(r["bad"] for r in rs)})
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(d, ignore_errors=True)
+    hap = next(r for r in rows if r["name"] == "haproxy")
+    lines = ["| target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | failures |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| direct (h2load -> nghttpd) | {direct['rps']:.0f} | - | - | - | {direct['bad']} |"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['rps'] / hap['rps']:.2f} | "
+                     f"{r['cpu'] / hap['cpu']:.2f} | {r['bad']} |")
+    os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"), exist_ok=True)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "grpc.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
