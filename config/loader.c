@@ -535,6 +535,8 @@ static int get_tls_version(loader_t *ld, yaml_node_t *n, int *out)
     return rc;
 }
 
+/* A file named in the config: relative paths are relative to the config
+ * file's directory (as for the filters' files). */
 static int get_path(loader_t *ld, yaml_node_t *n, const char *what, char **out, char **where)
 {
     if ((*out = get_str(ld, n, what)) == NULL)
@@ -542,6 +544,14 @@ static int get_path(loader_t *ld, yaml_node_t *n, const char *what, char **out, 
     if (**out == '\0') {
         err_at(ld, n, "%s: empty file name", what);
         return -1;
+    }
+    const char *slash = strrchr(ld->file, '/');
+    if (**out != '/' && slash != NULL) {
+        char *full = NULL;
+        if (asprintf(&full, "%.*s/%s", (int)(slash - ld->file), ld->file, *out) < 0)
+            return -1;
+        free(*out);
+        *out = full;
     }
     if (where != NULL && (*where = where_of(ld, n)) == NULL)
         return -1;

@@ -168,7 +168,7 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
     else if (IS("status"))
         put_u64(o, (uint64_t)r->status);
     else if (IS("grpc_status"))
-        puts_(o, json ? "null" : "-");
+        STR(r->grpc_status);
     else if (IS("bytes_in"))
         put_u64(o, r->bytes_in);
     else if (IS("bytes_out"))

@@ -81,6 +81,7 @@ typedef struct tg_filter_record {
     const char *route;          /* "" if no route matched */
     const char *method, *path, *protocol;
     int status;                 /* 0: no response was sent */
+    const char *grpc_status;    /* gRPC: from the trailers (or a trailers-only head); NULL otherwise */
     uint64_t bytes_in, bytes_out; /* body bytes from / to the client */
     const char *client_addr;
     const char *identity;       /* NULL if none */

@@ -242,6 +242,9 @@ static void record(tg_exchange_t *ex)
         return;
     tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
+    const tg_header_t *gs = NULL;
+    if (ex->grpc && ex->resp_started && (gs = tg_headers_get(&ex->resp.trailers, "grpc-status")) == NULL)
+        gs = tg_headers_get(&ex->resp.headers, "grpc-status");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
         .request_id = rid ? rid->value : NULL,
@@ -251,6 +254,7 @@ static void record(tg_exchange_t *ex)
         .path = ex->req.target,
         .protocol = ex->req.version == 20 ? "HTTP/2" : ex->req.version == 10 ? "HTTP/1.0" : "HTTP/1.1",
         .status = status,
+        .grpc_status = gs ? gs->value : NULL,
         .bytes_in = ex->bytes_in,
         .bytes_out = ex->bytes_out,
         .client_addr = ex->client_addr,
@@ -390,9 +394,10 @@ static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const c
  * status (the upstream stream is cancelled). */
 static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
 {
-    tg_headers_t t = { 0 };
+    tg_headers_t *t = &ex->resp.trailers;
     release_upstream(ex, 0);
-    if (add_grpc_status(ex, &t, grpc_status_for(status), message) < 0 || ex->ops->write_end(ex->ds, &t) < 0) {
+    t->n = 0;
+    if (add_grpc_status(ex, t, grpc_status_for(status), message) < 0 || ex->ops->write_end(ex->ds, t) < 0) {
         finish(ex, 1);
         return;
     }

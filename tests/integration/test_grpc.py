@@ -50,6 +50,8 @@ class GrpcTest(harness.GatewayTest):
         cfg = f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{cls.aport} }}
+filters:
+  - access_log: {{ path: {cls.dir}/access.log }}
 listeners:
   - name: plain
     listen: 127.0.0.1:{cls.port}
@@ -206,6 +208,25 @@ clusters:
                 self.assertEqual(cm.exception.details(), "failed on purpose")
                 self.assertIn(("x-why", "asked-to-fail"),
                               [(m.key, m.value) for m in cm.exception.trailing_metadata()])
+
+    def test_access_log_records_grpc_status(self):
+        import json
+        with self.assertRaises(grpc.RpcError):
+            self.ch.unary_unary(SVC + "Fail")(b"9", timeout=10, metadata=(("x-request-id", "fail-9"),))
+        self.ch.unary_unary(SVC + "Echo")(b"x", timeout=10, metadata=(("x-request-id", "echo-ok"),))
+
+        def lines():
+            try:
+                with open(os.path.join(self.dir, "access.log")) as f:
+                    return {e["request_id"]: e for e in map(json.loads, f) if e["request_id"] in ("fail-9", "echo-ok")}
+            except FileNotFoundError:
+                return {}
+        self.assertTrue(wait_for(lambda: len(lines()) == 2))
+        got = lines()
+        self.assertEqual(got["fail-9"]["grpc_status"], "9")
+        self.assertEqual(got["echo-ok"]["grpc_status"], "0")
+        self.assertEqual(got["echo-ok"]["protocol"], "HTTP/2")
+        self.assertEqual(got["echo-ok"]["status"], 200)
 
     def test_large_messages(self):
         big = os.urandom(8 * MIB)

@@ -210,7 +210,22 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { interval: 1s }\n",
                  "t.yaml:7:19: health_check: missing required key 'path'");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, type: grpc }\n",
-                 "t.yaml:7:37: health_check type: 'grpc' checks need HTTP/2 upstreams");
+                 "health_check path: a grpc check asks grpc.health.v1.Health/Check");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { type: grpc }\n",
+                 "t.yaml:7:19: health_check: type grpc needs an HTTP/2 cluster");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    protocol: h2\n    endpoints: ['h:1']\n",
+                 "t.yaml:6:15: protocol: 'h2' is HTTP/2 over TLS and needs a tls block");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    protocol: h2c\n    endpoints: ['h:1']\n    tls: {}\n",
+                 "t.yaml:8:10: tls: protocol 'h2c' is cleartext HTTP/2");
+    expect_error(BASE_LISTENERS "routes:\n  - name: r\n    match: { grpc_method: M }\n    cluster: c\n"
+                 "clusters:\n  - name: c\n    endpoints: ['h:1']\n",
+                 "grpc_method needs grpc_service");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    tls: { cert: a.pem }\n",
+                 "cluster tls: cert and key go together");
+    expect_error("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    http2: { max_concurrent_streams: 0 }\n",
+                 "t.yaml:4:38: max_concurrent_streams: '0' is not an integer in [1, 100000]");
+    expect_error("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    tls: { certificates: [], alpn: [h3] }\n",
+                 "certificates: list at least one { cert, key }");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: h }\n",
                  "t.yaml:7:27: health_check path: 'h' must start with '/'");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, unhealthy_threshold: 0 }\n",
