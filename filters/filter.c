@@ -9,6 +9,7 @@
 #include "filters/accesslog.h"
 #include "filters/auth.h"
 #include "filters/bodylimit.h"
+#include "filters/grpclimit.h"
 #include "filters/fault.h"
 #include "filters/headers.h"
 #include "filters/ratelimit.h"
@@ -23,6 +24,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_cors,
     &tg_filter_fault,
     &tg_filter_body_limit,
+    &tg_filter_grpc_message_limit,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -35,7 +37,7 @@ const tg_filter_type_t *tg_filter_find(const char *name)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log, retry, headers, cors, fault, body_limit";
+    return "auth, rate_limit, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit";
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,

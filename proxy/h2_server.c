@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 
@@ -59,6 +60,7 @@ typedef struct h2_stream {
     unsigned deferred : 1;      /* the data provider waits for resp_body */
     unsigned watch_drain : 1;   /* tell the exchange when resp_body drains */
     unsigned has_cookie : 1;
+    unsigned grpc : 1;          /* content-type application/grpc* */
 } h2_stream_t;
 
 struct h2_conn {
@@ -159,7 +161,7 @@ static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin
     h2_stream_t *st = ds;
     h2_conn_t *c = st->conn;
     size_t have = evbuffer_get_length(st->req_body), n = have < max ? have : max;
-    uint64_t limit = c->snap->cfg->limits.max_body_bytes;
+    uint64_t limit = st->grpc ? 0 : c->snap->cfg->limits.max_body_bytes; /* gRPC: per message, see grpclimit.c */
     if (limit && st->body_bytes > limit) {
         *err = 413;
         return -1;
@@ -527,6 +529,8 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
     }
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "expect");
+    const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
+    st->grpc = ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0;
     if ((st->has_cookie && join_cookies(req, a) < 0) ||
         (req->authority && tg_headers_add(&req->headers, a, "host", 4, req->authority, strlen(req->authority)) < 0)) {
         tg_exchange_reply(ex, 500, "out of memory");

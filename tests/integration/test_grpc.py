@@ -50,6 +50,7 @@ class GrpcTest(harness.GatewayTest):
         cfg = f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{cls.aport} }}
+limits: {{ max_body_bytes: 4MiB }}   # HTTP bodies; gRPC streams are limited per message
 filters:
   - access_log: {{ path: {cls.dir}/access.log }}
 listeners:
@@ -83,6 +84,11 @@ routes:
   - name: health
     match: {{ grpc_service: grpc.health.v1.Health }}
     cluster: echo
+  - name: message-limit
+    match: {{ grpc_service: test.v1.Echo, headers: [{{ name: x-target, value: limited }}] }}
+    cluster: echo
+    filters:
+      - grpc_message_limit: {{ max_request_message: 1MiB }}
   - name: short-timeout
     match: {{ grpc_service: test.v1.Echo, headers: [{{ name: x-target, value: short }}] }}
     cluster: echo
@@ -235,6 +241,19 @@ clusters:
         self.assertEqual([len(m) for m in out], [8 * MIB] * 4)
         r = self.ch.stream_unary(SVC + "ClientStream")(iter([big, big]), timeout=60)
         self.assertEqual(r, f"2,{16 * MIB}".encode())
+
+    def test_message_size_limit_is_per_message(self):
+        md = (("x-target", "limited"),)
+        part = b"m" * (512 * 1024)
+        # 24 messages of 512 KiB: 12 MiB in all, over max_body_bytes, each under the limit
+        r = self.ch.stream_unary(SVC + "ClientStream")(iter([part] * 24), timeout=60, metadata=md)
+        self.assertEqual(r, f"24,{24 * len(part)}".encode())
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.stream_unary(SVC + "ClientStream")(iter([part, b"x" * (2 * MIB)]), timeout=60, metadata=md)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.unary_unary(SVC + "Echo")(b"y" * (2 * MIB), timeout=60, metadata=md)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def test_200_concurrent_calls_one_channel(self):
         unary = self.ch.unary_unary(SVC + "Echo")
