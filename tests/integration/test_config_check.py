@@ -35,6 +35,22 @@ clusters:
 
 
 class ConfigCheckTest(unittest.TestCase):
+    def test_shipped_example_configs(self):
+        # examples/quickstart.yaml, with the certificate quickstart.sh makes
+        d = tempfile.mkdtemp(prefix="tg-example-")
+        with open(os.path.join(harness.HERE, "..", "..", "examples", "quickstart.yaml")) as f:
+            text = f.read()
+        with open(os.path.join(d, "quickstart.yaml"), "w") as f:
+            f.write(text)
+        os.makedirs(os.path.join(d, "certs"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-keyout", os.path.join(d, "certs", "demo.key"),
+                        "-out", os.path.join(d, "certs", "demo.crt"), "-subj", "/CN=localhost"],
+                       check=True, capture_output=True, timeout=30)
+        p = subprocess.run([harness.BIN, "-t", "-c", os.path.join(d, "quickstart.yaml")], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_good(self):
         rc, err, path = check(GOOD)
         self.assertEqual(rc, 0, err)
