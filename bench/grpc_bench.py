@@ -44,6 +44,7 @@ clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
   maxconn 8000
 defaults
   mode http
+  option forwardfor
   timeout connect 5s
   timeout client 30s
   timeout server 30s

@@ -966,7 +966,7 @@ static void on_connected(tg_exchange_t *ex)
 {
     ex->state = EX_WAIT_HEAD;
     tg_counter_add(&ep_stats(ex)->requests, 1);
-    ex->t_sent = now_us();
+    ex->t_sent = ex->up_fresh ? now_us() : ex->t_connect; /* a pooled connection: the same instant */
     if (ex->up_fresh)
         ex->connect_us = ex->t_sent - ex->t_connect;
     if (ex->h2s != NULL) {

@@ -121,12 +121,63 @@ static void stream_unlink(tg_h2_stream_t *s)
     }
 }
 
+#define STREAM_CACHE_MAX 256
+
+/* Streams and their buffers are recycled through a per-worker cache. */
+static tg_h2_stream_t *stream_alloc(tg_worker_t *w)
+{
+    tg_h2_stream_t *s = w->h2_client_streams;
+    if (s != NULL) {
+        w->h2_client_streams = s->next;
+        w->n_h2_client_streams--;
+        struct evbuffer *out = s->out, *in = s->in;
+        memset(s, 0, sizeof(*s));
+        s->out = out;
+        s->in = in;
+        return s;
+    }
+    if ((s = calloc(1, sizeof(*s))) == NULL)
+        return NULL;
+    s->out = evbuffer_new();
+    s->in = evbuffer_new();
+    if (s->out == NULL || s->in == NULL) {
+        if (s->out)
+            evbuffer_free(s->out);
+        if (s->in)
+            evbuffer_free(s->in);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 static void stream_free(tg_h2_stream_t *s)
 {
+    tg_worker_t *w = s->conn->w;
     stream_unlink(s);
-    evbuffer_free(s->out);
-    evbuffer_free(s->in);
-    free(s);
+    if (w->n_h2_client_streams >= STREAM_CACHE_MAX) {
+        evbuffer_free(s->out);
+        evbuffer_free(s->in);
+        free(s);
+        return;
+    }
+    evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    s->next = w->h2_client_streams;
+    w->h2_client_streams = s;
+    w->n_h2_client_streams++;
+}
+
+void tg_h2_client_free_cache(tg_worker_t *w)
+{
+    tg_h2_stream_t *s;
+    while ((s = w->h2_client_streams) != NULL) {
+        w->h2_client_streams = s->next;
+        evbuffer_free(s->out);
+        evbuffer_free(s->in);
+        free(s);
+    }
+    w->n_h2_client_streams = 0;
 }
 
 /* Delivers recorded events. The owner may release its stream (or others)
@@ -612,6 +663,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     int ok = c->timer && c->defer && cb && nghttp2_option_new(&opt) == 0;
     if (ok) {
         nghttp2_option_set_no_auto_window_update(opt, 1);
+        nghttp2_option_set_no_closed_streams(opt, 1); /* no RFC 7540 priority tree kept */
         ok = nghttp2_session_client_new2(&c->session, cb, c, opt) == 0;
     }
     if (cb)
@@ -621,9 +673,10 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+        { NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
     };
     if (ok)
-        ok = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2) == 0 &&
+        ok = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3) == 0 &&
              nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) == 0;
     if (ok)
         ok = (c->sock = tg_cluster_connect(cl, ep, w->sockloop)) != NULL;
@@ -682,13 +735,9 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
     tg_h2_conn_t *c = conn_find(w, cl, ep, NULL);
     if (c == NULL && (c = conn_new(w, snap, cl, ep, &w->pools[ep->slot]->h2)) == NULL)
         return NULL;
-    tg_h2_stream_t *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->out = evbuffer_new()) == NULL || (s->in = evbuffer_new()) == NULL) {
-        if (s && s->out)
-            evbuffer_free(s->out);
-        free(s);
+    tg_h2_stream_t *s = stream_alloc(w);
+    if (s == NULL)
         return NULL;
-    }
     s->cb = cb;
     s->arg = arg;
     s->resp = resp;
@@ -704,13 +753,13 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
 static int skip_request_header(const tg_header_t *h)
 {
     switch (h->name_len) {
-    case 2: return strncasecmp(h->name, "te", 2) == 0;
-    case 4: return strncasecmp(h->name, "host", 4) == 0;
-    case 7: return strncasecmp(h->name, "upgrade", 7) == 0;
-    case 10: return strncasecmp(h->name, "connection", 10) == 0 || strncasecmp(h->name, "keep-alive", 10) == 0;
-    case 14: return strncasecmp(h->name, "content-length", 14) == 0;
-    case 16: return strncasecmp(h->name, "proxy-connection", 16) == 0;
-    case 17: return strncasecmp(h->name, "transfer-encoding", 17) == 0;
+    case 2: return tg_http_ieq(h->name, "te", 2);
+    case 4: return tg_http_ieq(h->name, "host", 4);
+    case 7: return tg_http_ieq(h->name, "upgrade", 7);
+    case 10: return tg_http_ieq(h->name, "connection", 10) || tg_http_ieq(h->name, "keep-alive", 10);
+    case 14: return tg_http_ieq(h->name, "content-length", 14);
+    case 16: return tg_http_ieq(h->name, "proxy-connection", 16);
+    case 17: return tg_http_ieq(h->name, "transfer-encoding", 17);
     default: return 0;
     }
 }
@@ -756,7 +805,13 @@ int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *a
         const tg_header_t *h = &req->headers.v[i];
         if (skip_request_header(h))
             continue;
-        nv[n] = (nghttp2_nv){ NULL, (uint8_t *)h->value, h->name_len, h->value_len, NGHTTP2_NV_FLAG_NONE };
+        /* Values unique to each request would only churn the HPACK dynamic
+         * table (evicting the fields that do repeat): send them literally. */
+        uint8_t flags = (h->name_len == 12 && tg_http_ieq(h->name, "x-request-id", 12)) ||
+                                (h->name_len == 12 && tg_http_ieq(h->name, "grpc-timeout", 12))
+                            ? NGHTTP2_NV_FLAG_NO_INDEX
+                            : NGHTTP2_NV_FLAG_NONE;
+        nv[n] = (nghttp2_nv){ NULL, (uint8_t *)h->value, h->name_len, h->value_len, flags };
         if (lower_copy(s->arena, h->name, h->name_len, &nv[n].name) < 0)
             return -1;
         n++;

@@ -88,6 +88,9 @@ int tg_h2_stream_peer_reset(const tg_h2_stream_t *s);
  * runs after this. */
 void tg_h2_stream_release(tg_h2_stream_t *s, uint32_t code);
 
+/* Frees the worker's recycled streams (worker teardown, after the pools). */
+void tg_h2_client_free_cache(tg_worker_t *w);
+
 /* Closes every connection of the pool slot (worker teardown). */
 void tg_h2_pool_free(tg_h2_conn_t **head);
 

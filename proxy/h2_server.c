@@ -42,6 +42,7 @@ typedef struct h2_conn h2_conn_t;
 
 typedef struct h2_stream {
     TAILQ_ENTRY(h2_stream) link;
+    struct h2_stream *next_free;  /* in the worker's cache */
     h2_conn_t *conn;
     int32_t id;
     stream_state_t state;
@@ -74,6 +75,7 @@ struct h2_conn {
     nghttp2_session *session;
     TAILQ_HEAD(, h2_stream) streams;
     size_t n_streams;
+    size_t n_watching;          /* streams with watch_drain set */
     struct event *timer;        /* idle timeout, or keepalive ping */
     struct event *defer;        /* runs conn_io at a safe point; frees a dead connection */
     const tg_http2_conf_t *conf;/* of the snapshot current at accept (kept alive below) */
@@ -108,14 +110,72 @@ static void conn_kick(h2_conn_t *c)
 
 /* ---- lifetime ---- */
 
+#define STREAM_CACHE_MAX 256
+
+/* Streams (and their two buffers) are recycled through a per-worker
+ * cache: a stream per request is the hot path. */
+static h2_stream_t *stream_alloc(tg_worker_t *w)
+{
+    h2_stream_t *st = w->h2_server_streams;
+    if (st != NULL) {
+        w->h2_server_streams = st->next_free;
+        w->n_h2_server_streams--;
+        struct evbuffer *req = st->req_body, *resp = st->resp_body;
+        memset(st, 0, sizeof(*st));
+        st->req_body = req;
+        st->resp_body = resp;
+        return st;
+    }
+    if ((st = calloc(1, sizeof(*st))) == NULL)
+        return NULL;
+    st->req_body = evbuffer_new();
+    st->resp_body = evbuffer_new();
+    if (st->req_body == NULL || st->resp_body == NULL) {
+        if (st->req_body)
+            evbuffer_free(st->req_body);
+        if (st->resp_body)
+            evbuffer_free(st->resp_body);
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void stream_release(tg_worker_t *w, h2_stream_t *st)
+{
+    if (w->n_h2_server_streams >= STREAM_CACHE_MAX) {
+        evbuffer_free(st->req_body);
+        evbuffer_free(st->resp_body);
+        free(st);
+        return;
+    }
+    evbuffer_drain(st->req_body, evbuffer_get_length(st->req_body));
+    evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
+    st->next_free = w->h2_server_streams;
+    w->h2_server_streams = st;
+    w->n_h2_server_streams++;
+}
+
+void tg_h2_server_free_cache(tg_worker_t *w)
+{
+    h2_stream_t *st;
+    while ((st = w->h2_server_streams) != NULL) {
+        w->h2_server_streams = st->next_free;
+        evbuffer_free(st->req_body);
+        evbuffer_free(st->resp_body);
+        free(st);
+    }
+    w->n_h2_server_streams = 0;
+}
+
 static void stream_free(h2_stream_t *st)
 {
+    if (st->watch_drain)
+        st->conn->n_watching--;
     free(st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
-    evbuffer_free(st->req_body);
-    evbuffer_free(st->resp_body);
-    free(st);
+    stream_release(st->conn->w, st);
 }
 
 /* Closes the connection now; memory goes from the defer event. */
@@ -278,7 +338,10 @@ static int ds_write_body(void *ds, struct evbuffer *data)
     if (evbuffer_add_buffer(st->resp_body, data) < 0)
         return -1;
     if (evbuffer_get_length(st->resp_body) >= TG_EXCHANGE_HWM / 2)
-        st->watch_drain = 1;
+        if (!st->watch_drain) {
+            st->watch_drain = 1;
+            st->conn->n_watching++;
+        }
     resume(st);
     return 0;
 }
@@ -377,22 +440,14 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2_conn_t *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2_stream_t *st = calloc(1, sizeof(*st));
+    h2_stream_t *st = stream_alloc(c->w);
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     st->conn = c;
     st->id = frame->hd.stream_id;
-    st->req_body = evbuffer_new();
-    st->resp_body = evbuffer_new();
     st->ex = tg_exchange_new(c->w, &h2_ops, st);
-    if (st->req_body == NULL || st->resp_body == NULL || st->ex == NULL) {
-        if (st->ex)
-            tg_exchange_abort(st->ex);
-        if (st->req_body)
-            evbuffer_free(st->req_body);
-        if (st->resp_body)
-            evbuffer_free(st->resp_body);
-        free(st);
+    if (st->ex == NULL) {
+        stream_release(c->w, st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
@@ -693,10 +748,15 @@ static nghttp2_session_callbacks *make_callbacks(void)
 static void notify_drained(h2_conn_t *c)
 {
     h2_stream_t *st, *next;
+    if (c->n_watching == 0)
+        return; /* the common case: no stream's response is backed up */
     for (st = TAILQ_FIRST(&c->streams); st != NULL && !c->dead; st = next) {
         next = TAILQ_NEXT(st, link);
-        if (st->watch_drain && st->ex != NULL && evbuffer_get_length(st->resp_body) < TG_EXCHANGE_HWM / 2) {
+        if (st->watch_drain && (st->ex == NULL || evbuffer_get_length(st->resp_body) < TG_EXCHANGE_HWM / 2)) {
             st->watch_drain = 0;
+            c->n_watching--;
+            if (st->ex == NULL)
+                continue;
             tg_exchange_on_downstream_drained(st->ex); /* may free only this stream's exchange */
         }
     }
@@ -886,6 +946,9 @@ static int start_session(h2_conn_t *c)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_outbound_ack(opt, 1000);     /* SETTINGS/PING flood bound */
     nghttp2_option_set_max_settings(opt, 32);
+    /* RFC 9113 deprecates the RFC 7540 priority tree: no closed streams
+     * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->snap->cfg->limits.max_header_bytes;
     int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
     nghttp2_session_callbacks_del(cb);
@@ -897,6 +960,7 @@ static int start_session(h2_conn_t *c)
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, h->initial_window_size },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(hls > 0xffffffffu ? 0xffffffffu : hls) },
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
+        { NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
     };
     if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
         nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t)h->connection_window_size) != 0)

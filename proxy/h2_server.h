@@ -30,6 +30,9 @@ struct tg_tls_peer;
 /* Takes over an accepted connection: the socket, the client's TLS
  * identity (moved: *peer is left empty) and its place in the listener's
  * active-connection gauge. Closes the socket on failure. */
+/* Frees the worker's recycled streams (worker teardown). */
+void tg_h2_server_free_cache(tg_worker_t *w);
+
 void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, size_t stats_slot,
                        const char *addr, struct tg_tls_peer *peer, int tls);
 

@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 
 #include "config/config.h"
 #include "proxy/arena.h"
@@ -83,6 +85,14 @@ void tg_headers_strip_hop_by_hop(tg_headers_t *h);
 
 /* Applies a route's request_headers/response_headers rules. */
 int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r);
+
+/* Case-insensitive equality of n bytes, where lower is lowercase; the
+ * first byte is compared before calling into libc. */
+static inline int tg_http_ieq(const char *s, const char *lower, size_t n)
+{
+    return n == 0 || ((((unsigned char)s[0] ^ (unsigned char)lower[0]) & ~0x20) == 0 &&
+                      (memcmp(s, lower, n) == 0 || strncasecmp(s, lower, n) == 0));
+}
 
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);

@@ -15,6 +15,8 @@
 
 #include "proxy/exchange.h"
 #include "proxy/h1_server.h"
+#include "proxy/h2_client.h"
+#include "proxy/h2_server.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -311,6 +313,8 @@ void tg_worker_join_free(tg_worker_t *w)
     }
     take_reloads_discard(w);
     tg_upstream_pools_free(w);
+    tg_h2_client_free_cache(w);
+    tg_h2_server_free_cache(w);
     tg_exchange_free_cache(w);
     if (w->cmd_ev)
         event_free(w->cmd_ev);

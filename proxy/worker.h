@@ -70,6 +70,9 @@ typedef struct tg_worker {
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
+    void *h2_server_streams;         /* recycled HTTP/2 downstream streams (h2_server.c) */
+    void *h2_client_streams;         /* recycled HTTP/2 upstream streams (h2_client.c) */
+    unsigned n_h2_server_streams, n_h2_client_streams;
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
     unsigned active_exchanges;       /* for the retry budget */
