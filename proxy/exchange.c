@@ -1,6 +1,9 @@
 /*
- * proxy/exchange.c — the life of a request (DESIGN.md): route, upstream
- * stage, streaming both ways, completion. See exchange.h.
+ * proxy/exchange.c — the life of a request (DESIGN.md): route, filters,
+ * request preparation, local replies (JSON, or trailers-only gRPC), gRPC
+ * deadlines and completion. The upstream stage — attempts, the pumps,
+ * failover and retries — is in exchange_upstream.c; the struct both share
+ * is in exchange_int.h. See exchange.h.
  *
  * State machine (one place advances it: the callbacks below update state
  * and end in a call that may finish the exchange; nothing touches `ex`
@@ -13,6 +16,7 @@
  *                                    with no body sent: next endpoint)
  */
 #include "proxy/exchange.h"
+#include "proxy/exchange_int.h"
 
 #include "filters/filter.h"
 #include "filters/retry.h"
@@ -37,89 +41,23 @@
 #include "proxy/upstream.h"
 #include "tls/context.h"
 
-typedef enum {
-    EX_ROUTING = 0,
-    EX_CONNECTING,
-    EX_WAIT_HEAD,
-    EX_STREAMING,
-    EX_TUNNEL,
-} ex_state_t;
+static void record(tg_exchange_t *ex);
+static void recycle(tg_exchange_t *ex);
+static int grpc_status_for(int http);
+static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const char *message);
+static void grpc_reply(tg_exchange_t *ex, int status, const char *message);
+static void make_request_id(tg_exchange_t *ex, char out[37]);
+static char *join_list(tg_arena_t *a, const char *first, const char *second);
+static int ensure_request_id(tg_exchange_t *ex);
+static int forward_client_cert(tg_exchange_t *ex);
+static int prepare_request_headers(tg_exchange_t *ex);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
+static uint64_t parse_grpc_timeout(const tg_header_t *h);
+static void start_grpc_deadline(tg_exchange_t *ex);
+static int run_filters(tg_exchange_t *ex, size_t from);
+static void after_filters(tg_exchange_t *ex);
 
-typedef enum {
-    UP_OK = 0,
-    UP_CONNECT_FAILED,
-    UP_CONNECT_TIMEOUT,
-    UP_RESET,
-    UP_TIMEOUT,
-} up_error_t;
-
-struct tg_exchange {
-    tg_exchange_t *next_free;
-    tg_worker_t *w;
-    tg_snapshot_t *snap;
-    tg_arena_t arena;
-    struct evbuffer *scratch;
-    struct evbuffer *body_buf;  /* request body read before an upstream was ready */
-    const tg_downstream_ops_t *ops;
-    void *ds;
-    ex_state_t state;
-
-    tg_request_t req;
-    tg_response_t resp;
-    const tg_route_conf_t *route;
-    tg_cluster_t *cluster;
-    const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
-    unsigned retries;           /* retry rounds started */
-    struct event *retry_ev;     /* backoff timer (kept across recycling) */
-    unsigned rr;                /* this exchange's round-robin draw */
-    size_t *order, n_order;     /* endpoints to try, in order (arena) */
-    size_t attempts, tried;
-    unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
-    const tg_endpoint_t *ep;
-    const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
-    up_error_t last_error;
-
-    tg_upconn_t *up;            /* HTTP/1 upstreams: the leased connection */
-    tg_h2_stream_t *h2s;        /* HTTP/2 upstreams: the stream */
-    struct event *timer;        /* HTTP/2 upstreams: response / idle timeout (kept across recycling) */
-    struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
-    uint64_t deadline_us;       /* monotonic; 0: none */
-    long reset_code;            /* the upstream's RST_STREAM code, or -1 */
-    unsigned refusals;          /* HTTP/2 streams the upstream refused (retried) */
-    tg_h1_reader_t up_reader;
-    tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
-
-    size_t listener;
-    tg_filter_exchange_t fx;    /* the filters' view of this exchange */
-    int64_t start_unix_us;      /* wall clock, for logs */
-    uint64_t t_connect, t_sent, t_head; /* monotonic us of the last attempt's phases */
-    uint64_t connect_us;        /* last attempt's connect time (0: pooled) */
-    uint64_t bytes_in, bytes_out;
-    uint64_t start_us;          /* monotonic, when the request head was complete */
-    const char *scheme;
-    const tg_tls_peer_t *peer;  /* TLS connections: the client certificate's identity */
-    char client_addr[INET6_ADDRSTRLEN];
-
-    unsigned req_done : 1;      /* request body fully read from the client */
-    unsigned req_sent : 1;      /* request fully written toward the upstream */
-    unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
-    unsigned body_kept : 1;     /* the whole body went by reference: replayable */
-    unsigned in_retry : 1;      /* counted in the worker's retry budget */
-    unsigned body_started : 1;  /* this attempt already sent body_buf */
-    unsigned paused : 1;        /* a filter paused the request chain */
-    unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
-    unsigned resp_started : 1;  /* response head sent to the client */
-    unsigned resp_done : 1;
-    unsigned up_eof : 1;
-    unsigned close_ds : 1;
-    unsigned grpc : 1;          /* content-type application/grpc*: gRPC replies and deadlines */
-    unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
-    unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
-    unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
-    int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
-};
-
-static const char *state_str(ex_state_t s)
+const char *tg_ex_state_str(ex_state_t s)
 {
     static const char *const names[] = { "ROUTING", "CONNECTING", "WAIT_HEAD", "STREAMING", "TUNNEL" };
     return names[s];
@@ -127,9 +65,6 @@ static const char *state_str(ex_state_t s)
 
 /* ---- lifetime ---- */
 
-static void on_retry_timer(evutil_socket_t fd, short what, void *arg);
-static void on_up_timer(evutil_socket_t fd, short what, void *arg);
-static void on_deadline(evutil_socket_t fd, short what, void *arg);
 
 tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, void *ds)
 {
@@ -159,8 +94,8 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
-    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, on_retry_timer, ex);
-    ex->timer = timer ? timer : evtimer_new(w->base, on_up_timer, ex);
+    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, tg_ex_on_retry_timer, ex);
+    ex->timer = timer ? timer : evtimer_new(w->base, tg_ex_on_up_timer, ex);
     ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(w->base, on_deadline, ex);
     if (ex->retry_ev == NULL || ex->timer == NULL || ex->deadline_ev == NULL) {
         ex->next_free = w->free_exchanges;
@@ -197,37 +132,11 @@ const tg_config_t *tg_exchange_config(const tg_exchange_t *ex)
     return ex->snap->cfg;
 }
 
-static void release_upstream(tg_exchange_t *ex, int reusable)
-{
-    evtimer_del(ex->timer);
-    if (ex->h2s != NULL) {
-        tg_h2_stream_release(ex->h2s, 0x8 /* CANCEL, if still open */);
-        ex->h2s = NULL;
-    }
-    if (ex->up == NULL)
-        return;
-    tg_sock_set_cb(ex->up->sock, NULL, NULL);
-    tg_upstream_release(ex->up, reusable, ex->cluster->conf);
-    ex->up = NULL;
-}
-
-static uint64_t now_us(void)
+uint64_t tg_ex_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
-{
-    return &ex->w->stats->endpoints[ex->ep->slot];
-}
-
-/* Passive health: how the current attempt on ex->ep went. */
-static void report_health(tg_exchange_t *ex, int ok)
-{
-    if (ex->ep != NULL)
-        tg_health_report(ex->w->health, ex->cluster, ex->ep, ok, tg_health_now_ms());
 }
 
 /* Counts the exchange once, as it ends. */
@@ -235,7 +144,7 @@ static void record(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
-    uint64_t now = now_us(), us = ex->start_us ? now - ex->start_us : 0;
+    uint64_t now = tg_ex_now_us(), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
     tg_stats_request_done(ex->w->stats, slot, status, us);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
@@ -280,7 +189,7 @@ static void recycle(tg_exchange_t *ex)
     w->active_exchanges--;
     if (ex->in_retry)
         w->retrying--;
-    release_upstream(ex, 0);
+    tg_ex_release_upstream(ex, 0);
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
     tg_arena_reset(&ex->arena);
@@ -310,13 +219,13 @@ void tg_exchange_free_cache(tg_worker_t *w)
 
 /* Ends the exchange: gives the upstream connection back (kept only after a
  * clean, complete request and response), tells the downstream, recycles. */
-static void finish(tg_exchange_t *ex, int abort)
+void tg_ex_finish(tg_exchange_t *ex, int abort)
 {
     int clean = !abort && ex->resp_done && ex->req_sent && ex->state == EX_STREAMING;
     int reusable = clean && ex->resp.keep_alive && ex->up_reader.body != TG_BODY_EOF;
     tg_debug("exchange %s %s: finish in %s (abort=%d reusable=%d)", ex->req.method, ex->req.target,
-             state_str(ex->state), abort, reusable);
-    release_upstream(ex, reusable);
+             tg_ex_state_str(ex->state), abort, reusable);
+    tg_ex_release_upstream(ex, reusable);
     int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
     ex->ops->done(ex->ds, close);
     recycle(ex);
@@ -336,7 +245,7 @@ long tg_exchange_reset_code(const tg_exchange_t *ex)
 
 /* Headers filters asked for: on a local reply (extra), and on any
  * response (fx.response_headers). */
-static void add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra)
+void tg_ex_add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra)
 {
     const tg_headers_t *lists[2] = { extra, &ex->fx.response_headers };
     for (int l = 0; l < 2; l++)
@@ -392,18 +301,18 @@ static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const c
 
 /* A gRPC error once the response has started: its trailers carry the
  * status (the upstream stream is cancelled). */
-static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
+void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
 {
     tg_headers_t *t = &ex->resp.trailers;
-    release_upstream(ex, 0);
+    tg_ex_release_upstream(ex, 0);
     t->n = 0;
     if (add_grpc_status(ex, t, grpc_status_for(status), message) < 0 || ex->ops->write_end(ex->ds, t) < 0) {
-        finish(ex, 1);
+        tg_ex_finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
     ex->state = EX_STREAMING;
-    finish(ex, 0);
+    tg_ex_finish(ex, 0);
 }
 
 /* A gRPC request's local reply: trailers-only (HTTP 200, the status in
@@ -417,32 +326,32 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
     r->body = TG_BODY_NONE;
     if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
         add_grpc_status(ex, &r->headers, grpc_status_for(status), message) < 0) {
-        finish(ex, 1);
+        tg_ex_finish(ex, 1);
         return;
     }
-    add_filter_headers(ex, r, &ex->fx.reply_headers);
+    tg_ex_add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local gRPC reply %d (HTTP %d): %s", grpc_status_for(status), status, message);
     ex->resp_started = 1;
     ex->reply_status = status;
     if (ex->ops->write_head(ex->ds, r) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
-        finish(ex, 1);
+        tg_ex_finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
     ex->state = EX_STREAMING;
-    finish(ex, 0);
+    tg_ex_finish(ex, 0);
 }
 
 void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 {
     if (ex->resp_started) {
         if (ex->grpc && !ex->resp_done)
-            grpc_fail_started(ex, status, message);
+            tg_ex_grpc_fail_started(ex, status, message);
         else
-            finish(ex, 1);
+            tg_ex_finish(ex, 1);
         return;
     }
-    release_upstream(ex, 0);
+    tg_ex_release_upstream(ex, 0);
     if (ex->grpc) {
         grpc_reply(ex, status, message);
         return;
@@ -464,22 +373,22 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
         r->content_length = (uint64_t)blen;
         tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
     }
-    add_filter_headers(ex, r, &ex->fx.reply_headers);
+    tg_ex_add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
     ex->bytes_out += (uint64_t)blen;
     if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
         ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
-        finish(ex, 1);
+        tg_ex_finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
     ex->state = EX_STREAMING;
     /* A request body nobody will read means the connection must close. */
-    finish(ex, 0);
+    tg_ex_finish(ex, 0);
 }
 
-/* ---- upstream request ---- */
+/* ---- the request as it goes upstream ---- */
 
 /* A random (version 4) UUID, formatted without printf. */
 static void make_request_id(tg_exchange_t *ex, char out[37])
@@ -584,56 +493,11 @@ static int prepare_request_headers(tg_exchange_t *ex)
     return 0;
 }
 
-/* Appends s to the buffer at *p. */
-static void put(char **p, const char *s, size_t n)
-{
-    memcpy(*p, s, n);
-    *p += n;
-}
-
-static int write_request_head(tg_exchange_t *ex)
-{
-    tg_request_t *req = &ex->req;
-    size_t ml = strlen(req->method), tl = strlen(req->target);
-    char *start = tg_arena_alloc(&ex->arena, ml + 1 + tl + 10), *p = start;
-    if (start == NULL)
-        return -1;
-    put(&p, req->method, ml);
-    put(&p, " ", 1);
-    put(&p, req->target, tl);
-    put(&p, " HTTP/1.1", 10); /* with the NUL */
-
-    char extra[384];
-    p = extra;
-    if (req->authority == NULL) { /* HTTP/1.0 without Host: HTTP/1.1 requires one */
-        const char *addr = ex->ep->conf->address;
-        put(&p, "host: ", 6);
-        put(&p, addr, strlen(addr));
-        put(&p, "\r\n", 2);
-    }
-    if (req->body == TG_BODY_LENGTH) {
-        put(&p, "content-length: ", 16);
-        p += tg_fmt_u64(p, req->content_length);
-        put(&p, "\r\n", 2);
-    } else if (req->body == TG_BODY_CHUNKED) {
-        put(&p, "transfer-encoding: chunked\r\n", 28);
-    } else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") || !strcmp(req->method, "PATCH")) {
-        put(&p, "content-length: 0\r\n", 19);
-    }
-    *p = '\0';
-    return tg_h1_write_head(tg_sock_out(ex->up->sock), start, &req->headers, extra);
-}
-
-/* ---- pumps: move bytes while the sink has room ---- */
-
-static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
-static void up_set_timeout(tg_exchange_t *ex, uint64_t ms);
-static int schedule_retry(tg_exchange_t *ex, unsigned cond);
-static void try_next_endpoint(tg_exchange_t *ex);
+/* ---- the request body ---- */
 
 /* Reads request body from the client into dst; a framing error or an
  * oversized body becomes a local reply. Returns -1 if the exchange ended. */
-static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
+ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
 {
     int err = 0;
     ssize_t n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
@@ -653,430 +517,7 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
     return n;
 }
 
-/* Appends src to out by reference (no copy; src keeps its data), framed
- * for the upstream. */
-static int send_reference(tg_exchange_t *ex, struct evbuffer *out, struct evbuffer *src)
-{
-    size_t len = evbuffer_get_length(src);
-    if (len == 0)
-        return 0;
-    if (ex->up_req_body == TG_BODY_CHUNKED) {
-        char hdr[24];
-        size_t n = (size_t)snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-        if (evbuffer_add(out, hdr, n) < 0 || evbuffer_add_buffer_reference(out, src) < 0 ||
-            evbuffer_add(out, "\r\n", 2) < 0)
-            return -1;
-        return 0;
-    }
-    return evbuffer_add_buffer_reference(out, src);
-}
-
-/* The request body is kept for replay (in body_buf) while it all fits in
- * TG_EXCHANGE_HWM and either it is all here or the route may retry. */
-#define REPLAY_MAX TG_EXCHANGE_HWM
-
-/* Sends one piece of body (data: body_buf at the start of an attempt, or a
- * newly read piece in scratch). Kept pieces go by reference and join
- * body_buf; once the body outgrows the replay buffer it is only moved. */
-static int send_body_piece(tg_exchange_t *ex, struct evbuffer *out, struct evbuffer *piece)
-{
-    ex->req_sent_any = 1;
-    if (piece == ex->body_buf)
-        return ex->body_kept ? send_reference(ex, out, piece) : tg_h1_write_body(out, ex->up_req_body, piece);
-    if (ex->body_kept && evbuffer_get_length(ex->body_buf) + evbuffer_get_length(piece) <= REPLAY_MAX) {
-        if (send_reference(ex, out, piece) < 0)
-            return -1;
-        return evbuffer_add_buffer(ex->body_buf, piece);
-    }
-    if (ex->body_kept) { /* too large to replay from here on */
-        ex->body_kept = 0;
-        evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
-    }
-    return tg_h1_write_body(out, ex->up_req_body, piece);
-}
-
-/* Client -> upstream. Returns -1 if the exchange was finished. */
-static int pump_request(tg_exchange_t *ex)
-{
-    if ((ex->up == NULL && ex->h2s == NULL) || ex->req_sent || ex->state == EX_CONNECTING ||
-        ex->state == EX_ROUTING)
-        return 0;
-    struct evbuffer *out = ex->h2s ? tg_h2_stream_out(ex->h2s) : tg_sock_out(ex->up->sock);
-    if (!ex->body_started) {
-        /* Start of an attempt. Keep the body for replay (a stale pooled
-         * connection, a retry) when it is all here or the route retries,
-         * until the response starts. */
-        ex->body_started = 1;
-        if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
-            (ex->req_done || ex->retry != NULL) && (!ex->req_sent_any || ex->body_kept))
-            ex->body_kept = 1;
-        if (evbuffer_get_length(ex->body_buf) > 0 && send_body_piece(ex, out, ex->body_buf) < 0) {
-            tg_exchange_reply(ex, 500, "out of memory");
-            return -1;
-        }
-    }
-    int fin = ex->req_done;
-    while (!fin && evbuffer_get_length(out) < TG_EXCHANGE_HWM) {
-        ssize_t n = read_request_body(ex, ex->scratch, TG_EXCHANGE_HWM - evbuffer_get_length(out), &fin);
-        if (n < 0)
-            return -1;
-        if (n > 0) {
-            ex->bytes_in += (uint64_t)n;
-            if (ex->h2s != NULL && ex->state == EX_STREAMING)
-                up_set_timeout(ex, ex->route->idle_timeout_ms); /* the call is alive */
-            if (send_body_piece(ex, out, ex->scratch) < 0) {
-                tg_exchange_reply(ex, 500, "out of memory");
-                return -1;
-            }
-        }
-        if (n == 0)
-            break;
-    }
-    if (fin) {
-        ex->req_done = 1;
-        ex->req_sent = 1;
-        if (ex->state == EX_TUNNEL) {
-            /* the client closed its side of the tunnel: so do we */
-            finish(ex, 1);
-            return -1;
-        }
-        if (ex->h2s) {
-            tg_h2_stream_end(ex->h2s);
-            return 0;
-        }
-        tg_h1_write_end(out, ex->up_req_body, NULL);
-        tg_sock_flush_now(ex->up->sock); /* the request is complete */
-        return 0;
-    }
-    if (ex->h2s)
-        tg_h2_stream_flush(ex->h2s);
-    else
-        tg_sock_flush(ex->up->sock);
-    return 0;
-}
-
-/* Upstream inactivity bound: the socket's timeout for HTTP/1, the
- * exchange's own timer for an HTTP/2 stream (its connection is shared). */
-static void up_set_timeout(tg_exchange_t *ex, uint64_t ms)
-{
-    if (ex->h2s == NULL) {
-        tg_sock_set_timeout(ex->up->sock, ms);
-        return;
-    }
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    if (ms)
-        evtimer_add(ex->timer, &tv);
-    else
-        evtimer_del(ex->timer);
-}
-
-/* Upstream -> client. Returns -1 if the exchange was finished. */
-static int pump_response(tg_exchange_t *ex)
-{
-    tg_sock_t *sock = ex->up ? ex->up->sock : NULL;
-    while (!ex->resp_done) {
-        size_t pending = ex->ops->pending(ex->ds);
-        if (pending >= TG_EXCHANGE_HWM)
-            break;
-        int fin = 0;
-        ssize_t n;
-        if (ex->h2s != NULL) {
-            n = tg_h2_stream_read(ex->h2s, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
-            if (n > 0)
-                up_set_timeout(ex, ex->route->idle_timeout_ms);
-        } else {
-            n = tg_h1_read_body(&ex->up_reader, tg_sock_in(sock), ex->scratch, TG_EXCHANGE_HWM - pending, ex->up_eof,
-                                &fin);
-            tg_sock_consumed(sock);
-        }
-        if (n < 0) {
-            tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address,
-                    ex->up_reader.error_msg ? ex->up_reader.error_msg : "?");
-            finish(ex, 1);
-            return -1;
-        }
-        ex->bytes_out += n > 0 ? (uint64_t)n : 0;
-        if (ex->body_hooks && (n > 0 || fin) && ex->fx.req != NULL)
-            tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, ex->scratch, fin);
-        if (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
-            finish(ex, 1);
-            return -1;
-        }
-        if (fin) {
-            if (ex->state == EX_TUNNEL) {
-                finish(ex, 1);
-                return -1;
-            }
-            ex->ops->write_end(ex->ds, &ex->resp.trailers);
-            ex->resp_done = 1;
-        }
-        if (n == 0)
-            break;
-    }
-    if (ex->resp_done) {
-        finish(ex, 0);
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- upstream events ---- */
-
-static void on_up_sock(tg_sock_t *s, int events, void *arg);
-
-/* Returns -1 if the exchange was finished. */
-static int on_response_head(tg_exchange_t *ex)
-{
-    tg_response_t *resp = &ex->resp;
-    const tg_header_t *upg = tg_headers_get(&resp->headers, "upgrade");
-    const char *upgrade = upg ? upg->value : NULL;
-    if (resp->status == 101 && (!ex->req.upgrade || upgrade == NULL)) {
-        fail_upstream(ex, UP_RESET, "101 response to a request without Upgrade");
-        return -1;
-    }
-    tg_headers_strip_hop_by_hop(&resp->headers);
-    tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, resp);
-    add_filter_headers(ex, resp, NULL);
-    if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
-        (upgrade && resp->status == 101 &&
-         tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
-        tg_exchange_reply(ex, 500, "out of memory");
-        return -1;
-    }
-    ex->resp_started = 1;
-    if (ex->ops->write_head(ex->ds, resp) < 0) {
-        finish(ex, 1);
-        return -1;
-    }
-    const tg_route_conf_t *r = ex->route;
-    if (resp->status == 101) {
-        ex->state = EX_TUNNEL;
-        ex->req_done = 0;
-        ex->req_sent = 0;
-        ex->up_req_body = TG_BODY_TUNNEL;
-        up_set_timeout(ex, r->idle_timeout_ms);
-        if (pump_request(ex) < 0)
-            return -1;
-    } else {
-        ex->state = EX_STREAMING;
-        up_set_timeout(ex, r->idle_timeout_ms);
-    }
-    return pump_response(ex);
-}
-
-/* Returns -1 if the exchange was finished. */
-static int head_received(tg_exchange_t *ex);
-
-static int read_response_head(tg_exchange_t *ex)
-{
-    tg_sock_t *sock = ex->up->sock;
-    struct evbuffer *in = tg_sock_in(sock);
-    for (;;) {
-        memset(&ex->resp, 0, sizeof(ex->resp));
-        tg_h1_result_t r = tg_h1_read_response_head(&ex->up_reader, in, ex->snap->cfg->limits.max_header_bytes,
-                                                   &ex->arena, &ex->resp, ex->req.is_head);
-        tg_sock_consumed(sock);
-        if (r == TG_H1_AGAIN) {
-            if (!ex->up_eof)
-                return 0;
-            fail_upstream(ex, UP_RESET, evbuffer_get_length(in) ? "truncated response head"
-                                                                 : "connection closed before a response");
-            return -1;
-        }
-        if (r == TG_H1_ERROR) {
-            tg_warn("upstream %s: %s", ex->ep->conf->address, ex->up_reader.error_msg);
-            ex->req_sent_any = 1; /* the upstream answered: do not retry */
-            fail_upstream(ex, UP_RESET, ex->up_reader.error_msg);
-            return -1;
-        }
-        if (ex->resp.status >= 100 && ex->resp.status < 200 && ex->resp.status != 101) {
-            tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
-            continue;
-        }
-        ex->up_reader.trailers = &ex->resp.trailers; /* chunked trailers, for the client */
-        return head_received(ex);
-    }
-}
-
-/* The final response head is in ex->resp (either protocol). Returns -1 if
- * the exchange was finished. */
-static int head_received(tg_exchange_t *ex)
-{
-    {
-        report_health(ex, ex->resp.status < 500);
-        ex->t_head = now_us();
-        if (ex->retry != NULL) {
-            const tg_header_t *gs = tg_headers_get(&ex->resp.headers, "grpc-status");
-            if (tg_retry_on_status(ex->retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
-                return -1;
-        }
-        if (ex->body_kept) { /* the upstream answered: no replay from here on */
-            evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
-            ex->body_kept = 0;
-        }
-        return on_response_head(ex);
-    }
-}
-
-/* gRPC: the time left before the call's deadline goes upstream in
- * grpc-timeout (milliseconds while they fit the spec's 8 digits). */
-static int forward_grpc_timeout(tg_exchange_t *ex)
-{
-    if (ex->deadline_us == 0)
-        return 0;
-    uint64_t now = now_us(), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
-    char *v = tg_arena_alloc(&ex->arena, 16);
-    if (v == NULL)
-        return -1;
-    uint64_t ms = (left + 999) / 1000;
-    size_t n = ms < 100000000 ? tg_fmt_u64(v, ms) : tg_fmt_u64(v, ms / 1000);
-    v[n] = ms < 100000000 ? 'm' : 'S';
-    v[n + 1] = '\0';
-    return tg_headers_set(&ex->req.headers, &ex->arena, "grpc-timeout", v);
-}
-
-/* Sends the request head on the attempt's HTTP/2 stream. Returns -1 if
- * the exchange was finished. */
-static int start_h2_request(tg_exchange_t *ex)
-{
-    tg_request_t *req = &ex->req;
-    const char *authority = req->authority ? req->authority : ex->ep->conf->address;
-    int end_stream = ex->req_done && evbuffer_get_length(ex->body_buf) == 0;
-    if (forward_grpc_timeout(ex) < 0 ||
-        tg_h2_stream_start(ex->h2s, req, authority, ex->te_trailers || ex->grpc, end_stream) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
-        return -1;
-    }
-    if (end_stream) {
-        ex->body_started = 1;
-        ex->req_sent = 1;
-    }
-    /* A gRPC call is bounded by its deadline and by silence (the route's
-     * idle_timeout), never by the route timeout meant for ordinary
-     * requests: a stream may legitimately wait long for its first answer. */
-    uint64_t ms = ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
-                  : ex->deadline_us                          ? 0
-                  : ex->grpc                                 ? ex->route->idle_timeout_ms
-                                                             : ex->route->timeout_ms;
-    up_set_timeout(ex, ms);
-    return pump_request(ex);
-}
-
-static void on_connected(tg_exchange_t *ex)
-{
-    ex->state = EX_WAIT_HEAD;
-    tg_counter_add(&ep_stats(ex)->requests, 1);
-    ex->t_sent = ex->up_fresh ? now_us() : ex->t_connect; /* a pooled connection: the same instant */
-    if (ex->up_fresh)
-        ex->connect_us = ex->t_sent - ex->t_connect;
-    if (ex->h2s != NULL) {
-        start_h2_request(ex);
-        return;
-    }
-    tg_sock_t *sock = ex->up->sock;
-    tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
-    if (write_request_head(ex) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
-        return;
-    }
-    tg_sock_flush(sock);
-    tg_sock_set_read_limit(sock, TG_EXCHANGE_HWM);
-    tg_sock_set_write_lowat(sock, TG_EXCHANGE_HWM / 2);
-    tg_sock_set_timeout(sock, ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
-                                                                          : ex->route->timeout_ms);
-    if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE && !ex->req_done)
-        ex->ops->send_continue(ex->ds);
-    if (pump_request(ex) < 0)
-        return;
-    /* a pooled connection may already hold bytes (or EOF) */
-    if (evbuffer_get_length(tg_sock_in(sock)) > 0)
-        read_response_head(ex);
-}
-
-static void on_up_sock(tg_sock_t *s, int events, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    if (events & TG_SOCK_ERROR) {
-        char why[160];
-        fail_upstream(ex, ex->state == EX_CONNECTING ? UP_CONNECT_FAILED : UP_RESET,
-                      tg_sock_tls_error(s, why, sizeof(why)));
-        return;
-    }
-    if (events & TG_SOCK_CONNECTED) {
-        on_connected(ex);
-        return;
-    }
-    if (events & TG_SOCK_TIMEOUT) {
-        if (ex->state == EX_CONNECTING)
-            fail_upstream(ex, UP_CONNECT_TIMEOUT, "connect timeout");
-        else
-            fail_upstream(ex, UP_TIMEOUT, ex->state == EX_WAIT_HEAD ? "response timeout" : "idle timeout");
-        return;
-    }
-    if (events & TG_SOCK_EOF)
-        ex->up_eof = 1;
-    if (events & (TG_SOCK_READ | TG_SOCK_EOF)) {
-        int r = 0;
-        if (ex->state == EX_WAIT_HEAD)
-            r = read_response_head(ex);
-        else if (ex->state == EX_STREAMING || ex->state == EX_TUNNEL)
-            r = pump_response(ex);
-        if (r < 0)
-            return;
-    }
-    if (events & TG_SOCK_WRITE)
-        pump_request(ex);
-}
-
-/* An HTTP/2 upstream stream failed. */
-static void on_h2_reset(tg_exchange_t *ex)
-{
-    int refused = 0;
-    const char *why = NULL;
-    uint32_t code = tg_h2_stream_error(ex->h2s, &refused, &why);
-    if (ex->state == EX_CONNECTING) {
-        fail_upstream(ex, strstr(why, "timed out") ? UP_CONNECT_TIMEOUT : UP_CONNECT_FAILED, why);
-        return;
-    }
-    if (refused && ex->refusals < 3 && !ex->resp_started) {
-        /* Never processed (REFUSED_STREAM, or past a GOAWAY): like a stale
-         * pooled connection, it goes again on another connection. */
-        ex->refusals++;
-        ex->up_refused = 1;
-        fail_upstream(ex, UP_RESET, why);
-        return;
-    }
-    if (tg_h2_stream_peer_reset(ex->h2s))
-        ex->reset_code = (long)code;
-    fail_upstream(ex, UP_RESET, why);
-}
-
-static void on_h2_event(tg_h2_stream_t *s, int events, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    if (events & TG_H2S_RESET) {
-        on_h2_reset(ex);
-        return;
-    }
-    if (events & TG_H2S_CONNECTED) {
-        if (ex->state == EX_CONNECTING)
-            on_connected(ex);
-        return; /* anything else comes later */
-    }
-    if ((events & TG_H2S_HEAD) && ex->state == EX_WAIT_HEAD && head_received(ex) < 0)
-        return;
-    if ((events & (TG_H2S_DATA | TG_H2S_END)) && ex->state == EX_STREAMING && pump_response(ex) < 0)
-        return;
-    if (events & TG_H2S_WRITABLE)
-        pump_request(ex);
-}
-
-static void on_up_timer(evutil_socket_t fd, short what, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    if (ex->state == EX_WAIT_HEAD || ex->state == EX_STREAMING)
-        fail_upstream(ex, UP_TIMEOUT, ex->state == EX_WAIT_HEAD ? "response timeout" : "idle timeout");
-}
+/* ---- gRPC deadlines ---- */
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
@@ -1085,230 +526,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     tg_exchange_reply(ex, 504, "deadline exceeded");
 }
 
-static tg_route_stats_t *route_stats(tg_exchange_t *ex)
-{
-    const tg_snapshot_t *s = ex->snap;
-    return &ex->w->stats->routes[s->route_slot[ex->route - s->cfg->routes]];
-}
-
-/* Starts another round of attempts after a backoff, if the route's retry
- * policy covers this failure (cond: TG_RETRY_* bits, or 0 when the status
- * check was already made), nothing went to the client yet, tries are
- * left, the method may be retried, the body can be replayed, and the
- * worker's retry budget allows. Returns 1 if a retry is scheduled. */
-static int schedule_retry(tg_exchange_t *ex, unsigned cond)
-{
-    const tg_retry_policy_t *p = ex->retry;
-    if (p == NULL || ex->resp_started || (cond && !(p->on & cond)) || ex->retries + 1 >= p->attempts ||
-        !tg_retry_method_allowed(p, ex->req.method))
-        return 0;
-    tg_worker_t *w = ex->w;
-    if (!ex->req_done || (ex->req_sent_any && !ex->body_kept)) {
-        tg_counter_add(&route_stats(ex)->retries_skipped, 1);
-        tg_debug("retry: %s %s not retried: its body is larger than the replay buffer", ex->req.method,
-                 ex->req.target);
-        return 0;
-    }
-    unsigned budget = w->active_exchanges * p->budget_percent / 100;
-    if (!ex->in_retry && w->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
-        tg_counter_add(&route_stats(ex)->retries_skipped, 1);
-        tg_debug("retry: budget spent (%u retrying of %u in flight)", w->retrying, w->active_exchanges);
-        return 0;
-    }
-    if (!ex->in_retry) {
-        ex->in_retry = 1;
-        w->retrying++;
-    }
-    ex->retries++;
-    tg_counter_add(&route_stats(ex)->retries, 1);
-    release_upstream(ex, 0);
-    ex->state = EX_ROUTING;
-    uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(w));
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
-    evtimer_add(ex->retry_ev, &tv);
-    return 1;
-}
-
-/* An upstream attempt failed. Before anything was sent that cannot be
- * replayed, move on to the next endpoint; otherwise answer 502/504, or
- * cut the client off if its response has already started. */
-static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
-{
-    const char *addr = ex->ep ? ex->ep->conf->address : "?";
-    int reused = (ex->up && ex->up->reused) || ex->up_refused;
-    tg_debug("upstream %s: %s (state %s)", addr, what, state_str(ex->state));
-    if (ex->ep != NULL) {
-        tg_endpoint_stats_t *st = ep_stats(ex);
-        if (err == UP_CONNECT_FAILED || err == UP_CONNECT_TIMEOUT)
-            tg_counter_add(&st->connect_failures, 1);
-        else if (err == UP_TIMEOUT)
-            tg_counter_add(&st->timeouts, 1);
-        else if (!reused || ex->state != EX_WAIT_HEAD)
-            tg_counter_add(&st->resets, 1);
-        if (!(reused && ex->state == EX_WAIT_HEAD && err == UP_RESET))
-            report_health(ex, 0); /* a stale pooled connection is not the endpoint's fault */
-    }
-    release_upstream(ex, 0);
-    ex->last_error = err;
-    /* Nothing reached the upstream that cannot be sent again: a connect
-     * failure; a reset before any response byte of a request whose body
-     * was not sent; or a pooled connection the upstream had closed, with
-     * the whole body kept for replay. */
-    int retriable = ex->state == EX_CONNECTING ||
-                    (ex->state == EX_WAIT_HEAD && err == UP_RESET &&
-                     (!ex->req_sent_any || (reused && ex->body_kept)));
-    if (retriable) {
-        if (ex->state == EX_CONNECTING)
-            tg_warn("upstream %s: %s", addr, what);
-        if (reused)
-            ex->attempts--; /* a stale pooled connection does not count as a try */
-        try_next_endpoint(ex);
-        return;
-    }
-    if (ex->resp_started) {
-        if (ex->grpc && ex->reset_code < 0) /* the connection died: the call is UNAVAILABLE */
-            grpc_fail_started(ex, 503, what);
-        else
-            finish(ex, 1); /* relays the upstream's RST_STREAM code, if any */
-        return;
-    }
-    tg_warn("upstream %s: %s", addr, what);
-    if (schedule_retry(ex, err == UP_TIMEOUT ? TG_RETRY_TIMEOUT : TG_RETRY_RESET))
-        return;
-    if (err == UP_TIMEOUT)
-        tg_exchange_reply(ex, 504, "upstream timed out");
-    else
-        tg_exchange_reply(ex, 502, "upstream connection failed");
-}
-
-/* The endpoints this exchange may try, in order: round-robin over those
- * health checks and outlier detection allow (all of them with
- * ignore_health), starting at this exchange's draw, each once. */
-static void reverse(size_t *a, size_t from, size_t to)
-{
-    while (from + 1 < to) {
-        size_t t = a[from];
-        a[from++] = a[--to];
-        a[to] = t;
-    }
-}
-
-static int build_order(tg_exchange_t *ex)
-{
-    tg_cluster_t *c = ex->cluster;
-    uint64_t now = tg_health_now_ms();
-    if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
-        return -1;
-    size_t k = 0;
-    for (size_t i = 0; i < c->n_endpoints; i++) /* one pass: health may change meanwhile */
-        if (ex->ignore_health || tg_health_usable(ex->w->health, c->endpoints[i].slot, now))
-            ex->order[k++] = i;
-    if (k > 1) { /* rotate left by the draw: three reversals */
-        size_t shift = ex->rr % k;
-        reverse(ex->order, 0, shift);
-        reverse(ex->order, shift, k);
-        reverse(ex->order, 0, k);
-    }
-    ex->n_order = k;
-    ex->attempts = 0;
-    return 0;
-}
-
-/* Tries the next endpoint of the exchange's order. */
-static void try_next_endpoint(tg_exchange_t *ex)
-{
-    tg_cluster_t *c = ex->cluster;
-    for (;;) {
-        while (ex->attempts < ex->n_order) {
-            ex->ep = &c->endpoints[ex->order[ex->attempts++]];
-            ex->tried++;
-            ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
-            ex->body_started = 0;
-            ex->up_eof = 0;
-            /* A body that is not all here could not be replayed should a
-             * pooled connection turn out stale: it gets a new connection. */
-            int replayable = ex->req_done && !ex->req_sent_any;
-            int fresh = 0;
-            ex->last_ep = ex->ep;
-            ex->t_connect = now_us();
-            ex->connect_us = 0;
-            ex->up_refused = 0;
-            if (c->conf->protocol != TG_PROTO_HTTP1) {
-                memset(&ex->resp, 0, sizeof(ex->resp));
-                ex->h2s = tg_h2_open(ex->w, ex->snap, c, ex->ep, &ex->resp, &ex->arena, on_h2_event, ex, &fresh);
-                if (ex->h2s == NULL) {
-                    tg_warn("upstream %s: connect failed", ex->ep->conf->address);
-                    tg_counter_add(&ep_stats(ex)->connect_failures, 1);
-                    report_health(ex, 0);
-                    ex->last_error = UP_CONNECT_FAILED;
-                    continue;
-                }
-                ex->up_fresh = fresh != 0;
-                if (fresh)
-                    ex->state = EX_CONNECTING;
-                else
-                    on_connected(ex);
-                return;
-            }
-            ex->up = tg_upstream_acquire(ex->w, ex->cluster, ex->ep, replayable, &fresh);
-            if (ex->up == NULL) {
-                tg_warn("upstream %s: connect failed", ex->ep->conf->address);
-                tg_counter_add(&ep_stats(ex)->connect_failures, 1);
-                report_health(ex, 0);
-                ex->last_error = UP_CONNECT_FAILED;
-                continue;
-            }
-            tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
-            ex->up_fresh = fresh != 0;
-            if (fresh) {
-                ex->state = EX_CONNECTING;
-                tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
-            } else {
-                on_connected(ex);
-            }
-            return;
-        }
-        if (ex->tried > 0 || ex->ignore_health || !c->conf->all_unhealthy_try_all)
-            break;
-        ex->ignore_health = 1; /* every endpoint is unhealthy: try them all anyway */
-        if (build_order(ex) < 0)
-            break;
-    }
-    if (ex->tried > 0) {
-        unsigned cond = ex->last_error == UP_RESET ? TG_RETRY_RESET : TG_RETRY_CONNECT_FAILURE;
-        if (ex->last_error == UP_CONNECT_TIMEOUT)
-            cond |= TG_RETRY_TIMEOUT;
-        if (schedule_retry(ex, cond))
-            return;
-    }
-    ex->ep = NULL;
-    ex->state = EX_ROUTING;
-    if (ex->tried == 0)
-        tg_exchange_reply(ex, 503, "no healthy upstream endpoint");
-    else if (ex->last_error == UP_CONNECT_TIMEOUT)
-        tg_exchange_reply(ex, 504, "upstream connect timed out");
-    else if (ex->last_error == UP_RESET)
-        tg_exchange_reply(ex, 502, "upstream connection failed");
-    else
-        tg_exchange_reply(ex, 503, "no upstream endpoint available");
-}
-
-static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    ex->rr += 1; /* start the new round on another endpoint */
-    if (build_order(ex) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
-        return;
-    }
-    try_next_endpoint(ex);
-}
-
 /* ---- entry points from the downstream ---- */
 
-static int run_filters(tg_exchange_t *ex, size_t from);
-static void after_filters(tg_exchange_t *ex);
 
 /* grpc-timeout (RFC: 1-8 digits and a unit H M S m u n) in microseconds;
  * 0 if absent or malformed. */
@@ -1351,7 +570,7 @@ static void start_grpc_deadline(tg_exchange_t *ex)
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
-    ex->start_us = now_us();
+    ex->start_us = tg_ex_now_us();
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
@@ -1435,7 +654,7 @@ static void after_filters(tg_exchange_t *ex)
      * malformed or oversized body is refused without bothering one. */
     if (!ex->req_done) {
         int fin = 0;
-        ssize_t n = read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin);
+        ssize_t n = tg_ex_read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin);
         if (n < 0)
             return;
         ex->bytes_in += (uint64_t)n;
@@ -1443,20 +662,20 @@ static void after_filters(tg_exchange_t *ex)
     }
     ex->retry = tg_retry_policy(&cfg->filters, &ex->route->filters);
     ex->rr = tg_cluster_rr_next(ex->cluster);
-    if (build_order(ex) < 0) {
+    if (tg_ex_build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
-    try_next_endpoint(ex);
+    tg_ex_try_next_endpoint(ex);
 }
 
 void tg_exchange_on_request_data(tg_exchange_t *ex)
 {
-    pump_request(ex);
+    tg_ex_pump_request(ex);
 }
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
 {
     if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && (ex->up != NULL || ex->h2s != NULL))
-        pump_response(ex);
+        tg_ex_pump_response(ex);
 }

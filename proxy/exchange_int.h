@@ -1,0 +1,128 @@
+/*
+ * proxy/exchange_int.h — the exchange's internals, shared by its two
+ * halves and by nothing else: exchange.c (lifetime, the request side,
+ * filters, local replies, gRPC deadlines) and exchange_upstream.c (the
+ * upstream stage: endpoint order, attempts over HTTP/1 leases or HTTP/2
+ * streams, the two pumps, response heads, failover and retries). Other
+ * modules use proxy/exchange.h.
+ */
+#ifndef TG_PROXY_EXCHANGE_INT_H
+#define TG_PROXY_EXCHANGE_INT_H
+
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "filters/filter.h"
+#include "filters/retry.h"
+#include "proxy/cluster.h"
+#include "proxy/exchange.h"
+#include "proxy/h1_codec.h"
+#include "proxy/h2_client.h"
+#include "proxy/upstream.h"
+#include "tls/context.h"
+
+#include <event2/util.h>
+
+struct event;
+
+typedef enum {
+    EX_ROUTING = 0,
+    EX_CONNECTING,
+    EX_WAIT_HEAD,
+    EX_STREAMING,
+    EX_TUNNEL,
+} ex_state_t;
+
+typedef enum {
+    UP_OK = 0,
+    UP_CONNECT_FAILED,
+    UP_CONNECT_TIMEOUT,
+    UP_RESET,
+    UP_TIMEOUT,
+} up_error_t;
+
+struct tg_exchange {
+    tg_exchange_t *next_free;
+    tg_worker_t *w;
+    tg_snapshot_t *snap;
+    tg_arena_t arena;
+    struct evbuffer *scratch;
+    struct evbuffer *body_buf;  /* request body read before an upstream was ready */
+    const tg_downstream_ops_t *ops;
+    void *ds;
+    ex_state_t state;
+
+    tg_request_t req;
+    tg_response_t resp;
+    const tg_route_conf_t *route;
+    tg_cluster_t *cluster;
+    const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
+    unsigned retries;           /* retry rounds started */
+    struct event *retry_ev;     /* backoff timer (kept across recycling) */
+    unsigned rr;                /* this exchange's round-robin draw */
+    size_t *order, n_order;     /* endpoints to try, in order (arena) */
+    size_t attempts, tried;
+    unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
+    const tg_endpoint_t *ep;
+    const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
+    up_error_t last_error;
+
+    tg_upconn_t *up;            /* HTTP/1 upstreams: the leased connection */
+    tg_h2_stream_t *h2s;        /* HTTP/2 upstreams: the stream */
+    struct event *timer;        /* HTTP/2 upstreams: response / idle timeout (kept across recycling) */
+    struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
+    uint64_t deadline_us;       /* monotonic; 0: none */
+    long reset_code;            /* the upstream's RST_STREAM code, or -1 */
+    unsigned refusals;          /* HTTP/2 streams the upstream refused (retried) */
+    tg_h1_reader_t up_reader;
+    tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
+
+    size_t listener;
+    tg_filter_exchange_t fx;    /* the filters' view of this exchange */
+    int64_t start_unix_us;      /* wall clock, for logs */
+    uint64_t t_connect, t_sent, t_head; /* monotonic us of the last attempt's phases */
+    uint64_t connect_us;        /* last attempt's connect time (0: pooled) */
+    uint64_t bytes_in, bytes_out;
+    uint64_t start_us;          /* monotonic, when the request head was complete */
+    const char *scheme;
+    const tg_tls_peer_t *peer;  /* TLS connections: the client certificate's identity */
+    char client_addr[INET6_ADDRSTRLEN];
+
+    unsigned req_done : 1;      /* request body fully read from the client */
+    unsigned req_sent : 1;      /* request fully written toward the upstream */
+    unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
+    unsigned body_kept : 1;     /* the whole body went by reference: replayable */
+    unsigned in_retry : 1;      /* counted in the worker's retry budget */
+    unsigned body_started : 1;  /* this attempt already sent body_buf */
+    unsigned paused : 1;        /* a filter paused the request chain */
+    unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
+    unsigned resp_started : 1;  /* response head sent to the client */
+    unsigned resp_done : 1;
+    unsigned up_eof : 1;
+    unsigned close_ds : 1;
+    unsigned grpc : 1;          /* content-type application/grpc*: gRPC replies and deadlines */
+    unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
+    unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
+    unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
+    int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
+};
+
+/* exchange.c */
+void tg_ex_finish(tg_exchange_t *ex, int abort);
+uint64_t tg_ex_now_us(void);
+void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message);
+void tg_ex_add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra);
+ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin);
+const char *tg_ex_state_str(ex_state_t s);
+
+/* exchange_upstream.c */
+void tg_ex_release_upstream(tg_exchange_t *ex, int reusable);
+int tg_ex_pump_request(tg_exchange_t *ex);
+int tg_ex_pump_response(tg_exchange_t *ex);
+void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
+void tg_ex_on_up_timer(evutil_socket_t fd, short what, void *arg);
+int tg_ex_build_order(tg_exchange_t *ex);
+void tg_ex_try_next_endpoint(tg_exchange_t *ex);
+
+#endif
