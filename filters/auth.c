@@ -24,6 +24,11 @@
 
 typedef struct auth_conf {
     EVP_MD *sha256;             /* fetched once: OpenSSL 3 one-shot calls re-fetch each time */
+    /* One digest context per worker (index fx->worker; workers <= 256),
+     * made on that worker's first request and reused: EVP_Digest would
+     * allocate and free a context per request. Only its worker touches a
+     * slot; destroy frees them. */
+    EVP_MD_CTX *md_ctx[256];
     tg_auth_secret_t *bearer;
     size_t n_bearer;
     tg_auth_secret_t *keys;
@@ -57,11 +62,16 @@ long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presen
 }
 
 /* The hot-path variant, with the digest implementation fetched at load. */
-static long conf_match(const auth_conf_t *c, const tg_auth_secret_t *secrets, size_t n, const char *presented)
+static long conf_match(auth_conf_t *c, unsigned worker, const tg_auth_secret_t *secrets, size_t n,
+                       const char *presented)
 {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dl = 0;
-    if (EVP_Digest(presented, strlen(presented), d, &dl, c->sha256, NULL) != 1 || dl != 32)
+    EVP_MD_CTX **ctx = &c->md_ctx[worker % 256];
+    if (*ctx == NULL && (*ctx = EVP_MD_CTX_new()) == NULL)
+        return -1;
+    if (EVP_DigestInit_ex2(*ctx, c->sha256, NULL) != 1 || EVP_DigestUpdate(*ctx, presented, strlen(presented)) != 1 ||
+        EVP_DigestFinal_ex(*ctx, d, &dl) != 1 || dl != 32)
         return -1;
     return match_digest(secrets, n, d);
 }
@@ -80,6 +90,8 @@ static void auth_destroy(void *p)
     auth_conf_t *c = p;
     if (c == NULL)
         return;
+    for (size_t i = 0; i < 256; i++)
+        EVP_MD_CTX_free(c->md_ctx[i]);
     free_secrets(c->bearer, c->n_bearer);
     free_secrets(c->keys, c->n_keys);
     free(c->key_header);
@@ -359,7 +371,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if (c->n_bearer && (match = conf_match(c, c->bearer, c->n_bearer, tok)) >= 0)
+        if (c->n_bearer && (match = conf_match(c, fx->worker, c->bearer, c->n_bearer, tok)) >= 0)
             name = c->bearer[match].name;
         else if (c->jwt)
             jwt_error = tg_jwt_verify(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name);
@@ -372,7 +384,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         const char *key = kh ? kh->value : c->key_query ? query_param(fx->req->target, c->key_query, buf, sizeof(buf)) : NULL;
         if (key != NULL) {
             presented = 1;
-            if ((match = conf_match(c, c->keys, c->n_keys, key)) >= 0) {
+            if ((match = conf_match(c, fx->worker, c->keys, c->n_keys, key)) >= 0) {
                 name = c->keys[match].name;
                 if (c->strip && kh)
                     tg_headers_remove(h, c->key_header);
