@@ -64,6 +64,11 @@ static int on_trailer(tg_h1_reader_t *r, const char *at, size_t len, int is_valu
 {
     if (r->trailers == NULL)
         return 0;
+    for (size_t i = 0; i < len; i++) { /* the same rules as head fields: nothing to smuggle */
+        unsigned char c = (unsigned char)at[i];
+        if (is_value ? ((c < 0x20 && c != '\t') || c == 0x7f) : !tg_http_is_tchar(c))
+            return fail(r, 400, "invalid character in a trailer field"), -1;
+    }
     r->trailer_bytes += len;
     if (r->trailer_bytes > MAX_TRAILER_BYTES || r->trailers->n >= MAX_HEADERS)
         return fail(r, 400, "trailer section too large"), -1;

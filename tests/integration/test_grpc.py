@@ -640,6 +640,61 @@ clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:{backend_port}] }}]
             b.close()
             self.finish(gw)
 
+    def test_idle_upstream_connections_close(self):
+        def plan(index, sid, conn, send, lock):
+            with lock:
+                conn.send_headers(sid, [(":status", "200")])
+                conn.send_data(sid, b"ok", end_stream=True)
+            send()
+        b = ScriptedH2Backend(plan)
+        port, aport = harness.free_port(), harness.free_port()
+        gw = harness.Gateway(f"""
+workers: 1
+admin: {{ listen: 127.0.0.1:{aport} }}
+listeners: [{{ name: l, listen: 127.0.0.1:{port} }}]
+routes: [{{ name: r, cluster: c }}]
+clusters: [{{ name: c, protocol: h2c, idle_timeout: 300ms, endpoints: [127.0.0.1:{b.port}] }}]
+""", port=port)
+        try:
+            def active():
+                text = harness.curl(f"http://127.0.0.1:{aport}/metrics")[1].decode()
+                return harness.metric(text, "tollgate_upstream_connections_active", cluster="c",
+                                      endpoint=f"127.0.0.1:{b.port}")
+            self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/a")[1], b"ok")
+            self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/b")[1], b"ok")
+            self.assertEqual(b.connections, 1)  # both on one multiplexed connection
+            self.assertTrue(wait_for(lambda: active() == 0, 5), "idle connection not closed")
+            self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/c")[1], b"ok")
+            self.assertEqual(b.connections, 2)
+        finally:
+            b.close()
+            self.finish(gw)
+
+    def test_retry_on_grpc_unavailable(self):
+        calls = []
+
+        def plan(index, sid, conn, send, lock):
+            calls.append(sid)
+            with lock:
+                if len(calls) == 1:  # the first call: trailers-only UNAVAILABLE
+                    conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                            ("grpc-status", "14"), ("grpc-message", "try later")], end_stream=True)
+                else:
+                    conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+                    conn.send_data(sid, harness.grpc_frame(b"second time"))
+                    conn.send_headers(sid, [("grpc-status", "0")], end_stream=True)
+            send()
+        b = ScriptedH2Backend(plan)
+        gw, port = self.gateway_for(b.port, extra=""", filters: [{ retry: { attempts: 3, on: [unavailable],
+                                           backoff: { base: 10ms, max: 50ms }, methods: [POST] } }]""")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                self.assertEqual(ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=10), b"second time")
+            self.assertEqual(len(calls), 2)
+        finally:
+            b.close()
+            self.finish(gw)
+
     def test_max_concurrent_streams_respected(self):
         active, peak = [0], [0]
         guard = threading.Lock()
