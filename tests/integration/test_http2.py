@@ -270,6 +270,83 @@ def source_sink_handler(c):
             left -= n
 
 
+class Http2AbuseTest(harness.GatewayTest):
+    """Idle HTTP/2 connections go away with GOAWAY; PING and SETTINGS floods
+    from a client that does not read are cut off; the gateway stays fine."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("h2-abuse")
+        cls.procs = [cls.app]
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], workers=1,
+                                                            limits="limits: { idle_timeout: 500ms }"), port=cls.port)
+
+    def raw_connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        return s
+
+    def frames_until_close(self, s, timeout):
+        buf, deadline = b"", time.time() + timeout
+        while time.time() < deadline:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                return buf, True
+            if not d:
+                return buf, True
+            buf += d
+        return buf, False
+
+    def test_idle_connection_gets_goaway(self):
+        s = self.raw_connect()
+        t0 = time.time()
+        buf, closed = self.frames_until_close(s, 5)
+        s.close()
+        self.assertTrue(closed)
+        self.assertLess(time.time() - t0, 3)
+        self.assertIn(b"\x07\x00\x00\x00\x00\x00", buf)  # a GOAWAY frame header (type 7, stream 0)
+
+    def flood(self, frame):
+        s = self.raw_connect()
+        s.setblocking(False)
+        sent, closed, deadline = 0, False, time.time() + 20
+        chunk = frame * 4096
+        while time.time() < deadline and sent < 64 * 1024 * 1024:
+            try:
+                sent += s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        if not closed:  # read what it sent back until the close
+            s.setblocking(True)
+            s.settimeout(10)
+            _, closed = self.frames_until_close(s, 10)
+        s.close()
+        return closed
+
+    def test_ping_flood_cut_off(self):
+        ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678"
+        self.assertTrue(self.flood(ping), "a client flooding PINGs without reading stayed connected")
+        rc, out, err = harness.curl("--http2-prior-knowledge", f"http://127.0.0.1:{self.port}/whoami")
+        self.assertEqual(rc, 0, err)
+
+    def test_settings_flood_cut_off(self):
+        settings = b"\x00\x00\x06\x04\x00\x00\x00\x00\x00" + b"\x00\x03\x00\x00\x00\x64"
+        self.assertTrue(self.flood(settings), "a client flooding SETTINGS without reading stayed connected")
+        rc, out, err = harness.curl("--http2-prior-knowledge", f"http://127.0.0.1:{self.port}/whoami")
+        self.assertEqual(rc, 0, err)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+
+
 def trailers_handler(c):
     """Raw HTTP/1.1 upstream: a chunked response with trailer fields."""
     harness.read_request(c)

@@ -69,6 +69,11 @@ def handlers(st):
             time.sleep(0.02)
         return b"slept"
 
+    def remaining(req, ctx):
+        count(ctx)
+        left = ctx.time_remaining()
+        return b"none" if left is None else f"{left:.3f}".encode()
+
     def cancelled(req, ctx):
         with st.lock:
             return str(st.cancelled).encode()
@@ -117,6 +122,7 @@ def handlers(st):
         "FailAfterHeaders": grpc.unary_unary_rpc_method_handler(fail_after_headers),
         "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
         "Cancelled": grpc.unary_unary_rpc_method_handler(cancelled),
+        "Remaining": grpc.unary_unary_rpc_method_handler(remaining),
         "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
