@@ -376,7 +376,7 @@ static int forward_grpc_timeout(tg_exchange_t *ex)
     char *v = tg_arena_alloc(&ex->arena, 16);
     if (v == NULL)
         return -1;
-    uint64_t ms = (left + 999) / 1000;
+    uint64_t ms = left / 1000 ? left / 1000 : 1; /* rounded down: the upstream's deadline is never later */
     size_t n = ms < 100000000 ? tg_fmt_u64(v, ms) : tg_fmt_u64(v, ms / 1000);
     v[n] = ms < 100000000 ? 'm' : 'S';
     v[n + 1] = '\0';

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "proxy/exchange.h"
+#include "proxy/h2mem.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -664,7 +665,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     if (ok) {
         nghttp2_option_set_no_auto_window_update(opt, 1);
         nghttp2_option_set_no_closed_streams(opt, 1); /* no RFC 7540 priority tree kept */
-        ok = nghttp2_session_client_new2(&c->session, cb, c, opt) == 0;
+        ok = nghttp2_session_client_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(w->h2mem)) == 0;
     }
     if (cb)
         nghttp2_session_callbacks_del(cb);

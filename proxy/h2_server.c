@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "proxy/exchange.h"
+#include "proxy/h2mem.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -950,7 +951,7 @@ static int start_session(h2_conn_t *c)
      * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
     nghttp2_option_set_no_closed_streams(opt, 1);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
+    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(c->w->h2mem));
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rv != 0)

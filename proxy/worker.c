@@ -17,6 +17,7 @@
 #include "proxy/h1_server.h"
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
+#include "proxy/h2mem.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -235,7 +236,7 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
-    if ((w->stats = tg_stats_new()) == NULL)
+    if ((w->stats = tg_stats_new()) == NULL || (w->h2mem = tg_h2mem_new()) == NULL)
         goto fail;
     struct event_config *ec = event_config_new();
     if (ec != NULL) {
@@ -316,6 +317,7 @@ void tg_worker_join_free(tg_worker_t *w)
     tg_h2_client_free_cache(w);
     tg_h2_server_free_cache(w);
     tg_exchange_free_cache(w);
+    tg_h2mem_free(w->h2mem); /* every session is gone */
     if (w->cmd_ev)
         event_free(w->cmd_ev);
     for (int i = 0; i < 2; i++)

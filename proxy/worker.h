@@ -70,6 +70,7 @@ typedef struct tg_worker {
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
+    struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
     void *h2_server_streams;         /* recycled HTTP/2 downstream streams (h2_server.c) */
     void *h2_client_streams;         /* recycled HTTP/2 upstream streams (h2_client.c) */
     unsigned n_h2_server_streams, n_h2_client_streams;
