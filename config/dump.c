@@ -120,6 +120,15 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
             fputc('}', f);
         }
         fputc(']', f);
+        sep = ", ";
+    }
+    if (r->match.grpc_service) {
+        fprintf(f, "%s\"grpc_service\": ", sep);
+        jstr(f, r->match.grpc_service);
+        if (r->match.grpc_method) {
+            fputs(", \"grpc_method\": ", f);
+            jstr(f, r->match.grpc_method);
+        }
     }
     fputs("}, \"cluster\": ", f);
     jstr(f, c->clusters[r->cluster].name);
@@ -128,6 +137,34 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
     rules(f, "request_headers", &r->request_headers);
     rules(f, "response_headers", &r->response_headers);
     fputc('}', f);
+}
+
+/* A listener's tls block: files by name (never their contents). */
+static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
+{
+    fputs(", \"tls\": ", f);
+    if (!t->enabled) {
+        fputs("null", f);
+        return;
+    }
+    static const char *const auth[] = { "none", "optional", "require" };
+    fputs("{\"certificates\": [", f);
+    for (size_t i = 0; i < t->n_certs; i++) {
+        fprintf(f, "%s{\"cert\": ", i ? ", " : "");
+        jstr(f, t->certs[i].cert);
+        fputs(", \"key\": ", f);
+        jstr(f, t->certs[i].key);
+        fputc('}', f);
+    }
+    fputs("], \"alpn\": ", f);
+    strs(f, t->alpn, t->n_alpn);
+    fprintf(f, ", \"min_version\": \"1.%d\", \"client_auth\": \"%s\", \"client_ca\": ", t->min_version - 10,
+            auth[t->client_auth]);
+    jstr(f, t->client_ca);
+    fputs(", \"client_cert_header\": ", f);
+    jstr(f, t->client_cert_header);
+    fprintf(f, ", \"session_tickets\": %s, \"session_cache_size\": %u}", t->session_tickets ? "true" : "false",
+            t->session_cache_size);
 }
 
 char *tg_config_to_json(const tg_config_t *c)
@@ -158,7 +195,14 @@ char *tg_config_to_json(const tg_config_t *c)
         jstr(f, c->listeners[i].name);
         fputs(", \"listen\": ", f);
         jstr(f, c->listeners[i].listen);
-        fputc('}', f);
+        listener_tls(f, &c->listeners[i].tls);
+        const tg_http2_conf_t *h = &c->listeners[i].http2;
+        fprintf(f, ", \"http2\": {\"enabled\": %s, \"max_concurrent_streams\": %u, \"initial_window_size\": %u, "
+                   "\"connection_window_size\": %u, \"max_header_list_size\": %llu, \"ping_interval_ms\": %llu, "
+                   "\"ping_timeout_ms\": %llu, \"max_resets_per_10s\": %u}}",
+                h->enabled ? "true" : "false", h->max_concurrent_streams, h->initial_window_size,
+                h->connection_window_size, (unsigned long long)h->max_header_list_size,
+                (unsigned long long)h->ping_interval_ms, (unsigned long long)h->ping_timeout_ms, h->max_resets_per_10s);
     }
     fputs("], \"routes\": [", f);
     for (size_t i = 0; i < c->n_routes; i++) {
@@ -170,13 +214,32 @@ char *tg_config_to_json(const tg_config_t *c)
         const tg_cluster_conf_t *cl = &c->clusters[i];
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
-        fputs(", \"protocol\": \"http1\", \"lb\": \"round_robin\", \"endpoints\": [", f);
+        static const char *const protos[] = { "http1", "h2c", "h2" };
+        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"round_robin\", \"endpoints\": [", protos[cl->protocol]);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             fprintf(f, "%s", j ? ", " : "");
             jstr(f, cl->endpoints[j].address);
         }
-        fprintf(f, "], \"connect_timeout_ms\": %llu, \"idle_timeout_ms\": %llu, \"pool_size\": %u}",
+        fprintf(f, "], \"connect_timeout_ms\": %llu, \"idle_timeout_ms\": %llu, \"pool_size\": %u",
                 (unsigned long long)cl->connect_timeout_ms, (unsigned long long)cl->idle_timeout_ms, cl->pool_size);
+        if (cl->protocol != TG_PROTO_HTTP1)
+            fprintf(f, ", \"keepalive_interval_ms\": %llu, \"keepalive_timeout_ms\": %llu, "
+                       "\"max_concurrent_streams\": %u",
+                    (unsigned long long)cl->keepalive_interval_ms, (unsigned long long)cl->keepalive_timeout_ms,
+                    cl->max_concurrent_streams);
+        fputs(", \"tls\": ", f);
+        if (cl->tls.enabled) {
+            fputs("{\"ca\": ", f);
+            jstr(f, cl->tls.ca);
+            fputs(", \"server_name\": ", f);
+            jstr(f, cl->tls.server_name);
+            fprintf(f, ", \"verify\": %s, \"cert\": ", cl->tls.verify ? "true" : "false");
+            jstr(f, cl->tls.client_cert.cert);
+            fputc('}', f);
+        } else {
+            fputs("null", f);
+        }
+        fputc('}', f);
     }
     fputs("]}\n", f);
     if (fclose(f) != 0) {

@@ -181,6 +181,17 @@ clusters:
         text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
         self.assertGreaterEqual(harness.metric(text, "tollgate_tls_sessions_resumed_total", listener="tls"), 2)
 
+    def test_config_endpoint_shows_tls(self):
+        rc, out, err = harness.curl(f"http://127.0.0.1:{self.admin_port}/config")
+        cfg = json.loads(out)
+        tls = {l["name"]: l["tls"] for l in cfg["listeners"]}
+        self.assertEqual(tls["mtls"]["client_auth"], "require")
+        self.assertEqual(tls["mtls"]["client_cert_header"], "x-client-cert")
+        self.assertEqual(tls["tls"]["alpn"], ["h2", "http/1.1"])
+        self.assertEqual(len(tls["tls"]["certificates"]), 2)
+        self.assertEqual(tls["optional"]["alpn"], ["http/1.1"])
+        self.assertTrue(all(l["http2"]["enabled"] for l in cfg["listeners"]))
+
     def test_handshake_metrics(self):
         self.get(self.port, "/whoami")
         text = harness.curl(f"http://127.0.0.1:{self.admin_port}/metrics")[1].decode()
