@@ -24,12 +24,12 @@
 
 #include "proxy/exchange.h"
 #include "proxy/h2mem.h"
+#include "proxy/h2util.h"
 #include "proxy/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
 
-#define OUT_HWM (64 * 1024)
 #define OUT_LOWAT (16 * 1024)
 #define STREAM_WINDOW (256 * 1024)
 #define CONN_WINDOW (4 * 1024 * 1024)
@@ -37,6 +37,7 @@
 typedef enum { C_CONNECTING = 0, C_READY, C_GOAWAY, C_DEAD } conn_state_t;
 
 struct tg_h2_stream {
+    tg_h2_obj_t obj;               /* first: recycled through the worker's cache (h2util.h) */
     tg_h2_stream_t *next, *prev;   /* in the connection's list */
     tg_h2_conn_t *conn;
     int32_t id;                    /* 0 until submitted */
@@ -122,63 +123,16 @@ static void stream_unlink(tg_h2_stream_t *s)
     }
 }
 
-#define STREAM_CACHE_MAX 256
-
-/* Streams and their buffers are recycled through a per-worker cache. */
-static tg_h2_stream_t *stream_alloc(tg_worker_t *w)
-{
-    tg_h2_stream_t *s = w->h2_client_streams;
-    if (s != NULL) {
-        w->h2_client_streams = s->next;
-        w->n_h2_client_streams--;
-        struct evbuffer *out = s->out, *in = s->in;
-        memset(s, 0, sizeof(*s));
-        s->out = out;
-        s->in = in;
-        return s;
-    }
-    if ((s = calloc(1, sizeof(*s))) == NULL)
-        return NULL;
-    s->out = evbuffer_new();
-    s->in = evbuffer_new();
-    if (s->out == NULL || s->in == NULL) {
-        if (s->out)
-            evbuffer_free(s->out);
-        if (s->in)
-            evbuffer_free(s->in);
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
 static void stream_free(tg_h2_stream_t *s)
 {
     tg_worker_t *w = s->conn->w;
     stream_unlink(s);
-    if (w->n_h2_client_streams >= STREAM_CACHE_MAX) {
-        evbuffer_free(s->out);
-        evbuffer_free(s->in);
-        free(s);
-        return;
-    }
-    evbuffer_drain(s->out, evbuffer_get_length(s->out));
-    evbuffer_drain(s->in, evbuffer_get_length(s->in));
-    s->next = w->h2_client_streams;
-    w->h2_client_streams = s;
-    w->n_h2_client_streams++;
+    tg_h2_obj_release(&w->h2_client_streams, &s->obj);
 }
 
 void tg_h2_client_free_cache(tg_worker_t *w)
 {
-    tg_h2_stream_t *s;
-    while ((s = w->h2_client_streams) != NULL) {
-        w->h2_client_streams = s->next;
-        evbuffer_free(s->out);
-        evbuffer_free(s->in);
-        free(s);
-    }
-    w->n_h2_client_streams = 0;
+    tg_h2_obj_cache_clear(&w->h2_client_streams);
 }
 
 /* Delivers recorded events. The owner may release its stream (or others)
@@ -272,12 +226,7 @@ static tg_h2_stream_t *stream_of(tg_h2_conn_t *c, int32_t id)
 static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
 {
     tg_h2_conn_t *c = user_data;
-    struct evbuffer *out = tg_sock_out(c->sock);
-    if (evbuffer_get_length(out) >= OUT_HWM)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, data, length) < 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return (ssize_t)length;
+    return tg_h2_queue_frame(tg_sock_out(c->sock), data, length);
 }
 
 static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
@@ -285,11 +234,9 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 {
     tg_h2_conn_t *c = user_data;
     tg_h2_stream_t *s = source->ptr;
-    struct evbuffer *out = tg_sock_out(c->sock);
-    if (evbuffer_get_length(out) >= OUT_HWM)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, framehd, 9) < 0 || (length && evbuffer_remove_buffer(s->out, out, length) != (int)length))
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int rv = tg_h2_queue_data(tg_sock_out(c->sock), framehd, s->out, length);
+    if (rv != 0)
+        return rv;
     if (s->watch_out && evbuffer_get_length(s->out) < TG_EXCHANGE_HWM / 2) {
         s->watch_out = 0;
         post(s, TG_H2S_WRITABLE);
@@ -736,9 +683,11 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
     tg_h2_conn_t *c = conn_find(w, cl, ep, NULL);
     if (c == NULL && (c = conn_new(w, snap, cl, ep, &w->pools[ep->slot]->h2)) == NULL)
         return NULL;
-    tg_h2_stream_t *s = stream_alloc(w);
+    tg_h2_stream_t *s = tg_h2_obj_alloc(&w->h2_client_streams, sizeof(*s));
     if (s == NULL)
         return NULL;
+    s->out = s->obj.buf[0];
+    s->in = s->obj.buf[1];
     s->cb = cb;
     s->arg = arg;
     s->resp = resp;
@@ -763,27 +712,6 @@ static int skip_request_header(const tg_header_t *h)
     case 17: return tg_http_ieq(h->name, "transfer-encoding", 17);
     default: return 0;
     }
-}
-
-/* HTTP/2 field names are lowercase: names from HTTP/2 clients already
- * are (used as they are); HTTP/1 ones get a lowercase copy. */
-static int lower_copy(tg_arena_t *a, const char *name, size_t len, uint8_t **out)
-{
-    size_t i;
-    for (i = 0; i < len && !(name[i] >= 'A' && name[i] <= 'Z'); i++)
-        ;
-    if (i == len) {
-        *out = (uint8_t *)name;
-        return 0;
-    }
-    char *p = tg_arena_alloc(a, len + 1);
-    if (p == NULL)
-        return -1;
-    for (i = 0; i < len; i++)
-        p[i] = (char)tolower((unsigned char)name[i]);
-    p[len] = '\0';
-    *out = (uint8_t *)p;
-    return 0;
 }
 
 #define NV(n, v, vl) ((nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE })
@@ -813,7 +741,7 @@ int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *a
                             ? NGHTTP2_NV_FLAG_NO_INDEX
                             : NGHTTP2_NV_FLAG_NONE;
         nv[n] = (nghttp2_nv){ NULL, (uint8_t *)h->value, h->name_len, h->value_len, flags };
-        if (lower_copy(s->arena, h->name, h->name_len, &nv[n].name) < 0)
+        if ((nv[n].name = (uint8_t *)tg_http_lower_name(s->arena, h->name, h->name_len)) == NULL)
             return -1;
         n++;
     }

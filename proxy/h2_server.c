@@ -27,12 +27,11 @@
 
 #include "proxy/exchange.h"
 #include "proxy/h2mem.h"
+#include "proxy/h2util.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
 
-/* Stop serializing frames while this much output waits for the socket. */
-#define OUT_HWM (64 * 1024)
 #define OUT_LOWAT (16 * 1024)
 #define RESET_WINDOW_MS 10000
 #define LINGER_MS 2000
@@ -42,8 +41,8 @@ typedef enum { S_OPEN = 0, S_ACTIVE, S_DONE } stream_state_t;
 typedef struct h2_conn h2_conn_t;
 
 typedef struct h2_stream {
+    tg_h2_obj_t obj;            /* first: recycled through the worker's cache (h2util.h) */
     TAILQ_ENTRY(h2_stream) link;
-    struct h2_stream *next_free;  /* in the worker's cache */
     h2_conn_t *conn;
     int32_t id;
     stream_state_t state;
@@ -111,62 +110,9 @@ static void conn_kick(h2_conn_t *c)
 
 /* ---- lifetime ---- */
 
-#define STREAM_CACHE_MAX 256
-
-/* Streams (and their two buffers) are recycled through a per-worker
- * cache: a stream per request is the hot path. */
-static h2_stream_t *stream_alloc(tg_worker_t *w)
-{
-    h2_stream_t *st = w->h2_server_streams;
-    if (st != NULL) {
-        w->h2_server_streams = st->next_free;
-        w->n_h2_server_streams--;
-        struct evbuffer *req = st->req_body, *resp = st->resp_body;
-        memset(st, 0, sizeof(*st));
-        st->req_body = req;
-        st->resp_body = resp;
-        return st;
-    }
-    if ((st = calloc(1, sizeof(*st))) == NULL)
-        return NULL;
-    st->req_body = evbuffer_new();
-    st->resp_body = evbuffer_new();
-    if (st->req_body == NULL || st->resp_body == NULL) {
-        if (st->req_body)
-            evbuffer_free(st->req_body);
-        if (st->resp_body)
-            evbuffer_free(st->resp_body);
-        free(st);
-        return NULL;
-    }
-    return st;
-}
-
-static void stream_release(tg_worker_t *w, h2_stream_t *st)
-{
-    if (w->n_h2_server_streams >= STREAM_CACHE_MAX) {
-        evbuffer_free(st->req_body);
-        evbuffer_free(st->resp_body);
-        free(st);
-        return;
-    }
-    evbuffer_drain(st->req_body, evbuffer_get_length(st->req_body));
-    evbuffer_drain(st->resp_body, evbuffer_get_length(st->resp_body));
-    st->next_free = w->h2_server_streams;
-    w->h2_server_streams = st;
-    w->n_h2_server_streams++;
-}
-
 void tg_h2_server_free_cache(tg_worker_t *w)
 {
-    h2_stream_t *st;
-    while ((st = w->h2_server_streams) != NULL) {
-        w->h2_server_streams = st->next_free;
-        evbuffer_free(st->req_body);
-        evbuffer_free(st->resp_body);
-        free(st);
-    }
-    w->n_h2_server_streams = 0;
+    tg_h2_obj_cache_clear(&w->h2_server_streams);
 }
 
 static void stream_free(h2_stream_t *st)
@@ -176,7 +122,7 @@ static void stream_free(h2_stream_t *st)
     free(st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
-    stream_release(st->conn->w, st);
+    tg_h2_obj_release(&st->conn->w->h2_server_streams, &st->obj);
 }
 
 /* Closes the connection now; memory goes from the defer event. */
@@ -264,23 +210,6 @@ static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, 
     return (ssize_t)n;
 }
 
-/* Lowercase copy of a header name (HTTP/2 field names are lowercase). */
-static char *lower_name(tg_arena_t *a, const char *name, size_t len)
-{
-    size_t i;
-    for (i = 0; i < len && !(name[i] >= 'A' && name[i] <= 'Z'); i++)
-        ;
-    if (i == len)
-        return (char *)name; /* already lowercase (always, from HTTP/2 upstreams) */
-    char *p = tg_arena_alloc(a, len + 1);
-    if (p == NULL)
-        return NULL;
-    for (i = 0; i < len; i++)
-        p[i] = (char)tolower((unsigned char)name[i]);
-    p[len] = '\0';
-    return p;
-}
-
 static int ds_write_head(void *ds, const tg_response_t *resp)
 {
     h2_stream_t *st = ds;
@@ -299,7 +228,7 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
     for (size_t i = 0; i < resp->headers.n; i++) {
         const tg_header_t *h = &resp->headers.v[i];
-        char *name = lower_name(a, h->name, h->name_len);
+        const char *name = tg_http_lower_name(a, h->name, h->name_len);
         if (name == NULL)
             return -1;
         if (strcmp(name, "content-length") == 0 || strcmp(name, "transfer-encoding") == 0)
@@ -441,14 +370,16 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2_conn_t *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2_stream_t *st = stream_alloc(c->w);
+    h2_stream_t *st = tg_h2_obj_alloc(&c->w->h2_server_streams, sizeof(*st));
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    st->req_body = st->obj.buf[0];
+    st->resp_body = st->obj.buf[1];
     st->conn = c;
     st->id = frame->hd.stream_id;
     st->ex = tg_exchange_new(c->w, &h2_ops, st);
     if (st->ex == NULL) {
-        stream_release(c->w, st);
+        tg_h2_obj_release(&c->w->h2_server_streams, &st->obj);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
@@ -694,12 +625,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
 {
     h2_conn_t *c = user_data;
-    struct evbuffer *out = tg_sock_out(c->sock);
-    if (evbuffer_get_length(out) >= OUT_HWM)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, data, length) < 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return (ssize_t)length;
+    return tg_h2_queue_frame(tg_sock_out(c->sock), data, length);
 }
 
 /* DATA frames: the 9-byte header, then the stream's bytes moved (not
@@ -709,13 +635,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 {
     h2_conn_t *c = user_data;
     h2_stream_t *st = source->ptr;
-    struct evbuffer *out = tg_sock_out(c->sock);
-    if (evbuffer_get_length(out) >= OUT_HWM)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    if (evbuffer_add(out, framehd, 9) < 0 ||
-        (length > 0 && evbuffer_remove_buffer(st->resp_body, out, length) != (int)length))
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    return 0;
+    return tg_h2_queue_data(tg_sock_out(c->sock), framehd, st->resp_body, length);
 }
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -813,7 +733,7 @@ static void conn_io(h2_conn_t *c)
         }
         tg_sock_flush(c->sock);
         notify_drained(c);
-        if (c->dead || evbuffer_get_length(tg_sock_out(c->sock)) >= OUT_HWM ||
+        if (c->dead || evbuffer_get_length(tg_sock_out(c->sock)) >= TG_H2_OUT_HWM ||
             !nghttp2_session_want_write(c->session))
             break;
     }

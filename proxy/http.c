@@ -229,3 +229,19 @@ const char *tg_http_reason(int status)
     default: return "Unknown";
     }
 }
+
+const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len)
+{
+    size_t i;
+    for (i = 0; i < len && !(name[i] >= 'A' && name[i] <= 'Z'); i++)
+        ;
+    if (i == len)
+        return name;
+    char *p = tg_arena_alloc(a, len + 1);
+    if (p == NULL)
+        return NULL;
+    for (i = 0; i < len; i++)
+        p[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    p[len] = '\0';
+    return p;
+}

@@ -94,6 +94,11 @@ static inline int tg_http_ieq(const char *s, const char *lower, size_t n)
                       (memcmp(s, lower, n) == 0 || strncasecmp(s, lower, n) == 0));
 }
 
+/* The name in lowercase (HTTP/2 field names must be): the name itself when
+ * it already is (always, for names from HTTP/2), else a copy in the
+ * arena. NULL when the copy cannot be made. */
+const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len);
+
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "proxy/h2util.h"
 #include "proxy/snapshot.h"
 
 struct event_base;
@@ -71,9 +72,8 @@ typedef struct tg_worker {
     uint64_t rng[2];                 /* xorshift128+ state for request ids */
     tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
     struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
-    void *h2_server_streams;         /* recycled HTTP/2 downstream streams (h2_server.c) */
-    void *h2_client_streams;         /* recycled HTTP/2 upstream streams (h2_client.c) */
-    unsigned n_h2_server_streams, n_h2_client_streams;
+    tg_h2_obj_cache_t h2_server_streams; /* recycled HTTP/2 downstream streams (h2_server.c) */
+    tg_h2_obj_cache_t h2_client_streams; /* recycled HTTP/2 upstream streams (h2_client.c) */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
     unsigned active_exchanges;       /* for the retry budget */
