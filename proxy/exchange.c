@@ -147,13 +147,15 @@ static void record(tg_exchange_t *ex)
     uint64_t now = tg_ex_now_us(), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
     tg_stats_request_done(ex->w->stats, slot, status, us);
+    const tg_header_t *gs = NULL;
+    if (ex->grpc && ex->resp_started && (gs = tg_headers_get(&ex->resp.trailers, "grpc-status")) == NULL)
+        gs = tg_headers_get(&ex->resp.headers, "grpc-status");
+    if (gs != NULL)
+        tg_stats_grpc_done(ex->w->stats, slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
     tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
-    const tg_header_t *gs = NULL;
-    if (ex->grpc && ex->resp_started && (gs = tg_headers_get(&ex->resp.trailers, "grpc-status")) == NULL)
-        gs = tg_headers_get(&ex->resp.headers, "grpc-status");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
         .request_id = rid ? rid->value : NULL,

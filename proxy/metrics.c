@@ -157,6 +157,24 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
             evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r], rfams[f].off));
         }
     }
+    static const char *const grpc_codes[17] = {
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    };
+    family(out, "tollgate_grpc_responses_total", "counter",
+           "gRPC calls by route and final grpc-status (codes seen so far), local replies included.");
+    for (size_t r = 0; r < nr; r++) {
+        size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
+        for (size_t k = 0; k < 17; k++) {
+            uint64_t v = sum_route(w, n, slot, offsetof(tg_route_stats_t, grpc) + k * sizeof(tg_counter_t));
+            if (v == 0)
+                continue;
+            evbuffer_add_printf(out, "tollgate_grpc_responses_total{");
+            route_label(out, r < c->n_routes ? c->routes[r].name : "");
+            evbuffer_add_printf(out, ",grpc_code=\"%s\"} %llu\n", grpc_codes[k], (unsigned long long)v);
+        }
+    }
     family(out, "tollgate_request_duration_seconds", "histogram",
            "Time from the complete request head to the end of the exchange, by route.");
     for (size_t r = 0; r < nr; r++) {

@@ -37,6 +37,13 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
     tg_counter_add(&r->sum_us, duration_us);
 }
 
+void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
+{
+    if (route_slot >= TG_STATS_MAX_ROUTES)
+        return;
+    tg_counter_add(&s->routes[route_slot].grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
+}
+
 void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited)
 {
     if (route_slot >= TG_STATS_MAX_ROUTES)

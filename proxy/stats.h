@@ -49,6 +49,7 @@ typedef struct tg_route_stats {
     tg_counter_t ratelimit_allowed, ratelimit_limited;
     tg_counter_t retries;                /* retry rounds started */
     tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
+    tg_counter_t grpc[17];               /* gRPC calls by final grpc-status (0 OK .. 16 UNAUTHENTICATED) */
 } tg_route_stats_t;
 
 typedef struct tg_endpoint_stats {
@@ -81,6 +82,10 @@ void tg_stats_free(tg_stats_t *s);
 
 /* A finished exchange: status 0 = no response was sent. */
 void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us);
+
+/* A finished gRPC call's grpc-status (codes outside 0..16 count as 2,
+ * UNKNOWN; a call that ended without one is not counted). */
+void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status);
 
 /* Filter decisions of a finished exchange. */
 void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited);

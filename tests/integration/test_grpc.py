@@ -234,6 +234,20 @@ clusters:
         self.assertEqual(got["echo-ok"]["protocol"], "HTTP/2")
         self.assertEqual(got["echo-ok"]["status"], 200)
 
+    def test_grpc_metrics(self):
+        with self.assertRaises(grpc.RpcError):
+            self.ch.unary_unary(SVC + "Fail")(b"5", timeout=10)
+        with self.assertRaises(grpc.RpcError):
+            self.ch.unary_unary("/nope.v1.Svc/M")(b"", timeout=10)
+        self.ch.unary_unary(SVC + "Echo")(b"x", timeout=10)
+        text = harness.curl(f"http://127.0.0.1:{self.aport}/metrics")[1].decode()
+        self.assertGreaterEqual(harness.metric(text, "tollgate_grpc_responses_total", route="echo", grpc_code="NOT_FOUND"), 1)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_grpc_responses_total", route="echo", grpc_code="OK"), 1)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_grpc_responses_total", route="", grpc_code="UNIMPLEMENTED"), 1)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_http2_streams_total", listener="plain"), 1)
+        p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
     def test_large_messages(self):
         big = os.urandom(8 * MIB)
         self.assertEqual(self.ch.unary_unary(SVC + "Echo")(big, timeout=60), big)
