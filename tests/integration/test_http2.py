@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -448,6 +449,7 @@ class Http2BackpressureTest(harness.GatewayTest):
             self.assertEqual(rc, 0, err)
             self.assertEqual(int(out), size)
         growth = self.measure(run)
+        sys.stderr.write(f"\n  HTTP/2 slow-reader download of {size // MIB} MiB: gateway RSS +{growth:.1f} MiB\n")
         self.assertLess(growth, 24, f"RSS grew {growth:.1f} MiB for a {size // MIB} MiB slow download")
 
     def test_fast_upload_to_slow_upstream(self):
@@ -463,6 +465,7 @@ class Http2BackpressureTest(harness.GatewayTest):
             self.assertEqual(rc, 0, err)
             self.assertEqual(out, b"ok")
         growth = self.measure(run)
+        sys.stderr.write(f"\n  HTTP/2 upload of 256 MiB to a slow upstream: gateway RSS +{growth:.1f} MiB\n")
         self.assertLess(growth, 24, f"RSS grew {growth:.1f} MiB for a 256 MiB upload")
 
 
