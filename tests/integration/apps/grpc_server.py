@@ -57,9 +57,6 @@ def handlers(st):
         count(ctx)
         seconds = float(req.decode() or "5")
 
-        def on_done():
-            if not ctx.is_active():
-                pass
         deadline = time.time() + seconds
         while time.time() < deadline:
             if not ctx.is_active():
@@ -104,13 +101,19 @@ def handlers(st):
 
     def slow_stream(req, ctx):
         count(ctx)
-        for i in range(1000):
-            if not ctx.is_active():
+        finished = []
+
+        def on_end():  # runs when the call ends, however it ends
+            if not finished:
                 with st.lock:
                     st.cancelled += 1
-                return
+        # (after a cancel grpcio stops pulling from this generator, so the
+        # generator itself may never get to see it)
+        ctx.add_callback(on_end)
+        for i in range(1000):
             yield b"tick"
             time.sleep(0.05)
+        finished.append(True)
 
     def health(req, ctx):
         return b"\x08\x01"  # HealthCheckResponse { status: SERVING }
