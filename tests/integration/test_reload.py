@@ -211,5 +211,70 @@ clusters: [{{ name: app, endpoints: ['127.0.0.1:{self.app.port}'] }}]
         self.assertLess(after - warm, 6144)
 
 
+class ReloadTlsHttp2Test(unittest.TestCase):
+    """Reloads under HTTP/2 (h2c, multiplexed) and TLS load: open HTTP/2
+    connections keep working across 10 reloads (their streams route on
+    the new config), new TLS connections get the re-read certificate, and
+    not one request fails."""
+
+    def test_reload_under_http2_and_tls_load(self):
+        import subprocess
+        import tempfile
+        d = tempfile.mkdtemp(prefix="tg-pki-")
+        c = harness.make_certs(d)
+        app = harness.start_app("reload-h2")
+        port, tport, admin = harness.free_port(), harness.free_port(), harness.free_port()
+
+        def config(tag):
+            return f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{admin} }}
+listeners:
+  - {{ name: plain, listen: 127.0.0.1:{port} }}
+  - name: tls
+    listen: 127.0.0.1:{tport}
+    tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
+routes:
+  - name: r-{tag}
+    cluster: app
+    response_headers: {{ set: {{ x-config: "{tag}" }} }}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{app.port}]
+"""
+        gw = harness.Gateway(config("a"), port=port)
+        try:
+            harness.wait_port(tport)
+            h2load = subprocess.Popen(["h2load", "-n", "10000", "-c", "2", "-m", "10", "-t", "1",
+                                       f"http://127.0.0.1:{port}/whoami"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            failures, done = [], threading.Event()
+
+            def tls_loop():
+                while not done.is_set():
+                    rc, out, err = harness.curl("--http2", "--cacert", c["ca.crt"], "--resolve",
+                                                f"localhost:{tport}:127.0.0.1", f"https://localhost:{tport}/whoami")
+                    if rc != 0 or b"reload-h2" not in out:
+                        failures.append((rc, out, err))
+            t = threading.Thread(target=tls_loop)
+            t.start()
+            for i in range(10):
+                with open(gw.path, "w") as f:
+                    f.write(config("b" if i % 2 == 0 else "a"))
+                rc, out, err = harness.curl("-X", "POST", f"http://127.0.0.1:{admin}/-/reload")
+                self.assertIn(b'"status": "ok"', out)
+                time.sleep(0.3)
+            out, _ = h2load.communicate(timeout=120)
+            done.set()
+            t.join(30)
+            self.assertIn("10000 succeeded, 0 failed, 0 errored", out, out[-800:])
+            self.assertEqual(failures, [])
+        finally:
+            rc, out = gw.stop()
+            app.stop()
+        self.assertEqual(rc, 0)
+        self.assertNotIn("AddressSanitizer", out)
+
+
 if __name__ == "__main__":
     unittest.main()
