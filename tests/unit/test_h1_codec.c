@@ -320,9 +320,72 @@ static void test_write_head_and_chunks(void **state)
     evbuffer_free(data);
 }
 
+/* Reads a chunked response with a trailer section into f->resp.trailers. */
+static int read_trailers(fx_t *f, const char *raw)
+{
+    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    memset(&f->resp, 0, sizeof(f->resp));
+    evbuffer_drain(f->in, evbuffer_get_length(f->in));
+    evbuffer_add(f->in, raw, strlen(raw));
+    assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 0), TG_H1_OK);
+    f->r.trailers = &f->resp.trailers;
+    int fin = 0;
+    for (int i = 0; i < 8 && !fin; i++) { /* the reader stops at chunk boundaries */
+        if (tg_h1_read_body(&f->r, f->in, f->out, 1 << 20, 1, &fin) < 0)
+            return -1;
+    }
+    evbuffer_drain(f->out, evbuffer_get_length(f->out));
+    return fin;
+}
+
+static void test_chunked_trailers(void **state)
+{
+    fx_t *f = *state;
+    /* kept (names and values copied), framing fields dropped */
+    assert_int_equal(read_trailers(f, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "3\r\nabc\r\n0\r\nX-Sum: 42\r\nContent-Length: 9\r\nGrpc-Status: 0\r\n\r\n"),
+                     1);
+    assert_int_equal(f->resp.trailers.n, 2);
+    assert_string_equal(f->resp.trailers.v[0].name, "X-Sum");
+    assert_string_equal(f->resp.trailers.v[0].value, "42");
+    assert_string_equal(f->resp.trailers.v[1].name, "Grpc-Status");
+    assert_string_equal(f->resp.trailers.v[1].value, "0");
+    /* a control character in a trailer value is refused, as in a head */
+    assert_int_equal(read_trailers(f, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "0\r\nX-Bad: a\x01b\r\n\r\n"),
+                     -1);
+    /* without somewhere to keep them, trailers are read and dropped */
+    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    memset(&f->resp, 0, sizeof(f->resp));
+    evbuffer_drain(f->in, evbuffer_get_length(f->in));
+    evbuffer_add_printf(f->in, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Sum: 1\r\n\r\n");
+    assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 0), TG_H1_OK);
+    int fin = 0;
+    assert_int_equal(tg_h1_read_body(&f->r, f->in, f->out, 1 << 20, 1, &fin), 0);
+    assert_true(fin);
+    assert_int_equal(f->resp.trailers.n, 0);
+}
+
+static void test_write_end_with_trailers(void **state)
+{
+    fx_t *f = *state;
+    tg_headers_t t = { 0 };
+    tg_headers_add(&t, &f->arena, "grpc-status", 11, "0", 1);
+    tg_headers_add(&t, &f->arena, "x-why", 5, "done", 4);
+    assert_int_equal(tg_h1_write_end(f->out, TG_BODY_CHUNKED, &t), 0);
+    char buf[128] = { 0 };
+    evbuffer_remove(f->out, buf, sizeof(buf) - 1);
+    assert_string_equal(buf, "0\r\ngrpc-status: 0\r\nx-why: done\r\n\r\n");
+    /* a length-delimited body has no place for them */
+    assert_int_equal(tg_h1_write_end(f->out, TG_BODY_LENGTH, &t), 0);
+    assert_int_equal(evbuffer_get_length(f->out), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_chunked_trailers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_end_with_trailers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_simple_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incremental_head, setup, teardown),
         cmocka_unit_test(test_chunked_body_split),

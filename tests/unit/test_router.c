@@ -22,6 +22,8 @@ static const char *YAML =
     "  - { name: posts, match: { path_prefix: /posts, methods: [POST, PUT] }, cluster: c }\n"
     "  - { name: hdr, match: { path_prefix: /h, headers: [{ name: x-env, value: prod }, { name: x-flag }] }, cluster: c }\n"
     "  - { name: regex, match: { path_regex: '^/v[0-9]+/items$' }, cluster: c }\n"
+    "  - { name: grpc-method, match: { grpc_service: users.v1.Users, grpc_method: Get }, cluster: c }\n"
+    "  - { name: grpc-service, match: { grpc_service: users.v1.Users }, cluster: c }\n"
     "clusters:\n"
     "  - { name: c, endpoints: ['127.0.0.1:9'] }\n";
 
@@ -91,6 +93,24 @@ static void test_matching(void **state)
     assert_string_equal(R(0, "GET", NULL, "/users"), "(none)");
 }
 
+static void test_grpc_matching(void **state)
+{
+    const char *ct = "content-type";
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/Get", ct, "application/grpc", NULL, NULL),
+                        "grpc-method");
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/List", ct, "application/grpc+proto", NULL, NULL),
+                        "grpc-service");
+    /* a prefix of the method or of the service is not a match */
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/GetAll", ct, "application/grpc", NULL, NULL),
+                        "grpc-service");
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.UsersX/Get", ct, "application/grpc", NULL, NULL),
+                        "(none)");
+    /* not gRPC (no gRPC content type): no gRPC route */
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/Get", ct, "application/json", NULL, NULL),
+                        "(none)");
+    assert_string_equal(R(0, "POST", "x", "/users.v1.Users/Get"), "(none)");
+}
+
 static void test_host_matches(void **state)
 {
     tg_route_match_t m = { .host = "[::1]" };
@@ -105,6 +125,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matching),
         cmocka_unit_test(test_host_matches),
+        cmocka_unit_test(test_grpc_matching),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
