@@ -139,17 +139,21 @@ static void probe_done(probe_t *p, int ok, const char *why)
     schedule(p, hc->interval_ms);
 }
 
+/* The socket failed or timed out: the probe is over, unhealthy. */
+static int probe_failed(probe_t *p, int events)
+{
+    if (events & (TG_SOCK_ERROR | TG_SOCK_TIMEOUT)) {
+        probe_done(p, 0, (events & TG_SOCK_ERROR) ? "connect or I/O error" : "timeout");
+        return 1;
+    }
+    return 0;
+}
+
 static void on_probe(tg_sock_t *s, int events, void *arg)
 {
     probe_t *p = arg;
-    if (events & TG_SOCK_ERROR) {
-        probe_done(p, 0, "connect or I/O error");
+    if (probe_failed(p, events))
         return;
-    }
-    if (events & TG_SOCK_TIMEOUT) {
-        probe_done(p, 0, "timeout");
-        return;
-    }
     if (events & TG_SOCK_CONNECTED) {
         const tg_health_check_conf_t *hc = &p->cluster->conf->health_check;
         evbuffer_add_printf(tg_sock_out(s),
@@ -297,14 +301,8 @@ static int grpc_probe_io(probe_t *p)
 static void on_grpc_probe(tg_sock_t *s, int events, void *arg)
 {
     probe_t *p = arg;
-    if (events & TG_SOCK_ERROR) {
-        probe_done(p, 0, "connect or I/O error");
+    if (probe_failed(p, events))
         return;
-    }
-    if (events & TG_SOCK_TIMEOUT) {
-        probe_done(p, 0, "timeout");
-        return;
-    }
     if ((events & TG_SOCK_CONNECTED) && grpc_probe_start(p) < 0) {
         probe_done(p, 0, "out of memory");
         return;
