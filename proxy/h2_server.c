@@ -81,16 +81,10 @@ struct h2_conn {
     const tg_http2_conf_t *conf;/* of the snapshot current at accept (kept alive below) */
     tg_snapshot_t *snap;
     uint64_t reset_window_start;
-    uint32_t resets;
+    uint32_t resets;            /* client resets in the current window */
+    uint32_t window_streams;    /* streams the client opened in it */
     unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, abusive : 1, lingering : 1;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static const char *stream_state_str(stream_state_t s)
 {
@@ -100,6 +94,7 @@ static const char *stream_state_str(stream_state_t s)
 
 static void conn_io(h2_conn_t *c);
 static void conn_linger(h2_conn_t *c);
+static void window_roll(h2_conn_t *c);
 
 /* Asks for conn_io at the next safe point. */
 static void conn_kick(h2_conn_t *c)
@@ -384,6 +379,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
     c->n_streams++;
+    window_roll(c);
+    c->window_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
     tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_streams, 1);
     return 0;
@@ -526,17 +523,28 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
     tg_exchange_start(ex, c->slot->index, c->addr, scheme);
 }
 
-/* Rapid reset (CVE-2023-44487): streams the client opens and cancels cost
- * us work but count against no stream limit. Past max_resets_per_10s in
- * a window, the connection goes away with ENHANCE_YOUR_CALM. */
-static void count_reset(h2_conn_t *c)
+/* The rapid-reset window: streams opened and reset in the last 10 s (the
+ * loop's cached clock is precise enough for it). */
+static void window_roll(h2_conn_t *c)
 {
-    uint64_t now = now_ms();
+    struct timeval tv;
+    event_base_gettimeofday_cached(c->w->base, &tv);
+    uint64_t now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
     if (now - c->reset_window_start > RESET_WINDOW_MS) {
         c->reset_window_start = now;
-        c->resets = 0;
+        c->resets = c->window_streams = 0;
     }
-    if (++c->resets <= c->conf->max_resets_per_10s)
+}
+
+/* Rapid reset (CVE-2023-44487): streams the client opens and cancels cost
+ * us work but count against no stream limit. Past max_resets_per_10s in
+ * a window, and when they are most of the streams it opened (a client
+ * whose calls often hit their deadline cancels many, but not most), the
+ * connection goes away with ENHANCE_YOUR_CALM. */
+static void count_reset(h2_conn_t *c)
+{
+    window_roll(c);
+    if (++c->resets <= c->conf->max_resets_per_10s || c->resets * 2 <= c->window_streams)
         return;
     tg_warn("h2 %s: %u stream resets in %d s: closing (rapid reset)", c->addr, c->resets, RESET_WINDOW_MS / 1000);
     tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);

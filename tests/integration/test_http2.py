@@ -212,6 +212,31 @@ clusters:
         rc, out, err = self.h2c("/whoami")  # the gateway is fine
         self.assertEqual(rc, 0, err)
 
+    def test_many_cancels_among_many_streams_are_not_an_attack(self):
+        # 150 resets (over the listener's limit of 50) among 450 streams: a
+        # busy client whose calls often time out, not a rapid-reset attack
+        s, conn = self.connect()
+        try:
+            for i in range(450):
+                sid = 1 + 2 * i
+                conn.send_headers(sid, self.request_headers("/whoami"), end_stream=True)
+                if i % 3 == 0:
+                    conn.reset_stream(sid)
+                s.sendall(conn.data_to_send())
+                if i % 40 == 39:  # stay under the concurrent-stream limit
+                    self.read_events(s, conn, lambda g: sum(isinstance(e, (h2.events.StreamEnded,
+                                                                           h2.events.StreamReset)) for e in g) >= 26,
+                                     timeout=10)
+            last = 1 + 2 * 450
+            conn.send_headers(last, self.request_headers("/whoami"), end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.StreamEnded) and e.stream_id == last
+                                                          for e in g) or "closed" in g)
+            self.assertFalse(any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), evs[-3:])
+            self.assertTrue(any(isinstance(e, h2.events.StreamEnded) and e.stream_id == last for e in evs))
+        finally:
+            s.close()
+
     def test_client_cancel_mid_download(self):
         s, conn = self.connect()
         try:
