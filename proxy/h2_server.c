@@ -579,7 +579,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             tg_exchange_on_request_data(st->ex);
         return 0;
     case NGHTTP2_RST_STREAM:
-        if (!c->abusive)
+        if (!c->abusive && !c->draining) /* after our GOAWAY, clients cancel what we will not serve */
             count_reset(c);
         return 0;
     case NGHTTP2_PING:
