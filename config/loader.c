@@ -1026,6 +1026,70 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 
 /* ---- routes ---- */
 
+/* glibc's regcomp expands repetitions into copies of the repeated tree:
+ * stacked quantifiers (a++++...) or large nested counts ({255}{255}) make
+ * it exhaust memory. Such patterns are refused, with the reason; a route
+ * regex needs neither. Returns NULL if the pattern is acceptable. */
+static const char *regex_too_complex(const char *re)
+{
+    if (strlen(re) > 1024)
+        return "longer than 1024 characters";
+    /* Every {n,m} multiplies the tree by m, and every repeated group at
+     * least doubles it: keep the product small. */
+    uint64_t product = 1;
+    int prev_quant = 0, prev_group = 0;
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            prev_quant = prev_group = 0;
+            continue;
+        }
+        if (*p == '[') { /* a bracket expression: ']' right after '[' or '[^' is literal */
+            p++;
+            if (*p == '^')
+                p++;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']')
+                p++;
+            if (!*p)
+                break;
+            prev_quant = prev_group = 0;
+            continue;
+        }
+        if (*p == '*' || *p == '+' || *p == '?' || *p == '{') {
+            if (prev_quant)
+                return "a repetition of a repetition (e.g. 'a++' or 'a{2}{3}')";
+            uint64_t times = prev_group ? 2 : 1;
+            if (*p == '{') {
+                char *end;
+                unsigned long lo = strtoul(p + 1, &end, 10), hi = lo;
+                p = end;
+                if (*p == ',' && p[1] == '}') {
+                    hi = lo + 1; /* {n,}: unbounded, counted as one more */
+                } else if (*p == ',') {
+                    hi = strtoul(p + 1, &end, 10);
+                    p = end;
+                }
+                while (*p && *p != '}')
+                    p++;
+                if (!*p)
+                    return "an unterminated {...}";
+                times = hi > 1 ? hi : 1;
+            }
+            product *= times;
+            if (product > 1000)
+                return "repetition counts that multiply past 1000";
+            prev_quant = 1;
+            prev_group = 0;
+            continue;
+        }
+        prev_quant = 0;
+        prev_group = *p == ')';
+    }
+    return NULL;
+}
+
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
     static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers",
@@ -1088,7 +1152,12 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             err_at(ld, v[k], "%s: '%s' must start with '/'", keys[k], p);
             rc = -1;
         }
-        if (k == K_REGEX) {
+        const char *why = k == K_REGEX ? regex_too_complex(p) : NULL;
+        if (why != NULL) {
+            err_at(ld, v[k], "path_regex: '%.80s': %s", p, why);
+            m->path_kind = TG_PATH_PREFIX; /* nothing compiled to free */
+            rc = -1;
+        } else if (k == K_REGEX) {
             int e = regcomp(&m->path_re, p, REG_EXTENDED | REG_NOSUB);
             if (e != 0) {
                 char buf[256];

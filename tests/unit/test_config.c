@@ -220,6 +220,15 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS "routes:\n  - name: r\n    match: { grpc_method: M }\n    cluster: c\n"
                  "clusters:\n  - name: c\n    endpoints: ['h:1']\n",
                  "grpc_method needs grpc_service");
+    expect_error(BASE_LISTENERS "routes:\n  - name: r\n    match: { path_regex: '^/a++++' }\n    cluster: c\n"
+                 "clusters:\n  - name: c\n    endpoints: ['h:1']\n",
+                 "path_regex: '^/a++++': a repetition of a repetition");
+    expect_error(BASE_LISTENERS "routes:\n  - name: r\n    match: { path_regex: '^/(a{100}){100}' }\n    cluster: c\n"
+                 "clusters:\n  - name: c\n    endpoints: ['h:1']\n",
+                 "repetition counts that multiply past 1000");
+    expect_error(BASE_LISTENERS "routes:\n  - name: r\n    match: { path_regex: '((((((((((a+)+)+)+)+)+)+)+)+)+)+' }\n"
+                 "    cluster: c\nclusters:\n  - name: c\n    endpoints: ['h:1']\n",
+                 "repetition counts that multiply past 1000");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    tls: { cert: a.pem }\n",
                  "cluster tls: cert and key go together");
     expect_error("listeners:\n  - name: l\n    listen: 127.0.0.1:1\n    http2: { max_concurrent_streams: 0 }\n",
