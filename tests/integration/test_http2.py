@@ -368,6 +368,36 @@ class Http2AbuseTest(harness.GatewayTest):
         rc, out, err = harness.curl("--http2-prior-knowledge", f"http://127.0.0.1:{self.port}/whoami")
         self.assertEqual(rc, 0, err)
 
+    def test_unanswered_ping_closes_busy_connection(self):
+        port = harness.free_port()
+        gw = harness.Gateway(f"""
+workers: 1
+listeners:
+  - name: l
+    listen: 127.0.0.1:{port}
+    http2: {{ ping_interval: 300ms, ping_timeout: 300ms }}
+routes: [{{ name: r, cluster: app }}]
+clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
+""", port=port)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":path", "/slow?delay=5"), (":scheme", "http"),
+                                  (":authority", "x")], end_stream=True)
+            s.sendall(conn.data_to_send())
+            # a peer that has gone silent: it reads nothing and answers no PING
+            t0 = time.time()
+            time.sleep(2)
+            buf, closed = self.frames_until_close(s, 5)
+            s.close()
+            self.assertTrue(closed, "a connection whose peer stopped answering PINGs stayed open")
+            self.assertLess(time.time() - t0, 4)
+            self.assertIn(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00", buf)  # it was asked (PING frame)
+        finally:
+            rc, out = gw.stop()
+            self.assertEqual(rc, 0, out[-2000:])
+
     @classmethod
     def tearDownClass(cls):
         cls.finish()
