@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,10 @@ typedef struct h2_stream {
     unsigned watch_drain : 1;   /* tell the exchange when resp_body drains */
     unsigned has_cookie : 1;
     unsigned grpc : 1;          /* content-type application/grpc* */
+    unsigned connect : 1;       /* a CONNECT request */
+    unsigned websocket : 1;     /* extended CONNECT (RFC 8441) for a WebSocket */
+    unsigned tunnel_open : 1;   /* ... answered: DATA both ways are the WebSocket's bytes */
+    const char *protocol;       /* :protocol of an extended CONNECT */
 } h2_stream_t;
 
 struct h2_conn {
@@ -215,6 +220,9 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     if (nv == NULL || status == NULL || clen == NULL)
         return -1;
     int s = resp->status % 1000;
+    int tunnel = st->websocket && s == 101; /* RFC 8441: the upgrade is answered 200 */
+    if (tunnel)
+        s = 200;
     status[0] = (char)('0' + s / 100);
     status[1] = (char)('0' + s / 10 % 10);
     status[2] = (char)('0' + s % 10);
@@ -228,6 +236,9 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
             return -1;
         if (strcmp(name, "content-length") == 0 || strcmp(name, "transfer-encoding") == 0)
             continue; /* framing is ours */
+        if (tunnel && (strcmp(name, "upgrade") == 0 || strcmp(name, "connection") == 0 ||
+                       strcmp(name, "sec-websocket-accept") == 0))
+            continue; /* the HTTP/1.1 handshake's, not the client's */
         nv[n++] = (nghttp2_nv){ (uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
                                 NGHTTP2_NV_FLAG_NONE };
     }
@@ -237,6 +248,10 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     }
     int no_body = resp->body == TG_BODY_NONE || (resp->body == TG_BODY_LENGTH && resp->content_length == 0);
     nghttp2_data_provider prd = { .source.ptr = st, .read_callback = on_data_source_read };
+    if (tunnel) {
+        no_body = 0;
+        st->tunnel_open = 1;
+    }
     int r = nghttp2_submit_response(c->session, st->id, nv, n, no_body ? NULL : &prd);
     if (no_body)
         st->resp_end = 1;
@@ -327,7 +342,12 @@ static void ds_done(void *ds, int close)
     st->ex_last = st->ex; /* still valid during done() */
     st->ex = NULL;
     st->state = S_DONE;
-    if (!st->resp_end) {
+    if (!st->resp_end && st->tunnel_open) {
+        /* A WebSocket tunnel ended (either side closed): END_STREAM after
+         * what is queued, not a reset. */
+        st->resp_end = 1;
+        resume(st);
+    } else if (!st->resp_end) {
         /* The response was cut short: say so, with the upstream's own
          * RST_STREAM code when there was one. */
         long code = tg_exchange_reset_code(st->ex_last);
@@ -427,6 +447,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             req->target = v;
         } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0) {
             req->authority = v;
+        } else if (namelen == 9 && memcmp(name, ":protocol", 9) == 0) {
+            st->protocol = v;
         }
         return 0;
     }
@@ -474,6 +496,35 @@ static int join_cookies(tg_request_t *req, tg_arena_t *a)
     return tg_headers_add(&req->headers, a, "cookie", 6, joined, (size_t)(p - joined));
 }
 
+/* A WebSocket over HTTP/2 (RFC 8441: CONNECT with :protocol websocket)
+ * goes to the upstream as the HTTP/1.1 handshake (RFC 6455): GET with
+ * Upgrade, and a Sec-WebSocket-Key of our own (HTTP/2 clients send none).
+ * The upstream's 101 becomes the client's 200; from then on the stream's
+ * DATA in both directions is the tunnel. */
+static int websocket_to_upgrade(h2_conn_t *c, h2_stream_t *st, tg_request_t *req, tg_arena_t *a)
+{
+    unsigned char raw[16];
+    uint64_t r0 = tg_worker_random(c->w), r1 = tg_worker_random(c->w);
+    memcpy(raw, &r0, 8);
+    memcpy(raw + 8, &r1, 8);
+    char *key = tg_arena_alloc(a, 25);
+    if (key == NULL || EVP_EncodeBlock((unsigned char *)key, raw, 16) != 24)
+        return -1;
+    st->websocket = 1;
+    req->method = "GET";
+    req->upgrade = 1;
+    req->body = TG_BODY_NONE; /* the handshake has none; the tunnel's bytes come after the 101 */
+    st->req_fin = 0;
+    tg_headers_remove(&req->headers, "sec-websocket-key");
+    if (tg_headers_add(&req->headers, a, "upgrade", 7, "websocket", 9) < 0 ||
+        tg_headers_add(&req->headers, a, "sec-websocket-key", 17, key, 24) < 0)
+        return -1;
+    if (tg_headers_get(&req->headers, "sec-websocket-version") == NULL &&
+        tg_headers_add(&req->headers, a, "sec-websocket-version", 21, "13", 2) < 0)
+        return -1;
+    return 0;
+}
+
 /* The request head is complete: hand it to the exchange. */
 static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
 {
@@ -491,8 +542,10 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
         tg_exchange_reply(ex, st->reject_status, st->reject_msg);
         return;
     }
-    if (req->method == NULL || strcmp(req->method, "CONNECT") == 0) {
-        tg_exchange_reply(ex, 501, "CONNECT is not supported");
+    st->connect = req->method != NULL && strcmp(req->method, "CONNECT") == 0;
+    if (req->method == NULL || (strcmp(req->method, "CONNECT") == 0 &&
+                                (st->protocol == NULL || strcasecmp(st->protocol, "websocket") != 0))) {
+        tg_exchange_reply(ex, 501, "CONNECT is not supported (except WebSockets, RFC 8441)");
         return;
     }
     if (req->target == NULL || req->target[0] != '/') {
@@ -510,6 +563,10 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
         req->content_length = strtoull(cl->value, NULL, 10);
     } else {
         req->body = TG_BODY_CHUNKED; /* length unknown: chunked toward HTTP/1 */
+    }
+    if (strcmp(req->method, "CONNECT") == 0 && websocket_to_upgrade(c, st, req, a) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
     }
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "expect");
@@ -651,6 +708,18 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     h2_conn_t *c = user_data;
     if (frame->hd.type == NGHTTP2_GOAWAY)
         c->goaway = 1;
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        /* The response to a CONNECT (a refused one, or a WebSocket tunnel
+         * the upstream ended) is complete, and the client may never end
+         * its side: RST_STREAM NO_ERROR closes the stream (RFC 9113 8.1).
+         * Other requests still being sent are drained instead: some
+         * clients (curl 7.88) drop a complete response that is followed
+         * by a reset. */
+        h2_stream_t *st = stream_of(c, frame->hd.stream_id);
+        if (st != NULL && st->state == S_DONE && !st->req_fin && st->connect)
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    }
     return 0;
 }
 
@@ -804,9 +873,15 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
         conn_io(c);
     if ((events & TG_SOCK_EOF) && !c->dead) {
         /* The client closed its side: nothing more can arrive. Streams
-         * still answering finish; then the connection goes (conn_io). */
+         * whose request is complete may still be answered; one still
+         * waiting for request bytes never will be, so then the client is
+         * simply gone and the connection closes now. */
         c->peer_eof = 1;
-        if (c->n_streams == 0)
+        h2_stream_t *st;
+        TAILQ_FOREACH(st, &c->streams, link)
+            if (!st->req_fin)
+                break;
+        if (c->n_streams == 0 || st != NULL)
             conn_close(c);
     }
 }
@@ -890,6 +965,7 @@ static int start_session(h2_conn_t *c)
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)(hls > 0xffffffffu ? 0xffffffffu : hls) },
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
         { NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1 },
+        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 }, /* WebSockets over HTTP/2 (RFC 8441) */
     };
     if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
         nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, (int32_t)h->connection_window_size) != 0)

@@ -20,6 +20,7 @@ import unittest
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import httpx
 
 import harness
@@ -48,6 +49,10 @@ listeners:
     tls:
       certificates: [ {{ cert: {cls.c['server.crt']}, key: {cls.c['server.key']} }} ]
 routes:
+  - name: limited
+    match: {{ path_prefix: /limited }}
+    cluster: app
+    filters: [{{ body_limit: {{ max: 1KiB }} }}]
   - name: items
     match: {{ path_prefix: / }}
     cluster: app
@@ -119,6 +124,16 @@ clusters:
             self.assertEqual(rc, 0, err)
             self.assertEqual(len(out), 20 * MIB)
             self.assertEqual(out[:256], bytes(range(256)))
+
+    def test_early_reply_to_an_upload(self):
+        # the gateway answers 413 before the body is in; the client still
+        # gets the answer (the rest of its upload is read and dropped)
+        path = os.path.join(self.dir, "big.bin")
+        with open(path, "wb") as f:
+            f.write(os.urandom(4 * MIB))
+        for fn in (self.h2c, self.h2s):
+            rc, out, err = fn("/limited/upload", "--data-binary", f"@{path}", "-o", "/dev/null", "-w", "%{http_code}")
+            self.assertEqual((rc, out), (0, b"413"), err)
 
     def test_many_concurrent_streams_one_connection(self):
         p = subprocess.run(["h2load", "-n", "2000", "-c", "1", "-m", "64", f"http://127.0.0.1:{self.port}/whoami"],
@@ -234,6 +249,59 @@ clusters:
                                                           for e in g) or "closed" in g)
             self.assertFalse(any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), evs[-3:])
             self.assertTrue(any(isinstance(e, h2.events.StreamEnded) and e.stream_id == last for e in evs))
+        finally:
+            s.close()
+
+    def ws_frame(self, payload, opcode=1):
+        """A masked client WebSocket frame (RFC 6455), payloads under 126 bytes."""
+        mask = os.urandom(4)
+        return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def test_websocket_over_http2(self):
+        # RFC 8441: the server announces extended CONNECT, the client opens
+        # a WebSocket on a stream; the FastAPI upstream speaks RFC 6455
+        s, conn = self.connect()
+        try:
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in g))
+            changed = [e for e in evs if isinstance(e, h2.events.RemoteSettingsChanged)][0].changed_settings
+            self.assertEqual(changed[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL].new_value, 1)
+            conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                                  (":path", "/ws"), (":authority", "x"), ("sec-websocket-version", "13")])
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.ResponseReceived) for e in g))
+            head = dict([e for e in evs if isinstance(e, h2.events.ResponseReceived)][0].headers)
+            self.assertEqual(head[":status"], "200")
+            self.assertNotIn("upgrade", head)
+            self.assertNotIn("sec-websocket-accept", head)
+            got = b""
+            for word in (b"hello", b"again"):
+                conn.send_data(1, self.ws_frame(word))
+                s.sendall(conn.data_to_send())
+                evs = self.read_events(s, conn, lambda g: b"echo: " + word in b"".join(
+                    e.data for e in g if isinstance(e, h2.events.DataReceived)))
+                got += b"".join(e.data for e in evs if isinstance(e, h2.events.DataReceived))
+            self.assertIn(b"echo: hello", got)
+            self.assertIn(b"echo: again", got)
+            # the client ends the stream: the tunnel closes with END_STREAM, not a reset
+            conn.send_data(1, self.ws_frame(b"\x03\xe8", opcode=8), end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset))
+                                                          for e in g))
+            self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in evs), evs[-3:])
+            self.assertFalse(any(isinstance(e, h2.events.StreamReset) for e in evs))
+        finally:
+            s.close()
+        # a CONNECT for anything else is still refused
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False))
+        conn.initiate_connection()
+        try:
+            conn.send_headers(1, [(":method", "CONNECT"), (":authority", "example.com:443")])
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, h2.events.ResponseReceived) for e in g))
+            head = dict([e for e in evs if isinstance(e, h2.events.ResponseReceived)][0].headers)
+            self.assertEqual(head[":status"], "501")
         finally:
             s.close()
 
