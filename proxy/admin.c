@@ -138,7 +138,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->admin = a;
     tg_arena_init(&c->arena);
-    tg_h1_reader_init(&c->reader, HTTP_REQUEST);
+    tg_h1_reader_init(&c->reader, TG_H1_REQUEST);
     c->reader.max_body = ADMIN_MAX_BODY;
     LIST_INSERT_HEAD(&a->conns, c, link);
     tg_sock_set_cb(c->sock, on_conn, c);

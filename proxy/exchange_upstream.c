@@ -338,7 +338,7 @@ static int read_response_head(tg_exchange_t *ex)
             return -1;
         }
         if (ex->resp.status >= 100 && ex->resp.status < 200 && ex->resp.status != 101) {
-            tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE); /* interim response: skip */
+            tg_h1_reader_init(&ex->up_reader, TG_H1_RESPONSE); /* interim response: skip */
             continue;
         }
         ex->up_reader.trailers = &ex->resp.trailers; /* chunked trailers, for the client */
@@ -422,7 +422,7 @@ static void on_connected(tg_exchange_t *ex)
         return;
     }
     tg_sock_t *sock = ex->up->sock;
-    tg_h1_reader_init(&ex->up_reader, HTTP_RESPONSE);
+    tg_h1_reader_init(&ex->up_reader, TG_H1_RESPONSE);
     if (write_request_head(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;

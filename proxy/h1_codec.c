@@ -8,413 +8,357 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_HEADERS 200
+struct tg_h1_field_spans {
+    tg_h1_span_t name, value;
+    uint8_t id;
+};
 
+/* Any fault in an upstream's response makes it unusable: 502. */
 static int fail(tg_h1_reader_t *r, int status, const char *msg)
 {
-    r->error_status = status;
+    r->error_status = r->p.kind == TG_H1_RESPONSE ? 502 : status;
     r->error_msg = msg;
     return TG_H1_ERROR;
 }
 
-/* ---- http-parser callbacks ---- */
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    tg_h1_reader_t *r = p->data;
-    if (r->url == NULL)
-        r->url = at;
-    r->url_len = (size_t)(at + len - r->url);
-    return 0;
-}
-
-/* Appends a piece (http-parser may split a field across reads) to *s in
- * the arena. */
-static int append_piece(tg_arena_t *a, const char **s, size_t *slen, const char *at, size_t len)
-{
-    char *n = tg_arena_alloc(a, *slen + len + 1);
-    if (n == NULL)
-        return -1;
-    if (*slen)
-        memcpy(n, *s, *slen);
-    memcpy(n + *slen, at, len);
-    n[*slen + len] = '\0';
-    *s = n;
-    *slen += len;
-    return 0;
-}
-
-/* Trailer fields a proxy must not pass on (framing, connection-specific). */
-static int trailer_forbidden(const tg_header_t *h)
-{
-    static const char *const names[] = { "content-length", "transfer-encoding", "connection", "keep-alive", "te",
-                                         "trailer", "upgrade", "host", "proxy-connection" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
-            return 1;
-    return 0;
-}
-
-#define MAX_TRAILER_BYTES (16 * 1024)
-
-/* Chunked trailer fields, kept when the reader has somewhere to put them
- * (responses relayed to clients that can take trailers). State: 0 before
- * a field, 1 in a name, 2 in a value. */
-static int on_trailer(tg_h1_reader_t *r, const char *at, size_t len, int is_value)
-{
-    if (r->trailers == NULL)
-        return 0;
-    for (size_t i = 0; i < len; i++) { /* the same rules as head fields: nothing to smuggle */
-        unsigned char c = (unsigned char)at[i];
-        if (is_value ? ((c < 0x20 && c != '\t') || c == 0x7f) : !tg_http_is_tchar(c))
-            return fail(r, 400, "invalid character in a trailer field"), -1;
-    }
-    r->trailer_bytes += len;
-    if (r->trailer_bytes > MAX_TRAILER_BYTES || r->trailers->n >= MAX_HEADERS)
-        return fail(r, 400, "trailer section too large"), -1;
-    if (!is_value && r->trailer_state != 1) { /* a new field */
-        if (r->trailer_state == 2 && r->trailers->n && trailer_forbidden(&r->trailers->v[r->trailers->n - 1]))
-            r->trailers->n--;
-        if (tg_headers_add(r->trailers, r->arena, "", 0, "", 0) < 0)
-            return fail(r, 500, "out of memory"), -1;
-    }
-    if (r->trailers->n == 0)
-        return 0;
-    tg_header_t *h = &r->trailers->v[r->trailers->n - 1];
-    r->trailer_state = is_value ? 2 : 1;
-    int rc = is_value ? append_piece(r->arena, &h->value, &h->value_len, at, len)
-                      : append_piece(r->arena, &h->name, &h->name_len, at, len);
-    return rc < 0 ? (fail(r, 500, "out of memory"), -1) : 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    tg_h1_reader_t *r = p->data;
-    if (!r->in_head)
-        return on_trailer(r, at, len, 0);
-    for (size_t i = 0; i < len; i++)
-        if (!tg_http_is_tchar((unsigned char)at[i]))
-            return fail(r, 400, "invalid character in a header name"), -1;
-    if (r->headers->n >= MAX_HEADERS)
-        return fail(r, 431, "too many header fields"), -1;
-    r->value_pending = 1;
-    return tg_headers_add(r->headers, r->arena, at, len, "", 0) < 0 ? (fail(r, 500, "out of memory"), -1) : 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    tg_h1_reader_t *r = p->data;
-    if (!r->in_head)
-        return on_trailer(r, at, len, 1);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)at[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return fail(r, 400, "invalid character in a header value"), -1;
-    }
-    tg_header_t *h = &r->headers->v[r->headers->n - 1];
-    if (r->value_pending) {
-        h->value = at;
-        h->value_len = len;
-        r->value_pending = 0;
-    } else {
-        h->value_len = (size_t)(at + len - h->value);
-    }
-    return 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    tg_h1_reader_t *r = p->data;
-    r->in_head = 0;
-    return r->skip_body ? 1 : 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-    tg_h1_reader_t *r = p->data;
-    r->body_bytes += len;
-    if (r->max_body && r->body_bytes > r->max_body)
-        return fail(r, 413, "request body too large"), -1;
-    return evbuffer_add(r->sink, at, len) < 0 ? -1 : 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    tg_h1_reader_t *r = p->data;
-    if (!r->in_head && r->body == TG_BODY_CHUNKED) {
-        if (r->trailers && r->trailers->n && trailer_forbidden(&r->trailers->v[r->trailers->n - 1]))
-            r->trailers->n--;
-        r->done = 1;
-        http_parser_pause(p, 1);
-    }
-    return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-void tg_h1_reader_init(tg_h1_reader_t *r, enum http_parser_type type)
+void tg_h1_reader_init(tg_h1_reader_t *r, tg_h1_kind_t kind)
 {
     memset(r, 0, sizeof(*r));
-    http_parser_init(&r->parser, type);
-    r->parser.data = r;
+    tg_h1_parser_init(&r->p, kind);
 }
 
-/* ---- head scanning ---- */
-
-/* Incrementally finds the end of the head in p[0..len), rejecting bare CR,
- * bare LF, NUL and obs-fold. Returns TG_H1_OK with *head_len set. */
-static tg_h1_result_t scan_head(tg_h1_reader_t *r, const unsigned char *p, size_t len, size_t *head_len)
+/* The first non-empty segment of in (an evbuffer may hold empty chains,
+ * e.g. a reservation committed with a zero-length second vector). */
+static int first_segment(struct evbuffer *in, const char **buf, size_t *len)
 {
-    size_t i;
-    for (i = r->scan_pos; i < len; i++) {
-        unsigned char c = p[i];
-        if (c == '\r') {
-            if (i + 1 == len)
-                break;
-            if (p[i + 1] != '\n')
-                return fail(r, 400, "bare CR in the message head");
-            if (i == r->line_start && i != 0) {
-                *head_len = i + 2;
-                return TG_H1_OK;
-            }
-            i++;
-            r->line_start = i + 1;
-        } else if (c == '\n') {
-            return fail(r, 400, "bare LF in the message head");
-        } else if (c == '\0') {
-            return fail(r, 400, "NUL in the message head");
-        } else if ((c == ' ' || c == '\t') && i == r->line_start) {
-            return fail(r, 400, i == 0 ? "whitespace before the start line" : "obsolete line folding");
+    struct evbuffer_iovec v[4];
+    int n = evbuffer_peek(in, 1, NULL, v, 4);
+    for (int i = 0; i < n && i < 4; i++) {
+        if (v[i].iov_len) {
+            *buf = v[i].iov_base;
+            *len = v[i].iov_len;
+            return 1;
         }
     }
-    r->scan_pos = i;
-    return TG_H1_AGAIN;
-}
-
-/* Finds, copies and parses the head. On TG_H1_OK the head is drained. */
-static tg_h1_result_t parse_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header, tg_arena_t *a,
-                                 tg_headers_t *headers)
-{
-    /* Tolerate empty lines before a request line (RFC 9112 2.2). */
-    if (r->scan_pos == 0) {
-        unsigned char two[2];
-        while (evbuffer_copyout(in, two, 2) == 2 && two[0] == '\r' && two[1] == '\n')
-            evbuffer_drain(in, 2);
-    }
-    size_t avail = evbuffer_get_length(in);
-    size_t want = avail < max_header ? avail : max_header;
-    if (want == 0)
-        return TG_H1_AGAIN;
-    const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)want);
-    if (p == NULL)
-        return fail(r, 500, "out of memory");
-    size_t head_len = 0;
-    tg_h1_result_t res = scan_head(r, p, want, &head_len);
-    if (res == TG_H1_ERROR)
-        return res;
-    if (res == TG_H1_AGAIN)
-        return want >= max_header ? fail(r, 431, "request header section too large") : TG_H1_AGAIN;
-
-    char *copy = tg_arena_alloc(a, head_len + 1);
-    if (copy == NULL)
-        return fail(r, 500, "out of memory");
-    memcpy(copy, p, head_len);
-    copy[head_len] = '\0';
-    evbuffer_drain(in, head_len);
-
-    r->arena = a;
-    r->headers = headers;
-    r->in_head = 1;
-    size_t n = http_parser_execute(&r->parser, &parser_settings, copy, head_len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
-    if (r->error_status)
-        return TG_H1_ERROR;
-    if (err != HPE_OK || (n != head_len && !r->parser.upgrade) || r->in_head)
-        return fail(r, 400, http_errno_description(err != HPE_OK ? err : HPE_INVALID_EOF_STATE));
-
-    /* NUL-terminate in place: the byte after each token is a delimiter the
-     * parser no longer needs. Trailing whitespace is not part of a value. */
-    for (size_t i = 0; i < headers->n; i++) {
-        tg_header_t *h = &headers->v[i];
-        while (h->value_len && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
-            h->value_len--;
-        ((char *)h->name)[h->name_len] = '\0';
-        if (h->value_len)
-            ((char *)h->value)[h->value_len] = '\0';
-        else
-            h->value = "";
-    }
-    if (r->url)
-        ((char *)r->url)[r->url_len] = '\0';
-    return TG_H1_OK;
-}
-
-static int check_transfer_encoding(tg_h1_reader_t *r, const tg_headers_t *h, int version)
-{
-    size_t te = tg_headers_count(h, "transfer-encoding");
-    if (te == 0)
+    if (evbuffer_get_length(in) == 0)
         return 0;
-    if (tg_headers_get(h, "content-length") != NULL)
-        return fail(r, 400, "both Content-Length and Transfer-Encoding");
-    if (version < 11)
-        return fail(r, 400, "Transfer-Encoding in an HTTP/1.0 message");
-    const tg_header_t *t = tg_headers_get(h, "transfer-encoding");
-    if (te > 1 || strcasecmp(t->value, "chunked") != 0)
-        return fail(r, 501, "unsupported transfer coding");
-    return 0;
+    *buf = (const char *)evbuffer_pullup(in, 1); /* more than 4 empty chains first */
+    *len = 1;
+    return *buf != NULL;
+}
+
+/* Feeds buf[0..len) to the parser, recording each field. */
+static tg_h1p_result_t parse_fields(tg_h1_reader_t *r, tg_arena_t *a, const char *buf, size_t len)
+{
+    for (;;) {
+        tg_h1p_result_t res = tg_h1_parse_head(&r->p, buf, len);
+        if (res != TG_H1P_FIELD)
+            return res;
+        if (r->nfields >= TG_H1_MAX_FIELDS) {
+            r->p.error_status = 431;
+            r->p.error = "too many header fields";
+            return TG_H1P_ERROR;
+        }
+        if (r->nfields == r->capfields) {
+            uint32_t ncap = r->capfields ? r->capfields * 2 : 32;
+            struct tg_h1_field_spans *nf = tg_arena_alloc(a, ncap * sizeof(*nf));
+            if (nf == NULL) {
+                r->p.error_status = 500;
+                r->p.error = "out of memory";
+                return TG_H1P_ERROR;
+            }
+            if (r->nfields)
+                memcpy(nf, r->fields, r->nfields * sizeof(*nf));
+            r->fields = nf;
+            r->capfields = ncap;
+        }
+        r->fields[r->nfields++] = (struct tg_h1_field_spans){ r->p.field_name, r->p.field_value, r->p.field_id };
+    }
+}
+
+/* Runs the parser over the head (or trailer section) at the start of in,
+ * at most limit bytes. Parses in place in the first segment when the
+ * head fits there; otherwise linearizes the prefix. On TG_H1P_DONE *base
+ * points at the r->p.pos bytes that make it up (still in `in`). */
+static tg_h1p_result_t parse_prefix(tg_h1_reader_t *r, struct evbuffer *in, size_t limit, tg_arena_t *a,
+                                    const char **base)
+{
+    size_t avail = evbuffer_get_length(in), want = avail < limit ? avail : limit, len = 0;
+    const char *buf = NULL;
+    if (want == 0 || !first_segment(in, &buf, &len))
+        return TG_H1P_AGAIN;
+    if (len > want)
+        len = want;
+    tg_h1p_result_t res = parse_fields(r, a, buf, len);
+    if (res == TG_H1P_AGAIN && len < want) {
+        buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
+        if (buf == NULL) {
+            r->p.error_status = 500;
+            r->p.error = "out of memory";
+            return TG_H1P_ERROR;
+        }
+        res = parse_fields(r, a, buf, want);
+    }
+    *base = buf;
+    return res;
+}
+
+/* Copies the head's bytes into the arena, NUL-terminates each name and
+ * value in the copy (the byte after each is a delimiter the parse no
+ * longer needs) and fills h. Returns the copy. */
+static char *keep_fields(tg_h1_reader_t *r, tg_arena_t *a, const char *base, tg_headers_t *h, int drop_framing)
+{
+    size_t len = r->p.pos;
+    char *copy = tg_arena_alloc(a, len + 1);
+    size_t cap = r->nfields + 8; /* room for what the proxy adds */
+    tg_header_t *v = tg_arena_alloc(a, cap * sizeof(*v));
+    if (copy == NULL || v == NULL)
+        return NULL;
+    memcpy(copy, base, len);
+    copy[len] = '\0';
+    size_t n = 0;
+    for (uint32_t i = 0; i < r->nfields; i++) {
+        const struct tg_h1_field_spans *f = &r->fields[i];
+        /* framing and connection-specific fields have no place in trailers */
+        if (drop_framing && f->id != TG_H1F_OTHER && f->id != TG_H1F_EXPECT)
+            continue;
+        copy[f->name.off + f->name.len] = '\0';
+        copy[f->value.off + f->value.len] = '\0';
+        v[n++] = (tg_header_t){ copy + f->name.off, f->name.len, copy + f->value.off, f->value.len };
+    }
+    h->v = v;
+    h->n = n;
+    h->cap = cap;
+    return copy;
+}
+
+/* Reads the head; on TG_H1_OK it is copied to the arena (returned in
+ * *copy); the caller drains it from in once it accepts the message. */
+static tg_h1_result_t read_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header, tg_arena_t *a,
+                                tg_headers_t *headers, char **copy)
+{
+    const char *base = NULL;
+    tg_h1p_result_t res = parse_prefix(r, in, max_header, a, &base);
+    if (res == TG_H1P_ERROR)
+        return fail(r, r->p.error_status, r->p.error);
+    if (res == TG_H1P_AGAIN)
+        return evbuffer_get_length(in) >= max_header ? fail(r, 431, "header section too large") : TG_H1_AGAIN;
+    r->arena = a;
+    *copy = keep_fields(r, a, base, headers, 0);
+    return *copy == NULL ? fail(r, 500, "out of memory") : TG_H1_OK;
+}
+
+static tg_body_kind_t body_kind(const tg_h1_parser_t *p)
+{
+    switch (p->framing) {
+    case TG_H1_FRAME_LENGTH:
+        return TG_BODY_LENGTH;
+    case TG_H1_FRAME_CHUNKED:
+        return TG_BODY_CHUNKED;
+    case TG_H1_FRAME_CLOSE:
+        return TG_BODY_EOF;
+    case TG_H1_FRAME_TUNNEL:
+        return TG_BODY_TUNNEL;
+    default:
+        return TG_BODY_NONE;
+    }
+}
+
+static int keep_alive(const tg_h1_parser_t *p)
+{
+    return !p->conn_close && (p->version == 11 || p->conn_keep_alive);
+}
+
+/* absolute-form (RFC 9112 3.2.2): "http" or "https" "://" authority, then
+ * an optional path and query. The authority replaces Host; userinfo is
+ * refused (RFC 9110 4.2.4). */
+static int absolute_form(tg_h1_reader_t *r, tg_arena_t *a, const char *url, size_t len, tg_request_t *req)
+{
+    size_t i;
+    if (len > 7 && strncasecmp(url, "http://", 7) == 0)
+        i = 7;
+    else if (len > 8 && strncasecmp(url, "https://", 8) == 0)
+        i = 8;
+    else
+        return fail(r, 400, "invalid request target");
+    size_t as = i;
+    while (i < len && url[i] != '/' && url[i] != '?') {
+        if (url[i] == '@')
+            return fail(r, 400, "userinfo in the request target");
+        i++;
+    }
+    if (i == as)
+        return fail(r, 400, "invalid request target");
+    req->authority = tg_arena_strndup(a, url + as, i - as);
+    if (req->authority == NULL)
+        return fail(r, 500, "out of memory");
+    if (i < len && url[i] == '/') {
+        req->target = url + i;
+    } else { /* "http://h" or "http://h?q": the path is "/" */
+        char *t = tg_arena_alloc(a, len - i + 2);
+        if (t == NULL)
+            return fail(r, 500, "out of memory");
+        t[0] = '/';
+        memcpy(t + 1, url + i, len - i);
+        t[len - i + 1] = '\0';
+        req->target = t;
+    }
+    return tg_headers_set(&req->headers, a, "host", req->authority) < 0 ? fail(r, 500, "out of memory") : 0;
 }
 
 tg_h1_result_t tg_h1_read_request_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header,
                                        tg_arena_t *a, tg_request_t *req)
 {
-    tg_h1_result_t res = parse_head(r, in, max_header, a, &req->headers);
+    char *copy = NULL;
+    tg_h1_result_t res = read_head(r, in, max_header, a, &req->headers, &copy);
     if (res != TG_H1_OK)
         return res;
-    http_parser *p = &r->parser;
-    if (p->http_major != 1 || p->http_minor > 1)
-        return fail(r, 505, "HTTP version not supported");
-    req->version = p->http_major * 10 + p->http_minor;
-    req->method = http_method_str((enum http_method)p->method);
-    req->is_head = p->method == HTTP_HEAD;
-    req->keep_alive = http_should_keep_alive(p) != 0;
-    if (p->method == HTTP_CONNECT)
+    const tg_h1_parser_t *p = &r->p;
+    req->version = p->version;
+    ((char *)copy)[p->method.off + p->method.len] = '\0';
+    req->method = copy + p->method.off;
+    req->is_head = p->method.len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    req->keep_alive = keep_alive(p);
+    if (p->method.len == 7 && memcmp(req->method, "CONNECT", 7) == 0)
         return fail(r, 405, "CONNECT is not supported");
-    if (check_transfer_encoding(r, &req->headers, req->version) < 0)
-        return TG_H1_ERROR;
 
-    size_t nhost = tg_headers_count(&req->headers, "host");
+    const char *host = NULL, *expect = NULL;
+    size_t nhost = 0;
+    for (uint32_t i = 0; i < r->nfields; i++) {
+        if (r->fields[i].id == TG_H1F_HOST) {
+            nhost++;
+            host = copy + r->fields[i].value.off;
+        } else if (r->fields[i].id == TG_H1F_EXPECT) {
+            expect = copy + r->fields[i].value.off;
+        }
+    }
     if (nhost > 1 || (nhost == 0 && req->version == 11))
         return fail(r, 400, nhost ? "more than one Host header" : "missing Host header");
-    req->authority = nhost ? tg_headers_get(&req->headers, "host")->value : NULL;
+    req->authority = host;
 
-    const char *url = r->url ? r->url : "";
+    char *url = copy + p->target.off;
+    url[p->target.len] = '\0';
     if (url[0] == '/') {
         req->target = url;
-    } else if (strcmp(url, "*") == 0 && p->method == HTTP_OPTIONS) {
+    } else if (p->target.len == 1 && url[0] == '*' && strcmp(req->method, "OPTIONS") == 0) {
         req->target = url;
-    } else {
-        struct http_parser_url u;
-        http_parser_url_init(&u);
-        if (http_parser_parse_url(url, r->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_HOST)))
-            return fail(r, 400, "invalid request target");
-        /* absolute-form: the target's authority replaces Host (RFC 9112 3.2.2) */
-        size_t hs = u.field_data[UF_HOST].off;
-        size_t he = u.field_set & (1 << UF_PORT) ? u.field_data[UF_PORT].off + u.field_data[UF_PORT].len
-                                                 : hs + u.field_data[UF_HOST].len;
-        req->authority = tg_arena_strndup(a, url + hs, he - hs);
-        size_t ps = u.field_set & (1 << UF_PATH) ? u.field_data[UF_PATH].off : he;
-        req->target = ps < r->url_len && url[ps] == '/' ? url + ps : "/";
-        if (req->authority == NULL || tg_headers_set(&req->headers, a, "host", req->authority) < 0)
-            return fail(r, 500, "out of memory");
+    } else if (absolute_form(r, a, url, p->target.len, req) < 0) {
+        return TG_H1_ERROR;
     }
     const char *q = strchr(req->target, '?');
     req->path_len = q ? (size_t)(q - req->target) : strlen(req->target);
 
-    const tg_header_t *expect = tg_headers_get(&req->headers, "expect");
     if (expect != NULL) {
-        if (strcasecmp(expect->value, "100-continue") != 0)
+        if (strcasecmp(expect, "100-continue") != 0)
             return fail(r, 417, "unsupported expectation");
         req->expect_continue = req->version == 11;
     }
-    req->upgrade = p->upgrade;
-    if (p->flags & F_CHUNKED) {
-        req->body = TG_BODY_CHUNKED;
-    } else if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
-        req->body = TG_BODY_LENGTH;
-        req->content_length = p->content_length;
-    } else {
-        req->body = TG_BODY_NONE;
-    }
+    req->upgrade = p->has_upgrade && p->conn_upgrade;
+    req->body = body_kind(p);
+    req->content_length = req->body == TG_BODY_LENGTH ? p->content_length : 0;
     if (r->max_body && req->body == TG_BODY_LENGTH && req->content_length > r->max_body)
         return fail(r, 413, "request body too large");
     r->body = req->body;
     r->remaining = req->content_length;
+    evbuffer_drain(in, r->p.pos);
     return TG_H1_OK;
 }
 
 tg_h1_result_t tg_h1_read_response_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header,
                                         tg_arena_t *a, tg_response_t *resp, int request_is_head)
 {
-    r->skip_body = request_is_head != 0;
-    tg_h1_result_t res = parse_head(r, in, max_header, a, &resp->headers);
+    r->p.no_body = request_is_head != 0;
+    char *copy = NULL;
+    tg_h1_result_t res = read_head(r, in, max_header, a, &resp->headers, &copy);
     if (res != TG_H1_OK)
         return res;
-    http_parser *p = &r->parser;
-    int status = (int)p->status_code;
-    if (p->http_major != 1 || status < 100 || status > 999)
-        return fail(r, 502, "malformed upstream response");
-    resp->status = status;
-    resp->version = p->http_major * 10 + p->http_minor;
-    if (check_transfer_encoding(r, &resp->headers, 11) < 0)
-        return fail(r, 502, "upstream response has unsupported framing");
-    if (request_is_head || status < 200 || status == 204 || status == 304) {
-        resp->body = status == 101 ? TG_BODY_TUNNEL : TG_BODY_NONE;
-    } else if (p->flags & F_CHUNKED) {
-        resp->body = TG_BODY_CHUNKED;
-    } else if (p->flags & F_CONTENTLENGTH) {
-        resp->body = p->content_length ? TG_BODY_LENGTH : TG_BODY_NONE;
-        resp->content_length = p->content_length;
-    } else {
-        resp->body = TG_BODY_EOF;
-    }
-    if (resp->body == TG_BODY_NONE && (p->flags & F_CONTENTLENGTH) && !request_is_head)
-        resp->content_length = 0;
-    else if (request_is_head && (p->flags & F_CONTENTLENGTH))
-        resp->content_length = p->content_length;
-    resp->keep_alive = resp->body != TG_BODY_EOF && http_should_keep_alive(p) != 0;
+    const tg_h1_parser_t *p = &r->p;
+    resp->status = p->status;
+    resp->version = p->version;
+    resp->body = body_kind(p);
+    /* a HEAD response's Content-Length describes the body it did not send */
+    resp->content_length = p->has_content_length && (resp->body == TG_BODY_LENGTH || request_is_head)
+                               ? p->content_length
+                               : 0;
+    resp->keep_alive = resp->body != TG_BODY_EOF && keep_alive(p);
     r->body = resp->body;
-    r->remaining = resp->content_length;
+    r->remaining = resp->body == TG_BODY_LENGTH ? resp->content_length : 0;
+    evbuffer_drain(in, r->p.pos);
     return TG_H1_OK;
 }
 
 /* ---- bodies ---- */
 
+/* Reads the trailer section after the last chunk, keeping its fields in
+ * r->trailers when the reader has one. */
+static int read_trailers(tg_h1_reader_t *r, struct evbuffer *in)
+{
+    const char *base = NULL;
+    tg_arena_t *a = r->arena;
+    tg_h1p_result_t res = parse_prefix(r, in, TG_H1_MAX_TRAILER_BYTES, a, &base);
+    if (res == TG_H1P_ERROR)
+        return fail(r, r->p.error_status == 431 ? 400 : r->p.error_status,
+                    r->p.error_status == 431 ? "trailer section too large" : r->p.error);
+    if (res == TG_H1P_AGAIN)
+        return evbuffer_get_length(in) >= TG_H1_MAX_TRAILER_BYTES ? fail(r, 400, "trailer section too large")
+                                                                   : TG_H1_AGAIN;
+    if (r->trailers != NULL && r->nfields && keep_fields(r, a, base, r->trailers, 1) == NULL)
+        return fail(r, 500, "out of memory");
+    evbuffer_drain(in, r->p.pos);
+    r->done = 1;
+    return TG_H1_OK;
+}
+
 static ssize_t read_chunked(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer *out, size_t max, int eof,
                             int *fin)
 {
-    struct evbuffer_iovec vec[8];
-    size_t before = evbuffer_get_length(out), consumed = 0;
-    int nvec = evbuffer_peek(in, (ev_ssize_t)max, NULL, vec, 8);
-    if (nvec > 8)
-        nvec = 8;
-    r->sink = out;
-    for (int i = 0; i < nvec && !r->done; i++) {
-        size_t len = vec[i].iov_len;
-        if (consumed + len > max)
-            len = max - consumed;
-        if (len == 0)
-            continue; /* an empty chain; a zero length would mean EOF to http-parser */
-        size_t n = http_parser_execute(&r->parser, &parser_settings, vec[i].iov_base, len);
-        consumed += n;
-        enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
-        if (err == HPE_PAUSED) {
-            http_parser_pause(&r->parser, 0);
+    size_t moved = 0;
+    while (!r->done) {
+        if (r->in_data) {
+            size_t avail = evbuffer_get_length(in), n = max - moved;
+            if (avail == 0 || n == 0)
+                break;
+            if (n > avail)
+                n = avail;
+            if (n > r->p.chunk_left)
+                n = (size_t)r->p.chunk_left;
+            if (evbuffer_remove_buffer(in, out, n) != (int)n)
+                return fail(r, 500, "out of memory"), -1;
+            moved += n;
+            r->body_bytes += n;
+            r->p.chunk_left -= n;
+            r->in_data = r->p.chunk_left != 0;
+            continue;
+        }
+        if (r->in_trailers) {
+            int t = read_trailers(r, in);
+            if (t == TG_H1_ERROR)
+                return -1;
             break;
         }
-        if (err != HPE_OK) {
-            evbuffer_drain(in, consumed);
-            if (!r->error_status)
-                fail(r, 400, http_errno_description(err));
-            return -1;
-        }
-        if (n < len)
+        const char *buf;
+        size_t len, used = 0;
+        if (!first_segment(in, &buf, &len))
             break;
+        tg_h1p_result_t res = tg_h1_parse_chunk(&r->p, buf, len, &used);
+        evbuffer_drain(in, used);
+        if (res == TG_H1P_ERROR)
+            return fail(r, r->p.error_status, r->p.error), -1;
+        if (res == TG_H1P_DATA) {
+            if (r->max_body && r->p.chunk_left > r->max_body - r->body_bytes)
+                return fail(r, 413, "request body too large"), -1;
+            r->in_data = 1;
+        } else if (res == TG_H1P_TRAILERS) {
+            tg_h1_parse_trailers_begin(&r->p);
+            r->nfields = 0;
+            r->in_trailers = 1;
+        }
     }
-    evbuffer_drain(in, consumed);
-    if (r->done) {
+    if (r->done)
         *fin = 1;
-    } else if (eof && evbuffer_get_length(in) == 0) {
-        fail(r, 400, "body truncated");
-        return -1;
-    }
-    return (ssize_t)(evbuffer_get_length(out) - before);
+    else if (eof && evbuffer_get_length(in) == 0)
+        return fail(r, 400, "body truncated"), -1;
+    return (ssize_t)moved;
 }
 
 ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer *out, size_t max, int eof,

@@ -2,53 +2,58 @@
  * proxy/h1_codec.h — HTTP/1.x message framing on evbuffers, for both the
  * downstream server and the upstream client.
  *
- * Reading a head: the bytes up to the blank line are found and checked in
- * one incremental scan (bare CR, bare LF, NUL, obs-fold and oversize are
- * rejected before any parsing), copied once into the exchange arena and
- * handed to http-parser there; header names and values then point into
- * that copy, NUL-terminated in place. RFC 9112 request checks (Host, CL vs
- * TE, transfer codings, target form, Expect) follow.
+ * Reading a head: our parser (proxy/h1_parse.h) runs over the input as it
+ * arrives, in place: over the first buffer segment when the head fits in
+ * it (the usual case: no copy at all while parsing), else over a
+ * linearized prefix, resuming where the last read stopped. Once the head
+ * is complete its bytes are copied once into the exchange arena, because
+ * the exchange outlives the read buffer; header names and values then
+ * point into that copy, NUL-terminated in place. RFC 9112 request checks
+ * (Host, target form, Expect) follow.
  *
- * Reading a body moves bytes: Content-Length and close-delimited bodies go
- * from the input evbuffer to the output with evbuffer_remove_buffer (no
- * copy); chunked bodies are decoded by http-parser into the output.
+ * Reading a body moves bytes: Content-Length, close-delimited and chunk
+ * data go from the input evbuffer to the output with
+ * evbuffer_remove_buffer (no copy); only chunk framing bytes are parsed.
  */
 #ifndef TG_PROXY_H1_CODEC_H
 #define TG_PROXY_H1_CODEC_H
 
-#include <http_parser.h>
 #include <sys/types.h>
 
+#include "proxy/h1_parse.h"
 #include "proxy/http.h"
 
 struct evbuffer;
 
 typedef enum { TG_H1_AGAIN = 0, TG_H1_OK = 1, TG_H1_ERROR = -1 } tg_h1_result_t;
 
+/* Most header (or trailer) fields in one message; more is 431 (a
+ * request) or a malformed message (a response, trailers). */
+#define TG_H1_MAX_FIELDS 200
+/* Largest trailer section kept or skipped. */
+#define TG_H1_MAX_TRAILER_BYTES (16 * 1024)
+
+struct tg_h1_field_spans;
+
 typedef struct tg_h1_reader {
-    http_parser parser;
+    tg_h1_parser_t p;
     tg_body_kind_t body;
     uint64_t remaining;     /* TG_BODY_LENGTH: bytes still to come */
     uint64_t body_bytes;    /* decoded body bytes read so far */
     uint64_t max_body;      /* 0 = unlimited */
-    size_t scan_pos;        /* head scan progress (bytes already checked) */
-    size_t line_start;
     int error_status;       /* HTTP status to answer with on TG_H1_ERROR */
     const char *error_msg;  /* static string */
     /* Chunked trailers go here (copied into arena) when set; else dropped. */
     tg_headers_t *trailers;
-    size_t trailer_bytes;
-    /* private: parse state */
-    unsigned in_head : 1, done : 1, skip_body : 1, value_pending : 1, trailer_state : 2, skip_trailer : 1;
-    tg_arena_t *arena;
-    tg_headers_t *headers;
-    const char *url;
-    size_t url_len;
-    struct evbuffer *sink;
+    tg_arena_t *arena;      /* where the trailers are copied */
+    /* private: fields of the head (or trailer section) read so far */
+    struct tg_h1_field_spans *fields;
+    uint32_t nfields, capfields;
+    unsigned in_data : 1, in_trailers : 1, done : 1;
 } tg_h1_reader_t;
 
 /* Prepares r for a new message on a connection. */
-void tg_h1_reader_init(tg_h1_reader_t *r, enum http_parser_type type);
+void tg_h1_reader_init(tg_h1_reader_t *r, tg_h1_kind_t kind);
 
 /* Reads a request head from in. TG_H1_OK: req is filled, the head is
  * drained from in, r is ready for tg_h1_read_body. TG_H1_AGAIN: need more

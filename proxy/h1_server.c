@@ -293,7 +293,7 @@ static void read_head(h1_conn_t *c)
             conn_close(c);
             return;
         }
-        tg_h1_reader_init(&c->reader, HTTP_REQUEST);
+        tg_h1_reader_init(&c->reader, TG_H1_REQUEST);
         c->reader.max_body = limits(c)->max_body_bytes;
     }
     tg_request_t *req = tg_exchange_request(c->ex);

@@ -317,7 +317,7 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
     probe_t *p = arg;
     const tg_endpoint_t *ep = p->ep;
-    tg_h1_reader_init(&p->reader, HTTP_RESPONSE);
+    tg_h1_reader_init(&p->reader, TG_H1_RESPONSE);
     p->sock = tg_cluster_connect(p->cluster, ep, p->hc->loop);
     if (p->sock == NULL) {
         probe_done(p, 0, "connect failed");

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tg_h1_reader_t r;
         tg_request_t req;
         memset(&req, 0, sizeof(req));
-        tg_h1_reader_init(&r, HTTP_REQUEST);
+        tg_h1_reader_init(&r, TG_H1_REQUEST);
         r.max_body = 1 << 20;
         tg_h1_result_t res = tg_h1_read_request_head(&r, in, 8192, &a, &req);
         if (res == TG_H1_AGAIN && !fed_rest) {

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tg_h1_reader_t r;
         tg_response_t resp;
         memset(&resp, 0, sizeof(resp));
-        tg_h1_reader_init(&r, HTTP_RESPONSE);
+        tg_h1_reader_init(&r, TG_H1_RESPONSE);
         if (tg_h1_read_response_head(&r, in, 8192, &a, &resp, head_req) == TG_H1_OK) {
             int fin = 0;
             r.trailers = &resp.trailers;

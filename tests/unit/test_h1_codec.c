@@ -26,7 +26,7 @@ static int setup(void **state)
     tg_arena_init(&f->arena);
     f->in = evbuffer_new();
     f->out = evbuffer_new();
-    tg_h1_reader_init(&f->r, HTTP_REQUEST);
+    tg_h1_reader_init(&f->r, TG_H1_REQUEST);
     *state = f;
     return 0;
 }
@@ -258,14 +258,14 @@ static void test_expect_and_upgrade(void **state)
 static void test_response_heads(void **state)
 {
     fx_t *f = *state;
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     evbuffer_add_printf(f->in, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
     assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 0), TG_H1_OK);
     assert_int_equal(f->resp.status, 200);
     assert_int_equal(f->resp.body, TG_BODY_LENGTH);
     assert_true(f->resp.keep_alive);
 
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     evbuffer_drain(f->in, evbuffer_get_length(f->in));
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_add_printf(f->in, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close");
@@ -279,7 +279,7 @@ static void test_response_heads(void **state)
     assert_true(fin);
 
     /* HEAD: Content-Length describes a body that is not there */
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_add_printf(f->in, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
     assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 1), TG_H1_OK);
@@ -287,13 +287,13 @@ static void test_response_heads(void **state)
     assert_int_equal(f->resp.content_length, 1234);
 
     /* 101 switches to a tunnel; 204 has no body */
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_add_printf(f->in, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 0), TG_H1_OK);
     assert_int_equal(f->resp.body, TG_BODY_TUNNEL);
 
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_add_printf(f->in, "HTTP/1.1 garbage\r\n\r\n");
     assert_int_equal(tg_h1_read_response_head(&f->r, f->in, 65536, &f->arena, &f->resp, 0), TG_H1_ERROR);
@@ -323,7 +323,7 @@ static void test_write_head_and_chunks(void **state)
 /* Reads a chunked response with a trailer section into f->resp.trailers. */
 static int read_trailers(fx_t *f, const char *raw)
 {
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_drain(f->in, evbuffer_get_length(f->in));
     evbuffer_add(f->in, raw, strlen(raw));
@@ -355,7 +355,7 @@ static void test_chunked_trailers(void **state)
                                       "0\r\nX-Bad: a\x01b\r\n\r\n"),
                      -1);
     /* without somewhere to keep them, trailers are read and dropped */
-    tg_h1_reader_init(&f->r, HTTP_RESPONSE);
+    tg_h1_reader_init(&f->r, TG_H1_RESPONSE);
     memset(&f->resp, 0, sizeof(f->resp));
     evbuffer_drain(f->in, evbuffer_get_length(f->in));
     evbuffer_add_printf(f->in, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Sum: 1\r\n\r\n");
