@@ -1,0 +1,198 @@
+"""Strict HTTP/1.1 framing end to end, over raw sockets, with a recording
+upstream: a request the parser refuses never reaches the upstream as a
+request, and its client gets the error status and a closed connection.
+
+Refused in the head: the upstream receives no byte of it. Refused in the
+body (chunk framing): the head may already be on its way (bodies stream),
+but the upstream never receives a complete request: its connection is cut
+before the body ends. Each case holds the raw bytes that a lenient parser
+let through (Debian's http-parser forwarded several of them)."""
+import socket
+import threading
+import time
+import unittest
+
+import harness
+
+H = b"Host: x\r\n"
+CHUNKED = b"POST /up HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+
+HEAD_ERRORS = {
+    "bare_lf_request_line": (b"GET / HTTP/1.1\n" + H + b"\r\n", 400),
+    "bare_lf_header": (b"GET / HTTP/1.1\r\nHost: x\n\r\n", 400),
+    "bare_cr_header": (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400),
+    "bare_cr_end": (b"GET / HTTP/1.1\r\n" + H + b"\rX\r\n", 400),
+    "tab_in_target": (b"GET /a\tb HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "form_feed_in_target": (b"GET /a\x0cb HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "del_in_target": (b"GET /a\x7f HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "non_ascii_target": (b"GET /caf\xc3\xa9 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "double_space": (b"GET  / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "method_not_token": (b"GE(T / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "version_2": (b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),
+    "version_garbage": (b"GET / HTTP/1.1x\r\n" + H + b"\r\n", 400),
+    "obs_fold": (b"GET / HTTP/1.1\r\n" + H + b"X-A: a\r\n\tb\r\n\r\n", 400),
+    "space_before_colon": (b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
+    "ctl_in_value": (b"GET / HTTP/1.1\r\n" + H + b"X-A: a\x0bb\r\n\r\n", 400),
+    "cl_list_differs": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 4\r\n\r\nabcd", 400),
+    "cl_plus": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +3\r\n\r\nabc", 400),
+    "cl_and_te": (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "te_not_final_chunked": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400),
+    "te_chunked_twice": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "te_with_param": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked;x=1\r\n\r\n0\r\n\r\n", 400),
+    "te_gzip_chunked": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    "te_vertical_tab": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n", 400),
+    "absolute_userinfo": (b"GET http://u@x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+}
+
+BODY_ERRORS = {
+    # chunk data not followed by CRLF: http-parser forwarded this as a complete request
+    "no_crlf_after_chunk_data": CHUNKED + b"5\r\nhelloXY0\r\n\r\n",
+    "bare_lf_after_chunk_data": CHUNKED + b"5\r\nhello\n0\r\n\r\n",
+    "bare_lf_in_chunk_size": CHUNKED + b"5\nhello\r\n0\r\n\r\n",
+    "bare_cr_in_chunk_size": CHUNKED + b"5\rhello\r\n0\r\n\r\n",
+    "bare_cr_in_chunk_ext": CHUNKED + b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+    "bare_lf_in_chunk_ext": CHUNKED + b"5;a=\"b\nc\"\r\nhello\r\n0\r\n\r\n",
+    "space_after_chunk_size": CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n",
+    "chunk_size_17_digits": CHUNKED + b"00000000000000005\r\nhello\r\n0\r\n\r\n",
+    "chunk_size_overflow": CHUNKED + b"10000000000000005\r\nhello\r\n0\r\n\r\n",
+    "bare_lf_in_trailer": CHUNKED + b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n",
+    "obs_fold_in_trailer": CHUNKED + b"5\r\nhello\r\n0\r\nX-T: 1\r\n 2\r\n\r\n",
+}
+
+
+class RecordingUpstream(harness.ScriptedServer):
+    """Records every byte it receives and answers each complete request
+    (Content-Length or chunked body) with 200 "ok"."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.raw = b""
+        self.complete = []
+        super().__init__(self.handle)
+
+    def handle(self, c):
+        buf = b""
+        c.settimeout(10)
+        while True:
+            try:
+                b = c.recv(65536)
+            except OSError:
+                return
+            if not b:
+                return
+            with self.lock:
+                self.raw += b
+            buf += b
+            while b"\r\n\r\n" in buf:
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    end = rest.find(b"0\r\n\r\n")
+                    if end < 0 or (end > 0 and rest[end - 2:end] != b"\r\n"):
+                        break
+                    body, buf = rest[:end + 5], rest[end + 5:]
+                else:
+                    n = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            n = int(line.split(b":")[1])
+                    if len(rest) < n:
+                        break
+                    body, buf = rest[:n], rest[n:]
+                with self.lock:
+                    self.complete.append(head + b"\r\n\r\n" + body)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def exchange(port, data, timeout=10):
+    """Sends data; returns (bytes read, whether the gateway closed)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    out = b""
+    try:
+        s.sendall(data)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                return out, True
+            except socket.timeout:
+                return out, False
+            if not b:
+                return out, True
+            out += b
+        return out, False
+    finally:
+        s.close()
+
+
+class StrictFramingTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = RecordingUpstream()
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1),
+                                      port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+        cls.finish()
+
+    def snapshot(self):
+        with self.up.lock:
+            return len(self.up.raw), len(self.up.complete)
+
+    def test_control_valid_requests_reach_the_upstream(self):
+        """The recorder does see what the gateway forwards: valid chunked
+        and Content-Length requests arrive complete."""
+        _, before = self.snapshot()
+        out, _ = exchange(self.port, CHUNKED + b"5;ext=\"q\"\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", timeout=3)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
+        out, _ = exchange(self.port, b"POST /cl HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello", timeout=3)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
+        with self.up.lock:
+            got = self.up.complete[before:]
+        self.assertEqual(len(got), 2, got)
+        self.assertTrue(got[0].endswith(b"5\r\nhello\r\n0\r\n\r\n"), got[0])
+        self.assertTrue(got[1].endswith(b"\r\n\r\nhello"), got[1])
+
+    def test_head_errors_send_nothing_upstream(self):
+        for name, (raw, status) in HEAD_ERRORS.items():
+            with self.subTest(name):
+                before_raw, before_complete = self.snapshot()
+                out, closed = exchange(self.port, raw)
+                self.assertTrue(out.startswith(b"HTTP/1.1 %d " % status), (name, out))
+                self.assertIn(b"connection: close", out.lower())
+                self.assertTrue(closed, f"{name}: the gateway kept the connection open")
+                self.assertEqual(self.snapshot(), (before_raw, before_complete), f"{name} reached the upstream")
+
+    def test_body_errors_never_complete_upstream(self):
+        for name, raw in BODY_ERRORS.items():
+            with self.subTest(name):
+                _, before = self.snapshot()
+                out, closed = exchange(self.port, raw)
+                self.assertTrue(out.startswith(b"HTTP/1.1 400 "), (name, out))
+                self.assertTrue(closed, f"{name}: the gateway kept the connection open")
+                time.sleep(0.05)
+                with self.up.lock:
+                    got = self.up.complete[before:]
+                self.assertEqual(got, [], f"{name} reached the upstream as a complete request")
+
+    def test_smuggled_second_request_is_not_forwarded(self):
+        """The classic shape: the bytes after a malformed chunk hold a
+        second request; neither it nor the first reaches the upstream."""
+        _, before = self.snapshot()
+        raw = CHUNKED + b"5\r\nhelloGET /admin HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n"
+        out, closed = exchange(self.port, raw)
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out)
+        self.assertTrue(closed)
+        self.assertEqual(out.count(b"HTTP/1.1"), 1, out)
+        time.sleep(0.05)
+        with self.up.lock:
+            self.assertNotIn(b"/admin", self.up.raw)
+            self.assertEqual(self.up.complete[before:], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
