@@ -147,9 +147,9 @@ class StrictFramingTest(harness.GatewayTest):
         """The recorder does see what the gateway forwards: valid chunked
         and Content-Length requests arrive complete."""
         _, before = self.snapshot()
-        out, _ = exchange(self.port, CHUNKED + b"5;ext=\"q\"\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", timeout=3)
+        out, _ = exchange(self.port, CHUNKED.replace(H, H + b"Connection: close\r\n") + b"5;ext=\"q\"\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
-        out, _ = exchange(self.port, b"POST /cl HTTP/1.1\r\n" + H + b"Content-Length: 5, 5\r\n\r\nhello", timeout=3)
+        out, _ = exchange(self.port, b"POST /cl HTTP/1.1\r\n" + H + b"Connection: close\r\nContent-Length: 5, 5\r\n\r\nhello")
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
         with self.up.lock:
             got = self.up.complete[before:]
@@ -192,6 +192,95 @@ class StrictFramingTest(harness.GatewayTest):
         with self.up.lock:
             self.assertNotIn(b"/admin", self.up.raw)
             self.assertEqual(self.up.complete[before:], [])
+
+
+BAD_RESPONSE_HEADS = {
+    "bare_lf_status_line": b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok",
+    "bare_cr_header": b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 2\r\n\r\nok",
+    "cl_and_te": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "te_not_chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+    "cl_differs": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+    "obs_fold": b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    "status_two_digits": b"HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok",
+    "te_in_http10": b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+}
+
+BAD_RESPONSE_BODIES = {
+    "no_crlf_after_chunk_data": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXY0\r\n\r\n",
+    "bare_lf_chunk_size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n",
+    "bad_trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX Y: 1\r\n\r\n",
+}
+
+
+class StrictUpstreamFramingTest(harness.GatewayTest):
+    """An upstream response that cannot be framed exactly is never passed
+    on as if it were whole, and its connection is closed, not pooled."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.reply = b""
+        cls.verdicts = []  # per upstream connection: did the gateway close it after the reply?
+
+        def handler(c):
+            head, _ = harness.read_request(c)
+            if not head:
+                return
+            c.sendall(cls.reply)
+            c.settimeout(5)
+            try:
+                more = c.recv(65536)
+            except socket.timeout:
+                more = b"(timeout)"
+            except ConnectionResetError:
+                more = b""
+            cls.verdicts.append(more == b"")
+
+        cls.up = harness.ScriptedServer(handler)
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1),
+                                      port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+        cls.finish()
+
+    def wait_verdict(self, n):
+        deadline = time.time() + 10
+        while len(self.verdicts) < n and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(len(self.verdicts), n)
+        return self.verdicts[n - 1]
+
+    def test_bad_heads_are_502_and_not_reused(self):
+        for name, reply in BAD_RESPONSE_HEADS.items():
+            with self.subTest(name):
+                type(self).reply = reply
+                n = len(self.verdicts)
+                out, _ = exchange(self.port, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                self.assertTrue(out.startswith(b"HTTP/1.1 502 "), (name, out))
+                self.assertTrue(self.wait_verdict(n + 1), f"{name}: the upstream connection was kept")
+
+    def test_bad_bodies_abort_the_response_and_are_not_reused(self):
+        for name, reply in BAD_RESPONSE_BODIES.items():
+            with self.subTest(name):
+                type(self).reply = reply
+                n = len(self.verdicts)
+                out, closed = exchange(self.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+                self.assertTrue(out.startswith(b"HTTP/1.1 200 "), (name, out))
+                self.assertTrue(closed, f"{name}: the client connection stayed open")
+                self.assertFalse(out.endswith(b"0\r\n\r\n"), f"{name}: the client got a complete body: {out!r}")
+                self.assertTrue(self.wait_verdict(n + 1), f"{name}: the upstream connection was kept")
+
+    def test_control_good_response_is_reused(self):
+        """The recorder can tell a kept connection: a good response's
+        connection goes back to the pool (the gateway does not close it)."""
+        type(self).reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        n = len(self.verdicts)
+        out, _ = exchange(self.port, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
+        self.assertTrue(out.endswith(b"0\r\n\r\n"), out)
+        self.assertFalse(self.wait_verdict(n + 1))
 
 
 if __name__ == "__main__":
