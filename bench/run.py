@@ -123,6 +123,8 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--only", default="")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--compare", default="",
+                    help="another tollgate binary (e.g. the previous commit's), run beside it as tollgate-before")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-")
     procs = []
@@ -145,6 +147,14 @@ routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
 """)
         candidates.append(("tollgate", tport, [TOLLGATE, "-c", os.path.join(d, "tollgate.yaml"), "-l", "warn"]))
+        if args.compare:
+            oport = free_port()
+            with open(os.path.join(d, "tollgate-before.yaml"), "w") as f:
+                f.write(open(os.path.join(d, "tollgate.yaml")).read().replace(f"127.0.0.1:{tport}",
+                                                                              f"127.0.0.1:{oport}"))
+            candidates.append(("tollgate-before", oport,
+                               [os.path.abspath(args.compare), "-c", os.path.join(d, "tollgate-before.yaml"), "-l",
+                                "warn"]))
         # the same, with a realistic filter chain: auth + rate_limit (high
         # limit) + access_log to a file
         cport = free_port()
@@ -228,6 +238,10 @@ backend be
             lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p99']:.2f} | {r['cpu']:.2f} | "
                          f"{r['rps'] / best_rps:.2f} | {r['p99'] / best_p99:.2f} | {r['cpu'] / best_cpu:.2f} |")
     bare = next((r for r in results if r["name"] == "tollgate"), None)
+    before = next((r for r in results if r["name"] == "tollgate-before"), None)
+    if bare and before:
+        lines += ["", f"tollgate vs tollgate-before ({args.compare}): req/s {bare['rps'] / before['rps']:.2f}x, "
+                      f"CPU/req {bare['cpu'] / before['cpu']:.2f}x."]
     chain = next((r for r in results if r["name"] == "tollgate+chain"), None)
     if bare and chain:
         lines += ["", f"Filter chain (auth + rate_limit + access_log to a file) vs the bare proxy: "

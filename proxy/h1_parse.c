@@ -36,6 +36,41 @@ static const unsigned char qdtext_tab[256] = {
 #define C_QDTEXT qdtext_tab
 #define IS_WS(c) ((c) == ' ' || (c) == '\t')
 
+/* Word-at-a-time scans for the two long runs of a head, values and
+ * targets: eight bytes are checked together (the classic has-less-than
+ * bit trick; exact as a yes/no), and the table loop finishes the run and
+ * decides the byte that stopped it. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & HIGHS)
+#define HAS_BYTE(w, n) HAS_LESS((w) ^ (ONES * (n)), 1)
+
+static inline size_t scan_value(const unsigned char *b, size_t i, size_t len)
+{
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        if (HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f)) /* a control byte, HTAB included */
+            break;
+    }
+    while (i < len && value_tab[b[i]])
+        i++;
+    return i;
+}
+
+static inline size_t scan_target(const unsigned char *b, size_t i, size_t len)
+{
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        if (HAS_LESS(w, 0x21) | HAS_BYTE(w, 0x7f) | (w & HIGHS))
+            break;
+    }
+    while (i < len && target_tab[b[i]])
+        i++;
+    return i;
+}
+
 int tg_h1_is_tchar(unsigned char c)
 {
     return IS(c, C_TCHAR) != 0;
@@ -336,8 +371,7 @@ tg_h1p_result_t tg_h1_parse_head(tg_h1_parser_t *p, const char *buf, size_t len)
             p->state = S_TARGET;
             break;
         case S_TARGET:
-            while (i < len && IS(b[i], C_TARGET))
-                i++;
+            i = scan_target(b, i, len);
             if (i == len)
                 goto again;
             if (b[i] != ' ' || i == p->mark)
@@ -392,8 +426,7 @@ tg_h1p_result_t tg_h1_parse_head(tg_h1_parser_t *p, const char *buf, size_t len)
             break;
         }
         case S_REASON:
-            while (i < len && IS(b[i], C_VALUE))
-                i++;
+            i = scan_value(b, i, len);
             if (i == len)
                 goto again;
             if (b[i] != '\r')
@@ -440,8 +473,7 @@ tg_h1p_result_t tg_h1_parse_head(tg_h1_parser_t *p, const char *buf, size_t len)
             p->state = S_VALUE;
             break;
         case S_VALUE: {
-            while (i < len && IS(b[i], C_VALUE))
-                i++;
+            i = scan_value(b, i, len);
             if (i == len)
                 goto again;
             if (b[i] != '\r')
