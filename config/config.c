@@ -128,6 +128,7 @@ static void config_free(tg_config_t *c)
         free(c->listeners[i].name);
         free(c->listeners[i].listen);
         free(c->listeners[i].host);
+        free(c->listeners[i].trusted_proxies);
         free_tls_server(&c->listeners[i].tls);
     }
     free(c->listeners);
@@ -149,6 +150,7 @@ static void config_free(tg_config_t *c)
     }
     free(c->clusters);
     free_filters(&c->filters);
+    free(c->trusted_proxies);
     free(c->admin.listen);
     free(c->admin.host);
     free(c->path);

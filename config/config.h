@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/value.h"
+
 /* A list of "file:line:col: message" strings. */
 typedef struct tg_errors {
     char **msgs;
@@ -141,6 +143,11 @@ typedef struct tg_listener_conf {
     uint16_t port;
     tg_tls_server_conf_t tls;
     tg_http2_conf_t http2;
+    /* Peers whose X-Forwarded-For is believed; overrides the top-level
+     * list when has_trusted_proxies. */
+    tg_cidr_t *trusted_proxies;
+    size_t n_trusted_proxies;
+    int has_trusted_proxies;
 } tg_listener_conf_t;
 
 /* A cluster's `tls:` block: TLS toward its endpoints. */
@@ -228,6 +235,8 @@ typedef struct tg_config {
     tg_cluster_conf_t *clusters;
     size_t n_clusters;
     tg_filter_list_t filters; /* the global chain */
+    tg_cidr_t *trusted_proxies; /* top level; a listener may override */
+    size_t n_trusted_proxies;
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

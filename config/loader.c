@@ -750,11 +750,35 @@ static int load_http2(loader_t *ld, yaml_node_t *n, tg_http2_conf_t *h)
     return rc;
 }
 
+/* trusted_proxies: a list of CIDR blocks (or single addresses). */
+static int load_cidrs(loader_t *ld, yaml_node_t *n, const char *what, tg_cidr_t **out, size_t *nout)
+{
+    char **items = NULL;
+    size_t cnt = 0;
+    if (get_str_list(ld, n, what, &items, &cnt) < 0)
+        return -1;
+    int rc = 0;
+    *out = calloc(cnt + 1, sizeof(**out));
+    if (*out == NULL)
+        rc = -1;
+    for (size_t i = 0; i < cnt; i++) {
+        if (rc == 0 && tg_parse_cidr(items[i], &(*out)[i]) < 0) {
+            err_at(ld, node_at(ld, n->data.sequence.items.start[i]),
+                   "%s: '%s' is not an address or CIDR block (e.g. 10.0.0.0/8, 2001:db8::/32)", what, items[i]);
+            rc = -1;
+        }
+        free(items[i]);
+    }
+    free(items);
+    *nout = rc == 0 ? cnt : 0;
+    return rc;
+}
+
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    static const char *const keys[] = { "name", "listen", "tls", "http2" };
-    yaml_node_t *v[4];
-    int rc = take_fields(ld, n, "listener", keys, 4, v);
+    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies" };
+    yaml_node_t *v[5];
+    int rc = take_fields(ld, n, "listener", keys, 5, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     http2_defaults(&l->http2);
@@ -764,6 +788,11 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
         rc = -1;
     if (v[3] != NULL && load_http2(ld, v[3], &l->http2) < 0)
         rc = -1;
+    if (v[4] != NULL) {
+        l->has_trusted_proxies = 1;
+        if (load_cidrs(ld, v[4], "trusted_proxies", &l->trusted_proxies, &l->n_trusted_proxies) < 0)
+            rc = -1;
+    }
     if (require(ld, n, v[1], "listen", "listener") < 0)
         return -1;
     l->listen = get_str(ld, v[1], "listen");
@@ -1331,8 +1360,8 @@ static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
-                                        "admin", "filters" };
-    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_N };
+                                        "admin", "filters", "trusted_proxies" };
+    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1350,6 +1379,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
     }
     if (v[K_DRAIN])
         get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
+    if (v[K_TRUSTED])
+        load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
     if (v[K_LIMITS])
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])

@@ -3,6 +3,7 @@
  */
 #include "config/value.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -147,4 +148,74 @@ char *tg_expand_env(const char *s, char **err_var)
     }
     out[len] = '\0';
     return out;
+}
+
+/* The address as a block of family 4 or 6; IPv4-mapped IPv6 becomes 4. */
+static int parse_ip(const char *s, tg_cidr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, s, out->addr) == 1) {
+        out->family = 4;
+        out->bits = 32;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, s, out->addr) != 1)
+        return -1;
+    static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (memcmp(out->addr, mapped, 12) == 0) {
+        memmove(out->addr, out->addr + 12, 4);
+        memset(out->addr + 4, 0, 12);
+        out->family = 4;
+        out->bits = 32;
+        return 0;
+    }
+    out->family = 6;
+    out->bits = 128;
+    return 0;
+}
+
+static int in_block(const tg_cidr_t *net, const uint8_t *addr, unsigned bits)
+{
+    unsigned whole = bits / 8, rest = bits % 8;
+    if (memcmp(net->addr, addr, whole) != 0)
+        return 0;
+    return rest == 0 || ((net->addr[whole] ^ addr[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+int tg_parse_cidr(const char *s, tg_cidr_t *out)
+{
+    char buf[64];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    if (alen == 0 || alen >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, alen);
+    buf[alen] = '\0';
+    if (parse_ip(buf, out) < 0)
+        return -1;
+    if (slash != NULL) {
+        const char *p = slash + 1;
+        uint64_t bits;
+        if (parse_number(&p, &bits) < 0 || *p != '\0' || bits > (out->family == 4 ? 32u : 128u))
+            return -1;
+        out->bits = (uint8_t)bits;
+        /* host bits set ("10.0.0.1/8") is almost always a typo: refuse it */
+        for (unsigned i = out->bits; i < 128; i++)
+            if (out->addr[i / 8] & (0x80 >> (i % 8)))
+                return -1;
+    }
+    return 0;
+}
+
+int tg_cidr_list_match(const tg_cidr_t *v, size_t n, const char *addr)
+{
+    if (n == 0)
+        return 0;
+    tg_cidr_t a;
+    if (parse_ip(addr, &a) < 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].family == a.family && in_block(&v[i], a.addr, v[i].bits))
+            return 1;
+    return 0;
 }

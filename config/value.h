@@ -22,6 +22,21 @@ int tg_parse_size(const char *s, uint64_t *out);
  * room for hostcap bytes. Returns 0 or -1. */
 int tg_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port);
 
+/* An address block: "10.0.0.0/8", "2001:db8::/32"; a bare address is
+ * a block of one. */
+typedef struct tg_cidr {
+    uint8_t family;      /* 4 or 6 */
+    uint8_t bits;        /* prefix length */
+    uint8_t addr[16];    /* network byte order; IPv4 in the first 4 bytes */
+} tg_cidr_t;
+
+/* Parses a CIDR block (host bits must be zero). Returns 0 or -1. */
+int tg_parse_cidr(const char *s, tg_cidr_t *out);
+
+/* Parses a textual IPv4 or IPv6 address (IPv4-mapped IPv6 counts as
+ * IPv4) and reports whether any block of the list holds it. */
+int tg_cidr_list_match(const tg_cidr_t *v, size_t n, const char *addr);
+
 /* Expands every ${NAME} in s from the environment. Returns a malloc'ed
  * string (caller frees), or NULL with *err_var set to a malloc'ed copy of
  * the first unset variable name (or NULL for a syntax error / OOM). */

@@ -357,9 +357,17 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
     auth_conf_t *c = p;
     tg_headers_t *h = &fx->req->headers;
     /* An identity established earlier in the chain (typically the global
-     * auth filter) stands: this one only checks its allow-list. */
-    if (fx->identity != NULL)
-        return check_allowed(c, fx, fx->identity);
+     * auth filter) stands: this one checks its allow-list and forwards it
+     * under its own header too. (A client-sent copy of any auth filter's
+     * identity header never gets this far: see proxy/trust.h.) */
+    if (fx->identity != NULL) {
+        if (check_allowed(c, fx, fx->identity) == TG_FILTER_REPLY)
+            return TG_FILTER_REPLY;
+        if (tg_headers_get(h, c->identity_header) == NULL)
+            tg_headers_add(h, fx->arena, c->identity_header, strlen(c->identity_header), fx->identity,
+                           strlen(fx->identity));
+        return TG_FILTER_CONTINUE;
+    }
     tg_headers_remove(h, c->identity_header); /* never trust a client-sent identity */
     long match = -1;
     const char *name = NULL;
@@ -416,9 +424,15 @@ const struct tg_jwt_conf *tg_auth_jwt(const void *auth_conf)
     return ((const auth_conf_t *)auth_conf)->jwt;
 }
 
+static const char *auth_trust_header(const void *p)
+{
+    return ((const auth_conf_t *)p)->identity_header;
+}
+
 const tg_filter_type_t tg_filter_auth = {
     .name = "auth",
     .create = auth_create,
     .destroy = auth_destroy,
     .on_request = auth_on_request,
+    .trust_header = auth_trust_header,
 };

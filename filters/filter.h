@@ -120,6 +120,11 @@ typedef struct tg_filter_type {
      * chains of the same route); take over state worth keeping, e.g.
      * rate-limit counters. Main thread, before the new config is used. */
     void (*inherit)(void *new_conf, void *old_conf);
+    /* The request header through which this filter tells the upstream
+     * something trusted (auth: identity_header), or NULL. A client-sent
+     * copy of it is removed from every request on every listener before
+     * any filter runs. Main thread, at config load. */
+    const char *(*trust_header)(const void *conf);
 } tg_filter_type_t;
 
 /* The built-in filter types, by name; NULL if unknown. */

@@ -43,6 +43,7 @@ struct tg_jwt_conf {
     size_t n_scopes;
     int64_t leeway_s;
     char *identity_claim;
+    int require_exp;           /* a token without exp is refused (default) */
 };
 
 /* ---- base64url ---- */
@@ -141,6 +142,8 @@ static int parse_string(jp_t *j, char **out)
                 cp = cp * 16 + (unsigned)(isdigit((unsigned char)p[k]) ? p[k] - '0' : (tolower(p[k]) - 'a' + 10));
             }
             p += 4;
+            if (cp == 0)
+                return -1; /* a NUL would cut the string short: refused, not truncated */
             if (cp < 0x80) {
                 *w++ = (char)cp;
             } else if (cp < 0x800) {
@@ -474,14 +477,17 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
 tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "secret", "keys", "jwks_file", "issuer", "audiences", "scopes",
-                                        "leeway", "identity_claim" };
-    enum { K_SECRET, K_KEYS, K_JWKS, K_ISS, K_AUD, K_SCOPES, K_LEEWAY, K_ID, K_N };
+                                        "leeway", "identity_claim", "require_exp" };
+    enum { K_SECRET, K_KEYS, K_JWKS, K_ISS, K_AUD, K_SCOPES, K_LEEWAY, K_ID, K_REQEXP, K_N };
     tg_node_t v[K_N];
     tg_jwt_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     int rc = tg_node_fields(node, "jwt", keys, K_N, v);
     c->leeway_s = 30;
+    c->require_exp = 1;
+    if (tg_node_present(&v[K_REQEXP]) && tg_node_bool(&v[K_REQEXP], "require_exp", &c->require_exp) < 0)
+        rc = -1;
     if (tg_node_present(&v[K_SECRET])) {
         char *s = tg_node_str(&v[K_SECRET], "jwt secret");
         if (s == NULL || strlen(s) < 16) {
@@ -650,6 +656,8 @@ const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now
     if (!verified)
         return "bad signature";
     const jval_t *exp = get(&claims, "exp"), *nbf = get(&claims, "nbf");
+    if (exp == NULL && c->require_exp)
+        return "token has no exp";
     if (exp && (exp->t != J_NUM || (int64_t)exp->num + c->leeway_s < now))
         return "token expired";
     if (nbf && (nbf->t != J_NUM || (int64_t)nbf->num - c->leeway_s > now))
@@ -677,6 +685,9 @@ const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now
     const char *id = get_str(&claims, c->identity_claim);
     if (id == NULL || *id == '\0')
         return "token has no identity claim";
+    for (const char *p = id; *p; p++) /* the identity goes into headers and logs */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "identity claim holds control characters";
     *identity = id;
     return NULL;
 }

@@ -427,6 +427,24 @@ static char *join_list(tg_arena_t *a, const char *first, const char *second)
     return v;
 }
 
+/* The trusted proxies of the exchange's listener (its own list, or the
+ * top-level one). */
+static const tg_cidr_t *trusted_proxies(const tg_exchange_t *ex, size_t *n)
+{
+    const tg_config_t *cfg = ex->snap->cfg;
+    const tg_listener_conf_t *l = ex->listener < cfg->n_listeners ? &cfg->listeners[ex->listener] : NULL;
+    *n = l && l->has_trusted_proxies ? l->n_trusted_proxies : cfg->n_trusted_proxies;
+    return l && l->has_trusted_proxies ? l->trusted_proxies : cfg->trusted_proxies;
+}
+
+/* Is the connection's peer one of the listener's trusted proxies? */
+static int peer_is_trusted(const tg_exchange_t *ex)
+{
+    size_t n;
+    const tg_cidr_t *tp = trusted_proxies(ex, &n);
+    return tg_cidr_list_match(tp, n, ex->peer_addr);
+}
+
 /* X-Request-Id: the client's, or a new one. Before the filters run, so
  * that every log line of the exchange carries it. */
 static int ensure_request_id(tg_exchange_t *ex)
@@ -440,17 +458,14 @@ static int ensure_request_id(tg_exchange_t *ex)
     return tg_headers_add(&ex->req.headers, &ex->arena, "x-request-id", 12, id, 36);
 }
 
-/* The client-certificate header: whatever the client sent under that
- * name is dropped (it cannot be spoofed), then the verified identity of a
- * TLS client is added. */
+/* The client-certificate header: the verified identity of a TLS client.
+ * (Whatever a client sent under that name was removed on arrival.) */
 static int forward_client_cert(tg_exchange_t *ex)
 {
     const tg_config_t *cfg = ex->snap->cfg;
     const char *name = TG_DEFAULT_CLIENT_CERT_HEADER;
     if (ex->listener < cfg->n_listeners && cfg->listeners[ex->listener].tls.enabled)
         name = cfg->listeners[ex->listener].tls.client_cert_header;
-    tg_headers_remove(&ex->req.headers, TG_DEFAULT_CLIENT_CERT_HEADER);
-    tg_headers_remove(&ex->req.headers, name);
     if (ex->peer == NULL || ex->peer->header == NULL)
         return 0;
     return tg_headers_add(&ex->req.headers, &ex->arena, name, strlen(name), ex->peer->header,
@@ -464,17 +479,15 @@ static int prepare_request_headers(tg_exchange_t *ex)
     tg_request_t *req = &ex->req;
     tg_headers_t *h = &req->headers;
     tg_arena_t *a = &ex->arena;
-    const tg_header_t *upg = req->upgrade ? tg_headers_get(h, "upgrade") : NULL;
-    const char *upgrade = upg ? upg->value : NULL;
-    const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for");
+    const char *upgrade = ex->upgrade;
+    /* X-Forwarded-For grows only through proxies we trust; anyone else's
+     * list is replaced by the address we see */
+    const tg_header_t *xff = peer_is_trusted(ex) ? tg_headers_get(h, "x-forwarded-for") : NULL;
     const char *xff_old = xff ? xff->value : NULL;
     const tg_header_t *via = tg_headers_get(h, "via");
     const char *via_old = via ? via->value : NULL;
-    const tg_header_t *te = tg_headers_get(h, "te");
-    ex->te_trailers = te != NULL && tg_header_has_token(te->value, te->value_len, "trailers");
 
-    tg_headers_strip_hop_by_hop(h);
-    char *v = xff_old ? join_list(a, xff_old, ex->client_addr) : ex->client_addr;
+    char *v = xff_old ? join_list(a, xff_old, ex->peer_addr) : ex->peer_addr;
     if (v == NULL || tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
         tg_headers_set(h, a, "x-forwarded-proto", ex->scheme) < 0)
         return -1;
@@ -569,6 +582,33 @@ static void start_grpc_deadline(tg_exchange_t *ex)
     evtimer_add(ex->deadline_ev, &tv);
 }
 
+/* The trust boundary, before anything reads the request: trust headers
+ * and hop-by-hop headers go (what the exchange needs of the latter is
+ * kept first), and the client's address is settled. Returns -1 if the
+ * request was refused. */
+static int sanitize_request(tg_exchange_t *ex)
+{
+    tg_headers_t *h = &ex->req.headers;
+    const tg_header_t *te = tg_headers_get(h, "te");
+    ex->te_trailers = te != NULL && tg_header_has_token(te->value, te->value_len, "trailers");
+    const tg_header_t *upg = ex->req.upgrade ? tg_headers_get(h, "upgrade") : NULL;
+    ex->upgrade = upg ? upg->value : NULL;
+    const char *why = NULL;
+    if (tg_trust_sanitize_request(&ex->snap->trust, h, &why) < 0) {
+        ex->close_ds = 1;
+        tg_exchange_reply(ex, 400, why);
+        return -1;
+    }
+    size_t ntp;
+    const tg_cidr_t *tp = trusted_proxies(ex, &ntp);
+    if (ntp) {
+        const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for");
+        tg_trust_client_addr(tp, ntp, ex->peer_addr, xff ? xff->value : NULL, ex->client_addr,
+                             sizeof(ex->client_addr));
+    }
+    return 0;
+}
+
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
@@ -577,9 +617,12 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     clock_gettime(CLOCK_REALTIME, &wall);
     ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
     ex->scheme = scheme;
-    snprintf(ex->client_addr, sizeof(ex->client_addr), "%s", client_addr);
+    snprintf(ex->peer_addr, sizeof(ex->peer_addr), "%s", client_addr);
+    memcpy(ex->client_addr, ex->peer_addr, sizeof(ex->client_addr));
     if (ex->req.body == TG_BODY_NONE)
         ex->req_done = 1; /* a local reply can keep the connection */
+    if (sanitize_request(ex) < 0)
+        return;
     const tg_header_t *ct = tg_headers_get(&ex->req.headers, "content-type");
     ex->grpc = ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0;
     const tg_config_t *cfg = ex->snap->cfg;

@@ -87,7 +87,9 @@ struct tg_exchange {
     uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
     const tg_tls_peer_t *peer;  /* TLS connections: the client certificate's identity */
-    char client_addr[INET6_ADDRSTRLEN];
+    char client_addr[INET6_ADDRSTRLEN]; /* the client, for filters and logs (trusted_proxies applied) */
+    char peer_addr[INET6_ADDRSTRLEN];   /* the connection's peer */
+    const char *upgrade;        /* the Upgrade value of an upgrade request (read before sanitizing) */
 
     unsigned req_done : 1;      /* request body fully read from the client */
     unsigned req_sent : 1;      /* request fully written toward the upstream */

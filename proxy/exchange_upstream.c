@@ -383,6 +383,16 @@ static int forward_grpc_timeout(tg_exchange_t *ex)
     return tg_headers_set(&ex->req.headers, &ex->arena, "grpc-timeout", v);
 }
 
+/* The request head could not be written: a field failed the egress
+ * check (whatever set it, it does not go out), or memory ran out. */
+static void request_not_sent(tg_exchange_t *ex, int why)
+{
+    if (why == TG_HTTP_UNSAFE_FIELD)
+        tg_warn("exchange %s: a request header holds bytes that cannot be sent (control characters); refused",
+                ex->req.target);
+    tg_exchange_reply(ex, 500, why == TG_HTTP_UNSAFE_FIELD ? "request header not safe to send" : "out of memory");
+}
+
 /* Sends the request head on the attempt's HTTP/2 stream. Returns -1 if
  * the exchange was finished. */
 static int start_h2_request(tg_exchange_t *ex)
@@ -390,9 +400,11 @@ static int start_h2_request(tg_exchange_t *ex)
     tg_request_t *req = &ex->req;
     const char *authority = req->authority ? req->authority : ex->ep->conf->address;
     int end_stream = ex->req_done && evbuffer_get_length(ex->body_buf) == 0;
-    if (forward_grpc_timeout(ex) < 0 ||
-        tg_h2_stream_start(ex->h2s, req, authority, ex->te_trailers || ex->grpc, end_stream) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
+    int r = forward_grpc_timeout(ex);
+    if (r == 0)
+        r = tg_h2_stream_start(ex->h2s, req, authority, ex->te_trailers || ex->grpc, end_stream);
+    if (r < 0) {
+        request_not_sent(ex, r);
         return -1;
     }
     if (end_stream) {
@@ -423,8 +435,9 @@ static void on_connected(tg_exchange_t *ex)
     }
     tg_sock_t *sock = ex->up->sock;
     tg_h1_reader_init(&ex->up_reader, TG_H1_RESPONSE);
-    if (write_request_head(ex) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
+    int r = write_request_head(ex);
+    if (r < 0) {
+        request_not_sent(ex, r);
         return;
     }
     tg_sock_flush(sock);

@@ -404,8 +404,11 @@ int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_head
 {
     size_t sl = strlen(start_line), el = extra ? strlen(extra) : 0;
     size_t total = sl + 2 + el + 2;
-    for (size_t i = 0; i < h->n; i++)
+    for (size_t i = 0; i < h->n; i++) {
+        if (!tg_http_field_safe(h->v[i].name, h->v[i].name_len, h->v[i].value, h->v[i].value_len))
+            return TG_HTTP_UNSAFE_FIELD;
         total += h->v[i].name_len + 2 + h->v[i].value_len + 2;
+    }
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)total, &v, 1) < 1 || v.iov_len < total)
         return -1;
@@ -456,6 +459,10 @@ int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind, const tg_headers_
         return 0;
     if (trailers == NULL || trailers->n == 0)
         return evbuffer_add(out, "0\r\n\r\n", 5);
+    for (size_t i = 0; i < trailers->n; i++)
+        if (!tg_http_field_safe(trailers->v[i].name, trailers->v[i].name_len, trailers->v[i].value,
+                                trailers->v[i].value_len))
+            return TG_HTTP_UNSAFE_FIELD;
     if (evbuffer_add(out, "0\r\n", 3) < 0)
         return -1;
     for (size_t i = 0; i < trailers->n; i++) {

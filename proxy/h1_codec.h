@@ -76,13 +76,14 @@ ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer 
                         int *fin);
 
 /* Serialises "start-line\r\n" + headers + extra (preformatted header lines,
- * may be NULL) + "\r\n" into out with a single reservation. */
+ * may be NULL) + "\r\n" into out with a single reservation. Returns 0,
+ * -1 (out of memory) or TG_HTTP_UNSAFE_FIELD (nothing written). */
 int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_headers_t *h, const char *extra);
 
 /* Frames data (moved, not copied) for the given body kind into out. */
 int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer *data);
 /* Writes the end of a body (the last chunk for chunked, with trailers if
- * any; nothing otherwise). */
+ * any; nothing otherwise). TG_HTTP_UNSAFE_FIELD as for heads. */
 int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind, const tg_headers_t *trailers);
 
 #endif

@@ -71,6 +71,11 @@ static inline size_t scan_target(const unsigned char *b, size_t i, size_t len)
     return i;
 }
 
+size_t tg_h1_field_content_len(const char *v, size_t len)
+{
+    return scan_value((const unsigned char *)v, 0, len);
+}
+
 int tg_h1_is_tchar(unsigned char c)
 {
     return IS(c, C_TCHAR) != 0;

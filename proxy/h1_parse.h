@@ -139,6 +139,10 @@ tg_h1p_result_t tg_h1_parse_chunk(tg_h1_parser_t *p, const char *buf, size_t len
  * are then relative to the first byte after the last chunk's line. */
 void tg_h1_parse_trailers_begin(tg_h1_parser_t *p);
 
+/* The length of the field-content prefix of v[0..len) (HTAB, SP, VCHAR,
+ * obs-text): len when all of it may stand in a field value. */
+size_t tg_h1_field_content_len(const char *v, size_t len);
+
 /* RFC 9110 token character (tchar). */
 int tg_h1_is_tchar(unsigned char c);
 

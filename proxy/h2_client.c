@@ -734,6 +734,8 @@ int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *a
         const tg_header_t *h = &req->headers.v[i];
         if (skip_request_header(h))
             continue;
+        if (!tg_http_field_safe(h->name, h->name_len, h->value, h->value_len))
+            return TG_HTTP_UNSAFE_FIELD;
         /* Values unique to each request would only churn the HPACK dynamic
          * table (evicting the fields that do repeat): send them literally. */
         uint8_t flags = (h->name_len == 12 && tg_http_ieq(h->name, "x-request-id", 12)) ||

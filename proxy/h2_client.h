@@ -56,7 +56,8 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
                            tg_response_t *resp, tg_arena_t *arena, tg_h2_stream_cb cb, void *arg, int *fresh);
 
 /* Sends the request head. te_trailers: send `te: trailers` (gRPC).
- * end_stream: the request has no body. Returns 0 or -1. */
+ * end_stream: the request has no body. Returns 0, -1 (out of memory) or
+ * TG_HTTP_UNSAFE_FIELD (a header fails the egress check; nothing sent). */
 int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *authority, int te_trailers,
                        int end_stream);
 

@@ -3,15 +3,25 @@
  */
 #include "proxy/http.h"
 
+#include "proxy/h1_parse.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 int tg_http_is_tchar(unsigned char c)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c != 0 && strchr(extra, c) != NULL);
+    return tg_h1_is_tchar(c);
+}
+
+int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (nlen == 0)
+        return 0;
+    for (size_t i = 0; i < nlen; i++)
+        if (!tg_h1_is_tchar((unsigned char)name[i]))
+            return 0;
+    return tg_h1_field_content_len(value, vlen) == vlen;
 }
 
 int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen)

@@ -102,6 +102,15 @@ const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len);
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);
 
+/* The one egress check, made wherever a field is written (HTTP/1 heads
+ * and trailers, HTTP/2 header lists, both directions): the name is a
+ * non-empty token and the value is field-content, so CR, LF, NUL and the
+ * other control bytes but HTAB never leave, whoever produced them (a
+ * client, a filter, a JWT claim, the config). */
+int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t vlen);
+/* What a writer returns when a field fails that check. */
+#define TG_HTTP_UNSAFE_FIELD (-2)
+
 /* Copies s into out (capacity cap, NUL-terminated) as the inside of a
  * JSON string, truncating if needed. Returns the length written. */
 size_t tg_json_escape(char *out, size_t cap, const char *s);

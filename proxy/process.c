@@ -430,11 +430,13 @@ int tg_process_run(const char *path, int watch)
         evsignal_add(p.sig_term, NULL) < 0 || evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0 ||
         evsignal_add(p.sig_usr1, NULL) < 0)
         goto out;
+    /* The watch is in place before any listener accepts: whoever sees the
+     * port open may already be editing the file. */
+    if (watch && start_watch(&p) < 0)
+        goto out;
     if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
         goto out;
     if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
-        goto out;
-    if (watch && start_watch(&p) < 0)
         goto out;
     const tg_admin_conf_t *ac = &p.snap->cfg->admin;
     if (ac->listen != NULL) {

@@ -19,6 +19,7 @@ static void snapshot_free(tg_snapshot_t *s)
     for (size_t i = 0; s->listener_tls && i < s->cfg->n_listeners; i++)
         tg_tls_server_free(s->listener_tls[i]);
     free(s->listener_tls);
+    tg_trust_free(&s->trust);
     tg_cluster_set_free(s->clusters);
     tg_config_unref(s->cfg);
     free(s->route_slot);
@@ -86,7 +87,8 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
     atomic_init(&s->refs, 1);
     s->cfg = cfg;
     s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
-    if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0) {
+    if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0 ||
+        tg_trust_build(&s->trust, cfg) < 0) {
         if (errs->n == 0)
             tg_errors_add(errs, "%s: out of memory", path);
         snapshot_free(s);

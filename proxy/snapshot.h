@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "proxy/cluster.h"
 #include "proxy/registry.h"
+#include "proxy/trust.h"
 #include "tls/context.h"
 
 /* The process's name registries (main thread only). */
@@ -30,6 +31,7 @@ typedef struct tg_snapshot {
     size_t *listener_slot;    /* stats slot of each config listener */
     size_t unrouted_slot;     /* stats slot for requests no route matched */
     tg_tls_server_t **listener_tls; /* per config listener; NULL: cleartext */
+    tg_trust_t trust;         /* headers only tollgate may send upstream */
 } tg_snapshot_t;
 
 void tg_registries_free(tg_registries_t *r);

@@ -115,6 +115,50 @@ class ScriptedServer:
         self.sock.close()
 
 
+class RecordingUpstream(ScriptedServer):
+    """Records every byte it receives and answers each complete request
+    (Content-Length or chunked body) with 200 "ok"."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.raw = b""
+        self.complete = []
+        super().__init__(self.handle)
+
+    def handle(self, c):
+        buf = b""
+        c.settimeout(10)
+        while True:
+            try:
+                b = c.recv(65536)
+            except OSError:
+                return
+            if not b:
+                return
+            with self.lock:
+                self.raw += b
+            buf += b
+            while b"\r\n\r\n" in buf:
+                head, _, rest = buf.partition(b"\r\n\r\n")
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    end = rest.find(b"0\r\n\r\n")
+                    if end < 0 or (end > 0 and rest[end - 2:end] != b"\r\n"):
+                        break
+                    body, buf = rest[:end + 5], rest[end + 5:]
+                else:
+                    n = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            n = int(line.split(b":")[1])
+                    if len(rest) < n:
+                        break
+                    body, buf = rest[:n], rest[n:]
+                with self.lock:
+                    self.complete.append(head + b"\r\n\r\n" + body)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
 def read_request(c):
     """Reads one request (head + Content-Length body) from a socket;
     returns (head bytes, body bytes), or (b"", b"") if the peer closed."""

@@ -93,7 +93,8 @@ routes:
         now = int(time.time())
         self.refused(jwt.encode({"sub": "u", "exp": now - 120}, SECRET, algorithm="HS256"), "token expired")
         self.ok(jwt.encode({"sub": "u", "exp": now - 10}, SECRET, algorithm="HS256"), "u")  # within leeway
-        self.refused(jwt.encode({"sub": "u", "nbf": now + 120}, SECRET, algorithm="HS256"), "token not yet valid")
+        self.refused(jwt.encode({"sub": "u", "nbf": now + 120, "exp": now + 600}, SECRET, algorithm="HS256"),
+                     "token not yet valid")
 
     def test_attacks(self):
         now = int(time.time())

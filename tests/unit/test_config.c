@@ -171,6 +171,13 @@ static void test_errors(void **state)
     expect_error("listeners:\n  - { name: a, listen: 'h:1' }\n  - { name: a, listen: 'h:2' }\n",
                  "t.yaml:3:5: duplicate listener name 'a'");
     expect_error("listeners: []\n", "t.yaml:1:12: listeners: at least one listener is required");
+    expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
+                 "t.yaml:1:31: trusted_proxies: '10.0.0.1/8' is not an address or CIDR block");
+    expect_error("trusted_proxies: 10.0.0.0/8\n" BASE_LISTENERS, "t.yaml:1:18: trusted_proxies");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', trusted_proxies: [lb.example] }\n",
+                 "t.yaml:2:49: trusted_proxies: 'lb.example' is not an address or CIDR block");
+    expect_error(BASE_LISTENERS "filters: [{ auth: { jwt: { secret: 0123456789abcdef0123, require_exp: maybe } } }]\n",
+                 "t.yaml:4:71: require_exp: 'maybe' is not true or false");
     expect_error("listeners: { name: a }\n", "t.yaml:1:12: listener must be a list, not a mapping");
     expect_error(BASE_LISTENERS "routes:\n  - name: r\n    cluster: missing\n",
                  "t.yaml:6:14: route 'r': unknown cluster 'missing'");

@@ -180,15 +180,41 @@ static void test_jwt_hs256(void **state)
     assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "no key for this token");
     make_token(tok, "{\"alg\":\"HS256\"", "{\"sub\":\"x\"}", SECRET); /* broken JSON */
     assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "malformed token");
-    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"other\",\"aud\":\"api\"}", SECRET);
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"other\",\"aud\":\"api\",\"exp\":1700000100}",
+               SECRET);
     assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "wrong issuer");
-    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"idp\",\"aud\":[\"web\"]}", SECRET);
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"x\",\"iss\":\"idp\",\"aud\":[\"web\"],\"exp\":1700000100}",
+               SECRET);
     assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "wrong audience");
+    /* a token without exp never expires: refused unless require_exp: false */
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"alice\",\"iss\":\"idp\",\"aud\":\"api\"}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "token has no exp");
     /* nbf 3 s ahead is within the 5 s leeway; escapes decode */
     make_token(tok, "{\"alg\":\"HS256\"}",
-               "{\"sub\":\"a\\u00e9\\n\",\"iss\":\"idp\",\"aud\":[\"x\",\"api\"],\"nbf\":1700000003}", SECRET);
+               "{\"sub\":\"a\\u00e9\",\"iss\":\"idp\",\"aud\":[\"x\",\"api\"],\"nbf\":1700000003,"
+               "\"exp\":1700000100}",
+               SECRET);
     assert_null(tg_jwt_verify(jc, tok, now, &a, &id));
-    assert_string_equal(id, "a\xc3\xa9\n");
+    assert_string_equal(id, "a\xc3\xa9");
+    /* an identity with control characters would be written into headers
+     * and logs: refused (a signed "bob\r\nContent-Length: 0..." smuggles) */
+    make_token(tok, "{\"alg\":\"HS256\"}",
+               "{\"sub\":\"bob\\r\\nX-Admin: 1\",\"iss\":\"idp\",\"aud\":\"api\",\"exp\":1700000100}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "identity claim holds control characters");
+    make_token(tok, "{\"alg\":\"HS256\"}",
+               "{\"sub\":\"bob\\u007f\",\"iss\":\"idp\",\"aud\":\"api\",\"exp\":1700000100}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "identity claim holds control characters");
+    /* a NUL would truncate the claim ("admin\0x" read as "admin"): the token is refused */
+    make_token(tok, "{\"alg\":\"HS256\"}",
+               "{\"sub\":\"admin\\u0000x\",\"iss\":\"idp\",\"aud\":\"api\",\"exp\":1700000100}", SECRET);
+    assert_string_equal(tg_jwt_verify(jc, tok, now, &a, &id), "malformed token");
+    tg_config_unref(cfg);
+    /* require_exp: false lets a token without exp through */
+    snprintf(block, sizeof(block), "{ secret: \"%s\", require_exp: false }", SECRET);
+    cfg = load_jwt(block, &jc);
+    make_token(tok, "{\"alg\":\"HS256\"}", "{\"sub\":\"alice\"}", SECRET);
+    assert_null(tg_jwt_verify(jc, tok, now, &a, &id));
+    assert_string_equal(id, "alice");
     tg_arena_free(&a);
     tg_config_unref(cfg);
 }

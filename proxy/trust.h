@@ -1,0 +1,52 @@
+/*
+ * proxy/trust.h — the trust boundary on incoming requests.
+ *
+ * Some request headers carry what only tollgate may say to an upstream:
+ * the client certificate (`x-forwarded-client-cert`, each TLS listener's
+ * `client_cert_header`) and the identity an auth filter established (each
+ * auth filter's `identity_header`, wherever it sits in the config). A
+ * client-sent copy of any of them is removed from every request on every
+ * listener, before routing and before any filter reads the headers.
+ * Hop-by-hop headers, and every header a Connection option names, are
+ * removed at the same point, so that a client cannot make the proxy drop
+ * (by naming it in Connection) a header that a filter adds later; a
+ * Connection option naming Host, Content-Length, Transfer-Encoding or a
+ * trust header is refused outright (400).
+ *
+ * The set is built once per config snapshot (main thread) and read by the
+ * workers; it never changes.
+ */
+#ifndef TG_PROXY_TRUST_H
+#define TG_PROXY_TRUST_H
+
+#include "config/config.h"
+#include "proxy/http.h"
+
+typedef struct tg_trust {
+    char **headers;   /* lowercase names, no duplicates */
+    size_t n_headers;
+} tg_trust_t;
+
+/* Collects the trust headers of a config: the default client-certificate
+ * header, every TLS listener's client_cert_header and every filter's
+ * trust header (tg_filter_type_t.trust_header). Returns 0 or -1 (OOM). */
+int tg_trust_build(tg_trust_t *t, const tg_config_t *cfg);
+void tg_trust_free(tg_trust_t *t);
+
+/* Is name (any case) one of the trust headers? */
+int tg_trust_is_header(const tg_trust_t *t, const char *name, size_t len);
+
+/* Sanitizes a request's headers as they arrive: removes trust headers,
+ * hop-by-hop headers and whatever Connection names. Returns 0, or -1 with
+ * *why set when a Connection option names a protected header (the request
+ * is then refused with 400). */
+int tg_trust_sanitize_request(const tg_trust_t *t, tg_headers_t *h, const char **why);
+
+/* The client's address as filters and logs should see it: the peer
+ * itself, unless the peer is a trusted proxy; then the rightmost address
+ * of X-Forwarded-For that is not itself trusted (or the leftmost, when all
+ * are). xff may be NULL. Writes into out (cap bytes). */
+void tg_trust_client_addr(const tg_cidr_t *trusted, size_t n, const char *peer, const char *xff, char *out,
+                          size_t cap);
+
+#endif
