@@ -55,6 +55,7 @@ typedef enum {
     TG_PATH_ANY = 0,
     TG_PATH_EXACT,
     TG_PATH_PREFIX,
+    TG_PATH_SEPARATED_PREFIX, /* the prefix, then the end of the path or '/' */
     TG_PATH_REGEX,
 } tg_path_kind_t;
 
@@ -208,6 +209,14 @@ typedef struct tg_cluster_conf {
     uint32_t max_concurrent_streams;  /* our cap per connection; 0: the upstream's setting */
 } tg_cluster_conf_t;
 
+/* `path_normalization:` (proxy/path.h says what each step does). */
+typedef enum { TG_ESCAPED_SLASH_REJECT = 0, TG_ESCAPED_SLASH_KEEP, TG_ESCAPED_SLASH_DECODE } tg_escaped_slash_t;
+typedef struct tg_path_conf {
+    int merge_slashes;            /* default on */
+    tg_escaped_slash_t escaped_slashes; /* default reject */
+    int forward_original;         /* the upstream gets the path as received (default: normalized) */
+} tg_path_conf_t;
+
 typedef struct tg_limits {
     uint64_t max_header_bytes;
     uint64_t max_body_bytes;  /* 0 = unlimited */
@@ -237,6 +246,7 @@ typedef struct tg_config {
     tg_filter_list_t filters; /* the global chain */
     tg_cidr_t *trusted_proxies; /* top level; a listener may override */
     size_t n_trusted_proxies;
+    tg_path_conf_t paths;       /* path_normalization */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

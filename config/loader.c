@@ -1121,9 +1121,9 @@ static const char *regex_too_complex(const char *re)
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
-    static const char *const keys[] = { "host", "path", "path_prefix", "path_regex", "methods", "headers",
-                                        "grpc_service", "grpc_method" };
-    enum { K_HOST, K_PATH, K_PREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_N };
+    static const char *const keys[] = { "host", "path", "path_prefix", "path_separated_prefix", "path_regex",
+                                        "methods", "headers", "grpc_service", "grpc_method" };
+    enum { K_HOST, K_PATH, K_PREFIX, K_SEPPREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "match", keys, K_N, v);
     if (v[K_GSVC]) {
@@ -1166,7 +1166,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
         if (v[k] == NULL)
             continue;
         if (++npath > 1) {
-            err_at(ld, v[k], "match: only one of path, path_prefix, path_regex may be given");
+            err_at(ld, v[k], "match: only one of path, path_prefix, path_separated_prefix, path_regex may be given");
             rc = -1;
             continue;
         }
@@ -1176,7 +1176,10 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             continue;
         }
         m->path = p;
-        m->path_kind = k == K_PATH ? TG_PATH_EXACT : k == K_PREFIX ? TG_PATH_PREFIX : TG_PATH_REGEX;
+        m->path_kind = k == K_PATH        ? TG_PATH_EXACT
+                       : k == K_PREFIX    ? TG_PATH_PREFIX
+                       : k == K_SEPPREFIX ? TG_PATH_SEPARATED_PREFIX
+                                          : TG_PATH_REGEX;
         if (k != K_REGEX && p[0] != '/') {
             err_at(ld, v[k], "%s: '%s' must start with '/'", keys[k], p);
             rc = -1;
@@ -1357,11 +1360,44 @@ static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
         a->host = strdup(host);
 }
 
+static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
+{
+    static const char *const keys[] = { "merge_slashes", "escaped_slashes", "forward" };
+    yaml_node_t *v[3];
+    if (take_fields(ld, n, "path_normalization", keys, 3, v) < 0 && n->type != YAML_MAPPING_NODE)
+        return;
+    if (v[0])
+        get_bool(ld, v[0], "merge_slashes", &p->merge_slashes);
+    if (v[1]) {
+        char *s = get_str(ld, v[1], "escaped_slashes");
+        if (s != NULL && strcmp(s, "reject") == 0)
+            p->escaped_slashes = TG_ESCAPED_SLASH_REJECT;
+        else if (s != NULL && strcmp(s, "keep") == 0)
+            p->escaped_slashes = TG_ESCAPED_SLASH_KEEP;
+        else if (s != NULL && strcmp(s, "decode") == 0)
+            p->escaped_slashes = TG_ESCAPED_SLASH_DECODE;
+        else if (s != NULL)
+            err_at(ld, v[1], "escaped_slashes: '%s' is not reject, keep or decode", s);
+        free(s);
+    }
+    if (v[2]) {
+        char *s = get_str(ld, v[2], "forward");
+        if (s != NULL && strcmp(s, "normalized") == 0)
+            p->forward_original = 0;
+        else if (s != NULL && strcmp(s, "original") == 0)
+            p->forward_original = 1;
+        else if (s != NULL)
+            err_at(ld, v[2], "forward: '%s' is not normalized or original", s);
+        free(s);
+    }
+}
+
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
-                                        "admin", "filters", "trusted_proxies" };
-    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_N };
+                                        "admin", "filters", "trusted_proxies", "path_normalization" };
+    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
+           K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1381,6 +1417,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
     if (v[K_TRUSTED])
         load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
+    if (v[K_PATHS])
+        load_paths(ld, v[K_PATHS], &c->paths);
     if (v[K_LIMITS])
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])
@@ -1422,6 +1460,7 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t 
     atomic_init(&ld.cfg->refs, 1);
     ld.cfg->path = strdup(name);
     ld.cfg->drain_timeout_ms = TG_DEFAULT_DRAIN_TIMEOUT_MS;
+    ld.cfg->paths.merge_slashes = 1;
     ld.cfg->limits.max_header_bytes = TG_DEFAULT_MAX_HEADER_BYTES;
     ld.cfg->limits.header_timeout_ms = TG_DEFAULT_HEADER_TIMEOUT_MS;
     ld.cfg->limits.idle_timeout_ms = TG_DEFAULT_IDLE_TIMEOUT_MS;

@@ -35,6 +35,7 @@
 #include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/log.h"
+#include "proxy/path.h"
 #include "proxy/router.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -472,6 +473,24 @@ static int forward_client_cert(tg_exchange_t *ex)
                           strlen(ex->peer->header));
 }
 
+/* path_normalization.forward: original — the path as the client sent it,
+ * with the query as the filters left it. */
+static int forward_original_path(tg_exchange_t *ex)
+{
+    tg_request_t *req = &ex->req;
+    size_t rl = strcspn(req->raw_target, "?#");
+    const char *q = req->target + req->path_len;
+    size_t ql = strlen(q);
+    char *t = tg_arena_alloc(&ex->arena, rl + ql + 1);
+    if (t == NULL)
+        return -1;
+    memcpy(t, req->raw_target, rl);
+    memcpy(t + rl, q, ql + 1);
+    req->target = t;
+    req->path_len = rl;
+    return 0;
+}
+
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
  * forwarding headers set, route rules applied. Done once per exchange. */
 static int prepare_request_headers(tg_exchange_t *ex)
@@ -501,6 +520,8 @@ static int prepare_request_headers(tg_exchange_t *ex)
         return -1;
     if (upgrade && (tg_headers_add(h, a, "connection", 10, "upgrade", 7) < 0 ||
                     tg_headers_add(h, a, "upgrade", 7, upgrade, strlen(upgrade)) < 0))
+        return -1;
+    if (ex->snap->cfg->paths.forward_original && forward_original_path(ex) < 0)
         return -1;
     ex->up_req_body = req->body;
     if (ex->cluster->conf->protocol != TG_PROTO_HTTP1 && req->body != TG_BODY_NONE)
@@ -595,6 +616,14 @@ static int sanitize_request(tg_exchange_t *ex)
     ex->upgrade = upg ? upg->value : NULL;
     const char *why = NULL;
     if (tg_trust_sanitize_request(&ex->snap->trust, h, &why) < 0) {
+        ex->close_ds = 1;
+        tg_exchange_reply(ex, 400, why);
+        return -1;
+    }
+    /* routes match, and by default the upstream gets, the normalized path */
+    tg_request_t *req = &ex->req;
+    req->raw_target = req->target;
+    if (tg_path_normalize(&ex->arena, req->target, &ex->snap->cfg->paths, &req->target, &req->path_len, &why) < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, 400, why);
         return -1;

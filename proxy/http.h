@@ -41,8 +41,9 @@ typedef enum {
 
 typedef struct tg_request {
     const char *method;
-    const char *target;     /* origin-form: path and query */
+    const char *target;     /* origin-form: path and query (the path normalized once the exchange starts) */
     size_t path_len;        /* length of the path part of target (before '?') */
+    const char *raw_target; /* the target as received (set when the exchange starts) */
     const char *authority;  /* Host header value, NULL if absent */
     int version;            /* 10 or 11 */
     tg_headers_t headers;

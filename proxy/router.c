@@ -38,6 +38,10 @@ static int path_matches(const tg_route_match_t *m, const tg_request_t *req, tg_a
     case TG_PATH_PREFIX:
         plen = strlen(m->path);
         return req->path_len >= plen && memcmp(req->target, m->path, plen) == 0;
+    case TG_PATH_SEPARATED_PREFIX: /* "/api": "/api" and "/api/...", never "/apix" */
+        plen = strlen(m->path);
+        return req->path_len >= plen && memcmp(req->target, m->path, plen) == 0 &&
+               (req->path_len == plen || req->target[plen] == '/' || m->path[plen - 1] == '/');
     case TG_PATH_REGEX: {
         char *p = tg_arena_strndup(scratch, req->target, req->path_len);
         return p != NULL && regexec(&m->path_re, p, 0, NULL, 0) == 0;

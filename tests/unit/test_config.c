@@ -185,7 +185,15 @@ static void test_errors(void **state)
                  "t.yaml:10:17: route 'r': unknown listener 'nope'");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n", "t.yaml:8:5: route: missing required key 'cluster'");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path: /a, path_prefix: /b }\n",
-                 "t.yaml:10:37: match: only one of path, path_prefix, path_regex");
+                 "t.yaml:10:37: match: only one of path, path_prefix, path_separated_prefix, path_regex");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_separated_prefix: api }\n",
+                 "t.yaml:10:37: path_separated_prefix: 'api' must start with '/'");
+    expect_error("path_normalization: { escaped_slashes: allow }\n" BASE_LISTENERS,
+                 "t.yaml:1:40: escaped_slashes: 'allow' is not reject, keep or decode");
+    expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
+                 "t.yaml:1:32: forward: 'raw' is not normalized or original");
+    expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
+                 "t.yaml:1:52: merge_slashes: '2' is not true or false");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_regex: '([a-z' }\n",
                  "t.yaml:10:26: path_regex: '([a-z'");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_prefix: users }\n",

@@ -1,0 +1,117 @@
+/*
+ * proxy/path.c — path normalization for routing. See path.h.
+ */
+#include "proxy/path.h"
+
+#include <string.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~';
+}
+
+/* Steps 2 and 3: decodes in[0..len) into out (room for len bytes);
+ * returns the length written, or -1 with *why. */
+static long decode(const char *in, size_t len, const tg_path_conf_t *conf, char *out, const char **why)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            int hi = i + 2 < len ? hexval(in[i + 1]) : -1, lo = i + 2 < len ? hexval(in[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                *why = "malformed percent-encoding in the path";
+                return -1;
+            }
+            unsigned char d = (unsigned char)(hi * 16 + lo);
+            i += 2;
+            int slash = d == '/' || d == '\\';
+            if (slash && conf->escaped_slashes == TG_ESCAPED_SLASH_REJECT) {
+                *why = "encoded slash or backslash in the path";
+                return -1;
+            }
+            if (!unreserved(d) && !(slash && conf->escaped_slashes == TG_ESCAPED_SLASH_DECODE)) {
+                out[w++] = '%'; /* stays encoded, in one spelling */
+                out[w++] = hex[d >> 4];
+                out[w++] = hex[d & 15];
+                continue;
+            }
+            c = (char)d;
+        }
+        if (c == '/' && conf->merge_slashes && w > 0 && out[w - 1] == '/')
+            continue;
+        out[w++] = c;
+    }
+    return (long)w;
+}
+
+/* Step 4, in place on p[0..len), which starts with '/': the output is a
+ * run of "/segment" units; "." is dropped, ".." drops the last unit, and
+ * either one at the end leaves a trailing '/'. Returns the new length. */
+static size_t remove_dot_segments(char *p, size_t len)
+{
+    size_t r = 0, w = 0;
+    while (r < len) {
+        size_t s = r + 1, e = s;
+        while (e < len && p[e] != '/')
+            e++;
+        size_t sl = e - s;
+        int last = e == len;
+        if (sl == 2 && p[s] == '.' && p[s + 1] == '.') {
+            while (w > 0 && p[--w] != '/')
+                ;
+            if (last)
+                p[w++] = '/';
+        } else if (sl == 1 && p[s] == '.') {
+            if (last)
+                p[w++] = '/';
+        } else {
+            memmove(p + w, p + r, e - r);
+            w += e - r;
+        }
+        r = e;
+    }
+    if (w == 0)
+        p[w++] = '/';
+    return w;
+}
+
+int tg_path_normalize(tg_arena_t *a, const char *target, const tg_path_conf_t *conf, const char **out,
+                      size_t *path_len, const char **why)
+{
+    size_t plen = strcspn(target, "?#");
+    const char *query = target[plen] == '?' ? target + plen : "";
+    size_t qlen = strcspn(query, "#"); /* a fragment has no place in a request: dropped */
+    if (target[0] != '/') { /* "*" (OPTIONS): nothing to normalize */
+        *out = target;
+        *path_len = plen;
+        return 0;
+    }
+    char *n = tg_arena_alloc(a, plen + qlen + 2);
+    if (n == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
+    long dl = decode(target, plen, conf, n, why);
+    if (dl < 0)
+        return -1;
+    size_t nl = remove_dot_segments(n, (size_t)dl);
+    memcpy(n + nl, query, qlen);
+    n[nl + qlen] = '\0';
+    *out = n;
+    *path_len = nl;
+    return 0;
+}

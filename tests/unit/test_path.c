@@ -1,0 +1,95 @@
+/* Unit tests: path normalization for routing (proxy/path.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proxy/path.h"
+
+typedef struct {
+    const char *in;
+    const char *out;      /* NULL: refused */
+    int merge;            /* merge_slashes */
+    tg_escaped_slash_t esc;
+} pcase_t;
+
+#define R TG_ESCAPED_SLASH_REJECT
+#define K TG_ESCAPED_SLASH_KEEP
+#define D TG_ESCAPED_SLASH_DECODE
+
+static const pcase_t cases[] = {
+    { "/", "/", 1, R },
+    { "/a/b?x=1", "/a/b?x=1", 1, R },
+    { "/a/./b", "/a/b", 1, R },
+    { "/a/../b", "/b", 1, R },
+    { "/x/../admin", "/admin", 1, R },
+    { "/../admin", "/admin", 1, R },
+    { "/../../..", "/", 1, R },
+    { "/a/b/..", "/a/", 1, R },
+    { "/a/b/.", "/a/b/", 1, R },
+    { "/a/.b/..c/...", "/a/.b/..c/...", 1, R },     /* only "." and ".." are special */
+    { "/%2e%2e/admin", "/admin", 1, R },            /* encoded dots are dots */
+    { "/a/%2E/b", "/a/b", 1, R },
+    { "/%61dmin", "/admin", 1, R },                  /* unreserved characters decoded */
+    { "/%7euser/%5f%2D", "/~user/_-", 1, R },
+    { "/a%20b", "/a%20b", 1, R },                    /* others stay encoded */
+    { "/a%3cb%3E", "/a%3Cb%3E", 1, R },              /* ... in one spelling */
+    { "/a%zz", NULL, 1, R },                         /* malformed */
+    { "/a%2", NULL, 1, R },
+    { "/a%", NULL, 1, R },
+    { "//admin", "/admin", 1, R },
+    { "/a///b//", "/a/b/", 1, R },
+    { "//admin", "//admin", 0, R },                  /* merge_slashes: false */
+    { "/a//../b", "/a/b", 0, R },                    /* ".." drops the empty segment */
+    { "/a%2Fb", NULL, 1, R },                         /* escaped slash: reject (default) */
+    { "/a%5cb", NULL, 1, R },
+    { "/a%2fb", "/a%2Fb", 1, K },
+    { "/a%2f..%2fadmin", "/a%2F..%2Fadmin", 1, K },
+    { "/a%2f..%2fadmin", "/admin", 1, D },
+    { "/a%2F%2Fb", "/a/b", 1, D },
+    { "/a%5Cb", "/a\\b", 1, D },
+    { "/p#frag", "/p", 1, R },                        /* a fragment is dropped */
+    { "/p?q=1#frag", "/p?q=1", 1, R },
+    { "/p?q=/../x", "/p?q=/../x", 1, R },             /* the query is not a path */
+    { "/p?%zz", "/p?%zz", 1, R },
+    { "/users/42/", "/users/42/", 1, R },
+    { "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Check", 1, R },
+};
+
+static void test_table(void **state)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const pcase_t *c = &cases[i];
+        tg_path_conf_t conf = { .merge_slashes = c->merge, .escaped_slashes = c->esc };
+        tg_arena_t a;
+        tg_arena_init(&a);
+        const char *out = NULL, *why = NULL;
+        size_t plen = 0;
+        int r = tg_path_normalize(&a, c->in, &conf, &out, &plen, &why);
+        if (c->out == NULL) {
+            if (r != -1)
+                fprintf(stderr, "'%s' gave '%s', wanted a refusal\n", c->in, out);
+            assert_int_equal(r, -1);
+            assert_non_null(why);
+        } else {
+            if (r != 0 || strcmp(out, c->out) != 0)
+                fprintf(stderr, "'%s' gave '%s' (%s), wanted '%s'\n", c->in, r == 0 ? out : "-", why ? why : "",
+                        c->out);
+            assert_int_equal(r, 0);
+            assert_string_equal(out, c->out);
+            assert_int_equal(plen, strcspn(c->out, "?"));
+        }
+        tg_arena_free(&a);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
