@@ -89,6 +89,7 @@ typedef struct tg_route_conf {
     tg_header_rules_t request_headers;
     tg_header_rules_t response_headers;
     tg_filter_list_t filters; /* the route's own chain (after the global one) */
+    uint64_t max_grpc_request_message; /* gRPC requests: largest message (0: unlimited) */
 } tg_route_conf_t;
 
 /* One certificate and its key; `where` is "file:line:col" of the entry,
@@ -250,6 +251,7 @@ typedef struct tg_config {
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */
+#define TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE (4u * 1024 * 1024) /* gRPC's own default */
 #define TG_DEFAULT_MAX_HEADER_BYTES (64 * 1024)
 #define TG_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define TG_DEFAULT_IDLE_TIMEOUT_MS 60000

@@ -1237,14 +1237,16 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 {
     static const char *const keys[] = { "name", "listeners", "match", "cluster", "timeout",
-                                        "idle_timeout", "request_headers", "response_headers", "filters" };
-    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_N };
+                                        "idle_timeout", "request_headers", "response_headers", "filters",
+                                        "max_grpc_request_message" };
+    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_GRPCMAX, K_N };
     yaml_node_t *v[K_N];
     int rc = take_fields(ld, n, "route", keys, K_N, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     r->timeout_ms = TG_DEFAULT_ROUTE_TIMEOUT_MS;
     r->idle_timeout_ms = TG_DEFAULT_ROUTE_IDLE_TIMEOUT_MS;
+    r->max_grpc_request_message = TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE;
     if (require(ld, n, v[K_NAME], "name", "route") < 0 || check_name(ld, v[K_NAME], "route name", &r->name) < 0)
         rc = -1;
     if (v[K_LIS]) {
@@ -1295,6 +1297,14 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
         rc = -1;
     if (v[K_FILTERS] && load_filters(ld, v[K_FILTERS], "route filters", &r->filters) < 0)
         rc = -1;
+    if (v[K_GRPCMAX]) {
+        if (get_size(ld, v[K_GRPCMAX], "max_grpc_request_message", &r->max_grpc_request_message) < 0) {
+            rc = -1;
+        } else if (r->max_grpc_request_message > 0xffffffffu) {
+            err_at(ld, v[K_GRPCMAX], "max_grpc_request_message: gRPC messages are at most 4 GiB");
+            rc = -1;
+        }
+    }
     return rc;
 }
 

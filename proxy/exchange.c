@@ -543,6 +543,11 @@ ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t 
         return n;
     }
     /* dst holds only this piece: scratch, or body_buf while still empty */
+    if (n > 0 && ex->grpc_msg_max && tg_grpc_frames_check(&ex->grpc_frames, dst, ex->grpc_msg_max) < 0) {
+        ex->close_ds = 1;
+        tg_exchange_reply(ex, 413, "request message larger than the limit"); /* RESOURCE_EXHAUSTED */
+        return -1;
+    }
     if (ex->body_hooks && (n > 0 || *fin) &&
         tg_filters_on_request_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, dst, *fin) ==
             TG_FILTER_REPLY) {
@@ -663,6 +668,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
     if (ex->grpc)
         start_grpc_deadline(ex);
+    if (ct != NULL && tg_grpc_content_type(ct->value) && strcmp(ex->req.method, "POST") == 0)
+        ex->grpc_msg_max = ex->route->max_grpc_request_message;
     if (ensure_request_id(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;

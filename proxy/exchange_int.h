@@ -17,6 +17,7 @@
 #include "filters/retry.h"
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
+#include "proxy/grpc_frames.h"
 #include "proxy/h1_codec.h"
 #include "proxy/h2_client.h"
 #include "proxy/upstream.h"
@@ -90,6 +91,8 @@ struct tg_exchange {
     char client_addr[INET6_ADDRSTRLEN]; /* the client, for filters and logs (trusted_proxies applied) */
     char peer_addr[INET6_ADDRSTRLEN];   /* the connection's peer */
     const char *upgrade;        /* the Upgrade value of an upgrade request (read before sanitizing) */
+    uint64_t grpc_msg_max;      /* gRPC calls: the route's message limit (0: none, or not gRPC) */
+    tg_grpc_frames_t grpc_frames; /* where the walk of the request's gRPC framing is */
 
     unsigned req_done : 1;      /* request body fully read from the client */
     unsigned req_sent : 1;      /* request fully written toward the upstream */

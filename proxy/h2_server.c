@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "proxy/exchange.h"
+#include "proxy/grpc_frames.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
 #include "proxy/log.h"
@@ -168,7 +169,7 @@ static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin
     h2_stream_t *st = ds;
     h2_conn_t *c = st->conn;
     size_t have = evbuffer_get_length(st->req_body), n = have < max ? have : max;
-    uint64_t limit = st->grpc ? 0 : c->snap->cfg->limits.max_body_bytes; /* gRPC: per message, see grpclimit.c */
+    uint64_t limit = st->grpc ? 0 : c->snap->cfg->limits.max_body_bytes; /* gRPC: per message, see exchange.c */
     if (limit && st->body_bytes > limit) {
         *err = 413;
         return -1;
@@ -575,8 +576,16 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
     }
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "expect");
+    /* Only a gRPC call proper (POST, content-type application/grpc[+...])
+     * streams past limits.max_body_bytes, its messages bounded one by one
+     * instead; anything else that claims to be gRPC keeps the body limit. */
     const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
-    st->grpc = ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    st->grpc = ct != NULL && tg_grpc_content_type(ct->value) && strcmp(req->method, "POST") == 0;
+    uint64_t limit = c->snap->cfg->limits.max_body_bytes;
+    if (!st->grpc && limit && req->body == TG_BODY_LENGTH && req->content_length > limit) {
+        tg_exchange_reply(ex, 413, "request body too large"); /* declared too large: refused before it flows */
+        return;
+    }
     if ((st->has_cookie && join_cookies(req, a) < 0) ||
         (req->authority && tg_headers_add(&req->headers, a, "host", 4, req->authority, strlen(req->authority)) < 0)) {
         tg_exchange_reply(ex, 500, "out of memory");

@@ -78,6 +78,7 @@ routes:
   - name: tls-upstream
     match: {{ grpc_service: test.v1.Echo, headers: [{{ name: x-target, value: tls }}] }}
     cluster: tls-echo
+    max_grpc_request_message: 32MiB   # the 8 MiB messages below; the default is 4 MiB, like gRPC's
   - name: down
     match: {{ grpc_service: test.v1.Down }}
     cluster: down
@@ -98,6 +99,7 @@ routes:
     match: {{ grpc_service: test.v1.Echo }}
     cluster: echo
     timeout: 30s
+    max_grpc_request_message: 32MiB
 clusters:
   - name: echo
     protocol: h2c

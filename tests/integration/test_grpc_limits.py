@@ -1,0 +1,92 @@
+"""gRPC requests are bounded message by message, by default: a route with
+no limit configured refuses a message over 4 MiB (gRPC's own default) with
+RESOURCE_EXHAUSTED, while a stream of small messages may run past
+limits.max_body_bytes. Only a gRPC call proper is exempt from the body
+limit: an HTTP/2 request that merely claims a gRPC-like content-type
+(gRPC-Web, "application/grpcfoo", or a GET) keeps it (it used to lift it)."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+import grpc
+
+import harness
+
+SVC = "/test.v1.Echo/"
+MIB = 1024 * 1024
+OPTS = [("grpc.max_receive_message_length", 32 * MIB), ("grpc.max_send_message_length", 32 * MIB)]
+
+
+class GrpcLimitsTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.b = harness.start_grpc_backend("b0")
+        cls.procs = [cls.b]
+        cls.port = harness.free_port()
+        cfg = f"""
+workers: 1
+limits: {{ max_body_bytes: 64KiB }}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+routes:
+  - name: small
+    match: {{ grpc_service: test.v1.Echo, headers: [{{ name: x-target, value: small }}] }}
+    cluster: echo
+    max_grpc_request_message: 100KiB
+  - name: grpc-default
+    match: {{ grpc_service: test.v1.Echo }}
+    cluster: echo
+  - name: rest
+    cluster: echo
+clusters:
+  - name: echo
+    protocol: h2c
+    endpoints: [127.0.0.1:{cls.b.port}]
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port)
+        cls.ch = grpc.insecure_channel(f"127.0.0.1:{cls.port}", options=OPTS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ch.close()
+        cls.finish()
+
+    def test_default_message_limit_is_4mib(self):
+        echo = self.ch.unary_unary(SVC + "Echo")
+        ok = os.urandom(3 * MIB)
+        self.assertEqual(echo(ok, timeout=30), ok)  # over max_body_bytes, under the message limit
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(b"x" * (4 * MIB + 1), timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_route_message_limit_and_streams_of_small_messages(self):
+        md = (("x-target", "small"),)
+        part = b"m" * (60 * 1024)
+        r = self.ch.stream_unary(SVC + "ClientStream")(iter([part] * 20), timeout=30, metadata=md)
+        self.assertEqual(r, f"20,{20 * len(part)}".encode())  # 1.2 MB in all: no body limit on gRPC
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.stream_unary(SVC + "ClientStream")(iter([part, b"y" * (101 * 1024)]), timeout=30, metadata=md)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def curl_h2(self, method, content_type, size):
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(b"\0" * size)
+            f.flush()
+            p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                                "--http2-prior-knowledge", "-X", method, "-H", f"content-type: {content_type}",
+                                "--data-binary", f"@{f.name}", f"http://127.0.0.1:{self.port}/upload"],
+                               capture_output=True, text=True, timeout=30)
+        return p.stdout
+
+    def test_claiming_grpc_does_not_lift_the_body_limit(self):
+        for method, ct in (("POST", "application/grpc-web"), ("POST", "application/grpc-web-text"),
+                           ("POST", "application/grpcfoo"), ("PUT", "application/grpc"),
+                           ("GET", "application/grpc")):
+            with self.subTest(f"{method} {ct}"):
+                self.assertEqual(self.curl_h2(method, ct, 512 * 1024), "413")
+
+
+if __name__ == "__main__":
+    unittest.main()
