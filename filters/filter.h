@@ -64,6 +64,7 @@ typedef struct tg_filter_exchange {
     unsigned auth_failed : 1;   /* an auth filter refused (401/403) */
     unsigned rl_allowed : 1;    /* a rate_limit filter let the request pass */
     unsigned rl_limited : 1;    /* a rate_limit filter refused it (429) */
+    unsigned rl_table_full : 1; /* a rate_limit table had no room for a new key (max_keys) */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */
     int reply_status;
     const char *reply_message;

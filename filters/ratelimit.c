@@ -14,6 +14,14 @@
  * concurrency) and workers contend only when they hit the same shard.
  * Each shard keeps its keys in LRU order and drops, on every decision,
  * the keys idle for more than twice the longest window.
+ *
+ * Memory is bounded: at most max_keys keys in all (a process-wide count).
+ * A new key past that evicts the least recently used key of its shard
+ * that is not over a limit (evicting a limited key would hand its owner a
+ * fresh budget); when the first few in LRU order all are, the table is
+ * full and the filter's on_full decides. Keys are hashed with SipHash
+ * under a random per-table key, so a client cannot aim its keys at one
+ * shard's lock or one bucket chain.
  */
 #include "filters/ratelimit.h"
 
@@ -27,7 +35,10 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "proxy/siphash.h"
+
 #define SHARDS 256
+#define EVICT_SCAN 16 /* LRU entries looked at for one that may be evicted */
 
 typedef struct rl_window {
     uint64_t start;          /* start of the current fixed window (ms) */
@@ -56,27 +67,26 @@ struct tg_rl_table {
     tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
     size_t n;
     uint64_t ttl_ms;
+    tg_siphash_key_t hkey;
+    atomic_size_t count;     /* keys held, all shards */
+    atomic_size_t max_keys;
     rl_shard_t shards[SHARDS];
 };
 
-static uint64_t hash_key(const char *k, size_t len)
+tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n, size_t max_keys)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
-    return h ^ (h >> 29);
-}
-
-tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n)
-{
-    if (n == 0 || n > TG_RL_MAX_LIMITS)
+    if (n == 0 || n > TG_RL_MAX_LIMITS || max_keys == 0)
         return NULL;
     tg_rl_table_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
+    if (tg_siphash_random_key(&t->hkey) < 0) {
+        free(t);
+        return NULL;
+    }
     atomic_init(&t->refs, 1);
+    atomic_init(&t->count, 0);
+    atomic_init(&t->max_keys, max_keys);
     memcpy(t->limits, limits, n * sizeof(*limits));
     t->n = n;
     for (size_t i = 0; i < n; i++)
@@ -113,16 +123,15 @@ void tg_rl_table_free(tg_rl_table_t *t)
 
 size_t tg_rl_table_size(tg_rl_table_t *t)
 {
-    size_t n = 0;
-    for (size_t s = 0; s < SHARDS; s++) {
-        pthread_mutex_lock(&t->shards[s].lock);
-        n += t->shards[s].count;
-        pthread_mutex_unlock(&t->shards[s].lock);
-    }
-    return n;
+    return atomic_load(&t->count);
 }
 
-static void unlink_entry(rl_shard_t *sh, rl_entry_t *e)
+void tg_rl_table_set_max_keys(tg_rl_table_t *t, size_t max_keys)
+{
+    atomic_store(&t->max_keys, max_keys);
+}
+
+static void unlink_entry(tg_rl_table_t *t, rl_shard_t *sh, rl_entry_t *e)
 {
     rl_entry_t **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
     while (*pp != e)
@@ -130,6 +139,7 @@ static void unlink_entry(rl_shard_t *sh, rl_entry_t *e)
     *pp = e->hnext;
     TAILQ_REMOVE(&sh->lru, e, lru);
     sh->count--;
+    atomic_fetch_sub(&t->count, 1);
     free(e);
 }
 
@@ -151,12 +161,49 @@ static int grow(rl_shard_t *sh)
     return 0;
 }
 
-static rl_entry_t *lookup(tg_rl_table_t *t, rl_shard_t *sh, uint64_t h, const char *key, size_t len)
+static void roll(rl_window_t *w, uint64_t now, uint64_t W);
+static uint64_t estimate(const rl_window_t *w, uint64_t now, uint64_t W);
+
+/* Would the key's next request be refused? Such a key is never evicted. */
+static int over_limit(const tg_rl_table_t *t, const rl_entry_t *e, uint64_t now)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        rl_window_t w = e->w[i];
+        roll(&w, now, t->limits[i].window_ms);
+        if (estimate(&w, now, t->limits[i].window_ms) + 1 > t->limits[i].limit)
+            return 1;
+    }
+    return 0;
+}
+
+/* Makes room for one key in a full table: evicts the least recently used
+ * key of the shard that is not over a limit. Returns 0, or -1 if the
+ * first EVICT_SCAN keys in LRU order all are. */
+static int evict_one(tg_rl_table_t *t, rl_shard_t *sh, uint64_t now)
+{
+    int looked = 0;
+    for (rl_entry_t *e = TAILQ_FIRST(&sh->lru); e != NULL && looked < EVICT_SCAN; e = TAILQ_NEXT(e, lru), looked++) {
+        if (!over_limit(t, e, now)) {
+            unlink_entry(t, sh, e);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The key's entry, created if needed. NULL: out of memory, or (*full set)
+ * no room for a new key. */
+static rl_entry_t *lookup(tg_rl_table_t *t, rl_shard_t *sh, uint64_t h, const char *key, size_t len, uint64_t now,
+                          int *full)
 {
     if (sh->nbuckets)
         for (rl_entry_t *e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
             if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
                 return e;
+    if (atomic_load(&t->count) >= atomic_load(&t->max_keys) && evict_one(t, sh, now) < 0) {
+        *full = 1;
+        return NULL;
+    }
     if (sh->count + 1 > 2 * sh->nbuckets && grow(sh) < 0)
         return NULL;
     rl_entry_t *e = calloc(1, sizeof(*e) + t->n * sizeof(rl_window_t) + len);
@@ -170,6 +217,7 @@ static rl_entry_t *lookup(tg_rl_table_t *t, rl_shard_t *sh, uint64_t h, const ch
     sh->buckets[h & (sh->nbuckets - 1)] = e;
     TAILQ_INSERT_TAIL(&sh->lru, e, lru);
     sh->count++;
+    atomic_fetch_add(&t->count, 1);
     return e;
 }
 
@@ -211,17 +259,19 @@ static uint64_t wait_ms(const rl_window_t *w, uint64_t now, uint64_t W, uint64_t
 
 void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out)
 {
-    uint64_t h = hash_key(key, keylen);
+    uint64_t h = tg_siphash(&t->hkey, key, keylen);
     rl_shard_t *sh = &t->shards[h % SHARDS];
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&sh->lock);
     rl_entry_t *old;
     while ((old = TAILQ_FIRST(&sh->lru)) != NULL && old->last_ms + t->ttl_ms < now_ms)
-        unlink_entry(sh, old);
-    rl_entry_t *e = lookup(t, sh, h, key, keylen);
-    if (e == NULL) { /* out of memory: fail open, but say so through remaining = 0 */
+        unlink_entry(t, sh, old);
+    int full = 0;
+    rl_entry_t *e = lookup(t, sh, h >> 8, key, keylen, now_ms, &full);
+    if (e == NULL) { /* no room, or out of memory: not counted; the caller decides */
         pthread_mutex_unlock(&sh->lock);
         out->allowed = 1;
+        out->table_full = 1;
         return;
     }
     e->last_ms = now_ms;
@@ -279,6 +329,8 @@ typedef struct rl_conf {
     size_t n_limits;
     int response_headers;      /* also on allowed responses */
     int legacy;                /* RateLimit-Limit/-Remaining/-Reset instead of the draft fields */
+    uint64_t max_keys;
+    int on_full_allow;         /* a new key that finds the table full passes (uncounted); default: 429 */
     tg_rl_table_t *table;
 } rl_conf_t;
 
@@ -334,8 +386,9 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
 
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key", "limit", "window", "limits", "response_headers", "header_style" };
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_N };
+    static const char *const keys[] = { "key",          "limit",    "window", "limits", "response_headers",
+                                        "header_style", "max_keys", "on_full" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -399,7 +452,21 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         }
         free(s);
     }
-    if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits)) == NULL)
+    c->max_keys = TG_RL_DEFAULT_MAX_KEYS;
+    if (tg_node_present(&v[K_MAXKEYS]) && tg_node_uint(&v[K_MAXKEYS], "max_keys", 1, 100000000, &c->max_keys) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_ONFULL])) {
+        char *s = tg_node_str(&v[K_ONFULL], "on_full");
+        if (s && strcmp(s, "allow") == 0)
+            c->on_full_allow = 1;
+        else if (s == NULL || strcmp(s, "deny") != 0) {
+            if (s)
+                tg_node_error(&v[K_ONFULL], "on_full: '%s' is not one of deny, allow", s);
+            rc = -1;
+        }
+        free(s);
+    }
+    if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits, (size_t)c->max_keys)) == NULL)
         rc = -1;
     if (rc < 0) {
         rl_destroy(c);
@@ -478,6 +545,16 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     tg_rl_result_t r;
     tg_rl_check(c->table, key, len, now, &r);
+    if (r.table_full) {
+        fx->rl_table_full = 1;
+        if (c->on_full_allow)
+            return TG_FILTER_CONTINUE; /* passes, uncounted (documented) */
+        fx->rl_limited = 1;
+        fx->reply_status = 429;
+        fx->reply_message = "rate limiter is full";
+        add_header(&fx->reply_headers, fx->arena, "retry-after", "1");
+        return TG_FILTER_REPLY;
+    }
     if (!r.allowed) {
         fx->rl_limited = 1;
         fx->reply_status = 429;
@@ -505,6 +582,7 @@ static void rl_inherit(void *new_conf, void *old_conf)
             return;
     tg_rl_table_free(n->table);
     n->table = tg_rl_table_ref(o->table);
+    tg_rl_table_set_max_keys(n->table, (size_t)n->max_keys);
 }
 
 const tg_filter_type_t tg_filter_rate_limit = {

@@ -26,13 +26,20 @@ typedef struct tg_rl_result {
     uint64_t remaining;    /* requests left in that limit's window */
     uint64_t reset_s;      /* seconds until that window rolls over */
     uint64_t retry_after_s;/* when denied: seconds until a request would pass */
+    int table_full;        /* a new key found no room (max_keys): not counted, allowed = 1; the caller decides */
 } tg_rl_result_t;
 
 typedef struct tg_rl_table tg_rl_table_t;
 
-/* A table of counters for these limits; thread-safe (sharded locks).
- * Refcounted: configs that share it (across a reload) each hold one. */
-tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n);
+/* Default bound on the keys a table holds (rate_limit max_keys). */
+#define TG_RL_DEFAULT_MAX_KEYS 100000
+
+/* A table of counters for these limits, holding at most max_keys keys;
+ * thread-safe (sharded locks). Refcounted: configs that share it (across
+ * a reload) each hold one. */
+tg_rl_table_t *tg_rl_table_new(const tg_rl_limit_t *limits, size_t n, size_t max_keys);
+/* A reload that keeps the table may change its bound. */
+void tg_rl_table_set_max_keys(tg_rl_table_t *t, size_t max_keys);
 tg_rl_table_t *tg_rl_table_ref(tg_rl_table_t *t);
 void tg_rl_table_free(tg_rl_table_t *t); /* drops a reference */
 /* Decides one request for key at now_ms (any monotonic millisecond clock)

@@ -155,7 +155,8 @@ static void record(tg_exchange_t *ex)
         tg_stats_grpc_done(ex->w->stats, slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
-    tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited);
+    tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited,
+                              ex->fx.rl_table_full);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,

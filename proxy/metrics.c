@@ -148,8 +148,11 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         { "tollgate_retries_skipped_total", "Retriable failures not retried (body over the replay buffer, or "
                                             "retry budget spent), by route.",
           offsetof(tg_route_stats_t, retries_skipped) },
+        { "tollgate_ratelimit_table_full_total", "New rate-limit keys a full table (max_keys) had no room for, by "
+                                                 "route; on_full decided them.",
+          offsetof(tg_route_stats_t, ratelimit_table_full) },
     };
-    for (size_t f = 0; f < 2; f++) {
+    for (size_t f = 0; f < sizeof(rfams) / sizeof(rfams[0]); f++) {
         family(out, rfams[f].name, "counter", rfams[f].help);
         for (size_t r = 0; r < c->n_routes; r++) {
             evbuffer_add_printf(out, "%s{", rfams[f].name);

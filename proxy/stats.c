@@ -44,7 +44,8 @@ void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
     tg_counter_add(&s->routes[route_slot].grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
 }
 
-void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited)
+void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited,
+                               int rl_table_full)
 {
     if (route_slot >= TG_STATS_MAX_ROUTES)
         return;
@@ -55,4 +56,6 @@ void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed
         tg_counter_add(&r->ratelimit_allowed, 1);
     if (rl_limited)
         tg_counter_add(&r->ratelimit_limited, 1);
+    if (rl_table_full)
+        tg_counter_add(&r->ratelimit_table_full, 1);
 }

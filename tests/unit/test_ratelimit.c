@@ -1,12 +1,15 @@
 /* Unit tests: the sliding-window rate limiter with a fake clock —
  * boundaries, the weighted estimate across windows, several limits,
- * retry-after, expiry of idle keys, and exactness under concurrency. */
+ * retry-after, expiry of idle keys, the max_keys bound under a flood of
+ * new keys (limited keys are never evicted), and exactness under
+ * concurrency. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -30,7 +33,7 @@ static int burst(tg_rl_table_t *t, const char *key, uint64_t now, int n)
 static void test_limit_boundary(void **state)
 {
     tg_rl_limit_t l = { 10, 1000 };
-    tg_rl_table_t *t = tg_rl_table_new(&l, 1);
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, TG_RL_DEFAULT_MAX_KEYS);
     uint64_t base = 1000000; /* window-aligned */
     assert_int_equal(burst(t, "k", base, 10), 10);
     tg_rl_result_t r;
@@ -50,7 +53,7 @@ static void test_limit_boundary(void **state)
 static void test_sliding_estimate(void **state)
 {
     tg_rl_limit_t l = { 10, 1000 };
-    tg_rl_table_t *t = tg_rl_table_new(&l, 1);
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, TG_RL_DEFAULT_MAX_KEYS);
     uint64_t base = 5000000;
     assert_int_equal(burst(t, "k", base + 900, 10), 10);
     /* new fixed window, but the last 1000 ms still hold 10: nothing passes */
@@ -65,7 +68,7 @@ static void test_sliding_estimate(void **state)
 static void test_several_limits(void **state)
 {
     tg_rl_limit_t l[2] = { { 3, 1000 }, { 5, 60000 } };
-    tg_rl_table_t *t = tg_rl_table_new(l, 2);
+    tg_rl_table_t *t = tg_rl_table_new(l, 2, TG_RL_DEFAULT_MAX_KEYS);
     uint64_t base = 60000 * 100;
     assert_int_equal(burst(t, "k", base, 10), 3);            /* per-second limit */
     assert_int_equal(burst(t, "k", base + 2000, 10), 2);     /* per-minute limit has 2 left */
@@ -80,7 +83,7 @@ static void test_several_limits(void **state)
 static void test_remaining_and_reset(void **state)
 {
     tg_rl_limit_t l = { 5, 10000 };
-    tg_rl_table_t *t = tg_rl_table_new(&l, 1);
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, TG_RL_DEFAULT_MAX_KEYS);
     tg_rl_result_t r;
     tg_rl_check(t, "k", 1, 100000 + 2500, &r);
     assert_true(r.allowed);
@@ -92,7 +95,7 @@ static void test_remaining_and_reset(void **state)
 static void test_idle_keys_expire(void **state)
 {
     tg_rl_limit_t l = { 1, 1000 };
-    tg_rl_table_t *t = tg_rl_table_new(&l, 1);
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, TG_RL_DEFAULT_MAX_KEYS);
     char key[32];
     for (int i = 0; i < 20000; i++) {
         snprintf(key, sizeof(key), "client-%d", i);
@@ -105,6 +108,78 @@ static void test_idle_keys_expire(void **state)
         allow(t, key, 10000);
     }
     assert_int_equal(tg_rl_table_size(t), 4096);
+    tg_rl_table_free(t);
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = atol(line + 6);
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
+/* A million distinct keys (a client inventing a new one per request):
+ * the table never holds more than max_keys, and the process's memory
+ * stays within what that many keys cost. */
+static void test_max_keys_bounds_a_flood(void **state)
+{
+    tg_rl_limit_t l = { 1000000, 60000 };
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, 10000);
+    char key[64];
+    long before = rss_kib();
+    size_t peak = 0;
+    for (int i = 0; i < 1000000; i++) {
+        int n = snprintf(key, sizeof(key), "attacker-%d-padding-to-make-keys-longer", i);
+        tg_rl_result_t r;
+        tg_rl_check(t, key, (size_t)n, 5000 + (uint64_t)(i / 1000), &r);
+        assert_false(r.table_full); /* idle keys make room */
+        assert_true(r.allowed);
+        if (tg_rl_table_size(t) > peak)
+            peak = tg_rl_table_size(t);
+    }
+    long grown = rss_kib() - before;
+    fprintf(stderr, "1M keys into max_keys 10000: peak %zu keys, RSS +%ld KiB\n", peak, grown);
+    assert_true(peak <= 10000);
+#ifndef __SANITIZE_ADDRESS__ /* ASan keeps freed memory in quarantine: RSS says nothing there */
+    assert_true(grown < 10 * 1024); /* 10,000 keys of ~150 bytes; unbounded, 1M keys took > 100 MiB */
+#endif
+    tg_rl_table_free(t);
+}
+
+/* A key that is over its limit is never evicted to make room: that would
+ * hand its owner a fresh budget. When only such keys remain, the table
+ * is full for new keys. */
+static void test_limited_keys_are_not_evicted(void **state)
+{
+    tg_rl_limit_t l = { 2, 60000 };
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, 300);
+    char key[32];
+    /* 300 keys, each driven over its limit */
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        allow(t, key, 1000);
+        allow(t, key, 1000);
+        assert_false(allow(t, key, 1000));
+    }
+    assert_int_equal(tg_rl_table_size(t), 300);
+    int full = 0;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "new%d", i);
+        tg_rl_result_t r;
+        tg_rl_check(t, key, strlen(key), 2000, &r);
+        full += r.table_full;
+    }
+    assert_true(full > 900); /* the few that fit found a shard with room before the bound was hit */
+    for (int i = 0; i < 300; i++) { /* every limited key still remembers it */
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_false(allow(t, key, 3000));
+    }
     tg_rl_table_free(t);
 }
 
@@ -124,7 +199,7 @@ static void *hammer(void *arg)
 static void test_exact_under_concurrency(void **state)
 {
     tg_rl_limit_t l = { 1000, 1000 };
-    tg_rl_table_t *t = tg_rl_table_new(&l, 1);
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, TG_RL_DEFAULT_MAX_KEYS);
     hammer_t h[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
@@ -148,6 +223,8 @@ int main(void)
         cmocka_unit_test(test_several_limits),
         cmocka_unit_test(test_remaining_and_reset),
         cmocka_unit_test(test_idle_keys_expire),
+        cmocka_unit_test(test_max_keys_bounds_a_flood),
+        cmocka_unit_test(test_limited_keys_are_not_evicted),
         cmocka_unit_test(test_exact_under_concurrency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
