@@ -101,6 +101,29 @@ static void put_json_str(out_t *o, const char *s)
     puts_(o, "\"");
 }
 
+/* A text-format field: what a client controls cannot forge a line or a
+ * field. Like nginx, '"', '\\', control bytes and bytes >= 0x7f are
+ * written as \xHH; NULL is "-". */
+static void put_text_str(out_t *o, const char *s)
+{
+    if (s == NULL) {
+        puts_(o, "-");
+        return;
+    }
+    for (const char *run = s;; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c != 0 && c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            continue;
+        put(o, run, (size_t)(s - run));
+        if (c == 0)
+            break;
+        static const char hex[] = "0123456789ABCDEF";
+        char e[4] = { '\\', 'x', hex[c >> 4], hex[c & 15] };
+        put(o, e, 4);
+        run = s + 1;
+    }
+}
+
 static void put_u64(out_t *o, uint64_t v)
 {
     char b[24];
@@ -150,7 +173,7 @@ static void put_time(out_t *o, int64_t unix_us, slot_t *cache)
 static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_record_t *r, int json, slot_t *cache)
 {
 #define IS(s) (nlen == sizeof(s) - 1 && memcmp(name, s, nlen) == 0)
-#define STR(v) (json ? put_json_str(o, v) : puts_(o, (v) ? (v) : "-"))
+#define STR(v) (json ? put_json_str(o, v) : put_text_str(o, v))
     if (IS("time"))
         json ? (puts_(o, "\""), put_time(o, r->start_unix_us, cache), puts_(o, "\"")) : put_time(o, r->start_unix_us, cache);
     else if (IS("request_id"))

@@ -333,18 +333,34 @@ static void *cors_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
+/* A wildcard origin names its scheme (http, then "*.example.com"); without
+ * one it means https: a page served over plain http is anybody's on the
+ * path, and must not share an https origin's credentials. */
+static int wildcard_allows(const char *pattern, const char *origin)
+{
+    const char *scheme = "https://", *suffix = NULL;
+    if (strncasecmp(pattern, "https://*.", 10) == 0)
+        suffix = pattern + 9;
+    else if (strncasecmp(pattern, "http://*.", 9) == 0)
+        scheme = "http://", suffix = pattern + 8;
+    else if (strncmp(pattern, "*.", 2) == 0)
+        suffix = pattern + 1;
+    else
+        return 0;
+    size_t scl = strlen(scheme), sl = strlen(suffix);
+    if (strncasecmp(origin, scheme, scl) != 0)
+        return 0;
+    const char *host = origin + scl;
+    size_t hl = strlen(host);
+    return hl > sl && host[0] != '.' && strcasecmp(host + hl - sl, suffix) == 0 && strpbrk(host, "/:@") == NULL;
+}
+
 static int origin_allowed(const cors_conf_t *c, const char *origin)
 {
-    size_t ol = strlen(origin);
     for (size_t i = 0; i < c->n_origins; i++) {
         const char *o = c->origins[i];
-        if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0)
+        if (strcmp(o, "*") == 0 || strcasecmp(o, origin) == 0 || wildcard_allows(o, origin))
             return 1;
-        if (o[0] == '*' && o[1] == '.') { /* *.example.com: any subdomain, any scheme */
-            size_t sl = strlen(o + 1);
-            if (ol > sl && strcasecmp(origin + ol - sl, o + 1) == 0)
-                return 1;
-        }
     }
     return 0;
 }

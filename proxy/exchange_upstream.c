@@ -244,10 +244,18 @@ int tg_ex_pump_response(tg_exchange_t *ex)
                                 &fin);
             tg_sock_consumed(sock);
         }
+        /* A close-delimited body ends at the close, but over TLS only a
+         * close_notify says the upstream meant it: without one, the end
+         * may be an attacker's RST, and the body is truncated. */
+        if (n >= 0 && fin && ex->h2s == NULL && ex->up_reader.body == TG_BODY_EOF && tg_sock_ssl(sock) != NULL &&
+            !tg_sock_eof_clean(sock)) {
+            n = -1;
+            ex->up_reader.error_msg = "TLS connection closed without close_notify";
+        }
         if (n < 0) {
             tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address,
                     ex->up_reader.error_msg ? ex->up_reader.error_msg : "?");
-            tg_ex_finish(ex, 1);
+            fail_upstream(ex, UP_RESET, "truncated response"); /* counted; the client sees an aborted response */
             return -1;
         }
         ex->bytes_out += n > 0 ? (uint64_t)n : 0;

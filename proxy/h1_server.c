@@ -34,7 +34,10 @@ typedef struct h1_conn {
     tg_conn_node_t node;
     tg_worker_t *w;
     tg_sock_t *sock;
-    const tg_listener_slot_t *slot; /* its index is the listener in the current config */
+    const tg_listener_slot_t *slot; /* its index is the listener in the current config (TG_LISTENER_GONE
+                                     * once a reload removed it) */
+    tg_snapshot_t *snap;            /* the config it was accepted with (listener settings) */
+    size_t listener;                /* its listener in snap */
     size_t stats_slot;              /* listener stats slot at accept time */
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
@@ -91,6 +94,7 @@ static void conn_close(h1_conn_t *c)
 
 static void conn_release(h1_conn_t *c)
 {
+    tg_snapshot_unref(c->snap);
     tg_tls_peer_free(&c->peer);
     event_free(c->timer);
     event_free(c->defer);
@@ -279,7 +283,7 @@ static void read_head(h1_conn_t *c)
     if (c->served == 0 && c->ex == NULL && !c->tls && evbuffer_get_length(in) > 0) {
         size_t n = evbuffer_get_length(in) < H2_PREFACE_LEN ? evbuffer_get_length(in) : H2_PREFACE_LEN;
         const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->w->snap->cfg->listeners[c->slot->index].http2.enabled) {
+        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->snap->cfg->listeners[c->listener].http2.enabled) {
             if (n == H2_PREFACE_LEN)
                 hand_to_h2(c);
             else if (c->eof)
@@ -349,7 +353,7 @@ static void hand_to_h2(h1_conn_t *c)
     c->dead = 1;
     evtimer_del(c->timer);
     tg_worker_conn_remove(c->w, &c->node);
-    tg_h2_server_take(c->w, sock, c->slot, c->stats_slot, c->addr, &c->peer, c->tls);
+    tg_h2_server_take(c->w, sock, c->slot, c->snap, c->listener, c->stats_slot, c->addr, &c->peer, c->tls);
     event_active(c->defer, EV_TIMEOUT, 0);
 }
 
@@ -518,6 +522,8 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
         free(c);
         return;
     }
+    c->snap = tg_snapshot_ref(w->snap);
+    c->listener = slot->index;
     c->node.on_drain = on_drain;
     c->node.on_shutdown = on_shutdown;
     tg_worker_conn_add(w, &c->node);
@@ -530,7 +536,7 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     tg_sock_set_cb(c->sock, on_sock, c);
     tg_sock_set_read_limit(c->sock, limit);
     tg_sock_set_write_lowat(c->sock, TG_EXCHANGE_HWM / 2);
-    tg_tls_server_t *tls = w->snap->listener_tls[slot->index];
+    tg_tls_server_t *tls = c->snap->listener_tls[c->listener];
     if (tls == NULL) {
         c->state = C_READ_HEAD;
         arm_timer(c, limits(c)->idle_timeout_ms);
@@ -545,5 +551,5 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     }
     c->tls = 1;
     c->state = C_HANDSHAKE;
-    arm_timer(c, w->snap->cfg->listeners[slot->index].tls.handshake_timeout_ms);
+    arm_timer(c, c->snap->cfg->listeners[c->listener].tls.handshake_timeout_ms);
 }

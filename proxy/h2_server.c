@@ -987,8 +987,8 @@ static int start_session(h2_conn_t *c)
     return 0;
 }
 
-void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, size_t stats_slot,
-                       const char *addr, tg_tls_peer_t *peer, int tls)
+void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, tg_snapshot_t *snap,
+                       size_t listener, size_t stats_slot, const char *addr, tg_tls_peer_t *peer, int tls)
 {
     h2_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -1004,8 +1004,8 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     c->peer = *peer;
     memset(peer, 0, sizeof(*peer));
-    c->snap = tg_snapshot_ref(w->snap);
-    c->conf = &c->snap->cfg->listeners[slot->index].http2;
+    c->snap = tg_snapshot_ref(snap);
+    c->conf = &c->snap->cfg->listeners[listener].http2;
     TAILQ_INIT(&c->streams);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->defer = event_new(w->base, -1, 0, on_defer, c);

@@ -26,14 +26,18 @@
 #include "proxy/worker.h"
 
 struct tg_tls_peer;
+struct tg_snapshot;
 
-/* Takes over an accepted connection: the socket, the client's TLS
- * identity (moved: *peer is left empty) and its place in the listener's
- * active-connection gauge. Closes the socket on failure. */
 /* Frees the worker's recycled streams (worker teardown). */
 void tg_h2_server_free_cache(tg_worker_t *w);
 
-void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, size_t stats_slot,
-                       const char *addr, struct tg_tls_peer *peer, int tls);
+/* Takes over an accepted connection: the socket, the client's TLS
+ * identity (moved: *peer is left empty) and its place in the listener's
+ * active-connection gauge. snap and listener are the config the
+ * connection was accepted with (a reference is taken: its HTTP/2 settings
+ * stay valid even if a reload removes the listener). Closes the socket on
+ * failure. */
+void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, struct tg_snapshot *snap,
+                       size_t listener, size_t stats_slot, const char *addr, struct tg_tls_peer *peer, int tls);
 
 #endif

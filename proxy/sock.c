@@ -54,7 +54,7 @@ struct tg_sock {
     TAILQ_ENTRY(tg_sock) qlink;
     SSL *ssl;                  /* NULL: plain TCP */
     unsigned long tls_err;     /* the OpenSSL error that failed the connection */
-    unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1;
+    unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
         shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
 };
@@ -281,10 +281,14 @@ static int tls_read(tg_sock_t *s)
             s->read_wants_write = 1;
             break;
         }
-        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && s->err == 0)) {
-            /* close_notify, or a TCP close without one (common, and
-             * harmless for HTTP: framing tells truncation apart) */
+        int unexpected = (e == SSL_ERROR_SYSCALL && s->err == 0) ||
+                         (e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+        if (e == SSL_ERROR_ZERO_RETURN || unexpected) {
+            /* close_notify, or a TCP close without one: common, and
+             * harmless where HTTP framing tells truncation apart; where it
+             * cannot (a close-delimited body), tg_sock_eof_clean says */
             ERR_clear_error();
+            s->eof_unclean = unexpected;
             s->eof = 1;
             s->readable = 0;
             events |= TG_SOCK_EOF;
@@ -704,6 +708,11 @@ void tg_sock_flush(tg_sock_t *s)
         s->q_write = 1;
         enqueue(s);
     }
+}
+
+int tg_sock_eof_clean(const tg_sock_t *s)
+{
+    return !s->eof_unclean;
 }
 
 int tg_sock_peer_closed(const tg_sock_t *s)

@@ -78,6 +78,9 @@ void tg_sock_flush(tg_sock_t *s);
 void tg_sock_flush_now(tg_sock_t *s);
 /* Has the peer closed its side (EOF read, or a FIN announced)? */
 int tg_sock_peer_closed(const tg_sock_t *s);
+/* After TG_SOCK_EOF: did the peer end cleanly? Always for TCP; for TLS
+ * only when it sent close_notify first. */
+int tg_sock_eof_clean(const tg_sock_t *s);
 /* Half-close: no more output (after what is queued is written; with TLS,
  * a close_notify first). */
 void tg_sock_shutdown_write(tg_sock_t *s);

@@ -170,7 +170,10 @@ static int set_versions_and_ciphers(SSL_CTX *ctx, int min_version, const char *c
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* No SSL_OP_IGNORE_UNEXPECTED_EOF: a close without close_notify must be
+     * told apart from one with it (proxy/sock.c), or a close-delimited
+     * upstream body cut short by an attacker on the path looks complete. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     return 0;
 }
 

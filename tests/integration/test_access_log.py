@@ -48,6 +48,7 @@ class AccessLogTest(harness.GatewayTest):
         cls.dir = tempfile.mkdtemp(prefix="tg-logs-")
         cls.json_log = os.path.join(cls.dir, "access.json")
         cls.text_log = os.path.join(cls.dir, "access.log")
+        cls.raw_log = os.path.join(cls.dir, "raw.log")
         cfg = f"""
 workers: 2
 filters:
@@ -64,6 +65,8 @@ routes:
       - access_log: {{ path: {cls.text_log}, format: "{{method}} {{path}} {{status}} {{identity}} {{attempts}}" }}
   - name: open
     cluster: app
+    filters:
+      - access_log: {{ path: {cls.raw_log}, format: "{{request_id}} {{method}} {{path}} {{status}}" }}
 clusters:
   - name: app
     endpoints: [127.0.0.1:{cls.app.port}]
@@ -112,6 +115,17 @@ clusters:
         self.assertEqual(wait_line(self.text_log, "GET /secure/b 401 - 0"), ["GET /secure/b 401 - 0"])
         with open(rotated) as f:
             self.assertNotIn("/secure/b", f.read())
+
+    def test_text_fields_are_escaped(self):
+        """Client-controlled fields cannot forge a line or a field of the
+        text format: '"', '\\', control bytes and bytes >= 0x7f are
+        written as \\xHH, like nginx."""
+        raw = (b'GET /a"b\\c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+               b'X-Request-Id: id" 200 "forged\t\xff\r\n\r\n')
+        out = harness.raw_request(self.port, raw)
+        self.assertTrue(out.startswith(b"HTTP/1.1 404"), out[:100])  # the app has no such path
+        want = r"id\x22 200 \x22forged\x09\xFF GET /a\x22b\x5Cc 404"
+        self.assertIn(want, wait_line(self.raw_log, want))
 
 
 if __name__ == "__main__":

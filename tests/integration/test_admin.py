@@ -4,6 +4,7 @@ POST /-/reload; never reachable through a proxy listener."""
 import json
 import shutil
 import subprocess
+import time
 import unittest
 
 import requests
@@ -66,10 +67,19 @@ clusters:
         for _ in range(3):
             self.assertEqual(s.get(self.gateway.url("/items/none"), timeout=5).status_code, 404)
         self.assertEqual(s.get(self.gateway.url("/unrouted"), timeout=5).status_code, 404)
-        r = self.admin_get("/metrics")
+        # a worker counts an exchange as it ends, which may be just after its
+        # client has the response: wait (bounded) for the last one to land
+        deadline = time.time() + 5
+        while True:
+            r = self.admin_get("/metrics")
+            after = r.text
+            done = (harness.metric(after, "tollgate_requests_total", route="", cluster="", code="4xx") -
+                    harness.metric(before, "tollgate_requests_total", route="", cluster="", code="4xx"))
+            if done >= 1 or time.time() > deadline:
+                break
+            time.sleep(0.05)
         self.assertEqual(r.status_code, 200)
         self.assertTrue(r.headers["content-type"].startswith("text/plain; version=0.0.4"))
-        after = r.text
 
         def delta(name, **labels):
             return harness.metric(after, name, **labels) - harness.metric(before, name, **labels)

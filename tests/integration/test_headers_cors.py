@@ -76,6 +76,20 @@ routes:
         r = requests.get(self.gateway.url("/whoami"), headers=auth, timeout=5)  # same-origin: untouched
         self.assertNotIn("access-control-allow-origin", r.headers)
 
+    def test_wildcard_origin_keeps_its_scheme(self):
+        """"*.trusted.test" admits https subdomains only: a plain-http page
+        (anybody's on the path) gets no CORS grant, credentials or not."""
+        auth = {"Authorization": "Bearer t-alice"}
+        for origin, granted in (("https://a.trusted.test", True), ("http://a.trusted.test", False),
+                                ("https://trusted.test", False), ("https://a.trusted.test:8443", False),
+                                ("https://a.trusted.test.evil", False), ("ftp://a.trusted.test", False)):
+            with self.subTest(origin):
+                r = requests.get(self.gateway.url("/whoami"), headers={**auth, "Origin": origin}, timeout=5)
+                self.assertEqual(r.headers.get("access-control-allow-origin") == origin, granted, r.headers)
+                r = requests.options(self.gateway.url("/items"), headers={
+                    "Origin": origin, "Access-Control-Request-Method": "GET", **auth}, timeout=5)
+                self.assertEqual(r.status_code, 204 if granted else 403)
+
 
 if __name__ == "__main__":
     unittest.main()
