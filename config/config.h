@@ -150,6 +150,7 @@ typedef struct tg_listener_conf {
     tg_cidr_t *trusted_proxies;
     size_t n_trusted_proxies;
     int has_trusted_proxies;
+    uint64_t max_connections; /* open client connections on this listener (0: no limit) */
 } tg_listener_conf_t;
 
 /* A cluster's `tls:` block: TLS toward its endpoints. */
@@ -248,6 +249,7 @@ typedef struct tg_config {
     tg_cidr_t *trusted_proxies; /* top level; a listener may override */
     size_t n_trusted_proxies;
     tg_path_conf_t paths;       /* path_normalization */
+    uint64_t max_connections;   /* open client connections, all listeners (0: no limit) */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

@@ -776,9 +776,9 @@ static int load_cidrs(loader_t *ld, yaml_node_t *n, const char *what, tg_cidr_t 
 
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies" };
-    yaml_node_t *v[5];
-    int rc = take_fields(ld, n, "listener", keys, 5, v);
+    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections" };
+    yaml_node_t *v[6];
+    int rc = take_fields(ld, n, "listener", keys, 6, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     http2_defaults(&l->http2);
@@ -787,6 +787,8 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
     if (v[2] != NULL && load_listener_tls(ld, v[2], &l->tls) < 0)
         rc = -1;
     if (v[3] != NULL && load_http2(ld, v[3], &l->http2) < 0)
+        rc = -1;
+    if (v[5] != NULL && get_uint(ld, v[5], "max_connections", 1, 100000000, &l->max_connections) < 0)
         rc = -1;
     if (v[4] != NULL) {
         l->has_trusted_proxies = 1;
@@ -1405,9 +1407,10 @@ static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
-                                        "admin", "filters", "trusted_proxies", "path_normalization" };
+                                        "admin", "filters", "trusted_proxies", "path_normalization",
+                                        "max_connections" };
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_N };
+           K_MAXCONN, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1429,6 +1432,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
     if (v[K_PATHS])
         load_paths(ld, v[K_PATHS], &c->paths);
+    if (v[K_MAXCONN])
+        get_uint(ld, v[K_MAXCONN], "max_connections", 1, 100000000, &c->max_connections);
     if (v[K_LIMITS])
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])

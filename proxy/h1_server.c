@@ -490,6 +490,18 @@ static void on_shutdown(tg_conn_node_t *n)
     conn_release(c); /* the loop is gone: the defer event will not run */
 }
 
+/* Between requests, with nothing received: a keep-alive connection that
+ * can go when descriptors run out. */
+static int close_if_idle(tg_conn_node_t *n)
+{
+    h1_conn_t *c = (h1_conn_t *)n;
+    if (c->dead || c->state != C_READ_HEAD || c->ex != NULL || evbuffer_get_length(tg_sock_in(c->sock)) != 0)
+        return 0;
+    tg_debug("h1 %s: idle connection closed to free a descriptor", c->addr);
+    conn_close(c);
+    return 1;
+}
+
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
 {
     h1_conn_t *c = calloc(1, sizeof(*c));
@@ -526,6 +538,7 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     c->listener = slot->index;
     c->node.on_drain = on_drain;
     c->node.on_shutdown = on_shutdown;
+    c->node.close_if_idle = close_if_idle;
     tg_worker_conn_add(w, &c->node);
     c->stats_slot = slot->stats_slot;
     tg_counter_add(&w->stats->listeners[c->stats_slot].accepted, 1);

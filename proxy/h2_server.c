@@ -950,6 +950,17 @@ static void on_shutdown(tg_conn_node_t *n)
     conn_release(c);
 }
 
+/* No stream open: the connection can go (after a GOAWAY) when
+ * descriptors run out. */
+static int close_if_idle(tg_conn_node_t *n)
+{
+    h2_conn_t *c = (h2_conn_t *)n;
+    if (c->dead || c->draining || c->n_streams != 0)
+        return 0;
+    on_drain(n);
+    return 1;
+}
+
 static int start_session(h2_conn_t *c)
 {
     const tg_http2_conf_t *h = c->conf;
@@ -1011,6 +1022,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     c->defer = event_new(w->base, -1, 0, on_defer, c);
     c->node.on_drain = on_drain;
     c->node.on_shutdown = on_shutdown;
+    c->node.close_if_idle = close_if_idle;
     tg_worker_conn_add(w, &c->node);
     if (c->timer == NULL || c->defer == NULL || start_session(c) < 0) {
         tg_worker_conn_remove(w, &c->node);

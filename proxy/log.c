@@ -31,16 +31,58 @@ int tg_log_enabled(tg_log_level_t level)
     return level >= min_level;
 }
 
+/* Info and warn lines are what clients and upstreams can make a worker
+ * write (a bad request, a dead upstream): each thread writes at most
+ * TG_LOG_BURST of them a second, and says how many it held back. Errors
+ * and debug output (asked for) are never held back. The budget is the
+ * thread's own: no lock, and one noisy worker cannot silence another. */
+static _Thread_local struct {
+    time_t second;
+    unsigned lines;
+    unsigned long suppressed;
+} budget;
+
+static void emit(tg_log_level_t level, const char *msg);
+
+static int within_budget(tg_log_level_t level)
+{
+    if (level != TG_LOG_INFO && level != TG_LOG_WARN)
+        return 1;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    if (ts.tv_sec != budget.second) {
+        budget.second = ts.tv_sec;
+        budget.lines = 0;
+        if (budget.suppressed) {
+            char note[96];
+            snprintf(note, sizeof(note), "(%lu log line(s) suppressed in the last burst)", budget.suppressed);
+            budget.suppressed = 0;
+            emit(TG_LOG_WARN, note);
+        }
+    }
+    if (budget.lines >= TG_LOG_BURST) {
+        budget.suppressed++;
+        return 0;
+    }
+    budget.lines++;
+    return 1;
+}
+
 void tg_log(tg_log_level_t level, const char *fmt, ...)
 {
-    static const char *const names[] = { "debug", "info", "warn", "error" };
-    if (level < min_level)
+    if (level < min_level || !within_budget(level))
         return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    emit(level, msg);
+}
+
+static void emit(tg_log_level_t level, const char *msg)
+{
+    static const char *const names[] = { "debug", "info", "warn", "error" };
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);

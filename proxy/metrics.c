@@ -75,6 +75,12 @@ static void render_listeners(struct evbuffer *out, const tg_config_t *c, const t
         { "tollgate_http2_protocol_errors_total", "counter",
           "HTTP/2 connections ended for protocol errors or abuse (floods, rapid reset).",
           offsetof(tg_listener_stats_t, h2_protocol_errors) },
+        { "tollgate_listener_accept_pauses_total", "counter",
+          "Times a listener paused accepting because descriptors or kernel memory ran out (EMFILE, ENFILE, ENOBUFS).",
+          offsetof(tg_listener_stats_t, accept_pauses) },
+        { "tollgate_downstream_connections_rejected_total", "counter",
+          "Client connections closed at once because max_connections (listener or process) was reached.",
+          offsetof(tg_listener_stats_t, conn_limit_rejected) },
     };
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
         family(out, fams[f].name, fams[f].type, fams[f].help);

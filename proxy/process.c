@@ -370,6 +370,7 @@ static int start_workers(process_t *p)
             free(fds);
             return -1;
         }
+        p->workers[i]->n_workers = p->n_workers;
     }
     free(fds);
     for (unsigned i = 0; i < p->n_workers; i++)

@@ -69,6 +69,8 @@ typedef struct tg_listener_stats {
     tg_counter_t h2_connections;         /* connections that spoke HTTP/2 */
     tg_counter_t h2_streams;             /* HTTP/2 streams (requests) opened */
     tg_counter_t h2_protocol_errors;     /* connections closed for abuse or errors */
+    tg_counter_t accept_pauses;          /* times accepting paused: out of descriptors */
+    tg_counter_t conn_limit_rejected;    /* connections closed at once: max_connections reached */
 } tg_listener_stats_t;
 
 typedef struct tg_stats {

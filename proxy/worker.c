@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy/exchange.h"
@@ -32,10 +33,95 @@ struct tg_reload_msg {
     int fds[];
 };
 
+#define ACCEPT_PAUSE_MIN_MS 25     /* first pause when descriptors run out */
+#define ACCEPT_PAUSE_MAX_MS 1000   /* the backoff doubles up to this */
+#define IDLE_CLOSE_BATCH 32        /* idle connections closed per pause, oldest first */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *slot_name(const tg_listener_slot_t *slot)
+{
+    const tg_config_t *c = slot->w->snap->cfg;
+    return slot->index < c->n_listeners ? c->listeners[slot->index].name : "(removed)";
+}
+
+/* Closes up to max idle connections, oldest first, to free descriptors. */
+static size_t close_idle_connections(tg_worker_t *w, size_t max)
+{
+    size_t closed = 0;
+    tg_conn_node_t *n = TAILQ_FIRST(&w->conns), *next;
+    for (; n != NULL && closed < max; n = next) {
+        next = TAILQ_NEXT(n, link);
+        if (n->close_if_idle != NULL && n->close_if_idle(n))
+            closed++;
+    }
+    return closed;
+}
+
+static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    tg_listener_slot_t *slot = arg;
+    if (slot->lev != NULL && !slot->w->draining)
+        evconnlistener_enable(slot->lev);
+}
+
+/* accept() failed for want of descriptors or kernel memory: the socket
+ * stays readable, so retrying at once would spin. Pause this listener,
+ * make room by closing idle connections, try again after a backoff. */
+static void pause_accepting(tg_listener_slot_t *slot, int err)
+{
+    tg_worker_t *w = slot->w;
+    slot->accept_failures++;
+    if (slot->pause_ms == 0) {
+        slot->pause_ms = ACCEPT_PAUSE_MIN_MS;
+        slot->episode_start_ms = now_ms();
+        tg_counter_add(&w->stats->listeners[slot->stats_slot].accept_pauses, 1);
+        tg_error("listener %s (worker %u): accept: %s; pausing accepts and closing idle connections until "
+                 "descriptors free up", slot_name(slot), w->id, strerror(err));
+    } else if (slot->pause_ms < ACCEPT_PAUSE_MAX_MS) {
+        slot->pause_ms *= 2;
+    }
+    evconnlistener_disable(slot->lev);
+    close_idle_connections(w, IDLE_CLOSE_BATCH);
+    struct timeval tv = { slot->pause_ms / 1000, (suseconds_t)(slot->pause_ms % 1000) * 1000 };
+    if (evtimer_add(slot->resume_ev, &tv) < 0)
+        evconnlistener_enable(slot->lev); /* no timer: better to retry than to stop for good */
+}
+
+/* Is the worker's share of a connection limit used up? */
+static int over_connection_limit(tg_listener_slot_t *slot)
+{
+    tg_worker_t *w = slot->w;
+    const tg_config_t *c = w->snap->cfg;
+    unsigned nw = w->n_workers ? w->n_workers : 1;
+    if (c->max_connections && w->n_conns >= (c->max_connections + nw - 1) / nw)
+        return 1;
+    if (slot->index >= c->n_listeners)
+        return 0;
+    uint64_t lmax = c->listeners[slot->index].max_connections;
+    return lmax && tg_counter_get(&w->stats->listeners[slot->stats_slot].active) >= (lmax + nw - 1) / nw;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
     tg_listener_slot_t *slot = arg;
+    if (slot->pause_ms) {
+        tg_warn("listener %s (worker %u): accepting again after %llu ms (%lu failed accepts)", slot_name(slot),
+                slot->w->id, (unsigned long long)(now_ms() - slot->episode_start_ms), slot->accept_failures);
+        slot->pause_ms = 0;
+        slot->accept_failures = 0;
+    }
     if (slot->w->draining) {
+        close(fd);
+        return;
+    }
+    if (over_connection_limit(slot)) {
+        tg_counter_add(&slot->w->stats->listeners[slot->stats_slot].conn_limit_rejected, 1);
         close(fd);
         return;
     }
@@ -44,8 +130,13 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
+    tg_listener_slot_t *slot = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    tg_warn("accept: %s", evutil_socket_error_to_string(err));
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        pause_accepting(slot, err);
+        return;
+    }
+    tg_warn("listener %s: accept: %s", slot_name(slot), evutil_socket_error_to_string(err));
 }
 
 static tg_listener_slot_t *slot_new(tg_worker_t *w, size_t index, int fd)
@@ -56,8 +147,14 @@ static tg_listener_slot_t *slot_new(tg_worker_t *w, size_t index, int fd)
     slot->w = w;
     slot->index = index;
     slot->stats_slot = w->snap->listener_slot[index];
-    slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (slot->lev == NULL) {
+    /* backlog 0: the socket already listens with the backlog the process
+     * chose (-1 would make libevent call listen(fd, 128) again) */
+    /* on failure the caller still owns fd */
+    slot->resume_ev = evtimer_new(w->base, on_resume_accept, slot);
+    if (slot->resume_ev == NULL ||
+        (slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL) {
+        if (slot->resume_ev != NULL)
+            event_free(slot->resume_ev);
         free(slot);
         return NULL;
     }
@@ -72,6 +169,7 @@ static void slot_retire(tg_worker_t *w, tg_listener_slot_t *slot)
         evconnlistener_free(slot->lev);
         slot->lev = NULL;
     }
+    evtimer_del(slot->resume_ev);
     slot->index = TG_LISTENER_GONE;
     slot->next_retired = w->retired;
     w->retired = slot;
@@ -309,6 +407,7 @@ void tg_worker_join_free(tg_worker_t *w)
     close_listeners(w);
     while (w->retired != NULL) {
         tg_listener_slot_t *next = w->retired->next_retired;
+        event_free(w->retired->resume_ev);
         free(w->retired);
         w->retired = next;
     }

@@ -37,6 +37,13 @@ typedef struct tg_listener_slot {
     size_t stats_slot;               /* listener stats slot (see stats.h) */
     struct evconnlistener *lev;
     struct tg_listener_slot *next_retired;
+    /* Out of descriptors (EMFILE and the like): accepting pauses with a
+     * backoff while idle connections are closed to make room; one log
+     * line when it starts and one when it ends. */
+    struct event *resume_ev;
+    unsigned pause_ms;               /* current backoff; 0: accepting normally */
+    uint64_t episode_start_ms;
+    unsigned long accept_failures;   /* in the current episode */
 } tg_listener_slot_t;
 
 typedef struct tg_reload_msg tg_reload_msg_t;
@@ -47,6 +54,10 @@ typedef struct tg_conn_node {
     /* Called once when the worker starts draining: close if idle, else
      * finish the current exchange and close. */
     void (*on_drain)(struct tg_conn_node *n);
+    /* Close the connection if it is idle (between requests, nothing in
+     * flight); returns 1 if it did. Used to make room when descriptors
+     * run out. */
+    int (*close_if_idle)(struct tg_conn_node *n);
     /* Called when the worker shuts down for good: free now. */
     void (*on_shutdown)(struct tg_conn_node *n);
 } tg_conn_node_t;
@@ -79,6 +90,7 @@ typedef struct tg_worker {
     unsigned active_exchanges;       /* for the retry budget */
     unsigned retrying;               /* exchanges that have retried */
     uint64_t exchange_gen;           /* numbers exchanges, for paused-filter resumes */
+    unsigned n_workers;              /* workers in the process (for each one's share of max_connections) */
 } tg_worker_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per

@@ -242,7 +242,7 @@ def yaml_list(items):
 class Gateway:
     """The real tollgate binary on a config written to a temp file."""
 
-    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None):
+    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None, prefix=()):
         log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
         for name, data in (files or {}).items():  # beside the config, for relative paths
@@ -253,7 +253,7 @@ class Gateway:
             f.write(config_text)
         self.port = port
         env = dict(os.environ, **(env_extra or {}))
-        self.proc = Proc([BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
+        self.proc = Proc([*prefix, BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
         if port:
             wait_port(port, proc=self.proc.p)
 
