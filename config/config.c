@@ -153,6 +153,13 @@ static void config_free(tg_config_t *c)
     free(c->trusted_proxies);
     free(c->admin.listen);
     free(c->admin.host);
+    if (c->admin.token) {
+        memset(c->admin.token, 0, strlen(c->admin.token));
+        free(c->admin.token);
+    }
+    for (size_t i = 0; i < c->admin.n_allowed_hosts; i++)
+        free(c->admin.allowed_hosts[i]);
+    free(c->admin.allowed_hosts);
     free(c->path);
     free(c);
 }

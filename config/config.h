@@ -230,7 +230,12 @@ typedef struct tg_admin_conf {
     char *listen;             /* NULL: no admin listener */
     char *host;
     uint16_t port;
+    char *token;              /* a bearer token every endpoint but /healthz and /ready requires (secret) */
+    char **allowed_hosts;     /* Host values accepted (besides the listen address and localhost) */
+    size_t n_allowed_hosts;
 } tg_admin_conf_t;
+
+#define TG_DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
 
 typedef struct tg_config {
     atomic_int refs;

@@ -185,7 +185,14 @@ char *tg_config_to_json(const tg_config_t *c)
     if (c->admin.listen) {
         fputs("{\"listen\": ", f);
         jstr(f, c->admin.listen);
-        fputc('}', f);
+        fputs(", \"token\": ", f); /* a secret: only whether there is one */
+        fputs(c->admin.token ? "\"<redacted>\"" : "null", f);
+        fputs(", \"allowed_hosts\": [", f);
+        for (size_t i = 0; i < c->admin.n_allowed_hosts; i++) {
+            fputs(i ? ", " : "", f);
+            jstr(f, c->admin.allowed_hosts[i]);
+        }
+        fputs("]}", f);
     } else {
         fputs("null", f);
     }

@@ -1356,20 +1356,60 @@ static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
         }                                                                                    \
     } while (0)
 
+/* Reads a whole small file (a secret); NULL with an error at n. */
+static char *read_secret_file(loader_t *ld, yaml_node_t *n, const char *what, const char *path)
+{
+    char full[4096];
+    if (path[0] != '/' && ld->file != NULL && strrchr(ld->file, '/') != NULL)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(strrchr(ld->file, '/') - ld->file), ld->file, path);
+    else
+        snprintf(full, sizeof(full), "%s", path);
+    FILE *f = fopen(full, "r");
+    if (f == NULL) {
+        err_at(ld, n, "%s: cannot read '%s': %s", what, full, strerror(errno));
+        return NULL;
+    }
+    char buf[1024];
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
+        len--;
+    buf[len] = '\0';
+    char *s = len ? strdup(buf) : NULL;
+    memset(buf, 0, sizeof(buf));
+    if (len == 0)
+        err_at(ld, n, "%s: '%s' is empty", what, full);
+    return s;
+}
+
 static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 {
-    static const char *const keys[] = { "listen" };
-    yaml_node_t *v[1];
-    take_fields(ld, n, "admin", keys, 1, v);
-    if (n->type != YAML_MAPPING_NODE || require(ld, n, v[0], "listen", "admin") < 0)
+    static const char *const keys[] = { "listen", "token", "token_file", "allowed_hosts" };
+    yaml_node_t *v[4];
+    take_fields(ld, n, "admin", keys, 4, v);
+    if (n->type != YAML_MAPPING_NODE)
         return;
-    if ((a->listen = get_str(ld, v[0], "admin listen")) == NULL)
+    a->listen = v[0] ? get_str(ld, v[0], "admin listen") : strdup(TG_DEFAULT_ADMIN_LISTEN);
+    if (a->listen == NULL)
         return;
     char host[256];
     if (tg_parse_hostport(a->listen, host, sizeof(host), &a->port) < 0)
         err_at(ld, v[0], "admin listen: '%s' is not HOST:PORT", a->listen);
     else
         a->host = strdup(host);
+    if (v[1] && v[2])
+        err_at(ld, v[2], "admin: give token or token_file, not both");
+    else if (v[1] && (a->token = get_str(ld, v[1], "admin token")) != NULL && strlen(a->token) < 16)
+        err_at(ld, v[1], "admin token: use at least 16 characters");
+    else if (v[2]) {
+        char *path = get_str(ld, v[2], "admin token_file");
+        if (path != NULL && (a->token = read_secret_file(ld, v[2], "admin token_file", path)) != NULL &&
+            strlen(a->token) < 16)
+            err_at(ld, v[2], "admin token_file: use at least 16 characters");
+        free(path);
+    }
+    if (v[3])
+        get_str_list(ld, v[3], "allowed_hosts", &a->allowed_hosts, &a->n_allowed_hosts);
 }
 
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)

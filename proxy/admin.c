@@ -77,7 +77,7 @@ static void answer(admin_conn_t *c)
     const char *ctype = "application/json";
     char path[1024];
     snprintf(path, sizeof(path), "%.*s", (int)c->req.path_len, c->req.target);
-    int status = c->admin->fn(c->admin->ctx, c->req.method, path, body, &ctype);
+    int status = c->admin->fn(c->admin->ctx, &c->req, path, body, &ctype);
     respond(c, status, ctype, body);
     evbuffer_free(body);
 }

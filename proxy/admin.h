@@ -11,13 +11,15 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "proxy/http.h"
 
 struct event_base;
 struct evbuffer;
 
 /* Fills body with the response and returns the HTTP status; *ctype is the
- * content type (static string). */
-typedef int (*tg_admin_handler_fn)(void *ctx, const char *method, const char *path, struct evbuffer *body,
+ * content type (static string). req is the parsed request (its headers,
+ * for the handler's access checks); path is its path without the query. */
+typedef int (*tg_admin_handler_fn)(void *ctx, const tg_request_t *req, const char *path, struct evbuffer *body,
                                    const char **ctype);
 
 typedef struct tg_admin tg_admin_t;

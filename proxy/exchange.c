@@ -185,7 +185,8 @@ static void record(tg_exchange_t *ex)
 static void recycle(tg_exchange_t *ex)
 {
     tg_worker_t *w = ex->w;
-    record(ex);
+    if (!ex->recorded)
+        record(ex);
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
     ex->paused = 0;
     evtimer_del(ex->retry_ev);
@@ -231,6 +232,10 @@ void tg_ex_finish(tg_exchange_t *ex, int abort)
              tg_ex_state_str(ex->state), abort, reusable);
     tg_ex_release_upstream(ex, reusable);
     int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
+    /* counted before the downstream sends the last bytes: whoever has the
+     * whole response finds it in the metrics and the logs */
+    record(ex);
+    ex->recorded = 1;
     ex->ops->done(ex->ds, close);
     recycle(ex);
 }

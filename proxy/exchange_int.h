@@ -110,6 +110,7 @@ struct tg_exchange {
     unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
     unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
     unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
+    unsigned recorded : 1;      /* counted and logged (record() in exchange.c) */
     int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
 };
 

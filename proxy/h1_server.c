@@ -205,7 +205,7 @@ static int ds_write_end(void *ds, const tg_headers_t *trailers)
 {
     h1_conn_t *c = ds;
     int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body, trailers);
-    tg_sock_flush_now(c->sock); /* the response is complete */
+    tg_sock_flush(c->sock); /* written at once by ds_done, once the exchange is counted */
     return r;
 }
 
@@ -228,7 +228,7 @@ static void ds_done(void *ds, int close)
 {
     h1_conn_t *c = ds;
     c->ex = NULL;
-    tg_sock_flush(c->sock);
+    tg_sock_flush_now(c->sock); /* the response is complete */
     if (close || c->close_after || c->draining || !c->keep_alive) {
         c->state = C_FLUSH;
         tg_sock_pause_read(c->sock, 1);

@@ -12,9 +12,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <libgen.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
@@ -192,11 +194,71 @@ static int admin_reload(process_t *p, struct evbuffer *body)
     return rc == 0 ? 200 : 400;
 }
 
-static int admin_handle(void *ctx, const char *method, const char *path, struct evbuffer *body, const char **ctype)
+/* The admin listener answers only to names it is known by: its listen
+ * address, loopback names, and admin.allowed_hosts (with or without the
+ * port). A page on another site that resolves its own name to 127.0.0.1
+ * (DNS rebinding) sends its own name, and is refused. */
+static int admin_host_allowed(const tg_admin_conf_t *a, const char *authority)
+{
+    static const char *const loopback[] = { "localhost", "127.0.0.1", "[::1]" };
+    char port[8];
+    snprintf(port, sizeof(port), "%u", a->port);
+    size_t al = strlen(authority);
+    for (size_t i = 0; i < 4 + a->n_allowed_hosts; i++) {
+        const char *h = i < 3 ? loopback[i] : i == 3 ? (a->host ? a->host : "") : a->allowed_hosts[i - 4];
+        size_t hl = strlen(h);
+        if (hl == 0 || al < hl || strncasecmp(authority, h, hl) != 0)
+            continue;
+        if (al == hl || (authority[hl] == ':' && strcmp(authority + hl + 1, port) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static int admin_token_ok(const char *token, const tg_request_t *req)
+{
+    const tg_header_t *az = tg_headers_get(&req->headers, "authorization");
+    if (az == NULL || az->value_len < 7 || strncasecmp(az->value, "bearer ", 7) != 0)
+        return 0;
+    const char *t = az->value + 7;
+    size_t tl = strlen(t), want = strlen(token);
+    return tl == want && CRYPTO_memcmp(t, token, want) == 0;
+}
+
+/* Who may ask what of the admin listener. Returns 0, or the status of a
+ * refusal (body filled). */
+static int admin_guard(const tg_admin_conf_t *a, const tg_request_t *req, const char *path, struct evbuffer *body)
+{
+    if (req->authority != NULL && !admin_host_allowed(a, req->authority)) {
+        evbuffer_add_printf(body, "{\"error\": \"host not allowed\", \"status\": 421}\n");
+        return 421;
+    }
+    int probe = strcmp(path, "/healthz") == 0 || strcmp(path, "/ready") == 0;
+    if (a->token != NULL && !probe && !admin_token_ok(a->token, req)) {
+        evbuffer_add_printf(body, "{\"error\": \"missing or invalid admin token\", \"status\": 401}\n");
+        return 401;
+    }
+    /* A cross-site form can POST here but cannot add a header of its own
+     * without a CORS preflight, which this listener never grants. */
+    if (strcmp(req->method, "POST") == 0 && strcmp(path, "/-/reload") == 0 && a->token == NULL &&
+        tg_headers_get(&req->headers, "x-tollgate-admin") == NULL) {
+        evbuffer_add_printf(body, "{\"error\": \"a state-changing admin request needs the admin token or an "
+                                  "X-Tollgate-Admin header\", \"status\": 403}\n");
+        return 403;
+    }
+    return 0;
+}
+
+static int admin_handle(void *ctx, const tg_request_t *req, const char *path, struct evbuffer *body,
+                        const char **ctype)
 {
     process_t *p = ctx;
+    const char *method = req->method;
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     *ctype = "application/json";
+    int refused = admin_guard(&p->snap->cfg->admin, req, path, body);
+    if (refused)
+        return refused;
     if (strcmp(path, "/-/reload") == 0) {
         if (strcmp(method, "POST") == 0)
             return admin_reload(p, body);
@@ -431,13 +493,11 @@ int tg_process_run(const char *path, int watch)
         evsignal_add(p.sig_term, NULL) < 0 || evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0 ||
         evsignal_add(p.sig_usr1, NULL) < 0)
         goto out;
-    /* The watch is in place before any listener accepts: whoever sees the
-     * port open may already be editing the file. */
+    /* The watch and the admin listener are in place before any proxy
+     * listener accepts: whoever sees the port open may already be editing
+     * the file or asking for a reload (admin requests wait in the backlog
+     * until the loop below runs, when everything is set up). */
     if (watch && start_watch(&p) < 0)
-        goto out;
-    if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
-        goto out;
-    if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
         goto out;
     const tg_admin_conf_t *ac = &p.snap->cfg->admin;
     if (ac->listen != NULL) {
@@ -448,7 +508,15 @@ int tg_process_run(const char *path, int watch)
         if (p.admin == NULL)
             goto out;
         tg_info("admin listener on %s", ac->listen);
+        if (ac->token == NULL && strcmp(ac->host, "127.0.0.1") != 0 && strcmp(ac->host, "::1") != 0 &&
+            strcmp(ac->host, "localhost") != 0)
+            tg_warn("admin listener on %s, beyond loopback, without admin.token: anyone who can reach it can "
+                    "read the config and reload", ac->listen);
     }
+    if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
+        goto out;
+    if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
+        goto out;
     event_base_dispatch(p.base); /* until a drain starts */
 
     /* Draining: a helper thread joins the workers and ends the loop; the

@@ -11,6 +11,8 @@ import requests
 
 import harness
 
+ADMIN = {"X-Tollgate-Admin": "1"}  # state-changing admin requests need it (CSRF)
+
 
 class AdminTest(harness.GatewayTest):
     @classmethod
@@ -104,7 +106,7 @@ clusters:
 
     def test_reload_endpoint(self):
         before = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
-        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10)
+        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
         self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
         after = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
         self.assertEqual(after, before + 1)

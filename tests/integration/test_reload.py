@@ -12,6 +12,8 @@ import requests
 
 import harness
 
+ADMIN = {"X-Tollgate-Admin": "1"}  # state-changing admin requests need it (CSRF)
+
 CONFIG = """
 workers: 2
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -65,7 +67,7 @@ class ReloadTest(unittest.TestCase):
         os.replace(tmp, gw.path)  # atomic, as editors and config managers do
 
     def reload(self):
-        return requests.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10)
+        return requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
 
     def test_reload_under_load_drops_nothing(self):
         gw = self.start("A")
@@ -195,12 +197,12 @@ clusters: [{{ name: app, endpoints: ['127.0.0.1:{self.app.port}'] }}]
         gw = self.start("A", env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=1"})
         s = requests.Session()
         for i in range(100):
-            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
+            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10).status_code, 200)
             if i % 10 == 0:
                 requests.get(gw.url("/whoami"), timeout=5)
         warm = harness.rss_kib(gw.proc.pid)
         for i in range(900):
-            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", timeout=10).status_code, 200)
+            self.assertEqual(s.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10).status_code, 200)
             if i % 10 == 0:
                 self.assertEqual(requests.get(gw.url("/whoami"), timeout=5).status_code, 200)
         after = harness.rss_kib(gw.proc.pid)
@@ -261,7 +263,7 @@ clusters:
             for i in range(10):
                 with open(gw.path, "w") as f:
                     f.write(config("b" if i % 2 == 0 else "a"))
-                rc, out, err = harness.curl("-X", "POST", f"http://127.0.0.1:{admin}/-/reload")
+                rc, out, err = harness.curl("-X", "POST", "-H", "X-Tollgate-Admin: 1", f"http://127.0.0.1:{admin}/-/reload")
                 self.assertIn(b'"status": "ok"', out)
                 time.sleep(0.3)
             out, _ = h2load.communicate(timeout=120)

@@ -324,7 +324,7 @@ clusters:
                 return [v for k, v in t.getpeercert()["subjectAltName"] if k == "DNS"]
 
     def reload(self):
-        rc, out, err = harness.curl("-X", "POST", f"http://127.0.0.1:{self.aport}/-/reload")
+        rc, out, err = harness.curl("-X", "POST", "-H", "X-Tollgate-Admin: 1", f"http://127.0.0.1:{self.aport}/-/reload")
         return out.decode()
 
     def test_certificates_reread_on_reload(self):

@@ -171,6 +171,11 @@ static void test_errors(void **state)
     expect_error("listeners:\n  - { name: a, listen: 'h:1' }\n  - { name: a, listen: 'h:2' }\n",
                  "t.yaml:3:5: duplicate listener name 'a'");
     expect_error("listeners: []\n", "t.yaml:1:12: listeners: at least one listener is required");
+    expect_error("admin: { token: short }\n" BASE_LISTENERS, "t.yaml:1:17: admin token: use at least 16 characters");
+    expect_error("admin: { token: 0123456789abcdef0, token_file: /x }\n" BASE_LISTENERS,
+                 "t.yaml:1:48: admin: give token or token_file, not both");
+    expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
+                 "t.yaml:1:22: admin token_file: cannot read '/nonexistent/tollgate-token'");
     expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
                  "t.yaml:1:31: trusted_proxies: '10.0.0.1/8' is not an address or CIDR block");
     expect_error("trusted_proxies: 10.0.0.0/8\n" BASE_LISTENERS, "t.yaml:1:18: trusted_proxies");
@@ -318,9 +323,21 @@ static void test_missing_file(void **state)
     tg_errors_free(&errs);
 }
 
+static void test_admin_defaults(void **state)
+{
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load("admin: {}\n" BASE_LISTENERS, &errs);
+    assert_non_null(c);
+    assert_string_equal(c->admin.listen, TG_DEFAULT_ADMIN_LISTEN); /* loopback by default */
+    assert_null(c->admin.token);
+    tg_config_unref(c);
+    tg_errors_free(&errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_admin_defaults),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors),
