@@ -103,58 +103,71 @@ int tg_header_has_token(const char *value, size_t len, const char *token)
     return 0;
 }
 
-static int is_hop_by_hop(const tg_header_t *hd)
+int tg_http_is_hop_by_hop(const char *name, size_t len)
 {
-    static const struct { const char *name; size_t len; } hop[] = {
-        { "te", 2 }, { "expect", 6 }, { "trailer", 7 }, { "upgrade", 7 }, { "keep-alive", 10 },
-        { "connection", 10 }, { "content-length", 14 }, { "proxy-connection", 16 }, { "transfer-encoding", 17 },
-    };
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (hop[i].len == hd->name_len && tg_http_ieq(hd->name, hop[i].name, hd->name_len))
-            return 1;
-    return 0;
+    switch (len) {
+    case 2: return tg_http_ieq(name, "te", 2);
+    case 6: return tg_http_ieq(name, "expect", 6);
+    case 7: return tg_http_ieq(name, "trailer", 7) || tg_http_ieq(name, "upgrade", 7);
+    case 10: return tg_http_ieq(name, "keep-alive", 10) || tg_http_ieq(name, "connection", 10);
+    case 14: return tg_http_ieq(name, "content-length", 14);
+    case 16: return tg_http_ieq(name, "proxy-connection", 16);
+    case 17: return tg_http_ieq(name, "transfer-encoding", 17);
+    default: return 0;
+    }
 }
 
-static int named_by_connection(const tg_header_t *hd, const tg_header_t *conn[], size_t nconn)
+int tg_headers_each_connection_option(const tg_headers_t *h, int (*fn)(const char *opt, size_t len, void *arg),
+                                      void *arg)
 {
-    for (size_t c = 0; c < nconn; c++) {
-        const char *v = conn[c]->value;
-        size_t len = conn[c]->value_len, p = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (!name_eq(&h->v[i], "connection", 10))
+            continue;
+        const char *v = h->v[i].value;
+        size_t len = h->v[i].value_len, p = 0;
         while (p < len) {
             while (p < len && (v[p] == ' ' || v[p] == '\t' || v[p] == ','))
                 p++;
             size_t s = p;
             while (p < len && v[p] != ',' && v[p] != ' ' && v[p] != '\t')
                 p++;
-            if (p - s == hd->name_len && strncasecmp(v + s, hd->name, p - s) == 0)
-                return 1;
+            int r = p > s ? fn(v + s, p - s, arg) : 0;
+            if (r)
+                return r;
         }
     }
     return 0;
 }
 
-void tg_headers_strip_hop_by_hop(tg_headers_t *h)
+static int option_names(const char *opt, size_t len, void *arg)
 {
-    /* One pass to find Connection headers (they name more hop-by-hop
-     * headers), one pass to compact the list. */
-    const tg_header_t *conn[8];
-    size_t nconn = 0;
-    for (size_t i = 0; i < h->n && nconn < 8; i++)
-        if (name_eq(&h->v[i], "connection", 10))
-            conn[nconn++] = &h->v[i];
-    tg_header_t named[8];
-    for (size_t c = 0; c < nconn; c++) /* copies: compaction moves entries */
-        named[c] = *conn[c];
-    for (size_t c = 0; c < nconn; c++)
-        conn[c] = &named[c];
+    const tg_header_t *hd = arg;
+    return len == hd->name_len && tg_http_ieq(hd->name, opt, len);
+}
+
+void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, size_t len, void *arg), void *arg)
+{
+    /* Compaction overwrites entries already passed, Connection headers
+     * among them: read the options from a list of those first. */
+    tg_header_t conn_v[16];
+    tg_headers_t conn = { conn_v, 0, 16 };
+    for (size_t i = 0; i < h->n; i++)
+        if (name_eq(&h->v[i], "connection", 10) && conn.n < conn.cap)
+            conn_v[conn.n++] = h->v[i];
     size_t w = 0;
     for (size_t r = 0; r < h->n; r++) {
-        const tg_header_t *hd = &h->v[r];
-        if (is_hop_by_hop(hd) || (nconn && named_by_connection(hd, conn, nconn)))
+        tg_header_t hd = h->v[r];
+        if (tg_http_is_hop_by_hop(hd.name, hd.name_len) || (also && also(hd.name, hd.name_len, arg)) ||
+            (conn.n && tg_headers_each_connection_option(&conn, option_names, &hd)))
             continue;
-        h->v[w++] = *hd;
+        h->v[w++] = hd;
     }
     h->n = w;
+}
+
+void tg_headers_strip_hop_by_hop(tg_headers_t *h)
+{
+    tg_headers_strip_connection(h, NULL, NULL);
 }
 
 size_t tg_json_escape(char *out, size_t cap, const char *s)

@@ -84,6 +84,17 @@ int tg_header_has_token(const char *value, size_t len, const char *token);
  * Upgrade; also Content-Length and Expect, which the proxy regenerates. */
 void tg_headers_strip_hop_by_hop(tg_headers_t *h);
 
+/* The one list of hop-by-hop names (RFC 9110 7.6.1, plus the framing the
+ * proxy regenerates and Expect). */
+int tg_http_is_hop_by_hop(const char *name, size_t len);
+/* Calls fn with each option of every Connection header; stops at, and
+ * returns, the first nonzero result. */
+int tg_headers_each_connection_option(const tg_headers_t *h, int (*fn)(const char *opt, size_t len, void *arg),
+                                      void *arg);
+/* Removes hop-by-hop headers, every header a Connection option names
+ * (from the first 16 Connection headers), and those also() accepts. */
+void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, size_t len, void *arg), void *arg);
+
 /* Applies a route's request_headers/response_headers rules. */
 int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r);
 

@@ -70,92 +70,27 @@ int tg_trust_is_header(const tg_trust_t *t, const char *name, size_t len)
     return 0;
 }
 
-/* Headers that only ever concern one hop (RFC 9110 7.6.1), and the body
- * framing that the proxy regenerates. */
-static int is_hop_by_hop(const char *name, size_t len)
-{
-    switch (len) {
-    case 2: return tg_http_ieq(name, "te", 2);
-    case 6: return tg_http_ieq(name, "expect", 6);
-    case 7: return tg_http_ieq(name, "trailer", 7) || tg_http_ieq(name, "upgrade", 7);
-    case 10: return tg_http_ieq(name, "keep-alive", 10) || tg_http_ieq(name, "connection", 10);
-    case 14: return tg_http_ieq(name, "content-length", 14);
-    case 16: return tg_http_ieq(name, "proxy-connection", 16);
-    case 17: return tg_http_ieq(name, "transfer-encoding", 17);
-    default: return 0;
-    }
-}
-
 /* A Connection option may name any hop-by-hop extension header, but never
  * what frames or routes the message, nor what tollgate vouches for. */
-static int protected_option(const tg_trust_t *t, const char *name, size_t len)
+static int protected_option(const char *name, size_t len, void *arg)
 {
+    const tg_trust_t *t = arg;
     return (len == 4 && tg_http_ieq(name, "host", 4)) || (len == 14 && tg_http_ieq(name, "content-length", 14)) ||
            (len == 17 && tg_http_ieq(name, "transfer-encoding", 17)) || tg_trust_is_header(t, name, len);
 }
 
-/* Calls fn on each option of every Connection header; stops at nonzero. */
-static int each_connection_option(const tg_headers_t *h, int (*fn)(const char *, size_t, void *), void *arg)
+static int is_trust_header(const char *name, size_t len, void *arg)
 {
-    for (size_t i = 0; i < h->n; i++) {
-        const tg_header_t *c = &h->v[i];
-        if (c->name_len != 10 || !tg_http_ieq(c->name, "connection", 10))
-            continue;
-        const char *v = c->value;
-        size_t len = c->value_len, p = 0;
-        while (p < len) {
-            while (p < len && (v[p] == ' ' || v[p] == '\t' || v[p] == ','))
-                p++;
-            size_t s = p;
-            while (p < len && v[p] != ',' && v[p] != ' ' && v[p] != '\t')
-                p++;
-            int r = p > s ? fn(v + s, p - s, arg) : 0;
-            if (r)
-                return r;
-        }
-    }
-    return 0;
-}
-
-typedef struct {
-    const tg_trust_t *t;
-    const tg_header_t *hd;
-} option_ctx_t;
-
-static int option_is_protected(const char *name, size_t len, void *arg)
-{
-    const option_ctx_t *o = arg;
-    return protected_option(o->t, name, len);
-}
-
-static int option_names(const char *name, size_t len, void *arg)
-{
-    const option_ctx_t *o = arg;
-    return len == o->hd->name_len && tg_http_ieq(o->hd->name, name, len);
+    return tg_trust_is_header(arg, name, len);
 }
 
 int tg_trust_sanitize_request(const tg_trust_t *t, tg_headers_t *h, const char **why)
 {
-    option_ctx_t o = { t, NULL };
-    int has_connection = 0;
-    for (size_t i = 0; i < h->n && !has_connection; i++)
-        has_connection = h->v[i].name_len == 10 && tg_http_ieq(h->v[i].name, "connection", 10);
-    if (has_connection && each_connection_option(h, option_is_protected, &o)) {
+    if (tg_headers_each_connection_option(h, protected_option, (void *)t)) {
         *why = "Connection names a header the proxy must keep";
         return -1;
     }
-    size_t w = 0;
-    for (size_t r = 0; r < h->n; r++) {
-        const tg_header_t *hd = &h->v[r];
-        if (is_hop_by_hop(hd->name, hd->name_len) || tg_trust_is_header(t, hd->name, hd->name_len))
-            continue;
-        o.hd = hd;
-        if (has_connection && each_connection_option(h, option_names, &o))
-            continue;
-        h->v[w++] = *hd;
-    }
-    /* the Connection headers are gone only now: the options above were read from them */
-    h->n = w;
+    tg_headers_strip_connection(h, is_trust_header, (void *)t);
     return 0;
 }
 

@@ -48,6 +48,26 @@ static void test_sanitize_removes(void **state)
     tg_arena_free(&a);
 }
 
+/* Regression: compaction overwrote a Connection header that came before
+ * a kept one, so the header it named (later in the list) stayed. */
+static void test_sanitize_connection_first(void **state)
+{
+    tg_trust_t t = trust_of(NULL, 0);
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    add(&h, &a, "Connection", "x-hop");
+    add(&h, &a, "Host", "x");
+    add(&h, &a, "Authorization", "Bearer t");
+    add(&h, &a, "X-Hop", "1");
+    const char *why = NULL;
+    assert_int_equal(tg_trust_sanitize_request(&t, &h, &why), 0);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.v[0].name, "Host");
+    assert_string_equal(h.v[1].name, "Authorization");
+    tg_arena_free(&a);
+}
+
 static void test_sanitize_refuses_protected_options(void **state)
 {
     static const char *const names[] = { "x-auth-identity" };
@@ -146,6 +166,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sanitize_removes),
+        cmocka_unit_test(test_sanitize_connection_first),
         cmocka_unit_test(test_sanitize_refuses_protected_options),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_client_addr),
