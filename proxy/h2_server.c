@@ -36,6 +36,7 @@
 
 #define OUT_LOWAT (16 * 1024)
 #define RESET_WINDOW_MS 10000
+#define RESET_HARD_FACTOR 4 /* resets past 4x the budget close the connection, whatever the ratio */
 #define LINGER_MS 2000
 
 typedef enum { S_OPEN = 0, S_ACTIVE, S_DONE } stream_state_t;
@@ -611,11 +612,15 @@ static void window_roll(h2_conn_t *c)
  * us work but count against no stream limit. Past max_resets_per_10s in
  * a window, and when they are most of the streams it opened (a client
  * whose calls often hit their deadline cancels many, but not most), the
- * connection goes away with ENHANCE_YOUR_CALM. */
+ * connection goes away with ENHANCE_YOUR_CALM. The ratio cannot be gamed
+ * by mixing in cheap completed streams: past RESET_HARD_FACTOR times the
+ * budget, the connection goes whatever the ratio. Resets we send because
+ * the client got a frame wrong count too (see on_invalid_frame_recv). */
 static void count_reset(h2_conn_t *c)
 {
     window_roll(c);
-    if (++c->resets <= c->conf->max_resets_per_10s || c->resets * 2 <= c->window_streams)
+    uint32_t max = c->conf->max_resets_per_10s;
+    if (++c->resets <= max || (c->resets * 2 <= c->window_streams && c->resets <= RESET_HARD_FACTOR * max))
         return;
     tg_warn("h2 %s: %u stream resets in %d s: closing (rapid reset)", c->addr, c->resets, RESET_WINDOW_MS / 1000);
     tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
@@ -660,6 +665,18 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     default:
         return 0;
     }
+}
+
+/* A frame the client got wrong on a stream: nghttp2 answers it with
+ * RST_STREAM. A reset the client makes us send costs what one it sends
+ * does (the "MadeYouReset" pattern, CVE-2025-8671): both count. */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code,
+                                 void *user_data)
+{
+    h2_conn_t *c = user_data;
+    if (frame->hd.stream_id != 0 && !c->abusive && !c->draining)
+        count_reset(c);
+    return 0;
 }
 
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
@@ -750,6 +767,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
     return cb;
 }
 

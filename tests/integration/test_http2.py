@@ -227,6 +227,72 @@ clusters:
         rc, out, err = self.h2c("/whoami")  # the gateway is fine
         self.assertEqual(rc, 0, err)
 
+    def test_resets_diluted_by_completed_streams_still_close(self):
+        """Mixing cheap completed streams into a reset flood (two for each
+        reset) used to keep it under the "most of the streams" rule
+        forever; past 4x the budget (50 here) the connection goes whatever
+        the ratio. (150 resets among 450 streams still pass: see below.)"""
+        s, conn = self.connect()
+        try:
+            term, closed = [], False
+            for i in range(900):
+                while conn.open_outbound_streams >= 32 and not (term or closed):  # under the stream limit
+                    evs = self.read_events(s, conn, lambda g: conn.open_outbound_streams < 16 or "closed" in g or
+                                           any(isinstance(e, h2.events.ConnectionTerminated) for e in g), timeout=10)
+                    term += [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
+                    closed = closed or "closed" in evs or not evs
+                if term or closed:
+                    break
+                sid = 1 + 2 * i
+                conn.send_headers(sid, self.request_headers("/whoami"), end_stream=True)
+                if i % 3 == 0:
+                    conn.reset_stream(sid)  # 300 resets among 900 streams: never "most"
+                s.sendall(conn.data_to_send())
+            if not term and not closed:
+                evs = self.read_events(s, conn, lambda g: "closed" in g or
+                                       any(isinstance(e, h2.events.ConnectionTerminated) for e in g), timeout=5)
+                term += [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
+            self.assertTrue(term, "the diluted reset flood was never cut off")
+            self.assertEqual(term[0].error_code, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        finally:
+            s.close()
+
+    def test_resets_the_client_makes_us_send_count(self):
+        """MadeYouReset (CVE-2025-8671): a frame that is invalid on its
+        stream (a WINDOW_UPDATE that overflows the stream's window) makes
+        the server reset the stream (FLOW_CONTROL_ERROR); 300 such resets
+        close the connection like 300 client resets would."""
+        s, conn = self.connect()
+        try:
+            raw = b""
+            for i in range(300):
+                sid = 1 + 2 * i
+                conn.send_headers(sid, self.request_headers("/slow?delay=2"), end_stream=False)
+                raw += conn.data_to_send()
+                raw += (4).to_bytes(3, "big") + b"\x08\x00" + sid.to_bytes(4, "big") + b"\x7f\xff\xff\xff"
+            s.sendall(raw)
+            deadline = time.time() + 10
+            data = b""
+            while time.time() < deadline:
+                try:
+                    b = s.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not b:
+                    break
+                data += b
+            # look for a GOAWAY frame with ENHANCE_YOUR_CALM in what came back
+            frames, off = [], 0
+            while off + 9 <= len(data):
+                ln, ft = int.from_bytes(data[off:off + 3], "big"), data[off + 3]
+                frames.append((ft, data[off + 9:off + 9 + ln]))
+                off += 9 + ln
+            goaways = [p for ft, p in frames if ft == 7]
+            self.assertTrue(goaways, [ft for ft, _ in frames][:20])
+            self.assertEqual(int.from_bytes(goaways[-1][4:8], "big"), 0xb)  # ENHANCE_YOUR_CALM
+        finally:
+            s.close()
+
     def test_many_cancels_among_many_streams_are_not_an_attack(self):
         # 150 resets (over the listener's limit of 50) among 450 streams: a
         # busy client whose calls often time out, not a rapid-reset attack
