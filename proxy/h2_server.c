@@ -662,9 +662,20 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_out = 0;
         return 0;
+
     default:
         return 0;
     }
+}
+
+/* Priorities are ignored (RFC 9113 5.3.2) but their framing rules stand,
+ * and without the RFC 7540 tree nghttp2 skips PRIORITY frames unread: a
+ * PRIORITY on stream 0 is a connection error (RFC 9113 6.3). */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+{
+    if (hd->type == NGHTTP2_PRIORITY && hd->stream_id == 0)
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+    return 0;
 }
 
 /* A frame the client got wrong on a stream: nghttp2 answers it with
@@ -768,6 +779,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
     return cb;
 }
 

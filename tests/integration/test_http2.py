@@ -470,6 +470,24 @@ class Http2AbuseTest(harness.GatewayTest):
         self.assertLess(time.time() - t0, 3)
         self.assertIn(b"\x07\x00\x00\x00\x00\x00", buf)  # a GOAWAY frame header (type 7, stream 0)
 
+    def test_priority_on_stream_zero_is_a_connection_error(self):
+        """RFC 9113 6.3 (h2spec 6.3/1): priorities are ignored, but a
+        PRIORITY frame on stream 0 is still a PROTOCOL_ERROR; nghttp2
+        skips PRIORITY frames unread when the RFC 7540 tree is off."""
+        s = self.raw_connect()
+        s.sendall(b"\x00\x00\x05\x02\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x01\x10")
+        buf, closed = self.frames_until_close(s, 5)
+        s.close()
+        self.assertTrue(closed)
+        frames, off = [], 0
+        while off + 9 <= len(buf):
+            ln = int.from_bytes(buf[off:off + 3], "big")
+            frames.append((buf[off + 3], buf[off + 9:off + 9 + ln]))
+            off += 9 + ln
+        goaway = [p for t, p in frames if t == 7]
+        self.assertTrue(goaway, frames)
+        self.assertEqual(int.from_bytes(goaway[-1][4:8], "big"), 1)  # PROTOCOL_ERROR
+
     def flood(self, frame):
         s = self.raw_connect()
         s.setblocking(False)
