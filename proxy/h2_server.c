@@ -36,6 +36,7 @@
 
 #define OUT_LOWAT (16 * 1024)
 #define RESET_WINDOW_MS 10000
+#define CLOSED_RING 16 /* closed stream ids remembered of each kind */
 #define RESET_HARD_FACTOR 4 /* resets past 4x the budget close the connection, whatever the ratio */
 #define LINGER_MS 2000
 
@@ -60,6 +61,7 @@ typedef struct h2_stream {
     size_t n_trailers;
     const char *reject_msg;
     unsigned req_fin : 1;       /* END_STREAM received */
+    unsigned client_reset : 1;  /* RST_STREAM received */
     unsigned resp_end : 1;      /* the exchange wrote the whole response */
     unsigned deferred : 1;      /* the data provider waits for resp_body */
     unsigned watch_drain : 1;   /* tell the exchange when resp_body drains */
@@ -90,6 +92,13 @@ struct h2_conn {
     uint64_t reset_window_start;
     uint32_t resets;            /* client resets in the current window */
     uint32_t window_streams;    /* streams the client opened in it */
+    /* Recently closed streams (nghttp2 keeps none without the RFC 7540
+     * tree): those the client had finished (END_STREAM or RST_STREAM),
+     * where a further DATA or HEADERS is a STREAM_CLOSED error, and those
+     * we reset first, where the client may still send what was in flight.
+     * forgotten_max: the highest id pushed out of either ring. */
+    uint32_t closed_by_client[CLOSED_RING], reset_by_us[CLOSED_RING], forgotten_max;
+    uint8_t closed_next, reset_next;
     unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, abusive : 1, lingering : 1;
 };
 
@@ -655,6 +664,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             tg_exchange_on_request_data(st->ex);
         return 0;
     case NGHTTP2_RST_STREAM:
+        if ((st = stream_of(c, frame->hd.stream_id)) != NULL)
+            st->client_reset = 1;
         if (!c->abusive && !c->draining) /* after our GOAWAY, clients cancel what we will not serve */
             count_reset(c);
         return 0;
@@ -668,12 +679,44 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     }
 }
 
+static void remember_closed(h2_conn_t *c, uint32_t *ring, uint8_t *next, uint32_t id)
+{
+    if (ring[*next] > c->forgotten_max)
+        c->forgotten_max = ring[*next];
+    ring[*next] = id;
+    *next = (uint8_t)((*next + 1) % CLOSED_RING);
+}
+
+static int in_ring(const uint32_t *ring, uint32_t id)
+{
+    for (int i = 0; i < CLOSED_RING; i++)
+        if (ring[i] == id)
+            return 1;
+    return 0;
+}
+
 /* Priorities are ignored (RFC 9113 5.3.2) but their framing rules stand,
  * and without the RFC 7540 tree nghttp2 skips PRIORITY frames unread: a
  * PRIORITY on stream 0 is a connection error (RFC 9113 6.3). */
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
 {
-    if (hd->type == NGHTTP2_PRIORITY && hd->stream_id == 0)
+    h2_conn_t *c = user_data;
+    if (hd->type == NGHTTP2_PRIORITY && hd->stream_id == 0) {
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
+    /* DATA or HEADERS on a stream nghttp2 no longer knows (RFC 9113 5.1):
+     * after the client finished it, STREAM_CLOSED; a HEADERS opening a
+     * stream below one already opened, PROTOCOL_ERROR (5.1.1). A stream
+     * we reset first may still see frames that were in flight: ignored. */
+    if ((hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS) || hd->stream_id == 0 ||
+        nghttp2_session_find_stream(session, hd->stream_id) != NULL)
+        return 0;
+    uint32_t id = (uint32_t)hd->stream_id;
+    if (in_ring(c->closed_by_client, id))
+        nghttp2_session_terminate_session(session, NGHTTP2_STREAM_CLOSED);
+    else if (hd->type == NGHTTP2_HEADERS && (id & 1) && id <= (uint32_t)nghttp2_session_get_last_proc_stream_id(session) &&
+             id > c->forgotten_max && !in_ring(c->reset_by_us, id))
         nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
     return 0;
 }
@@ -709,6 +752,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 {
     h2_conn_t *c = user_data;
     h2_stream_t *st = stream_of(c, stream_id);
+    if (st != NULL && (st->req_fin || st->client_reset))
+        remember_closed(c, c->closed_by_client, &c->closed_next, (uint32_t)stream_id);
+    else
+        remember_closed(c, c->reset_by_us, &c->reset_next, (uint32_t)stream_id);
     if (st == NULL)
         return 0;
     if (st->ex != NULL) { /* the client cancelled, or the stream failed */

@@ -470,6 +470,42 @@ class Http2AbuseTest(harness.GatewayTest):
         self.assertLess(time.time() - t0, 3)
         self.assertIn(b"\x07\x00\x00\x00\x00\x00", buf)  # a GOAWAY frame header (type 7, stream 0)
 
+    def goaway_code(self, frames_bytes):
+        frames, off = [], 0
+        while off + 9 <= len(frames_bytes):
+            ln = int.from_bytes(frames_bytes[off:off + 3], "big")
+            frames.append((frames_bytes[off + 3], frames_bytes[off + 9:off + 9 + ln]))
+            off += 9 + ln
+        goaway = [p for t, p in frames if t == 7]
+        return int.from_bytes(goaway[-1][4:8], "big") if goaway else None
+
+    def headers_frame(self, enc, sid, end_stream=True):
+        import hpack  # noqa: F401 (python3-hpack comes with python3-h2)
+        block = enc.encode([(":method", "GET"), (":path", "/whoami"), (":scheme", "http"), (":authority", "x")])
+        flags = 0x4 | (0x1 if end_stream else 0)
+        return len(block).to_bytes(3, "big") + bytes([1, flags]) + sid.to_bytes(4, "big") + block
+
+    def test_frames_on_closed_or_skipped_streams(self):
+        """RFC 9113 5.1 and 5.1.1 (h2spec 5.1/9, 5.1/12, 5.1.1/2): nghttp2
+        forgets closed streams without the RFC 7540 tree, so tollgate
+        remembers the last ones the client finished: HEADERS on a stream the
+        client reset is STREAM_CLOSED, and a new stream numbered below one
+        already opened is PROTOCOL_ERROR."""
+        import hpack
+        for name, build, want in (
+                ("headers after the client's RST_STREAM",
+                 lambda e: self.headers_frame(e, 1, end_stream=False) +
+                 b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08" + self.headers_frame(e, 1), 5),
+                ("a lower stream id than one already opened",
+                 lambda e: self.headers_frame(e, 5) + self.headers_frame(e, 3), 1)):
+            with self.subTest(name):
+                s = self.raw_connect()
+                s.sendall(build(hpack.Encoder()))
+                buf, closed = self.frames_until_close(s, 5)
+                s.close()
+                self.assertTrue(closed)
+                self.assertEqual(self.goaway_code(buf), want)
+
     def test_priority_on_stream_zero_is_a_connection_error(self):
         """RFC 9113 6.3 (h2spec 6.3/1): priorities are ignored, but a
         PRIORITY frame on stream 0 is still a PROTOCOL_ERROR; nghttp2
