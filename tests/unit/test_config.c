@@ -172,6 +172,13 @@ static void test_errors(void **state)
                  "t.yaml:3:5: duplicate listener name 'a'");
     expect_error("listeners: []\n", "t.yaml:1:12: listeners: at least one listener is required");
     expect_error("admin: { token: short }\n" BASE_LISTENERS, "t.yaml:1:17: admin token: use at least 16 characters");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, on_full: drop } }]\n",
+                 "t.yaml:4:58: on_full: 'drop' is not one of deny, allow");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, max_keys: 0 } }]\n",
+                 "t.yaml:4:59: max_keys: '0' is not an integer in [1, 100000000]");
+    expect_error("max_connections: lots\n" BASE_LISTENERS, "t.yaml:1:18: max_connections: 'lots' is not an integer");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', max_connections: -1 }\n",
+                 "t.yaml:2:48: max_connections: '-1' is not an integer");
     expect_error("admin: { token: 0123456789abcdef0, token_file: /x }\n" BASE_LISTENERS,
                  "t.yaml:1:48: admin: give token or token_file, not both");
     expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
