@@ -183,21 +183,6 @@ static uint8_t classify(const unsigned char *n, uint32_t len)
     }
 }
 
-/* After a list element: OWS, then the end (0) or "," OWS and another
- * element (1); anything else is malformed (-1). */
-static int list_next(const unsigned char *v, uint32_t len, uint32_t *i)
-{
-    while (*i < len && IS_WS(v[*i]))
-        (*i)++;
-    if (*i == len)
-        return 0;
-    if (v[(*i)++] != ',')
-        return -1;
-    while (*i < len && IS_WS(v[*i]))
-        (*i)++;
-    return 1;
-}
-
 /* Content-Length = 1*DIGIT; a list of identical values (from a sender
  * that merged repeated fields) is accepted as one (RFC 9110 8.6). */
 static tg_h1p_result_t on_content_length(tg_h1_parser_t *p, const unsigned char *v, uint32_t len)
@@ -218,9 +203,14 @@ static tg_h1p_result_t on_content_length(tg_h1_parser_t *p, const unsigned char 
             return fail(p, 400, "conflicting Content-Length values");
         p->has_content_length = 1;
         p->content_length = x;
-        int more = list_next(v, len, &i);
-        if (more <= 0)
-            return more == 0 ? TG_H1P_FIELD : fail(p, 400, "invalid Content-Length");
+        while (i < len && IS_WS(v[i]))
+            i++;
+        if (i == len)
+            return TG_H1P_FIELD;
+        if (v[i++] != ',')
+            return fail(p, 400, "invalid Content-Length");
+        while (i < len && IS_WS(v[i]))
+            i++;
     }
 }
 
@@ -244,9 +234,14 @@ static tg_h1p_result_t on_transfer_encoding(tg_h1_parser_t *p, const unsigned ch
             p->te_chunked_last = 1;
         else
             p->te_other = 1;
-        int more = list_next(v, len, &i);
-        if (more <= 0)
-            return more == 0 ? TG_H1P_FIELD : fail(p, 400, "invalid Transfer-Encoding");
+        while (i < len && IS_WS(v[i]))
+            i++;
+        if (i == len)
+            return TG_H1P_FIELD;
+        if (v[i++] != ',')
+            return fail(p, 400, "invalid Transfer-Encoding");
+        while (i < len && IS_WS(v[i]))
+            i++;
     }
 }
 
