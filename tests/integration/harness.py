@@ -26,6 +26,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+_reserved = []  # sockets held for the test process's life
+
+
+def dead_port():
+    """A loopback port that refuses connections for as long as the test
+    runs: bound but never listening, so no other test started in parallel
+    can take it (a port from free_port() is free only until someone binds
+    it)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _reserved.append(s)
+    return s.getsockname()[1]
+
+
 def wait_port(port, timeout=15.0, proc=None):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -20,7 +20,7 @@ class AdminTest(harness.GatewayTest):
         cls.app = harness.start_app("admin")
         cls.procs = [cls.app]
         cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cls.dead = harness.free_port()
+        cls.dead = harness.dead_port()
         cfg = f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{cls.admin} }}

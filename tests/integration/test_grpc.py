@@ -113,7 +113,7 @@ clusters:
     tls: {{ ca: {c['ca.crt']}, server_name: localhost }}
   - name: down
     protocol: h2c
-    endpoints: [127.0.0.1:{harness.free_port()}]
+    endpoints: [127.0.0.1:{harness.dead_port()}]
 """
         cls.gateway = harness.Gateway(cfg, port=cls.port)
         harness.wait_port(cls.tport)

@@ -46,7 +46,7 @@ class RetryTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
         cls.flaky = Flaky(0)
-        cls.dead = harness.free_port()
+        cls.dead = harness.dead_port()
         cls.port, cls.admin = harness.free_port(), harness.free_port()
         cfg = f"""
 workers: 1

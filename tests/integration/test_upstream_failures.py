@@ -35,7 +35,7 @@ class UpstreamFailureTest(harness.GatewayTest):
         cls.trunc = harness.ScriptedServer(truncating_handler)
         cls.hole = harness.BlackHole()
         cls.closer = harness.ScriptedServer(close_after_response_handler)
-        cls.dead1, cls.dead2 = harness.free_port(), harness.free_port()
+        cls.dead1, cls.dead2 = harness.dead_port(), harness.dead_port()
         cls.port = harness.free_port()
         cfg = f"""
 workers: 2
