@@ -20,10 +20,29 @@ PYTHON = "/usr/bin/python3"
 BIN = os.environ.get("TOLLGATE_BIN", os.path.join(HERE, "..", "..", "build", "tollgate"))
 
 
+# Ports for servers come from a slice of 10000-29999 chosen by the test
+# process's pid, walked in order: below the kernel's ephemeral range (so no
+# client socket holds them), and apart from the slices of the other test
+# files ctest runs in parallel. A number the kernel hands out for bind(0)
+# is free only until someone else asks; two parallel tests could then
+# both get it, and one gateway would fail to bind.
+_PORT_BASE, _PORT_SPAN, _PORT_SLICE = 10000, 20000, 100
+_next_port = [None]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    if _next_port[0] is None:
+        _next_port[0] = (os.getpid() % (_PORT_SPAN // _PORT_SLICE)) * _PORT_SLICE
+    for _ in range(_PORT_SPAN):
+        port = _PORT_BASE + _next_port[0]
+        _next_port[0] = (_next_port[0] + 1) % _PORT_SPAN
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 _reserved = []  # sockets held for the test process's life
