@@ -774,20 +774,49 @@ static int load_cidrs(loader_t *ld, yaml_node_t *n, const char *what, tg_cidr_t 
     return rc;
 }
 
+/* http1: { enabled } — a listener may serve HTTP/2 only. */
+static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
+{
+    static const char *const keys[] = { "enabled" };
+    yaml_node_t *v[1];
+    int rc = take_fields(ld, n, "http1", keys, 1, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    if (v[0] && get_bool(ld, v[0], "enabled", enabled) < 0)
+        rc = -1;
+    return rc;
+}
+
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections" };
-    yaml_node_t *v[6];
-    int rc = take_fields(ld, n, "listener", keys, 6, v);
+    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections",
+                                        "http1" };
+    yaml_node_t *v[7];
+    int rc = take_fields(ld, n, "listener", keys, 7, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     http2_defaults(&l->http2);
+    l->http1_enabled = 1;
+    if (v[6] != NULL && load_http1(ld, v[6], &l->http1_enabled) < 0)
+        rc = -1;
     if (require(ld, n, v[0], "name", "listener") < 0 || check_name(ld, v[0], "listener name", &l->name) < 0)
         rc = -1;
     if (v[2] != NULL && load_listener_tls(ld, v[2], &l->tls) < 0)
         rc = -1;
     if (v[3] != NULL && load_http2(ld, v[3], &l->http2) < 0)
         rc = -1;
+    if (!l->http1_enabled && !l->http2.enabled) {
+        err_at(ld, v[6], "http1: a listener must serve HTTP/1.1 or HTTP/2 (http2.enabled is false too)");
+        rc = -1;
+    } else if (!l->http1_enabled && l->tls.enabled) {
+        size_t i = 0;
+        while (i < l->tls.n_alpn && strcmp(l->tls.alpn[i], "h2") != 0)
+            i++;
+        if (i == l->tls.n_alpn) {
+            err_at(ld, v[6], "http1: an HTTP/2-only TLS listener needs h2 in tls.alpn");
+            rc = -1;
+        }
+    }
     if (v[5] != NULL && get_uint(ld, v[5], "max_connections", 1, 100000000, &l->max_connections) < 0)
         rc = -1;
     if (v[4] != NULL) {

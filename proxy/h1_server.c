@@ -280,6 +280,10 @@ static void read_head(h1_conn_t *c)
             conn_close(c);
         return;
     }
+    if (c->served == 0 && c->ex == NULL && !c->tls && !c->snap->cfg->listeners[c->listener].http1_enabled) {
+        hand_to_h2(c); /* an HTTP/2-only listener: the h2 session checks the preface */
+        return;
+    }
     if (c->served == 0 && c->ex == NULL && !c->tls && evbuffer_get_length(in) > 0) {
         size_t n = evbuffer_get_length(in) < H2_PREFACE_LEN ? evbuffer_get_length(in) : H2_PREFACE_LEN;
         const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
@@ -368,7 +372,7 @@ static void handshake_done(h1_conn_t *c)
         conn_close(c);
         return;
     }
-    if (tg_tls_alpn_is_h2(ssl)) {
+    if (tg_tls_alpn_is_h2(ssl) || !c->snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c);
         return;
     }

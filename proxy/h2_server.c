@@ -99,7 +99,11 @@ struct h2_conn {
      * forgotten_max: the highest id pushed out of either ring. */
     uint32_t closed_by_client[CLOSED_RING], reset_by_us[CLOSED_RING], forgotten_max;
     uint8_t closed_next, reset_next;
-    unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, abusive : 1, lingering : 1;
+    /* Input bytes left before the next frame header (the client preface
+     * first): conn_io stops there to check_frame() the header. */
+    uint64_t frame_left;
+    unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
+        lingering : 1;
 };
 
 static const char *stream_state_str(stream_state_t s)
@@ -110,6 +114,7 @@ static const char *stream_state_str(stream_state_t s)
 
 static void conn_io(h2_conn_t *c);
 static void conn_linger(h2_conn_t *c);
+static void conn_error(h2_conn_t *c, uint32_t code, const char *why);
 static void window_roll(h2_conn_t *c);
 
 /* Asks for conn_io at the next safe point. */
@@ -632,9 +637,7 @@ static void count_reset(h2_conn_t *c)
     if (++c->resets <= max || (c->resets * 2 <= c->window_streams && c->resets <= RESET_HARD_FACTOR * max))
         return;
     tg_warn("h2 %s: %u stream resets in %d s: closing (rapid reset)", c->addr, c->resets, RESET_WINDOW_MS / 1000);
-    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
-    nghttp2_session_terminate_session(c->session, NGHTTP2_ENHANCE_YOUR_CALM);
-    c->abusive = 1; /* conn_io reads no more; the GOAWAY goes out, then the connection */
+    conn_error(c, NGHTTP2_ENHANCE_YOUR_CALM, "rapid reset");
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -666,7 +669,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_RST_STREAM:
         if ((st = stream_of(c, frame->hd.stream_id)) != NULL)
             st->client_reset = 1;
-        if (!c->abusive && !c->draining) /* after our GOAWAY, clients cancel what we will not serve */
+        if (!c->stop_reading && !c->draining) /* after our GOAWAY, clients cancel what we will not serve */
             count_reset(c);
         return 0;
     case NGHTTP2_PING:
@@ -695,30 +698,46 @@ static int in_ring(const uint32_t *ring, uint32_t id)
     return 0;
 }
 
-/* Priorities are ignored (RFC 9113 5.3.2) but their framing rules stand,
- * and without the RFC 7540 tree nghttp2 skips PRIORITY frames unread: a
- * PRIORITY on stream 0 is a connection error (RFC 9113 6.3). */
-static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data)
+/* Stops reading: a GOAWAY with `code` goes out, then the connection. */
+static void conn_error(h2_conn_t *c, uint32_t code, const char *why)
 {
-    h2_conn_t *c = user_data;
-    if (hd->type == NGHTTP2_PRIORITY && hd->stream_id == 0) {
-        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
-        return 0;
+    tg_debug("h2 %s: %s", c->addr, why);
+    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+    nghttp2_session_terminate_session(c->session, code);
+    c->stop_reading = 1;
+}
+
+/* Checks one frame header (and a PRIORITY frame's payload) before nghttp2
+ * sees the frame; conn_io feeds the session frame by frame, so the session
+ * state here reflects every earlier frame. These are the rules nghttp2
+ * does not enforce once the RFC 7540 priority tree is off (RFC 9113
+ * 5.3.2): it keeps no closed streams and skips PRIORITY payloads and DATA
+ * on unknown streams unread. h: 9 header bytes (+5 for PRIORITY). */
+static void check_frame(h2_conn_t *c, const unsigned char *h, size_t len)
+{
+    uint8_t type = h[3];
+    uint32_t id = ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) & 0x7fffffffu;
+    if (type == NGHTTP2_PRIORITY) {
+        if (id == 0) /* RFC 9113 6.3 */
+            conn_error(c, NGHTTP2_PROTOCOL_ERROR, "PRIORITY on stream 0");
+        else if (len == 5 && (((uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12]) &
+                              0x7fffffffu) == id) /* RFC 9113 5.3.1: a stream cannot depend on itself */
+            conn_error(c, NGHTTP2_PROTOCOL_ERROR, "PRIORITY: stream depends on itself");
+        return;
     }
     /* DATA or HEADERS on a stream nghttp2 no longer knows (RFC 9113 5.1):
      * after the client finished it, STREAM_CLOSED; a HEADERS opening a
      * stream below one already opened, PROTOCOL_ERROR (5.1.1). A stream
      * we reset first may still see frames that were in flight: ignored. */
-    if ((hd->type != NGHTTP2_DATA && hd->type != NGHTTP2_HEADERS) || hd->stream_id == 0 ||
-        nghttp2_session_find_stream(session, hd->stream_id) != NULL)
-        return 0;
-    uint32_t id = (uint32_t)hd->stream_id;
+    if ((type != NGHTTP2_DATA && type != NGHTTP2_HEADERS) || id == 0 ||
+        nghttp2_session_find_stream(c->session, (int32_t)id) != NULL)
+        return;
     if (in_ring(c->closed_by_client, id))
-        nghttp2_session_terminate_session(session, NGHTTP2_STREAM_CLOSED);
-    else if (hd->type == NGHTTP2_HEADERS && (id & 1) && id <= (uint32_t)nghttp2_session_get_last_proc_stream_id(session) &&
-             id > c->forgotten_max && !in_ring(c->reset_by_us, id))
-        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
-    return 0;
+        conn_error(c, NGHTTP2_STREAM_CLOSED, "frame on a stream the client closed");
+    else if (type == NGHTTP2_HEADERS && (id & 1) &&
+             id <= (uint32_t)nghttp2_session_get_last_proc_stream_id(c->session) && id > c->forgotten_max &&
+             !in_ring(c->reset_by_us, id))
+        conn_error(c, NGHTTP2_PROTOCOL_ERROR, "HEADERS on a stream id below one already used");
 }
 
 /* A frame the client got wrong on a stream: nghttp2 answers it with
@@ -728,7 +747,7 @@ static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *
                                  void *user_data)
 {
     h2_conn_t *c = user_data;
-    if (frame->hd.stream_id != 0 && !c->abusive && !c->draining)
+    if (frame->hd.stream_id != 0 && !c->stop_reading && !c->draining)
         count_reset(c);
     return 0;
 }
@@ -826,7 +845,6 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
-    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
     return cb;
 }
 
@@ -873,20 +891,35 @@ static void conn_io(h2_conn_t *c)
     c->in_io = 1;
     struct evbuffer *in = tg_sock_in(c->sock);
     int rv = 0;
-    while (evbuffer_get_length(in) > 0 && rv == 0 && !c->dead && !c->abusive) {
+    while (evbuffer_get_length(in) > 0 && rv == 0 && !c->dead && !c->stop_reading) {
+        if (c->frame_left == 0) { /* at a frame header: check it before nghttp2 sees the frame */
+            size_t avail = evbuffer_get_length(in);
+            const unsigned char *h = avail >= 9 ? evbuffer_pullup(in, 9) : NULL;
+            if (h == NULL)
+                break; /* the rest of the header is still to come */
+            size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+            if (h[3] == NGHTTP2_PRIORITY && len == 5 && (avail < 14 || (h = evbuffer_pullup(in, 14)) == NULL))
+                break;
+            check_frame(c, h, len);
+            if (c->stop_reading)
+                break;
+            c->frame_left = 9 + len;
+        }
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, v.iov_len);
+        size_t feed = v.iov_len < c->frame_left ? v.iov_len : (size_t)c->frame_left;
+        ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, feed);
         if (n < 0) {
             tg_debug("h2 %s: %s", c->addr, nghttp2_strerror((int)n));
             tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
             rv = (int)n;
             break;
         }
+        c->frame_left -= (size_t)n;
         evbuffer_drain(in, (size_t)n);
     }
-    if (c->abusive && !c->dead) {
+    if (c->stop_reading && !c->dead) {
         evbuffer_drain(in, evbuffer_get_length(in));
         tg_sock_pause_read(c->sock, 1);
     }
@@ -1094,6 +1127,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     memset(peer, 0, sizeof(*peer));
     c->snap = tg_snapshot_ref(snap);
     c->conf = &c->snap->cfg->listeners[listener].http2;
+    c->frame_left = 24; /* the client preface (RFC 9113 3.4) */
     TAILQ_INIT(&c->streams);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->defer = event_new(w->base, -1, 0, on_defer, c);

@@ -64,7 +64,7 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
     int rc = 0;
     for (size_t i = 0; i < c->n_listeners; i++) {
         const tg_listener_conf_t *l = &c->listeners[i];
-        if (l->tls.enabled && (s->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, errs)) == NULL)
+        if (l->tls.enabled && (s->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, l->http1_enabled, errs)) == NULL)
             rc = -1;
     }
     return rc;

@@ -264,11 +264,11 @@ static int add_cert_names(tg_tls_server_t *s, SSL_CTX *ctx)
     return rc;
 }
 
-static int build_alpn(tg_tls_server_t *s, const tg_tls_server_conf_t *c, int with_h2)
+static int build_alpn(tg_tls_server_t *s, const tg_tls_server_conf_t *c, int with_h2, int with_http1)
 {
     for (size_t i = 0; i < c->n_alpn; i++) {
         size_t n = strlen(c->alpn[i]);
-        if (!with_h2 && strcmp(c->alpn[i], "h2") == 0)
+        if ((!with_h2 && strcmp(c->alpn[i], "h2") == 0) || (!with_http1 && strcmp(c->alpn[i], "h2") != 0))
             continue;
         if (s->alpn_len + 1 + n > sizeof(s->alpn))
             return -1;
@@ -325,7 +325,7 @@ fail:
 }
 
 tg_tls_server_t *tg_tls_server_new(const tg_tls_server_conf_t *c, const char *listener, int with_h2,
-                                   tg_errors_t *errs)
+                                   int with_http1, tg_errors_t *errs)
 {
     pthread_once(&table_once, make_index);
     tg_tls_server_t *s = calloc(1, sizeof(*s));
@@ -334,7 +334,7 @@ tg_tls_server_t *tg_tls_server_new(const tg_tls_server_conf_t *c, const char *li
         tg_errors_add(errs, "%s: out of memory", c->where);
         return NULL;
     }
-    if (build_alpn(s, c, with_h2) < 0) {
+    if (build_alpn(s, c, with_h2, with_http1) < 0) {
         tg_errors_add(errs, "%s: alpn: list too long", c->where);
         server_table_free(NULL, s, NULL, 0, 0, NULL);
         return NULL;

@@ -24,11 +24,13 @@ typedef struct tg_tls_server tg_tls_server_t;
 typedef struct tg_tls_client tg_tls_client_t;
 
 /* Builds a listener's contexts. with_h2: offer h2 in ALPN (when the
- * listener's HTTP/2 is enabled and the configured alpn lists it). NULL
+ * listener's HTTP/2 is enabled and the configured alpn lists it);
+ * with_http1: offer the other configured names (0 on an HTTP/2-only
+ * listener: ALPN then offers h2 alone). NULL
  * with messages in errs ("file:line:col: ..." of the entry at fault).
  * Certificates that are expired or not yet valid are logged as warnings. */
 tg_tls_server_t *tg_tls_server_new(const tg_tls_server_conf_t *conf, const char *listener, int with_h2,
-                                   tg_errors_t *errs);
+                                   int with_http1, tg_errors_t *errs);
 void tg_tls_server_free(tg_tls_server_t *s);
 /* A new server-side SSL for an accepted connection, or NULL (out of memory). */
 SSL *tg_tls_server_ssl(tg_tls_server_t *s);

@@ -496,6 +496,12 @@ class Http2AbuseTest(harness.GatewayTest):
                 ("headers after the client's RST_STREAM",
                  lambda e: self.headers_frame(e, 1, end_stream=False) +
                  b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08" + self.headers_frame(e, 1), 5),
+                ("data after the client's RST_STREAM (h2spec 5.1/8)",
+                 lambda e: self.headers_frame(e, 1, end_stream=False) +
+                 b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08" +
+                 b"\x00\x00\x04\x00\x01\x00\x00\x00\x01test", 5),
+                ("a PRIORITY frame making a stream depend on itself (h2spec 5.3.1/2)",
+                 lambda e: b"\x00\x00\x05\x02\x00\x00\x00\x00\x03" + b"\x00\x00\x00\x03\x10", 1),
                 ("a lower stream id than one already opened",
                  lambda e: self.headers_frame(e, 5) + self.headers_frame(e, 3), 1)):
             with self.subTest(name):
@@ -505,6 +511,32 @@ class Http2AbuseTest(harness.GatewayTest):
                 s.close()
                 self.assertTrue(closed)
                 self.assertEqual(self.goaway_code(buf), want)
+
+    def test_data_on_a_stream_closed_both_ways(self):
+        """h2spec 5.1/11: once the client ended a stream and the response
+        ended too, a DATA frame on it is a connection error STREAM_CLOSED
+        (nghttp2 drops such DATA before any callback sees it; tollgate
+        checks each frame header before handing the frame over)."""
+        import hpack
+        s = self.raw_connect()
+        s.sendall(self.headers_frame(hpack.Encoder(), 1))
+        buf, deadline, ended = b"", time.time() + 10, False
+        while not ended and time.time() < deadline:
+            buf += s.recv(65536)
+            off = 0
+            while off + 9 <= len(buf):
+                ln = int.from_bytes(buf[off:off + 3], "big")
+                if off + 9 + ln > len(buf):
+                    break
+                typ, flags, sid = buf[off + 3], buf[off + 4], int.from_bytes(buf[off + 5:off + 9], "big")
+                ended = ended or (sid == 1 and typ in (0, 1) and flags & 1)
+                off += 9 + ln
+        self.assertTrue(ended, "the response on stream 1 never ended")
+        s.sendall(b"\x00\x00\x04\x00\x01\x00\x00\x00\x01test")
+        rest, closed = self.frames_until_close(s, 5)
+        s.close()
+        self.assertTrue(closed)
+        self.assertEqual(self.goaway_code(rest), 5)  # STREAM_CLOSED
 
     def test_priority_on_stream_zero_is_a_connection_error(self):
         """RFC 9113 6.3 (h2spec 6.3/1): priorities are ignored, but a
@@ -597,6 +629,106 @@ def trailers_handler(c):
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
               b"Trailer: X-Checksum\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n"
               b"Content-Length: 99\r\n\r\n")
+
+
+class Http2OnlyListenerTest(harness.GatewayTest):
+    """`http1: { enabled: false }`: a listener that speaks HTTP/2 alone. On
+    cleartext every connection must open with the client preface (h2spec
+    3.5/2: anything else is a connection error, never an HTTP/1 answer); on
+    TLS, ALPN offers h2 alone."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        cls.certs = harness.make_certs(cls.tmp)
+        cls.app = harness.start_app("h2-only")
+        cls.procs = [cls.app]
+        cls.port, cls.tls_port = harness.free_port(), harness.free_port()
+        c = cls.certs
+        cls.gateway = harness.Gateway(f"""
+workers: 1
+listeners:
+  - name: h2c
+    listen: 127.0.0.1:{cls.port}
+    http1: {{ enabled: false }}
+  - name: h2tls
+    listen: 127.0.0.1:{cls.tls_port}
+    http1: {{ enabled: false }}
+    tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
+routes:
+  - name: default
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+""", port=cls.port)
+
+    def read_all(self, s, timeout=5):
+        buf, deadline = b"", time.time() + timeout
+        s.settimeout(timeout)
+        while time.time() < deadline:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                return buf, False
+            except ConnectionResetError:
+                return buf, True
+            if not d:
+                return buf, True
+            buf += d
+        return buf, False
+
+    def assert_only_frames(self, buf, want_goaway):
+        frames, off = [], 0
+        while off + 9 <= len(buf):
+            ln = int.from_bytes(buf[off:off + 3], "big")
+            self.assertLessEqual(ln, 16384, buf[:64])  # HTTP/1 text read as a frame header would be huge
+            frames.append((buf[off + 3], buf[off + 9:off + 9 + ln]))
+            off += 9 + ln
+        self.assertEqual(off, len(buf), buf[:64])
+        goaway = [p for t, p in frames if t == 7]
+        if want_goaway is not None and goaway:
+            self.assertEqual(int.from_bytes(goaway[-1][4:8], "big"), want_goaway)
+
+    def test_invalid_preface_is_a_connection_error(self):
+        for data in (b"INVALID CONNECTION PREFACE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with self.subTest(data=data):
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                s.sendall(data)
+                buf, closed = self.read_all(s)
+                s.close()
+                self.assertTrue(closed)
+                self.assertNotIn(b"HTTP/1.1", buf)
+                self.assert_only_frames(buf, 1)  # PROTOCOL_ERROR, if a GOAWAY was sent
+
+    def test_h2c_with_prior_knowledge_is_served(self):
+        rc, out, err = harness.curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                                    f"http://127.0.0.1:{self.port}/whoami")
+        self.assertEqual((rc, out), (0, b"2 200"), err)
+        rc, out, err = harness.curl("--http1.1", f"http://127.0.0.1:{self.port}/whoami")
+        self.assertNotEqual(rc, 0)
+
+    def test_tls_offers_h2_alone(self):
+        import ssl
+        for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1"], None)):
+            with self.subTest(offer=offer):
+                ctx = ssl.create_default_context(cafile=self.certs["ca.crt"])
+                ctx.set_alpn_protocols(offer)
+                raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=10)
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    self.assertEqual(s.selected_alpn_protocol(), want)
+                    if want is None:  # a client that speaks HTTP/1 anyway gets no HTTP/1 answer
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                        try:
+                            buf, closed = self.read_all(s)
+                        except ssl.SSLError:
+                            buf, closed = b"", True
+                        self.assertTrue(closed)
+                        self.assertNotIn(b"HTTP/1.1", buf)
+        rc, out, err = harness.curl("--cacert", self.certs["ca.crt"], "--http2", "-o", "/dev/null", "-w",
+                                    "%{http_version} %{http_code}", f"https://localhost:{self.tls_port}/whoami",
+                                    "--resolve", f"localhost:{self.tls_port}:127.0.0.1")
+        self.assertEqual((rc, out), (0, b"2 200"), err)
 
 
 class TrailersTest(harness.GatewayTest):

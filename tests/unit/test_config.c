@@ -181,6 +181,13 @@ static void test_errors(void **state)
                  "t.yaml:2:48: max_connections: '-1' is not an integer");
     expect_error("admin: { token: 0123456789abcdef0, token_file: /x }\n" BASE_LISTENERS,
                  "t.yaml:1:48: admin: give token or token_file, not both");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', http1: { enabled: false }, http2: { enabled: false } }\n",
+                 "t.yaml:2:38: http1: a listener must serve HTTP/1.1 or HTTP/2");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', http1: { enabled: maybe } }\n",
+                 "t.yaml:2:49: enabled: 'maybe' is not true or false");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', http1: { enabled: false }, tls: { certificates: "
+                 "[{ cert: /c, key: /k }], alpn: [http/1.1] } }\n",
+                 "t.yaml:2:38: http1: an HTTP/2-only TLS listener needs h2 in tls.alpn");
     expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
                  "t.yaml:1:22: admin token_file: cannot read '/nonexistent/tollgate-token'");
     expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
