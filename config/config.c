@@ -161,6 +161,7 @@ static void config_free(tg_config_t *c)
         free(c->admin.allowed_hosts[i]);
     free(c->admin.allowed_hosts);
     free(c->path);
+    free(c->document);
     free(c);
 }
 

@@ -241,6 +241,7 @@ typedef struct tg_admin_conf {
 typedef struct tg_config {
     atomic_int refs;
     char *path;
+    char *document;           /* the file as loaded, as JSON: ${VAR}s expanded, secrets "<redacted>" (/config) */
     tg_admin_conf_t admin;
     unsigned workers;         /* 0 = auto (one per CPU) */
     uint64_t drain_timeout_ms;

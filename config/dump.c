@@ -1,16 +1,16 @@
 /*
  * config/dump.c — the effective configuration as JSON, for the admin
- * /config endpoint: every value after defaults and ${VAR} expansion, with
- * secrets redacted (header rule values whose header name suggests a
- * credential).
+ * /config endpoint: every value after defaults and ${VAR} expansion, then
+ * under "document" the file as loaded (filters included). Secrets never
+ * appear: the loader marks each value it reads as a secret (tg_node_secret,
+ * get_secret) and renders those as "<redacted>"; the admin token and
+ * header values, secrets by construction, are written as such here.
  */
 #include "config/config.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static void jstr(FILE *f, const char *s)
 {
@@ -27,20 +27,6 @@ static void jstr(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static int is_secret_header(const char *name)
-{
-    static const char *const words[] = { "authorization", "cookie", "token", "secret", "password", "key" };
-    char low[128];
-    size_t i;
-    for (i = 0; name[i] && i + 1 < sizeof(low); i++)
-        low[i] = (char)tolower((unsigned char)name[i]);
-    low[i] = '\0';
-    for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strstr(low, words[i]) != NULL)
-            return 1;
-    return 0;
-}
-
 static void kvs(FILE *f, const tg_kv_t *kv, size_t n)
 {
     fputc('{', f);
@@ -48,7 +34,7 @@ static void kvs(FILE *f, const tg_kv_t *kv, size_t n)
         fprintf(f, "%s", i ? ", " : "");
         jstr(f, kv[i].name);
         fputs(": ", f);
-        jstr(f, is_secret_header(kv[i].name) ? "<redacted>" : kv[i].value);
+        jstr(f, "<redacted>"); /* read as a secret (config/loader.c get_kv_map) */
     }
     fputc('}', f);
 }
@@ -115,7 +101,7 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
             jstr(f, r->match.headers[i].name);
             if (r->match.headers[i].value) {
                 fputs(", \"value\": ", f);
-                jstr(f, is_secret_header(r->match.headers[i].name) ? "<redacted>" : r->match.headers[i].value);
+                jstr(f, "<redacted>"); /* read as a secret, like header-rule values */
             }
             fputc('}', f);
         }
@@ -249,7 +235,9 @@ char *tg_config_to_json(const tg_config_t *c)
         }
         fputc('}', f);
     }
-    fputs("]}\n", f);
+    fputs("], \"document\": ", f);
+    fputs(c->document != NULL ? c->document : "null", f);
+    fputs("}\n", f);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

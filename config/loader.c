@@ -28,6 +28,11 @@ typedef struct loader {
     tg_errors_t *errs;
     tg_config_t *cfg;
     int failed;
+    /* One flag per document node: read as a secret (get_secret,
+     * tg_node_secret). /config renders the document with these as
+     * "<redacted>": redaction follows where a value is read as a secret,
+     * never a list of key names. */
+    unsigned char *secret;
 } loader_t;
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
@@ -90,6 +95,16 @@ static char *get_str(loader_t *ld, yaml_node_t *n, const char *what)
         free(var);
     }
     return s;
+}
+
+/* get_str for a secret (a token, a key, a password): the node is marked
+ * so that /config never shows it. */
+static char *get_secret(loader_t *ld, yaml_node_t *n, const char *what)
+{
+    ptrdiff_t i = n - ld->doc.nodes.start;
+    if (ld->secret != NULL && i >= 0 && i < ld->doc.nodes.top - ld->doc.nodes.start)
+        ld->secret[i] = 1;
+    return get_str(ld, n, what);
 }
 
 static int get_duration(loader_t *ld, yaml_node_t *n, const char *what, uint64_t *out)
@@ -259,7 +274,7 @@ static int get_kv_map(loader_t *ld, yaml_node_t *n, const char *what, tg_kv_t **
             rc = -1;
             continue;
         }
-        kv[i].value = get_str(ld, vn, what);
+        kv[i].value = get_secret(ld, vn, what); /* may carry a credential for the upstream */
         if (kv[i].value == NULL) {
             rc = -1;
         } else if (!is_field_value(kv[i].value)) {
@@ -336,6 +351,11 @@ int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, si
 char *tg_node_str(tg_node_t *n, const char *what)
 {
     return get_str(n->ld, n->yn, what);
+}
+
+char *tg_node_secret(tg_node_t *n, const char *what)
+{
+    return get_secret(n->ld, n->yn, what);
 }
 
 int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms)
@@ -1258,7 +1278,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             if (require(ld, hn, hv[0], "name", "header match") < 0 ||
                 get_header_name(ld, hv[0], "header match name", &m->headers[i].name) < 0)
                 rc = -1;
-            if (hv[1] && (m->headers[i].value = get_str(ld, hv[1], "header match value")) == NULL)
+            if (hv[1] && (m->headers[i].value = get_secret(ld, hv[1], "header match value")) == NULL)
                 rc = -1;
         }
     }
@@ -1428,7 +1448,7 @@ static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
         a->host = strdup(host);
     if (v[1] && v[2])
         err_at(ld, v[2], "admin: give token or token_file, not both");
-    else if (v[1] && (a->token = get_str(ld, v[1], "admin token")) != NULL && strlen(a->token) < 16)
+    else if (v[1] && (a->token = get_secret(ld, v[1], "admin token")) != NULL && strlen(a->token) < 16)
         err_at(ld, v[1], "admin token: use at least 16 characters");
     else if (v[2]) {
         char *path = get_str(ld, v[2], "admin token_file");
@@ -1521,6 +1541,82 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         LOAD_LIST(ld, v[K_ROUTES], "route", c->routes, c->n_routes, load_route);
 }
 
+/* ---- the document as loaded, for /config ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* Every scalar as a JSON string, ${VAR}s expanded; a node read as a
+ * secret (and everything under it) as "<redacted>". */
+static void render(loader_t *ld, FILE *f, yaml_node_t *n, int depth)
+{
+    if (n == NULL || depth > 64) {
+        fputs("null", f);
+        return;
+    }
+    if (ld->secret[n - ld->doc.nodes.start]) {
+        fputs("\"<redacted>\"", f);
+        return;
+    }
+    switch (n->type) {
+    case YAML_SCALAR_NODE: {
+        char *var = NULL, *s = tg_expand_env((const char *)n->data.scalar.value, &var);
+        json_str(f, s != NULL ? s : (const char *)n->data.scalar.value);
+        free(s);
+        free(var);
+        return;
+    }
+    case YAML_SEQUENCE_NODE:
+        fputc('[', f);
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+            fputs(it == n->data.sequence.items.start ? "" : ", ", f);
+            render(ld, f, node_at(ld, *it), depth + 1);
+        }
+        fputc(']', f);
+        return;
+    case YAML_MAPPING_NODE:
+        fputc('{', f);
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = node_at(ld, p->key);
+            fputs(p == n->data.mapping.pairs.start ? "" : ", ", f);
+            json_str(f, k != NULL && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?");
+            fputs(": ", f);
+            render(ld, f, node_at(ld, p->value), depth + 1);
+        }
+        fputc('}', f);
+        return;
+    default:
+        fputs("null", f);
+    }
+}
+
+static char *render_document(loader_t *ld)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    render(ld, f, yaml_document_get_root_node(&ld->doc), 0);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t *errs)
 {
     loader_t ld = { .file = name, .errs = errs };
@@ -1537,7 +1633,10 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t 
         return NULL;
     }
     ld.cfg = calloc(1, sizeof(*ld.cfg));
-    if (ld.cfg == NULL) {
+    ld.secret = calloc((size_t)(ld.doc.nodes.top - ld.doc.nodes.start) + 1, 1);
+    if (ld.cfg == NULL || ld.secret == NULL) {
+        free(ld.cfg);
+        free(ld.secret);
         yaml_document_delete(&ld.doc);
         return NULL;
     }
@@ -1549,6 +1648,9 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t 
     ld.cfg->limits.header_timeout_ms = TG_DEFAULT_HEADER_TIMEOUT_MS;
     ld.cfg->limits.idle_timeout_ms = TG_DEFAULT_IDLE_TIMEOUT_MS;
     load_root(&ld, root);
+    if (!ld.failed && errs->n == 0 && (ld.cfg->document = render_document(&ld)) == NULL)
+        ld.failed = 1;
+    free(ld.secret);
     yaml_document_delete(&ld.doc);
     if (ld.failed || errs->n > 0) {
         if (errs->n == 0)

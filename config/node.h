@@ -25,6 +25,10 @@ int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, si
 
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */
+/* tg_node_str for a secret (a token, a key, a password): /config shows the
+ * node as "<redacted>". Every secret a filter takes from the config is
+ * read through this: redaction follows the read, not the key's name. */
+char *tg_node_secret(tg_node_t *n, const char *what);
 int tg_node_duration(tg_node_t *n, const char *what, uint64_t *ms);
 int tg_node_size(tg_node_t *n, const char *what, uint64_t *bytes);
 int tg_node_uint(tg_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint64_t *out);

@@ -148,9 +148,9 @@ static int load_secrets(tg_node_t *n, const char *what, const char *field, const
                 continue;
             }
             name = tg_node_str(&f[0], what);
-            secret = tg_node_str(&f[1], what);
+            secret = tg_node_secret(&f[1], what);
         } else { /* a plain string */
-            plain = tg_node_str(&item, what);
+            plain = tg_node_secret(&item, what);
             secret = plain;
             name = plain ? strdup(autoname) : NULL;
         }

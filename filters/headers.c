@@ -129,7 +129,7 @@ static int load_values(tg_node_t *n, const char *what, rule_value_t **out, size_
     int rc = *out ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < len; i++) {
         tg_node_t val = tg_node_map_get(n, names[i]);
-        char *s = tg_node_str(&val, what);
+        char *s = tg_node_secret(&val, what); /* may carry a credential for the upstream */
         rule_value_t *v = &(*out)[*count];
         if (s == NULL || !tg_node_header_name_ok(names[i])) {
             if (s != NULL)

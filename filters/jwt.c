@@ -489,7 +489,7 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
     if (tg_node_present(&v[K_REQEXP]) && tg_node_bool(&v[K_REQEXP], "require_exp", &c->require_exp) < 0)
         rc = -1;
     if (tg_node_present(&v[K_SECRET])) {
-        char *s = tg_node_str(&v[K_SECRET], "jwt secret");
+        char *s = tg_node_secret(&v[K_SECRET], "jwt secret");
         if (s == NULL || strlen(s) < 16) {
             if (s)
                 tg_node_error(&v[K_SECRET], "jwt secret: use at least 16 bytes for HS256");

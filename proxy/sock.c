@@ -56,7 +56,7 @@ struct tg_sock {
     unsigned long tls_err;     /* the OpenSSL error that failed the connection */
     unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
-        shut_wr : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
+        shut_wr : 1, wr_closed : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
 };
 
 struct tg_sock_loop {
@@ -404,8 +404,14 @@ static int do_read(tg_sock_t *s)
     return events;
 }
 
+/* Once: each shutdown() makes the kernel signal the socket writable
+ * again, so calling it on every write event would wake the loop forever
+ * (edge-triggered, an edge each time) until the peer closed. */
 static void shut_write(tg_sock_t *s)
 {
+    if (s->wr_closed)
+        return;
+    s->wr_closed = 1;
     if (s->ssl != NULL && !s->handshaking) {
         ERR_clear_error();
         SSL_shutdown(s->ssl); /* close_notify; the peer's is not awaited */

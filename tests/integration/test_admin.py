@@ -35,6 +35,16 @@ routes:
   - name: other
     match: {{ path_prefix: /w }}
     cluster: app
+  - name: secured
+    match: {{ path_prefix: /secured, headers: [{{ name: x-route-key, value: route-key-secret }}] }}
+    cluster: app
+    filters:
+      - auth:
+          bearer_tokens: [{{ name: ci, token: tok-123-secret }}, plain-token-secret]
+          api_keys: {{ keys: [{{ name: partner, key: key-xyz-secret }}] }}
+          jwt: {{ secret: jwt-secret-0123456789abcdef }}
+          identity_header: x-who
+      - headers: {{ request: {{ set: {{ x-upstream-key: upstream-key-secret }} }} }}
 clusters:
   - name: app
     endpoints: [127.0.0.1:{cls.app.port}, 127.0.0.1:{cls.dead}]
@@ -57,9 +67,23 @@ clusters:
         self.assertEqual(cfg["workers"], 2)
         self.assertEqual(cfg["limits"]["max_header_bytes"], 65536)  # a default, made explicit
         items = next(x for x in cfg["routes"] if x["name"] == "items")
-        self.assertEqual(items["request_headers"]["set"]["authorization"], "<redacted>")
-        self.assertEqual(items["request_headers"]["set"]["x-plain"], "visible")
-        self.assertNotIn("very-secret", r.text)
+        # header values are read as secrets, whatever the header's name
+        self.assertEqual(items["request_headers"]["set"], {"authorization": "<redacted>", "x-plain": "<redacted>"})
+        # the document as loaded carries the filters: every value read as a
+        # secret is redacted where it was read, the rest is shown
+        doc = cfg["document"]
+        secured = next(x for x in doc["routes"] if x["name"] == "secured")
+        auth = secured["filters"][0]["auth"]
+        self.assertEqual(auth["bearer_tokens"], [{"name": "ci", "token": "<redacted>"}, "<redacted>"])
+        self.assertEqual(auth["api_keys"], {"keys": [{"name": "partner", "key": "<redacted>"}]})
+        self.assertEqual(auth["jwt"], {"secret": "<redacted>"})
+        self.assertEqual(auth["identity_header"], "x-who")
+        self.assertEqual(secured["filters"][1]["headers"]["request"]["set"]["x-upstream-key"], "<redacted>")
+        self.assertEqual(secured["match"]["headers"], [{"name": "x-route-key", "value": "<redacted>"}])
+        self.assertEqual(doc["workers"], "2")
+        for secret in ("very-secret", "tok-123-secret", "plain-token-secret", "key-xyz-secret", "jwt-secret-0123",
+                       "upstream-key-secret", "route-key-secret", "visible"):
+            self.assertNotIn(secret, r.text)
 
     def test_metrics_count_traffic_and_pass_promtool(self):
         before = self.admin_get("/metrics").text

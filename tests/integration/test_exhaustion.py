@@ -75,6 +75,51 @@ class DescriptorExhaustionTest(harness.GatewayTest):
         self.assertLess(len(re.findall(r"accept", log)), 50, log[-3000:])  # not one line per failed accept
 
 
+class LingerTest(harness.GatewayTest):
+    """After the gateway's last bytes on a connection it must close (an
+    error answer, a GOAWAY), it shuts its write side and waits a moment for
+    the client to close first. It used to call shutdown() again on every
+    write event, and each call raised a new one: the worker spun at 100%
+    CPU for the whole linger while the client kept its socket open."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("linger")
+        cls.procs = [cls.app]
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], workers=1),
+                                      port=cls.port)
+
+    def test_lingering_connections_do_not_spin(self):
+        bad = {"http1": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+               # PRIORITY on stream 0: a connection error, GOAWAY then linger
+               "http2": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                        b"\x00\x00\x05\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01\x10"}
+        for proto, data in bad.items():
+            with self.subTest(proto):
+                socks = []
+                try:
+                    for _ in range(4):
+                        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                        s.sendall(data)
+                        got = b""
+                        while True:  # everything up to the gateway's FIN; the socket stays open
+                            d = s.recv(65536)
+                            if not d:
+                                break
+                            got += d
+                        self.assertTrue(got)
+                        socks.append(s)
+                    pid = self.gateway.proc.pid
+                    c0 = cpu_seconds(pid)
+                    time.sleep(1.5)  # within the 2 s linger
+                    busy = cpu_seconds(pid) - c0
+                    self.assertLess(busy, 0.5, f"{busy:.2f} s of CPU in 1.5 s with 4 lingering connections")
+                finally:
+                    for s in socks:
+                        s.close()
+
+
 class ConnectionLimitTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
