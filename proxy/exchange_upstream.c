@@ -40,7 +40,6 @@ static void on_h2_event(tg_h2_stream_t *s, int events, void *arg);
 static tg_route_stats_t *route_stats(tg_exchange_t *ex);
 static int schedule_retry(tg_exchange_t *ex, unsigned cond);
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
-static void reverse(size_t *a, size_t from, size_t to);
 
 void tg_ex_release_upstream(tg_exchange_t *ex, int reusable)
 {
@@ -644,35 +643,15 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         tg_exchange_reply(ex, 502, "upstream connection failed");
 }
 
-/* The endpoints this exchange may try, in order: round-robin over those
- * health checks and outlier detection allow (all of them with
- * ignore_health), starting at this exchange's draw, each once. */
-static void reverse(size_t *a, size_t from, size_t to)
-{
-    while (from + 1 < to) {
-        size_t t = a[from];
-        a[from++] = a[--to];
-        a[to] = t;
-    }
-}
-
+/* The endpoints this exchange may try, in order (tg_health_order):
+ * round-robin over those health checks and outlier detection allow,
+ * starting at this exchange's draw, each once. */
 int tg_ex_build_order(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
-    uint64_t now = tg_health_now_ms();
     if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
         return -1;
-    size_t k = 0;
-    for (size_t i = 0; i < c->n_endpoints; i++) /* one pass: health may change meanwhile */
-        if (ex->ignore_health || tg_health_usable(ex->w->health, c->endpoints[i].slot, now))
-            ex->order[k++] = i;
-    if (k > 1) { /* rotate left by the draw: three reversals */
-        size_t shift = ex->rr % k;
-        reverse(ex->order, 0, shift);
-        reverse(ex->order, shift, k);
-        reverse(ex->order, 0, k);
-    }
-    ex->n_order = k;
+    ex->n_order = tg_health_order(ex->w->health, c, ex->rr, ex->ignore_health, tg_health_now_ms(), ex->order);
     ex->attempts = 0;
     return 0;
 }

@@ -41,6 +41,31 @@ int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms)
            atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed) <= now_ms;
 }
 
+static void reverse(size_t *a, size_t from, size_t to)
+{
+    while (from + 1 < to) {
+        size_t t = a[from];
+        a[from++] = a[--to];
+        a[to] = t;
+    }
+}
+
+size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
+                       size_t *order)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_endpoints; i++) /* one pass: health may change meanwhile */
+        if (ignore_health || tg_health_usable(h, c->endpoints[i].slot, now_ms))
+            order[k++] = i;
+    if (k > 1) { /* rotate left by the draw: three reversals */
+        size_t shift = draw % k;
+        reverse(order, 0, shift);
+        reverse(order, shift, k);
+        reverse(order, 0, k);
+    }
+    return k;
+}
+
 void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms)
 {
     tg_endpoint_health_t *e = &h->ep[ep->slot];

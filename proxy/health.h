@@ -51,6 +51,13 @@ int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);
  * unless that would leave the cluster with no usable endpoint. */
 void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms);
 
+/* The endpoints (indexes into c->endpoints) a request tries, in order:
+ * those usable now (every one with ignore_health), rotated to start at
+ * draw (tg_cluster_rr_next) modulo their number, each once. order has
+ * room for c->n_endpoints; returns how many were written. */
+size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
+                       size_t *order);
+
 /* Active checks of every cluster of snap that has a health_check: a GET of
  * its path every interval on a new connection; 2xx within the timeout is a
  * success. Main thread; holds a reference to snap until freed. */

@@ -129,11 +129,37 @@ clusters:
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_reload_endpoint(self):
-        before = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
-        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
-        self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
-        after = harness.metric(self.admin_get("/metrics").text, "tollgate_config_reloads_total", result="success")
-        self.assertEqual(after, before + 1)
+        """POST /-/reload applies what the file now says (a new route), counts
+        it, and stamps the time of the last successful reload."""
+        with open(self.gateway.path) as f:
+            original = f.read()
+        changed = original.replace("routes:\n", "routes:\n  - name: reloaded\n    match: { path_prefix: /reloaded }\n"
+                                   "    cluster: app\n    response_headers: { set: { x-reloaded: 'yes' } }\n", 1)
+        self.assertNotEqual(changed, original)
+        m0 = self.admin_get("/metrics").text
+        before = harness.metric(m0, "tollgate_config_reloads_total", result="success")
+        t0 = time.time()
+        try:
+            with open(self.gateway.path, "w") as f:
+                f.write(changed)
+            r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
+            self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
+            deadline, seen = time.time() + 10, None
+            while time.time() < deadline:  # workers apply a published config on their next loop turn
+                seen = requests.get(self.gateway.url("/reloaded/whoami"), timeout=5).headers.get("x-reloaded")
+                if seen == "yes":
+                    break
+                time.sleep(0.05)
+            self.assertEqual(seen, "yes")
+            self.assertIn("reloaded", [x["name"] for x in self.admin_get("/config").json()["routes"]])
+            m1 = self.admin_get("/metrics").text
+            self.assertEqual(harness.metric(m1, "tollgate_config_reloads_total", result="success"), before + 1)
+            stamp = harness.metric(m1, "tollgate_config_last_reload_success_timestamp_seconds")
+            self.assertTrue(t0 - 1 <= stamp <= time.time() + 1, (t0, stamp))
+        finally:
+            with open(self.gateway.path, "w") as f:
+                f.write(original)
+            requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
         self.assertEqual(self.admin_get("/-/reload").status_code, 405)
 
     def test_unknown_and_wrong_method(self):

@@ -5,6 +5,7 @@ Retry-After and RateLimit fields; exact under a concurrent hammer across
 workers; keyed by the auth identity)."""
 import concurrent.futures
 import os
+import re
 import tempfile
 import unittest
 
@@ -103,13 +104,17 @@ clusters:
 
     def test_rate_limit_after_exactly_n_per_identity(self):
         bob = {"Authorization": "Bearer t-bob"}
-        codes = []
+        codes, remaining = [], []
         for _ in range(5):
             r = self.get("/status/200", bob)
             codes.append(r.status_code)
-            self.assertIn("ratelimit-policy", r.headers)
+            self.assertEqual(r.headers["ratelimit-policy"], '"default";q=5;w=60')
+            m = re.fullmatch(r'"default";r=(\d+);t=(\d+)', r.headers["ratelimit"])
+            self.assertIsNotNone(m, r.headers["ratelimit"])
+            remaining.append(int(m.group(1)))
+            self.assertTrue(1 <= int(m.group(2)) <= 60, r.headers["ratelimit"])  # seconds until a slot frees
         self.assertEqual(codes, [200] * 5)
-        self.assertEqual(r.headers["ratelimit"], '"default";r=0;t=' + r.headers["ratelimit"].split("t=")[1])
+        self.assertEqual(remaining, [4, 3, 2, 1, 0])  # each request spends one of the 5
         r = self.get("/status/200", bob)
         self.assertEqual(r.status_code, 429)
         self.assertEqual(r.json(), {"error": "rate limited", "status": 429})

@@ -69,7 +69,7 @@ routes:
     match: {{ path_prefix: /dead }}
     cluster: dead
     filters:
-      - retry: {{ attempts: 3, on: [connect-failure], backoff: {{ base: 100ms, max: 100ms }} }}
+      - retry: {{ attempts: 3, on: [connect-failure], backoff: {{ base: 300ms, max: 300ms }} }}
   - name: budget
     match: {{ path_prefix: /budget }}
     cluster: flaky
@@ -128,13 +128,20 @@ clusters:
         self.assertEqual(int(harness.metric(self.metrics(), "tollgate_retries_skipped_total", route="post")) - before, 1)
 
     def test_connect_failure_rounds_with_backoff(self):
+        """Each retry waits a full-jitter backoff, uniform in [0, 300 ms] here:
+        ten of them cannot add up to under 300 ms unless no backoff is
+        applied (odds 1 in 10! otherwise), while connection refusals on
+        loopback take well under a millisecond each."""
+        before = int(harness.metric(self.metrics(), "tollgate_retries_total", route="dead"))
         t0 = time.time()
-        r = requests.get(self.gateway.url("/dead"), timeout=10)
+        for _ in range(5):
+            r = requests.get(self.gateway.url("/dead"), timeout=10)
+            self.assertEqual(r.status_code, 503)
         elapsed = time.time() - t0
-        self.assertEqual(r.status_code, 503)
-        self.assertLess(elapsed, 2)
-        m = self.metrics()
-        self.assertGreaterEqual(int(harness.metric(m, "tollgate_retries_total", route="dead")), 2)
+        self.assertGreater(elapsed, 0.3, "retries went out without waiting")
+        self.assertLess(elapsed, 3 * 5 * 0.6 + 5)  # far above the longest waits (5 x 2 x 300 ms)
+        after = int(harness.metric(self.metrics(), "tollgate_retries_total", route="dead"))
+        self.assertEqual(after - before, 10)  # 3 attempts: 2 retries per request
 
     def test_budget_caps_retries(self):
         self.flaky.reset(fail=1000)

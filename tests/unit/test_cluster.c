@@ -1,5 +1,7 @@
-/* Unit tests: endpoint resolution and round-robin spread, including from
- * several threads at once (the cursor is shared by all workers). */
+/* Unit tests: endpoint resolution; the order in which a request tries
+ * endpoints (round-robin over the usable ones, ejections with their
+ * backoff); the round-robin cursor from several threads at once (it is
+ * shared by all workers). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <cmocka.h>
 
 #include "proxy/cluster.h"
+#include "proxy/health.h"
 
 static tg_config_t *load(const char *yaml)
 {
@@ -40,17 +43,92 @@ static void test_build_and_slots(void **state)
     tg_config_unref(cfg);
 }
 
-static void test_round_robin_even(void **state)
+/* Each order lists every usable endpoint once, as a rotation of the
+ * cluster's order; the first endpoints tried spread evenly. */
+static void check_rotation(const size_t *order, size_t k, const size_t *usable)
+{
+    size_t p = 0;
+    while (p < k && usable[p] != order[0])
+        p++;
+    assert_true(p < k);
+    for (size_t i = 0; i < k; i++)
+        assert_int_equal(order[i], usable[(p + i) % k]);
+}
+
+static void test_endpoint_order_round_robin(void **state)
 {
     tg_config_t *cfg = load(YAML);
     tg_errors_t errs = { 0 };
     tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
-    size_t counts[3] = { 0 };
-    for (int i = 0; i < 300; i++)
-        counts[tg_cluster_rr_next(&s->clusters[0]) % 3]++;
-    assert_int_equal(counts[0], 100);
-    assert_int_equal(counts[1], 100);
-    assert_int_equal(counts[2], 100);
+    tg_health_t *h = tg_health_new();
+    size_t first[3] = { 0 }, order[3], all[3] = { 0, 1, 2 };
+    uint64_t now = tg_health_now_ms();
+    for (int i = 0; i < 300; i++) {
+        size_t k = tg_health_order(h, &s->clusters[0], tg_cluster_rr_next(&s->clusters[0]), 0, now, order);
+        assert_int_equal(k, 3);
+        check_rotation(order, k, all);
+        first[order[0]]++;
+    }
+    assert_int_equal(first[0], 100);
+    assert_int_equal(first[1], 100);
+    assert_int_equal(first[2], 100);
+    tg_health_free(h);
+    tg_cluster_set_free(s);
+    tg_config_unref(cfg);
+}
+
+/* An ejected endpoint is skipped (all are tried with ignore_health); the
+ * ejection doubles per consecutive ejection up to max_ejection_time, and
+ * the last usable endpoint is never ejected. */
+static void test_endpoint_order_skips_ejected(void **state)
+{
+    tg_config_t *cfg = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                            "clusters:\n"
+                            "  - name: a\n"
+                            "    endpoints: ['127.0.0.1:1001', '127.0.0.1:1002', '127.0.0.1:1003']\n"
+                            "    outlier_detection: { consecutive_failures: 2, base_ejection_time: 1s, "
+                            "max_ejection_time: 4s }\n");
+    assert_non_null(cfg);
+    tg_errors_t errs = { 0 };
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_t *c = &s->clusters[0];
+    tg_health_t *h = tg_health_new();
+    size_t order[3], first[3] = { 0 }, rest[2] = { 0, 2 };
+    uint64_t t = 1000000;
+    tg_health_report(h, c, &c->endpoints[1], 0, t);
+    assert_int_equal(tg_health_order(h, c, 0, 0, t, order), 3); /* one failure: not yet */
+    tg_health_report(h, c, &c->endpoints[1], 0, t);
+    for (unsigned i = 0; i < 200; i++) {
+        size_t k = tg_health_order(h, c, i, 0, t, order);
+        assert_int_equal(k, 2);
+        check_rotation(order, k, rest);
+        first[order[0]]++;
+    }
+    assert_int_equal(first[0], 100);
+    assert_int_equal(first[1], 0);
+    assert_int_equal(first[2], 100);
+    assert_int_equal(tg_health_order(h, c, 0, 1, t, order), 3); /* ignore_health */
+    /* 1 s, then 2 s, then 4 s, then still 4 s (max_ejection_time) */
+    uint64_t want[] = { 1000, 2000, 4000, 4000 };
+    for (int round = 0; round < 4; round++) {
+        if (round > 0) {
+            tg_health_report(h, c, &c->endpoints[1], 0, t);
+            tg_health_report(h, c, &c->endpoints[1], 0, t);
+        }
+        assert_int_equal(tg_health_order(h, c, 0, 0, t + want[round] - 1, order), 2);
+        assert_int_equal(tg_health_order(h, c, 0, 0, t + want[round], order), 3);
+        t += want[round];
+    }
+    /* eject 0; then 2 would be the last usable endpoint: kept */
+    tg_health_report(h, c, &c->endpoints[1], 0, t);
+    tg_health_report(h, c, &c->endpoints[1], 0, t);
+    tg_health_report(h, c, &c->endpoints[0], 0, t);
+    tg_health_report(h, c, &c->endpoints[0], 0, t);
+    tg_health_report(h, c, &c->endpoints[2], 0, t);
+    tg_health_report(h, c, &c->endpoints[2], 0, t);
+    assert_int_equal(tg_health_order(h, c, 7, 0, t, order), 1);
+    assert_int_equal(order[0], 2);
+    tg_health_free(h);
     tg_cluster_set_free(s);
     tg_config_unref(cfg);
 }
@@ -129,7 +207,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_and_slots),
-        cmocka_unit_test(test_round_robin_even),
+        cmocka_unit_test(test_endpoint_order_round_robin),
+        cmocka_unit_test(test_endpoint_order_skips_ejected),
         cmocka_unit_test(test_round_robin_threads),
         cmocka_unit_test(test_registry_keeps_slots),
         cmocka_unit_test(test_unresolvable),
