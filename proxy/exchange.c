@@ -386,6 +386,10 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
     ex->bytes_out += (uint64_t)blen;
+    /* scratch may still hold the request-body piece whose filter check
+     * brought us here: the reply's body is the reply alone (written from
+     * it as it stood, the client's bytes came back as the response). */
+    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
     if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
         ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
         tg_ex_finish(ex, 1);

@@ -104,6 +104,7 @@ static void gw_init(const char *cluster_yaml)
             "    filters: [{ retry: { attempts: 2, on: [connect-failure, 503, unavailable], backoff: { base: 1ms, max: 2ms } } }]\n"
             "  - name: rest\n"
             "    cluster: up\n"
+            "    filters: [{ body_limit: { max: 2KiB } }]\n"
             "clusters:\n"
             "  - name: up\n"
             "    endpoints: ['127.0.0.1:%u']\n"

@@ -400,8 +400,8 @@ def openssl(*args, cwd):
 
 def make_certs(d):
     """A throwaway PKI made with the openssl CLI in directory d: a CA and
-    a second, unrelated CA; server certificates for localhost/api.test and
-    for other.test; client certificates (good, from the other CA, expired).
+    a second, unrelated CA; two server certificates for localhost/api.test
+    (CN localhost and localhost-second) and one for other.test; client certificates (good, from the other CA, expired).
     Returns a dict of name -> path. No private key outlives the test."""
     def key(name):
         openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key", cwd=d)
@@ -422,13 +422,14 @@ def make_certs(d):
     ca("ca", "tollgate test CA")
     ca("other-ca", "unrelated CA")
     cert("server", "ca", "/CN=localhost", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
+    cert("server2", "ca", "/CN=localhost-second", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
     cert("other", "ca", "/CN=other.test", "subjectAltName=DNS:other.test,DNS:*.wild.test\n")
     client_ext = "subjectAltName=URI:spiffe://test/client-a,DNS:client-a.test\nextendedKeyUsage=clientAuth\n"
     cert("client", "ca", "/O=Acme/CN=client-a", client_ext)
     cert("client2", "ca", "/O=Acme/CN=client-b", "extendedKeyUsage=clientAuth\n")
     cert("stranger", "other-ca", "/O=Elsewhere/CN=client-a", client_ext)
     cert("expired", "ca", "/O=Acme/CN=client-old", client_ext, days="-1")
-    names = ["ca", "other-ca", "server", "other", "client", "client2", "stranger", "expired"]
+    names = ["ca", "other-ca", "server", "server2", "other", "client", "client2", "stranger", "expired"]
     out = {}
     for n in names:
         out[n + ".crt"] = os.path.join(d, n + ".crt")
@@ -436,10 +437,12 @@ def make_certs(d):
     return out
 
 
-def curl(*args, timeout=30):
-    """Runs curl; returns (exit code, stdout bytes, stderr text)."""
+def curl(*args, timeout=30, stdin_data=None):
+    """Runs curl; returns (exit code, stdout bytes, stderr text). stdin_data:
+    bytes for curl to read as standard input (e.g. --data-binary @-)."""
     p = subprocess.run(["curl", "-sS", "--max-time", str(timeout), *args], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=timeout + 10, stdin=subprocess.DEVNULL)
+                       stderr=subprocess.PIPE, timeout=timeout + 10,
+                       **({"input": stdin_data} if stdin_data is not None else {"stdin": subprocess.DEVNULL}))
     return p.returncode, p.stdout, p.stderr.decode(errors="replace")
 
 

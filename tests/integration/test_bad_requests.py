@@ -86,8 +86,15 @@ class BadRequestTest(harness.GatewayTest):
         self.assertEqual(self.upstream_count(), before + 1)
 
     def test_chunked_body_over_limit_413(self):
+        """Past limits.max_body_bytes mid-stream: exactly the JSON 413 (none of
+        the request's bytes in it, see test_body_limit.py), and the upstream
+        never got a complete request: the app records no finished upload."""
+        before = requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=5).json()
         r = requests.post(self.gateway.url("/upload"), data=(b"a" * 100_000 for _ in range(30)), timeout=10)
         self.assertEqual(r.status_code, 413)
+        self.assertEqual(r.json(), {"error": "request body too large", "status": 413})
+        after = requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=5).json()
+        self.assertEqual(after.get("uploads"), before.get("uploads"))
 
     def test_slow_headers_cut_off_at_header_timeout(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)

@@ -28,6 +28,11 @@ import harness
 MIB = 1024 * 1024
 
 
+def requests_get_json(url):
+    import requests
+    return requests.get(url, timeout=5).json()
+
+
 class Http2Test(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
@@ -131,9 +136,13 @@ clusters:
         path = os.path.join(self.dir, "big.bin")
         with open(path, "wb") as f:
             f.write(os.urandom(4 * MIB))
+        stats = f"http://127.0.0.1:{self.app.port}/stats"
+        before = requests_get_json(stats)
         for fn in (self.h2c, self.h2s):
-            rc, out, err = fn("/limited/upload", "--data-binary", f"@{path}", "-o", "/dev/null", "-w", "%{http_code}")
-            self.assertEqual((rc, out), (0, b"413"), err)
+            rc, out, err = fn("/limited/upload", "--data-binary", f"@{path}", "-w", "\n%{http_code}")
+            self.assertEqual((rc, out), (0, b'{"error": "request body too large", "status": 413}\n\n413'), err)
+        # refused on the declared length: the upstream saw neither request
+        self.assertEqual(requests_get_json(stats)["requests"], before["requests"] + 1)  # +1: the first /stats
 
     def test_many_concurrent_streams_one_connection(self):
         p = subprocess.run(["h2load", "-n", "2000", "-c", "1", "-m", "64", f"http://127.0.0.1:{self.port}/whoami"],
@@ -153,9 +162,23 @@ clusters:
     def test_local_reply_and_head(self):
         rc, out, err = self.h2c("/status/503", "-w", "%{http_code}", "-o", "/dev/null")
         self.assertEqual(out, b"503")
-        rc, out, err = self.h2c("/echo/headers", "-I")
-        self.assertEqual(rc, 0, err)
-        self.assertIn(b"HTTP/2 200", out)
+        # HEAD: the head (with the GET body's length) and END_STREAM, no DATA
+        s, conn = self.connect()
+        try:
+            conn.send_headers(1, [(":method", "HEAD"), (":path", "/echo/headers"), (":scheme", "http"),
+                                  (":authority", "x")], end_stream=True)
+            s.sendall(conn.data_to_send())
+            evs = self.read_events(s, conn, lambda g: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset))
+                                                          for e in g))
+        finally:
+            s.close()
+        resp = [e for e in evs if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual(len(resp), 1, evs)
+        headers = dict(resp[0].headers)
+        self.assertEqual(headers[":status"], "200")
+        self.assertGreater(int(headers["content-length"]), 0)
+        self.assertEqual([e for e in evs if isinstance(e, h2.events.DataReceived) and e.data], [])
+        self.assertTrue(any(isinstance(e, h2.events.StreamEnded) for e in evs), evs)
 
     # ---- frame-level checks with the h2 library ----
 

@@ -4,6 +4,7 @@ refused with FILE:LINE:COL errors and traffic keeps its old config; 1000
 reloads leave RSS flat (and the sanitizers quiet, checked at exit)."""
 import os
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -219,6 +220,28 @@ class ReloadTlsHttp2Test(unittest.TestCase):
     the new config), new TLS connections get the re-read certificate, and
     not one request fails."""
 
+    @staticmethod
+    def h2_header(port, host, ca):
+        """x-config of a response over a new HTTP/2 connection (h2c, or h2
+        over TLS when host is given)."""
+        if host is None:
+            args = ["--http2-prior-knowledge", f"http://127.0.0.1:{port}/whoami"]
+        else:
+            args = ["--http2", "--cacert", ca, "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/whoami"]
+        rc, out, err = harness.curl("-s", "-o", "/dev/null", "-D", "-", *args)
+        for line in out.decode(errors="replace").splitlines():
+            if line.lower().startswith("x-config:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+    @staticmethod
+    def peer_cn(port, ca):
+        import ssl
+        ctx = ssl.create_default_context(cafile=ca)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
     def test_reload_under_http2_and_tls_load(self):
         import subprocess
         import tempfile
@@ -228,6 +251,7 @@ class ReloadTlsHttp2Test(unittest.TestCase):
         port, tport, admin = harness.free_port(), harness.free_port(), harness.free_port()
 
         def config(tag):
+            cert = "server" if tag == "a" else "server2"  # the certificate changes with the config
             return f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{admin} }}
@@ -235,7 +259,7 @@ listeners:
   - {{ name: plain, listen: 127.0.0.1:{port} }}
   - name: tls
     listen: 127.0.0.1:{tport}
-    tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
+    tls: {{ certificates: [{{ cert: {c[cert + '.crt']}, key: {c[cert + '.key']} }}] }}
 routes:
   - name: r-{tag}
     cluster: app
@@ -261,11 +285,23 @@ clusters:
             t = threading.Thread(target=tls_loop)
             t.start()
             for i in range(10):
+                tag = "b" if i % 2 == 0 else "a"
                 with open(gw.path, "w") as f:
-                    f.write(config("b" if i % 2 == 0 else "a"))
+                    f.write(config(tag))
                 rc, out, err = harness.curl("-X", "POST", "-H", "X-Tollgate-Admin: 1", f"http://127.0.0.1:{admin}/-/reload")
                 self.assertIn(b'"status": "ok"', out)
-                time.sleep(0.3)
+                # new connections get the new config: its x-config on h2c and
+                # on h2 over TLS, and its certificate (workers apply a
+                # published config on their next loop turn: wait, bounded)
+                want_cn = "localhost" if tag == "a" else "localhost-second"
+                deadline, seen = time.time() + 10, None
+                while time.time() < deadline:
+                    seen = (self.h2_header(port, None, c["ca.crt"]), self.h2_header(tport, "localhost", c["ca.crt"]),
+                            self.peer_cn(tport, c["ca.crt"]))
+                    if seen == (tag, tag, want_cn):
+                        break
+                    time.sleep(0.05)
+                self.assertEqual(seen, (tag, tag, want_cn))
             out, _ = h2load.communicate(timeout=120)
             done.set()
             t.join(30)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 NAME = os.environ.get("APP_NAME", "app")
 app = FastAPI()
 ITEMS = {}
-STATS = {"requests": 0}
+STATS = {"requests": 0, "uploads": 0}
 
 
 @app.middleware("http")
@@ -32,7 +32,7 @@ async def whoami():
 
 @app.get("/stats")
 async def stats():
-    return {"name": NAME, "requests": STATS["requests"]}
+    return {"name": NAME, "requests": STATS["requests"], "uploads": STATS["uploads"]}
 
 
 @app.get("/items")
@@ -101,6 +101,7 @@ async def upload(request: Request):
     async for chunk in request.stream():
         h.update(chunk)
         size += len(chunk)
+    STATS["uploads"] += 1  # a whole body arrived
     return {"sha256": h.hexdigest(), "size": size}
 
 
