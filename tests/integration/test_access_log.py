@@ -110,7 +110,12 @@ clusters:
         rotated = self.text_log + ".1"
         os.rename(self.text_log, rotated)  # what logrotate does
         self.gateway.proc.p.send_signal(signal.SIGUSR1)
-        time.sleep(0.3)
+        # the writer reopens on its next turn, creating the file anew: wait for
+        # that (bounded) rather than for an amount of time
+        deadline = time.time() + 10
+        while not os.path.exists(self.text_log) and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(os.path.exists(self.text_log), "the log was not reopened after SIGUSR1")
         requests.get(self.gateway.url("/secure/b"), timeout=5)
         self.assertEqual(wait_line(self.text_log, "GET /secure/b 401 - 0"), ["GET /secure/b 401 - 0"])
         with open(rotated) as f:

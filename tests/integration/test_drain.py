@@ -19,6 +19,19 @@ class DrainTest(unittest.TestCase):
     def tearDown(self):
         self.app.stop()
 
+    def slow_started(self):
+        return requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=5).json()["slow_started"]
+
+    def wait_slow_started(self, n):
+        """Waits (bounded) until the app has started n /slow requests: the
+        one under test is in flight upstream, not merely sent."""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.slow_started() >= n:
+                return
+            time.sleep(0.02)
+        self.fail("the slow request never reached the upstream")
+
     def start(self, drain="10s"):
         port = harness.free_port()
         cfg = harness.simple_config(port, [f"127.0.0.1:{self.app.port}"]).replace("drain_timeout: 10s",
@@ -32,14 +45,20 @@ class DrainTest(unittest.TestCase):
         def slow():
             result["r"] = requests.get(gw.url("/slow?delay=1.5"), timeout=10)
         idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        before = self.slow_started()
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.5)
+        self.wait_slow_started(before + 1)
         t0 = time.time()
         gw.proc.p.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with self.assertRaises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        deadline, refused = time.time() + 5, False
+        while not refused and time.time() < deadline:  # the listener closes at once
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.02)
+            except OSError:
+                refused = True
+        self.assertTrue(refused, "still accepting after SIGTERM")
         self.assertEqual(idle.recv(10), b"")  # the idle connection was closed
         idle.close()
         t.join(10)
@@ -59,8 +78,9 @@ class DrainTest(unittest.TestCase):
         conn.initiate_connection()
         conn.send_headers(1, [(":method", "GET"), (":path", "/slow?delay=1.5"), (":scheme", "http"),
                               (":authority", "x")], end_stream=True)
+        before = self.slow_started()
         s.sendall(conn.data_to_send())
-        time.sleep(0.5)
+        self.wait_slow_started(before + 1)
         gw.proc.p.send_signal(signal.SIGTERM)
         # Frames are parsed by hand: the h2 library refuses frames after a
         # GOAWAY, which is exactly what must still arrive here.
@@ -98,13 +118,14 @@ class DrainTest(unittest.TestCase):
                 done["r"] = requests.get(gw.url("/slow?delay=5"), timeout=10).status_code
             except requests.RequestException as e:
                 done["r"] = type(e).__name__
+        before = self.slow_started()
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.5)
+        self.wait_slow_started(before + 1)
         t0 = time.time()
         gw.proc.p.send_signal(signal.SIGTERM)
         self.assertEqual(gw.proc.p.wait(10), 0)
-        self.assertLess(time.time() - t0, 3)
+        self.assertLess(time.time() - t0, 3)  # 6x the 500 ms drain_timeout; the request has 5 s to go
         t.join(10)
         self.assertNotEqual(done.get("r"), 200)
         out = gw.proc.output()

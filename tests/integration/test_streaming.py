@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -13,43 +14,114 @@ import requests
 import harness
 
 
+class Lockstep:
+    """An upstream that streams in lockstep with the client: it sends event
+    i, then waits (up to 10 s) until the test has seen event i before it
+    sends the next, and ends the stream only after the last. A gateway that
+    buffered the response would hold event 0 back until the stream ended,
+    which never happens: the wait times out and the stream is cut short.
+    So the test proves the events arrive as sent, by causality, not by
+    timing."""
+
+    EVENTS = 3
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.acks = {}  # request path -> [threading.Event] * EVENTS
+        self.server = harness.ScriptedServer(self.handle)
+        self.port = self.server.port
+
+    def acks_for(self, path):
+        with self.lock:
+            return self.acks.setdefault(path, [threading.Event() for _ in range(self.EVENTS)])
+
+    def handle(self, c):
+        head, _ = harness.read_request(c)
+        if not head:
+            return
+        acks = self.acks_for(head.split(b" ")[1].decode())
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for i in range(self.EVENTS):
+            event = b"data: event-%d\n\n" % i
+            c.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            if not acks[i].wait(10):
+                return  # the client never saw it: cut the stream short
+        c.sendall(b"0\r\n\r\n")
+
+
 class StreamingTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
-        cls.start_with_app("stream")
+        cls.lockstep = Lockstep()
+        cls.start_with_app("stream", extra_routes="  - name: lockstep\n    match: { path_prefix: /lockstep }\n"
+                                                  "    cluster: lockstep\n",
+                           cluster_extra=f"  - name: lockstep\n    endpoints: [127.0.0.1:{cls.lockstep.port}]\n")
 
-    def test_streaming_response_not_buffered(self):
-        t0 = time.time()
-        arrivals = []
-        with requests.get(self.gateway.url("/stream?n=4&delay=0.4"), stream=True, timeout=10) as r:
-            self.assertEqual(r.status_code, 200)
-            self.assertEqual(r.headers.get("transfer-encoding"), "chunked")
-            for line in r.iter_lines():
-                if line:
-                    arrivals.append(time.time() - t0)
-        self.assertEqual(len(arrivals), 4)
-        # the first chunk arrives long before the upstream finishes (~1.6 s)
-        self.assertLess(arrivals[0], 1.0)
-        self.assertGreater(arrivals[-1] - arrivals[0], 0.8)
+    @classmethod
+    def tearDownClass(cls):
+        cls.lockstep.server.stop()
+        cls.finish()
 
-    def test_sse_events_arrive_as_sent(self):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        s.sendall(b"GET /sse?n=3&delay=0.6 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        t0 = time.time()
+    def test_sse_events_arrive_as_sent_http1(self):
+        """Each event reaches an HTTP/1.1 client before the upstream sends the
+        next one (see Lockstep), and the stream then ends cleanly."""
+        acks = self.lockstep.acks_for("/lockstep/h1")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=15)
+        s.sendall(b"GET /lockstep/h1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         buf = b""
-        seen = []  # arrival time of each event
-        while len(seen) < 3 and time.time() - t0 < 10:
+        while not buf.endswith(b"\r\n0\r\n\r\n"):
             b = s.recv(65536)
             if not b:
                 break
             buf += b
-            now = time.time() - t0
-            seen += [now] * (buf.count(b"data:") - len(seen))
+            for i in range(Lockstep.EVENTS):
+                if b"event-%d" % i in buf:
+                    acks[i].set()
         s.close()
-        self.assertIn(b"text/event-stream", buf)
-        self.assertEqual(len(seen), 3)
-        self.assertLess(seen[0], 0.5)
-        self.assertGreater(seen[2] - seen[0], 0.9)
+        self.assertIn(b"text/event-stream", buf.lower())
+        self.assertTrue(all(a.is_set() for a in acks), buf[-300:])
+        self.assertTrue(buf.endswith(b"\r\n0\r\n\r\n"), buf[-100:])  # complete: no wait timed out
+
+    def test_sse_events_arrive_as_sent_http2(self):
+        """The same over HTTP/2: each event in a DATA frame as it is sent."""
+        import h2.connection
+        import h2.events
+        acks = self.lockstep.acks_for("/lockstep/h2")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=15)
+        c = h2.connection.H2Connection()
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "GET"), (":path", "/lockstep/h2"), (":scheme", "http"), (":authority", "x")],
+                       end_stream=True)
+        s.sendall(c.data_to_send())
+        body, ended, reset = b"", False, False
+        while not ended and not reset:
+            d = s.recv(65536)
+            if not d:
+                break
+            for ev in c.receive_data(d):
+                if isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(ev, h2.events.StreamReset):
+                    reset = True
+            for i in range(Lockstep.EVENTS):
+                if b"event-%d" % i in body:
+                    acks[i].set()
+            s.sendall(c.data_to_send())
+        s.close()
+        self.assertTrue(ended, body)  # complete, not reset: no wait timed out
+        self.assertEqual(body, b"".join(b"data: event-%d\n\n" % i for i in range(Lockstep.EVENTS)))
+
+    def test_chunked_stream_from_the_app(self):
+        """The FastAPI app's chunked stream arrives whole, chunked."""
+        with requests.get(self.gateway.url("/stream?n=4&delay=0.05"), stream=True, timeout=10) as r:
+            self.assertEqual(r.status_code, 200)
+            self.assertEqual(r.headers.get("transfer-encoding"), "chunked")
+            lines = [line for line in r.iter_lines() if line]
+        self.assertEqual(len(lines), 4)
 
     def test_upload_20mib_content_length(self):
         data = os.urandom(20 * 1024 * 1024)

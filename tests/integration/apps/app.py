@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 NAME = os.environ.get("APP_NAME", "app")
 app = FastAPI()
 ITEMS = {}
-STATS = {"requests": 0, "uploads": 0}
+STATS = {"requests": 0, "uploads": 0, "slow_started": 0}
 
 
 @app.middleware("http")
@@ -32,7 +32,7 @@ async def whoami():
 
 @app.get("/stats")
 async def stats():
-    return {"name": NAME, "requests": STATS["requests"], "uploads": STATS["uploads"]}
+    return {"name": NAME, **STATS}
 
 
 @app.get("/items")
@@ -121,6 +121,7 @@ async def download(size: int = 1024 * 1024):
 
 @app.get("/slow")
 async def slow(delay: float = 1.0):
+    STATS["slow_started"] += 1  # tests wait for this rather than sleep
     await asyncio.sleep(delay)
     return {"slept": delay}
 
