@@ -361,6 +361,20 @@ static ssize_t read_chunked(tg_h1_reader_t *r, struct evbuffer *in, struct evbuf
     return (ssize_t)moved;
 }
 
+int tg_h1_body_complete(const tg_h1_reader_t *r)
+{
+    switch (r->body) {
+    case TG_BODY_NONE:
+        return 1;
+    case TG_BODY_LENGTH:
+        return r->remaining == 0;
+    case TG_BODY_CHUNKED:
+        return r->done;
+    default:
+        return 0;
+    }
+}
+
 ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer *out, size_t max, int eof,
                         int *fin)
 {

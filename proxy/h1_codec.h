@@ -67,6 +67,10 @@ tg_h1_result_t tg_h1_read_request_head(tg_h1_reader_t *r, struct evbuffer *in, s
 tg_h1_result_t tg_h1_read_response_head(tg_h1_reader_t *r, struct evbuffer *in, size_t max_header,
                                         tg_arena_t *a, tg_response_t *resp, int request_is_head);
 
+/* Has a request's whole body been read (none, all of its Content-Length,
+ * or the last chunk and trailers)? Never for a tunnel. */
+int tg_h1_body_complete(const tg_h1_reader_t *r);
+
 /* Moves up to max decoded body bytes from in to out. eof: the peer closed
  * its side (ends TG_BODY_EOF/TUNNEL bodies, truncates the others). Sets
  * *fin when the body is complete. Returns the bytes moved, or -1 on a

@@ -401,8 +401,19 @@ static void on_input(h1_conn_t *c)
         read_head(c);
         return;
     case C_EXCHANGE:
-        if (c->eof)
+        if (c->eof) {
             c->close_after = 1;
+            /* The client closed with its request complete and nothing more
+             * to read: it is gone, whatever the upstream still has to say.
+             * The exchange is aborted (the upstream request cancelled,
+             * counted as aborted), as nginx does (499): HTTP/1.1 gives a
+             * half-close no meaning in the middle of an exchange. */
+            if (tg_h1_body_complete(&c->reader) && evbuffer_get_length(tg_sock_in(c->sock)) == 0) {
+                tg_debug("h1 %s: client closed while its request was in flight", c->addr);
+                conn_close(c);
+                return;
+            }
+        }
         tg_exchange_on_request_data(c->ex);
         return;
     case C_LINGER:

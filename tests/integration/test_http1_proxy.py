@@ -4,6 +4,8 @@ clients, keep-alive, pipelining and Expect: 100-continue."""
 import json
 import socket
 import subprocess
+import threading
+import time
 import unittest
 
 import requests
@@ -17,7 +19,13 @@ class Http1ProxyTest(harness.GatewayTest):
         cls.app = harness.start_app("crud")
         cls.procs = [cls.app]
         cls.port = harness.free_port()
-        routes = """
+        cls.cancelled = threading.Event()
+        cls.waiter = harness.ScriptedServer(cls.wait_for_cancel)
+        routes = f"""
+  - name: waiter
+    match: {{ path_prefix: /waiter }}
+    cluster: waiter"""
+        routes += """
   - name: api-only-post
     match: { path_prefix: /echo, methods: [POST], headers: [{ name: x-route, value: special }] }
     cluster: app
@@ -48,6 +56,8 @@ routes:
 clusters:
   - name: app
     endpoints: [127.0.0.1:{cls.app.port}]
+  - name: waiter
+    endpoints: [127.0.0.1:{cls.waiter.port}]
 """
         # "/nope" is routed, everything under "/" too; 404 needs a miss:
         cfg = cfg.replace("match: { path_prefix: / }", "match: { path_regex: \"^/(items|echo|stream|sse|upload|download|whoami|stats|slow|status|text|ws)\" }")
@@ -55,7 +65,32 @@ clusters:
 
     @classmethod
     def tearDownClass(cls):
+        cls.waiter.stop()
         cls.finish()
+
+    @classmethod
+    def wait_for_cancel(cls, c):
+        """An upstream that never answers: it reads the request, then waits
+        (up to 20 s) for the gateway to give up on it."""
+        harness.read_request(c)
+        c.settimeout(20)
+        try:
+            if c.recv(1) == b"":
+                cls.cancelled.set()
+        except OSError:
+            cls.cancelled.set()
+
+    def test_client_gone_cancels_the_upstream_request(self):
+        """A client that closes while its request waits for the upstream is
+        gone: the gateway drops the upstream request at once (as nginx does,
+        499) instead of holding it until the upstream answers."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s.sendall(b"GET /waiter HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.time() + 10
+        while self.waiter.accepted == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        s.close()
+        self.assertTrue(self.cancelled.wait(10), "the upstream request outlived its client")
 
     def url(self, p):
         return self.gateway.url(p)
