@@ -881,6 +881,19 @@ static void arm_timer(h2_conn_t *c)
         evtimer_del(c->timer);
 }
 
+/* After the client's FIN no WINDOW_UPDATE can arrive: a response waiting
+ * for flow-control window will never finish, so the connection is done. */
+static int stuck_on_window(h2_conn_t *c)
+{
+    int conn_shut = nghttp2_session_get_remote_window_size(c->session) <= 0;
+    h2_stream_t *st;
+    TAILQ_FOREACH(st, &c->streams, link)
+        if (evbuffer_get_length(st->resp_body) > 0 &&
+            (conn_shut || nghttp2_session_get_stream_remote_window_size(c->session, st->id) <= 0))
+            return 1;
+    return 0;
+}
+
 /* Feeds input to nghttp2, then serializes what it has to send; closes the
  * connection when both directions are done. The one place the session
  * is driven from. */
@@ -950,8 +963,8 @@ static void conn_io(h2_conn_t *c)
         return;
     }
     int flushed = evbuffer_get_length(tg_sock_out(c->sock)) == 0;
-    if (c->peer_eof && c->n_streams == 0) {
-        conn_close(c); /* nothing can arrive and nothing is left to answer */
+    if (c->peer_eof && (c->n_streams == 0 || stuck_on_window(c))) {
+        conn_close(c); /* nothing can arrive, and nothing is left to answer (or can be) */
         return;
     }
     if (flushed && ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
@@ -1005,7 +1018,7 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
         TAILQ_FOREACH(st, &c->streams, link)
             if (!st->req_fin)
                 break;
-        if (c->n_streams == 0 || st != NULL)
+        if (c->n_streams == 0 || st != NULL || stuck_on_window(c))
             conn_close(c);
     }
 }
