@@ -491,6 +491,11 @@ static void on_up_sock(tg_sock_t *s, int events, void *arg)
             r = tg_ex_pump_response(ex);
         if (r < 0)
             return;
+        /* still waiting for the response: a reset that came with these
+         * bytes must not go unseen (see tg_sock_need_more) */
+        if (ex->up != NULL && (ex->state == EX_WAIT_HEAD || ex->state == EX_STREAMING) && !ex->resp_done &&
+            evbuffer_get_length(tg_sock_in(s)) == 0)
+            tg_sock_need_more(s);
     }
     if (events & TG_SOCK_WRITE)
         tg_ex_pump_request(ex);

@@ -56,7 +56,7 @@ struct tg_sock {
     unsigned long tls_err;     /* the OpenSSL error that failed the connection */
     unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
-        shut_wr : 1, wr_closed : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
+        shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
 };
 
 struct tg_sock_loop {
@@ -142,8 +142,10 @@ static int bio_read(BIO *b, char *buf, int len)
     for (;;) {
         ssize_t r = read(s->fd, buf, (size_t)len);
         if (r > 0) {
-            if (r < len && !s->rdhup)
-                s->readable = 0; /* drained: the next edge brings more */
+            if (r < len && !s->rdhup) {
+                s->readable = 0; /* drained: the next edge brings more (or see tg_sock_need_more) */
+                s->short_read = 1;
+            }
             return (int)r;
         }
         if (r == 0) {
@@ -154,6 +156,7 @@ static int bio_read(BIO *b, char *buf, int len)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             s->readable = 0;
+            s->short_read = 0;
             BIO_set_retry_read(b);
         } else {
             s->err = errno;
@@ -382,8 +385,10 @@ static int do_read(tg_sock_t *s)
             /* A short read means the socket buffer is empty, unless the
              * peer's FIN is pending (EPOLLRDHUP): then read on to the EOF,
              * which no further edge would announce. */
-            if ((size_t)r < space && !s->rdhup)
+            if ((size_t)r < space && !s->rdhup) {
                 s->readable = 0;
+                s->short_read = 1; /* drained, unless a reset came with the data: see tg_sock_need_more */
+            }
         } else {
             evbuffer_commit_space(s->in, v, 0);
             if (r == 0) {
@@ -392,6 +397,7 @@ static int do_read(tg_sock_t *s)
                 events |= TG_SOCK_EOF;
             } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->readable = 0;
+                s->short_read = 0;
             } else if (errno != EINTR) {
                 s->err = errno;
                 s->readable = 0;
@@ -690,6 +696,15 @@ static void queue_read(tg_sock_t *s)
     if ((s->ssl ? tls_readable(s) : s->readable) && !s->paused && !s->eof && !s->dead) {
         s->q_read = 1;
         enqueue(s);
+    }
+}
+
+void tg_sock_need_more(tg_sock_t *s)
+{
+    if (s->short_read) {
+        s->short_read = 0;
+        s->readable = 1;
+        queue_read(s);
     }
 }
 

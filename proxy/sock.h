@@ -70,6 +70,13 @@ void tg_sock_pause_read(tg_sock_t *s, int paused);
 /* The caller removed bytes from the input: resume reading if the read
  * limit had stopped it. */
 void tg_sock_consumed(tg_sock_t *s);
+/* The caller waits for more input. A read that came back short is taken
+ * to have drained the socket, to save a syscall; but a reset that arrived
+ * with the data is reported in the same wake-up, which libevent reduces to
+ * READ|WRITE, and no later edge announces it. So a caller that is left
+ * waiting after a short read calls this: one more read (from the loop)
+ * finds EAGAIN, or the reset (TG_SOCK_ERROR). */
+void tg_sock_need_more(tg_sock_t *s);
 /* Queue the output for writing at the end of this loop iteration (for
  * pieces of a message still being produced). */
 void tg_sock_flush(tg_sock_t *s);

@@ -8,6 +8,7 @@ but the upstream never receives a complete request: its connection is cut
 before the body ends. Each case holds the raw bytes that a lenient parser
 let through (Debian's http-parser forwarded several of them)."""
 import socket
+import struct
 import time
 import unittest
 
@@ -158,6 +159,7 @@ BAD_RESPONSE_HEADS = {
     "obs_fold": b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
     "status_two_digits": b"HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok",
     "te_in_http10": b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "oversized_head": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 2\r\n\r\nok",
 }
 
 BAD_RESPONSE_BODIES = {
@@ -174,16 +176,32 @@ class StrictUpstreamFramingTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
         cls.reply = b""
+        cls.mode = "normal"  # "reset": RST right after the reply; "early": answer before reading the body
         cls.verdicts = []  # per upstream connection: did the gateway close it after the reply?
 
         def handler(c):
-            head, _ = harness.read_request(c)
+            if cls.mode == "early":
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    head += d
+            else:
+                head, _ = harness.read_request(c)
             if not head:
                 return
             c.sendall(cls.reply)
+            if cls.mode == "reset":
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.close()
+                cls.verdicts.append(True)
+                return
             c.settimeout(5)
             try:
                 more = c.recv(65536)
+                while cls.mode == "early" and more not in (b"", b"(timeout)"):
+                    more = c.recv(65536)  # request body bytes still in flight: until the close
             except socket.timeout:
                 more = b"(timeout)"
             except ConnectionResetError:
@@ -226,6 +244,60 @@ class StrictUpstreamFramingTest(harness.GatewayTest):
                 self.assertTrue(closed, f"{name}: the client connection stayed open")
                 self.assertFalse(out.endswith(b"0\r\n\r\n"), f"{name}: the client got a complete body: {out!r}")
                 self.assertTrue(self.wait_verdict(n + 1), f"{name}: the upstream connection was kept")
+
+    def tearDown(self):
+        type(self).mode = "normal"
+
+    def test_reset_after_a_partial_response(self):
+        """The upstream sends its head and part of the body, then resets: the
+        client sees the response cut short (connection closed before the
+        promised length), never a complete one."""
+        type(self).mode = "reset"
+        type(self).reply = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"p" * 100
+        out, closed = exchange(self.port, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+        self.assertTrue(closed, out)
+        head, _, body = out.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 200 "):
+            self.assertIn(b"content-length: 1000", head.lower())
+            self.assertLess(len(body), 1000)
+        else:  # the reset beat the head to the gateway: then a 502, nothing else
+            self.assertTrue(head.startswith(b"HTTP/1.1 502 "), out)
+
+    def test_early_answer_during_an_upload(self):
+        """The upstream answers (413, closing) after the head, without reading
+        the body: the client gets that answer, and the upstream connection
+        is not reused (its unread body bytes would be the next request)."""
+        type(self).mode = "early"
+        type(self).reply = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+                            b"nope")
+        n = len(self.verdicts)
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        try:
+            s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"b" * 65536)
+            out = b""
+            while b"nope" not in out:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+        finally:
+            s.close()
+        self.assertTrue(out.startswith(b"HTTP/1.1 413 "), out[:200])
+        self.assertTrue(out.endswith(b"nope"), out[:200])
+        self.assertTrue(self.wait_verdict(n + 1), "the upstream connection was kept")
+
+    def test_interim_responses_are_skipped(self):
+        """103 Early Hints and 100 Continue before the final response: the
+        client gets the final response only, and the connection is reused."""
+        type(self).reply = (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                            b"HTTP/1.1 100 Continue\r\n\r\n"
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        n = len(self.verdicts)
+        out, _ = exchange(self.port, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 "), out)
+        self.assertEqual(out.count(b"HTTP/1.1 "), 1, out)
+        self.assertTrue(out.endswith(b"\r\n\r\nfinal"), out)
+        self.assertFalse(self.wait_verdict(n + 1))  # pooled: the exchange ended cleanly
 
     def test_control_good_response_is_reused(self):
         """The recorder can tell a kept connection: a good response's
