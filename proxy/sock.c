@@ -802,9 +802,14 @@ SSL *tg_sock_ssl(const tg_sock_t *s)
 
 const char *tg_sock_tls_error(const tg_sock_t *s, char *buf, size_t len)
 {
-    if (s->tls_err > 1)
+    if (s->tls_err > 1) {
         ERR_error_string_n(s->tls_err, buf, len);
-    else
+        /* "certificate verify failed" alone does not say why: add it */
+        long v = s->ssl != NULL ? SSL_get_verify_result(s->ssl) : X509_V_OK;
+        size_t used = strlen(buf);
+        if (v != X509_V_OK && used + 4 < len)
+            snprintf(buf + used, len - used, " (%s)", X509_verify_cert_error_string(v));
+    } else
         snprintf(buf, len, "%s", s->err ? strerror(s->err) : "connection closed");
     return buf;
 }

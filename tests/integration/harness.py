@@ -398,37 +398,46 @@ def openssl(*args, cwd):
                    timeout=30)
 
 
+def make_key(d, name):
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key", cwd=d)
+
+
+def make_ca(d, name, cn, signer=None):
+    """A CA in directory d: self-signed, or an intermediate signed by signer."""
+    make_key(d, name)
+    if signer is None:
+        openssl("req", "-x509", "-new", "-key", f"{name}.key", "-out", f"{name}.crt", "-days", "30",
+                "-subj", f"/CN={cn}", cwd=d)
+    else:
+        issue_cert(d, name, signer, f"/CN={cn}", "basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n")
+
+
+def issue_cert(d, name, signer, subj, ext, days="30"):
+    """A key and a certificate signed by the CA `signer` (files in d)."""
+    make_key(d, name)
+    openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
+    with open(os.path.join(d, f"{name}.ext"), "w") as f:
+        f.write(ext)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{signer}.crt", "-CAkey", f"{signer}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", days, "-extfile", f"{name}.ext", cwd=d)
+
+
 def make_certs(d):
     """A throwaway PKI made with the openssl CLI in directory d: a CA and
     a second, unrelated CA; two server certificates for localhost/api.test
-    (CN localhost and localhost-second) and one for other.test; client certificates (good, from the other CA, expired).
+    (CN localhost and localhost-second) and one for other.test; client
+    certificates (good, from the other CA, expired).
     Returns a dict of name -> path. No private key outlives the test."""
-    def key(name):
-        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key", cwd=d)
-
-    def ca(name, cn):
-        key(name)
-        openssl("req", "-x509", "-new", "-key", f"{name}.key", "-out", f"{name}.crt", "-days", "30",
-                "-subj", f"/CN={cn}", cwd=d)
-
-    def cert(name, signer, subj, ext, days="30"):
-        key(name)
-        openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subj, cwd=d)
-        with open(os.path.join(d, f"{name}.ext"), "w") as f:
-            f.write(ext)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{signer}.crt", "-CAkey", f"{signer}.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", days, "-extfile", f"{name}.ext", cwd=d)
-
-    ca("ca", "tollgate test CA")
-    ca("other-ca", "unrelated CA")
-    cert("server", "ca", "/CN=localhost", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
-    cert("server2", "ca", "/CN=localhost-second", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
-    cert("other", "ca", "/CN=other.test", "subjectAltName=DNS:other.test,DNS:*.wild.test\n")
+    make_ca(d, "ca", "tollgate test CA")
+    make_ca(d, "other-ca", "unrelated CA")
+    issue_cert(d, "server", "ca", "/CN=localhost", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
+    issue_cert(d, "server2", "ca", "/CN=localhost-second", "subjectAltName=DNS:localhost,DNS:api.test,IP:127.0.0.1\n")
+    issue_cert(d, "other", "ca", "/CN=other.test", "subjectAltName=DNS:other.test,DNS:*.wild.test\n")
     client_ext = "subjectAltName=URI:spiffe://test/client-a,DNS:client-a.test\nextendedKeyUsage=clientAuth\n"
-    cert("client", "ca", "/O=Acme/CN=client-a", client_ext)
-    cert("client2", "ca", "/O=Acme/CN=client-b", "extendedKeyUsage=clientAuth\n")
-    cert("stranger", "other-ca", "/O=Elsewhere/CN=client-a", client_ext)
-    cert("expired", "ca", "/O=Acme/CN=client-old", client_ext, days="-1")
+    issue_cert(d, "client", "ca", "/O=Acme/CN=client-a", client_ext)
+    issue_cert(d, "client2", "ca", "/O=Acme/CN=client-b", "extendedKeyUsage=clientAuth\n")
+    issue_cert(d, "stranger", "other-ca", "/O=Elsewhere/CN=client-a", client_ext)
+    issue_cert(d, "expired", "ca", "/O=Acme/CN=client-old", client_ext, days="-1")
     names = ["ca", "other-ca", "server", "server2", "other", "client", "client2", "stranger", "expired"]
     out = {}
     for n in names:
