@@ -191,7 +191,8 @@ static int admin_reload(process_t *p, struct evbuffer *body)
     }
     evbuffer_add_printf(body, "]}\n");
     tg_errors_free(&errs);
-    return rc == 0 ? 200 : 400;
+    /* 409: not the file's fault, the process is shutting down */
+    return rc == 0 ? 200 : p->draining ? 409 : 400;
 }
 
 /* The admin listener answers only to names it is known by: its listen
