@@ -390,6 +390,20 @@ static void al_destroy(void *p)
     free(l);
 }
 
+const char *tg_access_log_template_check(const char *t)
+{
+    while ((t = strchr(t, '{')) != NULL) {
+        const char *close = strchr(t, '}');
+        char scratch[64];
+        out_t o = { scratch, 0, sizeof(scratch) };
+        tg_filter_record_t dummy = { 0 };
+        if (close == NULL || !put_field(&o, t + 1, (size_t)(close - t - 1), &dummy, 0, NULL))
+            return t;
+        t = close + 1;
+    }
+    return NULL;
+}
+
 static void *al_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "path", "format" };
@@ -418,18 +432,10 @@ static void *al_create(tg_node_t *node, const char *config_path)
         if (f == NULL) {
             rc = -1;
         } else if (strcmp(f, "json") != 0) {
-            /* a template: check its placeholders now */
-            for (const char *t = f; (t = strchr(t, '{')) != NULL;) {
-                const char *close = strchr(t, '}');
-                char scratch[64];
-                out_t o = { scratch, 0, sizeof(scratch) };
-                tg_filter_record_t dummy = { 0 };
-                if (close == NULL || !put_field(&o, t + 1, (size_t)(close - t - 1), &dummy, 0, NULL)) {
-                    tg_node_error(&v[1], "access_log format: unknown or unclosed placeholder at '%.20s'", t);
-                    rc = -1;
-                    break;
-                }
-                t = close + 1;
+            const char *bad = tg_access_log_template_check(f); /* a template: its placeholders, now */
+            if (bad != NULL) {
+                tg_node_error(&v[1], "access_log format: unknown or unclosed placeholder at '%.20s'", bad);
+                rc = -1;
             }
             l->template = f;
             f = NULL;

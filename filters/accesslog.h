@@ -14,4 +14,8 @@ extern const tg_filter_type_t tg_filter_access_log;
  * length (exposed for unit tests). */
 size_t tg_access_log_json(char *out, size_t cap, const tg_filter_record_t *r);
 
+/* Checks a text template's {placeholders}: NULL if all are known and
+ * closed, else where the first bad one starts. */
+const char *tg_access_log_template_check(const char *tmpl);
+
 #endif

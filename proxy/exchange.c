@@ -53,7 +53,6 @@ static int ensure_request_id(tg_exchange_t *ex);
 static int forward_client_cert(tg_exchange_t *ex);
 static int prepare_request_headers(tg_exchange_t *ex);
 static void on_deadline(evutil_socket_t fd, short what, void *arg);
-static uint64_t parse_grpc_timeout(const tg_header_t *h);
 static void start_grpc_deadline(tg_exchange_t *ex);
 static int run_filters(tg_exchange_t *ex, size_t from);
 static void after_filters(tg_exchange_t *ex);
@@ -580,36 +579,14 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* ---- entry points from the downstream ---- */
 
 
-/* grpc-timeout (RFC: 1-8 digits and a unit H M S m u n) in microseconds;
- * 0 if absent or malformed. */
-static uint64_t parse_grpc_timeout(const tg_header_t *h)
-{
-    if (h == NULL || h->value_len < 2 || h->value_len > 9)
-        return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i + 1 < h->value_len; i++) {
-        if (h->value[i] < '0' || h->value[i] > '9')
-            return 0;
-        v = v * 10 + (uint64_t)(h->value[i] - '0');
-    }
-    switch (h->value[h->value_len - 1]) {
-    case 'H': return v * 3600000000ULL;
-    case 'M': return v * 60000000ULL;
-    case 'S': return v * 1000000ULL;
-    case 'm': return v * 1000ULL;
-    case 'u': return v;
-    case 'n': return v / 1000 ? v / 1000 : 1;
-    default: return 0;
-    }
-}
-
 /* gRPC deadlines are honoured by default: a call with grpc-timeout ends
  * with DEADLINE_EXCEEDED at the smaller of it and the route timeout. */
 static void start_grpc_deadline(tg_exchange_t *ex)
 {
-    uint64_t us = parse_grpc_timeout(tg_headers_get(&ex->req.headers, "grpc-timeout"));
-    if (us == 0)
-        return;
+    const tg_header_t *h = tg_headers_get(&ex->req.headers, "grpc-timeout");
+    uint64_t us;
+    if (h == NULL || tg_grpc_parse_timeout(h->value, h->value_len, &us) < 0)
+        return; /* none, or malformed: no deadline of the client's */
     uint64_t route_us = ex->route->timeout_ms * 1000;
     if (route_us && route_us < us)
         us = route_us;

@@ -43,3 +43,26 @@ int tg_grpc_content_type(const char *ct)
     char c = ct[16];
     return c == '\0' || c == '+' || c == ';';
 }
+
+int tg_grpc_parse_timeout(const char *v, size_t len, uint64_t *us)
+{
+    if (len < 2 || len > 9)
+        return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        n = n * 10 + (uint64_t)(v[i] - '0'); /* 8 digits: at most 99999999 */
+    }
+    switch (v[len - 1]) {
+    case 'H': n *= 3600000000ULL; break; /* at most 3.6e17: no overflow */
+    case 'M': n *= 60000000ULL; break;
+    case 'S': n *= 1000000ULL; break;
+    case 'm': n *= 1000ULL; break;
+    case 'u': break;
+    case 'n': n /= 1000; break;
+    default: return -1;
+    }
+    *us = n ? n : 1;
+    return 0;
+}

@@ -8,6 +8,7 @@
 #ifndef TG_PROXY_GRPC_FRAMES_H
 #define TG_PROXY_GRPC_FRAMES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct evbuffer;
@@ -24,6 +25,12 @@ typedef struct tg_grpc_frames {
 /* Walks the next piece of a request body. Returns 0, or -1 as soon as a
  * message prefix declares more than max bytes. */
 int tg_grpc_frames_check(tg_grpc_frames_t *st, struct evbuffer *piece, uint64_t max);
+
+/* A grpc-timeout header value (the gRPC over HTTP/2 spec: 1 to 8 ASCII
+ * digits, then a unit: H M S m u n) in microseconds; a timeout shorter
+ * than 1 us (0 of any unit, or under 1000n) is 1 us: already due.
+ * Returns 0, or -1 if the value is malformed. */
+int tg_grpc_parse_timeout(const char *v, size_t len, uint64_t *us);
 
 /* Is this content-type gRPC proper ("application/grpc", "+proto" and the
  * like, or with parameters), not gRPC-Web or anything else that merely
