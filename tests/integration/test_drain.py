@@ -109,6 +109,36 @@ class DrainTest(unittest.TestCase):
         self.assertTrue(ends and ends[0] > goaways[0], frames)
         self.assertEqual(gw.proc.p.wait(10), 0)
 
+    def test_ready_is_503_while_draining(self):
+        """Load balancers stop sending as soon as the drain starts: /ready
+        turns 503 while a request still finishes; /healthz stays 200."""
+        port, admin = harness.free_port(), harness.free_port()
+        cfg = harness.simple_config(port, [f"127.0.0.1:{self.app.port}"]).replace(
+            "drain_timeout: 10s", f"drain_timeout: 10s\nadmin: {{ listen: 127.0.0.1:{admin} }}")
+        gw = harness.Gateway(cfg, port=port)
+        probe = lambda p: requests.get(f"http://127.0.0.1:{admin}{p}", timeout=5)  # noqa: E731
+        self.assertEqual((probe("/ready").status_code, probe("/ready").json()), (200, {"ready": True}))
+        before, result = self.slow_started(), {}
+
+        def slow():
+            result["r"] = requests.get(gw.url("/slow?delay=2"), timeout=15)
+        t = threading.Thread(target=slow)
+        t.start()
+        self.wait_slow_started(before + 1)
+        gw.proc.p.send_signal(signal.SIGTERM)
+        deadline, r = time.time() + 5, None
+        while time.time() < deadline:
+            r = probe("/ready")
+            if r.status_code == 503:
+                break
+            time.sleep(0.02)
+        self.assertEqual((r.status_code, r.json()), (503, {"ready": False}))
+        self.assertEqual(probe("/healthz").status_code, 200)
+        self.assertNotIn("r", result)  # said while the request was still in flight
+        t.join(15)
+        self.assertEqual(result["r"].status_code, 200)
+        self.assertEqual(gw.proc.p.wait(15), 0)
+
     def test_drain_timeout_cuts_long_requests(self):
         gw, port = self.start(drain="500ms")
         done = {}

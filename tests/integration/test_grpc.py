@@ -495,6 +495,12 @@ clusters:
             self.assertNotIn("AddressSanitizer", out)
 
 
+def tg_timeout_us(v):
+    """A grpc-timeout value in microseconds."""
+    unit = {"H": 3600e6, "M": 60e6, "S": 1e6, "m": 1e3, "u": 1, "n": 1e-3}[v[-1]]
+    return int(v[:-1]) * unit
+
+
 class ScriptedH2Backend:
     """A raw HTTP/2 backend (h2 library, one thread per connection) whose
     behaviour a test chooses: `plan(conn_index, stream_id, conn, send)` is
@@ -511,6 +517,7 @@ class ScriptedH2Backend:
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self.errors = []
+        self.requests = []  # (time, headers dict) of each request, in arrival order
         self.stop_flag = False
         threading.Thread(target=self.accept, daemon=True).start()
 
@@ -546,6 +553,7 @@ class ScriptedH2Backend:
                     events = conn.receive_data(data)
                 for ev in events:
                     if isinstance(ev, h2.events.RequestReceived):
+                        self.requests.append((time.time(), dict(ev.headers)))
                         if self.freeze:  # a hung server: stops reading (and answering PINGs)
                             time.sleep(30)
                             return
@@ -759,6 +767,38 @@ clusters: [{{ name: c, protocol: h2c, connect_timeout: 300ms, endpoints: [127.0.
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 self.assertEqual(ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=10), b"second time")
             self.assertEqual(len(calls), 2)
+        finally:
+            b.close()
+            self.finish(gw)
+
+    def test_retries_stay_within_the_deadline(self):
+        """Every attempt answers UNAVAILABLE; with a 1 s grpc-timeout and up
+        to 10 attempts 300 ms apart, the call ends DEADLINE_EXCEEDED at the
+        deadline (not after 10 attempts), and each attempt forwards the
+        time that is left, less at each try."""
+        def plan(index, sid, conn, send, lock):
+            with lock:
+                conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                        ("grpc-status", "14"), ("grpc-message", "try later")], end_stream=True)
+            send()
+        b = ScriptedH2Backend(plan)
+        gw, port = self.gateway_for(b.port, extra=""", filters: [{ retry: { attempts: 10, on: [unavailable],
+                                           backoff: { base: 300ms, max: 300ms }, methods: [POST] } }]""")
+        try:
+            t0 = time.time()
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                with self.assertRaises(grpc.RpcError) as cm:
+                    ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=1)
+            took = time.time() - t0
+            self.assertIn(cm.exception.code(), (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE))
+            self.assertLess(took, 3)  # 10 attempts would take up to 2.7 s of backoff alone
+            self.assertGreaterEqual(len(b.requests), 1)
+            self.assertLess(len(b.requests), 10)
+            left = [tg_timeout_us(h["grpc-timeout"]) for _, h in b.requests]
+            self.assertTrue(all(0 < x <= 1_000_000 for x in left), left)
+            self.assertEqual(left, sorted(left, reverse=True))  # what is left shrinks
+            for (t, h) in b.requests:  # no attempt starts after the deadline
+                self.assertLess(t - t0, 1.0 + 0.5)
         finally:
             b.close()
             self.finish(gw)

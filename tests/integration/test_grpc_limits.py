@@ -70,6 +70,28 @@ clusters:
             self.ch.stream_unary(SVC + "ClientStream")(iter([part, b"y" * (101 * 1024)]), timeout=30, metadata=md)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
+    def test_limit_is_on_the_message_as_sent(self):
+        """With grpc-encoding gzip the limit applies to each message as it
+        travels (compressed): 200 KiB of zeros compress far under the 100 KiB
+        limit and pass (the backend decompresses and echoes them); 200 KiB of
+        random bytes do not compress and are refused. Bounding the
+        decompressed size is the backend's own receive limit."""
+        md = (("x-target", "small"),)
+        echo = self.ch.unary_unary(SVC + "Echo")
+        zeros = b"\0" * (200 * 1024)
+        self.assertEqual(echo(zeros, timeout=30, metadata=md, compression=grpc.Compression.Gzip), zeros)
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(os.urandom(200 * 1024), timeout=30, metadata=md, compression=grpc.Compression.Gzip)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_response_messages_are_not_limited_by_the_gateway(self):
+        """The request limits do not touch responses: a 6 MiB response
+        message (over the 4 MiB default request limit) reaches a client
+        that accepts it."""
+        msgs = list(self.ch.unary_stream(SVC + "ServerStream")(b"2,%d" % (6 * MIB), timeout=30))
+        self.assertEqual([len(m) for m in msgs], [6 * MIB, 6 * MIB])
+        self.assertEqual((msgs[0][:1], msgs[1][:1]), (b"\x00", b"\x01"))
+
     def curl_h2(self, method, content_type, size):
         with tempfile.NamedTemporaryFile() as f:
             f.write(b"\0" * size)
