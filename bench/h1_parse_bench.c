@@ -1,6 +1,6 @@
 /*
  * bench/h1_parse_bench.c — nanoseconds per request head for tollgate's
- * HTTP/1.1 parser (proxy/h1_parse.c) and, when built with
+ * HTTP/1.1 parser (proxy/base/h1_parse.c) and, when built with
  * -DWITH_HTTP_PARSER, for Debian's http-parser, on three heads: a curl
  * request, a browser request with cookies, and a 40-header API request.
  *
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "proxy/h1_parse.h"
+#include "proxy/base/h1_parse.h"
 
 #ifdef WITH_HTTP_PARSER
 #include <http_parser.h>

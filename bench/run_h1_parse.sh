@@ -14,5 +14,5 @@ if [ -f /usr/include/http_parser.h ]; then
 else
   echo "(libhttp-parser-dev not installed: tollgate's parser only)" >&2
 fi
-cc -O2 -std=gnu11 -D_GNU_SOURCE -I. bench/h1_parse_bench.c proxy/h1_parse.c -o "$out/h1_parse_bench" "${extra[@]}"
+cc -O2 -std=gnu11 -D_GNU_SOURCE -I. bench/h1_parse_bench.c proxy/base/h1_parse.c -o "$out/h1_parse_bench" "${extra[@]}"
 taskset -c 0 "$out/h1_parse_bench"

@@ -3,7 +3,6 @@
  * error list the loader fills. See config.h.
  */
 #include "config/config.h"
-#include "filters/filter.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,16 +62,16 @@ static void free_rules(tg_header_rules_t *r)
     free_strs(r->remove, r->n_remove);
 }
 
-static void free_filters(tg_filter_list_t *l)
+static void free_filters(const tg_config_t *c, tg_filter_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        l->v[i].type->destroy(l->v[i].conf);
+        c->filter_registry->destroy(l->v[i].type, l->v[i].conf);
     free(l->v);
 }
 
-static void free_route(tg_route_conf_t *r)
+static void free_route(const tg_config_t *c, tg_route_conf_t *r)
 {
-    free_filters(&r->filters);
+    free_filters(c, &r->filters);
     free(r->name);
     free(r->listeners);
     free(r->match.host);
@@ -133,7 +132,7 @@ static void config_free(tg_config_t *c)
     }
     free(c->listeners);
     for (size_t i = 0; i < c->n_routes; i++)
-        free_route(&c->routes[i]);
+        free_route(c, &c->routes[i]);
     free(c->routes);
     for (size_t i = 0; i < c->n_clusters; i++) {
         tg_cluster_conf_t *cl = &c->clusters[i];
@@ -149,7 +148,7 @@ static void config_free(tg_config_t *c)
         free_tls_client(&cl->tls);
     }
     free(c->clusters);
-    free_filters(&c->filters);
+    free_filters(c, &c->filters);
     free(c->trusted_proxies);
     free(c->admin.listen);
     free(c->admin.host);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "config/value.h"
+#include "proxy/base/http.h"
 
 /* A list of "file:line:col: message" strings. */
 typedef struct tg_errors {
@@ -23,6 +24,23 @@ typedef struct tg_errors {
 
 void tg_errors_add(tg_errors_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tg_errors_free(tg_errors_t *e);
+
+/* Most filters in one chain: the global list plus the route's own. */
+#define TG_FILTER_MAX_PER_CHAIN 32
+
+struct tg_node;
+
+/* The filter kinds a config may use. The loader knows none itself: whoever
+ * loads a config hands it a registry (filters/filter.c has the built-in
+ * one, tg_filters_registry()), through which each `- name: {...}` entry is
+ * found by name, parsed and, with its config, freed. So config/ never
+ * includes a filter header. */
+typedef struct tg_filter_registry {
+    const struct tg_filter_type *(*find)(const char *name);
+    const char *(*names)(void); /* "auth, rate_limit, ..." for error messages */
+    void *(*create)(const struct tg_filter_type *type, struct tg_node *node, const char *config_path);
+    void (*destroy)(const struct tg_filter_type *type, void *conf);
+} tg_filter_registry_t;
 
 /* A configured filter: its type (filters/filter.h) and the config its
  * create() returned. */
@@ -35,21 +53,6 @@ typedef struct tg_filter_list {
     tg_filter_instance_t *v;
     size_t n;
 } tg_filter_list_t;
-
-typedef struct tg_kv {
-    char *name;
-    char *value;
-} tg_kv_t;
-
-/* request_headers / response_headers: applied in the order remove, set, add. */
-typedef struct tg_header_rules {
-    tg_kv_t *add;
-    size_t n_add;
-    tg_kv_t *set;
-    size_t n_set;
-    char **remove;
-    size_t n_remove;
-} tg_header_rules_t;
 
 typedef enum {
     TG_PATH_ANY = 0,
@@ -241,6 +244,7 @@ typedef struct tg_admin_conf {
 typedef struct tg_config {
     atomic_int refs;
     char *path;
+    const tg_filter_registry_t *filter_registry; /* what made (and frees) the filter configs; NULL: none */
     char *document;           /* the file as loaded, as JSON: ${VAR}s expanded, secrets "<redacted>" (/config) */
     tg_admin_conf_t admin;
     unsigned workers;         /* 0 = auto (one per CPU) */
@@ -290,11 +294,13 @@ typedef struct tg_config {
 #define TG_DEFAULT_H2_KEEPALIVE_TIMEOUT_MS 10000
 
 /* Loads and validates path. Returns a snapshot with one reference, or NULL
- * with every problem appended to errs as "file:line:col: message". */
-tg_config_t *tg_config_load(const char *path, tg_errors_t *errs);
+ * with every problem appended to errs as "file:line:col: message".
+ * filters: the filter kinds `filters:` entries may name (NULL: none). */
+tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs);
 
 /* Same, from a string (used by unit tests); name is used in messages. */
-tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, tg_errors_t *errs);
+tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, const tg_filter_registry_t *filters,
+                                   tg_errors_t *errs);
 
 tg_config_t *tg_config_ref(tg_config_t *c);
 /* Drops a reference; the last one frees the snapshot. Thread-safe. */

@@ -11,7 +11,6 @@
 #include "config/config.h"
 #include "config/node.h"
 #include "config/value.h"
-#include "filters/filter.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -24,6 +23,7 @@
 
 typedef struct loader {
     yaml_document_t doc;
+    const tg_filter_registry_t *filters; /* the filter kinds entries may name; NULL: none */
     const char *file;
     tg_errors_t *errs;
     tg_config_t *cfg;
@@ -465,6 +465,11 @@ void tg_node_error(tg_node_t *n, const char *fmt, ...)
 /* ---- filters ---- */
 
 /* `filters:` is a list of one-key mappings, `- name: { its config }`. */
+static const char *filter_names(const loader_t *ld)
+{
+    return ld->filters != NULL ? ld->filters->names() : "none";
+}
+
 static int load_filters(loader_t *ld, yaml_node_t *n, const char *what, tg_filter_list_t *out)
 {
     if (expect_type(ld, n, YAML_SEQUENCE_NODE, what) < 0)
@@ -481,22 +486,23 @@ static int load_filters(loader_t *ld, yaml_node_t *n, const char *what, tg_filte
     for (size_t i = 0; i < len; i++) {
         yaml_node_t *item = node_at(ld, n->data.sequence.items.start[i]);
         if (item->type != YAML_MAPPING_NODE || item->data.mapping.pairs.top - item->data.mapping.pairs.start != 1) {
-            err_at(ld, item, "%s: each filter is a mapping with one key, its name (%s)", what, tg_filter_names());
+            err_at(ld, item, "%s: each filter is a mapping with one key, its name (%s)", what, filter_names(ld));
             rc = -1;
             continue;
         }
         yaml_node_pair_t *p = item->data.mapping.pairs.start;
         yaml_node_t *k = node_at(ld, p->key);
-        const tg_filter_type_t *type =
-            k->type == YAML_SCALAR_NODE ? tg_filter_find((const char *)k->data.scalar.value) : NULL;
+        const struct tg_filter_type *type = k->type == YAML_SCALAR_NODE && ld->filters != NULL
+                                                ? ld->filters->find((const char *)k->data.scalar.value)
+                                                : NULL;
         if (type == NULL) {
             err_at(ld, k, "unknown filter '%s' (known: %s)",
-                   k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?", tg_filter_names());
+                   k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?", filter_names(ld));
             rc = -1;
             continue;
         }
         tg_node_t node = { ld, node_at(ld, p->value) };
-        void *conf = type->create(&node, ld->file);
+        void *conf = ld->filters->create(type, &node, ld->file);
         if (conf == NULL) {
             ld->failed = 1;
             rc = -1;
@@ -1617,9 +1623,10 @@ static char *render_document(loader_t *ld)
     return buf;
 }
 
-static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t *errs)
+static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_filter_registry_t *filters,
+                                tg_errors_t *errs)
 {
-    loader_t ld = { .file = name, .errs = errs };
+    loader_t ld = { .file = name, .errs = errs, .filters = filters };
     if (!yaml_parser_load(p, &ld.doc)) {
         tg_errors_add(errs, "%s:%zu:%zu: YAML syntax error: %s%s%s", name, p->problem_mark.line + 1,
                       p->problem_mark.column + 1, p->problem ? p->problem : "unknown",
@@ -1641,6 +1648,7 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t 
         return NULL;
     }
     atomic_init(&ld.cfg->refs, 1);
+    ld.cfg->filter_registry = filters;
     ld.cfg->path = strdup(name);
     ld.cfg->drain_timeout_ms = TG_DEFAULT_DRAIN_TIMEOUT_MS;
     ld.cfg->paths.merge_slashes = 1;
@@ -1661,7 +1669,8 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, tg_errors_t 
     return ld.cfg;
 }
 
-tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, tg_errors_t *errs)
+tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, const tg_filter_registry_t *filters,
+                                   tg_errors_t *errs)
 {
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) {
@@ -1669,12 +1678,12 @@ tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t le
         return NULL;
     }
     yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
-    tg_config_t *c = load_parser(&p, name, errs);
+    tg_config_t *c = load_parser(&p, name, filters, errs);
     yaml_parser_delete(&p);
     return c;
 }
 
-tg_config_t *tg_config_load(const char *path, tg_errors_t *errs)
+tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -1688,7 +1697,7 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs)
         return NULL;
     }
     yaml_parser_set_input_file(&p, f);
-    tg_config_t *c = load_parser(&p, path, errs);
+    tg_config_t *c = load_parser(&p, path, filters, errs);
     yaml_parser_delete(&p);
     fclose(f);
     return c;

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 
 #define SLOTS 256
 #define WAKE_BYTES (64 * 1024)

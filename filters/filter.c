@@ -35,6 +35,22 @@ const tg_filter_type_t *tg_filter_find(const char *name)
     return NULL;
 }
 
+static void *registry_create(const tg_filter_type_t *type, tg_node_t *node, const char *config_path)
+{
+    return type->create(node, config_path);
+}
+
+static void registry_destroy(const tg_filter_type_t *type, void *conf)
+{
+    type->destroy(conf);
+}
+
+const tg_filter_registry_t *tg_filters_registry(void)
+{
+    static const tg_filter_registry_t reg = { tg_filter_find, tg_filter_names, registry_create, registry_destroy };
+    return &reg;
+}
+
 const char *tg_filter_names(void)
 {
     return "auth, rate_limit, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit";

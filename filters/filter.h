@@ -31,7 +31,7 @@
 
 #include "config/config.h"
 #include "config/node.h"
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
 struct evbuffer;
 
@@ -41,7 +41,6 @@ typedef enum {
     TG_FILTER_PAUSE = 2,
 } tg_filter_status_t;
 
-#define TG_FILTER_MAX_PER_CHAIN 32
 
 /* What a filter sees of an exchange. */
 typedef struct tg_filter_exchange {
@@ -132,6 +131,8 @@ typedef struct tg_filter_type {
 const tg_filter_type_t *tg_filter_find(const char *name);
 /* "auth, rate_limit, ..." for error messages. */
 const char *tg_filter_names(void);
+/* The built-in filters as the config loader takes them (immutable). */
+const tg_filter_registry_t *tg_filters_registry(void);
 
 /* Runs the request hooks of the global chain then the route's, from chain
  * index `from` (0 at first). Returns at the first REPLY or PAUSE (then

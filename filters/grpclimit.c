@@ -1,12 +1,12 @@
 /*
  * filters/grpclimit.c — see grpclimit.h. Per-exchange state (arena): where
- * the walk of the framing is (proxy/grpc_frames.h).
+ * the walk of the framing is (proxy/base/grpc_frames.h).
  */
 #include "filters/grpclimit.h"
 
 #include <stdlib.h>
 
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 
 typedef struct grpc_limit {
     uint64_t max;

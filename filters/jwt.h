@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "config/node.h"
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 
 typedef struct tg_jwt_conf tg_jwt_conf_t;
 

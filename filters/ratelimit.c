@@ -35,7 +35,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
-#include "proxy/siphash.h"
+#include "proxy/base/siphash.h"
 
 #define SHARDS 256
 #define EVICT_SCAN 16 /* LRU entries looked at for one that may be evicted */

@@ -15,9 +15,9 @@
 #include <sys/queue.h>
 #include <unistd.h>
 
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 #include "proxy/h1_codec.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/sock.h"
 
 #define ADMIN_MAX_HEADER (16 * 1024)

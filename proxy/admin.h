@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
 struct event_base;
 struct evbuffer;

@@ -34,7 +34,7 @@
 #include "proxy/h1_codec.h"
 #include "proxy/h2_client.h"
 #include "proxy/health.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/path.h"
 #include "proxy/router.h"
 #include "proxy/sock.h"

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 #include "proxy/worker.h"
 
 struct evbuffer;

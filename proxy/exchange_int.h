@@ -17,7 +17,7 @@
 #include "filters/retry.h"
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 #include "proxy/h1_codec.h"
 #include "proxy/h2_client.h"
 #include "proxy/upstream.h"

@@ -17,7 +17,7 @@
 #include <strings.h>
 
 #include "proxy/health.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 

@@ -2,7 +2,7 @@
  * proxy/h1_codec.h — HTTP/1.x message framing on evbuffers, for both the
  * downstream server and the upstream client.
  *
- * Reading a head: our parser (proxy/h1_parse.h) runs over the input as it
+ * Reading a head: our parser (proxy/base/h1_parse.h) runs over the input as it
  * arrives, in place: over the first buffer segment when the head fits in
  * it (the usual case: no copy at all while parsing), else over a
  * linearized prefix, resuming where the last read stopped. Once the head
@@ -20,8 +20,8 @@
 
 #include <sys/types.h>
 
-#include "proxy/h1_parse.h"
-#include "proxy/http.h"
+#include "proxy/base/h1_parse.h"
+#include "proxy/base/http.h"
 
 struct evbuffer;
 

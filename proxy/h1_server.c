@@ -16,7 +16,7 @@
 #include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
 #include "proxy/h2_server.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "tls/context.h"

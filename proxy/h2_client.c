@@ -25,7 +25,7 @@
 #include "proxy/exchange.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"

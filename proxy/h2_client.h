@@ -28,7 +28,7 @@
 #include <sys/types.h>
 
 #include "proxy/cluster.h"
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 #include "proxy/worker.h"
 
 struct evbuffer;

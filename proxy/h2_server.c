@@ -27,10 +27,10 @@
 #include <time.h>
 
 #include "proxy/exchange.h"
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
 

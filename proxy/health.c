@@ -11,9 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 #include "proxy/h1_codec.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
 

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/process.h"
 
 static void usage(FILE *f)

@@ -21,7 +21,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 
 /* Normalizes the path of an origin-form target (path and query). On 0,
  * *out is the normalized target (NUL-terminated, in a) and *path_len the

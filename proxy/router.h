@@ -8,7 +8,7 @@
 #define TG_PROXY_ROUTER_H
 
 #include "config/config.h"
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
 /* Returns the matching route or NULL (404). path is req->target's path
  * part; regexes see it NUL-terminated through scratch (arena). */

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "filters/filter.h"
 #include "proxy/stats.h"
 
 void tg_registries_free(tg_registries_t *r)
@@ -75,7 +76,7 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
     tg_registries_t scratch = { 0 };
     tg_registries_t *r = regs ? regs : &scratch;
     tg_snapshot_t *s = NULL;
-    tg_config_t *cfg = tg_config_load(path, errs);
+    tg_config_t *cfg = tg_config_load(path, tg_filters_registry(), errs);
     if (cfg == NULL)
         goto out;
     s = calloc(1, sizeof(*s));

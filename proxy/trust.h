@@ -20,7 +20,7 @@
 #define TG_PROXY_TRUST_H
 
 #include "config/config.h"
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
 typedef struct tg_trust {
     char **headers;   /* lowercase names, no duplicates */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/stats.h"
 
 int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots)

@@ -19,7 +19,7 @@
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
 #include "proxy/h2mem.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"

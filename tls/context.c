@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 
 typedef struct sni_name {
     char *name;          /* lowercase; for a wildcard, the suffix ".example.com" */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "filters/filter.h"
 #include "filters/accesslog.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -21,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     tg_errors_t errs = { 0 };
-    tg_config_t *c = tg_config_load_string("fuzz.yaml", (const char *)data, size, &errs);
+    tg_config_t *c = tg_config_load_string("fuzz.yaml", (const char *)data, size, tg_filters_registry(), &errs);
     tg_config_unref(c);
     tg_errors_free(&errs);
     return 0;

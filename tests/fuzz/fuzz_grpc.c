@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 
 static int reference_timeout(const uint8_t *v, size_t len, uint64_t *us)
 {

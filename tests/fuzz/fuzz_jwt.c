@@ -61,7 +61,7 @@ static void setup(void)
                      "scopes: [s], keys: [{ file: %s/rsa.pem, kid: r1 }, { file: %s/ec.pem, kid: e1 }] } } }]\n",
                      dir, dir);
     tg_errors_t errs = { 0 };
-    cfg = tg_config_load_string("j.yaml", yaml, (size_t)n, &errs);
+    cfg = tg_config_load_string("j.yaml", yaml, (size_t)n, tg_filters_registry(), &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "fuzz_jwt: %s\n", errs.msgs[i]);
     tg_errors_free(&errs);
@@ -81,7 +81,7 @@ static void load_keys(const char *what, const uint8_t *data, size_t size)
                      "filters: [{ auth: { jwt: { %s } } }]\n",
                      what);
     tg_errors_t errs = { 0 };
-    tg_config_t *c = tg_config_load_string("k.yaml", yaml, (size_t)n, &errs);
+    tg_config_t *c = tg_config_load_string("k.yaml", yaml, (size_t)n, tg_filters_registry(), &errs);
     tg_errors_free(&errs);
     if (c != NULL)
         tg_config_unref(c);

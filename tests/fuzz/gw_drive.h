@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "proxy/health.h"
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 

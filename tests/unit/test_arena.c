@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 
 static void test_alloc_reset(void **state)
 {

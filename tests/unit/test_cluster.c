@@ -12,12 +12,13 @@
 #include <cmocka.h>
 
 #include "proxy/cluster.h"
+#include "filters/filter.h"
 #include "proxy/health.h"
 
 static tg_config_t *load(const char *yaml)
 {
     tg_errors_t errs = { 0 };
-    tg_config_t *c = tg_config_load_string("c.yaml", yaml, strlen(yaml), &errs);
+    tg_config_t *c = tg_config_load_string("c.yaml", yaml, strlen(yaml), tg_filters_registry(), &errs);
     tg_errors_free(&errs);
     return c;
 }

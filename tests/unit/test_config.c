@@ -10,10 +10,11 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "filters/filter.h"
 
 static tg_config_t *load(const char *yaml, tg_errors_t *errs)
 {
-    return tg_config_load_string("t.yaml", yaml, strlen(yaml), errs);
+    return tg_config_load_string("t.yaml", yaml, strlen(yaml), tg_filters_registry(), errs);
 }
 
 /* Loading must fail, and some error must contain `want`. */
@@ -331,7 +332,7 @@ static void test_several_errors_reported(void **state)
 static void test_missing_file(void **state)
 {
     tg_errors_t errs = { 0 };
-    assert_null(tg_config_load("/nonexistent/tollgate.yaml", &errs));
+    assert_null(tg_config_load("/nonexistent/tollgate.yaml", tg_filters_registry(), &errs));
     assert_int_equal(errs.n, 1);
     assert_non_null(strstr(errs.msgs[0], "/nonexistent/tollgate.yaml: cannot open"));
     tg_errors_free(&errs);

@@ -144,7 +144,7 @@ static tg_config_t *load_jwt(const char *jwt_block, const tg_jwt_conf_t **jc)
     snprintf(yaml, sizeof(yaml), "listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
                                  "filters: [{ auth: { jwt: %s } }]\n", jwt_block);
     tg_errors_t errs = { 0 };
-    tg_config_t *cfg = tg_config_load_string("j.yaml", yaml, strlen(yaml), &errs);
+    tg_config_t *cfg = tg_config_load_string("j.yaml", yaml, strlen(yaml), tg_filters_registry(), &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.msgs[i]);
     tg_errors_free(&errs);

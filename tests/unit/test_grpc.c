@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 
 static void put_message(unsigned char *out, uint32_t len)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
 static void add(tg_headers_t *h, tg_arena_t *a, const char *n, const char *v)
 {

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "proxy/router.h"
+#include "filters/filter.h"
 
 static const char *YAML =
     "listeners:\n"
@@ -32,7 +33,7 @@ static tg_config_t *cfg;
 static int setup(void **state)
 {
     tg_errors_t errs = { 0 };
-    cfg = tg_config_load_string("r.yaml", YAML, strlen(YAML), &errs);
+    cfg = tg_config_load_string("r.yaml", YAML, strlen(YAML), tg_filters_registry(), &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.msgs[i]);
     tg_errors_free(&errs);

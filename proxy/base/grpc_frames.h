@@ -1,12 +1,12 @@
 /*
- * proxy/grpc_frames.h — the gRPC length-prefixed message framing of a
+ * proxy/base/grpc_frames.h — the gRPC length-prefixed message framing of a
  * request body, walked as the body streams (RFC-less: the gRPC over HTTP/2
  * spec: 1 byte compressed flag, 4 bytes big-endian length, the message).
  * Nothing is copied but the 5-byte prefixes, which may straddle pieces.
  * State per exchange; pure functions.
  */
-#ifndef TG_PROXY_GRPC_FRAMES_H
-#define TG_PROXY_GRPC_FRAMES_H
+#ifndef TG_BASE_GRPC_FRAMES_H
+#define TG_BASE_GRPC_FRAMES_H
 
 #include <stddef.h>
 #include <stdint.h>

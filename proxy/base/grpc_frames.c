@@ -1,7 +1,7 @@
 /*
- * proxy/grpc_frames.c — see grpc_frames.h.
+ * proxy/base/grpc_frames.c — see grpc_frames.h.
  */
-#include "proxy/grpc_frames.h"
+#include "proxy/base/grpc_frames.h"
 
 #include <event2/buffer.h>
 #include <strings.h>

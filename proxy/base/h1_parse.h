@@ -1,5 +1,5 @@
 /*
- * proxy/h1_parse.h — tollgate's own HTTP/1.1 message parser (RFC 9112,
+ * proxy/base/h1_parse.h — tollgate's own HTTP/1.1 message parser (RFC 9112,
  * RFC 9110), for requests and responses alike.
  *
  * Strict: one rule set for the head, chunk lines and trailers. CRLF is the
@@ -34,8 +34,8 @@
  * The parser allocates nothing and depends on nothing but libc. A parser
  * belongs to one connection; it is not thread-safe.
  */
-#ifndef TG_PROXY_H1_PARSE_H
-#define TG_PROXY_H1_PARSE_H
+#ifndef TG_BASE_H1_PARSE_H
+#define TG_BASE_H1_PARSE_H
 
 #include <stddef.h>
 #include <stdint.h>

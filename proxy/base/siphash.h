@@ -1,10 +1,10 @@
 /*
- * proxy/siphash.h — SipHash-2-4 (Aumasson and Bernstein), the keyed hash
+ * proxy/base/siphash.h — SipHash-2-4 (Aumasson and Bernstein), the keyed hash
  * for tables whose keys a client chooses: without the 128-bit secret key,
  * nobody can aim many keys at one bucket or one lock. Pure function.
  */
-#ifndef TG_PROXY_SIPHASH_H
-#define TG_PROXY_SIPHASH_H
+#ifndef TG_BASE_SIPHASH_H
+#define TG_BASE_SIPHASH_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,9 +1,9 @@
 /*
- * proxy/http.c — header list and the proxy's header rules. See http.h.
+ * proxy/base/http.c — header list and the proxy's header rules. See http.h.
  */
-#include "proxy/http.h"
+#include "proxy/base/http.h"
 
-#include "proxy/h1_parse.h"
+#include "proxy/base/h1_parse.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * proxy/h1_parse.c — strict, incremental, zero-copy HTTP/1.1 parsing.
+ * proxy/base/h1_parse.c — strict, incremental, zero-copy HTTP/1.1 parsing.
  * See h1_parse.h for the contract.
  *
  * Each state of the head machine owns a tight loop over the bytes it
@@ -9,7 +9,7 @@
  * decided from the fields as each one completes, while its bytes are
  * still in cache.
  */
-#include "proxy/h1_parse.h"
+#include "proxy/base/h1_parse.h"
 
 #include <string.h>
 

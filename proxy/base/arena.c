@@ -1,7 +1,7 @@
 /*
- * proxy/arena.c — see arena.h.
+ * proxy/base/arena.c — see arena.h.
  */
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
 
 #include <stdlib.h>
 #include <string.h>

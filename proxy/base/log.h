@@ -1,12 +1,12 @@
 /*
- * proxy/log.h — leveled logging to stderr. The level is set once at start
+ * proxy/base/log.h — leveled logging to stderr. The level is set once at start
  * (before any worker starts) and only read afterwards. One fprintf per line,
  * so lines from different threads never interleave. Info and warn lines
  * are rate-limited per thread (TG_LOG_BURST a second), with a count of
  * what was held back: a client or an upstream cannot flood the log.
  */
-#ifndef TG_PROXY_LOG_H
-#define TG_PROXY_LOG_H
+#ifndef TG_BASE_LOG_H
+#define TG_BASE_LOG_H
 
 typedef enum { TG_LOG_DEBUG = 0, TG_LOG_INFO, TG_LOG_WARN, TG_LOG_ERROR } tg_log_level_t;
 

@@ -1,7 +1,7 @@
 /*
- * proxy/log.c — see log.h.
+ * proxy/base/log.c — see log.h.
  */
-#include "proxy/log.h"
+#include "proxy/base/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

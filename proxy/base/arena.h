@@ -1,12 +1,12 @@
 /*
- * proxy/arena.h — a bump allocator for per-exchange memory (request and
+ * proxy/base/arena.h — a bump allocator for per-exchange memory (request and
  * response heads, header arrays, scratch strings). Everything allocated
  * from an arena is freed together by tg_arena_reset() when the exchange
  * ends; the first block is kept so a recycled exchange allocates nothing
  * for a typical request. Single-threaded: an arena belongs to one worker.
  */
-#ifndef TG_PROXY_ARENA_H
-#define TG_PROXY_ARENA_H
+#ifndef TG_BASE_ARENA_H
+#define TG_BASE_ARENA_H
 
 #include <stddef.h>
 

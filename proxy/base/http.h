@@ -1,5 +1,5 @@
 /*
- * proxy/http.h — the protocol-neutral HTTP message model shared by the
+ * proxy/base/http.h — the protocol-neutral HTTP message model shared by the
  * downstream and upstream codecs and the exchange: request and response
  * heads, an ordered header list, and the header rules a proxy applies
  * (hop-by-hop removal, forwarding headers, route header edits).
@@ -7,16 +7,31 @@
  * Strings in a message point into the owning exchange's arena and are
  * NUL-terminated; a message lives exactly as long as its exchange.
  */
-#ifndef TG_PROXY_HTTP_H
-#define TG_PROXY_HTTP_H
+#ifndef TG_BASE_HTTP_H
+#define TG_BASE_HTTP_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
-#include "config/config.h"
-#include "proxy/arena.h"
+#include "proxy/base/arena.h"
+
+typedef struct tg_kv {
+    char *name;
+    char *value;
+} tg_kv_t;
+
+/* request_headers / response_headers (routes, the headers filter): applied
+ * in the order remove, set, add. Owned by the config that holds them. */
+typedef struct tg_header_rules {
+    tg_kv_t *add;
+    size_t n_add;
+    tg_kv_t *set;
+    size_t n_set;
+    char **remove;
+    size_t n_remove;
+} tg_header_rules_t;
 
 typedef struct tg_header {
     const char *name;

@@ -1,8 +1,8 @@
 /*
- * proxy/siphash.c — SipHash-2-4, written from the paper ("SipHash: a fast
+ * proxy/base/siphash.c — SipHash-2-4, written from the paper ("SipHash: a fast
  * short-input PRF", 2012). See siphash.h.
  */
-#include "proxy/siphash.h"
+#include "proxy/base/siphash.h"
 
 #include <string.h>
 #include <sys/random.h>
