@@ -338,7 +338,7 @@ static tg_filter_status_t deny(tg_filter_exchange_t *fx, auth_conf_t *c, int sta
 {
     fx->reply_status = status;
     fx->reply_message = msg;
-    fx->auth_failed = 1;
+    fx->outcomes |= 1u << TG_OUTCOME_AUTH_FAILED;
     if (status == 401)
         tg_headers_add(&fx->reply_headers, fx->arena, "www-authenticate", 16, c->challenge, strlen(c->challenge));
     return TG_FILTER_REPLY;

@@ -4,6 +4,7 @@
  */
 #include "filters/filter.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "filters/accesslog.h"
@@ -172,4 +173,50 @@ void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg)
         for (size_t j = 0; j < old_cfg->n_routes; j++)
             if (strcmp(new_cfg->routes[i].name, old_cfg->routes[j].name) == 0)
                 inherit_list(&new_cfg->routes[i].filters, &old_cfg->routes[j].filters);
+}
+
+/* ---- retry policies ---- */
+
+static const tg_retry_policy_t *chain_policy(const tg_filter_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].type->retry_policy != NULL)
+            return l->v[i].type->retry_policy(l->v[i].conf);
+    return NULL;
+}
+
+const tg_retry_policy_t *tg_filters_retry_policy(const tg_filter_list_t *global, const tg_filter_list_t *route)
+{
+    const tg_retry_policy_t *p = chain_policy(route);
+    return p ? p : chain_policy(global);
+}
+
+int tg_retry_method_allowed(const tg_retry_policy_t *p, const char *method)
+{
+    for (size_t i = 0; i < p->n_methods; i++)
+        if (strcmp(p->methods[i], method) == 0)
+            return 1;
+    return 0;
+}
+
+uint64_t tg_retry_backoff_ms(const tg_retry_policy_t *p, unsigned n, uint64_t random)
+{
+    uint64_t cap = p->base_ms;
+    for (unsigned i = 1; i < n && cap < p->max_ms; i++)
+        cap *= 2;
+    if (cap > p->max_ms)
+        cap = p->max_ms;
+    return cap ? random % (cap + 1) : 0; /* full jitter */
+}
+
+int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_status)
+{
+    if ((status == 502 && (p->on & TG_RETRY_502)) || (status == 503 && (p->on & TG_RETRY_503)) ||
+        (status == 504 && (p->on & TG_RETRY_504)))
+        return 1;
+    if (grpc_status == NULL)
+        return 0;
+    int g = atoi(grpc_status);
+    return (g == 14 && (p->on & TG_RETRY_GRPC_UNAVAILABLE)) || (g == 4 && (p->on & TG_RETRY_GRPC_DEADLINE)) ||
+           (g == 8 && (p->on & TG_RETRY_GRPC_EXHAUSTED));
 }

@@ -42,6 +42,58 @@ typedef enum {
 } tg_filter_status_t;
 
 
+/* ---- what a chain asks of the exchange ---- */
+
+/* Decisions filters record on an exchange (fx->outcomes |= 1 << ...); the
+ * exchange adds them to its route's counters without knowing which filter
+ * made them. */
+typedef enum {
+    TG_OUTCOME_AUTH_FAILED = 0, /* an auth filter refused (401/403) */
+    TG_OUTCOME_RL_ALLOWED,      /* a rate_limit filter let the request pass */
+    TG_OUTCOME_RL_LIMITED,      /* a rate_limit filter refused it (429) */
+    TG_OUTCOME_RL_TABLE_FULL,   /* a rate_limit table had no room for a new key (max_keys) */
+    TG_OUTCOME_N
+} tg_filter_outcome_t;
+
+/* Retries: a policy a filter (`retry`) hands to the exchange through its
+ * retry_policy hook; the exchange consults it when an upstream attempt
+ * fails or answers with a retriable status before anything reached the
+ * client. */
+enum {
+    TG_RETRY_CONNECT_FAILURE = 1 << 0,
+    TG_RETRY_RESET = 1 << 1,
+    TG_RETRY_502 = 1 << 2,
+    TG_RETRY_503 = 1 << 3,
+    TG_RETRY_504 = 1 << 4,
+    TG_RETRY_TIMEOUT = 1 << 5,            /* per-try or response timeout */
+    TG_RETRY_GRPC_UNAVAILABLE = 1 << 6,   /* grpc-status 14 in a trailers-only answer */
+    TG_RETRY_GRPC_DEADLINE = 1 << 7,      /* grpc-status 4 */
+    TG_RETRY_GRPC_EXHAUSTED = 1 << 8,     /* grpc-status 8 */
+};
+
+typedef struct tg_retry_policy {
+    unsigned attempts;          /* total tries, the first included */
+    unsigned on;                /* TG_RETRY_* conditions */
+    uint64_t per_try_timeout_ms;/* 0: the route's timeout */
+    uint64_t base_ms, max_ms;   /* backoff: full jitter in [0, min(max, base * 2^n)] */
+    char **methods;             /* methods that may be retried */
+    size_t n_methods;
+    unsigned budget_percent;    /* retries in flight <= this share of requests in flight... */
+    unsigned budget_min;        /* ...or this many, whichever is larger (per worker) */
+} tg_retry_policy_t;
+
+/* The policy for a route: its own chain's, else the global chain's, else NULL. */
+const tg_retry_policy_t *tg_filters_retry_policy(const tg_filter_list_t *global, const tg_filter_list_t *route);
+
+int tg_retry_method_allowed(const tg_retry_policy_t *p, const char *method);
+
+/* The backoff before retry number n (1 = first retry), given 64 random bits. */
+uint64_t tg_retry_backoff_ms(const tg_retry_policy_t *p, unsigned n, uint64_t random);
+
+/* Does this upstream answer call for a retry under the policy? */
+int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_status);
+
+
 /* What a filter sees of an exchange. */
 typedef struct tg_filter_exchange {
     tg_request_t *req;          /* headers may be edited (they go upstream) */
@@ -60,10 +112,7 @@ typedef struct tg_filter_exchange {
      * client auth (NULL otherwise): the identity when no filter set one. */
     const char *peer_identity;
     /* Decisions, counted by the exchange in its route's metrics. */
-    unsigned auth_failed : 1;   /* an auth filter refused (401/403) */
-    unsigned rl_allowed : 1;    /* a rate_limit filter let the request pass */
-    unsigned rl_limited : 1;    /* a rate_limit filter refused it (429) */
-    unsigned rl_table_full : 1; /* a rate_limit table had no room for a new key (max_keys) */
+    unsigned outcomes;          /* 1 << tg_filter_outcome_t: what filters decided, counted per route */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */
     int reply_status;
     const char *reply_message;
@@ -125,6 +174,8 @@ typedef struct tg_filter_type {
      * copy of it is removed from every request on every listener before
      * any filter runs. Main thread, at config load. */
     const char *(*trust_header)(const void *conf);
+    /* The retry policy this filter stands for, or NULL (retry). */
+    const tg_retry_policy_t *(*retry_policy)(const void *conf);
 } tg_filter_type_t;
 
 /* The built-in filter types, by name; NULL if unknown. */

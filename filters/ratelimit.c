@@ -546,24 +546,24 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     tg_rl_result_t r;
     tg_rl_check(c->table, key, len, now, &r);
     if (r.table_full) {
-        fx->rl_table_full = 1;
+        fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
         if (c->on_full_allow)
             return TG_FILTER_CONTINUE; /* passes, uncounted (documented) */
-        fx->rl_limited = 1;
+        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limiter is full";
         add_header(&fx->reply_headers, fx->arena, "retry-after", "1");
         return TG_FILTER_REPLY;
     }
     if (!r.allowed) {
-        fx->rl_limited = 1;
+        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limited";
         add_header(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r.retry_after_s);
         rate_headers(c, &r, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }
-    fx->rl_allowed = 1;
+    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
     if (c->response_headers)
         rate_headers(c, &r, &fx->response_headers, fx->arena);
     return TG_FILTER_CONTINUE;

@@ -131,52 +131,14 @@ static void *retry_create(tg_node_t *node, const char *config_path)
     return r;
 }
 
+static const tg_retry_policy_t *retry_policy(const void *conf)
+{
+    return conf;
+}
+
 const tg_filter_type_t tg_filter_retry = {
     .name = "retry",
     .create = retry_create,
     .destroy = retry_destroy,
+    .retry_policy = retry_policy,
 };
-
-static const tg_retry_policy_t *find(const tg_filter_list_t *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (l->v[i].type == &tg_filter_retry)
-            return l->v[i].conf;
-    return NULL;
-}
-
-const tg_retry_policy_t *tg_retry_policy(const tg_filter_list_t *global, const tg_filter_list_t *route)
-{
-    const tg_retry_policy_t *p = find(route);
-    return p ? p : find(global);
-}
-
-int tg_retry_method_allowed(const tg_retry_policy_t *p, const char *method)
-{
-    for (size_t i = 0; i < p->n_methods; i++)
-        if (strcmp(p->methods[i], method) == 0)
-            return 1;
-    return 0;
-}
-
-uint64_t tg_retry_backoff_ms(const tg_retry_policy_t *p, unsigned n, uint64_t random)
-{
-    uint64_t cap = p->base_ms;
-    for (unsigned i = 1; i < n && cap < p->max_ms; i++)
-        cap *= 2;
-    if (cap > p->max_ms)
-        cap = p->max_ms;
-    return cap ? random % (cap + 1) : 0; /* full jitter */
-}
-
-int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_status)
-{
-    if ((status == 502 && (p->on & TG_RETRY_502)) || (status == 503 && (p->on & TG_RETRY_503)) ||
-        (status == 504 && (p->on & TG_RETRY_504)))
-        return 1;
-    if (grpc_status == NULL)
-        return 0;
-    int g = atoi(grpc_status);
-    return (g == 14 && (p->on & TG_RETRY_GRPC_UNAVAILABLE)) || (g == 4 && (p->on & TG_RETRY_GRPC_DEADLINE)) ||
-           (g == 8 && (p->on & TG_RETRY_GRPC_EXHAUSTED));
-}

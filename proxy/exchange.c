@@ -19,7 +19,6 @@
 #include "proxy/exchange_int.h"
 
 #include "filters/filter.h"
-#include "filters/retry.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -154,8 +153,7 @@ static void record(tg_exchange_t *ex)
         tg_stats_grpc_done(ex->w->stats, slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
-    tg_stats_filter_decisions(ex->w->stats, slot, ex->fx.auth_failed, ex->fx.rl_allowed, ex->fx.rl_limited,
-                              ex->fx.rl_table_full);
+    tg_stats_filter_outcomes(ex->w->stats, slot, ex->fx.outcomes);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
@@ -728,7 +726,7 @@ static void after_filters(tg_exchange_t *ex)
         ex->bytes_in += (uint64_t)n;
         ex->req_done = fin != 0;
     }
-    ex->retry = tg_retry_policy(&cfg->filters, &ex->route->filters);
+    ex->retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
     ex->rr = tg_cluster_rr_next(ex->cluster);
     if (tg_ex_build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");

@@ -14,7 +14,6 @@
 #include <sys/types.h>
 
 #include "filters/filter.h"
-#include "filters/retry.h"
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
 #include "proxy/base/grpc_frames.h"

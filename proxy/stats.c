@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+#include "filters/filter.h"
+
 const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
@@ -44,18 +46,18 @@ void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
     tg_counter_add(&s->routes[route_slot].grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
 }
 
-void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited,
-                               int rl_table_full)
+void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcomes)
 {
-    if (route_slot >= TG_STATS_MAX_ROUTES)
+    if (route_slot >= TG_STATS_MAX_ROUTES || outcomes == 0)
         return;
     tg_route_stats_t *r = &s->routes[route_slot];
-    if (auth_failed)
-        tg_counter_add(&r->auth_failures, 1);
-    if (rl_allowed)
-        tg_counter_add(&r->ratelimit_allowed, 1);
-    if (rl_limited)
-        tg_counter_add(&r->ratelimit_limited, 1);
-    if (rl_table_full)
-        tg_counter_add(&r->ratelimit_table_full, 1);
+    tg_counter_t *by_outcome[TG_OUTCOME_N] = {
+        [TG_OUTCOME_AUTH_FAILED] = &r->auth_failures,
+        [TG_OUTCOME_RL_ALLOWED] = &r->ratelimit_allowed,
+        [TG_OUTCOME_RL_LIMITED] = &r->ratelimit_limited,
+        [TG_OUTCOME_RL_TABLE_FULL] = &r->ratelimit_table_full,
+    };
+    for (unsigned i = 0; i < TG_OUTCOME_N; i++)
+        if (outcomes & (1u << i))
+            tg_counter_add(by_outcome[i], 1);
 }

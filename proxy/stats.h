@@ -90,7 +90,8 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
 void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status);
 
 /* Filter decisions of a finished exchange. */
-void tg_stats_filter_decisions(tg_stats_t *s, size_t route_slot, int auth_failed, int rl_allowed, int rl_limited,
-                               int rl_table_full);
+/* Adds an exchange's filter outcomes (1 << tg_filter_outcome_t, see
+ * filters/filter.h) to its route's counters. */
+void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcomes);
 
 #endif

@@ -54,7 +54,10 @@ class BackpressureTest(harness.GatewayTest):
         # measures the gateway's buffering (ASan stays fully active).
         asan = os.environ.get("ASAN_OPTIONS", "")
         env = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=1"}
-        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1),
+        # The route timeout is not under test: made long, so that a machine
+        # busy enough to stall the transfer for 15 s cannot turn it into a 504.
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.up.port}"], workers=1,
+                                                            route_extra="    timeout: 5m"),
                                       port=cls.port, env_extra=env)
         time.sleep(0.3)
 

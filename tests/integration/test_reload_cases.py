@@ -188,6 +188,10 @@ clusters:
         t.start()
         self.assertEqual(wait_for(self.slow_started, started + 1), started + 1)
         gw.proc.p.send_signal(signal.SIGTERM)
+        # the signal is handled on the gateway's next loop turn: wait until it
+        # says it is draining (/ready 503) before asking for a reload
+        ready = lambda: requests.get(f"http://127.0.0.1:{self.admin}/ready", timeout=5).status_code  # noqa: E731
+        self.assertEqual(wait_for(ready, 503), 503)
         try:  # the admin listener may answer (refusing) or be gone: never a crash
             r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
             self.assertEqual((r.status_code, r.json()["errors"]), (409, ["draining: reload refused"]))
