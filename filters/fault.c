@@ -8,6 +8,7 @@
  * generation: no shared random state, no lock.
  */
 #include "filters/fault.h"
+#include "proxy/base/timer.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -134,8 +135,11 @@ static tg_filter_status_t fault_on_request(void *conf, tg_filter_exchange_t *fx,
     p->gen = fx->gen;
     p->then_abort = do_abort;
     p->abort_status = c->abort_status;
-    struct timeval tv = { (time_t)(c->delay_ms / 1000), (suseconds_t)(c->delay_ms % 1000) * 1000 };
-    evtimer_add(p->ev, &tv);
+    if (tg_timer_arm_ms(p->ev, c->delay_ms) < 0) { /* no pause possible: the request goes on undelayed */
+        event_free(p->ev);
+        free(p);
+        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE;
+    }
     return TG_FILTER_PAUSE;
 }
 

@@ -40,6 +40,7 @@
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
 #include "tls/context.h"
+#include "proxy/base/timer.h"
 
 static void record(tg_exchange_t *ex);
 static void recycle(tg_exchange_t *ex);
@@ -589,8 +590,7 @@ static void start_grpc_deadline(tg_exchange_t *ex)
     if (route_us && route_us < us)
         us = route_us;
     ex->deadline_us = ex->start_us + us;
-    struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
-    evtimer_add(ex->deadline_ev, &tv);
+    tg_timer_arm_us(ex->deadline_ev, us);
 }
 
 /* The trust boundary, before anything reads the request: trust headers

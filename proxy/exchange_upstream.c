@@ -20,6 +20,7 @@
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
+#include "proxy/base/timer.h"
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex);
 static void report_health(tg_exchange_t *ex, int ok);
@@ -217,11 +218,7 @@ static void up_set_timeout(tg_exchange_t *ex, uint64_t ms)
         tg_sock_set_timeout(ex->up->sock, ms);
         return;
     }
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    if (ms)
-        evtimer_add(ex->timer, &tv);
-    else
-        evtimer_del(ex->timer);
+    tg_timer_set_ms(ex->timer, ms);
 }
 
 /* Upstream -> client. Returns -1 if the exchange was finished. */
@@ -590,9 +587,9 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
     tg_ex_release_upstream(ex, 0);
     ex->state = EX_ROUTING;
     uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(w));
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
     tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
-    evtimer_add(ex->retry_ev, &tv);
+    if (tg_timer_arm_ms(ex->retry_ev, ms) < 0)
+        return 0; /* no retry, then: the failure stands */
     return 1;
 }
 

@@ -20,6 +20,7 @@
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
+#include "proxy/base/timer.h"
 
 #define LINGER_MS 2000
 
@@ -65,11 +66,7 @@ static const tg_limits_t *limits(h1_conn_t *c)
 
 static void arm_timer(h1_conn_t *c, uint64_t ms)
 {
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    if (ms)
-        evtimer_add(c->timer, &tv);
-    else
-        evtimer_del(c->timer);
+    tg_timer_set_ms(c->timer, ms);
 }
 
 /* Closes the connection now; the memory goes when the defer event runs,

@@ -29,6 +29,7 @@
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
+#include "proxy/base/timer.h"
 
 #define OUT_LOWAT (16 * 1024)
 #define STREAM_WINDOW (256 * 1024)
@@ -428,11 +429,7 @@ static void arm_timer(tg_h2_conn_t *c)
         ms = c->cc->keepalive_timeout_ms;
     else
         ms = c->cc->keepalive_interval_ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    if (ms)
-        evtimer_add(c->timer, &tv);
-    else
-        evtimer_del(c->timer);
+    tg_timer_set_ms(c->timer, ms);
 }
 
 static size_t stream_limit(tg_h2_conn_t *c);
@@ -579,7 +576,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->ping_out = 1;
-    nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+    if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        conn_fail(c, "keepalive PING could not be queued", 0);
+        return;
+    }
     conn_io(c);
 }
 
@@ -698,20 +698,12 @@ tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster
     return s;
 }
 
-/* Headers HTTP/2 carries elsewhere (:authority, framing) or forbids
- * (connection-specific, RFC 9113 8.2.2); te is added back when wanted. */
+/* Headers HTTP/2 carries elsewhere (:authority for host, DATA framing for
+ * the length) or forbids (connection-specific, RFC 9113 8.2.2): the one
+ * hop-by-hop list (base/http.c), plus host; te is added back when wanted. */
 static int skip_request_header(const tg_header_t *h)
 {
-    switch (h->name_len) {
-    case 2: return tg_http_ieq(h->name, "te", 2);
-    case 4: return tg_http_ieq(h->name, "host", 4);
-    case 7: return tg_http_ieq(h->name, "upgrade", 7);
-    case 10: return tg_http_ieq(h->name, "connection", 10) || tg_http_ieq(h->name, "keep-alive", 10);
-    case 14: return tg_http_ieq(h->name, "content-length", 14);
-    case 16: return tg_http_ieq(h->name, "proxy-connection", 16);
-    case 17: return tg_http_ieq(h->name, "transfer-encoding", 17);
-    default: return 0;
-    }
+    return tg_http_is_hop_by_hop(h->name, h->name_len) || (h->name_len == 4 && tg_http_ieq(h->name, "host", 4));
 }
 
 #define NV(n, v, vl) ((nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE })
@@ -845,8 +837,11 @@ void tg_h2_stream_release(tg_h2_stream_t *s, uint32_t code)
             nghttp2_session_consume_connection(c->session, evbuffer_get_length(s->in));
         stream_free(s);
     } else {
-        /* Still open: cancel it; nghttp2's stream close frees it. */
-        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, code);
+        /* Still open: cancel it; nghttp2's stream close frees it (if the
+         * reset cannot even be queued, the session is out of memory: it
+         * is closed, which frees every stream). */
+        if (nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, code) != 0 && c->state != C_DEAD)
+            nghttp2_session_terminate_session(c->session, NGHTTP2_INTERNAL_ERROR);
     }
     if (c->state != C_DEAD)
         conn_kick(c);

@@ -33,6 +33,7 @@
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
+#include "proxy/base/timer.h"
 
 #define OUT_LOWAT (16 * 1024)
 #define RESET_WINDOW_MS 10000
@@ -103,7 +104,7 @@ struct h2_conn {
      * first): conn_io stops there to check_frame() the header. */
     uint64_t frame_left;
     unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
-        lingering : 1;
+        lingering : 1, fatal : 1 /* a frame we had to send could not be queued (out of memory): close */;
 };
 
 static const char *stream_state_str(stream_state_t s)
@@ -372,8 +373,9 @@ static void ds_done(void *ds, int close)
         /* The response was cut short: say so, with the upstream's own
          * RST_STREAM code when there was one. */
         long code = tg_exchange_reset_code(st->ex_last);
-        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id,
-                                  code >= 0 ? (uint32_t)code : NGHTTP2_INTERNAL_ERROR);
+        if (nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, st->id,
+                                      code >= 0 ? (uint32_t)code : NGHTTP2_INTERNAL_ERROR) != 0)
+            c->fatal = 1; /* the client would wait forever: conn_io closes the connection */
     } else if (!st->req_fin) {
         /* Request bytes nobody will read: give their window back as they
          * arrive (on_data_chunk_recv) so the stream can finish. */
@@ -825,8 +827,9 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
          * clients (curl 7.88) drop a complete response that is followed
          * by a reset. */
         h2_stream_t *st = stream_of(c, frame->hd.stream_id);
-        if (st != NULL && st->state == S_DONE && !st->req_fin && st->connect)
-            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        if (st != NULL && st->state == S_DONE && !st->req_fin && st->connect &&
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR) != 0)
+            c->fatal = 1;
     }
     return 0;
 }
@@ -874,11 +877,7 @@ static void arm_timer(h2_conn_t *c)
     uint64_t ms = c->n_streams == 0 ? c->snap->cfg->limits.idle_timeout_ms
                   : c->ping_out    ? c->conf->ping_timeout_ms
                                    : c->conf->ping_interval_ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    if (ms)
-        evtimer_add(c->timer, &tv);
-    else
-        evtimer_del(c->timer);
+    tg_timer_set_ms(c->timer, ms);
 }
 
 /* After the client's FIN no WINDOW_UPDATE can arrive: a response waiting
@@ -954,6 +953,8 @@ static void conn_io(h2_conn_t *c)
     c->in_io = 0;
     if (c->dead)
         return;
+    if (c->fatal && rv == 0)
+        rv = NGHTTP2_ERR_NOMEM;
     if (rv != 0 && rv != NGHTTP2_ERR_WOULDBLOCK) {
         /* A fatal session error (bad preface, flood, out of memory):
          * whatever GOAWAY nghttp2 queued goes out best-effort. */
@@ -989,8 +990,7 @@ static void conn_linger(h2_conn_t *c)
     evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
     tg_sock_set_read_limit(c->sock, 0);
     tg_sock_pause_read(c->sock, 0);
-    struct timeval tv = { LINGER_MS / 1000, (LINGER_MS % 1000) * 1000 };
-    evtimer_add(c->timer, &tv);
+    tg_timer_arm_ms(c->timer, LINGER_MS);
 }
 
 static void on_sock(tg_sock_t *s, int events, void *arg)
@@ -1041,7 +1041,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->ping_out = 1; /* keepalive: a peer that does not answer is gone */
-    nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+    if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0)
+        c->fatal = 1;
     conn_io(c);
 }
 
@@ -1061,8 +1062,9 @@ static void on_drain(tg_conn_node_t *n)
     c->draining = 1;
     /* GOAWAY naming the last stream we took: the client retries later
      * streams elsewhere; those in flight finish. */
-    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
+                              NGHTTP2_NO_ERROR, NULL, 0) != 0)
+        c->fatal = 1;
     conn_io(c);
 }
 

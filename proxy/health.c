@@ -16,6 +16,7 @@
 #include "proxy/base/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/sock.h"
+#include "proxy/base/timer.h"
 
 tg_health_t *tg_health_new(void)
 {
@@ -129,8 +130,7 @@ struct tg_health_checker {
 
 static void schedule(probe_t *p, uint64_t ms)
 {
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    evtimer_add(p->timer, &tv);
+    tg_timer_arm_ms(p->timer, ms);
 }
 
 static void probe_done(probe_t *p, int ok, const char *why)

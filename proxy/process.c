@@ -30,9 +30,13 @@
 #include "proxy/health.h"
 #include "proxy/base/http.h"
 #include "proxy/base/log.h"
+#include "proxy/base/timer.h"
 #include "proxy/metrics.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
+
+/* --watch: changes within this long of each other make one reload. */
+#define WATCH_SETTLE_MS 200
 
 typedef struct process {
     const char *path;
@@ -318,8 +322,7 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
             q += sizeof(*ev) + ev->len;
         }
     if (hit && !p->draining) {
-        struct timeval tv = { 0, 200000 };
-        evtimer_add(p->watch_timer, &tv);
+        tg_timer_arm_ms(p->watch_timer, WATCH_SETTLE_MS);
     }
 }
 
@@ -398,8 +401,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     tg_info("signal %d: draining (up to %llu ms)", (int)sig, (unsigned long long)ms);
     for (unsigned i = 0; i < p->n_workers; i++)
         tg_worker_drain(p->workers[i]);
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-    evtimer_add(p->drain_timer, &tv);
+    tg_timer_arm_ms(p->drain_timer, ms);
     /* The main loop ends when the workers are done: see run_main_loop. */
     event_base_loopexit(p->base, NULL);
 }

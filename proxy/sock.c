@@ -16,6 +16,7 @@
  * write(). The handshake runs first; TG_SOCK_CONNECTED reports its end.
  */
 #include "proxy/sock.h"
+#include "proxy/base/timer.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -99,9 +100,7 @@ static void deliver(tg_sock_t *s, int events)
 static void touch_timer(tg_sock_t *s)
 {
     if (s->timeout_ms) {
-        struct timeval tv = { (time_t)(s->timeout_ms / 1000), (suseconds_t)(s->timeout_ms % 1000) * 1000 };
-        evtimer_add(&s->timer, &tv);
-        s->timer_on = 1;
+        s->timer_on = tg_timer_arm_ms(&s->timer, s->timeout_ms) == 0;
     }
 }
 
