@@ -20,6 +20,7 @@
 
 #include "filters/filter.h"
 
+#include <assert.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
@@ -61,6 +62,41 @@ const char *tg_ex_state_str(ex_state_t s)
 {
     static const char *const names[] = { "ROUTING", "CONNECTING", "WAIT_HEAD", "STREAMING", "TUNNEL" };
     return names[s];
+}
+
+/* ---- the state machine ---- */
+
+/* Where each event leads from each state; -1: it cannot happen there.
+ *
+ *                ROUTING     CONNECTING  WAIT_HEAD   STREAMING   TUNNEL
+ *  CONNECTING    CONNECTING  CONNECTING  CONNECTING  -           -
+ *  SENT          WAIT_HEAD   WAIT_HEAD   WAIT_HEAD   -           -
+ *  HEAD          -           -           STREAMING   -           -
+ *  UPGRADED      -           -           TUNNEL      -           -
+ *  LOCAL_REPLY   STREAMING   STREAMING   STREAMING   STREAMING   STREAMING
+ *  BACKOFF       ROUTING     ROUTING     ROUTING     -           -
+ *
+ * (CONNECTING and WAIT_HEAD lead back to an attempt when the one in hand
+ * fails before the response: failover to the next endpoint.) */
+static const signed char transitions[EXEV_N][5] = {
+    [EXEV_CONNECTING] = { EX_CONNECTING, EX_CONNECTING, EX_CONNECTING, -1, -1 },
+    [EXEV_SENT] = { EX_WAIT_HEAD, EX_WAIT_HEAD, EX_WAIT_HEAD, -1, -1 },
+    [EXEV_HEAD] = { -1, -1, EX_STREAMING, -1, -1 },
+    [EXEV_UPGRADED] = { -1, -1, EX_TUNNEL, -1, -1 },
+    [EXEV_LOCAL_REPLY] = { EX_STREAMING, EX_STREAMING, EX_STREAMING, EX_STREAMING, EX_STREAMING },
+    [EXEV_BACKOFF] = { EX_ROUTING, EX_ROUTING, EX_ROUTING, -1, -1 },
+};
+
+void tg_ex_advance(tg_exchange_t *ex, ex_event_t ev)
+{
+    int next = transitions[ev][ex->state];
+    if (next < 0) { /* a bug: said loudly in tests (assert), logged in production */
+        tg_error("exchange %s: event %d in state %s", ex->req.target ? ex->req.target : "?", (int)ev,
+                 tg_ex_state_str(ex->state));
+        assert(next >= 0);
+        return;
+    }
+    ex->state = (ex_state_t)next;
 }
 
 /* ---- lifetime ---- */
@@ -318,7 +354,7 @@ void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
         return;
     }
     ex->resp_done = 1;
-    ex->state = EX_STREAMING;
+    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
     tg_ex_finish(ex, 0);
 }
 
@@ -345,7 +381,7 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
         return;
     }
     ex->resp_done = 1;
-    ex->state = EX_STREAMING;
+    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
     tg_ex_finish(ex, 0);
 }
 
@@ -394,7 +430,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
         return;
     }
     ex->resp_done = 1;
-    ex->state = EX_STREAMING;
+    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
     /* A request body nobody will read means the connection must close. */
     tg_ex_finish(ex, 0);
 }

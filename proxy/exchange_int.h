@@ -34,6 +34,17 @@ typedef enum {
     EX_TUNNEL,
 } ex_state_t;
 
+/* What moves an exchange from one state to another (tg_ex_advance). */
+typedef enum {
+    EXEV_CONNECTING = 0, /* an attempt on a new connection (or a failover to one) */
+    EXEV_SENT,           /* the request is on its way (a ready connection or stream) */
+    EXEV_HEAD,           /* the upstream's response head went to the client */
+    EXEV_UPGRADED,       /* ... and it was a 101: bytes flow both ways */
+    EXEV_LOCAL_REPLY,    /* the gateway answered itself */
+    EXEV_BACKOFF,        /* between attempts (a retry waits), or none is left */
+    EXEV_N
+} ex_event_t;
+
 typedef enum {
     UP_OK = 0,
     UP_CONNECT_FAILED,
@@ -51,7 +62,7 @@ struct tg_exchange {
     struct evbuffer *body_buf;  /* request body read before an upstream was ready */
     const tg_downstream_ops_t *ops;
     void *ds;
-    ex_state_t state;
+    ex_state_t state;           /* changed only by tg_ex_advance() */
 
     tg_request_t req;
     tg_response_t resp;
@@ -129,5 +140,9 @@ void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
 void tg_ex_on_up_timer(evutil_socket_t fd, short what, void *arg);
 int tg_ex_build_order(tg_exchange_t *ex);
 void tg_ex_try_next_endpoint(tg_exchange_t *ex);
+
+/* The exchange's one state machine: the state ev leads to from the
+ * current one (the table is in exchange.c). */
+void tg_ex_advance(tg_exchange_t *ex, ex_event_t ev);
 
 #endif

@@ -305,7 +305,7 @@ static int on_response_head(tg_exchange_t *ex)
     }
     const tg_route_conf_t *r = ex->route;
     if (resp->status == 101) {
-        ex->state = EX_TUNNEL;
+        tg_ex_advance(ex, EXEV_UPGRADED);
         ex->req_done = 0;
         ex->req_sent = 0;
         ex->up_req_body = TG_BODY_TUNNEL;
@@ -313,7 +313,7 @@ static int on_response_head(tg_exchange_t *ex)
         if (tg_ex_pump_request(ex) < 0)
             return -1;
     } else {
-        ex->state = EX_STREAMING;
+        tg_ex_advance(ex, EXEV_HEAD);
         up_set_timeout(ex, r->idle_timeout_ms);
     }
     return tg_ex_pump_response(ex);
@@ -428,7 +428,7 @@ static int start_h2_request(tg_exchange_t *ex)
 
 static void on_connected(tg_exchange_t *ex)
 {
-    ex->state = EX_WAIT_HEAD;
+    tg_ex_advance(ex, EXEV_SENT);
     tg_counter_add(&ep_stats(ex)->requests, 1);
     ex->t_sent = ex->up_fresh ? tg_ex_now_us() : ex->t_connect; /* a pooled connection: the same instant */
     if (ex->up_fresh)
@@ -585,7 +585,7 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
     ex->retries++;
     tg_counter_add(&route_stats(ex)->retries, 1);
     tg_ex_release_upstream(ex, 0);
-    ex->state = EX_ROUTING;
+    tg_ex_advance(ex, EXEV_BACKOFF);
     uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(w));
     tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
     if (tg_timer_arm_ms(ex->retry_ev, ms) < 0)
@@ -689,7 +689,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 }
                 ex->up_fresh = fresh != 0;
                 if (fresh)
-                    ex->state = EX_CONNECTING;
+                    tg_ex_advance(ex, EXEV_CONNECTING);
                 else
                     on_connected(ex);
                 return;
@@ -705,7 +705,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             tg_sock_set_cb(ex->up->sock, on_up_sock, ex);
             ex->up_fresh = fresh != 0;
             if (fresh) {
-                ex->state = EX_CONNECTING;
+                tg_ex_advance(ex, EXEV_CONNECTING);
                 tg_sock_set_timeout(ex->up->sock, c->conf->connect_timeout_ms);
             } else {
                 on_connected(ex);
@@ -726,7 +726,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             return;
     }
     ex->ep = NULL;
-    ex->state = EX_ROUTING;
+    tg_ex_advance(ex, EXEV_BACKOFF);
     if (ex->tried == 0)
         tg_exchange_reply(ex, 503, "no healthy upstream endpoint");
     else if (ex->last_error == UP_CONNECT_TIMEOUT)
