@@ -501,14 +501,14 @@ static void on_up_sock(tg_sock_t *s, int events, void *arg)
 /* An HTTP/2 upstream stream failed. */
 static void on_h2_reset(tg_exchange_t *ex)
 {
-    int refused = 0;
+    tg_h2_cause_t cause = TG_H2_CAUSE_RESET;
     const char *why = NULL;
-    uint32_t code = tg_h2_stream_error(ex->h2s, &refused, &why);
+    uint32_t code = tg_h2_stream_error(ex->h2s, &cause, &why);
     if (ex->state == EX_CONNECTING) {
-        fail_upstream(ex, strstr(why, "timed out") ? UP_CONNECT_TIMEOUT : UP_CONNECT_FAILED, why);
+        fail_upstream(ex, cause == TG_H2_CAUSE_CONNECT_TIMEOUT ? UP_CONNECT_TIMEOUT : UP_CONNECT_FAILED, why);
         return;
     }
-    if (refused && ex->refusals < 3 && !ex->resp_started) {
+    if (cause != TG_H2_CAUSE_RESET && ex->refusals < 3 && !ex->resp_started) {
         /* Never processed (REFUSED_STREAM, or past a GOAWAY): like a stale
          * pooled connection, it goes again on another connection. */
         ex->refusals++;

@@ -50,8 +50,9 @@ struct tg_h2_stream {
     struct evbuffer *in;           /* response body received, not yet read */
     uint32_t error;
     const char *why;
+    tg_h2_cause_t cause;           /* after a reset: why (h2_client.h) */
     int pending;                   /* events to deliver */
-    unsigned out_end : 1, deferred : 1, head : 1, end : 1, reset : 1, refused : 1, closed : 1,
+    unsigned out_end : 1, deferred : 1, head : 1, end : 1, reset : 1, closed : 1,
         watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1;
     tg_h2_stream_t *notify_next;
 };
@@ -83,7 +84,7 @@ static const char *conn_state_str(conn_state_t s)
 }
 
 static void conn_io(tg_h2_conn_t *c);
-static void conn_fail(tg_h2_conn_t *c, const char *why, int refused);
+static void conn_fail(tg_h2_conn_t *c, const char *why, tg_h2_cause_t cause);
 
 static void conn_kick(tg_h2_conn_t *c)
 {
@@ -196,8 +197,10 @@ static void conn_release(tg_h2_conn_t *c)
 }
 
 /* Every open stream fails (connection lost or never made). */
-static void conn_fail(tg_h2_conn_t *c, const char *why, int refused)
+static void conn_fail(tg_h2_conn_t *c, const char *why, tg_h2_cause_t cause)
 {
+    if (c->state == C_CONNECTING && cause == TG_H2_CAUSE_RESET)
+        cause = TG_H2_CAUSE_CONNECT_FAILED; /* the connection never came up */
     for (tg_h2_stream_t *s = c->streams, *next; s != NULL; s = next) {
         next = s->next;
         if (s->cb == NULL) {
@@ -208,8 +211,7 @@ static void conn_fail(tg_h2_conn_t *c, const char *why, int refused)
             s->reset = 1;
             s->error = NGHTTP2_INTERNAL_ERROR;
             s->why = why;
-            /* never sent, or the connection never came up */
-            s->refused = refused || c->state == C_CONNECTING || s->id == 0;
+            s->cause = cause == TG_H2_CAUSE_RESET && s->id == 0 ? TG_H2_CAUSE_REFUSED : cause; /* 0: never sent */
             post(s, TG_H2S_RESET);
         }
     }
@@ -395,9 +397,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         s->reset = 1;
         s->error = error_code;
         /* REFUSED_STREAM, or a stream above a GOAWAY's last id: never processed */
-        s->refused = error_code == NGHTTP2_REFUSED_STREAM;
+        s->cause = error_code == NGHTTP2_REFUSED_STREAM ? TG_H2_CAUSE_REFUSED : TG_H2_CAUSE_RESET;
         s->peer_reset = 1;
-        s->why = s->refused ? "stream refused by the upstream" : "stream reset by the upstream";
+        s->why = s->cause == TG_H2_CAUSE_REFUSED ? "stream refused by the upstream" : "stream reset by the upstream";
         post(s, TG_H2S_RESET);
     }
     return 0;
@@ -469,7 +471,8 @@ static void dispatch_waiting(tg_h2_conn_t *c)
         }
         tg_h2_conn_t *other = conn_for(c->w, c->cl, c->ep, c);
         if (other == NULL) {
-            s->reset = s->refused = 1;
+            s->reset = 1;
+            s->cause = TG_H2_CAUSE_REFUSED;
             s->error = NGHTTP2_REFUSED_STREAM;
             s->why = "no upstream connection with a free stream";
             post(s, TG_H2S_RESET);
@@ -511,7 +514,7 @@ static void conn_io(tg_h2_conn_t *c)
     c->in_io = 0;
     if (rv != 0) {
         tg_warn("h2 upstream: %s", nghttp2_strerror(rv));
-        conn_fail(c, "HTTP/2 protocol error from the upstream", 0);
+        conn_fail(c, "HTTP/2 protocol error from the upstream", TG_H2_CAUSE_RESET);
         return;
     }
     if (c->settings_in)
@@ -520,7 +523,7 @@ static void conn_io(tg_h2_conn_t *c)
     if (c->state == C_DEAD)
         return;
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) {
-        conn_fail(c, "connection closed by the upstream (GOAWAY)", 0);
+        conn_fail(c, "connection closed by the upstream (GOAWAY)", TG_H2_CAUSE_RESET);
         return;
     }
     if (c->state == C_GOAWAY && c->n_streams == 0) {
@@ -539,12 +542,13 @@ static void on_sock(tg_sock_t *sock, int events, void *arg)
         tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(sock, why, sizeof(why)));
         if (connecting)
             tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
-        conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost", connecting);
+        conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost",
+                  connecting ? TG_H2_CAUSE_CONNECT_FAILED : TG_H2_CAUSE_RESET);
         return;
     }
     if (events & TG_SOCK_TIMEOUT) {
         tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
-        conn_fail(c, "upstream connect timed out", 1);
+        conn_fail(c, "upstream connect timed out", TG_H2_CAUSE_CONNECT_TIMEOUT);
         return;
     }
     /* TG_SOCK_CONNECTED: the preface and our SETTINGS go out; the
@@ -555,7 +559,7 @@ static void on_sock(tg_sock_t *sock, int events, void *arg)
     if ((events & TG_SOCK_EOF) && c->state != C_DEAD) {
         conn_io(c); /* what arrived before the close */
         if (c->state != C_DEAD)
-            conn_fail(c, "upstream closed the connection", 0);
+            conn_fail(c, "upstream closed the connection", TG_H2_CAUSE_RESET);
     }
 }
 
@@ -572,12 +576,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (c->ping_out) {
         tg_warn("h2 upstream: keepalive PING unanswered, closing");
-        conn_fail(c, "upstream stopped answering (PING timeout)", 0);
+        conn_fail(c, "upstream stopped answering (PING timeout)", TG_H2_CAUSE_RESET);
         return;
     }
     c->ping_out = 1;
     if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
-        conn_fail(c, "keepalive PING could not be queued", 0);
+        conn_fail(c, "keepalive PING could not be queued", TG_H2_CAUSE_RESET);
         return;
     }
     conn_io(c);
@@ -811,10 +815,10 @@ ssize_t tg_h2_stream_read(tg_h2_stream_t *s, struct evbuffer *dst, size_t max, i
     return (ssize_t)n;
 }
 
-uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, int *refused, const char **why)
+uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, tg_h2_cause_t *cause, const char **why)
 {
-    if (refused)
-        *refused = s->refused;
+    if (cause)
+        *cause = s->cause;
     if (why)
         *why = s->why ? s->why : "stream reset";
     return s->error;

@@ -76,10 +76,18 @@ size_t tg_h2_stream_pending(const tg_h2_stream_t *s);
  * as much). *fin: the body is complete (END_STREAM seen, nothing left). */
 ssize_t tg_h2_stream_read(tg_h2_stream_t *s, struct evbuffer *dst, size_t max, int *fin);
 
-/* After TG_H2S_RESET: the RST_STREAM/GOAWAY error code, and whether the
- * upstream certainly never processed the stream (refused, or the
- * connection failed before it was sent). */
-uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, int *refused, const char **why);
+/* Why a stream failed (after TG_H2S_RESET). All but RESET mean the
+ * upstream certainly never processed it. */
+typedef enum {
+    TG_H2_CAUSE_RESET = 0,       /* the upstream reset it, or the connection broke under it */
+    TG_H2_CAUSE_REFUSED,         /* REFUSED_STREAM, past the upstream's GOAWAY, or never sent */
+    TG_H2_CAUSE_CONNECT_FAILED,  /* the connection never came up */
+    TG_H2_CAUSE_CONNECT_TIMEOUT, /* ... within the cluster's connect_timeout */
+} tg_h2_cause_t;
+
+/* After TG_H2S_RESET: the RST_STREAM/GOAWAY error code, the cause, and a
+ * message for logs (never to be parsed). */
+uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, tg_h2_cause_t *cause, const char **why);
 /* Did the upstream itself reset the stream (RST_STREAM), as opposed to the
  * connection failing under it? */
 int tg_h2_stream_peer_reset(const tg_h2_stream_t *s);
