@@ -149,6 +149,7 @@ typedef struct tg_listener_conf {
     tg_tls_server_conf_t tls;
     tg_http2_conf_t http2;
     int http1_enabled;                /* http1.enabled: serve HTTP/1.1 (0: an HTTP/2-only listener) */
+    int proxy_protocol;               /* connections start with a PROXY header (v1 or v2) from a trusted proxy */
     /* Peers whose X-Forwarded-For is believed; overrides the top-level
      * list when has_trusted_proxies. */
     tg_cidr_t *trusted_proxies;

@@ -189,7 +189,8 @@ char *tg_config_to_json(const tg_config_t *c)
         fputs(", \"listen\": ", f);
         jstr(f, c->listeners[i].listen);
         listener_tls(f, &c->listeners[i].tls);
-        fprintf(f, ", \"http1\": {\"enabled\": %s}", c->listeners[i].http1_enabled ? "true" : "false");
+        fprintf(f, ", \"http1\": {\"enabled\": %s}, \"proxy_protocol\": %s",
+                c->listeners[i].http1_enabled ? "true" : "false", c->listeners[i].proxy_protocol ? "true" : "false");
         const tg_http2_conf_t *h = &c->listeners[i].http2;
         fprintf(f, ", \"http2\": {\"enabled\": %s, \"max_concurrent_streams\": %u, \"initial_window_size\": %u, "
                    "\"connection_window_size\": %u, \"max_header_list_size\": %llu, \"ping_interval_ms\": %llu, "

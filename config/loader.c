@@ -816,9 +816,9 @@ static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
     static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections",
-                                        "http1" };
-    yaml_node_t *v[7];
-    int rc = take_fields(ld, n, "listener", keys, 7, v);
+                                        "http1", "proxy_protocol" };
+    yaml_node_t *v[8];
+    int rc = take_fields(ld, n, "listener", keys, 8, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     http2_defaults(&l->http2);
@@ -845,10 +845,18 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
     }
     if (v[5] != NULL && get_uint(ld, v[5], "max_connections", 1, 100000000, &l->max_connections) < 0)
         rc = -1;
+    if (v[7] != NULL && get_bool(ld, v[7], "proxy_protocol", &l->proxy_protocol) < 0)
+        rc = -1;
     if (v[4] != NULL) {
         l->has_trusted_proxies = 1;
         if (load_cidrs(ld, v[4], "trusted_proxies", &l->trusted_proxies, &l->n_trusted_proxies) < 0)
             rc = -1;
+    }
+    /* the top-level trusted_proxies are loaded before the listeners */
+    if (l->proxy_protocol && (l->has_trusted_proxies ? l->n_trusted_proxies : ld->cfg->n_trusted_proxies) == 0) {
+        err_at(ld, v[7], "proxy_protocol: needs trusted_proxies (the balancers allowed to send it), on the listener "
+                         "or at the top level");
+        rc = -1;
     }
     if (require(ld, n, v[1], "listen", "listener") < 0)
         return -1;

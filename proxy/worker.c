@@ -16,6 +16,7 @@
 
 #include "proxy/exchange.h"
 #include "proxy/h1_server.h"
+#include "proxy/proxy_proto.h"
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
 #include "proxy/h2mem.h"
@@ -125,7 +126,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         close(fd);
         return;
     }
-    tg_h1_server_accept(slot->w, fd, sa, slot);
+    if (slot->w->snap->cfg->listeners[slot->index].proxy_protocol)
+        tg_proxy_accept(slot->w, fd, sa, slot); /* the PROXY header first, then the HTTP/1 server */
+    else
+        tg_h1_server_accept(slot->w, fd, sa, slot);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

@@ -189,6 +189,10 @@ static void test_errors(void **state)
     expect_error("listeners:\n  - { name: a, listen: 'h:1', http1: { enabled: false }, tls: { certificates: "
                  "[{ cert: /c, key: /k }], alpn: [http/1.1] } }\n",
                  "t.yaml:2:38: http1: an HTTP/2-only TLS listener needs h2 in tls.alpn");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', proxy_protocol: true }\n",
+                 "t.yaml:2:47: proxy_protocol: needs trusted_proxies");
+    expect_error("listeners:\n  - { name: a, listen: 'h:1', proxy_protocol: yes-please }\n",
+                 "proxy_protocol: 'yes-please' is not true or false");
     expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
                  "t.yaml:1:22: admin token_file: cannot read '/nonexistent/tollgate-token'");
     expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
