@@ -168,6 +168,19 @@ static void put_time(out_t *o, int64_t unix_us, slot_t *cache)
     put(o, b, 5);
 }
 
+/* What rate_limit filters decided: "limited" (refused), "shadow_limited"
+ * (a shadow-mode filter would have), "allowed", or NULL (none ran). */
+static const char *rl_decision(unsigned outcomes)
+{
+    if (outcomes & (1u << TG_OUTCOME_RL_LIMITED))
+        return "limited";
+    if (outcomes & (1u << TG_OUTCOME_RL_SHADOW_LIMITED))
+        return "shadow_limited";
+    if (outcomes & (1u << TG_OUTCOME_RL_ALLOWED))
+        return "allowed";
+    return NULL;
+}
+
 /* One field, by name, as JSON (quoted where a string). Returns 0 if the
  * name is unknown. */
 static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_record_t *r, int json, slot_t *cache)
@@ -212,6 +225,8 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
         put_ms(o, r->ttfb_us);
     else if (IS("upstream_ms"))
         put_ms(o, r->upstream_us);
+    else if (IS("rl_decision"))
+        STR(rl_decision(r->outcomes));
     else
         return 0;
     return 1;
@@ -222,7 +237,7 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
 static const char *const json_fields[] = {
     "time", "request_id", "listener", "route", "method", "path", "protocol", "status", "grpc_status",
     "bytes_in", "bytes_out", "client", "identity", "upstream", "attempts", "duration_ms",
-    "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms",
+    "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms", "rl_decision",
 };
 
 static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, slot_t *cache)

@@ -52,6 +52,7 @@ typedef enum {
     TG_OUTCOME_RL_ALLOWED,      /* a rate_limit filter let the request pass */
     TG_OUTCOME_RL_LIMITED,      /* a rate_limit filter refused it (429) */
     TG_OUTCOME_RL_TABLE_FULL,   /* a rate_limit table had no room for a new key (max_keys) */
+    TG_OUTCOME_RL_SHADOW_LIMITED, /* a rate_limit filter in shadow mode would have refused it */
     TG_OUTCOME_N
 } tg_filter_outcome_t;
 
@@ -140,6 +141,7 @@ typedef struct tg_filter_record {
     uint64_t connect_us;        /* last attempt's upstream connect (0: pooled) */
     uint64_t ttfb_us;           /* request sent -> upstream response head */
     uint64_t upstream_us;       /* request sent -> upstream response end */
+    unsigned outcomes;          /* what the filters decided (1 << tg_filter_outcome_t) */
 } tg_filter_record_t;
 
 typedef struct tg_filter_type {

@@ -331,6 +331,7 @@ typedef struct rl_conf {
     int legacy;                /* RateLimit-Limit/-Remaining/-Reset instead of the draft fields */
     uint64_t max_keys;
     int on_full_allow;         /* a new key that finds the table full passes (uncounted); default: 429 */
+    int shadow;                /* mode: shadow — decide and count, never refuse (outcome shadow_limited) */
     tg_rl_table_t *table;
 } rl_conf_t;
 
@@ -387,8 +388,8 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "key",          "limit",    "window", "limits", "response_headers",
-                                        "header_style", "max_keys", "on_full" };
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_N };
+                                        "header_style", "max_keys", "on_full", "mode" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -455,6 +456,17 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     c->max_keys = TG_RL_DEFAULT_MAX_KEYS;
     if (tg_node_present(&v[K_MAXKEYS]) && tg_node_uint(&v[K_MAXKEYS], "max_keys", 1, 100000000, &c->max_keys) < 0)
         rc = -1;
+    if (tg_node_present(&v[K_MODE])) {
+        char *m = tg_node_str(&v[K_MODE], "mode");
+        if (m && strcmp(m, "shadow") == 0)
+            c->shadow = 1;
+        else if (m == NULL || strcmp(m, "enforce") != 0) {
+            if (m)
+                tg_node_error(&v[K_MODE], "mode: '%s' is not one of enforce, shadow", m);
+            rc = -1;
+        }
+        free(m);
+    }
     if (tg_node_present(&v[K_ONFULL])) {
         char *s = tg_node_str(&v[K_ONFULL], "on_full");
         if (s && strcmp(s, "allow") == 0)
@@ -549,11 +561,24 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
         fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
         if (c->on_full_allow)
             return TG_FILTER_CONTINUE; /* passes, uncounted (documented) */
+        if (c->shadow) {
+            fx->outcomes |= 1u << TG_OUTCOME_RL_SHADOW_LIMITED;
+            return TG_FILTER_CONTINUE;
+        }
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limiter is full";
         add_header(&fx->reply_headers, fx->arena, "retry-after", "1");
         return TG_FILTER_REPLY;
+    }
+    if (!r.allowed && c->shadow) {
+        /* what an enforced limit would refuse (and, like it, not count):
+         * it passes, said in the metrics, the access log and, if asked
+         * for, the RateLimit headers */
+        fx->outcomes |= 1u << TG_OUTCOME_RL_SHADOW_LIMITED;
+        if (c->response_headers)
+            rate_headers(c, &r, &fx->response_headers, fx->arena);
+        return TG_FILTER_CONTINUE;
     }
     if (!r.allowed) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;

@@ -212,6 +212,7 @@ static void record(tg_exchange_t *ex)
         .connect_us = ex->connect_us,
         .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
         .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
+        .outcomes = ex->fx.outcomes,
     };
     tg_filters_on_complete(&s->cfg->filters, &ex->route->filters, &ex->fx, &rec);
 }

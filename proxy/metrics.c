@@ -141,8 +141,9 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         static const struct { const char *d; size_t off; } ds[] = {
             { "allowed", offsetof(tg_route_stats_t, ratelimit_allowed) },
             { "limited", offsetof(tg_route_stats_t, ratelimit_limited) },
+            { "shadow_limited", offsetof(tg_route_stats_t, ratelimit_shadow_limited) },
         };
-        for (size_t k = 0; k < 2; k++) {
+        for (size_t k = 0; k < sizeof(ds) / sizeof(ds[0]); k++) {
             evbuffer_add_printf(out, "tollgate_ratelimit_decisions_total{");
             route_label(out, c->routes[r].name);
             evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
