@@ -83,7 +83,7 @@ class ShadowModeTest(harness.GatewayTest):
         while time.time() < deadline:
             if os.path.exists(self.log):
                 lines = [json.loads(line) for line in open(self.log) if line.strip()]
-                if len([x for x in lines if x["route"] == "tried"]) == 6:
+                if all(len([x for x in lines if x["route"] == r]) == 6 for r in ("tried", "twin")):
                     break
             time.sleep(0.05)
         self.assertEqual([x["rl_decision"] for x in lines if x["route"] == "tried"],
