@@ -319,6 +319,17 @@ clusters:
 """
 
 
+def read_to_close(s):
+    """Everything a socket receives until the peer closes (the socket's own
+    timeout bounds each wait)."""
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
 def raw_request(port, data, timeout=5.0, read_until_close=True):
     """Sends raw bytes, returns everything read until close or timeout."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)

@@ -107,12 +107,7 @@ clusters:
                   b"9\r\nfirst-h1!\r\n")
         self.wait_upstream_sees(b"first-h1!")
         s.sendall(b"%x\r\n" % len(payload) + payload + b"\r\n0\r\n\r\n")
-        out, deadline = b"", time.time() + 10
-        while time.time() < deadline:
-            d = s.recv(65536)
-            if not d:
-                break
-            out += d
+        out = harness.read_to_close(s)
         s.close()
         head, _, body = out.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 413 "), out[:200])

@@ -151,12 +151,7 @@ clusters:
         raw.sendall(v2("192.0.2.44"))  # the header, then the ClientHello
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(REQ)
-            out = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                out += d
+            out = harness.read_to_close(s)
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
         self.assertEqual(forwarded_for(out), "192.0.2.44")
 
@@ -195,12 +190,7 @@ backend be
             s.settimeout(10)
             s.connect(("127.0.0.1", hport))
             s.sendall(REQ)
-            out = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                out += d
+            out = harness.read_to_close(s)
             s.close()
             self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
             self.assertEqual(forwarded_for(out), "127.0.0.2")

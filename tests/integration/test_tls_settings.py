@@ -110,12 +110,7 @@ clusters:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                     s.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    out = b""
-                    while True:
-                        d = s.recv(65536)
-                        if not d:
-                            break
-                        out += d
+                    out = harness.read_to_close(s)
             return out.split(b" ", 2)[1].decode() if out else "closed"
         except (ssl.SSLError, OSError):
             return "refused"

@@ -187,14 +187,8 @@ clusters:
         # then the connection closes before the body is complete
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         s.sendall(b"GET /trunc HTTP/1.1\r\nHost: x\r\n\r\n")
-        got, deadline = b"", time.time() + 10
-        while time.time() < deadline:
-            d = s.recv(65536)
-            if not d:
-                break
-            got += d
+        got = harness.read_to_close(s)  # a socket.timeout here: the gateway never closed it
         s.close()
-        self.assertLess(time.time(), deadline, "the gateway never closed the connection")
         head, _, body = got.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), got[:200])
         if b"transfer-encoding: chunked" in head.lower():
