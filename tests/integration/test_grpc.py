@@ -773,9 +773,10 @@ clusters: [{{ name: c, protocol: h2c, connect_timeout: 300ms, endpoints: [127.0.
 
     def test_retries_stay_within_the_deadline(self):
         """Every attempt answers UNAVAILABLE; with a 1 s grpc-timeout and up
-        to 10 attempts 300 ms apart, the call ends DEADLINE_EXCEEDED at the
-        deadline (not after 10 attempts), and each attempt forwards the
-        time that is left, less at each try."""
+        to 10 attempts with a full-jitter backoff of up to 2 s (about 9 s of
+        waiting in all; under 1 s with odds of 1 in 10^8), the call ends at
+        the deadline, not after its attempts run out, and each attempt forwards the time that is left,
+        less at each try."""
         def plan(index, sid, conn, send, lock):
             with lock:
                 conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
@@ -783,7 +784,7 @@ clusters: [{{ name: c, protocol: h2c, connect_timeout: 300ms, endpoints: [127.0.
             send()
         b = ScriptedH2Backend(plan)
         gw, port = self.gateway_for(b.port, extra=""", filters: [{ retry: { attempts: 10, on: [unavailable],
-                                           backoff: { base: 300ms, max: 300ms }, methods: [POST] } }]""")
+                                           backoff: { base: 2s, max: 2s }, methods: [POST] } }]""")
         try:
             t0 = time.time()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -791,7 +792,7 @@ clusters: [{{ name: c, protocol: h2c, connect_timeout: 300ms, endpoints: [127.0.
                     ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=1)
             took = time.time() - t0
             self.assertIn(cm.exception.code(), (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE))
-            self.assertLess(took, 3)  # 10 attempts would take up to 2.7 s of backoff alone
+            self.assertLess(took, 3)  # 10 attempts would wait ~9 s (9 waits averaging 1 s)
             self.assertGreaterEqual(len(b.requests), 1)
             self.assertLess(len(b.requests), 10)
             left = [tg_timeout_us(h["grpc-timeout"]) for _, h in b.requests]
