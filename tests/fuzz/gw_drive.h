@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -131,7 +132,18 @@ static int gw_connect(void)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(gw_state.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) { /* loopback: completes at once */
+    int rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof(sa)); /* loopback: at once */
+    if (rc < 0 && errno == EINTR) {
+        /* libFuzzer's timeout alarm interrupted it; the connect goes on:
+         * wait for it to finish and take its outcome */
+        struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        while (poll(&pfd, 1, 5000) < 0 && errno == EINTR)
+            ;
+        rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 && err == 0 ? 0 : -1;
+    }
+    if (rc < 0) {
         perror("gw_connect");
         abort();
     }
