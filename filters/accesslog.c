@@ -168,12 +168,15 @@ static void put_time(out_t *o, int64_t unix_us, slot_t *cache)
     put(o, b, 5);
 }
 
-/* What rate_limit filters decided: "limited" (refused), "shadow_limited"
- * (a shadow-mode filter would have), "allowed", or NULL (none ran). */
+/* What rate_limit filters decided: "limited" (refused), "tagged" (over,
+ * forwarded marked), "shadow_limited" (a shadow-mode filter would have
+ * refused), "allowed", or NULL (none ran). */
 static const char *rl_decision(unsigned outcomes)
 {
     if (outcomes & (1u << TG_OUTCOME_RL_LIMITED))
         return "limited";
+    if (outcomes & (1u << TG_OUTCOME_RL_TAGGED))
+        return "tagged";
     if (outcomes & (1u << TG_OUTCOME_RL_SHADOW_LIMITED))
         return "shadow_limited";
     if (outcomes & (1u << TG_OUTCOME_RL_ALLOWED))

@@ -332,6 +332,7 @@ typedef struct rl_conf {
     uint64_t max_keys;
     int on_full_allow;         /* a new key that finds the table full passes (uncounted); default: 429 */
     int shadow;                /* mode: shadow — decide and count, never refuse (outcome shadow_limited) */
+    int tag;                   /* on_limit: tag — forward what is over the limit, marked (TG_RL_TAG_HEADER) */
     tg_rl_table_t *table;
 } rl_conf_t;
 
@@ -388,8 +389,8 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "key",          "limit",    "window", "limits", "response_headers",
-                                        "header_style", "max_keys", "on_full", "mode" };
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_N };
+                                        "header_style", "max_keys", "on_full", "mode", "on_limit" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -456,6 +457,17 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     c->max_keys = TG_RL_DEFAULT_MAX_KEYS;
     if (tg_node_present(&v[K_MAXKEYS]) && tg_node_uint(&v[K_MAXKEYS], "max_keys", 1, 100000000, &c->max_keys) < 0)
         rc = -1;
+    if (tg_node_present(&v[K_ONLIMIT])) {
+        char *m = tg_node_str(&v[K_ONLIMIT], "on_limit");
+        if (m && strcmp(m, "tag") == 0)
+            c->tag = 1;
+        else if (m == NULL || strcmp(m, "reject") != 0) {
+            if (m)
+                tg_node_error(&v[K_ONLIMIT], "on_limit: '%s' is not one of reject, tag", m);
+            rc = -1;
+        }
+        free(m);
+    }
     if (tg_node_present(&v[K_MODE])) {
         char *m = tg_node_str(&v[K_MODE], "mode");
         if (m && strcmp(m, "shadow") == 0)
@@ -580,6 +592,18 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
             rate_headers(c, &r, &fx->response_headers, fx->arena);
         return TG_FILTER_CONTINUE;
     }
+    if (!r.allowed && c->tag) {
+        /* over the limit, forwarded for the upstream to decide (a cheaper
+         * answer, a degraded one), marked with the limit it is over; not
+         * counted, as a refusal would not be */
+        const tg_rl_limit_t *l = &c->limits[r.decisive];
+        fx->outcomes |= 1u << TG_OUTCOME_RL_TAGGED;
+        add_header(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"default\";q=%llu;w=%llu",
+                   (unsigned long long)l->limit, (unsigned long long)(l->window_ms + 999) / 1000);
+        if (c->response_headers)
+            rate_headers(c, &r, &fx->response_headers, fx->arena);
+        return TG_FILTER_CONTINUE;
+    }
     if (!r.allowed) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
@@ -610,10 +634,19 @@ static void rl_inherit(void *new_conf, void *old_conf)
     tg_rl_table_set_max_keys(n->table, (size_t)n->max_keys);
 }
 
+/* With on_limit: tag the upstream trusts TG_RL_TAG_HEADER to come from us:
+ * a client-sent copy is removed on arrival. */
+static const char *rl_trust_header(const void *p)
+{
+    const rl_conf_t *c = p;
+    return c->tag ? TG_RL_TAG_HEADER : NULL;
+}
+
 const tg_filter_type_t tg_filter_rate_limit = {
     .name = "rate_limit",
     .create = rl_create,
     .destroy = rl_destroy,
     .on_request = rl_on_request,
     .inherit = rl_inherit,
+    .trust_header = rl_trust_header,
 };

@@ -15,6 +15,10 @@ extern const tg_filter_type_t tg_filter_rate_limit;
 
 #define TG_RL_MAX_LIMITS 8
 
+/* on_limit: tag marks a request over its limit with this header (the
+ * decisive limit as a RateLimit-Policy item) before it goes upstream. */
+#define TG_RL_TAG_HEADER "x-ratelimit-exceeded"
+
 typedef struct tg_rl_limit {
     uint64_t limit;
     uint64_t window_ms;

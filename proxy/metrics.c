@@ -142,6 +142,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
             { "allowed", offsetof(tg_route_stats_t, ratelimit_allowed) },
             { "limited", offsetof(tg_route_stats_t, ratelimit_limited) },
             { "shadow_limited", offsetof(tg_route_stats_t, ratelimit_shadow_limited) },
+            { "tagged", offsetof(tg_route_stats_t, ratelimit_tagged) },
         };
         for (size_t k = 0; k < sizeof(ds) / sizeof(ds[0]); k++) {
             evbuffer_add_printf(out, "tollgate_ratelimit_decisions_total{");

@@ -1,10 +1,12 @@
-"""rate_limit `mode: shadow`: a limit tried in production without refusing
-anyone. On the same traffic a shadow filter decides exactly as its
+"""rate_limit `mode: shadow` and `on_limit: tag`. Shadow: a limit tried in
+production without refusing anyone. On the same traffic a shadow filter decides exactly as its
 enforced twin (the same requests allowed, the same ones it would refuse),
 never refuses, says so in the metrics (decision="shadow_limited"), in the
 access log (rl_decision) and, if asked, in the RateLimit headers; switched
 to enforce by a reload it keeps its counters, so the next request over the
-limit is refused at once."""
+limit is refused at once. Tag: what is over the limit goes upstream
+marked with x-ratelimit-exceeded (the policy it is over), for the upstream
+to decide; a client cannot send that header itself."""
 import json
 import os
 import tempfile
@@ -34,6 +36,10 @@ routes:
     match: {{ headers: [{{ name: x-route, value: twin }}] }}
     cluster: app
     filters: [{{ rate_limit: {{ key: "header:x-client", limit: 3, window: 1m }} }}]
+  - name: tagged
+    match: {{ headers: [{{ name: x-route, value: tagged }}] }}
+    cluster: app
+    filters: [{{ rate_limit: {{ key: "header:x-client", limit: 2, window: 1m, on_limit: tag }} }}]
 clusters:
   - {{ name: app, endpoints: [127.0.0.1:{app}] }}
 """
@@ -64,6 +70,21 @@ class ShadowModeTest(harness.GatewayTest):
                 return
             time.sleep(0.02)
         self.assertEqual(got, want, route)
+
+    def test_tag_marks_what_is_over_the_limit(self):
+        s = requests.Session()
+        seen = []
+        for i in range(4):
+            # a client claiming to be over the limit itself is not believed
+            extra = {"x-ratelimit-exceeded": "forged"} if i == 0 else {}
+            r = s.get(self.gateway.url("/echo/headers"), headers={"x-route": "tagged", "x-client": "t1", **extra},
+                      timeout=5)
+            self.assertEqual(r.status_code, 200)  # never refused
+            seen.append(dict(r.json()["headers"]).get("x-ratelimit-exceeded"))
+        self.assertEqual(seen, [None, None, '"default";q=2;w=60', '"default";q=2;w=60'])
+        self.wait_decisions("tagged", (2, 0, 0))
+        m = self.metrics()
+        self.assertEqual(harness.metric(m, "tollgate_ratelimit_decisions_total", route="tagged", decision="tagged"), 2)
 
     def test_shadow_matches_its_enforced_twin_then_enforces_after_reload(self):
         s = requests.Session()

@@ -195,6 +195,8 @@ static void test_errors(void **state)
                  "proxy_protocol: 'yes-please' is not true or false");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, mode: dry } }]\n",
                  "mode: 'dry' is not one of enforce, shadow");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, on_limit: queue } }]\n",
+                 "on_limit: 'queue' is not one of reject, tag");
     expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
                  "t.yaml:1:22: admin token_file: cannot read '/nonexistent/tollgate-token'");
     expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
