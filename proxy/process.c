@@ -32,6 +32,7 @@
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 #include "proxy/metrics.h"
+#include "proxy/notify.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 
@@ -53,6 +54,8 @@ typedef struct process {
     int watch_fd;                    /* inotify, with --watch; else -1 */
     char *watch_name;                /* the config file's name in its directory */
     struct event *watch_ev, *watch_timer;
+    tg_notify_t notify;              /* systemd's sd_notify, when it is there */
+    struct event *watchdog_timer;    /* WATCHDOG=1 at half of WatchdogSec */
     int draining;
 } process_t;
 
@@ -109,7 +112,7 @@ static void log_errors(const tg_errors_t *e)
 /* Builds and validates a new snapshot off the hot path; binds the sockets
  * of listeners with new addresses; publishes it to every worker. On any
  * error nothing changes. Returns 0 or -1 with the reasons in errs. */
-static int reload(process_t *p, tg_errors_t *errs)
+static int reload_apply(process_t *p, tg_errors_t *errs)
 {
     if (p->draining) {
         tg_errors_add(errs, "draining: reload refused");
@@ -179,6 +182,20 @@ fail:
     tg_error("reload failed; the previous configuration stays in force:");
     log_errors(errs);
     return -1;
+}
+
+/* A reload as systemd sees it: RELOADING=1, then READY=1 with the outcome. */
+static int reload(process_t *p, tg_errors_t *errs)
+{
+    int tell = !p->draining;
+    if (tell)
+        tg_notify(&p->notify, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+                  (unsigned long long)tg_notify_monotonic_usec(), p->path);
+    int rc = reload_apply(p, errs);
+    if (tell)
+        tg_notify(&p->notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s); %s", p->snap->cfg->n_listeners,
+                  p->n_workers, rc == 0 ? "config reloaded" : "reload failed, previous config kept");
+    return rc;
 }
 
 /* ---- admin endpoints ---- */
@@ -376,6 +393,12 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     stop_all(arg);
 }
 
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    process_t *p = arg;
+    tg_notify(&p->notify, "WATCHDOG=1"); /* the main loop turns: alive */
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     process_t *p = arg;
@@ -397,6 +420,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     p->draining = 1;
+    tg_notify(&p->notify, "STOPPING=1\nSTATUS=draining");
     uint64_t ms = p->snap->cfg->drain_timeout_ms;
     tg_info("signal %d: draining (up to %llu ms)", (int)sig, (unsigned long long)ms);
     for (unsigned i = 0; i < p->n_workers; i++)
@@ -463,6 +487,7 @@ static void *join_thread(void *arg)
 int tg_process_run(const char *path, int watch)
 {
     process_t p = { .path = path, .watch_fd = -1 };
+    tg_notify_open(&p.notify);
     p.pm.started = p.pm.last_reload_ok = time(NULL);
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
@@ -520,6 +545,17 @@ int tg_process_run(const char *path, int watch)
         goto out;
     if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
         goto out;
+    /* every listener is bound and listening (the kernel queues connections
+     * until the workers' loops take them): ready */
+    tg_notify(&p.notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s)", p.snap->cfg->n_listeners,
+              p.n_workers);
+    if (p.notify.watchdog_usec) {
+        p.watchdog_timer = event_new(p.base, -1, EV_PERSIST, on_watchdog, &p);
+        struct timeval tv = { (time_t)(p.notify.watchdog_usec / 2000000),
+                              (suseconds_t)(p.notify.watchdog_usec / 2 % 1000000) };
+        if (p.watchdog_timer == NULL || event_add(p.watchdog_timer, &tv) < 0)
+            tg_warn("WatchdogSec: cannot arm the watchdog timer: systemd will restart tollgate");
+    }
     event_base_dispatch(p.base); /* until a drain starts */
 
     /* Draining: a helper thread joins the workers and ends the loop; the
@@ -554,6 +590,9 @@ out:
         event_free(p.sig_usr1);
     if (p.drain_timer)
         event_free(p.drain_timer);
+    if (p.watchdog_timer)
+        event_free(p.watchdog_timer);
+    tg_notify_close(&p.notify);
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);
