@@ -1,0 +1,38 @@
+"""`cmake --install` lays tollgate out as a package would: the binary in
+sbin/, the default config in etc/tollgate/ (which the installed binary
+accepts with -t), the systemd unit, the docs and examples. Installs the
+build the tests run against into a scratch prefix."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+import harness
+
+
+class InstallTest(unittest.TestCase):
+    def test_install_layout_and_config(self):
+        build = os.path.dirname(os.path.abspath(harness.BIN))
+        self.assertTrue(os.path.exists(os.path.join(build, "cmake_install.cmake")), build)
+        prefix = tempfile.mkdtemp(prefix="tg-install-")
+        p = subprocess.run(["cmake", "--install", build, "--prefix", prefix], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for path in ("sbin/tollgate", "etc/tollgate/tollgate.yaml", "lib/systemd/system/tollgate.service",
+                     "share/doc/tollgate/configuration.md", "share/doc/tollgate/security.md",
+                     "share/doc/tollgate/examples/quickstart.yaml"):
+            self.assertTrue(os.path.exists(os.path.join(prefix, path)), path)
+        self.assertTrue(os.access(os.path.join(prefix, "sbin/tollgate"), os.X_OK))
+        p = subprocess.run([os.path.join(prefix, "sbin/tollgate"), "-t", "-c",
+                            os.path.join(prefix, "etc/tollgate/tollgate.yaml")], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("test is successful", p.stderr)
+        unit = open(os.path.join(prefix, "lib/systemd/system/tollgate.service")).read()
+        for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID",
+                     "ExecStart=/usr/sbin/tollgate -c /etc/tollgate/tollgate.yaml"):
+            self.assertIn(line, unit)
+
+
+if __name__ == "__main__":
+    unittest.main()
