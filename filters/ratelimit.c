@@ -334,7 +334,25 @@ typedef struct rl_conf {
     int shadow;                /* mode: shadow — decide and count, never refuse (outcome shadow_limited) */
     int tag;                   /* on_limit: tag — forward what is over the limit, marked (TG_RL_TAG_HEADER) */
     tg_rl_table_t *table;
+    /* Plans: limit sets picked by the client's identity (first match wins),
+     * each with its own counters. An override is an rl_conf_t with its own
+     * policy name, identities, limits and table; the rest is the filter's. */
+    char *policy;              /* the name in RateLimit headers: "default", or the override's */
+    char **identities;         /* an override's: whom it applies to */
+    size_t n_identities;
+    struct rl_conf *overrides;
+    size_t n_overrides;
 } rl_conf_t;
+
+/* What a limit set owns (an override shares the filter's key parts). */
+static void set_free(rl_conf_t *c)
+{
+    tg_rl_table_free(c->table);
+    free(c->policy);
+    for (size_t i = 0; i < c->n_identities; i++)
+        free(c->identities[i]);
+    free(c->identities);
+}
 
 static void rl_destroy(void *p)
 {
@@ -343,7 +361,10 @@ static void rl_destroy(void *p)
         return;
     for (size_t i = 0; i < c->n_parts; i++)
         free(c->parts[i].header);
-    tg_rl_table_free(c->table);
+    for (size_t i = 0; i < c->n_overrides; i++)
+        set_free(&c->overrides[i]);
+    free(c->overrides);
+    set_free(c);
     free(c);
 }
 
@@ -386,11 +407,84 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
     return 0;
 }
 
+/* overrides: [{ name, identities: [...], limit, window | limits }] — each
+ * a limit set with its own counters, for the identities it names. */
+static int parse_overrides(tg_node_t *n, rl_conf_t *c)
+{
+    if (!tg_node_is_seq(n)) {
+        tg_node_error(n, "overrides must be a list of { name, identities, limit, window }");
+        return -1;
+    }
+    size_t count = tg_node_seq_len(n);
+    if ((c->overrides = calloc(count ? count : 1, sizeof(*c->overrides))) == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        static const char *const ok[] = { "name", "identities", "limit", "window", "limits" };
+        tg_node_t item = tg_node_seq_item(n, i), f[5];
+        rl_conf_t *o = &c->overrides[c->n_overrides++];
+        if (tg_node_fields(&item, "rate_limit override", ok, 5, f) < 0) {
+            rc = -1;
+            continue;
+        }
+        if (!tg_node_present(&f[0]) || !tg_node_present(&f[1])) {
+            tg_node_error(&item, "rate_limit override: give 'name' and 'identities'");
+            rc = -1;
+            continue;
+        }
+        if ((o->policy = tg_node_str(&f[0], "override name")) == NULL ||
+            tg_node_str_list(&f[1], "identities", &o->identities, &o->n_identities) < 0) {
+            rc = -1;
+            continue;
+        }
+        if (!tg_node_header_name_ok(o->policy)) { /* it goes into the RateLimit headers as a key */
+            tg_node_error(&f[0], "override name: '%s' must be a token (letters, digits, - _ .)", o->policy);
+            rc = -1;
+        }
+        if (tg_node_present(&f[2]) || tg_node_present(&f[3]))
+            if (parse_limit(&f[2], &f[3], o) < 0)
+                rc = -1;
+        for (size_t k = 0; tg_node_present(&f[4]) && k < tg_node_seq_len(&f[4]); k++) {
+            static const char *const lk[] = { "limit", "window" };
+            tg_node_t li = tg_node_seq_item(&f[4], k), lf[2];
+            if (tg_node_fields(&li, "override limits", lk, 2, lf) < 0 || parse_limit(&lf[0], &lf[1], o) < 0)
+                rc = -1;
+        }
+        if (rc == 0 && o->n_limits == 0) {
+            tg_node_error(&item, "rate_limit override: give 'limit' and 'window', or 'limits'");
+            rc = -1;
+        }
+        /* the rest is the filter's */
+        memcpy(o->parts, c->parts, sizeof(c->parts));
+        o->n_parts = c->n_parts;
+        o->response_headers = c->response_headers;
+        o->legacy = c->legacy;
+        o->max_keys = c->max_keys;
+        o->on_full_allow = c->on_full_allow;
+        o->shadow = c->shadow;
+        o->tag = c->tag;
+        if (rc == 0 && (o->table = tg_rl_table_new(o->limits, o->n_limits, (size_t)o->max_keys)) == NULL)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* The limit set for this exchange: the first override naming its identity. */
+static const rl_conf_t *pick_set(const rl_conf_t *c, const char *identity)
+{
+    if (identity != NULL)
+        for (size_t i = 0; i < c->n_overrides; i++)
+            for (size_t k = 0; k < c->overrides[i].n_identities; k++)
+                if (strcmp(c->overrides[i].identities[k], identity) == 0)
+                    return &c->overrides[i];
+    return c;
+}
+
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "key",          "limit",    "window", "limits", "response_headers",
-                                        "header_style", "max_keys", "on_full", "mode", "on_limit" };
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_N };
+                                        "header_style", "max_keys", "on_full", "mode", "on_limit", "overrides" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -490,6 +584,10 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         }
         free(s);
     }
+    if ((c->policy = strdup("default")) == NULL)
+        rc = -1;
+    if (rc == 0 && tg_node_present(&v[K_OVERRIDES]) && parse_overrides(&v[K_OVERRIDES], c) < 0)
+        rc = -1;
     if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits, (size_t)c->max_keys)) == NULL)
         rc = -1;
     if (rc < 0) {
@@ -553,15 +651,15 @@ static void rate_headers(const rl_conf_t *c, const tg_rl_result_t *r, tg_headers
         add_header(h, a, "ratelimit-remaining", "%llu", (unsigned long long)r->remaining);
         add_header(h, a, "ratelimit-reset", "%llu", (unsigned long long)r->reset_s);
     } else { /* draft-ietf-httpapi-ratelimit-headers, structured fields */
-        add_header(h, a, "ratelimit-policy", "\"default\";q=%llu;w=%llu", q, w);
-        add_header(h, a, "ratelimit", "\"default\";r=%llu;t=%llu", (unsigned long long)r->remaining,
+        add_header(h, a, "ratelimit-policy", "\"%s\";q=%llu;w=%llu", c->policy, q, w);
+        add_header(h, a, "ratelimit", "\"%s\";r=%llu;t=%llu", c->policy, (unsigned long long)r->remaining,
                    (unsigned long long)r->reset_s);
     }
 }
 
 static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
 {
-    rl_conf_t *c = p;
+    const rl_conf_t *c = pick_set(p, fx->identity); /* a key's counters belong to the set it is counted under */
     char key[512];
     size_t len = build_key(c, fx, key, sizeof(key));
     struct timespec ts;
@@ -598,7 +696,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
          * counted, as a refusal would not be */
         const tg_rl_limit_t *l = &c->limits[r.decisive];
         fx->outcomes |= 1u << TG_OUTCOME_RL_TAGGED;
-        add_header(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"default\";q=%llu;w=%llu",
+        add_header(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"%s\";q=%llu;w=%llu", c->policy,
                    (unsigned long long)l->limit, (unsigned long long)(l->window_ms + 999) / 1000);
         if (c->response_headers)
             rate_headers(c, &r, &fx->response_headers, fx->arena);
@@ -632,6 +730,15 @@ static void rl_inherit(void *new_conf, void *old_conf)
     tg_rl_table_free(n->table);
     n->table = tg_rl_table_ref(o->table);
     tg_rl_table_set_max_keys(n->table, (size_t)n->max_keys);
+    for (size_t i = 0; i < n->n_overrides && i < o->n_overrides; i++) { /* the same plan, the same limits */
+        rl_conf_t *no = &n->overrides[i], *oo = &o->overrides[i];
+        if (strcmp(no->policy, oo->policy) != 0 || no->n_limits != oo->n_limits ||
+            memcmp(no->limits, oo->limits, no->n_limits * sizeof(no->limits[0])) != 0)
+            continue;
+        tg_rl_table_free(no->table);
+        no->table = tg_rl_table_ref(oo->table);
+        tg_rl_table_set_max_keys(no->table, (size_t)no->max_keys);
+    }
 }
 
 /* With on_limit: tag the upstream trusts TG_RL_TAG_HEADER to come from us:

@@ -46,6 +46,18 @@ routes:
     cluster: app
     filters:
       - rate_limit: {{ key: identity, limit: 5, window: 1m, response_headers: true }}
+  - name: plans
+    match: {{ path_prefix: /whoami }}
+    cluster: app
+    filters:
+      - rate_limit:
+          key: identity
+          limit: 2
+          window: 1m
+          response_headers: true
+          overrides:
+            - {{ name: partner, identities: [alice], limit: 4, window: 1m }}
+            - {{ name: trial, identities: [carol, alice], limits: [{{ limit: 1, window: 1m }}] }}
   - name: hammered
     match: {{ path_prefix: /text }}
     cluster: app
@@ -123,6 +135,23 @@ clusters:
         self.assertTrue(r.headers["ratelimit"].startswith('"default";r=0;t='))
         # another identity has its own budget
         self.assertEqual(self.get("/status/200", {"Authorization": "Bearer t-carol"}).status_code, 200)
+
+    def test_plans_by_identity(self):
+        """overrides pick a limit set by identity (first match wins: alice is
+        a partner, not a trial user), each with its own counters and its
+        name in the RateLimit headers; everyone else gets the default."""
+        def codes(token, n):
+            rs = [self.get("/whoami", {"Authorization": f"Bearer {token}"}) for _ in range(n)]
+            return [r.status_code for r in rs], rs
+        got, rs = codes("t-alice", 5)
+        self.assertEqual(got, [200] * 4 + [429])
+        self.assertEqual(rs[0].headers["ratelimit-policy"], '"partner";q=4;w=60')
+        got, rs = codes("t-carol", 2)
+        self.assertEqual(got, [200, 429])
+        self.assertEqual(rs[0].headers["ratelimit-policy"], '"trial";q=1;w=60')
+        got, rs = codes("t-bob", 3)
+        self.assertEqual(got, [200, 200, 429])
+        self.assertEqual(rs[0].headers["ratelimit-policy"], '"default";q=2;w=60')
 
     def test_concurrent_hammer_never_over_admits(self):
         def one(_):

@@ -197,6 +197,12 @@ static void test_errors(void **state)
                  "mode: 'dry' is not one of enforce, shadow");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, on_limit: queue } }]\n",
                  "on_limit: 'queue' is not one of reject, tag");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, limit: 2, "
+                                "window: 1s }] } }]\n",
+                 "rate_limit override: give 'name' and 'identities'");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
+                                "identities: [a] }] } }]\n",
+                 "rate_limit override: give 'limit' and 'window', or 'limits'");
     expect_error("admin: { token_file: /nonexistent/tollgate-token }\n" BASE_LISTENERS,
                  "t.yaml:1:22: admin token_file: cannot read '/nonexistent/tollgate-token'");
     expect_error("trusted_proxies: [10.0.0.0/8, 10.0.0.1/8]\n" BASE_LISTENERS,
