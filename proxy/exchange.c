@@ -1,8 +1,8 @@
 /*
  * proxy/exchange.c — the life of a request (DESIGN.md): route, filters,
  * request preparation, local replies (JSON, or trailers-only gRPC), gRPC
- * deadlines and completion. The upstream stage — attempts, the pumps,
- * failover and retries — is in exchange_upstream.c; the struct both share
+ * and completion. The upstream stage — attempts, the pumps, failover,
+ * retries and gRPC deadlines — is in exchange_upstream.c; the struct both share
  * is in exchange_int.h. See exchange.h.
  *
  * State machine (one place advances it: the callbacks below update state
@@ -31,15 +31,11 @@
 #include <strings.h>
 #include <time.h>
 
-#include "proxy/h1_codec.h"
-#include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/path.h"
 #include "proxy/router.h"
-#include "proxy/sock.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
 #include "tls/context.h"
 #include "proxy/base/timer.h"
 
@@ -53,8 +49,6 @@ static char *join_list(tg_arena_t *a, const char *first, const char *second);
 static int ensure_request_id(tg_exchange_t *ex);
 static int forward_client_cert(tg_exchange_t *ex);
 static int prepare_request_headers(tg_exchange_t *ex);
-static void on_deadline(evutil_socket_t fd, short what, void *arg);
-static void start_grpc_deadline(tg_exchange_t *ex);
 static int run_filters(tg_exchange_t *ex, size_t from);
 static void after_filters(tg_exchange_t *ex);
 
@@ -125,15 +119,14 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     }
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
-    struct event *retry_ev = ex->retry_ev, *timer = ex->timer, *deadline_ev = ex->deadline_ev;
+    struct event *retry_ev = ex->retry_ev, *deadline_ev = ex->deadline_ev;
     memset(ex, 0, sizeof(*ex));
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
     ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, tg_ex_on_retry_timer, ex);
-    ex->timer = timer ? timer : evtimer_new(w->base, tg_ex_on_up_timer, ex);
-    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(w->base, on_deadline, ex);
-    if (ex->retry_ev == NULL || ex->timer == NULL || ex->deadline_ev == NULL) {
+    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(w->base, tg_ex_on_deadline, ex);
+    if (ex->retry_ev == NULL || ex->deadline_ev == NULL) {
         ex->next_free = w->free_exchanges;
         w->free_exchanges = ex;
         return NULL;
@@ -249,23 +242,20 @@ void tg_exchange_free_cache(tg_worker_t *w)
         evbuffer_free(ex->body_buf);
         if (ex->retry_ev)
             event_free(ex->retry_ev);
-        if (ex->timer)
-            event_free(ex->timer);
         if (ex->deadline_ev)
             event_free(ex->deadline_ev);
         free(ex);
     }
 }
 
-/* Ends the exchange: gives the upstream connection back (kept only after a
- * clean, complete request and response), tells the downstream, recycles. */
+/* Ends the exchange: lets the upstream attempt go (clean: its connection
+ * may carry another request), tells the downstream, recycles. */
 void tg_ex_finish(tg_exchange_t *ex, int abort)
 {
     int clean = !abort && ex->resp_done && ex->req_sent && ex->state == EX_STREAMING;
-    int reusable = clean && ex->resp.keep_alive && ex->up_reader.body != TG_BODY_EOF;
-    tg_debug("exchange %s %s: finish in %s (abort=%d reusable=%d)", ex->req.method, ex->req.target,
-             tg_ex_state_str(ex->state), abort, reusable);
-    tg_ex_release_upstream(ex, reusable);
+    tg_debug("exchange %s %s: finish in %s (abort=%d clean=%d)", ex->req.method, ex->req.target,
+             tg_ex_state_str(ex->state), abort, clean);
+    tg_ex_release_upstream(ex, clean);
     int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
     /* counted before the downstream sends the last bytes: whoever has the
      * whole response finds it in the metrics and the logs */
@@ -568,9 +558,6 @@ static int prepare_request_headers(tg_exchange_t *ex)
         return -1;
     if (ex->snap->cfg->paths.forward_original && forward_original_path(ex) < 0)
         return -1;
-    ex->up_req_body = req->body;
-    if (ex->cluster->conf->protocol != TG_PROTO_HTTP1 && req->body != TG_BODY_NONE)
-        ex->up_req_body = TG_BODY_LENGTH; /* HTTP/2 frames it: the bytes go as they are */
     return 0;
 }
 
@@ -603,32 +590,8 @@ ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t 
     return n;
 }
 
-/* ---- gRPC deadlines ---- */
-
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    tg_debug("exchange %s: gRPC deadline exceeded", ex->req.target);
-    tg_exchange_reply(ex, 504, "deadline exceeded");
-}
-
 /* ---- entry points from the downstream ---- */
 
-
-/* gRPC deadlines are honoured by default: a call with grpc-timeout ends
- * with DEADLINE_EXCEEDED at the smaller of it and the route timeout. */
-static void start_grpc_deadline(tg_exchange_t *ex)
-{
-    const tg_header_t *h = tg_headers_get(&ex->req.headers, "grpc-timeout");
-    uint64_t us;
-    if (h == NULL || tg_grpc_parse_timeout(h->value, h->value_len, &us) < 0)
-        return; /* none, or malformed: no deadline of the client's */
-    uint64_t route_us = ex->route->timeout_ms * 1000;
-    if (route_us && route_us < us)
-        us = route_us;
-    ex->deadline_us = ex->start_us + us;
-    tg_timer_arm_us(ex->deadline_ev, us);
-}
 
 /* The trust boundary, before anything reads the request: trust headers
  * and hop-by-hop headers go (what the exchange needs of the latter is
@@ -689,7 +652,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     }
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
     if (ex->grpc)
-        start_grpc_deadline(ex);
+        tg_ex_start_deadline(ex);
     if (ct != NULL && tg_grpc_content_type(ct->value) && strcmp(ex->req.method, "POST") == 0)
         ex->grpc_msg_max = ex->route->max_grpc_request_message;
     if (ensure_request_id(ex) < 0) {
@@ -779,6 +742,6 @@ void tg_exchange_on_request_data(tg_exchange_t *ex)
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
 {
-    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && (ex->up != NULL || ex->h2s != NULL))
+    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->up != NULL)
         tg_ex_pump_response(ex);
 }

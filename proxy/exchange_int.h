@@ -1,10 +1,10 @@
 /*
  * proxy/exchange_int.h — the exchange's internals, shared by its two
  * halves and by nothing else: exchange.c (lifetime, the request side,
- * filters, local replies, gRPC deadlines) and exchange_upstream.c (the
- * upstream stage: endpoint order, attempts over HTTP/1 leases or HTTP/2
- * streams, the two pumps, response heads, failover and retries). Other
- * modules use proxy/exchange.h.
+ * filters, local replies) and exchange_upstream.c (the upstream stage,
+ * protocol-neutral: endpoint order, attempts through tg_upstream_ops_t,
+ * the two pumps, response heads, failover, retries and gRPC deadlines).
+ * Other modules use proxy/exchange.h.
  */
 #ifndef TG_PROXY_EXCHANGE_INT_H
 #define TG_PROXY_EXCHANGE_INT_H
@@ -17,8 +17,6 @@
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
 #include "proxy/base/grpc_frames.h"
-#include "proxy/h1_codec.h"
-#include "proxy/h2_client.h"
 #include "proxy/upstream.h"
 #include "tls/context.h"
 
@@ -79,15 +77,12 @@ struct tg_exchange {
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
     up_error_t last_error;
 
-    tg_upconn_t *up;            /* HTTP/1 upstreams: the leased connection */
-    tg_h2_stream_t *h2s;        /* HTTP/2 upstreams: the stream */
-    struct event *timer;        /* HTTP/2 upstreams: response / idle timeout (kept across recycling) */
+    void *up;                   /* the attempt in hand (NULL: none) ... */
+    const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
     struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
     uint64_t deadline_us;       /* monotonic; 0: none */
     long reset_code;            /* the upstream's RST_STREAM code, or -1 */
-    unsigned refusals;          /* HTTP/2 streams the upstream refused (retried) */
-    tg_h1_reader_t up_reader;
-    tg_body_kind_t up_req_body; /* framing of the request body toward the upstream */
+    unsigned refusals;          /* attempts the upstream refused unprocessed (retried) */
 
     size_t listener;
     tg_filter_exchange_t fx;    /* the filters' view of this exchange */
@@ -114,7 +109,6 @@ struct tg_exchange {
     unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
-    unsigned up_eof : 1;
     unsigned close_ds : 1;
     unsigned grpc : 1;          /* content-type application/grpc*: gRPC replies and deadlines */
     unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
@@ -133,11 +127,12 @@ ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t 
 const char *tg_ex_state_str(ex_state_t s);
 
 /* exchange_upstream.c */
-void tg_ex_release_upstream(tg_exchange_t *ex, int reusable);
+void tg_ex_release_upstream(tg_exchange_t *ex, int clean);
 int tg_ex_pump_request(tg_exchange_t *ex);
 int tg_ex_pump_response(tg_exchange_t *ex);
 void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
-void tg_ex_on_up_timer(evutil_socket_t fd, short what, void *arg);
+void tg_ex_start_deadline(tg_exchange_t *ex);
+void tg_ex_on_deadline(evutil_socket_t fd, short what, void *arg);
 int tg_ex_build_order(tg_exchange_t *ex);
 void tg_ex_try_next_endpoint(tg_exchange_t *ex);
 

@@ -3,7 +3,7 @@
  *
  * Connection states: CONNECTING (TCP/TLS handshake, until the upstream's
  * SETTINGS arrive; streams opened meanwhile wait, unsubmitted) -> READY
- * (the waiting streams get TG_H2S_CONNECTED up to the upstream's
+ * (the waiting streams get TG_UP_CONNECTED up to the upstream's
  * MAX_CONCURRENT_STREAMS; the rest move to another connection) -> GOAWAY
  * (no new streams; closes when its last stream ends) -> DEAD (freed at the
  * next safe point).
@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ struct tg_h2_stream {
     tg_h2_stream_t *next, *prev;   /* in the connection's list */
     tg_h2_conn_t *conn;
     int32_t id;                    /* 0 until submitted */
-    tg_h2_stream_cb cb;            /* NULL once released */
+    tg_upstream_cb cb;             /* NULL once released */
     void *arg;
     tg_response_t *resp;
     tg_arena_t *arena;
@@ -50,7 +51,9 @@ struct tg_h2_stream {
     struct evbuffer *in;           /* response body received, not yet read */
     uint32_t error;
     const char *why;
-    tg_h2_cause_t cause;           /* after a reset: why (h2_client.h) */
+    tg_up_cause_t cause;           /* after a reset: why (upstream.h) */
+    struct event timer;            /* inactivity bound (set_timeout) */
+    uint64_t timeout_ms;
     int pending;                   /* events to deliver */
     unsigned out_end : 1, deferred : 1, head : 1, end : 1, reset : 1, closed : 1,
         watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1;
@@ -84,7 +87,7 @@ static const char *conn_state_str(conn_state_t s)
 }
 
 static void conn_io(tg_h2_conn_t *c);
-static void conn_fail(tg_h2_conn_t *c, const char *why, tg_h2_cause_t cause);
+static void conn_fail(tg_h2_conn_t *c, const char *why, tg_up_cause_t cause);
 
 static void conn_kick(tg_h2_conn_t *c)
 {
@@ -128,6 +131,7 @@ static void stream_unlink(tg_h2_stream_t *s)
 static void stream_free(tg_h2_stream_t *s)
 {
     tg_worker_t *w = s->conn->w;
+    evtimer_del(&s->timer);
     stream_unlink(s);
     tg_h2_obj_release(&w->h2_client_streams, &s->obj);
 }
@@ -148,7 +152,7 @@ static void conn_notify(tg_h2_conn_t *c)
         int ev = s->pending;
         s->pending = 0;
         if (ev && s->cb != NULL)
-            s->cb(s, ev, s->arg);
+            s->cb(s->arg, ev);
     }
 }
 
@@ -197,10 +201,10 @@ static void conn_release(tg_h2_conn_t *c)
 }
 
 /* Every open stream fails (connection lost or never made). */
-static void conn_fail(tg_h2_conn_t *c, const char *why, tg_h2_cause_t cause)
+static void conn_fail(tg_h2_conn_t *c, const char *why, tg_up_cause_t cause)
 {
-    if (c->state == C_CONNECTING && cause == TG_H2_CAUSE_RESET)
-        cause = TG_H2_CAUSE_CONNECT_FAILED; /* the connection never came up */
+    if (c->state == C_CONNECTING && cause == TG_UP_CAUSE_RESET)
+        cause = TG_UP_CAUSE_CONNECT_FAILED; /* the connection never came up */
     for (tg_h2_stream_t *s = c->streams, *next; s != NULL; s = next) {
         next = s->next;
         if (s->cb == NULL) {
@@ -211,8 +215,8 @@ static void conn_fail(tg_h2_conn_t *c, const char *why, tg_h2_cause_t cause)
             s->reset = 1;
             s->error = NGHTTP2_INTERNAL_ERROR;
             s->why = why;
-            s->cause = cause == TG_H2_CAUSE_RESET && s->id == 0 ? TG_H2_CAUSE_REFUSED : cause; /* 0: never sent */
-            post(s, TG_H2S_RESET);
+            s->cause = cause == TG_UP_CAUSE_RESET && s->id == 0 ? TG_UP_CAUSE_REFUSED : cause; /* 0: never sent */
+            post(s, TG_UP_ERROR);
         }
     }
     conn_close(c);
@@ -242,7 +246,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
         return rv;
     if (s->watch_out && evbuffer_get_length(s->out) < TG_EXCHANGE_HWM / 2) {
         s->watch_out = 0;
-        post(s, TG_H2S_WRITABLE);
+        post(s, TG_UP_WRITABLE);
     }
     return 0;
 }
@@ -312,7 +316,7 @@ static void head_done(tg_h2_stream_t *s, int end_stream)
         r->body = TG_BODY_CHUNKED; /* length unknown */
     }
     s->head = 1;
-    post(s, TG_H2S_HEAD);
+    post(s, TG_UP_HEAD);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -331,7 +335,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         if (end) {
             s->end = 1;
-            post(s, TG_H2S_END);
+            post(s, TG_UP_DATA);
         }
         return 0;
     case NGHTTP2_DATA:
@@ -339,7 +343,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
             return 0;
         if (end) {
             s->end = 1;
-            post(s, TG_H2S_END);
+            post(s, TG_UP_DATA);
         }
         return 0;
     case NGHTTP2_GOAWAY:
@@ -374,7 +378,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
     }
     if (evbuffer_add(s->in, data, len) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    post(s, TG_H2S_DATA);
+    post(s, TG_UP_DATA);
     return 0;
 }
 
@@ -397,10 +401,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
         s->reset = 1;
         s->error = error_code;
         /* REFUSED_STREAM, or a stream above a GOAWAY's last id: never processed */
-        s->cause = error_code == NGHTTP2_REFUSED_STREAM ? TG_H2_CAUSE_REFUSED : TG_H2_CAUSE_RESET;
+        s->cause = error_code == NGHTTP2_REFUSED_STREAM ? TG_UP_CAUSE_REFUSED : TG_UP_CAUSE_RESET;
         s->peer_reset = 1;
-        s->why = s->cause == TG_H2_CAUSE_REFUSED ? "stream refused by the upstream" : "stream reset by the upstream";
-        post(s, TG_H2S_RESET);
+        s->why = s->cause == TG_UP_CAUSE_REFUSED ? "stream refused by the upstream" : "stream reset by the upstream";
+        post(s, TG_UP_ERROR);
     }
     return 0;
 }
@@ -466,23 +470,23 @@ static void dispatch_waiting(tg_h2_conn_t *c)
         if (started < limit) {
             started++;
             s->told = 1;
-            post(s, TG_H2S_CONNECTED);
+            post(s, TG_UP_CONNECTED);
             continue;
         }
         tg_h2_conn_t *other = conn_for(c->w, c->cl, c->ep, c);
         if (other == NULL) {
             s->reset = 1;
-            s->cause = TG_H2_CAUSE_REFUSED;
+            s->cause = TG_UP_CAUSE_REFUSED;
             s->error = NGHTTP2_REFUSED_STREAM;
             s->why = "no upstream connection with a free stream";
-            post(s, TG_H2S_RESET);
+            post(s, TG_UP_ERROR);
             continue;
         }
         stream_unlink(s);
         stream_link(s, other);
         if (other->state == C_READY) {
             s->told = 1;
-            post(s, TG_H2S_CONNECTED); /* on other's list: its conn_io delivers it */
+            post(s, TG_UP_CONNECTED); /* on other's list: its conn_io delivers it */
             conn_kick(other);
         }
     }
@@ -514,7 +518,7 @@ static void conn_io(tg_h2_conn_t *c)
     c->in_io = 0;
     if (rv != 0) {
         tg_warn("h2 upstream: %s", nghttp2_strerror(rv));
-        conn_fail(c, "HTTP/2 protocol error from the upstream", TG_H2_CAUSE_RESET);
+        conn_fail(c, "HTTP/2 protocol error from the upstream", TG_UP_CAUSE_RESET);
         return;
     }
     if (c->settings_in)
@@ -523,7 +527,7 @@ static void conn_io(tg_h2_conn_t *c)
     if (c->state == C_DEAD)
         return;
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) {
-        conn_fail(c, "connection closed by the upstream (GOAWAY)", TG_H2_CAUSE_RESET);
+        conn_fail(c, "connection closed by the upstream (GOAWAY)", TG_UP_CAUSE_RESET);
         return;
     }
     if (c->state == C_GOAWAY && c->n_streams == 0) {
@@ -543,12 +547,12 @@ static void on_sock(tg_sock_t *sock, int events, void *arg)
         if (connecting)
             tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
         conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost",
-                  connecting ? TG_H2_CAUSE_CONNECT_FAILED : TG_H2_CAUSE_RESET);
+                  connecting ? TG_UP_CAUSE_CONNECT_FAILED : TG_UP_CAUSE_RESET);
         return;
     }
     if (events & TG_SOCK_TIMEOUT) {
         tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
-        conn_fail(c, "upstream connect timed out", TG_H2_CAUSE_CONNECT_TIMEOUT);
+        conn_fail(c, "upstream connect timed out", TG_UP_CAUSE_TIMEOUT);
         return;
     }
     /* TG_SOCK_CONNECTED: the preface and our SETTINGS go out; the
@@ -559,7 +563,7 @@ static void on_sock(tg_sock_t *sock, int events, void *arg)
     if ((events & TG_SOCK_EOF) && c->state != C_DEAD) {
         conn_io(c); /* what arrived before the close */
         if (c->state != C_DEAD)
-            conn_fail(c, "upstream closed the connection", TG_H2_CAUSE_RESET);
+            conn_fail(c, "upstream closed the connection", TG_UP_CAUSE_RESET);
     }
 }
 
@@ -576,12 +580,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (c->ping_out) {
         tg_warn("h2 upstream: keepalive PING unanswered, closing");
-        conn_fail(c, "upstream stopped answering (PING timeout)", TG_H2_CAUSE_RESET);
+        conn_fail(c, "upstream stopped answering (PING timeout)", TG_UP_CAUSE_RESET);
         return;
     }
     c->ping_out = 1;
     if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
-        conn_fail(c, "keepalive PING could not be queued", TG_H2_CAUSE_RESET);
+        conn_fail(c, "keepalive PING could not be queued", TG_UP_CAUSE_RESET);
         return;
     }
     conn_io(c);
@@ -681,21 +685,44 @@ static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_e
     return c ? c : conn_new(w, not->snap, cl, ep, &w->pools[ep->slot]->h2);
 }
 
-tg_h2_stream_t *tg_h2_open(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
-                           tg_response_t *resp, tg_arena_t *arena, tg_h2_stream_cb cb, void *arg, int *fresh)
+/* ---- the upstream interface (upstream.h) ---- */
+
+/* No progress either way within the stream's timeout. */
+static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
 {
-    tg_h2_conn_t *c = conn_find(w, cl, ep, NULL);
-    if (c == NULL && (c = conn_new(w, snap, cl, ep, &w->pools[ep->slot]->h2)) == NULL)
+    tg_h2_stream_t *s = arg;
+    if (s->cb == NULL || s->reset)
+        return;
+    s->reset = 1;
+    s->cause = TG_UP_CAUSE_TIMEOUT;
+    s->why = s->head ? "idle timeout" : "response timeout";
+    s->cb(s->arg, TG_UP_ERROR);
+}
+
+/* Progress: the inactivity bound starts again. */
+static void stream_touch(tg_h2_stream_t *s)
+{
+    if (s->timeout_ms)
+        tg_timer_set_ms(&s->timer, s->timeout_ms);
+}
+
+static void *h2_open(const tg_up_target_t *t, int *fresh)
+{
+    tg_worker_t *w = t->w;
+    tg_h2_conn_t *c = conn_find(w, t->cl, t->ep, NULL);
+    if (c == NULL && (c = conn_new(w, t->snap, t->cl, t->ep, &w->pools[t->ep->slot]->h2)) == NULL)
         return NULL;
     tg_h2_stream_t *s = tg_h2_obj_alloc(&w->h2_client_streams, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->out = s->obj.buf[0];
     s->in = s->obj.buf[1];
-    s->cb = cb;
-    s->arg = arg;
-    s->resp = resp;
-    s->arena = arena;
+    s->cb = t->cb;
+    s->arg = t->arg;
+    s->resp = t->resp;
+    s->arena = t->arena;
+    evtimer_assign(&s->timer, w->base, on_stream_timer, s);
+    memset(s->resp, 0, sizeof(*s->resp));
     stream_link(s, c);
     *fresh = c->state == C_CONNECTING;
     s->told = !*fresh;
@@ -712,10 +739,13 @@ static int skip_request_header(const tg_header_t *h)
 
 #define NV(n, v, vl) ((nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE })
 
-int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *authority, int te_trailers,
-                       int end_stream)
+static int h2_start(void *u, const tg_up_request_t *r)
 {
+    tg_h2_stream_t *s = u;
     tg_h2_conn_t *c = s->conn;
+    const tg_request_t *req = r->req;
+    const char *authority = r->authority;
+    int end_stream = r->end_stream;
     nghttp2_nv *nv = tg_arena_alloc(s->arena, (req->headers.n + 7) * sizeof(*nv));
     char *clen = tg_arena_alloc(s->arena, 24);
     if (nv == NULL || clen == NULL)
@@ -743,7 +773,7 @@ int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *a
             return -1;
         n++;
     }
-    if (te_trailers)
+    if (r->te_trailers)
         nv[n++] = NV("te", "trailers", 8);
     if (req->body == TG_BODY_LENGTH) {
         size_t l = tg_fmt_u64(clen, req->content_length);
@@ -755,25 +785,15 @@ int tg_h2_stream_start(tg_h2_stream_t *s, const tg_request_t *req, const char *a
         return -1;
     s->id = id;
     s->out_end = end_stream != 0;
+    s->timeout_ms = r->timeout_ms;
+    stream_touch(s);
     conn_kick(c);
     return 0;
 }
 
-struct evbuffer *tg_h2_stream_out(tg_h2_stream_t *s)
+static void h2_flush(void *u)
 {
-    return s->out;
-}
-
-int tg_h2_stream_write(tg_h2_stream_t *s, struct evbuffer *data)
-{
-    if (evbuffer_add_buffer(s->out, data) < 0)
-        return -1;
-    tg_h2_stream_flush(s);
-    return 0;
-}
-
-void tg_h2_stream_flush(tg_h2_stream_t *s)
-{
+    tg_h2_stream_t *s = u;
     if (evbuffer_get_length(s->out) >= TG_EXCHANGE_HWM / 2)
         s->watch_out = 1;
     if (s->deferred && s->id > 0 && !s->closed) {
@@ -783,8 +803,21 @@ void tg_h2_stream_flush(tg_h2_stream_t *s)
     conn_kick(s->conn);
 }
 
-int tg_h2_stream_end(tg_h2_stream_t *s)
+/* Request body goes as it is: DATA frames carry the framing. */
+static int h2_write(void *u, struct evbuffer *data, int by_reference)
 {
+    tg_h2_stream_t *s = u;
+    if (evbuffer_get_length(data) == 0)
+        return 0;
+    if ((by_reference ? evbuffer_add_buffer_reference(s->out, data) : evbuffer_add_buffer(s->out, data)) < 0)
+        return -1;
+    stream_touch(s);
+    return 0;
+}
+
+static int h2_end(void *u)
+{
+    tg_h2_stream_t *s = u;
     s->out_end = 1;
     if (s->deferred && s->id > 0 && !s->closed) {
         s->deferred = 0;
@@ -794,46 +827,68 @@ int tg_h2_stream_end(tg_h2_stream_t *s)
     return 0;
 }
 
-size_t tg_h2_stream_pending(const tg_h2_stream_t *s)
+static size_t h2_queued(void *u)
 {
+    tg_h2_stream_t *s = u;
     return evbuffer_get_length(s->out);
 }
 
-ssize_t tg_h2_stream_read(tg_h2_stream_t *s, struct evbuffer *dst, size_t max, int *fin)
+/* Moves response body toward the exchange and opens the window by as
+ * much: flow control follows the client's pace. */
+static ssize_t h2_read(void *u, struct evbuffer *dst, size_t max, int *fin)
 {
+    tg_h2_stream_t *s = u;
     size_t have = evbuffer_get_length(s->in), n = have < max ? have : max;
     if (n > 0) {
-        if (evbuffer_remove_buffer(s->in, dst, n) != (int)n)
+        if (evbuffer_remove_buffer(s->in, dst, n) != (int)n) {
+            s->cause = TG_UP_CAUSE_TRUNCATED;
+            s->why = "out of memory";
             return -1;
+        }
         if (s->closed)
             nghttp2_session_consume_connection(s->conn->session, n);
         else
             nghttp2_session_consume(s->conn->session, s->id, n);
+        stream_touch(s);
         conn_kick(s->conn);
     }
     *fin = s->end && evbuffer_get_length(s->in) == 0;
     return (ssize_t)n;
 }
 
-uint32_t tg_h2_stream_error(const tg_h2_stream_t *s, tg_h2_cause_t *cause, const char **why)
+static void h2_set_timeout(void *u, uint64_t ms)
 {
-    if (cause)
-        *cause = s->cause;
-    if (why)
-        *why = s->why ? s->why : "stream reset";
-    return s->error;
+    tg_h2_stream_t *s = u;
+    s->timeout_ms = ms;
+    tg_timer_set_ms(&s->timer, ms);
 }
 
-int tg_h2_stream_peer_reset(const tg_h2_stream_t *s)
+static tg_up_cause_t h2_error(void *u, const char **why, long *reset_code)
 {
-    return s->peer_reset;
+    tg_h2_stream_t *s = u;
+    *why = s->why ? s->why : "stream reset";
+    *reset_code = s->peer_reset ? (long)s->error : -1;
+    return s->cause;
 }
 
-void tg_h2_stream_release(tg_h2_stream_t *s, uint32_t code)
+/* A stream that was refused is retried by the exchange as a stale pooled
+ * connection would be: reuse itself carries no risk here. */
+static int h2_reused(void *u)
 {
+    (void)u;
+    return 0;
+}
+
+/* If the stream is still open the upstream gets RST_STREAM CANCEL (the
+ * client went away, or the attempt failed); no callback runs after this. */
+static void h2_release(void *u, int clean)
+{
+    tg_h2_stream_t *s = u;
     tg_h2_conn_t *c = s->conn;
+    (void)clean;
     s->cb = NULL;
     s->pending = 0;
+    evtimer_del(&s->timer);
     if (c->state == C_DEAD || s->closed || s->id == 0) {
         if (!s->closed && s->id > 0 && c->state != C_DEAD)
             nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
@@ -844,12 +899,28 @@ void tg_h2_stream_release(tg_h2_stream_t *s, uint32_t code)
         /* Still open: cancel it; nghttp2's stream close frees it (if the
          * reset cannot even be queued, the session is out of memory: it
          * is closed, which frees every stream). */
-        if (nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, code) != 0 && c->state != C_DEAD)
+        if (nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL) != 0 &&
+            c->state != C_DEAD)
             nghttp2_session_terminate_session(c->session, NGHTTP2_INTERNAL_ERROR);
     }
     if (c->state != C_DEAD)
         conn_kick(c);
 }
+
+const tg_upstream_ops_t tg_upstream_h2_ops = {
+    .name = "http2",
+    .open = h2_open,
+    .start = h2_start,
+    .write = h2_write,
+    .flush = h2_flush,
+    .end = h2_end,
+    .queued = h2_queued,
+    .read = h2_read,
+    .set_timeout = h2_set_timeout,
+    .error = h2_error,
+    .reused = h2_reused,
+    .release = h2_release,
+};
 
 void tg_h2_pool_free(tg_h2_conn_t **head)
 {
