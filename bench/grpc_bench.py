@@ -22,7 +22,7 @@ from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, 
 PATH = "/test.v1.Echo/Echo"
 
 
-def targets(d, bport):
+def targets(d, bport, compare=""):
     out = []
     port = free_port()
     with open(f"{d}/tollgate.yaml", "w") as f:
@@ -32,6 +32,12 @@ routes: [{{ name: echo, match: {{ grpc_service: test.v1.Echo }}, cluster: backen
 clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
 """)
     out.append(("tollgate", port, [TOLLGATE, "-c", f"{d}/tollgate.yaml", "-l", "warn"]))
+    if compare:  # another build (e.g. the previous commit's), beside it
+        oport = free_port()
+        with open(f"{d}/tollgate-before.yaml", "w") as f:
+            f.write(open(f"{d}/tollgate.yaml").read().replace(f"127.0.0.1:{port}'", f"127.0.0.1:{oport}'"))
+        out.append(("tollgate-before", oport, [os.path.abspath(compare), "-c", f"{d}/tollgate-before.yaml", "-l",
+                                               "warn"]))
     port = free_port()
     out.append(("nginx", port, ["nginx", "-c", nginx_conf(d, port, f"""
   server {{ listen 127.0.0.1:{port} http2 backlog=4096;
@@ -82,6 +88,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=300000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compare", default="", help="another tollgate binary, run beside it as tollgate-before")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-grpc-")
     procs, rows = [], []
@@ -96,7 +103,7 @@ def main():
         wait_port(bport)
         direct = measure("direct", bport, [], args, d)
         running = []
-        for name, port, argv in targets(d, bport):
+        for name, port, argv in targets(d, bport, args.compare):
             p = start(argv, PROXY_CPU, cwd=d)
             procs.append(p)
             wait_port(port)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
 #include "proxy/h2_server.h"
@@ -32,13 +33,10 @@ static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 typedef enum { C_HANDSHAKE = 0, C_READ_HEAD, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
 
 typedef struct h1_conn {
-    tg_conn_node_t node;
-    tg_worker_t *w;
-    tg_sock_t *sock;
+    tg_conn_t base;                 /* first: the socket, timer, lifetime (conn.h) */
     const tg_listener_slot_t *slot; /* its index is the listener in the current config (TG_LISTENER_GONE
                                      * once a reload removed it) */
-    tg_snapshot_t *snap;            /* the config it was accepted with (listener settings) */
-    size_t listener;                /* its listener in snap */
+    size_t listener;                /* its listener in base.snap (the config it was accepted with) */
     size_t stats_slot;              /* listener stats slot at accept time */
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
@@ -48,9 +46,7 @@ typedef struct h1_conn {
     int version;
     uint64_t served;           /* requests started on this connection */
     tg_tls_peer_t peer;        /* the client's certificate identity (TLS) */
-    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, dead : 1, tls : 1;
-    struct event *timer;       /* idle / header / linger deadline */
-    struct event *defer;       /* continues at a safe point; frees a dead connection */
+    unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, tls : 1;
 } h1_conn_t;
 
 static const char *conn_state_str(conn_state_t s)
@@ -61,40 +57,35 @@ static const char *conn_state_str(conn_state_t s)
 
 static const tg_limits_t *limits(h1_conn_t *c)
 {
-    return &c->w->snap->cfg->limits;
+    return &c->base.w->snap->cfg->limits;
 }
 
 static void arm_timer(h1_conn_t *c, uint64_t ms)
 {
-    tg_timer_set_ms(c->timer, ms);
+    tg_conn_set_timer(&c->base, ms);
 }
 
-/* Closes the connection now; the memory goes when the defer event runs,
- * so `c` stays valid until the current callback returns. Idempotent. */
 static void conn_close(h1_conn_t *c)
 {
-    if (c->dead)
-        return;
+    tg_conn_close(&c->base);
+}
+
+/* Closing (conn.h): the exchange in flight, if any, is aborted. */
+static void on_close(tg_conn_t *b)
+{
+    h1_conn_t *c = (h1_conn_t *)b;
     tg_debug("h1 %s: closing in %s", c->addr, conn_state_str(c->state));
-    c->dead = 1;
     if (c->ex != NULL) {
         tg_exchange_abort(c->ex);
         c->ex = NULL;
     }
-    tg_worker_conn_remove(c->w, &c->node);
-    tg_counter_sub(&c->w->stats->listeners[c->stats_slot].active, 1);
-    evtimer_del(c->timer);
-    tg_sock_free(c->sock);
-    c->sock = NULL;
-    event_active(c->defer, EV_TIMEOUT, 0);
+    tg_counter_sub(&b->w->stats->listeners[c->stats_slot].active, 1);
 }
 
-static void conn_release(h1_conn_t *c)
+static void on_free(tg_conn_t *b)
 {
-    tg_snapshot_unref(c->snap);
+    h1_conn_t *c = (h1_conn_t *)b;
     tg_tls_peer_free(&c->peer);
-    event_free(c->timer);
-    event_free(c->defer);
     free(c);
 }
 
@@ -103,8 +94,8 @@ static void conn_release(h1_conn_t *c)
 static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin, int *err)
 {
     h1_conn_t *c = ds;
-    ssize_t n = tg_h1_read_body(&c->reader, tg_sock_in(c->sock), dst, max, c->eof, fin);
-    tg_sock_consumed(c->sock);
+    ssize_t n = tg_h1_read_body(&c->reader, tg_sock_in(c->base.sock), dst, max, c->eof, fin);
+    tg_sock_consumed(c->base.sock);
     if (n < 0) {
         tg_debug("h1 %s: bad request body: %s", c->addr, c->reader.error_msg ? c->reader.error_msg : "?");
         *err = c->reader.error_status ? c->reader.error_status : 400;
@@ -185,39 +176,39 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     start[12] = ' ';
     memcpy(start + 13, reason, rl + 1);
     frame_response(c, resp, extra);
-    int r = tg_h1_write_head(tg_sock_out(c->sock), start, &resp->headers, extra);
-    tg_sock_flush(c->sock);
+    int r = tg_h1_write_head(tg_sock_out(c->base.sock), start, &resp->headers, extra);
+    tg_sock_flush(c->base.sock);
     return r;
 }
 
 static int ds_write_body(void *ds, struct evbuffer *data)
 {
     h1_conn_t *c = ds;
-    int r = tg_h1_write_body(tg_sock_out(c->sock), c->out_body, data);
-    tg_sock_flush(c->sock);
+    int r = tg_h1_write_body(tg_sock_out(c->base.sock), c->out_body, data);
+    tg_sock_flush(c->base.sock);
     return r;
 }
 
 static int ds_write_end(void *ds, const tg_headers_t *trailers)
 {
     h1_conn_t *c = ds;
-    int r = tg_h1_write_end(tg_sock_out(c->sock), c->out_body, trailers);
-    tg_sock_flush(c->sock); /* written at once by ds_done, once the exchange is counted */
+    int r = tg_h1_write_end(tg_sock_out(c->base.sock), c->out_body, trailers);
+    tg_sock_flush(c->base.sock); /* written at once by ds_done, once the exchange is counted */
     return r;
 }
 
 static size_t ds_pending(void *ds)
 {
     h1_conn_t *c = ds;
-    return evbuffer_get_length(tg_sock_out(c->sock));
+    return evbuffer_get_length(tg_sock_out(c->base.sock));
 }
 
 static void ds_send_continue(void *ds)
 {
     h1_conn_t *c = ds;
     if (c->version >= 11) {
-        evbuffer_add(tg_sock_out(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        tg_sock_flush(c->sock);
+        evbuffer_add(tg_sock_out(c->base.sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        tg_sock_flush(c->base.sock);
     }
 }
 
@@ -225,17 +216,17 @@ static void ds_done(void *ds, int close)
 {
     h1_conn_t *c = ds;
     c->ex = NULL;
-    tg_sock_flush_now(c->sock); /* the response is complete */
+    tg_sock_flush_now(c->base.sock); /* the response is complete */
     if (close || c->close_after || c->draining || !c->keep_alive) {
         c->state = C_FLUSH;
-        tg_sock_pause_read(c->sock, 1);
-        tg_sock_set_write_lowat(c->sock, 0);
+        tg_sock_pause_read(c->base.sock, 1);
+        tg_sock_set_write_lowat(c->base.sock, 0);
     } else {
         c->state = C_READ_HEAD;
         c->head_timer = 0;
         arm_timer(c, limits(c)->idle_timeout_ms);
     }
-    event_active(c->defer, EV_TIMEOUT, 0);
+    tg_conn_kick(&c->base);
 }
 
 static const tg_downstream_ops_t h1_ops = {
@@ -252,39 +243,32 @@ static const tg_downstream_ops_t h1_ops = {
 
 static void start_linger(h1_conn_t *c)
 {
-    struct evbuffer *in = tg_sock_in(c->sock);
     if (c->eof) {
         conn_close(c);
         return;
     }
-    /* Half-close and read until the client closes, so that unread request
-     * bytes do not turn our close into a reset that destroys the reply. */
-    tg_sock_shutdown_write(c->sock);
     c->state = C_LINGER;
-    evbuffer_drain(in, evbuffer_get_length(in));
-    tg_sock_set_read_limit(c->sock, 0);
-    tg_sock_pause_read(c->sock, 0);
-    arm_timer(c, LINGER_MS);
+    tg_conn_linger(&c->base, LINGER_MS);
 }
 
 static void hand_to_h2(h1_conn_t *c);
 
 static void read_head(h1_conn_t *c)
 {
-    struct evbuffer *in = tg_sock_in(c->sock);
+    struct evbuffer *in = tg_sock_in(c->base.sock);
     if (evbuffer_get_length(in) == 0) {
         if (c->eof || c->draining)
             conn_close(c);
         return;
     }
-    if (c->served == 0 && c->ex == NULL && !c->tls && !c->snap->cfg->listeners[c->listener].http1_enabled) {
+    if (c->served == 0 && c->ex == NULL && !c->tls && !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c); /* an HTTP/2-only listener: the h2 session checks the preface */
         return;
     }
     if (c->served == 0 && c->ex == NULL && !c->tls && evbuffer_get_length(in) > 0) {
         size_t n = evbuffer_get_length(in) < H2_PREFACE_LEN ? evbuffer_get_length(in) : H2_PREFACE_LEN;
         const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->snap->cfg->listeners[c->listener].http2.enabled) {
+        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->base.snap->cfg->listeners[c->listener].http2.enabled) {
             if (n == H2_PREFACE_LEN)
                 hand_to_h2(c);
             else if (c->eof)
@@ -293,7 +277,7 @@ static void read_head(h1_conn_t *c)
         }
     }
     if (c->ex == NULL) {
-        c->ex = tg_exchange_new(c->w, &h1_ops, c);
+        c->ex = tg_exchange_new(c->base.w, &h1_ops, c);
         if (c->ex == NULL) {
             conn_close(c);
             return;
@@ -304,7 +288,7 @@ static void read_head(h1_conn_t *c)
     tg_request_t *req = tg_exchange_request(c->ex);
     tg_h1_result_t r = tg_h1_read_request_head(&c->reader, in, limits(c)->max_header_bytes,
                                                tg_exchange_arena(c->ex), req);
-    tg_sock_consumed(c->sock);
+    tg_sock_consumed(c->base.sock);
     if (r == TG_H1_AGAIN) {
         if (c->eof) {
             conn_close(c); /* the client gave up mid-head */
@@ -349,19 +333,15 @@ static void read_head(h1_conn_t *c)
 static void hand_to_h2(h1_conn_t *c)
 {
     tg_debug("h1 %s: HTTP/2 %s", c->addr, c->tls ? "negotiated by ALPN" : "preface (h2c)");
-    tg_sock_t *sock = c->sock;
-    c->sock = NULL;
-    c->dead = 1;
-    evtimer_del(c->timer);
-    tg_worker_conn_remove(c->w, &c->node);
-    tg_h2_server_take(c->w, sock, c->slot, c->snap, c->listener, c->stats_slot, c->addr, &c->peer, c->tls);
-    event_active(c->defer, EV_TIMEOUT, 0);
+    tg_snapshot_t *snap = c->base.snap;
+    tg_sock_t *sock = tg_conn_hand_over(&c->base); /* c goes at the next safe point */
+    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, c->addr, &c->peer, c->tls);
 }
 
 static void handshake_done(h1_conn_t *c)
 {
-    tg_listener_stats_t *st = &c->w->stats->listeners[c->stats_slot];
-    SSL *ssl = tg_sock_ssl(c->sock);
+    tg_listener_stats_t *st = &c->base.w->stats->listeners[c->stats_slot];
+    SSL *ssl = tg_sock_ssl(c->base.sock);
     tg_counter_add(&st->tls_handshakes, 1);
     if (SSL_session_reused(ssl))
         tg_counter_add(&st->tls_resumed, 1);
@@ -369,7 +349,7 @@ static void handshake_done(h1_conn_t *c)
         conn_close(c);
         return;
     }
-    if (tg_tls_alpn_is_h2(ssl) || !c->snap->cfg->listeners[c->listener].http1_enabled) {
+    if (tg_tls_alpn_is_h2(ssl) || !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c);
         return;
     }
@@ -382,8 +362,8 @@ static void handshake_done(h1_conn_t *c)
 static void handshake_failed(h1_conn_t *c, const char *why)
 {
     char buf[160];
-    tg_counter_add(&c->w->stats->listeners[c->stats_slot].tls_handshake_failures, 1);
-    tg_debug("tls %s: handshake failed: %s", c->addr, why ? why : tg_sock_tls_error(c->sock, buf, sizeof(buf)));
+    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].tls_handshake_failures, 1);
+    tg_debug("tls %s: handshake failed: %s", c->addr, why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
     conn_close(c);
 }
 
@@ -405,7 +385,7 @@ static void on_input(h1_conn_t *c)
              * The exchange is aborted (the upstream request cancelled,
              * counted as aborted), as nginx does (499): HTTP/1.1 gives a
              * half-close no meaning in the middle of an exchange. */
-            if (tg_h1_body_complete(&c->reader) && evbuffer_get_length(tg_sock_in(c->sock)) == 0) {
+            if (tg_h1_body_complete(&c->reader) && evbuffer_get_length(tg_sock_in(c->base.sock)) == 0) {
                 tg_debug("h1 %s: client closed while its request was in flight", c->addr);
                 conn_close(c);
                 return;
@@ -413,13 +393,7 @@ static void on_input(h1_conn_t *c)
         }
         tg_exchange_on_request_data(c->ex);
         return;
-    case C_LINGER:
-        if (c->eof) {
-            conn_close(c);
-            return;
-        }
-        evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
-        return;
+    case C_LINGER: /* the connection base reads and discards */
     case C_FLUSH:
         return;
     }
@@ -429,19 +403,19 @@ static void on_drained(h1_conn_t *c)
 {
     if (c->state == C_EXCHANGE)
         tg_exchange_on_downstream_drained(c->ex);
-    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->sock)) == 0)
+    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->base.sock)) == 0)
         start_linger(c);
 }
 
-static void on_sock(tg_sock_t *s, int events, void *arg)
+static void on_sock(tg_conn_t *b, int events)
 {
-    h1_conn_t *c = arg;
+    h1_conn_t *c = (h1_conn_t *)b;
     if (c->state == C_HANDSHAKE) {
         if (events & TG_SOCK_ERROR)
             handshake_failed(c, NULL);
         else if (events & TG_SOCK_CONNECTED)
             handshake_done(c);
-        if (c->dead || c->state == C_HANDSHAKE)
+        if (b->dead || c->state == C_HANDSHAKE)
             return;
     }
     if (events & TG_SOCK_ERROR) {
@@ -452,13 +426,13 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
         c->eof = 1;
     if (events & (TG_SOCK_READ | TG_SOCK_EOF))
         on_input(c);
-    if ((events & TG_SOCK_WRITE) && !c->dead)
+    if ((events & TG_SOCK_WRITE) && !b->dead)
         on_drained(c);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_conn_t *b)
 {
-    h1_conn_t *c = arg;
+    h1_conn_t *c = (h1_conn_t *)b;
     if (c->state == C_HANDSHAKE) {
         handshake_failed(c, "timed out");
         return;
@@ -472,47 +446,49 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         tg_exchange_reply(c->ex, 408, "request header timeout");
         return;
     }
-    conn_close(c); /* idle keep-alive timeout, or linger over */
+    conn_close(c); /* idle keep-alive timeout */
 }
 
-static void on_defer(evutil_socket_t fd, short what, void *arg)
+static void on_defer(tg_conn_t *b)
 {
-    h1_conn_t *c = arg;
-    if (c->dead)
-        conn_release(c);
-    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->sock)) == 0)
+    h1_conn_t *c = (h1_conn_t *)b;
+    if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(b->sock)) == 0)
         start_linger(c);
     else
         on_input(c);
 }
 
-static void on_drain(tg_conn_node_t *n)
+static void on_drain(tg_conn_t *b)
 {
-    h1_conn_t *c = (h1_conn_t *)n;
+    h1_conn_t *c = (h1_conn_t *)b;
     tg_debug("h1 %s: draining in %s", c->addr, conn_state_str(c->state));
     c->draining = 1;
     if ((c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer)) || c->state == C_HANDSHAKE)
         conn_close(c);
 }
 
-static void on_shutdown(tg_conn_node_t *n)
-{
-    h1_conn_t *c = (h1_conn_t *)n;
-    conn_close(c);
-    conn_release(c); /* the loop is gone: the defer event will not run */
-}
-
 /* Between requests, with nothing received: a keep-alive connection that
  * can go when descriptors run out. */
-static int close_if_idle(tg_conn_node_t *n)
+static int close_if_idle(tg_conn_t *b)
 {
-    h1_conn_t *c = (h1_conn_t *)n;
-    if (c->dead || c->state != C_READ_HEAD || c->ex != NULL || evbuffer_get_length(tg_sock_in(c->sock)) != 0)
+    h1_conn_t *c = (h1_conn_t *)b;
+    if (c->state != C_READ_HEAD || c->ex != NULL || evbuffer_get_length(tg_sock_in(b->sock)) != 0)
         return 0;
     tg_debug("h1 %s: idle connection closed to free a descriptor", c->addr);
     conn_close(c);
     return 1;
 }
+
+static const tg_conn_kind_t h1_kind = {
+    .name = "h1",
+    .on_sock = on_sock,
+    .on_timer = on_timer,
+    .on_defer = on_defer,
+    .on_close = on_close,
+    .on_free = on_free,
+    .on_drain = on_drain,
+    .close_if_idle = close_if_idle,
+};
 
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
 {
@@ -521,7 +497,6 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
         close(fd);
         return;
     }
-    c->w = w;
     c->slot = slot;
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
@@ -531,44 +506,34 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
         snprintf(c->addr, sizeof(c->addr), "unknown");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->sock = tg_sock_new(w->sockloop, fd);
-    c->timer = evtimer_new(w->base, on_timer, c);
-    c->defer = event_new(w->base, -1, 0, on_defer, c);
-    if (c->sock == NULL || c->timer == NULL || c->defer == NULL) {
-        if (c->sock)
-            tg_sock_free(c->sock);
-        else
-            close(fd);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->defer)
-            event_free(c->defer);
+    tg_sock_t *sock = tg_sock_new(w->sockloop, fd);
+    if (sock == NULL) {
+        close(fd);
         free(c);
         return;
     }
-    c->snap = tg_snapshot_ref(w->snap);
+    if (tg_conn_init(&c->base, &h1_kind, w, sock, w->snap, 1) < 0) {
+        tg_sock_free(sock);
+        free(c);
+        return;
+    }
     c->listener = slot->index;
-    c->node.on_drain = on_drain;
-    c->node.on_shutdown = on_shutdown;
-    c->node.close_if_idle = close_if_idle;
-    tg_worker_conn_add(w, &c->node);
     c->stats_slot = slot->stats_slot;
     tg_counter_add(&w->stats->listeners[c->stats_slot].accepted, 1);
     tg_counter_add(&w->stats->listeners[c->stats_slot].active, 1);
     size_t limit = TG_EXCHANGE_HWM;
     if (limits(c)->max_header_bytes + 1024 > limit)
         limit = limits(c)->max_header_bytes + 1024;
-    tg_sock_set_cb(c->sock, on_sock, c);
-    tg_sock_set_read_limit(c->sock, limit);
-    tg_sock_set_write_lowat(c->sock, TG_EXCHANGE_HWM / 2);
-    tg_tls_server_t *tls = c->snap->listener_tls[c->listener];
+    tg_sock_set_read_limit(c->base.sock, limit);
+    tg_sock_set_write_lowat(c->base.sock, TG_EXCHANGE_HWM / 2);
+    tg_tls_server_t *tls = c->base.snap->listener_tls[c->listener];
     if (tls == NULL) {
         c->state = C_READ_HEAD;
         arm_timer(c, limits(c)->idle_timeout_ms);
         return;
     }
     SSL *ssl = tg_tls_server_ssl(tls);
-    if (ssl == NULL || tg_sock_start_tls(c->sock, ssl) < 0) {
+    if (ssl == NULL || tg_sock_start_tls(c->base.sock, ssl) < 0) {
         if (ssl)
             SSL_free(ssl);
         conn_close(c);
@@ -576,5 +541,5 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     }
     c->tls = 1;
     c->state = C_HANDSHAKE;
-    arm_timer(c, c->snap->cfg->listeners[c->listener].tls.handshake_timeout_ms);
+    arm_timer(c, c->base.snap->cfg->listeners[c->listener].tls.handshake_timeout_ms);
 }

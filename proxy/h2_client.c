@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
@@ -55,28 +56,25 @@ struct tg_h2_stream {
     struct event timer;            /* inactivity bound (set_timeout) */
     uint64_t timeout_ms;
     int pending;                   /* events to deliver */
-    unsigned out_end : 1, deferred : 1, head : 1, end : 1, reset : 1, closed : 1,
+    unsigned head : 1, end : 1, reset : 1, closed : 1,
         watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1;
     tg_h2_stream_t *notify_next;
 };
 
 struct tg_h2_conn {
+    tg_conn_t base;                /* first: the socket, timer, lifetime (conn.h) */
     tg_h2_conn_t *next, *prev;     /* in the pool slot's list */
     tg_h2_conn_t **head;           /* the list */
-    tg_worker_t *w;
-    const tg_cluster_t *cl;        /* of c->snap */
+    const tg_cluster_t *cl;        /* of base.snap */
     const tg_endpoint_t *ep;
     const tg_cluster_conf_t *cc;   /* of the snapshot that opened it (see below) */
-    tg_snapshot_t *snap;
     size_t slot;
-    tg_sock_t *sock;
     nghttp2_session *session;
     conn_state_t state;
     tg_h2_stream_t *streams;
     size_t n_streams;
+    size_t n_watching;             /* streams with watch_out set */
     tg_h2_stream_t *notify;        /* streams with events to deliver */
-    struct event *timer;           /* idle close / keepalive ping */
-    struct event *defer;           /* conn_io at a safe point; frees a dead connection */
     unsigned in_io : 1, ping_out : 1, settings_in : 1;
 };
 
@@ -91,8 +89,8 @@ static void conn_fail(tg_h2_conn_t *c, const char *why, tg_up_cause_t cause);
 
 static void conn_kick(tg_h2_conn_t *c)
 {
-    if (c->state != C_DEAD && !c->in_io)
-        event_active(c->defer, EV_TIMEOUT, 0);
+    if (!c->in_io)
+        tg_conn_kick(&c->base);
 }
 
 /* Records events for the owner; conn_notify delivers them. */
@@ -118,6 +116,8 @@ static void stream_unlink(tg_h2_stream_t *s)
     if (s->next)
         s->next->prev = s->prev;
     c->n_streams--;
+    if (s->watch_out)
+        c->n_watching--;
     if (s->queued) { /* drop it from the notify list */
         tg_h2_stream_t **pp = &c->notify;
         while (*pp && *pp != s)
@@ -130,7 +130,7 @@ static void stream_unlink(tg_h2_stream_t *s)
 
 static void stream_free(tg_h2_stream_t *s)
 {
-    tg_worker_t *w = s->conn->w;
+    tg_worker_t *w = s->conn->base.w;
     evtimer_del(&s->timer);
     stream_unlink(s);
     tg_h2_obj_release(&w->h2_client_streams, &s->obj);
@@ -175,28 +175,26 @@ static void conn_unlink(tg_h2_conn_t *c)
  * the defer event, after the owners of its streams were told. */
 static void conn_close(tg_h2_conn_t *c)
 {
-    if (c->state == C_DEAD)
-        return;
+    tg_conn_close(&c->base);
+}
+
+static void on_close(tg_conn_t *b)
+{
+    tg_h2_conn_t *c = (tg_h2_conn_t *)b;
     tg_debug("h2 upstream: closing connection (%s, %zu streams)", conn_state_str(c->state), c->n_streams);
     c->state = C_DEAD;
     conn_unlink(c);
-    tg_counter_sub(&c->w->stats->endpoints[c->slot].active, 1);
-    evtimer_del(c->timer);
-    tg_sock_free(c->sock);
-    c->sock = NULL;
-    event_active(c->defer, EV_TIMEOUT, 0);
+    tg_counter_sub(&b->w->stats->endpoints[c->slot].active, 1);
 }
 
-static void conn_release(tg_h2_conn_t *c)
+static void on_free(tg_conn_t *b)
 {
+    tg_h2_conn_t *c = (tg_h2_conn_t *)b;
     if (c->session)
         nghttp2_session_del(c->session);
     tg_h2_stream_t *s;
     while ((s = c->streams) != NULL)
         stream_free(s);
-    tg_snapshot_unref(c->snap);
-    event_free(c->timer);
-    event_free(c->defer);
     free(c);
 }
 
@@ -230,40 +228,10 @@ static tg_h2_stream_t *stream_of(tg_h2_conn_t *c, int32_t id)
     return nghttp2_session_get_stream_user_data(c->session, id);
 }
 
-static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
-{
-    tg_h2_conn_t *c = user_data;
-    return tg_h2_queue_frame(tg_sock_out(c->sock), data, length);
-}
-
-static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
-                        nghttp2_data_source *source, void *user_data)
-{
-    tg_h2_conn_t *c = user_data;
-    tg_h2_stream_t *s = source->ptr;
-    int rv = tg_h2_queue_data(tg_sock_out(c->sock), framehd, s->out, length);
-    if (rv != 0)
-        return rv;
-    if (s->watch_out && evbuffer_get_length(s->out) < TG_EXCHANGE_HWM / 2) {
-        s->watch_out = 0;
-        post(s, TG_UP_WRITABLE);
-    }
-    return 0;
-}
-
 static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
                                    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
-    tg_h2_stream_t *s = source->ptr;
-    size_t have = evbuffer_get_length(s->out), n = have < length ? have : length;
-    if (n == 0 && !s->out_end) {
-        s->deferred = 1;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (s->out_end && n == have)
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
+    return tg_h2_data_read(source->ptr, length, data_flags);
 }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -414,8 +382,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0)
         return NULL;
-    nghttp2_session_callbacks_set_send_callback(cb, on_send);
-    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    tg_h2_set_send_callbacks(cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -435,7 +402,7 @@ static void arm_timer(tg_h2_conn_t *c)
         ms = c->cc->keepalive_timeout_ms;
     else
         ms = c->cc->keepalive_interval_ms;
-    tg_timer_set_ms(c->timer, ms);
+    tg_conn_set_timer(&c->base, ms);
 }
 
 static size_t stream_limit(tg_h2_conn_t *c);
@@ -450,7 +417,9 @@ static void stream_link(tg_h2_stream_t *s, tg_h2_conn_t *c)
         c->streams->prev = s;
     c->streams = s;
     c->n_streams++;
-    evtimer_del(c->timer); /* not idle */
+    if (s->watch_out)
+        c->n_watching++;
+    tg_conn_set_timer(&c->base, 0); /* not idle */
 }
 
 /* The upstream's SETTINGS are in: waiting streams may start, up to its
@@ -458,7 +427,7 @@ static void stream_link(tg_h2_stream_t *s, tg_h2_conn_t *c)
 static void dispatch_waiting(tg_h2_conn_t *c)
 {
     c->settings_in = 0;
-    tg_sock_set_timeout(c->sock, 0);
+    tg_sock_set_timeout(c->base.sock, 0);
     size_t started = 0, limit = stream_limit(c);
     for (tg_h2_stream_t *s = c->streams; s; s = s->next)
         if (s->id > 0 || s->told)
@@ -473,7 +442,7 @@ static void dispatch_waiting(tg_h2_conn_t *c)
             post(s, TG_UP_CONNECTED);
             continue;
         }
-        tg_h2_conn_t *other = conn_for(c->w, c->cl, c->ep, c);
+        tg_h2_conn_t *other = conn_for(c->base.w, c->cl, c->ep, c);
         if (other == NULL) {
             s->reset = 1;
             s->cause = TG_UP_CAUSE_REFUSED;
@@ -492,29 +461,34 @@ static void dispatch_waiting(tg_h2_conn_t *c)
     }
 }
 
+/* Streams whose queued request body fell below the low-water mark may
+ * take more (after nghttp2_session_send, never inside it). */
+static void notify_writable(tg_h2_conn_t *c)
+{
+    for (tg_h2_stream_t *s = c->streams; s != NULL; s = s->next)
+        if (s->watch_out && evbuffer_get_length(s->out) < TG_EXCHANGE_HWM / 2) {
+            s->watch_out = 0;
+            c->n_watching--;
+            post(s, TG_UP_WRITABLE);
+        }
+}
+
 static void conn_io(tg_h2_conn_t *c)
 {
     if (c->state == C_DEAD || c->in_io)
         return;
     c->in_io = 1;
     int rv = 0;
-    if (c->state != C_CONNECTING || evbuffer_get_length(tg_sock_in(c->sock)) > 0) {
-        struct evbuffer *in = tg_sock_in(c->sock);
-        while (evbuffer_get_length(in) > 0) {
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-                break;
-            ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, v.iov_len);
-            if (n < 0) {
-                rv = (int)n;
-                break;
-            }
-            evbuffer_drain(in, (size_t)n);
-        }
-        tg_sock_consumed(c->sock);
+    if (c->state != C_CONNECTING || evbuffer_get_length(tg_sock_in(c->base.sock)) > 0) {
+        tg_h2_feeder_t whole = { 0 }; /* no frame checks: as it comes */
+        rv = tg_h2_feed(c->session, tg_sock_in(c->base.sock), &whole);
+        tg_sock_consumed(c->base.sock);
     }
-    if (rv == 0 && (rv = nghttp2_session_send(c->session)) == 0)
-        tg_sock_flush(c->sock);
+    if (rv == 0 && (rv = nghttp2_session_send(c->session)) == 0) {
+        tg_sock_flush(c->base.sock);
+        if (c->n_watching)
+            notify_writable(c);
+    }
     c->in_io = 0;
     if (rv != 0) {
         tg_warn("h2 upstream: %s", nghttp2_strerror(rv));
@@ -537,21 +511,21 @@ static void conn_io(tg_h2_conn_t *c)
     arm_timer(c);
 }
 
-static void on_sock(tg_sock_t *sock, int events, void *arg)
+static void on_sock(tg_conn_t *b, int events)
 {
-    tg_h2_conn_t *c = arg;
+    tg_h2_conn_t *c = (tg_h2_conn_t *)b;
     if (events & TG_SOCK_ERROR) {
         char why[160];
         int connecting = c->state == C_CONNECTING;
-        tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(sock, why, sizeof(why)));
+        tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(b->sock, why, sizeof(why)));
         if (connecting)
-            tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
+            tg_counter_add(&c->base.w->stats->endpoints[c->slot].connect_failures, 1);
         conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost",
                   connecting ? TG_UP_CAUSE_CONNECT_FAILED : TG_UP_CAUSE_RESET);
         return;
     }
     if (events & TG_SOCK_TIMEOUT) {
-        tg_counter_add(&c->w->stats->endpoints[c->slot].connect_failures, 1);
+        tg_counter_add(&c->base.w->stats->endpoints[c->slot].connect_failures, 1);
         conn_fail(c, "upstream connect timed out", TG_UP_CAUSE_TIMEOUT);
         return;
     }
@@ -567,14 +541,14 @@ static void on_sock(tg_sock_t *sock, int events, void *arg)
     }
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_conn_t *b)
 {
-    tg_h2_conn_t *c = arg;
+    tg_h2_conn_t *c = (tg_h2_conn_t *)b;
     if (c->n_streams == 0) {
         tg_debug("h2 upstream: idle connection closed");
         nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
         nghttp2_session_send(c->session);
-        tg_sock_flush_now(c->sock);
+        tg_sock_flush_now(c->base.sock);
         conn_close(c);
         return;
     }
@@ -591,14 +565,19 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_io(c);
 }
 
-static void on_defer(evutil_socket_t fd, short what, void *arg)
+static void on_defer(tg_conn_t *b)
 {
-    tg_h2_conn_t *c = arg;
-    if (c->state == C_DEAD)
-        conn_release(c);
-    else
-        conn_io(c);
+    conn_io((tg_h2_conn_t *)b);
 }
+
+static const tg_conn_kind_t h2_client_kind = {
+    .name = "h2 upstream",
+    .on_sock = on_sock,
+    .on_timer = on_timer,
+    .on_defer = on_defer,
+    .on_close = on_close,
+    .on_free = on_free,
+};
 
 static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
                               tg_h2_conn_t **head)
@@ -606,17 +585,13 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     tg_h2_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->w = w;
     c->slot = ep->slot;
-    c->snap = tg_snapshot_ref(snap); /* keeps cl, ep and cc alive */
-    c->cl = cl;
+    c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds */
     c->ep = ep;
     c->cc = cl->conf;
-    c->timer = evtimer_new(w->base, on_timer, c);
-    c->defer = event_new(w->base, -1, 0, on_defer, c);
     nghttp2_session_callbacks *cb = make_callbacks();
     nghttp2_option *opt = NULL;
-    int ok = c->timer && c->defer && cb && nghttp2_option_new(&opt) == 0;
+    int ok = cb && nghttp2_option_new(&opt) == 0;
     if (ok) {
         nghttp2_option_set_no_auto_window_update(opt, 1);
         nghttp2_option_set_no_closed_streams(opt, 1); /* no RFC 7540 priority tree kept */
@@ -634,24 +609,19 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     if (ok)
         ok = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3) == 0 &&
              nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) == 0;
-    if (ok)
-        ok = (c->sock = tg_cluster_connect(cl, ep, w->sockloop)) != NULL;
-    if (!ok) {
+    tg_sock_t *sock = ok ? tg_cluster_connect(cl, ep, w->sockloop) : NULL;
+    if (sock == NULL || tg_conn_init(&c->base, &h2_client_kind, w, sock, snap, 0) < 0) {
+        if (sock)
+            tg_sock_free(sock);
         if (c->session)
             nghttp2_session_del(c->session);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->defer)
-            event_free(c->defer);
-        tg_snapshot_unref(c->snap);
         free(c);
         return NULL;
     }
     tg_counter_add(&w->stats->endpoints[c->slot].active, 1);
-    tg_sock_set_cb(c->sock, on_sock, c);
-    tg_sock_set_timeout(c->sock, cl->conf->connect_timeout_ms);
-    tg_sock_set_read_limit(c->sock, 256 * 1024);
-    tg_sock_set_write_lowat(c->sock, OUT_LOWAT);
+    tg_sock_set_timeout(c->base.sock, cl->conf->connect_timeout_ms);
+    tg_sock_set_read_limit(c->base.sock, TG_H2_READ_LIMIT);
+    tg_sock_set_write_lowat(c->base.sock, OUT_LOWAT);
     c->head = head;
     c->next = *head;
     if (*head)
@@ -674,7 +644,7 @@ static tg_h2_conn_t *conn_find(tg_worker_t *w, const tg_cluster_t *cl, const tg_
 {
     for (tg_h2_conn_t *c = w->pools[ep->slot]->h2; c != NULL; c = c->next)
         if (c != not && (c->state == C_READY || c->state == C_CONNECTING) && c->n_streams < stream_limit(c) &&
-            (tg_sock_ssl(c->sock) != NULL) == (cl->tls != NULL) && c->cc->protocol == cl->conf->protocol)
+            (tg_sock_ssl(c->base.sock) != NULL) == (cl->tls != NULL) && c->cc->protocol == cl->conf->protocol)
             return c;
     return NULL;
 }
@@ -682,7 +652,7 @@ static tg_h2_conn_t *conn_find(tg_worker_t *w, const tg_cluster_t *cl, const tg_
 static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not)
 {
     tg_h2_conn_t *c = conn_find(w, cl, ep, not);
-    return c ? c : conn_new(w, not->snap, cl, ep, &w->pools[ep->slot]->h2);
+    return c ? c : conn_new(w, not->base.snap, cl, ep, &w->pools[ep->slot]->h2);
 }
 
 /* ---- the upstream interface (upstream.h) ---- */
@@ -715,8 +685,8 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
     tg_h2_stream_t *s = tg_h2_obj_alloc(&w->h2_client_streams, sizeof(*s));
     if (s == NULL)
         return NULL;
-    s->out = s->obj.buf[0];
-    s->in = s->obj.buf[1];
+    s->out = s->obj.buf[TG_H2_OUT];
+    s->in = s->obj.buf[TG_H2_IN];
     s->cb = t->cb;
     s->arg = t->arg;
     s->resp = t->resp;
@@ -751,7 +721,7 @@ static int h2_start(void *u, const tg_up_request_t *r)
     if (nv == NULL || clen == NULL)
         return -1;
     size_t n = 0;
-    const char *scheme = tg_sock_ssl(c->sock) ? "https" : "http";
+    const char *scheme = tg_sock_ssl(c->base.sock) ? "https" : "http";
     nv[n++] = NV(":method", req->method, strlen(req->method));
     nv[n++] = NV(":scheme", scheme, strlen(scheme));
     nv[n++] = NV(":authority", authority, strlen(authority));
@@ -784,7 +754,7 @@ static int h2_start(void *u, const tg_up_request_t *r)
     if (id < 0)
         return -1;
     s->id = id;
-    s->out_end = end_stream != 0;
+    s->obj.out_end = end_stream != 0;
     s->timeout_ms = r->timeout_ms;
     stream_touch(s);
     conn_kick(c);
@@ -794,10 +764,12 @@ static int h2_start(void *u, const tg_up_request_t *r)
 static void h2_flush(void *u)
 {
     tg_h2_stream_t *s = u;
-    if (evbuffer_get_length(s->out) >= TG_EXCHANGE_HWM / 2)
+    if (evbuffer_get_length(s->out) >= TG_EXCHANGE_HWM / 2 && !s->watch_out) {
         s->watch_out = 1;
-    if (s->deferred && s->id > 0 && !s->closed) {
-        s->deferred = 0;
+        s->conn->n_watching++;
+    }
+    if (s->obj.deferred && s->id > 0 && !s->closed) {
+        s->obj.deferred = 0;
         nghttp2_session_resume_data(s->conn->session, s->id);
     }
     conn_kick(s->conn);
@@ -818,9 +790,9 @@ static int h2_write(void *u, struct evbuffer *data, int by_reference)
 static int h2_end(void *u)
 {
     tg_h2_stream_t *s = u;
-    s->out_end = 1;
-    if (s->deferred && s->id > 0 && !s->closed) {
-        s->deferred = 0;
+    s->obj.out_end = 1;
+    if (s->obj.deferred && s->id > 0 && !s->closed) {
+        s->obj.deferred = 0;
         nghttp2_session_resume_data(s->conn->session, s->id);
     }
     conn_kick(s->conn);
@@ -926,7 +898,6 @@ void tg_h2_pool_free(tg_h2_conn_t **head)
 {
     tg_h2_conn_t *c;
     while ((c = *head) != NULL) {
-        conn_close(c); /* unlinks it */
-        conn_release(c);
+        tg_conn_free_now(&c->base); /* unlinks it */
     }
 }

@@ -26,6 +26,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/base/grpc_frames.h"
 #include "proxy/h2mem.h"
@@ -63,8 +64,6 @@ typedef struct h2_stream {
     const char *reject_msg;
     unsigned req_fin : 1;       /* END_STREAM received */
     unsigned client_reset : 1;  /* RST_STREAM received */
-    unsigned resp_end : 1;      /* the exchange wrote the whole response */
-    unsigned deferred : 1;      /* the data provider waits for resp_body */
     unsigned watch_drain : 1;   /* tell the exchange when resp_body drains */
     unsigned has_cookie : 1;
     unsigned grpc : 1;          /* content-type application/grpc* */
@@ -75,9 +74,7 @@ typedef struct h2_stream {
 } h2_stream_t;
 
 struct h2_conn {
-    tg_conn_node_t node;
-    tg_worker_t *w;
-    tg_sock_t *sock;
+    tg_conn_t base;             /* first: the socket, timer, lifetime (conn.h) */
     const tg_listener_slot_t *slot;
     size_t stats_slot;
     char addr[64];
@@ -86,10 +83,7 @@ struct h2_conn {
     TAILQ_HEAD(, h2_stream) streams;
     size_t n_streams;
     size_t n_watching;          /* streams with watch_drain set */
-    struct event *timer;        /* idle timeout, or keepalive ping */
-    struct event *defer;        /* runs conn_io at a safe point; frees a dead connection */
-    const tg_http2_conf_t *conf;/* of the snapshot current at accept (kept alive below) */
-    tg_snapshot_t *snap;
+    const tg_http2_conf_t *conf;/* of base.snap, the snapshot current at accept */
     uint64_t reset_window_start;
     uint32_t resets;            /* client resets in the current window */
     uint32_t window_streams;    /* streams the client opened in it */
@@ -100,11 +94,11 @@ struct h2_conn {
      * forgotten_max: the highest id pushed out of either ring. */
     uint32_t closed_by_client[CLOSED_RING], reset_by_us[CLOSED_RING], forgotten_max;
     uint8_t closed_next, reset_next;
-    /* Input bytes left before the next frame header (the client preface
-     * first): conn_io stops there to check_frame() the header. */
-    uint64_t frame_left;
-    unsigned tls : 1, dead : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
-        lingering : 1, fatal : 1 /* a frame we had to send could not be queued (out of memory): close */;
+    /* Input goes to nghttp2 frame by frame (the client preface first), each
+     * frame header seen by check_frame() before (h2util.h). */
+    tg_h2_feeder_t feed;
+    unsigned tls : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
+        fatal : 1 /* a frame we had to send could not be queued (out of memory): close */;
 };
 
 static const char *stream_state_str(stream_state_t s)
@@ -114,15 +108,14 @@ static const char *stream_state_str(stream_state_t s)
 }
 
 static void conn_io(h2_conn_t *c);
-static void conn_linger(h2_conn_t *c);
 static void conn_error(h2_conn_t *c, uint32_t code, const char *why);
 static void window_roll(h2_conn_t *c);
 
 /* Asks for conn_io at the next safe point. */
 static void conn_kick(h2_conn_t *c)
 {
-    if (!c->dead && !c->in_io)
-        event_active(c->defer, EV_TIMEOUT, 0);
+    if (!c->in_io)
+        tg_conn_kick(&c->base);
 }
 
 /* ---- lifetime ---- */
@@ -139,16 +132,20 @@ static void stream_free(h2_stream_t *st)
     free(st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
-    tg_h2_obj_release(&st->conn->w->h2_server_streams, &st->obj);
+    tg_h2_obj_release(&st->conn->base.w->h2_server_streams, &st->obj);
 }
 
 /* Closes the connection now; memory goes from the defer event. */
 static void conn_close(h2_conn_t *c)
 {
-    if (c->dead)
-        return;
+    tg_conn_close(&c->base);
+}
+
+/* Closing (conn.h): every exchange still running is aborted. */
+static void on_close(tg_conn_t *b)
+{
+    h2_conn_t *c = (h2_conn_t *)b;
     tg_debug("h2 %s: closing (%zu streams)", c->addr, c->n_streams);
-    c->dead = 1;
     h2_stream_t *st;
     TAILQ_FOREACH(st, &c->streams, link)
         if (st->ex != NULL) {
@@ -156,25 +153,18 @@ static void conn_close(h2_conn_t *c)
             st->ex = NULL;
             tg_exchange_abort(ex);
         }
-    tg_worker_conn_remove(c->w, &c->node);
-    tg_counter_sub(&c->w->stats->listeners[c->stats_slot].active, 1);
-    evtimer_del(c->timer);
-    tg_sock_free(c->sock);
-    c->sock = NULL;
-    event_active(c->defer, EV_TIMEOUT, 0);
+    tg_counter_sub(&b->w->stats->listeners[c->stats_slot].active, 1);
 }
 
-static void conn_release(h2_conn_t *c)
+static void on_free(tg_conn_t *b)
 {
+    h2_conn_t *c = (h2_conn_t *)b;
     if (c->session != NULL)
         nghttp2_session_del(c->session); /* no callbacks run from here */
     h2_stream_t *st;
     while ((st = TAILQ_FIRST(&c->streams)) != NULL)
         stream_free(st);
     tg_tls_peer_free(&c->peer);
-    tg_snapshot_unref(c->snap);
-    event_free(c->timer);
-    event_free(c->defer);
     free(c);
 }
 
@@ -185,7 +175,7 @@ static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin
     h2_stream_t *st = ds;
     h2_conn_t *c = st->conn;
     size_t have = evbuffer_get_length(st->req_body), n = have < max ? have : max;
-    uint64_t limit = st->grpc ? 0 : c->snap->cfg->limits.max_body_bytes; /* gRPC: per message, see exchange.c */
+    uint64_t limit = st->grpc ? 0 : c->base.snap->cfg->limits.max_body_bytes; /* gRPC: per message, see exchange.c */
     if (limit && st->body_bytes > limit) {
         *err = 413;
         return -1;
@@ -207,24 +197,17 @@ static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, 
                                    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     h2_stream_t *st = source->ptr;
-    size_t have = evbuffer_get_length(st->resp_body), n = have < length ? have : length;
-    if (n == 0 && !st->resp_end) {
-        st->deferred = 1;
-        return NGHTTP2_ERR_DEFERRED;
+    ssize_t n = tg_h2_data_read(&st->obj, length, data_flags);
+    if (n >= 0 && (*data_flags & NGHTTP2_DATA_FLAG_EOF) && st->trailers != NULL) {
+        /* END_STREAM goes on the trailers instead */
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        int r = nghttp2_submit_trailer(session, stream_id, st->trailers, st->n_trailers);
+        free(st->trailers);
+        st->trailers = NULL;
+        if (r != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* on_send_data moves the bytes */
-    if (st->resp_end && n == have) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->trailers != NULL) { /* END_STREAM goes on the trailers instead */
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            int r = nghttp2_submit_trailer(session, stream_id, st->trailers, st->n_trailers);
-            free(st->trailers);
-            st->trailers = NULL;
-            if (r != 0)
-                return NGHTTP2_ERR_CALLBACK_FAILURE;
-        }
-    }
-    return (ssize_t)n;
+    return n;
 }
 
 static int ds_write_head(void *ds, const tg_response_t *resp)
@@ -273,15 +256,15 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     }
     int r = nghttp2_submit_response(c->session, st->id, nv, n, no_body ? NULL : &prd);
     if (no_body)
-        st->resp_end = 1;
+        st->obj.out_end = 1;
     conn_kick(c);
     return r == 0 ? 0 : -1;
 }
 
 static void resume(h2_stream_t *st)
 {
-    if (st->deferred) {
-        st->deferred = 0;
+    if (st->obj.deferred) {
+        st->obj.deferred = 0;
         nghttp2_session_resume_data(st->conn->session, st->id);
     }
     conn_kick(st->conn);
@@ -290,7 +273,7 @@ static void resume(h2_stream_t *st)
 static int ds_write_body(void *ds, struct evbuffer *data)
 {
     h2_stream_t *st = ds;
-    if (st->resp_end) { /* a body for a response announced without one */
+    if (st->obj.out_end) { /* a body for a response announced without one */
         evbuffer_drain(data, evbuffer_get_length(data));
         return 0;
     }
@@ -338,9 +321,9 @@ static int keep_trailers(h2_stream_t *st, const tg_headers_t *t)
 static int ds_write_end(void *ds, const tg_headers_t *trailers)
 {
     h2_stream_t *st = ds;
-    if (trailers != NULL && trailers->n > 0 && !st->resp_end && keep_trailers(st, trailers) < 0)
+    if (trailers != NULL && trailers->n > 0 && !st->obj.out_end && keep_trailers(st, trailers) < 0)
         return -1;
-    st->resp_end = 1;
+    st->obj.out_end = 1;
     resume(st);
     return 0;
 }
@@ -364,12 +347,12 @@ static void ds_done(void *ds, int close)
     st->ex_last = st->ex; /* still valid during done() */
     st->ex = NULL;
     st->state = S_DONE;
-    if (!st->resp_end && st->tunnel_open) {
+    if (!st->obj.out_end && st->tunnel_open) {
         /* A WebSocket tunnel ended (either side closed): END_STREAM after
          * what is queued, not a reset. */
-        st->resp_end = 1;
+        st->obj.out_end = 1;
         resume(st);
-    } else if (!st->resp_end) {
+    } else if (!st->obj.out_end) {
         /* The response was cut short: say so, with the upstream's own
          * RST_STREAM code when there was one. */
         long code = tg_exchange_reset_code(st->ex_last);
@@ -408,16 +391,16 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2_conn_t *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2_stream_t *st = tg_h2_obj_alloc(&c->w->h2_server_streams, sizeof(*st));
+    h2_stream_t *st = tg_h2_obj_alloc(&c->base.w->h2_server_streams, sizeof(*st));
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    st->req_body = st->obj.buf[0];
-    st->resp_body = st->obj.buf[1];
+    st->resp_body = st->obj.buf[TG_H2_OUT]; /* out_end: the exchange wrote the whole response */
+    st->req_body = st->obj.buf[TG_H2_IN];
     st->conn = c;
     st->id = frame->hd.stream_id;
-    st->ex = tg_exchange_new(c->w, &h2_ops, st);
+    st->ex = tg_exchange_new(c->base.w, &h2_ops, st);
     if (st->ex == NULL) {
-        tg_h2_obj_release(&c->w->h2_server_streams, &st->obj);
+        tg_h2_obj_release(&c->base.w->h2_server_streams, &st->obj);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
@@ -425,7 +408,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     window_roll(c);
     c->window_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
-    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_streams, 1);
+    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_streams, 1);
     return 0;
 }
 
@@ -447,7 +430,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* request trailers: not forwarded */
     uint64_t max = c->conf->max_header_list_size ? c->conf->max_header_list_size
-                                                 : c->snap->cfg->limits.max_header_bytes;
+                                                 : c->base.snap->cfg->limits.max_header_bytes;
     st->header_bytes += namelen + valuelen + 32;
     if (st->header_bytes > max) {
         reject(st, 431, "request header fields too large");
@@ -527,7 +510,7 @@ static int join_cookies(tg_request_t *req, tg_arena_t *a)
 static int websocket_to_upgrade(h2_conn_t *c, h2_stream_t *st, tg_request_t *req, tg_arena_t *a)
 {
     unsigned char raw[16];
-    uint64_t r0 = tg_worker_random(c->w), r1 = tg_worker_random(c->w);
+    uint64_t r0 = tg_worker_random(c->base.w), r1 = tg_worker_random(c->base.w);
     memcpy(raw, &r0, 8);
     memcpy(raw + 8, &r1, 8);
     char *key = tg_arena_alloc(a, 25);
@@ -598,7 +581,7 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
      * instead; anything else that claims to be gRPC keeps the body limit. */
     const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
     st->grpc = ct != NULL && tg_grpc_content_type(ct->value) && strcmp(req->method, "POST") == 0;
-    uint64_t limit = c->snap->cfg->limits.max_body_bytes;
+    uint64_t limit = c->base.snap->cfg->limits.max_body_bytes;
     if (!st->grpc && limit && req->body == TG_BODY_LENGTH && req->content_length > limit) {
         tg_exchange_reply(ex, 413, "request body too large"); /* declared too large: refused before it flows */
         return;
@@ -616,7 +599,7 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
 static void window_roll(h2_conn_t *c)
 {
     struct timeval tv;
-    event_base_gettimeofday_cached(c->w->base, &tv);
+    event_base_gettimeofday_cached(c->base.w->base, &tv);
     uint64_t now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
     if (now - c->reset_window_start > RESET_WINDOW_MS) {
         c->reset_window_start = now;
@@ -704,7 +687,7 @@ static int in_ring(const uint32_t *ring, uint32_t id)
 static void conn_error(h2_conn_t *c, uint32_t code, const char *why)
 {
     tg_debug("h2 %s: %s", c->addr, why);
-    tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
     nghttp2_session_terminate_session(c->session, code);
     c->stop_reading = 1;
 }
@@ -797,22 +780,6 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 
 /* ---- nghttp2 callbacks: sending ---- */
 
-static ssize_t on_send(nghttp2_session *session, const uint8_t *data, size_t length, int flags, void *user_data)
-{
-    h2_conn_t *c = user_data;
-    return tg_h2_queue_frame(tg_sock_out(c->sock), data, length);
-}
-
-/* DATA frames: the 9-byte header, then the stream's bytes moved (not
- * copied) from its buffer onto the socket's output. */
-static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd, size_t length,
-                        nghttp2_data_source *source, void *user_data)
-{
-    h2_conn_t *c = user_data;
-    h2_stream_t *st = source->ptr;
-    return tg_h2_queue_data(tg_sock_out(c->sock), framehd, st->resp_body, length);
-}
-
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     h2_conn_t *c = user_data;
@@ -839,8 +806,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0)
         return NULL;
-    nghttp2_session_callbacks_set_send_callback(cb, on_send);
-    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    tg_h2_set_send_callbacks(cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -860,7 +826,7 @@ static void notify_drained(h2_conn_t *c)
     h2_stream_t *st, *next;
     if (c->n_watching == 0)
         return; /* the common case: no stream's response is backed up */
-    for (st = TAILQ_FIRST(&c->streams); st != NULL && !c->dead; st = next) {
+    for (st = TAILQ_FIRST(&c->streams); st != NULL && !c->base.dead; st = next) {
         next = TAILQ_NEXT(st, link);
         if (st->watch_drain && (st->ex == NULL || evbuffer_get_length(st->resp_body) < TG_EXCHANGE_HWM / 2)) {
             st->watch_drain = 0;
@@ -874,10 +840,10 @@ static void notify_drained(h2_conn_t *c)
 
 static void arm_timer(h2_conn_t *c)
 {
-    uint64_t ms = c->n_streams == 0 ? c->snap->cfg->limits.idle_timeout_ms
+    uint64_t ms = c->n_streams == 0 ? c->base.snap->cfg->limits.idle_timeout_ms
                   : c->ping_out    ? c->conf->ping_timeout_ms
                                    : c->conf->ping_interval_ms;
-    tg_timer_set_ms(c->timer, ms);
+    tg_conn_set_timer(&c->base, ms);
 }
 
 /* After the client's FIN no WINDOW_UPDATE can arrive: a response waiting
@@ -898,60 +864,36 @@ static int stuck_on_window(h2_conn_t *c)
  * is driven from. */
 static void conn_io(h2_conn_t *c)
 {
-    if (c->dead || c->in_io || c->lingering)
+    if (c->base.dead || c->in_io || c->base.lingering)
         return;
     c->in_io = 1;
-    struct evbuffer *in = tg_sock_in(c->sock);
+    struct evbuffer *in = tg_sock_in(c->base.sock);
     int rv = 0;
-    while (evbuffer_get_length(in) > 0 && rv == 0 && !c->dead && !c->stop_reading) {
-        if (c->frame_left == 0) { /* at a frame header: check it before nghttp2 sees the frame */
-            size_t avail = evbuffer_get_length(in);
-            const unsigned char *h = avail >= 9 ? evbuffer_pullup(in, 9) : NULL;
-            if (h == NULL)
-                break; /* the rest of the header is still to come */
-            size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
-            if (h[3] == NGHTTP2_PRIORITY && len == 5 && (avail < 14 || (h = evbuffer_pullup(in, 14)) == NULL))
-                break;
-            check_frame(c, h, len);
-            if (c->stop_reading)
-                break;
-            c->frame_left = 9 + len;
-        }
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        size_t feed = v.iov_len < c->frame_left ? v.iov_len : (size_t)c->frame_left;
-        ssize_t n = nghttp2_session_mem_recv(c->session, v.iov_base, feed);
-        if (n < 0) {
-            tg_debug("h2 %s: %s", c->addr, nghttp2_strerror((int)n));
-            tg_counter_add(&c->w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
-            rv = (int)n;
-            break;
-        }
-        c->frame_left -= (size_t)n;
-        evbuffer_drain(in, (size_t)n);
+    if ((rv = tg_h2_feed(c->session, in, &c->feed)) != 0) {
+        tg_debug("h2 %s: %s", c->addr, nghttp2_strerror(rv));
+        tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
     }
-    if (c->stop_reading && !c->dead) {
+    if (c->stop_reading && !c->base.dead) {
         evbuffer_drain(in, evbuffer_get_length(in));
-        tg_sock_pause_read(c->sock, 1);
+        tg_sock_pause_read(c->base.sock, 1);
     }
-    if (!c->dead)
-        tg_sock_consumed(c->sock);
+    if (!c->base.dead)
+        tg_sock_consumed(c->base.sock);
     /* Send; exchanges pumped by notify_drained may queue more: a few
      * rounds, bounded, while the socket has room. */
-    for (int round = 0; rv == 0 && !c->dead && round < 4; round++) {
+    for (int round = 0; rv == 0 && !c->base.dead && round < 4; round++) {
         if ((rv = nghttp2_session_send(c->session)) != 0) {
             tg_debug("h2 %s: send: %s", c->addr, nghttp2_strerror(rv));
             break;
         }
-        tg_sock_flush(c->sock);
+        tg_sock_flush(c->base.sock);
         notify_drained(c);
-        if (c->dead || evbuffer_get_length(tg_sock_out(c->sock)) >= TG_H2_OUT_HWM ||
+        if (c->base.dead || evbuffer_get_length(tg_sock_out(c->base.sock)) >= TG_H2_OUT_HWM ||
             !nghttp2_session_want_write(c->session))
             break;
     }
     c->in_io = 0;
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (c->fatal && rv == 0)
         rv = NGHTTP2_ERR_NOMEM;
@@ -959,56 +901,35 @@ static void conn_io(h2_conn_t *c)
         /* A fatal session error (bad preface, flood, out of memory):
          * whatever GOAWAY nghttp2 queued goes out best-effort. */
         if (rv != NGHTTP2_ERR_FLOODED && nghttp2_session_send(c->session) == 0)
-            tg_sock_flush_now(c->sock);
+            tg_sock_flush_now(c->base.sock);
         conn_close(c);
         return;
     }
-    int flushed = evbuffer_get_length(tg_sock_out(c->sock)) == 0;
+    int flushed = evbuffer_get_length(tg_sock_out(c->base.sock)) == 0;
     if (c->peer_eof && (c->n_streams == 0 || stuck_on_window(c))) {
         conn_close(c); /* nothing can arrive, and nothing is left to answer (or can be) */
         return;
     }
     if (flushed && ((!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) ||
                     (c->draining && c->goaway && c->n_streams == 0))) {
-        conn_linger(c); /* GOAWAY sent and every stream finished */
+        tg_conn_linger(&c->base, LINGER_MS); /* GOAWAY sent and every stream finished */
         return;
     }
     if (!flushed && !nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
-        tg_sock_set_write_lowat(c->sock, 0); /* wake up when the last frames are out */
+        tg_sock_set_write_lowat(c->base.sock, 0); /* wake up when the last frames are out */
     arm_timer(c);
 }
 
-/* The session is over and its last frames (GOAWAY) are written: half-close
- * and read until the client closes (bounded), so that bytes it still sends
- * do not turn our close into a reset that destroys those frames. */
-static void conn_linger(h2_conn_t *c)
+static void on_sock(tg_conn_t *b, int events)
 {
-    if (c->lingering)
-        return;
-    c->lingering = 1;
-    tg_sock_shutdown_write(c->sock);
-    evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
-    tg_sock_set_read_limit(c->sock, 0);
-    tg_sock_pause_read(c->sock, 0);
-    tg_timer_arm_ms(c->timer, LINGER_MS);
-}
-
-static void on_sock(tg_sock_t *s, int events, void *arg)
-{
-    h2_conn_t *c = arg;
+    h2_conn_t *c = (h2_conn_t *)b;
     if (events & TG_SOCK_ERROR) {
         conn_close(c);
         return;
     }
-    if (c->lingering) {
-        evbuffer_drain(tg_sock_in(s), evbuffer_get_length(tg_sock_in(s)));
-        if (events & TG_SOCK_EOF)
-            conn_close(c);
-        return;
-    }
     if (events & (TG_SOCK_READ | TG_SOCK_WRITE))
         conn_io(c);
-    if ((events & TG_SOCK_EOF) && !c->dead) {
+    if ((events & TG_SOCK_EOF) && !b->dead) {
         /* The client closed its side: nothing more can arrive. Streams
          * whose request is complete may still be answered; one still
          * waiting for request bytes never will be, so then the client is
@@ -1023,13 +944,9 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
     }
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_conn_t *b)
 {
-    h2_conn_t *c = arg;
-    if (c->lingering) {
-        conn_close(c);
-        return;
-    }
+    h2_conn_t *c = (h2_conn_t *)b;
     if (c->n_streams == 0 || c->ping_out) {
         tg_debug("h2 %s: %s", c->addr, c->n_streams ? "ping timeout" : "idle timeout");
         if (c->ping_out) { /* the peer is gone: nothing to say goodbye to */
@@ -1046,18 +963,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_io(c);
 }
 
-static void on_defer(evutil_socket_t fd, short what, void *arg)
+static void on_defer(tg_conn_t *b)
 {
-    h2_conn_t *c = arg;
-    if (c->dead)
-        conn_release(c);
-    else
-        conn_io(c);
+    conn_io((h2_conn_t *)b);
 }
 
-static void on_drain(tg_conn_node_t *n)
+static void on_drain(tg_conn_t *b)
 {
-    h2_conn_t *c = (h2_conn_t *)n;
+    h2_conn_t *c = (h2_conn_t *)b;
     tg_debug("h2 %s: draining (%zu streams)", c->addr, c->n_streams);
     c->draining = 1;
     /* GOAWAY naming the last stream we took: the client retries later
@@ -1068,22 +981,39 @@ static void on_drain(tg_conn_node_t *n)
     conn_io(c);
 }
 
-static void on_shutdown(tg_conn_node_t *n)
-{
-    h2_conn_t *c = (h2_conn_t *)n;
-    conn_close(c);
-    conn_release(c);
-}
-
 /* No stream open: the connection can go (after a GOAWAY) when
  * descriptors run out. */
-static int close_if_idle(tg_conn_node_t *n)
+static int close_if_idle(tg_conn_t *b)
 {
-    h2_conn_t *c = (h2_conn_t *)n;
-    if (c->dead || c->draining || c->n_streams != 0)
+    h2_conn_t *c = (h2_conn_t *)b;
+    if (c->draining || c->n_streams != 0)
         return 0;
-    on_drain(n);
+    on_drain(b);
     return 1;
+}
+
+static const tg_conn_kind_t h2_kind = {
+    .name = "h2",
+    .on_sock = on_sock,
+    .on_timer = on_timer,
+    .on_defer = on_defer,
+    .on_close = on_close,
+    .on_free = on_free,
+    .on_drain = on_drain,
+    .close_if_idle = close_if_idle,
+};
+
+static int feed_check(void *arg, const unsigned char *h, size_t len)
+{
+    h2_conn_t *c = arg;
+    check_frame(c, h, len);
+    return c->stop_reading;
+}
+
+static int feed_stop(void *arg)
+{
+    h2_conn_t *c = arg;
+    return c->base.dead || c->stop_reading;
 }
 
 static int start_session(h2_conn_t *c)
@@ -1103,8 +1033,8 @@ static int start_session(h2_conn_t *c)
     /* RFC 9113 deprecates the RFC 7540 priority tree: no closed streams
      * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
     nghttp2_option_set_no_closed_streams(opt, 1);
-    uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(c->w->h2mem));
+    uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
+    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(c->base.w->h2mem));
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rv != 0)
@@ -1127,51 +1057,32 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
                        size_t listener, size_t stats_slot, const char *addr, tg_tls_peer_t *peer, int tls)
 {
     h2_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    if (c == NULL || tg_conn_init(&c->base, &h2_kind, w, sock, snap, 1) < 0) {
+        free(c);
         tg_sock_free(sock);
         tg_counter_sub(&w->stats->listeners[stats_slot].active, 1);
         return;
     }
-    c->w = w;
-    c->sock = sock;
     c->slot = slot;
     c->stats_slot = stats_slot;
     c->tls = tls != 0;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     c->peer = *peer;
     memset(peer, 0, sizeof(*peer));
-    c->snap = tg_snapshot_ref(snap);
-    c->conf = &c->snap->cfg->listeners[listener].http2;
-    c->frame_left = 24; /* the client preface (RFC 9113 3.4) */
+    c->conf = &c->base.snap->cfg->listeners[listener].http2;
+    c->feed = (tg_h2_feeder_t){ .frame_left = 24, /* the client preface (RFC 9113 3.4) */
+                                .check = feed_check, .stop = feed_stop, .arg = c };
     TAILQ_INIT(&c->streams);
-    c->timer = evtimer_new(w->base, on_timer, c);
-    c->defer = event_new(w->base, -1, 0, on_defer, c);
-    c->node.on_drain = on_drain;
-    c->node.on_shutdown = on_shutdown;
-    c->node.close_if_idle = close_if_idle;
-    tg_worker_conn_add(w, &c->node);
-    if (c->timer == NULL || c->defer == NULL || start_session(c) < 0) {
-        tg_worker_conn_remove(w, &c->node);
-        tg_counter_sub(&w->stats->listeners[stats_slot].active, 1);
-        tg_sock_free(sock);
-        if (c->session)
-            nghttp2_session_del(c->session);
-        tg_tls_peer_free(&c->peer);
-        tg_snapshot_unref(c->snap);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->defer)
-            event_free(c->defer);
-        free(c);
+    if (start_session(c) < 0) {
+        tg_conn_free_now(&c->base); /* counted out as it closes */
         return;
     }
     tg_counter_add(&w->stats->listeners[stats_slot].h2_connections, 1);
-    tg_sock_set_cb(sock, on_sock, c);
-    tg_sock_set_read_limit(sock, 256 * 1024);
+    tg_sock_set_read_limit(sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(sock, OUT_LOWAT);
     tg_sock_set_timeout(sock, 0);
     if (w->draining)
-        on_drain(&c->node);
+        on_drain(&c->base);
     else
         conn_io(c); /* the preface (h2c) or the first frames may be here */
 }

@@ -1,0 +1,157 @@
+/*
+ * proxy/conn.c — the connection base. See conn.h.
+ */
+#include "proxy/conn.h"
+
+#include <event2/buffer.h>
+#include <stddef.h>
+
+#include "proxy/base/log.h"
+#include "proxy/base/timer.h"
+
+#define CONN_OF(n) ((tg_conn_t *)((char *)(n) - offsetof(tg_conn_t, node)))
+
+static void release(tg_conn_t *c)
+{
+    tg_snapshot_unref(c->snap);
+    c->snap = NULL;
+    c->kind->on_free(c);
+}
+
+static void on_sock(tg_sock_t *s, int events, void *arg)
+{
+    tg_conn_t *c = arg;
+    if (c->lingering) {
+        evbuffer_drain(tg_sock_in(s), evbuffer_get_length(tg_sock_in(s)));
+        if (events & (TG_SOCK_EOF | TG_SOCK_ERROR))
+            tg_conn_close(c);
+        return;
+    }
+    c->kind->on_sock(c, events);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_conn_t *c = arg;
+    if (c->lingering) {
+        tg_conn_close(c); /* the peer never closed: enough */
+        return;
+    }
+    c->kind->on_timer(c);
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+    tg_conn_t *c = arg;
+    if (c->dead)
+        release(c);
+    else
+        c->kind->on_defer(c);
+}
+
+static void node_drain(tg_conn_node_t *n)
+{
+    tg_conn_t *c = CONN_OF(n);
+    tg_debug("%s: draining", c->kind->name);
+    c->kind->on_drain(c);
+}
+
+static int node_close_if_idle(tg_conn_node_t *n)
+{
+    tg_conn_t *c = CONN_OF(n);
+    return c->dead ? 0 : c->kind->close_if_idle(c);
+}
+
+static void node_shutdown(tg_conn_node_t *n)
+{
+    tg_conn_free_now(CONN_OF(n));
+}
+
+int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_sock_t *sock, tg_snapshot_t *snap,
+                 int listed)
+{
+    c->kind = kind;
+    c->w = w;
+    if (evtimer_assign(&c->timer, w->base, on_timer, c) < 0 || event_assign(&c->defer, w->base, -1, 0, on_defer, c) < 0)
+        return -1;
+    c->sock = sock;
+    c->snap = tg_snapshot_ref(snap);
+    tg_sock_set_cb(sock, on_sock, c);
+    if (listed) {
+        c->listed = 1;
+        c->node.on_drain = node_drain;
+        c->node.close_if_idle = node_close_if_idle;
+        c->node.on_shutdown = node_shutdown;
+        tg_worker_conn_add(w, &c->node);
+    }
+    return 0;
+}
+
+static void unlist(tg_conn_t *c)
+{
+    if (c->listed) {
+        c->listed = 0;
+        tg_worker_conn_remove(c->w, &c->node);
+    }
+}
+
+void tg_conn_close(tg_conn_t *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->kind->on_close)
+        c->kind->on_close(c);
+    unlist(c);
+    evtimer_del(&c->timer);
+    if (c->sock != NULL) {
+        tg_sock_free(c->sock);
+        c->sock = NULL;
+    }
+    event_active(&c->defer, EV_TIMEOUT, 0);
+}
+
+void tg_conn_kick(tg_conn_t *c)
+{
+    if (!c->dead)
+        event_active(&c->defer, EV_TIMEOUT, 0);
+}
+
+void tg_conn_set_timer(tg_conn_t *c, uint64_t ms)
+{
+    tg_timer_set_ms(&c->timer, ms);
+}
+
+void tg_conn_linger(tg_conn_t *c, uint64_t ms)
+{
+    if (c->dead || c->lingering)
+        return;
+    if (tg_sock_peer_closed(c->sock)) {
+        tg_conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    tg_sock_shutdown_write(c->sock);
+    evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
+    tg_sock_set_read_limit(c->sock, 0);
+    tg_sock_pause_read(c->sock, 0);
+    tg_timer_arm_ms(&c->timer, ms);
+}
+
+tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
+{
+    tg_sock_t *s = c->sock;
+    c->sock = NULL;
+    c->dead = 1;
+    unlist(c);
+    evtimer_del(&c->timer);
+    event_active(&c->defer, EV_TIMEOUT, 0);
+    return s;
+}
+
+void tg_conn_free_now(tg_conn_t *c)
+{
+    tg_conn_close(c);
+    event_del(&c->defer); /* the loop is gone: it would never run */
+    release(c);
+}
