@@ -72,7 +72,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
 {
     c->kind = kind;
     c->w = w;
-    if (evtimer_assign(&c->timer, w->base, on_timer, c) < 0 || event_assign(&c->defer, w->base, -1, 0, on_defer, c) < 0)
+    if (evtimer_assign(&c->timer, tg_worker_base(w), on_timer, c) < 0 || event_assign(&c->defer, tg_worker_base(w), -1, 0, on_defer, c) < 0)
         return -1;
     c->sock = sock;
     c->snap = tg_snapshot_ref(snap);

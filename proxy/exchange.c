@@ -96,11 +96,51 @@ void tg_ex_advance(tg_exchange_t *ex, ex_event_t ev)
 /* ---- lifetime ---- */
 
 
+/* ---- per-worker state (TG_WMOD_EXCHANGE) ---- */
+
+static int module_init(tg_worker_t *w)
+{
+    tg_ex_worker_t *wx = calloc(1, sizeof(*wx));
+    if (wx == NULL)
+        return -1;
+    tg_worker_set_state(w, TG_WMOD_EXCHANGE, wx);
+    return 0;
+}
+
+/* Frees the worker's recycled exchanges (worker teardown). */
+static void module_free(tg_worker_t *w)
+{
+    tg_ex_worker_t *wx = tg_worker_state(w, TG_WMOD_EXCHANGE);
+    if (wx == NULL)
+        return;
+    tg_exchange_t *ex;
+    while ((ex = wx->free) != NULL) {
+        wx->free = ex->next_free;
+        tg_arena_free(&ex->arena);
+        evbuffer_free(ex->scratch);
+        evbuffer_free(ex->body_buf);
+        if (ex->retry_ev)
+            event_free(ex->retry_ev);
+        if (ex->deadline_ev)
+            event_free(ex->deadline_ev);
+        free(ex);
+    }
+    free(wx);
+    tg_worker_set_state(w, TG_WMOD_EXCHANGE, NULL);
+}
+
+const tg_worker_module_t tg_exchange_module = {
+    .id = TG_WMOD_EXCHANGE,
+    .init = module_init,
+    .free = module_free,
+};
+
 tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, void *ds)
 {
-    tg_exchange_t *ex = w->free_exchanges;
+    tg_ex_worker_t *wx = tg_worker_state(w, TG_WMOD_EXCHANGE);
+    tg_exchange_t *ex = wx->free;
     if (ex != NULL) {
-        w->free_exchanges = ex->next_free;
+        wx->free = ex->next_free;
     } else {
         ex = calloc(1, sizeof(*ex));
         if (ex == NULL)
@@ -124,18 +164,19 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
-    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(w->base, tg_ex_on_retry_timer, ex);
-    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(w->base, tg_ex_on_deadline, ex);
+    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(tg_worker_base(w), tg_ex_on_retry_timer, ex);
+    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(tg_worker_base(w), tg_ex_on_deadline, ex);
     if (ex->retry_ev == NULL || ex->deadline_ev == NULL) {
-        ex->next_free = w->free_exchanges;
-        w->free_exchanges = ex;
+        ex->next_free = wx->free;
+        wx->free = ex;
         return NULL;
     }
     ex->reset_code = -1;
-    w->active_exchanges++;
-    ex->fx.gen = ++w->exchange_gen;
+    wx->active++;
+    ex->fx.gen = ++wx->gen;
     ex->w = w;
-    ex->snap = tg_snapshot_ref(w->snap);
+    ex->wx = wx;
+    ex->snap = tg_snapshot_ref(tg_worker_snapshot(w));
     ex->ops = ops;
     ex->ds = ds;
     return ex;
@@ -175,15 +216,15 @@ static void record(tg_exchange_t *ex)
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
     uint64_t now = tg_ex_now_us(), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
-    tg_stats_request_done(ex->w->stats, slot, status, us);
+    tg_stats_request_done(tg_worker_stats(ex->w), slot, status, us);
     const tg_header_t *gs = NULL;
     if (ex->grpc && ex->resp_started && (gs = tg_headers_get(&ex->resp.trailers, "grpc-status")) == NULL)
         gs = tg_headers_get(&ex->resp.headers, "grpc-status");
     if (gs != NULL)
-        tg_stats_grpc_done(ex->w->stats, slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
+        tg_stats_grpc_done(tg_worker_stats(ex->w), slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
-    tg_stats_filter_outcomes(ex->w->stats, slot, ex->fx.outcomes);
+    tg_stats_filter_outcomes(tg_worker_stats(ex->w), slot, ex->fx.outcomes);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
@@ -212,40 +253,24 @@ static void record(tg_exchange_t *ex)
 
 static void recycle(tg_exchange_t *ex)
 {
-    tg_worker_t *w = ex->w;
+    tg_ex_worker_t *wx = ex->wx;
     if (!ex->recorded)
         record(ex);
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
     ex->paused = 0;
     evtimer_del(ex->retry_ev);
     evtimer_del(ex->deadline_ev);
-    w->active_exchanges--;
+    wx->active--;
     if (ex->in_retry)
-        w->retrying--;
+        wx->retrying--;
     tg_ex_release_upstream(ex, 0);
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
     tg_arena_reset(&ex->arena);
     evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
     evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
-    ex->next_free = w->free_exchanges;
-    w->free_exchanges = ex;
-}
-
-void tg_exchange_free_cache(tg_worker_t *w)
-{
-    tg_exchange_t *ex;
-    while ((ex = w->free_exchanges) != NULL) {
-        w->free_exchanges = ex->next_free;
-        tg_arena_free(&ex->arena);
-        evbuffer_free(ex->scratch);
-        evbuffer_free(ex->body_buf);
-        if (ex->retry_ev)
-            event_free(ex->retry_ev);
-        if (ex->deadline_ev)
-            event_free(ex->deadline_ev);
-        free(ex);
-    }
+    ex->next_free = wx->free;
+    wx->free = ex;
 }
 
 /* Ends the exchange: lets the upstream attempt go (clean: its connection
@@ -667,8 +692,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->peer_identity = ex->peer ? ex->peer->subject : NULL;
         fx->route = ex->route->name;
         fx->listener = listener;
-        fx->worker = ex->w->id;
-        fx->base = ex->w->base;
+        fx->worker = tg_worker_id(ex->w);
+        fx->base = tg_worker_base(ex->w);
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;

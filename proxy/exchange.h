@@ -24,10 +24,6 @@
 
 struct evbuffer;
 
-/* Bytes the exchange lets queue toward a peer before it stops reading
- * from the other side: the per-direction memory bound of one exchange. */
-#define TG_EXCHANGE_HWM (128 * 1024)
-
 typedef struct tg_downstream_ops {
     /* Moves up to max decoded request-body bytes into dst. Sets *fin at the
      * end of the body. Returns bytes moved, or -1 with *err_status set
@@ -86,7 +82,8 @@ void tg_exchange_abort(tg_exchange_t *ex);
  * downstream to relay (NO_ERROR stays NO_ERROR); -1 if there was none. */
 long tg_exchange_reset_code(const tg_exchange_t *ex);
 
-/* Frees the worker's recycled exchanges (worker teardown). */
-void tg_exchange_free_cache(tg_worker_t *w);
+/* The per-worker state of exchanges (recycled objects, the retry budget),
+ * for the worker's module table (proxy/stack.c). */
+extern const tg_worker_module_t tg_exchange_module;
 
 #endif

@@ -51,9 +51,18 @@ typedef enum {
     UP_TIMEOUT,
 } up_error_t;
 
+/* The exchange module's per-worker state (TG_WMOD_EXCHANGE). */
+typedef struct tg_ex_worker {
+    tg_exchange_t *free;        /* recycled exchanges */
+    unsigned active;            /* exchanges in flight, for the retry budget */
+    unsigned retrying;          /* ... of which have retried */
+    uint64_t gen;               /* numbers exchanges, for paused-filter resumes */
+} tg_ex_worker_t;
+
 struct tg_exchange {
     tg_exchange_t *next_free;
     tg_worker_t *w;
+    tg_ex_worker_t *wx;         /* w's exchange state */
     tg_snapshot_t *snap;
     tg_arena_t arena;
     struct evbuffer *scratch;

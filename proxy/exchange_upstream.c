@@ -17,9 +17,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
+#include "proxy/upstream_h1.h"
 #include "proxy/base/timer.h"
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex);
@@ -46,14 +48,14 @@ void tg_ex_release_upstream(tg_exchange_t *ex, int clean)
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 {
-    return &ex->w->stats->endpoints[ex->ep->slot];
+    return &tg_worker_stats(ex->w)->endpoints[ex->ep->slot];
 }
 
 /* Passive health: how the current attempt on ex->ep went. */
 static void report_health(tg_exchange_t *ex, int ok)
 {
     if (ex->ep != NULL)
-        tg_health_report(ex->w->health, ex->cluster, ex->ep, ok, tg_health_now_ms());
+        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->ep, ok, tg_health_now_ms());
 }
 
 /* The request body is kept for replay (in body_buf) while it all fits in
@@ -386,7 +388,7 @@ static void on_upstream(void *arg, int events)
 static tg_route_stats_t *route_stats(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
-    return &ex->w->stats->routes[s->route_slot[ex->route - s->cfg->routes]];
+    return &tg_worker_stats(ex->w)->routes[s->route_slot[ex->route - s->cfg->routes]];
 }
 
 /* Starts another round of attempts after a backoff, if the route's retry
@@ -400,28 +402,28 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
     if (p == NULL || ex->resp_started || (cond && !(p->on & cond)) || ex->retries + 1 >= p->attempts ||
         !tg_retry_method_allowed(p, ex->req.method))
         return 0;
-    tg_worker_t *w = ex->w;
+    tg_ex_worker_t *wx = ex->wx;
     if (!ex->req_done || (ex->req_sent_any && !ex->body_kept)) {
         tg_counter_add(&route_stats(ex)->retries_skipped, 1);
         tg_debug("retry: %s %s not retried: its body is larger than the replay buffer", ex->req.method,
                  ex->req.target);
         return 0;
     }
-    unsigned budget = w->active_exchanges * p->budget_percent / 100;
-    if (!ex->in_retry && w->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
+    unsigned budget = wx->active * p->budget_percent / 100;
+    if (!ex->in_retry && wx->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
         tg_counter_add(&route_stats(ex)->retries_skipped, 1);
-        tg_debug("retry: budget spent (%u retrying of %u in flight)", w->retrying, w->active_exchanges);
+        tg_debug("retry: budget spent (%u retrying of %u in flight)", wx->retrying, wx->active);
         return 0;
     }
     if (!ex->in_retry) {
         ex->in_retry = 1;
-        w->retrying++;
+        wx->retrying++;
     }
     ex->retries++;
     tg_counter_add(&route_stats(ex)->retries, 1);
     tg_ex_release_upstream(ex, 0);
     tg_ex_advance(ex, EXEV_BACKOFF);
-    uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(w));
+    uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(ex->w));
     tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
     if (tg_timer_arm_ms(ex->retry_ev, ms) < 0)
         return 0; /* no retry, then: the failure stands */
@@ -488,7 +490,7 @@ int tg_ex_build_order(tg_exchange_t *ex)
     tg_cluster_t *c = ex->cluster;
     if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
         return -1;
-    ex->n_order = tg_health_order(ex->w->health, c, ex->rr, ex->ignore_health, tg_health_now_ms(), ex->order);
+    ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_health_now_ms(), ex->order);
     ex->attempts = 0;
     return 0;
 }
@@ -521,7 +523,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 .arg = ex,
             };
             int fresh = 0;
-            ex->up_ops = tg_upstream_ops_for(c->conf->protocol);
+            ex->up_ops = c->conf->protocol == TG_PROTO_HTTP1 ? &tg_upstream_h1_ops : &tg_upstream_h2_ops;
             if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL) {
                 tg_warn("upstream %s: connect failed", ex->ep->conf->address);
                 tg_counter_add(&ep_stats(ex)->connect_failures, 1);

@@ -57,7 +57,7 @@ static const char *conn_state_str(conn_state_t s)
 
 static const tg_limits_t *limits(h1_conn_t *c)
 {
-    return &c->base.w->snap->cfg->limits;
+    return &tg_worker_snapshot(c->base.w)->cfg->limits;
 }
 
 static void arm_timer(h1_conn_t *c, uint64_t ms)
@@ -79,7 +79,7 @@ static void on_close(tg_conn_t *b)
         tg_exchange_abort(c->ex);
         c->ex = NULL;
     }
-    tg_counter_sub(&b->w->stats->listeners[c->stats_slot].active, 1);
+    tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -340,7 +340,7 @@ static void hand_to_h2(h1_conn_t *c)
 
 static void handshake_done(h1_conn_t *c)
 {
-    tg_listener_stats_t *st = &c->base.w->stats->listeners[c->stats_slot];
+    tg_listener_stats_t *st = &tg_worker_stats(c->base.w)->listeners[c->stats_slot];
     SSL *ssl = tg_sock_ssl(c->base.sock);
     tg_counter_add(&st->tls_handshakes, 1);
     if (SSL_session_reused(ssl))
@@ -362,7 +362,7 @@ static void handshake_done(h1_conn_t *c)
 static void handshake_failed(h1_conn_t *c, const char *why)
 {
     char buf[160];
-    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].tls_handshake_failures, 1);
+    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].tls_handshake_failures, 1);
     tg_debug("tls %s: handshake failed: %s", c->addr, why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
     conn_close(c);
 }
@@ -506,21 +506,21 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
         snprintf(c->addr, sizeof(c->addr), "unknown");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    tg_sock_t *sock = tg_sock_new(w->sockloop, fd);
+    tg_sock_t *sock = tg_sock_new(tg_worker_sockloop(w), fd);
     if (sock == NULL) {
         close(fd);
         free(c);
         return;
     }
-    if (tg_conn_init(&c->base, &h1_kind, w, sock, w->snap, 1) < 0) {
+    if (tg_conn_init(&c->base, &h1_kind, w, sock, tg_worker_snapshot(w), 1) < 0) {
         tg_sock_free(sock);
         free(c);
         return;
     }
     c->listener = slot->index;
     c->stats_slot = slot->stats_slot;
-    tg_counter_add(&w->stats->listeners[c->stats_slot].accepted, 1);
-    tg_counter_add(&w->stats->listeners[c->stats_slot].active, 1);
+    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].accepted, 1);
+    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].active, 1);
     size_t limit = TG_EXCHANGE_HWM;
     if (limits(c)->max_header_bytes + 1024 > limit)
         limit = limits(c)->max_header_bytes + 1024;

@@ -24,7 +24,6 @@
 #include <time.h>
 
 #include "proxy/conn.h"
-#include "proxy/exchange.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
 #include "proxy/base/log.h"
@@ -128,17 +127,25 @@ static void stream_unlink(tg_h2_stream_t *s)
     }
 }
 
+/* The module's per-worker state (TG_WMOD_H2_CLIENT): the connections to
+ * each endpoint and recycled streams. */
+typedef struct h2c_worker {
+    tg_h2_conn_t **slots;          /* per endpoint slot: its connections' list */
+    size_t n;
+    tg_h2_obj_cache_t streams;
+} h2c_worker_t;
+
+static h2c_worker_t *mstate(tg_worker_t *w)
+{
+    return tg_worker_state(w, TG_WMOD_H2_CLIENT);
+}
+
 static void stream_free(tg_h2_stream_t *s)
 {
     tg_worker_t *w = s->conn->base.w;
     evtimer_del(&s->timer);
     stream_unlink(s);
-    tg_h2_obj_release(&w->h2_client_streams, &s->obj);
-}
-
-void tg_h2_client_free_cache(tg_worker_t *w)
-{
-    tg_h2_obj_cache_clear(&w->h2_client_streams);
+    tg_h2_obj_release(&mstate(w)->streams, &s->obj);
 }
 
 /* Delivers recorded events. The owner may release its stream (or others)
@@ -184,7 +191,7 @@ static void on_close(tg_conn_t *b)
     tg_debug("h2 upstream: closing connection (%s, %zu streams)", conn_state_str(c->state), c->n_streams);
     c->state = C_DEAD;
     conn_unlink(c);
-    tg_counter_sub(&b->w->stats->endpoints[c->slot].active, 1);
+    tg_counter_sub(&tg_worker_stats(b->w)->endpoints[c->slot].active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -519,13 +526,13 @@ static void on_sock(tg_conn_t *b, int events)
         int connecting = c->state == C_CONNECTING;
         tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(b->sock, why, sizeof(why)));
         if (connecting)
-            tg_counter_add(&c->base.w->stats->endpoints[c->slot].connect_failures, 1);
+            tg_counter_add(&tg_worker_stats(c->base.w)->endpoints[c->slot].connect_failures, 1);
         conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost",
                   connecting ? TG_UP_CAUSE_CONNECT_FAILED : TG_UP_CAUSE_RESET);
         return;
     }
     if (events & TG_SOCK_TIMEOUT) {
-        tg_counter_add(&c->base.w->stats->endpoints[c->slot].connect_failures, 1);
+        tg_counter_add(&tg_worker_stats(c->base.w)->endpoints[c->slot].connect_failures, 1);
         conn_fail(c, "upstream connect timed out", TG_UP_CAUSE_TIMEOUT);
         return;
     }
@@ -595,7 +602,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     if (ok) {
         nghttp2_option_set_no_auto_window_update(opt, 1);
         nghttp2_option_set_no_closed_streams(opt, 1); /* no RFC 7540 priority tree kept */
-        ok = nghttp2_session_client_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(w->h2mem)) == 0;
+        ok = nghttp2_session_client_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(tg_worker_h2mem(w))) == 0;
     }
     if (cb)
         nghttp2_session_callbacks_del(cb);
@@ -609,7 +616,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     if (ok)
         ok = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 3) == 0 &&
              nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) == 0;
-    tg_sock_t *sock = ok ? tg_cluster_connect(cl, ep, w->sockloop) : NULL;
+    tg_sock_t *sock = ok ? tg_cluster_connect(cl, ep, tg_worker_sockloop(w)) : NULL;
     if (sock == NULL || tg_conn_init(&c->base, &h2_client_kind, w, sock, snap, 0) < 0) {
         if (sock)
             tg_sock_free(sock);
@@ -618,7 +625,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
         free(c);
         return NULL;
     }
-    tg_counter_add(&w->stats->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
     tg_sock_set_timeout(c->base.sock, cl->conf->connect_timeout_ms);
     tg_sock_set_read_limit(c->base.sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(c->base.sock, OUT_LOWAT);
@@ -642,7 +649,7 @@ static size_t stream_limit(tg_h2_conn_t *c)
 /* A connection to ep with a free stream slot (not `not`), or a new one. */
 static tg_h2_conn_t *conn_find(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not)
 {
-    for (tg_h2_conn_t *c = w->pools[ep->slot]->h2; c != NULL; c = c->next)
+    for (tg_h2_conn_t *c = mstate(w)->slots[ep->slot]; c != NULL; c = c->next)
         if (c != not && (c->state == C_READY || c->state == C_CONNECTING) && c->n_streams < stream_limit(c) &&
             (tg_sock_ssl(c->base.sock) != NULL) == (cl->tls != NULL) && c->cc->protocol == cl->conf->protocol)
             return c;
@@ -652,7 +659,7 @@ static tg_h2_conn_t *conn_find(tg_worker_t *w, const tg_cluster_t *cl, const tg_
 static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_endpoint_t *ep, tg_h2_conn_t *not)
 {
     tg_h2_conn_t *c = conn_find(w, cl, ep, not);
-    return c ? c : conn_new(w, not->base.snap, cl, ep, &w->pools[ep->slot]->h2);
+    return c ? c : conn_new(w, not->base.snap, cl, ep, &mstate(w)->slots[ep->slot]);
 }
 
 /* ---- the upstream interface (upstream.h) ---- */
@@ -680,9 +687,9 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
 {
     tg_worker_t *w = t->w;
     tg_h2_conn_t *c = conn_find(w, t->cl, t->ep, NULL);
-    if (c == NULL && (c = conn_new(w, t->snap, t->cl, t->ep, &w->pools[t->ep->slot]->h2)) == NULL)
+    if (c == NULL && (c = conn_new(w, t->snap, t->cl, t->ep, &mstate(w)->slots[t->ep->slot])) == NULL)
         return NULL;
-    tg_h2_stream_t *s = tg_h2_obj_alloc(&w->h2_client_streams, sizeof(*s));
+    tg_h2_stream_t *s = tg_h2_obj_alloc(&mstate(w)->streams, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->out = s->obj.buf[TG_H2_OUT];
@@ -691,7 +698,7 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
     s->arg = t->arg;
     s->resp = t->resp;
     s->arena = t->arena;
-    evtimer_assign(&s->timer, w->base, on_stream_timer, s);
+    evtimer_assign(&s->timer, tg_worker_base(w), on_stream_timer, s);
     memset(s->resp, 0, sizeof(*s->resp));
     stream_link(s, c);
     *fresh = c->state == C_CONNECTING;
@@ -894,10 +901,56 @@ const tg_upstream_ops_t tg_upstream_h2_ops = {
     .release = h2_release,
 };
 
-void tg_h2_pool_free(tg_h2_conn_t **head)
+static int module_init(tg_worker_t *w)
 {
-    tg_h2_conn_t *c;
-    while ((c = *head) != NULL) {
-        tg_conn_free_now(&c->base); /* unlinks it */
-    }
+    h2c_worker_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -1;
+    tg_worker_set_state(w, TG_WMOD_H2_CLIENT, m);
+    return 0;
 }
+
+/* A connection list for every endpoint slot of snap. */
+static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
+{
+    h2c_worker_t *m = mstate(w);
+    size_t n = snap->clusters->n_slots;
+    if (n <= m->n)
+        return 0;
+    tg_h2_conn_t **slots = realloc(m->slots, n * sizeof(*slots));
+    if (slots == NULL)
+        return -1;
+    /* connections point back at their list head: move them along */
+    for (size_t i = 0; i < m->n; i++)
+        for (tg_h2_conn_t *c = slots[i]; c != NULL; c = c->next)
+            c->head = &slots[i];
+    for (size_t i = m->n; i < n; i++)
+        slots[i] = NULL;
+    m->slots = slots;
+    m->n = n;
+    return 0;
+}
+
+/* Closes every connection (worker teardown), then frees the streams. */
+static void module_free(tg_worker_t *w)
+{
+    h2c_worker_t *m = mstate(w);
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        tg_h2_conn_t *c;
+        while ((c = m->slots[i]) != NULL)
+            tg_conn_free_now(&c->base); /* unlinks it */
+    }
+    tg_h2_obj_cache_clear(&m->streams);
+    free(m->slots);
+    free(m);
+    tg_worker_set_state(w, TG_WMOD_H2_CLIENT, NULL);
+}
+
+const tg_worker_module_t tg_h2_client_module = {
+    .id = TG_WMOD_H2_CLIENT,
+    .init = module_init,
+    .apply = module_apply,
+    .free = module_free,
+};

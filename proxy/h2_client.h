@@ -42,10 +42,7 @@ typedef struct tg_h2_conn tg_h2_conn_t;
  * timer, since the connection is shared. */
 extern const tg_upstream_ops_t tg_upstream_h2_ops;
 
-/* Frees the worker's recycled streams (worker teardown, after the pools). */
-void tg_h2_client_free_cache(tg_worker_t *w);
-
-/* Closes every connection of the pool slot (worker teardown). */
-void tg_h2_pool_free(tg_h2_conn_t **head);
+/* The per-worker connections and recycled streams (proxy/stack.c). */
+extern const tg_worker_module_t tg_h2_client_module;
 
 #endif

@@ -120,10 +120,41 @@ static void conn_kick(h2_conn_t *c)
 
 /* ---- lifetime ---- */
 
-void tg_h2_server_free_cache(tg_worker_t *w)
+/* The module's per-worker state (TG_WMOD_H2_SERVER): recycled streams
+ * (a stream per request is the hot path). */
+typedef struct h2s_worker {
+    tg_h2_obj_cache_t streams;
+} h2s_worker_t;
+
+static tg_h2_obj_cache_t *stream_cache(tg_worker_t *w)
 {
-    tg_h2_obj_cache_clear(&w->h2_server_streams);
+    return &((h2s_worker_t *)tg_worker_state(w, TG_WMOD_H2_SERVER))->streams;
 }
+
+static int module_init(tg_worker_t *w)
+{
+    h2s_worker_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -1;
+    tg_worker_set_state(w, TG_WMOD_H2_SERVER, m);
+    return 0;
+}
+
+static void module_free(tg_worker_t *w)
+{
+    h2s_worker_t *m = tg_worker_state(w, TG_WMOD_H2_SERVER);
+    if (m == NULL)
+        return;
+    tg_h2_obj_cache_clear(&m->streams);
+    free(m);
+    tg_worker_set_state(w, TG_WMOD_H2_SERVER, NULL);
+}
+
+const tg_worker_module_t tg_h2_server_module = {
+    .id = TG_WMOD_H2_SERVER,
+    .init = module_init,
+    .free = module_free,
+};
 
 static void stream_free(h2_stream_t *st)
 {
@@ -132,7 +163,7 @@ static void stream_free(h2_stream_t *st)
     free(st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
-    tg_h2_obj_release(&st->conn->base.w->h2_server_streams, &st->obj);
+    tg_h2_obj_release(stream_cache(st->conn->base.w), &st->obj);
 }
 
 /* Closes the connection now; memory goes from the defer event. */
@@ -153,7 +184,7 @@ static void on_close(tg_conn_t *b)
             st->ex = NULL;
             tg_exchange_abort(ex);
         }
-    tg_counter_sub(&b->w->stats->listeners[c->stats_slot].active, 1);
+    tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -391,7 +422,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     h2_conn_t *c = user_data;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2_stream_t *st = tg_h2_obj_alloc(&c->base.w->h2_server_streams, sizeof(*st));
+    h2_stream_t *st = tg_h2_obj_alloc(stream_cache(c->base.w), sizeof(*st));
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     st->resp_body = st->obj.buf[TG_H2_OUT]; /* out_end: the exchange wrote the whole response */
@@ -400,7 +431,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     st->id = frame->hd.stream_id;
     st->ex = tg_exchange_new(c->base.w, &h2_ops, st);
     if (st->ex == NULL) {
-        tg_h2_obj_release(&c->base.w->h2_server_streams, &st->obj);
+        tg_h2_obj_release(stream_cache(c->base.w), &st->obj);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this stream only */
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
@@ -408,7 +439,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     window_roll(c);
     c->window_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
-    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_streams, 1);
+    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_streams, 1);
     return 0;
 }
 
@@ -599,7 +630,7 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
 static void window_roll(h2_conn_t *c)
 {
     struct timeval tv;
-    event_base_gettimeofday_cached(c->base.w->base, &tv);
+    event_base_gettimeofday_cached(tg_worker_base(c->base.w), &tv);
     uint64_t now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
     if (now - c->reset_window_start > RESET_WINDOW_MS) {
         c->reset_window_start = now;
@@ -687,7 +718,7 @@ static int in_ring(const uint32_t *ring, uint32_t id)
 static void conn_error(h2_conn_t *c, uint32_t code, const char *why)
 {
     tg_debug("h2 %s: %s", c->addr, why);
-    tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_protocol_errors, 1);
     nghttp2_session_terminate_session(c->session, code);
     c->stop_reading = 1;
 }
@@ -871,7 +902,7 @@ static void conn_io(h2_conn_t *c)
     int rv = 0;
     if ((rv = tg_h2_feed(c->session, in, &c->feed)) != 0) {
         tg_debug("h2 %s: %s", c->addr, nghttp2_strerror(rv));
-        tg_counter_add(&c->base.w->stats->listeners[c->stats_slot].h2_protocol_errors, 1);
+        tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_protocol_errors, 1);
     }
     if (c->stop_reading && !c->base.dead) {
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -1034,7 +1065,7 @@ static int start_session(h2_conn_t *c)
      * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
     nghttp2_option_set_no_closed_streams(opt, 1);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(c->base.w->h2mem));
+    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(tg_worker_h2mem(c->base.w)));
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);
     if (rv != 0)
@@ -1060,7 +1091,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     if (c == NULL || tg_conn_init(&c->base, &h2_kind, w, sock, snap, 1) < 0) {
         free(c);
         tg_sock_free(sock);
-        tg_counter_sub(&w->stats->listeners[stats_slot].active, 1);
+        tg_counter_sub(&tg_worker_stats(w)->listeners[stats_slot].active, 1);
         return;
     }
     c->slot = slot;
@@ -1077,11 +1108,11 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
         tg_conn_free_now(&c->base); /* counted out as it closes */
         return;
     }
-    tg_counter_add(&w->stats->listeners[stats_slot].h2_connections, 1);
+    tg_counter_add(&tg_worker_stats(w)->listeners[stats_slot].h2_connections, 1);
     tg_sock_set_read_limit(sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(sock, OUT_LOWAT);
     tg_sock_set_timeout(sock, 0);
-    if (w->draining)
+    if (tg_worker_draining(w))
         on_drain(&c->base);
     else
         conn_io(c); /* the preface (h2c) or the first frames may be here */

@@ -29,7 +29,7 @@ struct tg_tls_peer;
 struct tg_snapshot;
 
 /* Frees the worker's recycled streams (worker teardown). */
-void tg_h2_server_free_cache(tg_worker_t *w);
+extern const tg_worker_module_t tg_h2_server_module; /* per-worker state (proxy/stack.c) */
 
 /* Takes over an accepted connection: the socket, the client's TLS
  * identity (moved: *peer is left empty) and its place in the listener's

@@ -34,6 +34,7 @@
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
+#include "proxy/stack.h"
 #include "proxy/worker.h"
 
 /* --watch: changes within this long of each other make one reload. */
@@ -454,12 +455,11 @@ static int start_workers(process_t *p)
                 return -1;
             }
         }
-        p->workers[i] = tg_worker_new(i, p->snap, fds, cfg->n_listeners, p->health);
+        p->workers[i] = tg_worker_new(i, p->n_workers, p->snap, fds, cfg->n_listeners, p->health, &tg_gateway_stack);
         if (p->workers[i] == NULL) {
             free(fds);
             return -1;
         }
-        p->workers[i]->n_workers = p->n_workers;
     }
     free(fds);
     for (unsigned i = 0; i < p->n_workers; i++)
@@ -479,7 +479,7 @@ static void *join_thread(void *arg)
 {
     process_t *p = arg;
     for (unsigned i = 0; i < p->n_workers; i++)
-        pthread_join(p->workers[i]->thread, NULL);
+        tg_worker_join(p->workers[i]);
     event_base_loopexit(p->base, NULL);
     return NULL;
 }
@@ -564,8 +564,6 @@ int tg_process_run(const char *path, int watch)
     if (pthread_create(&joiner, NULL, join_thread, &p) == 0) {
         event_base_dispatch(p.base);
         pthread_join(joiner, NULL);
-        for (unsigned i = 0; i < p.n_workers; i++)
-            p.workers[i]->thread = 0; /* already joined */
     }
     status = 0;
     tg_info("drained, exiting");

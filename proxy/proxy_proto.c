@@ -15,7 +15,6 @@
 
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
-#include "proxy/h1_server.h"
 
 /* ---- parsing ---- */
 
@@ -215,7 +214,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     struct sockaddr_storage client = h.local ? p->peer : h.src;
     int sock = p->fd;
     pending_free(p, 0);
-    tg_h1_server_accept(w, sock, (const struct sockaddr *)&client, slot);
+    tg_worker_accept(w, sock, (const struct sockaddr *)&client, slot);
 }
 
 static void on_drain(tg_conn_node_t *n)
@@ -241,7 +240,7 @@ static void addr_string(const struct sockaddr *sa, char *out, size_t cap)
 
 void tg_proxy_accept(tg_worker_t *w, int fd, const struct sockaddr *peer, const tg_listener_slot_t *slot)
 {
-    const tg_config_t *cfg = w->snap->cfg;
+    const tg_config_t *cfg = tg_worker_snapshot(w)->cfg;
     const tg_listener_conf_t *l = &cfg->listeners[slot->index];
     char addr[64];
     addr_string(peer, addr, sizeof(addr));
@@ -266,8 +265,8 @@ void tg_proxy_accept(tg_worker_t *w, int fd, const struct sockaddr *peer, const 
     p->node.on_shutdown = on_drain;
     p->node.close_if_idle = close_if_idle;
     tg_worker_conn_add(w, &p->node);
-    p->ev = event_new(w->base, fd, EV_READ | EV_PERSIST | EV_ET, on_event, p);
-    p->timer = evtimer_new(w->base, on_event, p);
+    p->ev = event_new(tg_worker_base(w), fd, EV_READ | EV_PERSIST | EV_ET, on_event, p);
+    p->timer = evtimer_new(tg_worker_base(w), on_event, p);
     if (p->ev == NULL || p->timer == NULL || event_add(p->ev, NULL) < 0 ||
         tg_timer_arm_ms(p->timer, cfg->limits.header_timeout_ms) < 0) {
         pending_free(p, 1);

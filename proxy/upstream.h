@@ -28,7 +28,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/queue.h>
 #include <sys/types.h>
 
 #include "proxy/base/http.h"
@@ -116,24 +115,5 @@ typedef struct tg_upstream_ops {
      * normally, so the connection may carry another request. */
     void (*release)(void *u, int clean);
 } tg_upstream_ops_t;
-
-/* The implementation for a cluster's protocol. */
-const tg_upstream_ops_t *tg_upstream_ops_for(tg_cluster_proto_t protocol);
-
-/* ---- the worker's per-endpoint pools (both protocols) ---- */
-
-struct tg_h1_upconn;
-struct tg_h2_conn;
-
-struct tg_upstream_pool {
-    TAILQ_HEAD(, tg_h1_upconn) idle; /* idle HTTP/1 connections (upstream_h1.c) */
-    size_t n_idle;
-    struct tg_h2_conn *h2;           /* HTTP/2 connections to this endpoint (h2_client.c) */
-};
-
-/* Makes sure w has a pool for every slot up to n_slots. */
-int tg_upstream_pools_ensure(tg_worker_t *w, size_t n_slots);
-/* Closes every idle connection and frees the pools. */
-void tg_upstream_pools_free(tg_worker_t *w);
 
 #endif

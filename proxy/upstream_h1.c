@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/queue.h>
+
 #include "proxy/base/log.h"
-#include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -44,28 +45,91 @@ typedef struct tg_h1_upconn {
     unsigned connected : 1, started : 1, head : 1, eof : 1, is_head : 1, failed : 1;
 } upconn_t;
 
+/* The idle connections to one endpoint. */
+typedef struct pool {
+    TAILQ_HEAD(, tg_h1_upconn) idle; /* most recently used first */
+    size_t n_idle;
+} pool_t;
+
+/* The module's per-worker state (TG_WMOD_UPSTREAM_H1). */
+typedef struct pools {
+    pool_t **slots;                  /* indexed by tg_endpoint_t.slot (each allocated: list heads must not move) */
+    size_t n;
+} pools_t;
+
+static pool_t *pool_of(tg_worker_t *w, size_t slot)
+{
+    pools_t *ps = tg_worker_state(w, TG_WMOD_UPSTREAM_H1);
+    return ps->slots[slot];
+}
+
 static void upconn_close(upconn_t *c)
 {
-    tg_counter_sub(&c->w->stats->endpoints[c->slot].active, 1);
+    tg_counter_sub(&tg_worker_stats(c->w)->endpoints[c->slot].active, 1);
     tg_sock_free(c->sock);
     free(c);
 }
 
 static void pool_remove(upconn_t *c)
 {
-    tg_upstream_pool_t *p = c->w->pools[c->slot];
+    pool_t *p = pool_of(c->w, c->slot);
     TAILQ_REMOVE(&p->idle, c, link);
     p->n_idle--;
 }
 
-void tg_h1_pool_free(tg_upstream_pool_t *p)
+static int module_init(tg_worker_t *w)
 {
-    upconn_t *c;
-    while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
-        pool_remove(c);
-        upconn_close(c);
-    }
+    pools_t *ps = calloc(1, sizeof(*ps));
+    if (ps == NULL)
+        return -1;
+    tg_worker_set_state(w, TG_WMOD_UPSTREAM_H1, ps);
+    return 0;
 }
+
+/* A pool for every endpoint slot of snap. */
+static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
+{
+    pools_t *ps = tg_worker_state(w, TG_WMOD_UPSTREAM_H1);
+    size_t n = snap->clusters->n_slots;
+    if (n <= ps->n)
+        return 0;
+    pool_t **slots = realloc(ps->slots, n * sizeof(*slots));
+    if (slots == NULL)
+        return -1;
+    ps->slots = slots;
+    for (; ps->n < n; ps->n++) {
+        if ((slots[ps->n] = calloc(1, sizeof(pool_t))) == NULL)
+            return -1;
+        TAILQ_INIT(&slots[ps->n]->idle);
+    }
+    return 0;
+}
+
+/* Closes every idle connection (worker teardown). */
+static void module_free(tg_worker_t *w)
+{
+    pools_t *ps = tg_worker_state(w, TG_WMOD_UPSTREAM_H1);
+    if (ps == NULL)
+        return;
+    for (size_t i = 0; i < ps->n; i++) {
+        upconn_t *c;
+        while ((c = TAILQ_FIRST(&ps->slots[i]->idle)) != NULL) {
+            pool_remove(c);
+            upconn_close(c);
+        }
+        free(ps->slots[i]);
+    }
+    free(ps->slots);
+    free(ps);
+    tg_worker_set_state(w, TG_WMOD_UPSTREAM_H1, NULL);
+}
+
+const tg_worker_module_t tg_upstream_h1_module = {
+    .id = TG_WMOD_UPSTREAM_H1,
+    .init = module_init,
+    .apply = module_apply,
+    .free = module_free,
+};
 
 static void on_idle_event(tg_sock_t *s, int events, void *arg)
 {
@@ -149,7 +213,7 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
 static void *h1_open(const tg_up_target_t *t, int *fresh)
 {
     tg_worker_t *w = t->w;
-    tg_upstream_pool_t *p = w->pools[t->ep->slot];
+    pool_t *p = pool_of(w, t->ep->slot);
     upconn_t *c;
     while (t->may_reuse && (c = TAILQ_FIRST(&p->idle)) != NULL) {
         pool_remove(c);
@@ -170,11 +234,11 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         return NULL;
     c->w = w;
     c->slot = t->ep->slot;
-    if ((c->sock = tg_cluster_connect(t->cl, t->ep, w->sockloop)) == NULL) {
+    if ((c->sock = tg_cluster_connect(t->cl, t->ep, tg_worker_sockloop(w))) == NULL) {
         free(c);
         return NULL;
     }
-    tg_counter_add(&w->stats->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
     *fresh = 1;
 lent:
     c->cc = t->cl->conf;
@@ -333,14 +397,14 @@ static int h1_reused(void *u)
 static void h1_release(void *u, int clean)
 {
     upconn_t *c = u;
-    tg_upstream_pool_t *p = c->w->pools[c->slot];
+    pool_t *p = pool_of(c->w, c->slot);
     const tg_cluster_conf_t *cc = c->cc;
     int reusable = clean && !c->failed && c->head && c->resp->keep_alive && c->reader.body != TG_BODY_EOF;
     c->cb = NULL;
     c->arg = NULL;
     c->resp = NULL;
     c->arena = NULL;
-    if (!reusable || c->w->draining || p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
+    if (!reusable || tg_worker_draining(c->w) || p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
         evbuffer_get_length(tg_sock_in(c->sock)) != 0 || evbuffer_get_length(tg_sock_out(c->sock)) != 0) {
         upconn_close(c);
         return;

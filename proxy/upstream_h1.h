@@ -1,7 +1,7 @@
 /*
  * proxy/upstream_h1.h — HTTP/1.1 toward upstreams: the implementation of
- * tg_upstream_ops_t over connections leased from the worker's
- * per-endpoint idle pool (upstream.h has the interface and the pools).
+ * tg_upstream_ops_t (upstream.h) over connections leased from the
+ * worker's per-endpoint idle pools, which this module keeps.
  *
  * A connection serves one request at a time. open() takes the newest idle
  * connection of the endpoint (unless the target forbids reuse: a request
@@ -18,7 +18,8 @@
 
 extern const tg_upstream_ops_t tg_upstream_h1_ops;
 
-/* Closes the pool's idle connections (worker teardown). */
-void tg_h1_pool_free(tg_upstream_pool_t *p);
+/* The per-worker idle pools (one per endpoint slot), for the worker's
+ * module table (proxy/stack.c). */
+extern const tg_worker_module_t tg_upstream_h1_module;
 
 #endif

@@ -14,18 +14,39 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proxy/exchange.h"
-#include "proxy/h1_server.h"
-#include "proxy/proxy_proto.h"
-#include "proxy/h2_client.h"
-#include "proxy/h2_server.h"
 #include "proxy/h2mem.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
 
 static void send_command(tg_worker_t *w, char c);
+
+struct tg_worker {
+    unsigned id;
+    unsigned n_workers;              /* workers in the process (for each one's share of max_connections) */
+    pthread_t thread;
+    int joined;
+    const tg_worker_setup_t *setup;  /* the protocol stack: modules and entry points */
+    void *mods[TG_WMOD_N];           /* the modules' per-worker state */
+    struct event_base *base;         /* lock-free: only this thread touches it */
+    tg_sock_loop_t *sockloop;
+    tg_snapshot_t *snap;             /* current snapshot (one reference) */
+    tg_listener_slot_t **listeners;  /* one per config listener, same order */
+    size_t n_listeners;
+    tg_listener_slot_t *retired;     /* slots of listeners removed by reloads */
+    pthread_mutex_t mbox_lock;       /* guards mbox: the only cross-thread data */
+    tg_reload_msg_t *mbox;           /* snapshots published by the main thread */
+    TAILQ_HEAD(, tg_conn_node) conns;
+    size_t n_conns;
+    int cmd_fd[2];                   /* pipe: other threads send 'd' (drain), 'r' (reload) or 's' (stop) */
+    struct event *cmd_ev;
+    int draining;
+    uint64_t rng[2];                 /* xorshift128+ state */
+    struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
+    tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
+    tg_health_t *health;             /* the process's endpoint health table (shared) */
+    size_t n_inited;                 /* modules initialised (torn down in reverse) */
+};
 
 struct tg_reload_msg {
     tg_reload_msg_t *next;
@@ -126,10 +147,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         close(fd);
         return;
     }
+    const tg_worker_setup_t *st = slot->w->setup;
     if (slot->w->snap->cfg->listeners[slot->index].proxy_protocol)
-        tg_proxy_accept(slot->w, fd, sa, slot); /* the PROXY header first, then the HTTP/1 server */
+        st->accept_proxy(slot->w, fd, sa, slot); /* the PROXY header first, then accept */
     else
-        tg_h1_server_accept(slot->w, fd, sa, slot);
+        st->accept(slot->w, fd, sa, slot);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -195,7 +217,12 @@ static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
 {
     const tg_config_t *oc = w->snap->cfg, *nc = m->snap->cfg;
     tg_listener_slot_t **next = calloc(m->n ? m->n : 1, sizeof(*next));
-    if (next == NULL || tg_upstream_pools_ensure(w, m->snap->clusters->n_slots) < 0) {
+    int ok = next != NULL;
+    for (size_t i = 0; ok && i < w->setup->n_modules; i++) {
+        const tg_worker_module_t *mod = w->setup->modules[i];
+        ok = mod->apply == NULL || mod->apply(w, m->snap) == 0;
+    }
+    if (!ok) {
         tg_error("worker %u: out of memory applying a reload; keeping the old config", w->id);
         free(next);
         for (size_t j = 0; j < m->n; j++)
@@ -327,12 +354,15 @@ static void send_command(tg_worker_t *w, char c)
     while (r < 0 && errno == EINTR);
 }
 
-tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n, tg_health_t *health)
+tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap, const int *listen_fds, size_t n,
+                           tg_health_t *health, const tg_worker_setup_t *setup)
 {
     tg_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return NULL;
     w->id = id;
+    w->n_workers = n_workers ? n_workers : 1;
+    w->setup = setup;
     w->health = health;
     TAILQ_INIT(&w->conns);
     pthread_mutex_init(&w->mbox_lock, NULL);
@@ -356,8 +386,13 @@ tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_f
     for (size_t i = 0; i < n; i++)
         if ((w->listeners[i] = slot_new(w, i, listen_fds[i])) == NULL)
             goto fail;
-    if (tg_upstream_pools_ensure(w, snap->clusters->n_slots) < 0)
-        goto fail;
+    for (; w->n_inited < setup->n_modules; w->n_inited++) {
+        const tg_worker_module_t *mod = setup->modules[w->n_inited];
+        if (mod->init(w) < 0 || (mod->apply != NULL && mod->apply(w, snap) < 0)) {
+            w->n_inited++; /* its free() cleans up what init made */
+            goto fail;
+        }
+    }
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
     if (w->cmd_ev == NULL || event_add(w->cmd_ev, NULL) < 0)
         goto fail;
@@ -401,10 +436,17 @@ void tg_worker_stop(tg_worker_t *w)
     send_command(w, 's');
 }
 
+void tg_worker_join(tg_worker_t *w)
+{
+    if (w->thread && !w->joined) {
+        pthread_join(w->thread, NULL);
+        w->joined = 1;
+    }
+}
+
 void tg_worker_join_free(tg_worker_t *w)
 {
-    if (w->thread)
-        pthread_join(w->thread, NULL);
+    tg_worker_join(w);
     tg_conn_node_t *n;
     while ((n = TAILQ_FIRST(&w->conns)) != NULL)
         n->on_shutdown(n);
@@ -416,10 +458,8 @@ void tg_worker_join_free(tg_worker_t *w)
         w->retired = next;
     }
     take_reloads_discard(w);
-    tg_upstream_pools_free(w);
-    tg_h2_client_free_cache(w);
-    tg_h2_server_free_cache(w);
-    tg_exchange_free_cache(w);
+    while (w->n_inited > 0) /* upstream connections, then the caches */
+        w->setup->modules[--w->n_inited]->free(w);
     tg_h2mem_free(w->h2mem); /* every session is gone */
     if (w->cmd_ev)
         event_free(w->cmd_ev);
@@ -434,6 +474,11 @@ void tg_worker_join_free(tg_worker_t *w)
     tg_stats_free(w->stats);
     pthread_mutex_destroy(&w->mbox_lock);
     free(w);
+}
+
+void tg_worker_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
+{
+    w->setup->accept(w, fd, sa, slot);
 }
 
 void tg_worker_conn_add(tg_worker_t *w, tg_conn_node_t *n)
@@ -453,6 +498,56 @@ void tg_worker_conn_remove(tg_worker_t *w, tg_conn_node_t *n)
 tg_stats_t *tg_worker_stats(tg_worker_t *w)
 {
     return w->stats;
+}
+
+unsigned tg_worker_id(const tg_worker_t *w)
+{
+    return w->id;
+}
+
+struct event_base *tg_worker_base(tg_worker_t *w)
+{
+    return w->base;
+}
+
+tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w)
+{
+    return w->sockloop;
+}
+
+tg_snapshot_t *tg_worker_snapshot(tg_worker_t *w)
+{
+    return w->snap;
+}
+
+tg_health_t *tg_worker_health(tg_worker_t *w)
+{
+    return w->health;
+}
+
+struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w)
+{
+    return w->h2mem;
+}
+
+int tg_worker_draining(const tg_worker_t *w)
+{
+    return w->draining;
+}
+
+size_t tg_worker_conn_count(const tg_worker_t *w)
+{
+    return w->n_conns;
+}
+
+void *tg_worker_state(tg_worker_t *w, tg_worker_mod_t m)
+{
+    return w->mods[m];
+}
+
+void tg_worker_set_state(tg_worker_t *w, tg_worker_mod_t m, void *state)
+{
+    w->mods[m] = state;
 }
 
 uint64_t tg_worker_random(tg_worker_t *w)

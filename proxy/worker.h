@@ -13,13 +13,14 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "proxy/h2util.h"
 #include "proxy/snapshot.h"
+
+struct sockaddr;
+struct tg_h2mem;
 
 struct event_base;
 struct event;
 struct evconnlistener;
-typedef struct tg_upstream_pool tg_upstream_pool_t;
 typedef struct tg_sock_loop tg_sock_loop_t;
 typedef struct tg_stats tg_stats_t;
 typedef struct tg_health tg_health_t;
@@ -32,7 +33,7 @@ typedef struct tg_exchange tg_exchange_t;
  * socket closed and its index set to TG_LISTENER_GONE. */
 #define TG_LISTENER_GONE ((size_t)-1)
 typedef struct tg_listener_slot {
-    struct tg_worker *w;
+    struct tg_worker *w;             /* its worker */
     size_t index;
     size_t stats_slot;               /* listener stats slot (see stats.h) */
     struct evconnlistener *lev;
@@ -62,40 +63,51 @@ typedef struct tg_conn_node {
     void (*on_shutdown)(struct tg_conn_node *n);
 } tg_conn_node_t;
 
-typedef struct tg_worker {
-    unsigned id;
-    pthread_t thread;
-    struct event_base *base;         /* lock-free: only this thread touches it */
-    tg_sock_loop_t *sockloop;
-    tg_snapshot_t *snap;             /* current snapshot (one reference) */
-    tg_listener_slot_t **listeners;  /* one per config listener, same order */
-    size_t n_listeners;
-    tg_listener_slot_t *retired;     /* slots of listeners removed by reloads */
-    pthread_mutex_t mbox_lock;       /* guards mbox: the only cross-thread data */
-    tg_reload_msg_t *mbox;           /* snapshots published by the main thread */
-    tg_upstream_pool_t **pools;      /* indexed by tg_endpoint_t.slot */
-    size_t n_pools;
-    TAILQ_HEAD(, tg_conn_node) conns;
-    size_t n_conns;
-    int cmd_fd[2];                   /* pipe: other threads send 'd' (drain) or 's' (stop) */
-    struct event *cmd_ev;
-    int draining;
-    uint64_t rng[2];                 /* xorshift128+ state for request ids */
-    tg_exchange_t *free_exchanges;   /* recycled exchanges (see exchange.c) */
-    struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
-    tg_h2_obj_cache_t h2_server_streams; /* recycled HTTP/2 downstream streams (h2_server.c) */
-    tg_h2_obj_cache_t h2_client_streams; /* recycled HTTP/2 upstream streams (h2_client.c) */
-    tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
-    tg_health_t *health;             /* the process's endpoint health table (shared) */
-    unsigned active_exchanges;       /* for the retry budget */
-    unsigned retrying;               /* exchanges that have retried */
-    uint64_t exchange_gen;           /* numbers exchanges, for paused-filter resumes */
-    unsigned n_workers;              /* workers in the process (for each one's share of max_connections) */
-} tg_worker_t;
+typedef struct tg_worker tg_worker_t;
+
+/* ---- what the layers above the worker give it ---- */
+
+/* Modules keep per-worker state in their own struct, stored in the
+ * worker under their id and reached through their own accessor
+ * (tg_worker_state). */
+typedef enum {
+    TG_WMOD_EXCHANGE = 0, /* recycled exchanges, the retry budget (exchange.c) */
+    TG_WMOD_H2_SERVER,    /* recycled downstream HTTP/2 streams (h2_server.c) */
+    TG_WMOD_UPSTREAM_H1,  /* idle HTTP/1 upstream connections per endpoint (upstream_h1.c) */
+    TG_WMOD_H2_CLIENT,    /* HTTP/2 upstream connections per endpoint, recycled streams (h2_client.c) */
+    TG_WMOD_N
+} tg_worker_mod_t;
+
+typedef struct tg_worker_module {
+    tg_worker_mod_t id;
+    /* Creates the module's state for w (tg_worker_set_state). 0 or -1. */
+    int (*init)(tg_worker_t *w);
+    /* snap is about to become current (e.g. pools for new endpoint
+     * slots). 0, or -1 and the worker keeps its config. May be NULL. */
+    int (*apply)(tg_worker_t *w, const tg_snapshot_t *snap);
+    /* Teardown, once every connection is gone (modules in reverse order). */
+    void (*free)(tg_worker_t *w);
+} tg_worker_module_t;
+
+/* Where an accepted socket goes (fd owned from the call on). */
+typedef void (*tg_accept_fn)(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot);
+
+/* The protocol stack a worker runs: its modules in init order and the
+ * protocol entry points (proxy/stack.c has the gateway's). The worker
+ * knows the protocols only through this table. */
+typedef struct tg_worker_setup {
+    const tg_worker_module_t *const *modules;
+    size_t n_modules;
+    tg_accept_fn accept;       /* an HTTP connection (HTTP/1, h2c by preface, TLS with ALPN) */
+    tg_accept_fn accept_proxy; /* a listener with proxy_protocol: the PROXY header first */
+} tg_worker_setup_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per
- * config listener; the worker owns them from now on). Main thread. */
-tg_worker_t *tg_worker_new(unsigned id, tg_snapshot_t *snap, const int *listen_fds, size_t n, tg_health_t *health);
+ * config listener; the worker owns them from now on). n_workers: how many
+ * the process runs (each takes its share of connection limits). Main
+ * thread. */
+tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap, const int *listen_fds, size_t n,
+                           tg_health_t *health, const tg_worker_setup_t *setup);
 int tg_worker_start(tg_worker_t *w);
 /* Publishes a new snapshot to the worker (takes its own reference) with,
  * for each of the snapshot's listeners, a freshly bound socket, or -1 where
@@ -108,16 +120,38 @@ int tg_worker_reload(tg_worker_t *w, tg_snapshot_t *snap, const int *fds, size_t
 void tg_worker_drain(tg_worker_t *w);
 /* Makes the worker leave its loop now. Any thread. */
 void tg_worker_stop(tg_worker_t *w);
+/* Waits for the thread to end (once; later calls return at once). */
+void tg_worker_join(tg_worker_t *w);
 /* Joins the thread and frees everything it owns. Main thread. */
 void tg_worker_join_free(tg_worker_t *w);
+
+/* Hands an accepted socket (whose PROXY header, if any, was read) to the
+ * protocol stack's entry point. */
+void tg_worker_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot);
 
 void tg_worker_conn_add(tg_worker_t *w, tg_conn_node_t *n);
 void tg_worker_conn_remove(tg_worker_t *w, tg_conn_node_t *n);
 
-/* The worker's counters, for the main thread to sum. */
-tg_stats_t *tg_worker_stats(tg_worker_t *w);
+/* ---- accessors (the struct is the worker's own) ---- */
 
+/* The worker's counters: written by its thread, summed by /metrics. */
+tg_stats_t *tg_worker_stats(tg_worker_t *w);
 /* 64 random bits from the worker's generator. */
 uint64_t tg_worker_random(tg_worker_t *w);
+unsigned tg_worker_id(const tg_worker_t *w);
+struct event_base *tg_worker_base(tg_worker_t *w);
+tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w);
+/* The current snapshot (the worker holds a reference). */
+tg_snapshot_t *tg_worker_snapshot(tg_worker_t *w);
+tg_health_t *tg_worker_health(tg_worker_t *w);
+/* The allocator of the worker's nghttp2 sessions (both sides). */
+struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w);
+/* Is the worker draining (finishing what is in flight, then leaving)? */
+int tg_worker_draining(const tg_worker_t *w);
+/* Connections in the worker's list. */
+size_t tg_worker_conn_count(const tg_worker_t *w);
+/* A module's per-worker state (NULL until set). */
+void *tg_worker_state(tg_worker_t *w, tg_worker_mod_t m);
+void tg_worker_set_state(tg_worker_t *w, tg_worker_mod_t m, void *state);
 
 #endif

@@ -138,6 +138,11 @@ int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t 
 /* What a writer returns when a field fails that check. */
 #define TG_HTTP_UNSAFE_FIELD (-2)
 
+/* Bytes an exchange lets queue toward a peer before it stops reading from
+ * the other side: the per-direction memory bound of one exchange, which
+ * the codecs of both sides size their buffers and watermarks from. */
+#define TG_EXCHANGE_HWM (128 * 1024)
+
 /* Copies s into out (capacity cap, NUL-terminated) as the inside of a
  * JSON string, truncating if needed. Returns the length written. */
 size_t tg_json_escape(char *out, size_t cap, const char *s);

@@ -30,6 +30,7 @@
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/snapshot.h"
+#include "proxy/stack.h"
 #include "proxy/worker.h"
 
 #define GW_MAX_PEERS 16
@@ -122,9 +123,8 @@ static void gw_init(const char *cluster_yaml)
         abort();
     }
     tg_errors_free(&errs);
-    if ((g->health = tg_health_new()) == NULL || (g->w = tg_worker_new(0, g->snap, &lfd, 1, g->health)) == NULL)
+    if ((g->health = tg_health_new()) == NULL || (g->w = tg_worker_new(0, 1, g->snap, &lfd, 1, g->health, &tg_gateway_stack)) == NULL)
         abort();
-    g->w->n_workers = 1;
 }
 
 static int gw_connect(void)
@@ -209,7 +209,7 @@ static void gw_run(const uint8_t *down, size_t down_len, int n_clients, const ui
     for (; n < n_clients && n < GW_MAX_PEERS; n++)
         peers[n] = (gw_peer_t){ .fd = gw_connect(), .out = down, .out_len = down_len };
     for (int turn = 0, idle = 0; turn < GW_MAX_TURNS && idle < GW_IDLE_TURNS; turn++) {
-        event_base_loop(g->w->base, EVLOOP_NONBLOCK);
+        event_base_loop(tg_worker_base(g->w), EVLOOP_NONBLOCK);
         int moved = 0, fd;
         while ((fd = accept4(g->up_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
             if (n == GW_MAX_PEERS) {
@@ -232,12 +232,12 @@ static void gw_run(const uint8_t *down, size_t down_len, int n_clients, const ui
     /* Every peer gone: the gateway's connections see EOF and close (bounded:
      * a connection still open here is reported by the leak checker). */
     for (int turn = 0; turn < GW_MAX_TURNS; turn++) {
-        event_base_loop(g->w->base, EVLOOP_NONBLOCK);
+        event_base_loop(tg_worker_base(g->w), EVLOOP_NONBLOCK);
         int fd;
         while ((fd = accept4(g->up_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
             gw_reset_close(fd); /* a retry that connected late */
         }
-        if (turn >= GW_IDLE_TURNS && g->w->n_conns == 0)
+        if (turn >= GW_IDLE_TURNS && tg_worker_conn_count(g->w) == 0)
             break;
     }
 }

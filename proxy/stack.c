@@ -1,0 +1,27 @@
+/*
+ * proxy/stack.c — the gateway's protocol stack. See stack.h.
+ */
+#include "proxy/stack.h"
+
+#include "proxy/exchange.h"
+#include "proxy/h1_server.h"
+#include "proxy/h2_client.h"
+#include "proxy/h2_server.h"
+#include "proxy/proxy_proto.h"
+#include "proxy/upstream_h1.h"
+
+/* Initialised in this order, torn down in reverse: the upstream
+ * connections close before the caches their streams return to. */
+static const tg_worker_module_t *const modules[] = {
+    &tg_exchange_module,
+    &tg_h2_server_module,
+    &tg_upstream_h1_module,
+    &tg_h2_client_module,
+};
+
+const tg_worker_setup_t tg_gateway_stack = {
+    .modules = modules,
+    .n_modules = sizeof(modules) / sizeof(modules[0]),
+    .accept = tg_h1_server_accept,
+    .accept_proxy = tg_proxy_accept,
+};
