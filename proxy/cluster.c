@@ -55,20 +55,29 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
             if (reg != NULL) {
                 char key[512];
                 snprintf(key, sizeof(key), "%s/%s", cc->name, ep->conf->address);
-                ep->slot = tg_registry_slot(reg, key);
+                if ((ep->lease = tg_registry_acquire(reg, key)) == NULL) {
+                    if (reg->limit && reg->n >= reg->limit)
+                        tg_errors_add(errs, "%s: more than %zu upstream endpoints in use at once (by this config "
+                                            "and the ones still finishing requests)", cfg->path, reg->limit);
+                    goto fail;
+                }
+                ep->slot = ep->lease->slot;
+                ep->gen = ep->lease->gen;
             } else {
                 ep->slot = next_slot++;
             }
-            if (ep->slot == (size_t)-1)
-                goto fail;
             if (ep->slot + 1 > s->n_slots)
                 s->n_slots = ep->slot + 1;
             if (resolve(ep->conf, ep, errs, cc->name) < 0)
                 bad = 1;
         }
     }
-    if (!bad)
+    if (!bad && (s->slot_gen = calloc(s->n_slots ? s->n_slots : 1, sizeof(*s->slot_gen))) != NULL) {
+        for (size_t i = 0; i < s->n_clusters; i++)
+            for (size_t j = 0; j < s->clusters[i].n_endpoints; j++)
+                s->slot_gen[s->clusters[i].endpoints[j].slot] = s->clusters[i].endpoints[j].gen + 1;
         return s;
+    }
 fail:
     tg_cluster_set_free(s);
     return NULL;
@@ -79,10 +88,13 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n_clusters; i++) {
+        for (size_t j = 0; s->clusters[i].endpoints && j < s->clusters[i].n_endpoints; j++)
+            tg_registry_release(s->clusters[i].endpoints[j].lease);
         free(s->clusters[i].endpoints);
         tg_tls_client_free(s->clusters[i].tls);
     }
     free(s->clusters);
+    free(s->slot_gen);
     free(s);
 }
 

@@ -21,7 +21,9 @@ typedef struct tg_endpoint {
     const tg_endpoint_conf_t *conf;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    size_t slot;             /* index into each worker's pool table */
+    size_t slot;             /* index into each worker's pool table (registry.h) */
+    unsigned gen;            /* the slot's generation: pooled connections of a former occupant do not match */
+    struct tg_registry_entry *lease; /* the slot's lease, given back with the set (NULL: unnumbered) */
 } tg_endpoint_t;
 
 typedef struct tg_cluster {
@@ -36,10 +38,19 @@ typedef struct tg_cluster_set {
     tg_cluster_t *clusters;  /* same order as config->clusters */
     size_t n_clusters;
     size_t n_slots;          /* pool slots needed: highest slot used + 1 */
+    unsigned *slot_gen;      /* per slot < n_slots: its generation + 1 if an endpoint here uses it, else 0 */
 } tg_cluster_set_t;
 
+/* Does an endpoint of the set use this slot in this generation? (Pooled
+ * connections of endpoints that are gone are closed, not kept.) */
+static inline int tg_cluster_set_uses(const tg_cluster_set_t *s, size_t slot, unsigned gen)
+{
+    return slot < s->n_slots && s->slot_gen[slot] == gen + 1;
+}
+
 /* Resolves every endpoint of cfg and gives each the registry slot of its
- * "cluster/address" (reg NULL: slots numbered in order). Returns NULL with messages in errs. */
+ * "cluster/address", holding a lease on it until the set is freed (reg
+ * NULL: slots numbered in order). Returns NULL with messages in errs. */
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
 

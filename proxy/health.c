@@ -28,6 +28,21 @@ void tg_health_free(tg_health_t *h)
     free(h);
 }
 
+void tg_health_reset(tg_health_t *h, size_t slot)
+{
+    if (slot >= TG_STATS_MAX_ENDPOINTS)
+        return;
+    tg_endpoint_health_t *e = &h->ep[slot];
+    atomic_store(&e->active_down, 0);
+    atomic_store(&e->failures, 0);
+    atomic_store(&e->ejected_until_ms, 0);
+    atomic_store(&e->ejections, 0);
+    atomic_store(&e->ejections_total, 0);
+    atomic_store_explicit(&e->checks_ok, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->checks_failed, 0, memory_order_relaxed);
+    e->streak_ok = e->streak_fail = 0;
+}
+
 uint64_t tg_health_now_ms(void)
 {
     struct timespec ts;

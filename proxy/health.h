@@ -37,6 +37,9 @@ typedef struct tg_health {
 
 tg_health_t *tg_health_new(void);
 void tg_health_free(tg_health_t *h);
+/* The endpoint slot passes to a new endpoint (registry.h): what was known
+ * of the old one is forgotten. Main thread. */
+void tg_health_reset(tg_health_t *h, size_t slot);
 
 /* Monotonic milliseconds. */
 uint64_t tg_health_now_ms(void);

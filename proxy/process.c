@@ -35,6 +35,7 @@
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
 #include "proxy/stack.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 /* --watch: changes within this long of each other make one reload. */
@@ -473,6 +474,35 @@ static int start_workers(process_t *p)
     return 0;
 }
 
+/* A registry slot passes to a new name while a snapshot is built (no live
+ * snapshot uses it, so nothing writes it): its counters restart, and an
+ * endpoint's health is forgotten. */
+static void reset_slot(process_t *p, tg_stats_table_t table, size_t slot)
+{
+    for (unsigned i = 0; p->workers != NULL && i < p->n_workers; i++)
+        if (p->workers[i] != NULL)
+            tg_stats_reset(tg_worker_stats(p->workers[i]), table, slot);
+    if (table == TG_STATS_ENDPOINT && p->health != NULL)
+        tg_health_reset(p->health, slot);
+    tg_debug("registry: slot %zu of the %s table reused", slot,
+             table == TG_STATS_ENDPOINT ? "endpoint" : table == TG_STATS_ROUTE ? "route" : "listener");
+}
+
+static void reuse_endpoint_slot(void *arg, size_t slot)
+{
+    reset_slot(arg, TG_STATS_ENDPOINT, slot);
+}
+
+static void reuse_route_slot(void *arg, size_t slot)
+{
+    reset_slot(arg, TG_STATS_ROUTE, slot);
+}
+
+static void reuse_listener_slot(void *arg, size_t slot)
+{
+    reset_slot(arg, TG_STATS_LISTENER, slot);
+}
+
 /* Joins the workers; while they drain, a second signal or the drain timer
  * (both on the main base) can still stop them. */
 static void *join_thread(void *arg)
@@ -487,6 +517,11 @@ static void *join_thread(void *arg)
 int tg_process_run(const char *path, int watch)
 {
     process_t p = { .path = path, .watch_fd = -1 };
+    tg_registries_init(&p.registry);
+    p.registry.endpoints.on_reuse = reuse_endpoint_slot;
+    p.registry.routes.on_reuse = reuse_route_slot;
+    p.registry.listeners.on_reuse = reuse_listener_slot;
+    p.registry.endpoints.reuse_arg = p.registry.routes.reuse_arg = p.registry.listeners.reuse_arg = &p;
     tg_notify_open(&p.notify);
     p.pm.started = p.pm.last_reload_ok = time(NULL);
     int status = 1;

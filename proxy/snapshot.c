@@ -8,6 +8,14 @@
 #include "filters/filter.h"
 #include "proxy/stats.h"
 
+void tg_registries_init(tg_registries_t *r)
+{
+    *r = (tg_registries_t){ 0 };
+    r->endpoints.limit = TG_STATS_MAX_ENDPOINTS;
+    r->routes.limit = TG_STATS_MAX_ROUTES;
+    r->listeners.limit = TG_STATS_MAX_LISTENERS;
+}
+
 void tg_registries_free(tg_registries_t *r)
 {
     tg_registry_free(&r->endpoints);
@@ -25,34 +33,50 @@ static void snapshot_free(tg_snapshot_t *s)
     tg_config_unref(s->cfg);
     free(s->route_slot);
     free(s->listener_slot);
+    for (size_t i = 0; i < s->n_leases; i++)
+        tg_registry_release(s->leases[i]);
+    free(s->leases);
+    if (s->own_regs != NULL) {
+        tg_registries_free(s->own_regs);
+        free(s->own_regs);
+    }
     free(s);
 }
 
-/* Gives routes and listeners their stats slots; checks the fixed capacity
- * of the per-worker stats tables. */
+/* A lease on name's slot in reg, kept by the snapshot; (size_t)-1 if none
+ * is left (with a message) or out of memory. */
+static size_t lease_slot(tg_snapshot_t *s, tg_registry_t *reg, const char *what, const char *name, tg_errors_t *errs)
+{
+    tg_registry_entry_t *e = tg_registry_acquire(reg, name);
+    if (e == NULL) {
+        if (reg->limit && reg->n >= reg->limit)
+            tg_errors_add(errs, "%s: more than %zu %s in use at once (by this config and the ones still finishing "
+                                "requests)", s->cfg->path, reg->limit, what);
+        return (size_t)-1;
+    }
+    s->leases[s->n_leases++] = e;
+    return e->slot;
+}
+
+/* Gives routes and listeners their stats slots. */
 static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *errs)
 {
     const tg_config_t *c = s->cfg;
     s->route_slot = calloc(c->n_routes + 1, sizeof(size_t));
     s->listener_slot = calloc(c->n_listeners + 1, sizeof(size_t));
-    if (s->route_slot == NULL || s->listener_slot == NULL)
+    s->leases = calloc(c->n_routes + c->n_listeners + 1, sizeof(*s->leases));
+    if (s->route_slot == NULL || s->listener_slot == NULL || s->leases == NULL)
         return -1;
-    s->unrouted_slot = tg_registry_slot(&regs->routes, "");
-    for (size_t i = 0; i < c->n_routes; i++)
-        s->route_slot[i] = tg_registry_slot(&regs->routes, c->routes[i].name);
-    for (size_t i = 0; i < c->n_listeners; i++)
-        s->listener_slot[i] = tg_registry_slot(&regs->listeners, c->listeners[i].name);
-    if (regs->routes.n > TG_STATS_MAX_ROUTES || regs->listeners.n > TG_STATS_MAX_LISTENERS ||
-        s->clusters->n_slots > TG_STATS_MAX_ENDPOINTS) {
-        tg_errors_add(errs, "%s: more distinct routes (%d), listeners (%d) or endpoints (%d) than this process "
-                            "can track since it started; restart it", c->path, TG_STATS_MAX_ROUTES,
-                      TG_STATS_MAX_LISTENERS, TG_STATS_MAX_ENDPOINTS);
+    if ((s->unrouted_slot = lease_slot(s, &regs->routes, "routes", "", errs)) == (size_t)-1)
         return -1;
-    }
     for (size_t i = 0; i < c->n_routes; i++)
-        if (s->route_slot[i] == (size_t)-1)
+        if ((s->route_slot[i] = lease_slot(s, &regs->routes, "routes", c->routes[i].name, errs)) == (size_t)-1)
             return -1;
-    return s->unrouted_slot == (size_t)-1 ? -1 : 0;
+    for (size_t i = 0; i < c->n_listeners; i++)
+        if ((s->listener_slot[i] = lease_slot(s, &regs->listeners, "listeners", c->listeners[i].name, errs)) ==
+            (size_t)-1)
+            return -1;
+    return 0;
 }
 
 /* Reads every listener's certificates, keys and CA bundles. */
@@ -73,18 +97,20 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
 
 tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs)
 {
-    tg_registries_t scratch = { 0 };
-    tg_registries_t *r = regs ? regs : &scratch;
     tg_snapshot_t *s = NULL;
     tg_config_t *cfg = tg_config_load(path, tg_filters_registry(), errs);
     if (cfg == NULL)
-        goto out;
+        return NULL;
     s = calloc(1, sizeof(*s));
-    if (s == NULL) {
+    if (s == NULL || (regs == NULL && (s->own_regs = malloc(sizeof(*s->own_regs))) == NULL)) {
+        free(s);
         tg_config_unref(cfg);
         tg_errors_add(errs, "%s: out of memory", path);
-        goto out;
+        return NULL;
     }
+    if (regs == NULL) /* a scratch set, freed with the snapshot (its leases point into it) */
+        tg_registries_init(s->own_regs);
+    tg_registries_t *r = regs ? regs : s->own_regs;
     atomic_init(&s->refs, 1);
     s->cfg = cfg;
     s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
@@ -95,8 +121,6 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
         snapshot_free(s);
         s = NULL;
     }
-out:
-    tg_registries_free(&scratch);
     return s;
 }
 

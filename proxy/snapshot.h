@@ -23,6 +23,10 @@ typedef struct tg_registries {
     tg_registry_t listeners;  /* listener name -> stats slot */
 } tg_registries_t;
 
+/* Empty registries limited to the stats tables' capacities; the reuse
+ * hooks are the caller's to set (registry.h). */
+void tg_registries_init(tg_registries_t *r);
+
 typedef struct tg_snapshot {
     atomic_int refs;
     tg_config_t *cfg;
@@ -30,15 +34,19 @@ typedef struct tg_snapshot {
     size_t *route_slot;       /* stats slot of each config route */
     size_t *listener_slot;    /* stats slot of each config listener */
     size_t unrouted_slot;     /* stats slot for requests no route matched */
+    struct tg_registry_entry **leases; /* route and listener slots held (given back when freed) */
+    size_t n_leases;
+    struct tg_registries *own_regs; /* loaded without the process's registries: a scratch set */
     tg_tls_server_t **listener_tls; /* per config listener; NULL: cleartext */
     tg_trust_t trust;         /* headers only tollgate may send upstream */
 } tg_snapshot_t;
 
 void tg_registries_free(tg_registries_t *r);
 
-/* Loads and validates the file and resolves its endpoints, numbering them
- * through reg (may be NULL). NULL on error, with "file:line:col: message"
- * lines in errs. Main thread. */
+/* Loads and validates the file and resolves its endpoints, numbering
+ * endpoints, routes and listeners through regs (NULL: a scratch set, for
+ * checks). NULL on error, with "file:line:col: message" lines in errs.
+ * Main thread. */
 tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs);
 tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s);
 void tg_snapshot_unref(tg_snapshot_t *s);

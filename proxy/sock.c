@@ -452,8 +452,10 @@ static int do_write(tg_sock_t *s)
             break;
         }
         progress = 1;
-        if (evbuffer_get_length(s->out) > 0)
-            s->writable = 0; /* partial write: the socket buffer is full */
+        /* Output left over does not mean the socket is full: one writev
+         * takes at most 128 of the buffer's chunks (libevent's
+         * NUM_WRITE_IOVEC). Only EAGAIN says so; before, a body of many
+         * small chunks stalled here until the peer sent something. */
     }
     if (progress) {
         touch_timer(s);

@@ -21,6 +21,23 @@ void tg_stats_free(tg_stats_t *s)
     free(s);
 }
 
+/* Every counter of one table entry back to zero. */
+static void zero(tg_counter_t *c, size_t bytes)
+{
+    for (size_t i = 0; i < bytes / sizeof(*c); i++)
+        atomic_store_explicit(&c[i], 0, memory_order_relaxed);
+}
+
+void tg_stats_reset(tg_stats_t *s, tg_stats_table_t table, size_t slot)
+{
+    if (table == TG_STATS_ENDPOINT && slot < TG_STATS_MAX_ENDPOINTS)
+        zero((tg_counter_t *)&s->endpoints[slot], sizeof(s->endpoints[slot]));
+    else if (table == TG_STATS_ROUTE && slot < TG_STATS_MAX_ROUTES)
+        zero((tg_counter_t *)&s->routes[slot], sizeof(s->routes[slot]));
+    else if (table == TG_STATS_LISTENER && slot < TG_STATS_MAX_LISTENERS)
+        zero((tg_counter_t *)&s->listeners[slot], sizeof(s->listeners[slot]));
+}
+
 void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us)
 {
     if (route_slot >= TG_STATS_MAX_ROUTES)

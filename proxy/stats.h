@@ -83,6 +83,12 @@ typedef struct tg_stats {
 tg_stats_t *tg_stats_new(void);
 void tg_stats_free(tg_stats_t *s);
 
+typedef enum { TG_STATS_ENDPOINT = 0, TG_STATS_ROUTE, TG_STATS_LISTENER } tg_stats_table_t;
+
+/* A slot passes to a new name (registry.h): its counters restart at zero.
+ * Only while nothing can write them (no live snapshot names the slot). */
+void tg_stats_reset(tg_stats_t *s, tg_stats_table_t table, size_t slot);
+
 /* A finished exchange: status 0 = no response was sent. */
 void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us);
 

@@ -28,6 +28,7 @@ typedef struct tg_h1_upconn {
     tg_sock_t *sock;
     tg_worker_t *w;
     size_t slot;
+    unsigned gen;                    /* the slot's generation when it connected (registry.h) */
     unsigned served;                 /* requests already served on this connection */
 
     /* the attempt in hand, while lent */
@@ -90,6 +91,18 @@ static int module_init(tg_worker_t *w)
 static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
 {
     pools_t *ps = tg_worker_state(w, TG_WMOD_UPSTREAM_H1);
+    /* Endpoints the new config dropped: their idle connections close now
+     * (their slots may pass to other endpoints once no request uses them). */
+    for (size_t i = 0; i < ps->n; i++) {
+        upconn_t *c, *next;
+        for (c = TAILQ_FIRST(&ps->slots[i]->idle); c != NULL; c = next) {
+            next = TAILQ_NEXT(c, link);
+            if (!tg_cluster_set_uses(snap->clusters, c->slot, c->gen)) {
+                pool_remove(c);
+                upconn_close(c);
+            }
+        }
+    }
     size_t n = snap->clusters->n_slots;
     if (n <= ps->n)
         return 0;
@@ -222,7 +235,8 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
             upconn_close(c);
             continue;
         }
-        if ((tg_sock_ssl(c->sock) != NULL) != (t->cl->tls != NULL)) { /* a reload changed the cluster's tls */
+        if ((tg_sock_ssl(c->sock) != NULL) != (t->cl->tls != NULL) || /* a reload changed the cluster's tls */
+            c->gen != t->ep->gen) {                                   /* ... or the slot's endpoint */
             upconn_close(c);
             continue;
         }
@@ -234,6 +248,7 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         return NULL;
     c->w = w;
     c->slot = t->ep->slot;
+    c->gen = t->ep->gen;
     if ((c->sock = tg_cluster_connect(t->cl, t->ep, tg_worker_sockloop(w))) == NULL) {
         free(c);
         return NULL;
@@ -404,7 +419,8 @@ static void h1_release(void *u, int clean)
     c->arg = NULL;
     c->resp = NULL;
     c->arena = NULL;
-    if (!reusable || tg_worker_draining(c->w) || p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
+    if (!reusable || tg_worker_draining(c->w) ||
+        !tg_cluster_set_uses(tg_worker_snapshot(c->w)->clusters, c->slot, c->gen) || /* its endpoint is gone */ p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
         evbuffer_get_length(tg_sock_in(c->sock)) != 0 || evbuffer_get_length(tg_sock_out(c->sock)) != 0) {
         upconn_close(c);
         return;

@@ -247,5 +247,104 @@ clusters:
         self.assertEqual(wait_for(tag, "two"), "two")
 
 
+class RegistrySlotsTest(unittest.TestCase):
+    """Names that come and go across reloads never exhaust the process's
+    slot tables (1024 routes, 2048 endpoints): a slot that no live config
+    uses passes to a new name, with its counters starting at zero. Without
+    reuse the third config below is refused: 700 + 700 routes and 1101 +
+    1101 endpoints are more than the tables hold."""
+
+    N_ROUTES, N_ENDPOINTS = 700, 1100
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("slots-a")
+        cls.app2 = harness.start_app("slots-b")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.app.stop()
+        cls.app2.stop()
+
+    def config(self, prefix, side_cluster, host):
+        routes = "\n".join(f"  - {{ name: {prefix}{i}, match: {{ host: {prefix}{i}.test }}, cluster: app }}"
+                           for i in range(self.N_ROUTES)) if prefix else ""
+        many = ", ".join(f"'{host}:{20000 + i}'" for i in range(self.N_ENDPOINTS)) if host else ""
+        return f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{self.admin} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{self.port} }}]
+routes:
+{routes}
+  - {{ name: side, match: {{ host: side.test }}, cluster: {side_cluster} }}
+  - {{ name: default, cluster: app }}
+clusters:
+  - {{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}
+  - {{ name: {side_cluster}, endpoints: [127.0.0.1:{self.app2.port}] }}
+""" + (f"  - {{ name: many, endpoints: [{many}] }}\n" if many else "")
+
+    def reload(self, text):
+        with open(self.gw.path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(self.gw.path + ".tmp", self.gw.path)
+        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=30)
+        return r.json()
+
+    def metrics(self):
+        return requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=10).text
+
+    def get(self, host):
+        return requests.get(self.gw.url("/whoami"), headers={"Host": f"{host}.test"}, timeout=5)
+
+    def test_slots_of_removed_names_are_reused(self):
+        self.port, self.admin = harness.free_port(), harness.free_port()
+        self.gw = harness.Gateway(self.config("a", "x", "127.0.0.2"), port=self.port)
+        self.addCleanup(self.gw.stop)  # a second stop is harmless
+        for _ in range(3):
+            self.assertEqual(self.get("a0").status_code, 200)
+        for _ in range(2):
+            self.assertEqual(self.get("side").json()["name"], "slots-b")
+        m = self.metrics()
+        self.assertEqual(harness.metric(m, "tollgate_requests_total", route="a0", cluster="app", code="2xx"), 3)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_requests_total", cluster="x",
+                                        endpoint=f"127.0.0.1:{self.app2.port}"), 2)
+        # the a-routes, cluster x and the 1100 endpoints leave ...
+        self.assertEqual(self.reload(self.config("", "y", ""))["status"], "ok")
+        # ... and new names arrive once nothing uses the old ones any more
+        # (each worker switches at its next turn; bounded)
+        deadline, got = time.time() + 10, None
+        while time.time() < deadline:
+            got = self.reload(self.config("b", "y", "127.0.0.3"))
+            if got["status"] == "ok":
+                break
+            time.sleep(0.2)
+        self.assertEqual(got["status"], "ok", got)
+        m = self.metrics()
+        # counters of reused slots start at zero
+        for i in (0, 1, self.N_ROUTES - 1):
+            self.assertEqual(harness.metric(m, "tollgate_requests_total", route=f"b{i}", cluster="app", code="2xx"), 0)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_requests_total", cluster="y",
+                                        endpoint=f"127.0.0.1:{self.app2.port}"), 0)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_requests_total", cluster="many",
+                                        endpoint="127.0.0.3:20000"), 0)
+        self.assertEqual(self.get("b0").status_code, 200)
+        self.assertEqual(self.get("side").json()["name"], "slots-b")
+        m = self.metrics()
+        self.assertEqual(harness.metric(m, "tollgate_requests_total", route="b0", cluster="app", code="2xx"), 1)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_requests_total", cluster="y",
+                                        endpoint=f"127.0.0.1:{self.app2.port}"), 1)
+        # and the gateway keeps going round: a, b, a, b ...
+        for prefix, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
+            self.assertEqual(self.reload(self.config("", "y", ""))["status"], "ok")
+            deadline = time.time() + 10
+            while time.time() < deadline and self.reload(self.config(prefix, "y", host))["status"] != "ok":
+                time.sleep(0.2)
+            self.assertEqual(self.get(f"{prefix}5").status_code, 200)
+        rc, out = self.gw.stop()
+        self.assertEqual(rc, 0, out[-3000:])
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(marker, out)
+
+
 if __name__ == "__main__":
     unittest.main()

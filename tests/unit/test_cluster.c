@@ -191,6 +191,57 @@ static void test_registry_keeps_slots(void **state)
     tg_registry_free(&reg);
 }
 
+static void count_reuse(void *arg, size_t slot)
+{
+    ((size_t *)arg)[slot]++;
+}
+
+/* Slots are leased by live sets: a set's slots pass to new names only once
+ * it is gone (with the reuse hook run and the generation bumped), so names
+ * coming and going never exhaust a bounded registry; only the names in use
+ * at once count. */
+static void test_registry_reuses_slots(void **state)
+{
+    size_t reused[8] = { 0 };
+    tg_registry_t reg = { .limit = 4, .on_reuse = count_reuse, .reuse_arg = reused };
+    tg_errors_t errs = { 0 };
+    tg_config_t *a = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                          "clusters: [{ name: c, endpoints: ['127.0.0.1:1001', '127.0.0.1:1002', '127.0.0.1:1003'] }]\n");
+    tg_config_t *b = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                          "clusters: [{ name: c, endpoints: ['127.0.0.1:1003', '127.0.0.1:2001', '127.0.0.1:2002'] }]\n");
+    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &errs);
+    assert_non_null(sa);
+    assert_int_equal(tg_registry_in_use(&reg), 3);
+    /* while a is live, b needs 5 slots: over the limit of 4, said so */
+    assert_null(tg_cluster_set_build(b, &reg, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_non_null(strstr(errs.msgs[0], "more than 4 upstream endpoints in use at once"));
+    tg_errors_free(&errs);
+    assert_int_equal(tg_registry_in_use(&reg), 3); /* the failed build gave its leases back */
+    size_t kept = sa->clusters[0].endpoints[2].slot;
+    tg_cluster_set_free(sa); /* a is gone: its slots are free */
+    assert_int_equal(tg_registry_in_use(&reg), 0);
+    tg_cluster_set_t *sb = tg_cluster_set_build(b, &reg, &errs);
+    assert_non_null(sb);
+    assert_int_equal(reg.n, 4); /* the 3 of a, and one the failed build took for a name of b */
+    const tg_endpoint_t *ep = sb->clusters[0].endpoints;
+    assert_int_equal(ep[0].slot, kept); /* c/127.0.0.1:1003 stays where it was, same generation */
+    assert_int_equal(ep[0].gen, 0);
+    assert_int_equal(reused[kept], 0);
+    for (int i = 1; i < 3; i++) { /* the new names took freed slots, each reset once */
+        assert_true(ep[i].slot != kept && ep[i].slot < 4);
+        if (ep[i].slot < 3) {
+            assert_int_equal(ep[i].gen, 1);
+            assert_int_equal(reused[ep[i].slot], 1);
+        }
+    }
+    assert_int_equal(tg_registry_in_use(&reg), 3);
+    tg_cluster_set_free(sb);
+    tg_config_unref(a);
+    tg_config_unref(b);
+    tg_registry_free(&reg);
+}
+
 static void test_unresolvable(void **state)
 {
     tg_config_t *cfg = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
@@ -212,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_endpoint_order_skips_ejected),
         cmocka_unit_test(test_round_robin_threads),
         cmocka_unit_test(test_registry_keeps_slots),
+        cmocka_unit_test(test_registry_reuses_slots),
         cmocka_unit_test(test_unresolvable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
