@@ -22,6 +22,8 @@
 
 #define ADMIN_MAX_HEADER (16 * 1024)
 #define ADMIN_MAX_BODY (64 * 1024)
+#define ADMIN_IO_TIMEOUT_MS 10000 /* a scrape or a reload call that stalls this long is dropped */
+#define ADMIN_BACKLOG 128
 
 typedef struct admin_conn {
     LIST_ENTRY(admin_conn) link;
@@ -142,7 +144,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->reader.max_body = ADMIN_MAX_BODY;
     LIST_INSERT_HEAD(&a->conns, c, link);
     tg_sock_set_cb(c->sock, on_conn, c);
-    tg_sock_set_timeout(c->sock, 10000);
+    tg_sock_set_timeout(c->sock, ADMIN_IO_TIMEOUT_MS);
     tg_sock_set_read_limit(c->sock, ADMIN_MAX_HEADER + ADMIN_MAX_BODY);
 }
 
@@ -167,7 +169,7 @@ tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t p
     a->fn = fn;
     a->ctx = ctx;
     LIST_INIT(&a->conns);
-    a->lev = evconnlistener_new_bind(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 128,
+    a->lev = evconnlistener_new_bind(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, ADMIN_BACKLOG,
                                      res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (a->lev == NULL) {

@@ -53,9 +53,14 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
             tg_endpoint_t *ep = &c->endpoints[j];
             ep->conf = &cc->endpoints[j];
             if (reg != NULL) {
-                char key[512];
-                snprintf(key, sizeof(key), "%s/%s", cc->name, ep->conf->address);
-                if ((ep->lease = tg_registry_acquire(reg, key)) == NULL) {
+                /* "cluster/address", whole: a cut key could give two endpoints one slot */
+                size_t kl = strlen(cc->name) + strlen(ep->conf->address) + 2;
+                char *key = malloc(kl);
+                if (key != NULL)
+                    snprintf(key, kl, "%s/%s", cc->name, ep->conf->address);
+                ep->lease = key ? tg_registry_acquire(reg, key) : NULL;
+                free(key);
+                if (ep->lease == NULL) {
                     if (reg->limit && reg->n >= reg->limit)
                         tg_errors_add(errs, "%s: more than %zu upstream endpoints in use at once (by this config "
                                             "and the ones still finishing requests)", cfg->path, reg->limit);

@@ -39,6 +39,9 @@
 #include "tls/context.h"
 #include "proxy/base/timer.h"
 
+/* Longest message a local reply carries (JSON-escaped; longer ones are cut). */
+#define REPLY_MESSAGE_MAX 256
+
 static void record(tg_exchange_t *ex);
 static void recycle(tg_exchange_t *ex);
 static int grpc_status_for(int http);
@@ -415,7 +418,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
         grpc_reply(ex, status, message);
         return;
     }
-    char esc[256], body[384], len[24];
+    char esc[REPLY_MESSAGE_MAX], body[REPLY_MESSAGE_MAX + 64], len[24]; /* + the JSON around it */
     tg_json_escape(esc, sizeof(esc), message);
     int blen = snprintf(body, sizeof(body), "{\"error\": \"%s\", \"status\": %d}\n", esc, status);
     snprintf(len, sizeof(len), "%d", blen);
