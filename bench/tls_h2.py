@@ -35,8 +35,9 @@ def make_cert(d):
         f.write(open(f"{d}/cert.pem").read() + open(f"{d}/key.pem").read())
 
 
-def targets(d, bport, suite):
-    """(name, port, argv) of each proxy configured for the suite."""
+def targets(d, bport, suite, compare=""):
+    """(name, port, argv) of each proxy configured for the suite; compare:
+    another tollgate build, run beside it as tollgate-before."""
     tls = suite != "h2c"
     out = []
     port = free_port()
@@ -50,6 +51,12 @@ routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
 """)
     out.append(("tollgate", port, [TOLLGATE, "-c", f"{d}/tollgate-{suite}.yaml", "-l", "warn"]))
+    if compare:
+        oport = free_port()
+        with open(f"{d}/tollgate-before-{suite}.yaml", "w") as f:
+            f.write(open(f"{d}/tollgate-{suite}.yaml").read().replace(f"127.0.0.1:{port}\n", f"127.0.0.1:{oport}\n"))
+        out.append(("tollgate-before", oport, [os.path.abspath(compare), "-c", f"{d}/tollgate-before-{suite}.yaml",
+                                               "-l", "warn"]))
 
     port = free_port()
     listen = f"127.0.0.1:{port} ssl http2" if tls else f"127.0.0.1:{port} http2"
@@ -152,6 +159,7 @@ def main():
     ap.add_argument("--h2-requests", type=int, default=200000)
     ap.add_argument("--suites", default=",".join(SUITES))
     ap.add_argument("--only", default="")
+    ap.add_argument("--compare", default="", help="another tollgate binary, run beside it as tollgate-before")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-tls-")
     procs, lines = [], []
@@ -165,7 +173,7 @@ def main():
         wait_port(bport)
         for suite in args.suites.split(","):
             running = []
-            for name, port, argv in targets(d, bport, suite):
+            for name, port, argv in targets(d, bport, suite, args.compare):
                 if args.only and name not in args.only.split(","):
                     continue
                 p = start(argv, PROXY_CPU, cwd=d)
@@ -187,7 +195,7 @@ def main():
                 rs = samples[name]
                 med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
                 rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"), "bad": sum(r["bad"] for r in rs)})
-            peers = [r for r in rows if r["name"] != "tollgate"]
+            peers = [r for r in rows if not r["name"].startswith("tollgate")]
             best_cpu = min((r["cpu"] for r in peers), default=1) or 1
             best_rps = max((r["rps"] for r in peers), default=1) or 1
             lines += [f"### {suite}", "",
