@@ -382,7 +382,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         if (c->n_bearer && (match = conf_match(c, fx->worker, c->bearer, c->n_bearer, tok)) >= 0)
             name = c->bearer[match].name;
         else if (c->jwt)
-            jwt_error = tg_jwt_verify(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name);
+            jwt_error = tg_jwt_verify_claims(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name, &fx->claims);
         if (name != NULL && c->strip)
             tg_headers_remove(h, "authorization");
     }

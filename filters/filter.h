@@ -113,6 +113,11 @@ typedef struct tg_filter_exchange {
     /* The verified client certificate's subject on a TLS connection with
      * client auth (NULL otherwise): the identity when no filter set one. */
     const char *peer_identity;
+    /* The verified claims of the client's token (an auth filter that
+     * accepted a JWT): its top-level string, number and boolean claims as
+     * text. Empty otherwise. Later filters match on them (rate_limit
+     * plans: `claim: { plan: pro }`). */
+    tg_headers_t claims;
     /* Decisions, counted by the exchange in its route's metrics. */
     unsigned outcomes;          /* 1 << tg_filter_outcome_t: what filters decided, counted per route */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */

@@ -622,8 +622,37 @@ static int has_scope(const jval_t *claims, const char *want)
     return 0;
 }
 
+/* The token's top-level scalar claims as text, for later filters. */
+static void keep_claims(const jval_t *claims, tg_arena_t *a, tg_headers_t *out)
+{
+    for (size_t i = 0; i < claims->n; i++) {
+        const jval_t *v = &claims->items[i];
+        char num[32];
+        const char *text = NULL;
+        if (v->t == J_STR)
+            text = v->str;
+        else if (v->t == J_BOOL)
+            text = v->num != 0 ? "true" : "false";
+        else if (v->t == J_NUM) {
+            if (v->num == (double)(int64_t)v->num && v->num > -9.0e15 && v->num < 9.0e15)
+                snprintf(num, sizeof(num), "%lld", (long long)v->num);
+            else
+                snprintf(num, sizeof(num), "%.17g", v->num);
+            text = tg_arena_strndup(a, num, strlen(num));
+        }
+        if (text != NULL)
+            tg_headers_add(out, a, claims->keys[i], strlen(claims->keys[i]), text, strlen(text));
+    }
+}
+
 const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                           const char **identity)
+{
+    return tg_jwt_verify_claims(c, token, now, a, identity, NULL);
+}
+
+const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
+                                 const char **identity, tg_headers_t *claims_out)
 {
     const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
     size_t tl = strlen(token);
@@ -689,5 +718,7 @@ const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return "identity claim holds control characters";
     *identity = id;
+    if (claims_out != NULL)
+        keep_claims(&claims, a, claims_out);
     return NULL;
 }

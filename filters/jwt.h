@@ -11,6 +11,7 @@
 
 #include "config/node.h"
 #include "proxy/base/arena.h"
+#include "proxy/base/http.h"
 
 typedef struct tg_jwt_conf tg_jwt_conf_t;
 
@@ -23,6 +24,11 @@ void tg_jwt_destroy(tg_jwt_conf_t *c);
  * default); otherwise returns a short static reason. */
 const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                           const char **identity);
+/* The same, also keeping the verified token's top-level string, number
+ * and boolean claims as text in claims (arena memory), for later filters
+ * (rate_limit plans by claim). */
+const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
+                                 const char **identity, tg_headers_t *claims);
 
 /* Base64url without padding (exposed for unit tests). Returns the decoded
  * length or -1. out must hold len * 3 / 4 + 3 bytes. */

@@ -338,8 +338,10 @@ typedef struct rl_conf {
      * each with its own counters. An override is an rl_conf_t with its own
      * policy name, identities, limits and table; the rest is the filter's. */
     char *policy;              /* the name in RateLimit headers: "default", or the override's */
-    char **identities;         /* an override's: whom it applies to */
+    char **identities;         /* an override's: whom it applies to ... */
     size_t n_identities;
+    char **claim_names, **claim_values; /* ... or whose verified token has all these claims */
+    size_t n_claims;
     struct rl_conf *overrides;
     size_t n_overrides;
 } rl_conf_t;
@@ -352,6 +354,36 @@ static void set_free(rl_conf_t *c)
     for (size_t i = 0; i < c->n_identities; i++)
         free(c->identities[i]);
     free(c->identities);
+    for (size_t i = 0; i < c->n_claims; i++) {
+        free(c->claim_names[i]);
+        free(c->claim_values[i]);
+    }
+    free(c->claim_names);
+    free(c->claim_values);
+}
+
+/* claim: { name: value, ... } — every claim must hold (values as text:
+ * "pro", "42", "true"). */
+static int parse_claims(tg_node_t *n, rl_conf_t *o)
+{
+    if (!tg_node_is_map(n)) {
+        tg_node_error(n, "claim must be a mapping of claim names to values, e.g. { plan: pro }");
+        return -1;
+    }
+    if (tg_node_map_keys(n, &o->claim_names, &o->n_claims) < 0)
+        return -1;
+    if (o->n_claims == 0) {
+        tg_node_error(n, "claim: name at least one claim");
+        return -1;
+    }
+    if ((o->claim_values = calloc(o->n_claims, sizeof(char *))) == NULL)
+        return -1;
+    for (size_t i = 0; i < o->n_claims; i++) {
+        tg_node_t v = tg_node_map_get(n, o->claim_names[i]);
+        if ((o->claim_values[i] = tg_node_str(&v, "claim value")) == NULL)
+            return -1;
+    }
+    return 0;
 }
 
 static void rl_destroy(void *p)
@@ -407,8 +439,9 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
     return 0;
 }
 
-/* overrides: [{ name, identities: [...], limit, window | limits }] — each
- * a limit set with its own counters, for the identities it names. */
+/* overrides: [{ name, identities: [...] | claim: {...}, limit, window |
+ * limits }] — each a limit set with its own counters, for the identities
+ * it names or the tokens whose claims it names. */
 static int parse_overrides(tg_node_t *n, rl_conf_t *c)
 {
     if (!tg_node_is_seq(n)) {
@@ -420,20 +453,21 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
         return -1;
     int rc = 0;
     for (size_t i = 0; i < count; i++) {
-        static const char *const ok[] = { "name", "identities", "limit", "window", "limits" };
-        tg_node_t item = tg_node_seq_item(n, i), f[5];
+        static const char *const ok[] = { "name", "identities", "limit", "window", "limits", "claim" };
+        tg_node_t item = tg_node_seq_item(n, i), f[6];
         rl_conf_t *o = &c->overrides[c->n_overrides++];
-        if (tg_node_fields(&item, "rate_limit override", ok, 5, f) < 0) {
+        if (tg_node_fields(&item, "rate_limit override", ok, 6, f) < 0) {
             rc = -1;
             continue;
         }
-        if (!tg_node_present(&f[0]) || !tg_node_present(&f[1])) {
-            tg_node_error(&item, "rate_limit override: give 'name' and 'identities'");
+        if (!tg_node_present(&f[0]) || (!tg_node_present(&f[1]) && !tg_node_present(&f[5]))) {
+            tg_node_error(&item, "rate_limit override: give 'name' and whom it is for: 'identities', 'claim' or both");
             rc = -1;
             continue;
         }
         if ((o->policy = tg_node_str(&f[0], "override name")) == NULL ||
-            tg_node_str_list(&f[1], "identities", &o->identities, &o->n_identities) < 0) {
+            (tg_node_present(&f[1]) && tg_node_str_list(&f[1], "identities", &o->identities, &o->n_identities) < 0) ||
+            (tg_node_present(&f[5]) && parse_claims(&f[5], o) < 0)) {
             rc = -1;
             continue;
         }
@@ -469,14 +503,32 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
     return rc;
 }
 
-/* The limit set for this exchange: the first override naming its identity. */
-static const rl_conf_t *pick_set(const rl_conf_t *c, const char *identity)
+/* Does the override apply: its identities name the client's, or the
+ * client's verified token carries every claim it names? */
+static int override_applies(const rl_conf_t *o, const tg_filter_exchange_t *fx)
 {
-    if (identity != NULL)
+    for (size_t k = 0; fx->identity != NULL && k < o->n_identities; k++)
+        if (strcmp(o->identities[k], fx->identity) == 0)
+            return 1;
+    if (o->n_claims == 0 || fx->claims.n == 0)
+        return 0;
+    for (size_t k = 0; k < o->n_claims; k++) { /* claim names are case-sensitive (RFC 7519) */
+        size_t j = 0;
+        while (j < fx->claims.n && strcmp(fx->claims.v[j].name, o->claim_names[k]) != 0)
+            j++;
+        if (j == fx->claims.n || strcmp(fx->claims.v[j].value, o->claim_values[k]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* The limit set for this exchange: the first override that applies. */
+static const rl_conf_t *pick_set(const rl_conf_t *c, const tg_filter_exchange_t *fx)
+{
+    if (fx->identity != NULL || fx->claims.n != 0)
         for (size_t i = 0; i < c->n_overrides; i++)
-            for (size_t k = 0; k < c->overrides[i].n_identities; k++)
-                if (strcmp(c->overrides[i].identities[k], identity) == 0)
-                    return &c->overrides[i];
+            if (override_applies(&c->overrides[i], fx))
+                return &c->overrides[i];
     return c;
 }
 
@@ -659,7 +711,7 @@ static void rate_headers(const rl_conf_t *c, const tg_rl_result_t *r, tg_headers
 
 static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
 {
-    const rl_conf_t *c = pick_set(p, fx->identity); /* a key's counters belong to the set it is counted under */
+    const rl_conf_t *c = pick_set(p, fx); /* a key's counters belong to the set it is counted under */
     char key[512];
     size_t len = build_key(c, fx, key, sizeof(key));
     struct timespec ts;

@@ -50,6 +50,20 @@ class JwtTest(harness.GatewayTest):
         # rsa.pem is given relative to the config file, ec.pem absolute
         cls.start_app_and_gateway("jwt", f"""
 routes:
+  - name: plans
+    match: {{ headers: [{{ name: x-plan-test, value: "1" }}] }}
+    cluster: app
+    filters:
+      - auth: {{ jwt: {{ secret: "{SECRET}" }} }}
+      - rate_limit:
+          key: identity
+          limit: 1
+          window: 1m
+          response_headers: true
+          overrides:
+            - {{ name: partner, identities: [partner-a], limit: 5, window: 1m }}
+            - {{ name: enterprise, claim: {{ seats: 100, verified: true }}, limit: 4, window: 1m }}
+            - {{ name: pro, claim: {{ plan: pro }}, limit: 3, window: 1m }}
   - name: scoped
     match: {{ path_prefix: /items }}
     cluster: app
@@ -82,6 +96,35 @@ routes:
         self.assertEqual(r.status_code, 401, r.text)
         self.assertEqual(r.json()["error"], f"invalid token: {reason}")
         self.assertEqual(r.headers["www-authenticate"], 'Bearer realm="tollgate"')
+
+    def plan_codes(self, claims, n):
+        token = jwt.encode({**claims, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+        rs = [requests.get(self.gateway.url("/whoami"), timeout=5,
+                           headers={"Authorization": f"Bearer {token}", "x-plan-test": "1"}) for _ in range(n)]
+        policies = {r.headers.get("ratelimit-policy", "").split(";")[0] for r in rs}
+        return [r.status_code for r in rs], policies
+
+    def test_rate_limit_plans_by_claim(self):
+        """rate_limit overrides pick a plan from the verified token's claims
+        (every named claim must hold; numbers and booleans compare as text;
+        names are case-sensitive), after identities in file order: first
+        match wins."""
+        self.assertEqual(self.plan_codes({"sub": "u-free", "plan": "free"}, 2), ([200, 429], {'"default"'}))
+        self.assertEqual(self.plan_codes({"sub": "u-pro", "plan": "pro"}, 4), ([200] * 3 + [429], {'"pro"'}))
+        self.assertEqual(self.plan_codes({"sub": "u-ent", "plan": "pro", "seats": 100, "verified": True}, 5),
+                         ([200] * 4 + [429], {'"enterprise"'}))
+        # not every claim of the enterprise plan: the next that applies
+        self.assertEqual(self.plan_codes({"sub": "u-ent2", "plan": "pro", "seats": 100, "verified": False}, 4),
+                         ([200] * 3 + [429], {'"pro"'}))
+        # the partner identity comes first, whatever its claims
+        self.assertEqual(self.plan_codes({"sub": "partner-a", "plan": "pro"}, 6), ([200] * 5 + [429], {'"partner"'}))
+        self.assertEqual(self.plan_codes({"sub": "u-case", "Plan": "pro"}, 2), ([200, 429], {'"default"'}))
+        # claims of a token that does not verify count for nothing: refused first
+        forged = jwt.encode({"sub": "u-forged", "plan": "pro", "exp": int(time.time()) + 60}, "wrong-secret-wrong",
+                            algorithm="HS256")
+        r = requests.get(self.gateway.url("/whoami"), timeout=5,
+                         headers={"Authorization": f"Bearer {forged}", "x-plan-test": "1"})
+        self.assertEqual(r.status_code, 401)
 
     def test_algorithms(self):
         now = int(time.time())

@@ -199,7 +199,13 @@ static void test_errors(void **state)
                  "on_limit: 'queue' is not one of reject, tag");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, limit: 2, "
                                 "window: 1s }] } }]\n",
-                 "rate_limit override: give 'name' and 'identities'");
+                 "rate_limit override: give 'name' and whom it is for: 'identities', 'claim' or both");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
+                                "claim: [plan, pro], limit: 2, window: 1s }] } }]\n",
+                 "claim must be a mapping of claim names to values, e.g. { plan: pro }");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
+                                "claim: {}, limit: 2, window: 1s }] } }]\n",
+                 "claim: name at least one claim");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
                                 "identities: [a] }] } }]\n",
                  "rate_limit override: give 'limit' and 'window', or 'limits'");
