@@ -475,7 +475,7 @@ static void *al_create(tg_node_t *node, const char *config_path)
     return l;
 }
 
-static void al_on_complete(void *p, tg_filter_exchange_t *fx, const tg_filter_record_t *rec)
+static void al_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
 {
     access_log_t *l = p;
     char line[LINE_MAX_BYTES];

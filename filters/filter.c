@@ -99,10 +99,10 @@ void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list
 {
     for (size_t i = route->n; i-- > 0;)
         if (route->v[i].type->on_complete)
-            route->v[i].type->on_complete(route->v[i].conf, fx, rec);
+            route->v[i].type->on_complete(route->v[i].conf, fx, global->n + i, rec);
     for (size_t i = global->n; i-- > 0;)
         if (global->v[i].type->on_complete)
-            global->v[i].type->on_complete(global->v[i].conf, fx, rec);
+            global->v[i].type->on_complete(global->v[i].conf, fx, i, rec);
 }
 
 static void reopen_list(const tg_filter_list_t *l)

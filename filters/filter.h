@@ -148,6 +148,9 @@ typedef struct tg_filter_record {
     uint64_t ttfb_us;           /* request sent -> upstream response head */
     uint64_t upstream_us;       /* request sent -> upstream response end */
     unsigned outcomes;          /* what the filters decided (1 << tg_filter_outcome_t) */
+    /* The response the client got (NULL if none was sent): its head and
+     * its trailers (HTTP/2, chunked HTTP/1.1, gRPC). */
+    const tg_headers_t *response_headers, *response_trailers;
 } tg_filter_record_t;
 
 typedef struct tg_filter_type {
@@ -170,7 +173,7 @@ typedef struct tg_filter_type {
      * edit it in place). */
     void (*on_response_body)(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece, int fin);
     /* The exchange is over (whatever happened). On the worker thread. */
-    void (*on_complete)(void *conf, tg_filter_exchange_t *fx, const tg_filter_record_t *rec);
+    void (*on_complete)(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec);
     /* SIGUSR1: reopen files (log rotation). Main thread. */
     void (*reopen)(void *conf);
     /* Reload: new_conf replaces old_conf (same type, same place in the

@@ -237,20 +237,20 @@ static uint64_t estimate(const rl_window_t *w, uint64_t now, uint64_t W)
     return w->curr + (w->prev * left + W - 1) / W;
 }
 
-/* Milliseconds from now until one more request fits under limit L. */
-static uint64_t wait_ms(const rl_window_t *w, uint64_t now, uint64_t W, uint64_t L)
+/* Milliseconds from now until c more units fit under limit L (c <= L). */
+static uint64_t wait_ms(const rl_window_t *w, uint64_t now, uint64_t W, uint64_t L, uint64_t c)
 {
     uint64_t elapsed = now - w->start;
-    if (w->curr + 1 > L) {
-        /* next window: prev' = curr; need curr * (W - e) / W + 1 <= L */
+    if (w->curr + c > L) {
+        /* next window: prev' = curr; need curr * (W - e) / W + c <= L */
         uint64_t to_next = W - elapsed;
         if (w->curr == 0)
             return to_next;
-        uint64_t need = L > 1 ? W - (W * (L - 1)) / w->curr : W;
+        uint64_t need = L > c ? W - (W * (L - c)) / w->curr : W;
         return to_next + (need > W ? W : need);
     }
-    /* this window: need prev * (W - e) / W <= L - 1 - curr */
-    uint64_t room = L - 1 - w->curr;
+    /* this window: need prev * (W - e) / W <= L - c - curr */
+    uint64_t room = L - c - w->curr;
     if (w->prev == 0)
         return 0;
     uint64_t e_needed = W - (W * room) / w->prev;
@@ -258,6 +258,12 @@ static uint64_t wait_ms(const rl_window_t *w, uint64_t now, uint64_t W, uint64_t
 }
 
 void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out)
+{
+    tg_rl_check_cost(t, key, keylen, now_ms, 1, out);
+}
+
+void tg_rl_check_cost(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, uint64_t cost,
+                      tg_rl_result_t *out)
 {
     uint64_t h = tg_siphash(&t->hkey, key, keylen);
     rl_shard_t *sh = &t->shards[h % SHARDS];
@@ -283,9 +289,9 @@ void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_
         uint64_t W = t->limits[i].window_ms, L = t->limits[i].limit;
         roll(&e->w[i], now_ms, W);
         uint64_t est = estimate(&e->w[i], now_ms, W);
-        if (est + 1 > L) {
+        if (est + cost > L) {
             allowed = 0;
-            uint64_t wms = wait_ms(&e->w[i], now_ms, W, L);
+            uint64_t wms = cost > L ? UINT64_MAX / 2 : wait_ms(&e->w[i], now_ms, W, L, cost);
             if (wms > retry)
                 retry = wms;
         }
@@ -293,7 +299,7 @@ void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_
     for (size_t i = 0; i < t->n; i++) {
         uint64_t W = t->limits[i].window_ms, L = t->limits[i].limit;
         if (allowed)
-            e->w[i].curr++;
+            e->w[i].curr += cost;
         uint64_t est = estimate(&e->w[i], now_ms, W);
         uint64_t rem = est >= L ? 0 : L - est;
         if (rem < least || (rem == least && !allowed)) {
@@ -306,11 +312,37 @@ void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_
     out->allowed = allowed;
     out->remaining = least;
     if (!allowed) {
-        out->retry_after_s = (retry + 999) / 1000;
+        out->retry_after_s = retry >= UINT64_MAX / 2 ? 0 : (retry + 999) / 1000;
         if (out->retry_after_s == 0)
             out->retry_after_s = 1;
         out->reset_s = out->retry_after_s; /* when quota is available again */
     }
+}
+
+void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t charged_ms, int64_t delta)
+{
+    if (delta == 0)
+        return;
+    uint64_t h = tg_siphash(&t->hkey, key, keylen);
+    rl_shard_t *sh = &t->shards[h % SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    rl_entry_t *e = NULL;
+    if (sh->nbuckets)
+        for (e = sh->buckets[(h >> 8) & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
+            if (e->hash == h >> 8 && e->keylen == keylen && memcmp(e->key, key, keylen) == 0)
+                break;
+    for (size_t i = 0; e != NULL && i < t->n; i++) {
+        uint64_t W = t->limits[i].window_ms, start = charged_ms - charged_ms % W;
+        /* the window the charge went into: still current, or just past */
+        uint64_t *slot = e->w[i].start == start ? &e->w[i].curr : e->w[i].start == start + W ? &e->w[i].prev : NULL;
+        if (slot == NULL)
+            continue; /* long gone: nothing left to correct */
+        if (delta > 0)
+            *slot += (uint64_t)delta;
+        else
+            *slot = *slot > (uint64_t)-delta ? *slot - (uint64_t)-delta : 0;
+    }
+    pthread_mutex_unlock(&sh->lock);
 }
 
 /* ---- the filter ---- */
@@ -344,7 +376,23 @@ typedef struct rl_conf {
     size_t n_claims;
     struct rl_conf *overrides;
     size_t n_overrides;
+    /* Cost (units a request takes; the filter's own, shared by its plans). */
+    uint64_t cost;             /* fixed cost (default 1) ... */
+    char *cost_header;         /* ... or read from this request header, clamped to [min_cost, max_cost] */
+    uint64_t min_cost, max_cost;
+    char **cost_routes;        /* route_costs: a fixed cost for these routes */
+    uint64_t *route_cost;
+    size_t n_route_costs;
+    char *reconcile;           /* response header or trailer with what the request really cost */
 } rl_conf_t;
+
+/* A charge kept for reconciling once the response ends (fx->state). */
+typedef struct rl_charge {
+    const struct rl_conf *set;
+    char *key;
+    size_t len;
+    uint64_t cost, at_ms;
+} rl_charge_t;
 
 /* What a limit set owns (an override shares the filter's key parts). */
 static void set_free(rl_conf_t *c)
@@ -396,8 +444,78 @@ static void rl_destroy(void *p)
     for (size_t i = 0; i < c->n_overrides; i++)
         set_free(&c->overrides[i]);
     free(c->overrides);
+    free(c->cost_header);
+    for (size_t i = 0; i < c->n_route_costs; i++)
+        free(c->cost_routes[i]);
+    free(c->cost_routes);
+    free(c->route_cost);
+    free(c->reconcile);
     set_free(c);
     free(c);
+}
+
+/* cost: N | header:NAME, min_cost, max_cost, route_costs: { ROUTE: N },
+ * reconcile: header:NAME. A cost never exceeds the smallest limit (it
+ * could never pass). */
+static int parse_cost(tg_node_t *cost, tg_node_t *min, tg_node_t *max, tg_node_t *routes, tg_node_t *rec, rl_conf_t *c)
+{
+    uint64_t smallest = UINT64_MAX;
+    for (size_t i = 0; i < c->n_limits; i++)
+        if (c->limits[i].limit < smallest)
+            smallest = c->limits[i].limit;
+    c->cost = 1;
+    c->min_cost = 1;
+    c->max_cost = smallest;
+    int rc = 0;
+    if (tg_node_present(cost)) {
+        char *v = tg_node_str(cost, "cost");
+        if (v != NULL && strncmp(v, "header:", 7) == 0 && tg_node_header_name_ok(v + 7)) {
+            c->cost_header = strdup(v + 7);
+        } else if (v == NULL || tg_node_uint(cost, "cost", 1, smallest, &c->cost) < 0) {
+            if (v != NULL && strncmp(v, "header:", 7) == 0)
+                tg_node_error(cost, "cost: '%s' is not header:NAME with a valid header name", v);
+            rc = -1;
+        }
+        free(v);
+    }
+    if (tg_node_present(min) && tg_node_uint(min, "min_cost", 1, smallest, &c->min_cost) < 0)
+        rc = -1;
+    if (tg_node_present(max) && tg_node_uint(max, "max_cost", 1, smallest, &c->max_cost) < 0)
+        rc = -1;
+    if (rc == 0 && c->min_cost > c->max_cost) {
+        tg_node_error(min, "min_cost: more than max_cost");
+        rc = -1;
+    }
+    if (rc == 0 && (tg_node_present(min) || tg_node_present(max)) && c->cost_header == NULL) {
+        tg_node_error(tg_node_present(min) ? min : max, "min_cost and max_cost bound cost: header:NAME");
+        rc = -1;
+    }
+    if (tg_node_present(routes)) {
+        if (!tg_node_is_map(routes) || tg_node_map_keys(routes, &c->cost_routes, &c->n_route_costs) < 0) {
+            if (!tg_node_is_map(routes))
+                tg_node_error(routes, "route_costs must be a mapping of route names to costs, e.g. { chat: 10 }");
+            return -1;
+        }
+        if ((c->route_cost = calloc(c->n_route_costs ? c->n_route_costs : 1, sizeof(uint64_t))) == NULL)
+            return -1;
+        for (size_t i = 0; i < c->n_route_costs; i++) {
+            tg_node_t v = tg_node_map_get(routes, c->cost_routes[i]);
+            if (tg_node_uint(&v, "route cost", 1, smallest, &c->route_cost[i]) < 0)
+                rc = -1;
+        }
+    }
+    if (tg_node_present(rec)) {
+        char *v = tg_node_str(rec, "reconcile");
+        if (v != NULL && strncmp(v, "header:", 7) == 0 && tg_node_header_name_ok(v + 7))
+            c->reconcile = strdup(v + 7);
+        else {
+            if (v != NULL)
+                tg_node_error(rec, "reconcile: '%s' is not header:NAME with a valid header name", v);
+            rc = -1;
+        }
+        free(v);
+    }
+    return rc;
 }
 
 static int parse_key_part(tg_node_t *n, const char *s, key_part_t *kp)
@@ -534,9 +652,12 @@ static const rl_conf_t *pick_set(const rl_conf_t *c, const tg_filter_exchange_t 
 
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key",          "limit",    "window", "limits", "response_headers",
-                                        "header_style", "max_keys", "on_full", "mode", "on_limit", "overrides" };
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES, K_N };
+    static const char *const keys[] = { "key",       "limit",    "window",   "limits",      "response_headers",
+                                        "header_style", "max_keys", "on_full", "mode",      "on_limit",
+                                        "overrides",    "cost",     "min_cost", "max_cost", "route_costs",
+                                        "reconcile" };
+    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES,
+           K_COST, K_MINCOST, K_MAXCOST, K_ROUTECOSTS, K_RECONCILE, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -638,6 +759,8 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     }
     if ((c->policy = strdup("default")) == NULL)
         rc = -1;
+    if (rc == 0 && parse_cost(&v[K_COST], &v[K_MINCOST], &v[K_MAXCOST], &v[K_ROUTECOSTS], &v[K_RECONCILE], c) < 0)
+        rc = -1;
     if (rc == 0 && tg_node_present(&v[K_OVERRIDES]) && parse_overrides(&v[K_OVERRIDES], c) < 0)
         rc = -1;
     if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits, (size_t)c->max_keys)) == NULL)
@@ -709,16 +832,50 @@ static void rate_headers(const rl_conf_t *c, const tg_rl_result_t *r, tg_headers
     }
 }
 
-static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+/* What this request costs: the route's fixed cost, else the filter's, or
+ * the client's header clamped to [min_cost, max_cost] (missing or not a
+ * number: min_cost). */
+static uint64_t request_cost(const rl_conf_t *f, const tg_filter_exchange_t *fx)
 {
-    const rl_conf_t *c = pick_set(p, fx); /* a key's counters belong to the set it is counted under */
-    char key[512];
-    size_t len = build_key(c, fx, key, sizeof(key));
+    for (size_t i = 0; i < f->n_route_costs; i++)
+        if (strcmp(f->cost_routes[i], fx->route) == 0)
+            return f->route_cost[i];
+    if (f->cost_header == NULL)
+        return f->cost;
+    const tg_header_t *h = tg_headers_get(&fx->req->headers, f->cost_header);
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; h != NULL && i < h->value_len && h->value[i] >= '0' && h->value[i] <= '9' && v < f->max_cost; i++)
+        v = v * 10 + (uint64_t)(h->value[i] - '0');
+    if (h == NULL || h->value_len == 0 || (i < h->value_len && v < f->max_cost))
+        return f->min_cost; /* missing, or not a number */
+    return v < f->min_cost ? f->min_cost : v > f->max_cost ? f->max_cost : v;
+}
+
+static uint64_t now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    const rl_conf_t *f = p;
+    const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
+    char key[512];
+    size_t len = build_key(c, fx, key, sizeof(key));
+    uint64_t now = now_ms(), cost = request_cost(f, fx);
     tg_rl_result_t r;
-    tg_rl_check(c->table, key, len, now, &r);
+    tg_rl_check_cost(c->table, key, len, now, cost, &r);
+    if (r.allowed && !r.table_full && f->reconcile != NULL) { /* kept to correct the charge at the end */
+        rl_charge_t *ch = tg_arena_alloc(fx->arena, sizeof(*ch));
+        char *k = tg_arena_strndup(fx->arena, key, len);
+        if (ch != NULL && k != NULL) {
+            *ch = (rl_charge_t){ c, k, len, cost, now };
+            fx->state[index] = ch;
+        }
+    }
     if (r.table_full) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
         if (c->on_full_allow)
@@ -768,6 +925,29 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     return TG_FILTER_CONTINUE;
 }
 
+/* reconcile: the response (head, or trailers, which win) says what the
+ * request really cost; the charge made up front is corrected by the
+ * difference. A response without it keeps the estimate. */
+static void rl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
+{
+    const rl_conf_t *f = p;
+    rl_charge_t *ch = fx->state[index];
+    if (ch == NULL || f->reconcile == NULL || rec->response_headers == NULL)
+        return;
+    const tg_header_t *h = tg_headers_get(rec->response_trailers, f->reconcile);
+    if (h == NULL)
+        h = tg_headers_get(rec->response_headers, f->reconcile);
+    if (h == NULL || h->value_len == 0 || h->value_len > 9)
+        return;
+    int64_t actual = 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9')
+            return; /* not a count: the estimate stands */
+        actual = actual * 10 + (h->value[i] - '0');
+    }
+    tg_rl_adjust(ch->set->table, ch->key, ch->len, ch->at_ms, actual - (int64_t)ch->cost);
+}
+
 /* Keep the counters across a reload when what they count is unchanged. */
 static void rl_inherit(void *new_conf, void *old_conf)
 {
@@ -806,6 +986,7 @@ const tg_filter_type_t tg_filter_rate_limit = {
     .create = rl_create,
     .destroy = rl_destroy,
     .on_request = rl_on_request,
+    .on_complete = rl_on_complete,
     .inherit = rl_inherit,
     .trust_header = rl_trust_header,
 };

@@ -49,6 +49,16 @@ void tg_rl_table_free(tg_rl_table_t *t); /* drops a reference */
 /* Decides one request for key at now_ms (any monotonic millisecond clock)
  * and, if every limit has room, counts it. */
 void tg_rl_check(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, tg_rl_result_t *out);
+/* The same for a request that costs `cost` units (1 <= cost): it passes
+ * only if every limit has room for all of them, and then counts them all;
+ * remaining and reset are in units. */
+void tg_rl_check_cost(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t now_ms, uint64_t cost,
+                      tg_rl_result_t *out);
+/* Corrects a charge made at charged_ms by delta units (more, or given
+ * back, never below zero), in the window it went into if that window is
+ * still current or just past; an unknown key is left alone. */
+void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t charged_ms, int64_t delta);
+
 /* Keys currently held (idle keys expire after twice the longest window). */
 size_t tg_rl_table_size(tg_rl_table_t *t);
 

@@ -250,6 +250,8 @@ static void record(tg_exchange_t *ex)
         .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
         .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
         .outcomes = ex->fx.outcomes,
+        .response_headers = ex->resp_started ? &ex->resp.headers : NULL,
+        .response_trailers = ex->resp_started ? &ex->resp.trailers : NULL,
     };
     tg_filters_on_complete(&s->cfg->filters, &ex->route->filters, &ex->fx, &rec);
 }

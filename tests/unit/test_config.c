@@ -206,6 +206,20 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
                                 "claim: {}, limit: 2, window: 1s }] } }]\n",
                  "claim: name at least one claim");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, cost: 11 } }]\n", "cost");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, cost: 'header:bad name' } }]\n",
+                 "cost: 'header:bad name' is not header:NAME with a valid header name");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, cost: 'header:x-cost', "
+                                "min_cost: 5, max_cost: 2 } }]\n",
+                 "min_cost: more than max_cost");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, min_cost: 2 } }]\n",
+                 "min_cost and max_cost bound cost: header:NAME");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, reconcile: x-used } }]\n",
+                 "reconcile: 'x-used' is not header:NAME with a valid header name");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, route_costs: [a, 2] } }]\n",
+                 "route_costs must be a mapping of route names to costs");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, route_costs: { a: 20 } } }]\n",
+                 "route cost");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
                                 "identities: [a] }] } }]\n",
                  "rate_limit override: give 'limit' and 'window', or 'limits'");

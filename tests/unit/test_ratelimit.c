@@ -215,6 +215,71 @@ static void test_exact_under_concurrency(void **state)
     tg_rl_table_free(t);
 }
 
+/* A request of several units passes only if all fit, counts them all, and
+ * reports what is left in units; a cost over the limit never passes. */
+static void test_cost(void **state)
+{
+    tg_rl_limit_t l = { 10, 1000 };
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, 100);
+    tg_rl_result_t r;
+    uint64_t now = 5000;
+    tg_rl_check_cost(t, "k", 1, now, 4, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 6);
+    tg_rl_check_cost(t, "k", 1, now, 4, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 2);
+    tg_rl_check_cost(t, "k", 1, now, 4, &r); /* 8 + 4 > 10: refused, not counted */
+    assert_false(r.allowed);
+    assert_int_equal(r.remaining, 2);
+    assert_true(r.retry_after_s >= 1);
+    tg_rl_check_cost(t, "k", 1, now, 2, &r); /* what is left still fits */
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 0);
+    tg_rl_check_cost(t, "other", 5, now, 11, &r); /* more than the limit: never */
+    assert_false(r.allowed);
+    /* in the next window the weighted previous one still counts: at its
+     * middle, 10 * 0.5 = 5 units are taken */
+    tg_rl_check_cost(t, "k", 1, now + 1500, 5, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 0);
+    tg_rl_table_free(t);
+}
+
+/* Reconciling: a charge corrected afterwards, in the window it went into,
+ * up or down (never below zero); an unknown key is left alone. */
+static void test_adjust(void **state)
+{
+    tg_rl_limit_t l = { 10, 1000 };
+    tg_rl_table_t *t = tg_rl_table_new(&l, 1, 100);
+    tg_rl_result_t r;
+    tg_rl_check_cost(t, "k", 1, 5100, 8, &r); /* estimated 8 */
+    assert_true(r.allowed);
+    tg_rl_adjust(t, "k", 1, 5100, -6); /* it cost 2 */
+    tg_rl_check_cost(t, "k", 1, 5200, 8, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 0);
+    tg_rl_adjust(t, "k", 1, 5200, 5); /* it cost 13: over, the next is refused */
+    tg_rl_check_cost(t, "k", 1, 5300, 1, &r);
+    assert_false(r.allowed);
+    tg_rl_adjust(t, "k", 1, 5300, -100); /* given back, not below zero */
+    tg_rl_check_cost(t, "k", 1, 5400, 10, &r);
+    assert_true(r.allowed);
+    /* after the window rolled (lazily, at the next check), the charge is
+     * corrected in the previous window: at 6500 it weighs half */
+    tg_rl_check_cost(t, "k", 1, 6500, 1, &r); /* 10 * 0.5 + 1 */
+    assert_int_equal(r.remaining, 4);
+    tg_rl_adjust(t, "k", 1, 5400, -10);
+    tg_rl_check_cost(t, "k", 1, 6500, 1, &r); /* 0 + 2 */
+    assert_int_equal(r.remaining, 8);
+    tg_rl_adjust(t, "k", 1, 1000, 50); /* windows long gone: nothing */
+    tg_rl_adjust(t, "nobody", 6, 6500, 50);
+    tg_rl_check_cost(t, "k", 1, 6500, 1, &r);
+    assert_int_equal(r.remaining, 7);
+    assert_int_equal(tg_rl_table_size(t), 1);
+    tg_rl_table_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +291,8 @@ int main(void)
         cmocka_unit_test(test_max_keys_bounds_a_flood),
         cmocka_unit_test(test_limited_keys_are_not_evicted),
         cmocka_unit_test(test_exact_under_concurrency),
+        cmocka_unit_test(test_cost),
+        cmocka_unit_test(test_adjust),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

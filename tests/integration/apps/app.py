@@ -131,6 +131,12 @@ async def status(code: int):
     return JSONResponse({"code": code}, status_code=code)
 
 
+@app.get("/usage")
+async def usage(tokens: str = "0"):
+    # what the request "cost", for rate_limit reconcile
+    return JSONResponse({"tokens": tokens}, headers={"x-tokens-used": tokens})
+
+
 @app.get("/text")
 async def text():
     return PlainTextResponse("hello from " + NAME + "\n")

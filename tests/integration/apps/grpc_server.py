@@ -41,6 +41,12 @@ def handlers(st):
         ctx.set_trailing_metadata((("x-trailer", "bye"), ("x-bin-bin", b"\x00\x01\x02")))
         return req
 
+    def usage(req, ctx):
+        # what the call "cost": the request's bytes, as text, in a trailer
+        count(ctx)
+        ctx.set_trailing_metadata((("x-tokens-used", req.decode() if req else "0"),))
+        return b"done"
+
     def fail(req, ctx):
         count(ctx)
         code = int(req.decode() or "2")
@@ -121,6 +127,7 @@ def handlers(st):
     methods = {
         "Who": grpc.unary_unary_rpc_method_handler(who),
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Usage": grpc.unary_unary_rpc_method_handler(usage),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
         "FailAfterHeaders": grpc.unary_unary_rpc_method_handler(fail_after_headers),
         "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
