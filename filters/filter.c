@@ -10,6 +10,7 @@
 #include "filters/accesslog.h"
 #include "filters/auth.h"
 #include "filters/bodylimit.h"
+#include "filters/concurrency.h"
 #include "filters/grpclimit.h"
 #include "filters/fault.h"
 #include "filters/headers.h"
@@ -19,6 +20,7 @@
 static const tg_filter_type_t *const builtin[] = {
     &tg_filter_auth,
     &tg_filter_rate_limit,
+    &tg_filter_concurrency_limit,
     &tg_filter_access_log,
     &tg_filter_retry,
     &tg_filter_headers,

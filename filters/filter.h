@@ -54,6 +54,8 @@ typedef enum {
     TG_OUTCOME_RL_TABLE_FULL,   /* a rate_limit table had no room for a new key (max_keys) */
     TG_OUTCOME_RL_SHADOW_LIMITED, /* a rate_limit filter in shadow mode would have refused it */
     TG_OUTCOME_RL_TAGGED,       /* over a limit with on_limit: tag: forwarded, marked for the upstream */
+    TG_OUTCOME_CL_LIMITED,      /* a concurrency_limit filter refused it (429), at once or after queueing */
+    TG_OUTCOME_CL_QUEUED,       /* ... made it wait for a slot */
     TG_OUTCOME_N
 } tg_filter_outcome_t;
 

@@ -35,6 +35,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "filters/key.h"
 #include "proxy/base/siphash.h"
 
 #define SHARDS 256
@@ -347,16 +348,8 @@ void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t cha
 
 /* ---- the filter ---- */
 
-typedef enum { KEY_CLIENT, KEY_IDENTITY, KEY_ROUTE, KEY_HEADER } key_part_kind_t;
-
-typedef struct key_part {
-    key_part_kind_t kind;
-    char *header;
-} key_part_t;
-
 typedef struct rl_conf {
-    key_part_t parts[4];
-    size_t n_parts;
+    tg_filter_key_t key;       /* the filter's; its overrides share it (a shallow copy) */
     tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
     size_t n_limits;
     int response_headers;      /* also on allowed responses */
@@ -439,8 +432,7 @@ static void rl_destroy(void *p)
     rl_conf_t *c = p;
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->n_parts; i++)
-        free(c->parts[i].header);
+    tg_filter_key_free(&c->key);
     for (size_t i = 0; i < c->n_overrides; i++)
         set_free(&c->overrides[i]);
     free(c->overrides);
@@ -518,24 +510,6 @@ static int parse_cost(tg_node_t *cost, tg_node_t *min, tg_node_t *max, tg_node_t
     return rc;
 }
 
-static int parse_key_part(tg_node_t *n, const char *s, key_part_t *kp)
-{
-    if (strcmp(s, "client_address") == 0)
-        kp->kind = KEY_CLIENT;
-    else if (strcmp(s, "identity") == 0)
-        kp->kind = KEY_IDENTITY;
-    else if (strcmp(s, "route") == 0)
-        kp->kind = KEY_ROUTE;
-    else if (strncmp(s, "header:", 7) == 0 && s[7] != '\0') {
-        kp->kind = KEY_HEADER;
-        kp->header = strdup(s + 7);
-    } else {
-        tg_node_error(n, "rate_limit key: '%s' is not one of client_address, identity, route, header:NAME", s);
-        return -1;
-    }
-    return 0;
-}
-
 static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
 {
     uint64_t l, w;
@@ -607,8 +581,7 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
             rc = -1;
         }
         /* the rest is the filter's */
-        memcpy(o->parts, c->parts, sizeof(c->parts));
-        o->n_parts = c->n_parts;
+        o->key = c->key;
         o->response_headers = c->response_headers;
         o->legacy = c->legacy;
         o->max_keys = c->max_keys;
@@ -663,32 +636,8 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     if (c == NULL)
         return NULL;
     int rc = tg_node_fields(node, "rate_limit", keys, K_N, v);
-    if (!tg_node_present(&v[K_KEY])) {
-        c->parts[c->n_parts++].kind = KEY_CLIENT;
-    } else if (tg_node_is_seq(&v[K_KEY])) {
-        char **list = NULL;
-        size_t n = 0;
-        if (tg_node_str_list(&v[K_KEY], "key", &list, &n) < 0 || n == 0 || n > 4) {
-            if (n > 4 || n == 0)
-                tg_node_error(&v[K_KEY], "rate_limit key: give 1 to 4 parts");
-            rc = -1;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (rc == 0 && parse_key_part(&v[K_KEY], list[i], &c->parts[c->n_parts]) == 0)
-                c->n_parts++;
-            else
-                rc = -1;
-            free(list[i]);
-        }
-        free(list);
-    } else {
-        char *k = tg_node_str(&v[K_KEY], "key");
-        if (k == NULL || parse_key_part(&v[K_KEY], k, &c->parts[c->n_parts]) < 0)
-            rc = -1;
-        else
-            c->n_parts++;
-        free(k);
-    }
+    if (tg_filter_key_parse(&v[K_KEY], "rate_limit", &c->key) < 0)
+        rc = -1;
     if (tg_node_present(&v[K_LIMIT]) || tg_node_present(&v[K_WINDOW]))
         if (parse_limit(&v[K_LIMIT], &v[K_WINDOW], c) < 0)
             rc = -1;
@@ -772,36 +721,6 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
-/* Builds "part\x1fpart..." in buf. */
-static size_t build_key(const rl_conf_t *c, tg_filter_exchange_t *fx, char *buf, size_t cap)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < c->n_parts; i++) {
-        const char *v = "";
-        const tg_header_t *h;
-        switch (c->parts[i].kind) {
-        case KEY_CLIENT:
-            v = fx->client_addr;
-            break;
-        case KEY_IDENTITY: /* the auth filter's identity, else the mTLS one, else the client address */
-            v = fx->identity ? fx->identity : fx->peer_identity ? fx->peer_identity : fx->client_addr;
-            break;
-        case KEY_ROUTE:
-            v = fx->route;
-            break;
-        case KEY_HEADER:
-            h = tg_headers_get(&fx->req->headers, c->parts[i].header);
-            v = h ? h->value : "";
-            break;
-        }
-        int w = snprintf(buf + n, cap - n, "%s%s", i ? "\x1f" : "", v);
-        if (w < 0 || (size_t)w >= cap - n)
-            return cap - 1;
-        n += (size_t)w;
-    }
-    return n;
-}
-
 static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -864,7 +783,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     const rl_conf_t *f = p;
     const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
     char key[512];
-    size_t len = build_key(c, fx, key, sizeof(key));
+    size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
     uint64_t now = now_ms(), cost = request_cost(f, fx);
     tg_rl_result_t r;
     tg_rl_check_cost(c->table, key, len, now, cost, &r);
@@ -953,12 +872,8 @@ static void rl_inherit(void *new_conf, void *old_conf)
 {
     rl_conf_t *n = new_conf, *o = old_conf;
     if (n->n_limits != o->n_limits || memcmp(n->limits, o->limits, n->n_limits * sizeof(n->limits[0])) != 0 ||
-        n->n_parts != o->n_parts)
+        !tg_filter_key_equal(&n->key, &o->key))
         return;
-    for (size_t i = 0; i < n->n_parts; i++)
-        if (n->parts[i].kind != o->parts[i].kind ||
-            (n->parts[i].header && strcasecmp(n->parts[i].header, o->parts[i].header) != 0))
-            return;
     tg_rl_table_free(n->table);
     n->table = tg_rl_table_ref(o->table);
     tg_rl_table_set_max_keys(n->table, (size_t)n->max_keys);

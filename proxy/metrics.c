@@ -159,6 +159,11 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         { "tollgate_ratelimit_table_full_total", "New rate-limit keys a full table (max_keys) had no room for, by "
                                                  "route; on_full decided them.",
           offsetof(tg_route_stats_t, ratelimit_table_full) },
+        { "tollgate_concurrency_limited_total", "Requests a concurrency_limit filter refused (at once, or after "
+                                                "waiting queue_timeout), by route.",
+          offsetof(tg_route_stats_t, concurrency_limited) },
+        { "tollgate_concurrency_queued_total", "Requests that waited for a concurrency_limit slot, by route.",
+          offsetof(tg_route_stats_t, concurrency_queued) },
     };
     for (size_t f = 0; f < sizeof(rfams) / sizeof(rfams[0]); f++) {
         family(out, rfams[f].name, "counter", rfams[f].help);

@@ -75,6 +75,8 @@ void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcome
         [TG_OUTCOME_RL_TABLE_FULL] = &r->ratelimit_table_full,
         [TG_OUTCOME_RL_SHADOW_LIMITED] = &r->ratelimit_shadow_limited,
         [TG_OUTCOME_RL_TAGGED] = &r->ratelimit_tagged,
+        [TG_OUTCOME_CL_LIMITED] = &r->concurrency_limited,
+        [TG_OUTCOME_CL_QUEUED] = &r->concurrency_queued,
     };
     for (unsigned i = 0; i < TG_OUTCOME_N; i++)
         if (outcomes & (1u << i))

@@ -48,6 +48,8 @@ typedef struct tg_route_stats {
     tg_counter_t auth_failures;          /* refused by an auth filter */
     tg_counter_t ratelimit_allowed, ratelimit_limited, ratelimit_table_full, ratelimit_shadow_limited,
         ratelimit_tagged;
+    tg_counter_t concurrency_limited;    /* refused by a concurrency_limit filter */
+    tg_counter_t concurrency_queued;     /* waited for a slot (then passed or was refused) */
     tg_counter_t retries;                /* retry rounds started */
     tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
     tg_counter_t grpc[17];               /* gRPC calls by final grpc-status (0 OK .. 16 UNAUTHENTICATED) */

@@ -220,6 +220,13 @@ static void test_errors(void **state)
                  "route_costs must be a mapping of route names to costs");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 10, window: 1s, route_costs: { a: 20 } } }]\n",
                  "route cost");
+    expect_error(BASE_LISTENERS "filters: [{ concurrency_limit: { key: identity } }]\n",
+                 "concurrency_limit: give 'limit' (requests in flight per key)");
+    expect_error(BASE_LISTENERS "filters: [{ concurrency_limit: { limit: 2, queue_timeout: 1s } }]\n",
+                 "queue_timeout: only with a queue (queue: N)");
+    expect_error(BASE_LISTENERS "filters: [{ concurrency_limit: { limit: 2, key: cookie } }]\n",
+                 "concurrency_limit key: 'cookie' is not one of client_address, identity, route, header:NAME");
+    expect_error(BASE_LISTENERS "filters: [{ concurrency_limit: { limit: 0 } }]\n", "limit");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, "
                                 "identities: [a] }] } }]\n",
                  "rate_limit override: give 'limit' and 'window', or 'limits'");

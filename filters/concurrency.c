@@ -1,0 +1,406 @@
+/*
+ * filters/concurrency.c — the concurrency_limit filter. See concurrency.h.
+ *
+ * A table of entries, one per key with requests in flight or waiting,
+ * sharded by a keyed hash (SipHash: keys are client-chosen), each shard
+ * under its own mutex. An entry counts the slots in use and keeps its
+ * waiters in FIFO order; it is freed when both are zero. An exchange's
+ * part (a hold, in its arena) is in one state at a time:
+ *
+ *   NONE -> HOLDING                  a slot was free
+ *   NONE -> QUEUED -> GRANTED -> HOLDING   it waited; a release handed it a slot
+ *                  \-> NONE          queue_timeout, or the client went away
+ *   HOLDING | GRANTED -> (released)  the exchange ended
+ *
+ * Every transition happens under the entry's shard lock, so a release on
+ * one worker and a waiter's end on another never both own a slot.
+ */
+#include "filters/concurrency.h"
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "filters/key.h"
+#include "proxy/base/siphash.h"
+
+#define SHARDS 64
+#define KEY_MAX 512
+
+typedef enum { H_NONE = 0, H_HOLDING, H_QUEUED, H_GRANTED } hold_state_t;
+
+typedef struct cl_entry cl_entry_t;
+
+typedef struct cl_hold {
+    struct cl_hold *next;        /* in the entry's queue */
+    struct cl_table *table;
+    cl_entry_t *entry;
+    hold_state_t state;
+    tg_filter_exchange_t *fx;
+    uint64_t gen;
+    uint64_t deadline_ms;
+    struct event timer;          /* QUEUED: the poll, on the exchange's worker */
+    unsigned timer_set : 1;
+} cl_hold_t;
+
+struct cl_entry {
+    cl_entry_t *hnext;
+    uint64_t hash;
+    uint32_t inflight;           /* slots in use (GRANTED holds included) */
+    uint32_t queued;
+    cl_hold_t *qhead, *qtail;
+    size_t keylen;
+    char key[];
+};
+
+typedef struct cl_shard {
+    pthread_mutex_t lock;
+    cl_entry_t **buckets;
+    size_t nbuckets, count;
+} cl_shard_t;
+
+typedef struct cl_table {
+    atomic_int refs;
+    tg_siphash_key_t hkey;
+    atomic_size_t keys;          /* entries held, all shards */
+    cl_shard_t shards[SHARDS];
+} cl_table_t;
+
+typedef struct cl_conf {
+    tg_filter_key_t key;
+    uint64_t limit;
+    uint64_t queue;              /* waiters per key (0: refuse at once) */
+    uint64_t queue_timeout_ms;
+    cl_table_t *table;
+} cl_conf_t;
+
+/* ---- the table ---- */
+
+static cl_table_t *table_new(void)
+{
+    cl_table_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    if (tg_siphash_random_key(&t->hkey) < 0) {
+        free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&t->shards[i].lock, NULL);
+    return t;
+}
+
+static cl_table_t *table_ref(cl_table_t *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+    return t;
+}
+
+/* Drops a reference. Entries left can only belong to exchanges that still
+ * hold the table (through their snapshot's config), so at the last
+ * reference the shards are empty. */
+static void table_free(cl_table_t *t)
+{
+    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < SHARDS; i++) {
+        cl_shard_t *sh = &t->shards[i];
+        for (size_t b = 0; b < sh->nbuckets; b++)
+            for (cl_entry_t *e = sh->buckets[b], *next; e != NULL; e = next) {
+                next = e->hnext;
+                free(e);
+            }
+        free(sh->buckets);
+        pthread_mutex_destroy(&sh->lock);
+    }
+    free(t);
+}
+
+static int grow(cl_shard_t *sh)
+{
+    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
+    cl_entry_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (size_t i = 0; i < sh->nbuckets; i++)
+        for (cl_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
+            next = e->hnext;
+            e->hnext = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(sh->buckets);
+    sh->buckets = b;
+    sh->nbuckets = nb;
+    return 0;
+}
+
+/* The key's entry, created if needed (shard locked). NULL: out of memory. */
+static cl_entry_t *lookup(cl_table_t *t, cl_shard_t *sh, uint64_t h, const char *key, size_t len)
+{
+    if (sh->nbuckets)
+        for (cl_entry_t *e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
+            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
+                return e;
+    if (sh->count + 1 > 2 * sh->nbuckets && grow(sh) < 0)
+        return NULL;
+    cl_entry_t *e = calloc(1, sizeof(*e) + len);
+    if (e == NULL)
+        return NULL;
+    e->hash = h;
+    e->keylen = len;
+    memcpy(e->key, key, len);
+    e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
+    sh->buckets[h & (sh->nbuckets - 1)] = e;
+    sh->count++;
+    atomic_fetch_add(&t->keys, 1);
+    return e;
+}
+
+static cl_shard_t *shard_of(cl_table_t *t, const cl_entry_t *e)
+{
+    return &t->shards[e->hash % SHARDS];
+}
+
+/* An entry nobody holds or waits on goes (shard locked). */
+static void maybe_remove(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
+{
+    if (e->inflight != 0 || e->queued != 0)
+        return;
+    cl_entry_t **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    sh->count--;
+    atomic_fetch_sub(&t->keys, 1);
+    free(e);
+}
+
+static void unqueue(cl_entry_t *e, cl_hold_t *h)
+{
+    cl_hold_t **pp = &e->qhead, *prev = NULL;
+    while (*pp != NULL && *pp != h) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = h->next;
+    if (e->qtail == h)
+        e->qtail = prev;
+    h->next = NULL;
+    e->queued--;
+}
+
+/* A slot comes free (shard locked): straight to the first waiter, which
+ * finds it at its next poll, else back to the pool. */
+static void release_locked(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
+{
+    cl_hold_t *w = e->qhead;
+    if (w != NULL) {
+        unqueue(e, w);
+        w->state = H_GRANTED; /* the slot passes on: inflight unchanged */
+        return;
+    }
+    e->inflight--;
+    maybe_remove(t, sh, e);
+}
+
+/* ---- the filter ---- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void cl_destroy(void *p)
+{
+    cl_conf_t *c = p;
+    if (c == NULL)
+        return;
+    tg_filter_key_free(&c->key);
+    table_free(c->table);
+    free(c);
+}
+
+static void *cl_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "key", "limit", "queue", "queue_timeout" };
+    tg_node_t v[4];
+    cl_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "concurrency_limit", keys, 4, v);
+    if (tg_filter_key_parse(&v[0], "concurrency_limit", &c->key) < 0)
+        rc = -1;
+    if (!tg_node_present(&v[1])) {
+        tg_node_error(node, "concurrency_limit: give 'limit' (requests in flight per key)");
+        rc = -1;
+    } else if (tg_node_uint(&v[1], "limit", 1, 1000000, &c->limit) < 0) {
+        rc = -1;
+    }
+    if (tg_node_present(&v[2]) && tg_node_uint(&v[2], "queue", 0, 100000, &c->queue) < 0)
+        rc = -1;
+    c->queue_timeout_ms = 1000;
+    if (tg_node_present(&v[3]) && tg_node_duration(&v[3], "queue_timeout", &c->queue_timeout_ms) < 0)
+        rc = -1;
+    if (rc == 0 && tg_node_present(&v[3]) && c->queue == 0) {
+        tg_node_error(&v[3], "queue_timeout: only with a queue (queue: N)");
+        rc = -1;
+    }
+    if (rc == 0 && (c->table = table_new()) == NULL)
+        rc = -1;
+    if (rc < 0) {
+        cl_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+static tg_filter_status_t refuse(tg_filter_exchange_t *fx, const char *why)
+{
+    fx->outcomes |= 1u << TG_OUTCOME_CL_LIMITED;
+    fx->reply_status = 429;
+    fx->reply_message = why;
+    tg_headers_add(&fx->reply_headers, fx->arena, "retry-after", 11, "1", 1);
+    return TG_FILTER_REPLY;
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg);
+
+static void arm_poll(cl_hold_t *h)
+{
+    struct timeval tv = { 0, TG_CL_POLL_MS * 1000 };
+    h->timer_set = evtimer_add(&h->timer, &tv) == 0;
+}
+
+/* A queued request's poll: handed a slot (go on), past its deadline
+ * (refused), or waiting on. */
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+    cl_hold_t *h = arg;
+    cl_shard_t *sh = shard_of(h->table, h->entry);
+    h->timer_set = 0;
+    pthread_mutex_lock(&sh->lock);
+    if (h->state == H_GRANTED) {
+        h->state = H_HOLDING;
+        pthread_mutex_unlock(&sh->lock);
+        tg_filter_resume(h->fx, h->gen, TG_FILTER_CONTINUE);
+        return;
+    }
+    if (now_ms() >= h->deadline_ms) {
+        unqueue(h->entry, h);
+        maybe_remove(h->table, sh, h->entry);
+        h->entry = NULL;
+        h->state = H_NONE;
+        pthread_mutex_unlock(&sh->lock);
+        refuse(h->fx, "too many requests in flight (waited too long)");
+        tg_filter_resume(h->fx, h->gen, TG_FILTER_REPLY);
+        return;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    arm_poll(h);
+}
+
+static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    cl_conf_t *c = p;
+    char key[KEY_MAX];
+    size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
+    cl_hold_t *h = tg_arena_alloc(fx->arena, sizeof(*h));
+    if (h == NULL)
+        return refuse(fx, "out of memory");
+    memset(h, 0, sizeof(*h));
+    h->table = c->table;
+    h->fx = fx;
+    h->gen = fx->gen;
+    uint64_t hash = tg_siphash(&c->table->hkey, key, len);
+    cl_shard_t *sh = &c->table->shards[hash % SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    cl_entry_t *e = lookup(c->table, sh, hash, key, len);
+    if (e == NULL) {
+        pthread_mutex_unlock(&sh->lock);
+        return refuse(fx, "out of memory");
+    }
+    if (e->inflight < c->limit && e->qhead == NULL) {
+        e->inflight++;
+        h->entry = e;
+        h->state = H_HOLDING;
+        pthread_mutex_unlock(&sh->lock);
+        fx->state[index] = h;
+        return TG_FILTER_CONTINUE;
+    }
+    if (e->queued < c->queue) { /* wait in line: the next release hands us its slot */
+        h->entry = e;
+        h->state = H_QUEUED;
+        if (e->qtail)
+            e->qtail->next = h;
+        else
+            e->qhead = h;
+        e->qtail = h;
+        e->queued++;
+        pthread_mutex_unlock(&sh->lock);
+        fx->state[index] = h;
+        fx->outcomes |= 1u << TG_OUTCOME_CL_QUEUED;
+        h->deadline_ms = now_ms() + c->queue_timeout_ms;
+        evtimer_assign(&h->timer, fx->base, on_poll, h);
+        arm_poll(h);
+        return TG_FILTER_PAUSE;
+    }
+    maybe_remove(c->table, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+    return refuse(fx, "too many requests in flight");
+}
+
+/* The exchange is over, however it ended: whatever it holds or waits for
+ * is given back, once. */
+static void cl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
+{
+    cl_hold_t *h = fx->state[index];
+    if (h == NULL)
+        return;
+    fx->state[index] = NULL;
+    if (h->timer_set) {
+        evtimer_del(&h->timer);
+        h->timer_set = 0;
+    }
+    if (h->entry == NULL)
+        return;
+    cl_shard_t *sh = shard_of(h->table, h->entry);
+    pthread_mutex_lock(&sh->lock);
+    if (h->state == H_QUEUED) {
+        unqueue(h->entry, h);
+        maybe_remove(h->table, sh, h->entry);
+    } else if (h->state == H_HOLDING || h->state == H_GRANTED) {
+        release_locked(h->table, sh, h->entry);
+    }
+    h->state = H_NONE;
+    h->entry = NULL;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* In-flight counts carry over a reload that keeps the key: requests
+ * started before it still give their slots back to the same table. */
+static void cl_inherit(void *new_conf, void *old_conf)
+{
+    cl_conf_t *n = new_conf, *o = old_conf;
+    if (!tg_filter_key_equal(&n->key, &o->key))
+        return;
+    table_free(n->table);
+    n->table = table_ref(o->table);
+}
+
+const tg_filter_type_t tg_filter_concurrency_limit = {
+    .name = "concurrency_limit",
+    .create = cl_create,
+    .destroy = cl_destroy,
+    .on_request = cl_on_request,
+    .on_complete = cl_on_complete,
+    .inherit = cl_inherit,
+};
