@@ -17,6 +17,21 @@ CLK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU, LOAD_CPU = "0", "1"
 
 
+# --filters: one filter per tollgate, each never refusing (limits far above
+# the load), so the figure is the filter's own cost on every request.
+FILTER_VARIANTS = [
+    ("rate_limit", "  - rate_limit: { key: client_address, limit: 1000000000, window: 1m }"),
+    ("rate_limit_shadow", "  - rate_limit: { key: client_address, limit: 1000000000, window: 1m, mode: shadow }"),
+    ("rate_limit_cost", "  - rate_limit: { key: client_address, limit: 1000000000, window: 1m, "
+                        "cost: 'header:x-cost', max_cost: 100, reconcile: 'header:x-used' }"),
+    ("rate_limit_plans", "  - auth: { bearer_tokens: [{ name: bench, token: bench-token }] }\n"
+                         "  - rate_limit: { key: identity, limit: 1000000000, window: 1m, overrides: "
+                         "[{ name: pro, identities: [bench], limit: 1000000000, window: 1m }] }"),
+    ("concurrency_limit", "  - concurrency_limit: { key: client_address, limit: 100000 }"),
+    ("access_log", "  - access_log: { path: DIR/filter-access.log }"),
+]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,6 +138,9 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--only", default="")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--filters", action="store_true",
+                    help="also run one tollgate per filter (rate_limit plain, shadow, by cost; concurrency_limit; "
+                         "access_log) and report each one's CPU per request over the bare proxy")
     ap.add_argument("--compare", default="",
                     help="another tollgate binary (e.g. the previous commit's), run beside it as tollgate-before")
     args = ap.parse_args()
@@ -170,6 +188,19 @@ clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}
 """)
         candidates.append(("tollgate+chain", cport,
                            [TOLLGATE, "-c", os.path.join(d, "tollgate-chain.yaml"), "-l", "warn"]))
+        if args.filters:
+            for fname, chain in FILTER_VARIANTS:
+                fport = free_port()
+                with open(os.path.join(d, f"tollgate-{fname}.yaml"), "w") as f:
+                    f.write(f"""workers: 1
+filters:
+{chain.replace("DIR", d)}
+listeners: [{{ name: bench, listen: '127.0.0.1:{fport}' }}]
+routes: [{{ name: all, cluster: backend }}]
+clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
+""")
+                candidates.append((f"tollgate+{fname}", fport,
+                                   [TOLLGATE, "-c", os.path.join(d, f"tollgate-{fname}.yaml"), "-l", "warn"]))
         nport = free_port()
         candidates.append(("nginx", nport, ["nginx", "-c", nginx_conf(d, nport, f"""
   upstream backend {{ server 127.0.0.1:{bport}; keepalive 256; }}
@@ -246,6 +277,19 @@ backend be
     if bare and chain:
         lines += ["", f"Filter chain (auth + rate_limit + access_log to a file) vs the bare proxy: "
                       f"req/s {chain['rps'] / bare['rps']:.2f}x, CPU/req {chain['cpu'] / bare['cpu']:.2f}x."]
+    if bare and args.filters:
+        lines += ["", "One filter at a time (CPU per request over the bare proxy, same run):", "",
+                  "| filter | proxy CPU us/req | over the bare proxy (us) | vs access_log's cost |",
+                  "|---|---:|---:|---:|"]
+        log = next((r for r in results if r["name"] == "tollgate+access_log"), None)
+        log_cost = (log["cpu"] - bare["cpu"]) if log else 0
+        for fname, _ in FILTER_VARIANTS:
+            r = next((x for x in results if x["name"] == f"tollgate+{fname}"), None)
+            if r is None:
+                continue
+            over = r["cpu"] - bare["cpu"]
+            rel = f"{over / log_cost:.2f}" if log_cost > 0 else "-"
+            lines.append(f"| {fname} | {r['cpu']:.2f} | {over:+.2f} | {rel} |")
     os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "out", "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
