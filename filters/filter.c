@@ -14,6 +14,7 @@
 #include "filters/grpclimit.h"
 #include "filters/fault.h"
 #include "filters/headers.h"
+#include "filters/quota.h"
 #include "filters/ratelimit.h"
 #include "filters/retry.h"
 
@@ -21,6 +22,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_auth,
     &tg_filter_rate_limit,
     &tg_filter_concurrency_limit,
+    &tg_filter_quota,
     &tg_filter_access_log,
     &tg_filter_retry,
     &tg_filter_headers,

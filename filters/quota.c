@@ -1,0 +1,450 @@
+/*
+ * filters/quota.c — the quota filter and its time-zone reader. See
+ * quota.h and docs/filters.md.
+ *
+ * Counts per key live in a sharded table (keyed SipHash, a mutex per
+ * shard): an entry holds the period it counts and the requests used in
+ * it; a request in a later period starts the count again. The table holds
+ * at most max_keys entries; a new key that finds it full takes the place
+ * of one whose period is over, else passes uncounted (said in the
+ * metrics as the rate limiter's table-full outcome).
+ */
+#include "filters/quota.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "filters/key.h"
+#include "proxy/base/siphash.h"
+
+#define SHARDS 64
+#define KEY_MAX 512
+#define ZONEINFO "/usr/share/zoneinfo/"
+
+/* ---- time zones (TZif, RFC 8536) ---- */
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t be64(const unsigned char *p)
+{
+    return (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4));
+}
+
+void tg_tz_free(tg_tz_t *tz)
+{
+    free(tz->at);
+    free(tz->type);
+    free(tz->offset);
+    memset(tz, 0, sizeof(*tz));
+}
+
+/* Parses one data block (v1: 4-byte times; v2+: 8-byte) at p; returns its
+ * length, or 0 if malformed. */
+static size_t parse_block(const unsigned char *p, size_t len, int wide, tg_tz_t *tz)
+{
+    if (len < 44 || memcmp(p, "TZif", 4) != 0)
+        return 0;
+    uint32_t isut = be32(p + 20), isstd = be32(p + 24), leap = be32(p + 28), timecnt = be32(p + 32),
+             typecnt = be32(p + 36), charcnt = be32(p + 40);
+    size_t tsz = wide ? 8 : 4;
+    if (typecnt == 0 || typecnt > 256 || timecnt > 100000 || charcnt > 100000 || leap > 100000)
+        return 0;
+    size_t need = 44 + timecnt * tsz + timecnt + typecnt * 6 + charcnt + leap * (tsz + 4) + isstd + isut;
+    if (need > len)
+        return 0;
+    tz->at = calloc(timecnt ? timecnt : 1, sizeof(*tz->at));
+    tz->type = calloc(timecnt ? timecnt : 1, 1);
+    tz->offset = calloc(typecnt, sizeof(*tz->offset));
+    if (tz->at == NULL || tz->type == NULL || tz->offset == NULL)
+        return 0;
+    const unsigned char *q = p + 44;
+    for (uint32_t i = 0; i < timecnt; i++, q += tsz)
+        tz->at[i] = wide ? be64(q) : (int64_t)(int32_t)be32(q);
+    for (uint32_t i = 0; i < timecnt; i++, q++) {
+        if (*q >= typecnt)
+            return 0;
+        tz->type[i] = *q;
+    }
+    for (uint32_t i = 0; i < typecnt; i++, q += 6)
+        tz->offset[i] = (int32_t)be32(q);
+    tz->n = timecnt;
+    tz->n_offsets = typecnt;
+    return need;
+}
+
+int tg_tz_load(const char *name, tg_tz_t *tz, const char **why)
+{
+    memset(tz, 0, sizeof(*tz));
+    if (strcmp(name, "UTC") == 0 || strcmp(name, "Etc/UTC") == 0) {
+        if ((tz->offset = calloc(1, sizeof(*tz->offset))) == NULL)
+            return *why = "out of memory", -1;
+        tz->n_offsets = 1;
+        return 0;
+    }
+    if (name[0] == '\0' || name[0] == '/' || strstr(name, "..") != NULL || strlen(name) > 128)
+        return *why = "not a time zone name", -1;
+    char path[256];
+    snprintf(path, sizeof(path), ZONEINFO "%s", name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return *why = "unknown time zone (no " ZONEINFO " entry: is tzdata installed?)", -1;
+    unsigned char buf[1 << 16];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    tg_tz_t v1 = { 0 };
+    size_t first = parse_block(buf, len, 0, &v1);
+    if (first == 0) {
+        tg_tz_free(&v1);
+        return *why = "not a TZif file", -1;
+    }
+    if (buf[4] >= '2' && parse_block(buf + first, len - first, 1, tz) != 0) { /* 64-bit times */
+        tg_tz_free(&v1);
+        return 0;
+    }
+    tg_tz_free(tz);
+    *tz = v1;
+    return 0;
+}
+
+int32_t tg_tz_offset(const tg_tz_t *tz, int64_t t)
+{
+    if (tz->n == 0 || t < tz->at[0])
+        return tz->offset[0]; /* before the first transition: the first type (RFC 8536 3.2) */
+    size_t lo = 0, hi = tz->n; /* the last transition at or before t */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (tz->at[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return tz->offset[tz->type[lo]];
+}
+
+/* Days since 1970-01-01 of a civil date, and back (H. Hinnant's algorithms). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+/* The instant local midnight starts day `day` (offsets change at most
+ * once around it: settle in two steps). */
+static int64_t local_midnight(const tg_tz_t *tz, int64_t day)
+{
+    int64_t local = day * 86400, guess = local - tg_tz_offset(tz, local);
+    return local - tg_tz_offset(tz, guess);
+}
+
+int64_t tg_quota_period(const tg_tz_t *tz, tg_quota_period_t p, int64_t t, int64_t *end)
+{
+    int64_t day = floor_div(t + tg_tz_offset(tz, t), 86400);
+    if (p == TG_QUOTA_DAY) {
+        *end = local_midnight(tz, day + 1);
+        return day;
+    }
+    int64_t y;
+    unsigned m;
+    civil_from_days(day, &y, &m);
+    *end = local_midnight(tz, m == 12 ? days_from_civil(y + 1, 1, 1) : days_from_civil(y, m + 1, 1));
+    return y * 12 + (m - 1);
+}
+
+/* ---- the table ---- */
+
+typedef struct q_entry {
+    struct q_entry *hnext;
+    uint64_t hash;
+    int64_t period;
+    uint64_t used;
+    size_t keylen;
+    char key[];
+} q_entry_t;
+
+typedef struct q_shard {
+    pthread_mutex_t lock;
+    q_entry_t **buckets;
+    size_t nbuckets, count;
+} q_shard_t;
+
+typedef struct q_table {
+    atomic_int refs;
+    tg_siphash_key_t hkey;
+    atomic_size_t keys;
+    q_shard_t shards[SHARDS];
+} q_table_t;
+
+static q_table_t *table_new(void)
+{
+    q_table_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    if (tg_siphash_random_key(&t->hkey) < 0) {
+        free(t);
+        return NULL;
+    }
+    atomic_init(&t->refs, 1);
+    for (size_t i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&t->shards[i].lock, NULL);
+    return t;
+}
+
+static void table_free(q_table_t *t)
+{
+    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < SHARDS; i++) {
+        for (size_t b = 0; b < t->shards[i].nbuckets; b++)
+            for (q_entry_t *e = t->shards[i].buckets[b], *next; e != NULL; e = next) {
+                next = e->hnext;
+                free(e);
+            }
+        free(t->shards[i].buckets);
+        pthread_mutex_destroy(&t->shards[i].lock);
+    }
+    free(t);
+}
+
+static int grow(q_shard_t *sh)
+{
+    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
+    q_entry_t **b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return -1;
+    for (size_t i = 0; i < sh->nbuckets; i++)
+        for (q_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
+            next = e->hnext;
+            e->hnext = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    free(sh->buckets);
+    sh->buckets = b;
+    sh->nbuckets = nb;
+    return 0;
+}
+
+/* Frees one entry of the shard whose period is over; 0 if one went. */
+static int evict_stale(q_table_t *t, q_shard_t *sh, int64_t period)
+{
+    for (size_t b = 0; b < sh->nbuckets; b++)
+        for (q_entry_t **pp = &sh->buckets[b]; *pp != NULL; pp = &(*pp)->hnext)
+            if ((*pp)->period < period) {
+                q_entry_t *e = *pp;
+                *pp = e->hnext;
+                sh->count--;
+                atomic_fetch_sub(&t->keys, 1);
+                free(e);
+                return 0;
+            }
+    return -1;
+}
+
+/* ---- the filter ---- */
+
+typedef struct q_conf {
+    tg_filter_key_t key;
+    uint64_t limit;
+    tg_quota_period_t period;
+    char *tz_name;
+    tg_tz_t tz;
+    int response_headers;
+    uint64_t max_keys;
+    int64_t clock_offset;      /* TG_QUOTA_CLOCK_ENV, for tests */
+    q_table_t *table;
+} q_conf_t;
+
+static void q_destroy(void *p)
+{
+    q_conf_t *c = p;
+    if (c == NULL)
+        return;
+    tg_filter_key_free(&c->key);
+    free(c->tz_name);
+    tg_tz_free(&c->tz);
+    table_free(c->table);
+    free(c);
+}
+
+static void *q_create(tg_node_t *node, const char *config_path)
+{
+    static const char *const keys[] = { "key", "limit", "period", "tz", "response_headers", "max_keys" };
+    tg_node_t v[6];
+    q_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_fields(node, "quota", keys, 6, v);
+    if (tg_filter_key_parse(&v[0], "quota", &c->key) < 0)
+        rc = -1;
+    if (!tg_node_present(&v[1]) || !tg_node_present(&v[2])) {
+        tg_node_error(node, "quota: give 'limit' and 'period' (day or month)");
+        rc = -1;
+    } else {
+        char *p = tg_node_str(&v[2], "period");
+        if (p && strcmp(p, "day") == 0)
+            c->period = TG_QUOTA_DAY;
+        else if (p && strcmp(p, "month") == 0)
+            c->period = TG_QUOTA_MONTH;
+        else {
+            if (p)
+                tg_node_error(&v[2], "period: '%s' is not one of day, month", p);
+            rc = -1;
+        }
+        free(p);
+        if (tg_node_uint(&v[1], "limit", 1, 1000000000000ULL, &c->limit) < 0)
+            rc = -1;
+    }
+    c->tz_name = tg_node_present(&v[3]) ? tg_node_str(&v[3], "tz") : strdup("UTC");
+    const char *why = NULL;
+    if (c->tz_name == NULL)
+        rc = -1;
+    else if (tg_tz_load(c->tz_name, &c->tz, &why) < 0) {
+        tg_node_error(tg_node_present(&v[3]) ? &v[3] : node, "tz: '%s': %s", c->tz_name, why);
+        rc = -1;
+    }
+    if (tg_node_present(&v[4]) && tg_node_bool(&v[4], "response_headers", &c->response_headers) < 0)
+        rc = -1;
+    c->max_keys = 100000;
+    if (tg_node_present(&v[5]) && tg_node_uint(&v[5], "max_keys", 1, 100000000, &c->max_keys) < 0)
+        rc = -1;
+    const char *off = getenv(TG_QUOTA_CLOCK_ENV);
+    if (off != NULL)
+        c->clock_offset = strtoll(off, NULL, 10);
+    if (rc == 0 && (c->table = table_new()) == NULL)
+        rc = -1;
+    if (rc < 0) {
+        q_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+{
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *v = tg_arena_strndup(a, buf, n < 0 ? 0 : (size_t)n);
+    if (v != NULL)
+        tg_headers_add(h, a, name, strlen(name), v, strlen(v));
+}
+
+/* The RateLimit draft's fields, with the period as the window. */
+static void quota_headers(const q_conf_t *c, uint64_t remaining, int64_t left_s, tg_headers_t *h, tg_arena_t *a)
+{
+    add_header(h, a, "ratelimit-policy", "\"quota\";q=%llu;w=%u", (unsigned long long)c->limit,
+               c->period == TG_QUOTA_DAY ? 86400u : 2592000u);
+    add_header(h, a, "ratelimit", "\"quota\";r=%llu;t=%lld", (unsigned long long)remaining, (long long)left_s);
+}
+
+static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    q_conf_t *c = p;
+    char key[KEY_MAX];
+    size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
+    int64_t now = (int64_t)time(NULL) + c->clock_offset, end;
+    int64_t period = tg_quota_period(&c->tz, c->period, now, &end);
+    uint64_t h = tg_siphash(&c->table->hkey, key, len);
+    q_shard_t *sh = &c->table->shards[h % SHARDS];
+    h >>= 8;
+    pthread_mutex_lock(&sh->lock);
+    q_entry_t *e = NULL;
+    if (sh->nbuckets)
+        for (e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
+            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
+                break;
+    if (e == NULL) {
+        int room = atomic_load(&c->table->keys) < c->max_keys || evict_stale(c->table, sh, period) == 0;
+        if (room && (sh->count + 1 <= 2 * sh->nbuckets || grow(sh) == 0) &&
+            (e = calloc(1, sizeof(*e) + len)) != NULL) {
+            e->hash = h;
+            e->keylen = len;
+            memcpy(e->key, key, len);
+            e->period = period;
+            e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
+            sh->buckets[h & (sh->nbuckets - 1)] = e;
+            sh->count++;
+            atomic_fetch_add(&c->table->keys, 1);
+        }
+    }
+    if (e == NULL) { /* full of this period's keys: passes uncounted */
+        pthread_mutex_unlock(&sh->lock);
+        fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
+        return TG_FILTER_CONTINUE;
+    }
+    if (e->period != period) { /* a new day (or month): the count starts again */
+        e->period = period;
+        e->used = 0;
+    }
+    int allowed = e->used < c->limit;
+    if (allowed)
+        e->used++;
+    uint64_t remaining = c->limit - e->used;
+    pthread_mutex_unlock(&sh->lock);
+    int64_t left = end - now > 0 ? end - now : 1;
+    if (!allowed) {
+        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
+        fx->reply_status = 429;
+        fx->reply_message = "quota exceeded";
+        add_header(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
+        quota_headers(c, 0, left, &fx->reply_headers, fx->arena);
+        return TG_FILTER_REPLY;
+    }
+    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
+    if (c->response_headers)
+        quota_headers(c, remaining, left, &fx->response_headers, fx->arena);
+    return TG_FILTER_CONTINUE;
+}
+
+/* A reload that keeps what is counted keeps the counts (a new limit
+ * applies to them at once). */
+static void q_inherit(void *new_conf, void *old_conf)
+{
+    q_conf_t *n = new_conf, *o = old_conf;
+    if (!tg_filter_key_equal(&n->key, &o->key) || n->period != o->period || strcmp(n->tz_name, o->tz_name) != 0)
+        return;
+    table_free(n->table);
+    atomic_fetch_add(&o->table->refs, 1);
+    n->table = o->table;
+}
+
+const tg_filter_type_t tg_filter_quota = {
+    .name = "quota",
+    .create = q_create,
+    .destroy = q_destroy,
+    .on_request = q_on_request,
+    .inherit = q_inherit,
+};

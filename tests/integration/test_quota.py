@@ -1,0 +1,121 @@
+"""quota: a per-key budget per calendar day (or month), aligned to local
+midnight in a time zone. The gateway's clock for quotas is moved (the
+test hook TOLLGATE_QUOTA_CLOCK_OFFSET) to three seconds before midnight
+in Berlin: the day's budget runs out, stays out across a reload, and
+comes back when the day turns — over HTTP/1.1 and HTTP/2."""
+import os
+import subprocess
+import time
+import unittest
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import requests
+
+import harness
+
+ADMIN = {"X-Tollgate-Admin": "1"}
+
+
+def seconds_to_berlin_midnight():
+    now = datetime.now(ZoneInfo("Europe/Berlin"))
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight.timestamp() - now.timestamp()
+
+
+class QuotaTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("quota")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.app.stop()
+
+    def config(self):
+        return f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{self.admin} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{self.port} }}]
+routes:
+  - name: monthly
+    match: {{ path_prefix: /text }}
+    cluster: app
+    filters:
+      - quota: {{ key: "header:x-user", limit: 2, period: month, tz: UTC, response_headers: true }}
+  - name: daily
+    cluster: app
+    filters:
+      - quota: {{ key: "header:x-user", limit: 3, period: day, tz: Europe/Berlin, response_headers: true }}
+clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
+"""
+
+    def get(self, user, path="/whoami"):
+        return requests.get(f"http://127.0.0.1:{self.port}{path}", headers={"x-user": user}, timeout=5)
+
+    def test_daily_budget_turns_over_at_local_midnight(self):
+        self.port, self.admin = harness.free_port(), harness.free_port()
+        offset = int(seconds_to_berlin_midnight()) - 4  # the gateway's quota clock: 4 s before midnight
+        gw = harness.Gateway(self.config(), port=self.port, env_extra={"TOLLGATE_QUOTA_CLOCK_OFFSET": str(offset)})
+        self.addCleanup(gw.stop)
+        t0 = time.time()
+        rs = [self.get("alice") for _ in range(4)]
+        self.assertEqual([r.status_code for r in rs], [200, 200, 200, 429])
+        self.assertEqual(rs[0].headers["ratelimit-policy"], '"quota";q=3;w=86400')
+        self.assertEqual(rs[0].headers["ratelimit"].split(";t=")[0], '"quota";r=2')
+        self.assertLessEqual(int(rs[3].headers["retry-after"]), 5)  # until midnight, not a whole day
+        self.assertEqual(rs[3].json()["error"], "quota exceeded")
+        self.assertEqual(self.get("bob").status_code, 200)  # another key
+        # HTTP/2: the same budget
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                              "--http2-prior-knowledge", "-H", "x-user: alice", f"http://127.0.0.1:{self.port}/whoami"],
+                             capture_output=True, text=True, timeout=10).stdout
+        self.assertEqual(out, "2 429")
+        # a reload keeps the count
+        with open(gw.path + ".tmp", "w") as f:
+            f.write(self.config() + "# reloaded\n")
+        os.replace(gw.path + ".tmp", gw.path)
+        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
+        self.assertEqual(r.json()["status"], "ok")
+        if time.time() - t0 < 3.0:  # still before midnight on the gateway's clock
+            self.assertEqual(self.get("alice").status_code, 429)
+        # the day turns: the budget is back (bounded wait)
+        deadline, code = time.time() + 15, None
+        while time.time() < deadline:
+            r = self.get("alice")
+            code = r.status_code
+            if code == 200:
+                break
+            time.sleep(0.2)
+        self.assertEqual(code, 200)
+        self.assertEqual(r.headers["ratelimit"].split(";t=")[0], '"quota";r=2')
+        self.assertGreater(int(r.headers["ratelimit"].split(";t=")[1]), 80000)  # a whole new day ahead
+        # the monthly quota is its own budget
+        self.assertEqual([self.get("alice", "/text").status_code for _ in range(3)], [200, 200, 429])
+        self.assertEqual(self.get("alice", "/text").headers["ratelimit-policy"], '"quota";q=2;w=2592000')
+        rc, out = gw.stop()
+        self.assertEqual(rc, 0, out[-2000:])
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(marker, out)
+
+    def test_config_errors(self):
+        port = harness.free_port()
+        for body, said in (("{ limit: 3, period: week }", "period: 'week' is not one of day, month"),
+                           ("{ limit: 3, period: day, tz: Mars/Olympus }", "tz: 'Mars/Olympus': unknown time zone"),
+                           ("{ limit: 3, period: day, tz: ../../etc/passwd }", "not a time zone name"),
+                           ("{ period: day }", "quota: give 'limit' and 'period'")):
+            cfg = f"""
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+routes: [{{ name: r, cluster: app, filters: [{{ quota: {body} }}] }}]
+clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
+"""
+            path = os.path.join(harness.tempfile.mkdtemp(prefix="tg-quota-"), "t.yaml")
+            with open(path, "w") as f:
+                f.write(cfg)
+            p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=10)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(said, p.stderr + p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
