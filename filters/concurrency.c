@@ -26,9 +26,8 @@
 #include <time.h>
 
 #include "filters/key.h"
-#include "proxy/base/siphash.h"
+#include "filters/keytab.h"
 
-#define SHARDS 64
 #define KEY_MAX 512
 
 typedef enum { H_NONE = 0, H_HOLDING, H_QUEUED, H_GRANTED } hold_state_t;
@@ -48,26 +47,18 @@ typedef struct cl_hold {
 } cl_hold_t;
 
 struct cl_entry {
-    cl_entry_t *hnext;
-    uint64_t hash;
+    tg_kt_node_t node;           /* first: the shard's table (the key follows the entry) */
     uint32_t inflight;           /* slots in use (GRANTED holds included) */
     uint32_t queued;
     cl_hold_t *qhead, *qtail;
-    size_t keylen;
     char key[];
 };
 
-typedef struct cl_shard {
-    pthread_mutex_t lock;
-    cl_entry_t **buckets;
-    size_t nbuckets, count;
-} cl_shard_t;
+typedef tg_kt_shard_t cl_shard_t;
 
 typedef struct cl_table {
     atomic_int refs;
-    tg_siphash_key_t hkey;
-    atomic_size_t keys;          /* entries held, all shards */
-    cl_shard_t shards[SHARDS];
+    tg_keyshards_t ks;           /* the entries, sharded (keytab.h) */
 } cl_table_t;
 
 typedef struct cl_conf {
@@ -85,13 +76,11 @@ static cl_table_t *table_new(void)
     cl_table_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    atomic_init(&t->refs, 1);
-    if (tg_siphash_random_key(&t->hkey) < 0) {
+    if (tg_keyshards_init(&t->ks) < 0) {
         free(t);
         return NULL;
     }
-    for (size_t i = 0; i < SHARDS; i++)
-        pthread_mutex_init(&t->shards[i].lock, NULL);
+    atomic_init(&t->refs, 1);
     return t;
 }
 
@@ -101,6 +90,11 @@ static cl_table_t *table_ref(cl_table_t *t)
     return t;
 }
 
+static void free_node(tg_kt_node_t *n)
+{
+    free(n);
+}
+
 /* Drops a reference. Entries left can only belong to exchanges that still
  * hold the table (through their snapshot's config), so at the last
  * reference the shards are empty. */
@@ -108,62 +102,32 @@ static void table_free(cl_table_t *t)
 {
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
-    for (size_t i = 0; i < SHARDS; i++) {
-        cl_shard_t *sh = &t->shards[i];
-        for (size_t b = 0; b < sh->nbuckets; b++)
-            for (cl_entry_t *e = sh->buckets[b], *next; e != NULL; e = next) {
-                next = e->hnext;
-                free(e);
-            }
-        free(sh->buckets);
-        pthread_mutex_destroy(&sh->lock);
-    }
+    tg_keyshards_destroy(&t->ks, free_node);
     free(t);
-}
-
-static int grow(cl_shard_t *sh)
-{
-    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
-    cl_entry_t **b = calloc(nb, sizeof(*b));
-    if (b == NULL)
-        return -1;
-    for (size_t i = 0; i < sh->nbuckets; i++)
-        for (cl_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (nb - 1)];
-            b[e->hash & (nb - 1)] = e;
-        }
-    free(sh->buckets);
-    sh->buckets = b;
-    sh->nbuckets = nb;
-    return 0;
 }
 
 /* The key's entry, created if needed (shard locked). NULL: out of memory. */
 static cl_entry_t *lookup(cl_table_t *t, cl_shard_t *sh, uint64_t h, const char *key, size_t len)
 {
-    if (sh->nbuckets)
-        for (cl_entry_t *e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
-            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
-                return e;
-    if (sh->count + 1 > 2 * sh->nbuckets && grow(sh) < 0)
-        return NULL;
+    tg_kt_node_t *found = tg_keytab_find(&sh->kt, h, key, len);
+    if (found != NULL)
+        return (cl_entry_t *)found;
     cl_entry_t *e = calloc(1, sizeof(*e) + len);
     if (e == NULL)
         return NULL;
-    e->hash = h;
-    e->keylen = len;
     memcpy(e->key, key, len);
-    e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
-    sh->buckets[h & (sh->nbuckets - 1)] = e;
-    sh->count++;
-    atomic_fetch_add(&t->keys, 1);
+    e->node = (tg_kt_node_t){ .hash = h, .key = e->key, .keylen = len };
+    if (tg_keytab_insert(&sh->kt, &e->node) < 0) {
+        free(e);
+        return NULL;
+    }
+    atomic_fetch_add(&t->ks.keys, 1);
     return e;
 }
 
 static cl_shard_t *shard_of(cl_table_t *t, const cl_entry_t *e)
 {
-    return &t->shards[e->hash % SHARDS];
+    return tg_keyshards_of(&t->ks, &e->node);
 }
 
 /* An entry nobody holds or waits on goes (shard locked). */
@@ -171,12 +135,8 @@ static void maybe_remove(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
 {
     if (e->inflight != 0 || e->queued != 0)
         return;
-    cl_entry_t **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
-    sh->count--;
-    atomic_fetch_sub(&t->keys, 1);
+    tg_keytab_remove(&sh->kt, &e->node);
+    atomic_fetch_sub(&t->ks.keys, 1);
     free(e);
 }
 
@@ -320,8 +280,8 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     h->table = c->table;
     h->fx = fx;
     h->gen = fx->gen;
-    uint64_t hash = tg_siphash(&c->table->hkey, key, len);
-    cl_shard_t *sh = &c->table->shards[hash % SHARDS];
+    uint64_t hash;
+    cl_shard_t *sh = tg_keyshards_pick(&c->table->ks, key, len, &hash);
     pthread_mutex_lock(&sh->lock);
     cl_entry_t *e = lookup(c->table, sh, hash, key, len);
     if (e == NULL) {

@@ -4,6 +4,8 @@
  */
 #include "filters/filter.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,4 +225,19 @@ int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_
     int g = atoi(grpc_status);
     return (g == 14 && (p->on & TG_RETRY_GRPC_UNAVAILABLE)) || (g == 4 && (p->on & TG_RETRY_GRPC_DEADLINE)) ||
            (g == 8 && (p->on & TG_RETRY_GRPC_EXHAUSTED));
+}
+
+void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+{
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
+    char *v = tg_arena_strndup(a, buf, len);
+    if (v != NULL)
+        tg_headers_add(h, a, name, strlen(name), v, len);
 }

@@ -191,6 +191,11 @@ typedef struct tg_filter_type {
     const tg_retry_policy_t *(*retry_policy)(const void *conf);
 } tg_filter_type_t;
 
+/* Adds a header whose value is formatted (at most 127 bytes), in arena
+ * memory: RateLimit fields and the like. */
+void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* The built-in filter types, by name; NULL if unknown. */
 const tg_filter_type_t *tg_filter_find(const char *name);
 /* "auth, rate_limit, ..." for error messages. */

@@ -12,7 +12,6 @@
 #include "filters/quota.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +19,8 @@
 #include <time.h>
 
 #include "filters/key.h"
-#include "proxy/base/siphash.h"
+#include "filters/keytab.h"
 
-#define SHARDS 64
 #define KEY_MAX 512
 #define ZONEINFO "/usr/share/zoneinfo/"
 
@@ -182,25 +180,17 @@ int64_t tg_quota_period(const tg_tz_t *tz, tg_quota_period_t p, int64_t t, int64
 /* ---- the table ---- */
 
 typedef struct q_entry {
-    struct q_entry *hnext;
-    uint64_t hash;
+    tg_kt_node_t node;         /* first: the shard's table (the key follows the entry) */
     int64_t period;
     uint64_t used;
-    size_t keylen;
     char key[];
 } q_entry_t;
 
-typedef struct q_shard {
-    pthread_mutex_t lock;
-    q_entry_t **buckets;
-    size_t nbuckets, count;
-} q_shard_t;
+typedef tg_kt_shard_t q_shard_t;
 
 typedef struct q_table {
     atomic_int refs;
-    tg_siphash_key_t hkey;
-    atomic_size_t keys;
-    q_shard_t shards[SHARDS];
+    tg_keyshards_t ks;         /* the entries, sharded (keytab.h) */
 } q_table_t;
 
 static q_table_t *table_new(void)
@@ -208,61 +198,36 @@ static q_table_t *table_new(void)
     q_table_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    if (tg_siphash_random_key(&t->hkey) < 0) {
+    if (tg_keyshards_init(&t->ks) < 0) {
         free(t);
         return NULL;
     }
     atomic_init(&t->refs, 1);
-    for (size_t i = 0; i < SHARDS; i++)
-        pthread_mutex_init(&t->shards[i].lock, NULL);
     return t;
+}
+
+static void free_node(tg_kt_node_t *n)
+{
+    free(n);
 }
 
 static void table_free(q_table_t *t)
 {
     if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
         return;
-    for (size_t i = 0; i < SHARDS; i++) {
-        for (size_t b = 0; b < t->shards[i].nbuckets; b++)
-            for (q_entry_t *e = t->shards[i].buckets[b], *next; e != NULL; e = next) {
-                next = e->hnext;
-                free(e);
-            }
-        free(t->shards[i].buckets);
-        pthread_mutex_destroy(&t->shards[i].lock);
-    }
+    tg_keyshards_destroy(&t->ks, free_node);
     free(t);
-}
-
-static int grow(q_shard_t *sh)
-{
-    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
-    q_entry_t **b = calloc(nb, sizeof(*b));
-    if (b == NULL)
-        return -1;
-    for (size_t i = 0; i < sh->nbuckets; i++)
-        for (q_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (nb - 1)];
-            b[e->hash & (nb - 1)] = e;
-        }
-    free(sh->buckets);
-    sh->buckets = b;
-    sh->nbuckets = nb;
-    return 0;
 }
 
 /* Frees one entry of the shard whose period is over; 0 if one went. */
 static int evict_stale(q_table_t *t, q_shard_t *sh, int64_t period)
 {
-    for (size_t b = 0; b < sh->nbuckets; b++)
-        for (q_entry_t **pp = &sh->buckets[b]; *pp != NULL; pp = &(*pp)->hnext)
-            if ((*pp)->period < period) {
-                q_entry_t *e = *pp;
-                *pp = e->hnext;
-                sh->count--;
-                atomic_fetch_sub(&t->keys, 1);
-                free(e);
+    for (size_t b = 0; b < sh->kt.nbuckets; b++)
+        for (tg_kt_node_t *n = sh->kt.buckets[b]; n != NULL; n = n->hnext)
+            if (((q_entry_t *)n)->period < period) {
+                tg_keytab_remove(&sh->kt, n);
+                atomic_fetch_sub(&t->ks.keys, 1);
+                free(n);
                 return 0;
             }
     return -1;
@@ -347,27 +312,12 @@ static void *q_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
-static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
-{
-    char buf[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    char *v = tg_arena_strndup(a, buf, n < 0 ? 0 : (size_t)n);
-    if (v != NULL)
-        tg_headers_add(h, a, name, strlen(name), v, strlen(v));
-}
-
 /* The RateLimit draft's fields, with the period as the window. */
 static void quota_headers(const q_conf_t *c, uint64_t remaining, int64_t left_s, tg_headers_t *h, tg_arena_t *a)
 {
-    add_header(h, a, "ratelimit-policy", "\"quota\";q=%llu;w=%u", (unsigned long long)c->limit,
+    tg_filter_header_printf(h, a, "ratelimit-policy", "\"quota\";q=%llu;w=%u", (unsigned long long)c->limit,
                c->period == TG_QUOTA_DAY ? 86400u : 2592000u);
-    add_header(h, a, "ratelimit", "\"quota\";r=%llu;t=%lld", (unsigned long long)remaining, (long long)left_s);
+    tg_filter_header_printf(h, a, "ratelimit", "\"quota\";r=%llu;t=%lld", (unsigned long long)remaining, (long long)left_s);
 }
 
 static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
@@ -377,27 +327,22 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
     int64_t now = (int64_t)time(NULL) + c->clock_offset, end;
     int64_t period = tg_quota_period(&c->tz, c->period, now, &end);
-    uint64_t h = tg_siphash(&c->table->hkey, key, len);
-    q_shard_t *sh = &c->table->shards[h % SHARDS];
-    h >>= 8;
+    uint64_t h;
+    q_shard_t *sh = tg_keyshards_pick(&c->table->ks, key, len, &h);
     pthread_mutex_lock(&sh->lock);
-    q_entry_t *e = NULL;
-    if (sh->nbuckets)
-        for (e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
-            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
-                break;
+    q_entry_t *e = (q_entry_t *)tg_keytab_find(&sh->kt, h, key, len);
     if (e == NULL) {
-        int room = atomic_load(&c->table->keys) < c->max_keys || evict_stale(c->table, sh, period) == 0;
-        if (room && (sh->count + 1 <= 2 * sh->nbuckets || grow(sh) == 0) &&
-            (e = calloc(1, sizeof(*e) + len)) != NULL) {
-            e->hash = h;
-            e->keylen = len;
+        int room = atomic_load(&c->table->ks.keys) < c->max_keys || evict_stale(c->table, sh, period) == 0;
+        if (room && (e = calloc(1, sizeof(*e) + len)) != NULL) {
             memcpy(e->key, key, len);
+            e->node = (tg_kt_node_t){ .hash = h, .key = e->key, .keylen = len };
             e->period = period;
-            e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
-            sh->buckets[h & (sh->nbuckets - 1)] = e;
-            sh->count++;
-            atomic_fetch_add(&c->table->keys, 1);
+            if (tg_keytab_insert(&sh->kt, &e->node) < 0) {
+                free(e);
+                e = NULL;
+            } else {
+                atomic_fetch_add(&c->table->ks.keys, 1);
+            }
         }
     }
     if (e == NULL) { /* full of this period's keys: passes uncounted */
@@ -419,7 +364,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "quota exceeded";
-        add_header(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
+        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
         quota_headers(c, 0, left, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }

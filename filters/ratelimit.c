@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "filters/key.h"
+#include "filters/keytab.h"
 #include "proxy/base/siphash.h"
 
 #define SHARDS 256
@@ -47,19 +48,15 @@ typedef struct rl_window {
 } rl_window_t;
 
 typedef struct rl_entry {
-    struct rl_entry *hnext;
+    tg_kt_node_t node;       /* first: the shard's table (its key points behind the windows) */
     TAILQ_ENTRY(rl_entry) lru;
-    uint64_t hash;
     uint64_t last_ms;
-    uint32_t keylen;
-    char *key;               /* points behind the windows */
     rl_window_t w[];
 } rl_entry_t;
 
 typedef struct rl_shard {
     pthread_mutex_t lock;
-    rl_entry_t **buckets;
-    size_t nbuckets, count;
+    tg_keytab_t kt;
     TAILQ_HEAD(, rl_entry) lru;
 } rl_shard_t;
 
@@ -116,7 +113,7 @@ void tg_rl_table_free(tg_rl_table_t *t)
             TAILQ_REMOVE(&t->shards[s].lru, e, lru);
             free(e);
         }
-        free(t->shards[s].buckets);
+        tg_keytab_clear(&t->shards[s].kt, NULL); /* the entries went with the LRU list */
         pthread_mutex_destroy(&t->shards[s].lock);
     }
     free(t);
@@ -134,32 +131,10 @@ void tg_rl_table_set_max_keys(tg_rl_table_t *t, size_t max_keys)
 
 static void unlink_entry(tg_rl_table_t *t, rl_shard_t *sh, rl_entry_t *e)
 {
-    rl_entry_t **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
+    tg_keytab_remove(&sh->kt, &e->node);
     TAILQ_REMOVE(&sh->lru, e, lru);
-    sh->count--;
     atomic_fetch_sub(&t->count, 1);
     free(e);
-}
-
-static int grow(rl_shard_t *sh)
-{
-    size_t nb = sh->nbuckets ? sh->nbuckets * 2 : 16;
-    rl_entry_t **b = calloc(nb, sizeof(*b));
-    if (b == NULL)
-        return -1;
-    for (size_t i = 0; i < sh->nbuckets; i++)
-        for (rl_entry_t *e = sh->buckets[i], *next; e != NULL; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (nb - 1)];
-            b[e->hash & (nb - 1)] = e;
-        }
-    free(sh->buckets);
-    sh->buckets = b;
-    sh->nbuckets = nb;
-    return 0;
 }
 
 static void roll(rl_window_t *w, uint64_t now, uint64_t W);
@@ -197,27 +172,24 @@ static int evict_one(tg_rl_table_t *t, rl_shard_t *sh, uint64_t now)
 static rl_entry_t *lookup(tg_rl_table_t *t, rl_shard_t *sh, uint64_t h, const char *key, size_t len, uint64_t now,
                           int *full)
 {
-    if (sh->nbuckets)
-        for (rl_entry_t *e = sh->buckets[h & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
-            if (e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0)
-                return e;
+    tg_kt_node_t *found = tg_keytab_find(&sh->kt, h, key, len);
+    if (found != NULL)
+        return (rl_entry_t *)found;
     if (atomic_load(&t->count) >= atomic_load(&t->max_keys) && evict_one(t, sh, now) < 0) {
         *full = 1;
         return NULL;
     }
-    if (sh->count + 1 > 2 * sh->nbuckets && grow(sh) < 0)
-        return NULL;
     rl_entry_t *e = calloc(1, sizeof(*e) + t->n * sizeof(rl_window_t) + len);
     if (e == NULL)
         return NULL;
-    e->hash = h;
-    e->keylen = (uint32_t)len;
-    e->key = (char *)&e->w[t->n];
-    memcpy(e->key, key, len);
-    e->hnext = sh->buckets[h & (sh->nbuckets - 1)];
-    sh->buckets[h & (sh->nbuckets - 1)] = e;
+    char *copy = (char *)&e->w[t->n];
+    memcpy(copy, key, len);
+    e->node = (tg_kt_node_t){ .hash = h, .key = copy, .keylen = len };
+    if (tg_keytab_insert(&sh->kt, &e->node) < 0) {
+        free(e);
+        return NULL;
+    }
     TAILQ_INSERT_TAIL(&sh->lru, e, lru);
-    sh->count++;
     atomic_fetch_add(&t->count, 1);
     return e;
 }
@@ -327,11 +299,7 @@ void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t cha
     uint64_t h = tg_siphash(&t->hkey, key, keylen);
     rl_shard_t *sh = &t->shards[h % SHARDS];
     pthread_mutex_lock(&sh->lock);
-    rl_entry_t *e = NULL;
-    if (sh->nbuckets)
-        for (e = sh->buckets[(h >> 8) & (sh->nbuckets - 1)]; e != NULL; e = e->hnext)
-            if (e->hash == h >> 8 && e->keylen == keylen && memcmp(e->key, key, keylen) == 0)
-                break;
+    rl_entry_t *e = (rl_entry_t *)tg_keytab_find(&sh->kt, h >> 8, key, keylen);
     for (size_t i = 0; e != NULL && i < t->n; i++) {
         uint64_t W = t->limits[i].window_ms, start = charged_ms - charged_ms % W;
         /* the window the charge went into: still current, or just past */
@@ -721,32 +689,17 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
-static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void add_header(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
-{
-    char buf[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    char *v = tg_arena_strndup(a, buf, n < 0 ? 0 : (size_t)n);
-    if (v != NULL)
-        tg_headers_add(h, a, name, strlen(name), v, strlen(v));
-}
-
 static void rate_headers(const rl_conf_t *c, const tg_rl_result_t *r, tg_headers_t *h, tg_arena_t *a)
 {
     const tg_rl_limit_t *l = &c->limits[r->decisive];
     unsigned long long q = (unsigned long long)l->limit, w = (unsigned long long)(l->window_ms + 999) / 1000;
     if (c->legacy) {
-        add_header(h, a, "ratelimit-limit", "%llu", q);
-        add_header(h, a, "ratelimit-remaining", "%llu", (unsigned long long)r->remaining);
-        add_header(h, a, "ratelimit-reset", "%llu", (unsigned long long)r->reset_s);
+        tg_filter_header_printf(h, a, "ratelimit-limit", "%llu", q);
+        tg_filter_header_printf(h, a, "ratelimit-remaining", "%llu", (unsigned long long)r->remaining);
+        tg_filter_header_printf(h, a, "ratelimit-reset", "%llu", (unsigned long long)r->reset_s);
     } else { /* draft-ietf-httpapi-ratelimit-headers, structured fields */
-        add_header(h, a, "ratelimit-policy", "\"%s\";q=%llu;w=%llu", c->policy, q, w);
-        add_header(h, a, "ratelimit", "\"%s\";r=%llu;t=%llu", c->policy, (unsigned long long)r->remaining,
+        tg_filter_header_printf(h, a, "ratelimit-policy", "\"%s\";q=%llu;w=%llu", c->policy, q, w);
+        tg_filter_header_printf(h, a, "ratelimit", "\"%s\";r=%llu;t=%llu", c->policy, (unsigned long long)r->remaining,
                    (unsigned long long)r->reset_s);
     }
 }
@@ -806,7 +759,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limiter is full";
-        add_header(&fx->reply_headers, fx->arena, "retry-after", "1");
+        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
         return TG_FILTER_REPLY;
     }
     if (!r.allowed && c->shadow) {
@@ -824,7 +777,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
          * counted, as a refusal would not be */
         const tg_rl_limit_t *l = &c->limits[r.decisive];
         fx->outcomes |= 1u << TG_OUTCOME_RL_TAGGED;
-        add_header(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"%s\";q=%llu;w=%llu", c->policy,
+        tg_filter_header_printf(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"%s\";q=%llu;w=%llu", c->policy,
                    (unsigned long long)l->limit, (unsigned long long)(l->window_ms + 999) / 1000);
         if (c->response_headers)
             rate_headers(c, &r, &fx->response_headers, fx->arena);
@@ -834,7 +787,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limited";
-        add_header(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r.retry_after_s);
+        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r.retry_after_s);
         rate_headers(c, &r, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }

@@ -386,16 +386,14 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 
 static nghttp2_session_callbacks *make_callbacks(void)
 {
-    nghttp2_session_callbacks *cb;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
-        return NULL;
-    tg_h2_set_send_callbacks(cb);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    return cb;
+    const tg_h2_receive_t r = {
+        .begin_headers = on_begin_headers,
+        .header = on_header,
+        .frame_recv = on_frame_recv,
+        .data_chunk_recv = on_data_chunk_recv,
+        .stream_close = on_stream_close,
+    };
+    return tg_h2_callbacks(&r);
 }
 
 /* ---- driving the session ---- */

@@ -834,18 +834,16 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static nghttp2_session_callbacks *make_callbacks(void)
 {
-    nghttp2_session_callbacks *cb;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
-        return NULL;
-    tg_h2_set_send_callbacks(cb);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
-    return cb;
+    const tg_h2_receive_t r = {
+        .begin_headers = on_begin_headers,
+        .header = on_header,
+        .frame_recv = on_frame_recv,
+        .data_chunk_recv = on_data_chunk_recv,
+        .stream_close = on_stream_close,
+        .frame_send = on_frame_send,
+        .invalid_frame_recv = on_invalid_frame_recv,
+    };
+    return tg_h2_callbacks(&r);
 }
 
 /* ---- driving the session ---- */

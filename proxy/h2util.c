@@ -91,6 +91,24 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
     return 0;
 }
 
+nghttp2_session_callbacks *tg_h2_callbacks(const tg_h2_receive_t *r)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    tg_h2_set_send_callbacks(cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, r->begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, r->header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, r->frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, r->data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, r->stream_close);
+    if (r->frame_send)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cb, r->frame_send);
+    if (r->invalid_frame_recv)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, r->invalid_frame_recv);
+    return cb;
+}
+
 void tg_h2_set_send_callbacks(nghttp2_session_callbacks *cb)
 {
     nghttp2_session_callbacks_set_send_callback(cb, on_send);

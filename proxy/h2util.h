@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <nghttp2/nghttp2.h>
+
 struct evbuffer;
 
 /* Serialised frames stop queueing on a socket once this much output
@@ -56,8 +58,23 @@ void tg_h2_obj_release(tg_h2_obj_cache_t *c, tg_h2_obj_t *o);
 /* Frees every cached object (worker teardown). */
 void tg_h2_obj_cache_clear(tg_h2_obj_cache_t *c);
 
-typedef struct nghttp2_session_callbacks nghttp2_session_callbacks;
-typedef struct nghttp2_session nghttp2_session;
+
+/* What a side receives with: the nghttp2 receive callbacks (the last two
+ * may be NULL). */
+typedef struct tg_h2_receive {
+    nghttp2_on_begin_headers_callback begin_headers;
+    nghttp2_on_header_callback header;
+    nghttp2_on_frame_recv_callback frame_recv;
+    nghttp2_on_data_chunk_recv_callback data_chunk_recv;
+    nghttp2_on_stream_close_callback stream_close;
+    nghttp2_on_frame_send_callback frame_send;
+    nghttp2_on_invalid_frame_recv_callback invalid_frame_recv;
+} tg_h2_receive_t;
+
+/* A callback set: the shared send side (below) and r's receive side.
+ * NULL when out of memory; the caller deletes it once the session has
+ * been made. */
+nghttp2_session_callbacks *tg_h2_callbacks(const tg_h2_receive_t *r);
 
 /* Sets the send and send_data callbacks on cb. The session's user_data
  * must be a connection starting with a tg_conn_t (conn.h); a data
