@@ -36,7 +36,7 @@ typedef struct cl_entry cl_entry_t;
 
 typedef struct cl_hold {
     struct cl_hold *next;        /* in the entry's queue */
-    struct cl_table *table;
+    tg_keyshards_t *table;
     cl_entry_t *entry;
     hold_state_t state;
     tg_filter_exchange_t *fx;
@@ -56,10 +56,7 @@ struct cl_entry {
 
 typedef tg_kt_shard_t cl_shard_t;
 
-typedef struct cl_table {
-    atomic_int refs;
-    tg_keyshards_t ks;           /* the entries, sharded (keytab.h) */
-} cl_table_t;
+typedef tg_keyshards_t cl_table_t; /* the entries, sharded and refcounted (keytab.h) */
 
 typedef struct cl_conf {
     tg_filter_key_t key;
@@ -71,39 +68,9 @@ typedef struct cl_conf {
 
 /* ---- the table ---- */
 
-static cl_table_t *table_new(void)
-{
-    cl_table_t *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    if (tg_keyshards_init(&t->ks) < 0) {
-        free(t);
-        return NULL;
-    }
-    atomic_init(&t->refs, 1);
-    return t;
-}
-
-static cl_table_t *table_ref(cl_table_t *t)
-{
-    atomic_fetch_add(&t->refs, 1);
-    return t;
-}
-
 static void free_node(tg_kt_node_t *n)
 {
     free(n);
-}
-
-/* Drops a reference. Entries left can only belong to exchanges that still
- * hold the table (through their snapshot's config), so at the last
- * reference the shards are empty. */
-static void table_free(cl_table_t *t)
-{
-    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
-        return;
-    tg_keyshards_destroy(&t->ks, free_node);
-    free(t);
 }
 
 /* The key's entry, created if needed (shard locked). NULL: out of memory. */
@@ -121,13 +88,13 @@ static cl_entry_t *lookup(cl_table_t *t, cl_shard_t *sh, uint64_t h, const char 
         free(e);
         return NULL;
     }
-    atomic_fetch_add(&t->ks.keys, 1);
+    atomic_fetch_add(&t->keys, 1);
     return e;
 }
 
 static cl_shard_t *shard_of(cl_table_t *t, const cl_entry_t *e)
 {
-    return tg_keyshards_of(&t->ks, &e->node);
+    return tg_keyshards_of(t, &e->node);
 }
 
 /* An entry nobody holds or waits on goes (shard locked). */
@@ -136,7 +103,7 @@ static void maybe_remove(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
     if (e->inflight != 0 || e->queued != 0)
         return;
     tg_keytab_remove(&sh->kt, &e->node);
-    atomic_fetch_sub(&t->ks.keys, 1);
+    atomic_fetch_sub(&t->keys, 1);
     free(e);
 }
 
@@ -185,7 +152,7 @@ static void cl_destroy(void *p)
     if (c == NULL)
         return;
     tg_filter_key_free(&c->key);
-    table_free(c->table);
+    tg_keyshards_unref(c->table);
     free(c);
 }
 
@@ -214,7 +181,7 @@ static void *cl_create(tg_node_t *node, const char *config_path)
         tg_node_error(&v[3], "queue_timeout: only with a queue (queue: N)");
         rc = -1;
     }
-    if (rc == 0 && (c->table = table_new()) == NULL)
+    if (rc == 0 && (c->table = tg_keyshards_new(free_node)) == NULL)
         rc = -1;
     if (rc < 0) {
         cl_destroy(c);
@@ -281,7 +248,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     h->fx = fx;
     h->gen = fx->gen;
     uint64_t hash;
-    cl_shard_t *sh = tg_keyshards_pick(&c->table->ks, key, len, &hash);
+    cl_shard_t *sh = tg_keyshards_pick(c->table, key, len, &hash);
     pthread_mutex_lock(&sh->lock);
     cl_entry_t *e = lookup(c->table, sh, hash, key, len);
     if (e == NULL) {
@@ -352,8 +319,8 @@ static void cl_inherit(void *new_conf, void *old_conf)
     cl_conf_t *n = new_conf, *o = old_conf;
     if (!tg_filter_key_equal(&n->key, &o->key))
         return;
-    table_free(n->table);
-    n->table = table_ref(o->table);
+    tg_keyshards_unref(n->table);
+    n->table = tg_keyshards_ref(o->table);
 }
 
 const tg_filter_type_t tg_filter_concurrency_limit = {

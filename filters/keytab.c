@@ -66,23 +66,38 @@ void tg_keytab_clear(tg_keytab_t *t, void (*fn)(tg_kt_node_t *n))
     t->nbuckets = t->count = 0;
 }
 
-int tg_keyshards_init(tg_keyshards_t *s)
+tg_keyshards_t *tg_keyshards_new(void (*free_node)(tg_kt_node_t *n))
 {
-    memset(s, 0, sizeof(*s));
-    if (tg_siphash_random_key(&s->hkey) < 0)
-        return -1;
+    tg_keyshards_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    if (tg_siphash_random_key(&s->hkey) < 0) {
+        free(s);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
     atomic_init(&s->keys, 0);
+    s->free_node = free_node;
     for (size_t i = 0; i < TG_KT_SHARDS; i++)
         pthread_mutex_init(&s->shard[i].lock, NULL);
-    return 0;
+    return s;
 }
 
-void tg_keyshards_destroy(tg_keyshards_t *s, void (*fn)(tg_kt_node_t *n))
+tg_keyshards_t *tg_keyshards_ref(tg_keyshards_t *s)
 {
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void tg_keyshards_unref(tg_keyshards_t *s)
+{
+    if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
     for (size_t i = 0; i < TG_KT_SHARDS; i++) {
-        tg_keytab_clear(&s->shard[i].kt, fn);
+        tg_keytab_clear(&s->shard[i].kt, s->free_node);
         pthread_mutex_destroy(&s->shard[i].lock);
     }
+    free(s);
 }
 
 /* The top bits choose the shard, the low bits the bucket within it. */

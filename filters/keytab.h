@@ -47,15 +47,19 @@ typedef struct tg_kt_shard {
 } tg_kt_shard_t;
 
 typedef struct tg_keyshards {
+    atomic_int refs;            /* configs sharing the table (a reload passes it on) */
+    void (*free_node)(tg_kt_node_t *n); /* how the owner's entries go */
     tg_siphash_key_t hkey;
     atomic_size_t keys;         /* nodes held, all shards (the owner counts) */
     tg_kt_shard_t shard[TG_KT_SHARDS];
 } tg_keyshards_t;
 
-/* 0, or -1 (no randomness for the key). */
-int tg_keyshards_init(tg_keyshards_t *s);
-/* Hands every node to fn (see tg_keytab_clear) and destroys the locks. */
-void tg_keyshards_destroy(tg_keyshards_t *s, void (*fn)(tg_kt_node_t *n));
+/* A new table (one reference) whose entries free_node frees at the end;
+ * NULL when out of memory or randomness. */
+tg_keyshards_t *tg_keyshards_new(void (*free_node)(tg_kt_node_t *n));
+tg_keyshards_t *tg_keyshards_ref(tg_keyshards_t *s);
+/* Drops a reference; the last frees every entry left and the table. */
+void tg_keyshards_unref(tg_keyshards_t *s);
 /* The key's hash (for find/insert) and its shard. */
 tg_kt_shard_t *tg_keyshards_pick(tg_keyshards_t *s, const char *key, size_t len, uint64_t *hash);
 /* The shard a node is in. */

@@ -188,35 +188,11 @@ typedef struct q_entry {
 
 typedef tg_kt_shard_t q_shard_t;
 
-typedef struct q_table {
-    atomic_int refs;
-    tg_keyshards_t ks;         /* the entries, sharded (keytab.h) */
-} q_table_t;
-
-static q_table_t *table_new(void)
-{
-    q_table_t *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    if (tg_keyshards_init(&t->ks) < 0) {
-        free(t);
-        return NULL;
-    }
-    atomic_init(&t->refs, 1);
-    return t;
-}
+typedef tg_keyshards_t q_table_t; /* the entries, sharded and refcounted (keytab.h) */
 
 static void free_node(tg_kt_node_t *n)
 {
     free(n);
-}
-
-static void table_free(q_table_t *t)
-{
-    if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
-        return;
-    tg_keyshards_destroy(&t->ks, free_node);
-    free(t);
 }
 
 /* Frees one entry of the shard whose period is over; 0 if one went. */
@@ -226,7 +202,7 @@ static int evict_stale(q_table_t *t, q_shard_t *sh, int64_t period)
         for (tg_kt_node_t *n = sh->kt.buckets[b]; n != NULL; n = n->hnext)
             if (((q_entry_t *)n)->period < period) {
                 tg_keytab_remove(&sh->kt, n);
-                atomic_fetch_sub(&t->ks.keys, 1);
+                atomic_fetch_sub(&t->keys, 1);
                 free(n);
                 return 0;
             }
@@ -255,7 +231,7 @@ static void q_destroy(void *p)
     tg_filter_key_free(&c->key);
     free(c->tz_name);
     tg_tz_free(&c->tz);
-    table_free(c->table);
+    tg_keyshards_unref(c->table);
     free(c);
 }
 
@@ -303,7 +279,7 @@ static void *q_create(tg_node_t *node, const char *config_path)
     const char *off = getenv(TG_QUOTA_CLOCK_ENV);
     if (off != NULL)
         c->clock_offset = strtoll(off, NULL, 10);
-    if (rc == 0 && (c->table = table_new()) == NULL)
+    if (rc == 0 && (c->table = tg_keyshards_new(free_node)) == NULL)
         rc = -1;
     if (rc < 0) {
         q_destroy(c);
@@ -328,11 +304,11 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
     int64_t now = (int64_t)time(NULL) + c->clock_offset, end;
     int64_t period = tg_quota_period(&c->tz, c->period, now, &end);
     uint64_t h;
-    q_shard_t *sh = tg_keyshards_pick(&c->table->ks, key, len, &h);
+    q_shard_t *sh = tg_keyshards_pick(c->table, key, len, &h);
     pthread_mutex_lock(&sh->lock);
     q_entry_t *e = (q_entry_t *)tg_keytab_find(&sh->kt, h, key, len);
     if (e == NULL) {
-        int room = atomic_load(&c->table->ks.keys) < c->max_keys || evict_stale(c->table, sh, period) == 0;
+        int room = atomic_load(&c->table->keys) < c->max_keys || evict_stale(c->table, sh, period) == 0;
         if (room && (e = calloc(1, sizeof(*e) + len)) != NULL) {
             memcpy(e->key, key, len);
             e->node = (tg_kt_node_t){ .hash = h, .key = e->key, .keylen = len };
@@ -341,7 +317,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
                 free(e);
                 e = NULL;
             } else {
-                atomic_fetch_add(&c->table->ks.keys, 1);
+                atomic_fetch_add(&c->table->keys, 1);
             }
         }
     }
@@ -381,9 +357,8 @@ static void q_inherit(void *new_conf, void *old_conf)
     q_conf_t *n = new_conf, *o = old_conf;
     if (!tg_filter_key_equal(&n->key, &o->key) || n->period != o->period || strcmp(n->tz_name, o->tz_name) != 0)
         return;
-    table_free(n->table);
-    atomic_fetch_add(&o->table->refs, 1);
-    n->table = o->table;
+    tg_keyshards_unref(n->table);
+    n->table = tg_keyshards_ref(o->table);
 }
 
 const tg_filter_type_t tg_filter_quota = {
