@@ -1,4 +1,5 @@
-"""rate_limit `mode: shadow` and `on_limit: tag`. Shadow: a limit tried in
+"""rate_limit `mode: shadow`, `on_limit: tag` and plans, over HTTP/1.1,
+HTTP/2 and gRPC. Shadow: a limit tried in
 production without refusing anyone. On the same traffic a shadow filter decides exactly as its
 enforced twin (the same requests allowed, the same ones it would refuse),
 never refuses, says so in the metrics (decision="shadow_limited"), in the
@@ -9,10 +10,12 @@ marked with x-ratelimit-exceeded (the policy it is over), for the upstream
 to decide; a client cannot send that header itself."""
 import json
 import os
+import subprocess
 import tempfile
 import time
 import unittest
 
+import grpc
 import requests
 
 import harness
@@ -127,6 +130,95 @@ class ShadowModeTest(harness.GatewayTest):
         # a new client still has its full budget
         self.assertEqual(s.get(self.gateway.url("/whoami"), headers={"x-route": "tried", "x-client": "c2"},
                                timeout=5).status_code, 200)
+
+
+class OverHttp2AndGrpcTest(harness.GatewayTest):
+    """The same features over HTTP/2 and gRPC: shadow mode (counted, never
+    refused), on_limit: tag (the marked call reaches the service with the
+    header as metadata), and plans by identity (a RESOURCE_EXHAUSTED at the
+    plan's limit, not the default's)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("shadow-h2")
+        cls.echo = harness.start_grpc_backend("shadow-grpc")
+        cls.procs = [cls.app, cls.echo]
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
+        cls.gateway = harness.Gateway(f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{cls.admin} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]
+routes:
+  - name: g-shadow
+    match: {{ grpc_service: test.v1.Echo, grpc_method: Who }}
+    cluster: echo
+    filters: [{{ rate_limit: {{ key: "header:x-client", limit: 2, window: 1m, mode: shadow }} }}]
+  - name: g-tag
+    match: {{ grpc_service: test.v1.Echo, grpc_method: Echo }}
+    cluster: echo
+    filters: [{{ rate_limit: {{ key: "header:x-client", limit: 1, window: 1m, on_limit: tag }} }}]
+  - name: g-plans
+    match: {{ grpc_service: test.v1.Echo, grpc_method: Usage }}
+    cluster: echo
+    filters:
+      - auth: {{ bearer_tokens: [{{ name: pro-client, token: t-pro }}, {{ name: free-client, token: t-free }}] }}
+      - rate_limit:
+          key: identity
+          limit: 1
+          window: 1m
+          overrides: [{{ name: pro, identities: [pro-client], limit: 3, window: 1m }}]
+  - name: g-other
+    match: {{ grpc_service: test.v1.Echo }}
+    cluster: echo
+  - name: h2-shadow
+    cluster: app
+    filters: [{{ rate_limit: {{ key: "header:x-client", limit: 1, window: 1m, mode: shadow, response_headers: true }} }}]
+clusters:
+  - {{ name: app, endpoints: [127.0.0.1:{cls.app.port}] }}
+  - {{ name: echo, protocol: h2c, endpoints: [127.0.0.1:{cls.echo.port}] }}
+""", port=cls.port)
+
+    def decisions(self, route):
+        m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
+        return {d: harness.metric(m, "tollgate_ratelimit_decisions_total", route=route, decision=d)
+                for d in ("allowed", "limited", "shadow_limited", "tagged")}
+
+    def test_grpc(self):
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
+            who = ch.unary_unary("/test.v1.Echo/Who")
+            echo = ch.unary_unary("/test.v1.Echo/Echo")
+            usage = ch.unary_unary("/test.v1.Echo/Usage")
+            metadata = ch.unary_unary("/test.v1.Echo/Metadata")
+            md = (("x-client", "g1"),)
+            self.assertEqual([who(b"", metadata=md, timeout=5) for _ in range(4)], [b"shadow-grpc"] * 4)
+            self.assertEqual(self.decisions("g-shadow"),
+                             {"allowed": 2, "limited": 0, "shadow_limited": 2, "tagged": 0})
+            echo(b"a", metadata=md, timeout=5)
+            self.assertNotIn("x-ratelimit-exceeded", metadata(b"", timeout=5).decode())
+            echo(b"b", metadata=md + (("x-ratelimit-exceeded", "forged"),), timeout=5)  # over: tagged by us
+            seen = metadata(b"", timeout=5).decode()
+            self.assertIn("('x-ratelimit-exceeded', '\"default\";q=1;w=60')", seen)
+            self.assertNotIn("forged", seen)
+            pro = (("authorization", "Bearer t-pro"),)
+            self.assertEqual([usage(b"1", metadata=pro, timeout=5) for _ in range(3)], [b"done"] * 3)
+            with self.assertRaises(grpc.RpcError) as e:
+                usage(b"1", metadata=pro, timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            free = (("authorization", "Bearer t-free"),)
+            usage(b"1", metadata=free, timeout=5)
+            with self.assertRaises(grpc.RpcError) as e:
+                usage(b"1", metadata=free, timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_http2_shadow(self):
+        outs = []
+        for _ in range(3):
+            outs.append(subprocess.run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--http2-prior-knowledge",
+                                        "-H", "x-client: h2", self.gateway.url("/whoami")],
+                                       capture_output=True, text=True, timeout=10).stdout.lower())
+        self.assertTrue(all(o.startswith("http/2 200") for o in outs), outs)
+        self.assertIn('ratelimit: "default";r=0', outs[1])  # what an enforced limit would say
+        self.assertEqual(self.decisions("h2-shadow")["shadow_limited"], 2)
 
 
 if __name__ == "__main__":
