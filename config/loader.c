@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
@@ -149,8 +150,55 @@ static int get_uint(loader_t *ld, yaml_node_t *n, const char *what, uint64_t lo,
     return ok ? 0 : -1;
 }
 
+/* Edit distance between a and b (insertions, deletions, substitutions and
+ * swaps of neighbours), for names up to 63 bytes; larger otherwise. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return SIZE_MAX;
+    size_t d[64][64];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1], best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1; /* a swap */
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
+/* The known key nearest to a misspelt one, if it is near enough to be
+ * what was meant (at most a third of its length, and 3, edits away). */
+static const char *nearest_key(const char *key, const char *const *keys, size_t nkeys)
+{
+    const char *best = NULL;
+    size_t bestd = SIZE_MAX, limit = strlen(key) / 3;
+    if (limit > 3)
+        limit = 3;
+    if (limit < 1)
+        limit = 1;
+    for (size_t i = 0; i < nkeys; i++) {
+        size_t d = distance(key, keys[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = keys[i];
+        }
+    }
+    return bestd <= limit ? best : NULL;
+}
+
 /* Fills vals[i] with the value node of keys[i] (or NULL). Unknown keys,
- * duplicate keys and non-scalar keys are errors. */
+ * duplicate keys and non-scalar keys are errors; a misspelt key names the
+ * one it probably is. */
 static int take_fields(loader_t *ld, yaml_node_t *map, const char *what,
                        const char *const *keys, size_t nkeys, yaml_node_t **vals)
 {
@@ -171,7 +219,11 @@ static int take_fields(loader_t *ld, yaml_node_t *map, const char *what,
             if (strcmp(key, keys[i]) == 0)
                 break;
         if (i == nkeys) {
-            err_at(ld, k, "unknown key '%s' in %s", key, what);
+            const char *near = nearest_key(key, keys, nkeys);
+            if (near != NULL)
+                err_at(ld, k, "unknown key '%s' in %s; did you mean '%s'?", key, what, near);
+            else
+                err_at(ld, k, "unknown key '%s' in %s", key, what);
             rc = -1;
         } else if (vals[i] != NULL) {
             err_at(ld, k, "duplicate key '%s' in %s", key, what);

@@ -161,6 +161,20 @@ static void test_errors(void **state)
     expect_error("- a\n- b\n", "t.yaml:1:1: the top level must be a mapping");
     expect_error("workers: 2\n", "t.yaml:1:1: config: missing required key 'listeners'");
     expect_error(BASE_LISTENERS "bogus: 1\n", "t.yaml:4:1: unknown key 'bogus' in the top level");
+    /* a misspelt key names the one it probably is; a far-off one does not guess */
+    expect_error(BASE_LISTENERS "routes: [{ name: r, cluster: c, match: { path_prefx: /a } }]\n"
+                                "clusters: [{ name: c, endpoints: ['127.0.0.1:1'] }]\n",
+                 "unknown key 'path_prefx' in match; did you mean 'path_prefix'?");
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, windwo: 1s } }]\n",
+                 "unknown key 'windwo' in rate_limit; did you mean 'window'?");
+    expect_error(BASE_LISTENERS "workres: 2\n", "unknown key 'workres' in the top level; did you mean 'workers'?");
+    {
+        tg_errors_t errs = { 0 };
+        assert_null(load(BASE_LISTENERS "bogus: 1\n", &errs));
+        assert_int_equal(errs.n, 1);
+        assert_null(strstr(errs.msgs[0], "did you mean"));
+        tg_errors_free(&errs);
+    }
     expect_error("workers: 0\n" BASE_LISTENERS, "t.yaml:1:10: workers: '0' is not an integer in [1, 256]");
     expect_error("workers: many\n" BASE_LISTENERS, "t.yaml:1:10: workers: 'many' is not an integer");
     expect_error("drain_timeout: 5\n" BASE_LISTENERS, "t.yaml:1:16: drain_timeout: '5' is not a duration");
