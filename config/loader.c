@@ -186,7 +186,11 @@ static const char *nearest_key(const char *key, const char *const *keys, size_t 
         limit = 3;
     if (limit < 1)
         limit = 1;
+    size_t kl = strlen(key);
     for (size_t i = 0; i < nkeys; i++) {
+        size_t ol = strlen(keys[i]);
+        if ((kl > ol ? kl - ol : ol - kl) > limit)
+            continue; /* lengths alone are too far apart */
         size_t d = distance(key, keys[i]);
         if (d < bestd) {
             bestd = d;
