@@ -2,7 +2,7 @@
 midnight in a time zone. The gateway's clock for quotas is moved (the
 test hook TOLLGATE_QUOTA_CLOCK_OFFSET) to three seconds before midnight
 in Berlin: the day's budget runs out, stays out across a reload, and
-comes back when the day turns — over HTTP/1.1 and HTTP/2."""
+comes back when the day turns — over HTTP/1.1, HTTP/2 and gRPC."""
 import os
 import subprocess
 import time
@@ -10,6 +10,7 @@ import unittest
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import grpc
 import requests
 
 import harness
@@ -115,6 +116,32 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
             p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=10)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn(said, p.stderr + p.stdout)
+
+
+class QuotaGrpcTest(unittest.TestCase):
+    """A day's budget on gRPC calls: RESOURCE_EXHAUSTED once it is spent."""
+
+    def test_grpc(self):
+        echo = harness.start_grpc_backend("quota-grpc")
+        self.addCleanup(echo.stop)
+        port = harness.free_port()
+        gw = harness.Gateway(f"""
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+routes:
+  - name: calls
+    cluster: echo
+    filters: [{{ quota: {{ key: "header:x-user", limit: 2, period: day, tz: Asia/Tokyo }} }}]
+clusters: [{{ name: echo, protocol: h2c, endpoints: [127.0.0.1:{echo.port}] }}]
+""", port=port)
+        self.addCleanup(gw.stop)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.unary_unary("/test.v1.Echo/Echo")
+            md = (("x-user", "g"),)
+            self.assertEqual([call(b"x", metadata=md, timeout=5) for _ in range(2)], [b"x", b"x"])
+            with self.assertRaises(grpc.RpcError) as e:
+                call(b"x", metadata=md, timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertEqual(call(b"y", metadata=(("x-user", "h"),), timeout=5), b"y")
 
 
 if __name__ == "__main__":
