@@ -121,6 +121,28 @@ static void free_tls_client(tg_tls_client_conf_t *t)
     free_cert(&t->client_cert);
 }
 
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
+static void free_redis(tg_redis_conf_t *r)
+{
+    free(r->where);
+    for (size_t i = 0; i < r->n_nodes; i++) {
+        free(r->nodes[i].address);
+        free(r->nodes[i].host);
+    }
+    free(r->nodes);
+    free_secret(r->username);
+    free_secret(r->password);
+    free_tls_client(&r->tls);
+    free(r->key_prefix);
+}
+
 static void config_free(tg_config_t *c)
 {
     for (size_t i = 0; i < c->n_listeners; i++) {
@@ -152,10 +174,8 @@ static void config_free(tg_config_t *c)
     free(c->trusted_proxies);
     free(c->admin.listen);
     free(c->admin.host);
-    if (c->admin.token) {
-        memset(c->admin.token, 0, strlen(c->admin.token));
-        free(c->admin.token);
-    }
+    free_secret(c->admin.token);
+    free_redis(&c->redis);
     for (size_t i = 0; i < c->admin.n_allowed_hosts; i++)
         free(c->admin.allowed_hosts[i]);
     free(c->admin.allowed_hosts);

@@ -242,6 +242,28 @@ typedef struct tg_admin_conf {
 
 #define TG_DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
 
+/* The top-level `redis:` section: the shared store that rate_limit with
+ * `store: redis` counts in (docs/configuration.md, docs/deployment.md). */
+typedef struct tg_redis_conf {
+    int enabled;
+    char *where;              /* "file:line:col" of the section, for errors */
+    int cluster;              /* Redis Cluster: nodes are the seeds, the slot map is asked for */
+    tg_endpoint_conf_t *nodes;/* address: one node; cluster: the seeds */
+    size_t n_nodes;
+    char *username;           /* AUTH username password (ACL), or AUTH password; secrets */
+    char *password;
+    tg_tls_client_conf_t tls; /* TLS toward Redis */
+    uint64_t timeout_ms;      /* a command's answer must come within this */
+    uint64_t connect_timeout_ms;
+    uint32_t pool;            /* connections per worker and node */
+    char *key_prefix;         /* every key tollgate writes starts with this */
+} tg_redis_conf_t;
+
+#define TG_DEFAULT_REDIS_TIMEOUT_MS 25
+#define TG_DEFAULT_REDIS_CONNECT_TIMEOUT_MS 1000
+#define TG_DEFAULT_REDIS_POOL 1
+#define TG_DEFAULT_REDIS_KEY_PREFIX "tollgate:"
+
 typedef struct tg_config {
     atomic_int refs;
     char *path;
@@ -262,6 +284,7 @@ typedef struct tg_config {
     size_t n_trusted_proxies;
     tg_path_conf_t paths;       /* path_normalization */
     uint64_t max_connections;   /* open client connections, all listeners (0: no limit) */
+    tg_redis_conf_t redis;      /* enabled 0: no `redis:` section */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

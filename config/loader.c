@@ -378,6 +378,11 @@ static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out
 
 /* ---- the node API for filters (config/node.h) ---- */
 
+const struct tg_config *tg_node_config(const tg_node_t *n)
+{
+    return n->ld->cfg;
+}
+
 int tg_node_present(const tg_node_t *n)
 {
     return n->yn != NULL;
@@ -1022,12 +1027,12 @@ static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
     return rc;
 }
 
-static int load_cluster_tls(loader_t *ld, yaml_node_t *n, tg_tls_client_conf_t *t)
+static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tls_client_conf_t *t)
 {
     static const char *const keys[] = { "ca", "server_name", "verify", "cert", "key", "min_version" };
     enum { K_CA, K_SNI, K_VERIFY, K_CERT, K_KEY, K_MINV, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "cluster tls", keys, K_N, v);
+    int rc = take_fields(ld, n, what, keys, K_N, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     t->enabled = 1;
@@ -1042,7 +1047,7 @@ static int load_cluster_tls(loader_t *ld, yaml_node_t *n, tg_tls_client_conf_t *
     if (v[K_VERIFY] && get_bool(ld, v[K_VERIFY], "verify", &t->verify) < 0)
         rc = -1;
     if ((v[K_CERT] == NULL) != (v[K_KEY] == NULL)) {
-        err_at(ld, n, "cluster tls: cert and key go together (a client certificate for upstream mTLS)");
+        err_at(ld, n, "%s: cert and key go together (a client certificate for mutual TLS)", what);
         rc = -1;
     } else if (v[K_CERT] && (get_path(ld, v[K_CERT], "cert", &t->client_cert.cert, &t->client_cert.where) < 0 ||
                              get_path(ld, v[K_KEY], "key", &t->client_cert.key, NULL) < 0)) {
@@ -1121,7 +1126,7 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
     }
     if (v[K_OUT] && load_outlier(ld, v[K_OUT], &c->outlier) < 0)
         rc = -1;
-    if (v[K_TLS] && load_cluster_tls(ld, v[K_TLS], &c->tls) < 0)
+    if (v[K_TLS] && load_client_tls(ld, v[K_TLS], "cluster tls", &c->tls) < 0)
         rc = -1;
     if (c->protocol == TG_PROTO_H2 && v[K_TLS] == NULL) {
         err_at(ld, v[K_PROTO], "protocol: 'h2' is HTTP/2 over TLS and needs a tls block (use h2c for cleartext)");
@@ -1531,6 +1536,90 @@ static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
         get_str_list(ld, v[3], "allowed_hosts", &a->allowed_hosts, &a->n_allowed_hosts);
 }
 
+/* One "host:port" node address into e. */
+static int load_node_address(loader_t *ld, yaml_node_t *n, const char *what, tg_endpoint_conf_t *e)
+{
+    char host[256];
+    if ((e->address = get_str(ld, n, what)) == NULL)
+        return -1;
+    if (tg_parse_hostport(e->address, host, sizeof(host), &e->port) < 0 || e->port == 0) {
+        err_at(ld, n, "%s: '%s' is not HOST:PORT", what, e->address);
+        return -1;
+    }
+    return (e->host = strdup(host)) ? 0 : -1;
+}
+
+/* A secret given inline (or as ${VAR}) or read from a file. */
+static char *load_secret_pair(loader_t *ld, yaml_node_t *inl, yaml_node_t *file, const char *what)
+{
+    char file_what[64];
+    snprintf(file_what, sizeof(file_what), "%s_file", what);
+    if (inl && file) {
+        err_at(ld, file, "redis: give %s or %s, not both", what, file_what);
+        return NULL;
+    }
+    if (inl)
+        return get_secret(ld, inl, what);
+    char *path = file ? get_str(ld, file, file_what) : NULL;
+    char *v = path ? read_secret_file(ld, file, file_what, path) : NULL;
+    free(path);
+    return v;
+}
+
+static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
+{
+    static const char *const keys[] = { "address", "cluster", "username", "username_file", "password",
+                                        "password_file", "tls", "timeout", "connect_timeout", "pool", "key_prefix" };
+    enum { K_ADDR, K_CLUSTER, K_USER, K_USERF, K_PASS, K_PASSF, K_TLS, K_TIMEOUT, K_CONNTO, K_POOL, K_PREFIX, K_N };
+    yaml_node_t *v[K_N];
+    if (take_fields(ld, n, "redis", keys, K_N, v) < 0 && n->type != YAML_MAPPING_NODE)
+        return;
+    r->enabled = 1;
+    r->timeout_ms = TG_DEFAULT_REDIS_TIMEOUT_MS;
+    r->connect_timeout_ms = TG_DEFAULT_REDIS_CONNECT_TIMEOUT_MS;
+    r->pool = TG_DEFAULT_REDIS_POOL;
+    r->where = where_of(ld, n);
+    if ((v[K_ADDR] == NULL) == (v[K_CLUSTER] == NULL)) {
+        err_at(ld, n, "redis: give address (one Redis) or cluster (seed addresses of a Redis Cluster)");
+    } else if (v[K_ADDR]) {
+        if ((r->nodes = calloc(1, sizeof(*r->nodes))) != NULL) {
+            r->n_nodes = 1;
+            load_node_address(ld, v[K_ADDR], "redis address", &r->nodes[0]);
+        }
+    } else if (expect_type(ld, v[K_CLUSTER], YAML_SEQUENCE_NODE, "redis cluster") == 0) {
+        size_t len = seq_len(v[K_CLUSTER]);
+        r->cluster = 1;
+        if (len == 0 || len > 64)
+            err_at(ld, v[K_CLUSTER], "redis cluster: give 1 to 64 seed addresses");
+        else if ((r->nodes = calloc(len, sizeof(*r->nodes))) != NULL) {
+            r->n_nodes = len;
+            for (size_t i = 0; i < len; i++)
+                load_node_address(ld, node_at(ld, v[K_CLUSTER]->data.sequence.items.start[i]), "redis cluster seed",
+                                  &r->nodes[i]);
+        }
+    }
+    if (v[K_USER] || v[K_USERF])
+        r->username = load_secret_pair(ld, v[K_USER], v[K_USERF], "username");
+    if (v[K_PASS] || v[K_PASSF])
+        r->password = load_secret_pair(ld, v[K_PASS], v[K_PASSF], "password");
+    if (r->username != NULL && r->password == NULL)
+        err_at(ld, n, "redis: a username needs a password (AUTH username password)");
+    if (v[K_TLS])
+        load_client_tls(ld, v[K_TLS], "redis tls", &r->tls);
+    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "redis timeout", &r->timeout_ms) == 0 &&
+        (r->timeout_ms < 1 || r->timeout_ms > 60000))
+        err_at(ld, v[K_TIMEOUT], "redis timeout: between 1ms and 1m");
+    if (v[K_CONNTO] && get_duration(ld, v[K_CONNTO], "redis connect_timeout", &r->connect_timeout_ms) == 0 &&
+        (r->connect_timeout_ms < 1 || r->connect_timeout_ms > 60000))
+        err_at(ld, v[K_CONNTO], "redis connect_timeout: between 1ms and 1m");
+    if (v[K_POOL])
+        get_u32(ld, v[K_POOL], "redis pool", 1, 64, &r->pool);
+    r->key_prefix = v[K_PREFIX] ? get_str(ld, v[K_PREFIX], "redis key_prefix") : strdup(TG_DEFAULT_REDIS_KEY_PREFIX);
+    if (r->key_prefix != NULL && (strlen(r->key_prefix) > 128 || strchr(r->key_prefix, '{') ||
+                                  strchr(r->key_prefix, '}')))
+        err_at(ld, v[K_PREFIX], "redis key_prefix: at most 128 bytes, without { or } (they would change the hash slot)");
+}
+
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 {
     static const char *const keys[] = { "merge_slashes", "escaped_slashes", "forward" };
@@ -1567,9 +1656,9 @@ static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
                                         "admin", "filters", "trusted_proxies", "path_normalization",
-                                        "max_connections" };
+                                        "max_connections", "redis" };
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_MAXCONN, K_N };
+           K_MAXCONN, K_REDIS, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1597,6 +1686,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])
         load_admin(ld, v[K_ADMIN], &c->admin);
+    if (v[K_REDIS]) /* before the filters: store: redis needs it */
+        load_redis(ld, v[K_REDIS], &c->redis);
     if (v[K_FILTERS])
         load_filters(ld, v[K_FILTERS], "filters", &c->filters);
     if (require(ld, root, v[K_LISTENERS], "listeners", "config") == 0) {

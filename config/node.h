@@ -16,6 +16,9 @@ typedef struct tg_node {
 } tg_node_t;
 
 int tg_node_present(const tg_node_t *n);
+/* The config being loaded, as far as it is: the top-level sections a
+ * filter may depend on (redis:) are loaded before any filter. */
+const struct tg_config *tg_node_config(const tg_node_t *n);
 int tg_node_is_seq(const tg_node_t *n);
 int tg_node_is_map(const tg_node_t *n);
 

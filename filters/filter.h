@@ -31,6 +31,7 @@
 
 #include "config/config.h"
 #include "config/node.h"
+#include "filters/store.h"
 #include "proxy/base/http.h"
 
 struct evbuffer;
@@ -56,6 +57,9 @@ typedef enum {
     TG_OUTCOME_RL_TAGGED,       /* over a limit with on_limit: tag: forwarded, marked for the upstream */
     TG_OUTCOME_CL_LIMITED,      /* a concurrency_limit filter refused it (429), at once or after queueing */
     TG_OUTCOME_CL_QUEUED,       /* ... made it wait for a slot */
+    TG_OUTCOME_RL_CACHED,       /* refused from the worker's "denied until" cache, no store round trip */
+    TG_OUTCOME_RL_STORE_ALLOWED,/* the store failed (timeout, error, down) and on_store_error let it pass */
+    TG_OUTCOME_RL_STORE_DENIED, /* ... and on_store_error refused it (503) */
     TG_OUTCOME_N
 } tg_filter_outcome_t;
 
@@ -107,6 +111,7 @@ typedef struct tg_filter_exchange {
     size_t listener;
     unsigned worker;            /* the worker's index, for per-worker state */
     struct event_base *base;    /* the worker's loop, for async work */
+    tg_store_t *store;          /* the worker's shared store (redis:), NULL if none is configured */
     uint64_t gen;               /* identifies this exchange across recycling */
     size_t paused_at;           /* chain index of the filter that paused */
     /* The client's identity: set by an auth filter (token name, API key

@@ -35,6 +35,8 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
 #include "filters/key.h"
 #include "filters/keytab.h"
 #include "proxy/base/siphash.h"
@@ -345,14 +347,23 @@ typedef struct rl_conf {
     uint64_t *route_cost;
     size_t n_route_costs;
     char *reconcile;           /* response header or trailer with what the request really cost */
+    /* store: redis — the counters live in the shared store (filters/store.h) */
+    int redis;
+    int on_store_error_deny;   /* the store failed: refuse (503) instead of letting it pass */
+    char *ns;                  /* the counters' name in the store: `name`, else the plan and its limits */
+    uint64_t set_id;           /* this set's id in the worker's deny cache (random per load) */
+    tg_store_script_t check_script, adjust_script; /* the filter's */
 } rl_conf_t;
 
-/* A charge kept for reconciling once the response ends (fx->state). */
+/* A charge kept for reconciling once the response ends (fx->state); with
+ * store: redis, also what the paused request waits on. */
 typedef struct rl_charge {
-    const struct rl_conf *set;
+    const struct rl_conf *filter, *set;
     char *key;
     size_t len;
-    uint64_t cost, at_ms;
+    uint64_t cost, at_ms;      /* at_ms: the store's clock with store: redis */
+    uint64_t deny_hash;        /* store: redis, the deny-cache slot */
+    int counted;               /* the store counted it (reconcile then applies) */
 } rl_charge_t;
 
 /* What a limit set owns (an override shares the filter's key parts). */
@@ -360,6 +371,7 @@ static void set_free(rl_conf_t *c)
 {
     tg_rl_table_free(c->table);
     free(c->policy);
+    free(c->ns);
     for (size_t i = 0; i < c->n_identities; i++)
         free(c->identities[i]);
     free(c->identities);
@@ -591,14 +603,140 @@ static const rl_conf_t *pick_set(const rl_conf_t *c, const tg_filter_exchange_t 
     return c;
 }
 
+
+/* ---- store: redis ---- */
+
+/* The same weighted two-window counter as above, run atomically in Redis
+ * on the server's clock (so every gateway agrees on window boundaries).
+ * One hash per key holds each limit's window start, current and previous
+ * counts (s1 c1 p1 s2 ...), and expires two of its longest windows after
+ * its last use. KEYS[1]: the hash; ARGV: cost, n, ttl_ms, then limit and
+ * window_ms of each limit. Returns { allowed, decisive (0-based),
+ * remaining, reset_ms, retry_ms (-1: never), now_ms }. */
+static const char RL_CHECK_LUA[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local cost, n, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local f = {}\n"
+    "for i = 1, n do f[#f+1] = 's'..i; f[#f+1] = 'c'..i; f[#f+1] = 'p'..i end\n"
+    "local h = redis.call('HMGET', KEYS[1], unpack(f))\n"
+    "local S, C, P, L, W = {}, {}, {}, {}, {}\n"
+    "local allowed, retry = 1, 0\n"
+    "for i = 1, n do\n"
+    "  local l, w = tonumber(ARGV[2 + 2*i]), tonumber(ARGV[3 + 2*i])\n"
+    "  local s, c, p = tonumber(h[3*i-2]) or 0, tonumber(h[3*i-1]) or 0, tonumber(h[3*i]) or 0\n"
+    "  local start = now - now % w\n"
+    "  if s ~= start then\n"
+    "    if s + w == start then p = c else p = 0 end\n"
+    "    c = 0; s = start\n"
+    "  end\n"
+    "  S[i], C[i], P[i], L[i], W[i] = s, c, p, l, w\n"
+    "  local e = now - s\n"
+    "  if c + math.floor((p * (w - e) + w - 1) / w) + cost > l then\n"
+    "    allowed = 0\n"
+    "    local wm\n"
+    "    if cost > l then wm = -1\n"
+    "    elseif c + cost > l then\n"
+    "      if c == 0 then wm = w - e else\n"
+    "        local need = w\n"
+    "        if l > cost then need = w - math.floor(w * (l - cost) / c) end\n"
+    "        if need > w then need = w end\n"
+    "        wm = w - e + need\n"
+    "      end\n"
+    "    elseif p == 0 then wm = 0\n"
+    "    else\n"
+    "      local en = w - math.floor(w * (l - cost - c) / p)\n"
+    "      if en > e then wm = en - e else wm = 1 end\n"
+    "    end\n"
+    "    if wm < 0 or retry < 0 then retry = -1 elseif wm > retry then retry = wm end\n"
+    "  end\n"
+    "end\n"
+    "local least, decisive, reset, set = -1, 0, 0, {}\n"
+    "for i = 1, n do\n"
+    "  if allowed == 1 then C[i] = C[i] + cost end\n"
+    "  local w = W[i]\n"
+    "  local est = C[i] + math.floor((P[i] * (w - (now - S[i])) + w - 1) / w)\n"
+    "  local rem = 0\n"
+    "  if est < L[i] then rem = L[i] - est end\n"
+    "  if least < 0 or rem < least or (rem == least and allowed == 0) then\n"
+    "    least = rem; decisive = i - 1; reset = S[i] + w - now\n"
+    "  end\n"
+    "  set[#set+1] = 's'..i; set[#set+1] = S[i]; set[#set+1] = 'c'..i; set[#set+1] = C[i]\n"
+    "  set[#set+1] = 'p'..i; set[#set+1] = P[i]\n"
+    "end\n"
+    "if allowed == 1 then redis.call('HSET', KEYS[1], unpack(set)) end\n"
+    "redis.call('PEXPIRE', KEYS[1], ttl)\n"
+    "return {allowed, decisive, least, reset, retry, now}\n";
+
+/* reconcile on Redis: corrects a charge made at ARGV[2] (the server's
+ * clock, as the check returned it) by ARGV[1] units in each limit's
+ * window it went into, if that window is still current or just past.
+ * ARGV: delta, charged_ms, n, then each limit's window_ms. */
+static const char RL_ADJUST_LUA[] =
+    "local delta, at, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "for i = 1, n do\n"
+    "  local w = tonumber(ARGV[3 + i])\n"
+    "  local start = at - at % w\n"
+    "  local s = tonumber(redis.call('HGET', KEYS[1], 's'..i)) or 0\n"
+    "  local field\n"
+    "  if s == start then field = 'c'..i elseif s == start + w then field = 'p'..i end\n"
+    "  if field then\n"
+    "    local v = (tonumber(redis.call('HGET', KEYS[1], field)) or 0) + delta\n"
+    "    if v < 0 then v = 0 end\n"
+    "    redis.call('HSET', KEYS[1], field, v)\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+/* The counters' name in the store, the same on every gateway that has
+ * the same plan: "<plan>:<limit>/<window_ms>,..." (two rate_limit filters
+ * with the same plan, limits and key value share them, as one limit). */
+static char *set_namespace(const rl_conf_t *c)
+{
+    char buf[512];
+    int off = snprintf(buf, sizeof(buf), "%s:", c->policy);
+    for (size_t i = 0; i < c->n_limits && off > 0 && (size_t)off < sizeof(buf); i++)
+        off += snprintf(buf + off, sizeof(buf) - (size_t)off, "%s%llu/%llu", i ? "," : "",
+                        (unsigned long long)c->limits[i].limit, (unsigned long long)c->limits[i].window_ms);
+    return strdup(buf);
+}
+
+/* The hash holding a key's windows: PREFIX rl:{NS:KEY} — the braces make
+ * the whole name its hash tag, so a key's windows sit on one Cluster slot. */
+static size_t store_key(const tg_store_t *st, const rl_conf_t *set, const char *key, size_t len, char *out,
+                        size_t cap)
+{
+    size_t ns = strlen(set->ns), need = st->key_prefix_len + 4 + ns + 1 + len + 1;
+    if (need > cap)
+        return 0;
+    char *p = out;
+    memcpy(p, st->key_prefix, st->key_prefix_len);
+    p += st->key_prefix_len;
+    memcpy(p, "rl:{", 4);
+    p += 4;
+    memcpy(p, set->ns, ns);
+    p += ns;
+    *p++ = ':';
+    memcpy(p, key, len);
+    p += len;
+    *p++ = '}';
+    return (size_t)(p - out);
+}
+
+static uint64_t reply_int(const tg_resp_value_t *v, size_t i)
+{
+    return v->items[i].integer < 0 ? UINT64_MAX : (uint64_t)v->items[i].integer;
+}
+
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
     static const char *const keys[] = { "key",       "limit",    "window",   "limits",      "response_headers",
                                         "header_style", "max_keys", "on_full", "mode",      "on_limit",
                                         "overrides",    "cost",     "min_cost", "max_cost", "route_costs",
-                                        "reconcile" };
+                                        "reconcile",    "store",    "on_store_error" };
     enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES,
-           K_COST, K_MINCOST, K_MAXCOST, K_ROUTECOSTS, K_RECONCILE, K_N };
+           K_COST, K_MINCOST, K_MAXCOST, K_ROUTECOSTS, K_RECONCILE, K_STORE, K_ONSTOREERR, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -674,6 +812,37 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         }
         free(s);
     }
+    if (tg_node_present(&v[K_STORE])) {
+        char *m = tg_node_str(&v[K_STORE], "store");
+        if (m && strcmp(m, "redis") == 0) {
+            c->redis = 1;
+            const tg_config_t *cfg = tg_node_config(node);
+            if (cfg == NULL || !cfg->redis.enabled) {
+                tg_node_error(&v[K_STORE], "store: redis needs a top-level 'redis:' section (address or cluster)");
+                rc = -1;
+            }
+        } else if (m == NULL || strcmp(m, "local") != 0) {
+            if (m)
+                tg_node_error(&v[K_STORE], "store: '%s' is not one of local, redis", m);
+            rc = -1;
+        }
+        free(m);
+    }
+    if (tg_node_present(&v[K_ONSTOREERR])) {
+        char *m = tg_node_str(&v[K_ONSTOREERR], "on_store_error");
+        if (m && strcmp(m, "deny") == 0)
+            c->on_store_error_deny = 1;
+        else if (m == NULL || strcmp(m, "allow") != 0) {
+            if (m)
+                tg_node_error(&v[K_ONSTOREERR], "on_store_error: '%s' is not one of allow, deny", m);
+            rc = -1;
+        }
+        free(m);
+        if (rc == 0 && !c->redis) {
+            tg_node_error(&v[K_ONSTOREERR], "on_store_error applies to store: redis");
+            rc = -1;
+        }
+    }
     if ((c->policy = strdup("default")) == NULL)
         rc = -1;
     if (rc == 0 && parse_cost(&v[K_COST], &v[K_MINCOST], &v[K_MAXCOST], &v[K_ROUTECOSTS], &v[K_RECONCILE], c) < 0)
@@ -682,6 +851,16 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         rc = -1;
     if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits, (size_t)c->max_keys)) == NULL)
         rc = -1;
+    if (rc == 0 && c->redis && (tg_store_script_init(&c->check_script, RL_CHECK_LUA) < 0 ||
+                                tg_store_script_init(&c->adjust_script, RL_ADJUST_LUA) < 0))
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i <= c->n_overrides; i++) { /* each plan's name in the store */
+        rl_conf_t *set = i < c->n_overrides ? &c->overrides[i] : c;
+        set->redis = c->redis;
+        set->on_store_error_deny = c->on_store_error_deny;
+        if ((set->ns = set_namespace(set)) == NULL || RAND_bytes((unsigned char *)&set->set_id, 8) != 1)
+            rc = -1;
+    }
     if (rc < 0) {
         rl_destroy(c);
         return NULL;
@@ -731,24 +910,11 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+/* What a decision means for the request: pass (counted, shadowed or
+ * tagged) or a 429. */
+static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, const tg_rl_result_t *r)
 {
-    const rl_conf_t *f = p;
-    const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
-    char key[512];
-    size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
-    uint64_t now = now_ms(), cost = request_cost(f, fx);
-    tg_rl_result_t r;
-    tg_rl_check_cost(c->table, key, len, now, cost, &r);
-    if (r.allowed && !r.table_full && f->reconcile != NULL) { /* kept to correct the charge at the end */
-        rl_charge_t *ch = tg_arena_alloc(fx->arena, sizeof(*ch));
-        char *k = tg_arena_strndup(fx->arena, key, len);
-        if (ch != NULL && k != NULL) {
-            *ch = (rl_charge_t){ c, k, len, cost, now };
-            fx->state[index] = ch;
-        }
-    }
-    if (r.table_full) {
+    if (r->table_full) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
         if (c->on_full_allow)
             return TG_FILTER_CONTINUE; /* passes, uncounted (documented) */
@@ -762,39 +928,160 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
         tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
         return TG_FILTER_REPLY;
     }
-    if (!r.allowed && c->shadow) {
+    if (!r->allowed && c->shadow) {
         /* what an enforced limit would refuse (and, like it, not count):
          * it passes, said in the metrics, the access log and, if asked
          * for, the RateLimit headers */
         fx->outcomes |= 1u << TG_OUTCOME_RL_SHADOW_LIMITED;
         if (c->response_headers)
-            rate_headers(c, &r, &fx->response_headers, fx->arena);
+            rate_headers(c, r, &fx->response_headers, fx->arena);
         return TG_FILTER_CONTINUE;
     }
-    if (!r.allowed && c->tag) {
+    if (!r->allowed && c->tag) {
         /* over the limit, forwarded for the upstream to decide (a cheaper
          * answer, a degraded one), marked with the limit it is over; not
          * counted, as a refusal would not be */
-        const tg_rl_limit_t *l = &c->limits[r.decisive];
+        const tg_rl_limit_t *l = &c->limits[r->decisive];
         fx->outcomes |= 1u << TG_OUTCOME_RL_TAGGED;
         tg_filter_header_printf(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"%s\";q=%llu;w=%llu", c->policy,
                    (unsigned long long)l->limit, (unsigned long long)(l->window_ms + 999) / 1000);
         if (c->response_headers)
-            rate_headers(c, &r, &fx->response_headers, fx->arena);
+            rate_headers(c, r, &fx->response_headers, fx->arena);
         return TG_FILTER_CONTINUE;
     }
-    if (!r.allowed) {
+    if (!r->allowed) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
         fx->reply_status = 429;
         fx->reply_message = "rate limited";
-        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r.retry_after_s);
-        rate_headers(c, &r, &fx->reply_headers, fx->arena);
+        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r->retry_after_s);
+        rate_headers(c, r, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }
     fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
     if (c->response_headers)
-        rate_headers(c, &r, &fx->response_headers, fx->arena);
+        rate_headers(c, r, &fx->response_headers, fx->arena);
     return TG_FILTER_CONTINUE;
+}
+
+/* The store did not answer (timeout, error, down): on_store_error. */
+static tg_filter_status_t store_failed(const rl_conf_t *c, tg_filter_exchange_t *fx)
+{
+    if (!c->on_store_error_deny) {
+        fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_ALLOWED;
+        return TG_FILTER_CONTINUE;
+    }
+    fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_DENIED;
+    if (c->shadow)
+        return TG_FILTER_CONTINUE; /* shadow mode never refuses */
+    fx->reply_status = 503;
+    fx->reply_message = "rate limit store unavailable";
+    tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
+    return TG_FILTER_REPLY;
+}
+
+/* The store's answer to a paused request. */
+static void rl_store_done(void *arg, uint64_t gen, tg_store_status_t status, const tg_resp_value_t *v)
+{
+    tg_filter_exchange_t *fx = arg;
+    if (fx->gen != gen)
+        return; /* the exchange is over */
+    rl_charge_t *ch = fx->state[fx->paused_at];
+    const rl_conf_t *c = ch->set;
+    int ok = status == TG_STORE_OK && v->type == TG_RESP_ARRAY && v->n == 6;
+    for (size_t i = 0; ok && i < 6; i++)
+        ok = v->items[i].type == TG_RESP_INTEGER;
+    if (!ok || v->items[1].integer < 0 || (size_t)v->items[1].integer >= c->n_limits) {
+        tg_filter_resume(fx, gen, store_failed(c, fx));
+        return;
+    }
+    tg_rl_result_t r = { .allowed = v->items[0].integer == 1, .decisive = (size_t)v->items[1].integer };
+    uint64_t reset_ms = reply_int(v, 3), retry_ms = reply_int(v, 4);
+    r.remaining = reply_int(v, 2);
+    r.reset_s = (reset_ms + 999) / 1000;
+    if (r.allowed) {
+        ch->counted = 1;
+        ch->at_ms = reply_int(v, 5);
+    } else {
+        r.retry_after_s = retry_ms == UINT64_MAX ? 1 : (retry_ms + 999) / 1000;
+        if (r.retry_after_s == 0)
+            r.retry_after_s = 1;
+        r.reset_s = r.retry_after_s;
+        if (retry_ms != UINT64_MAX && fx->store != NULL) /* from when the question was asked: never too long */
+            tg_deny_cache_put(&fx->store->deny, ch->deny_hash, ch->at_ms + retry_ms, ch->cost, (unsigned)r.decisive);
+    }
+    tg_filter_resume(fx, gen, decide(c, fx, &r));
+}
+
+/* store: redis — the deny cache, else one script call while the request
+ * waits (PAUSE). */
+static tg_filter_status_t store_request(const rl_conf_t *f, const rl_conf_t *c, tg_filter_exchange_t *fx,
+                                        size_t index, const char *key, size_t len, uint64_t cost)
+{
+    tg_store_t *st = fx->store;
+    if (st == NULL)
+        return store_failed(c, fx);
+    uint64_t now = now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    const tg_deny_entry_t *d = tg_deny_cache_get(&st->deny, h, now, cost);
+    if (d != NULL) {
+        tg_rl_result_t r = { .allowed = 0, .decisive = d->decisive < c->n_limits ? d->decisive : 0 };
+        r.retry_after_s = (d->until_ms - now + 999) / 1000;
+        r.reset_s = r.retry_after_s;
+        fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
+        return decide(c, fx, &r);
+    }
+    char rkey[1024];
+    size_t rlen = store_key(st, c, key, len, rkey, sizeof(rkey));
+    rl_charge_t *ch = tg_arena_alloc(fx->arena, sizeof(*ch));
+    char *k = rlen ? tg_arena_strndup(fx->arena, rkey, rlen) : NULL;
+    if (ch == NULL || k == NULL)
+        return store_failed(c, fx);
+    *ch = (rl_charge_t){ .filter = f, .set = c, .key = k, .len = rlen, .cost = cost, .at_ms = now, .deny_hash = h };
+    fx->state[index] = ch;
+    char num[3 + 2 * TG_RL_MAX_LIMITS][24];
+    const char *argv[3 + 2 * TG_RL_MAX_LIMITS];
+    size_t lens[3 + 2 * TG_RL_MAX_LIMITS];
+    uint64_t ttl = 0;
+    for (size_t i = 0; i < c->n_limits; i++)
+        if (2 * c->limits[i].window_ms > ttl)
+            ttl = 2 * c->limits[i].window_ms;
+    uint64_t vals[3 + 2 * TG_RL_MAX_LIMITS] = { cost, c->n_limits, ttl };
+    for (size_t i = 0; i < c->n_limits; i++) {
+        vals[3 + 2 * i] = c->limits[i].limit;
+        vals[4 + 2 * i] = c->limits[i].window_ms;
+    }
+    int argc = 3 + 2 * (int)c->n_limits;
+    for (int i = 0; i < argc; i++) {
+        lens[i] = (size_t)snprintf(num[i], sizeof(num[i]), "%llu", (unsigned long long)vals[i]);
+        argv[i] = num[i];
+    }
+    tg_store_call_t call = { .script = &f->check_script, .key = k, .key_len = rlen, .argc = argc, .argv = argv,
+                             .lens = lens, .cb = rl_store_done, .arg = fx, .gen = fx->gen };
+    if (st->ops->eval(st, &call) < 0)
+        return store_failed(c, fx);
+    return TG_FILTER_PAUSE;
+}
+
+static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    const rl_conf_t *f = p;
+    const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
+    char key[512];
+    size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
+    uint64_t now = now_ms(), cost = request_cost(f, fx);
+    if (f->redis)
+        return store_request(f, c, fx, index, key, len, cost);
+    tg_rl_result_t r;
+    tg_rl_check_cost(c->table, key, len, now, cost, &r);
+    if (r.allowed && !r.table_full && f->reconcile != NULL) { /* kept to correct the charge at the end */
+        rl_charge_t *ch = tg_arena_alloc(fx->arena, sizeof(*ch));
+        char *k = tg_arena_strndup(fx->arena, key, len);
+        if (ch != NULL && k != NULL) {
+            *ch = (rl_charge_t){ .filter = f, .set = c, .key = k, .len = len, .cost = cost, .at_ms = now,
+                                 .counted = 1 };
+            fx->state[index] = ch;
+        }
+    }
+    return decide(c, fx, &r);
 }
 
 /* reconcile: the response (head, or trailers, which win) says what the
@@ -817,7 +1104,30 @@ static void rl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
             return; /* not a count: the estimate stands */
         actual = actual * 10 + (h->value[i] - '0');
     }
-    tg_rl_adjust(ch->set->table, ch->key, ch->len, ch->at_ms, actual - (int64_t)ch->cost);
+    int64_t delta = actual - (int64_t)ch->cost;
+    if (!ch->counted || delta == 0)
+        return;
+    if (!f->redis) {
+        tg_rl_adjust(ch->set->table, ch->key, ch->len, ch->at_ms, delta);
+        return;
+    }
+    if (fx->store == NULL)
+        return;
+    char num[3 + TG_RL_MAX_LIMITS][24];
+    const char *argv[3 + TG_RL_MAX_LIMITS];
+    size_t lens[3 + TG_RL_MAX_LIMITS];
+    int argc = 3 + (int)ch->set->n_limits;
+    lens[0] = (size_t)snprintf(num[0], sizeof(num[0]), "%lld", (long long)delta);
+    lens[1] = (size_t)snprintf(num[1], sizeof(num[1]), "%llu", (unsigned long long)ch->at_ms);
+    lens[2] = (size_t)snprintf(num[2], sizeof(num[2]), "%zu", ch->set->n_limits);
+    for (size_t i = 0; i < ch->set->n_limits; i++)
+        lens[3 + i] = (size_t)snprintf(num[3 + i], sizeof(num[3 + i]), "%llu",
+                                       (unsigned long long)ch->set->limits[i].window_ms);
+    for (int i = 0; i < argc; i++)
+        argv[i] = num[i];
+    tg_store_call_t call = { .script = &f->adjust_script, .key = ch->key, .key_len = ch->len, .argc = argc,
+                             .argv = argv, .lens = lens }; /* fire and forget: a lost correction leaves the estimate */
+    fx->store->ops->eval(fx->store, &call);
 }
 
 /* Keep the counters across a reload when what they count is unchanged. */

@@ -34,6 +34,7 @@
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/path.h"
+#include "proxy/redis.h"
 #include "proxy/router.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -699,6 +700,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->listener = listener;
         fx->worker = tg_worker_id(ex->w);
         fx->base = tg_worker_base(ex->w);
+        fx->store = tg_redis_store(ex->w);
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;

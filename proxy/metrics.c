@@ -136,6 +136,21 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r],
                                                                            offsetof(tg_route_stats_t, auth_failures)));
     }
+    family(out, "tollgate_ratelimit_store_error_decisions_total", "counter",
+           "Requests a rate_limit with store: redis decided by on_store_error (Redis failed, timed out or was "
+           "unreachable), by route and decision.");
+    for (size_t r = 0; r < c->n_routes; r++) {
+        static const struct { const char *d; size_t off; } ds[] = {
+            { "allow", offsetof(tg_route_stats_t, ratelimit_store_allowed) },
+            { "deny", offsetof(tg_route_stats_t, ratelimit_store_denied) },
+        };
+        for (size_t k = 0; k < 2; k++) {
+            evbuffer_add_printf(out, "tollgate_ratelimit_store_error_decisions_total{");
+            route_label(out, c->routes[r].name);
+            evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
+                                (unsigned long long)sum_route(w, n, s->route_slot[r], ds[k].off));
+        }
+    }
     family(out, "tollgate_ratelimit_decisions_total", "counter", "rate_limit filter decisions, by route.");
     for (size_t r = 0; r < c->n_routes; r++) {
         static const struct { const char *d; size_t off; } ds[] = {
@@ -164,6 +179,9 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
           offsetof(tg_route_stats_t, concurrency_limited) },
         { "tollgate_concurrency_queued_total", "Requests that waited for a concurrency_limit slot, by route.",
           offsetof(tg_route_stats_t, concurrency_queued) },
+        { "tollgate_ratelimit_deny_cache_hits_total", "Requests a rate_limit with store: redis refused from the "
+                                                      "worker's denied-until cache, without a round trip, by route.",
+          offsetof(tg_route_stats_t, ratelimit_cached) },
     };
     for (size_t f = 0; f < sizeof(rfams) / sizeof(rfams[0]); f++) {
         family(out, rfams[f].name, "counter", rfams[f].help);
@@ -293,6 +311,53 @@ static void render_health(struct evbuffer *out, const tg_snapshot_t *s, tg_healt
     }
 }
 
+static uint64_t sum_redis(tg_worker_t *const *w, unsigned n, size_t offset)
+{
+    uint64_t t = 0;
+    for (unsigned i = 0; i < n; i++)
+        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->redis + offset));
+    return t;
+}
+
+/* The Redis store's client, all workers together. */
+static void render_redis(struct evbuffer *out, tg_worker_t *const *w, unsigned n)
+{
+    family(out, "tollgate_redis_request_duration_seconds", "histogram",
+           "Round trips of answered Redis calls (rate_limit store: redis), from the call to its reply.");
+    uint64_t cum = 0;
+    for (size_t b = 0; b < TG_REDIS_BUCKETS; b++) {
+        cum += sum_redis(w, n, offsetof(tg_redis_stats_t, buckets) + b * sizeof(tg_counter_t));
+        evbuffer_add_printf(out, "tollgate_redis_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                            (double)tg_redis_bucket_us[b] / 1e6, (unsigned long long)cum);
+    }
+    uint64_t count = sum_redis(w, n, offsetof(tg_redis_stats_t, count));
+    evbuffer_add_printf(out, "tollgate_redis_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                        (unsigned long long)count);
+    evbuffer_add_printf(out, "tollgate_redis_request_duration_seconds_sum %.6f\n",
+                        (double)sum_redis(w, n, offsetof(tg_redis_stats_t, sum_us)) / 1e6);
+    evbuffer_add_printf(out, "tollgate_redis_request_duration_seconds_count %llu\n", (unsigned long long)count);
+    static const char *const kinds[TG_REDIS_ERR_N] = {
+        [TG_REDIS_ERR_CONNECT] = "connect",   [TG_REDIS_ERR_TIMEOUT] = "timeout", [TG_REDIS_ERR_CLOSED] = "closed",
+        [TG_REDIS_ERR_SERVER] = "server",     [TG_REDIS_ERR_PROTOCOL] = "protocol", [TG_REDIS_ERR_AUTH] = "auth",
+        [TG_REDIS_ERR_UNAVAILABLE] = "unavailable",
+    };
+    family(out, "tollgate_redis_errors_total", "counter",
+           "Redis problems by kind: connect, timeout (a call unanswered within timeout), closed (a connection lost "
+           "with calls on it), server (an error reply), protocol, auth, unavailable (a call not sent: no connection).");
+    for (size_t k = 0; k < TG_REDIS_ERR_N; k++)
+        evbuffer_add_printf(out, "tollgate_redis_errors_total{kind=\"%s\"} %llu\n", kinds[k],
+                            (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, errors) +
+                                                                    k * sizeof(tg_counter_t)));
+    family(out, "tollgate_redis_cluster_redirects_total", "counter", "Redis Cluster redirects followed, by kind.");
+    evbuffer_add_printf(out, "tollgate_redis_cluster_redirects_total{kind=\"moved\"} %llu\n",
+                        (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, moved)));
+    evbuffer_add_printf(out, "tollgate_redis_cluster_redirects_total{kind=\"ask\"} %llu\n",
+                        (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, ask)));
+    family(out, "tollgate_redis_connections_active", "gauge", "Connections to Redis that are up, all workers.");
+    evbuffer_add_printf(out, "tollgate_redis_connections_active %llu\n",
+                        (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, connections)));
+}
+
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
                        unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health)
 {
@@ -316,4 +381,6 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
     render_routes(out, c, snap, workers, n_workers);
     render_endpoints(out, snap, workers, n_workers);
     render_health(out, snap, health);
+    if (c->redis.enabled)
+        render_redis(out, workers, n_workers);
 }

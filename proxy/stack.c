@@ -8,11 +8,14 @@
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
 #include "proxy/proxy_proto.h"
+#include "proxy/redis.h"
 #include "proxy/upstream_h1.h"
 
 /* Initialised in this order, torn down in reverse: the upstream
- * connections close before the caches their streams return to. */
+ * connections close before the caches their streams return to, and the
+ * Redis store goes last (paused exchanges may hold calls on it). */
 static const tg_worker_module_t *const modules[] = {
+    &tg_redis_module,
     &tg_exchange_module,
     &tg_h2_server_module,
     &tg_upstream_h1_module,

@@ -7,6 +7,10 @@
 
 #include "filters/filter.h"
 
+const uint64_t tg_redis_bucket_us[TG_REDIS_BUCKETS] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+};
+
 const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
@@ -77,6 +81,9 @@ void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcome
         [TG_OUTCOME_RL_TAGGED] = &r->ratelimit_tagged,
         [TG_OUTCOME_CL_LIMITED] = &r->concurrency_limited,
         [TG_OUTCOME_CL_QUEUED] = &r->concurrency_queued,
+        [TG_OUTCOME_RL_CACHED] = &r->ratelimit_cached,
+        [TG_OUTCOME_RL_STORE_ALLOWED] = &r->ratelimit_store_allowed,
+        [TG_OUTCOME_RL_STORE_DENIED] = &r->ratelimit_store_denied,
     };
     for (unsigned i = 0; i < TG_OUTCOME_N; i++)
         if (outcomes & (1u << i))

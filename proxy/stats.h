@@ -50,6 +50,8 @@ typedef struct tg_route_stats {
         ratelimit_tagged;
     tg_counter_t concurrency_limited;    /* refused by a concurrency_limit filter */
     tg_counter_t concurrency_queued;     /* waited for a slot (then passed or was refused) */
+    tg_counter_t ratelimit_cached;       /* refused from the deny cache (store: redis) */
+    tg_counter_t ratelimit_store_allowed, ratelimit_store_denied; /* the store failed: on_store_error */
     tg_counter_t retries;                /* retry rounds started */
     tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
     tg_counter_t grpc[17];               /* gRPC calls by final grpc-status (0 OK .. 16 UNAUTHENTICATED) */
@@ -76,7 +78,29 @@ typedef struct tg_listener_stats {
     tg_counter_t conn_limit_rejected;    /* connections closed at once: max_connections reached */
 } tg_listener_stats_t;
 
+/* The worker's Redis store (proxy/redis.c). */
+#define TG_REDIS_BUCKETS 12
+extern const uint64_t tg_redis_bucket_us[TG_REDIS_BUCKETS];
+typedef enum {
+    TG_REDIS_ERR_CONNECT = 0, /* a connection (or its TLS handshake) failed */
+    TG_REDIS_ERR_TIMEOUT,     /* a call got no reply within timeout */
+    TG_REDIS_ERR_CLOSED,      /* a connection was lost with calls on it */
+    TG_REDIS_ERR_SERVER,      /* an error reply (script error, CLUSTERDOWN, ...) */
+    TG_REDIS_ERR_PROTOCOL,    /* a reply that is not RESP, or not expected */
+    TG_REDIS_ERR_AUTH,        /* AUTH refused */
+    TG_REDIS_ERR_UNAVAILABLE, /* a call not sent: no connection, or too many waiting */
+    TG_REDIS_ERR_N
+} tg_redis_err_t;
+typedef struct tg_redis_stats {
+    tg_counter_t buckets[TG_REDIS_BUCKETS]; /* round trips of answered calls; non-cumulative */
+    tg_counter_t count, sum_us;
+    tg_counter_t errors[TG_REDIS_ERR_N];
+    tg_counter_t moved, ask;                /* Cluster redirects followed */
+    tg_counter_t connections;               /* gauge: connected */
+} tg_redis_stats_t;
+
 typedef struct tg_stats {
+    tg_redis_stats_t redis;
     tg_route_stats_t routes[TG_STATS_MAX_ROUTES];
     tg_endpoint_stats_t endpoints[TG_STATS_MAX_ENDPOINTS];
     tg_listener_stats_t listeners[TG_STATS_MAX_LISTENERS];

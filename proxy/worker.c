@@ -386,6 +386,10 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     for (size_t i = 0; i < n; i++)
         if ((w->listeners[i] = slot_new(w, i, listen_fds[i])) == NULL)
             goto fail;
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
+        w->rng[0] = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+        w->rng[1] = 0xbf58476d1ce4e5b9ULL + id;
+    }
     for (; w->n_inited < setup->n_modules; w->n_inited++) {
         const tg_worker_module_t *mod = setup->modules[w->n_inited];
         if (mod->init(w) < 0 || (mod->apply != NULL && mod->apply(w, snap) < 0)) {
@@ -396,10 +400,6 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
     if (w->cmd_ev == NULL || event_add(w->cmd_ev, NULL) < 0)
         goto fail;
-    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
-        w->rng[0] = 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
-        w->rng[1] = 0xbf58476d1ce4e5b9ULL + id;
-    }
     return w;
 fail:
     tg_error("worker %u: cannot initialise", id);

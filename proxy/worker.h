@@ -75,6 +75,7 @@ typedef enum {
     TG_WMOD_H2_SERVER,    /* recycled downstream HTTP/2 streams (h2_server.c) */
     TG_WMOD_UPSTREAM_H1,  /* idle HTTP/1 upstream connections per endpoint (upstream_h1.c) */
     TG_WMOD_H2_CLIENT,    /* HTTP/2 upstream connections per endpoint, recycled streams (h2_client.c) */
+    TG_WMOD_REDIS,        /* the Redis store's client (redis.c) */
     TG_WMOD_N
 } tg_worker_mod_t;
 
