@@ -75,6 +75,7 @@ typedef struct rd_conn {
     struct rd_call_list sent;    /* written (or queued in the output), in reply order */
     size_t n_sent;
     struct event *deadline_ev;   /* the oldest unanswered call's deadline */
+    uint64_t armed_us;           /* when deadline_ev fires (0: not armed) */
     struct event *retry_ev;      /* reconnect after backoff */
     int retry_pending;
     unsigned backoff_ms;
@@ -232,28 +233,30 @@ static rd_call_t *internal_call(rd_client_t *cl, call_kind_t kind, int argc, con
 static void conn_connect(rd_conn_t *cn);
 static void conn_on_sock(tg_sock_t *s, int events, void *arg);
 
+/* Makes deadline_ev fire at the earliest of: the deadline of the first
+ * call nobody has answered yet, or (all answered) the moment the oldest
+ * call's reply is so late that the connection is taken for dead. */
 static void arm_deadline(rd_conn_t *cn)
 {
-    if (evtimer_pending(cn->deadline_ev, NULL))
-        return;
     rd_call_t *c;
     TAILQ_FOREACH(c, &cn->sent, link)
         if (!c->answered)
             break;
-    if (c == NULL) {
-        /* all answered: watch the oldest for a connection that went quiet */
+    uint64_t at;
+    if (c != NULL) {
+        at = c->deadline_us;
+    } else {
         rd_call_t *head = TAILQ_FIRST(&cn->sent);
         if (head == NULL)
             return;
         uint64_t stuck = cn->cl->conf->timeout_ms * 20 * 1000;
-        if (stuck < RD_STUCK_MIN_MS * 1000)
-            stuck = RD_STUCK_MIN_MS * 1000;
-        uint64_t at = head->start_us + stuck, now = now_us();
-        tg_timer_arm_us(cn->deadline_ev, at > now ? at - now : 0);
-        return;
+        at = head->start_us + (stuck < RD_STUCK_MIN_MS * 1000 ? RD_STUCK_MIN_MS * 1000 : stuck);
     }
+    if (cn->armed_us != 0 && cn->armed_us <= at && evtimer_pending(cn->deadline_ev, NULL))
+        return;
     uint64_t now = now_us();
-    tg_timer_arm_us(cn->deadline_ev, c->deadline_us > now ? c->deadline_us - now : 0);
+    cn->armed_us = at;
+    tg_timer_arm_us(cn->deadline_ev, at > now ? at - now : 0);
 }
 
 /* Writes a call on the connection (connected or still connecting: the
@@ -296,6 +299,7 @@ static void conn_fail(rd_conn_t *cn, tg_redis_err_t kind, const char *why)
     int had_calls = !TAILQ_EMPTY(&cn->sent);
     cn->state = RC_DOWN;
     evtimer_del(cn->deadline_ev);
+    cn->armed_us = 0;
     struct rd_call_list calls = TAILQ_HEAD_INITIALIZER(calls);
     TAILQ_CONCAT(&calls, &cn->sent, link);
     cn->n_sent = 0;
@@ -328,6 +332,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     rd_conn_t *cn = arg;
     rd_client_t *cl = cn->cl;
+    cn->armed_us = 0;
     uint64_t now = now_us(), stuck = cl->conf->timeout_ms * 20 * 1000;
     if (stuck < RD_STUCK_MIN_MS * 1000)
         stuck = RD_STUCK_MIN_MS * 1000;
@@ -631,7 +636,8 @@ static void on_reply(rd_conn_t *cn, const tg_resp_value_t *v)
     case CALL_USER:
         break;
     }
-    if (is_err && strncmp(v->str, "NOSCRIPT", 8) == 0 && !c->answered && c->script_text != NULL) {
+    int wanted = !c->answered || c->cb == NULL; /* someone waits, or it is fire and forget */
+    if (is_err && strncmp(v->str, "NOSCRIPT", 8) == 0 && wanted && c->script_text != NULL) {
         const char *argv[3] = { "SCRIPT", "LOAD", c->script_text };
         size_t lens[3] = { 6, 4, strlen(c->script_text) };
         rd_call_t *load = internal_call(cl, CALL_LOAD, 3, argv, lens);
@@ -640,7 +646,7 @@ static void on_reply(rd_conn_t *cn, const tg_resp_value_t *v)
         resend(cl, cn->node, c, 0);
         return;
     }
-    if (is_err && cl->conf->cluster && !c->answered &&
+    if (is_err && cl->conf->cluster && wanted &&
         (strncmp(v->str, "MOVED ", 6) == 0 || strncmp(v->str, "ASK ", 4) == 0)) {
         int ask = v->str[0] == 'A';
         unsigned slot = 0;
@@ -694,11 +700,8 @@ static void conn_read(rd_conn_t *cn)
         if (cn->sock == s)
             evbuffer_drain(in, used);
     }
-    if (cn->sock == s) {
-        tg_sock_consumed(s);
-        evtimer_del(cn->deadline_ev);
-        arm_deadline(cn);
-    }
+    if (cn->sock == s)
+        tg_sock_consumed(s); /* the timer, armed for an earlier moment, re-arms itself when it fires */
 }
 
 static void conn_on_sock(tg_sock_t *s, int events, void *arg)

@@ -79,7 +79,8 @@ static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *er
     return 0;
 }
 
-/* Reads every listener's certificates, keys and CA bundles. */
+/* Reads every listener's certificates, keys and CA bundles, and those
+ * of the Redis store. */
 static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
 {
     const tg_config_t *c = s->cfg;
@@ -91,6 +92,12 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
         const tg_listener_conf_t *l = &c->listeners[i];
         if (l->tls.enabled && (s->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, l->http1_enabled, errs)) == NULL)
             rc = -1;
+    }
+    if (c->redis.tls.enabled) { /* checked here (and by -t); each worker's Redis client builds its own */
+        tg_tls_client_t *t = tg_tls_client_new(&c->redis.tls, "redis", 0, errs);
+        if (t == NULL)
+            rc = -1;
+        tg_tls_client_free(t);
     }
     return rc;
 }

@@ -466,6 +466,38 @@ def curl(*args, timeout=30, stdin_data=None):
     return p.returncode, p.stdout, p.stderr.decode(errors="replace")
 
 
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+
+
+def start_redis(port=None, args=(), name="redis", tls=None):
+    """A real redis-server on loopback, nothing persisted. tls: a dict of
+    cert/key/ca paths to serve TLS only (the port is then its TLS port)."""
+    port = port or free_port()
+    argv = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no",
+            "--dir", tempfile.mkdtemp(prefix=f"tg-{name}-")]
+    if tls:
+        argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls["cert"], "--tls-key-file",
+                 tls["key"], "--tls-ca-cert-file", tls["ca"], "--tls-auth-clients", tls.get("auth_clients", "no")]
+    else:
+        argv += ["--port", str(port)]
+    proc = Proc(argv + list(args), name=name)
+    wait_port(port, proc=proc.p)
+    proc.port = port
+    return proc
+
+
+def redis_cli(port, *args, tls=None, password=None):
+    """Runs one redis-cli command against a test Redis; returns its output."""
+    argv = [REDIS_CLI, "-p", str(port)]
+    if password:
+        argv += ["-a", password, "--no-auth-warning"]
+    if tls:
+        argv += ["--tls", "--cacert", tls["ca"], "--cert", tls["cert"], "--key", tls["key"]]
+    return subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL).stdout.strip()
+
+
 def start_grpc_backend(name, port=None, extra=()):
     """The gRPC test backend (apps/grpc_server.py) on a free port."""
     port = port or free_port()
