@@ -53,6 +53,7 @@ typedef struct rd_call {
     const char *script_text;     /* for SCRIPT LOAD on NOSCRIPT (static) */
     unsigned slot;
     unsigned rounds;             /* redirects and reloads so far */
+    int asking;                  /* sent after ASKING (an ASK redirect): so is a retry after NOSCRIPT */
     uint64_t start_us, deadline_us;
     char *cmd;
     size_t len;
@@ -588,6 +589,7 @@ static void resend(rd_client_t *cl, rd_node_t *nd, rd_call_t *c, int asking)
         call_free(cl, c);
         return;
     }
+    c->asking = asking;
     if (asking) {
         const char *argv[1] = { "ASKING" };
         size_t lens[1] = { 6 };
@@ -643,7 +645,7 @@ static void on_reply(rd_conn_t *cn, const tg_resp_value_t *v)
         rd_call_t *load = internal_call(cl, CALL_LOAD, 3, argv, lens);
         if (load != NULL)
             conn_send(cn, load);
-        resend(cl, cn->node, c, 0);
+        resend(cl, cn->node, c, c->asking);
         return;
     }
     if (is_err && cl->conf->cluster && wanted &&

@@ -329,6 +329,54 @@ class RedisAuthTest(unittest.TestCase):
         self.assertEqual(problems, [])
 
 
+class RedisTlsTest(unittest.TestCase):
+    """Redis over TLS with client certificates (tls-auth-clients yes), as
+    managed Redis services require; a gateway that does not trust the
+    server's certificate counts connect errors and falls back to
+    on_store_error."""
+
+    def test_tls_with_client_certificate(self):
+        d = harness.tempfile.mkdtemp(prefix="tg-redis-tls-")
+        certs = harness.make_certs(d)
+        tls = {"cert": certs["server.crt"], "key": certs["server.key"], "ca": certs["ca.crt"],
+               "auth_clients": "yes"}
+        app = harness.start_app("redis-tls-app")
+        redis = harness.start_redis(name="redis-tls", tls=tls)
+        gws = []
+        try:
+            for ca in (certs["ca.crt"], certs["other-ca.crt"]):
+                port, admin = harness.free_port(), harness.free_port()
+                block = (f"{{ address: 127.0.0.1:{redis.port}, tls: {{ ca: {ca}, cert: {certs['client.crt']}, "
+                         f"key: {certs['client.key']} }} }}")
+                gws.append((harness.Gateway(config(port, admin, app.port, block, ROUTES), port=port), admin))
+            (good, good_admin), (bad, bad_admin) = gws
+            wait_connected(good_admin, 2)
+            cli_tls = {"cert": certs["client.crt"], "key": certs["client.key"], "ca": certs["ca.crt"]}
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                sec_usec = harness.redis_cli(redis.port, "TIME", tls=cli_tls).split()
+                left = 10000 - (int(sec_usec[0]) * 1000 + int(sec_usec[1]) // 1000) % 10000
+                if left >= 6000:
+                    break
+                time.sleep(left / 1000 + 0.05)
+            codes = fire([good.url("")], 60, {"x-user": "tls-1"})
+            self.assertEqual(codes.count(200), 50, codes)
+            self.assertEqual(harness.redis_cli(redis.port, "HGET", "tollgate:rl:{default:50/10000:tls-1}", "c1",
+                                               tls=cli_tls), "50")
+            codes = fire([bad.url("")], 60, {"x-user": "tls-2"})
+            self.assertEqual(codes.count(200), 60)  # on_store_error: allow
+            m = metrics(bad_admin)
+            self.assertGreater(harness.metric(m, "tollgate_redis_errors_total", kind="connect"), 0)
+            self.assertIn("connect failed", bad.proc.output())
+        finally:
+            problems = []
+            for gw, _ in gws:
+                problems += stop_checked(gw)
+            redis.stop()
+            app.stop()
+        self.assertEqual(problems, [])
+
+
 class RedisConfigTest(unittest.TestCase):
     def check(self, text):
         d = harness.Gateway.__new__(harness.Gateway)
