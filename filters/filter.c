@@ -241,3 +241,56 @@ void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, c
     if (v != NULL)
         tg_headers_add(h, a, name, strlen(name), v, len);
 }
+
+tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow)
+{
+    if (!deny) {
+        fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_ALLOWED;
+        return TG_FILTER_CONTINUE;
+    }
+    fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_DENIED;
+    if (shadow)
+        return TG_FILTER_CONTINUE; /* shadow mode never refuses */
+    fx->reply_status = 503;
+    fx->reply_message = "rate limit store unavailable";
+    tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
+    return TG_FILTER_REPLY;
+}
+
+int tg_filter_parse_store(tg_node_t *store, tg_node_t *on_error, int *redis, int *deny)
+{
+    int rc = 0;
+    *redis = *deny = 0;
+    if (tg_node_present(store)) {
+        char *m = tg_node_str(store, "store");
+        if (m && strcmp(m, "redis") == 0) {
+            *redis = 1;
+            const tg_config_t *cfg = tg_node_config(store);
+            if (cfg == NULL || !cfg->redis.enabled) {
+                tg_node_error(store, "store: redis needs a top-level 'redis:' section (address or cluster)");
+                rc = -1;
+            }
+        } else if (m == NULL || strcmp(m, "local") != 0) {
+            if (m)
+                tg_node_error(store, "store: '%s' is not one of local, redis", m);
+            rc = -1;
+        }
+        free(m);
+    }
+    if (tg_node_present(on_error)) {
+        char *m = tg_node_str(on_error, "on_store_error");
+        if (m && strcmp(m, "deny") == 0)
+            *deny = 1;
+        else if (m == NULL || strcmp(m, "allow") != 0) {
+            if (m)
+                tg_node_error(on_error, "on_store_error: '%s' is not one of allow, deny", m);
+            rc = -1;
+        }
+        free(m);
+        if (rc == 0 && !*redis) {
+            tg_node_error(on_error, "on_store_error applies to store: redis");
+            rc = -1;
+        }
+    }
+    return rc;
+}

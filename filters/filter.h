@@ -201,6 +201,17 @@ typedef struct tg_filter_type {
 void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Reads a counting filter's `store: local | redis` and `on_store_error:
+ * allow | deny` (either node may be absent). store: redis needs the
+ * config's redis: section. 0, or -1 after reporting the error. */
+int tg_filter_parse_store(tg_node_t *store, tg_node_t *on_error, int *redis, int *deny);
+
+/* A filter counting in the shared store got no answer (timeout, error,
+ * store down): its on_store_error decides. deny: 503 with Retry-After
+ * (unless shadow: it passes); else the request passes uncounted. The
+ * outcome is recorded either way. */
+tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow);
+
 /* The built-in filter types, by name; NULL if unknown. */
 const tg_filter_type_t *tg_filter_find(const char *name);
 /* "auth, rate_limit, ..." for error messages. */

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
 #include "filters/key.h"
 #include "filters/keytab.h"
 
@@ -221,7 +223,29 @@ typedef struct q_conf {
     uint64_t max_keys;
     int64_t clock_offset;      /* TG_QUOTA_CLOCK_ENV, for tests */
     q_table_t *table;
+    int redis;                 /* store: redis — counts in the shared store */
+    int on_store_error_deny;
+    uint64_t set_id;           /* in the worker's deny cache (random per load) */
+    tg_store_script_t script;
 } q_conf_t;
+
+/* store: redis — one counter per key and period, KEYS[1] =
+ * PREFIX quota:{day|month:TZ:KEY}:PERIOD, expiring a day after its
+ * period ends. ARGV: cost (1), limit, expire_at (unix seconds).
+ * Returns { allowed, used }. */
+static const char QUOTA_LUA[] =
+    "local used = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, used} end\n"
+    "used = redis.call('INCRBY', KEYS[1], ARGV[1])\n"
+    "redis.call('EXPIREAT', KEYS[1], ARGV[3])\n"
+    "return {1, used}\n";
+
+/* What a paused request waits with (fx->state). */
+typedef struct q_wait {
+    const struct q_conf *c;
+    int64_t left;              /* seconds to the end of the period */
+    uint64_t deny_hash, at_ms; /* deny cache slot; monotonic ms when asked */
+} q_wait_t;
 
 static void q_destroy(void *p)
 {
@@ -237,12 +261,17 @@ static void q_destroy(void *p)
 
 static void *q_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key", "limit", "period", "tz", "response_headers", "max_keys" };
-    tg_node_t v[6];
+    static const char *const keys[] = { "key",      "limit", "period", "tz", "response_headers",
+                                        "max_keys", "store", "on_store_error" };
+    tg_node_t v[8];
     q_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "quota", keys, 6, v);
+    int rc = tg_node_fields(node, "quota", keys, 8, v);
+    if (tg_filter_parse_store(&v[6], &v[7], &c->redis, &c->on_store_error_deny) < 0)
+        rc = -1;
+    if (c->redis && (tg_store_script_init(&c->script, QUOTA_LUA) < 0 || RAND_bytes((unsigned char *)&c->set_id, 8) != 1))
+        rc = -1;
     if (tg_filter_key_parse(&v[0], "quota", &c->key) < 0)
         rc = -1;
     if (!tg_node_present(&v[1]) || !tg_node_present(&v[2])) {
@@ -296,6 +325,86 @@ static void quota_headers(const q_conf_t *c, uint64_t remaining, int64_t left_s,
     tg_filter_header_printf(h, a, "ratelimit", "\"quota\";r=%llu;t=%lld", (unsigned long long)remaining, (long long)left_s);
 }
 
+/* A decision: pass (with headers if asked for) or 429 until the period ends. */
+static tg_filter_status_t q_decide(const q_conf_t *c, tg_filter_exchange_t *fx, int allowed, uint64_t remaining,
+                                   int64_t left)
+{
+    if (!allowed) {
+        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
+        fx->reply_status = 429;
+        fx->reply_message = "quota exceeded";
+        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
+        quota_headers(c, 0, left, &fx->reply_headers, fx->arena);
+        return TG_FILTER_REPLY;
+    }
+    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
+    if (c->response_headers)
+        quota_headers(c, remaining, left, &fx->response_headers, fx->arena);
+    return TG_FILTER_CONTINUE;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void q_store_done(void *arg, uint64_t gen, tg_store_status_t status, const tg_resp_value_t *v)
+{
+    tg_filter_exchange_t *fx = arg;
+    if (fx->gen != gen)
+        return; /* the exchange is over */
+    q_wait_t *qw = fx->state[fx->paused_at];
+    const q_conf_t *c = qw->c;
+    if (status != TG_STORE_OK || v->type != TG_RESP_ARRAY || v->n != 2 || v->items[0].type != TG_RESP_INTEGER ||
+        v->items[1].type != TG_RESP_INTEGER || v->items[1].integer < 0) {
+        tg_filter_resume(fx, gen, tg_filter_store_failed(fx, c->on_store_error_deny, 0));
+        return;
+    }
+    int allowed = v->items[0].integer == 1;
+    uint64_t used = (uint64_t)v->items[1].integer;
+    if (!allowed && fx->store != NULL) /* over until the period ends (or a reload changes the limit) */
+        tg_deny_cache_put(&fx->store->deny, qw->deny_hash, qw->at_ms + (uint64_t)qw->left * 1000, 1, 0);
+    tg_filter_resume(fx, gen, q_decide(c, fx, allowed, used >= c->limit ? 0 : c->limit - used, qw->left));
+}
+
+/* store: redis — the deny cache, else one script call (PAUSE). */
+static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_t *fx, size_t index, const char *key,
+                                          size_t len, int64_t period, int64_t end, int64_t left)
+{
+    tg_store_t *st = fx->store;
+    if (st == NULL)
+        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+    uint64_t now = mono_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    if (tg_deny_cache_get(&st->deny, h, now, 1) != NULL) {
+        fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
+        return q_decide(c, fx, 0, 0, left);
+    }
+    char rkey[KEY_MAX + 256];
+    int n = snprintf(rkey, sizeof(rkey), "%squota:{%s:%s:", st->key_prefix, c->period == TG_QUOTA_DAY ? "day" : "month",
+                     c->tz_name);
+    if (n < 0 || (size_t)n + len + 24 > sizeof(rkey))
+        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+    memcpy(rkey + n, key, len);
+    n += (int)len;
+    n += snprintf(rkey + n, sizeof(rkey) - (size_t)n, "}:%lld", (long long)period);
+    q_wait_t *qw = tg_arena_alloc(fx->arena, sizeof(*qw));
+    if (qw == NULL)
+        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+    *qw = (q_wait_t){ .c = c, .left = left, .deny_hash = h, .at_ms = now };
+    fx->state[index] = qw;
+    char limit[24], expire[24];
+    const char *argv[3] = { "1", limit, expire };
+    size_t lens[3] = { 1, (size_t)snprintf(limit, sizeof(limit), "%llu", (unsigned long long)c->limit),
+                       (size_t)snprintf(expire, sizeof(expire), "%lld", (long long)(end + 86400 - c->clock_offset)) };
+    tg_store_call_t call = { .script = &c->script, .key = rkey, .key_len = (size_t)n, .argc = 3, .argv = argv,
+                             .lens = lens, .cb = q_store_done, .arg = fx, .gen = fx->gen };
+    if (st->ops->eval(st, &call) < 0)
+        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+    return TG_FILTER_PAUSE;
+}
+
 static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
 {
     q_conf_t *c = p;
@@ -303,6 +412,8 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
     int64_t now = (int64_t)time(NULL) + c->clock_offset, end;
     int64_t period = tg_quota_period(&c->tz, c->period, now, &end);
+    if (c->redis)
+        return q_store_request(c, fx, index, key, len, period, end, end - now > 0 ? end - now : 1);
     uint64_t h;
     q_shard_t *sh = tg_keyshards_pick(c->table, key, len, &h);
     pthread_mutex_lock(&sh->lock);
@@ -335,19 +446,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
         e->used++;
     uint64_t remaining = c->limit - e->used;
     pthread_mutex_unlock(&sh->lock);
-    int64_t left = end - now > 0 ? end - now : 1;
-    if (!allowed) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
-        fx->reply_status = 429;
-        fx->reply_message = "quota exceeded";
-        tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
-        quota_headers(c, 0, left, &fx->reply_headers, fx->arena);
-        return TG_FILTER_REPLY;
-    }
-    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
-    if (c->response_headers)
-        quota_headers(c, remaining, left, &fx->response_headers, fx->arena);
-    return TG_FILTER_CONTINUE;
+    return q_decide(c, fx, allowed, remaining, end - now > 0 ? end - now : 1);
 }
 
 /* A reload that keeps what is counted keeps the counts (a new limit

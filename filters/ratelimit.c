@@ -812,37 +812,8 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         }
         free(s);
     }
-    if (tg_node_present(&v[K_STORE])) {
-        char *m = tg_node_str(&v[K_STORE], "store");
-        if (m && strcmp(m, "redis") == 0) {
-            c->redis = 1;
-            const tg_config_t *cfg = tg_node_config(node);
-            if (cfg == NULL || !cfg->redis.enabled) {
-                tg_node_error(&v[K_STORE], "store: redis needs a top-level 'redis:' section (address or cluster)");
-                rc = -1;
-            }
-        } else if (m == NULL || strcmp(m, "local") != 0) {
-            if (m)
-                tg_node_error(&v[K_STORE], "store: '%s' is not one of local, redis", m);
-            rc = -1;
-        }
-        free(m);
-    }
-    if (tg_node_present(&v[K_ONSTOREERR])) {
-        char *m = tg_node_str(&v[K_ONSTOREERR], "on_store_error");
-        if (m && strcmp(m, "deny") == 0)
-            c->on_store_error_deny = 1;
-        else if (m == NULL || strcmp(m, "allow") != 0) {
-            if (m)
-                tg_node_error(&v[K_ONSTOREERR], "on_store_error: '%s' is not one of allow, deny", m);
-            rc = -1;
-        }
-        free(m);
-        if (rc == 0 && !c->redis) {
-            tg_node_error(&v[K_ONSTOREERR], "on_store_error applies to store: redis");
-            rc = -1;
-        }
-    }
+    if (tg_filter_parse_store(&v[K_STORE], &v[K_ONSTOREERR], &c->redis, &c->on_store_error_deny) < 0)
+        rc = -1;
     if ((c->policy = strdup("default")) == NULL)
         rc = -1;
     if (rc == 0 && parse_cost(&v[K_COST], &v[K_MINCOST], &v[K_MAXCOST], &v[K_ROUTECOSTS], &v[K_RECONCILE], c) < 0)
@@ -966,17 +937,7 @@ static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, c
 /* The store did not answer (timeout, error, down): on_store_error. */
 static tg_filter_status_t store_failed(const rl_conf_t *c, tg_filter_exchange_t *fx)
 {
-    if (!c->on_store_error_deny) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_ALLOWED;
-        return TG_FILTER_CONTINUE;
-    }
-    fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_DENIED;
-    if (c->shadow)
-        return TG_FILTER_CONTINUE; /* shadow mode never refuses */
-    fx->reply_status = 503;
-    fx->reply_message = "rate limit store unavailable";
-    tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
-    return TG_FILTER_REPLY;
+    return tg_filter_store_failed(fx, c->on_store_error_deny, c->shadow);
 }
 
 /* The store's answer to a paused request. */

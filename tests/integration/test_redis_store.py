@@ -94,6 +94,11 @@ ROUTES = """
       - auth: { api_keys: { keys: [{ name: gold-user, key: gold-key-0123456789 }, { name: free-user, key: free-key-0123456789 }] } }
       - rate_limit: { key: identity, limit: 2, window: 1m, store: redis, response_headers: true,
                       overrides: [{ name: gold, identities: [gold-user], limit: 5, window: 1m }] }
+  - name: quota
+    match: { path_prefix: /stats }
+    cluster: app
+    filters:
+      - quota: { key: "header:x-user", limit: 7, period: day, tz: Asia/Tokyo, store: redis, response_headers: true }
   - name: deny
     match: { path_prefix: /echo }
     cluster: app
@@ -191,6 +196,20 @@ class SharedRedisTest(unittest.TestCase):
         self.assertEqual(r2.status_code, 200)  # 10 + 60 <= 100: passes only because of the correction
         r3 = requests.get(self.urls[2] + "/usage?tokens=1", headers=dict(u, **{"x-estimate": "60"}), timeout=5)
         self.assertEqual(r3.status_code, 429)
+
+    def test_4b_quota_counts_in_redis_across_instances(self):
+        codes = fire(self.urls, 10, {"x-user": "quota-1"}, path="/stats", threads=4)
+        self.assertEqual(codes.count(200), 7, codes)
+        r = requests.get(self.urls[0] + "/stats", headers={"x-user": "quota-1"}, timeout=5)
+        self.assertEqual(r.status_code, 429)
+        self.assertEqual(r.headers["ratelimit-policy"], '"quota";q=7;w=86400')
+        keys = harness.redis_cli(self.redis.port, "KEYS", "tollgate:quota:*").split()
+        self.assertEqual(len(keys), 1)
+        self.assertTrue(keys[0].startswith("tollgate:quota:{day:Asia/Tokyo:quota-1}:"), keys)
+        self.assertEqual(harness.redis_cli(self.redis.port, "GET", keys[0]), "7")
+        ttl = int(harness.redis_cli(self.redis.port, "TTL", keys[0]))
+        self.assertGreater(ttl, 86400)          # a day after the period's end...
+        self.assertLessEqual(ttl, 2 * 86400)    # ...which is at most a day away
 
     def test_5_keys_expire_two_windows_after_last_use(self):
         fire(self.urls[:1], 1, {"x-user": "ttl-1"})
