@@ -141,6 +141,9 @@ def main():
     ap.add_argument("--filters", action="store_true",
                     help="also run one tollgate per filter (rate_limit plain, shadow, by cost; concurrency_limit; "
                          "access_log) and report each one's CPU per request over the bare proxy")
+    ap.add_argument("--redis", action="store_true",
+                    help="also run the same route with a local rate_limit and with store: redis (a redis-server "
+                         "pinned beside the backend), and report the Redis store's cost over the local one")
     ap.add_argument("--compare", default="",
                     help="another tollgate binary (e.g. the previous commit's), run beside it as tollgate-before")
     args = ap.parse_args()
@@ -195,6 +198,24 @@ clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}
                     f.write(f"""workers: 1
 filters:
 {chain.replace("DIR", d)}
+listeners: [{{ name: bench, listen: '127.0.0.1:{fport}' }}]
+routes: [{{ name: all, cluster: backend }}]
+clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
+""")
+                candidates.append((f"tollgate+{fname}", fport,
+                                   [TOLLGATE, "-c", os.path.join(d, f"tollgate-{fname}.yaml"), "-l", "warn"]))
+        if args.redis:
+            rport = free_port()
+            procs.append(start(["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
+                                "--appendonly", "no", "--dir", d], LOAD_CPU))
+            wait_port(rport)
+            for fname, extra in (("rl_local", ""), ("rl_redis", ", store: redis")):
+                fport = free_port()
+                with open(os.path.join(d, f"tollgate-{fname}.yaml"), "w") as f:
+                    f.write(f"""workers: 1
+redis: {{ address: '127.0.0.1:{rport}' }}
+filters:
+  - rate_limit: {{ key: client_address, limit: 1000000000, window: 1m{extra} }}
 listeners: [{{ name: bench, listen: '127.0.0.1:{fport}' }}]
 routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
@@ -290,6 +311,17 @@ backend be
             over = r["cpu"] - bare["cpu"]
             rel = f"{over / log_cost:.2f}" if log_cost > 0 else "-"
             lines.append(f"| {fname} | {r['cpu']:.2f} | {over:+.2f} | {rel} |")
+    local = next((r for r in results if r["name"] == "tollgate+rl_local"), None)
+    remote = next((r for r in results if r["name"] == "tollgate+rl_redis"), None)
+    if bare and local and remote:
+        lines += ["", "The same route with no limit, a local rate_limit, and rate_limit store: redis "
+                      "(redis-server on the backend's CPU; every request one EVALSHA round trip):", "",
+                  "| route | req/s | p99 ms | proxy CPU us/req |", "|---|---:|---:|---:|"]
+        for label, r in (("no limit", bare), ("rate_limit, local", local), ("rate_limit, store: redis", remote)):
+            lines.append(f"| {label} | {r['rps']:.0f} | {r['p99']:.2f} | {r['cpu']:.2f} |")
+        lines += ["", f"Redis store vs local: CPU/req {remote['cpu'] / local['cpu']:.2f}x (target <= 1.15), "
+                      f"p99 {remote['p99'] - local['p99']:+.2f} ms (target within 1 ms), "
+                      f"req/s {remote['rps'] / local['rps']:.2f}x."]
     os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "out", "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
