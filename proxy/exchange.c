@@ -270,6 +270,8 @@ static void recycle(tg_exchange_t *ex)
     if (ex->in_retry)
         wx->retrying--;
     tg_ex_release_upstream(ex, 0);
+    tg_redis_store_release(ex->fx.store);
+    ex->fx.store = NULL;
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
     tg_arena_reset(&ex->arena);
@@ -700,7 +702,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->listener = listener;
         fx->worker = tg_worker_id(ex->w);
         fx->base = tg_worker_base(ex->w);
-        fx->store = tg_redis_store(ex->w);
+        fx->store = tg_redis_store_acquire(ex->w); /* held until recycled: completion hooks use it */
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;

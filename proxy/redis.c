@@ -108,6 +108,8 @@ typedef struct rd_client {
     unsigned long held_back;     /* log lines suppressed since the last one */
     rd_call_t *free_calls;
     int retiring;
+    int closed;                  /* retired and its connections closed: freed when users reaches 0 */
+    unsigned long users;         /* exchanges holding it (tg_redis_store_acquire) */
     struct event *retire_ev;
     struct rd_client *next_retired;
 } rd_client_t;
@@ -888,23 +890,60 @@ fail:
     return NULL;
 }
 
-/* An old client ends once its calls are answered or timed out: its last
- * deadline (plus a margin) after the reload. */
-static void on_retire(evutil_socket_t fd, short what, void *arg)
+static void unlist_retired(rd_client_t *cl)
 {
-    rd_client_t *cl = arg;
     rd_module_t *m = tg_worker_state(cl->w, TG_WMOD_REDIS);
     for (rd_client_t **p = &m->retired; *p != NULL; p = &(*p)->next_retired)
         if (*p == cl) {
             *p = cl->next_retired;
             break;
         }
+}
+
+/* An old client closes once its calls are answered or timed out: its last
+ * deadline (plus a margin) after the reload; it is freed when no exchange
+ * holds it any more. */
+static void on_retire(evutil_socket_t fd, short what, void *arg)
+{
+    rd_client_t *cl = arg;
     for (size_t i = 0; i < cl->n_nodes; i++) /* whatever is left gets its answer */
         for (unsigned k = 0; k < cl->conf->pool; k++) {
+            rd_conn_t *cn = &cl->nodes[i]->conns[k];
             rd_call_t *c;
-            TAILQ_FOREACH(c, &cl->nodes[i]->conns[k].sent, link)
+            TAILQ_FOREACH(c, &cn->sent, link)
                 call_answer(c, TG_STORE_TIMEOUT, NULL);
+            if (cn->sock != NULL) {
+                tg_sock_free(cn->sock);
+                cn->sock = NULL;
+                if (cn->state == RC_READY)
+                    tg_counter_sub(&cl->stats->connections, 1);
+                cn->state = RC_DOWN;
+            }
+            evtimer_del(cn->deadline_ev);
+            evtimer_del(cn->retry_ev);
         }
+    cl->closed = 1;
+    if (cl->users == 0) {
+        unlist_retired(cl);
+        client_free(cl);
+    }
+}
+
+tg_store_t *tg_redis_store_acquire(tg_worker_t *w)
+{
+    rd_module_t *m = tg_worker_state(w, TG_WMOD_REDIS);
+    if (m == NULL || m->current == NULL)
+        return NULL;
+    m->current->users++;
+    return &m->current->store;
+}
+
+void tg_redis_store_release(tg_store_t *s)
+{
+    rd_client_t *cl = (rd_client_t *)s;
+    if (cl == NULL || --cl->users > 0 || !cl->closed)
+        return;
+    unlist_retired(cl);
     client_free(cl);
 }
 
@@ -967,8 +1006,3 @@ const tg_worker_module_t tg_redis_module = {
     .free = rd_free,
 };
 
-tg_store_t *tg_redis_store(tg_worker_t *w)
-{
-    rd_module_t *m = tg_worker_state(w, TG_WMOD_REDIS);
-    return m != NULL && m->current != NULL ? &m->current->store : NULL;
-}

@@ -22,7 +22,8 @@
  *
  * A reload with the same `redis:` section keeps the client and its
  * connections; a changed one starts a new client, and the old one serves
- * the calls it has until they are answered or time out, then closes.
+ * the calls it has until they are answered or time out, then closes; its
+ * memory goes once no exchange holds it (tg_redis_store_acquire).
  */
 #ifndef TG_PROXY_REDIS_H
 #define TG_PROXY_REDIS_H
@@ -33,8 +34,12 @@
 /* TG_WMOD_REDIS */
 extern const tg_worker_module_t tg_redis_module;
 
-/* The worker's store, or NULL when no `redis:` section is configured. */
-tg_store_t *tg_redis_store(tg_worker_t *w);
+/* The worker's store, or NULL when no `redis:` section is configured,
+ * with a hold on it: a store a reload replaced stays allocated (failing
+ * new calls) until its last holder lets go. Worker thread. */
+tg_store_t *tg_redis_store_acquire(tg_worker_t *w);
+/* Lets go of a store from tg_redis_store_acquire (NULL: nothing). */
+void tg_redis_store_release(tg_store_t *s);
 
 /* Redis's hash slot of a key (CRC16 of its {hash tag}, or of all of it). */
 unsigned tg_redis_key_slot(const char *key, size_t len);

@@ -7,9 +7,11 @@ back; AUTH, the script reloaded after SCRIPT FLUSH, keys that expire,
 the deny cache, and the metrics (promtool-clean)."""
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import unittest
 
@@ -226,6 +228,46 @@ class SharedRedisTest(unittest.TestCase):
         # on_store_error: allow would have let all 60 through)
         self.assertEqual(codes.count(200), 50, codes)
         self.assertNotIn("number_of_cached_scripts:0", harness.redis_cli(self.redis.port, "INFO", "memory"))
+
+    def test_8_reload_that_changes_the_redis_section(self):
+        """Requests keep flowing (on_store_error: deny would show any failed
+        call as a 503) while the redis: section changes; the counts carry on."""
+        gw, admin = self.gws[0], self.admins[0]
+        stop = threading.Event()
+        seen = []
+
+        def load():
+            while not stop.is_set():  # at most ~200 a second: under the route's 1000 a minute
+                seen.append(requests.get(gw.url("/echo/headers"), headers={"x-user": "reload-1"}, timeout=10).status_code)
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.5)
+            with open(gw.path) as f:
+                text = f.read()
+            for timeout in ("150ms", "200ms"):
+                text = re.sub(r"timeout: \d+ms", f"timeout: {timeout}", text)
+                with open(gw.path, "w") as f:
+                    f.write(text)
+                before = harness.metric(metrics(admin), "tollgate_config_reloads_total", result="success")
+                gw.proc.p.send_signal(signal.SIGHUP)
+                deadline = time.time() + 10
+                while time.time() < deadline and harness.metric(
+                        metrics(admin), "tollgate_config_reloads_total", result="success") == before:
+                    time.sleep(0.05)
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        self.assertGreater(len(seen), 20)
+        self.assertEqual(set(seen), {200}, {c: seen.count(c) for c in set(seen)})
+        used = int(harness.redis_cli(self.redis.port, "HGET", "tollgate:rl:{default:1000/60000:reload-1}", "c1"))
+        self.assertGreaterEqual(used, len(seen) - 1)  # all counted (a window may have rolled over once)
+        wait_connected(admin, 2)
 
     def test_7_metrics_are_promtool_clean(self):
         m = metrics(self.admins[0])
