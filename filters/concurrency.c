@@ -139,13 +139,6 @@ static void release_locked(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
 
 /* ---- the filter ---- */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void cl_destroy(void *p)
 {
     cl_conf_t *c = p;
@@ -221,7 +214,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
         tg_filter_resume(h->fx, h->gen, TG_FILTER_CONTINUE);
         return;
     }
-    if (now_ms() >= h->deadline_ms) {
+    if (tg_filter_now_ms() >= h->deadline_ms) {
         unqueue(h->entry, h);
         maybe_remove(h->table, sh, h->entry);
         h->entry = NULL;
@@ -275,7 +268,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
         pthread_mutex_unlock(&sh->lock);
         fx->state[index] = h;
         fx->outcomes |= 1u << TG_OUTCOME_CL_QUEUED;
-        h->deadline_ms = now_ms() + c->queue_timeout_ms;
+        h->deadline_ms = tg_filter_now_ms() + c->queue_timeout_ms;
         evtimer_assign(&h->timer, fx->base, on_poll, h);
         arm_poll(h);
         return TG_FILTER_PAUSE;

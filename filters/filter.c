@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "filters/accesslog.h"
 #include "filters/auth.h"
@@ -293,4 +294,11 @@ int tg_filter_parse_store(tg_node_t *store, tg_node_t *on_error, int *redis, int
         }
     }
     return rc;
+}
+
+uint64_t tg_filter_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }

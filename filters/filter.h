@@ -201,6 +201,16 @@ typedef struct tg_filter_type {
 void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A monotonic clock in milliseconds, for filters' deadlines and windows. */
+uint64_t tg_filter_now_ms(void);
+
+/* In a store callback: the state the paused filter left in fx->state,
+ * or NULL if the exchange is over (gen no longer its). */
+static inline void *tg_filter_paused_state(tg_filter_exchange_t *fx, uint64_t gen)
+{
+    return fx->gen == gen ? fx->state[fx->paused_at] : NULL;
+}
+
 /* Reads a counting filter's `store: local | redis` and `on_store_error:
  * allow | deny` (either node may be absent). store: redis needs the
  * config's redis: section. 0, or -1 after reporting the error. */

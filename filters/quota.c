@@ -343,22 +343,14 @@ static tg_filter_status_t q_decide(const q_conf_t *c, tg_filter_exchange_t *fx, 
     return TG_FILTER_CONTINUE;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void q_store_done(void *arg, uint64_t gen, tg_store_status_t status, const tg_resp_value_t *v)
 {
     tg_filter_exchange_t *fx = arg;
-    if (fx->gen != gen)
+    q_wait_t *qw = tg_filter_paused_state(fx, gen);
+    if (qw == NULL)
         return; /* the exchange is over */
-    q_wait_t *qw = fx->state[fx->paused_at];
     const q_conf_t *c = qw->c;
-    if (status != TG_STORE_OK || v->type != TG_RESP_ARRAY || v->n != 2 || v->items[0].type != TG_RESP_INTEGER ||
-        v->items[1].type != TG_RESP_INTEGER || v->items[1].integer < 0) {
+    if (!tg_store_ints(status, v, 2) || v->items[1].integer < 0) {
         tg_filter_resume(fx, gen, tg_filter_store_failed(fx, c->on_store_error_deny, 0));
         return;
     }
@@ -376,7 +368,7 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     tg_store_t *st = fx->store;
     if (st == NULL)
         return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
-    uint64_t now = mono_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    uint64_t now = tg_filter_now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     if (tg_deny_cache_get(&st->deny, h, now, 1) != NULL) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
         return q_decide(c, fx, 0, 0, left);

@@ -874,13 +874,6 @@ static uint64_t request_cost(const rl_conf_t *f, const tg_filter_exchange_t *fx)
     return v < f->min_cost ? f->min_cost : v > f->max_cost ? f->max_cost : v;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* What a decision means for the request: pass (counted, shadowed or
  * tagged) or a 429. */
 static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, const tg_rl_result_t *r)
@@ -944,14 +937,11 @@ static tg_filter_status_t store_failed(const rl_conf_t *c, tg_filter_exchange_t 
 static void rl_store_done(void *arg, uint64_t gen, tg_store_status_t status, const tg_resp_value_t *v)
 {
     tg_filter_exchange_t *fx = arg;
-    if (fx->gen != gen)
+    rl_charge_t *ch = tg_filter_paused_state(fx, gen);
+    if (ch == NULL)
         return; /* the exchange is over */
-    rl_charge_t *ch = fx->state[fx->paused_at];
     const rl_conf_t *c = ch->set;
-    int ok = status == TG_STORE_OK && v->type == TG_RESP_ARRAY && v->n == 6;
-    for (size_t i = 0; ok && i < 6; i++)
-        ok = v->items[i].type == TG_RESP_INTEGER;
-    if (!ok || v->items[1].integer < 0 || (size_t)v->items[1].integer >= c->n_limits) {
+    if (!tg_store_ints(status, v, 6) || v->items[1].integer < 0 || (size_t)v->items[1].integer >= c->n_limits) {
         tg_filter_resume(fx, gen, store_failed(c, fx));
         return;
     }
@@ -981,7 +971,7 @@ static tg_filter_status_t store_request(const rl_conf_t *f, const rl_conf_t *c, 
     tg_store_t *st = fx->store;
     if (st == NULL)
         return store_failed(c, fx);
-    uint64_t now = now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    uint64_t now = tg_filter_now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     const tg_deny_entry_t *d = tg_deny_cache_get(&st->deny, h, now, cost);
     if (d != NULL) {
         tg_rl_result_t r = { .allowed = 0, .decisive = d->decisive < c->n_limits ? d->decisive : 0 };
@@ -1028,7 +1018,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
     char key[512];
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
-    uint64_t now = now_ms(), cost = request_cost(f, fx);
+    uint64_t now = tg_filter_now_ms(), cost = request_cost(f, fx);
     if (f->redis)
         return store_request(f, c, fx, index, key, len, cost);
     tg_rl_result_t r;

@@ -20,6 +20,16 @@ int tg_store_script_init(tg_store_script_t *s, const char *text)
     return 0;
 }
 
+int tg_store_ints(tg_store_status_t st, const tg_resp_value_t *v, size_t n)
+{
+    if (st != TG_STORE_OK || v == NULL || v->type != TG_RESP_ARRAY || v->n != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (v->items[i].type != TG_RESP_INTEGER)
+            return 0;
+    return 1;
+}
+
 int tg_deny_cache_init(tg_deny_cache_t *c)
 {
     memset(c->slot, 0, sizeof(c->slot));

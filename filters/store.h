@@ -48,6 +48,10 @@ typedef enum {
  * the value given with the call (an exchange's fx->gen). */
 typedef void (*tg_store_cb)(void *arg, uint64_t gen, tg_store_status_t st, const tg_resp_value_t *v);
 
+/* Is this an answer that is an array of exactly n integers (what the
+ * filters' scripts return)? */
+int tg_store_ints(tg_store_status_t st, const tg_resp_value_t *v, size_t n);
+
 typedef struct tg_store_call {
     const tg_store_script_t *script;
     const char *key;           /* the script's one key (KEYS[1]); its hash tag picks the Redis Cluster slot */

@@ -11,7 +11,7 @@ import unittest
 import requests
 
 import harness
-from test_redis_store import fire, metrics, stop_checked, wait_connected, wait_fresh_window
+from test_redis_store import fire, metrics, start_gateways, stop_all, wait_fresh_window
 
 
 def cluster_port():
@@ -60,10 +60,7 @@ class RedisClusterTest(unittest.TestCase):
                 break
             time.sleep(0.2)
         cls.ids = {p: harness.redis_cli(p, "CLUSTER", "MYID") for p in ports}
-        cls.gws, cls.admins = [], []
-        for _ in range(3):
-            port, admin = harness.free_port(), harness.free_port()
-            cls.gws.append(harness.Gateway(f"""
+        cls.gws, cls.admins, cls.urls = start_gateways(3, lambda port, admin: f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{admin} }}
 redis: {{ cluster: [127.0.0.1:{ports[0]}], timeout: 250ms }}
@@ -72,22 +69,11 @@ routes:
 {ROUTES}
 clusters:
   - {{ name: app, endpoints: [127.0.0.1:{cls.app.port}] }}
-""", port=port))
-            cls.admins.append(admin)
-        cls.urls = [f"http://127.0.0.1:{g.port}" for g in cls.gws]
-        for a in cls.admins:
-            wait_connected(a, 2)
+""")
 
     @classmethod
     def tearDownClass(cls):
-        problems = []
-        for g in cls.gws:
-            problems += stop_checked(g)
-        for n in cls.nodes:
-            n.stop()
-        cls.app.stop()
-        if problems:
-            raise AssertionError("; ".join(problems))
+        stop_all(cls.gws, cls.nodes + [cls.app])
 
     def owner(self, slot):
         """The port of the node serving a slot."""

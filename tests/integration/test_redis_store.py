@@ -60,6 +60,19 @@ def wait_connected(admin, n, timeout=15):
     raise AssertionError(f"fewer than {n} Redis connections after {timeout}s")
 
 
+def start_gateways(n, make_config, workers=2):
+    """n gateways, each on make_config(port, admin); returns (gateways,
+    admin ports, base URLs) once each has its workers connected to Redis."""
+    gws, admins = [], []
+    for _ in range(n):
+        port, admin = harness.free_port(), harness.free_port()
+        gws.append(harness.Gateway(make_config(port, admin), port=port))
+        admins.append(admin)
+    for a in admins:
+        wait_connected(a, workers)
+    return gws, admins, [f"http://127.0.0.1:{g.port}" for g in gws]
+
+
 def stop_checked(gw):
     """Stops a gateway; the problems found (exit code, sanitizer report)."""
     rc, out = gw.stop()
@@ -67,6 +80,18 @@ def stop_checked(gw):
     problems += [f"sanitizer report ({m})" for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:")
                  if m in out]
     return problems
+
+
+def stop_all(gws, procs):
+    """Stops the gateways (checked) and the other processes; raises if a
+    gateway did not end cleanly."""
+    problems = []
+    for g in gws:
+        problems += stop_checked(g)
+    for p in procs:
+        p.stop()
+    if problems:
+        raise AssertionError("; ".join(problems))
 
 
 def config(port, admin, app_port, redis_block, routes, workers=2):
@@ -120,26 +145,12 @@ class SharedRedisTest(unittest.TestCase):
     def setUpClass(cls):
         cls.app = harness.start_app("redis-app")
         cls.redis = harness.start_redis(name="redis-shared")
-        cls.gws, cls.admins = [], []
-        for _ in range(3):
-            port, admin = harness.free_port(), harness.free_port()
-            cls.gws.append(harness.Gateway(config(port, admin, cls.app.port,
-                                                  f"{{ address: 127.0.0.1:{cls.redis.port}, timeout: 200ms }}",
-                                                  ROUTES), port=port))
-            cls.admins.append(admin)
-        cls.urls = [f"http://127.0.0.1:{g.port}" for g in cls.gws]
-        for a in cls.admins:
-            wait_connected(a, 2)
+        cls.gws, cls.admins, cls.urls = start_gateways(3, lambda port, admin: config(
+            port, admin, cls.app.port, f"{{ address: 127.0.0.1:{cls.redis.port}, timeout: 200ms }}", ROUTES))
 
     @classmethod
     def tearDownClass(cls):
-        problems = []
-        for g in cls.gws:
-            problems += stop_checked(g)
-        cls.redis.stop()
-        cls.app.stop()
-        if problems:
-            raise AssertionError("; ".join(problems))
+        stop_all(cls.gws, [cls.redis, cls.app])
 
     def test_1_three_instances_enforce_one_exact_limit(self):
         wait_fresh_window(self.redis.port, 10000, 6000)
@@ -297,11 +308,7 @@ class RedisFailureTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        problems = stop_checked(cls.gw)
-        cls.redis.stop()
-        cls.app.stop()
-        if problems:
-            raise AssertionError("; ".join(problems))
+        stop_all([cls.gw], [cls.redis, cls.app])
 
     def timed(self, path, user):
         t0 = time.monotonic()
@@ -382,12 +389,7 @@ class RedisAuthTest(unittest.TestCase):
             self.assertIn("AUTH refused", bad[0].proc.output())
             self.assertNotIn("wrong-password", bad[0].proc.output())
         finally:
-            problems = []
-            for gw, _ in gws:
-                problems += stop_checked(gw)
-            redis.stop()
-            app.stop()
-        self.assertEqual(problems, [])
+            stop_all([gw for gw, _ in gws], [redis, app])
 
 
 class RedisTlsTest(unittest.TestCase):
@@ -430,12 +432,7 @@ class RedisTlsTest(unittest.TestCase):
             self.assertGreater(harness.metric(m, "tollgate_redis_errors_total", kind="connect"), 0)
             self.assertIn("connect failed", bad.proc.output())
         finally:
-            problems = []
-            for gw, _ in gws:
-                problems += stop_checked(gw)
-            redis.stop()
-            app.stop()
-        self.assertEqual(problems, [])
+            stop_all([gw for gw, _ in gws], [redis, app])
 
 
 class RedisConfigTest(unittest.TestCase):
