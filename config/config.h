@@ -156,6 +156,7 @@ typedef struct tg_listener_conf {
     size_t n_trusted_proxies;
     int has_trusted_proxies;
     uint64_t max_connections; /* open client connections on this listener (0: no limit) */
+    uint32_t listen_backlog;  /* listen(2) backlog: connections the kernel queues before accept */
 } tg_listener_conf_t;
 
 /* A cluster's `tls:` block: TLS toward its endpoints. */
@@ -290,6 +291,7 @@ typedef struct tg_config {
 /* Defaults, also documented in docs/configuration.md. */
 #define TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE (4u * 1024 * 1024) /* gRPC's own default */
 #define TG_DEFAULT_MAX_HEADER_BYTES (64 * 1024)
+#define TG_DEFAULT_LISTEN_BACKLOG 4096
 #define TG_DEFAULT_HEADER_TIMEOUT_MS 10000
 #define TG_DEFAULT_IDLE_TIMEOUT_MS 60000
 #define TG_DEFAULT_DRAIN_TIMEOUT_MS 30000

@@ -877,9 +877,12 @@ static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
     static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections",
-                                        "http1", "proxy_protocol" };
-    yaml_node_t *v[8];
-    int rc = take_fields(ld, n, "listener", keys, 8, v);
+                                        "http1", "proxy_protocol", "listen_backlog" };
+    yaml_node_t *v[9];
+    int rc = take_fields(ld, n, "listener", keys, 9, v);
+    l->listen_backlog = TG_DEFAULT_LISTEN_BACKLOG;
+    if (v[8] != NULL && get_u32(ld, v[8], "listen_backlog", 1, 65535, &l->listen_backlog) < 0)
+        rc = -1;
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     http2_defaults(&l->http2);

@@ -95,7 +95,7 @@ static int bind_listener(const tg_listener_conf_t *l, tg_errors_t *errs)
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, (int)l->listen_backlog) < 0) {
         tg_errors_add(errs, "listener '%s': cannot listen on %s: %s", l->name, l->listen, strerror(errno));
         if (fd >= 0)
             close(fd);

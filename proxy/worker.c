@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -244,6 +245,10 @@ static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
         for (size_t i = 0; i < w->n_listeners; i++) {
             tg_listener_slot_t *slot = w->listeners[i];
             if (slot != NULL && tg_listener_same_address(&oc->listeners[i], &nc->listeners[j])) {
+                if (oc->listeners[i].listen_backlog != nc->listeners[j].listen_backlog &&
+                    listen(evconnlistener_get_fd(slot->lev), (int)nc->listeners[j].listen_backlog) < 0)
+                    tg_warn("worker %u: listener '%s': cannot change listen_backlog: %s", w->id,
+                            nc->listeners[j].name, strerror(errno));
                 slot->index = j;
                 slot->stats_slot = m->snap->listener_slot[j];
                 next[j] = slot;

@@ -117,3 +117,45 @@ class ReloadRemovesListenerTest(harness.GatewayTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def listen_backlogs(port):
+    """The backlog (ss's Send-Q) of each socket listening on port."""
+    out = harness.subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                                 timeout=10).stdout
+    return sorted(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+class ListenBacklogTest(harness.GatewayTest):
+    """listen_backlog is what the kernel queues (ss shows it for each
+    worker's SO_REUSEPORT socket), 4096 unless set; a reload that changes
+    it applies it to the sockets kept for the same address."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("backlog-app")
+        cls.procs = [cls.app]
+        cls.port, cls.port2 = harness.free_port(), harness.free_port()
+        cls.body = """
+workers: 2
+listeners:
+  - {{ name: main, listen: 127.0.0.1:{port}, listen_backlog: {backlog} }}
+  - {{ name: other, listen: 127.0.0.1:{port2} }}
+routes: [{{ name: r, cluster: app }}]
+clusters: [{{ name: app, endpoints: [127.0.0.1:{app}] }}]
+"""
+        cls.gateway = harness.Gateway(cls.body.format(port=cls.port, port2=cls.port2, backlog=77, app=cls.app.port),
+                                      port=cls.port)
+
+    def test_backlog_set_and_reloaded(self):
+        self.assertEqual(listen_backlogs(self.port), [77, 77])
+        self.assertEqual(listen_backlogs(self.port2), [4096, 4096])
+        with open(self.gateway.path, "w") as f:
+            f.write(self.body.format(port=self.port, port2=self.port2, backlog=333, app=self.app.port))
+        self.gateway.proc.p.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and listen_backlogs(self.port) != [333, 333]:
+            time.sleep(0.05)
+        self.assertEqual(listen_backlogs(self.port), [333, 333])
+        rc, body, _ = harness.curl(f"http://127.0.0.1:{self.port}/whoami")
+        self.assertEqual(rc, 0)
