@@ -248,7 +248,11 @@ static void arm_recv(struct io_uring *ring, int fd)
 static void run_uring(int lfd)
 {
     struct io_uring ring;
-    struct io_uring_params params = { .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN };
+    /* URING_PLAIN=1 in the environment: no SINGLE_ISSUER / DEFER_TASKRUN (completions run as task work
+     * at any kernel entry instead of only in io_uring_enter) */
+    struct io_uring_params params = { .flags = getenv("URING_PLAIN") ? 0u
+                                                                       : IORING_SETUP_SINGLE_ISSUER |
+                                                                             IORING_SETUP_DEFER_TASKRUN };
     if (io_uring_queue_init_params(4096, &ring, &params) < 0) {
         params.flags = 0;
         if (io_uring_queue_init_params(4096, &ring, &params) < 0) {

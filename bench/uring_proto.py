@@ -28,9 +28,12 @@ def main():
     location / {{ return 200 "ok\\n"; }} }}""")], run.LOAD_CPU))
         run.wait_port(bport)
         targets = []
-        for mode in ("epoll", "uring"):
+        for mode in ("epoll", "uring", "uring-plain"):
             port = run.free_port()
-            targets.append((f"proto-{mode}", port, [args.proto, mode, str(port), str(bport)]))
+            argv = [args.proto, mode.split("-")[0], str(port), str(bport)]
+            if mode == "uring-plain":
+                argv = ["env", "URING_PLAIN=1"] + argv
+            targets.append((f"proto-{mode}", port, argv))
         tport = run.free_port()
         with open(os.path.join(d, "tollgate.yaml"), "w") as f:
             f.write(f"""workers: 1
