@@ -92,7 +92,7 @@ static void on_conn(tg_sock_t *s, int events, void *arg)
         return;
     }
     if (c->state == 2) {
-        if (evbuffer_get_length(tg_sock_out(s)) == 0)
+        if (tg_sock_out_len(s) == 0)
             conn_free(c);
         return;
     }

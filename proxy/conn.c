@@ -22,7 +22,7 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
 {
     tg_conn_t *c = arg;
     if (c->lingering) {
-        evbuffer_drain(tg_sock_in(s), evbuffer_get_length(tg_sock_in(s)));
+        evbuffer_drain(tg_sock_in(s), tg_sock_in_len(s));
         if (events & (TG_SOCK_EOF | TG_SOCK_ERROR))
             tg_conn_close(c);
         return;
@@ -132,7 +132,7 @@ void tg_conn_linger(tg_conn_t *c, uint64_t ms)
     }
     c->lingering = 1;
     tg_sock_shutdown_write(c->sock);
-    evbuffer_drain(tg_sock_in(c->sock), evbuffer_get_length(tg_sock_in(c->sock)));
+    evbuffer_drain(tg_sock_in(c->sock), tg_sock_in_len(c->sock));
     tg_sock_set_read_limit(c->sock, 0);
     tg_sock_pause_read(c->sock, 0);
     tg_timer_arm_ms(&c->timer, ms);

@@ -200,7 +200,7 @@ static int ds_write_end(void *ds, const tg_headers_t *trailers)
 static size_t ds_pending(void *ds)
 {
     h1_conn_t *c = ds;
-    return evbuffer_get_length(tg_sock_out(c->base.sock));
+    return tg_sock_out_len(c->base.sock);
 }
 
 static void ds_send_continue(void *ds)
@@ -255,12 +255,14 @@ static void hand_to_h2(h1_conn_t *c);
 
 static void read_head(h1_conn_t *c)
 {
-    struct evbuffer *in = tg_sock_in(c->base.sock);
-    if (evbuffer_get_length(in) == 0) {
+    if (tg_sock_in_len(c->base.sock) == 0) {
         if (c->eof || c->draining)
             conn_close(c);
+        else if (c->ex == NULL) /* between requests: hold no buffer while idle */
+            tg_sock_park(c->base.sock);
         return;
     }
+    struct evbuffer *in = tg_sock_in(c->base.sock);
     if (c->served == 0 && c->ex == NULL && !c->tls && !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c); /* an HTTP/2-only listener: the h2 session checks the preface */
         return;
@@ -385,7 +387,7 @@ static void on_input(h1_conn_t *c)
              * The exchange is aborted (the upstream request cancelled,
              * counted as aborted), as nginx does (499): HTTP/1.1 gives a
              * half-close no meaning in the middle of an exchange. */
-            if (tg_h1_body_complete(&c->reader) && evbuffer_get_length(tg_sock_in(c->base.sock)) == 0) {
+            if (tg_h1_body_complete(&c->reader) && tg_sock_in_len(c->base.sock) == 0) {
                 tg_debug("h1 %s: client closed while its request was in flight", c->addr);
                 conn_close(c);
                 return;
@@ -403,7 +405,7 @@ static void on_drained(h1_conn_t *c)
 {
     if (c->state == C_EXCHANGE)
         tg_exchange_on_downstream_drained(c->ex);
-    else if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(c->base.sock)) == 0)
+    else if (c->state == C_FLUSH && tg_sock_out_len(c->base.sock) == 0)
         start_linger(c);
 }
 
@@ -452,7 +454,7 @@ static void on_timer(tg_conn_t *b)
 static void on_defer(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    if (c->state == C_FLUSH && evbuffer_get_length(tg_sock_out(b->sock)) == 0)
+    if (c->state == C_FLUSH && tg_sock_out_len(b->sock) == 0)
         start_linger(c);
     else
         on_input(c);
@@ -472,7 +474,7 @@ static void on_drain(tg_conn_t *b)
 static int close_if_idle(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    if (c->state != C_READ_HEAD || c->ex != NULL || evbuffer_get_length(tg_sock_in(b->sock)) != 0)
+    if (c->state != C_READ_HEAD || c->ex != NULL || tg_sock_in_len(b->sock) != 0)
         return 0;
     tg_debug("h1 %s: idle connection closed to free a descriptor", c->addr);
     conn_close(c);

@@ -484,7 +484,7 @@ static void conn_io(tg_h2_conn_t *c)
         return;
     c->in_io = 1;
     int rv = 0;
-    if (c->state != C_CONNECTING || evbuffer_get_length(tg_sock_in(c->base.sock)) > 0) {
+    if (c->state != C_CONNECTING || tg_sock_in_len(c->base.sock) > 0) {
         tg_h2_feeder_t whole = { 0 }; /* no frame checks: as it comes */
         rv = tg_h2_feed(c->session, tg_sock_in(c->base.sock), &whole);
         tg_sock_consumed(c->base.sock);

@@ -917,7 +917,7 @@ static void conn_io(h2_conn_t *c)
         }
         tg_sock_flush(c->base.sock);
         notify_drained(c);
-        if (c->base.dead || evbuffer_get_length(tg_sock_out(c->base.sock)) >= TG_H2_OUT_HWM ||
+        if (c->base.dead || tg_sock_out_len(c->base.sock) >= TG_H2_OUT_HWM ||
             !nghttp2_session_want_write(c->session))
             break;
     }
@@ -934,7 +934,7 @@ static void conn_io(h2_conn_t *c)
         conn_close(c);
         return;
     }
-    int flushed = evbuffer_get_length(tg_sock_out(c->base.sock)) == 0;
+    int flushed = tg_sock_out_len(c->base.sock) == 0;
     if (c->peer_eof && (c->n_streams == 0 || stuck_on_window(c))) {
         conn_close(c); /* nothing can arrive, and nothing is left to answer (or can be) */
         return;

@@ -44,8 +44,8 @@ struct tg_sock {
     tg_sock_loop_t *loop;
     int fd;
     struct event ev;
-    struct event timer;
-    struct evbuffer *in, *out;
+    struct event *timer;       /* made on first use: most sockets never set a timeout */
+    struct evbuffer *in, *out; /* both NULL while parked (tg_sock_park) */
     tg_sock_cb cb;
     void *arg;
     size_t read_limit, write_lowat;
@@ -57,22 +57,82 @@ struct tg_sock {
     unsigned long tls_err;     /* the OpenSSL error that failed the connection */
     unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
-        shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1;
+        shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1,
+        want_park : 1;
 };
+
+/* Empty buffers of parked sockets, kept for the next socket that needs
+ * them (so that parking costs no allocation per request), up to this many
+ * per loop; past it they are freed. */
+#define SPARE_BUFFERS 256
 
 struct tg_sock_loop {
     struct event_base *base;
     struct event run_ev;
     TAILQ_HEAD(, tg_sock) queue;
     int run_pending;
+    struct evbuffer *spare[SPARE_BUFFERS];
+    unsigned n_spare;
+    struct evbuffer *scratch;  /* stands in for a buffer that could not be had */
 };
+
+static size_t in_len(const tg_sock_t *s)
+{
+    return s->in ? evbuffer_get_length(s->in) : 0;
+}
+
+static size_t out_len(const tg_sock_t *s)
+{
+    return s->out ? evbuffer_get_length(s->out) : 0;
+}
+
+static void buf_give(tg_sock_loop_t *l, struct evbuffer *b)
+{
+    if (l->n_spare < SPARE_BUFFERS)
+        l->spare[l->n_spare++] = b;
+    else
+        evbuffer_free(b);
+}
+
+/* Gives a parked socket its buffers back. 0, or -1 (out of memory). */
+static int unpark(tg_sock_t *s)
+{
+    if (s->in != NULL)
+        return 0;
+    tg_sock_loop_t *l = s->loop;
+    s->in = l->n_spare ? l->spare[--l->n_spare] : evbuffer_new();
+    s->out = l->n_spare ? l->spare[--l->n_spare] : evbuffer_new();
+    if (s->in == NULL || s->out == NULL) {
+        if (s->in)
+            buf_give(l, s->in);
+        if (s->out)
+            buf_give(l, s->out);
+        s->in = s->out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Parks the socket if its owner asked for it and both buffers are empty. */
+static void try_park(tg_sock_t *s)
+{
+    if (!s->want_park || s->in == NULL || evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+        return;
+    buf_give(s->loop, s->in);
+    buf_give(s->loop, s->out);
+    s->in = s->out = NULL;
+}
 
 static void release(tg_sock_t *s)
 {
     if (s->ssl != NULL)
         SSL_free(s->ssl);
-    evbuffer_free(s->in);
-    evbuffer_free(s->out);
+    if (s->in != NULL) {
+        evbuffer_free(s->in);
+        evbuffer_free(s->out);
+    }
+    if (s->timer != NULL)
+        event_free(s->timer);
     free(s);
 }
 
@@ -97,11 +157,17 @@ static void deliver(tg_sock_t *s, int events)
         s->cb(s, events, s->arg);
 }
 
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
 static void touch_timer(tg_sock_t *s)
 {
-    if (s->timeout_ms) {
-        s->timer_on = tg_timer_arm_ms(&s->timer, s->timeout_ms) == 0;
+    if (s->timeout_ms == 0)
+        return;
+    if (s->timer == NULL && (s->timer = evtimer_new(s->loop->base, on_timer, s)) == NULL) {
+        s->timer_on = 0; /* out of memory: no timeout rather than none that fires wrongly */
+        return;
     }
+    s->timer_on = tg_timer_arm_ms(s->timer, s->timeout_ms) == 0;
 }
 
 static void enqueue(tg_sock_t *s)
@@ -249,9 +315,13 @@ static int tls_read(tg_sock_t *s)
         return 0;
     if (s->tls_err || s->err)
         return TG_SOCK_ERROR;
+    if (unpark(s) < 0) {
+        s->err = ENOMEM;
+        return TG_SOCK_ERROR;
+    }
     s->read_wants_write = 0;
     while (!s->paused && !s->eof && !s->dead) {
-        size_t have = evbuffer_get_length(s->in), want = READ_BIG;
+        size_t have = in_len(s), want = READ_BIG;
         if (s->read_limit) {
             if (have >= s->read_limit) {
                 s->at_limit = 1;
@@ -310,7 +380,7 @@ static int tls_write_some(tg_sock_t *s)
 {
     if (s->tls_err || s->err)
         return -1;
-    size_t len = evbuffer_get_length(s->out), n = len < 16384 ? len : 16384;
+    size_t len = out_len(s), n = len < 16384 ? len : 16384;
     unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
     if (p == NULL) {
         s->err = ENOMEM;
@@ -346,8 +416,12 @@ static int do_read(tg_sock_t *s)
     if (s->ssl != NULL)
         return tls_read(s);
     int events = 0;
+    if (s->readable && !s->paused && !s->eof && !s->dead && unpark(s) < 0) {
+        s->err = ENOMEM;
+        return TG_SOCK_ERROR;
+    }
     while (s->readable && !s->paused && !s->eof && !s->dead) {
-        size_t have = evbuffer_get_length(s->in), want = s->bulk ? READ_BIG : READ_SMALL;
+        size_t have = in_len(s), want = s->bulk ? READ_BIG : READ_SMALL;
         if (s->read_limit) {
             if (have >= s->read_limit) {
                 s->at_limit = 1;
@@ -429,7 +503,7 @@ static int do_write(tg_sock_t *s)
 {
     int events = 0, progress = 0;
     s->write_wants_read = 0;
-    while (s->ssl != NULL && s->writable && !s->handshaking && !s->dead && evbuffer_get_length(s->out) > 0) {
+    while (s->ssl != NULL && s->writable && !s->handshaking && !s->dead && out_len(s) > 0) {
         int r = tls_write_some(s);
         if (r < 0) {
             events |= TG_SOCK_ERROR;
@@ -439,7 +513,7 @@ static int do_write(tg_sock_t *s)
             break;
         progress = 1;
     }
-    while (s->ssl == NULL && s->writable && !s->dead && evbuffer_get_length(s->out) > 0) {
+    while (s->ssl == NULL && s->writable && !s->dead && out_len(s) > 0) {
         int r = evbuffer_write(s->out, s->fd);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -459,11 +533,13 @@ static int do_write(tg_sock_t *s)
     }
     if (progress) {
         touch_timer(s);
-        if (evbuffer_get_length(s->out) <= s->write_lowat)
+        if (out_len(s) <= s->write_lowat)
             events |= TG_SOCK_WRITE;
     }
-    if (s->shut_wr && evbuffer_get_length(s->out) == 0 && !s->dead)
+    if (s->shut_wr && out_len(s) == 0 && !s->dead)
         shut_write(s);
+    if (progress && out_len(s) == 0)
+        try_park(s);
     return events;
 }
 
@@ -560,7 +636,9 @@ tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
         return NULL;
     l->base = base;
     TAILQ_INIT(&l->queue);
-    if (event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0) {
+    if ((l->scratch = evbuffer_new()) == NULL || event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0) {
+        if (l->scratch)
+            evbuffer_free(l->scratch);
         free(l);
         return NULL;
     }
@@ -572,6 +650,9 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
     if (l == NULL)
         return;
     event_del(&l->run_ev);
+    while (l->n_spare > 0)
+        evbuffer_free(l->spare[--l->n_spare]);
+    evbuffer_free(l->scratch);
     free(l);
 }
 
@@ -582,15 +663,9 @@ static tg_sock_t *sock_create(tg_sock_loop_t *l, int fd)
         return NULL;
     s->loop = l;
     s->fd = fd;
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
-    if (s->in == NULL || s->out == NULL ||
-        event_assign(&s->ev, l->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_io, s) < 0 ||
-        evtimer_assign(&s->timer, l->base, on_timer, s) < 0 || event_add(&s->ev, NULL) < 0) {
-        if (s->in)
-            evbuffer_free(s->in);
-        if (s->out)
-            evbuffer_free(s->out);
+    /* born parked: the buffers come (from the loop's spares) with the first bytes */
+    if (event_assign(&s->ev, l->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_io, s) < 0 ||
+        event_add(&s->ev, NULL) < 0) {
         free(s);
         return NULL;
     }
@@ -636,7 +711,8 @@ void tg_sock_free(tg_sock_t *s)
         return;
     dequeue(s);
     event_del(&s->ev);
-    event_del(&s->timer);
+    if (s->timer != NULL)
+        event_del(s->timer);
     close(s->fd);
     s->fd = -1;
     s->dead = 1;
@@ -650,14 +726,45 @@ void tg_sock_set_cb(tg_sock_t *s, tg_sock_cb cb, void *arg)
     s->arg = arg;
 }
 
+/* A parked socket's buffers, back for its owner; out of memory, the
+ * socket fails (from the loop) and the loop's scratch buffer stands in. */
+static struct evbuffer *owned_buffer(tg_sock_t *s, int out)
+{
+    s->want_park = 0; /* the owner is at work on it again: no parking until it asks */
+    if (unpark(s) == 0)
+        return out ? s->out : s->in;
+    if (!s->err)
+        s->err = ENOMEM;
+    s->q_read = 1;
+    enqueue(s);
+    evbuffer_drain(s->loop->scratch, evbuffer_get_length(s->loop->scratch));
+    return s->loop->scratch;
+}
+
 struct evbuffer *tg_sock_in(tg_sock_t *s)
 {
-    return s->in;
+    return owned_buffer(s, 0);
 }
 
 struct evbuffer *tg_sock_out(tg_sock_t *s)
 {
-    return s->out;
+    return owned_buffer(s, 1);
+}
+
+size_t tg_sock_in_len(const tg_sock_t *s)
+{
+    return in_len(s);
+}
+
+size_t tg_sock_out_len(const tg_sock_t *s)
+{
+    return out_len(s);
+}
+
+void tg_sock_park(tg_sock_t *s)
+{
+    s->want_park = 1;
+    try_park(s);
 }
 
 int tg_sock_fd(const tg_sock_t *s)
@@ -687,7 +794,7 @@ void tg_sock_set_timeout(tg_sock_t *s, uint64_t ms)
     if (ms)
         touch_timer(s);
     else if (s->timer_on) {
-        event_del(&s->timer);
+        event_del(s->timer);
         s->timer_on = 0;
     }
 }
@@ -718,7 +825,7 @@ void tg_sock_pause_read(tg_sock_t *s, int paused)
 
 void tg_sock_consumed(tg_sock_t *s)
 {
-    if (s->at_limit && (s->read_limit == 0 || evbuffer_get_length(s->in) < s->read_limit)) {
+    if (s->at_limit && (s->read_limit == 0 || in_len(s) < s->read_limit)) {
         s->at_limit = 0;
         queue_read(s);
     }
@@ -726,7 +833,7 @@ void tg_sock_consumed(tg_sock_t *s)
 
 void tg_sock_flush(tg_sock_t *s)
 {
-    if (!s->dead && s->writable && !s->connecting && evbuffer_get_length(s->out) > 0) {
+    if (!s->dead && s->writable && !s->connecting && out_len(s) > 0) {
         s->q_write = 1;
         enqueue(s);
     }
@@ -744,7 +851,7 @@ int tg_sock_peer_closed(const tg_sock_t *s)
 
 void tg_sock_flush_now(tg_sock_t *s)
 {
-    if (s->dead || !s->writable || s->connecting || evbuffer_get_length(s->out) == 0)
+    if (s->dead || !s->writable || s->connecting || out_len(s) == 0)
         return;
     if (s->ssl != NULL) {
         if (s->handshaking || (do_write(s) & TG_SOCK_ERROR)) {
@@ -762,7 +869,7 @@ void tg_sock_flush_now(tg_sock_t *s)
         return;
     }
     touch_timer(s);
-    if (evbuffer_get_length(s->out) > 0)
+    if (out_len(s) > 0)
         s->writable = 0;
     else if (s->shut_wr)
         shut_write(s);
@@ -771,7 +878,7 @@ void tg_sock_flush_now(tg_sock_t *s)
 void tg_sock_shutdown_write(tg_sock_t *s)
 {
     s->shut_wr = 1;
-    if (evbuffer_get_length(s->out) == 0 && !s->dead)
+    if (out_len(s) == 0 && !s->dead)
         shut_write(s);
     else
         tg_sock_flush(s);

@@ -54,8 +54,20 @@ tg_sock_t *tg_sock_connect(tg_sock_loop_t *l, const struct sockaddr *sa, socklen
 void tg_sock_free(tg_sock_t *s);
 
 void tg_sock_set_cb(tg_sock_t *s, tg_sock_cb cb, void *arg);
+/* The input and output buffers (a parked socket gets them back: the
+ * caller is at work on it). Use them at once; do not keep the pointers
+ * past the callback or call that got them (parking hands them on). */
 struct evbuffer *tg_sock_in(tg_sock_t *s);
 struct evbuffer *tg_sock_out(tg_sock_t *s);
+/* Bytes waiting in the input / output, without unparking. */
+size_t tg_sock_in_len(const tg_sock_t *s);
+size_t tg_sock_out_len(const tg_sock_t *s);
+/* The owner expects nothing for a while (an idle keep-alive connection):
+ * the socket lets go of its buffers once both are empty — now, or when
+ * the output has drained — to the loop's spares, and takes them back with
+ * the next bytes that arrive or the next tg_sock_in/out. An idle
+ * connection then holds no buffer; no allocation happens per request. */
+void tg_sock_park(tg_sock_t *s);
 int tg_sock_fd(const tg_sock_t *s);
 int tg_sock_error(const tg_sock_t *s);
 

@@ -149,7 +149,7 @@ static void on_idle_event(tg_sock_t *s, int events, void *arg)
     upconn_t *c = arg;
     if (events & TG_SOCK_READ)
         tg_debug("upstream: unexpected %zu bytes on an idle connection, closing",
-                 evbuffer_get_length(tg_sock_in(s)));
+                 tg_sock_in_len(s));
     pool_remove(c);
     upconn_close(c);
 }
@@ -362,7 +362,7 @@ static int h1_end(void *u)
 static size_t h1_queued(void *u)
 {
     upconn_t *c = u;
-    return evbuffer_get_length(tg_sock_out(c->sock));
+    return tg_sock_out_len(c->sock);
 }
 
 static ssize_t h1_read(void *u, struct evbuffer *dst, size_t max, int *fin)
@@ -421,7 +421,7 @@ static void h1_release(void *u, int clean)
     c->arena = NULL;
     if (!reusable || tg_worker_draining(c->w) ||
         !tg_cluster_set_uses(tg_worker_snapshot(c->w)->clusters, c->slot, c->gen) || /* its endpoint is gone */ p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
-        evbuffer_get_length(tg_sock_in(c->sock)) != 0 || evbuffer_get_length(tg_sock_out(c->sock)) != 0) {
+        tg_sock_in_len(c->sock) != 0 || tg_sock_out_len(c->sock) != 0) {
         upconn_close(c);
         return;
     }
