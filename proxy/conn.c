@@ -40,9 +40,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     c->kind->on_timer(c);
 }
 
-static void on_defer(evutil_socket_t fd, short what, void *arg)
+static void on_defer(tg_deferred_t *d)
 {
-    tg_conn_t *c = arg;
+    tg_conn_t *c = (tg_conn_t *)((char *)d - offsetof(tg_conn_t, defer));
     if (c->dead)
         release(c);
     else
@@ -72,8 +72,9 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
 {
     c->kind = kind;
     c->w = w;
-    if (evtimer_assign(&c->timer, tg_worker_base(w), on_timer, c) < 0 || event_assign(&c->defer, tg_worker_base(w), -1, 0, on_defer, c) < 0)
+    if (evtimer_assign(&c->timer, tg_worker_base(w), on_timer, c) < 0)
         return -1;
+    c->defer = (tg_deferred_t){ .fn = on_defer };
     c->sock = sock;
     c->snap = tg_snapshot_ref(snap);
     tg_sock_set_cb(sock, on_sock, c);
@@ -108,13 +109,13 @@ void tg_conn_close(tg_conn_t *c)
         tg_sock_free(c->sock);
         c->sock = NULL;
     }
-    event_active(&c->defer, EV_TIMEOUT, 0);
+    tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
 }
 
 void tg_conn_kick(tg_conn_t *c)
 {
     if (!c->dead)
-        event_active(&c->defer, EV_TIMEOUT, 0);
+        tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
 }
 
 void tg_conn_set_timer(tg_conn_t *c, uint64_t ms)
@@ -145,13 +146,13 @@ tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
     c->dead = 1;
     unlist(c);
     evtimer_del(&c->timer);
-    event_active(&c->defer, EV_TIMEOUT, 0);
+    tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
     return s;
 }
 
 void tg_conn_free_now(tg_conn_t *c)
 {
     tg_conn_close(c);
-    event_del(&c->defer); /* the loop is gone: it would never run */
+    tg_sock_loop_cancel(&c->defer); /* the loop is gone: it would never run */
     release(c);
 }

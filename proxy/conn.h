@@ -47,7 +47,7 @@ struct tg_conn {
     tg_sock_t *sock;            /* NULL once closed or handed on */
     tg_snapshot_t *snap;        /* the config it was made under (one reference) */
     struct event timer;
-    struct event defer;
+    tg_deferred_t defer;        /* tg_conn_kick, and the release after closing */
     unsigned dead : 1, lingering : 1, listed : 1;
 };
 

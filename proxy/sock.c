@@ -74,6 +74,8 @@ struct tg_sock_loop {
     struct evbuffer *spare[SPARE_BUFFERS];
     unsigned n_spare;
     struct evbuffer *scratch;  /* stands in for a buffer that could not be had */
+    tg_deferred_t *deferred, **deferred_tail; /* tg_sock_loop_defer, in order */
+    size_t n_deferred;
 };
 
 static size_t in_len(const tg_sock_t *s)
@@ -170,6 +172,8 @@ static void touch_timer(tg_sock_t *s)
     s->timer_on = tg_timer_arm_ms(s->timer, s->timeout_ms) == 0;
 }
 
+static void wake(tg_sock_loop_t *l);
+
 static void enqueue(tg_sock_t *s)
 {
     tg_sock_loop_t *l = s->loop;
@@ -177,10 +181,7 @@ static void enqueue(tg_sock_t *s)
         s->queued = 1;
         TAILQ_INSERT_TAIL(&l->queue, s, qlink);
     }
-    if (!l->run_pending) {
-        l->run_pending = 1;
-        event_active(&l->run_ev, EV_TIMEOUT, 0);
-    }
+    wake(l);
 }
 
 static void dequeue(tg_sock_t *s)
@@ -627,6 +628,48 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         deliver(s, events);
         dispatch_end(s);
     }
+    /* the calls queued so far; those they queue wait for the next round */
+    size_t n = l->n_deferred;
+    tg_deferred_t *d;
+    while (n-- > 0 && (d = l->deferred) != NULL) {
+        tg_sock_loop_cancel(d);
+        d->fn(d);
+    }
+}
+
+static void wake(tg_sock_loop_t *l)
+{
+    if (!l->run_pending) {
+        l->run_pending = 1;
+        event_active(&l->run_ev, EV_TIMEOUT, 0);
+    }
+}
+
+void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d)
+{
+    if (d->prev != NULL)
+        return; /* queued already: it runs once */
+    d->loop = l;
+    d->next = NULL;
+    d->prev = l->deferred_tail;
+    *l->deferred_tail = d;
+    l->deferred_tail = &d->next;
+    l->n_deferred++;
+    wake(l);
+}
+
+void tg_sock_loop_cancel(tg_deferred_t *d)
+{
+    if (d->prev == NULL)
+        return;
+    tg_sock_loop_t *l = d->loop;
+    if (d->next != NULL)
+        d->next->prev = d->prev;
+    else
+        l->deferred_tail = d->prev;
+    *d->prev = d->next;
+    d->prev = NULL;
+    l->n_deferred--;
 }
 
 tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
@@ -636,6 +679,7 @@ tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
         return NULL;
     l->base = base;
     TAILQ_INIT(&l->queue);
+    l->deferred_tail = &l->deferred;
     if ((l->scratch = evbuffer_new()) == NULL || event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0) {
         if (l->scratch)
             evbuffer_free(l->scratch);

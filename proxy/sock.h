@@ -43,6 +43,20 @@ enum {
 typedef void (*tg_sock_cb)(tg_sock_t *s, int events, void *arg);
 
 tg_sock_loop_t *tg_sock_loop_new(struct event_base *base);
+
+/* A call deferred to the loop (a connection's "go on at a safe point"):
+ * 32 bytes in its owner, where a libevent event would take 128. */
+typedef struct tg_deferred {
+    struct tg_deferred *next, **prev; /* in the loop's list while queued (prev NULL: not queued) */
+    tg_sock_loop_t *loop;
+    void (*fn)(struct tg_deferred *d);
+} tg_deferred_t;
+
+/* Runs d->fn(d) once from the loop, after the current callbacks (again
+ * if re-queued meanwhile, once per queueing that happened before it ran). */
+void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d);
+/* Takes d off the loop's list if it is queued. */
+void tg_sock_loop_cancel(tg_deferred_t *d);
 void tg_sock_loop_free(tg_sock_loop_t *l);
 
 /* Wraps a connected (accepted) non-blocking socket; takes the fd. */
