@@ -40,12 +40,12 @@ typedef struct h1_conn {
     size_t stats_slot;              /* listener stats slot at accept time */
     char addr[INET6_ADDRSTRLEN];
     conn_state_t state;
-    tg_h1_reader_t reader;
+    tg_h1_reader_t *reader;    /* with an exchange: in its arena (an idle connection holds none) */
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
     tg_body_kind_t out_body;   /* framing of the response being written */
     int version;
     uint64_t served;           /* requests started on this connection */
-    tg_tls_peer_t peer;        /* the client's certificate identity (TLS) */
+    tg_tls_peer_t *peer;       /* TLS: the client's certificate identity, made at the handshake */
     unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, tls : 1;
 } h1_conn_t;
 
@@ -78,6 +78,7 @@ static void on_close(tg_conn_t *b)
     if (c->ex != NULL) {
         tg_exchange_abort(c->ex);
         c->ex = NULL;
+        c->reader = NULL; /* it was in the exchange's arena */
     }
     tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
 }
@@ -85,7 +86,10 @@ static void on_close(tg_conn_t *b)
 static void on_free(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    tg_tls_peer_free(&c->peer);
+    if (c->peer != NULL) {
+        tg_tls_peer_free(c->peer);
+        free(c->peer);
+    }
     free(c);
 }
 
@@ -94,11 +98,11 @@ static void on_free(tg_conn_t *b)
 static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin, int *err)
 {
     h1_conn_t *c = ds;
-    ssize_t n = tg_h1_read_body(&c->reader, tg_sock_in(c->base.sock), dst, max, c->eof, fin);
+    ssize_t n = tg_h1_read_body(c->reader, tg_sock_in(c->base.sock), dst, max, c->eof, fin);
     tg_sock_consumed(c->base.sock);
     if (n < 0) {
-        tg_debug("h1 %s: bad request body: %s", c->addr, c->reader.error_msg ? c->reader.error_msg : "?");
-        *err = c->reader.error_status ? c->reader.error_status : 400;
+        tg_debug("h1 %s: bad request body: %s", c->addr, c->reader->error_msg ? c->reader->error_msg : "?");
+        *err = c->reader->error_status ? c->reader->error_status : 400;
         c->close_after = 1;
     }
     return n;
@@ -128,7 +132,7 @@ static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra)
     char *p = extra;
     if (resp->body == TG_BODY_TUNNEL) {
         c->out_body = TG_BODY_TUNNEL;
-        c->reader.body = TG_BODY_TUNNEL; /* from now on the client sends raw bytes */
+        c->reader->body = TG_BODY_TUNNEL; /* from now on the client sends raw bytes */
         c->close_after = 1;
         *put(p, "connection: upgrade\r\n") = '\0';
         return;
@@ -216,6 +220,7 @@ static void ds_done(void *ds, int close)
 {
     h1_conn_t *c = ds;
     c->ex = NULL;
+    c->reader = NULL; /* it was in the exchange's arena */
     tg_sock_flush_now(c->base.sock); /* the response is complete */
     if (close || c->close_after || c->draining || !c->keep_alive) {
         c->state = C_FLUSH;
@@ -284,11 +289,15 @@ static void read_head(h1_conn_t *c)
             conn_close(c);
             return;
         }
-        tg_h1_reader_init(&c->reader, TG_H1_REQUEST);
-        c->reader.max_body = limits(c)->max_body_bytes;
+        if ((c->reader = tg_arena_alloc(tg_exchange_arena(c->ex), sizeof(*c->reader))) == NULL) {
+            conn_close(c);
+            return;
+        }
+        tg_h1_reader_init(c->reader, TG_H1_REQUEST);
+        c->reader->max_body = limits(c)->max_body_bytes;
     }
     tg_request_t *req = tg_exchange_request(c->ex);
-    tg_h1_result_t r = tg_h1_read_request_head(&c->reader, in, limits(c)->max_header_bytes,
+    tg_h1_result_t r = tg_h1_read_request_head(c->reader, in, limits(c)->max_header_bytes,
                                                tg_exchange_arena(c->ex), req);
     tg_sock_consumed(c->base.sock);
     if (r == TG_H1_AGAIN) {
@@ -303,11 +312,11 @@ static void read_head(h1_conn_t *c)
     arm_timer(c, 0);
     c->state = C_EXCHANGE;
     if (r == TG_H1_ERROR) {
-        tg_debug("h1 %s: bad request: %s", c->addr, c->reader.error_msg);
+        tg_debug("h1 %s: bad request: %s", c->addr, c->reader->error_msg);
         c->version = 11;
         c->keep_alive = 0;
         c->close_after = 1;
-        tg_exchange_reply(c->ex, c->reader.error_status, c->reader.error_msg);
+        tg_exchange_reply(c->ex, c->reader->error_status, c->reader->error_msg);
         return;
     }
     c->version = req->version;
@@ -324,7 +333,7 @@ static void read_head(h1_conn_t *c)
         }
     }
     if (c->tls)
-        tg_exchange_set_peer(c->ex, &c->peer);
+        tg_exchange_set_peer(c->ex, c->peer);
     tg_exchange_start(c->ex, c->slot->index, c->addr, c->tls ? "https" : "http");
 }
 
@@ -337,7 +346,8 @@ static void hand_to_h2(h1_conn_t *c)
     tg_debug("h1 %s: HTTP/2 %s", c->addr, c->tls ? "negotiated by ALPN" : "preface (h2c)");
     tg_snapshot_t *snap = c->base.snap;
     tg_sock_t *sock = tg_conn_hand_over(&c->base); /* c goes at the next safe point */
-    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, c->addr, &c->peer, c->tls);
+    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, c->addr, c->peer, c->tls);
+    c->peer = NULL; /* the h2 connection's now */
 }
 
 static void handshake_done(h1_conn_t *c)
@@ -347,7 +357,7 @@ static void handshake_done(h1_conn_t *c)
     tg_counter_add(&st->tls_handshakes, 1);
     if (SSL_session_reused(ssl))
         tg_counter_add(&st->tls_resumed, 1);
-    if (tg_tls_peer_init(&c->peer, ssl) < 0) {
+    if ((c->peer = calloc(1, sizeof(*c->peer))) == NULL || tg_tls_peer_init(c->peer, ssl) < 0) {
         conn_close(c);
         return;
     }
@@ -387,7 +397,7 @@ static void on_input(h1_conn_t *c)
              * The exchange is aborted (the upstream request cancelled,
              * counted as aborted), as nginx does (499): HTTP/1.1 gives a
              * half-close no meaning in the middle of an exchange. */
-            if (tg_h1_body_complete(&c->reader) && tg_sock_in_len(c->base.sock) == 0) {
+            if (tg_h1_body_complete(c->reader) && tg_sock_in_len(c->base.sock) == 0) {
                 tg_debug("h1 %s: client closed while its request was in flight", c->addr);
                 conn_close(c);
                 return;

@@ -78,7 +78,7 @@ struct h2_conn {
     const tg_listener_slot_t *slot;
     size_t stats_slot;
     char addr[64];
-    tg_tls_peer_t peer;
+    tg_tls_peer_t *peer;        /* TLS: the client's certificate identity (owned); NULL in cleartext */
     nghttp2_session *session;
     TAILQ_HEAD(, h2_stream) streams;
     size_t n_streams;
@@ -195,7 +195,10 @@ static void on_free(tg_conn_t *b)
     h2_stream_t *st;
     while ((st = TAILQ_FIRST(&c->streams)) != NULL)
         stream_free(st);
-    tg_tls_peer_free(&c->peer);
+    if (c->peer != NULL) {
+        tg_tls_peer_free(c->peer);
+        free(c->peer);
+    }
     free(c);
 }
 
@@ -573,7 +576,7 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
     req->version = 20;
     req->keep_alive = 1;
     if (c->tls)
-        tg_exchange_set_peer(ex, &c->peer);
+        tg_exchange_set_peer(ex, c->peer);
     const char *scheme = c->tls ? "https" : "http";
     if (st->reject_status) {
         tg_exchange_reply(ex, st->reject_status, st->reject_msg);
@@ -1088,6 +1091,10 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     h2_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL || tg_conn_init(&c->base, &h2_kind, w, sock, snap, 1) < 0) {
         free(c);
+        if (peer != NULL) {
+            tg_tls_peer_free(peer);
+            free(peer);
+        }
         tg_sock_free(sock);
         tg_counter_sub(&tg_worker_stats(w)->listeners[stats_slot].active, 1);
         return;
@@ -1096,8 +1103,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
     c->stats_slot = stats_slot;
     c->tls = tls != 0;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
-    c->peer = *peer;
-    memset(peer, 0, sizeof(*peer));
+    c->peer = peer;
     c->conf = &c->base.snap->cfg->listeners[listener].http2;
     c->feed = (tg_h2_feeder_t){ .frame_left = 24, /* the client preface (RFC 9113 3.4) */
                                 .check = feed_check, .stop = feed_stop, .arg = c };

@@ -39,5 +39,6 @@ extern const tg_worker_module_t tg_h2_server_module; /* per-worker state (proxy/
  * failure. */
 void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, struct tg_snapshot *snap,
                        size_t listener, size_t stats_slot, const char *addr, struct tg_tls_peer *peer, int tls);
+/* peer: the client's certificate identity, owned from the call on (NULL in cleartext). */
 
 #endif
