@@ -30,9 +30,9 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
     c->kind->on_sock(c, events);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_sock_timer_t *t)
 {
-    tg_conn_t *c = arg;
+    tg_conn_t *c = (tg_conn_t *)((char *)t - offsetof(tg_conn_t, timer));
     if (c->lingering) {
         tg_conn_close(c); /* the peer never closed: enough */
         return;
@@ -72,8 +72,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
 {
     c->kind = kind;
     c->w = w;
-    if (evtimer_assign(&c->timer, tg_worker_base(w), on_timer, c) < 0)
-        return -1;
+    c->timer = (tg_sock_timer_t){ .fn = on_timer };
     c->defer = (tg_deferred_t){ .fn = on_defer };
     c->sock = sock;
     c->snap = tg_snapshot_ref(snap);
@@ -104,7 +103,7 @@ void tg_conn_close(tg_conn_t *c)
     if (c->kind->on_close)
         c->kind->on_close(c);
     unlist(c);
-    evtimer_del(&c->timer);
+    tg_sock_timer_cancel(&c->timer);
     if (c->sock != NULL) {
         tg_sock_free(c->sock);
         c->sock = NULL;
@@ -120,7 +119,7 @@ void tg_conn_kick(tg_conn_t *c)
 
 void tg_conn_set_timer(tg_conn_t *c, uint64_t ms)
 {
-    tg_timer_set_ms(&c->timer, ms);
+    tg_sock_timer_set(tg_worker_sockloop(c->w), &c->timer, ms);
 }
 
 void tg_conn_linger(tg_conn_t *c, uint64_t ms)
@@ -136,7 +135,7 @@ void tg_conn_linger(tg_conn_t *c, uint64_t ms)
     evbuffer_drain(tg_sock_in(c->sock), tg_sock_in_len(c->sock));
     tg_sock_set_read_limit(c->sock, 0);
     tg_sock_pause_read(c->sock, 0);
-    tg_timer_arm_ms(&c->timer, ms);
+    tg_sock_timer_set(tg_worker_sockloop(c->w), &c->timer, ms ? ms : 1);
 }
 
 tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
@@ -145,7 +144,7 @@ tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
     c->sock = NULL;
     c->dead = 1;
     unlist(c);
-    evtimer_del(&c->timer);
+    tg_sock_timer_cancel(&c->timer);
     tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
     return s;
 }

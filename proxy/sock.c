@@ -16,6 +16,7 @@
  * write(). The handshake runs first; TG_SOCK_CONNECTED reports its end.
  */
 #include "proxy/sock.h"
+#include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 
 #include <errno.h>
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Reads start at 16 KiB (a request or a small response fits) and grow to
@@ -76,6 +78,19 @@ struct tg_sock_loop {
     struct evbuffer *scratch;  /* stands in for a buffer that could not be had */
     tg_deferred_t *deferred, **deferred_tail; /* tg_sock_loop_defer, in order */
     size_t n_deferred;
+    struct tg_timer_queue *queues;   /* tg_sock_timer_set: one per duration in use */
+};
+
+/* The timers of one duration, in deadline order (they are appended as they
+ * are set, and the clock only goes forward), with one libevent timer armed
+ * for the first. */
+struct tg_timer_queue {
+    struct tg_timer_queue *next;
+    tg_sock_loop_t *loop;
+    uint64_t ms;
+    tg_sock_timer_t *head, **tail;
+    struct event ev;
+    uint64_t armed_for;              /* the deadline ev is armed for (0: not armed) */
 };
 
 static size_t in_len(const tg_sock_t *s)
@@ -645,6 +660,90 @@ static void wake(tg_sock_loop_t *l)
     }
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void queue_arm(struct tg_timer_queue *q)
+{
+    if (q->head == NULL) {
+        if (q->armed_for) {
+            event_del(&q->ev);
+            q->armed_for = 0;
+        }
+        return;
+    }
+    if (q->armed_for == q->head->deadline_ms)
+        return;
+    uint64_t now = mono_ms(), at = q->head->deadline_ms;
+    q->armed_for = at;
+    tg_timer_arm_ms(&q->ev, at > now ? at - now : 0);
+}
+
+static void on_queue(evutil_socket_t fd, short what, void *arg)
+{
+    struct tg_timer_queue *q = arg;
+    q->armed_for = 0;
+    uint64_t now = mono_ms();
+    tg_sock_timer_t *t;
+    while ((t = q->head) != NULL && t->deadline_ms <= now) {
+        tg_sock_timer_cancel(t);
+        t->fn(t); /* may set timers, this one included */
+    }
+    queue_arm(q);
+}
+
+void tg_sock_timer_cancel(tg_sock_timer_t *t)
+{
+    if (t->prev == NULL)
+        return;
+    struct tg_timer_queue *q = t->q;
+    int was_head = q->head == t;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    else
+        q->tail = t->prev;
+    *t->prev = t->next;
+    t->prev = NULL;
+    t->q = NULL;
+    if (was_head && q->head == NULL)
+        queue_arm(q); /* nothing left: disarm; a later head is caught when the timer fires */
+}
+
+void tg_sock_timer_set(tg_sock_loop_t *l, tg_sock_timer_t *t, uint64_t ms)
+{
+    tg_sock_timer_cancel(t);
+    if (ms == 0)
+        return;
+    struct tg_timer_queue *q = l->queues;
+    while (q != NULL && q->ms != ms)
+        q = q->next;
+    if (q == NULL) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL || evtimer_assign(&q->ev, l->base, on_queue, q) < 0) {
+            free(q);
+            tg_log(TG_LOG_ERROR, "out of memory setting a %llums timer", (unsigned long long)ms);
+            return;
+        }
+        q->loop = l;
+        q->ms = ms;
+        q->tail = &q->head;
+        q->next = l->queues;
+        l->queues = q;
+    }
+    t->q = q;
+    t->deadline_ms = mono_ms() + ms;
+    t->next = NULL;
+    t->prev = q->tail;
+    *q->tail = t;
+    q->tail = &t->next;
+    if (q->head == t)
+        queue_arm(q);
+}
+
 void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d)
 {
     if (d->prev != NULL)
@@ -697,6 +796,12 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
     while (l->n_spare > 0)
         evbuffer_free(l->spare[--l->n_spare]);
     evbuffer_free(l->scratch);
+    struct tg_timer_queue *q;
+    while ((q = l->queues) != NULL) {
+        l->queues = q->next;
+        event_del(&q->ev);
+        free(q);
+    }
     free(l);
 }
 

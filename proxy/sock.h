@@ -52,6 +52,21 @@ typedef struct tg_deferred {
     void (*fn)(struct tg_deferred *d);
 } tg_deferred_t;
 
+/* A connection timer (idle, header, linger timeouts): 40 bytes in its
+ * owner, where a libevent event takes 128. Timers of one duration share a
+ * FIFO and one libevent timer per loop, so setting one is O(1) (a list
+ * append) whatever their number. */
+typedef struct tg_sock_timer {
+    struct tg_sock_timer *next, **prev; /* in its queue while set (prev NULL: not set) */
+    struct tg_timer_queue *q;
+    uint64_t deadline_ms;               /* monotonic */
+    void (*fn)(struct tg_sock_timer *t);
+} tg_sock_timer_t;
+
+/* Fires t->fn(t) once after ms (0: cancels), replacing any earlier setting. */
+void tg_sock_timer_set(tg_sock_loop_t *l, tg_sock_timer_t *t, uint64_t ms);
+void tg_sock_timer_cancel(tg_sock_timer_t *t);
+
 /* Runs d->fn(d) once from the loop, after the current callbacks (again
  * if re-queued meanwhile, once per queueing that happened before it ran). */
 void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d);
