@@ -79,9 +79,12 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
     tg_sock_set_cb(sock, on_sock, c);
     if (listed) {
         c->listed = 1;
-        c->node.on_drain = node_drain;
-        c->node.close_if_idle = node_close_if_idle;
-        c->node.on_shutdown = node_shutdown;
+        static const tg_conn_node_ops_t node_ops = {
+            .on_drain = node_drain,
+            .close_if_idle = node_close_if_idle,
+            .on_shutdown = node_shutdown,
+        };
+        c->node.ops = &node_ops;
         tg_worker_conn_add(w, &c->node);
     }
     return 0;

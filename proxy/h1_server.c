@@ -36,18 +36,29 @@ typedef struct h1_conn {
     tg_conn_t base;                 /* first: the socket, timer, lifetime (conn.h) */
     const tg_listener_slot_t *slot; /* its index is the listener in the current config (TG_LISTENER_GONE
                                      * once a reload removed it) */
-    size_t listener;                /* its listener in base.snap (the config it was accepted with) */
-    size_t stats_slot;              /* listener stats slot at accept time */
-    char addr[INET6_ADDRSTRLEN];
-    conn_state_t state;
     tg_h1_reader_t *reader;    /* with an exchange: in its arena (an idle connection holds none) */
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
-    tg_body_kind_t out_body;   /* framing of the response being written */
-    int version;
-    uint64_t served;           /* requests started on this connection */
     tg_tls_peer_t *peer;       /* TLS: the client's certificate identity, made at the handshake */
+    uint32_t listener;         /* its listener in base.snap (the config it was accepted with) */
+    uint32_t stats_slot;       /* listener stats slot at accept time */
+    uint32_t served;           /* requests started on this connection (saturates) */
+    uint8_t state;             /* conn_state_t */
+    uint8_t out_body;          /* tg_body_kind_t: framing of the response being written */
+    uint8_t version;           /* 10 or 11 */
     unsigned keep_alive : 1, eof : 1, head_timer : 1, draining : 1, close_after : 1, tls : 1;
+    uint8_t family;            /* the client's address, as accepted (AF_INET, AF_INET6; 0: unknown) ... */
+    uint8_t ip[16];            /* ... in binary: written out (addr_str) per request, not kept as text */
 } h1_conn_t;
+
+/* The client's address as text, in a per-thread buffer valid until the
+ * next call. */
+static const char *addr_str(const h1_conn_t *c)
+{
+    static __thread char buf[INET6_ADDRSTRLEN];
+    if (c->family == 0 || inet_ntop(c->family, c->ip, buf, sizeof(buf)) == NULL)
+        snprintf(buf, sizeof(buf), "unknown");
+    return buf;
+}
 
 static const char *conn_state_str(conn_state_t s)
 {
@@ -74,7 +85,7 @@ static void conn_close(h1_conn_t *c)
 static void on_close(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    tg_debug("h1 %s: closing in %s", c->addr, conn_state_str(c->state));
+    tg_debug("h1 %s: closing in %s", addr_str(c), conn_state_str(c->state));
     if (c->ex != NULL) {
         tg_exchange_abort(c->ex);
         c->ex = NULL;
@@ -101,7 +112,7 @@ static ssize_t ds_read_body(void *ds, struct evbuffer *dst, size_t max, int *fin
     ssize_t n = tg_h1_read_body(c->reader, tg_sock_in(c->base.sock), dst, max, c->eof, fin);
     tg_sock_consumed(c->base.sock);
     if (n < 0) {
-        tg_debug("h1 %s: bad request body: %s", c->addr, c->reader->error_msg ? c->reader->error_msg : "?");
+        tg_debug("h1 %s: bad request body: %s", addr_str(c), c->reader->error_msg ? c->reader->error_msg : "?");
         *err = c->reader->error_status ? c->reader->error_status : 400;
         c->close_after = 1;
     }
@@ -312,7 +323,7 @@ static void read_head(h1_conn_t *c)
     arm_timer(c, 0);
     c->state = C_EXCHANGE;
     if (r == TG_H1_ERROR) {
-        tg_debug("h1 %s: bad request: %s", c->addr, c->reader->error_msg);
+        tg_debug("h1 %s: bad request: %s", addr_str(c), c->reader->error_msg);
         c->version = 11;
         c->keep_alive = 0;
         c->close_after = 1;
@@ -321,7 +332,8 @@ static void read_head(h1_conn_t *c)
     }
     c->version = req->version;
     c->keep_alive = req->keep_alive;
-    c->served++;
+    if (c->served != UINT32_MAX)
+        c->served++;
     if (req->upgrade) {
         /* HTTP/1.1 Upgrade to h2c (RFC 7540 3.2, removed in RFC 9113) is not
          * offered: the request goes on as HTTP/1.1, without the offer. */
@@ -334,7 +346,7 @@ static void read_head(h1_conn_t *c)
     }
     if (c->tls)
         tg_exchange_set_peer(c->ex, c->peer);
-    tg_exchange_start(c->ex, c->slot->index, c->addr, c->tls ? "https" : "http");
+    tg_exchange_start(c->ex, c->slot->index, addr_str(c), c->tls ? "https" : "http");
 }
 
 /* ---- TLS handshake and the HTTP/2 hand-off ---- */
@@ -343,10 +355,10 @@ static void read_head(h1_conn_t *c)
  * client identity and the listener's active-connection count. */
 static void hand_to_h2(h1_conn_t *c)
 {
-    tg_debug("h1 %s: HTTP/2 %s", c->addr, c->tls ? "negotiated by ALPN" : "preface (h2c)");
+    tg_debug("h1 %s: HTTP/2 %s", addr_str(c), c->tls ? "negotiated by ALPN" : "preface (h2c)");
     tg_snapshot_t *snap = c->base.snap;
     tg_sock_t *sock = tg_conn_hand_over(&c->base); /* c goes at the next safe point */
-    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, c->addr, c->peer, c->tls);
+    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, addr_str(c), c->peer, c->tls);
     c->peer = NULL; /* the h2 connection's now */
 }
 
@@ -375,7 +387,7 @@ static void handshake_failed(h1_conn_t *c, const char *why)
 {
     char buf[160];
     tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].tls_handshake_failures, 1);
-    tg_debug("tls %s: handshake failed: %s", c->addr, why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
+    tg_debug("tls %s: handshake failed: %s", addr_str(c), why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
     conn_close(c);
 }
 
@@ -398,7 +410,7 @@ static void on_input(h1_conn_t *c)
              * counted as aborted), as nginx does (499): HTTP/1.1 gives a
              * half-close no meaning in the middle of an exchange. */
             if (tg_h1_body_complete(c->reader) && tg_sock_in_len(c->base.sock) == 0) {
-                tg_debug("h1 %s: client closed while its request was in flight", c->addr);
+                tg_debug("h1 %s: client closed while its request was in flight", addr_str(c));
                 conn_close(c);
                 return;
             }
@@ -450,7 +462,7 @@ static void on_timer(tg_conn_t *b)
         return;
     }
     if (c->state == C_READ_HEAD && c->head_timer && c->ex != NULL) {
-        tg_debug("h1 %s: header timeout", c->addr);
+        tg_debug("h1 %s: header timeout", addr_str(c));
         c->state = C_EXCHANGE;
         c->keep_alive = 0;
         c->close_after = 1;
@@ -473,7 +485,7 @@ static void on_defer(tg_conn_t *b)
 static void on_drain(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    tg_debug("h1 %s: draining in %s", c->addr, conn_state_str(c->state));
+    tg_debug("h1 %s: draining in %s", addr_str(c), conn_state_str(c->state));
     c->draining = 1;
     if ((c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer)) || c->state == C_HANDSHAKE)
         conn_close(c);
@@ -486,7 +498,7 @@ static int close_if_idle(tg_conn_t *b)
     h1_conn_t *c = (h1_conn_t *)b;
     if (c->state != C_READ_HEAD || c->ex != NULL || tg_sock_in_len(b->sock) != 0)
         return 0;
-    tg_debug("h1 %s: idle connection closed to free a descriptor", c->addr);
+    tg_debug("h1 %s: idle connection closed to free a descriptor", addr_str(c));
     conn_close(c);
     return 1;
 }
@@ -510,12 +522,13 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
         return;
     }
     c->slot = slot;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
-    else
-        snprintf(c->addr, sizeof(c->addr), "unknown");
+    if (sa->sa_family == AF_INET) {
+        c->family = AF_INET;
+        memcpy(c->ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        c->family = AF_INET6;
+        memcpy(c->ip, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     tg_sock_t *sock = tg_sock_new(tg_worker_sockloop(w), fd);

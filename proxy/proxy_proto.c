@@ -261,9 +261,9 @@ void tg_proxy_accept(tg_worker_t *w, int fd, const struct sockaddr *peer, const 
     p->fd = fd;
     memcpy(&p->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     snprintf(p->addr, sizeof(p->addr), "%s", addr);
-    p->node.on_drain = on_drain;
-    p->node.on_shutdown = on_drain;
-    p->node.close_if_idle = close_if_idle;
+    static const tg_conn_node_ops_t node_ops = { .on_drain = on_drain, .on_shutdown = on_drain,
+                                                 .close_if_idle = close_if_idle };
+    p->node.ops = &node_ops;
     tg_worker_conn_add(w, &p->node);
     p->ev = event_new(tg_worker_base(w), fd, EV_READ | EV_PERSIST | EV_ET, on_event, p);
     p->timer = evtimer_new(tg_worker_base(w), on_event, p);

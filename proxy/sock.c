@@ -44,19 +44,18 @@
 
 struct tg_sock {
     tg_sock_loop_t *loop;
-    int fd;
     struct event ev;
     struct event *timer;       /* made on first use: most sockets never set a timeout */
     struct evbuffer *in, *out; /* both NULL while parked (tg_sock_park) */
     tg_sock_cb cb;
     void *arg;
-    size_t read_limit, write_lowat;
-    uint64_t timeout_ms;
-    int err;
-    int busy;
     TAILQ_ENTRY(tg_sock) qlink;
     SSL *ssl;                  /* NULL: plain TCP */
     unsigned long tls_err;     /* the OpenSSL error that failed the connection */
+    uint32_t read_limit, write_lowat, timeout_ms;
+    int fd;
+    int err;
+    int busy;
     unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
         shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1,
@@ -928,18 +927,18 @@ int tg_sock_error(const tg_sock_t *s)
 
 void tg_sock_set_read_limit(tg_sock_t *s, size_t limit)
 {
-    s->read_limit = limit;
+    s->read_limit = limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit;
     tg_sock_consumed(s);
 }
 
 void tg_sock_set_write_lowat(tg_sock_t *s, size_t lowat)
 {
-    s->write_lowat = lowat;
+    s->write_lowat = lowat > UINT32_MAX ? UINT32_MAX : (uint32_t)lowat;
 }
 
 void tg_sock_set_timeout(tg_sock_t *s, uint64_t ms)
 {
-    s->timeout_ms = ms;
+    s->timeout_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
     if (ms)
         touch_timer(s);
     else if (s->timer_on) {

@@ -80,7 +80,7 @@ static size_t close_idle_connections(tg_worker_t *w, size_t max)
     tg_conn_node_t *n = TAILQ_FIRST(&w->conns), *next;
     for (; n != NULL && closed < max; n = next) {
         next = TAILQ_NEXT(n, link);
-        if (n->close_if_idle != NULL && n->close_if_idle(n))
+        if (n->ops->close_if_idle != NULL && n->ops->close_if_idle(n))
             closed++;
     }
     return closed;
@@ -328,7 +328,7 @@ static void start_drain(tg_worker_t *w)
     tg_conn_node_t *n, *next;
     for (n = TAILQ_FIRST(&w->conns); n != NULL; n = next) {
         next = TAILQ_NEXT(n, link);
-        n->on_drain(n);
+        n->ops->on_drain(n);
     }
     if (w->n_conns == 0)
         event_base_loopexit(w->base, NULL);
@@ -454,7 +454,7 @@ void tg_worker_join_free(tg_worker_t *w)
     tg_worker_join(w);
     tg_conn_node_t *n;
     while ((n = TAILQ_FIRST(&w->conns)) != NULL)
-        n->on_shutdown(n);
+        n->ops->on_shutdown(n);
     close_listeners(w);
     while (w->retired != NULL) {
         tg_listener_slot_t *next = w->retired->next_retired;

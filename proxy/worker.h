@@ -50,17 +50,22 @@ typedef struct tg_listener_slot {
 typedef struct tg_reload_msg tg_reload_msg_t;
 
 /* A downstream connection as the worker sees it: enough to drain it. */
-typedef struct tg_conn_node {
-    TAILQ_ENTRY(tg_conn_node) link;
+struct tg_conn_node;
+typedef struct tg_conn_node_ops {
     /* Called once when the worker starts draining: close if idle, else
      * finish the current exchange and close. */
     void (*on_drain)(struct tg_conn_node *n);
     /* Close the connection if it is idle (between requests, nothing in
      * flight); returns 1 if it did. Used to make room when descriptors
-     * run out. */
+     * run out. May be NULL. */
     int (*close_if_idle)(struct tg_conn_node *n);
     /* Called when the worker shuts down for good: free now. */
     void (*on_shutdown)(struct tg_conn_node *n);
+} tg_conn_node_ops_t;
+
+typedef struct tg_conn_node {
+    TAILQ_ENTRY(tg_conn_node) link;
+    const tg_conn_node_ops_t *ops;   /* shared by every connection of a kind */
 } tg_conn_node_t;
 
 typedef struct tg_worker tg_worker_t;
