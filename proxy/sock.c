@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/queue.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -44,7 +45,7 @@
 
 struct tg_sock {
     tg_sock_loop_t *loop;
-    struct event ev;
+    struct tg_sock *next_dead; /* freed during an epoll batch: released after it */
     struct event *timer;       /* made on first use: most sockets never set a timeout */
     struct evbuffer *in, *out; /* both NULL while parked (tg_sock_park) */
     tg_sock_cb cb;
@@ -78,6 +79,14 @@ struct tg_sock_loop {
     tg_deferred_t *deferred, **deferred_tail; /* tg_sock_loop_defer, in order */
     size_t n_deferred;
     struct tg_timer_queue *queues;   /* tg_sock_timer_set: one per duration in use */
+    /* Sockets are registered (edge-triggered) in the loop's own epoll set,
+     * whose descriptor the libevent base watches: a socket needs no
+     * libevent event (128 bytes, plus libevent's per-descriptor map entry),
+     * and a wake-up dispatches straight to the socket. */
+    int epfd;
+    struct event ep_ev;
+    int in_batch;                    /* dispatching a batch: frees wait for its end */
+    tg_sock_t *dead;                 /* freed during the batch */
 };
 
 /* The timers of one duration, in deadline order (they are appended as they
@@ -157,11 +166,24 @@ static void dispatch_begin(tg_sock_t *s)
     s->busy++;
 }
 
+/* Releases s now, or at the end of the epoll batch being dispatched
+ * (a later entry of the batch may still name it). */
+static void release_soon(tg_sock_t *s)
+{
+    tg_sock_loop_t *l = s->loop;
+    if (l->in_batch) {
+        s->next_dead = l->dead;
+        l->dead = s;
+    } else {
+        release(s);
+    }
+}
+
 /* Returns 1 if s is gone. */
 static int dispatch_end(tg_sock_t *s)
 {
     if (--s->busy == 0 && s->dead) {
-        release(s);
+        release_soon(s);
         return 1;
     }
     return s->dead;
@@ -619,6 +641,42 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     dispatch_end(s);
 }
 
+/* The loop's epoll set has ready sockets: dispatch each, as libevent
+ * would (EV_READ / EV_WRITE / EV_CLOSED; an error or hang-up reads and
+ * writes, to find out). */
+static void on_epoll(evutil_socket_t fd, short what, void *arg)
+{
+    tg_sock_loop_t *l = arg;
+    struct epoll_event evs[64];
+    int n;
+    l->in_batch = 1;
+    do {
+        n = epoll_wait(l->epfd, evs, 64, 0);
+        for (int i = 0; i < n; i++) {
+            tg_sock_t *s = evs[i].data.ptr;
+            if (s->dead)
+                continue;
+            uint32_t e = evs[i].events;
+            short w = 0;
+            if (e & (EPOLLHUP | EPOLLERR))
+                w |= EV_READ | EV_WRITE;
+            if (e & EPOLLIN)
+                w |= EV_READ;
+            if (e & EPOLLOUT)
+                w |= EV_WRITE;
+            if (e & EPOLLRDHUP)
+                w |= EV_CLOSED;
+            on_io(-1, w, s);
+        }
+    } while (n == 64);
+    l->in_batch = 0;
+    tg_sock_t *s;
+    while ((s = l->dead) != NULL) {
+        l->dead = s->next_dead;
+        release(s);
+    }
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     tg_sock_t *s = arg;
@@ -778,9 +836,14 @@ tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
     l->base = base;
     TAILQ_INIT(&l->queue);
     l->deferred_tail = &l->deferred;
-    if ((l->scratch = evbuffer_new()) == NULL || event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0) {
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0 || (l->scratch = evbuffer_new()) == NULL || event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0 ||
+        event_assign(&l->ep_ev, base, l->epfd, EV_READ | EV_PERSIST, on_epoll, l) < 0 ||
+        event_add(&l->ep_ev, NULL) < 0) {
         if (l->scratch)
             evbuffer_free(l->scratch);
+        if (l->epfd >= 0)
+            close(l->epfd);
         free(l);
         return NULL;
     }
@@ -792,6 +855,8 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
     if (l == NULL)
         return;
     event_del(&l->run_ev);
+    event_del(&l->ep_ev);
+    close(l->epfd);
     while (l->n_spare > 0)
         evbuffer_free(l->spare[--l->n_spare]);
     evbuffer_free(l->scratch);
@@ -812,8 +877,8 @@ static tg_sock_t *sock_create(tg_sock_loop_t *l, int fd)
     s->loop = l;
     s->fd = fd;
     /* born parked: the buffers come (from the loop's spares) with the first bytes */
-    if (event_assign(&s->ev, l->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_io, s) < 0 ||
-        event_add(&s->ev, NULL) < 0) {
+    struct epoll_event e = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = s };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
         free(s);
         return NULL;
     }
@@ -858,14 +923,13 @@ void tg_sock_free(tg_sock_t *s)
     if (s == NULL || s->dead)
         return;
     dequeue(s);
-    event_del(&s->ev);
     if (s->timer != NULL)
         event_del(s->timer);
-    close(s->fd);
+    close(s->fd); /* and out of the epoll set with it */
     s->fd = -1;
     s->dead = 1;
     if (s->busy == 0)
-        release(s);
+        release_soon(s);
 }
 
 void tg_sock_set_cb(tg_sock_t *s, tg_sock_cb cb, void *arg)
