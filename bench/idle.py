@@ -138,7 +138,7 @@ listeners:
   - {{ name: h2c, listen: '127.0.0.1:{ports['h2c']}' }}
   - name: tls
     listen: '127.0.0.1:{ports['tls']}'
-    tls: {{ certificates: [{{ cert: {d}/c.pem, key: {d}/k.pem }}], alpn: [http/1.1] }}
+    tls: {{ certificates: [{{ cert: {d}/c.pem, key: {d}/k.pem }}], alpn: [http/1.1]{os.environ.get('IDLE_TLS_EXTRA', '')} }}
 routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'] }}]
 """)

@@ -373,6 +373,11 @@ static void handshake_done(h1_conn_t *c)
         conn_close(c);
         return;
     }
+    if (c->peer->subject == NULL && c->peer->header == NULL) { /* no client certificate: nothing to keep */
+        tg_tls_peer_free(c->peer);
+        free(c->peer);
+        c->peer = NULL;
+    }
     if (tg_tls_alpn_is_h2(ssl) || !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c);
         return;

@@ -42,6 +42,8 @@
  * 64 KiB while reads keep filling the space (bulk bodies). */
 #define READ_SMALL (16 * 1024)
 #define READ_BIG (64 * 1024)
+#define FIRST_READ 4096 /* into an empty input buffer: through the stack (do_read) */
+#define TLS_RECORD_SPACE (16 * 1024 + 256) /* one TLS record's plaintext, and a little */
 
 struct tg_sock {
     tg_sock_loop_t *loop;
@@ -352,13 +354,18 @@ static int tls_read(tg_sock_t *s)
         return 0;
     if (s->tls_err || s->err)
         return TG_SOCK_ERROR;
-    if (unpark(s) < 0) {
-        s->err = ENOMEM;
-        return TG_SOCK_ERROR;
-    }
     s->read_wants_write = 0;
-    while (!s->paused && !s->eof && !s->dead) {
-        size_t have = in_len(s), want = READ_BIG;
+    /* Nothing to read (the socket drained, no record half-processed):
+     * SSL_read would only say WANT_READ, and the space reserved for it
+     * would stay behind as an empty chain in the buffer. */
+    while (!s->paused && !s->eof && !s->dead && (s->readable || SSL_has_pending(s->ssl))) {
+        if (unpark(s) < 0) {
+            s->err = ENOMEM;
+            return events | TG_SOCK_ERROR;
+        }
+        /* one record at most per SSL_read: a record's worth of space (a
+         * 64 KiB reservation would make libevent allocate 128 KiB) */
+        size_t have = in_len(s), want = TLS_RECORD_SPACE;
         if (s->read_limit) {
             if (have >= s->read_limit) {
                 s->at_limit = 1;
@@ -466,6 +473,45 @@ static int do_read(tg_sock_t *s)
             }
             if (s->read_limit - have < want)
                 want = s->read_limit - have;
+        }
+        if (have == 0) {
+            /* An empty buffer: read into the stack first, so that a read
+             * that finds nothing (a probe, a spurious wake-up) leaves no
+             * reserved chain behind, and a small message takes a chain of
+             * its own size; what follows a full first read goes straight
+             * into reserved space. */
+            char first[FIRST_READ];
+            size_t n = want < sizeof(first) ? want : sizeof(first);
+            ssize_t r = read(s->fd, first, n);
+            if (r > 0) {
+                if (evbuffer_add(s->in, first, (size_t)r) < 0) {
+                    s->err = ENOMEM;
+                    events |= TG_SOCK_ERROR;
+                    break;
+                }
+                events |= TG_SOCK_READ;
+                s->bulk = 0;
+                if ((size_t)r < n && !s->rdhup) {
+                    s->readable = 0;
+                    s->short_read = 1;
+                }
+                continue;
+            }
+            if (r == 0) {
+                s->eof = 1;
+                s->readable = 0;
+                events |= TG_SOCK_EOF;
+            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                s->readable = 0;
+                s->short_read = 0;
+            } else if (errno != EINTR) {
+                s->err = errno;
+                s->readable = 0;
+                events |= TG_SOCK_ERROR;
+            }
+            if (errno == EINTR && r < 0)
+                continue;
+            break;
         }
         struct evbuffer_iovec v[2];
         int nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
