@@ -40,6 +40,9 @@ def targets(d, bport, suite, compare=""):
     another tollgate build, run beside it as tollgate-before."""
     tls = suite != "h2c"
     out = []
+    # TG_BENCH_POOL: the upstream pool_size (default 256; "default": none given, the adaptive pool)
+    pool = os.environ.get("TG_BENCH_POOL", "256")
+    pool_part = "" if pool == "default" else f", pool_size: {pool}"
     port = free_port()
     tls_block = (f"\n    tls: {{ certificates: [{{ cert: {d}/cert.pem, key: {d}/key.pem }}] }}" if tls else "")
     with open(f"{d}/tollgate-{suite}.yaml", "w") as f:
@@ -48,7 +51,7 @@ listeners:
   - name: bench
     listen: 127.0.0.1:{port}{tls_block}
 routes: [{{ name: all, cluster: backend }}]
-clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
+clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}']{pool_part} }}]
 """)
     out.append(("tollgate", port, [TOLLGATE, "-c", f"{d}/tollgate-{suite}.yaml", "-l", "warn"]))
     if compare:
@@ -131,7 +134,8 @@ def load(suite, port, seconds, requests):
         nerr = (int(bad.group(1)) if bad else 0) + (int(errs.group(1)) + int(errs.group(4)) if errs else 0)
         return total, rps, nerr
     scheme = "https" if suite == "h2" else "http"
-    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m25", "-n", str(requests),
+    conns, streams = os.environ.get("TG_BENCH_H2_SHAPE", "4x25").split("x")  # connections x streams each
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", "-n", str(requests),
            f"{scheme}://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)

@@ -207,6 +207,7 @@ typedef struct tg_cluster_conf {
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms; /* pooled idle upstream connections are closed after this */
     uint32_t pool_size;       /* max idle connections per worker and endpoint; 0 = no reuse */
+    int pool_adaptive;        /* pool_size not given: keep as many as the recent peak of requests in flight */
     tg_health_check_conf_t health_check;
     tg_outlier_conf_t outlier;
     int all_unhealthy_try_all;  /* when_all_unhealthy: try_all (else fail with 503) */
@@ -300,6 +301,8 @@ typedef struct tg_config {
 #define TG_DEFAULT_CONNECT_TIMEOUT_MS 1000
 #define TG_DEFAULT_POOL_IDLE_TIMEOUT_MS 60000
 #define TG_DEFAULT_POOL_SIZE 64
+#define TG_POOL_ADAPTIVE_MAX 4096      /* an adaptive pool keeps at most this many idle connections */
+#define TG_POOL_PEAK_WINDOW_MS 10000   /* the recent peak: the most in flight in this window or the one before */
 #define TG_DEFAULT_HC_INTERVAL_MS 5000
 #define TG_DEFAULT_HC_TIMEOUT_MS 1000
 #define TG_DEFAULT_HC_HEALTHY 2

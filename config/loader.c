@@ -1077,6 +1077,7 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
     c->connect_timeout_ms = TG_DEFAULT_CONNECT_TIMEOUT_MS;
     c->idle_timeout_ms = TG_DEFAULT_POOL_IDLE_TIMEOUT_MS;
     c->pool_size = TG_DEFAULT_POOL_SIZE;
+    c->pool_adaptive = 1;
     if (require(ld, n, v[K_NAME], "name", "cluster") < 0 || check_name(ld, v[K_NAME], "cluster name", &c->name) < 0)
         rc = -1;
     c->keepalive_interval_ms = TG_DEFAULT_H2_KEEPALIVE_MS;
@@ -1118,8 +1119,10 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
         uint64_t x;
         if (get_uint(ld, v[K_POOL], "pool_size", 0, 100000, &x) < 0)
             rc = -1;
-        else
+        else {
             c->pool_size = (uint32_t)x;
+            c->pool_adaptive = 0;
+        }
     }
     if (v[K_HC] && load_health_check(ld, v[K_HC], &c->health_check) < 0)
         rc = -1;

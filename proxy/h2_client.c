@@ -624,6 +624,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
     tg_sock_set_timeout(c->base.sock, cl->conf->connect_timeout_ms);
     tg_sock_set_read_limit(c->base.sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(c->base.sock, OUT_LOWAT);

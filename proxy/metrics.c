@@ -259,6 +259,9 @@ static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_wo
           offsetof(tg_endpoint_stats_t, resets) },
         { "tollgate_upstream_connections_active", "gauge", "Open upstream connections (in use or pooled).",
           offsetof(tg_endpoint_stats_t, active) },
+        { "tollgate_upstream_connections_opened_total", "counter",
+          "Upstream connections opened (HTTP/1.1 and HTTP/2); many per request means the pool churns.",
+          offsetof(tg_endpoint_stats_t, connects) },
     };
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
         family(out, fams[f].name, fams[f].type, fams[f].help);

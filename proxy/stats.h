@@ -63,6 +63,7 @@ typedef struct tg_endpoint_stats {
     tg_counter_t timeouts;               /* response or idle timeouts */
     tg_counter_t resets;                 /* connection lost mid-exchange */
     tg_counter_t active;                 /* gauge: open connections (leased or pooled) */
+    tg_counter_t connects;               /* connections opened (a pool that churns shows here) */
 } tg_endpoint_stats_t;
 
 typedef struct tg_listener_stats {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sys/queue.h>
 
@@ -46,11 +47,45 @@ typedef struct tg_h1_upconn {
     unsigned connected : 1, started : 1, head : 1, eof : 1, is_head : 1, failed : 1;
 } upconn_t;
 
-/* The idle connections to one endpoint. */
+/* The idle connections to one endpoint, and how many are out with
+ * requests: an adaptive pool (no pool_size given) keeps as many idle as
+ * the recent peak of those, so that load that comes back finds its
+ * connections instead of opening new ones. */
 typedef struct pool {
     TAILQ_HEAD(, tg_h1_upconn) idle; /* most recently used first */
     size_t n_idle;
+    uint32_t leased;                 /* connections carrying a request now */
+    uint32_t peak, peak_prev;        /* most leased at once in this window, and in the one before */
+    uint64_t window_start_ms;
 } pool_t;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Moves the peak window on when it is over. */
+static void roll_peak(pool_t *p, uint64_t now)
+{
+    if (now - p->window_start_ms < TG_POOL_PEAK_WINDOW_MS)
+        return;
+    p->peak_prev = now - p->window_start_ms < 2 * TG_POOL_PEAK_WINDOW_MS ? p->peak : 0;
+    p->peak = p->leased;
+    p->window_start_ms = now;
+}
+
+/* How many idle connections the pool keeps: pool_size, or (adaptive) the
+ * recent peak of connections in use, at most TG_POOL_ADAPTIVE_MAX. */
+static size_t pool_cap(pool_t *p, const tg_cluster_conf_t *cc)
+{
+    if (!cc->pool_adaptive)
+        return cc->pool_size;
+    roll_peak(p, mono_ms());
+    uint32_t peak = p->peak > p->peak_prev ? p->peak : p->peak_prev;
+    return peak > TG_POOL_ADAPTIVE_MAX ? TG_POOL_ADAPTIVE_MAX : peak;
+}
 
 /* The module's per-worker state (TG_WMOD_UPSTREAM_H1). */
 typedef struct pools {
@@ -254,8 +289,13 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
     *fresh = 1;
 lent:
+    p->leased++;
+    roll_peak(p, mono_ms());
+    if (p->leased > p->peak)
+        p->peak = p->leased;
     c->cc = t->cl->conf;
     c->cb = t->cb;
     c->arg = t->arg;
@@ -415,12 +455,14 @@ static void h1_release(void *u, int clean)
     pool_t *p = pool_of(c->w, c->slot);
     const tg_cluster_conf_t *cc = c->cc;
     int reusable = clean && !c->failed && c->head && c->resp->keep_alive && c->reader.body != TG_BODY_EOF;
+    if (p->leased > 0)
+        p->leased--;
     c->cb = NULL;
     c->arg = NULL;
     c->resp = NULL;
     c->arena = NULL;
     if (!reusable || tg_worker_draining(c->w) ||
-        !tg_cluster_set_uses(tg_worker_snapshot(c->w)->clusters, c->slot, c->gen) || /* its endpoint is gone */ p->n_idle >= cc->pool_size || tg_sock_peer_closed(c->sock) ||
+        !tg_cluster_set_uses(tg_worker_snapshot(c->w)->clusters, c->slot, c->gen) || /* its endpoint is gone */ p->n_idle >= pool_cap(p, cc) || tg_sock_peer_closed(c->sock) ||
         tg_sock_in_len(c->sock) != 0 || tg_sock_out_len(c->sock) != 0) {
         upconn_close(c);
         return;
