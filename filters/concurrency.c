@@ -151,14 +151,21 @@ static void cl_destroy(void *p)
 
 static void *cl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key", "limit", "queue", "queue_timeout" };
-    tg_node_t v[4];
+    static const char *const keys[] = { "key", "limit", "queue", "queue_timeout", "max" };
+    tg_node_t v[5];
     cl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "concurrency_limit", keys, 4, v);
+    int rc = tg_node_fields(node, "concurrency_limit", keys, 5, v);
     if (tg_filter_key_parse(&v[0], "concurrency_limit", &c->key) < 0)
         rc = -1;
+    if (tg_node_present(&v[4])) { /* `max` is another name for limit */
+        if (tg_node_present(&v[1])) {
+            tg_node_error(&v[4], "concurrency_limit: give limit or max (the same thing), not both");
+            rc = -1;
+        }
+        v[1] = v[4];
+    }
     if (!tg_node_present(&v[1])) {
         tg_node_error(node, "concurrency_limit: give 'limit' (requests in flight per key)");
         rc = -1;

@@ -121,3 +121,19 @@ class ConfigCheckTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConcurrencyLimitMaxTest(unittest.TestCase):
+    """concurrency_limit takes `max` as another name for `limit` (the
+    config shape operators are shown spells it `max: 4`); both at once is
+    an error."""
+
+    def test_max_is_limit(self):
+        base = GOOD.replace("    cluster: c\n", "    cluster: c\n    filters:\n      - concurrency_limit: BODY\n", 1)
+        rc, err, _ = check(base.replace("BODY", "{ key: identity, max: 4 }"))
+        self.assertEqual(rc, 0, err)
+        rc, err, path = check(base.replace("BODY", "{ key: identity, max: 4, limit: 4 }"))
+        self.assertEqual(rc, 1)
+        self.assertIn("give limit or max (the same thing), not both", err)
+        rc, err, _ = check(base.replace("BODY", "{ key: identity, max: 0 }"))
+        self.assertEqual(rc, 1)
