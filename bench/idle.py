@@ -119,11 +119,8 @@ def main():
     tls_ctx = ssl.create_default_context(cafile=f"{d}/c.pem")
     procs, results = [], {}
     try:
-        bport = run.free_port()
-        procs.append(run.start(["nginx", "-c", run.nginx_conf(d, bport, f"""
-  server {{ listen 127.0.0.1:{bport} reuseport backlog=4096;
-    location / {{ return 200 "ok\\n"; }} }}""")], run.LOAD_CPU))
-        run.wait_port(bport)
+        backend, bport = run.start_backend(d)
+        procs.append(backend)
         for name, kind in [(n, k) for n in args.only.split(",") for k in args.kinds.split(",")]:
             # a fresh server for each kind: memory freed by one kind's connections would be
             # reused by the next kind's and hide its cost

@@ -107,6 +107,16 @@ http {{
     return path
 
 
+def start_backend(d):
+    """The nginx backend every benchmark proxies to (\"ok\" to any GET), on the load CPU; its port."""
+    bport = free_port()
+    p = start(["nginx", "-c", nginx_conf(d, bport, f"""
+  server {{ listen 127.0.0.1:{bport} reuseport backlog=4096;
+    location / {{ return 200 "ok\\n"; }} }}""")], LOAD_CPU)
+    wait_port(bport)
+    return p, bport
+
+
 def wrk(port, args):
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
            "-H", "Authorization: Bearer bench-token", f"http://127.0.0.1:{port}/"]

@@ -22,11 +22,8 @@ def main():
     d = tempfile.mkdtemp(prefix="tg-uring-")
     procs, samples = [], {}
     try:
-        bport = run.free_port()
-        procs.append(run.start(["nginx", "-c", run.nginx_conf(d, bport, f"""
-  server {{ listen 127.0.0.1:{bport} reuseport backlog=4096;
-    location / {{ return 200 "ok\\n"; }} }}""")], run.LOAD_CPU))
-        run.wait_port(bport)
+        backend, bport = run.start_backend(d)
+        procs.append(backend)
         targets = []
         for mode in ("epoll", "uring", "uring-plain"):
             port = run.free_port()

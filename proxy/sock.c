@@ -454,6 +454,22 @@ static int tls_readable(const tg_sock_t *s)
     return s->readable || SSL_has_pending(s->ssl);
 }
 
+/* A read returned r <= 0 (not EINTR): EOF, drained, or an error. */
+static int read_ended(tg_sock_t *s, ssize_t r)
+{
+    s->readable = 0;
+    if (r == 0) {
+        s->eof = 1;
+        return TG_SOCK_EOF;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->short_read = 0;
+        return 0;
+    }
+    s->err = errno;
+    return TG_SOCK_ERROR;
+}
+
 /* Reads until EAGAIN, a short read, EOF, or the read limit. */
 static int do_read(tg_sock_t *s)
 {
@@ -497,20 +513,9 @@ static int do_read(tg_sock_t *s)
                 }
                 continue;
             }
-            if (r == 0) {
-                s->eof = 1;
-                s->readable = 0;
-                events |= TG_SOCK_EOF;
-            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                s->readable = 0;
-                s->short_read = 0;
-            } else if (errno != EINTR) {
-                s->err = errno;
-                s->readable = 0;
-                events |= TG_SOCK_ERROR;
-            }
-            if (errno == EINTR && r < 0)
+            if (r < 0 && errno == EINTR)
                 continue;
+            events |= read_ended(s, r);
             break;
         }
         struct evbuffer_iovec v[2];
@@ -547,18 +552,8 @@ static int do_read(tg_sock_t *s)
             }
         } else {
             evbuffer_commit_space(s->in, v, 0);
-            if (r == 0) {
-                s->eof = 1;
-                s->readable = 0;
-                events |= TG_SOCK_EOF;
-            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                s->readable = 0;
-                s->short_read = 0;
-            } else if (errno != EINTR) {
-                s->err = errno;
-                s->readable = 0;
-                events |= TG_SOCK_ERROR;
-            }
+            if (r == 0 || errno != EINTR)
+                events |= read_ended(s, r);
         }
     }
     if (events & TG_SOCK_READ)
