@@ -287,6 +287,7 @@ typedef struct tg_config {
     tg_path_conf_t paths;       /* path_normalization */
     uint64_t max_connections;   /* open client connections, all listeners (0: no limit) */
     tg_redis_conf_t redis;      /* enabled 0: no `redis:` section */
+    int log_json;               /* log_format: json (the process log as JSON lines) */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

@@ -1662,9 +1662,9 @@ static void load_root(loader_t *ld, yaml_node_t *root)
 {
     static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
                                         "admin", "filters", "trusted_proxies", "path_normalization",
-                                        "max_connections", "redis" };
+                                        "max_connections", "redis", "log_format" };
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_MAXCONN, K_REDIS, K_N };
+           K_MAXCONN, K_REDIS, K_LOGFMT, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1682,6 +1682,14 @@ static void load_root(loader_t *ld, yaml_node_t *root)
     }
     if (v[K_DRAIN])
         get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
+    if (v[K_LOGFMT]) {
+        char *f = get_str(ld, v[K_LOGFMT], "log_format");
+        if (f != NULL && strcmp(f, "json") == 0)
+            c->log_json = 1;
+        else if (f != NULL && strcmp(f, "text") != 0)
+            err_at(ld, v[K_LOGFMT], "log_format: '%s' is not one of text, json", f);
+        free(f);
+    }
     if (v[K_TRUSTED])
         load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
     if (v[K_PATHS])

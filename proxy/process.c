@@ -171,6 +171,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         tg_error("reload: cannot start health checks (out of memory)");
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
+    tg_log_set_format(ns->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
     tg_info("configuration reloaded from %s", p->path);
     return 0;
 fail:
@@ -544,6 +545,7 @@ int tg_process_run(const char *path, int watch)
         return 1;
     }
     tg_errors_free(&errs);
+    tg_log_set_format(p.snap->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
     p.base = event_base_new();
     if (p.base == NULL)
         goto out;

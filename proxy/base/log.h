@@ -1,6 +1,7 @@
 /*
- * proxy/base/log.h — leveled logging to stderr. The level is set once at start
- * (before any worker starts) and only read afterwards. One fprintf per line,
+ * proxy/base/log.h — leveled logging to stderr, as text or JSON lines. The
+ * level is set once at start (before any worker starts) and only read
+ * afterwards; the format follows the config (log_format). One fprintf per line,
  * so lines from different threads never interleave. Info and warn lines
  * are rate-limited per thread (TG_LOG_BURST a second), with a count of
  * what was held back: a client or an upstream cannot flood the log.
@@ -13,6 +14,12 @@ typedef enum { TG_LOG_DEBUG = 0, TG_LOG_INFO, TG_LOG_WARN, TG_LOG_ERROR } tg_log
 #define TG_LOG_BURST 50 /* info + warn lines per thread per second */
 
 void tg_log_set_level(tg_log_level_t level);
+
+/* text: "TIME LEVEL message"; json: one object a line,
+ * {"time":"...","level":"...","message":"..."} (log shippers parse it
+ * without patterns). Any thread may log while it changes (a reload). */
+typedef enum { TG_LOG_TEXT = 0, TG_LOG_JSON } tg_log_format_t;
+void tg_log_set_format(tg_log_format_t format);
 /* Parses "debug|info|warn|error"; returns -1 if unknown. */
 int tg_log_parse_level(const char *s, tg_log_level_t *out);
 int tg_log_enabled(tg_log_level_t level);
