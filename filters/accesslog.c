@@ -9,11 +9,19 @@
  * lines and counts them, and the writer reports the count: the worker is
  * never blocked and never silently loses a line unreported. SIGUSR1 sets a
  * flag the writer acts on by reopening the file (for logrotate).
+ *
+ * Or the lines go to syslog (`syslog: udp:HOST:PORT | unix:PATH`): the
+ * writer sends each as one RFC 5424 datagram (PRI, version, timestamp,
+ * host, app name, pid, msgid "access", no structured data, the line as
+ * the message); a datagram the socket refuses is counted as dropped.
  */
 #include "filters/accesslog.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,7 +48,13 @@ typedef struct slot {
 } slot_t;
 
 typedef struct access_log {
-    char *path;                 /* NULL: stdout */
+    char *path;                 /* NULL: stdout (or syslog) */
+    char *syslog;               /* "udp:HOST:PORT" or "unix:PATH"; NULL: a file or stdout */
+    struct sockaddr_storage sa; /* syslog's address */
+    socklen_t salen;
+    int facility;               /* syslog facility number (local0 = 16) */
+    char app[49];               /* APP-NAME */
+    char host[256];             /* HOSTNAME */
     char *template;             /* NULL: JSON */
     int fd;
     pthread_t thread;
@@ -291,13 +305,51 @@ static size_t format_template(char *buf, size_t cap, const char *t, const tg_fil
 
 static int open_log(access_log_t *l)
 {
+    if (l->syslog != NULL) {
+        int fd = socket(l->sa.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&l->sa, l->salen) < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        return fd;
+    }
     if (l->path == NULL)
         return STDOUT_FILENO;
     return open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
+/* One RFC 5424 datagram per line: <PRI>1 TIMESTAMP HOST APP PID access - LINE */
+static void send_syslog(access_log_t *l, const char *p, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    char head[400];
+    int hl = snprintf(head, sizeof(head), "<%d>1 %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s %ld access - ",
+                      l->facility * 8 + 6, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec, ts.tv_nsec / 1000000, l->host, l->app, (long)getpid());
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t len = nl ? (size_t)(nl - p) : n;
+        struct iovec iov[2] = { { head, (size_t)hl }, { (void *)p, len } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        if (len > 0 && sendmsg(l->fd, &mh, MSG_NOSIGNAL) < 0)
+            atomic_fetch_add(&l->dropped, 1); /* refused (no reader, buffer full): counted, never waited for */
+        len += nl ? 1 : 0;
+        p += len;
+        n -= len;
+    }
+}
+
 static void write_all(access_log_t *l, const char *p, size_t n)
 {
+    if (l->syslog != NULL) {
+        send_syslog(l, p, n);
+        return;
+    }
     while (n > 0) {
         ssize_t w = write(l->fd, p, n);
         if (w < 0 && errno == EINTR)
@@ -362,11 +414,12 @@ static void *writer_main(void *arg)
         flush_slots(l, &spare, &spare_cap);
         unsigned long long d = atomic_exchange(&l->dropped, 0);
         if (d)
-            tg_warn("access_log %s: %llu line(s) dropped (output too slow or failing)", l->path ? l->path : "stdout", d);
-        if (atomic_exchange(&l->reopen, 0) && l->path != NULL) {
-            int fd = open_log(l);
+            tg_warn("access_log %s: %llu line(s) dropped (output too slow or failing)",
+                    l->syslog ? l->syslog : l->path ? l->path : "stdout", d);
+        if (atomic_exchange(&l->reopen, 0) && (l->path != NULL || l->syslog != NULL)) {
+            int fd = open_log(l); /* a new file after logrotate; syslog: a new socket (the daemon restarted) */
             if (fd < 0) {
-                tg_error("access_log: cannot reopen %s: %s", l->path, strerror(errno));
+                tg_error("access_log: cannot reopen %s: %s", l->syslog ? l->syslog : l->path, strerror(errno));
             } else {
                 close(l->fd);
                 l->fd = fd;
@@ -404,8 +457,58 @@ static void al_destroy(void *p)
     pthread_mutex_destroy(&l->wake_lock);
     pthread_cond_destroy(&l->wake);
     free(l->path);
+    free(l->syslog);
     free(l->template);
     free(l);
+}
+
+/* syslog: "udp:HOST:PORT" or "unix:PATH" into l->sa. 0, or -1 with why. */
+static int syslog_address(access_log_t *l, const char *a, const char **why)
+{
+    if (strncmp(a, "unix:", 5) == 0) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&l->sa;
+        if (a[5] == '\0' || strlen(a + 5) >= sizeof(un->sun_path)) {
+            *why = "the socket path is empty or too long";
+            return -1;
+        }
+        un->sun_family = AF_UNIX;
+        strcpy(un->sun_path, a + 5);
+        l->salen = sizeof(*un);
+        return 0;
+    }
+    if (strncmp(a, "udp:", 4) != 0) {
+        *why = "give udp:HOST:PORT or unix:PATH";
+        return -1;
+    }
+    char host[256];
+    uint16_t port;
+    if (tg_parse_hostport(a + 4, host, sizeof(host), &port) < 0 || port == 0) {
+        *why = "not udp:HOST:PORT";
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM }, *res = NULL;
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%u", port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0 || res == NULL) {
+        *why = "cannot resolve the host";
+        return -1;
+    }
+    memcpy(&l->sa, res->ai_addr, res->ai_addrlen);
+    l->salen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int facility_number(const char *f)
+{
+    static const char *const names[] = { "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
+                                         "uucp", "cron", "authpriv", "ftp" };
+    for (int i = 0; i < 12; i++)
+        if (strcmp(f, names[i]) == 0)
+            return i;
+    if (strncmp(f, "local", 5) == 0 && f[5] >= '0' && f[5] <= '7' && f[6] == '\0')
+        return 16 + (f[5] - '0');
+    return -1;
 }
 
 const char *tg_access_log_template_check(const char *t)
@@ -424,8 +527,8 @@ const char *tg_access_log_template_check(const char *t)
 
 static void *al_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "path", "format" };
-    tg_node_t v[2];
+    static const char *const keys[] = { "path", "format", "syslog", "facility", "app_name" };
+    tg_node_t v[5];
     access_log_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
@@ -434,7 +537,53 @@ static void *al_create(tg_node_t *node, const char *config_path)
     pthread_cond_init(&l->wake, NULL);
     for (size_t i = 0; i < SLOTS; i++)
         pthread_mutex_init(&l->slots[i].lock, NULL);
-    int rc = tg_node_fields(node, "access_log", keys, 2, v);
+    int rc = tg_node_fields(node, "access_log", keys, 5, v);
+    l->facility = 16; /* local0 */
+    snprintf(l->app, sizeof(l->app), "tollgate");
+    if (tg_node_present(&v[2])) {
+        const char *why = NULL;
+        if (tg_node_present(&v[0])) {
+            tg_node_error(&v[2], "access_log: give path or syslog, not both");
+            rc = -1;
+        } else if ((l->syslog = tg_node_str(&v[2], "access_log syslog")) == NULL) {
+            rc = -1;
+        } else if (syslog_address(l, l->syslog, &why) < 0) {
+            tg_node_error(&v[2], "access_log syslog: '%s': %s", l->syslog, why);
+            rc = -1;
+        }
+        if (gethostname(l->host, sizeof(l->host)) != 0 || l->host[0] == '\0')
+            snprintf(l->host, sizeof(l->host), "-");
+        l->host[sizeof(l->host) - 1] = '\0';
+    }
+    if (tg_node_present(&v[3])) {
+        char *f = tg_node_str(&v[3], "access_log facility");
+        if (f != NULL && (l->facility = facility_number(f)) < 0) {
+            tg_node_error(&v[3], "access_log facility: '%s' is not a syslog facility (local0..local7, daemon, user, ...)", f);
+            rc = -1;
+        }
+        if (f == NULL)
+            rc = -1;
+        free(f);
+    }
+    if (tg_node_present(&v[4])) {
+        char *a = tg_node_str(&v[4], "access_log app_name");
+        size_t len = a ? strlen(a) : 0;
+        int ok = a != NULL && len > 0 && len < sizeof(l->app);
+        for (size_t i = 0; ok && i < len; i++)
+            ok = a[i] > 32 && a[i] < 127; /* RFC 5424: PRINTUSASCII, at most 48 */
+        if (ok)
+            memcpy(l->app, a, len + 1);
+        else {
+            if (a != NULL)
+                tg_node_error(&v[4], "access_log app_name: 1 to 48 printable characters without spaces");
+            rc = -1;
+        }
+        free(a);
+    }
+    if (rc == 0 && l->syslog == NULL && (tg_node_present(&v[3]) || tg_node_present(&v[4]))) {
+        tg_node_error(tg_node_present(&v[3]) ? &v[3] : &v[4], "access_log: facility and app_name go with syslog");
+        rc = -1;
+    }
     if (tg_node_present(&v[0])) {
         char *p = tg_node_str(&v[0], "access_log path");
         if (p == NULL) {
@@ -461,7 +610,10 @@ static void *al_create(tg_node_t *node, const char *config_path)
         free(f);
     }
     if (rc == 0 && (l->fd = open_log(l)) < 0) {
-        tg_node_error(&v[0], "access_log path: cannot open %s: %s", l->path, strerror(errno));
+        if (l->syslog != NULL)
+            tg_node_error(&v[2], "access_log syslog: cannot reach %s: %s", l->syslog, strerror(errno));
+        else
+            tg_node_error(&v[0], "access_log path: cannot open %s: %s", l->path, strerror(errno));
         rc = -1;
     }
     if (rc == 0 && pthread_create(&l->thread, NULL, writer_main, l) != 0) {
