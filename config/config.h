@@ -327,6 +327,9 @@ typedef struct tg_config {
  * with every problem appended to errs as "file:line:col: message".
  * filters: the filter kinds `filters:` entries may name (NULL: none). */
 tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs);
+/* Only the admin section (for tollgate ctl): the rest of the file is not
+ * checked; admin.listen is NULL when there is no admin listener. */
+tg_config_t *tg_config_load_admin(const char *path, tg_errors_t *errs);
 
 /* Same, from a string (used by unit tests); name is used in messages. */
 tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t len, const tg_filter_registry_t *filters,

@@ -1792,8 +1792,23 @@ static char *render_document(loader_t *ld)
     return buf;
 }
 
+/* The admin section alone, the rest of the file unchecked: tollgate ctl
+ * must reach a gateway even when the file was edited into a state the
+ * gateway refuses (the reload then says what is wrong). */
+static void load_admin_only(loader_t *ld, yaml_node_t *root)
+{
+    if (root->type != YAML_MAPPING_NODE)
+        return;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        if (k != NULL && v != NULL && k->type == YAML_SCALAR_NODE &&
+            strcmp((const char *)k->data.scalar.value, "admin") == 0)
+            load_admin(ld, v, &ld->cfg->admin);
+    }
+}
+
 static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_filter_registry_t *filters,
-                                tg_errors_t *errs)
+                                int admin_only, tg_errors_t *errs)
 {
     loader_t ld = { .file = name, .errs = errs, .filters = filters };
     if (!yaml_parser_load(p, &ld.doc)) {
@@ -1824,8 +1839,11 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
     ld.cfg->limits.max_header_bytes = TG_DEFAULT_MAX_HEADER_BYTES;
     ld.cfg->limits.header_timeout_ms = TG_DEFAULT_HEADER_TIMEOUT_MS;
     ld.cfg->limits.idle_timeout_ms = TG_DEFAULT_IDLE_TIMEOUT_MS;
-    load_root(&ld, root);
-    if (!ld.failed && errs->n == 0 && (ld.cfg->document = render_document(&ld)) == NULL)
+    if (admin_only)
+        load_admin_only(&ld, root);
+    else
+        load_root(&ld, root);
+    if (!admin_only && !ld.failed && errs->n == 0 && (ld.cfg->document = render_document(&ld)) == NULL)
         ld.failed = 1;
     free(ld.secret);
     yaml_document_delete(&ld.doc);
@@ -1847,12 +1865,13 @@ tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t le
         return NULL;
     }
     yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
-    tg_config_t *c = load_parser(&p, name, filters, errs);
+    tg_config_t *c = load_parser(&p, name, filters, 0, errs);
     yaml_parser_delete(&p);
     return c;
 }
 
-tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs)
+static tg_config_t *load_file(const char *path, const tg_filter_registry_t *filters, int admin_only,
+                              tg_errors_t *errs)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -1866,8 +1885,18 @@ tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filter
         return NULL;
     }
     yaml_parser_set_input_file(&p, f);
-    tg_config_t *c = load_parser(&p, path, filters, errs);
+    tg_config_t *c = load_parser(&p, path, filters, admin_only, errs);
     yaml_parser_delete(&p);
     fclose(f);
     return c;
+}
+
+tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs)
+{
+    return load_file(path, filters, 0, errs);
+}
+
+tg_config_t *tg_config_load_admin(const char *path, tg_errors_t *errs)
+{
+    return load_file(path, NULL, 1, errs);
 }

@@ -53,12 +53,18 @@ static void conn_free(admin_conn_t *c)
     free(c);
 }
 
-static void respond(admin_conn_t *c, int status, const char *ctype, struct evbuffer *body)
+static void respond(admin_conn_t *c, int status, const char *ctype, const char *extra, struct evbuffer *body)
 {
-    char head[256];
+    char head[1024];
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nconnection: close\r\n\r\n", status,
-                     tg_http_reason(status), ctype, evbuffer_get_length(body));
+                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nx-content-type-options: "
+                     "nosniff\r\ncache-control: no-store\r\n%sconnection: close\r\n\r\n",
+                     status, tg_http_reason(status), ctype, evbuffer_get_length(body), extra);
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        evbuffer_drain(body, evbuffer_get_length(body));
+        n = snprintf(head, sizeof(head), "HTTP/1.1 500 %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                     tg_http_reason(500));
+    }
     struct evbuffer *out = tg_sock_out(c->sock);
     evbuffer_add(out, head, (size_t)n);
     if (!c->req.is_head)
@@ -76,11 +82,11 @@ static void answer(admin_conn_t *c)
         conn_free(c);
         return;
     }
-    const char *ctype = "application/json";
+    tg_admin_reply_t reply = { .ctype = "application/json" };
     char path[1024];
     snprintf(path, sizeof(path), "%.*s", (int)c->req.path_len, c->req.target);
-    int status = c->admin->fn(c->admin->ctx, &c->req, path, body, &ctype);
-    respond(c, status, ctype, body);
+    int status = c->admin->fn(c->admin->ctx, &c->req, path, body, &reply);
+    respond(c, status, reply.ctype, reply.headers, body);
     evbuffer_free(body);
 }
 
@@ -103,7 +109,7 @@ static void on_conn(tg_sock_t *s, int events, void *arg)
         if (r == TG_H1_ERROR) {
             struct evbuffer *b = evbuffer_new();
             evbuffer_add_printf(b, "{\"error\": \"%s\", \"status\": %d}\n", c->reader.error_msg, c->reader.error_status);
-            respond(c, c->reader.error_status, "application/json", b);
+            respond(c, c->reader.error_status, "application/json", "", b);
             evbuffer_free(b);
             return;
         }

@@ -16,11 +16,18 @@
 struct event_base;
 struct evbuffer;
 
-/* Fills body with the response and returns the HTTP status; *ctype is the
- * content type (static string). req is the parsed request (its headers,
- * for the handler's access checks); path is its path without the query. */
+/* What a handler says besides the body. */
+typedef struct tg_admin_reply {
+    const char *ctype;  /* content type (static string; preset to application/json) */
+    char headers[512];  /* extra header lines, each ending in CRLF (preset empty) */
+} tg_admin_reply_t;
+
+/* Fills body with the response and returns the HTTP status. req is the
+ * parsed request (its headers, for the handler's access checks); path is
+ * its path without the query. Every response also carries nosniff and
+ * no-store. */
 typedef int (*tg_admin_handler_fn)(void *ctx, const tg_request_t *req, const char *path, struct evbuffer *body,
-                                   const char **ctype);
+                                   tg_admin_reply_t *reply);
 
 typedef struct tg_admin tg_admin_t;
 

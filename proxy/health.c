@@ -57,6 +57,16 @@ int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms)
            atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed) <= now_ms;
 }
 
+const char *tg_health_state(tg_health_t *h, size_t slot, uint64_t now_ms, uint64_t *left_ms)
+{
+    tg_endpoint_health_t *e = &h->ep[slot];
+    uint64_t until = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
+    *left_ms = until > now_ms ? until - now_ms : 0;
+    if (atomic_load_explicit(&e->active_down, memory_order_relaxed))
+        return "down";
+    return until > now_ms ? "ejected" : "up";
+}
+
 static void reverse(size_t *a, size_t from, size_t to)
 {
     while (from + 1 < to) {

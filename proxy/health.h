@@ -47,6 +47,11 @@ uint64_t tg_health_now_ms(void);
 /* May requests go to this endpoint now (not down, not ejected)? */
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);
 
+/* What an endpoint is now, for people: "up", "down" (failed by active
+ * checks) or "ejected" (passive outlier detection; *left_ms until it is
+ * tried again). Any thread. */
+const char *tg_health_state(tg_health_t *h, size_t slot, uint64_t now_ms, uint64_t *left_ms);
+
 /* Passive detection: an exchange with endpoint ep of cluster c succeeded
  * (ok: a response below 500) or failed (connect failure, 5xx, reset,
  * timeout). Ejects the endpoint after outlier.consecutive_failures in a

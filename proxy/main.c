@@ -1,47 +1,60 @@
 /*
  * proxy/main.c — command line: `tollgate -c FILE` runs the gateway,
- * `tollgate -t -c FILE` checks a config and exits 0/1 like `nginx -t`.
+ * `tollgate -t -c FILE` checks a config and exits 0/1 like `nginx -t`,
+ * `-T` also prints the effective config, `tollgate ctl CMD` talks to a
+ * running gateway's admin listener.
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "proxy/base/log.h"
+#include "proxy/ctl.h"
 #include "proxy/process.h"
+
+#ifndef TOLLGATE_DEFAULT_CONFIG
+#define TOLLGATE_DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
+#endif
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tollgate [-t] -c FILE [-l LEVEL]\n"
+            "usage: tollgate [-t | -T] -c FILE [-w] [-l LEVEL]\n"
+            "       tollgate [-c FILE] ctl reload|config|health|endpoints|status\n"
             "\n"
-            "  -c, --config FILE    configuration file (YAML)\n"
+            "  -c, --config FILE    configuration file (YAML; ctl default: " TOLLGATE_DEFAULT_CONFIG ")\n"
             "  -t, --test           check the configuration and exit (0 = valid)\n"
+            "  -T, --test-dump      check it, then print the effective configuration (secrets redacted)\n"
             "  -w, --watch          reload when the configuration file changes\n"
             "  -l, --log-level LVL  debug | info | warn | error (default: info)\n"
             "  -v, --version        print the version and exit\n"
             "  -h, --help           this help\n"
             "\n"
             "Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT drain in-flight\n"
-            "requests, then exit 0.\n");
+            "requests, then exit 0; SIGUSR1 reopens the access logs.\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
-        { "watch", no_argument, NULL, 'w' },
+        { "test-dump", no_argument, NULL, 'T' },    { "watch", no_argument, NULL, 'w' },
         { "log-level", required_argument, NULL, 'l' }, { "version", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     const char *config = NULL;
-    int test = 0, watch = 0, c;
-    while ((c = getopt_long(argc, argv, "c:twl:vh", opts, NULL)) != -1) {
+    int test = 0, dump = 0, watch = 0, c;
+    while ((c = getopt_long(argc, argv, "c:tTwl:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
             break;
         case 't':
             test = 1;
+            break;
+        case 'T':
+            test = dump = 1;
             break;
         case 'w':
             watch = 1;
@@ -66,9 +79,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc && strcmp(argv[optind], "ctl") == 0)
+        return tg_ctl_main(config ? config : TOLLGATE_DEFAULT_CONFIG, argc - optind - 1, argv + optind + 1);
     if (config == NULL || optind != argc) {
         usage(stderr);
         return 2;
     }
-    return test ? tg_process_check(config) : tg_process_run(config, watch);
+    return test ? tg_process_check(config, dump) : tg_process_run(config, watch);
 }

@@ -29,7 +29,7 @@ static void label_value(struct evbuffer *out, const char *v)
     }
 }
 
-static uint64_t sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+uint64_t tg_metrics_sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
 {
     uint64_t t = 0;
     for (unsigned i = 0; i < n; i++)
@@ -37,7 +37,7 @@ static uint64_t sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t
     return t;
 }
 
-static uint64_t sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+uint64_t tg_metrics_sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
 {
     uint64_t t = 0;
     for (unsigned i = 0; i < n; i++)
@@ -45,7 +45,7 @@ static uint64_t sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, siz
     return t;
 }
 
-static uint64_t sum_listener(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+uint64_t tg_metrics_sum_listener(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
 {
     uint64_t t = 0;
     for (unsigned i = 0; i < n; i++)
@@ -88,7 +88,7 @@ static void render_listeners(struct evbuffer *out, const tg_config_t *c, const t
             evbuffer_add_printf(out, "%s{listener=\"", fams[f].name);
             label_value(out, c->listeners[i].name);
             evbuffer_add_printf(out, "\"} %llu\n",
-                                (unsigned long long)sum_listener(w, n, s->listener_slot[i], fams[f].off));
+                                (unsigned long long)tg_metrics_sum_listener(w, n, s->listener_slot[i], fams[f].off));
         }
     }
 }
@@ -116,7 +116,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
             evbuffer_add(out, ",cluster=\"", 10);
             label_value(out, cluster);
             evbuffer_add_printf(out, "\",code=\"%s\"} %llu\n", classes[k],
-                                (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, by_class) +
+                                (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, by_class) +
                                                                               k * sizeof(tg_counter_t)));
         }
     }
@@ -127,13 +127,13 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         evbuffer_add_printf(out, "tollgate_requests_aborted_total{");
         route_label(out, r < c->n_routes ? c->routes[r].name : "");
         evbuffer_add_printf(out, "} %llu\n",
-                            (unsigned long long)sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)));
+                            (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)));
     }
     family(out, "tollgate_auth_failures_total", "counter", "Requests refused by an auth filter (401/403), by route.");
     for (size_t r = 0; r < c->n_routes; r++) {
         evbuffer_add_printf(out, "tollgate_auth_failures_total{");
         route_label(out, c->routes[r].name);
-        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r],
+        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r],
                                                                            offsetof(tg_route_stats_t, auth_failures)));
     }
     family(out, "tollgate_ratelimit_store_error_decisions_total", "counter",
@@ -148,7 +148,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
             evbuffer_add_printf(out, "tollgate_ratelimit_store_error_decisions_total{");
             route_label(out, c->routes[r].name);
             evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
-                                (unsigned long long)sum_route(w, n, s->route_slot[r], ds[k].off));
+                                (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r], ds[k].off));
         }
     }
     family(out, "tollgate_ratelimit_decisions_total", "counter", "rate_limit filter decisions, by route.");
@@ -163,7 +163,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
             evbuffer_add_printf(out, "tollgate_ratelimit_decisions_total{");
             route_label(out, c->routes[r].name);
             evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
-                                (unsigned long long)sum_route(w, n, s->route_slot[r], ds[k].off));
+                                (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r], ds[k].off));
         }
     }
     static const struct { const char *name, *help; size_t off; } rfams[] = {
@@ -188,7 +188,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         for (size_t r = 0; r < c->n_routes; r++) {
             evbuffer_add_printf(out, "%s{", rfams[f].name);
             route_label(out, c->routes[r].name);
-            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum_route(w, n, s->route_slot[r], rfams[f].off));
+            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r], rfams[f].off));
         }
     }
     static const char *const grpc_codes[17] = {
@@ -201,7 +201,7 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
     for (size_t r = 0; r < nr; r++) {
         size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
         for (size_t k = 0; k < 17; k++) {
-            uint64_t v = sum_route(w, n, slot, offsetof(tg_route_stats_t, grpc) + k * sizeof(tg_counter_t));
+            uint64_t v = tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, grpc) + k * sizeof(tg_counter_t));
             if (v == 0)
                 continue;
             evbuffer_add_printf(out, "tollgate_grpc_responses_total{");
@@ -216,19 +216,19 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         const char *name = r < c->n_routes ? c->routes[r].name : "";
         uint64_t cum = 0;
         for (size_t b = 0; b < TG_STATS_BUCKETS; b++) {
-            cum += sum_route(w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t));
+            cum += tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t));
             evbuffer_add_printf(out, "tollgate_request_duration_seconds_bucket{");
             route_label(out, name);
             evbuffer_add_printf(out, ",le=\"%g\"} %llu\n", (double)tg_stats_bucket_us[b] / 1e6,
                                 (unsigned long long)cum);
         }
-        uint64_t count = sum_route(w, n, slot, offsetof(tg_route_stats_t, count));
+        uint64_t count = tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, count));
         evbuffer_add_printf(out, "tollgate_request_duration_seconds_bucket{");
         route_label(out, name);
         evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)count);
         evbuffer_add_printf(out, "tollgate_request_duration_seconds_sum{");
         route_label(out, name);
-        evbuffer_add_printf(out, "} %.6f\n", (double)sum_route(w, n, slot, offsetof(tg_route_stats_t, sum_us)) / 1e6);
+        evbuffer_add_printf(out, "} %.6f\n", (double)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, sum_us)) / 1e6);
         evbuffer_add_printf(out, "tollgate_request_duration_seconds_count{");
         route_label(out, name);
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)count);
@@ -270,7 +270,7 @@ static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_wo
             for (size_t j = 0; j < cl->n_endpoints; j++) {
                 endpoint_labels(out, fams[f].name, cl, &cl->endpoints[j]);
                 evbuffer_add_printf(out, "} %llu\n",
-                                    (unsigned long long)sum_endpoint(w, n, cl->endpoints[j].slot, fams[f].off));
+                                    (unsigned long long)tg_metrics_sum_endpoint(w, n, cl->endpoints[j].slot, fams[f].off));
             }
         }
     }

@@ -25,4 +25,10 @@ typedef struct tg_process_metrics {
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
                        unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health);
 
+/* One counter of a route, endpoint or listener stats slot, summed over the
+ * workers (offset: offsetof the counter in its stats struct). Main thread. */
+uint64_t tg_metrics_sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset);
+uint64_t tg_metrics_sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset);
+uint64_t tg_metrics_sum_listener(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset);
+
 #endif

@@ -31,11 +31,13 @@
 #include "proxy/base/http.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
+#include "proxy/ctl.h"
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
 #include "proxy/stack.h"
 #include "proxy/stats.h"
+#include "proxy/status.h"
 #include "proxy/worker.h"
 
 /* --watch: changes within this long of each other make one reload. */
@@ -67,7 +69,7 @@ static void print_errors(const tg_errors_t *e)
         fprintf(stderr, "%s\n", e->msgs[i]);
 }
 
-int tg_process_check(const char *path)
+int tg_process_check(const char *path, int dump)
 {
     tg_errors_t errs = { 0 };
     tg_snapshot_t *s = tg_snapshot_load(path, NULL, &errs);
@@ -76,6 +78,11 @@ int tg_process_check(const char *path)
     if (s == NULL) {
         fprintf(stderr, "tollgate: configuration file %s test failed\n", path);
         return 1;
+    }
+    char *json = dump ? tg_config_to_json(s->cfg) : NULL;
+    if (json != NULL) {
+        tg_ctl_print_json(stdout, json);
+        free(json);
     }
     fprintf(stderr, "tollgate: configuration file %s test is successful\n", path);
     tg_snapshot_unref(s);
@@ -258,8 +265,10 @@ static int admin_guard(const tg_admin_conf_t *a, const tg_request_t *req, const 
         evbuffer_add_printf(body, "{\"error\": \"host not allowed\", \"status\": 421}\n");
         return 421;
     }
-    int probe = strcmp(path, "/healthz") == 0 || strcmp(path, "/ready") == 0;
-    if (a->token != NULL && !probe && !admin_token_ok(a->token, req)) {
+    /* Probes, and the status page (static; it asks for the token itself
+     * before it fetches /status.json), need no token. */
+    int open = strcmp(path, "/healthz") == 0 || strcmp(path, "/ready") == 0 || strcmp(path, "/") == 0;
+    if (a->token != NULL && !open && !admin_token_ok(a->token, req)) {
         evbuffer_add_printf(body, "{\"error\": \"missing or invalid admin token\", \"status\": 401}\n");
         return 401;
     }
@@ -275,12 +284,11 @@ static int admin_guard(const tg_admin_conf_t *a, const tg_request_t *req, const 
 }
 
 static int admin_handle(void *ctx, const tg_request_t *req, const char *path, struct evbuffer *body,
-                        const char **ctype)
+                        tg_admin_reply_t *reply)
 {
     process_t *p = ctx;
     const char *method = req->method;
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    *ctype = "application/json";
     int refused = admin_guard(&p->snap->cfg->admin, req, path, body);
     if (refused)
         return refused;
@@ -304,8 +312,26 @@ static int admin_handle(void *ctx, const tg_request_t *req, const char *path, st
         free(json);
         return 200;
     } else if (strcmp(path, "/metrics") == 0) {
-        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        reply->ctype = "text/plain; version=0.0.4; charset=utf-8";
         tg_metrics_render(body, p->snap, p->workers, p->n_workers, &p->pm, p->health);
+        return 200;
+    } else if (strcmp(path, "/status.json") == 0) {
+        tg_status_json(body, p->snap, p->workers, p->n_workers, &p->pm, p->health);
+        return 200;
+    } else if (strcmp(path, "/endpoints") == 0) {
+        reply->ctype = "text/plain; charset=utf-8";
+        tg_status_endpoints_text(body, p->snap, p->workers, p->n_workers, p->health);
+        return 200;
+    } else if (strcmp(path, "/") == 0) {
+        char csp[400];
+        size_t len;
+        const char *page = tg_status_page(&len);
+        if (tg_status_page_csp(csp, sizeof(csp)) < 0)
+            return 500;
+        reply->ctype = "text/html; charset=utf-8";
+        snprintf(reply->headers, sizeof(reply->headers),
+                 "content-security-policy: %s\r\nx-frame-options: DENY\r\nreferrer-policy: no-referrer\r\n", csp);
+        evbuffer_add(body, page, len);
         return 200;
     } else {
         evbuffer_add_printf(body, "{\"error\": \"no such admin endpoint\", \"status\": 404}\n");

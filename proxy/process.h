@@ -8,8 +8,10 @@
 #ifndef TG_PROXY_PROCESS_H
 #define TG_PROXY_PROCESS_H
 
-/* `tollgate -t`: validates the file; prints each error; returns 0 or 1. */
-int tg_process_check(const char *path);
+/* `tollgate -t`: validates the file; prints each error; returns 0 or 1.
+ * dump (`-T`): then prints the effective config to stdout (JSON, indented:
+ * defaults filled in, ${VAR}s expanded, secrets "<redacted>"). */
+int tg_process_check(const char *path, int dump);
 
 /* Runs until drained. watch: also reload when the file changes (inotify on
  * its directory, so atomic renames and symlink swaps are seen). Returns the

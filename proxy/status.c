@@ -1,0 +1,198 @@
+/*
+ * proxy/status.c — see status.h.
+ */
+#include "proxy/status.h"
+
+#include <event2/buffer.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "proxy/base/http.h"
+#include "proxy/stats.h"
+
+/* Generated at build time from proxy/status_page.html (CMakeLists.txt). */
+extern const char tg_status_page_html[];
+extern const size_t tg_status_page_html_len;
+
+static void jstr(struct evbuffer *out, const char *s)
+{
+    char esc[1024];
+    tg_json_escape(esc, sizeof(esc), s != NULL ? s : "");
+    evbuffer_add_printf(out, "\"%s\"", esc);
+}
+
+static void listeners(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n)
+{
+    const tg_config_t *c = s->cfg;
+    evbuffer_add_printf(out, "\"listeners\": [");
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const tg_listener_conf_t *l = &c->listeners[i];
+        size_t slot = s->listener_slot[i];
+        evbuffer_add_printf(out, "%s{\"name\": ", i ? ", " : "");
+        jstr(out, l->name);
+        evbuffer_add_printf(out, ", \"listen\": ");
+        jstr(out, l->listen);
+        evbuffer_add_printf(
+            out, ", \"tls\": %s, \"accepted\": %llu, \"active\": %llu, \"h2_streams\": %llu}",
+            l->tls.enabled ? "true" : "false",
+            (unsigned long long)tg_metrics_sum_listener(w, n, slot, offsetof(tg_listener_stats_t, accepted)),
+            (unsigned long long)tg_metrics_sum_listener(w, n, slot, offsetof(tg_listener_stats_t, active)),
+            (unsigned long long)tg_metrics_sum_listener(w, n, slot, offsetof(tg_listener_stats_t, h2_streams)));
+    }
+    evbuffer_add_printf(out, "]");
+}
+
+static void routes(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n)
+{
+    const tg_config_t *c = s->cfg;
+    evbuffer_add_printf(out, "\"bucket_le_us\": [");
+    for (size_t b = 0; b < TG_STATS_BUCKETS; b++)
+        evbuffer_add_printf(out, "%s%llu", b ? ", " : "", (unsigned long long)tg_stats_bucket_us[b]);
+    evbuffer_add_printf(out, "], \"routes\": [");
+    for (size_t r = 0; r < c->n_routes; r++) {
+        const tg_route_conf_t *rc = &c->routes[r];
+        size_t slot = s->route_slot[r];
+        evbuffer_add_printf(out, "%s{\"name\": ", r ? ", " : "");
+        jstr(out, rc->name);
+        evbuffer_add_printf(out, ", \"cluster\": ");
+        jstr(out, c->clusters[rc->cluster].name);
+        evbuffer_add_printf(out, ", \"requests\": %llu, \"aborted\": %llu, \"sum_us\": %llu, \"classes\": [",
+                            (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, count)),
+                            (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)),
+                            (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, sum_us)));
+        for (size_t k = 0; k < 5; k++)
+            evbuffer_add_printf(out, "%s%llu", k ? ", " : "",
+                                (unsigned long long)tg_metrics_sum_route(
+                                    w, n, slot, offsetof(tg_route_stats_t, by_class) + k * sizeof(tg_counter_t)));
+        evbuffer_add_printf(out, "], \"buckets\": [");
+        for (size_t b = 0; b < TG_STATS_BUCKETS; b++)
+            evbuffer_add_printf(out, "%s%llu", b ? ", " : "",
+                                (unsigned long long)tg_metrics_sum_route(
+                                    w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t)));
+        evbuffer_add_printf(out, "]}");
+    }
+    evbuffer_add_printf(out, "]");
+}
+
+static const char *const protocols[] = { "http1", "h2c", "h2" };
+
+static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
+                     tg_health_t *h)
+{
+    uint64_t now = tg_health_now_ms();
+    evbuffer_add_printf(out, "\"clusters\": [");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        const tg_cluster_t *cl = &s->clusters->clusters[i];
+        evbuffer_add_printf(out, "%s{\"name\": ", i ? ", " : "");
+        jstr(out, cl->conf->name);
+        evbuffer_add_printf(out, ", \"protocol\": \"%s\", \"health_checks\": %s, \"endpoints\": [",
+                            protocols[cl->conf->protocol], cl->conf->health_check.enabled ? "true" : "false");
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            size_t slot = cl->endpoints[j].slot;
+            uint64_t left;
+            const char *state = tg_health_state(h, slot, now, &left);
+            evbuffer_add_printf(out, "%s{\"address\": ", j ? ", " : "");
+            jstr(out, cl->endpoints[j].conf->address);
+            evbuffer_add_printf(
+                out,
+                ", \"state\": \"%s\", \"ejected_ms\": %llu, \"ejections\": %llu, \"requests\": %llu, "
+                "\"connect_failures\": %llu, \"timeouts\": %llu, \"resets\": %llu, \"connections\": %llu}",
+                state, (unsigned long long)left,
+                (unsigned long long)atomic_load_explicit(&h->ep[slot].ejections_total, memory_order_relaxed),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, requests)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot,
+                                                            offsetof(tg_endpoint_stats_t, connect_failures)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, timeouts)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, resets)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, active)));
+        }
+        evbuffer_add_printf(out, "]}");
+    }
+    evbuffer_add_printf(out, "]");
+}
+
+void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
+                    const tg_process_metrics_t *pm, tg_health_t *h)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    evbuffer_add_printf(out, "{\"version\": \"%s\", \"config\": ", TOLLGATE_VERSION);
+    jstr(out, s->cfg->path);
+    evbuffer_add_printf(out,
+                        ", \"now_ms\": %lld, \"started\": %lld, \"workers\": %u, \"reloads\": {\"ok\": %llu, "
+                        "\"failed\": %llu, \"last_ok\": %lld}, ",
+                        (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, (long long)pm->started, n,
+                        (unsigned long long)pm->reloads_ok, (unsigned long long)pm->reloads_failed,
+                        (long long)pm->last_reload_ok);
+    listeners(out, s, w, n);
+    evbuffer_add_printf(out, ", ");
+    routes(out, s, w, n);
+    evbuffer_add_printf(out, ", ");
+    clusters(out, s, w, n, h);
+    evbuffer_add_printf(out, "}\n");
+}
+
+void tg_status_endpoints_text(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
+                              tg_health_t *h)
+{
+    uint64_t now = tg_health_now_ms();
+    evbuffer_add_printf(out, "%-20s %-28s %-8s %10s %10s %9s %8s %8s %6s\n", "CLUSTER", "ENDPOINT", "STATE",
+                        "REQUESTS", "CONN_FAIL", "TIMEOUTS", "RESETS", "EJECTED", "CONNS");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        const tg_cluster_t *cl = &s->clusters->clusters[i];
+        for (size_t j = 0; j < cl->n_endpoints; j++) {
+            size_t slot = cl->endpoints[j].slot;
+            uint64_t left;
+            const char *state = tg_health_state(h, slot, now, &left);
+            evbuffer_add_printf(
+                out, "%-20s %-28s %-8s %10llu %10llu %9llu %8llu %8llu %6llu\n", cl->conf->name,
+                cl->endpoints[j].conf->address, state,
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, requests)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot,
+                                                            offsetof(tg_endpoint_stats_t, connect_failures)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, timeouts)),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, resets)),
+                (unsigned long long)atomic_load_explicit(&h->ep[slot].ejections_total, memory_order_relaxed),
+                (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, active)));
+        }
+    }
+}
+
+const char *tg_status_page(size_t *len)
+{
+    *len = tg_status_page_html_len;
+    return tg_status_page_html;
+}
+
+/* 'sha256-BASE64' of the text between open and close in the page. */
+static int inline_hash(const char *open, const char *close, char *out, size_t cap)
+{
+    const char *page = tg_status_page_html, *end = page + tg_status_page_html_len;
+    const char *a = memmem(page, tg_status_page_html_len, open, strlen(open));
+    const char *b = a != NULL ? memmem(a, (size_t)(end - a), close, strlen(close)) : NULL;
+    if (b == NULL)
+        return -1;
+    a += strlen(open);
+    unsigned char md[32], b64[48];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(a, (size_t)(b - a), md, &mdlen, EVP_sha256(), NULL) || mdlen != sizeof(md))
+        return -1;
+    EVP_EncodeBlock(b64, md, (int)mdlen);
+    int k = snprintf(out, cap, "'sha256-%s'", b64);
+    return k > 0 && (size_t)k < cap ? 0 : -1;
+}
+
+int tg_status_page_csp(char *csp, size_t cap)
+{
+    char script[64], style[64];
+    if (inline_hash("<script>", "</script>", script, sizeof(script)) < 0 ||
+        inline_hash("<style>", "</style>", style, sizeof(style)) < 0)
+        return -1;
+    int k = snprintf(csp, cap,
+                     "default-src 'none'; script-src %s; style-src %s; connect-src 'self'; img-src 'none'; "
+                     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                     script, style);
+    return k > 0 && (size_t)k < cap ? 0 : -1;
+}
