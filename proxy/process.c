@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 
 #include "filters/filter.h"
+#include "proxy/activation.h"
 #include "proxy/admin.h"
 #include "proxy/health.h"
 #include "proxy/base/http.h"
@@ -59,6 +60,7 @@ typedef struct process {
     char *watch_name;                /* the config file's name in its directory */
     struct event *watch_ev, *watch_timer;
     tg_notify_t notify;              /* systemd's sd_notify, when it is there */
+    tg_activation_t activation;      /* listening sockets systemd passed in */
     struct event *watchdog_timer;    /* WATCHDOG=1 at half of WatchdogSec */
     int draining;
 } process_t;
@@ -89,8 +91,13 @@ int tg_process_check(const char *path, int dump)
     return 0;
 }
 
-static int bind_listener(const tg_listener_conf_t *l, tg_errors_t *errs)
+/* A listening socket for l: systemd's, when it passed one (a dup per
+ * worker), else our own, one per worker with SO_REUSEPORT. */
+static int bind_listener(process_t *p, const tg_listener_conf_t *l, tg_errors_t *errs)
 {
+    int afd = tg_activation_take(&p->activation, l);
+    if (afd >= 0)
+        return afd;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
     char port[8];
     snprintf(port, sizeof(port), "%u", l->port);
@@ -148,7 +155,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         for (size_t i = 0; i < oc->n_listeners && !kept; i++)
             kept = tg_listener_same_address(&oc->listeners[i], &nc->listeners[j]);
         for (unsigned wk = 0; wk < p->n_workers && !kept; wk++)
-            if ((fds[wk * n + j] = bind_listener(&nc->listeners[j], errs)) < 0)
+            if ((fds[wk * n + j] = bind_listener(p, &nc->listeners[j], errs)) < 0)
                 goto fail;
     }
     for (unsigned wk = 0; wk < p->n_workers; wk++)
@@ -473,7 +480,7 @@ static int start_workers(process_t *p)
     for (unsigned i = 0; i < p->n_workers; i++) {
         for (size_t j = 0; j < cfg->n_listeners; j++) {
             tg_errors_t errs = { 0 };
-            fds[j] = bind_listener(&cfg->listeners[j], &errs);
+            fds[j] = bind_listener(p, &cfg->listeners[j], &errs);
             log_errors(&errs);
             tg_errors_free(&errs);
             if (fds[j] < 0) {
@@ -495,8 +502,14 @@ static int start_workers(process_t *p)
             tg_error("cannot start worker thread %u", i);
             return -1;
         }
-    for (size_t j = 0; j < cfg->n_listeners; j++)
-        tg_info("listener '%s' on %s", cfg->listeners[j].name, cfg->listeners[j].listen);
+    for (size_t j = 0; j < cfg->n_listeners; j++) {
+        const char *how = NULL;
+        int from_systemd = tg_activation_find(&p->activation, &cfg->listeners[j], &how) >= 0;
+        tg_info("listener '%s' on %s%s%s%s", cfg->listeners[j].name, cfg->listeners[j].listen,
+                from_systemd ? " (socket from systemd, matched by " : "", from_systemd ? how : "",
+                from_systemd ? ")" : "");
+    }
+    tg_activation_report_unused(&p->activation);
     tg_info("tollgate %s running with %u worker(s), config %s", TOLLGATE_VERSION, p->n_workers, cfg->path);
     return 0;
 }
@@ -550,6 +563,7 @@ int tg_process_run(const char *path, int watch)
     p.registry.listeners.on_reuse = reuse_listener_slot;
     p.registry.endpoints.reuse_arg = p.registry.routes.reuse_arg = p.registry.listeners.reuse_arg = &p;
     tg_notify_open(&p.notify);
+    tg_activation_open(&p.activation); /* problems are logged; what is valid is used */
     p.pm.started = p.pm.last_reload_ok = time(NULL);
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
@@ -654,6 +668,7 @@ out:
     if (p.watchdog_timer)
         event_free(p.watchdog_timer);
     tg_notify_close(&p.notify);
+    tg_activation_close(&p.activation);
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);

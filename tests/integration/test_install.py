@@ -3,6 +3,7 @@ sbin/, the default config in etc/tollgate/ (which the installed binary
 accepts with -t), the systemd unit, the docs and examples. Installs the
 build the tests run against into a scratch prefix."""
 import os
+import re
 import subprocess
 import tempfile
 import unittest
@@ -19,6 +20,7 @@ class InstallTest(unittest.TestCase):
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         for path in ("sbin/tollgate", "etc/tollgate/tollgate.yaml", "lib/systemd/system/tollgate.service",
+                     "lib/systemd/system/tollgate.socket",
                      "share/doc/tollgate/configuration.md", "share/doc/tollgate/security.md",
                      "share/doc/tollgate/examples/quickstart.yaml"):
             self.assertTrue(os.path.exists(os.path.join(prefix, path)), path)
@@ -32,6 +34,12 @@ class InstallTest(unittest.TestCase):
         for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID",
                      "ExecStart=/usr/sbin/tollgate -c /etc/tollgate/tollgate.yaml"):
             self.assertIn(line, unit)
+        # the socket unit names a listener of the installed config
+        sock = open(os.path.join(prefix, "lib/systemd/system/tollgate.socket")).read()
+        name = re.search(r"^FileDescriptorName=(\S+)$", sock, re.M).group(1)
+        listen = re.search(r"^ListenStream=(\S+)$", sock, re.M).group(1)
+        conf = open(os.path.join(prefix, "etc/tollgate/tollgate.yaml")).read()
+        self.assertRegex(conf, rf"- name: {name}\n\s+listen: {re.escape(listen)}\n")
 
 
 if __name__ == "__main__":
