@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proxy/stats.h"
+#include "tls/context.h"
 
 static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
 {
@@ -89,6 +90,20 @@ static void render_listeners(struct evbuffer *out, const tg_config_t *c, const t
             label_value(out, c->listeners[i].name);
             evbuffer_add_printf(out, "\"} %llu\n",
                                 (unsigned long long)tg_metrics_sum_listener(w, n, s->listener_slot[i], fams[f].off));
+        }
+    }
+    family(out, "tollgate_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "When a listener's certificate stops being valid (notAfter), seconds since the epoch, by listener and "
+           "certificate file.");
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        int64_t t;
+        for (size_t k = 0; s->listener_tls[i] != NULL && tg_tls_server_not_after(s->listener_tls[i], k, &t) == 0;
+             k++) {
+            evbuffer_add_printf(out, "tollgate_tls_certificate_expiry_timestamp_seconds{listener=\"");
+            label_value(out, c->listeners[i].name);
+            evbuffer_add(out, "\",cert=\"", 8);
+            label_value(out, c->listeners[i].tls.certs[k].cert);
+            evbuffer_add_printf(out, "\"} %lld\n", (long long)t);
         }
     }
 }

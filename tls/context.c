@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include "proxy/base/log.h"
@@ -95,6 +96,16 @@ static void file_error(tg_errors_t *errs, const char *where, const char *what, c
     fclose(f);
     tg_tls_last_error(buf, sizeof(buf));
     tg_errors_add(errs, "%s: %s '%s' is not valid: %s", where, what, path, buf[0] ? buf : "unreadable PEM data");
+}
+
+int tg_tls_server_not_after(const tg_tls_server_t *s, size_t i, int64_t *not_after)
+{
+    X509 *x = i < s->n_ctxs ? SSL_CTX_get0_certificate(s->ctxs[i]) : NULL;
+    struct tm tm;
+    if (x == NULL || ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+        return -1;
+    *not_after = (int64_t)timegm(&tm);
+    return 0;
 }
 
 static void warn_validity(X509 *x, const char *where, const char *path)

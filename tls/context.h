@@ -32,6 +32,9 @@ typedef struct tg_tls_client tg_tls_client_t;
 tg_tls_server_t *tg_tls_server_new(const tg_tls_server_conf_t *conf, const char *listener, int with_h2,
                                    int with_http1, tg_errors_t *errs);
 void tg_tls_server_free(tg_tls_server_t *s);
+/* Certificate i of the listener (config order): when it stops being
+ * valid (notAfter), in seconds since the epoch. -1 past the last. */
+int tg_tls_server_not_after(const tg_tls_server_t *s, size_t i, int64_t *not_after);
 /* A new server-side SSL for an accepted connection, or NULL (out of memory). */
 SSL *tg_tls_server_ssl(tg_tls_server_t *s);
 

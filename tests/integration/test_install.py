@@ -22,7 +22,10 @@ class InstallTest(unittest.TestCase):
         for path in ("sbin/tollgate", "etc/tollgate/tollgate.yaml", "lib/systemd/system/tollgate.service",
                      "lib/systemd/system/tollgate.socket",
                      "share/doc/tollgate/configuration.md", "share/doc/tollgate/security.md",
-                     "share/doc/tollgate/examples/quickstart.yaml"):
+                     "share/doc/tollgate/examples/quickstart.yaml",
+                     "share/doc/tollgate/monitoring/tollgate.rules.yml",
+                     "share/doc/tollgate/monitoring/grafana-dashboard.json",
+                     "share/doc/tollgate/images/status-page.png"):
             self.assertTrue(os.path.exists(os.path.join(prefix, path)), path)
         self.assertTrue(os.access(os.path.join(prefix, "sbin/tollgate"), os.X_OK))
         p = subprocess.run([os.path.join(prefix, "sbin/tollgate"), "-t", "-c",
