@@ -10,6 +10,7 @@
  */
 #include "config/config.h"
 #include "config/node.h"
+#include "config/schema.h"
 #include "config/value.h"
 
 #include <ctype.h>
@@ -239,6 +240,15 @@ static int take_fields(loader_t *ld, yaml_node_t *map, const char *what,
     return rc;
 }
 
+/* take_fields over one of the loader's own sections (config/keys.c): the
+ * tables the schema is written from are the ones that reject keys here. */
+static int take_keys(loader_t *ld, yaml_node_t *map, const char *what, const tg_keyset_t *ks, yaml_node_t **vals)
+{
+    const char *names[TG_KEYSET_MAX];
+    tg_keyset_names(ks, names);
+    return take_fields(ld, map, what, names, ks->n, vals);
+}
+
 static int require(loader_t *ld, yaml_node_t *map, yaml_node_t *v, const char *key, const char *what)
 {
     if (v != NULL)
@@ -343,9 +353,8 @@ static int get_kv_map(loader_t *ld, yaml_node_t *n, const char *what, tg_kv_t **
 
 static int load_header_rules(loader_t *ld, yaml_node_t *n, const char *what, tg_header_rules_t *r)
 {
-    static const char *const keys[] = { "add", "set", "remove" };
     yaml_node_t *v[3];
-    int rc = take_fields(ld, n, what, keys, 3, v);
+    int rc = take_keys(ld, n, what, &tg_keys_header_rules, v);
     if (v[0] && get_kv_map(ld, v[0], what, &r->add, &r->n_add) < 0)
         rc = -1;
     if (v[1] && get_kv_map(ld, v[1], what, &r->set, &r->n_set) < 0)
@@ -398,7 +407,7 @@ int tg_node_is_map(const tg_node_t *n)
     return n->yn != NULL && ((yaml_node_t *)n->yn)->type == YAML_MAPPING_NODE;
 }
 
-int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, size_t nkeys, tg_node_t *out)
+static int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, size_t nkeys, tg_node_t *out)
 {
     yaml_node_t *vals[32];
     if (nkeys > 32)
@@ -407,6 +416,13 @@ int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, si
     for (size_t i = 0; i < nkeys; i++)
         out[i] = (tg_node_t){ map->ld, vals[i] };
     return rc;
+}
+
+int tg_node_keys(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out)
+{
+    const char *names[TG_KEYSET_MAX];
+    tg_keyset_names(ks, names);
+    return tg_node_fields(map, what, names, ks->n, out);
 }
 
 char *tg_node_str(tg_node_t *n, const char *what)
@@ -647,9 +663,8 @@ static int get_path(loader_t *ld, yaml_node_t *n, const char *what, char **out, 
 
 static int load_cert(loader_t *ld, yaml_node_t *n, tg_tls_cert_conf_t *c)
 {
-    static const char *const keys[] = { "cert", "key" };
     yaml_node_t *v[2];
-    int rc = take_fields(ld, n, "certificate", keys, 2, v);
+    int rc = take_keys(ld, n, "certificate", &tg_keys_certificate, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     if (require(ld, n, v[0], "cert", "certificate") < 0 || require(ld, n, v[1], "key", "certificate") < 0)
@@ -677,14 +692,10 @@ static int load_alpn(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
 
 static int load_listener_tls(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
 {
-    static const char *const keys[] = { "certificates", "alpn", "min_version", "ciphers", "ciphersuites",
-                                        "groups", "session_tickets", "session_cache_size", "session_timeout",
-                                        "client_auth", "client_ca", "verify_depth", "client_cert_header",
-                                        "handshake_timeout" };
     enum { K_CERTS, K_ALPN, K_MINV, K_CIPH, K_SUITES, K_GROUPS, K_TICKETS, K_CACHE, K_STO, K_CAUTH, K_CCA,
            K_DEPTH, K_CCH, K_HST, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "tls", keys, K_N, v);
+    int rc = take_keys(ld, n, "tls", &tg_keys_server_tls, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     t->enabled = 1;
@@ -809,12 +820,9 @@ static int get_size_u32(loader_t *ld, yaml_node_t *n, const char *what, uint64_t
 
 static int load_http2(loader_t *ld, yaml_node_t *n, tg_http2_conf_t *h)
 {
-    static const char *const keys[] = { "enabled", "max_concurrent_streams", "initial_window_size",
-                                        "connection_window_size", "max_header_list_size", "ping_interval",
-                                        "ping_timeout", "max_resets_per_10s" };
     enum { K_EN, K_STREAMS, K_WIN, K_CWIN, K_HLS, K_PI, K_PT, K_RST, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "http2", keys, K_N, v);
+    int rc = take_keys(ld, n, "http2", &tg_keys_http2, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     if (v[K_EN] && get_bool(ld, v[K_EN], "enabled", &h->enabled) < 0)
@@ -864,9 +872,8 @@ static int load_cidrs(loader_t *ld, yaml_node_t *n, const char *what, tg_cidr_t 
 /* http1: { enabled } — a listener may serve HTTP/2 only. */
 static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 {
-    static const char *const keys[] = { "enabled" };
     yaml_node_t *v[1];
-    int rc = take_fields(ld, n, "http1", keys, 1, v);
+    int rc = take_keys(ld, n, "http1", &tg_keys_http1, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     if (v[0] && get_bool(ld, v[0], "enabled", enabled) < 0)
@@ -876,10 +883,8 @@ static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    static const char *const keys[] = { "name", "listen", "tls", "http2", "trusted_proxies", "max_connections",
-                                        "http1", "proxy_protocol", "listen_backlog" };
     yaml_node_t *v[9];
-    int rc = take_fields(ld, n, "listener", keys, 9, v);
+    int rc = take_keys(ld, n, "listener", &tg_keys_listener, v);
     l->listen_backlog = TG_DEFAULT_LISTEN_BACKLOG;
     if (v[8] != NULL && get_u32(ld, v[8], "listen_backlog", 1, 65535, &l->listen_backlog) < 0)
         rc = -1;
@@ -940,11 +945,9 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 
 static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_t *h)
 {
-    static const char *const keys[] = { "type", "path", "host", "interval", "timeout", "healthy_threshold",
-                                        "unhealthy_threshold", "service" };
     enum { K_TYPE, K_PATH, K_HOST, K_INTERVAL, K_TIMEOUT, K_HEALTHY, K_UNHEALTHY, K_SERVICE, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "health_check", keys, K_N, v);
+    int rc = take_keys(ld, n, "health_check", &tg_keys_health_check, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     h->enabled = 1;
@@ -1010,9 +1013,8 @@ static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_
 
 static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
 {
-    static const char *const keys[] = { "consecutive_failures", "base_ejection_time", "max_ejection_time" };
     yaml_node_t *v[3];
-    int rc = take_fields(ld, n, "outlier_detection", keys, 3, v);
+    int rc = take_keys(ld, n, "outlier_detection", &tg_keys_outlier, v);
     o->consecutive_failures = 5;
     o->base_ejection_ms = TG_DEFAULT_EJECTION_MS;
     o->max_ejection_ms = TG_DEFAULT_MAX_EJECTION_MS;
@@ -1032,10 +1034,9 @@ static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
 
 static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tls_client_conf_t *t)
 {
-    static const char *const keys[] = { "ca", "server_name", "verify", "cert", "key", "min_version" };
     enum { K_CA, K_SNI, K_VERIFY, K_CERT, K_KEY, K_MINV, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, what, keys, K_N, v);
+    int rc = take_keys(ld, n, what, &tg_keys_client_tls, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     t->enabled = 1;
@@ -1063,13 +1064,9 @@ static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tl
 
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
-    static const char *const keys[] = { "name", "protocol", "endpoints", "lb", "connect_timeout",
-                                        "idle_timeout", "pool_size", "health_check", "outlier_detection",
-                                        "when_all_unhealthy", "tls", "keepalive_interval", "keepalive_timeout",
-                                        "max_concurrent_streams" };
     enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_KAI, K_KAT, K_MCS, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "cluster", keys, K_N, v);
+    int rc = take_keys(ld, n, "cluster", &tg_keys_cluster, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     c->protocol = TG_PROTO_HTTP1;
@@ -1253,11 +1250,9 @@ static const char *regex_too_complex(const char *re)
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
-    static const char *const keys[] = { "host", "path", "path_prefix", "path_separated_prefix", "path_regex",
-                                        "methods", "headers", "grpc_service", "grpc_method" };
     enum { K_HOST, K_PATH, K_PREFIX, K_SEPPREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "match", keys, K_N, v);
+    int rc = take_keys(ld, n, "match", &tg_keys_match, v);
     if (v[K_GSVC]) {
         if ((m->grpc_service = get_str(ld, v[K_GSVC], "grpc_service")) == NULL)
             rc = -1;
@@ -1302,7 +1297,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             rc = -1;
             continue;
         }
-        char *p = get_str(ld, v[k], keys[k]);
+        char *p = get_str(ld, v[k], tg_keys_match.keys[k].name);
         if (p == NULL) {
             rc = -1;
             continue;
@@ -1313,7 +1308,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
                        : k == K_SEPPREFIX ? TG_PATH_SEPARATED_PREFIX
                                           : TG_PATH_REGEX;
         if (k != K_REGEX && p[0] != '/') {
-            err_at(ld, v[k], "%s: '%s' must start with '/'", keys[k], p);
+            err_at(ld, v[k], "%s: '%s' must start with '/'", tg_keys_match.keys[k].name, p);
             rc = -1;
         }
         const char *why = k == K_REGEX ? regex_too_complex(p) : NULL;
@@ -1350,9 +1345,8 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             return -1;
         m->n_headers = len;
         for (size_t i = 0; i < len; i++) {
-            static const char *const hk[] = { "name", "value" };
             yaml_node_t *hn = node_at(ld, v[K_HEADERS]->data.sequence.items.start[i]), *hv[2];
-            if (take_fields(ld, hn, "header match", hk, 2, hv) < 0) {
+            if (take_keys(ld, hn, "header match", &tg_keys_header_match, hv) < 0) {
                 rc = -1;
                 continue;
             }
@@ -1368,12 +1362,9 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 
 static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 {
-    static const char *const keys[] = { "name", "listeners", "match", "cluster", "timeout",
-                                        "idle_timeout", "request_headers", "response_headers", "filters",
-                                        "max_grpc_request_message" };
     enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_GRPCMAX, K_N };
     yaml_node_t *v[K_N];
-    int rc = take_fields(ld, n, "route", keys, K_N, v);
+    int rc = take_keys(ld, n, "route", &tg_keys_route, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     r->timeout_ms = TG_DEFAULT_ROUTE_TIMEOUT_MS;
@@ -1444,9 +1435,8 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 
 static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
 {
-    static const char *const keys[] = { "max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout" };
     yaml_node_t *v[4];
-    int rc = take_fields(ld, n, "limits", keys, 4, v);
+    int rc = take_keys(ld, n, "limits", &tg_keys_limits, v);
     if (v[0]) {
         if (get_size(ld, v[0], "max_header_bytes", &l->max_header_bytes) < 0) {
             rc = -1;
@@ -1514,9 +1504,8 @@ static char *read_secret_file(loader_t *ld, yaml_node_t *n, const char *what, co
 
 static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 {
-    static const char *const keys[] = { "listen", "token", "token_file", "allowed_hosts" };
     yaml_node_t *v[4];
-    take_fields(ld, n, "admin", keys, 4, v);
+    take_keys(ld, n, "admin", &tg_keys_admin, v);
     if (n->type != YAML_MAPPING_NODE)
         return;
     a->listen = v[0] ? get_str(ld, v[0], "admin listen") : strdup(TG_DEFAULT_ADMIN_LISTEN);
@@ -1574,11 +1563,9 @@ static char *load_secret_pair(loader_t *ld, yaml_node_t *inl, yaml_node_t *file,
 
 static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 {
-    static const char *const keys[] = { "address", "cluster", "username", "username_file", "password",
-                                        "password_file", "tls", "timeout", "connect_timeout", "pool", "key_prefix" };
     enum { K_ADDR, K_CLUSTER, K_USER, K_USERF, K_PASS, K_PASSF, K_TLS, K_TIMEOUT, K_CONNTO, K_POOL, K_PREFIX, K_N };
     yaml_node_t *v[K_N];
-    if (take_fields(ld, n, "redis", keys, K_N, v) < 0 && n->type != YAML_MAPPING_NODE)
+    if (take_keys(ld, n, "redis", &tg_keys_redis, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
     r->enabled = 1;
     r->timeout_ms = TG_DEFAULT_REDIS_TIMEOUT_MS;
@@ -1628,9 +1615,8 @@ static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 {
-    static const char *const keys[] = { "merge_slashes", "escaped_slashes", "forward" };
     yaml_node_t *v[3];
-    if (take_fields(ld, n, "path_normalization", keys, 3, v) < 0 && n->type != YAML_MAPPING_NODE)
+    if (take_keys(ld, n, "path_normalization", &tg_keys_paths, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
     if (v[0])
         get_bool(ld, v[0], "merge_slashes", &p->merge_slashes);
@@ -1660,14 +1646,11 @@ static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
-    static const char *const keys[] = { "workers", "drain_timeout", "limits", "listeners", "routes", "clusters",
-                                        "admin", "filters", "trusted_proxies", "path_normalization",
-                                        "max_connections", "redis", "log_format" };
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
            K_MAXCONN, K_REDIS, K_LOGFMT, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
-    if (take_fields(ld, root, "the top level", keys, K_N, v) < 0 && root->type != YAML_MAPPING_NODE)
+    if (take_keys(ld, root, "the top level", &tg_keys_top, v) < 0 && root->type != YAML_MAPPING_NODE)
         return;
     if (v[K_WORKERS]) {
         char *w = get_str(ld, v[K_WORKERS], "workers");

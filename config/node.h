@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/schema.h"
+
 typedef struct tg_node {
     struct loader *ld;
     void *yn;          /* yaml_node_t *, NULL: absent */
@@ -22,9 +24,12 @@ const struct tg_config *tg_node_config(const tg_node_t *n);
 int tg_node_is_seq(const tg_node_t *n);
 int tg_node_is_map(const tg_node_t *n);
 
-/* Splits a mapping into the listed keys (absent ones: !tg_node_present);
- * unknown or duplicate keys are errors. Returns 0 or -1. */
-int tg_node_fields(tg_node_t *map, const char *what, const char *const *keys, size_t nkeys, tg_node_t *out);
+/* Splits a mapping into the keys of ks, in its order (absent ones:
+ * !tg_node_present); unknown or duplicate keys are errors (a misspelt one
+ * names its nearest). The keyset is the filter's schema (schema.h): the
+ * table that checks the file is the one `tollgate --schema` writes.
+ * Returns 0 or -1. */
+int tg_node_keys(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out);
 
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */

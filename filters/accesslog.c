@@ -524,10 +524,26 @@ const char *tg_access_log_template_check(const char *t)
     }
     return NULL;
 }
+static const tg_key_t al_keys[] = {
+    { "path", TG_KEY_STRING, "`stdout` or a file path", "`stdout`",
+      "files are opened for appending (created 0644); an unopenable path is a config error" },
+    { "format", TG_KEY_STRING, "`json` or a template", "`json`",
+      "a template is text with `{field}` placeholders, e.g. `\"{time} {method} {path} {status} {duration_ms}\"`; "
+      "unknown placeholders are config errors" },
+    { "syslog", TG_KEY_STRING, "`udp:HOST:PORT` or `unix:PATH`", "none",
+      "instead of `path`: each line goes to syslog as one RFC 5424 datagram (severity informational), e.g. "
+      "`unix:/dev/log` or `udp:10.0.0.9:514`; sent by the log's writer thread, never by a worker; refused datagrams "
+      "are counted as dropped" },
+    { "facility", TG_KEY_ENUM, "`local0`…`local7`, `daemon`, `user`, …", "`local0`", "with `syslog`",
+      .choices = "local0|local1|local2|local3|local4|local5|local6|local7|kern|user|mail|daemon|auth|syslog|lpr|news|"
+                 "uucp|cron|authpriv|ftp" },
+    { "app_name", TG_KEY_STRING, "1–48 printable characters", "`tollgate`", "with `syslog`: APP-NAME" },
+};
+static const tg_keyset_t al_keyset = TG_KEYSET("filter.access_log", "access_log", al_keys);
+
 
 static void *al_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "path", "format", "syslog", "facility", "app_name" };
     tg_node_t v[5];
     access_log_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -537,7 +553,7 @@ static void *al_create(tg_node_t *node, const char *config_path)
     pthread_cond_init(&l->wake, NULL);
     for (size_t i = 0; i < SLOTS; i++)
         pthread_mutex_init(&l->slots[i].lock, NULL);
-    int rc = tg_node_fields(node, "access_log", keys, 5, v);
+    int rc = tg_node_keys(node, "access_log", &al_keyset, v);
     l->facility = 16; /* local0 */
     snprintf(l->app, sizeof(l->app), "tollgate");
     if (tg_node_present(&v[2])) {
@@ -671,6 +687,8 @@ static void al_reopen(void *p)
 
 const tg_filter_type_t tg_filter_access_log = {
     .name = "access_log",
+    .doc = "one line per exchange (JSON or a template) to stdout, a file or syslog, written off the workers",
+    .keys = &al_keyset,
     .create = al_create,
     .destroy = al_destroy,
     .on_complete = al_on_complete,

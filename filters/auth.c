@@ -120,11 +120,65 @@ static int add_secret(tg_auth_secret_t **v, size_t *n, const char *name, const c
     return 0;
 }
 
-/* A list of secrets: plain strings (named "<prefix>-<n>") or
- * { name, token|key } mappings. */
-static int load_secrets(tg_node_t *n, const char *what, const char *field, const char *prefix,
+static const tg_key_t token_item_keys[] = {
+    { "name", TG_KEY_STRING, "string (required)", "—", "the identity the token stands for", .flags = TG_KEY_REQUIRED },
+    { "token", TG_KEY_STRING, "string (required)", "—", "the bearer token (a secret: kept as its SHA-256 only)",
+      .flags = TG_KEY_REQUIRED },
+};
+static const tg_keyset_t token_item = TG_KEYSET("filter.auth.token", "auth bearer_tokens[]", token_item_keys);
+
+static const tg_key_t key_item_keys[] = {
+    { "name", TG_KEY_STRING, "string (required)", "—", "the identity the key stands for", .flags = TG_KEY_REQUIRED },
+    { "key", TG_KEY_STRING, "string (required)", "—", "the API key (a secret: kept as its SHA-256 only)",
+      .flags = TG_KEY_REQUIRED },
+};
+static const tg_keyset_t key_item = TG_KEYSET("filter.auth.key", "auth api_keys.keys[]", key_item_keys);
+
+static const tg_key_t api_keys_keys[] = {
+    { "header", TG_KEY_STRING, "header name", "`x-api-key` (when `query` is not given either)",
+      "the request header that carries the key" },
+    { "query", TG_KEY_STRING, "query parameter name", "none", "the query parameter that carries the key, when the "
+                                                               "header does not" },
+    { "keys", TG_KEY_LIST, "list of `{ name, key }` or plain keys (required)", "—",
+      "the keys; a plain string is named `key-1`, `key-2`, ...; `${VAR}` works in each", .sub = &key_item,
+      .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
+};
+static const tg_keyset_t api_keys = TG_KEYSET("filter.auth.api_keys", "auth api_keys", api_keys_keys);
+
+static const tg_key_t auth_keys[] = {
+    { "bearer_tokens", TG_KEY_LIST, "list", "none",
+      "`Authorization: Bearer <token>` credentials: plain strings (named `token-1`, `token-2`, ...) or `{ name, "
+      "token }` mappings; `${VAR}` works in each",
+      .sub = &token_item, .flags = TG_KEY_ITEMS_OR_STRING },
+    { "bearer_tokens_file", TG_KEY_STRING, "path", "none",
+      "more tokens, one per line: `name token`, or a bare `token` (named `file-<line>`); `#` comments; relative to "
+      "the config file" },
+    { "api_keys", TG_KEY_MAP, "mapping", "none",
+      "`{ header: x-api-key, query: api_key, keys: [{ name, key }] }`; the key is read from the header, else from the "
+      "query parameter (header `x-api-key` if neither is given)",
+      .sub = &api_keys },
+    { "allow", TG_KEY_STRINGS, "list of identities", "any",
+      "identities allowed on this chain; others get `403`. On its own (no credentials configured) it checks the "
+      "identity an earlier filter established" },
+    { "identity_header", TG_KEY_STRING, "header name", "`x-auth-identity`",
+      "carries the identity upstream; a copy sent by the client is always removed, so it cannot be spoofed" },
+    { "strip_credentials", TG_KEY_BOOL, "bool", "`true`",
+      "remove the credential (Authorization header, API key header, or API key query parameter) before forwarding" },
+    { "realm", TG_KEY_STRING, "string", "`tollgate`", "in `WWW-Authenticate: Bearer realm=\"...\"`" },
+    { "jwt", TG_KEY_MAP, "mapping", "none", "verify bearer tokens that match no static token as JWTs (below)",
+      .sub = &tg_jwt_keys },
+    { "client_cert", TG_KEY_BOOL, "bool", "`false`",
+      "on a TLS listener with client auth, a verified client certificate counts as credentials: the identity is its "
+      "subject DN (`CN=client-a,O=Acme`), which `allow` can list (see [tls-http2.md](tls-http2.md))" },
+};
+static const tg_keyset_t auth_keyset = TG_KEYSET("filter.auth", "auth", auth_keys);
+
+/* A list of secrets: plain strings (named "<prefix>-<n>") or mappings of
+ * item's keys: { name, token|key }. */
+static int load_secrets(tg_node_t *n, const char *what, const tg_keyset_t *item_keys, const char *prefix,
                         tg_auth_secret_t **v, size_t *count)
 {
+    const char *field = item_keys->keys[1].name;
     if (!tg_node_is_seq(n)) {
         tg_node_error(n, "%s must be a list", what);
         return -1;
@@ -133,12 +187,11 @@ static int load_secrets(tg_node_t *n, const char *what, const char *field, const
     for (size_t i = 0; i < tg_node_seq_len(n); i++) {
         tg_node_t item = tg_node_seq_item(n, i), f[2];
         char *name = NULL, *secret = NULL;
-        const char *const keys[] = { "name", field };
         char autoname[64];
         snprintf(autoname, sizeof(autoname), "%s-%zu", prefix, i + 1);
         char *plain = NULL;
         if (tg_node_is_map(&item)) {
-            if (tg_node_fields(&item, what, keys, 2, f) < 0) {
+            if (tg_node_keys(&item, what, item_keys, f) < 0) {
                 rc = -1;
                 continue;
             }
@@ -223,28 +276,25 @@ static int load_token_file(tg_node_t *n, const char *config_path, auth_conf_t *c
 
 static void *auth_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "bearer_tokens", "bearer_tokens_file", "api_keys", "allow",
-                                        "identity_header", "strip_credentials", "realm", "jwt", "client_cert" };
     enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_JWT, K_CCERT, K_N };
     tg_node_t v[K_N];
     auth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "auth", keys, K_N, v);
+    int rc = tg_node_keys(node, "auth", &auth_keyset, v);
     c->strip = 1;
     if ((c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
         tg_node_error(node, "auth: SHA-256 is not available from OpenSSL");
         rc = -1;
     }
     if (tg_node_present(&v[K_BEARER]) &&
-        load_secrets(&v[K_BEARER], "bearer_tokens", "token", "token", &c->bearer, &c->n_bearer) < 0)
+        load_secrets(&v[K_BEARER], "bearer_tokens", &token_item, "token", &c->bearer, &c->n_bearer) < 0)
         rc = -1;
     if (tg_node_present(&v[K_FILE]) && load_token_file(&v[K_FILE], config_path, c) < 0)
         rc = -1;
     if (tg_node_present(&v[K_KEYS])) {
-        static const char *const kk[] = { "header", "query", "keys" };
         tg_node_t kv[3];
-        if (tg_node_fields(&v[K_KEYS], "api_keys", kk, 3, kv) < 0)
+        if (tg_node_keys(&v[K_KEYS], "api_keys", &api_keys, kv) < 0)
             rc = -1;
         if (tg_node_present(&kv[0]) && (c->key_header = tg_node_str(&kv[0], "api_keys header")) == NULL)
             rc = -1;
@@ -253,7 +303,7 @@ static void *auth_create(tg_node_t *node, const char *config_path)
         if (!tg_node_present(&kv[2])) {
             tg_node_error(&v[K_KEYS], "api_keys: missing required key 'keys'");
             rc = -1;
-        } else if (load_secrets(&kv[2], "api_keys keys", "key", "key", &c->keys, &c->n_keys) < 0) {
+        } else if (load_secrets(&kv[2], "api_keys keys", &key_item, "key", &c->keys, &c->n_keys) < 0) {
             rc = -1;
         }
         if (c->key_header == NULL && c->key_query == NULL && rc == 0) {
@@ -431,6 +481,8 @@ static const char *auth_trust_header(const void *p)
 
 const tg_filter_type_t tg_filter_auth = {
     .name = "auth",
+    .doc = "authenticates requests (bearer tokens, API keys, JWTs, client certificates) and allows identities",
+    .keys = &auth_keyset,
     .create = auth_create,
     .destroy = auth_destroy,
     .on_request = auth_on_request,

@@ -10,15 +10,20 @@
 typedef struct body_limit {
     uint64_t max;
 } body_limit_t;
+static const tg_key_t bl_keys[] = {
+    { "max", TG_KEY_SIZE, "size (required)", "—", "the largest request body on this route; more gets `413`",
+      .flags = TG_KEY_REQUIRED },
+};
+static const tg_keyset_t bl_keyset = TG_KEYSET("filter.body_limit", "body_limit", bl_keys);
+
 
 static void *bl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "max" };
     tg_node_t v[1];
     body_limit_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "body_limit", keys, 1, v);
+    int rc = tg_node_keys(node, "body_limit", &bl_keyset, v);
     if (!tg_node_present(&v[0])) {
         tg_node_error(node, "body_limit: missing required key 'max'");
         rc = -1;
@@ -69,6 +74,8 @@ static void bl_destroy(void *p)
 
 const tg_filter_type_t tg_filter_body_limit = {
     .name = "body_limit",
+    .doc = "a request body size limit for one route",
+    .keys = &bl_keyset,
     .create = bl_create,
     .destroy = bl_destroy,
     .on_request = bl_on_request,

@@ -148,15 +148,29 @@ static void cl_destroy(void *p)
     tg_keyshards_unref(c->table);
     free(c);
 }
+static const tg_key_t cl_keys[] = {
+    { "key", TG_KEY_STRING, "as `rate_limit`'s `key`", "`client_address`",
+      "whose requests are counted together: `client_address`, `identity`, `route`, `header:NAME`, or a list of up to "
+      "4",
+      .flags = TG_KEY_OR_LIST },
+    { "limit", TG_KEY_INT, "integer 1–10^6 (required, or `max`)", "—", "requests in flight per key", .min = 1,
+      .max = 1000000 },
+    { "queue", TG_KEY_INT, "integer 0–10^5", "`0`", "requests per key that may wait for a slot instead of being "
+                                                   "refused",
+      .min = 0, .max = 100000 },
+    { "queue_timeout", TG_KEY_DURATION, "duration", "`1s`", "how long one waits at most (only with `queue`)" },
+    { "max", TG_KEY_INT, "integer 1–10^6", "—", "another name for `limit` (not both)", .min = 1, .max = 1000000 },
+};
+static const tg_keyset_t cl_keyset = TG_KEYSET("filter.concurrency_limit", "concurrency_limit", cl_keys);
+
 
 static void *cl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key", "limit", "queue", "queue_timeout", "max" };
     tg_node_t v[5];
     cl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "concurrency_limit", keys, 5, v);
+    int rc = tg_node_keys(node, "concurrency_limit", &cl_keyset, v);
     if (tg_filter_key_parse(&v[0], "concurrency_limit", &c->key) < 0)
         rc = -1;
     if (tg_node_present(&v[4])) { /* `max` is another name for limit */
@@ -325,6 +339,8 @@ static void cl_inherit(void *new_conf, void *old_conf)
 
 const tg_filter_type_t tg_filter_concurrency_limit = {
     .name = "concurrency_limit",
+    .doc = "caps the requests in flight per client (or identity, route, header), with an optional queue",
+    .keys = &cl_keyset,
     .create = cl_create,
     .destroy = cl_destroy,
     .on_request = cl_on_request,

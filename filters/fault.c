@@ -33,24 +33,44 @@ static void fault_destroy(void *p)
 {
     free(p);
 }
+static const tg_key_t delay_keys[] = {
+    { "duration", TG_KEY_DURATION, "duration (required)", "—", "how long a delayed request is held",
+      .flags = TG_KEY_REQUIRED },
+    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests delayed", .min = 0, .max = 100 },
+};
+static const tg_keyset_t delay_keyset = TG_KEYSET("filter.fault.delay", "fault delay", delay_keys);
 
-static int load_part(tg_node_t *n, const char *what, const char *first, tg_node_t *out)
+static const tg_key_t abort_keys[] = {
+    { "status", TG_KEY_INT, "integer 200–599 (required)", "—", "the status of the answer",
+      .min = 200, .max = 599, .flags = TG_KEY_REQUIRED },
+    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests answered so", .min = 0, .max = 100 },
+};
+static const tg_keyset_t abort_keyset = TG_KEYSET("filter.fault.abort", "fault abort", abort_keys);
+
+static const tg_key_t fault_keys[] = {
+    { "delay", TG_KEY_MAP, "`{ duration, percent }`", "none", "hold a share of requests before they go on",
+      .sub = &delay_keyset },
+    { "abort", TG_KEY_MAP, "`{ status, percent }`", "none",
+      "answer a share of requests at once with `status` (`{\"error\": \"fault injected\"}`)", .sub = &abort_keyset },
+};
+static const tg_keyset_t fault_keyset = TG_KEYSET("filter.fault", "fault", fault_keys);
+
+
+static int load_part(tg_node_t *n, const char *what, const tg_keyset_t *ks, tg_node_t *out)
 {
-    const char *const keys[] = { first, "percent" };
-    return tg_node_fields(n, what, keys, 2, out);
+    return tg_node_keys(n, what, ks, out);
 }
 
 static void *fault_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "delay", "abort" };
     tg_node_t v[2], f[2];
     fault_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "fault", keys, 2, v);
+    int rc = tg_node_keys(node, "fault", &fault_keyset, v);
     uint64_t x;
     if (tg_node_present(&v[0])) {
-        if (load_part(&v[0], "fault delay", "duration", f) < 0 || !tg_node_present(&f[0]) ||
+        if (load_part(&v[0], "fault delay", &delay_keyset, f) < 0 || !tg_node_present(&f[0]) ||
             tg_node_duration(&f[0], "delay duration", &c->delay_ms) < 0)
             rc = -1;
         c->delay_percent = 100;
@@ -62,7 +82,7 @@ static void *fault_create(tg_node_t *node, const char *config_path)
         }
     }
     if (tg_node_present(&v[1])) {
-        if (load_part(&v[1], "fault abort", "status", f) < 0 || !tg_node_present(&f[0]) ||
+        if (load_part(&v[1], "fault abort", &abort_keyset, f) < 0 || !tg_node_present(&f[0]) ||
             tg_node_uint(&f[0], "abort status", 200, 599, &x) < 0)
             rc = -1;
         else
@@ -145,6 +165,8 @@ static tg_filter_status_t fault_on_request(void *conf, tg_filter_exchange_t *fx,
 
 const tg_filter_type_t tg_filter_fault = {
     .name = "fault",
+    .doc = "injects delays and error answers into a share of requests (testing resilience)",
+    .keys = &fault_keyset,
     .create = fault_create,
     .destroy = fault_destroy,
     .on_request = fault_on_request,

@@ -61,7 +61,16 @@ const tg_filter_registry_t *tg_filters_registry(void)
 
 const char *tg_filter_names(void)
 {
-    return "auth, rate_limit, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit";
+    return "auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, "
+           "grpc_message_limit";
+}
+
+size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap)
+{
+    size_t n = sizeof(builtin) / sizeof(builtin[0]);
+    for (size_t i = 0; i < n && i < cap; i++)
+        out[i] = (tg_schema_filter_t){ builtin[i]->name, builtin[i]->doc, builtin[i]->keys };
+    return n;
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,

@@ -162,6 +162,8 @@ typedef struct tg_filter_record {
 
 typedef struct tg_filter_type {
     const char *name;           /* the YAML key: `- name: {...}` */
+    const char *doc;            /* one line, for the schema and the man page */
+    const tg_keyset_t *keys;    /* its keys: create() reads its node with them (tg_node_keys) */
     /* Parses the filter's node; returns the instance config, or NULL after
      * reporting errors through the node. The config path is for relative
      * file names. */
@@ -228,6 +230,9 @@ const tg_filter_type_t *tg_filter_find(const char *name);
 const char *tg_filter_names(void);
 /* The built-in filters as the config loader takes them (immutable). */
 const tg_filter_registry_t *tg_filters_registry(void);
+/* The built-in filters as the schema shows them: fills out (room for cap)
+ * and returns how many there are. */
+size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap);
 
 /* Runs the request hooks of the global chain then the route's, from chain
  * index `from` (0 at first). Returns at the first REPLY or PAUSE (then

@@ -11,15 +11,20 @@
 typedef struct grpc_limit {
     uint64_t max;
 } grpc_limit_t;
+static const tg_key_t gl_keys[] = {
+    { "max_request_message", TG_KEY_SIZE, "size (required), at most 4GiB", "—", "largest request message",
+      .flags = TG_KEY_REQUIRED },
+};
+static const tg_keyset_t gl_keyset = TG_KEYSET("filter.grpc_message_limit", "grpc_message_limit", gl_keys);
+
 
 static void *gl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "max_request_message" };
     tg_node_t v[1];
     grpc_limit_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "grpc_message_limit", keys, 1, v);
+    int rc = tg_node_keys(node, "grpc_message_limit", &gl_keyset, v);
     if (!tg_node_present(&v[0])) {
         tg_node_error(node, "grpc_message_limit: missing required key 'max_request_message'");
         rc = -1;
@@ -67,6 +72,8 @@ static void gl_destroy(void *p)
 
 const tg_filter_type_t tg_filter_grpc_message_limit = {
     .name = "grpc_message_limit",
+    .doc = "a size limit on each gRPC request message",
+    .keys = &gl_keyset,
     .create = gl_create,
     .destroy = gl_destroy,
     .on_request = gl_on_request,

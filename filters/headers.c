@@ -148,12 +148,43 @@ static int load_values(tg_node_t *n, const char *what, rule_value_t **out, size_
     free(names);
     return rc;
 }
+static const tg_key_t rules_keys[] = {
+    { "add", TG_KEY_DICT, "mapping name → value", "none",
+      "appended (existing ones stay); values may use `%{client_address}`, `%{identity}`, `%{route}`, "
+      "`%{request_id}`, `%{method}`, `%{path}`" },
+    { "set", TG_KEY_DICT, "mapping name → value", "none", "replaces every occurrence with one header (same variables)" },
+    { "remove", TG_KEY_STRINGS, "list of header names", "none", "removed (every occurrence)" },
+};
+static const tg_keyset_t rules_keyset = TG_KEYSET("filter.headers.rules", "headers request, response", rules_keys);
+
+static const tg_key_t headers_keys[] = {
+    { "request", TG_KEY_MAP, "header rules", "none", "edits of the request headers, before they go upstream",
+      .sub = &rules_keyset },
+    { "response", TG_KEY_MAP, "header rules", "none", "edits of the response headers, before they go to the client",
+      .sub = &rules_keyset },
+};
+static const tg_keyset_t headers_keyset = TG_KEYSET("filter.headers", "headers", headers_keys);
+
+static const tg_key_t cors_keys[] = {
+    { "allow_origins", TG_KEY_STRINGS, "list (required)", "—",
+      "exact origins (`https://app.example.com`), a subdomain wildcard that names its scheme "
+      "(`https://*.example.com`; a bare `*.example.com` means https only), or `*`",
+      .flags = TG_KEY_REQUIRED },
+    { "allow_methods", TG_KEY_STRINGS, "list", "`[GET, HEAD, POST]`", "`Access-Control-Allow-Methods` of preflight "
+                                                                        "answers" },
+    { "allow_headers", TG_KEY_STRINGS, "list", "what the browser asks for", "`Access-Control-Allow-Headers`" },
+    { "expose_headers", TG_KEY_STRINGS, "list", "none", "`Access-Control-Expose-Headers` on actual responses" },
+    { "allow_credentials", TG_KEY_BOOL, "bool", "`false`",
+      "`Access-Control-Allow-Credentials: true`; cannot be combined with `*` (config error)" },
+    { "max_age", TG_KEY_DURATION, "duration", "`10m`", "`Access-Control-Max-Age`" },
+};
+static const tg_keyset_t cors_keyset = TG_KEYSET("filter.cors", "cors", cors_keys);
+
 
 static int load_rules(tg_node_t *n, const char *what, rules_t *r)
 {
-    static const char *const keys[] = { "add", "set", "remove" };
     tg_node_t v[3];
-    int rc = tg_node_fields(n, what, keys, 3, v);
+    int rc = tg_node_keys(n, what, &rules_keyset, v);
     if (tg_node_present(&v[0]) && load_values(&v[0], "add", &r->add, &r->n_add) < 0)
         rc = -1;
     if (tg_node_present(&v[1]) && load_values(&v[1], "set", &r->set, &r->n_set) < 0)
@@ -165,12 +196,11 @@ static int load_rules(tg_node_t *n, const char *what, rules_t *r)
 
 static void *headers_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "request", "response" };
     tg_node_t v[2];
     headers_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "headers", keys, 2, v);
+    int rc = tg_node_keys(node, "headers", &headers_keyset, v);
     if (tg_node_present(&v[0]) && load_rules(&v[0], "headers request", &c->request) < 0)
         rc = -1;
     if (tg_node_present(&v[1]) && load_rules(&v[1], "headers response", &c->response) < 0)
@@ -241,6 +271,8 @@ static void headers_on_response(void *p, tg_filter_exchange_t *fx, size_t index,
 
 const tg_filter_type_t tg_filter_headers = {
     .name = "headers",
+    .doc = "edits request and response headers, with per-request variables",
+    .keys = &headers_keyset,
     .create = headers_create,
     .destroy = headers_destroy,
     .on_request = headers_on_request,
@@ -298,14 +330,12 @@ static char *joined(tg_node_t *n, const char *what, const char *dflt, int *rc)
 
 static void *cors_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "allow_origins", "allow_methods", "allow_headers", "expose_headers",
-                                        "allow_credentials", "max_age" };
     enum { K_ORIG, K_METH, K_HDRS, K_EXPOSE, K_CRED, K_AGE, K_N };
     tg_node_t v[K_N];
     cors_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "cors", keys, K_N, v);
+    int rc = tg_node_keys(node, "cors", &cors_keyset, v);
     if (!tg_node_present(&v[K_ORIG])) {
         tg_node_error(node, "cors: missing required key 'allow_origins'");
         rc = -1;
@@ -412,6 +442,8 @@ static tg_filter_status_t cors_on_request(void *p, tg_filter_exchange_t *fx, siz
 
 const tg_filter_type_t tg_filter_cors = {
     .name = "cors",
+    .doc = "answers CORS preflights and adds CORS fields for allowed browser origins",
+    .keys = &cors_keyset,
     .create = cors_create,
     .destroy = cors_destroy,
     .on_request = cors_on_request,

@@ -435,6 +435,30 @@ out:
     return rc;
 }
 
+
+static const tg_key_t jwt_key_item_keys[] = {
+    { "file", TG_KEY_STRING, "path (required)", "—", "a PEM public key: RSA (RS256) or EC P-256 (ES256)",
+      .flags = TG_KEY_REQUIRED },
+    { "kid", TG_KEY_STRING, "string", "none", "the key id a token's `kid` must name to be checked with this key" },
+};
+static const tg_keyset_t jwt_key_item = TG_KEYSET("filter.auth.jwt.key", "auth jwt.keys[]", jwt_key_item_keys);
+
+static const tg_key_t jwt_keys[] = {
+    { "secret", TG_KEY_STRING, "string, at least 16 bytes", "none", "an HS256 secret (`${VAR}` works; shown as "
+                                                                   "`<redacted>`)" },
+    { "keys", TG_KEY_LIST, "list of `{ file, kid }`", "none", "RS256 / ES256 public keys in PEM files",
+      .sub = &jwt_key_item },
+    { "jwks_file", TG_KEY_STRING, "path", "none", "a JWKS file: RSA, EC P-256 and oct keys, selected by `kid`" },
+    { "issuer", TG_KEY_STRING, "string", "none", "`iss` must equal this" },
+    { "audiences", TG_KEY_STRINGS, "list", "none", "`aud` (a string or a list) must contain one of these" },
+    { "scopes", TG_KEY_STRINGS, "list", "none",
+      "all required, from `scope` (space-separated) or `scp` (a list)" },
+    { "leeway", TG_KEY_DURATION, "duration", "`30s`", "clock skew allowed on `exp` and `nbf`" },
+    { "identity_claim", TG_KEY_STRING, "claim name", "`sub`", "the claim that is the identity" },
+    { "require_exp", TG_KEY_BOOL, "bool", "`true`", "a token without `exp` is refused" },
+};
+const tg_keyset_t tg_jwt_keys = TG_KEYSET("filter.auth.jwt", "auth jwt", jwt_keys);
+
 static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c)
 {
     if (!tg_node_is_seq(n)) {
@@ -444,8 +468,7 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
     int rc = 0;
     for (size_t i = 0; i < tg_node_seq_len(n); i++) {
         tg_node_t item = tg_node_seq_item(n, i), f[2];
-        static const char *const kk[] = { "file", "kid" };
-        if (tg_node_fields(&item, "jwt key", kk, 2, f) < 0 || !tg_node_present(&f[0])) {
+        if (tg_node_keys(&item, "jwt key", &jwt_key_item, f) < 0 || !tg_node_present(&f[0])) {
             if (!tg_node_present(&f[0]))
                 tg_node_error(&item, "jwt key: missing required key 'file'");
             rc = -1;
@@ -476,14 +499,12 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
 
 tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "secret", "keys", "jwks_file", "issuer", "audiences", "scopes",
-                                        "leeway", "identity_claim", "require_exp" };
     enum { K_SECRET, K_KEYS, K_JWKS, K_ISS, K_AUD, K_SCOPES, K_LEEWAY, K_ID, K_REQEXP, K_N };
     tg_node_t v[K_N];
     tg_jwt_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "jwt", keys, K_N, v);
+    int rc = tg_node_keys(node, "jwt", &tg_jwt_keys, v);
     c->leeway_s = 30;
     c->require_exp = 1;
     if (tg_node_present(&v[K_REQEXP]) && tg_node_bool(&v[K_REQEXP], "require_exp", &c->require_exp) < 0)

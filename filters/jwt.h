@@ -15,6 +15,9 @@
 
 typedef struct tg_jwt_conf tg_jwt_conf_t;
 
+/* The keys of the `jwt:` node (schema.h). */
+extern const tg_keyset_t tg_jwt_keys;
+
 /* Parses the `jwt:` node of an auth filter; NULL after reporting errors. */
 tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path);
 void tg_jwt_destroy(tg_jwt_conf_t *c);

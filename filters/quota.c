@@ -258,16 +258,37 @@ static void q_destroy(void *p)
     tg_keyshards_unref(c->table);
     free(c);
 }
+static const tg_key_t quota_keys[] = {
+    { "key", TG_KEY_STRING, "as `rate_limit`'s `key`", "`client_address`", "whose requests share the budget",
+      .flags = TG_KEY_OR_LIST },
+    { "limit", TG_KEY_INT, "integer 1–10^12 (required)", "—", "requests per period", .min = 1,
+      .max = 1000000000000LL, .flags = TG_KEY_REQUIRED },
+    { "period", TG_KEY_ENUM, "`day` or `month` (required)", "—", "the calendar period", .choices = "day|month",
+      .flags = TG_KEY_REQUIRED },
+    { "tz", TG_KEY_STRING, "IANA zone name, or `UTC`", "`UTC`",
+      "where midnight is: read from `/usr/share/zoneinfo` at load, so `Europe/Berlin` days are 23 or 25 hours long "
+      "across DST changes; an unknown zone is a config error" },
+    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "RateLimit headers on allowed responses too" },
+    { "max_keys", TG_KEY_INT, "integer 1–10^8", "`100000`",
+      "keys held; a new key that finds the table full replaces one whose period is over, else passes uncounted",
+      .min = 1, .max = 100000000 },
+    { "store", TG_KEY_ENUM, "`local` or `redis`", "`local`",
+      "`redis`: one counter per key and period in the top-level `redis:`, shared by every gateway and kept across "
+      "restarts",
+      .choices = "local|redis" },
+    { "on_store_error", TG_KEY_ENUM, "`allow` or `deny`", "`allow`", "as `rate_limit`'s",
+      .choices = "allow|deny" },
+};
+static const tg_keyset_t quota_keyset = TG_KEYSET("filter.quota", "quota", quota_keys);
+
 
 static void *q_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key",      "limit", "period", "tz", "response_headers",
-                                        "max_keys", "store", "on_store_error" };
     tg_node_t v[8];
     q_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "quota", keys, 8, v);
+    int rc = tg_node_keys(node, "quota", &quota_keyset, v);
     if (tg_filter_parse_store(&v[6], &v[7], &c->redis, &c->on_store_error_deny) < 0)
         rc = -1;
     if (c->redis && (tg_store_script_init(&c->script, QUOTA_LUA) < 0 || RAND_bytes((unsigned char *)&c->set_id, 8) != 1))
@@ -454,6 +475,8 @@ static void q_inherit(void *new_conf, void *old_conf)
 
 const tg_filter_type_t tg_filter_quota = {
     .name = "quota",
+    .doc = "a request budget per client per calendar day or month, in a time zone",
+    .keys = &quota_keyset,
     .create = q_create,
     .destroy = q_destroy,
     .on_request = q_on_request,

@@ -490,6 +490,88 @@ static int parse_cost(tg_node_t *cost, tg_node_t *min, tg_node_t *max, tg_node_t
     return rc;
 }
 
+
+static const tg_key_t limit_item_keys[] = {
+    { "limit", TG_KEY_INT, "integer 1–10^9 (required)", "—", "requests (units) allowed per window", .min = 1,
+      .max = 1000000000, .flags = TG_KEY_REQUIRED },
+    { "window", TG_KEY_DURATION, "duration (required)", "—", "the sliding window", .flags = TG_KEY_REQUIRED },
+};
+static const tg_keyset_t limit_item = TG_KEYSET("filter.rate_limit.limit", "rate_limit limits[]", limit_item_keys);
+
+static const tg_key_t override_keys[] = {
+    { "name", TG_KEY_STRING, "token (required)", "—", "the plan's name, in RateLimit headers and metrics",
+      .flags = TG_KEY_REQUIRED },
+    { "identities", TG_KEY_STRINGS, "list of identities", "none", "whom the plan is for (the auth filter's "
+                                                                  "identity)" },
+    { "limit", TG_KEY_INT, "integer 1–10^9", "—", "one limit (shorthand, with `window`)", .min = 1,
+      .max = 1000000000 },
+    { "window", TG_KEY_DURATION, "duration", "—", "the window of `limit`" },
+    { "limits", TG_KEY_LIST, "list of `{ limit, window }`", "—", "several limits, all must have room",
+      .sub = &limit_item },
+    { "claim", TG_KEY_DICT, "mapping claim → value", "none",
+      "the plan is for verified JWTs whose top-level claims all have these values (as text)" },
+};
+static const tg_keyset_t override_item = TG_KEYSET("filter.rate_limit.override", "rate_limit overrides[]",
+                                                   override_keys);
+
+static const tg_key_t rl_keys[] = {
+    { "key", TG_KEY_STRING,
+      "one of `client_address`, `identity`, `route`, `header:NAME`, or a list of up to 4 of them (combined)",
+      "`client_address`",
+      "what is counted; `identity` is the auth filter's identity, else the verified mTLS client certificate's "
+      "subject, else the client address",
+      .flags = TG_KEY_OR_LIST },
+    { "limit", TG_KEY_INT, "integer 1–10^9", "—", "one limit (shorthand, with `window`)", .min = 1,
+      .max = 1000000000 },
+    { "window", TG_KEY_DURATION, "duration", "—", "the window of `limit`" },
+    { "limits", TG_KEY_LIST, "list of `{ limit, window }`", "—", "several limits, all must have room (up to 8)",
+      .sub = &limit_item },
+    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "also send the RateLimit fields on allowed responses" },
+    { "header_style", TG_KEY_ENUM, "`draft` or `legacy`", "`draft`",
+      "`draft`: `RateLimit-Policy: \"default\";q=<limit>;w=<window s>` and `RateLimit: "
+      "\"default\";r=<remaining>;t=<seconds>` (draft-ietf-httpapi-ratelimit-headers); `legacy`: `RateLimit-Limit`, "
+      "`RateLimit-Remaining`, `RateLimit-Reset`",
+      .choices = "draft|legacy" },
+    { "max_keys", TG_KEY_INT, "integer 1–10^8", "`100000`",
+      "most keys the filter's table holds (all workers together); bounds its memory", .min = 1, .max = 100000000 },
+    { "on_full", TG_KEY_ENUM, "`deny` or `allow`", "`deny`",
+      "a new key that finds the table full of keys that are over their limits: refused (`429 {\"error\": \"rate "
+      "limiter is full\"}`, `Retry-After: 1`), or let through uncounted",
+      .choices = "deny|allow" },
+    { "mode", TG_KEY_ENUM, "`enforce` or `shadow`", "`enforce`",
+      "`shadow` tries a limit in production without refusing anyone", .choices = "enforce|shadow" },
+    { "on_limit", TG_KEY_ENUM, "`reject` or `tag`", "`reject`",
+      "over the limit: `429`, or `tag`: forward the request with `x-ratelimit-exceeded: "
+      "\"default\";q=LIMIT;w=WINDOW_S` (the limit it is over) for the upstream to decide. A tagged request is not "
+      "counted, and a client-sent `x-ratelimit-exceeded` is removed on arrival. `mode: shadow` takes precedence",
+      .choices = "reject|tag" },
+    { "overrides", TG_KEY_LIST, "list of plans", "none",
+      "plans: another limit set for the listed identities or the tokens carrying the claims",
+      .sub = &override_item },
+    { "cost", TG_KEY_INT, "integer, or `header:NAME`", "`1`",
+      "units one request takes: an integer from 1 to the smallest limit; `header:NAME`: what the client declares in "
+      "that request header, clamped to `[min_cost, max_cost]`",
+      .flags = TG_KEY_OR_STRING },
+    { "min_cost", TG_KEY_INT, "integer", "`1`",
+      "the least a declared cost counts (only with `cost: header:NAME`); a missing or non-numeric declaration costs "
+      "this" },
+    { "max_cost", TG_KEY_INT, "integer", "the smallest limit", "the most a declared cost counts (only with `cost: "
+                                                                 "header:NAME`)" },
+    { "route_costs", TG_KEY_DICT, "mapping route → integer", "none",
+      "a fixed cost per route name, over `cost` (one global limit, costed per route)" },
+    { "reconcile", TG_KEY_STRING, "`header:NAME`", "none",
+      "the response header or trailer (trailers win) that says what the request really cost; the charge is "
+      "corrected by the difference when the response ends" },
+    { "store", TG_KEY_ENUM, "`local` or `redis`", "`local`",
+      "where the counters live: in this process (exact across its workers), or in the top-level `redis:`, shared by "
+      "every gateway that uses it",
+      .choices = "local|redis" },
+    { "on_store_error", TG_KEY_ENUM, "`allow` or `deny`", "`allow`",
+      "with `store: redis`, when Redis does not answer within its `timeout`, errs, or is unreachable: let the "
+      "request pass uncounted, or refuse it with `503` and `Retry-After: 1` (gRPC `UNAVAILABLE`)",
+      .choices = "allow|deny" },
+};
+static const tg_keyset_t rl_keyset = TG_KEYSET("filter.rate_limit", "rate_limit", rl_keys);
 static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
 {
     uint64_t l, w;
@@ -525,10 +607,9 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
         return -1;
     int rc = 0;
     for (size_t i = 0; i < count; i++) {
-        static const char *const ok[] = { "name", "identities", "limit", "window", "limits", "claim" };
         tg_node_t item = tg_node_seq_item(n, i), f[6];
         rl_conf_t *o = &c->overrides[c->n_overrides++];
-        if (tg_node_fields(&item, "rate_limit override", ok, 6, f) < 0) {
+        if (tg_node_keys(&item, "rate_limit override", &override_item, f) < 0) {
             rc = -1;
             continue;
         }
@@ -551,9 +632,8 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
             if (parse_limit(&f[2], &f[3], o) < 0)
                 rc = -1;
         for (size_t k = 0; tg_node_present(&f[4]) && k < tg_node_seq_len(&f[4]); k++) {
-            static const char *const lk[] = { "limit", "window" };
             tg_node_t li = tg_node_seq_item(&f[4], k), lf[2];
-            if (tg_node_fields(&li, "override limits", lk, 2, lf) < 0 || parse_limit(&lf[0], &lf[1], o) < 0)
+            if (tg_node_keys(&li, "override limits", &limit_item, lf) < 0 || parse_limit(&lf[0], &lf[1], o) < 0)
                 rc = -1;
         }
         if (rc == 0 && o->n_limits == 0) {
@@ -731,17 +811,13 @@ static uint64_t reply_int(const tg_resp_value_t *v, size_t i)
 
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "key",       "limit",    "window",   "limits",      "response_headers",
-                                        "header_style", "max_keys", "on_full", "mode",      "on_limit",
-                                        "overrides",    "cost",     "min_cost", "max_cost", "route_costs",
-                                        "reconcile",    "store",    "on_store_error" };
     enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES,
            K_COST, K_MINCOST, K_MAXCOST, K_ROUTECOSTS, K_RECONCILE, K_STORE, K_ONSTOREERR, K_N };
     tg_node_t v[K_N];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "rate_limit", keys, K_N, v);
+    int rc = tg_node_keys(node, "rate_limit", &rl_keyset, v);
     if (tg_filter_key_parse(&v[K_KEY], "rate_limit", &c->key) < 0)
         rc = -1;
     if (tg_node_present(&v[K_LIMIT]) || tg_node_present(&v[K_WINDOW]))
@@ -750,8 +826,7 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     if (tg_node_present(&v[K_LIMITS])) {
         for (size_t i = 0; i < tg_node_seq_len(&v[K_LIMITS]); i++) {
             tg_node_t item = tg_node_seq_item(&v[K_LIMITS], i), f[2];
-            static const char *const lk[] = { "limit", "window" };
-            if (tg_node_fields(&item, "rate_limit limits", lk, 2, f) < 0 || parse_limit(&f[0], &f[1], c) < 0)
+            if (tg_node_keys(&item, "rate_limit limits", &limit_item, f) < 0 || parse_limit(&f[0], &f[1], c) < 0)
                 rc = -1;
         }
         if (!tg_node_is_seq(&v[K_LIMITS])) {
@@ -1112,6 +1187,9 @@ static const char *rl_trust_header(const void *p)
 
 const tg_filter_type_t tg_filter_rate_limit = {
     .name = "rate_limit",
+    .doc = "sliding-window rate limits per client, identity, route or header; plans, costs, shadow mode; local or "
+           "in Redis",
+    .keys = &rl_keyset,
     .create = rl_create,
     .destroy = rl_destroy,
     .on_request = rl_on_request,

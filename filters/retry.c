@@ -43,16 +43,49 @@ static int parse_condition(tg_node_t *n, const char *s, unsigned *on)
                      "timeout, unavailable, deadline-exceeded, resource-exhausted", s);
     return -1;
 }
+static const tg_key_t backoff_keys[] = {
+    { "base", TG_KEY_DURATION, "duration", "`25ms`", "the first wait's upper bound" },
+    { "max", TG_KEY_DURATION, "duration", "`1s`", "the cap of the doubling" },
+};
+static const tg_keyset_t backoff_keyset = TG_KEYSET("filter.retry.backoff", "retry backoff", backoff_keys);
+
+static const tg_key_t budget_keys[] = {
+    { "percent", TG_KEY_INT, "integer 0–100", "`20`", "share of the exchanges in flight that may be retrying",
+      .min = 0, .max = 100 },
+    { "min_retries", TG_KEY_INT, "integer 0–10^5", "`3`", "retries allowed whatever the share", .min = 0,
+      .max = 100000 },
+};
+static const tg_keyset_t budget_keyset = TG_KEYSET("filter.retry.budget", "retry budget", budget_keys);
+
+static const tg_key_t retry_keys[] = {
+    { "attempts", TG_KEY_INT, "integer 1–10", "`3`",
+      "rounds of attempts, the first included; each new round starts on another endpoint where there is one",
+      .min = 1, .max = 10 },
+    { "on", TG_KEY_STRINGS, "list", "`[connect-failure, reset, 503, unavailable]`",
+      "`connect-failure`, `reset`, `502`, `503`, `504`, `gateway-error` (all three), `timeout`, and gRPC statuses "
+      "from a trailers-only answer: `unavailable`, `deadline-exceeded`, `resource-exhausted`" },
+    { "per_try_timeout", TG_KEY_DURATION, "duration", "the route's `timeout`",
+      "how long one attempt may wait for the response head" },
+    { "backoff", TG_KEY_MAP, "`{ base, max }`", "`{ base: 25ms, max: 1s }`",
+      "before retry n, wait a random time in [0, min(max, base × 2^(n−1))]", .sub = &backoff_keyset },
+    { "methods", TG_KEY_STRINGS, "list", "`[GET, HEAD, OPTIONS, PUT, DELETE, TRACE]`",
+      "only these are retried (idempotent by default; add `POST` knowingly)" },
+    { "budget", TG_KEY_MAP, "`{ percent, min_retries }`", "`{ percent: 20, min_retries: 3 }`",
+      "per worker, exchanges that are retrying may not exceed `percent`% of the exchanges in flight, or "
+      "`min_retries`, whichever is larger",
+      .sub = &budget_keyset },
+};
+static const tg_keyset_t retry_keyset = TG_KEYSET("filter.retry", "retry", retry_keys);
+
 
 static void *retry_create(tg_node_t *node, const char *config_path)
 {
-    static const char *const keys[] = { "attempts", "on", "per_try_timeout", "backoff", "methods", "budget" };
     enum { K_ATTEMPTS, K_ON, K_PTT, K_BACKOFF, K_METHODS, K_BUDGET, K_N };
     tg_node_t v[K_N];
     tg_retry_policy_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
-    int rc = tg_node_fields(node, "retry", keys, K_N, v);
+    int rc = tg_node_keys(node, "retry", &retry_keyset, v);
     r->attempts = 3;
     r->on = TG_RETRY_CONNECT_FAILURE | TG_RETRY_RESET | TG_RETRY_503 | TG_RETRY_GRPC_UNAVAILABLE;
     r->base_ms = 25;
@@ -82,9 +115,8 @@ static void *retry_create(tg_node_t *node, const char *config_path)
     if (tg_node_present(&v[K_PTT]) && tg_node_duration(&v[K_PTT], "per_try_timeout", &r->per_try_timeout_ms) < 0)
         rc = -1;
     if (tg_node_present(&v[K_BACKOFF])) {
-        static const char *const bk[] = { "base", "max" };
         tg_node_t b[2];
-        if (tg_node_fields(&v[K_BACKOFF], "backoff", bk, 2, b) < 0)
+        if (tg_node_keys(&v[K_BACKOFF], "backoff", &backoff_keyset, b) < 0)
             rc = -1;
         if (tg_node_present(&b[0]) && tg_node_duration(&b[0], "backoff base", &r->base_ms) < 0)
             rc = -1;
@@ -107,9 +139,8 @@ static void *retry_create(tg_node_t *node, const char *config_path)
             rc = -1;
     }
     if (tg_node_present(&v[K_BUDGET])) {
-        static const char *const bk[] = { "percent", "min_retries" };
         tg_node_t b[2];
-        if (tg_node_fields(&v[K_BUDGET], "budget", bk, 2, b) < 0)
+        if (tg_node_keys(&v[K_BUDGET], "budget", &budget_keyset, b) < 0)
             rc = -1;
         if (tg_node_present(&b[0])) {
             if (tg_node_uint(&b[0], "budget percent", 0, 100, &x) < 0)
@@ -138,6 +169,8 @@ static const tg_retry_policy_t *retry_policy(const void *conf)
 
 const tg_filter_type_t tg_filter_retry = {
     .name = "retry",
+    .doc = "retries transient failures (connect failure, reset, 503, gRPC UNAVAILABLE) with backoff and a budget",
+    .keys = &retry_keyset,
     .create = retry_create,
     .destroy = retry_destroy,
     .retry_policy = retry_policy,

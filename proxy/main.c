@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/schema.h"
+#include "filters/filter.h"
 #include "proxy/base/log.h"
 #include "proxy/ctl.h"
 #include "proxy/process.h"
@@ -16,6 +18,25 @@
 #ifndef TOLLGATE_DEFAULT_CONFIG
 #define TOLLGATE_DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
 #endif
+
+/* --schema: the JSON Schema of the config, indented (docs/tollgate.schema.json
+ * is this output, checked by a test). */
+static int print_schema(void)
+{
+    tg_schema_filter_t fs[32];
+    size_t n = tg_filters_schema(fs, 32);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (m == NULL || n > 32 || tg_schema_write_json(m, fs, n) < 0 || fclose(m) != 0) {
+        fprintf(stderr, "tollgate: cannot write the schema\n");
+        free(buf);
+        return 1;
+    }
+    tg_ctl_print_json(stdout, buf);
+    free(buf);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
 
 static void usage(FILE *f)
 {
@@ -28,6 +49,7 @@ static void usage(FILE *f)
             "  -T, --test-dump      check it, then print the effective configuration (secrets redacted)\n"
             "  -w, --watch          reload when the configuration file changes\n"
             "  -l, --log-level LVL  debug | info | warn | error (default: info)\n"
+            "      --schema         print the config's JSON Schema (draft 2020-12) and exit\n"
             "  -v, --version        print the version and exit\n"
             "  -h, --help           this help\n"
             "\n"
@@ -41,7 +63,7 @@ int main(int argc, char **argv)
         { "config", required_argument, NULL, 'c' }, { "test", no_argument, NULL, 't' },
         { "test-dump", no_argument, NULL, 'T' },    { "watch", no_argument, NULL, 'w' },
         { "log-level", required_argument, NULL, 'l' }, { "version", no_argument, NULL, 'v' },
-        { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+        { "help", no_argument, NULL, 'h' }, { "schema", no_argument, NULL, 'S' }, { NULL, 0, NULL, 0 },
     };
     const char *config = NULL;
     int test = 0, dump = 0, watch = 0, c;
@@ -74,6 +96,8 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'S':
+            return print_schema();
         default:
             usage(stderr);
             return 2;

@@ -3,6 +3,7 @@ upstream processes (FastAPI under uvicorn, raw socket peers), the real
 tollgate binary on a generated config, and cleanup. Loopback only; every
 wait is bounded."""
 import contextlib
+import json
 import os
 import re
 import signal
@@ -272,8 +273,45 @@ def yaml_list(items):
     return "[" + ", ".join(items) + "]"
 
 
+SCHEMA = os.path.join(HERE, "..", "..", "docs", "tollgate.schema.json")
+_validator = []
+
+
+def yaml_load(text):
+    """YAML as tollgate (libyaml) and editors (YAML 1.2) read it: only
+    true/false are booleans, so `on:` (retry) stays a key named "on"."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        k: [(t, r) for t, r in v if t != "tag:yaml.org,2002:bool"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return yaml.load(text, Loader=Loader)
+
+
+def schema_problems(config_text):
+    """What docs/tollgate.schema.json (the binary's --schema, checked by
+    test_schema.py) finds wrong with a config: [] when it validates."""
+    import jsonschema
+    import yaml
+    if not _validator:
+        with open(SCHEMA) as f:
+            _validator.append(jsonschema.Draft202012Validator(json.load(f)))
+    try:
+        doc = yaml_load(config_text)
+    except yaml.YAMLError:
+        return []  # tollgate refuses it as well; that is the test's business
+    return [f"{'/'.join(map(str, e.path))}: {e.message[:300]}" for e in _validator[0].iter_errors(doc)]
+
+
 class Gateway:
-    """The real tollgate binary on a config written to a temp file."""
+    """The real tollgate binary on a config written to a temp file. A
+    config the gateway runs on must also validate against the schema
+    (checked by GatewayTest.finish)."""
 
     def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None, prefix=()):
         log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
@@ -284,6 +322,7 @@ class Gateway:
         self.path = os.path.join(self.dir, "tollgate.yaml")
         with open(self.path, "w") as f:
             f.write(config_text)
+        self.schema_problems = schema_problems(config_text)
         self.port = port
         env = dict(os.environ, **(env_extra or {}))
         self.proc = Proc([*prefix, BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
@@ -392,6 +431,9 @@ class GatewayTest(unittest.TestCase):
             rc, out = cls.gateway.stop()
             if rc != 0:
                 problems.append(f"tollgate exited with {rc}")
+            elif cls.gateway.schema_problems:
+                problems.append("tollgate ran on a config the schema refuses: " +
+                                "; ".join(cls.gateway.schema_problems))
             for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
                 if marker in out:
                     problems.append(f"sanitizer report ({marker})")

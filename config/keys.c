@@ -1,0 +1,335 @@
+/*
+ * config/keys.c — the keys of every section the loader reads itself (see
+ * schema.h). The order of each table is the order of the loader's value
+ * array for that section (config/loader.c indexes it by position). The
+ * texts are the reference: docs/configuration.md's tables and the man page
+ * are generated from them (scripts/gen_docs.py), and a test checks both.
+ */
+#include "config/schema.h"
+
+static const tg_key_t certificate_keys[] = {
+    { "cert", TG_KEY_STRING, "file (required)", "—",
+      "PEM certificate chain, leaf first", .flags = TG_KEY_REQUIRED },
+    { "key", TG_KEY_STRING, "file (required)", "—",
+      "its private key (PEM); one that does not match the certificate is an error", .flags = TG_KEY_REQUIRED },
+};
+
+static const tg_key_t http1_keys[] = {
+    { "enabled", TG_KEY_BOOL, "boolean", "`true`",
+      "serve HTTP/1.1 on this listener; `false` makes an HTTP/2-only listener" },
+};
+
+static const tg_key_t header_match_keys[] = {
+    { "name", TG_KEY_STRING, "header name (required)", "—",
+      "the header that must be present", .flags = TG_KEY_REQUIRED },
+    { "value", TG_KEY_STRING, "string", "any value",
+      "the value it must equal (exactly); read as a secret, so `/config` shows `<redacted>`" },
+};
+
+static const tg_key_t paths_keys[] = {
+    { "merge_slashes", TG_KEY_BOOL, "bool", "`true`",
+      "`//a///b` becomes `/a/b`" },
+    { "escaped_slashes", TG_KEY_ENUM, "`reject`, `keep` or `decode`", "`reject`",
+      "`%2F` / `%5C` in a path: refused with 400; kept encoded (never a separator); or decoded to `/` and `\\` before dot-segments are removed", .choices = "reject|keep|decode" },
+    { "forward", TG_KEY_ENUM, "`normalized` or `original`", "`normalized`",
+      "what the upstream receives: the normalized path, or the path exactly as the client sent it (with the query as filters left it). Routing uses the normalized path either way.", .choices = "normalized|original" },
+};
+
+static const tg_key_t limits_keys[] = {
+    { "max_header_bytes", TG_KEY_SIZE, "size, 1KiB–1MiB", "`64KiB`",
+      "largest request line + header section; larger gets `431`" },
+    { "max_body_bytes", TG_KEY_SIZE, "size", "`0` (unlimited)",
+      "largest request body; a larger `Content-Length` gets `413` before anything is read; a chunked body that grows past it gets `413` (or, if the response has already started, the connection is cut)" },
+    { "header_timeout", TG_KEY_DURATION, "duration", "`10s`",
+      "from the first byte of a request until its header section is complete; a client that dribbles its headers gets `408` and is disconnected" },
+    { "idle_timeout", TG_KEY_DURATION, "duration", "`60s`",
+      "how long a client keep-alive connection may sit idle between requests" },
+};
+
+static const tg_key_t admin_keys[] = {
+    { "listen", TG_KEY_ADDRESS, "address", "`127.0.0.1:9901`",
+      "where `/metrics`, `/healthz`, `/ready`, `/config` and `POST /-/reload` are served (see [operations.md](operations.md)). Loopback unless you say otherwise; beyond loopback without a `token`, a warning is logged. A change takes effect on restart." },
+    { "token", TG_KEY_STRING, "string, at least 16 characters", "none",
+      "a secret every endpoint but `/healthz` and `/ready` then requires as `Authorization: Bearer <token>` (401 without it). Use `${ENV_VAR}` to take it from the environment; `/config` shows it as `<redacted>`." },
+    { "token_file", TG_KEY_STRING, "path", "none",
+      "the same, read from a file (relative to the config file; trailing newline ignored); re-read on reload. Not together with `token`." },
+    { "allowed_hosts", TG_KEY_STRINGS, "list of names", "none",
+      "`Host` values the listener answers to besides its own address, `localhost`, `127.0.0.1` and `[::1]` (each with or without the port); any other gets `421` (a DNS-rebinding page sends its own name)" },
+};
+
+static const tg_key_t redis_keys[] = {
+    { "address", TG_KEY_ADDRESS, "address", "—",
+      "one Redis. Give this or `cluster`" },
+    { "cluster", TG_KEY_STRINGS, "list of addresses (1–64)", "—",
+      "seed nodes of a Redis Cluster: the slot map is read with `CLUSTER SLOTS` at start, `MOVED` redirects update it (and ask for a fresh map), `ASK` is followed with `ASKING`; nodes learnt from the cluster are connected on first use" },
+    { "username", TG_KEY_STRING, "string", "none",
+      "`AUTH username password` (Redis 6 ACL); needs a password" },
+    { "username_file", TG_KEY_STRING, "path", "none",
+      "the username, read from a file (relative to the config file; trailing newline ignored). Not together with `username`" },
+    { "password", TG_KEY_STRING, "string", "none",
+      "`AUTH` on every new connection, before anything else; `${ENV}` works here. Shown as `<redacted>` by `/config`, never logged. A refused AUTH closes the connection, is counted (`kind=\"auth\"`) and logged" },
+    { "password_file", TG_KEY_STRING, "path", "none",
+      "the password, read from a file (relative to the config file; trailing newline ignored). Not together with `password`" },
+    { "tls", TG_KEY_MAP, "mapping", "none (cleartext)",
+      "TLS toward Redis, as a cluster's `tls` (`ca`, `server_name`, `verify`, `cert` + `key` for a client certificate, `min_version`); files are read and checked at load and by `tollgate -t`", .sub = &tg_keys_client_tls },
+    { "timeout", TG_KEY_DURATION, "duration, 1ms–1m", "`25ms`",
+      "a call's answer must come within this; past it the request is decided by the filter's `on_store_error`, and the late reply is read and dropped. A connection with a call unanswered for 20 × `timeout` (at least 1 s) is closed and reconnected" },
+    { "connect_timeout", TG_KEY_DURATION, "duration, 1ms–1m", "`1s`",
+      "TCP connect plus TLS handshake" },
+    { "pool", TG_KEY_INT, "integer 1–64", "`1`",
+      "connections per worker and Redis node; one pipelined connection per worker is usually enough", .min = 1, .max = 64 },
+    { "key_prefix", TG_KEY_STRING, "string, ≤128 bytes, no `{` `}`", "`tollgate:`",
+      "every key tollgate writes starts with it (a shared Redis can hold several deployments)" },
+};
+
+static const tg_key_t listener_keys[] = {
+    { "name", TG_KEY_STRING, "name (required, unique)", "—",
+      "used by `routes[].listeners` and in logs", .flags = TG_KEY_REQUIRED },
+    { "listen", TG_KEY_ADDRESS, "address (required)", "—",
+      "`HOST:PORT` to bind; a port in use is a start-up error", .flags = TG_KEY_REQUIRED },
+    { "tls", TG_KEY_MAP, "mapping", "none (cleartext)",
+      "terminate TLS on this listener, see below", .sub = &tg_keys_server_tls },
+    { "http2", TG_KEY_MAP, "mapping", "enabled",
+      "HTTP/2 settings, see below", .sub = &tg_keys_http2 },
+    { "trusted_proxies", TG_KEY_STRINGS, "list of addresses or CIDR blocks", "the top-level list",
+      "this listener's own list (an empty list trusts no one)" },
+    { "max_connections", TG_KEY_INT, "integer", "none",
+      "open client connections on this listener; past it a new connection is closed at once (counted). Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000 },
+    { "http1", TG_KEY_MAP, "mapping", "`{ enabled: true }`",
+      "`enabled: false` makes an HTTP/2-only listener (below)", .sub = &tg_keys_http1 },
+    { "proxy_protocol", TG_KEY_BOOL, "boolean", "`false`",
+      "every connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer in `trusted_proxies` (the listener's or the top-level list, which must not be empty); see below" },
+    { "listen_backlog", TG_KEY_INT, "integer 1–65535", "`4096`",
+      "connections the kernel queues for accepting (the `listen(2)` backlog of each worker's socket; the kernel caps it at `net.core.somaxconn`). A burst larger than it waits for SYN retransmits. A reload applies a new value to the sockets it keeps.", .min = 1, .max = 65535 },
+};
+
+static const tg_key_t server_tls_keys[] = {
+    { "certificates", TG_KEY_LIST, "list of `{ cert, key }` (required, non-empty)", "—",
+      "PEM certificate chain (leaf first) and its private key. The first is the default; each one also serves the names in its DNS subjectAltNames (or its CN when it has none), chosen by the client's SNI: exact names first, then wildcards (`*.example.com` covers exactly one label). A key that does not match its certificate is an error; an expired or not-yet-valid certificate is a warning.", .sub = &tg_keys_certificate, .flags = TG_KEY_REQUIRED },
+    { "alpn", TG_KEY_STRINGS, "list of `h2`, `http/1.1`", "`[h2, http/1.1]`",
+      "protocols offered, in tollgate's order of preference; `h2` is left out when `http2.enabled` is false. A client with nothing in common gets HTTP/1.1." },
+    { "min_version", TG_KEY_ENUM, "`1.2` or `1.3`", "`1.2`",
+      "oldest TLS version accepted", .choices = "1.2|1.3" },
+    { "ciphers", TG_KEY_STRING, "OpenSSL cipher list", "OpenSSL's default",
+      "TLS 1.2 ciphers (server order is preferred)" },
+    { "ciphersuites", TG_KEY_STRING, "OpenSSL suite list", "OpenSSL's default",
+      "TLS 1.3 suites" },
+    { "groups", TG_KEY_STRING, "OpenSSL group list", "OpenSSL's default",
+      "key-exchange groups, e.g. `X25519:P-256`" },
+    { "session_tickets", TG_KEY_BOOL, "boolean", "`true`",
+      "stateless resumption. Ticket keys live in the process and change on reload and restart (a client then does a full handshake)." },
+    { "session_cache_size", TG_KEY_INT, "integer", "`20480`",
+      "server-side session cache entries (shared by all workers); `0` turns it off" },
+    { "session_timeout", TG_KEY_DURATION, "duration", "`5m`",
+      "lifetime of a resumable session" },
+    { "client_auth", TG_KEY_ENUM, "`none`, `optional`, `require`", "`none`",
+      "mutual TLS. `require`: a client without a certificate that verifies against `client_ca` fails the handshake. `optional`: a client may send none (its requests carry no identity), but a certificate it does send must verify.", .choices = "none|optional|require" },
+    { "client_ca", TG_KEY_STRING, "file (required with client auth)", "—",
+      "PEM bundle of the CAs client certificates are checked against; also sent to clients as the acceptable CA list" },
+    { "verify_depth", TG_KEY_INT, "integer 1–100", "`3`",
+      "longest client certificate chain accepted", .min = 1, .max = 100 },
+    { "client_cert_header", TG_KEY_STRING, "header name", "`x-forwarded-client-cert`",
+      "the verified client identity forwarded upstream, in the spirit of Envoy's XFCC: `Hash=<sha256 of the DER cert>;Subject=\"<RFC 2253 DN>\";URI=<each URI SAN>;DNS=<each DNS SAN>`. Whatever a client sends under this name (on every listener, whichever listener configures it) is removed on arrival, as are `x-forwarded-client-cert` and every auth filter's `identity_header`, so none can be spoofed." },
+    { "handshake_timeout", TG_KEY_DURATION, "duration", "`10s`",
+      "a client that has not finished its handshake by then is disconnected (counted as a handshake failure)" },
+};
+
+static const tg_key_t http2_keys[] = {
+    { "enabled", TG_KEY_BOOL, "boolean", "`true`",
+      "accept HTTP/2 (h2c preface on cleartext, `h2` in ALPN on TLS)" },
+    { "max_concurrent_streams", TG_KEY_INT, "integer 1–100000", "`128`",
+      "SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once", .min = 1, .max = 100000 },
+    { "initial_window_size", TG_KEY_SIZE, "size, 16KiB–2GiB", "`256KiB`",
+      "per-stream window for request bodies: the most request body the gateway holds for one stream before the upstream takes it" },
+    { "connection_window_size", TG_KEY_SIZE, "size, 64KiB–2GiB", "`1MiB`",
+      "the same for all streams of a connection together" },
+    { "max_header_list_size", TG_KEY_SIZE, "size", "`limits.max_header_bytes`",
+      "SETTINGS_MAX_HEADER_LIST_SIZE; a request whose decoded header list is larger gets `431` (this also bounds HPACK \"bombs\")" },
+    { "ping_interval", TG_KEY_DURATION, "duration", "`0` (off)",
+      "while streams are open, send a PING after this much silence" },
+    { "ping_timeout", TG_KEY_DURATION, "duration", "`20s`",
+      "a PING unanswered this long closes the connection" },
+    { "max_resets_per_10s", TG_KEY_INT, "integer", "`400`",
+      "rapid-reset guard (CVE-2023-44487): a client that resets more streams than this in 10 s, and more than half of the streams it opened in that time, gets GOAWAY `ENHANCE_YOUR_CALM` (a busy client whose calls often hit their deadlines cancels many streams, but not most); past 4× this the connection goes whatever the ratio, so completed streams cannot dilute a flood. Resets the gateway sends because of an invalid frame on a stream count too (CVE-2025-8671)." },
+};
+
+static const tg_key_t route_keys[] = {
+    { "name", TG_KEY_STRING, "name (required, unique)", "—",
+      "unique; names the route in metrics, logs and `route_costs`", .flags = TG_KEY_REQUIRED },
+    { "listeners", TG_KEY_STRINGS, "list of listener names", "every listener",
+      "the route only applies to requests on these listeners" },
+    { "match", TG_KEY_MAP, "mapping", "match everything",
+      "see below; every given condition must hold", .sub = &tg_keys_match },
+    { "cluster", TG_KEY_STRING, "cluster name (required)", "—",
+      "where matching requests go", .flags = TG_KEY_REQUIRED },
+    { "timeout", TG_KEY_DURATION, "duration", "`15s`",
+      "the upstream must start answering within this (from the request being sent; any progress in either direction resets it); else `504`" },
+    { "idle_timeout", TG_KEY_DURATION, "duration", "`5m`",
+      "once the response streams (or a WebSocket tunnel is open), the exchange is closed after this long without a byte in either direction. Long-lived streams (SSE) are bounded by this, not by `timeout`" },
+    { "request_headers", TG_KEY_MAP, "header rules", "none",
+      "edits of the request headers sent upstream", .sub = &tg_keys_header_rules },
+    { "response_headers", TG_KEY_MAP, "header rules", "none",
+      "edits of the response headers sent to the client", .sub = &tg_keys_header_rules },
+    { "filters", TG_KEY_FILTERS, "list", "none",
+      "the route's own filter chain, run after the global one: `- auth: {...}`, `- rate_limit: {...}`, `- concurrency_limit: {...}`, `- quota: {...}`, `- access_log: {...}`, `- retry: {...}`, `- headers: {...}`, `- cors: {...}`, `- fault: {...}`, `- body_limit: {...}` (see [filters.md](filters.md))" },
+    { "max_grpc_request_message", TG_KEY_SIZE, "size, at most 4GiB", "`4MiB` (gRPC's own default)",
+      "a gRPC call (HTTP/2 `POST`, content-type `application/grpc` or `application/grpc+...`) is exempt from `limits.max_body_bytes` — a client stream may run for hours — and bounded instead message by message: a message whose length prefix says more than this is refused with `RESOURCE_EXHAUSTED` before it is forwarded. `0` = unlimited. A request that only claims a gRPC-like content-type (gRPC-Web, a `GET`, HTTP/1.1) keeps the body limit." },
+};
+
+static const tg_key_t match_keys[] = {
+    { "host", TG_KEY_STRING, "name or `*.suffix`", "none",
+      "the request's host (Host header or absolute-form target), compared case-insensitively and without the port; `*.example.com` matches `a.example.com` and `a.b.example.com` but not `example.com`" },
+    { "path", TG_KEY_STRING, "string starting with `/`", "none",
+      "the path (query string excluded) equals this" },
+    { "path_prefix", TG_KEY_STRING, "string starting with `/`", "none",
+      "the path starts with this (byte-wise: `/api` also matches `/apix`)" },
+    { "path_separated_prefix", TG_KEY_STRING, "string starting with `/`", "none",
+      "**recommended**: the path is this or continues with `/`: `/api` matches `/api` and `/api/x`, never `/apix`" },
+    { "path_regex", TG_KEY_STRING, "POSIX extended regex", "none",
+      "the path matches; invalid regexes are config errors, and so are patterns that would make the regex compiler exhaust memory: longer than 1024 characters, a repetition of a repetition (`a++`, `a{2}{3}`), or repetition counts (with repeated groups counting 2) that multiply past 1000" },
+    { "methods", TG_KEY_STRINGS, "list of methods", "none",
+      "the method is one of these (exact, case-sensitive)" },
+    { "headers", TG_KEY_LIST, "list of `{ name, value }`", "none",
+      "each named header is present, and equals `value` when given", .sub = &tg_keys_header_match },
+    { "grpc_service", TG_KEY_STRING, "service name, e.g. `users.v1.UserService`", "none",
+      "a gRPC request (content-type `application/grpc*`) whose path is `/<service>/<any method>`" },
+    { "grpc_method", TG_KEY_STRING, "method name (needs `grpc_service`)", "none",
+      "... and exactly `/<service>/<method>`" },
+};
+
+static const tg_key_t header_rules_keys[] = {
+    { "add", TG_KEY_DICT, "mapping name → value", "none",
+      "appended (existing ones stay)" },
+    { "set", TG_KEY_DICT, "mapping name → value", "none",
+      "replaces every occurrence with one header" },
+    { "remove", TG_KEY_STRINGS, "list of header names", "none",
+      "removed (every occurrence)" },
+};
+
+static const tg_key_t cluster_keys[] = {
+    { "name", TG_KEY_STRING, "name (required, unique)", "—",
+      "unique; routes name it in `cluster`", .flags = TG_KEY_REQUIRED },
+    { "protocol", TG_KEY_ENUM, "`http1`, `h2c`, `h2`", "`http1`",
+      "upstream protocol: HTTP/1.1 (over TLS when `tls` is given); HTTP/2 cleartext with prior knowledge; HTTP/2 over TLS (needs `tls`; ALPN `h2`). gRPC needs `h2c` or `h2`. See [tls-http2.md](tls-http2.md)", .choices = "http1|h2c|h2" },
+    { "endpoints", TG_KEY_STRINGS, "list of addresses (required, non-empty)", "—",
+      "resolved once when the config is loaded", .flags = TG_KEY_REQUIRED },
+    { "lb", TG_KEY_ENUM, "`round_robin`", "`round_robin`",
+      "one cursor per cluster shared by all workers: N requests spread evenly whatever the worker", .choices = "round_robin" },
+    { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
+      "a connect that takes longer fails over to the next endpoint (`504` if it was the last)" },
+    { "idle_timeout", TG_KEY_DURATION, "duration", "`60s`",
+      "pooled idle upstream connections are closed after this" },
+    { "pool_size", TG_KEY_INT, "integer 0–100000", "adaptive",
+      "idle keep-alive connections kept per worker and endpoint; `0` disables reuse. Not given: the pool adapts — it keeps as many idle connections as the most requests that were in flight to the endpoint at once in the last 10–20 s (at most 4096), so load that comes back finds its connections instead of opening one per request, and connections beyond what is used idle out after `idle_timeout`. Watch `tollgate_upstream_connections_opened_total`: many per request means a pool that churns", .min = 0, .max = 100000 },
+    { "health_check", TG_KEY_MAP, "mapping", "none (no active checks)",
+      "see below", .sub = &tg_keys_health_check },
+    { "outlier_detection", TG_KEY_MAP, "mapping", "none (no passive ejection)",
+      "see below", .sub = &tg_keys_outlier },
+    { "when_all_unhealthy", TG_KEY_ENUM, "`fail` or `try_all`", "`fail`",
+      "when no endpoint is usable: `fail` answers `503` (`no healthy upstream endpoint`); `try_all` tries every endpoint anyway", .choices = "fail|try_all" },
+    { "tls", TG_KEY_MAP, "mapping", "none (cleartext)",
+      "TLS to the endpoints, see below", .sub = &tg_keys_client_tls },
+    { "keepalive_interval", TG_KEY_DURATION, "duration", "`30s`",
+      "HTTP/2: a connection with open streams and no traffic for this long gets a PING (`0`: never)" },
+    { "keepalive_timeout", TG_KEY_DURATION, "duration", "`10s`",
+      "HTTP/2: an unanswered PING closes the connection and fails its streams" },
+    { "max_concurrent_streams", TG_KEY_INT, "integer 1–100000", "the upstream's setting",
+      "HTTP/2: at most this many streams per connection (more open another connection)", .min = 1, .max = 100000 },
+};
+
+static const tg_key_t client_tls_keys[] = {
+    { "ca", TG_KEY_STRING, "file", "the system's trust store",
+      "PEM bundle the endpoints' certificates are verified against" },
+    { "server_name", TG_KEY_STRING, "string", "the endpoint's host",
+      "SNI sent, and the name the certificate must match; for an IP address endpoint without `server_name`, no SNI is sent and the certificate must cover the IP" },
+    { "verify", TG_KEY_BOOL, "boolean", "`true`",
+      "verify the certificate chain and host name; `false` accepts any certificate (testing only)" },
+    { "cert", TG_KEY_STRING, "file (with `key`)", "none",
+      "a client certificate (PEM chain) for upstream mutual TLS" },
+    { "key", TG_KEY_STRING, "file (with `cert`)", "none",
+      "the client certificate's private key (PEM)" },
+    { "min_version", TG_KEY_ENUM, "`1.2` or `1.3`", "`1.2`",
+      "oldest TLS version accepted from the endpoints", .choices = "1.2|1.3" },
+};
+
+static const tg_key_t health_check_keys[] = {
+    { "type", TG_KEY_ENUM, "`http` or `grpc`", "`http`",
+      "`grpc` needs `protocol: h2c` or `h2`", .choices = "http|grpc" },
+    { "path", TG_KEY_STRING, "string starting with `/` (required for `http`)", "—",
+      "the path to GET" },
+    { "host", TG_KEY_STRING, "string", "the endpoint's `host:port`",
+      "the Host header (`:authority` for gRPC) of the check" },
+    { "interval", TG_KEY_DURATION, "duration, ≥ 10ms", "`5s`",
+      "time between checks of one endpoint" },
+    { "timeout", TG_KEY_DURATION, "duration", "`1s`",
+      "connect + answer must fit in this" },
+    { "healthy_threshold", TG_KEY_INT, "integer 1–100", "`2`",
+      "consecutive successes that bring an unhealthy endpoint back", .min = 1, .max = 100 },
+    { "unhealthy_threshold", TG_KEY_INT, "integer 1–100", "`3`",
+      "consecutive failures that take it out of rotation", .min = 1, .max = 100 },
+    { "service", TG_KEY_STRING, "string (`grpc` only)", "`\"\"`",
+      "the service asked about; empty = the server as a whole" },
+};
+
+static const tg_key_t outlier_keys[] = {
+    { "consecutive_failures", TG_KEY_INT, "integer", "`5`",
+      "failures in a row that eject the endpoint; `0` turns detection off" },
+    { "base_ejection_time", TG_KEY_DURATION, "duration", "`30s`",
+      "the first ejection's length; each further consecutive ejection doubles it" },
+    { "max_ejection_time", TG_KEY_DURATION, "duration", "`5m`",
+      "cap on the ejection length" },
+};
+
+static const tg_key_t top_keys[] = {
+    { "workers", TG_KEY_INT, "integer 1–256 or `auto`", "`auto`",
+      "worker threads; `auto` = one per online CPU. Each worker has its own event loop, its own SO_REUSEPORT listening socket per listener and its own upstream connection pools. A change takes effect on restart, not on reload.", .min = 1, .max = 256, .choices = "auto" },
+    { "drain_timeout", TG_KEY_DURATION, "duration", "`30s`",
+      "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the remaining connections are closed" },
+    { "limits", TG_KEY_MAP, "mapping", "see below",
+      "request limits and client timeouts", .sub = &tg_keys_limits },
+    { "listeners", TG_KEY_LIST, "list of listeners (required, non-empty)", "—",
+      "where tollgate accepts connections", .sub = &tg_keys_listener, .flags = TG_KEY_REQUIRED },
+    { "routes", TG_KEY_LIST, "list of routes", "none",
+      "request routing, first match wins, in file order", .sub = &tg_keys_route },
+    { "clusters", TG_KEY_LIST, "list of clusters", "none",
+      "upstream endpoint groups", .sub = &tg_keys_cluster },
+    { "admin", TG_KEY_MAP, "mapping", "none",
+      "the admin listener, see below", .sub = &tg_keys_admin },
+    { "filters", TG_KEY_FILTERS, "list", "none",
+      "the global filter chain, run before every route's own (see [filters.md](filters.md))" },
+    { "trusted_proxies", TG_KEY_STRINGS, "list of addresses or CIDR blocks", "none",
+      "peers (load balancers, CDNs) whose `X-Forwarded-For` is believed: from them the list is extended and the client address that filters and logs use is the rightmost address in it that is not itself trusted; from anyone else the list is replaced by the peer's address. `10.0.0.1/8` (host bits set) is refused as a likely typo. See [security.md](security.md)." },
+    { "path_normalization", TG_KEY_MAP, "mapping", "see below",
+      "how request paths are normalized before routing", .sub = &tg_keys_paths },
+    { "max_connections", TG_KEY_INT, "integer", "none",
+      "open client connections across all listeners; past it a new connection is closed at once and counted in `tollgate_downstream_connections_rejected_total`. Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000 },
+    { "redis", TG_KEY_MAP, "mapping", "none",
+      "the shared store that `rate_limit` and `quota` with `store: redis` count in, so that several gateways enforce one limit (below; [deployment.md](deployment.md))", .sub = &tg_keys_redis },
+    { "log_format", TG_KEY_ENUM, "`text` or `json`", "`text`",
+      "the process log on stderr: `TIME LEVEL message` lines, or one JSON object a line, `{\"time\": \"2026-11-30T10:00:00.123Z\", \"level\": \"warn\", \"message\": \"...\"}` (quotes, backslashes and control characters escaped), for log shippers. A reload applies a change; lines written before the config is read (its own errors) are text", .choices = "text|json" },
+};
+
+const tg_keyset_t tg_keys_certificate = TG_KEYSET("certificate", "listeners[].tls.certificates[]", certificate_keys);
+const tg_keyset_t tg_keys_http1 = TG_KEYSET("listener.http1", "listeners[].http1", http1_keys);
+const tg_keyset_t tg_keys_header_match = TG_KEYSET("route.match.header", "routes[].match.headers[]", header_match_keys);
+const tg_keyset_t tg_keys_paths = TG_KEYSET("path_normalization", "path_normalization", paths_keys);
+const tg_keyset_t tg_keys_limits = TG_KEYSET("limits", "limits", limits_keys);
+const tg_keyset_t tg_keys_admin = TG_KEYSET("admin", "admin", admin_keys);
+const tg_keyset_t tg_keys_redis = TG_KEYSET("redis", "redis", redis_keys);
+const tg_keyset_t tg_keys_listener = TG_KEYSET("listener", "listeners[]", listener_keys);
+const tg_keyset_t tg_keys_server_tls = TG_KEYSET("listener.tls", "listeners[].tls", server_tls_keys);
+const tg_keyset_t tg_keys_http2 = TG_KEYSET("listener.http2", "listeners[].http2", http2_keys);
+const tg_keyset_t tg_keys_route = TG_KEYSET("route", "routes[]", route_keys);
+const tg_keyset_t tg_keys_match = TG_KEYSET("route.match", "routes[].match", match_keys);
+const tg_keyset_t tg_keys_header_rules = TG_KEYSET("header_rules", "request_headers, response_headers", header_rules_keys);
+const tg_keyset_t tg_keys_cluster = TG_KEYSET("cluster", "clusters[]", cluster_keys);
+const tg_keyset_t tg_keys_client_tls = TG_KEYSET("cluster.tls", "clusters[].tls, redis.tls", client_tls_keys);
+const tg_keyset_t tg_keys_health_check = TG_KEYSET("cluster.health_check", "clusters[].health_check", health_check_keys);
+const tg_keyset_t tg_keys_outlier = TG_KEYSET("cluster.outlier_detection", "clusters[].outlier_detection", outlier_keys);
+const tg_keyset_t tg_keys_top = TG_KEYSET("top", "the top level", top_keys);
+
+void tg_keyset_names(const tg_keyset_t *ks, const char **names)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        names[i] = ks->keys[i].name;
+}
