@@ -51,9 +51,9 @@ static size_t literal_default(const char *dflt, const char **start)
 {
     if (dflt == NULL || dflt[0] != '`')
         return 0;
-    const char *e = strchr(dflt + 1, '`');
+    const char *e = strchr(dflt + 1, '`'), *comma = strchr(dflt + 1, ',');
     if (e == NULL || e == dflt + 1 || (e[1] != '\0' && e[1] != ' ') || dflt[1] == '[' || dflt[1] == '{' ||
-        strchr(dflt + 1, ',') < e)
+        (comma != NULL && comma < e))
         return 0;
     *start = dflt + 1;
     return (size_t)(e - dflt - 1);

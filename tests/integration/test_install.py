@@ -25,7 +25,9 @@ class InstallTest(unittest.TestCase):
                      "share/doc/tollgate/examples/quickstart.yaml",
                      "share/doc/tollgate/monitoring/tollgate.rules.yml",
                      "share/doc/tollgate/monitoring/grafana-dashboard.json",
-                     "share/doc/tollgate/images/status-page.png"):
+                     "share/doc/tollgate/images/status-page.png",
+                     "share/man/man8/tollgate.8", "share/man/man5/tollgate.yaml.5",
+                     "share/tollgate/tollgate.schema.json"):
             self.assertTrue(os.path.exists(os.path.join(prefix, path)), path)
         self.assertTrue(os.access(os.path.join(prefix, "sbin/tollgate"), os.X_OK))
         p = subprocess.run([os.path.join(prefix, "sbin/tollgate"), "-t", "-c",
@@ -37,6 +39,9 @@ class InstallTest(unittest.TestCase):
         for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID",
                      "ExecStart=/usr/sbin/tollgate -c /etc/tollgate/tollgate.yaml"):
             self.assertIn(line, unit)
+        # the installed config names the installed schema for editors
+        first = open(os.path.join(prefix, "etc/tollgate/tollgate.yaml")).readline()
+        self.assertRegex(first, r"^# yaml-language-server: \$schema=/\S+/share/tollgate/tollgate\.schema\.json$")
         # the socket unit names a listener of the installed config
         sock = open(os.path.join(prefix, "lib/systemd/system/tollgate.socket")).read()
         name = re.search(r"^FileDescriptorName=(\S+)$", sock, re.M).group(1)
