@@ -39,6 +39,60 @@ void tg_errors_free(tg_errors_t *e)
     memset(e, 0, sizeof(*e));
 }
 
+typedef struct placed {
+    int placed;
+    unsigned long line, col;
+    size_t index;
+    char *msg;
+} placed_t;
+
+/* "...:LINE:COL: " at the first place such a pattern appears. */
+static int place_of(const char *m, unsigned long *line, unsigned long *col)
+{
+    for (const char *p = strchr(m, ':'); p != NULL; p = strchr(p + 1, ':')) {
+        char *end;
+        unsigned long l = strtoul(p + 1, &end, 10);
+        if (end == p + 1 || *end != ':')
+            continue;
+        char *end2;
+        unsigned long c = strtoul(end + 1, &end2, 10);
+        if (end2 == end + 1 || end2[0] != ':' || end2[1] != ' ')
+            continue;
+        *line = l;
+        *col = c;
+        return 1;
+    }
+    return 0;
+}
+
+static int cmp_placed(const void *a, const void *b)
+{
+    const placed_t *x = a, *y = b;
+    if (x->placed != y->placed)
+        return x->placed ? -1 : 1;
+    if (x->placed && x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->placed && x->col != y->col)
+        return x->col < y->col ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+void tg_errors_sort(tg_errors_t *e)
+{
+    placed_t *v = e->n > 1 ? calloc(e->n, sizeof(*v)) : NULL;
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < e->n; i++) {
+        v[i].placed = place_of(e->msgs[i], &v[i].line, &v[i].col);
+        v[i].index = i;
+        v[i].msg = e->msgs[i];
+    }
+    qsort(v, e->n, sizeof(*v), cmp_placed);
+    for (size_t i = 0; i < e->n; i++)
+        e->msgs[i] = v[i].msg;
+    free(v);
+}
+
 static void free_kvs(tg_kv_t *kv, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

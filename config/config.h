@@ -24,6 +24,10 @@ typedef struct tg_errors {
 
 void tg_errors_add(tg_errors_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tg_errors_free(tg_errors_t *e);
+/* Orders the messages by where they point ("FILE:LINE:COL: ..."), so a
+ * file's errors read top to bottom whichever check found them; messages
+ * without a place keep their order, after the others. */
+void tg_errors_sort(tg_errors_t *e);
 
 /* Most filters in one chain: the global list plus the route's own. */
 #define TG_FILTER_MAX_PER_CHAIN 32
@@ -327,6 +331,11 @@ typedef struct tg_config {
  * with every problem appended to errs as "file:line:col: message".
  * filters: the filter kinds `filters:` entries may name (NULL: none). */
 tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs);
+/* tg_config_load, and on failure, when partial is not NULL, the config
+ * as far as it loaded (*partial; caller unrefs), so that more of the
+ * file can be checked (certificate files) in the same run. */
+tg_config_t *tg_config_load_partial(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs,
+                                    tg_config_t **partial);
 /* Only the admin section (for tollgate ctl): the rest of the file is not
  * checked; admin.listen is NULL when there is no admin listener. */
 tg_config_t *tg_config_load_admin(const char *path, tg_errors_t *errs);

@@ -39,6 +39,32 @@ typedef struct loader {
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static const char *nearest_key(const char *key, const char *const *keys, size_t nkeys);
+
+/* For "...'VALUE' is not one of A, B, C": the choice VALUE is probably a
+ * misspelling of, as "; did you mean 'B'?" (empty when none is near), so
+ * that a misspelt value gets the help a misspelt key does. */
+static void value_hint(const char *msg, char *hint, size_t cap)
+{
+    static const char marker[] = "' is not one of ";
+    hint[0] = '\0';
+    const char *p = strstr(msg, marker), *q = p;
+    while (q != NULL && q > msg && q[-1] != '\'')
+        q--;
+    if (p == NULL || q == msg)
+        return;
+    char value[128], list[512];
+    snprintf(value, sizeof(value), "%.*s", (int)(p - q), q);
+    snprintf(list, sizeof(list), "%s", p + sizeof(marker) - 1);
+    const char *choices[32];
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(list, ", ", &save); t != NULL && n < 32; t = strtok_r(NULL, ", ", &save))
+        choices[n++] = t;
+    const char *near = nearest_key(value, choices, n);
+    if (near != NULL && strcmp(near, value) != 0)
+        snprintf(hint, cap, "; did you mean '%s'?", near);
+}
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
 {
@@ -50,11 +76,13 @@ static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
     ld->failed = 1;
     if (r < 0)
         return;
+    char hint[160];
+    value_hint(msg, hint, sizeof(hint));
     if (n != NULL)
-        tg_errors_add(ld->errs, "%s:%zu:%zu: %s", ld->file, n->start_mark.line + 1,
-                      n->start_mark.column + 1, msg);
+        tg_errors_add(ld->errs, "%s:%zu:%zu: %s%s", ld->file, n->start_mark.line + 1,
+                      n->start_mark.column + 1, msg, hint);
     else
-        tg_errors_add(ld->errs, "%s: %s", ld->file, msg);
+        tg_errors_add(ld->errs, "%s: %s%s", ld->file, msg, hint);
     free(msg);
 }
 
@@ -1639,7 +1667,7 @@ static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
         else if (s != NULL && strcmp(s, "original") == 0)
             p->forward_original = 1;
         else if (s != NULL)
-            err_at(ld, v[2], "forward: '%s' is not normalized or original", s);
+            err_at(ld, v[2], "forward: '%s' is not one of normalized, original", s);
         free(s);
     }
 }
@@ -1791,7 +1819,7 @@ static void load_admin_only(loader_t *ld, yaml_node_t *root)
 }
 
 static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_filter_registry_t *filters,
-                                int admin_only, tg_errors_t *errs)
+                                int admin_only, tg_errors_t *errs, tg_config_t **partial)
 {
     loader_t ld = { .file = name, .errs = errs, .filters = filters };
     if (!yaml_parser_load(p, &ld.doc)) {
@@ -1833,7 +1861,10 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
     if (ld.failed || errs->n > 0) {
         if (errs->n == 0)
             tg_errors_add(errs, "%s: out of memory", name);
-        tg_config_unref(ld.cfg);
+        if (partial != NULL)
+            *partial = ld.cfg;
+        else
+            tg_config_unref(ld.cfg);
         return NULL;
     }
     return ld.cfg;
@@ -1848,13 +1879,13 @@ tg_config_t *tg_config_load_string(const char *name, const char *yaml, size_t le
         return NULL;
     }
     yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
-    tg_config_t *c = load_parser(&p, name, filters, 0, errs);
+    tg_config_t *c = load_parser(&p, name, filters, 0, errs, NULL);
     yaml_parser_delete(&p);
     return c;
 }
 
 static tg_config_t *load_file(const char *path, const tg_filter_registry_t *filters, int admin_only,
-                              tg_errors_t *errs)
+                              tg_errors_t *errs, tg_config_t **partial)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -1868,7 +1899,7 @@ static tg_config_t *load_file(const char *path, const tg_filter_registry_t *filt
         return NULL;
     }
     yaml_parser_set_input_file(&p, f);
-    tg_config_t *c = load_parser(&p, path, filters, admin_only, errs);
+    tg_config_t *c = load_parser(&p, path, filters, admin_only, errs, partial);
     yaml_parser_delete(&p);
     fclose(f);
     return c;
@@ -1876,10 +1907,16 @@ static tg_config_t *load_file(const char *path, const tg_filter_registry_t *filt
 
 tg_config_t *tg_config_load(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs)
 {
-    return load_file(path, filters, 0, errs);
+    return load_file(path, filters, 0, errs, NULL);
+}
+
+tg_config_t *tg_config_load_partial(const char *path, const tg_filter_registry_t *filters, tg_errors_t *errs,
+                                    tg_config_t **partial)
+{
+    return load_file(path, filters, 0, errs, partial);
 }
 
 tg_config_t *tg_config_load_admin(const char *path, tg_errors_t *errs)
 {
-    return load_file(path, NULL, 1, errs);
+    return load_file(path, NULL, 1, errs, NULL);
 }

@@ -105,9 +105,16 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
 tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs)
 {
     tg_snapshot_t *s = NULL;
-    tg_config_t *cfg = tg_config_load(path, tg_filters_registry(), errs);
-    if (cfg == NULL)
+    tg_config_t *partial = NULL;
+    tg_config_t *cfg = tg_config_load_partial(path, tg_filters_registry(), errs, &partial);
+    if (cfg == NULL) {
+        /* the certificate files too, in the same run, whatever else is wrong */
+        if (partial != NULL)
+            tg_tls_check_files(partial, errs);
+        tg_config_unref(partial);
+        tg_errors_sort(errs);
         return NULL;
+    }
     s = calloc(1, sizeof(*s));
     if (s == NULL || (regs == NULL && (s->own_regs = malloc(sizeof(*s->own_regs))) == NULL)) {
         free(s);
@@ -127,6 +134,7 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
             tg_errors_add(errs, "%s: out of memory", path);
         snapshot_free(s);
         s = NULL;
+        tg_errors_sort(errs);
     }
     return s;
 }

@@ -151,6 +151,49 @@ static int load_ca(SSL_CTX *ctx, const char *ca, const char *where, const char *
     return 0;
 }
 
+static void check_cert(const tg_tls_cert_conf_t *c, tg_errors_t *errs)
+{
+    if (c->cert == NULL || c->key == NULL || c->where == NULL)
+        return;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    if (ctx != NULL)
+        load_cert(ctx, c, errs);
+    SSL_CTX_free(ctx);
+}
+
+static void check_ca(const char *ca, const char *where, const char *what, tg_errors_t *errs)
+{
+    if (ca == NULL || where == NULL)
+        return;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    if (ctx != NULL)
+        load_ca(ctx, ca, where, what, errs);
+    SSL_CTX_free(ctx);
+}
+
+static void check_client(const tg_tls_client_conf_t *t, tg_errors_t *errs)
+{
+    if (!t->enabled)
+        return;
+    check_ca(t->ca, t->ca_where, "ca", errs);
+    check_cert(&t->client_cert, errs);
+}
+
+void tg_tls_check_files(const tg_config_t *c, tg_errors_t *errs)
+{
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        const tg_tls_server_conf_t *t = &c->listeners[i].tls;
+        if (!t->enabled)
+            continue;
+        for (size_t k = 0; t->certs != NULL && k < t->n_certs; k++)
+            check_cert(&t->certs[k], errs);
+        check_ca(t->client_ca, t->client_ca_where, "client_ca", errs);
+    }
+    for (size_t i = 0; i < c->n_clusters; i++)
+        check_client(&c->clusters[i].tls, errs);
+    check_client(&c->redis.tls, errs);
+}
+
 /* ---- common context settings ---- */
 
 static int set_versions_and_ciphers(SSL_CTX *ctx, int min_version, const char *ciphers, const char *suites,

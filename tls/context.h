@@ -38,6 +38,12 @@ int tg_tls_server_not_after(const tg_tls_server_t *s, size_t i, int64_t *not_aft
 /* A new server-side SSL for an accepted connection, or NULL (out of memory). */
 SSL *tg_tls_server_ssl(tg_tls_server_t *s);
 
+/* The certificate, key and CA files a config names (listeners, clusters,
+ * Redis), each read and checked as a TLS context would (exists, parses,
+ * key matches), errors to errs. For a config that failed to load
+ * (tg_config_load_partial): entries left half-read are skipped. */
+void tg_tls_check_files(const tg_config_t *c, tg_errors_t *errs);
+
 /* h2: offer "h2" by ALPN (protocol h2 clusters) instead of "http/1.1". */
 tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *conf, const char *cluster, int h2, tg_errors_t *errs);
 void tg_tls_client_free(tg_tls_client_t *c);

@@ -141,6 +141,39 @@ class SchemaTest(unittest.TestCase):
             self.assertIn(says, p.stderr, text)
             self.assertRegex(p.stderr, rf"bad{i}\.yaml:\d+:\d+: ", text)
 
+    def test_check_lists_errors_in_file_order_with_certificate_files(self):
+        """`tollgate -t` reports every error top to bottom, the certificate
+        files' included, although the file has other errors."""
+        d = tempfile.mkdtemp(prefix="tg-schema-")
+        certs = harness.make_certs(d)
+        path = os.path.join(d, "tollgate.yaml")
+        with open(path, "w") as f:
+            f.write(f"""workers: many
+listeners:
+  - name: secure
+    listen: 127.0.0.1:8443
+    tls:
+      certificates:
+        - {{ cert: {d}/missing.crt, key: {certs['server.key']} }}
+        - {{ cert: {certs['server.crt']}, key: {certs['other.key']} }}
+routes:
+  - {{ name: r, cluster: app, match: {{ path_prefx: /a }} }}
+clusters:
+  - {{ name: app, endpoints: [127.0.0.1:9000], protocol: h2x }}
+log_format: jsno
+""")
+        p = run("-t", "-c", path)
+        self.assertEqual(p.returncode, 1)
+        lines = [l for l in p.stderr.splitlines() if l.startswith(path)]
+        places = [tuple(map(int, re.match(re.escape(path) + r":(\d+):(\d+): ", l).groups())) for l in lines]
+        self.assertEqual(places, sorted(places), p.stderr)
+        text = "\n".join(lines)
+        for want in ("workers: 'many' is not an integer", "missing.crt': No such file or directory",
+                     "does not match certificate", "did you mean 'path_prefix'?", "did you mean 'h2c'?",
+                     "did you mean 'json'?"):
+            self.assertIn(want, text)
+        self.assertEqual([pl[0] for pl in places], [1, 7, 8, 10, 12, 13], p.stderr)
+
     def test_docs_and_man_page_are_generated_from_it(self):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             f.write(self.text)

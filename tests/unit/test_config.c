@@ -209,6 +209,20 @@ static void test_errors(void **state)
                  "proxy_protocol: 'yes-please' is not true or false");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, mode: dry } }]\n",
                  "mode: 'dry' is not one of enforce, shadow");
+    /* a misspelt value names the choice it probably is; a far-off one does not guess */
+    {
+        tg_errors_t errs = { 0 };
+        assert_null(load(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, mode: dry } }]\n", &errs));
+        assert_int_equal(errs.n, 1);
+        assert_null(strstr(errs.msgs[0], "did you mean"));
+        tg_errors_free(&errs);
+    }
+    expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, mode: enforc } }]\n",
+                 "mode: 'enforc' is not one of enforce, shadow; did you mean 'enforce'?");
+    expect_error("log_format: jsno\n" BASE_LISTENERS,
+                 "t.yaml:1:13: log_format: 'jsno' is not one of text, json; did you mean 'json'?");
+    expect_error(BASE_LISTENERS "clusters: [{ name: c, endpoints: ['127.0.0.1:1'], protocol: h2x }]\n",
+                 "protocol: 'h2x' is not one of http1, h2c, h2; did you mean 'h2c'?");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, on_limit: queue } }]\n",
                  "on_limit: 'queue' is not one of reject, tag");
     expect_error(BASE_LISTENERS "filters: [{ rate_limit: { limit: 1, window: 1s, overrides: [{ name: pro, limit: 2, "
@@ -266,7 +280,7 @@ static void test_errors(void **state)
     expect_error("path_normalization: { escaped_slashes: allow }\n" BASE_LISTENERS,
                  "t.yaml:1:40: escaped_slashes: 'allow' is not reject, keep or decode");
     expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
-                 "t.yaml:1:32: forward: 'raw' is not normalized or original");
+                 "t.yaml:1:32: forward: 'raw' is not one of normalized, original");
     expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
                  "t.yaml:1:52: merge_slashes: '2' is not true or false");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_regex: '([a-z' }\n",
@@ -384,6 +398,24 @@ static void test_several_errors_reported(void **state)
     tg_errors_free(&errs);
 }
 
+static void test_errors_sorted_by_place(void **state)
+{
+    tg_errors_t errs = { 0 };
+    tg_errors_add(&errs, "a.yaml:12:3: third");
+    tg_errors_add(&errs, "no place: last");
+    tg_errors_add(&errs, "a.yaml:2:9: second");
+    tg_errors_add(&errs, "a.yaml:2:1: first");
+    tg_errors_add(&errs, "/x:y/a.yaml:40:1: fourth (a colon in the path)");
+    tg_errors_sort(&errs);
+    assert_int_equal(errs.n, 5);
+    assert_string_equal(errs.msgs[0], "a.yaml:2:1: first");
+    assert_string_equal(errs.msgs[1], "a.yaml:2:9: second");
+    assert_string_equal(errs.msgs[2], "a.yaml:12:3: third");
+    assert_string_equal(errs.msgs[3], "/x:y/a.yaml:40:1: fourth (a colon in the path)");
+    assert_string_equal(errs.msgs[4], "no place: last");
+    tg_errors_free(&errs);
+}
+
 static void test_missing_file(void **state)
 {
     tg_errors_t errs = { 0 };
@@ -413,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_several_errors_reported),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_errors_sorted_by_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
