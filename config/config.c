@@ -125,6 +125,14 @@ static void free_filters(const tg_config_t *c, tg_filter_list_t *l)
 
 static void free_route(const tg_config_t *c, tg_route_conf_t *r)
 {
+    for (size_t i = 0; i < r->n_backends; i++) {
+        for (size_t k = 0; k < r->backends[i].n_headers; k++) {
+            free(r->backends[i].headers[k].name);
+            free(r->backends[i].headers[k].value);
+        }
+        free(r->backends[i].headers);
+    }
+    free(r->backends);
     free_filters(c, &r->filters);
     free(r->name);
     free(r->listeners);
@@ -253,6 +261,21 @@ void tg_config_unref(tg_config_t *c)
 int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b)
 {
     return a->port == b->port && strcmp(a->host, b->host) == 0;
+}
+
+const char *tg_route_cluster_label(const tg_config_t *c, const tg_route_conf_t *r, char *buf, size_t cap)
+{
+    if (r->n_backends == 0)
+        return c->clusters[r->cluster].name;
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t b = 0; b < r->n_backends && len < cap; b++) {
+        int k = snprintf(buf + len, cap - len, "%s%s", b ? "," : "", c->clusters[r->backends[b].cluster].name);
+        if (k < 0)
+            break;
+        len += (size_t)k;
+    }
+    return buf;
 }
 
 long tg_config_find_listener(const tg_config_t *c, const char *name)

@@ -85,12 +85,25 @@ typedef struct tg_route_match {
     char *grpc_method;    /* with grpc_service: exactly /pkg.Service/Method */
 } tg_route_match_t;
 
+/* Most clusters a route splits its traffic over. */
+#define TG_MAX_BACKENDS 16
+
+/* One entry of a route's `clusters:` (traffic splitting). */
+typedef struct tg_route_backend {
+    size_t cluster;               /* index into tg_config_t.clusters */
+    uint32_t weight;              /* its share of the split; 0: only requests pinned to it */
+    tg_header_match_t *headers;   /* pin: a request with all of these goes here, whatever the weights */
+    size_t n_headers;
+} tg_route_backend_t;
+
 typedef struct tg_route_conf {
     char *name;
     size_t *listeners;    /* indexes into tg_config_t.listeners; none = every listener */
     size_t n_listeners;
     tg_route_match_t match;
-    size_t cluster;       /* index into tg_config_t.clusters */
+    size_t cluster;       /* index into tg_config_t.clusters (with `clusters:`, the first's) */
+    tg_route_backend_t *backends; /* `clusters:`: weighted clusters; NULL: `cluster` alone */
+    size_t n_backends;
     uint64_t timeout_ms;      /* upstream response headers must arrive within this */
     uint64_t idle_timeout_ms; /* max silence on an exchange once streaming */
     tg_header_rules_t request_headers;
@@ -182,6 +195,7 @@ typedef struct tg_endpoint_conf {
     char *address;        /* "host:port" as written */
     char *host;
     uint16_t port;
+    uint32_t weight;      /* share of the cluster's requests (smooth weighted round-robin); default 1 */
 } tg_endpoint_conf_t;
 
 typedef struct tg_health_check_conf {
@@ -220,6 +234,11 @@ typedef struct tg_cluster_conf {
     uint64_t keepalive_interval_ms;   /* PING a busy connection after this silence; 0: never */
     uint64_t keepalive_timeout_ms;    /* an unanswered PING closes the connection */
     uint32_t max_concurrent_streams;  /* our cap per connection; 0: the upstream's setting */
+    /* circuit breaking (0: no limit): past one, a request gets 503 at once */
+    uint32_t max_connections;  /* open connections to all endpoints, all workers */
+    uint32_t max_pending;      /* requests waiting for a new connection to open */
+    uint32_t max_requests;     /* requests in flight to the cluster */
+    int weighted;              /* some endpoint has a weight other than 1 */
 } tg_cluster_conf_t;
 
 /* `path_normalization:` (proxy/path.h says what each step does). */
@@ -356,6 +375,9 @@ char *tg_config_to_json(const tg_config_t *c);
 int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b);
 
 /* Index of the named listener/cluster, or -1. */
+/* The route's cluster as people read it: its name, or for a split route
+ * the names of its clusters joined by "," (into buf). */
+const char *tg_route_cluster_label(const tg_config_t *c, const tg_route_conf_t *r, char *buf, size_t cap);
 long tg_config_find_listener(const tg_config_t *c, const char *name);
 long tg_config_find_cluster(const tg_config_t *c, const char *name);
 

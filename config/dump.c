@@ -117,7 +117,17 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
         }
     }
     fputs("}, \"cluster\": ", f);
-    jstr(f, c->clusters[r->cluster].name);
+    char split[256];
+    jstr(f, tg_route_cluster_label(c, r, split, sizeof(split)));
+    if (r->n_backends > 0) {
+        fputs(", \"clusters\": [", f);
+        for (size_t b = 0; b < r->n_backends; b++) {
+            fprintf(f, "%s{\"name\": ", b ? ", " : "");
+            jstr(f, c->clusters[r->backends[b].cluster].name);
+            fprintf(f, ", \"weight\": %u, \"pinned_by_headers\": %zu}", r->backends[b].weight, r->backends[b].n_headers);
+        }
+        fputc(']', f);
+    }
     fprintf(f, ", \"timeout_ms\": %llu, \"idle_timeout_ms\": %llu", (unsigned long long)r->timeout_ms,
             (unsigned long long)r->idle_timeout_ms);
     rules(f, "request_headers", &r->request_headers);
@@ -215,8 +225,13 @@ char *tg_config_to_json(const tg_config_t *c)
             fprintf(f, "%s", j ? ", " : "");
             jstr(f, cl->endpoints[j].address);
         }
+        fputs("], \"endpoint_weights\": [", f);
+        for (size_t j = 0; j < cl->n_endpoints; j++)
+            fprintf(f, "%s%u", j ? ", " : "", cl->endpoints[j].weight);
         fprintf(f, "], \"connect_timeout_ms\": %llu, \"idle_timeout_ms\": %llu, \"pool_size\": %u",
                 (unsigned long long)cl->connect_timeout_ms, (unsigned long long)cl->idle_timeout_ms, cl->pool_size);
+        fprintf(f, ", \"max_connections\": %u, \"max_pending\": %u, \"max_requests\": %u", cl->max_connections,
+                cl->max_pending, cl->max_requests);
         if (cl->protocol != TG_PROTO_HTTP1)
             fprintf(f, ", \"keepalive_interval_ms\": %llu, \"keepalive_timeout_ms\": %llu, "
                        "\"max_concurrent_streams\": %u",

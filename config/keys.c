@@ -19,6 +19,14 @@ static const tg_key_t http1_keys[] = {
       "serve HTTP/1.1 on this listener; `false` makes an HTTP/2-only listener" },
 };
 
+static const tg_key_t endpoint_keys[] = {
+    { "address", TG_KEY_ADDRESS, "address (required)", "—", "the endpoint", .flags = TG_KEY_REQUIRED },
+    { "weight", TG_KEY_INT, "integer 1–10000", "`1`",
+      "its share of the cluster's requests: smooth weighted round-robin (as nginx does), so an endpoint of weight 3 "
+      "beside one of weight 1 gets 3 of every 4 requests, interleaved",
+      .min = 1, .max = 10000 },
+};
+
 static const tg_key_t header_match_keys[] = {
     { "name", TG_KEY_STRING, "header name (required)", "—",
       "the header that must be present", .flags = TG_KEY_REQUIRED },
@@ -160,8 +168,8 @@ static const tg_key_t route_keys[] = {
       "the route only applies to requests on these listeners" },
     { "match", TG_KEY_MAP, "mapping", "match everything",
       "see below; every given condition must hold", .sub = &tg_keys_match },
-    { "cluster", TG_KEY_STRING, "cluster name (required)", "—",
-      "where matching requests go", .flags = TG_KEY_REQUIRED },
+    { "cluster", TG_KEY_STRING, "cluster name (required, or `clusters`)", "—",
+      "where matching requests go" },
     { "timeout", TG_KEY_DURATION, "duration", "`15s`",
       "the upstream must start answering within this (from the request being sent; any progress in either direction resets it); else `504`" },
     { "idle_timeout", TG_KEY_DURATION, "duration", "`5m`",
@@ -174,6 +182,10 @@ static const tg_key_t route_keys[] = {
       "the route's own filter chain, run after the global one: `- auth: {...}`, `- rate_limit: {...}`, `- concurrency_limit: {...}`, `- quota: {...}`, `- access_log: {...}`, `- retry: {...}`, `- headers: {...}`, `- cors: {...}`, `- fault: {...}`, `- body_limit: {...}` (see [filters.md](filters.md))" },
     { "max_grpc_request_message", TG_KEY_SIZE, "size, at most 4GiB", "`4MiB` (gRPC's own default)",
       "a gRPC call (HTTP/2 `POST`, content-type `application/grpc` or `application/grpc+...`) is exempt from `limits.max_body_bytes` — a client stream may run for hours — and bounded instead message by message: a message whose length prefix says more than this is refused with `RESOURCE_EXHAUSTED` before it is forwarded. `0` = unlimited. A request that only claims a gRPC-like content-type (gRPC-Web, a `GET`, HTTP/1.1) keeps the body limit." },
+    { "clusters", TG_KEY_LIST, "list of `{ name, weight, headers }` (instead of `cluster`)", "—",
+      "traffic splitting (canaries, blue/green): requests go to these clusters in proportion to their weights, "
+      "interleaved, or to the first whose `headers` a request has",
+      .sub = &tg_keys_backend },
 };
 
 static const tg_key_t match_keys[] = {
@@ -211,8 +223,9 @@ static const tg_key_t cluster_keys[] = {
       "unique; routes name it in `cluster`", .flags = TG_KEY_REQUIRED },
     { "protocol", TG_KEY_ENUM, "`http1`, `h2c`, `h2`", "`http1`",
       "upstream protocol: HTTP/1.1 (over TLS when `tls` is given); HTTP/2 cleartext with prior knowledge; HTTP/2 over TLS (needs `tls`; ALPN `h2`). gRPC needs `h2c` or `h2`. See [tls-http2.md](tls-http2.md)", .choices = "http1|h2c|h2" },
-    { "endpoints", TG_KEY_STRINGS, "list of addresses (required, non-empty)", "—",
-      "resolved once when the config is loaded", .flags = TG_KEY_REQUIRED },
+    { "endpoints", TG_KEY_LIST, "list of addresses or `{ address, weight }` (required, non-empty)", "—",
+      "resolved once when the config is loaded", .sub = &tg_keys_endpoint,
+      .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
     { "lb", TG_KEY_ENUM, "`round_robin`", "`round_robin`",
       "one cursor per cluster shared by all workers: N requests spread evenly whatever the worker", .choices = "round_robin" },
     { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
@@ -235,6 +248,16 @@ static const tg_key_t cluster_keys[] = {
       "HTTP/2: an unanswered PING closes the connection and fails its streams" },
     { "max_concurrent_streams", TG_KEY_INT, "integer 1–100000", "the upstream's setting",
       "HTTP/2: at most this many streams per connection (more open another connection)", .min = 1, .max = 100000 },
+    { "max_connections", TG_KEY_INT, "integer 1–10^6", "none",
+      "circuit breaker: open connections to all endpoints of the cluster, all workers together; a request that would "
+      "need another gets `503` at once (gRPC `UNAVAILABLE`) with `x-tollgate-overloaded: true`",
+      .min = 1, .max = 1000000 },
+    { "max_pending", TG_KEY_INT, "integer 1–10^6", "none",
+      "circuit breaker: requests waiting for a new connection to open; past it, `503` at once as above",
+      .min = 1, .max = 1000000 },
+    { "max_requests", TG_KEY_INT, "integer 1–10^6", "none",
+      "circuit breaker: requests in flight to the cluster; past it, `503` at once as above", .min = 1,
+      .max = 1000000 },
 };
 
 static const tg_key_t client_tls_keys[] = {
@@ -311,6 +334,19 @@ static const tg_key_t top_keys[] = {
 
 const tg_keyset_t tg_keys_certificate = TG_KEYSET("certificate", "listeners[].tls.certificates[]", certificate_keys);
 const tg_keyset_t tg_keys_http1 = TG_KEYSET("listener.http1", "listeners[].http1", http1_keys);
+const tg_keyset_t tg_keys_endpoint = TG_KEYSET("cluster.endpoint", "clusters[].endpoints[]", endpoint_keys);
+static const tg_key_t backend_keys[] = {
+    { "name", TG_KEY_STRING, "cluster name (required)", "—", "a cluster", .flags = TG_KEY_REQUIRED },
+    { "weight", TG_KEY_INT, "integer 0–10000", "`1`",
+      "its share of the route's requests; the split is exact over every run of requests as long as the sum of the "
+      "weights (all workers share one sequence). `0`: only requests pinned to it by `headers`",
+      .min = 0, .max = 10000 },
+    { "headers", TG_KEY_LIST, "list of `{ name, value }`", "none",
+      "pin: a request that has all of these headers (with these values, when given) goes to this cluster whatever "
+      "the weights, e.g. `x-canary: 1`; entries are tried in order",
+      .sub = &tg_keys_header_match },
+};
+const tg_keyset_t tg_keys_backend = TG_KEYSET("route.backend", "routes[].clusters[]", backend_keys);
 const tg_keyset_t tg_keys_header_match = TG_KEYSET("route.match.header", "routes[].match.headers[]", header_match_keys);
 const tg_keyset_t tg_keys_paths = TG_KEYSET("path_normalization", "path_normalization", paths_keys);
 const tg_keyset_t tg_keys_limits = TG_KEYSET("limits", "limits", limits_keys);

@@ -1092,9 +1092,24 @@ static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tl
 
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
-    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_KAI, K_KAT, K_MCS, K_N };
+    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_KAI, K_KAT, K_MCS,
+           K_MAXCONN, K_MAXPEND, K_MAXREQ, K_N };
     yaml_node_t *v[K_N];
     int rc = take_keys(ld, n, "cluster", &tg_keys_cluster, v);
+    static const struct { int k; size_t off; const char *what; } breakers[] = {
+        { K_MAXCONN, offsetof(tg_cluster_conf_t, max_connections), "max_connections" },
+        { K_MAXPEND, offsetof(tg_cluster_conf_t, max_pending), "max_pending" },
+        { K_MAXREQ, offsetof(tg_cluster_conf_t, max_requests), "max_requests" },
+    };
+    for (size_t i = 0; i < sizeof(breakers) / sizeof(breakers[0]); i++) {
+        uint64_t x;
+        if (v[breakers[i].k] == NULL)
+            continue;
+        if (get_uint(ld, v[breakers[i].k], breakers[i].what, 1, 1000000, &x) < 0)
+            rc = -1;
+        else
+            *(uint32_t *)((char *)c + breakers[i].off) = (uint32_t)x;
+    }
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
     c->protocol = TG_PROTO_HTTP1;
@@ -1195,6 +1210,22 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
         yaml_node_t *en = node_at(ld, v[K_EPS]->data.sequence.items.start[i]);
         tg_endpoint_conf_t *e = &c->endpoints[i];
         char host[256];
+        e->weight = 1;
+        if (en->type == YAML_MAPPING_NODE) { /* { address, weight } */
+            yaml_node_t *ev[2];
+            if (take_keys(ld, en, "endpoint", &tg_keys_endpoint, ev) < 0 ||
+                require(ld, en, ev[0], "address", "endpoint") < 0) {
+                rc = -1;
+                continue;
+            }
+            uint64_t w;
+            if (ev[1] != NULL && get_uint(ld, ev[1], "endpoint weight", 1, 10000, &w) < 0)
+                rc = -1;
+            else if (ev[1] != NULL)
+                e->weight = (uint32_t)w;
+            c->weighted |= e->weight != 1;
+            en = ev[0];
+        }
         e->address = get_str(ld, en, "endpoint");
         if (e->address == NULL) {
             rc = -1;
@@ -1274,6 +1305,33 @@ static const char *regex_too_complex(const char *re)
         prev_group = *p == ')';
     }
     return NULL;
+}
+
+/* A list of { name, value } header conditions (route match, pins). */
+static int load_header_matches(loader_t *ld, yaml_node_t *n, tg_header_match_t **out, size_t *count)
+{
+    if (expect_type(ld, n, YAML_SEQUENCE_NODE, "headers") < 0)
+        return -1;
+    size_t len = seq_len(n);
+    tg_header_match_t *h = calloc(len ? len : 1, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    *out = h;
+    *count = len;
+    int rc = 0;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *hn = node_at(ld, n->data.sequence.items.start[i]), *hv[2];
+        if (take_keys(ld, hn, "header match", &tg_keys_header_match, hv) < 0) {
+            rc = -1;
+            continue;
+        }
+        if (require(ld, hn, hv[0], "name", "header match") < 0 ||
+            get_header_name(ld, hv[0], "header match name", &h[i].name) < 0)
+            rc = -1;
+        if (hv[1] && (h[i].value = get_secret(ld, hv[1], "header match value")) == NULL)
+            rc = -1;
+    }
+    return rc;
 }
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
@@ -1364,33 +1422,66 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
                 rc = -1;
             }
     }
-    if (v[K_HEADERS]) {
-        if (expect_type(ld, v[K_HEADERS], YAML_SEQUENCE_NODE, "headers") < 0)
-            return -1;
-        size_t len = seq_len(v[K_HEADERS]);
-        m->headers = calloc(len ? len : 1, sizeof(*m->headers));
-        if (m->headers == NULL)
-            return -1;
-        m->n_headers = len;
-        for (size_t i = 0; i < len; i++) {
-            yaml_node_t *hn = node_at(ld, v[K_HEADERS]->data.sequence.items.start[i]), *hv[2];
-            if (take_keys(ld, hn, "header match", &tg_keys_header_match, hv) < 0) {
-                rc = -1;
-                continue;
-            }
-            if (require(ld, hn, hv[0], "name", "header match") < 0 ||
-                get_header_name(ld, hv[0], "header match name", &m->headers[i].name) < 0)
-                rc = -1;
-            if (hv[1] && (m->headers[i].value = get_secret(ld, hv[1], "header match value")) == NULL)
-                rc = -1;
-        }
+    if (v[K_HEADERS] && load_header_matches(ld, v[K_HEADERS], &m->headers, &m->n_headers) < 0)
+        rc = -1;
+    return rc;
+}
+
+/* `clusters: [{ name, weight, headers }]`: a route's weighted clusters. */
+static int load_backends(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
+{
+    if (expect_type(ld, n, YAML_SEQUENCE_NODE, "clusters") < 0)
+        return -1;
+    size_t len = seq_len(n);
+    if (len == 0 || len > TG_MAX_BACKENDS) {
+        err_at(ld, n, "clusters: give 1 to %d clusters", TG_MAX_BACKENDS);
+        return -1;
     }
+    if ((r->backends = calloc(len, sizeof(*r->backends))) == NULL)
+        return -1;
+    r->n_backends = len;
+    int rc = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *bn = node_at(ld, n->data.sequence.items.start[i]), *bv[3];
+        tg_route_backend_t *b = &r->backends[i];
+        b->weight = 1;
+        if (take_keys(ld, bn, "clusters entry", &tg_keys_backend, bv) < 0 ||
+            require(ld, bn, bv[0], "name", "clusters entry") < 0) {
+            rc = -1;
+            continue;
+        }
+        char *c = get_str(ld, bv[0], "cluster");
+        long idx = c ? tg_config_find_cluster(ld->cfg, c) : -1;
+        if (c && idx < 0)
+            err_at(ld, bv[0], "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
+        free(c);
+        if (idx < 0)
+            rc = -1;
+        else
+            b->cluster = (size_t)idx;
+        uint64_t w;
+        if (bv[1] != NULL && get_uint(ld, bv[1], "weight", 0, 10000, &w) < 0)
+            rc = -1;
+        else if (bv[1] != NULL)
+            b->weight = (uint32_t)w;
+        total += b->weight;
+        if (bv[2] != NULL && load_header_matches(ld, bv[2], &b->headers, &b->n_headers) < 0)
+            rc = -1;
+    }
+    if (rc == 0 && total == 0) {
+        err_at(ld, n, "clusters: at least one weight must be above 0");
+        rc = -1;
+    }
+    if (rc == 0)
+        r->cluster = r->backends[0].cluster;
     return rc;
 }
 
 static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 {
-    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_GRPCMAX, K_N };
+    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_GRPCMAX, K_BACKENDS,
+           K_N };
     yaml_node_t *v[K_N];
     int rc = take_keys(ld, n, "route", &tg_keys_route, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
@@ -1425,7 +1516,13 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
     }
     if (v[K_MATCH] && load_match(ld, v[K_MATCH], &r->match) < 0)
         rc = -1;
-    if (require(ld, n, v[K_CLUSTER], "cluster", "route") < 0) {
+    if (v[K_CLUSTER] && v[K_BACKENDS]) {
+        err_at(ld, v[K_BACKENDS], "route '%s': give cluster or clusters, not both", r->name ? r->name : "?");
+        rc = -1;
+    } else if (v[K_BACKENDS]) {
+        if (load_backends(ld, v[K_BACKENDS], r) < 0)
+            rc = -1;
+    } else if (require(ld, n, v[K_CLUSTER], "cluster", "route") < 0) {
         rc = -1;
     } else {
         char *c = get_str(ld, v[K_CLUSTER], "cluster");

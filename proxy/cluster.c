@@ -27,6 +27,107 @@ static int resolve(const tg_endpoint_conf_t *ec, tg_endpoint_t *ep, tg_errors_t 
     return 0;
 }
 
+/* Longest weighted round-robin period (requests) a cluster or route may
+ * have: bounds the schedule's memory (4 bytes an entry). */
+#define TG_SCHEDULE_MAX (1u << 18)
+
+static uint32_t gcd(uint32_t a, uint32_t b)
+{
+    while (b != 0) {
+        uint32_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* One period of nginx's smooth weighted round-robin over weights w[0..n)
+ * (0: never picked), after dividing them by their gcd: at each step every
+ * entry gains its weight, the one with the most is picked (the first on a
+ * tie) and pays the total. Entries are interleaved, not bunched: 5:1 gives
+ * a a a b a a... rather than a a a a a b. NULL with *len 0 if the period
+ * would exceed TG_SCHEDULE_MAX (or out of memory). */
+static uint32_t *swrr_schedule(const uint32_t *w, size_t n, size_t *len)
+{
+    uint32_t g = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        g = gcd(g, w[i]);
+    for (size_t i = 0; g && i < n; i++)
+        total += w[i] / g;
+    *len = 0;
+    if (total == 0 || total > TG_SCHEDULE_MAX)
+        return NULL;
+    uint32_t *out = malloc(total * sizeof(*out));
+    int64_t *cur = calloc(n, sizeof(*cur));
+    if (out == NULL || cur == NULL) {
+        free(out);
+        free(cur);
+        return NULL;
+    }
+    for (uint64_t step = 0; step < total; step++) {
+        size_t best = 0;
+        for (size_t i = 0; i < n; i++) {
+            cur[i] += w[i] / g;
+            if (cur[i] > cur[best])
+                best = i;
+        }
+        cur[best] -= (int64_t)total;
+        out[step] = (uint32_t)best;
+    }
+    free(cur);
+    *len = total;
+    return out;
+}
+
+static int build_schedules(tg_cluster_set_t *s, const tg_config_t *cfg, tg_errors_t *errs)
+{
+    uint32_t w[TG_MAX_BACKENDS];
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        tg_cluster_t *c = &s->clusters[i];
+        if (!c->conf->weighted)
+            continue;
+        uint32_t *ew = malloc(c->n_endpoints * sizeof(*ew));
+        if (ew == NULL)
+            return -1;
+        for (size_t j = 0; j < c->n_endpoints; j++)
+            ew[j] = c->endpoints[j].conf->weight;
+        c->schedule = swrr_schedule(ew, c->n_endpoints, &c->n_schedule);
+        free(ew);
+        if (c->schedule == NULL) {
+            tg_errors_add(errs, "cluster '%s': endpoint weights whose round-robin period is over %u requests (use "
+                                "smaller weights, or weights with a common divisor)",
+                          c->conf->name, TG_SCHEDULE_MAX);
+            return -1;
+        }
+    }
+    s->splits = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof(*s->splits));
+    if (s->splits == NULL)
+        return -1;
+    s->n_splits = cfg->n_routes;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const tg_route_conf_t *rc = &cfg->routes[r];
+        atomic_init(&s->splits[r].cursor, 0);
+        if (rc->n_backends == 0)
+            continue;
+        for (size_t b = 0; b < rc->n_backends; b++)
+            w[b] = rc->backends[b].weight;
+        if ((s->splits[r].schedule = swrr_schedule(w, rc->n_backends, &s->splits[r].len)) == NULL) {
+            tg_errors_add(errs, "route '%s': cluster weights whose period is over %u requests", rc->name,
+                          TG_SCHEDULE_MAX);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+size_t tg_cluster_split_next(tg_cluster_set_t *s, size_t route)
+{
+    tg_route_split_t *sp = &s->splits[route];
+    unsigned long long n = atomic_fetch_add_explicit(&sp->cursor, 1, memory_order_relaxed);
+    return sp->schedule[n % sp->len];
+}
+
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs)
 {
     tg_cluster_set_t *s = calloc(1, sizeof(*s));
@@ -43,6 +144,8 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
         tg_cluster_t *c = &s->clusters[i];
         c->conf = cc;
         atomic_init(&c->rr_cursor, 0);
+        atomic_init(&c->requests, 0);
+        atomic_init(&c->pending, 0);
         c->endpoints = calloc(cc->n_endpoints, sizeof(*c->endpoints));
         if (c->endpoints == NULL)
             goto fail;
@@ -77,6 +180,8 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
                 bad = 1;
         }
     }
+    if (!bad && build_schedules(s, cfg, errs) < 0)
+        goto fail;
     if (!bad && (s->slot_gen = calloc(s->n_slots ? s->n_slots : 1, sizeof(*s->slot_gen))) != NULL) {
         for (size_t i = 0; i < s->n_clusters; i++)
             for (size_t j = 0; j < s->clusters[i].n_endpoints; j++)
@@ -96,8 +201,12 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
         for (size_t j = 0; s->clusters[i].endpoints && j < s->clusters[i].n_endpoints; j++)
             tg_registry_release(s->clusters[i].endpoints[j].lease);
         free(s->clusters[i].endpoints);
+        free(s->clusters[i].schedule);
         tg_tls_client_free(s->clusters[i].tls);
     }
+    for (size_t r = 0; s->splits != NULL && r < s->n_splits; r++)
+        free(s->splits[r].schedule);
+    free(s->splits);
     free(s->clusters);
     free(s->slot_gen);
     free(s);

@@ -31,12 +31,28 @@ typedef struct tg_cluster {
     tg_endpoint_t *endpoints;
     size_t n_endpoints;
     atomic_uint rr_cursor;
+    uint32_t *schedule;      /* weighted endpoints: one period of smooth WRR (endpoint indexes); NULL: plain RR */
+    size_t n_schedule;
+    /* circuit breaking (conf->max_*): requests of this snapshot in flight
+     * to the cluster, and those waiting for a new connection */
+    atomic_uint requests, pending;
     tg_tls_client_t *tls;    /* NULL: cleartext to the endpoints */
 } tg_cluster_t;
+
+/* A route's traffic split (`clusters:`): one period of the smooth
+ * weighted round-robin over its backends, walked by one cursor that all
+ * workers share, so the split is exact over every period. */
+typedef struct tg_route_split {
+    uint32_t *schedule;      /* backend indexes; NULL: the route has a single cluster */
+    size_t len;
+    atomic_ullong cursor;
+} tg_route_split_t;
 
 typedef struct tg_cluster_set {
     tg_cluster_t *clusters;  /* same order as config->clusters */
     size_t n_clusters;
+    tg_route_split_t *splits; /* per config route */
+    size_t n_splits;
     size_t n_slots;          /* pool slots needed: highest slot used + 1 */
     unsigned *slot_gen;      /* per slot < n_slots: its generation + 1 if an endpoint here uses it, else 0 */
 } tg_cluster_set_t;
@@ -58,6 +74,10 @@ void tg_cluster_set_free(tg_cluster_set_t *s);
  * when the cluster has it (TG_SOCK_CONNECTED then means the handshake is
  * done). NULL (errno set) if it failed at once. */
 tg_sock_t *tg_cluster_connect(const tg_cluster_t *c, const tg_endpoint_t *ep, tg_sock_loop_t *loop);
+
+/* The backend (index into route->backends) the next request of a split
+ * route goes to by weight. Thread-safe, lock-free. */
+size_t tg_cluster_split_next(tg_cluster_set_t *s, size_t route);
 
 /* The cluster's round-robin counter, incremented (thread-safe, lock-free).
  * Callers take it modulo the number of endpoints they choose among. */

@@ -270,6 +270,7 @@ static void recycle(tg_exchange_t *ex)
     if (ex->in_retry)
         wx->retrying--;
     tg_ex_release_upstream(ex, 0);
+    tg_ex_leave(ex);
     tg_redis_store_release(ex->fx.store);
     ex->fx.store = NULL;
     tg_snapshot_unref(ex->snap);
@@ -684,6 +685,12 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         return;
     }
     ex->cluster = &ex->snap->clusters->clusters[ex->route->cluster];
+    if (ex->route->n_backends > 0) { /* a split route: a pin, else the weights */
+        long b = tg_router_pinned_backend(ex->route, &ex->req);
+        if (b < 0)
+            b = (long)tg_cluster_split_next(ex->snap->clusters, (size_t)(ex->route - cfg->routes));
+        ex->cluster = &ex->snap->clusters->clusters[ex->route->backends[b].cluster];
+    }
     if (ex->grpc)
         tg_ex_start_deadline(ex);
     if (ct != NULL && tg_grpc_content_type(ct->value) && strcmp(ex->req.method, "POST") == 0)
@@ -761,6 +768,8 @@ static void after_filters(tg_exchange_t *ex)
         ex->req_done = fin != 0;
     }
     ex->retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
+    if (tg_ex_admit(ex) < 0)
+        return;
     ex->rr = tg_cluster_rr_next(ex->cluster);
     if (tg_ex_build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");

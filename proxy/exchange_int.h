@@ -82,6 +82,8 @@ struct tg_exchange {
     size_t *order, n_order;     /* endpoints to try, in order (arena) */
     size_t attempts, tried;
     unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
+    unsigned cb_request : 1;    /* counted in ex->cluster->requests (max_requests) */
+    unsigned cb_pending : 1;    /* counted in ex->cluster->pending: waiting for a new connection */
     const tg_endpoint_t *ep;
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
     up_error_t last_error;
@@ -143,6 +145,11 @@ void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
 void tg_ex_start_deadline(tg_exchange_t *ex);
 void tg_ex_on_deadline(evutil_socket_t fd, short what, void *arg);
 int tg_ex_build_order(tg_exchange_t *ex);
+/* Circuit breaking (cluster max_requests): counts the exchange in its
+ * cluster's requests in flight, or refuses it (503, replied: -1). */
+int tg_ex_admit(tg_exchange_t *ex);
+/* ... and uncounts it (once; at the end of the exchange). */
+void tg_ex_leave(tg_exchange_t *ex);
 void tg_ex_try_next_endpoint(tg_exchange_t *ex);
 
 /* The exchange's one state machine: the state ev leads to from the

@@ -38,8 +38,18 @@ static tg_route_stats_t *route_stats(tg_exchange_t *ex);
 static int schedule_retry(tg_exchange_t *ex, unsigned cond);
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
 
+/* The attempt no longer waits for its connection to open. */
+static void pending_done(tg_exchange_t *ex)
+{
+    if (ex->cb_pending) {
+        atomic_fetch_sub_explicit(&ex->cluster->pending, 1, memory_order_relaxed);
+        ex->cb_pending = 0;
+    }
+}
+
 void tg_ex_release_upstream(tg_exchange_t *ex, int clean)
 {
+    pending_done(ex);
     if (ex->up == NULL)
         return;
     ex->up_ops->release(ex->up, clean);
@@ -313,6 +323,7 @@ static int start_request(tg_exchange_t *ex)
 
 static void on_connected(tg_exchange_t *ex)
 {
+    pending_done(ex);
     tg_ex_advance(ex, EXEV_SENT);
     tg_counter_add(&ep_stats(ex)->requests, 1);
     ex->t_sent = ex->up_fresh ? tg_ex_now_us() : ex->t_connect; /* a pooled connection: the same instant */
@@ -495,10 +506,61 @@ int tg_ex_build_order(tg_exchange_t *ex)
     return 0;
 }
 
+/* Open connections to the cluster's endpoints, all workers (max_connections). */
+static uint64_t cluster_connections(tg_exchange_t *ex)
+{
+    tg_cluster_t *c = ex->cluster;
+    uint64_t n = 0;
+    for (size_t j = 0; j < c->n_endpoints; j++)
+        n += tg_health_connections(tg_worker_health(ex->w), c->endpoints[j].slot);
+    return n;
+}
+
+/* Circuit breaking: the request is refused at once, 503 (gRPC
+ * UNAVAILABLE) with x-tollgate-overloaded, counted by cause. */
+static void overloaded(tg_exchange_t *ex, tg_cb_cause_t cause)
+{
+    static const char *const why[TG_CB_N] = {
+        [TG_CB_MAX_CONNECTIONS] = "cluster max_connections reached",
+        [TG_CB_MAX_PENDING] = "cluster max_pending reached",
+        [TG_CB_MAX_REQUESTS] = "cluster max_requests reached",
+    };
+    tg_counter_add(&route_stats(ex)->overloaded[cause], 1);
+    tg_headers_add(&ex->fx.reply_headers, &ex->arena, "x-tollgate-overloaded", 21, "true", 4);
+    ex->ep = NULL;
+    tg_ex_advance(ex, EXEV_BACKOFF);
+    tg_exchange_reply(ex, 503, why[cause]);
+}
+
+/* Counts the exchange in its cluster's requests in flight, unless
+ * max_requests is reached (then it is refused). 0 or -1 (replied). */
+int tg_ex_admit(tg_exchange_t *ex)
+{
+    tg_cluster_t *c = ex->cluster;
+    unsigned max = c->conf->max_requests;
+    unsigned n = atomic_fetch_add_explicit(&c->requests, 1, memory_order_relaxed);
+    ex->cb_request = 1;
+    if (max != 0 && n >= max) {
+        tg_ex_leave(ex);
+        overloaded(ex, TG_CB_MAX_REQUESTS);
+        return -1;
+    }
+    return 0;
+}
+
+void tg_ex_leave(tg_exchange_t *ex)
+{
+    if (ex->cb_request) {
+        atomic_fetch_sub_explicit(&ex->cluster->requests, 1, memory_order_relaxed);
+        ex->cb_request = 0;
+    }
+}
+
 /* Tries the next endpoint of the exchange's order. */
 void tg_ex_try_next_endpoint(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
+    const tg_cluster_conf_t *cc = c->conf;
     for (;;) {
         while (ex->attempts < ex->n_order) {
             ex->ep = &c->endpoints[ex->order[ex->attempts++]];
@@ -522,9 +584,26 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 .cb = on_upstream,
                 .arg = ex,
             };
-            int fresh = 0;
+            int fresh = 0, over_pending = cc->max_pending != 0 &&
+                                          atomic_load_explicit(&c->pending, memory_order_relaxed) >= cc->max_pending;
+            int over_conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
+            t.no_connect = over_pending || over_conns;
             ex->up_ops = c->conf->protocol == TG_PROTO_HTTP1 ? &tg_upstream_h1_ops : &tg_upstream_h2_ops;
-            if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL) {
+            errno = 0;
+            if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL && errno == EBUSY) {
+                overloaded(ex, over_conns ? TG_CB_MAX_CONNECTIONS : TG_CB_MAX_PENDING);
+                return;
+            }
+            if (ex->up != NULL && fresh && over_pending) { /* joined a connection still opening (HTTP/2) */
+                tg_ex_release_upstream(ex, 0);
+                overloaded(ex, TG_CB_MAX_PENDING);
+                return;
+            }
+            if (ex->up != NULL && fresh) {
+                atomic_fetch_add_explicit(&c->pending, 1, memory_order_relaxed);
+                ex->cb_pending = 1;
+            }
+            if (ex->up == NULL) {
                 tg_warn("upstream %s: connect failed", ex->ep->conf->address);
                 tg_counter_add(&ep_stats(ex)->connect_failures, 1);
                 report_health(ex, 0);

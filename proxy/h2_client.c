@@ -19,6 +19,7 @@
 #include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +27,7 @@
 #include "proxy/conn.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
+#include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -192,6 +194,7 @@ static void on_close(tg_conn_t *b)
     c->state = C_DEAD;
     conn_unlink(c);
     tg_counter_sub(&tg_worker_stats(b->w)->endpoints[c->slot].active, 1);
+    tg_health_conn_add(tg_worker_health(b->w), c->slot, -1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -624,6 +627,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_health_conn_add(tg_worker_health(w), c->slot, 1);
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
     tg_sock_set_timeout(c->base.sock, cl->conf->connect_timeout_ms);
     tg_sock_set_read_limit(c->base.sock, TG_H2_READ_LIMIT);
@@ -686,6 +690,10 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
 {
     tg_worker_t *w = t->w;
     tg_h2_conn_t *c = conn_find(w, t->cl, t->ep, NULL);
+    if (c == NULL && t->no_connect) {
+        errno = EBUSY;
+        return NULL;
+    }
     if (c == NULL && (c = conn_new(w, t->snap, t->cl, t->ep, &mstate(w)->slots[t->ep->slot])) == NULL)
         return NULL;
     tg_h2_stream_t *s = tg_h2_obj_alloc(&mstate(w)->streams, sizeof(*s));

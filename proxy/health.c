@@ -85,6 +85,12 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
             order[k++] = i;
     if (k > 1) { /* rotate left by the draw: three reversals */
         size_t shift = draw % k;
+        if (c->schedule != NULL) { /* weighted: the draw's endpoint first, or the next usable one after it */
+            size_t want = c->schedule[draw % c->n_schedule];
+            for (shift = 0; shift < k && order[shift] < want; shift++)
+                ;
+            shift %= k;
+        }
         reverse(order, 0, shift);
         reverse(order, shift, k);
         reverse(order, 0, k);

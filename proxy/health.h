@@ -28,6 +28,7 @@ typedef struct tg_endpoint_health {
     atomic_uint ejections;          /* consecutive ejections: the backoff exponent */
     atomic_ullong ejections_total;
     tg_counter_t checks_ok, checks_failed; /* written by the main thread */
+    atomic_uint connections;        /* open upstream connections, all workers (circuit breaking); kept on reset */
     uint32_t streak_ok, streak_fail;       /* main thread only */
 } tg_endpoint_health_t;
 
@@ -40,6 +41,18 @@ void tg_health_free(tg_health_t *h);
 /* The endpoint slot passes to a new endpoint (registry.h): what was known
  * of the old one is forgotten. Main thread. */
 void tg_health_reset(tg_health_t *h, size_t slot);
+
+/* A worker opened / closed an upstream connection to the endpoint in
+ * this slot (one atomic add; connection events only, never per request). */
+static inline void tg_health_conn_add(tg_health_t *h, size_t slot, int delta)
+{
+    atomic_fetch_add_explicit(&h->ep[slot].connections, (unsigned)delta, memory_order_relaxed);
+}
+
+static inline unsigned tg_health_connections(tg_health_t *h, size_t slot)
+{
+    return atomic_load_explicit(&h->ep[slot].connections, memory_order_relaxed);
+}
 
 /* Monotonic milliseconds. */
 uint64_t tg_health_now_ms(void);

@@ -124,7 +124,8 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
     for (size_t r = 0; r < nr; r++) {
         size_t slot = r < c->n_routes ? s->route_slot[r] : s->unrouted_slot;
         const char *name = r < c->n_routes ? c->routes[r].name : "";
-        const char *cluster = r < c->n_routes ? c->clusters[c->routes[r].cluster].name : "";
+        char split[256];
+        const char *cluster = r < c->n_routes ? tg_route_cluster_label(c, &c->routes[r], split, sizeof(split)) : "";
         for (size_t k = 0; k < 5; k++) {
             evbuffer_add_printf(out, "tollgate_requests_total{");
             route_label(out, name);
@@ -211,6 +212,18 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
         "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
     };
+    static const char *const causes[TG_CB_N] = { "max_connections", "max_pending", "max_requests" };
+    family(out, "tollgate_overloaded_total", "counter",
+           "Requests a cluster's circuit breaker refused at once (503, x-tollgate-overloaded), by route and cause.");
+    for (size_t r = 0; r < c->n_routes; r++)
+        for (size_t k = 0; k < TG_CB_N; k++) {
+            evbuffer_add_printf(out, "tollgate_overloaded_total{");
+            route_label(out, c->routes[r].name);
+            evbuffer_add_printf(out, ",cause=\"%s\"} %llu\n", causes[k],
+                                (unsigned long long)tg_metrics_sum_route(
+                                    w, n, s->route_slot[r], offsetof(tg_route_stats_t, overloaded) +
+                                                                k * sizeof(tg_counter_t)));
+        }
     family(out, "tollgate_grpc_responses_total", "counter",
            "gRPC calls by route and final grpc-status (codes seen so far), local replies included.");
     for (size_t r = 0; r < nr; r++) {

@@ -50,16 +50,24 @@ static int path_matches(const tg_route_match_t *m, const tg_request_t *req, tg_a
     return 0;
 }
 
-static int headers_match(const tg_route_match_t *m, const tg_request_t *req)
+static int headers_match(const tg_header_match_t *hm, size_t n, const tg_request_t *req)
 {
-    for (size_t i = 0; i < m->n_headers; i++) {
-        const tg_header_t *h = tg_headers_get(&req->headers, m->headers[i].name);
+    for (size_t i = 0; i < n; i++) {
+        const tg_header_t *h = tg_headers_get(&req->headers, hm[i].name);
         if (h == NULL)
             return 0;
-        if (m->headers[i].value && strcmp(h->value, m->headers[i].value) != 0)
+        if (hm[i].value && strcmp(h->value, hm[i].value) != 0)
             return 0;
     }
     return 1;
+}
+
+long tg_router_pinned_backend(const tg_route_conf_t *r, const tg_request_t *req)
+{
+    for (size_t b = 0; b < r->n_backends; b++)
+        if (r->backends[b].n_headers > 0 && headers_match(r->backends[b].headers, r->backends[b].n_headers, req))
+            return (long)b;
+    return -1;
 }
 
 static int method_matches(const tg_route_match_t *m, const char *method)
@@ -108,7 +116,7 @@ const tg_route_conf_t *tg_router_match(const tg_config_t *cfg, size_t listener, 
         const tg_route_conf_t *r = &cfg->routes[i];
         if (listener_matches(r, listener) && tg_router_host_matches(&r->match, req->authority) &&
             path_matches(&r->match, req, scratch) && method_matches(&r->match, req->method) &&
-            headers_match(&r->match, req) && grpc_matches(&r->match, req))
+            headers_match(r->match.headers, r->match.n_headers, req) && grpc_matches(&r->match, req))
             return r;
     }
     return NULL;

@@ -15,6 +15,10 @@
 const tg_route_conf_t *tg_router_match(const tg_config_t *cfg, size_t listener, const tg_request_t *req,
                                        tg_arena_t *scratch);
 
+/* A split route (`clusters:`): the first backend whose pin headers the
+ * request has, or -1 (then the weights decide). */
+long tg_router_pinned_backend(const tg_route_conf_t *r, const tg_request_t *req);
+
 /* Host match on its own (exposed for unit tests): host may carry ":port". */
 int tg_router_host_matches(const tg_route_match_t *m, const char *host);
 

@@ -39,6 +39,9 @@ static inline uint64_t tg_counter_get(tg_counter_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* Why a circuit breaker refused a request (cluster max_*). */
+typedef enum { TG_CB_MAX_CONNECTIONS = 0, TG_CB_MAX_PENDING, TG_CB_MAX_REQUESTS, TG_CB_N } tg_cb_cause_t;
+
 typedef struct tg_route_stats {
     tg_counter_t by_class[5];            /* responses 1xx..5xx */
     tg_counter_t aborted;                /* ended before any response was sent */
@@ -55,6 +58,7 @@ typedef struct tg_route_stats {
     tg_counter_t retries;                /* retry rounds started */
     tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
     tg_counter_t grpc[17];               /* gRPC calls by final grpc-status (0 OK .. 16 UNAUTHENTICATED) */
+    tg_counter_t overloaded[TG_CB_N];    /* refused by a circuit breaker of the cluster, by cause */
 } tg_route_stats_t;
 
 typedef struct tg_endpoint_stats {

@@ -57,7 +57,8 @@ static void routes(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *co
         evbuffer_add_printf(out, "%s{\"name\": ", r ? ", " : "");
         jstr(out, rc->name);
         evbuffer_add_printf(out, ", \"cluster\": ");
-        jstr(out, c->clusters[rc->cluster].name);
+        char split[256];
+        jstr(out, tg_route_cluster_label(c, rc, split, sizeof(split)));
         evbuffer_add_printf(out, ", \"requests\": %llu, \"aborted\": %llu, \"sum_us\": %llu, \"classes\": [",
                             (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, count)),
                             (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)),

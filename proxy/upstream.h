@@ -67,6 +67,7 @@ typedef struct tg_up_target {
     tg_response_t *resp;
     tg_arena_t *arena;
     int may_reuse;                 /* an idle connection may be taken (HTTP/1: see the pool) */
+    int no_connect;                /* circuit breaker: no new connection; NULL (errno EBUSY) if one is needed */
     tg_upstream_cb cb;
     void *arg;
 } tg_up_target_t;

@@ -13,6 +13,7 @@
 
 #include <event2/buffer.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 
 #include "proxy/base/log.h"
 #include "proxy/h1_codec.h"
+#include "proxy/health.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 
@@ -102,6 +104,7 @@ static pool_t *pool_of(tg_worker_t *w, size_t slot)
 static void upconn_close(upconn_t *c)
 {
     tg_counter_sub(&tg_worker_stats(c->w)->endpoints[c->slot].active, 1);
+    tg_health_conn_add(tg_worker_health(c->w), c->slot, -1);
     tg_sock_free(c->sock);
     free(c);
 }
@@ -279,6 +282,10 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         *fresh = 0;
         goto lent;
     }
+    if (t->no_connect) {
+        errno = EBUSY;
+        return NULL;
+    }
     if ((c = calloc(1, sizeof(*c))) == NULL)
         return NULL;
     c->w = w;
@@ -289,6 +296,7 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_health_conn_add(tg_worker_health(w), c->slot, 1);
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
     *fresh = 1;
 lent:

@@ -29,8 +29,8 @@ MAN5 = "docs/man/tollgate.yaml.5"
 MAN_ORDER = [
     "top", "limits", "path_normalization", "admin", "redis",
     "listener", "listener.tls", "certificate", "listener.http1", "listener.http2",
-    "route", "route.match", "route.match.header", "header_rules",
-    "cluster", "cluster.tls", "cluster.health_check", "cluster.outlier_detection",
+    "route", "route.backend", "route.match", "route.match.header", "header_rules",
+    "cluster", "cluster.endpoint", "cluster.tls", "cluster.health_check", "cluster.outlier_detection",
 ]
 
 
