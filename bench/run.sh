@@ -8,4 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh --bench
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_TESTS=OFF >/dev/null
 cmake --build build-release -j"$(nproc)" >/dev/null
+if [ "${1:-}" = "--compress" ]; then  # response compression beside nginx's gzip (bench/compress.py)
+  shift
+  exec /usr/bin/python3 bench/compress.py --results bench/out/compress.md "$@"
+fi
 exec /usr/bin/python3 bench/run.py "$@"

@@ -13,6 +13,7 @@
 #include "filters/accesslog.h"
 #include "filters/auth.h"
 #include "filters/bodylimit.h"
+#include "filters/compress.h"
 #include "filters/concurrency.h"
 #include "filters/grpclimit.h"
 #include "filters/fault.h"
@@ -33,6 +34,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_fault,
     &tg_filter_body_limit,
     &tg_filter_grpc_message_limit,
+    &tg_filter_compress,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -62,7 +64,7 @@ const tg_filter_registry_t *tg_filters_registry(void)
 const char *tg_filter_names(void)
 {
     return "auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, "
-           "grpc_message_limit";
+           "grpc_message_limit, compress";
 }
 
 size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap)

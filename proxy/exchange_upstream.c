@@ -158,7 +158,9 @@ int tg_ex_pump_response(tg_exchange_t *ex)
         ex->bytes_out += n > 0 ? (uint64_t)n : 0;
         if (ex->body_hooks && (n > 0 || fin) && ex->fx.req != NULL)
             tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, ex->scratch, fin);
-        if (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
+        /* a body hook may have turned the piece into more, less or other bytes
+         * (a compressor's last flush comes with fin and no new input) */
+        if (evbuffer_get_length(ex->scratch) > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
             tg_ex_finish(ex, 1);
             return -1;
         }

@@ -142,6 +142,23 @@ async def text():
     return PlainTextResponse("hello from " + NAME + "\n")
 
 
+@app.get("/compressible")
+async def compressible(size: int = 20000, encoded: int = 0, no_transform: int = 0, etag: int = 0,
+                       ctype: str = "text/plain"):
+    """Text that compresses well, exactly `size` bytes (the compress filter's tests)."""
+    import gzip as gz
+    body = "".join(f"line {i} of a response that compresses well\n" for i in range(size // 20 + 1))[:size].encode()
+    headers = {}
+    if encoded:
+        body = gz.compress(b"x" * size)
+        headers["content-encoding"] = "gzip"
+    if no_transform:
+        headers["cache-control"] = "public, no-transform"
+    if etag:
+        headers["etag"] = '"v1"'
+    return PlainTextResponse(body, headers=headers, media_type=ctype)
+
+
 @app.websocket("/ws")
 async def ws_echo(ws: WebSocket):
     await ws.accept()
