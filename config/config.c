@@ -234,6 +234,10 @@ static void config_free(tg_config_t *c)
     free(c->clusters);
     free_filters(c, &c->filters);
     free(c->trusted_proxies);
+    free(c->tracing.service_name);
+    free(c->tracing.otlp_endpoint);
+    free(c->tracing.otlp_host);
+    free(c->tracing.otlp_path);
     free(c->admin.listen);
     free(c->admin.host);
     free_secret(c->admin.token);

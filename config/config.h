@@ -289,6 +289,21 @@ typedef struct tg_redis_conf {
 #define TG_DEFAULT_REDIS_POOL 1
 #define TG_DEFAULT_REDIS_KEY_PREFIX "tollgate:"
 
+/* `tracing:` — W3C trace context, and spans exported as OTLP/HTTP JSON. */
+typedef struct tg_tracing_conf {
+    int enabled;
+    double sample_ratio;        /* traces that start here: the share sampled (0..1) */
+    char *service_name;         /* service.name of the exported spans */
+    char *otlp_endpoint;        /* as written; NULL: no export */
+    char *otlp_host;
+    uint16_t otlp_port;
+    char *otlp_path;            /* "/v1/traces" */
+    uint32_t batch_size;        /* spans per POST at most */
+    uint32_t queue_size;        /* spans each worker may have waiting (a power of two) */
+    uint64_t flush_interval_ms; /* a partial batch goes after this long */
+    uint64_t timeout_ms;        /* one POST, connect to answer */
+} tg_tracing_conf_t;
+
 typedef struct tg_config {
     atomic_int refs;
     char *path;
@@ -310,6 +325,7 @@ typedef struct tg_config {
     tg_path_conf_t paths;       /* path_normalization */
     uint64_t max_connections;   /* open client connections, all listeners (0: no limit) */
     tg_redis_conf_t redis;      /* enabled 0: no `redis:` section */
+    tg_tracing_conf_t tracing;  /* enabled 0: no `tracing:` section (trace headers pass as they came) */
     int log_json;               /* log_format: json (the process log as JSON lines) */
 } tg_config_t;
 

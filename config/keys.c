@@ -330,6 +330,10 @@ static const tg_key_t top_keys[] = {
       "the shared store that `rate_limit` and `quota` with `store: redis` count in, so that several gateways enforce one limit (below; [deployment.md](deployment.md))", .sub = &tg_keys_redis },
     { "log_format", TG_KEY_ENUM, "`text` or `json`", "`text`",
       "the process log on stderr: `TIME LEVEL message` lines, or one JSON object a line, `{\"time\": \"2026-11-30T10:00:00.123Z\", \"level\": \"warn\", \"message\": \"...\"}` (quotes, backslashes and control characters escaped), for log shippers. A reload applies a change; lines written before the config is read (its own errors) are text", .choices = "text|json" },
+    { "tracing", TG_KEY_MAP, "mapping", "none",
+      "W3C trace context: `traceparent`/`tracestate` propagated, generated when absent, trace and span ids in the "
+      "access log, spans exported as OTLP/HTTP JSON (below)",
+      .sub = &tg_keys_tracing },
 };
 
 const tg_keyset_t tg_keys_certificate = TG_KEYSET("certificate", "listeners[].tls.certificates[]", certificate_keys);
@@ -362,6 +366,32 @@ const tg_keyset_t tg_keys_cluster = TG_KEYSET("cluster", "clusters[]", cluster_k
 const tg_keyset_t tg_keys_client_tls = TG_KEYSET("cluster.tls", "clusters[].tls, redis.tls", client_tls_keys);
 const tg_keyset_t tg_keys_health_check = TG_KEYSET("cluster.health_check", "clusters[].health_check", health_check_keys);
 const tg_keyset_t tg_keys_outlier = TG_KEYSET("cluster.outlier_detection", "clusters[].outlier_detection", outlier_keys);
+static const tg_key_t otlp_keys[] = {
+    { "endpoint", TG_KEY_STRING, "`http://HOST:PORT/PATH` (required)", "—",
+      "the collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (JSON encoding; plain HTTP: "
+      "put TLS to a remote collector in a local agent)",
+      .flags = TG_KEY_REQUIRED },
+    { "batch_size", TG_KEY_INT, "integer 1–10000", "`512`", "spans per POST at most", .min = 1, .max = 10000 },
+    { "flush_interval", TG_KEY_DURATION, "duration", "`1s`", "a partial batch is sent after this long" },
+    { "queue_size", TG_KEY_INT, "integer 16–1048576", "`1024`",
+      "spans each worker may have waiting for the exporter (rounded up to a power of two); past it spans are "
+      "dropped and counted, never waited for",
+      .min = 16, .max = 1048576 },
+    { "timeout", TG_KEY_DURATION, "duration", "`2s`", "one POST, from connect to the answer; a batch that fails is "
+                                                      "dropped and counted" },
+};
+const tg_keyset_t tg_keys_otlp = TG_KEYSET("tracing.otlp", "tracing.otlp", otlp_keys);
+
+static const tg_key_t tracing_keys[] = {
+    { "sample_ratio", TG_KEY_STRING, "number 0–1", "`1`",
+      "the share of traces that start at tollgate (no valid `traceparent` came in) that are sampled; a request that "
+      "brings one keeps its sampled flag" },
+    { "service_name", TG_KEY_STRING, "string", "`tollgate`", "`service.name` of the exported spans" },
+    { "otlp", TG_KEY_MAP, "mapping", "none (no export)", "export one span per sampled request to a collector",
+      .sub = &tg_keys_otlp },
+};
+const tg_keyset_t tg_keys_tracing = TG_KEYSET("tracing", "tracing", tracing_keys);
+
 const tg_keyset_t tg_keys_top = TG_KEYSET("top", "the top level", top_keys);
 
 void tg_keyset_names(const tg_keyset_t *ks, const char **names)

@@ -1769,10 +1769,64 @@ static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
     }
 }
 
+static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
+{
+    yaml_node_t *v[3], *o[5];
+    if (take_keys(ld, n, "tracing", &tg_keys_tracing, v) < 0 && n->type != YAML_MAPPING_NODE)
+        return;
+    t->enabled = 1;
+    t->sample_ratio = 1.0;
+    t->batch_size = 512;
+    t->queue_size = 1024;
+    t->flush_interval_ms = 1000;
+    t->timeout_ms = 2000;
+    if (v[0] != NULL) {
+        char *s = get_str(ld, v[0], "sample_ratio"), *end = NULL;
+        double r = s ? strtod(s, &end) : -1;
+        if (s != NULL && (end == s || *end != '\0' || !(r >= 0 && r <= 1)))
+            err_at(ld, v[0], "sample_ratio: '%s' is not a number from 0 to 1", s);
+        else if (s != NULL)
+            t->sample_ratio = r;
+        free(s);
+    }
+    t->service_name = v[1] ? get_str(ld, v[1], "service_name") : strdup("tollgate");
+    if (v[2] == NULL || take_keys(ld, v[2], "otlp", &tg_keys_otlp, o) < 0 ||
+        require(ld, v[2], o[0], "endpoint", "otlp") < 0)
+        return;
+    uint64_t x;
+    if ((t->otlp_endpoint = get_str(ld, o[0], "otlp endpoint")) != NULL) {
+        char host[256];
+        const char *rest = strncmp(t->otlp_endpoint, "http://", 7) == 0 ? t->otlp_endpoint + 7 : NULL;
+        size_t hl = rest ? strcspn(rest, "/") : 0;
+        char hostport[300];
+        if (rest != NULL && hl < sizeof(hostport))
+            snprintf(hostport, sizeof(hostport), "%.*s", (int)hl, rest);
+        if (rest == NULL || hl == 0 || hl >= sizeof(hostport) ||
+            tg_parse_hostport(hostport, host, sizeof(host), &t->otlp_port) < 0 || t->otlp_port == 0)
+            err_at(ld, o[0], "otlp endpoint: '%s' is not http://HOST:PORT/PATH", t->otlp_endpoint);
+        else {
+            t->otlp_host = strdup(host);
+            t->otlp_path = strdup(rest[hl] ? rest + hl : "/v1/traces");
+        }
+    }
+    if (o[1] && get_uint(ld, o[1], "batch_size", 1, 10000, &x) == 0)
+        t->batch_size = (uint32_t)x;
+    if (o[2])
+        get_duration(ld, o[2], "flush_interval", &t->flush_interval_ms);
+    if (o[3] && get_uint(ld, o[3], "queue_size", 16, 1048576, &x) == 0) {
+        uint32_t q = 16;
+        while (q < x)
+            q <<= 1;
+        t->queue_size = q;
+    }
+    if (o[4])
+        get_duration(ld, o[4], "timeout", &t->timeout_ms);
+}
+
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_MAXCONN, K_REDIS, K_LOGFMT, K_N };
+           K_MAXCONN, K_REDIS, K_LOGFMT, K_TRACING, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_keys(ld, root, "the top level", &tg_keys_top, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1808,6 +1862,8 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         load_limits(ld, v[K_LIMITS], &c->limits);
     if (v[K_ADMIN])
         load_admin(ld, v[K_ADMIN], &c->admin);
+    if (v[K_TRACING])
+        load_tracing(ld, v[K_TRACING], &c->tracing);
     if (v[K_REDIS]) /* before the filters: store: redis needs it */
         load_redis(ld, v[K_REDIS], &c->redis);
     if (v[K_FILTERS])

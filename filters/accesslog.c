@@ -244,6 +244,10 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
         put_ms(o, r->upstream_us);
     else if (IS("rl_decision"))
         STR(rl_decision(r->outcomes));
+    else if (IS("trace_id"))
+        STR(r->trace_id);
+    else if (IS("span_id"))
+        STR(r->span_id);
     else
         return 0;
     return 1;
@@ -254,7 +258,7 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
 static const char *const json_fields[] = {
     "time", "request_id", "listener", "route", "method", "path", "protocol", "status", "grpc_status",
     "bytes_in", "bytes_out", "client", "identity", "upstream", "attempts", "duration_ms",
-    "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms", "rl_decision",
+    "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms", "rl_decision", "trace_id", "span_id",
 };
 
 static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, slot_t *cache)

@@ -155,6 +155,7 @@ typedef struct tg_filter_record {
     uint64_t ttfb_us;           /* request sent -> upstream response head */
     uint64_t upstream_us;       /* request sent -> upstream response end */
     unsigned outcomes;          /* what the filters decided (1 << tg_filter_outcome_t) */
+    const char *trace_id, *span_id; /* W3C trace context (tracing:), hex; NULL without */
     /* The response the client got (NULL if none was sent): its head and
      * its trailers (HTTP/2, chunked HTTP/1.1, gRPC). */
     const tg_headers_t *response_headers, *response_trailers;

@@ -51,6 +51,7 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message);
 static void make_request_id(tg_exchange_t *ex, char out[37]);
 static char *join_list(tg_arena_t *a, const char *first, const char *second);
 static int ensure_request_id(tg_exchange_t *ex);
+static void export_span(tg_exchange_t *ex, int status, const char *grpc_status);
 static int forward_client_cert(tg_exchange_t *ex);
 static int prepare_request_headers(tg_exchange_t *ex);
 static int run_filters(tg_exchange_t *ex, size_t from);
@@ -226,6 +227,7 @@ static void record(tg_exchange_t *ex)
         gs = tg_headers_get(&ex->resp.headers, "grpc-status");
     if (gs != NULL)
         tg_stats_grpc_done(tg_worker_stats(ex->w), slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
+    export_span(ex, status, gs ? gs->value : NULL);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
     tg_stats_filter_outcomes(tg_worker_stats(ex->w), slot, ex->fx.outcomes);
@@ -251,6 +253,8 @@ static void record(tg_exchange_t *ex)
         .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
         .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
         .outcomes = ex->fx.outcomes,
+        .trace_id = ex->trace_hex,
+        .span_id = ex->span_hex,
         .response_headers = ex->resp_started ? &ex->resp.headers : NULL,
         .response_trailers = ex->resp_started ? &ex->resp.trailers : NULL,
     };
@@ -517,6 +521,73 @@ static int peer_is_trusted(const tg_exchange_t *ex)
 
 /* X-Request-Id: the client's, or a new one. Before the filters run, so
  * that every log line of the exchange carries it. */
+/* Eight or sixteen random bytes, never all zero (W3C: an invalid id). */
+static void random_id(tg_exchange_t *ex, uint8_t *out, size_t n)
+{
+    do {
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t r = tg_worker_random(ex->w);
+            memcpy(out + i, &r, n - i < 8 ? n - i : 8);
+        }
+    } while (out[0] == 0 && memcmp(out, out + 1, n - 1) == 0);
+}
+
+/* tracing: continues the caller's trace (a valid traceparent: its trace id
+ * and sampled flag) or starts one (sampled by the ratio; an invalid
+ * traceparent and its tracestate are dropped); tollgate's span gets a new
+ * id, and the upstream sees it as its parent. */
+static int start_trace(tg_exchange_t *ex, const tg_tracing_conf_t *tc)
+{
+    tg_trace_ctx_t *t = &ex->trace;
+    const tg_header_t *tp = tg_headers_get(&ex->req.headers, "traceparent");
+    if (tp == NULL || tg_headers_count(&ex->req.headers, "traceparent") != 1 ||
+        tg_traceparent_parse(tp->value, t) < 0) {
+        tg_headers_remove(&ex->req.headers, "traceparent");
+        tg_headers_remove(&ex->req.headers, "tracestate");
+        random_id(ex, t->trace_id, 16);
+        memset(t->parent_id, 0, sizeof(t->parent_id));
+        double draw = (double)(tg_worker_random(ex->w) >> 11) * (1.0 / 9007199254740992.0);
+        t->flags = draw < tc->sample_ratio ? 1 : 0;
+    }
+    random_id(ex, t->span_id, 8);
+    char *tp_out = tg_arena_alloc(&ex->arena, 56), *th = tg_arena_alloc(&ex->arena, 33),
+         *sh = tg_arena_alloc(&ex->arena, 17);
+    if (tp_out == NULL || th == NULL || sh == NULL)
+        return -1;
+    tg_traceparent_format(t, tp_out);
+    tg_trace_hex(t->trace_id, 16, th);
+    tg_trace_hex(t->span_id, 8, sh);
+    ex->trace_hex = th;
+    ex->span_hex = sh;
+    ex->traced = 1;
+    return tg_headers_set(&ex->req.headers, &ex->arena, "traceparent", tp_out);
+}
+
+/* A sampled request's span, to the exporter (when there is one). */
+static void export_span(tg_exchange_t *ex, int status, const char *grpc_status)
+{
+    struct tg_tracer *tr = tg_worker_tracer(ex->w);
+    if (!ex->traced || !(ex->trace.flags & 1) || tr == NULL)
+        return;
+    tg_span_t sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.ctx = ex->trace;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    sp.start_unix_ns = ex->start_unix_us * 1000;
+    sp.end_unix_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    sp.status = status;
+    sp.grpc_status = grpc_status ? atoi(grpc_status) : -1;
+    const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
+    snprintf(sp.method, sizeof(sp.method), "%s", ex->req.method ? ex->req.method : "");
+    snprintf(sp.route, sizeof(sp.route), "%s", ex->route ? ex->route->name : "");
+    snprintf(sp.path, sizeof(sp.path), "%.*s", (int)ex->req.path_len, ex->req.target ? ex->req.target : "");
+    snprintf(sp.client, sizeof(sp.client), "%s", ex->client_addr);
+    snprintf(sp.upstream, sizeof(sp.upstream), "%s", ex->last_ep ? ex->last_ep->conf->address : "");
+    snprintf(sp.request_id, sizeof(sp.request_id), "%s", rid ? rid->value : "");
+    tg_tracer_submit(tr, tg_worker_id(ex->w), &sp);
+}
+
 static int ensure_request_id(tg_exchange_t *ex)
 {
     if (tg_headers_get(&ex->req.headers, "x-request-id") != NULL)
@@ -695,7 +766,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         tg_ex_start_deadline(ex);
     if (ct != NULL && tg_grpc_content_type(ct->value) && strcmp(ex->req.method, "POST") == 0)
         ex->grpc_msg_max = ex->route->max_grpc_request_message;
-    if (ensure_request_id(ex) < 0) {
+    if (ensure_request_id(ex) < 0 || (cfg->tracing.enabled && start_trace(ex, &cfg->tracing) < 0)) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }

@@ -16,6 +16,7 @@
 #include "filters/filter.h"
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
+#include "proxy/trace.h"
 #include "proxy/base/grpc_frames.h"
 #include "proxy/upstream.h"
 #include "tls/context.h"
@@ -83,6 +84,7 @@ struct tg_exchange {
     size_t attempts, tried;
     unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
     unsigned cb_request : 1;    /* counted in ex->cluster->requests (max_requests) */
+    unsigned traced : 1;        /* tracing: trace holds this request's trace context */
     unsigned cb_pending : 1;    /* counted in ex->cluster->pending: waiting for a new connection */
     const tg_endpoint_t *ep;
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
@@ -127,6 +129,8 @@ struct tg_exchange {
     unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
     unsigned recorded : 1;      /* counted and logged (record() in exchange.c) */
     int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
+    tg_trace_ctx_t trace;       /* W3C trace context (traced) */
+    const char *trace_hex, *span_hex; /* the ids as the access log shows them (arena) */
 };
 
 /* exchange.c */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proxy/stats.h"
+#include "proxy/trace.h"
 #include "tls/context.h"
 
 static void family(struct evbuffer *out, const char *name, const char *type, const char *help)
@@ -414,4 +415,18 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
     render_health(out, snap, health);
     if (c->redis.enabled)
         render_redis(out, workers, n_workers);
+    if (pm->tracer != NULL) {
+        tg_tracer_stats_t ts;
+        tg_tracer_stats(pm->tracer, &ts);
+        family(out, "tollgate_tracing_spans_exported_total", "counter", "Spans an OTLP collector accepted.");
+        evbuffer_add_printf(out, "tollgate_tracing_spans_exported_total %llu\n", (unsigned long long)ts.exported);
+        family(out, "tollgate_tracing_spans_dropped_total", "counter",
+               "Spans dropped: a worker's queue was full (queue_full), or their POST failed (export_failed).");
+        evbuffer_add_printf(out, "tollgate_tracing_spans_dropped_total{reason=\"queue_full\"} %llu\n",
+                            (unsigned long long)ts.dropped_full);
+        evbuffer_add_printf(out, "tollgate_tracing_spans_dropped_total{reason=\"export_failed\"} %llu\n",
+                            (unsigned long long)ts.dropped_failed);
+        family(out, "tollgate_tracing_export_requests_total", "counter", "POSTs of span batches to the collector.");
+        evbuffer_add_printf(out, "tollgate_tracing_export_requests_total %llu\n", (unsigned long long)ts.batches);
+    }
 }

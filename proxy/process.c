@@ -38,6 +38,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/stack.h"
 #include "proxy/stats.h"
+#include "proxy/trace.h"
 #include "proxy/status.h"
 #include "proxy/worker.h"
 
@@ -177,6 +178,9 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
     if ((oc->admin.listen == NULL) != (nc->admin.listen == NULL) ||
         (oc->admin.listen && strcmp(oc->admin.listen, nc->admin.listen) != 0))
         tg_warn("reload: a change of 'admin' takes effect on restart");
+    const char *oe = oc->tracing.otlp_endpoint, *ne = nc->tracing.otlp_endpoint;
+    if ((oe == NULL) != (ne == NULL) || (oe && strcmp(oe, ne) != 0))
+        tg_warn("reload: a change of 'tracing.otlp' takes effect on restart (sampling and propagation apply now)");
     tg_snapshot_t *old = p->snap; /* oc dies with it */
     p->snap = ns;
     tg_snapshot_unref(old);
@@ -497,6 +501,10 @@ static int start_workers(process_t *p)
         }
     }
     free(fds);
+    if (cfg->tracing.enabled && cfg->tracing.otlp_endpoint != NULL)
+        p->pm.tracer = tg_tracer_start(&cfg->tracing, p->n_workers);
+    for (unsigned i = 0; i < p->n_workers; i++)
+        tg_worker_set_tracer(p->workers[i], p->pm.tracer);
     for (unsigned i = 0; i < p->n_workers; i++)
         if (tg_worker_start(p->workers[i]) < 0) {
             tg_error("cannot start worker thread %u", i);
@@ -673,6 +681,7 @@ out:
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);
     tg_health_free(p.health); /* after the workers: they read it */
+    tg_tracer_stop(p.pm.tracer); /* after the workers: they hand it spans; sends what is left */
     tg_registries_free(&p.registry);
     return status;
 }

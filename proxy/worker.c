@@ -46,6 +46,7 @@ struct tg_worker {
     struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
+    struct tg_tracer *tracer;        /* the process's span exporter (shared; NULL: none) */
     size_t n_inited;                 /* modules initialised (torn down in reverse) */
 };
 
@@ -528,6 +529,16 @@ tg_snapshot_t *tg_worker_snapshot(tg_worker_t *w)
 tg_health_t *tg_worker_health(tg_worker_t *w)
 {
     return w->health;
+}
+
+void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t)
+{
+    w->tracer = t;
+}
+
+struct tg_tracer *tg_worker_tracer(tg_worker_t *w)
+{
+    return w->tracer;
 }
 
 struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w)

@@ -150,6 +150,11 @@ tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w);
 /* The current snapshot (the worker holds a reference). */
 tg_snapshot_t *tg_worker_snapshot(tg_worker_t *w);
 tg_health_t *tg_worker_health(tg_worker_t *w);
+/* The span exporter (proxy/trace.h) the worker's sampled requests go to;
+ * set by the process before the worker starts (NULL: no export). */
+struct tg_tracer;
+void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t);
+struct tg_tracer *tg_worker_tracer(tg_worker_t *w);
 /* The allocator of the worker's nghttp2 sessions (both sides). */
 struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w);
 /* Is the worker draining (finishing what is in flight, then leaving)? */
