@@ -31,6 +31,37 @@ FILTER_VARIANTS = [
     ("access_log", "  - access_log: { path: DIR/filter-access.log }"),
 ]
 
+# --features: route and cluster options of #15 and tracing, each alone on the
+# bare proxy's route (PORT: the listener, BPORT: the nginx backend), so the
+# figure is the feature's own cost on every request.
+FEATURE_VARIANTS = [
+    ("split", """listeners: [{ name: bench, listen: '127.0.0.1:PORT' }]
+routes: [{ name: all, clusters: [{ name: a, weight: 3 }, { name: b, weight: 1 }] }]
+clusters:
+  - { name: a, endpoints: ['127.0.0.1:BPORT'], pool_size: 256 }
+  - { name: b, endpoints: ['localhost:BPORT'], pool_size: 256 }
+"""),
+    ("weighted_endpoints", """listeners: [{ name: bench, listen: '127.0.0.1:PORT' }]
+routes: [{ name: all, cluster: backend }]
+clusters: [{ name: backend, endpoints: [{ address: '127.0.0.1:BPORT', weight: 3 }, 'localhost:BPORT'], pool_size: 256 }]
+"""),
+    ("breakers", """listeners: [{ name: bench, listen: '127.0.0.1:PORT' }]
+routes: [{ name: all, cluster: backend }]
+clusters: [{ name: backend, endpoints: ['127.0.0.1:BPORT'], pool_size: 256, max_requests: 100000,
+             max_pending: 100000, max_connections: 100000 }]
+"""),
+    ("trace_propagate", """tracing: { sample_ratio: 0 }
+listeners: [{ name: bench, listen: '127.0.0.1:PORT' }]
+routes: [{ name: all, cluster: backend }]
+clusters: [{ name: backend, endpoints: ['127.0.0.1:BPORT'], pool_size: 256 }]
+"""),
+    ("trace_export_all", """tracing: { sample_ratio: 1, otlp: { endpoint: 'http://127.0.0.1:BPORT/v1/traces', queue_size: 65536 } }
+listeners: [{ name: bench, listen: '127.0.0.1:PORT' }]
+routes: [{ name: all, cluster: backend }]
+clusters: [{ name: backend, endpoints: ['127.0.0.1:BPORT'], pool_size: 256 }]
+"""),
+]
+
 
 def free_port():
     with socket.socket() as s:
@@ -151,6 +182,9 @@ def main():
     ap.add_argument("--filters", action="store_true",
                     help="also run one tollgate per filter (rate_limit plain, shadow, by cost; concurrency_limit; "
                          "access_log) and report each one's CPU per request over the bare proxy")
+    ap.add_argument("--features", action="store_true",
+                    help="also run one tollgate per feature: traffic split, weighted endpoints, circuit breakers, "
+                         "trace propagation, and tracing with every span exported")
     ap.add_argument("--redis", action="store_true",
                     help="also run the same route with a local rate_limit and with store: redis (a redis-server "
                          "pinned beside the backend), and report the Redis store's cost over the local one")
@@ -212,6 +246,13 @@ listeners: [{{ name: bench, listen: '127.0.0.1:{fport}' }}]
 routes: [{{ name: all, cluster: backend }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
 """)
+                candidates.append((f"tollgate+{fname}", fport,
+                                   [TOLLGATE, "-c", os.path.join(d, f"tollgate-{fname}.yaml"), "-l", "warn"]))
+        if args.features:
+            for fname, body in FEATURE_VARIANTS:
+                fport = free_port()
+                with open(os.path.join(d, f"tollgate-{fname}.yaml"), "w") as f:
+                    f.write("workers: 1\n" + body.replace("BPORT", str(bport)).replace("PORT", str(fport)))
                 candidates.append((f"tollgate+{fname}", fport,
                                    [TOLLGATE, "-c", os.path.join(d, f"tollgate-{fname}.yaml"), "-l", "warn"]))
         if args.redis:
@@ -321,6 +362,13 @@ backend be
             over = r["cpu"] - bare["cpu"]
             rel = f"{over / log_cost:.2f}" if log_cost > 0 else "-"
             lines.append(f"| {fname} | {r['cpu']:.2f} | {over:+.2f} | {rel} |")
+    if bare and args.features:
+        lines += ["", "One feature at a time (CPU per request over the bare proxy, same run):", "",
+                  "| feature | req/s | proxy CPU us/req | over the bare proxy (us) |", "|---|---:|---:|---:|"]
+        for fname, _ in FEATURE_VARIANTS:
+            r = next((x for x in results if x["name"] == f"tollgate+{fname}"), None)
+            if r is not None:
+                lines.append(f"| {fname} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['cpu'] - bare['cpu']:+.2f} |")
     local = next((r for r in results if r["name"] == "tollgate+rl_local"), None)
     remote = next((r for r in results if r["name"] == "tollgate+rl_redis"), None)
     if bare and local and remote:

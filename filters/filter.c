@@ -15,6 +15,7 @@
 #include "filters/bodylimit.h"
 #include "filters/compress.h"
 #include "filters/concurrency.h"
+#include "filters/grpcweb.h"
 #include "filters/grpclimit.h"
 #include "filters/fault.h"
 #include "filters/headers.h"
@@ -35,6 +36,7 @@ static const tg_filter_type_t *const builtin[] = {
     &tg_filter_body_limit,
     &tg_filter_grpc_message_limit,
     &tg_filter_compress,
+    &tg_filter_grpc_web,
 };
 
 const tg_filter_type_t *tg_filter_find(const char *name)
@@ -64,7 +66,7 @@ const tg_filter_registry_t *tg_filters_registry(void)
 const char *tg_filter_names(void)
 {
     return "auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, "
-           "grpc_message_limit, compress";
+           "grpc_message_limit, compress, grpc_web";
 }
 
 size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap)

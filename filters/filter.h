@@ -133,6 +133,10 @@ typedef struct tg_filter_exchange {
     tg_headers_t reply_headers;
     /* Headers added to the response the client gets (any status). */
     tg_headers_t response_headers;
+    /* The upstream response's trailers, once its head arrived (NULL
+     * before): complete when a response body hook sees fin, which may
+     * move them into the body (gRPC-Web) and empty the list. */
+    tg_headers_t *resp_trailers;
     void *state[TG_FILTER_MAX_PER_CHAIN]; /* one slot per filter of the chain */
 } tg_filter_exchange_t;
 

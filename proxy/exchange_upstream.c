@@ -193,6 +193,7 @@ static int on_response_head(tg_exchange_t *ex)
         return -1;
     }
     tg_headers_strip_hop_by_hop(&resp->headers);
+    ex->fx.resp_trailers = &resp->trailers;
     tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, resp);
     tg_ex_add_filter_headers(ex, resp, NULL);
     if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||

@@ -135,7 +135,7 @@ def render_man(schema):
                            + ("" if dflt in ("—", "") else f"; default: {roff_text(dflt)}"))
                 out.append(roff_text(k["description"]))
             seen.add(ks_id)
-    missing = [d for d in defs if "properties" in defs[d] and d not in seen]
+    missing = [d for d in defs if defs[d].get("properties") and d not in seen]
     if missing:
         raise SystemExit(f"gen_docs: keysets not placed in the man page: {missing}")
     out += [

@@ -184,7 +184,7 @@ log_format: jsno
         docs = open(os.path.join(ROOT, "docs", "configuration.md")).read() + \
             open(os.path.join(ROOT, "docs", "filters.md")).read()
         for name, d in self.schema["$defs"].items():
-            if "properties" in d and name != "filters":
+            if d.get("properties") and name != "filters":  # a filter without settings has no table
                 self.assertIn(f"<!-- keys: {name} -->", docs, name)
         man = subprocess.run(["man", "-l", "-Tutf8", os.path.join(ROOT, "docs", "man", "tollgate.yaml.5")],
                              capture_output=True, text=True, timeout=60, env=dict(os.environ, MANWIDTH="200"))
