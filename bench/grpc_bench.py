@@ -22,7 +22,7 @@ from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, 
 PATH = "/test.v1.Echo/Echo"
 
 
-def targets(d, bport, compare=""):
+def targets(d, bport, compare="", web=False):
     out = []
     port = free_port()
     with open(f"{d}/tollgate.yaml", "w") as f:
@@ -32,6 +32,15 @@ routes: [{{ name: echo, match: {{ grpc_service: test.v1.Echo }}, cluster: backen
 clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
 """)
     out.append(("tollgate", port, [TOLLGATE, "-c", f"{d}/tollgate.yaml", "-l", "warn"]))
+    if web:  # the same calls as gRPC-Web (h2), translated by the grpc_web filter
+        wport = free_port()
+        with open(f"{d}/tollgate-web.yaml", "w") as f:
+            f.write(f"""workers: 1
+listeners: [{{ name: bench, listen: '127.0.0.1:{wport}' }}]
+routes: [{{ name: echo, cluster: backend, filters: [{{ grpc_web: {{}} }}] }}]
+clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
+""")
+        out.append(("tollgate+grpc_web", wport, [TOLLGATE, "-c", f"{d}/tollgate-web.yaml", "-l", "warn"]))
     if compare:  # another build (e.g. the previous commit's), beside it
         oport = free_port()
         with open(f"{d}/tollgate-before.yaml", "w") as f:
@@ -65,9 +74,9 @@ backend be
     return out
 
 
-def load(port, n, d):
+def load(port, n, d, ctype="application/grpc"):
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m32", "-n", str(n), "-d", f"{d}/req.bin",
-           "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{PATH}"]
+           "-H", f"content-type: {ctype}", "-H", "te: trailers", f"http://127.0.0.1:{port}{PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
@@ -76,11 +85,12 @@ def load(port, n, d):
 
 
 def measure(name, port, pids, args, d):
-    load(port, args.calls // 5, d)  # warm-up
+    ctype = "application/grpc-web+proto" if name.endswith("grpc_web") else "application/grpc"
+    load(port, args.calls // 5, d, ctype)  # warm-up
     c0 = cpu_ticks(pids)
-    total, rps, bad = load(port, args.calls, d)
+    total, rps, bad = load(port, args.calls, d, ctype)
     cpu = (cpu_ticks(pids) - c0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(total, 1)
-    print(f"{name:9s} {rps:9.0f} calls/s  cpu {cpu:6.2f} us/call  failures={bad}", flush=True)
+    print(f"{name:18s} {rps:9.0f} calls/s  cpu {cpu:6.2f} us/call  failures={bad}", flush=True)
     return {"rps": rps, "cpu": cpu, "bad": bad}
 
 
@@ -89,6 +99,7 @@ def main():
     ap.add_argument("--calls", type=int, default=300000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare", default="", help="another tollgate binary, run beside it as tollgate-before")
+    ap.add_argument("--web", action="store_true", help="also the same calls as gRPC-Web through the grpc_web filter")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-grpc-")
     procs, rows = [], []
@@ -103,7 +114,7 @@ def main():
         wait_port(bport)
         direct = measure("direct", bport, [], args, d)
         running = []
-        for name, port, argv in targets(d, bport, args.compare):
+        for name, port, argv in targets(d, bport, args.compare, args.web):
             p = start(argv, PROXY_CPU, cwd=d)
             procs.append(p)
             wait_port(port)
