@@ -7,6 +7,7 @@
  */
 #include "filters/compress.h"
 
+#include <brotli/decode.h>
 #include <brotli/encode.h>
 #include <ctype.h>
 #include <event2/buffer.h>
@@ -30,15 +31,35 @@ typedef struct compress_conf {
     uint64_t min_size;
     char **types;
     size_t n_types;
+    int decompress_requests;     /* inflate gzip/br/zstd request bodies before they go upstream */
+    uint64_t max_request_ratio;  /* ... refusing one that grows past this many times its size */
 } compress_conf_t;
 
-typedef struct encoder {
+/* A request body being decompressed. */
+typedef struct decoder {
+    int alg;
+    z_stream z;
+    BrotliDecoderState *br;
+    ZSTD_DCtx *zs;
+    int done;                    /* the compressed stream ended */
+    uint64_t in, out;            /* bytes taken, bytes produced */
+    struct evbuffer *buf;
+} decoder_t;
+
+/* The filter's per-exchange slot. */
+typedef struct cstate {
+    struct encoder *enc;         /* the response's, when compressed */
+    decoder_t *dec;              /* the request's, when decompressed */
+} cstate_t;
+
+typedef struct encoder encoder_t;
+struct encoder {
     int alg;
     z_stream z;
     BrotliEncoderState *br;
     ZSTD_CCtx *zs;
     struct evbuffer *out;
-} encoder_t;
+};
 
 static const char *const default_types[] = {
     "text/*", "application/json", "application/*+json", "application/javascript", "application/xml",
@@ -58,6 +79,13 @@ static const tg_key_t compress_keys[] = {
       "`[text/*, application/json, application/*+json, application/javascript, application/xml, application/*+xml, "
       "application/x-ndjson, image/svg+xml]`",
       "only these are compressed (parameters such as `charset` ignored)" },
+    { "decompress_requests", TG_KEY_BOOL, "bool", "`false`",
+      "a request body with `Content-Encoding: gzip`, `br` or `zstd` is decompressed before it goes upstream "
+      "(the header and Content-Length removed); a corrupt or truncated one gets `400`" },
+    { "max_request_ratio", TG_KEY_INT, "integer 1–100000", "`100`",
+      "with `decompress_requests`: a body that grows past this many times its compressed size (plus 64 KiB) is "
+      "refused with `413` as it streams, before the rest is inflated (zip bombs)",
+      .min = 1, .max = 100000 },
 };
 static const tg_keyset_t compress_keyset = TG_KEYSET("filter.compress", "compress", compress_keys);
 
@@ -149,7 +177,7 @@ int tg_compress_type_allowed(const char *ct, char *const *patterns, size_t n)
 
 static void *compress_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_ALGS, K_GZIP, K_BR, K_ZSTD, K_MIN, K_TYPES, K_N };
+    enum { K_ALGS, K_GZIP, K_BR, K_ZSTD, K_MIN, K_TYPES, K_DECOMP, K_RATIO, K_N };
     tg_node_t v[K_N];
     compress_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -159,6 +187,12 @@ static void *compress_create(tg_node_t *node, const char *config_path)
     c->brotli_quality = 4;
     c->zstd_level = 3;
     c->min_size = 256;
+    c->max_request_ratio = 100;
+    if (tg_node_present(&v[K_DECOMP]) && tg_node_bool(&v[K_DECOMP], "decompress_requests", &c->decompress_requests) < 0)
+        rc = -1;
+    if (tg_node_present(&v[K_RATIO]) &&
+        tg_node_uint(&v[K_RATIO], "max_request_ratio", 1, 100000, &c->max_request_ratio) < 0)
+        rc = -1;
     static const int def_order[] = { ALG_ZSTD, ALG_BR, ALG_GZIP };
     if (tg_node_present(&v[K_ALGS])) {
         char **names = NULL;
@@ -338,7 +372,180 @@ static int encode(encoder_t *e, const unsigned char *in, size_t len, int flush, 
     }
 }
 
+/* ---- the request's decoder ---- */
+
+#define DECOMPRESS_SLACK (64 * 1024) /* what the first bytes may grow to whatever the ratio */
+
+static void decoder_free(decoder_t *d)
+{
+    if (d == NULL)
+        return;
+    if (d->alg == ALG_GZIP)
+        inflateEnd(&d->z);
+    BrotliDecoderDestroyInstance(d->br);
+    ZSTD_freeDCtx(d->zs);
+    if (d->buf)
+        evbuffer_free(d->buf);
+    free(d);
+}
+
+static decoder_t *decoder_new(int alg)
+{
+    decoder_t *d = calloc(1, sizeof(*d));
+    if (d == NULL || (d->buf = evbuffer_new()) == NULL) {
+        free(d);
+        return NULL;
+    }
+    d->alg = alg;
+    int ok;
+    if (alg == ALG_GZIP) {
+        ok = inflateInit2(&d->z, 15 + 16) == Z_OK;
+        if (!ok)
+            d->alg = -1;
+    } else if (alg == ALG_BR) {
+        ok = (d->br = BrotliDecoderCreateInstance(NULL, NULL, NULL)) != NULL;
+    } else {
+        ok = (d->zs = ZSTD_createDCtx()) != NULL;
+    }
+    if (!ok) {
+        decoder_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Inflates len bytes into d->buf, stopping (1) as soon as the output
+ * passes limit. 0, 1, or -1 for a corrupt stream (or bytes after its end). */
+static int decode(decoder_t *d, const unsigned char *in, size_t len, uint64_t limit)
+{
+    d->in += len;
+    for (;;) {
+        if (d->done)
+            return len > 0 ? -1 : 0;
+        struct evbuffer_iovec iov;
+        if (evbuffer_reserve_space(d->buf, COMPRESS_OUT_CHUNK, &iov, 1) < 1)
+            return -1;
+        size_t avail = iov.iov_len, took;
+        int more; /* the decoder may have more output without more input */
+        if (d->alg == ALG_GZIP) {
+            d->z.next_in = (unsigned char *)in;
+            d->z.avail_in = (uInt)len;
+            d->z.next_out = iov.iov_base;
+            d->z.avail_out = (uInt)avail;
+            int zr = inflate(&d->z, Z_NO_FLUSH);
+            if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+                return -1;
+            took = len - d->z.avail_in;
+            avail = d->z.avail_out;
+            d->done = zr == Z_STREAM_END;
+            more = avail == 0;
+        } else if (d->alg == ALG_BR) {
+            const uint8_t *ni = in;
+            uint8_t *no = iov.iov_base;
+            size_t ai = len;
+            BrotliDecoderResult br = BrotliDecoderDecompressStream(d->br, &ai, &ni, &avail, &no, NULL);
+            if (br == BROTLI_DECODER_RESULT_ERROR)
+                return -1;
+            took = len - ai;
+            d->done = br == BROTLI_DECODER_RESULT_SUCCESS;
+            more = br == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT;
+        } else {
+            ZSTD_inBuffer ib = { in, len, 0 };
+            ZSTD_outBuffer ob = { iov.iov_base, avail, 0 };
+            size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
+            if (ZSTD_isError(r))
+                return -1;
+            took = ib.pos;
+            avail = ob.size - ob.pos;
+            d->done = r == 0;
+            more = avail == 0;
+        }
+        in += took;
+        len -= took;
+        iov.iov_len -= avail;
+        d->out += iov.iov_len;
+        if (evbuffer_commit_space(d->buf, &iov, 1) < 0)
+            return -1;
+        if (d->out > limit)
+            return 1;
+        if (len == 0 && !more)
+            return 0;
+    }
+}
+
+static cstate_t *slot_of(tg_filter_exchange_t *fx, size_t index)
+{
+    if (fx->state[index] == NULL) {
+        cstate_t *st = tg_arena_alloc(fx->arena, sizeof(*st));
+        if (st != NULL)
+            memset(st, 0, sizeof(*st));
+        fx->state[index] = st;
+    }
+    return fx->state[index];
+}
+
 /* ---- the hooks ---- */
+
+static tg_filter_status_t compress_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
+{
+    compress_conf_t *c = conf;
+    const tg_header_t *ce = c->decompress_requests ? tg_headers_get(&fx->req->headers, "content-encoding") : NULL;
+    if (ce == NULL || fx->req->body == TG_BODY_NONE)
+        return TG_FILTER_CONTINUE;
+    int alg = -1;
+    for (int k = 0; k < ALG_N; k++)
+        if (strcasecmp(ce->value, alg_names[k]) == 0)
+            alg = k;
+    if (alg < 0)
+        return TG_FILTER_CONTINUE; /* identity, a list of codings, or one we do not know: as it is */
+    cstate_t *st = slot_of(fx, index);
+    if (st == NULL || (st->dec = decoder_new(alg)) == NULL) {
+        fx->reply_status = 500;
+        fx->reply_message = "out of memory";
+        return TG_FILTER_REPLY;
+    }
+    tg_headers_remove(&fx->req->headers, "content-encoding");
+    tg_headers_remove(&fx->req->headers, "content-length");
+    fx->req->body = TG_BODY_CHUNKED; /* the decompressed length is not known ahead */
+    fx->req->content_length = 0;
+    return TG_FILTER_CONTINUE;
+}
+
+static tg_filter_status_t compress_on_request_body(void *conf, tg_filter_exchange_t *fx, size_t index,
+                                                   struct evbuffer *piece, int fin)
+{
+    compress_conf_t *c = conf;
+    cstate_t *st = fx->state[index];
+    decoder_t *d = st ? st->dec : NULL;
+    if (d == NULL)
+        return TG_FILTER_CONTINUE;
+    int rc = 0;
+    int n = evbuffer_peek(piece, -1, NULL, NULL, 0);
+    struct evbuffer_iovec stack[16], *v = n <= 16 ? stack : malloc((size_t)n * sizeof(*v));
+    if (v == NULL)
+        rc = -1;
+    else
+        evbuffer_peek(piece, -1, NULL, v, n);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        uint64_t limit = (d->in + v[i].iov_len) * c->max_request_ratio + DECOMPRESS_SLACK;
+        rc = decode(d, v[i].iov_base, v[i].iov_len, limit);
+    }
+    if (v != stack)
+        free(v);
+    evbuffer_drain(piece, evbuffer_get_length(piece));
+    if (rc == 1) {
+        fx->reply_status = 413;
+        fx->reply_message = "request body decompresses past max_request_ratio";
+        return TG_FILTER_REPLY;
+    }
+    if (rc < 0 || (fin && !d->done)) {
+        fx->reply_status = 400;
+        fx->reply_message = rc < 0 ? "request body is not valid compressed data" : "compressed request body is truncated";
+        return TG_FILTER_REPLY;
+    }
+    evbuffer_add_buffer(piece, d->buf);
+    return TG_FILTER_CONTINUE;
+}
 
 static int no_transform(const tg_headers_t *h)
 {
@@ -365,7 +572,6 @@ static void add_vary(tg_response_t *resp, tg_arena_t *a)
 static void compress_on_response(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp)
 {
     compress_conf_t *c = conf;
-    fx->state[index] = NULL;
     const tg_header_t *ct = tg_headers_get(&resp->headers, "content-type");
     if (ct == NULL || strncasecmp(ct->value, "application/grpc", 16) == 0 ||
         !tg_compress_type_allowed(ct->value, c->types, c->n_types))
@@ -384,10 +590,11 @@ static void compress_on_response(void *conf, tg_filter_exchange_t *fx, size_t in
     int pick = ae ? tg_compress_negotiate(ae->value, c->offer, c->n_order) : -1;
     if (pick < 0)
         return;
-    encoder_t *e = encoder_new(c, c->order[pick]);
+    cstate_t *st = slot_of(fx, index);
+    encoder_t *e = st ? encoder_new(c, c->order[pick]) : NULL;
     if (e == NULL)
         return; /* out of memory: sent as it is */
-    fx->state[index] = e;
+    st->enc = e;
     tg_headers_remove(&resp->headers, "content-encoding");
     tg_headers_add(&resp->headers, fx->arena, "content-encoding", 16, alg_names[e->alg],
                    strlen(alg_names[e->alg]));
@@ -409,7 +616,8 @@ static void compress_on_response(void *conf, tg_filter_exchange_t *fx, size_t in
 static void compress_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece,
                                       int fin)
 {
-    encoder_t *e = fx->state[index];
+    cstate_t *st = fx->state[index];
+    encoder_t *e = st ? st->enc : NULL;
     if (e == NULL)
         return;
     int n = evbuffer_peek(piece, -1, NULL, NULL, 0);
@@ -427,7 +635,7 @@ static void compress_on_response_body(void *conf, tg_filter_exchange_t *fx, size
     if (rc < 0) {
         /* the client got a Content-Encoding it can no longer be given: end
          * the stream short (it sees a truncated body, never wrong bytes) */
-        fx->state[index] = NULL;
+        st->enc = NULL;
         encoder_free(e);
         return;
     }
@@ -436,8 +644,13 @@ static void compress_on_response_body(void *conf, tg_filter_exchange_t *fx, size
 
 static void compress_on_complete(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
 {
-    encoder_free(fx->state[index]);
-    fx->state[index] = NULL;
+    cstate_t *st = fx->state[index];
+    if (st != NULL) {
+        encoder_free(st->enc);
+        decoder_free(st->dec);
+        st->enc = NULL;
+        st->dec = NULL;
+    }
 }
 
 const tg_filter_type_t tg_filter_compress = {
@@ -446,6 +659,8 @@ const tg_filter_type_t tg_filter_compress = {
     .keys = &compress_keyset,
     .create = compress_create,
     .destroy = compress_destroy,
+    .on_request = compress_on_request,
+    .on_request_body = compress_on_request_body,
     .on_response = compress_on_response,
     .on_response_body = compress_on_response_body,
     .on_complete = compress_on_complete,

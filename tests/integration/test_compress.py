@@ -50,6 +50,10 @@ routes:
     match: { headers: [{ name: x-route, value: gz }] }
     cluster: app
     filters: [{ compress: { algorithms: [gzip], gzip_level: 9, content_types: [text/*] } }]
+  - name: inflate
+    match: { path_prefix: /upload }
+    cluster: app
+    filters: [{ compress: { decompress_requests: true, max_request_ratio: 50 } }]
   - name: everything
     match: { headers: [{ name: x-route, value: everything }] }
     cluster: app
@@ -171,6 +175,48 @@ routes:
         self.assertEqual(body, self.expected)
         r, body = raw_get(self.gateway.url(BIG + "&ctype=application/octet-stream"), "gzip", headers=hdr)
         self.assertEqual(r.headers["content-encoding"], "gzip")  # the same route does compress the rest
+
+
+    # decompress_requests (route "inflate"): the upstream gets the body decompressed
+
+    def upload(self, body, encoding, chunked=False):
+        data = (body[i:i + 700] for i in range(0, len(body), 700)) if chunked else body
+        return requests.post(self.gateway.url("/upload"), data=data, timeout=20,
+                             headers={"content-encoding": encoding} if encoding else {})
+
+    def test_each_encoding_is_inflated(self):
+        import hashlib
+        plain = b"".join(b"record %d: something worth compressing\n" % i for i in range(5000))
+        for enc, packed in (("gzip", zlib.compress(plain, 6, 31)), ("br", brotli.compress(plain)),
+                            ("zstd", zstandard.ZstdCompressor().compress(plain))):
+            for chunked in (False, True):
+                r = self.upload(packed, enc, chunked)
+                self.assertEqual(r.status_code, 200, (enc, r.text))
+                self.assertEqual(r.json(), {"sha256": hashlib.sha256(plain).hexdigest(), "size": len(plain)}, enc)
+
+    def test_zip_bomb_is_refused_as_it_streams(self):
+        co = zlib.compressobj(9, zlib.DEFLATED, 31)
+        bomb = co.compress(b"\0" * (50 * 1024 * 1024)) + co.flush()  # 50 MiB of zeros, about 50 KiB packed
+        before = requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=10).json()["uploads"]
+        r = self.upload(bomb, "gzip", chunked=True)
+        self.assertEqual(r.status_code, 413)
+        self.assertIn("max_request_ratio", r.text)
+        after = requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=10).json()["uploads"]
+        self.assertEqual(after, before)  # the upstream never got a whole body
+
+    def test_corrupt_and_truncated(self):
+        co = zlib.compressobj(6, zlib.DEFLATED, 31)
+        packed = co.compress(b"hello " * 1000) + co.flush()
+        self.assertEqual(self.upload(b"not gzip at all", "gzip").status_code, 400)
+        r = self.upload(packed[:len(packed) // 2], "gzip")
+        self.assertEqual(r.status_code, 400)
+        self.assertIn("truncated", r.text)
+        self.assertEqual(self.upload(packed + b"trailing junk", "gzip").status_code, 400)
+        # identity and unknown codings pass as they are
+        r = self.upload(b"plain body", None)
+        self.assertEqual(r.json()["size"], 10)
+        r = self.upload(b"xyz", "deflate-unknown")
+        self.assertEqual(r.json()["size"], 3)
 
 
 class CompressNegotiationTest(unittest.TestCase):
