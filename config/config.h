@@ -11,6 +11,7 @@
 #include <regex.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "config/value.h"
@@ -391,6 +392,9 @@ char *tg_config_to_json(const tg_config_t *c);
 int tg_listener_same_address(const tg_listener_conf_t *a, const tg_listener_conf_t *b);
 
 /* Index of the named listener/cluster, or -1. */
+/* s as a JSON string, quoted and escaped (NULL: ""). */
+void tg_config_json_str(FILE *f, const char *s);
+
 /* The route's cluster as people read it: its name, or for a split route
  * the names of its clusters joined by "," (into buf). */
 const char *tg_route_cluster_label(const tg_config_t *c, const tg_route_conf_t *r, char *buf, size_t cap);

@@ -12,20 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void jstr(FILE *f, const char *s)
+void tg_config_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
-        else if (c < 0x20)
+        else if (c < 0x20 || c == 0x7f)
             fprintf(f, "\\u%04x", c);
         else
             fputc(c, f);
     }
     fputc('"', f);
 }
+
+#define jstr tg_config_json_str
 
 static void kvs(FILE *f, const tg_kv_t *kv, size_t n)
 {

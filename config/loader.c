@@ -1882,20 +1882,6 @@ static void load_root(loader_t *ld, yaml_node_t *root)
 
 /* ---- the document as loaded, for /config ---- */
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
 
 /* Every scalar as a JSON string, ${VAR}s expanded; a node read as a
  * secret (and everything under it) as "<redacted>". */
@@ -1912,7 +1898,7 @@ static void render(loader_t *ld, FILE *f, yaml_node_t *n, int depth)
     switch (n->type) {
     case YAML_SCALAR_NODE: {
         char *var = NULL, *s = tg_expand_env((const char *)n->data.scalar.value, &var);
-        json_str(f, s != NULL ? s : (const char *)n->data.scalar.value);
+        tg_config_json_str(f, s != NULL ? s : (const char *)n->data.scalar.value);
         free(s);
         free(var);
         return;
@@ -1930,7 +1916,7 @@ static void render(loader_t *ld, FILE *f, yaml_node_t *n, int depth)
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
             yaml_node_t *k = node_at(ld, p->key);
             fputs(p == n->data.mapping.pairs.start ? "" : ", ", f);
-            json_str(f, k != NULL && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?");
+            tg_config_json_str(f, k != NULL && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "?");
             fputs(": ", f);
             render(ld, f, node_at(ld, p->value), depth + 1);
         }

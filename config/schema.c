@@ -6,6 +6,8 @@
  */
 #include "config/schema.h"
 
+#include "config/config.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,20 +17,7 @@ typedef struct out {
     size_t n_seen;
 } out_t;
 
-static void jstr(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
+#define jstr tg_config_json_str
 
 static void ref(FILE *f, const char *def)
 {

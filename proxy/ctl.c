@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "proxy/base/http.h"
 
 #define CTL_CONNECT_TIMEOUT_MS 5000
 #define CTL_IO_TIMEOUT_S 60       /* a reload of a large config takes its time */
@@ -142,19 +143,6 @@ static int connect_to(const char *host, uint16_t port)
     return fd;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
 
 /* One request; the admin listener answers and closes. */
 static int call(const tg_admin_conf_t *a, const char *method, const char *path, reply_t *r)
@@ -170,7 +158,7 @@ static int call(const tg_admin_conf_t *a, const char *method, const char *path, 
                      "x-tollgate-admin: ctl\r\ncontent-length: 0\r\nconnection: close\r\n%s%s%s\r\n",
                      method, path, v6 ? "[" : "", host, v6 ? "]" : "", a->port, TOLLGATE_VERSION,
                      a->token ? "authorization: Bearer " : "", a->token ? a->token : "", a->token ? "\r\n" : "");
-    int rc = n > 0 && (size_t)n < sizeof(req) && write_all(fd, req, (size_t)n) == 0 ? 0 : -1;
+    int rc = n > 0 && (size_t)n < sizeof(req) && tg_send_all(fd, req, (size_t)n) == 0 ? 0 : -1;
     explicit_bzero(req, sizeof(req));
     size_t cap = 0;
     r->buf = NULL;

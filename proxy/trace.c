@@ -273,19 +273,6 @@ static void to_json(tg_tracer_t *t, size_t n, out_t *o)
     puts_(o, "]}]}]}");
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
 
 /* One POST of body; the status code, or -1. Blocking, bounded by the timeout. */
 static int post(tg_tracer_t *t, const char *body, size_t len)
@@ -320,7 +307,7 @@ static int post(tg_tracer_t *t, const char *body, size_t len)
                       t->path, t->host, t->conf.otlp_port, len, TOLLGATE_VERSION);
     char reply[64];
     ssize_t got;
-    if (hl > 0 && (size_t)hl < sizeof(head) && write_all(fd, head, (size_t)hl) == 0 && write_all(fd, body, len) == 0 &&
+    if (hl > 0 && (size_t)hl < sizeof(head) && tg_send_all(fd, head, (size_t)hl) == 0 && tg_send_all(fd, body, len) == 0 &&
         (got = recv(fd, reply, sizeof(reply) - 1, 0)) > 12) {
         reply[got] = '\0';
         if (sscanf(reply, "HTTP/1.%*d %d", &status) != 1)

@@ -7,6 +7,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <errno.h>
 #include <strings.h>
 
 int tg_http_is_tchar(unsigned char c)
@@ -267,4 +269,19 @@ const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len)
         p[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
     p[len] = '\0';
     return p;
+}
+
+int tg_send_all(int fd, const void *p, size_t n)
+{
+    const char *b = p;
+    while (n > 0) {
+        ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        b += k;
+        n -= (size_t)k;
+    }
+    return 0;
 }

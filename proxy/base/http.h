@@ -147,6 +147,11 @@ int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t 
  * JSON string, truncating if needed. Returns the length written. */
 size_t tg_json_escape(char *out, size_t cap, const char *s);
 
+/* Sends all n bytes on a blocking socket (no SIGPIPE); 0 or -1. For the
+ * helpers that run apart from the event loops (tollgate ctl, the span
+ * exporter). */
+int tg_send_all(int fd, const void *p, size_t n);
+
 /* Writes v in decimal at p (no NUL); returns the number of digits. */
 size_t tg_fmt_u64(char *p, uint64_t v);
 
