@@ -83,6 +83,7 @@ class MonitoringTest(harness.GatewayTest):
 workers: 2
 admin: {{ listen: 127.0.0.1:{cls.admin} }}
 redis: {{ address: 127.0.0.1:{cls.redis.port} }}
+tracing: {{ sample_ratio: 0, otlp: {{ endpoint: "http://127.0.0.1:{harness.dead_port()}/v1/traces" }} }}
 listeners:
   - {{ name: main, listen: 127.0.0.1:{cls.port} }}
   - name: secure
