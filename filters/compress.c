@@ -33,7 +33,19 @@ typedef struct compress_conf {
     size_t n_types;
     int decompress_requests;     /* inflate gzip/br/zstd request bodies before they go upstream */
     uint64_t max_request_ratio;  /* ... refusing one that grows past this many times its size */
+    struct enc_cache *cache;     /* per worker index: idle encoders, reset (each touched by its worker only) */
 } compress_conf_t;
+
+/* Encoders kept for the next response: setting one up costs more than
+ * the compression of a small body (zlib: about 270 KiB to allocate and
+ * clear). gzip and zstd reset in place; brotli has no reset. */
+#define COMPRESS_MAX_WORKERS 256 /* workers are at most 256 (config) */
+#define COMPRESS_CACHE 4         /* idle encoders per worker and algorithm */
+struct encoder;
+typedef struct enc_cache {
+    struct encoder *idle[ALG_N][COMPRESS_CACHE];
+    unsigned n[ALG_N];
+} enc_cache_t;
 
 /* A request body being decompressed. */
 typedef struct decoder {
@@ -255,6 +267,8 @@ static void *compress_create(tg_node_t *node, const char *config_path)
         if (c->types == NULL)
             rc = -1;
     }
+    if (rc == 0 && (c->cache = calloc(COMPRESS_MAX_WORKERS, sizeof(*c->cache))) == NULL)
+        rc = -1;
     if (rc < 0) {
         for (size_t i = 0; c->types && i < c->n_types; i++)
             free(c->types[i]);
@@ -265,12 +279,19 @@ static void *compress_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
+static void encoder_free(encoder_t *e);
+
 static void compress_destroy(void *p)
 {
     compress_conf_t *c = p;
     for (size_t i = 0; i < c->n_types; i++)
         free(c->types[i]);
     free(c->types);
+    for (size_t w = 0; c->cache && w < COMPRESS_MAX_WORKERS; w++)
+        for (int a = 0; a < ALG_N; a++)
+            for (unsigned k = 0; k < c->cache[w].n[a]; k++)
+                encoder_free(c->cache[w].idle[a][k]);
+    free(c->cache);
     free(c);
 }
 
@@ -288,6 +309,11 @@ static void encoder_free(encoder_t *e)
         evbuffer_free(e->out);
     free(e);
 }
+
+/* A reset encoder from the worker's cache, else a new one. */
+static encoder_t *encoder_get(compress_conf_t *c, unsigned worker, int alg);
+/* Back to the worker's cache (reset), or freed. */
+static void encoder_put(compress_conf_t *c, unsigned worker, encoder_t *e);
 
 static encoder_t *encoder_new(const compress_conf_t *c, int alg)
 {
@@ -316,6 +342,28 @@ static encoder_t *encoder_new(const compress_conf_t *c, int alg)
         return NULL;
     }
     return e;
+}
+
+static encoder_t *encoder_get(compress_conf_t *c, unsigned worker, int alg)
+{
+    enc_cache_t *k = &c->cache[worker % COMPRESS_MAX_WORKERS];
+    if (k->n[alg] > 0)
+        return k->idle[alg][--k->n[alg]];
+    return encoder_new(c, alg);
+}
+
+static void encoder_put(compress_conf_t *c, unsigned worker, encoder_t *e)
+{
+    enc_cache_t *k = &c->cache[worker % COMPRESS_MAX_WORKERS];
+    int reset = e->alg == ALG_GZIP ? deflateReset(&e->z) == Z_OK
+              : e->alg == ALG_ZSTD ? !ZSTD_isError(ZSTD_CCtx_reset(e->zs, ZSTD_reset_session_only))
+                                   : 0; /* brotli cannot be reset */
+    if (!reset || k->n[e->alg] >= COMPRESS_CACHE) {
+        encoder_free(e);
+        return;
+    }
+    evbuffer_drain(e->out, evbuffer_get_length(e->out));
+    k->idle[e->alg][k->n[e->alg]++] = e;
 }
 
 /* Feeds len bytes (and, with flush, pushes out everything so far: a sync
@@ -591,7 +639,7 @@ static void compress_on_response(void *conf, tg_filter_exchange_t *fx, size_t in
     if (pick < 0)
         return;
     cstate_t *st = slot_of(fx, index);
-    encoder_t *e = st ? encoder_new(c, c->order[pick]) : NULL;
+    encoder_t *e = st ? encoder_get(c, fx->worker, c->order[pick]) : NULL;
     if (e == NULL)
         return; /* out of memory: sent as it is */
     st->enc = e;
@@ -646,7 +694,8 @@ static void compress_on_complete(void *conf, tg_filter_exchange_t *fx, size_t in
 {
     cstate_t *st = fx->state[index];
     if (st != NULL) {
-        encoder_free(st->enc);
+        if (st->enc != NULL)
+            encoder_put(conf, fx->worker, st->enc);
         decoder_free(st->dec);
         st->enc = NULL;
         st->dec = NULL;
