@@ -3,8 +3,8 @@ one worker: HTTP/1.1 keep-alive (wrk, 50 connections) and h2c streams
 (h2load, 4 connections x 32 streams) to the nginx backend. Per request:
 user and kernel CPU (/proc/PID/stat), system calls (strace -c, attached
 for a separate run: its overhead does not change the counts), and heap
-allocations (bench/alloc_count.c, an LD_PRELOAD counter: tollgate's and
-its libraries' together). `python3 bench/profile.py`."""
+allocations (tests/integration/apps/alloc_count.c, an LD_PRELOAD
+counter: tollgate's and its libraries' together). `python3 bench/profile.py`."""
 import argparse
 import os
 import re
@@ -61,8 +61,8 @@ def main():
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-allocs-")
     so = os.path.join(d, "alloc_count.so")
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, os.path.join(run.ROOT, "bench", "alloc_count.c"),
-                    "-ldl"], check=True)
+    src = os.path.join(run.ROOT, "tests", "integration", "apps", "alloc_count.c")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, src, "-ldl"], check=True)
     procs = []
     rows = []
     try:

@@ -18,6 +18,7 @@
 #include "proxy/h1_codec.h"
 #include "proxy/h2_server.h"
 #include "proxy/base/log.h"
+#include "proxy/base/slab.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -101,8 +102,30 @@ static void on_free(tg_conn_t *b)
         tg_tls_peer_free(c->peer);
         free(c->peer);
     }
-    free(c);
+    tg_slab_free(tg_worker_state(b->w, TG_WMOD_H1_SERVER), c);
 }
+
+/* The worker's state: the slab its connections come from. */
+static int module_init(tg_worker_t *w)
+{
+    tg_slab_t *s = tg_slab_new(sizeof(h1_conn_t));
+    if (s == NULL)
+        return -1;
+    tg_worker_set_state(w, TG_WMOD_H1_SERVER, s);
+    return 0;
+}
+
+static void module_free(tg_worker_t *w)
+{
+    tg_slab_destroy(tg_worker_state(w, TG_WMOD_H1_SERVER));
+    tg_worker_set_state(w, TG_WMOD_H1_SERVER, NULL);
+}
+
+const tg_worker_module_t tg_h1_server_module = {
+    .id = TG_WMOD_H1_SERVER,
+    .init = module_init,
+    .free = module_free,
+};
 
 /* ---- tg_downstream_ops_t ---- */
 
@@ -521,7 +544,8 @@ static const tg_conn_kind_t h1_kind = {
 
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
 {
-    h1_conn_t *c = calloc(1, sizeof(*c));
+    tg_slab_t *slab = tg_worker_state(w, TG_WMOD_H1_SERVER);
+    h1_conn_t *c = tg_slab_alloc(slab);
     if (c == NULL) {
         close(fd);
         return;
@@ -539,12 +563,12 @@ void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     tg_sock_t *sock = tg_sock_new(tg_worker_sockloop(w), fd);
     if (sock == NULL) {
         close(fd);
-        free(c);
+        tg_slab_free(slab, c);
         return;
     }
     if (tg_conn_init(&c->base, &h1_kind, w, sock, tg_worker_snapshot(w), 1) < 0) {
         tg_sock_free(sock);
-        free(c);
+        tg_slab_free(slab, c);
         return;
     }
     c->listener = slot->index;

@@ -20,6 +20,8 @@
 
 #include "proxy/worker.h"
 
+extern const tg_worker_module_t tg_h1_server_module; /* per-worker state (proxy/stack.c) */
+
 /* Takes ownership of an accepted socket. Closes it on failure. */
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot);
 

@@ -25,10 +25,10 @@
 #include <time.h>
 
 #include "proxy/conn.h"
-#include "proxy/h2mem.h"
 #include "proxy/h2util.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
+#include "proxy/base/slab.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
@@ -66,6 +66,7 @@ struct tg_h2_conn {
     tg_conn_t base;                /* first: the socket, timer, lifetime (conn.h) */
     tg_h2_conn_t *next, *prev;     /* in the pool slot's list */
     tg_h2_conn_t **head;           /* the list */
+    tg_slab_t *slab;               /* it lives in (may outlast the module in a teardown) */
     const tg_cluster_t *cl;        /* of base.snap */
     const tg_endpoint_t *ep;
     const tg_cluster_conf_t *cc;   /* of the snapshot that opened it (see below) */
@@ -135,6 +136,9 @@ typedef struct h2c_worker {
     tg_h2_conn_t **slots;          /* per endpoint slot: its connections' list */
     size_t n;
     tg_h2_obj_cache_t streams;
+    tg_slab_t *conns;              /* where the connections live */
+    nghttp2_session_callbacks *cb; /* the same for every session: made once */
+    nghttp2_option *opt;
 } h2c_worker_t;
 
 static h2c_worker_t *mstate(tg_worker_t *w)
@@ -205,7 +209,7 @@ static void on_free(tg_conn_t *b)
     tg_h2_stream_t *s;
     while ((s = c->streams) != NULL)
         stream_free(s);
-    free(c);
+    tg_slab_free(c->slab, c);
 }
 
 /* Every open stream fails (connection lost or never made). */
@@ -590,25 +594,16 @@ static const tg_conn_kind_t h2_client_kind = {
 static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
                               tg_h2_conn_t **head)
 {
-    tg_h2_conn_t *c = calloc(1, sizeof(*c));
+    h2c_worker_t *m = mstate(w);
+    tg_h2_conn_t *c = tg_slab_alloc(m->conns);
     if (c == NULL)
         return NULL;
+    c->slab = m->conns;
     c->slot = ep->slot;
     c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds */
     c->ep = ep;
     c->cc = cl->conf;
-    nghttp2_session_callbacks *cb = make_callbacks();
-    nghttp2_option *opt = NULL;
-    int ok = cb && nghttp2_option_new(&opt) == 0;
-    if (ok) {
-        nghttp2_option_set_no_auto_window_update(opt, 1);
-        nghttp2_option_set_no_closed_streams(opt, 1); /* no RFC 7540 priority tree kept */
-        ok = nghttp2_session_client_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(tg_worker_h2mem(w))) == 0;
-    }
-    if (cb)
-        nghttp2_session_callbacks_del(cb);
-    if (opt)
-        nghttp2_option_del(opt);
+    int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, tg_worker_h2mem(w)) == 0;
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
@@ -623,7 +618,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
             tg_sock_free(sock);
         if (c->session)
             nghttp2_session_del(c->session);
-        free(c);
+        tg_slab_free(m->conns, c);
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
@@ -908,12 +903,21 @@ const tg_upstream_ops_t tg_upstream_h2_ops = {
     .release = h2_release,
 };
 
+static void module_free(tg_worker_t *w);
+
 static int module_init(tg_worker_t *w)
 {
     h2c_worker_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_CLIENT, m);
+    if ((m->conns = tg_slab_new(sizeof(tg_h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
+        nghttp2_option_new(&m->opt) != 0) {
+        module_free(w);
+        return -1;
+    }
+    nghttp2_option_set_no_auto_window_update(m->opt, 1);
+    nghttp2_option_set_no_closed_streams(m->opt, 1); /* no RFC 7540 priority tree kept */
     return 0;
 }
 
@@ -950,6 +954,11 @@ static void module_free(tg_worker_t *w)
             tg_conn_free_now(&c->base); /* unlinks it */
     }
     tg_h2_obj_cache_clear(&m->streams);
+    tg_slab_destroy(m->conns);
+    if (m->cb != NULL)
+        nghttp2_session_callbacks_del(m->cb);
+    if (m->opt != NULL)
+        nghttp2_option_del(m->opt);
     free(m->slots);
     free(m);
     tg_worker_set_state(w, TG_WMOD_H2_CLIENT, NULL);

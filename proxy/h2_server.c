@@ -29,7 +29,8 @@
 #include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/base/grpc_frames.h"
-#include "proxy/h2mem.h"
+#include "proxy/base/mem.h"
+#include "proxy/base/slab.h"
 #include "proxy/h2util.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
@@ -59,7 +60,7 @@ typedef struct h2_stream {
     uint64_t header_bytes;      /* decoded header list size (RFC 9113 6.5.2) */
     uint64_t body_bytes;        /* request body received */
     int reject_status;          /* set while decoding: answer with this once the head is in */
-    nghttp2_nv *trailers;       /* response trailers to send after the body (one malloc) */
+    nghttp2_nv *trailers;       /* response trailers to send after the body (one block of the worker's cache) */
     size_t n_trailers;
     const char *reject_msg;
     unsigned req_fin : 1;       /* END_STREAM received */
@@ -124,12 +125,24 @@ static void conn_kick(h2_conn_t *c)
  * (a stream per request is the hot path). */
 typedef struct h2s_worker {
     tg_h2_obj_cache_t streams;
+    tg_slab_t *conns;                 /* where the connections live */
+    nghttp2_session_callbacks *cb;    /* the same for every session: made once */
+    nghttp2_option *opt;
 } h2s_worker_t;
+
+static h2s_worker_t *mstate(tg_worker_t *w)
+{
+    return tg_worker_state(w, TG_WMOD_H2_SERVER);
+}
 
 static tg_h2_obj_cache_t *stream_cache(tg_worker_t *w)
 {
-    return &((h2s_worker_t *)tg_worker_state(w, TG_WMOD_H2_SERVER))->streams;
+    return &mstate(w)->streams;
 }
+
+static nghttp2_session_callbacks *make_callbacks(void);
+
+static void module_free(tg_worker_t *w);
 
 static int module_init(tg_worker_t *w)
 {
@@ -137,6 +150,18 @@ static int module_init(tg_worker_t *w)
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_SERVER, m);
+    if ((m->conns = tg_slab_new(sizeof(h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
+        nghttp2_option_new(&m->opt) != 0) {
+        module_free(w);
+        return -1;
+    }
+    /* Windows open only as the exchange moves request bytes onward. */
+    nghttp2_option_set_no_auto_window_update(m->opt, 1);
+    nghttp2_option_set_max_outbound_ack(m->opt, 1000);     /* SETTINGS/PING flood bound */
+    nghttp2_option_set_max_settings(m->opt, 32);
+    /* RFC 9113 deprecates the RFC 7540 priority tree: no closed streams
+     * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
+    nghttp2_option_set_no_closed_streams(m->opt, 1);
     return 0;
 }
 
@@ -146,6 +171,11 @@ static void module_free(tg_worker_t *w)
     if (m == NULL)
         return;
     tg_h2_obj_cache_clear(&m->streams);
+    tg_slab_destroy(m->conns);
+    if (m->cb != NULL)
+        nghttp2_session_callbacks_del(m->cb);
+    if (m->opt != NULL)
+        nghttp2_option_del(m->opt);
     free(m);
     tg_worker_set_state(w, TG_WMOD_H2_SERVER, NULL);
 }
@@ -160,7 +190,7 @@ static void stream_free(h2_stream_t *st)
 {
     if (st->watch_drain)
         st->conn->n_watching--;
-    free(st->trailers);
+    tg_mem_free(tg_worker_mem(st->conn->base.w), st->trailers);
     TAILQ_REMOVE(&st->conn->streams, st, link);
     st->conn->n_streams--;
     tg_h2_obj_release(stream_cache(st->conn->base.w), &st->obj);
@@ -199,7 +229,7 @@ static void on_free(tg_conn_t *b)
         tg_tls_peer_free(c->peer);
         free(c->peer);
     }
-    free(c);
+    tg_slab_free(mstate(b->w)->conns, c);
 }
 
 /* ---- tg_downstream_ops_t ---- */
@@ -236,7 +266,7 @@ static ssize_t on_data_source_read(nghttp2_session *session, int32_t stream_id, 
         /* END_STREAM goes on the trailers instead */
         *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         int r = nghttp2_submit_trailer(session, stream_id, st->trailers, st->n_trailers);
-        free(st->trailers);
+        tg_mem_free(tg_worker_mem(st->conn->base.w), st->trailers);
         st->trailers = NULL;
         if (r != 0)
             return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -322,8 +352,8 @@ static int ds_write_body(void *ds, struct evbuffer *data)
     return 0;
 }
 
-/* Copies trailers into one allocation the stream owns until they are
- * submitted (the exchange's arena may be gone by then). */
+/* Copies trailers into one block of the worker's cache that the stream
+ * owns until they are submitted (the exchange's arena may be gone by then). */
 static int keep_trailers(h2_stream_t *st, const tg_headers_t *t)
 {
     size_t bytes = t->n * sizeof(nghttp2_nv);
@@ -332,7 +362,7 @@ static int keep_trailers(h2_stream_t *st, const tg_headers_t *t)
             return TG_HTTP_UNSAFE_FIELD;
         bytes += t->v[i].name_len + t->v[i].value_len + 2;
     }
-    nghttp2_nv *nv = malloc(bytes);
+    nghttp2_nv *nv = tg_mem_alloc(tg_worker_mem(st->conn->base.w), bytes);
     if (nv == NULL)
         return -1;
     char *p = (char *)(nv + t->n);
@@ -1051,24 +1081,9 @@ static int feed_stop(void *arg)
 static int start_session(h2_conn_t *c)
 {
     const tg_http2_conf_t *h = c->conf;
-    nghttp2_session_callbacks *cb = make_callbacks();
-    nghttp2_option *opt = NULL;
-    if (cb == NULL || nghttp2_option_new(&opt) != 0) {
-        if (cb)
-            nghttp2_session_callbacks_del(cb);
-        return -1;
-    }
-    /* Windows open only as the exchange moves request bytes onward. */
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_max_outbound_ack(opt, 1000);     /* SETTINGS/PING flood bound */
-    nghttp2_option_set_max_settings(opt, 32);
-    /* RFC 9113 deprecates the RFC 7540 priority tree: no closed streams
-     * kept for it (SETTINGS_NO_RFC7540_PRIORITIES below drops the tree). */
-    nghttp2_option_set_no_closed_streams(opt, 1);
+    h2s_worker_t *m = mstate(c->base.w);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new3(&c->session, cb, c, opt, tg_h2mem_nghttp2(tg_worker_h2mem(c->base.w)));
-    nghttp2_session_callbacks_del(cb);
-    nghttp2_option_del(opt);
+    int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, tg_worker_h2mem(c->base.w));
     if (rv != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
@@ -1088,9 +1103,10 @@ static int start_session(h2_conn_t *c)
 void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, tg_snapshot_t *snap,
                        size_t listener, size_t stats_slot, const char *addr, tg_tls_peer_t *peer, int tls)
 {
-    h2_conn_t *c = calloc(1, sizeof(*c));
+    tg_slab_t *slab = mstate(w)->conns;
+    h2_conn_t *c = tg_slab_alloc(slab);
     if (c == NULL || tg_conn_init(&c->base, &h2_kind, w, sock, snap, 1) < 0) {
-        free(c);
+        tg_slab_free(slab, c);
         if (peer != NULL) {
             tg_tls_peer_free(peer);
             free(peer);

@@ -12,6 +12,7 @@
 #include "config/schema.h"
 #include "filters/filter.h"
 #include "proxy/base/log.h"
+#include "proxy/base/mem.h"
 #include "proxy/ctl.h"
 #include "proxy/process.h"
 
@@ -65,6 +66,7 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, 'l' }, { "version", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' }, { "schema", no_argument, NULL, 'S' }, { NULL, 0, NULL, 0 },
     };
+    tg_mem_hook_libevent(); /* before libevent allocates anything: workers' buffers come from their caches */
     const char *config = NULL;
     int test = 0, dump = 0, watch = 0, c;
     while ((c = getopt_long(argc, argv, "c:tTwl:vh", opts, NULL)) != -1) {

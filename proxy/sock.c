@@ -18,6 +18,7 @@
 #include "proxy/sock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
+#include "proxy/base/slab.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -72,6 +73,7 @@ struct tg_sock {
 
 struct tg_sock_loop {
     struct event_base *base;
+    tg_slab_t *socks;          /* where the loop's sockets live */
     struct event run_ev;
     TAILQ_HEAD(, tg_sock) queue;
     int run_pending;
@@ -160,7 +162,7 @@ static void release(tg_sock_t *s)
     }
     if (s->timer != NULL)
         event_free(s->timer);
-    free(s);
+    tg_slab_free(s->loop->socks, s);
 }
 
 static void dispatch_begin(tg_sock_t *s)
@@ -878,13 +880,15 @@ tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
     TAILQ_INIT(&l->queue);
     l->deferred_tail = &l->deferred;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (l->epfd < 0 || (l->scratch = evbuffer_new()) == NULL || event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0 ||
+    if (l->epfd < 0 || (l->socks = tg_slab_new(sizeof(tg_sock_t))) == NULL || (l->scratch = evbuffer_new()) == NULL ||
+        event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0 ||
         event_assign(&l->ep_ev, base, l->epfd, EV_READ | EV_PERSIST, on_epoll, l) < 0 ||
         event_add(&l->ep_ev, NULL) < 0) {
         if (l->scratch)
             evbuffer_free(l->scratch);
         if (l->epfd >= 0)
             close(l->epfd);
+        tg_slab_destroy(l->socks);
         free(l);
         return NULL;
     }
@@ -907,12 +911,13 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
         event_del(&q->ev);
         free(q);
     }
+    tg_slab_destroy(l->socks); /* every socket is gone */
     free(l);
 }
 
 static tg_sock_t *sock_create(tg_sock_loop_t *l, int fd)
 {
-    tg_sock_t *s = calloc(1, sizeof(*s));
+    tg_sock_t *s = tg_slab_alloc(l->socks);
     if (s == NULL)
         return NULL;
     s->loop = l;
@@ -920,7 +925,7 @@ static tg_sock_t *sock_create(tg_sock_loop_t *l, int fd)
     /* born parked: the buffers come (from the loop's spares) with the first bytes */
     struct epoll_event e = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = s };
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
-        free(s);
+        tg_slab_free(l->socks, s);
         return NULL;
     }
     return s;

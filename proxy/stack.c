@@ -17,6 +17,7 @@
 static const tg_worker_module_t *const modules[] = {
     &tg_redis_module,
     &tg_exchange_module,
+    &tg_h1_server_module,
     &tg_h2_server_module,
     &tg_upstream_h1_module,
     &tg_h2_client_module,

@@ -21,6 +21,7 @@
 #include <sys/queue.h>
 
 #include "proxy/base/log.h"
+#include "proxy/base/slab.h"
 #include "proxy/h1_codec.h"
 #include "proxy/health.h"
 #include "proxy/sock.h"
@@ -30,6 +31,7 @@ typedef struct tg_h1_upconn {
     TAILQ_ENTRY(tg_h1_upconn) link;  /* in the pool's idle list */
     tg_sock_t *sock;
     tg_worker_t *w;
+    tg_slab_t *slab;                 /* it lives in (may outlast the module in a teardown) */
     size_t slot;
     unsigned gen;                    /* the slot's generation when it connected (registry.h) */
     unsigned served;                 /* requests already served on this connection */
@@ -93,6 +95,7 @@ static size_t pool_cap(pool_t *p, const tg_cluster_conf_t *cc)
 typedef struct pools {
     pool_t **slots;                  /* indexed by tg_endpoint_t.slot (each allocated: list heads must not move) */
     size_t n;
+    tg_slab_t *conns;                /* where the connections live */
 } pools_t;
 
 static pool_t *pool_of(tg_worker_t *w, size_t slot)
@@ -106,7 +109,7 @@ static void upconn_close(upconn_t *c)
     tg_counter_sub(&tg_worker_stats(c->w)->endpoints[c->slot].active, 1);
     tg_health_conn_add(tg_worker_health(c->w), c->slot, -1);
     tg_sock_free(c->sock);
-    free(c);
+    tg_slab_free(c->slab, c);
 }
 
 static void pool_remove(upconn_t *c)
@@ -121,6 +124,10 @@ static int module_init(tg_worker_t *w)
     pools_t *ps = calloc(1, sizeof(*ps));
     if (ps == NULL)
         return -1;
+    if ((ps->conns = tg_slab_new(sizeof(upconn_t))) == NULL) {
+        free(ps);
+        return -1;
+    }
     tg_worker_set_state(w, TG_WMOD_UPSTREAM_H1, ps);
     return 0;
 }
@@ -171,6 +178,7 @@ static void module_free(tg_worker_t *w)
         free(ps->slots[i]);
     }
     free(ps->slots);
+    tg_slab_destroy(ps->conns); /* connections leased when the worker stopped go with their exchanges */
     free(ps);
     tg_worker_set_state(w, TG_WMOD_UPSTREAM_H1, NULL);
 }
@@ -286,13 +294,15 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         errno = EBUSY;
         return NULL;
     }
-    if ((c = calloc(1, sizeof(*c))) == NULL)
+    tg_slab_t *slab = ((pools_t *)tg_worker_state(w, TG_WMOD_UPSTREAM_H1))->conns;
+    if ((c = tg_slab_alloc(slab)) == NULL)
         return NULL;
+    c->slab = slab;
     c->w = w;
     c->slot = t->ep->slot;
     c->gen = t->ep->gen;
     if ((c->sock = tg_cluster_connect(t->cl, t->ep, tg_worker_sockloop(w))) == NULL) {
-        free(c);
+        tg_slab_free(slab, c);
         return NULL;
     }
     tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/base/mem.h"
 #include "proxy/h2mem.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
@@ -43,7 +44,9 @@ struct tg_worker {
     struct event *cmd_ev;
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state */
-    struct tg_h2mem *h2mem;          /* the allocator of this worker's nghttp2 sessions */
+    tg_mem_t *mem;                   /* this thread's block cache: libevent's and nghttp2's allocations */
+    nghttp2_mem h2mem;               /* nghttp2's view of mem */
+    struct event *trim_ev;           /* gives back what the cache has not used for a while */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
     struct tg_tracer *tracer;        /* the process's span exporter (shared; NULL: none) */
@@ -60,6 +63,8 @@ struct tg_reload_msg {
 #define ACCEPT_PAUSE_MIN_MS 25     /* first pause when descriptors run out */
 #define ACCEPT_PAUSE_MAX_MS 1000   /* the backoff doubles up to this */
 #define IDLE_CLOSE_BATCH 32        /* idle connections closed per pause, oldest first */
+#define MEM_CACHE_MAX (8u << 20)   /* free blocks a worker keeps for reuse, at most */
+#define MEM_TRIM_S 5               /* blocks unused for this long go back to the C library */
 
 static uint64_t now_ms(void)
 {
@@ -336,6 +341,14 @@ static void start_drain(tg_worker_t *w)
 }
 
 /* Commands from other threads arrive as bytes on the worker's pipe. */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_worker_t *w = arg;
+    tg_mem_trim(w->mem);
+}
+
 static void on_command(evutil_socket_t fd, short what, void *arg)
 {
     tg_worker_t *w = arg;
@@ -374,8 +387,9 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
-    if ((w->stats = tg_stats_new()) == NULL || (w->h2mem = tg_h2mem_new()) == NULL)
+    if ((w->stats = tg_stats_new()) == NULL || (w->mem = tg_mem_new(MEM_CACHE_MAX)) == NULL)
         goto fail;
+    tg_h2mem_init(&w->h2mem, w->mem);
     struct event_config *ec = event_config_new();
     if (ec != NULL) {
         event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
@@ -406,6 +420,10 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
     if (w->cmd_ev == NULL || event_add(w->cmd_ev, NULL) < 0)
         goto fail;
+    struct timeval trim_tv = { MEM_TRIM_S, 0 };
+    w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w);
+    if (w->trim_ev == NULL || event_add(w->trim_ev, &trim_tv) < 0)
+        goto fail;
     return w;
 fail:
     tg_error("worker %u: cannot initialise", id);
@@ -420,7 +438,9 @@ static void *worker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
     tg_debug("worker %u: running", w->id);
+    tg_mem_bind(w->mem);
     event_base_dispatch(w->base);
+    tg_mem_bind(NULL);
     tg_debug("worker %u: stopped", w->id);
     return NULL;
 }
@@ -466,9 +486,10 @@ void tg_worker_join_free(tg_worker_t *w)
     take_reloads_discard(w);
     while (w->n_inited > 0) /* upstream connections, then the caches */
         w->setup->modules[--w->n_inited]->free(w);
-    tg_h2mem_free(w->h2mem); /* every session is gone */
     if (w->cmd_ev)
         event_free(w->cmd_ev);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
     for (int i = 0; i < 2; i++)
         if (w->cmd_fd[i] >= 0)
             close(w->cmd_fd[i]);
@@ -478,6 +499,7 @@ void tg_worker_join_free(tg_worker_t *w)
     tg_snapshot_unref(w->snap);
     free(w->listeners);
     tg_stats_free(w->stats);
+    tg_mem_destroy(w->mem); /* every session is gone; blocks freed later go to the C library */
     pthread_mutex_destroy(&w->mbox_lock);
     free(w);
 }
@@ -541,9 +563,14 @@ struct tg_tracer *tg_worker_tracer(tg_worker_t *w)
     return w->tracer;
 }
 
-struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w)
+nghttp2_mem *tg_worker_h2mem(tg_worker_t *w)
 {
-    return w->h2mem;
+    return &w->h2mem;
+}
+
+tg_mem_t *tg_worker_mem(tg_worker_t *w)
+{
+    return w->mem;
 }
 
 int tg_worker_draining(const tg_worker_t *w)

@@ -9,6 +9,7 @@
 #ifndef TG_PROXY_WORKER_H
 #define TG_PROXY_WORKER_H
 
+#include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -81,6 +82,7 @@ typedef enum {
     TG_WMOD_UPSTREAM_H1,  /* idle HTTP/1 upstream connections per endpoint (upstream_h1.c) */
     TG_WMOD_H2_CLIENT,    /* HTTP/2 upstream connections per endpoint, recycled streams (h2_client.c) */
     TG_WMOD_REDIS,        /* the Redis store's client (redis.c) */
+    TG_WMOD_H1_SERVER,    /* where downstream HTTP/1 connections live (h1_server.c) */
     TG_WMOD_N
 } tg_worker_mod_t;
 
@@ -156,7 +158,9 @@ struct tg_tracer;
 void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t);
 struct tg_tracer *tg_worker_tracer(tg_worker_t *w);
 /* The allocator of the worker's nghttp2 sessions (both sides). */
-struct tg_h2mem *tg_worker_h2mem(tg_worker_t *w);
+nghttp2_mem *tg_worker_h2mem(tg_worker_t *w);
+/* The worker's block cache (proxy/base/mem.h). */
+struct tg_mem *tg_worker_mem(tg_worker_t *w);
 /* Is the worker draining (finishing what is in flight, then leaving)? */
 int tg_worker_draining(const tg_worker_t *w);
 /* Connections in the worker's list. */

@@ -23,11 +23,12 @@ cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTOLLGATE_TESTS=ON >/dev
 cmake --build build-release -j"$(nproc)"
 (cd build-release && ctest -R '^unit\.' --output-on-failure)
 
-# The release build's allocator for HTTP/2 sessions reuses freed blocks
-# (sanitizer builds turn that off so that ASan sees every free): the HTTP/2
-# and gRPC suites also run on the release binary.
+# The release build's block cache and slabs reuse freed memory (sanitizer
+# builds turn that off so that ASan sees every free): the HTTP/2 and gRPC
+# suites also run on the release binary, and so does the allocation count
+# (its LD_PRELOAD counter cannot run under ASan).
 (cd tests/integration && TOLLGATE_BIN="$(pwd)/../../build-release/tollgate" \
-  /usr/bin/python3 -m unittest test_http2 test_grpc)
+  /usr/bin/python3 -m unittest test_http2 test_grpc test_allocations)
 
 BUILD=${BUILD_DIR:-build-test}
 cmake -S . -B "$BUILD" -DTOLLGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null

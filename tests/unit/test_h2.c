@@ -22,9 +22,10 @@
 
 static void test_allocator(void **state)
 {
-    tg_h2mem_t *m = tg_h2mem_new();
+    tg_mem_t *m = tg_mem_new(1 << 20);
     assert_non_null(m);
-    nghttp2_mem *mem = tg_h2mem_nghttp2(m);
+    nghttp2_mem h2, *mem = &h2;
+    tg_h2mem_init(mem, m);
     /* every size class and a large block: usable, 16-byte aligned */
     size_t sizes[] = { 0, 1, 31, 32, 33, 100, 1000, 4096, 4097, 100000 };
     void *p[10];
@@ -58,7 +59,7 @@ static void test_allocator(void **state)
     void *last = mem->realloc(NULL, 10, mem->mem_user_data);
     assert_non_null(last);
     mem->free(last, mem->mem_user_data);
-    tg_h2mem_free(m); /* frees the cached blocks */
+    tg_mem_destroy(m); /* frees the cached blocks */
 }
 
 typedef struct thing {

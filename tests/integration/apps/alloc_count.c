@@ -1,10 +1,11 @@
 /*
- * bench/alloc_count.c — an LD_PRELOAD library that counts heap
- * allocations (malloc, calloc, realloc, aligned allocations) of the
- * process it is loaded into, for bench/allocs.py. SIGWINCH writes the
- * count so far to $ALLOC_COUNT_FILE. Not part of tollgate.
+ * tests/integration/apps/alloc_count.c — an LD_PRELOAD library that
+ * counts heap allocations (malloc, calloc, realloc, aligned allocations)
+ * of the process it is loaded into, for test_allocations.py and
+ * bench/profile.py. SIGWINCH writes the count so far to $ALLOC_COUNT_FILE.
+ * Not part of tollgate.
  *
- *   cc -O2 -shared -fPIC -o alloc_count.so bench/alloc_count.c -ldl
+ *   cc -O2 -shared -fPIC -o alloc_count.so alloc_count.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

@@ -1,0 +1,211 @@
+/* Unit tests: the worker's block cache (mem.h) and slabs (slab.h). The
+ * reuse checks hold in the release build, whose unit tests run too;
+ * sanitizer builds do not cache, and there the same calls must still be
+ * correct memory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proxy/base/mem.h"
+#include "proxy/base/slab.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CACHES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CACHES 0
+#endif
+#endif
+#ifndef CACHES
+#define CACHES 1
+#endif
+
+static void test_alloc_free_reuse(void **state)
+{
+    (void)state;
+    tg_mem_t *m = tg_mem_new(1 << 20);
+    assert_non_null(m);
+    unsigned char *a = tg_mem_alloc(m, 1000);
+    assert_non_null(a);
+    assert_int_equal((uintptr_t)a % 16, 0);
+    memset(a, 0xab, 1000);
+    tg_mem_free(m, a);
+    unsigned char *b = tg_mem_alloc(m, 1024); /* the same class (513..1024) */
+    memset(b, 1, 1024);
+    tg_mem_stats_t st;
+    tg_mem_stats(m, &st);
+    assert_int_equal(st.allocs, 2);
+    if (CACHES) {
+        assert_ptr_equal(a, b);
+        assert_int_equal(st.misses, 1);
+    }
+    tg_mem_free(m, b);
+    /* every size class and beyond */
+    void *p[40];
+    for (int i = 0; i < 40; i++) {
+        size_t n = (size_t)1 << (i % 20);
+        p[i] = tg_mem_alloc(m, n + (size_t)i);
+        assert_non_null(p[i]);
+        memset(p[i], i, n + (size_t)i);
+    }
+    for (int i = 0; i < 40; i++)
+        tg_mem_free(m, p[i]);
+    tg_mem_free(m, NULL);
+    tg_mem_destroy(m);
+}
+
+static void test_calloc_realloc(void **state)
+{
+    (void)state;
+    tg_mem_t *m = tg_mem_new(1 << 20);
+    unsigned char *z = tg_mem_calloc(m, 10, 10);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(z[i], 0);
+    memset(z, 7, 100);
+    tg_mem_free(m, z);
+    z = tg_mem_calloc(m, 10, 10); /* the reused block is zeroed again */
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(z[i], 0);
+    assert_null(tg_mem_calloc(m, SIZE_MAX / 2, 4)); /* overflow */
+    unsigned char *r = tg_mem_realloc(m, NULL, 40);
+    for (int i = 0; i < 40; i++)
+        r[i] = (unsigned char)i;
+    r = tg_mem_realloc(m, r, 100000); /* into the large blocks */
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(r[i], i);
+    memset(r + 40, 9, 100000 - 40);
+    r = tg_mem_realloc(m, r, 200000);
+    assert_int_equal(r[39], 39);
+    assert_int_equal(r[99999], 9);
+    r = tg_mem_realloc(m, r, 10);
+    assert_int_equal(r[5], 5);
+    tg_mem_free(m, r);
+    tg_mem_free(m, z);
+    tg_mem_destroy(m);
+}
+
+static void test_budget_and_trim(void **state)
+{
+    (void)state;
+    tg_mem_t *m = tg_mem_new(4096); /* four 1 KiB blocks at most */
+    void *p[8];
+    for (int i = 0; i < 8; i++)
+        p[i] = tg_mem_alloc(m, 1024);
+    for (int i = 0; i < 8; i++)
+        tg_mem_free(m, p[i]);
+    tg_mem_stats_t st;
+    tg_mem_stats(m, &st);
+    assert_true(st.cached_bytes <= 4096);
+    if (CACHES)
+        assert_int_equal(st.cached_bytes, 4096);
+    /* blocks used between two trims stay; blocks nobody used go */
+    tg_mem_trim(m);
+    tg_mem_stats(m, &st);
+    if (CACHES)
+        assert_int_equal(st.cached_bytes, 4096); /* first trim: nothing known unused yet */
+    void *x = tg_mem_alloc(m, 1000), *y = tg_mem_alloc(m, 1000);
+    tg_mem_free(m, x);
+    tg_mem_free(m, y);
+    tg_mem_trim(m); /* the list never went below 2 of 4: two go */
+    tg_mem_stats(m, &st);
+    if (CACHES)
+        assert_int_equal(st.cached_bytes, 2048);
+    tg_mem_trim(m); /* nothing used at all since: all go */
+    tg_mem_stats(m, &st);
+    assert_int_equal(st.cached_bytes, 0);
+    tg_mem_destroy(m);
+}
+
+static void test_no_cache_and_cross_cache(void **state)
+{
+    (void)state;
+    /* a block from one cache freed to another, or to none (another thread) */
+    tg_mem_t *a = tg_mem_new(1 << 20), *b = tg_mem_new(1 << 20);
+    void *p = tg_mem_alloc(a, 300), *q = tg_mem_alloc(NULL, 300);
+    memset(p, 1, 300);
+    memset(q, 2, 300);
+    tg_mem_free(b, p);
+    tg_mem_free(NULL, q);
+    void *r = tg_mem_alloc(b, 256 + 1);
+    if (CACHES)
+        assert_ptr_equal(r, p);
+    tg_mem_free(b, r);
+    tg_mem_destroy(a);
+    tg_mem_destroy(b);
+}
+
+typedef struct obj {
+    char bytes[200];
+} obj_t;
+
+static void test_slab(void **state)
+{
+    (void)state;
+    assert_null(tg_slab_new(0));
+    assert_null(tg_slab_new(100000));
+    tg_slab_t *s = tg_slab_new(sizeof(obj_t));
+    assert_non_null(s);
+    enum { N = 1000 };
+    obj_t **o = calloc(N, sizeof(*o));
+    for (int i = 0; i < N; i++) {
+        o[i] = tg_slab_alloc(s);
+        assert_non_null(o[i]);
+        assert_int_equal((uintptr_t)o[i] % 16, 0);
+        for (size_t k = 0; k < sizeof(obj_t); k++)
+            assert_int_equal(o[i]->bytes[k], 0);
+        memset(o[i], i & 0xff, sizeof(obj_t));
+    }
+    for (int i = 0; i < N; i++) /* nothing overlaps */
+        for (size_t k = 0; k < sizeof(obj_t); k += 50)
+            assert_int_equal((unsigned char)o[i]->bytes[k], i & 0xff);
+    if (CACHES)
+        assert_true(tg_slab_chunks(s) >= (N * 208 + 16383) / 16384);
+    /* free every other one, then all: at most one empty chunk stays */
+    for (int i = 0; i < N; i += 2)
+        tg_slab_free(s, o[i]);
+    for (int i = 0; i < N; i += 2) { /* the freed ones are reused, zeroed */
+        o[i] = tg_slab_alloc(s);
+        assert_int_equal(o[i]->bytes[10], 0);
+    }
+    for (int i = 0; i < N; i++)
+        tg_slab_free(s, o[i]);
+    if (CACHES)
+        assert_int_equal(tg_slab_chunks(s), 1);
+    obj_t *again = tg_slab_alloc(s);
+    assert_non_null(again);
+    tg_slab_free(s, again);
+    tg_slab_free(s, NULL);
+    tg_slab_destroy(s);
+    free(o);
+}
+
+static void test_slab_destroyed_with_objects_out(void **state)
+{
+    (void)state;
+    /* a teardown may free objects after their slab: they stay valid, and
+     * the last one's free releases what is left (no leak, no use after free) */
+    tg_slab_t *s = tg_slab_new(64);
+    void *a = tg_slab_alloc(s), *b = tg_slab_alloc(s);
+    tg_slab_destroy(s);
+    memset(a, 1, 64);
+    tg_slab_free(s, a);
+    memset(b, 2, 64);
+    tg_slab_free(s, b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alloc_free_reuse),
+        cmocka_unit_test(test_calloc_realloc),
+        cmocka_unit_test(test_budget_and_trim),
+        cmocka_unit_test(test_no_cache_and_cross_cache),
+        cmocka_unit_test(test_slab),
+        cmocka_unit_test(test_slab_destroyed_with_objects_out),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
