@@ -156,9 +156,11 @@ static void release(tg_sock_t *s)
 {
     if (s->ssl != NULL)
         SSL_free(s->ssl);
-    if (s->in != NULL) {
-        evbuffer_free(s->in);
-        evbuffer_free(s->out);
+    if (s->in != NULL) { /* emptied, they serve the next connection */
+        evbuffer_drain(s->in, evbuffer_get_length(s->in));
+        evbuffer_drain(s->out, evbuffer_get_length(s->out));
+        buf_give(s->loop, s->in);
+        buf_give(s->loop, s->out);
     }
     if (s->timer != NULL)
         event_free(s->timer);

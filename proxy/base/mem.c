@@ -1,21 +1,23 @@
 /*
  * proxy/base/mem.c — see mem.h.
  *
- * Block layout: [16-byte header][payload]. The header's last byte is the
- * size class (LARGE for blocks above the largest class, whose first 8
- * header bytes then hold the size). A free block's payload holds the list
- * link.
+ * No header: a block is plain C-library memory, and its class is read back
+ * from the size the C library gave it (malloc_usable_size): a block whose
+ * usable size is at least 2^c serves any request up to 2^c. A miss asks
+ * the C library for exactly 2^c bytes, so the block comes back to the same
+ * class. Any block can thus be freed by free() anywhere, and any block of
+ * a cacheable size can join a cache.
  */
 #include "proxy/base/mem.h"
 
 #include <event2/event.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MIN_SHIFT 5                 /* 32 bytes */
 #define N_CLASSES 12                /* 32 .. 64 KiB */
-#define LARGE 0xff
-#define HDR 16
+#define LIBEVENT_MIN 1024           /* libevent's smaller allocations (events, buffer structs) stay exact */
 #if defined(__SANITIZE_ADDRESS__)
 #define TG_ASAN 1
 #elif defined(__has_feature)
@@ -43,16 +45,23 @@ struct tg_mem {
 
 static __thread tg_mem_t *thread_mem; /* the cache libevent uses on this thread */
 
-static unsigned class_of(size_t size)
+/* The class a request of size bytes is served from (N_CLASSES: none). */
+static unsigned class_for_request(size_t size)
 {
-    if (!CACHING)
-        return LARGE; /* exact sizes: the sanitizer sees every overflow */
+    if (!CACHING || size > ((size_t)1 << (MIN_SHIFT + N_CLASSES - 1)))
+        return N_CLASSES;
     if (size <= ((size_t)1 << MIN_SHIFT))
         return 0;
-    if (size > ((size_t)1 << (MIN_SHIFT + N_CLASSES - 1)))
-        return LARGE;
-    /* the smallest c with 2^(MIN_SHIFT+c) >= size */
     return (unsigned)(64 - __builtin_clzll((unsigned long long)(size - 1))) - MIN_SHIFT;
+}
+
+/* The class a block of usable bytes can serve (N_CLASSES: none). */
+static unsigned class_for_block(size_t usable)
+{
+    if (usable < ((size_t)1 << MIN_SHIFT))
+        return N_CLASSES;
+    unsigned c = (unsigned)(63 - __builtin_clzll((unsigned long long)usable)) - MIN_SHIFT;
+    return c < N_CLASSES ? c : N_CLASSES;
 }
 
 static size_t class_size(unsigned c)
@@ -78,46 +87,36 @@ void tg_mem_destroy(tg_mem_t *m)
         while (m->lists[c] != NULL) {
             free_block_t *b = m->lists[c];
             m->lists[c] = b->next;
-            free((unsigned char *)b - HDR);
+            free(b);
         }
     free(m);
 }
 
 void *tg_mem_alloc(tg_mem_t *m, size_t size)
 {
-    unsigned c = class_of(size);
-    unsigned char *p;
-    if (m != NULL)
-        m->allocs++;
-    if (m != NULL && c != LARGE && m->lists[c] != NULL) {
+    unsigned c = class_for_request(size);
+    if (m == NULL)
+        return malloc(c < N_CLASSES ? class_size(c) : size ? size : 1);
+    m->allocs++;
+    if (c < N_CLASSES && m->lists[c] != NULL) {
         free_block_t *b = m->lists[c];
         m->lists[c] = b->next;
         if (--m->len[c] < m->low[c])
             m->low[c] = m->len[c];
         m->cached_bytes -= class_size(c);
-        p = (unsigned char *)b;
-    } else {
-        if (m != NULL)
-            m->misses++;
-        size_t n = c == LARGE ? size : class_size(c);
-        if (n > SIZE_MAX - HDR || (p = malloc(HDR + n)) == NULL)
-            return NULL;
-        p += HDR;
+        return b;
     }
-    p[-1] = (unsigned char)c;
-    if (c == LARGE)
-        memcpy(p - HDR, &size, sizeof(size));
-    return p;
+    m->misses++;
+    return malloc(c < N_CLASSES ? class_size(c) : size ? size : 1);
 }
 
 void tg_mem_free(tg_mem_t *m, void *ptr)
 {
     if (ptr == NULL)
         return;
-    unsigned char *p = ptr;
-    unsigned c = p[-1];
-    if (!CACHING || m == NULL || c == LARGE || m->cached_bytes + class_size(c) > m->max_cached) {
-        free(p - HDR);
+    unsigned c = CACHING && m != NULL ? class_for_block(malloc_usable_size(ptr)) : N_CLASSES;
+    if (c == N_CLASSES || m->cached_bytes + class_size(c) > m->max_cached) {
+        free(ptr);
         return;
     }
     free_block_t *b = ptr;
@@ -141,14 +140,9 @@ void *tg_mem_realloc(tg_mem_t *m, void *ptr, size_t size)
 {
     if (ptr == NULL)
         return tg_mem_alloc(m, size);
-    unsigned char *p = ptr;
-    size_t old;
-    if (p[-1] == LARGE)
-        memcpy(&old, p - HDR, sizeof(old));
-    else
-        old = class_size(p[-1]);
-    if (size <= old && p[-1] != LARGE)
-        return ptr; /* still fits its class */
+    size_t old = malloc_usable_size(ptr);
+    if (size <= old && (CACHING || size == old))
+        return ptr; /* still fits (sanitizer builds: exact sizes, so it sees every overflow) */
     void *n = tg_mem_alloc(m, size);
     if (n == NULL)
         return NULL;
@@ -167,7 +161,7 @@ void tg_mem_trim(tg_mem_t *m)
             m->lists[c] = b->next;
             m->len[c]--;
             m->cached_bytes -= class_size(c);
-            free((unsigned char *)b - HDR);
+            free(b);
         }
         m->low[c] = m->len[c];
     }
@@ -180,17 +174,20 @@ void tg_mem_stats(const tg_mem_t *m, tg_mem_stats_t *out)
 
 static void *ev_malloc(size_t n)
 {
-    return tg_mem_alloc(thread_mem, n);
+    return n >= LIBEVENT_MIN ? tg_mem_alloc(thread_mem, n) : malloc(n);
 }
 
 static void *ev_realloc(void *p, size_t n)
 {
-    return tg_mem_realloc(thread_mem, p, n);
+    return n >= LIBEVENT_MIN ? tg_mem_realloc(thread_mem, p, n) : realloc(p, n);
 }
 
 static void ev_free(void *p)
 {
-    tg_mem_free(thread_mem, p);
+    if (p != NULL && malloc_usable_size(p) >= LIBEVENT_MIN)
+        tg_mem_free(thread_mem, p);
+    else
+        free(p);
 }
 
 void tg_mem_hook_libevent(void)

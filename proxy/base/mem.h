@@ -11,11 +11,14 @@
  *    through tg_mem_alloc/tg_mem_free with the cache the calling thread
  *    bound with tg_mem_bind() (none on the main thread: plain malloc).
  *
- * Every block carries a 16-byte header (its class; the payload stays
- * 16-byte aligned), so a block may be freed on any thread, with or without
- * a cache: freed on a thread with a cache it joins that cache (ownership
- * moves with it; nothing is shared between threads), otherwise it goes back
- * to the C library. Blocks above the largest class are plain malloc.
+ * A block is plain C-library memory with no header of ours (its class is
+ * read back from malloc_usable_size), so it may be freed on any thread,
+ * with or without a cache, even by free(): freed on a thread with a cache
+ * it joins that cache (ownership moves with it; nothing is shared between
+ * threads), otherwise it goes back to the C library. Requests above the
+ * largest class are plain malloc. libevent's allocations under 1 KiB (its
+ * events and buffer structs, which idle connections may keep) stay exact
+ * C-library allocations; its buffer chains (1 KiB and up) are cached.
  *
  * Bounded: a cache keeps at most its byte budget, and tg_mem_trim() (the
  * worker calls it every few seconds) gives back the blocks of each class
@@ -35,9 +38,8 @@ typedef struct tg_mem tg_mem_t;
 
 /* A cache keeping at most max_cached bytes of free blocks. NULL: no memory. */
 tg_mem_t *tg_mem_new(size_t max_cached);
-/* Frees the cached blocks (blocks still in use stay valid: they are plain
- * C-library memory with a header, freed by tg_mem_free(NULL, p) or on any
- * thread). */
+/* Frees the cached blocks (blocks in use stay valid: they are plain
+ * C-library memory, freed by tg_mem_free(NULL, p) or free() on any thread). */
 void tg_mem_destroy(tg_mem_t *m);
 
 /* m may be NULL (no cache: malloc with a header). */

@@ -1,5 +1,5 @@
 /*
- * proxy/base/slab.c — see slab.h. A chunk is 16 KiB aligned to its size,
+ * proxy/base/slab.c — see slab.h. A chunk is 64 KiB aligned to its size,
  * so an object finds its chunk by masking its address. Chunks with free
  * room are on the slab's partial list; full ones are on no list.
  */
@@ -8,8 +8,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#define CHUNK ((size_t)16 * 1024)
+#define CHUNK ((size_t)64 * 1024)
 #if defined(__SANITIZE_ADDRESS__)
 #define TG_ASAN 1
 #elif defined(__has_feature)
@@ -75,9 +76,26 @@ static void partial_remove(chunk_t *c)
     c->prev = NULL;
 }
 
+/* A chunk aligned to its size, straight from the kernel: its pages become
+ * resident only as objects are carved from them (a C-library aligned
+ * allocation would leave a touched hole before each chunk). */
+static chunk_t *chunk_new(tg_slab_t *s)
+{
+    char *p = mmap(NULL, 2 * CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    char *c = (char *)(((uintptr_t)p + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1));
+    if (c > p)
+        munmap(p, (size_t)(c - p));
+    if (c + CHUNK < p + 2 * CHUNK)
+        munmap(c + CHUNK, (size_t)(p + 2 * CHUNK - (c + CHUNK)));
+    s->n_chunks++;
+    return (chunk_t *)c; /* zero-filled */
+}
+
 static void chunk_release(tg_slab_t *s, chunk_t *c)
 {
-    free(c);
+    munmap(c, CHUNK);
     s->n_chunks--;
 }
 
@@ -109,14 +127,8 @@ void *tg_slab_alloc(tg_slab_t *s)
     if (c == NULL) {
         if ((c = s->spare) != NULL)
             s->spare = NULL;
-        else {
-            void *mem;
-            if (posix_memalign(&mem, CHUNK, CHUNK) != 0)
-                return NULL;
-            c = mem;
-            *c = (chunk_t){ 0 };
-            s->n_chunks++;
-        }
+        else if ((c = chunk_new(s)) == NULL)
+            return NULL;
         partial_add(s, c);
     }
     void *p;

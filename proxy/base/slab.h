@@ -1,9 +1,9 @@
 /*
  * proxy/base/slab.h — fixed-size objects (connection structs, sockets)
- * carved from 16 KiB chunks a worker keeps: no C-library call per
+ * carved from 64 KiB chunks a worker keeps: no C-library call per
  * connection once a worker has seen its load, no per-object header, no
- * rounding beyond 16 bytes, and a chunk's pages are touched only as its
- * objects are first handed out.
+ * rounding beyond 16 bytes, and a chunk (mapped from the kernel) has its pages
+ * made resident only as its objects are first handed out.
  *
  * A chunk whose objects are all free is kept as the one spare (the next
  * burst reuses it) or given back; so a slab holds at most one empty chunk
