@@ -197,11 +197,11 @@ def run_h2load(url, seconds, conns, streams, d, extra=()):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    ok = re.search(r"status codes: (\d+) 2xx", out)
+    codes = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out)
     total = int(m.group(2))
     p99 = p99_from_log(log)
     os.unlink(log)
-    return total, rps, p99, int(m.group(3)) + int(m.group(4)) + total - (int(ok.group(1)) if ok else 0)
+    return total, rps, p99, int(m.group(3)) + int(m.group(4)) + (int(codes.group(1)) + int(codes.group(2)) if codes else 0)
 
 
 def run_s_time(port, seconds, version, resume):
@@ -267,7 +267,7 @@ def tables(rows, floors, idle, names):
         for metric, spec, better in (("req/s", ".0f", max), ("p99 ms", ".2f", min), ("CPU µs/req", ".2f", min)):
             key = {"req/s": "rps", "p99 ms": "p99", "CPU µs/req": "cpu"}[metric]
             vals = {n: r[n][key] if n in r else None for n in names}
-            peers = [v for n, v in vals.items() if n != "tollgate" and v is not None and v == v]
+            peers = [v for n, v in vals.items() if n != "tollgate" and v and v == v]
             t = vals.get("tollgate")
             ratio = "—" if not peers or t is None or t != t else f"{t / better(peers):.2f}×"
             lines.append(f"| {TITLES[w] if metric == 'req/s' else ''} | {metric} | "
@@ -352,9 +352,7 @@ def main():
                     p, ports, grpc = running[n]
                     if w == "grpc" and not grpc:
                         continue
-                    pids = [p.pid] + children(p.pid)
-                    if n == "nginx" or n == "h2o":
-                        pids = children(p.pid) or [p.pid]  # the worker
+                    pids = [p.pid] + children(p.pid)  # nginx's master and worker, h2o's helpers: all of it
                     r = measure(w, ports, pids, args.duration, d)
                     samples[n].append(r)
                     print(f"{w:14s} {n:9s} {r['rps']:9.0f}/s  p99 {fmt(r['p99'], '6.2f')} ms  "

@@ -4,7 +4,9 @@ one worker: HTTP/1.1 keep-alive (wrk, 50 connections) and h2c streams
 user and kernel CPU (/proc/PID/stat), system calls (strace -c, attached
 for a separate run: its overhead does not change the counts), and heap
 allocations (tests/integration/apps/alloc_count.c, an LD_PRELOAD
-counter: tollgate's and its libraries' together). `python3 bench/profile.py`."""
+counter: tollgate's and its libraries' together), and bytes copied in user space (memcpy and
+memmove through the C library, counted by the same library).
+`python3 bench/profile.py`."""
 import argparse
 import os
 import re
@@ -24,9 +26,9 @@ def count(pid, path):
         try:
             with open(path) as f:
                 text = f.read().strip()
-            if text:
+            if text:  # "ALLOCATIONS BYTES_COPIED"
                 os.unlink(path)
-                return int(text)
+                return tuple(int(x) for x in text.split())
         except FileNotFoundError:
             pass
         time.sleep(0.01)
@@ -103,17 +105,20 @@ clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'] }}]
             st.send_signal(2)
             st.wait(30)
             calls = syscalls(os.path.join(d, "strace.txt"))
-            rows.append((name, n, c1 - c0, user, kern, calls, ns))
-            print(f"{name}: {(c1 - c0) / n:.3f} allocations, {user:.2f} us user + {kern:.2f} us kernel, "
-                  f"{sum(calls.values()) / ns:.2f} syscalls per request", flush=True)
+            rows.append((name, n, c1[0] - c0[0], c1[1] - c0[1], user, kern, calls, ns))
+            print(f"{name}: {(c1[0] - c0[0]) / n:.3f} allocations, {(c1[1] - c0[1]) / n:.0f} bytes copied, "
+                  f"{user:.2f} us user + {kern:.2f} us kernel, {sum(calls.values()) / ns:.2f} syscalls per request",
+                  flush=True)
     finally:
         for p in procs:
             run.stop(p)
-    print("\n| workload | CPU µs/req user | kernel | syscalls/req | of which | heap allocations/req |")
-    print("|---|---:|---:|---:|---|---:|")
-    for name, n, a, user, kern, calls, ns in rows:
+    print("\n| workload | CPU µs/req user | kernel | syscalls/req | of which | heap allocations/req "
+          "| bytes copied/req |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for name, n, a, b, user, kern, calls, ns in rows:
         top = ", ".join(f"{k} {v / ns:.2f}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:4])
-        print(f"| {name} | {user:.2f} | {kern:.2f} | {sum(calls.values()) / ns:.2f} | {top} | {a / n:.2f} |")
+        print(f"| {name} | {user:.2f} | {kern:.2f} | {sum(calls.values()) / ns:.2f} | {top} | {a / n:.2f} "
+              f"| {b / n:.0f} |")
 
 
 if __name__ == "__main__":

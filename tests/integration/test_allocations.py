@@ -67,9 +67,9 @@ clusters:
             try:
                 with open(self.count_file) as f:
                     text = f.read().strip()
-                if text.endswith("\n") or text.isdigit():
+                if text:  # "ALLOCATIONS BYTES_COPIED"
                     os.unlink(self.count_file)
-                    return int(text)
+                    return int(text.split()[0])
             except FileNotFoundError:
                 pass
             time.sleep(0.02)
