@@ -40,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import (CLK, LOAD_CPU, PROXY_CPU, ROOT, TOLLGATE, children, cpu_ticks, free_port,  # noqa: E402
-                 nginx_conf, start, stop, wait_port)
+                 haproxy_head, nginx_conf, start, stop, wait_port, wrk_url)
 
 WORKLOADS = ["h1", "h2c-4x25", "h2c-16x32", "tls-h1", "hs-1.2-new", "hs-1.2-resume", "hs-1.3-new", "hs-1.3-resume",
              "grpc"]
@@ -108,18 +108,7 @@ clusters:
 
     p = {"plain": free_port(), "h2c": free_port(), "tls": free_port()}
     with open(f"{d}/haproxy.cfg", "w") as f:
-        f.write(f"""global
-  nbthread 1
-  maxconn 8000
-  tune.ssl.cachesize 20000
-defaults
-  mode http
-  option forwardfor
-  http-reuse always
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend plain
+        f.write(haproxy_head("  tune.ssl.cachesize 20000\n") + f"""frontend plain
   bind 127.0.0.1:{p['plain']}
   default_backend be
 frontend h2c
@@ -178,16 +167,9 @@ def p99_from_log(path):
 
 
 def run_wrk(url, seconds):
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    nbad = (int(bad.group(1)) if bad else 0) + (int(errs.group(1)) + int(errs.group(4)) if errs else 0)
-    return total, rps, p99, nbad
+    rps, p99, total, bad, sock_err = wrk_url(url, 64, seconds)
+    errs = re.search(r"connect (\d+), read \d+, write \d+, timeout (\d+)", sock_err)
+    return total, rps, p99, bad + (int(errs.group(1)) + int(errs.group(2)) if errs else 0)
 
 
 def run_h2load(url, seconds, conns, streams, d, extra=()):

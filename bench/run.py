@@ -138,6 +138,21 @@ http {{
     return path
 
 
+def haproxy_head(extra_global=""):
+    """The global and defaults sections every benchmark's HAProxy runs with."""
+    return f"""global
+  nbthread 1
+  maxconn 8000
+{extra_global}defaults
+  mode http
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+"""
+
+
 def start_backend(d):
     """The nginx backend every benchmark proxies to (\"ok\" to any GET), on the load CPU; its port."""
     bport = free_port()
@@ -148,10 +163,10 @@ def start_backend(d):
     return p, bport
 
 
-def wrk(port, args):
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
-           "-H", "Authorization: Bearer bench-token", f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 30).stdout
+def wrk_url(url, connections, seconds, extra=()):
+    """One wrk run: (req/s, p99 ms, requests, non-2xx responses, socket errors as text)."""
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -159,6 +174,11 @@ def wrk(port, args):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock_err = re.search(r"Socket errors: (.*)", out)
     return rps, p99, total, (int(errors.group(1)) if errors else 0), (sock_err.group(1) if sock_err else "")
+
+
+def wrk(port, args):
+    return wrk_url(f"http://127.0.0.1:{port}/", args.connections, args.duration,
+                   ["-H", "Authorization: Bearer bench-token"])
 
 
 def measure(name, port, pids_fn, args):
@@ -283,17 +303,7 @@ clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}
         hport = free_port()
         hcfg = os.path.join(d, "haproxy.cfg")
         with open(hcfg, "w") as f:
-            f.write(f"""global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  option forwardfor
-  http-reuse always
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
+            f.write(haproxy_head() + f"""frontend fe
   bind 127.0.0.1:{hport}
   default_backend be
 backend be

@@ -20,8 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, nginx_conf, start, stop,  # noqa: E402
-                 wait_port)
+from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, haproxy_head,  # noqa: E402
+                 nginx_conf, start, stop, wait_port)
 
 SUITES = ("tls", "handshake", "h2", "h2c")
 
@@ -77,18 +77,7 @@ clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}']{pool_part} }}]
     bind = (f"bind 127.0.0.1:{port} ssl crt {d}/combined.pem alpn h2,http/1.1" if tls
             else f"bind 127.0.0.1:{port} proto h2")
     with open(f"{d}/haproxy-{suite}.cfg", "w") as f:
-        f.write(f"""global
-  nbthread 1
-  maxconn 8000
-  tune.ssl.default-dh-param 2048
-defaults
-  mode http
-  option forwardfor
-  http-reuse always
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
+        f.write(haproxy_head("  tune.ssl.default-dh-param 2048\n") + f"""frontend fe
   {bind}
   default_backend be
 backend be

@@ -9,6 +9,7 @@
  * a cacheable size can join a cache.
  */
 #include "proxy/base/mem.h"
+#include "proxy/base/asan.h"
 
 #include <event2/event.h>
 #include <malloc.h>
@@ -18,13 +19,6 @@
 #define MIN_SHIFT 5                 /* 32 bytes */
 #define N_CLASSES 12                /* 32 .. 64 KiB */
 #define LIBEVENT_MIN 1024           /* libevent's smaller allocations (events, buffer structs) stay exact */
-#if defined(__SANITIZE_ADDRESS__)
-#define TG_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TG_ASAN 1
-#endif
-#endif
 #ifdef TG_ASAN
 #define CACHING 0
 #else

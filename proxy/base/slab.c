@@ -4,6 +4,7 @@
  * room are on the slab's partial list; full ones are on no list.
  */
 #include "proxy/base/slab.h"
+#include "proxy/base/asan.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,13 +12,6 @@
 #include <sys/mman.h>
 
 #define CHUNK ((size_t)64 * 1024)
-#if defined(__SANITIZE_ADDRESS__)
-#define TG_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TG_ASAN 1
-#endif
-#endif
 #ifdef TG_ASAN
 #define CARVING 0 /* every object on its own: the sanitizer sees each use after free */
 #else
