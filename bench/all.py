@@ -259,9 +259,10 @@ def tables(rows, floors, idle, names):
               + (", ".join(f"{k} {v}" for k, v in bad.items()) if bad else "none") + "."]
     if floors:
         lines += ["", "Floors (the same load without a proxy in the way):", "",
-                  "| workload | target | req/s | p99 ms |", "|---|---|---:|---:|"]
+                  "| workload | target | req/s | p99 ms | CPU µs/req |", "|---|---|---:|---:|---:|"]
         for (w, n), f in floors.items():
-            lines.append(f"| {TITLES[w]} | {n} | {f['rps']:.0f} | {fmt(f['p99'], '.2f')} |")
+            lines.append(f"| {TITLES[w]} | {n} | {f['rps']:.0f} | {fmt(f['p99'], '.2f')} | "
+                         f"{fmt(f['cpu'] or None, '.2f')} |")
     if idle:
         inames = ["tollgate", "nginx", "haproxy"]
         lines += ["", "Idle connections after one request each (bench/idle.py, KiB of RSS per connection):", "",
@@ -289,7 +290,7 @@ def write_results(text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--only", default=",".join(WORKLOADS))
     ap.add_argument("--no-idle", action="store_true", help="leave out bench/idle.py")
@@ -312,10 +313,11 @@ def main():
         procs.append(start(["nghttpd", "--no-tls", "--trailer", "grpc-status: 0", "-d", f"{d}/www", str(gport)],
                            LOAD_CPU))
         # the floor on the proxy's CPU: nginx answering by itself
-        procs.append(start(["nginx", "-c", nginx_conf(d, sport, f"""
+        selfp = start(["nginx", "-c", nginx_conf(d, sport, f"""
   server {{ listen 127.0.0.1:{sport} backlog=4096; location / {{ return 200 "ok\\n"; }} }}
   server {{ listen 127.0.0.1:{sport2} http2 backlog=4096;
-    location / {{ return 200 "ok\\n"; }} }}""")], PROXY_CPU))
+    location / {{ return 200 "ok\\n"; }} }}""")], PROXY_CPU)
+        procs.append(selfp)
         for port in (bport, gport, sport, sport2):
             wait_port(port)
         running = {}
@@ -345,7 +347,7 @@ def main():
                 floors[(w, "direct (no proxy)")] = measure(w, {"plain": bport, "h2c": gport}, [], args.duration, d)
             if w in ("h1", "h2c-4x25"):
                 floors[(w, "nginx-self (answers on the proxy's CPU)")] = measure(
-                    w, {"plain": sport, "h2c": sport2}, [], args.duration, d)
+                    w, {"plain": sport, "h2c": sport2}, [selfp.pid] + children(selfp.pid), args.duration, d)
         for p in procs:
             stop(p)
         procs = []
