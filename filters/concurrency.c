@@ -27,6 +27,7 @@
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "proxy/base/log.h"
 
 #define KEY_MAX 512
 
@@ -286,7 +287,9 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
             e->qhead = h;
         e->qtail = h;
         e->queued++;
+        uint32_t waiting = e->queued;
         pthread_mutex_unlock(&sh->lock);
+        tg_debug("concurrency_limit: queued (%u waiting for %llu slots)", waiting, (unsigned long long)c->limit);
         fx->state[index] = h;
         fx->outcomes |= 1u << TG_OUTCOME_CL_QUEUED;
         h->deadline_ms = tg_filter_now_ms() + c->queue_timeout_ms;

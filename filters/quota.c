@@ -221,7 +221,7 @@ typedef struct q_conf {
     tg_tz_t tz;
     int response_headers;
     uint64_t max_keys;
-    int64_t clock_offset;      /* TG_QUOTA_CLOCK_ENV, for tests */
+    char *clock_file;          /* TG_QUOTA_CLOCK_ENV, for tests; owned */
     q_table_t *table;
     int redis;                 /* store: redis — counts in the shared store */
     int on_store_error_deny;
@@ -254,6 +254,7 @@ static void q_destroy(void *p)
         return;
     tg_filter_key_free(&c->key);
     free(c->tz_name);
+    free(c->clock_file);
     tg_tz_free(&c->tz);
     tg_keyshards_unref(c->table);
     free(c);
@@ -326,9 +327,9 @@ static void *q_create(tg_node_t *node, const char *config_path)
     c->max_keys = 100000;
     if (tg_node_present(&v[5]) && tg_node_uint(&v[5], "max_keys", 1, 100000000, &c->max_keys) < 0)
         rc = -1;
-    const char *off = getenv(TG_QUOTA_CLOCK_ENV);
-    if (off != NULL)
-        c->clock_offset = strtoll(off, NULL, 10);
+    const char *clock = getenv(TG_QUOTA_CLOCK_ENV);
+    if (clock != NULL && (c->clock_file = strdup(clock)) == NULL)
+        rc = -1;
     if (rc == 0 && (c->table = tg_keyshards_new(free_node)) == NULL)
         rc = -1;
     if (rc < 0) {
@@ -382,9 +383,25 @@ static void q_store_done(void *arg, uint64_t gen, tg_store_status_t status, cons
     tg_filter_resume(fx, gen, q_decide(c, fx, allowed, used >= c->limit ? 0 : c->limit - used, qw->left));
 }
 
+/* The wall clock, or in tests the time written in TG_QUOTA_CLOCK_ENV's
+ * file (an unreadable file reads as the wall clock). */
+static int64_t q_now(const q_conf_t *c)
+{
+    if (c->clock_file != NULL) {
+        FILE *f = fopen(c->clock_file, "r");
+        long long t;
+        int ok = f != NULL && fscanf(f, "%lld", &t) == 1;
+        if (f != NULL)
+            fclose(f);
+        if (ok)
+            return (int64_t)t;
+    }
+    return (int64_t)time(NULL);
+}
+
 /* store: redis — the deny cache, else one script call (PAUSE). */
 static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_t *fx, size_t index, const char *key,
-                                          size_t len, int64_t period, int64_t end, int64_t left)
+                                          size_t len, int64_t period, int64_t end, int64_t left, int64_t now_at)
 {
     tg_store_t *st = fx->store;
     if (st == NULL)
@@ -410,7 +427,7 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     char limit[24], expire[24];
     const char *argv[3] = { "1", limit, expire };
     size_t lens[3] = { 1, (size_t)snprintf(limit, sizeof(limit), "%llu", (unsigned long long)c->limit),
-                       (size_t)snprintf(expire, sizeof(expire), "%lld", (long long)(end + 86400 - c->clock_offset)) };
+                       (size_t)snprintf(expire, sizeof(expire), "%lld", (long long)(end + 86400 - (now_at - (int64_t)time(NULL)))) };
     tg_store_call_t call = { .script = &c->script, .key = rkey, .key_len = (size_t)n, .argc = 3, .argv = argv,
                              .lens = lens, .cb = q_store_done, .arg = fx, .gen = fx->gen };
     if (st->ops->eval(st, &call) < 0)
@@ -423,10 +440,10 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
     q_conf_t *c = p;
     char key[KEY_MAX];
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
-    int64_t now = (int64_t)time(NULL) + c->clock_offset, end;
+    int64_t now = q_now(c), end;
     int64_t period = tg_quota_period(&c->tz, c->period, now, &end);
     if (c->redis)
-        return q_store_request(c, fx, index, key, len, period, end, end - now > 0 ? end - now : 1);
+        return q_store_request(c, fx, index, key, len, period, end, end - now > 0 ? end - now : 1, now);
     uint64_t h;
     q_shard_t *sh = tg_keyshards_pick(c->table, key, len, &h);
     pthread_mutex_lock(&sh->lock);

@@ -17,10 +17,11 @@
 
 extern const tg_filter_type_t tg_filter_quota;
 
-/* Tests only: seconds added to the wall clock the quota filter reads
- * (read once, at the first config load), to cross a day boundary on
- * purpose. */
-#define TG_QUOTA_CLOCK_ENV "TOLLGATE_QUOTA_CLOCK_OFFSET"
+/* Tests only: the path of a file holding the Unix time (whole seconds)
+ * the quota filter reads as "now", read again at each decision, so a test
+ * sets the clock on both sides of a period boundary at will, whatever the
+ * real time and the machine's speed. Named at config load. */
+#define TG_QUOTA_CLOCK_ENV "TOLLGATE_QUOTA_CLOCK_FILE"
 
 typedef struct tg_tz {
     int64_t *at;        /* transition instants (Unix seconds), ascending */

@@ -111,6 +111,38 @@ def start_app(name="app", port=None, extra=()):
     return proc
 
 
+class Gate:
+    """A gate on a test app (apps/app.py /hold): requests to gate.path(tag)
+    stay in flight until release(); held() and arrivals() read what the
+    app saw, so a test synchronises on the upstream's state, not on time."""
+    _n = [0]
+
+    def __init__(self, app_port, name=None):
+        Gate._n[0] += 1
+        self.app_port = app_port
+        self.name = name or f"g{os.getpid()}-{Gate._n[0]}"
+
+    def path(self, tag=""):
+        return f"/hold?gate={self.name}&tag={tag}"
+
+    def _get(self, what):
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.app_port}/{what}?gate={self.name}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def held(self):
+        return self._get("gate")["held"]
+
+    def arrivals(self):
+        return self._get("gate")["arrivals"]
+
+    def wait_held(self, n, timeout=20.0):
+        return wait_until(lambda: self.held() >= n, timeout, f"{n} requests held at gate {self.name}")
+
+    def release(self):
+        self._get("release")
+
+
 class ScriptedServer:
     """A raw TCP upstream on loopback whose behaviour is a function: each
     accepted connection is handed to handler(conn) in its own thread, and
@@ -338,6 +370,19 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
+def assert_clean_exit(test, gw):
+    """Stops a gateway a test started itself: it must exit 0 with no
+    sanitizer report."""
+    rc, out = gw.stop()
+    test.assertEqual(rc, 0, out[-3000:])
+    for marker in SANITIZER_MARKERS:
+        test.assertNotIn(marker, out, out[-3000:])
+    test.assertEqual(gw.schema_problems, [])
+
+
 def simple_config(port, endpoints, extra_routes="", workers=2, limits="", route_extra="", cluster_extra=""):
     return f"""
 workers: {workers}
@@ -434,7 +479,7 @@ class GatewayTest(unittest.TestCase):
             elif cls.gateway.schema_problems:
                 problems.append("tollgate ran on a config the schema refuses: " +
                                 "; ".join(cls.gateway.schema_problems))
-            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            for marker in SANITIZER_MARKERS:
                 if marker in out:
                     problems.append(f"sanitizer report ({marker})")
             if problems:
@@ -444,6 +489,93 @@ class GatewayTest(unittest.TestCase):
         cls.procs = []
         if problems:
             raise AssertionError("; ".join(problems))
+
+
+def wait_until(fn, timeout=20.0, what="the condition", interval=0.02):
+    """Polls fn() until it returns a true value, which is returned; fails
+    the test with `what` after timeout seconds. The bound only stops a
+    test that would otherwise hang: a verdict never depends on it."""
+    deadline = time.time() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {got!r})")
+        time.sleep(interval)
+
+
+def scrape(admin_port, token=None):
+    """The admin listener's /metrics text."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                 headers={"X-Tollgate-Admin": token} if token else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def metric_or(text, name, default=0.0, **labels):
+    try:
+        return metric(text, name, **labels)
+    except AssertionError:
+        return default
+
+
+def wait_metric(admin_port, name, want, timeout=20.0, **labels):
+    """Waits until a sample reaches at least `want` (absent counts as 0);
+    returns its value. Synchronises a test on what the gateway did."""
+    return wait_until(lambda: (lambda v: v if v >= want else None)(
+        metric_or(scrape(admin_port), name, **labels)), timeout, f"{name}{labels} >= {want}")
+
+
+def syn_sent_to(port):
+    """How many sockets on this machine are in SYN-SENT toward 127.0.0.1:port
+    (a connect the peer's full accept queue left hanging)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            rem, st = parts[2], parts[3]
+            if st == "02" and int(rem.split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def syscalls_during(pid, seconds):
+    """How many system calls all threads of process pid make in a window of
+    `seconds` (strace -c). A count, not a time: a spinning loop makes
+    thousands whatever the machine's speed, an idle one a handful."""
+    out = tempfile.NamedTemporaryFile(prefix="tg-strace-", suffix=".txt", delete=False).name
+    tracer = subprocess.Popen(["strace", "-f", "-c", "-o", out, "-p", str(pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # attached once strace says so for every thread; then the window runs
+    time.sleep(seconds)
+    tracer.send_signal(signal.SIGINT)
+    _, err = tracer.communicate(timeout=30)
+    with open(out) as f:
+        text = f.read()
+    os.unlink(out)
+    if "attached" not in err.decode(errors="replace"):
+        raise AssertionError(f"strace did not attach: {err.decode(errors='replace')[-500:]}")
+    if not text.strip():
+        return 0, text  # strace writes no table when there was no call
+    m = re.search(r"^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(\d+\s+)?total$", text, re.M)
+    if not m:
+        raise AssertionError(f"no strace summary: {text[-2000:]}")
+    return int(m.group(1)), text
+
+
+def accept_queue(port):
+    """Connections waiting in the accept queue of the listening socket on
+    127.0.0.1:port (the rx_queue of a LISTEN entry), or None if none listens."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+                return int(parts[4].split(":")[1], 16)
+    return None
 
 
 def openssl(*args, cwd):
@@ -553,3 +685,69 @@ def start_grpc_backend(name, port=None, extra=()):
 def grpc_frame(msg):
     """One gRPC length-prefixed message (uncompressed)."""
     return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+# --- running a test file -------------------------------------------------
+#
+# A skip is never a pass. A test may skip only for a reason listed in
+# tests/skips.allowed, written as "[KEY] detail"; any other skip fails the
+# file. Each skip is appended to $TOLLGATE_SKIP_LOG (scripts/test.sh prints
+# them all at the end), and a file whose every test skipped exits with
+# SKIP_EXIT so that ctest reports it as skipped, by name.
+
+SKIP_EXIT = 77
+ALLOWED_SKIPS = os.path.join(HERE, "..", "skips.allowed")
+
+
+def allowed_skips():
+    keys = {}
+    with open(ALLOWED_SKIPS) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key, _, why = line.partition(" ")
+                keys[key] = why.strip()
+    return keys
+
+
+def skip_key(reason):
+    m = re.match(r"\[([a-z0-9-]+)\]", reason or "")
+    return m.group(1) if m else None
+
+
+def main():
+    """Runs the calling test file's tests (like unittest.main) under the
+    skip rule above; exits 0, 1 (a failure or a skip not allowed) or
+    SKIP_EXIT (every test skipped, each for an allowed reason)."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    prog = unittest.main(module="__main__", exit=False, verbosity=int(os.environ.get("TOLLGATE_TEST_VERBOSITY", "1")))
+    result = prog.result
+    allowed = allowed_skips()
+    bad = []
+    lines = []
+    for test, reason in result.skipped:
+        key = skip_key(reason)
+        ok = key in allowed
+        lines.append(f"{name} {test.id()}: {reason} ({'allowed' if ok else 'NOT ALLOWED'})")
+        if not ok:
+            bad.append(f"{test.id()}: {reason}")
+    log = os.environ.get("TOLLGATE_SKIP_LOG")
+    if log and lines:
+        with open(log, "a") as f:
+            f.write("".join(x + "\n" for x in lines))
+    for x in lines:
+        sys.stderr.write("SKIPPED " + x + "\n")
+    if bad:
+        sys.stderr.write("FAILED: skips whose reason is not in tests/skips.allowed:\n  " + "\n  ".join(bad) + "\n")
+        sys.exit(1)
+    if not result.wasSuccessful():
+        sys.exit(1)
+    # a skip in setUpClass is one entry for the whole class and is not
+    # counted in testsRun; a skipped test method is counted in both
+    ran = result.testsRun - sum(isinstance(t, unittest.TestCase) for t, _ in result.skipped)
+    if ran == 0:
+        if result.skipped:
+            sys.exit(SKIP_EXIT)
+        sys.stderr.write("FAILED: no test ran\n")
+        sys.exit(1)
+    sys.exit(0)

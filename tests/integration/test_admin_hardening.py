@@ -83,4 +83,4 @@ class AdminTokenTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -31,7 +31,7 @@ class AllocationsTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
         if sanitized():
-            raise unittest.SkipTest("the allocation counter cannot be preloaded before AddressSanitizer")
+            raise unittest.SkipTest("[sanitizer-preload] the allocation counter cannot be preloaded before AddressSanitizer")
         cls.dir = tempfile.mkdtemp(prefix="tg-allocs-")
         cls.so = os.path.join(cls.dir, "alloc_count.so")
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", cls.so, os.path.join(harness.APPS, "alloc_count.c"),
@@ -121,4 +121,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -137,4 +137,4 @@ class BackpressureTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

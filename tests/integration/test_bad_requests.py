@@ -135,4 +135,4 @@ class BadRequestTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -7,16 +7,11 @@ unreachable upstreams drive each limit."""
 import concurrent.futures
 import json
 import subprocess
-import time
 import unittest
 
 import requests
 
 import harness
-
-
-def app_stats(app):
-    return requests.get(f"http://127.0.0.1:{app.port}/stats", timeout=10).json()
 
 
 class CircuitBreakingTest(harness.GatewayTest):
@@ -35,7 +30,7 @@ listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]
 clusters:
   - {{ name: slow, protocol: http1, endpoints: [127.0.0.1:{cls.slow.port}], max_requests: 2 }}
   - {{ name: one, endpoints: [127.0.0.1:{cls.one.port}], max_connections: 1 }}
-  - {{ name: hole, endpoints: [127.0.0.1:{cls.hole.port}], max_pending: 1, connect_timeout: 1500ms }}
+  - {{ name: hole, endpoints: [127.0.0.1:{cls.hole.port}], max_pending: 1, connect_timeout: 5s }}
   - {{ name: fast, endpoints: [127.0.0.1:{cls.fast.port}] }}
 routes:
 {route("slow")}{route("one")}{route("hole")}{route("fast")}"""
@@ -52,11 +47,6 @@ routes:
         return requests.get(self.gateway.url(path), headers={"x-cluster": cluster, **kw.pop("headers", {})},
                             timeout=20, **kw)
 
-    def wait_started(self, app, n):
-        deadline = time.time() + 10
-        while app_stats(app)["slow_started"] < n:
-            self.assertLess(time.time(), deadline, "slow requests did not reach the upstream")
-            time.sleep(0.02)
 
     def assert_overloaded(self, r, cause):
         self.assertEqual(r.status_code, 503, r.text)
@@ -68,12 +58,13 @@ routes:
         return harness.metric(text, "tollgate_overloaded_total", route=route, cause=cause)
 
     def test_max_requests(self):
-        start = app_stats(self.slow)["slow_started"]
-        held = [self.pool.submit(self.get, "slow", "/slow?delay=2") for _ in range(2)]
-        self.wait_started(self.slow, start + 2)
-        t0 = time.monotonic()
-        self.assert_overloaded(self.get("slow", "/slow?delay=0"), "max_requests")
-        self.assertLess(time.monotonic() - t0, 1.0)  # at once, not after the slow ones
+        before = self.overloaded_total("slow", "max_requests")
+        gate = harness.Gate(self.slow.port)
+        held = [self.pool.submit(self.get, "slow", gate.path(i)) for i in range(2)]
+        gate.wait_held(2)
+        self.assert_overloaded(self.get("slow", "/whoami"), "max_requests")
+        # refused while both are still in flight: at once, not after them
+        self.assertFalse(any(f.done() for f in held))
         # gRPC gets UNAVAILABLE, with the same header
         rc, out, err = harness.curl("--http2-prior-knowledge", "-sS", "-D", "-", "-o", "/dev/null",
                                     "-H", "content-type: application/grpc", "-H", "x-cluster: slow",
@@ -84,30 +75,38 @@ routes:
         self.assertIn("x-tollgate-overloaded: true", head)
         # the gateway and the other clusters stay responsive meanwhile
         self.assertEqual(self.get("fast").status_code, 200)
-        self.assertEqual([f.result().status_code for f in held], [200, 200])
-        self.assertGreaterEqual(self.overloaded_total("slow", "max_requests"), 2)
-        # the count came back down: two at once pass again
-        again = [self.pool.submit(self.get, "slow", "/slow?delay=0.2") for _ in range(2)]
-        self.assertEqual([f.result().status_code for f in again], [200, 200])
+        self.assertFalse(any(f.done() for f in held))
+        gate.release()
+        self.assertEqual([f.result().json()["released"] for f in held], [True, True])
+        self.assertEqual(self.overloaded_total("slow", "max_requests"), before + 2)  # the HTTP and the gRPC refusal
+        # the count came back down: two at once reach the upstream again
+        again = harness.Gate(self.slow.port)
+        futs = [self.pool.submit(self.get, "slow", again.path(i)) for i in range(2)]
+        again.wait_held(2)
+        again.release()
+        self.assertEqual([f.result().status_code for f in futs], [200, 200])
+        self.assertEqual(self.overloaded_total("slow", "max_requests"), before + 2)
 
     def test_max_connections(self):
-        start = app_stats(self.one)["slow_started"]
-        held = self.pool.submit(self.get, "one", "/slow?delay=2")
-        self.wait_started(self.one, start + 1)
+        gate = harness.Gate(self.one.port)
+        held = self.pool.submit(self.get, "one", gate.path())
+        gate.wait_held(1)
         # the one connection is busy: a second would be needed
         self.assert_overloaded(self.get("one"), "max_connections")
         self.assertEqual(self.get("fast").status_code, 200)
+        self.assertFalse(held.done())
+        gate.release()
         self.assertEqual(held.result().status_code, 200)
         # the connection is back in the pool: the next request reuses it
         self.assertEqual(self.get("one").status_code, 200)
         self.assertEqual(self.overloaded_total("one", "max_connections"), 1)
 
     def test_max_pending(self):
+        syn0 = harness.syn_sent_to(self.hole.port)  # the black hole's own filling connects
         first = self.pool.submit(self.get, "hole")  # its connect hangs: pending
-        time.sleep(0.3)
-        t0 = time.monotonic()
+        harness.wait_until(lambda: harness.syn_sent_to(self.hole.port) > syn0, what="the gateway's connect to hang")
         self.assert_overloaded(self.get("hole"), "max_pending")
-        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertFalse(first.done())  # refused while the first still waits for its connect
         self.assertEqual(self.get("fast").status_code, 200)
         self.assertEqual(first.result().status_code, 504)  # connect timed out
         # no longer pending: the next one waits for its own connect (and times out), not refused
@@ -131,4 +130,4 @@ class BreakerConfigTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -233,4 +233,4 @@ class CompressNegotiationTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

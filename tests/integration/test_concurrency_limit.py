@@ -40,7 +40,7 @@ class ConcurrencyLimitTest(harness.GatewayTest):
         cls.reset = harness.ScriptedServer(harness.reset_handler)
         cls.procs = [cls.app, cls.echo]
         cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cls.gateway = harness.Gateway(cls.config(2), port=cls.port)
+        cls.gateway = harness.Gateway(cls.config(2), port=cls.port, log_level="debug")  # queued lines
 
     @classmethod
     def config(cls, limit):
@@ -83,114 +83,145 @@ clusters:
         cls.reset.stop()
         cls.finish()
 
-    def started(self):
-        return requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=5).json()["slow_started"]
-
     def get(self, user, path="/whoami", queue=None, timeout=15):
         h = {"x-user": user}
         if queue:
             h["x-queue"] = queue
         return requests.get(self.gateway.url(path), headers=h, timeout=timeout)
 
-    def hold(self, user, n, delay, queue=None):
-        """n slow requests in flight for user; returns the pool and futures."""
-        before = self.started()
+    def hold(self, user, n, queue=None):
+        """n requests in flight for user, held at a gate on the upstream
+        until gate.release(); returns the pool, the futures and the gate."""
+        gate = harness.Gate(self.app.port)
         pool = concurrent.futures.ThreadPoolExecutor(n)
-        futs = [pool.submit(self.get, user, f"/slow?delay={delay}", queue) for _ in range(n)]
-        self.assertEqual(wait_for(self.started, before + n), before + n)  # all upstream
-        return pool, futs
+        futs = [pool.submit(self.get, user, gate.path(i), queue) for i in range(n)]
+        gate.wait_held(n)
+        return pool, futs, gate
+
+    def queued_lines(self):
+        return self.gateway.proc.output().count("concurrency_limit: queued")
+
+    def wait_queued(self, n):
+        harness.wait_until(lambda: self.queued_lines() >= n, what=f"{n} requests queued (debug log)")
 
     def metric(self, name, route):
         m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
         return harness.metric(m, name, route=route)
 
-    def raw_slow(self, user, delay):
+    def raw_get(self, user, path, queue=None):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        s.sendall(f"GET /slow?delay={delay} HTTP/1.1\r\nHost: x\r\nx-user: {user}\r\n\r\n".encode())
+        q = f"x-queue: {queue}\r\n" if queue else ""
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nx-user: {user}\r\n{q}\r\n".encode())
         return s
 
     def test_cap_is_exact_and_slots_come_back(self):
         limited0 = self.metric("tollgate_concurrency_limited_total", "capped")
-        pool, futs = self.hold("cap-a", 2, 1.5)
-        t0 = time.time()
+        pool, futs, gate = self.hold("cap-a", 2)
         r = self.get("cap-a")
-        self.assertEqual(r.status_code, 429)  # at once, not after the others
-        self.assertLess(time.time() - t0, 1.0)
+        self.assertEqual(r.status_code, 429)
+        self.assertFalse(any(f.done() for f in futs))  # at once, not after the others
         self.assertEqual(r.headers["retry-after"], "1")
         self.assertEqual(self.get("cap-b").status_code, 200)  # another key
+        gate.release()
         self.assertEqual([f.result().status_code for f in futs], [200, 200])
         pool.shutdown()
         self.assertEqual([self.get("cap-a").status_code for _ in range(3)], [200] * 3)
         self.assertEqual(self.metric("tollgate_concurrency_limited_total", "capped"), limited0 + 1)
 
     def test_exact_across_workers_under_a_burst(self):
-        before = self.started()
+        gate = harness.Gate(self.app.port)
         with concurrent.futures.ThreadPoolExecutor(12) as ex:
-            futs = [ex.submit(self.get, "burst", "/slow?delay=1") for _ in range(12)]
+            futs = [ex.submit(self.get, "burst", gate.path(i)) for i in range(12)]
+            # while two are held upstream, the other ten are refused
+            harness.wait_until(lambda: sum(f.done() for f in futs) >= 10, what="ten refusals")
+            self.assertEqual(gate.held(), 2)
+            self.assertEqual(sorted(f.result().status_code for f in futs if f.done()), [429] * 10)
+            gate.release()
             codes = sorted(f.result().status_code for f in futs)
         self.assertEqual(codes, [200] * 2 + [429] * 10)
-        self.assertEqual(self.started(), before + 2)
+        self.assertEqual(len(gate.arrivals()), 2)
 
     def test_client_abort_gives_the_slot_back(self):
-        before = self.started()
-        socks = [self.raw_slow("abort", 5) for _ in range(2)]
-        self.assertEqual(wait_for(self.started, before + 2), before + 2)
+        gate = harness.Gate(self.app.port)
+        socks = [self.raw_get("abort", gate.path(i)) for i in range(2)]
+        gate.wait_held(2)
         self.assertEqual(self.get("abort").status_code, 429)
         for s in socks:
             s.close()  # the clients go away mid-request
         self.assertEqual(wait_for(lambda: self.get("abort").status_code, 200), 200)
         self.assertEqual(wait_for(lambda: self.get("abort").status_code, 200), 200)
+        gate.release()
 
     def test_upstream_reset_gives_the_slot_back(self):
         self.assertEqual([self.get("rst", "/reset").status_code for _ in range(3)], [502] * 3)
 
     def test_queue_waits_in_order_and_times_out(self):
         queued0 = self.metric("tollgate_concurrency_queued_total", "queued")
-        pool, first = self.hold("q", 1, 1.0, queue="long")
+        lines0 = self.queued_lines()
+        pool, first, gate = self.hold("q", 1, queue="long")
+        order = harness.Gate(self.app.port)
+        order.release()  # open: it only records the order the waiters reach the upstream in
         with concurrent.futures.ThreadPoolExecutor(3) as ex:
-            waiting = [ex.submit(self.get, "q", "/whoami", "long") for _ in range(2)]
-            time.sleep(0.3)  # both in the queue (2 places)
+            waiting = []
+            for i in range(2):  # one after the other, each in the queue before the next
+                waiting.append(ex.submit(self.get, "q", order.path(f"w{i}"), "long"))
+                self.wait_queued(lines0 + i + 1)
             r = self.get("q", "/whoami", "long")
             self.assertEqual(r.status_code, 429)  # the queue is full: at once
+            self.assertIn("too many requests", r.json()["error"])
+            self.assertFalse(any(f.done() for f in waiting))
+            gate.release()  # the slot passes to the waiters, first come first served
             self.assertEqual([f.result().status_code for f in waiting], [200, 200])
+        self.assertEqual(order.arrivals(), ["w0", "w1"])
         self.assertEqual(first[0].result().status_code, 200)
         pool.shutdown()
         self.assertEqual(self.metric("tollgate_concurrency_queued_total", "queued"), queued0 + 2)
         # queue_timeout: refused after waiting, the slot holder unharmed
-        pool, first = self.hold("q2", 1, 1.5, queue="short")
-        t0 = time.time()
+        pool, first, gate = self.hold("q2", 1, queue="short")
+        t0 = time.monotonic()
         r = self.get("q2", "/whoami", "short")
-        waited = time.time() - t0
+        waited = time.monotonic() - t0
         self.assertEqual(r.status_code, 429)
         self.assertIn("waited too long", r.json()["error"])
-        self.assertGreater(waited, 0.25)
-        self.assertLess(waited, 1.4)
+        self.assertGreaterEqual(waited, 0.29)  # it waited its queue_timeout (300ms) first
+        self.assertFalse(first[0].done())      # and gave up while the holder still held the slot
+        gate.release()
         self.assertEqual(first[0].result().status_code, 200)
         pool.shutdown()
         self.assertEqual(self.get("q2", "/whoami", "short").status_code, 200)
 
     def test_queued_client_that_leaves_frees_its_place(self):
-        pool, first = self.hold("qa", 1, 1.0, queue="long")
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        s.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\nx-user: qa\r\nx-queue: long\r\n\r\n")
-        time.sleep(0.2)
+        lines0 = self.queued_lines()
+        pool, first, gate = self.hold("qa", 1, queue="long")
+        s = self.raw_get("qa", "/whoami", "long")
+        self.wait_queued(lines0 + 1)
         s.close()  # gave up while waiting
-        with concurrent.futures.ThreadPoolExecutor(2) as ex:  # two places are free again
-            rs = [ex.submit(self.get, "qa", "/whoami", "long") for _ in range(2)]
+        # its place is free again: two more wait (the queue holds 2), and a third is refused
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            rs = []
+            for i in range(2):
+                rs.append(ex.submit(self.get, "qa", "/whoami", "long"))
+                self.wait_queued(lines0 + 2 + i)
+            self.assertEqual(self.get("qa", "/whoami", "long").status_code, 429)
+            gate.release()
             self.assertEqual([f.result().status_code for f in rs], [200, 200])
         self.assertEqual(first[0].result().status_code, 200)
         pool.shutdown()
 
     def test_grpc_calls(self):
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-            sleep = ch.unary_unary(SVC + "Sleep")
+            hold, sleep = ch.unary_unary(SVC + "Hold"), ch.unary_unary(SVC + "Sleep")
             md = (("x-user", "grpc-u"),)
-            fut = sleep.future(b"1", metadata=md, timeout=10)
-            time.sleep(0.3)
-            with self.assertRaises(grpc.RpcError) as e:
-                sleep(b"0", metadata=md, timeout=5)
-            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-            fut.result()
+            fut = hold.future(b"conc-grpc", metadata=md, timeout=60)
+            with grpc.insecure_channel(f"127.0.0.1:{self.echo.port}") as direct:
+                held = direct.unary_unary(SVC + "Held")
+                harness.wait_until(lambda: held(b"conc-grpc", timeout=5) == b"1", what="the call held upstream")
+                with self.assertRaises(grpc.RpcError) as e:
+                    sleep(b"0", metadata=md, timeout=5)
+                self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertFalse(fut.done())
+                direct.unary_unary(SVC + "Release")(b"conc-grpc", timeout=5)
+            self.assertEqual(fut.result(), b"released")
             self.assertEqual(sleep(b"0", metadata=md, timeout=5), b"slept")
 
     def test_websocket_holds_its_slot_until_closed(self):
@@ -214,22 +245,23 @@ clusters:
         self.assertEqual(asyncio.run(run()), "echo: again")
 
     def test_reload_keeps_in_flight_slots(self):
-        pool, futs = self.hold("rl", 2, 1.5)
+        pool, futs, gate = self.hold("rl", 2)
         with open(self.gateway.path + ".tmp", "w") as f:
             f.write(self.config(2) + "# reloaded\n")
         os.replace(self.gateway.path + ".tmp", self.gateway.path)
         r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
         self.assertEqual(r.json()["status"], "ok")
         self.assertEqual(self.get("rl").status_code, 429)  # the two started before still count
+        gate.release()
         self.assertEqual([f.result().status_code for f in futs], [200, 200])
         pool.shutdown()
-        # given back to the same table: both slots free again
-        with concurrent.futures.ThreadPoolExecutor(2) as ex:
-            before = self.started()
-            rs = [ex.submit(self.get, "rl", "/slow?delay=0.5") for _ in range(2)]
-            self.assertEqual([f.result().status_code for f in rs], [200, 200])
-            self.assertEqual(self.started(), before + 2)
+        # given back to the same table: both slots free again, two held at once
+        pool, futs, gate = self.hold("rl", 2)
+        self.assertEqual(self.get("rl").status_code, 429)
+        gate.release()
+        self.assertEqual([f.result().status_code for f in futs], [200, 200])
+        pool.shutdown()
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

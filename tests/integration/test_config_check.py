@@ -120,7 +120,7 @@ class ConfigCheckTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()
 
 
 class ConcurrencyLimitMaxTest(unittest.TestCase):

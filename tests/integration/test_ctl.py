@@ -204,4 +204,4 @@ routes:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

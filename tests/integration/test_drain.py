@@ -164,4 +164,4 @@ class DrainTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

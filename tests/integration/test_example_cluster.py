@@ -42,4 +42,4 @@ class ExampleClusterTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -113,4 +113,4 @@ routes:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -172,4 +172,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -181,4 +181,4 @@ routes:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

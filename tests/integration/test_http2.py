@@ -868,4 +868,4 @@ class Http2BackpressureTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -64,4 +64,4 @@ class LogFormatTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -218,11 +218,11 @@ clusters:
             r = requests.get(self.gateway.url("/whoami"), headers={"x-route": "checked"}, timeout=5)
             self.assertEqual(r.json(), {"name": "options"})
 
-    @unittest.skipUnless(ipv6_loopback(), "no IPv6 loopback on this machine")
+    @unittest.skipUnless(ipv6_loopback(), "[ipv6] no IPv6 loopback on this machine")
     def test_ipv6_listener(self):
         rc, out, err = harness.curl("-g", f"http://[::1]:{self.port6}/whoami")
         self.assertEqual((rc, json.loads(out or b"{}")), (0, {"name": "options"}), err)
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

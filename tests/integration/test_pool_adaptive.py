@@ -67,4 +67,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -200,4 +200,4 @@ backend be
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

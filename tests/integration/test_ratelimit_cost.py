@@ -142,4 +142,4 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{cls.app.port}] }}]
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

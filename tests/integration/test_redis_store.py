@@ -467,4 +467,4 @@ class RedisConfigTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

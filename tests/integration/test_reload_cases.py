@@ -347,4 +347,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -116,7 +116,7 @@ class ReloadRemovesListenerTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()
 
 
 def listen_backlogs(port):

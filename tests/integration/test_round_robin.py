@@ -37,4 +37,4 @@ class RoundRobinTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -206,4 +206,4 @@ log_format: jsno
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

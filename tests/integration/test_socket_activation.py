@@ -116,31 +116,54 @@ routes:
         self.assertEqual(listeners_on(self.own), 2)
 
     def test_3_reload_drops_and_finds_the_inherited_socket_again(self):
+        probe = None
         try:
             self.write(self.config(with_api=False))
             self.proc.send_signal(signal.SIGHUP)
-            deadline = time.time() + 10
-            while time.time() < deadline:  # once the listener is gone, connections wait in the backlog
+            harness.wait_until(lambda: self.output().count("configuration reloaded") == 1, what="the reload")
+
+            # once the listener is gone from the workers, a connection waits in
+            # the kept socket's accept queue, unanswered, while the workers go
+            # on serving the other listeners (a worker that still watched the
+            # socket would take it at its next loop turn). Until the workers
+            # have applied the reload, a probe may still be answered: then
+            # another one.
+            def answered(s):
+                s.setblocking(False)
                 try:
-                    with socket.create_connection(("127.0.0.1", self.api), timeout=0.2) as c:
-                        c.sendall(b"GET /items HTTP/1.1\r\nHost: x\r\n\r\n")
-                        if c.recv(1) == b"":
-                            break
-                except (socket.timeout, ConnectionError):
-                    break
-                time.sleep(0.1)
-            self.assertEqual(self.get(self.web).status_code, 200)
+                    s.recv(1, socket.MSG_PEEK)  # data or the close: either way, taken
+                    return True
+                except BlockingIOError:
+                    return False
+                finally:
+                    s.setblocking(True)
+
+            def queued_probe():
+                nonlocal probe
+                if probe is not None:
+                    probe.close()
+                probe = socket.create_connection(("127.0.0.1", self.api), timeout=30)
+                probe.sendall(b"GET /items HTTP/1.1\r\nHost: x\r\n\r\n")
+                state = harness.wait_until(lambda: "answered" if answered(probe) else
+                                           "queued" if harness.accept_queue(self.api) else None,
+                                           what="the probe to be answered or queued")
+                return state == "queued"
+            harness.wait_until(queued_probe, what="a connection left in the accept queue")
+            for _ in range(8):
+                self.assertEqual(self.get(self.web).status_code, 200)
+            self.assertEqual(harness.accept_queue(self.api), 1)
+            probe.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                probe.recv(1)  # no answer, not even a close
+            probe.setblocking(True)
         finally:
             self.write(self.config(with_api=True))
             self.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 10
-        ok = False
-        while time.time() < deadline and not ok:
-            try:
-                ok = self.get(self.api).status_code == 200
-            except requests.RequestException:
-                time.sleep(0.1)
-        self.assertTrue(ok, self.output()[-3000:])
+        # the listener is back on the same socket: it takes the waiting
+        # connection and answers it
+        self.assertTrue(probe.recv(65536).startswith(b"HTTP/1.1 200"))
+        probe.close()
+        self.assertEqual(self.get(self.api).status_code, 200)
         self.assertEqual(listeners_on(self.api), 1)
         self.assertEqual(self.output().count("configuration reloaded"), 2)
 
@@ -174,4 +197,4 @@ class ActivationIgnoredTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -181,4 +181,4 @@ class StatusPageTokenTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

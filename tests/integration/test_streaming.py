@@ -150,4 +150,4 @@ class StreamingTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -101,4 +101,4 @@ class NotifyTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -411,4 +411,4 @@ class TlsConfigErrorsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

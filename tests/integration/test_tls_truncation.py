@@ -89,4 +89,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

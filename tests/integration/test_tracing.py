@@ -220,4 +220,4 @@ class TracingConfigTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

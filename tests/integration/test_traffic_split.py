@@ -134,4 +134,4 @@ class SplitConfigErrorsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

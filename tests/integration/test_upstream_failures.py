@@ -204,4 +204,4 @@ clusters:
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

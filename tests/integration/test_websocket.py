@@ -44,4 +44,4 @@ class WebSocketTest(harness.GatewayTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    harness.main()

@@ -15,6 +15,9 @@ NAME = os.environ.get("APP_NAME", "app")
 app = FastAPI()
 ITEMS = {}
 STATS = {"requests": 0, "uploads": 0, "slow_started": 0}
+GATES = {}      # name -> asyncio.Event: /hold waits until /release opens it
+HELD = {}       # name -> requests waiting at that gate now
+ARRIVALS = {}   # name -> tags of /hold requests, in the order they arrived
 
 
 @app.middleware("http")
@@ -124,6 +127,35 @@ async def slow(delay: float = 1.0):
     STATS["slow_started"] += 1  # tests wait for this rather than sleep
     await asyncio.sleep(delay)
     return {"slept": delay}
+
+
+@app.get("/hold")
+async def hold(gate: str, tag: str = "", limit: float = 120.0):
+    """Answers only once /release?gate=... is called (or after `limit`
+    seconds, a bound for a test that died): a request the test knows is
+    still in flight, whatever the machine's speed."""
+    ev = GATES.setdefault(gate, asyncio.Event())
+    ARRIVALS.setdefault(gate, []).append(tag)
+    HELD[gate] = HELD.get(gate, 0) + 1
+    try:
+        await asyncio.wait_for(ev.wait(), limit)
+        released = True
+    except asyncio.TimeoutError:
+        released = False
+    finally:
+        HELD[gate] -= 1
+    return {"gate": gate, "tag": tag, "released": released}
+
+
+@app.get("/release")
+async def release(gate: str):
+    GATES.setdefault(gate, asyncio.Event()).set()
+    return {"gate": gate}
+
+
+@app.get("/gate")
+async def gate_state(gate: str):
+    return {"held": HELD.get(gate, 0), "arrivals": ARRIVALS.get(gate, [])}
 
 
 @app.get("/status/{code}")

@@ -23,6 +23,8 @@ class State:
         self.cancelled = 0
         self.calls = 0
         self.last_metadata = {}
+        self.gates = {}     # name -> threading.Event: Hold waits until Release sets it
+        self.held = {}      # name -> calls waiting at that gate now
 
 
 def handlers(st):
@@ -121,6 +123,29 @@ def handlers(st):
             time.sleep(0.05)
         finished.append(True)
 
+    def hold(req, ctx):
+        # answers once Release(name) is called (or after 120 s, a bound for
+        # a test that died): a call the test knows is still in flight
+        count(ctx)
+        name = req.decode()
+        with st.lock:
+            ev = st.gates.setdefault(name, threading.Event())
+            st.held[name] = st.held.get(name, 0) + 1
+        try:
+            return b"released" if ev.wait(120) else b"expired"
+        finally:
+            with st.lock:
+                st.held[name] -= 1
+
+    def release(req, ctx):
+        with st.lock:
+            st.gates.setdefault(req.decode(), threading.Event()).set()
+        return b""
+
+    def held(req, ctx):
+        with st.lock:
+            return str(st.held.get(req.decode(), 0)).encode()
+
     def health(req, ctx):
         return b"\x08\x01"  # HealthCheckResponse { status: SERVING }
 
@@ -138,6 +163,9 @@ def handlers(st):
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "SlowStream": grpc.unary_stream_rpc_method_handler(slow_stream),
+        "Hold": grpc.unary_unary_rpc_method_handler(hold),
+        "Release": grpc.unary_unary_rpc_method_handler(release),
+        "Held": grpc.unary_unary_rpc_method_handler(held),
     }
     return (grpc.method_handlers_generic_handler(SERVICE, methods),
             grpc.method_handlers_generic_handler("grpc.health.v1.Health",
