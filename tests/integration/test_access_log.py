@@ -7,7 +7,6 @@ import os
 import signal
 import tempfile
 import time
-import unittest
 
 import requests
 

@@ -6,7 +6,6 @@ needs the admin token or a non-simple header (a cross-site form POST to
 the probes needs `Authorization: Bearer`; /config never shows the token."""
 import os
 import tempfile
-import unittest
 
 import requests
 

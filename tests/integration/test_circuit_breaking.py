@@ -5,7 +5,6 @@ UNAVAILABLE), counted by cause, while other routes stay responsive; the
 counts come back down, so the cluster serves again afterwards. Slow and
 unreachable upstreams drive each limit."""
 import concurrent.futures
-import json
 import subprocess
 import unittest
 

@@ -8,9 +8,7 @@ import asyncio
 import concurrent.futures
 import os
 import socket
-import threading
 import time
-import unittest
 
 import grpc
 import requests

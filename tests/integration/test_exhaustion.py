@@ -4,11 +4,9 @@ make room, logs once per episode and recovers by itself (it used to spin
 at 100% CPU writing "accept: Too many open files" ~165,000 times a
 second); max_connections per listener and per process close connections
 past the limit at once and count them."""
-import os
 import re
 import socket
 import time
-import unittest
 
 import requests
 

@@ -4,7 +4,6 @@ the same single worker overtakes it); aborts answer locally; a client that
 leaves during a pause is harmless; percentages hold roughly."""
 import socket
 import time
-import unittest
 
 import requests
 

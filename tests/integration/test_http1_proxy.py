@@ -6,7 +6,6 @@ import socket
 import subprocess
 import threading
 import time
-import unittest
 
 import requests
 

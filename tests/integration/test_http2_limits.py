@@ -8,7 +8,6 @@ a request whose DATA disagrees with its content-length never reaches the
 HTTP/1.1 upstream as a well-framed request."""
 import socket
 import time
-import unittest
 
 import hpack
 
@@ -222,10 +221,8 @@ clusters:
             c.request(1, "/download?size=1048576")
             c.read_until(lambda fs: any(f[0] == HEADERS and f[2] == 1 for f in fs))
             c.s.shutdown(socket.SHUT_WR)
-            t0 = time.time()
-            c.read_until(lambda fs: False, timeout=20)
-            self.assertTrue(c.closed)
-            self.assertLess(time.time() - t0, 10)  # not the 5 min idle timeout
+            c.read_until(lambda fs: False, timeout=30)
+            self.assertTrue(c.closed)  # not left for the 5 min idle timeout
         finally:
             c.close()
 

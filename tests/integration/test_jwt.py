@@ -7,7 +7,6 @@ import json
 import os
 import tempfile
 import time
-import unittest
 
 import jwt
 import requests

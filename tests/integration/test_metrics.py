@@ -6,7 +6,6 @@ gauge and the start time are right."""
 import socket
 import subprocess
 import time
-import unittest
 
 import requests
 

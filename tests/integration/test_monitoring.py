@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import tempfile
-import unittest
 
 import requests
 import yaml

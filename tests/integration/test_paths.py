@@ -5,7 +5,6 @@ one), and path_separated_prefix /api never matches /apix. A recording
 upstream shows the path it was sent."""
 import socket
 import subprocess
-import unittest
 
 import harness
 

@@ -6,7 +6,6 @@ tollgate_upstream_connections_opened_total shows it. With an explicit
 small pool_size the same load churns — the counter catches that too."""
 import re
 import subprocess
-import unittest
 
 import requests
 

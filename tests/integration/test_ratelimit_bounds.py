@@ -4,7 +4,6 @@ are never evicted to make room (that would hand their owners a fresh
 budget), so when only such keys remain the table is full and on_full
 decides new keys: deny (429, the default) or allow (uncounted); either
 way tollgate_ratelimit_table_full_total counts them."""
-import unittest
 
 import requests
 

@@ -6,7 +6,6 @@ gRPC. Each case shows what would happen without the feature: a request
 that passes only because a charge was given back, one refused only
 because a charge was raised."""
 import subprocess
-import unittest
 
 import grpc
 import requests

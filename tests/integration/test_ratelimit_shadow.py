@@ -13,7 +13,6 @@ import os
 import subprocess
 import tempfile
 import time
-import unittest
 
 import grpc
 import requests

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import time
-import unittest
 
 import h2.config
 import h2.connection

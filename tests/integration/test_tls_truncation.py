@@ -7,7 +7,6 @@ import socket
 import ssl
 import tempfile
 import time
-import unittest
 
 import requests
 

@@ -17,7 +17,6 @@ import os
 import socket
 import tempfile
 import time
-import unittest
 
 import jwt
 

@@ -1,6 +1,5 @@
 """WebSocket (and so any Upgrade) is tunnelled both ways after the 101."""
 import asyncio
-import unittest
 
 import websockets
 
