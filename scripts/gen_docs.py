@@ -6,7 +6,10 @@ key tables in the code (config/keys.c and each filter's), as written by
   - the key tables in docs/configuration.md and docs/filters.md, between
     `<!-- keys: ID -->` and `<!-- /keys -->` markers (the prose around them
     is written by hand);
-  - the tollgate.yaml(5) man page, docs/man/tollgate.yaml.5, whole.
+  - the tollgate.yaml(5) man page, docs/man/tollgate.yaml.5, whole;
+  - README.md's list of fuzz targets (between `<!-- fuzz-targets -->` and
+    `<!-- /fuzz-targets -->`), from TOLLGATE_FUZZ_TARGETS in
+    tests/fuzz/CMakeLists.txt, the list CI runs.
 
   scripts/gen_docs.py --schema docs/tollgate.schema.json --write
   scripts/gen_docs.py --schema FILE --check     # exit 1 if anything differs
@@ -161,6 +164,32 @@ def render_man(schema):
     return "\n".join(out) + "\n"
 
 
+FUZZ_CMAKE = "tests/fuzz/CMakeLists.txt"
+README = "README.md"
+
+
+def fuzz_targets():
+    """(name, what it feeds) for each target in TOLLGATE_FUZZ_TARGETS."""
+    with open(os.path.join(ROOT, FUZZ_CMAKE)) as f:
+        m = re.search(r"set\(TOLLGATE_FUZZ_TARGETS\n(.*?)\n\)", f.read(), re.S)
+    if not m:
+        raise SystemExit(f"gen_docs: no TOLLGATE_FUZZ_TARGETS list in {FUZZ_CMAKE}")
+    out = []
+    for line in m.group(1).splitlines():
+        name, _, what = line.strip().partition("#")
+        out.append((name.strip(), what.strip()))
+    return out
+
+
+def render_readme(text):
+    rows = "\n".join(f"- `fuzz_{n}`: {w}" for n, w in fuzz_targets())
+    new, n = re.subn(r"<!-- fuzz-targets -->\n.*?<!-- /fuzz-targets -->",
+                     lambda _: f"<!-- fuzz-targets -->\n{rows}\n<!-- /fuzz-targets -->", text, flags=re.S)
+    if n != 1:
+        raise SystemExit("gen_docs: README.md needs one <!-- fuzz-targets --> block")
+    return new
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--schema", required=True)
@@ -175,6 +204,8 @@ def main():
         with open(os.path.join(ROOT, path)) as f:
             wanted[path] = render_markdown(f.read(), schema["$defs"])
     wanted[MAN5] = render_man(schema)
+    with open(os.path.join(ROOT, README)) as f:
+        wanted[README] = render_readme(f.read())
     stale = []
     for path, text in wanted.items():
         full = os.path.join(ROOT, path)
