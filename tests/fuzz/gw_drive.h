@@ -199,6 +199,15 @@ static int gw_pump(gw_peer_t *p)
     return moved;
 }
 
+/* Upstream connections the worker holds open, to any endpoint. */
+static unsigned gw_upstream_conns(gw_t *g)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < TG_STATS_MAX_ENDPOINTS; i++)
+        n += tg_health_connections(g->health, i);
+    return n;
+}
+
 /* One input: n_clients connections each sending `down` (the same bytes),
  * every upstream connection answering `up`. */
 static void gw_run(const uint8_t *down, size_t down_len, int n_clients, const uint8_t *up, size_t up_len)
@@ -229,16 +238,24 @@ static void gw_run(const uint8_t *down, size_t down_len, int n_clients, const ui
                     peers[i].off, peers[i].out_len, peers[i].received);
         gw_reset_close(peers[i].fd);
     }
-    /* Every peer gone: the gateway's connections see EOF and close (bounded:
-     * a connection still open here is reported by the leak checker). */
+    /* Every peer gone: the gateway's connections see EOF and close (bounded);
+     * then nothing may be left: no client connection (with its streams and
+     * exchanges) and no upstream connection, which is the oracle beyond
+     * "no crash": a connection the input could strand is a resource a
+     * client could pile up. */
     for (int turn = 0; turn < GW_MAX_TURNS; turn++) {
         event_base_loop(tg_worker_base(g->w), EVLOOP_NONBLOCK);
         int fd;
         while ((fd = accept4(g->up_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
             gw_reset_close(fd); /* a retry that connected late */
         }
-        if (turn >= GW_IDLE_TURNS && tg_worker_conn_count(g->w) == 0)
+        if (turn >= GW_IDLE_TURNS && tg_worker_conn_count(g->w) == 0 && gw_upstream_conns(g) == 0)
             break;
+    }
+    if (tg_worker_conn_count(g->w) != 0 || gw_upstream_conns(g) != 0) {
+        fprintf(stderr, "gw: %zu client and %u upstream connection(s) left after every peer closed\n",
+                tg_worker_conn_count(g->w), gw_upstream_conns(g));
+        abort();
     }
 }
 
