@@ -64,7 +64,10 @@ static void rules(FILE *f, const char *key, const tg_header_rules_t *r)
 
 static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
 {
-    static const char *const path_keys[] = { NULL, "path", "path_prefix", "path_regex" };
+    static const char *const path_keys[] = {
+        [TG_PATH_EXACT] = "path", [TG_PATH_PREFIX] = "path_prefix",
+        [TG_PATH_SEPARATED_PREFIX] = "path_separated_prefix", [TG_PATH_REGEX] = "path_regex",
+    };
     fputs("{\"name\": ", f);
     jstr(f, r->name);
     fputs(", \"listeners\": [", f);

@@ -191,6 +191,29 @@ routes:
             if secret != "9999":
                 self.assertNotIn(secret, out)
 
+    def test_every_path_match_kind_is_printed_under_its_key(self):
+        """Regression (found by fuzz_config's round-trip oracle): the path
+        kinds were named from a table without path_separated_prefix, so a
+        path_separated_prefix route printed as path_regex and a path_regex
+        route read past the table's end."""
+        d = tempfile.mkdtemp(prefix="tg-dump-")
+        p = os.path.join(d, "tollgate.yaml")
+        with open(p, "w") as f:
+            f.write("""
+listeners: [{ name: main, listen: 127.0.0.1:8080 }]
+clusters: [{ name: app, endpoints: [127.0.0.1:9000] }]
+routes:
+  - { name: exact, match: { path: /a }, cluster: app }
+  - { name: prefix, match: { path_prefix: /b }, cluster: app }
+  - { name: separated, match: { path_separated_prefix: /c }, cluster: app }
+  - { name: regex, match: { path_regex: "^/d[0-9]+$" }, cluster: app }
+""")
+        rc, out, err = run("-T", "-c", p)
+        self.assertEqual(rc, 0, err)
+        matches = {r["name"]: r["match"] for r in json.loads(out)["routes"]}
+        self.assertEqual(matches, {"exact": {"path": "/a"}, "prefix": {"path_prefix": "/b"},
+                                   "separated": {"path_separated_prefix": "/c"}, "regex": {"path_regex": "^/d[0-9]+$"}})
+
     def test_invalid_config_prints_errors_only(self):
         d = tempfile.mkdtemp(prefix="tg-dump-")
         p = os.path.join(d, "tollgate.yaml")
