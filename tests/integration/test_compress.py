@@ -58,6 +58,14 @@ routes:
     match: { headers: [{ name: x-route, value: everything }] }
     cluster: app
     filters: [{ compress: { min_size: 0, content_types: ["application/*", "text/*"] } }]
+  - name: low
+    match: { headers: [{ name: x-route, value: low }] }
+    cluster: app
+    filters: [{ compress: { brotli_quality: 0, zstd_level: 1, gzip_level: 1 } }]
+  - name: high
+    match: { headers: [{ name: x-route, value: high }] }
+    cluster: app
+    filters: [{ compress: { brotli_quality: 11, zstd_level: 19, gzip_level: 9 } }]
   - name: all
     match: { path_prefix: / }
     cluster: app
@@ -76,6 +84,30 @@ routes:
             self.assertIn("Accept-Encoding", r.headers.get("vary", ""))
             self.assertLess(len(body), len(self.expected) / 3)
             self.assertEqual(decode(want, body), self.expected, ae)
+
+    def test_levels_are_the_configured_ones(self):
+        """brotli_quality and zstd_level reach the encoders: the same body
+        at the lowest and the highest setting decodes the same and comes
+        out smaller at the highest (gzip's levels 1 and 9 differ by a few
+        bytes either way on this text: not a measure)."""
+        sizes = {}
+        for enc in ("br", "zstd"):
+            for route in ("low", "high"):
+                r, body = raw_get(self.gateway.url(BIG), enc, headers={"x-route": route})
+                self.assertEqual(r.headers.get("content-encoding"), enc)
+                self.assertEqual(decode(enc, body), self.expected)
+                sizes[enc, route] = len(body)
+            self.assertLess(sizes[enc, "high"], sizes[enc, "low"], sizes)
+
+    def test_no_encoding_for_204_and_206(self):
+        for code, compressed in ((200, True), (204, False), (206, False)):
+            r, body = raw_get(self.gateway.url(f"/status/{code}"), "gzip", headers={"x-route": "everything"})
+            self.assertEqual(r.status_code, code)
+            self.assertEqual(r.headers.get("content-encoding") == "gzip", compressed, (code, dict(r.headers)))
+            if code == 206:
+                self.assertEqual(body, b'{"code":206}')  # passed on untouched
+            if code == 204:
+                self.assertEqual(body, b"")
 
     def test_identity_when_nothing_acceptable(self):
         for ae in ("identity", "deflate", "gzip;q=0, br;q=0, zstd;q=0", "*;q=0"):

@@ -648,6 +648,53 @@ def trailers_handler(c):
               b"Content-Length: 99\r\n\r\n")
 
 
+class Http1OnlyListenerTest(harness.GatewayTest):
+    """`http2: { enabled: false }`: a listener that speaks HTTP/1.1 alone.
+    On cleartext the h2c preface is not taken for HTTP/2 (an HTTP/1 answer,
+    never a SETTINGS frame); on TLS, ALPN offers http/1.1 alone, so a client
+    offering h2 first gets HTTP/1.1."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        cls.certs = harness.make_certs(cls.tmp)
+        cls.app = harness.start_app("h1-only")
+        cls.procs = [cls.app]
+        cls.port, cls.tls_port = harness.free_port(), harness.free_port()
+        c = cls.certs
+        cls.gateway = harness.Gateway(f"""
+workers: 1
+listeners:
+  - name: h1c
+    listen: 127.0.0.1:{cls.port}
+    http2: {{ enabled: false }}
+  - name: h1tls
+    listen: 127.0.0.1:{cls.tls_port}
+    http2: {{ enabled: false }}
+    tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
+routes:
+  - name: default
+    cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+""", port=cls.port)
+
+    def test_cleartext_preface_gets_no_http2(self):
+        out = harness.raw_request(self.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                                  timeout=10)
+        self.assertTrue(out.startswith(b"HTTP/1.1 505 "), out[:64])  # HTTP/2.0 read as an HTTP/1 version
+        rc, out, err = harness.curl("--http1.1", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                                    f"http://127.0.0.1:{self.port}/whoami")
+        self.assertEqual((rc, out), (0, b"1.1 200"), err)
+
+    def test_tls_alpn_offers_http1_alone(self):
+        rc, out, err = harness.curl("--http2", "--cacert", self.certs["ca.crt"], "-o", "/dev/null",
+                                    "-w", "%{http_version} %{http_code}", f"https://localhost:{self.tls_port}/whoami",
+                                    "--resolve", f"localhost:{self.tls_port}:127.0.0.1")
+        self.assertEqual((rc, out), (0, b"1.1 200"), err)
+
+
 class Http2OnlyListenerTest(harness.GatewayTest):
     """`http1: { enabled: false }`: a listener that speaks HTTP/2 alone. On
     cleartext every connection must open with the client preface (h2spec
