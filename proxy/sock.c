@@ -154,8 +154,16 @@ static void try_park(tg_sock_t *s)
 
 static void release(tg_sock_t *s)
 {
-    if (s->ssl != NULL)
+    if (s->ssl != NULL) {
+        /* OpenSSL drops the session of a connection freed without a TLS
+         * shutdown from the server's cache (as if it had been cut by an
+         * attack), so session-ID resumption never worked: a connection whose
+         * handshake completed and that met no TLS error ended normally,
+         * however its TCP close came (nginx does the same). */
+        if (!s->handshaking && s->tls_err == 0)
+            SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(s->ssl);
+    }
     if (s->in != NULL) { /* emptied, they serve the next connection */
         evbuffer_drain(s->in, evbuffer_get_length(s->in));
         evbuffer_drain(s->out, evbuffer_get_length(s->out));

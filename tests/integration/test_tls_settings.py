@@ -25,6 +25,17 @@ def s_client(port, *args, data=b""):
     return "CONNECTION ESTABLISHED" in out, out
 
 
+def session(port, *args):
+    """A TLS 1.2 handshake with openssl s_client (full output, no -brief):
+    (whether it resumed, output)."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                        "-tls1_2", *args], input=b"", capture_output=True, timeout=30)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    if "Reused, TLSv1.2" not in out and "New, TLSv1.2" not in out:
+        raise AssertionError(f"no TLS 1.2 session: {out[-2000:]}")
+    return "Reused, TLSv1.2" in out, out
+
+
 class ListenerTlsSettingsTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
@@ -39,7 +50,8 @@ class ListenerTlsSettingsTest(harness.GatewayTest):
                 out.write(open(os.path.join(d, f"{n}.crt")).read())
         cls.app = harness.start_app("tls-settings")
         cls.procs = [cls.app]
-        cls.ports = {k: harness.free_port() for k in ("v13", "cipher", "groups", "hs", "hs-long", "depth1", "depth3")}
+        cls.ports = {k: harness.free_port() for k in ("v13", "cipher", "groups", "hs", "hs-long", "depth1", "depth3",
+                                                       "suites", "noticket", "shortlived", "nocache")}
         cls.admin = harness.free_port()
         cert = f"certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}]"
         mtls = f"client_auth: require, client_ca: {c['ca.crt']}"
@@ -55,6 +67,10 @@ listeners:
   - {{ name: hs-long, listen: 127.0.0.1:{p['hs-long']}, tls: {{ {cert}, handshake_timeout: 1h }} }}
   - {{ name: depth1, listen: 127.0.0.1:{p['depth1']}, tls: {{ {cert}, {mtls}, verify_depth: 1 }} }}
   - {{ name: depth3, listen: 127.0.0.1:{p['depth3']}, tls: {{ {cert}, {mtls}, verify_depth: 3 }} }}
+  - {{ name: suites, listen: 127.0.0.1:{p['suites']}, tls: {{ {cert}, ciphersuites: TLS_CHACHA20_POLY1305_SHA256 }} }}
+  - {{ name: noticket, listen: 127.0.0.1:{p['noticket']}, tls: {{ {cert}, session_tickets: false, session_timeout: 1h }} }}
+  - {{ name: shortlived, listen: 127.0.0.1:{p['shortlived']}, tls: {{ {cert}, session_tickets: false, session_timeout: 1s }} }}
+  - {{ name: nocache, listen: 127.0.0.1:{p['nocache']}, tls: {{ {cert}, session_tickets: false, session_cache_size: 0 }} }}
 routes:
   - {{ name: r, cluster: app }}
 clusters:
@@ -83,6 +99,30 @@ clusters:
         self.assertFalse(ok, out)
         ok, out = s_client(self.ports["groups"], "-groups", "P-384")
         self.assertTrue(ok, out)
+
+    def test_tls13_ciphersuites(self):
+        ok, out = s_client(self.ports["suites"], "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
+        self.assertFalse(ok, out)
+        ok, out = s_client(self.ports["suites"], "-tls1_3", "-ciphersuites",
+                           "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")
+        self.assertTrue(ok, out)
+        self.assertIn("TLS_CHACHA20_POLY1305_SHA256", out)
+
+    def test_session_cache_tickets_and_timeout(self):
+        """session_tickets: false issues no ticket, and the server's session
+        cache still resumes, for session_timeout (an hour: resumed; a second,
+        asked again after a wait of 2.5 s: not); with session_cache_size: 0
+        as well, nothing resumes."""
+        f = os.path.join(self.dir, "sess")
+        for name, resumes in (("noticket", True), ("shortlived", False), ("nocache", False)):
+            with self.subTest(name):
+                reused, out = session(self.ports[name], "-sess_out", f)
+                self.assertFalse(reused)
+                self.assertNotIn("TLS session ticket:", out)  # no ticket issued
+                if name == "shortlived":
+                    time.sleep(2.5)  # a lower bound: at least this long has passed, however slow the machine
+                reused, out = session(self.ports[name], "-sess_in", f)
+                self.assertEqual(reused, resumes, out[-1500:])
 
     def test_handshake_timeout(self):
         m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
