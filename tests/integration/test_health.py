@@ -112,13 +112,8 @@ clusters:
         self.assertEqual(r.status_code, 404)  # the app's own answer: it was tried anyway
         self.assertEqual(r.headers.get("x-upstream"), "sickcheck")
 
-    def test_passive_ejection(self):
-        app = harness.start_app("good")
-        self.addCleanup(app.stop)
-        sick = harness.ScriptedServer(always_503)
-        self.addCleanup(sick.stop)
-        bad_ep = f"127.0.0.1:{sick.port}"
-        gw = self.start(f"""
+    def ejection_config(self, app, bad_ep, outlier):
+        return self.start(f"""
 workers: 1
 admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
 listeners: [{{{{ name: main, listen: '127.0.0.1:{{port}}' }}}}]
@@ -126,18 +121,41 @@ routes: [{{{{ name: all, cluster: app }}}}]
 clusters:
   - name: app
     endpoints: [127.0.0.1:{app.port}, {bad_ep}]
-    outlier_detection: {{{{ consecutive_failures: 3, base_ejection_time: 1500ms }}}}
+    outlier_detection: {{{{ {outlier} }}}}
 """)
+
+    def test_passive_ejection(self):
+        app = harness.start_app("good")
+        self.addCleanup(app.stop)
+        sick = harness.ScriptedServer(always_503)
+        self.addCleanup(sick.stop)
+        bad_ep = f"127.0.0.1:{sick.port}"
+        # an hour, capped by the default max_ejection_time (5m): ejected for the whole test
+        gw = self.ejection_config(app, bad_ep, "consecutive_failures: 3, base_ejection_time: 1h")
         statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(6)]
         self.assertEqual(statuses.count(503), 3)  # three in a row from the sick one: ejected
         self.assertEqual([requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(10)], [200] * 10)
         m = self.metrics(gw)
         self.assertEqual(harness.metric(m, "tollgate_upstream_ejections_total", cluster="app", endpoint=bad_ep), 1)
         self.assertEqual(harness.metric(m, "tollgate_upstream_endpoint_healthy", cluster="app", endpoint=bad_ep), 0)
-        time.sleep(1.7)  # the ejection ends: it gets traffic again
-        statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(4)]
-        self.assertIn(503, statuses)
-        self.assertIn("ejected for 1500 ms", gw.proc.output())
+        self.assertIn("ejected for 300000 ms", gw.proc.output())
+
+    def test_ejection_ends_at_max_ejection_time(self):
+        """base_ejection_time an hour, max_ejection_time 500ms: the ejection
+        ends after the cap and the endpoint gets traffic again (without the
+        cap, not within the wait's bound)."""
+        app = harness.start_app("good")
+        self.addCleanup(app.stop)
+        sick = harness.ScriptedServer(always_503)
+        self.addCleanup(sick.stop)
+        bad_ep = f"127.0.0.1:{sick.port}"
+        gw = self.ejection_config(app, bad_ep, "consecutive_failures: 3, base_ejection_time: 1h, "
+                                               "max_ejection_time: 500ms")
+        statuses = [requests.get(gw.url("/whoami"), timeout=5).status_code for _ in range(6)]
+        self.assertEqual(statuses.count(503), 3)
+        self.assertIn("ejected for 500 ms", gw.proc.output())
+        harness.wait_until(lambda: requests.get(gw.url("/whoami"), timeout=5).status_code == 503,
+                           what="the sick endpoint back in rotation")
 
 
 if __name__ == "__main__":

@@ -181,5 +181,51 @@ clusters:
         self.assertEqual(line, b"GET /x/../admin/a%2fb?q=1 HTTP/1.1")
 
 
+class DecodeEscapedSlashesTest(harness.GatewayTest):
+    """path_normalization: { escaped_slashes: decode } — %2F and %5C are
+    decoded before the dot-segments go, so an encoded slash cannot walk
+    around a route: "/public/..%2Fadmin" is "/admin", on HTTP/1.1 and
+    HTTP/2, and the upstream receives the decoded path."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = harness.RecordingUpstream()
+        cls.port = harness.free_port()
+        cls.gateway = harness.Gateway(f"""
+workers: 1
+path_normalization: {{ escaped_slashes: decode }}
+listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]
+routes:
+  - name: admin
+    match: {{ path_separated_prefix: /admin }}
+    cluster: up
+    filters: [{{ auth: {{ bearer_tokens: [{{ name: ops, token: t-ops }}] }} }}]
+  - name: open
+    cluster: up
+clusters: [{{ name: up, endpoints: [127.0.0.1:{cls.up.port}] }}]
+""", port=cls.port)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.up.stop()
+        cls.finish()
+
+    def test_encoded_slashes_decoded_before_routing(self):
+        for path in ("/admin%2Fsecret", "/public/..%2Fadmin%2Fsecret", "/public%2F..%2Fadmin/secret"):
+            with self.subTest(path=path):
+                self.assertEqual(status_of(raw_get(self.port, path)), 401)  # the protected route
+                p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                                    "--path-as-is", f"http://127.0.0.1:{self.port}{path}"], capture_output=True,
+                                   text=True, timeout=20)
+                self.assertEqual(p.stdout, "401", p.stderr)
+                with self.up.lock:
+                    before = len(self.up.complete)
+                out = raw_get(self.port, path, "Authorization: Bearer t-ops\r\n")
+                self.assertEqual(status_of(out), 200, out[:200])
+                with self.up.lock:
+                    line = self.up.complete[before].split(b"\r\n")[0]
+                self.assertEqual(line, b"GET /admin/secret HTTP/1.1")
+
+
 if __name__ == "__main__":
     harness.main()
