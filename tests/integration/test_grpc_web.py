@@ -171,6 +171,25 @@ routes:
         self.assertEqual(h["access-control-allow-origin"], ORIGIN)
         self.assertIn("grpc-status", h["access-control-expose-headers"])
 
+    def test_json_subtype_keeps_its_form(self):
+        """application/grpc-web+json: the call goes upstream as gRPC (the
+        grpcio backend answers it) and comes back as grpc-web+json, binary
+        framing, trailers as the final frame."""
+        h = {"content-type": "application/grpc-web+json", "x-grpc-web": "1", "accept": "application/grpc-web+json"}
+        for http2 in (False, True):
+            if http2:
+                with httpx.Client(http2=True, http1=False, timeout=10) as c:
+                    r = c.post(self.gateway.url(SVC + "/Echo"), content=frame(b'{"m":1}'), headers=h)
+                status, rh, body = r.status_code, r.headers, r.content
+            else:
+                r = requests.post(self.gateway.url(SVC + "/Echo"), data=frame(b'{"m":1}'), headers=h, timeout=10)
+                status, rh, body = r.status_code, r.headers, r.content
+            self.assertEqual(status, 200)
+            self.assertEqual(rh["content-type"], "application/grpc-web+json")
+            frames = parse_frames(body)
+            self.assertEqual(frames[0], (0, b'{"m":1}'))
+            self.assertEqual(trailers_of(frames)["grpc-status"], "0")
+
     def test_bad_base64_is_refused(self):
         status, h, body = self.post("Echo", b"!!!not base64!!!", text=True)
         # a malformed request: INTERNAL, trailers-only, before the upstream
