@@ -392,6 +392,91 @@ class RedisAuthTest(unittest.TestCase):
             stop_all([gw for gw, _ in gws], [redis, app])
 
 
+class RedisSettingsTest(unittest.TestCase):
+    """The redis section's keys, each by its effect: an ACL user by inline
+    name or username_file with an inline password; key_prefix on every key
+    written; pool connections per worker; connect_timeout as the point a
+    hanging connect is given up (beside a gateway whose timeout is a
+    minute); quota's on_store_error."""
+
+    def test_acl_user_prefix_and_pool(self):
+        app = harness.start_app("redis-acl-app")
+        redis = harness.start_redis(name="redis-acl", args=("--user", "tg", "on", ">tg-pass-0123", "~*", "+@all"))
+        gws = []
+        try:
+            blocks = [f"{{ address: 127.0.0.1:{redis.port}, username: tg, password: tg-pass-0123, "
+                      f"key_prefix: 'app1:', pool: 3 }}",
+                      f"{{ address: 127.0.0.1:{redis.port}, username_file: user.txt, password: tg-pass-0123 }}",
+                      f"{{ address: 127.0.0.1:{redis.port}, username: tg, password: not-the-password }}"]
+            for block in blocks:
+                port, admin = harness.free_port(), harness.free_port()
+                gws.append((harness.Gateway(config(port, admin, app.port, block, ROUTES), port=port,
+                                            files={"user.txt": b"tg\n"}), admin))
+            (pooled, pooled_admin), (fromfile, fromfile_admin), (wrong, wrong_admin) = gws
+            wait_connected(pooled_admin, 2 * 3)  # two workers, three connections each
+            self.assertEqual(harness.metric(metrics(pooled_admin), "tollgate_redis_connections_active"), 6)
+            wait_connected(fromfile_admin, 2)
+            self.assertEqual(harness.metric(metrics(fromfile_admin), "tollgate_redis_connections_active"), 2)
+            # every key the prefixed gateway writes starts with its prefix
+            self.assertEqual(requests.get(pooled.url("/whoami"), headers={"x-user": "pfx"}, timeout=5).status_code, 200)
+            keys = harness.redis_cli(redis.port, "--user", "tg", "--pass", "tg-pass-0123", "--no-auth-warning",
+                                     "KEYS", "*pfx*").split()
+            self.assertEqual(keys, ["app1:rl:{default:50/10000:pfx}"])
+            self.assertEqual(requests.get(fromfile.url("/whoami"), headers={"x-user": "ff"}, timeout=5).status_code,
+                             200)
+            keys = harness.redis_cli(redis.port, "--user", "tg", "--pass", "tg-pass-0123", "--no-auth-warning",
+                                     "KEYS", "*ff*").split()
+            self.assertEqual(keys, ["tollgate:rl:{default:50/10000:ff}"])  # the default prefix
+            # a wrong password: AUTH refused, counted, never logged
+            harness.wait_until(lambda: harness.metric(metrics(wrong_admin), "tollgate_redis_errors_total",
+                                                      kind="auth") > 0, what="a refused AUTH")
+            self.assertNotIn("not-the-password", wrong.proc.output())
+        finally:
+            stop_all([gw for gw, _ in gws], [redis, app])
+
+    def test_connect_timeout(self):
+        app = harness.start_app("redis-ct-app")
+        hole = harness.BlackHole()
+        gws = []
+        try:
+            for t in ("200ms", "1m"):
+                port, admin = harness.free_port(), harness.free_port()
+                block = f"{{ address: 127.0.0.1:{hole.port}, connect_timeout: {t} }}"
+                gws.append((harness.Gateway(config(port, admin, app.port, block, ROUTES), port=port), admin))
+            (short, short_admin), (long_, long_admin) = gws
+            harness.wait_until(lambda: harness.metric(metrics(short_admin), "tollgate_redis_errors_total",
+                                                      kind="connect") > 0, what="the 200ms connect to give up")
+            self.assertEqual(harness.metric(metrics(long_admin), "tollgate_redis_errors_total", kind="connect"), 0)
+            # meanwhile requests are decided by on_store_error (allow), at once
+            self.assertEqual(requests.get(short.url("/whoami"), headers={"x-user": "ct"}, timeout=10).status_code, 200)
+        finally:
+            stop_all([gw for gw, _ in gws], [app])
+            hole.stop()
+
+    def test_quota_on_store_error(self):
+        """With Redis unreachable, quota's on_store_error decides: deny
+        answers 503, allow lets the request through."""
+        app = harness.start_app("redis-q-app")
+        port, admin = harness.free_port(), harness.free_port()
+        routes = """
+  - name: strict
+    match: { path_prefix: /items }
+    cluster: app
+    filters: [{ quota: { key: "header:x-user", limit: 5, period: day, store: redis, on_store_error: deny } }]
+  - name: lenient
+    cluster: app
+    filters: [{ quota: { key: "header:x-user", limit: 5, period: day, store: redis, on_store_error: allow } }]
+"""
+        gw = harness.Gateway(config(port, admin, app.port, f"{{ address: 127.0.0.1:{harness.dead_port()} }}",
+                                    routes), port=port)
+        try:
+            r = requests.get(gw.url("/items"), headers={"x-user": "q"}, timeout=10)
+            self.assertEqual(r.status_code, 503, r.text)
+            self.assertEqual(requests.get(gw.url("/whoami"), headers={"x-user": "q"}, timeout=10).status_code, 200)
+        finally:
+            stop_all([gw], [app])
+
+
 class RedisTlsTest(unittest.TestCase):
     """Redis over TLS with client certificates (tls-auth-clients yes), as
     managed Redis services require; a gateway that does not trust the
