@@ -204,6 +204,86 @@ routes:
         self.assertEqual(harness.metric(metrics, "tollgate_tracing_spans_exported_total"), 0)
 
 
+def hanging_collector():
+    """A collector that accepts, reads, and never answers until released."""
+    release = threading.Event()
+
+    def handler(c):
+        c.settimeout(120)
+        c.recv(65536)
+        release.wait(120)
+    srv = harness.ScriptedServer(handler)
+    srv.release = release
+    return srv
+
+
+class TracingSettingsTest(unittest.TestCase):
+    """otlp's flush_interval, queue_size and timeout, each by its effect."""
+
+    def gateway(self, otlp, workers=1):
+        app = harness.start_app("tracing-settings")
+        self.addCleanup(app.stop)
+        port, admin = harness.free_port(), harness.free_port()
+        gw = harness.Gateway(f"""
+workers: {workers}
+admin: {{ listen: 127.0.0.1:{admin} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+tracing:
+  otlp: {otlp}
+routes: [{{ name: all, cluster: app }}]
+clusters: [{{ name: app, endpoints: [127.0.0.1:{app.port}] }}]
+""", port=port)
+        self.addCleanup(harness.assert_clean_exit, self, gw)
+        return gw, admin
+
+    def dropped(self, admin, reason):
+        return harness.metric(harness.scrape(admin), "tollgate_tracing_spans_dropped_total", reason=reason)
+
+    def test_flush_interval_sends_a_partial_batch(self):
+        quick, slow = Receiver(), Receiver()
+        self.addCleanup(quick.shutdown)
+        self.addCleanup(slow.shutdown)
+        gq, _ = self.gateway(f'{{ endpoint: "http://127.0.0.1:{quick.port}/v1/traces", batch_size: 100, '
+                             f'flush_interval: 300ms }}')
+        gs, _ = self.gateway(f'{{ endpoint: "http://127.0.0.1:{slow.port}/v1/traces", batch_size: 100, '
+                             f'flush_interval: 1h }}')
+        for g in (gs, gq):
+            for _ in range(3):
+                self.assertEqual(requests.get(g.url("/whoami"), timeout=10).status_code, 200)
+        harness.wait_until(lambda: len(quick.spans()) == 3, what="the partial batch after flush_interval")
+        self.assertEqual(len(quick.bodies), 1)
+        self.assertEqual(slow.bodies, [])  # 3 of 100, an hour to go: nothing sent yet (the slow one went first)
+
+    def test_hanging_collector_timeout_and_queue_size(self):
+        """A collector that never answers: each POST gives up after
+        `timeout` and its spans count as export_failed; while one hangs
+        (a minute's timeout), spans past queue_size wait nowhere: dropped
+        as queue_full. Requests are answered throughout."""
+        hang, hang2 = hanging_collector(), hanging_collector()
+        self.addCleanup(hang.stop)
+        self.addCleanup(hang2.stop)
+        gt, at = self.gateway(f'{{ endpoint: "http://127.0.0.1:{hang.port}/v1/traces", batch_size: 5, '
+                              f'flush_interval: 50ms, timeout: 300ms }}')
+        gq, aq = self.gateway(f'{{ endpoint: "http://127.0.0.1:{hang2.port}/v1/traces", batch_size: 5, '
+                              f'flush_interval: 50ms, timeout: 1m, queue_size: 16 }}')
+        # cleanups run last-first: the collectors answer before the gateways
+        # stop (an exporter in a POST finishes it, up to `timeout`, on exit)
+        self.addCleanup(hang.release.set)
+        self.addCleanup(hang2.release.set)
+        for _ in range(5):
+            self.assertEqual(requests.get(gt.url("/whoami"), timeout=10).status_code, 200)
+        harness.wait_until(lambda: self.dropped(at, "export_failed") == 5, what="the timed-out POST's spans")
+        self.assertEqual(self.dropped(at, "queue_full"), 0)
+        # the first batch of gq's spans goes into a POST that hangs; the
+        # rest wait in the worker's queue of 16, and past it are dropped
+        self.assertEqual(requests.get(gq.url("/whoami"), timeout=10).status_code, 200)
+        harness.wait_until(lambda: hang2.accepted == 1, what="the second gateway's POST to hang")
+        for _ in range(40):
+            self.assertEqual(requests.get(gq.url("/whoami"), timeout=10).status_code, 200)
+        self.assertEqual(self.dropped(aq, "queue_full"), 40 - 16)
+        self.assertEqual(self.dropped(aq, "export_failed"), 0)
+
+
 class TracingConfigTest(unittest.TestCase):
     def test_errors(self):
         import subprocess
