@@ -158,5 +158,75 @@ clusters:
         self.assertEqual(codes.count(200), 40, codes)
 
 
+class RedisClusterTlsTest(unittest.TestCase):
+    """A Redis Cluster whose nodes speak TLS only (tls-cluster yes, client
+    certificates required): the seed's slot map names TLS ports, and the
+    gateway reaches every node with the redis section's tls settings and
+    enforces one exact limit for keys on all three."""
+
+    def test_exact_limit_over_tls_nodes(self):
+        d = harness.tempfile.mkdtemp(prefix="tg-rcluster-tls-")
+        certs = harness.make_certs(d)
+        tls = {"cert": certs["server.crt"], "key": certs["server.key"], "ca": certs["ca.crt"], "auth_clients": "yes"}
+        cli = {"cert": certs["client.crt"], "key": certs["client.key"], "ca": certs["ca.crt"]}
+        app = harness.start_app("cluster-tls-app")
+        nodes, gws = [], []
+        try:
+            for i in range(3):
+                port = cluster_port()
+                nd = harness.tempfile.mkdtemp(prefix="tg-rcluster-tls-")
+                nodes.append(harness.start_redis(port, name=f"rcluster-tls-{i}", tls=tls, args=(
+                    "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(nd, "nodes.conf"),
+                    "--cluster-node-timeout", "5000", "--cluster-port", str(port + 10000), "--tls-cluster", "yes")))
+            ports = [n.port for n in nodes]
+            out = harness.subprocess.run([harness.REDIS_CLI, "--tls", "--cacert", cli["ca"], "--cert", cli["cert"],
+                                          "--key", cli["key"], "--cluster", "create",
+                                          *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+                                          "--cluster-yes"], capture_output=True, text=True, timeout=60,
+                                         stdin=harness.subprocess.DEVNULL)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            harness.wait_until(lambda: all("cluster_state:ok" in harness.redis_cli(p, "CLUSTER", "INFO", tls=cli)
+                                           for p in ports), what="the TLS cluster to form")
+            ranges = []  # (first slot, last slot, port) from each node's own line
+            for p in ports:
+                for line in harness.redis_cli(p, "CLUSTER", "NODES", tls=cli).splitlines():
+                    f = line.split()
+                    if "myself" in f[2]:
+                        ranges += [(int(r.split("-")[0]), int(r.split("-")[-1]), p) for r in f[8:]
+                                   if r[0].isdigit()]
+
+            def node_of(user):
+                slot = int(harness.redis_cli(ports[0], "CLUSTER", "KEYSLOT", f"tollgate:rl:{{default:50/60000:{user}}}",
+                                             tls=cli))
+                return next(p for a, b, p in ranges if a <= slot <= b)
+            users, i = {}, 0
+            while len(users) < 3:  # one key on each node
+                users.setdefault(node_of(f"tls-{i}"), f"tls-{i}")
+                i += 1
+            gws, admins, urls = start_gateways(1, lambda port, admin: f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{admin} }}
+redis: {{ cluster: [127.0.0.1:{ports[0]}], timeout: 250ms,
+         tls: {{ ca: {cli['ca']}, cert: {cli['cert']}, key: {cli['key']} }} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+routes:
+{ROUTES}
+clusters:
+  - {{ name: app, endpoints: [127.0.0.1:{app.port}] }}
+""")
+
+            def left_ms():
+                sec, usec = harness.redis_cli(ports[0], "TIME", tls=cli).split()
+                return 60000 - (int(sec) * 1000 + int(usec) // 1000) % 60000
+            harness.wait_until(lambda: left_ms() >= 30000, timeout=45, what="a fresh minute", interval=0.5)
+            for u in users.values():
+                codes = fire(urls, 60, {"x-user": u})
+                self.assertEqual(codes.count(200), 50, (u, codes))
+            for p in ports:
+                self.assertEqual(harness.redis_cli(p, "DBSIZE", tls=cli), "1")
+        finally:
+            stop_all(gws, nodes + [app])
+
+
 if __name__ == "__main__":
     harness.main()
