@@ -2,10 +2,17 @@
 bench/RESULTS.md): h2load sends POST /test.v1.Echo/Echo with
 content-type application/grpc, te: trailers and a framed 5-byte message
 over 4 connections x 32 streams, straight to nghttpd (the fast h2c
-backend, answering with a framed message) and through tollgate (h2c
-cluster), nginx (grpc_pass) and HAProxy (proto h2 on both sides), each with
-one worker on CPU 0; h2load and nghttpd share CPU 1. Reports calls/s and
-proxy CPU per call, medians of alternating rounds."""
+backend, answering with a framed message and a `grpc-status: 0` trailer,
+as a gRPC server does) and through tollgate (h2c cluster), nginx
+(grpc_pass) and HAProxy (proto h2 on both sides), each with one worker on
+CPU 0; h2load and nghttpd share CPU 1. Reports calls/s and proxy CPU per
+call, medians of alternating rounds.
+
+h2load sees HTTP status codes only, so a gRPC failure (a missing or
+non-zero grpc-status, in the trailers or a trailers-only answer) would be
+invisible to it: after each target's rounds, a check pass of CHECK_CALLS
+calls over one HTTP/2 connection (Python's h2) reads every call's
+grpc-status, and the table's failures column counts both."""
 import argparse
 import os
 import re
@@ -20,6 +27,53 @@ from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, 
                  wait_port)
 
 PATH = "/test.v1.Echo/Echo"
+CHECK_CALLS = 2000
+
+
+def grpc_check(port, n=CHECK_CALLS, ctype="application/grpc", window=32):
+    """n unary calls over one h2c connection, `window` at a time; returns
+    how many did not end with grpc-status 0 (in trailers, or in the only
+    HEADERS of a trailers-only answer), or did not end at all."""
+    import socket
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    status, data_of, sent, done, next_id = {}, {}, 0, 0, 1
+    body = b"\x00\x00\x00\x00\x05world"
+    try:
+        while done < n:
+            while sent < n and sent - done < window:
+                conn.send_headers(next_id, [(":method", "POST"), (":path", PATH), (":scheme", "http"),
+                                            (":authority", "bench"), ("content-type", ctype), ("te", "trailers")])
+                conn.send_data(next_id, body, end_stream=True)
+                status[next_id] = None
+                next_id += 2
+                sent += 1
+            s.sendall(conn.data_to_send())
+            data = s.recv(1 << 16)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    h = dict(ev.headers)
+                    if "grpc-status" in h:
+                        status[ev.stream_id] = h["grpc-status"]
+                elif isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    data_of[ev.stream_id] = data_of.get(ev.stream_id, b"") + ev.data
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    done += 1
+                    # gRPC-Web: the trailers are the body's last frame (flag 0x80)
+                    web = data_of.pop(ev.stream_id, b"")
+                    if status.get(ev.stream_id) is None and b"\x80" in web and b"grpc-status:0\r\n" in web:
+                        status[ev.stream_id] = "0"
+            s.sendall(conn.data_to_send())
+    finally:
+        s.close()
+    return sum(1 for v in status.values() if v != "0") + (n - sent)
 
 
 def targets(d, bport, compare="", web=False):
@@ -110,9 +164,11 @@ def main():
         with open(f"{d}/req.bin", "wb") as f:
             f.write(b"\x00\x00\x00\x00\x05world")
         bport = free_port()
-        procs.append(start(["nghttpd", "--no-tls", "-d", f"{d}/www", str(bport)], LOAD_CPU))
+        procs.append(start(["nghttpd", "--no-tls", "--trailer", "grpc-status: 0", "-d", f"{d}/www", str(bport)],
+                           LOAD_CPU))
         wait_port(bport)
         direct = measure("direct", bport, [], args, d)
+        direct["bad"] += grpc_check(bport)
         running = []
         for name, port, argv in targets(d, bport, args.compare, args.web):
             p = start(argv, PROXY_CPU, cwd=d)
@@ -124,16 +180,21 @@ def main():
         for _ in range(args.rounds):
             for name, port, p in running:
                 samples[name].append(measure(name, port, [p.pid] + children(p.pid), args, d))
-        for name, _, _ in running:
+        for name, port, _ in running:
             rs = samples[name]
             med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
-            rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"), "bad": sum(r["bad"] for r in rs)})
+            ctype = "application/grpc-web+proto" if name.endswith("grpc_web") else "application/grpc"
+            grpc_bad = grpc_check(port, ctype=ctype)
+            print(f"{name:18s} gRPC check: {grpc_bad} of {CHECK_CALLS} calls without grpc-status 0", flush=True)
+            rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"),
+                         "bad": sum(r["bad"] for r in rs) + grpc_bad})
     finally:
         for p in procs:
             stop(p)
         shutil.rmtree(d, ignore_errors=True)
     hap = next(r for r in rows if r["name"] == "haproxy")
-    lines = ["| target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | failures |",
+    lines = ["| target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | "
+             "failures (non-2xx + gRPC check) |",
              "|---|---:|---:|---:|---:|---:|",
              f"| direct (h2load -> nghttpd) | {direct['rps']:.0f} | - | - | - | {direct['bad']} |"]
     for r in rows:
