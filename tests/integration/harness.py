@@ -567,15 +567,17 @@ def syscalls_during(pid, seconds):
 
 
 def accept_queue(port):
-    """Connections waiting in the accept queue of the listening socket on
-    127.0.0.1:port (the rx_queue of a LISTEN entry), or None if none listens."""
+    """Connections waiting in the accept queues of the listening sockets on
+    port (the rx_queue of its LISTEN entries, summed: one per worker with
+    SO_REUSEPORT), or None if none listens."""
+    total = None
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             parts = line.split()
             if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
-                return int(parts[4].split(":")[1], 16)
-    return None
+                total = (total or 0) + int(parts[4].split(":")[1], 16)
+    return total
 
 
 def openssl(*args, cwd):

@@ -114,9 +114,11 @@ routes:
         self.assertNotIn("unsafe-inline", r.headers["content-security-policy"])
 
     def test_2_status_json_counts_traffic(self):
-        time.sleep(0.5)
-        s = self.status()
-        routes = {r["name"]: r for r in s["routes"]}
+        def counted():  # the traffic thread has run long enough to be seen
+            s = self.status()
+            routes = {r["name"]: r for r in s["routes"]}
+            return (s, routes) if routes["items"]["requests"] > 10 and routes["errors"]["classes"][4] > 0 else None
+        s, routes = harness.wait_until(counted, what="traffic counted in /status.json")
         self.assertGreater(routes["items"]["requests"], 10)
         self.assertEqual(routes["items"]["classes"][1], routes["items"]["requests"])   # all 2xx
         self.assertGreater(routes["errors"]["classes"][4], 0)                          # the 503s
