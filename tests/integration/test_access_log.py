@@ -111,7 +111,7 @@ clusters:
         self.gateway.proc.p.send_signal(signal.SIGUSR1)
         # the writer reopens on its next turn, creating the file anew: wait for
         # that (bounded) rather than for an amount of time
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while not os.path.exists(self.text_log) and time.time() < deadline:
             time.sleep(0.02)
         self.assertTrue(os.path.exists(self.text_log), "the log was not reopened after SIGUSR1")

@@ -89,7 +89,7 @@ routes:
             rc, _, _ = harness.curl(self.gateway.url(f"/gone/{i}"))
             self.assertEqual(rc, 0)
             time.sleep(0.25)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and "line(s) dropped" not in self.gateway.proc.output():
             time.sleep(0.1)
         self.assertIn(f"access_log udp:127.0.0.1:{self.gone_port}:", self.gateway.proc.output())

@@ -141,7 +141,7 @@ clusters:
                 f.write(changed)
             r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
             self.assertEqual((r.status_code, r.json()), (200, {"status": "ok", "errors": []}))
-            deadline, seen = time.time() + 10, None
+            deadline, seen = time.time() + 30, None
             while time.time() < deadline:  # workers apply a published config on their next loop turn
                 seen = requests.get(self.gateway.url("/reloaded/whoami"), timeout=5).headers.get("x-reloaded")
                 if seen == "yes":

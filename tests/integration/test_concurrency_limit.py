@@ -20,7 +20,7 @@ SVC = "/test.v1.Echo/"
 ADMIN = {"X-Tollgate-Admin": "1"}
 
 
-def wait_for(fn, want, timeout=10):
+def wait_for(fn, want, timeout=30):
     deadline, got = time.time() + timeout, None
     while time.time() < deadline:
         got = fn()

@@ -51,7 +51,7 @@ class DescriptorExhaustionTest(harness.GatewayTest):
             for c in clients:
                 c.close()
         # it recovers by itself: requests are served again
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         ok = False
         while time.time() < deadline and not ok:
             try:

@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 OPTS = [("grpc.max_receive_message_length", 32 * MIB), ("grpc.max_send_message_length", 32 * MIB)]
 
 
-def wait_for(pred, timeout=10.0):
+def wait_for(pred, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
@@ -692,7 +692,7 @@ clusters: [{{ name: c, protocol: h2c, idle_timeout: 300ms, endpoints: [127.0.0.1
             self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/a")[1], b"ok")
             self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/b")[1], b"ok")
             self.assertEqual(b.connections, 1)  # both on one multiplexed connection
-            self.assertTrue(wait_for(lambda: active() == 0, 5), "idle connection not closed")
+            self.assertTrue(wait_for(lambda: active() == 0, 30), "idle connection not closed")
             self.assertEqual(harness.curl(f"http://127.0.0.1:{port}/c")[1], b"ok")
             self.assertEqual(b.connections, 2)
         finally:

@@ -223,7 +223,7 @@ class StrictUpstreamFramingTest(harness.GatewayTest):
         cls.finish()
 
     def wait_verdict(self, n):
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while len(self.verdicts) < n and time.time() < deadline:
             time.sleep(0.02)
         self.assertEqual(len(self.verdicts), n)

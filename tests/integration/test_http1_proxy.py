@@ -85,7 +85,7 @@ clusters:
         499) instead of holding it until the upstream answers."""
         s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         s.sendall(b"GET /waiter HTTP/1.1\r\nHost: x\r\n\r\n")
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while self.waiter.accepted == 0 and time.time() < deadline:
             time.sleep(0.01)
         s.close()

@@ -293,7 +293,7 @@ clusters:
                 raw += conn.data_to_send()
                 raw += (4).to_bytes(3, "big") + b"\x08\x00" + sid.to_bytes(4, "big") + b"\x7f\xff\xff\xff"
             s.sendall(raw)
-            deadline = time.time() + 10
+            deadline = time.time() + 30
             data = b""
             while time.time() < deadline:
                 try:

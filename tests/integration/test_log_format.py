@@ -36,7 +36,7 @@ class LogFormatTest(unittest.TestCase):
             with open(path, "w") as f:
                 f.write(CONFIG.format(fmt="text", port=port, dead=dead))
             p.p.send_signal(signal.SIGHUP)
-            deadline = time.time() + 10
+            deadline = time.time() + 30
             while time.time() < deadline and "configuration reloaded" not in p.output():
                 time.sleep(0.05)
         finally:

@@ -66,7 +66,7 @@ clusters:
     def wait_value(self, want, name, **labels):
         """Workers count an exchange as it ends, which may be just after the
         client has its answer: wait (bounded) for the value."""
-        deadline, got = time.time() + 10, None
+        deadline, got = time.time() + 30, None
         while time.time() < deadline:
             got = self.value(name, **labels)
             if got == want:
@@ -107,7 +107,7 @@ clusters:
         started = self.slow_started()
         c = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         c.sendall(b"GET /slow?delay=3 HTTP/1.1\r\nHost: x\r\nx-route: abort\r\n\r\n")
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while self.slow_started() == started and time.time() < deadline:  # in flight upstream
             time.sleep(0.02)
         c.close()  # the client leaves before the answer

@@ -155,7 +155,7 @@ clusters:
         for _ in range(4):  # without per_try_timeout: 504 after the 20 s route timeout
             r = requests.get(self.gateway.url("/whoami"), headers={"x-route": "pertry"}, timeout=60)
             self.assertEqual((r.status_code, r.json()), (200, {"name": "options"}))
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             after = harness.metric(self.metrics(), "tollgate_retries_total", route="pertry")
             if after == before + 2:
@@ -192,7 +192,7 @@ clusters:
         for t in ts:
             t.join(20)
         self.assertEqual(results, [200, 200, 200])
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while self.held.closed < 2 and time.time() < deadline:
             time.sleep(0.02)
         self.assertEqual((self.held.opened, self.held.closed), (3, 2))
@@ -205,7 +205,7 @@ clusters:
         """An endpoint that accepts but never answers fails its checks by
         timeout and leaves the rotation; the other serves everything."""
         m = f"127.0.0.1:{self.hang.port}"
-        deadline, healthy = time.time() + 10, None
+        deadline, healthy = time.time() + 30, None
         while time.time() < deadline:
             healthy = harness.metric(self.metrics(), "tollgate_upstream_endpoint_healthy", cluster="hc", endpoint=m)
             if healthy == 0:

@@ -158,7 +158,7 @@ class PackageTest(unittest.TestCase):
             seen = []
 
             def until(word):
-                deadline = time.time() + 15
+                deadline = time.time() + 30
                 while time.time() < deadline:
                     msg = nsock.recv(4096).decode()
                     seen.append(msg)

@@ -65,7 +65,7 @@ class ShadowModeTest(harness.GatewayTest):
                      for d in ("allowed", "limited", "shadow_limited"))
 
     def wait_decisions(self, route, want):
-        deadline, got = time.time() + 10, None
+        deadline, got = time.time() + 30, None
         while time.time() < deadline:
             got = self.decisions(route)
             if got == want:
@@ -102,7 +102,7 @@ class ShadowModeTest(harness.GatewayTest):
         self.assertEqual([r.headers["ratelimit"].split(";t=")[0] for r in tried[2:4]],
                          ['"default";r=0', '"default";r=0'])
         # the access log says which requests it would have refused
-        deadline, lines = time.time() + 10, []
+        deadline, lines = time.time() + 30, []
         while time.time() < deadline:
             if os.path.exists(self.log):
                 lines = [json.loads(line) for line in open(self.log) if line.strip()]
@@ -118,7 +118,7 @@ class ShadowModeTest(harness.GatewayTest):
             f.write(config(self.port, self.admin, self.app.port, self.log, "enforce"))
         r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers=ADMIN, timeout=10)
         self.assertEqual(r.json()["status"], "ok")
-        deadline, code = time.time() + 10, None
+        deadline, code = time.time() + 30, None
         while time.time() < deadline:  # workers apply the new config on their next turn
             code = s.get(self.gateway.url("/whoami"), headers={"x-route": "tried", "x-client": "c1"},
                          timeout=5).status_code

@@ -198,7 +198,7 @@ class SharedRedisTest(unittest.TestCase):
         r1 = requests.get(self.urls[0] + "/usage?tokens=10", headers=dict(u, **{"x-estimate": "60"}), timeout=5)
         self.assertEqual(r1.status_code, 200)
         self.assertEqual(r1.headers["ratelimit"], '"default";r=40;t=' + r1.headers["ratelimit"].split("t=")[1])
-        deadline = time.time() + 5
+        deadline = time.time() + 30
         while time.time() < deadline:  # the correction is sent once the response has ended
             c1 = harness.redis_cli(self.redis.port, "HGET", "tollgate:rl:{default:100/60000:tokens-1}", "c1")
             if c1 == "10":
@@ -265,7 +265,7 @@ class SharedRedisTest(unittest.TestCase):
                     f.write(text)
                 before = harness.metric(metrics(admin), "tollgate_config_reloads_total", result="success")
                 gw.proc.p.send_signal(signal.SIGHUP)
-                deadline = time.time() + 10
+                deadline = time.time() + 30
                 while time.time() < deadline and harness.metric(
                         metrics(admin), "tollgate_config_reloads_total", result="success") == before:
                     time.sleep(0.05)
@@ -334,7 +334,7 @@ class RedisFailureTest(unittest.TestCase):
         self.assertGreaterEqual(harness.metric(m, "tollgate_ratelimit_store_error_decisions_total", route="deny",
                                                decision="deny"), 3)
         # Redis answers again: counted again
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and self.timed("/echo/headers", "pause-back")[0] != 200:
             time.sleep(0.1)
         self.assertEqual(self.timed("/echo/headers", "pause-back")[0], 200)
@@ -351,7 +351,7 @@ class RedisFailureTest(unittest.TestCase):
             self.assertIn("redis: 127.0.0.1:%d" % port, self.gw.proc.output())
         finally:
             type(self).redis = harness.start_redis(port=port, name="redis-fail-2")
-        deadline = time.time() + 15  # reconnect backoff is at most 5 s; both workers' connections up
+        deadline = time.time() + 30  # reconnect backoff is at most 5 s; both workers' connections up
         while time.time() < deadline and harness.metric(metrics(self.admin), "tollgate_redis_connections_active") < 2:
             time.sleep(0.2)
         wait_fresh_window(port, 10000, 6000)
@@ -500,7 +500,7 @@ class RedisTlsTest(unittest.TestCase):
             (good, good_admin), (bad, bad_admin) = gws
             wait_connected(good_admin, 2)
             cli_tls = {"cert": certs["client.crt"], "key": certs["client.key"], "ca": certs["ca.crt"]}
-            deadline = time.time() + 10
+            deadline = time.time() + 30
             while time.time() < deadline:
                 sec_usec = harness.redis_cli(redis.port, "TIME", tls=cli_tls).split()
                 left = 10000 - (int(sec_usec[0]) * 1000 + int(sec_usec[1]) // 1000) % 10000

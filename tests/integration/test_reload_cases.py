@@ -312,7 +312,7 @@ clusters:
         self.assertEqual(self.reload(self.config("", "y", ""))["status"], "ok")
         # ... and new names arrive once nothing uses the old ones any more
         # (each worker switches at its next turn; bounded)
-        deadline, got = time.time() + 10, None
+        deadline, got = time.time() + 30, None
         while time.time() < deadline:
             got = self.reload(self.config("b", "y", "127.0.0.3"))
             if got["status"] == "ok":
@@ -336,7 +336,7 @@ clusters:
         # and the gateway keeps going round: a, b, a, b ...
         for prefix, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
             self.assertEqual(self.reload(self.config("", "y", ""))["status"], "ok")
-            deadline = time.time() + 10
+            deadline = time.time() + 30
             while time.time() < deadline and self.reload(self.config(prefix, "y", host))["status"] != "ok":
                 time.sleep(0.2)
             self.assertEqual(self.get(f"{prefix}5").status_code, 200)

@@ -94,7 +94,7 @@ class ReloadRemovesListenerTest(harness.GatewayTest):
                                 (":authority", "x")], end_stream=True)
         late_h2.sendall(conn.data_to_send())
         status, ended = None, False
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while not ended and time.time() < deadline:
             data = late_h2.recv(65536)
             if not data:
@@ -149,7 +149,7 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{app}] }}]
         with open(self.gateway.path, "w") as f:
             f.write(self.body.format(port=self.port, port2=self.port2, backlog=333, app=self.app.port))
         self.gateway.proc.p.send_signal(signal.SIGHUP)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and listen_backlogs(self.port) != [333, 333]:
             time.sleep(0.05)
         self.assertEqual(listen_backlogs(self.port), [333, 333])

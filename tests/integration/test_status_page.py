@@ -138,7 +138,7 @@ routes:
         self.assertEqual(states(dom), {a: "up", b: "up"})
         self.assertRegex(dom, r'data-route="items"')
         self.b.stop()
-        deadline = time.time() + 15
+        deadline = time.time() + 30
         while time.time() < deadline:
             eps = {e["address"]: e["state"] for e in self.status()["clusters"][0]["endpoints"]}
             if eps[f"127.0.0.1:{self.b.port}"] == "down":

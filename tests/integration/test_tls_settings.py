@@ -141,7 +141,7 @@ clusters:
         with self.assertRaises(BlockingIOError):
             patient.recv(10)  # still open: nothing read, no close
         patient.close()
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             m = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=5).text
             if harness.metric(m, "tollgate_tls_handshake_failures_total", listener="hs") == before + 1:

@@ -98,7 +98,7 @@ routes:
                     f.write(self.config(w1, w2))
                 before = self.gateway.proc.output().count("configuration reloaded")
                 self.gateway.proc.p.send_signal(signal.SIGHUP)
-                deadline = time.time() + 10
+                deadline = time.time() + 30
                 while time.time() < deadline and self.gateway.proc.output().count("configuration reloaded") == before:
                     time.sleep(0.05)
                 c = count(self.gateway.url("/whoami"), 1000)
