@@ -157,7 +157,8 @@ def main():
     warm = [k for t, k in rss if t >= rss[0][0] + secs / 4] if rss else []
     growth = (rss[-1][1] - warm[0]) if warm else 0
     print(f"RSS: start {rss[0][1] if rss else 0} KiB, after warm-up {warm[0] if warm else 0} KiB, "
-          f"end {rss[-1][1] if rss else 0} KiB (growth {growth} KiB)")
+          f"end {rss[-1][1] if rss else 0} KiB (growth {growth} KiB); by quarter: "
+          f"{[rss[min(len(rss) - 1, len(rss) * q // 4)][1] for q in range(5)] if rss else []}")
     print("events:", events[:6], "...", f"({len(events)} in all)")
     # every failure a client saw is a response the upstream cut after its
     # head (wrk reconnects, and counts a cut that ends in a reset as a read
