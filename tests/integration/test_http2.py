@@ -648,29 +648,23 @@ def trailers_handler(c):
               b"Content-Length: 99\r\n\r\n")
 
 
-class Http1OnlyListenerTest(harness.GatewayTest):
-    """`http2: { enabled: false }`: a listener that speaks HTTP/1.1 alone.
-    On cleartext the h2c preface is not taken for HTTP/2 (an HTTP/1 answer,
-    never a SETTINGS frame); on TLS, ALPN offers http/1.1 alone, so a client
-    offering h2 first gets HTTP/1.1."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp()
-        cls.certs = harness.make_certs(cls.tmp)
-        cls.app = harness.start_app("h1-only")
-        cls.procs = [cls.app]
-        cls.port, cls.tls_port = harness.free_port(), harness.free_port()
-        c = cls.certs
-        cls.gateway = harness.Gateway(f"""
+def one_protocol_gateway(cls, app_name, disabled):
+    """An app and a gateway with a cleartext and a TLS listener, both with
+    `disabled: { enabled: false }` (http1 or http2)."""
+    cls.tmp = tempfile.mkdtemp()
+    cls.certs = c = harness.make_certs(cls.tmp)
+    cls.app = harness.start_app(app_name)
+    cls.procs = [cls.app]
+    cls.port, cls.tls_port = harness.free_port(), harness.free_port()
+    cls.gateway = harness.Gateway(f"""
 workers: 1
 listeners:
-  - name: h1c
+  - name: plain
     listen: 127.0.0.1:{cls.port}
-    http2: {{ enabled: false }}
-  - name: h1tls
+    {disabled}: {{ enabled: false }}
+  - name: secure
     listen: 127.0.0.1:{cls.tls_port}
-    http2: {{ enabled: false }}
+    {disabled}: {{ enabled: false }}
     tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
 routes:
   - name: default
@@ -679,6 +673,17 @@ clusters:
   - name: app
     endpoints: [127.0.0.1:{cls.app.port}]
 """, port=cls.port)
+
+
+class Http1OnlyListenerTest(harness.GatewayTest):
+    """`http2: { enabled: false }`: a listener that speaks HTTP/1.1 alone.
+    On cleartext the h2c preface is not taken for HTTP/2 (an HTTP/1 answer,
+    never a SETTINGS frame); on TLS, ALPN offers http/1.1 alone, so a client
+    offering h2 first gets HTTP/1.1."""
+
+    @classmethod
+    def setUpClass(cls):
+        one_protocol_gateway(cls, "h1-only", "http2")
 
     def test_cleartext_preface_gets_no_http2(self):
         out = harness.raw_request(self.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",
@@ -703,29 +708,7 @@ class Http2OnlyListenerTest(harness.GatewayTest):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp()
-        cls.certs = harness.make_certs(cls.tmp)
-        cls.app = harness.start_app("h2-only")
-        cls.procs = [cls.app]
-        cls.port, cls.tls_port = harness.free_port(), harness.free_port()
-        c = cls.certs
-        cls.gateway = harness.Gateway(f"""
-workers: 1
-listeners:
-  - name: h2c
-    listen: 127.0.0.1:{cls.port}
-    http1: {{ enabled: false }}
-  - name: h2tls
-    listen: 127.0.0.1:{cls.tls_port}
-    http1: {{ enabled: false }}
-    tls: {{ certificates: [{{ cert: {c['server.crt']}, key: {c['server.key']} }}] }}
-routes:
-  - name: default
-    cluster: app
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-""", port=cls.port)
+        one_protocol_gateway(cls, "h2-only", "http1")
 
     def read_all(self, s, timeout=5):
         buf, deadline = b"", time.time() + timeout

@@ -220,7 +220,10 @@ def hanging_collector():
 class TracingSettingsTest(unittest.TestCase):
     """otlp's flush_interval, queue_size and timeout, each by its effect."""
 
-    def gateway(self, otlp, workers=1):
+    def gateway(self, collector, settings, workers=1):
+        """A gateway exporting to the collector on port `collector` with
+        these otlp settings; (gateway, admin port)."""
+        otlp = f'{{ endpoint: "http://127.0.0.1:{collector}/v1/traces", {settings} }}'
         app = harness.start_app("tracing-settings")
         self.addCleanup(app.stop)
         port, admin = harness.free_port(), harness.free_port()
@@ -241,12 +244,10 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{app.port}] }}]
 
     def test_flush_interval_sends_a_partial_batch(self):
         quick, slow = Receiver(), Receiver()
-        self.addCleanup(quick.shutdown)
-        self.addCleanup(slow.shutdown)
-        gq, _ = self.gateway(f'{{ endpoint: "http://127.0.0.1:{quick.port}/v1/traces", batch_size: 100, '
-                             f'flush_interval: 300ms }}')
-        gs, _ = self.gateway(f'{{ endpoint: "http://127.0.0.1:{slow.port}/v1/traces", batch_size: 100, '
-                             f'flush_interval: 1h }}')
+        for r in (quick, slow):
+            self.addCleanup(r.shutdown)
+        gq, _ = self.gateway(quick.port, "batch_size: 100, flush_interval: 300ms")
+        gs, _ = self.gateway(slow.port, "batch_size: 100, flush_interval: 1h")
         for g in (gs, gq):
             for _ in range(3):
                 self.assertEqual(requests.get(g.url("/whoami"), timeout=10).status_code, 200)
@@ -260,12 +261,10 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{app.port}] }}]
         (a minute's timeout), spans past queue_size wait nowhere: dropped
         as queue_full. Requests are answered throughout."""
         hang, hang2 = hanging_collector(), hanging_collector()
-        self.addCleanup(hang.stop)
-        self.addCleanup(hang2.stop)
-        gt, at = self.gateway(f'{{ endpoint: "http://127.0.0.1:{hang.port}/v1/traces", batch_size: 5, '
-                              f'flush_interval: 50ms, timeout: 300ms }}')
-        gq, aq = self.gateway(f'{{ endpoint: "http://127.0.0.1:{hang2.port}/v1/traces", batch_size: 5, '
-                              f'flush_interval: 50ms, timeout: 1m, queue_size: 16 }}')
+        for h in (hang, hang2):
+            self.addCleanup(h.stop)
+        gt, at = self.gateway(hang.port, "batch_size: 5, flush_interval: 50ms, timeout: 300ms")
+        gq, aq = self.gateway(hang2.port, "batch_size: 5, flush_interval: 50ms, timeout: 1m, queue_size: 16")
         # cleanups run last-first: the collectors answer before the gateways
         # stop (an exporter in a POST finishes it, up to `timeout`, on exit)
         self.addCleanup(hang.release.set)
