@@ -710,6 +710,15 @@ static int sanitize_request(tg_exchange_t *ex)
     const tg_header_t *upg = ex->req.upgrade ? tg_headers_get(h, "upgrade") : NULL;
     ex->upgrade = upg ? upg->value : NULL;
     const char *why = NULL;
+    /* Several X-Forwarded-For (or Via) lines are one list (RFC 9110 5.3):
+     * joined before anything reads them, so the client address walk, the
+     * chain sent upstream and the logs all see every hop (a balancer that
+     * adds its own line, as HAProxy's option forwardfor does, must not hide
+     * the line before it). */
+    if (tg_headers_join(h, &ex->arena, "x-forwarded-for") < 0 || tg_headers_join(h, &ex->arena, "via") < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return -1;
+    }
     if (tg_trust_sanitize_request(&ex->snap->trust, h, &why) < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, 400, why);

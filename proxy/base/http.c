@@ -87,6 +87,42 @@ int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char 
     return tg_headers_add(h, a, name, strlen(name), value, strlen(value));
 }
 
+int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *name)
+{
+    size_t len = strlen(name), total = 0, lines = 0, first = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (name_eq(&h->v[i], name, len)) {
+            if (lines++ == 0)
+                first = i;
+            total += h->v[i].value_len + 2;
+        }
+    if (lines < 2)
+        return 0;
+    char *v = tg_arena_alloc(a, total + 1);
+    if (v == NULL)
+        return -1;
+    size_t o = 0, w = 0;
+    for (size_t r = 0; r < h->n; r++) {
+        if (!name_eq(&h->v[r], name, len)) {
+            h->v[w++] = h->v[r];
+            continue;
+        }
+        if (o > 0) {
+            v[o++] = ',';
+            v[o++] = ' ';
+        }
+        memcpy(v + o, h->v[r].value, h->v[r].value_len);
+        o += h->v[r].value_len;
+        if (r == first)
+            h->v[w++] = h->v[r]; /* keeps its place; its value is set below */
+    }
+    v[o] = '\0';
+    h->n = w;
+    h->v[first].value = v;
+    h->v[first].value_len = o;
+    return 0;
+}
+
 int tg_header_has_token(const char *value, size_t len, const char *token)
 {
     size_t tlen = strlen(token), i = 0;

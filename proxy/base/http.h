@@ -90,6 +90,11 @@ size_t tg_headers_count(const tg_headers_t *h, const char *name);
 void tg_headers_remove(tg_headers_t *h, const char *name);
 /* Removes all headers with this name, then adds one. */
 int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value);
+/* Makes the field lines of a list header one line, where the first was,
+ * values joined by ", " in order (RFC 9110 5.3: several lines of a list
+ * header are one list). Nothing to do for one line or none. -1 when out of
+ * memory (the list is then unchanged). */
+int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *name);
 
 /* Does a comma-separated header list (e.g. Connection) contain token? */
 int tg_header_has_token(const char *value, size_t len, const char *token);

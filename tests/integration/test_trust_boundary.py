@@ -185,6 +185,22 @@ clusters:
                                                           "X-Forwarded-For: 1.2.3.4, bogus"])
         self.assertIn(b"\r\nx-seen-client: 127.0.0.1", head)
 
+    def test_every_x_forwarded_for_line_is_one_list(self):
+        """Regression (#26): only the first X-Forwarded-For line was read. A
+        client's own line followed by its balancer's (HAProxy's option
+        forwardfor adds a line) made the client's value the address, and
+        the balancer's line vanished from the chain sent upstream. The lines
+        are one list (RFC 9110 5.3): the rightmost untrusted hop is the
+        client, and the chain keeps every hop."""
+        for n in range(3):
+            status, got, head = self.forwarded(self.lb_port, ["Authorization: Bearer t-alice",
+                                                              f"X-Forwarded-For: 6.6.6.{n}",
+                                                              "X-Forwarded-For: 9.9.9.9"])
+            self.assertTrue(status.startswith(b"HTTP/1.1 200"), status)
+            self.assertIn(f"\r\nx-forwarded-for: 6.6.6.{n}, 9.9.9.9, 127.0.0.1\r\n".encode(), head + b"\r\n")
+            self.assertEqual(head.count(b"\r\nx-forwarded-for:"), 1)
+            self.assertIn(b"\r\nx-seen-client: 9.9.9.9", head)
+
 
 if __name__ == "__main__":
     harness.main()

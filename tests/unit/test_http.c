@@ -32,6 +32,28 @@ static void test_list_ops(void **state)
     tg_arena_free(&a);
 }
 
+static void test_join_list_lines(void **state)
+{
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    add(&h, &a, "Host", "x");
+    add(&h, &a, "X-Forwarded-For", "6.6.6.6");
+    add(&h, &a, "Accept", "*/*");
+    add(&h, &a, "x-forwarded-for", "9.9.9.9, 10.0.0.1");
+    add(&h, &a, "X-FORWARDED-FOR", "");
+    assert_int_equal(tg_headers_join(&h, &a, "x-forwarded-for"), 0);
+    assert_int_equal(h.n, 3);
+    assert_string_equal(h.v[0].value, "x");
+    assert_string_equal(h.v[1].value, "6.6.6.6, 9.9.9.9, 10.0.0.1, ");  /* in place of the first, in order */
+    assert_int_equal(h.v[1].value_len, strlen(h.v[1].value));
+    assert_string_equal(h.v[2].name, "Accept");
+    assert_int_equal(tg_headers_join(&h, &a, "x-forwarded-for"), 0); /* one line: unchanged */
+    assert_int_equal(tg_headers_join(&h, &a, "via"), 0);              /* none */
+    assert_int_equal(h.n, 3);
+    tg_arena_free(&a);
+}
+
 static void test_has_token(void **state)
 {
     assert_true(tg_header_has_token("keep-alive, Upgrade", 19, "upgrade"));
@@ -93,6 +115,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_list_ops),
+        cmocka_unit_test(test_join_list_lines),
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_rules),
