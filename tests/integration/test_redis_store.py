@@ -77,7 +77,7 @@ def stop_checked(gw):
     """Stops a gateway; the problems found (exit code, sanitizer report)."""
     rc, out = gw.stop()
     problems = [] if rc == 0 else [f"tollgate exited with {rc}"]
-    problems += [f"sanitizer report ({m})" for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+    problems += [f"sanitizer report ({m})" for m in harness.SANITIZER_MARKERS
                  if m in out]
     return problems
 

@@ -66,7 +66,7 @@ class ReloadCasesTest(unittest.TestCase):
             rc, out = gw.stop()
             self.assertEqual(rc, 0, out[-3000:])
         out = gw.proc.output()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        for marker in harness.SANITIZER_MARKERS:
             self.assertNotIn(marker, out)
 
     def reload(self, gw, text):
@@ -342,7 +342,7 @@ clusters:
             self.assertEqual(self.get(f"{prefix}5").status_code, 200)
         rc, out = self.gw.stop()
         self.assertEqual(rc, 0, out[-3000:])
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        for marker in harness.SANITIZER_MARKERS:
             self.assertNotIn(marker, out)
 
 

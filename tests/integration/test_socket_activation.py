@@ -82,7 +82,7 @@ routes:
             cls.log.seek(0)
             out = cls.log.read().decode(errors="replace")
             assert rc == 0, f"tollgate exited with {rc}:\n{out[-5000:]}"
-            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            for marker in harness.SANITIZER_MARKERS:
                 assert marker not in out, out[-20000:]
         finally:
             for s in cls.socks:
