@@ -78,6 +78,7 @@ typedef struct tg_route_match {
     tg_path_kind_t path_kind;
     char *path;
     regex_t path_re;      /* compiled when path_kind == TG_PATH_REGEX */
+    int ignore_case;      /* the path compares without regard to ASCII case */
     char **methods;       /* NULL: any */
     size_t n_methods;
     tg_header_match_t *headers;
@@ -159,6 +160,14 @@ typedef struct tg_http2_conf {
     uint32_t max_resets_per_10s;      /* rapid-reset guard (CVE-2023-44487) */
 } tg_http2_conf_t;
 
+/* headers_with_underscores: what happens to a request header whose name
+ * has a '_' (CGI/WSGI upstreams read it as the name with '-'). */
+typedef enum { TG_UNDERSCORES_DROP = 0, TG_UNDERSCORES_ALLOW, TG_UNDERSCORES_REJECT } tg_underscores_t;
+
+/* forwarded_header: the list the client-address walk reads, and the one
+ * tollgate extends toward the upstream (X-Forwarded-For is always sent). */
+typedef enum { TG_FORWARDED_XFF = 0, TG_FORWARDED_RFC7239, TG_FORWARDED_BOTH } tg_forwarded_mode_t;
+
 typedef struct tg_listener_conf {
     char *name;
     char *listen;         /* as written */
@@ -174,6 +183,8 @@ typedef struct tg_listener_conf {
     size_t n_trusted_proxies;
     int has_trusted_proxies;
     uint64_t max_connections; /* open client connections on this listener (0: no limit) */
+    tg_underscores_t underscores; /* headers_with_underscores, when has_underscores */
+    int has_underscores;
     uint32_t listen_backlog;  /* listen(2) backlog: connections the kernel queues before accept */
 } tg_listener_conf_t;
 
@@ -244,9 +255,13 @@ typedef struct tg_cluster_conf {
 
 /* `path_normalization:` (proxy/path.h says what each step does). */
 typedef enum { TG_ESCAPED_SLASH_REJECT = 0, TG_ESCAPED_SLASH_KEEP, TG_ESCAPED_SLASH_DECODE } tg_escaped_slash_t;
+typedef enum { TG_SEMICOLONS_KEEP = 0, TG_SEMICOLONS_STRIP, TG_SEMICOLONS_REJECT } tg_semicolons_t;
+typedef enum { TG_BACKSLASH_REJECT = 0, TG_BACKSLASH_KEEP, TG_BACKSLASH_DECODE } tg_backslashes_t;
 typedef struct tg_path_conf {
     int merge_slashes;            /* default on */
     tg_escaped_slash_t escaped_slashes; /* default reject */
+    tg_semicolons_t semicolons;   /* path parameters (";jsessionid=..."): default keep */
+    tg_backslashes_t backslashes; /* a raw '\' in the path: default reject */
     int forward_original;         /* the upstream gets the path as received (default: normalized) */
 } tg_path_conf_t;
 
@@ -323,6 +338,9 @@ typedef struct tg_config {
     tg_filter_list_t filters; /* the global chain */
     tg_cidr_t *trusted_proxies; /* top level; a listener may override */
     size_t n_trusted_proxies;
+    tg_forwarded_mode_t forwarded_header;
+    int set_x_real_ip;          /* X-Real-IP: the client address tollgate established */
+    tg_underscores_t underscores; /* headers_with_underscores (a listener may override) */
     tg_path_conf_t paths;       /* path_normalization */
     uint64_t max_connections;   /* open client connections, all listeners (0: no limit) */
     tg_redis_conf_t redis;      /* enabled 0: no `redis:` section */

@@ -93,6 +93,8 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
         fprintf(f, "%s\"%s\": ", sep, path_keys[r->match.path_kind]);
         jstr(f, r->match.path);
         sep = ", ";
+        if (r->match.ignore_case)
+            fputs(", \"ignore_case\": true", f);
     }
     if (r->match.n_methods) {
         fprintf(f, "%s\"methods\": ", sep);
@@ -168,6 +170,8 @@ static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
             t->session_cache_size);
 }
 
+static const char *const underscores[] = { "drop", "allow", "reject" };
+
 char *tg_config_to_json(const tg_config_t *c)
 {
     char *buf = NULL;
@@ -182,6 +186,15 @@ char *tg_config_to_json(const tg_config_t *c)
                "\"idle_timeout_ms\": %llu}",
             (unsigned long long)c->limits.max_header_bytes, (unsigned long long)c->limits.max_body_bytes,
             (unsigned long long)c->limits.header_timeout_ms, (unsigned long long)c->limits.idle_timeout_ms);
+    static const char *const fwd[] = { "x-forwarded-for", "forwarded", "both" };
+    static const char *const semis[] = { "keep", "strip", "reject" }, *const bslash[] = { "reject", "keep", "decode" };
+    static const char *const eslash[] = { "reject", "keep", "decode" };
+    fprintf(f, ", \"forwarded_header\": \"%s\", \"set_x_real_ip\": %s, \"headers_with_underscores\": \"%s\"",
+            fwd[c->forwarded_header], c->set_x_real_ip ? "true" : "false", underscores[c->underscores]);
+    fprintf(f, ", \"path_normalization\": {\"merge_slashes\": %s, \"escaped_slashes\": \"%s\", "
+               "\"semicolons\": \"%s\", \"backslashes\": \"%s\", \"forward\": \"%s\"}",
+            c->paths.merge_slashes ? "true" : "false", eslash[c->paths.escaped_slashes], semis[c->paths.semicolons],
+            bslash[c->paths.backslashes], c->paths.forward_original ? "original" : "normalized");
     fputs(", \"admin\": ", f);
     if (c->admin.listen) {
         fputs("{\"listen\": ", f);
@@ -206,6 +219,8 @@ char *tg_config_to_json(const tg_config_t *c)
         listener_tls(f, &c->listeners[i].tls);
         fprintf(f, ", \"http1\": {\"enabled\": %s}, \"proxy_protocol\": %s",
                 c->listeners[i].http1_enabled ? "true" : "false", c->listeners[i].proxy_protocol ? "true" : "false");
+        fprintf(f, ", \"headers_with_underscores\": \"%s\"",
+                underscores[c->listeners[i].has_underscores ? c->listeners[i].underscores : c->underscores]);
         const tg_http2_conf_t *h = &c->listeners[i].http2;
         fprintf(f, ", \"http2\": {\"enabled\": %s, \"max_concurrent_streams\": %u, \"initial_window_size\": %u, "
                    "\"connection_window_size\": %u, \"max_header_list_size\": %llu, \"ping_interval_ms\": %llu, "

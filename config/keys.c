@@ -38,9 +38,13 @@ static const tg_key_t paths_keys[] = {
     { "merge_slashes", TG_KEY_BOOL, "bool", "`true`",
       "`//a///b` becomes `/a/b`" },
     { "escaped_slashes", TG_KEY_ENUM, "`reject`, `keep` or `decode`", "`reject`",
-      "`%2F` / `%5C` in a path: refused with 400; kept encoded (never a separator); or decoded to `/` and `\\` before dot-segments are removed", .choices = "reject|keep|decode" },
+      "`%2F` / `%5C` in a path: refused with 400; kept encoded (never a separator); or decoded to `/` and `\\` before dot-segments are removed (a decoded `\\` then follows `backslashes`)", .choices = "reject|keep|decode" },
     { "forward", TG_KEY_ENUM, "`normalized` or `original`", "`normalized`",
       "what the upstream receives: the normalized path, or the path exactly as the client sent it (with the query as filters left it). Routing uses the normalized path either way.", .choices = "normalized|original" },
+    { "semicolons", TG_KEY_ENUM, "`keep`, `strip` or `reject`", "`keep`",
+      "path parameters (`/a;jsessionid=1/b`), which Java servers (Tomcat, Spring) remove before they route: kept as sent (routes then see `;` in the segment); removed from every segment before routing and forwarding (routes see what such an upstream serves); or a path with `;` or `%3B` refused with `400` (as Spring's StrictHttpFirewall does). Whatever the setting, a dot-segment with parameters (`..;x`, `.;`) is a dot-segment: resolved (keep and strip) or refused (reject), never forwarded.", .choices = "keep|strip|reject" },
+    { "backslashes", TG_KEY_ENUM, "`reject`, `keep` or `decode`", "`reject`",
+      "a raw `\\` in the path, which IIS and some frameworks read as `/`: refused with `400` (as `%5C` is by default); kept as it came (routes see an ordinary byte: only for upstreams that never read it as `/`); or read as `/` before slashes are merged and dot-segments removed", .choices = "reject|keep|decode" },
 };
 
 static const tg_key_t limits_keys[] = {
@@ -109,6 +113,8 @@ static const tg_key_t listener_keys[] = {
       "every connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer in `trusted_proxies` (the listener's or the top-level list, which must not be empty); see below" },
     { "listen_backlog", TG_KEY_INT, "integer 1–65535", "`4096`",
       "connections the kernel queues for accepting (the `listen(2)` backlog of each worker's socket; the kernel caps it at `net.core.somaxconn`). A burst larger than it waits for SYN retransmits. A reload applies a new value to the sockets it keeps.", .min = 1, .max = 65535 },
+    { "headers_with_underscores", TG_KEY_ENUM, "`allow`, `drop` or `reject`", "the top-level setting",
+      "this listener's own `headers_with_underscores`", .choices = "allow|drop|reject" },
 };
 
 static const tg_key_t server_tls_keys[] = {
@@ -196,7 +202,7 @@ static const tg_key_t match_keys[] = {
     { "path_prefix", TG_KEY_STRING, "string starting with `/`", "none",
       "the path starts with this (byte-wise: `/api` also matches `/apix`)" },
     { "path_separated_prefix", TG_KEY_STRING, "string starting with `/`", "none",
-      "**recommended**: the path is this or continues with `/`: `/api` matches `/api` and `/api/x`, never `/apix`" },
+      "**recommended**: the path is this or continues with `/` (or `;`, path parameters): `/api` matches `/api`, `/api/x` and `/api;v=1/x`, never `/apix`" },
     { "path_regex", TG_KEY_STRING, "POSIX extended regex", "none",
       "the path matches; invalid regexes are config errors, and so are patterns that would make the regex compiler exhaust memory: longer than 1024 characters, a repetition of a repetition (`a++`, `a{2}{3}`), or repetition counts (with repeated groups counting 2) that multiply past 1000" },
     { "methods", TG_KEY_STRINGS, "list of methods", "none",
@@ -207,6 +213,8 @@ static const tg_key_t match_keys[] = {
       "a gRPC request (content-type `application/grpc*`) whose path is `/<service>/<any method>`" },
     { "grpc_method", TG_KEY_STRING, "method name (needs `grpc_service`)", "none",
       "... and exactly `/<service>/<method>`" },
+    { "ignore_case", TG_KEY_BOOL, "boolean", "`false`",
+      "the path (`path`, `path_prefix`, `path_separated_prefix`, `path_regex`) is compared without regard to ASCII case, for upstreams that serve `/ADMIN` as `/admin` (IIS, Windows file systems, some Java setups): a policy on `/admin` then covers every spelling" },
 };
 
 static const tg_key_t header_rules_keys[] = {
@@ -334,6 +342,21 @@ static const tg_key_t top_keys[] = {
       "W3C trace context: `traceparent`/`tracestate` propagated, generated when absent, trace and span ids in the "
       "access log, spans exported as OTLP/HTTP JSON (below)",
       .sub = &tg_keys_tracing },
+    { "forwarded_header", TG_KEY_ENUM, "`x-forwarded-for`, `forwarded` or `both`", "`x-forwarded-for`",
+      "which list the trusted proxies in front extend, and so which one the client-address walk reads: "
+      "`X-Forwarded-For`, RFC 7239 `Forwarded` (its `for=` parameters), or both (then an address is believed only "
+      "where the two lists agree, hop by hop from the right). tollgate extends the same list(s) toward the "
+      "upstream; `X-Forwarded-For` is always sent. See [security.md](security.md).",
+      .choices = "x-forwarded-for|forwarded|both" },
+    { "set_x_real_ip", TG_KEY_BOOL, "boolean", "`false`",
+      "send the upstream `X-Real-IP` with the client address tollgate established (after the trusted-proxy walk). "
+      "Otherwise a trusted proxy's `X-Real-IP` passes and anyone else's is removed." },
+    { "headers_with_underscores", TG_KEY_ENUM, "`allow`, `drop` or `reject`", "`drop`",
+      "a request header whose name has a `_`, which CGI/WSGI upstreams read as the same variable as the name with "
+      "`-` (`X_User` and `X-User` are both `HTTP_X_USER`): passed, removed (as nginx ignores them), or refused with "
+      "`400`. Whatever the setting, a name that equals a trust header or a forwarding header once `_` is read as "
+      "`-` is treated as that header. A listener may override it.",
+      .choices = "allow|drop|reject" },
 };
 
 const tg_keyset_t tg_keys_certificate = TG_KEYSET("certificate", "listeners[].tls.certificates[]", certificate_keys);

@@ -648,6 +648,34 @@ static int get_bool(loader_t *ld, yaml_node_t *n, const char *what, int *out)
     return rc;
 }
 
+/* One of the words of choices ("a|b|c"): *out is its index. */
+static int get_choice(loader_t *ld, yaml_node_t *n, const char *what, const char *choices, int *out)
+{
+    char *s = get_str(ld, n, what);
+    if (s == NULL)
+        return -1;
+    size_t sl = strlen(s);
+    int i = 0;
+    for (const char *c = choices;; i++) {
+        size_t cl = strcspn(c, "|");
+        if (cl == sl && memcmp(c, s, sl) == 0) {
+            *out = i;
+            free(s);
+            return 0;
+        }
+        if (c[cl] == '\0')
+            break;
+        c += cl + 1;
+    }
+    char list[256];
+    size_t w = 0;
+    for (const char *c = choices; *c && w + 3 < sizeof(list); c++)
+        w += (size_t)snprintf(list + w, sizeof(list) - w, *c == '|' ? ", " : "%c", *c);
+    err_at(ld, n, "%s: '%s' is not one of %s", what, s, list);
+    free(s);
+    return -1;
+}
+
 static int get_tls_version(loader_t *ld, yaml_node_t *n, int *out)
 {
     char *s = get_str(ld, n, "min_version");
@@ -911,7 +939,7 @@ static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    yaml_node_t *v[9];
+    yaml_node_t *v[10];
     int rc = take_keys(ld, n, "listener", &tg_keys_listener, v);
     l->listen_backlog = TG_DEFAULT_LISTEN_BACKLOG;
     if (v[8] != NULL && get_u32(ld, v[8], "listen_backlog", 1, 65535, &l->listen_backlog) < 0)
@@ -944,6 +972,11 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
         rc = -1;
     if (v[7] != NULL && get_bool(ld, v[7], "proxy_protocol", &l->proxy_protocol) < 0)
         rc = -1;
+    int us = 0;
+    if (v[9] != NULL && get_choice(ld, v[9], "headers_with_underscores", "drop|allow|reject", &us) < 0)
+        rc = -1;
+    l->has_underscores = v[9] != NULL;
+    l->underscores = (tg_underscores_t)us;
     if (v[4] != NULL) {
         l->has_trusted_proxies = 1;
         if (load_cidrs(ld, v[4], "trusted_proxies", &l->trusted_proxies, &l->n_trusted_proxies) < 0)
@@ -1336,9 +1369,11 @@ static int load_header_matches(loader_t *ld, yaml_node_t *n, tg_header_match_t *
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
-    enum { K_HOST, K_PATH, K_PREFIX, K_SEPPREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_N };
+    enum { K_HOST, K_PATH, K_PREFIX, K_SEPPREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_ICASE, K_N };
     yaml_node_t *v[K_N];
     int rc = take_keys(ld, n, "match", &tg_keys_match, v);
+    if (v[K_ICASE] && get_bool(ld, v[K_ICASE], "ignore_case", &m->ignore_case) < 0)
+        rc = -1;
     if (v[K_GSVC]) {
         if ((m->grpc_service = get_str(ld, v[K_GSVC], "grpc_service")) == NULL)
             rc = -1;
@@ -1403,7 +1438,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             m->path_kind = TG_PATH_PREFIX; /* nothing compiled to free */
             rc = -1;
         } else if (k == K_REGEX) {
-            int e = regcomp(&m->path_re, p, REG_EXTENDED | REG_NOSUB);
+            int e = regcomp(&m->path_re, p, REG_EXTENDED | REG_NOSUB | (m->ignore_case ? REG_ICASE : 0));
             if (e != 0) {
                 char buf[256];
                 regerror(e, &m->path_re, buf, sizeof(buf));
@@ -1740,33 +1775,21 @@ static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 {
-    yaml_node_t *v[3];
+    enum { K_MERGE, K_ESCAPED, K_FORWARD, K_SEMI, K_BSLASH, K_N };
+    yaml_node_t *v[K_N];
     if (take_keys(ld, n, "path_normalization", &tg_keys_paths, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
-    if (v[0])
-        get_bool(ld, v[0], "merge_slashes", &p->merge_slashes);
-    if (v[1]) {
-        char *s = get_str(ld, v[1], "escaped_slashes");
-        if (s != NULL && strcmp(s, "reject") == 0)
-            p->escaped_slashes = TG_ESCAPED_SLASH_REJECT;
-        else if (s != NULL && strcmp(s, "keep") == 0)
-            p->escaped_slashes = TG_ESCAPED_SLASH_KEEP;
-        else if (s != NULL && strcmp(s, "decode") == 0)
-            p->escaped_slashes = TG_ESCAPED_SLASH_DECODE;
-        else if (s != NULL)
-            err_at(ld, v[1], "escaped_slashes: '%s' is not reject, keep or decode", s);
-        free(s);
-    }
-    if (v[2]) {
-        char *s = get_str(ld, v[2], "forward");
-        if (s != NULL && strcmp(s, "normalized") == 0)
-            p->forward_original = 0;
-        else if (s != NULL && strcmp(s, "original") == 0)
-            p->forward_original = 1;
-        else if (s != NULL)
-            err_at(ld, v[2], "forward: '%s' is not one of normalized, original", s);
-        free(s);
-    }
+    int c = 0;
+    if (v[K_MERGE])
+        get_bool(ld, v[K_MERGE], "merge_slashes", &p->merge_slashes);
+    if (v[K_ESCAPED] && get_choice(ld, v[K_ESCAPED], "escaped_slashes", "reject|keep|decode", &c) == 0)
+        p->escaped_slashes = (tg_escaped_slash_t)c;
+    if (v[K_FORWARD] && get_choice(ld, v[K_FORWARD], "forward", "normalized|original", &c) == 0)
+        p->forward_original = c;
+    if (v[K_SEMI] && get_choice(ld, v[K_SEMI], "semicolons", "keep|strip|reject", &c) == 0)
+        p->semicolons = (tg_semicolons_t)c;
+    if (v[K_BSLASH] && get_choice(ld, v[K_BSLASH], "backslashes", "reject|keep|decode", &c) == 0)
+        p->backslashes = (tg_backslashes_t)c;
 }
 
 static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
@@ -1826,7 +1849,7 @@ static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_MAXCONN, K_REDIS, K_LOGFMT, K_TRACING, K_N };
+           K_MAXCONN, K_REDIS, K_LOGFMT, K_TRACING, K_FWD, K_XREALIP, K_UNDERSCORES, K_N };
     yaml_node_t *v[K_N];
     tg_config_t *c = ld->cfg;
     if (take_keys(ld, root, "the top level", &tg_keys_top, v) < 0 && root->type != YAML_MAPPING_NODE)
@@ -1854,6 +1877,14 @@ static void load_root(loader_t *ld, yaml_node_t *root)
     }
     if (v[K_TRUSTED])
         load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
+    int choice = 0;
+    if (v[K_FWD] && get_choice(ld, v[K_FWD], "forwarded_header", "x-forwarded-for|forwarded|both", &choice) == 0)
+        c->forwarded_header = (tg_forwarded_mode_t)choice;
+    if (v[K_XREALIP])
+        get_bool(ld, v[K_XREALIP], "set_x_real_ip", &c->set_x_real_ip);
+    if (v[K_UNDERSCORES] &&
+        get_choice(ld, v[K_UNDERSCORES], "headers_with_underscores", "drop|allow|reject", &choice) == 0)
+        c->underscores = (tg_underscores_t)choice;
     if (v[K_PATHS])
         load_paths(ld, v[K_PATHS], &c->paths);
     if (v[K_MAXCONN])

@@ -511,14 +511,6 @@ static const tg_cidr_t *trusted_proxies(const tg_exchange_t *ex, size_t *n)
     return l && l->has_trusted_proxies ? l->trusted_proxies : cfg->trusted_proxies;
 }
 
-/* Is the connection's peer one of the listener's trusted proxies? */
-static int peer_is_trusted(const tg_exchange_t *ex)
-{
-    size_t n;
-    const tg_cidr_t *tp = trusted_proxies(ex, &n);
-    return tg_cidr_list_match(tp, n, ex->peer_addr);
-}
-
 /* X-Request-Id: the client's, or a new one. Before the filters run, so
  * that every log line of the exchange carries it. */
 /* Eight or sixteen random bytes, never all zero (W3C: an invalid id). */
@@ -631,6 +623,56 @@ static int forward_original_path(tg_exchange_t *ex)
     return 0;
 }
 
+/* The upstream's Forwarded (RFC 7239): the chain a trusted peer sent,
+ * extended with this hop (for=, proto=, host=). */
+static int forward_rfc7239(tg_exchange_t *ex)
+{
+    tg_request_t *req = &ex->req;
+    tg_arena_t *a = &ex->arena;
+    const tg_header_t *old = tg_headers_get(&req->headers, "forwarded"); /* a trusted peer's, joined */
+    int v6 = strchr(ex->peer_addr, ':') != NULL;
+    char self[INET6_ADDRSTRLEN + 32];
+    snprintf(self, sizeof(self), v6 ? "for=\"[%s]\";proto=%s" : "for=%s;proto=%s", ex->peer_addr, ex->scheme);
+    size_t hl = 0;
+    if (req->authority != NULL) { /* host= as a quoted-string: an authority may hold ':' */
+        for (const char *p = req->authority; *p; p++)
+            hl += (*p == '"' || *p == '\\') ? 2 : 1;
+        hl += sizeof(";host=\"\"") - 1;
+    }
+    size_t ol = old ? old->value_len + 2 : 0, sl = strlen(self);
+    char *v = tg_arena_alloc(a, ol + sl + hl + 1), *w = v;
+    if (v == NULL)
+        return -1;
+    if (old) {
+        memcpy(w, old->value, old->value_len);
+        memcpy(w + old->value_len, ", ", 2);
+        w += ol;
+    }
+    memcpy(w, self, sl);
+    w += sl;
+    if (req->authority != NULL) {
+        memcpy(w, ";host=\"", 7);
+        w += 7;
+        for (const char *p = req->authority; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                *w++ = '\\';
+            *w++ = *p;
+        }
+        *w++ = '"';
+    }
+    *w = '\0';
+    return tg_headers_set(&req->headers, a, "forwarded", v);
+}
+
+/* Sets name to value unless a trusted peer sent one (then it passes; from
+ * anyone else it was removed on arrival). */
+static int set_unless_trusted(tg_exchange_t *ex, const char *name, const char *value)
+{
+    if (ex->peer_trusted && tg_headers_get(&ex->req.headers, name) != NULL)
+        return 0;
+    return tg_headers_set(&ex->req.headers, &ex->arena, name, value);
+}
+
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
  * forwarding headers set, route rules applied. Done once per exchange. */
 static int prepare_request_headers(tg_exchange_t *ex)
@@ -638,19 +680,24 @@ static int prepare_request_headers(tg_exchange_t *ex)
     tg_request_t *req = &ex->req;
     tg_headers_t *h = &req->headers;
     tg_arena_t *a = &ex->arena;
+    const tg_config_t *cfg = ex->snap->cfg;
     const char *upgrade = ex->upgrade;
     /* X-Forwarded-For grows only through proxies we trust; anyone else's
-     * list is replaced by the address we see */
-    const tg_header_t *xff = peer_is_trusted(ex) ? tg_headers_get(h, "x-forwarded-for") : NULL;
+     * list was removed on arrival and is replaced by the address we see */
+    const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for");
     const char *xff_old = xff ? xff->value : NULL;
     const tg_header_t *via = tg_headers_get(h, "via");
     const char *via_old = via ? via->value : NULL;
 
     char *v = xff_old ? join_list(a, xff_old, ex->peer_addr) : ex->peer_addr;
     if (v == NULL || tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
-        tg_headers_set(h, a, "x-forwarded-proto", ex->scheme) < 0)
+        set_unless_trusted(ex, "x-forwarded-proto", ex->scheme) < 0)
         return -1;
-    if (req->authority && tg_headers_set(h, a, "x-forwarded-host", req->authority) < 0)
+    if (req->authority && set_unless_trusted(ex, "x-forwarded-host", req->authority) < 0)
+        return -1;
+    if (cfg->forwarded_header != TG_FORWARDED_XFF && forward_rfc7239(ex) < 0)
+        return -1;
+    if (cfg->set_x_real_ip && tg_headers_set(h, a, "x-real-ip", ex->client_addr) < 0)
         return -1;
     const char *via_self = req->version == 20 ? "2 tollgate" : req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
     v = via_old ? join_list(a, via_old, via_self) : (char *)via_self;
@@ -661,7 +708,7 @@ static int prepare_request_headers(tg_exchange_t *ex)
     if (upgrade && (tg_headers_add(h, a, "connection", 10, "upgrade", 7) < 0 ||
                     tg_headers_add(h, a, "upgrade", 7, upgrade, strlen(upgrade)) < 0))
         return -1;
-    if (ex->snap->cfg->paths.forward_original && forward_original_path(ex) < 0)
+    if (cfg->paths.forward_original && forward_original_path(ex) < 0)
         return -1;
     return 0;
 }
@@ -710,16 +757,23 @@ static int sanitize_request(tg_exchange_t *ex)
     const tg_header_t *upg = ex->req.upgrade ? tg_headers_get(h, "upgrade") : NULL;
     ex->upgrade = upg ? upg->value : NULL;
     const char *why = NULL;
-    /* Several X-Forwarded-For (or Via) lines are one list (RFC 9110 5.3):
-     * joined before anything reads them, so the client address walk, the
-     * chain sent upstream and the logs all see every hop (a balancer that
-     * adds its own line, as HAProxy's option forwardfor does, must not hide
-     * the line before it). */
-    if (tg_headers_join(h, &ex->arena, "x-forwarded-for") < 0 || tg_headers_join(h, &ex->arena, "via") < 0) {
+    const tg_config_t *cfg = ex->snap->cfg;
+    size_t ntp;
+    const tg_cidr_t *tp = trusted_proxies(ex, &ntp);
+    ex->peer_trusted = ntp > 0 && tg_cidr_list_match(tp, ntp, ex->peer_addr);
+    const tg_listener_conf_t *l = ex->listener < cfg->n_listeners ? &cfg->listeners[ex->listener] : NULL;
+    tg_trust_peer_t peer = { ex->peer_trusted, l && l->has_underscores ? l->underscores : cfg->underscores };
+    /* Several X-Forwarded-For (or Forwarded, or Via) lines are one list
+     * (RFC 9110 5.3): joined before anything reads them, so the client
+     * address walk, the chain sent upstream and the logs all see every hop
+     * (a balancer that adds its own line, as HAProxy's option forwardfor
+     * does, must not hide the line before it). */
+    if (tg_headers_join(h, &ex->arena, "x-forwarded-for") < 0 || tg_headers_join(h, &ex->arena, "forwarded") < 0 ||
+        tg_headers_join(h, &ex->arena, "via") < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return -1;
     }
-    if (tg_trust_sanitize_request(&ex->snap->trust, h, &why) < 0) {
+    if (tg_trust_sanitize_request(&ex->snap->trust, h, &peer, &why) < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, 400, why);
         return -1;
@@ -727,17 +781,15 @@ static int sanitize_request(tg_exchange_t *ex)
     /* routes match, and by default the upstream gets, the normalized path */
     tg_request_t *req = &ex->req;
     req->raw_target = req->target;
-    if (tg_path_normalize(&ex->arena, req->target, &ex->snap->cfg->paths, &req->target, &req->path_len, &why) < 0) {
+    if (tg_path_normalize(&ex->arena, req->target, &cfg->paths, &req->target, &req->path_len, &why) < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, 400, why);
         return -1;
     }
-    size_t ntp;
-    const tg_cidr_t *tp = trusted_proxies(ex, &ntp);
-    if (ntp) {
-        const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for");
-        tg_trust_client_addr(tp, ntp, ex->peer_addr, xff ? xff->value : NULL, ex->client_addr,
-                             sizeof(ex->client_addr));
+    if (ex->peer_trusted) {
+        const tg_header_t *xff = tg_headers_get(h, "x-forwarded-for"), *fwd = tg_headers_get(h, "forwarded");
+        tg_trust_client_addr(tp, ntp, ex->peer_addr, xff ? xff->value : NULL, fwd ? fwd->value : NULL,
+                             cfg->forwarded_header, ex->client_addr, sizeof(ex->client_addr));
     }
     return 0;
 }

@@ -128,6 +128,7 @@ struct tg_exchange {
     unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
     unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
     unsigned recorded : 1;      /* counted and logged (record() in exchange.c) */
+    unsigned peer_trusted : 1;  /* the peer is one of the listener's trusted proxies */
     int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */
     tg_trace_ctx_t trace;       /* W3C trace context (traced) */
     const char *trace_hex, *span_hex; /* the ids as the access log shows them (arena) */

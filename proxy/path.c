@@ -22,7 +22,7 @@ static int unreserved(unsigned char c)
            c == '_' || c == '~';
 }
 
-/* Steps 2 and 3: decodes in[0..len) into out (room for len bytes);
+/* Steps 2 to 4: decodes in[0..len) into out (room for len bytes);
  * returns the length written, or -1 with *why. */
 static long decode(const char *in, size_t len, const tg_path_conf_t *conf, char *out, const char **why)
 {
@@ -43,13 +43,28 @@ static long decode(const char *in, size_t len, const tg_path_conf_t *conf, char 
                 *why = "encoded slash or backslash in the path";
                 return -1;
             }
+            if (d == ';' && conf->semicolons == TG_SEMICOLONS_REJECT) {
+                *why = "semicolon in the path";
+                return -1;
+            }
             if (!unreserved(d) && !(slash && conf->escaped_slashes == TG_ESCAPED_SLASH_DECODE)) {
                 out[w++] = '%'; /* stays encoded, in one spelling */
                 out[w++] = hex[d >> 4];
                 out[w++] = hex[d & 15];
                 continue;
             }
-            c = (char)d;
+            c = (char)d; /* a decoded '\' is a backslash like a raw one */
+        } else if (c == ';' && conf->semicolons == TG_SEMICOLONS_REJECT) {
+            *why = "semicolon in the path";
+            return -1;
+        }
+        if (c == '\\') {
+            if (conf->backslashes == TG_BACKSLASH_REJECT) {
+                *why = "backslash in the path";
+                return -1;
+            }
+            if (conf->backslashes == TG_BACKSLASH_DECODE)
+                c = '/';
         }
         if (c == '/' && conf->merge_slashes && w > 0 && out[w - 1] == '/')
             continue;
@@ -58,26 +73,37 @@ static long decode(const char *in, size_t len, const tg_path_conf_t *conf, char 
     return (long)w;
 }
 
-/* Step 4, in place on p[0..len), which starts with '/': the output is a
- * run of "/segment" units; "." is dropped, ".." drops the last unit, and
- * either one at the end leaves a trailing '/'. Returns the new length. */
-static size_t remove_dot_segments(char *p, size_t len)
+/* Steps 5 and 6, in place on p[0..len), which starts with '/': the output
+ * is a run of "/segment" units. A segment's name ends at its first ';'
+ * (path parameters); `strip` drops the parameters (and, when merging, a
+ * segment left empty inside the path). A name "." is dropped, ".." drops
+ * the last unit — parameters and all: "..;x" is a dot-segment whatever
+ * the setting — and either one at the end leaves a trailing '/'. Returns
+ * the new length. */
+static size_t remove_dot_segments(char *p, size_t len, const tg_path_conf_t *conf)
 {
     size_t r = 0, w = 0;
     while (r < len) {
         size_t s = r + 1, e = s;
         while (e < len && p[e] != '/')
             e++;
-        size_t sl = e - s;
+        size_t nl = 0; /* the name: up to the first ';' */
+        while (s + nl < e && p[s + nl] != ';')
+            nl++;
         int last = e == len;
-        if (sl == 2 && p[s] == '.' && p[s + 1] == '.') {
+        if (nl == 2 && p[s] == '.' && p[s + 1] == '.') {
             while (w > 0 && p[--w] != '/')
                 ;
             if (last)
                 p[w++] = '/';
-        } else if (sl == 1 && p[s] == '.') {
+        } else if (nl == 1 && p[s] == '.') {
             if (last)
                 p[w++] = '/';
+        } else if (conf->semicolons == TG_SEMICOLONS_STRIP && nl < e - s) {
+            if (nl > 0 || last || !conf->merge_slashes) {
+                memmove(p + w, p + r, 1 + nl);
+                w += 1 + nl;
+            }
         } else {
             memmove(p + w, p + r, e - r);
             w += e - r;
@@ -108,7 +134,7 @@ int tg_path_normalize(tg_arena_t *a, const char *target, const tg_path_conf_t *c
     long dl = decode(target, plen, conf, n, why);
     if (dl < 0)
         return -1;
-    size_t nl = remove_dot_segments(n, (size_t)dl);
+    size_t nl = remove_dot_segments(n, (size_t)dl, conf);
     memcpy(n + nl, query, qlen);
     n[nl + qlen] = '\0';
     *out = n;

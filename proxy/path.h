@@ -11,8 +11,15 @@
  *      encoding with upper-case hex; a malformed escape is refused;
  *      %2F and %5C (encoded '/' and '\') follow `escaped_slashes`:
  *      refused (default), kept encoded, or decoded to '/' and '\';
- *   3. runs of '/' become one (`merge_slashes`, default on);
- *   4. dot-segments are removed (RFC 3986 5.2.4).
+ *      `semicolons: reject` refuses ';' and %3B alike;
+ *   3. a backslash (raw, or decoded from %5C) follows `backslashes`:
+ *      refused (default), kept, or read as '/';
+ *   4. runs of '/' become one (`merge_slashes`, default on);
+ *   5. `semicolons: strip` removes each segment's parameters (";..."
+ *      up to the next '/'), as Tomcat and Spring do before routing;
+ *   6. dot-segments are removed (RFC 3986 5.2.4) — a segment whose name
+ *      (before its first ';') is "." or ".." is one, so "/a/..;x/b" is
+ *      "/b" whatever the setting and never reaches a Java upstream as is.
  * Pure functions; the result lives in the caller's arena.
  */
 #ifndef TG_PROXY_PATH_H

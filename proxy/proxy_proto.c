@@ -211,7 +211,16 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     }
     tg_worker_t *w = p->w;
     const tg_listener_slot_t *slot = p->slot;
-    struct sockaddr_storage client = h.local ? p->peer : h.src;
+    /* LOCAL (v2) and UNKNOWN (v1) say who the client is not: the balancer's
+     * own connection, or one it relays for a client it cannot name. Either
+     * way the client is "unknown" (RFC 7239 6.1) — never the balancer,
+     * whose trusted address would make the connection's X-Forwarded-For,
+     * written by whoever is behind it, believed. */
+    struct sockaddr_storage client = h.src;
+    if (h.local) {
+        memset(&client, 0, sizeof(client));
+        client.ss_family = AF_UNSPEC;
+    }
     int sock = p->fd;
     pending_free(p, 0);
     tg_worker_accept(w, sock, (const struct sockaddr *)&client, slot);

@@ -24,7 +24,7 @@
 #define TG_PROXY_MAX_HEADER (16 + 2048)
 
 typedef struct tg_proxy_header {
-    int local;                   /* LOCAL (v2) or UNKNOWN (v1): the balancer's own connection */
+    int local;                   /* LOCAL (v2) or UNKNOWN (v1): no client named (it is then "unknown") */
     struct sockaddr_storage src; /* the client, unless local */
     socklen_t src_len;
 } tg_proxy_header_t;

@@ -27,6 +27,12 @@ int tg_router_host_matches(const tg_route_match_t *m, const char *host)
     return len == mlen && strncasecmp(host, m->host, mlen) == 0;
 }
 
+/* n bytes of the path equal the route's, in the route's case rule */
+static int path_eq(const tg_route_match_t *m, const char *path, size_t n)
+{
+    return m->ignore_case ? strncasecmp(path, m->path, n) == 0 : memcmp(path, m->path, n) == 0;
+}
+
 static int path_matches(const tg_route_match_t *m, const tg_request_t *req, tg_arena_t *scratch)
 {
     size_t plen;
@@ -34,14 +40,15 @@ static int path_matches(const tg_route_match_t *m, const tg_request_t *req, tg_a
     case TG_PATH_ANY:
         return 1;
     case TG_PATH_EXACT:
-        return req->path_len == strlen(m->path) && memcmp(req->target, m->path, req->path_len) == 0;
+        return req->path_len == strlen(m->path) && path_eq(m, req->target, req->path_len);
     case TG_PATH_PREFIX:
         plen = strlen(m->path);
-        return req->path_len >= plen && memcmp(req->target, m->path, plen) == 0;
-    case TG_PATH_SEPARATED_PREFIX: /* "/api": "/api" and "/api/...", never "/apix" */
+        return req->path_len >= plen && path_eq(m, req->target, plen);
+    case TG_PATH_SEPARATED_PREFIX: /* "/api": "/api", "/api/..." and "/api;v=1/...", never "/apix" */
         plen = strlen(m->path);
-        return req->path_len >= plen && memcmp(req->target, m->path, plen) == 0 &&
-               (req->path_len == plen || req->target[plen] == '/' || m->path[plen - 1] == '/');
+        return req->path_len >= plen && path_eq(m, req->target, plen) &&
+               (req->path_len == plen || req->target[plen] == '/' || req->target[plen] == ';' ||
+                m->path[plen - 1] == '/');
     case TG_PATH_REGEX: {
         char *p = tg_arena_strndup(scratch, req->target, req->path_len);
         return p != NULL && regexec(&m->path_re, p, 0, NULL, 0) == 0;

@@ -1,7 +1,7 @@
 /* Fuzz target: path normalization (proxy/path.c), the step that decides
  * which route a client's path takes. The first input byte picks the
- * settings (merge_slashes, escaped_slashes); the rest, up to a NUL, is the
- * request target. Oracles beyond "no crash", for every accepted target:
+ * settings (merge_slashes, escaped_slashes, semicolons, backslashes); the
+ * rest, up to a NUL, is the request target. Oracles beyond "no crash", for every accepted target:
  *   - the result equals a slow reference written separately from RFC 3986
  *     (percent-decoding of unreserved characters 6.2.2.2, then the
  *     remove_dot_segments algorithm of 5.2.4 as the RFC states it, with
@@ -25,8 +25,11 @@ static int ref_hex(int c)
 }
 
 /* Percent-decoding: unreserved characters decoded (RFC 3986 2.3, 6.2.2.2),
- * other escapes upper-cased; '/' and '\' as the setting says. -1 when
- * refused. Then runs of '/' merged when asked. */
+ * other escapes upper-cased; '/' and '\' as the setting says, then every
+ * backslash as `backslashes` says; ';' and %3B refused under
+ * `semicolons: reject`. -1 when refused. Then runs of '/' merged when
+ * asked; then, under `strip`, each ";..." up to a '/' removed (and runs
+ * of '/' merged again). */
 static long ref_decode(const char *in, size_t n, const tg_path_conf_t *conf, char *out)
 {
     static const char unres[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
@@ -38,6 +41,8 @@ static long ref_decode(const char *in, size_t n, const tg_path_conf_t *conf, cha
                 return -1;
             int d = ref_hex(in[i + 1]) * 16 + ref_hex(in[i + 2]);
             i += 2;
+            if (d == ';' && conf->semicolons == TG_SEMICOLONS_REJECT)
+                return -1;
             if (d == '/' || d == '\\') {
                 if (conf->escaped_slashes == TG_ESCAPED_SLASH_REJECT)
                     return -1;
@@ -50,17 +55,55 @@ static long ref_decode(const char *in, size_t n, const tg_path_conf_t *conf, cha
                 continue;
             }
             c = d;
+        } else if (c == ';' && conf->semicolons == TG_SEMICOLONS_REJECT) {
+            return -1;
         }
+        if (c == '\\' && conf->backslashes == TG_BACKSLASH_REJECT)
+            return -1;
+        if (c == '\\' && conf->backslashes == TG_BACKSLASH_DECODE)
+            c = '/';
         out[w++] = (char)c;
     }
-    if (conf->merge_slashes) {
-        size_t r = 0, m = 0;
-        for (; r < w; r++)
-            if (!(out[r] == '/' && m > 0 && out[m - 1] == '/'))
-                out[m++] = out[r];
-        w = m;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && conf->semicolons == TG_SEMICOLONS_STRIP) {
+            size_t r = 0, m = 0;
+            for (int in_param = 0; r < w; r++) {
+                in_param = out[r] == ';' || (in_param && out[r] != '/');
+                if (!in_param)
+                    out[m++] = out[r];
+            }
+            w = m;
+        }
+        if (conf->merge_slashes) {
+            size_t r = 0, m = 0;
+            for (; r < w; r++)
+                if (!(out[r] == '/' && m > 0 && out[m - 1] == '/'))
+                    out[m++] = out[r];
+            w = m;
+        }
     }
     return (long)w;
+}
+
+/* A segment named "." or ".." before its first ';' is a dot-segment with
+ * parameters: it loses them, so that 5.2.4 removes it. */
+static size_t ref_dot_params(char *p, size_t n)
+{
+    size_t r = 0, w = 0;
+    while (r < n) {
+        size_t e = r + 1;
+        while (e < n && p[e] != '/')
+            e++;
+        size_t nl = 0;
+        while (r + 1 + nl < e && p[r + 1 + nl] != ';')
+            nl++;
+        int dot = (nl == 1 && p[r + 1] == '.') || (nl == 2 && p[r + 1] == '.' && p[r + 2] == '.');
+        size_t keep = dot ? 1 + nl : e - r;
+        memmove(p + w, p + r, keep);
+        w += keep;
+        r = e;
+    }
+    return w;
 }
 
 static int starts(const char *s, size_t n, const char *p)
@@ -125,9 +168,12 @@ static void check_result(const char *norm, size_t plen, const tg_path_conf_t *co
         size_t e = s + 1;
         while (e < plen && norm[e] != '/')
             e++;
-        size_t l = e - s - 1;
+        size_t l = 0; /* the segment's name: up to its first ';' */
+        while (s + 1 + l < e && norm[s + 1 + l] != ';')
+            l++;
         if ((l == 1 && norm[s + 1] == '.') || (l == 2 && norm[s + 1] == '.' && norm[s + 2] == '.') ||
-            (conf->merge_slashes && l == 0 && e < plen)) {
+            (conf->merge_slashes && e - s == 1 && e < plen) ||
+            (conf->semicolons != TG_SEMICOLONS_KEEP && memchr(norm + s, ';', e - s) != NULL)) {
             fprintf(stderr, "fuzz_path: dot-segment or '//' left in %.*s\n", (int)plen, norm);
             abort();
         }
@@ -139,7 +185,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    tg_path_conf_t conf = { .merge_slashes = data[0] & 1, .escaped_slashes = (tg_escaped_slash_t)((data[0] >> 1) % 3) };
+    tg_path_conf_t conf = { .merge_slashes = data[0] & 1,
+                            .escaped_slashes = (tg_escaped_slash_t)((data[0] >> 1) % 3),
+                            .semicolons = (tg_semicolons_t)((data[0] >> 3) % 3),
+                            .backslashes = (tg_backslashes_t)((data[0] >> 5) % 3) };
     char *target = malloc(size + 1);
     target[0] = '/'; /* an origin-form target */
     memcpy(target + 1, data + 1, size - 1);
@@ -158,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     if (rc == 0) {
-        size_t rl = ref_remove_dots(dec, (size_t)dl, ref);
+        size_t rl = ref_remove_dots(dec, ref_dot_params(dec, (size_t)dl), ref);
         if (rl != plen || memcmp(ref, out, rl) != 0) {
             fprintf(stderr, "fuzz_path: %s -> %.*s, the RFC gives %.*s\n", target, (int)plen, out, (int)rl, ref);
             abort();

@@ -1,8 +1,11 @@
 """Routes match on the normalized path, and the upstream receives it: with
 /admin protected and / open, "/x/../admin", "//admin", "/%61dmin" and
 their HTTP/2 forms take the protected route (they used to take the open
-one), and path_separated_prefix /api never matches /apix. A recording
-upstream shows the path it was sent."""
+one), and path_separated_prefix /api never matches /apix. Path variants
+that Java, IIS and WSGI upstreams read differently — path parameters
+("..;", ";jsessionid="), raw backslashes, case — are resolved, stripped,
+refused or matched as path_normalization and match.ignore_case say. A
+recording upstream shows the path it was sent."""
 import socket
 import subprocess
 
@@ -179,6 +182,110 @@ clusters:
         with self.up.lock:
             line = self.up.complete[before].split(b"\r\n")[0]
         self.assertEqual(line, b"GET /x/../admin/a%2fb?q=1 HTTP/1.1")
+
+
+def h2_get(port, path, *headers):
+    p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                        "--http2-prior-knowledge", "--path-as-is"] + [a for h in headers for a in ("-H", h)] +
+                       [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=20)
+    return int(p.stdout or 0)
+
+
+class PathVariantsTest(harness.GatewayTest):
+    """Regression (#26): with /admin protected and / open, "/public/..;/
+    admin/secret" took the open route and reached the upstream as is (a
+    Tomcat or Spring upstream serves /admin/secret); "/admin;x=1/secret"
+    missed path_separated_prefix /admin; a raw backslash passed while %5C
+    was refused; and "/ADMIN/secret" missed the route that a case-
+    insensitive upstream (IIS) serves it from. One gateway per setting:
+    the defaults (semicolons: keep, backslashes: reject), strip, reject,
+    backslashes: decode. HTTP/1.1 and HTTP/2 alike."""
+
+    ROUTES = """
+routes:
+  - name: admin
+    match: {{ path_separated_prefix: /admin, ignore_case: true }}
+    cluster: up
+    filters: [{{ auth: {{ bearer_tokens: [{{ name: ops, token: t-ops }}] }} }}]
+  - name: open
+    cluster: up
+clusters: [{{ name: up, endpoints: [127.0.0.1:{up} ] }}]
+"""
+
+    def gateway_with(self, paths):
+        self.up = harness.RecordingUpstream()
+        port = harness.free_port()
+        self.gateway = harness.Gateway(f"""
+workers: 1
+path_normalization: {paths}
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+""" + self.ROUTES.format(up=self.up.port), port=port)
+        return port
+
+    def tearDown(self):
+        self.finish()
+        self.up.stop()
+
+    def check(self, port, cases):
+        """cases: (path, status without a token, path the upstream gets with one or None)."""
+        for path, status, forwarded in cases:
+            with self.subTest(path=path):
+                self.assertEqual(status_of(raw_get(port, path)), status)
+                self.assertEqual(h2_get(port, path), status)
+                if forwarded is None:
+                    continue
+                with self.up.lock:
+                    before = len(self.up.complete)
+                out = raw_get(port, path, "Authorization: Bearer t-ops\r\n")
+                self.assertEqual(status_of(out), 200, out[:200])
+                with self.up.lock:
+                    line = self.up.complete[before].split(b"\r\n")[0]
+                self.assertEqual(line, f"GET {forwarded} HTTP/1.1".encode())
+
+    def test_defaults(self):
+        port = self.gateway_with("{}")
+        self.check(port, [
+            ("/public/..;/admin/secret", 401, "/admin/secret"),
+            ("/public/..;x=1/admin/secret", 401, "/admin/secret"),
+            ("/public/.;/../admin", 401, "/admin"),
+            ("/admin;x=1/secret", 401, "/admin;x=1/secret"),
+            ("/ADMIN/secret", 401, "/ADMIN/secret"),
+            ("/Admin;jsessionid=1", 401, "/Admin;jsessionid=1"),
+            ("/adminx", 200, "/adminx"),
+            ("/public\\..\\admin", 400, None),
+            ("/public%5C..%5Cadmin", 400, None),
+            ("/public;x/file", 200, "/public;x/file"),
+        ])
+
+    def test_strip(self):
+        port = self.gateway_with("{ semicolons: strip }")
+        self.check(port, [
+            ("/public/..;/admin/secret", 401, "/admin/secret"),
+            ("/admin;x=1/secret;jsessionid=2", 401, "/admin/secret"),
+            ("/public;x/file?a=1;2", 200, "/public/file?a=1;2"),
+            ("/public/;x/file", 200, "/public/file"),
+            ("/public/%3B/file", 200, "/public/%3B/file"),
+        ])
+
+    def test_reject(self):
+        port = self.gateway_with("{ semicolons: reject }")
+        self.check(port, [
+            ("/public/..;/admin/secret", 400, None),
+            ("/admin;x=1/secret", 400, None),
+            ("/public/%3b/file", 400, None),
+            ("/public/file?a=1;2", 200, "/public/file?a=1;2"),
+        ])
+
+    def test_backslashes_decoded(self):
+        port = self.gateway_with("{ backslashes: decode }")
+        self.check(port, [
+            ("/public\\..\\admin\\secret", 401, "/admin/secret"),
+            ("/public\\file", 200, "/public/file"),
+        ])
+
+    def test_backslashes_kept(self):
+        port = self.gateway_with("{ backslashes: keep }")
+        self.check(port, [("/public\\..\\admin", 200, "/public\\..\\admin")])
 
 
 class DecodeEscapedSlashesTest(harness.GatewayTest):

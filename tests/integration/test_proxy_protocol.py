@@ -1,6 +1,8 @@
 """The PROXY protocol on listeners (`proxy_protocol: true`): v1 and v2
 headers from a trusted balancer name the client that filters, logs and
-X-Forwarded-For see; LOCAL/UNKNOWN keep the balancer's address; a peer
+X-Forwarded-For see; LOCAL/UNKNOWN name no client, which is then
+"unknown" (never the trusted balancer, whose X-Forwarded-For would be
+believed); a peer
 outside trusted_proxies, a malformed header or one that never completes
 is disconnected; the header works in front of TLS and HTTP/2 and when it
 arrives byte by byte; and a real HAProxy in TCP mode with send-proxy-v2
@@ -101,14 +103,30 @@ clusters:
             "v2 tcp4": (v2("198.51.100.9"), "198.51.100.9"),
             "v2 tcp6": (v2("2001:db8::9"), "2001:db8::9"),
             "v2 with TLVs": (v2("198.51.100.10", tlvs=b"\x04\x00\x03abc"), "198.51.100.10"),
-            "v2 LOCAL": (v2("198.51.100.11", command=0), "127.0.0.1"),
-            "v1 UNKNOWN": (b"PROXY UNKNOWN\r\n", "127.0.0.1"),
+            "v2 LOCAL": (v2("198.51.100.11", command=0), "unknown"),
+            "v1 UNKNOWN": (b"PROXY UNKNOWN\r\n", "unknown"),
         }
         for name, (header, want) in cases.items():
             with self.subTest(name):
                 out, _ = exchange(self.port, header + REQ)
                 self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
                 self.assertEqual(forwarded_for(out), want)
+
+    def test_local_and_unknown_do_not_vouch_for_forwarded_headers(self):
+        """Regression (#26): a LOCAL or UNKNOWN header made the balancer
+        (a trusted proxy) the peer, so whatever X-Forwarded-For the bytes
+        behind it carried was believed — any client the balancer relays
+        without naming could choose its address. Now the client is
+        "unknown", an untrusted peer: its forwarding headers are replaced
+        or removed."""
+        spoof = (b"GET /echo/headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\r\n")
+        for name, header in (("v2 LOCAL", v2("198.51.100.11", command=0)), ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n")):
+            with self.subTest(name):
+                out, _ = exchange(self.port, header + spoof)
+                self.assertTrue(out.startswith(b"HTTP/1.1 200"), out[:200])
+                self.assertEqual(forwarded_for(out), "unknown")
+                self.assertNotIn(b"6.6.6.6", out)
 
     def test_header_split_byte_by_byte(self):
         header = v2("198.51.100.20")

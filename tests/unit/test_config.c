@@ -278,9 +278,20 @@ static void test_errors(void **state)
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_separated_prefix: api }\n",
                  "t.yaml:10:37: path_separated_prefix: 'api' must start with '/'");
     expect_error("path_normalization: { escaped_slashes: allow }\n" BASE_LISTENERS,
-                 "t.yaml:1:40: escaped_slashes: 'allow' is not reject, keep or decode");
+                 "t.yaml:1:40: escaped_slashes: 'allow' is not one of reject, keep, decode");
     expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
                  "t.yaml:1:32: forward: 'raw' is not one of normalized, original");
+    expect_error("path_normalization: { semicolons: drop }\n" BASE_LISTENERS,
+                 "t.yaml:1:35: semicolons: 'drop' is not one of keep, strip, reject");
+    expect_error("path_normalization: { backslashes: slash }\n" BASE_LISTENERS,
+                 "t.yaml:1:36: backslashes: 'slash' is not one of reject, keep, decode");
+    expect_error("forwarded_header: x-real-ip\n" BASE_LISTENERS,
+                 "t.yaml:1:19: forwarded_header: 'x-real-ip' is not one of x-forwarded-for, forwarded, both");
+    expect_error("headers_with_underscores: ignore\n" BASE_LISTENERS,
+                 "t.yaml:1:27: headers_with_underscores: 'ignore' is not one of drop, allow, reject");
+    expect_error("set_x_real_ip: maybe\n" BASE_LISTENERS, "t.yaml:1:16: set_x_real_ip: 'maybe' is not true or false");
+    expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path: /a, ignore_case: 1 }\n",
+                 "t.yaml:10:37: ignore_case: '1' is not true or false");
     expect_error("path_normalization: { forward: raw, merge_slashes: 2 }\n" BASE_LISTENERS,
                  "t.yaml:1:52: merge_slashes: '2' is not true or false");
     expect_error(BASE_LISTENERS BASE_CLUSTERS "routes:\n  - name: r\n    cluster: app\n    match: { path_regex: '([a-z' }\n",

@@ -14,6 +14,8 @@ typedef struct {
     const char *out;      /* NULL: refused */
     int merge;            /* merge_slashes */
     tg_escaped_slash_t esc;
+    tg_semicolons_t semi;  /* default keep */
+    tg_backslashes_t bs;   /* default reject */
 } pcase_t;
 
 #define R TG_ESCAPED_SLASH_REJECT
@@ -50,7 +52,29 @@ static const pcase_t cases[] = {
     { "/a%2f..%2fadmin", "/a%2F..%2Fadmin", 1, K },
     { "/a%2f..%2fadmin", "/admin", 1, D },
     { "/a%2F%2Fb", "/a/b", 1, D },
-    { "/a%5Cb", "/a\\b", 1, D },
+    { "/a%5Cb", NULL, 1, D },                          /* a decoded '\' is a backslash: refused by default */
+    { "/a%5Cb", "/a\\b", 1, D, 0, TG_BACKSLASH_KEEP },
+    { "/a%5C..%5Cadmin", "/admin", 1, D, 0, TG_BACKSLASH_DECODE },
+    { "/a\\..\\admin", NULL, 1, R },                   /* raw backslash: refused by default */
+    { "/a\\..\\admin", "/a\\..\\admin", 1, R, 0, TG_BACKSLASH_KEEP },
+    { "/a\\..\\admin", "/admin", 1, R, 0, TG_BACKSLASH_DECODE },
+    { "/a\\\\b", "/a/b", 1, R, 0, TG_BACKSLASH_DECODE }, /* then merged */
+    /* path parameters: a dot-segment with parameters is a dot-segment */
+    { "/public/..;/admin/secret", "/admin/secret", 1, R },
+    { "/public/..;x=1/admin", "/admin", 1, R },
+    { "/a/.;x/b", "/a/b", 1, R },
+    { "/a/b/..;", "/a/", 1, R },
+    { "/a;x=1/b;c", "/a;x=1/b;c", 1, R },             /* keep (default) */
+    { "/a/%2e%2e;x/b", "/b", 1, R },
+    { "/a;x=1/b;c?q=;", "/a/b?q=;", 1, R, TG_SEMICOLONS_STRIP },
+    { "/a/;x/b", "/a/b", 1, R, TG_SEMICOLONS_STRIP },
+    { "/a/;x/b", "/a//b", 0, R, TG_SEMICOLONS_STRIP },
+    { "/;x", "/", 1, R, TG_SEMICOLONS_STRIP },
+    { "/a/%3B/b", "/a/%3B/b", 1, R, TG_SEMICOLONS_STRIP }, /* an escaped ';' is data */
+    { "/a;x/../b", "/b", 1, R, TG_SEMICOLONS_STRIP },
+    { "/a;x", NULL, 1, R, TG_SEMICOLONS_REJECT },
+    { "/a%3bx", NULL, 1, R, TG_SEMICOLONS_REJECT },
+    { "/a?x=;", "/a?x=;", 1, R, TG_SEMICOLONS_REJECT },
     { "/p#frag", "/p", 1, R },                        /* a fragment is dropped */
     { "/p?q=1#frag", "/p?q=1", 1, R },
     { "/p?q=/../x", "/p?q=/../x", 1, R },             /* the query is not a path */
@@ -63,7 +87,8 @@ static void test_table(void **state)
 {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const pcase_t *c = &cases[i];
-        tg_path_conf_t conf = { .merge_slashes = c->merge, .escaped_slashes = c->esc };
+        tg_path_conf_t conf = { .merge_slashes = c->merge, .escaped_slashes = c->esc, .semicolons = c->semi,
+                                .backslashes = c->bs };
         tg_arena_t a;
         tg_arena_init(&a);
         const char *out = NULL, *why = NULL;
