@@ -279,9 +279,11 @@ typedef struct tg_admin_conf {
     char *token;              /* a bearer token every endpoint but /healthz and /ready requires (secret) */
     char **allowed_hosts;     /* Host values accepted (besides the listen address and localhost) */
     size_t n_allowed_hosts;
+    uint32_t max_connections; /* open admin connections (TG_DEFAULT_ADMIN_MAX_CONNECTIONS) */
 } tg_admin_conf_t;
 
 #define TG_DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
+#define TG_DEFAULT_ADMIN_MAX_CONNECTIONS 64
 
 /* The top-level `redis:` section: the shared store that rate_limit with
  * `store: redis` counts in (docs/configuration.md, docs/deployment.md). */

@@ -206,7 +206,7 @@ char *tg_config_to_json(const tg_config_t *c)
             fputs(i ? ", " : "", f);
             jstr(f, c->admin.allowed_hosts[i]);
         }
-        fputs("]}", f);
+        fprintf(f, "], \"max_connections\": %u}", c->admin.max_connections);
     } else {
         fputs("null", f);
     }

@@ -67,6 +67,8 @@ static const tg_key_t admin_keys[] = {
       "the same, read from a file (relative to the config file; trailing newline ignored); re-read on reload. Not together with `token`." },
     { "allowed_hosts", TG_KEY_STRINGS, "list of names", "none",
       "`Host` values the listener answers to besides its own address, `localhost`, `127.0.0.1` and `[::1]` (each with or without the port); any other gets `421` (a DNS-rebinding page sends its own name)" },
+    { "max_connections", TG_KEY_INT, "integer 1–10000", "`64`",
+      "open admin connections; past it a new one is closed at once and counted in `tollgate_admin_connections_rejected_total`, so that a flood of idle connections cannot take the memory or the file descriptors the proxy needs (each is also dropped after 10 s without progress). A reload applies a change.", .min = 1, .max = 10000 },
 };
 
 static const tg_key_t redis_keys[] = {
@@ -210,7 +212,7 @@ static const tg_key_t match_keys[] = {
     { "headers", TG_KEY_LIST, "list of `{ name, value }`", "none",
       "each named header is present, and equals `value` when given", .sub = &tg_keys_header_match },
     { "grpc_service", TG_KEY_STRING, "service name, e.g. `users.v1.UserService`", "none",
-      "a gRPC request (content-type `application/grpc*`) whose path is `/<service>/<any method>`" },
+      "a gRPC call (HTTP/2 `POST` with content-type `application/grpc`, `application/grpc+...` or with parameters) or a gRPC-Web request (`POST`, `application/grpc-web[-text]...`) whose path is `/<service>/<any method>`; anything else — gRPC's content-type over HTTP/1.1, `application/grpc-foo` — is an ordinary HTTP request" },
     { "grpc_method", TG_KEY_STRING, "method name (needs `grpc_service`)", "none",
       "... and exactly `/<service>/<method>`" },
     { "ignore_case", TG_KEY_BOOL, "boolean", "`false`",

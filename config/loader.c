@@ -1664,10 +1664,13 @@ static char *read_secret_file(loader_t *ld, yaml_node_t *n, const char *what, co
 
 static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 {
-    yaml_node_t *v[4];
+    yaml_node_t *v[5];
     take_keys(ld, n, "admin", &tg_keys_admin, v);
     if (n->type != YAML_MAPPING_NODE)
         return;
+    a->max_connections = TG_DEFAULT_ADMIN_MAX_CONNECTIONS;
+    if (v[4])
+        get_u32(ld, v[4], "admin max_connections", 1, 10000, &a->max_connections);
     a->listen = v[0] ? get_str(ld, v[0], "admin listen") : strdup(TG_DEFAULT_ADMIN_LISTEN);
     if (a->listen == NULL)
         return;

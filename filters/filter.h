@@ -108,6 +108,7 @@ typedef struct tg_filter_exchange {
     tg_arena_t *arena;
     const char *client_addr;
     const char *route;          /* route name */
+    unsigned grpc;              /* tg_grpc_kind_t of the request as it arrived (proxy/base/grpc_frames.h) */
     size_t listener;
     unsigned worker;            /* the worker's index, for per-worker state */
     struct event_base *base;    /* the worker's loop, for async work */

@@ -43,9 +43,8 @@ static void *gl_create(tg_node_t *node, const char *config_path)
 
 static tg_filter_status_t gl_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
 {
-    const tg_header_t *ct = tg_headers_get(&fx->req->headers, "content-type");
-    if (ct == NULL || !tg_grpc_content_type(ct->value))
-        return TG_FILTER_CONTINUE; /* not gRPC: nothing to count */
+    if (fx->grpc == TG_GRPC_NONE)
+        return TG_FILTER_CONTINUE; /* not gRPC (proxy/base/grpc_frames.h's rule): nothing to count */
     tg_grpc_frames_t *st = tg_arena_alloc(fx->arena, sizeof(*st));
     if (st != NULL)
         *st = (tg_grpc_frames_t){ 0 };

@@ -42,10 +42,13 @@ struct tg_admin {
     tg_admin_handler_fn fn;
     void *ctx;
     LIST_HEAD(, admin_conn) conns;
+    uint32_t n_conns, max_conns;
+    uint64_t rejected;
 };
 
 static void conn_free(admin_conn_t *c)
 {
+    c->admin->n_conns--;
     LIST_REMOVE(c, link);
     tg_sock_free(c->sock);
     tg_arena_free(&c->arena);
@@ -136,6 +139,11 @@ static void on_conn(tg_sock_t *s, int events, void *arg)
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
     tg_admin_t *a = arg;
+    if (a->n_conns >= a->max_conns) {
+        a->rejected++;
+        close(fd);
+        return;
+    }
     admin_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->discard = evbuffer_new()) == NULL || (c->sock = tg_sock_new(a->loop, fd)) == NULL) {
         if (c && c->discard)
@@ -149,6 +157,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     tg_h1_reader_init(&c->reader, TG_H1_REQUEST);
     c->reader.max_body = ADMIN_MAX_BODY;
     LIST_INSERT_HEAD(&a->conns, c, link);
+    a->n_conns++;
     tg_sock_set_cb(c->sock, on_conn, c);
     tg_sock_set_timeout(c->sock, ADMIN_IO_TIMEOUT_MS);
     tg_sock_set_read_limit(c->sock, ADMIN_MAX_HEADER + ADMIN_MAX_BODY);
@@ -175,6 +184,7 @@ tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t p
     a->fn = fn;
     a->ctx = ctx;
     LIST_INIT(&a->conns);
+    a->max_conns = TG_DEFAULT_ADMIN_MAX_CONNECTIONS;
     a->lev = evconnlistener_new_bind(base, on_accept, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, ADMIN_BACKLOG,
                                      res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
@@ -196,4 +206,15 @@ void tg_admin_free(tg_admin_t *a)
         conn_free(LIST_FIRST(&a->conns));
     tg_sock_loop_free(a->loop);
     free(a);
+}
+
+void tg_admin_set_max_connections(tg_admin_t *a, uint32_t max)
+{
+    if (a != NULL)
+        a->max_conns = max ? max : TG_DEFAULT_ADMIN_MAX_CONNECTIONS;
+}
+
+uint64_t tg_admin_rejected(const tg_admin_t *a)
+{
+    return a != NULL ? a->rejected : 0;
 }

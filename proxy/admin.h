@@ -36,4 +36,11 @@ tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t p
                            void *ctx, tg_errors_t *errs);
 void tg_admin_free(tg_admin_t *a);
 
+/* At most max connections open at once (admin.max_connections; a reload
+ * may change it: connections over a lowered cap finish, none is cut);
+ * past it a new connection is closed at once and counted. */
+void tg_admin_set_max_connections(tg_admin_t *a, uint32_t max);
+/* Connections closed at once because max were open. */
+uint64_t tg_admin_rejected(const tg_admin_t *a);
+
 #endif

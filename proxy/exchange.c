@@ -808,8 +808,10 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         ex->req_done = 1; /* a local reply can keep the connection */
     if (sanitize_request(ex) < 0)
         return;
-    const tg_header_t *ct = tg_headers_get(&ex->req.headers, "content-type");
-    ex->grpc = ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    /* gRPC and gRPC-Web get gRPC replies and deadlines; only a call proper
+     * is exempt from the body limit (its messages bounded instead) */
+    tg_grpc_kind_t grpc = tg_grpc_classify(&ex->req);
+    ex->grpc = grpc != TG_GRPC_NONE;
     const tg_config_t *cfg = ex->snap->cfg;
     ex->route = tg_router_match(cfg, listener, &ex->req, &ex->arena);
     if (ex->route == NULL) {
@@ -825,7 +827,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     }
     if (ex->grpc)
         tg_ex_start_deadline(ex);
-    if (ct != NULL && tg_grpc_content_type(ct->value) && strcmp(ex->req.method, "POST") == 0)
+    if (grpc == TG_GRPC_CALL)
         ex->grpc_msg_max = ex->route->max_grpc_request_message;
     if (ensure_request_id(ex) < 0 || (cfg->tracing.enabled && start_trace(ex, &cfg->tracing) < 0)) {
         tg_exchange_reply(ex, 500, "out of memory");
@@ -838,6 +840,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->client_addr = ex->client_addr;
         fx->peer_identity = ex->peer ? ex->peer->subject : NULL;
         fx->route = ex->route->name;
+        fx->grpc = grpc;
         fx->listener = listener;
         fx->worker = tg_worker_id(ex->w);
         fx->base = tg_worker_base(ex->w);

@@ -640,11 +640,10 @@ static void start_exchange(h2_conn_t *c, h2_stream_t *st, int end_stream)
     }
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "expect");
-    /* Only a gRPC call proper (POST, content-type application/grpc[+...])
-     * streams past limits.max_body_bytes, its messages bounded one by one
-     * instead; anything else that claims to be gRPC keeps the body limit. */
-    const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
-    st->grpc = ct != NULL && tg_grpc_content_type(ct->value) && strcmp(req->method, "POST") == 0;
+    /* Only a gRPC call proper streams past limits.max_body_bytes, its
+     * messages bounded one by one instead; anything else that claims to be
+     * gRPC keeps the body limit. */
+    st->grpc = tg_grpc_classify(req) == TG_GRPC_CALL;
     uint64_t limit = c->base.snap->cfg->limits.max_body_bytes;
     if (!st->grpc && limit && req->body == TG_BODY_LENGTH && req->content_length > limit) {
         tg_exchange_reply(ex, 413, "request body too large"); /* declared too large: refused before it flows */

@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "proxy/admin.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
 #include "tls/context.h"
@@ -409,6 +410,10 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
            "When the configuration in force was loaded, seconds since the epoch.");
     evbuffer_add_printf(out, "tollgate_config_last_reload_success_timestamp_seconds %lld\n",
                         (long long)pm->last_reload_ok);
+    family(out, "tollgate_admin_connections_rejected_total", "counter",
+           "Admin connections closed at once because admin.max_connections were open.");
+    evbuffer_add_printf(out, "tollgate_admin_connections_rejected_total %llu\n",
+                        (unsigned long long)tg_admin_rejected(pm->admin));
     render_listeners(out, c, snap, workers, n_workers);
     render_routes(out, c, snap, workers, n_workers);
     render_endpoints(out, snap, workers, n_workers);

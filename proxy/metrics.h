@@ -21,6 +21,7 @@ typedef struct tg_process_metrics {
     time_t last_reload_ok;    /* start time until the first reload */
     time_t started;
     struct tg_tracer *tracer;  /* the span exporter (NULL: none) */
+    struct tg_admin *admin;    /* the admin listener (NULL: none) */
 } tg_process_metrics_t;
 
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,

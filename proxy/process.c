@@ -187,6 +187,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
     tg_health_checker_free(p->checker);
     if ((p->checker = tg_health_checker_start(p->base, ns, p->health)) == NULL)
         tg_error("reload: cannot start health checks (out of memory)");
+    tg_admin_set_max_connections(p->admin, nc->admin.max_connections);
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
     tg_log_set_format(ns->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
@@ -620,6 +621,8 @@ int tg_process_run(const char *path, int watch)
         tg_errors_free(&aerr);
         if (p.admin == NULL)
             goto out;
+        tg_admin_set_max_connections(p.admin, ac->max_connections);
+        p.pm.admin = p.admin;
         tg_info("admin listener on %s", ac->listen);
         if (ac->token == NULL && strcmp(ac->host, "127.0.0.1") != 0 && strcmp(ac->host, "::1") != 0 &&
             strcmp(ac->host, "localhost") != 0)

@@ -5,6 +5,8 @@
  */
 #include "proxy/router.h"
 
+#include "proxy/base/grpc_frames.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -87,14 +89,13 @@ static int method_matches(const tg_route_match_t *m, const char *method)
     return 0;
 }
 
-/* gRPC matches: content-type application/grpc* and the path
- * /<service>/<method> (any method when only the service is given). */
+/* gRPC matches: a gRPC or gRPC-Web request (tg_grpc_classify) to the
+ * path /<service>/<method> (any method when only the service is given). */
 static int grpc_matches(const tg_route_match_t *m, const tg_request_t *req)
 {
     if (m->grpc_service == NULL)
         return 1;
-    const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
-    if (ct == NULL || strncasecmp(ct->value, "application/grpc", 16) != 0)
+    if (tg_grpc_classify(req) == TG_GRPC_NONE)
         return 0;
     size_t sl = strlen(m->grpc_service);
     const char *p = req->target;

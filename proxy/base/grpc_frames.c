@@ -4,6 +4,7 @@
 #include "proxy/base/grpc_frames.h"
 
 #include <event2/buffer.h>
+#include <string.h>
 #include <strings.h>
 
 int tg_grpc_frames_check(tg_grpc_frames_t *st, struct evbuffer *piece, uint64_t max)
@@ -36,12 +37,32 @@ int tg_grpc_frames_check(tg_grpc_frames_t *st, struct evbuffer *piece, uint64_t 
     return 0;
 }
 
-int tg_grpc_content_type(const char *ct)
+/* Does ct begin with base (any case), then end or go on with '+' or ';'
+ * (optional whitespace before a ';', RFC 9110 5.6.6)? */
+static int media_type_is(const char *ct, const char *base, size_t len)
 {
-    if (ct == NULL || strncasecmp(ct, "application/grpc", 16) != 0)
+    if (strncasecmp(ct, base, len) != 0)
         return 0;
-    char c = ct[16];
-    return c == '\0' || c == '+' || c == ';';
+    const char *p = ct + len;
+    if (*p == '+')
+        return 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == '\0' || *p == ';';
+}
+
+tg_grpc_kind_t tg_grpc_classify(const tg_request_t *req)
+{
+    if (req->method == NULL || strcmp(req->method, "POST") != 0)
+        return TG_GRPC_NONE;
+    const tg_header_t *h = tg_headers_get(&req->headers, "content-type");
+    if (h == NULL)
+        return TG_GRPC_NONE;
+    if (req->version == 20 && media_type_is(h->value, "application/grpc", 16))
+        return TG_GRPC_CALL;
+    if (media_type_is(h->value, "application/grpc-web", 20) || media_type_is(h->value, "application/grpc-web-text", 25))
+        return TG_GRPC_WEB;
+    return TG_GRPC_NONE;
 }
 
 int tg_grpc_parse_timeout(const char *v, size_t len, uint64_t *us)

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy/base/http.h"
+
 struct evbuffer;
 
 typedef struct tg_grpc_frames {
@@ -32,9 +34,17 @@ int tg_grpc_frames_check(tg_grpc_frames_t *st, struct evbuffer *piece, uint64_t 
  * Returns 0, or -1 if the value is malformed. */
 int tg_grpc_parse_timeout(const char *v, size_t len, uint64_t *us);
 
-/* Is this content-type gRPC proper ("application/grpc", "+proto" and the
- * like, or with parameters), not gRPC-Web or anything else that merely
- * begins the same way? */
-int tg_grpc_content_type(const char *ct);
+/* What a request is, by the one rule every part of tollgate uses (routing
+ * by grpc_service, the body limit and message bound, the reply form,
+ * deadlines, the grpc_limit filter):
+ *   CALL  gRPC proper: HTTP/2, POST, content-type "application/grpc",
+ *         "application/grpc+<subtype>" or either with ";params";
+ *   WEB   gRPC-Web: POST, "application/grpc-web" or "-web-text", with
+ *         the same suffixes, on any HTTP version (the grpc_web filter
+ *         turns it into a call);
+ *   NONE  anything else — "application/grpc-not-really", a GET, gRPC's
+ *         content-type over HTTP/1.1 — is an ordinary HTTP request. */
+typedef enum { TG_GRPC_NONE = 0, TG_GRPC_CALL, TG_GRPC_WEB } tg_grpc_kind_t;
+tg_grpc_kind_t tg_grpc_classify(const tg_request_t *req);
 
 #endif

@@ -3,8 +3,11 @@ is known by (its address, loopback names, admin.allowed_hosts: a DNS
 rebinding page sends its own name and gets 421); a state-changing request
 needs the admin token or a non-simple header (a cross-site form POST to
 /-/reload gets 403); with admin.token (or token_file) every endpoint but
-the probes needs `Authorization: Bearer`; /config never shows the token."""
+the probes needs `Authorization: Bearer`; /config never shows the token;
+admin.max_connections caps the open connections (a flood of idle ones
+cannot take the process's descriptors), counted and reloadable."""
 import os
+import socket
 import tempfile
 
 import requests
@@ -79,6 +82,52 @@ class AdminTokenTest(harness.GatewayTest):
         cfg = requests.get(self.url("/config"), headers=auth, timeout=5)
         self.assertNotIn(TOKEN, cfg.text)
         self.assertEqual(cfg.json()["admin"]["token"], "<redacted>")
+
+
+def admin_answers(port):
+    """True if a /healthz on a new connection is answered, False if the
+    connection is closed without an answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        try:
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+        except ConnectionResetError:
+            return False
+    finally:
+        s.close()
+
+
+class AdminConnectionCapTest(harness.GatewayTest):
+    """Regression (#26): the admin listener had no connection cap."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.app = harness.start_app("admin-cap")
+        cls.procs = [cls.app]
+        cls.port, cls.aport = harness.free_port(), harness.free_port()
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"]) +
+                                      f"admin: {{ listen: 127.0.0.1:{cls.aport}, max_connections: 4 }}\n",
+                                      port=cls.port)
+        # listening, seen without connecting: no connection of ours but the
+        # test's may be open on the admin listener
+        harness.wait_until(lambda: harness.accept_queue(cls.aport) is not None, what="the admin listener")
+
+    def test_idle_connections_cannot_take_the_listener(self):
+        held = [socket.create_connection(("127.0.0.1", self.aport), timeout=10) for _ in range(4)]
+        try:
+            # the four accepted (the accept queue empty): every new connection is closed unanswered
+            harness.wait_until(lambda: harness.accept_queue(self.aport) == 0, what="the four accepted")
+            for _ in range(4):
+                self.assertFalse(admin_answers(self.aport))
+        finally:
+            for s in held:
+                s.close()
+        harness.wait_until(lambda: admin_answers(self.aport), what="the admin listener answering again")
+        self.assertGreaterEqual(harness.metric(harness.scrape(self.aport), "tollgate_admin_connections_rejected_total"),
+                                4)
+        self.assertEqual(requests.get(f"http://127.0.0.1:{self.aport}/config", timeout=5).json()["admin"]
+                         ["max_connections"], 4)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,9 @@ routes:
     cluster: echo
     timeout: 30s
     max_grpc_request_message: 32MiB
+  - name: http1-bridge   # gRPC's content-type over HTTP/1.1 is no gRPC call: routed by path
+    match: {{ path_separated_prefix: /test.v1.Echo }}
+    cluster: echo
 clusters:
   - name: echo
     protocol: h2c
@@ -399,6 +402,9 @@ clusters:
         self.assertEqual(self.raw_frames(SVC + "FailAfterHeaders", b""), [(HEADERS, 0), (HEADERS, 1)])
 
     def test_http1_client_to_h2_upstream(self):
+        """gRPC's content-type over HTTP/1.1 is not a gRPC call (gRPC needs
+        HTTP/2): grpc_service routes do not take it, a path route does, and
+        the h2c upstream gets it."""
         framed = harness.grpc_frame(b"over-http1")
         path = os.path.join(self.dir, "req.bin")
         with open(path, "wb") as f:

@@ -3,7 +3,9 @@ no limit configured refuses a message over 4 MiB (gRPC's own default) with
 RESOURCE_EXHAUSTED, while a stream of small messages may run past
 limits.max_body_bytes. Only a gRPC call proper is exempt from the body
 limit: an HTTP/2 request that merely claims a gRPC-like content-type
-(gRPC-Web, "application/grpcfoo", or a GET) keeps it (it used to lift it)."""
+(gRPC-Web, "application/grpcfoo", or a GET) keeps it (it used to lift it),
+and is answered as the HTTP request it is: one rule (tg_grpc_classify)
+decides "gRPC call" for routing, the limits and the reply form."""
 import os
 import subprocess
 import tempfile
@@ -21,7 +23,8 @@ class GrpcLimitsTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
         cls.b = harness.start_grpc_backend("b0")
-        cls.procs = [cls.b]
+        cls.app = harness.start_app("limits-app")  # reads a whole upload before it answers
+        cls.procs = [cls.b, cls.app]
         cls.port = harness.free_port()
         cfg = f"""
 workers: 1
@@ -37,9 +40,14 @@ routes:
   - name: grpc-default
     match: {{ grpc_service: test.v1.Echo }}
     cluster: echo
+  - name: app
+    match: {{ path: /upload }}
+    cluster: app
   - name: rest
     cluster: echo
 clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
   - name: echo
     protocol: h2c
     endpoints: [127.0.0.1:{cls.b.port}]
@@ -100,6 +108,33 @@ clusters:
                                 "--data-binary", f"@{f.name}", f"http://127.0.0.1:{self.port}/upload"],
                                capture_output=True, text=True, timeout=30)
         return p.stdout
+
+    def head_h2(self, content_type, size, http="--http2-prior-knowledge", path="/upload"):
+        """The response head to a POST of one gRPC-framed message of size
+        bytes, streamed (no content-length: the limit trips mid-body)."""
+        body = b"\0" + size.to_bytes(4, "big") + b"\0" * size
+        p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-D", "-", "--max-time", "20", http, "-X", "POST",
+                            "-H", f"content-type: {content_type}", "-T", "-", f"http://127.0.0.1:{self.port}{path}"],
+                           input=body, capture_output=True, timeout=30)
+        heads = p.stdout.decode().lower().split("\r\n\r\n")
+        return [h for h in heads if h and not h.startswith("http/1.1 100")][-1]  # the final head
+
+    def test_one_rule_for_the_reply_form(self):
+        """Regression (#26): "is this gRPC?" was decided by two rules in
+        four places — an HTTP/2 POST with "application/grpc-not-really" was
+        held to the body limit (the strict rule) but refused in gRPC form,
+        HTTP 200 + grpc-status 8 (the loose rule), to a client that is not
+        gRPC. Now it gets HTTP 413; and gRPC's content-type over HTTP/1.1
+        is no gRPC call either (gRPC needs HTTP/2)."""
+        for ct, http in (("application/grpc-not-really", "--http2-prior-knowledge"),
+                         ("application/grpcx+proto", "--http2-prior-knowledge"),
+                         ("application/grpc", "--http1.1")):
+            with self.subTest(ct=ct, http=http):
+                head = self.head_h2(ct, 512 * 1024, http)
+                self.assertRegex(head, r"^http/[12](\.1)? 413", head)
+                self.assertNotIn("grpc-status", head)
+                self.assertIn("content-type: application/json", head)
+        # (a call proper is answered in gRPC form: test_default_message_limit_is_4mib)
 
     def test_claiming_grpc_does_not_lift_the_body_limit(self):
         for method, ct in (("POST", "application/grpc-web"), ("POST", "application/grpc-web-text"),

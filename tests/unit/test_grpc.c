@@ -2,7 +2,9 @@
  * walker over a body arriving in arbitrary pieces (prefixes split across
  * pieces, several messages in one), content-type recognition, and the
  * grpc-timeout header (every unit, the limits, and garbage). */
+#include <ctype.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,16 +65,93 @@ static void test_frames_huge_declared_length(void **state)
     assert_int_equal(walk(p, 4, 1, 1), 0); /* a prefix not yet whole decides nothing */
 }
 
-static void test_content_type(void **state)
+/* A reference for tg_grpc_classify, written from its comment: a lowered
+ * copy of the content-type, tried against each base type. */
+static tg_grpc_kind_t ref_classify(int version, const char *method, const char *ct)
 {
-    assert_true(tg_grpc_content_type("application/grpc"));
-    assert_true(tg_grpc_content_type("application/grpc+proto"));
-    assert_true(tg_grpc_content_type("application/grpc;charset=utf-8"));
-    assert_false(tg_grpc_content_type("application/grpc-web"));
-    assert_false(tg_grpc_content_type("application/grpc-web-text"));
-    assert_false(tg_grpc_content_type("application/grpcx"));
-    assert_false(tg_grpc_content_type("application/json"));
-    assert_false(tg_grpc_content_type(""));
+    if (strcmp(method, "POST") != 0 || ct == NULL)
+        return TG_GRPC_NONE;
+    char low[128];
+    size_t n = 0;
+    for (; ct[n] && n + 1 < sizeof(low); n++)
+        low[n] = (char)tolower((unsigned char)ct[n]);
+    low[n] = '\0';
+    static const char *const bases[] = { "application/grpc", "application/grpc-web", "application/grpc-web-text" };
+    for (size_t b = 0; b < 3; b++) {
+        size_t bl = strlen(bases[b]);
+        if (strncmp(low, bases[b], bl) != 0)
+            continue;
+        const char *rest = low + bl;
+        int ok = rest[0] == '+' || rest[strspn(rest, " \t")] == '\0' || rest[strspn(rest, " \t")] == ';';
+        if (ok)
+            return b == 0 ? (version == 20 ? TG_GRPC_CALL : TG_GRPC_NONE) : TG_GRPC_WEB;
+    }
+    return TG_GRPC_NONE;
+}
+
+static tg_grpc_kind_t classify(int version, const char *method, const char *ct)
+{
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_request_t req = { .method = method, .version = version };
+    if (ct != NULL)
+        assert_int_equal(tg_headers_add(&req.headers, &a, "Content-Type", 12, ct, strlen(ct)), 0);
+    tg_grpc_kind_t k = tg_grpc_classify(&req);
+    tg_arena_free(&a);
+    return k;
+}
+
+/* One rule decides "gRPC call": a table of the cases that used to be
+ * decided differently in four places, then random content-types built
+ * from the pieces that matter, each checked against the reference. */
+static void test_classify(void **state)
+{
+    static const struct { int v; const char *m, *ct; tg_grpc_kind_t want; } t[] = {
+        { 20, "POST", "application/grpc", TG_GRPC_CALL },
+        { 20, "POST", "application/grpc+proto", TG_GRPC_CALL },
+        { 20, "POST", "Application/GRPC;charset=utf-8", TG_GRPC_CALL },
+        { 20, "POST", "application/grpc ; x=1", TG_GRPC_CALL },
+        { 20, "POST", "application/grpc-not-really", TG_GRPC_NONE },
+        { 20, "POST", "application/grpcx", TG_GRPC_NONE },
+        { 20, "GET", "application/grpc", TG_GRPC_NONE },
+        { 11, "POST", "application/grpc", TG_GRPC_NONE }, /* gRPC needs HTTP/2 */
+        { 20, "POST", "application/grpc-web", TG_GRPC_WEB },
+        { 11, "POST", "application/grpc-web-text+proto", TG_GRPC_WEB },
+        { 11, "POST", "application/grpc-web;x=1", TG_GRPC_WEB },
+        { 11, "POST", "application/grpc-webx", TG_GRPC_NONE },
+        { 11, "OPTIONS", "application/grpc-web", TG_GRPC_NONE },
+        { 20, "POST", "application/json", TG_GRPC_NONE },
+        { 20, "POST", "", TG_GRPC_NONE },
+        { 20, "POST", NULL, TG_GRPC_NONE },
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        tg_grpc_kind_t k = classify(t[i].v, t[i].m, t[i].ct);
+        if (k != t[i].want)
+            fprintf(stderr, "%d %s '%s': %d, wanted %d\n", t[i].v, t[i].m, t[i].ct, k, t[i].want);
+        assert_int_equal(k, t[i].want);
+        assert_int_equal(ref_classify(t[i].v, t[i].m, t[i].ct), t[i].want);
+    }
+    static const char *const pieces[] = { "application/", "grpc", "-web", "-text", "+proto", ";", " ", "\t", "x",
+                                          "GRPC", "-", "=", "APPLICATION/", "web" };
+    uint32_t seed = 12345;
+    for (int i = 0; i < 200000; i++) {
+        char ct[96] = "";
+        size_t np = 1 + (seed >> 7) % 6;
+        for (size_t j = 0; j < np; j++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t pick = (seed >> 16) % (sizeof(pieces) / sizeof(pieces[0]));
+            if (j == 0 && (seed & 3) != 0)
+                pick = (seed & 4) ? 0 : 12; /* mostly a plausible start */
+            strncat(ct, pieces[pick], sizeof(ct) - strlen(ct) - 1);
+        }
+        seed = seed * 1103515245u + 12345u;
+        int version = (seed & 0x100) ? 20 : 11;
+        const char *method = (seed & 0x200) ? "POST" : "PUT";
+        tg_grpc_kind_t k = classify(version, method, ct), r = ref_classify(version, method, ct);
+        if (k != r)
+            fprintf(stderr, "%d %s '%s': %d, the reference says %d\n", version, method, ct, k, r);
+        assert_int_equal(k, r);
+    }
 }
 
 static int timeout_of(const char *v, uint64_t *us)
@@ -107,7 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frames_any_split),
         cmocka_unit_test(test_frames_huge_declared_length),
-        cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_classify),
         cmocka_unit_test(test_grpc_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
