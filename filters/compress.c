@@ -7,6 +7,8 @@
  */
 #include "filters/compress.h"
 
+#include "filters/decompress.h"
+
 #include <brotli/decode.h>
 #include <brotli/encode.h>
 #include <ctype.h>
@@ -22,6 +24,7 @@ static const char *const alg_names[ALG_N] = { "gzip", "br", "zstd" };
 
 #define COMPRESS_OUT_CHUNK 16384 /* output space reserved per encoder step */
 #define COMPRESS_WINDOW_LOG 18   /* brotli and zstd: a 256 KiB window */
+#define TG_DEFAULT_MAX_DECOMPRESSED (64ull * 1024 * 1024) /* decompress_requests: max_decompressed_bytes */
 
 typedef struct compress_conf {
     int order[ALG_N];            /* algorithms, most preferred first */
@@ -33,6 +36,7 @@ typedef struct compress_conf {
     size_t n_types;
     int decompress_requests;     /* inflate gzip/br/zstd request bodies before they go upstream */
     uint64_t max_request_ratio;  /* ... refusing one that grows past this many times its size */
+    uint64_t max_decompressed;   /* ... or past this many bytes */
     struct enc_cache *cache;     /* per worker index: idle encoders, reset (each touched by its worker only) */
 } compress_conf_t;
 
@@ -47,21 +51,10 @@ typedef struct enc_cache {
     unsigned n[ALG_N];
 } enc_cache_t;
 
-/* A request body being decompressed. */
-typedef struct decoder {
-    int alg;
-    z_stream z;
-    BrotliDecoderState *br;
-    ZSTD_DCtx *zs;
-    int done;                    /* the compressed stream ended */
-    uint64_t in, out;            /* bytes taken, bytes produced */
-    struct evbuffer *buf;
-} decoder_t;
-
-/* The filter's per-exchange slot. */
 typedef struct cstate {
     struct encoder *enc;         /* the response's, when compressed */
-    decoder_t *dec;              /* the request's, when decompressed */
+    tg_decoder_t *dec;           /* the request's, when decompressed (filters/decompress.h) */
+    struct evbuffer *dec_out;    /* ... and where each piece inflates to */
 } cstate_t;
 
 typedef struct encoder encoder_t;
@@ -96,8 +89,12 @@ static const tg_key_t compress_keys[] = {
       "(the header and Content-Length removed); a corrupt or truncated one gets `400`" },
     { "max_request_ratio", TG_KEY_INT, "integer 1–100000", "`100`",
       "with `decompress_requests`: a body that grows past this many times its compressed size (plus 64 KiB) is "
-      "refused with `413` as it streams, before the rest is inflated (zip bombs)",
+      "refused with `413` as it streams, before the rest is inflated (zip bombs). Enforced on each piece of the "
+      "body as it arrives as well as in total, so an incompressible start earns no allowance for a bomb after it",
       .min = 1, .max = 100000 },
+    { "max_decompressed_bytes", TG_KEY_SIZE, "size", "`64MiB`",
+      "with `decompress_requests`: the most a body may decompress to, whatever `limits.max_body_bytes` says (even "
+      "unlimited); past it `413`" },
 };
 static const tg_keyset_t compress_keyset = TG_KEYSET("filter.compress", "compress", compress_keys);
 
@@ -189,7 +186,7 @@ int tg_compress_type_allowed(const char *ct, char *const *patterns, size_t n)
 
 static void *compress_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_ALGS, K_GZIP, K_BR, K_ZSTD, K_MIN, K_TYPES, K_DECOMP, K_RATIO, K_N };
+    enum { K_ALGS, K_GZIP, K_BR, K_ZSTD, K_MIN, K_TYPES, K_DECOMP, K_RATIO, K_MAXDEC, K_N };
     tg_node_t v[K_N];
     compress_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -200,6 +197,13 @@ static void *compress_create(tg_node_t *node, const char *config_path)
     c->zstd_level = 3;
     c->min_size = 256;
     c->max_request_ratio = 100;
+    c->max_decompressed = TG_DEFAULT_MAX_DECOMPRESSED;
+    if (tg_node_present(&v[K_MAXDEC]) &&
+        (tg_node_size(&v[K_MAXDEC], "max_decompressed_bytes", &c->max_decompressed) < 0 || c->max_decompressed == 0)) {
+        if (c->max_decompressed == 0)
+            tg_node_error(&v[K_MAXDEC], "max_decompressed_bytes: must be more than 0");
+        rc = -1;
+    }
     if (tg_node_present(&v[K_DECOMP]) && tg_node_bool(&v[K_DECOMP], "decompress_requests", &c->decompress_requests) < 0)
         rc = -1;
     if (tg_node_present(&v[K_RATIO]) &&
@@ -420,107 +424,6 @@ static int encode(encoder_t *e, const unsigned char *in, size_t len, int flush, 
     }
 }
 
-/* ---- the request's decoder ---- */
-
-#define DECOMPRESS_SLACK (64 * 1024) /* what the first bytes may grow to whatever the ratio */
-
-static void decoder_free(decoder_t *d)
-{
-    if (d == NULL)
-        return;
-    if (d->alg == ALG_GZIP)
-        inflateEnd(&d->z);
-    BrotliDecoderDestroyInstance(d->br);
-    ZSTD_freeDCtx(d->zs);
-    if (d->buf)
-        evbuffer_free(d->buf);
-    free(d);
-}
-
-static decoder_t *decoder_new(int alg)
-{
-    decoder_t *d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->buf = evbuffer_new()) == NULL) {
-        free(d);
-        return NULL;
-    }
-    d->alg = alg;
-    int ok;
-    if (alg == ALG_GZIP) {
-        ok = inflateInit2(&d->z, 15 + 16) == Z_OK;
-        if (!ok)
-            d->alg = -1;
-    } else if (alg == ALG_BR) {
-        ok = (d->br = BrotliDecoderCreateInstance(NULL, NULL, NULL)) != NULL;
-    } else {
-        ok = (d->zs = ZSTD_createDCtx()) != NULL;
-    }
-    if (!ok) {
-        decoder_free(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* Inflates len bytes into d->buf, stopping (1) as soon as the output
- * passes limit. 0, 1, or -1 for a corrupt stream (or bytes after its end). */
-static int decode(decoder_t *d, const unsigned char *in, size_t len, uint64_t limit)
-{
-    d->in += len;
-    for (;;) {
-        if (d->done)
-            return len > 0 ? -1 : 0;
-        struct evbuffer_iovec iov;
-        if (evbuffer_reserve_space(d->buf, COMPRESS_OUT_CHUNK, &iov, 1) < 1)
-            return -1;
-        size_t avail = iov.iov_len, took;
-        int more; /* the decoder may have more output without more input */
-        if (d->alg == ALG_GZIP) {
-            d->z.next_in = (unsigned char *)in;
-            d->z.avail_in = (uInt)len;
-            d->z.next_out = iov.iov_base;
-            d->z.avail_out = (uInt)avail;
-            int zr = inflate(&d->z, Z_NO_FLUSH);
-            if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
-                return -1;
-            took = len - d->z.avail_in;
-            avail = d->z.avail_out;
-            d->done = zr == Z_STREAM_END;
-            more = avail == 0;
-        } else if (d->alg == ALG_BR) {
-            const uint8_t *ni = in;
-            uint8_t *no = iov.iov_base;
-            size_t ai = len;
-            BrotliDecoderResult br = BrotliDecoderDecompressStream(d->br, &ai, &ni, &avail, &no, NULL);
-            if (br == BROTLI_DECODER_RESULT_ERROR)
-                return -1;
-            took = len - ai;
-            d->done = br == BROTLI_DECODER_RESULT_SUCCESS;
-            more = br == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT;
-        } else {
-            ZSTD_inBuffer ib = { in, len, 0 };
-            ZSTD_outBuffer ob = { iov.iov_base, avail, 0 };
-            size_t r = ZSTD_decompressStream(d->zs, &ob, &ib);
-            if (ZSTD_isError(r))
-                return -1;
-            took = ib.pos;
-            avail = ob.size - ob.pos;
-            d->done = r == 0;
-            more = avail == 0;
-        }
-        in += took;
-        len -= took;
-        iov.iov_len -= avail;
-        d->out += iov.iov_len;
-        if (evbuffer_commit_space(d->buf, &iov, 1) < 0)
-            return -1;
-        if (d->out > limit)
-            return 1;
-        if (len == 0 && !more)
-            return 0;
-    }
-}
-
 static cstate_t *slot_of(tg_filter_exchange_t *fx, size_t index)
 {
     if (fx->state[index] == NULL) {
@@ -547,7 +450,8 @@ static tg_filter_status_t compress_on_request(void *conf, tg_filter_exchange_t *
     if (alg < 0)
         return TG_FILTER_CONTINUE; /* identity, a list of codings, or one we do not know: as it is */
     cstate_t *st = slot_of(fx, index);
-    if (st == NULL || (st->dec = decoder_new(alg)) == NULL) {
+    if (st == NULL || (st->dec = tg_decoder_new((tg_decode_alg_t)alg, c->max_request_ratio, c->max_decompressed)) == NULL ||
+        (st->dec_out = evbuffer_new()) == NULL) {
         fx->reply_status = 500;
         fx->reply_message = "out of memory";
         return TG_FILTER_REPLY;
@@ -562,36 +466,27 @@ static tg_filter_status_t compress_on_request(void *conf, tg_filter_exchange_t *
 static tg_filter_status_t compress_on_request_body(void *conf, tg_filter_exchange_t *fx, size_t index,
                                                    struct evbuffer *piece, int fin)
 {
-    compress_conf_t *c = conf;
+    (void)conf;
     cstate_t *st = fx->state[index];
-    decoder_t *d = st ? st->dec : NULL;
+    tg_decoder_t *d = st ? st->dec : NULL;
     if (d == NULL)
         return TG_FILTER_CONTINUE;
-    int rc = 0;
-    int n = evbuffer_peek(piece, -1, NULL, NULL, 0);
-    struct evbuffer_iovec stack[16], *v = n <= 16 ? stack : malloc((size_t)n * sizeof(*v));
-    if (v == NULL)
-        rc = -1;
-    else
-        evbuffer_peek(piece, -1, NULL, v, n);
-    for (int i = 0; rc == 0 && i < n; i++) {
-        uint64_t limit = (d->in + v[i].iov_len) * c->max_request_ratio + DECOMPRESS_SLACK;
-        rc = decode(d, v[i].iov_base, v[i].iov_len, limit);
-    }
-    if (v != stack)
-        free(v);
-    evbuffer_drain(piece, evbuffer_get_length(piece));
-    if (rc == 1) {
+    struct evbuffer *out = st->dec_out;
+    tg_decode_result_t rc = tg_decoder_feed(d, piece, out);
+    if (rc != TG_DECODE_OK)
+        evbuffer_drain(out, evbuffer_get_length(out));
+    if (rc == TG_DECODE_OVER) {
         fx->reply_status = 413;
-        fx->reply_message = "request body decompresses past max_request_ratio";
+        fx->reply_message = "request body decompresses past max_request_ratio or max_decompressed_bytes";
         return TG_FILTER_REPLY;
     }
-    if (rc < 0 || (fin && !d->done)) {
+    if (rc != TG_DECODE_OK || (fin && !tg_decoder_done(d))) {
         fx->reply_status = 400;
-        fx->reply_message = rc < 0 ? "request body is not valid compressed data" : "compressed request body is truncated";
+        fx->reply_message = rc != TG_DECODE_OK ? "request body is not valid compressed data"
+                                               : "compressed request body is truncated";
         return TG_FILTER_REPLY;
     }
-    evbuffer_add_buffer(piece, d->buf);
+    evbuffer_add_buffer(piece, out); /* moves the chains: no copy */
     return TG_FILTER_CONTINUE;
 }
 
@@ -696,9 +591,12 @@ static void compress_on_complete(void *conf, tg_filter_exchange_t *fx, size_t in
     if (st != NULL) {
         if (st->enc != NULL)
             encoder_put(conf, fx->worker, st->enc);
-        decoder_free(st->dec);
+        tg_decoder_free(st->dec);
+        if (st->dec_out != NULL)
+            evbuffer_free(st->dec_out);
         st->enc = NULL;
         st->dec = NULL;
+        st->dec_out = NULL;
     }
 }
 

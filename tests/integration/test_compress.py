@@ -50,6 +50,10 @@ routes:
     match: { headers: [{ name: x-route, value: gz }] }
     cluster: app
     filters: [{ compress: { algorithms: [gzip], gzip_level: 9, content_types: [text/*] } }]
+  - name: inflate-capped
+    match: { path_prefix: /upload, headers: [{ name: x-route, value: capped }] }
+    cluster: app
+    filters: [{ compress: { decompress_requests: true, max_request_ratio: 100000, max_decompressed_bytes: 1MiB } }]
   - name: inflate
     match: { path_prefix: /upload }
     cluster: app
@@ -211,10 +215,67 @@ routes:
 
     # decompress_requests (route "inflate"): the upstream gets the body decompressed
 
-    def upload(self, body, encoding, chunked=False):
+    def upload(self, body, encoding, chunked=False, headers=None):
         data = (body[i:i + 700] for i in range(0, len(body), 700)) if chunked else body
-        return requests.post(self.gateway.url("/upload"), data=data, timeout=20,
-                             headers={"content-encoding": encoding} if encoding else {})
+        return requests.post(self.gateway.url("/upload"), data=data, timeout=60,
+                             headers=dict({"content-encoding": encoding} if encoding else {}, **(headers or {})))
+
+    def uploads(self):
+        return requests.get(f"http://127.0.0.1:{self.app.port}/stats", timeout=10).json()["uploads"]
+
+    @staticmethod
+    def pack(enc, *parts):
+        """One compressed stream of the parts, fast settings."""
+        if enc == "gzip":
+            co = zlib.compressobj(1, zlib.DEFLATED, 31)
+            return b"".join(co.compress(p) for p in parts) + co.flush()
+        if enc == "br":
+            co = brotli.Compressor(quality=1)
+            return b"".join(co.process(p) for p in parts) + co.finish()
+        co = zstandard.ZstdCompressor(level=1).compressobj()
+        return b"".join(co.compress(p) for p in parts) + co.flush()
+
+    def test_incompressible_start_earns_no_allowance(self):
+        """Regression (#26): the ratio was checked on the totals, so 1 MiB
+        of incompressible bytes (ratio 50) earned 50 MiB of allowance that
+        the next small piece could spend at once: a 30 MiB bomb after it
+        reached the upstream whole. The ratio now holds for each piece as
+        it arrives (a piece is at most 128 KiB): the bomb is refused, for
+        gzip, br and zstd alike, and the upstream never gets a body."""
+        prefix = os.urandom(1024 * 1024)
+        for enc in ("gzip", "br", "zstd"):
+            with self.subTest(enc):
+                body = self.pack(enc, prefix, b"\0" * (30 * 1024 * 1024))
+                before = self.uploads()
+                r = self.upload(body, enc)
+                self.assertEqual(r.status_code, 413, r.text[:200])
+                self.assertEqual(self.uploads(), before)
+                # the same prefix followed by ordinary data passes
+                ok = self.pack(enc, prefix, b"x" * 4096)
+                r = self.upload(ok, enc)
+                self.assertEqual(r.status_code, 200, r.text[:200])
+                self.assertEqual(r.json()["size"], len(prefix) + 4096)
+
+    def test_max_decompressed_bytes(self):
+        """An absolute cap whatever the ratio (and the body limit) allow."""
+        for enc in ("gzip", "br", "zstd"):
+            with self.subTest(enc):
+                before = self.uploads()
+                r = self.upload(self.pack(enc, b"a" * (2 * 1024 * 1024)), enc, headers={"x-route": "capped"})
+                self.assertEqual(r.status_code, 413, r.text[:200])
+                self.assertIn("max_decompressed_bytes", r.text)
+                self.assertEqual(self.uploads(), before)
+                r = self.upload(self.pack(enc, b"a" * (1024 * 1024 - 1)), enc, headers={"x-route": "capped"})
+                self.assertEqual(r.status_code, 200, r.text[:200])
+
+    def test_zstd_window_is_bounded(self):
+        """A zstd frame that needs a window over 8 MiB (decoder memory the
+        client would choose) is refused as invalid."""
+        params = zstandard.ZstdCompressionParameters.from_level(1, window_log=27)
+        co = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        body = co.compress(b"w" * 1000) + co.flush()
+        r = self.upload(body, "zstd")
+        self.assertEqual(r.status_code, 400, r.text[:200])
 
     def test_each_encoding_is_inflated(self):
         import hashlib
