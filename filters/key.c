@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/sha.h>
+
 static int parse_part(tg_node_t *n, const char *what, const char *s, tg_key_part_t *kp)
 {
     if (strcmp(s, "client_address") == 0)
@@ -80,31 +82,78 @@ int tg_filter_key_equal(const tg_filter_key_t *a, const tg_filter_key_t *b)
     return 1;
 }
 
-size_t tg_filter_key_build(const tg_filter_key_t *k, const tg_filter_exchange_t *fx, char *buf, size_t cap)
+static const char *part_value(const tg_key_part_t *p, const tg_filter_exchange_t *fx)
 {
+    const tg_header_t *h;
+    switch (p->kind) {
+    case TG_KEY_CLIENT:
+        return fx->client_addr;
+    case TG_KEY_IDENTITY:
+        return fx->identity ? fx->identity : fx->peer_identity ? fx->peer_identity : fx->client_addr;
+    case TG_KEY_ROUTE:
+        return fx->route;
+    case TG_KEY_HEADER:
+        h = tg_headers_get(&fx->req->headers, p->header);
+        return h ? h->value : "";
+    }
+    return "";
+}
+
+static int escaped(unsigned char c)
+{
+    return c == '%' || c == '{' || c == '}' || c < 0x20 || c == 0x7f;
+}
+
+/* Writes the escaped key into out while it fits in cap bytes; returns its
+ * whole length either way. */
+static size_t write_key(const tg_filter_key_t *k, const tg_filter_exchange_t *fx, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
     for (size_t i = 0; i < k->n; i++) {
-        const char *v = "";
-        const tg_header_t *h;
-        switch (k->parts[i].kind) {
-        case TG_KEY_CLIENT:
-            v = fx->client_addr;
-            break;
-        case TG_KEY_IDENTITY:
-            v = fx->identity ? fx->identity : fx->peer_identity ? fx->peer_identity : fx->client_addr;
-            break;
-        case TG_KEY_ROUTE:
-            v = fx->route;
-            break;
-        case TG_KEY_HEADER:
-            h = tg_headers_get(&fx->req->headers, k->parts[i].header);
-            v = h ? h->value : "";
-            break;
+        if (i) {
+            if (n < cap)
+                out[n] = '\x1f';
+            n++;
         }
-        int w = snprintf(buf + n, cap - n, "%s%s", i ? "\x1f" : "", v);
-        if (w < 0 || (size_t)w >= cap - n)
-            return cap - 1;
-        n += (size_t)w;
+        for (const unsigned char *v = (const unsigned char *)part_value(&k->parts[i], fx); v && *v; v++) {
+            if (!escaped(*v)) {
+                if (n < cap)
+                    out[n] = (char)*v;
+                n++;
+                continue;
+            }
+            if (n + 3 <= cap) {
+                out[n] = '%';
+                out[n + 1] = hex[*v >> 4];
+                out[n + 2] = hex[*v & 15];
+            }
+            n += 3;
+        }
     }
     return n;
+}
+
+size_t tg_filter_key_build(const tg_filter_key_t *k, const tg_filter_exchange_t *fx, char *buf, size_t cap)
+{
+    size_t n = write_key(k, fx, buf, TG_KEY_MAX_LEN < cap ? TG_KEY_MAX_LEN : cap - 1);
+    if (n <= TG_KEY_MAX_LEN && n < cap) {
+        buf[n] = '\0';
+        return n;
+    }
+    /* too long: the hash of all of it, never a prefix */
+    memcpy(buf, "%H", 3);
+    char *all = fx->arena ? tg_arena_alloc(fx->arena, n) : NULL;
+    if (all == NULL)
+        return 2;
+    write_key(k, fx, all, n);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)all, n, md);
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof(md); i++) {
+        buf[2 + 2 * i] = hex[md[i] >> 4];
+        buf[3 + 2 * i] = hex[md[i] & 15];
+    }
+    buf[2 + 2 * sizeof(md)] = '\0';
+    return 2 + 2 * sizeof(md);
 }

@@ -516,7 +516,9 @@ static const tg_keyset_t override_item = TG_KEYSET("filter.rate_limit.override",
 
 static const tg_key_t rl_keys[] = {
     { "key", TG_KEY_STRING,
-      "one of `client_address`, `identity`, `route`, `header:NAME`, or a list of up to 4 of them (combined)",
+      "one of `client_address`, `identity`, `route`, `header:NAME`, or a list of up to 4 of them (combined). "
+      "`%`, `{`, `}` and control bytes of a value are percent-escaped and a key over 256 bytes is counted under "
+      "its SHA-256, never cut ([security.md](security.md))",
       "`client_address`",
       "what is counted; `identity` is the auth filter's identity, else the verified mTLS client certificate's "
       "subject, else the client address",

@@ -108,6 +108,11 @@ clusters:
 
 
 ROUTES = """
+  - name: long
+    match: { headers: [{ name: x-long, value: "1" }] }
+    cluster: app
+    filters:
+      - rate_limit: { key: "header:x-user", limit: 1, window: 1m, store: redis }
   - name: usage
     match: { path_prefix: /usage }
     cluster: app
@@ -191,6 +196,25 @@ class SharedRedisTest(unittest.TestCase):
         self.assertEqual(g[0].headers["ratelimit-policy"], '"gold";q=5;w=60')
         keys = harness.redis_cli(self.redis.port, "KEYS", "tollgate:rl:{gold:*").split()
         self.assertEqual(keys, ["tollgate:rl:{gold:5/60000:gold-user}"])
+
+    def test_3b_client_keys_cannot_choose_the_slot_nor_share_a_counter(self):
+        """Regression (#26): a '}' in a client's key part ended the Redis
+        Cluster hash tag early ("rl:{NS:evil}1}": every "evil}..." key on
+        one slot, the client's choice), and keys past 511 bytes were cut,
+        so two clients whose long keys share a prefix shared one counter.
+        Now braces are escaped (the tag is the whole key) and long keys
+        are hashed whole."""
+        r = requests.get(self.urls[0] + "/whoami", headers={"x-long": "1", "x-user": "evil}1{x"}, timeout=5)
+        self.assertEqual(r.status_code, 200)
+        keys = harness.redis_cli(self.redis.port, "KEYS", "tollgate:rl:{default:1/60000:evil*").split()
+        self.assertEqual(keys, ["tollgate:rl:{default:1/60000:evil%7D1%7Bx}"])
+        alice, bob = "P" * 600 + "-alice", "P" * 600 + "-bob"
+        codes = [requests.get(self.urls[i % 3] + "/whoami", headers={"x-long": "1", "x-user": u}, timeout=5).status_code
+                 for i, u in enumerate((alice, bob, alice, bob))]
+        self.assertEqual(codes, [200, 200, 429, 429])
+        hashed = harness.redis_cli(self.redis.port, "KEYS", "tollgate:rl:{default:1/60000:%H*").split()
+        self.assertEqual(len(hashed), 2, hashed)
+        self.assertTrue(all(len(k) == len("tollgate:rl:{default:1/60000:}") + 66 for k in hashed), hashed)
 
     def test_4_cost_and_reconcile_in_redis(self):
         u = {"x-user": "tokens-1"}

@@ -12,6 +12,7 @@
 #include "filters/filter.h"
 #include "filters/auth.h"
 #include "filters/jwt.h"
+#include "filters/key.h"
 
 /* ---- chain ---- */
 
@@ -219,6 +220,62 @@ static void test_jwt_hs256(void **state)
     tg_config_unref(cfg);
 }
 
+/* One rule for keys: '{', '}', '%' and control bytes escaped (no part ends
+ * a Cluster hash tag), long keys hashed whole (never cut to a shared
+ * prefix), and the result injective over what the parts can hold. */
+static void test_key_build(void **state)
+{
+    (void)state;
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_request_t req = { 0 };
+    tg_filter_exchange_t fx = { .req = &req, .arena = &a, .client_addr = "10.0.0.1", .route = "r" };
+    tg_filter_key_t k = { .n = 2, .parts = { { TG_KEY_HEADER, "x-user" }, { TG_KEY_CLIENT, NULL } } };
+    char buf[TG_KEY_BUF], other[TG_KEY_BUF];
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-user", 6, "a}b{c%d", 7), 0);
+    size_t n = tg_filter_key_build(&k, &fx, buf, sizeof(buf));
+    assert_int_equal(n, strlen("a%7Db%7Bc%25d\x1f" "10.0.0.1"));
+    assert_string_equal(buf, "a%7Db%7Bc%25d\x1f" "10.0.0.1");
+    /* long keys sharing a 600-byte prefix: different, bounded, hashed */
+    char v[700];
+    memset(v, 'P', 600);
+    strcpy(v + 600, "-alice");
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-user", 6, v, strlen(v)), 0);
+    n = tg_filter_key_build(&k, &fx, buf, sizeof(buf));
+    assert_int_equal(n, 66);
+    assert_memory_equal(buf, "%H", 2);
+    strcpy(v + 600, "-bob");
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-user", 6, v, strlen(v)), 0);
+    assert_int_equal(tg_filter_key_build(&k, &fx, other, sizeof(other)), 66);
+    assert_string_not_equal(buf, other);
+    assert_int_equal(tg_filter_key_build(&k, &fx, buf, sizeof(buf)), 66);
+    assert_string_equal(buf, other); /* the same key, the same hash */
+    /* exactly at the bound: as it is; one escape more: hashed */
+    memset(v, 'q', TG_KEY_MAX_LEN - 9);
+    v[TG_KEY_MAX_LEN - 9] = '\0';
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-user", 6, v, strlen(v)), 0);
+    assert_int_equal(tg_filter_key_build(&k, &fx, buf, sizeof(buf)), TG_KEY_MAX_LEN);
+    v[0] = '}';
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-user", 6, v, strlen(v)), 0);
+    assert_int_equal(tg_filter_key_build(&k, &fx, buf, sizeof(buf)), 66);
+    /* a value holding the separator cannot forge a part boundary */
+    tg_filter_key_t k2 = { .n = 2, .parts = { { TG_KEY_HEADER, "x-a" }, { TG_KEY_HEADER, "x-b" } } };
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-a", 3, "p\x1fq", 3), 0);
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-b", 3, "r", 1), 0);
+    tg_filter_key_build(&k2, &fx, buf, sizeof(buf));
+    req.headers.n = 0;
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-a", 3, "p", 1), 0);
+    assert_int_equal(tg_headers_add(&req.headers, &a, "x-b", 3, "q\x1fr", 3), 0);
+    tg_filter_key_build(&k2, &fx, other, sizeof(other));
+    assert_string_not_equal(buf, other);
+    tg_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_body_hooks),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_jwt_hs256),
+        cmocka_unit_test(test_key_build),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
