@@ -284,6 +284,7 @@ typedef struct tg_admin_conf {
 
 #define TG_DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
 #define TG_DEFAULT_ADMIN_MAX_CONNECTIONS 64
+#define TG_DEFAULT_REDIS_MAX_REPLY (4u * 1024 * 1024)
 
 /* The top-level `redis:` section: the shared store that rate_limit with
  * `store: redis` counts in (docs/configuration.md, docs/deployment.md). */
@@ -300,6 +301,7 @@ typedef struct tg_redis_conf {
     uint64_t connect_timeout_ms;
     uint32_t pool;            /* connections per worker and node */
     char *key_prefix;         /* every key tollgate writes starts with this */
+    uint64_t max_reply_bytes; /* a reply past this closes its connection (TG_DEFAULT_REDIS_MAX_REPLY) */
 } tg_redis_conf_t;
 
 #define TG_DEFAULT_REDIS_TIMEOUT_MS 25

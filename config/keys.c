@@ -94,6 +94,8 @@ static const tg_key_t redis_keys[] = {
       "connections per worker and Redis node; one pipelined connection per worker is usually enough", .min = 1, .max = 64 },
     { "key_prefix", TG_KEY_STRING, "string, ≤128 bytes, no `{` `}`", "`tollgate:`",
       "every key tollgate writes starts with it (a shared Redis can hold several deployments)" },
+    { "max_reply_bytes", TG_KEY_SIZE, "size, 1KiB–256MiB", "`4MiB`",
+      "the largest reply taken from Redis; past it the connection is closed and counted (`kind=\"reply_size\"`), whatever the server (or something posing as it) sends. Rate-limit replies are a few bytes; `CLUSTER SLOTS` of a 1000-shard cluster is about 200 KiB" },
 };
 
 static const tg_key_t listener_keys[] = {

@@ -1726,7 +1726,8 @@ static char *load_secret_pair(loader_t *ld, yaml_node_t *inl, yaml_node_t *file,
 
 static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 {
-    enum { K_ADDR, K_CLUSTER, K_USER, K_USERF, K_PASS, K_PASSF, K_TLS, K_TIMEOUT, K_CONNTO, K_POOL, K_PREFIX, K_N };
+    enum { K_ADDR, K_CLUSTER, K_USER, K_USERF, K_PASS, K_PASSF, K_TLS, K_TIMEOUT, K_CONNTO, K_POOL, K_PREFIX, K_MAXREPLY,
+           K_N };
     yaml_node_t *v[K_N];
     if (take_keys(ld, n, "redis", &tg_keys_redis, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
@@ -1770,6 +1771,10 @@ static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
         err_at(ld, v[K_CONNTO], "redis connect_timeout: between 1ms and 1m");
     if (v[K_POOL])
         get_u32(ld, v[K_POOL], "redis pool", 1, 64, &r->pool);
+    r->max_reply_bytes = TG_DEFAULT_REDIS_MAX_REPLY;
+    if (v[K_MAXREPLY] && get_size(ld, v[K_MAXREPLY], "redis max_reply_bytes", &r->max_reply_bytes) == 0 &&
+        (r->max_reply_bytes < 1024 || r->max_reply_bytes > 256u * 1024 * 1024))
+        err_at(ld, v[K_MAXREPLY], "redis max_reply_bytes: between 1KiB and 256MiB");
     r->key_prefix = v[K_PREFIX] ? get_str(ld, v[K_PREFIX], "redis key_prefix") : strdup(TG_DEFAULT_REDIS_KEY_PREFIX);
     if (r->key_prefix != NULL && (strlen(r->key_prefix) > 128 || strchr(r->key_prefix, '{') ||
                                   strchr(r->key_prefix, '}')))

@@ -372,11 +372,13 @@ static void render_redis(struct evbuffer *out, tg_worker_t *const *w, unsigned n
     static const char *const kinds[TG_REDIS_ERR_N] = {
         [TG_REDIS_ERR_CONNECT] = "connect",   [TG_REDIS_ERR_TIMEOUT] = "timeout", [TG_REDIS_ERR_CLOSED] = "closed",
         [TG_REDIS_ERR_SERVER] = "server",     [TG_REDIS_ERR_PROTOCOL] = "protocol", [TG_REDIS_ERR_AUTH] = "auth",
-        [TG_REDIS_ERR_UNAVAILABLE] = "unavailable",
+        [TG_REDIS_ERR_UNAVAILABLE] = "unavailable", [TG_REDIS_ERR_REPLY_SIZE] = "reply_size",
+        [TG_REDIS_ERR_REDIRECT] = "redirect",
     };
     family(out, "tollgate_redis_errors_total", "counter",
            "Redis problems by kind: connect, timeout (a call unanswered within timeout), closed (a connection lost "
-           "with calls on it), server (an error reply), protocol, auth, unavailable (a call not sent: no connection).");
+           "with calls on it), server (an error reply), protocol, auth, unavailable (a call not sent: no connection), "
+           "reply_size (a reply past max_reply_bytes), redirect (a redirect or slot map to a node not vouched for).");
     for (size_t k = 0; k < TG_REDIS_ERR_N; k++)
         evbuffer_add_printf(out, "tollgate_redis_errors_total{kind=\"%s\"} %llu\n", kinds[k],
                             (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, errors) +

@@ -81,6 +81,7 @@ typedef struct rd_conn {
     int retry_pending;
     unsigned backoff_ms;
     tg_arena_t arena;            /* one decoded reply at a time */
+    tg_resp_scan_t scan;         /* how far the reply being received has been scanned */
 } rd_conn_t;
 
 typedef struct rd_node {
@@ -300,6 +301,7 @@ static void conn_fail(rd_conn_t *cn, tg_redis_err_t kind, const char *why)
             tg_counter_sub(&cl->stats->connections, 1);
     }
     int had_calls = !TAILQ_EMPTY(&cn->sent);
+    memset(&cn->scan, 0, sizeof(cn->scan));
     cn->state = RC_DOWN;
     evtimer_del(cn->deadline_ev);
     cn->armed_us = 0;
@@ -415,9 +417,13 @@ static rd_node_t *node_find(rd_client_t *cl, const char *addr)
     return NULL;
 }
 
-/* A node by "host:port" (a name from the config, or an address from the
- * Cluster); made if new. NULL: a bad address, or too many nodes. */
-static rd_node_t *node_get(rd_client_t *cl, const char *host, unsigned port)
+/* A node by "host:port"; made if new. A seed from the config may be a
+ * name (resolved once, as the client is made); what the Cluster says — a
+ * slot map entry — must be an address: a name would need a lookup on the
+ * worker's loop, and a hijacked server could name any host to be sent
+ * the credentials. NULL: a bad address, a name from the Cluster, or too
+ * many nodes. */
+static rd_node_t *node_get(rd_client_t *cl, const char *host, unsigned port, int from_cluster)
 {
     char addr[64];
     if (strchr(host, ':') != NULL)
@@ -427,11 +433,15 @@ static rd_node_t *node_get(rd_client_t *cl, const char *host, unsigned port)
     rd_node_t *nd = node_find(cl, addr);
     if (nd != NULL || cl->n_nodes == RD_MAX_NODES || strlen(host) >= sizeof(nd->host))
         return nd;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = from_cluster ? AI_NUMERICHOST | AI_NUMERICSERV : 0 }, *ai = NULL;
     char ps[8];
     snprintf(ps, sizeof(ps), "%u", port);
     if (getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL) {
-        rd_log(cl, "%s: cannot resolve the address", addr);
+        if (from_cluster)
+            count_error(cl, TG_REDIS_ERR_REDIRECT);
+        rd_log(cl, "%s: %s", addr, from_cluster ? "the Cluster names a host, not an address: not followed"
+                                                : "cannot resolve the address");
         return NULL;
     }
     nd = calloc(1, sizeof(*nd));
@@ -542,7 +552,7 @@ static void apply_slots(rd_client_t *cl, rd_node_t *asked, const tg_resp_value_t
             continue;
         if (ip[0] == '\0' || strcmp(ip, "?") == 0)
             ip = asked->host; /* the node we asked */
-        rd_node_t *nd = node_get(cl, ip, (unsigned)port);
+        rd_node_t *nd = node_get(cl, ip, (unsigned)port, 1);
         if (nd == NULL)
             continue;
         size_t idx = 0;
@@ -553,7 +563,11 @@ static void apply_slots(rd_client_t *cl, rd_node_t *asked, const tg_resp_value_t
     }
 }
 
-/* "MOVED 3999 127.0.0.1:6381" / "ASK ...": the slot and the node. */
+/* "MOVED 3999 127.0.0.1:6381" / "ASK ...": the slot and the node — one
+ * the seeds or a slot map already named, never a new one: the server that
+ * redirects may be hijacked, and the credentials go to every node on
+ * connect. A redirect elsewhere asks for a fresh slot map (which names
+ * new primaries) and fails the call (counted). */
 static rd_node_t *redirect_target(rd_client_t *cl, const char *msg, unsigned *slot)
 {
     const char *sp = strchr(msg, ' ');
@@ -577,7 +591,18 @@ static rd_node_t *redirect_target(rd_client_t *cl, const char *msg, unsigned *sl
     if (*end != '\0' || port == 0 || port > 65535)
         return NULL;
     *slot = (unsigned)s;
-    return node_get(cl, host, (unsigned)port);
+    char key[64];
+    if (strchr(host, ':') != NULL)
+        snprintf(key, sizeof(key), "[%s]:%lu", host, port);
+    else
+        snprintf(key, sizeof(key), "%s:%lu", host, port);
+    rd_node_t *nd = node_find(cl, key);
+    if (nd == NULL) {
+        count_error(cl, TG_REDIS_ERR_REDIRECT);
+        rd_log(cl, "a redirect to %s, which no slot map names: not followed (the slot map is asked again)", key);
+        request_refresh(cl);
+    }
+    return nd;
 }
 
 /* Sends a call again (after NOSCRIPT, MOVED or ASK) to nd; fails it if
@@ -684,23 +709,48 @@ static void on_reply(rd_conn_t *cn, const tg_resp_value_t *v)
     call_free(cl, c);
 }
 
+/* Replies are scanned as they arrive (linear in their size, bounded by
+ * max_reply_bytes) and decoded once each is whole. */
 static void conn_read(rd_conn_t *cn)
 {
     struct evbuffer *in = tg_sock_in(cn->sock);
     tg_sock_t *s = cn->sock;
-    while (cn->sock == s && evbuffer_get_length(in) > 0) {
-        size_t len = evbuffer_get_length(in), used = 0;
-        const char *buf = (const char *)evbuffer_pullup(in, -1);
-        tg_resp_value_t v;
-        tg_arena_reset(&cn->arena);
-        tg_resp_result_t r = tg_resp_parse(buf, len, &cn->arena, &v, &used);
-        if (r == TG_RESP_AGAIN)
+    size_t max = cn->cl->conf->max_reply_bytes ? cn->cl->conf->max_reply_bytes : TG_DEFAULT_REDIS_MAX_REPLY;
+    while (cn->sock == s && evbuffer_get_length(in) > cn->scan.pos) {
+        struct evbuffer_ptr at;
+        struct evbuffer_iovec v[16];
+        tg_resp_seg_t segs[16];
+        if (evbuffer_ptr_set(in, &at, cn->scan.pos, EVBUFFER_PTR_SET) < 0)
             break;
-        if (r == TG_RESP_BAD) {
+        int n = evbuffer_peek(in, -1, &at, v, 16);
+        if (n > 16)
+            n = 16; /* the rest on the next round */
+        for (int i = 0; i < n; i++)
+            segs[i] = (tg_resp_seg_t){ v[i].iov_base, v[i].iov_len };
+        size_t before = cn->scan.pos;
+        long end = tg_resp_scan(&cn->scan, segs, (size_t)n, max);
+        if (end < 0) {
+            int big = end == -2;
+            memset(&cn->scan, 0, sizeof(cn->scan));
+            conn_fail(cn, big ? TG_REDIS_ERR_REPLY_SIZE : TG_REDIS_ERR_PROTOCOL,
+                      big ? "a reply past max_reply_bytes: connection closed" : "the server's reply is not RESP");
+            return;
+        }
+        if (end == 0) {
+            if (cn->scan.pos == before || evbuffer_get_length(in) <= cn->scan.pos)
+                break; /* all that has come is scanned: wait for more */
+            continue;
+        }
+        const char *buf = (const char *)evbuffer_pullup(in, end);
+        tg_resp_value_t val;
+        size_t used = 0;
+        tg_arena_reset(&cn->arena);
+        if (buf == NULL || tg_resp_parse(buf, (size_t)end, &cn->arena, &val, &used) != TG_RESP_OK ||
+            used != (size_t)end) {
             conn_fail(cn, TG_REDIS_ERR_PROTOCOL, "the server's reply is not RESP");
             return;
         }
-        on_reply(cn, &v);
+        on_reply(cn, &val);
         if (cn->sock == s)
             evbuffer_drain(in, used);
     }
@@ -876,7 +926,7 @@ static rd_client_t *client_new(tg_worker_t *w, tg_config_t *cfg)
             goto fail;
     }
     for (size_t i = 0; i < cl->conf->n_nodes; i++)
-        node_get(cl, cl->conf->nodes[i].host, cl->conf->nodes[i].port);
+        node_get(cl, cl->conf->nodes[i].host, cl->conf->nodes[i].port, 0);
     if (cl->n_nodes == 0)
         tg_log(TG_LOG_ERROR, "redis: no usable address: every call fails (on_store_error decides)");
     /* connect now, so that the first requests find a connection */

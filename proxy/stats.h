@@ -94,6 +94,8 @@ typedef enum {
     TG_REDIS_ERR_PROTOCOL,    /* a reply that is not RESP, or not expected */
     TG_REDIS_ERR_AUTH,        /* AUTH refused */
     TG_REDIS_ERR_UNAVAILABLE, /* a call not sent: no connection, or too many waiting */
+    TG_REDIS_ERR_REPLY_SIZE,  /* a reply past redis.max_reply_bytes: its connection closed */
+    TG_REDIS_ERR_REDIRECT,    /* a MOVED/ASK to a node no slot map named, or a slot map naming a host name */
     TG_REDIS_ERR_N
 } tg_redis_err_t;
 typedef struct tg_redis_stats {

@@ -160,3 +160,99 @@ size_t tg_resp_command(char *out, size_t cap, int argc, const char *const *argv,
     }
     return (size_t)(p - out);
 }
+
+/* ---- the scanner ---- */
+
+/* Copies the line at offset off of the segments (its CRLF excluded) into
+ * buf; returns its length, -2 if its CRLF has not arrived, -1 if it is
+ * too long or ends in a bare CR. *adv = its length with the CRLF. */
+static long seg_line(const tg_resp_seg_t *segs, size_t nsegs, size_t off, char *buf, size_t *adv)
+{
+    size_t n = 0, i = 0;
+    while (i < nsegs && off >= segs[i].n)
+        off -= segs[i++].n;
+    int cr = 0;
+    for (; i < nsegs; i++, off = 0) {
+        for (size_t k = off; k < segs[i].n; k++) {
+            char c = segs[i].p[k];
+            if (cr) {
+                if (c != '\n')
+                    return -1;
+                *adv = n + 2;
+                return (long)n;
+            }
+            if (c == '\r') {
+                cr = 1;
+                continue;
+            }
+            if (n >= TG_RESP_MAX_LINE)
+                return -1;
+            buf[n++] = c;
+        }
+    }
+    return -2;
+}
+
+static size_t seg_total(const tg_resp_seg_t *segs, size_t nsegs)
+{
+    size_t t = 0;
+    for (size_t i = 0; i < nsegs; i++)
+        t += segs[i].n;
+    return t;
+}
+
+long tg_resp_scan(tg_resp_scan_t *s, const tg_resp_seg_t *segs, size_t nsegs, size_t max)
+{
+    size_t avail = seg_total(segs, nsegs), off = 0; /* off: into segs, which start at s->pos */
+    for (;;) {
+        if (s->skip > 0) {
+            size_t k = avail - off < s->skip ? avail - off : (size_t)s->skip;
+            off += k;
+            s->skip -= k;
+            if (s->skip > 0) {
+                s->pos += off;
+                return 0;
+            }
+        } else {
+            char line[TG_RESP_MAX_LINE];
+            size_t adv = 0;
+            long ln = seg_line(segs, nsegs, off, line, &adv);
+            if (ln == -2) {
+                s->pos += off;
+                return 0;
+            }
+            if (ln < 1)
+                return -1;
+            int64_t v = 0;
+            int counted = line[0] == '$' || line[0] == '*';
+            if (counted && number(line + 1, (size_t)ln - 1, &v) < 0)
+                return -1;
+            off += adv;
+            if (line[0] == '$' && v >= 0) {
+                if (v > TG_RESP_MAX_BULK)
+                    return -1;
+                s->skip = (uint64_t)v + 2;
+            } else if (line[0] == '*' && v > 0) {
+                if (v > TG_RESP_MAX_ITEMS || s->depth >= TG_RESP_MAX_DEPTH)
+                    return -1;
+                s->need[s->depth++] = (uint32_t)v;
+            } else if (!counted && line[0] != '+' && line[0] != '-' && line[0] != ':') {
+                return -1;
+            } else if (counted && v < -1) {
+                return -1;
+            }
+            if (s->pos + off + s->skip > max)
+                return -2;
+            if (s->skip > 0 || (line[0] == '*' && v > 0))
+                continue; /* the element goes on */
+        }
+        /* an element is complete: it counts toward its array */
+        while (s->depth > 0 && --s->need[s->depth - 1] == 0)
+            s->depth--;
+        if (s->depth == 0) {
+            size_t total = s->pos + off;
+            memset(s, 0, sizeof(*s));
+            return (long)total;
+        }
+    }
+}

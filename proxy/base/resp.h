@@ -48,6 +48,30 @@ typedef enum { TG_RESP_AGAIN = 0, TG_RESP_OK = 1, TG_RESP_BAD = -1 } tg_resp_res
  * stream is not RESP (or breaks a limit) and cannot be resynchronized. */
 tg_resp_result_t tg_resp_parse(const char *buf, size_t len, tg_arena_t *a, tg_resp_value_t *out, size_t *used);
 
+/* Where a reply ends, found as its bytes arrive — each byte looked at
+ * once (a length line split across arrivals is read again, at most
+ * TG_RESP_MAX_LINE bytes), bulk payloads skipped by their length — so
+ * that a large reply arriving in small pieces costs linear time, and one
+ * that grows past a bound is refused before it is buffered. Once the end
+ * is known, tg_resp_parse decodes the reply once. */
+typedef struct tg_resp_scan {
+    size_t pos;                             /* bytes of the reply scanned (relative to its start) */
+    uint64_t skip;                          /* bulk payload (and CRLF) still to pass */
+    uint32_t need[TG_RESP_MAX_DEPTH + 1];   /* items still to come in each open array */
+    unsigned depth;
+} tg_resp_scan_t;
+
+typedef struct tg_resp_seg {
+    const char *p;
+    size_t n;
+} tg_resp_seg_t;
+
+/* Scans on: segs are the bytes from the reply's start + s->pos onward (in
+ * order, as an evbuffer peeks them). Returns the reply's total length
+ * once it is complete (then reset *s for the next), 0 if more bytes are
+ * needed, -1 if they are not RESP, -2 if the reply would pass max bytes. */
+long tg_resp_scan(tg_resp_scan_t *s, const tg_resp_seg_t *segs, size_t nsegs, size_t max);
+
 /* Encodes a command (an array of bulk strings) into out, which holds
  * cap bytes; returns the length, or 0 if it does not fit. */
 size_t tg_resp_command(char *out, size_t cap, int argc, const char *const *argv, const size_t *lens);
