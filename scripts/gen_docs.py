@@ -7,6 +7,8 @@ key tables in the code (config/keys.c and each filter's), as written by
     `<!-- keys: ID -->` and `<!-- /keys -->` markers (the prose around them
     is written by hand);
   - the tollgate.yaml(5) man page, docs/man/tollgate.yaml.5, whole;
+  - (checked only) that every table of bench/RESULTS.md sits in a section
+    naming the committed bench/ script that produced it;
   - README.md's list of fuzz targets (between `<!-- fuzz-targets -->` and
     `<!-- /fuzz-targets -->`), from TOLLGATE_FUZZ_TARGETS in
     tests/fuzz/CMakeLists.txt, the list CI runs.
@@ -190,6 +192,27 @@ def render_readme(text):
     return new
 
 
+RESULTS = "bench/RESULTS.md"
+
+
+def unsourced_results():
+    """Tables in bench/RESULTS.md whose section (or the section it sits in)
+    names no committed bench/ script that exists: every figure must say
+    what produced it. Returns the offending headings."""
+    with open(os.path.join(ROOT, RESULTS)) as f:
+        text = f.read()
+    bad, parent_ok = [], False
+    for part in re.split(r"(?m)^(?=#{2,3} )", text):
+        head = part.split("\n", 1)[0]
+        named = [m for m in re.findall(r"bench/[A-Za-z0-9_./-]*[A-Za-z0-9_]", part)
+                 if os.path.exists(os.path.join(ROOT, m))]
+        if head.startswith("## "):
+            parent_ok = bool(named)
+        if "|---" in part and not named and not (head.startswith("### ") and parent_ok):
+            bad.append(head)
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--schema", required=True)
@@ -218,6 +241,10 @@ def main():
                     f.write(text)
     if a.check and stale:
         print("out of date (run scripts/gen_docs.py --schema FILE --write): " + ", ".join(stale))
+        return 1
+    bad = unsourced_results()
+    if bad:
+        print(f"{RESULTS}: tables whose section names no bench/ script that exists: " + "; ".join(bad))
         return 1
     return 0
 

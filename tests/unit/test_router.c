@@ -23,12 +23,16 @@ static const char *YAML =
     "  - { name: posts, match: { path_prefix: /posts, methods: [POST, PUT] }, cluster: c }\n"
     "  - { name: hdr, match: { path_prefix: /h, headers: [{ name: x-env, value: prod }, { name: x-flag }] }, cluster: c }\n"
     "  - { name: regex, match: { path_regex: '^/v[0-9]+/items$' }, cluster: c }\n"
+    "  - { name: icase, match: { path_separated_prefix: /Secret, ignore_case: true }, cluster: c }\n"
+    "  - { name: icase-re, match: { path_regex: '^/docs/[a-z]+$', ignore_case: true }, cluster: c }\n"
+    "  - { name: sep, match: { path_separated_prefix: /api }, cluster: c }\n"
     "  - { name: grpc-method, match: { grpc_service: users.v1.Users, grpc_method: Get }, cluster: c }\n"
     "  - { name: grpc-service, match: { grpc_service: users.v1.Users }, cluster: c }\n"
     "clusters:\n"
     "  - { name: c, endpoints: ['127.0.0.1:9'] }\n";
 
 static tg_config_t *cfg;
+static int req_version = 20; /* the requests below are HTTP/2 unless a test says otherwise */
 
 static int setup(void **state)
 {
@@ -53,6 +57,7 @@ static const char *route_for(size_t listener, const char *method, const char *ho
     tg_arena_init(&a);
     tg_request_t req = { 0 };
     req.method = method;
+    req.version = req_version;
     req.authority = host;
     req.target = target;
     const char *q = strchr(target, '?');
@@ -91,6 +96,16 @@ static void test_matching(void **state)
     assert_string_equal(R(0, "GET", "x", "/v2/items?x=1"), "regex");
     assert_string_equal(R(0, "GET", "x", "/v2/items/3"), "(none)");
     assert_string_equal(R(0, "GET", NULL, "/healthz"), "exact");
+    /* ignore_case: every spelling of the path; not a prefix of a longer segment */
+    assert_string_equal(R(0, "GET", "x", "/secret/a"), "icase");
+    assert_string_equal(R(0, "GET", "x", "/SECRET"), "icase");
+    assert_string_equal(R(0, "GET", "x", "/sEcReT;jsessionid=1/a"), "icase");
+    assert_string_equal(R(0, "GET", "x", "/secrets"), "(none)");
+    assert_string_equal(R(0, "GET", "x", "/DOCS/Intro"), "icase-re");
+    assert_string_equal(R(0, "GET", "x", "/healthZ"), "(none)"); /* without ignore_case, case counts */
+    /* a separated prefix ends at '/' or at ';' (path parameters) */
+    assert_string_equal(R(0, "GET", "x", "/api;v=1/x"), "sep");
+    assert_string_equal(R(0, "GET", "x", "/apix"), "(none)");
     assert_string_equal(R(0, "GET", NULL, "/users"), "(none)");
 }
 
@@ -110,6 +125,14 @@ static void test_grpc_matching(void **state)
     assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/Get", ct, "application/json", NULL, NULL),
                         "(none)");
     assert_string_equal(R(0, "POST", "x", "/users.v1.Users/Get"), "(none)");
+    /* gRPC needs HTTP/2 (tg_grpc_classify): the content-type over HTTP/1.1 is no gRPC call */
+    req_version = 11;
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/Get", ct, "application/grpc", NULL, NULL),
+                        "(none)");
+    /* ... but gRPC-Web is, on any version */
+    assert_string_equal(route_for(0, "POST", "x", "/users.v1.Users/Get", ct, "application/grpc-web+proto", NULL, NULL),
+                        "grpc-method");
+    req_version = 20;
 }
 
 static void test_host_matches(void **state)
