@@ -67,6 +67,20 @@ static void node_shutdown(tg_conn_node_t *n)
     tg_conn_free_now(CONN_OF(n));
 }
 
+void tg_conn_rebase(tg_conn_t *c, struct tg_snapshot *next)
+{
+    if (c->dead || c->snap == next || c->kind->rebase == NULL || c->kind->rebase(c, next) < 0)
+        return;
+    tg_snapshot_t *old = c->snap;
+    c->snap = tg_snapshot_ref(next);
+    tg_snapshot_unref(old);
+}
+
+static void node_reload(tg_conn_node_t *n, struct tg_snapshot *next)
+{
+    tg_conn_rebase(CONN_OF(n), next);
+}
+
 int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_sock_t *sock, tg_snapshot_t *snap,
                  int listed)
 {
@@ -83,6 +97,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
             .on_drain = node_drain,
             .close_if_idle = node_close_if_idle,
             .on_shutdown = node_shutdown,
+            .on_reload = node_reload,
         };
         c->node.ops = &node_ops;
         tg_worker_conn_add(w, &c->node);

@@ -38,6 +38,11 @@ typedef struct tg_conn_kind {
     /* Listed (downstream) kinds only: */
     void (*on_drain)(tg_conn_t *c);            /* the worker drains: finish what is in flight, then close */
     int (*close_if_idle)(tg_conn_t *c);        /* descriptors ran out: close if nothing is in flight (1) */
+    /* A reload: point what the connection reads of c->snap at next's
+     * equivalent and return 0 — the connection then holds next instead —
+     * or -1 to keep its own (its listener or endpoint is gone). NULL:
+     * always keeps its own. */
+    int (*rebase)(tg_conn_t *c, const struct tg_snapshot *next);
 } tg_conn_kind_t;
 
 struct tg_conn {
@@ -60,6 +65,11 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
 /* Closes now (kind->on_close, out of the list, the socket freed); the
  * memory goes at the next safe point. Idempotent. */
 void tg_conn_close(tg_conn_t *c);
+
+/* Moves c onto next (kind->rebase): its reference to its old snapshot
+ * goes, so a reload frees the old config once no exchange uses it, however
+ * long the connection lives. Nothing if it is closed or already there. */
+void tg_conn_rebase(tg_conn_t *c, struct tg_snapshot *next);
 
 /* kind->on_defer at the next safe point (nothing if closed). */
 void tg_conn_kick(tg_conn_t *c);

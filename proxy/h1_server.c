@@ -40,7 +40,7 @@ typedef struct h1_conn {
     tg_h1_reader_t *reader;    /* with an exchange: in its arena (an idle connection holds none) */
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
     tg_tls_peer_t *peer;       /* TLS: the client's certificate identity, made at the handshake */
-    uint32_t listener;         /* its listener in base.snap (the config it was accepted with) */
+    uint32_t listener;         /* its listener in base.snap (accepted under it, or moved onto it by a reload) */
     uint32_t stats_slot;       /* listener stats slot at accept time */
     uint32_t served;           /* requests started on this connection (saturates) */
     uint8_t state;             /* conn_state_t */
@@ -531,6 +531,19 @@ static int close_if_idle(tg_conn_t *b)
     return 1;
 }
 
+/* A reload: the connection reads its listener's settings from the new
+ * config (its slot carries the new index). Not during the TLS handshake,
+ * whose callbacks read the old config's TLS context. */
+static int rebase(tg_conn_t *b, const tg_snapshot_t *next)
+{
+    h1_conn_t *c = (h1_conn_t *)b;
+    (void)next;
+    if (c->state == C_HANDSHAKE || c->slot->index == TG_LISTENER_GONE)
+        return -1;
+    c->listener = (uint32_t)c->slot->index;
+    return 0;
+}
+
 static const tg_conn_kind_t h1_kind = {
     .name = "h1",
     .on_sock = on_sock,
@@ -540,6 +553,7 @@ static const tg_conn_kind_t h1_kind = {
     .on_free = on_free,
     .on_drain = on_drain,
     .close_if_idle = close_if_idle,
+    .rebase = rebase,
 };
 
 void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)

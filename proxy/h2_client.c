@@ -69,7 +69,7 @@ struct tg_h2_conn {
     tg_slab_t *slab;               /* it lives in (may outlast the module in a teardown) */
     const tg_cluster_t *cl;        /* of base.snap */
     const tg_endpoint_t *ep;
-    const tg_cluster_conf_t *cc;   /* of the snapshot that opened it (see below) */
+    const tg_cluster_conf_t *cc;   /* of base.snap (that opened it, or the last reload's: rebase) */
     size_t slot;
     nghttp2_session *session;
     conn_state_t state;
@@ -582,6 +582,31 @@ static void on_defer(tg_conn_t *b)
     conn_io((tg_h2_conn_t *)b);
 }
 
+/* A reload that keeps the connection's endpoint (same pool slot, same
+ * generation): the connection reads its cluster and endpoint from the new
+ * config from now on, and lets the old one go. Not while connecting (the
+ * TLS handshake reads the old cluster's context). */
+static int rebase(tg_conn_t *b, const tg_snapshot_t *next)
+{
+    tg_h2_conn_t *c = (tg_h2_conn_t *)b;
+    if (c->state != C_READY && c->state != C_GOAWAY)
+        return -1;
+    const tg_cluster_set_t *set = next->clusters;
+    if (!tg_cluster_set_uses(set, c->slot, c->ep->gen))
+        return -1;
+    for (size_t i = 0; i < set->n_clusters; i++)
+        for (size_t j = 0; j < set->clusters[i].n_endpoints; j++) {
+            const tg_endpoint_t *ep = &set->clusters[i].endpoints[j];
+            if (ep->slot == c->slot && ep->gen == c->ep->gen) {
+                c->cl = &set->clusters[i];
+                c->ep = ep;
+                c->cc = set->clusters[i].conf;
+                return 0;
+            }
+        }
+    return -1;
+}
+
 static const tg_conn_kind_t h2_client_kind = {
     .name = "h2 upstream",
     .on_sock = on_sock,
@@ -589,6 +614,7 @@ static const tg_conn_kind_t h2_client_kind = {
     .on_defer = on_defer,
     .on_close = on_close,
     .on_free = on_free,
+    .rebase = rebase,
 };
 
 static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_cluster_t *cl, const tg_endpoint_t *ep,
@@ -600,7 +626,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
         return NULL;
     c->slab = m->conns;
     c->slot = ep->slot;
-    c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds */
+    c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds (moved together by rebase) */
     c->ep = ep;
     c->cc = cl->conf;
     int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, tg_worker_h2mem(w)) == 0;
@@ -925,6 +951,10 @@ static int module_init(tg_worker_t *w)
 static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
 {
     h2c_worker_t *m = mstate(w);
+    /* connections to endpoints the new config keeps move onto it */
+    for (size_t i = 0; i < m->n; i++)
+        for (tg_h2_conn_t *c = m->slots[i]; c != NULL; c = c->next)
+            tg_conn_rebase(&c->base, (tg_snapshot_t *)snap);
     size_t n = snap->clusters->n_slots;
     if (n <= m->n)
         return 0;

@@ -84,7 +84,7 @@ struct h2_conn {
     TAILQ_HEAD(, h2_stream) streams;
     size_t n_streams;
     size_t n_watching;          /* streams with watch_drain set */
-    const tg_http2_conf_t *conf;/* of base.snap, the snapshot current at accept */
+    const tg_http2_conf_t *conf;/* of base.snap (current at accept, or at the last reload) */
     uint64_t reset_window_start;
     uint32_t resets;            /* client resets in the current window */
     uint32_t window_streams;    /* streams the client opened in it */
@@ -1053,6 +1053,17 @@ static int close_if_idle(tg_conn_t *b)
     return 1;
 }
 
+/* A reload: the connection's settings and limits are read from the new
+ * config from now on (those agreed with the client stay as they are). */
+static int rebase(tg_conn_t *b, const tg_snapshot_t *next)
+{
+    h2_conn_t *c = (h2_conn_t *)b;
+    if (c->slot->index == TG_LISTENER_GONE)
+        return -1;
+    c->conf = &next->cfg->listeners[c->slot->index].http2;
+    return 0;
+}
+
 static const tg_conn_kind_t h2_kind = {
     .name = "h2",
     .on_sock = on_sock,
@@ -1062,6 +1073,7 @@ static const tg_conn_kind_t h2_kind = {
     .on_free = on_free,
     .on_drain = on_drain,
     .close_if_idle = close_if_idle,
+    .rebase = rebase,
 };
 
 static int feed_check(void *arg, const unsigned char *h, size_t len)

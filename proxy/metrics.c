@@ -412,6 +412,10 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
            "When the configuration in force was loaded, seconds since the epoch.");
     evbuffer_add_printf(out, "tollgate_config_last_reload_success_timestamp_seconds %lld\n",
                         (long long)pm->last_reload_ok);
+    family(out, "tollgate_config_snapshots", "gauge",
+           "Loaded configurations in memory: the one in force, plus older ones requests in flight still use.");
+    evbuffer_add_printf(out, "tollgate_config_snapshots %u\n",
+                        pm->snapshots ? atomic_load_explicit(pm->snapshots, memory_order_relaxed) : 1);
     family(out, "tollgate_admin_connections_rejected_total", "counter",
            "Admin connections closed at once because admin.max_connections were open.");
     evbuffer_add_printf(out, "tollgate_admin_connections_rejected_total %llu\n",

@@ -22,6 +22,7 @@ typedef struct tg_process_metrics {
     time_t started;
     struct tg_tracer *tracer;  /* the span exporter (NULL: none) */
     struct tg_admin *admin;    /* the admin listener (NULL: none) */
+    const atomic_uint *snapshots; /* configuration snapshots in memory (tg_registries_t) */
 } tg_process_metrics_t;
 
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,

@@ -574,6 +574,7 @@ int tg_process_run(const char *path, int watch)
     tg_notify_open(&p.notify);
     tg_activation_open(&p.activation); /* problems are logged; what is valid is used */
     p.pm.started = p.pm.last_reload_ok = time(NULL);
+    p.pm.snapshots = &p.registry.snapshots;
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Buffers of up to a few hundred KiB come and go with every exchange;

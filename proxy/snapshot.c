@@ -36,6 +36,8 @@ static void snapshot_free(tg_snapshot_t *s)
     for (size_t i = 0; i < s->n_leases; i++)
         tg_registry_release(s->leases[i]);
     free(s->leases);
+    if (s->counted != NULL)
+        atomic_fetch_sub_explicit(s->counted, 1, memory_order_relaxed);
     if (s->own_regs != NULL) {
         tg_registries_free(s->own_regs);
         free(s->own_regs);
@@ -126,6 +128,10 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
         tg_registries_init(s->own_regs);
     tg_registries_t *r = regs ? regs : s->own_regs;
     atomic_init(&s->refs, 1);
+    if (regs != NULL) {
+        s->counted = &regs->snapshots;
+        atomic_fetch_add_explicit(s->counted, 1, memory_order_relaxed);
+    }
     s->cfg = cfg;
     s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
     if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0 ||

@@ -21,6 +21,7 @@ typedef struct tg_registries {
     tg_registry_t endpoints;  /* "cluster/address" -> pool and stats slot */
     tg_registry_t routes;     /* route name -> stats slot ("" = no route) */
     tg_registry_t listeners;  /* listener name -> stats slot */
+    atomic_uint snapshots;    /* snapshots loaded through these and not yet freed (any thread frees) */
 } tg_registries_t;
 
 /* Empty registries limited to the stats tables' capacities; the reuse
@@ -39,6 +40,7 @@ typedef struct tg_snapshot {
     struct tg_registries *own_regs; /* loaded without the process's registries: a scratch set */
     tg_tls_server_t **listener_tls; /* per config listener; NULL: cleartext */
     tg_trust_t trust;         /* headers only tollgate may send upstream */
+    atomic_uint *counted;     /* the registries' snapshot count, given back when freed (NULL: scratch) */
 } tg_snapshot_t;
 
 void tg_registries_free(tg_registries_t *r);

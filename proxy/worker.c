@@ -269,6 +269,11 @@ static void apply_reload(tg_worker_t *w, tg_reload_msg_t *m)
     w->n_listeners = m->n;
     tg_snapshot_t *old = w->snap;
     w->snap = m->snap; /* the message's reference becomes the worker's */
+    /* connections move onto it, so that the old one goes with its last exchange */
+    tg_conn_node_t *n;
+    TAILQ_FOREACH(n, &w->conns, link)
+        if (n->ops->on_reload != NULL)
+            n->ops->on_reload(n, w->snap);
     tg_snapshot_unref(old);
     tg_debug("worker %u: configuration applied", w->id);
 }

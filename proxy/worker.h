@@ -62,6 +62,10 @@ typedef struct tg_conn_node_ops {
     int (*close_if_idle)(struct tg_conn_node *n);
     /* Called when the worker shuts down for good: free now. */
     void (*on_shutdown)(struct tg_conn_node *n);
+    /* The worker adopted a new snapshot (a reload): move what the
+     * connection reads of the config to it, so that an old snapshot is
+     * not kept alive by a long-lived connection. May be NULL. */
+    void (*on_reload)(struct tg_conn_node *n, struct tg_snapshot *next);
 } tg_conn_node_ops_t;
 
 typedef struct tg_conn_node {
