@@ -401,11 +401,12 @@ static void handshake_done(h1_conn_t *c)
         free(c->peer);
         c->peer = NULL;
     }
+    c->state = C_READ_HEAD;
+    tg_conn_rebase(&c->base, tg_worker_snapshot(c->base.w)); /* a reload during the handshake: catch up */
     if (tg_tls_alpn_is_h2(ssl) || !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
         hand_to_h2(c);
         return;
     }
-    c->state = C_READ_HEAD;
     arm_timer(c, limits(c)->idle_timeout_ms);
     if (c->draining)
         conn_close(c);
