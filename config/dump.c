@@ -12,18 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/base/json.h"
+
+static void put_file(void *arg, const char *p, size_t n)
+{
+    fwrite(p, 1, n, arg);
+}
+
 void tg_config_json_str(FILE *f, const char *s)
 {
     fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
+    if (s != NULL)
+        tg_json_write(s, strlen(s), put_file, f);
     fputc('"', f);
 }
 

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/base/json.h"
 #include "proxy/base/log.h"
 
 #define SLOTS 256
@@ -87,7 +88,12 @@ static void puts_(out_t *o, const char *s)
     put(o, s, strlen(s));
 }
 
-/* A JSON string, escaped directly into the output. */
+static void put_run(void *arg, const char *p, size_t n)
+{
+    put(arg, p, n);
+}
+
+/* A JSON string, escaped directly into the output (proxy/base/json.h). */
 static void put_json_str(out_t *o, const char *s)
 {
     if (s == NULL) {
@@ -95,23 +101,7 @@ static void put_json_str(out_t *o, const char *s)
         return;
     }
     puts_(o, "\"");
-    for (const char *run = s;; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c != 0 && c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        put(o, run, (size_t)(s - run));
-        if (c == 0)
-            break;
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            put(o, e, 2);
-        } else {
-            static const char hex[] = "0123456789abcdef";
-            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            put(o, e, 6);
-        }
-        run = s + 1;
-    }
+    tg_json_write(s, strlen(s), put_run, o);
     puts_(o, "\"");
 }
 
@@ -544,7 +534,6 @@ static const tg_key_t al_keys[] = {
     { "app_name", TG_KEY_STRING, "1–48 printable characters", "`tollgate`", "with `syslog`: APP-NAME" },
 };
 static const tg_keyset_t al_keyset = TG_KEYSET("filter.access_log", "access_log", al_keys);
-
 
 static void *al_create(tg_node_t *node, const char *config_path)
 {

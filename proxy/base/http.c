@@ -208,24 +208,6 @@ void tg_headers_strip_hop_by_hop(tg_headers_t *h)
     tg_headers_strip_connection(h, NULL, NULL);
 }
 
-size_t tg_json_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 size_t tg_fmt_u64(char *p, uint64_t v)
 {
     char tmp[20];

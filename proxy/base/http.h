@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "proxy/base/arena.h"
+#include "proxy/base/json.h" /* tg_json_escape, once declared here */
 
 typedef struct tg_kv {
     char *name;
@@ -147,10 +148,6 @@ int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t 
  * the other side: the per-direction memory bound of one exchange, which
  * the codecs of both sides size their buffers and watermarks from. */
 #define TG_EXCHANGE_HWM (128 * 1024)
-
-/* Copies s into out (capacity cap, NUL-terminated) as the inside of a
- * JSON string, truncating if needed. Returns the length written. */
-size_t tg_json_escape(char *out, size_t cap, const char *s);
 
 /* Sends all n bytes on a blocking socket (no SIGPIPE); 0 or -1. For the
  * helpers that run apart from the event loops (tollgate ctl, the span

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/base/json.h"
+
 static tg_log_level_t min_level = TG_LOG_INFO; /* written once at start-up */
 static atomic_int log_format = TG_LOG_TEXT;   /* the config's, set at load and reload */
 
@@ -87,24 +89,6 @@ void tg_log(tg_log_level_t level, const char *fmt, ...)
     emit(level, msg);
 }
 
-/* msg as the inside of a JSON string (quotes, backslashes and control
- * characters escaped), into out (cap bytes, NUL-terminated). */
-static void json_escape(const char *msg, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)msg; *p && o + 7 < cap; p++) {
-        if (*p == '"' || *p == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)*p;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", *p);
-        } else {
-            out[o++] = (char)*p;
-        }
-    }
-    out[o] = '\0';
-}
-
 static void emit(tg_log_level_t level, const char *msg)
 {
     static const char *const names[] = { "debug", "info", "warn", "error" };
@@ -114,7 +98,7 @@ static void emit(tg_log_level_t level, const char *msg)
     gmtime_r(&ts.tv_sec, &tm);
     if (atomic_load_explicit(&log_format, memory_order_relaxed) == TG_LOG_JSON) {
         char esc[6 * 1024 + 8];
-        json_escape(msg, esc, sizeof(esc));
+        tg_json_escape(esc, sizeof(esc), msg);
         fprintf(stderr, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"message\":\"%s\"}\n",
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 ts.tv_nsec / 1000000, names[level], esc);

@@ -111,6 +111,22 @@ static void test_reason(void **state)
     assert_false(tg_http_is_tchar(':'));
 }
 
+/* The one JSON string writer: '"' and '\\' escaped, control bytes and
+ * DEL as \u00XX, UTF-8 as it is; a bounded copy cuts before an escape
+ * that would not fit, never inside one. */
+static void test_json_escape(void **state)
+{
+    char out[64];
+    assert_int_equal(tg_json_escape(out, sizeof(out), "a\"b\\c\x01\x7f\n\xc3\xa9"), 27);
+    assert_string_equal(out, "a\\\"b\\\\c\\u0001\\u007f\\u000a\xc3\xa9");
+    assert_int_equal(tg_json_escape(out, 8, "abcdefghij"), 7);
+    assert_string_equal(out, "abcdefg");
+    assert_int_equal(tg_json_escape(out, 8, "abcd\x01"), 4); /* "\u0001" would not fit whole */
+    assert_string_equal(out, "abcd");
+    assert_int_equal(tg_json_escape(out, 1, "x"), 0);
+    assert_string_equal(out, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +136,7 @@ int main(void)
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_reason),
+        cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
