@@ -27,6 +27,7 @@
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 
 #define KEY_MAX 512
@@ -236,7 +237,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
         tg_filter_resume(h->fx, h->gen, TG_FILTER_CONTINUE);
         return;
     }
-    if (tg_filter_now_ms() >= h->deadline_ms) {
+    if (tg_clock_ms() >= h->deadline_ms) {
         unqueue(h->entry, h);
         maybe_remove(h->table, sh, h->entry);
         h->entry = NULL;
@@ -292,7 +293,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
         tg_debug("concurrency_limit: queued (%u waiting for %llu slots)", waiting, (unsigned long long)c->limit);
         fx->state[index] = h;
         fx->outcomes |= 1u << TG_OUTCOME_CL_QUEUED;
-        h->deadline_ms = tg_filter_now_ms() + c->queue_timeout_ms;
+        h->deadline_ms = tg_clock_ms() + c->queue_timeout_ms;
         evtimer_assign(&h->timer, fx->base, on_poll, h);
         arm_poll(h);
         return TG_FILTER_PAUSE;

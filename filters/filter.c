@@ -308,10 +308,3 @@ int tg_filter_parse_store(tg_node_t *store, tg_node_t *on_error, int *redis, int
     }
     return rc;
 }
-
-uint64_t tg_filter_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}

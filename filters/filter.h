@@ -209,8 +209,6 @@ typedef struct tg_filter_type {
 void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* A monotonic clock in milliseconds, for filters' deadlines and windows. */
-uint64_t tg_filter_now_ms(void);
 
 /* In a store callback: the state the paused filter left in fx->state,
  * or NULL if the exchange is over (gen no longer its). */

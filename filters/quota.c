@@ -22,6 +22,7 @@
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "proxy/base/clock.h"
 
 #define KEY_MAX 512
 #define ZONEINFO "/usr/share/zoneinfo/"
@@ -406,7 +407,7 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     tg_store_t *st = fx->store;
     if (st == NULL)
         return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
-    uint64_t now = tg_filter_now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    uint64_t now = tg_clock_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     if (tg_deny_cache_get(&st->deny, h, now, 1) != NULL) {
         fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
         return q_decide(c, fx, 0, 0, left);

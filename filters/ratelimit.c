@@ -39,6 +39,7 @@
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/siphash.h"
 
 #define SHARDS 256
@@ -1048,7 +1049,7 @@ static tg_filter_status_t store_request(const rl_conf_t *f, const rl_conf_t *c, 
     tg_store_t *st = fx->store;
     if (st == NULL)
         return store_failed(c, fx);
-    uint64_t now = tg_filter_now_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
+    uint64_t now = tg_clock_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     const tg_deny_entry_t *d = tg_deny_cache_get(&st->deny, h, now, cost);
     if (d != NULL) {
         tg_rl_result_t r = { .allowed = 0, .decisive = d->decisive < c->n_limits ? d->decisive : 0 };
@@ -1095,7 +1096,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
     const rl_conf_t *c = pick_set(f, fx); /* a key's counters belong to the set it is counted under */
     char key[512];
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
-    uint64_t now = tg_filter_now_ms(), cost = request_cost(f, fx);
+    uint64_t now = tg_clock_ms(), cost = request_cost(f, fx);
     if (f->redis)
         return store_request(f, c, fx, index, key, len, cost);
     tg_rl_result_t r;

@@ -16,6 +16,7 @@
  *                                    with no body sent: next endpoint)
  */
 #include "proxy/exchange.h"
+#include "proxy/base/clock.h"
 #include "proxy/exchange_int.h"
 
 #include "filters/filter.h"
@@ -207,19 +208,12 @@ const tg_config_t *tg_exchange_config(const tg_exchange_t *ex)
     return ex->snap->cfg;
 }
 
-uint64_t tg_ex_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* Counts the exchange once, as it ends. */
 static void record(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
-    uint64_t now = tg_ex_now_us(), us = ex->start_us ? now - ex->start_us : 0;
+    uint64_t now = tg_clock_us(), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
     tg_stats_request_done(tg_worker_stats(ex->w), slot, status, us);
     const tg_header_t *gs = NULL;
@@ -797,7 +791,7 @@ static int sanitize_request(tg_exchange_t *ex)
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
-    ex->start_us = tg_ex_now_us();
+    ex->start_us = tg_clock_us();
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;

@@ -136,7 +136,6 @@ struct tg_exchange {
 
 /* exchange.c */
 void tg_ex_finish(tg_exchange_t *ex, int abort);
-uint64_t tg_ex_now_us(void);
 void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message);
 void tg_ex_add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra);
 ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/base/clock.h"
 #include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
@@ -65,7 +66,7 @@ static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 static void report_health(tg_exchange_t *ex, int ok)
 {
     if (ex->ep != NULL)
-        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->ep, ok, tg_health_now_ms());
+        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->ep, ok, tg_clock_ms());
 }
 
 /* The request body is kept for replay (in body_buf) while it all fits in
@@ -226,7 +227,7 @@ static int on_response_head(tg_exchange_t *ex)
 static int head_received(tg_exchange_t *ex)
 {
     report_health(ex, ex->resp.status < 500);
-    ex->t_head = tg_ex_now_us();
+    ex->t_head = tg_clock_us();
     if (ex->retry != NULL) {
         const tg_header_t *gs = tg_headers_get(&ex->resp.headers, "grpc-status");
         if (tg_retry_on_status(ex->retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
@@ -269,7 +270,7 @@ static int forward_grpc_timeout(tg_exchange_t *ex)
 {
     if (ex->deadline_us == 0)
         return 0;
-    uint64_t now = tg_ex_now_us(), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
+    uint64_t now = tg_clock_us(), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
     char *v = tg_arena_alloc(&ex->arena, 16);
     if (v == NULL)
         return -1;
@@ -329,7 +330,7 @@ static void on_connected(tg_exchange_t *ex)
     pending_done(ex);
     tg_ex_advance(ex, EXEV_SENT);
     tg_counter_add(&ep_stats(ex)->requests, 1);
-    ex->t_sent = ex->up_fresh ? tg_ex_now_us() : ex->t_connect; /* a pooled connection: the same instant */
+    ex->t_sent = ex->up_fresh ? tg_clock_us() : ex->t_connect; /* a pooled connection: the same instant */
     if (ex->up_fresh)
         ex->connect_us = ex->t_sent - ex->t_connect;
     start_request(ex);
@@ -504,7 +505,7 @@ int tg_ex_build_order(tg_exchange_t *ex)
     tg_cluster_t *c = ex->cluster;
     if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
         return -1;
-    ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_health_now_ms(), ex->order);
+    ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_clock_ms(), ex->order);
     ex->attempts = 0;
     return 0;
 }
@@ -571,7 +572,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
             ex->body_started = 0;
             ex->last_ep = ex->ep;
-            ex->t_connect = tg_ex_now_us();
+            ex->t_connect = tg_clock_us();
             ex->connect_us = 0;
             ex->up_refused = 0;
             /* A body that is not all here could not be replayed should a

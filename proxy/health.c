@@ -43,13 +43,6 @@ void tg_health_reset(tg_health_t *h, size_t slot)
     e->streak_ok = e->streak_fail = 0;
 }
 
-uint64_t tg_health_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms)
 {
     tg_endpoint_health_t *e = &h->ep[slot];

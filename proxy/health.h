@@ -54,8 +54,6 @@ static inline unsigned tg_health_connections(tg_health_t *h, size_t slot)
     return atomic_load_explicit(&h->ep[slot].connections, memory_order_relaxed);
 }
 
-/* Monotonic milliseconds. */
-uint64_t tg_health_now_ms(void);
 
 /* May requests go to this endpoint now (not down, not ejected)? */
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proxy/admin.h"
+#include "proxy/base/clock.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
 #include "tls/context.h"
@@ -309,7 +310,7 @@ static void render_endpoints(struct evbuffer *out, const tg_snapshot_t *s, tg_wo
 
 static void render_health(struct evbuffer *out, const tg_snapshot_t *s, tg_health_t *h)
 {
-    uint64_t now = tg_health_now_ms();
+    uint64_t now = tg_clock_ms();
     family(out, "tollgate_upstream_endpoint_healthy", "gauge",
            "1 if the endpoint gets traffic (not failed by health checks, not ejected), else 0.");
     for (size_t i = 0; i < s->clusters->n_clusters; i++) {

@@ -55,13 +55,6 @@ void tg_notify(tg_notify_t *n, const char *fmt, ...)
         tg_debug("NOTIFY_SOCKET: %s", "send failed");
 }
 
-uint64_t tg_notify_monotonic_usec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 void tg_notify_close(tg_notify_t *n)
 {
     if (n->fd >= 0)

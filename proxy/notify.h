@@ -25,8 +25,6 @@ typedef struct tg_notify {
 void tg_notify_open(tg_notify_t *n);
 /* Sends one message ("READY=1\nSTATUS=..."); printf-style. */
 void tg_notify(tg_notify_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* CLOCK_MONOTONIC in microseconds, for MONOTONIC_USEC. */
-uint64_t tg_notify_monotonic_usec(void);
 void tg_notify_close(tg_notify_t *n);
 
 #endif

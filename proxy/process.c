@@ -28,6 +28,7 @@
 #include "filters/filter.h"
 #include "proxy/activation.h"
 #include "proxy/admin.h"
+#include "proxy/base/clock.h"
 #include "proxy/health.h"
 #include "proxy/base/http.h"
 #include "proxy/base/log.h"
@@ -212,7 +213,7 @@ static int reload(process_t *p, tg_errors_t *errs)
     int tell = !p->draining;
     if (tell)
         tg_notify(&p->notify, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
-                  (unsigned long long)tg_notify_monotonic_usec(), p->path);
+                  (unsigned long long)tg_clock_us(), p->path);
     int rc = reload_apply(p, errs);
     if (tell)
         tg_notify(&p->notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s); %s", p->snap->cfg->n_listeners,

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "proxy/base/arena.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 #include "proxy/sock.h"
@@ -120,13 +121,6 @@ typedef struct rd_module {
     rd_client_t *retired;
 } rd_module_t;
 
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* ---- slots ---- */
 
 static uint16_t crc16(const char *p, size_t len)
@@ -157,7 +151,7 @@ unsigned tg_redis_key_slot(const char *key, size_t len)
 static void rd_log(rd_client_t *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void rd_log(rd_client_t *cl, const char *fmt, ...)
 {
-    uint64_t now = now_us() / 1000;
+    uint64_t now = tg_clock_us() / 1000;
     if (cl->last_log_ms != 0 && now - cl->last_log_ms < 1000) {
         cl->held_back++;
         return;
@@ -227,7 +221,7 @@ static rd_call_t *internal_call(rd_client_t *cl, call_kind_t kind, int argc, con
     c->kind = kind;
     c->answered = 1; /* nobody waits on it */
     c->len = tg_resp_command(c->cmd, need, argc, argv, lens);
-    c->start_us = now_us();
+    c->start_us = tg_clock_us();
     c->deadline_us = c->start_us + cl->conf->connect_timeout_ms * 1000;
     return c;
 }
@@ -258,7 +252,7 @@ static void arm_deadline(rd_conn_t *cn)
     }
     if (cn->armed_us != 0 && cn->armed_us <= at && evtimer_pending(cn->deadline_ev, NULL))
         return;
-    uint64_t now = now_us();
+    uint64_t now = tg_clock_us();
     cn->armed_us = at;
     tg_timer_arm_us(cn->deadline_ev, at > now ? at - now : 0);
 }
@@ -338,7 +332,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     rd_conn_t *cn = arg;
     rd_client_t *cl = cn->cl;
     cn->armed_us = 0;
-    uint64_t now = now_us(), stuck = cl->conf->timeout_ms * 20 * 1000;
+    uint64_t now = tg_clock_us(), stuck = cl->conf->timeout_ms * 20 * 1000;
     if (stuck < RD_STUCK_MIN_MS * 1000)
         stuck = RD_STUCK_MIN_MS * 1000;
     rd_call_t *head = TAILQ_FIRST(&cn->sent);
@@ -510,7 +504,7 @@ static rd_node_t *node_for_slot(rd_client_t *cl, unsigned slot)
 
 static void request_refresh(rd_client_t *cl)
 {
-    uint64_t now = now_us() / 1000;
+    uint64_t now = tg_clock_us() / 1000;
     if (cl->slots == NULL || cl->refresh_pending || cl->retiring || now - cl->last_refresh_ms < RD_REFRESH_MIN_MS)
         return;
     for (size_t i = 0; i < cl->n_nodes; i++) {
@@ -696,7 +690,7 @@ static void on_reply(rd_conn_t *cn, const tg_resp_value_t *v)
         rd_log(cl, "%s: %.200s", cn->node->addr, v->str);
         call_answer(c, TG_STORE_ERROR, NULL);
     } else {
-        uint64_t us = now_us() - c->start_us;
+        uint64_t us = tg_clock_us() - c->start_us;
         size_t b = 0;
         while (b < TG_REDIS_BUCKETS && us > tg_redis_bucket_us[b])
             b++;
@@ -830,7 +824,7 @@ static int rd_eval(tg_store_t *st, const tg_store_call_t *call)
     c->script_text = call->script->text;
     c->slot = slot;
     c->len = tg_resp_command(c->cmd, need, argc, argv, lens);
-    c->start_us = now_us();
+    c->start_us = tg_clock_us();
     c->deadline_us = c->start_us + cl->conf->timeout_ms * 1000;
     conn_send(cn, c);
     return 0;

@@ -16,6 +16,7 @@
  * write(). The handshake runs first; TG_SOCK_CONNECTED reports its end.
  */
 #include "proxy/sock.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 #include "proxy/base/slab.h"
@@ -770,13 +771,6 @@ static void wake(tg_sock_loop_t *l)
     }
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void queue_arm(struct tg_timer_queue *q)
 {
     if (q->head == NULL) {
@@ -788,7 +782,7 @@ static void queue_arm(struct tg_timer_queue *q)
     }
     if (q->armed_for == q->head->deadline_ms)
         return;
-    uint64_t now = mono_ms(), at = q->head->deadline_ms;
+    uint64_t now = tg_clock_ms(), at = q->head->deadline_ms;
     q->armed_for = at;
     tg_timer_arm_ms(&q->ev, at > now ? at - now : 0);
 }
@@ -797,7 +791,7 @@ static void on_queue(evutil_socket_t fd, short what, void *arg)
 {
     struct tg_timer_queue *q = arg;
     q->armed_for = 0;
-    uint64_t now = mono_ms();
+    uint64_t now = tg_clock_ms();
     tg_sock_timer_t *t;
     while ((t = q->head) != NULL && t->deadline_ms <= now) {
         tg_sock_timer_cancel(t);
@@ -845,7 +839,7 @@ void tg_sock_timer_set(tg_sock_loop_t *l, tg_sock_timer_t *t, uint64_t ms)
         l->queues = q;
     }
     t->q = q;
-    t->deadline_ms = mono_ms() + ms;
+    t->deadline_ms = tg_clock_ms() + ms;
     t->next = NULL;
     t->prev = q->tail;
     *q->tail = t;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/base/clock.h"
 #include "proxy/base/http.h"
 #include "proxy/stats.h"
 
@@ -82,7 +83,7 @@ static const char *const protocols[] = { "http1", "h2c", "h2" };
 static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
                      tg_health_t *h)
 {
-    uint64_t now = tg_health_now_ms();
+    uint64_t now = tg_clock_ms();
     evbuffer_add_printf(out, "\"clusters\": [");
     for (size_t i = 0; i < s->clusters->n_clusters; i++) {
         const tg_cluster_t *cl = &s->clusters->clusters[i];
@@ -138,7 +139,7 @@ void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *c
 void tg_status_endpoints_text(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
                               tg_health_t *h)
 {
-    uint64_t now = tg_health_now_ms();
+    uint64_t now = tg_clock_ms();
     evbuffer_add_printf(out, "%-20s %-28s %-8s %10s %10s %9s %8s %8s %6s\n", "CLUSTER", "ENDPOINT", "STATE",
                         "REQUESTS", "CONN_FAIL", "TIMEOUTS", "RESETS", "EJECTED", "CONNS");
     for (size_t i = 0; i < s->clusters->n_clusters; i++) {

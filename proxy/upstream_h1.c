@@ -20,6 +20,7 @@
 
 #include <sys/queue.h>
 
+#include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/slab.h"
 #include "proxy/h1_codec.h"
@@ -63,13 +64,6 @@ typedef struct pool {
     uint64_t window_start_ms;
 } pool_t;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Moves the peak window on when it is over. */
 static void roll_peak(pool_t *p, uint64_t now)
 {
@@ -86,7 +80,7 @@ static size_t pool_cap(pool_t *p, const tg_cluster_conf_t *cc)
 {
     if (!cc->pool_adaptive)
         return cc->pool_size;
-    roll_peak(p, mono_ms());
+    roll_peak(p, tg_clock_ms());
     uint32_t peak = p->peak > p->peak_prev ? p->peak : p->peak_prev;
     return peak > TG_POOL_ADAPTIVE_MAX ? TG_POOL_ADAPTIVE_MAX : peak;
 }
@@ -311,7 +305,7 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
     *fresh = 1;
 lent:
     p->leased++;
-    roll_peak(p, mono_ms());
+    roll_peak(p, tg_clock_ms());
     if (p->leased > p->peak)
         p->peak = p->leased;
     c->cc = t->cl->conf;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proxy/base/clock.h"
 #include "proxy/base/mem.h"
 #include "proxy/h2mem.h"
 #include "proxy/base/log.h"
@@ -66,13 +67,6 @@ struct tg_reload_msg {
 #define MEM_CACHE_MAX (8u << 20)   /* free blocks a worker keeps for reuse, at most */
 #define MEM_TRIM_S 5               /* blocks unused for this long go back to the C library */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static const char *slot_name(const tg_listener_slot_t *slot)
 {
     const tg_config_t *c = slot->w->snap->cfg;
@@ -108,7 +102,7 @@ static void pause_accepting(tg_listener_slot_t *slot, int err)
     slot->accept_failures++;
     if (slot->pause_ms == 0) {
         slot->pause_ms = ACCEPT_PAUSE_MIN_MS;
-        slot->episode_start_ms = now_ms();
+        slot->episode_start_ms = tg_clock_coarse_ms();
         tg_counter_add(&w->stats->listeners[slot->stats_slot].accept_pauses, 1);
         tg_error("listener %s (worker %u): accept: %s; pausing accepts and closing idle connections until "
                  "descriptors free up", slot_name(slot), w->id, strerror(err));
@@ -141,7 +135,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     tg_listener_slot_t *slot = arg;
     if (slot->pause_ms) {
         tg_warn("listener %s (worker %u): accepting again after %llu ms (%lu failed accepts)", slot_name(slot),
-                slot->w->id, (unsigned long long)(now_ms() - slot->episode_start_ms), slot->accept_failures);
+                slot->w->id, (unsigned long long)(tg_clock_coarse_ms() - slot->episode_start_ms), slot->accept_failures);
         slot->pause_ms = 0;
         slot->accept_failures = 0;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/base/clock.h"
 #include "proxy/base/json.h"
 
 static tg_log_level_t min_level = TG_LOG_INFO; /* written once at start-up */
@@ -46,7 +47,7 @@ int tg_log_enabled(tg_log_level_t level)
  * and debug output (asked for) are never held back. The budget is the
  * thread's own: no lock, and one noisy worker cannot silence another. */
 static _Thread_local struct {
-    time_t second;
+    uint64_t second;
     unsigned lines;
     unsigned long suppressed;
 } budget;
@@ -57,10 +58,9 @@ static int within_budget(tg_log_level_t level)
 {
     if (level != TG_LOG_INFO && level != TG_LOG_WARN)
         return 1;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    if (ts.tv_sec != budget.second) {
-        budget.second = ts.tv_sec;
+    uint64_t second = tg_clock_coarse_ms() / 1000;
+    if (second != budget.second) {
+        budget.second = second;
         budget.lines = 0;
         if (budget.suppressed) {
             char note[96];

@@ -13,6 +13,7 @@
 
 #include "proxy/cluster.h"
 #include "filters/filter.h"
+#include "proxy/base/clock.h"
 #include "proxy/health.h"
 
 static tg_config_t *load(const char *yaml)
@@ -63,7 +64,7 @@ static void test_endpoint_order_round_robin(void **state)
     tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
     tg_health_t *h = tg_health_new();
     size_t first[3] = { 0 }, order[3], all[3] = { 0, 1, 2 };
-    uint64_t now = tg_health_now_ms();
+    uint64_t now = tg_clock_ms();
     for (int i = 0; i < 300; i++) {
         size_t k = tg_health_order(h, &s->clusters[0], tg_cluster_rr_next(&s->clusters[0]), 0, now, order);
         assert_int_equal(k, 3);
