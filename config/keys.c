@@ -7,6 +7,12 @@
  */
 #include "config/schema.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/config.h"
+
 static const tg_key_t certificate_keys[] = {
     { "cert", TG_KEY_STRING, "file (required)", "—",
       "PEM certificate chain, leaf first", .flags = TG_KEY_REQUIRED },
@@ -49,13 +55,18 @@ static const tg_key_t paths_keys[] = {
 
 static const tg_key_t limits_keys[] = {
     { "max_header_bytes", TG_KEY_SIZE, "size, 1KiB–1MiB", "`64KiB`",
-      "largest request line + header section; larger gets `431`" },
+      "largest request line + header section; larger gets `431`",
+      .min = 1024, .max = 1024 * 1024, TG_FIELD(tg_limits_t, max_header_bytes, TG_FIELD_U64),
+      .def = TG_DEFAULT_MAX_HEADER_BYTES },
     { "max_body_bytes", TG_KEY_SIZE, "size", "`0` (unlimited)",
-      "largest request body; a larger `Content-Length` gets `413` before anything is read; a chunked body that grows past it gets `413` (or, if the response has already started, the connection is cut)" },
+      "largest request body; a larger `Content-Length` gets `413` before anything is read; a chunked body that grows past it gets `413` (or, if the response has already started, the connection is cut)",
+      TG_FIELD(tg_limits_t, max_body_bytes, TG_FIELD_U64) },
     { "header_timeout", TG_KEY_DURATION, "duration", "`10s`",
-      "from the first byte of a request until its header section is complete; a client that dribbles its headers gets `408` and is disconnected" },
-    { "idle_timeout", TG_KEY_DURATION, "duration", "`60s`",
-      "how long a client keep-alive connection may sit idle between requests" },
+      "from the first byte of a request until its header section is complete; a client that dribbles its headers gets `408` and is disconnected",
+      TG_FIELD(tg_limits_t, header_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_HEADER_TIMEOUT_MS },
+    { "idle_timeout", TG_KEY_DURATION, "duration", "`1m`",
+      "how long a client keep-alive connection may sit idle between requests",
+      TG_FIELD(tg_limits_t, idle_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_IDLE_TIMEOUT_MS },
 };
 
 static const tg_key_t admin_keys[] = {
@@ -154,21 +165,32 @@ static const tg_key_t server_tls_keys[] = {
 
 static const tg_key_t http2_keys[] = {
     { "enabled", TG_KEY_BOOL, "boolean", "`true`",
-      "accept HTTP/2 (h2c preface on cleartext, `h2` in ALPN on TLS)" },
+      "accept HTTP/2 (h2c preface on cleartext, `h2` in ALPN on TLS)",
+      TG_FIELD(tg_http2_conf_t, enabled, TG_FIELD_INT), .def = 1 },
     { "max_concurrent_streams", TG_KEY_INT, "integer 1–100000", "`128`",
-      "SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once", .min = 1, .max = 100000 },
+      "SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once", .min = 1, .max = 100000,
+      TG_FIELD(tg_http2_conf_t, max_concurrent_streams, TG_FIELD_U32), .def = TG_DEFAULT_H2_MAX_STREAMS },
     { "initial_window_size", TG_KEY_SIZE, "size, 16KiB–2GiB", "`256KiB`",
-      "per-stream window for request bodies: the most request body the gateway holds for one stream before the upstream takes it" },
+      "per-stream window for request bodies: the most request body the gateway holds for one stream before the upstream takes it",
+      .min = 16384, .max = 0x7fffffff, TG_FIELD(tg_http2_conf_t, initial_window_size, TG_FIELD_U32),
+      .def = TG_DEFAULT_H2_STREAM_WINDOW },
     { "connection_window_size", TG_KEY_SIZE, "size, 64KiB–2GiB", "`1MiB`",
-      "the same for all streams of a connection together" },
+      "the same for all streams of a connection together",
+      .min = 65535, .max = 0x7fffffff, TG_FIELD(tg_http2_conf_t, connection_window_size, TG_FIELD_U32),
+      .def = TG_DEFAULT_H2_CONN_WINDOW },
     { "max_header_list_size", TG_KEY_SIZE, "size", "`limits.max_header_bytes`",
-      "SETTINGS_MAX_HEADER_LIST_SIZE; a request whose decoded header list is larger gets `431` (this also bounds HPACK \"bombs\")" },
+      "SETTINGS_MAX_HEADER_LIST_SIZE; a request whose decoded header list is larger gets `431` (this also bounds HPACK \"bombs\")",
+      TG_FIELD(tg_http2_conf_t, max_header_list_size, TG_FIELD_U64) },
     { "ping_interval", TG_KEY_DURATION, "duration", "`0` (off)",
-      "while streams are open, send a PING after this much silence" },
+      "while streams are open, send a PING after this much silence",
+      TG_FIELD(tg_http2_conf_t, ping_interval_ms, TG_FIELD_U64) },
     { "ping_timeout", TG_KEY_DURATION, "duration", "`20s`",
-      "a PING unanswered this long closes the connection" },
-    { "max_resets_per_10s", TG_KEY_INT, "integer", "`400`",
-      "rapid-reset guard (CVE-2023-44487): a client that resets more streams than this in 10 s, and more than half of the streams it opened in that time, gets GOAWAY `ENHANCE_YOUR_CALM` (a busy client whose calls often hit their deadlines cancels many streams, but not most); past 4× this the connection goes whatever the ratio, so completed streams cannot dilute a flood. Resets the gateway sends because of an invalid frame on a stream count too (CVE-2025-8671)." },
+      "a PING unanswered this long closes the connection",
+      TG_FIELD(tg_http2_conf_t, ping_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_H2_PING_TIMEOUT_MS },
+    { "max_resets_per_10s", TG_KEY_INT, "integer 1–1000000", "`400`",
+      "rapid-reset guard (CVE-2023-44487): a client that resets more streams than this in 10 s, and more than half of the streams it opened in that time, gets GOAWAY `ENHANCE_YOUR_CALM` (a busy client whose calls often hit their deadlines cancels many streams, but not most); past 4× this the connection goes whatever the ratio, so completed streams cannot dilute a flood. Resets the gateway sends because of an invalid frame on a stream count too (CVE-2025-8671).",
+      .min = 1, .max = 1000000, TG_FIELD(tg_http2_conf_t, max_resets_per_10s, TG_FIELD_U32),
+      .def = TG_DEFAULT_H2_MAX_RESETS },
 };
 
 static const tg_key_t route_keys[] = {
@@ -242,7 +264,7 @@ static const tg_key_t cluster_keys[] = {
       "one cursor per cluster shared by all workers: N requests spread evenly whatever the worker", .choices = "round_robin" },
     { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
       "a connect that takes longer fails over to the next endpoint (`504` if it was the last)" },
-    { "idle_timeout", TG_KEY_DURATION, "duration", "`60s`",
+    { "idle_timeout", TG_KEY_DURATION, "duration", "`1m`",
       "pooled idle upstream connections are closed after this" },
     { "pool_size", TG_KEY_INT, "integer 0–100000", "adaptive",
       "idle keep-alive connections kept per worker and endpoint; `0` disables reuse. Not given: the pool adapts — it keeps as many idle connections as the most requests that were in flight to the endpoint at once in the last 10–20 s (at most 4096), so load that comes back finds its connections instead of opening one per request, and connections beyond what is used idle out after `idle_timeout`. Watch `tollgate_upstream_connections_opened_total`: many per request means a pool that churns", .min = 0, .max = 100000 },
@@ -307,12 +329,15 @@ static const tg_key_t health_check_keys[] = {
 };
 
 static const tg_key_t outlier_keys[] = {
-    { "consecutive_failures", TG_KEY_INT, "integer", "`5`",
-      "failures in a row that eject the endpoint; `0` turns detection off" },
+    { "consecutive_failures", TG_KEY_INT, "integer 0–1000000", "`5`",
+      "failures in a row that eject the endpoint; `0` turns detection off", .min = 0, .max = 1000000,
+      TG_FIELD(tg_outlier_conf_t, consecutive_failures, TG_FIELD_U32), .def = 5 },
     { "base_ejection_time", TG_KEY_DURATION, "duration", "`30s`",
-      "the first ejection's length; each further consecutive ejection doubles it" },
+      "the first ejection's length; each further consecutive ejection doubles it",
+      TG_FIELD(tg_outlier_conf_t, base_ejection_ms, TG_FIELD_U64), .def = TG_DEFAULT_EJECTION_MS },
     { "max_ejection_time", TG_KEY_DURATION, "duration", "`5m`",
-      "cap on the ejection length" },
+      "cap on the ejection length", TG_FIELD(tg_outlier_conf_t, max_ejection_ms, TG_FIELD_U64),
+      .def = TG_DEFAULT_MAX_EJECTION_MS },
 };
 
 static const tg_key_t top_keys[] = {
@@ -425,4 +450,86 @@ void tg_keyset_names(const tg_keyset_t *ks, const char **names)
 {
     for (size_t i = 0; i < ks->n; i++)
         names[i] = ks->keys[i].name;
+}
+
+static void store(void *base, const tg_key_t *k, uint64_t v)
+{
+    char *at = (char *)base + k->offset;
+    switch (k->field) {
+    case TG_FIELD_INT: {
+        int x = (int)v;
+        memcpy(at, &x, sizeof(x));
+        break;
+    }
+    case TG_FIELD_U32: {
+        uint32_t x = (uint32_t)v;
+        memcpy(at, &x, sizeof(x));
+        break;
+    }
+    case TG_FIELD_U64:
+        memcpy(at, &v, sizeof(v));
+        break;
+    case TG_FIELD_NONE:
+        break;
+    }
+}
+
+void tg_key_store(const tg_key_t *k, void *base, uint64_t v)
+{
+    store(base, k, v);
+}
+
+void tg_keyset_defaults(const tg_keyset_t *ks, void *base)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->keys[i].field != TG_FIELD_NONE)
+            store(base, &ks->keys[i], (uint64_t)ks->keys[i].def);
+}
+
+/* v in the largest unit that divides it: sizes in KiB/MiB/GiB, durations
+ * in ms/s/m/h. */
+static void with_unit(char *buf, size_t cap, uint64_t v, int duration)
+{
+    static const char *const sizes[] = { "", "KiB", "MiB", "GiB" }, *const times[] = { "ms", "s", "m", "h" };
+    static const uint64_t size_div[] = { 1024, 1024, 1024 }, time_div[] = { 1000, 60, 60 };
+    size_t u = 0;
+    while (v != 0 && u < 3 && v % (duration ? time_div[u] : size_div[u]) == 0) {
+        v /= duration ? time_div[u] : size_div[u];
+        u++;
+    }
+    if (v == 0)
+        snprintf(buf, cap, "0");
+    else
+        snprintf(buf, cap, "%" PRIu64 "%s", v, duration ? times[u] : sizes[u]);
+}
+
+const char *tg_key_default_text(const tg_key_t *k, char *buf, size_t cap)
+{
+    return k->field == TG_FIELD_NONE ? NULL : tg_key_value_text(k, (uint64_t)k->def, buf, cap);
+}
+
+const char *tg_key_value_text(const tg_key_t *k, uint64_t v, char *buf, size_t cap)
+{
+    switch (k->kind) {
+    case TG_KEY_BOOL:
+        snprintf(buf, cap, "%s", v ? "true" : "false");
+        break;
+    case TG_KEY_SIZE:
+        with_unit(buf, cap, v, 0);
+        break;
+    case TG_KEY_DURATION:
+        with_unit(buf, cap, v, 1);
+        break;
+    case TG_KEY_ENUM: {
+        const char *c = k->choices;
+        for (uint64_t i = 0; c != NULL && i < v && strchr(c, '|') != NULL; i++)
+            c = strchr(c, '|') + 1;
+        snprintf(buf, cap, "%.*s", c ? (int)strcspn(c, "|") : 0, c ? c : "");
+        break;
+    }
+    default:
+        snprintf(buf, cap, "%" PRIu64, v);
+        break;
+    }
+    return buf;
 }

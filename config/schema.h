@@ -39,6 +39,20 @@ typedef enum {
 
 typedef struct tg_keyset tg_keyset_t;
 
+/* Where the generic reader (config/loader.c) stores a row's value: the
+ * row names the field's type and its offset in the section's struct, and
+ * its typed default, bounds (min, max: INT in units, SIZE in bytes,
+ * DURATION in ms; both 0: any) and choices come from the row too — one
+ * place for what a key is. TG_FIELD_NONE: the section reads it itself. */
+typedef enum {
+    TG_FIELD_NONE = 0,
+    TG_FIELD_INT,   /* int: BOOL 0/1, ENUM the index of the choice */
+    TG_FIELD_U32,   /* uint32_t: INT, SIZE */
+    TG_FIELD_U64,   /* uint64_t: INT, SIZE, DURATION (ms) */
+} tg_field_t;
+
+#define TG_FIELD(type, member, ftype) .field = (ftype), .offset = offsetof(type, member)
+
 typedef struct tg_key {
     const char *name;
     tg_schema_kind_t kind;
@@ -47,8 +61,11 @@ typedef struct tg_key {
     const char *doc;     /* what it does (Markdown) */
     const tg_keyset_t *sub;  /* MAP, LIST, OR_MAP */
     const char *choices;     /* ENUM: "a|b|c"; INT: words allowed instead of a number */
-    int64_t min, max;        /* INT */
+    int64_t min, max;        /* INT (and, for field rows, SIZE and DURATION) */
     unsigned flags;
+    tg_field_t field;        /* stored by the generic reader (see above) */
+    size_t offset;
+    int64_t def;             /* field rows: the value when the key is absent */
 } tg_key_t;
 
 struct tg_keyset {
@@ -66,6 +83,18 @@ extern const tg_keyset_t tg_keys_top, tg_keys_paths, tg_keys_limits, tg_keys_adm
     tg_keys_listener, tg_keys_server_tls, tg_keys_certificate, tg_keys_http1, tg_keys_http2, tg_keys_route,
     tg_keys_match, tg_keys_header_match, tg_keys_header_rules, tg_keys_cluster, tg_keys_client_tls,
     tg_keys_health_check, tg_keys_outlier, tg_keys_endpoint, tg_keys_backend, tg_keys_tracing, tg_keys_otlp;
+
+/* Stores v into base at k's field (k->field must not be NONE). */
+void tg_key_store(const tg_key_t *k, void *base, uint64_t v);
+
+/* Stores every field row's default into base (the section's struct). */
+void tg_keyset_defaults(const tg_keyset_t *ks, void *base);
+
+/* A field row's typed default as people read it ("64KiB", "30s", "true",
+ * "128"), into buf; NULL for rows without a field. */
+const char *tg_key_default_text(const tg_key_t *k, char *buf, size_t cap);
+/* Any value of k's kind as people read it, the same way. */
+const char *tg_key_value_text(const tg_key_t *k, uint64_t v, char *buf, size_t cap);
 
 /* The names of a keyset's keys in order (what the loader's value arrays
  * are indexed by), into names (room for ks->n). */

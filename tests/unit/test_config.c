@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "config/schema.h"
 #include "filters/filter.h"
 
 static tg_config_t *load(const char *yaml, tg_errors_t *errs)
@@ -447,6 +448,68 @@ static void test_admin_defaults(void **state)
     tg_errors_free(&errs);
 }
 
+/* Rows that parse themselves (config/schema.h): each field row's typed
+ * default lies within its bounds, its kind is one the generic reader
+ * stores in that field type, and the default people read in the docs is
+ * the typed one (a 0 may stand for "see another key", said in words). */
+static void check_rows(const tg_keyset_t *ks, int depth)
+{
+    if (ks == NULL || depth > 6)
+        return;
+    for (size_t i = 0; i < ks->n; i++) {
+        const tg_key_t *k = &ks->keys[i];
+        check_rows(k->sub, depth + 1);
+        if (k->field == TG_FIELD_NONE)
+            continue;
+        int int_field = k->field == TG_FIELD_INT;
+        if ((k->kind == TG_KEY_BOOL || k->kind == TG_KEY_ENUM) != int_field ||
+            (k->kind != TG_KEY_BOOL && k->kind != TG_KEY_ENUM && k->kind != TG_KEY_INT && k->kind != TG_KEY_SIZE &&
+             k->kind != TG_KEY_DURATION)) {
+            fprintf(stderr, "%s.%s: kind and field type do not go together\n", ks->id, k->name);
+            fail();
+        }
+        if ((k->min || k->max) && (k->def < k->min || k->def > k->max) && k->def != 0) {
+            fprintf(stderr, "%s.%s: default %lld outside [%lld, %lld]\n", ks->id, k->name, (long long)k->def,
+                    (long long)k->min, (long long)k->max);
+            fail();
+        }
+        char text[64], want[80];
+        tg_key_default_text(k, text, sizeof(text));
+        snprintf(want, sizeof(want), "`%s`", text);
+        if (strncmp(k->dflt, want, strlen(want)) != 0 && !(k->def == 0 && k->dflt[0] == '`')) {
+            fprintf(stderr, "%s.%s: the docs say %s, the row %s\n", ks->id, k->name, k->dflt, want);
+            fail();
+        }
+    }
+}
+
+static void test_rows_agree(void **state)
+{
+    const tg_keyset_t *own[] = { &tg_keys_top, &tg_keys_limits, &tg_keys_http2, &tg_keys_outlier };
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        check_rows(own[i], 0);
+    tg_schema_filter_t fs[64];
+    size_t n = tg_filters_schema(fs, 64);
+    for (size_t i = 0; i < n; i++)
+        check_rows(fs[i].keys, 0);
+    /* and the defaults land where the rows say, with no section at all */
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = tg_config_load_string("t.yaml", BASE_LISTENERS, strlen(BASE_LISTENERS), tg_filters_registry(), &errs);
+    assert_non_null(c);
+    assert_int_equal(c->limits.max_header_bytes, TG_DEFAULT_MAX_HEADER_BYTES);
+    assert_int_equal(c->limits.idle_timeout_ms, TG_DEFAULT_IDLE_TIMEOUT_MS);
+    assert_int_equal(c->listeners[0].http2.max_resets_per_10s, TG_DEFAULT_H2_MAX_RESETS);
+    assert_int_equal(c->listeners[0].http2.enabled, 1);
+    tg_config_unref(c);
+    tg_errors_free(&errs);
+    char buf[32];
+    tg_key_t size = { .kind = TG_KEY_SIZE, .field = TG_FIELD_U64 }, dur = { .kind = TG_KEY_DURATION, .field = TG_FIELD_U64 };
+    assert_string_equal(tg_key_value_text(&size, 65536, buf, sizeof(buf)), "64KiB");
+    assert_string_equal(tg_key_value_text(&size, 1000, buf, sizeof(buf)), "1000");
+    assert_string_equal(tg_key_value_text(&dur, 300000, buf, sizeof(buf)), "5m");
+    assert_string_equal(tg_key_value_text(&dur, 1500, buf, sizeof(buf)), "1500ms");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_several_errors_reported),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_errors_sorted_by_place),
+        cmocka_unit_test(test_rows_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
