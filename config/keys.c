@@ -311,21 +311,27 @@ static const tg_key_t client_tls_keys[] = {
 
 static const tg_key_t health_check_keys[] = {
     { "type", TG_KEY_ENUM, "`http` or `grpc`", "`http`",
-      "`grpc` needs `protocol: h2c` or `h2`", .choices = "http|grpc" },
+      "`grpc` needs `protocol: h2c` or `h2`", .choices = "http|grpc",
+      TG_FIELD(tg_health_check_conf_t, grpc, TG_FIELD_INT) },
     { "path", TG_KEY_STRING, "string starting with `/` (required for `http`)", "—",
-      "the path to GET" },
+      "the path to GET", TG_FIELD(tg_health_check_conf_t, path, TG_FIELD_STR) },
     { "host", TG_KEY_STRING, "string", "the endpoint's `host:port`",
-      "the Host header (`:authority` for gRPC) of the check" },
+      "the Host header (`:authority` for gRPC) of the check", TG_FIELD(tg_health_check_conf_t, host, TG_FIELD_STR) },
     { "interval", TG_KEY_DURATION, "duration, ≥ 10ms", "`5s`",
-      "time between checks of one endpoint" },
-    { "timeout", TG_KEY_DURATION, "duration", "`1s`",
-      "connect + answer must fit in this" },
+      "time between checks of one endpoint", .min = 10, .max = INT64_MAX,
+      TG_FIELD(tg_health_check_conf_t, interval_ms, TG_FIELD_U64), .def = TG_DEFAULT_HC_INTERVAL_MS },
+    { "timeout", TG_KEY_DURATION, "duration, ≥ 1ms", "`1s`",
+      "connect + answer must fit in this", .min = 1, .max = INT64_MAX,
+      TG_FIELD(tg_health_check_conf_t, timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_HC_TIMEOUT_MS },
     { "healthy_threshold", TG_KEY_INT, "integer 1–100", "`2`",
-      "consecutive successes that bring an unhealthy endpoint back", .min = 1, .max = 100 },
+      "consecutive successes that bring an unhealthy endpoint back", .min = 1, .max = 100,
+      TG_FIELD(tg_health_check_conf_t, healthy_threshold, TG_FIELD_U32), .def = TG_DEFAULT_HC_HEALTHY },
     { "unhealthy_threshold", TG_KEY_INT, "integer 1–100", "`3`",
-      "consecutive failures that take it out of rotation", .min = 1, .max = 100 },
+      "consecutive failures that take it out of rotation", .min = 1, .max = 100,
+      TG_FIELD(tg_health_check_conf_t, unhealthy_threshold, TG_FIELD_U32), .def = TG_DEFAULT_HC_UNHEALTHY },
     { "service", TG_KEY_STRING, "string (`grpc` only)", "`\"\"`",
-      "the service asked about; empty = the server as a whole" },
+      "the service asked about; empty = the server as a whole",
+      TG_FIELD(tg_health_check_conf_t, service, TG_FIELD_STR) },
 };
 
 static const tg_key_t outlier_keys[] = {
@@ -469,6 +475,7 @@ static void store(void *base, const tg_key_t *k, uint64_t v)
     case TG_FIELD_U64:
         memcpy(at, &v, sizeof(v));
         break;
+    case TG_FIELD_STR: /* strings are stored by the loader (tg_key_store_str); absent: NULL */
     case TG_FIELD_NONE:
         break;
     }
@@ -477,6 +484,11 @@ static void store(void *base, const tg_key_t *k, uint64_t v)
 void tg_key_store(const tg_key_t *k, void *base, uint64_t v)
 {
     store(base, k, v);
+}
+
+void tg_key_store_str(const tg_key_t *k, void *base, char *s)
+{
+    memcpy((char *)base + k->offset, &s, sizeof(s));
 }
 
 void tg_keyset_defaults(const tg_keyset_t *ks, void *base)

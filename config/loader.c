@@ -692,6 +692,14 @@ static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, 
             continue;
         uint64_t v = (uint64_t)k->def;
         int ok = 1;
+        if (k->field == TG_FIELD_STR) { /* absent: NULL */
+            char *str = vals[i] != NULL ? get_str(ld, vals[i], k->name) : NULL;
+            if (vals[i] != NULL && str == NULL)
+                rc = -1;
+            else
+                tg_key_store_str(k, base, str);
+            continue;
+        }
         if (vals[i] != NULL) {
             int x = 0;
             int bounded = k->min != 0 || k->max != 0;
@@ -713,9 +721,12 @@ static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, 
                                              : get_duration(ld, vals[i], k->name, &v)) == 0;
                 if (ok && bounded && (v < (uint64_t)k->min || v > (uint64_t)k->max)) {
                     char lo[32], hi[32];
-                    err_at(ld, vals[i], "%s: must be between %s and %s", k->name,
-                           tg_key_value_text(k, (uint64_t)k->min, lo, sizeof(lo)),
-                           tg_key_value_text(k, (uint64_t)k->max, hi, sizeof(hi)));
+                    tg_key_value_text(k, (uint64_t)k->min, lo, sizeof(lo));
+                    if (k->max == INT64_MAX)
+                        err_at(ld, vals[i], "%s: must be at least %s", k->name, lo);
+                    else
+                        err_at(ld, vals[i], "%s: must be between %s and %s", k->name, lo,
+                               tg_key_value_text(k, (uint64_t)k->max, hi, sizeof(hi)));
                     ok = 0;
                 }
                 break;
@@ -731,6 +742,16 @@ static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, 
             rc = -1;
     }
     return rc;
+}
+
+/* The value node of the key named name (NULL: absent), for the checks a
+ * section makes across its keys: by name, never by position. */
+static yaml_node_t *val_of(const tg_keyset_t *ks, yaml_node_t **vals, const char *name)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->keys[i].name, name) == 0)
+            return vals[i];
+    return NULL;
 }
 
 /* take_keys, then read_fields: a section made only of field rows. */
@@ -1032,68 +1053,28 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 
 static int load_health_check(loader_t *ld, yaml_node_t *n, tg_health_check_conf_t *h)
 {
-    enum { K_TYPE, K_PATH, K_HOST, K_INTERVAL, K_TIMEOUT, K_HEALTHY, K_UNHEALTHY, K_SERVICE, K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, "health_check", &tg_keys_health_check, v);
+    const tg_keyset_t *ks = &tg_keys_health_check;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "health_check", ks, h, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
     h->enabled = 1;
-    h->interval_ms = TG_DEFAULT_HC_INTERVAL_MS;
-    h->timeout_ms = TG_DEFAULT_HC_TIMEOUT_MS;
-    h->healthy_threshold = TG_DEFAULT_HC_HEALTHY;
-    h->unhealthy_threshold = TG_DEFAULT_HC_UNHEALTHY;
-    if (v[K_TYPE]) {
-        char *t = get_str(ld, v[K_TYPE], "health_check type");
-        if (t && strcmp(t, "grpc") == 0) {
-            h->grpc = 1;
-        } else if (t && strcmp(t, "http") != 0) {
-            err_at(ld, v[K_TYPE], "health_check type: '%s' is not one of http, grpc", t);
-            rc = -1;
-        } else if (t == NULL) {
-            rc = -1;
-        }
-        free(t);
-    }
+    yaml_node_t *path = val_of(ks, v, "path"), *service = val_of(ks, v, "service");
     if (h->grpc) {
-        if (v[K_PATH] != NULL) {
-            err_at(ld, v[K_PATH], "health_check path: a grpc check asks grpc.health.v1.Health/Check (use service)");
+        if (path != NULL) {
+            err_at(ld, path, "health_check path: a grpc check asks grpc.health.v1.Health/Check (use service)");
             rc = -1;
         }
-        if ((h->service = v[K_SERVICE] ? get_str(ld, v[K_SERVICE], "health_check service") : strdup("")) == NULL)
+        if (h->service == NULL && (h->service = strdup("")) == NULL)
             rc = -1;
-    } else if (v[K_SERVICE] != NULL) {
-        err_at(ld, v[K_SERVICE], "health_check service: only for type grpc");
+    } else if (service != NULL) {
+        err_at(ld, service, "health_check service: only for type grpc");
         rc = -1;
-    } else if (require(ld, n, v[K_PATH], "path", "health_check") < 0) {
+    } else if (require(ld, n, path, "path", "health_check") < 0) {
         rc = -1;
-    } else if ((h->path = get_str(ld, v[K_PATH], "health_check path")) == NULL) {
+    } else if (h->path != NULL && (h->path[0] != '/' || strpbrk(h->path, " \r\n") != NULL)) {
+        err_at(ld, path, "health_check path: '%s' must start with '/' and contain no spaces", h->path);
         rc = -1;
-    } else if (h->path[0] != '/' || strpbrk(h->path, " \r\n") != NULL) {
-        err_at(ld, v[K_PATH], "health_check path: '%s' must start with '/' and contain no spaces", h->path);
-        rc = -1;
-    }
-    if (v[K_HOST] && (h->host = get_str(ld, v[K_HOST], "health_check host")) == NULL)
-        rc = -1;
-    if (v[K_INTERVAL] && get_duration(ld, v[K_INTERVAL], "interval", &h->interval_ms) < 0)
-        rc = -1;
-    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "timeout", &h->timeout_ms) < 0)
-        rc = -1;
-    if (h->interval_ms < 10 || h->timeout_ms < 1) {
-        err_at(ld, n, "health_check: interval must be at least 10ms and timeout at least 1ms");
-        rc = -1;
-    }
-    uint64_t x;
-    if (v[K_HEALTHY]) {
-        if (get_uint(ld, v[K_HEALTHY], "healthy_threshold", 1, 100, &x) < 0)
-            rc = -1;
-        else
-            h->healthy_threshold = (uint32_t)x;
-    }
-    if (v[K_UNHEALTHY]) {
-        if (get_uint(ld, v[K_UNHEALTHY], "unhealthy_threshold", 1, 100, &x) < 0)
-            rc = -1;
-        else
-            h->unhealthy_threshold = (uint32_t)x;
     }
     return rc;
 }

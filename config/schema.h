@@ -49,6 +49,7 @@ typedef enum {
     TG_FIELD_INT,   /* int: BOOL 0/1, ENUM the index of the choice */
     TG_FIELD_U32,   /* uint32_t: INT, SIZE */
     TG_FIELD_U64,   /* uint64_t: INT, SIZE, DURATION (ms) */
+    TG_FIELD_STR,   /* char *, owned by the config: STRING (absent: NULL) */
 } tg_field_t;
 
 #define TG_FIELD(type, member, ftype) .field = (ftype), .offset = offsetof(type, member)
@@ -86,6 +87,9 @@ extern const tg_keyset_t tg_keys_top, tg_keys_paths, tg_keys_limits, tg_keys_adm
 
 /* Stores v into base at k's field (k->field must not be NONE). */
 void tg_key_store(const tg_key_t *k, void *base, uint64_t v);
+
+/* Stores s (owned by the config from now on) into base at k's STR field. */
+void tg_key_store_str(const tg_key_t *k, void *base, char *s);
 
 /* Stores every field row's default into base (the section's struct). */
 void tg_keyset_defaults(const tg_keyset_t *ks, void *base);

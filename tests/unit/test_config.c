@@ -325,6 +325,12 @@ static void test_errors(void **state)
     expect_error("admin: { port: 1 }\n" BASE_LISTENERS, "t.yaml:1:10: unknown key 'port' in admin");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { interval: 1s }\n",
                  "t.yaml:7:19: health_check: missing required key 'path'");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, interval: 5ms }\n",
+                 "t.yaml:7:41: interval: must be at least 10ms");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, type: tcp }\n",
+                 "t.yaml:7:37: type: 'tcp' is not one of http, grpc");
+    expect_error("limits: { max_header_bytes: 2MiB }\n" BASE_LISTENERS,
+                 "t.yaml:1:29: max_header_bytes: must be between 1KiB and 1MiB");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { path: /h, type: grpc }\n",
                  "health_check path: a grpc check asks grpc.health.v1.Health/Check");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    health_check: { type: grpc }\n",
@@ -461,6 +467,13 @@ static void check_rows(const tg_keyset_t *ks, int depth)
         check_rows(k->sub, depth + 1);
         if (k->field == TG_FIELD_NONE)
             continue;
+        if (k->field == TG_FIELD_STR) { /* a string, NULL when absent */
+            if (k->kind != TG_KEY_STRING) {
+                fprintf(stderr, "%s.%s: a string field for a key that is no string\n", ks->id, k->name);
+                fail();
+            }
+            continue;
+        }
         int int_field = k->field == TG_FIELD_INT;
         if ((k->kind == TG_KEY_BOOL || k->kind == TG_KEY_ENUM) != int_field ||
             (k->kind != TG_KEY_BOOL && k->kind != TG_KEY_ENUM && k->kind != TG_KEY_INT && k->kind != TG_KEY_SIZE &&
@@ -485,7 +498,8 @@ static void check_rows(const tg_keyset_t *ks, int depth)
 
 static void test_rows_agree(void **state)
 {
-    const tg_keyset_t *own[] = { &tg_keys_top, &tg_keys_limits, &tg_keys_http2, &tg_keys_outlier };
+    const tg_keyset_t *own[] = { &tg_keys_top, &tg_keys_limits, &tg_keys_http2, &tg_keys_outlier,
+                                 &tg_keys_health_check };
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
         check_rows(own[i], 0);
     tg_schema_filter_t fs[64];
