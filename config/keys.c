@@ -40,17 +40,26 @@ static const tg_key_t header_match_keys[] = {
       "the value it must equal (exactly); read as a secret, so `/config` shows `<redacted>`" },
 };
 
+/* enum fields are stored as int (TG_FIELD_INT) */
+_Static_assert(sizeof(tg_escaped_slash_t) == sizeof(int) && sizeof(tg_semicolons_t) == sizeof(int) &&
+                   sizeof(tg_backslashes_t) == sizeof(int),
+               "enum fields are ints");
+
 static const tg_key_t paths_keys[] = {
     { "merge_slashes", TG_KEY_BOOL, "bool", "`true`",
-      "`//a///b` becomes `/a/b`" },
+      "`//a///b` becomes `/a/b`", TG_FIELD(tg_path_conf_t, merge_slashes, TG_FIELD_INT), .def = 1 },
     { "escaped_slashes", TG_KEY_ENUM, "`reject`, `keep` or `decode`", "`reject`",
-      "`%2F` / `%5C` in a path: refused with 400; kept encoded (never a separator); or decoded to `/` and `\\` before dot-segments are removed (a decoded `\\` then follows `backslashes`)", .choices = "reject|keep|decode" },
+      "`%2F` / `%5C` in a path: refused with 400; kept encoded (never a separator); or decoded to `/` and `\\` before dot-segments are removed (a decoded `\\` then follows `backslashes`)", .choices = "reject|keep|decode",
+      TG_FIELD(tg_path_conf_t, escaped_slashes, TG_FIELD_INT) },
     { "forward", TG_KEY_ENUM, "`normalized` or `original`", "`normalized`",
-      "what the upstream receives: the normalized path, or the path exactly as the client sent it (with the query as filters left it). Routing uses the normalized path either way.", .choices = "normalized|original" },
+      "what the upstream receives: the normalized path, or the path exactly as the client sent it (with the query as filters left it). Routing uses the normalized path either way.", .choices = "normalized|original",
+      TG_FIELD(tg_path_conf_t, forward_original, TG_FIELD_INT) },
     { "semicolons", TG_KEY_ENUM, "`keep`, `strip` or `reject`", "`keep`",
-      "path parameters (`/a;jsessionid=1/b`), which Java servers (Tomcat, Spring) remove before they route: kept as sent (routes then see `;` in the segment); removed from every segment before routing and forwarding (routes see what such an upstream serves); or a path with `;` or `%3B` refused with `400` (as Spring's StrictHttpFirewall does). Whatever the setting, a dot-segment with parameters (`..;x`, `.;`) is a dot-segment: resolved (keep and strip) or refused (reject), never forwarded.", .choices = "keep|strip|reject" },
+      "path parameters (`/a;jsessionid=1/b`), which Java servers (Tomcat, Spring) remove before they route: kept as sent (routes then see `;` in the segment); removed from every segment before routing and forwarding (routes see what such an upstream serves); or a path with `;` or `%3B` refused with `400` (as Spring's StrictHttpFirewall does). Whatever the setting, a dot-segment with parameters (`..;x`, `.;`) is a dot-segment: resolved (keep and strip) or refused (reject), never forwarded.", .choices = "keep|strip|reject",
+      TG_FIELD(tg_path_conf_t, semicolons, TG_FIELD_INT) },
     { "backslashes", TG_KEY_ENUM, "`reject`, `keep` or `decode`", "`reject`",
-      "a raw `\\` in the path, which IIS and some frameworks read as `/`: refused with `400` (as `%5C` is by default); kept as it came (routes see an ordinary byte: only for upstreams that never read it as `/`); or read as `/` before slashes are merged and dot-segments removed", .choices = "reject|keep|decode" },
+      "a raw `\\` in the path, which IIS and some frameworks read as `/`: refused with `400` (as `%5C` is by default); kept as it came (routes see an ordinary byte: only for upstreams that never read it as `/`); or read as `/` before slashes are merged and dot-segments removed", .choices = "reject|keep|decode",
+      TG_FIELD(tg_path_conf_t, backslashes, TG_FIELD_INT) },
 };
 
 static const tg_key_t limits_keys[] = {

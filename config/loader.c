@@ -1760,21 +1760,8 @@ static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 {
-    enum { K_MERGE, K_ESCAPED, K_FORWARD, K_SEMI, K_BSLASH, K_N };
-    yaml_node_t *v[K_N];
-    if (take_keys(ld, n, "path_normalization", &tg_keys_paths, v) < 0 && n->type != YAML_MAPPING_NODE)
-        return;
-    int c = 0;
-    if (v[K_MERGE])
-        get_bool(ld, v[K_MERGE], "merge_slashes", &p->merge_slashes);
-    if (v[K_ESCAPED] && get_choice(ld, v[K_ESCAPED], "escaped_slashes", "reject|keep|decode", &c) == 0)
-        p->escaped_slashes = (tg_escaped_slash_t)c;
-    if (v[K_FORWARD] && get_choice(ld, v[K_FORWARD], "forward", "normalized|original", &c) == 0)
-        p->forward_original = c;
-    if (v[K_SEMI] && get_choice(ld, v[K_SEMI], "semicolons", "keep|strip|reject", &c) == 0)
-        p->semicolons = (tg_semicolons_t)c;
-    if (v[K_BSLASH] && get_choice(ld, v[K_BSLASH], "backslashes", "reject|keep|decode", &c) == 0)
-        p->backslashes = (tg_backslashes_t)c;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    read_section(ld, n, "path_normalization", &tg_keys_paths, p, v);
 }
 
 static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
@@ -2001,7 +1988,7 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
     ld.cfg->filter_registry = filters;
     ld.cfg->path = strdup(name);
     ld.cfg->drain_timeout_ms = TG_DEFAULT_DRAIN_TIMEOUT_MS;
-    ld.cfg->paths.merge_slashes = 1;
+    tg_keyset_defaults(&tg_keys_paths, &ld.cfg->paths);
     tg_keyset_defaults(&tg_keys_limits, &ld.cfg->limits);
     if (admin_only)
         load_admin_only(&ld, root);
