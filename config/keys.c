@@ -437,15 +437,18 @@ static const tg_key_t otlp_keys[] = {
     { "endpoint", TG_KEY_STRING, "`http://HOST:PORT/PATH` (required)", "—",
       "the collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces` (JSON encoding; plain HTTP: "
       "put TLS to a remote collector in a local agent)",
-      .flags = TG_KEY_REQUIRED },
-    { "batch_size", TG_KEY_INT, "integer 1–10000", "`512`", "spans per POST at most", .min = 1, .max = 10000 },
-    { "flush_interval", TG_KEY_DURATION, "duration", "`1s`", "a partial batch is sent after this long" },
+      .flags = TG_KEY_REQUIRED, TG_FIELD(tg_tracing_conf_t, otlp_endpoint, TG_FIELD_STR) },
+    { "batch_size", TG_KEY_INT, "integer 1–10000", "`512`", "spans per POST at most", .min = 1, .max = 10000,
+      TG_FIELD(tg_tracing_conf_t, batch_size, TG_FIELD_U32), .def = 512 },
+    { "flush_interval", TG_KEY_DURATION, "duration", "`1s`", "a partial batch is sent after this long",
+      TG_FIELD(tg_tracing_conf_t, flush_interval_ms, TG_FIELD_U64), .def = 1000 },
     { "queue_size", TG_KEY_INT, "integer 16–1048576", "`1024`",
       "spans each worker may have waiting for the exporter (rounded up to a power of two); past it spans are "
       "dropped and counted, never waited for",
-      .min = 16, .max = 1048576 },
+      .min = 16, .max = 1048576, TG_FIELD(tg_tracing_conf_t, queue_size, TG_FIELD_U32), .def = 1024 },
     { "timeout", TG_KEY_DURATION, "duration", "`2s`", "one POST, from connect to the answer; a batch that fails is "
-                                                      "dropped and counted" },
+                                                      "dropped and counted",
+      TG_FIELD(tg_tracing_conf_t, timeout_ms, TG_FIELD_U64), .def = 2000 },
 };
 const tg_keyset_t tg_keys_otlp = TG_KEYSET("tracing.otlp", "tracing.otlp", otlp_keys);
 

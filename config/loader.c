@@ -1766,56 +1766,48 @@ static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)
 
 static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
 {
-    yaml_node_t *v[3], *o[5];
-    if (take_keys(ld, n, "tracing", &tg_keys_tracing, v) < 0 && n->type != YAML_MAPPING_NODE)
+    yaml_node_t *v[TG_KEYSET_MAX], *o[TG_KEYSET_MAX];
+    const tg_keyset_t *ks = &tg_keys_tracing;
+    if (take_keys(ld, n, "tracing", ks, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
     t->enabled = 1;
     t->sample_ratio = 1.0;
-    t->batch_size = 512;
-    t->queue_size = 1024;
-    t->flush_interval_ms = 1000;
-    t->timeout_ms = 2000;
-    if (v[0] != NULL) {
-        char *s = get_str(ld, v[0], "sample_ratio"), *end = NULL;
+    tg_keyset_defaults(&tg_keys_otlp, t);
+    yaml_node_t *ratio = val_of(ks, v, "sample_ratio"), *name = val_of(ks, v, "service_name"),
+                *otlp = val_of(ks, v, "otlp");
+    if (ratio != NULL) {
+        char *s = get_str(ld, ratio, "sample_ratio"), *end = NULL;
         double r = s ? strtod(s, &end) : -1;
         if (s != NULL && (end == s || *end != '\0' || !(r >= 0 && r <= 1)))
-            err_at(ld, v[0], "sample_ratio: '%s' is not a number from 0 to 1", s);
+            err_at(ld, ratio, "sample_ratio: '%s' is not a number from 0 to 1", s);
         else if (s != NULL)
             t->sample_ratio = r;
         free(s);
     }
-    t->service_name = v[1] ? get_str(ld, v[1], "service_name") : strdup("tollgate");
-    if (v[2] == NULL || take_keys(ld, v[2], "otlp", &tg_keys_otlp, o) < 0 ||
-        require(ld, v[2], o[0], "endpoint", "otlp") < 0)
+    t->service_name = name ? get_str(ld, name, "service_name") : strdup("tollgate");
+    if (otlp == NULL)
         return;
-    uint64_t x;
-    if ((t->otlp_endpoint = get_str(ld, o[0], "otlp endpoint")) != NULL) {
-        char host[256];
-        const char *rest = strncmp(t->otlp_endpoint, "http://", 7) == 0 ? t->otlp_endpoint + 7 : NULL;
-        size_t hl = rest ? strcspn(rest, "/") : 0;
-        char hostport[300];
-        if (rest != NULL && hl < sizeof(hostport))
-            snprintf(hostport, sizeof(hostport), "%.*s", (int)hl, rest);
-        if (rest == NULL || hl == 0 || hl >= sizeof(hostport) ||
-            tg_parse_hostport(hostport, host, sizeof(host), &t->otlp_port) < 0 || t->otlp_port == 0)
-            err_at(ld, o[0], "otlp endpoint: '%s' is not http://HOST:PORT/PATH", t->otlp_endpoint);
-        else {
-            t->otlp_host = strdup(host);
-            t->otlp_path = strdup(rest[hl] ? rest + hl : "/v1/traces");
-        }
+    read_section(ld, otlp, "otlp", &tg_keys_otlp, t, o);
+    yaml_node_t *endpoint = val_of(&tg_keys_otlp, o, "endpoint");
+    if (require(ld, otlp, endpoint, "endpoint", "otlp") < 0 || t->otlp_endpoint == NULL)
+        return;
+    char host[256];
+    const char *rest = strncmp(t->otlp_endpoint, "http://", 7) == 0 ? t->otlp_endpoint + 7 : NULL;
+    size_t hl = rest ? strcspn(rest, "/") : 0;
+    char hostport[300];
+    if (rest != NULL && hl < sizeof(hostport))
+        snprintf(hostport, sizeof(hostport), "%.*s", (int)hl, rest);
+    if (rest == NULL || hl == 0 || hl >= sizeof(hostport) ||
+        tg_parse_hostport(hostport, host, sizeof(host), &t->otlp_port) < 0 || t->otlp_port == 0) {
+        err_at(ld, endpoint, "otlp endpoint: '%s' is not http://HOST:PORT/PATH", t->otlp_endpoint);
+    } else {
+        t->otlp_host = strdup(host);
+        t->otlp_path = strdup(rest[hl] ? rest + hl : "/v1/traces");
     }
-    if (o[1] && get_uint(ld, o[1], "batch_size", 1, 10000, &x) == 0)
-        t->batch_size = (uint32_t)x;
-    if (o[2])
-        get_duration(ld, o[2], "flush_interval", &t->flush_interval_ms);
-    if (o[3] && get_uint(ld, o[3], "queue_size", 16, 1048576, &x) == 0) {
-        uint32_t q = 16;
-        while (q < x)
-            q <<= 1;
-        t->queue_size = q;
-    }
-    if (o[4])
-        get_duration(ld, o[4], "timeout", &t->timeout_ms);
+    uint32_t q = 16; /* a power of two */
+    while (q < t->queue_size)
+        q <<= 1;
+    t->queue_size = q;
 }
 
 static void load_root(loader_t *ld, yaml_node_t *root)
