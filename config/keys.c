@@ -42,7 +42,8 @@ static const tg_key_t header_match_keys[] = {
 
 /* enum fields are stored as int (TG_FIELD_INT) */
 _Static_assert(sizeof(tg_escaped_slash_t) == sizeof(int) && sizeof(tg_semicolons_t) == sizeof(int) &&
-                   sizeof(tg_backslashes_t) == sizeof(int),
+                   sizeof(tg_backslashes_t) == sizeof(int) && sizeof(tg_underscores_t) == sizeof(int) &&
+                   sizeof(tg_forwarded_mode_t) == sizeof(int),
                "enum fields are ints");
 
 static const tg_key_t paths_keys[] = {
@@ -130,15 +131,19 @@ static const tg_key_t listener_keys[] = {
     { "trusted_proxies", TG_KEY_STRINGS, "list of addresses or CIDR blocks", "the top-level list",
       "this listener's own list (an empty list trusts no one)" },
     { "max_connections", TG_KEY_INT, "integer", "none",
-      "open client connections on this listener; past it a new connection is closed at once (counted). Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000 },
+      "open client connections on this listener; past it a new connection is closed at once (counted). Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000,
+      TG_FIELD(tg_listener_conf_t, max_connections, TG_FIELD_U64) },
     { "http1", TG_KEY_MAP, "mapping", "`{ enabled: true }`",
       "`enabled: false` makes an HTTP/2-only listener (below)", .sub = &tg_keys_http1 },
     { "proxy_protocol", TG_KEY_BOOL, "boolean", "`false`",
-      "every connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer in `trusted_proxies` (the listener's or the top-level list, which must not be empty); see below" },
+      "every connection starts with a PROXY protocol header (v1 or v2) from an L4 balancer in `trusted_proxies` (the listener's or the top-level list, which must not be empty); see below",
+      TG_FIELD(tg_listener_conf_t, proxy_protocol, TG_FIELD_INT) },
     { "listen_backlog", TG_KEY_INT, "integer 1–65535", "`4096`",
-      "connections the kernel queues for accepting (the `listen(2)` backlog of each worker's socket; the kernel caps it at `net.core.somaxconn`). A burst larger than it waits for SYN retransmits. A reload applies a new value to the sockets it keeps.", .min = 1, .max = 65535 },
+      "connections the kernel queues for accepting (the `listen(2)` backlog of each worker's socket; the kernel caps it at `net.core.somaxconn`). A burst larger than it waits for SYN retransmits. A reload applies a new value to the sockets it keeps.", .min = 1, .max = 65535,
+      TG_FIELD(tg_listener_conf_t, listen_backlog, TG_FIELD_U32), .def = TG_DEFAULT_LISTEN_BACKLOG },
     { "headers_with_underscores", TG_KEY_ENUM, "`allow`, `drop` or `reject`", "the top-level setting",
-      "this listener's own `headers_with_underscores`", .choices = "allow|drop|reject" },
+      "this listener's own `headers_with_underscores`", .choices = "drop|allow|reject",
+      TG_FIELD(tg_listener_conf_t, underscores, TG_FIELD_INT) },
 };
 
 static const tg_key_t server_tls_keys[] = {
@@ -359,7 +364,8 @@ static const tg_key_t top_keys[] = {
     { "workers", TG_KEY_INT, "integer 1–256 or `auto`", "`auto`",
       "worker threads; `auto` = one per online CPU. Each worker has its own event loop, its own SO_REUSEPORT listening socket per listener and its own upstream connection pools. A change takes effect on restart, not on reload.", .min = 1, .max = 256, .choices = "auto" },
     { "drain_timeout", TG_KEY_DURATION, "duration", "`30s`",
-      "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the remaining connections are closed" },
+      "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the remaining connections are closed",
+      TG_FIELD(tg_config_t, drain_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_DRAIN_TIMEOUT_MS },
     { "limits", TG_KEY_MAP, "mapping", "see below",
       "request limits and client timeouts", .sub = &tg_keys_limits },
     { "listeners", TG_KEY_LIST, "list of listeners (required, non-empty)", "—",
@@ -377,11 +383,13 @@ static const tg_key_t top_keys[] = {
     { "path_normalization", TG_KEY_MAP, "mapping", "see below",
       "how request paths are normalized before routing", .sub = &tg_keys_paths },
     { "max_connections", TG_KEY_INT, "integer", "none",
-      "open client connections across all listeners; past it a new connection is closed at once and counted in `tollgate_downstream_connections_rejected_total`. Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000 },
+      "open client connections across all listeners; past it a new connection is closed at once and counted in `tollgate_downstream_connections_rejected_total`. Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000,
+      TG_FIELD(tg_config_t, max_connections, TG_FIELD_U64) },
     { "redis", TG_KEY_MAP, "mapping", "none",
       "the shared store that `rate_limit` and `quota` with `store: redis` count in, so that several gateways enforce one limit (below; [deployment.md](deployment.md))", .sub = &tg_keys_redis },
     { "log_format", TG_KEY_ENUM, "`text` or `json`", "`text`",
-      "the process log on stderr: `TIME LEVEL message` lines, or one JSON object a line, `{\"time\": \"2026-11-30T10:00:00.123Z\", \"level\": \"warn\", \"message\": \"...\"}` (quotes, backslashes and control characters escaped), for log shippers. A reload applies a change; lines written before the config is read (its own errors) are text", .choices = "text|json" },
+      "the process log on stderr: `TIME LEVEL message` lines, or one JSON object a line, `{\"time\": \"2026-11-30T10:00:00.123Z\", \"level\": \"warn\", \"message\": \"...\"}` (quotes, backslashes and control characters escaped), for log shippers. A reload applies a change; lines written before the config is read (its own errors) are text", .choices = "text|json",
+      TG_FIELD(tg_config_t, log_json, TG_FIELD_INT) },
     { "tracing", TG_KEY_MAP, "mapping", "none",
       "W3C trace context: `traceparent`/`tracestate` propagated, generated when absent, trace and span ids in the "
       "access log, spans exported as OTLP/HTTP JSON (below)",
@@ -391,16 +399,17 @@ static const tg_key_t top_keys[] = {
       "`X-Forwarded-For`, RFC 7239 `Forwarded` (its `for=` parameters), or both (then an address is believed only "
       "where the two lists agree, hop by hop from the right). tollgate extends the same list(s) toward the "
       "upstream; `X-Forwarded-For` is always sent. See [security.md](security.md).",
-      .choices = "x-forwarded-for|forwarded|both" },
+      .choices = "x-forwarded-for|forwarded|both", TG_FIELD(tg_config_t, forwarded_header, TG_FIELD_INT) },
     { "set_x_real_ip", TG_KEY_BOOL, "boolean", "`false`",
       "send the upstream `X-Real-IP` with the client address tollgate established (after the trusted-proxy walk). "
-      "Otherwise a trusted proxy's `X-Real-IP` passes and anyone else's is removed." },
+      "Otherwise a trusted proxy's `X-Real-IP` passes and anyone else's is removed.",
+      TG_FIELD(tg_config_t, set_x_real_ip, TG_FIELD_INT) },
     { "headers_with_underscores", TG_KEY_ENUM, "`allow`, `drop` or `reject`", "`drop`",
       "a request header whose name has a `_`, which CGI/WSGI upstreams read as the same variable as the name with "
       "`-` (`X_User` and `X-User` are both `HTTP_X_USER`): passed, removed (as nginx ignores them), or refused with "
       "`400`. Whatever the setting, a name that equals a trust header or a forwarding header once `_` is read as "
       "`-` is treated as that header. A listener may override it.",
-      .choices = "allow|drop|reject" },
+      .choices = "drop|allow|reject", TG_FIELD(tg_config_t, underscores, TG_FIELD_INT) },
 };
 
 const tg_keyset_t tg_keys_certificate = TG_KEYSET("certificate", "listeners[].tls.certificates[]", certificate_keys);

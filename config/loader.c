@@ -986,63 +986,56 @@ static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 
 static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
 {
-    yaml_node_t *v[10];
-    int rc = take_keys(ld, n, "listener", &tg_keys_listener, v);
-    l->listen_backlog = TG_DEFAULT_LISTEN_BACKLOG;
-    if (v[8] != NULL && get_u32(ld, v[8], "listen_backlog", 1, 65535, &l->listen_backlog) < 0)
-        rc = -1;
+    const tg_keyset_t *ks = &tg_keys_listener;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "listener", ks, l, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
+    yaml_node_t *name = val_of(ks, v, "name"), *listen = val_of(ks, v, "listen"), *tls = val_of(ks, v, "tls"),
+                *http2 = val_of(ks, v, "http2"), *http1 = val_of(ks, v, "http1"),
+                *trusted = val_of(ks, v, "trusted_proxies"), *pp = val_of(ks, v, "proxy_protocol");
     http2_defaults(&l->http2);
     l->http1_enabled = 1;
-    if (v[6] != NULL && load_http1(ld, v[6], &l->http1_enabled) < 0)
+    l->has_underscores = val_of(ks, v, "headers_with_underscores") != NULL; /* else the top level's */
+    if (http1 != NULL && load_http1(ld, http1, &l->http1_enabled) < 0)
         rc = -1;
-    if (require(ld, n, v[0], "name", "listener") < 0 || check_name(ld, v[0], "listener name", &l->name) < 0)
+    if (require(ld, n, name, "name", "listener") < 0 || check_name(ld, name, "listener name", &l->name) < 0)
         rc = -1;
-    if (v[2] != NULL && load_listener_tls(ld, v[2], &l->tls) < 0)
+    if (tls != NULL && load_listener_tls(ld, tls, &l->tls) < 0)
         rc = -1;
-    if (v[3] != NULL && load_http2(ld, v[3], &l->http2) < 0)
+    if (http2 != NULL && load_http2(ld, http2, &l->http2) < 0)
         rc = -1;
     if (!l->http1_enabled && !l->http2.enabled) {
-        err_at(ld, v[6], "http1: a listener must serve HTTP/1.1 or HTTP/2 (http2.enabled is false too)");
+        err_at(ld, http1, "http1: a listener must serve HTTP/1.1 or HTTP/2 (http2.enabled is false too)");
         rc = -1;
     } else if (!l->http1_enabled && l->tls.enabled) {
         size_t i = 0;
         while (i < l->tls.n_alpn && strcmp(l->tls.alpn[i], "h2") != 0)
             i++;
         if (i == l->tls.n_alpn) {
-            err_at(ld, v[6], "http1: an HTTP/2-only TLS listener needs h2 in tls.alpn");
+            err_at(ld, http1, "http1: an HTTP/2-only TLS listener needs h2 in tls.alpn");
             rc = -1;
         }
     }
-    if (v[5] != NULL && get_uint(ld, v[5], "max_connections", 1, 100000000, &l->max_connections) < 0)
-        rc = -1;
-    if (v[7] != NULL && get_bool(ld, v[7], "proxy_protocol", &l->proxy_protocol) < 0)
-        rc = -1;
-    int us = 0;
-    if (v[9] != NULL && get_choice(ld, v[9], "headers_with_underscores", "drop|allow|reject", &us) < 0)
-        rc = -1;
-    l->has_underscores = v[9] != NULL;
-    l->underscores = (tg_underscores_t)us;
-    if (v[4] != NULL) {
+    if (trusted != NULL) {
         l->has_trusted_proxies = 1;
-        if (load_cidrs(ld, v[4], "trusted_proxies", &l->trusted_proxies, &l->n_trusted_proxies) < 0)
+        if (load_cidrs(ld, trusted, "trusted_proxies", &l->trusted_proxies, &l->n_trusted_proxies) < 0)
             rc = -1;
     }
     /* the top-level trusted_proxies are loaded before the listeners */
     if (l->proxy_protocol && (l->has_trusted_proxies ? l->n_trusted_proxies : ld->cfg->n_trusted_proxies) == 0) {
-        err_at(ld, v[7], "proxy_protocol: needs trusted_proxies (the balancers allowed to send it), on the listener "
-                         "or at the top level");
+        err_at(ld, pp, "proxy_protocol: needs trusted_proxies (the balancers allowed to send it), on the listener "
+                       "or at the top level");
         rc = -1;
     }
-    if (require(ld, n, v[1], "listen", "listener") < 0)
+    if (require(ld, n, listen, "listen", "listener") < 0)
         return -1;
-    l->listen = get_str(ld, v[1], "listen");
+    l->listen = get_str(ld, listen, "listen");
     if (l->listen == NULL)
         return -1;
     char host[256];
     if (tg_parse_hostport(l->listen, host, sizeof(host), &l->port) < 0) {
-        err_at(ld, v[1], "listen: '%s' is not HOST:PORT", l->listen);
+        err_at(ld, listen, "listen: '%s' is not HOST:PORT", l->listen);
         return -1;
     }
     l->host = strdup(host);
@@ -1812,67 +1805,50 @@ static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
 
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
-    enum { K_WORKERS, K_DRAIN, K_LIMITS, K_LISTENERS, K_ROUTES, K_CLUSTERS, K_ADMIN, K_FILTERS, K_TRUSTED, K_PATHS,
-           K_MAXCONN, K_REDIS, K_LOGFMT, K_TRACING, K_FWD, K_XREALIP, K_UNDERSCORES, K_N };
-    yaml_node_t *v[K_N];
+    const tg_keyset_t *ks = &tg_keys_top;
+    yaml_node_t *v[TG_KEYSET_MAX];
     tg_config_t *c = ld->cfg;
-    if (take_keys(ld, root, "the top level", &tg_keys_top, v) < 0 && root->type != YAML_MAPPING_NODE)
+    if (take_keys(ld, root, "the top level", ks, v) < 0 && root->type != YAML_MAPPING_NODE)
         return;
-    if (v[K_WORKERS]) {
-        char *w = get_str(ld, v[K_WORKERS], "workers");
+    read_fields(ld, ks, v, c);
+    yaml_node_t *workers = val_of(ks, v, "workers"), *listeners = val_of(ks, v, "listeners"),
+                *clusters = val_of(ks, v, "clusters"), *routes = val_of(ks, v, "routes");
+    if (workers) {
+        char *w = get_str(ld, workers, "workers");
         if (w != NULL && strcmp(w, "auto") == 0) {
             c->workers = 0;
         } else if (w != NULL) {
             uint64_t x;
-            if (get_uint(ld, v[K_WORKERS], "workers", 1, 256, &x) == 0)
+            if (get_uint(ld, workers, "workers", 1, 256, &x) == 0)
                 c->workers = (unsigned)x;
         }
         free(w);
     }
-    if (v[K_DRAIN])
-        get_duration(ld, v[K_DRAIN], "drain_timeout", &c->drain_timeout_ms);
-    if (v[K_LOGFMT]) {
-        char *f = get_str(ld, v[K_LOGFMT], "log_format");
-        if (f != NULL && strcmp(f, "json") == 0)
-            c->log_json = 1;
-        else if (f != NULL && strcmp(f, "text") != 0)
-            err_at(ld, v[K_LOGFMT], "log_format: '%s' is not one of text, json", f);
-        free(f);
-    }
-    if (v[K_TRUSTED])
-        load_cidrs(ld, v[K_TRUSTED], "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
-    int choice = 0;
-    if (v[K_FWD] && get_choice(ld, v[K_FWD], "forwarded_header", "x-forwarded-for|forwarded|both", &choice) == 0)
-        c->forwarded_header = (tg_forwarded_mode_t)choice;
-    if (v[K_XREALIP])
-        get_bool(ld, v[K_XREALIP], "set_x_real_ip", &c->set_x_real_ip);
-    if (v[K_UNDERSCORES] &&
-        get_choice(ld, v[K_UNDERSCORES], "headers_with_underscores", "drop|allow|reject", &choice) == 0)
-        c->underscores = (tg_underscores_t)choice;
-    if (v[K_PATHS])
-        load_paths(ld, v[K_PATHS], &c->paths);
-    if (v[K_MAXCONN])
-        get_uint(ld, v[K_MAXCONN], "max_connections", 1, 100000000, &c->max_connections);
-    if (v[K_LIMITS])
-        load_limits(ld, v[K_LIMITS], &c->limits);
-    if (v[K_ADMIN])
-        load_admin(ld, v[K_ADMIN], &c->admin);
-    if (v[K_TRACING])
-        load_tracing(ld, v[K_TRACING], &c->tracing);
-    if (v[K_REDIS]) /* before the filters: store: redis needs it */
-        load_redis(ld, v[K_REDIS], &c->redis);
-    if (v[K_FILTERS])
-        load_filters(ld, v[K_FILTERS], "filters", &c->filters);
-    if (require(ld, root, v[K_LISTENERS], "listeners", "config") == 0) {
-        LOAD_LIST(ld, v[K_LISTENERS], "listener", c->listeners, c->n_listeners, load_listener);
-        if (c->n_listeners == 0 && v[K_LISTENERS]->type == YAML_SEQUENCE_NODE)
-            err_at(ld, v[K_LISTENERS], "listeners: at least one listener is required");
+    yaml_node_t *n;
+    if ((n = val_of(ks, v, "trusted_proxies")) != NULL)
+        load_cidrs(ld, n, "trusted_proxies", &c->trusted_proxies, &c->n_trusted_proxies);
+    if ((n = val_of(ks, v, "path_normalization")) != NULL)
+        load_paths(ld, n, &c->paths);
+    if ((n = val_of(ks, v, "limits")) != NULL)
+        load_limits(ld, n, &c->limits);
+    if ((n = val_of(ks, v, "admin")) != NULL)
+        load_admin(ld, n, &c->admin);
+    if ((n = val_of(ks, v, "tracing")) != NULL)
+        load_tracing(ld, n, &c->tracing);
+    if ((n = val_of(ks, v, "redis")) != NULL) /* before the filters: store: redis needs it */
+        load_redis(ld, n, &c->redis);
+    if ((n = val_of(ks, v, "filters")) != NULL)
+        load_filters(ld, n, "filters", &c->filters);
+    if (require(ld, root, listeners, "listeners", "config") == 0) {
+        LOAD_LIST(ld, listeners, "listener", c->listeners, c->n_listeners, load_listener);
+        if (c->n_listeners == 0 && listeners->type == YAML_SEQUENCE_NODE)
+            err_at(ld, listeners, "listeners: at least one listener is required");
     }
     /* clusters before routes: routes refer to them by name */
-    if (v[K_CLUSTERS])
-        LOAD_LIST(ld, v[K_CLUSTERS], "cluster", c->clusters, c->n_clusters, load_cluster);
-    if (v[K_ROUTES])
-        LOAD_LIST(ld, v[K_ROUTES], "route", c->routes, c->n_routes, load_route);
+    if (clusters)
+        LOAD_LIST(ld, clusters, "cluster", c->clusters, c->n_clusters, load_cluster);
+    if (routes)
+        LOAD_LIST(ld, routes, "route", c->routes, c->n_routes, load_route);
 }
 
 /* ---- the document as loaded, for /config ---- */
@@ -1979,7 +1955,6 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
     atomic_init(&ld.cfg->refs, 1);
     ld.cfg->filter_registry = filters;
     ld.cfg->path = strdup(name);
-    ld.cfg->drain_timeout_ms = TG_DEFAULT_DRAIN_TIMEOUT_MS;
     tg_keyset_defaults(&tg_keys_paths, &ld.cfg->paths);
     tg_keyset_defaults(&tg_keys_limits, &ld.cfg->limits);
     if (admin_only)

@@ -489,7 +489,10 @@ static void check_rows(const tg_keyset_t *ks, int depth)
         char text[64], want[80];
         tg_key_default_text(k, text, sizeof(text));
         snprintf(want, sizeof(want), "`%s`", text);
-        if (strncmp(k->dflt, want, strlen(want)) != 0 && !(k->def == 0 && k->dflt[0] == '`')) {
+        /* a 0 default may be said in words ("none", "the top-level setting", "`limits.max_header_bytes`"),
+         * never as another number */
+        int words = k->def == 0 && !(k->dflt[0] == '`' && k->dflt[1] >= '1' && k->dflt[1] <= '9');
+        if (strncmp(k->dflt, want, strlen(want)) != 0 && !words) {
             fprintf(stderr, "%s.%s: the docs say %s, the row %s\n", ks->id, k->name, k->dflt, want);
             fail();
         }
@@ -499,7 +502,7 @@ static void check_rows(const tg_keyset_t *ks, int depth)
 static void test_rows_agree(void **state)
 {
     const tg_keyset_t *own[] = { &tg_keys_top, &tg_keys_limits, &tg_keys_http2, &tg_keys_outlier,
-                                 &tg_keys_health_check, &tg_keys_paths, &tg_keys_tracing };
+                                 &tg_keys_health_check, &tg_keys_paths, &tg_keys_tracing, &tg_keys_listener };
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
         check_rows(own[i], 0);
     tg_schema_filter_t fs[64];
