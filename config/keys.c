@@ -43,7 +43,8 @@ static const tg_key_t header_match_keys[] = {
 /* enum fields are stored as int (TG_FIELD_INT) */
 _Static_assert(sizeof(tg_escaped_slash_t) == sizeof(int) && sizeof(tg_semicolons_t) == sizeof(int) &&
                    sizeof(tg_backslashes_t) == sizeof(int) && sizeof(tg_underscores_t) == sizeof(int) &&
-                   sizeof(tg_forwarded_mode_t) == sizeof(int),
+                   sizeof(tg_forwarded_mode_t) == sizeof(int) && sizeof(tg_cluster_proto_t) == sizeof(int) &&
+                   sizeof(tg_lb_t) == sizeof(int),
                "enum fields are ints");
 
 static const tg_key_t paths_keys[] = {
@@ -270,16 +271,20 @@ static const tg_key_t cluster_keys[] = {
     { "name", TG_KEY_STRING, "name (required, unique)", "—",
       "unique; routes name it in `cluster`", .flags = TG_KEY_REQUIRED },
     { "protocol", TG_KEY_ENUM, "`http1`, `h2c`, `h2`", "`http1`",
-      "upstream protocol: HTTP/1.1 (over TLS when `tls` is given); HTTP/2 cleartext with prior knowledge; HTTP/2 over TLS (needs `tls`; ALPN `h2`). gRPC needs `h2c` or `h2`. See [tls-http2.md](tls-http2.md)", .choices = "http1|h2c|h2" },
+      "upstream protocol: HTTP/1.1 (over TLS when `tls` is given); HTTP/2 cleartext with prior knowledge; HTTP/2 over TLS (needs `tls`; ALPN `h2`). gRPC needs `h2c` or `h2`. See [tls-http2.md](tls-http2.md)", .choices = "http1|h2c|h2",
+      TG_FIELD(tg_cluster_conf_t, protocol, TG_FIELD_INT) },
     { "endpoints", TG_KEY_LIST, "list of addresses or `{ address, weight }` (required, non-empty)", "—",
       "resolved once when the config is loaded", .sub = &tg_keys_endpoint,
       .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
     { "lb", TG_KEY_ENUM, "`round_robin`", "`round_robin`",
-      "one cursor per cluster shared by all workers: N requests spread evenly whatever the worker", .choices = "round_robin" },
+      "one cursor per cluster shared by all workers: N requests spread evenly whatever the worker", .choices = "round_robin",
+      TG_FIELD(tg_cluster_conf_t, lb, TG_FIELD_INT) },
     { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
-      "a connect that takes longer fails over to the next endpoint (`504` if it was the last)" },
+      "a connect that takes longer fails over to the next endpoint (`504` if it was the last)",
+      TG_FIELD(tg_cluster_conf_t, connect_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_CONNECT_TIMEOUT_MS },
     { "idle_timeout", TG_KEY_DURATION, "duration", "`1m`",
-      "pooled idle upstream connections are closed after this" },
+      "pooled idle upstream connections are closed after this",
+      TG_FIELD(tg_cluster_conf_t, idle_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_POOL_IDLE_TIMEOUT_MS },
     { "pool_size", TG_KEY_INT, "integer 0–100000", "adaptive",
       "idle keep-alive connections kept per worker and endpoint; `0` disables reuse. Not given: the pool adapts — it keeps as many idle connections as the most requests that were in flight to the endpoint at once in the last 10–20 s (at most 4096), so load that comes back finds its connections instead of opening one per request, and connections beyond what is used idle out after `idle_timeout`. Watch `tollgate_upstream_connections_opened_total`: many per request means a pool that churns", .min = 0, .max = 100000 },
     { "health_check", TG_KEY_MAP, "mapping", "none (no active checks)",
@@ -287,25 +292,29 @@ static const tg_key_t cluster_keys[] = {
     { "outlier_detection", TG_KEY_MAP, "mapping", "none (no passive ejection)",
       "see below", .sub = &tg_keys_outlier },
     { "when_all_unhealthy", TG_KEY_ENUM, "`fail` or `try_all`", "`fail`",
-      "when no endpoint is usable: `fail` answers `503` (`no healthy upstream endpoint`); `try_all` tries every endpoint anyway", .choices = "fail|try_all" },
+      "when no endpoint is usable: `fail` answers `503` (`no healthy upstream endpoint`); `try_all` tries every endpoint anyway", .choices = "fail|try_all",
+      TG_FIELD(tg_cluster_conf_t, all_unhealthy_try_all, TG_FIELD_INT) },
     { "tls", TG_KEY_MAP, "mapping", "none (cleartext)",
       "TLS to the endpoints, see below", .sub = &tg_keys_client_tls },
     { "keepalive_interval", TG_KEY_DURATION, "duration", "`30s`",
-      "HTTP/2: a connection with open streams and no traffic for this long gets a PING (`0`: never)" },
+      "HTTP/2: a connection with open streams and no traffic for this long gets a PING (`0`: never)",
+      TG_FIELD(tg_cluster_conf_t, keepalive_interval_ms, TG_FIELD_U64), .def = TG_DEFAULT_H2_KEEPALIVE_MS },
     { "keepalive_timeout", TG_KEY_DURATION, "duration", "`10s`",
-      "HTTP/2: an unanswered PING closes the connection and fails its streams" },
+      "HTTP/2: an unanswered PING closes the connection and fails its streams",
+      TG_FIELD(tg_cluster_conf_t, keepalive_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_H2_KEEPALIVE_TIMEOUT_MS },
     { "max_concurrent_streams", TG_KEY_INT, "integer 1–100000", "the upstream's setting",
-      "HTTP/2: at most this many streams per connection (more open another connection)", .min = 1, .max = 100000 },
+      "HTTP/2: at most this many streams per connection (more open another connection)", .min = 1, .max = 100000,
+      TG_FIELD(tg_cluster_conf_t, max_concurrent_streams, TG_FIELD_U32) },
     { "max_connections", TG_KEY_INT, "integer 1–10^6", "none",
       "circuit breaker: open connections to all endpoints of the cluster, all workers together; a request that would "
       "need another gets `503` at once (gRPC `UNAVAILABLE`) with `x-tollgate-overloaded: true`",
-      .min = 1, .max = 1000000 },
+      .min = 1, .max = 1000000, TG_FIELD(tg_cluster_conf_t, max_connections, TG_FIELD_U32) },
     { "max_pending", TG_KEY_INT, "integer 1–10^6", "none",
       "circuit breaker: requests waiting for a new connection to open; past it, `503` at once as above",
-      .min = 1, .max = 1000000 },
+      .min = 1, .max = 1000000, TG_FIELD(tg_cluster_conf_t, max_pending, TG_FIELD_U32) },
     { "max_requests", TG_KEY_INT, "integer 1–10^6", "none",
       "circuit breaker: requests in flight to the cluster; past it, `503` at once as above", .min = 1,
-      .max = 1000000 },
+      .max = 1000000, TG_FIELD(tg_cluster_conf_t, max_requests, TG_FIELD_U32) },
 };
 
 static const tg_key_t client_tls_keys[] = {

@@ -1110,114 +1110,49 @@ static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tl
 
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
-    enum { K_NAME, K_PROTO, K_EPS, K_LB, K_CT, K_IT, K_POOL, K_HC, K_OUT, K_ALL, K_TLS, K_KAI, K_KAT, K_MCS,
-           K_MAXCONN, K_MAXPEND, K_MAXREQ, K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, "cluster", &tg_keys_cluster, v);
-    static const struct { int k; size_t off; const char *what; } breakers[] = {
-        { K_MAXCONN, offsetof(tg_cluster_conf_t, max_connections), "max_connections" },
-        { K_MAXPEND, offsetof(tg_cluster_conf_t, max_pending), "max_pending" },
-        { K_MAXREQ, offsetof(tg_cluster_conf_t, max_requests), "max_requests" },
-    };
-    for (size_t i = 0; i < sizeof(breakers) / sizeof(breakers[0]); i++) {
-        uint64_t x;
-        if (v[breakers[i].k] == NULL)
-            continue;
-        if (get_uint(ld, v[breakers[i].k], breakers[i].what, 1, 1000000, &x) < 0)
-            rc = -1;
-        else
-            *(uint32_t *)((char *)c + breakers[i].off) = (uint32_t)x;
-    }
+    const tg_keyset_t *ks = &tg_keys_cluster;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "cluster", ks, c, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
-    c->protocol = TG_PROTO_HTTP1;
-    c->lb = TG_LB_ROUND_ROBIN;
-    c->connect_timeout_ms = TG_DEFAULT_CONNECT_TIMEOUT_MS;
-    c->idle_timeout_ms = TG_DEFAULT_POOL_IDLE_TIMEOUT_MS;
+    yaml_node_t *name = val_of(ks, v, "name"), *proto = val_of(ks, v, "protocol"), *pool = val_of(ks, v, "pool_size"),
+                *hc = val_of(ks, v, "health_check"), *outlier = val_of(ks, v, "outlier_detection"),
+                *tls = val_of(ks, v, "tls"), *eps = val_of(ks, v, "endpoints");
+    if (require(ld, n, name, "name", "cluster") < 0 || check_name(ld, name, "cluster name", &c->name) < 0)
+        rc = -1;
     c->pool_size = TG_DEFAULT_POOL_SIZE;
-    c->pool_adaptive = 1;
-    if (require(ld, n, v[K_NAME], "name", "cluster") < 0 || check_name(ld, v[K_NAME], "cluster name", &c->name) < 0)
-        rc = -1;
-    c->keepalive_interval_ms = TG_DEFAULT_H2_KEEPALIVE_MS;
-    c->keepalive_timeout_ms = TG_DEFAULT_H2_KEEPALIVE_TIMEOUT_MS;
-    if (v[K_PROTO]) {
-        char *p = get_str(ld, v[K_PROTO], "protocol");
-        if (p == NULL) {
-            rc = -1;
-        } else if (strcmp(p, "h2c") == 0) {
-            c->protocol = TG_PROTO_H2C;
-        } else if (strcmp(p, "h2") == 0) {
-            c->protocol = TG_PROTO_H2;
-        } else if (strcmp(p, "http1") != 0) {
-            err_at(ld, v[K_PROTO], "protocol: '%s' is not one of http1, h2c, h2", p);
-            rc = -1;
-        }
-        free(p);
-    }
-    if (v[K_KAI] && get_duration(ld, v[K_KAI], "keepalive_interval", &c->keepalive_interval_ms) < 0)
-        rc = -1;
-    if (v[K_KAT] && get_duration(ld, v[K_KAT], "keepalive_timeout", &c->keepalive_timeout_ms) < 0)
-        rc = -1;
-    if (v[K_MCS] && get_u32(ld, v[K_MCS], "max_concurrent_streams", 1, 100000, &c->max_concurrent_streams) < 0)
-        rc = -1;
-    if (v[K_LB]) {
-        char *p = get_str(ld, v[K_LB], "lb");
-        if (p == NULL || strcmp(p, "round_robin") != 0) {
-            if (p)
-                err_at(ld, v[K_LB], "lb: '%s' is not one of round_robin", p);
-            rc = -1;
-        }
-        free(p);
-    }
-    if (v[K_CT] && get_duration(ld, v[K_CT], "connect_timeout", &c->connect_timeout_ms) < 0)
-        rc = -1;
-    if (v[K_IT] && get_duration(ld, v[K_IT], "idle_timeout", &c->idle_timeout_ms) < 0)
-        rc = -1;
-    if (v[K_POOL]) {
+    c->pool_adaptive = pool == NULL; /* not given: the pool adapts */
+    if (pool != NULL) {
         uint64_t x;
-        if (get_uint(ld, v[K_POOL], "pool_size", 0, 100000, &x) < 0)
+        if (get_uint(ld, pool, "pool_size", 0, 100000, &x) < 0)
             rc = -1;
-        else {
+        else
             c->pool_size = (uint32_t)x;
-            c->pool_adaptive = 0;
-        }
     }
-    if (v[K_HC] && load_health_check(ld, v[K_HC], &c->health_check) < 0)
+    if (hc && load_health_check(ld, hc, &c->health_check) < 0)
         rc = -1;
     if (c->health_check.grpc && c->protocol == TG_PROTO_HTTP1) {
-        err_at(ld, v[K_HC], "health_check: type grpc needs an HTTP/2 cluster (protocol h2c or h2)");
+        err_at(ld, hc, "health_check: type grpc needs an HTTP/2 cluster (protocol h2c or h2)");
         rc = -1;
     }
-    if (v[K_OUT] && load_outlier(ld, v[K_OUT], &c->outlier) < 0)
+    if (outlier && load_outlier(ld, outlier, &c->outlier) < 0)
         rc = -1;
-    if (v[K_TLS] && load_client_tls(ld, v[K_TLS], "cluster tls", &c->tls) < 0)
+    if (tls && load_client_tls(ld, tls, "cluster tls", &c->tls) < 0)
         rc = -1;
-    if (c->protocol == TG_PROTO_H2 && v[K_TLS] == NULL) {
-        err_at(ld, v[K_PROTO], "protocol: 'h2' is HTTP/2 over TLS and needs a tls block (use h2c for cleartext)");
+    if (c->protocol == TG_PROTO_H2 && tls == NULL) {
+        err_at(ld, proto, "protocol: 'h2' is HTTP/2 over TLS and needs a tls block (use h2c for cleartext)");
         rc = -1;
-    } else if (c->protocol == TG_PROTO_H2C && v[K_TLS] != NULL) {
-        err_at(ld, v[K_TLS], "tls: protocol 'h2c' is cleartext HTTP/2 (use protocol h2 for HTTP/2 over TLS)");
+    } else if (c->protocol == TG_PROTO_H2C && tls != NULL) {
+        err_at(ld, tls, "tls: protocol 'h2c' is cleartext HTTP/2 (use protocol h2 for HTTP/2 over TLS)");
         rc = -1;
     }
-    if (v[K_ALL]) {
-        char *p = get_str(ld, v[K_ALL], "when_all_unhealthy");
-        if (p && strcmp(p, "try_all") == 0) {
-            c->all_unhealthy_try_all = 1;
-        } else if (p && strcmp(p, "fail") != 0) {
-            err_at(ld, v[K_ALL], "when_all_unhealthy: '%s' is not one of fail, try_all", p);
-            rc = -1;
-        } else if (p == NULL) {
-            rc = -1;
-        }
-        free(p);
-    }
-    if (require(ld, n, v[K_EPS], "endpoints", "cluster") < 0)
+    if (require(ld, n, eps, "endpoints", "cluster") < 0)
         return -1;
-    if (expect_type(ld, v[K_EPS], YAML_SEQUENCE_NODE, "endpoints") < 0)
+    if (expect_type(ld, eps, YAML_SEQUENCE_NODE, "endpoints") < 0)
         return -1;
-    size_t len = seq_len(v[K_EPS]);
+    size_t len = seq_len(eps);
     if (len == 0) {
-        err_at(ld, v[K_EPS], "endpoints: a cluster needs at least one endpoint");
+        err_at(ld, eps, "endpoints: a cluster needs at least one endpoint");
         return -1;
     }
     c->endpoints = calloc(len, sizeof(*c->endpoints));
@@ -1225,24 +1160,25 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
         return -1;
     c->n_endpoints = len;
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *en = node_at(ld, v[K_EPS]->data.sequence.items.start[i]);
+        yaml_node_t *en = node_at(ld, eps->data.sequence.items.start[i]);
         tg_endpoint_conf_t *e = &c->endpoints[i];
         char host[256];
         e->weight = 1;
         if (en->type == YAML_MAPPING_NODE) { /* { address, weight } */
-            yaml_node_t *ev[2];
-            if (take_keys(ld, en, "endpoint", &tg_keys_endpoint, ev) < 0 ||
-                require(ld, en, ev[0], "address", "endpoint") < 0) {
+            yaml_node_t *ev[TG_KEYSET_MAX];
+            int ok = take_keys(ld, en, "endpoint", &tg_keys_endpoint, ev) == 0;
+            yaml_node_t *addr = val_of(&tg_keys_endpoint, ev, "address"), *weight = val_of(&tg_keys_endpoint, ev, "weight");
+            if (!ok || require(ld, en, addr, "address", "endpoint") < 0) {
                 rc = -1;
                 continue;
             }
             uint64_t w;
-            if (ev[1] != NULL && get_uint(ld, ev[1], "endpoint weight", 1, 10000, &w) < 0)
+            if (weight != NULL && get_uint(ld, weight, "endpoint weight", 1, 10000, &w) < 0)
                 rc = -1;
-            else if (ev[1] != NULL)
+            else if (weight != NULL)
                 e->weight = (uint32_t)w;
             c->weighted |= e->weight != 1;
-            en = ev[0];
+            en = addr;
         }
         e->address = get_str(ld, en, "endpoint");
         if (e->address == NULL) {
