@@ -218,9 +218,11 @@ static const tg_key_t route_keys[] = {
     { "cluster", TG_KEY_STRING, "cluster name (required, or `clusters`)", "—",
       "where matching requests go" },
     { "timeout", TG_KEY_DURATION, "duration", "`15s`",
-      "the upstream must start answering within this (from the request being sent; any progress in either direction resets it); else `504`" },
+      "the upstream must start answering within this (from the request being sent; any progress in either direction resets it); else `504`",
+      TG_FIELD(tg_route_conf_t, timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_ROUTE_TIMEOUT_MS },
     { "idle_timeout", TG_KEY_DURATION, "duration", "`5m`",
-      "once the response streams (or a WebSocket tunnel is open), the exchange is closed after this long without a byte in either direction. Long-lived streams (SSE) are bounded by this, not by `timeout`" },
+      "once the response streams (or a WebSocket tunnel is open), the exchange is closed after this long without a byte in either direction. Long-lived streams (SSE) are bounded by this, not by `timeout`",
+      TG_FIELD(tg_route_conf_t, idle_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_ROUTE_IDLE_TIMEOUT_MS },
     { "request_headers", TG_KEY_MAP, "header rules", "none",
       "edits of the request headers sent upstream", .sub = &tg_keys_header_rules },
     { "response_headers", TG_KEY_MAP, "header rules", "none",
@@ -228,7 +230,9 @@ static const tg_key_t route_keys[] = {
     { "filters", TG_KEY_FILTERS, "list", "none",
       "the route's own filter chain, run after the global one: `- auth: {...}`, `- rate_limit: {...}`, `- concurrency_limit: {...}`, `- quota: {...}`, `- access_log: {...}`, `- retry: {...}`, `- headers: {...}`, `- cors: {...}`, `- fault: {...}`, `- body_limit: {...}` (see [filters.md](filters.md))" },
     { "max_grpc_request_message", TG_KEY_SIZE, "size, at most 4GiB", "`4MiB` (gRPC's own default)",
-      "a gRPC call (HTTP/2 `POST`, content-type `application/grpc` or `application/grpc+...`) is exempt from `limits.max_body_bytes` — a client stream may run for hours — and bounded instead message by message: a message whose length prefix says more than this is refused with `RESOURCE_EXHAUSTED` before it is forwarded. `0` = unlimited. A request that only claims a gRPC-like content-type (gRPC-Web, a `GET`, HTTP/1.1) keeps the body limit." },
+      "a gRPC call (HTTP/2 `POST`, content-type `application/grpc` or `application/grpc+...`) is exempt from `limits.max_body_bytes` — a client stream may run for hours — and bounded instead message by message: a message whose length prefix says more than this is refused with `RESOURCE_EXHAUSTED` before it is forwarded. `0` = unlimited. A request that only claims a gRPC-like content-type (gRPC-Web, a `GET`, HTTP/1.1) keeps the body limit.",
+      .min = 0, .max = 4ll << 30, TG_FIELD(tg_route_conf_t, max_grpc_request_message, TG_FIELD_U64),
+      .def = TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE },
     { "clusters", TG_KEY_LIST, "list of `{ name, weight, headers }` (instead of `cluster`)", "—",
       "traffic splitting (canaries, blue/green): requests go to these clusters in proportion to their weights, "
       "interleaved, or to the first whose `headers` a request has",
@@ -255,7 +259,8 @@ static const tg_key_t match_keys[] = {
     { "grpc_method", TG_KEY_STRING, "method name (needs `grpc_service`)", "none",
       "... and exactly `/<service>/<method>`" },
     { "ignore_case", TG_KEY_BOOL, "boolean", "`false`",
-      "the path (`path`, `path_prefix`, `path_separated_prefix`, `path_regex`) is compared without regard to ASCII case, for upstreams that serve `/ADMIN` as `/admin` (IIS, Windows file systems, some Java setups): a policy on `/admin` then covers every spelling" },
+      "the path (`path`, `path_prefix`, `path_separated_prefix`, `path_regex`) is compared without regard to ASCII case, for upstreams that serve `/ADMIN` as `/admin` (IIS, Windows file systems, some Java setups): a policy on `/admin` then covers every spelling",
+      TG_FIELD(tg_route_match_t, ignore_case, TG_FIELD_INT) },
 };
 
 static const tg_key_t header_rules_keys[] = {

@@ -1290,32 +1290,36 @@ static int load_header_matches(loader_t *ld, yaml_node_t *n, tg_header_match_t *
 
 static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
 {
-    enum { K_HOST, K_PATH, K_PREFIX, K_SEPPREFIX, K_REGEX, K_METHODS, K_HEADERS, K_GSVC, K_GMETH, K_ICASE, K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, "match", &tg_keys_match, v);
-    if (v[K_ICASE] && get_bool(ld, v[K_ICASE], "ignore_case", &m->ignore_case) < 0)
-        rc = -1;
-    if (v[K_GSVC]) {
-        if ((m->grpc_service = get_str(ld, v[K_GSVC], "grpc_service")) == NULL)
+    const tg_keyset_t *ks = &tg_keys_match;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "match", ks, m, v);
+    yaml_node_t *host = val_of(ks, v, "host"), *methods = val_of(ks, v, "methods"), *headers = val_of(ks, v, "headers"),
+                *gsvc = val_of(ks, v, "grpc_service"), *gmeth = val_of(ks, v, "grpc_method");
+    /* the path keys, one at most: exact, prefix, separated prefix, regex */
+    static const char *const path_keys[] = { "path", "path_prefix", "path_separated_prefix", "path_regex" };
+    static const tg_path_kind_t path_kinds[] = { TG_PATH_EXACT, TG_PATH_PREFIX, TG_PATH_SEPARATED_PREFIX,
+                                                 TG_PATH_REGEX };
+    if (gsvc) {
+        if ((m->grpc_service = get_str(ld, gsvc, "grpc_service")) == NULL)
             rc = -1;
         else if (*m->grpc_service == '\0' || strpbrk(m->grpc_service, "/ ") != NULL) {
-            err_at(ld, v[K_GSVC], "grpc_service: '%s' must be a service name like pkg.v1.Service", m->grpc_service);
+            err_at(ld, gsvc, "grpc_service: '%s' must be a service name like pkg.v1.Service", m->grpc_service);
             rc = -1;
         }
     }
-    if (v[K_GMETH]) {
-        if (v[K_GSVC] == NULL) {
-            err_at(ld, v[K_GMETH], "grpc_method needs grpc_service");
+    if (gmeth) {
+        if (gsvc == NULL) {
+            err_at(ld, gmeth, "grpc_method needs grpc_service");
             rc = -1;
-        } else if ((m->grpc_method = get_str(ld, v[K_GMETH], "grpc_method")) == NULL) {
+        } else if ((m->grpc_method = get_str(ld, gmeth, "grpc_method")) == NULL) {
             rc = -1;
         } else if (*m->grpc_method == '\0' || strpbrk(m->grpc_method, "/ ") != NULL) {
-            err_at(ld, v[K_GMETH], "grpc_method: '%s' must be a method name", m->grpc_method);
+            err_at(ld, gmeth, "grpc_method: '%s' must be a method name", m->grpc_method);
             rc = -1;
         }
     }
-    if (v[K_HOST]) {
-        char *h = get_str(ld, v[K_HOST], "host");
+    if (host) {
+        char *h = get_str(ld, host, "host");
         if (h == NULL) {
             rc = -1;
         } else if (strncmp(h, "*.", 2) == 0) {
@@ -1323,7 +1327,7 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
             m->host = strdup(h + 1);
             free(h);
         } else if (*h == '\0' || strchr(h, '*') != NULL) {
-            err_at(ld, v[K_HOST], "host: '%s' must be a name or '*.suffix'", h);
+            err_at(ld, host, "host: '%s' must be a name or '*.suffix'", h);
             free(h);
             rc = -1;
         } else {
@@ -1331,54 +1335,53 @@ static int load_match(loader_t *ld, yaml_node_t *n, tg_route_match_t *m)
         }
     }
     int npath = 0;
-    for (int k = K_PATH; k <= K_REGEX; k++) {
-        if (v[k] == NULL)
+    for (int k = 0; k < 4; k++) {
+        yaml_node_t *pv = val_of(ks, v, path_keys[k]);
+        if (pv == NULL)
             continue;
         if (++npath > 1) {
-            err_at(ld, v[k], "match: only one of path, path_prefix, path_separated_prefix, path_regex may be given");
+            err_at(ld, pv, "match: only one of path, path_prefix, path_separated_prefix, path_regex may be given");
             rc = -1;
             continue;
         }
-        char *p = get_str(ld, v[k], tg_keys_match.keys[k].name);
+        char *p = get_str(ld, pv, path_keys[k]);
         if (p == NULL) {
             rc = -1;
             continue;
         }
         m->path = p;
-        m->path_kind = k == K_PATH        ? TG_PATH_EXACT
-                       : k == K_PREFIX    ? TG_PATH_PREFIX
-                       : k == K_SEPPREFIX ? TG_PATH_SEPARATED_PREFIX
-                                          : TG_PATH_REGEX;
-        if (k != K_REGEX && p[0] != '/') {
-            err_at(ld, v[k], "%s: '%s' must start with '/'", tg_keys_match.keys[k].name, p);
+        m->path_kind = path_kinds[k];
+        int regex = path_kinds[k] == TG_PATH_REGEX;
+        if (!regex && p[0] != '/') {
+            err_at(ld, pv, "%s: '%s' must start with '/'", path_keys[k], p);
             rc = -1;
         }
-        const char *why = k == K_REGEX ? regex_too_complex(p) : NULL;
+        const char *why = regex ? regex_too_complex(p) : NULL;
         if (why != NULL) {
-            err_at(ld, v[k], "path_regex: '%.80s': %s", p, why);
+            err_at(ld, pv, "path_regex: '%.80s': %s", p, why);
             m->path_kind = TG_PATH_PREFIX; /* nothing compiled to free */
             rc = -1;
-        } else if (k == K_REGEX) {
+        } else if (regex) {
             int e = regcomp(&m->path_re, p, REG_EXTENDED | REG_NOSUB | (m->ignore_case ? REG_ICASE : 0));
             if (e != 0) {
                 char buf[256];
                 regerror(e, &m->path_re, buf, sizeof(buf));
-                err_at(ld, v[k], "path_regex: '%s': %s", p, buf);
+                err_at(ld, pv, "path_regex: '%s': %s", p, buf);
                 m->path_kind = TG_PATH_PREFIX; /* nothing compiled to free */
                 rc = -1;
             }
         }
     }
-    if (v[K_METHODS]) {
-        if (get_str_list(ld, v[K_METHODS], "methods", &m->methods, &m->n_methods) < 0)
+    if (methods) {
+        if (get_str_list(ld, methods, "methods", &m->methods, &m->n_methods) < 0)
             rc = -1;
         for (size_t i = 0; i < m->n_methods; i++)
             if (m->methods[i] && !is_token(m->methods[i])) {
-                err_at(ld, v[K_METHODS], "methods: '%s' is not a valid method", m->methods[i]);
+                err_at(ld, methods, "methods: '%s' is not a valid method", m->methods[i]);
                 rc = -1;
             }
     }
-    if (v[K_HEADERS] && load_header_matches(ld, v[K_HEADERS], &m->headers, &m->n_headers) < 0)
+    if (headers && load_header_matches(ld, headers, &m->headers, &m->n_headers) < 0)
         rc = -1;
     return rc;
 }
@@ -1436,21 +1439,21 @@ static int load_backends(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 
 static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
 {
-    enum { K_NAME, K_LIS, K_MATCH, K_CLUSTER, K_TIMEOUT, K_IDLE, K_REQH, K_RESH, K_FILTERS, K_GRPCMAX, K_BACKENDS,
-           K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, "route", &tg_keys_route, v);
+    const tg_keyset_t *ks = &tg_keys_route;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "route", ks, r, v);
     if (rc < 0 && n->type != YAML_MAPPING_NODE)
         return -1;
-    r->timeout_ms = TG_DEFAULT_ROUTE_TIMEOUT_MS;
-    r->idle_timeout_ms = TG_DEFAULT_ROUTE_IDLE_TIMEOUT_MS;
-    r->max_grpc_request_message = TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE;
-    if (require(ld, n, v[K_NAME], "name", "route") < 0 || check_name(ld, v[K_NAME], "route name", &r->name) < 0)
+    yaml_node_t *name = val_of(ks, v, "name"), *lis = val_of(ks, v, "listeners"), *match = val_of(ks, v, "match"),
+                *cluster = val_of(ks, v, "cluster"), *backends = val_of(ks, v, "clusters"),
+                *reqh = val_of(ks, v, "request_headers"), *resh = val_of(ks, v, "response_headers"),
+                *filters = val_of(ks, v, "filters");
+    if (require(ld, n, name, "name", "route") < 0 || check_name(ld, name, "route name", &r->name) < 0)
         rc = -1;
-    if (v[K_LIS]) {
+    if (lis) {
         char **names = NULL;
         size_t cnt = 0;
-        if (get_str_list(ld, v[K_LIS], "listeners", &names, &cnt) < 0) {
+        if (get_str_list(ld, lis, "listeners", &names, &cnt) < 0) {
             rc = -1;
         } else {
             r->listeners = calloc(cnt ? cnt : 1, sizeof(*r->listeners));
@@ -1458,7 +1461,7 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
             for (size_t i = 0; i < cnt; i++) {
                 long idx = tg_config_find_listener(ld->cfg, names[i]);
                 if (idx < 0) {
-                    err_at(ld, node_at(ld, v[K_LIS]->data.sequence.items.start[i]),
+                    err_at(ld, node_at(ld, lis->data.sequence.items.start[i]),
                            "route '%s': unknown listener '%s'", r->name ? r->name : "?", names[i]);
                     rc = -1;
                 } else if (r->listeners) {
@@ -1470,45 +1473,33 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
             free(names[i]);
         free(names);
     }
-    if (v[K_MATCH] && load_match(ld, v[K_MATCH], &r->match) < 0)
+    if (match && load_match(ld, match, &r->match) < 0)
         rc = -1;
-    if (v[K_CLUSTER] && v[K_BACKENDS]) {
-        err_at(ld, v[K_BACKENDS], "route '%s': give cluster or clusters, not both", r->name ? r->name : "?");
+    if (cluster && backends) {
+        err_at(ld, backends, "route '%s': give cluster or clusters, not both", r->name ? r->name : "?");
         rc = -1;
-    } else if (v[K_BACKENDS]) {
-        if (load_backends(ld, v[K_BACKENDS], r) < 0)
+    } else if (backends) {
+        if (load_backends(ld, backends, r) < 0)
             rc = -1;
-    } else if (require(ld, n, v[K_CLUSTER], "cluster", "route") < 0) {
+    } else if (require(ld, n, cluster, "cluster", "route") < 0) {
         rc = -1;
     } else {
-        char *c = get_str(ld, v[K_CLUSTER], "cluster");
+        char *c = get_str(ld, cluster, "cluster");
         long idx = c ? tg_config_find_cluster(ld->cfg, c) : -1;
         if (c && idx < 0)
-            err_at(ld, v[K_CLUSTER], "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
+            err_at(ld, cluster, "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
         if (idx < 0)
             rc = -1;
         else
             r->cluster = (size_t)idx;
         free(c);
     }
-    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "timeout", &r->timeout_ms) < 0)
+    if (reqh && load_header_rules(ld, reqh, "request_headers", &r->request_headers) < 0)
         rc = -1;
-    if (v[K_IDLE] && get_duration(ld, v[K_IDLE], "idle_timeout", &r->idle_timeout_ms) < 0)
+    if (resh && load_header_rules(ld, resh, "response_headers", &r->response_headers) < 0)
         rc = -1;
-    if (v[K_REQH] && load_header_rules(ld, v[K_REQH], "request_headers", &r->request_headers) < 0)
+    if (filters && load_filters(ld, filters, "route filters", &r->filters) < 0)
         rc = -1;
-    if (v[K_RESH] && load_header_rules(ld, v[K_RESH], "response_headers", &r->response_headers) < 0)
-        rc = -1;
-    if (v[K_FILTERS] && load_filters(ld, v[K_FILTERS], "route filters", &r->filters) < 0)
-        rc = -1;
-    if (v[K_GRPCMAX]) {
-        if (get_size(ld, v[K_GRPCMAX], "max_grpc_request_message", &r->max_grpc_request_message) < 0) {
-            rc = -1;
-        } else if (r->max_grpc_request_message > 0xffffffffu) {
-            err_at(ld, v[K_GRPCMAX], "max_grpc_request_message: gRPC messages are at most 4 GiB");
-            rc = -1;
-        }
-    }
     return rc;
 }
 
