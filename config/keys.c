@@ -44,7 +44,7 @@ static const tg_key_t header_match_keys[] = {
 _Static_assert(sizeof(tg_escaped_slash_t) == sizeof(int) && sizeof(tg_semicolons_t) == sizeof(int) &&
                    sizeof(tg_backslashes_t) == sizeof(int) && sizeof(tg_underscores_t) == sizeof(int) &&
                    sizeof(tg_forwarded_mode_t) == sizeof(int) && sizeof(tg_cluster_proto_t) == sizeof(int) &&
-                   sizeof(tg_lb_t) == sizeof(int),
+                   sizeof(tg_lb_t) == sizeof(int) && sizeof(tg_client_auth_t) == sizeof(int),
                "enum fields are ints");
 
 static const tg_key_t paths_keys[] = {
@@ -155,27 +155,33 @@ static const tg_key_t server_tls_keys[] = {
     { "min_version", TG_KEY_ENUM, "`1.2` or `1.3`", "`1.2`",
       "oldest TLS version accepted", .choices = "1.2|1.3" },
     { "ciphers", TG_KEY_STRING, "OpenSSL cipher list", "OpenSSL's default",
-      "TLS 1.2 ciphers (server order is preferred)" },
+      "TLS 1.2 ciphers (server order is preferred)", TG_FIELD(tg_tls_server_conf_t, ciphers, TG_FIELD_STR) },
     { "ciphersuites", TG_KEY_STRING, "OpenSSL suite list", "OpenSSL's default",
-      "TLS 1.3 suites" },
+      "TLS 1.3 suites", TG_FIELD(tg_tls_server_conf_t, ciphersuites, TG_FIELD_STR) },
     { "groups", TG_KEY_STRING, "OpenSSL group list", "OpenSSL's default",
-      "key-exchange groups, e.g. `X25519:P-256`" },
+      "key-exchange groups, e.g. `X25519:P-256`", TG_FIELD(tg_tls_server_conf_t, groups, TG_FIELD_STR) },
     { "session_tickets", TG_KEY_BOOL, "boolean", "`true`",
-      "stateless resumption. Ticket keys live in the process and change on reload and restart (a client then does a full handshake)." },
-    { "session_cache_size", TG_KEY_INT, "integer", "`20480`",
-      "server-side session cache entries (shared by all workers); `0` turns it off" },
+      "stateless resumption. Ticket keys live in the process and change on reload and restart (a client then does a full handshake).",
+      TG_FIELD(tg_tls_server_conf_t, session_tickets, TG_FIELD_INT), .def = 1 },
+    { "session_cache_size", TG_KEY_INT, "integer 0–10000000", "`20480`",
+      "server-side session cache entries (shared by all workers); `0` turns it off", .min = 0, .max = 10000000,
+      TG_FIELD(tg_tls_server_conf_t, session_cache_size, TG_FIELD_U32), .def = TG_DEFAULT_TLS_SESSION_CACHE },
     { "session_timeout", TG_KEY_DURATION, "duration", "`5m`",
-      "lifetime of a resumable session" },
+      "lifetime of a resumable session", TG_FIELD(tg_tls_server_conf_t, session_timeout_ms, TG_FIELD_U64),
+      .def = TG_DEFAULT_TLS_SESSION_TIMEOUT_MS },
     { "client_auth", TG_KEY_ENUM, "`none`, `optional`, `require`", "`none`",
-      "mutual TLS. `require`: a client without a certificate that verifies against `client_ca` fails the handshake. `optional`: a client may send none (its requests carry no identity), but a certificate it does send must verify.", .choices = "none|optional|require" },
+      "mutual TLS. `require`: a client without a certificate that verifies against `client_ca` fails the handshake. `optional`: a client may send none (its requests carry no identity), but a certificate it does send must verify.", .choices = "none|optional|require",
+      TG_FIELD(tg_tls_server_conf_t, client_auth, TG_FIELD_INT) },
     { "client_ca", TG_KEY_STRING, "file (required with client auth)", "—",
       "PEM bundle of the CAs client certificates are checked against; also sent to clients as the acceptable CA list" },
     { "verify_depth", TG_KEY_INT, "integer 1–100", "`3`",
-      "longest client certificate chain accepted", .min = 1, .max = 100 },
+      "longest client certificate chain accepted", .min = 1, .max = 100,
+      TG_FIELD(tg_tls_server_conf_t, verify_depth, TG_FIELD_U32), .def = TG_DEFAULT_TLS_VERIFY_DEPTH },
     { "client_cert_header", TG_KEY_STRING, "header name", "`x-forwarded-client-cert`",
       "the verified client identity forwarded upstream, in the spirit of Envoy's XFCC: `Hash=<sha256 of the DER cert>;Subject=\"<RFC 2253 DN>\";URI=<each URI SAN>;DNS=<each DNS SAN>`. Whatever a client sends under this name (on every listener, whichever listener configures it) is removed on arrival, as are `x-forwarded-client-cert` and every auth filter's `identity_header`, so none can be spoofed." },
     { "handshake_timeout", TG_KEY_DURATION, "duration", "`10s`",
-      "a client that has not finished its handshake by then is disconnected (counted as a handshake failure)" },
+      "a client that has not finished its handshake by then is disconnected (counted as a handshake failure)",
+      TG_FIELD(tg_tls_server_conf_t, handshake_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS },
 };
 
 static const tg_key_t http2_keys[] = {

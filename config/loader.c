@@ -834,90 +834,48 @@ static int load_alpn(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
 
 static int load_listener_tls(loader_t *ld, yaml_node_t *n, tg_tls_server_conf_t *t)
 {
-    enum { K_CERTS, K_ALPN, K_MINV, K_CIPH, K_SUITES, K_GROUPS, K_TICKETS, K_CACHE, K_STO, K_CAUTH, K_CCA,
-           K_DEPTH, K_CCH, K_HST, K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, "tls", &tg_keys_server_tls, v);
+    const tg_keyset_t *ks = &tg_keys_server_tls;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, "tls", ks, t, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
+    yaml_node_t *certs = val_of(ks, v, "certificates"), *alpn = val_of(ks, v, "alpn"),
+                *minv = val_of(ks, v, "min_version"), *cauth = val_of(ks, v, "client_auth"),
+                *cca = val_of(ks, v, "client_ca"), *cch = val_of(ks, v, "client_cert_header");
     t->enabled = 1;
     t->min_version = 12;
-    t->session_tickets = 1;
-    t->session_cache_size = TG_DEFAULT_TLS_SESSION_CACHE;
-    t->session_timeout_ms = TG_DEFAULT_TLS_SESSION_TIMEOUT_MS;
-    t->verify_depth = TG_DEFAULT_TLS_VERIFY_DEPTH;
-    t->handshake_timeout_ms = TG_DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS;
     if ((t->where = where_of(ld, n)) == NULL)
         return -1;
-    if (require(ld, n, v[K_CERTS], "certificates", "tls") < 0 ||
-        expect_type(ld, v[K_CERTS], YAML_SEQUENCE_NODE, "certificates") < 0)
+    if (require(ld, n, certs, "certificates", "tls") < 0 || expect_type(ld, certs, YAML_SEQUENCE_NODE, "certificates") < 0)
         return -1;
-    size_t len = seq_len(v[K_CERTS]);
+    size_t len = seq_len(certs);
     if (len == 0) {
-        err_at(ld, v[K_CERTS], "certificates: list at least one { cert, key }");
+        err_at(ld, certs, "certificates: list at least one { cert, key }");
         return -1;
     }
     if ((t->certs = calloc(len, sizeof(*t->certs))) == NULL)
         return -1;
     t->n_certs = len;
     for (size_t i = 0; i < len; i++)
-        if (load_cert(ld, node_at(ld, v[K_CERTS]->data.sequence.items.start[i]), &t->certs[i]) < 0)
+        if (load_cert(ld, node_at(ld, certs->data.sequence.items.start[i]), &t->certs[i]) < 0)
             rc = -1;
-    if (v[K_ALPN] ? load_alpn(ld, v[K_ALPN], t) < 0 : 0)
+    if (alpn ? load_alpn(ld, alpn, t) < 0 : 0)
         rc = -1;
-    if (v[K_MINV] && get_tls_version(ld, v[K_MINV], &t->min_version) < 0)
+    if (minv && get_tls_version(ld, minv, &t->min_version) < 0)
         rc = -1;
-    if (v[K_CIPH] && (t->ciphers = get_str(ld, v[K_CIPH], "ciphers")) == NULL)
+    if (cca && get_path(ld, cca, "client_ca", &t->client_ca, &t->client_ca_where) < 0)
         rc = -1;
-    if (v[K_SUITES] && (t->ciphersuites = get_str(ld, v[K_SUITES], "ciphersuites")) == NULL)
-        rc = -1;
-    if (v[K_GROUPS] && (t->groups = get_str(ld, v[K_GROUPS], "groups")) == NULL)
-        rc = -1;
-    if (v[K_TICKETS] && get_bool(ld, v[K_TICKETS], "session_tickets", &t->session_tickets) < 0)
-        rc = -1;
-    uint64_t x;
-    if (v[K_CACHE]) {
-        if (get_uint(ld, v[K_CACHE], "session_cache_size", 0, 10000000, &x) < 0)
-            rc = -1;
-        else
-            t->session_cache_size = (uint32_t)x;
-    }
-    if (v[K_STO] && get_duration(ld, v[K_STO], "session_timeout", &t->session_timeout_ms) < 0)
-        rc = -1;
-    if (v[K_CAUTH]) {
-        char *p = get_str(ld, v[K_CAUTH], "client_auth");
-        if (p && !strcmp(p, "require"))
-            t->client_auth = TG_CLIENT_AUTH_REQUIRE;
-        else if (p && !strcmp(p, "optional"))
-            t->client_auth = TG_CLIENT_AUTH_OPTIONAL;
-        else if (p && strcmp(p, "none") != 0) {
-            err_at(ld, v[K_CAUTH], "client_auth: '%s' is not one of none, optional, require", p);
-            rc = -1;
-        } else if (p == NULL)
-            rc = -1;
-        free(p);
-    }
-    if (v[K_CCA] && get_path(ld, v[K_CCA], "client_ca", &t->client_ca, &t->client_ca_where) < 0)
-        rc = -1;
-    if (t->client_auth != TG_CLIENT_AUTH_NONE && t->client_ca == NULL && v[K_CCA] == NULL) {
-        err_at(ld, v[K_CAUTH], "client_auth: '%s' needs client_ca (the CA bundle client certificates are checked "
-                               "against)", t->client_auth == TG_CLIENT_AUTH_REQUIRE ? "require" : "optional");
+    if (t->client_auth != TG_CLIENT_AUTH_NONE && t->client_ca == NULL && cca == NULL) {
+        err_at(ld, cauth, "client_auth: '%s' needs client_ca (the CA bundle client certificates are checked "
+                          "against)", t->client_auth == TG_CLIENT_AUTH_REQUIRE ? "require" : "optional");
         rc = -1;
     }
-    if (v[K_DEPTH]) {
-        if (get_uint(ld, v[K_DEPTH], "verify_depth", 1, 100, &x) < 0)
-            rc = -1;
-        else
-            t->verify_depth = (uint32_t)x;
-    }
-    if (v[K_CCH]) {
-        if (get_header_name(ld, v[K_CCH], "client_cert_header", &t->client_cert_header) < 0)
+    if (cch) {
+        if (get_header_name(ld, cch, "client_cert_header", &t->client_cert_header) < 0)
             rc = -1;
     } else if ((t->client_cert_header = strdup(TG_DEFAULT_CLIENT_CERT_HEADER)) == NULL) {
         rc = -1;
     }
-    if (v[K_HST] && get_duration(ld, v[K_HST], "handshake_timeout", &t->handshake_timeout_ms) < 0)
-        rc = -1;
     if (t->alpn == NULL && rc == 0) {
         t->alpn = calloc(2, sizeof(char *));
         if (t->alpn == NULL || (t->alpn[0] = strdup("h2")) == NULL || (t->alpn[1] = strdup("http/1.1")) == NULL)
