@@ -90,7 +90,8 @@ static const tg_key_t admin_keys[] = {
     { "allowed_hosts", TG_KEY_STRINGS, "list of names", "none",
       "`Host` values the listener answers to besides its own address, `localhost`, `127.0.0.1` and `[::1]` (each with or without the port); any other gets `421` (a DNS-rebinding page sends its own name)" },
     { "max_connections", TG_KEY_INT, "integer 1–10000", "`64`",
-      "open admin connections; past it a new one is closed at once and counted in `tollgate_admin_connections_rejected_total`, so that a flood of idle connections cannot take the memory or the file descriptors the proxy needs (each is also dropped after 10 s without progress). A reload applies a change.", .min = 1, .max = 10000 },
+      "open admin connections; past it a new one is closed at once and counted in `tollgate_admin_connections_rejected_total`, so that a flood of idle connections cannot take the memory or the file descriptors the proxy needs (each is also dropped after 10 s without progress). A reload applies a change.", .min = 1, .max = 10000,
+      TG_FIELD(tg_admin_conf_t, max_connections, TG_FIELD_U32), .def = TG_DEFAULT_ADMIN_MAX_CONNECTIONS },
 };
 
 static const tg_key_t redis_keys[] = {
@@ -109,15 +110,19 @@ static const tg_key_t redis_keys[] = {
     { "tls", TG_KEY_MAP, "mapping", "none (cleartext)",
       "TLS toward Redis, as a cluster's `tls` (`ca`, `server_name`, `verify`, `cert` + `key` for a client certificate, `min_version`); files are read and checked at load and by `tollgate -t`", .sub = &tg_keys_client_tls },
     { "timeout", TG_KEY_DURATION, "duration, 1ms–1m", "`25ms`",
-      "a call's answer must come within this; past it the request is decided by the filter's `on_store_error`, and the late reply is read and dropped. A connection with a call unanswered for 20 × `timeout` (at least 1 s) is closed and reconnected" },
+      "a call's answer must come within this; past it the request is decided by the filter's `on_store_error`, and the late reply is read and dropped. A connection with a call unanswered for 20 × `timeout` (at least 1 s) is closed and reconnected",
+      .min = 1, .max = 60000, TG_FIELD(tg_redis_conf_t, timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_REDIS_TIMEOUT_MS },
     { "connect_timeout", TG_KEY_DURATION, "duration, 1ms–1m", "`1s`",
-      "TCP connect plus TLS handshake" },
+      "TCP connect plus TLS handshake", .min = 1, .max = 60000, TG_FIELD(tg_redis_conf_t, connect_timeout_ms, TG_FIELD_U64),
+      .def = TG_DEFAULT_REDIS_CONNECT_TIMEOUT_MS },
     { "pool", TG_KEY_INT, "integer 1–64", "`1`",
-      "connections per worker and Redis node; one pipelined connection per worker is usually enough", .min = 1, .max = 64 },
+      "connections per worker and Redis node; one pipelined connection per worker is usually enough", .min = 1, .max = 64,
+      TG_FIELD(tg_redis_conf_t, pool, TG_FIELD_U32), .def = TG_DEFAULT_REDIS_POOL },
     { "key_prefix", TG_KEY_STRING, "string, ≤128 bytes, no `{` `}`", "`tollgate:`",
       "every key tollgate writes starts with it (a shared Redis can hold several deployments)" },
     { "max_reply_bytes", TG_KEY_SIZE, "size, 1KiB–256MiB", "`4MiB`",
-      "the largest reply taken from Redis; past it the connection is closed and counted (`kind=\"reply_size\"`), whatever the server (or something posing as it) sends. Rate-limit replies are a few bytes; `CLUSTER SLOTS` of a 1000-shard cluster is about 200 KiB" },
+      "the largest reply taken from Redis; past it the connection is closed and counted (`kind=\"reply_size\"`), whatever the server (or something posing as it) sends. Rate-limit replies are a few bytes; `CLUSTER SLOTS` of a 1000-shard cluster is about 200 KiB",
+      .min = 1024, .max = 256 << 20, TG_FIELD(tg_redis_conf_t, max_reply_bytes, TG_FIELD_U64), .def = TG_DEFAULT_REDIS_MAX_REPLY },
 };
 
 static const tg_key_t listener_keys[] = {
@@ -332,9 +337,11 @@ static const tg_key_t client_tls_keys[] = {
     { "ca", TG_KEY_STRING, "file", "the system's trust store",
       "PEM bundle the endpoints' certificates are verified against" },
     { "server_name", TG_KEY_STRING, "string", "the endpoint's host",
-      "SNI sent, and the name the certificate must match; for an IP address endpoint without `server_name`, no SNI is sent and the certificate must cover the IP" },
+      "SNI sent, and the name the certificate must match; for an IP address endpoint without `server_name`, no SNI is sent and the certificate must cover the IP",
+      TG_FIELD(tg_tls_client_conf_t, server_name, TG_FIELD_STR) },
     { "verify", TG_KEY_BOOL, "boolean", "`true`",
-      "verify the certificate chain and host name; `false` accepts any certificate (testing only)" },
+      "verify the certificate chain and host name; `false` accepts any certificate (testing only)",
+      TG_FIELD(tg_tls_client_conf_t, verify, TG_FIELD_INT), .def = 1 },
     { "cert", TG_KEY_STRING, "file (with `key`)", "none",
       "a client certificate (PEM chain) for upstream mutual TLS" },
     { "key", TG_KEY_STRING, "file (with `cert`)", "none",

@@ -277,6 +277,16 @@ static int take_keys(loader_t *ld, yaml_node_t *map, const char *what, const tg_
     return take_fields(ld, map, what, names, ks->n, vals);
 }
 
+/* The value node of the key named name (NULL: absent), for the checks a
+ * section makes across its keys: by name, never by position. */
+static yaml_node_t *val_of(const tg_keyset_t *ks, yaml_node_t **vals, const char *name)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->keys[i].name, name) == 0)
+            return vals[i];
+    return NULL;
+}
+
 static int require(loader_t *ld, yaml_node_t *map, yaml_node_t *v, const char *key, const char *what)
 {
     if (v != NULL)
@@ -381,18 +391,20 @@ static int get_kv_map(loader_t *ld, yaml_node_t *n, const char *what, tg_kv_t **
 
 static int load_header_rules(loader_t *ld, yaml_node_t *n, const char *what, tg_header_rules_t *r)
 {
-    yaml_node_t *v[3];
-    int rc = take_keys(ld, n, what, &tg_keys_header_rules, v);
-    if (v[0] && get_kv_map(ld, v[0], what, &r->add, &r->n_add) < 0)
+    const tg_keyset_t *ks = &tg_keys_header_rules;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = take_keys(ld, n, what, ks, v);
+    yaml_node_t *add = val_of(ks, v, "add"), *set = val_of(ks, v, "set"), *remove = val_of(ks, v, "remove");
+    if (add && get_kv_map(ld, add, what, &r->add, &r->n_add) < 0)
         rc = -1;
-    if (v[1] && get_kv_map(ld, v[1], what, &r->set, &r->n_set) < 0)
+    if (set && get_kv_map(ld, set, what, &r->set, &r->n_set) < 0)
         rc = -1;
-    if (v[2]) {
-        if (get_str_list(ld, v[2], what, &r->remove, &r->n_remove) < 0)
+    if (remove) {
+        if (get_str_list(ld, remove, what, &r->remove, &r->n_remove) < 0)
             rc = -1;
         for (size_t i = 0; i < r->n_remove && rc == 0; i++)
             if (!is_token(r->remove[i])) {
-                err_at(ld, v[2], "%s: '%s' is not a valid header name", what, r->remove[i]);
+                err_at(ld, remove, "%s: '%s' is not a valid header name", what, r->remove[i]);
                 rc = -1;
             }
     }
@@ -744,16 +756,6 @@ static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, 
     return rc;
 }
 
-/* The value node of the key named name (NULL: absent), for the checks a
- * section makes across its keys: by name, never by position. */
-static yaml_node_t *val_of(const tg_keyset_t *ks, yaml_node_t **vals, const char *name)
-{
-    for (size_t i = 0; i < ks->n; i++)
-        if (strcmp(ks->keys[i].name, name) == 0)
-            return vals[i];
-    return NULL;
-}
-
 /* take_keys, then read_fields: a section made only of field rows. */
 static int read_section(loader_t *ld, yaml_node_t *n, const char *what, const tg_keyset_t *ks, void *base,
                         yaml_node_t **vals)
@@ -805,13 +807,15 @@ static int get_path(loader_t *ld, yaml_node_t *n, const char *what, char **out, 
 
 static int load_cert(loader_t *ld, yaml_node_t *n, tg_tls_cert_conf_t *c)
 {
-    yaml_node_t *v[2];
-    int rc = take_keys(ld, n, "certificate", &tg_keys_certificate, v);
+    const tg_keyset_t *ks = &tg_keys_certificate;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = take_keys(ld, n, "certificate", ks, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
-    if (require(ld, n, v[0], "cert", "certificate") < 0 || require(ld, n, v[1], "key", "certificate") < 0)
+    yaml_node_t *cert = val_of(ks, v, "cert"), *key = val_of(ks, v, "key");
+    if (require(ld, n, cert, "cert", "certificate") < 0 || require(ld, n, key, "key", "certificate") < 0)
         return -1;
-    if (get_path(ld, v[0], "cert", &c->cert, &c->where) < 0 || get_path(ld, v[1], "key", &c->key, NULL) < 0)
+    if (get_path(ld, cert, "cert", &c->cert, &c->where) < 0 || get_path(ld, key, "key", &c->key, NULL) < 0)
         rc = -1;
     return rc;
 }
@@ -890,15 +894,6 @@ static void http2_defaults(tg_http2_conf_t *h)
     tg_keyset_defaults(&tg_keys_http2, h);
 }
 
-static int get_u32(loader_t *ld, yaml_node_t *n, const char *what, uint64_t lo, uint64_t hi, uint32_t *out)
-{
-    uint64_t x;
-    if (get_uint(ld, n, what, lo, hi, &x) < 0)
-        return -1;
-    *out = (uint32_t)x;
-    return 0;
-}
-
 static int load_http2(loader_t *ld, yaml_node_t *n, tg_http2_conf_t *h)
 {
     yaml_node_t *v[TG_KEYSET_MAX];
@@ -933,11 +928,12 @@ static int load_cidrs(loader_t *ld, yaml_node_t *n, const char *what, tg_cidr_t 
 /* http1: { enabled } — a listener may serve HTTP/2 only. */
 static int load_http1(loader_t *ld, yaml_node_t *n, int *enabled)
 {
-    yaml_node_t *v[1];
+    yaml_node_t *v[TG_KEYSET_MAX];
     int rc = take_keys(ld, n, "http1", &tg_keys_http1, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
-    if (v[0] && get_bool(ld, v[0], "enabled", enabled) < 0)
+    yaml_node_t *en = val_of(&tg_keys_http1, v, "enabled");
+    if (en && get_bool(ld, en, "enabled", enabled) < 0)
         rc = -1;
     return rc;
 }
@@ -1038,30 +1034,27 @@ static int load_outlier(loader_t *ld, yaml_node_t *n, tg_outlier_conf_t *o)
 
 static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tls_client_conf_t *t)
 {
-    enum { K_CA, K_SNI, K_VERIFY, K_CERT, K_KEY, K_MINV, K_N };
-    yaml_node_t *v[K_N];
-    int rc = take_keys(ld, n, what, &tg_keys_client_tls, v);
+    const tg_keyset_t *ks = &tg_keys_client_tls;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    int rc = read_section(ld, n, what, ks, t, v);
     if (n->type != YAML_MAPPING_NODE)
         return -1;
+    yaml_node_t *ca = val_of(ks, v, "ca"), *cert = val_of(ks, v, "cert"), *key = val_of(ks, v, "key"),
+                *minv = val_of(ks, v, "min_version");
     t->enabled = 1;
-    t->verify = 1;
     t->min_version = 12;
     if ((t->where = where_of(ld, n)) == NULL)
         return -1;
-    if (v[K_CA] && get_path(ld, v[K_CA], "ca", &t->ca, &t->ca_where) < 0)
+    if (ca && get_path(ld, ca, "ca", &t->ca, &t->ca_where) < 0)
         rc = -1;
-    if (v[K_SNI] && (t->server_name = get_str(ld, v[K_SNI], "server_name")) == NULL)
-        rc = -1;
-    if (v[K_VERIFY] && get_bool(ld, v[K_VERIFY], "verify", &t->verify) < 0)
-        rc = -1;
-    if ((v[K_CERT] == NULL) != (v[K_KEY] == NULL)) {
+    if ((cert == NULL) != (key == NULL)) {
         err_at(ld, n, "%s: cert and key go together (a client certificate for mutual TLS)", what);
         rc = -1;
-    } else if (v[K_CERT] && (get_path(ld, v[K_CERT], "cert", &t->client_cert.cert, &t->client_cert.where) < 0 ||
-                             get_path(ld, v[K_KEY], "key", &t->client_cert.key, NULL) < 0)) {
+    } else if (cert && (get_path(ld, cert, "cert", &t->client_cert.cert, &t->client_cert.where) < 0 ||
+                        get_path(ld, key, "key", &t->client_cert.key, NULL) < 0)) {
         rc = -1;
     }
-    if (v[K_MINV] && get_tls_version(ld, v[K_MINV], &t->min_version) < 0)
+    if (minv && get_tls_version(ld, minv, &t->min_version) < 0)
         rc = -1;
     return rc;
 }
@@ -1232,15 +1225,16 @@ static int load_header_matches(loader_t *ld, yaml_node_t *n, tg_header_match_t *
     *count = len;
     int rc = 0;
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *hn = node_at(ld, n->data.sequence.items.start[i]), *hv[2];
+        yaml_node_t *hn = node_at(ld, n->data.sequence.items.start[i]), *hv[TG_KEYSET_MAX];
         if (take_keys(ld, hn, "header match", &tg_keys_header_match, hv) < 0) {
             rc = -1;
             continue;
         }
-        if (require(ld, hn, hv[0], "name", "header match") < 0 ||
-            get_header_name(ld, hv[0], "header match name", &h[i].name) < 0)
+        yaml_node_t *name = val_of(&tg_keys_header_match, hv, "name"), *value = val_of(&tg_keys_header_match, hv, "value");
+        if (require(ld, hn, name, "name", "header match") < 0 ||
+            get_header_name(ld, name, "header match name", &h[i].name) < 0)
             rc = -1;
-        if (hv[1] && (h[i].value = get_secret(ld, hv[1], "header match value")) == NULL)
+        if (value && (h[i].value = get_secret(ld, value, "header match value")) == NULL)
             rc = -1;
     }
     return rc;
@@ -1360,30 +1354,32 @@ static int load_backends(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
     int rc = 0;
     uint64_t total = 0;
     for (size_t i = 0; i < len; i++) {
-        yaml_node_t *bn = node_at(ld, n->data.sequence.items.start[i]), *bv[3];
+        yaml_node_t *bn = node_at(ld, n->data.sequence.items.start[i]), *bv[TG_KEYSET_MAX];
+        int taken = take_keys(ld, bn, "clusters entry", &tg_keys_backend, bv);
+        yaml_node_t *bname = val_of(&tg_keys_backend, bv, "name"), *bweight = val_of(&tg_keys_backend, bv, "weight"),
+                    *bheaders = val_of(&tg_keys_backend, bv, "headers");
         tg_route_backend_t *b = &r->backends[i];
         b->weight = 1;
-        if (take_keys(ld, bn, "clusters entry", &tg_keys_backend, bv) < 0 ||
-            require(ld, bn, bv[0], "name", "clusters entry") < 0) {
+        if (taken < 0 || require(ld, bn, bname, "name", "clusters entry") < 0) {
             rc = -1;
             continue;
         }
-        char *c = get_str(ld, bv[0], "cluster");
+        char *c = get_str(ld, bname, "cluster");
         long idx = c ? tg_config_find_cluster(ld->cfg, c) : -1;
         if (c && idx < 0)
-            err_at(ld, bv[0], "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
+            err_at(ld, bname, "route '%s': unknown cluster '%s'", r->name ? r->name : "?", c);
         free(c);
         if (idx < 0)
             rc = -1;
         else
             b->cluster = (size_t)idx;
         uint64_t w;
-        if (bv[1] != NULL && get_uint(ld, bv[1], "weight", 0, 10000, &w) < 0)
+        if (bweight != NULL && get_uint(ld, bweight, "weight", 0, 10000, &w) < 0)
             rc = -1;
-        else if (bv[1] != NULL)
+        else if (bweight != NULL)
             b->weight = (uint32_t)w;
         total += b->weight;
-        if (bv[2] != NULL && load_header_matches(ld, bv[2], &b->headers, &b->n_headers) < 0)
+        if (bheaders != NULL && load_header_matches(ld, bheaders, &b->headers, &b->n_headers) < 0)
             rc = -1;
     }
     if (rc == 0 && total == 0) {
@@ -1519,34 +1515,34 @@ static char *read_secret_file(loader_t *ld, yaml_node_t *n, const char *what, co
 
 static void load_admin(loader_t *ld, yaml_node_t *n, tg_admin_conf_t *a)
 {
-    yaml_node_t *v[5];
-    take_keys(ld, n, "admin", &tg_keys_admin, v);
+    const tg_keyset_t *ks = &tg_keys_admin;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    read_section(ld, n, "admin", ks, a, v);
     if (n->type != YAML_MAPPING_NODE)
         return;
-    a->max_connections = TG_DEFAULT_ADMIN_MAX_CONNECTIONS;
-    if (v[4])
-        get_u32(ld, v[4], "admin max_connections", 1, 10000, &a->max_connections);
-    a->listen = v[0] ? get_str(ld, v[0], "admin listen") : strdup(TG_DEFAULT_ADMIN_LISTEN);
+    yaml_node_t *listen = val_of(ks, v, "listen"), *token = val_of(ks, v, "token"),
+                *token_file = val_of(ks, v, "token_file"), *hosts = val_of(ks, v, "allowed_hosts");
+    a->listen = listen ? get_str(ld, listen, "admin listen") : strdup(TG_DEFAULT_ADMIN_LISTEN);
     if (a->listen == NULL)
         return;
     char host[256];
     if (tg_parse_hostport(a->listen, host, sizeof(host), &a->port) < 0)
-        err_at(ld, v[0], "admin listen: '%s' is not HOST:PORT", a->listen);
+        err_at(ld, listen, "admin listen: '%s' is not HOST:PORT", a->listen);
     else
         a->host = strdup(host);
-    if (v[1] && v[2])
-        err_at(ld, v[2], "admin: give token or token_file, not both");
-    else if (v[1] && (a->token = get_secret(ld, v[1], "admin token")) != NULL && strlen(a->token) < 16)
-        err_at(ld, v[1], "admin token: use at least 16 characters");
-    else if (v[2]) {
-        char *path = get_str(ld, v[2], "admin token_file");
-        if (path != NULL && (a->token = read_secret_file(ld, v[2], "admin token_file", path)) != NULL &&
+    if (token && token_file)
+        err_at(ld, token_file, "admin: give token or token_file, not both");
+    else if (token && (a->token = get_secret(ld, token, "admin token")) != NULL && strlen(a->token) < 16)
+        err_at(ld, token, "admin token: use at least 16 characters");
+    else if (token_file) {
+        char *path = get_str(ld, token_file, "admin token_file");
+        if (path != NULL && (a->token = read_secret_file(ld, token_file, "admin token_file", path)) != NULL &&
             strlen(a->token) < 16)
-            err_at(ld, v[2], "admin token_file: use at least 16 characters");
+            err_at(ld, token_file, "admin token_file: use at least 16 characters");
         free(path);
     }
-    if (v[3])
-        get_str_list(ld, v[3], "allowed_hosts", &a->allowed_hosts, &a->n_allowed_hosts);
+    if (hosts)
+        get_str_list(ld, hosts, "allowed_hosts", &a->allowed_hosts, &a->n_allowed_hosts);
 }
 
 /* One "host:port" node address into e. */
@@ -1581,59 +1577,46 @@ static char *load_secret_pair(loader_t *ld, yaml_node_t *inl, yaml_node_t *file,
 
 static void load_redis(loader_t *ld, yaml_node_t *n, tg_redis_conf_t *r)
 {
-    enum { K_ADDR, K_CLUSTER, K_USER, K_USERF, K_PASS, K_PASSF, K_TLS, K_TIMEOUT, K_CONNTO, K_POOL, K_PREFIX, K_MAXREPLY,
-           K_N };
-    yaml_node_t *v[K_N];
-    if (take_keys(ld, n, "redis", &tg_keys_redis, v) < 0 && n->type != YAML_MAPPING_NODE)
+    const tg_keyset_t *ks = &tg_keys_redis;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    if (read_section(ld, n, "redis", ks, r, v) < 0 && n->type != YAML_MAPPING_NODE)
         return;
+    yaml_node_t *addr = val_of(ks, v, "address"), *cluster = val_of(ks, v, "cluster"), *user = val_of(ks, v, "username"),
+                *userf = val_of(ks, v, "username_file"), *pass = val_of(ks, v, "password"),
+                *passf = val_of(ks, v, "password_file"), *tls = val_of(ks, v, "tls"), *prefix = val_of(ks, v, "key_prefix");
     r->enabled = 1;
-    r->timeout_ms = TG_DEFAULT_REDIS_TIMEOUT_MS;
-    r->connect_timeout_ms = TG_DEFAULT_REDIS_CONNECT_TIMEOUT_MS;
-    r->pool = TG_DEFAULT_REDIS_POOL;
     r->where = where_of(ld, n);
-    if ((v[K_ADDR] == NULL) == (v[K_CLUSTER] == NULL)) {
+    if ((addr == NULL) == (cluster == NULL)) {
         err_at(ld, n, "redis: give address (one Redis) or cluster (seed addresses of a Redis Cluster)");
-    } else if (v[K_ADDR]) {
+    } else if (addr) {
         if ((r->nodes = calloc(1, sizeof(*r->nodes))) != NULL) {
             r->n_nodes = 1;
-            load_node_address(ld, v[K_ADDR], "redis address", &r->nodes[0]);
+            load_node_address(ld, addr, "redis address", &r->nodes[0]);
         }
-    } else if (expect_type(ld, v[K_CLUSTER], YAML_SEQUENCE_NODE, "redis cluster") == 0) {
-        size_t len = seq_len(v[K_CLUSTER]);
+    } else if (expect_type(ld, cluster, YAML_SEQUENCE_NODE, "redis cluster") == 0) {
+        size_t len = seq_len(cluster);
         r->cluster = 1;
         if (len == 0 || len > 64)
-            err_at(ld, v[K_CLUSTER], "redis cluster: give 1 to 64 seed addresses");
+            err_at(ld, cluster, "redis cluster: give 1 to 64 seed addresses");
         else if ((r->nodes = calloc(len, sizeof(*r->nodes))) != NULL) {
             r->n_nodes = len;
             for (size_t i = 0; i < len; i++)
-                load_node_address(ld, node_at(ld, v[K_CLUSTER]->data.sequence.items.start[i]), "redis cluster seed",
+                load_node_address(ld, node_at(ld, cluster->data.sequence.items.start[i]), "redis cluster seed",
                                   &r->nodes[i]);
         }
     }
-    if (v[K_USER] || v[K_USERF])
-        r->username = load_secret_pair(ld, v[K_USER], v[K_USERF], "username");
-    if (v[K_PASS] || v[K_PASSF])
-        r->password = load_secret_pair(ld, v[K_PASS], v[K_PASSF], "password");
+    if (user || userf)
+        r->username = load_secret_pair(ld, user, userf, "username");
+    if (pass || passf)
+        r->password = load_secret_pair(ld, pass, passf, "password");
     if (r->username != NULL && r->password == NULL)
         err_at(ld, n, "redis: a username needs a password (AUTH username password)");
-    if (v[K_TLS])
-        load_client_tls(ld, v[K_TLS], "redis tls", &r->tls);
-    if (v[K_TIMEOUT] && get_duration(ld, v[K_TIMEOUT], "redis timeout", &r->timeout_ms) == 0 &&
-        (r->timeout_ms < 1 || r->timeout_ms > 60000))
-        err_at(ld, v[K_TIMEOUT], "redis timeout: between 1ms and 1m");
-    if (v[K_CONNTO] && get_duration(ld, v[K_CONNTO], "redis connect_timeout", &r->connect_timeout_ms) == 0 &&
-        (r->connect_timeout_ms < 1 || r->connect_timeout_ms > 60000))
-        err_at(ld, v[K_CONNTO], "redis connect_timeout: between 1ms and 1m");
-    if (v[K_POOL])
-        get_u32(ld, v[K_POOL], "redis pool", 1, 64, &r->pool);
-    r->max_reply_bytes = TG_DEFAULT_REDIS_MAX_REPLY;
-    if (v[K_MAXREPLY] && get_size(ld, v[K_MAXREPLY], "redis max_reply_bytes", &r->max_reply_bytes) == 0 &&
-        (r->max_reply_bytes < 1024 || r->max_reply_bytes > 256u * 1024 * 1024))
-        err_at(ld, v[K_MAXREPLY], "redis max_reply_bytes: between 1KiB and 256MiB");
-    r->key_prefix = v[K_PREFIX] ? get_str(ld, v[K_PREFIX], "redis key_prefix") : strdup(TG_DEFAULT_REDIS_KEY_PREFIX);
+    if (tls)
+        load_client_tls(ld, tls, "redis tls", &r->tls);
+    r->key_prefix = prefix ? get_str(ld, prefix, "redis key_prefix") : strdup(TG_DEFAULT_REDIS_KEY_PREFIX);
     if (r->key_prefix != NULL && (strlen(r->key_prefix) > 128 || strchr(r->key_prefix, '{') ||
                                   strchr(r->key_prefix, '}')))
-        err_at(ld, v[K_PREFIX], "redis key_prefix: at most 128 bytes, without { or } (they would change the hash slot)");
+        err_at(ld, prefix, "redis key_prefix: at most 128 bytes, without { or } (they would change the hash slot)");
 }
 
 static void load_paths(loader_t *ld, yaml_node_t *n, tg_path_conf_t *p)

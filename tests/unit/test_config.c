@@ -504,7 +504,8 @@ static void test_rows_agree(void **state)
     const tg_keyset_t *own[] = { &tg_keys_top, &tg_keys_limits, &tg_keys_http2, &tg_keys_outlier,
                                  &tg_keys_health_check, &tg_keys_paths, &tg_keys_tracing, &tg_keys_listener,
                                  &tg_keys_cluster, &tg_keys_route, &tg_keys_match,
-                                 &tg_keys_server_tls };
+                                 &tg_keys_server_tls, &tg_keys_client_tls, &tg_keys_admin,
+                                 &tg_keys_redis };
     for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
         check_rows(own[i], 0);
     tg_schema_filter_t fs[64];
