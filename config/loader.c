@@ -270,9 +270,15 @@ static int take_fields(loader_t *ld, yaml_node_t *map, const char *what,
 
 /* take_fields over one of the loader's own sections (config/keys.c): the
  * tables the schema is written from are the ones that reject keys here. */
+/* vals must hold TG_KEYSET_MAX nodes (every caller's array is that size;
+ * a keyset is never larger: test_config's row walk checks it). */
 static int take_keys(loader_t *ld, yaml_node_t *map, const char *what, const tg_keyset_t *ks, yaml_node_t **vals)
 {
     const char *names[TG_KEYSET_MAX];
+    if (ks->n > TG_KEYSET_MAX) {
+        err_at(ld, map, "%s: %zu keys, more than a section may have (%d)", what, ks->n, TG_KEYSET_MAX);
+        return -1;
+    }
     tg_keyset_names(ks, names);
     return take_fields(ld, map, what, names, ks->n, vals);
 }

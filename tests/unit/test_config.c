@@ -462,6 +462,7 @@ static void check_rows(const tg_keyset_t *ks, int depth)
 {
     if (ks == NULL || depth > 6)
         return;
+    assert_true(ks->n <= TG_KEYSET_MAX); /* the loader's value arrays hold that many */
     for (size_t i = 0; i < ks->n; i++) {
         const tg_key_t *k = &ks->keys[i];
         check_rows(k->sub, depth + 1);
