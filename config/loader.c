@@ -464,9 +464,14 @@ static int tg_node_fields(tg_node_t *map, const char *what, const char *const *k
     return rc;
 }
 
-int tg_node_keys(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out)
+int tg_node_keys_cap(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out, size_t cap)
 {
     const char *names[TG_KEYSET_MAX];
+    if (ks->n > cap || ks->n > TG_KEYSET_MAX) {
+        err_at(map->ld, map->yn, "%s: the table has %zu keys, the reader room for %zu (a tollgate bug)", what, ks->n,
+               cap);
+        return -1;
+    }
     tg_keyset_names(ks, names);
     return tg_node_fields(map, what, names, ks->n, out);
 }

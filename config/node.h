@@ -29,7 +29,10 @@ int tg_node_is_map(const tg_node_t *n);
  * names its nearest). The keyset is the filter's schema (schema.h): the
  * table that checks the file is the one `tollgate --schema` writes.
  * Returns 0 or -1. */
-int tg_node_keys(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out);
+int tg_node_keys_cap(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg_node_t *out, size_t cap);
+/* out is the caller's array: a keyset with more keys than it holds (a row
+ * added to the table, the array not grown) is an error, never an overflow. */
+#define tg_node_keys(map, what, ks, out) tg_node_keys_cap((map), (what), (ks), (out), sizeof(out) / sizeof((out)[0]))
 
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */

@@ -56,9 +56,9 @@ static const tg_key_t fault_keys[] = {
 static const tg_keyset_t fault_keyset = TG_KEYSET("filter.fault", "fault", fault_keys);
 
 
-static int load_part(tg_node_t *n, const char *what, const tg_keyset_t *ks, tg_node_t *out)
+static int load_part(tg_node_t *n, const char *what, const tg_keyset_t *ks, tg_node_t *out, size_t cap)
 {
-    return tg_node_keys(n, what, ks, out);
+    return tg_node_keys_cap(n, what, ks, out, cap);
 }
 
 static void *fault_create(tg_node_t *node, const char *config_path)
@@ -70,7 +70,7 @@ static void *fault_create(tg_node_t *node, const char *config_path)
     int rc = tg_node_keys(node, "fault", &fault_keyset, v);
     uint64_t x;
     if (tg_node_present(&v[0])) {
-        if (load_part(&v[0], "fault delay", &delay_keyset, f) < 0 || !tg_node_present(&f[0]) ||
+        if (load_part(&v[0], "fault delay", &delay_keyset, f, 2) < 0 || !tg_node_present(&f[0]) ||
             tg_node_duration(&f[0], "delay duration", &c->delay_ms) < 0)
             rc = -1;
         c->delay_percent = 100;
@@ -82,7 +82,7 @@ static void *fault_create(tg_node_t *node, const char *config_path)
         }
     }
     if (tg_node_present(&v[1])) {
-        if (load_part(&v[1], "fault abort", &abort_keyset, f) < 0 || !tg_node_present(&f[0]) ||
+        if (load_part(&v[1], "fault abort", &abort_keyset, f, 2) < 0 || !tg_node_present(&f[0]) ||
             tg_node_uint(&f[0], "abort status", 200, 599, &x) < 0)
             rc = -1;
         else
