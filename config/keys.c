@@ -506,7 +506,7 @@ void tg_keyset_names(const tg_keyset_t *ks, const char **names)
         names[i] = ks->keys[i].name;
 }
 
-static void store(void *base, const tg_key_t *k, uint64_t v)
+void tg_key_store(const tg_key_t *k, void *base, uint64_t v)
 {
     char *at = (char *)base + k->offset;
     switch (k->field) {
@@ -529,11 +529,6 @@ static void store(void *base, const tg_key_t *k, uint64_t v)
     }
 }
 
-void tg_key_store(const tg_key_t *k, void *base, uint64_t v)
-{
-    store(base, k, v);
-}
-
 void tg_key_store_str(const tg_key_t *k, void *base, char *s)
 {
     memcpy((char *)base + k->offset, &s, sizeof(s));
@@ -543,7 +538,7 @@ void tg_keyset_defaults(const tg_keyset_t *ks, void *base)
 {
     for (size_t i = 0; i < ks->n; i++)
         if (ks->keys[i].field != TG_FIELD_NONE)
-            store(base, &ks->keys[i], (uint64_t)ks->keys[i].def);
+            tg_key_store(&ks->keys[i], base, (uint64_t)ks->keys[i].def);
 }
 
 /* v in the largest unit that divides it: sizes in KiB/MiB/GiB, durations

@@ -403,6 +403,12 @@ static void conn_connect(rd_conn_t *cn)
     }
 }
 
+/* A node's name, as Redis writes it: "host:port", "[v6]:port". */
+static void node_addr(char *out, size_t cap, const char *host, unsigned port)
+{
+    snprintf(out, cap, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host, port);
+}
+
 static rd_node_t *node_find(rd_client_t *cl, const char *addr)
 {
     for (size_t i = 0; i < cl->n_nodes; i++)
@@ -420,10 +426,7 @@ static rd_node_t *node_find(rd_client_t *cl, const char *addr)
 static rd_node_t *node_get(rd_client_t *cl, const char *host, unsigned port, int from_cluster)
 {
     char addr[64];
-    if (strchr(host, ':') != NULL)
-        snprintf(addr, sizeof(addr), "[%s]:%u", host, port);
-    else
-        snprintf(addr, sizeof(addr), "%s:%u", host, port);
+    node_addr(addr, sizeof(addr), host, port);
     rd_node_t *nd = node_find(cl, addr);
     if (nd != NULL || cl->n_nodes == RD_MAX_NODES || strlen(host) >= sizeof(nd->host))
         return nd;
@@ -586,10 +589,7 @@ static rd_node_t *redirect_target(rd_client_t *cl, const char *msg, unsigned *sl
         return NULL;
     *slot = (unsigned)s;
     char key[64];
-    if (strchr(host, ':') != NULL)
-        snprintf(key, sizeof(key), "[%s]:%lu", host, port);
-    else
-        snprintf(key, sizeof(key), "%s:%lu", host, port);
+    node_addr(key, sizeof(key), host, (unsigned)port);
     rd_node_t *nd = node_find(cl, key);
     if (nd == NULL) {
         count_error(cl, TG_REDIS_ERR_REDIRECT);
