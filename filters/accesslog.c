@@ -38,6 +38,11 @@
 #define MAX_BYTES (4 * 1024 * 1024)
 #define LINE_MAX_BYTES 8192
 
+/* rl_decision: the counter bits of each rate-limit decision, strongest
+ * first (a quota's are among them: it counts under rate_limit's names) */
+static const char *const rl_values[] = { "limited", "tagged", "shadow_limited", "allowed" };
+#define RL_VALUES (sizeof(rl_values) / sizeof(rl_values[0]))
+
 typedef struct slot {
     pthread_mutex_t lock;
     char *buf;
@@ -64,6 +69,7 @@ typedef struct access_log {
     atomic_int stop, reopen;
     atomic_ullong dropped;
     slot_t slots[SLOTS];
+    uint64_t rl[RL_VALUES];     /* see rl_values */
 } access_log_t;
 
 /* ---- formatting ---- */
@@ -71,6 +77,7 @@ typedef struct access_log {
 typedef struct out {
     char *p;
     size_t len, cap;
+    const uint64_t *rl;         /* RL_VALUES masks, or NULL */
 } out_t;
 
 static void put(out_t *o, const char *s, size_t n)
@@ -175,16 +182,11 @@ static void put_time(out_t *o, int64_t unix_us, slot_t *cache)
 /* What rate_limit filters decided: "limited" (refused), "tagged" (over,
  * forwarded marked), "shadow_limited" (a shadow-mode filter would have
  * refused), "allowed", or NULL (none ran). */
-static const char *rl_decision(unsigned outcomes)
+static const char *rl_decision(const uint64_t *rl, uint64_t counted)
 {
-    if (outcomes & (1u << TG_OUTCOME_RL_LIMITED))
-        return "limited";
-    if (outcomes & (1u << TG_OUTCOME_RL_TAGGED))
-        return "tagged";
-    if (outcomes & (1u << TG_OUTCOME_RL_SHADOW_LIMITED))
-        return "shadow_limited";
-    if (outcomes & (1u << TG_OUTCOME_RL_ALLOWED))
-        return "allowed";
+    for (size_t i = 0; rl != NULL && i < RL_VALUES; i++)
+        if (counted & rl[i])
+            return rl_values[i];
     return NULL;
 }
 
@@ -233,7 +235,7 @@ static int put_field(out_t *o, const char *name, size_t nlen, const tg_filter_re
     else if (IS("upstream_ms"))
         put_ms(o, r->upstream_us);
     else if (IS("rl_decision"))
-        STR(rl_decision(r->outcomes));
+        STR(rl_decision(o->rl, r->counted));
     else if (IS("trace_id"))
         STR(r->trace_id);
     else if (IS("span_id"))
@@ -251,9 +253,9 @@ static const char *const json_fields[] = {
     "upstream_connect_ms", "upstream_ttfb_ms", "upstream_ms", "rl_decision", "trace_id", "span_id",
 };
 
-static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, slot_t *cache)
+static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, slot_t *cache, const uint64_t *rl)
 {
-    out_t o = { buf, 0, cap };
+    out_t o = { buf, 0, cap, rl };
     puts_(&o, "{");
     for (size_t i = 0; i < sizeof(json_fields) / sizeof(json_fields[0]); i++) {
         puts_(&o, i ? ", \"" : "\"");
@@ -270,15 +272,25 @@ static size_t format_json(char *buf, size_t cap, const tg_filter_record_t *r, sl
     return o.len;
 }
 
+/* The rate-limit decisions' counter bits (rl_values' order). */
+static void rl_masks(uint64_t *rl)
+{
+    for (size_t i = 0; i < RL_VALUES; i++)
+        rl[i] = tg_filter_counter_mask("tollgate_ratelimit_decisions_total", rl_values[i]);
+}
+
 size_t tg_access_log_json(char *buf, size_t cap, const tg_filter_record_t *r)
 {
-    return format_json(buf, cap, r, NULL);
+    uint64_t rl[RL_VALUES];
+    rl_masks(rl);
+    return format_json(buf, cap, r, NULL, rl);
 }
 
 /* "{name}" placeholders replaced by field values; other text kept. */
-static size_t format_template(char *buf, size_t cap, const char *t, const tg_filter_record_t *r, slot_t *cache)
+static size_t format_template(char *buf, size_t cap, const char *t, const tg_filter_record_t *r, slot_t *cache,
+                              const uint64_t *rl)
 {
-    out_t o = { buf, 0, cap - 1 };
+    out_t o = { buf, 0, cap - 1, rl };
     while (*t) {
         const char *open = strchr(t, '{'), *close = open ? strchr(open, '}') : NULL;
         if (open == NULL || close == NULL) {
@@ -542,6 +554,7 @@ static void *al_create(tg_node_t *node, const char *config_path)
     if (l == NULL)
         return NULL;
     l->fd = -1;
+    rl_masks(l->rl);
     pthread_mutex_init(&l->wake_lock, NULL);
     pthread_cond_init(&l->wake, NULL);
     for (size_t i = 0; i < SLOTS; i++)
@@ -641,8 +654,8 @@ static void al_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
     access_log_t *l = p;
     char line[LINE_MAX_BYTES];
     slot_t *s = &l->slots[fx->worker % SLOTS];
-    size_t n = l->template ? format_template(line, sizeof(line), l->template, rec, s)
-                           : format_json(line, sizeof(line), rec, s);
+    size_t n = l->template ? format_template(line, sizeof(line), l->template, rec, s, l->rl)
+                           : format_json(line, sizeof(line), rec, s, l->rl);
     int wake = 0;
     pthread_mutex_lock(&s->lock);
     if (s->len + n > MAX_BYTES) {

@@ -22,6 +22,12 @@
 #include <strings.h>
 #include <time.h>
 
+/* its counters (tg_filter_count) */
+enum { AUTH_FAILED };
+static const tg_filter_counter_t auth_counters[] = {
+    [AUTH_FAILED] = { "tollgate_auth_failures_total", "Requests refused by an auth filter (401/403), by route." },
+};
+
 typedef struct auth_conf {
     EVP_MD *sha256;             /* fetched once: OpenSSL 3 one-shot calls re-fetch each time */
     /* One digest context per worker (index fx->worker; workers <= 256),
@@ -42,6 +48,7 @@ typedef struct auth_conf {
     int client_cert;        /* a verified TLS client certificate counts as credentials */
     int strip;                  /* remove the credential before forwarding */
     char *challenge;            /* WWW-Authenticate value */
+    unsigned counters;          /* the first bit of its counters */
 } auth_conf_t;
 
 static long match_digest(const tg_auth_secret_t *secrets, size_t n, const unsigned char d[32])
@@ -281,6 +288,7 @@ static void *auth_create(tg_node_t *node, const char *config_path)
     auth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->counters = tg_filter_counter_base(&tg_filter_auth);
     int rc = tg_node_keys(node, "auth", &auth_keyset, v);
     c->strip = 1;
     if ((c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
@@ -388,7 +396,7 @@ static tg_filter_status_t deny(tg_filter_exchange_t *fx, auth_conf_t *c, int sta
 {
     fx->reply_status = status;
     fx->reply_message = msg;
-    fx->outcomes |= 1u << TG_OUTCOME_AUTH_FAILED;
+    tg_filter_count(fx, c->counters, AUTH_FAILED);
     if (status == 401)
         tg_headers_add(&fx->reply_headers, fx->arena, "www-authenticate", 16, c->challenge, strlen(c->challenge));
     return TG_FILTER_REPLY;
@@ -480,6 +488,8 @@ static const char *auth_trust_header(const void *p)
 }
 
 const tg_filter_type_t tg_filter_auth = {
+    .counters = auth_counters,
+    .n_counters = sizeof(auth_counters) / sizeof(auth_counters[0]),
     .name = "auth",
     .doc = "authenticates requests (bearer tokens, API keys, JWTs, client certificates) and allows identities",
     .keys = &auth_keyset,

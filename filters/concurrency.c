@@ -44,6 +44,7 @@ typedef struct cl_hold {
     tg_filter_exchange_t *fx;
     uint64_t gen;
     uint64_t deadline_ms;
+    unsigned counters;           /* its filter's counters' base */
     struct event timer;          /* QUEUED: the poll, on the exchange's worker */
     unsigned timer_set : 1;
 } cl_hold_t;
@@ -60,8 +61,17 @@ typedef tg_kt_shard_t cl_shard_t;
 
 typedef tg_keyshards_t cl_table_t; /* the entries, sharded and refcounted (keytab.h) */
 
+/* its counters (tg_filter_count) */
+enum { CL_LIMITED, CL_QUEUED };
+static const tg_filter_counter_t cl_counters[] = {
+    [CL_LIMITED] = { "tollgate_concurrency_limited_total",
+                     "Requests a concurrency_limit filter refused (at once, or after waiting queue_timeout), by route." },
+    [CL_QUEUED] = { "tollgate_concurrency_queued_total", "Requests that waited for a concurrency_limit slot, by route." },
+};
+
 typedef struct cl_conf {
     tg_filter_key_t key;
+    unsigned counters;
     uint64_t limit;
     uint64_t queue;              /* waiters per key (0: refuse at once) */
     uint64_t queue_timeout_ms;
@@ -172,6 +182,7 @@ static void *cl_create(tg_node_t *node, const char *config_path)
     cl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->counters = tg_filter_counter_base(&tg_filter_concurrency_limit);
     int rc = tg_node_keys(node, "concurrency_limit", &cl_keyset, v);
     if (tg_filter_key_parse(&v[0], "concurrency_limit", &c->key) < 0)
         rc = -1;
@@ -206,9 +217,9 @@ static void *cl_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
-static tg_filter_status_t refuse(tg_filter_exchange_t *fx, const char *why)
+static tg_filter_status_t refuse(tg_filter_exchange_t *fx, unsigned counters, const char *why)
 {
-    fx->outcomes |= 1u << TG_OUTCOME_CL_LIMITED;
+    tg_filter_count(fx, counters, CL_LIMITED);
     fx->reply_status = 429;
     fx->reply_message = why;
     tg_headers_add(&fx->reply_headers, fx->arena, "retry-after", 11, "1", 1);
@@ -243,7 +254,7 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
         h->entry = NULL;
         h->state = H_NONE;
         pthread_mutex_unlock(&sh->lock);
-        refuse(h->fx, "too many requests in flight (waited too long)");
+        refuse(h->fx, h->counters, "too many requests in flight (waited too long)");
         tg_filter_resume(h->fx, h->gen, TG_FILTER_REPLY);
         return;
     }
@@ -258,9 +269,10 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     size_t len = tg_filter_key_build(&c->key, fx, key, sizeof(key));
     cl_hold_t *h = tg_arena_alloc(fx->arena, sizeof(*h));
     if (h == NULL)
-        return refuse(fx, "out of memory");
+        return refuse(fx, c->counters, "out of memory");
     memset(h, 0, sizeof(*h));
     h->table = c->table;
+    h->counters = c->counters;
     h->fx = fx;
     h->gen = fx->gen;
     uint64_t hash;
@@ -269,7 +281,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     cl_entry_t *e = lookup(c->table, sh, hash, key, len);
     if (e == NULL) {
         pthread_mutex_unlock(&sh->lock);
-        return refuse(fx, "out of memory");
+        return refuse(fx, c->counters, "out of memory");
     }
     if (e->inflight < c->limit && e->qhead == NULL) {
         e->inflight++;
@@ -292,7 +304,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
         pthread_mutex_unlock(&sh->lock);
         tg_debug("concurrency_limit: queued (%u waiting for %llu slots)", waiting, (unsigned long long)c->limit);
         fx->state[index] = h;
-        fx->outcomes |= 1u << TG_OUTCOME_CL_QUEUED;
+        tg_filter_count(fx, c->counters, CL_QUEUED);
         h->deadline_ms = tg_clock_ms() + c->queue_timeout_ms;
         evtimer_assign(&h->timer, fx->base, on_poll, h);
         arm_poll(h);
@@ -300,7 +312,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     }
     maybe_remove(c->table, sh, e);
     pthread_mutex_unlock(&sh->lock);
-    return refuse(fx, "too many requests in flight");
+    return refuse(fx, c->counters, "too many requests in flight");
 }
 
 /* The exchange is over, however it ended: whatever it holds or waits for
@@ -350,4 +362,6 @@ const tg_filter_type_t tg_filter_concurrency_limit = {
     .on_request = cl_on_request,
     .on_complete = cl_on_complete,
     .inherit = cl_inherit,
+    .counters = cl_counters,
+    .n_counters = sizeof(cl_counters) / sizeof(cl_counters[0]),
 };

@@ -10,71 +10,44 @@
 #include <string.h>
 #include <time.h>
 
-#include "filters/accesslog.h"
-#include "filters/auth.h"
-#include "filters/bodylimit.h"
-#include "filters/compress.h"
-#include "filters/concurrency.h"
-#include "filters/grpcweb.h"
-#include "filters/grpclimit.h"
-#include "filters/fault.h"
-#include "filters/headers.h"
-#include "filters/quota.h"
-#include "filters/ratelimit.h"
-#include "filters/retry.h"
-
-static const tg_filter_type_t *const builtin[] = {
-    &tg_filter_auth,
-    &tg_filter_rate_limit,
-    &tg_filter_concurrency_limit,
-    &tg_filter_quota,
-    &tg_filter_access_log,
-    &tg_filter_retry,
-    &tg_filter_headers,
-    &tg_filter_cors,
-    &tg_filter_fault,
-    &tg_filter_body_limit,
-    &tg_filter_grpc_message_limit,
-    &tg_filter_compress,
-    &tg_filter_grpc_web,
-};
-
-const tg_filter_type_t *tg_filter_find(const char *name)
+size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap)
 {
-    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
-        if (strcmp(builtin[i]->name, name) == 0)
-            return builtin[i];
+    size_t n = 0;
+    for (const tg_filter_type_t *t; (t = tg_filter_type_at(n)) != NULL; n++)
+        if (n < cap)
+            out[n] = (tg_schema_filter_t){ t->name, t->doc, t->keys };
+    return n;
+}
+
+/* ---- counters ---- */
+
+unsigned tg_filter_counter_base(const tg_filter_type_t *type)
+{
+    unsigned base = 0;
+    for (size_t i = 0; tg_filter_type_at(i) != NULL && tg_filter_type_at(i) != type; i++)
+        base += (unsigned)tg_filter_type_at(i)->n_counters;
+    return base;
+}
+
+const tg_filter_counter_t *tg_filter_counter_at(unsigned bit)
+{
+    const tg_filter_type_t *t;
+    for (size_t i = 0; (t = tg_filter_type_at(i)) != NULL; i++) {
+        if (bit < t->n_counters)
+            return &t->counters[bit];
+        bit -= (unsigned)t->n_counters;
+    }
     return NULL;
 }
 
-static void *registry_create(const tg_filter_type_t *type, tg_node_t *node, const char *config_path)
+uint64_t tg_filter_counter_mask(const char *family, const char *value)
 {
-    return type->create(node, config_path);
-}
-
-static void registry_destroy(const tg_filter_type_t *type, void *conf)
-{
-    type->destroy(conf);
-}
-
-const tg_filter_registry_t *tg_filters_registry(void)
-{
-    static const tg_filter_registry_t reg = { tg_filter_find, tg_filter_names, registry_create, registry_destroy };
-    return &reg;
-}
-
-const char *tg_filter_names(void)
-{
-    return "auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, "
-           "grpc_message_limit, compress, grpc_web";
-}
-
-size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap)
-{
-    size_t n = sizeof(builtin) / sizeof(builtin[0]);
-    for (size_t i = 0; i < n && i < cap; i++)
-        out[i] = (tg_schema_filter_t){ builtin[i]->name, builtin[i]->doc, builtin[i]->keys };
-    return n;
+    uint64_t mask = 0;
+    const tg_filter_counter_t *r;
+    for (unsigned b = 0; b < TG_FILTER_COUNTERS_MAX && (r = tg_filter_counter_at(b)) != NULL; b++)
+        if (strcmp(r->family, family) == 0 && (value == NULL || (r->value && strcmp(r->value, value) == 0)))
+            mask |= 1ull << b;
+    return mask;
 }
 
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
@@ -256,13 +229,14 @@ void tg_filter_header_printf(tg_headers_t *h, tg_arena_t *a, const char *name, c
         tg_headers_add(h, a, name, strlen(name), v, len);
 }
 
-tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow)
+tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow, uint64_t allowed,
+                                          uint64_t denied)
 {
     if (!deny) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_ALLOWED;
+        fx->counted |= allowed;
         return TG_FILTER_CONTINUE;
     }
-    fx->outcomes |= 1u << TG_OUTCOME_RL_STORE_DENIED;
+    fx->counted |= denied;
     if (shadow)
         return TG_FILTER_CONTINUE; /* shadow mode never refuses */
     fx->reply_status = 503;

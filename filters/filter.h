@@ -45,23 +45,22 @@ typedef enum {
 
 /* ---- what a chain asks of the exchange ---- */
 
-/* Decisions filters record on an exchange (fx->outcomes |= 1 << ...); the
- * exchange adds them to its route's counters without knowing which filter
- * made them. */
-typedef enum {
-    TG_OUTCOME_AUTH_FAILED = 0, /* an auth filter refused (401/403) */
-    TG_OUTCOME_RL_ALLOWED,      /* a rate_limit filter let the request pass */
-    TG_OUTCOME_RL_LIMITED,      /* a rate_limit filter refused it (429) */
-    TG_OUTCOME_RL_TABLE_FULL,   /* a rate_limit table had no room for a new key (max_keys) */
-    TG_OUTCOME_RL_SHADOW_LIMITED, /* a rate_limit filter in shadow mode would have refused it */
-    TG_OUTCOME_RL_TAGGED,       /* over a limit with on_limit: tag: forwarded, marked for the upstream */
-    TG_OUTCOME_CL_LIMITED,      /* a concurrency_limit filter refused it (429), at once or after queueing */
-    TG_OUTCOME_CL_QUEUED,       /* ... made it wait for a slot */
-    TG_OUTCOME_RL_CACHED,       /* refused from the worker's "denied until" cache, no store round trip */
-    TG_OUTCOME_RL_STORE_ALLOWED,/* the store failed (timeout, error, down) and on_store_error let it pass */
-    TG_OUTCOME_RL_STORE_DENIED, /* ... and on_store_error refused it (503) */
-    TG_OUTCOME_N
-} tg_filter_outcome_t;
+/* Counters: each filter type declares its own (tg_filter_type_t.counters),
+ * one row per Prometheus series beside `route`; /metrics renders them
+ * without knowing the filter. The registry gives the types' rows
+ * consecutive bits, in table order (tg_filter_counter_base); a hook
+ * counts a decision on its exchange with tg_filter_count, at most once
+ * per exchange and row, and the exchange adds them to its route's
+ * counters when it ends. Rows of different types that name the same
+ * family and value are one series (their sum): how a filter keeps an old
+ * name as an alias. */
+#define TG_FILTER_COUNTERS_MAX 64
+typedef struct tg_filter_counter {
+    const char *family;         /* "tollgate_quota_decisions_total" (a counter) */
+    const char *help;           /* the family's HELP (its first row's is used) */
+    const char *label;          /* a label beside route ("decision"), or NULL */
+    const char *value;          /* its value ("limited"); NULL with no label */
+} tg_filter_counter_t;
 
 /* Retries: a policy a filter (`retry`) hands to the exchange through its
  * retry_policy hook; the exchange consults it when an upstream attempt
@@ -127,7 +126,7 @@ typedef struct tg_filter_exchange {
      * plans: `claim: { plan: pro }`). */
     tg_headers_t claims;
     /* Decisions, counted by the exchange in its route's metrics. */
-    unsigned outcomes;          /* 1 << tg_filter_outcome_t: what filters decided, counted per route */
+    uint64_t counted;           /* 1 << counter bit (tg_filter_count) */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */
     int reply_status;
     const char *reply_message;
@@ -159,7 +158,7 @@ typedef struct tg_filter_record {
     uint64_t connect_us;        /* last attempt's upstream connect (0: pooled) */
     uint64_t ttfb_us;           /* request sent -> upstream response head */
     uint64_t upstream_us;       /* request sent -> upstream response end */
-    unsigned outcomes;          /* what the filters decided (1 << tg_filter_outcome_t) */
+    uint64_t counted;           /* what the filters decided (1 << counter bit) */
     const char *trace_id, *span_id; /* W3C trace context (tracing:), hex; NULL without */
     /* The response the client got (NULL if none was sent): its head and
      * its trailers (HTTP/2, chunked HTTP/1.1, gRPC). */
@@ -202,7 +201,23 @@ typedef struct tg_filter_type {
     const char *(*trust_header)(const void *conf);
     /* The retry policy this filter stands for, or NULL (retry). */
     const tg_retry_policy_t *(*retry_policy)(const void *conf);
+    /* The counters it declares (see tg_filter_counter_t). */
+    const tg_filter_counter_t *counters;
+    size_t n_counters;
 } tg_filter_type_t;
+
+/* The first bit of a type's counters. Call once (at create) and keep it. */
+unsigned tg_filter_counter_base(const tg_filter_type_t *type);
+/* The row a bit stands for; NULL past the last. */
+const tg_filter_counter_t *tg_filter_counter_at(unsigned bit);
+/* The bits of every row with this family and value (NULL: any value). */
+uint64_t tg_filter_counter_mask(const char *family, const char *value);
+
+/* Counts row `id` of the filter's own (base: tg_filter_counter_base). */
+static inline void tg_filter_count(tg_filter_exchange_t *fx, unsigned base, unsigned id)
+{
+    fx->counted |= 1ull << (base + id);
+}
 
 /* Adds a header whose value is formatted (at most 127 bytes), in arena
  * memory: RateLimit fields and the like. */
@@ -225,11 +240,16 @@ int tg_filter_parse_store(tg_node_t *store, tg_node_t *on_error, int *redis, int
 /* A filter counting in the shared store got no answer (timeout, error,
  * store down): its on_store_error decides. deny: 503 with Retry-After
  * (unless shadow: it passes); else the request passes uncounted. The
- * outcome is recorded either way. */
-tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow);
+ * decision is counted either way: the bits of allowed or denied. */
+tg_filter_status_t tg_filter_store_failed(tg_filter_exchange_t *fx, int deny, int shadow, uint64_t allowed,
+                                          uint64_t denied);
 
-/* The built-in filter types, by name; NULL if unknown. */
+/* ---- the registry (filters/registry.c: filters/builtin.def) ---- */
+
+/* The filter types, by name; NULL if unknown. */
 const tg_filter_type_t *tg_filter_find(const char *name);
+/* The i-th type of the table; NULL past the last. */
+const tg_filter_type_t *tg_filter_type_at(size_t i);
 /* "auth, rate_limit, ..." for error messages. */
 const char *tg_filter_names(void);
 /* The built-in filters as the config loader takes them (immutable). */

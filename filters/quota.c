@@ -214,8 +214,46 @@ static int evict_stale(q_table_t *t, q_shard_t *sh, int64_t period)
 
 /* ---- the filter ---- */
 
+/* Its counters (tg_filter_count): its own families, and each decision
+ * also under the rate_limit family it was counted in before quota had
+ * its own (the *_OLD rows: an alias kept for one release, documented in
+ * docs/monitoring.md). */
+enum { Q_ALLOWED, Q_LIMITED, Q_TABLE_FULL, Q_CACHED, Q_STORE_ALLOWED, Q_STORE_DENIED, Q_OLD };
+#define Q_DECISIONS "tollgate_quota_decisions_total"
+#define Q_DECISIONS_HELP "quota filter decisions, by route."
+#define Q_STORE_ERRORS "tollgate_quota_store_error_decisions_total"
+#define Q_STORE_ERRORS_HELP                                                                                            \
+    "Requests a quota with store: redis decided by on_store_error (Redis failed, timed out or was unreachable), by "   \
+    "route and decision."
+#define RL_DECISIONS_HELP "rate_limit filter decisions, by route."
+#define RL_STORE_ERRORS_HELP                                                                                           \
+    "Requests a rate_limit with store: redis decided by on_store_error (Redis failed, timed out or was "               \
+    "unreachable), by route and decision."
+static const tg_filter_counter_t q_counters[] = {
+    [Q_ALLOWED] = { Q_DECISIONS, Q_DECISIONS_HELP, "decision", "allowed" },
+    [Q_LIMITED] = { Q_DECISIONS, Q_DECISIONS_HELP, "decision", "limited" },
+    [Q_TABLE_FULL] = { "tollgate_quota_table_full_total",
+                       "New quota keys a full table (max_keys) had no room for (they passed uncounted), by route." },
+    [Q_CACHED] = { "tollgate_quota_deny_cache_hits_total",
+                   "Requests a quota with store: redis refused from the worker's denied-until cache, by route." },
+    [Q_STORE_ALLOWED] = { Q_STORE_ERRORS, Q_STORE_ERRORS_HELP, "decision", "allow" },
+    [Q_STORE_DENIED] = { Q_STORE_ERRORS, Q_STORE_ERRORS_HELP, "decision", "deny" },
+    [Q_OLD + Q_ALLOWED] = { "tollgate_ratelimit_decisions_total", RL_DECISIONS_HELP, "decision", "allowed" },
+    [Q_OLD + Q_LIMITED] = { "tollgate_ratelimit_decisions_total", RL_DECISIONS_HELP, "decision", "limited" },
+    [Q_OLD + Q_TABLE_FULL] = { "tollgate_ratelimit_table_full_total", "" },
+    [Q_OLD + Q_CACHED] = { "tollgate_ratelimit_deny_cache_hits_total", "" },
+    [Q_OLD + Q_STORE_ALLOWED] = { "tollgate_ratelimit_store_error_decisions_total", RL_STORE_ERRORS_HELP, "decision",
+                                  "allow" },
+    [Q_OLD + Q_STORE_DENIED] = { "tollgate_ratelimit_store_error_decisions_total", RL_STORE_ERRORS_HELP, "decision",
+                                 "deny" },
+};
+
+/* a decision's bits: its own row and its alias */
+#define Q_BITS(c, id) ((1ull << ((c)->counters + (id))) | (1ull << ((c)->counters + Q_OLD + (id))))
+
 typedef struct q_conf {
     tg_filter_key_t key;
+    unsigned counters;         /* the first bit of its counters */
     uint64_t limit;
     tg_quota_period_t period;
     char *tz_name;
@@ -290,6 +328,7 @@ static void *q_create(tg_node_t *node, const char *config_path)
     q_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->counters = tg_filter_counter_base(&tg_filter_quota);
     int rc = tg_node_keys(node, "quota", &quota_keyset, v);
     if (tg_filter_parse_store(&v[6], &v[7], &c->redis, &c->on_store_error_deny) < 0)
         rc = -1;
@@ -348,19 +387,25 @@ static void quota_headers(const q_conf_t *c, uint64_t remaining, int64_t left_s,
     tg_filter_header_printf(h, a, "ratelimit", "\"quota\";r=%llu;t=%lld", (unsigned long long)remaining, (long long)left_s);
 }
 
+/* The store did not answer: on_store_error. */
+static tg_filter_status_t q_store_failed(const q_conf_t *c, tg_filter_exchange_t *fx)
+{
+    return tg_filter_store_failed(fx, c->on_store_error_deny, 0, Q_BITS(c, Q_STORE_ALLOWED), Q_BITS(c, Q_STORE_DENIED));
+}
+
 /* A decision: pass (with headers if asked for) or 429 until the period ends. */
 static tg_filter_status_t q_decide(const q_conf_t *c, tg_filter_exchange_t *fx, int allowed, uint64_t remaining,
                                    int64_t left)
 {
     if (!allowed) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
+        fx->counted |= Q_BITS(c, Q_LIMITED);
         fx->reply_status = 429;
         fx->reply_message = "quota exceeded";
         tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%lld", (long long)left);
         quota_headers(c, 0, left, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }
-    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
+    fx->counted |= Q_BITS(c, Q_ALLOWED);
     if (c->response_headers)
         quota_headers(c, remaining, left, &fx->response_headers, fx->arena);
     return TG_FILTER_CONTINUE;
@@ -374,7 +419,7 @@ static void q_store_done(void *arg, uint64_t gen, tg_store_status_t status, cons
         return; /* the exchange is over */
     const q_conf_t *c = qw->c;
     if (!tg_store_ints(status, v, 2) || v->items[1].integer < 0) {
-        tg_filter_resume(fx, gen, tg_filter_store_failed(fx, c->on_store_error_deny, 0));
+        tg_filter_resume(fx, gen, q_store_failed(c, fx));
         return;
     }
     int allowed = v->items[0].integer == 1;
@@ -406,23 +451,23 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
 {
     tg_store_t *st = fx->store;
     if (st == NULL)
-        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+        return q_store_failed(c, fx);
     uint64_t now = tg_clock_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     if (tg_deny_cache_get(&st->deny, h, now, 1) != NULL) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
+        fx->counted |= Q_BITS(c, Q_CACHED);
         return q_decide(c, fx, 0, 0, left);
     }
     char rkey[KEY_MAX + 256];
     int n = snprintf(rkey, sizeof(rkey), "%squota:{%s:%s:", st->key_prefix, c->period == TG_QUOTA_DAY ? "day" : "month",
                      c->tz_name);
     if (n < 0 || (size_t)n + len + 24 > sizeof(rkey))
-        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+        return q_store_failed(c, fx);
     memcpy(rkey + n, key, len);
     n += (int)len;
     n += snprintf(rkey + n, sizeof(rkey) - (size_t)n, "}:%lld", (long long)period);
     q_wait_t *qw = tg_arena_alloc(fx->arena, sizeof(*qw));
     if (qw == NULL)
-        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+        return q_store_failed(c, fx);
     *qw = (q_wait_t){ .c = c, .left = left, .deny_hash = h, .at_ms = now };
     fx->state[index] = qw;
     char limit[24], expire[24];
@@ -432,7 +477,7 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     tg_store_call_t call = { .script = &c->script, .key = rkey, .key_len = (size_t)n, .argc = 3, .argv = argv,
                              .lens = lens, .cb = q_store_done, .arg = fx, .gen = fx->gen };
     if (st->ops->eval(st, &call) < 0)
-        return tg_filter_store_failed(fx, c->on_store_error_deny, 0);
+        return q_store_failed(c, fx);
     return TG_FILTER_PAUSE;
 }
 
@@ -465,7 +510,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
     }
     if (e == NULL) { /* full of this period's keys: passes uncounted */
         pthread_mutex_unlock(&sh->lock);
-        fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
+        fx->counted |= Q_BITS(c, Q_TABLE_FULL);
         return TG_FILTER_CONTINUE;
     }
     if (e->period != period) { /* a new day (or month): the count starts again */
@@ -499,4 +544,6 @@ const tg_filter_type_t tg_filter_quota = {
     .destroy = q_destroy,
     .on_request = q_on_request,
     .inherit = q_inherit,
+    .counters = q_counters,
+    .n_counters = sizeof(q_counters) / sizeof(q_counters[0]),
 };

@@ -319,8 +319,33 @@ void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t cha
 
 /* ---- the filter ---- */
 
+/* its counters (tg_filter_count); quota counts in the same series under
+ * its own rows (the old names it keeps as aliases) */
+enum { RL_ALLOWED, RL_LIMITED, RL_SHADOW_LIMITED, RL_TAGGED, RL_TABLE_FULL, RL_CACHED, RL_STORE_ALLOWED,
+       RL_STORE_DENIED };
+#define RL_DECISIONS "tollgate_ratelimit_decisions_total"
+#define RL_DECISIONS_HELP "rate_limit filter decisions, by route."
+#define RL_STORE_ERRORS "tollgate_ratelimit_store_error_decisions_total"
+#define RL_STORE_ERRORS_HELP                                                                                           \
+    "Requests a rate_limit with store: redis decided by on_store_error (Redis failed, timed out or was "               \
+    "unreachable), by route and decision."
+static const tg_filter_counter_t rl_counters[] = {
+    [RL_ALLOWED] = { RL_DECISIONS, RL_DECISIONS_HELP, "decision", "allowed" },
+    [RL_LIMITED] = { RL_DECISIONS, RL_DECISIONS_HELP, "decision", "limited" },
+    [RL_SHADOW_LIMITED] = { RL_DECISIONS, RL_DECISIONS_HELP, "decision", "shadow_limited" },
+    [RL_TAGGED] = { RL_DECISIONS, RL_DECISIONS_HELP, "decision", "tagged" },
+    [RL_TABLE_FULL] = { "tollgate_ratelimit_table_full_total",
+                        "New rate-limit keys a full table (max_keys) had no room for, by route; on_full decided them." },
+    [RL_CACHED] = { "tollgate_ratelimit_deny_cache_hits_total",
+                    "Requests a rate_limit with store: redis refused from the worker's denied-until cache, without a "
+                    "round trip, by route." },
+    [RL_STORE_ALLOWED] = { RL_STORE_ERRORS, RL_STORE_ERRORS_HELP, "decision", "allow" },
+    [RL_STORE_DENIED] = { RL_STORE_ERRORS, RL_STORE_ERRORS_HELP, "decision", "deny" },
+};
+
 typedef struct rl_conf {
     tg_filter_key_t key;       /* the filter's; its overrides share it (a shallow copy) */
+    unsigned counters;         /* the first bit of its counters (the overrides' too) */
     tg_rl_limit_t limits[TG_RL_MAX_LIMITS];
     size_t n_limits;
     int response_headers;      /* also on allowed responses */
@@ -645,6 +670,7 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
         }
         /* the rest is the filter's */
         o->key = c->key;
+        o->counters = c->counters;
         o->response_headers = c->response_headers;
         o->legacy = c->legacy;
         o->max_keys = c->max_keys;
@@ -820,6 +846,7 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->counters = tg_filter_counter_base(&tg_filter_rate_limit);
     int rc = tg_node_keys(node, "rate_limit", &rl_keyset, v);
     if (tg_filter_key_parse(&v[K_KEY], "rate_limit", &c->key) < 0)
         rc = -1;
@@ -957,14 +984,14 @@ static uint64_t request_cost(const rl_conf_t *f, const tg_filter_exchange_t *fx)
 static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, const tg_rl_result_t *r)
 {
     if (r->table_full) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_TABLE_FULL;
+        tg_filter_count(fx, c->counters, RL_TABLE_FULL);
         if (c->on_full_allow)
             return TG_FILTER_CONTINUE; /* passes, uncounted (documented) */
         if (c->shadow) {
-            fx->outcomes |= 1u << TG_OUTCOME_RL_SHADOW_LIMITED;
+            tg_filter_count(fx, c->counters, RL_SHADOW_LIMITED);
             return TG_FILTER_CONTINUE;
         }
-        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
+        tg_filter_count(fx, c->counters, RL_LIMITED);
         fx->reply_status = 429;
         fx->reply_message = "rate limiter is full";
         tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "1");
@@ -974,7 +1001,7 @@ static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, c
         /* what an enforced limit would refuse (and, like it, not count):
          * it passes, said in the metrics, the access log and, if asked
          * for, the RateLimit headers */
-        fx->outcomes |= 1u << TG_OUTCOME_RL_SHADOW_LIMITED;
+        tg_filter_count(fx, c->counters, RL_SHADOW_LIMITED);
         if (c->response_headers)
             rate_headers(c, r, &fx->response_headers, fx->arena);
         return TG_FILTER_CONTINUE;
@@ -984,7 +1011,7 @@ static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, c
          * answer, a degraded one), marked with the limit it is over; not
          * counted, as a refusal would not be */
         const tg_rl_limit_t *l = &c->limits[r->decisive];
-        fx->outcomes |= 1u << TG_OUTCOME_RL_TAGGED;
+        tg_filter_count(fx, c->counters, RL_TAGGED);
         tg_filter_header_printf(&fx->req->headers, fx->arena, TG_RL_TAG_HEADER, "\"%s\";q=%llu;w=%llu", c->policy,
                    (unsigned long long)l->limit, (unsigned long long)(l->window_ms + 999) / 1000);
         if (c->response_headers)
@@ -992,14 +1019,14 @@ static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, c
         return TG_FILTER_CONTINUE;
     }
     if (!r->allowed) {
-        fx->outcomes |= 1u << TG_OUTCOME_RL_LIMITED;
+        tg_filter_count(fx, c->counters, RL_LIMITED);
         fx->reply_status = 429;
         fx->reply_message = "rate limited";
         tg_filter_header_printf(&fx->reply_headers, fx->arena, "retry-after", "%llu", (unsigned long long)r->retry_after_s);
         rate_headers(c, r, &fx->reply_headers, fx->arena);
         return TG_FILTER_REPLY;
     }
-    fx->outcomes |= 1u << TG_OUTCOME_RL_ALLOWED;
+    tg_filter_count(fx, c->counters, RL_ALLOWED);
     if (c->response_headers)
         rate_headers(c, r, &fx->response_headers, fx->arena);
     return TG_FILTER_CONTINUE;
@@ -1008,7 +1035,8 @@ static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, c
 /* The store did not answer (timeout, error, down): on_store_error. */
 static tg_filter_status_t store_failed(const rl_conf_t *c, tg_filter_exchange_t *fx)
 {
-    return tg_filter_store_failed(fx, c->on_store_error_deny, c->shadow);
+    return tg_filter_store_failed(fx, c->on_store_error_deny, c->shadow, 1ull << (c->counters + RL_STORE_ALLOWED),
+                                  1ull << (c->counters + RL_STORE_DENIED));
 }
 
 /* The store's answer to a paused request. */
@@ -1055,7 +1083,7 @@ static tg_filter_status_t store_request(const rl_conf_t *f, const rl_conf_t *c, 
         tg_rl_result_t r = { .allowed = 0, .decisive = d->decisive < c->n_limits ? d->decisive : 0 };
         r.retry_after_s = (d->until_ms - now + 999) / 1000;
         r.reset_s = r.retry_after_s;
-        fx->outcomes |= 1u << TG_OUTCOME_RL_CACHED;
+        tg_filter_count(fx, c->counters, RL_CACHED);
         return decide(c, fx, &r);
     }
     char rkey[1024];
@@ -1199,4 +1227,6 @@ const tg_filter_type_t tg_filter_rate_limit = {
     .on_complete = rl_on_complete,
     .inherit = rl_inherit,
     .trust_header = rl_trust_header,
+    .counters = rl_counters,
+    .n_counters = sizeof(rl_counters) / sizeof(rl_counters[0]),
 };

@@ -224,7 +224,7 @@ static void record(tg_exchange_t *ex)
     export_span(ex, status, gs ? gs->value : NULL);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
-    tg_stats_filter_outcomes(tg_worker_stats(ex->w), slot, ex->fx.outcomes);
+    tg_stats_filter_counted(tg_worker_stats(ex->w), slot, ex->fx.counted);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
@@ -246,7 +246,7 @@ static void record(tg_exchange_t *ex)
         .connect_us = ex->connect_us,
         .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
         .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
-        .outcomes = ex->fx.outcomes,
+        .counted = ex->fx.counted,
         .trace_id = ex->trace_hex,
         .span_id = ex->span_hex,
         .response_headers = ex->resp_started ? &ex->resp.headers : NULL,

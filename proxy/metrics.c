@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <string.h>
 
+#include "filters/filter.h"
 #include "proxy/admin.h"
 #include "proxy/base/clock.h"
 #include "proxy/stats.h"
@@ -118,6 +119,56 @@ static void route_label(struct evbuffer *out, const char *name)
     evbuffer_add(out, "\"", 1);
 }
 
+/* Is an earlier bit than b a row of family f (with value v, unless v is
+ * NULL)? Then its series were written with that row's. */
+static int seen_before(unsigned b, const char *f, const char *v)
+{
+    for (unsigned e = 0; e < b; e++) {
+        const tg_filter_counter_t *r = tg_filter_counter_at(e);
+        if (strcmp(r->family, f) == 0 && (v == NULL || (r->value != NULL && strcmp(r->value, v) == 0)))
+            return 1;
+    }
+    return 0;
+}
+
+/* The counters the filter types declare (filters/filter.h), family by
+ * family, one series per route and label value: the sum of the rows that
+ * name it (an alias is a second row). */
+static void render_filter_counters(struct evbuffer *out, const tg_config_t *c, const tg_snapshot_t *s,
+                                   tg_worker_t *const *w, unsigned n)
+{
+    const tg_filter_counter_t *fam;
+    for (unsigned b = 0; b < TG_FILTER_COUNTERS_MAX && (fam = tg_filter_counter_at(b)) != NULL; b++) {
+        if (seen_before(b, fam->family, NULL))
+            continue;
+        family(out, fam->family, "counter", fam->help);
+        for (size_t r = 0; r < c->n_routes; r++) {
+            const tg_filter_counter_t *row;
+            for (unsigned v = b; v < TG_FILTER_COUNTERS_MAX && (row = tg_filter_counter_at(v)) != NULL; v++) {
+                if (strcmp(row->family, fam->family) != 0 || (row->value != NULL && seen_before(v, row->family, row->value)))
+                    continue;
+                uint64_t sum = 0;
+                const tg_filter_counter_t *same;
+                for (unsigned k = v; k < TG_FILTER_COUNTERS_MAX && (same = tg_filter_counter_at(k)) != NULL; k++)
+                    if (strcmp(same->family, row->family) == 0 &&
+                        (row->value == NULL || (same->value != NULL && strcmp(same->value, row->value) == 0)))
+                        sum += tg_metrics_sum_route(w, n, s->route_slot[r],
+                                                    offsetof(tg_route_stats_t, filters) + k * sizeof(tg_counter_t));
+                evbuffer_add_printf(out, "%s{", row->family);
+                route_label(out, c->routes[r].name);
+                if (row->label != NULL) {
+                    evbuffer_add_printf(out, ",%s=\"", row->label);
+                    label_value(out, row->value);
+                    evbuffer_add(out, "\"", 1);
+                }
+                evbuffer_add_printf(out, "} %llu\n", (unsigned long long)sum);
+                if (row->value == NULL)
+                    break; /* one series per route: every row of the family summed */
+            }
+        }
+    }
+}
+
 static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_snapshot_t *s, tg_worker_t *const *w,
                           unsigned n)
 {
@@ -148,59 +199,12 @@ static void render_routes(struct evbuffer *out, const tg_config_t *c, const tg_s
         evbuffer_add_printf(out, "} %llu\n",
                             (unsigned long long)tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, aborted)));
     }
-    family(out, "tollgate_auth_failures_total", "counter", "Requests refused by an auth filter (401/403), by route.");
-    for (size_t r = 0; r < c->n_routes; r++) {
-        evbuffer_add_printf(out, "tollgate_auth_failures_total{");
-        route_label(out, c->routes[r].name);
-        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r],
-                                                                           offsetof(tg_route_stats_t, auth_failures)));
-    }
-    family(out, "tollgate_ratelimit_store_error_decisions_total", "counter",
-           "Requests a rate_limit with store: redis decided by on_store_error (Redis failed, timed out or was "
-           "unreachable), by route and decision.");
-    for (size_t r = 0; r < c->n_routes; r++) {
-        static const struct { const char *d; size_t off; } ds[] = {
-            { "allow", offsetof(tg_route_stats_t, ratelimit_store_allowed) },
-            { "deny", offsetof(tg_route_stats_t, ratelimit_store_denied) },
-        };
-        for (size_t k = 0; k < 2; k++) {
-            evbuffer_add_printf(out, "tollgate_ratelimit_store_error_decisions_total{");
-            route_label(out, c->routes[r].name);
-            evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
-                                (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r], ds[k].off));
-        }
-    }
-    family(out, "tollgate_ratelimit_decisions_total", "counter", "rate_limit filter decisions, by route.");
-    for (size_t r = 0; r < c->n_routes; r++) {
-        static const struct { const char *d; size_t off; } ds[] = {
-            { "allowed", offsetof(tg_route_stats_t, ratelimit_allowed) },
-            { "limited", offsetof(tg_route_stats_t, ratelimit_limited) },
-            { "shadow_limited", offsetof(tg_route_stats_t, ratelimit_shadow_limited) },
-            { "tagged", offsetof(tg_route_stats_t, ratelimit_tagged) },
-        };
-        for (size_t k = 0; k < sizeof(ds) / sizeof(ds[0]); k++) {
-            evbuffer_add_printf(out, "tollgate_ratelimit_decisions_total{");
-            route_label(out, c->routes[r].name);
-            evbuffer_add_printf(out, ",decision=\"%s\"} %llu\n", ds[k].d,
-                                (unsigned long long)tg_metrics_sum_route(w, n, s->route_slot[r], ds[k].off));
-        }
-    }
+    render_filter_counters(out, c, s, w, n);
     static const struct { const char *name, *help; size_t off; } rfams[] = {
         { "tollgate_retries_total", "Retry rounds started, by route.", offsetof(tg_route_stats_t, retries) },
         { "tollgate_retries_skipped_total", "Retriable failures not retried (body over the replay buffer, or "
                                             "retry budget spent), by route.",
           offsetof(tg_route_stats_t, retries_skipped) },
-        { "tollgate_ratelimit_table_full_total", "New rate-limit keys a full table (max_keys) had no room for, by "
-                                                 "route; on_full decided them.",
-          offsetof(tg_route_stats_t, ratelimit_table_full) },
-        { "tollgate_concurrency_limited_total", "Requests a concurrency_limit filter refused (at once, or after "
-                                                "waiting queue_timeout), by route.",
-          offsetof(tg_route_stats_t, concurrency_limited) },
-        { "tollgate_concurrency_queued_total", "Requests that waited for a concurrency_limit slot, by route.",
-          offsetof(tg_route_stats_t, concurrency_queued) },
-        { "tollgate_ratelimit_deny_cache_hits_total", "Requests a rate_limit with store: redis refused from the "
-                                                      "worker's denied-until cache, without a round trip, by route.",
-          offsetof(tg_route_stats_t, ratelimit_cached) },
     };
     for (size_t f = 0; f < sizeof(rfams) / sizeof(rfams[0]); f++) {
         family(out, rfams[f].name, "counter", rfams[f].help);

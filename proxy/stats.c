@@ -67,25 +67,13 @@ void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
     tg_counter_add(&s->routes[route_slot].grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
 }
 
-void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcomes)
+_Static_assert(TG_STATS_FILTER_COUNTERS == TG_FILTER_COUNTERS_MAX, "a route has a counter for each filter counter bit");
+
+void tg_stats_filter_counted(tg_stats_t *s, size_t route_slot, uint64_t counted)
 {
-    if (route_slot >= TG_STATS_MAX_ROUTES || outcomes == 0)
+    if (route_slot >= TG_STATS_MAX_ROUTES)
         return;
     tg_route_stats_t *r = &s->routes[route_slot];
-    tg_counter_t *by_outcome[TG_OUTCOME_N] = {
-        [TG_OUTCOME_AUTH_FAILED] = &r->auth_failures,
-        [TG_OUTCOME_RL_ALLOWED] = &r->ratelimit_allowed,
-        [TG_OUTCOME_RL_LIMITED] = &r->ratelimit_limited,
-        [TG_OUTCOME_RL_TABLE_FULL] = &r->ratelimit_table_full,
-        [TG_OUTCOME_RL_SHADOW_LIMITED] = &r->ratelimit_shadow_limited,
-        [TG_OUTCOME_RL_TAGGED] = &r->ratelimit_tagged,
-        [TG_OUTCOME_CL_LIMITED] = &r->concurrency_limited,
-        [TG_OUTCOME_CL_QUEUED] = &r->concurrency_queued,
-        [TG_OUTCOME_RL_CACHED] = &r->ratelimit_cached,
-        [TG_OUTCOME_RL_STORE_ALLOWED] = &r->ratelimit_store_allowed,
-        [TG_OUTCOME_RL_STORE_DENIED] = &r->ratelimit_store_denied,
-    };
-    for (unsigned i = 0; i < TG_OUTCOME_N; i++)
-        if (outcomes & (1u << i))
-            tg_counter_add(by_outcome[i], 1);
+    for (; counted != 0; counted &= counted - 1)
+        tg_counter_add(&r->filters[__builtin_ctzll(counted)], 1);
 }

@@ -18,6 +18,7 @@
 #define TG_STATS_MAX_ENDPOINTS 2048
 #define TG_STATS_MAX_LISTENERS 256
 #define TG_STATS_BUCKETS 12
+#define TG_STATS_FILTER_COUNTERS 64 /* = TG_FILTER_COUNTERS_MAX (filters/filter.h; checked there) */
 
 /* Upper bounds of the duration histogram buckets, in microseconds. */
 extern const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS];
@@ -48,13 +49,7 @@ typedef struct tg_route_stats {
     tg_counter_t buckets[TG_STATS_BUCKETS]; /* non-cumulative; +Inf = count */
     tg_counter_t count;
     tg_counter_t sum_us;
-    tg_counter_t auth_failures;          /* refused by an auth filter */
-    tg_counter_t ratelimit_allowed, ratelimit_limited, ratelimit_table_full, ratelimit_shadow_limited,
-        ratelimit_tagged;
-    tg_counter_t concurrency_limited;    /* refused by a concurrency_limit filter */
-    tg_counter_t concurrency_queued;     /* waited for a slot (then passed or was refused) */
-    tg_counter_t ratelimit_cached;       /* refused from the deny cache (store: redis) */
-    tg_counter_t ratelimit_store_allowed, ratelimit_store_denied; /* the store failed: on_store_error */
+    tg_counter_t filters[TG_STATS_FILTER_COUNTERS]; /* the filters' own, by counter bit (filters/filter.h) */
     tg_counter_t retries;                /* retry rounds started */
     tg_counter_t retries_skipped;        /* retriable, but body too large or budget spent */
     tg_counter_t grpc[17];               /* gRPC calls by final grpc-status (0 OK .. 16 UNAUTHENTICATED) */
@@ -129,9 +124,8 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
  * UNKNOWN; a call that ended without one is not counted). */
 void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status);
 
-/* Filter decisions of a finished exchange. */
-/* Adds an exchange's filter outcomes (1 << tg_filter_outcome_t, see
+/* Adds what an exchange's filters counted (1 << counter bit, see
  * filters/filter.h) to its route's counters. */
-void tg_stats_filter_outcomes(tg_stats_t *s, size_t route_slot, unsigned outcomes);
+void tg_stats_filter_counted(tg_stats_t *s, size_t route_slot, uint64_t counted);
 
 #endif

@@ -92,6 +92,15 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
         # the monthly quota is its own budget
         self.assertEqual([self.get("alice", "/text").status_code for _ in range(3)], [200, 200, 429])
         self.assertEqual(self.get("alice", "/text").headers["ratelimit-policy"], '"quota";q=2;w=2592000')
+        # its own metric families, and the rate_limit names it used to count
+        # under (kept as aliases for one release) say the same
+        text = harness.scrape(self.admin)
+        want = {("daily", "allowed"): 5, ("daily", "limited"): 3, ("monthly", "allowed"): 2, ("monthly", "limited"): 2}
+        for (route, decision), n in want.items():
+            self.assertEqual(harness.metric(text, "tollgate_quota_decisions_total", route=route, decision=decision), n)
+            self.assertEqual(harness.metric(text, "tollgate_ratelimit_decisions_total", route=route,
+                                            decision=decision), n)
+        self.assertEqual(harness.metric(text, "tollgate_quota_table_full_total", route="daily"), 0)
         harness.assert_clean_exit(self, gw)
 
     def test_config_errors(self):
