@@ -13,7 +13,10 @@
  *   HOLDING | GRANTED -> (released)  the exchange ended
  *
  * Every transition happens under the entry's shard lock, so a release on
- * one worker and a waiter's end on another never both own a slot.
+ * one worker and a waiter's end on another never both own a slot. A
+ * release that hands its slot to a waiter of another worker (or its own)
+ * wakes that waiter on its worker (tg_filter_wake); the waiter's only
+ * timer is its queue_timeout.
  */
 #include "filters/concurrency.h"
 
@@ -29,6 +32,7 @@
 #include "filters/keytab.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
+#include "proxy/base/timer.h"
 
 #define KEY_MAX 512
 
@@ -43,9 +47,9 @@ typedef struct cl_hold {
     hold_state_t state;
     tg_filter_exchange_t *fx;
     uint64_t gen;
-    uint64_t deadline_ms;
     unsigned counters;           /* its filter's counters' base */
-    struct event timer;          /* QUEUED: the poll, on the exchange's worker */
+    tg_filter_waker_t waker;     /* QUEUED: how a release wakes it */
+    struct event timer;          /* QUEUED: queue_timeout, on the exchange's worker */
     unsigned timer_set : 1;
 } cl_hold_t;
 
@@ -135,18 +139,21 @@ static void unqueue(cl_entry_t *e, cl_hold_t *h)
     e->queued--;
 }
 
-/* A slot comes free (shard locked): straight to the first waiter, which
- * finds it at its next poll, else back to the pool. */
-static void release_locked(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e)
+/* A slot comes free (shard locked): straight to the first waiter, whose
+ * waker is copied to *wake (the caller wakes it once the lock is let go),
+ * else back to the pool. Returns whether there is a waiter to wake. */
+static int release_locked(cl_table_t *t, cl_shard_t *sh, cl_entry_t *e, tg_filter_waker_t *wake)
 {
     cl_hold_t *w = e->qhead;
     if (w != NULL) {
         unqueue(e, w);
         w->state = H_GRANTED; /* the slot passes on: inflight unchanged */
-        return;
+        *wake = w->waker;
+        return 1;
     }
     e->inflight--;
     maybe_remove(t, sh, e);
+    return 0;
 }
 
 /* ---- the filter ---- */
@@ -226,40 +233,56 @@ static tg_filter_status_t refuse(tg_filter_exchange_t *fx, unsigned counters, co
     return TG_FILTER_REPLY;
 }
 
-static void on_poll(evutil_socket_t fd, short what, void *arg);
-
-static void arm_poll(cl_hold_t *h)
+/* A waiter's turn on its own worker: granted (go on), timed out
+ * (refused), or, woken by a grant its timeout raced, granted after all. */
+static void finish_wait(cl_hold_t *h, int timed_out)
 {
-    struct timeval tv = { 0, TG_CL_POLL_MS * 1000 };
-    h->timer_set = evtimer_add(&h->timer, &tv) == 0;
-}
-
-/* A queued request's poll: handed a slot (go on), past its deadline
- * (refused), or waiting on. */
-static void on_poll(evutil_socket_t fd, short what, void *arg)
-{
-    cl_hold_t *h = arg;
     cl_shard_t *sh = shard_of(h->table, h->entry);
-    h->timer_set = 0;
     pthread_mutex_lock(&sh->lock);
     if (h->state == H_GRANTED) {
         h->state = H_HOLDING;
         pthread_mutex_unlock(&sh->lock);
+        if (h->timer_set) {
+            evtimer_del(&h->timer);
+            h->timer_set = 0;
+        }
         tg_filter_resume(h->fx, h->gen, TG_FILTER_CONTINUE);
         return;
     }
-    if (tg_clock_ms() >= h->deadline_ms) {
-        unqueue(h->entry, h);
-        maybe_remove(h->table, sh, h->entry);
-        h->entry = NULL;
-        h->state = H_NONE;
+    if (!timed_out || h->state != H_QUEUED) { /* a wake for a grant already taken */
         pthread_mutex_unlock(&sh->lock);
-        refuse(h->fx, h->counters, "too many requests in flight (waited too long)");
-        tg_filter_resume(h->fx, h->gen, TG_FILTER_REPLY);
         return;
     }
+    unqueue(h->entry, h);
+    maybe_remove(h->table, sh, h->entry);
+    h->entry = NULL;
+    h->state = H_NONE;
     pthread_mutex_unlock(&sh->lock);
-    arm_poll(h);
+    refuse(h->fx, h->counters, "too many requests in flight (waited too long)");
+    tg_filter_resume(h->fx, h->gen, TG_FILTER_REPLY);
+}
+
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    cl_hold_t *h = arg;
+    h->timer_set = 0;
+    finish_wait(h, 1);
+}
+
+/* Posted by the release that granted the slot (tg_filter_wake). */
+static void on_granted(tg_filter_exchange_t *fx, uint64_t gen)
+{
+    cl_hold_t *h = tg_filter_paused_state(fx, gen);
+    if (h != NULL) /* else the exchange ended: its on_complete gave the slot back */
+        finish_wait(h, 0);
+}
+
+/* Hands a freed slot's waiter its wake-up (out of memory: its timeout
+ * finds the grant instead). */
+static void wake(const tg_filter_waker_t *w)
+{
+    if (tg_filter_wake(w, on_granted) < 0)
+        tg_warn("concurrency_limit: out of memory waking a waiter; it takes its slot at its timeout");
 }
 
 static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
@@ -294,6 +317,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     if (e->queued < c->queue) { /* wait in line: the next release hands us its slot */
         h->entry = e;
         h->state = H_QUEUED;
+        h->waker = tg_filter_waker(fx);
         if (e->qtail)
             e->qtail->next = h;
         else
@@ -305,9 +329,8 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
         tg_debug("concurrency_limit: queued (%u waiting for %llu slots)", waiting, (unsigned long long)c->limit);
         fx->state[index] = h;
         tg_filter_count(fx, c->counters, CL_QUEUED);
-        h->deadline_ms = tg_clock_ms() + c->queue_timeout_ms;
-        evtimer_assign(&h->timer, fx->base, on_poll, h);
-        arm_poll(h);
+        evtimer_assign(&h->timer, fx->base, on_queue_timeout, h);
+        h->timer_set = tg_timer_arm_ms(&h->timer, c->queue_timeout_ms) == 0;
         return TG_FILTER_PAUSE;
     }
     maybe_remove(c->table, sh, e);
@@ -330,16 +353,31 @@ static void cl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
     if (h->entry == NULL)
         return;
     cl_shard_t *sh = shard_of(h->table, h->entry);
+    tg_filter_waker_t next;
+    int woken = 0;
     pthread_mutex_lock(&sh->lock);
     if (h->state == H_QUEUED) {
         unqueue(h->entry, h);
         maybe_remove(h->table, sh, h->entry);
     } else if (h->state == H_HOLDING || h->state == H_GRANTED) {
-        release_locked(h->table, sh, h->entry);
+        woken = release_locked(h->table, sh, h->entry, &next);
     }
     h->state = H_NONE;
     h->entry = NULL;
     pthread_mutex_unlock(&sh->lock);
+    if (woken)
+        wake(&next);
+}
+
+/* The exchange ended while queued: its timer stops now (on_complete, run
+ * next, leaves the queue). */
+static void cl_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
+{
+    cl_hold_t *h = fx->state[index];
+    if (h != NULL && h->timer_set) {
+        evtimer_del(&h->timer);
+        h->timer_set = 0;
+    }
 }
 
 /* In-flight counts carry over a reload that keeps the key: requests
@@ -360,6 +398,7 @@ const tg_filter_type_t tg_filter_concurrency_limit = {
     .create = cl_create,
     .destroy = cl_destroy,
     .on_request = cl_on_request,
+    .on_cancel = cl_on_cancel,
     .on_complete = cl_on_complete,
     .inherit = cl_inherit,
     .counters = cl_counters,

@@ -16,9 +16,4 @@
 
 extern const tg_filter_type_t tg_filter_concurrency_limit;
 
-/* How often a queued request looks whether it was handed a slot. Waiters
- * poll on their own worker's loop rather than being woken across threads:
- * nothing but the table's shard locks is shared. */
-#define TG_CL_POLL_MS 2
-
 #endif

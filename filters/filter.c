@@ -98,6 +98,15 @@ void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list
             global->v[i].type->on_complete(global->v[i].conf, fx, i, rec);
 }
 
+void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx)
+{
+    size_t i = fx->paused_at;
+    const tg_filter_instance_t *f = i < global->n ? &global->v[i] : i - global->n < route->n ? &route->v[i - global->n]
+                                                                                           : NULL;
+    if (f != NULL && f->type->on_cancel != NULL)
+        f->type->on_cancel(f->conf, fx, i);
+}
+
 static void reopen_list(const tg_filter_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++)

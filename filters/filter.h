@@ -18,8 +18,12 @@
  *                       on fx->base and will call tg_filter_resume(fx, gen,
  *                       status) from that work's callback, with gen = the
  *                       fx->gen it saw; the chain then goes on (status
- *                       CONTINUE) or replies (REPLY). If the exchange ended
- *                       meanwhile (client gone), the resume is ignored.
+ *                       CONTINUE) or replies (REPLY). If the exchange ends
+ *                       meanwhile (client gone), the filter's on_cancel
+ *                       hook runs first (stop the timer, let the lookup
+ *                       go) and a late resume is ignored. Work finished on
+ *                       another thread (a slot another worker freed) comes
+ *                       home with tg_filter_wake.
  * All hooks run on the exchange's worker thread; per-exchange memory comes
  * from fx->arena and dies with the exchange.
  */
@@ -101,8 +105,21 @@ uint64_t tg_retry_backoff_ms(const tg_retry_policy_t *p, unsigned n, uint64_t ra
 int tg_retry_on_status(const tg_retry_policy_t *p, int status, const char *grpc_status);
 
 
+typedef struct tg_filter_exchange tg_filter_exchange_t;
+
+/* What the exchange does for its filters (set by the exchange, so that
+ * filters link without it). */
+typedef struct tg_filter_exchange_ops {
+    /* tg_filter_resume */
+    void (*resume)(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);
+    /* Runs fn(fx, gen) on the worker `home` stands for, from any thread;
+     * 0, or -1 (out of memory: nothing will run). */
+    int (*post)(void *home, void (*fn)(tg_filter_exchange_t *fx, uint64_t gen), tg_filter_exchange_t *fx,
+                uint64_t gen);
+} tg_filter_exchange_ops_t;
+
 /* What a filter sees of an exchange. */
-typedef struct tg_filter_exchange {
+struct tg_filter_exchange {
     tg_request_t *req;          /* headers may be edited (they go upstream) */
     tg_arena_t *arena;
     const char *client_addr;
@@ -138,7 +155,38 @@ typedef struct tg_filter_exchange {
      * move them into the body (gRPC-Web) and empty the list. */
     tg_headers_t *resp_trailers;
     void *state[TG_FILTER_MAX_PER_CHAIN]; /* one slot per filter of the chain */
-} tg_filter_exchange_t;
+    const tg_filter_exchange_ops_t *ops;
+    void *home;                 /* the exchange's worker, for ops->post */
+};
+
+/* Resumes a paused exchange. Worker thread. */
+static inline void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status)
+{
+    fx->ops->resume(fx, gen, status);
+}
+
+/* A paused exchange's address, taken on its worker when it pauses, for
+ * work that ends on another thread: tg_filter_wake(&waker, fn) runs
+ * fn(fx, gen) back on the exchange's worker, where fn finds its state
+ * with tg_filter_paused_state (NULL if the exchange ended meanwhile).
+ * The waker is plain data: copy it out from under a lock, wake after. */
+typedef struct tg_filter_waker {
+    const tg_filter_exchange_ops_t *ops;
+    void *home;
+    tg_filter_exchange_t *fx;
+    uint64_t gen;
+} tg_filter_waker_t;
+
+static inline tg_filter_waker_t tg_filter_waker(tg_filter_exchange_t *fx)
+{
+    return (tg_filter_waker_t){ fx->ops, fx->home, fx, fx->gen };
+}
+
+/* Any thread. 0, or -1 (out of memory: fn will not run). */
+static inline int tg_filter_wake(const tg_filter_waker_t *w, void (*fn)(tg_filter_exchange_t *fx, uint64_t gen))
+{
+    return w->ops->post(w->home, fn, w->fx, w->gen);
+}
 
 /* The final record of an exchange, for completion hooks (access logs). */
 typedef struct tg_filter_record {
@@ -186,6 +234,10 @@ typedef struct tg_filter_type {
     /* Each piece of response body on its way to the client (may inspect or
      * edit it in place). */
     void (*on_response_body)(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece, int fin);
+    /* The exchange ended while this filter had it paused (PAUSE, no
+     * resume yet): stop what it started for it (timers, waits). Runs
+     * before the completion hooks. May be NULL. Worker thread. */
+    void (*on_cancel)(void *conf, tg_filter_exchange_t *fx, size_t index);
     /* The exchange is over (whatever happened). On the worker thread. */
     void (*on_complete)(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec);
     /* SIGUSR1: reopen files (log rotation). Main thread. */
@@ -271,8 +323,8 @@ tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, co
 void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                  tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
 
-/* Resumes a paused exchange (implemented by the exchange). Worker thread. */
-void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);
+/* The exchange ended while paused at fx->paused_at: that filter's on_cancel. */
+void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx);
 /* Runs the completion hooks in reverse order. */
 void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
                             const tg_filter_record_t *rec);

@@ -255,13 +255,23 @@ static void record(tg_exchange_t *ex)
     tg_filters_on_complete(&s->cfg->filters, &ex->route->filters, &ex->fx, &rec);
 }
 
+/* The exchange ends while a filter has it paused: that filter stops what
+ * it started for it, before any completion hook runs. */
+static void cancel_paused(tg_exchange_t *ex)
+{
+    if (!ex->paused)
+        return;
+    ex->paused = 0;
+    tg_filters_on_cancel(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx);
+}
+
 static void recycle(tg_exchange_t *ex)
 {
     tg_ex_worker_t *wx = ex->wx;
+    cancel_paused(ex);
     if (!ex->recorded)
         record(ex);
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
-    ex->paused = 0;
     evtimer_del(ex->retry_ev);
     evtimer_del(ex->deadline_ev);
     wx->active--;
@@ -288,6 +298,7 @@ void tg_ex_finish(tg_exchange_t *ex, int abort)
     tg_debug("exchange %s %s: finish in %s (abort=%d clean=%d)", ex->req.method, ex->req.target,
              tg_ex_state_str(ex->state), abort, clean);
     tg_ex_release_upstream(ex, clean);
+    cancel_paused(ex);
     int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
     /* counted before the downstream sends the last bytes: whoever has the
      * whole response finds it in the metrics and the logs */
@@ -788,6 +799,36 @@ static int sanitize_request(tg_exchange_t *ex)
     return 0;
 }
 
+/* tg_filter_wake: fn(fx, gen) runs on the exchange's worker. */
+typedef struct fx_post {
+    tg_post_t post;
+    void (*fn)(tg_filter_exchange_t *fx, uint64_t gen);
+    tg_filter_exchange_t *fx;
+    uint64_t gen;
+} fx_post_t;
+
+static void fx_post_run(tg_post_t *p, int cancelled)
+{
+    fx_post_t *q = (fx_post_t *)p;
+    if (!cancelled)
+        q->fn(q->fx, q->gen);
+    free(q);
+}
+
+static int fx_post(void *home, void (*fn)(tg_filter_exchange_t *fx, uint64_t gen), tg_filter_exchange_t *fx,
+                   uint64_t gen)
+{
+    fx_post_t *q = malloc(sizeof(*q));
+    if (q == NULL)
+        return -1;
+    *q = (fx_post_t){ .post.run = fx_post_run, .fn = fn, .fx = fx, .gen = gen };
+    tg_worker_post(home, &q->post);
+    return 0;
+}
+
+static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);
+static const tg_filter_exchange_ops_t fx_ops = { fx_resume, fx_post };
+
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
@@ -839,6 +880,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->worker = tg_worker_id(ex->w);
         fx->base = tg_worker_base(ex->w);
         fx->store = tg_redis_store_acquire(ex->w); /* held until recycled: completion hooks use it */
+        fx->ops = &fx_ops;
+        fx->home = ex->w;
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;
@@ -864,7 +907,7 @@ static int run_filters(tg_exchange_t *ex, size_t from)
     return 0;
 }
 
-void tg_filter_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status)
+static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status)
 {
     tg_exchange_t *ex = (tg_exchange_t *)((char *)fx - offsetof(tg_exchange_t, fx));
     if (gen == 0 || fx->gen != gen || !ex->paused)

@@ -7,6 +7,7 @@
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "proxy/stats.h"
 
 static void send_command(tg_worker_t *w, char c);
+static void take_posts(tg_worker_t *w, int cancelled);
 
 struct tg_worker {
     unsigned id;
@@ -41,7 +43,8 @@ struct tg_worker {
     tg_reload_msg_t *mbox;           /* snapshots published by the main thread */
     TAILQ_HEAD(, tg_conn_node) conns;
     size_t n_conns;
-    int cmd_fd[2];                   /* pipe: other threads send 'd' (drain), 'r' (reload) or 's' (stop) */
+    int cmd_fd[2];                   /* pipe: other threads send 'd' (drain), 'r' (reload), 'p' (posts) or 's' (stop) */
+    _Atomic(tg_post_t *) posts;      /* tg_worker_post: pushed by any thread, newest first */
     struct event *cmd_ev;
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state */
@@ -359,6 +362,8 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
                 start_drain(w);
             else if (cmds[i] == 'r')
                 take_reloads(w);
+            else if (cmds[i] == 'p')
+                take_posts(w, 0);
             else if (cmds[i] == 's')
                 event_base_loopbreak(w->base);
         }
@@ -370,6 +375,33 @@ static void send_command(tg_worker_t *w, char c)
     do
         r = write(w->cmd_fd[1], &c, 1);
     while (r < 0 && errno == EINTR);
+}
+
+/* Runs (or, cancelled, drops) every post queued so far, oldest first. */
+static void take_posts(tg_worker_t *w, int cancelled)
+{
+    tg_post_t *p = atomic_exchange(&w->posts, NULL), *fifo = NULL;
+    while (p != NULL) {
+        tg_post_t *next = p->next;
+        p->next = fifo;
+        fifo = p;
+        p = next;
+    }
+    while (fifo != NULL) {
+        tg_post_t *next = fifo->next;
+        fifo->run(fifo, cancelled);
+        fifo = next;
+    }
+}
+
+void tg_worker_post(tg_worker_t *w, tg_post_t *p)
+{
+    tg_post_t *head = atomic_load(&w->posts);
+    do
+        p->next = head;
+    while (!atomic_compare_exchange_weak(&w->posts, &head, p));
+    if (head == NULL) /* the first since the worker last looked: wake it */
+        send_command(w, 'p');
 }
 
 tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap, const int *listen_fds, size_t n,
@@ -483,6 +515,7 @@ void tg_worker_join_free(tg_worker_t *w)
         w->retired = next;
     }
     take_reloads_discard(w);
+    take_posts(w, 1);
     while (w->n_inited > 0) /* upstream connections, then the caches */
         w->setup->modules[--w->n_inited]->free(w);
     if (w->cmd_ev)

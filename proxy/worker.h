@@ -130,6 +130,18 @@ int tg_worker_reload(tg_worker_t *w, tg_snapshot_t *snap, const int *fds, size_t
 /* Asks the worker to stop accepting and finish in-flight requests; it
  * leaves its loop when its last connection closes. Any thread. */
 void tg_worker_drain(tg_worker_t *w);
+/* Work handed to a worker from another thread: run(p, 0) on the worker's
+ * thread, in the order posted, soon after (one pipe byte wakes the loop
+ * when its queue was empty). A post still queued when the worker is
+ * freed gets run(p, 1): free it, do nothing else. The poster owns p until
+ * it is run. */
+typedef struct tg_post {
+    struct tg_post *next;
+    void (*run)(struct tg_post *p, int cancelled);
+} tg_post_t;
+/* Any thread (the worker's own included). */
+void tg_worker_post(tg_worker_t *w, tg_post_t *p);
+
 /* Makes the worker leave its loop now. Any thread. */
 void tg_worker_stop(tg_worker_t *w);
 /* Waits for the thread to end (once; later calls return at once). */

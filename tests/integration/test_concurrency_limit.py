@@ -3,7 +3,8 @@ two workers; over the cap 429 (gRPC RESOURCE_EXHAUSTED) at once, or a
 FIFO wait bounded by queue and queue_timeout. A slot is given back
 exactly once on every path: the response ends, the client goes away
 mid-request, the upstream resets, a WebSocket closes, a gRPC call ends —
-and across a reload. Each wait is bounded and polls for its effect."""
+and across a reload. A waiter sleeps until the release wakes it. Each
+wait is bounded and polls for its effect."""
 import asyncio
 import concurrent.futures
 import os
@@ -187,6 +188,37 @@ clusters:
         self.assertEqual(first[0].result().status_code, 200)
         pool.shutdown()
         self.assertEqual(self.get("q2", "/whoami", "short").status_code, 200)
+
+    def context_switches(self):
+        """Voluntary context switches of every gateway thread so far: a
+        thread that sleeps in its loop until woken adds none."""
+        total, pid = 0, self.gateway.proc.p.pid
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    total += next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches"))
+            except (FileNotFoundError, StopIteration):
+                pass
+        return total
+
+    def test_waiter_sleeps_until_a_release_wakes_it(self):
+        """A queued request costs nothing while it waits (no polling: a
+        poll every few ms would wake its worker hundreds of times in the
+        second it waits here), and the release wakes it at once."""
+        lines0 = self.queued_lines()
+        pool, first, gate = self.hold("sl", 1, queue="long")
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            waiting = ex.submit(self.get, "sl", "/whoami", "long")
+            self.wait_queued(lines0 + 1)
+            before = self.context_switches()
+            time.sleep(1.0)
+            woke = self.context_switches() - before
+            self.assertLess(woke, 100, "the gateway's threads woke up while a request only waited")
+            self.assertFalse(waiting.done())
+            gate.release()
+            self.assertEqual(waiting.result().status_code, 200)
+        self.assertEqual(first[0].result().status_code, 200)
+        pool.shutdown()
 
     def test_queued_client_that_leaves_frees_its_place(self):
         lines0 = self.queued_lines()
