@@ -64,6 +64,7 @@ typedef struct access_log {
     char *template;             /* NULL: JSON */
     int fd;
     pthread_t thread;
+    int started;                /* the writer runs (al_start) */
     pthread_mutex_t wake_lock;
     pthread_cond_t wake;
     atomic_int stop, reopen;
@@ -326,6 +327,49 @@ static int open_log(access_log_t *l)
     return open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
+/* What create() can say without opening anything (it also runs under
+ * `tollgate -t`): the file is writable, or its directory is; a unix
+ * syslog socket exists. 0, or -1 with errno. */
+static int check_log(const access_log_t *l)
+{
+    if (l->syslog != NULL)
+        return l->sa.ss_family == AF_UNIX ? access(((const struct sockaddr_un *)&l->sa)->sun_path, W_OK) : 0;
+    if (l->path == NULL || access(l->path, W_OK) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return -1;
+    char dir[4096];
+    const char *slash = strrchr(l->path, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash == l->path ? 1 : slash - l->path) : 1, slash ? l->path : ".");
+    if (access(dir, W_OK | X_OK) == 0)
+        return 0;
+    if (errno == ENOENT || errno == ENOTDIR)
+        errno = ENOENT; /* said of the file: its directory is missing */
+    return -1;
+}
+
+static void *writer_main(void *arg);
+
+/* Opens the log and starts its writer: when the config is put to use,
+ * never under -t. */
+static int al_start(void *p, tg_errors_t *errs)
+{
+    access_log_t *l = p;
+    if ((l->fd = open_log(l)) < 0) {
+        if (l->syslog != NULL)
+            tg_errors_add(errs, "access_log syslog: cannot reach %s: %s", l->syslog, strerror(errno));
+        else
+            tg_errors_add(errs, "access_log path: cannot open %s: %s", l->path, strerror(errno));
+        return -1;
+    }
+    if (pthread_create(&l->thread, NULL, writer_main, l) != 0) {
+        tg_errors_add(errs, "access_log: cannot start the writer thread");
+        return -1;
+    }
+    l->started = 1;
+    return 0;
+}
+
 /* One RFC 5424 datagram per line: <PRI>1 TIMESTAMP HOST APP PID access - LINE */
 static void send_syslog(access_log_t *l, const char *p, size_t n)
 {
@@ -447,7 +491,7 @@ static void al_destroy(void *p)
     access_log_t *l = p;
     if (l == NULL)
         return;
-    if (l->fd >= 0 && l->thread) {
+    if (l->started) {
         pthread_mutex_lock(&l->wake_lock);
         atomic_store(&l->stop, 1);
         pthread_cond_signal(&l->wake);
@@ -631,15 +675,11 @@ static void *al_create(tg_node_t *node, const char *config_path)
         }
         free(f);
     }
-    if (rc == 0 && (l->fd = open_log(l)) < 0) {
+    if (rc == 0 && check_log(l) < 0) {
         if (l->syslog != NULL)
             tg_node_error(&v[2], "access_log syslog: cannot reach %s: %s", l->syslog, strerror(errno));
         else
             tg_node_error(&v[0], "access_log path: cannot open %s: %s", l->path, strerror(errno));
-        rc = -1;
-    }
-    if (rc == 0 && pthread_create(&l->thread, NULL, writer_main, l) != 0) {
-        tg_node_error(node, "access_log: cannot start the writer thread");
         rc = -1;
     }
     if (rc < 0) {
@@ -699,4 +739,5 @@ const tg_filter_type_t tg_filter_access_log = {
     .destroy = al_destroy,
     .on_complete = al_on_complete,
     .reopen = al_reopen,
+    .start = al_start,
 };

@@ -107,6 +107,24 @@ void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t
         f->type->on_cancel(f->conf, fx, i);
 }
 
+static int start_list(const tg_filter_list_t *l, tg_errors_t *errs)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].type->start && l->v[i].type->start(l->v[i].conf, errs) < 0)
+            return -1;
+    return 0;
+}
+
+int tg_filters_start(const tg_config_t *cfg, tg_errors_t *errs)
+{
+    if (start_list(&cfg->filters, errs) < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (start_list(&cfg->routes[i].filters, errs) < 0)
+            return -1;
+    return 0;
+}
+
 static void reopen_list(const tg_filter_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++)

@@ -219,8 +219,16 @@ typedef struct tg_filter_type {
     const tg_keyset_t *keys;    /* its keys: create() reads its node with them (tg_node_keys) */
     /* Parses the filter's node; returns the instance config, or NULL after
      * reporting errors through the node. The config path is for relative
-     * file names. */
+     * file names. No side effects: it also runs under `tollgate -t` and
+     * for configs that are never used (a reload that fails later): it may
+     * read files the config names, never create or hold any, nor start a
+     * thread. */
     void *(*create)(tg_node_t *node, const char *config_path);
+    /* The config is about to be used (start-up, or a reload once inherit
+     * ran): open what it writes to, start its threads. 0, or -1 with the
+     * reason in errs (the start-up or reload fails; destroy cleans up).
+     * Main thread. May be NULL. */
+    int (*start)(void *conf, tg_errors_t *errs);
     void (*destroy)(void *conf);
     /* Request head complete, route chosen. */
     tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
@@ -331,6 +339,10 @@ void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list
 /* Lets each filter of new_cfg take over the state of its counterpart in
  * old_cfg: same route name (or the global chain), same position, same type. */
 void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
+
+/* Calls every filter's start hook in a config about to be used; 0, or -1
+ * with the reasons in errs. Main thread. */
+int tg_filters_start(const tg_config_t *cfg, tg_errors_t *errs);
 
 /* Calls every filter's reopen hook in a config (SIGUSR1). */
 void tg_filters_reopen(const tg_config_t *cfg);

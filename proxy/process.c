@@ -144,6 +144,8 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         goto fail;
     const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
     tg_filters_inherit(nc, oc); /* e.g. rate-limit counters: a reload is no reset */
+    if (tg_filters_start(nc, errs) < 0) /* access logs open, their writers start */
+        goto fail;
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
         tg_warn("reload: a change of 'workers' takes effect on restart");
     n = nc->n_listeners;
@@ -589,6 +591,10 @@ int tg_process_run(const char *path, int watch)
     }
     tg_errors_t errs = { 0 };
     p.snap = tg_snapshot_load(path, &p.registry, &errs);
+    if (p.snap != NULL && tg_filters_start(p.snap->cfg, &errs) < 0) {
+        tg_snapshot_unref(p.snap);
+        p.snap = NULL;
+    }
     if (p.snap == NULL) {
         for (size_t i = 0; i < errs.n; i++)
             tg_error("%s", errs.msgs[i]);

@@ -97,6 +97,32 @@ class ConfigCheckTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("listener must be a list", p.stderr)
 
+    def test_check_creates_no_file(self):
+        """-t reads what the config names but creates nothing: an access
+        log's file appears when the gateway starts, not when it is checked;
+        a log the check cannot see failing (a directory) fails the start."""
+        d = tempfile.mkdtemp(prefix="tg-check-log-")
+        log = os.path.join(d, "access.log")
+        text = GOOD.replace("    cluster: c\n", f"    cluster: c\n    filters: [{{ access_log: {{ path: {log} }} }}]\n", 1)
+        text = text.replace("8080", str(harness.free_port()))
+        rc, err, path = check(text)
+        self.assertEqual(rc, 0, err)
+        self.assertFalse(os.path.exists(log), "tollgate -t created the access log")
+        rc, err, _ = check(text.replace(log, os.path.join(d, "missing", "a.log")))
+        self.assertEqual(rc, 1)
+        self.assertIn("access_log path: cannot open", err)
+        gw = subprocess.Popen([harness.BIN, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            harness.wait_until(lambda: os.path.exists(log), what="the access log created at start-up")
+        finally:
+            gw.terminate()
+            gw.communicate(timeout=30)
+        with open(path, "w") as f:
+            f.write(text.replace(log, d))  # a directory: writable, but no file to append to
+        p = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"access_log path: cannot open {d}: Is a directory", p.stderr)
+
     def test_busy_port_is_an_error(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
