@@ -119,7 +119,7 @@ static void free_rules(tg_header_rules_t *r)
 static void free_filters(const tg_config_t *c, tg_filter_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++)
-        c->filter_registry->destroy(l->v[i].type, l->v[i].conf);
+        c->filter_registry->destroy(&l->v[i]);
     free(l->v);
 }
 

@@ -34,6 +34,7 @@ void tg_errors_sort(tg_errors_t *e);
 #define TG_FILTER_MAX_PER_CHAIN 32
 
 struct tg_node;
+struct tg_filter_instance;
 
 /* The filter kinds a config may use. The loader knows none itself: whoever
  * loads a config hands it a registry (filters/filter.c has the built-in
@@ -44,14 +45,19 @@ typedef struct tg_filter_registry {
     const struct tg_filter_type *(*find)(const char *name);
     const char *(*names)(void); /* "auth, rate_limit, ..." for error messages */
     void *(*create)(const struct tg_filter_type *type, struct tg_node *node, const char *config_path);
-    void (*destroy)(const struct tg_filter_type *type, void *conf);
+    void (*destroy)(struct tg_filter_instance *f); /* its conf and per-worker states */
 } tg_filter_registry_t;
 
-/* A configured filter: its type (filters/filter.h) and the config its
- * create() returned. */
+/* A configured filter: its type (filters/filter.h), the config its
+ * create() returned and, for a type with per-worker state, one state per
+ * worker: the array made when the config is put to use
+ * (tg_filters_start), each slot filled and read by its own worker only,
+ * all freed with the config. */
 typedef struct tg_filter_instance {
     const struct tg_filter_type *type;
     void *conf;
+    void **per_worker;          /* NULL: no per-worker state (or not started) */
+    unsigned n_workers;
 } tg_filter_instance_t;
 
 typedef struct tg_filter_list {

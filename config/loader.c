@@ -476,6 +476,24 @@ int tg_node_keys_cap(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg
     return tg_node_fields(map, what, names, ks->n, out);
 }
 
+static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, void *base);
+
+int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *conf, tg_node_t *out, size_t cap)
+{
+    int rc = tg_node_keys_cap(map, what, ks, out, cap);
+    if (rc < 0 && ks->n > cap)
+        return -1; /* out was not filled */
+    yaml_node_t *vals[TG_KEYSET_MAX];
+    for (size_t i = 0; i < ks->n; i++) {
+        vals[i] = out[i].yn;
+        if (vals[i] == NULL && (ks->keys[i].flags & TG_KEY_REQUIRED) && map->yn != NULL) {
+            err_at(map->ld, map->yn, "%s: give '%s' (%s)", what, ks->keys[i].name, ks->keys[i].doc);
+            rc = -1;
+        }
+    }
+    return read_fields(map->ld, ks, vals, conf) < 0 ? -1 : rc;
+}
+
 char *tg_node_str(tg_node_t *n, const char *what)
 {
     return get_str(n->ld, n->yn, what);

@@ -34,6 +34,16 @@ int tg_node_keys_cap(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg
  * added to the table, the array not grown) is an error, never an overflow. */
 #define tg_node_keys(map, what, ks, out) tg_node_keys_cap((map), (what), (ks), (out), sizeof(out) / sizeof((out)[0]))
 
+/* tg_node_keys, then every row of ks that names a field (TG_FIELD in
+ * config/schema.h) read into conf at its offset: its type, bounds or
+ * choices checked, its default where the key is absent; a required row
+ * (TG_KEY_REQUIRED) that is absent is an error. Rows without a field are
+ * left in out for the caller. The reader the loader uses for
+ * its own sections. 0, or -1 after reporting every error. */
+int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *conf, tg_node_t *out, size_t cap);
+#define tg_node_read_into(map, what, ks, conf, out)                                                                   \
+    tg_node_read((map), (what), (ks), (conf), (out), sizeof(out) / sizeof((out)[0]))
+
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */
 /* tg_node_str for a secret (a token, a key, a password): /config shows the

@@ -30,11 +30,6 @@ static const tg_filter_counter_t auth_counters[] = {
 
 typedef struct auth_conf {
     EVP_MD *sha256;             /* fetched once: OpenSSL 3 one-shot calls re-fetch each time */
-    /* One digest context per worker (index fx->worker; workers <= 256),
-     * made on that worker's first request and reused: EVP_Digest would
-     * allocate and free a context per request. Only its worker touches a
-     * slot; destroy frees them. */
-    EVP_MD_CTX *md_ctx[256];
     tg_auth_secret_t *bearer;
     size_t n_bearer;
     tg_auth_secret_t *keys;
@@ -68,17 +63,31 @@ long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presen
     return match_digest(secrets, n, d);
 }
 
-/* The hot-path variant, with the digest implementation fetched at load. */
-static long conf_match(auth_conf_t *c, unsigned worker, const tg_auth_secret_t *secrets, size_t n,
+/* Per-worker state: a digest context, made when the worker takes the
+ * config up and reused by its requests (EVP_Digest would allocate and
+ * free one per request). */
+static void *auth_worker_init(void *p, unsigned worker)
+{
+    return EVP_MD_CTX_new();
+}
+
+static void auth_worker_free(void *p, void *state)
+{
+    EVP_MD_CTX_free(state);
+}
+
+/* The hot-path variant: the digest implementation fetched at load, the
+ * worker's context (a one-shot digest where there is none: a config not
+ * started, in tests). */
+static long conf_match(const auth_conf_t *c, EVP_MD_CTX *ctx, const tg_auth_secret_t *secrets, size_t n,
                        const char *presented)
 {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dl = 0;
-    EVP_MD_CTX **ctx = &c->md_ctx[worker % 256];
-    if (*ctx == NULL && (*ctx = EVP_MD_CTX_new()) == NULL)
-        return -1;
-    if (EVP_DigestInit_ex2(*ctx, c->sha256, NULL) != 1 || EVP_DigestUpdate(*ctx, presented, strlen(presented)) != 1 ||
-        EVP_DigestFinal_ex(*ctx, d, &dl) != 1 || dl != 32)
+    if (ctx == NULL)
+        return tg_auth_match(secrets, n, presented, strlen(presented));
+    if (EVP_DigestInit_ex2(ctx, c->sha256, NULL) != 1 || EVP_DigestUpdate(ctx, presented, strlen(presented)) != 1 ||
+        EVP_DigestFinal_ex(ctx, d, &dl) != 1 || dl != 32)
         return -1;
     return match_digest(secrets, n, d);
 }
@@ -97,8 +106,6 @@ static void auth_destroy(void *p)
     auth_conf_t *c = p;
     if (c == NULL)
         return;
-    for (size_t i = 0; i < 256; i++)
-        EVP_MD_CTX_free(c->md_ctx[i]);
     free_secrets(c->bearer, c->n_bearer);
     free_secrets(c->keys, c->n_keys);
     free(c->key_header);
@@ -437,7 +444,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if (c->n_bearer && (match = conf_match(c, fx->worker, c->bearer, c->n_bearer, tok)) >= 0)
+        if (c->n_bearer && (match = conf_match(c, tg_filter_worker_state(fx, index), c->bearer, c->n_bearer, tok)) >= 0)
             name = c->bearer[match].name;
         else if (c->jwt)
             jwt_error = tg_jwt_verify_claims(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name, &fx->claims);
@@ -450,7 +457,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         const char *key = kh ? kh->value : c->key_query ? query_param(fx->req->target, c->key_query, buf, sizeof(buf)) : NULL;
         if (key != NULL) {
             presented = 1;
-            if ((match = conf_match(c, fx->worker, c->keys, c->n_keys, key)) >= 0) {
+            if ((match = conf_match(c, tg_filter_worker_state(fx, index), c->keys, c->n_keys, key)) >= 0) {
                 name = c->keys[match].name;
                 if (c->strip && kh)
                     tg_headers_remove(h, c->key_header);
@@ -497,4 +504,6 @@ const tg_filter_type_t tg_filter_auth = {
     .destroy = auth_destroy,
     .on_request = auth_on_request,
     .trust_header = auth_trust_header,
+    .worker_init = auth_worker_init,
+    .worker_free = auth_worker_free,
 };

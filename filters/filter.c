@@ -107,20 +107,50 @@ void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t
         f->type->on_cancel(f->conf, fx, i);
 }
 
-static int start_list(const tg_filter_list_t *l, tg_errors_t *errs)
+static int start_list(const tg_filter_list_t *l, unsigned n_workers, tg_errors_t *errs)
 {
-    for (size_t i = 0; i < l->n; i++)
-        if (l->v[i].type->start && l->v[i].type->start(l->v[i].conf, errs) < 0)
+    for (size_t i = 0; i < l->n; i++) {
+        tg_filter_instance_t *f = &l->v[i];
+        if (f->type->worker_init != NULL && f->per_worker == NULL) {
+            if ((f->per_worker = calloc(n_workers ? n_workers : 1, sizeof(void *))) == NULL) {
+                tg_errors_add(errs, "%s: out of memory", f->type->name);
+                return -1;
+            }
+            f->n_workers = n_workers;
+        }
+        if (f->type->start && f->type->start(f->conf, errs) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, tg_errors_t *errs)
+{
+    if (start_list(&cfg->filters, n_workers, errs) < 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (start_list(&cfg->routes[i].filters, n_workers, errs) < 0)
             return -1;
     return 0;
 }
 
-int tg_filters_start(const tg_config_t *cfg, tg_errors_t *errs)
+static int worker_init_list(const tg_filter_list_t *l, unsigned worker)
 {
-    if (start_list(&cfg->filters, errs) < 0)
+    for (size_t i = 0; i < l->n; i++) {
+        tg_filter_instance_t *f = &l->v[i];
+        if (f->per_worker != NULL && worker < f->n_workers && f->per_worker[worker] == NULL &&
+            (f->per_worker[worker] = f->type->worker_init(f->conf, worker)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+int tg_filters_worker_init(const tg_config_t *cfg, unsigned worker)
+{
+    if (worker_init_list(&cfg->filters, worker) < 0)
         return -1;
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (start_list(&cfg->routes[i].filters, errs) < 0)
+        if (worker_init_list(&cfg->routes[i].filters, worker) < 0)
             return -1;
     return 0;
 }

@@ -7,7 +7,8 @@
  * config snapshot and shared read-only by all workers. A route's chain is
  * the global `filters:` list followed by the route's own, in file order;
  * request hooks run in that order, response and completion hooks in
- * reverse. Adding a filter = one new file + one line in filters/filter.c.
+ * reverse. Adding a filter = one new file + one line in filters/builtin.def
+ * (docs/filters.md, "Writing a filter"; tests/filters/stamp.c is one).
  *
  * Hook return values (request phase):
  *   TG_FILTER_CONTINUE  go on to the next filter, then upstream;
@@ -155,6 +156,7 @@ struct tg_filter_exchange {
      * move them into the body (gRPC-Web) and empty the list. */
     tg_headers_t *resp_trailers;
     void *state[TG_FILTER_MAX_PER_CHAIN]; /* one slot per filter of the chain */
+    const tg_filter_list_t *chain[2];    /* the global chain, the route's: what index counts */
     const tg_filter_exchange_ops_t *ops;
     void *home;                 /* the exchange's worker, for ops->post */
 };
@@ -248,6 +250,15 @@ typedef struct tg_filter_type {
     void (*on_cancel)(void *conf, tg_filter_exchange_t *fx, size_t index);
     /* The exchange is over (whatever happened). On the worker thread. */
     void (*on_complete)(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec);
+    /* Per-worker state (may be NULL): made by each worker on its own
+     * thread when it takes the config up (tg_filters_worker_init; NULL
+     * means out of memory and the worker keeps its previous config),
+     * found by hooks with tg_filter_worker_state, freed with the config
+     * (any thread, after its last exchange: plain memory, never events on
+     * the worker's loop). For what one worker reuses across requests
+     * without a lock: a digest context, a scratch buffer. */
+    void *(*worker_init)(void *conf, unsigned worker);
+    void (*worker_free)(void *conf, void *state);
     /* SIGUSR1: reopen files (log rotation). Main thread. */
     void (*reopen)(void *conf);
     /* Reload: new_conf replaces old_conf (same type, same place in the
@@ -340,9 +351,27 @@ void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list
  * old_cfg: same route name (or the global chain), same position, same type. */
 void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
 
-/* Calls every filter's start hook in a config about to be used; 0, or -1
+/* Calls every filter's start hook in a config about to be used by
+ * n_workers workers, and makes room for the per-worker states; 0, or -1
  * with the reasons in errs. Main thread. */
-int tg_filters_start(const tg_config_t *cfg, tg_errors_t *errs);
+int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, tg_errors_t *errs);
+
+/* Worker `worker` takes cfg up: its per-worker states (worker_init). 0,
+ * or -1 (out of memory). That worker's thread (or before it runs). */
+int tg_filters_worker_init(const tg_config_t *cfg, unsigned worker);
+
+/* The per-worker state of chain index `index` on the exchange's worker;
+ * NULL if the type has none or the config was not started (tests). */
+static inline void *tg_filter_worker_state(const tg_filter_exchange_t *fx, size_t index)
+{
+    const tg_filter_list_t *l = fx->chain[0];
+    if (index >= l->n) {
+        index -= l->n;
+        l = fx->chain[1];
+    }
+    const tg_filter_instance_t *f = &l->v[index];
+    return f->per_worker != NULL && fx->worker < f->n_workers ? f->per_worker[fx->worker] : NULL;
+}
 
 /* Calls every filter's reopen hook in a config (SIGUSR1). */
 void tg_filters_reopen(const tg_config_t *cfg);

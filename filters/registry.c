@@ -5,6 +5,7 @@
  * binary with filters of its own: tests/filters/ builds one). Immutable:
  * a table made by the compiler, read by any thread. See filter.h.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "filters/filter.h"
@@ -59,9 +60,13 @@ static void *registry_create(const tg_filter_type_t *type, tg_node_t *node, cons
     return type->create(node, config_path);
 }
 
-static void registry_destroy(const tg_filter_type_t *type, void *conf)
+static void registry_destroy(tg_filter_instance_t *f)
 {
-    type->destroy(conf);
+    for (unsigned w = 0; f->per_worker != NULL && w < f->n_workers; w++)
+        if (f->per_worker[w] != NULL)
+            f->type->worker_free(f->conf, f->per_worker[w]);
+    free(f->per_worker);
+    f->type->destroy(f->conf);
 }
 
 const tg_filter_registry_t *tg_filters_registry(void)

@@ -135,9 +135,16 @@ static void module_free(tg_worker_t *w)
     tg_worker_set_state(w, TG_WMOD_EXCHANGE, NULL);
 }
 
+/* The worker takes a config up: its filters' per-worker states. */
+static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
+{
+    return tg_filters_worker_init(snap->cfg, tg_worker_id(w));
+}
+
 const tg_worker_module_t tg_exchange_module = {
     .id = TG_WMOD_EXCHANGE,
     .init = module_init,
+    .apply = module_apply,
     .free = module_free,
 };
 
@@ -882,6 +889,8 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->store = tg_redis_store_acquire(ex->w); /* held until recycled: completion hooks use it */
         fx->ops = &fx_ops;
         fx->home = ex->w;
+        fx->chain[0] = &cfg->filters;
+        fx->chain[1] = &ex->route->filters;
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
         if (run_filters(ex, 0) < 0)
             return;

@@ -127,6 +127,13 @@ static void log_errors(const tg_errors_t *e)
         tg_error("%s", e->msgs[i]);
 }
 
+/* The workers a config asks for: `workers`, else one per CPU. */
+static unsigned worker_count(const tg_config_t *cfg)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    return cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+}
+
 /* Builds and validates a new snapshot off the hot path; binds the sockets
  * of listeners with new addresses; publishes it to every worker. On any
  * error nothing changes. Returns 0 or -1 with the reasons in errs. */
@@ -144,7 +151,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         goto fail;
     const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
     tg_filters_inherit(nc, oc); /* e.g. rate-limit counters: a reload is no reset */
-    if (tg_filters_start(nc, errs) < 0) /* access logs open, their writers start */
+    if (tg_filters_start(nc, p->n_workers, errs) < 0) /* access logs open, their writers start */
         goto fail;
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
         tg_warn("reload: a change of 'workers' takes effect on restart");
@@ -477,8 +484,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static int start_workers(process_t *p)
 {
     const tg_config_t *cfg = p->snap->cfg;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    p->n_workers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    p->n_workers = worker_count(cfg);
     p->workers = calloc(p->n_workers, sizeof(*p->workers));
     int *fds = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof(int));
     if (p->workers == NULL || fds == NULL) {
@@ -591,7 +597,7 @@ int tg_process_run(const char *path, int watch)
     }
     tg_errors_t errs = { 0 };
     p.snap = tg_snapshot_load(path, &p.registry, &errs);
-    if (p.snap != NULL && tg_filters_start(p.snap->cfg, &errs) < 0) {
+    if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), &errs) < 0) {
         tg_snapshot_unref(p.snap);
         p.snap = NULL;
     }

@@ -345,7 +345,8 @@ class Gateway:
     config the gateway runs on must also validate against the schema
     (checked by GatewayTest.finish)."""
 
-    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None, prefix=()):
+    def __init__(self, config_text, port=None, log_level=None, env_extra=None, args=(), files=None, prefix=(),
+                 binary=None):
         log_level = log_level or os.environ.get("TOLLGATE_LOG_LEVEL", "info")
         self.dir = tempfile.mkdtemp(prefix="tg-test-")
         for name, data in (files or {}).items():  # beside the config, for relative paths
@@ -357,7 +358,7 @@ class Gateway:
         self.schema_problems = schema_problems(config_text)
         self.port = port
         env = dict(os.environ, **(env_extra or {}))
-        self.proc = Proc([*prefix, BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
+        self.proc = Proc([*prefix, binary or BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
         if port:
             wait_port(port, proc=self.proc.p)
 
