@@ -225,10 +225,6 @@ enum { Q_ALLOWED, Q_LIMITED, Q_TABLE_FULL, Q_CACHED, Q_STORE_ALLOWED, Q_STORE_DE
 #define Q_STORE_ERRORS_HELP                                                                                            \
     "Requests a quota with store: redis decided by on_store_error (Redis failed, timed out or was unreachable), by "   \
     "route and decision."
-#define RL_DECISIONS_HELP "rate_limit filter decisions, by route."
-#define RL_STORE_ERRORS_HELP                                                                                           \
-    "Requests a rate_limit with store: redis decided by on_store_error (Redis failed, timed out or was "               \
-    "unreachable), by route and decision."
 static const tg_filter_counter_t q_counters[] = {
     [Q_ALLOWED] = { Q_DECISIONS, Q_DECISIONS_HELP, "decision", "allowed" },
     [Q_LIMITED] = { Q_DECISIONS, Q_DECISIONS_HELP, "decision", "limited" },
@@ -238,14 +234,13 @@ static const tg_filter_counter_t q_counters[] = {
                    "Requests a quota with store: redis refused from the worker's denied-until cache, by route." },
     [Q_STORE_ALLOWED] = { Q_STORE_ERRORS, Q_STORE_ERRORS_HELP, "decision", "allow" },
     [Q_STORE_DENIED] = { Q_STORE_ERRORS, Q_STORE_ERRORS_HELP, "decision", "deny" },
-    [Q_OLD + Q_ALLOWED] = { "tollgate_ratelimit_decisions_total", RL_DECISIONS_HELP, "decision", "allowed" },
-    [Q_OLD + Q_LIMITED] = { "tollgate_ratelimit_decisions_total", RL_DECISIONS_HELP, "decision", "limited" },
+    /* the aliases: rate_limit's rows come first and give these families their help */
+    [Q_OLD + Q_ALLOWED] = { "tollgate_ratelimit_decisions_total", "", "decision", "allowed" },
+    [Q_OLD + Q_LIMITED] = { "tollgate_ratelimit_decisions_total", "", "decision", "limited" },
     [Q_OLD + Q_TABLE_FULL] = { "tollgate_ratelimit_table_full_total", "" },
     [Q_OLD + Q_CACHED] = { "tollgate_ratelimit_deny_cache_hits_total", "" },
-    [Q_OLD + Q_STORE_ALLOWED] = { "tollgate_ratelimit_store_error_decisions_total", RL_STORE_ERRORS_HELP, "decision",
-                                  "allow" },
-    [Q_OLD + Q_STORE_DENIED] = { "tollgate_ratelimit_store_error_decisions_total", RL_STORE_ERRORS_HELP, "decision",
-                                 "deny" },
+    [Q_OLD + Q_STORE_ALLOWED] = { "tollgate_ratelimit_store_error_decisions_total", "", "decision", "allow" },
+    [Q_OLD + Q_STORE_DENIED] = { "tollgate_ratelimit_store_error_decisions_total", "", "decision", "deny" },
 };
 
 /* a decision's bits: its own row and its alias */
