@@ -18,6 +18,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -57,8 +59,9 @@ struct tg_h2_stream {
     struct event timer;            /* inactivity bound (set_timeout) */
     uint64_t timeout_ms;
     int pending;                   /* events to deliver */
+    const char *ws_key;            /* websocket: the client's Sec-WebSocket-Key (arena), NULL: none */
     unsigned head : 1, end : 1, reset : 1, closed : 1,
-        watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1;
+        watch_out : 1, queued : 1, bad_head : 1, peer_reset : 1, told : 1, websocket : 1;
     tg_h2_stream_t *notify_next;
 };
 
@@ -282,11 +285,43 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
+/* A WebSocket's extended CONNECT was answered 2xx: for the exchange it is
+ * the 101 of the HTTP/1.1 handshake (RFC 8441 section 5), with the
+ * Sec-WebSocket-Accept an HTTP/1.1 client checks against its key (RFC
+ * 6455 section 4.2.2). 0, or -1 (out of memory). */
+static int websocket_accepted(tg_h2_stream_t *s)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    tg_response_t *r = s->resp;
+    r->status = 101;
+    r->body = TG_BODY_TUNNEL; /* raw bytes both ways from now on (the stream's DATA) */
+    tg_headers_remove(&r->headers, "content-length");
+    if (tg_headers_add(&r->headers, s->arena, "upgrade", 7, "websocket", 9) < 0)
+        return -1;
+    if (s->ws_key == NULL)
+        return 0;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    char in[128];
+    int n = snprintf(in, sizeof(in), "%s%s", s->ws_key, guid);
+    char *accept = tg_arena_alloc(s->arena, 29);
+    if (n < 0 || (size_t)n >= sizeof(in) || accept == NULL || SHA1((unsigned char *)in, (size_t)n, md) == NULL ||
+        EVP_EncodeBlock((unsigned char *)accept, md, SHA_DIGEST_LENGTH) != 28)
+        return -1;
+    return tg_headers_add(&r->headers, s->arena, "sec-websocket-accept", 20, accept, 28);
+}
+
 static void head_done(tg_h2_stream_t *s, int end_stream)
 {
     tg_response_t *r = s->resp;
     r->version = 20;
     r->keep_alive = 1;
+    if (s->websocket && r->status >= 200 && r->status < 300 && !end_stream) {
+        if (websocket_accepted(s) < 0)
+            s->bad_head = 1;
+        s->head = 1;
+        post(s, TG_UP_HEAD);
+        return;
+    }
     const tg_header_t *cl = tg_headers_get(&r->headers, "content-length");
     if (end_stream) {
         r->body = TG_BODY_NONE;
@@ -744,6 +779,35 @@ static int skip_request_header(const tg_header_t *h)
 
 #define NV(n, v, vl) ((nghttp2_nv){ (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE })
 
+/* The attempt fails before anything is sent: the upstream never saw it. */
+static int refuse_stream(tg_h2_stream_t *s, const char *why)
+{
+    s->why = why;
+    s->cause = TG_UP_CAUSE_REFUSED;
+    post(s, TG_UP_ERROR);
+    conn_kick(s->conn);
+    return 0;
+}
+
+/* An upgrade request (the exchange hands them over in their HTTP/1.1
+ * form, whatever the client spoke): a WebSocket goes as an extended
+ * CONNECT (RFC 8441) when the upstream said it takes them
+ * (SETTINGS_ENABLE_CONNECT_PROTOCOL; its SETTINGS are in before any
+ * stream starts); any other protocol has no HTTP/2 form. 1: go on as a
+ * WebSocket; 0: refused (the attempt fails, the upstream saw nothing). */
+static int websocket_start(tg_h2_stream_t *s, const tg_request_t *req)
+{
+    const tg_header_t *u = tg_headers_get(&req->headers, "upgrade");
+    if (u == NULL || u->value_len != 9 || !tg_http_ieq(u->value, "websocket", 9))
+        return refuse_stream(s, "this upgrade cannot be carried over HTTP/2 to the upstream");
+    if (nghttp2_session_get_remote_settings(s->conn->session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) != 1)
+        return refuse_stream(s, "the upstream does not take WebSockets over HTTP/2 (no SETTINGS_ENABLE_CONNECT_PROTOCOL)");
+    const tg_header_t *k = tg_headers_get(&req->headers, "sec-websocket-key");
+    s->ws_key = k && k->value_len < 64 ? k->value : NULL;
+    s->websocket = 1;
+    return 1;
+}
+
 static int h2_start(void *u, const tg_up_request_t *r)
 {
     tg_h2_stream_t *s = u;
@@ -751,19 +815,28 @@ static int h2_start(void *u, const tg_up_request_t *r)
     const tg_request_t *req = r->req;
     const char *authority = r->authority;
     int end_stream = r->end_stream;
-    nghttp2_nv *nv = tg_arena_alloc(s->arena, (req->headers.n + 7) * sizeof(*nv));
+    nghttp2_nv *nv = tg_arena_alloc(s->arena, (req->headers.n + 8) * sizeof(*nv));
     char *clen = tg_arena_alloc(s->arena, 24);
     if (nv == NULL || clen == NULL)
         return -1;
     size_t n = 0;
     const char *scheme = tg_sock_ssl(c->base.sock) ? "https" : "http";
-    nv[n++] = NV(":method", req->method, strlen(req->method));
+    if (req->upgrade && websocket_start(s, req) != 1)
+        return 0;
+    if (s->websocket) {
+        nv[n++] = NV(":method", "CONNECT", 7);
+        nv[n++] = NV(":protocol", "websocket", 9);
+        end_stream = 0; /* the tunnel's bytes follow */
+    } else {
+        nv[n++] = NV(":method", req->method, strlen(req->method));
+    }
     nv[n++] = NV(":scheme", scheme, strlen(scheme));
     nv[n++] = NV(":authority", authority, strlen(authority));
     nv[n++] = NV(":path", req->target, strlen(req->target));
     for (size_t i = 0; i < req->headers.n; i++) {
         const tg_header_t *h = &req->headers.v[i];
-        if (skip_request_header(h))
+        if (skip_request_header(h) ||
+            (s->websocket && h->name_len == 17 && tg_http_ieq(h->name, "sec-websocket-key", 17)))
             continue;
         if (!tg_http_field_safe(h->name, h->name_len, h->value, h->value_len))
             return TG_HTTP_UNSAFE_FIELD;

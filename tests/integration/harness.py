@@ -101,11 +101,17 @@ class Proc:
         return self.p.pid
 
 
-def start_app(name="app", port=None, extra=()):
+def start_app(name="app", port=None, extra=(), server="uvicorn"):
+    """apps/app.py under uvicorn (HTTP/1.1), or under hypercorn, which also
+    speaks HTTP/2 in cleartext (h2c) and WebSockets over it (RFC 8441)."""
     port = port or free_port()
-    env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1")
-    proc = Proc([PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning", "--no-access-log", *extra], env=env, name=name)
+    env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS)
+    if server == "hypercorn":
+        cmd = [PYTHON, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", *extra, "app:app"]
+    else:
+        cmd = [PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning", "--no-access-log", *extra]
+    proc = Proc(cmd, env=env, name=name)
     wait_port(port, proc=proc.p)
     proc.port = port
     return proc
