@@ -7,7 +7,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +15,6 @@
 #include "proxy/conn.h"
 #include "proxy/exchange.h"
 #include "proxy/h1_codec.h"
-#include "proxy/h2_server.h"
 #include "proxy/base/log.h"
 #include "proxy/base/slab.h"
 #include "proxy/sock.h"
@@ -26,12 +24,7 @@
 
 #define LINGER_MS 2000
 
-/* The HTTP/2 connection preface (RFC 9113 3.4): a cleartext client with
- * prior knowledge starts with it. */
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-#define H2_PREFACE_LEN 24
-
-typedef enum { C_HANDSHAKE = 0, C_READ_HEAD, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
+typedef enum { C_READ_HEAD = 0, C_EXCHANGE, C_FLUSH, C_LINGER } conn_state_t;
 
 typedef struct h1_conn {
     tg_conn_t base;                 /* first: the socket, timer, lifetime (conn.h) */
@@ -39,7 +32,7 @@ typedef struct h1_conn {
                                      * once a reload removed it) */
     tg_h1_reader_t *reader;    /* with an exchange: in its arena (an idle connection holds none) */
     tg_exchange_t *ex;         /* READ_HEAD: being parsed into; EXCHANGE: in flight */
-    tg_tls_peer_t *peer;       /* TLS: the client's certificate identity, made at the handshake */
+    tg_tls_peer_t *peer;       /* TLS: the client's certificate identity (negotiate.c made it) */
     uint32_t listener;         /* its listener in base.snap (accepted under it, or moved onto it by a reload) */
     uint32_t stats_slot;       /* listener stats slot at accept time */
     uint32_t served;           /* requests started on this connection (saturates) */
@@ -63,7 +56,7 @@ static const char *addr_str(const h1_conn_t *c)
 
 static const char *conn_state_str(conn_state_t s)
 {
-    static const char *const names[] = { "HANDSHAKE", "READ_HEAD", "EXCHANGE", "FLUSH", "LINGER" };
+    static const char *const names[] = { "READ_HEAD", "EXCHANGE", "FLUSH", "LINGER" };
     return names[s];
 }
 
@@ -290,8 +283,6 @@ static void start_linger(h1_conn_t *c)
     tg_conn_linger(&c->base, LINGER_MS);
 }
 
-static void hand_to_h2(h1_conn_t *c);
-
 static void read_head(h1_conn_t *c)
 {
     if (tg_sock_in_len(c->base.sock) == 0) {
@@ -302,21 +293,6 @@ static void read_head(h1_conn_t *c)
         return;
     }
     struct evbuffer *in = tg_sock_in(c->base.sock);
-    if (c->served == 0 && c->ex == NULL && !c->tls && !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
-        hand_to_h2(c); /* an HTTP/2-only listener: the h2 session checks the preface */
-        return;
-    }
-    if (c->served == 0 && c->ex == NULL && !c->tls && evbuffer_get_length(in) > 0) {
-        size_t n = evbuffer_get_length(in) < H2_PREFACE_LEN ? evbuffer_get_length(in) : H2_PREFACE_LEN;
-        const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-        if (p != NULL && memcmp(p, h2_preface, n) == 0 && c->base.snap->cfg->listeners[c->listener].http2.enabled) {
-            if (n == H2_PREFACE_LEN)
-                hand_to_h2(c);
-            else if (c->eof)
-                conn_close(c);
-            return; /* a prefix of the preface: wait for the rest */
-        }
-    }
     if (c->ex == NULL) {
         c->ex = tg_exchange_new(c->base.w, &h1_ops, c);
         if (c->ex == NULL) {
@@ -372,61 +348,12 @@ static void read_head(h1_conn_t *c)
     tg_exchange_start(c->ex, c->slot->index, addr_str(c), c->tls ? "https" : "http");
 }
 
-/* ---- TLS handshake and the HTTP/2 hand-off ---- */
-
-/* The connection speaks HTTP/2: the h2 server takes the socket, the
- * client identity and the listener's active-connection count. */
-static void hand_to_h2(h1_conn_t *c)
-{
-    tg_debug("h1 %s: HTTP/2 %s", addr_str(c), c->tls ? "negotiated by ALPN" : "preface (h2c)");
-    tg_snapshot_t *snap = c->base.snap;
-    tg_sock_t *sock = tg_conn_hand_over(&c->base); /* c goes at the next safe point */
-    tg_h2_server_take(c->base.w, sock, c->slot, snap, c->listener, c->stats_slot, addr_str(c), c->peer, c->tls);
-    c->peer = NULL; /* the h2 connection's now */
-}
-
-static void handshake_done(h1_conn_t *c)
-{
-    tg_listener_stats_t *st = &tg_worker_stats(c->base.w)->listeners[c->stats_slot];
-    SSL *ssl = tg_sock_ssl(c->base.sock);
-    tg_counter_add(&st->tls_handshakes, 1);
-    if (SSL_session_reused(ssl))
-        tg_counter_add(&st->tls_resumed, 1);
-    if ((c->peer = calloc(1, sizeof(*c->peer))) == NULL || tg_tls_peer_init(c->peer, ssl) < 0) {
-        conn_close(c);
-        return;
-    }
-    if (c->peer->subject == NULL && c->peer->header == NULL) { /* no client certificate: nothing to keep */
-        tg_tls_peer_free(c->peer);
-        free(c->peer);
-        c->peer = NULL;
-    }
-    c->state = C_READ_HEAD;
-    tg_conn_rebase(&c->base, tg_worker_snapshot(c->base.w)); /* a reload during the handshake: catch up */
-    if (tg_tls_alpn_is_h2(ssl) || !c->base.snap->cfg->listeners[c->listener].http1_enabled) {
-        hand_to_h2(c);
-        return;
-    }
-    arm_timer(c, limits(c)->idle_timeout_ms);
-    if (c->draining)
-        conn_close(c);
-}
-
-static void handshake_failed(h1_conn_t *c, const char *why)
-{
-    char buf[160];
-    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].tls_handshake_failures, 1);
-    tg_debug("tls %s: handshake failed: %s", addr_str(c), why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
-    conn_close(c);
-}
 
 /* ---- events ---- */
 
 static void on_input(h1_conn_t *c)
 {
     switch (c->state) {
-    case C_HANDSHAKE:
-        return;
     case C_READ_HEAD:
         read_head(c);
         return;
@@ -463,14 +390,6 @@ static void on_drained(h1_conn_t *c)
 static void on_sock(tg_conn_t *b, int events)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    if (c->state == C_HANDSHAKE) {
-        if (events & TG_SOCK_ERROR)
-            handshake_failed(c, NULL);
-        else if (events & TG_SOCK_CONNECTED)
-            handshake_done(c);
-        if (b->dead || c->state == C_HANDSHAKE)
-            return;
-    }
     if (events & TG_SOCK_ERROR) {
         conn_close(c); /* the client is gone */
         return;
@@ -486,10 +405,6 @@ static void on_sock(tg_conn_t *b, int events)
 static void on_timer(tg_conn_t *b)
 {
     h1_conn_t *c = (h1_conn_t *)b;
-    if (c->state == C_HANDSHAKE) {
-        handshake_failed(c, "timed out");
-        return;
-    }
     if (c->state == C_READ_HEAD && c->head_timer && c->ex != NULL) {
         tg_debug("h1 %s: header timeout", addr_str(c));
         c->state = C_EXCHANGE;
@@ -516,7 +431,7 @@ static void on_drain(tg_conn_t *b)
     h1_conn_t *c = (h1_conn_t *)b;
     tg_debug("h1 %s: draining in %s", addr_str(c), conn_state_str(c->state));
     c->draining = 1;
-    if ((c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer)) || c->state == C_HANDSHAKE)
+    if (c->state == C_READ_HEAD && (c->ex == NULL || !c->head_timer))
         conn_close(c);
 }
 
@@ -533,13 +448,12 @@ static int close_if_idle(tg_conn_t *b)
 }
 
 /* A reload: the connection reads its listener's settings from the new
- * config (its slot carries the new index). Not during the TLS handshake,
- * whose callbacks read the old config's TLS context. */
+ * config (its slot carries the new index). */
 static int rebase(tg_conn_t *b, const tg_snapshot_t *next)
 {
     h1_conn_t *c = (h1_conn_t *)b;
     (void)next;
-    if (c->state == C_HANDSHAKE || c->slot->index == TG_LISTENER_GONE)
+    if (c->slot->index == TG_LISTENER_GONE)
         return -1;
     c->listener = (uint32_t)c->slot->index;
     return 0;
@@ -557,58 +471,38 @@ static const tg_conn_kind_t h1_kind = {
     .rebase = rebase,
 };
 
-void tg_h1_server_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, const tg_listener_slot_t *slot)
+void tg_h1_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t *slot, tg_snapshot_t *snap,
+                       size_t listener, size_t stats_slot, int family, const uint8_t *ip, tg_tls_peer_t *peer, int tls)
 {
     tg_slab_t *slab = tg_worker_state(w, TG_WMOD_H1_SERVER);
     h1_conn_t *c = tg_slab_alloc(slab);
-    if (c == NULL) {
-        close(fd);
+    if (c == NULL || tg_conn_init(&c->base, &h1_kind, w, sock, snap, 1) < 0) {
+        if (c != NULL)
+            tg_slab_free(slab, c);
+        if (peer != NULL) {
+            tg_tls_peer_free(peer);
+            free(peer);
+        }
+        tg_sock_free(sock);
+        tg_counter_sub(&tg_worker_stats(w)->listeners[stats_slot].active, 1);
         return;
     }
     c->slot = slot;
-    if (sa->sa_family == AF_INET) {
-        c->family = AF_INET;
-        memcpy(c->ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-    } else if (sa->sa_family == AF_INET6) {
-        c->family = AF_INET6;
-        memcpy(c->ip, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    tg_sock_t *sock = tg_sock_new(tg_worker_sockloop(w), fd);
-    if (sock == NULL) {
-        close(fd);
-        tg_slab_free(slab, c);
-        return;
-    }
-    if (tg_conn_init(&c->base, &h1_kind, w, sock, tg_worker_snapshot(w), 1) < 0) {
-        tg_sock_free(sock);
-        tg_slab_free(slab, c);
-        return;
-    }
-    c->listener = slot->index;
-    c->stats_slot = slot->stats_slot;
-    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].accepted, 1);
-    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].active, 1);
+    c->listener = (uint32_t)listener;
+    c->stats_slot = (uint32_t)stats_slot;
+    c->family = (uint8_t)family;
+    memcpy(c->ip, ip, sizeof(c->ip));
+    c->peer = peer;
+    c->tls = tls != 0;
     size_t limit = TG_EXCHANGE_HWM;
     if (limits(c)->max_header_bytes + 1024 > limit)
         limit = limits(c)->max_header_bytes + 1024;
     tg_sock_set_read_limit(c->base.sock, limit);
     tg_sock_set_write_lowat(c->base.sock, TG_EXCHANGE_HWM / 2);
-    tg_tls_server_t *tls = c->base.snap->listener_tls[c->listener];
-    if (tls == NULL) {
-        c->state = C_READ_HEAD;
-        arm_timer(c, limits(c)->idle_timeout_ms);
-        return;
-    }
-    SSL *ssl = tg_tls_server_ssl(tls);
-    if (ssl == NULL || tg_sock_start_tls(c->base.sock, ssl) < 0) {
-        if (ssl)
-            SSL_free(ssl);
+    c->state = C_READ_HEAD;
+    arm_timer(c, limits(c)->idle_timeout_ms);
+    if (tg_worker_draining(w))
         conn_close(c);
-        return;
-    }
-    c->tls = 1;
-    c->state = C_HANDSHAKE;
-    arm_timer(c, c->base.snap->cfg->listeners[c->listener].tls.handshake_timeout_ms);
+    else if (tg_sock_in_len(sock) > 0)
+        tg_conn_kick(&c->base); /* the bytes the protocol was told by */
 }

@@ -7,6 +7,7 @@
 #include "proxy/h1_server.h"
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
+#include "proxy/negotiate.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/redis.h"
 #include "proxy/upstream_h1.h"
@@ -17,6 +18,7 @@
 static const tg_worker_module_t *const modules[] = {
     &tg_redis_module,
     &tg_exchange_module,
+    &tg_negotiate_module,
     &tg_h1_server_module,
     &tg_h2_server_module,
     &tg_upstream_h1_module,
@@ -26,6 +28,6 @@ static const tg_worker_module_t *const modules[] = {
 const tg_worker_setup_t tg_gateway_stack = {
     .modules = modules,
     .n_modules = sizeof(modules) / sizeof(modules[0]),
-    .accept = tg_h1_server_accept,
+    .accept = tg_negotiate_accept,
     .accept_proxy = tg_proxy_accept,
 };

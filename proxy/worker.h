@@ -86,6 +86,7 @@ typedef enum {
     TG_WMOD_UPSTREAM_H1,  /* idle HTTP/1 upstream connections per endpoint (upstream_h1.c) */
     TG_WMOD_H2_CLIENT,    /* HTTP/2 upstream connections per endpoint, recycled streams (h2_client.c) */
     TG_WMOD_REDIS,        /* the Redis store's client (redis.c) */
+    TG_WMOD_NEGOTIATE,    /* connections in their TLS handshake or first bytes (negotiate.c) */
     TG_WMOD_H1_SERVER,    /* where downstream HTTP/1 connections live (h1_server.c) */
     TG_WMOD_N
 } tg_worker_mod_t;
