@@ -37,6 +37,10 @@ typedef struct tg_cluster {
      * to the cluster, and those waiting for a new connection */
     atomic_uint requests, pending;
     tg_tls_client_t *tls;    /* NULL: cleartext to the endpoints */
+    /* How its endpoints are spoken to (upstream.h), chosen by its
+     * protocol when the snapshot is built (the stack's table); NULL in a
+     * snapshot made only to check a config. */
+    const struct tg_upstream_ops *up_ops;
 } tg_cluster_t;
 
 /* A route's traffic split (`clusters:`): one period of the smooth

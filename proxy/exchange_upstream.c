@@ -18,11 +18,9 @@
 #include <strings.h>
 
 #include "proxy/base/clock.h"
-#include "proxy/h2_client.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
-#include "proxy/upstream_h1.h"
 #include "proxy/base/timer.h"
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex);
@@ -592,7 +590,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                                           atomic_load_explicit(&c->pending, memory_order_relaxed) >= cc->max_pending;
             int over_conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
             t.no_connect = over_pending || over_conns;
-            ex->up_ops = c->conf->protocol == TG_PROTO_HTTP1 ? &tg_upstream_h1_ops : &tg_upstream_h2_ops;
+            ex->up_ops = c->up_ops;
             errno = 0;
             if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL && errno == EBUSY) {
                 overloaded(ex, over_conns ? TG_CB_MAX_CONNECTIONS : TG_CB_MAX_PENDING);

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "proxy/conn.h"
+#include "proxy/h2mem.h"
 #include "proxy/h2util.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
@@ -142,6 +143,7 @@ typedef struct h2c_worker {
     tg_slab_t *conns;              /* where the connections live */
     nghttp2_session_callbacks *cb; /* the same for every session: made once */
     nghttp2_option *opt;
+    nghttp2_mem mem;               /* the sessions allocate from the worker's block cache (h2mem.h) */
 } h2c_worker_t;
 
 static h2c_worker_t *mstate(tg_worker_t *w)
@@ -664,7 +666,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds (moved together by rebase) */
     c->ep = ep;
     c->cc = cl->conf;
-    int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, tg_worker_h2mem(w)) == 0;
+    int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, &mstate(w)->mem) == 0;
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
@@ -1010,6 +1012,7 @@ static int module_init(tg_worker_t *w)
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_CLIENT, m);
+    tg_h2mem_init(&m->mem, tg_worker_mem(w));
     if ((m->conns = tg_slab_new(sizeof(tg_h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
         nghttp2_option_new(&m->opt) != 0) {
         module_free(w);

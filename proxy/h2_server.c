@@ -31,6 +31,7 @@
 #include "proxy/base/grpc_frames.h"
 #include "proxy/base/mem.h"
 #include "proxy/base/slab.h"
+#include "proxy/h2mem.h"
 #include "proxy/h2util.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
@@ -128,6 +129,7 @@ typedef struct h2s_worker {
     tg_slab_t *conns;                 /* where the connections live */
     nghttp2_session_callbacks *cb;    /* the same for every session: made once */
     nghttp2_option *opt;
+    nghttp2_mem mem;                  /* the sessions allocate from the worker's block cache (h2mem.h) */
 } h2s_worker_t;
 
 static h2s_worker_t *mstate(tg_worker_t *w)
@@ -150,6 +152,7 @@ static int module_init(tg_worker_t *w)
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_SERVER, m);
+    tg_h2mem_init(&m->mem, tg_worker_mem(w));
     if ((m->conns = tg_slab_new(sizeof(h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
         nghttp2_option_new(&m->opt) != 0) {
         module_free(w);
@@ -1094,7 +1097,7 @@ static int start_session(h2_conn_t *c)
     const tg_http2_conf_t *h = c->conf;
     h2s_worker_t *m = mstate(c->base.w);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, tg_worker_h2mem(c->base.w));
+    int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, &mstate(c->base.w)->mem);
     if (rv != 0)
         return -1;
     nghttp2_settings_entry iv[] = {

@@ -76,7 +76,7 @@ static void print_errors(const tg_errors_t *e)
 int tg_process_check(const char *path, int dump)
 {
     tg_errors_t errs = { 0 };
-    tg_snapshot_t *s = tg_snapshot_load(path, NULL, &errs);
+    tg_snapshot_t *s = tg_snapshot_load(path, NULL, NULL, &errs);
     print_errors(&errs);
     tg_errors_free(&errs);
     if (s == NULL) {
@@ -144,7 +144,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         p->pm.reloads_failed++;
         return -1;
     }
-    tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, errs);
+    tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, tg_gateway_stack.upstream, errs);
     int *fds = NULL;
     size_t n = 0;
     if (ns == NULL)
@@ -596,7 +596,7 @@ int tg_process_run(const char *path, int watch)
         return 1;
     }
     tg_errors_t errs = { 0 };
-    p.snap = tg_snapshot_load(path, &p.registry, &errs);
+    p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, &errs);
     if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), &errs) < 0) {
         tg_snapshot_unref(p.snap);
         p.snap = NULL;

@@ -104,7 +104,8 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
     return rc;
 }
 
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs)
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
+                                const struct tg_upstream_ops *const *upstream, tg_errors_t *errs)
 {
     tg_snapshot_t *s = NULL;
     tg_config_t *partial = NULL;
@@ -134,6 +135,8 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_erro
     }
     s->cfg = cfg;
     s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
+    for (size_t i = 0; s->clusters != NULL && upstream != NULL && i < s->clusters->n_clusters; i++)
+        s->clusters->clusters[i].up_ops = upstream[s->clusters->clusters[i].conf->protocol];
     if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0 ||
         tg_trust_build(&s->trust, cfg) < 0) {
         if (errs->n == 0)

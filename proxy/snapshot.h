@@ -49,7 +49,12 @@ void tg_registries_free(tg_registries_t *r);
  * endpoints, routes and listeners through regs (NULL: a scratch set, for
  * checks). NULL on error, with "file:line:col: message" lines in errs.
  * Main thread. */
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs, tg_errors_t *errs);
+struct tg_upstream_ops;
+/* upstream: the upstream protocols' ops by cluster protocol
+ * (tg_cluster_proto_t: HTTP/1.1, h2c, h2), which each cluster takes as
+ * its up_ops; NULL for a check. */
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
+                                const struct tg_upstream_ops *const *upstream, tg_errors_t *errs);
 tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s);
 void tg_snapshot_unref(tg_snapshot_t *s);
 

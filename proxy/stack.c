@@ -25,9 +25,16 @@ static const tg_worker_module_t *const modules[] = {
     &tg_h2_client_module,
 };
 
+static const struct tg_upstream_ops *const upstream[] = {
+    [TG_PROTO_HTTP1] = &tg_upstream_h1_ops,
+    [TG_PROTO_H2C] = &tg_upstream_h2_ops,
+    [TG_PROTO_H2] = &tg_upstream_h2_ops,
+};
+
 const tg_worker_setup_t tg_gateway_stack = {
     .modules = modules,
     .n_modules = sizeof(modules) / sizeof(modules[0]),
     .accept = tg_negotiate_accept,
     .accept_proxy = tg_proxy_accept,
+    .upstream = upstream,
 };

@@ -18,7 +18,6 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/base/mem.h"
-#include "proxy/h2mem.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -49,7 +48,6 @@ struct tg_worker {
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state */
     tg_mem_t *mem;                   /* this thread's block cache: libevent's and nghttp2's allocations */
-    nghttp2_mem h2mem;               /* nghttp2's view of mem */
     struct event *trim_ev;           /* gives back what the cache has not used for a while */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
@@ -420,7 +418,6 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
     if ((w->stats = tg_stats_new()) == NULL || (w->mem = tg_mem_new(MEM_CACHE_MAX)) == NULL)
         goto fail;
-    tg_h2mem_init(&w->h2mem, w->mem);
     struct event_config *ec = event_config_new();
     if (ec != NULL) {
         event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
@@ -593,11 +590,6 @@ void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t)
 struct tg_tracer *tg_worker_tracer(tg_worker_t *w)
 {
     return w->tracer;
-}
-
-nghttp2_mem *tg_worker_h2mem(tg_worker_t *w)
-{
-    return &w->h2mem;
 }
 
 tg_mem_t *tg_worker_mem(tg_worker_t *w)

@@ -9,7 +9,6 @@
 #ifndef TG_PROXY_WORKER_H
 #define TG_PROXY_WORKER_H
 
-#include <nghttp2/nghttp2.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -17,7 +16,6 @@
 #include "proxy/snapshot.h"
 
 struct sockaddr;
-struct tg_h2mem;
 
 struct event_base;
 struct event;
@@ -113,6 +111,10 @@ typedef struct tg_worker_setup {
     size_t n_modules;
     tg_accept_fn accept;       /* an HTTP connection (HTTP/1, h2c by preface, TLS with ALPN) */
     tg_accept_fn accept_proxy; /* a listener with proxy_protocol: the PROXY header first */
+    /* The upstream protocols, by cluster protocol (tg_cluster_proto_t:
+     * HTTP/1.1, h2c, h2): each cluster takes its ops when a snapshot is
+     * built (tg_snapshot_load). */
+    const struct tg_upstream_ops *const *upstream;
 } tg_worker_setup_t;
 
 /* Creates a worker on the given pre-bound listening sockets (one per
@@ -174,8 +176,6 @@ tg_health_t *tg_worker_health(tg_worker_t *w);
 struct tg_tracer;
 void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t);
 struct tg_tracer *tg_worker_tracer(tg_worker_t *w);
-/* The allocator of the worker's nghttp2 sessions (both sides). */
-nghttp2_mem *tg_worker_h2mem(tg_worker_t *w);
 /* The worker's block cache (proxy/base/mem.h). */
 struct tg_mem *tg_worker_mem(tg_worker_t *w);
 /* Is the worker draining (finishing what is in flight, then leaving)? */

@@ -11,6 +11,11 @@
    exchange_upstream.c belong to the exchange) include each other without
    a circle: the worker knows the protocols only through its setup table
    (proxy/stack.c).
+3. Source files call each other without a circle, in every folder: a
+   function of one .c calling a function another .c defines is an edge
+   (calls through pointers — vtables, callbacks — are not: they are how a
+   lower layer reports to a higher one). Here each .c is its own unit, so
+   the two halves of the exchange count apart.
 
 Exit status 0 when both hold; otherwise each violation is printed.
 `--self-test` checks the checker on small trees that break each rule.
@@ -28,6 +33,16 @@ ALLOWED = {
 }
 MODULE_ALIASES = {"exchange_int": "exchange", "exchange_upstream": "exchange"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+# A function defined at file level: a line starting with its return type,
+# the name, then "(" ... and the body's "{" at the start of a later line.
+DEFINITION = re.compile(r'^(?!static\b)[A-Za-z_][\w \t\*]*?\b([A-Za-z_]\w*)\s*\([^;{]*?\)\s*\n\{', re.M)
+CALL = re.compile(r'(?<!->)(?<!\.)\b([A-Za-z_]\w*)\s*\(')
+COMMENTS = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"', re.S)
+# Circles of calls known and scheduled to go; each is still printed.
+KNOWN_CALL_CIRCLES = {
+    ("proxy/exchange.c", "proxy/exchange_upstream.c"):
+        "the upstream attempt as a unit that reports to the exchange by events (issue 28, item 3)",
+}
 
 
 def sources(root):
@@ -61,7 +76,31 @@ def check(root):
                 if a != b:
                     edges.setdefault(a, set()).add(b)
     problems += [f"proxy/: include circle {' -> '.join(c + [c[0]])}" for c in cycles(edges)]
+    problems += call_circles(root)
     return problems
+
+
+def call_circles(root):
+    """Rule 3: which .c defines each exported function, who calls it."""
+    texts = {rel: COMMENTS.sub(" ", text) for rel, text in sources(root) if rel.endswith(".c")}
+    owner = {}
+    for rel, text in texts.items():
+        for name in DEFINITION.findall(text):
+            owner.setdefault(name, rel)
+    edges = {}
+    for rel, text in texts.items():
+        for name in CALL.findall(text):
+            there = owner.get(name)
+            if there is not None and there != rel:
+                edges.setdefault(rel, set()).add(there)
+    out = []
+    for c in cycles(edges):
+        key = tuple(c)
+        if key in KNOWN_CALL_CIRCLES:
+            print(f"known call circle (to go: {KNOWN_CALL_CIRCLES[key]}): {' <-> '.join(c)}")
+        else:
+            out.append(f"call circle {' -> '.join(c + [c[0]])}")
+    return out
 
 
 def cycles(edges):
@@ -110,6 +149,12 @@ def self_test():
                              "proxy/worker.h": "", "proxy/h1_server.h": ""}, 1),
         "exchange halves": ({"proxy/exchange.c": '#include "proxy/exchange_int.h"',
                              "proxy/exchange_int.h": '#include "proxy/exchange.h"', "proxy/exchange.h": ""}, 0),
+        "calls one way": ({"proxy/a.c": "int a(void)\n{\n    return b();\n}",
+                           "proxy/b.c": "int b(void)\n{\n    return 0;\n}"}, 0),
+        "calls in a circle": ({"proxy/a.c": "int a(void)\n{\n    return b();\n}",
+                               "proxy/b.c": "int b(void)\n{\n    return a(); /* back */\n}"}, 1),
+        "a call through a pointer": ({"proxy/a.c": "int a(void)\n{\n    return b();\n}",
+                                      "proxy/b.c": "int b(void)\n{\n    return ops->a() + o.a();\n}"}, 0),
     }
     failed = 0
     for name, (files, want) in cases.items():
