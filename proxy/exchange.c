@@ -1,9 +1,11 @@
 /*
  * proxy/exchange.c — the life of a request (DESIGN.md): route, filters,
- * request preparation, local replies (JSON, or trailers-only gRPC), gRPC
- * and completion. The upstream stage — attempts, the pumps, failover,
- * retries and gRPC deadlines — is in exchange_upstream.c; the struct both share
- * is in exchange_int.h. See exchange.h.
+ * request preparation, the pumps between the client and the upstream
+ * attempt, the response head, gRPC deadlines, local replies (JSON, or
+ * trailers-only gRPC) and completion. The attempt — endpoints, circuit
+ * breaking, connections, failover, retries — is exchange_upstream.c,
+ * which reports here through on_attempt(); the struct both share is in
+ * exchange_int.h. See exchange.h.
  *
  * State machine (one place advances it: the callbacks below update state
  * and end in a call that may finish the exchange; nothing touches `ex`
@@ -45,6 +47,15 @@
 #define REPLY_MESSAGE_MAX 256
 
 static void record(tg_exchange_t *ex);
+static void advance(tg_exchange_t *ex, ex_event_t ev);
+static void finish(tg_exchange_t *ex, int abort);
+static void add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra);
+static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message);
+static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin);
+static int pump_request(tg_exchange_t *ex);
+static int pump_response(tg_exchange_t *ex);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
+static int on_attempt(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *why);
 static void recycle(tg_exchange_t *ex);
 static int grpc_status_for(int http);
 static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const char *message);
@@ -57,12 +68,6 @@ static int forward_client_cert(tg_exchange_t *ex);
 static int prepare_request_headers(tg_exchange_t *ex);
 static int run_filters(tg_exchange_t *ex, size_t from);
 static void after_filters(tg_exchange_t *ex);
-
-const char *tg_ex_state_str(ex_state_t s)
-{
-    static const char *const names[] = { "ROUTING", "CONNECTING", "WAIT_HEAD", "STREAMING", "TUNNEL" };
-    return names[s];
-}
 
 /* ---- the state machine ---- */
 
@@ -87,12 +92,12 @@ static const signed char transitions[EXEV_N][5] = {
     [EXEV_BACKOFF] = { EX_ROUTING, EX_ROUTING, EX_ROUTING, -1, -1 },
 };
 
-void tg_ex_advance(tg_exchange_t *ex, ex_event_t ev)
+static void advance(tg_exchange_t *ex, ex_event_t ev)
 {
     int next = transitions[ev][ex->state];
     if (next < 0) { /* a bug: said loudly in tests (assert), logged in production */
         tg_error("exchange %s: event %d in state %s", ex->req.target ? ex->req.target : "?", (int)ev,
-                 tg_ex_state_str(ex->state));
+                 tg_ex_state_name(ex->state));
         assert(next >= 0);
         return;
     }
@@ -178,7 +183,7 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     ex->scratch = scratch;
     ex->body_buf = body_buf;
     ex->retry_ev = retry_ev ? retry_ev : evtimer_new(tg_worker_base(w), tg_ex_on_retry_timer, ex);
-    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(tg_worker_base(w), tg_ex_on_deadline, ex);
+    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(tg_worker_base(w), on_deadline, ex);
     if (ex->retry_ev == NULL || ex->deadline_ev == NULL) {
         ex->next_free = wx->free;
         wx->free = ex;
@@ -192,6 +197,7 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     ex->snap = tg_snapshot_ref(tg_worker_snapshot(w));
     ex->ops = ops;
     ex->ds = ds;
+    ex->on_attempt = on_attempt;
     return ex;
 }
 
@@ -299,11 +305,11 @@ static void recycle(tg_exchange_t *ex)
 
 /* Ends the exchange: lets the upstream attempt go (clean: its connection
  * may carry another request), tells the downstream, recycles. */
-void tg_ex_finish(tg_exchange_t *ex, int abort)
+static void finish(tg_exchange_t *ex, int abort)
 {
     int clean = !abort && ex->resp_done && ex->req_sent && ex->state == EX_STREAMING;
     tg_debug("exchange %s %s: finish in %s (abort=%d clean=%d)", ex->req.method, ex->req.target,
-             tg_ex_state_str(ex->state), abort, clean);
+             tg_ex_state_name(ex->state), abort, clean);
     tg_ex_release_upstream(ex, clean);
     cancel_paused(ex);
     int close = abort || ex->close_ds || !ex->req_done || ex->state == EX_TUNNEL;
@@ -329,7 +335,7 @@ long tg_exchange_reset_code(const tg_exchange_t *ex)
 
 /* Headers filters asked for: on a local reply (extra), and on any
  * response (fx.response_headers). */
-void tg_ex_add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra)
+static void add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra)
 {
     const tg_headers_t *lists[2] = { extra, &ex->fx.response_headers };
     for (int l = 0; l < 2; l++)
@@ -385,18 +391,18 @@ static int add_grpc_status(tg_exchange_t *ex, tg_headers_t *h, int code, const c
 
 /* A gRPC error once the response has started: its trailers carry the
  * status (the upstream stream is cancelled). */
-void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
+static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message)
 {
     tg_headers_t *t = &ex->resp.trailers;
     tg_ex_release_upstream(ex, 0);
     t->n = 0;
     if (add_grpc_status(ex, t, grpc_status_for(status), message) < 0 || ex->ops->write_end(ex->ds, t) < 0) {
-        tg_ex_finish(ex, 1);
+        finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
-    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
-    tg_ex_finish(ex, 0);
+    advance(ex, EXEV_LOCAL_REPLY);
+    finish(ex, 0);
 }
 
 /* A gRPC request's local reply: trailers-only (HTTP 200, the status in
@@ -410,29 +416,29 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
     r->body = TG_BODY_NONE;
     if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
         add_grpc_status(ex, &r->headers, grpc_status_for(status), message) < 0) {
-        tg_ex_finish(ex, 1);
+        finish(ex, 1);
         return;
     }
-    tg_ex_add_filter_headers(ex, r, &ex->fx.reply_headers);
+    add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local gRPC reply %d (HTTP %d): %s", grpc_status_for(status), status, message);
     ex->resp_started = 1;
     ex->reply_status = status;
     if (ex->ops->write_head(ex->ds, r) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
-        tg_ex_finish(ex, 1);
+        finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
-    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
-    tg_ex_finish(ex, 0);
+    advance(ex, EXEV_LOCAL_REPLY);
+    finish(ex, 0);
 }
 
 void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
 {
     if (ex->resp_started) {
         if (ex->grpc && !ex->resp_done)
-            tg_ex_grpc_fail_started(ex, status, message);
+            grpc_fail_started(ex, status, message);
         else
-            tg_ex_finish(ex, 1);
+            finish(ex, 1);
         return;
     }
     tg_ex_release_upstream(ex, 0);
@@ -457,7 +463,7 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
         r->content_length = (uint64_t)blen;
         tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
     }
-    tg_ex_add_filter_headers(ex, r, &ex->fx.reply_headers);
+    add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
     ex->resp_started = 1;
     ex->bytes_out += (uint64_t)blen;
@@ -467,13 +473,13 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
     if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
         ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
-        tg_ex_finish(ex, 1);
+        finish(ex, 1);
         return;
     }
     ex->resp_done = 1;
-    tg_ex_advance(ex, EXEV_LOCAL_REPLY);
+    advance(ex, EXEV_LOCAL_REPLY);
     /* A request body nobody will read means the connection must close. */
-    tg_ex_finish(ex, 0);
+    finish(ex, 0);
 }
 
 /* ---- the request as it goes upstream ---- */
@@ -729,7 +735,7 @@ static int prepare_request_headers(tg_exchange_t *ex)
 
 /* Reads request body from the client into dst; a framing error or an
  * oversized body becomes a local reply. Returns -1 if the exchange ended. */
-ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
+static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
 {
     int err = 0;
     ssize_t n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
@@ -752,6 +758,182 @@ ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t 
         return -1;
     }
     return n;
+}
+
+/* ---- the pumps (the client's side of the attempt) ---- */
+
+/* Client -> upstream. Returns -1 if the exchange was finished. */
+static int pump_request(tg_exchange_t *ex)
+{
+    if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+        return 0;
+    const tg_upstream_ops_t *ops = ex->up_ops;
+    if (tg_ex_up_begin_body(ex) < 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return -1;
+    }
+    int fin = ex->req_done;
+    size_t queued;
+    while (!fin && (queued = ops->queued(ex->up)) < TG_EXCHANGE_HWM) {
+        ssize_t n = read_request_body(ex, ex->scratch, TG_EXCHANGE_HWM - queued, &fin);
+        if (n < 0)
+            return -1;
+        if (n > 0) {
+            ex->bytes_in += (uint64_t)n;
+            if (tg_ex_up_send(ex, ex->scratch) < 0) {
+                tg_exchange_reply(ex, 500, "out of memory");
+                return -1;
+            }
+        }
+        if (n == 0)
+            break;
+    }
+    if (fin) {
+        ex->req_done = 1;
+        ex->req_sent = 1;
+        if (ex->state == EX_TUNNEL) {
+            /* the client closed its side of the tunnel: so do we */
+            finish(ex, 1);
+            return -1;
+        }
+        ops->end(ex->up);
+        return 0;
+    }
+    ops->flush(ex->up);
+    return 0;
+}
+
+/* Upstream -> client. Returns -1 if the exchange was finished. */
+static int pump_response(tg_exchange_t *ex)
+{
+    while (!ex->resp_done) {
+        size_t pending = ex->ops->pending(ex->ds);
+        if (pending >= TG_EXCHANGE_HWM)
+            break;
+        int fin = 0;
+        ssize_t n = ex->up_ops->read(ex->up, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
+        if (n < 0) {
+            tg_ex_up_failed(ex); /* counted; the client sees an aborted response */
+            return -1;
+        }
+        ex->bytes_out += n > 0 ? (uint64_t)n : 0;
+        if (ex->body_hooks && (n > 0 || fin) && ex->fx.req != NULL)
+            tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, ex->scratch, fin);
+        /* a body hook may have turned the piece into more, less or other bytes
+         * (a compressor's last flush comes with fin and no new input) */
+        if (evbuffer_get_length(ex->scratch) > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
+            finish(ex, 1);
+            return -1;
+        }
+        if (fin) {
+            if (ex->state == EX_TUNNEL) {
+                finish(ex, 1);
+                return -1;
+            }
+            ex->ops->write_end(ex->ds, &ex->resp.trailers);
+            ex->resp_done = 1;
+        }
+        if (n == 0)
+            break;
+    }
+    if (ex->resp_done) {
+        finish(ex, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns -1 if the exchange was finished. */
+static int on_response_head(tg_exchange_t *ex)
+{
+    tg_response_t *resp = &ex->resp;
+    const tg_header_t *upg = tg_headers_get(&resp->headers, "upgrade");
+    const char *upgrade = upg ? upg->value : NULL; /* a 101 has one (the attempt checked) */
+    tg_headers_strip_hop_by_hop(&resp->headers);
+    ex->fx.resp_trailers = &resp->trailers;
+    tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, resp);
+    add_filter_headers(ex, resp, NULL);
+    if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
+        (upgrade && resp->status == 101 &&
+         tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return -1;
+    }
+    ex->resp_started = 1;
+    if (ex->ops->write_head(ex->ds, resp) < 0) {
+        finish(ex, 1);
+        return -1;
+    }
+    const tg_route_conf_t *r = ex->route;
+    ex->up_ops->set_timeout(ex->up, r->idle_timeout_ms);
+    if (resp->status == 101) {
+        advance(ex, EXEV_UPGRADED); /* the upstream frames nothing from now on */
+        ex->req_done = 0;
+        ex->req_sent = 0;
+        if (pump_request(ex) < 0)
+            return -1;
+    } else {
+        advance(ex, EXEV_HEAD);
+    }
+    return pump_response(ex);
+}
+
+
+/* ---- gRPC deadlines ---- */
+
+/* gRPC deadlines are honoured by default: a call with grpc-timeout ends
+ * with DEADLINE_EXCEEDED at the smaller of it and the route timeout. */
+static void start_deadline(tg_exchange_t *ex)
+{
+    const tg_header_t *h = tg_headers_get(&ex->req.headers, "grpc-timeout");
+    uint64_t us;
+    if (h == NULL || tg_grpc_parse_timeout(h->value, h->value_len, &us) < 0)
+        return; /* none, or malformed: no deadline of the client's */
+    uint64_t route_us = ex->route->timeout_ms * 1000;
+    if (route_us && route_us < us)
+        us = route_us;
+    ex->deadline_us = ex->start_us + us;
+    tg_timer_arm_us(ex->deadline_ev, us);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    tg_exchange_t *ex = arg;
+    tg_debug("exchange %s: gRPC deadline exceeded", ex->req.target);
+    tg_exchange_reply(ex, 504, "deadline exceeded");
+}
+
+
+/* What the upstream attempt reports (exchange_upstream.c). -1: the
+ * exchange is over. */
+static int on_attempt(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *why)
+{
+    switch (ev) {
+    case ATT_CONNECTING:
+        advance(ex, EXEV_CONNECTING);
+        return 0;
+    case ATT_SENT:
+        advance(ex, EXEV_SENT);
+        if (ex->req.expect_continue && ex->req.body != TG_BODY_NONE && !ex->req_done)
+            ex->ops->send_continue(ex->ds);
+        return pump_request(ex);
+    case ATT_HEAD:
+        return on_response_head(ex);
+    case ATT_DATA:
+        return pump_response(ex);
+    case ATT_WRITABLE:
+        return pump_request(ex);
+    case ATT_BACKOFF:
+        advance(ex, EXEV_BACKOFF);
+        return 0;
+    case ATT_FAILED:
+        if (ex->resp_started && ex->reset_code >= 0)
+            finish(ex, 1); /* relays the upstream's RST_STREAM code */
+        else
+            tg_exchange_reply(ex, status, why); /* started: cut off (gRPC: the status in trailers) */
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- entry points from the downstream ---- */
@@ -868,7 +1050,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         ex->cluster = &ex->snap->clusters->clusters[ex->route->backends[b].cluster];
     }
     if (ex->grpc)
-        tg_ex_start_deadline(ex);
+        start_deadline(ex);
     if (grpc == TG_GRPC_CALL)
         ex->grpc_msg_max = ex->route->max_grpc_request_message;
     if (ensure_request_id(ex) < 0 || (cfg->tracing.enabled && start_trace(ex, &cfg->tracing) < 0)) {
@@ -942,7 +1124,7 @@ static void after_filters(tg_exchange_t *ex)
      * malformed or oversized body is refused without bothering one. */
     if (!ex->req_done) {
         int fin = 0;
-        ssize_t n = tg_ex_read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin);
+        ssize_t n = read_request_body(ex, ex->body_buf, TG_EXCHANGE_HWM, &fin);
         if (n < 0)
             return;
         ex->bytes_in += (uint64_t)n;
@@ -961,11 +1143,11 @@ static void after_filters(tg_exchange_t *ex)
 
 void tg_exchange_on_request_data(tg_exchange_t *ex)
 {
-    tg_ex_pump_request(ex);
+    pump_request(ex);
 }
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
 {
     if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->up != NULL)
-        tg_ex_pump_response(ex);
+        pump_response(ex);
 }

@@ -1,9 +1,12 @@
 /*
  * proxy/exchange_int.h — the exchange's internals, shared by its two
- * halves and by nothing else: exchange.c (lifetime, the request side,
- * filters, local replies) and exchange_upstream.c (the upstream stage,
- * protocol-neutral: endpoint order, attempts through tg_upstream_ops_t,
- * the two pumps, response heads, failover, retries and gRPC deadlines).
+ * parts and by nothing else: exchange.c (lifetime, the request side,
+ * filters, the pumps, the response head, gRPC deadlines, local replies)
+ * and the upstream attempt it drives, exchange_upstream.c (protocol-
+ * neutral: endpoint order, circuit breaking, attempts through the
+ * cluster's tg_upstream_ops_t, the body kept for replay, failover,
+ * retries), which reports back only through ex->on_attempt (the
+ * tg_att_event_t events): calls go one way, exchange.c -> attempt.
  * Other modules use proxy/exchange.h.
  */
 #ifndef TG_PROXY_EXCHANGE_INT_H
@@ -33,7 +36,7 @@ typedef enum {
     EX_TUNNEL,
 } ex_state_t;
 
-/* What moves an exchange from one state to another (tg_ex_advance). */
+/* What moves an exchange from one state to another (advance() in exchange.c). */
 typedef enum {
     EXEV_CONNECTING = 0, /* an attempt on a new connection (or a failover to one) */
     EXEV_SENT,           /* the request is on its way (a ready connection or stream) */
@@ -51,6 +54,24 @@ typedef enum {
     UP_RESET,
     UP_TIMEOUT,
 } up_error_t;
+
+/* What the upstream attempt (exchange_upstream.c) tells the exchange,
+ * through ex->on_attempt: the only way it reaches exchange.c. */
+typedef enum {
+    ATT_CONNECTING = 0, /* an attempt waits for a new connection */
+    ATT_SENT,           /* the request head is on its way: the body may follow (the exchange pumps it) */
+    ATT_HEAD,           /* the final response head is in ex->resp */
+    ATT_DATA,           /* response body (or its end) can be read */
+    ATT_WRITABLE,       /* the attempt takes more request body */
+    ATT_BACKOFF,        /* no attempt in hand: between tries, or none is left */
+    ATT_FAILED,         /* given up: answer `status` (why), or cut off a response already started */
+} tg_att_event_t;
+
+static inline const char *tg_ex_state_name(ex_state_t s)
+{
+    static const char *const names[] = { "ROUTING", "CONNECTING", "WAIT_HEAD", "STREAMING", "TUNNEL" };
+    return names[s];
+}
 
 /* The exchange module's per-worker state (TG_WMOD_EXCHANGE). */
 typedef struct tg_ex_worker {
@@ -70,7 +91,7 @@ struct tg_exchange {
     struct evbuffer *body_buf;  /* request body read before an upstream was ready */
     const tg_downstream_ops_t *ops;
     void *ds;
-    ex_state_t state;           /* changed only by tg_ex_advance() */
+    ex_state_t state;           /* changed only by advance() (exchange.c) */
 
     tg_request_t req;
     tg_response_t resp;
@@ -90,6 +111,9 @@ struct tg_exchange {
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
     up_error_t last_error;
 
+    /* What the attempt reports (set by exchange.c); returns -1 once the
+     * exchange is over (nothing may touch ex then). */
+    int (*on_attempt)(struct tg_exchange *ex, tg_att_event_t ev, int status, const char *why);
     void *up;                   /* the attempt in hand (NULL: none) ... */
     const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
     struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
@@ -134,20 +158,17 @@ struct tg_exchange {
     const char *trace_hex, *span_hex; /* the ids as the access log shows them (arena) */
 };
 
-/* exchange.c */
-void tg_ex_finish(tg_exchange_t *ex, int abort);
-void tg_ex_grpc_fail_started(tg_exchange_t *ex, int status, const char *message);
-void tg_ex_add_filter_headers(tg_exchange_t *ex, tg_response_t *r, const tg_headers_t *extra);
-ssize_t tg_ex_read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin);
-const char *tg_ex_state_str(ex_state_t s);
-
-/* exchange_upstream.c */
+/* exchange_upstream.c: the attempt, called by exchange.c only */
 void tg_ex_release_upstream(tg_exchange_t *ex, int clean);
-int tg_ex_pump_request(tg_exchange_t *ex);
-int tg_ex_pump_response(tg_exchange_t *ex);
+/* The start of an attempt's body: what is kept for replay goes first.
+ * 0, or -1 (out of memory). */
+int tg_ex_up_begin_body(tg_exchange_t *ex);
+/* One piece of request body to the attempt (moved, or kept for replay
+ * while it fits). 0 or -1. */
+int tg_ex_up_send(tg_exchange_t *ex, struct evbuffer *piece);
+/* The response body could not be read: the attempt failed. */
+void tg_ex_up_failed(tg_exchange_t *ex);
 void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
-void tg_ex_start_deadline(tg_exchange_t *ex);
-void tg_ex_on_deadline(evutil_socket_t fd, short what, void *arg);
 int tg_ex_build_order(tg_exchange_t *ex);
 /* Circuit breaking (cluster max_requests): counts the exchange in its
  * cluster's requests in flight, or refuses it (503, replied: -1). */
@@ -156,8 +177,5 @@ int tg_ex_admit(tg_exchange_t *ex);
 void tg_ex_leave(tg_exchange_t *ex);
 void tg_ex_try_next_endpoint(tg_exchange_t *ex);
 
-/* The exchange's one state machine: the state ev leads to from the
- * current one (the table is in exchange.c). */
-void tg_ex_advance(tg_exchange_t *ex, ex_event_t ev);
 
 #endif

@@ -1,11 +1,15 @@
 /*
- * proxy/exchange_upstream.c — the upstream stage of an exchange (see
- * exchange.h and exchange_int.h), protocol-neutral: the endpoints to try
- * in round-robin order over the healthy ones, one attempt at a time
+ * proxy/exchange_upstream.c — the exchange's upstream attempt (see
+ * exchange_int.h), protocol-neutral: the endpoints to try in round-robin
+ * order over the healthy ones, circuit breaking, one attempt at a time
  * through the cluster's tg_upstream_ops_t (upstream.h: an HTTP/1 lease or
- * an HTTP/2 stream), the request and response pumps with backpressure,
- * the response head, gRPC deadlines, and what happens when an attempt
- * fails (the next endpoint, a retry after backoff, or an error reply).
+ * an HTTP/2 stream), the request head and the body as the exchange hands
+ * it over (kept for replay while it may be needed), passive health, and
+ * what a failure means (the next endpoint, a retry after backoff, or
+ * giving up). It tells the exchange what happened through its one
+ * callback (ex->on_attempt: connecting, sent, head, data, writable,
+ * backoff, failed) and never calls into exchange.c: the client side —
+ * the pumps, the response head, replies — is the exchange's.
  */
 #include "proxy/exchange_int.h"
 
@@ -25,17 +29,20 @@
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex);
 static void report_health(tg_exchange_t *ex, int ok);
-static int send_body_piece(tg_exchange_t *ex, struct evbuffer *piece);
-static int on_response_head(tg_exchange_t *ex);
 static int head_received(tg_exchange_t *ex);
 static int forward_grpc_timeout(tg_exchange_t *ex);
 static int start_request(tg_exchange_t *ex);
 static void on_connected(tg_exchange_t *ex);
-static void on_up_error(tg_exchange_t *ex);
 static void on_upstream(void *arg, int events);
 static tg_route_stats_t *route_stats(tg_exchange_t *ex);
 static int schedule_retry(tg_exchange_t *ex, unsigned cond);
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what);
+
+/* Tells the exchange (exchange.c: on_attempt). -1: the exchange is over. */
+static int report(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *why)
+{
+    return ex->on_attempt(ex, ev, status, why);
+}
 
 /* The attempt no longer waits for its connection to open. */
 static void pending_done(tg_exchange_t *ex)
@@ -74,7 +81,7 @@ static void report_health(tg_exchange_t *ex, int ok)
 /* Sends one piece of body (data: body_buf at the start of an attempt, or a
  * newly read piece in scratch). Kept pieces go by reference and join
  * body_buf; once the body outgrows the replay buffer it is only moved. */
-static int send_body_piece(tg_exchange_t *ex, struct evbuffer *piece)
+int tg_ex_up_send(tg_exchange_t *ex, struct evbuffer *piece)
 {
     ex->req_sent_any = 1;
     if (piece == ex->body_buf)
@@ -91,139 +98,28 @@ static int send_body_piece(tg_exchange_t *ex, struct evbuffer *piece)
     return ex->up_ops->write(ex->up, piece, 0);
 }
 
-/* Client -> upstream. Returns -1 if the exchange was finished. */
-int tg_ex_pump_request(tg_exchange_t *ex)
+int tg_ex_up_begin_body(tg_exchange_t *ex)
 {
-    if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+    if (ex->body_started)
         return 0;
-    const tg_upstream_ops_t *ops = ex->up_ops;
-    if (!ex->body_started) {
-        /* Start of an attempt. Keep the body for replay (a stale pooled
-         * connection, a retry) when it is all here or the route retries,
-         * until the response starts. */
-        ex->body_started = 1;
-        if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
-            (ex->req_done || ex->retry != NULL) && (!ex->req_sent_any || ex->body_kept))
-            ex->body_kept = 1;
-        if (evbuffer_get_length(ex->body_buf) > 0 && send_body_piece(ex, ex->body_buf) < 0) {
-            tg_exchange_reply(ex, 500, "out of memory");
-            return -1;
-        }
-    }
-    int fin = ex->req_done;
-    size_t queued;
-    while (!fin && (queued = ops->queued(ex->up)) < TG_EXCHANGE_HWM) {
-        ssize_t n = tg_ex_read_request_body(ex, ex->scratch, TG_EXCHANGE_HWM - queued, &fin);
-        if (n < 0)
-            return -1;
-        if (n > 0) {
-            ex->bytes_in += (uint64_t)n;
-            if (send_body_piece(ex, ex->scratch) < 0) {
-                tg_exchange_reply(ex, 500, "out of memory");
-                return -1;
-            }
-        }
-        if (n == 0)
-            break;
-    }
-    if (fin) {
-        ex->req_done = 1;
-        ex->req_sent = 1;
-        if (ex->state == EX_TUNNEL) {
-            /* the client closed its side of the tunnel: so do we */
-            tg_ex_finish(ex, 1);
-            return -1;
-        }
-        ops->end(ex->up);
-        return 0;
-    }
-    ops->flush(ex->up);
-    return 0;
-}
-
-/* Upstream -> client. Returns -1 if the exchange was finished. */
-int tg_ex_pump_response(tg_exchange_t *ex)
-{
-    while (!ex->resp_done) {
-        size_t pending = ex->ops->pending(ex->ds);
-        if (pending >= TG_EXCHANGE_HWM)
-            break;
-        int fin = 0;
-        ssize_t n = ex->up_ops->read(ex->up, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
-        if (n < 0) {
-            on_up_error(ex); /* counted; the client sees an aborted response */
-            return -1;
-        }
-        ex->bytes_out += n > 0 ? (uint64_t)n : 0;
-        if (ex->body_hooks && (n > 0 || fin) && ex->fx.req != NULL)
-            tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, ex->scratch, fin);
-        /* a body hook may have turned the piece into more, less or other bytes
-         * (a compressor's last flush comes with fin and no new input) */
-        if (evbuffer_get_length(ex->scratch) > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) {
-            tg_ex_finish(ex, 1);
-            return -1;
-        }
-        if (fin) {
-            if (ex->state == EX_TUNNEL) {
-                tg_ex_finish(ex, 1);
-                return -1;
-            }
-            ex->ops->write_end(ex->ds, &ex->resp.trailers);
-            ex->resp_done = 1;
-        }
-        if (n == 0)
-            break;
-    }
-    if (ex->resp_done) {
-        tg_ex_finish(ex, 0);
-        return -1;
-    }
-    return 0;
-}
-
-/* Returns -1 if the exchange was finished. */
-static int on_response_head(tg_exchange_t *ex)
-{
-    tg_response_t *resp = &ex->resp;
-    const tg_header_t *upg = tg_headers_get(&resp->headers, "upgrade");
-    const char *upgrade = upg ? upg->value : NULL;
-    if (resp->status == 101 && (!ex->req.upgrade || upgrade == NULL)) {
-        fail_upstream(ex, UP_RESET, "101 response to a request without Upgrade");
-        return -1;
-    }
-    tg_headers_strip_hop_by_hop(&resp->headers);
-    ex->fx.resp_trailers = &resp->trailers;
-    tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, resp);
-    tg_ex_add_filter_headers(ex, resp, NULL);
-    if (tg_headers_apply_rules(&resp->headers, &ex->arena, &ex->route->response_headers) < 0 ||
-        (upgrade && resp->status == 101 &&
-         tg_headers_add(&resp->headers, &ex->arena, "upgrade", 7, upgrade, strlen(upgrade)) < 0)) {
-        tg_exchange_reply(ex, 500, "out of memory");
-        return -1;
-    }
-    ex->resp_started = 1;
-    if (ex->ops->write_head(ex->ds, resp) < 0) {
-        tg_ex_finish(ex, 1);
-        return -1;
-    }
-    const tg_route_conf_t *r = ex->route;
-    ex->up_ops->set_timeout(ex->up, r->idle_timeout_ms);
-    if (resp->status == 101) {
-        tg_ex_advance(ex, EXEV_UPGRADED); /* the upstream frames nothing from now on */
-        ex->req_done = 0;
-        ex->req_sent = 0;
-        if (tg_ex_pump_request(ex) < 0)
-            return -1;
-    } else {
-        tg_ex_advance(ex, EXEV_HEAD);
-    }
-    return tg_ex_pump_response(ex);
+    /* Start of an attempt. Keep the body for replay (a stale pooled
+     * connection, a retry) when it is all here or the route retries, until
+     * the response starts. */
+    ex->body_started = 1;
+    if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
+        (ex->req_done || ex->retry != NULL) && (!ex->req_sent_any || ex->body_kept))
+        ex->body_kept = 1;
+    return evbuffer_get_length(ex->body_buf) > 0 ? tg_ex_up_send(ex, ex->body_buf) : 0;
 }
 
 /* The final response head is in ex->resp. Returns -1 if the exchange was
  * finished. */
 static int head_received(tg_exchange_t *ex)
 {
+    if (ex->resp.status == 101 && (!ex->req.upgrade || tg_headers_get(&ex->resp.headers, "upgrade") == NULL)) {
+        fail_upstream(ex, UP_RESET, "101 response to a request without Upgrade");
+        return -1;
+    }
     report_health(ex, ex->resp.status < 500);
     ex->t_head = tg_clock_us();
     if (ex->retry != NULL) {
@@ -235,31 +131,7 @@ static int head_received(tg_exchange_t *ex)
         evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
         ex->body_kept = 0;
     }
-    return on_response_head(ex);
-}
-
-/* ---- gRPC deadlines ---- */
-
-/* gRPC deadlines are honoured by default: a call with grpc-timeout ends
- * with DEADLINE_EXCEEDED at the smaller of it and the route timeout. */
-void tg_ex_start_deadline(tg_exchange_t *ex)
-{
-    const tg_header_t *h = tg_headers_get(&ex->req.headers, "grpc-timeout");
-    uint64_t us;
-    if (h == NULL || tg_grpc_parse_timeout(h->value, h->value_len, &us) < 0)
-        return; /* none, or malformed: no deadline of the client's */
-    uint64_t route_us = ex->route->timeout_ms * 1000;
-    if (route_us && route_us < us)
-        us = route_us;
-    ex->deadline_us = ex->start_us + us;
-    tg_timer_arm_us(ex->deadline_ev, us);
-}
-
-void tg_ex_on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    tg_exchange_t *ex = arg;
-    tg_debug("exchange %s: gRPC deadline exceeded", ex->req.target);
-    tg_exchange_reply(ex, 504, "deadline exceeded");
+    return report(ex, ATT_HEAD, 0, NULL);
 }
 
 /* gRPC: the time left before the call's deadline goes upstream in
@@ -286,7 +158,7 @@ static void request_not_sent(tg_exchange_t *ex, int why)
     if (why == TG_HTTP_UNSAFE_FIELD)
         tg_warn("exchange %s: a request header holds bytes that cannot be sent (control characters); refused",
                 ex->req.target);
-    tg_exchange_reply(ex, 500, why == TG_HTTP_UNSAFE_FIELD ? "request header not safe to send" : "out of memory");
+    report(ex, ATT_FAILED, 500, why == TG_HTTP_UNSAFE_FIELD ? "request header not safe to send" : "out of memory");
 }
 
 /* Sends the request head on the attempt. Returns -1 if the exchange was
@@ -318,15 +190,12 @@ static int start_request(tg_exchange_t *ex)
         ex->body_started = 1;
         ex->req_sent = 1;
     }
-    if (req->expect_continue && req->body != TG_BODY_NONE && !ex->req_done)
-        ex->ops->send_continue(ex->ds);
-    return tg_ex_pump_request(ex);
+    return report(ex, ATT_SENT, 0, NULL);
 }
 
 static void on_connected(tg_exchange_t *ex)
 {
     pending_done(ex);
-    tg_ex_advance(ex, EXEV_SENT);
     tg_counter_add(&ep_stats(ex)->requests, 1);
     ex->t_sent = ex->up_fresh ? tg_clock_us() : ex->t_connect; /* a pooled connection: the same instant */
     if (ex->up_fresh)
@@ -336,7 +205,7 @@ static void on_connected(tg_exchange_t *ex)
 
 /* The attempt failed (an event, or a response body that could not be
  * read): what that means depends on where the exchange is. */
-static void on_up_error(tg_exchange_t *ex)
+void tg_ex_up_failed(tg_exchange_t *ex)
 {
     const char *msg = NULL;
     long code = -1;
@@ -381,7 +250,7 @@ static void on_upstream(void *arg, int events)
 {
     tg_exchange_t *ex = arg;
     if (events & TG_UP_ERROR) {
-        on_up_error(ex);
+        tg_ex_up_failed(ex);
         return;
     }
     if (events & TG_UP_CONNECTED) {
@@ -392,10 +261,10 @@ static void on_upstream(void *arg, int events)
     if ((events & TG_UP_HEAD) && ex->state == EX_WAIT_HEAD && head_received(ex) < 0)
         return;
     if ((events & TG_UP_DATA) && (ex->state == EX_STREAMING || ex->state == EX_TUNNEL) &&
-        tg_ex_pump_response(ex) < 0)
+        report(ex, ATT_DATA, 0, NULL) < 0)
         return;
     if (events & TG_UP_WRITABLE)
-        tg_ex_pump_request(ex);
+        report(ex, ATT_WRITABLE, 0, NULL);
 }
 
 static tg_route_stats_t *route_stats(tg_exchange_t *ex)
@@ -435,7 +304,7 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
     ex->retries++;
     tg_counter_add(&route_stats(ex)->retries, 1);
     tg_ex_release_upstream(ex, 0);
-    tg_ex_advance(ex, EXEV_BACKOFF);
+    report(ex, ATT_BACKOFF, 0, NULL);
     uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(ex->w));
     tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
     if (tg_timer_arm_ms(ex->retry_ev, ms) < 0)
@@ -450,7 +319,7 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
 {
     const char *addr = ex->ep ? ex->ep->conf->address : "?";
     int reused = (ex->up && ex->up_ops->reused(ex->up)) || ex->up_refused;
-    tg_debug("upstream %s: %s (state %s)", addr, what, tg_ex_state_str(ex->state));
+    tg_debug("upstream %s: %s (state %s)", addr, what, tg_ex_state_name(ex->state));
     if (ex->ep != NULL) {
         tg_endpoint_stats_t *st = ep_stats(ex);
         if (err == UP_CONNECT_FAILED || err == UP_CONNECT_TIMEOUT)
@@ -479,20 +348,17 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         tg_ex_try_next_endpoint(ex);
         return;
     }
-    if (ex->resp_started) {
-        if (ex->grpc && ex->reset_code < 0) /* the connection died: the call is UNAVAILABLE */
-            tg_ex_grpc_fail_started(ex, 503, what);
-        else
-            tg_ex_finish(ex, 1); /* relays the upstream's RST_STREAM code, if any */
+    if (ex->resp_started) { /* the exchange cuts the response off (gRPC: UNAVAILABLE in trailers) */
+        report(ex, ATT_FAILED, 503, what);
         return;
     }
     tg_warn("upstream %s: %s", addr, what);
     if (schedule_retry(ex, err == UP_TIMEOUT ? TG_RETRY_TIMEOUT : TG_RETRY_RESET))
         return;
     if (err == UP_TIMEOUT)
-        tg_exchange_reply(ex, 504, "upstream timed out");
+        report(ex, ATT_FAILED, 504, "upstream timed out");
     else
-        tg_exchange_reply(ex, 502, "upstream connection failed");
+        report(ex, ATT_FAILED, 502, "upstream connection failed");
 }
 
 /* The endpoints this exchange may try, in order (tg_health_order):
@@ -530,8 +396,8 @@ static void overloaded(tg_exchange_t *ex, tg_cb_cause_t cause)
     tg_counter_add(&route_stats(ex)->overloaded[cause], 1);
     tg_headers_add(&ex->fx.reply_headers, &ex->arena, "x-tollgate-overloaded", 21, "true", 4);
     ex->ep = NULL;
-    tg_ex_advance(ex, EXEV_BACKOFF);
-    tg_exchange_reply(ex, 503, why[cause]);
+    report(ex, ATT_BACKOFF, 0, NULL);
+    report(ex, ATT_FAILED, 503, why[cause]);
 }
 
 /* Counts the exchange in its cluster's requests in flight, unless
@@ -614,7 +480,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             }
             ex->up_fresh = fresh != 0;
             if (fresh)
-                tg_ex_advance(ex, EXEV_CONNECTING);
+                report(ex, ATT_CONNECTING, 0, NULL);
             else
                 on_connected(ex);
             return;
@@ -633,15 +499,15 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             return;
     }
     ex->ep = NULL;
-    tg_ex_advance(ex, EXEV_BACKOFF);
+    report(ex, ATT_BACKOFF, 0, NULL);
     if (ex->tried == 0)
-        tg_exchange_reply(ex, 503, "no healthy upstream endpoint");
+        report(ex, ATT_FAILED, 503, "no healthy upstream endpoint");
     else if (ex->last_error == UP_CONNECT_TIMEOUT)
-        tg_exchange_reply(ex, 504, "upstream connect timed out");
+        report(ex, ATT_FAILED, 504, "upstream connect timed out");
     else if (ex->last_error == UP_RESET)
-        tg_exchange_reply(ex, 502, "upstream connection failed");
+        report(ex, ATT_FAILED, 502, "upstream connection failed");
     else
-        tg_exchange_reply(ex, 503, "no upstream endpoint available");
+        report(ex, ATT_FAILED, 503, "no upstream endpoint available");
 }
 
 void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg)
@@ -649,7 +515,7 @@ void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg)
     tg_exchange_t *ex = arg;
     ex->rr += 1; /* start the new round on another endpoint */
     if (tg_ex_build_order(ex) < 0) {
-        tg_exchange_reply(ex, 500, "out of memory");
+        report(ex, ATT_FAILED, 500, "out of memory");
         return;
     }
     tg_ex_try_next_endpoint(ex);

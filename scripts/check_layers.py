@@ -38,11 +38,6 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 DEFINITION = re.compile(r'^(?!static\b)[A-Za-z_][\w \t\*]*?\b([A-Za-z_]\w*)\s*\([^;{]*?\)\s*\n\{', re.M)
 CALL = re.compile(r'(?<!->)(?<!\.)\b([A-Za-z_]\w*)\s*\(')
 COMMENTS = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"', re.S)
-# Circles of calls known and scheduled to go; each is still printed.
-KNOWN_CALL_CIRCLES = {
-    ("proxy/exchange.c", "proxy/exchange_upstream.c"):
-        "the upstream attempt as a unit that reports to the exchange by events (issue 28, item 3)",
-}
 
 
 def sources(root):
@@ -93,14 +88,7 @@ def call_circles(root):
             there = owner.get(name)
             if there is not None and there != rel:
                 edges.setdefault(rel, set()).add(there)
-    out = []
-    for c in cycles(edges):
-        key = tuple(c)
-        if key in KNOWN_CALL_CIRCLES:
-            print(f"known call circle (to go: {KNOWN_CALL_CIRCLES[key]}): {' <-> '.join(c)}")
-        else:
-            out.append(f"call circle {' -> '.join(c + [c[0]])}")
-    return out
+    return [f"call circle {' -> '.join(c + [c[0]])}" for c in cycles(edges)]
 
 
 def cycles(edges):
