@@ -13,6 +13,7 @@
 #include "config/schema.h"
 #include "config/value.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -492,6 +493,15 @@ int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *
         }
     }
     return read_fields(map->ld, ks, vals, conf) < 0 ? -1 : rc;
+}
+
+tg_node_t tg_node_get(const tg_node_t *out, const tg_keyset_t *ks, const char *name)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->keys[i].name, name) == 0)
+            return out[i];
+    assert(!"tg_node_get: a key its table does not have");
+    return (tg_node_t){ NULL, NULL };
 }
 
 char *tg_node_str(tg_node_t *n, const char *what)

@@ -44,6 +44,11 @@ int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *
 #define tg_node_read_into(map, what, ks, conf, out)                                                                   \
     tg_node_read((map), (what), (ks), (conf), (out), sizeof(out) / sizeof((out)[0]))
 
+/* The node of key `name` of ks in out (as tg_node_keys or tg_node_read
+ * filled it): a filter finds its rows by name, never by position. Absent
+ * if the key is absent (a name ks does not have is a bug: an assertion). */
+tg_node_t tg_node_get(const tg_node_t *out, const tg_keyset_t *ks, const char *name);
+
 /* Typed scalars, env-expanded. Each reports its own error; -1/NULL then. */
 char *tg_node_str(tg_node_t *n, const char *what); /* malloc'ed */
 /* tg_node_str for a secret (a token, a key, a password): /config shows the

@@ -79,6 +79,7 @@ typedef struct cl_conf {
     uint64_t limit;
     uint64_t queue;              /* waiters per key (0: refuse at once) */
     uint64_t queue_timeout_ms;
+    uint64_t max;                /* `max:`, another name for limit */
     cl_table_t *table;
 } cl_conf_t;
 
@@ -173,15 +174,16 @@ static const tg_key_t cl_keys[] = {
       "4",
       .flags = TG_KEY_OR_LIST },
     { "limit", TG_KEY_INT, "integer 1–10^6 (required, or `max`)", "—", "requests in flight per key", .min = 1,
-      .max = 1000000 },
+      .max = 1000000, TG_FIELD(cl_conf_t, limit, TG_FIELD_U64) },
     { "queue", TG_KEY_INT, "integer 0–10^5", "`0`", "requests per key that may wait for a slot instead of being "
                                                    "refused",
-      .min = 0, .max = 100000 },
-    { "queue_timeout", TG_KEY_DURATION, "duration", "`1s`", "how long one waits at most (only with `queue`)" },
-    { "max", TG_KEY_INT, "integer 1–10^6", "—", "another name for `limit` (not both)", .min = 1, .max = 1000000 },
+      .min = 0, .max = 100000, TG_FIELD(cl_conf_t, queue, TG_FIELD_U64) },
+    { "queue_timeout", TG_KEY_DURATION, "duration", "`1s`", "how long one waits at most (only with `queue`)",
+      TG_FIELD(cl_conf_t, queue_timeout_ms, TG_FIELD_U64), .def = 1000 },
+    { "max", TG_KEY_INT, "integer 1–10^6", "—", "another name for `limit` (not both)", .min = 1, .max = 1000000,
+      TG_FIELD(cl_conf_t, max, TG_FIELD_U64) },
 };
 static const tg_keyset_t cl_keyset = TG_KEYSET("filter.concurrency_limit", "concurrency_limit", cl_keys);
-
 
 static void *cl_create(tg_node_t *node, const char *config_path)
 {
@@ -190,29 +192,22 @@ static void *cl_create(tg_node_t *node, const char *config_path)
     if (c == NULL)
         return NULL;
     c->counters = tg_filter_counter_base(&tg_filter_concurrency_limit);
-    int rc = tg_node_keys(node, "concurrency_limit", &cl_keyset, v);
-    if (tg_filter_key_parse(&v[0], "concurrency_limit", &c->key) < 0)
+    int rc = tg_node_read_into(node, "concurrency_limit", &cl_keyset, c, v);
+    tg_node_t key = tg_node_get(v, &cl_keyset, "key"), max = tg_node_get(v, &cl_keyset, "max");
+    tg_node_t limit = tg_node_get(v, &cl_keyset, "limit"), timeout = tg_node_get(v, &cl_keyset, "queue_timeout");
+    if (tg_filter_key_parse(&key, "concurrency_limit", &c->key) < 0)
         rc = -1;
-    if (tg_node_present(&v[4])) { /* `max` is another name for limit */
-        if (tg_node_present(&v[1])) {
-            tg_node_error(&v[4], "concurrency_limit: give limit or max (the same thing), not both");
-            rc = -1;
-        }
-        v[1] = v[4];
-    }
-    if (!tg_node_present(&v[1])) {
+    if (tg_node_present(&max) && tg_node_present(&limit)) { /* `max` is another name for limit */
+        tg_node_error(&max, "concurrency_limit: give limit or max (the same thing), not both");
+        rc = -1;
+    } else if (tg_node_present(&max)) {
+        c->limit = c->max;
+    } else if (!tg_node_present(&limit)) {
         tg_node_error(node, "concurrency_limit: give 'limit' (requests in flight per key)");
         rc = -1;
-    } else if (tg_node_uint(&v[1], "limit", 1, 1000000, &c->limit) < 0) {
-        rc = -1;
     }
-    if (tg_node_present(&v[2]) && tg_node_uint(&v[2], "queue", 0, 100000, &c->queue) < 0)
-        rc = -1;
-    c->queue_timeout_ms = 1000;
-    if (tg_node_present(&v[3]) && tg_node_duration(&v[3], "queue_timeout", &c->queue_timeout_ms) < 0)
-        rc = -1;
-    if (rc == 0 && tg_node_present(&v[3]) && c->queue == 0) {
-        tg_node_error(&v[3], "queue_timeout: only with a queue (queue: N)");
+    if (rc == 0 && tg_node_present(&timeout) && c->queue == 0) {
+        tg_node_error(&timeout, "queue_timeout: only with a queue (queue: N)");
         rc = -1;
     }
     if (rc == 0 && (c->table = tg_keyshards_new(free_node)) == NULL)
