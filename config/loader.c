@@ -488,7 +488,7 @@ int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *
     for (size_t i = 0; i < ks->n; i++) {
         vals[i] = out[i].yn;
         if (vals[i] == NULL && (ks->keys[i].flags & TG_KEY_REQUIRED) && map->yn != NULL) {
-            err_at(map->ld, map->yn, "%s: give '%s' (%s)", what, ks->keys[i].name, ks->keys[i].doc);
+            err_at(map->ld, map->yn, "%s: missing required key '%s'", what, ks->keys[i].name);
             rc = -1;
         }
     }

@@ -12,7 +12,7 @@ typedef struct body_limit {
 } body_limit_t;
 static const tg_key_t bl_keys[] = {
     { "max", TG_KEY_SIZE, "size (required)", "—", "the largest request body on this route; more gets `413`",
-      .flags = TG_KEY_REQUIRED },
+      .flags = TG_KEY_REQUIRED, TG_FIELD(body_limit_t, max, TG_FIELD_U64) },
 };
 static const tg_keyset_t bl_keyset = TG_KEYSET("filter.body_limit", "body_limit", bl_keys);
 
@@ -23,13 +23,7 @@ static void *bl_create(tg_node_t *node, const char *config_path)
     body_limit_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "body_limit", &bl_keyset, v);
-    if (!tg_node_present(&v[0])) {
-        tg_node_error(node, "body_limit: missing required key 'max'");
-        rc = -1;
-    } else if (tg_node_size(&v[0], "max", &c->max) < 0) {
-        rc = -1;
-    }
+    int rc = tg_node_read_into(node, "body_limit", &bl_keyset, c, v);
     if (rc < 0) {
         free(c);
         return NULL;

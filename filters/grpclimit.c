@@ -13,7 +13,7 @@ typedef struct grpc_limit {
 } grpc_limit_t;
 static const tg_key_t gl_keys[] = {
     { "max_request_message", TG_KEY_SIZE, "size (required), at most 4GiB", "—", "largest request message",
-      .flags = TG_KEY_REQUIRED },
+      .flags = TG_KEY_REQUIRED, .min = 0, .max = 4294967296LL, TG_FIELD(grpc_limit_t, max, TG_FIELD_U64) },
 };
 static const tg_keyset_t gl_keyset = TG_KEYSET("filter.grpc_message_limit", "grpc_message_limit", gl_keys);
 
@@ -24,16 +24,7 @@ static void *gl_create(tg_node_t *node, const char *config_path)
     grpc_limit_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "grpc_message_limit", &gl_keyset, v);
-    if (!tg_node_present(&v[0])) {
-        tg_node_error(node, "grpc_message_limit: missing required key 'max_request_message'");
-        rc = -1;
-    } else if (tg_node_size(&v[0], "max_request_message", &c->max) < 0) {
-        rc = -1;
-    } else if (c->max > 0xffffffffu) {
-        tg_node_error(&v[0], "max_request_message: gRPC messages are at most 4 GiB");
-        rc = -1;
-    }
+    int rc = tg_node_read_into(node, "grpc_message_limit", &gl_keyset, c, v);
     if (rc < 0) {
         free(c);
         return NULL;

@@ -293,20 +293,23 @@ static void q_destroy(void *p)
     tg_keyshards_unref(c->table);
     free(c);
 }
+_Static_assert(sizeof(tg_quota_period_t) == sizeof(int), "period is read as an int field (the choice's index)");
 static const tg_key_t quota_keys[] = {
     { "key", TG_KEY_STRING, "as `rate_limit`'s `key`", "`client_address`", "whose requests share the budget",
       .flags = TG_KEY_OR_LIST },
     { "limit", TG_KEY_INT, "integer 1–10^12 (required)", "—", "requests per period", .min = 1,
-      .max = 1000000000000LL, .flags = TG_KEY_REQUIRED },
+      .max = 1000000000000LL, .flags = TG_KEY_REQUIRED, TG_FIELD(q_conf_t, limit, TG_FIELD_U64) },
     { "period", TG_KEY_ENUM, "`day` or `month` (required)", "—", "the calendar period", .choices = "day|month",
-      .flags = TG_KEY_REQUIRED },
+      .flags = TG_KEY_REQUIRED, TG_FIELD(q_conf_t, period, TG_FIELD_INT) }, /* tg_quota_period_t: the choices' order */
     { "tz", TG_KEY_STRING, "IANA zone name, or `UTC`", "`UTC`",
       "where midnight is: read from `/usr/share/zoneinfo` at load, so `Europe/Berlin` days are 23 or 25 hours long "
-      "across DST changes; an unknown zone is a config error" },
-    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "RateLimit headers on allowed responses too" },
+      "across DST changes; an unknown zone is a config error",
+      TG_FIELD(q_conf_t, tz_name, TG_FIELD_STR) },
+    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "RateLimit headers on allowed responses too",
+      TG_FIELD(q_conf_t, response_headers, TG_FIELD_INT) },
     { "max_keys", TG_KEY_INT, "integer 1–10^8", "`100000`",
       "keys held; a new key that finds the table full replaces one whose period is over, else passes uncounted",
-      .min = 1, .max = 100000000 },
+      .min = 1, .max = 100000000, TG_FIELD(q_conf_t, max_keys, TG_FIELD_U64), .def = 100000 },
     { "store", TG_KEY_ENUM, "`local` or `redis`", "`local`",
       "`redis`: one counter per key and period in the top-level `redis:`, shared by every gateway and kept across "
       "restarts",
@@ -324,44 +327,22 @@ static void *q_create(tg_node_t *node, const char *config_path)
     if (c == NULL)
         return NULL;
     c->counters = tg_filter_counter_base(&tg_filter_quota);
-    int rc = tg_node_keys(node, "quota", &quota_keyset, v);
-    if (tg_filter_parse_store(&v[6], &v[7], &c->redis, &c->on_store_error_deny) < 0)
+    int rc = tg_node_read_into(node, "quota", &quota_keyset, c, v);
+    tg_node_t store = tg_node_get(v, &quota_keyset, "store"), on_error = tg_node_get(v, &quota_keyset, "on_store_error");
+    tg_node_t key = tg_node_get(v, &quota_keyset, "key"), tz = tg_node_get(v, &quota_keyset, "tz");
+    if (tg_filter_parse_store(&store, &on_error, &c->redis, &c->on_store_error_deny) < 0)
         rc = -1;
     if (c->redis && (tg_store_script_init(&c->script, QUOTA_LUA) < 0 || RAND_bytes((unsigned char *)&c->set_id, 8) != 1))
         rc = -1;
-    if (tg_filter_key_parse(&v[0], "quota", &c->key) < 0)
+    if (tg_filter_key_parse(&key, "quota", &c->key) < 0)
         rc = -1;
-    if (!tg_node_present(&v[1]) || !tg_node_present(&v[2])) {
-        tg_node_error(node, "quota: give 'limit' and 'period' (day or month)");
+    if (c->tz_name == NULL && !tg_node_present(&tz) && (c->tz_name = strdup("UTC")) == NULL)
         rc = -1;
-    } else {
-        char *p = tg_node_str(&v[2], "period");
-        if (p && strcmp(p, "day") == 0)
-            c->period = TG_QUOTA_DAY;
-        else if (p && strcmp(p, "month") == 0)
-            c->period = TG_QUOTA_MONTH;
-        else {
-            if (p)
-                tg_node_error(&v[2], "period: '%s' is not one of day, month", p);
-            rc = -1;
-        }
-        free(p);
-        if (tg_node_uint(&v[1], "limit", 1, 1000000000000ULL, &c->limit) < 0)
-            rc = -1;
-    }
-    c->tz_name = tg_node_present(&v[3]) ? tg_node_str(&v[3], "tz") : strdup("UTC");
     const char *why = NULL;
-    if (c->tz_name == NULL)
-        rc = -1;
-    else if (tg_tz_load(c->tz_name, &c->tz, &why) < 0) {
-        tg_node_error(tg_node_present(&v[3]) ? &v[3] : node, "tz: '%s': %s", c->tz_name, why);
+    if (c->tz_name != NULL && tg_tz_load(c->tz_name, &c->tz, &why) < 0) {
+        tg_node_error(tg_node_present(&tz) ? &tz : node, "tz: '%s': %s", c->tz_name, why);
         rc = -1;
     }
-    if (tg_node_present(&v[4]) && tg_node_bool(&v[4], "response_headers", &c->response_headers) < 0)
-        rc = -1;
-    c->max_keys = 100000;
-    if (tg_node_present(&v[5]) && tg_node_uint(&v[5], "max_keys", 1, 100000000, &c->max_keys) < 0)
-        rc = -1;
     const char *clock = getenv(TG_QUOTA_CLOCK_ENV);
     if (clock != NULL && (c->clock_file = strdup(clock)) == NULL)
         rc = -1;

@@ -83,7 +83,7 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
         # the rows check themselves: a required key, bounds, types
         p = check(STAMP_BIN, self.config(8080, 8081).replace("value: v1, ", ""))
         self.assertEqual(p.returncode, 1)
-        self.assertIn("stamp: give 'value'", p.stderr)
+        self.assertIn("stamp: missing required key 'value'", p.stderr)
         p = check(STAMP_BIN, self.config(8080, 8081).replace("delay: 3s", "delay: 11s"))
         self.assertEqual(p.returncode, 1)
         self.assertIn("delay: must be between", p.stderr)

@@ -108,7 +108,7 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
         for body, said in (("{ limit: 3, period: week }", "period: 'week' is not one of day, month"),
                            ("{ limit: 3, period: day, tz: Mars/Olympus }", "tz: 'Mars/Olympus': unknown time zone"),
                            ("{ limit: 3, period: day, tz: ../../etc/passwd }", "not a time zone name"),
-                           ("{ period: day }", "quota: give 'limit' and 'period'")):
+                           ("{ period: day }", "quota: missing required key 'limit'")):
             cfg = f"""
 listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
 routes: [{{ name: r, cluster: app, filters: [{{ quota: {body} }}] }}]
