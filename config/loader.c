@@ -481,7 +481,13 @@ static int read_fields(loader_t *ld, const tg_keyset_t *ks, yaml_node_t **vals, 
 
 int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *conf, tg_node_t *out, size_t cap)
 {
-    int rc = tg_node_keys_cap(map, what, ks, out, cap);
+    int rc = 0;
+    if (map->yn == NULL && ks->n <= cap) { /* an absent section: its rows' defaults */
+        for (size_t i = 0; i < ks->n; i++)
+            out[i] = (tg_node_t){ map->ld, NULL };
+    } else {
+        rc = tg_node_keys_cap(map, what, ks, out, cap);
+    }
     if (rc < 0 && ks->n > cap)
         return -1; /* out was not filled */
     yaml_node_t *vals[TG_KEYSET_MAX];

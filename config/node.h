@@ -38,8 +38,9 @@ int tg_node_keys_cap(tg_node_t *map, const char *what, const tg_keyset_t *ks, tg
  * config/schema.h) read into conf at its offset: its type, bounds or
  * choices checked, its default where the key is absent; a required row
  * (TG_KEY_REQUIRED) that is absent is an error. Rows without a field are
- * left in out for the caller. The reader the loader uses for
- * its own sections. 0, or -1 after reporting every error. */
+ * left in out for the caller. An absent map (an optional sub-section)
+ * gives every field its default. The reader the loader uses for its own
+ * sections. 0, or -1 after reporting every error. */
 int tg_node_read(tg_node_t *map, const char *what, const tg_keyset_t *ks, void *conf, tg_node_t *out, size_t cap);
 #define tg_node_read_into(map, what, ks, conf, out)                                                                   \
     tg_node_read((map), (what), (ks), (conf), (out), sizeof(out) / sizeof((out)[0]))

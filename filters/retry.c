@@ -44,28 +44,31 @@ static int parse_condition(tg_node_t *n, const char *s, unsigned *on)
     return -1;
 }
 static const tg_key_t backoff_keys[] = {
-    { "base", TG_KEY_DURATION, "duration", "`25ms`", "the first wait's upper bound" },
-    { "max", TG_KEY_DURATION, "duration", "`1s`", "the cap of the doubling" },
+    { "base", TG_KEY_DURATION, "duration", "`25ms`", "the first wait's upper bound",
+      TG_FIELD(tg_retry_policy_t, base_ms, TG_FIELD_U64), .def = 25 },
+    { "max", TG_KEY_DURATION, "duration", "`1s`", "the cap of the doubling",
+      TG_FIELD(tg_retry_policy_t, max_ms, TG_FIELD_U64), .def = 1000 },
 };
 static const tg_keyset_t backoff_keyset = TG_KEYSET("filter.retry.backoff", "retry backoff", backoff_keys);
 
 static const tg_key_t budget_keys[] = {
     { "percent", TG_KEY_INT, "integer 0–100", "`20`", "share of the exchanges in flight that may be retrying",
-      .min = 0, .max = 100 },
+      .min = 0, .max = 100, TG_FIELD(tg_retry_policy_t, budget_percent, TG_FIELD_U32), .def = 20 },
     { "min_retries", TG_KEY_INT, "integer 0–10^5", "`3`", "retries allowed whatever the share", .min = 0,
-      .max = 100000 },
+      .max = 100000, TG_FIELD(tg_retry_policy_t, budget_min, TG_FIELD_U32), .def = 3 },
 };
 static const tg_keyset_t budget_keyset = TG_KEYSET("filter.retry.budget", "retry budget", budget_keys);
 
 static const tg_key_t retry_keys[] = {
     { "attempts", TG_KEY_INT, "integer 1–10", "`3`",
       "rounds of attempts, the first included; each new round starts on another endpoint where there is one",
-      .min = 1, .max = 10 },
+      .min = 1, .max = 10, TG_FIELD(tg_retry_policy_t, attempts, TG_FIELD_U32), .def = 3 },
     { "on", TG_KEY_STRINGS, "list", "`[connect-failure, reset, 503, unavailable]`",
       "`connect-failure`, `reset`, `502`, `503`, `504`, `gateway-error` (all three), `timeout`, and gRPC statuses "
       "from a trailers-only answer: `unavailable`, `deadline-exceeded`, `resource-exhausted`" },
     { "per_try_timeout", TG_KEY_DURATION, "duration", "the route's `timeout`",
-      "how long one attempt may wait for the response head" },
+      "how long one attempt may wait for the response head",
+      TG_FIELD(tg_retry_policy_t, per_try_timeout_ms, TG_FIELD_U64) },
     { "backoff", TG_KEY_MAP, "`{ base, max }`", "`{ base: 25ms, max: 1s }`",
       "before retry n, wait a random time in [0, min(max, base × 2^(n−1))]", .sub = &backoff_keyset },
     { "methods", TG_KEY_STRINGS, "list", "`[GET, HEAD, OPTIONS, PUT, DELETE, TRACE]`",
@@ -80,55 +83,36 @@ static const tg_keyset_t retry_keyset = TG_KEYSET("filter.retry", "retry", retry
 
 static void *retry_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_ATTEMPTS, K_ON, K_PTT, K_BACKOFF, K_METHODS, K_BUDGET, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[6];
     tg_retry_policy_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "retry", &retry_keyset, v);
-    r->attempts = 3;
+    int rc = tg_node_read_into(node, "retry", &retry_keyset, r, v);
+    tg_node_t on = tg_node_get(v, &retry_keyset, "on"), methods = tg_node_get(v, &retry_keyset, "methods");
+    tg_node_t backoff = tg_node_get(v, &retry_keyset, "backoff"), budget = tg_node_get(v, &retry_keyset, "budget");
     r->on = TG_RETRY_CONNECT_FAILURE | TG_RETRY_RESET | TG_RETRY_503 | TG_RETRY_GRPC_UNAVAILABLE;
-    r->base_ms = 25;
-    r->max_ms = 1000;
-    r->budget_percent = 20;
-    r->budget_min = 3;
-    uint64_t x;
-    if (tg_node_present(&v[K_ATTEMPTS])) {
-        if (tg_node_uint(&v[K_ATTEMPTS], "attempts", 1, 10, &x) < 0)
-            rc = -1;
-        else
-            r->attempts = (unsigned)x;
-    }
-    if (tg_node_present(&v[K_ON])) {
+    if (tg_node_present(&on)) {
         char **list = NULL;
         size_t n = 0;
         r->on = 0;
-        if (tg_node_str_list(&v[K_ON], "retry on", &list, &n) < 0)
+        if (tg_node_str_list(&on, "retry on", &list, &n) < 0)
             rc = -1;
         for (size_t i = 0; i < n; i++) {
-            if (list[i] && parse_condition(&v[K_ON], list[i], &r->on) < 0)
+            if (list[i] && parse_condition(&on, list[i], &r->on) < 0)
                 rc = -1;
             free(list[i]);
         }
         free(list);
     }
-    if (tg_node_present(&v[K_PTT]) && tg_node_duration(&v[K_PTT], "per_try_timeout", &r->per_try_timeout_ms) < 0)
+    tg_node_t b[2];
+    if (tg_node_read_into(&backoff, "backoff", &backoff_keyset, r, b) < 0) /* absent: the defaults */
         rc = -1;
-    if (tg_node_present(&v[K_BACKOFF])) {
-        tg_node_t b[2];
-        if (tg_node_keys(&v[K_BACKOFF], "backoff", &backoff_keyset, b) < 0)
-            rc = -1;
-        if (tg_node_present(&b[0]) && tg_node_duration(&b[0], "backoff base", &r->base_ms) < 0)
-            rc = -1;
-        if (tg_node_present(&b[1]) && tg_node_duration(&b[1], "backoff max", &r->max_ms) < 0)
-            rc = -1;
-        if (rc == 0 && r->max_ms < r->base_ms) {
-            tg_node_error(&v[K_BACKOFF], "backoff: max must not be below base");
-            rc = -1;
-        }
+    if (rc == 0 && r->max_ms < r->base_ms) {
+        tg_node_error(&backoff, "backoff: max must not be below base");
+        rc = -1;
     }
-    if (tg_node_present(&v[K_METHODS])) {
-        if (tg_node_str_list(&v[K_METHODS], "methods", &r->methods, &r->n_methods) < 0)
+    if (tg_node_present(&methods)) {
+        if (tg_node_str_list(&methods, "methods", &r->methods, &r->n_methods) < 0)
             rc = -1;
     } else {
         r->n_methods = sizeof(default_methods) / sizeof(default_methods[0]);
@@ -138,23 +122,8 @@ static void *retry_create(tg_node_t *node, const char *config_path)
         if (r->methods == NULL)
             rc = -1;
     }
-    if (tg_node_present(&v[K_BUDGET])) {
-        tg_node_t b[2];
-        if (tg_node_keys(&v[K_BUDGET], "budget", &budget_keyset, b) < 0)
-            rc = -1;
-        if (tg_node_present(&b[0])) {
-            if (tg_node_uint(&b[0], "budget percent", 0, 100, &x) < 0)
-                rc = -1;
-            else
-                r->budget_percent = (unsigned)x;
-        }
-        if (tg_node_present(&b[1])) {
-            if (tg_node_uint(&b[1], "budget min_retries", 0, 100000, &x) < 0)
-                rc = -1;
-            else
-                r->budget_min = (unsigned)x;
-        }
-    }
+    if (tg_node_read_into(&budget, "budget", &budget_keyset, r, b) < 0) /* absent: the defaults */
+        rc = -1;
     if (rc < 0) {
         retry_destroy(r);
         return NULL;
