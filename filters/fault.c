@@ -15,10 +15,10 @@
 #include <string.h>
 
 typedef struct fault_conf {
-    uint64_t delay_ms;
-    unsigned delay_percent;
-    int abort_status;           /* 0: no aborts */
-    unsigned abort_percent;
+    uint64_t delay_ms;          /* 0: no delays */
+    uint32_t delay_percent;
+    uint32_t abort_status;      /* 0: no aborts */
+    uint32_t abort_percent;
 } fault_conf_t;
 
 typedef struct pending {
@@ -35,15 +35,17 @@ static void fault_destroy(void *p)
 }
 static const tg_key_t delay_keys[] = {
     { "duration", TG_KEY_DURATION, "duration (required)", "—", "how long a delayed request is held",
-      .flags = TG_KEY_REQUIRED },
-    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests delayed", .min = 0, .max = 100 },
+      .flags = TG_KEY_REQUIRED, TG_FIELD(fault_conf_t, delay_ms, TG_FIELD_U64) },
+    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests delayed", .min = 0, .max = 100,
+      TG_FIELD(fault_conf_t, delay_percent, TG_FIELD_U32), .def = 100 },
 };
 static const tg_keyset_t delay_keyset = TG_KEYSET("filter.fault.delay", "fault delay", delay_keys);
 
 static const tg_key_t abort_keys[] = {
     { "status", TG_KEY_INT, "integer 200–599 (required)", "—", "the status of the answer",
-      .min = 200, .max = 599, .flags = TG_KEY_REQUIRED },
-    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests answered so", .min = 0, .max = 100 },
+      .min = 200, .max = 599, .flags = TG_KEY_REQUIRED, TG_FIELD(fault_conf_t, abort_status, TG_FIELD_U32) },
+    { "percent", TG_KEY_INT, "integer 0–100", "`100`", "share of requests answered so", .min = 0, .max = 100,
+      TG_FIELD(fault_conf_t, abort_percent, TG_FIELD_U32), .def = 100 },
 };
 static const tg_keyset_t abort_keyset = TG_KEYSET("filter.fault.abort", "fault abort", abort_keys);
 
@@ -56,45 +58,18 @@ static const tg_key_t fault_keys[] = {
 static const tg_keyset_t fault_keyset = TG_KEYSET("filter.fault", "fault", fault_keys);
 
 
-static int load_part(tg_node_t *n, const char *what, const tg_keyset_t *ks, tg_node_t *out, size_t cap)
-{
-    return tg_node_keys_cap(n, what, ks, out, cap);
-}
-
 static void *fault_create(tg_node_t *node, const char *config_path)
 {
     tg_node_t v[2], f[2];
     fault_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "fault", &fault_keyset, v);
-    uint64_t x;
-    if (tg_node_present(&v[0])) {
-        if (load_part(&v[0], "fault delay", &delay_keyset, f, 2) < 0 || !tg_node_present(&f[0]) ||
-            tg_node_duration(&f[0], "delay duration", &c->delay_ms) < 0)
-            rc = -1;
-        c->delay_percent = 100;
-        if (tg_node_present(&f[1])) {
-            if (tg_node_uint(&f[1], "delay percent", 0, 100, &x) < 0)
-                rc = -1;
-            else
-                c->delay_percent = (unsigned)x;
-        }
-    }
-    if (tg_node_present(&v[1])) {
-        if (load_part(&v[1], "fault abort", &abort_keyset, f, 2) < 0 || !tg_node_present(&f[0]) ||
-            tg_node_uint(&f[0], "abort status", 200, 599, &x) < 0)
-            rc = -1;
-        else
-            c->abort_status = (int)x;
-        c->abort_percent = 100;
-        if (tg_node_present(&f[1])) {
-            if (tg_node_uint(&f[1], "abort percent", 0, 100, &x) < 0)
-                rc = -1;
-            else
-                c->abort_percent = (unsigned)x;
-        }
-    }
+    int rc = tg_node_read_into(node, "fault", &fault_keyset, c, v);
+    tg_node_t delay = tg_node_get(v, &fault_keyset, "delay"), abort_ = tg_node_get(v, &fault_keyset, "abort");
+    /* each part's rows fill their own fields; an absent part leaves its duration or status 0: off */
+    if (tg_node_read_into(&delay, "fault delay", &delay_keyset, c, f) < 0 ||
+        tg_node_read_into(&abort_, "fault abort", &abort_keyset, c, f) < 0)
+        rc = -1;
     if (rc == 0 && c->delay_ms == 0 && c->abort_status == 0) {
         tg_node_error(node, "fault: configure delay { duration, percent } and/or abort { status, percent }");
         rc = -1;
@@ -145,20 +120,20 @@ static tg_filter_status_t fault_on_request(void *conf, tg_filter_exchange_t *fx,
     int do_abort = c->abort_status && (r % 100) < c->abort_percent;
     int do_delay = c->delay_ms && ((r >> 32) % 100) < c->delay_percent;
     if (!do_delay)
-        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE;
+        return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE;
     pending_t *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->ev = evtimer_new(fx->base, on_delay_done, p)) == NULL) {
         free(p);
-        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE; /* no timer: skip the delay */
+        return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE; /* no timer: skip the delay */
     }
     p->fx = fx;
     p->gen = fx->gen;
     p->then_abort = do_abort;
-    p->abort_status = c->abort_status;
+    p->abort_status = (int)c->abort_status;
     if (tg_timer_arm_ms(p->ev, c->delay_ms) < 0) { /* no pause possible: the request goes on undelayed */
         event_free(p->ev);
         free(p);
-        return do_abort ? abort_now(fx, c->abort_status) : TG_FILTER_CONTINUE;
+        return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE;
     }
     return TG_FILTER_PAUSE;
 }
