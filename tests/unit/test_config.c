@@ -400,7 +400,7 @@ static void test_errors(void **state)
                  "t.yaml:5:31: jwks_file: cannot open /nonexistent.json");
     expect_error(BASE_LISTENERS "filters:\n  - fault: {}\n", "t.yaml:5:12: fault: configure delay");
     expect_error(BASE_LISTENERS "filters:\n  - fault: { abort: { status: 99 } }\n",
-                 "t.yaml:5:31: abort status: '99' is not an integer in [200, 599]");
+                 "t.yaml:5:31: status: '99' is not an integer in [200, 599]");
     expect_error(BASE_LISTENERS "filters:\n  - body_limit: { max: lots }\n", "t.yaml:5:24: max: 'lots' is not a size");
     unsetenv("TG_TEST_UNSET");
     expect_error("listeners:\n  - name: a\n    listen: ${TG_TEST_UNSET}\n",
