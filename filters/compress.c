@@ -30,20 +30,18 @@ typedef struct compress_conf {
     int order[ALG_N];            /* algorithms, most preferred first */
     size_t n_order;
     const char *offer[ALG_N];    /* their names, same order */
-    int gzip_level, brotli_quality, zstd_level;
+    uint32_t gzip_level, brotli_quality, zstd_level;
     uint64_t min_size;
     char **types;
     size_t n_types;
     int decompress_requests;     /* inflate gzip/br/zstd request bodies before they go upstream */
     uint64_t max_request_ratio;  /* ... refusing one that grows past this many times its size */
     uint64_t max_decompressed;   /* ... or past this many bytes */
-    struct enc_cache *cache;     /* per worker index: idle encoders, reset (each touched by its worker only) */
 } compress_conf_t;
 
 /* Encoders kept for the next response: setting one up costs more than
  * the compression of a small body (zlib: about 270 KiB to allocate and
  * clear). gzip and zstd reset in place; brotli has no reset. */
-#define COMPRESS_MAX_WORKERS 256 /* workers are at most 256 (config) */
 #define COMPRESS_CACHE 4         /* idle encoders per worker and algorithm */
 struct encoder;
 typedef struct enc_cache {
@@ -75,26 +73,33 @@ static const tg_key_t compress_keys[] = {
     { "algorithms", TG_KEY_STRINGS, "list of `zstd`, `br`, `gzip`", "`[zstd, br, gzip]`",
       "the encodings offered, most preferred first: the client's Accept-Encoding q-values decide, and among equal "
       "ones this order" },
-    { "gzip_level", TG_KEY_INT, "integer 1–9", "`5`", "zlib's compression level", .min = 1, .max = 9 },
-    { "brotli_quality", TG_KEY_INT, "integer 0–11", "`4`", "brotli's quality", .min = 0, .max = 11 },
-    { "zstd_level", TG_KEY_INT, "integer 1–19", "`3`", "zstd's compression level", .min = 1, .max = 19 },
+    { "gzip_level", TG_KEY_INT, "integer 1–9", "`5`", "zlib's compression level", .min = 1, .max = 9,
+      TG_FIELD(compress_conf_t, gzip_level, TG_FIELD_U32), .def = 5 },
+    { "brotli_quality", TG_KEY_INT, "integer 0–11", "`4`", "brotli's quality", .min = 0, .max = 11,
+      TG_FIELD(compress_conf_t, brotli_quality, TG_FIELD_U32), .def = 4 },
+    { "zstd_level", TG_KEY_INT, "integer 1–19", "`3`", "zstd's compression level", .min = 1, .max = 19,
+      TG_FIELD(compress_conf_t, zstd_level, TG_FIELD_U32), .def = 3 },
     { "min_size", TG_KEY_SIZE, "size", "`256`",
-      "a response whose Content-Length is below this is sent as it is (one of unknown length is compressed)" },
+      "a response whose Content-Length is below this is sent as it is (one of unknown length is compressed)",
+      TG_FIELD(compress_conf_t, min_size, TG_FIELD_U64), .def = 256 },
     { "content_types", TG_KEY_STRINGS, "list of media types; `type/*` and `type/*+suffix` patterns",
       "`[text/*, application/json, application/*+json, application/javascript, application/xml, application/*+xml, "
       "application/x-ndjson, image/svg+xml]`",
       "only these are compressed (parameters such as `charset` ignored)" },
     { "decompress_requests", TG_KEY_BOOL, "bool", "`false`",
       "a request body with `Content-Encoding: gzip`, `br` or `zstd` is decompressed before it goes upstream "
-      "(the header and Content-Length removed); a corrupt or truncated one gets `400`" },
+      "(the header and Content-Length removed); a corrupt or truncated one gets `400`",
+      TG_FIELD(compress_conf_t, decompress_requests, TG_FIELD_INT) },
     { "max_request_ratio", TG_KEY_INT, "integer 1–100000", "`100`",
       "with `decompress_requests`: a body that grows past this many times its compressed size (plus 64 KiB) is "
       "refused with `413` as it streams, before the rest is inflated (zip bombs). Enforced on each piece of the "
       "body as it arrives as well as in total, so an incompressible start earns no allowance for a bomb after it",
-      .min = 1, .max = 100000 },
+      .min = 1, .max = 100000, TG_FIELD(compress_conf_t, max_request_ratio, TG_FIELD_U64), .def = 100 },
     { "max_decompressed_bytes", TG_KEY_SIZE, "size", "`64MiB`",
       "with `decompress_requests`: the most a body may decompress to, whatever `limits.max_body_bytes` says (even "
-      "unlimited); past it `413`" },
+      "unlimited); past it `413`",
+      .min = 1, .max = INT64_MAX, TG_FIELD(compress_conf_t, max_decompressed, TG_FIELD_U64),
+      .def = TG_DEFAULT_MAX_DECOMPRESSED },
 };
 static const tg_keyset_t compress_keyset = TG_KEYSET("filter.compress", "compress", compress_keys);
 
@@ -186,34 +191,17 @@ int tg_compress_type_allowed(const char *ct, char *const *patterns, size_t n)
 
 static void *compress_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_ALGS, K_GZIP, K_BR, K_ZSTD, K_MIN, K_TYPES, K_DECOMP, K_RATIO, K_MAXDEC, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[9];
     compress_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "compress", &compress_keyset, v);
-    c->gzip_level = 5;
-    c->brotli_quality = 4;
-    c->zstd_level = 3;
-    c->min_size = 256;
-    c->max_request_ratio = 100;
-    c->max_decompressed = TG_DEFAULT_MAX_DECOMPRESSED;
-    if (tg_node_present(&v[K_MAXDEC]) &&
-        (tg_node_size(&v[K_MAXDEC], "max_decompressed_bytes", &c->max_decompressed) < 0 || c->max_decompressed == 0)) {
-        if (c->max_decompressed == 0)
-            tg_node_error(&v[K_MAXDEC], "max_decompressed_bytes: must be more than 0");
-        rc = -1;
-    }
-    if (tg_node_present(&v[K_DECOMP]) && tg_node_bool(&v[K_DECOMP], "decompress_requests", &c->decompress_requests) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_RATIO]) &&
-        tg_node_uint(&v[K_RATIO], "max_request_ratio", 1, 100000, &c->max_request_ratio) < 0)
-        rc = -1;
+    int rc = tg_node_read_into(node, "compress", &compress_keyset, c, v);
+    tg_node_t algs = tg_node_get(v, &compress_keyset, "algorithms"), types = tg_node_get(v, &compress_keyset, "content_types");
     static const int def_order[] = { ALG_ZSTD, ALG_BR, ALG_GZIP };
-    if (tg_node_present(&v[K_ALGS])) {
+    if (tg_node_present(&algs)) {
         char **names = NULL;
         size_t n = 0;
-        if (tg_node_str_list(&v[K_ALGS], "algorithms", &names, &n) < 0)
+        if (tg_node_str_list(&algs, "algorithms", &names, &n) < 0)
             rc = -1;
         for (size_t i = 0; i < n; i++) {
             int a = -1;
@@ -224,10 +212,10 @@ static void *compress_create(tg_node_t *node, const char *config_path)
                 if (c->order[j] == a)
                     a = -2;
             if (a == -1) {
-                tg_node_error(&v[K_ALGS], "algorithms: '%s' is not one of zstd, br, gzip", names[i]);
+                tg_node_error(&algs, "algorithms: '%s' is not one of zstd, br, gzip", names[i]);
                 rc = -1;
             } else if (a == -2) {
-                tg_node_error(&v[K_ALGS], "algorithms: '%s' is listed twice", names[i]);
+                tg_node_error(&algs, "algorithms: '%s' is listed twice", names[i]);
                 rc = -1;
             } else {
                 c->order[c->n_order++] = a;
@@ -236,7 +224,7 @@ static void *compress_create(tg_node_t *node, const char *config_path)
         }
         free(names);
         if (rc == 0 && c->n_order == 0) {
-            tg_node_error(&v[K_ALGS], "algorithms: name at least one of zstd, br, gzip");
+            tg_node_error(&algs, "algorithms: name at least one of zstd, br, gzip");
             rc = -1;
         }
     } else {
@@ -245,23 +233,8 @@ static void *compress_create(tg_node_t *node, const char *config_path)
     }
     for (size_t i = 0; i < c->n_order; i++)
         c->offer[i] = alg_names[c->order[i]];
-    uint64_t x;
-    if (tg_node_present(&v[K_GZIP]) && tg_node_uint(&v[K_GZIP], "gzip_level", 1, 9, &x) == 0)
-        c->gzip_level = (int)x;
-    else if (tg_node_present(&v[K_GZIP]))
-        rc = -1;
-    if (tg_node_present(&v[K_BR]) && tg_node_uint(&v[K_BR], "brotli_quality", 0, 11, &x) == 0)
-        c->brotli_quality = (int)x;
-    else if (tg_node_present(&v[K_BR]))
-        rc = -1;
-    if (tg_node_present(&v[K_ZSTD]) && tg_node_uint(&v[K_ZSTD], "zstd_level", 1, 19, &x) == 0)
-        c->zstd_level = (int)x;
-    else if (tg_node_present(&v[K_ZSTD]))
-        rc = -1;
-    if (tg_node_present(&v[K_MIN]) && tg_node_size(&v[K_MIN], "min_size", &c->min_size) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_TYPES])) {
-        if (tg_node_str_list(&v[K_TYPES], "content_types", &c->types, &c->n_types) < 0)
+    if (tg_node_present(&types)) {
+        if (tg_node_str_list(&types, "content_types", &c->types, &c->n_types) < 0)
             rc = -1;
     } else {
         c->n_types = sizeof(default_types) / sizeof(default_types[0]);
@@ -271,8 +244,6 @@ static void *compress_create(tg_node_t *node, const char *config_path)
         if (c->types == NULL)
             rc = -1;
     }
-    if (rc == 0 && (c->cache = calloc(COMPRESS_MAX_WORKERS, sizeof(*c->cache))) == NULL)
-        rc = -1;
     if (rc < 0) {
         for (size_t i = 0; c->types && i < c->n_types; i++)
             free(c->types[i]);
@@ -291,11 +262,6 @@ static void compress_destroy(void *p)
     for (size_t i = 0; i < c->n_types; i++)
         free(c->types[i]);
     free(c->types);
-    for (size_t w = 0; c->cache && w < COMPRESS_MAX_WORKERS; w++)
-        for (int a = 0; a < ALG_N; a++)
-            for (unsigned k = 0; k < c->cache[w].n[a]; k++)
-                encoder_free(c->cache[w].idle[a][k]);
-    free(c->cache);
     free(c);
 }
 
@@ -314,10 +280,21 @@ static void encoder_free(encoder_t *e)
     free(e);
 }
 
-/* A reset encoder from the worker's cache, else a new one. */
-static encoder_t *encoder_get(compress_conf_t *c, unsigned worker, int alg);
-/* Back to the worker's cache (reset), or freed. */
-static void encoder_put(compress_conf_t *c, unsigned worker, encoder_t *e);
+/* The worker's idle encoders (per-worker state: made when the worker
+ * takes the config up, freed with the config). */
+static void *compress_worker_init(void *conf, unsigned worker)
+{
+    return calloc(1, sizeof(enc_cache_t));
+}
+
+static void compress_worker_free(void *conf, void *state)
+{
+    enc_cache_t *k = state;
+    for (int a = 0; a < ALG_N; a++)
+        for (unsigned i = 0; i < k->n[a]; i++)
+            encoder_free(k->idle[a][i]);
+    free(k);
+}
 
 static encoder_t *encoder_new(const compress_conf_t *c, int alg)
 {
@@ -329,7 +306,7 @@ static encoder_t *encoder_new(const compress_conf_t *c, int alg)
     e->alg = alg;
     int ok = 0;
     if (alg == ALG_GZIP) {
-        ok = deflateInit2(&e->z, c->gzip_level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+        ok = deflateInit2(&e->z, (int)c->gzip_level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK;
         if (!ok)
             e->alg = -1; /* nothing for deflateEnd */
     } else if (alg == ALG_BR) {
@@ -338,7 +315,7 @@ static encoder_t *encoder_new(const compress_conf_t *c, int alg)
              BrotliEncoderSetParameter(e->br, BROTLI_PARAM_LGWIN, COMPRESS_WINDOW_LOG);
     } else {
         ok = (e->zs = ZSTD_createCCtx()) != NULL &&
-             !ZSTD_isError(ZSTD_CCtx_setParameter(e->zs, ZSTD_c_compressionLevel, c->zstd_level)) &&
+             !ZSTD_isError(ZSTD_CCtx_setParameter(e->zs, ZSTD_c_compressionLevel, (int)c->zstd_level)) &&
              !ZSTD_isError(ZSTD_CCtx_setParameter(e->zs, ZSTD_c_windowLog, COMPRESS_WINDOW_LOG));
     }
     if (!ok) {
@@ -348,21 +325,22 @@ static encoder_t *encoder_new(const compress_conf_t *c, int alg)
     return e;
 }
 
-static encoder_t *encoder_get(compress_conf_t *c, unsigned worker, int alg)
+/* A reset encoder from the worker's cache (k; NULL: none, in tests), else
+ * a new one. */
+static encoder_t *encoder_get(const compress_conf_t *c, enc_cache_t *k, int alg)
 {
-    enc_cache_t *k = &c->cache[worker % COMPRESS_MAX_WORKERS];
-    if (k->n[alg] > 0)
+    if (k != NULL && k->n[alg] > 0)
         return k->idle[alg][--k->n[alg]];
     return encoder_new(c, alg);
 }
 
-static void encoder_put(compress_conf_t *c, unsigned worker, encoder_t *e)
+/* Back to the worker's cache (reset), or freed. */
+static void encoder_put(enc_cache_t *k, encoder_t *e)
 {
-    enc_cache_t *k = &c->cache[worker % COMPRESS_MAX_WORKERS];
     int reset = e->alg == ALG_GZIP ? deflateReset(&e->z) == Z_OK
               : e->alg == ALG_ZSTD ? !ZSTD_isError(ZSTD_CCtx_reset(e->zs, ZSTD_reset_session_only))
                                    : 0; /* brotli cannot be reset */
-    if (!reset || k->n[e->alg] >= COMPRESS_CACHE) {
+    if (!reset || k == NULL || k->n[e->alg] >= COMPRESS_CACHE) {
         encoder_free(e);
         return;
     }
@@ -534,7 +512,7 @@ static void compress_on_response(void *conf, tg_filter_exchange_t *fx, size_t in
     if (pick < 0)
         return;
     cstate_t *st = slot_of(fx, index);
-    encoder_t *e = st ? encoder_get(c, fx->worker, c->order[pick]) : NULL;
+    encoder_t *e = st ? encoder_get(c, tg_filter_worker_state(fx, index), c->order[pick]) : NULL;
     if (e == NULL)
         return; /* out of memory: sent as it is */
     st->enc = e;
@@ -590,7 +568,7 @@ static void compress_on_complete(void *conf, tg_filter_exchange_t *fx, size_t in
     cstate_t *st = fx->state[index];
     if (st != NULL) {
         if (st->enc != NULL)
-            encoder_put(conf, fx->worker, st->enc);
+            encoder_put(tg_filter_worker_state(fx, index), st->enc);
         tg_decoder_free(st->dec);
         if (st->dec_out != NULL)
             evbuffer_free(st->dec_out);
@@ -611,4 +589,6 @@ const tg_filter_type_t tg_filter_compress = {
     .on_response = compress_on_response,
     .on_response_body = compress_on_response_body,
     .on_complete = compress_on_complete,
+    .worker_init = compress_worker_init,
+    .worker_free = compress_worker_free,
 };
