@@ -165,31 +165,19 @@ static const tg_key_t headers_keys[] = {
 };
 static const tg_keyset_t headers_keyset = TG_KEYSET("filter.headers", "headers", headers_keys);
 
-static const tg_key_t cors_keys[] = {
-    { "allow_origins", TG_KEY_STRINGS, "list (required)", "—",
-      "exact origins (`https://app.example.com`), a subdomain wildcard that names its scheme "
-      "(`https://*.example.com`; a bare `*.example.com` means https only), or `*`",
-      .flags = TG_KEY_REQUIRED },
-    { "allow_methods", TG_KEY_STRINGS, "list", "`[GET, HEAD, POST]`", "`Access-Control-Allow-Methods` of preflight "
-                                                                        "answers" },
-    { "allow_headers", TG_KEY_STRINGS, "list", "what the browser asks for", "`Access-Control-Allow-Headers`" },
-    { "expose_headers", TG_KEY_STRINGS, "list", "none", "`Access-Control-Expose-Headers` on actual responses" },
-    { "allow_credentials", TG_KEY_BOOL, "bool", "`false`",
-      "`Access-Control-Allow-Credentials: true`; cannot be combined with `*` (config error)" },
-    { "max_age", TG_KEY_DURATION, "duration", "`10m`", "`Access-Control-Max-Age`" },
-};
-static const tg_keyset_t cors_keyset = TG_KEYSET("filter.cors", "cors", cors_keys);
 
 
 static int load_rules(tg_node_t *n, const char *what, rules_t *r)
 {
     tg_node_t v[3];
     int rc = tg_node_keys(n, what, &rules_keyset, v);
-    if (tg_node_present(&v[0]) && load_values(&v[0], "add", &r->add, &r->n_add) < 0)
+    tg_node_t add = tg_node_get(v, &rules_keyset, "add"), set = tg_node_get(v, &rules_keyset, "set");
+    tg_node_t remove = tg_node_get(v, &rules_keyset, "remove");
+    if (tg_node_present(&add) && load_values(&add, "add", &r->add, &r->n_add) < 0)
         rc = -1;
-    if (tg_node_present(&v[1]) && load_values(&v[1], "set", &r->set, &r->n_set) < 0)
+    if (tg_node_present(&set) && load_values(&set, "set", &r->set, &r->n_set) < 0)
         rc = -1;
-    if (tg_node_present(&v[2]) && tg_node_str_list(&v[2], "remove", &r->remove, &r->n_remove) < 0)
+    if (tg_node_present(&remove) && tg_node_str_list(&remove, "remove", &r->remove, &r->n_remove) < 0)
         rc = -1;
     return rc;
 }
@@ -201,9 +189,10 @@ static void *headers_create(tg_node_t *node, const char *config_path)
     if (c == NULL)
         return NULL;
     int rc = tg_node_keys(node, "headers", &headers_keyset, v);
-    if (tg_node_present(&v[0]) && load_rules(&v[0], "headers request", &c->request) < 0)
+    tg_node_t req = tg_node_get(v, &headers_keyset, "request"), resp = tg_node_get(v, &headers_keyset, "response");
+    if (tg_node_present(&req) && load_rules(&req, "headers request", &c->request) < 0)
         rc = -1;
-    if (tg_node_present(&v[1]) && load_rules(&v[1], "headers response", &c->response) < 0)
+    if (tg_node_present(&resp) && load_rules(&resp, "headers response", &c->response) < 0)
         rc = -1;
     if (rc < 0) {
         headers_destroy(c);
@@ -286,8 +275,26 @@ typedef struct cors_conf {
     size_t n_origins;
     char *methods, *headers, *expose; /* comma-joined lists */
     int credentials;
-    char max_age[24];
+    uint64_t max_age_ms;
+    char max_age[24];           /* in seconds, as the header says it */
 } cors_conf_t;
+
+static const tg_key_t cors_keys[] = {
+    { "allow_origins", TG_KEY_STRINGS, "list (required)", "—",
+      "exact origins (`https://app.example.com`), a subdomain wildcard that names its scheme "
+      "(`https://*.example.com`; a bare `*.example.com` means https only), or `*`",
+      .flags = TG_KEY_REQUIRED },
+    { "allow_methods", TG_KEY_STRINGS, "list", "`[GET, HEAD, POST]`", "`Access-Control-Allow-Methods` of preflight "
+                                                                        "answers" },
+    { "allow_headers", TG_KEY_STRINGS, "list", "what the browser asks for", "`Access-Control-Allow-Headers`" },
+    { "expose_headers", TG_KEY_STRINGS, "list", "none", "`Access-Control-Expose-Headers` on actual responses" },
+    { "allow_credentials", TG_KEY_BOOL, "bool", "`false`",
+      "`Access-Control-Allow-Credentials: true`; cannot be combined with `*` (config error)",
+      TG_FIELD(cors_conf_t, credentials, TG_FIELD_INT) },
+    { "max_age", TG_KEY_DURATION, "duration", "`10m`", "`Access-Control-Max-Age`",
+      TG_FIELD(cors_conf_t, max_age_ms, TG_FIELD_U64), .def = 600000 },
+};
+static const tg_keyset_t cors_keyset = TG_KEYSET("filter.cors", "cors", cors_keys);
 
 static void cors_destroy(void *p)
 {
@@ -330,30 +337,22 @@ static char *joined(tg_node_t *n, const char *what, const char *dflt, int *rc)
 
 static void *cors_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_ORIG, K_METH, K_HDRS, K_EXPOSE, K_CRED, K_AGE, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[6];
     cors_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "cors", &cors_keyset, v);
-    if (!tg_node_present(&v[K_ORIG])) {
-        tg_node_error(node, "cors: missing required key 'allow_origins'");
+    int rc = tg_node_read_into(node, "cors", &cors_keyset, c, v);
+    tg_node_t origins = tg_node_get(v, &cors_keyset, "allow_origins"), methods = tg_node_get(v, &cors_keyset, "allow_methods");
+    tg_node_t headers = tg_node_get(v, &cors_keyset, "allow_headers"), expose = tg_node_get(v, &cors_keyset, "expose_headers");
+    if (tg_node_present(&origins) && tg_node_str_list(&origins, "allow_origins", &c->origins, &c->n_origins) < 0)
         rc = -1;
-    } else if (tg_node_str_list(&v[K_ORIG], "allow_origins", &c->origins, &c->n_origins) < 0) {
-        rc = -1;
-    }
-    c->methods = joined(&v[K_METH], "allow_methods", "GET, HEAD, POST", &rc);
-    c->headers = joined(&v[K_HDRS], "allow_headers", NULL, &rc);
-    c->expose = joined(&v[K_EXPOSE], "expose_headers", NULL, &rc);
-    if (tg_node_present(&v[K_CRED]) && tg_node_bool(&v[K_CRED], "allow_credentials", &c->credentials) < 0)
-        rc = -1;
-    uint64_t age_ms = 600000;
-    if (tg_node_present(&v[K_AGE]) && tg_node_duration(&v[K_AGE], "max_age", &age_ms) < 0)
-        rc = -1;
-    snprintf(c->max_age, sizeof(c->max_age), "%llu", (unsigned long long)(age_ms / 1000));
+    c->methods = joined(&methods, "allow_methods", "GET, HEAD, POST", &rc);
+    c->headers = joined(&headers, "allow_headers", NULL, &rc);
+    c->expose = joined(&expose, "expose_headers", NULL, &rc);
+    snprintf(c->max_age, sizeof(c->max_age), "%llu", (unsigned long long)(c->max_age_ms / 1000));
     for (size_t i = 0; rc == 0 && i < c->n_origins; i++)
         if (c->credentials && strcmp(c->origins[i], "*") == 0) {
-            tg_node_error(&v[K_ORIG], "cors: '*' cannot be combined with allow_credentials (browsers refuse it)");
+            tg_node_error(&origins, "cors: '*' cannot be combined with allow_credentials (browsers refuse it)");
             rc = -1;
         }
     if (rc < 0) {
