@@ -604,35 +604,38 @@ static void *al_create(tg_node_t *node, const char *config_path)
     for (size_t i = 0; i < SLOTS; i++)
         pthread_mutex_init(&l->slots[i].lock, NULL);
     int rc = tg_node_keys(node, "access_log", &al_keyset, v);
+    tg_node_t path = tg_node_get(v, &al_keyset, "path"), format = tg_node_get(v, &al_keyset, "format");
+    tg_node_t syslog = tg_node_get(v, &al_keyset, "syslog"), facility = tg_node_get(v, &al_keyset, "facility");
+    tg_node_t app = tg_node_get(v, &al_keyset, "app_name");
     l->facility = 16; /* local0 */
     snprintf(l->app, sizeof(l->app), "tollgate");
-    if (tg_node_present(&v[2])) {
+    if (tg_node_present(&syslog)) {
         const char *why = NULL;
-        if (tg_node_present(&v[0])) {
-            tg_node_error(&v[2], "access_log: give path or syslog, not both");
+        if (tg_node_present(&path)) {
+            tg_node_error(&syslog, "access_log: give path or syslog, not both");
             rc = -1;
-        } else if ((l->syslog = tg_node_str(&v[2], "access_log syslog")) == NULL) {
+        } else if ((l->syslog = tg_node_str(&syslog, "access_log syslog")) == NULL) {
             rc = -1;
         } else if (syslog_address(l, l->syslog, &why) < 0) {
-            tg_node_error(&v[2], "access_log syslog: '%s': %s", l->syslog, why);
+            tg_node_error(&syslog, "access_log syslog: '%s': %s", l->syslog, why);
             rc = -1;
         }
         if (gethostname(l->host, sizeof(l->host)) != 0 || l->host[0] == '\0')
             snprintf(l->host, sizeof(l->host), "-");
         l->host[sizeof(l->host) - 1] = '\0';
     }
-    if (tg_node_present(&v[3])) {
-        char *f = tg_node_str(&v[3], "access_log facility");
+    if (tg_node_present(&facility)) {
+        char *f = tg_node_str(&facility, "access_log facility");
         if (f != NULL && (l->facility = facility_number(f)) < 0) {
-            tg_node_error(&v[3], "access_log facility: '%s' is not a syslog facility (local0..local7, daemon, user, ...)", f);
+            tg_node_error(&facility, "access_log facility: '%s' is not a syslog facility (local0..local7, daemon, user, ...)", f);
             rc = -1;
         }
         if (f == NULL)
             rc = -1;
         free(f);
     }
-    if (tg_node_present(&v[4])) {
-        char *a = tg_node_str(&v[4], "access_log app_name");
+    if (tg_node_present(&app)) {
+        char *a = tg_node_str(&app, "access_log app_name");
         size_t len = a ? strlen(a) : 0;
         int ok = a != NULL && len > 0 && len < sizeof(l->app);
         for (size_t i = 0; ok && i < len; i++)
@@ -641,17 +644,17 @@ static void *al_create(tg_node_t *node, const char *config_path)
             memcpy(l->app, a, len + 1);
         else {
             if (a != NULL)
-                tg_node_error(&v[4], "access_log app_name: 1 to 48 printable characters without spaces");
+                tg_node_error(&app, "access_log app_name: 1 to 48 printable characters without spaces");
             rc = -1;
         }
         free(a);
     }
-    if (rc == 0 && l->syslog == NULL && (tg_node_present(&v[3]) || tg_node_present(&v[4]))) {
-        tg_node_error(tg_node_present(&v[3]) ? &v[3] : &v[4], "access_log: facility and app_name go with syslog");
+    if (rc == 0 && l->syslog == NULL && (tg_node_present(&facility) || tg_node_present(&app))) {
+        tg_node_error(tg_node_present(&facility) ? &facility : &app, "access_log: facility and app_name go with syslog");
         rc = -1;
     }
-    if (tg_node_present(&v[0])) {
-        char *p = tg_node_str(&v[0], "access_log path");
+    if (tg_node_present(&path)) {
+        char *p = tg_node_str(&path, "access_log path");
         if (p == NULL) {
             rc = -1;
         } else if (strcmp(p, "stdout") != 0) {
@@ -660,14 +663,14 @@ static void *al_create(tg_node_t *node, const char *config_path)
         }
         free(p);
     }
-    if (tg_node_present(&v[1])) {
-        char *f = tg_node_str(&v[1], "access_log format");
+    if (tg_node_present(&format)) {
+        char *f = tg_node_str(&format, "access_log format");
         if (f == NULL) {
             rc = -1;
         } else if (strcmp(f, "json") != 0) {
             const char *bad = tg_access_log_template_check(f); /* a template: its placeholders, now */
             if (bad != NULL) {
-                tg_node_error(&v[1], "access_log format: unknown or unclosed placeholder at '%.20s'", bad);
+                tg_node_error(&format, "access_log format: unknown or unclosed placeholder at '%.20s'", bad);
                 rc = -1;
             }
             l->template = f;
@@ -677,9 +680,9 @@ static void *al_create(tg_node_t *node, const char *config_path)
     }
     if (rc == 0 && check_log(l) < 0) {
         if (l->syslog != NULL)
-            tg_node_error(&v[2], "access_log syslog: cannot reach %s: %s", l->syslog, strerror(errno));
+            tg_node_error(&syslog, "access_log syslog: cannot reach %s: %s", l->syslog, strerror(errno));
         else
-            tg_node_error(&v[0], "access_log path: cannot open %s: %s", l->path, strerror(errno));
+            tg_node_error(&path, "access_log path: cannot open %s: %s", l->path, strerror(errno));
         rc = -1;
     }
     if (rc < 0) {
