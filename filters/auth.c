@@ -150,9 +150,10 @@ static const tg_keyset_t key_item = TG_KEYSET("filter.auth.key", "auth api_keys.
 
 static const tg_key_t api_keys_keys[] = {
     { "header", TG_KEY_STRING, "header name", "`x-api-key` (when `query` is not given either)",
-      "the request header that carries the key" },
+      "the request header that carries the key", TG_FIELD(auth_conf_t, key_header, TG_FIELD_STR) },
     { "query", TG_KEY_STRING, "query parameter name", "none", "the query parameter that carries the key, when the "
-                                                               "header does not" },
+                                                               "header does not",
+      TG_FIELD(auth_conf_t, key_query, TG_FIELD_STR) },
     { "keys", TG_KEY_LIST, "list of `{ name, key }` or plain keys (required)", "—",
       "the keys; a plain string is named `key-1`, `key-2`, ...; `${VAR}` works in each", .sub = &key_item,
       .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
@@ -175,15 +176,18 @@ static const tg_key_t auth_keys[] = {
       "identities allowed on this chain; others get `403`. On its own (no credentials configured) it checks the "
       "identity an earlier filter established" },
     { "identity_header", TG_KEY_STRING, "header name", "`x-auth-identity`",
-      "carries the identity upstream; a copy sent by the client is always removed, so it cannot be spoofed" },
+      "carries the identity upstream; a copy sent by the client is always removed, so it cannot be spoofed",
+      TG_FIELD(auth_conf_t, identity_header, TG_FIELD_STR) },
     { "strip_credentials", TG_KEY_BOOL, "bool", "`true`",
-      "remove the credential (Authorization header, API key header, or API key query parameter) before forwarding" },
+      "remove the credential (Authorization header, API key header, or API key query parameter) before forwarding",
+      TG_FIELD(auth_conf_t, strip, TG_FIELD_INT), .def = 1 },
     { "realm", TG_KEY_STRING, "string", "`tollgate`", "in `WWW-Authenticate: Bearer realm=\"...\"`" },
     { "jwt", TG_KEY_MAP, "mapping", "none", "verify bearer tokens that match no static token as JWTs (below)",
       .sub = &tg_jwt_keys },
     { "client_cert", TG_KEY_BOOL, "bool", "`false`",
       "on a TLS listener with client auth, a verified client certificate counts as credentials: the identity is its "
-      "subject DN (`CN=client-a,O=Acme`), which `allow` can list (see [tls-http2.md](tls-http2.md))" },
+      "subject DN (`CN=client-a,O=Acme`), which `allow` can list (see [tls-http2.md](tls-http2.md))",
+      TG_FIELD(auth_conf_t, client_cert, TG_FIELD_INT) },
 };
 static const tg_keyset_t auth_keyset = TG_KEYSET("filter.auth", "auth", auth_keys);
 
@@ -290,54 +294,40 @@ static int load_token_file(tg_node_t *n, const char *config_path, auth_conf_t *c
 
 static void *auth_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_BEARER, K_FILE, K_KEYS, K_ALLOW, K_IDH, K_STRIP, K_REALM, K_JWT, K_CCERT, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[9];
     auth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     c->counters = tg_filter_counter_base(&tg_filter_auth);
-    int rc = tg_node_keys(node, "auth", &auth_keyset, v);
-    c->strip = 1;
+    int rc = tg_node_read_into(node, "auth", &auth_keyset, c, v);
+    tg_node_t bearer = tg_node_get(v, &auth_keyset, "bearer_tokens"), file = tg_node_get(v, &auth_keyset, "bearer_tokens_file");
+    tg_node_t keys = tg_node_get(v, &auth_keyset, "api_keys"), allow = tg_node_get(v, &auth_keyset, "allow");
+    tg_node_t jwt = tg_node_get(v, &auth_keyset, "jwt"), realm_n = tg_node_get(v, &auth_keyset, "realm");
     if ((c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
         tg_node_error(node, "auth: SHA-256 is not available from OpenSSL");
         rc = -1;
     }
-    if (tg_node_present(&v[K_BEARER]) &&
-        load_secrets(&v[K_BEARER], "bearer_tokens", &token_item, "token", &c->bearer, &c->n_bearer) < 0)
+    if (tg_node_present(&bearer) && load_secrets(&bearer, "bearer_tokens", &token_item, "token", &c->bearer, &c->n_bearer) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_FILE]) && load_token_file(&v[K_FILE], config_path, c) < 0)
+    if (tg_node_present(&file) && load_token_file(&file, config_path, c) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_KEYS])) {
+    if (tg_node_present(&keys)) {
         tg_node_t kv[3];
-        if (tg_node_keys(&v[K_KEYS], "api_keys", &api_keys, kv) < 0)
+        if (tg_node_read_into(&keys, "api_keys", &api_keys, c, kv) < 0)
             rc = -1;
-        if (tg_node_present(&kv[0]) && (c->key_header = tg_node_str(&kv[0], "api_keys header")) == NULL)
+        tg_node_t list = tg_node_get(kv, &api_keys, "keys");
+        if (tg_node_present(&list) && load_secrets(&list, "api_keys keys", &key_item, "key", &c->keys, &c->n_keys) < 0)
             rc = -1;
-        if (tg_node_present(&kv[1]) && (c->key_query = tg_node_str(&kv[1], "api_keys query")) == NULL)
+        if (c->key_header == NULL && c->key_query == NULL && rc == 0 && (c->key_header = strdup("x-api-key")) == NULL)
             rc = -1;
-        if (!tg_node_present(&kv[2])) {
-            tg_node_error(&v[K_KEYS], "api_keys: missing required key 'keys'");
-            rc = -1;
-        } else if (load_secrets(&kv[2], "api_keys keys", &key_item, "key", &c->keys, &c->n_keys) < 0) {
-            rc = -1;
-        }
-        if (c->key_header == NULL && c->key_query == NULL && rc == 0) {
-            c->key_header = strdup("x-api-key");
-        }
     }
-    if (tg_node_present(&v[K_ALLOW]) && tg_node_str_list(&v[K_ALLOW], "allow", &c->allow, &c->n_allow) < 0)
+    if (tg_node_present(&allow) && tg_node_str_list(&allow, "allow", &c->allow, &c->n_allow) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_JWT]) && (c->jwt = tg_jwt_create(&v[K_JWT], config_path)) == NULL)
+    if (tg_node_present(&jwt) && (c->jwt = tg_jwt_create(&jwt, config_path)) == NULL)
         rc = -1;
-    c->identity_header =
-        tg_node_present(&v[K_IDH]) ? tg_node_str(&v[K_IDH], "identity_header") : strdup("x-auth-identity");
-    if (c->identity_header == NULL)
+    if (c->identity_header == NULL && (c->identity_header = strdup("x-auth-identity")) == NULL)
         rc = -1;
-    if (tg_node_present(&v[K_STRIP]) && tg_node_bool(&v[K_STRIP], "strip_credentials", &c->strip) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_CCERT]) && tg_node_bool(&v[K_CCERT], "client_cert", &c->client_cert) < 0)
-        rc = -1;
-    char *realm = tg_node_present(&v[K_REALM]) ? tg_node_str(&v[K_REALM], "realm") : strdup("tollgate");
+    char *realm = tg_node_present(&realm_n) ? tg_node_str(&realm_n, "realm") : strdup("tollgate");
     if (realm == NULL || asprintf(&c->challenge, "Bearer realm=\"%s\"", realm) < 0)
         rc = -1;
     free(realm);
