@@ -42,6 +42,7 @@ struct tg_jwt_conf {
     char **scopes;             /* all required */
     size_t n_scopes;
     int64_t leeway_s;
+    uint64_t leeway_ms;        /* as configured */
     char *identity_claim;
     int require_exp;           /* a token without exp is refused (default) */
 };
@@ -449,13 +450,16 @@ static const tg_key_t jwt_keys[] = {
     { "keys", TG_KEY_LIST, "list of `{ file, kid }`", "none", "RS256 / ES256 public keys in PEM files",
       .sub = &jwt_key_item },
     { "jwks_file", TG_KEY_STRING, "path", "none", "a JWKS file: RSA, EC P-256 and oct keys, selected by `kid`" },
-    { "issuer", TG_KEY_STRING, "string", "none", "`iss` must equal this" },
+    { "issuer", TG_KEY_STRING, "string", "none", "`iss` must equal this", TG_FIELD(tg_jwt_conf_t, issuer, TG_FIELD_STR) },
     { "audiences", TG_KEY_STRINGS, "list", "none", "`aud` (a string or a list) must contain one of these" },
     { "scopes", TG_KEY_STRINGS, "list", "none",
       "all required, from `scope` (space-separated) or `scp` (a list)" },
-    { "leeway", TG_KEY_DURATION, "duration", "`30s`", "clock skew allowed on `exp` and `nbf`" },
-    { "identity_claim", TG_KEY_STRING, "claim name", "`sub`", "the claim that is the identity" },
-    { "require_exp", TG_KEY_BOOL, "bool", "`true`", "a token without `exp` is refused" },
+    { "leeway", TG_KEY_DURATION, "duration", "`30s`", "clock skew allowed on `exp` and `nbf`",
+      TG_FIELD(tg_jwt_conf_t, leeway_ms, TG_FIELD_U64), .def = 30000 },
+    { "identity_claim", TG_KEY_STRING, "claim name", "`sub`", "the claim that is the identity",
+      TG_FIELD(tg_jwt_conf_t, identity_claim, TG_FIELD_STR) },
+    { "require_exp", TG_KEY_BOOL, "bool", "`true`", "a token without `exp` is refused",
+      TG_FIELD(tg_jwt_conf_t, require_exp, TG_FIELD_INT), .def = 1 },
 };
 const tg_keyset_t tg_jwt_keys = TG_KEYSET("filter.auth.jwt", "auth jwt", jwt_keys);
 
@@ -499,21 +503,20 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
 
 tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_SECRET, K_KEYS, K_JWKS, K_ISS, K_AUD, K_SCOPES, K_LEEWAY, K_ID, K_REQEXP, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[9];
     tg_jwt_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    int rc = tg_node_keys(node, "jwt", &tg_jwt_keys, v);
-    c->leeway_s = 30;
-    c->require_exp = 1;
-    if (tg_node_present(&v[K_REQEXP]) && tg_node_bool(&v[K_REQEXP], "require_exp", &c->require_exp) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_SECRET])) {
-        char *s = tg_node_secret(&v[K_SECRET], "jwt secret");
+    int rc = tg_node_read_into(node, "jwt", &tg_jwt_keys, c, v);
+    tg_node_t secret = tg_node_get(v, &tg_jwt_keys, "secret"), keys = tg_node_get(v, &tg_jwt_keys, "keys");
+    tg_node_t jwks = tg_node_get(v, &tg_jwt_keys, "jwks_file"), aud = tg_node_get(v, &tg_jwt_keys, "audiences");
+    tg_node_t scopes = tg_node_get(v, &tg_jwt_keys, "scopes");
+    c->leeway_s = (int64_t)(c->leeway_ms / 1000);
+    if (tg_node_present(&secret)) {
+        char *s = tg_node_secret(&secret, "jwt secret");
         if (s == NULL || strlen(s) < 16) {
             if (s)
-                tg_node_error(&v[K_SECRET], "jwt secret: use at least 16 bytes for HS256");
+                tg_node_error(&secret, "jwt secret: use at least 16 bytes for HS256");
             rc = -1;
             free(s);
         } else {
@@ -522,25 +525,15 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
                 rc = -1;
         }
     }
-    if (tg_node_present(&v[K_KEYS]) && load_pem_keys(&v[K_KEYS], config_path, c) < 0)
+    if (tg_node_present(&keys) && load_pem_keys(&keys, config_path, c) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_JWKS]) && load_jwks(&v[K_JWKS], config_path, c) < 0)
+    if (tg_node_present(&jwks) && load_jwks(&jwks, config_path, c) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_ISS]) && (c->issuer = tg_node_str(&v[K_ISS], "issuer")) == NULL)
+    if (tg_node_present(&aud) && tg_node_str_list(&aud, "audiences", &c->audiences, &c->n_aud) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_AUD]) && tg_node_str_list(&v[K_AUD], "audiences", &c->audiences, &c->n_aud) < 0)
+    if (tg_node_present(&scopes) && tg_node_str_list(&scopes, "scopes", &c->scopes, &c->n_scopes) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_SCOPES]) && tg_node_str_list(&v[K_SCOPES], "scopes", &c->scopes, &c->n_scopes) < 0)
-        rc = -1;
-    uint64_t ms;
-    if (tg_node_present(&v[K_LEEWAY])) {
-        if (tg_node_duration(&v[K_LEEWAY], "leeway", &ms) < 0)
-            rc = -1;
-        else
-            c->leeway_s = (int64_t)(ms / 1000);
-    }
-    c->identity_claim = tg_node_present(&v[K_ID]) ? tg_node_str(&v[K_ID], "identity_claim") : strdup("sub");
-    if (c->identity_claim == NULL)
+    if (c->identity_claim == NULL && (c->identity_claim = strdup("sub")) == NULL)
         rc = -1;
     if (rc == 0 && c->n_keys == 0) {
         tg_node_error(node, "jwt: configure secret, keys or jwks_file");
