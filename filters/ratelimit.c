@@ -554,25 +554,28 @@ static const tg_key_t rl_keys[] = {
     { "window", TG_KEY_DURATION, "duration", "—", "the window of `limit`" },
     { "limits", TG_KEY_LIST, "list of `{ limit, window }`", "—", "several limits, all must have room (up to 8)",
       .sub = &limit_item },
-    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "also send the RateLimit fields on allowed responses" },
+    { "response_headers", TG_KEY_BOOL, "bool", "`false`", "also send the RateLimit fields on allowed responses",
+      TG_FIELD(rl_conf_t, response_headers, TG_FIELD_INT) },
     { "header_style", TG_KEY_ENUM, "`draft` or `legacy`", "`draft`",
       "`draft`: `RateLimit-Policy: \"default\";q=<limit>;w=<window s>` and `RateLimit: "
       "\"default\";r=<remaining>;t=<seconds>` (draft-ietf-httpapi-ratelimit-headers); `legacy`: `RateLimit-Limit`, "
       "`RateLimit-Remaining`, `RateLimit-Reset`",
-      .choices = "draft|legacy" },
+      .choices = "draft|legacy", TG_FIELD(rl_conf_t, legacy, TG_FIELD_INT) },
     { "max_keys", TG_KEY_INT, "integer 1–10^8", "`100000`",
-      "most keys the filter's table holds (all workers together); bounds its memory", .min = 1, .max = 100000000 },
+      "most keys the filter's table holds (all workers together); bounds its memory", .min = 1, .max = 100000000,
+      TG_FIELD(rl_conf_t, max_keys, TG_FIELD_U64), .def = TG_RL_DEFAULT_MAX_KEYS },
     { "on_full", TG_KEY_ENUM, "`deny` or `allow`", "`deny`",
       "a new key that finds the table full of keys that are over their limits: refused (`429 {\"error\": \"rate "
       "limiter is full\"}`, `Retry-After: 1`), or let through uncounted",
-      .choices = "deny|allow" },
+      .choices = "deny|allow", TG_FIELD(rl_conf_t, on_full_allow, TG_FIELD_INT) },
     { "mode", TG_KEY_ENUM, "`enforce` or `shadow`", "`enforce`",
-      "`shadow` tries a limit in production without refusing anyone", .choices = "enforce|shadow" },
+      "`shadow` tries a limit in production without refusing anyone", .choices = "enforce|shadow",
+      TG_FIELD(rl_conf_t, shadow, TG_FIELD_INT) },
     { "on_limit", TG_KEY_ENUM, "`reject` or `tag`", "`reject`",
       "over the limit: `429`, or `tag`: forward the request with `x-ratelimit-exceeded: "
       "\"default\";q=LIMIT;w=WINDOW_S` (the limit it is over) for the upstream to decide. A tagged request is not "
       "counted, and a client-sent `x-ratelimit-exceeded` is removed on arrival. `mode: shadow` takes precedence",
-      .choices = "reject|tag" },
+      .choices = "reject|tag", TG_FIELD(rl_conf_t, tag, TG_FIELD_INT) },
     { "overrides", TG_KEY_LIST, "list of plans", "none",
       "plans: another limit set for the listed identities or the tokens carrying the claims",
       .sub = &override_item },
@@ -840,27 +843,31 @@ static uint64_t reply_int(const tg_resp_value_t *v, size_t i)
 
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
-    enum { K_KEY, K_LIMIT, K_WINDOW, K_LIMITS, K_RESP, K_STYLE, K_MAXKEYS, K_ONFULL, K_MODE, K_ONLIMIT, K_OVERRIDES,
-           K_COST, K_MINCOST, K_MAXCOST, K_ROUTECOSTS, K_RECONCILE, K_STORE, K_ONSTOREERR, K_N };
-    tg_node_t v[K_N];
+    tg_node_t v[18];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     c->counters = tg_filter_counter_base(&tg_filter_rate_limit);
-    int rc = tg_node_keys(node, "rate_limit", &rl_keyset, v);
-    if (tg_filter_key_parse(&v[K_KEY], "rate_limit", &c->key) < 0)
+    int rc = tg_node_read_into(node, "rate_limit", &rl_keyset, c, v);
+#define ROW(name) tg_node_get(v, &rl_keyset, name)
+    tg_node_t key = ROW("key"), limit = ROW("limit"), window = ROW("window"), limits = ROW("limits");
+    tg_node_t overrides = ROW("overrides"), cost = ROW("cost"), min_cost = ROW("min_cost"), max_cost = ROW("max_cost");
+    tg_node_t route_costs = ROW("route_costs"), reconcile = ROW("reconcile"), store = ROW("store");
+    tg_node_t on_store_error = ROW("on_store_error");
+#undef ROW
+    if (tg_filter_key_parse(&key, "rate_limit", &c->key) < 0)
         rc = -1;
-    if (tg_node_present(&v[K_LIMIT]) || tg_node_present(&v[K_WINDOW]))
-        if (parse_limit(&v[K_LIMIT], &v[K_WINDOW], c) < 0)
+    if (tg_node_present(&limit) || tg_node_present(&window))
+        if (parse_limit(&limit, &window, c) < 0)
             rc = -1;
-    if (tg_node_present(&v[K_LIMITS])) {
-        for (size_t i = 0; i < tg_node_seq_len(&v[K_LIMITS]); i++) {
-            tg_node_t item = tg_node_seq_item(&v[K_LIMITS], i), f[2];
+    if (tg_node_present(&limits)) {
+        for (size_t i = 0; i < tg_node_seq_len(&limits); i++) {
+            tg_node_t item = tg_node_seq_item(&limits, i), f[2];
             if (tg_node_keys(&item, "rate_limit limits", &limit_item, f) < 0 || parse_limit(&f[0], &f[1], c) < 0)
                 rc = -1;
         }
-        if (!tg_node_is_seq(&v[K_LIMITS])) {
-            tg_node_error(&v[K_LIMITS], "limits must be a list of { limit, window }");
+        if (!tg_node_is_seq(&limits)) {
+            tg_node_error(&limits, "limits must be a list of { limit, window }");
             rc = -1;
         }
     }
@@ -868,62 +875,13 @@ static void *rl_create(tg_node_t *node, const char *config_path)
         tg_node_error(node, "rate_limit: give 'limit' and 'window', or 'limits'");
         rc = -1;
     }
-    if (tg_node_present(&v[K_RESP]) && tg_node_bool(&v[K_RESP], "response_headers", &c->response_headers) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_STYLE])) {
-        char *s = tg_node_str(&v[K_STYLE], "header_style");
-        if (s && strcmp(s, "legacy") == 0)
-            c->legacy = 1;
-        else if (s == NULL || strcmp(s, "draft") != 0) {
-            if (s)
-                tg_node_error(&v[K_STYLE], "header_style: '%s' is not one of draft, legacy", s);
-            rc = -1;
-        }
-        free(s);
-    }
-    c->max_keys = TG_RL_DEFAULT_MAX_KEYS;
-    if (tg_node_present(&v[K_MAXKEYS]) && tg_node_uint(&v[K_MAXKEYS], "max_keys", 1, 100000000, &c->max_keys) < 0)
-        rc = -1;
-    if (tg_node_present(&v[K_ONLIMIT])) {
-        char *m = tg_node_str(&v[K_ONLIMIT], "on_limit");
-        if (m && strcmp(m, "tag") == 0)
-            c->tag = 1;
-        else if (m == NULL || strcmp(m, "reject") != 0) {
-            if (m)
-                tg_node_error(&v[K_ONLIMIT], "on_limit: '%s' is not one of reject, tag", m);
-            rc = -1;
-        }
-        free(m);
-    }
-    if (tg_node_present(&v[K_MODE])) {
-        char *m = tg_node_str(&v[K_MODE], "mode");
-        if (m && strcmp(m, "shadow") == 0)
-            c->shadow = 1;
-        else if (m == NULL || strcmp(m, "enforce") != 0) {
-            if (m)
-                tg_node_error(&v[K_MODE], "mode: '%s' is not one of enforce, shadow", m);
-            rc = -1;
-        }
-        free(m);
-    }
-    if (tg_node_present(&v[K_ONFULL])) {
-        char *s = tg_node_str(&v[K_ONFULL], "on_full");
-        if (s && strcmp(s, "allow") == 0)
-            c->on_full_allow = 1;
-        else if (s == NULL || strcmp(s, "deny") != 0) {
-            if (s)
-                tg_node_error(&v[K_ONFULL], "on_full: '%s' is not one of deny, allow", s);
-            rc = -1;
-        }
-        free(s);
-    }
-    if (tg_filter_parse_store(&v[K_STORE], &v[K_ONSTOREERR], &c->redis, &c->on_store_error_deny) < 0)
+    if (tg_filter_parse_store(&store, &on_store_error, &c->redis, &c->on_store_error_deny) < 0)
         rc = -1;
     if ((c->policy = strdup("default")) == NULL)
         rc = -1;
-    if (rc == 0 && parse_cost(&v[K_COST], &v[K_MINCOST], &v[K_MAXCOST], &v[K_ROUTECOSTS], &v[K_RECONCILE], c) < 0)
+    if (rc == 0 && parse_cost(&cost, &min_cost, &max_cost, &route_costs, &reconcile, c) < 0)
         rc = -1;
-    if (rc == 0 && tg_node_present(&v[K_OVERRIDES]) && parse_overrides(&v[K_OVERRIDES], c) < 0)
+    if (rc == 0 && tg_node_present(&overrides) && parse_overrides(&overrides, c) < 0)
         rc = -1;
     if (rc == 0 && (c->table = tg_rl_table_new(c->limits, c->n_limits, (size_t)c->max_keys)) == NULL)
         rc = -1;
