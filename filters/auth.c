@@ -192,11 +192,11 @@ static const tg_key_t auth_keys[] = {
 static const tg_keyset_t auth_keyset = TG_KEYSET("filter.auth", "auth", auth_keys);
 
 /* A list of secrets: plain strings (named "<prefix>-<n>") or mappings of
- * item's keys: { name, token|key }. */
+ * item's keys: { name, <prefix> } (prefix: "token" or "key"). */
 static int load_secrets(tg_node_t *n, const char *what, const tg_keyset_t *item_keys, const char *prefix,
                         tg_auth_secret_t **v, size_t *count)
 {
-    const char *field = item_keys->keys[1].name;
+    const char *field = prefix;
     if (!tg_node_is_seq(n)) {
         tg_node_error(n, "%s must be a list", what);
         return -1;
@@ -213,13 +213,14 @@ static int load_secrets(tg_node_t *n, const char *what, const tg_keyset_t *item_
                 rc = -1;
                 continue;
             }
-            if (!tg_node_present(&f[0]) || !tg_node_present(&f[1])) {
+            tg_node_t nn = tg_node_get(f, item_keys, "name"), sn = tg_node_get(f, item_keys, field);
+            if (!tg_node_present(&nn) || !tg_node_present(&sn)) {
                 tg_node_error(&item, "%s: each entry needs 'name' and '%s'", what, field);
                 rc = -1;
                 continue;
             }
-            name = tg_node_str(&f[0], what);
-            secret = tg_node_secret(&f[1], what);
+            name = tg_node_str(&nn, what);
+            secret = tg_node_secret(&sn, what);
         } else { /* a plain string */
             plain = tg_node_secret(&item, what);
             secret = plain;

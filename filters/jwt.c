@@ -472,26 +472,29 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
     int rc = 0;
     for (size_t i = 0; i < tg_node_seq_len(n); i++) {
         tg_node_t item = tg_node_seq_item(n, i), f[2];
-        if (tg_node_keys(&item, "jwt key", &jwt_key_item, f) < 0 || !tg_node_present(&f[0])) {
-            if (!tg_node_present(&f[0]))
+        int bad = tg_node_keys(&item, "jwt key", &jwt_key_item, f) < 0;
+        tg_node_t file = bad ? (tg_node_t){ 0 } : tg_node_get(f, &jwt_key_item, "file");
+        tg_node_t kid = bad ? (tg_node_t){ 0 } : tg_node_get(f, &jwt_key_item, "kid");
+        if (bad || !tg_node_present(&file)) {
+            if (!bad)
                 tg_node_error(&item, "jwt key: missing required key 'file'");
             rc = -1;
             continue;
         }
-        char *path = tg_node_str(&f[0], "jwt key file"), *full = path ? resolve_path(config_path, path) : NULL;
+        char *path = tg_node_str(&file, "jwt key file"), *full = path ? resolve_path(config_path, path) : NULL;
         FILE *fp = full ? fopen(full, "r") : NULL;
         EVP_PKEY *k = fp ? PEM_read_PUBKEY(fp, NULL, NULL, NULL) : NULL;
         if (fp)
             fclose(fp);
         jwt_key_t key = { .pkey = k, .alg = k ? pkey_alg(k) : 0 };
         if (k == NULL || key.alg == 0) {
-            tg_node_error(&f[0], "jwt key file: %s: %s", full ? full : "?",
+            tg_node_error(&file, "jwt key file: %s: %s", full ? full : "?",
                           fp == NULL ? strerror(errno) : "not an RSA or EC P-256 public key in PEM");
             EVP_PKEY_free(k);
             rc = -1;
         } else {
-            if (tg_node_present(&f[1]))
-                key.kid = tg_node_str(&f[1], "jwt key kid");
+            if (tg_node_present(&kid))
+                key.kid = tg_node_str(&kid, "jwt key kid");
             if (add_key(c, key) < 0)
                 rc = -1;
         }

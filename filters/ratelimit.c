@@ -624,6 +624,19 @@ static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
     return 0;
 }
 
+/* Item i of a `limits:` list: { limit, window }. */
+static int parse_limit_item(tg_node_t *list, size_t i, const char *what, rl_conf_t *c)
+{
+    tg_node_t item = tg_node_seq_item(list, i), f[2];
+    tg_node_t limit = { 0 }, window = { 0 };
+    int rc = tg_node_keys(&item, what, &limit_item, f);
+    if (rc == 0) {
+        limit = tg_node_get(f, &limit_item, "limit");
+        window = tg_node_get(f, &limit_item, "window");
+    }
+    return rc < 0 || parse_limit(&limit, &window, c) < 0 ? -1 : 0;
+}
+
 /* overrides: [{ name, identities: [...] | claim: {...}, limit, window |
  * limits }] — each a limit set with its own counters, for the identities
  * it names or the tokens whose claims it names. */
@@ -644,29 +657,30 @@ static int parse_overrides(tg_node_t *n, rl_conf_t *c)
             rc = -1;
             continue;
         }
-        if (!tg_node_present(&f[0]) || (!tg_node_present(&f[1]) && !tg_node_present(&f[5]))) {
+        tg_node_t name = tg_node_get(f, &override_item, "name"), ids = tg_node_get(f, &override_item, "identities");
+        tg_node_t claim = tg_node_get(f, &override_item, "claim"), lims = tg_node_get(f, &override_item, "limits");
+        tg_node_t limit = tg_node_get(f, &override_item, "limit"), window = tg_node_get(f, &override_item, "window");
+        if (!tg_node_present(&name) || (!tg_node_present(&ids) && !tg_node_present(&claim))) {
             tg_node_error(&item, "rate_limit override: give 'name' and whom it is for: 'identities', 'claim' or both");
             rc = -1;
             continue;
         }
-        if ((o->policy = tg_node_str(&f[0], "override name")) == NULL ||
-            (tg_node_present(&f[1]) && tg_node_str_list(&f[1], "identities", &o->identities, &o->n_identities) < 0) ||
-            (tg_node_present(&f[5]) && parse_claims(&f[5], o) < 0)) {
+        if ((o->policy = tg_node_str(&name, "override name")) == NULL ||
+            (tg_node_present(&ids) && tg_node_str_list(&ids, "identities", &o->identities, &o->n_identities) < 0) ||
+            (tg_node_present(&claim) && parse_claims(&claim, o) < 0)) {
             rc = -1;
             continue;
         }
         if (!tg_node_header_name_ok(o->policy)) { /* it goes into the RateLimit headers as a key */
-            tg_node_error(&f[0], "override name: '%s' must be a token (letters, digits, - _ .)", o->policy);
+            tg_node_error(&name, "override name: '%s' must be a token (letters, digits, - _ .)", o->policy);
             rc = -1;
         }
-        if (tg_node_present(&f[2]) || tg_node_present(&f[3]))
-            if (parse_limit(&f[2], &f[3], o) < 0)
+        if (tg_node_present(&limit) || tg_node_present(&window))
+            if (parse_limit(&limit, &window, o) < 0)
                 rc = -1;
-        for (size_t k = 0; tg_node_present(&f[4]) && k < tg_node_seq_len(&f[4]); k++) {
-            tg_node_t li = tg_node_seq_item(&f[4], k), lf[2];
-            if (tg_node_keys(&li, "override limits", &limit_item, lf) < 0 || parse_limit(&lf[0], &lf[1], o) < 0)
+        for (size_t k = 0; tg_node_present(&lims) && k < tg_node_seq_len(&lims); k++)
+            if (parse_limit_item(&lims, k, "override limits", o) < 0)
                 rc = -1;
-        }
         if (rc == 0 && o->n_limits == 0) {
             tg_node_error(&item, "rate_limit override: give 'limit' and 'window', or 'limits'");
             rc = -1;
@@ -862,8 +876,7 @@ static void *rl_create(tg_node_t *node, const char *config_path)
             rc = -1;
     if (tg_node_present(&limits)) {
         for (size_t i = 0; i < tg_node_seq_len(&limits); i++) {
-            tg_node_t item = tg_node_seq_item(&limits, i), f[2];
-            if (tg_node_keys(&item, "rate_limit limits", &limit_item, f) < 0 || parse_limit(&f[0], &f[1], c) < 0)
+            if (parse_limit_item(&limits, i, "rate_limit limits", c) < 0)
                 rc = -1;
         }
         if (!tg_node_is_seq(&limits)) {
