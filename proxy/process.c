@@ -605,6 +605,7 @@ int tg_process_run(const char *path, int watch)
         for (size_t i = 0; i < errs.n; i++)
             tg_error("%s", errs.msgs[i]);
         tg_errors_free(&errs);
+        tg_registries_free(&p.registry); /* what the refused config's slots leased */
         return 1;
     }
     tg_errors_free(&errs);

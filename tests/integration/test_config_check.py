@@ -2,12 +2,28 @@
 file, 1 with FILE:LINE:COL: message lines for a broken one; the gateway
 refuses to start on a broken file or a busy port; --version and --help."""
 import os
+import signal
+import urllib.error
+import urllib.request
 import socket
 import subprocess
 import tempfile
 import unittest
 
 import harness
+
+
+class _Status:
+    def __init__(self, code):
+        self.status_code = code
+
+
+def requests_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return _Status(r.status)
+    except urllib.error.HTTPError as e:
+        return _Status(e.code)
 
 
 def check(text):
@@ -122,6 +138,18 @@ class ConfigCheckTest(unittest.TestCase):
         p = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn(f"access_log path: cannot open {d}: Is a directory", p.stderr)
+        # the same at a reload: refused, the running config stays
+        port = harness.free_port()
+        good = text.replace(text.split("listen: 127.0.0.1:")[1].split("\n")[0], str(port), 1)
+        gw = harness.Gateway(good, port=port)
+        self.addCleanup(lambda: gw.proc.stop())
+        with open(gw.path, "w") as f:
+            f.write(good.replace(log, d))
+        gw.proc.p.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: "reload failed" in gw.proc.output(), what="the reload refused")
+        self.assertIn(f"access_log path: cannot open {d}: Is a directory", gw.proc.output())
+        self.assertEqual(requests_get(f"http://127.0.0.1:{port}/").status_code, 404)  # still serving: no route for /
+        harness.assert_clean_exit(self, gw)
 
     def test_busy_port_is_an_error(self):
         s = socket.socket()
