@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "proxy/base/log.h"
+#include "proxy/base/slab.h"
 #include "proxy/base/timer.h"
 
 #define CONN_OF(n) ((tg_conn_t *)((char *)(n) - offsetof(tg_conn_t, node)))
@@ -172,4 +173,19 @@ void tg_conn_free_now(tg_conn_t *c)
     tg_conn_close(c);
     tg_sock_loop_cancel(&c->defer); /* the loop is gone: it would never run */
     release(c);
+}
+
+int tg_conn_slab_init(tg_worker_t *w, tg_worker_mod_t id, size_t size)
+{
+    tg_slab_t *s = tg_slab_new(size);
+    if (s == NULL)
+        return -1;
+    tg_worker_set_state(w, id, s);
+    return 0;
+}
+
+void tg_conn_slab_free(tg_worker_t *w, tg_worker_mod_t id)
+{
+    tg_slab_destroy(tg_worker_state(w, id));
+    tg_worker_set_state(w, id, NULL);
 }

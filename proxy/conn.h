@@ -87,6 +87,11 @@ void tg_conn_linger(tg_conn_t *c, uint64_t ms);
  * freed at the next safe point (kind->on_close is not called). */
 tg_sock_t *tg_conn_hand_over(tg_conn_t *c);
 
+/* A worker module whose per-worker state is the slab its connections
+ * come from (object size `size`): the module's init and free. */
+int tg_conn_slab_init(tg_worker_t *w, tg_worker_mod_t id, size_t size);
+void tg_conn_slab_free(tg_worker_t *w, tg_worker_mod_t id);
+
 /* Worker teardown: close and free now. */
 void tg_conn_free_now(tg_conn_t *c);
 

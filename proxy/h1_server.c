@@ -101,17 +101,12 @@ static void on_free(tg_conn_t *b)
 /* The worker's state: the slab its connections come from. */
 static int module_init(tg_worker_t *w)
 {
-    tg_slab_t *s = tg_slab_new(sizeof(h1_conn_t));
-    if (s == NULL)
-        return -1;
-    tg_worker_set_state(w, TG_WMOD_H1_SERVER, s);
-    return 0;
+    return tg_conn_slab_init(w, TG_WMOD_H1_SERVER, sizeof(h1_conn_t));
 }
 
 static void module_free(tg_worker_t *w)
 {
-    tg_slab_destroy(tg_worker_state(w, TG_WMOD_H1_SERVER));
-    tg_worker_set_state(w, TG_WMOD_H1_SERVER, NULL);
+    tg_conn_slab_free(w, TG_WMOD_H1_SERVER);
 }
 
 const tg_worker_module_t tg_h1_server_module = {

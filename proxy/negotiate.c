@@ -66,17 +66,12 @@ static void on_free(tg_conn_t *b)
 
 static int module_init(tg_worker_t *w)
 {
-    tg_slab_t *s = tg_slab_new(sizeof(neg_conn_t));
-    if (s == NULL)
-        return -1;
-    tg_worker_set_state(w, TG_WMOD_NEGOTIATE, s);
-    return 0;
+    return tg_conn_slab_init(w, TG_WMOD_NEGOTIATE, sizeof(neg_conn_t));
 }
 
 static void module_free(tg_worker_t *w)
 {
-    tg_slab_destroy(tg_worker_state(w, TG_WMOD_NEGOTIATE));
-    tg_worker_set_state(w, TG_WMOD_NEGOTIATE, NULL);
+    tg_conn_slab_free(w, TG_WMOD_NEGOTIATE);
 }
 
 const tg_worker_module_t tg_negotiate_module = {
