@@ -1,13 +1,14 @@
 /*
  * proxy/health.h — endpoint health, shared by all workers: what active
- * checks found (run by the main thread) and passive outlier ejection
+ * checks found (run by the workers, probe.c) and passive outlier ejection
  * (reported by workers as exchanges end). One table per process, indexed
  * by the endpoint's registry slot, so an endpoint's state survives reloads.
  *
  * Concurrency: workers read atomics on the request path (no lock, no
  * read-modify-write); a write happens only when something changes: a
- * failure, the first success after failures, an ejection. The active
- * checker's streak counters belong to the main thread alone.
+ * failure, the first success after failures, an ejection. An endpoint's
+ * active-check streaks and counts are written by the one worker that
+ * probes it (probe.c: its slot modulo the workers).
  */
 #ifndef TG_PROXY_HEALTH_H
 #define TG_PROXY_HEALTH_H
@@ -27,9 +28,9 @@ typedef struct tg_endpoint_health {
     atomic_ullong ejected_until_ms; /* monotonic ms; 0: not ejected */
     atomic_uint ejections;          /* consecutive ejections: the backoff exponent */
     atomic_ullong ejections_total;
-    tg_counter_t checks_ok, checks_failed; /* written by the main thread */
+    tg_counter_t checks_ok, checks_failed; /* written by the endpoint's probing worker */
     atomic_uint connections;        /* open upstream connections, all workers (circuit breaking); kept on reset */
-    uint32_t streak_ok, streak_fail;       /* main thread only */
+    uint32_t streak_ok, streak_fail;       /* the probing worker's only */
 } tg_endpoint_health_t;
 
 typedef struct tg_health {
@@ -77,11 +78,5 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
 size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
                        size_t *order);
 
-/* Active checks of every cluster of snap that has a health_check: a GET of
- * its path every interval on a new connection; 2xx within the timeout is a
- * success. Main thread; holds a reference to snap until freed. */
-typedef struct tg_health_checker tg_health_checker_t;
-tg_health_checker_t *tg_health_checker_start(struct event_base *base, tg_snapshot_t *snap, tg_health_t *h);
-void tg_health_checker_free(tg_health_checker_t *c);
 
 #endif

@@ -53,7 +53,6 @@ typedef struct process {
     tg_process_metrics_t pm;
     tg_admin_t *admin;
     tg_health_t *health;             /* shared with the workers */
-    tg_health_checker_t *checker;    /* active checks of the current snapshot */
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -194,9 +193,6 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
     tg_snapshot_t *old = p->snap; /* oc dies with it */
     p->snap = ns;
     tg_snapshot_unref(old);
-    tg_health_checker_free(p->checker);
-    if ((p->checker = tg_health_checker_start(p->base, ns, p->health)) == NULL)
-        tg_error("reload: cannot start health checks (out of memory)");
     tg_admin_set_max_connections(p->admin, nc->admin.max_connections);
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
@@ -646,8 +642,6 @@ int tg_process_run(const char *path, int watch)
     }
     if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
         goto out;
-    if ((p.checker = tg_health_checker_start(p.base, p.snap, p.health)) == NULL)
-        goto out;
     /* every listener is bound and listening (the kernel queues connections
      * until the workers' loops take them): ready */
     tg_notify(&p.notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s)", p.snap->cfg->n_listeners,
@@ -679,7 +673,6 @@ out:
         }
     tg_admin_free(p.admin);
     stop_watch(&p);
-    tg_health_checker_free(p.checker);
     free(p.workers);
     if (p.sig_term)
         event_free(p.sig_term);

@@ -8,6 +8,7 @@
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
 #include "proxy/negotiate.h"
+#include "proxy/probe.h"
 #include "proxy/proxy_proto.h"
 #include "proxy/redis.h"
 #include "proxy/upstream_h1.h"
@@ -23,6 +24,7 @@ static const tg_worker_module_t *const modules[] = {
     &tg_h2_server_module,
     &tg_upstream_h1_module,
     &tg_h2_client_module,
+    &tg_probe_module, /* after the upstream modules: its attempts go first at teardown */
 };
 
 static const struct tg_upstream_ops *const upstream[] = {

@@ -562,6 +562,11 @@ unsigned tg_worker_id(const tg_worker_t *w)
     return w->id;
 }
 
+unsigned tg_worker_count(const tg_worker_t *w)
+{
+    return w->n_workers;
+}
+
 struct event_base *tg_worker_base(tg_worker_t *w)
 {
     return w->base;

@@ -86,6 +86,7 @@ typedef enum {
     TG_WMOD_REDIS,        /* the Redis store's client (redis.c) */
     TG_WMOD_NEGOTIATE,    /* connections in their TLS handshake or first bytes (negotiate.c) */
     TG_WMOD_H1_SERVER,    /* where downstream HTTP/1 connections live (h1_server.c) */
+    TG_WMOD_PROBE,        /* this worker's share of the active health checks (probe.c) */
     TG_WMOD_N
 } tg_worker_mod_t;
 
@@ -166,6 +167,8 @@ tg_stats_t *tg_worker_stats(tg_worker_t *w);
 /* 64 random bits from the worker's generator. */
 uint64_t tg_worker_random(tg_worker_t *w);
 unsigned tg_worker_id(const tg_worker_t *w);
+/* How many workers the process runs (ids 0 .. count-1). */
+unsigned tg_worker_count(const tg_worker_t *w);
 struct event_base *tg_worker_base(tg_worker_t *w);
 tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w);
 /* The current snapshot (the worker holds a reference). */

@@ -83,6 +83,40 @@ clusters:
         counts = collections.Counter(s.get(gw.url("/whoami"), timeout=5).json()["name"] for _ in range(60))
         self.assertEqual(counts, {"hc0": 20, "hc1": 20, "hc2": 20})
 
+    def test_checks_speak_the_clusters_protocol(self):
+        """A check goes through the cluster's own upstream protocol: over
+        HTTP/2 to an h2c cluster (the app under hypercorn sees version 2),
+        over HTTP/1.1 to an HTTP/1.1 one, each endpoint probed by one
+        worker."""
+        h2app = harness.start_app("probe-h2", server="hypercorn")
+        self.addCleanup(h2app.stop)
+        h1app = harness.start_app("probe-h1")
+        self.addCleanup(h1app.stop)
+        gw = self.start(f"""
+workers: 2
+admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
+listeners: [{{{{ name: main, listen: 127.0.0.1:{{port}} }}}}]
+routes: [{{{{ name: r, cluster: h2 }}}}]
+clusters:
+  - name: h2
+    protocol: h2c
+    endpoints: [127.0.0.1:{h2app.port}]
+    health_check: {{{{ path: /probe, interval: 100ms, timeout: 2s }}}}
+  - name: h1
+    endpoints: [127.0.0.1:{h1app.port}]
+    health_check: {{{{ path: /probe, interval: 100ms, timeout: 2s }}}}
+""")
+        def versions(app):
+            return requests.get(f"http://127.0.0.1:{app.port}/probes", timeout=5).json()["versions"]
+        harness.wait_until(lambda: len(versions(h2app)) >= 3 and len(versions(h1app)) >= 3, what="three rounds of checks")
+        self.assertEqual(set(versions(h2app)), {"2"})
+        self.assertEqual(set(versions(h1app)), {"1.1"})
+        m = self.metrics(gw)
+        self.assertGreaterEqual(harness.metric(m, "tollgate_health_checks_total", cluster="h2",
+                                               endpoint=f"127.0.0.1:{h2app.port}", result="success"), 3)
+        self.assertEqual(harness.metric(m, "tollgate_upstream_endpoint_healthy", cluster="h2",
+                                        endpoint=f"127.0.0.1:{h2app.port}"), 1)
+
     def test_all_unhealthy_fail_or_try_all(self):
         app = harness.start_app("sickcheck")
         self.addCleanup(app.stop)

@@ -33,6 +33,21 @@ async def whoami():
     return {"name": NAME}
 
 
+PROBES = []     # the HTTP versions health checks came in, newest last (/probe, /probes)
+
+
+@app.get("/probe")
+async def probe(request: Request):
+    PROBES.append(request.scope.get("http_version", "?"))
+    del PROBES[:-20]
+    return {"name": NAME}
+
+
+@app.get("/probes")
+async def probes():
+    return {"versions": PROBES}
+
+
 @app.get("/stats")
 async def stats():
     return {"name": NAME, **STATS}
