@@ -240,7 +240,8 @@ char *tg_config_to_json(const tg_config_t *c)
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
         static const char *const protos[] = { "http1", "h2c", "h2" };
-        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"round_robin\", \"endpoints\": [", protos[cl->protocol]);
+        static const char *const lbs[] = { "round_robin", "least_request", "random" };
+        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"%s\", \"endpoints\": [", protos[cl->protocol], lbs[cl->lb]);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             fprintf(f, "%s", j ? ", " : "");
             jstr(f, cl->endpoints[j].address);

@@ -1133,7 +1133,7 @@ static void after_filters(tg_exchange_t *ex)
     ex->retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
     if (tg_ex_admit(ex) < 0)
         return;
-    ex->rr = tg_cluster_rr_next(ex->cluster);
+    ex->rr = ex->cluster->conf->lb == TG_LB_RANDOM ? (unsigned)tg_worker_random(ex->w) : tg_cluster_rr_next(ex->cluster);
     if (tg_ex_build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;

@@ -109,6 +109,7 @@ struct tg_exchange {
     unsigned cb_pending : 1;    /* counted in ex->cluster->pending: waiting for a new connection */
     const tg_endpoint_t *ep;
     const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
+    const tg_endpoint_t *inflight_ep; /* lb: least_request — counted in its in-flight requests until released */
     up_error_t last_error;
 
     /* What the attempt reports (set by exchange.c); returns -1 once the

@@ -56,6 +56,10 @@ static void pending_done(tg_exchange_t *ex)
 void tg_ex_release_upstream(tg_exchange_t *ex, int clean)
 {
     pending_done(ex);
+    if (ex->inflight_ep != NULL) {
+        tg_health_inflight_add(tg_worker_health(ex->w), ex->inflight_ep->slot, -1);
+        ex->inflight_ep = NULL;
+    }
     if (ex->up == NULL)
         return;
     ex->up_ops->release(ex->up, clean);
@@ -371,6 +375,11 @@ int tg_ex_build_order(tg_exchange_t *ex)
         return -1;
     ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_clock_ms(), ex->order);
     ex->attempts = 0;
+    if (c->conf->lb == TG_LB_LEAST_REQUEST && ex->n_order > 1) { /* the power of two choices */
+        uint64_t r = tg_worker_random(ex->w);
+        size_t a = (size_t)(r % ex->n_order), b = (size_t)((r >> 32) % (ex->n_order - 1));
+        tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b);
+    }
     return 0;
 }
 
@@ -479,6 +488,10 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 continue;
             }
             ex->up_fresh = fresh != 0;
+            if (cc->lb == TG_LB_LEAST_REQUEST) {
+                tg_health_inflight_add(tg_worker_health(ex->w), ex->ep->slot, 1);
+                ex->inflight_ep = ex->ep;
+            }
             if (fresh)
                 report(ex, ATT_CONNECTING, 0, NULL);
             else

@@ -83,6 +83,20 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
     return k;
 }
 
+void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b)
+{
+    const tg_endpoint_t *ea = &c->endpoints[order[a]], *eb = &c->endpoints[order[b]];
+    uint64_t la = atomic_load_explicit(&h->ep[ea->slot].inflight, memory_order_relaxed);
+    uint64_t lb = atomic_load_explicit(&h->ep[eb->slot].inflight, memory_order_relaxed);
+    uint64_t wa = ea->conf->weight ? ea->conf->weight : 1, wb = eb->conf->weight ? eb->conf->weight : 1;
+    size_t pick = lb * wa < la * wb ? b : a; /* lb/wb < la/wa */
+    if (pick != 0 && pick < n) { /* to the front; what was before it moves down one */
+        size_t v = order[pick];
+        memmove(order + 1, order, pick * sizeof(*order));
+        order[0] = v;
+    }
+}
+
 void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms)
 {
     tg_endpoint_health_t *e = &h->ep[ep->slot];

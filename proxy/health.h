@@ -30,6 +30,7 @@ typedef struct tg_endpoint_health {
     atomic_ullong ejections_total;
     tg_counter_t checks_ok, checks_failed; /* written by the endpoint's probing worker */
     atomic_uint connections;        /* open upstream connections, all workers (circuit breaking); kept on reset */
+    atomic_uint inflight;           /* requests in flight to it, all workers (lb: least_request clusters only) */
     uint32_t streak_ok, streak_fail;       /* the probing worker's only */
 } tg_endpoint_health_t;
 
@@ -56,6 +57,12 @@ static inline unsigned tg_health_connections(tg_health_t *h, size_t slot)
 }
 
 
+/* lb: least_request — a request goes to (delta 1) or leaves (-1) the endpoint in this slot. */
+static inline void tg_health_inflight_add(tg_health_t *h, size_t slot, int delta)
+{
+    atomic_fetch_add_explicit(&h->ep[slot].inflight, (unsigned)delta, memory_order_relaxed);
+}
+
 /* May requests go to this endpoint now (not down, not ejected)? */
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);
 
@@ -77,6 +84,11 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
  * room for c->n_endpoints; returns how many were written. */
 size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
                        size_t *order);
+
+/* lb: least_request — of order[a] and order[b] (a != b, both < n), moves
+ * the one with fewer requests in flight per unit of weight to the front
+ * (ties: order[a]); the rest keeps its rotation for failover. */
+void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b);
 
 
 #endif

@@ -101,11 +101,11 @@ class Proc:
         return self.p.pid
 
 
-def start_app(name="app", port=None, extra=(), server="uvicorn"):
+def start_app(name="app", port=None, extra=(), server="uvicorn", env_extra=None):
     """apps/app.py under uvicorn (HTTP/1.1), or under hypercorn, which also
     speaks HTTP/2 in cleartext (h2c) and WebSockets over it (RFC 8441)."""
     port = port or free_port()
-    env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS)
+    env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS, **(env_extra or {}))
     if server == "hypercorn":
         cmd = [PYTHON, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", *extra, "app:app"]
     else:

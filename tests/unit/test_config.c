@@ -313,8 +313,8 @@ static void test_errors(void **state)
                  "t.yaml:6:17: endpoint: 'localhost' is not HOST:PORT");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    protocol: spdy\n",
                  "t.yaml:7:15: protocol: 'spdy' is not one of http1, h2c, h2");
-    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    lb: random\n",
-                 "t.yaml:7:9: lb: 'random' is not one of round_robin");
+    expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    lb: fastest\n",
+                 "t.yaml:7:9: lb: 'fastest' is not one of round_robin, least_request, random");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    pool_size: -1\n",
                  "t.yaml:7:16: pool_size: '-1' is not an integer");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n  - name: c\n    endpoints: ['h:2']\n",

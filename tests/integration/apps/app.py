@@ -20,9 +20,14 @@ HELD = {}       # name -> requests waiting at that gate now
 ARRIVALS = {}   # name -> tags of /hold requests, in the order they arrived
 
 
+DELAY = float(os.environ.get("APP_DELAY", "0"))  # a slow instance: every /whoami waits this long
+
+
 @app.middleware("http")
 async def count(request: Request, call_next):
     STATS["requests"] += 1
+    if DELAY and request.url.path == "/whoami":
+        await asyncio.sleep(DELAY)
     response = await call_next(request)
     response.headers["x-upstream"] = NAME
     return response
