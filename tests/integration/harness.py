@@ -465,6 +465,15 @@ class GatewayTest(unittest.TestCase):
         cls.gateway = Gateway(cfg, port=cls.port, files=files)
 
     @classmethod
+    def start_gateway(cls, body, workers=2):
+        """A gateway with an admin listener and one listener (`main`) on
+        free ports (cls.port, cls.admin), and the test's own routes and
+        clusters (body)."""
+        cls.port, cls.admin = free_port(), free_port()
+        cls.gateway = Gateway(f"workers: {workers}\nadmin: {{ listen: 127.0.0.1:{cls.admin} }}\n"
+                              f"listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]\n{body}", port=cls.port)
+
+    @classmethod
     def start_with_app(cls, name, **config_kw):
         """One FastAPI app and a gateway with a single route to it."""
         cls.app = start_app(name)

@@ -21,11 +21,7 @@ class LoadBalancingTest(harness.GatewayTest):
         cls.slow = harness.start_app("slow", env_extra={"APP_DELAY": "0.25"})
         cls.procs = [*cls.fast, cls.slow]
         eps = ", ".join(f"127.0.0.1:{a.port}" for a in (*cls.fast, cls.slow))
-        cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cls.gateway = harness.Gateway(f"""
-workers: 2
-admin: {{ listen: 127.0.0.1:{cls.admin} }}
-listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]
+        cls.start_gateway(f"""
 routes:
   - {{ name: lr, match: {{ headers: [{{ name: x-lb, value: least }}] }}, cluster: least }}
   - {{ name: rand, match: {{ headers: [{{ name: x-lb, value: random }}] }}, cluster: random }}
@@ -34,7 +30,7 @@ clusters:
   - {{ name: least, lb: least_request, endpoints: [{eps}] }}
   - {{ name: random, lb: random, endpoints: [{eps}] }}
   - {{ name: rr, endpoints: [{eps}] }}
-""", port=cls.port)
+""")
 
     @classmethod
     def tearDownClass(cls):

@@ -59,11 +59,7 @@ class WebSocketToHttp2UpstreamTest(harness.GatewayTest):
         cls.app = harness.start_app("wsh2", server="hypercorn")
         cls.grpc = harness.start_grpc_backend("wsh2-grpc")
         cls.procs = [cls.app, cls.grpc]
-        cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cls.gateway = harness.Gateway(f"""
-workers: 2
-admin: {{ listen: 127.0.0.1:{cls.admin} }}
-listeners: [{{ name: main, listen: 127.0.0.1:{cls.port} }}]
+        cls.start_gateway(f"""
 routes:
   - name: no-extended-connect
     match: {{ path_prefix: /ws-grpc }}
@@ -73,7 +69,7 @@ routes:
 clusters:
   - {{ name: h2app, protocol: h2c, endpoints: [127.0.0.1:{cls.app.port}] }}
   - {{ name: grpc, protocol: h2c, endpoints: [127.0.0.1:{cls.grpc.port}] }}
-""", port=cls.port)
+""")
 
     @classmethod
     def tearDownClass(cls):
