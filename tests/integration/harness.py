@@ -346,6 +346,9 @@ def schema_problems(config_text):
     return [f"{'/'.join(map(str, e.path))}: {e.message[:300]}" for e in _validator[0].iter_errors(doc)]
 
 
+_LIVE_GATEWAYS = []  # every Gateway started and not stopped: main() fails the file for any left running
+
+
 class Gateway:
     """The real tollgate binary on a config written to a temp file. A
     config the gateway runs on must also validate against the schema
@@ -365,10 +368,13 @@ class Gateway:
         self.port = port
         env = dict(os.environ, **(env_extra or {}))
         self.proc = Proc([*prefix, binary or BIN, "-c", self.path, "-l", log_level, *args], env=env, name="tollgate")
+        _LIVE_GATEWAYS.append(self)
         if port:
             wait_port(port, proc=self.proc.p)
 
     def stop(self):
+        if self in _LIVE_GATEWAYS:
+            _LIVE_GATEWAYS.remove(self)
         rc = self.proc.stop()
         out = self.proc.output()
         return rc, out
@@ -463,6 +469,13 @@ class GatewayTest(unittest.TestCase):
         cfg = (f"workers: {workers}\nlisteners:\n  - name: main\n    listen: 127.0.0.1:{cls.port}\n"
                f"clusters:\n  - name: app\n    endpoints: [127.0.0.1:{cls.app.port}]\n{body}")
         cls.gateway = Gateway(cfg, port=cls.port, files=files)
+
+    def stop_gateway(self):
+        """A gateway the test started for itself (self.gateway, not the
+        class's): stopped, with a clean exit asserted."""
+        gw = self.__dict__.pop("gateway", None)
+        if gw is not None:
+            assert_clean_exit(self, gw)
 
     @classmethod
     def start_gateway(cls, body, workers=2):
@@ -739,6 +752,12 @@ def main():
     SKIP_EXIT (every test skipped, each for an allowed reason)."""
     name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     prog = unittest.main(module="__main__", exit=False, verbosity=int(os.environ.get("TOLLGATE_TEST_VERBOSITY", "1")))
+    for gw in list(_LIVE_GATEWAYS):  # a test that leaves a gateway running fails the file
+        if gw.proc.p.poll() is not None:
+            continue  # stopped by the test its own way (a signal, a drain)
+        print(f"{name}: a gateway was left running by a test (config {gw.path}); stopped now", file=sys.stderr)
+        gw.stop()
+        prog.result.errors.append((name, "a test left a gateway running"))
     result = prog.result
     allowed = allowed_skips()
     bad = []

@@ -142,7 +142,7 @@ class ConfigCheckTest(unittest.TestCase):
         port = harness.free_port()
         good = text.replace(text.split("listen: 127.0.0.1:")[1].split("\n")[0], str(port), 1)
         gw = harness.Gateway(good, port=port)
-        self.addCleanup(lambda: gw.proc.stop())
+        self.addCleanup(gw.stop)
         with open(gw.path, "w") as f:
             f.write(good.replace(log, d))
         gw.proc.p.send_signal(signal.SIGHUP)

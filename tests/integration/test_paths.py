@@ -213,7 +213,9 @@ clusters: [{{ name: up, endpoints: [127.0.0.1:{up} ] }}]
 """
 
     def gateway_with(self, paths):
-        self.up = harness.RecordingUpstream()
+        self.stop_gateway()  # the previous setting's
+        if getattr(self, "up", None) is None:
+            self.up = harness.RecordingUpstream()
         port = harness.free_port()
         self.gateway = harness.Gateway(f"""
 workers: 1
@@ -223,8 +225,10 @@ listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
         return port
 
     def tearDown(self):
-        self.finish()
-        self.up.stop()
+        self.stop_gateway()
+        if getattr(self, "up", None) is not None:
+            self.up.stop()
+            self.up = None
 
     def check(self, port, cases):
         """cases: (path, status without a token, path the upstream gets with one or None)."""

@@ -66,7 +66,7 @@ clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
         # the config is valid under the schema of the binary that has the filter
         gw.schema_problems = [e.message for e in
                               jsonschema.Draft202012Validator(schema_of(STAMP_BIN)).iter_errors(harness.yaml_load(text))]
-        self.addCleanup(lambda: gw.proc.stop())
+        self.addCleanup(gw.stop)
         return gw, port, admin
 
     def test_registered_by_one_line(self):

@@ -245,6 +245,7 @@ clusters:
         import grpc
         gw = harness.Gateway(self.config("a"), port=self.port)
         self.gateway = gw
+        self.addCleanup(self.stop_gateway)
         h1 = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         ch = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         echo = ch.unary_unary("/test.v1.Echo/Echo")

@@ -324,7 +324,7 @@ clusters:
                         self.assertIn(b"\r\n" + w.encode() + b"\r\n", head)
                     self.assertEqual(head.count(b"\r\nx-real-ip:"), 1)
         finally:
-            self.finish()
+            self.stop_gateway()
             up.stop()
 
     def test_forwarded(self):
