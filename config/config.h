@@ -207,7 +207,7 @@ typedef struct tg_tls_client_conf {
 } tg_tls_client_conf_t;
 
 typedef enum { TG_PROTO_HTTP1 = 0, TG_PROTO_H2C, TG_PROTO_H2 } tg_cluster_proto_t;
-typedef enum { TG_LB_ROUND_ROBIN = 0, TG_LB_LEAST_REQUEST, TG_LB_RANDOM } tg_lb_t;
+typedef enum { TG_LB_ROUND_ROBIN = 0, TG_LB_LEAST_REQUEST, TG_LB_RANDOM, TG_LB_PEAK_EWMA } tg_lb_t;
 
 typedef struct tg_endpoint_conf {
     char *address;        /* "host:port" as written */

@@ -240,7 +240,7 @@ char *tg_config_to_json(const tg_config_t *c)
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
         static const char *const protos[] = { "http1", "h2c", "h2" };
-        static const char *const lbs[] = { "round_robin", "least_request", "random" };
+        static const char *const lbs[] = { "round_robin", "least_request", "random", "peak_ewma" };
         fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"%s\", \"endpoints\": [", protos[cl->protocol], lbs[cl->lb]);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             fprintf(f, "%s", j ? ", " : "");

@@ -292,12 +292,15 @@ static const tg_key_t cluster_keys[] = {
     { "endpoints", TG_KEY_LIST, "list of addresses or `{ address, weight }` (required, non-empty)", "—",
       "resolved once when the config is loaded", .sub = &tg_keys_endpoint,
       .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
-    { "lb", TG_KEY_ENUM, "`round_robin`, `least_request` or `random`", "`round_robin`",
+    { "lb", TG_KEY_ENUM, "`round_robin`, `least_request`, `random` or `peak_ewma`", "`round_robin`",
       "`round_robin`: one cursor per cluster shared by all workers, N requests spread evenly whatever the worker. "
       "`least_request`: of two endpoints drawn at random, the one with fewer requests in flight (all workers "
       "counted; divided by `weight`): a slow endpoint — a uvicorn worker busy with a slow call or a pause — gets "
-      "less while it is slow, with no tuning. `random`: an endpoint drawn at random (by `weight`)",
-      .choices = "round_robin|least_request|random",
+      "less while it is slow, with no tuning. `random`: an endpoint drawn at random (by `weight`). `peak_ewma`: as "
+      "`least_request`, each endpoint weighed by its response-head latency too (a moving average that jumps to a "
+      "slower answer at once and forgets it over about 2 s) times its requests in flight plus one: a slow "
+      "endpoint loses traffic on its first slow answer and wins it back as it recovers",
+      .choices = "round_robin|least_request|random|peak_ewma",
       TG_FIELD(tg_cluster_conf_t, lb, TG_FIELD_INT) },
     { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
       "a connect that takes longer fails over to the next endpoint (`504` if it was the last)",

@@ -126,6 +126,8 @@ static int head_received(tg_exchange_t *ex)
     }
     report_health(ex, ex->resp.status < 500);
     ex->t_head = tg_clock_us();
+    if (ex->cluster->conf->lb == TG_LB_PEAK_EWMA && ex->ep != NULL && ex->t_sent)
+        tg_health_ewma_observe(tg_worker_health(ex->w), ex->ep->slot, ex->t_head - ex->t_sent, ex->t_head / 1000);
     if (ex->retry != NULL) {
         const tg_header_t *gs = tg_headers_get(&ex->resp.headers, "grpc-status");
         if (tg_retry_on_status(ex->retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
@@ -375,10 +377,12 @@ int tg_ex_build_order(tg_exchange_t *ex)
         return -1;
     ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_clock_ms(), ex->order);
     ex->attempts = 0;
-    if (c->conf->lb == TG_LB_LEAST_REQUEST && ex->n_order > 1) { /* the power of two choices */
+    int lb = c->conf->lb;
+    if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && ex->n_order > 1) { /* the power of two choices */
         uint64_t r = tg_worker_random(ex->w);
         size_t a = (size_t)(r % ex->n_order), b = (size_t)((r >> 32) % (ex->n_order - 1));
-        tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b);
+        tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b,
+                              lb == TG_LB_PEAK_EWMA, tg_clock_ms());
     }
     return 0;
 }
@@ -488,7 +492,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 continue;
             }
             ex->up_fresh = fresh != 0;
-            if (cc->lb == TG_LB_LEAST_REQUEST) {
+            if (cc->lb == TG_LB_LEAST_REQUEST || cc->lb == TG_LB_PEAK_EWMA) {
                 tg_health_inflight_add(tg_worker_health(ex->w), ex->ep->slot, 1);
                 ex->inflight_ep = ex->ep;
             }

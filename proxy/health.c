@@ -3,6 +3,7 @@
  */
 #include "proxy/health.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ void tg_health_reset(tg_health_t *h, size_t slot)
     atomic_store(&e->ejected_until_ms, 0);
     atomic_store(&e->ejections, 0);
     atomic_store(&e->ejections_total, 0);
+    atomic_store(&e->ewma_us, 0);
+    atomic_store(&e->ewma_at_ms, 0);
     atomic_store_explicit(&e->checks_ok, 0, memory_order_relaxed);
     atomic_store_explicit(&e->checks_failed, 0, memory_order_relaxed);
     e->streak_ok = e->streak_fail = 0;
@@ -83,11 +86,45 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
     return k;
 }
 
-void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b)
+#define EWMA_DECAY_MS 2000
+
+void tg_health_ewma_observe(tg_health_t *h, size_t slot, uint64_t rtt_us, uint64_t now_ms)
+{
+    tg_endpoint_health_t *e = &h->ep[slot];
+    uint64_t cur = atomic_load_explicit(&e->ewma_us, memory_order_relaxed);
+    uint64_t at = atomic_load_explicit(&e->ewma_at_ms, memory_order_relaxed);
+    uint64_t dt = now_ms > at ? now_ms - at : 0, next;
+    if (cur == 0 || rtt_us >= cur) {
+        next = rtt_us ? rtt_us : 1; /* the peak: at once */
+    } else { /* w = tau / (tau + dt): about exp(-dt / tau) */
+        next = (cur * EWMA_DECAY_MS + rtt_us * dt) / (EWMA_DECAY_MS + dt);
+        if (next == 0)
+            next = 1;
+    }
+    atomic_store_explicit(&e->ewma_us, next, memory_order_relaxed);
+    atomic_store_explicit(&e->ewma_at_ms, now_ms, memory_order_relaxed);
+}
+
+/* What sending one more request to ep costs: its requests in flight, or
+ * with ewma its latency average — decayed for the time since it was last
+ * measured, so that an endpoint avoided since a slow answer is tried again
+ * after a while — times its requests in flight plus one. */
+static uint64_t cost(tg_health_t *h, const tg_endpoint_t *ep, int ewma, uint64_t now_ms)
+{
+    tg_endpoint_health_t *e = &h->ep[ep->slot];
+    uint64_t inflight = atomic_load_explicit(&e->inflight, memory_order_relaxed);
+    if (!ewma)
+        return inflight;
+    uint64_t avg = atomic_load_explicit(&e->ewma_us, memory_order_relaxed);
+    uint64_t at = atomic_load_explicit(&e->ewma_at_ms, memory_order_relaxed), dt = now_ms > at ? now_ms - at : 0;
+    return (uint64_t)((double)avg * exp(-(double)dt / EWMA_DECAY_MS)) * (inflight + 1);
+}
+
+void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b,
+                           int ewma, uint64_t now_ms)
 {
     const tg_endpoint_t *ea = &c->endpoints[order[a]], *eb = &c->endpoints[order[b]];
-    uint64_t la = atomic_load_explicit(&h->ep[ea->slot].inflight, memory_order_relaxed);
-    uint64_t lb = atomic_load_explicit(&h->ep[eb->slot].inflight, memory_order_relaxed);
+    uint64_t la = cost(h, ea, ewma, now_ms), lb = cost(h, eb, ewma, now_ms);
     uint64_t wa = ea->conf->weight ? ea->conf->weight : 1, wb = eb->conf->weight ? eb->conf->weight : 1;
     size_t pick = lb * wa < la * wb ? b : a; /* lb/wb < la/wa */
     if (pick != 0 && pick < n) { /* to the front; what was before it moves down one */

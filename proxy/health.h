@@ -30,7 +30,9 @@ typedef struct tg_endpoint_health {
     atomic_ullong ejections_total;
     tg_counter_t checks_ok, checks_failed; /* written by the endpoint's probing worker */
     atomic_uint connections;        /* open upstream connections, all workers (circuit breaking); kept on reset */
-    atomic_uint inflight;           /* requests in flight to it, all workers (lb: least_request clusters only) */
+    atomic_uint inflight;           /* requests in flight to it, all workers (lb: least_request, peak_ewma) */
+    atomic_ullong ewma_us;          /* lb: peak_ewma — response-head latency, a peak-sensitive moving average ... */
+    atomic_ullong ewma_at_ms;       /* ... and when it was last updated (monotonic) */
     uint32_t streak_ok, streak_fail;       /* the probing worker's only */
 } tg_endpoint_health_t;
 
@@ -85,10 +87,21 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
 size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
                        size_t *order);
 
-/* lb: least_request — of order[a] and order[b] (a != b, both < n), moves
- * the one with fewer requests in flight per unit of weight to the front
- * (ties: order[a]); the rest keeps its rotation for failover. */
-void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b);
+/* lb: least_request (ewma 0) or peak_ewma (1) — of order[a] and order[b]
+ * (a != b, both < n), moves the cheaper to the front (ties: order[a]):
+ * fewer requests in flight per unit of weight, or with ewma the latency
+ * average (decayed for the time since it was measured) times (requests in
+ * flight + 1) per unit of weight (an endpoint not measured yet costs
+ * nothing: it is tried); the rest keeps its rotation for failover. */
+void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b,
+                           int ewma, uint64_t now_ms);
+
+/* lb: peak_ewma — an answer from the endpoint in slot took rtt_us to its
+ * head: a slower one sets the average at once (the peak), a faster one
+ * pulls it down with a weight that grows with the time since the last
+ * update (decay about 2 s). Workers update without a lock: two at once,
+ * and one of the two is kept. */
+void tg_health_ewma_observe(tg_health_t *h, size_t slot, uint64_t rtt_us, uint64_t now_ms);
 
 
 #endif

@@ -1,6 +1,7 @@
 """Load balancing: `lb: least_request` (the power of two choices on the
-requests in flight, counted over all workers) sends less to an endpoint
-while it is slow — here one of three uvicorn instances answering ten to a
+requests in flight, counted over all workers) and `lb: peak_ewma` (the
+same, weighed by each endpoint's latency average) send less to an
+endpoint while it is slow — here one of three uvicorn instances answering ten to a
 hundred times slower — where round_robin gives it its third whatever; `lb:
 random` spreads over every endpoint. Shares are counted from the
 instances' own x-upstream headers."""
@@ -25,10 +26,12 @@ class LoadBalancingTest(harness.GatewayTest):
 routes:
   - {{ name: lr, match: {{ headers: [{{ name: x-lb, value: least }}] }}, cluster: least }}
   - {{ name: rand, match: {{ headers: [{{ name: x-lb, value: random }}] }}, cluster: random }}
+  - {{ name: ewma, match: {{ headers: [{{ name: x-lb, value: ewma }}] }}, cluster: ewma }}
   - {{ name: rr, cluster: rr }}
 clusters:
   - {{ name: least, lb: least_request, endpoints: [{eps}] }}
   - {{ name: random, lb: random, endpoints: [{eps}] }}
+  - {{ name: ewma, lb: peak_ewma, endpoints: [{eps}] }}
   - {{ name: rr, endpoints: [{eps}] }}
 """)
 
@@ -51,6 +54,15 @@ clusters:
         self.assertEqual(sum(least.values()), N)
         self.assertLess(least["slow"], N // 4, least)  # far under its third: it is busy while the others are free
         self.assertGreater(least["fast0"] + least["fast1"], N * 3 // 4, least)
+
+    def test_peak_ewma_sends_less_to_a_slow_endpoint(self):
+        """Once it has answered slowly, its latency average outweighs the
+        others' whatever their load: it gets a try now and then, no more."""
+        got = self.shares("ewma", 6)
+        self.assertEqual(sum(got.values()), N)
+        self.assertLess(got["slow"], N // 4, got)
+        self.assertGreater(got["fast0"], N // 5, got)  # the fast ones share the rest
+        self.assertGreater(got["fast1"], N // 5, got)
 
     def test_random_spreads_over_every_endpoint(self):
         got = self.shares("random", 6)

@@ -256,10 +256,59 @@ static void test_unresolvable(void **state)
     tg_config_unref(cfg);
 }
 
+/* lb: peak_ewma — a slow answer makes its endpoint the costlier at once;
+ * left alone while the other keeps being measured, its average decays
+ * until it is tried first again (seconds, not minutes). */
+static void test_peak_ewma_cost_and_recovery(void **state)
+{
+    tg_config_t *cfg = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                            "clusters: [{ name: a, lb: peak_ewma, endpoints: ['127.0.0.1:1001', '127.0.0.1:1002'] }]\n");
+    assert_non_null(cfg);
+    tg_errors_t errs = { 0 };
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    assert_non_null(s);
+    tg_health_t *h = tg_health_new();
+    const tg_cluster_t *c = &s->clusters[0];
+    size_t order[2];
+    uint64_t t = 100000;
+    tg_health_ewma_observe(h, c->endpoints[0].slot, 250000, t); /* slow: 250 ms */
+    tg_health_ewma_observe(h, c->endpoints[1].slot, 3000, t);   /* fast: 3 ms */
+    order[0] = 0, order[1] = 1;
+    tg_health_least_first(h, c, order, 2, 0, 1, 1, t);
+    assert_int_equal(order[0], 1); /* the fast one first, whichever was drawn first */
+    order[0] = 1, order[1] = 0;
+    tg_health_least_first(h, c, order, 2, 0, 1, 1, t);
+    assert_int_equal(order[0], 1);
+    /* one faster answer pulls the slow one's average down by its weight only */
+    tg_health_ewma_observe(h, c->endpoints[0].slot, 3000, t + 100);
+    assert_true(atomic_load(&h->ep[c->endpoints[0].slot].ewma_us) > 100000);
+    /* the fast one keeps being measured; the slow one, left alone, decays */
+    uint64_t back = 0;
+    for (uint64_t dt = 1000; dt <= 60000 && back == 0; dt += 1000) {
+        tg_health_ewma_observe(h, c->endpoints[1].slot, 3000, t + 100 + dt);
+        order[0] = 1, order[1] = 0;
+        tg_health_least_first(h, c, order, 2, 0, 1, 1, t + 100 + dt);
+        if (order[0] == 0)
+            back = dt;
+    }
+    assert_true(back > 0 && back <= 15000); /* tried again within seconds */
+    /* least_request ignores latency: in flight alone decides */
+    tg_health_inflight_add(h, c->endpoints[1].slot, 1);
+    order[0] = 1, order[1] = 0;
+    tg_health_least_first(h, c, order, 2, 0, 1, 0, t);
+    assert_int_equal(order[0], 0);
+    tg_health_inflight_add(h, c->endpoints[1].slot, -1);
+    tg_health_free(h);
+    tg_cluster_set_free(s);
+    tg_config_unref(cfg);
+    tg_errors_free(&errs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_and_slots),
+        cmocka_unit_test(test_peak_ewma_cost_and_recovery),
         cmocka_unit_test(test_endpoint_order_round_robin),
         cmocka_unit_test(test_endpoint_order_skips_ejected),
         cmocka_unit_test(test_round_robin_threads),
