@@ -221,6 +221,7 @@ static void config_free(tg_config_t *c)
     for (size_t i = 0; i < c->n_clusters; i++) {
         tg_cluster_conf_t *cl = &c->clusters[i];
         free(cl->name);
+        free(cl->hash_name);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             free(cl->endpoints[j].address);
             free(cl->endpoints[j].host);
@@ -242,6 +243,7 @@ static void config_free(tg_config_t *c)
     free(c->admin.host);
     free_secret(c->admin.token);
     free_redis(&c->redis);
+    free_strs(c->dns.resolvers, c->dns.n_resolvers);
     for (size_t i = 0; i < c->admin.n_allowed_hosts; i++)
         free(c->admin.allowed_hosts[i]);
     free(c->admin.allowed_hosts);

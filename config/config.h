@@ -207,14 +207,36 @@ typedef struct tg_tls_client_conf {
 } tg_tls_client_conf_t;
 
 typedef enum { TG_PROTO_HTTP1 = 0, TG_PROTO_H2C, TG_PROTO_H2 } tg_cluster_proto_t;
-typedef enum { TG_LB_ROUND_ROBIN = 0, TG_LB_LEAST_REQUEST, TG_LB_RANDOM, TG_LB_PEAK_EWMA } tg_lb_t;
+typedef enum { TG_LB_ROUND_ROBIN = 0, TG_LB_LEAST_REQUEST, TG_LB_RANDOM, TG_LB_PEAK_EWMA, TG_LB_RING_HASH, TG_LB_MAGLEV } tg_lb_t;
+/* hash_on: what a request's key is, for lb: ring_hash and maglev */
+typedef enum { TG_HASH_CLIENT_ADDRESS = 0, TG_HASH_HEADER, TG_HASH_COOKIE, TG_HASH_PATH } tg_hash_on_t;
 
 typedef struct tg_endpoint_conf {
     char *address;        /* "host:port" as written */
     char *host;
     uint16_t port;
     uint32_t weight;      /* share of the cluster's requests (smooth weighted round-robin); default 1 */
+    int named;            /* host is a name, not an IP address: resolved and followed by DNS (proxy/dns.h) */
 } tg_endpoint_conf_t;
+
+/* `dns:` — how endpoint names are resolved and followed (proxy/dns.h).
+ * The top level's applies to every cluster; a cluster's own `dns:`
+ * overrides the TTL bounds, the family and the failure mode. */
+typedef enum { TG_DNS_AUTO = 0, TG_DNS_V4, TG_DNS_V6, TG_DNS_ALL } tg_dns_family_t;
+typedef enum { TG_DNS_KEEP = 0, TG_DNS_FAIL } tg_dns_on_failure_t;
+typedef struct tg_dns_conf {
+    uint64_t min_ttl_ms;      /* an answer's TTL is clamped to [min_ttl, max_ttl] */
+    uint64_t max_ttl_ms;
+    tg_dns_family_t family;   /* lookup_family */
+    tg_dns_on_failure_t on_failure;
+    uint64_t timeout_ms;      /* a lookup, all tries together (top level only) */
+    char **resolvers;         /* "IP" or "IP:PORT" / "[IPv6]:PORT"; none: /etc/resolv.conf (top level only) */
+    size_t n_resolvers;
+} tg_dns_conf_t;
+
+#define TG_DEFAULT_DNS_MIN_TTL_MS 1000
+#define TG_DEFAULT_DNS_MAX_TTL_MS 30000
+#define TG_DEFAULT_DNS_TIMEOUT_MS 5000
 
 typedef struct tg_health_check_conf {
     int enabled;
@@ -240,6 +262,9 @@ typedef struct tg_cluster_conf {
     tg_endpoint_conf_t *endpoints;
     size_t n_endpoints;
     tg_lb_t lb;
+    tg_hash_on_t hash_on;     /* lb: ring_hash, maglev */
+    char *hash_name;          /* hash_on header:NAME (lower case) or cookie:NAME */
+    uint64_t slow_start_ms;   /* a new or recovered endpoint's share ramps up over this; 0: at once */
     uint64_t connect_timeout_ms;
     uint64_t idle_timeout_ms; /* pooled idle upstream connections are closed after this */
     uint32_t pool_size;       /* max idle connections per worker and endpoint; 0 = no reuse */
@@ -257,6 +282,8 @@ typedef struct tg_cluster_conf {
     uint32_t max_pending;      /* requests waiting for a new connection to open */
     uint32_t max_requests;     /* requests in flight to the cluster */
     int weighted;              /* some endpoint has a weight other than 1 */
+    int named;                 /* some endpoint is a name (DNS follows it) */
+    tg_dns_conf_t dns;         /* the top level's, with the cluster's own `dns:` over it */
 } tg_cluster_conf_t;
 
 /* `path_normalization:` (proxy/path.h says what each step does). */
@@ -356,6 +383,7 @@ typedef struct tg_config {
     tg_redis_conf_t redis;      /* enabled 0: no `redis:` section */
     tg_tracing_conf_t tracing;  /* enabled 0: no `tracing:` section (trace headers pass as they came) */
     int log_json;               /* log_format: json (the process log as JSON lines) */
+    tg_dns_conf_t dns;          /* `dns:` (defaults when absent) */
 } tg_config_t;
 
 /* Defaults, also documented in docs/configuration.md. */

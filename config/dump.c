@@ -172,6 +172,24 @@ static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
 
 static const char *const underscores[] = { "drop", "allow", "reject" };
 
+/* `dns:` as it applies (a cluster's: its own keys over the top level's). */
+static void dns(FILE *f, const tg_dns_conf_t *d, int top)
+{
+    static const char *const fam[] = { "auto", "v4", "v6", "all" };
+    fprintf(f, ", \"dns\": {\"min_ttl_ms\": %llu, \"max_ttl_ms\": %llu, \"lookup_family\": \"%s\", "
+               "\"on_failure\": \"%s\"",
+            (unsigned long long)d->min_ttl_ms, (unsigned long long)d->max_ttl_ms, fam[d->family],
+            d->on_failure == TG_DNS_FAIL ? "fail" : "keep");
+    if (top) {
+        fprintf(f, ", \"timeout_ms\": %llu, \"resolvers\": ", (unsigned long long)d->timeout_ms);
+        if (d->n_resolvers)
+            strs(f, d->resolvers, d->n_resolvers);
+        else
+            fputs("\"/etc/resolv.conf\"", f);
+    }
+    fputc('}', f);
+}
+
 char *tg_config_to_json(const tg_config_t *c)
 {
     char *buf = NULL;
@@ -195,6 +213,7 @@ char *tg_config_to_json(const tg_config_t *c)
                "\"semicolons\": \"%s\", \"backslashes\": \"%s\", \"forward\": \"%s\"}",
             c->paths.merge_slashes ? "true" : "false", eslash[c->paths.escaped_slashes], semis[c->paths.semicolons],
             bslash[c->paths.backslashes], c->paths.forward_original ? "original" : "normalized");
+    dns(f, &c->dns, 1);
     fputs(", \"admin\": ", f);
     if (c->admin.listen) {
         fputs("{\"listen\": ", f);
@@ -240,8 +259,14 @@ char *tg_config_to_json(const tg_config_t *c)
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
         static const char *const protos[] = { "http1", "h2c", "h2" };
-        static const char *const lbs[] = { "round_robin", "least_request", "random", "peak_ewma" };
-        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"%s\", \"endpoints\": [", protos[cl->protocol], lbs[cl->lb]);
+        static const char *const lbs[] = { "round_robin", "least_request", "random", "peak_ewma", "ring_hash",
+                                           "maglev" };
+        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"%s\"", protos[cl->protocol], lbs[cl->lb]);
+        if (cl->lb == TG_LB_RING_HASH || cl->lb == TG_LB_MAGLEV) {
+            static const char *const on[] = { "client_address", "header:", "cookie:", "path" };
+            fprintf(f, ", \"hash_on\": \"%s%s\"", on[cl->hash_on], cl->hash_name ? cl->hash_name : "");
+        }
+        fprintf(f, ", \"slow_start_ms\": %llu, \"endpoints\": [", (unsigned long long)cl->slow_start_ms);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             fprintf(f, "%s", j ? ", " : "");
             jstr(f, cl->endpoints[j].address);
@@ -258,6 +283,8 @@ char *tg_config_to_json(const tg_config_t *c)
                        "\"max_concurrent_streams\": %u",
                     (unsigned long long)cl->keepalive_interval_ms, (unsigned long long)cl->keepalive_timeout_ms,
                     cl->max_concurrent_streams);
+        if (cl->named)
+            dns(f, &cl->dns, 0);
         fputs(", \"tls\": ", f);
         if (cl->tls.enabled) {
             fputs("{\"ca\": ", f);

@@ -44,7 +44,8 @@ static const tg_key_t header_match_keys[] = {
 _Static_assert(sizeof(tg_escaped_slash_t) == sizeof(int) && sizeof(tg_semicolons_t) == sizeof(int) &&
                    sizeof(tg_backslashes_t) == sizeof(int) && sizeof(tg_underscores_t) == sizeof(int) &&
                    sizeof(tg_forwarded_mode_t) == sizeof(int) && sizeof(tg_cluster_proto_t) == sizeof(int) &&
-                   sizeof(tg_lb_t) == sizeof(int) && sizeof(tg_client_auth_t) == sizeof(int),
+                   sizeof(tg_lb_t) == sizeof(int) && sizeof(tg_client_auth_t) == sizeof(int) &&
+                   sizeof(tg_dns_family_t) == sizeof(int) && sizeof(tg_dns_on_failure_t) == sizeof(int),
                "enum fields are ints");
 
 static const tg_key_t paths_keys[] = {
@@ -290,18 +291,31 @@ static const tg_key_t cluster_keys[] = {
       "upstream protocol: HTTP/1.1 (over TLS when `tls` is given); HTTP/2 cleartext with prior knowledge; HTTP/2 over TLS (needs `tls`; ALPN `h2`). gRPC needs `h2c` or `h2`. See [tls-http2.md](tls-http2.md)", .choices = "http1|h2c|h2",
       TG_FIELD(tg_cluster_conf_t, protocol, TG_FIELD_INT) },
     { "endpoints", TG_KEY_LIST, "list of addresses or `{ address, weight }` (required, non-empty)", "—",
-      "resolved once when the config is loaded", .sub = &tg_keys_endpoint,
+      "an IP address, or a name that DNS follows: each address of its answer is an endpoint, re-resolved as its "
+      "TTL runs out (see `dns` below)", .sub = &tg_keys_endpoint,
       .flags = TG_KEY_REQUIRED | TG_KEY_ITEMS_OR_STRING },
-    { "lb", TG_KEY_ENUM, "`round_robin`, `least_request`, `random` or `peak_ewma`", "`round_robin`",
+    { "lb", TG_KEY_ENUM, "`round_robin`, `least_request`, `random`, `peak_ewma`, `ring_hash` or `maglev`",
+      "`round_robin`",
       "`round_robin`: one cursor per cluster shared by all workers, N requests spread evenly whatever the worker. "
       "`least_request`: of two endpoints drawn at random, the one with fewer requests in flight (all workers "
       "counted; divided by `weight`): a slow endpoint — a uvicorn worker busy with a slow call or a pause — gets "
       "less while it is slow, with no tuning. `random`: an endpoint drawn at random (by `weight`). `peak_ewma`: as "
       "`least_request`, each endpoint weighed by its response-head latency too (a moving average that jumps to a "
       "slower answer at once and forgets it over about 2 s) times its requests in flight plus one: a slow "
-      "endpoint loses traffic on its first slow answer and wins it back as it recovers",
-      .choices = "round_robin|least_request|random|peak_ewma",
+      "endpoint loses traffic on its first slow answer and wins it back as it recovers. `ring_hash` and `maglev`: "
+      "consistent hashing on `hash_on`, the same key to the same endpoint (session affinity, cache locality) on "
+      "every worker and every tollgate with the same endpoints; see below",
+      .choices = "round_robin|least_request|random|peak_ewma|ring_hash|maglev",
       TG_FIELD(tg_cluster_conf_t, lb, TG_FIELD_INT) },
+    { "hash_on", TG_KEY_STRING, "`client_address`, `header:NAME`, `cookie:NAME` or `path`", "`client_address`",
+      "`ring_hash` and `maglev` only: a request's key — the client address (after `trusted_proxies`), a request "
+      "header's value, a cookie's value, or the path without the query. A request without the header or cookie "
+      "goes round-robin" },
+    { "slow_start", TG_KEY_DURATION, "duration, 0–1h", "`0` (off)",
+      "a new endpoint (a reload or a DNS answer added it) or one back from unhealthy or ejected gets a share that "
+      "grows linearly from a tenth to all of its weight over this long, so a cold uvicorn worker (imports, "
+      "caches, JIT-less first calls) is not handed its full share at once. Not with `ring_hash`/`maglev`",
+      .min = 0, .max = 3600000, TG_FIELD(tg_cluster_conf_t, slow_start_ms, TG_FIELD_U64) },
     { "connect_timeout", TG_KEY_DURATION, "duration", "`1s`",
       "a connect that takes longer fails over to the next endpoint (`504` if it was the last)",
       TG_FIELD(tg_cluster_conf_t, connect_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_CONNECT_TIMEOUT_MS },
@@ -338,6 +352,9 @@ static const tg_key_t cluster_keys[] = {
     { "max_requests", TG_KEY_INT, "integer 1–10^6", "none",
       "circuit breaker: requests in flight to the cluster; past it, `503` at once as above", .min = 1,
       .max = 1000000, TG_FIELD(tg_cluster_conf_t, max_requests, TG_FIELD_U32) },
+    { "dns", TG_KEY_MAP, "mapping", "the top level's `dns`",
+      "how this cluster's endpoint names are followed: `min_ttl`, `max_ttl`, `lookup_family`, `on_failure` as at the "
+      "top level, each key given here overriding the top level's", .sub = &tg_keys_cluster_dns },
 };
 
 static const tg_key_t client_tls_keys[] = {
@@ -394,6 +411,45 @@ static const tg_key_t outlier_keys[] = {
       .def = TG_DEFAULT_MAX_EJECTION_MS },
 };
 
+/* The rows dns: and a cluster's dns: share, with their defaults. */
+#define DNS_ROWS(MIN_TEXT, MIN_DEF, MAX_TEXT, MAX_DEF, FAMILY_TEXT, FAILURE_TEXT)                                      \
+    { "min_ttl", TG_KEY_DURATION, "duration, 100ms–1d", MIN_TEXT,                                                     \
+      "an answer is kept at least this long, whatever its TTL (a name is never asked for more often)",                 \
+      .min = 100, .max = 86400000, TG_FIELD(tg_dns_conf_t, min_ttl_ms, TG_FIELD_U64), .def = MIN_DEF },               \
+    { "max_ttl", TG_KEY_DURATION, "duration, 100ms–1d", MAX_TEXT,                                                     \
+      "an answer is kept at most this long, whatever its TTL: how soon a moved container is followed when its DNS "    \
+      "answers with long TTLs (Docker's embedded DNS says 600 s)",                                                     \
+      .min = 100, .max = 86400000, TG_FIELD(tg_dns_conf_t, max_ttl_ms, TG_FIELD_U64), .def = MAX_DEF },               \
+    { "lookup_family", TG_KEY_ENUM, "`auto`, `v4`, `v6` or `all`", FAMILY_TEXT,                                      \
+      "which addresses of an answer become endpoints: `auto` the IPv4 ones, or the IPv6 ones when there is no IPv4 "   \
+      "address; `v4` or `v6` only that family (only that record type is asked for); `all` both",                      \
+      .choices = "auto|v4|v6|all", TG_FIELD(tg_dns_conf_t, family, TG_FIELD_INT) },                                   \
+    { "on_failure", TG_KEY_ENUM, "`keep` or `fail`", FAILURE_TEXT,                                                    \
+      "a lookup that fails (timeout, SERVFAIL, NXDOMAIN) or answers no address: `keep` the last good addresses and "   \
+      "try again (after `min_ttl`, doubling up to `max_ttl`); `fail` drops the name's endpoints until it resolves "    \
+      "again. Either way it is counted (`tollgate_dns_failures_total`) and logged. At start and on reload, a name "    \
+      "that does not resolve within `timeout` makes the config fail with `fail`; with `keep` the cluster starts "      \
+      "without that name's endpoints (`503` until its first answer)",                                                  \
+      .choices = "keep|fail", TG_FIELD(tg_dns_conf_t, on_failure, TG_FIELD_INT) },
+
+static const tg_key_t dns_keys[] = {
+    { "resolvers", TG_KEY_STRINGS, "list of `IP` or `IP:PORT` (1–8)", "the servers of /etc/resolv.conf",
+      "the DNS servers asked, in order (IPv6 as `[::1]:53`; port 53 when not given); `/etc/hosts` is read first "
+      "either way. A change takes effect on reload" },
+    { "timeout", TG_KEY_DURATION, "duration, 100ms–1m", "`5s`",
+      "a lookup, all tries against all servers together; also how long start-up and a reload wait for a new "
+      "name's first answer",
+      .min = 100, .max = 60000, TG_FIELD(tg_dns_conf_t, timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_DNS_TIMEOUT_MS },
+    DNS_ROWS("`1s`", TG_DEFAULT_DNS_MIN_TTL_MS, "`30s`", TG_DEFAULT_DNS_MAX_TTL_MS, "`auto`", "`keep`")
+};
+const tg_keyset_t tg_keys_dns = TG_KEYSET("dns", "dns", dns_keys);
+
+/* A cluster's own: no defaults (a key not given is the top level's). */
+static const tg_key_t cluster_dns_keys[] = {
+    DNS_ROWS("the top level's", 0, "the top level's", 0, "the top level's", "the top level's")
+};
+const tg_keyset_t tg_keys_cluster_dns = TG_KEYSET("cluster.dns", "clusters[].dns", cluster_dns_keys);
+
 static const tg_key_t top_keys[] = {
     { "workers", TG_KEY_INT, "integer 1–256 or `auto`", "`auto`",
       "worker threads; `auto` = one per online CPU. Each worker has its own event loop, its own SO_REUSEPORT listening socket per listener and its own upstream connection pools. A change takes effect on restart, not on reload.", .min = 1, .max = 256, .choices = "auto" },
@@ -419,6 +475,8 @@ static const tg_key_t top_keys[] = {
     { "max_connections", TG_KEY_INT, "integer", "none",
       "open client connections across all listeners; past it a new connection is closed at once and counted in `tollgate_downstream_connections_rejected_total`. Each worker takes an equal share (rounded up).", .min = 1, .max = 100000000,
       TG_FIELD(tg_config_t, max_connections, TG_FIELD_U64) },
+    { "dns", TG_KEY_MAP, "mapping", "see below",
+      "how endpoint names are resolved and followed (c-ares, asynchronously, never on a worker)", .sub = &tg_keys_dns },
     { "redis", TG_KEY_MAP, "mapping", "none",
       "the shared store that `rate_limit` and `quota` with `store: redis` count in, so that several gateways enforce one limit (below; [deployment.md](deployment.md))", .sub = &tg_keys_redis },
     { "log_format", TG_KEY_ENUM, "`text` or `json`", "`text`",

@@ -24,6 +24,8 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include <arpa/inet.h>
+
 typedef struct loader {
     yaml_document_t doc;
     const tg_filter_registry_t *filters; /* the filter kinds entries may name; NULL: none */
@@ -1104,6 +1106,108 @@ static int load_client_tls(loader_t *ld, yaml_node_t *n, const char *what, tg_tl
     return rc;
 }
 
+static int is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static int check_ttls(loader_t *ld, yaml_node_t *n, const char *what, const tg_dns_conf_t *d)
+{
+    if (d->min_ttl_ms <= d->max_ttl_ms)
+        return 0;
+    err_at(ld, n, "%s: min_ttl is more than max_ttl", what);
+    return -1;
+}
+
+/* A cluster's `dns:` — only the keys it gives replace the top level's. */
+static int load_cluster_dns(loader_t *ld, yaml_node_t *n, tg_dns_conf_t *d)
+{
+    const tg_keyset_t *ks = &tg_keys_cluster_dns;
+    yaml_node_t *v[TG_KEYSET_MAX];
+    tg_dns_conf_t own = { 0 };
+    int rc = read_section(ld, n, "cluster dns", ks, &own, v);
+    if (n->type != YAML_MAPPING_NODE)
+        return -1;
+    for (size_t i = 0; i < ks->n; i++)
+        if (v[i] != NULL) /* the same field as the top level's row of that name */
+            memcpy((char *)d + ks->keys[i].offset, (char *)&own + ks->keys[i].offset,
+                   ks->keys[i].field == TG_FIELD_U64 ? sizeof(uint64_t) : sizeof(int));
+    return check_ttls(ld, n, "cluster dns", d) < 0 ? -1 : rc;
+}
+
+/* The top level's `dns:`; absent, its defaults. Resolvers are kept as
+ * c-ares reads them: "IP:PORT" or "[IPv6]:PORT". */
+static void load_dns(loader_t *ld, yaml_node_t *n, tg_dns_conf_t *d)
+{
+    const tg_keyset_t *ks = &tg_keys_dns;
+    yaml_node_t *v[TG_KEYSET_MAX] = { 0 };
+    if (n == NULL) {
+        read_fields(ld, ks, v, d);
+        return;
+    }
+    if (read_section(ld, n, "dns", ks, d, v) < 0 && n->type != YAML_MAPPING_NODE)
+        return;
+    check_ttls(ld, n, "dns", d);
+    yaml_node_t *res = val_of(ks, v, "resolvers");
+    if (res == NULL || get_str_list(ld, res, "dns resolvers", &d->resolvers, &d->n_resolvers) < 0)
+        return;
+    if (d->n_resolvers == 0 || d->n_resolvers > 8)
+        err_at(ld, res, "dns resolvers: give 1 to 8 servers (or leave resolvers out for /etc/resolv.conf's)");
+    for (size_t i = 0; i < d->n_resolvers; i++) {
+        char host[64], out[80];
+        uint16_t port = 53;
+        const char *r = d->resolvers[i];
+        if (is_ip_literal(r))
+            snprintf(host, sizeof(host), "%s", r);
+        else if (tg_parse_hostport(r, host, sizeof(host), &port) < 0 || port == 0 || !is_ip_literal(host)) {
+            err_at(ld, node_at(ld, res->data.sequence.items.start[i]),
+                   "dns resolvers: '%s' is not an IP address or IP:PORT (a resolver is not looked up by name)", r);
+            continue;
+        }
+        snprintf(out, sizeof(out), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+        char *copy = strdup(out);
+        if (copy != NULL) {
+            free(d->resolvers[i]);
+            d->resolvers[i] = copy;
+        }
+    }
+}
+
+/* hash_on: only for the hashing lbs; client_address by default. */
+static int load_hash_on(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
+{
+    int hashing = c->lb == TG_LB_RING_HASH || c->lb == TG_LB_MAGLEV;
+    if (n == NULL)
+        return 0;
+    if (!hashing) {
+        err_at(ld, n, "hash_on: only for lb ring_hash or maglev");
+        return -1;
+    }
+    char *s = get_str(ld, n, "hash_on");
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    const char *name = NULL;
+    if (strcmp(s, "client_address") == 0)
+        c->hash_on = TG_HASH_CLIENT_ADDRESS;
+    else if (strcmp(s, "path") == 0)
+        c->hash_on = TG_HASH_PATH;
+    else if (strncmp(s, "header:", 7) == 0 && is_token(s + 7))
+        c->hash_on = TG_HASH_HEADER, name = s + 7;
+    else if (strncmp(s, "cookie:", 7) == 0 && is_token(s + 7))
+        c->hash_on = TG_HASH_COOKIE, name = s + 7;
+    else {
+        err_at(ld, n, "hash_on: '%s' is not client_address, header:NAME, cookie:NAME or path", s);
+        rc = -1;
+    }
+    if (name != NULL && (c->hash_name = strdup(name)) != NULL && c->hash_on == TG_HASH_HEADER)
+        for (char *p = c->hash_name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    free(s);
+    return rc;
+}
+
 static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
 {
     const tg_keyset_t *ks = &tg_keys_cluster;
@@ -1113,7 +1217,17 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
         return -1;
     yaml_node_t *name = val_of(ks, v, "name"), *proto = val_of(ks, v, "protocol"), *pool = val_of(ks, v, "pool_size"),
                 *hc = val_of(ks, v, "health_check"), *outlier = val_of(ks, v, "outlier_detection"),
-                *tls = val_of(ks, v, "tls"), *eps = val_of(ks, v, "endpoints");
+                *tls = val_of(ks, v, "tls"), *eps = val_of(ks, v, "endpoints"), *dns = val_of(ks, v, "dns"),
+                *hash_on = val_of(ks, v, "hash_on"), *slow = val_of(ks, v, "slow_start");
+    if (load_hash_on(ld, hash_on, c) < 0)
+        rc = -1;
+    if (slow != NULL && c->slow_start_ms > 0 && (c->lb == TG_LB_RING_HASH || c->lb == TG_LB_MAGLEV)) {
+        err_at(ld, slow, "slow_start: not with lb ring_hash or maglev (a key keeps its endpoint)");
+        rc = -1;
+    }
+    c->dns = ld->cfg->dns; /* the top level's (read first), the cluster's own keys over it */
+    c->dns.resolvers = NULL; /* process-wide: the cluster keeps no copy */
+    c->dns.n_resolvers = 0;
     if (require(ld, n, name, "name", "cluster") < 0 || check_name(ld, name, "cluster name", &c->name) < 0)
         rc = -1;
     c->pool_size = TG_DEFAULT_POOL_SIZE;
@@ -1187,7 +1301,11 @@ static int load_cluster(loader_t *ld, yaml_node_t *n, tg_cluster_conf_t *c)
             continue;
         }
         e->host = strdup(host);
+        e->named = !is_ip_literal(host);
+        c->named |= e->named;
     }
+    if (dns != NULL && load_cluster_dns(ld, dns, &c->dns) < 0)
+        rc = -1;
     return rc;
 }
 
@@ -1748,6 +1866,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         load_admin(ld, n, &c->admin);
     if ((n = val_of(ks, v, "tracing")) != NULL)
         load_tracing(ld, n, &c->tracing);
+    load_dns(ld, val_of(ks, v, "dns"), &c->dns); /* before the clusters: theirs start from it */
     if ((n = val_of(ks, v, "redis")) != NULL) /* before the filters: store: redis needs it */
         load_redis(ld, n, &c->redis);
     if ((n = val_of(ks, v, "filters")) != NULL)

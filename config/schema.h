@@ -82,7 +82,7 @@ struct tg_keyset {
 /* The loader's own sections (config/keys.c). */
 extern const tg_keyset_t tg_keys_top, tg_keys_paths, tg_keys_limits, tg_keys_admin, tg_keys_redis,
     tg_keys_listener, tg_keys_server_tls, tg_keys_certificate, tg_keys_http1, tg_keys_http2, tg_keys_route,
-    tg_keys_match, tg_keys_header_match, tg_keys_header_rules, tg_keys_cluster, tg_keys_client_tls,
+    tg_keys_match, tg_keys_header_match, tg_keys_header_rules, tg_keys_cluster, tg_keys_dns, tg_keys_cluster_dns, tg_keys_client_tls,
     tg_keys_health_check, tg_keys_outlier, tg_keys_endpoint, tg_keys_backend, tg_keys_tracing, tg_keys_otlp;
 
 /* Stores v into base at k's field (k->field must not be NONE). */

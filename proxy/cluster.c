@@ -3,28 +3,51 @@
  */
 #include "proxy/cluster.h"
 
+#include "proxy/lbhash.h"
+
 #include <errno.h>
 
-#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int resolve(const tg_endpoint_conf_t *ec, tg_endpoint_t *ep, tg_errors_t *errs, const char *cluster)
+/* An endpoint at address a (port 0) with the port of its config. */
+static void set_addr(tg_endpoint_t *ep, const struct sockaddr_storage *a, uint16_t port)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", ec->port);
-    int rc = getaddrinfo(ec->host, port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        tg_errors_add(errs, "cluster '%s': cannot resolve endpoint '%s': %s", cluster, ec->address,
-                      rc ? gai_strerror(rc) : "no address");
-        return -1;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    memcpy(&ep->addr, a, sizeof(*a));
+    if (a->ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ep->addr;
+        in->sin_port = htons(port);
+        ep->addr_len = sizeof(*in);
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(ep->addr_text, sizeof(ep->addr_text), "%s:%u", ip, (unsigned)port);
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ep->addr;
+        in6->sin6_port = htons(port);
+        ep->addr_len = sizeof(*in6);
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        snprintf(ep->addr_text, sizeof(ep->addr_text), "[%s]:%u", ip, (unsigned)port);
     }
-    memcpy(&ep->addr, res->ai_addr, res->ai_addrlen);
-    ep->addr_len = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
+}
+
+/* An IP literal endpoint's address (the loader checked it is one). */
+static int literal_addr(const char *host, struct sockaddr_storage *a)
+{
+    memset(a, 0, sizeof(*a));
+    struct sockaddr_in *in = (struct sockaddr_in *)a;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)a;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        return 0;
+    }
+    return -1;
 }
 
 /* Longest weighted round-robin period (requests) a cluster or route may
@@ -121,6 +144,27 @@ static int build_schedules(tg_cluster_set_t *s, const tg_config_t *cfg, tg_error
     return 0;
 }
 
+/* lb ring_hash / maglev: each such cluster's table, placed by address. */
+static int build_hashes(tg_cluster_set_t *s)
+{
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        tg_cluster_t *c = &s->clusters[i];
+        int lb = c->conf->lb;
+        if ((lb != TG_LB_RING_HASH && lb != TG_LB_MAGLEV) || c->n_endpoints == 0)
+            continue;
+        tg_lbhash_member_t *m = malloc(c->n_endpoints * sizeof(*m));
+        if (m == NULL)
+            return -1;
+        for (size_t j = 0; j < c->n_endpoints; j++)
+            m[j] = (tg_lbhash_member_t){ c->endpoints[j].addr_text, c->endpoints[j].conf->weight };
+        c->hash = tg_lbhash_build(m, c->n_endpoints, lb == TG_LB_MAGLEV);
+        free(m);
+        if (c->hash == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 size_t tg_cluster_split_next(tg_cluster_set_t *s, size_t route)
 {
     tg_route_split_t *sp = &s->splits[route];
@@ -128,7 +172,72 @@ size_t tg_cluster_split_next(tg_cluster_set_t *s, size_t route)
     return sp->schedule[n % sp->len];
 }
 
-tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs)
+/* Leases the slot of the endpoint's registry key. */
+static int lease(tg_endpoint_t *ep, const tg_cluster_conf_t *cc, tg_registry_t *reg, const tg_config_t *cfg,
+                 tg_errors_t *errs)
+{
+    /* "cluster/address", whole: a cut key could give two endpoints one slot */
+    size_t kl = strlen(cc->name) + strlen(ep->conf->address) + strlen(ep->addr_text) + 3;
+    char *key = malloc(kl);
+    if (key != NULL && ep->conf->named)
+        snprintf(key, kl, "%s/%s=%s", cc->name, ep->conf->address, ep->addr_text);
+    else if (key != NULL)
+        snprintf(key, kl, "%s/%s", cc->name, ep->conf->address);
+    ep->lease = key ? tg_registry_acquire(reg, key) : NULL;
+    free(key);
+    if (ep->lease == NULL) {
+        if (reg->limit && reg->n >= reg->limit)
+            tg_errors_add(errs, "%s: more than %zu upstream endpoints in use at once (by this config "
+                                "and the ones still finishing requests)", cfg->path, reg->limit);
+        return -1;
+    }
+    ep->slot = ep->lease->slot;
+    ep->gen = ep->lease->gen;
+    ep->joined = atomic_load(&ep->lease->live) == 1;
+    return 0;
+}
+
+/* The cluster's endpoints: one per IP endpoint, one per address a name
+ * has now (a name without any adds none). */
+static int build_endpoints(tg_cluster_t *c, const tg_cluster_conf_t *cc, const tg_resolver_t *names)
+{
+    size_t n = 0;
+    for (size_t j = 0; j < cc->n_endpoints; j++) {
+        const struct sockaddr_storage *a;
+        n += !cc->endpoints[j].named ? 1 : names ? names->addrs(names->arg, cc, &cc->endpoints[j], &a) : 0;
+    }
+    c->endpoints = calloc(n ? n : 1, sizeof(*c->endpoints));
+    if (c->endpoints == NULL)
+        return -1;
+    for (size_t j = 0; j < cc->n_endpoints; j++) {
+        const tg_endpoint_conf_t *ec = &cc->endpoints[j];
+        struct sockaddr_storage lit;
+        const struct sockaddr_storage *a = &lit;
+        size_t k = 1;
+        if (ec->named)
+            k = names ? names->addrs(names->arg, cc, ec, &a) : 0;
+        else if (literal_addr(ec->host, &lit) < 0)
+            continue; /* the loader refuses such a config */
+        for (size_t i = 0; i < k && c->n_endpoints < n; i++) {
+            tg_endpoint_t *ep = &c->endpoints[c->n_endpoints++];
+            ep->conf = ec;
+            set_addr(ep, &a[i], ec->port);
+            ep->label = ec->address;
+            if (ec->named) {
+                size_t ll = strlen(ec->address) + strlen(ep->addr_text) + 4;
+                char *l = malloc(ll);
+                if (l == NULL)
+                    return -1;
+                snprintf(l, ll, "%s (%s)", ec->address, ep->addr_text);
+                ep->label = l;
+            }
+        }
+    }
+    return 0;
+}
+
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, const tg_resolver_t *names,
+                                       const tg_cluster_set_t *tls_from, tg_errors_t *errs)
 {
     tg_cluster_set_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -146,41 +255,24 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
         atomic_init(&c->rr_cursor, 0);
         atomic_init(&c->requests, 0);
         atomic_init(&c->pending, 0);
-        c->endpoints = calloc(cc->n_endpoints, sizeof(*c->endpoints));
-        if (c->endpoints == NULL)
+        if (build_endpoints(c, cc, names) < 0)
             goto fail;
-        c->n_endpoints = cc->n_endpoints;
-        if (cc->tls.enabled && (c->tls = tg_tls_client_new(&cc->tls, cc->name, cc->protocol == TG_PROTO_H2, errs)) == NULL)
+        if (tls_from != NULL)
+            c->tls = tg_tls_client_ref(tls_from->clusters[i].tls);
+        else if (cc->tls.enabled &&
+                 (c->tls = tg_tls_client_new(&cc->tls, cc->name, cc->protocol == TG_PROTO_H2, errs)) == NULL)
             bad = 1;
-        for (size_t j = 0; j < cc->n_endpoints; j++) {
+        for (size_t j = 0; j < c->n_endpoints; j++) {
             tg_endpoint_t *ep = &c->endpoints[j];
-            ep->conf = &cc->endpoints[j];
-            if (reg != NULL) {
-                /* "cluster/address", whole: a cut key could give two endpoints one slot */
-                size_t kl = strlen(cc->name) + strlen(ep->conf->address) + 2;
-                char *key = malloc(kl);
-                if (key != NULL)
-                    snprintf(key, kl, "%s/%s", cc->name, ep->conf->address);
-                ep->lease = key ? tg_registry_acquire(reg, key) : NULL;
-                free(key);
-                if (ep->lease == NULL) {
-                    if (reg->limit && reg->n >= reg->limit)
-                        tg_errors_add(errs, "%s: more than %zu upstream endpoints in use at once (by this config "
-                                            "and the ones still finishing requests)", cfg->path, reg->limit);
-                    goto fail;
-                }
-                ep->slot = ep->lease->slot;
-                ep->gen = ep->lease->gen;
-            } else {
+            if (reg != NULL && lease(ep, cc, reg, cfg, errs) < 0)
+                goto fail;
+            if (reg == NULL)
                 ep->slot = next_slot++;
-            }
             if (ep->slot + 1 > s->n_slots)
                 s->n_slots = ep->slot + 1;
-            if (resolve(ep->conf, ep, errs, cc->name) < 0)
-                bad = 1;
         }
     }
-    if (!bad && build_schedules(s, cfg, errs) < 0)
+    if (!bad && (build_schedules(s, cfg, errs) < 0 || build_hashes(s) < 0))
         goto fail;
     if (!bad && (s->slot_gen = calloc(s->n_slots ? s->n_slots : 1, sizeof(*s->slot_gen))) != NULL) {
         for (size_t i = 0; i < s->n_clusters; i++)
@@ -198,10 +290,15 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->n_clusters; i++) {
-        for (size_t j = 0; s->clusters[i].endpoints && j < s->clusters[i].n_endpoints; j++)
-            tg_registry_release(s->clusters[i].endpoints[j].lease);
+        for (size_t j = 0; s->clusters[i].endpoints && j < s->clusters[i].n_endpoints; j++) {
+            tg_endpoint_t *ep = &s->clusters[i].endpoints[j];
+            tg_registry_release(ep->lease);
+            if (ep->label != NULL && ep->label != ep->conf->address)
+                free((char *)ep->label);
+        }
         free(s->clusters[i].endpoints);
         free(s->clusters[i].schedule);
+        tg_lbhash_free(s->clusters[i].hash);
         tg_tls_client_free(s->clusters[i].tls);
     }
     for (size_t r = 0; s->splits != NULL && r < s->n_splits; r++)

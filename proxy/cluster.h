@@ -1,10 +1,10 @@
 /*
  * proxy/cluster.h — runtime state of the clusters of one config snapshot:
- * resolved endpoint addresses and the round-robin cursor. Built in the main
- * thread when a snapshot is loaded (name resolution happens there, never on
- * a worker), shared read-only by the workers except for the cursor, which
- * is one atomic counter per cluster so that N requests from any mix of
- * workers spread evenly.
+ * endpoint addresses and the round-robin cursor. Built in the main thread
+ * when a snapshot is loaded or derived from new DNS answers (names are
+ * resolved there, never on a worker: dns.h), shared read-only by the
+ * workers except for the cursor, which is one atomic counter per cluster
+ * so that N requests from any mix of workers spread evenly.
  */
 #ifndef TG_PROXY_CLUSTER_H
 #define TG_PROXY_CLUSTER_H
@@ -18,9 +18,12 @@
 #include "tls/context.h"
 
 typedef struct tg_endpoint {
-    const tg_endpoint_conf_t *conf;
+    const tg_endpoint_conf_t *conf; /* a name's endpoints (one per address of its answer) share theirs */
     struct sockaddr_storage addr;
     socklen_t addr_len;
+    char addr_text[56];      /* "10.0.0.7:8000", "[::1]:8000" */
+    const char *label;       /* for people: conf->address, or "name:port (address)" for a name's (owned then) */
+    int joined;              /* no live snapshot had its slot before this set: a new endpoint */
     size_t slot;             /* index into each worker's pool table (registry.h) */
     unsigned gen;            /* the slot's generation: pooled connections of a former occupant do not match */
     struct tg_registry_entry *lease; /* the slot's lease, given back with the set (NULL: unnumbered) */
@@ -32,6 +35,7 @@ typedef struct tg_cluster {
     size_t n_endpoints;
     atomic_uint rr_cursor;
     uint32_t *schedule;      /* weighted endpoints: one period of smooth WRR (endpoint indexes); NULL: plain RR */
+    struct tg_lbhash *hash;  /* lb: ring_hash, maglev: the key -> endpoint table (NULL: no endpoint) */
     size_t n_schedule;
     /* circuit breaking (conf->max_*): requests of this snapshot in flight
      * to the cluster, and those waiting for a new connection */
@@ -68,10 +72,27 @@ static inline int tg_cluster_set_uses(const tg_cluster_set_t *s, size_t slot, un
     return slot < s->n_slots && s->slot_gen[slot] == gen + 1;
 }
 
-/* Resolves every endpoint of cfg and gives each the registry slot of its
- * "cluster/address", holding a lease on it until the set is freed (reg
- * NULL: slots numbered in order). Returns NULL with messages in errs. */
-tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, tg_errors_t *errs);
+/* Where name endpoints' addresses come from (dns.h makes one). */
+typedef struct tg_resolver {
+    /* cfg's names are known, looked up if new (may wait); -1 with errs. */
+    int (*prepare)(void *arg, const tg_config_t *cfg, tg_errors_t *errs);
+    /* The addresses (port 0) the name endpoint ec of cluster cc has now. */
+    size_t (*addrs)(void *arg, const tg_cluster_conf_t *cc, const tg_endpoint_conf_t *ec,
+                    const struct sockaddr_storage **out);
+    /* Bumped whenever some name's addresses change. */
+    unsigned (*generation)(void *arg);
+    void *arg;
+} tg_resolver_t;
+
+/* Gives every endpoint of cfg its address — a name one per address that
+ * names (NULL: none, for a check) has for it — and the registry slot of
+ * its "cluster/address" ("cluster/name:port=address" for a name's),
+ * holding a lease on it until the set is freed (reg NULL: slots numbered
+ * in order). TLS client contexts are shared with tls_from's clusters
+ * (same config, same order) when given, else built. Returns NULL with
+ * messages in errs. */
+tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, const tg_resolver_t *names,
+                                       const tg_cluster_set_t *tls_from, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
 
 /* Starts a connection to one of the cluster's endpoints on loop, with TLS

@@ -253,7 +253,7 @@ static void record(tg_exchange_t *ex)
         .bytes_out = ex->bytes_out,
         .client_addr = ex->client_addr,
         .identity = ex->fx.identity,
-        .upstream = ex->last_ep ? ex->last_ep->conf->address : NULL,
+        .upstream = ex->last_ep ? ex->last_ep->addr_text : NULL,
         .attempts = (unsigned)ex->tried,
         .total_us = us,
         .connect_us = ex->connect_us,
@@ -593,7 +593,7 @@ static void export_span(tg_exchange_t *ex, int status, const char *grpc_status)
     snprintf(sp.route, sizeof(sp.route), "%s", ex->route ? ex->route->name : "");
     snprintf(sp.path, sizeof(sp.path), "%.*s", (int)ex->req.path_len, ex->req.target ? ex->req.target : "");
     snprintf(sp.client, sizeof(sp.client), "%s", ex->client_addr);
-    snprintf(sp.upstream, sizeof(sp.upstream), "%s", ex->last_ep ? ex->last_ep->conf->address : "");
+    snprintf(sp.upstream, sizeof(sp.upstream), "%s", ex->last_ep ? ex->last_ep->addr_text : "");
     snprintf(sp.request_id, sizeof(sp.request_id), "%s", rid ? rid->value : "");
     tg_tracer_submit(tr, tg_worker_id(ex->w), &sp);
 }
@@ -967,7 +967,7 @@ static int sanitize_request(tg_exchange_t *ex)
         tg_exchange_reply(ex, 500, "out of memory");
         return -1;
     }
-    if (tg_trust_sanitize_request(&ex->snap->trust, h, &peer, &why) < 0) {
+    if (tg_trust_sanitize_request(ex->snap->trust, h, &peer, &why) < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, 400, why);
         return -1;

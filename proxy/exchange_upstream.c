@@ -23,6 +23,7 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/health.h"
+#include "proxy/lbhash.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
 #include "proxy/base/timer.h"
@@ -238,11 +239,11 @@ void tg_ex_up_failed(tg_exchange_t *ex)
         }
         break;
     case TG_UP_CAUSE_BAD_RESPONSE:
-        tg_warn("upstream %s: %s", ex->ep->conf->address, why);
+        tg_warn("upstream %s: %s", ex->ep->label, why);
         ex->req_sent_any = 1; /* the upstream answered: do not retry */
         break;
     case TG_UP_CAUSE_TRUNCATED:
-        tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->conf->address, why);
+        tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->label, why);
         why = "truncated response";
         break;
     case TG_UP_CAUSE_RESET:
@@ -323,7 +324,7 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
  * cut the client off if its response has already started. */
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
 {
-    const char *addr = ex->ep ? ex->ep->conf->address : "?";
+    const char *addr = ex->ep ? ex->ep->label : "?";
     int reused = (ex->up && ex->up_ops->reused(ex->up)) || ex->up_refused;
     tg_debug("upstream %s: %s (state %s)", addr, what, tg_ex_state_name(ex->state));
     if (ex->ep != NULL) {
@@ -367,22 +368,105 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
         report(ex, ATT_FAILED, 502, "upstream connection failed");
 }
 
+/* A cookie's value in the request's Cookie header(s) ("a=1; b=2"). */
+static const char *cookie_value(const tg_request_t *req, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->headers.n; i++) {
+        const tg_header_t *h = &req->headers.v[i];
+        if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *e = memchr(p, ';', (size_t)(end - p));
+            if (e == NULL)
+                e = end;
+            if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+                *len = (size_t)(e - p) - nl - 1;
+                return p + nl + 1;
+            }
+            p = e;
+        }
+    }
+    return NULL;
+}
+
+/* lb ring_hash / maglev: the hash of the request's key; 0 when it has
+ * none (no such header or cookie: it goes round-robin). */
+static int request_hash(const tg_exchange_t *ex, uint64_t *h)
+{
+    const tg_cluster_conf_t *cc = ex->cluster->conf;
+    const tg_request_t *req = &ex->req;
+    const char *k = NULL;
+    size_t kl = 0;
+    switch (cc->hash_on) {
+    case TG_HASH_CLIENT_ADDRESS:
+        k = ex->client_addr, kl = strlen(ex->client_addr);
+        break;
+    case TG_HASH_PATH:
+        k = req->target, kl = req->path_len;
+        break;
+    case TG_HASH_HEADER: {
+        const tg_header_t *hd = tg_headers_get(&req->headers, cc->hash_name);
+        if (hd != NULL)
+            k = hd->value, kl = hd->value_len;
+        break;
+    }
+    case TG_HASH_COOKIE:
+        k = cookie_value(req, cc->hash_name, &kl);
+        break;
+    }
+    if (k == NULL)
+        return 0;
+    *h = tg_lbhash_key(k, kl);
+    return 1;
+}
+
+/* The key's endpoint first, if it is usable; else the one the key's next
+ * hash gives, and so on a few times (failover keys spread over the rest,
+ * each key always to the same one); the rest keep their rotation. */
+static void hash_first(tg_exchange_t *ex, uint64_t h)
+{
+    const tg_cluster_t *c = ex->cluster;
+    for (unsigned attempt = 0; attempt < 8; attempt++) {
+        size_t want = tg_lbhash_pick(c->hash, h);
+        for (size_t i = 0; i < ex->n_order; i++)
+            if (ex->order[i] == want) {
+                memmove(&ex->order[1], &ex->order[0], i * sizeof(ex->order[0]));
+                ex->order[0] = want;
+                return;
+            }
+        h = tg_lbhash_next(h, attempt);
+    }
+}
+
 /* The endpoints this exchange may try, in order (tg_health_order):
  * round-robin over those health checks and outlier detection allow,
  * starting at this exchange's draw, each once. */
 int tg_ex_build_order(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
-    if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, c->n_endpoints * sizeof(size_t))) == NULL)
+    if (ex->order == NULL &&
+        (ex->order = tg_arena_alloc(&ex->arena, (c->n_endpoints ? c->n_endpoints : 1) * sizeof(size_t))) == NULL)
         return -1;
     ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_clock_ms(), ex->order);
     ex->attempts = 0;
     int lb = c->conf->lb;
-    if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && ex->n_order > 1) { /* the power of two choices */
+    uint64_t h;
+    if (ex->n_order < 2)
+        return 0;
+    if (lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) { /* the power of two choices */
         uint64_t r = tg_worker_random(ex->w);
         size_t a = (size_t)(r % ex->n_order), b = (size_t)((r >> 32) % (ex->n_order - 1));
         tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b,
                               lb == TG_LB_PEAK_EWMA, tg_clock_ms());
+    } else if ((lb == TG_LB_ROUND_ROBIN || lb == TG_LB_RANDOM) && c->conf->slow_start_ms) {
+        tg_health_slow_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, tg_worker_random(ex->w),
+                             tg_clock_ms());
+    } else if ((lb == TG_LB_RING_HASH || lb == TG_LB_MAGLEV) && c->hash != NULL && request_hash(ex, &h)) {
+        hash_first(ex, h);
     }
     return 0;
 }
@@ -485,7 +569,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 ex->cb_pending = 1;
             }
             if (ex->up == NULL) {
-                tg_warn("upstream %s: connect failed", ex->ep->conf->address);
+                tg_warn("upstream %s: connect failed", ex->ep->label);
                 tg_counter_add(&ep_stats(ex)->connect_failures, 1);
                 report_health(ex, 0);
                 ex->last_error = UP_CONNECT_FAILED;

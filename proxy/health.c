@@ -33,6 +33,7 @@ void tg_health_reset(tg_health_t *h, size_t slot)
     atomic_store(&e->ejections_total, 0);
     atomic_store(&e->ewma_us, 0);
     atomic_store(&e->ewma_at_ms, 0);
+    atomic_store(&e->since_ms, 0);
     atomic_store_explicit(&e->checks_ok, 0, memory_order_relaxed);
     atomic_store_explicit(&e->checks_failed, 0, memory_order_relaxed);
     e->streak_ok = e->streak_fail = 0;
@@ -50,9 +51,25 @@ const char *tg_health_state(tg_health_t *h, size_t slot, uint64_t now_ms, uint64
     tg_endpoint_health_t *e = &h->ep[slot];
     uint64_t until = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
     *left_ms = until > now_ms ? until - now_ms : 0;
-    if (atomic_load_explicit(&e->active_down, memory_order_relaxed))
-        return "down";
+    unsigned down = atomic_load_explicit(&e->active_down, memory_order_relaxed);
+    if (down)
+        return down == TG_HEALTH_UNCHECKED ? "checking" : "down";
     return until > now_ms ? "ejected" : "up";
+}
+
+void tg_health_hold_new(tg_health_t *h, const tg_cluster_t *c, uint64_t now_ms)
+{
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        if (c->endpoints[i].joined)
+            atomic_store(&h->ep[c->endpoints[i].slot].since_ms, now_ms);
+    if (!c->conf->health_check.enabled)
+        return;
+    int kept_usable = 0;
+    for (size_t i = 0; i < c->n_endpoints && !kept_usable; i++)
+        kept_usable = !c->endpoints[i].joined && tg_health_usable(h, c->endpoints[i].slot, now_ms);
+    for (size_t i = 0; kept_usable && i < c->n_endpoints; i++)
+        if (c->endpoints[i].joined)
+            atomic_store(&h->ep[c->endpoints[i].slot].active_down, TG_HEALTH_UNCHECKED);
 }
 
 static void reverse(size_t *a, size_t from, size_t to)
@@ -120,12 +137,49 @@ static uint64_t cost(tg_health_t *h, const tg_endpoint_t *ep, int ewma, uint64_t
     return (uint64_t)((double)avg * exp(-(double)dt / EWMA_DECAY_MS)) * (inflight + 1);
 }
 
+double tg_health_ramp(tg_health_t *h, size_t slot, uint64_t window_ms, uint64_t now_ms)
+{
+    if (window_ms == 0)
+        return 1.0;
+    tg_endpoint_health_t *e = &h->ep[slot];
+    uint64_t since = atomic_load_explicit(&e->since_ms, memory_order_relaxed);
+    uint64_t ej = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
+    if (ej <= now_ms && ej > since && since != 0)
+        since = ej; /* back from an ejection */
+    if (since == 0 || now_ms >= since + window_ms)
+        return 1.0;
+    double f = now_ms > since ? (double)(now_ms - since) / (double)window_ms : 0.0;
+    return f < 0.1 ? 0.1 : f;
+}
+
+void tg_health_slow_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, uint64_t rnd,
+                          uint64_t now_ms)
+{
+    uint64_t x = rnd | 1;
+    for (size_t k = 0; k < n; k++) {
+        double f = tg_health_ramp(h, c->endpoints[order[k]].slot, c->conf->slow_start_ms, now_ms);
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64: one draw per endpoint looked at */
+        if (f >= 1.0 || (double)(x >> 11) * 0x1.0p-53 < f) {
+            if (k > 0) {
+                size_t v = order[k];
+                memmove(order + 1, order, k * sizeof(*order));
+                order[0] = v;
+            }
+            return;
+        }
+    }
+}
+
 void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b,
                            int ewma, uint64_t now_ms)
 {
     const tg_endpoint_t *ea = &c->endpoints[order[a]], *eb = &c->endpoints[order[b]];
     uint64_t la = cost(h, ea, ewma, now_ms), lb = cost(h, eb, ewma, now_ms);
     uint64_t wa = ea->conf->weight ? ea->conf->weight : 1, wb = eb->conf->weight ? eb->conf->weight : 1;
+    if (c->conf->slow_start_ms) { /* a ramping endpoint weighs less: in thousandths */
+        wa = (uint64_t)((double)wa * 1000 * tg_health_ramp(h, ea->slot, c->conf->slow_start_ms, now_ms));
+        wb = (uint64_t)((double)wb * 1000 * tg_health_ramp(h, eb->slot, c->conf->slow_start_ms, now_ms));
+    }
     size_t pick = lb * wa < la * wb ? b : a; /* lb/wb < la/wa */
     if (pick != 0 && pick < n) { /* to the front; what was before it moves down one */
         size_t v = order[pick];
@@ -164,5 +218,5 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
     atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->ejections_total, 1, memory_order_relaxed);
     tg_warn("cluster '%s': endpoint %s ejected for %llu ms after %u consecutive failures", c->conf->name,
-            ep->conf->address, (unsigned long long)ms, f);
+            ep->label, (unsigned long long)ms, f);
 }

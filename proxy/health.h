@@ -23,7 +23,7 @@ struct event_base;
 typedef struct tg_snapshot tg_snapshot_t;
 
 typedef struct tg_endpoint_health {
-    atomic_uint active_down;        /* active checks: 1 = unhealthy */
+    atomic_uint active_down;        /* active checks: 1 = unhealthy, 2 = new, not checked yet (TG_HEALTH_UNCHECKED) */
     atomic_uint failures;           /* consecutive passive failures */
     atomic_ullong ejected_until_ms; /* monotonic ms; 0: not ejected */
     atomic_uint ejections;          /* consecutive ejections: the backoff exponent */
@@ -33,6 +33,7 @@ typedef struct tg_endpoint_health {
     atomic_uint inflight;           /* requests in flight to it, all workers (lb: least_request, peak_ewma) */
     atomic_ullong ewma_us;          /* lb: peak_ewma — response-head latency, a peak-sensitive moving average ... */
     atomic_ullong ewma_at_ms;       /* ... and when it was last updated (monotonic) */
+    atomic_ullong since_ms;         /* slow_start: when it joined or came back from unhealthy (0: never ramps) */
     uint32_t streak_ok, streak_fail;       /* the probing worker's only */
 } tg_endpoint_health_t;
 
@@ -65,12 +66,24 @@ static inline void tg_health_inflight_add(tg_health_t *h, size_t slot, int delta
     atomic_fetch_add_explicit(&h->ep[slot].inflight, (unsigned)delta, memory_order_relaxed);
 }
 
+#define TG_HEALTH_UNCHECKED 2
+
+/* Endpoints of c new to the process (ep->joined: a new DNS address, or one
+ * a reload added) start their slow start now, and wait for their first
+ * active check — which one success ends — when c has health checks and an
+ * endpoint it had before is usable meanwhile (else they serve at once
+ * rather than leave it with none). Main thread, before the set is
+ * published (not at start-up: endpoints that all start together ramp
+ * for nothing). */
+void tg_health_hold_new(tg_health_t *h, const tg_cluster_t *c, uint64_t now_ms);
+
 /* May requests go to this endpoint now (not down, not ejected)? */
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms);
 
 /* What an endpoint is now, for people: "up", "down" (failed by active
- * checks) or "ejected" (passive outlier detection; *left_ms until it is
- * tried again). Any thread. */
+ * checks), "checking" (new, its first check not done) or "ejected"
+ * (passive outlier detection; *left_ms until it is tried again). Any
+ * thread. */
 const char *tg_health_state(tg_health_t *h, size_t slot, uint64_t now_ms, uint64_t *left_ms);
 
 /* Passive detection: an exchange with endpoint ep of cluster c succeeded
@@ -95,6 +108,17 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
  * nothing: it is tried); the rest keeps its rotation for failover. */
 void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b,
                            int ewma, uint64_t now_ms);
+
+/* slow_start: the share of its weight (1/10 .. 1) the endpoint in slot
+ * takes now, window_ms after it joined, came back from unhealthy or its
+ * ejection ended. 1 with window_ms 0. */
+double tg_health_ramp(tg_health_t *h, size_t slot, uint64_t window_ms, uint64_t now_ms);
+
+/* slow_start with round_robin or random: walks order (n >= 2) and moves
+ * to the front the first endpoint that a draw accepts with probability
+ * its ramp (one not ramping always accepts); order stays if none does. */
+void tg_health_slow_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, uint64_t rnd,
+                          uint64_t now_ms);
 
 /* lb: peak_ewma — an answer from the endpoint in slot took rtt_us to its
  * head: a slower one sets the average at once (the peak), a faster one

@@ -11,6 +11,7 @@
 #include "filters/filter.h"
 #include "proxy/admin.h"
 #include "proxy/base/clock.h"
+#include "proxy/dns.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
 #include "tls/context.h"
@@ -277,7 +278,11 @@ static void endpoint_labels(struct evbuffer *out, const char *name, const tg_clu
     evbuffer_add_printf(out, "%s{cluster=\"", name);
     label_value(out, cl->conf->name);
     evbuffer_add(out, "\",endpoint=\"", 12);
-    label_value(out, ep->conf->address);
+    label_value(out, ep->conf->named ? ep->addr_text : ep->conf->address);
+    if (ep->conf->named) { /* one of a name's addresses: the name too */
+        evbuffer_add(out, "\",name=\"", 8);
+        label_value(out, ep->conf->address);
+    }
     evbuffer_add(out, "\"", 1);
 }
 
@@ -398,6 +403,43 @@ static void render_redis(struct evbuffer *out, tg_worker_t *const *w, unsigned n
                         (unsigned long long)sum_redis(w, n, offsetof(tg_redis_stats_t, connections)));
 }
 
+/* Endpoints per cluster now, and the names DNS follows (by cluster and name). */
+static void render_dns(struct evbuffer *out, const tg_snapshot_t *s, const tg_process_metrics_t *pm)
+{
+    family(out, "tollgate_cluster_endpoints", "gauge",
+           "Endpoints a cluster has now (a name counts once per address of its DNS answer).");
+    for (size_t i = 0; i < s->clusters->n_clusters; i++) {
+        evbuffer_add(out, "tollgate_cluster_endpoints{cluster=\"", 36);
+        label_value(out, s->clusters->clusters[i].conf->name);
+        evbuffer_add_printf(out, "\"} %zu\n", s->clusters->clusters[i].n_endpoints);
+    }
+    family(out, "tollgate_dns_updates_total", "counter",
+           "Endpoint sets published to the workers because DNS answers changed.");
+    evbuffer_add_printf(out, "tollgate_dns_updates_total %llu\n", (unsigned long long)pm->dns_updates);
+    static const struct { const char *name, *type, *help; } fams[] = {
+        { "tollgate_dns_lookups_total", "counter", "DNS lookups of an endpoint name." },
+        { "tollgate_dns_failures_total", "counter",
+          "DNS lookups of an endpoint name that failed or answered no address (the last good addresses stay "
+          "with on_failure: keep)." },
+        { "tollgate_dns_changes_total", "counter", "Times an endpoint name's set of addresses changed." },
+        { "tollgate_dns_addresses", "gauge", "Addresses an endpoint name has now (its endpoints)." },
+    };
+    size_t n = tg_dns_count(pm->dns);
+    for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+        family(out, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < n; i++) {
+            tg_dns_info_t in;
+            tg_dns_info(pm->dns, i, &in);
+            uint64_t v = f == 0 ? in.lookups : f == 1 ? in.failures : f == 2 ? in.changes : in.n_addrs;
+            evbuffer_add_printf(out, "%s{cluster=\"", fams[f].name);
+            label_value(out, in.cluster);
+            evbuffer_add(out, "\",name=\"", 8);
+            label_value(out, in.host);
+            evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+}
+
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
                        unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health)
 {
@@ -429,6 +471,7 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
     render_routes(out, c, snap, workers, n_workers);
     render_endpoints(out, snap, workers, n_workers);
     render_health(out, snap, health);
+    render_dns(out, snap, pm);
     if (c->redis.enabled)
         render_redis(out, workers, n_workers);
     if (pm->tracer != NULL) {

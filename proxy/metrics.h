@@ -23,6 +23,8 @@ typedef struct tg_process_metrics {
     struct tg_tracer *tracer;  /* the span exporter (NULL: none) */
     struct tg_admin *admin;    /* the admin listener (NULL: none) */
     const atomic_uint *snapshots; /* configuration snapshots in memory (tg_registries_t) */
+    const struct tg_dns *dns;  /* endpoint names followed (NULL: none) */
+    uint64_t dns_updates;      /* endpoint sets published because DNS answers changed */
 } tg_process_metrics_t;
 
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,

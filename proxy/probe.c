@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "proxy/base/arena.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 #include "proxy/health.h"
@@ -58,19 +59,25 @@ static void done(probe_t *p, int ok, int clean, const char *why)
     }
     evbuffer_drain(p->body, evbuffer_get_length(p->body));
     tg_arena_reset(&p->arena);
+    unsigned down = atomic_load(&e->active_down);
     if (ok) {
         tg_counter_add(&e->checks_ok, 1);
         e->streak_fail = 0;
-        if (++e->streak_ok >= hc->healthy_threshold && atomic_load(&e->active_down)) {
+        if (down == TG_HEALTH_UNCHECKED) { /* a new endpoint: one success lets it in */
+            atomic_store(&e->since_ms, tg_clock_ms()); /* its slow start begins */
             atomic_store(&e->active_down, 0);
-            tg_info("cluster '%s': endpoint %s is healthy again", p->cl->conf->name, p->ep->conf->address);
+            tg_info("cluster '%s': new endpoint %s passed its first check", p->cl->conf->name, p->ep->label);
+        } else if (++e->streak_ok >= hc->healthy_threshold && down) {
+            atomic_store(&e->since_ms, tg_clock_ms());
+            atomic_store(&e->active_down, 0);
+            tg_info("cluster '%s': endpoint %s is healthy again", p->cl->conf->name, p->ep->label);
         }
     } else {
         tg_counter_add(&e->checks_failed, 1);
         e->streak_ok = 0;
-        if (++e->streak_fail >= hc->unhealthy_threshold && !atomic_load(&e->active_down)) {
+        if (down == TG_HEALTH_UNCHECKED || (++e->streak_fail >= hc->unhealthy_threshold && !down)) {
             atomic_store(&e->active_down, 1);
-            tg_warn("cluster '%s': endpoint %s is unhealthy: %s", p->cl->conf->name, p->ep->conf->address, why);
+            tg_warn("cluster '%s': endpoint %s is unhealthy: %s", p->cl->conf->name, p->ep->label, why);
         }
     }
     schedule(p, hc->interval_ms);

@@ -34,6 +34,7 @@
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
 #include "proxy/ctl.h"
+#include "proxy/dns.h"
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
@@ -53,6 +54,7 @@ typedef struct process {
     tg_process_metrics_t pm;
     tg_admin_t *admin;
     tg_health_t *health;             /* shared with the workers */
+    tg_dns_t *dns;                   /* endpoint names followed (main thread) */
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -75,7 +77,7 @@ static void print_errors(const tg_errors_t *e)
 int tg_process_check(const char *path, int dump)
 {
     tg_errors_t errs = { 0 };
-    tg_snapshot_t *s = tg_snapshot_load(path, NULL, NULL, &errs);
+    tg_snapshot_t *s = tg_snapshot_load(path, NULL, NULL, NULL, &errs); /* names are not looked up */
     print_errors(&errs);
     tg_errors_free(&errs);
     if (s == NULL) {
@@ -133,6 +135,69 @@ static unsigned worker_count(const tg_config_t *cfg)
     return cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
 }
 
+/* Endpoints new to the process wait for their first health check, when
+ * their cluster checks health and keeps a usable endpoint meanwhile. */
+static void hold_new_endpoints(process_t *p, const tg_snapshot_t *ns)
+{
+    uint64_t now = tg_clock_ms();
+    for (size_t i = 0; i < ns->clusters->n_clusters; i++)
+        tg_health_hold_new(p->health, &ns->clusters->clusters[i], now);
+}
+
+/* Hands ns to every worker (fds: per worker, a socket for each of its
+ * listeners or -1; they become the workers') and makes it the current
+ * snapshot. On failure the workers that took it have it, so it is the
+ * current one all the same; -1. */
+static int publish(process_t *p, tg_snapshot_t *ns, int *fds, size_t n)
+{
+    int rc = 0;
+    if (p->health != NULL)
+        hold_new_endpoints(p, ns);
+    for (unsigned wk = 0; wk < p->n_workers && rc == 0; wk++)
+        if (tg_worker_reload(p->workers[wk], ns, &fds[wk * n], n) < 0) {
+            /* fds already handed over are the worker's; close the rest */
+            for (unsigned r = wk; r < p->n_workers; r++)
+                for (size_t j = 0; j < n; j++)
+                    if (fds[r * n + j] >= 0)
+                        close(fds[r * n + j]);
+            rc = -1;
+        }
+    tg_snapshot_t *old = p->snap; /* its config dies with it, unless ns shares it */
+    p->snap = ns;
+    tg_snapshot_unref(old);
+    return rc;
+}
+
+/* Some endpoint name's addresses changed: the current snapshot with the
+ * endpoint set DNS has now goes to the workers, as a reload would (its
+ * listeners all stay). Nothing to do if it was built from these answers. */
+static void on_dns_change(void *arg)
+{
+    process_t *p = arg;
+    const tg_resolver_t *names = tg_dns_resolver(p->dns);
+    if (p->draining || p->snap == NULL || p->workers == NULL ||
+        p->snap->dns_generation == names->generation(names->arg))
+        return;
+    tg_errors_t errs = { 0 };
+    tg_snapshot_t *ns = tg_snapshot_derive(p->snap, names, &errs);
+    size_t n = p->snap->cfg->n_listeners;
+    int *fds = ns ? malloc((size_t)p->n_workers * n * sizeof(int) + 1) : NULL;
+    if (fds == NULL) {
+        tg_error("dns: cannot apply the new endpoint addresses; the previous ones stay in use:");
+        log_errors(&errs);
+        tg_errors_free(&errs);
+        tg_snapshot_unref(ns);
+        return;
+    }
+    for (size_t k = 0; k < (size_t)p->n_workers * n; k++)
+        fds[k] = -1;
+    if (publish(p, ns, fds, n) < 0)
+        tg_error("dns: out of memory publishing the new endpoint addresses to every worker");
+    free(fds);
+    p->pm.dns_updates++;
+    tg_errors_free(&errs);
+}
+
 /* Builds and validates a new snapshot off the hot path; binds the sockets
  * of listeners with new addresses; publishes it to every worker. On any
  * error nothing changes. Returns 0 or -1 with the reasons in errs. */
@@ -143,7 +208,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         p->pm.reloads_failed++;
         return -1;
     }
-    tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, tg_gateway_stack.upstream, errs);
+    tg_snapshot_t *ns = tg_snapshot_load(p->path, &p->registry, tg_gateway_stack.upstream, tg_dns_resolver(p->dns), errs);
     int *fds = NULL;
     size_t n = 0;
     if (ns == NULL)
@@ -168,21 +233,15 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
             if ((fds[wk * n + j] = bind_listener(p, &nc->listeners[j], errs)) < 0)
                 goto fail;
     }
-    for (unsigned wk = 0; wk < p->n_workers; wk++)
-        if (tg_worker_reload(p->workers[wk], ns, &fds[wk * n], n) < 0) {
-            /* fds already handed over are the worker's; close the rest */
-            for (unsigned r = wk; r < p->n_workers; r++)
-                for (size_t j = 0; j < n; j++)
-                    if (fds[r * n + j] >= 0)
-                        close(fds[r * n + j]);
-            free(fds);
-            tg_errors_add(errs, "out of memory publishing the configuration");
-            tg_snapshot_t *old = p->snap;
-            p->snap = ns; /* some workers have it: it is the current one now */
-            tg_snapshot_unref(old);
-            p->pm.reloads_failed++;
-            return -1;
-        }
+    tg_snapshot_t *prev = tg_snapshot_ref(p->snap); /* oc, until the checks below */
+    if (publish(p, ns, fds, n) < 0) {
+        free(fds);
+        tg_snapshot_unref(prev);
+        tg_errors_add(errs, "out of memory publishing the configuration");
+        p->pm.reloads_failed++;
+        tg_dns_commit(p->dns, p->snap->cfg); /* some workers have it: it is the current one */
+        return -1;
+    }
     free(fds);
     if ((oc->admin.listen == NULL) != (nc->admin.listen == NULL) ||
         (oc->admin.listen && strcmp(oc->admin.listen, nc->admin.listen) != 0))
@@ -190,9 +249,8 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
     const char *oe = oc->tracing.otlp_endpoint, *ne = nc->tracing.otlp_endpoint;
     if ((oe == NULL) != (ne == NULL) || (oe && strcmp(oe, ne) != 0))
         tg_warn("reload: a change of 'tracing.otlp' takes effect on restart (sampling and propagation apply now)");
-    tg_snapshot_t *old = p->snap; /* oc dies with it */
-    p->snap = ns;
-    tg_snapshot_unref(old);
+    tg_snapshot_unref(prev);
+    tg_dns_commit(p->dns, nc); /* names only the old config had are forgotten */
     tg_admin_set_max_connections(p->admin, nc->admin.max_connections);
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
@@ -206,6 +264,7 @@ fail:
                 close(fds[k]);
     free(fds);
     tg_snapshot_unref(ns);
+    tg_dns_commit(p->dns, p->snap->cfg); /* the refused config's names are forgotten */
     p->pm.reloads_failed++;
     tg_error("reload failed; the previous configuration stays in force:");
     log_errors(errs);
@@ -592,7 +651,11 @@ int tg_process_run(const char *path, int watch)
         return 1;
     }
     tg_errors_t errs = { 0 };
-    p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, &errs);
+    /* the loop first: the resolver lives on it, and start-up waits for names' first answers */
+    if ((p.base = event_base_new()) == NULL || (p.dns = tg_dns_new(p.base, on_dns_change, &p)) == NULL)
+        tg_errors_add(&errs, "cannot set up the event loop or the resolver");
+    else
+        p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, tg_dns_resolver(p.dns), &errs);
     if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), &errs) < 0) {
         tg_snapshot_unref(p.snap);
         p.snap = NULL;
@@ -601,14 +664,16 @@ int tg_process_run(const char *path, int watch)
         for (size_t i = 0; i < errs.n; i++)
             tg_error("%s", errs.msgs[i]);
         tg_errors_free(&errs);
+        tg_dns_free(p.dns);
+        if (p.base != NULL)
+            event_base_free(p.base);
         tg_registries_free(&p.registry); /* what the refused config's slots leased */
         return 1;
     }
     tg_errors_free(&errs);
+    tg_dns_commit(p.dns, p.snap->cfg);
+    p.pm.dns = p.dns;
     tg_log_set_format(p.snap->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
-    p.base = event_base_new();
-    if (p.base == NULL)
-        goto out;
     p.sig_term = evsignal_new(p.base, SIGTERM, on_signal, &p);
     p.sig_int = evsignal_new(p.base, SIGINT, on_signal, &p);
     p.sig_hup = evsignal_new(p.base, SIGHUP, on_signal, &p);
@@ -688,6 +753,7 @@ out:
         event_free(p.watchdog_timer);
     tg_notify_close(&p.notify);
     tg_activation_close(&p.activation);
+    tg_dns_free(p.dns); /* before the loop its events are on */
     if (p.base)
         event_base_free(p.base);
     tg_snapshot_unref(p.snap);

@@ -23,59 +23,84 @@ void tg_registries_free(tg_registries_t *r)
     tg_registry_free(&r->listeners);
 }
 
+struct tg_snapshot_base {
+    atomic_int refs;
+    tg_config_t *cfg;
+    tg_registries_t *regs;    /* what its snapshots number endpoints through */
+    size_t *route_slot;
+    size_t *listener_slot;
+    size_t unrouted_slot;
+    struct tg_registry_entry **leases; /* route and listener slots held (given back when freed) */
+    size_t n_leases;
+    struct tg_registries *own_regs; /* loaded without the process's registries: a scratch set */
+    tg_tls_server_t **listener_tls;
+    tg_trust_t trust;
+    atomic_uint *counted;     /* the registries' snapshot count, given back when freed (NULL: scratch) */
+};
+
+static void base_unref(tg_snapshot_base_t *b)
+{
+    if (b == NULL || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; b->listener_tls && i < b->cfg->n_listeners; i++)
+        tg_tls_server_free(b->listener_tls[i]);
+    free(b->listener_tls);
+    tg_trust_free(&b->trust);
+    tg_config_unref(b->cfg);
+    free(b->route_slot);
+    free(b->listener_slot);
+    for (size_t i = 0; i < b->n_leases; i++)
+        tg_registry_release(b->leases[i]);
+    free(b->leases);
+    if (b->counted != NULL)
+        atomic_fetch_sub_explicit(b->counted, 1, memory_order_relaxed);
+    if (b->own_regs != NULL) {
+        tg_registries_free(b->own_regs);
+        free(b->own_regs);
+    }
+    free(b);
+}
+
 static void snapshot_free(tg_snapshot_t *s)
 {
-    for (size_t i = 0; s->listener_tls && i < s->cfg->n_listeners; i++)
-        tg_tls_server_free(s->listener_tls[i]);
-    free(s->listener_tls);
-    tg_trust_free(&s->trust);
-    tg_cluster_set_free(s->clusters);
-    tg_config_unref(s->cfg);
-    free(s->route_slot);
-    free(s->listener_slot);
-    for (size_t i = 0; i < s->n_leases; i++)
-        tg_registry_release(s->leases[i]);
-    free(s->leases);
-    if (s->counted != NULL)
-        atomic_fetch_sub_explicit(s->counted, 1, memory_order_relaxed);
-    if (s->own_regs != NULL) {
-        tg_registries_free(s->own_regs);
-        free(s->own_regs);
-    }
+    tg_cluster_set_free(s->clusters); /* before the base: its leases point into the registries */
+    base_unref(s->base);
     free(s);
 }
 
-/* A lease on name's slot in reg, kept by the snapshot; (size_t)-1 if none
+/* A lease on name's slot in reg, kept by the base; (size_t)-1 if none
  * is left (with a message) or out of memory. */
-static size_t lease_slot(tg_snapshot_t *s, tg_registry_t *reg, const char *what, const char *name, tg_errors_t *errs)
+static size_t lease_slot(tg_snapshot_base_t *b, tg_registry_t *reg, const char *what, const char *name,
+                         tg_errors_t *errs)
 {
     tg_registry_entry_t *e = tg_registry_acquire(reg, name);
     if (e == NULL) {
         if (reg->limit && reg->n >= reg->limit)
             tg_errors_add(errs, "%s: more than %zu %s in use at once (by this config and the ones still finishing "
-                                "requests)", s->cfg->path, reg->limit, what);
+                                "requests)", b->cfg->path, reg->limit, what);
         return (size_t)-1;
     }
-    s->leases[s->n_leases++] = e;
+    b->leases[b->n_leases++] = e;
     return e->slot;
 }
 
 /* Gives routes and listeners their stats slots. */
-static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *errs)
+static int assign_slots(tg_snapshot_base_t *b, tg_errors_t *errs)
 {
-    const tg_config_t *c = s->cfg;
-    s->route_slot = calloc(c->n_routes + 1, sizeof(size_t));
-    s->listener_slot = calloc(c->n_listeners + 1, sizeof(size_t));
-    s->leases = calloc(c->n_routes + c->n_listeners + 1, sizeof(*s->leases));
-    if (s->route_slot == NULL || s->listener_slot == NULL || s->leases == NULL)
+    const tg_config_t *c = b->cfg;
+    tg_registries_t *regs = b->regs;
+    b->route_slot = calloc(c->n_routes + 1, sizeof(size_t));
+    b->listener_slot = calloc(c->n_listeners + 1, sizeof(size_t));
+    b->leases = calloc(c->n_routes + c->n_listeners + 1, sizeof(*b->leases));
+    if (b->route_slot == NULL || b->listener_slot == NULL || b->leases == NULL)
         return -1;
-    if ((s->unrouted_slot = lease_slot(s, &regs->routes, "routes", "", errs)) == (size_t)-1)
+    if ((b->unrouted_slot = lease_slot(b, &regs->routes, "routes", "", errs)) == (size_t)-1)
         return -1;
     for (size_t i = 0; i < c->n_routes; i++)
-        if ((s->route_slot[i] = lease_slot(s, &regs->routes, "routes", c->routes[i].name, errs)) == (size_t)-1)
+        if ((b->route_slot[i] = lease_slot(b, &regs->routes, "routes", c->routes[i].name, errs)) == (size_t)-1)
             return -1;
     for (size_t i = 0; i < c->n_listeners; i++)
-        if ((s->listener_slot[i] = lease_slot(s, &regs->listeners, "listeners", c->listeners[i].name, errs)) ==
+        if ((b->listener_slot[i] = lease_slot(b, &regs->listeners, "listeners", c->listeners[i].name, errs)) ==
             (size_t)-1)
             return -1;
     return 0;
@@ -83,16 +108,16 @@ static int assign_slots(tg_snapshot_t *s, tg_registries_t *regs, tg_errors_t *er
 
 /* Reads every listener's certificates, keys and CA bundles, and those
  * of the Redis store. */
-static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
+static int build_tls(tg_snapshot_base_t *b, tg_errors_t *errs)
 {
-    const tg_config_t *c = s->cfg;
-    s->listener_tls = calloc(c->n_listeners + 1, sizeof(*s->listener_tls));
-    if (s->listener_tls == NULL)
+    const tg_config_t *c = b->cfg;
+    b->listener_tls = calloc(c->n_listeners + 1, sizeof(*b->listener_tls));
+    if (b->listener_tls == NULL)
         return -1;
     int rc = 0;
     for (size_t i = 0; i < c->n_listeners; i++) {
         const tg_listener_conf_t *l = &c->listeners[i];
-        if (l->tls.enabled && (s->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, l->http1_enabled, errs)) == NULL)
+        if (l->tls.enabled && (b->listener_tls[i] = tg_tls_server_new(&l->tls, l->name, l->http2.enabled, l->http1_enabled, errs)) == NULL)
             rc = -1;
     }
     if (c->redis.tls.enabled) { /* checked here (and by -t); each worker's Redis client builds its own */
@@ -104,10 +129,41 @@ static int build_tls(tg_snapshot_t *s, tg_errors_t *errs)
     return rc;
 }
 
-tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
-                                const struct tg_upstream_ops *const *upstream, tg_errors_t *errs)
+/* A snapshot of base b (its reference passes to it) and clusters. */
+static tg_snapshot_t *snapshot_new(tg_snapshot_base_t *b)
 {
-    tg_snapshot_t *s = NULL;
+    tg_snapshot_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        base_unref(b);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->base = b;
+    s->cfg = b->cfg;
+    s->route_slot = b->route_slot;
+    s->listener_slot = b->listener_slot;
+    s->unrouted_slot = b->unrouted_slot;
+    s->listener_tls = b->listener_tls;
+    s->trust = &b->trust;
+    return s;
+}
+
+/* The clusters of s as names has them now; -1 with errs. */
+static int build_clusters(tg_snapshot_t *s, const tg_resolver_t *names, const struct tg_upstream_ops *const *upstream,
+                          const tg_cluster_set_t *tls_from, tg_errors_t *errs)
+{
+    if (names != NULL)
+        s->dns_generation = names->generation(names->arg);
+    s->clusters = tg_cluster_set_build(s->cfg, &s->base->regs->endpoints, names, tls_from, errs);
+    for (size_t i = 0; s->clusters != NULL && upstream != NULL && i < s->clusters->n_clusters; i++)
+        s->clusters->clusters[i].up_ops = upstream[s->clusters->clusters[i].conf->protocol];
+    return s->clusters != NULL ? 0 : -1;
+}
+
+tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
+                                const struct tg_upstream_ops *const *upstream, const tg_resolver_t *names,
+                                tg_errors_t *errs)
+{
     tg_config_t *partial = NULL;
     tg_config_t *cfg = tg_config_load_partial(path, tg_filters_registry(), errs, &partial);
     if (cfg == NULL) {
@@ -118,32 +174,56 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
         tg_errors_sort(errs);
         return NULL;
     }
-    s = calloc(1, sizeof(*s));
-    if (s == NULL || (regs == NULL && (s->own_regs = malloc(sizeof(*s->own_regs))) == NULL)) {
-        free(s);
+    tg_snapshot_base_t *b = calloc(1, sizeof(*b));
+    if (b == NULL || (regs == NULL && (b->own_regs = malloc(sizeof(*b->own_regs))) == NULL)) {
+        free(b);
         tg_config_unref(cfg);
         tg_errors_add(errs, "%s: out of memory", path);
         return NULL;
     }
-    if (regs == NULL) /* a scratch set, freed with the snapshot (its leases point into it) */
-        tg_registries_init(s->own_regs);
-    tg_registries_t *r = regs ? regs : s->own_regs;
-    atomic_init(&s->refs, 1);
+    if (regs == NULL) /* a scratch set, freed with the base (its leases point into it) */
+        tg_registries_init(b->own_regs);
+    b->regs = regs ? regs : b->own_regs;
+    atomic_init(&b->refs, 1);
     if (regs != NULL) {
-        s->counted = &regs->snapshots;
-        atomic_fetch_add_explicit(s->counted, 1, memory_order_relaxed);
+        b->counted = &regs->snapshots;
+        atomic_fetch_add_explicit(b->counted, 1, memory_order_relaxed);
     }
-    s->cfg = cfg;
-    s->clusters = tg_cluster_set_build(cfg, &r->endpoints, errs);
-    for (size_t i = 0; s->clusters != NULL && upstream != NULL && i < s->clusters->n_clusters; i++)
-        s->clusters->clusters[i].up_ops = upstream[s->clusters->clusters[i].conf->protocol];
-    if (s->clusters == NULL || build_tls(s, errs) < 0 || assign_slots(s, r, errs) < 0 ||
-        tg_trust_build(&s->trust, cfg) < 0) {
+    b->cfg = cfg;
+    int ok = build_tls(b, errs) == 0 && assign_slots(b, errs) == 0 && tg_trust_build(&b->trust, cfg) == 0;
+    tg_snapshot_t *s = snapshot_new(b);
+    if (s == NULL) {
+        ok = 0;
+    } else {
+        /* names are looked up for a config that is otherwise good; the
+         * clusters' own errors (their TLS files) are reported either way */
+        int named = ok && names != NULL && names->prepare(names->arg, cfg, errs) == 0;
+        ok = build_clusters(s, named ? names : NULL, upstream, NULL, errs) == 0 && ok && (named || names == NULL);
+    }
+    if (!ok) {
         if (errs->n == 0)
             tg_errors_add(errs, "%s: out of memory", path);
-        snapshot_free(s);
-        s = NULL;
+        if (s != NULL)
+            snapshot_free(s);
         tg_errors_sort(errs);
+        return NULL;
+    }
+    return s;
+}
+
+tg_snapshot_t *tg_snapshot_derive(const tg_snapshot_t *from, const tg_resolver_t *names, tg_errors_t *errs)
+{
+    atomic_fetch_add_explicit(&from->base->refs, 1, memory_order_relaxed);
+    tg_snapshot_t *s = snapshot_new(from->base);
+    const struct tg_upstream_ops *ops[TG_PROTO_H2 + 1] = { 0 };
+    for (size_t i = 0; i < from->clusters->n_clusters; i++)
+        ops[from->clusters->clusters[i].conf->protocol] = from->clusters->clusters[i].up_ops;
+    if (s == NULL || build_clusters(s, names, ops, from->clusters, errs) < 0) {
+        if (errs->n == 0)
+            tg_errors_add(errs, "%s: out of memory", from->cfg->path);
+        if (s != NULL)
+            snapshot_free(s);
+        return NULL;
     }
     return s;
 }

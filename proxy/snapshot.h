@@ -28,33 +28,42 @@ typedef struct tg_registries {
  * hooks are the caller's to set (registry.h). */
 void tg_registries_init(tg_registries_t *r);
 
+/* What one load of the config file made (snapshot.c), shared by the
+ * snapshot loaded and those derived from it when DNS answers change. */
+typedef struct tg_snapshot_base tg_snapshot_base_t;
+
 typedef struct tg_snapshot {
     atomic_int refs;
+    tg_snapshot_base_t *base;  /* a reference: what follows, except the clusters, is the base's */
     tg_config_t *cfg;
-    tg_cluster_set_t *clusters;
-    size_t *route_slot;       /* stats slot of each config route */
-    size_t *listener_slot;    /* stats slot of each config listener */
-    size_t unrouted_slot;     /* stats slot for requests no route matched */
-    struct tg_registry_entry **leases; /* route and listener slots held (given back when freed) */
-    size_t n_leases;
-    struct tg_registries *own_regs; /* loaded without the process's registries: a scratch set */
-    tg_tls_server_t **listener_tls; /* per config listener; NULL: cleartext */
-    tg_trust_t trust;         /* headers only tollgate may send upstream */
-    atomic_uint *counted;     /* the registries' snapshot count, given back when freed (NULL: scratch) */
+    tg_cluster_set_t *clusters; /* its own */
+    const size_t *route_slot;   /* stats slot of each config route */
+    const size_t *listener_slot;/* stats slot of each config listener */
+    size_t unrouted_slot;       /* stats slot for requests no route matched */
+    tg_tls_server_t *const *listener_tls; /* per config listener; NULL: cleartext */
+    const tg_trust_t *trust;    /* headers only tollgate may send upstream */
+    unsigned dns_generation;    /* the names' answers its clusters were built from (tg_resolver_t) */
 } tg_snapshot_t;
 
 void tg_registries_free(tg_registries_t *r);
 
-/* Loads and validates the file and resolves its endpoints, numbering
- * endpoints, routes and listeners through regs (NULL: a scratch set, for
- * checks). NULL on error, with "file:line:col: message" lines in errs.
- * Main thread. */
-struct tg_upstream_ops;
-/* upstream: the upstream protocols' ops by cluster protocol
+/* Loads and validates the file and gives its endpoints their addresses
+ * (names through names: prepare, then addrs; NULL: names get none, for a
+ * check), numbering endpoints, routes and listeners through regs (NULL:
+ * a scratch set, for checks). NULL on error, with "file:line:col:
+ * message" lines in errs. Main thread.
+ * upstream: the upstream protocols' ops by cluster protocol
  * (tg_cluster_proto_t: HTTP/1.1, h2c, h2), which each cluster takes as
  * its up_ops; NULL for a check. */
+struct tg_upstream_ops;
 tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
-                                const struct tg_upstream_ops *const *upstream, tg_errors_t *errs);
+                                const struct tg_upstream_ops *const *upstream, const tg_resolver_t *names,
+                                tg_errors_t *errs);
+/* A snapshot of from's config, listeners and filters with the endpoint
+ * set names has now (from's TLS contexts, slots and protocols kept):
+ * what the process publishes when DNS answers change. NULL (errs) on
+ * failure (out of memory, no endpoint slot left). Main thread. */
+tg_snapshot_t *tg_snapshot_derive(const tg_snapshot_t *from, const tg_resolver_t *names, tg_errors_t *errs);
 tg_snapshot_t *tg_snapshot_ref(tg_snapshot_t *s);
 void tg_snapshot_unref(tg_snapshot_t *s);
 

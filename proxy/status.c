@@ -3,6 +3,8 @@
  */
 #include "proxy/status.h"
 
+#include <arpa/inet.h>
+
 #include <event2/buffer.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/base/http.h"
+#include "proxy/dns.h"
 #include "proxy/stats.h"
 
 /* Generated at build time from proxy/status_page.html (CMakeLists.txt). */
@@ -80,8 +83,42 @@ static void routes(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *co
 
 static const char *const protocols[] = { "http1", "h2c", "h2" };
 
+/* The names DNS follows for cluster cl: each with its addresses now. */
+static void dns_names(struct evbuffer *out, const tg_dns_t *d, const char *cluster)
+{
+    evbuffer_add_printf(out, ", \"dns\": [");
+    int first = 1;
+    for (size_t i = 0; i < tg_dns_count(d); i++) {
+        tg_dns_info_t in;
+        tg_dns_info(d, i, &in);
+        if (strcmp(in.cluster, cluster) != 0)
+            continue;
+        evbuffer_add_printf(out, "%s{\"name\": ", first ? "" : ", ");
+        first = 0;
+        jstr(out, in.host);
+        evbuffer_add_printf(out, ", \"addresses\": [");
+        for (size_t k = 0; k < in.n_addrs; k++) {
+            char ip[INET6_ADDRSTRLEN] = "?";
+            const struct sockaddr_storage *a = &in.addrs[k];
+            inet_ntop(a->ss_family,
+                      a->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)a)->sin_addr
+                                              : (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      ip, sizeof(ip));
+            evbuffer_add_printf(out, "%s\"%s\"", k ? ", " : "", ip);
+        }
+        evbuffer_add_printf(out, "], \"resolved\": %s, \"lookups\": %llu, \"failures\": %llu, \"changes\": %llu, "
+                                 "\"ttl_ms\": %llu, \"next_lookup_ms\": %llu, \"last_error\": ",
+                            in.resolved ? "true" : "false", (unsigned long long)in.lookups,
+                            (unsigned long long)in.failures, (unsigned long long)in.changes,
+                            (unsigned long long)in.ttl_ms, (unsigned long long)in.next_in_ms);
+        jstr(out, in.last_error);
+        evbuffer_add_printf(out, "}");
+    }
+    evbuffer_add_printf(out, "]");
+}
+
 static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
-                     tg_health_t *h)
+                     tg_health_t *h, const tg_dns_t *d)
 {
     uint64_t now = tg_clock_ms();
     evbuffer_add_printf(out, "\"clusters\": [");
@@ -95,8 +132,13 @@ static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *
             size_t slot = cl->endpoints[j].slot;
             uint64_t left;
             const char *state = tg_health_state(h, slot, now, &left);
+            const tg_endpoint_t *ep = &cl->endpoints[j];
             evbuffer_add_printf(out, "%s{\"address\": ", j ? ", " : "");
-            jstr(out, cl->endpoints[j].conf->address);
+            jstr(out, ep->conf->named ? ep->addr_text : ep->conf->address);
+            if (ep->conf->named) { /* one of the addresses DNS has for this name */
+                evbuffer_add_printf(out, ", \"name\": ");
+                jstr(out, ep->conf->address);
+            }
             evbuffer_add_printf(
                 out,
                 ", \"state\": \"%s\", \"ejected_ms\": %llu, \"ejections\": %llu, \"requests\": %llu, "
@@ -110,7 +152,10 @@ static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, resets)),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, active)));
         }
-        evbuffer_add_printf(out, "]}");
+        evbuffer_add_printf(out, "]");
+        if (cl->conf->named && d != NULL)
+            dns_names(out, d, cl->conf->name);
+        evbuffer_add_printf(out, "}");
     }
     evbuffer_add_printf(out, "]");
 }
@@ -132,7 +177,7 @@ void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *c
     evbuffer_add_printf(out, ", ");
     routes(out, s, w, n);
     evbuffer_add_printf(out, ", ");
-    clusters(out, s, w, n, h);
+    clusters(out, s, w, n, h, pm->dns);
     evbuffer_add_printf(out, "}\n");
 }
 
@@ -150,7 +195,7 @@ void tg_status_endpoints_text(struct evbuffer *out, const tg_snapshot_t *s, tg_w
             const char *state = tg_health_state(h, slot, now, &left);
             evbuffer_add_printf(
                 out, "%-20s %-28s %-8s %10llu %10llu %9llu %8llu %8llu %6llu\n", cl->conf->name,
-                cl->endpoints[j].conf->address, state,
+                cl->endpoints[j].label, state,
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, requests)),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot,
                                                             offsetof(tg_endpoint_stats_t, connect_failures)),

@@ -32,10 +32,10 @@ MAN5 = "docs/man/tollgate.yaml.5"
 # The order the man page presents the config in: sections of the file first,
 # then the filters with their own parts.
 MAN_ORDER = [
-    "top", "limits", "path_normalization", "admin", "redis", "tracing", "tracing.otlp",
+    "top", "limits", "path_normalization", "admin", "dns", "redis", "tracing", "tracing.otlp",
     "listener", "listener.tls", "certificate", "listener.http1", "listener.http2",
     "route", "route.backend", "route.match", "route.match.header", "header_rules",
-    "cluster", "cluster.endpoint", "cluster.tls", "cluster.health_check", "cluster.outlier_detection",
+    "cluster", "cluster.endpoint", "cluster.dns", "cluster.tls", "cluster.health_check", "cluster.outlier_detection",
 ]
 
 

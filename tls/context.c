@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <strings.h>
@@ -42,6 +43,7 @@ struct tg_tls_server {
 };
 
 struct tg_tls_client {
+    atomic_int refs;           /* cluster sets derived by DNS share their config's contexts */
     SSL_CTX *ctx;
     char *server_name;
     int verify;
@@ -454,6 +456,7 @@ tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *c, const char *cl
         tg_errors_add(errs, "%s: cannot create a TLS context (out of memory)", c->where);
         return NULL;
     }
+    atomic_init(&t->refs, 1);
     t->verify = c->verify;
     if (c->server_name && (t->server_name = strdup(c->server_name)) == NULL)
         goto fail;
@@ -484,9 +487,16 @@ fail:
     return NULL;
 }
 
+tg_tls_client_t *tg_tls_client_ref(tg_tls_client_t *c)
+{
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
 void tg_tls_client_free(tg_tls_client_t *c)
 {
-    if (c == NULL)
+    if (c == NULL || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     SSL_CTX_free(c->ctx);
     free(c->server_name);

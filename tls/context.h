@@ -46,7 +46,9 @@ void tg_tls_check_files(const tg_config_t *c, tg_errors_t *errs);
 
 /* h2: offer "h2" by ALPN (protocol h2 clusters) instead of "http/1.1". */
 tg_tls_client_t *tg_tls_client_new(const tg_tls_client_conf_t *conf, const char *cluster, int h2, tg_errors_t *errs);
+/* Drops a reference (the last frees it); _ref takes another (NULL: NULL). */
 void tg_tls_client_free(tg_tls_client_t *c);
+tg_tls_client_t *tg_tls_client_ref(tg_tls_client_t *c);
 /* A new client-side SSL toward host (an endpoint's host: SNI unless it is
  * an IP address, and the name verified unless server_name overrides it). */
 SSL *tg_tls_client_ssl(tg_tls_client_t *c, const char *host);

@@ -114,7 +114,7 @@ static void gw_init(const char *cluster_yaml)
             g->port, g->up_port, cluster_yaml);
     fclose(f);
     tg_errors_t errs = { 0 };
-    g->snap = tg_snapshot_load(path, NULL, tg_gateway_stack.upstream, &errs);
+    g->snap = tg_snapshot_load(path, NULL, tg_gateway_stack.upstream, NULL, &errs);
     unlink(path);
     rmdir(dir);
     if (g->snap == NULL) {

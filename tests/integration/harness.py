@@ -60,13 +60,13 @@ def dead_port():
     return s.getsockname()[1]
 
 
-def wait_port(port, timeout=15.0, proc=None):
+def wait_port(port, timeout=15.0, proc=None, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
@@ -101,18 +101,20 @@ class Proc:
         return self.p.pid
 
 
-def start_app(name="app", port=None, extra=(), server="uvicorn", env_extra=None):
+def start_app(name="app", port=None, extra=(), server="uvicorn", env_extra=None, host="127.0.0.1"):
     """apps/app.py under uvicorn (HTTP/1.1), or under hypercorn, which also
-    speaks HTTP/2 in cleartext (h2c) and WebSockets over it (RFC 8441)."""
+    speaks HTTP/2 in cleartext (h2c) and WebSockets over it (RFC 8441).
+    host: any loopback address (127.0.0.2, ::1) the test gives it."""
     port = port or free_port()
     env = dict(os.environ, APP_NAME=name, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS, **(env_extra or {}))
     if server == "hypercorn":
-        cmd = [PYTHON, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", *extra, "app:app"]
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        cmd = [PYTHON, "-m", "hypercorn", "--bind", bind, "--log-level", "warning", *extra, "app:app"]
     else:
-        cmd = [PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", "127.0.0.1",
+        cmd = [PYTHON, "-m", "uvicorn", "app:app", "--app-dir", APPS, "--host", host,
                "--port", str(port), "--log-level", "warning", "--no-access-log", *extra]
     proc = Proc(cmd, env=env, name=name)
-    wait_port(port, proc=proc.p)
+    wait_port(port, proc=proc.p, host=host)
     proc.port = port
     return proc
 

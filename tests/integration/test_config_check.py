@@ -97,10 +97,18 @@ class ConfigCheckTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("protocol: 'h2' is HTTP/2 over TLS and needs a tls block", err)
 
-    def test_unresolvable_endpoint(self):
-        rc, err, _ = check(GOOD.replace("127.0.0.1:9000", "no-such-host.invalid:9000"))
-        self.assertEqual(rc, 1)
-        self.assertIn("cannot resolve endpoint 'no-such-host.invalid:9000'", err)
+    def test_names_are_not_looked_up_by_check(self):
+        """-t checks the file, not the network: a name endpoint passes
+        whatever DNS says of it (the resolver here answers nothing), while
+        the same config with on_failure: fail refuses to start, saying why."""
+        dead = f"127.0.0.1:{harness.free_port()}"
+        text = GOOD.replace("127.0.0.1:9000", "no-such-host.invalid:9000").replace(
+            "routes:", f"dns: {{ resolvers: ['{dead}'], timeout: 300ms, on_failure: fail }}\nroutes:", 1)
+        rc, err, path = check(text)
+        self.assertEqual(rc, 0, err)
+        p = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cluster 'c': endpoint 'no-such-host.invalid:9000' does not resolve", p.stderr)
 
     def test_missing_file(self):
         p = subprocess.run([harness.BIN, "-t", "-c", "/nonexistent.yaml"], capture_output=True, text=True)

@@ -55,7 +55,7 @@ class PackageTest(unittest.TestCase):
     def test_control_and_dependencies(self):
         self.assertEqual(self.field("Package"), "tollgate")
         depends = self.field("Depends")
-        for lib in ("libevent-core-2.1-7", "libevent-pthreads-2.1-7", "libnghttp2-14", "libssl3", "libyaml-0-2",
+        for lib in ("libevent-core-2.1-7", "libevent-pthreads-2.1-7", "libnghttp2-14", "libssl3", "libyaml-0-2", "libc-ares2",
                     "libc6", "adduser"):
             self.assertIn(lib, depends)
         # every shared library the binary needs is covered by a dependency

@@ -1,4 +1,5 @@
-/* Unit tests: endpoint resolution; the order in which a request tries
+/* Unit tests: endpoints from IP addresses and from names (one per
+ * address, slots kept across sets); the order in which a request tries
  * endpoints (round-robin over the usable ones, ejections with their
  * backoff); the round-robin cursor from several threads at once (it is
  * shared by all workers). */
@@ -10,6 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "proxy/cluster.h"
 #include "filters/filter.h"
@@ -24,6 +28,37 @@ static tg_config_t *load(const char *yaml)
     return c;
 }
 
+/* A resolver as dns.c is to the cluster set: localhost is 127.0.0.1,
+ * api.test has what the test put in `api` (port 0), any other name none. */
+typedef struct fake {
+    struct sockaddr_storage api[4], lo;
+    size_t n_api;
+} fake_t;
+
+static fake_t fake;
+
+static size_t fake_addrs(void *arg, const tg_cluster_conf_t *cc, const tg_endpoint_conf_t *ec,
+                         const struct sockaddr_storage **out)
+{
+    fake_t *f = arg;
+    (void)cc;
+    if (strcmp(ec->host, "localhost") == 0) {
+        *out = &f->lo;
+        return 1;
+    }
+    *out = f->api;
+    return strcmp(ec->host, "api.test") == 0 ? f->n_api : 0;
+}
+
+static const tg_resolver_t fake_names = { .addrs = fake_addrs, .arg = &fake };
+
+static void v4(struct sockaddr_storage *a, const char *ip)
+{
+    memset(a, 0, sizeof(*a));
+    a->ss_family = AF_INET;
+    inet_pton(AF_INET, ip, &((struct sockaddr_in *)a)->sin_addr);
+}
+
 static const char *YAML =
     "listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
     "clusters:\n"
@@ -35,7 +70,7 @@ static void test_build_and_slots(void **state)
     tg_config_t *cfg = load(YAML);
     assert_non_null(cfg);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
     assert_non_null(s);
     assert_int_equal(s->n_clusters, 2);
     assert_int_equal(s->n_slots, 4);
@@ -61,7 +96,7 @@ static void test_endpoint_order_round_robin(void **state)
 {
     tg_config_t *cfg = load(YAML);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
     tg_health_t *h = tg_health_new();
     size_t first[3] = { 0 }, order[3], all[3] = { 0, 1, 2 };
     uint64_t now = tg_clock_ms();
@@ -92,7 +127,7 @@ static void test_endpoint_order_skips_ejected(void **state)
                             "max_ejection_time: 4s }\n");
     assert_non_null(cfg);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
     tg_cluster_t *c = &s->clusters[0];
     tg_health_t *h = tg_health_new();
     size_t order[3], first[3] = { 0 }, rest[2] = { 0, 2 };
@@ -149,7 +184,7 @@ static void test_round_robin_threads(void **state)
 {
     tg_config_t *cfg = load(YAML);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
     job_t jobs[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
@@ -178,7 +213,7 @@ static void test_registry_keeps_slots(void **state)
                           "clusters:\n"
                           "  - { name: a, endpoints: ['127.0.0.1:9999', '127.0.0.1:1002'] }\n");
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &errs), *sb = tg_cluster_set_build(b, &reg, &errs);
+    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &fake_names, NULL, &errs), *sb = tg_cluster_set_build(b, &reg, &fake_names, NULL, &errs);
     assert_non_null(sa);
     assert_non_null(sb);
     /* a/127.0.0.1:1002 keeps the slot it had in the first snapshot */
@@ -210,11 +245,11 @@ static void test_registry_reuses_slots(void **state)
                           "clusters: [{ name: c, endpoints: ['127.0.0.1:1001', '127.0.0.1:1002', '127.0.0.1:1003'] }]\n");
     tg_config_t *b = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
                           "clusters: [{ name: c, endpoints: ['127.0.0.1:1003', '127.0.0.1:2001', '127.0.0.1:2002'] }]\n");
-    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &errs);
+    tg_cluster_set_t *sa = tg_cluster_set_build(a, &reg, &fake_names, NULL, &errs);
     assert_non_null(sa);
     assert_int_equal(tg_registry_in_use(&reg), 3);
     /* while a is live, b needs 5 slots: over the limit of 4, said so */
-    assert_null(tg_cluster_set_build(b, &reg, &errs));
+    assert_null(tg_cluster_set_build(b, &reg, &fake_names, NULL, &errs));
     assert_int_equal(errs.n, 1);
     assert_non_null(strstr(errs.msgs[0], "more than 4 upstream endpoints in use at once"));
     tg_errors_free(&errs);
@@ -222,7 +257,7 @@ static void test_registry_reuses_slots(void **state)
     size_t kept = sa->clusters[0].endpoints[2].slot;
     tg_cluster_set_free(sa); /* a is gone: its slots are free */
     assert_int_equal(tg_registry_in_use(&reg), 0);
-    tg_cluster_set_t *sb = tg_cluster_set_build(b, &reg, &errs);
+    tg_cluster_set_t *sb = tg_cluster_set_build(b, &reg, &fake_names, NULL, &errs);
     assert_non_null(sb);
     assert_int_equal(reg.n, 4); /* the 3 of a, and one the failed build took for a name of b */
     const tg_endpoint_t *ep = sb->clusters[0].endpoints;
@@ -243,17 +278,58 @@ static void test_registry_reuses_slots(void **state)
     tg_registry_free(&reg);
 }
 
-static void test_unresolvable(void **state)
+/* A name is one endpoint per address it has now, each with the name's
+ * port and weight and a slot of its own; between two sets an address that
+ * stays keeps its slot (and so its health and counters) and is not new,
+ * one that comes is new (health-checked first), one that goes gives its
+ * slot back. A name with no address adds no endpoint. */
+static void test_name_endpoints(void **state)
 {
+    tg_registry_t reg = { 0 };
     tg_config_t *cfg = load("listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
-                            "clusters: [{ name: a, endpoints: ['no-such-host.invalid:80'] }]\n");
+                            "clusters:\n"
+                            "  - { name: a, endpoints: ['127.0.0.1:1001', { address: 'api.test:8000', weight: 3 }] }\n"
+                            "  - { name: b, endpoints: ['gone.invalid:80'] }\n");
     assert_non_null(cfg);
+    assert_false(cfg->clusters[0].endpoints[0].named);
+    assert_true(cfg->clusters[0].endpoints[1].named);
     tg_errors_t errs = { 0 };
-    assert_null(tg_cluster_set_build(cfg, NULL, &errs));
-    assert_int_equal(errs.n, 1);
-    assert_non_null(strstr(errs.msgs[0], "cluster 'a': cannot resolve endpoint 'no-such-host.invalid:80'"));
-    tg_errors_free(&errs);
+    v4(&fake.api[0], "10.0.0.1");
+    v4(&fake.api[1], "10.0.0.2");
+    fake.n_api = 2;
+    tg_cluster_set_t *s1 = tg_cluster_set_build(cfg, &reg, &fake_names, NULL, &errs);
+    assert_non_null(s1);
+    const tg_cluster_t *c = &s1->clusters[0];
+    assert_int_equal(c->n_endpoints, 3);
+    assert_string_equal(c->endpoints[1].addr_text, "10.0.0.1:8000");
+    assert_string_equal(c->endpoints[2].addr_text, "10.0.0.2:8000");
+    assert_string_equal(c->endpoints[2].label, "api.test:8000 (10.0.0.2:8000)");
+    assert_int_equal(ntohs(((struct sockaddr_in *)&c->endpoints[2].addr)->sin_port), 8000);
+    assert_int_equal(c->n_schedule, 7); /* 1 + 3 + 3: each address has the name's weight */
+    assert_int_equal(s1->clusters[1].n_endpoints, 0);
+    for (size_t j = 0; j < 3; j++)
+        assert_true(c->endpoints[j].joined);
+    /* the answer moves: 10.0.0.1 goes, 10.0.0.3 comes */
+    v4(&fake.api[0], "10.0.0.2");
+    v4(&fake.api[1], "10.0.0.3");
+    tg_cluster_set_t *s2 = tg_cluster_set_build(cfg, &reg, &fake_names, NULL, &errs);
+    assert_non_null(s2);
+    const tg_cluster_t *d = &s2->clusters[0];
+    assert_int_equal(d->n_endpoints, 3);
+    assert_int_equal(d->endpoints[0].slot, c->endpoints[0].slot);
+    assert_false(d->endpoints[0].joined);
+    assert_string_equal(d->endpoints[1].addr_text, "10.0.0.2:8000");
+    assert_int_equal(d->endpoints[1].slot, c->endpoints[2].slot); /* stays: same slot, not new */
+    assert_false(d->endpoints[1].joined);
+    assert_true(d->endpoints[2].joined);
+    assert_true(d->endpoints[2].slot != c->endpoints[1].slot); /* s1 still holds 10.0.0.1's */
+    assert_true(tg_cluster_set_uses(s2, d->endpoints[1].slot, d->endpoints[1].gen));
+    assert_false(tg_cluster_set_uses(s2, c->endpoints[1].slot, c->endpoints[1].gen));
+    tg_cluster_set_free(s1);
+    tg_cluster_set_free(s2);
+    assert_int_equal(tg_registry_in_use(&reg), 0);
     tg_config_unref(cfg);
+    tg_registry_free(&reg);
 }
 
 /* lb: peak_ewma — a slow answer makes its endpoint the costlier at once;
@@ -265,7 +341,7 @@ static void test_peak_ewma_cost_and_recovery(void **state)
                             "clusters: [{ name: a, lb: peak_ewma, endpoints: ['127.0.0.1:1001', '127.0.0.1:1002'] }]\n");
     assert_non_null(cfg);
     tg_errors_t errs = { 0 };
-    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &errs);
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
     assert_non_null(s);
     tg_health_t *h = tg_health_new();
     const tg_cluster_t *c = &s->clusters[0];
@@ -306,6 +382,7 @@ static void test_peak_ewma_cost_and_recovery(void **state)
 
 int main(void)
 {
+    v4(&fake.lo, "127.0.0.1");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_and_slots),
         cmocka_unit_test(test_peak_ewma_cost_and_recovery),
@@ -314,7 +391,7 @@ int main(void)
         cmocka_unit_test(test_round_robin_threads),
         cmocka_unit_test(test_registry_keeps_slots),
         cmocka_unit_test(test_registry_reuses_slots),
-        cmocka_unit_test(test_unresolvable),
+        cmocka_unit_test(test_name_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,12 @@ async def whoami():
     return {"name": NAME}
 
 
+@app.get("/named/{rest:path}")
+async def named(rest: str):
+    """Any path: who answered it (hash_on: path)."""
+    return {"name": NAME, "path": rest}
+
+
 PROBES = []     # the HTTP versions health checks came in, newest last (/probe, /probes)
 
 
