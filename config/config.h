@@ -118,6 +118,7 @@ typedef struct tg_route_conf {
     tg_header_rules_t response_headers;
     tg_filter_list_t filters; /* the route's own chain (after the global one) */
     uint64_t max_grpc_request_message; /* gRPC requests: largest message (0: unlimited) */
+    int grpc_health;          /* grpc.health.v1.Health calls it matches are answered by tollgate */
 } tg_route_conf_t;
 
 /* One certificate and its key; `where` is "file:line:col" of the entry,

@@ -245,6 +245,13 @@ static const tg_key_t route_keys[] = {
       "a gRPC call (HTTP/2 `POST`, content-type `application/grpc` or `application/grpc+...`) is exempt from `limits.max_body_bytes` — a client stream may run for hours — and bounded instead message by message: a message whose length prefix says more than this is refused with `RESOURCE_EXHAUSTED` before it is forwarded. `0` = unlimited. A request that only claims a gRPC-like content-type (gRPC-Web, a `GET`, HTTP/1.1) keeps the body limit.",
       .min = 0, .max = 4ll << 30, TG_FIELD(tg_route_conf_t, max_grpc_request_message, TG_FIELD_U64),
       .def = TG_DEFAULT_MAX_GRPC_REQUEST_MESSAGE },
+    { "grpc_health", TG_KEY_BOOL, "boolean", "`false`",
+      "answer `grpc.health.v1.Health/Check` and `/Watch` calls this route matches in tollgate, from the endpoints' "
+      "health: a service is `SERVING` while the cluster its calls are routed to has a usable endpoint, "
+      "`NOT_SERVING` when it has none or tollgate is draining; the empty service is this route's own cluster; "
+      "an unknown one `NOT_FOUND` (Check) or `SERVICE_UNKNOWN` (Watch). Other calls go to the cluster as usual. "
+      "For Kubernetes gRPC probes and gRPC clients' health checking; see [grpc.md](grpc.md)",
+      TG_FIELD(tg_route_conf_t, grpc_health, TG_FIELD_INT) },
     { "clusters", TG_KEY_LIST, "list of `{ name, weight, headers }` (instead of `cluster`)", "—",
       "traffic splitting (canaries, blue/green): requests go to these clusters in proportion to their weights, "
       "interleaved, or to the first whose `headers` a request has",

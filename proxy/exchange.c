@@ -34,6 +34,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "proxy/grpc_health.h"
 #include "proxy/health.h"
 #include "proxy/base/log.h"
 #include "proxy/path.h"
@@ -134,6 +135,8 @@ static void module_free(tg_worker_t *w)
             event_free(ex->retry_ev);
         if (ex->deadline_ev)
             event_free(ex->deadline_ev);
+        if (ex->health_ev)
+            event_free(ex->health_ev);
         free(ex);
     }
     free(wx);
@@ -177,8 +180,9 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     }
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
-    struct event *retry_ev = ex->retry_ev, *deadline_ev = ex->deadline_ev;
+    struct event *retry_ev = ex->retry_ev, *deadline_ev = ex->deadline_ev, *health_ev = ex->health_ev;
     memset(ex, 0, sizeof(*ex));
+    ex->health_ev = health_ev;
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
@@ -287,6 +291,8 @@ static void recycle(tg_exchange_t *ex)
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
     evtimer_del(ex->retry_ev);
     evtimer_del(ex->deadline_ev);
+    if (ex->health_ev)
+        evtimer_del(ex->health_ev);
     wx->active--;
     if (ex->in_retry)
         wx->retrying--;
@@ -1113,6 +1119,149 @@ static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t
 }
 
 /* The request passed the filters: forward it. */
+/* ---- grpc.health.v1.Health, answered here (route grpc_health; grpc_health.h) ---- */
+
+#define HEALTH_REQUEST_MAX 1024  /* a HealthCheckRequest is a service name */
+#define HEALTH_WATCH_MS 1000     /* Watch: how often the status is looked at */
+
+/* A trailers-only answer with gRPC status code (not mapped from HTTP). */
+static void health_fail(tg_exchange_t *ex, int code, const char *message)
+{
+    tg_response_t *r = &ex->resp;
+    memset(r, 0, sizeof(*r));
+    r->status = 200;
+    r->version = 20;
+    r->body = TG_BODY_NONE;
+    ex->resp_started = 1;
+    ex->reply_status = 200;
+    if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
+        add_grpc_status(ex, &r->headers, code, message) < 0 || ex->ops->write_head(ex->ds, r) < 0 ||
+        ex->ops->write_end(ex->ds, NULL) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    ex->resp_done = 1;
+    advance(ex, EXEV_LOCAL_REPLY);
+    finish(ex, 0);
+}
+
+static int health_now(tg_exchange_t *ex)
+{
+    return tg_grpc_health_status(ex->snap, tg_worker_health(ex->w), ex->listener, ex->route, &ex->req,
+                                 ex->health_service, tg_worker_draining(ex->w), &ex->arena);
+}
+
+/* One HealthCheckResponse toward the client. 0 or -1. */
+static int health_send(tg_exchange_t *ex, int status)
+{
+    uint8_t msg[7];
+    size_t n = tg_grpc_health_message(status, msg);
+    ex->bytes_out += n;
+    return evbuffer_add(ex->scratch, msg, n) < 0 || ex->ops->write_body(ex->ds, ex->scratch) < 0 ? -1 : 0;
+}
+
+/* The end of a call that answered: grpc-status 0. */
+static void health_end(tg_exchange_t *ex)
+{
+    tg_headers_t *t = &ex->resp.trailers;
+    t->n = 0;
+    if (tg_headers_add(t, &ex->arena, "grpc-status", 11, "0", 1) < 0 || ex->ops->write_end(ex->ds, t) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    ex->resp_done = 1;
+    finish(ex, 0);
+}
+
+/* Watch: a message when the status changes; the stream ends (OK) once
+ * the worker drains, after saying NOT_SERVING. */
+static void on_health_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_exchange_t *ex = arg;
+    int status = health_now(ex);
+    if (status != ex->health_last) {
+        ex->health_last = status;
+        if (health_send(ex, status) < 0) {
+            finish(ex, 1);
+            return;
+        }
+    }
+    if (tg_worker_draining(ex->w)) {
+        health_end(ex);
+        return;
+    }
+    tg_timer_arm_ms(ex->health_ev, HEALTH_WATCH_MS);
+}
+
+static void health_answer(tg_exchange_t *ex)
+{
+    size_t len = evbuffer_get_length(ex->body_buf);
+    char service[256];
+    if (tg_grpc_health_parse(evbuffer_pullup(ex->body_buf, -1), len, service, sizeof(service)) < 0) {
+        health_fail(ex, 3, "malformed HealthCheckRequest"); /* INVALID_ARGUMENT */
+        return;
+    }
+    if ((ex->health_service = tg_arena_strndup(&ex->arena, service, strlen(service))) == NULL) {
+        health_fail(ex, 13, "out of memory"); /* INTERNAL */
+        return;
+    }
+    int status = health_now(ex);
+    if (ex->health_call == 1 && status == TG_HEALTH_SERVICE_UNKNOWN) {
+        health_fail(ex, 5, "unknown service"); /* NOT_FOUND, as the health protocol says */
+        return;
+    }
+    tg_response_t *r = &ex->resp;
+    memset(r, 0, sizeof(*r));
+    r->status = 200;
+    r->version = 20;
+    r->body = TG_BODY_CHUNKED;
+    if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    add_filter_headers(ex, r, &ex->fx.reply_headers);
+    ex->resp_started = 1;
+    ex->reply_status = 200;
+    if (ex->ops->write_head(ex->ds, r) < 0 || health_send(ex, status) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    advance(ex, EXEV_LOCAL_REPLY);
+    if (ex->health_call == 1) {
+        health_end(ex);
+        return;
+    }
+    ex->health_last = status;
+    if (ex->health_ev == NULL && (ex->health_ev = evtimer_new(tg_worker_base(ex->w), on_health_tick, ex)) == NULL) {
+        finish(ex, 1);
+        return;
+    }
+    tg_timer_arm_ms(ex->health_ev, HEALTH_WATCH_MS);
+}
+
+/* Reads the (small) request before answering it. */
+static void health_read(tg_exchange_t *ex)
+{
+    while (!ex->req_done) {
+        int fin = 0;
+        ssize_t n = read_request_body(ex, ex->body_buf, HEALTH_REQUEST_MAX + 1, &fin);
+        if (n < 0)
+            return; /* answered */
+        ex->bytes_in += (uint64_t)n;
+        ex->req_done = fin != 0;
+        if (evbuffer_get_length(ex->body_buf) > HEALTH_REQUEST_MAX) {
+            ex->close_ds = 1;
+            health_fail(ex, 3, "HealthCheckRequest too large");
+            return;
+        }
+        if (n == 0 && !fin)
+            return; /* the rest comes with tg_exchange_on_request_data */
+    }
+    health_answer(ex);
+}
+
 static void after_filters(tg_exchange_t *ex)
 {
     const tg_config_t *cfg = ex->snap->cfg;
@@ -1130,6 +1279,10 @@ static void after_filters(tg_exchange_t *ex)
         ex->bytes_in += (uint64_t)n;
         ex->req_done = fin != 0;
     }
+    if (ex->route->grpc_health && ex->grpc && (ex->health_call = tg_grpc_health_call(&ex->req)) != 0) {
+        health_read(ex); /* answered here, not upstream */
+        return;
+    }
     ex->retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
     if (tg_ex_admit(ex) < 0)
         return;
@@ -1143,7 +1296,10 @@ static void after_filters(tg_exchange_t *ex)
 
 void tg_exchange_on_request_data(tg_exchange_t *ex)
 {
-    pump_request(ex);
+    if (ex->health_call && ex->state == EX_ROUTING && !ex->req_done)
+        health_read(ex);
+    else
+        pump_request(ex);
 }
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)

@@ -118,6 +118,10 @@ struct tg_exchange {
     void *up;                   /* the attempt in hand (NULL: none) ... */
     const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
     struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
+    struct event *health_ev;    /* grpc_health Watch: the next look at the status (made on first use, kept) */
+    const char *health_service; /* grpc_health: the service asked about (arena) */
+    int health_call;            /* grpc_health: 1 Check, 2 Watch, answered here; 0: none */
+    int health_last;            /* Watch: the status last sent */
     uint64_t deadline_us;       /* monotonic; 0: none */
     long reset_code;            /* the upstream's RST_STREAM code, or -1 */
     unsigned refusals;          /* attempts the upstream refused unprocessed (retried) */

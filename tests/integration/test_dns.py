@@ -27,6 +27,7 @@ from dnslib import AAAA, QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
 import harness
+from test_status_page import CHROMIUM, browser
 
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
@@ -270,6 +271,13 @@ clusters:
         self.assertEqual((d["name"], d["addresses"], d["resolved"], d["last_error"]), ("six.test", ["::1"], True, ""))
         self.assertGreaterEqual(d["ttl_ms"], 100)
         self.assertLessEqual(d["ttl_ms"], 1000)
+        # the status page shows each cluster's resolved set
+        self.assertIsNotNone(CHROMIUM, "chromium-headless-shell is not installed (scripts/deps.sh installs it)")
+        dom = browser(f"http://127.0.0.1:{self.admin}/", "--dump-dom")
+        self.assertIn('data-loaded="true"', dom)
+        self.assertIn("DNS six.test: ::1", dom)
+        self.assertIn(f'data-endpoint="six/[::1]:{self.six.port}"', dom)
+        self.assertIn(f"[::1]:{self.six.port} (six.test:{self.six.port})", dom)
         promtool = shutil.which("promtool")
         self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
         p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)

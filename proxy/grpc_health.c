@@ -1,0 +1,134 @@
+/*
+ * proxy/grpc_health.c — see grpc_health.h.
+ */
+#include "proxy/grpc_health.h"
+
+#include <string.h>
+
+#include "proxy/base/clock.h"
+#include "proxy/router.h"
+
+#define SERVICE "/grpc.health.v1.Health/"
+
+int tg_grpc_health_call(const tg_request_t *req)
+{
+    size_t sl = sizeof(SERVICE) - 1;
+    if (req->method == NULL || strcmp(req->method, "POST") != 0 || req->path_len <= sl ||
+        memcmp(req->target, SERVICE, sl) != 0)
+        return 0;
+    size_t ml = req->path_len - sl;
+    if (ml == 5 && memcmp(req->target + sl, "Check", 5) == 0)
+        return 1;
+    if (ml == 5 && memcmp(req->target + sl, "Watch", 5) == 0)
+        return 2;
+    return 0;
+}
+
+/* A protobuf varint at *p (< end); -1 if cut or longer than 10 bytes. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+int tg_grpc_health_parse(const uint8_t *body, size_t len, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (len < 5 || body[0] != 0) /* one uncompressed message */
+        return -1;
+    uint32_t mlen = (uint32_t)body[1] << 24 | (uint32_t)body[2] << 16 | (uint32_t)body[3] << 8 | body[4];
+    if (mlen != len - 5)
+        return -1;
+    const uint8_t *p = body + 5, *end = body + len;
+    while (p < end) { /* field 1 (service, bytes) is read; others are skipped as the wire type says */
+        uint64_t key, v;
+        if (varint(&p, end, &key) < 0)
+            return -1;
+        switch (key & 7) {
+        case 0:
+            if (varint(&p, end, &v) < 0)
+                return -1;
+            break;
+        case 1:
+        case 5:
+            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
+                return -1;
+            p += (key & 7) == 1 ? 8 : 4;
+            break;
+        case 2:
+            if (varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
+                return -1;
+            if (key >> 3 == 1) {
+                if (v >= cap || memchr(p, '\0', (size_t)v) != NULL)
+                    return -1;
+                memcpy(out, p, (size_t)v);
+                out[v] = '\0';
+            }
+            p += v;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cluster_usable(const tg_snapshot_t *snap, tg_health_t *h, size_t i, uint64_t now)
+{
+    const tg_cluster_t *c = &snap->clusters->clusters[i];
+    for (size_t j = 0; j < c->n_endpoints; j++)
+        if (tg_health_usable(h, c->endpoints[j].slot, now))
+            return 1;
+    return 0;
+}
+
+/* Some cluster the route sends to has a usable endpoint. */
+static int route_serving(const tg_snapshot_t *snap, tg_health_t *h, const tg_route_conf_t *r)
+{
+    uint64_t now = tg_clock_ms();
+    if (r->n_backends == 0)
+        return cluster_usable(snap, h, r->cluster, now);
+    for (size_t b = 0; b < r->n_backends; b++)
+        if (cluster_usable(snap, h, r->backends[b].cluster, now))
+            return 1;
+    return 0;
+}
+
+int tg_grpc_health_status(const tg_snapshot_t *snap, tg_health_t *h, size_t listener, const tg_route_conf_t *r,
+                          const tg_request_t *req, const char *service, int draining, tg_arena_t *scratch)
+{
+    if (draining)
+        return TG_HEALTH_NOT_SERVING;
+    if (service[0] != '\0') { /* where a call of the service would go: "/service/", the asking call's headers */
+        size_t sl = strlen(service);
+        char *target = tg_arena_alloc(scratch, sl + 3);
+        if (target == NULL)
+            return TG_HEALTH_UNKNOWN;
+        target[0] = '/';
+        memcpy(target + 1, service, sl);
+        target[sl + 1] = '/';
+        target[sl + 2] = '\0';
+        tg_request_t call = *req;
+        call.target = target;
+        call.path_len = sl + 2;
+        if ((r = tg_router_match(snap->cfg, listener, &call, scratch)) == NULL)
+            return TG_HEALTH_SERVICE_UNKNOWN;
+    }
+    return route_serving(snap, h, r) ? TG_HEALTH_SERVING : TG_HEALTH_NOT_SERVING;
+}
+
+size_t tg_grpc_health_message(int status, uint8_t out[7])
+{
+    out[0] = 0; /* not compressed */
+    out[1] = out[2] = out[3] = 0;
+    out[4] = 2; /* field 1, varint: the status */
+    out[5] = 0x08;
+    out[6] = (uint8_t)status;
+    return 7;
+}
