@@ -304,9 +304,9 @@ static const tg_key_t cluster_keys[] = {
     { "lb", TG_KEY_ENUM, "`round_robin`, `least_request`, `random`, `peak_ewma`, `ring_hash` or `maglev`",
       "`round_robin`",
       "`round_robin`: one cursor per cluster shared by all workers, N requests spread evenly whatever the worker. "
-      "`least_request`: of two endpoints drawn at random, the one with fewer requests in flight (all workers "
-      "counted; divided by `weight`): a slow endpoint — a uvicorn worker busy with a slow call or a pause — gets "
-      "less while it is slow, with no tuning. `random`: an endpoint drawn at random (by `weight`). `peak_ewma`: as "
+      "`least_request`: the endpoint with the fewest requests in flight (all workers counted; divided by "
+      "`weight`) — of all of them up to four, else of two drawn at random: a slow endpoint — a uvicorn worker busy "
+      "with a slow call or a pause — gets less while it is slow, with no tuning. `random`: an endpoint drawn at random (by `weight`). `peak_ewma`: as "
       "`least_request`, each endpoint weighed by its response-head latency too (a moving average that jumps to a "
       "slower answer at once and forgets it over about 2 s) times its requests in flight plus one: a slow "
       "endpoint loses traffic on its first slow answer and wins it back as it recovers. `ring_hash` and `maglev`: "

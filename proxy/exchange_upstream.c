@@ -457,7 +457,10 @@ int tg_ex_build_order(tg_exchange_t *ex)
     uint64_t h;
     if (ex->n_order < 2)
         return 0;
-    if (lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) { /* the power of two choices */
+    if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && ex->n_order <= TG_LEAST_SCAN_MAX) {
+        tg_health_least_of_all(tg_worker_health(ex->w), c, ex->order, ex->n_order, lb == TG_LB_PEAK_EWMA,
+                               tg_clock_ms());
+    } else if (lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) { /* the power of two choices */
         uint64_t r = tg_worker_random(ex->w);
         size_t a = (size_t)(r % ex->n_order), b = (size_t)((r >> 32) % (ex->n_order - 1));
         tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b,

@@ -188,6 +188,23 @@ void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order,
     }
 }
 
+void tg_health_least_of_all(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, int ewma,
+                            uint64_t now_ms)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) { /* the cheaper of best and i to the front: the least of all, first on ties */
+        size_t pair[2] = { order[best], order[i] };
+        tg_health_least_first(h, c, pair, 2, 0, 1, ewma, now_ms);
+        if (pair[0] == order[i])
+            best = i;
+    }
+    if (best != 0) {
+        size_t v = order[best];
+        memmove(order + 1, order, best * sizeof(*order));
+        order[0] = v;
+    }
+}
+
 void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms)
 {
     tg_endpoint_health_t *e = &h->ep[ep->slot];

@@ -109,6 +109,13 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
 void tg_health_least_first(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, size_t a, size_t b,
                            int ewma, uint64_t now_ms);
 
+/* The same over all n endpoints of order (few of them: a scan costs less
+ * than a second-best pick): the cheapest to the front, the first of the
+ * rotation on ties. */
+#define TG_LEAST_SCAN_MAX 4
+void tg_health_least_of_all(tg_health_t *h, const tg_cluster_t *c, size_t *order, size_t n, int ewma,
+                            uint64_t now_ms);
+
 /* slow_start: the share of its weight (1/10 .. 1) the endpoint in slot
  * takes now, window_ms after it joined, came back from unhealthy or its
  * ejection ended. 1 with window_ms 0. */

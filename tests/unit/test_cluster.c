@@ -380,6 +380,35 @@ static void test_peak_ewma_cost_and_recovery(void **state)
     tg_errors_free(&errs);
 }
 
+/* lb: least_request over a few endpoints: all are compared (not two at
+ * random), the one with the fewest requests in flight first; on a tie,
+ * the first of the rotation. */
+static void test_least_of_all(void **state)
+{
+    tg_config_t *cfg = load(YAML);
+    tg_errors_t errs = { 0 };
+    tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
+    tg_health_t *h = tg_health_new();
+    const tg_cluster_t *c = &s->clusters[0];
+    uint64_t now = tg_clock_ms();
+    size_t order[3] = { 0, 1, 2 };
+    tg_health_least_of_all(h, c, order, 3, 0, now);
+    assert_int_equal(order[0], 0); /* all idle: the rotation's first */
+    tg_health_inflight_add(h, c->endpoints[0].slot, 2);
+    tg_health_inflight_add(h, c->endpoints[2].slot, 1);
+    tg_health_least_of_all(h, c, order, 3, 0, now);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 0); /* the rest keep their rotation, for failover */
+    assert_int_equal(order[2], 2);
+    size_t rotated[3] = { 2, 0, 1 };
+    tg_health_inflight_add(h, c->endpoints[1].slot, 1); /* 1 and 2 tie at one */
+    tg_health_least_of_all(h, c, rotated, 3, 0, now);
+    assert_int_equal(rotated[0], 2);
+    tg_health_free(h);
+    tg_cluster_set_free(s);
+    tg_config_unref(cfg);
+}
+
 int main(void)
 {
     v4(&fake.lo, "127.0.0.1");
@@ -392,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_registry_keeps_slots),
         cmocka_unit_test(test_registry_reuses_slots),
         cmocka_unit_test(test_name_endpoints),
+        cmocka_unit_test(test_least_of_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
