@@ -103,6 +103,7 @@ class DnsTest(harness.GatewayTest):
         z.set("six.test", ["::1"])
         z.set("both.test", ["127.0.0.3", "::1"])
         z.set("checked.test", ["127.0.0.1"])
+        z.set("dual.test", ["127.0.0.2", "::1"])
         # late.test does not exist yet: NXDOMAIN at start-up
         p = cls.app_port
         cls.start_gateway(f"""
@@ -114,6 +115,8 @@ routes:
   - {{ name: six, match: {{ headers: [{{ name: x-c, value: six }}] }}, cluster: six }}
   - {{ name: both, match: {{ headers: [{{ name: x-c, value: both }}] }}, cluster: both }}
   - {{ name: checked, match: {{ headers: [{{ name: x-c, value: checked }}] }}, cluster: checked }}
+  - {{ name: dual, match: {{ headers: [{{ name: x-c, value: dual }}] }}, cluster: dual }}
+  - {{ name: hosts, match: {{ headers: [{{ name: x-c, value: hosts }}] }}, cluster: hosts }}
   - {{ name: api, cluster: api }}
 clusters:
   - {{ name: api, endpoints: ['api.test:{p}'] }}
@@ -122,6 +125,8 @@ clusters:
   - {{ name: late, endpoints: ['late.test:{p}'] }}
   - {{ name: six, endpoints: ['six.test:{cls.six.port}'], dns: {{ lookup_family: v6 }} }}
   - {{ name: both, endpoints: ['both.test:{cls.six.port}'] }}
+  - {{ name: dual, endpoints: ['dual.test:{p}'], dns: {{ lookup_family: all }} }}
+  - {{ name: hosts, endpoints: ['localhost:{p}'] }}
   - name: checked
     endpoints: ['checked.test:{p}']
     health_check: {{ path: /whoami, interval: 300ms, timeout: 1s, healthy_threshold: 5 }}
@@ -239,6 +244,16 @@ clusters:
         self.assertEqual(self.cluster("both")["endpoints"][0]["connect_failures"], 1)
         self.zone.set("both.test", ["::1"])
         harness.wait_until(lambda: self.who("/both/whoami") == (200, "six"), what="both.test on its IPv6 address")
+
+    def test_all_families_and_the_hosts_file(self):
+        """lookup_family all: an IPv4 and an IPv6 address are two endpoints;
+        /etc/hosts is read before the servers (localhost)."""
+        dual = self.cluster("dual")
+        self.assertEqual(sorted(e["address"] for e in dual["endpoints"]),
+                         sorted([f"127.0.0.2:{self.app_port}", f"[::1]:{self.app_port}"]))
+        self.assertEqual(dual["dns"][0]["addresses"], ["127.0.0.2", "::1"])
+        self.assertEqual(self.who("/hosts/whoami"), (200, "a0"))
+        self.assertEqual(self.cluster("hosts")["endpoints"][0]["address"], f"127.0.0.1:{self.app_port}")
 
     def test_a_new_address_is_checked_before_it_gets_requests(self):
         """checked.test gains an address where nothing listens: it waits for
