@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/schema.h"
 #include "proxy/base/json.h"
 
 static void put_file(void *arg, const char *p, size_t n)
@@ -60,6 +61,57 @@ static void rules(FILE *f, const char *key, const tg_header_rules_t *r)
     fputs(", \"remove\": ", f);
     strs(f, r->remove, r->n_remove);
     fputc('}', f);
+}
+
+/* Every row of ks that names its field, as the config holds it: `"key":
+ * value`, each after ", " (the first only with lead) — durations as "key_ms" in milliseconds, sizes in bytes, a
+ * choice by its word, a string or null. The rows that parse a section
+ * also write it, so a key added to a table appears here with nothing to
+ * edit (config/schema.h). */
+static void rows(FILE *f, const tg_keyset_t *ks, const void *base, int lead)
+{
+    const char *sep = lead ? ", " : "";
+    for (size_t i = 0; i < ks->n; i++) {
+        const tg_key_t *k = &ks->keys[i];
+        const char *at = (const char *)base + k->offset;
+        uint64_t v = 0;
+        switch (k->field) {
+        case TG_FIELD_NONE:
+            continue;
+        case TG_FIELD_STR:
+            fprintf(f, "%s\"%s\": ", sep, k->name);
+            sep = ", ";
+            if (*(char *const *)at != NULL)
+                jstr(f, *(char *const *)at);
+            else
+                fputs("null", f);
+            continue;
+        case TG_FIELD_INT:
+            v = (uint64_t)(int64_t) * (const int *)at;
+            break;
+        case TG_FIELD_U32:
+            v = *(const uint32_t *)at;
+            break;
+        case TG_FIELD_U64:
+            v = *(const uint64_t *)at;
+            break;
+        }
+        fputs(sep, f);
+        sep = ", ";
+        if (k->kind == TG_KEY_BOOL) {
+            fprintf(f, "\"%s\": %s", k->name, v ? "true" : "false");
+        } else if (k->kind == TG_KEY_ENUM) { /* the v-th word of "a|b|c" */
+            const char *c = k->choices;
+            for (uint64_t j = 0; j < v && c != NULL; j++)
+                if ((c = strchr(c, '|')) != NULL)
+                    c++;
+            size_t len = c ? strcspn(c, "|") : 1;
+            fprintf(f, "\"%s\": \"%.*s\"", k->name, (int)len, c ? c : "?");
+        } else {
+            fprintf(f, "\"%s%s\": %llu", k->name, k->kind == TG_KEY_DURATION ? "_ms" : "",
+                    (unsigned long long)v);
+        }
+    }
 }
 
 static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
@@ -135,8 +187,7 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
         }
         fputc(']', f);
     }
-    fprintf(f, ", \"timeout_ms\": %llu, \"idle_timeout_ms\": %llu", (unsigned long long)r->timeout_ms,
-            (unsigned long long)r->idle_timeout_ms);
+    rows(f, &tg_keys_route, r, 1); /* timeout, idle_timeout, max_grpc_request_message, grpc_health */
     rules(f, "request_headers", &r->request_headers);
     rules(f, "response_headers", &r->response_headers);
     fputc('}', f);
@@ -172,16 +223,14 @@ static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
 
 static const char *const underscores[] = { "drop", "allow", "reject" };
 
+
 /* `dns:` as it applies (a cluster's: its own keys over the top level's). */
 static void dns(FILE *f, const tg_dns_conf_t *d, int top)
 {
-    static const char *const fam[] = { "auto", "v4", "v6", "all" };
-    fprintf(f, ", \"dns\": {\"min_ttl_ms\": %llu, \"max_ttl_ms\": %llu, \"lookup_family\": \"%s\", "
-               "\"on_failure\": \"%s\"",
-            (unsigned long long)d->min_ttl_ms, (unsigned long long)d->max_ttl_ms, fam[d->family],
-            d->on_failure == TG_DNS_FAIL ? "fail" : "keep");
+    fputs(", \"dns\": {", f);
+    rows(f, top ? &tg_keys_dns : &tg_keys_cluster_dns, d, 0);
     if (top) {
-        fprintf(f, ", \"timeout_ms\": %llu, \"resolvers\": ", (unsigned long long)d->timeout_ms);
+        fputs(", \"resolvers\": ", f);
         if (d->n_resolvers)
             strs(f, d->resolvers, d->n_resolvers);
         else
@@ -199,20 +248,13 @@ char *tg_config_to_json(const tg_config_t *c)
         return NULL;
     fputs("{\"path\": ", f);
     jstr(f, c->path);
-    fprintf(f, ", \"workers\": %u, \"drain_timeout_ms\": %llu", c->workers, (unsigned long long)c->drain_timeout_ms);
-    fprintf(f, ", \"limits\": {\"max_header_bytes\": %llu, \"max_body_bytes\": %llu, \"header_timeout_ms\": %llu, "
-               "\"idle_timeout_ms\": %llu}",
-            (unsigned long long)c->limits.max_header_bytes, (unsigned long long)c->limits.max_body_bytes,
-            (unsigned long long)c->limits.header_timeout_ms, (unsigned long long)c->limits.idle_timeout_ms);
-    static const char *const fwd[] = { "x-forwarded-for", "forwarded", "both" };
-    static const char *const semis[] = { "keep", "strip", "reject" }, *const bslash[] = { "reject", "keep", "decode" };
-    static const char *const eslash[] = { "reject", "keep", "decode" };
-    fprintf(f, ", \"forwarded_header\": \"%s\", \"set_x_real_ip\": %s, \"headers_with_underscores\": \"%s\"",
-            fwd[c->forwarded_header], c->set_x_real_ip ? "true" : "false", underscores[c->underscores]);
-    fprintf(f, ", \"path_normalization\": {\"merge_slashes\": %s, \"escaped_slashes\": \"%s\", "
-               "\"semicolons\": \"%s\", \"backslashes\": \"%s\", \"forward\": \"%s\"}",
-            c->paths.merge_slashes ? "true" : "false", eslash[c->paths.escaped_slashes], semis[c->paths.semicolons],
-            bslash[c->paths.backslashes], c->paths.forward_original ? "original" : "normalized");
+    fprintf(f, ", \"workers\": %u", c->workers);
+    rows(f, &tg_keys_top, c, 1); /* drain_timeout, max_connections, log_format, forwarded_header, ... */
+    fputs(", \"limits\": {", f);
+    rows(f, &tg_keys_limits, &c->limits, 0);
+    fputs("}, \"path_normalization\": {", f);
+    rows(f, &tg_keys_paths, &c->paths, 0);
+    fputc('}', f);
     dns(f, &c->dns, 1);
     fputs(", \"admin\": ", f);
     if (c->admin.listen) {
@@ -240,13 +282,9 @@ char *tg_config_to_json(const tg_config_t *c)
                 c->listeners[i].http1_enabled ? "true" : "false", c->listeners[i].proxy_protocol ? "true" : "false");
         fprintf(f, ", \"headers_with_underscores\": \"%s\"",
                 underscores[c->listeners[i].has_underscores ? c->listeners[i].underscores : c->underscores]);
-        const tg_http2_conf_t *h = &c->listeners[i].http2;
-        fprintf(f, ", \"http2\": {\"enabled\": %s, \"max_concurrent_streams\": %u, \"initial_window_size\": %u, "
-                   "\"connection_window_size\": %u, \"max_header_list_size\": %llu, \"ping_interval_ms\": %llu, "
-                   "\"ping_timeout_ms\": %llu, \"max_resets_per_10s\": %u}}",
-                h->enabled ? "true" : "false", h->max_concurrent_streams, h->initial_window_size,
-                h->connection_window_size, (unsigned long long)h->max_header_list_size,
-                (unsigned long long)h->ping_interval_ms, (unsigned long long)h->ping_timeout_ms, h->max_resets_per_10s);
+        fputs(", \"http2\": {", f);
+        rows(f, &tg_keys_http2, &c->listeners[i].http2, 0);
+        fputs("}}", f);
     }
     fputs("], \"routes\": [", f);
     for (size_t i = 0; i < c->n_routes; i++) {
@@ -258,15 +296,12 @@ char *tg_config_to_json(const tg_config_t *c)
         const tg_cluster_conf_t *cl = &c->clusters[i];
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
-        static const char *const protos[] = { "http1", "h2c", "h2" };
-        static const char *const lbs[] = { "round_robin", "least_request", "random", "peak_ewma", "ring_hash",
-                                           "maglev" };
-        fprintf(f, ", \"protocol\": \"%s\", \"lb\": \"%s\"", protos[cl->protocol], lbs[cl->lb]);
+        rows(f, &tg_keys_cluster, cl, 1); /* protocol, lb, timeouts, slow_start, breakers, HTTP/2 keepalive */
         if (cl->lb == TG_LB_RING_HASH || cl->lb == TG_LB_MAGLEV) {
             static const char *const on[] = { "client_address", "header:", "cookie:", "path" };
             fprintf(f, ", \"hash_on\": \"%s%s\"", on[cl->hash_on], cl->hash_name ? cl->hash_name : "");
         }
-        fprintf(f, ", \"slow_start_ms\": %llu, \"endpoints\": [", (unsigned long long)cl->slow_start_ms);
+        fputs(", \"endpoints\": [", f);
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             fprintf(f, "%s", j ? ", " : "");
             jstr(f, cl->endpoints[j].address);
@@ -274,15 +309,7 @@ char *tg_config_to_json(const tg_config_t *c)
         fputs("], \"endpoint_weights\": [", f);
         for (size_t j = 0; j < cl->n_endpoints; j++)
             fprintf(f, "%s%u", j ? ", " : "", cl->endpoints[j].weight);
-        fprintf(f, "], \"connect_timeout_ms\": %llu, \"idle_timeout_ms\": %llu, \"pool_size\": %u",
-                (unsigned long long)cl->connect_timeout_ms, (unsigned long long)cl->idle_timeout_ms, cl->pool_size);
-        fprintf(f, ", \"max_connections\": %u, \"max_pending\": %u, \"max_requests\": %u", cl->max_connections,
-                cl->max_pending, cl->max_requests);
-        if (cl->protocol != TG_PROTO_HTTP1)
-            fprintf(f, ", \"keepalive_interval_ms\": %llu, \"keepalive_timeout_ms\": %llu, "
-                       "\"max_concurrent_streams\": %u",
-                    (unsigned long long)cl->keepalive_interval_ms, (unsigned long long)cl->keepalive_timeout_ms,
-                    cl->max_concurrent_streams);
+        fprintf(f, "], \"pool_size\": %u", cl->pool_size);
         if (cl->named)
             dns(f, &cl->dns, 0);
         fputs(", \"tls\": ", f);

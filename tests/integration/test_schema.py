@@ -107,6 +107,42 @@ class SchemaTest(unittest.TestCase):
         self.assertEqual(self.schema["$defs"]["top"]["properties"]["drain_timeout"]["default"], "30s")
         self.assertEqual(self.schema["$defs"]["listener"]["properties"]["listen_backlog"]["default"], 4096)
 
+    def test_defaults_schema_and_dump_agree(self):
+        """Every key of these sections: the default the schema states (and
+        the docs show) is the value `tollgate -T` reports for a config that
+        does not set it — the same rows parse, document and dump."""
+        d = tempfile.mkdtemp(prefix="tg-rows-")
+        path = os.path.join(d, "t.yaml")
+        with open(path, "w") as f:
+            f.write("listeners: [{ name: l, listen: '127.0.0.1:18080' }]\n"
+                    "routes: [{ name: r, cluster: c }]\n"
+                    "clusters: [{ name: c, endpoints: ['api.test:8000'] }]\n")
+        p = subprocess.run([harness.BIN, "-T", "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        dump = json.loads(p.stdout)
+        sections = {"top": dump, "limits": dump["limits"], "path_normalization": dump["path_normalization"],
+                    "dns": dump["dns"], "cluster": dump["clusters"][0], "cluster.dns": dump["clusters"][0]["dns"],
+                    "route": dump["routes"][0], "listener.http2": dump["listeners"][0]["http2"]}
+        units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "B": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30}
+        checked = 0
+        for ks, obj in sections.items():
+            for key, k in self.schema["$defs"][ks]["properties"].items():
+                if "default" not in k:
+                    continue  # said in words ("the top level's", "none")
+                want = k["default"]
+                typ = k["x-tollgate-type"]
+                name = key + "_ms" if typ.startswith("duration") else key
+                if name not in obj or want == "auto":
+                    continue  # read by the section itself, dumped in its own form (workers: 0 is auto)
+                if isinstance(want, str) and (typ.startswith("duration") or typ.startswith("size")):
+                    m = re.fullmatch(r"(\d+)(ms|s|m|h|B|KiB|MiB|GiB)?", want)
+                    if m is None:
+                        continue  # another key's value ("`limits.max_header_bytes`")
+                    want = int(m.group(1)) * units[m.group(2) or "B"]
+                self.assertEqual(obj[name], want, f"{ks}.{key}: schema says {k['default']!r}, -T says {obj[name]!r}")
+                checked += 1
+        self.assertGreaterEqual(checked, 35)
+
     def test_examples_validate_and_name_the_schema(self):
         files = glob.glob(os.path.join(ROOT, "examples", "*.yaml")) + \
             glob.glob(os.path.join(ROOT, "examples", "*", "*.yaml"))
