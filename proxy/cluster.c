@@ -236,14 +236,41 @@ static int build_endpoints(tg_cluster_t *c, const tg_cluster_conf_t *cc, const t
     return 0;
 }
 
+/* The breaker counts of a set's clusters: one block, shared by refcount
+ * between a set and those derived from it. */
+struct tg_cluster_loads {
+    atomic_int refs;
+    tg_cluster_load_t v[];
+};
+
+static struct tg_cluster_loads *loads_new(size_t n)
+{
+    struct tg_cluster_loads *l = calloc(1, sizeof(*l) + (n ? n : 1) * sizeof(l->v[0]));
+    if (l != NULL)
+        atomic_init(&l->refs, 1);
+    return l;
+}
+
+static void loads_unref(struct tg_cluster_loads *l)
+{
+    if (l != NULL && atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+        free(l);
+}
+
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, const tg_resolver_t *names,
-                                       const tg_cluster_set_t *tls_from, tg_errors_t *errs)
+                                       const tg_cluster_set_t *from, tg_errors_t *errs)
 {
     tg_cluster_set_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->clusters));
-    if (s->clusters == NULL)
+    if (from != NULL) {
+        s->loads = from->loads;
+        atomic_fetch_add_explicit(&s->loads->refs, 1, memory_order_relaxed);
+    } else {
+        s->loads = loads_new(cfg->n_clusters);
+    }
+    if (s->clusters == NULL || s->loads == NULL)
         goto fail;
     s->n_clusters = cfg->n_clusters;
     int bad = 0;
@@ -253,12 +280,11 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
         tg_cluster_t *c = &s->clusters[i];
         c->conf = cc;
         atomic_init(&c->rr_cursor, 0);
-        atomic_init(&c->requests, 0);
-        atomic_init(&c->pending, 0);
+        c->load = &s->loads->v[i];
         if (build_endpoints(c, cc, names) < 0)
             goto fail;
-        if (tls_from != NULL)
-            c->tls = tg_tls_client_ref(tls_from->clusters[i].tls);
+        if (from != NULL)
+            c->tls = tg_tls_client_ref(from->clusters[i].tls);
         else if (cc->tls.enabled &&
                  (c->tls = tg_tls_client_new(&cc->tls, cc->name, cc->protocol == TG_PROTO_H2, errs)) == NULL)
             bad = 1;
@@ -306,6 +332,7 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
     free(s->splits);
     free(s->clusters);
     free(s->slot_gen);
+    loads_unref(s->loads);
     free(s);
 }
 

@@ -29,6 +29,10 @@ typedef struct tg_endpoint {
     struct tg_registry_entry *lease; /* the slot's lease, given back with the set (NULL: unnumbered) */
 } tg_endpoint_t;
 
+typedef struct tg_cluster_load {
+    atomic_uint requests, pending;
+} tg_cluster_load_t;
+
 typedef struct tg_cluster {
     const tg_cluster_conf_t *conf;
     tg_endpoint_t *endpoints;
@@ -37,9 +41,10 @@ typedef struct tg_cluster {
     uint32_t *schedule;      /* weighted endpoints: one period of smooth WRR (endpoint indexes); NULL: plain RR */
     struct tg_lbhash *hash;  /* lb: ring_hash, maglev: the key -> endpoint table (NULL: no endpoint) */
     size_t n_schedule;
-    /* circuit breaking (conf->max_*): requests of this snapshot in flight
-     * to the cluster, and those waiting for a new connection */
-    atomic_uint requests, pending;
+    /* circuit breaking (conf->max_*): requests in flight to the cluster,
+     * and those waiting for a new connection — counted across the sets DNS
+     * derives from one load of the config (a reload starts afresh) */
+    struct tg_cluster_load *load;
     tg_tls_client_t *tls;    /* NULL: cleartext to the endpoints */
     /* How its endpoints are spoken to (upstream.h), chosen by its
      * protocol when the snapshot is built (the stack's table); NULL in a
@@ -62,6 +67,7 @@ typedef struct tg_cluster_set {
     tg_route_split_t *splits; /* per config route */
     size_t n_splits;
     size_t n_slots;          /* pool slots needed: highest slot used + 1 */
+    struct tg_cluster_loads *loads; /* the clusters' breaker counts, shared with the sets derived alike (refcounted) */
     unsigned *slot_gen;      /* per slot < n_slots: its generation + 1 if an endpoint here uses it, else 0 */
 } tg_cluster_set_t;
 
@@ -88,11 +94,11 @@ typedef struct tg_resolver {
  * names (NULL: none, for a check) has for it — and the registry slot of
  * its "cluster/address" ("cluster/name:port=address" for a name's),
  * holding a lease on it until the set is freed (reg NULL: slots numbered
- * in order). TLS client contexts are shared with tls_from's clusters
- * (same config, same order) when given, else built. Returns NULL with
- * messages in errs. */
+ * in order). from: a set of the same config this one replaces (new DNS
+ * answers) — its TLS client contexts and circuit-breaking counts are
+ * shared; NULL: both made anew. Returns NULL with messages in errs. */
 tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *reg, const tg_resolver_t *names,
-                                       const tg_cluster_set_t *tls_from, tg_errors_t *errs);
+                                       const tg_cluster_set_t *from, tg_errors_t *errs);
 void tg_cluster_set_free(tg_cluster_set_t *s);
 
 /* Starts a connection to one of the cluster's endpoints on loop, with TLS

@@ -49,7 +49,7 @@ static int report(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *
 static void pending_done(tg_exchange_t *ex)
 {
     if (ex->cb_pending) {
-        atomic_fetch_sub_explicit(&ex->cluster->pending, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&ex->cluster->load->pending, 1, memory_order_relaxed);
         ex->cb_pending = 0;
     }
 }
@@ -506,7 +506,7 @@ int tg_ex_admit(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
     unsigned max = c->conf->max_requests;
-    unsigned n = atomic_fetch_add_explicit(&c->requests, 1, memory_order_relaxed);
+    unsigned n = atomic_fetch_add_explicit(&c->load->requests, 1, memory_order_relaxed);
     ex->cb_request = 1;
     if (max != 0 && n >= max) {
         tg_ex_leave(ex);
@@ -519,7 +519,7 @@ int tg_ex_admit(tg_exchange_t *ex)
 void tg_ex_leave(tg_exchange_t *ex)
 {
     if (ex->cb_request) {
-        atomic_fetch_sub_explicit(&ex->cluster->requests, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&ex->cluster->load->requests, 1, memory_order_relaxed);
         ex->cb_request = 0;
     }
 }
@@ -553,7 +553,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 .arg = ex,
             };
             int fresh = 0, over_pending = cc->max_pending != 0 &&
-                                          atomic_load_explicit(&c->pending, memory_order_relaxed) >= cc->max_pending;
+                                          atomic_load_explicit(&c->load->pending, memory_order_relaxed) >= cc->max_pending;
             int over_conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
             t.no_connect = over_pending || over_conns;
             ex->up_ops = c->up_ops;
@@ -568,7 +568,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 return;
             }
             if (ex->up != NULL && fresh) {
-                atomic_fetch_add_explicit(&c->pending, 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&c->load->pending, 1, memory_order_relaxed);
                 ex->cb_pending = 1;
             }
             if (ex->up == NULL) {

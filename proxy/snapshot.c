@@ -150,11 +150,11 @@ static tg_snapshot_t *snapshot_new(tg_snapshot_base_t *b)
 
 /* The clusters of s as names has them now; -1 with errs. */
 static int build_clusters(tg_snapshot_t *s, const tg_resolver_t *names, const struct tg_upstream_ops *const *upstream,
-                          const tg_cluster_set_t *tls_from, tg_errors_t *errs)
+                          const tg_cluster_set_t *from, tg_errors_t *errs)
 {
     if (names != NULL)
         s->dns_generation = names->generation(names->arg);
-    s->clusters = tg_cluster_set_build(s->cfg, &s->base->regs->endpoints, names, tls_from, errs);
+    s->clusters = tg_cluster_set_build(s->cfg, &s->base->regs->endpoints, names, from, errs);
     for (size_t i = 0; s->clusters != NULL && upstream != NULL && i < s->clusters->n_clusters; i++)
         s->clusters->clusters[i].up_ops = upstream[s->clusters->clusters[i].conf->protocol];
     return s->clusters != NULL ? 0 : -1;

@@ -325,7 +325,15 @@ static void test_name_endpoints(void **state)
     assert_true(d->endpoints[2].slot != c->endpoints[1].slot); /* s1 still holds 10.0.0.1's */
     assert_true(tg_cluster_set_uses(s2, d->endpoints[1].slot, d->endpoints[1].gen));
     assert_false(tg_cluster_set_uses(s2, c->endpoints[1].slot, c->endpoints[1].gen));
-    tg_cluster_set_free(s1);
+    /* a set derived from s1 (new answers, same config) counts its breakers with s1's */
+    tg_cluster_set_t *s3 = tg_cluster_set_build(cfg, &reg, &fake_names, s1, &errs);
+    assert_non_null(s3);
+    assert_ptr_equal(s3->clusters[0].load, s1->clusters[0].load);
+    assert_ptr_not_equal(s2->clusters[0].load, s1->clusters[0].load);
+    atomic_fetch_add(&s1->clusters[0].load->requests, 1);
+    tg_cluster_set_free(s1); /* s3 keeps the counts alive */
+    assert_int_equal(atomic_load(&s3->clusters[0].load->requests), 1);
+    tg_cluster_set_free(s3);
     tg_cluster_set_free(s2);
     assert_int_equal(tg_registry_in_use(&reg), 0);
     tg_config_unref(cfg);
