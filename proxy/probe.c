@@ -256,6 +256,34 @@ static int module_init(tg_worker_t *w)
 
 /* snap becomes the worker's: its probes replace the old ones (this
  * worker's share of the checked endpoints). */
+/* When each probe of pr is due next, by endpoint slot (0: now — none, or
+ * one in flight, which the new probe starts again): an endpoint the new
+ * snapshot keeps (same slot and generation) keeps its rhythm, so a reload
+ * or a DNS answer does not probe every endpoint at once. NULL: out of
+ * memory, everything probed now. */
+static uint64_t *due_by_slot(const prober_t *pr, size_t n_slots, unsigned **gen)
+{
+    uint64_t *due = calloc(n_slots ? n_slots : 1, sizeof(*due));
+    *gen = calloc(n_slots ? n_slots : 1, sizeof(**gen));
+    if (due == NULL || *gen == NULL) {
+        free(due);
+        free(*gen);
+        *gen = NULL;
+        return NULL;
+    }
+    struct timeval now, at;
+    event_base_gettimeofday_cached(tg_worker_base(pr->w), &now);
+    for (size_t i = 0; i < pr->n; i++) {
+        const probe_t *p = &pr->probes[i];
+        if (p->ep->slot >= n_slots || p->up != NULL || !evtimer_pending(&p->timer, &at))
+            continue;
+        int64_t ms = (int64_t)(at.tv_sec - now.tv_sec) * 1000 + (at.tv_usec - now.tv_usec) / 1000;
+        due[p->ep->slot] = ms > 0 ? (uint64_t)ms : 1;
+        (*gen)[p->ep->slot] = p->ep->gen + 1;
+    }
+    return due;
+}
+
 static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
 {
     prober_t *pr = tg_worker_state(w, TG_WMOD_PROBE);
@@ -268,25 +296,34 @@ static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
     probe_t *probes = n ? calloc(n, sizeof(*probes)) : NULL;
     if (n && probes == NULL)
         return -1;
+    unsigned *gen = NULL;
+    uint64_t *due = due_by_slot(pr, cs->n_slots, &gen);
     probes_free(pr);
     pr->snap = tg_snapshot_ref((tg_snapshot_t *)snap);
     pr->probes = probes;
-    for (size_t i = 0; i < cs->n_clusters; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < cs->n_clusters && rc == 0; i++) {
         const tg_cluster_t *cl = &cs->clusters[i];
         for (size_t j = 0; cl->conf->health_check.enabled && j < cl->n_endpoints; j++) {
-            if (cl->endpoints[j].slot % nw != id)
+            const tg_endpoint_t *ep = &cl->endpoints[j];
+            if (ep->slot % nw != id)
                 continue;
             probe_t *p = &probes[pr->n];
-            *p = (probe_t){ .pr = pr, .cl = cl, .ep = &cl->endpoints[j] };
+            *p = (probe_t){ .pr = pr, .cl = cl, .ep = ep };
             tg_arena_init(&p->arena);
-            if ((p->body = evbuffer_new()) == NULL)
-                return -1; /* the probes so far are kept, freed with the module */
+            if ((p->body = evbuffer_new()) == NULL) {
+                rc = -1; /* the probes so far are kept, freed with the module */
+                break;
+            }
             evtimer_assign(&p->timer, tg_worker_base(w), on_timer, p);
             pr->n++;
-            schedule(p, 10 * j); /* the first round at once, slightly spread */
+            int kept = due != NULL && due[ep->slot] != 0 && gen[ep->slot] == ep->gen + 1;
+            schedule(p, kept ? due[ep->slot] : 10 * j); /* a new one at once, slightly spread */
         }
     }
-    return 0;
+    free(due);
+    free(gen);
+    return rc;
 }
 
 static void module_free(tg_worker_t *w)

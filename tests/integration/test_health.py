@@ -117,6 +117,39 @@ clusters:
         self.assertEqual(harness.metric(m, "tollgate_upstream_endpoint_healthy", cluster="h2",
                                         endpoint=f"127.0.0.1:{h2app.port}"), 1)
 
+    def test_a_reload_keeps_each_endpoints_rhythm(self):
+        """An endpoint the new config keeps is not probed again at once on
+        a reload (or a DNS answer): only the endpoint it adds is. Checked
+        with an hour-long interval: the kept endpoint's one probe at start
+        stays one after the reload that adds the other, probed at once."""
+        a = harness.start_app("rhythm-a")
+        self.addCleanup(a.stop)
+        b = harness.start_app("rhythm-b")
+        self.addCleanup(b.stop)
+        cfg = """
+workers: 1
+admin: {{ listen: 127.0.0.1:{admin} }}
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+routes: [{{ name: r, cluster: c }}]
+clusters:
+  - name: c
+    endpoints: [ENDPOINTS]
+    health_check: {{ path: /probe, interval: 1h, timeout: 2s }}
+"""
+        gw = self.start(cfg.replace("ENDPOINTS", f"127.0.0.1:{a.port}"))
+
+        def probes(app):
+            return len(requests.get(f"http://127.0.0.1:{app.port}/probes", timeout=5).json()["versions"])
+        harness.wait_until(lambda: probes(a) == 1, what="the first probe of a")
+        with open(gw.path) as f:
+            text = f.read()
+        with open(gw.path, "w") as f:
+            f.write(text.replace(f"endpoints: [127.0.0.1:{a.port}]", f"endpoints: [127.0.0.1:{a.port}, 127.0.0.1:{b.port}]"))
+        r = requests.post(f"http://127.0.0.1:{gw.admin}/-/reload", headers={"x-tollgate-admin": "1"}, timeout=30)
+        self.assertEqual(r.status_code, 200, r.text)
+        harness.wait_until(lambda: probes(b) == 1, what="the added endpoint probed at once")
+        self.assertEqual(probes(a), 1)
+
     def test_all_unhealthy_fail_or_try_all(self):
         app = harness.start_app("sickcheck")
         self.addCleanup(app.stop)
