@@ -1629,6 +1629,39 @@ static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
 }
 
 /* Allocates *arr for a sequence node and loads each item; checks names unique. */
+typedef struct named {
+    const char *name;
+    size_t at;
+} named_t;
+
+static int named_cmp(const void *a, const void *b)
+{
+    const named_t *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* Each name of a list once: every later holder of a name is an error at
+ * its own item. Sorted, so 100,000 routes cost n log n, not n^2. -1: out
+ * of memory. */
+static int check_unique_names(loader_t *ld, yaml_node_t *seq, const char **names, size_t n, const char *what)
+{
+    named_t *v = malloc((n ? n : 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (names[i] != NULL)
+            v[k++] = (named_t){ names[i], i };
+    qsort(v, k, sizeof(*v), named_cmp);
+    for (size_t i = 1; i < k; i++)
+        if (strcmp(v[i].name, v[i - 1].name) == 0)
+            err_at(ld, node_at(ld, seq->data.sequence.items.start[v[i].at]), "duplicate %s name '%s'", what,
+                   v[i].name);
+    free(v);
+    return 0;
+}
+
 #define LOAD_LIST(ld, seqnode, what, arr, count, loadfn)                                     \
     do {                                                                                     \
         if (expect_type(ld, seqnode, YAML_SEQUENCE_NODE, what) < 0)                          \
@@ -1640,14 +1673,17 @@ static int load_limits(loader_t *ld, yaml_node_t *n, tg_limits_t *l)
             break;                                                                           \
         }                                                                                    \
         (count) = len_;                                                                      \
+        const char **names_ = calloc(len_ ? len_ : 1, sizeof(*names_));                     \
         for (size_t i_ = 0; i_ < len_; i_++) {                                               \
             yaml_node_t *it_ = node_at(ld, (seqnode)->data.sequence.items.start[i_]);        \
             if (loadfn(ld, it_, &(arr)[i_]) < 0)                                             \
                 ld->failed = 1;                                                              \
-            for (size_t j_ = 0; j_ < i_; j_++)                                               \
-                if ((arr)[i_].name && (arr)[j_].name && strcmp((arr)[i_].name, (arr)[j_].name) == 0) \
-                    err_at(ld, it_, "duplicate %s name '%s'", what, (arr)[i_].name);         \
+            if (names_ != NULL)                                                              \
+                names_[i_] = (arr)[i_].name;                                                 \
         }                                                                                    \
+        if (names_ == NULL || check_unique_names(ld, (seqnode), names_, len_, (what)) < 0)   \
+            ld->failed = 1;                                                                  \
+        free(names_);                                                                        \
     } while (0)
 
 /* Reads a whole small file (a secret); NULL with an error at n. */

@@ -1043,7 +1043,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     tg_grpc_kind_t grpc = tg_grpc_classify(&ex->req);
     ex->grpc = grpc != TG_GRPC_NONE;
     const tg_config_t *cfg = ex->snap->cfg;
-    ex->route = tg_router_match(cfg, listener, &ex->req, &ex->arena);
+    ex->route = tg_router_find(ex->snap->router, listener, &ex->req, &ex->arena);
     if (ex->route == NULL) {
         tg_exchange_reply(ex, 404, "no route");
         return;

@@ -117,7 +117,7 @@ int tg_grpc_health_status(const tg_snapshot_t *snap, tg_health_t *h, size_t list
         tg_request_t call = *req;
         call.target = target;
         call.path_len = sl + 2;
-        if ((r = tg_router_match(snap->cfg, listener, &call, scratch)) == NULL)
+        if ((r = tg_router_find(snap->router, listener, &call, scratch)) == NULL)
             return TG_HEALTH_SERVICE_UNKNOWN;
     }
     return route_serving(snap, h, r) ? TG_HEALTH_SERVING : TG_HEALTH_NOT_SERVING;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "filters/filter.h"
+#include "proxy/router.h"
 #include "proxy/stats.h"
 
 void tg_registries_init(tg_registries_t *r)
@@ -35,6 +36,7 @@ struct tg_snapshot_base {
     struct tg_registries *own_regs; /* loaded without the process's registries: a scratch set */
     tg_tls_server_t **listener_tls;
     tg_trust_t trust;
+    tg_router_t *router;
     atomic_uint *counted;     /* the registries' snapshot count, given back when freed (NULL: scratch) */
 };
 
@@ -46,6 +48,7 @@ static void base_unref(tg_snapshot_base_t *b)
         tg_tls_server_free(b->listener_tls[i]);
     free(b->listener_tls);
     tg_trust_free(&b->trust);
+    tg_router_free(b->router);
     tg_config_unref(b->cfg);
     free(b->route_slot);
     free(b->listener_slot);
@@ -145,6 +148,7 @@ static tg_snapshot_t *snapshot_new(tg_snapshot_base_t *b)
     s->unrouted_slot = b->unrouted_slot;
     s->listener_tls = b->listener_tls;
     s->trust = &b->trust;
+    s->router = b->router;
     return s;
 }
 
@@ -190,7 +194,8 @@ tg_snapshot_t *tg_snapshot_load(const char *path, tg_registries_t *regs,
         atomic_fetch_add_explicit(b->counted, 1, memory_order_relaxed);
     }
     b->cfg = cfg;
-    int ok = build_tls(b, errs) == 0 && assign_slots(b, errs) == 0 && tg_trust_build(&b->trust, cfg) == 0;
+    int ok = build_tls(b, errs) == 0 && assign_slots(b, errs) == 0 && tg_trust_build(&b->trust, cfg) == 0 &&
+             (b->router = tg_router_build(cfg)) != NULL;
     tg_snapshot_t *s = snapshot_new(b);
     if (s == NULL) {
         ok = 0;

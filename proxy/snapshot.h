@@ -42,6 +42,7 @@ typedef struct tg_snapshot {
     size_t unrouted_slot;       /* stats slot for requests no route matched */
     tg_tls_server_t *const *listener_tls; /* per config listener; NULL: cleartext */
     const tg_trust_t *trust;    /* headers only tollgate may send upstream */
+    const struct tg_router *router; /* the config's compiled routes (router.h) */
     unsigned dns_generation;    /* the names' answers its clusters were built from (tg_resolver_t) */
 } tg_snapshot_t;
 

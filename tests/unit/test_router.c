@@ -144,9 +144,114 @@ static void test_host_matches(void **state)
     assert_true(tg_router_host_matches(&any, NULL));
 }
 
+/* The compiled router against the linear scan: random route tables (hosts
+ * exact and wildcard, every path kind, ignore_case, methods, headers,
+ * listeners, gRPC services) and random requests, the same route (or none)
+ * from both, every time. */
+static unsigned rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 16) & 0x7fff;
+}
+
+#define PICK(arr) (arr)[rnd(&seed) % (sizeof(arr) / sizeof((arr)[0]))]
+
+static void test_compiled_equals_linear(void **state)
+{
+    static const char *const hosts[] = { NULL, NULL, "a.example.com", "B.example.com", "'*.example.com'",
+                                         "'*.a.example.com'", "other.test" };
+    static const char *const paths[] = { "/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/api", "/api/v1", "/API", "/x;y" };
+    static const char *const kinds[] = { "path", "path_prefix", "path_separated_prefix", "path_regex", NULL };
+    static const char *const req_hosts[] = { NULL, "a.example.com", "A.EXAMPLE.COM:8443", "b.example.com.",
+                                             "x.a.example.com", "example.com", "z.example.com", "other.test",
+                                             "[::1]:80", "a.example.com:" };
+    static const char *const req_paths[] = { "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/a/b/c/d", "/api",
+                                             "/api/v1/x", "/API/v1", "/apix", "/api;v=1", "/x;y", "/b", "",
+                                             "/test.v1.Svc/Get", "/test.v1.Svc/Put" };
+    unsigned seed = 20261204;
+    size_t asked = 0, differed = 0, found = 0;
+    for (int round = 0; round < 60; round++) {
+        char yaml[32768];
+        size_t at = (size_t)snprintf(yaml, sizeof(yaml), "listeners: [{ name: l0, listen: '127.0.0.1:1' }, "
+                                                         "{ name: l1, listen: '127.0.0.1:2' }]\nroutes:\n");
+        unsigned n = 1 + rnd(&seed) % 60;
+        for (unsigned i = 0; i < n; i++) {
+            at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "  - { name: r%u, cluster: c, match: {", i);
+            const char *sep = " ";
+            const char *h = PICK(hosts), *k = PICK(kinds);
+            if (h != NULL)
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%shost: %s", sep, h), sep = ", ";
+            if (rnd(&seed) % 8 == 0) {
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%sgrpc_service: test.v1.Svc%s", sep,
+                                       rnd(&seed) % 2 ? ", grpc_method: Get" : "");
+                sep = ", ";
+            } else if (k != NULL && strcmp(k, "path_regex") == 0) {
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%spath_regex: '^%s'", sep, PICK(paths));
+                sep = ", ";
+            } else if (k != NULL) {
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%s%s: '%s'", sep, k, PICK(paths));
+                sep = ", ";
+            }
+            if (k != NULL && rnd(&seed) % 5 == 0)
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%signore_case: true", sep), sep = ", ";
+            if (rnd(&seed) % 6 == 0)
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%smethods: [POST]", sep), sep = ", ";
+            if (rnd(&seed) % 6 == 0)
+                at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "%sheaders: [{ name: x-a }]", sep), sep = ", ";
+            at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, " }%s }\n",
+                                   rnd(&seed) % 7 == 0 ? ", listeners: [l1]" : "");
+        }
+        at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, "clusters: [{ name: c, endpoints: ['127.0.0.1:9'] }]\n");
+        assert_true(at < sizeof(yaml));
+        tg_errors_t errs = { 0 };
+        tg_config_t *c = tg_config_load_string("rand.yaml", yaml, at, tg_filters_registry(), &errs);
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        tg_errors_free(&errs);
+        assert_non_null(c);
+        tg_router_t *rt = tg_router_build(c);
+        assert_non_null(rt);
+        tg_arena_t a;
+        tg_arena_init(&a);
+        for (int q = 0; q < 400; q++) {
+            tg_request_t req = { 0 };
+            req.method = rnd(&seed) % 3 ? "GET" : "POST";
+            req.version = 20;
+            req.authority = PICK(req_hosts);
+            req.target = PICK(req_paths);
+            req.path_len = strlen(req.target);
+            if (rnd(&seed) % 2)
+                tg_headers_add(&req.headers, &a, "x-a", 3, "1", 1);
+            if (rnd(&seed) % 3 == 0)
+                tg_headers_add(&req.headers, &a, "content-type", 12, "application/grpc", 16);
+            size_t listener = rnd(&seed) % 2;
+            const tg_route_conf_t *lin = tg_router_match(c, listener, &req, &a);
+            const tg_route_conf_t *fast = tg_router_find(rt, listener, &req, &a);
+            asked++;
+            found += lin != NULL;
+            if (lin != fast) {
+                differed++;
+                fprintf(stderr, "route table:\n%s\nrequest %s %s host %s listener %zu: linear %s, compiled %s\n", yaml,
+                        req.method, req.target, req.authority ? req.authority : "(none)", listener,
+                        lin ? lin->name : "(none)", fast ? fast->name : "(none)");
+            }
+            tg_arena_reset(&a);
+        }
+        tg_arena_free(&a);
+        tg_router_free(rt);
+        tg_config_unref(c);
+        if (differed)
+            break;
+    }
+    printf("compiled router: %zu requests, %zu routed, %zu differences\n", asked, found, differed);
+    assert_int_equal(differed, 0);
+    assert_true(found > asked / 4); /* the tables and requests overlap: the comparison means something */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_compiled_equals_linear),
         cmocka_unit_test(test_matching),
         cmocka_unit_test(test_host_matches),
         cmocka_unit_test(test_grpc_matching),
