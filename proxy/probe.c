@@ -80,7 +80,8 @@ static void done(probe_t *p, int ok, int clean, const char *why)
             tg_warn("cluster '%s': endpoint %s is unhealthy: %s", p->cl->conf->name, p->ep->label, why);
         }
     }
-    schedule(p, hc->interval_ms);
+    /* up to a tenth of the interval later: checks that started together drift apart */
+    schedule(p, hc->interval_ms + tg_worker_random(p->pr->w) % (hc->interval_ms / 10 + 1));
 }
 
 /* gRPC: HealthCheckRequest { string service = 1; } as one message. */
@@ -318,7 +319,9 @@ static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
             evtimer_assign(&p->timer, tg_worker_base(w), on_timer, p);
             pr->n++;
             int kept = due != NULL && due[ep->slot] != 0 && gen[ep->slot] == ep->gen + 1;
-            schedule(p, kept ? due[ep->slot] : 10 * j); /* a new one at once, slightly spread */
+            /* a new one at once, slightly spread — over one interval at most, however many there are */
+            uint64_t spread = cl->conf->health_check.interval_ms * j / cl->n_endpoints;
+            schedule(p, kept ? due[ep->slot] : 10 * j < spread ? 10 * j : spread);
         }
     }
     free(due);

@@ -150,6 +150,34 @@ clusters:
         harness.wait_until(lambda: probes(b) == 1, what="the added endpoint probed at once")
         self.assertEqual(probes(a), 1)
 
+    def test_first_checks_spread_over_one_interval(self):
+        """A large cluster's new endpoints are first checked within one
+        interval, not 10 ms apart each (which put endpoint 300's first check
+        3 s away): by the time the first endpoint has had ten checks, the
+        last has had its first. Relative, so load on the machine delays both
+        alike."""
+        base = harness.free_port()
+        eps = [f"127.0.0.1:{base + 1 + i}" for i in range(300)]  # nothing listens: refused at once
+        gw = self.start(f"""
+workers: 1
+admin: {{{{ listen: 127.0.0.1:{{admin}} }}}}
+listeners: [{{{{ name: main, listen: 127.0.0.1:{{port}} }}}}]
+routes: [{{{{ name: r, cluster: big }}}}]
+clusters:
+  - name: big
+    endpoints: [{", ".join(eps)}]
+    health_check: {{{{ path: /probe, interval: 100ms, timeout: 1s }}}}
+""")
+
+        def checks(text, ep):
+            return harness.metric(text, "tollgate_health_checks_total", cluster="big", endpoint=ep, result="failure")
+
+        def first_has_ten():
+            text = self.metrics(gw)
+            return text if checks(text, eps[0]) >= 10 else None
+        text = harness.wait_until(first_has_ten, what="ten checks of the first endpoint")
+        self.assertGreaterEqual(checks(text, eps[-1]), 1)
+
     def test_all_unhealthy_fail_or_try_all(self):
         app = harness.start_app("sickcheck")
         self.addCleanup(app.stop)
