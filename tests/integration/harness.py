@@ -73,6 +73,9 @@ def wait_port(port, timeout=15.0, proc=None, host="127.0.0.1"):
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
+_PROCS = []  # every child started: main() stops what a test left (a setUpClass that failed half-way)
+
+
 class Proc:
     """A child process whose output goes to a log file we can read."""
 
@@ -81,6 +84,7 @@ class Proc:
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                   stdin=subprocess.DEVNULL)
         self.name = name
+        _PROCS.append(self)
 
     def output(self):
         with open(self.log.name, "r", errors="replace") as f:
@@ -760,6 +764,9 @@ def main():
         print(f"{name}: a gateway was left running by a test (config {gw.path}); stopped now", file=sys.stderr)
         gw.stop()
         prog.result.errors.append((name, "a test left a gateway running"))
+    for p in _PROCS:  # peers (apps, gRPC backends) a failed set-up never got to stop: no orphans
+        if p.p.poll() is None:
+            p.stop()
     result = prog.result
     allowed = allowed_skips()
     bad = []

@@ -114,7 +114,7 @@ class GrpcHealthDrainTest(harness.GatewayTest):
 
     def test_drain_ends_watches(self):
         b = harness.start_grpc_backend("d0")
-        self.procs = [b]
+        self.addCleanup(b.stop)
         port = harness.free_port()
         gw = harness.Gateway(f"""
 workers: 1
@@ -136,7 +136,6 @@ clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:{b.port}] }}]
         ch.close()
         gw.proc.p.wait(timeout=20)  # it exits by itself: nothing was left to wait for
         self.stop_gateway()
-        b.stop()
 
 
 if __name__ == "__main__":
