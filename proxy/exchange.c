@@ -412,8 +412,9 @@ static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message
 }
 
 /* A gRPC request's local reply: trailers-only (HTTP 200, the status in
- * the only HEADERS frame), never an HTTP error page. */
-static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
+ * the only HEADERS frame), never an HTTP error page. code: the gRPC
+ * status; status: the HTTP status it stands for, in stats and logs. */
+static void grpc_reply_code(tg_exchange_t *ex, int code, int status, const char *message)
 {
     tg_response_t *r = &ex->resp;
     memset(r, 0, sizeof(*r));
@@ -421,12 +422,12 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
     r->version = 20;
     r->body = TG_BODY_NONE;
     if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
-        add_grpc_status(ex, &r->headers, grpc_status_for(status), message) < 0) {
+        add_grpc_status(ex, &r->headers, code, message) < 0) {
         finish(ex, 1);
         return;
     }
     add_filter_headers(ex, r, &ex->fx.reply_headers);
-    tg_debug("local gRPC reply %d (HTTP %d): %s", grpc_status_for(status), status, message);
+    tg_debug("local gRPC reply %d (HTTP %d): %s", code, status, message);
     ex->resp_started = 1;
     ex->reply_status = status;
     if (ex->ops->write_head(ex->ds, r) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
@@ -436,6 +437,11 @@ static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
     ex->resp_done = 1;
     advance(ex, EXEV_LOCAL_REPLY);
     finish(ex, 0);
+}
+
+static void grpc_reply(tg_exchange_t *ex, int status, const char *message)
+{
+    grpc_reply_code(ex, grpc_status_for(status), status, message);
 }
 
 void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
@@ -1124,25 +1130,10 @@ static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t
 #define HEALTH_REQUEST_MAX 1024  /* a HealthCheckRequest is a service name */
 #define HEALTH_WATCH_MS 1000     /* Watch: how often the status is looked at */
 
-/* A trailers-only answer with gRPC status code (not mapped from HTTP). */
+/* A trailers-only answer with a gRPC status code (not mapped from HTTP). */
 static void health_fail(tg_exchange_t *ex, int code, const char *message)
 {
-    tg_response_t *r = &ex->resp;
-    memset(r, 0, sizeof(*r));
-    r->status = 200;
-    r->version = 20;
-    r->body = TG_BODY_NONE;
-    ex->resp_started = 1;
-    ex->reply_status = 200;
-    if (tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/grpc", 16) < 0 ||
-        add_grpc_status(ex, &r->headers, code, message) < 0 || ex->ops->write_head(ex->ds, r) < 0 ||
-        ex->ops->write_end(ex->ds, NULL) < 0) {
-        finish(ex, 1);
-        return;
-    }
-    ex->resp_done = 1;
-    advance(ex, EXEV_LOCAL_REPLY);
-    finish(ex, 0);
+    grpc_reply_code(ex, code, 200, message);
 }
 
 static int health_now(tg_exchange_t *ex)
