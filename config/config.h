@@ -285,6 +285,10 @@ typedef struct tg_cluster_conf {
     int weighted;              /* some endpoint has a weight other than 1 */
     int named;                 /* some endpoint is a name (DNS follows it) */
     tg_dns_conf_t dns;         /* the top level's, with the cluster's own `dns:` over it */
+    /* Made by the loader for the origin of a URL a filter fetches from
+     * (tg_node_origin: "origin:https://host:port"), not written in the
+     * file: /config and -T leave it out. */
+    int implicit;
 } tg_cluster_conf_t;
 
 /* `path_normalization:` (proxy/path.h says what each step does). */

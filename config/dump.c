@@ -294,6 +294,8 @@ char *tg_config_to_json(const tg_config_t *c)
     fputs("], \"clusters\": [", f);
     for (size_t i = 0; i < c->n_clusters; i++) {
         const tg_cluster_conf_t *cl = &c->clusters[i];
+        if (cl->implicit)
+            continue; /* not in the file: the filter's URL stands for it */
         fprintf(f, "%s{\"name\": ", i ? ", " : "");
         jstr(f, cl->name);
         rows(f, &tg_keys_cluster, cl, 1); /* protocol, lb, timeouts, slow_start, breakers, HTTP/2 keepalive */

@@ -38,6 +38,10 @@ typedef struct loader {
      * "<redacted>": redaction follows where a value is read as a secret,
      * never a list of key names. */
     unsigned char *secret;
+    /* clusters made for filters' URLs (tg_node_origin), appended to the
+     * file's once it is read */
+    tg_cluster_conf_t *origins;
+    size_t n_origins;
 } loader_t;
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
@@ -435,6 +439,121 @@ static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out
 }
 
 /* ---- the node API for filters (config/node.h) ---- */
+
+static char *where_of(loader_t *ld, const yaml_node_t *n);
+static int is_ip_literal(const char *host);
+
+int tg_node_origin(tg_node_t *n, const char *url, const char *ca_file, char **cluster, char **authority, char **path)
+{
+    loader_t *ld = n->ld;
+    *cluster = *authority = *path = NULL;
+    int tls = strncmp(url, "https://", 8) == 0;
+    const char *a = url + (tls ? 8 : 7);
+    if (!tls && strncmp(url, "http://", 7) != 0) {
+        err_at(ld, n->yn, "'%s' is not an http:// or https:// URL", url);
+        return -1;
+    }
+    size_t al = strcspn(a, "/?#");
+    const char *rest = a + al;
+    char auth[300], host[256];
+    uint16_t port = tls ? 443 : 80;
+    if (al == 0 || al >= sizeof(auth) || memchr(a, '@', al) != NULL || strchr(url, '#') != NULL ||
+        strpbrk(url, " \t\r\n") != NULL) {
+        err_at(ld, n->yn, "'%s': a URL needs a host, and no user info, fragment or spaces", url);
+        return -1;
+    }
+    memcpy(auth, a, al);
+    auth[al] = '\0';
+    const char *colon = auth[0] == '[' ? strstr(auth, "]:") : strrchr(auth, ':');
+    if (colon != NULL && (auth[0] != '[' || colon[1] == ':')) {
+        if (tg_parse_hostport(auth, host, sizeof(host), &port) < 0 || port == 0) {
+            err_at(ld, n->yn, "'%s': '%s' is not HOST or HOST:PORT", url, auth);
+            return -1;
+        }
+    } else {
+        size_t hl = strlen(auth);
+        if (auth[0] == '[' && (hl < 3 || auth[hl - 1] != ']')) {
+            err_at(ld, n->yn, "'%s': '%s' is not HOST or HOST:PORT", url, auth);
+            return -1;
+        }
+        snprintf(host, sizeof(host), "%.*s", auth[0] == '[' ? (int)hl - 2 : (int)hl, auth[0] == '[' ? auth + 1 : auth);
+    }
+    char *ca = NULL;
+    if (ca_file != NULL) {
+        const char *slash = strrchr(ld->file, '/');
+        if (ca_file[0] != '/' && slash != NULL) {
+            if (asprintf(&ca, "%.*s/%s", (int)(slash - ld->file), ld->file, ca_file) < 0)
+                ca = NULL;
+        } else {
+            ca = strdup(ca_file);
+        }
+        if (ca == NULL) {
+            ld->failed = 1;
+            return -1;
+        }
+    }
+    char *name = NULL;
+    int v6 = strchr(host, ':') != NULL;
+    if (asprintf(&name, "origin:%s://%s%s%s:%u%s%s", tls ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "",
+                 port, ca ? " ca=" : "", ca ? ca : "") < 0) {
+        free(ca);
+        ld->failed = 1;
+        return -1;
+    }
+    *cluster = name;
+    *authority = strdup(auth);
+    *path = rest[0] == '/' ? strdup(rest) : rest[0] == '?' ? (asprintf(path, "/%s", rest) < 0 ? NULL : *path) : strdup("/");
+    if (*authority == NULL || *path == NULL)
+        goto oom;
+    for (size_t i = 0; i < ld->n_origins; i++)
+        if (strcmp(ld->origins[i].name, name) == 0) {
+            free(ca);
+            return 0;
+        }
+    tg_cluster_conf_t *o = realloc(ld->origins, (ld->n_origins + 1) * sizeof(*o));
+    if (o == NULL)
+        goto oom;
+    ld->origins = o;
+    tg_cluster_conf_t *c = &o[ld->n_origins];
+    memset(c, 0, sizeof(*c));
+    tg_keyset_defaults(&tg_keys_cluster, c);
+    c->implicit = 1;
+    c->protocol = TG_PROTO_HTTP1;
+    c->pool_size = TG_DEFAULT_POOL_SIZE;
+    c->pool_adaptive = 1;
+    c->dns = ld->cfg->dns;
+    c->dns.resolvers = NULL;
+    c->dns.n_resolvers = 0;
+    c->name = strdup(name);
+    c->endpoints = calloc(1, sizeof(*c->endpoints));
+    ld->n_origins++; /* freed with the config from here on, whatever is missing */
+    if (c->name == NULL || c->endpoints == NULL)
+        goto oom;
+    c->n_endpoints = 1;
+    c->endpoints[0].weight = 1;
+    c->endpoints[0].port = port;
+    c->endpoints[0].host = strdup(host);
+    c->endpoints[0].named = c->named = !is_ip_literal(host);
+    if (c->endpoints[0].host == NULL ||
+        asprintf(&c->endpoints[0].address, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port) < 0)
+        goto oom;
+    if (tls) {
+        c->tls.enabled = 1;
+        c->tls.verify = 1;
+        c->tls.min_version = 12;
+        c->tls.ca = ca;
+        ca = NULL;
+        if ((c->tls.where = where_of(ld, n->yn)) == NULL ||
+            (c->tls.ca != NULL && (c->tls.ca_where = where_of(ld, n->yn)) == NULL))
+            goto oom;
+    }
+    free(ca);
+    return 0;
+oom:
+    free(ca);
+    ld->failed = 1;
+    return -1;
+}
 
 const struct tg_config *tg_node_config(const tg_node_t *n)
 {
@@ -1870,6 +1989,26 @@ static void load_tracing(loader_t *ld, yaml_node_t *n, tg_tracing_conf_t *t)
     t->queue_size = q;
 }
 
+/* The clusters filters' URLs asked for go after the file's (routes
+ * refer to clusters by index: theirs stay). */
+static void add_origins(loader_t *ld)
+{
+    tg_config_t *c = ld->cfg;
+    if (ld->n_origins == 0)
+        return;
+    tg_cluster_conf_t *all = realloc(c->clusters, (c->n_clusters + ld->n_origins) * sizeof(*all));
+    if (all == NULL) {
+        ld->failed = 1;
+        return; /* the origins are freed with the loader */
+    }
+    memcpy(all + c->n_clusters, ld->origins, ld->n_origins * sizeof(*all));
+    c->clusters = all;
+    c->n_clusters += ld->n_origins;
+    free(ld->origins);
+    ld->origins = NULL;
+    ld->n_origins = 0;
+}
+
 static void load_root(loader_t *ld, yaml_node_t *root)
 {
     const tg_keyset_t *ks = &tg_keys_top;
@@ -1917,6 +2056,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         LOAD_LIST(ld, clusters, "cluster", c->clusters, c->n_clusters, load_cluster);
     if (routes)
         LOAD_LIST(ld, routes, "route", c->routes, c->n_routes, load_route);
+    add_origins(ld);
 }
 
 /* ---- the document as loaded, for /config ---- */

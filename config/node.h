@@ -75,6 +75,18 @@ int tg_node_header_name_ok(const char *s);
 size_t tg_node_seq_len(const tg_node_t *n);
 tg_node_t tg_node_seq_item(const tg_node_t *n, size_t i);
 
+/* A URL the filter fetches from at run time (a key set, a discovery
+ * document): http:// or https://, a host (name or IP literal), an
+ * optional port, a path; no user info, no fragment. The config gets one
+ * cluster per scheme, host, port and CA file — "origin:SCHEME://HOST:PORT"
+ * (+ " ca=FILE") — made by the loader like any other: HTTP/1.1, DNS
+ * following a name, TLS for https verified (host name included) against
+ * ca_file or the system's trust store; the filter calls through it
+ * (filters/host.h). Sets *cluster, *authority ("host[:port]" as the URL
+ * has it) and *path (from the first '/', "/" when none), malloc'ed. 0,
+ * or -1 after reporting the error at n. ca_file: NULL, or a path
+ * relative to the config file. */
+int tg_node_origin(tg_node_t *n, const char *url, const char *ca_file, char **cluster, char **authority, char **path);
 /* Reports an error at the node. */
 void tg_node_error(tg_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

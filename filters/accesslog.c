@@ -352,7 +352,7 @@ static void *writer_main(void *arg);
 
 /* Opens the log and starts its writer: when the config is put to use,
  * never under -t. */
-static int al_start(void *p, tg_errors_t *errs)
+static int al_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     access_log_t *l = p;
     if ((l->fd = open_log(l)) < 0) {

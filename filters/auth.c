@@ -22,6 +22,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "proxy/base/clock.h"
+
 /* its counters (tg_filter_count) */
 enum { AUTH_FAILED };
 static const tg_filter_counter_t auth_counters[] = {
@@ -65,15 +67,42 @@ long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presen
 
 /* Per-worker state: a digest context, made when the worker takes the
  * config up and reused by its requests (EVP_Digest would allocate and
- * free one per request). */
+ * free one per request), and the worker's view of each remote key set
+ * its jwt section reads (jwks.h). */
+typedef struct auth_worker {
+    EVP_MD_CTX *md;
+    size_t n_views;
+    tg_jwks_view_t views[];
+} auth_worker_t;
+
 static void *auth_worker_init(void *p, unsigned worker)
 {
-    return EVP_MD_CTX_new();
+    const auth_conf_t *c = p;
+    size_t n = c->jwt ? tg_jwt_views(c->jwt) : 0;
+    auth_worker_t *w = calloc(1, sizeof(*w) + n * sizeof(w->views[0]));
+    if (w == NULL)
+        return NULL;
+    w->n_views = n;
+    if ((w->md = EVP_MD_CTX_new()) == NULL) {
+        free(w);
+        return NULL;
+    }
+    return w;
 }
 
 static void auth_worker_free(void *p, void *state)
 {
-    EVP_MD_CTX_free(state);
+    auth_worker_t *w = state;
+    for (size_t i = 0; i < w->n_views; i++)
+        tg_jwks_view_release(&w->views[i]);
+    EVP_MD_CTX_free(w->md);
+    free(w);
+}
+
+static int auth_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
+{
+    auth_conf_t *c = p;
+    return c->jwt ? tg_jwt_start(c->jwt, host, errs) : 0;
 }
 
 /* The hot-path variant: the digest implementation fetched at load, the
@@ -397,6 +426,8 @@ static tg_filter_status_t deny(tg_filter_exchange_t *fx, auth_conf_t *c, int sta
     tg_filter_count(fx, c->counters, AUTH_FAILED);
     if (status == 401)
         tg_headers_add(&fx->reply_headers, fx->arena, "www-authenticate", 16, c->challenge, strlen(c->challenge));
+    else if (status == 503)
+        tg_headers_add(&fx->reply_headers, fx->arena, "retry-after", 11, "1", 1);
     return TG_FILTER_REPLY;
 }
 
@@ -408,10 +439,28 @@ static tg_filter_status_t check_allowed(auth_conf_t *c, tg_filter_exchange_t *fx
     return c->n_allow ? deny(fx, c, 403, "not allowed") : TG_FILTER_CONTINUE;
 }
 
+static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx, size_t index, int may_wait);
+
+/* A key set fetch this request waited for ended (on its worker): the
+ * token is checked again, with no second wait. */
+static void auth_resume(tg_filter_exchange_t *fx, uint64_t gen)
+{
+    auth_conf_t *c = tg_filter_paused_state(fx, gen);
+    if (c == NULL)
+        return; /* the exchange ended meanwhile */
+    tg_filter_resume(fx, gen, authenticate(c, fx, fx->paused_at, 0));
+}
+
 static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
 {
-    auth_conf_t *c = p;
+    return authenticate(p, fx, index, 1);
+}
+
+static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx, size_t index, int may_wait)
+{
     tg_headers_t *h = &fx->req->headers;
+    auth_worker_t *ws = tg_filter_worker_state(fx, index);
+    tg_jwt_wait_t wait = { 0 };
     /* An identity established earlier in the chain (typically the global
      * auth filter) stands: this one checks its allow-list and forwards it
      * under its own header too. (A client-sent copy of any auth filter's
@@ -435,10 +484,11 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if (c->n_bearer && (match = conf_match(c, tg_filter_worker_state(fx, index), c->bearer, c->n_bearer, tok)) >= 0)
+        if (c->n_bearer && (match = conf_match(c, ws ? ws->md : NULL, c->bearer, c->n_bearer, tok)) >= 0)
             name = c->bearer[match].name;
         else if (c->jwt)
-            jwt_error = tg_jwt_verify_claims(c->jwt, tok, (int64_t)time(NULL), fx->arena, &name, &fx->claims);
+            jwt_error = tg_jwt_check(c->jwt, ws ? ws->views : NULL, tok, (int64_t)time(NULL), fx->arena, &name,
+                                     &fx->claims, &wait);
         if (name != NULL && c->strip)
             tg_headers_remove(h, "authorization");
     }
@@ -448,7 +498,7 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
         const char *key = kh ? kh->value : c->key_query ? query_param(fx->req->target, c->key_query, buf, sizeof(buf)) : NULL;
         if (key != NULL) {
             presented = 1;
-            if ((match = conf_match(c, tg_filter_worker_state(fx, index), c->keys, c->n_keys, key)) >= 0) {
+            if ((match = conf_match(c, ws ? ws->md : NULL, c->keys, c->n_keys, key)) >= 0) {
                 name = c->keys[match].name;
                 if (c->strip && kh)
                     tg_headers_remove(h, c->key_header);
@@ -459,7 +509,14 @@ static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, siz
     }
     if (name == NULL && c->client_cert && fx->peer_identity != NULL)
         name = fx->peer_identity; /* a verified client certificate: its subject */
+    if (name == NULL && wait.remote != NULL && may_wait &&
+        tg_jwks_remote_wait(wait.remote, wait.why, fx, auth_resume, tg_clock_ms())) {
+        fx->state[index] = c; /* for auth_resume */
+        return TG_FILTER_PAUSE;
+    }
     if (name == NULL) {
+        if (jwt_error != NULL && wait.remote != NULL && wait.why == TG_JWKS_NO_KEYS && wait.status == 503)
+            return deny(fx, c, 503, "no keys from the identity provider yet");
         if (jwt_error != NULL) {
             char *msg = tg_arena_alloc(fx->arena, strlen(jwt_error) + 16);
             if (msg != NULL)
@@ -495,6 +552,7 @@ const tg_filter_type_t tg_filter_auth = {
     .destroy = auth_destroy,
     .on_request = auth_on_request,
     .trust_header = auth_trust_header,
+    .start = auth_start,
     .worker_init = auth_worker_init,
     .worker_free = auth_worker_free,
 };

@@ -107,7 +107,7 @@ void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t
         f->type->on_cancel(f->conf, fx, i);
 }
 
-static int start_list(const tg_filter_list_t *l, unsigned n_workers, tg_errors_t *errs)
+static int start_list(const tg_filter_list_t *l, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     for (size_t i = 0; i < l->n; i++) {
         tg_filter_instance_t *f = &l->v[i];
@@ -118,18 +118,18 @@ static int start_list(const tg_filter_list_t *l, unsigned n_workers, tg_errors_t
             }
             f->n_workers = n_workers;
         }
-        if (f->type->start && f->type->start(f->conf, errs) < 0)
+        if (f->type->start && f->type->start(f->conf, host, errs) < 0)
             return -1;
     }
     return 0;
 }
 
-int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, tg_errors_t *errs)
+int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs)
 {
-    if (start_list(&cfg->filters, n_workers, errs) < 0)
+    if (start_list(&cfg->filters, n_workers, host, errs) < 0)
         return -1;
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (start_list(&cfg->routes[i].filters, n_workers, errs) < 0)
+        if (start_list(&cfg->routes[i].filters, n_workers, host, errs) < 0)
             return -1;
     return 0;
 }

@@ -36,6 +36,7 @@
 
 #include "config/config.h"
 #include "config/node.h"
+#include "filters/host.h"
 #include "filters/store.h"
 #include "proxy/base/http.h"
 
@@ -227,10 +228,11 @@ typedef struct tg_filter_type {
      * thread. */
     void *(*create)(tg_node_t *node, const char *config_path);
     /* The config is about to be used (start-up, or a reload once inherit
-     * ran): open what it writes to, start its threads. 0, or -1 with the
-     * reason in errs (the start-up or reload fails; destroy cleans up).
-     * Main thread. May be NULL. */
-    int (*start)(void *conf, tg_errors_t *errs);
+     * ran): open what it writes to, start its threads, take the shared
+     * objects it uses from host (host.h: key sets fetched by URL). 0, or
+     * -1 with the reason in errs (the start-up or reload fails; destroy
+     * cleans up). Main thread. May be NULL. */
+    int (*start)(void *conf, const tg_filter_host_t *host, tg_errors_t *errs);
     void (*destroy)(void *conf);
     /* Request head complete, route chosen. */
     tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
@@ -352,9 +354,10 @@ void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list
 void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
 
 /* Calls every filter's start hook in a config about to be used by
- * n_workers workers, and makes room for the per-worker states; 0, or -1
- * with the reasons in errs. Main thread. */
-int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, tg_errors_t *errs);
+ * n_workers workers (host: what the process offers them, host.h), and
+ * makes room for the per-worker states; 0, or -1 with the reasons in
+ * errs. Main thread. */
+int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs);
 
 /* Worker `worker` takes cfg up: its per-worker states (worker_init). 0,
  * or -1 (out of memory). That worker's thread (or before it runs). */

@@ -1,41 +1,33 @@
 /*
  * filters/jwt.c — see jwt.h.
  *
- * The token's header and claims are parsed by a small strict JSON parser
- * into the exchange arena (no allocation that outlives the request). The
- * algorithm comes from the token but must be one we accept and must match
- * the key chosen (by "kid" when the token has one), so an RSA public key
- * can never be used as an HMAC secret and "none" is never accepted.
+ * The token's header and claims are parsed by the strict JSON reader
+ * (proxy/base/json.h) into the exchange arena (no allocation that
+ * outlives the request). The algorithm comes from the token but must be
+ * one we accept and must match the key chosen (by "kid" when the token
+ * has one), so an RSA public key can never be used as an HMAC secret and
+ * "none" is never accepted. With `providers:` the token's (unverified)
+ * `iss` picks the provider whose keys and rules then decide.
  */
 #include "filters/jwt.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/bn.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { ALG_HS256 = 1, ALG_RS256, ALG_ES256 };
-
-typedef struct jwt_key {
-    char *kid;                 /* NULL: matches any token without a kid, and any kid */
-    int alg;
-    EVP_PKEY *pkey;            /* RS256 / ES256 */
-    unsigned char *secret;     /* HS256 */
-    size_t secret_len;
-} jwt_key_t;
+#include "proxy/base/clock.h"
+#include "proxy/base/json.h"
 
 struct tg_jwt_conf {
-    jwt_key_t *keys;
-    size_t n_keys;
+    tg_jwk_set_t *keys;        /* secret, keys, jwks_file (NULL: none) */
     char *issuer;
     char **audiences;
     size_t n_aud;
@@ -45,351 +37,21 @@ struct tg_jwt_conf {
     uint64_t leeway_ms;        /* as configured */
     char *identity_claim;
     int require_exp;           /* a token without exp is refused (default) */
+    /* a remote key set (jwks_uri, or an http(s) issuer alone: discovery) */
+    char *jwks_uri, *ca_file;
+    uint64_t min_refresh_ms, max_refresh_ms, max_stale_ms, refetch_interval_ms, startup_wait_ms, fetch_timeout_ms;
+    uint32_t no_keys_status;
+    char *remote_key;          /* "jwks URL" or "discover ISSUER": one shared set per key */
+    char *cluster, *authority, *jwks_path, *discovery_path; /* tg_jwks_params_t's strings */
+    tg_jwks_remote_t *remote;  /* from start; NULL before */
+    const tg_filter_host_t *host;
+    size_t view;               /* its index among the config's views (tg_jwt_views) */
+    tg_jwt_conf_t **providers; /* `providers:` (each a conf of its own, without providers) */
+    size_t n_providers;
+    size_t n_views;            /* the top conf: remote sets in the tree */
 };
 
-/* ---- base64url ---- */
-
-long tg_b64url_decode(const char *in, size_t len, unsigned char *out)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    long n = 0;
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)in[i], v;
-        if (c >= 'A' && c <= 'Z') v = c - 'A';
-        else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9') v = c - '0' + 52;
-        else if (c == '-') v = 62;
-        else if (c == '_') v = 63;
-        else if (c == '=' && i + 2 >= len) break; /* tolerate padding at the end */
-        else return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return bits >= 6 ? -1 : n;
-}
-
-/* ---- a small strict JSON parser ---- */
-
-typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jtype_t;
-
-typedef struct jval {
-    jtype_t t;
-    double num;
-    char *str;                 /* J_STR */
-    struct jval *items;        /* J_ARR, J_OBJ (values) */
-    char **keys;               /* J_OBJ */
-    size_t n;
-} jval_t;
-
-typedef struct jp {
-    const char *p, *end;
-    tg_arena_t *a;
-    int depth;
-} jp_t;
-
-static void ws(jp_t *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static int parse_value(jp_t *j, jval_t *v);
-
-static int parse_string(jp_t *j, char **out)
-{
-    if (j->p >= j->end || *j->p != '"')
-        return -1;
-    j->p++;
-    const char *s = j->p;
-    size_t cap = 0;
-    while (j->p < j->end && *j->p != '"') {
-        if (*j->p == '\\')
-            j->p++;
-        j->p++;
-        cap++;
-    }
-    if (j->p >= j->end)
-        return -1;
-    char *o = tg_arena_alloc(j->a, cap * 3 + 1), *w = o;
-    if (o == NULL)
-        return -1;
-    for (const char *p = s; p < j->p; p++) {
-        if (*p != '\\') {
-            if ((unsigned char)*p < 0x20)
-                return -1;
-            *w++ = *p;
-            continue;
-        }
-        p++;
-        switch (*p) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '/': *w++ = '/'; break;
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
-        case 'u': {
-            unsigned cp = 0;
-            for (int k = 1; k <= 4; k++) {
-                if (p + k >= j->p || !isxdigit((unsigned char)p[k]))
-                    return -1;
-                cp = cp * 16 + (unsigned)(isdigit((unsigned char)p[k]) ? p[k] - '0' : (tolower(p[k]) - 'a' + 10));
-            }
-            p += 4;
-            if (cp == 0)
-                return -1; /* a NUL would cut the string short: refused, not truncated */
-            if (cp < 0x80) {
-                *w++ = (char)cp;
-            } else if (cp < 0x800) {
-                *w++ = (char)(0xc0 | (cp >> 6));
-                *w++ = (char)(0x80 | (cp & 0x3f));
-            } else {
-                *w++ = (char)(0xe0 | (cp >> 12));
-                *w++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-                *w++ = (char)(0x80 | (cp & 0x3f));
-            }
-            break;
-        }
-        default:
-            return -1;
-        }
-    }
-    *w = '\0';
-    j->p++;
-    *out = o;
-    return 0;
-}
-
-static int parse_list(jp_t *j, jval_t *v, int obj)
-{
-    char close = obj ? '}' : ']';
-    size_t cap = 8;
-    v->items = tg_arena_alloc(j->a, cap * sizeof(jval_t));
-    v->keys = obj ? tg_arena_alloc(j->a, cap * sizeof(char *)) : NULL;
-    if (v->items == NULL || (obj && v->keys == NULL))
-        return -1;
-    j->p++;
-    ws(j);
-    if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return 0;
-    }
-    for (;;) {
-        if (v->n == cap) {
-            jval_t *ni = tg_arena_alloc(j->a, cap * 2 * sizeof(jval_t));
-            char **nk = obj ? tg_arena_alloc(j->a, cap * 2 * sizeof(char *)) : NULL;
-            if (ni == NULL || (obj && nk == NULL))
-                return -1;
-            memcpy(ni, v->items, cap * sizeof(jval_t));
-            if (obj)
-                memcpy(nk, v->keys, cap * sizeof(char *));
-            v->items = ni;
-            v->keys = nk;
-            cap *= 2;
-        }
-        ws(j);
-        if (obj) {
-            if (parse_string(j, &v->keys[v->n]) < 0)
-                return -1;
-            ws(j);
-            if (j->p >= j->end || *j->p++ != ':')
-                return -1;
-        }
-        if (parse_value(j, &v->items[v->n]) < 0)
-            return -1;
-        v->n++;
-        ws(j);
-        if (j->p < j->end && *j->p == ',') {
-            j->p++;
-            continue;
-        }
-        if (j->p < j->end && *j->p == close) {
-            j->p++;
-            return 0;
-        }
-        return -1;
-    }
-}
-
-static int parse_value(jp_t *j, jval_t *v)
-{
-    memset(v, 0, sizeof(*v));
-    ws(j);
-    if (j->p >= j->end || ++j->depth > 32)
-        return -1;
-    int rc = 0;
-    char c = *j->p;
-    if (c == '"') {
-        v->t = J_STR;
-        rc = parse_string(j, &v->str);
-    } else if (c == '{' || c == '[') {
-        v->t = c == '{' ? J_OBJ : J_ARR;
-        rc = parse_list(j, v, c == '{');
-    } else if (c == '-' || isdigit((unsigned char)c)) {
-        char buf[64], *e;
-        size_t n = 0;
-        while (j->p < j->end && n < sizeof(buf) - 1 && strchr("+-.eE0123456789", *j->p))
-            buf[n++] = *j->p++;
-        buf[n] = '\0';
-        v->t = J_NUM;
-        v->num = strtod(buf, &e);
-        rc = *e == '\0' ? 0 : -1;
-    } else if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
-        v->t = J_BOOL, v->num = 1, j->p += 4;
-    } else if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {
-        v->t = J_BOOL, j->p += 5;
-    } else if (j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) {
-        v->t = J_NULL, j->p += 4;
-    } else {
-        rc = -1;
-    }
-    j->depth--;
-    return rc;
-}
-
-static int parse_json(const char *s, size_t len, tg_arena_t *a, jval_t *out)
-{
-    jp_t j = { s, s + len, a, 0 };
-    if (parse_value(&j, out) < 0)
-        return -1;
-    ws(&j);
-    return j.p == j.end ? 0 : -1;
-}
-
-static const jval_t *get(const jval_t *o, const char *key)
-{
-    if (o->t != J_OBJ)
-        return NULL;
-    for (size_t i = 0; i < o->n; i++)
-        if (strcmp(o->keys[i], key) == 0)
-            return &o->items[i];
-    return NULL;
-}
-
-static const char *get_str(const jval_t *o, const char *key)
-{
-    const jval_t *v = get(o, key);
-    return v && v->t == J_STR ? v->str : NULL;
-}
-
-/* ---- keys ---- */
-
-static int alg_of(const char *s)
-{
-    return !s ? 0 : !strcmp(s, "HS256") ? ALG_HS256 : !strcmp(s, "RS256") ? ALG_RS256 : !strcmp(s, "ES256") ? ALG_ES256 : 0;
-}
-
-static int pkey_alg(EVP_PKEY *k)
-{
-    if (EVP_PKEY_is_a(k, "RSA"))
-        return ALG_RS256;
-    if (EVP_PKEY_is_a(k, "EC")) {
-        char group[64];
-        size_t gl = 0;
-        if (EVP_PKEY_get_utf8_string_param(k, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &gl) == 1 &&
-            (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0))
-            return ALG_ES256;
-    }
-    return 0;
-}
-
-static int add_key(tg_jwt_conf_t *c, jwt_key_t k)
-{
-    jwt_key_t *n = realloc(c->keys, (c->n_keys + 1) * sizeof(*n));
-    if (n == NULL)
-        return -1;
-    c->keys = n;
-    c->keys[c->n_keys++] = k;
-    return 0;
-}
-
-static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM_BLD *bld)
-{
-    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
-    EVP_PKEY *k = NULL;
-    if (params && ctx && EVP_PKEY_fromdata_init(ctx) == 1)
-        EVP_PKEY_fromdata(ctx, &k, EVP_PKEY_PUBLIC_KEY, params);
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    return k;
-}
-
-static BIGNUM *b64_bn(const char *s)
-{
-    if (s == NULL)
-        return NULL;
-    size_t len = strlen(s);
-    unsigned char *buf = malloc(len * 3 / 4 + 3);
-    long n = buf ? tg_b64url_decode(s, len, buf) : -1;
-    BIGNUM *bn = n > 0 ? BN_bin2bn(buf, (int)n, NULL) : NULL;
-    free(buf);
-    return bn;
-}
-
-/* One JWK: RSA (n, e), EC P-256 (x, y) or oct (k). */
-static int jwk_key(tg_node_t *node, tg_jwt_conf_t *c, const jval_t *jwk)
-{
-    const char *kty = get_str(jwk, "kty"), *kid = get_str(jwk, "kid");
-    jwt_key_t k = { .kid = kid ? strdup(kid) : NULL };
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    int rc = -1;
-    if (bld == NULL)
-        goto out;
-    if (kty && strcmp(kty, "RSA") == 0) {
-        BIGNUM *n = b64_bn(get_str(jwk, "n")), *e = b64_bn(get_str(jwk, "e"));
-        if (n && e && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
-            OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
-            k.pkey = pkey_from_params("RSA", bld);
-        BN_free(n);
-        BN_free(e);
-        k.alg = ALG_RS256;
-    } else if (kty && strcmp(kty, "EC") == 0) {
-        const char *crv = get_str(jwk, "crv"), *x = get_str(jwk, "x"), *y = get_str(jwk, "y");
-        unsigned char pub[1 + 64 + 6], xb[48], yb[48];
-        long xl = x && strlen(x) <= 60 ? tg_b64url_decode(x, strlen(x), xb) : -1;
-        long yl = y && strlen(y) <= 60 ? tg_b64url_decode(y, strlen(y), yb) : -1;
-        if (crv && strcmp(crv, "P-256") == 0 && xl == 32 && yl == 32) {
-            pub[0] = 4;
-            memcpy(pub + 1, xb, 32);
-            memcpy(pub + 33, yb, 32);
-            if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
-                OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, 65))
-                k.pkey = pkey_from_params("EC", bld);
-        }
-        k.alg = ALG_ES256;
-    } else if (kty && strcmp(kty, "oct") == 0 && get_str(jwk, "k")) {
-        const char *s = get_str(jwk, "k");
-        k.secret = malloc(strlen(s) * 3 / 4 + 3);
-        long n = k.secret ? tg_b64url_decode(s, strlen(s), k.secret) : -1;
-        if (n > 0) {
-            k.secret_len = (size_t)n;
-            k.alg = ALG_HS256;
-            rc = add_key(c, k);
-            goto out;
-        }
-    }
-    if (k.pkey != NULL && pkey_alg(k.pkey) == k.alg) {
-        rc = add_key(c, k);
-    } else {
-        tg_node_error(node, "jwt jwks: key %s is not a usable RSA, EC P-256 or oct key", kid ? kid : "(no kid)");
-    }
-out:
-    OSSL_PARAM_BLD_free(bld);
-    if (rc < 0) {
-        EVP_PKEY_free(k.pkey);
-        free(k.secret);
-        free(k.kid);
-    }
-    return rc;
-}
+/* ---- configuration ---- */
 
 static char *resolve_path(const char *config_path, const char *path)
 {
@@ -413,29 +75,22 @@ static int load_jwks(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c)
             tg_node_error(n, "jwks_file: cannot open %s: %s", full, strerror(errno));
         goto out;
     }
-    char *buf = malloc(1 << 20);
+    char *buf = malloc(1 << 20), why[160] = "";
     size_t len = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
     fclose(f);
-    tg_arena_t a;
-    tg_arena_init(&a);
-    jval_t doc;
-    const jval_t *keys;
-    if (buf == NULL || parse_json(buf, len, &a, &doc) < 0 || (keys = get(&doc, "keys")) == NULL || keys->t != J_ARR) {
-        tg_node_error(n, "jwks_file: %s is not a JWKS document ({\"keys\": [...]})", full);
-    } else {
+    size_t before = c->keys->n;
+    if (buf == NULL || tg_jwk_set_parse(c->keys, buf, len, why, sizeof(why)) < 0)
+        tg_node_error(n, "jwks_file: %s: %s", full, why[0] ? why : "out of memory");
+    else if (why[0] != '\0' || c->keys->n == before)
+        tg_node_error(n, "jwt jwks: %s", why[0] ? why : "no usable key");
+    else
         rc = 0;
-        for (size_t i = 0; i < keys->n; i++)
-            if (jwk_key(n, c, &keys->items[i]) < 0)
-                rc = -1;
-    }
-    tg_arena_free(&a);
     free(buf);
 out:
     free(path);
     free(full);
     return rc;
 }
-
 
 static const tg_key_t jwt_key_item_keys[] = {
     { "file", TG_KEY_STRING, "path (required)", "—", "a PEM public key: RSA (RS256) or EC P-256 (ES256)",
@@ -444,22 +99,63 @@ static const tg_key_t jwt_key_item_keys[] = {
 };
 static const tg_keyset_t jwt_key_item = TG_KEYSET("filter.auth.jwt.key", "auth jwt.keys[]", jwt_key_item_keys);
 
+/* The rows of one provider: the `jwt:` section itself, and each item of
+ * its `providers:` list. */
+#define PROVIDER_ROWS                                                                                                \
+    { "secret", TG_KEY_STRING, "string, at least 16 bytes", "none", "an HS256 secret (`${VAR}` works; shown as "       \
+                                                                    "`<redacted>`)" },                                 \
+    { "keys", TG_KEY_LIST, "list of `{ file, kid }`", "none", "RS256 / ES256 public keys in PEM files",                \
+      .sub = &jwt_key_item },                                                                                         \
+    { "jwks_file", TG_KEY_STRING, "path", "none", "a JWKS file: RSA, EC P-256 and oct keys, selected by `kid`" },      \
+    { "jwks_uri", TG_KEY_STRING, "URL", "none",                                                                       \
+      "a JWKS fetched over `https://` (or `http://`) and kept fresh (docs/filters.md, \"Keys from an identity "       \
+      "provider\")",                                                                                                  \
+      TG_FIELD(tg_jwt_conf_t, jwks_uri, TG_FIELD_STR) },                                                              \
+    { "issuer", TG_KEY_STRING, "string", "none",                                                                      \
+      "`iss` must equal this; an `http(s)://` issuer with no keys configured is discovered "                          \
+      "(`/.well-known/openid-configuration`, then its `jwks_uri`)",                                                   \
+      TG_FIELD(tg_jwt_conf_t, issuer, TG_FIELD_STR) },                                                                \
+    { "audiences", TG_KEY_STRINGS, "list", "none", "`aud` (a string or a list) must contain one of these" },          \
+    { "scopes", TG_KEY_STRINGS, "list", "none", "all required, from `scope` (space-separated) or `scp` (a list)" },   \
+    { "leeway", TG_KEY_DURATION, "duration", "`30s`", "clock skew allowed on `exp` and `nbf`",                         \
+      TG_FIELD(tg_jwt_conf_t, leeway_ms, TG_FIELD_U64), .def = 30000 },                                               \
+    { "identity_claim", TG_KEY_STRING, "claim name", "`sub`", "the claim that is the identity",                      \
+      TG_FIELD(tg_jwt_conf_t, identity_claim, TG_FIELD_STR) },                                                        \
+    { "require_exp", TG_KEY_BOOL, "bool", "`true`", "a token without `exp` is refused",                               \
+      TG_FIELD(tg_jwt_conf_t, require_exp, TG_FIELD_INT), .def = 1 },                                                 \
+    { "ca_file", TG_KEY_STRING, "path", "the system's CAs", "the CAs an `https://` key set or issuer is verified "    \
+                                                            "against",                                                \
+      TG_FIELD(tg_jwt_conf_t, ca_file, TG_FIELD_STR) },                                                               \
+    { "min_refresh", TG_KEY_DURATION, "duration", "`1m`", "a remote key set is fetched again after its "             \
+                                                          "`Cache-Control: max-age`, at least this late...",          \
+      TG_FIELD(tg_jwt_conf_t, min_refresh_ms, TG_FIELD_U64), .def = 60000, .min = 1000, .max = INT64_MAX },                             \
+    { "max_refresh", TG_KEY_DURATION, "duration", "`1h`", "...and at most this late",                                 \
+      TG_FIELD(tg_jwt_conf_t, max_refresh_ms, TG_FIELD_U64), .def = 3600000, .min = 1000, .max = INT64_MAX },                           \
+    { "max_stale", TG_KEY_DURATION, "duration", "`24h`",                                                             \
+      "while fetches fail, the last good set serves this long after it was fetched; then tokens are refused",        \
+      TG_FIELD(tg_jwt_conf_t, max_stale_ms, TG_FIELD_U64), .def = 86400000, .min = 1000, .max = INT64_MAX },                            \
+    { "refetch_interval", TG_KEY_DURATION, "duration", "`10s`",                                                      \
+      "a token whose `kid` the set lacks fetches it again at once, at most once in this long per URL",               \
+      TG_FIELD(tg_jwt_conf_t, refetch_interval_ms, TG_FIELD_U64), .def = 10000 },                                     \
+    { "startup_wait", TG_KEY_DURATION, "duration", "`10s`",                                                          \
+      "requests that come before the first set wait for it this long (from when the config starts)",                 \
+      TG_FIELD(tg_jwt_conf_t, startup_wait_ms, TG_FIELD_U64), .def = 10000 },                                         \
+    { "fetch_timeout", TG_KEY_DURATION, "duration", "`5s`", "one fetch of the key set or discovery document",         \
+      TG_FIELD(tg_jwt_conf_t, fetch_timeout_ms, TG_FIELD_U64), .def = 5000, .min = 100, .max = INT64_MAX },                             \
+    { "no_keys_status", TG_KEY_INT, "`401` or `503`", "`401`",                                                      \
+      "the answer while a remote set has no keys (none fetched yet, or older than `max_stale`)",                     \
+      TG_FIELD(tg_jwt_conf_t, no_keys_status, TG_FIELD_U32), .def = 401, .min = 401, .max = 503 }
+
+static const tg_key_t jwt_provider_rows[] = { PROVIDER_ROWS };
+static const tg_keyset_t jwt_provider = TG_KEYSET("filter.auth.jwt.provider", "auth jwt.providers[]",
+                                                  jwt_provider_rows);
+
 static const tg_key_t jwt_keys[] = {
-    { "secret", TG_KEY_STRING, "string, at least 16 bytes", "none", "an HS256 secret (`${VAR}` works; shown as "
-                                                                   "`<redacted>`)" },
-    { "keys", TG_KEY_LIST, "list of `{ file, kid }`", "none", "RS256 / ES256 public keys in PEM files",
-      .sub = &jwt_key_item },
-    { "jwks_file", TG_KEY_STRING, "path", "none", "a JWKS file: RSA, EC P-256 and oct keys, selected by `kid`" },
-    { "issuer", TG_KEY_STRING, "string", "none", "`iss` must equal this", TG_FIELD(tg_jwt_conf_t, issuer, TG_FIELD_STR) },
-    { "audiences", TG_KEY_STRINGS, "list", "none", "`aud` (a string or a list) must contain one of these" },
-    { "scopes", TG_KEY_STRINGS, "list", "none",
-      "all required, from `scope` (space-separated) or `scp` (a list)" },
-    { "leeway", TG_KEY_DURATION, "duration", "`30s`", "clock skew allowed on `exp` and `nbf`",
-      TG_FIELD(tg_jwt_conf_t, leeway_ms, TG_FIELD_U64), .def = 30000 },
-    { "identity_claim", TG_KEY_STRING, "claim name", "`sub`", "the claim that is the identity",
-      TG_FIELD(tg_jwt_conf_t, identity_claim, TG_FIELD_STR) },
-    { "require_exp", TG_KEY_BOOL, "bool", "`true`", "a token without `exp` is refused",
-      TG_FIELD(tg_jwt_conf_t, require_exp, TG_FIELD_INT), .def = 1 },
+    PROVIDER_ROWS,
+    { "providers", TG_KEY_LIST, "list of provider sections", "none",
+      "several identity providers on one route: each item takes the keys above (but `providers`); a token goes to "
+      "the one whose `issuer` is its `iss` (one without `issuer` takes the rest)",
+      .sub = &jwt_provider },
 };
 const tg_keyset_t tg_jwt_keys = TG_KEYSET("filter.auth.jwt", "auth jwt", jwt_keys);
 
@@ -486,7 +182,7 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
         EVP_PKEY *k = fp ? PEM_read_PUBKEY(fp, NULL, NULL, NULL) : NULL;
         if (fp)
             fclose(fp);
-        jwt_key_t key = { .pkey = k, .alg = k ? pkey_alg(k) : 0 };
+        tg_jwk_t key = { .pkey = k, .alg = k ? tg_jwk_alg_of(k) : 0 };
         if (k == NULL || key.alg == 0) {
             tg_node_error(&file, "jwt key file: %s: %s", full ? full : "?",
                           fp == NULL ? strerror(errno) : "not an RSA or EC P-256 public key in PEM");
@@ -495,7 +191,7 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
         } else {
             if (tg_node_present(&kid))
                 key.kid = tg_node_str(&kid, "jwt key kid");
-            if (add_key(c, key) < 0)
+            if (tg_jwk_set_add(c->keys, key) < 0)
                 rc = -1;
         }
         free(path);
@@ -504,16 +200,85 @@ static int load_pem_keys(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c
     return rc;
 }
 
-tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
+static int is_url(const char *s)
 {
-    tg_node_t v[9];
+    return s != NULL && (strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0);
+}
+
+/* jwks_uri, or an http(s) issuer with no keys of its own: a remote set,
+ * fetched through the cluster of its URL's origin. */
+static int plan_remote(tg_node_t *node, tg_jwt_conf_t *c)
+{
+    const char *url = c->jwks_uri;
+    int discover = url == NULL;
+    char *disc = NULL;
+    if (discover) {
+        size_t il = strlen(c->issuer);
+        if (asprintf(&disc, "%.*s/.well-known/openid-configuration", (int)(il && c->issuer[il - 1] == '/' ? il - 1 : il),
+                     c->issuer) < 0)
+            return -1;
+        url = disc;
+    }
+    char *path = NULL;
+    int rc = tg_node_origin(node, url, c->ca_file, &c->cluster, &c->authority, &path);
+    if (rc == 0 && discover)
+        c->discovery_path = path;
+    else
+        c->jwks_path = path;
+    free(disc);
+    if (rc == 0 && asprintf(&c->remote_key, "%s %s", discover ? "discover" : "jwks", discover ? c->issuer : c->jwks_uri) < 0)
+        rc = -1;
+    return rc;
+}
+
+static tg_jwt_conf_t *create(tg_node_t *node, const char *config_path, const tg_keyset_t *ks, size_t *n_views);
+
+static int load_providers(tg_node_t *n, const char *config_path, tg_jwt_conf_t *c, size_t *n_views)
+{
+    if (!tg_node_is_seq(n) || tg_node_seq_len(n) == 0) {
+        tg_node_error(n, "jwt providers: a list of one or more provider sections");
+        return -1;
+    }
+    size_t len = tg_node_seq_len(n);
+    if ((c->providers = calloc(len, sizeof(*c->providers))) == NULL)
+        return -1;
+    int rc = 0, catch_all = 0;
+    for (size_t i = 0; i < len; i++) {
+        tg_node_t item = tg_node_seq_item(n, i);
+        tg_jwt_conf_t *p = create(&item, config_path, &jwt_provider, n_views);
+        if (p == NULL) {
+            rc = -1;
+            continue;
+        }
+        c->providers[c->n_providers++] = p;
+        for (size_t j = 0; j + 1 < c->n_providers; j++)
+            if (p->issuer && c->providers[j]->issuer && strcmp(p->issuer, c->providers[j]->issuer) == 0) {
+                tg_node_error(&item, "jwt providers: issuer '%s' twice", p->issuer);
+                rc = -1;
+            }
+        if (p->issuer == NULL && catch_all++) {
+            tg_node_error(&item, "jwt providers: only one provider may go without an issuer");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static tg_jwt_conf_t *create(tg_node_t *node, const char *config_path, const tg_keyset_t *ks, size_t *n_views)
+{
+    tg_node_t v[TG_KEYSET_MAX];
     tg_jwt_conf_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL || (c->keys = tg_jwk_set_new()) == NULL) {
+        free(c);
         return NULL;
-    int rc = tg_node_read_into(node, "jwt", &tg_jwt_keys, c, v);
-    tg_node_t secret = tg_node_get(v, &tg_jwt_keys, "secret"), keys = tg_node_get(v, &tg_jwt_keys, "keys");
-    tg_node_t jwks = tg_node_get(v, &tg_jwt_keys, "jwks_file"), aud = tg_node_get(v, &tg_jwt_keys, "audiences");
-    tg_node_t scopes = tg_node_get(v, &tg_jwt_keys, "scopes");
+    }
+    const char *what = ks == &jwt_provider ? "jwt provider" : "jwt";
+    int rc = tg_node_read(node, what, ks, c, v, TG_KEYSET_MAX);
+    tg_node_t secret = tg_node_get(v, ks, "secret"), keys = tg_node_get(v, ks, "keys");
+    tg_node_t jwks = tg_node_get(v, ks, "jwks_file"), aud = tg_node_get(v, ks, "audiences");
+    tg_node_t scopes = tg_node_get(v, ks, "scopes"), issuer = tg_node_get(v, ks, "issuer");
+    tg_node_t nks = tg_node_get(v, ks, "no_keys_status"), minr = tg_node_get(v, ks, "min_refresh");
+    tg_node_t providers = ks == &tg_jwt_keys ? tg_node_get(v, ks, "providers") : (tg_node_t){ 0 };
     c->leeway_s = (int64_t)(c->leeway_ms / 1000);
     if (tg_node_present(&secret)) {
         char *s = tg_node_secret(&secret, "jwt secret");
@@ -523,8 +288,8 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
             rc = -1;
             free(s);
         } else {
-            jwt_key_t k = { .alg = ALG_HS256, .secret = (unsigned char *)s, .secret_len = strlen(s) };
-            if (add_key(c, k) < 0)
+            tg_jwk_t k = { .alg = TG_JWK_HS256, .secret = (unsigned char *)s, .secret_len = strlen(s) };
+            if (tg_jwk_set_add(c->keys, k) < 0)
                 rc = -1;
         }
     }
@@ -538,8 +303,27 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
         rc = -1;
     if (c->identity_claim == NULL && (c->identity_claim = strdup("sub")) == NULL)
         rc = -1;
-    if (rc == 0 && c->n_keys == 0) {
-        tg_node_error(node, "jwt: configure secret, keys or jwks_file");
+    if (c->no_keys_status != 401 && c->no_keys_status != 503) {
+        tg_node_error(&nks, "no_keys_status: 401 or 503");
+        rc = -1;
+    }
+    if (c->min_refresh_ms > c->max_refresh_ms) {
+        tg_node_error(&minr, "min_refresh is longer than max_refresh");
+        rc = -1;
+    }
+    if (tg_node_present(&providers) && load_providers(&providers, config_path, c, n_views) < 0)
+        rc = -1;
+    int remote = c->jwks_uri != NULL || (c->keys->n == 0 && is_url(c->issuer));
+    if (c->jwks_uri != NULL && !is_url(c->jwks_uri)) {
+        tg_node_error(node, "jwt jwks_uri: '%s' is not an http:// or https:// URL", c->jwks_uri);
+        rc = -1;
+    } else if (remote && rc == 0) {
+        if (plan_remote(tg_node_present(&issuer) && c->jwks_uri == NULL ? &issuer : node, c) < 0)
+            rc = -1;
+        c->view = (*n_views)++;
+    }
+    if (rc == 0 && c->keys->n == 0 && !remote && c->n_providers == 0) {
+        tg_node_error(node, "%s: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer or providers", what);
         rc = -1;
     }
     if (rc < 0) {
@@ -549,18 +333,24 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
     return c;
 }
 
+tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
+{
+    size_t n_views = 0;
+    tg_jwt_conf_t *c = create(node, config_path, &tg_jwt_keys, &n_views);
+    if (c != NULL)
+        c->n_views = n_views;
+    return c;
+}
+
 void tg_jwt_destroy(tg_jwt_conf_t *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->n_keys; i++) {
-        EVP_PKEY_free(c->keys[i].pkey);
-        if (c->keys[i].secret)
-            OPENSSL_cleanse(c->keys[i].secret, c->keys[i].secret_len);
-        free(c->keys[i].secret);
-        free(c->keys[i].kid);
-    }
-    free(c->keys);
+    for (size_t i = 0; i < c->n_providers; i++)
+        tg_jwt_destroy(c->providers[i]);
+    free(c->providers);
+    tg_jwks_remote_put(c->host, c->remote);
+    tg_jwk_set_unref(c->keys);
     free(c->issuer);
     for (size_t i = 0; i < c->n_aud; i++)
         free(c->audiences[i]);
@@ -569,15 +359,55 @@ void tg_jwt_destroy(tg_jwt_conf_t *c)
         free(c->scopes[i]);
     free(c->scopes);
     free(c->identity_claim);
+    free(c->jwks_uri);
+    free(c->ca_file);
+    free(c->remote_key);
+    free(c->cluster);
+    free(c->authority);
+    free(c->jwks_path);
+    free(c->discovery_path);
     free(c);
+}
+
+int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
+{
+    for (size_t i = 0; i < c->n_providers; i++)
+        if (tg_jwt_start(c->providers[i], h, errs) < 0)
+            return -1;
+    if (c->remote_key == NULL || c->remote != NULL)
+        return 0;
+    tg_jwks_params_t p = {
+        .cluster = c->cluster,
+        .authority = c->authority,
+        .jwks_path = c->jwks_path,
+        .issuer = c->issuer,
+        .discovery_path = c->discovery_path,
+        .min_refresh_ms = c->min_refresh_ms,
+        .max_refresh_ms = c->max_refresh_ms,
+        .max_stale_ms = c->max_stale_ms,
+        .refetch_interval_ms = c->refetch_interval_ms,
+        .startup_wait_ms = c->startup_wait_ms,
+        .timeout_ms = c->fetch_timeout_ms,
+    };
+    c->host = h;
+    if ((c->remote = tg_jwks_remote_get(h, c->remote_key, &p)) == NULL) {
+        tg_errors_add(errs, "jwt: cannot set up the key set %s: out of memory", c->remote_key);
+        return -1;
+    }
+    return 0;
+}
+
+size_t tg_jwt_views(const tg_jwt_conf_t *c)
+{
+    return c->n_views;
 }
 
 /* ---- verification ---- */
 
-static int verify_sig(const jwt_key_t *k, const char *signed_part, size_t slen, const unsigned char *sig,
+static int verify_sig(const tg_jwk_t *k, const char *signed_part, size_t slen, const unsigned char *sig,
                       size_t siglen)
 {
-    if (k->alg == ALG_HS256) {
+    if (k->alg == TG_JWK_HS256) {
         unsigned char mac[32];
         unsigned int ml = 0;
         if (HMAC(EVP_sha256(), k->secret, (int)k->secret_len, (const unsigned char *)signed_part, slen, mac, &ml) ==
@@ -588,7 +418,7 @@ static int verify_sig(const jwt_key_t *k, const char *signed_part, size_t slen, 
     unsigned char der[80];
     const unsigned char *s = sig;
     size_t sl = siglen;
-    if (k->alg == ALG_ES256) { /* JOSE: raw r || s; OpenSSL: DER */
+    if (k->alg == TG_JWK_ES256) { /* JOSE: raw r || s; OpenSSL: DER */
         if (siglen != 64)
             return 0;
         ECDSA_SIG *es = ECDSA_SIG_new();
@@ -616,10 +446,10 @@ static int verify_sig(const jwt_key_t *k, const char *signed_part, size_t slen, 
     return ok;
 }
 
-static int has_scope(const jval_t *claims, const char *want)
+static int has_scope(const tg_json_t *claims, const char *want)
 {
-    const jval_t *v = get(claims, "scope");
-    if (v && v->t == J_STR) { /* space-separated (RFC 8693) */
+    const tg_json_t *v = tg_json_get(claims, "scope");
+    if (v && v->t == TG_JSON_STR) { /* space-separated (RFC 8693) */
         size_t wl = strlen(want);
         for (const char *p = v->str; *p;) {
             while (*p == ' ')
@@ -632,25 +462,25 @@ static int has_scope(const jval_t *claims, const char *want)
             p = e;
         }
     }
-    const jval_t *arr = get(claims, "scp");
-    for (size_t i = 0; arr && arr->t == J_ARR && i < arr->n; i++)
-        if (arr->items[i].t == J_STR && strcmp(arr->items[i].str, want) == 0)
+    const tg_json_t *arr = tg_json_get(claims, "scp");
+    for (size_t i = 0; arr && arr->t == TG_JSON_ARR && i < arr->n; i++)
+        if (arr->items[i].t == TG_JSON_STR && strcmp(arr->items[i].str, want) == 0)
             return 1;
     return 0;
 }
 
 /* The token's top-level scalar claims as text, for later filters. */
-static void keep_claims(const jval_t *claims, tg_arena_t *a, tg_headers_t *out)
+static void keep_claims(const tg_json_t *claims, tg_arena_t *a, tg_headers_t *out)
 {
     for (size_t i = 0; i < claims->n; i++) {
-        const jval_t *v = &claims->items[i];
+        const tg_json_t *v = &claims->items[i];
         char num[32];
         const char *text = NULL;
-        if (v->t == J_STR)
+        if (v->t == TG_JSON_STR)
             text = v->str;
-        else if (v->t == J_BOOL)
+        else if (v->t == TG_JSON_BOOL)
             text = v->num != 0 ? "true" : "false";
-        else if (v->t == J_NUM) {
+        else if (v->t == TG_JSON_NUM) {
             if (v->num == (double)(int64_t)v->num && v->num > -9.0e15 && v->num < 9.0e15)
                 snprintf(num, sizeof(num), "%lld", (long long)v->num);
             else
@@ -662,15 +492,66 @@ static void keep_claims(const jval_t *claims, tg_arena_t *a, tg_headers_t *out)
     }
 }
 
+static int alg_of(const char *s)
+{
+    return !s                      ? 0
+           : !strcmp(s, "HS256") ? TG_JWK_HS256
+           : !strcmp(s, "RS256") ? TG_JWK_RS256
+           : !strcmp(s, "ES256") ? TG_JWK_ES256
+                                 : 0;
+}
+
+/* The provider a token goes to: the one whose issuer is its iss, else
+ * the one without an issuer, else the section itself. */
+static const tg_jwt_conf_t *provider_for(const tg_jwt_conf_t *c, const char *iss)
+{
+    const tg_jwt_conf_t *any = NULL;
+    int own = c->keys->n > 0 || c->remote_key != NULL;
+    if (own && (c->issuer == NULL || (iss && strcmp(iss, c->issuer) == 0)))
+        return c;
+    for (size_t i = 0; i < c->n_providers; i++) {
+        const tg_jwt_conf_t *p = c->providers[i];
+        if (p->issuer && iss && strcmp(p->issuer, iss) == 0)
+            return p;
+        if (p->issuer == NULL && any == NULL)
+            any = p;
+    }
+    return any ? any : own ? c : NULL;
+}
+
+/* Checks the signature with the keys of set that fit alg and kid; counts
+ * the candidates. */
+static int verify_with(const tg_jwk_set_t *set, int alg, const char *kid, const char *token, size_t slen,
+                       const unsigned char *sig, size_t siglen, int *candidates)
+{
+    for (size_t i = 0; set != NULL && i < set->n; i++) {
+        const tg_jwk_t *k = &set->keys[i];
+        if (k->alg != alg || (kid && k->kid && strcmp(kid, k->kid) != 0))
+            continue;
+        (*candidates)++;
+        if (verify_sig(k, token, slen, sig, siglen))
+            return 1;
+    }
+    return 0;
+}
+
 const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                           const char **identity)
 {
-    return tg_jwt_verify_claims(c, token, now, a, identity, NULL);
+    return tg_jwt_check(c, NULL, token, now, a, identity, NULL, NULL);
 }
 
 const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                                  const char **identity, tg_headers_t *claims_out)
 {
+    return tg_jwt_check(c, NULL, token, now, a, identity, claims_out, NULL);
+}
+
+const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwks_view_t *views, const char *token, int64_t now,
+                         tg_arena_t *a, const char **identity, tg_headers_t *claims_out, tg_jwt_wait_t *wait)
+{
+    if (wait != NULL)
+        wait->remote = NULL;
     const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
     size_t tl = strlen(token);
     if (d1 == NULL || d2 == NULL || strchr(d2 + 1, '.') != NULL || tl > 16384)
@@ -681,46 +562,57 @@ const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int6
         return "out of memory";
     long hn = tg_b64url_decode(token, hl, hb), pn = tg_b64url_decode(d1 + 1, pl, pb),
          sn = tg_b64url_decode(d2 + 1, sl, sb);
-    jval_t header, claims;
-    if (hn < 0 || pn < 0 || sn < 0 || parse_json((char *)hb, (size_t)hn, a, &header) < 0 ||
-        parse_json((char *)pb, (size_t)pn, a, &claims) < 0 || header.t != J_OBJ || claims.t != J_OBJ)
+    tg_json_t header, claims;
+    if (hn < 0 || pn < 0 || sn < 0 || tg_json_parse((char *)hb, (size_t)hn, a, &header) < 0 ||
+        tg_json_parse((char *)pb, (size_t)pn, a, &claims) < 0 || header.t != TG_JSON_OBJ || claims.t != TG_JSON_OBJ)
         return "malformed token";
-    int alg = alg_of(get_str(&header, "alg"));
+    int alg = alg_of(tg_json_get_str(&header, "alg"));
     if (alg == 0)
         return "unsupported algorithm";
-    const char *kid = get_str(&header, "kid");
-    int verified = 0, candidates = 0;
-    for (size_t i = 0; i < c->n_keys && !verified; i++) {
-        const jwt_key_t *k = &c->keys[i];
-        if (k->alg != alg || (kid && k->kid && strcmp(kid, k->kid) != 0))
-            continue;
-        candidates++;
-        verified = verify_sig(k, token, (size_t)(d2 - token), sb, (size_t)sn);
+    const tg_jwt_conf_t *c = provider_for(top, tg_json_get_str(&claims, "iss"));
+    if (c == NULL)
+        return "wrong issuer";
+    const char *kid = tg_json_get_str(&header, "kid");
+    int candidates = 0;
+    size_t signed_len = (size_t)(d2 - token);
+    int verified = verify_with(c->keys, alg, kid, token, signed_len, sb, (size_t)sn, &candidates);
+    const tg_jwk_set_t *remote = NULL;
+    if (!verified && c->remote != NULL && views != NULL) {
+        remote = tg_jwks_remote_keys(c->remote, &views[c->view], tg_clock_ms());
+        verified = verify_with(remote, alg, kid, token, signed_len, sb, (size_t)sn, &candidates);
     }
-    if (!candidates)
+    if (!candidates && c->remote_key != NULL && remote == NULL) {
+        if (wait != NULL && c->remote != NULL)
+            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_NO_KEYS, (int)c->no_keys_status };
+        return "no keys from the identity provider";
+    }
+    if (!candidates) {
+        if (wait != NULL && c->remote != NULL && kid != NULL)
+            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_UNKNOWN_KID, 401 };
         return "no key for this token";
+    }
     if (!verified)
         return "bad signature";
-    const jval_t *exp = get(&claims, "exp"), *nbf = get(&claims, "nbf");
+    const tg_json_t *exp = tg_json_get(&claims, "exp"), *nbf = tg_json_get(&claims, "nbf");
     if (exp == NULL && c->require_exp)
         return "token has no exp";
-    if (exp && (exp->t != J_NUM || (int64_t)exp->num + c->leeway_s < now))
+    if (exp && (exp->t != TG_JSON_NUM || (int64_t)exp->num + c->leeway_s < now))
         return "token expired";
-    if (nbf && (nbf->t != J_NUM || (int64_t)nbf->num - c->leeway_s > now))
+    if (nbf && (nbf->t != TG_JSON_NUM || (int64_t)nbf->num - c->leeway_s > now))
         return "token not yet valid";
     if (c->issuer) {
-        const char *iss = get_str(&claims, "iss");
+        const char *iss = tg_json_get_str(&claims, "iss");
         if (iss == NULL || strcmp(iss, c->issuer) != 0)
             return "wrong issuer";
     }
     if (c->n_aud) {
-        const jval_t *aud = get(&claims, "aud");
+        const tg_json_t *aud = tg_json_get(&claims, "aud");
         int ok = 0;
         for (size_t i = 0; aud && i < c->n_aud && !ok; i++) {
-            if (aud->t == J_STR)
+            if (aud->t == TG_JSON_STR)
                 ok = strcmp(aud->str, c->audiences[i]) == 0;
-            for (size_t j = 0; aud->t == J_ARR && j < aud->n && !ok; j++)
-                ok = aud->items[j].t == J_STR && strcmp(aud->items[j].str, c->audiences[i]) == 0;
+            for (size_t j = 0; aud->t == TG_JSON_ARR && j < aud->n && !ok; j++)
+                ok = aud->items[j].t == TG_JSON_STR && strcmp(aud->items[j].str, c->audiences[i]) == 0;
         }
         if (!ok)
             return "wrong audience";
@@ -728,7 +620,7 @@ const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int6
     for (size_t i = 0; i < c->n_scopes; i++)
         if (!has_scope(&claims, c->scopes[i]))
             return "missing scope";
-    const char *id = get_str(&claims, c->identity_claim);
+    const char *id = tg_json_get_str(&claims, c->identity_claim);
     if (id == NULL || *id == '\0')
         return "token has no identity claim";
     for (const char *p = id; *p; p++) /* the identity goes into headers and logs */

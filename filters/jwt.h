@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config/node.h"
+#include "filters/jwks.h"
 #include "proxy/base/arena.h"
 #include "proxy/base/http.h"
 
@@ -33,8 +34,26 @@ const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now
 const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                                  const char **identity, tg_headers_t *claims);
 
-/* Base64url without padding (exposed for unit tests). Returns the decoded
- * length or -1. out must hold len * 3 / 4 + 3 bytes. */
-long tg_b64url_decode(const char *in, size_t len, unsigned char *out);
+/* The config is about to be used: its remote key sets (jwks_uri,
+ * discovery) are taken from the process's shared ones. Main thread. 0 or
+ * -1 with the reason in errs. */
+int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs);
+/* How many remote sets the section (providers included) reads: a worker
+ * keeps one view of each (tg_jwks_view_t), indexed by the section. */
+size_t tg_jwt_views(const tg_jwt_conf_t *c);
+
+/* What a refused token may wait for: a fetch of its provider's set. */
+typedef struct tg_jwt_wait {
+    tg_jwks_remote_t *remote;   /* NULL: nothing to wait for */
+    tg_jwks_want_t why;
+    int status;                 /* the answer when waiting is not possible: 401, or 503 (no_keys_status) */
+} tg_jwt_wait_t;
+
+/* tg_jwt_verify_claims with remote sets: views is the worker's (room for
+ * tg_jwt_views; NULL: remote sets count as empty). A token refused for
+ * want of a key (its kid unknown, or no set yet) sets *wait (wait may be
+ * NULL). */
+const char *tg_jwt_check(const tg_jwt_conf_t *c, tg_jwks_view_t *views, const char *token, int64_t now,
+                         tg_arena_t *a, const char **identity, tg_headers_t *claims, tg_jwt_wait_t *wait);
 
 #endif

@@ -474,6 +474,8 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
     render_dns(out, snap, pm);
     if (c->redis.enabled)
         render_redis(out, workers, n_workers);
+    if (pm->shared != NULL)
+        tg_shared_metrics(pm->shared, out);
     if (pm->tracer != NULL) {
         tg_tracer_stats_t ts;
         tg_tracer_stats(pm->tracer, &ts);

@@ -25,6 +25,7 @@ typedef struct tg_process_metrics {
     const atomic_uint *snapshots; /* configuration snapshots in memory (tg_registries_t) */
     const struct tg_dns *dns;  /* endpoint names followed (NULL: none) */
     uint64_t dns_updates;      /* endpoint sets published because DNS answers changed */
+    struct tg_shared *shared;  /* filters' shared objects: key sets by URL (NULL: none) */
 } tg_process_metrics_t;
 
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,

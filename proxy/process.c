@@ -35,6 +35,7 @@
 #include "proxy/base/timer.h"
 #include "proxy/ctl.h"
 #include "proxy/dns.h"
+#include "proxy/filter_host.h"
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
@@ -55,6 +56,7 @@ typedef struct process {
     tg_admin_t *admin;
     tg_health_t *health;             /* shared with the workers */
     tg_dns_t *dns;                   /* endpoint names followed (main thread) */
+    tg_filter_host_t *host;          /* what filters get from the process (filter_host.h) */
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
@@ -215,7 +217,7 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         goto fail;
     const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
     tg_filters_inherit(nc, oc); /* e.g. rate-limit counters: a reload is no reset */
-    if (tg_filters_start(nc, p->n_workers, errs) < 0) /* access logs open, their writers start */
+    if (tg_filters_start(nc, p->n_workers, p->host, errs) < 0) /* access logs open, their writers start */
         goto fail;
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
         tg_warn("reload: a change of 'workers' takes effect on restart");
@@ -627,6 +629,18 @@ static void *join_thread(void *arg)
     return NULL;
 }
 
+/* filter_host.h: what the host reads of the process. */
+static tg_snapshot_t *host_snapshot(void *arg)
+{
+    return ((process_t *)arg)->snap;
+}
+
+static tg_worker_t *host_worker(void *arg, unsigned i)
+{
+    process_t *p = arg;
+    return p->workers != NULL && i < p->n_workers ? p->workers[i] : NULL;
+}
+
 int tg_process_run(const char *path, int watch)
 {
     process_t p = { .path = path, .watch_fd = -1 };
@@ -652,11 +666,13 @@ int tg_process_run(const char *path, int watch)
     }
     tg_errors_t errs = { 0 };
     /* the loop first: the resolver lives on it, and start-up waits for names' first answers */
-    if ((p.base = event_base_new()) == NULL || (p.dns = tg_dns_new(p.base, on_dns_change, &p)) == NULL)
+    tg_filter_host_src_t hsrc = { host_snapshot, host_worker, &p };
+    if ((p.base = event_base_new()) == NULL || (p.dns = tg_dns_new(p.base, on_dns_change, &p)) == NULL ||
+        (p.host = tg_filter_host_new(p.base, &hsrc)) == NULL)
         tg_errors_add(&errs, "cannot set up the event loop or the resolver");
     else
         p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, tg_dns_resolver(p.dns), &errs);
-    if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), &errs) < 0) {
+    if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), p.host, &errs) < 0) {
         tg_snapshot_unref(p.snap);
         p.snap = NULL;
     }
@@ -664,7 +680,9 @@ int tg_process_run(const char *path, int watch)
         for (size_t i = 0; i < errs.n; i++)
             tg_error("%s", errs.msgs[i]);
         tg_errors_free(&errs);
+        tg_filter_host_finish(p.host);
         tg_dns_free(p.dns);
+        tg_filter_host_free(p.host);
         if (p.base != NULL)
             event_base_free(p.base);
         tg_registries_free(&p.registry); /* what the refused config's slots leased */
@@ -673,6 +691,7 @@ int tg_process_run(const char *path, int watch)
     tg_errors_free(&errs);
     tg_dns_commit(p.dns, p.snap->cfg);
     p.pm.dns = p.dns;
+    p.pm.shared = p.host->shared;
     tg_log_set_format(p.snap->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
     p.sig_term = evsignal_new(p.base, SIGTERM, on_signal, &p);
     p.sig_int = evsignal_new(p.base, SIGINT, on_signal, &p);
@@ -753,10 +772,13 @@ out:
         event_free(p.watchdog_timer);
     tg_notify_close(&p.notify);
     tg_activation_close(&p.activation);
+    tg_filter_host_finish(p.host); /* the workers are gone: calls still out are answered */
+    tg_snapshot_unref(p.snap);     /* before the loop: filters' shared objects have events on it */
+    p.snap = NULL;
+    tg_filter_host_free(p.host);
     tg_dns_free(p.dns); /* before the loop its events are on */
     if (p.base)
         event_base_free(p.base);
-    tg_snapshot_unref(p.snap);
     tg_health_free(p.health); /* after the workers: they read it */
     tg_tracer_stop(p.pm.tracer); /* after the workers: they hand it spans; sends what is left */
     tg_registries_free(&p.registry);

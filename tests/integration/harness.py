@@ -123,6 +123,21 @@ def start_app(name="app", port=None, extra=(), server="uvicorn", env_extra=None,
     return proc
 
 
+def start_idp(name="idp", port=None, tls=None):
+    """apps/idp.py (an OpenID Connect provider whose keys the test sets)
+    under uvicorn; tls: {"cert": PEM, "key": PEM} to serve HTTPS."""
+    port = port or free_port()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS)
+    cmd = [PYTHON, "-m", "uvicorn", "idp:app", "--app-dir", APPS, "--host", "127.0.0.1", "--port", str(port),
+           "--log-level", "warning", "--no-access-log"]
+    if tls:
+        cmd += ["--ssl-certfile", tls["cert"], "--ssl-keyfile", tls["key"]]
+    proc = Proc(cmd, env=env, name=name)
+    wait_port(port, proc=proc.p)
+    proc.port = port
+    return proc
+
+
 class Gate:
     """A gate on a test app (apps/app.py /hold): requests to gate.path(tag)
     stay in flight until release(); held() and arrivals() read what the

@@ -392,7 +392,7 @@ static void test_errors(void **state)
                  "t.yaml:5:23: backoff: max must not be below base");
     expect_error(BASE_LISTENERS "filters:\n  - retry: { attempts: 11 }\n",
                  "t.yaml:5:24: attempts: '11' is not an integer in [1, 10]");
-    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { issuer: x } }\n", "t.yaml:5:18: jwt: configure secret, keys or jwks_file");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { issuer: x } }\n", "t.yaml:5:18: jwt: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer or providers");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { secret: short } }\n", "t.yaml:5:28: jwt secret: use at least 16 bytes");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { keys: [{ file: /nonexistent.pem }] } }\n",
                  "t.yaml:5:35: jwt key file: /nonexistent.pem");
