@@ -42,6 +42,9 @@ typedef struct loader {
      * file's once it is read */
     tg_cluster_conf_t *origins;
     size_t n_origins;
+    /* clusters filters name (tg_node_cluster_ref), checked at the end */
+    struct cluster_ref { yaml_node_t *at; char *name; } *refs;
+    size_t n_refs;
 } loader_t;
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
@@ -442,6 +445,39 @@ static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out
 
 static char *where_of(loader_t *ld, const yaml_node_t *n);
 static int is_ip_literal(const char *host);
+
+void tg_node_cluster_ref(tg_node_t *n, const char *name)
+{
+    loader_t *ld = n->ld;
+    struct cluster_ref *r = realloc(ld->refs, (ld->n_refs + 1) * sizeof(*r));
+    char *copy = strdup(name);
+    if (r != NULL)
+        ld->refs = r;
+    if (r == NULL || copy == NULL) {
+        free(copy);
+        ld->failed = 1;
+        return;
+    }
+    ld->refs[ld->n_refs++] = (struct cluster_ref){ n->yn, copy };
+}
+
+/* Filters' cluster names: each must be a cluster of the file. */
+static void check_cluster_refs(loader_t *ld)
+{
+    const tg_config_t *c = ld->cfg;
+    for (size_t i = 0; i < ld->n_refs; i++) {
+        size_t j = 0;
+        while (j < c->n_clusters && !(c->clusters[j].name && !c->clusters[j].implicit &&
+                                      strcmp(c->clusters[j].name, ld->refs[i].name) == 0))
+            j++;
+        if (j == c->n_clusters)
+            err_at(ld, ld->refs[i].at, "unknown cluster '%s'", ld->refs[i].name);
+        free(ld->refs[i].name);
+    }
+    free(ld->refs);
+    ld->refs = NULL;
+    ld->n_refs = 0;
+}
 
 int tg_node_origin(tg_node_t *n, const char *url, const char *ca_file, char **cluster, char **authority, char **path)
 {
@@ -2056,6 +2092,7 @@ static void load_root(loader_t *ld, yaml_node_t *root)
         LOAD_LIST(ld, clusters, "cluster", c->clusters, c->n_clusters, load_cluster);
     if (routes)
         LOAD_LIST(ld, routes, "route", c->routes, c->n_routes, load_route);
+    check_cluster_refs(ld);
     add_origins(ld);
 }
 

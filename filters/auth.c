@@ -71,6 +71,7 @@ long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presen
  * its jwt section reads (jwks.h). */
 typedef struct auth_worker {
     EVP_MD_CTX *md;
+    tg_introspect_worker_t *intro; /* opaque tokens' verdicts (NULL: no introspection) */
     size_t n_views;
     tg_jwks_view_t views[];
 } auth_worker_t;
@@ -83,7 +84,10 @@ static void *auth_worker_init(void *p, unsigned worker)
     if (w == NULL)
         return NULL;
     w->n_views = n;
-    if ((w->md = EVP_MD_CTX_new()) == NULL) {
+    const tg_claim_rules_t *rules;
+    const tg_introspect_conf_t *ic = c->jwt ? tg_jwt_introspection(c->jwt, &rules) : NULL;
+    if ((w->md = EVP_MD_CTX_new()) == NULL || (ic != NULL && (w->intro = tg_introspect_worker_new(ic)) == NULL)) {
+        EVP_MD_CTX_free(w->md);
         free(w);
         return NULL;
     }
@@ -95,6 +99,7 @@ static void auth_worker_free(void *p, void *state)
     auth_worker_t *w = state;
     for (size_t i = 0; i < w->n_views; i++)
         tg_jwks_view_release(&w->views[i]);
+    tg_introspect_worker_free(w->intro);
     EVP_MD_CTX_free(w->md);
     free(w);
 }
@@ -441,14 +446,107 @@ static tg_filter_status_t check_allowed(auth_conf_t *c, tg_filter_exchange_t *fx
 
 static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx, size_t index, int may_wait);
 
+/* A paused request's state (fx->state[index], arena memory): waiting for
+ * a key set fetch, or for an introspection answer. */
+typedef struct auth_pending {
+    auth_conf_t *c;
+    tg_filter_exchange_t *fx;
+    uint64_t gen;
+    size_t index;
+    void *call;                 /* introspection in flight */
+    unsigned char key[32];      /* the token's digest */
+    int answered, error;        /* the introspection's outcome ... */
+    const char *reason, *identity;
+} auth_pending_t;
+
 /* A key set fetch this request waited for ended (on its worker): the
  * token is checked again, with no second wait. */
 static void auth_resume(tg_filter_exchange_t *fx, uint64_t gen)
 {
-    auth_conf_t *c = tg_filter_paused_state(fx, gen);
-    if (c == NULL)
+    auth_pending_t *p = tg_filter_paused_state(fx, gen);
+    if (p == NULL)
         return; /* the exchange ended meanwhile */
-    tg_filter_resume(fx, gen, authenticate(c, fx, fx->paused_at, 0));
+    tg_filter_resume(fx, gen, authenticate(p->c, fx, fx->paused_at, 0));
+}
+
+/* The introspection endpoint answered (or the call failed). */
+static void on_introspected(void *arg, const tg_filter_call_result_t *r)
+{
+    auth_pending_t *p = arg;
+    tg_filter_exchange_t *fx = p->fx;
+    p->call = NULL;
+    if (tg_filter_paused_state(fx, p->gen) != p)
+        return;
+    const tg_claim_rules_t *rules;
+    const tg_introspect_conf_t *ic = tg_jwt_introspection(p->c->jwt, &rules);
+    auth_worker_t *ws = tg_filter_worker_state(fx, p->index);
+    p->reason = tg_introspect_answer(ic, rules, ws->intro, p->key, r, (int64_t)time(NULL), fx->arena, &p->identity,
+                                     &fx->claims, &p->error);
+    p->answered = 1;
+    tg_filter_resume(fx, p->gen, authenticate(p->c, fx, p->index, 0));
+}
+
+static void auth_on_cancel(void *conf, tg_filter_exchange_t *fx, size_t index)
+{
+    (void)conf;
+    auth_pending_t *p = fx->state[index];
+    if (p != NULL && p->call != NULL) {
+        auth_worker_t *ws = tg_filter_worker_state(fx, index);
+        tg_introspect_cancel(ws->intro, fx, p->call);
+        p->call = NULL;
+    }
+}
+
+static auth_pending_t *pending(auth_conf_t *c, tg_filter_exchange_t *fx, size_t index)
+{
+    auth_pending_t *p = fx->state[index];
+    if (p == NULL && (p = tg_arena_alloc(fx->arena, sizeof(*p))) != NULL) {
+        *p = (auth_pending_t){ .c = c, .fx = fx, .gen = fx->gen, .index = index };
+        fx->state[index] = p;
+    }
+    return p;
+}
+
+static int opaque(const char *tok)
+{
+    const char *d = strchr(tok, '.');
+    return d == NULL || strchr(d + 1, '.') == NULL;
+}
+
+/* An opaque token: its cached verdict, the answer this request waited
+ * for, or a call (PAUSE). Otherwise sets *name or *error (1: no usable
+ * answer, on_error decides) and *reason. */
+static tg_filter_status_t introspect(auth_conf_t *c, tg_filter_exchange_t *fx, size_t index, const char *tok,
+                                     const char **name, const char **reason, int *error)
+{
+    const tg_claim_rules_t *rules;
+    const tg_introspect_conf_t *ic = tg_jwt_introspection(c->jwt, &rules);
+    auth_worker_t *ws = tg_filter_worker_state(fx, index);
+    auth_pending_t *p = fx->state[index];
+    *error = 0;
+    if (p != NULL && p->answered) {
+        *reason = p->reason;
+        *error = p->error;
+        *name = p->reason == NULL ? p->identity : NULL;
+        return TG_FILTER_CONTINUE;
+    }
+    if (ws == NULL || ws->intro == NULL || (p = pending(c, fx, index)) == NULL) {
+        *error = 1;
+        *reason = "introspection is not running";
+        return TG_FILTER_CONTINUE;
+    }
+    tg_introspect_key(tok, p->key);
+    const char *id = NULL;
+    if (tg_introspect_cached(ws->intro, p->key, fx->arena, &id, &fx->claims, reason)) {
+        *name = *reason == NULL ? id : NULL;
+        return TG_FILTER_CONTINUE;
+    }
+    if ((p->call = tg_introspect_start(ic, ws->intro, fx, tok, on_introspected, p)) == NULL) {
+        *error = 1;
+        *reason = "too many introspection calls in flight";
+        return TG_FILTER_CONTINUE;
+    }
+    return TG_FILTER_PAUSE;
 }
 
 static tg_filter_status_t auth_on_request(void *p, tg_filter_exchange_t *fx, size_t index)
@@ -484,11 +582,23 @@ static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx,
         while (*tok == ' ')
             tok++;
         presented = 1;
-        if (c->n_bearer && (match = conf_match(c, ws ? ws->md : NULL, c->bearer, c->n_bearer, tok)) >= 0)
+        const tg_claim_rules_t *rules;
+        if (c->n_bearer && (match = conf_match(c, ws ? ws->md : NULL, c->bearer, c->n_bearer, tok)) >= 0) {
             name = c->bearer[match].name;
-        else if (c->jwt)
+        } else if (c->jwt && opaque(tok) && tg_jwt_introspection(c->jwt, &rules) != NULL) {
+            int error;
+            if (introspect(c, fx, index, tok, &name, &jwt_error, &error) == TG_FILTER_PAUSE)
+                return TG_FILTER_PAUSE;
+            if (error) {
+                const tg_introspect_conf_t *ic = tg_jwt_introspection(c->jwt, &rules);
+                if (ic->on_error)
+                    return c->n_allow ? deny(fx, c, 403, "not allowed") : TG_FILTER_CONTINUE;
+                return deny(fx, c, 503, "the introspection endpoint is unavailable");
+            }
+        } else if (c->jwt) {
             jwt_error = tg_jwt_check(c->jwt, ws ? ws->views : NULL, tok, (int64_t)time(NULL), fx->arena, &name,
                                      &fx->claims, &wait);
+        }
         if (name != NULL && c->strip)
             tg_headers_remove(h, "authorization");
     }
@@ -509,11 +619,9 @@ static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx,
     }
     if (name == NULL && c->client_cert && fx->peer_identity != NULL)
         name = fx->peer_identity; /* a verified client certificate: its subject */
-    if (name == NULL && wait.remote != NULL && may_wait &&
-        tg_jwks_remote_wait(wait.remote, wait.why, fx, auth_resume, tg_clock_ms())) {
-        fx->state[index] = c; /* for auth_resume */
+    if (name == NULL && wait.remote != NULL && may_wait && pending(c, fx, index) != NULL &&
+        tg_jwks_remote_wait(wait.remote, wait.why, fx, auth_resume, tg_clock_ms()))
         return TG_FILTER_PAUSE;
-    }
     if (name == NULL) {
         if (jwt_error != NULL && wait.remote != NULL && wait.why == TG_JWKS_NO_KEYS && wait.status == 503)
             return deny(fx, c, 503, "no keys from the identity provider yet");
@@ -537,9 +645,9 @@ const struct tg_jwt_conf *tg_auth_jwt(const void *auth_conf)
     return ((const auth_conf_t *)auth_conf)->jwt;
 }
 
-static const char *auth_trust_header(const void *p)
+static const char *auth_trust_header(const void *p, size_t i)
 {
-    return ((const auth_conf_t *)p)->identity_header;
+    return i == 0 ? ((const auth_conf_t *)p)->identity_header : NULL;
 }
 
 const tg_filter_type_t tg_filter_auth = {
@@ -553,6 +661,7 @@ const tg_filter_type_t tg_filter_auth = {
     .on_request = auth_on_request,
     .trust_header = auth_trust_header,
     .start = auth_start,
+    .on_cancel = auth_on_cancel,
     .worker_init = auth_worker_init,
     .worker_free = auth_worker_free,
 };

@@ -118,6 +118,12 @@ typedef struct tg_filter_exchange_ops {
      * 0, or -1 (out of memory: nothing will run). */
     int (*post)(void *home, void (*fn)(tg_filter_exchange_t *fx, uint64_t gen), tg_filter_exchange_t *fx,
                 uint64_t gen);
+    /* An HTTP call through a cluster of the exchange's config (host.h),
+     * on the exchange's worker: cb(arg, result) runs later on it, once,
+     * unless call_cancel comes first. NULL: out of memory. */
+    void *(*call)(tg_filter_exchange_t *fx, const struct tg_filter_call *c,
+                  void (*cb)(void *arg, const struct tg_filter_call_result *r), void *arg);
+    void (*call_cancel)(tg_filter_exchange_t *fx, void *call);
 } tg_filter_exchange_ops_t;
 
 /* What a filter sees of an exchange. */
@@ -125,6 +131,7 @@ struct tg_filter_exchange {
     tg_request_t *req;          /* headers may be edited (they go upstream) */
     tg_arena_t *arena;
     const char *client_addr;
+    const char *scheme;         /* "http" or "https": how the client came */
     const char *route;          /* route name */
     unsigned grpc;              /* tg_grpc_kind_t of the request as it arrived (proxy/base/grpc_frames.h) */
     size_t listener;
@@ -267,11 +274,12 @@ typedef struct tg_filter_type {
      * chains of the same route); take over state worth keeping, e.g.
      * rate-limit counters. Main thread, before the new config is used. */
     void (*inherit)(void *new_conf, void *old_conf);
-    /* The request header through which this filter tells the upstream
-     * something trusted (auth: identity_header), or NULL. A client-sent
-     * copy of it is removed from every request on every listener before
+    /* The i-th request header (from 0) through which this filter tells
+     * the upstream something trusted (auth: identity_header; ext_auth:
+     * what the auth service answers), NULL past the last. A client-sent
+     * copy of each is removed from every request on every listener before
      * any filter runs. Main thread, at config load. */
-    const char *(*trust_header)(const void *conf);
+    const char *(*trust_header)(const void *conf, size_t i);
     /* The retry policy this filter stands for, or NULL (retry). */
     const tg_retry_policy_t *(*retry_policy)(const void *conf);
     /* The counters it declares (see tg_filter_counter_t). */

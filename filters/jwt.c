@@ -24,6 +24,8 @@
 #include <string.h>
 
 #include "proxy/base/clock.h"
+#include "filters/claims.h"
+#include "filters/introspect.h"
 #include "proxy/base/json.h"
 
 struct tg_jwt_conf {
@@ -46,9 +48,11 @@ struct tg_jwt_conf {
     tg_jwks_remote_t *remote;  /* from start; NULL before */
     const tg_filter_host_t *host;
     size_t view;               /* its index among the config's views (tg_jwt_views) */
+    tg_introspect_conf_t *introspect; /* opaque tokens (NULL: none) */
     tg_jwt_conf_t **providers; /* `providers:` (each a conf of its own, without providers) */
     size_t n_providers;
     size_t n_views;            /* the top conf: remote sets in the tree */
+    tg_claim_rules_t rules;    /* a view of the rules above, for tg_claims_check */
 };
 
 /* ---- configuration ---- */
@@ -144,7 +148,10 @@ static const tg_keyset_t jwt_key_item = TG_KEYSET("filter.auth.jwt.key", "auth j
       TG_FIELD(tg_jwt_conf_t, fetch_timeout_ms, TG_FIELD_U64), .def = 5000, .min = 100, .max = INT64_MAX },                             \
     { "no_keys_status", TG_KEY_INT, "`401` or `503`", "`401`",                                                      \
       "the answer while a remote set has no keys (none fetched yet, or older than `max_stale`)",                     \
-      TG_FIELD(tg_jwt_conf_t, no_keys_status, TG_FIELD_U32), .def = 401, .min = 401, .max = 503 }
+      TG_FIELD(tg_jwt_conf_t, no_keys_status, TG_FIELD_U32), .def = 401, .min = 401, .max = 503 },               \
+    { "introspection", TG_KEY_MAP, "mapping", "none",                                                              \
+      "opaque (non-JWT) bearer tokens are checked at the provider's RFC 7662 endpoint (below)",                     \
+      .sub = &tg_introspect_keys }
 
 static const tg_key_t jwt_provider_rows[] = { PROVIDER_ROWS };
 static const tg_keyset_t jwt_provider = TG_KEYSET("filter.auth.jwt.provider", "auth jwt.providers[]",
@@ -279,6 +286,9 @@ static tg_jwt_conf_t *create(tg_node_t *node, const char *config_path, const tg_
     tg_node_t scopes = tg_node_get(v, ks, "scopes"), issuer = tg_node_get(v, ks, "issuer");
     tg_node_t nks = tg_node_get(v, ks, "no_keys_status"), minr = tg_node_get(v, ks, "min_refresh");
     tg_node_t providers = ks == &tg_jwt_keys ? tg_node_get(v, ks, "providers") : (tg_node_t){ 0 };
+    tg_node_t intro = tg_node_get(v, ks, "introspection");
+    if (tg_node_present(&intro) && (c->introspect = tg_introspect_create(&intro, config_path)) == NULL)
+        rc = -1;
     c->leeway_s = (int64_t)(c->leeway_ms / 1000);
     if (tg_node_present(&secret)) {
         char *s = tg_node_secret(&secret, "jwt secret");
@@ -322,14 +332,18 @@ static tg_jwt_conf_t *create(tg_node_t *node, const char *config_path, const tg_
             rc = -1;
         c->view = (*n_views)++;
     }
-    if (rc == 0 && c->keys->n == 0 && !remote && c->n_providers == 0) {
-        tg_node_error(node, "%s: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer or providers", what);
+    if (rc == 0 && c->keys->n == 0 && !remote && c->n_providers == 0 && c->introspect == NULL) {
+        tg_node_error(node, "%s: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer, introspection or "
+                            "providers", what);
         rc = -1;
     }
     if (rc < 0) {
         tg_jwt_destroy(c);
         return NULL;
     }
+    c->rules = (tg_claim_rules_t){ c->issuer, (const char *const *)c->audiences, c->n_aud,
+                                   (const char *const *)c->scopes, c->n_scopes, c->leeway_s, c->identity_claim,
+                                   c->require_exp };
     return c;
 }
 
@@ -350,6 +364,7 @@ void tg_jwt_destroy(tg_jwt_conf_t *c)
         tg_jwt_destroy(c->providers[i]);
     free(c->providers);
     tg_jwks_remote_put(c->host, c->remote);
+    tg_introspect_destroy(c->introspect);
     tg_jwk_set_unref(c->keys);
     free(c->issuer);
     for (size_t i = 0; i < c->n_aud; i++)
@@ -402,6 +417,20 @@ size_t tg_jwt_views(const tg_jwt_conf_t *c)
     return c->n_views;
 }
 
+const tg_introspect_conf_t *tg_jwt_introspection(const tg_jwt_conf_t *c, const tg_claim_rules_t **rules)
+{
+    if (c->introspect != NULL) {
+        *rules = &c->rules;
+        return c->introspect;
+    }
+    for (size_t i = 0; i < c->n_providers; i++)
+        if (c->providers[i]->introspect != NULL) {
+            *rules = &c->providers[i]->rules;
+            return c->providers[i]->introspect;
+        }
+    return NULL;
+}
+
 /* ---- verification ---- */
 
 static int verify_sig(const tg_jwk_t *k, const char *signed_part, size_t slen, const unsigned char *sig,
@@ -444,52 +473,6 @@ static int verify_sig(const tg_jwk_t *k, const char *signed_part, size_t slen, c
              EVP_DigestVerify(ctx, s, sl, (const unsigned char *)signed_part, slen) == 1;
     EVP_MD_CTX_free(ctx);
     return ok;
-}
-
-static int has_scope(const tg_json_t *claims, const char *want)
-{
-    const tg_json_t *v = tg_json_get(claims, "scope");
-    if (v && v->t == TG_JSON_STR) { /* space-separated (RFC 8693) */
-        size_t wl = strlen(want);
-        for (const char *p = v->str; *p;) {
-            while (*p == ' ')
-                p++;
-            const char *e = p;
-            while (*e && *e != ' ')
-                e++;
-            if ((size_t)(e - p) == wl && strncmp(p, want, wl) == 0)
-                return 1;
-            p = e;
-        }
-    }
-    const tg_json_t *arr = tg_json_get(claims, "scp");
-    for (size_t i = 0; arr && arr->t == TG_JSON_ARR && i < arr->n; i++)
-        if (arr->items[i].t == TG_JSON_STR && strcmp(arr->items[i].str, want) == 0)
-            return 1;
-    return 0;
-}
-
-/* The token's top-level scalar claims as text, for later filters. */
-static void keep_claims(const tg_json_t *claims, tg_arena_t *a, tg_headers_t *out)
-{
-    for (size_t i = 0; i < claims->n; i++) {
-        const tg_json_t *v = &claims->items[i];
-        char num[32];
-        const char *text = NULL;
-        if (v->t == TG_JSON_STR)
-            text = v->str;
-        else if (v->t == TG_JSON_BOOL)
-            text = v->num != 0 ? "true" : "false";
-        else if (v->t == TG_JSON_NUM) {
-            if (v->num == (double)(int64_t)v->num && v->num > -9.0e15 && v->num < 9.0e15)
-                snprintf(num, sizeof(num), "%lld", (long long)v->num);
-            else
-                snprintf(num, sizeof(num), "%.17g", v->num);
-            text = tg_arena_strndup(a, num, strlen(num));
-        }
-        if (text != NULL)
-            tg_headers_add(out, a, claims->keys[i], strlen(claims->keys[i]), text, strlen(text));
-    }
 }
 
 static int alg_of(const char *s)
@@ -593,41 +576,5 @@ const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwks_view_t *views, const 
     }
     if (!verified)
         return "bad signature";
-    const tg_json_t *exp = tg_json_get(&claims, "exp"), *nbf = tg_json_get(&claims, "nbf");
-    if (exp == NULL && c->require_exp)
-        return "token has no exp";
-    if (exp && (exp->t != TG_JSON_NUM || (int64_t)exp->num + c->leeway_s < now))
-        return "token expired";
-    if (nbf && (nbf->t != TG_JSON_NUM || (int64_t)nbf->num - c->leeway_s > now))
-        return "token not yet valid";
-    if (c->issuer) {
-        const char *iss = tg_json_get_str(&claims, "iss");
-        if (iss == NULL || strcmp(iss, c->issuer) != 0)
-            return "wrong issuer";
-    }
-    if (c->n_aud) {
-        const tg_json_t *aud = tg_json_get(&claims, "aud");
-        int ok = 0;
-        for (size_t i = 0; aud && i < c->n_aud && !ok; i++) {
-            if (aud->t == TG_JSON_STR)
-                ok = strcmp(aud->str, c->audiences[i]) == 0;
-            for (size_t j = 0; aud->t == TG_JSON_ARR && j < aud->n && !ok; j++)
-                ok = aud->items[j].t == TG_JSON_STR && strcmp(aud->items[j].str, c->audiences[i]) == 0;
-        }
-        if (!ok)
-            return "wrong audience";
-    }
-    for (size_t i = 0; i < c->n_scopes; i++)
-        if (!has_scope(&claims, c->scopes[i]))
-            return "missing scope";
-    const char *id = tg_json_get_str(&claims, c->identity_claim);
-    if (id == NULL || *id == '\0')
-        return "token has no identity claim";
-    for (const char *p = id; *p; p++) /* the identity goes into headers and logs */
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return "identity claim holds control characters";
-    *identity = id;
-    if (claims_out != NULL)
-        keep_claims(&claims, a, claims_out);
-    return NULL;
+    return tg_claims_check(&c->rules, &claims, now, a, identity, claims_out);
 }

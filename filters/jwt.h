@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 #include "config/node.h"
+#include "filters/claims.h"
+#include "filters/introspect.h"
 #include "filters/jwks.h"
 #include "proxy/base/arena.h"
 #include "proxy/base/http.h"
@@ -41,6 +43,11 @@ int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
 /* How many remote sets the section (providers included) reads: a worker
  * keeps one view of each (tg_jwks_view_t), indexed by the section. */
 size_t tg_jwt_views(const tg_jwt_conf_t *c);
+
+/* The provider that checks opaque tokens by introspection (the section
+ * itself, else its first provider with `introspection:`) and its rules;
+ * NULL if none. */
+const tg_introspect_conf_t *tg_jwt_introspection(const tg_jwt_conf_t *c, const tg_claim_rules_t **rules);
 
 /* What a refused token may wait for: a fetch of its provider's set. */
 typedef struct tg_jwt_wait {

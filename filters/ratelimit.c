@@ -1181,10 +1181,10 @@ static void rl_inherit(void *new_conf, void *old_conf)
 
 /* With on_limit: tag the upstream trusts TG_RL_TAG_HEADER to come from us:
  * a client-sent copy is removed on arrival. */
-static const char *rl_trust_header(const void *p)
+static const char *rl_trust_header(const void *p, size_t i)
 {
     const rl_conf_t *c = p;
-    return c->tag ? TG_RL_TAG_HEADER : NULL;
+    return c->tag && i == 0 ? TG_RL_TAG_HEADER : NULL;
 }
 
 const tg_filter_type_t tg_filter_rate_limit = {

@@ -17,6 +17,7 @@
  *                                    connection before any response byte
  *                                    with no body sent: next endpoint)
  */
+#include "proxy/fetch.h"
 #include "proxy/exchange.h"
 #include "proxy/base/clock.h"
 #include "proxy/exchange_int.h"
@@ -1027,8 +1028,21 @@ static int fx_post(void *home, void (*fn)(tg_filter_exchange_t *fx, uint64_t gen
     return 0;
 }
 
+/* A filter's own HTTP call (ext_auth) through a cluster of the exchange's snapshot. */
+static void *fx_call(tg_filter_exchange_t *fx, const tg_filter_call_t *c, tg_filter_call_cb cb, void *arg)
+{
+    tg_exchange_t *ex = (tg_exchange_t *)((char *)fx - offsetof(tg_exchange_t, fx));
+    return tg_fetch_start(ex->w, ex->snap, c, cb, arg);
+}
+
+static void fx_call_cancel(tg_filter_exchange_t *fx, void *call)
+{
+    (void)fx;
+    tg_fetch_cancel(call);
+}
+
 static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t status);
-static const tg_filter_exchange_ops_t fx_ops = { fx_resume, fx_post };
+static const tg_filter_exchange_ops_t fx_ops = { fx_resume, fx_post, fx_call, fx_call_cancel };
 
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
@@ -1074,6 +1088,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->req = &ex->req;
         fx->arena = &ex->arena;
         fx->client_addr = ex->client_addr;
+        fx->scheme = ex->scheme;
         fx->peer_identity = ex->peer ? ex->peer->subject : NULL;
         fx->route = ex->route->name;
         fx->grpc = grpc;

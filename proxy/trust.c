@@ -32,9 +32,10 @@ static int add_filters(tg_trust_t *t, const tg_filter_list_t *l)
 {
     for (size_t i = 0; i < l->n; i++) {
         const tg_filter_type_t *type = l->v[i].type;
-        const char *name = type->trust_header ? type->trust_header(l->v[i].conf) : NULL;
-        if (name != NULL && add_name(t, name) < 0)
-            return -1;
+        const char *name;
+        for (size_t k = 0; type->trust_header != NULL && (name = type->trust_header(l->v[i].conf, k)) != NULL; k++)
+            if (add_name(t, name) < 0)
+                return -1;
     }
     return 0;
 }

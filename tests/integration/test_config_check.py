@@ -66,7 +66,7 @@ class ConfigCheckTest(unittest.TestCase):
         p = subprocess.run([harness.BIN, "-t", "-c", os.path.join(d, "quickstart.yaml")], capture_output=True,
                            text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
-        for example in ("grpc.yaml", "oidc.yaml"):
+        for example in ("grpc.yaml", "oidc.yaml", "ext-auth/tollgate.yaml"):
             p = subprocess.run([harness.BIN, "-t", "-c", os.path.join(harness.HERE, "..", "..", "examples", example)],
                                capture_output=True, text=True, timeout=30, env=dict(os.environ, USERS_TOKEN="t"))
             self.assertEqual(p.returncode, 0, example + ": " + p.stderr)

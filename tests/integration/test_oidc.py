@@ -353,6 +353,107 @@ routes:
         self.assertEqual(idp_state(self.idp, "https")["jwks_fetches"], 0, "a fetch got past an unverified handshake")
 
 
+class OidcIntrospectionTest(harness.GatewayTest):
+    """Opaque tokens checked at the provider's introspection endpoint
+    (RFC 7662): claims from the answer, verdicts cached (good ones and
+    refusals), each on_error path."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.idp = harness.start_idp("idp-intro")
+        cls.app = harness.start_app("oidc-intro-app")
+        cls.procs = [cls.idp, cls.app]
+        cls.iss = f"http://127.0.0.1:{cls.idp.port}/realms/test"
+        cls.endpoint = cls.iss + "/protocol/openid-connect/token/introspect"
+        now = int(time.time())
+        idp_set(cls.idp, opaque={
+            "tok-olga": {"active": True, "sub": "olga", "scope": "read write", "client_id": "app1", "plan": "pro",
+                         "aud": "api", "iss": cls.iss, "exp": now + 600},
+            "tok-old": {"active": True, "sub": "old", "exp": now - 600},
+            "tok-noscope": {"active": True, "sub": "nos", "scope": "read", "aud": "api"},
+            "tok-wrongaud": {"active": True, "sub": "wa", "scope": "write", "aud": "other"},
+        })
+        secret_file = os.path.join(tempfile.mkdtemp(prefix="tg-oidc-sec-"), "secret")
+        with open(secret_file, "w") as f:
+            f.write("s3cret:&/\n")
+        intro = (f"introspection: {{ endpoint: '{cls.endpoint}', client_id: gateway, client_secret_file: "
+                 f"'{secret_file}', negative_ttl: 1m }}")
+        cls.start_gateway(f"""
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+routes:
+  - name: opaque
+    match: {{ path_prefix: / }}
+    cluster: app
+    filters:
+      - auth: {{ jwt: {{ issuer: "{cls.iss}", audiences: [api], scopes: [write], {intro} }} }}
+      - rate_limit: {{ key: identity, limit: 1000, window: 1m, response_headers: true,
+                      overrides: [{{ name: pro, claim: {{ plan: pro }}, limit: 5000, window: 1m }}] }}
+""", workers=1)
+
+    def intro_calls(self, tok):
+        return idp_state(self.idp).get("introspections", {}).get(tok, 0)
+
+    def test_active_token_and_cache(self):
+        r = get(self.port, "tok-olga", "/echo/headers")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(dict(r.json()["headers"]).get("x-auth-identity"), "olga")
+        self.assertIn("q=5000", r.headers.get("ratelimit-policy", ""), "the answer's claims feed plans")
+        for _ in range(5):
+            self.assertEqual(get(self.port, "tok-olga").status_code, 200)
+        self.assertEqual(self.intro_calls("tok-olga"), 1, "the verdict is cached (one worker)")
+
+    def test_refusals_are_negative_cached(self):
+        cases = {"tok-unknown": "token not active", "tok-old": "token expired", "tok-noscope": "missing scope",
+                 "tok-wrongaud": "wrong audience"}
+        for tok, why in cases.items():
+            for _ in range(3):
+                r = get(self.port, tok)
+                self.assertEqual(r.status_code, 401, tok)
+                self.assertIn(why, r.text, tok)
+            self.assertEqual(self.intro_calls(tok), 1, tok)
+
+    def test_a_jwt_is_not_introspected(self):
+        r = get(self.port, Key("j1").token(self.iss))
+        self.assertEqual(r.status_code, 401)
+        self.assertEqual(self.intro_calls(Key("j1").token(self.iss)), 0)
+
+    def test_on_error(self):
+        idp_set(self.idp, fail=500)
+        try:
+            r = get(self.port, "tok-fresh-1")
+            self.assertEqual(r.status_code, 503, r.text)
+            self.assertIn("the introspection endpoint is unavailable", r.text)
+            self.assertEqual(r.headers.get("retry-after"), "1")
+        finally:
+            idp_set(self.idp, fail=0)
+        # a wrong client secret is no usable answer either (the endpoint says 401)
+        idp_set(self.idp, client=["gateway", "other"])
+        try:
+            self.assertEqual(get(self.port, "tok-fresh-2").status_code, 503)
+        finally:
+            idp_set(self.idp, client=["gateway", "s3cret:&/"])
+
+    def test_on_error_allow(self):
+        port = harness.free_port()
+        gw = harness.Gateway(f"""workers: 1
+listeners: [{{ name: main, listen: 127.0.0.1:{port} }}]
+clusters: [{{ name: app, endpoints: [127.0.0.1:{self.app.port}] }}]
+routes:
+  - name: r
+    cluster: app
+    filters:
+      - auth: {{ jwt: {{ introspection: {{ endpoint: 'http://127.0.0.1:{harness.dead_port()}/x', client_id: g,
+                                           client_secret: s, on_error: allow }} }} }}
+""", port=port)
+        r = requests.get(f"http://127.0.0.1:{port}/echo/headers", headers={"authorization": "Bearer opaque-x"},
+                         timeout=30)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertNotIn("x-auth-identity", dict(r.json()["headers"]))
+        harness.assert_clean_exit(self, gw)
+
+
 class OidcConfigTest(harness.GatewayTest):
     def check(self, jwt_block):
         d = tempfile.mkdtemp(prefix="tg-oidc-cfg-")

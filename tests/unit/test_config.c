@@ -365,7 +365,7 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
-    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit, compress, grpc_web)");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, ext_auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit, compress, grpc_web)");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { format: \"{method} {nope}\" }\n",
                  "t.yaml:5:27: access_log format: unknown or unclosed placeholder at '{nope}'");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { path: /nonexistent/dir/a.log }\n",
@@ -392,7 +392,7 @@ static void test_errors(void **state)
                  "t.yaml:5:23: backoff: max must not be below base");
     expect_error(BASE_LISTENERS "filters:\n  - retry: { attempts: 11 }\n",
                  "t.yaml:5:24: attempts: '11' is not an integer in [1, 10]");
-    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { issuer: x } }\n", "t.yaml:5:18: jwt: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer or providers");
+    expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { issuer: x } }\n", "t.yaml:5:18: jwt: configure secret, keys, jwks_file, jwks_uri, an http(s) issuer, introspection or providers");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { secret: short } }\n", "t.yaml:5:28: jwt secret: use at least 16 bytes");
     expect_error(BASE_LISTENERS "filters:\n  - auth: { jwt: { keys: [{ file: /nonexistent.pem }] } }\n",
                  "t.yaml:5:35: jwt key file: /nonexistent.pem");

@@ -22,6 +22,9 @@ state = {
     "discovery_fetches": 0,
     "issuer": None,          # overrides the issuer the discovery document names
     "jwks_uri": None,        # overrides its jwks_uri
+    "opaque": {},            # token -> its introspection answer (unknown: {"active": false})
+    "client": ["gateway", "s3cret:&/"],  # the client allowed to introspect (id, secret)
+    "introspections": {},    # token -> calls
 }
 
 REALM = "/realms/test"
@@ -52,6 +55,30 @@ async def certs():
     if state["fail"]:
         return Response(status_code=state["fail"])
     return JSONResponse({"keys": state["keys"]}, headers={"cache-control": state["cache_control"]})
+
+
+@app.post(REALM + "/protocol/openid-connect/token/introspect")
+async def introspect(request: Request):
+    """RFC 7662: a form POST with the client's Basic credentials."""
+    import base64
+    from urllib.parse import unquote_plus
+    az = request.headers.get("authorization", "")
+    try:
+        cid, secret = base64.b64decode(az[6:]).decode().split(":", 1)
+        ok = az.startswith("Basic ") and [unquote_plus(cid), unquote_plus(secret)] == state["client"]
+    except Exception:
+        ok = False
+    if not ok:
+        return Response(status_code=401)
+    if request.headers.get("content-type") != "application/x-www-form-urlencoded":
+        return Response(status_code=415)
+    from urllib.parse import parse_qs
+    form = parse_qs((await request.body()).decode())
+    tok = form.get("token", [""])[0]
+    state["introspections"][tok] = state["introspections"].get(tok, 0) + 1
+    if state["fail"]:
+        return Response(status_code=state["fail"])
+    return state["opaque"].get(tok, {"active": False})
 
 
 @app.post("/admin/state")

@@ -1,0 +1,285 @@
+"""ext_auth against a FastAPI auth service (apps/authsvc.py) that counts
+its calls: exactly one call per request over HTTP/1.1, HTTP/2 and gRPC
+(also when the request is retried upstream), allow-listed headers both
+ways (a client cannot forge what the service says), the login redirect
+and the challenge passed to the client, each on_error path (service
+down, 5xx, timeout), the decision cache, and the service's identity
+used by rate_limit."""
+import json
+import os
+import subprocess
+import tempfile
+import urllib.request
+
+import grpc
+import requests
+
+import harness
+
+APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+
+
+def start_authsvc(name="authsvc"):
+    port = harness.free_port()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=APPS)
+    proc = harness.Proc([harness.PYTHON, "-m", "uvicorn", "authsvc:app", "--app-dir", APPS, "--host", "127.0.0.1",
+                         "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env, name=name)
+    harness.wait_port(port, proc=proc.p)
+    proc.port = port
+    return proc
+
+
+def calls(svc):
+    with urllib.request.urlopen(f"http://127.0.0.1:{svc.port}/admin/calls", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def reset(svc):
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{svc.port}/admin/reset", method="POST"),
+                           timeout=10).read()
+
+
+class ExtAuthTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = start_authsvc()
+        cls.app = harness.start_app("ea-app")
+        cls.grpc = harness.start_grpc_backend("ea-grpc")
+        cls.procs = [cls.svc, cls.app, cls.grpc]
+        dead = harness.dead_port()
+        ea = (f"ext_auth: {{ cluster: authsvc, path: /check, request_headers: [authorization, cookie], "
+              f"upstream_headers: [x-user, x-tenant], identity_header: x-user }}")
+        cls.start_gateway(f"""
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+  - name: flaky
+    endpoints: [127.0.0.1:{dead}, 127.0.0.1:{cls.app.port}]
+    lb: round_robin
+  - name: grpc
+    protocol: h2c
+    endpoints: [127.0.0.1:{cls.grpc.port}]
+  - name: authsvc
+    endpoints: [127.0.0.1:{cls.svc.port}]
+  - name: nowhere
+    endpoints: [127.0.0.1:{dead}]
+routes:
+  - name: grpc
+    match: {{ grpc_service: test.v1.Echo }}
+    cluster: grpc
+    filters:
+      - {ea}
+  - name: retried
+    match: {{ path_prefix: /retried }}
+    cluster: flaky
+    filters:
+      - {ea}
+      - retry: {{ attempts: 3, on: [connect-failure] }}
+  - name: limited
+    match: {{ path_prefix: /limited }}
+    cluster: app
+    filters:
+      - {ea}
+      - rate_limit: {{ key: identity, limit: 2, window: 1m }}
+  - name: cached
+    match: {{ path_prefix: /cached }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: authsvc, path: /check, upstream_headers: [x-user], cache: {{ max_entries: 100 }} }}
+  - name: down-deny
+    match: {{ path_prefix: /down-deny }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: nowhere, timeout: 2s }}
+  - name: down-allow
+    match: {{ path_prefix: /down-allow }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: nowhere, on_error: allow, upstream_headers: [x-user] }}
+  - name: slow
+    match: {{ path_prefix: /slow }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: authsvc, path: /check, timeout: 300ms }}
+  - name: post
+    match: {{ path_prefix: /post }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: authsvc, path: /check, method: POST }}
+  - name: main
+    match: {{ path_prefix: / }}
+    cluster: app
+    filters:
+      - {ea}
+""")
+
+    def setUp(self):
+        reset(self.svc)
+
+    def get(self, path, token=None, **kw):
+        h = kw.pop("headers", {})
+        if token:
+            h["authorization"] = f"Bearer {token}"
+        return requests.get(self.gateway.url(path), headers=h, allow_redirects=False, timeout=30, **kw)
+
+    def test_one_call_per_request_http1(self):
+        for i in range(20):
+            r = self.get(f"/echo/headers?i={i}", "good-alice")
+            self.assertEqual(r.status_code, 200, r.text)
+        c = calls(self.svc)
+        self.assertEqual(c["n"], 20)
+        self.assertEqual(sorted(c["by_uri"].values()), [1] * 20)
+        seen = c["last"]["headers"]
+        self.assertEqual(seen["x-forwarded-method"], "GET")
+        self.assertEqual(seen["x-forwarded-uri"], "/echo/headers?i=19")
+        self.assertEqual(seen["x-forwarded-host"], f"127.0.0.1:{self.port}")
+        self.assertEqual(seen["x-forwarded-proto"], "http")
+        self.assertEqual(seen["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(seen["authorization"], "Bearer good-alice")
+        self.assertEqual(c["last"]["method"], "GET")
+
+    def test_one_call_per_request_http2(self):
+        p = subprocess.run(["h2load", "-n", "30", "-c", "2", "-m", "5", "-H", "authorization: Bearer good-h2",
+                            self.gateway.url("/whoami")], capture_output=True, text=True, timeout=120)
+        self.assertIn("30 succeeded", p.stdout, p.stdout + p.stderr)
+        self.assertIn("status codes: 30 2xx", p.stdout)
+        self.assertEqual(calls(self.svc)["n"], 30)
+
+    def test_one_call_per_grpc_call(self):
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
+            echo = ch.unary_unary("/test.v1.Echo/Echo")
+            for _ in range(10):
+                self.assertEqual(echo(b"ping", timeout=10, metadata=[("authorization", "Bearer good-g")]), b"ping")
+            with self.assertRaises(grpc.RpcError) as e:
+                echo(b"ping", timeout=10, metadata=[("authorization", "Bearer nope")])
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertEqual(calls(self.svc)["n"], 11)
+
+    def test_one_call_when_retried_upstream(self):
+        """Round robin over a dead endpoint and a live one: half the first
+        tries fail to connect and are retried; the service is asked once
+        per request all the same."""
+        for i in range(8):
+            r = self.get(f"/retried?i={i}", "good-r")
+            self.assertEqual(r.status_code, 404)  # the app has no /retried: it answered
+        self.assertEqual(calls(self.svc)["n"], 8, "ext_auth asked again on a retry")
+        text = harness.scrape(self.admin)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_decisions_total", route="retried",
+                                               decision="allowed"), 8)
+
+    def test_headers_both_ways(self):
+        r = self.get("/echo/headers", "good-bob", headers={"x-user": "mallory", "x-tenant": "evil"})
+        self.assertEqual(r.status_code, 200)
+        up = dict(r.json()["headers"])
+        self.assertEqual(up.get("x-user"), "bob")
+        self.assertEqual(up.get("x-tenant"), "t1")
+        self.assertNotIn("x-secret", up)
+        self.assertEqual([v for k, v in r.json()["headers"] if k == "x-user"], ["bob"], "a client's x-user passed")
+        # refused: the client's forged headers do not reach the service's decision either way
+        r = self.get("/echo/headers", headers={"x-user": "mallory"})
+        self.assertEqual(r.status_code, 401)
+        self.assertEqual(r.headers.get("www-authenticate"), 'Bearer realm="svc"')
+        self.assertEqual(r.json(), {"error": "denied by the auth service", "status": 401})
+
+    def test_login_redirect_passed_to_client(self):
+        r = self.get("/app", "redirect")
+        self.assertEqual(r.status_code, 302)
+        self.assertEqual(r.headers.get("location"), "/login")
+        self.assertEqual(r.headers.get("set-cookie"), "next=/app; Path=/")
+        self.assertNotIn("x-other", r.headers)
+
+    def test_identity_for_rate_limit(self):
+        codes = [self.get("/limited", "good-carol").status_code for _ in range(3)]
+        self.assertEqual(codes[2], 429)
+        self.assertNotEqual(self.get("/limited", "good-dave").status_code, 429)
+
+    def test_on_error(self):
+        r = self.get("/down-deny/x", "good-x")
+        self.assertEqual(r.status_code, 503)
+        self.assertEqual(r.headers.get("retry-after"), "1")
+        self.assertEqual(r.json()["error"], "the auth service is unavailable")
+        r = self.get("/echo/headers", "boom")  # a 5xx from the service is an error too
+        self.assertEqual(r.status_code, 503)
+        r = self.get("/slow", "slow")  # past timeout
+        self.assertEqual(r.status_code, 503)
+        r = requests.get(self.gateway.url("/down-allow/echo"), headers={"x-user": "mallory"}, timeout=30)
+        self.assertEqual(r.status_code, 404)  # let through to the app (no such path there), no identity
+        text = harness.scrape(self.admin)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_decisions_total", route="down-deny",
+                                               decision="error_denied"), 1)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_decisions_total", route="down-allow",
+                                               decision="error_allowed"), 1)
+
+    def test_post_method(self):
+        self.assertEqual(self.get("/post", "good-p").status_code, 404)  # allowed, the app has no /post
+        self.assertEqual(calls(self.svc)["last"]["method"], "POST")
+
+    def test_cache(self):
+        for _ in range(6):
+            self.assertNotEqual(self.get("/cached", "cached-erin").status_code, 401)
+        n = calls(self.svc)["n"]
+        self.assertGreaterEqual(n, 1)
+        self.assertLessEqual(n, 2, "one call per worker at most, the rest from the cache")
+        self.assertEqual(self.get("/cached", "cached-frank").status_code, 404)  # another key: asked
+        self.assertEqual(calls(self.svc)["n"], n + 1)
+        for _ in range(3):  # not cacheable (no max-age): asked each time
+            self.get("/cached", "good-gina")
+        self.assertEqual(calls(self.svc)["n"], n + 4)
+        text = harness.scrape(self.admin)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_cache_hits_total", route="cached"), 4)
+
+    def test_unknown_cluster_is_a_config_error(self):
+        d = tempfile.mkdtemp(prefix="tg-ea-")
+        path = os.path.join(d, "t.yaml")
+        with open(path, "w") as f:
+            f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: nope }\n"
+                    "clusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n")
+        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("t.yaml:3:26: unknown cluster 'nope'", p.stderr)
+
+
+class ExampleAuthServiceTest(harness.GatewayTest):
+    """examples/ext-auth/authsvc.py behind the example's ext_auth settings."""
+
+    @classmethod
+    def setUpClass(cls):
+        port = harness.free_port()
+        ex = os.path.join(harness.HERE, "..", "..", "examples", "ext-auth")
+        cls.svc = harness.Proc([harness.PYTHON, "-m", "uvicorn", "authsvc:app", "--app-dir", ex, "--host", "127.0.0.1",
+                                "--port", str(port), "--log-level", "warning"],
+                               env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), name="example-authsvc")
+        harness.wait_port(port, proc=cls.svc.p)
+        cls.app = harness.start_app("ea-example-app")
+        cls.procs = [cls.svc, cls.app]
+        cls.start_gateway(f"""
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+  - name: authsvc
+    endpoints: [127.0.0.1:{port}]
+    health_check: {{ path: /healthz, interval: 5s }}
+routes:
+  - name: app
+    match: {{ path_prefix: / }}
+    cluster: app
+    filters:
+      - ext_auth: {{ cluster: authsvc, path: /check, request_headers: [authorization, cookie],
+                    upstream_headers: [x-user, x-tenant], identity_header: x-user, timeout: 2s,
+                    cache: {{ max_entries: 100 }} }}
+""")
+
+    def test_example(self):
+        r = requests.get(self.gateway.url("/echo/headers"), cookies={"session": "s-123"}, timeout=30)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(dict(r.json()["headers"]).get("x-tenant"), "acme")
+        r = requests.get(self.gateway.url("/echo/headers"), headers={"authorization": "Bearer k-456"}, timeout=30)
+        self.assertEqual(dict(r.json()["headers"]).get("x-user"), "reporting-bot")
+        r = requests.get(self.gateway.url("/app/orders"), allow_redirects=False, timeout=30)
+        self.assertEqual((r.status_code, r.headers.get("location")), (302, "/login"))
+        self.assertEqual(r.headers.get("set-cookie"), "next=/app/orders")
+        self.assertEqual(requests.get(self.gateway.url("/api"), timeout=30).status_code, 401)
+
+
+if __name__ == "__main__":
+    harness.main()
