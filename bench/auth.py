@@ -6,8 +6,9 @@ CPU 1. Routes, one per way of checking the client:
 
   none          no filter
   static        auth: bearer_tokens (a SHA-256 and a compare)
-  jwt-file      auth: jwt with jwks_file (an ES256 signature check)
-  jwt-remote    auth: jwt with jwks_uri (the same key, fetched and cached)
+  jwt-nocache   auth: jwt with jwks_file, cache: 0 (an ES256 signature check each request)
+  jwt-file      auth: jwt with jwks_file (verified tokens remembered: the default)
+  jwt-remote    auth: jwt with jwks_uri (the same key, fetched and kept fresh)
   ext-auth-hit  ext_auth with cache (the decision from the worker's cache)
   ext-auth-miss ext_auth without cache (one call to the auth service per request)
 
@@ -69,6 +70,8 @@ clusters:
 routes:
   - {{ name: static, match: {{ path_prefix: /static }}, cluster: backend,
       filters: [{{ auth: {{ bearer_tokens: [{{ name: bench, token: bench-token }}] }} }}] }}
+  - {{ name: jwt-nocache, match: {{ path_prefix: /jwt-nocache }}, cluster: backend,
+      filters: [{{ auth: {{ jwt: {{ jwks_file: jwks.json, issuer: bench, audiences: [api], cache: 0 }} }} }}] }}
   - {{ name: jwt-file, match: {{ path_prefix: /jwt-file }}, cluster: backend,
       filters: [{{ auth: {{ jwt: {{ jwks_file: jwks.json, issuer: bench, audiences: [api] }} }} }}] }}
   - {{ name: jwt-remote, match: {{ path_prefix: /jwt-remote }}, cluster: backend,
@@ -81,7 +84,8 @@ routes:
 """)
     gw = run.start([run.TOLLGATE, "-c", cfg], run.PROXY_CPU)
     run.wait_port(port)
-    cases = [("none", "/none", None), ("static", "/static", "bench-token"), ("jwt-file", "/jwt-file", token),
+    cases = [("none", "/none", None), ("static", "/static", "bench-token"),
+             ("jwt-nocache", "/jwt-nocache", token), ("jwt-file", "/jwt-file", token),
              ("jwt-remote", "/jwt-remote", token), ("ext-auth-hit", "/ext-auth-hit", token),
              ("ext-auth-miss", "/ext-auth-miss", token)]
     results = {name: [] for name, _, _ in cases}

@@ -71,24 +71,23 @@ long tg_auth_match(const tg_auth_secret_t *secrets, size_t n, const char *presen
  * its jwt section reads (jwks.h). */
 typedef struct auth_worker {
     EVP_MD_CTX *md;
-    tg_introspect_worker_t *intro; /* opaque tokens' verdicts (NULL: no introspection) */
-    size_t n_views;
-    tg_jwks_view_t views[];
+    tg_jwt_worker_t *jwt;           /* key set views, verified tokens (NULL: no jwt) */
+    tg_introspect_worker_t *intro;  /* opaque tokens' verdicts (NULL: no introspection) */
 } auth_worker_t;
+
+static void auth_worker_free(void *p, void *state);
 
 static void *auth_worker_init(void *p, unsigned worker)
 {
     const auth_conf_t *c = p;
-    size_t n = c->jwt ? tg_jwt_views(c->jwt) : 0;
-    auth_worker_t *w = calloc(1, sizeof(*w) + n * sizeof(w->views[0]));
+    auth_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return NULL;
-    w->n_views = n;
     const tg_claim_rules_t *rules;
     const tg_introspect_conf_t *ic = c->jwt ? tg_jwt_introspection(c->jwt, &rules) : NULL;
-    if ((w->md = EVP_MD_CTX_new()) == NULL || (ic != NULL && (w->intro = tg_introspect_worker_new(ic)) == NULL)) {
-        EVP_MD_CTX_free(w->md);
-        free(w);
+    if ((w->md = EVP_MD_CTX_new()) == NULL || (ic != NULL && (w->intro = tg_introspect_worker_new(ic)) == NULL) ||
+        (c->jwt != NULL && (w->jwt = tg_jwt_worker_new(c->jwt)) == NULL)) {
+        auth_worker_free(p, w);
         return NULL;
     }
     return w;
@@ -97,8 +96,7 @@ static void *auth_worker_init(void *p, unsigned worker)
 static void auth_worker_free(void *p, void *state)
 {
     auth_worker_t *w = state;
-    for (size_t i = 0; i < w->n_views; i++)
-        tg_jwks_view_release(&w->views[i]);
+    tg_jwt_worker_free(w->jwt);
     tg_introspect_worker_free(w->intro);
     EVP_MD_CTX_free(w->md);
     free(w);
@@ -596,7 +594,7 @@ static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx,
                 return deny(fx, c, 503, "the introspection endpoint is unavailable");
             }
         } else if (c->jwt) {
-            jwt_error = tg_jwt_check(c->jwt, ws ? ws->views : NULL, tok, (int64_t)time(NULL), fx->arena, &name,
+            jwt_error = tg_jwt_check(c->jwt, ws ? ws->jwt : NULL, tok, (int64_t)time(NULL), fx->arena, &name,
                                      &fx->claims, &wait);
         }
         if (name != NULL && c->strip)

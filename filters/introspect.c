@@ -13,6 +13,7 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/base/json.h"
+#include "filters/verdicts.h"
 
 #define MAX_ANSWER (64 * 1024)
 
@@ -171,28 +172,18 @@ tg_introspect_conf_t *tg_introspect_create(tg_node_t *node, const char *config_p
 
 /* ---- the worker's cache ---- */
 
-typedef struct entry {
-    unsigned char key[32];
-    uint64_t expires_ms;       /* 0: empty */
-    const char *reason;        /* NULL: good (static strings otherwise) */
-    char *blob;                /* identity \0 then claims as name \0 value \0 ... */
-    size_t n_claims;
-} entry_t;
-
 struct tg_introspect_worker {
     unsigned inflight;
-    size_t n;                  /* slots: a power of two, or 0 */
-    entry_t e[];
+    tg_verdicts_t *verdicts;   /* in the monotonic clock, tag 0 */
 };
 
 tg_introspect_worker_t *tg_introspect_worker_new(const tg_introspect_conf_t *c)
 {
-    size_t n = c->cache_entries ? 1 : 0;
-    while (n && n < c->cache_entries)
-        n <<= 1;
-    tg_introspect_worker_t *w = calloc(1, sizeof(*w) + n * sizeof(entry_t));
-    if (w != NULL)
-        w->n = n;
+    tg_introspect_worker_t *w = calloc(1, sizeof(*w));
+    if (w != NULL && (w->verdicts = tg_verdicts_new(c->cache_entries)) == NULL) {
+        free(w);
+        w = NULL;
+    }
     return w;
 }
 
@@ -200,8 +191,7 @@ void tg_introspect_worker_free(tg_introspect_worker_t *w)
 {
     if (w == NULL)
         return;
-    for (size_t i = 0; i < w->n; i++)
-        free(w->e[i].blob);
+    tg_verdicts_free(w->verdicts);
     free(w);
 }
 
@@ -210,68 +200,10 @@ void tg_introspect_key(const char *token, unsigned char key[32])
     SHA256((const unsigned char *)token, strlen(token), key);
 }
 
-static entry_t *slot_of(tg_introspect_worker_t *w, const unsigned char key[32])
-{
-    uint64_t h;
-    memcpy(&h, key, sizeof(h));
-    return w->n ? &w->e[h & (w->n - 1)] : NULL;
-}
-
 int tg_introspect_cached(tg_introspect_worker_t *w, const unsigned char key[32], tg_arena_t *a, const char **identity,
                          tg_headers_t *claims, const char **reason)
 {
-    entry_t *e = slot_of(w, key);
-    if (e == NULL || e->expires_ms <= tg_clock_ms() || CRYPTO_memcmp(e->key, key, 32) != 0)
-        return 0;
-    *reason = e->reason;
-    if (e->reason == NULL) {
-        const char *p = e->blob;
-        *identity = tg_arena_strndup(a, p, strlen(p));
-        p += strlen(p) + 1;
-        for (size_t i = 0; i < e->n_claims; i++) {
-            const char *name = p, *val = p + strlen(p) + 1;
-            p = val + strlen(val) + 1;
-            if (claims != NULL)
-                tg_headers_add(claims, a, tg_arena_strndup(a, name, strlen(name)), strlen(name),
-                               tg_arena_strndup(a, val, strlen(val)), strlen(val));
-        }
-    }
-    return 1;
-}
-
-static void remember(tg_introspect_worker_t *w, const unsigned char key[32], const char *reason, const char *identity,
-                     const tg_headers_t *claims, uint64_t ttl_ms)
-{
-    entry_t *e = slot_of(w, key);
-    if (e == NULL || ttl_ms == 0)
-        return;
-    size_t len = 1;
-    if (reason == NULL) {
-        len += strlen(identity);
-        for (size_t i = 0; i < claims->n; i++)
-            len += claims->v[i].name_len + claims->v[i].value_len + 2;
-    }
-    char *blob = malloc(len), *p = blob;
-    if (blob == NULL)
-        return;
-    *p = '\0';
-    if (reason == NULL) {
-        p = stpcpy(p, identity) + 1;
-        for (size_t i = 0; i < claims->n; i++) {
-            memcpy(p, claims->v[i].name, claims->v[i].name_len);
-            p[claims->v[i].name_len] = '\0';
-            p += claims->v[i].name_len + 1;
-            memcpy(p, claims->v[i].value, claims->v[i].value_len);
-            p[claims->v[i].value_len] = '\0';
-            p += claims->v[i].value_len + 1;
-        }
-    }
-    free(e->blob);
-    memcpy(e->key, key, 32);
-    e->expires_ms = tg_clock_ms() + ttl_ms;
-    e->reason = reason;
-    e->blob = blob;
-    e->n_claims = reason == NULL ? claims->n : 0;
+    return tg_verdicts_get(w->verdicts, key, 0, tg_clock_ms(), a, identity, claims, reason);
 }
 
 /* ---- the call ---- */
@@ -353,6 +285,7 @@ const char *tg_introspect_answer(const tg_introspect_conf_t *c, const tg_claim_r
         for (size_t i = 0; claims != NULL && i < kept.n; i++)
             tg_headers_add(claims, a, kept.v[i].name, kept.v[i].name_len, kept.v[i].value, kept.v[i].value_len);
     }
-    remember(w, key, reason, *identity, &kept, ttl);
+    if (ttl > 0)
+        tg_verdicts_put(w->verdicts, key, 0, tg_clock_ms() + ttl, reason, *identity, &kept);
     return reason;
 }

@@ -244,6 +244,7 @@ struct tg_jwks_remote {
     tg_jwk_set_t *set;
     atomic_ullong gen;
     atomic_ullong max_stale_ms;
+    atomic_ullong fetched_ms;  /* the set in force's (0: none) */
     uint64_t startup_until_ms; /* requests may wait for the first set until then */
     int fetching;              /* a fetch is in flight or asked for */
     int refetch_wanted;        /* a worker asked (unknown kid) */
@@ -403,6 +404,7 @@ static void on_answer(void *arg, const tg_filter_call_result_t *res)
     pthread_mutex_lock(&r->mu);
     tg_jwk_set_t *old = r->set;
     r->set = s;
+    atomic_store_explicit(&r->fetched_ms, s->fetched_ms, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->gen, 1, memory_order_release);
     r->fetching = 0;
     pthread_mutex_unlock(&r->mu);
@@ -620,6 +622,14 @@ void tg_jwks_remote_put(const tg_filter_host_t *h, tg_jwks_remote_t *r)
 {
     if (h != NULL && r != NULL)
         tg_shared_put(h->shared, r);
+}
+
+uint64_t tg_jwks_remote_generation(tg_jwks_remote_t *r, uint64_t now_ms)
+{
+    uint64_t f = atomic_load_explicit(&r->fetched_ms, memory_order_relaxed);
+    if (f == 0 || now_ms - f > atomic_load_explicit(&r->max_stale_ms, memory_order_relaxed))
+        return 0; /* no set that may be used */
+    return atomic_load_explicit(&r->gen, memory_order_acquire);
 }
 
 void tg_jwks_view_release(tg_jwks_view_t *v)

@@ -93,6 +93,10 @@ typedef struct tg_jwks_view {
 } tg_jwks_view_t;
 void tg_jwks_view_release(tg_jwks_view_t *v);
 
+/* Bumped each time a new set is in force; 0 while none may be used
+ * (none yet, or older than max_stale). Any thread. */
+uint64_t tg_jwks_remote_generation(tg_jwks_remote_t *r, uint64_t now_ms);
+
 /* The set in force (NULL: none yet, or older than max_stale). */
 const tg_jwk_set_t *tg_jwks_remote_keys(tg_jwks_remote_t *r, tg_jwks_view_t *v, uint64_t now_ms);
 

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "proxy/base/clock.h"
 #include "filters/claims.h"
 #include "filters/introspect.h"
+#include "filters/verdicts.h"
 #include "proxy/base/json.h"
 
 struct tg_jwt_conf {
@@ -51,7 +53,9 @@ struct tg_jwt_conf {
     tg_introspect_conf_t *introspect; /* opaque tokens (NULL: none) */
     tg_jwt_conf_t **providers; /* `providers:` (each a conf of its own, without providers) */
     size_t n_providers;
-    size_t n_views;            /* the top conf: remote sets in the tree */
+    size_t n_views;            /* the top conf: remote sets in the tree ... */
+    tg_jwks_remote_t **remotes;/* ... by view, once started */
+    uint32_t cache_entries;    /* the top conf: verified tokens remembered per worker */
     tg_claim_rules_t rules;    /* a view of the rules above, for tg_claims_check */
 };
 
@@ -159,6 +163,10 @@ static const tg_keyset_t jwt_provider = TG_KEYSET("filter.auth.jwt.provider", "a
 
 static const tg_key_t jwt_keys[] = {
     PROVIDER_ROWS,
+    { "cache", TG_KEY_INT, "integer 0–1000000", "`10000`",
+      "verified tokens remembered per worker, by SHA-256, until their `exp` and at most a minute, while the key sets "
+      "stay the same (0: every request checks its signature)",
+      TG_FIELD(tg_jwt_conf_t, cache_entries, TG_FIELD_U32), .def = 10000, .min = 0, .max = 1000000 },
     { "providers", TG_KEY_LIST, "list of provider sections", "none",
       "several identity providers on one route: each item takes the keys above (but `providers`); a token goes to "
       "the one whose `issuer` is its `iss` (one without `issuer` takes the rest)",
@@ -351,8 +359,10 @@ tg_jwt_conf_t *tg_jwt_create(tg_node_t *node, const char *config_path)
 {
     size_t n_views = 0;
     tg_jwt_conf_t *c = create(node, config_path, &tg_jwt_keys, &n_views);
-    if (c != NULL)
-        c->n_views = n_views;
+    if (c != NULL && (c->n_views = n_views) > 0 && (c->remotes = calloc(n_views, sizeof(*c->remotes))) == NULL) {
+        tg_jwt_destroy(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -365,6 +375,7 @@ void tg_jwt_destroy(tg_jwt_conf_t *c)
     free(c->providers);
     tg_jwks_remote_put(c->host, c->remote);
     tg_introspect_destroy(c->introspect);
+    free(c->remotes);
     tg_jwk_set_unref(c->keys);
     free(c->issuer);
     for (size_t i = 0; i < c->n_aud; i++)
@@ -384,10 +395,10 @@ void tg_jwt_destroy(tg_jwt_conf_t *c)
     free(c);
 }
 
-int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
+static int start_tree(tg_jwt_conf_t *top, tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
 {
     for (size_t i = 0; i < c->n_providers; i++)
-        if (tg_jwt_start(c->providers[i], h, errs) < 0)
+        if (start_tree(top, c->providers[i], h, errs) < 0)
             return -1;
     if (c->remote_key == NULL || c->remote != NULL)
         return 0;
@@ -409,13 +420,55 @@ int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
         tg_errors_add(errs, "jwt: cannot set up the key set %s: out of memory", c->remote_key);
         return -1;
     }
+    top->remotes[c->view] = c->remote;
     return 0;
 }
 
-size_t tg_jwt_views(const tg_jwt_conf_t *c)
+int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs)
 {
-    return c->n_views;
+    return start_tree(c, c, h, errs);
 }
+
+struct tg_jwt_worker {
+    tg_verdicts_t *verified;   /* unix ms; tagged with the key sets' generations */
+    size_t n_views;
+    tg_jwks_view_t views[];
+};
+
+tg_jwt_worker_t *tg_jwt_worker_new(const tg_jwt_conf_t *c)
+{
+    tg_jwt_worker_t *w = calloc(1, sizeof(*w) + c->n_views * sizeof(w->views[0]));
+    if (w == NULL)
+        return NULL;
+    w->n_views = c->n_views;
+    if ((w->verified = tg_verdicts_new(c->cache_entries)) == NULL) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void tg_jwt_worker_free(tg_jwt_worker_t *w)
+{
+    if (w == NULL)
+        return;
+    for (size_t i = 0; i < w->n_views; i++)
+        tg_jwks_view_release(&w->views[i]);
+    tg_verdicts_free(w->verified);
+    free(w);
+}
+
+/* What a remembered verdict was decided against: the remote sets as they
+ * are now (a new set, a key rotated out, a set past max_stale: every
+ * token is checked again). */
+static uint64_t sets_tag(const tg_jwt_conf_t *top)
+{
+    uint64_t tag = 0, now = top->n_views ? tg_clock_ms() : 0;
+    for (size_t i = 0; i < top->n_views; i++)
+        tag = tag * 1000003 + (top->remotes[i] ? tg_jwks_remote_generation(top->remotes[i], now) + 1 : 0);
+    return tag;
+}
+
 
 const tg_introspect_conf_t *tg_jwt_introspection(const tg_jwt_conf_t *c, const tg_claim_rules_t **rules)
 {
@@ -518,6 +571,9 @@ static int verify_with(const tg_jwk_set_t *set, int alg, const char *kid, const 
     return 0;
 }
 
+static const char *check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const char *token, int64_t now,
+                         tg_arena_t *a, const char **identity, tg_headers_t *claims_out, tg_jwt_wait_t *wait);
+
 const char *tg_jwt_verify(const tg_jwt_conf_t *c, const char *token, int64_t now, tg_arena_t *a,
                           const char **identity)
 {
@@ -530,11 +586,39 @@ const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int6
     return tg_jwt_check(c, NULL, token, now, a, identity, claims_out, NULL);
 }
 
-const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwks_view_t *views, const char *token, int64_t now,
+const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const char *token, int64_t now,
                          tg_arena_t *a, const char **identity, tg_headers_t *claims_out, tg_jwt_wait_t *wait)
 {
     if (wait != NULL)
         wait->remote = NULL;
+    if (w == NULL || top->cache_entries == 0 || claims_out == NULL || strlen(token) > 16384)
+        return check(top, w, token, now, a, identity, claims_out, wait);
+    unsigned char key[32];
+    const char *reason;
+    uint64_t tag = sets_tag(top);
+    SHA256((const unsigned char *)token, strlen(token), key);
+    if (tg_verdicts_get(w->verified, key, tag, (uint64_t)now * 1000, a, identity, claims_out, &reason) && reason == NULL)
+        return NULL;
+    tg_headers_t kept = { 0 };
+    int64_t exp = 0;
+    if ((reason = check(top, w, token, now, a, identity, &kept, wait)) != NULL)
+        return reason;
+    const tg_header_t *e = tg_headers_get(&kept, "exp");
+    if (e != NULL)
+        exp = strtoll(e->value, NULL, 10);
+    uint64_t until = (uint64_t)now * 1000 + 60000;
+    if (e != NULL && (uint64_t)(exp + top->leeway_s) * 1000 < until)
+        until = (uint64_t)(exp + top->leeway_s) * 1000;
+    tg_verdicts_put(w->verified, key, tag, until, NULL, *identity, &kept);
+    for (size_t i = 0; i < kept.n; i++)
+        tg_headers_add(claims_out, a, kept.v[i].name, kept.v[i].name_len, kept.v[i].value, kept.v[i].value_len);
+    return NULL;
+}
+
+/* tg_jwt_check without the memory. */
+static const char *check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const char *token, int64_t now,
+                         tg_arena_t *a, const char **identity, tg_headers_t *claims_out, tg_jwt_wait_t *wait)
+{
     const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
     size_t tl = strlen(token);
     if (d1 == NULL || d2 == NULL || strchr(d2 + 1, '.') != NULL || tl > 16384)
@@ -560,8 +644,8 @@ const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwks_view_t *views, const 
     size_t signed_len = (size_t)(d2 - token);
     int verified = verify_with(c->keys, alg, kid, token, signed_len, sb, (size_t)sn, &candidates);
     const tg_jwk_set_t *remote = NULL;
-    if (!verified && c->remote != NULL && views != NULL) {
-        remote = tg_jwks_remote_keys(c->remote, &views[c->view], tg_clock_ms());
+    if (!verified && c->remote != NULL && w != NULL) {
+        remote = tg_jwks_remote_keys(c->remote, &w->views[c->view], tg_clock_ms());
         verified = verify_with(remote, alg, kid, token, signed_len, sb, (size_t)sn, &candidates);
     }
     if (!candidates && c->remote_key != NULL && remote == NULL) {

@@ -40,9 +40,12 @@ const char *tg_jwt_verify_claims(const tg_jwt_conf_t *c, const char *token, int6
  * discovery) are taken from the process's shared ones. Main thread. 0 or
  * -1 with the reason in errs. */
 int tg_jwt_start(tg_jwt_conf_t *c, const tg_filter_host_t *h, tg_errors_t *errs);
-/* How many remote sets the section (providers included) reads: a worker
- * keeps one view of each (tg_jwks_view_t), indexed by the section. */
-size_t tg_jwt_views(const tg_jwt_conf_t *c);
+/* A worker's state for a section: its views of the remote key sets
+ * (jwks.h) and its memory of verified tokens (verdicts.h). Made on the
+ * worker (the auth filter's worker_init); freed with the config. */
+typedef struct tg_jwt_worker tg_jwt_worker_t;
+tg_jwt_worker_t *tg_jwt_worker_new(const tg_jwt_conf_t *c);
+void tg_jwt_worker_free(tg_jwt_worker_t *w);
 
 /* The provider that checks opaque tokens by introspection (the section
  * itself, else its first provider with `introspection:`) and its rules;
@@ -56,11 +59,13 @@ typedef struct tg_jwt_wait {
     int status;                 /* the answer when waiting is not possible: 401, or 503 (no_keys_status) */
 } tg_jwt_wait_t;
 
-/* tg_jwt_verify_claims with remote sets: views is the worker's (room for
- * tg_jwt_views; NULL: remote sets count as empty). A token refused for
- * want of a key (its kid unknown, or no set yet) sets *wait (wait may be
- * NULL). */
-const char *tg_jwt_check(const tg_jwt_conf_t *c, tg_jwks_view_t *views, const char *token, int64_t now,
+/* tg_jwt_verify_claims with remote sets and the worker's memory (w NULL:
+ * remote sets count as empty, nothing remembered). A token accepted
+ * before, against the same key sets, is accepted again without its
+ * signature checked (until its exp, at most a minute later). A token
+ * refused for want of a key (its kid unknown, or no set yet) sets *wait
+ * (wait may be NULL). */
+const char *tg_jwt_check(const tg_jwt_conf_t *c, tg_jwt_worker_t *w, const char *token, int64_t now,
                          tg_arena_t *a, const char **identity, tg_headers_t *claims, tg_jwt_wait_t *wait);
 
 #endif

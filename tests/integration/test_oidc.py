@@ -74,6 +74,24 @@ def get(port, token, path="/whoami"):
     return requests.get(f"http://127.0.0.1:{port}{path}", headers={"authorization": f"Bearer {token}"}, timeout=30)
 
 
+def one_route(cls, app_name, filters, workers=2):
+    """cls.app (a test app) and a gateway with one route `r` to it through
+    `filters` (YAML flow list items, one per line)."""
+    cls.app = harness.start_app(app_name)
+    cls.procs = getattr(cls, "procs", []) + [cls.app]
+    items = "".join(f"      - {f}\n" for f in filters)
+    cls.start_gateway(f"""
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+routes:
+  - name: r
+    match: {{ path_prefix: / }}
+    cluster: app
+    filters:
+{items}""", workers=workers)
+
+
 class OidcTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
@@ -81,19 +99,8 @@ class OidcTest(harness.GatewayTest):
         cls.issuer = f"http://127.0.0.1:{cls.idp.port}/realms/test"
         cls.k1 = Key("k1")
         idp_set(cls.idp, keys=[cls.k1.jwk()], cache_control="max-age=300")
-        cls.app = harness.start_app("oidc-app")
-        cls.procs = [cls.idp, cls.app]
-        cls.start_gateway(f"""
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-routes:
-  - name: discovered
-    match: {{ path_prefix: / }}
-    cluster: app
-    filters:
-      - auth: {{ jwt: {{ issuer: "{cls.issuer}", audiences: [api], refetch_interval: 1s }} }}
-""")
+        cls.procs = [cls.idp]
+        one_route(cls, "oidc-app", [f'auth: {{ jwt: {{ issuer: "{cls.issuer}", audiences: [api], refetch_interval: 1s }} }}'])
 
     @classmethod
     def tearDownClass(cls):
@@ -140,6 +147,23 @@ routes:
         self.assertGreaterEqual(harness.metric(text, "tollgate_jwks_unknown_kid_refetches_total", url=self.issuer), 3)
         idp_set(self.idp, keys=[self.k1.jwk(), old.jwk()])
 
+    def test_removed_key_is_refused_despite_memory(self):
+        """Verified tokens are remembered, but only against the key sets
+        they were checked with: once a set without their key is in force,
+        they are checked again, and refused."""
+        gone, newer = Key("gone", "ec"), Key("newer")
+        time.sleep(1.1)
+        idp_set(self.idp, keys=[self.k1.jwk(), gone.jwk()])
+        tok = gone.token(self.issuer)
+        self.assertEqual([get(self.port, tok).status_code for _ in range(3)], [200] * 3)
+        time.sleep(1.1)
+        idp_set(self.idp, keys=[self.k1.jwk(), newer.jwk()])
+        self.assertEqual(get(self.port, newer.token(self.issuer)).status_code, 200)  # the new set is in force
+        r = get(self.port, tok)
+        self.assertEqual(r.status_code, 401, "a token of a key rotated out was accepted from memory")
+        self.assertIn("no key for this token", r.text)
+        idp_set(self.idp, keys=[self.k1.jwk()])
+
     def test_unknown_kid_refetch_is_rate_limited(self):
         """A kid the provider does not have: one refetch, then refusals
         at once (no fetch storm) until refetch_interval has passed."""
@@ -178,21 +202,10 @@ class OidcOutageTest(harness.GatewayTest):
         cls.idp = harness.start_idp("idp-outage")
         cls.key = Key("o1", "ec")
         idp_set(cls.idp, keys=[cls.key.jwk()], cache_control="max-age=1")
-        cls.app = harness.start_app("oidc-outage-app")
-        cls.procs = [cls.idp, cls.app]
+        cls.procs = [cls.idp]
         cls.jwks = f"http://127.0.0.1:{cls.idp.port}/realms/test/protocol/openid-connect/certs"
-        cls.start_gateway(f"""
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-routes:
-  - name: r
-    match: {{ path_prefix: / }}
-    cluster: app
-    filters:
-      - auth: {{ jwt: {{ jwks_uri: "{cls.jwks}", issuer: idp-o, min_refresh: 1s, max_refresh: 1s,
-                         max_stale: 6s }} }}
-""")
+        one_route(cls, "oidc-outage-app", [f'auth: {{ jwt: {{ jwks_uri: "{cls.jwks}", issuer: idp-o, min_refresh: 1s, '
+                                           f'max_refresh: 1s, max_stale: 6s }} }}'])
 
     def test_outage(self):
         tok = self.key.token("idp-o")
@@ -330,20 +343,9 @@ class OidcTlsRefusedTest(harness.GatewayTest):
         cls.idp = harness.start_idp("idp-tls", tls={"cert": cls.certs["server.crt"], "key": cls.certs["server.key"]})
         cls.key = Key("t1")
         idp_set(cls.idp, base="https", keys=[cls.key.jwk()])
-        cls.app = harness.start_app("oidc-tls-app")
-        cls.procs = [cls.idp, cls.app]
+        cls.procs = [cls.idp]
         cls.jwks = f"https://localhost:{cls.idp.port}/realms/test/protocol/openid-connect/certs"
-        cls.start_gateway(f"""
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-routes:
-  - name: r
-    match: {{ path_prefix: / }}
-    cluster: app
-    filters:
-      - auth: {{ jwt: {{ jwks_uri: "{cls.jwks}", startup_wait: 0s }} }}
-""")
+        one_route(cls, "oidc-tls-app", [f'auth: {{ jwt: {{ jwks_uri: "{cls.jwks}", startup_wait: 0s }} }}'])
 
     def test_unverified_provider_gives_no_keys(self):
         harness.wait_metric(self.admin, "tollgate_jwks_fetch_failures_total", 1, url=self.jwks)
@@ -361,8 +363,7 @@ class OidcIntrospectionTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
         cls.idp = harness.start_idp("idp-intro")
-        cls.app = harness.start_app("oidc-intro-app")
-        cls.procs = [cls.idp, cls.app]
+        cls.procs = [cls.idp]
         cls.iss = f"http://127.0.0.1:{cls.idp.port}/realms/test"
         cls.endpoint = cls.iss + "/protocol/openid-connect/token/introspect"
         now = int(time.time())
@@ -378,19 +379,10 @@ class OidcIntrospectionTest(harness.GatewayTest):
             f.write("s3cret:&/\n")
         intro = (f"introspection: {{ endpoint: '{cls.endpoint}', client_id: gateway, client_secret_file: "
                  f"'{secret_file}', negative_ttl: 1m }}")
-        cls.start_gateway(f"""
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.app.port}]
-routes:
-  - name: opaque
-    match: {{ path_prefix: / }}
-    cluster: app
-    filters:
-      - auth: {{ jwt: {{ issuer: "{cls.iss}", audiences: [api], scopes: [write], {intro} }} }}
-      - rate_limit: {{ key: identity, limit: 1000, window: 1m, response_headers: true,
-                      overrides: [{{ name: pro, claim: {{ plan: pro }}, limit: 5000, window: 1m }}] }}
-""", workers=1)
+        one_route(cls, "oidc-intro-app", [
+            f'auth: {{ jwt: {{ issuer: "{cls.iss}", audiences: [api], scopes: [write], {intro} }} }}',
+            "rate_limit: { key: identity, limit: 1000, window: 1m, response_headers: true, "
+            "overrides: [{ name: pro, claim: { plan: pro }, limit: 5000, window: 1m }] }"], workers=1)
 
     def intro_calls(self, tok):
         return idp_state(self.idp).get("introspections", {}).get(tok, 0)

@@ -13,6 +13,7 @@
 #include "filters/auth.h"
 #include "filters/jwt.h"
 #include "filters/key.h"
+#include "filters/verdicts.h"
 
 /* ---- chain ---- */
 
@@ -276,6 +277,46 @@ static void test_key_build(void **state)
     tg_arena_free(&a);
 }
 
+/* The verdict memory: a hit only for the same key, tag and before its
+ * end; claims come back as they went in; a key on a taken slot replaces
+ * it; a cache of no entries keeps nothing. */
+static void test_verdicts(void **state)
+{
+    (void)state;
+    tg_verdicts_t *v = tg_verdicts_new(4);
+    assert_non_null(v);
+    tg_arena_t a;
+    tg_arena_init(&a);
+    unsigned char k1[32] = { 1 }, k2[32] = { 1 }, k5[32] = { 2 };
+    k2[31] = 9; /* same slot as k1 (the first 8 bytes pick it), another key */
+    tg_headers_t claims = { 0 }, got = { 0 };
+    tg_headers_add(&claims, &a, "plan", 4, "pro", 3);
+    tg_headers_add(&claims, &a, "exp", 3, "99", 2);
+    tg_verdicts_put(v, k1, 7, 1000, NULL, "alice", &claims);
+    tg_verdicts_put(v, k5, 7, 1000, "token not active", NULL, NULL);
+    const char *id = NULL, *why = "x";
+    assert_int_equal(tg_verdicts_get(v, k1, 7, 999, &a, &id, &got, &why), 1);
+    assert_null(why);
+    assert_string_equal(id, "alice");
+    assert_int_equal(got.n, 2);
+    assert_string_equal(tg_headers_get(&got, "plan")->value, "pro");
+    assert_int_equal(tg_verdicts_get(v, k1, 8, 999, &a, &id, NULL, &why), 0);   /* another tag */
+    assert_int_equal(tg_verdicts_get(v, k1, 7, 1000, &a, &id, NULL, &why), 0);  /* its end */
+    assert_int_equal(tg_verdicts_get(v, k2, 7, 999, &a, &id, NULL, &why), 0);   /* another key, same slot */
+    assert_int_equal(tg_verdicts_get(v, k5, 7, 999, &a, &id, NULL, &why), 1);
+    assert_string_equal(why, "token not active");
+    tg_verdicts_put(v, k2, 7, 1000, NULL, "bob", NULL);
+    assert_int_equal(tg_verdicts_get(v, k1, 7, 999, &a, &id, NULL, &why), 0);   /* replaced */
+    assert_int_equal(tg_verdicts_get(v, k2, 7, 999, &a, &id, NULL, &why), 1);
+    assert_string_equal(id, "bob");
+    tg_verdicts_free(v);
+    tg_verdicts_t *none = tg_verdicts_new(0);
+    tg_verdicts_put(none, k1, 7, 1000, NULL, "alice", NULL);
+    assert_int_equal(tg_verdicts_get(none, k1, 7, 999, &a, &id, NULL, &why), 0);
+    tg_verdicts_free(none);
+    tg_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_jwt_hs256),
         cmocka_unit_test(test_key_build),
+        cmocka_unit_test(test_verdicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
