@@ -46,6 +46,7 @@ typedef struct extauth_conf {
     size_t n_client;
     char *identity_header;      /* its value in a 2xx answer is the identity (also sent upstream) */
     uint64_t timeout_ms;
+    uint32_t body_bytes;        /* the start of the request body sent to the service (POST); 0: none */
     int on_error;               /* 0 deny, 1 allow */
     uint32_t cache_entries;     /* per worker; 0: no cache */
     uint64_t cache_max_ttl_ms;
@@ -126,8 +127,14 @@ static const tg_key_t ea_rows[] = {
     { "path", TG_KEY_STRING, "path", "`/`", "what is asked for on the auth service (the original path and query go "
                                             "in `X-Forwarded-Uri`)",
       TG_FIELD(extauth_conf_t, path, TG_FIELD_STR) },
-    { "method", TG_KEY_ENUM, "`GET` or `POST`", "`GET`", "the call's method (POST sends no body)",
+    { "method", TG_KEY_ENUM, "`GET` or `POST`", "`GET`",
+      "the call's method (POST sends the start of the request body, `body_bytes`, or an empty body)",
       .choices = "GET|POST", TG_FIELD(extauth_conf_t, method, TG_FIELD_INT) },
+    { "body_bytes", TG_KEY_INT, "integer 0–1048576", "`0`",
+      "with `method: POST`, the first this many bytes of the request body are the call's body (`X-Forwarded-Body: "
+      "partial` when the body was longer, `whole` otherwise); the request waits for them (at most the route's "
+      "`timeout`, then `408`)",
+      TG_FIELD(extauth_conf_t, body_bytes, TG_FIELD_U32), .def = 0, .min = 0, .max = 1048576 },
     { "request_headers", TG_KEY_STRINGS, "list of header names", "`[authorization, cookie]`",
       "the client's headers the service sees (besides `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`, `-For`)" },
     { "upstream_headers", TG_KEY_STRINGS, "list of header names", "none",
@@ -146,7 +153,7 @@ static const tg_key_t ea_rows[] = {
       .choices = "deny|allow", TG_FIELD(extauth_conf_t, on_error, TG_FIELD_INT) },
     { "cache", TG_KEY_MAP, "mapping", "none (no cache)",
       "keep decisions the service marks `Cache-Control: max-age=N`, per worker, keyed by the route, the method and "
-      "the `request_headers`' values",
+      "the `request_headers`' values (and the body's start with `body_bytes`)",
       .sub = &cache_keys },
 };
 static const tg_keyset_t ea_keys = TG_KEYSET("filter.ext_auth", "ext_auth", ea_rows);
@@ -204,7 +211,7 @@ static void *ea_create(tg_node_t *node, const char *config_path)
     (void)config_path;
     static const char *const req_default[] = { "authorization", "cookie", NULL };
     static const char *const client_default[] = { "www-authenticate", "set-cookie", "location", NULL };
-    tg_node_t v[10];
+    tg_node_t v[11];
     extauth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -245,11 +252,21 @@ static void *ea_create(tg_node_t *node, const char *config_path)
     }
     if (c->cluster != NULL)
         tg_node_cluster_ref(&cluster, c->cluster);
+    if (c->body_bytes > 0 && c->method == 0) {
+        tg_node_t bb = tg_node_get(v, &ea_keys, "body_bytes");
+        tg_node_error(&bb, "body_bytes: the body goes with method: POST (a GET call carries none)");
+        rc = -1;
+    }
     if (rc < 0) {
         ea_destroy(c);
         return NULL;
     }
     return c;
+}
+
+static size_t ea_body_prefix(const void *p)
+{
+    return ((const extauth_conf_t *)p)->body_bytes;
 }
 
 /* upstream_headers, then identity_header: what only the service may say. */
@@ -281,6 +298,9 @@ static int cache_key(const extauth_conf_t *c, tg_filter_exchange_t *fx, unsigned
         const tg_header_t *h = tg_headers_get(&fx->req->headers, c->req_headers[i]);
         ok = EVP_DigestUpdate(md, h ? "1" : "0", 1) == 1 && (h == NULL || EVP_DigestUpdate(md, h->value, h->value_len + 1) == 1);
     }
+    if (ok && c->body_bytes > 0) /* the body is part of what was asked */
+        ok = EVP_DigestUpdate(md, fx->body_whole ? "w" : "p", 1) == 1 &&
+             EVP_DigestUpdate(md, fx->body_prefix, fx->body_prefix_len) == 1;
     ok = ok && EVP_DigestFinal_ex(md, key, &len) == 1 && len == 32;
     EVP_MD_CTX_free(md);
     return ok ? 0 : -1;
@@ -440,7 +460,7 @@ static tg_filter_status_t ea_on_request(void *conf, tg_filter_exchange_t *fx, si
     }
     /* the call: the listed request headers and where the request goes */
     const tg_request_t *req = fx->req;
-    size_t cap = 5, n = 0;
+    size_t cap = 6, n = 0;
     for (size_t i = 0; i < req->headers.n; i++)
         cap++;
     const char **hv = tg_arena_alloc(fx->arena, 2 * cap * sizeof(char *));
@@ -465,14 +485,18 @@ static tg_filter_status_t ea_on_request(void *conf, tg_filter_exchange_t *fx, si
         hv[2 * n] = fwd[2 * i];
         hv[2 * n++ + 1] = fwd[2 * i + 1];
     }
+    if (c->body_bytes > 0) {
+        hv[2 * n] = "x-forwarded-body";
+        hv[2 * n++ + 1] = fx->body_whole ? "whole" : "partial";
+    }
     tg_filter_call_t call = {
         .cluster = c->cluster,
         .method = c->method ? "POST" : "GET",
         .path = c->path,
         .headers = hv,
         .n_headers = n,
-        .body = c->method ? "" : NULL,
-        .body_len = 0,
+        .body = !c->method ? NULL : c->body_bytes ? (const char *)fx->body_prefix : "",
+        .body_len = c->body_bytes ? fx->body_prefix_len : 0,
         .timeout_ms = c->timeout_ms,
         .max_body = 64 * 1024,
     };
@@ -503,6 +527,7 @@ const tg_filter_type_t tg_filter_ext_auth = {
     .keys = &ea_keys,
     .create = ea_create,
     .destroy = ea_destroy,
+    .body_prefix = ea_body_prefix,
     .on_request = ea_on_request,
     .on_cancel = ea_on_cancel,
     .worker_init = ea_worker_init,

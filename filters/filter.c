@@ -169,6 +169,20 @@ void tg_filters_reopen(const tg_config_t *cfg)
         reopen_list(&cfg->routes[i].filters);
 }
 
+size_t tg_filters_body_prefix(const tg_filter_list_t *global, const tg_filter_list_t *route)
+{
+    const tg_filter_list_t *chains[2] = { global, route };
+    size_t most = 0;
+    for (int c = 0; c < 2; c++)
+        for (size_t i = 0; i < chains[c]->n; i++) {
+            const tg_filter_instance_t *f = &chains[c]->v[i];
+            size_t n = f->type->body_prefix ? f->type->body_prefix(f->conf) : 0;
+            if (n > most)
+                most = n;
+        }
+    return most;
+}
+
 int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_list_t *route)
 {
     const tg_filter_list_t *chains[2] = { global, route };

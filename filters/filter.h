@@ -151,6 +151,13 @@ struct tg_filter_exchange {
      * text. Empty otherwise. Later filters match on them (rate_limit
      * plans: `claim: { plan: pro }`). */
     tg_headers_t claims;
+    /* The start of the request body, when a filter of the chain asked
+     * for it (tg_filter_type_t.body_prefix): at most the largest ask, read
+     * before the first request hook runs, valid until the chain is done;
+     * body_whole: that is the whole body (also when there is none). */
+    const unsigned char *body_prefix;
+    size_t body_prefix_len;
+    unsigned body_whole;
     /* Decisions, counted by the exchange in its route's metrics. */
     uint64_t counted;           /* 1 << counter bit (tg_filter_count) */
     /* Local reply, when a hook returns TG_FILTER_REPLY. */
@@ -241,6 +248,11 @@ typedef struct tg_filter_type {
      * cleans up). Main thread. May be NULL. */
     int (*start)(void *conf, const tg_filter_host_t *host, tg_errors_t *errs);
     void (*destroy)(void *conf);
+    /* How many bytes of request body this filter wants to see in its
+     * request hook (fx->body_prefix): the exchange reads that much (or the
+     * whole body, if shorter) before the chain runs, within the route's
+     * timeout. 0 or NULL: none. */
+    size_t (*body_prefix)(const void *conf);
     /* Request head complete, route chosen. */
     tg_filter_status_t (*on_request)(void *conf, tg_filter_exchange_t *fx, size_t index);
     /* Before the response head goes to the client (may add headers). */
@@ -344,6 +356,9 @@ size_t tg_filters_schema(tg_schema_filter_t *out, size_t cap);
  * fx->paused_at is that filter's index). */
 tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                          tg_filter_exchange_t *fx, size_t from);
+
+/* The largest body_prefix a filter of the chain asks for (0: none). */
+size_t tg_filters_body_prefix(const tg_filter_list_t *global, const tg_filter_list_t *route);
 
 /* Body hooks of the chain, in order (request) and reverse (response). */
 int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_list_t *route);

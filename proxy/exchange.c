@@ -70,6 +70,7 @@ static int forward_client_cert(tg_exchange_t *ex);
 static int prepare_request_headers(tg_exchange_t *ex);
 static int run_filters(tg_exchange_t *ex, size_t from);
 static void after_filters(tg_exchange_t *ex);
+static void gather_prefix(tg_exchange_t *ex);
 
 /* ---- the state machine ---- */
 
@@ -138,6 +139,10 @@ static void module_free(tg_worker_t *w)
             event_free(ex->deadline_ev);
         if (ex->health_ev)
             event_free(ex->health_ev);
+        if (ex->gather_ev)
+            event_free(ex->gather_ev);
+        if (ex->pre_body)
+            evbuffer_free(ex->pre_body);
         free(ex);
     }
     free(wx);
@@ -182,8 +187,12 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
     struct event *retry_ev = ex->retry_ev, *deadline_ev = ex->deadline_ev, *health_ev = ex->health_ev;
+    struct event *gather_ev = ex->gather_ev;
+    struct evbuffer *pre_body = ex->pre_body;
     memset(ex, 0, sizeof(*ex));
     ex->health_ev = health_ev;
+    ex->gather_ev = gather_ev;
+    ex->pre_body = pre_body;
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
@@ -294,6 +303,10 @@ static void recycle(tg_exchange_t *ex)
     evtimer_del(ex->deadline_ev);
     if (ex->health_ev)
         evtimer_del(ex->health_ev);
+    if (ex->gather_ev)
+        evtimer_del(ex->gather_ev);
+    if (ex->pre_body)
+        evbuffer_drain(ex->pre_body, evbuffer_get_length(ex->pre_body));
     wx->active--;
     if (ex->in_retry)
         wx->retrying--;
@@ -751,7 +764,17 @@ static int prepare_request_headers(tg_exchange_t *ex)
 static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
 {
     int err = 0;
-    ssize_t n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
+    ssize_t n;
+    size_t pre = ex->pre_body ? evbuffer_get_length(ex->pre_body) : 0;
+    if (pre > 0 || ex->pre_fin) { /* what was read for the filters comes first */
+        size_t take = pre < max ? pre : max;
+        n = evbuffer_remove_buffer(ex->pre_body, dst, take);
+        *fin = take == pre && ex->pre_fin;
+        if (*fin)
+            ex->pre_fin = 0;
+    } else {
+        n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
+    }
     if (n < 0) {
         ex->close_ds = 1;
         tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
@@ -1101,10 +1124,87 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->chain[0] = &cfg->filters;
         fx->chain[1] = &ex->route->filters;
         ex->body_hooks = tg_filters_have_body_hooks(&cfg->filters, &ex->route->filters) != 0;
+        fx->body_whole = 1;
+        if ((ex->prefix_want = tg_filters_body_prefix(&cfg->filters, &ex->route->filters)) > 0 && !ex->req_done) {
+            gather_prefix(ex);
+            return;
+        }
         if (run_filters(ex, 0) < 0)
             return;
     }
     after_filters(ex);
+}
+
+/* ---- the start of the body, for filters that see it (body_prefix) ---- */
+
+static void on_gather_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_exchange_t *ex = arg;
+    ex->close_ds = 1;
+    tg_exchange_reply(ex, 408, "request body not received in time");
+}
+
+/* Reads body into pre_body until it holds more than prefix_want bytes or
+ * the whole body, then runs the chain with fx->body_prefix pointing at
+ * it. Called again by tg_exchange_on_request_data while waiting, which
+ * the route's timeout bounds (a 408). The bytes are raw: framing checks
+ * and body hooks see them later, in order, when read_request_body hands
+ * them out. */
+static void gather_prefix(tg_exchange_t *ex)
+{
+    if (ex->pre_body == NULL && (ex->pre_body = evbuffer_new()) == NULL) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    if (ex->req.expect_continue) { /* the client waits for this before it sends its body */
+        ex->req.expect_continue = 0;
+        ex->ops->send_continue(ex->ds);
+    }
+    size_t have = evbuffer_get_length(ex->pre_body);
+    int fin = 0;
+    while (have <= ex->prefix_want) {
+        int err = 0;
+        ssize_t n = ex->ops->read_body(ex->ds, ex->pre_body, ex->prefix_want + 1 - have, &fin, &err);
+        if (n < 0) {
+            ex->close_ds = 1;
+            tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+            return;
+        }
+        have += (size_t)n;
+        if (fin)
+            break;
+        if (n == 0) { /* the rest comes with tg_exchange_on_request_data */
+            if (!ex->gathering) {
+                uint64_t ms = ex->route->timeout_ms ? ex->route->timeout_ms : ex->snap->cfg->limits.idle_timeout_ms;
+                if (ex->gather_ev == NULL &&
+                    (ex->gather_ev = evtimer_new(tg_worker_base(ex->w), on_gather_timeout, ex)) == NULL) {
+                    tg_exchange_reply(ex, 500, "out of memory");
+                    return;
+                }
+                ex->gathering = 1;
+                if (ms)
+                    tg_timer_arm_us(ex->gather_ev, ms * 1000);
+            }
+            return;
+        }
+    }
+    if (ex->gathering) {
+        ex->gathering = 0;
+        evtimer_del(ex->gather_ev);
+    }
+    ex->pre_fin = fin != 0;
+    size_t show = have < ex->prefix_want ? have : ex->prefix_want;
+    ex->fx.body_prefix = show ? evbuffer_pullup(ex->pre_body, (ssize_t)show) : (const unsigned char *)"";
+    ex->fx.body_prefix_len = show;
+    ex->fx.body_whole = fin && have <= ex->prefix_want;
+    if (ex->fx.body_prefix == NULL) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    if (run_filters(ex, 0) == 0)
+        after_filters(ex);
 }
 
 /* Runs the request chain from index `from`. Returns 0 to go on upstream,
@@ -1302,7 +1402,9 @@ static void after_filters(tg_exchange_t *ex)
 
 void tg_exchange_on_request_data(tg_exchange_t *ex)
 {
-    if (ex->health_call && ex->state == EX_ROUTING && !ex->req_done)
+    if (ex->gathering)
+        gather_prefix(ex);
+    else if (ex->health_call && ex->state == EX_ROUTING && !ex->req_done)
         health_read(ex);
     else
         pump_request(ex);

@@ -89,6 +89,9 @@ struct tg_exchange {
     tg_arena_t arena;
     struct evbuffer *scratch;
     struct evbuffer *body_buf;  /* request body read before an upstream was ready */
+    struct evbuffer *pre_body;  /* request body read before the filters ran (body_prefix; made on first use, kept) */
+    struct event *gather_ev;    /* ... and the bound on waiting for it (made on first use, kept) */
+    size_t prefix_want;         /* the bytes of body the chain asked to see first */
     const tg_downstream_ops_t *ops;
     void *ds;
     ex_state_t state;           /* changed only by advance() (exchange.c) */
@@ -149,6 +152,8 @@ struct tg_exchange {
     unsigned body_started : 1;  /* this attempt already sent body_buf */
     unsigned paused : 1;        /* a filter paused the request chain */
     unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
+    unsigned gathering : 1;     /* reading body_prefix before the chain runs */
+    unsigned pre_fin : 1;       /* pre_body holds the end of the body */
     unsigned resp_started : 1;  /* response head sent to the client */
     unsigned resp_done : 1;
     unsigned close_ds : 1;

@@ -5,6 +5,7 @@ ways (a client cannot forge what the service says), the login redirect
 and the challenge passed to the client, each on_error path (service
 down, 5xx, timeout), the decision cache, and the service's identity
 used by rate_limit."""
+import hashlib
 import json
 import os
 import subprocess
@@ -106,6 +107,13 @@ routes:
     cluster: app
     filters:
       - ext_auth: {{ cluster: authsvc, path: /check, method: POST }}
+  - name: body
+    match: {{ path_prefix: /upload }}
+    cluster: app
+    timeout: 1500ms
+    filters:
+      - ext_auth: {{ cluster: authsvc, path: /check-body, method: POST, body_bytes: 16,
+                    request_headers: [content-type], upstream_headers: [x-user], cache: {{ max_entries: 100 }} }}
   - name: main
     match: {{ path_prefix: / }}
     cluster: app
@@ -213,6 +221,91 @@ routes:
     def test_post_method(self):
         self.assertEqual(self.get("/post", "good-p").status_code, 404)  # allowed, the app has no /post
         self.assertEqual(calls(self.svc)["last"]["method"], "POST")
+
+    def post(self, body, **kw):
+        return requests.post(self.gateway.url("/upload"), data=body, timeout=30, **kw)
+
+    def test_body_bytes(self):
+        """The service sees the first body_bytes of the body and whether
+        that is all of it; the upstream gets the whole body, unchanged."""
+        r = self.post(b"hello", headers={"content-type": "text/plain"})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["size"], 5)
+        last = calls(self.svc)["last"]
+        self.assertEqual(last["body"], "hello")
+        self.assertEqual(last["headers"]["x-forwarded-body"], "whole")
+        self.assertEqual(last["headers"]["content-type"], "text/plain")
+        big = bytes(range(256)) * 400 + b"forbidden"  # past the first 16 bytes: not seen
+        r = self.post(big)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"sha256": hashlib.sha256(big).hexdigest(), "size": len(big)})
+        last = calls(self.svc)["last"]
+        self.assertEqual(last["body"], bytes(range(16)).decode("latin-1"))
+        self.assertEqual(last["headers"]["x-forwarded-body"], "partial")
+        n = calls(self.svc)["n"]
+        r = self.post(b"forbidden: this body")
+        self.assertEqual(r.status_code, 403)
+        self.assertEqual(calls(self.svc)["n"], n + 1)
+        # exactly 16 bytes is whole; 17 is partial
+        self.post(b"x" * 16)
+        self.assertEqual(calls(self.svc)["last"]["headers"]["x-forwarded-body"], "whole")
+        self.post(b"x" * 17)
+        self.assertEqual(calls(self.svc)["last"]["headers"]["x-forwarded-body"], "partial")
+
+    def test_body_bytes_framings(self):
+        """Chunked over HTTP/1.1, Expect: 100-continue, HTTP/2, and no body."""
+        def chunks():
+            for part in (b"ab", b"cd" * 10, b"ef" * 5000):
+                yield part
+        r = self.post(chunks())
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["size"], 2 + 20 + 10000)
+        self.assertEqual(calls(self.svc)["last"]["body"], "ab" + "cd" * 7)
+        p = subprocess.run(["curl", "-sS", "--max-time", "20", "-H", "Expect: 100-continue", "--data-binary",
+                            "@-", self.gateway.url("/upload")], input=b"q" * 5000, capture_output=True, timeout=30)
+        self.assertEqual(json.loads(p.stdout)["size"], 5000, p.stderr)
+        self.assertEqual(calls(self.svc)["last"]["body"], "q" * 16)
+        p = subprocess.run(["nghttp", "-d", "-", self.gateway.url("/upload")], input=b"h2-body-" * 1000,
+                           capture_output=True, timeout=30)
+        self.assertEqual(json.loads(p.stdout)["size"], 8000, p.stderr)
+        self.assertEqual(calls(self.svc)["last"]["body"], "h2-body-h2-body-")
+        r = requests.post(self.gateway.url("/upload"), timeout=30)
+        self.assertEqual(r.json()["size"], 0)
+        self.assertEqual(calls(self.svc)["last"]["body"], "")
+        self.assertEqual(calls(self.svc)["last"]["headers"]["x-forwarded-body"], "whole")
+
+    def test_body_bytes_cache_is_per_body(self):
+        for _ in range(4):
+            self.assertEqual(self.post(b"cache me A").status_code, 200)
+        n = calls(self.svc)["n"]
+        self.assertLessEqual(n, 2, "one call per worker at most")
+        self.assertEqual(self.post(b"cache me B").status_code, 200)
+        self.assertEqual(calls(self.svc)["n"], n + 1, "another body is another question")
+
+    def test_body_bytes_client_stalls(self):
+        """A body that stops coming before body_bytes: 408 at the route's
+        timeout, the service never asked."""
+        import socket
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                part = s.recv(4096)
+                if not part:
+                    break
+                data += part
+        self.assertTrue(data.startswith(b"HTTP/1.1 408"), data)
+        self.assertEqual(calls(self.svc)["n"], 0)
+
+    def test_body_bytes_needs_post(self):
+        d = tempfile.mkdtemp(prefix="tg-ea-")
+        path = os.path.join(d, "t.yaml")
+        with open(path, "w") as f:
+            f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: c, "
+                    "body_bytes: 10 }\nclusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n")
+        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("body_bytes: the body goes with method: POST", p.stderr)
 
     def test_cache(self):
         for _ in range(6):

@@ -7,6 +7,10 @@ header it is sent, counts the calls and keeps what the last one saw.
   Bearer boom        -> 500
   Bearer slow        -> 200 after 3 s
   anything else      -> 401, WWW-Authenticate
+
+/check-body decides by the body it is sent (ext_auth body_bytes): 403 if
+it holds "forbidden", else 200 with x-user: body (max-age=60 if it holds
+"cache"); the body seen is kept.
 """
 import asyncio
 
@@ -38,6 +42,19 @@ async def check(request: Request):
         await asyncio.sleep(3)
         return Response(status_code=200, headers={"x-user": "slow"})
     return Response(status_code=401, headers={"www-authenticate": 'Bearer realm="svc"'})
+
+
+@app.post("/check-body")
+async def check_body(request: Request):
+    body = await request.body()
+    calls["n"] += 1
+    calls["last"] = {"method": request.method, "headers": dict(request.headers), "body": body.decode("latin-1")}
+    if b"forbidden" in body:
+        return Response(status_code=403)
+    h = {"x-user": "body"}
+    if b"cache" in body:
+        h["cache-control"] = "max-age=60"
+    return Response(status_code=200, headers=h)
 
 
 @app.get("/admin/calls")
