@@ -43,7 +43,7 @@ typedef struct loader {
     tg_cluster_conf_t *origins;
     size_t n_origins;
     /* clusters filters name (tg_node_cluster_ref), checked at the end */
-    struct cluster_ref { yaml_node_t *at; char *name; } *refs;
+    struct cluster_ref { yaml_node_t *at; char *name; const char *needs_h2; } *refs;
     size_t n_refs;
 } loader_t;
 
@@ -446,7 +446,7 @@ static int check_name(loader_t *ld, yaml_node_t *n, const char *what, char **out
 static char *where_of(loader_t *ld, const yaml_node_t *n);
 static int is_ip_literal(const char *host);
 
-void tg_node_cluster_ref(tg_node_t *n, const char *name)
+void tg_node_cluster_ref(tg_node_t *n, const char *name, const char *needs)
 {
     loader_t *ld = n->ld;
     struct cluster_ref *r = realloc(ld->refs, (ld->n_refs + 1) * sizeof(*r));
@@ -458,7 +458,7 @@ void tg_node_cluster_ref(tg_node_t *n, const char *name)
         ld->failed = 1;
         return;
     }
-    ld->refs[ld->n_refs++] = (struct cluster_ref){ n->yn, copy };
+    ld->refs[ld->n_refs++] = (struct cluster_ref){ n->yn, copy, needs };
 }
 
 /* Filters' cluster names: each must be a cluster of the file. */
@@ -472,6 +472,9 @@ static void check_cluster_refs(loader_t *ld)
             j++;
         if (j == c->n_clusters)
             err_at(ld, ld->refs[i].at, "unknown cluster '%s'", ld->refs[i].name);
+        else if (ld->refs[i].needs_h2 && c->clusters[j].protocol == TG_PROTO_HTTP1)
+            err_at(ld, ld->refs[i].at, "cluster '%s' speaks HTTP/1.1, and %s needs HTTP/2 (protocol: h2c or h2)",
+                   ld->refs[i].name, ld->refs[i].needs_h2);
         free(ld->refs[i].name);
     }
     free(ld->refs);

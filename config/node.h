@@ -89,8 +89,10 @@ tg_node_t tg_node_seq_item(const tg_node_t *n, size_t i);
 int tg_node_origin(tg_node_t *n, const char *url, const char *ca_file, char **cluster, char **authority, char **path);
 /* The filter calls the cluster `name` (filters/host.h): the loader
  * checks, once the file's clusters are read, that there is one, and
- * reports "unknown cluster" at n otherwise. */
-void tg_node_cluster_ref(tg_node_t *n, const char *name);
+ * reports "unknown cluster" at n otherwise; with `needs` naming what the
+ * calls need of it ("gRPC", which needs HTTP/2), also that it speaks
+ * HTTP/2. needs NULL: any cluster. */
+void tg_node_cluster_ref(tg_node_t *n, const char *name, const char *needs);
 /* Reports an error at the node. */
 void tg_node_error(tg_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

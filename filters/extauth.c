@@ -16,6 +16,12 @@
  * headers (WWW-Authenticate, Set-Cookie, Location for a login redirect).
  * No answer, a timeout or a 5xx is an error: on_error decides, counted.
  *
+ * api: grpc speaks Envoy's envoy.service.auth.v3.Authorization/Check
+ * instead (OPA-Envoy, Authorino): the same request attributes in a
+ * CheckRequest, the same allow-lists applied to what the CheckResponse
+ * asks for; a gRPC status other than OK, or a message that does not
+ * parse, is an error like no answer.
+ *
  * Decisions may be cached per worker when the service says so
  * (Cache-Control: max-age), keyed by SHA-256 of the route, the method
  * and the listed request headers' values: a small direct-mapped table
@@ -31,12 +37,15 @@
 
 #include "filters/filter.h"
 #include "proxy/base/clock.h"
+#include "filters/authz_proto.h"
+#include "proxy/base/pb.h"
 
 extern const tg_filter_type_t tg_filter_ext_auth;
 
 typedef struct extauth_conf {
     char *cluster;
     char *path;
+    int api;                    /* API_HTTP, API_GRPC */
     int method;                 /* 0 GET, 1 POST */
     char **req_headers;         /* lower case */
     size_t n_req;
@@ -52,6 +61,9 @@ typedef struct extauth_conf {
     uint64_t cache_max_ttl_ms;
     unsigned counters;
 } extauth_conf_t;
+
+enum { API_HTTP, API_GRPC };
+#define CHECK_PATH "/envoy.service.auth.v3.Authorization/Check"
 
 enum { EA_ALLOWED, EA_DENIED, EA_ERROR_ALLOWED, EA_ERROR_DENIED, EA_CACHE_HIT };
 static const tg_filter_counter_t ea_counters[] = {
@@ -124,6 +136,10 @@ static const tg_keyset_t cache_keys = TG_KEYSET("filter.ext_auth.cache", "ext_au
 static const tg_key_t ea_rows[] = {
     { "cluster", TG_KEY_STRING, "cluster name (required)", "—", "the auth service", .flags = TG_KEY_REQUIRED,
       TG_FIELD(extauth_conf_t, cluster, TG_FIELD_STR) },
+    { "api", TG_KEY_ENUM, "`http` or `grpc`", "`http`",
+      "`http`: an HTTP request to `path` per request; `grpc`: Envoy's `envoy.service.auth.v3.Authorization/Check` "
+      "(OPA-Envoy, Authorino), over a cluster that speaks HTTP/2",
+      .choices = "http|grpc", TG_FIELD(extauth_conf_t, api, TG_FIELD_INT) },
     { "path", TG_KEY_STRING, "path", "`/`", "what is asked for on the auth service (the original path and query go "
                                             "in `X-Forwarded-Uri`)",
       TG_FIELD(extauth_conf_t, path, TG_FIELD_STR) },
@@ -211,7 +227,7 @@ static void *ea_create(tg_node_t *node, const char *config_path)
     (void)config_path;
     static const char *const req_default[] = { "authorization", "cookie", NULL };
     static const char *const client_default[] = { "www-authenticate", "set-cookie", "location", NULL };
-    tg_node_t v[11];
+    tg_node_t v[12];
     extauth_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -251,8 +267,19 @@ static void *ea_create(tg_node_t *node, const char *config_path)
         rc = -1;
     }
     if (c->cluster != NULL)
-        tg_node_cluster_ref(&cluster, c->cluster);
-    if (c->body_bytes > 0 && c->method == 0) {
+        tg_node_cluster_ref(&cluster, c->cluster, c->api == API_GRPC ? "ext_auth api: grpc" : NULL);
+    tg_node_t method = tg_node_get(v, &ea_keys, "method");
+    if (c->api == API_GRPC) { /* what only the HTTP API has */
+        if (tg_node_present(&cache)) {
+            tg_node_error(&cache, "cache: a CheckResponse says nothing of how long it holds (api: http has a cache)");
+            rc = -1;
+        }
+        if (tg_node_present(&path) || tg_node_present(&method)) {
+            tg_node_t *at = tg_node_present(&path) ? &path : &method;
+            tg_node_error(at, "%s: api: grpc always POSTs to " CHECK_PATH, tg_node_present(&path) ? "path" : "method");
+            rc = -1;
+        }
+    } else if (c->body_bytes > 0 && c->method == 0) {
         tg_node_t bb = tg_node_get(v, &ea_keys, "body_bytes");
         tg_node_error(&bb, "body_bytes: the body goes with method: POST (a GET call carries none)");
         rc = -1;
@@ -386,29 +413,25 @@ static void remember(cache_t *k, const unsigned char key[32], int status, const 
     e->len = len;
 }
 
-static void on_answer(void *arg, const tg_filter_call_result_t *r)
+/* No usable answer: on_error decides. */
+static tg_filter_status_t failed(const extauth_conf_t *c, tg_filter_exchange_t *fx)
 {
-    pending_t *p = arg;
-    p->call = NULL;
-    tg_filter_exchange_t *fx = p->fx;
-    if (tg_filter_paused_state(fx, p->gen) != p)
-        return;
-    const extauth_conf_t *c = p->c;
-    tg_filter_status_t st;
-    if (r->status == 0 || r->status >= 500) {
-        if (c->on_error) {
-            tg_filter_count(fx, c->counters, EA_ERROR_ALLOWED);
-            st = TG_FILTER_CONTINUE;
-        } else {
-            fx->reply_status = 503;
-            fx->reply_message = "the auth service is unavailable";
-            tg_headers_add(&fx->reply_headers, fx->arena, "retry-after", 11, "1", 1);
-            tg_filter_count(fx, c->counters, EA_ERROR_DENIED);
-            st = TG_FILTER_REPLY;
-        }
-        tg_filter_resume(fx, p->gen, st);
-        return;
+    if (c->on_error) {
+        tg_filter_count(fx, c->counters, EA_ERROR_ALLOWED);
+        return TG_FILTER_CONTINUE;
     }
+    fx->reply_status = 503;
+    fx->reply_message = "the auth service is unavailable";
+    tg_headers_add(&fx->reply_headers, fx->arena, "retry-after", 11, "1", 1);
+    tg_filter_count(fx, c->counters, EA_ERROR_DENIED);
+    return TG_FILTER_REPLY;
+}
+
+static tg_filter_status_t http_answer(const extauth_conf_t *c, tg_filter_exchange_t *fx, const pending_t *p,
+                                      const tg_filter_call_result_t *r)
+{
+    if (r->status == 0 || r->status >= 500)
+        return failed(c, fx);
     int allowed = r->status >= 200 && r->status < 300;
     size_t nh = 0;
     const char **hv = tg_arena_alloc(fx->arena, (2 * r->headers->n + 1) * sizeof(char *));
@@ -428,7 +451,131 @@ static void on_answer(void *arg, const tg_filter_call_result_t *r)
     uint64_t ttl = k != NULL && k->n ? keep_ms(c, r->headers) : 0;
     if (ttl > 0 && hv != NULL)
         remember(k, p->key, r->status, hv, nh, ttl);
-    tg_filter_resume(fx, p->gen, apply(c, fx, r->status, hv, hv ? nh : 0));
+    return apply(c, fx, r->status, hv, hv ? nh : 0);
+}
+
+/* ---- api: grpc (envoy.service.auth.v3, filters/authz_proto.h) ---- */
+
+/* The answer's headers the allow-list wants, as pairs in out (room for n). */
+static size_t keep_wanted(const extauth_conf_t *c, int allowed, const char *const *in, size_t n, const char **out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (wanted(c, allowed, in[2 * i], strlen(in[2 * i]))) {
+            out[2 * k] = in[2 * i];
+            out[2 * k++ + 1] = in[2 * i + 1];
+        }
+    return k;
+}
+
+static tg_filter_status_t grpc_answer(const extauth_conf_t *c, tg_filter_exchange_t *fx,
+                                      const tg_filter_call_result_t *r)
+{
+    const tg_header_t *gs = r->status == 200 ? tg_headers_get(r->trailers, "grpc-status") : NULL;
+    if (gs == NULL && r->status == 200)
+        gs = tg_headers_get(r->headers, "grpc-status"); /* trailers-only */
+    const uint8_t *msg;
+    size_t len;
+    tg_authz_answer_t *ans = tg_arena_alloc(fx->arena, sizeof(*ans));
+    if (gs == NULL || gs->value_len != 1 || gs->value[0] != '0' || ans == NULL ||
+        tg_pb_grpc_unframe(r->body, r->body_len, &msg, &len) < 0 ||
+        tg_authz_read_check_response(fx->arena, msg, len, ans) < 0)
+        return failed(c, fx); /* no answer, or one that decides nothing */
+    const char *hv[2 * TG_AUTHZ_MAX_HEADERS];
+    if (ans->code != 0) { /* denied: the HTTP status it names, else 403 */
+        int st = ans->http_status >= 300 ? ans->http_status : 403;
+        return apply(c, fx, st, hv, keep_wanted(c, 0, ans->headers, ans->n_headers, hv));
+    }
+    for (size_t i = 0; i < ans->n_remove; i++)
+        if (strcmp(ans->remove[i], "host") != 0) /* the route's host stays */
+            tg_headers_remove(&fx->req->headers, ans->remove[i]);
+    size_t nc = keep_wanted(c, 0, ans->client, ans->n_client, hv);
+    for (size_t i = 0; i < nc; i++)
+        tg_headers_add(&fx->response_headers, fx->arena, hv[2 * i], strlen(hv[2 * i]), hv[2 * i + 1],
+                       strlen(hv[2 * i + 1]));
+    return apply(c, fx, 200, hv, keep_wanted(c, 1, ans->headers, ans->n_headers, hv));
+}
+
+static void on_answer(void *arg, const tg_filter_call_result_t *r)
+{
+    pending_t *p = arg;
+    p->call = NULL;
+    tg_filter_exchange_t *fx = p->fx;
+    if (tg_filter_paused_state(fx, p->gen) != p)
+        return;
+    const extauth_conf_t *c = p->c;
+    tg_filter_resume(fx, p->gen, c->api == API_GRPC ? grpc_answer(c, fx, r) : http_answer(c, fx, p, r));
+}
+
+/* The HTTP API's call: the listed request headers and where the
+ * request goes, as X-Forwarded-*. 0, or -1 (out of memory). */
+static int http_call(const extauth_conf_t *c, tg_filter_exchange_t *fx, tg_filter_call_t *call)
+{
+    const tg_request_t *req = fx->req;
+    size_t cap = 6 + req->headers.n, n = 0;
+    const char **hv = tg_arena_alloc(fx->arena, 2 * cap * sizeof(char *));
+    if (hv == NULL)
+        return -1;
+    for (size_t i = 0; i < req->headers.n; i++) {
+        const tg_header_t *h = &req->headers.v[i];
+        for (size_t j = 0; j < c->n_req; j++)
+            if (strlen(c->req_headers[j]) == h->name_len && strncasecmp(c->req_headers[j], h->name, h->name_len) == 0) {
+                hv[2 * n] = c->req_headers[j];
+                hv[2 * n++ + 1] = h->value;
+                break;
+            }
+    }
+    const char *fwd[] = { "x-forwarded-method", req->method, "x-forwarded-uri", req->target,
+                          "x-forwarded-host", req->authority ? req->authority : "",
+                          "x-forwarded-proto", fx->scheme ? fx->scheme : "http", "x-forwarded-for", fx->client_addr };
+    for (size_t i = 0; i < 5; i++) {
+        hv[2 * n] = fwd[2 * i];
+        hv[2 * n++ + 1] = fwd[2 * i + 1];
+    }
+    if (c->body_bytes > 0) {
+        hv[2 * n] = "x-forwarded-body";
+        hv[2 * n++ + 1] = fx->body_whole ? "whole" : "partial";
+    }
+    call->method = c->method ? "POST" : "GET";
+    call->path = c->path;
+    call->headers = hv;
+    call->n_headers = n;
+    call->body = !c->method ? NULL : c->body_bytes ? (const char *)fx->body_prefix : "";
+    call->body_len = c->body_bytes ? fx->body_prefix_len : 0;
+    return 0;
+}
+
+/* The gRPC API's call: a CheckRequest written into w (the caller frees
+ * it once the call has copied it). 0, or -1. */
+static int grpc_call(const extauth_conf_t *c, tg_filter_exchange_t *fx, tg_filter_call_t *call, tg_pb_writer_t *w)
+{
+    const char **hv = tg_arena_alloc(fx->arena, 4 * sizeof(char *));
+    char *timeout = tg_arena_alloc(fx->arena, 24);
+    tg_authz_request_t in = {
+        .req = fx->req,
+        .arena = fx->arena,
+        .client_addr = fx->client_addr,
+        .principal = fx->peer_identity,
+        .scheme = fx->scheme,
+        .headers = (const char *const *)c->req_headers,
+        .n_headers = c->n_req,
+        .with_body = c->body_bytes > 0,
+        .body = fx->body_prefix,
+        .body_len = fx->body_prefix_len,
+        .body_whole = fx->body_whole,
+    };
+    if (hv == NULL || timeout == NULL || tg_authz_check_request(&in, w) < 0)
+        return -1;
+    snprintf(timeout, 24, "%llum", (unsigned long long)c->timeout_ms); /* the service may give up when we do */
+    hv[0] = "content-type", hv[1] = "application/grpc", hv[2] = "grpc-timeout", hv[3] = timeout;
+    call->method = "POST";
+    call->path = CHECK_PATH;
+    call->headers = hv;
+    call->n_headers = 2;
+    call->body = (const char *)w->p;
+    call->body_len = w->len;
+    call->grpc = 1;
+    return 0;
 }
 
 static tg_filter_status_t ea_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
@@ -458,50 +605,22 @@ static tg_filter_status_t ea_on_request(void *conf, tg_filter_exchange_t *fx, si
             }
         }
     }
-    /* the call: the listed request headers and where the request goes */
-    const tg_request_t *req = fx->req;
-    size_t cap = 6, n = 0;
-    for (size_t i = 0; i < req->headers.n; i++)
-        cap++;
-    const char **hv = tg_arena_alloc(fx->arena, 2 * cap * sizeof(char *));
-    if (hv == NULL) {
+    tg_filter_call_t call = {
+        .cluster = c->cluster,
+        .timeout_ms = c->timeout_ms,
+        .max_body = 64 * 1024,
+    };
+    tg_pb_writer_t w = { 0 };
+    if ((c->api == API_GRPC ? grpc_call(c, fx, &call, &w) : http_call(c, fx, &call)) < 0) {
+        tg_pb_writer_free(&w);
         fx->reply_status = 500;
         fx->reply_message = "out of memory";
         return TG_FILTER_REPLY;
     }
-    for (size_t i = 0; i < req->headers.n; i++) {
-        const tg_header_t *h = &req->headers.v[i];
-        for (size_t j = 0; j < c->n_req; j++)
-            if (strlen(c->req_headers[j]) == h->name_len && strncasecmp(c->req_headers[j], h->name, h->name_len) == 0) {
-                hv[2 * n] = c->req_headers[j];
-                hv[2 * n++ + 1] = h->value;
-                break;
-            }
-    }
-    const char *fwd[] = { "x-forwarded-method", req->method, "x-forwarded-uri", req->target,
-                          "x-forwarded-host", req->authority ? req->authority : "",
-                          "x-forwarded-proto", fx->scheme ? fx->scheme : "http", "x-forwarded-for", fx->client_addr };
-    for (size_t i = 0; i < 5; i++) {
-        hv[2 * n] = fwd[2 * i];
-        hv[2 * n++ + 1] = fwd[2 * i + 1];
-    }
-    if (c->body_bytes > 0) {
-        hv[2 * n] = "x-forwarded-body";
-        hv[2 * n++ + 1] = fx->body_whole ? "whole" : "partial";
-    }
-    tg_filter_call_t call = {
-        .cluster = c->cluster,
-        .method = c->method ? "POST" : "GET",
-        .path = c->path,
-        .headers = hv,
-        .n_headers = n,
-        .body = !c->method ? NULL : c->body_bytes ? (const char *)fx->body_prefix : "",
-        .body_len = c->body_bytes ? fx->body_prefix_len : 0,
-        .timeout_ms = c->timeout_ms,
-        .max_body = 64 * 1024,
-    };
     fx->state[index] = p;
-    if ((p->call = fx->ops->call(fx, &call, on_answer, p)) == NULL) {
+    p->call = fx->ops->call(fx, &call, on_answer, p); /* the call keeps its own copy of the body */
+    tg_pb_writer_free(&w);
+    if (p->call == NULL) {
         fx->reply_status = 500;
         fx->reply_message = "out of memory";
         return TG_FILTER_REPLY;

@@ -33,6 +33,7 @@ typedef struct tg_filter_call {
     size_t body_len;
     uint64_t timeout_ms;        /* the whole call: connect, answer and body */
     size_t max_body;            /* a longer answer fails the call */
+    int grpc;                   /* a gRPC call: te: trailers is sent (the cluster speaks HTTP/2) */
 } tg_filter_call_t;
 
 /* How it went. status 0: no answer (error says why: connect failed,
@@ -42,6 +43,7 @@ typedef struct tg_filter_call_result {
     int status;
     const char *error;
     const tg_headers_t *headers;
+    const tg_headers_t *trailers; /* empty when none came (HTTP/2 and chunked answers may have them) */
     const char *body;
     size_t body_len;
 } tg_filter_call_result_t;

@@ -39,7 +39,7 @@ struct tg_fetch {
     int status;                 /* the result, once known */
     const char *error;
     char why[160];
-    unsigned head : 1, done : 1;
+    unsigned head : 1, done : 1, grpc : 1;
 };
 
 static void fetch_free(tg_fetch_t *f)
@@ -59,12 +59,16 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     tg_fetch_t *f = arg;
-    tg_filter_call_result_t r = { .status = f->status, .error = f->error, .headers = &f->resp.headers };
+    tg_filter_call_result_t r = {
+        .status = f->status, .error = f->error, .headers = &f->resp.headers, .trailers = &f->resp.trailers
+    };
     if (f->status != 0) {
         r.body_len = evbuffer_get_length(f->answer);
         r.body = r.body_len ? (const char *)evbuffer_pullup(f->answer, -1) : "";
         if (r.body == NULL) {
-            r = (tg_filter_call_result_t){ .error = "out of memory", .headers = &f->resp.headers };
+            r = (tg_filter_call_result_t){
+                .error = "out of memory", .headers = &f->resp.headers, .trailers = &f->resp.trailers
+            };
         }
     }
     f->cb(f->arg, &r);
@@ -107,6 +111,7 @@ static void send_request(tg_fetch_t *f)
         .req = &f->req,
         .authority = f->authority ? f->authority : f->ep->conf->address,
         .end_stream = f->body == NULL,
+        .te_trailers = f->grpc,
     };
     struct evbuffer *b = NULL;
     if (ops->start(f->up, &r) != 0 ||
@@ -223,6 +228,7 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     f->cb = cb;
     f->arg = arg;
     f->max_body = c->max_body;
+    f->grpc = c->grpc != 0;
     tg_arena_init(&f->arena);
     event_assign(&f->deadline, tg_worker_base(w), -1, 0, on_deadline, f);
     event_assign(&f->finish, tg_worker_base(w), -1, 0, on_finish, f);

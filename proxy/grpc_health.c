@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "proxy/base/clock.h"
+#include "proxy/base/pb.h"
 #include "proxy/router.h"
 
 #define SERVICE "/grpc.health.v1.Health/"
@@ -24,59 +25,25 @@ int tg_grpc_health_call(const tg_request_t *req)
     return 0;
 }
 
-/* A protobuf varint at *p (< end); -1 if cut or longer than 10 bytes. */
-static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 int tg_grpc_health_parse(const uint8_t *body, size_t len, char *out, size_t cap)
 {
     out[0] = '\0';
-    if (len < 5 || body[0] != 0) /* one uncompressed message */
+    const uint8_t *msg;
+    size_t n;
+    if (tg_pb_grpc_unframe(body, len, &msg, &n) < 0) /* one uncompressed message */
         return -1;
-    uint32_t mlen = (uint32_t)body[1] << 24 | (uint32_t)body[2] << 16 | (uint32_t)body[3] << 8 | body[4];
-    if (mlen != len - 5)
-        return -1;
-    const uint8_t *p = body + 5, *end = body + len;
-    while (p < end) { /* field 1 (service, bytes) is read; others are skipped as the wire type says */
-        uint64_t key, v;
-        if (varint(&p, end, &key) < 0)
+    tg_pb_reader_t r = tg_pb_reader(msg, n);
+    tg_pb_field_t f;
+    int rc;
+    while ((rc = tg_pb_next(&r, &f)) > 0) { /* field 1 (service, bytes) is read; others are skipped */
+        if (f.num != 1 || f.wire != TG_PB_LEN)
+            continue;
+        if (f.len >= cap || memchr(f.data, '\0', f.len) != NULL)
             return -1;
-        switch (key & 7) {
-        case 0:
-            if (varint(&p, end, &v) < 0)
-                return -1;
-            break;
-        case 1:
-        case 5:
-            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
-                return -1;
-            p += (key & 7) == 1 ? 8 : 4;
-            break;
-        case 2:
-            if (varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
-                return -1;
-            if (key >> 3 == 1) {
-                if (v >= cap || memchr(p, '\0', (size_t)v) != NULL)
-                    return -1;
-                memcpy(out, p, (size_t)v);
-                out[v] = '\0';
-            }
-            p += v;
-            break;
-        default:
-            return -1;
-        }
+        memcpy(out, f.data, f.len);
+        out[f.len] = '\0';
     }
-    return 0;
+    return rc;
 }
 
 static int cluster_usable(const tg_snapshot_t *snap, tg_health_t *h, size_t i, uint64_t now)

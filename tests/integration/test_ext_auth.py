@@ -5,10 +5,12 @@ ways (a client cannot forge what the service says), the login redirect
 and the challenge passed to the client, each on_error path (service
 down, 5xx, timeout), the decision cache, and the service's identity
 used by rate_limit."""
+import base64
 import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import urllib.request
 
@@ -18,6 +20,7 @@ import requests
 import harness
 
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+sys.path.insert(0, APPS)
 
 
 def start_authsvc(name="authsvc"):
@@ -330,6 +333,179 @@ routes:
         p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn("t.yaml:3:26: unknown cluster 'nope'", p.stderr)
+
+
+class ExtAuthGrpcTest(harness.GatewayTest):
+    """api: grpc against an Envoy Check service (apps/envoy_authz.py, the
+    messages declared to python3-protobuf): what the CheckRequest says of
+    the request, each kind of CheckResponse, one call per request over
+    HTTP/1.1, HTTP/2 and gRPC, and every answer that is no answer."""
+
+    @classmethod
+    def setUpClass(cls):
+        import envoy_authz
+        port = harness.free_port()
+        cls.server, cls.authz = envoy_authz.serve(port)
+        cls.app = harness.start_app("eag-app")
+        cls.grpc = harness.start_grpc_backend("eag-grpc")
+        cls.procs = [cls.app, cls.grpc]
+        dead = harness.dead_port()
+        ea = ("ext_auth: { api: grpc, cluster: authz, request_headers: [authorization, cookie], "
+              "upstream_headers: [x-user, x-tenant], identity_header: x-user, "
+              "client_headers: [www-authenticate, set-cookie] }")
+        cls.start_gateway(f"""
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.app.port}]
+  - name: grpc
+    protocol: h2c
+    endpoints: [127.0.0.1:{cls.grpc.port}]
+  - name: authz
+    protocol: h2c
+    endpoints: [127.0.0.1:{port}]
+  - name: nowhere
+    protocol: h2c
+    endpoints: [127.0.0.1:{dead}]
+routes:
+  - name: grpc
+    match: {{ grpc_service: test.v1.Echo }}
+    cluster: grpc
+    filters:
+      - {ea}
+  - name: body
+    match: {{ path_prefix: /upload }}
+    cluster: app
+    filters:
+      - ext_auth: {{ api: grpc, cluster: authz, body_bytes: 5 }}
+  - name: down-allow
+    match: {{ path_prefix: /down-allow }}
+    cluster: app
+    filters:
+      - ext_auth: {{ api: grpc, cluster: nowhere, on_error: allow }}
+  - name: main
+    match: {{ path_prefix: / }}
+    cluster: app
+    filters:
+      - {ea}
+      - rate_limit: {{ key: identity, limit: 1000, window: 1m }}
+""")
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.server.stop(None)
+
+    def setUp(self):
+        self.authz.reset()
+
+    def get(self, path, token=None, **kw):
+        h = kw.pop("headers", {})
+        if token:
+            h["authorization"] = f"Bearer {token}"
+        return requests.get(self.gateway.url(path), headers=h, allow_redirects=False, timeout=30, **kw)
+
+    def test_allowed(self):
+        for i in range(10):
+            r = self.get(f"/echo/headers?i={i}", "good-alice", headers={"x-user": "mallory", "x-secret": "s"})
+            self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(self.authz.n, 10)
+        seen = {k: v for k, v in r.json()["headers"]}
+        self.assertEqual(seen.get("x-user"), "alice")  # the client's own x-user was removed on arrival
+        self.assertEqual(seen.get("x-tenant"), "t1")
+        self.assertNotIn("authorization", seen)  # headers_to_remove
+        self.assertEqual(seen.get("x-secret"), "s")  # the service's x-secret is not on the allow-list
+        self.assertEqual(r.headers.get("set-cookie"), "s=1; Path=/")  # response_headers_to_add, allow-listed
+        self.assertNotIn("x-internal", r.headers)
+        http = self.authz.last["attributes"]["request"]["http"]
+        self.assertEqual(http["method"], "GET")
+        self.assertEqual(http["path"], "/echo/headers?i=9")
+        self.assertEqual(http["query"], "i=9")
+        self.assertEqual(http["host"], f"127.0.0.1:{self.port}")
+        self.assertEqual(http["scheme"], "http")
+        self.assertEqual(http["protocol"], "HTTP/1.1")
+        self.assertEqual(http["headers"], {"authorization": "Bearer good-alice"})  # only the listed ones
+        self.assertTrue(http["id"])
+        self.assertEqual(self.authz.last["attributes"]["source"]["address"]["socket_address"]["address"],
+                         "127.0.0.1")
+        self.assertGreater(int(self.authz.last["attributes"]["request"]["time"]["seconds"]), 1700000000)
+
+    def test_one_call_per_request_http2_and_grpc(self):
+        p = subprocess.run(["h2load", "-n", "30", "-c", "2", "-m", "5", "-H", "authorization: Bearer good-h2",
+                            self.gateway.url("/whoami")], capture_output=True, text=True, timeout=120)
+        self.assertIn("status codes: 30 2xx", p.stdout, p.stdout + p.stderr)
+        self.assertEqual(self.authz.n, 30)
+        self.assertEqual(self.authz.last["attributes"]["request"]["http"]["protocol"], "HTTP/2")
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
+            echo = ch.unary_unary("/test.v1.Echo/Echo")
+            for _ in range(5):
+                self.assertEqual(echo(b"ping", timeout=10, metadata=[("authorization", "Bearer good-g")]), b"ping")
+            with self.assertRaises(grpc.RpcError) as e:
+                echo(b"ping", timeout=10, metadata=[("authorization", "Bearer plain")])
+            self.assertEqual(e.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(self.authz.n, 36)
+
+    def test_denied(self):
+        r = self.get("/echo/headers", "deny")
+        self.assertEqual(r.status_code, 401)
+        self.assertEqual(r.headers.get("www-authenticate"), 'Bearer realm="grpc"')
+        self.assertNotIn("x-other", r.headers)
+        self.assertEqual(self.get("/echo/headers", "plain").status_code, 403)  # no denied_response: 403
+        self.assertEqual(self.get("/echo/headers").status_code, 403)
+        text = harness.scrape(self.admin)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_decisions_total", route="main",
+                                               decision="denied"), 3)
+
+    def test_no_usable_answer(self):
+        """A failed call, an answer that does not parse and one that would
+        inject a header are all errors: on_error deny, 503."""
+        for tok in ("unavailable", "garbage", "evil"):
+            r = self.get("/echo/headers", tok)
+            self.assertEqual(r.status_code, 503, tok)
+            self.assertEqual(r.headers.get("retry-after"), "1")
+        self.assertEqual(self.authz.n, 3)
+        r = self.get("/down-allow/x")
+        self.assertEqual(r.status_code, 404)  # on_error: allow lets it on to the app
+        text = harness.scrape(self.admin)
+        self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_decisions_total", route="main",
+                                               decision="error_denied"), 3)
+
+    def test_body(self):
+        r = requests.post(self.gateway.url("/upload"), data=b"hello world", timeout=30,
+                          headers={"authorization": "Bearer body"})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json()["size"], 11)
+        http = self.authz.last["attributes"]["request"]["http"]
+        self.assertEqual(http["body"], "hello")
+        self.assertEqual(http["headers"]["x-envoy-auth-partial-body"], "true")
+        self.assertEqual(http["size"], "11")
+        r = requests.post(self.gateway.url("/upload"), data=b"\xff\xfe\x00\x01", timeout=30,
+                          headers={"authorization": "Bearer body"})
+        self.assertEqual(r.status_code, 403)  # not "hello"
+        http = self.authz.last["attributes"]["request"]["http"]
+        self.assertNotIn("body", http)  # not UTF-8: raw_body
+        self.assertEqual(base64.b64decode(http["raw_body"]), b"\xff\xfe\x00\x01")
+        self.assertEqual(http["headers"]["x-envoy-auth-partial-body"], "false")
+
+    def test_config_errors(self):
+        d = tempfile.mkdtemp(prefix="tg-eag-")
+        cases = [
+            ("ext_auth: { api: grpc, cluster: c }", "3:37: cluster 'c' speaks HTTP/1.1, and ext_auth api: grpc "
+                                                    "needs HTTP/2 (protocol: h2c or h2)"),
+            ("ext_auth: { api: grpc, cluster: g, cache: {} }", "a CheckResponse says nothing of how long it holds"),
+            ("ext_auth: { api: grpc, cluster: g, path: /x }", "path: api: grpc always POSTs to "
+                                                             "/envoy.service.auth.v3.Authorization/Check"),
+        ]
+        for filt, want in cases:
+            path = os.path.join(d, "t.yaml")
+            with open(path, "w") as f:
+                f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - " + filt + "\n"
+                        "clusters: [{ name: c, endpoints: [127.0.0.1:2] }, "
+                        "{ name: g, protocol: h2c, endpoints: [127.0.0.1:3] }]\n")
+            p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 1, filt)
+            self.assertIn(want, p.stderr, filt)
 
 
 class ExampleAuthServiceTest(harness.GatewayTest):

@@ -1,7 +1,9 @@
 /* Unit tests: the gRPC pieces the exchange relies on — the message-length
  * walker over a body arriving in arbitrary pieces (prefixes split across
  * pieces, several messages in one), content-type recognition, and the
- * grpc-timeout header (every unit, the limits, and garbage). */
+ * grpc-timeout header (every unit, the limits, and garbage), and the
+ * protobuf wire format (writing nested messages, reading back, and
+ * every malformed shape the reader refuses). */
 #include <ctype.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -13,6 +15,8 @@
 #include <event2/buffer.h>
 
 #include "proxy/base/grpc_frames.h"
+#include "proxy/base/pb.h"
+#include <stdlib.h>
 
 static void put_message(unsigned char *out, uint32_t len)
 {
@@ -181,6 +185,104 @@ static void test_grpc_timeout(void **state)
     }
 }
 
+/* A message with a nested one longer than one length byte, read back. */
+static void test_pb_round_trip(void **state)
+{
+    (void)state;
+    tg_pb_writer_t w = { 0 };
+    tg_pb_reserve_grpc_prefix(&w);
+    tg_pb_uint(&w, 1, 300);
+    tg_pb_uint(&w, 2, UINT64_MAX);
+    size_t m = tg_pb_begin(&w, 3);
+    char big[200];
+    memset(big, 'x', sizeof(big));
+    tg_pb_bytes(&w, 1, big, sizeof(big));
+    size_t inner = tg_pb_begin(&w, 2);
+    tg_pb_str(&w, 1, "key");
+    tg_pb_end(&w, inner);
+    tg_pb_str(&w, 9, NULL); /* omitted */
+    tg_pb_end(&w, m);
+    tg_pb_str(&w, 536870911, ""); /* the largest field number, empty */
+    assert_int_equal(tg_pb_grpc_frame(&w), 0);
+    assert_false(w.failed);
+
+    const uint8_t *msg;
+    size_t n;
+    assert_int_equal(tg_pb_grpc_unframe(w.p, w.len, &msg, &n), 0);
+    assert_int_equal(n, w.len - 5);
+    tg_pb_reader_t r = tg_pb_reader(msg, n);
+    tg_pb_field_t f;
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_int_equal(f.num, 1);
+    assert_int_equal(f.wire, TG_PB_VARINT);
+    assert_true(f.v == 300);
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_true(f.num == 2 && f.v == UINT64_MAX);
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_true(f.num == 3 && f.wire == TG_PB_LEN);
+    tg_pb_reader_t in = tg_pb_reader(f.data, f.len);
+    assert_int_equal(tg_pb_next(&in, &f), 1);
+    assert_true(f.num == 1 && f.len == sizeof(big) && memcmp(f.data, big, sizeof(big)) == 0);
+    assert_int_equal(tg_pb_next(&in, &f), 1);
+    assert_true(f.num == 2 && f.len == 5); /* tag + length + "key" */
+    tg_pb_reader_t in2 = tg_pb_reader(f.data, f.len);
+    assert_int_equal(tg_pb_next(&in2, &f), 1);
+    assert_true(f.num == 1 && f.len == 3 && memcmp(f.data, "key", 3) == 0);
+    assert_int_equal(tg_pb_next(&in2, &f), 0);
+    assert_int_equal(tg_pb_next(&in, &f), 0);
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_true(f.num == 536870911 && f.len == 0);
+    assert_int_equal(tg_pb_next(&r, &f), 0);
+    tg_pb_writer_free(&w);
+}
+
+static void test_pb_malformed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } bad[] = {
+        { "\x08", 1 },                                           /* a varint cut off */
+        { "\x08\x80", 2 },                                       /* ... inside */
+        { "\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", 11 }, /* past 64 bits */
+        { "\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12 }, /* 11 bytes */
+        { "\x00\x01", 2 },                                       /* field number 0 */
+        { "\x0a\x05" "abc", 5 },                                    /* a length past the end */
+        { "\x0a\xff\xff\xff\xff\x0f", 6 },                       /* ... a huge one */
+        { "\x0b", 1 },                                           /* start group */
+        { "\x0c", 1 },                                           /* end group */
+        { "\x0e", 1 },                                           /* wire type 6 */
+        { "\x09\x01\x02\x03", 4 },                               /* a fixed64 cut */
+        { "\x0d\x01\x02", 3 },                                   /* a fixed32 cut */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tg_pb_reader_t r = tg_pb_reader(bad[i].bytes, bad[i].len);
+        tg_pb_field_t f;
+        int rc;
+        while ((rc = tg_pb_next(&r, &f)) > 0)
+            ;
+        assert_int_equal(rc, -1);
+    }
+    /* the largest 10-byte varint is fine; fixed fields read little-endian */
+    tg_pb_reader_t r = tg_pb_reader("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x0d\x01\x02\x03\x04", 16);
+    tg_pb_field_t f;
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_true(f.v == UINT64_MAX);
+    assert_int_equal(tg_pb_next(&r, &f), 1);
+    assert_true(f.wire == TG_PB_I32 && f.v == 0x04030201);
+    assert_int_equal(tg_pb_next(&r, &f), 0);
+    /* frames: compressed, cut, or followed by more are refused */
+    const uint8_t *msg;
+    size_t n;
+    assert_int_equal(tg_pb_grpc_unframe("\x01\x00\x00\x00\x00", 5, &msg, &n), -1);
+    assert_int_equal(tg_pb_grpc_unframe("\x00\x00\x00\x00\x02\x08", 6, &msg, &n), -1);
+    assert_int_equal(tg_pb_grpc_unframe("\x00\x00\x00\x00\x00\x00", 6, &msg, &n), -1);
+    assert_int_equal(tg_pb_grpc_unframe("\x00\x00\x00", 3, &msg, &n), -1);
+    assert_int_equal(tg_pb_grpc_unframe("\x00\x00\x00\x00\x00", 5, &msg, &n), 0);
+    assert_int_equal(n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +290,8 @@ int main(void)
         cmocka_unit_test(test_frames_huge_declared_length),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_grpc_timeout),
+        cmocka_unit_test(test_pb_round_trip),
+        cmocka_unit_test(test_pb_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
