@@ -69,7 +69,7 @@ void tg_ex_release_upstream(tg_exchange_t *ex, int clean)
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 {
-    return &tg_worker_stats(ex->w)->endpoints[ex->ep->slot];
+    return tg_stats_endpoint(tg_worker_stats(ex->w), ex->ep->slot);
 }
 
 /* Passive health: how the current attempt on ex->ep went. */
@@ -277,7 +277,7 @@ static void on_upstream(void *arg, int events)
 static tg_route_stats_t *route_stats(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
-    return &tg_worker_stats(ex->w)->routes[s->route_slot[ex->route - s->cfg->routes]];
+    return tg_stats_route(tg_worker_stats(ex->w), s->route_slot[ex->route - s->cfg->routes]);
 }
 
 /* Starts another round of attempts after a backoff, if the route's retry

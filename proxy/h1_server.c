@@ -85,7 +85,7 @@ static void on_close(tg_conn_t *b)
         c->ex = NULL;
         c->reader = NULL; /* it was in the exchange's arena */
     }
-    tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
+    tg_counter_sub(&tg_stats_listener(tg_worker_stats(b->w), c->stats_slot)->active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -479,7 +479,7 @@ void tg_h1_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
             free(peer);
         }
         tg_sock_free(sock);
-        tg_counter_sub(&tg_worker_stats(w)->listeners[stats_slot].active, 1);
+        tg_counter_sub(&tg_stats_listener(tg_worker_stats(w), stats_slot)->active, 1);
         return;
     }
     c->slot = slot;

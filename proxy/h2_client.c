@@ -202,7 +202,7 @@ static void on_close(tg_conn_t *b)
     tg_debug("h2 upstream: closing connection (%s, %zu streams)", conn_state_str(c->state), c->n_streams);
     c->state = C_DEAD;
     conn_unlink(c);
-    tg_counter_sub(&tg_worker_stats(b->w)->endpoints[c->slot].active, 1);
+    tg_counter_sub(&tg_stats_endpoint(tg_worker_stats(b->w), c->slot)->active, 1);
     tg_health_conn_add(tg_worker_health(b->w), c->slot, -1);
 }
 
@@ -568,13 +568,13 @@ static void on_sock(tg_conn_t *b, int events)
         int connecting = c->state == C_CONNECTING;
         tg_warn("h2 upstream %s: %s", connecting ? "connect" : "connection", tg_sock_tls_error(b->sock, why, sizeof(why)));
         if (connecting)
-            tg_counter_add(&tg_worker_stats(c->base.w)->endpoints[c->slot].connect_failures, 1);
+            tg_counter_add(&tg_stats_endpoint(tg_worker_stats(c->base.w), c->slot)->connect_failures, 1);
         conn_fail(c, connecting ? "upstream connect failed" : "upstream connection lost",
                   connecting ? TG_UP_CAUSE_CONNECT_FAILED : TG_UP_CAUSE_RESET);
         return;
     }
     if (events & TG_SOCK_TIMEOUT) {
-        tg_counter_add(&tg_worker_stats(c->base.w)->endpoints[c->slot].connect_failures, 1);
+        tg_counter_add(&tg_stats_endpoint(tg_worker_stats(c->base.w), c->slot)->connect_failures, 1);
         conn_fail(c, "upstream connect timed out", TG_UP_CAUSE_TIMEOUT);
         return;
     }
@@ -684,9 +684,9 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
         tg_slab_free(m->conns, c);
         return NULL;
     }
-    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_stats_endpoint(tg_worker_stats(w), c->slot)->active, 1);
     tg_health_conn_add(tg_worker_health(w), c->slot, 1);
-    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
+    tg_counter_add(&tg_stats_endpoint(tg_worker_stats(w), c->slot)->connects, 1);
     tg_sock_set_timeout(c->base.sock, cl->conf->connect_timeout_ms);
     tg_sock_set_read_limit(c->base.sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(c->base.sock, OUT_LOWAT);

@@ -217,7 +217,7 @@ static void on_close(tg_conn_t *b)
             st->ex = NULL;
             tg_exchange_abort(ex);
         }
-    tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
+    tg_counter_sub(&tg_stats_listener(tg_worker_stats(b->w), c->stats_slot)->active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -475,7 +475,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     window_roll(c);
     c->window_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
-    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_streams, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(c->base.w), c->stats_slot)->h2_streams, 1);
     return 0;
 }
 
@@ -753,7 +753,7 @@ static int in_ring(const uint32_t *ring, uint32_t id)
 static void conn_error(h2_conn_t *c, uint32_t code, const char *why)
 {
     tg_debug("h2 %s: %s", c->addr, why);
-    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_protocol_errors, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(c->base.w), c->stats_slot)->h2_protocol_errors, 1);
     nghttp2_session_terminate_session(c->session, code);
     c->stop_reading = 1;
 }
@@ -935,7 +935,7 @@ static void conn_io(h2_conn_t *c)
     int rv = 0;
     if ((rv = tg_h2_feed(c->session, in, &c->feed)) != 0) {
         tg_debug("h2 %s: %s", c->addr, nghttp2_strerror(rv));
-        tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].h2_protocol_errors, 1);
+        tg_counter_add(&tg_stats_listener(tg_worker_stats(c->base.w), c->stats_slot)->h2_protocol_errors, 1);
     }
     if (c->stop_reading && !c->base.dead) {
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -1126,7 +1126,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
             free(peer);
         }
         tg_sock_free(sock);
-        tg_counter_sub(&tg_worker_stats(w)->listeners[stats_slot].active, 1);
+        tg_counter_sub(&tg_stats_listener(tg_worker_stats(w), stats_slot)->active, 1);
         return;
     }
     c->slot = slot;
@@ -1142,7 +1142,7 @@ void tg_h2_server_take(tg_worker_t *w, tg_sock_t *sock, const tg_listener_slot_t
         tg_conn_free_now(&c->base); /* counted out as it closes */
         return;
     }
-    tg_counter_add(&tg_worker_stats(w)->listeners[stats_slot].h2_connections, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(w), stats_slot)->h2_connections, 1);
     tg_sock_set_read_limit(sock, TG_H2_READ_LIMIT);
     tg_sock_set_write_lowat(sock, OUT_LOWAT);
     tg_sock_set_timeout(sock, 0);

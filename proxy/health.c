@@ -13,19 +13,30 @@
 
 tg_health_t *tg_health_new(void)
 {
-    return calloc(1, sizeof(tg_health_t));
+    tg_health_t *h = calloc(1, sizeof(tg_health_t));
+    if (h != NULL)
+        tg_chunks_init(&h->ep, sizeof(tg_endpoint_health_t));
+    return h;
 }
 
 void tg_health_free(tg_health_t *h)
 {
+    if (h == NULL)
+        return;
+    tg_chunks_free(&h->ep);
     free(h);
+}
+
+int tg_health_reserve(tg_health_t *h, size_t slot)
+{
+    return tg_chunks_get(&h->ep, slot) != NULL ? 0 : -1;
 }
 
 void tg_health_reset(tg_health_t *h, size_t slot)
 {
-    if (slot >= TG_STATS_MAX_ENDPOINTS)
+    if (tg_chunks_peek(&h->ep, slot) == NULL)
         return;
-    tg_endpoint_health_t *e = &h->ep[slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, slot);
     atomic_store(&e->active_down, 0);
     atomic_store(&e->failures, 0);
     atomic_store(&e->ejected_until_ms, 0);
@@ -41,14 +52,14 @@ void tg_health_reset(tg_health_t *h, size_t slot)
 
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms)
 {
-    tg_endpoint_health_t *e = &h->ep[slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, slot);
     return !atomic_load_explicit(&e->active_down, memory_order_relaxed) &&
            atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed) <= now_ms;
 }
 
 const char *tg_health_state(tg_health_t *h, size_t slot, uint64_t now_ms, uint64_t *left_ms)
 {
-    tg_endpoint_health_t *e = &h->ep[slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, slot);
     uint64_t until = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
     *left_ms = until > now_ms ? until - now_ms : 0;
     unsigned down = atomic_load_explicit(&e->active_down, memory_order_relaxed);
@@ -61,7 +72,7 @@ void tg_health_hold_new(tg_health_t *h, const tg_cluster_t *c, uint64_t now_ms)
 {
     for (size_t i = 0; i < c->n_endpoints; i++)
         if (c->endpoints[i].joined)
-            atomic_store(&h->ep[c->endpoints[i].slot].since_ms, now_ms);
+            atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->since_ms, now_ms);
     if (!c->conf->health_check.enabled)
         return;
     int kept_usable = 0;
@@ -69,7 +80,7 @@ void tg_health_hold_new(tg_health_t *h, const tg_cluster_t *c, uint64_t now_ms)
         kept_usable = !c->endpoints[i].joined && tg_health_usable(h, c->endpoints[i].slot, now_ms);
     for (size_t i = 0; kept_usable && i < c->n_endpoints; i++)
         if (c->endpoints[i].joined)
-            atomic_store(&h->ep[c->endpoints[i].slot].active_down, TG_HEALTH_UNCHECKED);
+            atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->active_down, TG_HEALTH_UNCHECKED);
 }
 
 static void reverse(size_t *a, size_t from, size_t to)
@@ -107,7 +118,7 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
 
 void tg_health_ewma_observe(tg_health_t *h, size_t slot, uint64_t rtt_us, uint64_t now_ms)
 {
-    tg_endpoint_health_t *e = &h->ep[slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, slot);
     uint64_t cur = atomic_load_explicit(&e->ewma_us, memory_order_relaxed);
     uint64_t at = atomic_load_explicit(&e->ewma_at_ms, memory_order_relaxed);
     uint64_t dt = now_ms > at ? now_ms - at : 0, next;
@@ -128,7 +139,7 @@ void tg_health_ewma_observe(tg_health_t *h, size_t slot, uint64_t rtt_us, uint64
  * after a while — times its requests in flight plus one. */
 static uint64_t cost(tg_health_t *h, const tg_endpoint_t *ep, int ewma, uint64_t now_ms)
 {
-    tg_endpoint_health_t *e = &h->ep[ep->slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, ep->slot);
     uint64_t inflight = atomic_load_explicit(&e->inflight, memory_order_relaxed);
     if (!ewma)
         return inflight;
@@ -141,7 +152,7 @@ double tg_health_ramp(tg_health_t *h, size_t slot, uint64_t window_ms, uint64_t 
 {
     if (window_ms == 0)
         return 1.0;
-    tg_endpoint_health_t *e = &h->ep[slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, slot);
     uint64_t since = atomic_load_explicit(&e->since_ms, memory_order_relaxed);
     uint64_t ej = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
     if (ej <= now_ms && ej > since && since != 0)
@@ -207,7 +218,7 @@ void tg_health_least_of_all(tg_health_t *h, const tg_cluster_t *c, size_t *order
 
 void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t *ep, int ok, uint64_t now_ms)
 {
-    tg_endpoint_health_t *e = &h->ep[ep->slot];
+    tg_endpoint_health_t *e = tg_health_ep(h, ep->slot);
     const tg_outlier_conf_t *o = &c->conf->outlier;
     if (ok) {
         if (atomic_load_explicit(&e->failures, memory_order_relaxed) != 0)

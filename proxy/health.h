@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "proxy/base/chunks.h"
 #include "proxy/cluster.h"
 #include "proxy/stats.h"
 
@@ -37,12 +38,25 @@ typedef struct tg_endpoint_health {
     uint32_t streak_ok, streak_fail;       /* the probing worker's only */
 } tg_endpoint_health_t;
 
+/* By endpoint slot, in chunks made by the main thread when a slot is
+ * first given out (tg_health_reserve), before any snapshot names it. */
 typedef struct tg_health {
-    tg_endpoint_health_t ep[TG_STATS_MAX_ENDPOINTS];
+    tg_chunks_t ep;
+    tg_endpoint_health_t none; /* for a slot with no entry: cannot happen once reserved */
 } tg_health_t;
 
 tg_health_t *tg_health_new(void);
 void tg_health_free(tg_health_t *h);
+/* A new endpoint slot is about to be used: its entry exists from now on.
+ * Main thread. 0, or -1 (out of memory). */
+int tg_health_reserve(tg_health_t *h, size_t slot);
+
+/* The health of the endpoint in this slot. Any thread. */
+static inline tg_endpoint_health_t *tg_health_ep(tg_health_t *h, size_t slot)
+{
+    tg_endpoint_health_t *e = tg_chunks_peek(&h->ep, slot);
+    return e != NULL ? e : &h->none;
+}
 /* The endpoint slot passes to a new endpoint (registry.h): what was known
  * of the old one is forgotten. Main thread. */
 void tg_health_reset(tg_health_t *h, size_t slot);
@@ -51,19 +65,19 @@ void tg_health_reset(tg_health_t *h, size_t slot);
  * this slot (one atomic add; connection events only, never per request). */
 static inline void tg_health_conn_add(tg_health_t *h, size_t slot, int delta)
 {
-    atomic_fetch_add_explicit(&h->ep[slot].connections, (unsigned)delta, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tg_health_ep(h, slot)->connections, (unsigned)delta, memory_order_relaxed);
 }
 
 static inline unsigned tg_health_connections(tg_health_t *h, size_t slot)
 {
-    return atomic_load_explicit(&h->ep[slot].connections, memory_order_relaxed);
+    return atomic_load_explicit(&tg_health_ep(h, slot)->connections, memory_order_relaxed);
 }
 
 
 /* lb: least_request — a request goes to (delta 1) or leaves (-1) the endpoint in this slot. */
 static inline void tg_health_inflight_add(tg_health_t *h, size_t slot, int delta)
 {
-    atomic_fetch_add_explicit(&h->ep[slot].inflight, (unsigned)delta, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tg_health_ep(h, slot)->inflight, (unsigned)delta, memory_order_relaxed);
 }
 
 #define TG_HEALTH_UNCHECKED 2

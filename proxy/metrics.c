@@ -35,28 +35,32 @@ static void label_value(struct evbuffer *out, const char *v)
     }
 }
 
-uint64_t tg_metrics_sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+/* One counter (at offset in a table's entry) summed over the workers;
+ * a worker that never counted for the slot adds nothing. */
+static uint64_t sum(tg_worker_t *const *w, unsigned n, tg_stats_table_t table, size_t slot, size_t offset)
 {
     uint64_t t = 0;
-    for (unsigned i = 0; i < n; i++)
-        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->routes[slot] + offset));
+    for (unsigned i = 0; i < n; i++) {
+        const char *e = tg_stats_peek(tg_worker_stats(w[i]), table, slot);
+        if (e != NULL)
+            t += tg_counter_get((tg_counter_t *)(e + offset));
+    }
     return t;
+}
+
+uint64_t tg_metrics_sum_route(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
+{
+    return sum(w, n, TG_STATS_ROUTE, slot, offset);
 }
 
 uint64_t tg_metrics_sum_endpoint(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
 {
-    uint64_t t = 0;
-    for (unsigned i = 0; i < n; i++)
-        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->endpoints[slot] + offset));
-    return t;
+    return sum(w, n, TG_STATS_ENDPOINT, slot, offset);
 }
 
 uint64_t tg_metrics_sum_listener(tg_worker_t *const *w, unsigned n, size_t slot, size_t offset)
 {
-    uint64_t t = 0;
-    for (unsigned i = 0; i < n; i++)
-        t += tg_counter_get((tg_counter_t *)((char *)&tg_worker_stats(w[i])->listeners[slot] + offset));
-    return t;
+    return sum(w, n, TG_STATS_LISTENER, slot, offset);
 }
 
 static void render_listeners(struct evbuffer *out, const tg_config_t *c, const tg_snapshot_t *s,
@@ -335,7 +339,7 @@ static void render_health(struct evbuffer *out, const tg_snapshot_t *s, tg_healt
         for (size_t j = 0; j < cl->n_endpoints; j++) {
             endpoint_labels(out, "tollgate_upstream_ejections_total", cl, &cl->endpoints[j]);
             evbuffer_add_printf(out, "} %llu\n", (unsigned long long)atomic_load_explicit(
-                                                   &h->ep[cl->endpoints[j].slot].ejections_total, memory_order_relaxed));
+                                                   &tg_health_ep(h, cl->endpoints[j].slot)->ejections_total, memory_order_relaxed));
         }
     }
     family(out, "tollgate_health_checks_total", "counter", "Active health check results.");
@@ -344,7 +348,7 @@ static void render_health(struct evbuffer *out, const tg_snapshot_t *s, tg_healt
         if (!cl->conf->health_check.enabled)
             continue;
         for (size_t j = 0; j < cl->n_endpoints; j++) {
-            tg_endpoint_health_t *e = &h->ep[cl->endpoints[j].slot];
+            tg_endpoint_health_t *e = tg_health_ep(h, cl->endpoints[j].slot);
             endpoint_labels(out, "tollgate_health_checks_total", cl, &cl->endpoints[j]);
             evbuffer_add_printf(out, ",result=\"success\"} %llu\n", (unsigned long long)tg_counter_get(&e->checks_ok));
             endpoint_labels(out, "tollgate_health_checks_total", cl, &cl->endpoints[j]);
@@ -463,6 +467,20 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
            "Loaded configurations in memory: the one in force, plus older ones requests in flight still use.");
     evbuffer_add_printf(out, "tollgate_config_snapshots %u\n",
                         pm->snapshots ? atomic_load_explicit(pm->snapshots, memory_order_relaxed) : 1);
+    if (pm->registries != NULL) {
+        family(out, "tollgate_slots", "gauge",
+               "Slots numbered for counters and health, by table: names in use, and ones a new name may take.");
+        const tg_registry_t *t[] = { &pm->registries->routes, &pm->registries->endpoints, &pm->registries->listeners };
+        static const char *const names[] = { "routes", "endpoints", "listeners" };
+        for (int i = 0; i < 3; i++)
+            evbuffer_add_printf(out, "tollgate_slots{table=\"%s\"} %zu\n", names[i], t[i]->n);
+    }
+    size_t bytes = health != NULL ? tg_chunks_bytes(&health->ep) : 0;
+    for (unsigned i = 0; i < n_workers; i++)
+        bytes += tg_stats_bytes(tg_worker_stats(workers[i]));
+    family(out, "tollgate_stats_memory_bytes", "gauge",
+           "Memory of the counter tables (each worker's) and the health table, which grow with the slots in use.");
+    evbuffer_add_printf(out, "tollgate_stats_memory_bytes %zu\n", bytes);
     family(out, "tollgate_admin_connections_rejected_total", "counter",
            "Admin connections closed at once because admin.max_connections were open.");
     evbuffer_add_printf(out, "tollgate_admin_connections_rejected_total %llu\n",

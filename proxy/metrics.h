@@ -23,6 +23,7 @@ typedef struct tg_process_metrics {
     struct tg_tracer *tracer;  /* the span exporter (NULL: none) */
     struct tg_admin *admin;    /* the admin listener (NULL: none) */
     const atomic_uint *snapshots; /* configuration snapshots in memory (tg_registries_t) */
+    const struct tg_registries *registries; /* slots numbered (NULL: none) */
     const struct tg_dns *dns;  /* endpoint names followed (NULL: none) */
     uint64_t dns_updates;      /* endpoint sets published because DNS answers changed */
     struct tg_shared *shared;  /* filters' shared objects: key sets by URL (NULL: none) */

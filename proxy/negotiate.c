@@ -56,7 +56,7 @@ static void on_close(tg_conn_t *b)
 {
     neg_conn_t *c = (neg_conn_t *)b;
     if (!c->handed) /* a codec that took it counts it out itself */
-        tg_counter_sub(&tg_worker_stats(b->w)->listeners[c->stats_slot].active, 1);
+        tg_counter_sub(&tg_stats_listener(tg_worker_stats(b->w), c->stats_slot)->active, 1);
 }
 
 static void on_free(tg_conn_t *b)
@@ -141,7 +141,7 @@ static void cleartext(neg_conn_t *c)
 static void handshake_failed(neg_conn_t *c, const char *why)
 {
     char buf[160], addr[INET6_ADDRSTRLEN];
-    tg_counter_add(&tg_worker_stats(c->base.w)->listeners[c->stats_slot].tls_handshake_failures, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(c->base.w), c->stats_slot)->tls_handshake_failures, 1);
     tg_debug("tls %s: handshake failed: %s", addr_str(c, addr, sizeof(addr)),
              why ? why : tg_sock_tls_error(c->base.sock, buf, sizeof(buf)));
     tg_conn_close(&c->base);
@@ -149,7 +149,7 @@ static void handshake_failed(neg_conn_t *c, const char *why)
 
 static void handshake_done(neg_conn_t *c)
 {
-    tg_listener_stats_t *st = &tg_worker_stats(c->base.w)->listeners[c->stats_slot];
+    tg_listener_stats_t *st = tg_stats_listener(tg_worker_stats(c->base.w), c->stats_slot);
     SSL *ssl = tg_sock_ssl(c->base.sock);
     tg_counter_add(&st->tls_handshakes, 1);
     if (SSL_session_reused(ssl))
@@ -270,8 +270,8 @@ void tg_negotiate_accept(tg_worker_t *w, int fd, const struct sockaddr *sa, cons
     }
     c->listener = (uint32_t)slot->index;
     c->stats_slot = (uint32_t)slot->stats_slot;
-    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].accepted, 1);
-    tg_counter_add(&tg_worker_stats(w)->listeners[c->stats_slot].active, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(w), c->stats_slot)->accepted, 1);
+    tg_counter_add(&tg_stats_listener(tg_worker_stats(w), c->stats_slot)->active, 1);
     tg_tls_server_t *tls = c->base.snap->listener_tls[c->listener];
     if (tls == NULL) {
         cleartext(c);

@@ -52,7 +52,7 @@ static void schedule(probe_t *p, uint64_t ms)
 static void done(probe_t *p, int ok, int clean, const char *why)
 {
     const tg_health_check_conf_t *hc = &p->cl->conf->health_check;
-    tg_endpoint_health_t *e = &tg_worker_health(p->pr->w)->ep[p->ep->slot];
+    tg_endpoint_health_t *e = tg_health_ep(tg_worker_health(p->pr->w), p->ep->slot);
     if (p->up != NULL) {
         p->cl->up_ops->release(p->up, clean);
         p->up = NULL;

@@ -608,6 +608,26 @@ static void reuse_endpoint_slot(void *arg, size_t slot)
     reset_slot(arg, TG_STATS_ENDPOINT, slot);
 }
 
+/* A new endpoint slot: its health entry exists before any snapshot names
+ * it (workers never make one). Slots made before the health table are
+ * reserved when it is made. */
+static int new_endpoint_slot(void *arg, size_t slot)
+{
+    process_t *p = arg;
+    return p->health != NULL ? tg_health_reserve(p->health, slot) : 0;
+}
+
+static tg_health_t *make_health(const tg_registry_t *endpoints)
+{
+    tg_health_t *h = tg_health_new();
+    for (size_t i = 0; h != NULL && i < endpoints->n; i++)
+        if (tg_health_reserve(h, i) < 0) {
+            tg_health_free(h);
+            return NULL;
+        }
+    return h;
+}
+
 static void reuse_route_slot(void *arg, size_t slot)
 {
     reset_slot(arg, TG_STATS_ROUTE, slot);
@@ -646,6 +666,7 @@ int tg_process_run(const char *path, int watch)
     process_t p = { .path = path, .watch_fd = -1 };
     tg_registries_init(&p.registry);
     p.registry.endpoints.on_reuse = reuse_endpoint_slot;
+    p.registry.endpoints.on_new = new_endpoint_slot;
     p.registry.routes.on_reuse = reuse_route_slot;
     p.registry.listeners.on_reuse = reuse_listener_slot;
     p.registry.endpoints.reuse_arg = p.registry.routes.reuse_arg = p.registry.listeners.reuse_arg = &p;
@@ -653,6 +674,7 @@ int tg_process_run(const char *path, int watch)
     tg_activation_open(&p.activation); /* problems are logged; what is valid is used */
     p.pm.started = p.pm.last_reload_ok = time(NULL);
     p.pm.snapshots = &p.registry.snapshots;
+    p.pm.registries = &p.registry;
     int status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Buffers of up to a few hundred KiB come and go with every exchange;
@@ -724,7 +746,7 @@ int tg_process_run(const char *path, int watch)
             tg_warn("admin listener on %s, beyond loopback, without admin.token: anyone who can reach it can "
                     "read the config and reload", ac->listen);
     }
-    if ((p.health = tg_health_new()) == NULL || start_workers(&p) < 0)
+    if ((p.health = make_health(&p.registry.endpoints)) == NULL || start_workers(&p) < 0)
         goto out;
     /* every listener is bound and listening (the kernel queues connections
      * until the workers' loops take them): ready */

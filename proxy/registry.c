@@ -4,6 +4,8 @@
  */
 #include "proxy/registry.h"
 
+#include "proxy/base/chunks.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +41,7 @@ tg_registry_entry_t *tg_registry_acquire(tg_registry_t *r, const char *name)
             r->on_reuse(r->reuse_arg, idle->slot);
         return lease(idle);
     }
-    if (r->limit && r->n >= r->limit)
+    if (r->n >= (r->limit ? r->limit : TG_CHUNKS_MAX))
         return NULL;
     if (r->n == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 16;
@@ -55,6 +57,11 @@ tg_registry_entry_t *tg_registry_acquire(tg_registry_t *r, const char *name)
         return NULL;
     }
     e->slot = r->n;
+    if (r->on_new != NULL && r->on_new(r->reuse_arg, e->slot) < 0) {
+        free(e->name);
+        free(e);
+        return NULL;
+    }
     atomic_init(&e->live, 0);
     r->entries[r->n++] = e;
     return lease(e);

@@ -34,11 +34,15 @@ typedef struct tg_registry_entry {
 typedef struct tg_registry {
     tg_registry_entry_t **entries; /* by slot; entries never move (released from other threads) */
     size_t n, cap;
-    size_t limit;               /* slots available (0: no limit) */
+    size_t limit;               /* slots available (0: TG_CHUNKS_MAX, what a table can index) */
     /* Called (main thread) when a slot passes to a new name, before the
      * snapshot that uses it is published. */
     void (*on_reuse)(void *arg, size_t slot);
-    void *reuse_arg;
+    /* Called (main thread) when a slot is made, before it is given out:
+     * tables the slot indexes make room for it. -1: out of memory (the
+     * slot is not made). May be NULL. */
+    int (*on_new)(void *arg, size_t slot);
+    void *reuse_arg;            /* for both hooks */
 } tg_registry_t;
 
 /* A lease on name's slot: its own if it has one, else one no snapshot

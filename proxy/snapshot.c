@@ -11,10 +11,7 @@
 
 void tg_registries_init(tg_registries_t *r)
 {
-    *r = (tg_registries_t){ 0 };
-    r->endpoints.limit = TG_STATS_MAX_ENDPOINTS;
-    r->routes.limit = TG_STATS_MAX_ROUTES;
-    r->listeners.limit = TG_STATS_MAX_LISTENERS;
+    *r = (tg_registries_t){ 0 }; /* no limits but what a table can index (TG_CHUNKS_MAX) */
 }
 
 void tg_registries_free(tg_registries_t *r)
@@ -78,9 +75,10 @@ static size_t lease_slot(tg_snapshot_base_t *b, tg_registry_t *reg, const char *
 {
     tg_registry_entry_t *e = tg_registry_acquire(reg, name);
     if (e == NULL) {
-        if (reg->limit && reg->n >= reg->limit)
+        size_t limit = reg->limit ? reg->limit : TG_CHUNKS_MAX;
+        if (reg->n >= limit)
             tg_errors_add(errs, "%s: more than %zu %s in use at once (by this config and the ones still finishing "
-                                "requests)", b->cfg->path, reg->limit, what);
+                                "requests)", b->cfg->path, limit, what);
         return (size_t)-1;
     }
     b->leases[b->n_leases++] = e;

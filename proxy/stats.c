@@ -15,14 +15,41 @@ const uint64_t tg_stats_bucket_us[TG_STATS_BUCKETS] = {
     1000, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 
+static const size_t entry_size[TG_STATS_TABLES] = {
+    [TG_STATS_ENDPOINT] = sizeof(tg_endpoint_stats_t),
+    [TG_STATS_ROUTE] = sizeof(tg_route_stats_t),
+    [TG_STATS_LISTENER] = sizeof(tg_listener_stats_t),
+};
+
 tg_stats_t *tg_stats_new(void)
 {
-    return calloc(1, sizeof(tg_stats_t));
+    tg_stats_t *s = calloc(1, sizeof(tg_stats_t));
+    for (int t = 0; s != NULL && t < TG_STATS_TABLES; t++)
+        tg_chunks_init(&s->tables[t], entry_size[t]);
+    return s;
 }
 
 void tg_stats_free(tg_stats_t *s)
 {
+    if (s == NULL)
+        return;
+    for (int t = 0; t < TG_STATS_TABLES; t++)
+        tg_chunks_free(&s->tables[t]);
     free(s);
+}
+
+void *tg_stats_make(tg_stats_t *s, tg_stats_table_t table, size_t slot)
+{
+    void *e = tg_chunks_get(&s->tables[table], slot);
+    return e != NULL ? e : &s->sink;
+}
+
+size_t tg_stats_bytes(const tg_stats_t *s)
+{
+    size_t n = sizeof(*s);
+    for (int t = 0; t < TG_STATS_TABLES; t++)
+        n += tg_chunks_bytes(&s->tables[t]);
+    return n;
 }
 
 /* Every counter of one table entry back to zero. */
@@ -34,19 +61,14 @@ static void zero(tg_counter_t *c, size_t bytes)
 
 void tg_stats_reset(tg_stats_t *s, tg_stats_table_t table, size_t slot)
 {
-    if (table == TG_STATS_ENDPOINT && slot < TG_STATS_MAX_ENDPOINTS)
-        zero((tg_counter_t *)&s->endpoints[slot], sizeof(s->endpoints[slot]));
-    else if (table == TG_STATS_ROUTE && slot < TG_STATS_MAX_ROUTES)
-        zero((tg_counter_t *)&s->routes[slot], sizeof(s->routes[slot]));
-    else if (table == TG_STATS_LISTENER && slot < TG_STATS_MAX_LISTENERS)
-        zero((tg_counter_t *)&s->listeners[slot], sizeof(s->listeners[slot]));
+    tg_counter_t *e = (tg_counter_t *)tg_stats_peek(s, table, slot); /* NULL: never counted, nothing to clear */
+    if (e != NULL)
+        zero(e, entry_size[table]);
 }
 
 void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us)
 {
-    if (route_slot >= TG_STATS_MAX_ROUTES)
-        return;
-    tg_route_stats_t *r = &s->routes[route_slot];
+    tg_route_stats_t *r = tg_stats_route(s, route_slot);
     if (status >= 100 && status < 600)
         tg_counter_add(&r->by_class[status / 100 - 1], 1);
     else
@@ -62,18 +84,14 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
 
 void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
 {
-    if (route_slot >= TG_STATS_MAX_ROUTES)
-        return;
-    tg_counter_add(&s->routes[route_slot].grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
+    tg_counter_add(&tg_stats_route(s, route_slot)->grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
 }
 
 _Static_assert(TG_STATS_FILTER_COUNTERS == TG_FILTER_COUNTERS_MAX, "a route has a counter for each filter counter bit");
 
 void tg_stats_filter_counted(tg_stats_t *s, size_t route_slot, uint64_t counted)
 {
-    if (route_slot >= TG_STATS_MAX_ROUTES)
-        return;
-    tg_route_stats_t *r = &s->routes[route_slot];
+    tg_route_stats_t *r = tg_stats_route(s, route_slot);
     for (; counted != 0; counted &= counted - 1)
         tg_counter_add(&r->filters[__builtin_ctzll(counted)], 1);
 }

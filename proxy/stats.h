@@ -4,8 +4,11 @@
  * (a plain add in the generated code, no locked instruction). The main
  * thread sums all workers' tables when /metrics is scraped. Tables are
  * indexed by registry slots (see registry.h), so counters carry over across
- * reloads for routes, endpoints and listeners that stay configured; they
- * have a fixed capacity so that the reader never sees memory move.
+ * reloads for routes, endpoints and listeners that stay configured. The
+ * tables grow with the slots in use, 256 entries at a time, made by the
+ * worker the first time it counts for one of them (proxy/base/chunks.h):
+ * no capacity fixed at build time, and nothing ever moves under a
+ * reader.
  */
 #ifndef TG_PROXY_STATS_H
 #define TG_PROXY_STATS_H
@@ -14,9 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TG_STATS_MAX_ROUTES 1024
-#define TG_STATS_MAX_ENDPOINTS 2048
-#define TG_STATS_MAX_LISTENERS 256
+#include "proxy/base/chunks.h"
+
 #define TG_STATS_BUCKETS 12
 #define TG_STATS_FILTER_COUNTERS 64 /* = TG_FILTER_COUNTERS_MAX (filters/filter.h; checked there) */
 
@@ -101,17 +103,55 @@ typedef struct tg_redis_stats {
     tg_counter_t connections;               /* gauge: connected */
 } tg_redis_stats_t;
 
+typedef enum { TG_STATS_ENDPOINT = 0, TG_STATS_ROUTE, TG_STATS_LISTENER, TG_STATS_TABLES } tg_stats_table_t;
+
 typedef struct tg_stats {
     tg_redis_stats_t redis;
-    tg_route_stats_t routes[TG_STATS_MAX_ROUTES];
-    tg_endpoint_stats_t endpoints[TG_STATS_MAX_ENDPOINTS];
-    tg_listener_stats_t listeners[TG_STATS_MAX_LISTENERS];
+    tg_chunks_t tables[TG_STATS_TABLES]; /* tg_endpoint_stats_t, tg_route_stats_t, tg_listener_stats_t by slot */
+    union {                              /* where counts go when memory for a table ran out */
+        tg_route_stats_t route;
+        tg_endpoint_stats_t endpoint;
+        tg_listener_stats_t listener;
+    } sink;
 } tg_stats_t;
 
 tg_stats_t *tg_stats_new(void);
 void tg_stats_free(tg_stats_t *s);
 
-typedef enum { TG_STATS_ENDPOINT = 0, TG_STATS_ROUTE, TG_STATS_LISTENER } tg_stats_table_t;
+/* Slow path of tg_stats_slot: makes the slot's chunk (or gives the sink). */
+void *tg_stats_make(tg_stats_t *s, tg_stats_table_t table, size_t slot);
+
+/* A slot's counters, for the worker that owns s (the only writer). */
+static inline void *tg_stats_slot(tg_stats_t *s, tg_stats_table_t table, size_t slot)
+{
+    void *e = tg_chunks_peek(&s->tables[table], slot);
+    return e != NULL ? e : tg_stats_make(s, table, slot);
+}
+
+static inline tg_route_stats_t *tg_stats_route(tg_stats_t *s, size_t slot)
+{
+    return tg_stats_slot(s, TG_STATS_ROUTE, slot);
+}
+
+static inline tg_endpoint_stats_t *tg_stats_endpoint(tg_stats_t *s, size_t slot)
+{
+    return tg_stats_slot(s, TG_STATS_ENDPOINT, slot);
+}
+
+static inline tg_listener_stats_t *tg_stats_listener(tg_stats_t *s, size_t slot)
+{
+    return tg_stats_slot(s, TG_STATS_LISTENER, slot);
+}
+
+/* For readers on other threads (/metrics): the slot's counters, or NULL
+ * if the worker never counted anything there. */
+static inline const void *tg_stats_peek(const tg_stats_t *s, tg_stats_table_t table, size_t slot)
+{
+    return tg_chunks_peek(&s->tables[table], slot);
+}
+
+/* Bytes the tables hold (for memory reports). */
+size_t tg_stats_bytes(const tg_stats_t *s);
 
 /* A slot passes to a new name (registry.h): its counters restart at zero.
  * Only while nothing can write them (no live snapshot names the slot). */

@@ -144,7 +144,7 @@ static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *
                 ", \"state\": \"%s\", \"ejected_ms\": %llu, \"ejections\": %llu, \"requests\": %llu, "
                 "\"connect_failures\": %llu, \"timeouts\": %llu, \"resets\": %llu, \"connections\": %llu}",
                 state, (unsigned long long)left,
-                (unsigned long long)atomic_load_explicit(&h->ep[slot].ejections_total, memory_order_relaxed),
+                (unsigned long long)atomic_load_explicit(&tg_health_ep(h, slot)->ejections_total, memory_order_relaxed),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, requests)),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot,
                                                             offsetof(tg_endpoint_stats_t, connect_failures)),
@@ -201,7 +201,7 @@ void tg_status_endpoints_text(struct evbuffer *out, const tg_snapshot_t *s, tg_w
                                                             offsetof(tg_endpoint_stats_t, connect_failures)),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, timeouts)),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, resets)),
-                (unsigned long long)atomic_load_explicit(&h->ep[slot].ejections_total, memory_order_relaxed),
+                (unsigned long long)atomic_load_explicit(&tg_health_ep(h, slot)->ejections_total, memory_order_relaxed),
                 (unsigned long long)tg_metrics_sum_endpoint(w, n, slot, offsetof(tg_endpoint_stats_t, active)));
         }
     }

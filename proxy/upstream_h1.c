@@ -100,7 +100,7 @@ static pool_t *pool_of(tg_worker_t *w, size_t slot)
 
 static void upconn_close(upconn_t *c)
 {
-    tg_counter_sub(&tg_worker_stats(c->w)->endpoints[c->slot].active, 1);
+    tg_counter_sub(&tg_stats_endpoint(tg_worker_stats(c->w), c->slot)->active, 1);
     tg_health_conn_add(tg_worker_health(c->w), c->slot, -1);
     tg_sock_free(c->sock);
     tg_slab_free(c->slab, c);
@@ -299,9 +299,9 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         tg_slab_free(slab, c);
         return NULL;
     }
-    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].active, 1);
+    tg_counter_add(&tg_stats_endpoint(tg_worker_stats(w), c->slot)->active, 1);
     tg_health_conn_add(tg_worker_health(w), c->slot, 1);
-    tg_counter_add(&tg_worker_stats(w)->endpoints[c->slot].connects, 1);
+    tg_counter_add(&tg_stats_endpoint(tg_worker_stats(w), c->slot)->connects, 1);
     *fresh = 1;
 lent:
     p->leased++;

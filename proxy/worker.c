@@ -104,7 +104,7 @@ static void pause_accepting(tg_listener_slot_t *slot, int err)
     if (slot->pause_ms == 0) {
         slot->pause_ms = ACCEPT_PAUSE_MIN_MS;
         slot->episode_start_ms = tg_clock_coarse_ms();
-        tg_counter_add(&w->stats->listeners[slot->stats_slot].accept_pauses, 1);
+        tg_counter_add(&tg_stats_listener(w->stats, slot->stats_slot)->accept_pauses, 1);
         tg_error("listener %s (worker %u): accept: %s; pausing accepts and closing idle connections until "
                  "descriptors free up", slot_name(slot), w->id, strerror(err));
     } else if (slot->pause_ms < ACCEPT_PAUSE_MAX_MS) {
@@ -128,7 +128,7 @@ static int over_connection_limit(tg_listener_slot_t *slot)
     if (slot->index >= c->n_listeners)
         return 0;
     uint64_t lmax = c->listeners[slot->index].max_connections;
-    return lmax && tg_counter_get(&w->stats->listeners[slot->stats_slot].active) >= (lmax + nw - 1) / nw;
+    return lmax && tg_counter_get(&tg_stats_listener(w->stats, slot->stats_slot)->active) >= (lmax + nw - 1) / nw;
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
@@ -145,7 +145,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     if (over_connection_limit(slot)) {
-        tg_counter_add(&slot->w->stats->listeners[slot->stats_slot].conn_limit_rejected, 1);
+        tg_counter_add(&tg_stats_listener(slot->w->stats, slot->stats_slot)->conn_limit_rejected, 1);
         close(fd);
         return;
     }

@@ -123,7 +123,12 @@ static void gw_init(const char *cluster_yaml)
         abort();
     }
     tg_errors_free(&errs);
-    if ((g->health = tg_health_new()) == NULL || (g->w = tg_worker_new(0, 1, g->snap, &lfd, 1, g->health, &tg_gateway_stack)) == NULL)
+    if ((g->health = tg_health_new()) == NULL)
+        abort();
+    for (size_t i = 0; i < g->snap->clusters->n_slots; i++) /* as the process does for each new endpoint slot */
+        if (tg_health_reserve(g->health, i) < 0)
+            abort();
+    if ((g->w = tg_worker_new(0, 1, g->snap, &lfd, 1, g->health, &tg_gateway_stack)) == NULL)
         abort();
 }
 
@@ -203,7 +208,7 @@ static int gw_pump(gw_peer_t *p)
 static unsigned gw_upstream_conns(gw_t *g)
 {
     unsigned n = 0;
-    for (size_t i = 0; i < TG_STATS_MAX_ENDPOINTS; i++)
+    for (size_t i = 0; i < g->snap->clusters->n_slots; i++)
         n += tg_health_connections(g->health, i);
     return n;
 }

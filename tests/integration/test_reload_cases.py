@@ -248,11 +248,11 @@ clusters:
 
 
 class RegistrySlotsTest(unittest.TestCase):
-    """Names that come and go across reloads never exhaust the process's
-    slot tables (1024 routes, 2048 endpoints): a slot that no live config
-    uses passes to a new name, with its counters starting at zero. Without
-    reuse the third config below is refused: 700 + 700 routes and 1101 +
-    1101 endpoints are more than the tables hold."""
+    """Names that come and go across reloads do not grow the process's
+    slot tables: a slot that no live config uses passes to a new name, with
+    its counters starting at zero. Five configs of 700 routes and 1100
+    endpoints, each with new names, end with the slots of two
+    (tollgate_slots), not of five."""
 
     N_ROUTES, N_ENDPOINTS = 700, 1100
 
@@ -333,13 +333,19 @@ clusters:
         self.assertEqual(harness.metric(m, "tollgate_requests_total", route="b0", cluster="app", code="2xx"), 1)
         self.assertEqual(harness.metric(m, "tollgate_upstream_requests_total", cluster="y",
                                         endpoint=f"127.0.0.1:{self.app2.port}"), 1)
-        # and the gateway keeps going round: a, b, a, b ...
-        for prefix, host in (("a", "127.0.0.2"), ("b", "127.0.0.3")):
+        # and the gateway keeps going with new names: once the config that
+        # used the old ones is gone (one snapshot left), they take its slots
+        for prefix, host in (("c", "127.0.0.4"), ("d", "127.0.0.5"), ("e", "127.0.0.6")):
             self.assertEqual(self.reload(self.config("", "y", ""))["status"], "ok")
             deadline = time.time() + 30
-            while time.time() < deadline and self.reload(self.config(prefix, "y", host))["status"] != "ok":
-                time.sleep(0.2)
+            while time.time() < deadline and harness.metric(self.metrics(), "tollgate_config_snapshots") != 1:
+                time.sleep(0.1)
+            self.assertEqual(self.reload(self.config(prefix, "y", host))["status"], "ok")
             self.assertEqual(self.get(f"{prefix}5").status_code, 200)
+        m = self.metrics()
+        self.assertLessEqual(harness.metric(m, "tollgate_slots", table="routes"), 2 * self.N_ROUTES + 10)
+        self.assertLessEqual(harness.metric(m, "tollgate_slots", table="endpoints"), 2 * self.N_ENDPOINTS + 10)
+        self.assertGreater(harness.metric(m, "tollgate_stats_memory_bytes"), 0)
         rc, out = self.gw.stop()
         self.assertEqual(rc, 0, out[-3000:])
         for marker in harness.SANITIZER_MARKERS:

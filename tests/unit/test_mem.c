@@ -1,4 +1,6 @@
-/* Unit tests: the worker's block cache (mem.h) and slabs (slab.h). The
+/* Unit tests: the worker's block cache (mem.h), slabs (slab.h) and
+ * chunked tables (chunks.h: slots far apart, chunk edges, the last slot,
+ * memory counted, elements that never move). The
  * reuse checks hold in the release build, whose unit tests run too;
  * sanitizer builds do not cache, and there the same calls must still be
  * correct memory. */
@@ -10,6 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "proxy/base/chunks.h"
 #include "proxy/base/mem.h"
 #include "proxy/base/slab.h"
 
@@ -197,6 +200,50 @@ static void test_slab_destroyed_with_objects_out(void **state)
     tg_slab_free(s, b);
 }
 
+typedef struct {
+    uint64_t a, b, c;
+} elem_t;
+
+static void test_chunks(void **state)
+{
+    (void)state;
+    tg_chunks_t t;
+    tg_chunks_init(&t, sizeof(elem_t));
+    assert_int_equal(tg_chunks_bytes(&t), 0);
+    assert_null(tg_chunks_peek(&t, 0));
+    elem_t *first = tg_chunks_get(&t, 0);
+    assert_non_null(first);
+    assert_true(first->a == 0 && first->b == 0 && first->c == 0); /* zeroed */
+    first->a = 7;
+    size_t one = tg_chunks_bytes(&t);
+    assert_true(one >= 256 * sizeof(elem_t));
+    /* the same chunk: no memory more, neighbours there and zero */
+    elem_t *last_in_chunk = tg_chunks_get(&t, 255);
+    assert_ptr_equal(last_in_chunk, first + 255);
+    assert_int_equal(tg_chunks_bytes(&t), one);
+    assert_null(tg_chunks_peek(&t, 256)); /* the next chunk was never made */
+    elem_t *next = tg_chunks_get(&t, 256);
+    assert_non_null(next);
+    assert_ptr_equal(tg_chunks_peek(&t, 256), next);
+    /* far slots: another middle table, the last slot there is */
+    elem_t *far = tg_chunks_get(&t, 1000000);
+    elem_t *end = tg_chunks_get(&t, TG_CHUNKS_MAX - 1);
+    assert_non_null(far);
+    assert_non_null(end);
+    end->c = 9;
+    assert_null(tg_chunks_get(&t, TG_CHUNKS_MAX)); /* past what the directory indexes */
+    assert_null(tg_chunks_peek(&t, TG_CHUNKS_MAX));
+    assert_null(tg_chunks_peek(&t, 999999 - 256)); /* between made chunks: nothing */
+    /* what was made never moved */
+    assert_ptr_equal(tg_chunks_peek(&t, 0), first);
+    assert_true(((elem_t *)tg_chunks_peek(&t, 0))->a == 7);
+    assert_true(((elem_t *)tg_chunks_peek(&t, TG_CHUNKS_MAX - 1))->c == 9);
+    assert_true(tg_chunks_bytes(&t) < 64 * 1024 + 4 * 256 * sizeof(elem_t) + 4 * 1024 * sizeof(void *));
+    tg_chunks_free(&t);
+    assert_int_equal(tg_chunks_bytes(&t), 0);
+    assert_null(tg_chunks_peek(&t, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_budget_and_trim),
         cmocka_unit_test(test_no_cache_and_cross_cache),
         cmocka_unit_test(test_slab),
+        cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_slab_destroyed_with_objects_out),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
