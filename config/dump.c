@@ -9,6 +9,7 @@
 #include "config/config.h"
 
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -246,6 +247,7 @@ char *tg_config_to_json(const tg_config_t *c)
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL)
         return NULL;
+    __fsetlocking(f, FSETLOCKING_BYCALLER); /* one thread writes it: no lock per character */
     fputs("{\"path\": ", f);
     jstr(f, c->path);
     fprintf(f, ", \"workers\": %u", c->workers);

@@ -9,6 +9,7 @@
  * as many problems as it can, and returns NULL if there was any.
  */
 #include "config/config.h"
+#include "config/yaml_doc.h"
 #include "config/node.h"
 #include "config/schema.h"
 #include "config/value.h"
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -27,7 +29,7 @@
 #include <arpa/inet.h>
 
 typedef struct loader {
-    yaml_document_t doc;
+    tg_yaml_doc_t y;            /* the document (config/yaml_doc.h) */
     const tg_filter_registry_t *filters; /* the filter kinds entries may name; NULL: none */
     const char *file;
     tg_errors_t *errs;
@@ -98,7 +100,7 @@ static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
 
 static yaml_node_t *node_at(loader_t *ld, int id)
 {
-    return yaml_document_get_node(&ld->doc, id);
+    return yaml_document_get_node(&ld->y.doc, id);
 }
 
 static const char *type_name(const yaml_node_t *n)
@@ -141,8 +143,8 @@ static char *get_str(loader_t *ld, yaml_node_t *n, const char *what)
  * so that /config never shows it. */
 static char *get_secret(loader_t *ld, yaml_node_t *n, const char *what)
 {
-    ptrdiff_t i = n - ld->doc.nodes.start;
-    if (ld->secret != NULL && i >= 0 && i < ld->doc.nodes.top - ld->doc.nodes.start)
+    ptrdiff_t i = n - ld->y.doc.nodes.start;
+    if (ld->secret != NULL && i >= 0 && i < ld->y.doc.nodes.top - ld->y.doc.nodes.start)
         ld->secret[i] = 1;
     return get_str(ld, n, what);
 }
@@ -2110,7 +2112,7 @@ static void render(loader_t *ld, FILE *f, yaml_node_t *n, int depth)
         fputs("null", f);
         return;
     }
-    if (ld->secret[n - ld->doc.nodes.start]) {
+    if (ld->secret[n - ld->y.doc.nodes.start]) {
         fputs("\"<redacted>\"", f);
         return;
     }
@@ -2153,7 +2155,8 @@ static char *render_document(loader_t *ld)
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL)
         return NULL;
-    render(ld, f, yaml_document_get_root_node(&ld->doc), 0);
+    __fsetlocking(f, FSETLOCKING_BYCALLER); /* one thread writes it: no lock per character */
+    render(ld, f, yaml_document_get_root_node(&ld->y.doc), 0);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;
@@ -2180,24 +2183,25 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
                                 int admin_only, tg_errors_t *errs, tg_config_t **partial)
 {
     loader_t ld = { .file = name, .errs = errs, .filters = filters };
-    if (!yaml_parser_load(p, &ld.doc)) {
-        tg_errors_add(errs, "%s:%zu:%zu: YAML syntax error: %s%s%s", name, p->problem_mark.line + 1,
-                      p->problem_mark.column + 1, p->problem ? p->problem : "unknown",
-                      p->context ? " " : "", p->context ? p->context : "");
+    if (!tg_yaml_load(p, &ld.y)) {
+        tg_errors_add(errs, "%s:%zu:%zu: YAML syntax error: %s%s%s", name, ld.y.problem_mark.line + 1,
+                      ld.y.problem_mark.column + 1, ld.y.problem, ld.y.context ? " " : "",
+                      ld.y.context ? ld.y.context : "");
+        tg_yaml_doc_free(&ld.y);
         return NULL;
     }
-    yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    yaml_node_t *root = yaml_document_get_root_node(&ld.y.doc);
     if (root == NULL) {
         tg_errors_add(errs, "%s:1:1: the file is empty", name);
-        yaml_document_delete(&ld.doc);
+        tg_yaml_doc_free(&ld.y);
         return NULL;
     }
     ld.cfg = calloc(1, sizeof(*ld.cfg));
-    ld.secret = calloc((size_t)(ld.doc.nodes.top - ld.doc.nodes.start) + 1, 1);
+    ld.secret = calloc((size_t)(ld.y.doc.nodes.top - ld.y.doc.nodes.start) + 1, 1);
     if (ld.cfg == NULL || ld.secret == NULL) {
         free(ld.cfg);
         free(ld.secret);
-        yaml_document_delete(&ld.doc);
+        tg_yaml_doc_free(&ld.y);
         return NULL;
     }
     atomic_init(&ld.cfg->refs, 1);
@@ -2212,7 +2216,7 @@ static tg_config_t *load_parser(yaml_parser_t *p, const char *name, const tg_fil
     if (!admin_only && !ld.failed && errs->n == 0 && (ld.cfg->document = render_document(&ld)) == NULL)
         ld.failed = 1;
     free(ld.secret);
-    yaml_document_delete(&ld.doc);
+    tg_yaml_doc_free(&ld.y);
     if (ld.failed || errs->n > 0) {
         if (errs->n == 0)
             tg_errors_add(errs, "%s: out of memory", name);

@@ -3,6 +3,8 @@
  */
 #include "proxy/cluster.h"
 
+#include "proxy/base/chunks.h"
+
 #include "proxy/lbhash.h"
 
 #include <errno.h>
@@ -186,9 +188,10 @@ static int lease(tg_endpoint_t *ep, const tg_cluster_conf_t *cc, tg_registry_t *
     ep->lease = key ? tg_registry_acquire(reg, key) : NULL;
     free(key);
     if (ep->lease == NULL) {
-        if (reg->limit && reg->n >= reg->limit)
+        size_t limit = reg->limit ? reg->limit : TG_CHUNKS_MAX;
+        if (reg->n >= limit)
             tg_errors_add(errs, "%s: more than %zu upstream endpoints in use at once (by this config "
-                                "and the ones still finishing requests)", cfg->path, reg->limit);
+                                "and the ones still finishing requests)", cfg->path, limit);
         return -1;
     }
     ep->slot = ep->lease->slot;
@@ -264,6 +267,8 @@ tg_cluster_set_t *tg_cluster_set_build(const tg_config_t *cfg, tg_registry_t *re
     if (s == NULL)
         return NULL;
     s->clusters = calloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*s->clusters));
+    if (reg != NULL)
+        tg_registry_begin(reg);
     if (from != NULL) {
         s->loads = from->loads;
         atomic_fetch_add_explicit(&s->loads->refs, 1, memory_order_relaxed);

@@ -17,6 +17,9 @@
  * of slots: only the names in use at once count against the capacity.
  *
  * Acquiring happens on the main thread only, while it builds a snapshot.
+ * Names are found by hash; a slot to reuse is looked for from a cursor
+ * that only moves forward within one build (tg_registry_begin starts it
+ * over), so a build of n names costs O(n), not O(n²).
  */
 #ifndef TG_PROXY_REGISTRY_H
 #define TG_PROXY_REGISTRY_H
@@ -34,6 +37,9 @@ typedef struct tg_registry_entry {
 typedef struct tg_registry {
     tg_registry_entry_t **entries; /* by slot; entries never move (released from other threads) */
     size_t n, cap;
+    tg_registry_entry_t **index; /* by name: open addressing, a power of two (NULL: empty) */
+    size_t index_cap;
+    size_t idle_from;           /* slots below this were in use when this build looked */
     size_t limit;               /* slots available (0: TG_CHUNKS_MAX, what a table can index) */
     /* Called (main thread) when a slot passes to a new name, before the
      * snapshot that uses it is published. */
@@ -44,6 +50,10 @@ typedef struct tg_registry {
     int (*on_new)(void *arg, size_t slot);
     void *reuse_arg;            /* for both hooks */
 } tg_registry_t;
+
+/* A snapshot build begins: slots given back since the last one may be
+ * taken again. Main thread. */
+void tg_registry_begin(tg_registry_t *r);
 
 /* A lease on name's slot: its own if it has one, else one no snapshot
  * uses (on_reuse runs), else a new one. NULL when limit slots are all in

@@ -95,6 +95,8 @@ static int assign_slots(tg_snapshot_base_t *b, tg_errors_t *errs)
     b->leases = calloc(c->n_routes + c->n_listeners + 1, sizeof(*b->leases));
     if (b->route_slot == NULL || b->listener_slot == NULL || b->leases == NULL)
         return -1;
+    tg_registry_begin(&regs->routes);
+    tg_registry_begin(&regs->listeners);
     if ((b->unrouted_slot = lease_slot(b, &regs->routes, "routes", "", errs)) == (size_t)-1)
         return -1;
     for (size_t i = 0; i < c->n_routes; i++)

@@ -531,6 +531,39 @@ static void test_rows_agree(void **state)
     assert_string_equal(tg_key_value_text(&dur, 1500, buf, sizeof(buf)), "1500ms");
 }
 
+/* The document is composed by config/yaml_doc.c: anchors and aliases,
+ * tags, several documents, and the errors libyaml's loader gave. */
+static void test_yaml_document(void **state)
+{
+    (void)state;
+    tg_errors_t errs = { 0 };
+    tg_config_t *c = load(BASE_LISTENERS "clusters:\n"
+                                         "  - { name: a, endpoints: &eps ['127.0.0.1:8001', '127.0.0.1:8002'] }\n"
+                                         "  - { name: b, endpoints: *eps, lb: !!str random }\n"
+                                         "routes:\n"
+                                         "  - &r { name: r1, cluster: a }\n"
+                                         "---\n"
+                                         "ignored: the second document\n",
+                          &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "  got: %s\n", errs.msgs[i]);
+    assert_non_null(c);
+    assert_int_equal(c->n_clusters, 2);
+    assert_int_equal(c->clusters[1].n_endpoints, 2);
+    assert_string_equal(c->clusters[1].endpoints[1].address, "127.0.0.1:8002");
+    assert_int_equal(c->clusters[1].lb, TG_LB_RANDOM);
+    assert_int_equal(c->n_routes, 1);
+    tg_config_unref(c);
+    tg_errors_free(&errs);
+    expect_error(BASE_LISTENERS "clusters: [{ name: a, endpoints: *nope }]\n",
+                 "t.yaml:4:34: YAML syntax error: found undefined alias");
+    expect_error(BASE_LISTENERS "clusters: [&x { name: a, endpoints: &x ['127.0.0.1:1'] }]\n",
+                 "YAML syntax error: found duplicate anchor");
+    expect_error(BASE_LISTENERS "clusters: [{ name: a, endpoints: [\n", "t.yaml:5:1: YAML syntax error");
+    expect_error("", "t.yaml:1:1: the file is empty");
+    expect_error("# only a comment\n", "the file is empty");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -542,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_errors_sorted_by_place),
         cmocka_unit_test(test_rows_agree),
+        cmocka_unit_test(test_yaml_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
