@@ -147,8 +147,7 @@ def main():
     print(f"wrk -t1 -c{args.connections} -d{args.duration}s, medians of {args.rounds} rounds; each proxy (1 worker) "
           f"on CPU {run.PROXY_CPU}, wrk + nginx backend on CPU {run.LOAD_CPU}; the request matches the last route.")
     print()
-    cols = " | ".join(f"{p} µs/req | vs its 10" if p != "tollgate" else "tollgate µs/req | vs its first"
-                      for p in proxies)
+    cols = " | ".join(f"{p} µs/req | vs {sizes[0]} routes" for p in proxies)
     print(f"| routes | {cols} | tollgate RSS MiB | tollgate -t s | tollgate reload s |")
     print("|---:|" + "---:|" * (2 * len(proxies) + 3))
     for n in sizes:

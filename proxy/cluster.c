@@ -110,6 +110,8 @@ static int build_schedules(tg_cluster_set_t *s, const tg_config_t *cfg, tg_error
     uint32_t w[TG_MAX_BACKENDS];
     for (size_t i = 0; i < s->n_clusters; i++) {
         tg_cluster_t *c = &s->clusters[i];
+        if (c->n_endpoints > TG_LB_VIEW_MIN && (c->views = calloc(TG_LB_VIEWS, sizeof(*c->views))) == NULL)
+            return -1;
         if (!c->conf->weighted)
             continue;
         uint32_t *ew = malloc(c->n_endpoints * sizeof(*ew));
@@ -329,6 +331,9 @@ void tg_cluster_set_free(tg_cluster_set_t *s)
         }
         free(s->clusters[i].endpoints);
         free(s->clusters[i].schedule);
+        for (size_t v = 0; s->clusters[i].views != NULL && v < TG_LB_VIEWS; v++)
+            free(s->clusters[i].views[v].usable);
+        free(s->clusters[i].views);
         tg_lbhash_free(s->clusters[i].hash);
         tg_tls_client_free(s->clusters[i].tls);
     }

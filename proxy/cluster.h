@@ -33,6 +33,20 @@ typedef struct tg_cluster_load {
     atomic_uint requests, pending;
 } tg_cluster_load_t;
 
+/* One worker's view of a large cluster's usable endpoints, so that a
+ * request's pick costs O(log n), not a pass over every endpoint
+ * (tg_health_order_window). Rebuilt by its worker when health changed
+ * (tg_health_t.gen) or an ejection it left out ends. */
+typedef struct tg_lb_view {
+    uint64_t gen;            /* the health generation it was built at; 0: never */
+    uint64_t until_ms;       /* rebuild from then on (an ejection ends) */
+    uint32_t *usable;        /* endpoint indexes, ascending */
+    size_t k, cap;
+} tg_lb_view_t;
+
+#define TG_LB_VIEW_MIN 64    /* clusters with more endpoints than this get views */
+#define TG_LB_VIEWS 256      /* one per worker (workers: at most 256) */
+
 typedef struct tg_cluster {
     const tg_cluster_conf_t *conf;
     tg_endpoint_t *endpoints;
@@ -50,6 +64,7 @@ typedef struct tg_cluster {
      * protocol when the snapshot is built (the stack's table); NULL in a
      * snapshot made only to check a config. */
     const struct tg_upstream_ops *up_ops;
+    tg_lb_view_t *views;     /* TG_LB_VIEWS, worker i's at i; NULL: a small cluster (a pass is cheap) */
 } tg_cluster_t;
 
 /* A route's traffic split (`clusters:`): one period of the smooth

@@ -424,52 +424,96 @@ static int request_hash(const tg_exchange_t *ex, uint64_t *h)
     return 1;
 }
 
+/* Puts endpoint `want` first in the order, the others keeping their
+ * places after it (a copy of it further down goes). */
+static void to_front(tg_exchange_t *ex, size_t want)
+{
+    size_t i = 0;
+    while (i < ex->n_order && ex->order[i] != want)
+        i++;
+    if (i == ex->n_order) { /* not in the window: it takes the last place's room */
+        i = ex->n_order - 1;
+    }
+    memmove(&ex->order[1], &ex->order[0], i * sizeof(ex->order[0]));
+    ex->order[0] = want;
+}
+
+/* Is endpoint index i one this round may use? */
+static int usable_now(const tg_exchange_t *ex, const tg_lb_view_t *view, size_t i)
+{
+    if (ex->ignore_health)
+        return 1;
+    if (view != NULL)
+        return tg_lb_view_has(view, i);
+    for (size_t j = 0; j < ex->n_order; j++)
+        if (ex->order[j] == i)
+            return 1;
+    return 0;
+}
+
 /* The key's endpoint first, if it is usable; else the one the key's next
  * hash gives, and so on a few times (failover keys spread over the rest,
  * each key always to the same one); the rest keep their rotation. */
-static void hash_first(tg_exchange_t *ex, uint64_t h)
+static void hash_first(tg_exchange_t *ex, const tg_lb_view_t *view, uint64_t h)
 {
     const tg_cluster_t *c = ex->cluster;
     for (unsigned attempt = 0; attempt < 8; attempt++) {
         size_t want = tg_lbhash_pick(c->hash, h);
-        for (size_t i = 0; i < ex->n_order; i++)
-            if (ex->order[i] == want) {
-                memmove(&ex->order[1], &ex->order[0], i * sizeof(ex->order[0]));
-                ex->order[0] = want;
-                return;
-            }
+        if (usable_now(ex, view, want)) {
+            to_front(ex, want);
+            return;
+        }
         h = tg_lbhash_next(h, attempt);
     }
 }
 
+#define ORDER_WINDOW 16 /* endpoints one round of tries may reach in a large cluster */
+
 /* The endpoints this exchange may try, in order (tg_health_order):
  * round-robin over those health checks and outlier detection allow,
- * starting at this exchange's draw, each once. */
+ * starting at this exchange's draw, each once. A large cluster (c->views)
+ * gives the first ORDER_WINDOW of them from the worker's view of its
+ * usable endpoints, so a pick costs the same with 10,000 endpoints as
+ * with 10; the balancers choose among all usable endpoints alike. */
 int tg_ex_build_order(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
-    if (ex->order == NULL &&
-        (ex->order = tg_arena_alloc(&ex->arena, (c->n_endpoints ? c->n_endpoints : 1) * sizeof(size_t))) == NULL)
+    unsigned wid = tg_worker_id(ex->w);
+    tg_lb_view_t *view = c->views != NULL && wid < TG_LB_VIEWS ? &c->views[wid] : NULL;
+    size_t room = view != NULL ? ORDER_WINDOW : c->n_endpoints;
+    if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, (room ? room : 1) * sizeof(size_t))) == NULL)
         return -1;
-    ex->n_order = tg_health_order(tg_worker_health(ex->w), c, ex->rr, ex->ignore_health, tg_clock_ms(), ex->order);
+    tg_health_t *hl = tg_worker_health(ex->w);
+    uint64_t now = tg_clock_ms();
+    size_t usable;
+    if (view != NULL) {
+        ex->n_order = tg_health_order_window(hl, c, view, ex->rr, ex->ignore_health, now, ex->order, room, &usable);
+    } else {
+        ex->n_order = tg_health_order(hl, c, ex->rr, ex->ignore_health, now, ex->order);
+        usable = ex->n_order;
+    }
     ex->attempts = 0;
     int lb = c->conf->lb;
     uint64_t h;
     if (ex->n_order < 2)
         return 0;
-    if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && ex->n_order <= TG_LEAST_SCAN_MAX) {
-        tg_health_least_of_all(tg_worker_health(ex->w), c, ex->order, ex->n_order, lb == TG_LB_PEAK_EWMA,
-                               tg_clock_ms());
+    if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && usable <= TG_LEAST_SCAN_MAX) {
+        tg_health_least_of_all(hl, c, ex->order, ex->n_order, lb == TG_LB_PEAK_EWMA, now);
     } else if (lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) { /* the power of two choices */
         uint64_t r = tg_worker_random(ex->w);
-        size_t a = (size_t)(r % ex->n_order), b = (size_t)((r >> 32) % (ex->n_order - 1));
-        tg_health_least_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, a, b >= a ? b + 1 : b,
-                              lb == TG_LB_PEAK_EWMA, tg_clock_ms());
+        size_t a = (size_t)(r % usable), b = (size_t)((r >> 32) % (usable - 1));
+        b = b >= a ? b + 1 : b;
+        if (view != NULL) { /* the two from all usable endpoints: to the front, the window after them */
+            size_t ia = ex->ignore_health ? a : view->usable[a], ib = ex->ignore_health ? b : view->usable[b];
+            to_front(ex, ib);
+            to_front(ex, ia);
+            a = 0, b = 1;
+        }
+        tg_health_least_first(hl, c, ex->order, ex->n_order, a, b, lb == TG_LB_PEAK_EWMA, now);
     } else if ((lb == TG_LB_ROUND_ROBIN || lb == TG_LB_RANDOM) && c->conf->slow_start_ms) {
-        tg_health_slow_first(tg_worker_health(ex->w), c, ex->order, ex->n_order, tg_worker_random(ex->w),
-                             tg_clock_ms());
+        tg_health_slow_first(hl, c, ex->order, ex->n_order, tg_worker_random(ex->w), now);
     } else if ((lb == TG_LB_RING_HASH || lb == TG_LB_MAGLEV) && c->hash != NULL && request_hash(ex, &h)) {
-        hash_first(ex, h);
+        hash_first(ex, view, h);
     }
     return 0;
 }

@@ -14,8 +14,10 @@
 tg_health_t *tg_health_new(void)
 {
     tg_health_t *h = calloc(1, sizeof(tg_health_t));
-    if (h != NULL)
+    if (h != NULL) {
         tg_chunks_init(&h->ep, sizeof(tg_endpoint_health_t));
+        atomic_init(&h->gen, 1);
+    }
     return h;
 }
 
@@ -48,6 +50,7 @@ void tg_health_reset(tg_health_t *h, size_t slot)
     atomic_store_explicit(&e->checks_ok, 0, memory_order_relaxed);
     atomic_store_explicit(&e->checks_failed, 0, memory_order_relaxed);
     e->streak_ok = e->streak_fail = 0;
+    tg_health_changed(h);
 }
 
 int tg_health_usable(tg_health_t *h, size_t slot, uint64_t now_ms)
@@ -81,6 +84,8 @@ void tg_health_hold_new(tg_health_t *h, const tg_cluster_t *c, uint64_t now_ms)
     for (size_t i = 0; kept_usable && i < c->n_endpoints; i++)
         if (c->endpoints[i].joined)
             atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->active_down, TG_HEALTH_UNCHECKED);
+    if (kept_usable)
+        tg_health_changed(h);
 }
 
 static void reverse(size_t *a, size_t from, size_t to)
@@ -112,6 +117,90 @@ size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int
         reverse(order, 0, k);
     }
     return k;
+}
+
+/* Brings v up to date: the usable endpoints now, and until when that
+ * holds without a health change (the earliest end of an ejection left
+ * out). The generation is read first, so a change during the pass is
+ * seen by the next request. -1: out of memory (v is left stale). */
+static int view_refresh(tg_health_t *h, const tg_cluster_t *c, tg_lb_view_t *v, uint64_t now_ms)
+{
+    uint64_t gen = atomic_load_explicit(&h->gen, memory_order_acquire);
+    if (v->gen == gen && now_ms < v->until_ms)
+        return 0;
+    if (v->cap < c->n_endpoints) {
+        uint32_t *u = realloc(v->usable, c->n_endpoints * sizeof(*u));
+        if (u == NULL)
+            return -1;
+        v->usable = u;
+        v->cap = c->n_endpoints;
+    }
+    uint64_t until = UINT64_MAX;
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        tg_endpoint_health_t *e = tg_health_ep(h, c->endpoints[i].slot);
+        unsigned down = atomic_load_explicit(&e->active_down, memory_order_relaxed);
+        uint64_t ej = atomic_load_explicit(&e->ejected_until_ms, memory_order_relaxed);
+        if (!down && ej <= now_ms)
+            v->usable[k++] = (uint32_t)i;
+        else if (!down && ej < until)
+            until = ej;
+    }
+    v->k = k;
+    v->gen = gen;
+    v->until_ms = until;
+    return 0;
+}
+
+/* The first position in the ascending usable list holding an index >= want. */
+static size_t lower_bound(const uint32_t *a, size_t n, size_t want)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int tg_lb_view_has(const tg_lb_view_t *v, size_t i)
+{
+    size_t at = lower_bound(v->usable, v->k, i);
+    return at < v->k && v->usable[at] == i;
+}
+
+size_t tg_health_order_window(tg_health_t *h, const tg_cluster_t *c, tg_lb_view_t *v, unsigned draw,
+                              int ignore_health, uint64_t now_ms, size_t *order, size_t max, size_t *usable)
+{
+    if (ignore_health) { /* every endpoint, from the draw on */
+        size_t n = c->n_endpoints, shift = n ? draw % n : 0;
+        if (c->schedule != NULL && n)
+            shift = c->schedule[draw % c->n_schedule];
+        size_t w = n < max ? n : max;
+        for (size_t i = 0; i < w; i++)
+            order[i] = (shift + i) % n;
+        *usable = n;
+        return w;
+    }
+    if (view_refresh(h, c, v, now_ms) < 0) { /* no memory for the view: the pass over all */
+        size_t all = tg_health_order(h, c, draw, 0, now_ms, order);
+        *usable = all;
+        return all < max ? all : max;
+    }
+    size_t k = v->k, shift = k ? draw % k : 0;
+    if (c->schedule != NULL && k) { /* weighted: the draw's endpoint, or the next usable one after it */
+        shift = lower_bound(v->usable, k, c->schedule[draw % c->n_schedule]);
+        if (shift == k)
+            shift = 0;
+    }
+    size_t w = k < max ? k : max;
+    for (size_t i = 0; i < w; i++)
+        order[i] = v->usable[(shift + i) % k];
+    *usable = k;
+    return w;
 }
 
 #define EWMA_DECAY_MS 2000
@@ -243,6 +332,7 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
     if (ms > o->max_ejection_ms)
         ms = o->max_ejection_ms;
     atomic_store_explicit(&e->ejected_until_ms, now_ms + ms, memory_order_relaxed);
+    tg_health_changed(h);
     atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->ejections_total, 1, memory_order_relaxed);
     tg_warn("cluster '%s': endpoint %s ejected for %llu ms after %u consecutive failures", c->conf->name,

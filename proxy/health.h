@@ -41,6 +41,7 @@ typedef struct tg_endpoint_health {
 /* By endpoint slot, in chunks made by the main thread when a slot is
  * first given out (tg_health_reserve), before any snapshot names it. */
 typedef struct tg_health {
+    atomic_ullong gen;         /* bumped whenever an endpoint's usability changes (tg_lb_view_t) */
     tg_chunks_t ep;
     tg_endpoint_health_t none; /* for a slot with no entry: cannot happen once reserved */
 } tg_health_t;
@@ -113,6 +114,24 @@ void tg_health_report(tg_health_t *h, const tg_cluster_t *c, const tg_endpoint_t
  * room for c->n_endpoints; returns how many were written. */
 size_t tg_health_order(tg_health_t *h, const tg_cluster_t *c, unsigned draw, int ignore_health, uint64_t now_ms,
                        size_t *order);
+
+/* The first `max` entries of what tg_health_order gives, from a large
+ * cluster's view v (c->views[worker]), rebuilt first if stale: O(log n)
+ * when nothing changed (the weighted start is a binary search), O(n)
+ * once after a change. Returns how many were written; *usable: how many
+ * endpoints are usable (all of them with ignore_health). The worker's
+ * thread. */
+size_t tg_health_order_window(tg_health_t *h, const tg_cluster_t *c, tg_lb_view_t *v, unsigned draw,
+                              int ignore_health, uint64_t now_ms, size_t *order, size_t max, size_t *usable);
+
+/* Is endpoint index i in the view's usable list? (O(log n)) */
+int tg_lb_view_has(const tg_lb_view_t *v, size_t i);
+
+/* An endpoint's usability changed (health checks, ejection, reset). */
+static inline void tg_health_changed(tg_health_t *h)
+{
+    atomic_fetch_add_explicit(&h->gen, 1, memory_order_release);
+}
 
 /* lb: least_request (ewma 0) or peak_ewma (1) — of order[a] and order[b]
  * (a != b, both < n), moves the cheaper to the front (ties: order[a]):

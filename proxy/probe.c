@@ -66,10 +66,12 @@ static void done(probe_t *p, int ok, int clean, const char *why)
         if (down == TG_HEALTH_UNCHECKED) { /* a new endpoint: one success lets it in */
             atomic_store(&e->since_ms, tg_clock_ms()); /* its slow start begins */
             atomic_store(&e->active_down, 0);
+            tg_health_changed(tg_worker_health(p->pr->w));
             tg_info("cluster '%s': new endpoint %s passed its first check", p->cl->conf->name, p->ep->label);
         } else if (++e->streak_ok >= hc->healthy_threshold && down) {
             atomic_store(&e->since_ms, tg_clock_ms());
             atomic_store(&e->active_down, 0);
+            tg_health_changed(tg_worker_health(p->pr->w));
             tg_info("cluster '%s': endpoint %s is healthy again", p->cl->conf->name, p->ep->label);
         }
     } else {
@@ -77,6 +79,7 @@ static void done(probe_t *p, int ok, int clean, const char *why)
         e->streak_ok = 0;
         if (down == TG_HEALTH_UNCHECKED || (++e->streak_fail >= hc->unhealthy_threshold && !down)) {
             atomic_store(&e->active_down, 1);
+            tg_health_changed(tg_worker_health(p->pr->w));
             tg_warn("cluster '%s': endpoint %s is unhealthy: %s", p->cl->conf->name, p->ep->label, why);
         }
     }

@@ -10,7 +10,12 @@ Consistent hashing (`ring_hash`, `maglev`): each key — a header, a
 cookie, the path — goes to one endpoint, from any connection and worker,
 before and after a reload; keys spread over every endpoint; a request
 without its key goes round-robin. `slow_start`: an endpoint a reload adds
-gets a small share at first and its full share once the window is over."""
+gets a small share at first and its full share once the window is over.
+
+A large cluster (203 endpoints, 200 of them refusing connections and
+failed by health checks) is balanced from each worker's view of its
+usable endpoints: round robin, least_request and ring_hash send every
+request to the three that answer."""
 import collections
 import concurrent.futures
 import time
@@ -135,6 +140,56 @@ clusters:
         # the query is not part of the key: /named/same?k=... is one key, one endpoint
         got = self.keyed("path", paths[:5], query=True)
         self.assertEqual(len({next(iter(g)) for g in got.values()}), 1, got)
+
+
+class LargeClusterTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.apps = [harness.start_app(f"big{i}") for i in range(3)]
+        cls.procs = list(cls.apps)
+        live = [f"127.0.0.1:{a.port}" for a in cls.apps]
+        dead = [f"127.0.0.3:{21000 + i}" for i in range(200)]
+        eps = ", ".join(dead[:100] + live[:1] + dead[100:150] + live[1:] + dead[150:])
+        hc = "health_check: { path: /whoami, interval: 300ms, timeout: 1s, unhealthy_threshold: 1 }"
+        cls.start_gateway(f"""
+routes:
+  - {{ name: lr, match: {{ headers: [{{ name: x-lb, value: least }}] }}, cluster: least }}
+  - {{ name: ring, match: {{ headers: [{{ name: x-lb, value: ring }}] }}, cluster: ring }}
+  - {{ name: rr, cluster: rr }}
+clusters:
+  - {{ name: rr, endpoints: [{eps}], {hc} }}
+  - {{ name: least, lb: least_request, endpoints: [{eps}], {hc} }}
+  - {{ name: ring, lb: ring_hash, hash_on: 'header:X-User', endpoints: [{eps}], {hc} }}
+""", workers=2)
+        cls.live = live
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+
+    def test_requests_go_to_the_endpoints_that_answer(self):
+        def settled():
+            text = harness.scrape(self.admin)
+            ups = [line for line in text.splitlines()
+                   if line.startswith("tollgate_upstream_endpoint_healthy{") and line.endswith(" 1")]
+            return len(ups) == 9  # the three live endpoints of each cluster; the 600 dead ones down
+        harness.wait_until(settled, timeout=30, what="the dead endpoints failed by health checks")
+        got = collections.Counter()
+        for _ in range(60):
+            r = requests.get(self.gateway.url("/whoami"), timeout=30)
+            self.assertEqual(r.status_code, 200)
+            got[r.headers["x-upstream"]] += 1
+        self.assertEqual(set(got), {"big0", "big1", "big2"})
+        self.assertTrue(all(n >= 10 for n in got.values()), got)
+        for _ in range(30):
+            r = requests.get(self.gateway.url("/whoami"), headers={"x-lb": "least"}, timeout=30)
+            self.assertEqual(r.status_code, 200)
+        seen = {}
+        for user in [f"u{i}" for i in range(12)] * 3:
+            r = requests.get(self.gateway.url("/whoami"), headers={"x-lb": "ring", "x-user": user}, timeout=30)
+            self.assertEqual(r.status_code, 200)
+            seen.setdefault(user, set()).add(r.headers["x-upstream"])
+        self.assertTrue(all(len(v) == 1 for v in seen.values()), seen)
 
 
 class SlowStartTest(harness.GatewayTest):

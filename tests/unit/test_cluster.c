@@ -427,6 +427,77 @@ static void test_least_of_all(void **state)
     tg_config_unref(cfg);
 }
 
+/* A large cluster's window (tg_health_order_window, from a worker's view
+ * of the usable endpoints) is the first entries of the full order, for
+ * plain and weighted round robin, with endpoints down and ejected, after
+ * health changes and when an ejection ends; ignore_health too. */
+static void window_matches(tg_health_t *h, tg_cluster_t *c, tg_lb_view_t *v, uint64_t now)
+{
+    size_t full[300], win[16];
+    for (unsigned draw = 0; draw < 700; draw += 7)
+        for (int ignore = 0; ignore < 2; ignore++) {
+            size_t n = tg_health_order(h, c, draw, ignore, now, full), usable = 0;
+            size_t w = tg_health_order_window(h, c, v, draw, ignore, now, win, 16, &usable);
+            assert_int_equal(usable, n);
+            assert_int_equal(w, n < 16 ? n : 16);
+            for (size_t i = 0; i < w; i++)
+                assert_int_equal(win[i], full[i]);
+        }
+}
+
+static void test_order_window(void **state)
+{
+    (void)state;
+    for (int weighted = 0; weighted < 2; weighted++) {
+        char yaml[16384];
+        size_t at = (size_t)snprintf(yaml, sizeof(yaml), "listeners: [{ name: l, listen: '127.0.0.1:1' }]\n"
+                                                         "clusters:\n  - name: big\n    endpoints:\n");
+        for (int i = 0; i < 200; i++)
+            at += (size_t)snprintf(yaml + at, sizeof(yaml) - at, weighted ? "      - { address: '127.0.0.1:%d', weight: %d }\n"
+                                                                          : "      - '127.0.0.1:%d'%.0d\n",
+                                   2000 + i, weighted ? 1 + i % 3 : 0);
+        tg_config_t *cfg = load(yaml);
+        assert_non_null(cfg);
+        tg_errors_t errs = { 0 };
+        tg_cluster_set_t *s = tg_cluster_set_build(cfg, NULL, &fake_names, NULL, &errs);
+        assert_non_null(s);
+        tg_cluster_t *c = &s->clusters[0];
+        assert_int_equal(c->n_endpoints, 200);
+        assert_non_null(c->views); /* more than TG_LB_VIEW_MIN */
+        tg_health_t *h = tg_health_new();
+        for (size_t i = 0; i < 256; i++)
+            assert_int_equal(tg_health_reserve(h, i), 0);
+        tg_lb_view_t *v = &c->views[3];
+        uint64_t now = 1000000;
+        window_matches(h, c, v, now);
+        /* some down, some ejected (one until now + 1000) */
+        for (size_t i = 0; i < 200; i += 7)
+            atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->active_down, 1);
+        for (size_t i = 3; i < 200; i += 11)
+            atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->ejected_until_ms, now + 5000 + i);
+        atomic_store(&tg_health_ep(h, c->endpoints[5].slot)->ejected_until_ms, now + 1000);
+        tg_health_changed(h);
+        window_matches(h, c, v, now);
+        assert_false(tg_lb_view_has(v, 5));
+        assert_false(tg_lb_view_has(v, 0));
+        assert_true(tg_lb_view_has(v, 1));
+        window_matches(h, c, v, now + 1000); /* endpoint 5's ejection ended: the view saw it without a change */
+        assert_true(tg_lb_view_has(v, 5));
+        /* all but two down */
+        for (size_t i = 0; i < 200; i++)
+            atomic_store(&tg_health_ep(h, c->endpoints[i].slot)->active_down, i != 10 && i != 150);
+        tg_health_changed(h);
+        window_matches(h, c, v, now + 1000);
+        size_t win[16], usable;
+        assert_int_equal(tg_health_order_window(h, c, v, 1, 0, now + 1000, win, 16, &usable), 2);
+        assert_int_equal(usable, 2);
+        tg_health_free(h);
+        tg_cluster_set_free(s);
+        tg_config_unref(cfg);
+        tg_errors_free(&errs);
+    }
+}
+
 int main(void)
 {
     v4(&fake.lo, "127.0.0.1");
@@ -440,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_registry_reuses_slots),
         cmocka_unit_test(test_name_endpoints),
         cmocka_unit_test(test_least_of_all),
+        cmocka_unit_test(test_order_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
