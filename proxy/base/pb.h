@@ -61,7 +61,8 @@ typedef struct tg_pb_field {
 
 static inline tg_pb_reader_t tg_pb_reader(const void *p, size_t n)
 {
-    return (tg_pb_reader_t){ (const uint8_t *)p, (const uint8_t *)p + n };
+    const uint8_t *b = p;
+    return (tg_pb_reader_t){ b, b != NULL ? b + n : b }; /* NULL: an absent message, read as empty */
 }
 
 /* The next field: 1, 0 at the end, -1 if malformed (cut short, a bad
