@@ -87,7 +87,7 @@ def open_h2c(port, n):
     return conns
 
 
-def measure(kind, port, pids_fn, n, tls_ctx):
+def measure(kind, port, pids_fn, n, tls_ctx, settle):
     opener = {"http1": lambda k: open_h1(port, k), "tls": lambda k: open_h1(port, k, tls_ctx),
               "h2c": lambda k: open_h2c(port, k)}[kind]
     warm = opener(50)  # pools, caches and first-use allocations
@@ -96,10 +96,12 @@ def measure(kind, port, pids_fn, n, tls_ctx):
     conns = opener(n)
     time.sleep(1.0)
     after = rss_kib(pids_fn())
+    time.sleep(settle)  # idle a while: what a server gives back from idle connections
+    settled = rss_kib(pids_fn())
     for c in conns + warm:
         (c[0] if isinstance(c, tuple) else c).close()
     time.sleep(0.5)
-    return (after - before) / n
+    return (after - before) / n, (settled - before) / n
 
 
 def main():
@@ -107,6 +109,7 @@ def main():
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--only", default="tollgate,nginx,haproxy")
     ap.add_argument("--kinds", default="http1,tls,h2c")
+    ap.add_argument("--settle", type=float, default=12.0, help="seconds idle before the second reading")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -184,18 +187,21 @@ backend be
             for k in ports.values():
                 run.wait_port(k)
             time.sleep(0.3)
-            results[(name, kind)] = measure(kind, ports[kind], pids, args.conns, tls_ctx)
-            print(f"{name:9s} {kind:6s} {results[(name, kind)]:6.2f} KiB/conn", flush=True)
+            results[(name, kind)] = measure(kind, ports[kind], pids, args.conns, tls_ctx, args.settle)
+            print(f"{name:9s} {kind:6s} {results[(name, kind)][0]:6.2f} KiB/conn, "
+                  f"{results[(name, kind)][1]:6.2f} after {args.settle:.0f} s idle", flush=True)
             run.stop(p)
     finally:
         for p in procs:
             run.stop(p)
         shutil.rmtree(d, ignore_errors=True)
     names = args.only.split(",")
-    lines = [f"Idle connections after one request each ({args.conns} per kind), RSS growth per connection (KiB):",
+    lines = [f"Idle connections after one request each ({args.conns} per kind), RSS growth per connection (KiB), "
+             f"1 s after the request / after {args.settle:.0f} s idle:",
              "", "| kind | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for kind in args.kinds.split(","):
-        lines.append(f"| {kind} | " + " | ".join(f"{results.get((n, kind), 0):.2f}" for n in names) + " |")
+        lines.append(f"| {kind} | " + " | ".join("{:.2f} / {:.2f}".format(*results.get((n, kind), (0, 0)))
+                                                 for n in names) + " |")
     print("\n".join(lines))
 
 

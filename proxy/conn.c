@@ -63,6 +63,13 @@ static int node_close_if_idle(tg_conn_node_t *n)
     return c->dead ? 0 : c->kind->close_if_idle(c);
 }
 
+static void node_trim(tg_conn_node_t *n)
+{
+    tg_conn_t *c = CONN_OF(n);
+    if (!c->dead && c->kind->trim != NULL)
+        c->kind->trim(c);
+}
+
 static void node_shutdown(tg_conn_node_t *n)
 {
     tg_conn_free_now(CONN_OF(n));
@@ -99,6 +106,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
             .close_if_idle = node_close_if_idle,
             .on_shutdown = node_shutdown,
             .on_reload = node_reload,
+            .on_trim = node_trim,
         };
         c->node.ops = &node_ops;
         tg_worker_conn_add(w, &c->node);

@@ -38,6 +38,7 @@ typedef struct tg_conn_kind {
     /* Listed (downstream) kinds only: */
     void (*on_drain)(tg_conn_t *c);            /* the worker drains: finish what is in flight, then close */
     int (*close_if_idle)(tg_conn_t *c);        /* descriptors ran out: close if nothing is in flight (1) */
+    void (*trim)(tg_conn_t *c);                /* the worker's periodic trim: give back memory while idle (may be NULL) */
     /* A reload: point what the connection reads of c->snap at next's
      * equivalent and return 0 — the connection then holds next instead —
      * or -1 to keep its own (its listener or endpoint is gone). NULL:

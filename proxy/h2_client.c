@@ -143,7 +143,7 @@ typedef struct h2c_worker {
     tg_slab_t *conns;              /* where the connections live */
     nghttp2_session_callbacks *cb; /* the same for every session: made once */
     nghttp2_option *opt;
-    nghttp2_mem mem;               /* the sessions allocate from the worker's block cache (h2mem.h) */
+    tg_h2mem_t mem;                /* the sessions allocate from the worker's block cache (h2mem.h) */
 } h2c_worker_t;
 
 static h2c_worker_t *mstate(tg_worker_t *w)
@@ -666,7 +666,7 @@ static tg_h2_conn_t *conn_new(tg_worker_t *w, tg_snapshot_t *snap, const tg_clus
     c->cl = cl; /* cl, ep and cc stay alive with the snapshot base holds (moved together by rebase) */
     c->ep = ep;
     c->cc = cl->conf;
-    int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, &mstate(w)->mem) == 0;
+    int ok = nghttp2_session_client_new3(&c->session, m->cb, c, m->opt, &mstate(w)->mem.mem) == 0;
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
@@ -1066,6 +1066,7 @@ static void module_free(tg_worker_t *w)
     if (m->opt != NULL)
         nghttp2_option_del(m->opt);
     free(m->slots);
+    tg_h2mem_free(&m->mem);
     free(m);
     tg_worker_set_state(w, TG_WMOD_H2_CLIENT, NULL);
 }

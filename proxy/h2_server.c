@@ -99,6 +99,9 @@ struct h2_conn {
     /* Input goes to nghttp2 frame by frame (the client preface first), each
      * frame header seen by check_frame() before (h2util.h). */
     tg_h2_feeder_t feed;
+    void *framebuf;             /* nghttp2's outbound frame buffer (h2mem.h): its pages go back while idle */
+    unsigned quiet : 1;         /* idle at the last trim tick */
+    unsigned trimmed : 1;       /* the frame buffer's pages were given back since the last stream */
     unsigned tls : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
         fatal : 1 /* a frame we had to send could not be queued (out of memory): close */;
 };
@@ -129,7 +132,7 @@ typedef struct h2s_worker {
     tg_slab_t *conns;                 /* where the connections live */
     nghttp2_session_callbacks *cb;    /* the same for every session: made once */
     nghttp2_option *opt;
-    nghttp2_mem mem;                  /* the sessions allocate from the worker's block cache (h2mem.h) */
+    tg_h2mem_t mem;                   /* the sessions allocate from the worker's block cache (h2mem.h) */
 } h2s_worker_t;
 
 static h2s_worker_t *mstate(tg_worker_t *w)
@@ -179,6 +182,7 @@ static void module_free(tg_worker_t *w)
         nghttp2_session_callbacks_del(m->cb);
     if (m->opt != NULL)
         nghttp2_option_del(m->opt);
+    tg_h2mem_free(&m->mem);
     free(m);
     tg_worker_set_state(w, TG_WMOD_H2_SERVER, NULL);
 }
@@ -472,6 +476,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     }
     TAILQ_INSERT_TAIL(&c->streams, st, link);
     c->n_streams++;
+    c->quiet = c->trimmed = 0;
     window_roll(c);
     c->window_streams++;
     nghttp2_session_set_stream_user_data(session, st->id, st);
@@ -1027,6 +1032,28 @@ static void on_timer(tg_conn_t *b)
     conn_io(c);
 }
 
+/* The worker's trim tick (every few seconds): a connection that has had
+ * no stream and nothing to send for a whole period gives back the pages of
+ * its frame buffer; the next response touches again what it writes. Busy
+ * connections never pay a page fault for it. */
+static void on_trim(tg_conn_t *b)
+{
+    h2_conn_t *c = (h2_conn_t *)b;
+    if (c->n_streams != 0 || c->session == NULL || nghttp2_session_want_write(c->session) ||
+        c->base.sock == NULL || tg_sock_out_len(c->base.sock) != 0) {
+        c->quiet = 0;
+        return;
+    }
+    if (!c->quiet) {
+        c->quiet = 1;
+        return;
+    }
+    if (!c->trimmed && c->framebuf != NULL) {
+        tg_h2mem_release(c->framebuf); /* nothing queued: what it holds was sent */
+        c->trimmed = 1;
+    }
+}
+
 static void on_defer(tg_conn_t *b)
 {
     conn_io((h2_conn_t *)b);
@@ -1076,6 +1103,7 @@ static const tg_conn_kind_t h2_kind = {
     .on_free = on_free,
     .on_drain = on_drain,
     .close_if_idle = close_if_idle,
+    .trim = on_trim,
     .rebase = rebase,
 };
 
@@ -1097,7 +1125,9 @@ static int start_session(h2_conn_t *c)
     const tg_http2_conf_t *h = c->conf;
     h2s_worker_t *m = mstate(c->base.w);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
-    int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, &mstate(c->base.w)->mem);
+    tg_h2mem_capture(&m->mem, &c->framebuf); /* the session's outbound frame buffer: given back while idle */
+    int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, &m->mem.mem);
+    tg_h2mem_capture(&m->mem, NULL);
     if (rv != 0)
         return -1;
     nghttp2_settings_entry iv[] = {

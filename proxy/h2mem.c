@@ -3,27 +3,155 @@
  */
 #include "proxy/h2mem.h"
 
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define PAGE 4096
+#define LARGE 16384 /* and up: page-aligned, its own pages */
+
+static int is_large(const void *p)
+{
+    return p != NULL && ((uintptr_t)p & (PAGE - 1)) == 0 && malloc_usable_size((void *)p) >= LARGE;
+}
+
+static size_t home(const tg_h2mem_t *h, const void *p)
+{
+    return ((uintptr_t)p / PAGE * 0x9e3779b97f4a7c15ull) >> 20 & (h->watch_cap - 1);
+}
+
+/* Remembers that *slot holds block. -1: no memory (then it is not captured). */
+static int watch_add(tg_h2mem_t *h, void *block, void **slot)
+{
+    if ((h->watch_n + 1) * 2 > h->watch_cap) {
+        size_t cap = h->watch_cap ? h->watch_cap * 2 : 64;
+        tg_h2mem_watch_t *old = h->watch, *nw = calloc(cap, sizeof(*nw));
+        if (nw == NULL)
+            return -1;
+        size_t old_cap = h->watch_cap;
+        h->watch = nw;
+        h->watch_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].block != NULL) {
+                size_t j = home(h, old[i].block);
+                while (nw[j].block != NULL)
+                    j = (j + 1) & (cap - 1);
+                nw[j] = old[i];
+            }
+        free(old);
+    }
+    size_t j = home(h, block);
+    while (h->watch[j].block != NULL)
+        j = (j + 1) & (h->watch_cap - 1);
+    h->watch[j] = (tg_h2mem_watch_t){ block, slot };
+    h->watch_n++;
+    return 0;
+}
+
+/* A large block is freed: the slot that captured it forgets it. */
+static void watch_drop(tg_h2mem_t *h, void *block)
+{
+    if (h->watch_cap == 0)
+        return;
+    size_t mask = h->watch_cap - 1, i = home(h, block);
+    while (h->watch[i].block != NULL && h->watch[i].block != block)
+        i = (i + 1) & mask;
+    if (h->watch[i].block == NULL)
+        return;
+    *h->watch[i].slot = NULL;
+    h->watch[i].block = NULL;
+    h->watch_n--;
+    for (size_t j = (i + 1) & mask; h->watch[j].block != NULL; j = (j + 1) & mask) {
+        size_t k = home(h, h->watch[j].block); /* linear probing: move back what i's emptiness would hide */
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
+            h->watch[i] = h->watch[j];
+            h->watch[j].block = NULL;
+            i = j;
+        }
+    }
+}
+
+static void *alloc(tg_h2mem_t *h, size_t size)
+{
+    if (size < LARGE)
+        return tg_mem_alloc(h->cache, size);
+    /* aligned_alloc: the block starts a page and its size is whole
+     * pages, so the chunk headers around it are on pages of their own */
+    void *p = aligned_alloc(PAGE, (size + PAGE - 1) & ~(size_t)(PAGE - 1));
+    if (p != NULL && h->capture != NULL) {
+        if (watch_add(h, p, h->capture) == 0)
+            *h->capture = p;
+        h->capture = NULL;
+    }
+    return p;
+}
+
+static void release(tg_h2mem_t *h, void *ptr)
+{
+    if (is_large(ptr)) {
+        watch_drop(h, ptr);
+        free(ptr); /* the cache's classes are for unaligned blocks */
+    } else
+        tg_mem_free(h->cache, ptr);
+}
+
 static void *h2_malloc(size_t size, void *ud)
 {
-    return tg_mem_alloc(ud, size);
+    return alloc(ud, size);
 }
 
 static void h2_free(void *ptr, void *ud)
 {
-    tg_mem_free(ud, ptr);
+    release(ud, ptr);
 }
 
 static void *h2_calloc(size_t n, size_t size, void *ud)
 {
-    return tg_mem_calloc(ud, n, size);
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = alloc(ud, n * size);
+    if (p != NULL)
+        memset(p, 0, n * size);
+    return p;
 }
 
 static void *h2_realloc(void *ptr, size_t size, void *ud)
 {
-    return tg_mem_realloc(ud, ptr, size);
+    tg_h2mem_t *h = ud;
+    if (ptr == NULL)
+        return alloc(h, size);
+    if (size < LARGE && !is_large(ptr))
+        return tg_mem_realloc(h->cache, ptr, size);
+    size_t old = malloc_usable_size(ptr);
+    if (size <= old && is_large(ptr) == (size >= LARGE))
+        return ptr;
+    void *n = alloc(h, size);
+    if (n == NULL)
+        return NULL;
+    memcpy(n, ptr, old < size ? old : size);
+    release(h, ptr);
+    return n;
 }
 
-void tg_h2mem_init(nghttp2_mem *mem, tg_mem_t *m)
+void tg_h2mem_init(tg_h2mem_t *h, tg_mem_t *cache)
 {
-    *mem = (nghttp2_mem){ m, h2_malloc, h2_free, h2_calloc, h2_realloc };
+    *h = (tg_h2mem_t){ .cache = cache };
+    h->mem = (nghttp2_mem){ h, h2_malloc, h2_free, h2_calloc, h2_realloc };
+}
+
+void tg_h2mem_free(tg_h2mem_t *h)
+{
+    free(h->watch);
+    h->watch = NULL;
+    h->watch_cap = h->watch_n = 0;
+}
+
+size_t tg_h2mem_release(void *block)
+{
+    if (!is_large(block))
+        return 0;
+    size_t n = malloc_usable_size(block) & ~(size_t)(PAGE - 1); /* whole pages of the block only */
+    return madvise(block, n, MADV_DONTNEED) == 0 ? n : 0;
 }

@@ -347,6 +347,10 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tg_worker_t *w = arg;
     tg_mem_trim(w->mem);
+    tg_conn_node_t *n;
+    TAILQ_FOREACH(n, &w->conns, link) /* idle connections give back what they hold */
+        if (n->ops->on_trim != NULL)
+            n->ops->on_trim(n);
 }
 
 static void on_command(evutil_socket_t fd, short what, void *arg)

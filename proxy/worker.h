@@ -64,6 +64,9 @@ typedef struct tg_conn_node_ops {
      * connection reads of the config to it, so that an old snapshot is
      * not kept alive by a long-lived connection. May be NULL. */
     void (*on_reload)(struct tg_conn_node *n, struct tg_snapshot *next);
+    /* The worker's periodic trim (every few seconds): give back memory
+     * the connection holds while idle. May be NULL. */
+    void (*on_trim)(struct tg_conn_node *n);
 } tg_conn_node_ops_t;
 
 typedef struct tg_conn_node {

@@ -24,8 +24,9 @@ static void test_allocator(void **state)
 {
     tg_mem_t *m = tg_mem_new(1 << 20);
     assert_non_null(m);
-    nghttp2_mem h2, *mem = &h2;
-    tg_h2mem_init(mem, m);
+    tg_h2mem_t h2;
+    tg_h2mem_init(&h2, m);
+    nghttp2_mem *mem = &h2.mem;
     /* every size class and a large block: usable, 16-byte aligned */
     size_t sizes[] = { 0, 1, 31, 32, 33, 100, 1000, 4096, 4097, 100000 };
     void *p[10];
@@ -59,6 +60,51 @@ static void test_allocator(void **state)
     void *last = mem->realloc(NULL, 10, mem->mem_user_data);
     assert_non_null(last);
     mem->free(last, mem->mem_user_data);
+
+    /* large blocks: page-aligned, whole pages; a captured one is named in
+     * its slot until freed (also through realloc); its pages can go back
+     * and read as zeros, the block still usable */
+    void *slot = NULL, *other = NULL;
+    tg_h2mem_capture(&h2, &slot);
+    void *small = mem->malloc(100, mem->mem_user_data); /* not captured: small */
+    assert_null(slot);
+    unsigned char *big = mem->malloc(16394, mem->mem_user_data);
+    assert_ptr_equal(slot, big);
+    assert_int_equal((uintptr_t)big % 4096, 0);
+    tg_h2mem_capture(&h2, &other);
+    tg_h2mem_capture(&h2, NULL); /* stopped before any large block: nothing captured */
+    void *big2 = mem->malloc(20000, mem->mem_user_data);
+    assert_null(other);
+    memset(big, 0x5a, 16394);
+    assert_true(tg_h2mem_release(big) >= 16384);
+    for (size_t i = 0; i < 16394; i += 997)
+        assert_int_equal(big[i], 0);
+    big[100] = 7; /* written again: the page comes back */
+    assert_int_equal(big[100], 7);
+    assert_int_equal(tg_h2mem_release(small), 0); /* not a large block: left alone */
+    big = mem->realloc(big, 40000, mem->mem_user_data); /* moved: the old block is freed */
+    assert_non_null(big);
+    assert_int_equal(big[100], 7);
+    assert_null(slot);
+    for (int i = 0; i < 200; i++) { /* many captured at once, freed in another order */
+        void *s2[3] = { NULL, NULL, NULL }, *b2[3];
+        for (int k = 0; k < 3; k++) {
+            tg_h2mem_capture(&h2, &s2[k]);
+            b2[k] = mem->malloc(16384 + (size_t)k, mem->mem_user_data);
+            assert_ptr_equal(s2[k], b2[k]);
+        }
+        mem->free(b2[1], mem->mem_user_data);
+        assert_null(s2[1]);
+        assert_ptr_equal(s2[0], b2[0]);
+        mem->free(b2[0], mem->mem_user_data);
+        mem->free(b2[2], mem->mem_user_data);
+        assert_null(s2[0]);
+        assert_null(s2[2]);
+    }
+    mem->free(big, mem->mem_user_data);
+    mem->free(big2, mem->mem_user_data);
+    mem->free(small, mem->mem_user_data);
+    tg_h2mem_free(&h2);
     tg_mem_destroy(m); /* frees the cached blocks */
 }
 
