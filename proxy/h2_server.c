@@ -1049,7 +1049,8 @@ static void on_trim(tg_conn_t *b)
         return;
     }
     if (!c->trimmed && c->framebuf != NULL) {
-        tg_h2mem_release(c->framebuf); /* nothing queued: what it holds was sent */
+        size_t n = tg_h2mem_release(c->framebuf); /* nothing queued: what it holds was sent */
+        tg_debug("h2 %s: idle, frame buffer given back (%zu bytes)", c->addr, n);
         c->trimmed = 1;
     }
 }
