@@ -26,18 +26,6 @@ import h2.events
 import run  # bench/run.py: start, stop, nginx_conf, free_port, wait_port, children
 
 
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
-
 
 def read_response(s):
     """Reads one HTTP/1.1 response with Content-Length."""
@@ -92,12 +80,12 @@ def measure(kind, port, pids_fn, n, tls_ctx, settle):
               "h2c": lambda k: open_h2c(port, k)}[kind]
     warm = opener(50)  # pools, caches and first-use allocations
     time.sleep(0.5)
-    before = rss_kib(pids_fn())
+    before = run.rss_kib(pids_fn())
     conns = opener(n)
     time.sleep(1.0)
-    after = rss_kib(pids_fn())
+    after = run.rss_kib(pids_fn())
     time.sleep(settle)  # idle a while: what a server gives back from idle connections
-    settled = rss_kib(pids_fn())
+    settled = run.rss_kib(pids_fn())
     for c in conns + warm:
         (c[0] if isinstance(c, tuple) else c).close()
     time.sleep(0.5)

@@ -25,13 +25,6 @@ LIVE = 4
 INTERVAL_S = 30
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def write_config(d, n, port, live_ports):
     path = os.path.join(d, f"tollgate-{n}.yaml")
@@ -111,7 +104,7 @@ def main():
                 cpus[n].append(spent * 1e6 / total)
                 rpss[n].append(rps)
                 print(f"{n:7d} endpoints {rps:9.0f} req/s  cpu {cpus[n][-1]:6.2f} us/req", flush=True)
-        rows = [(n, statistics.median(rpss[n]), statistics.median(cpus[n]), idle[n], rss_kb(gws[n].pid), checks[n])
+        rows = [(n, statistics.median(rpss[n]), statistics.median(cpus[n]), idle[n], run.rss_kib([gws[n].pid]), checks[n])
                 for n in sizes]
     finally:
         for gw in gws.values():

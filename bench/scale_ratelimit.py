@@ -36,13 +36,6 @@ end
 """
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def wrk_script(url, script, seconds, env, connections=50):
     cmd = ["taskset", "-c", run.LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, url]
@@ -85,7 +78,7 @@ routes:
     try:
         run.wait_port(port)
         run.wrk_url(url, 10, 1)
-        base_rss = rss_kb(gw.pid)
+        base_rss = run.rss_kib([gw.pid])
         have = 0
         for n in sizes:
             while have < n:  # fill keys have .. n-1, in order
@@ -93,7 +86,7 @@ routes:
                 if bad:
                     raise SystemExit(f"fill: {bad} non-2xx answers")
                 have = min(n, have + total)
-            rss = rss_kb(gw.pid)
+            rss = run.rss_kib([gw.pid])
             cpus, rpss = [], []
             for _ in range(args.rounds):
                 c0 = run.cpu_ticks([gw.pid])

@@ -27,13 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def write_tollgate(d, n, port, admin, bport):
     path = os.path.join(d, f"tollgate-{n}.yaml")
@@ -136,7 +129,7 @@ def main():
                     if bad or total == 0:
                         raise SystemExit(f"{name} {n}: {bad} non-2xx answers {sockerr}")
                     cpu = (c1 - c0) / run.CLK * 1e6 / total
-                    results[(name, n)].append({"rps": rps, "cpu": cpu, "rss": sum(rss_kb(x) for x in pids)})
+                    results[(name, n)].append({"rps": rps, "cpu": cpu, "rss": run.rss_kib(pids)})
                     print(f"{name:9s} {n:7d} routes {rps:9.0f} req/s  cpu {cpu:6.2f} us/req", flush=True)
     finally:
         for p in procs.values():

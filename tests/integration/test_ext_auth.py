@@ -33,6 +33,17 @@ def start_authsvc(name="authsvc"):
     return proc
 
 
+def refused(test, config, want):
+    """`tollgate -t` refuses the config with an error that contains want."""
+    d = tempfile.mkdtemp(prefix="tg-ea-")
+    path = os.path.join(d, "t.yaml")
+    with open(path, "w") as f:
+        f.write(config)
+    p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
+    test.assertEqual(p.returncode, 1, config)
+    test.assertIn(want, p.stderr, config)
+
+
 def calls(svc):
     with urllib.request.urlopen(f"http://127.0.0.1:{svc.port}/admin/calls", timeout=10) as r:
         return json.loads(r.read())
@@ -301,14 +312,9 @@ routes:
         self.assertEqual(calls(self.svc)["n"], 0)
 
     def test_body_bytes_needs_post(self):
-        d = tempfile.mkdtemp(prefix="tg-ea-")
-        path = os.path.join(d, "t.yaml")
-        with open(path, "w") as f:
-            f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: c, "
-                    "body_bytes: 10 }\nclusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n")
-        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
-        self.assertEqual(p.returncode, 1)
-        self.assertIn("body_bytes: the body goes with method: POST", p.stderr)
+        refused(self, "listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: c, "
+                      "body_bytes: 10 }\nclusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n",
+                "body_bytes: the body goes with method: POST")
 
     def test_cache(self):
         for _ in range(6):
@@ -325,14 +331,8 @@ routes:
         self.assertGreaterEqual(harness.metric(text, "tollgate_ext_auth_cache_hits_total", route="cached"), 4)
 
     def test_unknown_cluster_is_a_config_error(self):
-        d = tempfile.mkdtemp(prefix="tg-ea-")
-        path = os.path.join(d, "t.yaml")
-        with open(path, "w") as f:
-            f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: nope }\n"
-                    "clusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n")
-        p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
-        self.assertEqual(p.returncode, 1)
-        self.assertIn("t.yaml:3:26: unknown cluster 'nope'", p.stderr)
+        refused(self, "listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - ext_auth: { cluster: nope }\n"
+                      "clusters: [{ name: c, endpoints: [127.0.0.1:2] }]\n", "t.yaml:3:26: unknown cluster 'nope'")
 
 
 class ExtAuthGrpcTest(harness.GatewayTest):
@@ -489,7 +489,6 @@ routes:
         self.assertEqual(http["headers"]["x-envoy-auth-partial-body"], "false")
 
     def test_config_errors(self):
-        d = tempfile.mkdtemp(prefix="tg-eag-")
         cases = [
             ("ext_auth: { api: grpc, cluster: c }", "3:37: cluster 'c' speaks HTTP/1.1, and ext_auth api: grpc "
                                                     "needs HTTP/2 (protocol: h2c or h2)"),
@@ -498,14 +497,9 @@ routes:
                                                              "/envoy.service.auth.v3.Authorization/Check"),
         ]
         for filt, want in cases:
-            path = os.path.join(d, "t.yaml")
-            with open(path, "w") as f:
-                f.write("listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - " + filt + "\n"
-                        "clusters: [{ name: c, endpoints: [127.0.0.1:2] }, "
-                        "{ name: g, protocol: h2c, endpoints: [127.0.0.1:3] }]\n")
-            p = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=30)
-            self.assertEqual(p.returncode, 1, filt)
-            self.assertIn(want, p.stderr, filt)
+            refused(self, "listeners: [{ name: m, listen: 127.0.0.1:1 }]\nfilters:\n  - " + filt + "\n"
+                          "clusters: [{ name: c, endpoints: [127.0.0.1:2] }, "
+                          "{ name: g, protocol: h2c, endpoints: [127.0.0.1:3] }]\n", want)
 
 
 class ExampleAuthServiceTest(harness.GatewayTest):
