@@ -195,6 +195,12 @@ static void ea_destroy(void *p)
     free(c);
 }
 
+static void lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)(*s >= 'A' && *s <= 'Z' ? *s | 0x20 : *s);
+}
+
 /* A list of header names (lower-cased), or the default. */
 static int header_list(tg_node_t *n, const char *what, const char *const *dflt, char ***out, size_t *count)
 {
@@ -216,8 +222,7 @@ static int header_list(tg_node_t *n, const char *what, const char *const *dflt, 
             tg_node_error(n, "%s: '%s' is not a header name", what, (*out)[i]);
             return -1;
         }
-        for (char *s = (*out)[i]; *s; s++)
-            *s = (char)(*s >= 'A' && *s <= 'Z' ? *s | 0x20 : *s);
+        lower((*out)[i]);
     }
     return 0;
 }
@@ -248,8 +253,7 @@ static void *ea_create(tg_node_t *node, const char *config_path)
                 tg_node_error(&idh, "identity_header: '%s' is not a header name", h);
             rc = -1;
         } else {
-            for (char *s = h; *s; s++)
-                *s = (char)(*s >= 'A' && *s <= 'Z' ? *s | 0x20 : *s);
+            lower(h);
         }
         c->identity_header = h;
     }
@@ -367,15 +371,19 @@ static tg_filter_status_t apply(const extauth_conf_t *c, tg_filter_exchange_t *f
     return TG_FILTER_REPLY;
 }
 
-static int wanted(const extauth_conf_t *c, int allowed, const char *name, size_t len)
+/* The allow-list's own spelling of an answer's header name (lower case,
+ * living as long as the config), or NULL if the list does not have it. */
+static const char *wanted(const extauth_conf_t *c, int allowed, const char *name, size_t len)
 {
     char *const *v = allowed ? c->up_headers : c->client_headers;
     size_t n = allowed ? c->n_up : c->n_client;
     for (size_t i = 0; i < n; i++)
         if (strlen(v[i]) == len && strncasecmp(v[i], name, len) == 0)
-            return 1;
-    return allowed && c->identity_header != NULL && strlen(c->identity_header) == len &&
-           strncasecmp(c->identity_header, name, len) == 0;
+            return v[i];
+    if (allowed && c->identity_header != NULL && strlen(c->identity_header) == len &&
+        strncasecmp(c->identity_header, name, len) == 0)
+        return c->identity_header;
+    return NULL;
 }
 
 /* Cache-Control: max-age=N of the answer, in ms (0: not to be kept). */
@@ -437,14 +445,10 @@ static tg_filter_status_t http_answer(const extauth_conf_t *c, tg_filter_exchang
     const char **hv = tg_arena_alloc(fx->arena, (2 * r->headers->n + 1) * sizeof(char *));
     for (size_t i = 0; hv != NULL && i < r->headers->n; i++) {
         const tg_header_t *h = &r->headers->v[i];
-        if (!wanted(c, allowed, h->name, h->name_len))
+        if ((hv[2 * nh] = wanted(c, allowed, h->name, h->name_len)) == NULL)
             continue;
-        char *n = tg_arena_strndup(fx->arena, h->name, h->name_len);
-        for (char *s = n; s && *s; s++)
-            *s = (char)(*s >= 'A' && *s <= 'Z' ? *s | 0x20 : *s);
-        hv[2 * nh] = n;
-        hv[2 * nh + 1] = tg_arena_strndup(fx->arena, h->value, h->value_len);
-        if (hv[2 * nh] != NULL && hv[2 * nh + 1] != NULL)
+        hv[2 * nh + 1] = tg_arena_strndup(fx->arena, h->value, h->value_len); /* the answer dies with the call */
+        if (hv[2 * nh + 1] != NULL)
             nh++;
     }
     cache_t *k = tg_filter_worker_state(fx, p->index);
@@ -461,10 +465,8 @@ static size_t keep_wanted(const extauth_conf_t *c, int allowed, const char *cons
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (wanted(c, allowed, in[2 * i], strlen(in[2 * i]))) {
-            out[2 * k] = in[2 * i];
+        if ((out[2 * k] = wanted(c, allowed, in[2 * i], strlen(in[2 * i]))) != NULL)
             out[2 * k++ + 1] = in[2 * i + 1];
-        }
     return k;
 }
 

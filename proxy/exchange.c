@@ -242,16 +242,17 @@ static void record(tg_exchange_t *ex)
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
     uint64_t now = tg_clock_us(), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
-    tg_stats_request_done(tg_worker_stats(ex->w), slot, status, us);
+    tg_route_stats_t *rs = tg_stats_route(tg_worker_stats(ex->w), slot);
+    tg_stats_request_done(rs, status, us);
     const tg_header_t *gs = NULL;
     if (ex->grpc && ex->resp_started && (gs = tg_headers_get(&ex->resp.trailers, "grpc-status")) == NULL)
         gs = tg_headers_get(&ex->resp.headers, "grpc-status");
     if (gs != NULL)
-        tg_stats_grpc_done(tg_worker_stats(ex->w), slot, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
+        tg_stats_grpc_done(rs, gs->value_len && gs->value_len < 4 ? atoi(gs->value) : 2);
     export_span(ex, status, gs ? gs->value : NULL);
     if (ex->route == NULL || (s->cfg->filters.n == 0 && ex->route->filters.n == 0) || ex->fx.req == NULL)
         return;
-    tg_stats_filter_counted(tg_worker_stats(ex->w), slot, ex->fx.counted);
+    tg_stats_filter_counted(rs, ex->fx.counted);
     const tg_header_t *rid = tg_headers_get(&ex->req.headers, "x-request-id");
     tg_filter_record_t rec = {
         .start_unix_us = ex->start_unix_us,
@@ -759,6 +760,14 @@ static int prepare_request_headers(tg_exchange_t *ex)
 
 /* ---- the request body ---- */
 
+/* The client's body could not be read (err: the codec's status, 413 for
+ * one too large, else malformed): the answer, and the connection closes. */
+static void body_refused(tg_exchange_t *ex, int err)
+{
+    ex->close_ds = 1;
+    tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+}
+
 /* Reads request body from the client into dst; a framing error or an
  * oversized body becomes a local reply. Returns -1 if the exchange ended. */
 static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin)
@@ -776,8 +785,7 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
         n = ex->ops->read_body(ex->ds, dst, max, fin, &err);
     }
     if (n < 0) {
-        ex->close_ds = 1;
-        tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+        body_refused(ex, err);
         return n;
     }
     /* dst holds only this piece: scratch, or body_buf while still empty */
@@ -1168,8 +1176,7 @@ static void gather_prefix(tg_exchange_t *ex)
         int err = 0;
         ssize_t n = ex->ops->read_body(ex->ds, ex->pre_body, ex->prefix_want + 1 - have, &fin, &err);
         if (n < 0) {
-            ex->close_ds = 1;
-            tg_exchange_reply(ex, err ? err : 400, err == 413 ? "request body too large" : "malformed request body");
+            body_refused(ex, err);
             return;
         }
         have += (size_t)n;

@@ -66,9 +66,8 @@ void tg_stats_reset(tg_stats_t *s, tg_stats_table_t table, size_t slot)
         zero(e, entry_size[table]);
 }
 
-void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us)
+void tg_stats_request_done(tg_route_stats_t *r, int status, uint64_t duration_us)
 {
-    tg_route_stats_t *r = tg_stats_route(s, route_slot);
     if (status >= 100 && status < 600)
         tg_counter_add(&r->by_class[status / 100 - 1], 1);
     else
@@ -82,16 +81,15 @@ void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_
     tg_counter_add(&r->sum_us, duration_us);
 }
 
-void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status)
+void tg_stats_grpc_done(tg_route_stats_t *r, int grpc_status)
 {
-    tg_counter_add(&tg_stats_route(s, route_slot)->grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
+    tg_counter_add(&r->grpc[grpc_status >= 0 && grpc_status <= 16 ? grpc_status : 2], 1);
 }
 
 _Static_assert(TG_STATS_FILTER_COUNTERS == TG_FILTER_COUNTERS_MAX, "a route has a counter for each filter counter bit");
 
-void tg_stats_filter_counted(tg_stats_t *s, size_t route_slot, uint64_t counted)
+void tg_stats_filter_counted(tg_route_stats_t *r, uint64_t counted)
 {
-    tg_route_stats_t *r = tg_stats_route(s, route_slot);
     for (; counted != 0; counted &= counted - 1)
         tg_counter_add(&r->filters[__builtin_ctzll(counted)], 1);
 }

@@ -158,14 +158,14 @@ size_t tg_stats_bytes(const tg_stats_t *s);
 void tg_stats_reset(tg_stats_t *s, tg_stats_table_t table, size_t slot);
 
 /* A finished exchange: status 0 = no response was sent. */
-void tg_stats_request_done(tg_stats_t *s, size_t route_slot, int status, uint64_t duration_us);
+void tg_stats_request_done(tg_route_stats_t *r, int status, uint64_t duration_us);
 
 /* A finished gRPC call's grpc-status (codes outside 0..16 count as 2,
  * UNKNOWN; a call that ended without one is not counted). */
-void tg_stats_grpc_done(tg_stats_t *s, size_t route_slot, int grpc_status);
+void tg_stats_grpc_done(tg_route_stats_t *r, int grpc_status);
 
 /* Adds what an exchange's filters counted (1 << counter bit, see
  * filters/filter.h) to its route's counters. */
-void tg_stats_filter_counted(tg_stats_t *s, size_t route_slot, uint64_t counted);
+void tg_stats_filter_counted(tg_route_stats_t *r, uint64_t counted);
 
 #endif
