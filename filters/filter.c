@@ -69,6 +69,12 @@ tg_filter_status_t tg_filters_on_request(const tg_filter_list_t *global, const t
     return TG_FILTER_CONTINUE;
 }
 
+/* Is index's response hook for this response (fx->reply_by)? */
+static int sees_response(const tg_filter_exchange_t *fx, size_t index)
+{
+    return fx->reply_by == 0 || index + 1 < fx->reply_by;
+}
+
 void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
                             tg_response_t *resp)
 {
@@ -76,15 +82,33 @@ void tg_filters_on_response(const tg_filter_list_t *global, const tg_filter_list
     for (size_t i = route->n; i-- > 0;) {
         const tg_filter_instance_t *f = &route->v[i];
         --index;
-        if (f->type->on_response)
+        if (f->type->on_response && sees_response(fx, index))
             f->type->on_response(f->conf, fx, index, resp);
     }
     for (size_t i = global->n; i-- > 0;) {
         const tg_filter_instance_t *f = &global->v[i];
         --index;
-        if (f->type->on_response)
+        if (f->type->on_response && sees_response(fx, index))
             f->type->on_response(f->conf, fx, index, resp);
     }
+}
+
+tg_filter_status_t tg_filters_on_no_answer(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                           tg_filter_exchange_t *fx, int status)
+{
+    const tg_filter_list_t *chains[2] = { route, global };
+    for (int c = 0; c < 2; c++)
+        for (size_t i = chains[c]->n; i-- > 0;) {
+            const tg_filter_instance_t *f = &chains[c]->v[i];
+            size_t index = c == 0 ? global->n + i : i;
+            if (f->type->on_no_answer == NULL || f->type->on_no_answer(f->conf, fx, index, status) != TG_FILTER_REPLY)
+                continue;
+            if (fx->reply_response == NULL)
+                continue; /* only a whole response answers for the upstream */
+            fx->reply_by = index + 1;
+            return TG_FILTER_REPLY;
+        }
+    return TG_FILTER_CONTINUE;
 }
 
 void tg_filters_on_complete(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx,
@@ -213,12 +237,12 @@ void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter
     size_t index = global->n + route->n;
     for (size_t i = route->n; i-- > 0;) {
         --index;
-        if (route->v[i].type->on_response_body)
+        if (route->v[i].type->on_response_body && sees_response(fx, index))
             route->v[i].type->on_response_body(route->v[i].conf, fx, index, piece, fin);
     }
     for (size_t i = global->n; i-- > 0;) {
         --index;
-        if (global->v[i].type->on_response_body)
+        if (global->v[i].type->on_response_body && sees_response(fx, index))
             global->v[i].type->on_response_body(global->v[i].conf, fx, index, piece, fin);
     }
 }

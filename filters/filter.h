@@ -164,6 +164,25 @@ struct tg_filter_exchange {
     int reply_status;
     const char *reply_message;
     tg_headers_t reply_headers;
+    /* A whole response of the filter's making instead (a cache hit): with
+     * reply_response set, the exchange sends that head, then reply_body
+     * (reply_body_len bytes, by reference: reply_release(reply_body,
+     * reply_body_len, reply_release_arg) runs on the worker once they are
+     * written or dropped, exactly once). The response hooks of the filters
+     * before the one that replied see it as they see an upstream answer
+     * (compress compresses a cache hit); fx->reply_headers are not used. */
+    tg_response_t *reply_response;
+    const void *reply_body;
+    size_t reply_body_len;
+    void (*reply_release)(const void *data, size_t len, void *arg);
+    void *reply_release_arg;
+    /* Whose response it is: 0 the upstream's (every filter's response
+     * hooks run), else 1 + the chain index of the filter that made it
+     * (the hooks of the filters before it run). Set by the exchange. */
+    size_t reply_by;
+    /* The cluster the request goes to (a split route: the one chosen),
+     * for a filter's own calls on its behalf (ops->call). */
+    const char *cluster;
     /* Headers added to the response the client gets (any status). */
     tg_headers_t response_headers;
     /* The upstream response's trailers, once its head arrived (NULL
@@ -269,6 +288,12 @@ typedef struct tg_filter_type {
      * resume yet): stop what it started for it (timers, waits). Runs
      * before the completion hooks. May be NULL. Worker thread. */
     void (*on_cancel)(void *conf, tg_filter_exchange_t *fx, size_t index);
+    /* No upstream answer came (connect failure, every endpoint down,
+     * timeout, reset before the head; retries spent): status is the error
+     * the client would get (502, 503, 504). REPLY with reply_response to
+     * answer instead (a stale cache entry, RFC 9111 stale-if-error), else
+     * CONTINUE. Reverse chain order, the first REPLY wins. May be NULL. */
+    tg_filter_status_t (*on_no_answer)(void *conf, tg_filter_exchange_t *fx, size_t index, int status);
     /* The exchange is over (whatever happened). On the worker thread. */
     void (*on_complete)(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec);
     /* Per-worker state (may be NULL): made by each worker on its own
@@ -366,6 +391,11 @@ tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, co
                                               tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
 void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                  tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
+
+/* No upstream answer (on_no_answer, reverse order): REPLY (fx->reply_by
+ * set, fx->reply_response filled) or CONTINUE. */
+tg_filter_status_t tg_filters_on_no_answer(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                           tg_filter_exchange_t *fx, int status);
 
 /* The exchange ended while paused at fx->paused_at: that filter's on_cancel. */
 void tg_filters_on_cancel(const tg_filter_list_t *global, const tg_filter_list_t *route, tg_filter_exchange_t *fx);

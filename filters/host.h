@@ -86,6 +86,9 @@ void tg_shared_free(tg_shared_t *s);
  * gives back with tg_shared_put. NULL: make failed. */
 void *tg_shared_get(const tg_filter_host_t *h, const tg_shared_type_t *type, const char *key, const void *arg);
 void tg_shared_put(tg_shared_t *s, void *obj);
+/* fn(obj, arg) for every object of type, under the table's lock (fn
+ * neither gets nor puts). Any thread. */
+void tg_shared_each(tg_shared_t *s, const tg_shared_type_t *type, void (*fn)(void *obj, void *arg), void *arg);
 /* Writes every type's metrics (main thread). */
 void tg_shared_metrics(tg_shared_t *s, struct evbuffer *out);
 

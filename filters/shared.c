@@ -121,6 +121,15 @@ void tg_shared_put(tg_shared_t *s, void *obj)
         entry_free(e);
 }
 
+void tg_shared_each(tg_shared_t *s, const tg_shared_type_t *type, void (*fn)(void *obj, void *arg), void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    for (entry_t *e = s->list; e != NULL; e = e->next)
+        if (e->type == type)
+            fn(e->obj, arg);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void tg_shared_metrics(tg_shared_t *s, struct evbuffer *out)
 {
     pthread_mutex_lock(&s->mu);

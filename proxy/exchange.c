@@ -509,6 +509,68 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     finish(ex, 0);
 }
 
+/* A filter's own response (fx->reply_response: a cache hit, a stale
+ * answer): through the response hooks of the filters before the one that
+ * made it, then to the client; its body goes by reference. */
+static void filter_response(tg_exchange_t *ex)
+{
+    tg_filter_exchange_t *fx = &ex->fx;
+    tg_response_t *r = &ex->resp;
+    const tg_response_t *made = fx->reply_response;
+    fx->reply_response = NULL;
+    tg_ex_release_upstream(ex, 0);
+    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+    int added = 0;
+    if (fx->reply_body_len > 0)
+        added = evbuffer_add_reference(ex->scratch, fx->reply_body, fx->reply_body_len, fx->reply_release,
+                                       fx->reply_release_arg) == 0;
+    if (!added && fx->reply_release != NULL)
+        fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
+    if (!added && fx->reply_body_len > 0) {
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    fx->reply_release = NULL;
+    *r = *made;
+    fx->resp_trailers = &r->trailers;
+    tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, fx, r);
+    add_filter_headers(ex, r, NULL);
+    if (tg_headers_apply_rules(&r->headers, &ex->arena, &ex->route->response_headers) < 0) {
+        evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+        tg_exchange_reply(ex, 500, "out of memory");
+        return;
+    }
+    ex->resp_started = 1;
+    if (ex->ops->write_head(ex->ds, r) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    if (ex->body_hooks)
+        tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, fx, ex->scratch, 1);
+    size_t n = evbuffer_get_length(ex->scratch);
+    ex->bytes_out += n;
+    if ((n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) || ex->ops->write_end(ex->ds, &r->trailers) < 0) {
+        finish(ex, 1);
+        return;
+    }
+    ex->resp_done = 1;
+    advance(ex, EXEV_LOCAL_REPLY);
+    finish(ex, 0);
+}
+
+/* A filter replied (TG_FILTER_REPLY from its chain index fx->paused_at):
+ * its own response, or an error reply made from its status. */
+static void filter_reply(tg_exchange_t *ex)
+{
+    tg_filter_exchange_t *fx = &ex->fx;
+    if (fx->reply_response != NULL) {
+        fx->reply_by = fx->paused_at + 1;
+        filter_response(ex);
+        return;
+    }
+    tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+}
+
 /* ---- the request as it goes upstream ---- */
 
 /* A random (version 4) UUID, formatted without printf. */
@@ -973,6 +1035,10 @@ static int on_attempt(tg_exchange_t *ex, tg_att_event_t ev, int status, const ch
     case ATT_FAILED:
         if (ex->resp_started && ex->reset_code >= 0)
             finish(ex, 1); /* relays the upstream's RST_STREAM code */
+        else if (!ex->resp_started && ex->fx.req != NULL && !ex->grpc &&
+                 tg_filters_on_no_answer(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, status) ==
+                     TG_FILTER_REPLY)
+            filter_response(ex); /* a filter answers for the upstream (stale-if-error) */
         else
             tg_exchange_reply(ex, status, why); /* started: cut off (gRPC: the status in trailers) */
         return -1;
@@ -1122,6 +1188,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->scheme = ex->scheme;
         fx->peer_identity = ex->peer ? ex->peer->subject : NULL;
         fx->route = ex->route->name;
+        fx->cluster = ex->cluster->conf->name;
         fx->grpc = grpc;
         fx->listener = listener;
         fx->worker = tg_worker_id(ex->w);
@@ -1226,7 +1293,7 @@ static int run_filters(tg_exchange_t *ex, size_t from)
         return -1;
     }
     if (st == TG_FILTER_REPLY) {
-        tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+        filter_reply(ex);
         return -1;
     }
     return 0;
@@ -1239,7 +1306,7 @@ static void fx_resume(tg_filter_exchange_t *fx, uint64_t gen, tg_filter_status_t
         return; /* the exchange is over (client gone) */
     ex->paused = 0;
     if (status == TG_FILTER_REPLY) {
-        tg_exchange_reply(ex, fx->reply_status, fx->reply_message ? fx->reply_message : "refused");
+        filter_reply(ex);
         return;
     }
     if (run_filters(ex, fx->paused_at + 1) == 0)

@@ -5,16 +5,7 @@
 
 #include <string.h>
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "proxy/base/http.h"
 
 static int unreserved(unsigned char c)
 {
@@ -31,7 +22,8 @@ static long decode(const char *in, size_t len, const tg_path_conf_t *conf, char 
     for (size_t i = 0; i < len; i++) {
         char c = in[i];
         if (c == '%') {
-            int hi = i + 2 < len ? hexval(in[i + 1]) : -1, lo = i + 2 < len ? hexval(in[i + 2]) : -1;
+            int hi = i + 2 < len ? tg_hex_value((unsigned char)in[i + 1]) : -1;
+            int lo = i + 2 < len ? tg_hex_value((unsigned char)in[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 *why = "malformed percent-encoding in the path";
                 return -1;

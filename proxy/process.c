@@ -35,6 +35,7 @@
 #include "proxy/base/timer.h"
 #include "proxy/ctl.h"
 #include "proxy/dns.h"
+#include "filters/cache.h"
 #include "proxy/filter_host.h"
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
@@ -353,13 +354,67 @@ static int admin_guard(const tg_admin_conf_t *a, const tg_request_t *req, const 
     }
     /* A cross-site form can POST here but cannot add a header of its own
      * without a CORS preflight, which this listener never grants. */
-    if (strcmp(req->method, "POST") == 0 && strcmp(path, "/-/reload") == 0 && a->token == NULL &&
+    if (strcmp(req->method, "POST") == 0 && strncmp(path, "/-/", 3) == 0 && a->token == NULL &&
         tg_headers_get(&req->headers, "x-tollgate-admin") == NULL) {
         evbuffer_add_printf(body, "{\"error\": \"a state-changing admin request needs the admin token or an "
                                   "X-Tollgate-Admin header\", \"status\": 403}\n");
         return 403;
     }
     return 0;
+}
+
+/* The value of query parameter name in target, percent-decoded into out
+ * (cap bytes); NULL if absent, malformed or too long. */
+static const char *query_param(const char *target, const char *name, char *out, size_t cap)
+{
+    const char *q = strchr(target, '?');
+    size_t nl = strlen(name);
+    for (const char *p = q ? q + 1 : NULL; p != NULL && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+        if (strncmp(p, name, nl) != 0 || p[nl] != '=')
+            continue;
+        size_t n = 0;
+        for (const char *v = p + nl + 1; *v && *v != '&'; v++) {
+            int c = (unsigned char)*v;
+            if (c == '%') {
+                int hi = v[1] ? tg_hex_value(v[1]) : -1, lo = hi >= 0 && v[2] ? tg_hex_value(v[2]) : -1;
+                if (lo < 0)
+                    return NULL;
+                c = hi * 16 + lo;
+                v += 2;
+            } else if (c == '+') {
+                c = ' ';
+            }
+            if (n + 1 >= cap || c < 0x20 || c == 0x7f)
+                return NULL;
+            out[n++] = (char)c;
+        }
+        out[n] = '\0';
+        return n ? out : NULL;
+    }
+    return NULL;
+}
+
+/* POST /-/cache/purge?key=HOST/PATH?QUERY | prefix=/PATH[&host=HOST][&zone=Z] */
+static int admin_cache_purge(process_t *p, const tg_request_t *req, struct evbuffer *body)
+{
+    char key[4096], prefix[4096], host[256], zone[128];
+    const char *k = query_param(req->target, "key", key, sizeof(key));
+    const char *pre = query_param(req->target, "prefix", prefix, sizeof(prefix));
+    const char *h = query_param(req->target, "host", host, sizeof(host));
+    const char *z = query_param(req->target, "zone", zone, sizeof(zone));
+    if ((k == NULL) == (pre == NULL) || (pre != NULL && pre[0] != '/')) {
+        evbuffer_add_printf(body, "{\"error\": \"give key=HOST/PATH?QUERY or prefix=/PATH (with host= and zone= "
+                                  "to narrow it)\", \"status\": 400}\n");
+        return 400;
+    }
+    if (h != NULL)
+        for (char *c = host; *c; c++)
+            *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    size_t n = tg_cache_purge(p->host->shared, z, k, h, pre);
+    tg_info("admin: cache purge %s%s%s dropped %zu entries", k ? "key " : "prefix ", k ? k : pre,
+            z ? " (one zone)" : "", n);
+    evbuffer_add_printf(body, "{\"purged\": %zu}\n", n);
+    return 200;
 }
 
 static int admin_handle(void *ctx, const tg_request_t *req, const char *path, struct evbuffer *body,
@@ -374,6 +429,9 @@ static int admin_handle(void *ctx, const tg_request_t *req, const char *path, st
     if (strcmp(path, "/-/reload") == 0) {
         if (strcmp(method, "POST") == 0)
             return admin_reload(p, body);
+    } else if (strcmp(path, "/-/cache/purge") == 0) {
+        if (strcmp(method, "POST") == 0)
+            return admin_cache_purge(p, req, body);
     } else if (!get) {
         /* every other endpoint is read-only */
     } else if (strcmp(path, "/healthz") == 0) {

@@ -13,6 +13,8 @@
 
 #include <string.h>
 
+#include "proxy/base/http.h"
+
 /* ---- character classes (RFC 9110 5.6.2, 5.5; RFC 9112 3.2) ---- */
 
 /* One table per class, each written as disjoint ranges. */
@@ -79,16 +81,6 @@ size_t tg_h1_field_content_len(const char *v, size_t len)
 int tg_h1_is_tchar(unsigned char c)
 {
     return IS(c, C_TCHAR) != 0;
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
 }
 
 /* name holds token characters only, so OR-ing 0x20 folds letters and
@@ -567,7 +559,7 @@ tg_h1p_result_t tg_h1_parse_chunk(tg_h1_parser_t *p, const char *buf, size_t len
         switch (p->cstate) {
         case C_SIZE0:
         case C_SIZE:
-            if ((h = hexval(c)) >= 0) {
+            if ((h = tg_hex_value((unsigned char)c)) >= 0) {
                 if (++p->cdigits > TG_H1_MAX_CHUNK_SIZE_DIGITS) {
                     res = fail(p, 400, "chunk size too large");
                     goto out;

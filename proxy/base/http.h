@@ -119,6 +119,15 @@ void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, 
 /* Applies a route's request_headers/response_headers rules. */
 int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r);
 
+/* The value of a hex digit (either case), or -1. */
+static inline int tg_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* Case-insensitive equality of n bytes, where lower is lowercase; the
  * first byte is compared before calling into libc. */
 static inline int tg_http_ieq(const char *s, const char *lower, size_t n)

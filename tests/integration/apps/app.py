@@ -231,3 +231,81 @@ async def ws_echo(ws: WebSocket):
                 await ws.send_bytes(msg["bytes"])
     except WebSocketDisconnect:
         pass
+
+
+# ---- the cache filter's tests: responses whose caching headers the test
+# chooses, an upstream that counts its calls and remembers what it saw ----
+
+CACHE = {}      # name -> {"calls": n, "seen": [request headers, oldest first], "etag": current, "fail": status}
+
+
+@app.api_route("/cached/{name}", methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
+async def cached(name: str, request: Request, cc: str = "", etag: str = "", lm: str = "", vary: str = "",
+                 status: int = 200, size: int = 0, gate: str = "", cookie: int = 0, expires: str = "",
+                 age: str = "", chunked: int = 0):
+    """Counts the call, may wait at a gate, then answers with the caching
+    headers the query names; a conditional request that matches the
+    current validators gets a 304."""
+    from fastapi.responses import Response
+    st = CACHE.setdefault(name, {"calls": 0, "seen": [], "etag": None, "fail": 0})
+    st["calls"] += 1
+    st["seen"].append({k.lower(): v for k, v in request.headers.items()})
+    del st["seen"][:-50]
+    if gate:
+        ev = GATES.setdefault(gate, asyncio.Event())
+        HELD[gate] = HELD.get(gate, 0) + 1
+        try:
+            await asyncio.wait_for(ev.wait(), 120)
+        finally:
+            HELD[gate] -= 1
+    if request.method in ("POST", "PUT", "DELETE"):
+        return JSONResponse({"name": name, "method": request.method, "calls": st["calls"]}, status_code=status)
+    if st["fail"]:
+        return JSONResponse({"failing": True}, status_code=st["fail"])
+    headers = {}
+    if cc:
+        headers["cache-control"] = cc
+    tag = st["etag"] or (f'"{etag}"' if etag else None)
+    if tag:
+        headers["etag"] = tag
+    if lm:
+        headers["last-modified"] = lm
+    if expires:
+        headers["expires"] = expires
+    if age:
+        headers["age"] = age
+    varied = ""
+    if vary:
+        headers["vary"] = vary
+        varied = "|".join(f"{h}={request.headers.get(h, '')}" for h in vary.split(","))
+    if cookie:
+        headers["set-cookie"] = "session=abc"
+    inm = request.headers.get("if-none-match")
+    ims = request.headers.get("if-modified-since")
+    if (tag and inm and tag in [t.strip() for t in inm.split(",")]) or (not inm and lm and ims == lm):
+        return Response(status_code=304, headers=headers)
+    body = f"{name} call={st['calls']} {varied}\n"
+    if size > len(body):
+        body += "x" * (size - len(body))
+    if chunked:  # no Content-Length: the length is known only at the end
+        async def gen():
+            for i in range(0, len(body), 1000):
+                yield body[i:i + 1000].encode()
+        return StreamingResponse(gen(), status_code=status, headers=headers, media_type="text/plain")
+    return Response(body, status_code=status, headers=headers, media_type="text/plain")
+
+
+@app.get("/cached-state/{name}")
+async def cached_state(name: str):
+    st = CACHE.get(name, {"calls": 0, "seen": [], "etag": None, "fail": 0})
+    return {"calls": st["calls"], "seen": st["seen"][-5:], "held": HELD.get(name, 0)}
+
+
+@app.get("/cached-set/{name}")
+async def cached_set(name: str, etag: str = "", fail: int = 0):
+    """Changes what the next answers say: a new entity tag, or failing with `fail`."""
+    st = CACHE.setdefault(name, {"calls": 0, "seen": [], "etag": None, "fail": 0})
+    if etag:
+        st["etag"] = f'"{etag}"'
+    st["fail"] = fail
+    return {"ok": True}
