@@ -47,6 +47,7 @@ typedef struct loader {
     /* clusters filters name (tg_node_cluster_ref), checked at the end */
     struct cluster_ref { yaml_node_t *at; char *name; const char *needs_h2; } *refs;
     size_t n_refs;
+    const char *route;          /* the route whose filters are being read; NULL: the global chain */
 } loader_t;
 
 static void err_at(loader_t *ld, const yaml_node_t *n, const char *fmt, ...)
@@ -599,6 +600,11 @@ oom:
 const struct tg_config *tg_node_config(const tg_node_t *n)
 {
     return n->ld->cfg;
+}
+
+const char *tg_node_route(const tg_node_t *n)
+{
+    return n->ld->route;
 }
 
 int tg_node_present(const tg_node_t *n)
@@ -1775,8 +1781,10 @@ static int load_route(loader_t *ld, yaml_node_t *n, tg_route_conf_t *r)
         rc = -1;
     if (resh && load_header_rules(ld, resh, "response_headers", &r->response_headers) < 0)
         rc = -1;
+    ld->route = r->name;
     if (filters && load_filters(ld, filters, "route filters", &r->filters) < 0)
         rc = -1;
+    ld->route = NULL;
     return rc;
 }
 

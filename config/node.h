@@ -21,6 +21,9 @@ int tg_node_present(const tg_node_t *n);
 /* The config being loaded, as far as it is: the top-level sections a
  * filter may depend on (redis:) are loaded before any filter. */
 const struct tg_config *tg_node_config(const tg_node_t *n);
+/* The name of the route whose chain the filter is in (valid while the
+ * config lives); NULL in the global chain. */
+const char *tg_node_route(const tg_node_t *n);
 int tg_node_is_seq(const tg_node_t *n);
 int tg_node_is_map(const tg_node_t *n);
 

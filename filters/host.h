@@ -34,6 +34,8 @@ typedef struct tg_filter_call {
     uint64_t timeout_ms;        /* the whole call: connect, answer and body */
     size_t max_body;            /* a longer answer fails the call */
     int grpc;                   /* a gRPC call: te: trailers is sent (the cluster speaks HTTP/2) */
+    int digest_body;            /* the answer's body is read and dropped, whatever its length (max_body
+                                 * unused): the result has its length and FNV-1a digest, no bytes */
 } tg_filter_call_t;
 
 /* How it went. status 0: no answer (error says why: connect failed,
@@ -46,6 +48,7 @@ typedef struct tg_filter_call_result {
     const tg_headers_t *trailers; /* empty when none came (HTTP/2 and chunked answers may have them) */
     const char *body;
     size_t body_len;
+    uint64_t body_digest;       /* digest_body: FNV-1a 64 of the body (proxy/base/fnv.h) */
 } tg_filter_call_result_t;
 
 typedef void (*tg_filter_call_cb)(void *arg, const tg_filter_call_result_t *r);

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "proxy/base/arena.h"
 #include "proxy/base/clock.h"
+#include "proxy/base/fnv.h"
 #include "proxy/base/timer.h"
 #include "proxy/health.h"
 #include "proxy/upstream.h"
@@ -19,6 +21,7 @@
 #define MAX_TRIES 3
 
 struct tg_fetch {
+    LIST_ENTRY(tg_fetch) link;  /* the worker's fetches in flight */
     tg_worker_t *w;
     tg_snapshot_t *snap;
     const tg_cluster_t *cl;     /* of snap; NULL: no such cluster */
@@ -36,14 +39,22 @@ struct tg_fetch {
     struct event finish;        /* delivers the result outside start() */
     tg_filter_call_cb cb;
     void *arg;
+    size_t seen;                /* digest_body: the body's bytes so far, and their digest */
+    uint64_t digest;
     int status;                 /* the result, once known */
     const char *error;
     char why[160];
-    unsigned head : 1, done : 1, grpc : 1;
+    unsigned head : 1, done : 1, grpc : 1, digest_body : 1, listed : 1;
 };
+
+typedef struct fetch_worker {
+    LIST_HEAD(, tg_fetch) live;
+} fetch_worker_t;
 
 static void fetch_free(tg_fetch_t *f)
 {
+    if (f->listed)
+        LIST_REMOVE(f, link);
     if (f->up != NULL)
         f->cl->up_ops->release(f->up, 0);
     event_del(&f->deadline);
@@ -62,7 +73,11 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
     tg_filter_call_result_t r = {
         .status = f->status, .error = f->error, .headers = &f->resp.headers, .trailers = &f->resp.trailers
     };
-    if (f->status != 0) {
+    if (f->status != 0 && f->digest_body) {
+        r.body = "";
+        r.body_len = f->seen;
+        r.body_digest = f->digest;
+    } else if (f->status != 0) {
         r.body_len = evbuffer_get_length(f->answer);
         r.body = r.body_len ? (const char *)evbuffer_pullup(f->answer, -1) : "";
         if (r.body == NULL) {
@@ -132,12 +147,16 @@ static void read_body(tg_fetch_t *f)
     const tg_upstream_ops_t *ops = f->cl->up_ops;
     for (;;) {
         int fin = 0;
-        ssize_t n = ops->read(f->up, f->answer, f->max_body + 1, &fin);
+        ssize_t n = ops->read(f->up, f->answer, f->digest_body ? 65536 : f->max_body + 1, &fin);
         if (n < 0) {
             finish(f, 0, 0, "malformed answer body");
             return;
         }
-        if (evbuffer_get_length(f->answer) > f->max_body) {
+        if (f->digest_body) { /* digested and dropped as it comes */
+            f->digest = tg_fnv1a64_evbuffer(f->digest, f->answer);
+            f->seen += evbuffer_get_length(f->answer);
+            evbuffer_drain(f->answer, evbuffer_get_length(f->answer));
+        } else if (evbuffer_get_length(f->answer) > f->max_body) {
             finish(f, 0, 0, "answer longer than its bound");
             return;
         }
@@ -224,11 +243,18 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     if (f == NULL)
         return NULL;
     f->w = w;
+    fetch_worker_t *fw = tg_worker_state(w, TG_WMOD_FETCH);
+    if (fw != NULL) { /* a worker without the module (a test's) ends its fetches itself */
+        LIST_INSERT_HEAD(&fw->live, f, link);
+        f->listed = 1;
+    }
     f->snap = tg_snapshot_ref(snap);
     f->cb = cb;
     f->arg = arg;
     f->max_body = c->max_body;
     f->grpc = c->grpc != 0;
+    f->digest_body = c->digest_body != 0;
+    f->digest = TG_FNV1A64_INIT;
     tg_arena_init(&f->arena);
     event_assign(&f->deadline, tg_worker_base(w), -1, 0, on_deadline, f);
     event_assign(&f->finish, tg_worker_base(w), -1, 0, on_finish, f);
@@ -254,7 +280,11 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     req->content_length = c->body ? c->body_len : 0;
     f->authority = copy(&f->arena, c->authority);
     int bad = req->method == NULL || req->target == NULL;
-    tg_headers_add(&req->headers, &f->arena, "user-agent", 10, "tollgate", 8);
+    int own_agent = 0;
+    for (size_t i = 0; i < c->n_headers; i++)
+        own_agent |= strcmp(c->headers[2 * i], "user-agent") == 0;
+    if (!own_agent)
+        tg_headers_add(&req->headers, &f->arena, "user-agent", 10, "tollgate", 8);
     for (size_t i = 0; i < c->n_headers && !bad; i++) {
         const char *n = c->headers[2 * i], *v = c->headers[2 * i + 1];
         bad = tg_headers_add(&req->headers, &f->arena, copy(&f->arena, n), strlen(n), copy(&f->arena, v), strlen(v)) < 0;
@@ -286,3 +316,38 @@ void tg_fetch_cancel(tg_fetch_t *f)
 {
     fetch_free(f);
 }
+
+/* ---- per worker ---- */
+
+static int module_init(tg_worker_t *w)
+{
+    fetch_worker_t *fw = calloc(1, sizeof(*fw));
+    if (fw == NULL)
+        return -1;
+    LIST_INIT(&fw->live);
+    tg_worker_set_state(w, TG_WMOD_FETCH, fw);
+    return 0;
+}
+
+/* Teardown: every call still out ends now, its callback told why. */
+static void module_free(tg_worker_t *w)
+{
+    fetch_worker_t *fw = tg_worker_state(w, TG_WMOD_FETCH);
+    if (fw == NULL)
+        return;
+    tg_fetch_t *f;
+    while ((f = LIST_FIRST(&fw->live)) != NULL) {
+        tg_filter_call_result_t r = { .error = "the worker is stopping", .headers = &f->resp.headers,
+                                      .trailers = &f->resp.trailers };
+        f->cb(f->arg, &r);
+        fetch_free(f);
+    }
+    free(fw);
+    tg_worker_set_state(w, TG_WMOD_FETCH, NULL);
+}
+
+const tg_worker_module_t tg_fetch_module = {
+    .id = TG_WMOD_FETCH,
+    .init = module_init,
+    .free = module_free,
+};

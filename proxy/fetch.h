@@ -29,4 +29,9 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
 /* Stops a fetch before its callback ran: cb will not run. Worker thread. */
 void tg_fetch_cancel(tg_fetch_t *f);
 
+/* Per-worker: the fetches in flight, so that a worker's teardown ends
+ * those nobody waits for (a mirror's copy, a background revalidation:
+ * they outlive their exchange) with an error through their callbacks. */
+extern const tg_worker_module_t tg_fetch_module;
+
 #endif

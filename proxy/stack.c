@@ -4,6 +4,7 @@
 #include "proxy/stack.h"
 
 #include "proxy/exchange.h"
+#include "proxy/fetch.h"
 #include "proxy/h1_server.h"
 #include "proxy/h2_client.h"
 #include "proxy/h2_server.h"
@@ -25,6 +26,7 @@ static const tg_worker_module_t *const modules[] = {
     &tg_upstream_h1_module,
     &tg_h2_client_module,
     &tg_probe_module, /* after the upstream modules: its attempts go first at teardown */
+    &tg_fetch_module, /* so do the filters' calls still out (mirrors, background revalidations) */
 };
 
 static const struct tg_upstream_ops *const upstream[] = {

@@ -90,6 +90,7 @@ typedef enum {
     TG_WMOD_NEGOTIATE,    /* connections in their TLS handshake or first bytes (negotiate.c) */
     TG_WMOD_H1_SERVER,    /* where downstream HTTP/1 connections live (h1_server.c) */
     TG_WMOD_PROBE,        /* this worker's share of the active health checks (probe.c) */
+    TG_WMOD_FETCH,        /* the worker's own calls in flight (fetch.c) */
     TG_WMOD_N
 } tg_worker_mod_t;
 

@@ -4,6 +4,7 @@
 #include "proxy/base/json.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,7 +226,7 @@ static int parse_value(jp_t *j, tg_json_t *v)
         buf[n] = '\0';
         v->t = TG_JSON_NUM;
         v->num = strtod(buf, &e);
-        rc = *e == '\0' ? 0 : -1;
+        rc = *e == '\0' && isfinite(v->num) ? 0 : -1; /* 1e999 is no number JSON can say back */
     } else if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
         v->t = TG_JSON_BOOL, v->num = 1, j->p += 4;
     } else if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {

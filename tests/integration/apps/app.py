@@ -259,7 +259,11 @@ async def cached(name: str, request: Request, cc: str = "", etag: str = "", lm: 
         finally:
             HELD[gate] -= 1
     if request.method in ("POST", "PUT", "DELETE"):
-        return JSONResponse({"name": name, "method": request.method, "calls": st["calls"]}, status_code=status)
+        data = await request.body()
+        st["seen"][-1]["x-body-length"] = str(len(data))
+        st["seen"][-1]["x-body-sha256"] = hashlib.sha256(data).hexdigest()
+        return JSONResponse({"name": name, "method": request.method, "calls": st["calls"], "length": len(data)},
+                            status_code=status)
     if st["fail"]:
         return JSONResponse({"failing": True}, status_code=st["fail"])
     headers = {}
