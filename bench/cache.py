@@ -41,6 +41,7 @@ def main():
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-cache-")
     shm = tempfile.mkdtemp(prefix="tg-bench-cache-", dir="/dev/shm")
+    os.chmod(shm, 0o777)  # nginx workers run as an unprivileged user
     body = "x" * args.size
     bport = run.free_port()
     backend = run.start(["nginx", "-c", run.nginx_conf(d, bport, f"""
@@ -56,7 +57,7 @@ def main():
 listeners: [{{ name: bench, listen: '127.0.0.1:{tport}' }}]
 clusters: [{{ name: backend, endpoints: ['127.0.0.1:{bport}'], pool_size: 256 }}]
 routes:
-  - {{ name: proxied, match: {{ path_prefix: /plain/ }}, cluster: backend }}
+  - {{ name: proxied, match: {{ path_prefix: /obj/plain }}, cluster: backend }}
   - {{ name: cached, cluster: backend, filters: [{{ cache: {{ max_size: 64MiB }} }}] }}
 """)
     tollgate = run.start([run.TOLLGATE, "-c", cfg], run.PROXY_CPU)
@@ -91,7 +92,7 @@ backend be
         ("nginx proxy_cache hit", nginx, f"http://127.0.0.1:{nport}/obj/hot", ()),
         ("haproxy cache hit", haproxy, f"http://127.0.0.1:{hport}/obj/hot", ()),
         ("direct (backend alone)", backend, f"http://127.0.0.1:{bport}/obj/hot", ()),
-        ("tollgate proxied (no cache)", tollgate, f"http://127.0.0.1:{tport}/plain/obj", ()),
+        ("tollgate proxied (no cache)", tollgate, f"http://127.0.0.1:{tport}/obj/plain", ()),
         ("tollgate miss (new URL each)", tollgate, f"http://127.0.0.1:{tport}/", ("-s", script)),
         ("tollgate bypass (no-store)", tollgate, f"http://127.0.0.1:{tport}/nostore/x", ()),
     ]

@@ -36,6 +36,10 @@ typedef struct tg_filter_call {
     int grpc;                   /* a gRPC call: te: trailers is sent (the cluster speaks HTTP/2) */
     int digest_body;            /* the answer's body is read and dropped, whatever its length (max_body
                                  * unused): the result has its length and FNV-1a digest, no bytes */
+    int deferred;               /* the request goes out on the loop's next turn, after what the caller's
+                                 * event does (a mirror's copy after the primary's request) */
+    int usable_only;            /* no endpoint usable (down, ejected): fail at once, try none (a copy
+                                 * nobody waits for need not knock on a dead door each time) */
 } tg_filter_call_t;
 
 /* How it went. status 0: no answer (error says why: connect failed,

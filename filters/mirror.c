@@ -324,6 +324,8 @@ static void send_copy(side_t *sd, int with_body)
         .body_len = blen,
         .timeout_ms = m->c->timeout_ms,
         .digest_body = 1,
+        .deferred = 1,    /* the primary's request goes first */
+        .usable_only = 1, /* a mirror down (health checks, ejection): copies fail at once */
     };
     if (m->cmp != NULL) {
         atomic_init(&m->cmp->owners, 2);

@@ -1149,7 +1149,9 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
     clock_gettime(CLOCK_REALTIME, &wall);
     ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
     ex->scheme = scheme;
-    snprintf(ex->peer_addr, sizeof(ex->peer_addr), "%s", client_addr);
+    size_t al = strnlen(client_addr, sizeof(ex->peer_addr) - 1); /* every request: no printf */
+    memcpy(ex->peer_addr, client_addr, al);
+    ex->peer_addr[al] = '\0';
     memcpy(ex->client_addr, ex->peer_addr, sizeof(ex->client_addr));
     if (ex->req.body == TG_BODY_NONE)
         ex->req_done = 1; /* a local reply can keep the connection */

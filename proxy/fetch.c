@@ -37,6 +37,7 @@ struct tg_fetch {
     size_t *order, n_order, tried;
     struct event deadline;      /* the whole call's timeout */
     struct event finish;        /* delivers the result outside start() */
+    struct event kick;          /* deferred: the first attempt, on the loop's next turn */
     tg_filter_call_cb cb;
     void *arg;
     size_t seen;                /* digest_body: the body's bytes so far, and their digest */
@@ -59,6 +60,7 @@ static void fetch_free(tg_fetch_t *f)
         f->cl->up_ops->release(f->up, 0);
     event_del(&f->deadline);
     event_del(&f->finish);
+    event_del(&f->kick);
     if (f->answer != NULL)
         evbuffer_free(f->answer);
     tg_arena_free(&f->arena);
@@ -231,6 +233,12 @@ static void try_next(tg_fetch_t *f, const char *why)
     finish(f, 0, 0, why);
 }
 
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    try_next(arg, "no endpoint");
+}
+
 static const char *copy(tg_arena_t *a, const char *s)
 {
     return s ? tg_arena_strndup(a, s, strlen(s)) : NULL;
@@ -258,6 +266,7 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     tg_arena_init(&f->arena);
     event_assign(&f->deadline, tg_worker_base(w), -1, 0, on_deadline, f);
     event_assign(&f->finish, tg_worker_base(w), -1, 0, on_finish, f);
+    event_assign(&f->kick, tg_worker_base(w), -1, 0, on_kick, f);
     if ((f->answer = evbuffer_new()) == NULL) {
         fetch_free(f);
         return NULL;
@@ -304,11 +313,18 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     }
     tg_health_t *h = tg_worker_health(w);
     unsigned draw = tg_cluster_rr_next((tg_cluster_t *)f->cl);
-    if ((f->n_order = tg_health_order(h, f->cl, draw, 0, tg_clock_ms(), f->order)) == 0)
+    if ((f->n_order = tg_health_order(h, f->cl, draw, 0, tg_clock_ms(), f->order)) == 0 && !c->usable_only)
         f->n_order = tg_health_order(h, f->cl, draw, 1, tg_clock_ms(), f->order); /* none usable: try them all */
+    if (f->n_order == 0) {
+        finish(f, 0, 0, "no usable endpoint");
+        return f;
+    }
     if (c->timeout_ms)
         tg_timer_arm_ms(&f->deadline, c->timeout_ms);
-    try_next(f, "no endpoint");
+    if (c->deferred)
+        event_active(&f->kick, EV_TIMEOUT, 1);
+    else
+        try_next(f, "no endpoint");
     return f;
 }
 
