@@ -1203,11 +1203,16 @@ static void cache_on_response_body(void *p, tg_filter_exchange_t *fx, size_t ind
 static tg_filter_status_t cache_on_no_answer(void *p, tg_filter_exchange_t *fx, size_t index, int status)
 {
     cx_t *x = fx->state[index];
-    if (x == NULL || x->phase != CX_UPSTREAM || x->stale == NULL || x->stale->no_stale || x->stale->sie < 0)
+    if (x == NULL || x->phase != CX_UPSTREAM)
         return TG_FILTER_CONTINUE;
     int64_t now = now_s();
-    if (x->stale->lifetime - entry_age(x->stale, now) <= -x->stale->sie)
+    if (x->stale == NULL || x->stale->no_stale || x->stale->sie < 0 ||
+        x->stale->lifetime - entry_age(x->stale, now) <= -x->stale->sie) {
+        /* the gateway's error reply says what the cache did too */
+        cs_add(x, &fx->response_headers, "fwd=%s; detail=no-answer",
+               x->rcc.no_cache ? "request" : x->stale ? "stale" : "uri-miss");
         return TG_FILTER_CONTINUE;
+    }
     end_fill(x, 0);
     return reply_from(x, x->stale, now, C_STALE, status);
 }

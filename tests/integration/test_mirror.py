@@ -43,6 +43,7 @@ clusters:
   - {{ name: shadow, endpoints: [127.0.0.1:{cls.shadow.port}] }}
   - {{ name: slow, endpoints: [127.0.0.1:{cls.slow.port}] }}
   - {{ name: dead, endpoints: [127.0.0.1:{dead}] }}
+  - {{ name: down, endpoints: [127.0.0.1:{cls.shadow.port}], health_check: {{ path: /status/503, interval: 200ms }} }}
 routes:
   - name: all
     match: {{ path_prefix: /cached/all- }}
@@ -80,6 +81,10 @@ routes:
     match: {{ path_prefix: /whoami }}
     cluster: app
     filters: [{{ mirror: {{ cluster: shadow, compare: true }} }}]
+  - name: down
+    match: {{ path_prefix: /cached/down- }}
+    cluster: app
+    filters: [{{ mirror: {{ cluster: down }} }}]
   - name: dead
     match: {{ path_prefix: /cached/dead- }}
     cluster: app
@@ -193,6 +198,17 @@ routes:
             for i in range(10):
                 self.assertEqual(c.get(self.url(f"/cached/dead-{i}")).status_code, 200)
         harness.wait_until(lambda: self.mirrored("dead", "failed", "dead") == 10, what="10 failed copies")
+
+    def test_mirror_down_by_health_checks_gets_no_copies(self):
+        harness.wait_until(lambda: harness.metric_or(self.metrics(), "tollgate_upstream_endpoint_healthy",
+                                                     cluster="down", endpoint=f"127.0.0.1:{self.shadow.port}",
+                                                     default=1) == 0, what="the mirror marked down")
+        with httpx.Client(timeout=10) as c:
+            for i in range(10):
+                self.assertEqual(c.get(self.url(f"/cached/down-{i}")).status_code, 200)
+        harness.wait_until(lambda: self.mirrored("down", "failed", "down") == 10, what="10 failed copies")
+        # failed at once: none reached the (running) mirror
+        self.assertEqual(sum(state(self.shadow, f"down-{i}")["calls"] for i in range(10)), 0)
 
     def test_shadow_diff(self):
         with httpx.Client(timeout=10) as c:
