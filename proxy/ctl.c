@@ -198,8 +198,11 @@ static int call(const tg_admin_conf_t *a, const char *method, const char *path, 
 static void usage(void)
 {
     fprintf(stderr, "usage: tollgate [-c FILE] ctl reload|config|health|endpoints|status\n"
+                    "       tollgate [-c FILE] ctl purge /PATH-PREFIX [HOST] | HOST/PATH?QUERY\n"
                     "\n"
                     "  reload     reload the configuration file (POST /-/reload)\n"
+                    "  purge      drop cache entries: every key under a path prefix (on one host, or\n"
+                    "             any), or one key (POST /-/cache/purge)\n"
                     "  config     print the configuration in force, secrets redacted\n"
                     "  health     liveness and readiness (exit 0 only when ready)\n"
                     "  endpoints  every upstream endpoint with its state and counters\n"
@@ -215,9 +218,57 @@ static int print_reply(const reply_t *r, int json)
     return r->status / 100 == 2 ? CTL_OK : CTL_FAILED;
 }
 
+/* s percent-encoded (all but unreserved characters) after out[n]; -1 if it does not fit. */
+static int put_encoded(char *out, size_t cap, size_t *n, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~", c);
+        if (*n + (plain ? 1 : 3) >= cap)
+            return -1;
+        if (plain) {
+            out[(*n)++] = (char)c;
+        } else {
+            out[(*n)++] = '%';
+            out[(*n)++] = hex[c >> 4];
+            out[(*n)++] = hex[c & 15];
+        }
+    }
+    out[*n] = '\0';
+    return 0;
+}
+
+/* POST /-/cache/purge?prefix=...[&host=...] or ?key=... */
+static int purge_path(char *out, size_t cap, int argc, char **argv)
+{
+    const char *what = argv[1];
+    int prefix = what[0] == '/';
+    if (argc > 3 || (!prefix && argc == 3))
+        return -1;
+    size_t n = (size_t)snprintf(out, cap, "/-/cache/purge?%s=", prefix ? "prefix" : "key");
+    if (put_encoded(out, cap, &n, what) < 0)
+        return -1;
+    if (argc == 3) {
+        if (n + 6 >= cap)
+            return -1;
+        memcpy(out + n, "&host=", 6);
+        n += 6;
+        if (put_encoded(out, cap, &n, argv[2]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int tg_ctl_main(const char *config_path, int argc, char **argv)
 {
-    if (argc != 1) {
+    char purge[8192];
+    int is_purge = argc >= 2 && strcmp(argv[0], "purge") == 0;
+    if (is_purge && purge_path(purge, sizeof(purge), argc, argv) < 0) {
+        usage();
+        return CTL_USAGE;
+    }
+    if (argc != 1 && !is_purge) {
         usage();
         return CTL_USAGE;
     }
@@ -235,6 +286,9 @@ int tg_ctl_main(const char *config_path, int argc, char **argv)
         fprintf(stderr, "tollgate ctl: %s has no admin listener (admin: { listen: HOST:PORT })\n", config_path);
     } else if (strcmp(cmd, "reload") == 0) {
         if ((rc = call(&c->admin, "POST", "/-/reload", &r)) == CTL_OK)
+            rc = print_reply(&r, 1);
+    } else if (is_purge) {
+        if ((rc = call(&c->admin, "POST", purge, &r)) == CTL_OK)
             rc = print_reply(&r, 1);
     } else if (strcmp(cmd, "config") == 0 || strcmp(cmd, "status") == 0) {
         if ((rc = call(&c->admin, "GET", cmd[0] == 'c' ? "/config" : "/status.json", &r)) == CTL_OK)

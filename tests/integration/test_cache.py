@@ -571,6 +571,23 @@ class CacheTest(CacheRules, harness.GatewayTest):
         m = harness.scrape(self.admin)
         self.assertGreaterEqual(harness.metric(m, "tollgate_cache_purged_total", zone="default"), 4)
 
+    def test_ctl_purge(self):
+        import subprocess
+        n = self.name()
+        for i in range(2):
+            self.get(f"/cached/{n}-{i}?cc={FRESH}")
+
+        def ctl(*args):
+            p = subprocess.run([harness.BIN, "-c", self.gateway.path, "ctl", "purge", *args], capture_output=True,
+                               text=True, timeout=30)
+            return p.returncode, p.stdout + p.stderr
+        rc, out = ctl(f"127.0.0.1:{self.port}/cached/{n}-0?cc={FRESH}")  # one key, as the gateway makes keys
+        self.assertEqual((rc, json.loads(out)), (0, {"purged": 1}))
+        rc, out = ctl(f"/cached/{n}-", f"127.0.0.1:{self.port}")
+        self.assertEqual((rc, json.loads(out)), (0, {"purged": 1}))
+        self.assertIn("fwd=uri-miss", self.status_of(self.get(f"/cached/{n}-1?cc={FRESH}")))
+        self.assertEqual(ctl("key-without-a-slash", "host")[0], 2)  # usage
+
     def test_memory_cap_under_a_flood_of_keys(self):
         n = self.name()
         rss0 = harness.rss_kib(self.gateway.proc.pid)
