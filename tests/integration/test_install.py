@@ -26,7 +26,7 @@ class InstallTest(unittest.TestCase):
                      "share/doc/tollgate/monitoring/tollgate.rules.yml",
                      "share/doc/tollgate/monitoring/grafana-dashboard.json",
                      "share/doc/tollgate/images/status-page.png",
-                     "share/man/man8/tollgate.8", "share/man/man5/tollgate.yaml.5",
+                     "share/man/man8/tollgate.8.gz", "share/man/man5/tollgate.yaml.5.gz", "share/doc/tollgate/copyright",
                      "share/tollgate/tollgate.schema.json"):
             self.assertTrue(os.path.exists(os.path.join(prefix, path)), path)
         self.assertTrue(os.access(os.path.join(prefix, "sbin/tollgate"), os.X_OK))
