@@ -94,15 +94,8 @@ routes:
             for name, path, tok in cases:
                 extra = ["-H", f"Authorization: Bearer {tok}"] if tok else []
                 url = f"http://127.0.0.1:{port}{path}"
-                run.wrk_url(url, args.connections, 1, extra)  # warm-up (and the first key set fetch)
-                c0 = run.cpu_ticks([gw.pid])
-                rps, p99, total, bad, sockerr = run.wrk_url(url, args.connections, args.duration, extra)
-                c1 = run.cpu_ticks([gw.pid])
-                if bad:
-                    raise SystemExit(f"{name}: {bad} non-2xx answers {sockerr}")
-                results[name].append({"rps": rps, "p99": p99, "cpu": (c1 - c0) / run.CLK * 1e6 / total})
-                print(f"{name:14s} {rps:9.0f} req/s  p99 {p99:6.2f} ms  cpu {results[name][-1]['cpu']:6.2f} us/req",
-                      flush=True)
+                # (the warm-up also makes the first key set fetch)
+                results[name].append(run.cpu_run(name, url, [gw.pid], args.connections, args.duration, extra))
     finally:
         run.stop(gw)
         run.stop(nginx)

@@ -100,16 +100,8 @@ backend be
     try:
         for _ in range(args.rounds):
             for name, proc, url, extra in cases:
-                run.wrk_url(url, args.connections, 1, extra)  # warm-up: fills the caches
-                pids = [proc.pid] + run.children(proc.pid)
-                c0 = run.cpu_ticks(pids)
-                rps, p99, total, bad, sockerr = run.wrk_url(url, args.connections, args.duration, extra)
-                c1 = run.cpu_ticks(pids)
-                if bad:
-                    raise SystemExit(f"{name}: {bad} non-2xx answers {sockerr}")
-                results[name].append({"rps": rps, "p99": p99, "cpu": (c1 - c0) / run.CLK * 1e6 / total})
-                print(f"{name:30s} {rps:9.0f} req/s  p99 {p99:6.2f} ms  cpu {results[name][-1]['cpu']:6.2f} us/req",
-                      flush=True)
+                pids = [proc.pid] + run.children(proc.pid)  # (the warm-up fills the caches)
+                results[name].append(run.cpu_run(name, url, pids, args.connections, args.duration, extra))
     finally:
         for p in (tollgate, nginx, haproxy, backend):
             run.stop(p)

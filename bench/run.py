@@ -190,6 +190,21 @@ def wrk_url(url, connections, seconds, extra=()):
     return rps, p99, total, (int(errors.group(1)) if errors else 0), (sock_err.group(1) if sock_err else "")
 
 
+def cpu_run(name, url, pids, connections, seconds, extra=()):
+    """A one-second warm-up, then one wrk run: {rps, p99 (ms), cpu (µs of
+    pids' CPU per request)}, printed as a progress line; exits on any
+    non-2xx answer."""
+    wrk_url(url, connections, 1, extra)
+    c0 = cpu_ticks(pids)
+    rps, p99, total, bad, sockerr = wrk_url(url, connections, seconds, extra)
+    c1 = cpu_ticks(pids)
+    if bad:
+        raise SystemExit(f"{name}: {bad} non-2xx answers {sockerr}")
+    r = {"rps": rps, "p99": p99, "cpu": (c1 - c0) / CLK * 1e6 / total}
+    print(f"{name:30s} {rps:9.0f} req/s  p99 {p99:6.2f} ms  cpu {r['cpu']:6.2f} us/req", flush=True)
+    return r
+
+
 def wrk(port, args):
     return wrk_url(f"http://127.0.0.1:{port}/", args.connections, args.duration,
                    ["-H", "Authorization: Bearer bench-token"])
