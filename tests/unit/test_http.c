@@ -127,6 +127,22 @@ static void test_json_escape(void **state)
     assert_string_equal(out, "");
 }
 
+/* A number JSON cannot say back (it overflows a double) is refused:
+ * fuzz_jwks found 2.5e2222 read as inf (corpus/jwks/regress-number-overflow). */
+static void test_json_numbers(void **state)
+{
+    (void)state;
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_json_t v;
+    assert_int_equal(tg_json_parse("[1, -2.5e3, 0.0001, 1e-400]", 27, &a, &v), 0);
+    assert_int_equal(v.n, 4);
+    assert_true(v.items[1].num == -2500.0);
+    assert_int_equal(tg_json_parse("[2.5e2222222222222222222222221]", 31, &a, &v), -1);
+    assert_int_equal(tg_json_parse("-1e999", 6, &a, &v), -1);
+    tg_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
