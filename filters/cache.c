@@ -415,10 +415,7 @@ static int is_stored_field(const tg_header_t *h)
 {
     static const char *const skip[] = { "content-length", "transfer-encoding", "age", "connection", "keep-alive",
                                         "proxy-connection", "te", "trailer", "upgrade" };
-    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-        if (strlen(skip[i]) == h->name_len && strncasecmp(h->name, skip[i], h->name_len) == 0)
-            return 0;
-    return 1;
+    return !TG_HEADER_NAMED(h, skip);
 }
 
 struct resp_meta {
@@ -584,10 +581,7 @@ static int is_304_field(const tg_header_t *h)
 {
     static const char *const keep[] = { "cache-control", "content-location", "date", "etag", "expires", "vary",
                                         "last-modified" };
-    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
-        if (strlen(keep[i]) == h->name_len && memcmp(h->name, keep[i], h->name_len) == 0)
-            return 1;
-    return 0;
+    return TG_HEADER_NAMED(h, keep);
 }
 
 /* Would the client's own conditions (If-None-Match, If-Modified-Since)
@@ -823,10 +817,7 @@ static int skip_in_bg(const tg_header_t *h)
 {
     static const char *const skip[] = { "if-none-match", "if-modified-since", "if-range", "range", "content-length",
                                         "host", "te", "connection", "upgrade", "expect" };
-    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-        if (strlen(skip[i]) == h->name_len && strncasecmp(h->name, skip[i], h->name_len) == 0)
-            return 1;
-    return h->name_len > 0 && h->name[0] == ':';
+    return TG_HEADER_NAMED(h, skip) || (h->name_len > 0 && h->name[0] == ':');
 }
 
 static void revalidate_in_background(cx_t *x, tg_cache_entry_t *e)

@@ -343,13 +343,8 @@ static int skip_header(const mirror_conf_t *c, const tg_header_t *h)
     static const char *const always[] = { "content-length", "host", "te", "connection", "upgrade", "expect",
                                           "transfer-encoding", "keep-alive", "x-tollgate-mirror" };
     static const char *const creds[] = { "authorization", "proxy-authorization", "cookie" };
-    for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++)
-        if (strlen(always[i]) == h->name_len && strncasecmp(h->name, always[i], h->name_len) == 0)
-            return 1;
-    for (size_t i = 0; c->strip_credentials && i < sizeof(creds) / sizeof(creds[0]); i++)
-        if (strlen(creds[i]) == h->name_len && strncasecmp(h->name, creds[i], h->name_len) == 0)
-            return 1;
-    return h->name_len > 0 && h->name[0] == ':';
+    return TG_HEADER_NAMED(h, always) || (c->strip_credentials && TG_HEADER_NAMED(h, creds)) ||
+           (h->name_len > 0 && h->name[0] == ':');
 }
 
 /* The request head as the chain has it now, copied (header names in

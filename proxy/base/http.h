@@ -136,6 +136,16 @@ static inline int tg_http_ieq(const char *s, const char *lower, size_t n)
                       (memcmp(s, lower, n) == 0 || strncasecmp(s, lower, n) == 0));
 }
 
+/* Is the field's name one of names (lower-case), in any case? */
+static inline int tg_header_named(const tg_header_t *h, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(names[i]) == h->name_len && tg_http_ieq(h->name, names[i], h->name_len))
+            return 1;
+    return 0;
+}
+#define TG_HEADER_NAMED(h, names) tg_header_named((h), (names), sizeof(names) / sizeof((names)[0]))
+
 /* The name in lowercase (HTTP/2 field names must be): the name itself when
  * it already is (always, for names from HTTP/2), else a copy in the
  * arena. NULL when the copy cannot be made. */
