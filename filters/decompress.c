@@ -15,6 +15,8 @@ struct tg_decoder {
     int z_open;
     BrotliDecoderState *br;
     ZSTD_DCtx *zs;
+    unsigned char zhead[18]; /* a zstd frame's first bytes: its header, for the size it declares */
+    size_t zhead_n;
     uint64_t ratio, max_out;
     uint64_t in, out;  /* bytes taken, bytes produced */
     unsigned done : 1; /* the compressed stream ended */
@@ -79,6 +81,19 @@ static uint64_t mul_add(uint64_t a, uint64_t b, uint64_t c)
     return a * b + c;
 }
 
+/* zstd's streaming decoder (1.5.4) ends a frame without checking the
+ * content size its header declares, where its one-shot decoder refuses
+ * the frame: a frame that makes more or fewer bytes than it declares is
+ * corrupt here whichever way it arrives. `last` = bytes this step made,
+ * not yet counted in d->out. */
+static int zstd_size_kept(const tg_decoder_t *d, size_t last)
+{
+    unsigned long long want = ZSTD_getFrameContentSize(d->zhead, d->zhead_n);
+    if (want == ZSTD_CONTENTSIZE_UNKNOWN || want == ZSTD_CONTENTSIZE_ERROR)
+        return 1;
+    return want == d->out + last;
+}
+
 /* One step: inflates from in[0..len) into at most TG_DECODE_STEP bytes of
  * out. *took = input consumed, *more = the decoder may have more output
  * without more input. -1 on a corrupt stream. */
@@ -119,8 +134,12 @@ static int step(tg_decoder_t *d, const unsigned char *in, size_t len, struct evb
             return -1;
         *took = ib.pos;
         avail = ob.size - ob.pos;
+        for (size_t i = 0; i < ib.pos && d->zhead_n < sizeof(d->zhead); i++)
+            d->zhead[d->zhead_n++] = in[i];
         d->done = r == 0;
         *more = avail == 0;
+        if (d->done && !zstd_size_kept(d, room - avail))
+            return -1;
     }
     iov.iov_len = room - avail;
     d->out += iov.iov_len;
