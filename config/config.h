@@ -318,10 +318,12 @@ typedef struct tg_admin_conf {
     char **allowed_hosts;     /* Host values accepted (besides the listen address and localhost) */
     size_t n_allowed_hosts;
     uint32_t max_connections; /* open admin connections (TG_DEFAULT_ADMIN_MAX_CONNECTIONS) */
+    uint32_t history_routes;  /* series with a 15-minute history (proxy/history.h) */
 } tg_admin_conf_t;
 
 #define TG_DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
 #define TG_DEFAULT_ADMIN_MAX_CONNECTIONS 64
+#define TG_DEFAULT_ADMIN_HISTORY_ROUTES 1000
 #define TG_DEFAULT_REDIS_MAX_REPLY (4u * 1024 * 1024)
 
 /* The top-level `redis:` section: the shared store that rate_limit with

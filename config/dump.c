@@ -269,7 +269,8 @@ char *tg_config_to_json(const tg_config_t *c)
             fputs(i ? ", " : "", f);
             jstr(f, c->admin.allowed_hosts[i]);
         }
-        fprintf(f, "], \"max_connections\": %u}", c->admin.max_connections);
+        fprintf(f, "], \"max_connections\": %u, \"history_routes\": %u}", c->admin.max_connections,
+                c->admin.history_routes);
     } else {
         fputs("null", f);
     }

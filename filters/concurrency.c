@@ -20,6 +20,7 @@
  */
 #include "filters/concurrency.h"
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <pthread.h>
@@ -30,6 +31,7 @@
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "filters/limited.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
@@ -48,6 +50,7 @@ typedef struct cl_hold {
     tg_filter_exchange_t *fx;
     uint64_t gen;
     unsigned counters;           /* its filter's counters' base */
+    tg_limited_t *limited;       /* its filter's, for a refusal after waiting */
     tg_filter_waker_t waker;     /* QUEUED: how a release wakes it */
     struct event timer;          /* QUEUED: queue_timeout, on the exchange's worker */
     unsigned timer_set : 1;
@@ -81,6 +84,8 @@ typedef struct cl_conf {
     uint64_t queue_timeout_ms;
     uint64_t max;                /* `max:`, another name for limit */
     cl_table_t *table;
+    tg_show_keys_t show_keys;    /* the status page's */
+    tg_limited_t *limited;       /* made by start, or passed on by inherit */
 } cl_conf_t;
 
 /* ---- the table ---- */
@@ -166,6 +171,7 @@ static void cl_destroy(void *p)
         return;
     tg_filter_key_free(&c->key);
     tg_keyshards_unref(c->table);
+    tg_limited_unref(c->limited);
     free(c);
 }
 static const tg_key_t cl_keys[] = {
@@ -182,12 +188,13 @@ static const tg_key_t cl_keys[] = {
       TG_FIELD(cl_conf_t, queue_timeout_ms, TG_FIELD_U64), .def = 1000 },
     { "max", TG_KEY_INT, "integer 1–10^6", "—", "another name for `limit` (not both)", .min = 1, .max = 1000000,
       TG_FIELD(cl_conf_t, max, TG_FIELD_U64) },
+    TG_SHOW_KEYS_ROW,
 };
 static const tg_keyset_t cl_keyset = TG_KEYSET("filter.concurrency_limit", "concurrency_limit", cl_keys);
 
 static void *cl_create(tg_node_t *node, const char *config_path)
 {
-    tg_node_t v[5];
+    tg_node_t v[7];
     cl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -195,7 +202,9 @@ static void *cl_create(tg_node_t *node, const char *config_path)
     int rc = tg_node_read_into(node, "concurrency_limit", &cl_keyset, c, v);
     tg_node_t key = tg_node_get(v, &cl_keyset, "key"), max = tg_node_get(v, &cl_keyset, "max");
     tg_node_t limit = tg_node_get(v, &cl_keyset, "limit"), timeout = tg_node_get(v, &cl_keyset, "queue_timeout");
-    if (tg_filter_key_parse(&key, "concurrency_limit", &c->key) < 0)
+    tg_node_t show_keys = tg_node_get(v, &cl_keyset, "show_keys");
+    if (tg_filter_key_parse(&key, "concurrency_limit", &c->key) < 0 ||
+        tg_show_keys_parse(&show_keys, &c->key, &c->show_keys) < 0)
         rc = -1;
     if (tg_node_present(&max) && tg_node_present(&limit)) { /* `max` is another name for limit */
         tg_node_error(&max, "concurrency_limit: give limit or max (the same thing), not both");
@@ -249,6 +258,7 @@ static void finish_wait(cl_hold_t *h, int timed_out)
         return;
     }
     unqueue(h->entry, h);
+    tg_limited_note(h->limited, h->fx->worker, h->entry->key, h->entry->node.keylen, NULL, tg_clock_ms());
     maybe_remove(h->table, sh, h->entry);
     h->entry = NULL;
     h->state = H_NONE;
@@ -291,6 +301,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     memset(h, 0, sizeof(*h));
     h->table = c->table;
     h->counters = c->counters;
+    h->limited = c->limited;
     h->fx = fx;
     h->gen = fx->gen;
     uint64_t hash;
@@ -330,6 +341,7 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
     }
     maybe_remove(c->table, sh, e);
     pthread_mutex_unlock(&sh->lock);
+    tg_limited_note(c->limited, fx->worker, key, len, NULL, tg_clock_ms());
     return refuse(fx, c->counters, "too many requests in flight");
 }
 
@@ -380,10 +392,57 @@ static void cl_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
 static void cl_inherit(void *new_conf, void *old_conf)
 {
     cl_conf_t *n = new_conf, *o = old_conf;
+    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
+        n->limited = tg_limited_ref(o->limited);
     if (!tg_filter_key_equal(&n->key, &o->key))
         return;
     tg_keyshards_unref(n->table);
     n->table = tg_keyshards_ref(o->table);
+}
+
+static int cl_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
+{
+    (void)host;
+    cl_conf_t *c = p;
+    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
+        tg_errors_add(errs, "concurrency_limit: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct cl_usage {
+    uint64_t limit, busiest, at_limit, inflight, queued;
+} cl_usage_t;
+
+static void cl_usage_of(const tg_kt_node_t *n, void *arg)
+{
+    const cl_entry_t *e = (const cl_entry_t *)n;
+    cl_usage_t *u = arg;
+    if (e->inflight > u->busiest)
+        u->busiest = e->inflight;
+    u->at_limit += e->inflight >= u->limit;
+    u->inflight += e->inflight;
+    u->queued += e->queued;
+}
+
+/* In flight now (the busiest key, keys at their limit, all keys), then
+ * who was refused. */
+static void cl_status(void *p, struct evbuffer *out)
+{
+    cl_conf_t *c = p;
+    cl_usage_t u = { .limit = c->limit };
+    tg_keyshards_each(c->table, cl_usage_of, &u);
+    evbuffer_add_printf(out, "\"mode\": \"enforce\", \"store\": \"local\", ");
+    tg_limited_key_json(&c->key, c->show_keys, out);
+    evbuffer_add_printf(out,
+                        ", \"plans\": [{\"name\": \"in_flight\", \"keys\": %zu, \"max_keys\": null, \"in_flight\": %llu, "
+                        "\"queued\": %llu, \"queue\": %llu, \"limits\": [{\"limit\": %llu, \"busiest\": %llu, "
+                        "\"at_limit\": %llu}]}], ",
+                        atomic_load(&c->table->keys), (unsigned long long)u.inflight, (unsigned long long)u.queued,
+                        (unsigned long long)c->queue, (unsigned long long)c->limit, (unsigned long long)u.busiest,
+                        (unsigned long long)u.at_limit);
+    tg_limited_json(c->limited, out, tg_clock_ms());
 }
 
 const tg_filter_type_t tg_filter_concurrency_limit = {
@@ -396,6 +455,8 @@ const tg_filter_type_t tg_filter_concurrency_limit = {
     .on_cancel = cl_on_cancel,
     .on_complete = cl_on_complete,
     .inherit = cl_inherit,
+    .start = cl_start,
+    .status = cl_status,
     .counters = cl_counters,
     .n_counters = sizeof(cl_counters) / sizeof(cl_counters[0]),
 };

@@ -317,6 +317,12 @@ typedef struct tg_filter_type {
      * copy of each is removed from every request on every listener before
      * any filter runs. Main thread, at config load. */
     const char *(*trust_header)(const void *conf, size_t i);
+    /* What the status page and `/status.json` show of it (the limiting
+     * filters: who was refused in the last minute, each plan's use against
+     * its limits): members of one JSON object, `"name": value, ...`,
+     * written to out. Main thread, while workers run the config (what it
+     * reads is theirs under their locks). May be NULL. */
+    void (*status)(void *conf, struct evbuffer *out);
     /* The retry policy this filter stands for, or NULL (retry). */
     const tg_retry_policy_t *(*retry_policy)(const void *conf);
     /* The counters it declares (see tg_filter_counter_t). */

@@ -113,3 +113,15 @@ tg_kt_shard_t *tg_keyshards_of(tg_keyshards_t *s, const tg_kt_node_t *n)
 {
     return &s->shard[SHARD_OF(n->hash)];
 }
+
+void tg_keyshards_each(tg_keyshards_t *s, void (*fn)(const tg_kt_node_t *n, void *arg), void *arg)
+{
+    for (size_t i = 0; i < TG_KT_SHARDS; i++) {
+        tg_kt_shard_t *sh = &s->shard[i];
+        pthread_mutex_lock(&sh->lock);
+        for (size_t b = 0; b < sh->kt.nbuckets; b++)
+            for (const tg_kt_node_t *n = sh->kt.buckets[b]; n != NULL; n = n->hnext)
+                fn(n, arg);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}

@@ -62,6 +62,10 @@ tg_keyshards_t *tg_keyshards_ref(tg_keyshards_t *s);
 void tg_keyshards_unref(tg_keyshards_t *s);
 /* The key's hash (for find/insert) and its shard. */
 tg_kt_shard_t *tg_keyshards_pick(tg_keyshards_t *s, const char *key, size_t len, uint64_t *hash);
+/* Hands every node to fn, each shard under its lock in turn (fn must
+ * not free nor relink; a reader's walk: the status page). */
+void tg_keyshards_each(tg_keyshards_t *s, void (*fn)(const tg_kt_node_t *n, void *arg), void *arg);
+
 /* The shard a node is in. */
 tg_kt_shard_t *tg_keyshards_of(tg_keyshards_t *s, const tg_kt_node_t *n);
 

@@ -18,11 +18,14 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <openssl/rand.h>
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "filters/limited.h"
 #include "proxy/base/clock.h"
+#include "proxy/base/json.h"
 
 #define KEY_MAX 512
 #define ZONEINFO "/usr/share/zoneinfo/"
@@ -261,6 +264,8 @@ typedef struct q_conf {
     int on_store_error_deny;
     uint64_t set_id;           /* in the worker's deny cache (random per load) */
     tg_store_script_t script;
+    tg_show_keys_t show_keys;  /* the status page's */
+    tg_limited_t *limited;     /* made by start, or passed on by inherit */
 } q_conf_t;
 
 /* store: redis — one counter per key and period, KEYS[1] =
@@ -277,6 +282,8 @@ static const char QUOTA_LUA[] =
 /* What a paused request waits with (fx->state). */
 typedef struct q_wait {
     const struct q_conf *c;
+    const char *key;           /* the client's key (limited.h) */
+    size_t len;
     int64_t left;              /* seconds to the end of the period */
     uint64_t deny_hash, at_ms; /* deny cache slot; monotonic ms when asked */
 } q_wait_t;
@@ -287,6 +294,7 @@ static void q_destroy(void *p)
     if (c == NULL)
         return;
     tg_filter_key_free(&c->key);
+    tg_limited_unref(c->limited);
     free(c->tz_name);
     free(c->clock_file);
     tg_tz_free(&c->tz);
@@ -316,13 +324,14 @@ static const tg_key_t quota_keys[] = {
       .choices = "local|redis" },
     { "on_store_error", TG_KEY_ENUM, "`allow` or `deny`", "`allow`", "as `rate_limit`'s",
       .choices = "allow|deny" },
+    TG_SHOW_KEYS_ROW,
 };
 static const tg_keyset_t quota_keyset = TG_KEYSET("filter.quota", "quota", quota_keys);
 
 
 static void *q_create(tg_node_t *node, const char *config_path)
 {
-    tg_node_t v[8];
+    tg_node_t v[10];
     q_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -334,7 +343,8 @@ static void *q_create(tg_node_t *node, const char *config_path)
         rc = -1;
     if (c->redis && (tg_store_script_init(&c->script, QUOTA_LUA) < 0 || RAND_bytes((unsigned char *)&c->set_id, 8) != 1))
         rc = -1;
-    if (tg_filter_key_parse(&key, "quota", &c->key) < 0)
+    tg_node_t show_keys = tg_node_get(v, &quota_keyset, "show_keys");
+    if (tg_filter_key_parse(&key, "quota", &c->key) < 0 || tg_show_keys_parse(&show_keys, &c->key, &c->show_keys) < 0)
         rc = -1;
     if (c->tz_name == NULL && !tg_node_present(&tz) && (c->tz_name = strdup("UTC")) == NULL)
         rc = -1;
@@ -371,9 +381,10 @@ static tg_filter_status_t q_store_failed(const q_conf_t *c, tg_filter_exchange_t
 
 /* A decision: pass (with headers if asked for) or 429 until the period ends. */
 static tg_filter_status_t q_decide(const q_conf_t *c, tg_filter_exchange_t *fx, int allowed, uint64_t remaining,
-                                   int64_t left)
+                                   int64_t left, const char *key, size_t len)
 {
     if (!allowed) {
+        tg_limited_note(c->limited, fx->worker, key, len, NULL, tg_clock_ms());
         fx->counted |= Q_BITS(c, Q_LIMITED);
         fx->reply_status = 429;
         fx->reply_message = "quota exceeded";
@@ -402,7 +413,8 @@ static void q_store_done(void *arg, uint64_t gen, tg_store_status_t status, cons
     uint64_t used = (uint64_t)v->items[1].integer;
     if (!allowed && fx->store != NULL) /* over until the period ends (or a reload changes the limit) */
         tg_deny_cache_put(&fx->store->deny, qw->deny_hash, qw->at_ms + (uint64_t)qw->left * 1000, 1, 0);
-    tg_filter_resume(fx, gen, q_decide(c, fx, allowed, used >= c->limit ? 0 : c->limit - used, qw->left));
+    tg_filter_resume(fx, gen, q_decide(c, fx, allowed, used >= c->limit ? 0 : c->limit - used, qw->left, qw->key,
+                                       qw->len));
 }
 
 /* The wall clock, or in tests the time written in TG_QUOTA_CLOCK_ENV's
@@ -431,7 +443,7 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     uint64_t now = tg_clock_ms(), h = tg_deny_cache_hash(&st->deny, c->set_id, key, len);
     if (tg_deny_cache_get(&st->deny, h, now, 1) != NULL) {
         fx->counted |= Q_BITS(c, Q_CACHED);
-        return q_decide(c, fx, 0, 0, left);
+        return q_decide(c, fx, 0, 0, left, key, len);
     }
     char rkey[KEY_MAX + 256];
     int n = snprintf(rkey, sizeof(rkey), "%squota:{%s:%s:", st->key_prefix, c->period == TG_QUOTA_DAY ? "day" : "month",
@@ -442,9 +454,10 @@ static tg_filter_status_t q_store_request(const q_conf_t *c, tg_filter_exchange_
     n += (int)len;
     n += snprintf(rkey + n, sizeof(rkey) - (size_t)n, "}:%lld", (long long)period);
     q_wait_t *qw = tg_arena_alloc(fx->arena, sizeof(*qw));
-    if (qw == NULL)
+    char *ck = tg_arena_strndup(fx->arena, key, len);
+    if (qw == NULL || ck == NULL)
         return q_store_failed(c, fx);
-    *qw = (q_wait_t){ .c = c, .left = left, .deny_hash = h, .at_ms = now };
+    *qw = (q_wait_t){ .c = c, .key = ck, .len = len, .left = left, .deny_hash = h, .at_ms = now };
     fx->state[index] = qw;
     char limit[24], expire[24];
     const char *argv[3] = { "1", limit, expire };
@@ -498,7 +511,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
         e->used++;
     uint64_t remaining = c->limit - e->used;
     pthread_mutex_unlock(&sh->lock);
-    return q_decide(c, fx, allowed, remaining, end - now > 0 ? end - now : 1);
+    return q_decide(c, fx, allowed, remaining, end - now > 0 ? end - now : 1, key, len);
 }
 
 /* A reload that keeps what is counted keeps the counts (a new limit
@@ -506,10 +519,67 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
 static void q_inherit(void *new_conf, void *old_conf)
 {
     q_conf_t *n = new_conf, *o = old_conf;
+    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
+        n->limited = tg_limited_ref(o->limited);
     if (!tg_filter_key_equal(&n->key, &o->key) || n->period != o->period || strcmp(n->tz_name, o->tz_name) != 0)
         return;
     tg_keyshards_unref(n->table);
     n->table = tg_keyshards_ref(o->table);
+}
+
+static int q_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
+{
+    (void)host;
+    q_conf_t *c = p;
+    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
+        tg_errors_add(errs, "quota: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct q_usage {
+    int64_t period;
+    uint64_t limit, busiest, at_limit;
+} q_usage_t;
+
+static void q_usage_of(const tg_kt_node_t *n, void *arg)
+{
+    const q_entry_t *e = (const q_entry_t *)n;
+    q_usage_t *u = arg;
+    if (e->period != u->period)
+        return; /* a past period's count: starts again at its next request */
+    if (e->used > u->busiest)
+        u->busiest = e->used;
+    u->at_limit += e->used >= u->limit;
+}
+
+/* The plan's use this period (the busiest key, keys with nothing left),
+ * then who was refused. */
+static void q_status(void *p, struct evbuffer *out)
+{
+    q_conf_t *c = p;
+    int64_t end;
+    q_usage_t u = { .period = tg_quota_period(&c->tz, c->period, q_now(c), &end), .limit = c->limit };
+    evbuffer_add_printf(out, "\"mode\": \"enforce\", \"store\": \"%s\", ", c->redis ? "redis" : "local");
+    tg_limited_key_json(&c->key, c->show_keys, out);
+    char tz[128];
+    tg_json_escape(tz, sizeof(tz), c->tz_name);
+    evbuffer_add_printf(out, ", \"plans\": [{\"name\": \"quota\", \"period\": \"%s\", \"tz\": \"%s\", \"ends_at\": %lld",
+                        c->period == TG_QUOTA_DAY ? "day" : "month", tz, (long long)end);
+    if (c->redis) {
+        evbuffer_add_printf(out, ", \"keys\": null, \"max_keys\": null, \"limits\": [{\"limit\": %llu, "
+                                 "\"busiest\": null, \"at_limit\": null}]}], ",
+                            (unsigned long long)c->limit);
+    } else {
+        tg_keyshards_each(c->table, q_usage_of, &u);
+        evbuffer_add_printf(out, ", \"keys\": %zu, \"max_keys\": %llu, \"limits\": [{\"limit\": %llu, "
+                                 "\"busiest\": %llu, \"at_limit\": %llu}]}], ",
+                            atomic_load(&c->table->keys), (unsigned long long)c->max_keys,
+                            (unsigned long long)c->limit, (unsigned long long)u.busiest,
+                            (unsigned long long)u.at_limit);
+    }
+    tg_limited_json(c->limited, out, tg_clock_ms());
 }
 
 const tg_filter_type_t tg_filter_quota = {
@@ -520,6 +590,8 @@ const tg_filter_type_t tg_filter_quota = {
     .destroy = q_destroy,
     .on_request = q_on_request,
     .inherit = q_inherit,
+    .start = q_start,
+    .status = q_status,
     .counters = q_counters,
     .n_counters = sizeof(q_counters) / sizeof(q_counters[0]),
 };

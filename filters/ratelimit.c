@@ -35,11 +35,14 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <openssl/rand.h>
 
 #include "filters/key.h"
 #include "filters/keytab.h"
+#include "filters/limited.h"
 #include "proxy/base/clock.h"
+#include "proxy/base/json.h"
 #include "proxy/base/siphash.h"
 
 #define SHARDS 256
@@ -122,6 +125,29 @@ void tg_rl_table_free(tg_rl_table_t *t)
     free(t);
 }
 
+static void roll(rl_window_t *w, uint64_t now, uint64_t W);
+static uint64_t estimate(const rl_window_t *w, uint64_t now, uint64_t W);
+
+void tg_rl_table_usage(tg_rl_table_t *t, uint64_t now_ms, uint64_t *busiest, uint64_t *at_limit)
+{
+    for (size_t s = 0; s < SHARDS; s++) {
+        rl_shard_t *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        rl_entry_t *e;
+        TAILQ_FOREACH(e, &sh->lru, lru)
+            for (size_t i = 0; i < t->n; i++) {
+                uint64_t W = t->limits[i].window_ms;
+                rl_window_t w = e->w[i];
+                roll(&w, now_ms, W);
+                uint64_t est = estimate(&w, now_ms, W);
+                if (est > busiest[i])
+                    busiest[i] = est;
+                at_limit[i] += est >= t->limits[i].limit;
+            }
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
 size_t tg_rl_table_size(tg_rl_table_t *t)
 {
     return atomic_load(&t->count);
@@ -140,8 +166,6 @@ static void unlink_entry(tg_rl_table_t *t, rl_shard_t *sh, rl_entry_t *e)
     free(e);
 }
 
-static void roll(rl_window_t *w, uint64_t now, uint64_t W);
-static uint64_t estimate(const rl_window_t *w, uint64_t now, uint64_t W);
 
 /* Would the key's next request be refused? Such a key is never evicted. */
 static int over_limit(const tg_rl_table_t *t, const rl_entry_t *e, uint64_t now)
@@ -379,6 +403,9 @@ typedef struct rl_conf {
     char *ns;                  /* the counters' name in the store: `name`, else the plan and its limits */
     uint64_t set_id;           /* this set's id in the worker's deny cache (random per load) */
     tg_store_script_t check_script, adjust_script; /* the filter's */
+    /* The status page's (the filter's, for all its plans). */
+    tg_show_keys_t show_keys;
+    tg_limited_t *limited;     /* made by start, or passed on by inherit */
 } rl_conf_t;
 
 /* A charge kept for reconciling once the response ends (fx->state); with
@@ -387,6 +414,8 @@ typedef struct rl_charge {
     const struct rl_conf *filter, *set;
     char *key;
     size_t len;
+    const char *client_key;    /* store: redis — the key before the store's prefix (limited.h) */
+    size_t client_len;
     uint64_t cost, at_ms;      /* at_ms: the store's clock with store: redis */
     uint64_t deny_hash;        /* store: redis, the deny-cache slot */
     int counted;               /* the store counted it (reconcile then applies) */
@@ -439,6 +468,7 @@ static void rl_destroy(void *p)
     if (c == NULL)
         return;
     tg_filter_key_free(&c->key);
+    tg_limited_unref(c->limited);
     for (size_t i = 0; i < c->n_overrides; i++)
         set_free(&c->overrides[i]);
     free(c->overrides);
@@ -601,6 +631,7 @@ static const tg_key_t rl_keys[] = {
       "with `store: redis`, when Redis does not answer within its `timeout`, errs, or is unreachable: let the "
       "request pass uncounted, or refuse it with `503` and `Retry-After: 1` (gRPC `UNAVAILABLE`)",
       .choices = "allow|deny" },
+    TG_SHOW_KEYS_ROW,
 };
 static const tg_keyset_t rl_keyset = TG_KEYSET("filter.rate_limit", "rate_limit", rl_keys);
 static int parse_limit(tg_node_t *lim, tg_node_t *win, rl_conf_t *c)
@@ -857,7 +888,7 @@ static uint64_t reply_int(const tg_resp_value_t *v, size_t i)
 
 static void *rl_create(tg_node_t *node, const char *config_path)
 {
-    tg_node_t v[18];
+    tg_node_t v[20];
     rl_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -867,9 +898,9 @@ static void *rl_create(tg_node_t *node, const char *config_path)
     tg_node_t key = ROW("key"), limit = ROW("limit"), window = ROW("window"), limits = ROW("limits");
     tg_node_t overrides = ROW("overrides"), cost = ROW("cost"), min_cost = ROW("min_cost"), max_cost = ROW("max_cost");
     tg_node_t route_costs = ROW("route_costs"), reconcile = ROW("reconcile"), store = ROW("store");
-    tg_node_t on_store_error = ROW("on_store_error");
+    tg_node_t on_store_error = ROW("on_store_error"), show_keys = ROW("show_keys");
 #undef ROW
-    if (tg_filter_key_parse(&key, "rate_limit", &c->key) < 0)
+    if (tg_filter_key_parse(&key, "rate_limit", &c->key) < 0 || tg_show_keys_parse(&show_keys, &c->key, &c->show_keys) < 0)
         rc = -1;
     if (tg_node_present(&limit) || tg_node_present(&window))
         if (parse_limit(&limit, &window, c) < 0)
@@ -951,9 +982,13 @@ static uint64_t request_cost(const rl_conf_t *f, const tg_filter_exchange_t *fx)
 }
 
 /* What a decision means for the request: pass (counted, shadowed or
- * tagged) or a 429. */
-static tg_filter_status_t decide(const rl_conf_t *c, tg_filter_exchange_t *fx, const tg_rl_result_t *r)
+ * tagged) or a 429; a refusal (or in shadow mode a would-be one) of the
+ * key is noted for the status page. f: the filter, c: the plan. */
+static tg_filter_status_t decide(const rl_conf_t *f, const rl_conf_t *c, tg_filter_exchange_t *fx,
+                                 const tg_rl_result_t *r, const char *key, size_t len)
 {
+    if (!r->allowed || (r->table_full && !c->on_full_allow))
+        tg_limited_note(f->limited, fx->worker, key, len, c->policy, tg_clock_ms());
     if (r->table_full) {
         tg_filter_count(fx, c->counters, RL_TABLE_FULL);
         if (c->on_full_allow)
@@ -1037,7 +1072,7 @@ static void rl_store_done(void *arg, uint64_t gen, tg_store_status_t status, con
         if (retry_ms != UINT64_MAX && fx->store != NULL) /* from when the question was asked: never too long */
             tg_deny_cache_put(&fx->store->deny, ch->deny_hash, ch->at_ms + retry_ms, ch->cost, (unsigned)r.decisive);
     }
-    tg_filter_resume(fx, gen, decide(c, fx, &r));
+    tg_filter_resume(fx, gen, decide(ch->filter, c, fx, &r, ch->client_key, ch->client_len));
 }
 
 /* store: redis — the deny cache, else one script call while the request
@@ -1055,15 +1090,17 @@ static tg_filter_status_t store_request(const rl_conf_t *f, const rl_conf_t *c, 
         r.retry_after_s = (d->until_ms - now + 999) / 1000;
         r.reset_s = r.retry_after_s;
         tg_filter_count(fx, c->counters, RL_CACHED);
-        return decide(c, fx, &r);
+        return decide(f, c, fx, &r, key, len);
     }
     char rkey[1024];
     size_t rlen = store_key(st, c, key, len, rkey, sizeof(rkey));
     rl_charge_t *ch = tg_arena_alloc(fx->arena, sizeof(*ch));
     char *k = rlen ? tg_arena_strndup(fx->arena, rkey, rlen) : NULL;
-    if (ch == NULL || k == NULL)
+    char *ck = tg_arena_strndup(fx->arena, key, len);
+    if (ch == NULL || k == NULL || ck == NULL)
         return store_failed(c, fx);
-    *ch = (rl_charge_t){ .filter = f, .set = c, .key = k, .len = rlen, .cost = cost, .at_ms = now, .deny_hash = h };
+    *ch = (rl_charge_t){ .filter = f, .set = c, .key = k, .len = rlen, .client_key = ck, .client_len = len,
+                         .cost = cost, .at_ms = now, .deny_hash = h };
     fx->state[index] = ch;
     char num[3 + 2 * TG_RL_MAX_LIMITS][24];
     const char *argv[3 + 2 * TG_RL_MAX_LIMITS];
@@ -1109,7 +1146,7 @@ static tg_filter_status_t rl_on_request(void *p, tg_filter_exchange_t *fx, size_
             fx->state[index] = ch;
         }
     }
-    return decide(c, fx, &r);
+    return decide(f, c, fx, &r, key, len);
 }
 
 /* reconcile: the response (head, or trailers, which win) says what the
@@ -1162,6 +1199,8 @@ static void rl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
 static void rl_inherit(void *new_conf, void *old_conf)
 {
     rl_conf_t *n = new_conf, *o = old_conf;
+    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
+        n->limited = tg_limited_ref(o->limited);
     if (n->n_limits != o->n_limits || memcmp(n->limits, o->limits, n->n_limits * sizeof(n->limits[0])) != 0 ||
         !tg_filter_key_equal(&n->key, &o->key))
         return;
@@ -1177,6 +1216,56 @@ static void rl_inherit(void *new_conf, void *old_conf)
         no->table = tg_rl_table_ref(oo->table);
         tg_rl_table_set_max_keys(no->table, (size_t)no->max_keys);
     }
+}
+
+/* The status page's recorder: passed on by inherit, else new. */
+static int rl_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
+{
+    (void)host;
+    rl_conf_t *c = p;
+    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
+        tg_errors_add(errs, "rate_limit: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Each plan's limits and, counted here, the busiest key's use of each and
+ * how many keys have no room left; then who was refused. */
+static void rl_status(void *p, struct evbuffer *out)
+{
+    rl_conf_t *f = p;
+    uint64_t now = tg_clock_ms();
+    evbuffer_add_printf(out, "\"mode\": \"%s\", \"store\": \"%s\", ", f->shadow ? "shadow" : "enforce",
+                        f->redis ? "redis" : "local");
+    tg_limited_key_json(&f->key, f->show_keys, out);
+    evbuffer_add_printf(out, ", \"plans\": [");
+    for (size_t i = 0; i <= f->n_overrides; i++) {
+        const rl_conf_t *c = i == 0 ? f : &f->overrides[i - 1];
+        uint64_t busiest[TG_RL_MAX_LIMITS] = { 0 }, at_limit[TG_RL_MAX_LIMITS] = { 0 };
+        if (!f->redis)
+            tg_rl_table_usage(c->table, now, busiest, at_limit);
+        char name[128];
+        tg_json_escape(name, sizeof(name), c->policy);
+        evbuffer_add_printf(out, "%s{\"name\": \"%s\", \"keys\": ", i ? ", " : "", name);
+        if (f->redis)
+            evbuffer_add_printf(out, "null, \"max_keys\": null, \"limits\": [");
+        else
+            evbuffer_add_printf(out, "%zu, \"max_keys\": %llu, \"limits\": [", tg_rl_table_size(c->table),
+                                (unsigned long long)c->max_keys);
+        for (size_t j = 0; j < c->n_limits; j++) {
+            evbuffer_add_printf(out, "%s{\"limit\": %llu, \"window_ms\": %llu", j ? ", " : "",
+                                (unsigned long long)c->limits[j].limit, (unsigned long long)c->limits[j].window_ms);
+            if (f->redis) /* the counts are in Redis: not read for a page */
+                evbuffer_add_printf(out, ", \"busiest\": null, \"at_limit\": null}");
+            else
+                evbuffer_add_printf(out, ", \"busiest\": %llu, \"at_limit\": %llu}", (unsigned long long)busiest[j],
+                                    (unsigned long long)at_limit[j]);
+        }
+        evbuffer_add_printf(out, "]}");
+    }
+    evbuffer_add_printf(out, "], ");
+    tg_limited_json(f->limited, out, now);
 }
 
 /* With on_limit: tag the upstream trusts TG_RL_TAG_HEADER to come from us:
@@ -1197,6 +1286,8 @@ const tg_filter_type_t tg_filter_rate_limit = {
     .on_request = rl_on_request,
     .on_complete = rl_on_complete,
     .inherit = rl_inherit,
+    .start = rl_start,
+    .status = rl_status,
     .trust_header = rl_trust_header,
     .counters = rl_counters,
     .n_counters = sizeof(rl_counters) / sizeof(rl_counters[0]),

@@ -59,6 +59,11 @@ void tg_rl_check_cost(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t
  * still current or just past; an unknown key is left alone. */
 void tg_rl_adjust(tg_rl_table_t *t, const char *key, size_t keylen, uint64_t charged_ms, int64_t delta);
 
+/* For the status page: per limit, the busiest key's estimated use of its
+ * window now and how many keys have no room left (each shard locked in
+ * turn; O(keys)). busiest and at_limit: one per limit, zeroed by the
+ * caller. */
+void tg_rl_table_usage(tg_rl_table_t *t, uint64_t now_ms, uint64_t *busiest, uint64_t *at_limit);
 /* Keys currently held (idle keys expire after twice the longest window). */
 size_t tg_rl_table_size(tg_rl_table_t *t);
 

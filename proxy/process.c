@@ -30,6 +30,7 @@
 #include "proxy/admin.h"
 #include "proxy/base/clock.h"
 #include "proxy/health.h"
+#include "proxy/history.h"
 #include "proxy/base/http.h"
 #include "proxy/base/log.h"
 #include "proxy/base/timer.h"
@@ -68,6 +69,8 @@ typedef struct process {
     tg_notify_t notify;              /* systemd's sd_notify, when it is there */
     tg_activation_t activation;      /* listening sockets systemd passed in */
     struct event *watchdog_timer;    /* WATCHDOG=1 at half of WatchdogSec */
+    tg_history_t *history;           /* the last 15 minutes, for the status page (with an admin listener) */
+    struct event *history_timer;     /* reads the counters into it once a second */
     int draining;
 } process_t;
 
@@ -255,6 +258,10 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
     tg_snapshot_unref(prev);
     tg_dns_commit(p->dns, nc); /* names only the old config had are forgotten */
     tg_admin_set_max_connections(p->admin, nc->admin.max_connections);
+    if (p->history != NULL) {
+        tg_history_set_max(p->history, nc->admin.history_routes);
+        tg_history_reloaded(p->history);
+    }
     p->pm.reloads_ok++;
     p->pm.last_reload_ok = time(NULL);
     tg_log_set_format(ns->cfg->log_json ? TG_LOG_JSON : TG_LOG_TEXT);
@@ -289,6 +296,26 @@ static int reload(process_t *p, tg_errors_t *errs)
 }
 
 /* ---- admin endpoints ---- */
+
+static void on_history_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    process_t *p = arg;
+    tg_history_tick(p->history, p->snap, p->workers, p->n_workers, p->health);
+}
+
+/* The status page's history, read once a second (history.h). */
+static int start_history(process_t *p)
+{
+    struct timeval second = { 1, 0 };
+    if ((p->history = tg_history_new(p->snap->cfg->admin.history_routes)) == NULL ||
+        (p->history_timer = event_new(p->base, -1, EV_PERSIST, on_history_tick, p)) == NULL ||
+        event_add(p->history_timer, &second) < 0)
+        return -1;
+    tg_history_tick(p->history, p->snap, p->workers, p->n_workers, p->health); /* the baselines */
+    return 0;
+}
 
 static int admin_reload(process_t *p, struct evbuffer *body)
 {
@@ -453,7 +480,16 @@ static int admin_handle(void *ctx, const tg_request_t *req, const char *path, st
         tg_metrics_render(body, p->snap, p->workers, p->n_workers, &p->pm, p->health);
         return 200;
     } else if (strcmp(path, "/status.json") == 0) {
-        tg_status_json(body, p->snap, p->workers, p->n_workers, &p->pm, p->health);
+        char hv[32];
+        uint64_t window = 0;
+        if (query_param(req->target, "history", hv, sizeof(hv)) != NULL &&
+            (tg_parse_duration_ms(hv, &window) < 0 || window == 0)) {
+            evbuffer_add_printf(body, "{\"error\": \"history= takes a duration up to 15m, e.g. history=15m\", "
+                                      "\"status\": 400}\n");
+            return 400;
+        }
+        tg_status_json(body, p->snap, p->workers, p->n_workers, &p->pm, p->health, window ? p->history : NULL,
+                       window);
         return 200;
     } else if (strcmp(path, "/endpoints") == 0) {
         reply->ctype = "text/plain; charset=utf-8";
@@ -806,6 +842,8 @@ int tg_process_run(const char *path, int watch)
     }
     if ((p.health = make_health(&p.registry.endpoints)) == NULL || start_workers(&p) < 0)
         goto out;
+    if (p.admin != NULL && start_history(&p) < 0)
+        tg_warn("admin: out of memory for the status page's history; it shows the present only");
     /* every listener is bound and listening (the kernel queues connections
      * until the workers' loops take them): ready */
     tg_notify(&p.notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s)", p.snap->cfg->n_listeners,
@@ -850,6 +888,9 @@ out:
         event_free(p.drain_timer);
     if (p.watchdog_timer)
         event_free(p.watchdog_timer);
+    if (p.history_timer)
+        event_free(p.history_timer);
+    tg_history_free(p.history);
     tg_notify_close(&p.notify);
     tg_activation_close(&p.activation);
     tg_filter_host_finish(p.host); /* the workers are gone: calls still out are answered */

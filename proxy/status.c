@@ -14,6 +14,7 @@
 #include "proxy/base/clock.h"
 #include "proxy/base/http.h"
 #include "proxy/dns.h"
+#include "filters/filter.h"
 #include "proxy/stats.h"
 
 /* Generated at build time from proxy/status_page.html (CMakeLists.txt). */
@@ -78,6 +79,35 @@ static void routes(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *co
                                     w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t)));
         evbuffer_add_printf(out, "]}");
     }
+    evbuffer_add_printf(out, "]");
+}
+
+/* The limiting filters' own view (their status hook), global chain
+ * first. */
+static void limit_list(struct evbuffer *out, const tg_filter_list_t *l, const char *route, int *any)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const tg_filter_instance_t *f = &l->v[i];
+        if (f->type->status == NULL)
+            continue;
+        evbuffer_add_printf(out, "%s{\"route\": ", (*any)++ ? ", " : "");
+        if (route != NULL)
+            jstr(out, route);
+        else
+            evbuffer_add_printf(out, "null");
+        evbuffer_add_printf(out, ", \"filter\": \"%s\", \"index\": %zu, ", f->type->name, i);
+        f->type->status(f->conf, out);
+        evbuffer_add_printf(out, "}");
+    }
+}
+
+static void limits(struct evbuffer *out, const tg_config_t *c)
+{
+    int any = 0;
+    evbuffer_add_printf(out, "\"limits\": [");
+    limit_list(out, &c->filters, NULL, &any);
+    for (size_t r = 0; r < c->n_routes; r++)
+        limit_list(out, &c->routes[r].filters, c->routes[r].name, &any);
     evbuffer_add_printf(out, "]");
 }
 
@@ -161,7 +191,7 @@ static void clusters(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *
 }
 
 void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
-                    const tg_process_metrics_t *pm, tg_health_t *h)
+                    const tg_process_metrics_t *pm, tg_health_t *h, const tg_history_t *hist, uint64_t window_ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -178,6 +208,14 @@ void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *c
     routes(out, s, w, n);
     evbuffer_add_printf(out, ", ");
     clusters(out, s, w, n, h, pm->dns);
+    evbuffer_add_printf(out, ", ");
+    limits(out, s->cfg);
+    if (window_ms > 0 && hist != NULL) {
+        evbuffer_add_printf(out, ", ");
+        tg_history_json(hist, out, s, window_ms);
+    } else if (window_ms > 0) {
+        evbuffer_add_printf(out, ", \"history\": null");
+    }
     evbuffer_add_printf(out, "}\n");
 }
 

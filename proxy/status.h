@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "proxy/health.h"
+#include "proxy/history.h"
 #include "proxy/metrics.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
@@ -19,9 +20,11 @@
 struct evbuffer;
 
 /* Counters are totals since the slot was first used; the page turns two
- * reads into rates, ratios and percentiles of the interval between. */
+ * reads into rates, ratios and percentiles of the interval between.
+ * window_ms > 0 (?history=15m): also the last window_ms of history (hist
+ * may be NULL: "history": null). */
 void tg_status_json(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,
-                    const tg_process_metrics_t *pm, tg_health_t *h);
+                    const tg_process_metrics_t *pm, tg_health_t *h, const tg_history_t *hist, uint64_t window_ms);
 
 /* One line per endpoint: cluster, address, state, requests, failures. */
 void tg_status_endpoints_text(struct evbuffer *out, const tg_snapshot_t *s, tg_worker_t *const *w, unsigned n,

@@ -104,7 +104,8 @@ routes:
         page = r.text
         # no asset from anywhere: no src/href attributes, no URL but the JSON endpoint
         self.assertNotRegex(page, r"\b(src|href)\s*=")
-        self.assertNotRegex(page, r"https?://")
+        # (the SVG namespace is a name, never fetched: the one URL allowed)
+        self.assertNotRegex(page.replace('"http://www.w3.org/2000/svg"', ""), r"https?://")
         # the one inline script and style are allowed by their hashes, nothing else
         for tag, directive in (("script", "script-src"), ("style", "style-src")):
             blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
@@ -151,6 +152,199 @@ routes:
         if shot:
             browser(self.admin_url("/"), "--window-size=1200,760", "--hide-scrollbars", f"--screenshot={shot}")
             self.assertTrue(os.path.getsize(shot) > 0)
+
+
+def assert_in_dom(test, pattern, dom, present=True):
+    """A regex over the rendered DOM; a failure names the pattern, not the page."""
+    found = re.search(pattern, dom) is not None
+    if found != present:
+        test.fail(f"{'no' if present else 'unexpected'} match for {pattern!r} in the rendered page")
+
+
+def dom_charts(dom, route):
+    """The charts of a route as the page drew them: kind -> (points, max)."""
+    m = re.search(rf'data-route-charts="{re.escape(route)}".*?</tr>', dom, re.S)
+    assert m, f"no charts for route {route}"
+    return {k: (int(p), float(x)) for k, p, x in
+            re.findall(r'data-chart="(\w+)" data-points="(\d+)" data-max="([\d.e+-]+)"', m.group(0))}
+
+
+class StatusHistoryTest(harness.GatewayTest):
+    """The last 15 minutes on the page: during a test that kills an
+    endpoint, bursts errors on one route and floods a rate-limited one,
+    the first page loaded once the gateway has seen it shows the error
+    spike, the endpoint's down mark on the time axis and the limited key
+    (it does not wait for a 10-second bucket to close: the current one is
+    drawn as it fills)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.a, cls.b = harness.start_app("hist-a"), harness.start_app("hist-b")
+        cls.procs = [cls.a, cls.b]
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
+        cls.cfg = f"""
+workers: 2
+admin: {{ listen: 127.0.0.1:{cls.admin} }}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:{cls.a.port}, 127.0.0.1:{cls.b.port}]
+    health_check: {{ path: /whoami, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
+routes:
+  - name: items
+    match: {{ path_prefix: /items }}
+    cluster: app
+  - name: api
+    match: {{ path_prefix: /status }}
+    cluster: app
+  - name: limited
+    match: {{ path_prefix: /whoami }}
+    cluster: app
+    filters:
+      - rate_limit: {{ key: header:x-api-key, limit: 1000000, window: 60s, mode: shadow }}
+      - rate_limit: {{ key: header:x-api-key, limit: 2, window: 60s, mode: shadow }}
+      - rate_limit: {{ key: header:x-tenant, limit: 3, window: 60s, show_keys: plain }}
+"""
+        cls.gateway = harness.Gateway(cls.cfg, port=cls.port)
+        cls.stop_traffic = threading.Event()
+        cls.traffic = threading.Thread(target=cls.drive, daemon=True)
+        cls.traffic.start()
+
+    @classmethod
+    def drive(cls):
+        s = requests.Session()
+        while not cls.stop_traffic.is_set():
+            try:
+                s.get(cls.gateway.url("/items"), timeout=5)
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_traffic.set()
+        cls.traffic.join(timeout=10)
+        cls.finish()
+
+    def history(self):
+        r = requests.get(f"http://127.0.0.1:{self.admin}/status.json?history=15m", timeout=10)
+        self.assertEqual(r.status_code, 200)
+        return r.json()
+
+    def test_1_history_json(self):
+        s = harness.wait_until(lambda: (lambda s: s if s["history"]["routes"][0]["requests"][-1] else None)(
+            self.history()), what="traffic in the current bucket")
+        h = s["history"]
+        self.assertEqual(h["bucket_ms"], 10000)
+        self.assertEqual(h["buckets"], 90)
+        self.assertLessEqual(h["start_ms"] + 89 * 10000, h["now_ms"])  # the last bucket holds now
+        self.assertLess(h["now_ms"], h["start_ms"] + 90 * 10000)
+        routes = {r["name"]: r for r in h["routes"]}
+        self.assertEqual(list(routes), ["items", "api", "limited"])
+        for r in routes.values():
+            for col in ("requests", "4xx", "5xx", "aborted", "p50_us", "p99_us"):
+                self.assertEqual(len(r[col]), 90, col)
+        items = routes["items"]
+        self.assertIsNone(items["requests"][0])  # before the gateway started: no data, not zero
+        self.assertGreater(items["requests"][-1], 0)
+        self.assertGreater(items["p99_us"][-1], 0)
+        self.assertGreaterEqual(items["p99_us"][-1], items["p50_us"][-1])
+        app = h["clusters"][0]
+        self.assertEqual(app["name"], "app")
+        self.assertEqual(app["endpoints"][-1], 2)
+        # the window is a parameter; a bad one is refused
+        short = requests.get(f"http://127.0.0.1:{self.admin}/status.json?history=1m", timeout=10).json()["history"]
+        self.assertEqual(short["buckets"], 6)
+        bad = requests.get(f"http://127.0.0.1:{self.admin}/status.json?history=soon", timeout=10)
+        self.assertEqual(bad.status_code, 400)
+        self.assertNotIn("history", requests.get(f"http://127.0.0.1:{self.admin}/status.json", timeout=10).json())
+
+    def test_2_page_shows_spike_down_mark_and_limited_key(self):
+        self.assertIsNotNone(CHROMIUM, "chromium-headless-shell is not installed (scripts/deps.sh installs it)")
+        b = f"127.0.0.1:{self.b.port}"
+        before = dom_charts(browser(self.admin_url("/#route=api"), "--dump-dom"), "api")
+        self.assertEqual(before["errors"][1], 0.0)  # no 5xx yet on api
+        t0 = time.time()
+        self.b.stop()
+        s = requests.Session()
+        for _ in range(30):  # the error spike
+            s.get(self.gateway.url("/status/503"), timeout=5)
+        codes = [s.get(self.gateway.url("/whoami"), headers={"x-tenant": "tenant-flood", "x-api-key": "sk-live-0123456789"},
+                       timeout=5).status_code for _ in range(12)]
+        self.assertEqual(codes.count(429), 9)
+        # the gateway has seen it all once its history lists the down change (ticks are a second apart)
+        harness.wait_until(lambda: any(e.get("endpoint") == b and e["to"] == "down"
+                                       for e in self.history()["history"]["events"]), what="the down event")
+        dom = browser(self.admin_url("/#route=api"), "--dump-dom")
+        elapsed = time.time() - t0
+        print(f"\n  page showed the spike, the down mark and the limited key {elapsed:.1f} s after the kill")
+        charts = dom_charts(dom, "api")
+        self.assertGreater(charts["errors"][1], 50.0)  # the spike: 5xx % of api's requests in the current bucket
+        self.assertGreater(charts["requests"][0], 0)
+        self.assertGreater(charts["latency"][0], 0)
+        assert_in_dom(self, rf'data-mark="down" data-endpoint="app/{re.escape(b)}"', dom)
+        assert_in_dom(self, rf'data-change="app/{re.escape(b)}" data-to="down"', dom)
+        assert_in_dom(self, r'data-limited-key="tenant-flood" data-refusals="9"', dom)
+        # shadow mode: would-be refusals listed; a key from a header is hashed by default, never shown
+        assert_in_dom(self, r'data-limited-key="hash:[0-9a-f]{12}" data-refusals="10" data-shadow="true"', dom)
+        self.assertFalse("sk-live-0123456789" in dom, "the raw API key is on the page")
+        # every route has its charts (closed unless asked for), with data points
+        for route in ("items", "limited"):
+            self.assertGreater(dom_charts(dom, route)["requests"][0], 0)
+        assert_in_dom(self, r'data-route-charts="items" hidden', dom)
+        assert_in_dom(self, r'data-route-charts="api" hidden', dom, present=False)  # #route=api opened it
+        shot = os.environ.get("TOLLGATE_STATUS_SCREENSHOT")
+        if shot:
+            browser(self.admin_url("/#route=api"), "--window-size=1200,1100", "--hide-scrollbars", f"--screenshot={shot}")
+            self.assertTrue(os.path.getsize(shot) > 0)
+
+    def test_3_limits_in_status_json(self):
+        limits = self.history()["limits"]
+        self.assertEqual([(f["route"], f["filter"], f["index"]) for f in limits],
+                         [("limited", "rate_limit", 0), ("limited", "rate_limit", 1), ("limited", "rate_limit", 2)])
+        big, small, tenant = limits
+        self.assertEqual((tenant["mode"], tenant["show_keys"], tenant["key"]), ("enforce", "plain", "header:x-tenant"))
+        plan = tenant["plans"][0]
+        self.assertEqual(plan["name"], "default")
+        self.assertEqual(plan["limits"][0]["limit"], 3)
+        self.assertEqual(plan["limits"][0]["busiest"], 3)   # the flooding tenant is at its limit ...
+        self.assertEqual(plan["limits"][0]["at_limit"], 1)  # ... and the only one
+        self.assertEqual(big["limited"], [])                # never near its limit: nobody listed
+        self.assertEqual(small["mode"], "shadow")
+        self.assertEqual(small["show_keys"], "hash")
+        self.assertEqual(len(small["limited"]), 1)
+        # /metrics has no per-key series
+        metrics = requests.get(f"http://127.0.0.1:{self.admin}/metrics", timeout=10).text
+        self.assertNotIn("tenant-flood", metrics)
+
+    def test_4_reload_keeps_history_and_is_marked(self):
+        def closed_bucket():  # a 10-second bucket of items that is over (the current one still grows)
+            h = self.history()["history"]
+            items = {r["name"]: r for r in h["routes"]}["items"]["requests"]
+            return h if sum(v is not None for v in items[:-1]) >= 1 else None
+        before = harness.wait_until(closed_bucket, timeout=30, what="a closed bucket")
+        self.assertFalse(any(e["kind"] == "reload" for e in before["events"]))
+        r = requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers={"X-Tollgate-Admin": "1"}, timeout=30)
+        self.assertEqual(r.json()["status"], "ok")
+        after = harness.wait_until(lambda: (lambda h: h if any(e["kind"] == "reload" for e in h["events"]) else None)(
+            self.history()["history"]), what="the reload event")
+        # the buckets closed before the reload are the same after it: the route kept its name, so its history
+        shift = (after["start_ms"] - before["start_ms"]) // before["bucket_ms"]
+        for name in ("items", "api", "limited"):
+            b = {r["name"]: r for r in before["routes"]}[name]
+            a = {r["name"]: r for r in after["routes"]}[name]
+            for col in ("requests", "5xx", "p99_us"):
+                self.assertEqual(a[col][:len(b[col]) - 1 - shift], b[col][shift:-1], (name, col))
+        # the limited keys are still listed (the recorder passed to the new config)
+        limits = self.history()["limits"]
+        self.assertEqual(limits[2]["limited"][0]["key"], "tenant-flood")
+        dom = browser(self.admin_url("/#route=items"), "--dump-dom")
+        assert_in_dom(self, r'data-mark="reload"', dom)
+
+    def admin_url(self, path):
+        return f"http://127.0.0.1:{self.admin}{path}"
 
 
 class StatusPageTokenTest(harness.GatewayTest):
