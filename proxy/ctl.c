@@ -3,6 +3,7 @@
  * process, never inside the gateway.
  */
 #include "proxy/ctl.h"
+#include "proxy/ctl_top.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -197,7 +198,7 @@ static int call(const tg_admin_conf_t *a, const char *method, const char *path, 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: tollgate [-c FILE] ctl reload|config|health|endpoints|status\n"
+    fprintf(stderr, "usage: tollgate [-c FILE] ctl reload|config|health|endpoints|status|top\n"
                     "       tollgate [-c FILE] ctl purge /PATH-PREFIX [HOST] | HOST/PATH?QUERY\n"
                     "\n"
                     "  reload     reload the configuration file (POST /-/reload)\n"
@@ -206,7 +207,61 @@ static void usage(void)
                     "  config     print the configuration in force, secrets redacted\n"
                     "  health     liveness and readiness (exit 0 only when ready)\n"
                     "  endpoints  every upstream endpoint with its state and counters\n"
-                    "  status     listeners, routes and endpoints with counters (JSON)\n");
+                    "  status     listeners, routes and endpoints with counters (JSON)\n"
+                    "  top [rps|errors] [-n COUNT]\n"
+                    "             the status page in the terminal, every 2 s: routes sorted by\n"
+                    "             requests/s (or error ratio), clusters, who is rate limited;\n"
+                    "             -n: COUNT frames, then exit (default: until interrupted)\n");
+}
+
+/* `ctl top`: a frame every TOP_INTERVAL_S, count frames (0: forever). */
+#define TOP_INTERVAL_S 2
+static int top(const tg_admin_conf_t *a, tg_top_sort_t sort, long count)
+{
+    int tty = isatty(STDOUT_FILENO);
+    for (long i = 0; count == 0 || i < count; i++) {
+        if (i > 0)
+            sleep(TOP_INTERVAL_S);
+        reply_t r = { 0 };
+        int rc = call(a, "GET", "/status.json?history=5m", &r);
+        if (rc != CTL_OK)
+            return rc;
+        if (r.status != 200) {
+            fputs(r.body, stderr);
+            free(r.buf);
+            return CTL_FAILED;
+        }
+        fputs(tty ? "\033[H\033[J" : (i > 0 ? "\n" : ""), stdout);
+        rc = tg_ctl_top_frame(stdout, r.body, strlen(r.body), sort);
+        free(r.buf);
+        if (rc < 0) {
+            fprintf(stderr, "tollgate ctl: the admin listener's /status.json has no history (an older tollgate?)\n");
+            return CTL_FAILED;
+        }
+        fflush(stdout);
+    }
+    return CTL_OK;
+}
+
+/* top [rps|errors] [-n COUNT] */
+static int top_args(int argc, char **argv, tg_top_sort_t *sort, long *count)
+{
+    *sort = TG_TOP_BY_RPS;
+    *count = 0;
+    for (int i = 1; i < argc; i++) {
+        char *end;
+        if (strcmp(argv[i], "rps") == 0) {
+            *sort = TG_TOP_BY_RPS;
+        } else if (strcmp(argv[i], "errors") == 0) {
+            *sort = TG_TOP_BY_ERRORS;
+        } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc &&
+                   ((*count = strtol(argv[i + 1], &end, 10)) > 0 && *end == '\0')) {
+            i++;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int print_reply(const reply_t *r, int json)
@@ -263,12 +318,15 @@ static int purge_path(char *out, size_t cap, int argc, char **argv)
 int tg_ctl_main(const char *config_path, int argc, char **argv)
 {
     char purge[8192];
-    int is_purge = argc >= 2 && strcmp(argv[0], "purge") == 0;
-    if (is_purge && purge_path(purge, sizeof(purge), argc, argv) < 0) {
+    int is_purge = argc >= 2 && strcmp(argv[0], "purge") == 0, is_top = argc >= 1 && strcmp(argv[0], "top") == 0;
+    tg_top_sort_t sort = TG_TOP_BY_RPS;
+    long count = 0;
+    if ((is_purge && purge_path(purge, sizeof(purge), argc, argv) < 0) ||
+        (is_top && top_args(argc, argv, &sort, &count) < 0)) {
         usage();
         return CTL_USAGE;
     }
-    if (argc != 1 && !is_purge) {
+    if (argc != 1 && !is_purge && !is_top) {
         usage();
         return CTL_USAGE;
     }
@@ -287,6 +345,8 @@ int tg_ctl_main(const char *config_path, int argc, char **argv)
     } else if (strcmp(cmd, "reload") == 0) {
         if ((rc = call(&c->admin, "POST", "/-/reload", &r)) == CTL_OK)
             rc = print_reply(&r, 1);
+    } else if (is_top) {
+        rc = top(&c->admin, sort, count);
     } else if (is_purge) {
         if ((rc = call(&c->admin, "POST", purge, &r)) == CTL_OK)
             rc = print_reply(&r, 1);

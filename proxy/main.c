@@ -43,7 +43,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tollgate [-t | -T] -c FILE [-w] [-l LEVEL]\n"
-            "       tollgate [-c FILE] ctl reload|config|health|endpoints|status\n"
+            "       tollgate [-c FILE] ctl reload|config|health|endpoints|status|top|purge\n"
             "\n"
             "  -c, --config FILE    configuration file (YAML; ctl default: " TOLLGATE_DEFAULT_CONFIG ")\n"
             "  -t, --test           check the configuration and exit (0 = valid)\n"
@@ -69,7 +69,8 @@ int main(int argc, char **argv)
     tg_mem_hook_libevent(); /* before libevent allocates anything: workers' buffers come from their caches */
     const char *config = NULL;
     int test = 0, dump = 0, watch = 0, c;
-    while ((c = getopt_long(argc, argv, "c:tTwl:vh", opts, NULL)) != -1) {
+    /* '+': options end at the first word, so that `ctl top -n 3` keeps its own */
+    while ((c = getopt_long(argc, argv, "+c:tTwl:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;

@@ -343,6 +343,42 @@ routes:
         dom = browser(self.admin_url("/#route=items"), "--dump-dom")
         assert_in_dom(self, r'data-mark="reload"', dom)
 
+    def test_5_ctl_top(self):
+        """The same view in a terminal: two frames, routes by error ratio."""
+        def top(*args):
+            r = subprocess.run([harness.BIN, "-c", self.gateway.path, "ctl", "top", *args], capture_output=True,
+                               text=True, timeout=60)
+            return r.returncode, r.stdout, r.stderr
+        s = requests.Session()
+        for _ in range(5):  # 5xx on api in the current bucket: first by errors
+            s.get(self.gateway.url("/status/503"), timeout=5)
+        rc, out, err = top("errors", "-n", "2")
+        self.assertEqual(rc, 0, err)
+        frames = [f for f in out.split("\ntollgate ") if f.strip()]
+        self.assertEqual(len(frames), 2, out)
+        frame = frames[-1]
+        lines = frame.splitlines()
+        self.assertRegex(lines[0], r"2 workers, reloads \d+ ok 0 failed")
+        head = next(i for i, l in enumerate(lines) if l.startswith("ROUTE"))
+        rows = [l.split()[0] for l in lines[head + 1:head + 4]]
+        self.assertEqual(sorted(rows), ["api", "items", "limited"])
+        self.assertEqual(rows[0], "api", frame)  # sorted by errors
+        self.assertGreater(float(lines[head + 1].split()[4]), 0)  # its 5XX%
+        self.assertRegex(frame, rf"app\s+1/2 .*127\.0\.0\.1:{self.b.port} up->down")
+        self.assertRegex(frame, r"limited/rate_limit#2\s+tenant-flood: 9")
+        self.assertRegex(frame, r"limited/rate_limit#1 \(shadow\)\s+hash:[0-9a-f]{12}: 10")
+        self.assertNotIn("sk-live-0123456789", out)
+        # by requests/s: items (the steady traffic) leads
+        rc, out, _ = top("-n", "1")
+        self.assertEqual(rc, 0)
+        lines = out.splitlines()
+        head = next(i for i, l in enumerate(lines) if l.startswith("ROUTE"))
+        self.assertEqual(lines[head + 1].split()[0], "items", out)
+        # usage errors
+        self.assertEqual(top("sideways")[0], 2)
+        self.assertEqual(top("-n", "0")[0], 2)
+        self.assertEqual(top("-n")[0], 2)
+
     def admin_url(self, path):
         return f"http://127.0.0.1:{self.admin}{path}"
 
