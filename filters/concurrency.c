@@ -392,8 +392,7 @@ static void cl_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
 static void cl_inherit(void *new_conf, void *old_conf)
 {
     cl_conf_t *n = new_conf, *o = old_conf;
-    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
-        n->limited = tg_limited_ref(o->limited);
+    tg_limited_inherit(&n->limited, n->show_keys, o->limited, o->show_keys);
     if (!tg_filter_key_equal(&n->key, &o->key))
         return;
     tg_keyshards_unref(n->table);
@@ -404,11 +403,7 @@ static int cl_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     (void)host;
     cl_conf_t *c = p;
-    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
-        tg_errors_add(errs, "concurrency_limit: out of memory");
-        return -1;
-    }
-    return 0;
+    return tg_limited_start(&c->limited, c->show_keys, "concurrency_limit", errs);
 }
 
 typedef struct cl_usage {

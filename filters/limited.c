@@ -81,6 +81,21 @@ tg_limited_t *tg_limited_new(tg_show_keys_t show)
     return l;
 }
 
+void tg_limited_inherit(tg_limited_t **l, tg_show_keys_t show, tg_limited_t *old, tg_show_keys_t old_show)
+{
+    if (*l == NULL && show == old_show) /* who was refused stays listed */
+        *l = tg_limited_ref(old);
+}
+
+int tg_limited_start(tg_limited_t **l, tg_show_keys_t show, const char *filter, tg_errors_t *errs)
+{
+    if (*l == NULL && (*l = tg_limited_new(show)) == NULL) {
+        tg_errors_add(errs, "%s: out of memory", filter);
+        return -1;
+    }
+    return 0;
+}
+
 tg_limited_t *tg_limited_ref(tg_limited_t *l)
 {
     if (l != NULL)

@@ -53,6 +53,11 @@ typedef struct tg_limited tg_limited_t;
 
 /* NULL when out of memory or randomness. */
 tg_limited_t *tg_limited_new(tg_show_keys_t show);
+/* A limiting filter's two steps for its recorder: inherit (reload) takes
+ * the old config's when both show keys alike; start makes one if it has
+ * none yet (0, or -1 with "FILTER: out of memory" in errs). */
+void tg_limited_inherit(tg_limited_t **l, tg_show_keys_t show, tg_limited_t *old, tg_show_keys_t old_show);
+int tg_limited_start(tg_limited_t **l, tg_show_keys_t show, const char *filter, tg_errors_t *errs);
 tg_limited_t *tg_limited_ref(tg_limited_t *l);
 void tg_limited_unref(tg_limited_t *l);
 tg_show_keys_t tg_limited_show(const tg_limited_t *l);

@@ -519,8 +519,7 @@ static tg_filter_status_t q_on_request(void *p, tg_filter_exchange_t *fx, size_t
 static void q_inherit(void *new_conf, void *old_conf)
 {
     q_conf_t *n = new_conf, *o = old_conf;
-    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
-        n->limited = tg_limited_ref(o->limited);
+    tg_limited_inherit(&n->limited, n->show_keys, o->limited, o->show_keys);
     if (!tg_filter_key_equal(&n->key, &o->key) || n->period != o->period || strcmp(n->tz_name, o->tz_name) != 0)
         return;
     tg_keyshards_unref(n->table);
@@ -531,11 +530,7 @@ static int q_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     (void)host;
     q_conf_t *c = p;
-    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
-        tg_errors_add(errs, "quota: out of memory");
-        return -1;
-    }
-    return 0;
+    return tg_limited_start(&c->limited, c->show_keys, "quota", errs);
 }
 
 typedef struct q_usage {

@@ -1199,8 +1199,7 @@ static void rl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
 static void rl_inherit(void *new_conf, void *old_conf)
 {
     rl_conf_t *n = new_conf, *o = old_conf;
-    if (n->show_keys == o->show_keys && n->limited == NULL) /* who was refused stays listed */
-        n->limited = tg_limited_ref(o->limited);
+    tg_limited_inherit(&n->limited, n->show_keys, o->limited, o->show_keys);
     if (n->n_limits != o->n_limits || memcmp(n->limits, o->limits, n->n_limits * sizeof(n->limits[0])) != 0 ||
         !tg_filter_key_equal(&n->key, &o->key))
         return;
@@ -1223,11 +1222,7 @@ static int rl_start(void *p, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     (void)host;
     rl_conf_t *c = p;
-    if (c->limited == NULL && (c->limited = tg_limited_new(c->show_keys)) == NULL) {
-        tg_errors_add(errs, "rate_limit: out of memory");
-        return -1;
-    }
-    return 0;
+    return tg_limited_start(&c->limited, c->show_keys, "rate_limit", errs);
 }
 
 /* Each plan's limits and, counted here, the busiest key's use of each and

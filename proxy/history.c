@@ -55,6 +55,11 @@ struct tg_history {
     int64_t bucket;         /* the newest bucket a tick saw */
     series_t **tab;         /* by name: routes and clusters apart */
     size_t cap, n;
+    /* The series of the config's routes and clusters by position, as the
+     * last tick found them (checked by name, remade when one differs or a
+     * series goes): a tick costs no hashing. */
+    series_t **rmap, **cmap;
+    size_t n_rmap, n_cmap;
     tg_chunks_t eps;
     event_t ev[TG_HISTORY_EVENTS];
     size_t ev_next, ev_n;
@@ -99,6 +104,8 @@ void tg_history_free(tg_history_t *h)
             series_free(h, se);
         }
     free(h->tab);
+    free(h->rmap);
+    free(h->cmap);
     tg_chunks_free(&h->eps);
     free(h);
 }
@@ -220,10 +227,31 @@ static void route_sums(tg_worker_t *const *w, unsigned n, size_t slot, uint64_t 
             tg_metrics_sum_route(w, n, slot, offsetof(tg_route_stats_t, buckets) + b * sizeof(tg_counter_t));
 }
 
-static void tick_route(tg_history_t *h, const char *name, size_t slot, tg_worker_t *const *w, unsigned n)
+/* The series at position i of a map (n entries, remade if the config's
+ * count differs), found by name when the position names another. */
+static series_t *mapped(tg_history_t *h, series_t ***map, size_t *n_map, size_t count, size_t i, int route,
+                        const char *name, int *fresh)
+{
+    *fresh = 0;
+    if (*n_map != count) {
+        series_t **m = calloc(count ? count : 1, sizeof(*m));
+        if (m == NULL)
+            return get(h, route, name, fresh);
+        free(*map);
+        *map = m;
+        *n_map = count;
+    }
+    series_t *se = (*map)[i];
+    if (se == NULL || strcmp(se->name, name) != 0)
+        se = (*map)[i] = get(h, route, name, fresh);
+    return se;
+}
+
+static void tick_route(tg_history_t *h, size_t at, const char *name, size_t slot, tg_worker_t *const *w, unsigned n,
+                       size_t count)
 {
     int fresh;
-    series_t *se = get(h, 1, name, &fresh);
+    series_t *se = mapped(h, &h->rmap, &h->n_rmap, count, at, 1, name, &fresh);
     if (se == NULL)
         return;
     se->seen = h->tick;
@@ -270,15 +298,15 @@ void tg_history_reloaded(tg_history_t *h)
     event_add(h, 1, NULL, NULL, NULL, NULL);
 }
 
-static void tick_cluster(tg_history_t *h, const tg_cluster_t *cl, tg_worker_t *const *w, unsigned n,
-                         tg_health_t *health, uint64_t mono)
+static void tick_cluster(tg_history_t *h, size_t at, size_t count, const tg_cluster_t *cl, tg_worker_t *const *w,
+                         unsigned n, tg_health_t *health, uint64_t mono)
 {
     static const size_t offs[C_COUNTED] = {
         offsetof(tg_endpoint_stats_t, requests), offsetof(tg_endpoint_stats_t, connect_failures),
         offsetof(tg_endpoint_stats_t, timeouts), offsetof(tg_endpoint_stats_t, resets),
     };
     int fresh;
-    series_t *se = get(h, 0, cl->conf->name, &fresh);
+    series_t *se = mapped(h, &h->cmap, &h->n_cmap, count, at, 0, cl->conf->name, &fresh);
     if (se == NULL)
         return;
     se->seen = h->tick;
@@ -326,6 +354,10 @@ static void forget_gone(tg_history_t *h)
                 *pp = se->next;
                 series_free(h, se);
                 h->n--;
+                if (h->rmap != NULL) /* no position may point at it */
+                    memset(h->rmap, 0, h->n_rmap * sizeof(*h->rmap));
+                if (h->cmap != NULL)
+                    memset(h->cmap, 0, h->n_cmap * sizeof(*h->cmap));
             } else {
                 pp = &se->next;
             }
@@ -342,10 +374,10 @@ void tg_history_tick(tg_history_t *h, const tg_snapshot_t *s, tg_worker_t *const
     }
     const tg_config_t *c = s->cfg;
     for (size_t r = 0; r < c->n_routes; r++)
-        tick_route(h, c->routes[r].name, s->route_slot[r], w, n);
+        tick_route(h, r, c->routes[r].name, s->route_slot[r], w, n, c->n_routes);
     uint64_t mono = tg_clock_ms();
     for (size_t i = 0; i < s->clusters->n_clusters; i++)
-        tick_cluster(h, &s->clusters->clusters[i], w, n, health, mono);
+        tick_cluster(h, i, s->clusters->n_clusters, &s->clusters->clusters[i], w, n, health, mono);
 }
 
 /* ---- reading ---- */
