@@ -10,7 +10,7 @@ TEST_PKGS="curl openssl python3 python3-fastapi python3-uvicorn python3-websocke
   python3-httpx python3-h2 python3-requests python3-jwt python3-cryptography procps prometheus
   nghttp2-client python3-grpcio haproxy tzdata redis-server iproute2 strace
   chromium-headless-shell python3-yaml python3-jsonschema python3-brotli python3-zstandard python3-hypercorn
-  python3-dnslib lintian"
+  python3-dnslib lintian protobuf-compiler libprotobuf-dev python3-protobuf"
 BENCH_PKGS="nginx wrk h2o nghttp2-server liburing-dev"
 
 want="$BUILD_PKGS $TEST_PKGS"

@@ -76,6 +76,7 @@ typedef struct jp {
     const char *p, *end;
     tg_arena_t *a;
     int depth;
+    unsigned flags; /* TG_JSON_* */
 } jp_t;
 
 static void ws(jp_t *j)
@@ -86,7 +87,10 @@ static void ws(jp_t *j)
 
 static int parse_value(jp_t *j, tg_json_t *v);
 
-static int parse_string(jp_t *j, char **out)
+/* A string's bytes (UTF-8: \u escapes of surrogate pairs joined, a lone
+ * surrogate refused) into *out, NUL-terminated, its length in *len (NUL
+ * inside only with TG_JSON_NUL_OK, and never in keys: len NULL). */
+static int parse_string(jp_t *j, char **out, size_t *len)
 {
     if (j->p >= j->end || *j->p != '"')
         return -1;
@@ -129,9 +133,28 @@ static int parse_string(jp_t *j, char **out)
                 cp = cp * 16 + (unsigned)(isdigit((unsigned char)p[k]) ? p[k] - '0' : (tolower(p[k]) - 'a' + 10));
             }
             p += 4;
-            if (cp == 0)
+            if (cp == 0 && (len == NULL || !(j->flags & TG_JSON_NUL_OK)))
                 return -1; /* a NUL would cut the string short: refused, not truncated */
-            if (cp < 0x80) {
+            if (cp >= 0xdc00 && cp <= 0xdfff)
+                return -1; /* a low surrogate alone */
+            if (cp >= 0xd800 && cp <= 0xdbff) { /* a high surrogate: its low half must follow */
+                unsigned lo = 0;
+                if (j->p - p < 7 || p[1] != '\\' || p[2] != 'u')
+                    return -1;
+                for (int k = 3; k <= 6; k++) {
+                    if (!isxdigit((unsigned char)p[k]))
+                        return -1;
+                    lo = lo * 16 + (unsigned)(isdigit((unsigned char)p[k]) ? p[k] - '0' : (tolower(p[k]) - 'a' + 10));
+                }
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return -1;
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                *w++ = (char)(0xf0 | (cp >> 18));
+                *w++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+                *w++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *w++ = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x80) {
                 *w++ = (char)cp;
             } else if (cp < 0x800) {
                 *w++ = (char)(0xc0 | (cp >> 6));
@@ -150,6 +173,8 @@ static int parse_string(jp_t *j, char **out)
     *w = '\0';
     j->p++;
     *out = o;
+    if (len != NULL)
+        *len = (size_t)(w - o);
     return 0;
 }
 
@@ -182,7 +207,7 @@ static int parse_list(jp_t *j, tg_json_t *v, int obj)
         }
         ws(j);
         if (obj) {
-            if (parse_string(j, &v->keys[v->n]) < 0)
+            if (parse_string(j, &v->keys[v->n], NULL) < 0)
                 return -1;
             ws(j);
             if (j->p >= j->end || *j->p++ != ':')
@@ -214,7 +239,7 @@ static int parse_value(jp_t *j, tg_json_t *v)
     char c = *j->p;
     if (c == '"') {
         v->t = TG_JSON_STR;
-        rc = parse_string(j, &v->str);
+        rc = parse_string(j, &v->str, &v->len);
     } else if (c == '{' || c == '[') {
         v->t = c == '{' ? TG_JSON_OBJ : TG_JSON_ARR;
         rc = parse_list(j, v, c == '{');
@@ -227,6 +252,9 @@ static int parse_value(jp_t *j, tg_json_t *v)
         v->t = TG_JSON_NUM;
         v->num = strtod(buf, &e);
         rc = *e == '\0' && isfinite(v->num) ? 0 : -1; /* 1e999 is no number JSON can say back */
+        if (rc == 0 && (v->str = tg_arena_strndup(j->a, buf, n)) == NULL) /* the literal: exact integers */
+            rc = -1;
+        v->len = n;
     } else if (j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
         v->t = TG_JSON_BOOL, v->num = 1, j->p += 4;
     } else if (j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {
@@ -242,7 +270,12 @@ static int parse_value(jp_t *j, tg_json_t *v)
 
 int tg_json_parse(const char *s, size_t len, tg_arena_t *a, tg_json_t *out)
 {
-    jp_t j = { s, s + len, a, 0 };
+    return tg_json_parse_flags(s, len, a, out, 0);
+}
+
+int tg_json_parse_flags(const char *s, size_t len, tg_arena_t *a, tg_json_t *out, unsigned flags)
+{
+    jp_t j = { s, s + len, a, 0, flags };
     if (parse_value(&j, out) < 0)
         return -1;
     ws(&j);

@@ -34,7 +34,10 @@ typedef enum { TG_JSON_NULL, TG_JSON_BOOL, TG_JSON_NUM, TG_JSON_STR, TG_JSON_ARR
 typedef struct tg_json {
     tg_json_type_t t;
     double num;                /* TG_JSON_NUM; TG_JSON_BOOL: 0 or 1 */
-    char *str;                 /* TG_JSON_STR: UTF-8, NUL-terminated (no NUL inside: refused) */
+    char *str;                 /* TG_JSON_STR: UTF-8, NUL-terminated (no NUL inside: refused,
+                                * unless TG_JSON_NUL_OK);
+                                * TG_JSON_NUM: the literal as written (integers past 2^53 stay exact) */
+    size_t len;                /* TG_JSON_STR, TG_JSON_NUM: str's length */
     struct tg_json *items;     /* TG_JSON_ARR, TG_JSON_OBJ (the values) */
     char **keys;               /* TG_JSON_OBJ */
     size_t n;
@@ -43,6 +46,11 @@ typedef struct tg_json {
 /* Parses s[0..len) (one value, whitespace around it) into a. 0, or -1:
  * not JSON (or nested deeper than 32, or out of memory). */
 int tg_json_parse(const char *s, size_t len, tg_arena_t *a, tg_json_t *out);
+/* The same, with TG_JSON_NUL_OK: string values may hold NUL (\u0000;
+ * their len says where they end; keys never). For data that is bytes to
+ * the reader (protobuf strings), never for names compared as C strings. */
+#define TG_JSON_NUL_OK 1u
+int tg_json_parse_flags(const char *s, size_t len, tg_arena_t *a, tg_json_t *out, unsigned flags);
 /* The member `key` of an object (the first, if repeated); NULL if o is
  * not an object or has none. */
 const tg_json_t *tg_json_get(const tg_json_t *o, const char *key);

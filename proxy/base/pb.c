@@ -86,6 +86,27 @@ void tg_pb_uint(tg_pb_writer_t *w, uint32_t field, uint64_t v)
     varint(w, v);
 }
 
+static void fixed(tg_pb_writer_t *w, uint32_t field, int wire, uint64_t v, size_t n)
+{
+    tag(w, field, wire);
+    uint8_t *o = room(w, n);
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        o[i] = (uint8_t)(v >> (8 * i));
+    w->len += n;
+}
+
+void tg_pb_fixed32(tg_pb_writer_t *w, uint32_t field, uint32_t v)
+{
+    fixed(w, field, TG_PB_I32, v, 4);
+}
+
+void tg_pb_fixed64(tg_pb_writer_t *w, uint32_t field, uint64_t v)
+{
+    fixed(w, field, TG_PB_I64, v, 8);
+}
+
 void tg_pb_bytes(tg_pb_writer_t *w, uint32_t field, const void *p, size_t n)
 {
     tag(w, field, TG_PB_LEN);

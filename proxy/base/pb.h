@@ -3,7 +3,8 @@
  * builds a message (nested messages included) into one growing buffer,
  * and a reader that walks a message's fields without copying. For the
  * few messages tollgate speaks itself (grpc.health.v1, Envoy's
- * envoy.service.auth.v3 for ext_auth); no descriptors, no reflection.
+ * envoy.service.auth.v3 for ext_auth) and for the descriptor-driven
+ * JSON codec (filters/pbjson.h), which brings the descriptors.
  *
  * The reader trusts nothing: every length is checked against the bytes
  * there, varints stop at 10 bytes, groups (wire types 3 and 4) are
@@ -37,6 +38,10 @@ void tg_pb_reserve_grpc_prefix(tg_pb_writer_t *w);
 int tg_pb_grpc_frame(tg_pb_writer_t *w);
 
 void tg_pb_uint(tg_pb_writer_t *w, uint32_t field, uint64_t v);
+/* Fixed-width fields (fixed32, sfixed32, float; fixed64, sfixed64,
+ * double), little-endian. */
+void tg_pb_fixed32(tg_pb_writer_t *w, uint32_t field, uint32_t v);
+void tg_pb_fixed64(tg_pb_writer_t *w, uint32_t field, uint64_t v);
 void tg_pb_bytes(tg_pb_writer_t *w, uint32_t field, const void *p, size_t n);
 /* A string field (omitted when s is NULL). */
 void tg_pb_str(tg_pb_writer_t *w, uint32_t field, const char *s);

@@ -143,6 +143,36 @@ static void test_json_numbers(void **state)
     tg_arena_free(&a);
 }
 
+/* Number literals kept exact; \u escapes of surrogate pairs joined into
+ * one 4-byte UTF-8 character, a lone surrogate refused; NUL refused
+ * unless asked for (and never in keys). */
+static void test_json_strings(void **state)
+{
+    (void)state;
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_json_t v;
+    static const char big[] = "[9007199254740993]";
+    assert_int_equal(tg_json_parse(big, sizeof(big) - 1, &a, &v), 0);
+    assert_string_equal(v.items[0].str, "9007199254740993"); /* past 2^53: the literal says it exactly */
+    assert_int_equal(v.items[0].len, 16);
+    static const char pair[] = "\"a\\ud83d\\ude00b\"";
+    assert_int_equal(tg_json_parse(pair, sizeof(pair) - 1, &a, &v), 0);
+    assert_string_equal(v.str, "a\xf0\x9f\x98\x80" "b");
+    assert_int_equal(v.len, 6);
+    static const char lone_hi[] = "\"\\ud83dx\"", lone_lo[] = "\"\\ude00\"", hi_hi[] = "\"\\ud83d\\ud83d\"";
+    assert_int_equal(tg_json_parse(lone_hi, sizeof(lone_hi) - 1, &a, &v), -1);
+    assert_int_equal(tg_json_parse(lone_lo, sizeof(lone_lo) - 1, &a, &v), -1);
+    assert_int_equal(tg_json_parse(hi_hi, sizeof(hi_hi) - 1, &a, &v), -1);
+    static const char nul[] = "{\"k\": \"x\\u0000y\"}", nul_key[] = "{\"k\\u0000\": 1}";
+    assert_int_equal(tg_json_parse(nul, sizeof(nul) - 1, &a, &v), -1);
+    assert_int_equal(tg_json_parse_flags(nul, sizeof(nul) - 1, &a, &v, TG_JSON_NUL_OK), 0);
+    assert_int_equal(v.items[0].len, 3);
+    assert_memory_equal(v.items[0].str, "x\0y", 3);
+    assert_int_equal(tg_json_parse_flags(nul_key, sizeof(nul_key) - 1, &a, &v, TG_JSON_NUL_OK), -1);
+    tg_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_json_numbers),
+        cmocka_unit_test(test_json_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
