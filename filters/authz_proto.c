@@ -7,25 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
-int tg_authz_utf8_ok(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned char b = s[i];
-        size_t len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3 : (b & 0xf8) == 0xf0 ? 4 : 0;
-        if (len == 0 || (len == 2 && b < 0xc2) || i + len > n)
-            return 0;
-        uint32_t cp = len == 1 ? b : (uint32_t)(b & (0xff >> (len + 1)));
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
+#include "proxy/base/json.h"
 
 /* ---- the request ---- */
 
@@ -102,7 +84,7 @@ int tg_authz_check_request(const tg_authz_request_t *in, tg_pb_writer_t *w)
     tg_pb_uint(w, 9, req->body == TG_BODY_LENGTH ? req->content_length : req->body == TG_BODY_NONE ? 0 : UINT64_MAX);
     tg_pb_str(w, 10, req->version == 20 ? "HTTP/2" : req->version == 10 ? "HTTP/1.0" : "HTTP/1.1");
     if (in->with_body && in->body_len > 0)
-        tg_pb_bytes(w, tg_authz_utf8_ok(in->body, in->body_len) ? 11 : 12, in->body, in->body_len);
+        tg_pb_bytes(w, tg_utf8_ok(in->body, in->body_len) ? 11 : 12, in->body, in->body_len);
     tg_pb_end(w, http);
     tg_pb_end(w, rq);
     tg_pb_end(w, attrs);

@@ -60,7 +60,4 @@ typedef struct tg_authz_answer {
  * if it is malformed or asks for what a header cannot carry. */
 int tg_authz_read_check_response(tg_arena_t *a, const uint8_t *msg, size_t len, tg_authz_answer_t *out);
 
-/* Is s[0..n) well-formed UTF-8 (no surrogates, no overlongs)? */
-int tg_authz_utf8_ok(const unsigned char *s, size_t n);
-
 #endif

@@ -45,26 +45,6 @@ static int fail(ctx_t *c, const char *fmt, ...)
 
 /* ---- shared ---- */
 
-/* Valid UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
-static int utf8_ok(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        size_t k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        if (k == 0 || i + k > n || (k == 2 && c < 0xc2) || (k == 4 && c > 0xf4))
-            return 0;
-        for (size_t j = 1; j < k; j++)
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-        if (k == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0)))
-            return 0;
-        if (k == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90)))
-            return 0;
-        i += k;
-    }
-    return 1;
-}
-
 static int is_packable(tg_pbt_t t)
 {
     return t != TG_PBT_STRING && t != TG_PBT_BYTES && t != TG_PBT_MESSAGE && t != TG_PBT_GROUP;
@@ -225,7 +205,7 @@ static int put_scalar(ctx_t *c, const tg_pbd_field_t *f, const tg_pb_field_t *x,
         break;
     }
     case TG_PBT_STRING:
-        if (!utf8_ok(x->data, x->len))
+        if (!tg_utf8_ok(x->data, x->len))
             return fail(c, "field %s: a string that is not UTF-8", f->name);
         put_str(out, (const char *)x->data, x->len);
         break;
@@ -402,7 +382,7 @@ static int put_map(ctx_t *c, const tg_pbd_field_t *f, const span_t *spans, const
         evbuffer_add_printf(out, "%s", first ? "" : ",");
         first = 0;
         if (kf->type == TG_PBT_STRING) {
-            if (!utf8_ok(en[i].kp, en[i].kn))
+            if (!tg_utf8_ok(en[i].kp, en[i].kn))
                 rc = fail(c, "field %s: a map key that is not UTF-8", f->name);
             else
                 put_str(out, (const char *)en[i].kp, en[i].kn);
@@ -661,7 +641,7 @@ static int emit_field_mask(ctx_t *c, const tg_pbd_message_t *m, const span_t *sp
         while (rc == 0 && (more = tg_pb_next(&r, &x)) > 0) {
             if (x.num != 1 || x.wire != TG_PB_LEN)
                 continue;
-            if (!utf8_ok(x.data, x.len)) {
+            if (!tg_utf8_ok(x.data, x.len)) {
                 rc = fail(c, "FieldMask: a path that is not UTF-8");
                 break;
             }
@@ -703,7 +683,7 @@ static int emit_any(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, si
     const char *name = slash ? slash + 1 : (const char *)url.data;
     char full[512];
     size_t nl = url.len - (size_t)(name - (const char *)url.data);
-    if (!utf8_ok(url.data, url.len))
+    if (!tg_utf8_ok(url.data, url.len))
         return fail(c, "Any: a type_url that is not UTF-8");
     if (nl >= sizeof(full))
         return fail(c, "Any: type_url too long");
@@ -1030,7 +1010,7 @@ static int encode_scalar(ctx_t *c, const tg_pbd_field_t *f, uint32_t num, const 
     case TG_PBT_STRING:
         if (v->t != TG_JSON_STR)
             return fail(c, "field %s: not a string", f->name);
-        if (!utf8_ok((const uint8_t *)v->str, v->len))
+        if (!tg_utf8_ok((const uint8_t *)v->str, v->len))
             return fail(c, "field %s: a string that is not UTF-8", f->name);
         tg_pb_bytes(w, num, v->str, v->len);
         return 0;
@@ -1192,7 +1172,7 @@ static int encode_duration(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
 /* "fooBar.baz,qux" -> paths "foo_bar.baz", "qux". */
 static int encode_field_mask(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
 {
-    if (v->t != TG_JSON_STR || !utf8_ok((const uint8_t *)v->str, v->len) || strlen(v->str) != v->len)
+    if (v->t != TG_JSON_STR || !tg_utf8_ok((const uint8_t *)v->str, v->len) || strlen(v->str) != v->len)
         return fail(c, "FieldMask: not a string of UTF-8 without NUL");
     const char *s = v->str;
     while (*s) {
@@ -1237,7 +1217,7 @@ static int encode_json_value(ctx_t *c, const tg_pbd_message_t *m, const tg_json_
         return 0;
     }
     case TG_JSON_STR:
-        if (!utf8_ok((const uint8_t *)v->str, v->len))
+        if (!tg_utf8_ok((const uint8_t *)v->str, v->len))
             return fail(c, "Value: a string that is not UTF-8");
         tg_pb_bytes(w, 3, v->str, v->len);
         return 0;
@@ -1266,7 +1246,7 @@ static int encode_any(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w, unsigned 
     const char *url = tg_json_get_str(v, "@type");
     if (url == NULL)
         return fail(c, "Any: no @type");
-    if (!utf8_ok((const uint8_t *)url, strlen(url)) || strlen(url) > 500)
+    if (!tg_utf8_ok((const uint8_t *)url, strlen(url)) || strlen(url) > 500)
         return fail(c, "Any: @type is not UTF-8, or too long");
     const char *slash = strrchr(url, '/');
     const tg_pbd_message_t *t = tg_pbd_message(c->pool, slash ? slash + 1 : url);
@@ -1402,6 +1382,71 @@ int tg_pbj_from_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const
     else
         rc = encode_message(&c, m, &v, w, 0);
     tg_arena_free(&a);
+    if (rc == 0 && w->failed)
+        rc = fail(&c, "out of memory");
+    return rc;
+}
+
+/* ================= a field from text ================= */
+
+int tg_pbj_set(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *field_path, const char *text,
+               size_t len, const tg_pbj_opts_t *o, tg_pb_writer_t *w, char *why, size_t cap)
+{
+    static const tg_pbj_opts_t none = { 0 };
+    ctx_t c = { pool, o ? o : &none, 0, why, cap, 0 };
+    c.max_depth = c.o->max_depth ? c.o->max_depth : TG_PBJ_DEFAULT_MAX_DEPTH;
+    size_t marks[TG_PBJ_DEFAULT_MAX_DEPTH], depth = 0;
+    const char *p = field_path;
+    const tg_pbd_field_t *f = NULL;
+    for (;;) {
+        char name[128];
+        size_t nl = strcspn(p, ".");
+        if (nl == 0 || nl >= sizeof(name))
+            return fail(&c, "'%s' is not a field path", field_path);
+        memcpy(name, p, nl);
+        name[nl] = '\0';
+        if ((f = tg_pbd_field_named(m, name)) == NULL)
+            return fail(&c, "%s has no field named '%s'", m->full_name, name);
+        if (p[nl] == '\0')
+            break;
+        if (f->type != TG_PBT_MESSAGE || f->repeated || f->message->wkt != TG_WKT_NONE || depth == c.max_depth)
+            return fail(&c, "%s: '%s' is not a message field to go through", field_path, name);
+        marks[depth++] = tg_pb_begin(w, f->number);
+        m = f->message;
+        p += nl + 1;
+    }
+    if (f->repeated && f->message != NULL && f->message->map_entry)
+        return fail(&c, "%s: a map cannot be set from text", field_path);
+    tg_json_t v = { .t = TG_JSON_STR, .str = (char *)text, .len = len };
+    int rc;
+    if (f->type == TG_PBT_MESSAGE) {
+        if (f->message->wkt == TG_WKT_NONE || f->message->wkt == TG_WKT_STRUCT || f->message->wkt == TG_WKT_ANY)
+            return fail(&c, "%s: a message cannot be set from text", field_path);
+        const tg_pbd_field_t *inner = f->message->wkt == TG_WKT_WRAPPER ? tg_pbd_field(f->message, 1) : NULL;
+        tg_json_t b = { .t = TG_JSON_BOOL, .num = strcmp(text, "true") == 0 };
+        if (inner != NULL && inner->type == TG_PBT_BOOL) {
+            if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+                return fail(&c, "%s: '%s' is not true or false", field_path, text);
+            v = b;
+        }
+        size_t mark = tg_pb_begin(w, f->number);
+        rc = encode_message(&c, f->message, &v, w, depth + 1);
+        tg_pb_end(w, mark);
+    } else {
+        if (f->type == TG_PBT_BOOL) {
+            if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+                return fail(&c, "%s: '%s' is not true or false", field_path, text);
+            v = (tg_json_t){ .t = TG_JSON_BOOL, .num = text[0] == 't' };
+        } else if (f->type == TG_PBT_ENUM && (text[0] == '-' || (text[0] >= '0' && text[0] <= '9'))) {
+            v.t = TG_JSON_NUM; /* an enum by number: json_int reads the literal */
+            v.num = strtod(text, NULL);
+        }
+        rc = encode_scalar(&c, f, f->number, &v, w, 0);
+        if (rc > 0) /* an unknown enum name, ignore_unknown_fields: left out */
+            rc = 0;
+    }
+    while (depth > 0)
+        tg_pb_end(w, marks[--depth]);
     if (rc == 0 && w->failed)
         rc = fail(&c, "out of memory");
     return rc;

@@ -55,4 +55,15 @@ int tg_pbj_to_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const u
 int tg_pbj_from_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *json, size_t len,
                      const tg_pbj_opts_t *o, tg_pb_writer_t *w, char *why, size_t cap);
 
+/* Appends to w the field at field_path ("shelf.name": declared or JSON
+ * names, through singular message fields) of a message of type m, set
+ * to text as a path variable or a query parameter gives it: a string as
+ * it is; a number, bool or enum (by name or number) parsed; bytes as
+ * base64; a well-known type (Timestamp, Duration, FieldMask, a wrapper)
+ * in its JSON string form. A repeated leaf gets one value more. Appended
+ * after a message's other fields it wins over them (protobuf merges
+ * concatenated messages). 0, or -1 with the reason in why. */
+int tg_pbj_set(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *field_path, const char *text,
+               size_t len, const tg_pbj_opts_t *o, tg_pb_writer_t *w, char *why, size_t cap);
+
 #endif

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 static int plain(unsigned char c)
@@ -68,6 +69,27 @@ size_t tg_json_escape(char *out, size_t cap, const char *s)
     tg_json_write(s, strlen(s), put_bounded, &b);
     out[b.n] = '\0';
     return b.n;
+}
+
+int tg_utf8_ok(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n;) {
+        unsigned char b = s[i];
+        size_t len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3 : (b & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 0 || (len == 2 && b < 0xc2) || i + len > n)
+            return 0;
+        uint32_t cp = len == 1 ? b : (uint32_t)(b & (0xff >> (len + 1)));
+        for (size_t j = 1; j < len; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += len;
+    }
+    return 1;
 }
 
 /* ---- reading ---- */

@@ -27,6 +27,10 @@ void tg_json_write(const char *s, size_t len, tg_json_put_fn put, void *arg);
  * fit is cut before the escape that would not). Returns the length. */
 size_t tg_json_escape(char *out, size_t cap, const char *s);
 
+/* Is p[0..n) well-formed UTF-8 (no surrogates, no overlongs, nothing
+ * past U+10FFFF)? */
+int tg_utf8_ok(const void *p, size_t n);
+
 /* ---- reading ---- */
 
 typedef enum { TG_JSON_NULL, TG_JSON_BOOL, TG_JSON_NUM, TG_JSON_STR, TG_JSON_ARR, TG_JSON_OBJ } tg_json_type_t;

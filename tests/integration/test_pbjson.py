@@ -348,6 +348,44 @@ class PbJsonTest(unittest.TestCase):
         print(f"\n  {len(lines)} hostile inputs: {errors} refused, {len(lines) - errors} read as JSON ({agreed} also read "
               f"by protobuf: the same JSON), no crash")
 
+    def test_7_fields_from_path_and_query(self):
+        """Bindings from a path template or a query string set fields of
+        the request message as json_format would from the same values."""
+        from google.protobuf import json_format
+        cases = [
+            ([("scalars.f_string", "a b/é"), ("scalars.fInt64", "-9007199254740993")],
+             {"scalars": {"fString": "a b/é", "fInt64": "-9007199254740993"}}),
+            ([("scalars.f_enum", "GREEN"), ("opt_enum", "-3"), ("scalars.f_bool", "true"), ("scalars.f_bytes", "AP8")],
+             {"scalars": {"fEnum": "GREEN", "fBool": True, "fBytes": "AP8="}, "optEnum": "BLUE"}),
+            ([("repeated.r_string", "x"), ("repeated.r_string", "y"), ("repeated.rInt32", "7")],
+             {"repeated": {"rString": ["x", "y"], "rInt32": [7]}}),
+            ([("well_known.timestamp", "2026-12-05T07:00:00.5Z"), ("well_known.duration", "1.5s"),
+              ("well_known.int64_value", "5"), ("well_known.bool_value", "false"), ("well_known.field_mask", "a.bC,d")],
+             {"wellKnown": {"timestamp": "2026-12-05T07:00:00.500Z", "duration": "1.500s", "int64Value": "5",
+                            "boolValue": False, "fieldMask": "a.bC,d"}}),
+            ([("child.child.scalars.f_double", "2.5"), ("scalars.f_int32", "1"), ("scalars.f_int32", "2")],
+             {"child": {"child": {"scalars": {"fDouble": 2.5}}}, "scalars": {"fInt32": 2}}),  # the last wins
+        ]
+        lines = ["\t".join(f"{k}={v}" for k, v in pairs) for pairs, _ in cases]
+        for (pairs, want), line in zip(cases, run_tool(self.set, "tg.test.Everything", "set", lines)):
+            self.assertFalse(line.startswith("ERROR"), f"{pairs}: {line}")
+            got = self.pb2.Everything()
+            got.ParseFromString(base64.b64decode(line))
+            self.assertEqual(got, json_format.ParseDict(want, self.pb2.Everything()), pairs)
+        refused = {
+            "nope=1": "has no field named 'nope'",
+            "scalars.nope=1": "has no field named 'nope'",
+            "scalars.f_int32=x": "not an integer",
+            "scalars.f_bool=yes": "not true or false",
+            "scalars=1": "a message cannot be set from text",
+            "maps.m_string=1": "a map cannot be set from text",
+            "repeated.r_message.f_bool=true": "not a message field to go through",
+            "well_known.timestamp=yesterday": "not RFC 3339",
+            "scalars..f_int32=1": "is not a field path",
+        }
+        for (text, why), line in zip(refused.items(), run_tool(self.set, "tg.test.Everything", "set", list(refused))):
+            self.assertTrue(line.startswith("ERROR") and why in line, f"{text}: {line}")
+
     def test_6_descriptor_sets(self):
         """What the pool reads of services and google.api.http, and how a
         broken set is refused."""

@@ -3,11 +3,13 @@
  * command line, for tests/integration/test_pbjson.py, which compares it
  * with protobuf's own json_format on many messages at once.
  *
- *   pbjson_tool SET.pb TYPE to-json|from-json [always] [preserve] [ignore] [depth=N]
+ *   pbjson_tool SET.pb TYPE to-json|from-json|set [always] [preserve] [ignore] [depth=N]
  *
  * One record a line on stdin: to-json reads base64 protobuf and writes
- * the JSON; from-json reads JSON and writes base64 protobuf. A record the
- * codec refuses gives "ERROR <reason>". Exit 2 on usage or a bad set.
+ * the JSON; from-json reads JSON and writes base64 protobuf; set reads
+ * tab-separated FIELD.PATH=TEXT bindings (tg_pbj_set, in order) and
+ * writes the base64 protobuf they make. A record the codec refuses gives
+ * "ERROR <reason>". Exit 2 on usage or a bad set.
  */
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -90,7 +92,23 @@ int main(int argc, char **argv)
             free(bin);
         } else {
             tg_pb_writer_t w = { 0 };
-            if (tg_pbj_from_json(pool, m, line, (size_t)n, &o, &w, why, sizeof(why)) < 0) {
+            int rc = 0;
+            if (strcmp(argv[3], "set") == 0) {
+                for (char *save = NULL, *pair = strtok_r(line, "\t", &save); pair != NULL && rc == 0;
+                     pair = strtok_r(NULL, "\t", &save)) {
+                    char *eq = strchr(pair, '=');
+                    if (eq == NULL) {
+                        snprintf(why, sizeof(why), "the test sent no '='");
+                        rc = -1;
+                        break;
+                    }
+                    *eq = '\0';
+                    rc = tg_pbj_set(pool, m, pair, eq + 1, strlen(eq + 1), &o, &w, why, sizeof(why));
+                }
+            } else {
+                rc = tg_pbj_from_json(pool, m, line, (size_t)n, &o, &w, why, sizeof(why));
+            }
+            if (rc < 0) {
                 printf("ERROR %s\n", why);
             } else {
                 char *b64 = malloc((w.len + 2) / 3 * 4 + 1);
