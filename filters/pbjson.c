@@ -234,7 +234,8 @@ static int put_repeated_scalar(ctx_t *c, const tg_pbd_field_t *f, const tg_pb_fi
                                int *first)
 {
     if (x->wire != TG_PB_LEN || !is_packable(f->type)) {
-        evbuffer_add_printf(out, "%s", *first ? "" : ",");
+        if (!*first)
+            evbuffer_add(out, ",", 1);
         *first = 0;
         return put_scalar(c, f, x, out, 0);
     }
@@ -262,7 +263,8 @@ static int put_repeated_scalar(ctx_t *c, const tg_pbd_field_t *f, const tg_pb_fi
                 one.v |= (uint64_t)p[i] << (8 * i);
             p += k;
         }
-        evbuffer_add_printf(out, "%s", *first ? "" : ",");
+        if (!*first)
+            evbuffer_add(out, ",", 1);
         *first = 0;
         if (put_scalar(c, f, &one, out, 0) < 0)
             return -1;
@@ -379,7 +381,8 @@ static int put_map(ctx_t *c, const tg_pbd_field_t *f, const span_t *spans, const
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (en[i].shadowed)
             continue;
-        evbuffer_add_printf(out, "%s", first ? "" : ",");
+        if (!first)
+            evbuffer_add(out, ",", 1);
         first = 0;
         if (kf->type == TG_PBT_STRING) {
             if (!tg_utf8_ok(en[i].kp, en[i].kn))
@@ -423,7 +426,8 @@ static int put_field(ctx_t *c, const tg_pbd_field_t *f, const span_t *spans, con
             tg_pb_field_t x;
             field_at(&spans[occs[i].span], occs[i].off, &x);
             if (f->type == TG_PBT_MESSAGE) {
-                evbuffer_add_printf(out, "%s", first ? "" : ",");
+                if (!first)
+                    evbuffer_add(out, ",", 1);
                 first = 0;
                 span_t s = { x.data, x.len };
                 if (emit_message(c, f->message, &s, 1, out, depth + 1) < 0)
@@ -554,7 +558,8 @@ static int emit_fields(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans,
                           (f->repeated || f->type != TG_PBT_MESSAGE)))
             continue;
         const char *key = c->o->preserve_proto_field_names ? f->name : f->json_name;
-        evbuffer_add_printf(out, "%s", *first ? "" : ",");
+        if (!*first)
+            evbuffer_add(out, ",", 1);
         *first = 0;
         put_str(out, key, strlen(key));
         evbuffer_add(out, ":", 1);
