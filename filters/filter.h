@@ -185,6 +185,15 @@ struct tg_filter_exchange {
     const char *cluster;
     /* Headers added to the response the client gets (any status). */
     tg_headers_t response_headers;
+    /* A request body of the filter's making for a request that came
+     * without one (a REST GET mapped onto a gRPC call): sent upstream as
+     * the body, and again on a retry (arena memory). Set by a request
+     * hook. */
+    const void *req_body;
+    size_t req_body_len;
+    /* The request now asks the upstream for trailers (te: trailers): a
+     * filter that made it a gRPC call. */
+    unsigned want_trailers;
     /* The upstream response's trailers, once its head arrived (NULL
      * before): complete when a response body hook sees fin, which may
      * move them into the body (gRPC-Web) and empty the list. */

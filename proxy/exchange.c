@@ -1451,6 +1451,16 @@ static void after_filters(tg_exchange_t *ex)
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
+    /* A body a filter made for a request that came without one (a REST
+     * GET become a gRPC call): sent, and replayed, as if read first. */
+    if (ex->req_done && ex->fx.req_body_len > 0) {
+        if (evbuffer_add(ex->body_buf, ex->fx.req_body, ex->fx.req_body_len) < 0) {
+            tg_exchange_reply(ex, 500, "out of memory");
+            return;
+        }
+        ex->req.body = TG_BODY_LENGTH;
+        ex->req.content_length = ex->fx.req_body_len;
+    }
     /* Take the body bytes already here before choosing an upstream: a
      * malformed or oversized body is refused without bothering one. */
     if (!ex->req_done) {

@@ -179,7 +179,7 @@ static int start_request(tg_exchange_t *ex)
     tg_up_request_t r = {
         .req = req,
         .authority = req->authority ? req->authority : ex->ep->conf->address,
-        .te_trailers = ex->te_trailers || ex->grpc,
+        .te_trailers = ex->te_trailers || ex->grpc || ex->fx.want_trailers,
         .end_stream = ex->req_done && evbuffer_get_length(ex->body_buf) == 0,
         .timeout_ms = ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
                       : ex->deadline_us                          ? 0

@@ -365,7 +365,7 @@ static void test_errors(void **state)
                  "t.yaml:7:46: base_ejection_time: 'soon' is not a duration");
     expect_error(BASE_LISTENERS "clusters:\n  - name: c\n    endpoints: ['h:1']\n    when_all_unhealthy: panic\n",
                  "t.yaml:7:25: when_all_unhealthy: 'panic' is not one of fail, try_all");
-    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, ext_auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit, compress, grpc_web, cache, mirror)");
+    expect_error(BASE_LISTENERS "filters:\n  - magic: {}\n", "t.yaml:5:5: unknown filter 'magic' (known: auth, ext_auth, rate_limit, concurrency_limit, quota, access_log, retry, headers, cors, fault, body_limit, grpc_message_limit, compress, grpc_web, cache, mirror, grpc_json)");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { format: \"{method} {nope}\" }\n",
                  "t.yaml:5:27: access_log format: unknown or unclosed placeholder at '{nope}'");
     expect_error(BASE_LISTENERS "filters:\n  - access_log: { path: /nonexistent/dir/a.log }\n",

@@ -1,0 +1,609 @@
+/*
+ * filters/grpcjson.c — the `grpc_json` filter: REST and JSON calls to a
+ * gRPC service, from the service's descriptors (a FileDescriptorSet).
+ *
+ * A request is mapped to a method by the methods' google.api.http rules
+ * (verb and path template; `body: "*"`, `body: field` or none; query
+ * parameters for the fields the path and body do not set), or, for a
+ * method without a rule, by `POST /pkg.Service/Method` with the whole
+ * request message as the JSON body. The mapped request goes upstream as
+ * that gRPC call (`:path`, `content-type: application/grpc`,
+ * `te: trailers`), its message made from the JSON body and the bindings
+ * (pbjson.h, httprule.h); a request that is already gRPC passes untouched,
+ * one that maps to nothing is answered 404.
+ *
+ * The answer: each message as JSON (a unary call: one object; a server
+ * stream: one object a line, NDJSON, as each message arrives); the gRPC
+ * status mapped to HTTP by the standard table, an error's body being
+ * google.rpc.Status as JSON ({"code", "message", "details"}). Limits are
+ * loud: a message past max_message_bytes is 413, JSON past max_depth 400.
+ *
+ * Per exchange: a small state in the arena and one evbuffer (the request
+ * JSON or the response frames being gathered), freed at completion.
+ */
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "filters/filter.h"
+#include "filters/httprule.h"
+#include "filters/pbdesc.h"
+#include "filters/pbjson.h"
+#include "proxy/base/http.h"
+#include "proxy/base/json.h"
+
+#define MAX_BINDINGS 32
+
+typedef struct gj_rule {
+    const tg_pbd_method_t *method;
+    const char *verb;
+    tg_http_template_t *tmpl;
+    const char *body;            /* "", "*" or a field path */
+} gj_rule_t;
+
+typedef struct gj_conf {
+    char *descriptors;
+    char **services;
+    size_t n_services;
+    int always_print, preserve_names;
+    int ignore_unknown;
+    uint32_t max_depth;
+    uint64_t max_message;
+    tg_pbd_pool_t *pool;
+    gj_rule_t *rules;
+    size_t n_rules;
+    tg_pbj_opts_t opts;
+} gj_conf_t;
+
+typedef struct gj_state {
+    const tg_pbd_method_t *method;
+    const char *body;            /* the rule's body: "", "*" or a field */
+    tg_http_binding_t binds[MAX_BINDINGS];
+    size_t n_binds;
+    struct evbuffer *buf;        /* the request JSON, then the response frames, gathered */
+    int head_code;               /* grpc-status of a trailers-only answer, else -1 */
+    char head_msg[256];          /* ... and its grpc-message, decoded */
+    unsigned grpc_answer : 1;    /* the response is gRPC: translated */
+    unsigned failed : 1;         /* the answer became an error body */
+    unsigned sent : 1;           /* a message went out (a stream's lines) */
+} gj_state_t;
+
+static const tg_key_t print_keys[] = {
+    { "always_print_primitive_fields", TG_KEY_BOOL, "boolean", "`false`",
+      "write fields at their default values (0, \"\", false, [], {}) too",
+      TG_FIELD(gj_conf_t, always_print, TG_FIELD_INT) },
+    { "preserve_proto_field_names", TG_KEY_BOOL, "boolean", "`false`",
+      "field names as declared (`user_id`) instead of lowerCamelCase (`userId`); both are read",
+      TG_FIELD(gj_conf_t, preserve_names, TG_FIELD_INT) },
+};
+static const tg_keyset_t print_keyset = TG_KEYSET("filter.grpc_json.print_options", "grpc_json print_options",
+                                                  print_keys);
+
+static const tg_key_t gj_keys[] = {
+    { "descriptors", TG_KEY_STRING, "path (required)", "—",
+      "a FileDescriptorSet of the services (`protoc --include_imports --descriptor_set_out=FILE`), relative to "
+      "the config file",
+      .flags = TG_KEY_REQUIRED, TG_FIELD(gj_conf_t, descriptors, TG_FIELD_STR) },
+    { "services", TG_KEY_STRINGS, "list of full service names", "all in the descriptors",
+      "the services offered as JSON" },
+    { "print_options", TG_KEY_MAP, "`{ always_print_primitive_fields, preserve_proto_field_names }`", "none",
+      "how answers are written", .sub = &print_keyset },
+    { "ignore_unknown_fields", TG_KEY_BOOL, "boolean", "`false`",
+      "skip JSON fields (and enum names) the message does not have instead of answering 400",
+      TG_FIELD(gj_conf_t, ignore_unknown, TG_FIELD_INT) },
+    { "max_depth", TG_KEY_INT, "integer 1–100", "`64`", "messages nested deeper are refused: a request with "
+      "400, an answer ends with a `{\"code\": 13}` body", .min = 1, .max = 100, TG_FIELD(gj_conf_t, max_depth, TG_FIELD_U32), .def = 64 },
+    { "max_message_bytes", TG_KEY_SIZE, "size 1KiB–64MiB", "`4MiB`",
+      "the largest JSON request body (413 past it) and the largest message either way (an answer's ends it with "
+      "a `{\"code\": 13}` body)", .min = 1024,
+      .max = 64LL << 20, TG_FIELD(gj_conf_t, max_message, TG_FIELD_U64), .def = 4 << 20 },
+};
+static const tg_keyset_t gj_keyset = TG_KEYSET("filter.grpc_json", "grpc_json", gj_keys);
+
+static void gj_destroy(void *p)
+{
+    gj_conf_t *c = p;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n_rules; i++)
+        tg_http_template_free(c->rules[i].tmpl);
+    free(c->rules);
+    for (size_t i = 0; i < c->n_services; i++)
+        free(c->services[i]);
+    free(c->services);
+    free(c->descriptors);
+    tg_pbd_pool_free(c->pool);
+    free(c);
+}
+
+static int offered(const gj_conf_t *c, const char *service)
+{
+    if (c->n_services == 0)
+        return 1;
+    for (size_t i = 0; i < c->n_services; i++)
+        if (strcmp(c->services[i], service) == 0)
+            return 1;
+    return 0;
+}
+
+/* The pool from the descriptors file, and each method's rules. */
+static int load(gj_conf_t *c, tg_node_t *node, const char *config_path)
+{
+    char full[4096];
+    const char *slash = strrchr(config_path, '/');
+    if (c->descriptors[0] != '/' && slash != NULL)
+        snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - config_path), config_path, c->descriptors);
+    else
+        snprintf(full, sizeof(full), "%s", c->descriptors);
+    FILE *f = fopen(full, "rb");
+    if (f == NULL) {
+        tg_node_error(node, "grpc_json: cannot read descriptors %s", full);
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0, k;
+    char *buf = malloc(cap);
+    while (buf != NULL && (k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    char why[256] = "out of memory or larger than 64 MiB";
+    c->pool = buf != NULL ? tg_pbd_pool_new(buf, n, why, sizeof(why)) : NULL;
+    free(buf);
+    if (c->pool == NULL) {
+        tg_node_error(node, "grpc_json: descriptors %s: %s", full, why);
+        return -1;
+    }
+    size_t count = 0, methods = 0;
+    for (size_t i = 0; i < c->pool->n_services; i++) {
+        const tg_pbd_service_t *s = c->pool->services[i];
+        if (!offered(c, s->full_name))
+            continue;
+        for (size_t j = 0; j < s->n_methods; j++)
+            count += s->methods[j].n_rules, methods++;
+    }
+    for (size_t i = 0; i < c->n_services; i++) {
+        int found = 0;
+        for (size_t j = 0; j < c->pool->n_services && !found; j++)
+            found = strcmp(c->pool->services[j]->full_name, c->services[i]) == 0;
+        if (!found) {
+            tg_node_error(node, "grpc_json: no service %s in %s", c->services[i], full);
+            return -1;
+        }
+    }
+    if (methods == 0) {
+        tg_node_error(node, "grpc_json: no method to offer in %s", full);
+        return -1;
+    }
+    c->rules = calloc(count ? count : 1, sizeof(*c->rules));
+    if (c->rules == NULL)
+        return -1;
+    for (size_t i = 0; i < c->pool->n_services; i++) {
+        const tg_pbd_service_t *s = c->pool->services[i];
+        for (size_t j = 0; offered(c, s->full_name) && j < s->n_methods; j++) {
+            const tg_pbd_method_t *m = &s->methods[j];
+            for (size_t r = 0; r < m->n_rules; r++) {
+                gj_rule_t *g = &c->rules[c->n_rules];
+                g->method = m;
+                g->verb = m->rules[r].verb;
+                g->body = m->rules[r].body;
+                if ((g->tmpl = tg_http_template_parse(m->rules[r].path, why, sizeof(why))) == NULL) {
+                    tg_node_error(node, "grpc_json: %s: google.api.http path '%s': %s", m->path, m->rules[r].path, why);
+                    return -1;
+                }
+                c->n_rules++;
+                if (m->client_streaming) {
+                    tg_node_error(node, "grpc_json: %s: client streaming is not offered as JSON yet", m->path);
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static void *gj_create(tg_node_t *node, const char *config_path)
+{
+    tg_node_t v[8], p[2];
+    gj_conf_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    int rc = tg_node_read_into(node, "grpc_json", &gj_keyset, c, v);
+    tg_node_t print = tg_node_get(v, &gj_keyset, "print_options"), services = tg_node_get(v, &gj_keyset, "services");
+    if (tg_node_read_into(&print, "grpc_json print_options", &print_keyset, c, p) < 0)
+        rc = -1;
+    if (tg_node_present(&services) && tg_node_str_list(&services, "services", &c->services, &c->n_services) < 0)
+        rc = -1;
+    if (rc == 0 && load(c, node, config_path) < 0)
+        rc = -1;
+    if (rc < 0) {
+        gj_destroy(c);
+        return NULL;
+    }
+    c->opts = (tg_pbj_opts_t){ .always_print_primitive_fields = c->always_print != 0,
+                               .preserve_proto_field_names = c->preserve_names != 0,
+                               .ignore_unknown_fields = c->ignore_unknown != 0,
+                               .max_depth = c->max_depth };
+    return c;
+}
+
+/* ---- errors: google.rpc.Status as JSON ---- */
+
+/* gRPC status -> HTTP status (google.rpc.Code's documented mapping). */
+static int http_status_of(int code)
+{
+    static const int map[17] = { 200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401 };
+    return code >= 0 && code <= 16 ? map[code] : 500;
+}
+
+static void release(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* Answers {"code", "message", "details": []} with the mapped status. */
+static tg_filter_status_t json_error(tg_filter_exchange_t *fx, int http, int code, const char *msg)
+{
+    char esc[1024];
+    tg_json_escape(esc, sizeof(esc), msg);
+    char *body = malloc(strlen(esc) + 64);
+    tg_response_t *r = tg_arena_alloc(fx->arena, sizeof(*r));
+    if (body == NULL || r == NULL) {
+        free(body);
+        fx->reply_status = 500;
+        fx->reply_message = "out of memory";
+        return TG_FILTER_REPLY;
+    }
+    int n = sprintf(body, "{\"code\":%d,\"message\":\"%s\",\"details\":[]}\n", code, esc);
+    memset(r, 0, sizeof(*r));
+    r->status = http;
+    r->version = 11;
+    r->body = TG_BODY_LENGTH;
+    r->content_length = (uint64_t)n;
+    tg_headers_add(&r->headers, fx->arena, "content-type", 12, "application/json", 16);
+    fx->reply_response = r;
+    fx->reply_body = body;
+    fx->reply_body_len = (size_t)n;
+    fx->reply_release = release;
+    fx->reply_release_arg = NULL;
+    return TG_FILTER_REPLY;
+}
+
+/* ---- the request ---- */
+
+static const tg_pbd_method_t *auto_method(const gj_conf_t *c, const char *path, size_t len)
+{
+    /* "/pkg.Service/Method" */
+    if (len < 4 || path[0] != '/')
+        return NULL;
+    const char *slash = memchr(path + 1, '/', len - 1);
+    if (slash == NULL || slash == path + 1 || slash == path + len - 1)
+        return NULL;
+    char service[512], method[256];
+    size_t sl = (size_t)(slash - path - 1), ml = len - (size_t)(slash - path) - 1;
+    if (sl >= sizeof(service) || ml >= sizeof(method))
+        return NULL;
+    memcpy(service, path + 1, sl);
+    service[sl] = '\0';
+    memcpy(method, slash + 1, ml);
+    method[ml] = '\0';
+    if (!offered(c, service))
+        return NULL;
+    const tg_pbd_method_t *m = tg_pbd_method(c->pool, service, method);
+    return m != NULL && m->n_rules == 0 && !m->client_streaming ? m : NULL;
+}
+
+static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
+{
+    gj_conf_t *c = conf;
+    tg_request_t *req = fx->req;
+    const tg_header_t *ct = tg_headers_get(&req->headers, "content-type");
+    if (ct != NULL && strncasecmp(ct->value, "application/grpc", 16) == 0)
+        return TG_FILTER_CONTINUE; /* already gRPC: as it is */
+    gj_state_t *st = tg_arena_alloc(fx->arena, sizeof(*st));
+    if (st == NULL)
+        return json_error(fx, 500, 13, "out of memory");
+    memset(st, 0, sizeof(*st));
+    const char *path = req->target;
+    size_t plen = req->path_len;
+    for (size_t i = 0; i < c->n_rules && st->method == NULL; i++) {
+        const gj_rule_t *g = &c->rules[i];
+        if (strcmp(g->verb, req->method) != 0)
+            continue;
+        int n = tg_http_template_match(g->tmpl, path, plen, fx->arena, st->binds, MAX_BINDINGS);
+        if (n >= 0) {
+            st->method = g->method;
+            st->body = g->body;
+            st->n_binds = (size_t)n;
+        }
+    }
+    if (st->method == NULL && strcmp(req->method, "POST") == 0 && (st->method = auto_method(c, path, plen)) != NULL)
+        st->body = "*";
+    if (st->method == NULL)
+        return json_error(fx, 404, 5, "no gRPC method is mapped to this method and path");
+    /* query parameters for the fields not set by the path or the body */
+    if (st->body[0] != '*' && req->target[plen] == '?') {
+        const char *q = req->target + plen + 1;
+        int n = tg_http_query_bindings(q, strlen(q), fx->arena, st->binds + st->n_binds, MAX_BINDINGS - st->n_binds);
+        if (n < 0)
+            return json_error(fx, 400, 3, "a query parameter is not UTF-8 or badly escaped");
+        st->n_binds += (size_t)n;
+    }
+    if ((st->buf = evbuffer_new()) == NULL)
+        return json_error(fx, 500, 13, "out of memory");
+    fx->state[index] = st;
+    req->target = st->method->path;
+    req->path_len = strlen(st->method->path);
+    req->method = "POST";
+    tg_headers_set(&req->headers, fx->arena, "content-type", "application/grpc");
+    tg_headers_remove(&req->headers, "content-length");
+    tg_headers_remove(&req->headers, "accept-encoding"); /* the answer is rewritten: identity from upstream */
+    fx->want_trailers = 1;
+    if (req->body == TG_BODY_NONE) { /* no body: the message is the bindings alone, made now */
+        tg_pb_writer_t w = { 0 };
+        char why[256];
+        tg_pb_reserve_grpc_prefix(&w);
+        for (size_t i = 0; i < st->n_binds; i++)
+            if (tg_pbj_set(c->pool, st->method->input, st->binds[i].field, st->binds[i].value, st->binds[i].len,
+                           &c->opts, &w, why, sizeof(why)) < 0) {
+                tg_pb_writer_free(&w);
+                return json_error(fx, 400, 3, why);
+            }
+        if (tg_pb_grpc_frame(&w) < 0) {
+            tg_pb_writer_free(&w);
+            return json_error(fx, 500, 13, "out of memory");
+        }
+        void *copy = tg_arena_alloc(fx->arena, w.len);
+        if (copy == NULL) {
+            tg_pb_writer_free(&w);
+            return json_error(fx, 500, 13, "out of memory");
+        }
+        memcpy(copy, w.p, w.len);
+        fx->req_body = copy;
+        fx->req_body_len = w.len;
+        tg_pb_writer_free(&w);
+    } else {
+        req->body = TG_BODY_CHUNKED; /* another length than the client's */
+        req->content_length = 0;
+    }
+    return TG_FILTER_CONTINUE;
+}
+
+/* The JSON body, gathered; at its end the message (body and bindings). */
+static tg_filter_status_t gj_on_request_body(void *conf, tg_filter_exchange_t *fx, size_t index,
+                                             struct evbuffer *piece, int fin)
+{
+    gj_conf_t *c = conf;
+    gj_state_t *st = fx->state[index];
+    if (st == NULL)
+        return TG_FILTER_CONTINUE;
+    if (evbuffer_get_length(st->buf) + evbuffer_get_length(piece) > c->max_message) {
+        fx->reply_status = 413;
+        fx->reply_message = "JSON body larger than max_message_bytes";
+        return TG_FILTER_REPLY;
+    }
+    evbuffer_add_buffer(st->buf, piece);
+    if (!fin)
+        return TG_FILTER_CONTINUE;
+    size_t len = evbuffer_get_length(st->buf);
+    const char *json = len ? (const char *)evbuffer_pullup(st->buf, -1) : "{}";
+    tg_pb_writer_t w = { 0 };
+    char why[256];
+    int rc = 0;
+    tg_pb_reserve_grpc_prefix(&w);
+    if (st->body[0] == '*') {
+        rc = tg_pbj_from_json(c->pool, st->method->input, json, len ? len : 2, &c->opts, &w, why, sizeof(why));
+    } else if (st->body[0] != '\0') { /* body: field — the JSON is that field's value */
+        const tg_pbd_field_t *f = tg_pbd_field_named(st->method->input, st->body);
+        if (f == NULL || f->type != TG_PBT_MESSAGE || f->repeated) {
+            snprintf(why, sizeof(why), "body field %s is not a message field of %s", st->body,
+                     st->method->input->full_name);
+            rc = -1;
+        } else {
+            size_t mark = tg_pb_begin(&w, f->number);
+            rc = tg_pbj_from_json(c->pool, f->message, json, len ? len : 2, &c->opts, &w, why, sizeof(why));
+            tg_pb_end(&w, mark);
+        }
+    } else if (len > 0) {
+        snprintf(why, sizeof(why), "this method takes no body");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < st->n_binds; i++) /* appended: they win over the body */
+        rc = tg_pbj_set(c->pool, st->method->input, st->binds[i].field, st->binds[i].value, st->binds[i].len,
+                        &c->opts, &w, why, sizeof(why));
+    evbuffer_drain(st->buf, len);
+    if (rc == 0 && tg_pb_grpc_frame(&w) < 0) {
+        snprintf(why, sizeof(why), "out of memory");
+        rc = -1;
+    }
+    if (rc < 0) { /* a body hook answers with a status and a message: the gateway's error form */
+        tg_pb_writer_free(&w);
+        fx->reply_status = 400;
+        fx->reply_message = tg_arena_strndup(fx->arena, why, strlen(why));
+        if (fx->reply_message == NULL)
+            fx->reply_message = "the JSON body does not make the request message";
+        return TG_FILTER_REPLY;
+    }
+    evbuffer_add(piece, w.p, w.len);
+    tg_pb_writer_free(&w);
+    return TG_FILTER_CONTINUE;
+}
+
+/* ---- the answer ---- */
+
+/* grpc-message is percent-encoded (gRPC over HTTP/2): decoded into out. */
+static void grpc_message(const tg_header_t *h, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; h != NULL && i < h->value_len && o + 1 < cap; i++) {
+        int hi, lo;
+        if (h->value[i] == '%' && i + 2 < h->value_len && (hi = tg_hex_value(h->value[i + 1])) >= 0 &&
+            (lo = tg_hex_value(h->value[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = h->value[i];
+        }
+    }
+    out[o] = '\0';
+    if (!tg_utf8_ok(out, o))
+        snprintf(out, cap, "(a message that is not UTF-8)");
+}
+
+static int status_code(const tg_header_t *h)
+{
+    int code = 0;
+    for (size_t i = 0; h != NULL && i < h->value_len && i < 3; i++)
+        code = code * 10 + (h->value[i] - '0');
+    return h == NULL ? -1 : code;
+}
+
+static void gj_on_response(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp)
+{
+    (void)conf;
+    gj_state_t *st = fx->state[index];
+    if (st == NULL || fx->reply_by != 0)
+        return; /* not ours, or the gateway's own answer */
+    const tg_header_t *ct = tg_headers_get(&resp->headers, "content-type");
+    if (ct == NULL || strncasecmp(ct->value, "application/grpc", 16) != 0)
+        return; /* not a gRPC answer (an error page of a proxy on the way): as it is */
+    st->grpc_answer = 1;
+    const tg_header_t *gs = tg_headers_get(&resp->headers, "grpc-status");
+    st->head_code = gs ? status_code(gs) : -1;
+    if (gs != NULL) { /* trailers-only: the status is here, the body will say it */
+        grpc_message(tg_headers_get(&resp->headers, "grpc-message"), st->head_msg, sizeof(st->head_msg));
+        resp->status = http_status_of(st->head_code);
+    }
+    tg_headers_set(&resp->headers, fx->arena, "content-type",
+                   st->method->server_streaming ? "application/x-ndjson" : "application/json");
+    static const char *const grpc_only[] = { "content-length", "grpc-encoding", "grpc-accept-encoding",
+                                             "grpc-status", "grpc-message", "grpc-status-details-bin" };
+    for (size_t i = 0; i < sizeof(grpc_only) / sizeof(grpc_only[0]); i++)
+        tg_headers_remove(&resp->headers, grpc_only[i]);
+    resp->body = TG_BODY_CHUNKED;
+    resp->content_length = 0;
+}
+
+/* Whole gRPC messages out of buf as JSON (a line each when streaming). */
+static int messages_out(gj_conf_t *c, gj_state_t *st, struct evbuffer *out, char *why, size_t cap)
+{
+    for (;;) {
+        size_t have = evbuffer_get_length(st->buf);
+        uint8_t head[5];
+        if (have < 5)
+            return 0;
+        evbuffer_copyout(st->buf, head, 5);
+        uint64_t n = (uint64_t)head[1] << 24 | (uint64_t)head[2] << 16 | (uint64_t)head[3] << 8 | head[4];
+        if (head[0] != 0) {
+            snprintf(why, cap, "the upstream sent a compressed message");
+            return -1;
+        }
+        if (n > c->max_message) {
+            snprintf(why, cap, "the upstream sent a message larger than max_message_bytes");
+            return -1;
+        }
+        if (have < 5 + n)
+            return 0;
+        const uint8_t *msg = evbuffer_pullup(st->buf, (ev_ssize_t)(5 + n)) + 5;
+        if (!st->method->server_streaming && st->sent) {
+            snprintf(why, cap, "the upstream sent more than one message for a unary call");
+            return -1;
+        }
+        if (tg_pbj_to_json(c->pool, st->method->output, msg, (size_t)n, &c->opts, out, why, cap) < 0)
+            return -1;
+        if (st->method->server_streaming)
+            evbuffer_add(out, "\n", 1);
+        st->sent = 1;
+        evbuffer_drain(st->buf, (size_t)(5 + n));
+    }
+}
+
+static void error_body(struct evbuffer *out, int code, const char *msg)
+{
+    char esc[1024];
+    tg_json_escape(esc, sizeof(esc), msg);
+    evbuffer_add_printf(out, "{\"code\":%d,\"message\":\"%s\",\"details\":[]}\n", code, esc);
+}
+
+/* Each message as it completes; at the end the call's status: an error
+ * as google.rpc.Status JSON (after a stream's lines, as its last line; a
+ * unary call's error comes trailers-only from gRPC servers, so its HTTP
+ * status says it too). */
+static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece, int fin)
+{
+    gj_conf_t *c = conf;
+    gj_state_t *st = fx->state[index];
+    if (st == NULL || !st->grpc_answer)
+        return;
+    if (st->failed) {
+        evbuffer_drain(piece, evbuffer_get_length(piece));
+        return;
+    }
+    evbuffer_add_buffer(st->buf, piece);
+    char why[256];
+    if (messages_out(c, st, piece, why, sizeof(why)) < 0) {
+        st->failed = 1;
+        evbuffer_drain(piece, evbuffer_get_length(piece));
+        evbuffer_drain(st->buf, evbuffer_get_length(st->buf));
+        error_body(piece, 13, why); /* the head is out: the error is the body */
+        return;
+    }
+    if (!fin)
+        return;
+    tg_headers_t *tr = fx->resp_trailers;
+    const tg_header_t *gs = tr ? tg_headers_get(tr, "grpc-status") : NULL;
+    int code = gs ? status_code(gs) : st->head_code;
+    char msg[512];
+    if (gs != NULL)
+        grpc_message(tg_headers_get(tr, "grpc-message"), msg, sizeof(msg));
+    else
+        memcpy(msg, st->head_msg, sizeof(msg));
+    if (evbuffer_get_length(st->buf) > 0)
+        error_body(piece, 13, "the upstream's last message is cut short");
+    else if (code < 0)
+        error_body(piece, 13, "the upstream ended the call without a status");
+    else if (code > 0)
+        error_body(piece, code, msg);
+    else if (!st->sent && !st->method->server_streaming)
+        error_body(piece, 13, "the upstream answered OK without a message");
+    if (tr != NULL)
+        tr->n = 0; /* the status went into the body: no HTTP trailers for a JSON client */
+}
+
+static void gj_on_complete(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
+{
+    (void)conf;
+    (void)rec;
+    gj_state_t *st = fx->state[index];
+    if (st != NULL && st->buf != NULL) {
+        evbuffer_free(st->buf);
+        st->buf = NULL;
+    }
+}
+
+const tg_filter_type_t tg_filter_grpc_json = {
+    .name = "grpc_json",
+    .doc = "REST and JSON calls to gRPC services: google.api.http rules or POST /pkg.Service/Method, messages as "
+           "proto3 JSON, server streams as NDJSON",
+    .keys = &gj_keyset,
+    .create = gj_create,
+    .destroy = gj_destroy,
+    .on_request = gj_on_request,
+    .on_request_body = gj_on_request_body,
+    .on_response = gj_on_response,
+    .on_response_body = gj_on_response_body,
+    .on_complete = gj_on_complete,
+};

@@ -1,0 +1,183 @@
+"""The grpc_json filter: REST and JSON calls reach a Python grpcio service
+(apps/transcode_server.py) as gRPC calls, mapped by the google.api.http
+rules of tests/pbjson/transcode.proto or by POST /pkg.Service/Method;
+answers are json_format's JSON, server streams arrive line by line as
+they are sent, gRPC errors become HTTP statuses with google.rpc.Status
+bodies, and limits refuse loudly. Native gRPC calls on the same route
+pass untouched."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import requests
+
+import harness
+import test_pbjson
+
+PROTOC = shutil.which("protoc")
+
+
+class GrpcJsonTest(harness.GatewayTest):
+    @classmethod
+    def setUpClass(cls):
+        assert PROTOC, "protoc is not installed (scripts/deps.sh installs protobuf-compiler)"
+        cls.dir = tempfile.mkdtemp(prefix="tg-grpcjson-")
+        cls.pb2 = test_pbjson.compile_protos(cls.dir)
+        port = harness.free_port()
+        cls.backend = harness.Proc([harness.PYTHON, os.path.join(harness.APPS, "transcode_server.py"), str(port),
+                                    cls.dir], env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), name="transcode")
+        harness.wait_port(port, proc=cls.backend.p)
+        cls.procs = [cls.backend]
+        cls.port = harness.free_port()
+        with open(os.path.join(cls.dir, "set.pb"), "rb") as f:
+            descriptors = f.read()
+        cfg = f"""
+workers: 2
+listeners:
+  - name: main
+    listen: 127.0.0.1:{cls.port}
+clusters:
+  - name: grpc
+    protocol: h2c
+    endpoints: [127.0.0.1:{port}]
+routes:
+  - name: defaults-printed
+    match: {{ path: /tg.test.Echo/Plain }}
+    cluster: grpc
+    filters:
+      - grpc_json: {{ descriptors: echo.pb, print_options: {{ always_print_primitive_fields: true, preserve_proto_field_names: true }} }}
+  - name: api
+    match: {{ path_prefix: / }}
+    cluster: grpc
+    filters:
+      - grpc_json: {{ descriptors: echo.pb, max_message_bytes: 64KiB, max_depth: 8 }}
+"""
+        cls.gateway = harness.Gateway(cfg, port=cls.port, files={"echo.pb": descriptors})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def expect(self, msg):
+        from google.protobuf import json_format
+        return json.loads(json_format.MessageToJson(msg))
+
+    def test_1_post_rule_and_auto_mapping(self):
+        r = requests.post(self.url("/v1/echo"), json={"name": "x", "count": 2}, timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers["content-type"], "application/json")
+        self.assertEqual(r.json(), self.expect(self.pb2.EchoReply(message="hello x", names=["x", "x"])))
+        # a method without a rule: POST /pkg.Service/Method with the whole message (on a route whose
+        # print_options write defaults too)
+        r = requests.post(self.url("/tg.test.Echo/Plain"), data='{"name": "p"}', timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"message": "hello p", "names": []})
+        # the curl of the issue's done-when
+        out = subprocess.run(["curl", "-s", "-d", '{"name":"x"}', self.url("/v1/echo")], capture_output=True,
+                             text=True, timeout=30).stdout
+        self.assertEqual(json.loads(out), {"message": "hello x"})
+
+    def test_2_get_with_path_and_query(self):
+        r = requests.get(self.url("/v1/echo/al%20ice?count=3"), timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"message": "hello al ice", "names": ["al ice"] * 3})
+        r = requests.get(self.url("/v1/echo/bob?count=x"), timeout=10)
+        self.assertEqual(r.status_code, 400, r.text)
+        self.assertEqual(r.json()["code"], 3)
+        self.assertIn("not an integer", r.json()["message"])
+
+    def test_3_body_field_and_path_variable(self):
+        body = {"rString": ["a", "b"], "rInt64": ["9007199254740993"]}
+        r = requests.put(self.url("/v1/things/thing-1"), json=body, timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"scalars": {"fString": "thing-1"}, "repeated": body})
+
+    def test_4_errors_map_to_http(self):
+        for name, status, code, message in (("fail", 400, 3, "bad name: fail"), ("missing", 404, 5, "no such name"),
+                                            ("deny", 403, 7, "not yours, ünïcode"), ("down", 503, 14, "try later")):
+            r = requests.post(self.url("/v1/echo"), json={"name": name}, timeout=10)
+            self.assertEqual(r.status_code, status, r.text)
+            self.assertEqual(r.headers["content-type"], "application/json")
+            self.assertEqual(r.json(), {"code": code, "message": message, "details": []})
+            self.assertNotIn("grpc-status", r.headers)
+        r = requests.post(self.url("/v1/echo"), data='{"name": "x", "nope": 1}', timeout=10)
+        self.assertEqual(r.status_code, 400)
+        self.assertIn("has no field named 'nope'", r.text)
+        r = requests.post(self.url("/v1/echo"), data='{"name": ', timeout=10)
+        self.assertEqual(r.status_code, 400)
+        r = requests.get(self.url("/v1/nothing/here"), timeout=10)
+        self.assertEqual(r.status_code, 404)
+        self.assertEqual(r.json()["code"], 5)
+        r = requests.post(self.url("/tg.test.Echo/Collect"), json={}, timeout=10)  # client streaming: not offered
+        self.assertEqual(r.status_code, 404)
+
+    def test_5_limits_refuse_loudly(self):
+        r = requests.post(self.url("/v1/echo"), data=json.dumps({"name": "x" * 70000}), timeout=10)
+        self.assertEqual(r.status_code, 413, r.text[:200])
+        deep = '{"child": ' * 10 + "{}" + "}" * 10  # past max_depth: 8
+        r = requests.post(self.url("/v1/things"), data=deep, timeout=10)
+        self.assertEqual(r.status_code, 400, r.text)
+        self.assertIn("nested deeper than 8", r.text)
+        ok = '{"child": ' * 7 + '{"optInt32": 1}' + "}" * 7
+        r = requests.post(self.url("/v1/things"), data=ok, timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), json.loads(ok))
+        # a method with a rule is not also on the automatic path
+        r = requests.post(self.url("/tg.test.Echo/Nested"), data="{}", timeout=10)
+        self.assertEqual(r.status_code, 404, r.text)
+
+    def test_6_server_stream_line_by_line(self):
+        """The first message arrives while the stream still waits at the
+        server's gate: NDJSON is written as messages come."""
+        with requests.get(self.url("/v1/echo/gated/stream?count=3"), stream=True, timeout=30) as r:
+            self.assertEqual(r.status_code, 200)
+            self.assertEqual(r.headers["content-type"], "application/x-ndjson")
+            lines = r.iter_lines()
+            self.assertEqual(json.loads(next(lines)), {"message": "gated 0"})
+            # the stream is held at the gate until this call opens it
+            self.assertEqual(requests.post(self.url("/v1/echo"), json={"name": "release"}, timeout=10).status_code, 200)
+            rest = [json.loads(l) for l in lines if l]
+        self.assertEqual(rest, [{"message": "gated 1"}, {"message": "gated 2"}])
+        r = requests.get(self.url("/v1/echo/broken/stream?count=2"), timeout=10)
+        lines = [json.loads(l) for l in r.text.splitlines()]
+        self.assertEqual(lines[:2], [{"message": "broken 0"}, {"message": "broken 1"}])
+        self.assertEqual(lines[2], {"code": 13, "message": "broke after the messages", "details": []})
+
+    def test_7_http2_and_native_grpc(self):
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-d", '{"name":"h2","count":1}',
+                              self.url("/v1/echo")], capture_output=True, text=True, timeout=30).stdout
+        self.assertEqual(json.loads(out), {"message": "hello h2", "names": ["h2"]})
+        import grpc
+        ch = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        call = ch.unary_unary("/tg.test.Echo/Say", request_serializer=self.pb2.EchoRequest.SerializeToString,
+                              response_deserializer=self.pb2.EchoReply.FromString)
+        self.assertEqual(call(self.pb2.EchoRequest(name="native"), timeout=10).message, "hello native")
+        ch.close()
+
+    def test_8_config_errors(self):
+        bad = os.path.join(self.dir, "bad.yaml")
+        for filt, why in (("{ descriptors: nope.pb }", "cannot read descriptors"),
+                          ("{ descriptors: echo.pb, services: [no.Such] }", "no service no.Such"),
+                          ("{ }", "descriptors")):
+            with open(bad, "w") as f:
+                f.write(f"""
+listeners: [{{ name: m, listen: 127.0.0.1:1 }}]
+clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:2] }}]
+routes: [{{ name: r, match: {{ path_prefix: / }}, cluster: c, filters: [{{ grpc_json: {filt} }}] }}]
+""")
+            shutil.copy(os.path.join(self.dir, "set.pb"), os.path.join(self.dir, "echo.pb"))
+            r = subprocess.run([harness.BIN, "-t", "-c", bad], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn(why, r.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()
