@@ -13,7 +13,10 @@
  * one that maps to nothing is answered 404.
  *
  * The answer: each message as JSON (a unary call: one object; a server
- * stream: one object a line, NDJSON, as each message arrives); the gRPC
+ * stream: one object a line, NDJSON — or server-sent events when Accept
+ * asks for text/event-stream — as each message arrives; a client stream
+ * reads one object a line of the request body, each sent as its line
+ * completes); the gRPC
  * status mapped to HTTP by the standard table, an error's body being
  * google.rpc.Status as JSON ({"code", "message", "details"}). Limits are
  * loud: a message past max_message_bytes is 413, JSON past max_depth 400.
@@ -68,6 +71,7 @@ typedef struct gj_state {
     unsigned grpc_answer : 1;    /* the response is gRPC: translated */
     unsigned failed : 1;         /* the answer became an error body */
     unsigned sent : 1;           /* a message went out (a stream's lines) */
+    unsigned sse : 1;            /* a server stream as text/event-stream (Accept asked for it) */
 } gj_state_t;
 
 static const tg_key_t print_keys[] = {
@@ -203,8 +207,8 @@ static int load(gj_conf_t *c, tg_node_t *node, const char *config_path)
                     return -1;
                 }
                 c->n_rules++;
-                if (m->client_streaming) {
-                    tg_node_error(node, "grpc_json: %s: client streaming is not offered as JSON yet", m->path);
+                if (m->client_streaming && strcmp(g->body, "*") != 0) {
+                    tg_node_error(node, "grpc_json: %s: a client stream's rule needs body: \"*\" (NDJSON)", m->path);
                     return -1;
                 }
             }
@@ -303,7 +307,7 @@ static const tg_pbd_method_t *auto_method(const gj_conf_t *c, const char *path, 
     if (!offered(c, service))
         return NULL;
     const tg_pbd_method_t *m = tg_pbd_method(c->pool, service, method);
-    return m != NULL && m->n_rules == 0 && !m->client_streaming ? m : NULL;
+    return m != NULL && m->n_rules == 0 ? m : NULL;
 }
 
 static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, size_t index)
@@ -344,6 +348,9 @@ static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, si
     }
     if ((st->buf = evbuffer_new()) == NULL)
         return json_error(fx, 500, 13, "out of memory");
+    const tg_header_t *accept = tg_headers_get(&req->headers, "accept");
+    st->sse = st->method->server_streaming && accept != NULL &&
+              tg_header_has_token(accept->value, accept->value_len, "text/event-stream");
     fx->state[index] = st;
     req->target = st->method->path;
     req->path_len = strlen(st->method->path);
@@ -352,7 +359,9 @@ static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, si
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "accept-encoding"); /* the answer is rewritten: identity from upstream */
     fx->want_trailers = 1;
-    if (req->body == TG_BODY_NONE) { /* no body: the message is the bindings alone, made now */
+    if (req->body == TG_BODY_NONE && st->method->client_streaming) {
+        /* a client stream without a body: no message at all */
+    } else if (req->body == TG_BODY_NONE) { /* no body: the message is the bindings alone, made now */
         tg_pb_writer_t w = { 0 };
         char why[256];
         tg_pb_reserve_grpc_prefix(&w);
@@ -382,6 +391,53 @@ static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, si
     return TG_FILTER_CONTINUE;
 }
 
+/* A client stream's messages: one JSON object a line (NDJSON), each sent
+ * as its line completes; the last line needs no newline. The bindings of
+ * the path go into every message. */
+static tg_filter_status_t ndjson_in(gj_conf_t *c, tg_filter_exchange_t *fx, gj_state_t *st, struct evbuffer *piece,
+                                    int fin)
+{
+    char why[256];
+    for (;;) {
+        size_t len = evbuffer_get_length(st->buf);
+        struct evbuffer_ptr nl = evbuffer_search(st->buf, "\n", 1, NULL);
+        if (nl.pos < 0 && !(fin && len > 0))
+            return TG_FILTER_CONTINUE;
+        size_t line = nl.pos < 0 ? len : (size_t)nl.pos;
+        const char *text = (const char *)evbuffer_pullup(st->buf, (ev_ssize_t)line);
+        size_t tl = line;
+        while (tl > 0 && (text[tl - 1] == '\r' || text[tl - 1] == ' ' || text[tl - 1] == '\t'))
+            tl--;
+        size_t skip = 0;
+        while (skip < tl && (text[skip] == ' ' || text[skip] == '\t'))
+            skip++;
+        int rc = 0;
+        if (tl > skip) { /* blank lines carry nothing */
+            tg_pb_writer_t w = { 0 };
+            tg_pb_reserve_grpc_prefix(&w);
+            rc = tg_pbj_from_json(c->pool, st->method->input, text + skip, tl - skip, &c->opts, &w, why, sizeof(why));
+            for (size_t i = 0; rc == 0 && i < st->n_binds; i++)
+                rc = tg_pbj_set(c->pool, st->method->input, st->binds[i].field, st->binds[i].value, st->binds[i].len,
+                                &c->opts, &w, why, sizeof(why));
+            if (rc == 0 && tg_pb_grpc_frame(&w) < 0) {
+                snprintf(why, sizeof(why), "out of memory");
+                rc = -1;
+            }
+            if (rc == 0)
+                evbuffer_add(piece, w.p, w.len);
+            tg_pb_writer_free(&w);
+        }
+        evbuffer_drain(st->buf, nl.pos < 0 ? len : line + 1);
+        if (rc < 0) {
+            fx->reply_status = 400;
+            fx->reply_message = tg_arena_strndup(fx->arena, why, strlen(why));
+            if (fx->reply_message == NULL)
+                fx->reply_message = "a line does not make a request message";
+            return TG_FILTER_REPLY;
+        }
+    }
+}
+
 /* The JSON body, gathered; at its end the message (body and bindings). */
 static tg_filter_status_t gj_on_request_body(void *conf, tg_filter_exchange_t *fx, size_t index,
                                              struct evbuffer *piece, int fin)
@@ -396,6 +452,8 @@ static tg_filter_status_t gj_on_request_body(void *conf, tg_filter_exchange_t *f
         return TG_FILTER_REPLY;
     }
     evbuffer_add_buffer(st->buf, piece);
+    if (st->method->client_streaming)
+        return ndjson_in(c, fx, st, piece, fin);
     if (!fin)
         return TG_FILTER_CONTINUE;
     size_t len = evbuffer_get_length(st->buf);
@@ -488,7 +546,9 @@ static void gj_on_response(void *conf, tg_filter_exchange_t *fx, size_t index, t
         resp->status = http_status_of(st->head_code);
     }
     tg_headers_set(&resp->headers, fx->arena, "content-type",
-                   st->method->server_streaming ? "application/x-ndjson" : "application/json");
+                   st->sse ? "text/event-stream" : st->method->server_streaming ? "application/x-ndjson" : "application/json");
+    if (st->sse)
+        tg_headers_set(&resp->headers, fx->arena, "cache-control", "no-cache");
     static const char *const grpc_only[] = { "content-length", "grpc-encoding", "grpc-accept-encoding",
                                              "grpc-status", "grpc-message", "grpc-status-details-bin" };
     for (size_t i = 0; i < sizeof(grpc_only) / sizeof(grpc_only[0]); i++)
@@ -522,20 +582,25 @@ static int messages_out(gj_conf_t *c, gj_state_t *st, struct evbuffer *out, char
             snprintf(why, cap, "the upstream sent more than one message for a unary call");
             return -1;
         }
+        if (st->sse)
+            evbuffer_add(out, "data: ", 6); /* JSON holds no newline: one data line */
         if (tg_pbj_to_json(c->pool, st->method->output, msg, (size_t)n, &c->opts, out, why, cap) < 0)
             return -1;
-        if (st->method->server_streaming)
+        if (st->sse)
+            evbuffer_add(out, "\n\n", 2);
+        else if (st->method->server_streaming)
             evbuffer_add(out, "\n", 1);
         st->sent = 1;
         evbuffer_drain(st->buf, (size_t)(5 + n));
     }
 }
 
-static void error_body(struct evbuffer *out, int code, const char *msg)
+static void error_body(struct evbuffer *out, int code, const char *msg, int sse)
 {
     char esc[1024];
     tg_json_escape(esc, sizeof(esc), msg);
-    evbuffer_add_printf(out, "{\"code\":%d,\"message\":\"%s\",\"details\":[]}\n", code, esc);
+    evbuffer_add_printf(out, "%s{\"code\":%d,\"message\":\"%s\",\"details\":[]}\n%s", sse ? "event: error\ndata: " : "",
+                        code, esc, sse ? "\n" : "");
 }
 
 /* Each message as it completes; at the end the call's status: an error
@@ -558,7 +623,7 @@ static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t ind
         st->failed = 1;
         evbuffer_drain(piece, evbuffer_get_length(piece));
         evbuffer_drain(st->buf, evbuffer_get_length(st->buf));
-        error_body(piece, 13, why); /* the head is out: the error is the body */
+        error_body(piece, 13, why, st->sse); /* the head is out: the error is the body */
         return;
     }
     if (!fin)
@@ -572,13 +637,13 @@ static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t ind
     else
         memcpy(msg, st->head_msg, sizeof(msg));
     if (evbuffer_get_length(st->buf) > 0)
-        error_body(piece, 13, "the upstream's last message is cut short");
+        error_body(piece, 13, "the upstream's last message is cut short", st->sse);
     else if (code < 0)
-        error_body(piece, 13, "the upstream ended the call without a status");
+        error_body(piece, 13, "the upstream ended the call without a status", st->sse);
     else if (code > 0)
-        error_body(piece, code, msg);
+        error_body(piece, code, msg, st->sse);
     else if (!st->sent && !st->method->server_streaming)
-        error_body(piece, 13, "the upstream answered OK without a message");
+        error_body(piece, 13, "the upstream answered OK without a message", st->sse);
     if (tr != NULL)
         tr->n = 0; /* the status went into the body: no HTTP trailers for a JSON client */
 }

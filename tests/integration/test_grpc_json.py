@@ -116,8 +116,7 @@ routes:
         r = requests.get(self.url("/v1/nothing/here"), timeout=10)
         self.assertEqual(r.status_code, 404)
         self.assertEqual(r.json()["code"], 5)
-        r = requests.post(self.url("/tg.test.Echo/Collect"), json={}, timeout=10)  # client streaming: not offered
-        self.assertEqual(r.status_code, 404)
+
 
     def test_5_limits_refuse_loudly(self):
         r = requests.post(self.url("/v1/echo"), data=json.dumps({"name": "x" * 70000}), timeout=10)
@@ -150,6 +149,26 @@ routes:
         lines = [json.loads(l) for l in r.text.splitlines()]
         self.assertEqual(lines[:2], [{"message": "broken 0"}, {"message": "broken 1"}])
         self.assertEqual(lines[2], {"code": 13, "message": "broke after the messages", "details": []})
+
+    def test_9_client_stream_and_sse(self):
+        # a client stream: one JSON object a line (blank lines and a last line without newline are fine)
+        r = requests.post(self.url("/tg.test.Echo/Collect"), data='{"name": "a"}\n\n{"name": "b"}\r\n{"name": "c"}',
+                          timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"names": ["a", "b", "c"]})
+        r = requests.post(self.url("/tg.test.Echo/Collect"), data="", timeout=10)
+        self.assertEqual(r.json(), {})
+        r = requests.post(self.url("/tg.test.Echo/Collect"), data='{"name": "a"}\n{"nope": 1}\n', timeout=10)
+        self.assertEqual(r.status_code, 400)
+        self.assertIn("has no field named 'nope'", r.text)
+        # a server stream as server-sent events when Accept asks for them
+        r = requests.get(self.url("/v1/echo/ev/stream?count=2"), headers={"accept": "text/event-stream"}, timeout=10)
+        self.assertEqual(r.headers["content-type"], "text/event-stream")
+        self.assertEqual(r.text, 'data: {"message":"ev 0"}\n\ndata: {"message":"ev 1"}\n\n')
+        r = requests.get(self.url("/v1/echo/broken/stream?count=1"), headers={"accept": "text/event-stream"},
+                         timeout=10)
+        self.assertEqual(r.text, 'data: {"message":"broken 0"}\n\nevent: error\ndata: '
+                                 '{"code":13,"message":"broke after the messages","details":[]}\n\n')
 
     def test_7_http2_and_native_grpc(self):
         out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-d", '{"name":"h2","count":1}',
