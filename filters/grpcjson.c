@@ -31,6 +31,7 @@
 #include <strings.h>
 
 #include "filters/filter.h"
+#include "filters/grpcweb.h" /* its base64 */
 #include "filters/httprule.h"
 #include "filters/pbdesc.h"
 #include "filters/pbjson.h"
@@ -67,7 +68,8 @@ typedef struct gj_state {
     size_t n_binds;
     struct evbuffer *buf;        /* the request JSON, then the response frames, gathered */
     int head_code;               /* grpc-status of a trailers-only answer, else -1 */
-    char head_msg[256];          /* ... and its grpc-message, decoded */
+    char head_msg[256];          /* ... and its grpc-message, decoded ... */
+    const char *head_details;    /* ... and its details as a JSON array (arena), or NULL */
     unsigned grpc_answer : 1;    /* the response is gRPC: translated */
     unsigned failed : 1;         /* the answer became an error body */
     unsigned sent : 1;           /* a message went out (a stream's lines) */
@@ -521,6 +523,67 @@ static void grpc_message(const tg_header_t *h, char *out, size_t cap)
         snprintf(out, cap, "(a message that is not UTF-8)");
 }
 
+/* grpc-status-details-bin (base64 of a google.rpc.Status: details = 3,
+ * each an Any) as a JSON array in the arena: each detail as the Any's
+ * JSON when the descriptors know its type, else {"@type": URL}. NULL
+ * without the header. */
+static const char *details_json(const gj_conf_t *c, tg_arena_t *a, const tg_header_t *h)
+{
+    if (h == NULL || h->value_len == 0 || h->value_len > 64 * 1024)
+        return NULL;
+    uint8_t *bin = tg_arena_alloc(a, h->value_len);
+    char carry[4];
+    unsigned nc = 0;
+    long n = bin ? tg_grpcweb_b64_decode(h->value, h->value_len, bin, carry, &nc) : -1;
+    if (n >= 0 && nc >= 2) { /* unpadded (gRPC sends -bin values so) */
+        static const char pad[] = "==";
+        long k = tg_grpcweb_b64_decode(pad, 4 - nc, bin + n, carry, &nc);
+        n = k < 0 ? -1 : n + k;
+    }
+    if (n < 0)
+        return NULL;
+    const tg_pbd_message_t *any = tg_pbd_message(c->pool, "google.protobuf.Any");
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL)
+        return NULL;
+    evbuffer_add(out, "[", 1);
+    tg_pb_reader_t r = tg_pb_reader(bin, (size_t)n);
+    tg_pb_field_t f;
+    int first = 1;
+    while (tg_pb_next(&r, &f) > 0) {
+        if (f.num != 3 || f.wire != TG_PB_LEN)
+            continue;
+        if (!first)
+            evbuffer_add(out, ",", 1);
+        first = 0;
+        char why[128];
+        struct evbuffer *one = evbuffer_new();
+        if (one != NULL && any != NULL && tg_pbj_to_json(c->pool, any, f.data, f.len, &c->opts, one, why, sizeof(why)) == 0) {
+            evbuffer_add_buffer(out, one);
+        } else { /* a type the descriptors do not know: its name */
+            tg_pb_reader_t ar = tg_pb_reader(f.data, f.len);
+            tg_pb_field_t u;
+            char url[512] = "", esc[1024];
+            while (tg_pb_next(&ar, &u) > 0)
+                if (u.num == 1 && u.wire == TG_PB_LEN && u.len < sizeof(url) && tg_utf8_ok(u.data, u.len))
+                    snprintf(url, sizeof(url), "%.*s", (int)u.len, (const char *)u.data);
+            tg_json_escape(esc, sizeof(esc), url);
+            evbuffer_add_printf(out, "{\"@type\":\"%s\"}", esc);
+        }
+        if (one != NULL)
+            evbuffer_free(one);
+    }
+    evbuffer_add(out, "]", 1);
+    size_t len = evbuffer_get_length(out);
+    char *text = tg_arena_alloc(a, len + 1);
+    if (text != NULL) {
+        evbuffer_copyout(out, text, len);
+        text[len] = '\0';
+    }
+    evbuffer_free(out);
+    return text;
+}
+
 static int status_code(const tg_header_t *h)
 {
     int code = 0;
@@ -543,6 +606,7 @@ static void gj_on_response(void *conf, tg_filter_exchange_t *fx, size_t index, t
     st->head_code = gs ? status_code(gs) : -1;
     if (gs != NULL) { /* trailers-only: the status is here, the body will say it */
         grpc_message(tg_headers_get(&resp->headers, "grpc-message"), st->head_msg, sizeof(st->head_msg));
+        st->head_details = details_json(conf, fx->arena, tg_headers_get(&resp->headers, "grpc-status-details-bin"));
         resp->status = http_status_of(st->head_code);
     }
     tg_headers_set(&resp->headers, fx->arena, "content-type",
@@ -595,12 +659,12 @@ static int messages_out(gj_conf_t *c, gj_state_t *st, struct evbuffer *out, char
     }
 }
 
-static void error_body(struct evbuffer *out, int code, const char *msg, int sse)
+static void error_body(struct evbuffer *out, int code, const char *msg, int sse, const char *details)
 {
     char esc[1024];
     tg_json_escape(esc, sizeof(esc), msg);
-    evbuffer_add_printf(out, "%s{\"code\":%d,\"message\":\"%s\",\"details\":[]}\n%s", sse ? "event: error\ndata: " : "",
-                        code, esc, sse ? "\n" : "");
+    evbuffer_add_printf(out, "%s{\"code\":%d,\"message\":\"%s\",\"details\":%s}\n%s", sse ? "event: error\ndata: " : "",
+                        code, esc, details ? details : "[]", sse ? "\n" : "");
 }
 
 /* Each message as it completes; at the end the call's status: an error
@@ -623,7 +687,7 @@ static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t ind
         st->failed = 1;
         evbuffer_drain(piece, evbuffer_get_length(piece));
         evbuffer_drain(st->buf, evbuffer_get_length(st->buf));
-        error_body(piece, 13, why, st->sse); /* the head is out: the error is the body */
+        error_body(piece, 13, why, st->sse, NULL); /* the head is out: the error is the body */
         return;
     }
     if (!fin)
@@ -632,18 +696,21 @@ static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t ind
     const tg_header_t *gs = tr ? tg_headers_get(tr, "grpc-status") : NULL;
     int code = gs ? status_code(gs) : st->head_code;
     char msg[512];
-    if (gs != NULL)
+    const char *details = st->head_details;
+    if (gs != NULL) {
         grpc_message(tg_headers_get(tr, "grpc-message"), msg, sizeof(msg));
-    else
-        memcpy(msg, st->head_msg, sizeof(msg));
+        details = details_json(c, fx->arena, tg_headers_get(tr, "grpc-status-details-bin"));
+    } else {
+        memcpy(msg, st->head_msg, sizeof(st->head_msg));
+    }
     if (evbuffer_get_length(st->buf) > 0)
-        error_body(piece, 13, "the upstream's last message is cut short", st->sse);
+        error_body(piece, 13, "the upstream's last message is cut short", st->sse, NULL);
     else if (code < 0)
-        error_body(piece, 13, "the upstream ended the call without a status", st->sse);
+        error_body(piece, 13, "the upstream ended the call without a status", st->sse, NULL);
     else if (code > 0)
-        error_body(piece, code, msg, st->sse);
+        error_body(piece, code, msg, st->sse, details);
     else if (!st->sent && !st->method->server_streaming)
-        error_body(piece, 13, "the upstream answered OK without a message", st->sse);
+        error_body(piece, 13, "the upstream answered OK without a message", st->sse, NULL);
     if (tr != NULL)
         tr->n = 0; /* the status went into the body: no HTTP trailers for a JSON client */
 }

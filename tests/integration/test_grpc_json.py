@@ -108,6 +108,12 @@ routes:
             self.assertEqual(r.headers["content-type"], "application/json")
             self.assertEqual(r.json(), {"code": code, "message": message, "details": []})
             self.assertNotIn("grpc-status", r.headers)
+        # google.rpc.Status details (grpc-status-details-bin): known types as JSON, unknown by name
+        r = requests.post(self.url("/v1/echo"), json={"name": "detailed"}, timeout=10)
+        self.assertEqual(r.status_code, 400, r.text)
+        self.assertEqual(r.json(), {"code": 9, "message": "see details", "details": [
+            {"@type": "type.googleapis.com/tg.test.EchoRequest", "name": "why"},
+            {"@type": "type.googleapis.com/no.Such"}]})
         r = requests.post(self.url("/v1/echo"), data='{"name": "x", "nope": 1}', timeout=10)
         self.assertEqual(r.status_code, 400)
         self.assertIn("has no field named 'nope'", r.text)

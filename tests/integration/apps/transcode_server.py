@@ -25,9 +25,26 @@ def main():
               "deny": (grpc.StatusCode.PERMISSION_DENIED, "not yours, ünïcode"),
               "down": (grpc.StatusCode.UNAVAILABLE, "try later")}
 
+    def status_details():
+        """A google.rpc.Status (code 9, a message, two details: a type the
+        descriptors know and one they do not), written by hand: the
+        googleapis status protos are not a Debian package."""
+        from google.protobuf import any_pb2
+
+        def field(num, data):
+            return bytes([num << 3 | 2, len(data)]) + data
+        known = any_pb2.Any()
+        known.Pack(pb.EchoRequest(name="why"))
+        unknown = any_pb2.Any(type_url="type.googleapis.com/no.Such", value=b"\x08\x01")
+        msg = "see details".encode()
+        return b"\x08\x09" + field(2, msg) + field(3, known.SerializeToString()) + field(3, unknown.SerializeToString())
+
     def say(req, ctx):
         if req.name == "release":
             gate.set()
+        if req.name == "detailed":
+            ctx.set_trailing_metadata((("grpc-status-details-bin", status_details()),))
+            ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, "see details")
         if req.name in errors:
             ctx.abort(*errors[req.name])
         return pb.EchoReply(message=f"hello {req.name}", names=[req.name] * req.count)
