@@ -45,6 +45,7 @@ typedef struct gj_rule {
     const char *verb;
     tg_http_template_t *tmpl;
     const char *body;            /* "", "*" or a field path */
+    const char *response_body;   /* "" or the response field that is the answer */
 } gj_rule_t;
 
 typedef struct gj_conf {
@@ -64,6 +65,7 @@ typedef struct gj_conf {
 typedef struct gj_state {
     const tg_pbd_method_t *method;
     const char *body;            /* the rule's body: "", "*" or a field */
+    const char *response_body;   /* the rule's response_body: "" or a field */
     tg_http_binding_t binds[MAX_BINDINGS];
     size_t n_binds;
     struct evbuffer *buf;        /* the request JSON, then the response frames, gathered */
@@ -204,6 +206,12 @@ static int load(gj_conf_t *c, tg_node_t *node, const char *config_path)
                 g->method = m;
                 g->verb = m->rules[r].verb;
                 g->body = m->rules[r].body;
+                g->response_body = m->rules[r].response_body;
+                if (g->response_body[0] != '\0' && tg_pbd_field_named(m->output, g->response_body) == NULL) {
+                    tg_node_error(node, "grpc_json: %s: response_body '%s' is not a field of %s", m->path,
+                                  g->response_body, m->output->full_name);
+                    return -1;
+                }
                 if ((g->tmpl = tg_http_template_parse(m->rules[r].path, why, sizeof(why))) == NULL) {
                     tg_node_error(node, "grpc_json: %s: google.api.http path '%s': %s", m->path, m->rules[r].path, why);
                     return -1;
@@ -333,11 +341,14 @@ static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, si
         if (n >= 0) {
             st->method = g->method;
             st->body = g->body;
+            st->response_body = g->response_body;
             st->n_binds = (size_t)n;
         }
     }
-    if (st->method == NULL && strcmp(req->method, "POST") == 0 && (st->method = auto_method(c, path, plen)) != NULL)
+    if (st->method == NULL && strcmp(req->method, "POST") == 0 && (st->method = auto_method(c, path, plen)) != NULL) {
         st->body = "*";
+        st->response_body = "";
+    }
     if (st->method == NULL)
         return json_error(fx, 404, 5, "no gRPC method is mapped to this method and path");
     /* query parameters for the fields not set by the path or the body */
@@ -648,7 +659,11 @@ static int messages_out(gj_conf_t *c, gj_state_t *st, struct evbuffer *out, char
         }
         if (st->sse)
             evbuffer_add(out, "data: ", 6); /* JSON holds no newline: one data line */
-        if (tg_pbj_to_json(c->pool, st->method->output, msg, (size_t)n, &c->opts, out, why, cap) < 0)
+        int rc = st->response_body[0] != '\0'
+                     ? tg_pbj_field_to_json(c->pool, st->method->output, st->response_body, msg, (size_t)n, &c->opts,
+                                            out, why, cap)
+                     : tg_pbj_to_json(c->pool, st->method->output, msg, (size_t)n, &c->opts, out, why, cap);
+        if (rc < 0)
             return -1;
         if (st->sse)
             evbuffer_add(out, "\n\n", 2);

@@ -835,6 +835,43 @@ int tg_pbj_to_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const u
     return emit_message(&c, m, &s, 1, out, 0);
 }
 
+int tg_pbj_field_to_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *name, const uint8_t *msg,
+                         size_t len, const tg_pbj_opts_t *o, struct evbuffer *out, char *why, size_t cap)
+{
+    static const tg_pbj_opts_t none = { 0 };
+    ctx_t c = { pool, o ? o : &none, 0, why, cap, 0 };
+    c.max_depth = c.o->max_depth ? c.o->max_depth : TG_PBJ_DEFAULT_MAX_DEPTH;
+    const tg_pbd_field_t *f = tg_pbd_field_named(m, name);
+    if (f == NULL)
+        return fail(&c, "%s has no field named '%s'", m->full_name, name);
+    span_t s = { msg, len };
+    occ_t *occs = NULL;
+    size_t n = 0;
+    tg_pb_reader_t r = tg_pb_reader(msg, len);
+    tg_pb_field_t x;
+    const uint8_t *at = r.p;
+    int rc;
+    while ((rc = tg_pb_next(&r, &x)) > 0) {
+        if (x.num == f->number && wire_fits(f, x.wire)) {
+            occ_t *no = realloc(occs, (n + 1) * sizeof(*occs));
+            if (no == NULL) {
+                free(occs);
+                return fail(&c, "out of memory");
+            }
+            occs = no;
+            occs[n++] = (occ_t){ (uint32_t)(f - m->fields), 0, (size_t)(at - msg) };
+        }
+        at = r.p;
+    }
+    if (rc < 0) {
+        free(occs);
+        return fail(&c, "%s: malformed protobuf", m->full_name);
+    }
+    rc = put_field(&c, f, &s, occs, n, out, 1);
+    free(occs);
+    return rc;
+}
+
 /* ================= JSON -> protobuf ================= */
 
 static int encode_message(ctx_t *c, const tg_pbd_message_t *m, const tg_json_t *v, tg_pb_writer_t *w, unsigned depth);

@@ -55,6 +55,13 @@ int tg_pbj_to_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const u
 int tg_pbj_from_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *json, size_t len,
                      const tg_pbj_opts_t *o, tg_pb_writer_t *w, char *why, size_t cap);
 
+/* One field of msg (a message of type m), by declared or JSON name, as
+ * JSON appended to out: a message's object, a repeated field's array, a
+ * map's object, a scalar; absent, its default (`{}`, `[]`, 0, ""...). For
+ * google.api.http's response_body. 0, or -1 with the reason in why. */
+int tg_pbj_field_to_json(const tg_pbd_pool_t *pool, const tg_pbd_message_t *m, const char *name, const uint8_t *msg,
+                         size_t len, const tg_pbj_opts_t *o, struct evbuffer *out, char *why, size_t cap);
+
 /* Appends to w the field at field_path ("shelf.name": declared or JSON
  * names, through singular message fields) of a message of type m, set
  * to text as a path variable or a query parameter gives it: a string as

@@ -94,6 +94,13 @@ routes:
         self.assertEqual(r.json()["code"], 3)
         self.assertIn("not an integer", r.json()["message"])
 
+    def test_11_response_body(self):
+        r = requests.post(self.url("/v1/things:scalars"), json={"scalars": {"fInt32": 5}, "optInt32": 1}, timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"fInt32": 5})  # only the response_body field
+        r = requests.post(self.url("/v1/things:scalars"), json={"optInt32": 1}, timeout=10)
+        self.assertEqual(r.json(), {})  # absent: its default
+
     def test_3_body_field_and_path_variable(self):
         body = {"rString": ["a", "b"], "rInt64": ["9007199254740993"]}
         r = requests.put(self.url("/v1/things/thing-1"), json=body, timeout=10)
@@ -155,6 +162,31 @@ routes:
         lines = [json.loads(l) for l in r.text.splitlines()]
         self.assertEqual(lines[:2], [{"message": "broken 0"}, {"message": "broken 1"}])
         self.assertEqual(lines[2], {"code": 13, "message": "broke after the messages", "details": []})
+
+    def test_10_randomized_corpus_through_the_gateway(self):
+        """json_format's JSON of random messages, POSTed to a method that
+        echoes its request: what comes back is json_format's JSON of the
+        same message, over HTTP/1.1 (a session) and HTTP/2 (curl)."""
+        import random
+        from google.protobuf import json_format
+        gen = test_pbjson.Gen(self.pb2, random.Random(test_pbjson.SEED + 9))
+        s = requests.Session()
+        n = 0
+        for _ in range(300):
+            m = gen.fill(self.pb2.Everything())
+            if m.ByteSize() > 60000:
+                continue
+            text = json_format.MessageToJson(m, indent=None)
+            r = s.post(self.url("/v1/things"), data=text, timeout=10)
+            self.assertEqual(r.status_code, 200, r.text[:300])
+            self.assertTrue(test_pbjson.same(r.json(), json.loads(text)), f"{text}\n{r.text}")
+            n += 1
+        m = gen.fill(self.pb2.Everything())
+        text = json_format.MessageToJson(m, indent=None)
+        out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "--data-binary", "@-", self.url("/v1/things")],
+                             input=text, capture_output=True, text=True, timeout=30).stdout
+        self.assertTrue(test_pbjson.same(json.loads(out), json.loads(text)))
+        print(f"\n  {n + 1} random messages through the gateway and a grpcio echo: json_format's JSON back")
 
     def test_9_client_stream_and_sse(self):
         # a client stream: one JSON object a line (blank lines and a last line without newline are fine)
