@@ -12,7 +12,16 @@ h2load sees HTTP status codes only, so a gRPC failure (a missing or
 non-zero grpc-status, in the trailers or a trailers-only answer) would be
 invisible to it: after each target's rounds, a check pass of CHECK_CALLS
 calls over one HTTP/2 connection (Python's h2) reads every call's
-grpc-status, and the table's failures column counts both."""
+grpc-status, and the table's failures column counts both.
+
+--json adds the same calls made as JSON (POST /test.v1.Echo/Json with
+{"name":"world"}, content-type application/json) through the grpc_json
+filter, which turns each into a gRPC call to the same backend and its
+answer ({"message":"hello"}) back into JSON: the transcoding's cost beside
+the native call. Its backend answer is a real EchoReply message. With
+--json every target's backend is nginx serving the answers as static
+files over h2c (content-type application/grpc, a grpc-status: 0 trailer):
+nghttpd cannot give a file a content-type without an extension."""
 import argparse
 import os
 import re
@@ -27,6 +36,13 @@ from run import (LOAD_CPU, PROXY_CPU, TOLLGATE, children, cpu_ticks, free_port, 
                  wait_port)
 
 PATH = "/test.v1.Echo/Echo"
+JSON_PATH = "/test.v1.Echo/Json"
+ECHO_PROTO = """syntax = "proto3";
+package test.v1;
+message EchoRequest { string name = 1; }
+message EchoReply { string message = 1; }
+service Echo { rpc Echo(EchoRequest) returns (EchoReply); rpc Json(EchoRequest) returns (EchoReply); }
+"""
 CHECK_CALLS = 2000
 
 
@@ -76,7 +92,7 @@ def grpc_check(port, n=CHECK_CALLS, ctype="application/grpc", window=32):
     return sum(1 for v in status.values() if v != "0") + (n - sent)
 
 
-def targets(d, bport, compare="", web=False):
+def targets(d, bport, compare="", web=False, json_mode=False):
     out = []
     port = free_port()
     with open(f"{d}/tollgate.yaml", "w") as f:
@@ -95,6 +111,15 @@ routes: [{{ name: echo, cluster: backend, filters: [{{ grpc_web: {{}} }}] }}]
 clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
 """)
         out.append(("tollgate+grpc_web", wport, [TOLLGATE, "-c", f"{d}/tollgate-web.yaml", "-l", "warn"]))
+    if json_mode:  # the calls as JSON, transcoded by the grpc_json filter
+        jport = free_port()
+        with open(f"{d}/tollgate-json.yaml", "w") as f:
+            f.write(f"""workers: 1
+listeners: [{{ name: bench, listen: '127.0.0.1:{jport}' }}]
+routes: [{{ name: echo, cluster: backend, filters: [{{ grpc_json: {{ descriptors: echo.pb }} }}] }}]
+clusters: [{{ name: backend, protocol: h2c, endpoints: ['127.0.0.1:{bport}'] }}]
+""")
+        out.append(("tollgate+grpc_json", jport, [TOLLGATE, "-c", f"{d}/tollgate-json.yaml", "-l", "warn"]))
     if compare:  # another build (e.g. the previous commit's), beside it
         oport = free_port()
         with open(f"{d}/tollgate-before.yaml", "w") as f:
@@ -128,9 +153,28 @@ backend be
     return out
 
 
+def json_check(port, n=200):
+    """n JSON calls through grpc_json: how many did not answer 200 with
+    the backend's message as JSON."""
+    import json
+    import urllib.request
+    bad = 0
+    for _ in range(n):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{JSON_PATH}", data=b'{"name":"world"}',
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                bad += r.status != 200 or json.loads(r.read()) != {"message": "hello"}
+        except Exception:  # noqa: BLE001 (counted)
+            bad += 1
+    return bad
+
+
 def load(port, n, d, ctype="application/grpc"):
-    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m32", "-n", str(n), "-d", f"{d}/req.bin",
-           "-H", f"content-type: {ctype}", "-H", "te: trailers", f"http://127.0.0.1:{port}{PATH}"]
+    json_call = ctype == "application/json"
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m32", "-n", str(n), "-d",
+           f"{d}/req.json" if json_call else f"{d}/req.bin", "-H", f"content-type: {ctype}", "-H", "te: trailers",
+           f"http://127.0.0.1:{port}{JSON_PATH if json_call else PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
@@ -138,8 +182,13 @@ def load(port, n, d, ctype="application/grpc"):
     return int(m.group(2)), rps, int(m.group(1)) - (int(ok.group(1)) if ok else 0)
 
 
+def ctype_of(name):
+    return ("application/grpc-web+proto" if name.endswith("grpc_web") else
+            "application/json" if name.endswith("grpc_json") else "application/grpc")
+
+
 def measure(name, port, pids, args, d):
-    ctype = "application/grpc-web+proto" if name.endswith("grpc_web") else "application/grpc"
+    ctype = ctype_of(name)
     load(port, args.calls // 5, d, ctype)  # warm-up
     c0 = cpu_ticks(pids)
     total, rps, bad = load(port, args.calls, d, ctype)
@@ -154,6 +203,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare", default="", help="another tollgate binary, run beside it as tollgate-before")
     ap.add_argument("--web", action="store_true", help="also the same calls as gRPC-Web through the grpc_web filter")
+    ap.add_argument("--json", action="store_true", help="also the same calls as JSON through the grpc_json filter")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="tg-bench-grpc-")
     procs, rows = [], []
@@ -163,14 +213,32 @@ def main():
             f.write(b"\x00\x00\x00\x00\x05hello")
         with open(f"{d}/req.bin", "wb") as f:
             f.write(b"\x00\x00\x00\x00\x05world")
+        if args.json:  # a real EchoReply for the JSON path, and the descriptors
+            with open(f"{d}/www{JSON_PATH}", "wb") as f:
+                f.write(b"\x00\x00\x00\x00\x07\x0a\x05hello")
+            with open(f"{d}/req.json", "wb") as f:
+                f.write(b'{"name":"world"}')
+            with open(f"{d}/echo.proto", "w") as f:
+                f.write(ECHO_PROTO)
+            subprocess.run(["protoc", "-I", d, f"--descriptor_set_out={d}/echo.pb", "echo.proto"], check=True)
         bport = free_port()
-        procs.append(start(["nghttpd", "--no-tls", "--trailer", "grpc-status: 0", "-d", f"{d}/www", str(bport)],
-                           LOAD_CPU))
+        if args.json:  # nginx's workers (not root) read the files
+            for path in (d, f"{d}/www", f"{d}/www/test.v1.Echo"):
+                os.chmod(path, 0o755)
+            for name in ("Echo", "Json"):
+                os.chmod(f"{d}/www/test.v1.Echo/{name}", 0o644)
+            conf = nginx_conf(d, bport, f"""server {{ listen 127.0.0.1:{bport} http2 backlog=4096;
+    http2_max_concurrent_streams 128; root {d}/www; default_type application/grpc;
+    add_trailer grpc-status 0 always; error_page 405 =200 $uri; }}""")
+            procs.append(start(["nginx", "-c", conf], LOAD_CPU))
+        else:
+            procs.append(start(["nghttpd", "--no-tls", "--trailer", "grpc-status: 0", "-d", f"{d}/www", str(bport)],
+                               LOAD_CPU))
         wait_port(bport)
         direct = measure("direct", bport, [], args, d)
         direct["bad"] += grpc_check(bport)
         running = []
-        for name, port, argv in targets(d, bport, args.compare, args.web):
+        for name, port, argv in targets(d, bport, args.compare, args.web, args.json):
             p = start(argv, PROXY_CPU, cwd=d)
             procs.append(p)
             wait_port(port)
@@ -183,8 +251,8 @@ def main():
         for name, port, _ in running:
             rs = samples[name]
             med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
-            ctype = "application/grpc-web+proto" if name.endswith("grpc_web") else "application/grpc"
-            grpc_bad = grpc_check(port, ctype=ctype)
+            ctype = ctype_of(name)
+            grpc_bad = grpc_check(port, ctype=ctype) if ctype != "application/json" else json_check(port)
             print(f"{name:18s} gRPC check: {grpc_bad} of {CHECK_CALLS} calls without grpc-status 0", flush=True)
             rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"),
                          "bad": sum(r["bad"] for r in rs) + grpc_bad})
@@ -196,7 +264,8 @@ def main():
     lines = ["| target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | "
              "failures (non-2xx + gRPC check) |",
              "|---|---:|---:|---:|---:|---:|",
-             f"| direct (h2load -> nghttpd) | {direct['rps']:.0f} | - | - | - | {direct['bad']} |"]
+             f"| direct (h2load -> {'nginx' if args.json else 'nghttpd'}) | {direct['rps']:.0f} | - | - | - | "
+             f"{direct['bad']} |"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['rps'] / hap['rps']:.2f} | "
                      f"{r['cpu'] / hap['cpu']:.2f} | {r['bad']} |")

@@ -741,6 +741,16 @@ static void gj_on_complete(void *conf, tg_filter_exchange_t *fx, size_t index, c
     }
 }
 
+/* The whole JSON body (up to max_message_bytes) is read before the
+ * request goes: the call's message is made once, and kept to be sent
+ * again when an HTTP/2 upstream refuses the stream (REFUSED_STREAM,
+ * GOAWAY) as a native call's body is. */
+static size_t gj_body_prefix(const void *conf)
+{
+    const gj_conf_t *c = conf;
+    return (size_t)c->max_message;
+}
+
 const tg_filter_type_t tg_filter_grpc_json = {
     .name = "grpc_json",
     .doc = "REST and JSON calls to gRPC services: google.api.http rules or POST /pkg.Service/Method, messages as "
@@ -748,6 +758,7 @@ const tg_filter_type_t tg_filter_grpc_json = {
     .keys = &gj_keyset,
     .create = gj_create,
     .destroy = gj_destroy,
+    .body_prefix = gj_body_prefix,
     .on_request = gj_on_request,
     .on_request_body = gj_on_request_body,
     .on_response = gj_on_response,
