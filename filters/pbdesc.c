@@ -209,6 +209,24 @@ static int by_number(const void *a, const void *b)
     return x->number < y->number ? -1 : x->number > y->number;
 }
 
+/* A descriptor's name (field 1) and how many field-2 entries it has (its
+ * fields, values or methods): the sizes of what it holds. 0, or -1 if it
+ * is malformed or has no name. */
+static int scan_named(builder_t *b, const uint8_t *d, size_t n, const char **name, size_t *count)
+{
+    tg_pb_reader_t r = tg_pb_reader(d, n);
+    tg_pb_field_t f;
+    int rc;
+    *name = NULL;
+    *count = 0;
+    while ((rc = tg_pb_next(&r, &f)) > 0) {
+        *count += f.num == 2 && f.wire == TG_PB_LEN;
+        if (f.num == 1)
+            *name = str_of(b, &f);
+    }
+    return rc < 0 || *name == NULL ? -1 : 0;
+}
+
 static void read_message(builder_t *b, const uint8_t *d, size_t n, const char *scope, int proto3, int depth)
 {
     if (depth > MAX_NESTING) {
@@ -221,17 +239,9 @@ static void read_message(builder_t *b, const uint8_t *d, size_t n, const char *s
         return;
     }
     memset(m, 0, sizeof(*m));
-    size_t count = 0;
-    const char *name = NULL;
-    tg_pb_reader_t r = tg_pb_reader(d, n);
-    tg_pb_field_t f;
-    int rc;
-    while ((rc = tg_pb_next(&r, &f)) > 0) {
-        count += f.num == 2 && f.wire == TG_PB_LEN;
-        if (f.num == 1)
-            name = str_of(b, &f);
-    }
-    if (rc < 0 || name == NULL) {
+    size_t count;
+    const char *name;
+    if (scan_named(b, d, n, &name, &count) < 0) {
         fail(b, "a message is malformed");
         return;
     }
@@ -242,7 +252,8 @@ static void read_message(builder_t *b, const uint8_t *d, size_t n, const char *s
         fail(b, "out of memory");
         return;
     }
-    r = tg_pb_reader(d, n);
+    tg_pb_reader_t r = tg_pb_reader(d, n);
+    tg_pb_field_t f;
     while (tg_pb_next(&r, &f) > 0 && !b->failed) {
         if (f.wire != TG_PB_LEN)
             continue;
@@ -385,20 +396,13 @@ static void read_service(builder_t *b, const uint8_t *d, size_t n, const char *s
                          size_t *n_pend, size_t *cap_pend)
 {
     tg_pbd_service_t *s = tg_arena_alloc(&b->p->arena, sizeof(*s));
-    size_t count = 0;
-    const char *name = NULL;
-    tg_pb_reader_t r = tg_pb_reader(d, n);
-    tg_pb_field_t f;
-    int rc;
-    while ((rc = tg_pb_next(&r, &f)) > 0) {
-        count += f.num == 2 && f.wire == TG_PB_LEN;
-        if (f.num == 1)
-            name = str_of(b, &f);
-    }
-    if (s == NULL || rc < 0 || name == NULL) {
+    size_t count;
+    const char *name;
+    if (s == NULL || scan_named(b, d, n, &name, &count) < 0) {
         fail(b, "a service is malformed");
         return;
     }
+    int rc;
     s->full_name = join(b, scope, name);
     s->methods = tg_arena_alloc(&b->p->arena, (count ? count : 1) * sizeof(*s->methods));
     s->n_methods = 0;
@@ -406,7 +410,8 @@ static void read_service(builder_t *b, const uint8_t *d, size_t n, const char *s
         fail(b, "out of memory");
         return;
     }
-    r = tg_pb_reader(d, n);
+    tg_pb_reader_t r = tg_pb_reader(d, n);
+    tg_pb_field_t f;
     while (tg_pb_next(&r, &f) > 0 && !b->failed) {
         if (f.num != 2 || f.wire != TG_PB_LEN)
             continue;

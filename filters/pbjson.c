@@ -593,13 +593,24 @@ static int wkt_fields(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, 
     return 0;
 }
 
-static int emit_timestamp(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, size_t ns, struct evbuffer *out)
+/* Timestamp's and Duration's seconds = 1 and nanos = 2. */
+static int secs_nanos(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, size_t ns, int64_t *secs,
+                      int32_t *nanos)
 {
     tg_pb_field_t s, n;
     if (wkt_fields(c, m, spans, ns, &s, &n, TG_PB_VARINT) < 0)
         return -1;
-    int64_t secs = (int64_t)s.v;
-    int32_t nanos = (int32_t)n.v;
+    *secs = (int64_t)s.v;
+    *nanos = (int32_t)n.v;
+    return 0;
+}
+
+static int emit_timestamp(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, size_t ns, struct evbuffer *out)
+{
+    int64_t secs;
+    int32_t nanos;
+    if (secs_nanos(c, m, spans, ns, &secs, &nanos) < 0)
+        return -1;
     if (secs < TS_MIN || secs > TS_MAX || nanos < 0 || nanos > 999999999)
         return fail(c, "Timestamp out of range (%lld s, %d ns)", (long long)secs, nanos);
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400), rest = secs - days * 86400, y;
@@ -614,11 +625,10 @@ static int emit_timestamp(ctx_t *c, const tg_pbd_message_t *m, const span_t *spa
 
 static int emit_duration(ctx_t *c, const tg_pbd_message_t *m, const span_t *spans, size_t ns, struct evbuffer *out)
 {
-    tg_pb_field_t s, n;
-    if (wkt_fields(c, m, spans, ns, &s, &n, TG_PB_VARINT) < 0)
+    int64_t secs;
+    int32_t nanos;
+    if (secs_nanos(c, m, spans, ns, &secs, &nanos) < 0)
         return -1;
-    int64_t secs = (int64_t)s.v;
-    int32_t nanos = (int32_t)n.v;
     if (secs < -DUR_MAX || secs > DUR_MAX || nanos < -999999999 || nanos > 999999999 ||
         (secs > 0 && nanos < 0) || (secs < 0 && nanos > 0))
         return fail(c, "Duration out of range (%lld s, %d ns)", (long long)secs, nanos);
