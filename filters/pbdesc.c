@@ -274,7 +274,8 @@ static void read_message(builder_t *b, const uint8_t *d, size_t n, const char *s
             m->n_oneofs++;
         }
     }
-    qsort(m->fields, m->n_fields, sizeof(*m->fields), by_number);
+    if (m->n_fields > 1)
+        qsort(m->fields, m->n_fields, sizeof(*m->fields), by_number);
     for (size_t i = 1; i < m->n_fields; i++)
         if (m->fields[i].number == m->fields[i - 1].number)
             fail(b, "%s: field number %u used twice", m->full_name, m->fields[i].number);
@@ -532,8 +533,10 @@ tg_pbd_pool_t *tg_pbd_pool_new(const void *set, size_t len, char *why, size_t ca
     if (rc < 0)
         fail(&b, "not a FileDescriptorSet");
     if (!b.failed) {
-        qsort(b.p->messages, b.p->n_messages, sizeof(*b.p->messages), by_name);
-        qsort(b.p->enums, b.p->n_enums, sizeof(*b.p->enums), by_name);
+        if (b.p->n_messages > 1) /* qsort must not see the NULL of an empty list */
+            qsort(b.p->messages, b.p->n_messages, sizeof(*b.p->messages), by_name);
+        if (b.p->n_enums > 1)
+            qsort(b.p->enums, b.p->n_enums, sizeof(*b.p->enums), by_name);
         for (size_t i = 1; i < b.p->n_messages; i++)
             if (strcmp(b.p->messages[i]->full_name, b.p->messages[i - 1]->full_name) == 0)
                 fail(&b, "message %s is defined twice", b.p->messages[i]->full_name);
