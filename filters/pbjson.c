@@ -17,6 +17,7 @@
 
 #include "filters/grpcweb.h" /* tg_grpcweb_b64_encode */
 #include "proxy/base/arena.h"
+#include "proxy/base/civil.h"
 #include "proxy/base/fnv.h"
 #include "proxy/base/json.h"
 
@@ -59,30 +60,6 @@ static int wire_of(tg_pbt_t t)
     case TG_PBT_STRING: case TG_PBT_BYTES: case TG_PBT_MESSAGE: return TG_PB_LEN;
     default: return TG_PB_VARINT;
     }
-}
-
-/* Civil date from days since 1970-01-01 (Howard Hinnant's algorithm). */
-static void civil(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
 }
 
 #define TS_MIN (-62135596800LL) /* 0001-01-01T00:00:00Z */
@@ -615,7 +592,7 @@ static int emit_timestamp(ctx_t *c, const tg_pbd_message_t *m, const span_t *spa
         return fail(c, "Timestamp out of range (%lld s, %d ns)", (long long)secs, nanos);
     int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400), rest = secs - days * 86400, y;
     unsigned mo, d;
-    civil(days, &y, &mo, &d);
+    tg_civil_from_days(days, &y, &mo, &d);
     char f[16];
     frac(f, sizeof(f), nanos);
     evbuffer_add_printf(out, "\"%04lld-%02u-%02uT%02lld:%02lld:%02lld%sZ\"", (long long)y, mo, d,
@@ -1140,6 +1117,24 @@ static int encode_map(ctx_t *c, const tg_pbd_field_t *f, const tg_json_t *v, tg_
     return 0;
 }
 
+/* An optional ".f{1,9}" at *p into nanoseconds; *p moves past it. -1 when
+ * the dot has no digits or more than nine. */
+static int read_nanos(const char **p, int32_t *nanos)
+{
+    *nanos = 0;
+    if (**p != '.')
+        return 0;
+    int digits = 0;
+    for ((*p)++; **p >= '0' && **p <= '9'; (*p)++, digits++)
+        if (digits < 9)
+            *nanos = *nanos * 10 + (**p - '0');
+    if (digits == 0 || digits > 9)
+        return -1;
+    for (; digits < 9; digits++)
+        *nanos *= 10;
+    return 0;
+}
+
 /* Timestamp from RFC 3339: YYYY-MM-DDThh:mm:ss[.f{1,9}](Z|±hh:mm). */
 static int encode_timestamp(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
 {
@@ -1150,17 +1145,9 @@ static int encode_timestamp(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
         d > 31 || h > 23 || mi > 59 || se > 59)
         return fail(c, "Timestamp: '%s' is not RFC 3339", s ? s : "(not a string)");
     const char *p = s + 19;
-    int32_t nanos = 0;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 9)
-                nanos = nanos * 10 + (*p - '0');
-        if (digits == 0 || digits > 9)
-            return fail(c, "Timestamp: '%s' has 1 to 9 fractional digits", s);
-        for (; digits < 9; digits++)
-            nanos *= 10;
-    }
+    int32_t nanos;
+    if (read_nanos(&p, &nanos) < 0)
+        return fail(c, "Timestamp: '%s' has 1 to 9 fractional digits", s);
     int64_t offset = 0;
     if (*p == 'Z' || *p == 'z') {
         p++;
@@ -1175,7 +1162,7 @@ static int encode_timestamp(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
     }
     if (*p != '\0')
         return fail(c, "Timestamp: '%s' is not RFC 3339", s);
-    int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - offset;
+    int64_t secs = tg_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - offset;
     if (secs < TS_MIN || secs > TS_MAX)
         return fail(c, "Timestamp: '%s' is out of range", s);
     if (secs)
@@ -1201,17 +1188,9 @@ static int encode_duration(ctx_t *c, const tg_json_t *v, tg_pb_writer_t *w)
             break;
         secs = secs * 10 + (*p - '0');
     }
-    int32_t nanos = 0;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 9)
-                nanos = nanos * 10 + (*p - '0');
-        if (digits == 0 || digits > 9)
-            return fail(c, "Duration: '%s' has 1 to 9 fractional digits", s);
-        for (; digits < 9; digits++)
-            nanos *= 10;
-    }
+    int32_t nanos;
+    if (read_nanos(&p, &nanos) < 0)
+        return fail(c, "Duration: '%s' has 1 to 9 fractional digits", s);
     if (!any || p != s + n - 1 || secs > DUR_MAX)
         return fail(c, "Duration: '%s' is not like 1.5s, or out of range", s);
     if (secs)

@@ -24,6 +24,7 @@
 #include "filters/key.h"
 #include "filters/keytab.h"
 #include "filters/limited.h"
+#include "proxy/base/civil.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/json.h"
 
@@ -133,29 +134,6 @@ int32_t tg_tz_offset(const tg_tz_t *tz, int64_t t)
     return tz->offset[tz->type[lo]];
 }
 
-/* Days since 1970-01-01 of a civil date, and back (H. Hinnant's algorithms). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
 static int64_t floor_div(int64_t a, int64_t b)
 {
     return a / b - (a % b != 0 && (a < 0) != (b < 0));
@@ -177,9 +155,9 @@ int64_t tg_quota_period(const tg_tz_t *tz, tg_quota_period_t p, int64_t t, int64
         return day;
     }
     int64_t y;
-    unsigned m;
-    civil_from_days(day, &y, &m);
-    *end = local_midnight(tz, m == 12 ? days_from_civil(y + 1, 1, 1) : days_from_civil(y, m + 1, 1));
+    unsigned m, d;
+    tg_civil_from_days(day, &y, &m, &d);
+    *end = local_midnight(tz, m == 12 ? tg_days_from_civil(y + 1, 1, 1) : tg_days_from_civil(y, m + 1, 1));
     return y * 12 + (m - 1);
 }
 
