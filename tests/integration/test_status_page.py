@@ -38,13 +38,24 @@ def states(dom):
     return dict(re.findall(r'data-endpoint="([^"]+)" data-state="([^"]+)"', dom))
 
 
-class StatusPageTest(harness.GatewayTest):
+class DrivenGateway(harness.GatewayTest):
+    """A gateway of two workers over two health-checked apps, with the
+    subclass's routes, and a thread sending requests (path(i)) every
+    PAUSE seconds until the class ends."""
+    APPS = ("a", "b")
+    ROUTES = ""
+    PAUSE = 0.01
+
+    @classmethod
+    def path(cls, i):
+        return "/items"
+
     @classmethod
     def setUpClass(cls):
-        cls.a, cls.b = harness.start_app("status-a"), harness.start_app("status-b")
+        cls.a, cls.b = harness.start_app(cls.APPS[0]), harness.start_app(cls.APPS[1])
         cls.procs = [cls.a, cls.b]
         cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cfg = f"""
+        cls.cfg = f"""
 workers: 2
 admin: {{ listen: 127.0.0.1:{cls.admin} }}
 listeners:
@@ -55,14 +66,8 @@ clusters:
     endpoints: [127.0.0.1:{cls.a.port}, 127.0.0.1:{cls.b.port}]
     health_check: {{ path: /whoami, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
 routes:
-  - name: items
-    match: {{ path_prefix: /items }}
-    cluster: app
-  - name: errors
-    match: {{ path_prefix: /status }}
-    cluster: app
-"""
-        cls.gateway = harness.Gateway(cfg, port=cls.port)
+""" + cls.ROUTES
+        cls.gateway = harness.Gateway(cls.cfg, port=cls.port)
         cls.stop_traffic = threading.Event()
         cls.traffic = threading.Thread(target=cls.drive, daemon=True)
         cls.traffic.start()
@@ -73,17 +78,32 @@ routes:
         i = 0
         while not cls.stop_traffic.is_set():
             try:
-                s.get(cls.gateway.url("/items" if i % 4 else "/status/503"), timeout=5)
+                s.get(cls.gateway.url(cls.path(i)), timeout=5)
             except requests.RequestException:
                 pass
             i += 1
-            time.sleep(0.01)
+            time.sleep(cls.PAUSE)
 
     @classmethod
     def tearDownClass(cls):
         cls.stop_traffic.set()
         cls.traffic.join(timeout=10)
         cls.finish()
+
+
+class StatusPageTest(DrivenGateway):
+    APPS = ("status-a", "status-b")
+    ROUTES = """  - name: items
+    match: { path_prefix: /items }
+    cluster: app
+  - name: errors
+    match: { path_prefix: /status }
+    cluster: app
+"""
+
+    @classmethod
+    def path(cls, i):
+        return "/items" if i % 4 else "/status/503"
 
     def admin_url(self, path):
         return f"http://127.0.0.1:{self.admin}{path}"
@@ -169,7 +189,7 @@ def dom_charts(dom, route):
             re.findall(r'data-chart="(\w+)" data-points="(\d+)" data-max="([\d.e+-]+)"', m.group(0))}
 
 
-class StatusHistoryTest(harness.GatewayTest):
+class StatusHistoryTest(DrivenGateway):
     """The last 15 minutes on the page: during a test that kills an
     endpoint, bursts errors on one route and floods a rate-limited one,
     the first page loaded once the gateway has seen it shows the error
@@ -177,56 +197,22 @@ class StatusHistoryTest(harness.GatewayTest):
     (it does not wait for a 10-second bucket to close: the current one is
     drawn as it fills)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.a, cls.b = harness.start_app("hist-a"), harness.start_app("hist-b")
-        cls.procs = [cls.a, cls.b]
-        cls.port, cls.admin = harness.free_port(), harness.free_port()
-        cls.cfg = f"""
-workers: 2
-admin: {{ listen: 127.0.0.1:{cls.admin} }}
-listeners:
-  - name: main
-    listen: 127.0.0.1:{cls.port}
-clusters:
-  - name: app
-    endpoints: [127.0.0.1:{cls.a.port}, 127.0.0.1:{cls.b.port}]
-    health_check: {{ path: /whoami, interval: 200ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
-routes:
-  - name: items
-    match: {{ path_prefix: /items }}
+    APPS = ("hist-a", "hist-b")
+    PAUSE = 0.02
+    ROUTES = """  - name: items
+    match: { path_prefix: /items }
     cluster: app
   - name: api
-    match: {{ path_prefix: /status }}
+    match: { path_prefix: /status }
     cluster: app
   - name: limited
-    match: {{ path_prefix: /whoami }}
+    match: { path_prefix: /whoami }
     cluster: app
     filters:
-      - rate_limit: {{ key: header:x-api-key, limit: 1000000, window: 60s, mode: shadow }}
-      - rate_limit: {{ key: header:x-api-key, limit: 2, window: 60s, mode: shadow }}
-      - rate_limit: {{ key: header:x-tenant, limit: 3, window: 60s, show_keys: plain }}
+      - rate_limit: { key: header:x-api-key, limit: 1000000, window: 60s, mode: shadow }
+      - rate_limit: { key: header:x-api-key, limit: 2, window: 60s, mode: shadow }
+      - rate_limit: { key: header:x-tenant, limit: 3, window: 60s, show_keys: plain }
 """
-        cls.gateway = harness.Gateway(cls.cfg, port=cls.port)
-        cls.stop_traffic = threading.Event()
-        cls.traffic = threading.Thread(target=cls.drive, daemon=True)
-        cls.traffic.start()
-
-    @classmethod
-    def drive(cls):
-        s = requests.Session()
-        while not cls.stop_traffic.is_set():
-            try:
-                s.get(cls.gateway.url("/items"), timeout=5)
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stop_traffic.set()
-        cls.traffic.join(timeout=10)
-        cls.finish()
 
     def history(self):
         r = requests.get(f"http://127.0.0.1:{self.admin}/status.json?history=15m", timeout=10)
