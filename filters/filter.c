@@ -148,6 +148,30 @@ static int start_list(const tg_filter_list_t *l, unsigned n_workers, const tg_fi
     return 0;
 }
 
+static int prepare_list(const tg_filter_list_t *l, const tg_filter_prep_t *p, const tg_filter_place_t *at,
+                        tg_errors_t *errs)
+{
+    int rc = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].type->prepare != NULL && l->v[i].type->prepare(l->v[i].conf, p, at, errs) < 0)
+            rc = -1;
+    return rc;
+}
+
+int tg_filters_prepare(const tg_config_t *cfg, const tg_filter_prep_t *p, tg_errors_t *errs)
+{
+    int rc = prepare_list(&cfg->filters, p, NULL, errs);
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const tg_route_conf_t *r = &cfg->routes[i];
+        tg_filter_place_t at = { .route = r->name,
+                                 .cluster = r->backends == NULL ? cfg->clusters[r->cluster].name : NULL,
+                                 .timeout_ms = r->timeout_ms };
+        if (prepare_list(&r->filters, p, &at, errs) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
 int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs)
 {
     if (start_list(&cfg->filters, n_workers, host, errs) < 0)

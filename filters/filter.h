@@ -258,6 +258,13 @@ typedef struct tg_filter_record {
     const tg_headers_t *response_headers, *response_trailers;
 } tg_filter_record_t;
 
+/* The route a filter instance sits on, for its prepare hook. */
+typedef struct tg_filter_place {
+    const char *route;          /* its name */
+    const char *cluster;        /* its cluster; NULL when it splits its traffic (`clusters:`) */
+    uint64_t timeout_ms;        /* its `timeout` */
+} tg_filter_place_t;
+
 typedef struct tg_filter_type {
     const char *name;           /* the YAML key: `- name: {...}` */
     const char *doc;            /* one line, for the schema and the man page */
@@ -275,6 +282,14 @@ typedef struct tg_filter_type {
      * -1 with the reason in errs (the start-up or reload fails; destroy
      * cleans up). Main thread. May be NULL. */
     int (*start)(void *conf, const tg_filter_host_t *host, tg_errors_t *errs);
+    /* What the filter must have from an upstream before it can serve
+     * (grpc_json's descriptors by gRPC server reflection), fetched through
+     * p's calls: at start-up and on a reload (after inherit, before
+     * start) and under `tollgate -t`. at: the route whose chain holds it
+     * (NULL in the global chain). 0, or -1 with the reason in errs (the
+     * start-up, reload or check fails). Main thread; blocks for the
+     * calls' time. May be NULL. */
+    int (*prepare)(void *conf, const tg_filter_prep_t *p, const struct tg_filter_place *at, tg_errors_t *errs);
     void (*destroy)(void *conf);
     /* How many bytes of request body this filter wants to see in its
      * request hook (fx->body_prefix): the exchange reads that much (or the
@@ -425,6 +440,9 @@ void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
  * n_workers workers (host: what the process offers them, host.h), and
  * makes room for the per-worker states; 0, or -1 with the reasons in
  * errs. Main thread. */
+/* Every filter's prepare hook (filter.h), the global chain's then each
+ * route's. 0, or -1 with the reasons in errs. */
+int tg_filters_prepare(const tg_config_t *cfg, const tg_filter_prep_t *p, tg_errors_t *errs);
 int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs);
 
 /* Worker `worker` takes cfg up: its per-worker states (worker_init). 0,

@@ -35,8 +35,11 @@
 #include "filters/httprule.h"
 #include "filters/pbdesc.h"
 #include "filters/pbjson.h"
+#include "filters/reflect.h"
 #include "proxy/base/http.h"
+#include "proxy/base/clock.h"
 #include "proxy/base/json.h"
+#include "proxy/base/log.h"
 
 #define MAX_BINDINGS 32
 
@@ -50,6 +53,15 @@ typedef struct gj_rule {
 
 typedef struct gj_conf {
     char *descriptors;
+    int reflection;              /* descriptors by gRPC server reflection from the route's cluster */
+    uint64_t reflection_timeout_ms;
+    uint8_t *raw;                /* reflection: the FileDescriptorSet in use, for the next reload */
+    size_t raw_len;
+    char *cluster;               /* ... and the cluster it came from */
+    uint8_t *last_raw;           /* the previous config's (inherit): kept when reflection fails */
+    size_t last_len;
+    char *last_cluster;
+    uint64_t deadline_ms;        /* grpc-timeout for unary calls that bring none: the route's timeout */
     char **services;
     size_t n_services;
     int always_print, preserve_names;
@@ -90,10 +102,18 @@ static const tg_keyset_t print_keyset = TG_KEYSET("filter.grpc_json.print_option
                                                   print_keys);
 
 static const tg_key_t gj_keys[] = {
-    { "descriptors", TG_KEY_STRING, "path (required)", "—",
+    { "descriptors", TG_KEY_STRING, "path", "— (this or `reflection`)",
       "a FileDescriptorSet of the services (`protoc --include_imports --descriptor_set_out=FILE`), relative to "
       "the config file",
-      .flags = TG_KEY_REQUIRED, TG_FIELD(gj_conf_t, descriptors, TG_FIELD_STR) },
+      TG_FIELD(gj_conf_t, descriptors, TG_FIELD_STR) },
+    { "reflection", TG_KEY_BOOL, "boolean", "`false`",
+      "fetch the descriptors from the route's cluster by gRPC server reflection (`grpc.reflection.v1`, else "
+      "`v1alpha`) at start-up, on each reload and under `tollgate -t`; a failed fetch keeps the last good ones "
+      "(start-up and `-t` fail when there are none)",
+      TG_FIELD(gj_conf_t, reflection, TG_FIELD_INT) },
+    { "reflection_timeout", TG_KEY_DURATION, "duration 100ms–1m", "`5s`",
+      "the whole fetch (every round, every endpoint tried); start-up and reloads wait for it",
+      .min = 100, .max = 60000, TG_FIELD(gj_conf_t, reflection_timeout_ms, TG_FIELD_U64), .def = 5000 },
     { "services", TG_KEY_STRINGS, "list of full service names", "all in the descriptors",
       "the services offered as JSON" },
     { "print_options", TG_KEY_MAP, "`{ always_print_primitive_fields, preserve_proto_field_names }`", "none",
@@ -122,6 +142,10 @@ static void gj_destroy(void *p)
         free(c->services[i]);
     free(c->services);
     free(c->descriptors);
+    free(c->raw);
+    free(c->cluster);
+    free(c->last_raw);
+    free(c->last_cluster);
     tg_pbd_pool_free(c->pool);
     free(c);
 }
@@ -136,8 +160,72 @@ static int offered(const gj_conf_t *c, const char *service)
     return 0;
 }
 
-/* The pool from the descriptors file, and each method's rules. */
-static int load(gj_conf_t *c, tg_node_t *node, const char *config_path)
+/* The pool from a FileDescriptorSet (src names where it came from, for
+ * errors), and each offered method's rules. 0, or -1 with why. */
+static int build(gj_conf_t *c, const void *set, size_t len, const char *src, char *why, size_t cap)
+{
+    char err[256] = "out of memory";
+    if ((c->pool = tg_pbd_pool_new(set, len, err, sizeof(err))) == NULL) {
+        snprintf(why, cap, "descriptors %s: %s", src, err);
+        return -1;
+    }
+    size_t count = 0, methods = 0;
+    for (size_t i = 0; i < c->pool->n_services; i++) {
+        const tg_pbd_service_t *sv = c->pool->services[i];
+        if (!offered(c, sv->full_name))
+            continue;
+        for (size_t j = 0; j < sv->n_methods; j++)
+            count += sv->methods[j].n_rules, methods++;
+    }
+    for (size_t i = 0; i < c->n_services; i++) {
+        int found = 0;
+        for (size_t j = 0; j < c->pool->n_services && !found; j++)
+            found = strcmp(c->pool->services[j]->full_name, c->services[i]) == 0;
+        if (!found) {
+            snprintf(why, cap, "no service %s in %s", c->services[i], src);
+            return -1;
+        }
+    }
+    if (methods == 0) {
+        snprintf(why, cap, "no method to offer in %s", src);
+        return -1;
+    }
+    if ((c->rules = calloc(count ? count : 1, sizeof(*c->rules))) == NULL) {
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < c->pool->n_services; i++) {
+        const tg_pbd_service_t *sv = c->pool->services[i];
+        for (size_t j = 0; offered(c, sv->full_name) && j < sv->n_methods; j++) {
+            const tg_pbd_method_t *m = &sv->methods[j];
+            for (size_t r = 0; r < m->n_rules; r++) {
+                gj_rule_t *g = &c->rules[c->n_rules];
+                g->method = m;
+                g->verb = m->rules[r].verb;
+                g->body = m->rules[r].body;
+                g->response_body = m->rules[r].response_body;
+                if (g->response_body[0] != '\0' && tg_pbd_field_named(m->output, g->response_body) == NULL) {
+                    snprintf(why, cap, "%s: response_body '%s' is not a field of %s", m->path, g->response_body,
+                             m->output->full_name);
+                    return -1;
+                }
+                if ((g->tmpl = tg_http_template_parse(m->rules[r].path, err, sizeof(err))) == NULL) {
+                    snprintf(why, cap, "%s: google.api.http path '%s': %s", m->path, m->rules[r].path, err);
+                    return -1;
+                }
+                c->n_rules++;
+                if (m->client_streaming && strcmp(g->body, "*") != 0) {
+                    snprintf(why, cap, "%s: a client stream's rule needs body: \"*\" (NDJSON)", m->path);
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* The descriptors file, relative to the config file. */
+static int load_file(gj_conf_t *c, tg_node_t *node, const char *config_path)
 {
     char full[4096];
     const char *slash = strrchr(config_path, '/');
@@ -166,70 +254,18 @@ static int load(gj_conf_t *c, tg_node_t *node, const char *config_path)
         }
     }
     fclose(f);
-    char why[256] = "out of memory or larger than 64 MiB";
-    c->pool = buf != NULL ? tg_pbd_pool_new(buf, n, why, sizeof(why)) : NULL;
+    char why[512];
+    int rc = buf != NULL ? build(c, buf, n, full, why, sizeof(why))
+                         : (snprintf(why, sizeof(why), "descriptors %.400s: out of memory or larger than 64 MiB", full), -1);
     free(buf);
-    if (c->pool == NULL) {
-        tg_node_error(node, "grpc_json: descriptors %s: %s", full, why);
-        return -1;
-    }
-    size_t count = 0, methods = 0;
-    for (size_t i = 0; i < c->pool->n_services; i++) {
-        const tg_pbd_service_t *s = c->pool->services[i];
-        if (!offered(c, s->full_name))
-            continue;
-        for (size_t j = 0; j < s->n_methods; j++)
-            count += s->methods[j].n_rules, methods++;
-    }
-    for (size_t i = 0; i < c->n_services; i++) {
-        int found = 0;
-        for (size_t j = 0; j < c->pool->n_services && !found; j++)
-            found = strcmp(c->pool->services[j]->full_name, c->services[i]) == 0;
-        if (!found) {
-            tg_node_error(node, "grpc_json: no service %s in %s", c->services[i], full);
-            return -1;
-        }
-    }
-    if (methods == 0) {
-        tg_node_error(node, "grpc_json: no method to offer in %s", full);
-        return -1;
-    }
-    c->rules = calloc(count ? count : 1, sizeof(*c->rules));
-    if (c->rules == NULL)
-        return -1;
-    for (size_t i = 0; i < c->pool->n_services; i++) {
-        const tg_pbd_service_t *s = c->pool->services[i];
-        for (size_t j = 0; offered(c, s->full_name) && j < s->n_methods; j++) {
-            const tg_pbd_method_t *m = &s->methods[j];
-            for (size_t r = 0; r < m->n_rules; r++) {
-                gj_rule_t *g = &c->rules[c->n_rules];
-                g->method = m;
-                g->verb = m->rules[r].verb;
-                g->body = m->rules[r].body;
-                g->response_body = m->rules[r].response_body;
-                if (g->response_body[0] != '\0' && tg_pbd_field_named(m->output, g->response_body) == NULL) {
-                    tg_node_error(node, "grpc_json: %s: response_body '%s' is not a field of %s", m->path,
-                                  g->response_body, m->output->full_name);
-                    return -1;
-                }
-                if ((g->tmpl = tg_http_template_parse(m->rules[r].path, why, sizeof(why))) == NULL) {
-                    tg_node_error(node, "grpc_json: %s: google.api.http path '%s': %s", m->path, m->rules[r].path, why);
-                    return -1;
-                }
-                c->n_rules++;
-                if (m->client_streaming && strcmp(g->body, "*") != 0) {
-                    tg_node_error(node, "grpc_json: %s: a client stream's rule needs body: \"*\" (NDJSON)", m->path);
-                    return -1;
-                }
-            }
-        }
-    }
-    return 0;
+    if (rc < 0)
+        tg_node_error(node, "grpc_json: %s", why);
+    return rc;
 }
 
 static void *gj_create(tg_node_t *node, const char *config_path)
 {
-    tg_node_t v[8], p[2];
+    tg_node_t v[sizeof(gj_keys) / sizeof(gj_keys[0])], p[sizeof(print_keys) / sizeof(print_keys[0])];
     gj_conf_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -239,7 +275,11 @@ static void *gj_create(tg_node_t *node, const char *config_path)
         rc = -1;
     if (tg_node_present(&services) && tg_node_str_list(&services, "services", &c->services, &c->n_services) < 0)
         rc = -1;
-    if (rc == 0 && load(c, node, config_path) < 0)
+    if (rc == 0 && (c->descriptors != NULL) == (c->reflection != 0)) {
+        tg_node_error(node, "grpc_json: give either descriptors (a FileDescriptorSet file) or reflection: true");
+        rc = -1;
+    }
+    if (rc == 0 && c->descriptors != NULL && load_file(c, node, config_path) < 0)
         rc = -1;
     if (rc < 0) {
         gj_destroy(c);
@@ -250,6 +290,174 @@ static void *gj_create(tg_node_t *node, const char *config_path)
                                .ignore_unknown_fields = c->ignore_unknown != 0,
                                .max_depth = c->max_depth };
     return c;
+}
+
+/* ---- descriptors by gRPC server reflection (reflect.h) ---- */
+
+typedef struct answer {
+    int ok;                      /* 200 with grpc-status 0 */
+    int unimplemented;           /* 404, or grpc-status 12: the server has no such version */
+    char why[256];
+    uint8_t *body;
+    size_t len;
+} answer_t;
+
+static void answered(void *arg, const tg_filter_call_result_t *r)
+{
+    answer_t *a = arg;
+    if (r->status == 0) {
+        snprintf(a->why, sizeof(a->why), "%s", r->error);
+        return;
+    }
+    const tg_header_t *gs = tg_headers_get(r->trailers, "grpc-status");
+    const tg_header_t *gm = tg_headers_get(r->trailers, "grpc-message");
+    if (gs == NULL) { /* trailers-only */
+        gs = tg_headers_get(r->headers, "grpc-status");
+        gm = tg_headers_get(r->headers, "grpc-message");
+    }
+    int code = gs != NULL ? atoi(gs->value) : -1;
+    a->unimplemented = r->status == 404 || code == 12;
+    if (r->status != 200 || code != 0) {
+        snprintf(a->why, sizeof(a->why), "HTTP %d, grpc-status %s%s%.120s", r->status, gs ? gs->value : "(none)",
+                 gm ? ": " : "", gm ? gm->value : "");
+        return;
+    }
+    if ((a->body = malloc(r->body_len ? r->body_len : 1)) == NULL) {
+        snprintf(a->why, sizeof(a->why), "out of memory");
+        return;
+    }
+    memcpy(a->body, r->body, r->body_len);
+    a->len = r->body_len;
+    a->ok = 1;
+}
+
+/* The rounds of one reflection version (path) until the set is whole. 0
+ * with *set; -1 with why (*unimplemented: the server lacks the version). */
+static int reflect_rounds(const gj_conf_t *c, const tg_filter_prep_t *p, const char *cluster, const char *path,
+                          uint64_t deadline, uint8_t **set, size_t *set_len, int *unimplemented, char *why, size_t cap)
+{
+    static const char *const hdrs[] = { "content-type", "application/grpc" };
+    tg_reflect_t r;
+    if (tg_reflect_init(&r, (const char *const *)c->services, c->n_services) < 0) {
+        tg_reflect_free(&r);
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    int rc;
+    uint8_t *body;
+    size_t len;
+    while ((rc = tg_reflect_next(&r, &body, &len, why, cap)) > 0) {
+        uint64_t now = tg_clock_ms();
+        tg_filter_call_t call = { .cluster = cluster, .method = "POST", .path = path, .headers = hdrs, .n_headers = 1,
+                                  .body = (const char *)body, .body_len = len, .grpc = 1,
+                                  .timeout_ms = deadline > now ? deadline - now : 1,
+                                  .max_body = TG_REFLECT_MAX_BYTES + (1u << 20) };
+        answer_t a = { 0 };
+        if (p->call(p, &call, answered, &a) < 0)
+            snprintf(a.why, sizeof(a.why), "out of memory");
+        free(body);
+        *unimplemented = a.unimplemented && r.rounds == 1;
+        rc = a.ok ? tg_reflect_answer(&r, a.body, a.len, why, cap) : (snprintf(why, cap, "%s", a.why), -1);
+        free(a.body);
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0 && tg_reflect_set(&r, set, set_len) < 0) {
+        snprintf(why, cap, "out of memory");
+        rc = -1;
+    }
+    tg_reflect_free(&r);
+    return rc;
+}
+
+static int gj_prepare(void *conf, const tg_filter_prep_t *p, const tg_filter_place_t *at, tg_errors_t *errs)
+{
+    gj_conf_t *c = conf;
+    c->deadline_ms = at != NULL ? at->timeout_ms : 0;
+    if (!c->reflection)
+        return 0;
+    if (at == NULL || at->cluster == NULL) {
+        tg_errors_add(errs, "%s%s%sgrpc_json: reflection needs the route's one cluster (not in the global filters, "
+                      "not on a route with clusters:)", at ? "route '" : "", at ? at->route : "", at ? "': " : "");
+        return -1;
+    }
+    const char *route = at->route;
+    char why[512] = "", src[300];
+    uint8_t *set = NULL;
+    size_t len = 0;
+    int unimplemented = 0;
+    uint64_t deadline = tg_clock_ms() + c->reflection_timeout_ms;
+    const char *version = "v1";
+    int rc = reflect_rounds(c, p, at->cluster, TG_REFLECT_V1, deadline, &set, &len, &unimplemented, why, sizeof(why));
+    if (rc < 0 && unimplemented) {
+        version = "v1alpha";
+        rc = reflect_rounds(c, p, at->cluster, TG_REFLECT_V1ALPHA, deadline, &set, &len, &unimplemented, why,
+                            sizeof(why));
+        if (rc < 0 && unimplemented) {
+            char tmp[sizeof(why)];
+            snprintf(tmp, sizeof(tmp), "the service offers no reflection (grpc.reflection.v1 nor v1alpha): %.400s", why);
+            memcpy(why, tmp, sizeof(why));
+        }
+    }
+    snprintf(src, sizeof(src), "from cluster '%s' by reflection (%s)", at->cluster, version);
+    char bwhy[512];
+    if (rc == 0 && build(c, set, len, src, bwhy, sizeof(bwhy)) < 0) {
+        snprintf(why, sizeof(why), "%s", bwhy);
+        rc = -1;
+    }
+    if (rc == 0) {
+        c->raw = set;
+        c->raw_len = len;
+        if ((c->cluster = strdup(at->cluster)) == NULL) {
+            tg_errors_add(errs, "route '%s': grpc_json: out of memory", route);
+            return -1;
+        }
+        tg_info("route '%s': grpc_json: %zu service(s), %zu bytes of descriptors %s", route, c->pool->n_services, len,
+                src);
+        return 0;
+    }
+    free(set);
+    /* the last good set, if the previous config fetched one from this cluster */
+    tg_pbd_pool_free(c->pool);
+    c->pool = NULL;
+    for (size_t i = 0; i < c->n_rules; i++)
+        tg_http_template_free(c->rules[i].tmpl);
+    free(c->rules);
+    c->rules = NULL;
+    c->n_rules = 0;
+    if (c->last_raw != NULL && strcmp(c->last_cluster, at->cluster) == 0 &&
+        build(c, c->last_raw, c->last_len, "kept from the last fetch", bwhy, sizeof(bwhy)) == 0) {
+        tg_warn("route '%s': grpc_json: reflection from cluster '%s' failed: %s; the last good descriptors stay",
+                route, at->cluster, why);
+        c->raw = c->last_raw;
+        c->raw_len = c->last_len;
+        c->cluster = c->last_cluster;
+        c->last_raw = NULL;
+        c->last_cluster = NULL;
+        return 0;
+    }
+    tg_errors_add(errs, "route '%s': grpc_json: no descriptors: reflection from cluster '%s' failed: %s", route,
+                  at->cluster, why);
+    return -1;
+}
+
+/* A reload: the previous config's descriptors, for when reflection fails. */
+static void gj_inherit(void *new_conf, void *old_conf)
+{
+    gj_conf_t *n = new_conf, *o = old_conf;
+    if (!n->reflection || o->raw == NULL || n->last_raw != NULL)
+        return;
+    uint8_t *copy = malloc(o->raw_len ? o->raw_len : 1);
+    char *cluster = strdup(o->cluster);
+    if (copy == NULL || cluster == NULL) {
+        free(copy);
+        free(cluster);
+        return;
+    }
+    memcpy(copy, o->raw, o->raw_len);
+    n->last_raw = copy;
+    n->last_len = o->raw_len;
+    n->last_cluster = cluster;
 }
 
 /* ---- errors: google.rpc.Status as JSON ---- */
@@ -372,6 +580,17 @@ static tg_filter_status_t gj_on_request(void *conf, tg_filter_exchange_t *fx, si
     tg_headers_remove(&req->headers, "content-length");
     tg_headers_remove(&req->headers, "accept-encoding"); /* the answer is rewritten: identity from upstream */
     fx->want_trailers = 1;
+    /* the call's deadline, so that the service stops when the gateway
+     * stops waiting: a unary call's is the route's timeout (streams run
+     * as long as they flow) */
+    if (c->deadline_ms > 0 && !st->method->client_streaming && !st->method->server_streaming &&
+        tg_headers_get(&req->headers, "grpc-timeout") == NULL) {
+        unsigned long long ms = c->deadline_ms;
+        if (ms <= 99999999ull)
+            tg_filter_header_printf(&req->headers, fx->arena, "grpc-timeout", "%llum", ms);
+        else
+            tg_filter_header_printf(&req->headers, fx->arena, "grpc-timeout", "%lluS", ms / 1000 > 99999999ull ? 99999999ull : ms / 1000);
+    }
     if (req->body == TG_BODY_NONE && st->method->client_streaming) {
         /* a client stream without a body: no message at all */
     } else if (req->body == TG_BODY_NONE) { /* no body: the message is the bindings alone, made now */
@@ -730,6 +949,18 @@ static void gj_on_response_body(void *conf, tg_filter_exchange_t *fx, size_t ind
         tr->n = 0; /* the status went into the body: no HTTP trailers for a JSON client */
 }
 
+/* No answer from the service (connect failure, every endpoint down,
+ * timeout): the gateway's status, the body a google.rpc.Status as every
+ * other error of a JSON call (UNAVAILABLE, or DEADLINE_EXCEEDED on 504). */
+static tg_filter_status_t gj_on_no_answer(void *conf, tg_filter_exchange_t *fx, size_t index, int status)
+{
+    (void)conf;
+    if (fx->state[index] == NULL)
+        return TG_FILTER_CONTINUE; /* not a JSON call */
+    return status == 504 ? json_error(fx, 504, 4, "the service did not answer in time")
+                         : json_error(fx, status, 14, "the service is unavailable");
+}
+
 static void gj_on_complete(void *conf, tg_filter_exchange_t *fx, size_t index, const tg_filter_record_t *rec)
 {
     (void)conf;
@@ -757,11 +988,14 @@ const tg_filter_type_t tg_filter_grpc_json = {
            "proto3 JSON, server streams as NDJSON",
     .keys = &gj_keyset,
     .create = gj_create,
+    .prepare = gj_prepare,
+    .inherit = gj_inherit,
     .destroy = gj_destroy,
     .body_prefix = gj_body_prefix,
     .on_request = gj_on_request,
     .on_request_body = gj_on_request_body,
     .on_response = gj_on_response,
     .on_response_body = gj_on_response_body,
+    .on_no_answer = gj_on_no_answer,
     .on_complete = gj_on_complete,
 };

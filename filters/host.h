@@ -57,6 +57,17 @@ typedef struct tg_filter_call_result {
 
 typedef void (*tg_filter_call_cb)(void *arg, const tg_filter_call_result_t *r);
 
+/* What a filter's prepare hook (filter.h) may do while its config is
+ * readied: calls through the clusters of that config, each answered (or
+ * failed) before call() returns — cb runs inside it, once. Main thread,
+ * blocking up to the call's timeout; HTTP/2 clusters only. 0, or -1 (out
+ * of memory: cb will not run). */
+typedef struct tg_filter_prep tg_filter_prep_t;
+struct tg_filter_prep {
+    int (*call)(const tg_filter_prep_t *p, const tg_filter_call_t *c, tg_filter_call_cb cb, void *arg);
+    void *impl;
+};
+
 typedef struct tg_filter_host tg_filter_host_t;
 struct tg_filter_host {
     /* Main thread: runs c on a worker against the config in force

@@ -43,6 +43,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/stack.h"
 #include "proxy/stats.h"
+#include "proxy/syncall.h"
 #include "proxy/trace.h"
 #include "proxy/status.h"
 #include "proxy/worker.h"
@@ -84,6 +85,11 @@ int tg_process_check(const char *path, int dump)
 {
     tg_errors_t errs = { 0 };
     tg_snapshot_t *s = tg_snapshot_load(path, NULL, NULL, NULL, &errs); /* names are not looked up */
+    tg_filter_prep_t prep = s ? tg_syncall_prep(s) : (tg_filter_prep_t){ 0 };
+    if (s != NULL && tg_filters_prepare(s->cfg, &prep, &errs) < 0) { /* what filters fetch (descriptors) */
+        tg_snapshot_unref(s);
+        s = NULL;
+    }
     print_errors(&errs);
     tg_errors_free(&errs);
     if (s == NULL) {
@@ -221,6 +227,9 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         goto fail;
     const tg_config_t *oc = p->snap->cfg, *nc = ns->cfg;
     tg_filters_inherit(nc, oc); /* e.g. rate-limit counters: a reload is no reset */
+    tg_filter_prep_t prep = tg_syncall_prep(ns);
+    if (tg_filters_prepare(nc, &prep, errs) < 0) /* what filters fetch first (descriptors), the last good kept */
+        goto fail;
     if (tg_filters_start(nc, p->n_workers, p->host, errs) < 0) /* access logs open, their writers start */
         goto fail;
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
@@ -788,7 +797,9 @@ int tg_process_run(const char *path, int watch)
         tg_errors_add(&errs, "cannot set up the event loop or the resolver");
     else
         p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, tg_dns_resolver(p.dns), &errs);
-    if (p.snap != NULL && tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), p.host, &errs) < 0) {
+    tg_filter_prep_t prep = p.snap ? tg_syncall_prep(p.snap) : (tg_filter_prep_t){ 0 };
+    if (p.snap != NULL && (tg_filters_prepare(p.snap->cfg, &prep, &errs) < 0 ||
+                           tg_filters_start(p.snap->cfg, worker_count(p.snap->cfg), p.host, &errs) < 0)) {
         tg_snapshot_unref(p.snap);
         p.snap = NULL;
     }

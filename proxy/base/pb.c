@@ -61,23 +61,36 @@ static void tag(tg_pb_writer_t *w, uint32_t field, int wire)
     varint(w, (uint64_t)field << 3 | (uint64_t)wire);
 }
 
-void tg_pb_reserve_grpc_prefix(tg_pb_writer_t *w)
+size_t tg_pb_frame_begin(tg_pb_writer_t *w)
 {
+    size_t mark = w->len;
     if (room(w, 5) != NULL)
         w->len += 5;
+    return mark;
+}
+
+int tg_pb_frame_end(tg_pb_writer_t *w, size_t mark)
+{
+    if (w->failed || w->len < mark + 5 || w->len - mark - 5 > UINT32_MAX)
+        return -1;
+    uint32_t n = (uint32_t)(w->len - mark - 5);
+    uint8_t *p = w->p + mark;
+    p[0] = 0;
+    p[1] = (uint8_t)(n >> 24);
+    p[2] = (uint8_t)(n >> 16);
+    p[3] = (uint8_t)(n >> 8);
+    p[4] = (uint8_t)n;
+    return 0;
+}
+
+void tg_pb_reserve_grpc_prefix(tg_pb_writer_t *w)
+{
+    (void)tg_pb_frame_begin(w);
 }
 
 int tg_pb_grpc_frame(tg_pb_writer_t *w)
 {
-    if (w->failed || w->len < 5 || w->len - 5 > UINT32_MAX)
-        return -1;
-    uint32_t n = (uint32_t)(w->len - 5);
-    w->p[0] = 0;
-    w->p[1] = (uint8_t)(n >> 24);
-    w->p[2] = (uint8_t)(n >> 16);
-    w->p[3] = (uint8_t)(n >> 8);
-    w->p[4] = (uint8_t)n;
-    return 0;
+    return tg_pb_frame_end(w, 0);
 }
 
 void tg_pb_uint(tg_pb_writer_t *w, uint32_t field, uint64_t v)

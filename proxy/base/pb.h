@@ -37,6 +37,12 @@ void tg_pb_reserve_grpc_prefix(tg_pb_writer_t *w);
  * 0, or -1 if the writer failed. */
 int tg_pb_grpc_frame(tg_pb_writer_t *w);
 
+/* A gRPC message framed in place anywhere in the buffer (the messages of
+ * one stream, one after another): begin reserves its prefix and returns
+ * a mark, end writes the prefix for what was written since. end: 0, or
+ * -1 if the writer failed. */
+size_t tg_pb_frame_begin(tg_pb_writer_t *w);
+int tg_pb_frame_end(tg_pb_writer_t *w, size_t mark);
 void tg_pb_uint(tg_pb_writer_t *w, uint32_t field, uint64_t v);
 /* Fixed-width fields (fixed32, sfixed32, float; fixed64, sfixed64,
  * double), little-endian. */

@@ -21,16 +21,26 @@ import test_pbjson
 PROTOC = shutil.which("protoc")
 
 
+def start_backend(gen_dir, *flags, port=None):
+    """apps/transcode_server.py on a free port (or this one): (proc, port)."""
+    port = port or harness.free_port()
+    proc = harness.Proc([harness.PYTHON, os.path.join(harness.APPS, "transcode_server.py"), str(port), gen_dir,
+                         *flags], env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), name="transcode")
+    harness.wait_port(port, proc=proc.p)
+    return proc, port
+
+
 class GrpcJsonTest(harness.GatewayTest):
+    """Every case below runs twice: with the descriptors from a file, and
+    (GrpcJsonReflectionTest) learned from the service by reflection."""
+    SOURCE = "descriptors: echo.pb"
+
     @classmethod
     def setUpClass(cls):
         assert PROTOC, "protoc is not installed (scripts/deps.sh installs protobuf-compiler)"
         cls.dir = tempfile.mkdtemp(prefix="tg-grpcjson-")
         cls.pb2 = test_pbjson.compile_protos(cls.dir)
-        port = harness.free_port()
-        cls.backend = harness.Proc([harness.PYTHON, os.path.join(harness.APPS, "transcode_server.py"), str(port),
-                                    cls.dir], env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), name="transcode")
-        harness.wait_port(port, proc=cls.backend.p)
+        cls.backend, port = start_backend(cls.dir)
         cls.procs = [cls.backend]
         cls.port = harness.free_port()
         with open(os.path.join(cls.dir, "set.pb"), "rb") as f:
@@ -49,12 +59,12 @@ routes:
     match: {{ path: /tg.test.Echo/Plain }}
     cluster: grpc
     filters:
-      - grpc_json: {{ descriptors: echo.pb, print_options: {{ always_print_primitive_fields: true, preserve_proto_field_names: true }} }}
+      - grpc_json: {{ {cls.SOURCE}, print_options: {{ always_print_primitive_fields: true, preserve_proto_field_names: true }} }}
   - name: api
     match: {{ path_prefix: / }}
     cluster: grpc
     filters:
-      - grpc_json: {{ descriptors: echo.pb, max_message_bytes: 64KiB, max_depth: 8 }}
+      - grpc_json: {{ {cls.SOURCE}, max_message_bytes: 64KiB, max_depth: 8 }}
 """
         cls.gateway = harness.Gateway(cfg, port=cls.port, files={"echo.pb": descriptors})
 
@@ -234,6 +244,153 @@ routes: [{{ name: r, match: {{ path_prefix: / }}, cluster: c, filters: [{{ grpc_
             r = subprocess.run([harness.BIN, "-t", "-c", bad], capture_output=True, text=True, timeout=30)
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn(why, r.stderr)
+
+
+class GrpcJsonReflectionTest(GrpcJsonTest):
+    """The same cases, the descriptors fetched from the grpcio service by
+    gRPC server reflection (grpc.reflection.v1, files with their imports)."""
+    SOURCE = "reflection: true"
+
+
+class GrpcJsonReflectionLifecycleTest(harness.GatewayTest):
+    """Reflection as operators meet it: a server with only v1alpha that
+    sends no imports (asked for by name), `-t` and start-up refused
+    loudly when no descriptors can be had, a reload that fetches again,
+    and a reload while the service is down keeping the last good
+    descriptors. Unary calls carry the route's timeout as grpc-timeout."""
+
+    @classmethod
+    def setUpClass(cls):
+        assert PROTOC, "protoc is not installed (scripts/deps.sh installs protobuf-compiler)"
+        cls.dir = tempfile.mkdtemp(prefix="tg-grpcjson-refl-")
+        cls.pb2 = test_pbjson.compile_protos(cls.dir)
+        cls.backend, cls.bport = start_backend(cls.dir, "--reflection=v1alpha", "--no-imports")
+        cls.procs = [cls.backend]
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
+        cls.gateway = harness.Gateway(cls.config(cls.bport), port=cls.port)
+
+    @classmethod
+    def config(cls, bport, port=None, admin=None):
+        return f"""
+admin: {{ listen: 127.0.0.1:{admin or cls.admin} }}
+listeners:
+  - name: main
+    listen: 127.0.0.1:{port or cls.port}
+clusters:
+  - name: grpc
+    protocol: h2c
+    endpoints: [127.0.0.1:{bport}]
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    cluster: grpc
+    timeout: 30s
+    filters:
+      - grpc_json: {{ reflection: true, reflection_timeout: 3s }}
+"""
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.finish()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def call(self, name):
+        return requests.post(f"http://127.0.0.1:{self.port}/tg.test.Echo/Plain", json={"name": name}, timeout=10)
+
+    def reflections(self):
+        r = self.call("reflections")
+        self.assertEqual(r.status_code, 200, r.text)
+        return int(r.json()["message"])
+
+    def reload(self):
+        return requests.post(f"http://127.0.0.1:{self.admin}/-/reload", headers={"X-Tollgate-Admin": "1"}, timeout=30)
+
+    def check(self, bport):
+        path = os.path.join(self.dir, f"check-{bport}.yaml")
+        with open(path, "w") as f:
+            f.write(self.config(bport, port=harness.free_port(), admin=harness.free_port()))
+        return subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=60)
+
+    def test_1_v1alpha_without_imports(self):
+        r = self.call("x")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.json(), {"message": "hello x"})
+        r = requests.get(f"http://127.0.0.1:{self.port}/v1/echo/bob", timeout=10)  # a google.api.http rule
+        self.assertEqual((r.status_code, r.json()), (200, {"message": "hello bob"}))
+        self.assertIn("by reflection (v1alpha)", self.gateway.proc.output())
+
+    def test_2_check_and_start_fail_without_descriptors(self):
+        ok = self.check(self.bport)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        dead = self.check(harness.dead_port())
+        self.assertEqual(dead.returncode, 1, dead.stderr)
+        self.assertIn("no descriptors: reflection from cluster 'grpc' failed", dead.stderr)
+        self.assertIn("Connection refused", dead.stderr)
+        plain, pport = start_backend(self.dir, "--reflection=none")
+        try:
+            none = self.check(pport)
+            self.assertEqual(none.returncode, 1, none.stderr)
+            self.assertIn("offers no reflection", none.stderr)
+            # start-up refused too: the process exits 1 with the reason
+            path = os.path.join(self.dir, "start.yaml")
+            with open(path, "w") as f:
+                f.write(self.config(pport, port=harness.free_port(), admin=harness.free_port()))
+            r = subprocess.run([harness.BIN, "-c", path], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("offers no reflection", r.stderr)
+        finally:
+            plain.stop()
+
+    def test_3_reload_fetches_again(self):
+        before = self.reflections()
+        r = self.reload()
+        self.assertEqual(r.status_code, 200, r.text)
+        # list, the symbol, then the imports by name: at least three streams
+        self.assertGreaterEqual(self.reflections(), before + 3)
+
+    def test_4_reload_with_the_service_down_keeps_the_last_good(self):
+        self.backend.stop()
+        try:
+            r = self.reload()
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertIn("the last good descriptors stay", self.gateway.proc.output())
+            # still mapped (not 404): the call goes, the service is down
+            r = self.call("x")
+            self.assertEqual(r.status_code, 503, r.text)
+            self.assertEqual(r.json()["code"], 14)
+        finally:
+            type(self).backend, _ = start_backend(self.dir, "--reflection=v1alpha", "--no-imports", port=self.bport)
+            self.procs[0] = self.backend
+        r = harness.wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(self.call("back")), 30,
+                               "calls again once the service is back")
+        self.assertEqual(r.json(), {"message": "hello back"})
+
+    def test_6_over_tls(self):
+        """A cluster of protocol h2 with tls: reflection speaks TLS with
+        ALPN h2 and checks the certificate as the cluster says."""
+        os.makedirs(os.path.join(self.dir, "certs"), exist_ok=True)
+        certs = harness.make_certs(os.path.join(self.dir, "certs"))
+        tls, tport = start_backend(self.dir, f"--tls={certs['server.crt']},{certs['server.key']}")
+        try:
+            for tls_conf, want in ((f"{{ ca: {certs['ca.crt']}, server_name: localhost }}", 0),
+                                   ("{ server_name: localhost }", 1)):  # the system CAs do not know it
+                path = os.path.join(self.dir, "tls.yaml")
+                with open(path, "w") as f:
+                    f.write(self.config(tport, port=harness.free_port(), admin=harness.free_port()).replace(
+                        "protocol: h2c", f"protocol: h2\n    tls: {tls_conf}"))
+                r = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=60)
+                self.assertEqual(r.returncode, want, r.stderr)
+                self.assertIn("by reflection (v1)" if want == 0 else "TLS handshake failed", r.stderr)
+        finally:
+            tls.stop()
+
+    def test_5_unary_calls_carry_the_route_timeout(self):
+        r = self.call("deadline")
+        self.assertEqual(r.status_code, 200, r.text)
+        left = float(r.json()["message"])
+        # the route's 30 s, less the time the call took to get there
+        self.assertLessEqual(left, 30.0)
+        self.assertGreater(left, 10.0)
 
 
 class GrpcJsonRefusedStreamTest(harness.GatewayTest):
