@@ -107,12 +107,15 @@ int tg_ex_up_begin_body(tg_exchange_t *ex)
 {
     if (ex->body_started)
         return 0;
-    /* Start of an attempt. Keep the body for replay (a stale pooled
-     * connection, a retry) when it is all here or the route retries, until
-     * the response starts. */
+    /* Start of an attempt. Keep the body for replay until the response
+     * starts, while it fits: when it is all here or the route retries (a
+     * stale pooled connection, a retry), and always toward HTTP/2, whose
+     * upstream may refuse a stream it never processed (REFUSED_STREAM, a
+     * GOAWAY past it) while the body is still arriving. */
     ex->body_started = 1;
     if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
-        (ex->req_done || ex->retry != NULL) && (!ex->req_sent_any || ex->body_kept))
+        (ex->req_done || ex->retry != NULL || ex->cluster->conf->protocol != TG_PROTO_HTTP1) &&
+        (!ex->req_sent_any || ex->body_kept))
         ex->body_kept = 1;
     return evbuffer_get_length(ex->body_buf) > 0 ? tg_ex_up_send(ex, ex->body_buf) : 0;
 }

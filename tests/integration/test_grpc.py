@@ -518,6 +518,8 @@ class ScriptedH2Backend:
         self.connections = 0
         self.errors = []
         self.requests = []  # (time, headers dict) of each request, in arrival order
+        self.bodies = {}  # (conn_index, stream_id) -> the body bytes received so far
+        self.ended = set()  # (conn_index, stream_id) of the requests whose body ended
         self.stop_flag = False
         threading.Thread(target=self.accept, daemon=True).start()
 
@@ -560,8 +562,11 @@ class ScriptedH2Backend:
                         threading.Thread(target=self.plan, args=(index, ev.stream_id, conn, send, lock),
                                          daemon=True).start()
                     elif isinstance(ev, h2.events.DataReceived):
+                        self.bodies[(index, ev.stream_id)] = self.bodies.get((index, ev.stream_id), b"") + ev.data
                         with lock:
                             conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        self.ended.add((index, ev.stream_id))
                 send()
         except (ConnectionError, OSError):
             pass  # the gateway closed or reset the connection
@@ -671,6 +676,50 @@ clusters: [{{ name: c, protocol: h2c, endpoints: [127.0.0.1:{backend_port}] }}]
             self.assertEqual(rc, 0, err)
             self.assertEqual(out, b"second connection")
             self.assertEqual(b.connections, 2)
+        finally:
+            b.close()
+            self.finish(gw)
+
+    def test_refused_stream_replays_a_body_still_arriving(self):
+        """An HTTP/2 upstream refuses a stream (REFUSED_STREAM: never
+        processed) after the first part of a POST's body went and before
+        the rest came from the client: the request goes again, with the
+        whole body, and the client gets the answer (it was a 502 when only
+        bodies that had all arrived were kept for replay)."""
+        refused = threading.Event()
+
+        def plan(index, sid, conn, send, lock):
+            if index == 0 and sid == 1:
+                wait_for(lambda: (0, sid) in b.bodies, 10)  # the first part reached the upstream
+                with lock:
+                    conn.reset_stream(sid, error_code=0x7)  # REFUSED_STREAM
+                send()
+                refused.set()
+                return
+            wait_for(lambda: (index, sid) in b.ended, 10)
+            with lock:
+                body = b.bodies.get((index, sid), b"")
+                conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(body)))])
+                conn.send_data(sid, body, end_stream=True)
+            send()
+        b = ScriptedH2Backend(plan)
+        gw, port = self.gateway_for(b.port)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+            self.assertTrue(refused.wait(10), "the upstream never saw the first part")
+            s.sendall(b"world")
+            resp = b""
+            while b"\r\n\r\n" not in resp or not resp.endswith(b"helloworld"):
+                d = s.recv(65536)
+                if not d:
+                    break
+                resp += d
+            s.close()
+            self.assertTrue(resp.startswith(b"HTTP/1.1 200"), resp)
+            self.assertTrue(resp.endswith(b"\r\n\r\nhelloworld"), resp)
+            self.assertEqual(len(b.requests), 2)
+            self.assertEqual(b.errors, [])
         finally:
             b.close()
             self.finish(gw)
