@@ -148,6 +148,14 @@ static int start_list(const tg_filter_list_t *l, unsigned n_workers, const tg_fi
     return 0;
 }
 
+/* Where a route's filters sit, for their prepare and openapi hooks. */
+static tg_filter_place_t place_of(const tg_config_t *cfg, const tg_route_conf_t *r)
+{
+    return (tg_filter_place_t){ .route = r->name,
+                                .cluster = r->backends == NULL ? cfg->clusters[r->cluster].name : NULL,
+                                .timeout_ms = r->timeout_ms };
+}
+
 static int prepare_list(const tg_filter_list_t *l, const tg_filter_prep_t *p, const tg_filter_place_t *at,
                         tg_errors_t *errs)
 {
@@ -162,14 +170,23 @@ int tg_filters_prepare(const tg_config_t *cfg, const tg_filter_prep_t *p, tg_err
 {
     int rc = prepare_list(&cfg->filters, p, NULL, errs);
     for (size_t i = 0; i < cfg->n_routes; i++) {
-        const tg_route_conf_t *r = &cfg->routes[i];
-        tg_filter_place_t at = { .route = r->name,
-                                 .cluster = r->backends == NULL ? cfg->clusters[r->cluster].name : NULL,
-                                 .timeout_ms = r->timeout_ms };
-        if (prepare_list(&r->filters, p, &at, errs) < 0)
+        tg_filter_place_t at = place_of(cfg, &cfg->routes[i]);
+        if (prepare_list(&cfg->routes[i].filters, p, &at, errs) < 0)
             rc = -1;
     }
     return rc;
+}
+
+void tg_filters_openapi(const tg_config_t *cfg, struct tg_openapi *doc)
+{
+    for (size_t i = 0; i <= cfg->n_routes; i++) {
+        const tg_route_conf_t *r = i < cfg->n_routes ? &cfg->routes[i] : NULL;
+        const tg_filter_list_t *l = r ? &r->filters : &cfg->filters;
+        tg_filter_place_t at = r ? place_of(cfg, r) : (tg_filter_place_t){ 0 };
+        for (size_t k = 0; k < l->n; k++)
+            if (l->v[k].type->openapi != NULL)
+                l->v[k].type->openapi(l->v[k].conf, doc, r ? &at : NULL);
+    }
 }
 
 int tg_filters_start(const tg_config_t *cfg, unsigned n_workers, const tg_filter_host_t *host, tg_errors_t *errs)

@@ -41,6 +41,7 @@
 #include "proxy/base/http.h"
 
 struct evbuffer;
+struct tg_openapi;
 
 typedef enum {
     TG_FILTER_CONTINUE = 0,
@@ -347,6 +348,11 @@ typedef struct tg_filter_type {
      * written to out. Main thread, while workers run the config (what it
      * reads is theirs under their locks). May be NULL. */
     void (*status)(void *conf, struct evbuffer *out);
+    /* Its part of the admin listener's /-/openapi.json (grpc_json: the
+     * REST mappings of its methods, with their messages' schemas), for
+     * the route whose chain holds it (at; NULL in the global chain). Main
+     * thread. May be NULL. */
+    void (*openapi)(void *conf, struct tg_openapi *doc, const tg_filter_place_t *at);
     /* The retry policy this filter stands for, or NULL (retry). */
     const tg_retry_policy_t *(*retry_policy)(const void *conf);
     /* The counters it declares (see tg_filter_counter_t). */
@@ -440,6 +446,10 @@ void tg_filters_inherit(const tg_config_t *new_cfg, const tg_config_t *old_cfg);
  * n_workers workers (host: what the process offers them, host.h), and
  * makes room for the per-worker states; 0, or -1 with the reasons in
  * errs. Main thread. */
+/* Every filter's openapi hook, the routes' chains in file order (the
+ * first route's operation wins, as routing does) then the global one. */
+void tg_filters_openapi(const tg_config_t *cfg, struct tg_openapi *doc);
+
 /* Every filter's prepare hook (filter.h), the global chain's then each
  * route's. 0, or -1 with the reasons in errs. */
 int tg_filters_prepare(const tg_config_t *cfg, const tg_filter_prep_t *p, tg_errors_t *errs);

@@ -33,8 +33,10 @@
 #include "filters/filter.h"
 #include "filters/grpcweb.h" /* its base64 */
 #include "filters/httprule.h"
+#include "filters/openapi.h"
 #include "filters/pbdesc.h"
 #include "filters/pbjson.h"
+#include "filters/pbschema.h"
 #include "filters/reflect.h"
 #include "proxy/base/http.h"
 #include "proxy/base/clock.h"
@@ -46,6 +48,7 @@
 typedef struct gj_rule {
     const tg_pbd_method_t *method;
     const char *verb;
+    const char *path;            /* the template as written */
     tg_http_template_t *tmpl;
     const char *body;            /* "", "*" or a field path */
     const char *response_body;   /* "" or the response field that is the answer */
@@ -202,6 +205,7 @@ static int build(gj_conf_t *c, const void *set, size_t len, const char *src, cha
                 gj_rule_t *g = &c->rules[c->n_rules];
                 g->method = m;
                 g->verb = m->rules[r].verb;
+                g->path = m->rules[r].path;
                 g->body = m->rules[r].body;
                 g->response_body = m->rules[r].response_body;
                 if (g->response_body[0] != '\0' && tg_pbd_field_named(m->output, g->response_body) == NULL) {
@@ -290,6 +294,174 @@ static void *gj_create(tg_node_t *node, const char *config_path)
                                .ignore_unknown_fields = c->ignore_unknown != 0,
                                .max_depth = c->max_depth };
     return c;
+}
+
+/* ---- /-/openapi.json (openapi.h) ---- */
+
+/* "/v1/{name=shelves/ *}/books/{book}" -> "/v1/{name}/books/{book}" (no space in a real template),
+ * each variable's name (and pattern, "" when none) into vars (arena-less:
+ * pointers into a copy the caller frees). */
+static char *openapi_path(const char *tmpl, const char **vars, const char **pats, size_t *n, size_t max)
+{
+    char *out = malloc(strlen(tmpl) * 2 + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    char *names = out + strlen(tmpl) + 1; /* room for the names and patterns, NUL-separated */
+    *n = 0;
+    for (const char *p = tmpl; *p;) {
+        if (*p != '{') {
+            *o++ = *p++;
+            continue;
+        }
+        const char *end = strchr(p, '}'), *eq = memchr(p, '=', end ? (size_t)(end - p) : 0);
+        if (end == NULL)
+            break;
+        const char *name_end = eq ? eq : end;
+        size_t nl = (size_t)(name_end - p - 1);
+        *o++ = '{';
+        memcpy(o, p + 1, nl);
+        o += nl;
+        *o++ = '}';
+        if (*n < max) {
+            memcpy(names, p + 1, nl);
+            names[nl] = '\0';
+            vars[*n] = names;
+            names += nl + 1;
+            size_t pl = eq ? (size_t)(end - eq - 1) : 0;
+            memcpy(names, eq ? eq + 1 : "", pl);
+            names[pl] = '\0';
+            pats[(*n)++] = names;
+            names += pl + 1;
+        }
+        p = end + 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The operation object of one mapping of method m. */
+static int openapi_op(gj_conf_t *c, tg_openapi_t *d, struct evbuffer *op, const tg_pbd_method_t *m,
+                      const char *body, const char *response_body, const char *const *vars, const char *const *pats,
+                      size_t n_vars, unsigned index)
+{
+    int preserve = c->preserve_names, rc = 0;
+    const char *dot = strrchr(m->path + 1, '/');
+    evbuffer_add_printf(op, "{\"operationId\": ");
+    char id[512];
+    snprintf(id, sizeof(id), "%.*s_%s%s%.0u", dot ? (int)(dot - m->path - 1) : 0, m->path + 1, m->name,
+             index ? "_" : "", index);
+    for (char *q = id; *q; q++)
+        if (*q == '.')
+            *q = '_';
+    tg_openapi_str(op, id);
+    evbuffer_add_printf(op, ", \"summary\": ");
+    tg_openapi_str(op, m->path);
+    evbuffer_add_printf(op, ", \"tags\": [");
+    char tag[256];
+    snprintf(tag, sizeof(tag), "%.*s", dot ? (int)(dot - m->path - 1) : 0, m->path + 1);
+    tg_openapi_str(op, tag);
+    evbuffer_add_printf(op, "], \"parameters\": [");
+    size_t np = 0;
+    for (size_t i = 0; i < n_vars; i++, np++) {
+        evbuffer_add_printf(op, "%s{\"name\": ", np ? ", " : "");
+        tg_openapi_str(op, vars[i]);
+        evbuffer_add_printf(op, ", \"in\": \"path\", \"required\": true, \"schema\": {\"type\": \"string\"}");
+        if (pats[i][0]) {
+            evbuffer_add_printf(op, ", \"description\": ");
+            char desc[300];
+            snprintf(desc, sizeof(desc), "matches %s", pats[i]);
+            tg_openapi_str(op, desc);
+        }
+        evbuffer_add(op, "}", 1);
+    }
+    /* query parameters: the top-level fields no path variable and no body sets */
+    for (size_t i = 0; strcmp(body, "*") != 0 && i < m->input->n_fields && rc == 0; i++) {
+        const tg_pbd_field_t *f = &m->input->fields[i];
+        int bound = strcmp(f->name, body) == 0 || strcmp(f->json_name, body) == 0;
+        for (size_t k = 0; k < n_vars && !bound; k++)
+            bound = strcmp(f->name, vars[k]) == 0 || strcmp(f->json_name, vars[k]) == 0;
+        if (bound || (f->type == TG_PBT_MESSAGE && f->message->wkt == TG_WKT_NONE))
+            continue;
+        evbuffer_add_printf(op, "%s{\"name\": ", np++ ? ", " : "");
+        tg_openapi_str(op, preserve ? f->name : f->json_name);
+        evbuffer_add_printf(op, ", \"in\": \"query\", \"schema\": ");
+        rc = tg_pbs_field(d, op, f, preserve);
+        evbuffer_add(op, "}", 1);
+    }
+    evbuffer_add(op, "]", 1);
+    if (body[0] != '\0') {
+        const tg_pbd_field_t *bf = strcmp(body, "*") == 0 ? NULL : tg_pbd_field_named(m->input, body);
+        evbuffer_add_printf(op, ", \"requestBody\": {\"required\": true, \"content\": {\"%s\": {\"schema\": ",
+                            m->client_streaming ? "application/x-ndjson" : "application/json");
+        rc |= bf ? tg_pbs_field(d, op, bf, preserve) : tg_pbs_message(d, op, m->input, preserve);
+        evbuffer_add(op, "}}}", 3);
+    }
+    const tg_pbd_field_t *rf = response_body[0] ? tg_pbd_field_named(m->output, response_body) : NULL;
+    evbuffer_add_printf(op, ", \"responses\": {\"200\": {\"description\": \"%s\", \"content\": {",
+                        m->server_streaming ? "one message a line (NDJSON), or server-sent events" : "the answer");
+    for (int k = 0; k < (m->server_streaming ? 2 : 1); k++) {
+        evbuffer_add_printf(op, "%s\"%s\": {\"schema\": ", k ? ", " : "",
+                            !m->server_streaming ? "application/json" : k ? "text/event-stream" : "application/x-ndjson");
+        rc |= rf ? tg_pbs_field(d, op, rf, preserve) : tg_pbs_message(d, op, m->output, preserve);
+        evbuffer_add(op, "}", 1);
+    }
+    evbuffer_add_printf(op, "}}, \"default\": {\"description\": \"an error: the gRPC status as google.rpc.Status\", "
+                            "\"content\": {\"application/json\": {\"schema\": {\"$ref\": "
+                            "\"#/components/schemas/google.rpc.Status\"}}}}}}");
+    return rc;
+}
+
+static void gj_openapi(void *conf, struct tg_openapi *d, const tg_filter_place_t *at)
+{
+    (void)at;
+    gj_conf_t *c = conf;
+    if (c->pool == NULL)
+        return;
+    if (tg_openapi_claim(d, "google.rpc.Status") == 1) {
+        static const char status[] =
+            "{\"type\": \"object\", \"properties\": {\"code\": {\"type\": \"integer\", \"format\": \"int32\"}, "
+            "\"message\": {\"type\": \"string\"}, \"details\": {\"type\": \"array\", \"items\": {\"type\": "
+            "\"object\", \"properties\": {\"@type\": {\"type\": \"string\"}}, \"additionalProperties\": {}}}}}";
+        tg_openapi_schema(d, "google.rpc.Status", status, sizeof(status) - 1);
+    }
+    static const char *const verbs[] = { "GET", "PUT", "POST", "DELETE", "PATCH" };
+    struct evbuffer *op = evbuffer_new();
+    if (op == NULL)
+        return;
+    for (size_t i = 0; i < c->n_rules; i++) {
+        const gj_rule_t *g = &c->rules[i];
+        int known = 0;
+        for (size_t k = 0; k < 5 && !known; k++)
+            known = strcmp(g->verb, verbs[k]) == 0;
+        if (!known)
+            continue; /* a custom verb: OpenAPI has no place for it */
+        const char *vars[TG_HTTP_TEMPLATE_MAX_VARS], *pats[TG_HTTP_TEMPLATE_MAX_VARS];
+        size_t n_vars = 0;
+        char *path = openapi_path(g->path, vars, pats, &n_vars, TG_HTTP_TEMPLATE_MAX_VARS);
+        unsigned index = 0;
+        for (size_t k = 0; k < i; k++)
+            index += c->rules[k].method == g->method;
+        char method[8];
+        for (size_t k = 0; k <= strlen(g->verb); k++)
+            method[k] = (char)(g->verb[k] >= 'A' && g->verb[k] <= 'Z' ? g->verb[k] + 32 : g->verb[k]);
+        evbuffer_drain(op, evbuffer_get_length(op));
+        if (path != NULL && openapi_op(c, d, op, g->method, g->body, g->response_body, vars, pats, n_vars, index) == 0)
+            tg_openapi_op(d, path, method, (const char *)evbuffer_pullup(op, -1), evbuffer_get_length(op));
+        free(path);
+    }
+    /* the methods without a rule: POST /pkg.Service/Method */
+    for (size_t i = 0; i < c->pool->n_services; i++) {
+        const tg_pbd_service_t *sv = c->pool->services[i];
+        for (size_t j = 0; offered(c, sv->full_name) && j < sv->n_methods; j++) {
+            const tg_pbd_method_t *m = &sv->methods[j];
+            if (m->n_rules > 0)
+                continue;
+            evbuffer_drain(op, evbuffer_get_length(op));
+            if (openapi_op(c, d, op, m, "*", "", NULL, NULL, 0, 0) == 0)
+                tg_openapi_op(d, m->path, "post", (const char *)evbuffer_pullup(op, -1), evbuffer_get_length(op));
+        }
+    }
+    evbuffer_free(op);
 }
 
 /* ---- descriptors by gRPC server reflection (reflect.h) ---- */
@@ -989,6 +1161,7 @@ const tg_filter_type_t tg_filter_grpc_json = {
     .keys = &gj_keyset,
     .create = gj_create,
     .prepare = gj_prepare,
+    .openapi = gj_openapi,
     .inherit = gj_inherit,
     .destroy = gj_destroy,
     .body_prefix = gj_body_prefix,

@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 
 #include "filters/filter.h"
+#include "filters/openapi.h"
 #include "proxy/activation.h"
 #include "proxy/admin.h"
 #include "proxy/base/clock.h"
@@ -483,6 +484,14 @@ static int admin_handle(void *ctx, const tg_request_t *req, const char *path, st
             return 500;
         evbuffer_add(body, json, strlen(json));
         free(json);
+        return 200;
+    } else if (strcmp(path, "/-/openapi.json") == 0) {
+        tg_openapi_t *doc = tg_openapi_new();
+        if (doc == NULL)
+            return 500;
+        tg_filters_openapi(p->snap->cfg, doc);
+        tg_openapi_render(doc, body, "tollgate: the REST APIs of grpc_json routes");
+        tg_openapi_free(doc);
         return 200;
     } else if (strcmp(path, "/metrics") == 0) {
         reply->ctype = "text/plain; version=0.0.4; charset=utf-8";

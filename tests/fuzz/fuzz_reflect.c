@@ -2,22 +2,28 @@
  * fuzz_reflect: what an upstream answers to gRPC server reflection
  * (filters/reflect.h), round after round, and the descriptors it makes
  * (filters/pbdesc.h) with the google.api.http templates they carry
- * (filters/httprule.h): the path from a hostile upstream's bytes to the
- * routes grpc_json would serve.
+ * (filters/httprule.h) and the schemas /-/openapi.json writes of them
+ * (filters/pbschema.h): the path from a hostile upstream's bytes to the
+ * routes grpc_json would serve and describe.
  *
  * Input: one byte of flags (bit 0: the services are given, so the list
  * round is skipped), then each round's answer as a 3-byte big-endian
  * length and that many bytes. Oracles beyond "no crash, no leak": the
- * rounds end (bounded), and a set that is made holds exactly the files
- * gathered.
+ * rounds end (bounded), a set that is made holds exactly the files
+ * gathered, and the OpenAPI document is JSON whatever the names hold.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "filters/httprule.h"
+#include "filters/openapi.h"
 #include "filters/pbdesc.h"
+#include "filters/pbschema.h"
 #include "filters/reflect.h"
+#include "proxy/base/json.h"
 #include "proxy/base/pb.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -61,12 +67,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (files != r.n_files)
             abort();
         tg_pbd_pool_t *pool = tg_pbd_pool_new(set, set_len, why, sizeof(why));
+        tg_openapi_t *doc = tg_openapi_new();
+        struct evbuffer *ref = evbuffer_new();
+        if (doc == NULL || ref == NULL)
+            abort();
         for (size_t i = 0; pool != NULL && i < pool->n_services; i++)
             for (size_t j = 0; j < pool->services[i]->n_methods; j++) {
                 const tg_pbd_method_t *m = &pool->services[i]->methods[j];
                 for (size_t k = 0; k < m->n_rules; k++)
                     tg_http_template_free(tg_http_template_parse(m->rules[k].path, why, sizeof(why)));
+                /* the messages' schemas, as /-/openapi.json would write them */
+                if (tg_pbs_message(doc, ref, m->input, j & 1) < 0 || tg_pbs_message(doc, ref, m->output, 0) < 0)
+                    abort();
+                if (tg_openapi_op(doc, m->path, "post", "{}", 2) < 0)
+                    abort();
             }
+        /* whatever the descriptors' names hold, the document is JSON */
+        struct evbuffer *out = evbuffer_new();
+        tg_openapi_render(doc, out, "fuzz");
+        tg_arena_t a;
+        tg_arena_init(&a);
+        tg_json_t parsed;
+        if (tg_json_parse((const char *)evbuffer_pullup(out, -1), evbuffer_get_length(out), &a, &parsed) < 0)
+            abort();
+        tg_arena_free(&a);
+        evbuffer_free(out);
+        evbuffer_free(ref);
+        tg_openapi_free(doc);
         tg_pbd_pool_free(pool);
         free(set);
     }

@@ -384,6 +384,54 @@ routes:
         finally:
             tls.stop()
 
+    def test_7_openapi(self):
+        """/-/openapi.json describes the mappings the gateway serves, and
+        what it answers validates against the schemas it describes
+        (jsonschema, on random messages of every field type)."""
+        import random
+        import jsonschema
+        from google.protobuf import json_format
+        r = requests.get(f"http://127.0.0.1:{self.admin}/-/openapi.json", timeout=10)
+        self.assertEqual(r.status_code, 200, r.text)
+        doc = r.json()
+        self.assertEqual(doc["openapi"], "3.0.3")
+        paths = doc["paths"]
+        say = paths["/v1/echo/{name}"]["get"]
+        self.assertEqual(say["summary"], "/tg.test.Echo/Say")
+        self.assertIn({"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                      say["parameters"])
+        self.assertIn("count", [p["name"] for p in say["parameters"] if p["in"] == "query"])
+        self.assertIn("post", paths["/tg.test.Echo/Plain"])  # no rule: the automatic mapping
+        stream = paths["/v1/echo/{name}/stream"]["get"]["responses"]["200"]["content"]
+        self.assertEqual(set(stream), {"application/x-ndjson", "text/event-stream"})
+        self.assertEqual(paths["/tg.test.Echo/Collect"]["post"]["requestBody"]["content"].keys(),
+                         {"application/x-ndjson"})
+        schemas = doc["components"]["schemas"]
+        self.assertEqual(schemas["tg.test.EchoReply"]["properties"]["names"],
+                         {"type": "array", "items": {"type": "string"}})
+
+        def validate(instance, schema):
+            jsonschema.validate(instance, dict(schema, components=doc["components"]))
+        things = paths["/v1/things"]["post"]
+        body_schema = things["requestBody"]["content"]["application/json"]["schema"]
+        answer_schema = things["responses"]["200"]["content"]["application/json"]["schema"]
+        gen = test_pbjson.Gen(self.pb2, random.Random(test_pbjson.SEED + 11))
+        n = 0
+        for _ in range(60):
+            m = gen.fill(self.pb2.Everything())
+            if m.ByteSize() > 60000:
+                continue
+            text = json_format.MessageToJson(m, indent=None)
+            validate(json.loads(text), body_schema)
+            r = requests.post(f"http://127.0.0.1:{self.port}/v1/things", data=text, timeout=10)
+            self.assertEqual(r.status_code, 200, r.text[:300])
+            validate(r.json(), answer_schema)
+            n += 1
+        self.assertGreater(n, 30)
+        r = requests.post(f"http://127.0.0.1:{self.port}/tg.test.Echo/Plain", json={"name": "missing"}, timeout=10)
+        self.assertEqual(r.status_code, 404)
+        validate(r.json(), {"$ref": "#/components/schemas/google.rpc.Status"})
+
     def test_5_unary_calls_carry_the_route_timeout(self):
         r = self.call("deadline")
         self.assertEqual(r.status_code, 200, r.text)
