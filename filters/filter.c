@@ -266,8 +266,10 @@ tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, co
     for (int c = 0; c < 2; c++)
         for (size_t i = 0; i < chains[c]->n; i++, index++) {
             const tg_filter_instance_t *f = &chains[c]->v[i];
-            if (f->type->on_request_body && f->type->on_request_body(f->conf, fx, index, piece, fin) == TG_FILTER_REPLY)
+            if (f->type->on_request_body && f->type->on_request_body(f->conf, fx, index, piece, fin) == TG_FILTER_REPLY) {
+                fx->paused_at = index; /* who replied, as the request hooks say it */
                 return TG_FILTER_REPLY;
+            }
         }
     return TG_FILTER_CONTINUE;
 }

@@ -302,8 +302,10 @@ typedef struct tg_filter_type {
     /* Before the response head goes to the client (may add headers). */
     void (*on_response)(void *conf, tg_filter_exchange_t *fx, size_t index, tg_response_t *resp);
     /* Each piece of request body as it flows (decoded; fin at the end):
-     * CONTINUE, or REPLY to stop the request (e.g. 413). Only run when some
-     * filter of the chain has the hook. */
+     * CONTINUE, or REPLY to stop the request (e.g. 413) with
+     * reply_status/reply_message or, while no response has started, a
+     * whole reply_response of its own. Only run when some filter of the
+     * chain has the hook. */
     tg_filter_status_t (*on_request_body)(void *conf, tg_filter_exchange_t *fx, size_t index, struct evbuffer *piece,
                                           int fin);
     /* Each piece of response body on its way to the client (may inspect or

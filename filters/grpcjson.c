@@ -648,9 +648,13 @@ static void release(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-/* Answers {"code", "message", "details": []} with the mapped status. */
+/* Answers {"code", "message", "details": []} with the mapped status (and
+ * says the status and message for a body hook whose reply comes after the
+ * response started: the gateway's own form then). */
 static tg_filter_status_t json_error(tg_filter_exchange_t *fx, int http, int code, const char *msg)
 {
+    fx->reply_status = http;
+    fx->reply_message = tg_arena_strndup(fx->arena, msg, strlen(msg));
     char esc[1024];
     tg_json_escape(esc, sizeof(esc), msg);
     char *body = malloc(strlen(esc) + 64);
@@ -832,13 +836,8 @@ static tg_filter_status_t ndjson_in(gj_conf_t *c, tg_filter_exchange_t *fx, gj_s
             tg_pb_writer_free(&w);
         }
         evbuffer_drain(st->buf, nl.pos < 0 ? len : line + 1);
-        if (rc < 0) {
-            fx->reply_status = 400;
-            fx->reply_message = tg_arena_strndup(fx->arena, why, strlen(why));
-            if (fx->reply_message == NULL)
-                fx->reply_message = "a line does not make a request message";
-            return TG_FILTER_REPLY;
-        }
+        if (rc < 0)
+            return json_error(fx, 400, 3, why); /* INVALID_ARGUMENT */
     }
 }
 
@@ -850,11 +849,8 @@ static tg_filter_status_t gj_on_request_body(void *conf, tg_filter_exchange_t *f
     gj_state_t *st = fx->state[index];
     if (st == NULL)
         return TG_FILTER_CONTINUE;
-    if (evbuffer_get_length(st->buf) + evbuffer_get_length(piece) > c->max_message) {
-        fx->reply_status = 413;
-        fx->reply_message = "JSON body larger than max_message_bytes";
-        return TG_FILTER_REPLY;
-    }
+    if (evbuffer_get_length(st->buf) + evbuffer_get_length(piece) > c->max_message)
+        return json_error(fx, 413, 8, "JSON body larger than max_message_bytes"); /* RESOURCE_EXHAUSTED */
     evbuffer_add_buffer(st->buf, piece);
     if (st->method->client_streaming)
         return ndjson_in(c, fx, st, piece, fin);
@@ -891,13 +887,9 @@ static tg_filter_status_t gj_on_request_body(void *conf, tg_filter_exchange_t *f
         snprintf(why, sizeof(why), "out of memory");
         rc = -1;
     }
-    if (rc < 0) { /* a body hook answers with a status and a message: the gateway's error form */
+    if (rc < 0) {
         tg_pb_writer_free(&w);
-        fx->reply_status = 400;
-        fx->reply_message = tg_arena_strndup(fx->arena, why, strlen(why));
-        if (fx->reply_message == NULL)
-            fx->reply_message = "the JSON body does not make the request message";
-        return TG_FILTER_REPLY;
+        return json_error(fx, 400, 3, why); /* INVALID_ARGUMENT */
     }
     evbuffer_add(piece, w.p, w.len);
     tg_pb_writer_free(&w);

@@ -860,7 +860,14 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
         tg_filters_on_request_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, dst, *fin) ==
             TG_FILTER_REPLY) {
         ex->close_ds = 1;
-        tg_exchange_reply(ex, ex->fx.reply_status, ex->fx.reply_message ? ex->fx.reply_message : "refused");
+        tg_filter_exchange_t *fx = &ex->fx;
+        if (fx->reply_response != NULL && ex->resp_started) { /* too late for a response of its own */
+            if (fx->reply_release != NULL)
+                fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
+            fx->reply_release = NULL;
+            fx->reply_response = NULL;
+        }
+        filter_reply(ex);
         return -1;
     }
     return n;

@@ -131,11 +131,14 @@ routes:
         self.assertEqual(r.json(), {"code": 9, "message": "see details", "details": [
             {"@type": "type.googleapis.com/tg.test.EchoRequest", "name": "why"},
             {"@type": "type.googleapis.com/no.Such"}]})
+        # JSON that does not make the message: INVALID_ARGUMENT, in the same google.rpc.Status form
         r = requests.post(self.url("/v1/echo"), data='{"name": "x", "nope": 1}', timeout=10)
         self.assertEqual(r.status_code, 400)
-        self.assertIn("has no field named 'nope'", r.text)
+        self.assertEqual((r.json()["code"], r.json()["details"]), (3, []))
+        self.assertIn("has no field named 'nope'", r.json()["message"])
         r = requests.post(self.url("/v1/echo"), data='{"name": ', timeout=10)
         self.assertEqual(r.status_code, 400)
+        self.assertEqual(r.json()["code"], 3)
         r = requests.get(self.url("/v1/nothing/here"), timeout=10)
         self.assertEqual(r.status_code, 404)
         self.assertEqual(r.json()["code"], 5)
@@ -144,6 +147,7 @@ routes:
     def test_5_limits_refuse_loudly(self):
         r = requests.post(self.url("/v1/echo"), data=json.dumps({"name": "x" * 70000}), timeout=10)
         self.assertEqual(r.status_code, 413, r.text[:200])
+        self.assertEqual(r.json(), {"code": 8, "message": "JSON body larger than max_message_bytes", "details": []})
         deep = '{"child": ' * 10 + "{}" + "}" * 10  # past max_depth: 8
         r = requests.post(self.url("/v1/things"), data=deep, timeout=10)
         self.assertEqual(r.status_code, 400, r.text)
@@ -208,7 +212,8 @@ routes:
         self.assertEqual(r.json(), {})
         r = requests.post(self.url("/tg.test.Echo/Collect"), data='{"name": "a"}\n{"nope": 1}\n', timeout=10)
         self.assertEqual(r.status_code, 400)
-        self.assertIn("has no field named 'nope'", r.text)
+        self.assertEqual(r.json()["code"], 3)
+        self.assertIn("has no field named 'nope'", r.json()["message"])
         # a server stream as server-sent events when Accept asks for them
         r = requests.get(self.url("/v1/echo/ev/stream?count=2"), headers={"accept": "text/event-stream"}, timeout=10)
         self.assertEqual(r.headers["content-type"], "text/event-stream")
