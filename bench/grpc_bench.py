@@ -170,9 +170,9 @@ def json_check(port, n=200):
     return bad
 
 
-def load(port, n, d, ctype="application/grpc"):
+def load(port, n, d, ctype="application/grpc", shape=(4, 32)):
     json_call = ctype == "application/json"
-    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", "-c4", "-m32", "-n", str(n), "-d",
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{shape[0]}", f"-m{shape[1]}", "-n", str(n), "-d",
            f"{d}/req.json" if json_call else f"{d}/req.bin", "-H", f"content-type: {ctype}", "-H", "te: trailers",
            f"http://127.0.0.1:{port}{JSON_PATH if json_call else PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
@@ -189,11 +189,12 @@ def ctype_of(name):
 
 def measure(name, port, pids, args, d):
     ctype = ctype_of(name)
-    load(port, args.calls // 5, d, ctype)  # warm-up
+    load(port, args.calls // 5, d, ctype, args.shape)  # warm-up
     c0 = cpu_ticks(pids)
-    total, rps, bad = load(port, args.calls, d, ctype)
+    total, rps, bad = load(port, args.calls, d, ctype, args.shape)
     cpu = (cpu_ticks(pids) - c0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(total, 1)
-    print(f"{name:18s} {rps:9.0f} calls/s  cpu {cpu:6.2f} us/call  failures={bad}", flush=True)
+    print(f"{name:18s} {args.shape[0]}x{args.shape[1]} {rps:9.0f} calls/s  cpu {cpu:6.2f} us/call  failures={bad}",
+          flush=True)
     return {"rps": rps, "cpu": cpu, "bad": bad}
 
 
@@ -204,7 +205,12 @@ def main():
     ap.add_argument("--compare", default="", help="another tollgate binary, run beside it as tollgate-before")
     ap.add_argument("--web", action="store_true", help="also the same calls as gRPC-Web through the grpc_web filter")
     ap.add_argument("--json", action="store_true", help="also the same calls as JSON through the grpc_json filter")
+    ap.add_argument("--shapes", default="4x32",
+                    help="connections x streams of h2load, comma-separated: each shape in the same run (4x32,16x32)")
+    ap.add_argument("--skip", default="", help="targets left out, comma-separated (nginx)")
     args = ap.parse_args()
+    shapes = [tuple(int(x) for x in sh.split("x")) for sh in args.shapes.split(",")]
+    args.shape = shapes[0]
     d = tempfile.mkdtemp(prefix="tg-bench-grpc-")
     procs, rows = [], []
     try:
@@ -235,40 +241,50 @@ def main():
             procs.append(start(["nghttpd", "--no-tls", "--trailer", "grpc-status: 0", "-d", f"{d}/www", str(bport)],
                                LOAD_CPU))
         wait_port(bport)
-        direct = measure("direct", bport, [], args, d)
-        direct["bad"] += grpc_check(bport)
         running = []
         for name, port, argv in targets(d, bport, args.compare, args.web, args.json):
+            if name in args.skip.split(","):
+                continue
             p = start(argv, PROXY_CPU, cwd=d)
             procs.append(p)
             wait_port(port)
             running.append((name, port, p))
         time.sleep(0.3)
-        samples = {name: [] for name, _, _ in running}
-        for _ in range(args.rounds):
-            for name, port, p in running:
-                samples[name].append(measure(name, port, [p.pid] + children(p.pid), args, d))
-        for name, port, _ in running:
-            rs = samples[name]
-            med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
-            ctype = ctype_of(name)
-            grpc_bad = grpc_check(port, ctype=ctype) if ctype != "application/json" else json_check(port)
-            print(f"{name:18s} gRPC check: {grpc_bad} of {CHECK_CALLS} calls without grpc-status 0", flush=True)
-            rows.append({"name": name, "rps": med("rps"), "cpu": med("cpu"),
-                         "bad": sum(r["bad"] for r in rs) + grpc_bad})
+        for shape in shapes:
+            args.shape = shape
+            direct = measure("direct", bport, [], args, d)
+            direct["bad"] += grpc_check(bport)
+            rows.append({"name": "direct", "shape": shape, **direct})
+            samples = {name: [] for name, _, _ in running}
+            for _ in range(args.rounds):
+                for name, port, p in running:
+                    samples[name].append(measure(name, port, [p.pid] + children(p.pid), args, d))
+            for name, port, _ in running:
+                rs = samples[name]
+                med = lambda k: sorted(r[k] for r in rs)[len(rs) // 2]
+                ctype = ctype_of(name)
+                grpc_bad = grpc_check(port, ctype=ctype) if ctype != "application/json" else json_check(port)
+                print(f"{name:18s} gRPC check: {grpc_bad} of {CHECK_CALLS} calls without grpc-status 0", flush=True)
+                rows.append({"name": name, "shape": shape, "rps": med("rps"), "cpu": med("cpu"),
+                             "bad": sum(r["bad"] for r in rs) + grpc_bad})
     finally:
         for p in procs:
             stop(p)
         shutil.rmtree(d, ignore_errors=True)
-    hap = next(r for r in rows if r["name"] == "haproxy")
-    lines = ["| target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | "
+    lines = ["| shape | target | calls/s | proxy CPU us/call | calls/s vs HAProxy | CPU/call vs HAProxy | "
              "failures (non-2xx + gRPC check) |",
-             "|---|---:|---:|---:|---:|---:|",
-             f"| direct (h2load -> {'nginx' if args.json else 'nghttpd'}) | {direct['rps']:.0f} | - | - | - | "
-             f"{direct['bad']} |"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['cpu']:.2f} | {r['rps'] / hap['rps']:.2f} | "
-                     f"{r['cpu'] / hap['cpu']:.2f} | {r['bad']} |")
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for shape in shapes:
+        sh = [r for r in rows if r["shape"] == shape]
+        hap = next((r for r in sh if r["name"] == "haproxy"), None)
+        for r in sh:
+            label = f"direct (h2load -> {'nginx' if args.json else 'nghttpd'})" if r["name"] == "direct" else r["name"]
+            if r["name"] == "direct" or hap is None:
+                lines.append(f"| {shape[0]}x{shape[1]} | {label} | {r['rps']:.0f} | "
+                             f"{'-' if r['name'] == 'direct' else format(r['cpu'], '.2f')} | - | - | {r['bad']} |")
+            else:
+                lines.append(f"| {shape[0]}x{shape[1]} | {label} | {r['rps']:.0f} | {r['cpu']:.2f} | "
+                             f"{r['rps'] / hap['rps']:.2f} | {r['cpu'] / hap['cpu']:.2f} | {r['bad']} |")
     os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"), exist_ok=True)
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "grpc.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
