@@ -230,6 +230,7 @@ typedef struct tg_dns_conf {
     uint64_t max_ttl_ms;
     tg_dns_family_t family;   /* lookup_family */
     tg_dns_on_failure_t on_failure;
+    uint32_t max_addresses;   /* addresses taken from one answer (the rest are left out, logged) */
     uint64_t timeout_ms;      /* a lookup, all tries together (top level only) */
     char **resolvers;         /* "IP" or "IP:PORT" / "[IPv6]:PORT"; none: /etc/resolv.conf (top level only) */
     size_t n_resolvers;
@@ -238,6 +239,7 @@ typedef struct tg_dns_conf {
 #define TG_DEFAULT_DNS_MIN_TTL_MS 1000
 #define TG_DEFAULT_DNS_MAX_TTL_MS 30000
 #define TG_DEFAULT_DNS_TIMEOUT_MS 5000
+#define TG_DEFAULT_DNS_MAX_ADDRESSES 1024
 
 typedef struct tg_health_check_conf {
     int enabled;

@@ -422,7 +422,7 @@ static const tg_key_t outlier_keys[] = {
 };
 
 /* The rows dns: and a cluster's dns: share, with their defaults. */
-#define DNS_ROWS(MIN_TEXT, MIN_DEF, MAX_TEXT, MAX_DEF, FAMILY_TEXT, FAILURE_TEXT)                                      \
+#define DNS_ROWS(MIN_TEXT, MIN_DEF, MAX_TEXT, MAX_DEF, FAMILY_TEXT, FAILURE_TEXT, ADDRS_TEXT, ADDRS_DEF)              \
     { "min_ttl", TG_KEY_DURATION, "duration, 100ms–1d", MIN_TEXT,                                                     \
       "an answer is kept at least this long, whatever its TTL (a name is never asked for more often)",                 \
       .min = 100, .max = 86400000, TG_FIELD(tg_dns_conf_t, min_ttl_ms, TG_FIELD_U64), .def = MIN_DEF },               \
@@ -440,7 +440,12 @@ static const tg_key_t outlier_keys[] = {
       "again. Either way it is counted (`tollgate_dns_failures_total`) and logged. At start and on reload, a name "    \
       "that does not resolve within `timeout` makes the config fail with `fail`; with `keep` the cluster starts "      \
       "without that name's endpoints (`503` until its first answer)",                                                  \
-      .choices = "keep|fail", TG_FIELD(tg_dns_conf_t, on_failure, TG_FIELD_INT) },
+      .choices = "keep|fail", TG_FIELD(tg_dns_conf_t, on_failure, TG_FIELD_INT) },                                    \
+    { "max_addresses", TG_KEY_INT, "integer 1–65536", ADDRS_TEXT,                                                     \
+      "addresses of one answer that become endpoints: past it, the lowest addresses are kept (the same ones "         \
+      "whatever order the server rotates them in) and the answer is logged as a warning. An answer of more than a "    \
+      "few dozen addresses comes over TCP, which the resolver switches to when the server says the UDP one was cut",   \
+      .min = 1, .max = 65536, TG_FIELD(tg_dns_conf_t, max_addresses, TG_FIELD_U32), .def = ADDRS_DEF },
 
 static const tg_key_t dns_keys[] = {
     { "resolvers", TG_KEY_STRINGS, "list of `IP` or `IP:PORT` (1–8)", "the servers of /etc/resolv.conf",
@@ -450,13 +455,14 @@ static const tg_key_t dns_keys[] = {
       "a lookup, all tries against all servers together; also how long start-up and a reload wait for a new "
       "name's first answer",
       .min = 100, .max = 60000, TG_FIELD(tg_dns_conf_t, timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_DNS_TIMEOUT_MS },
-    DNS_ROWS("`1s`", TG_DEFAULT_DNS_MIN_TTL_MS, "`30s`", TG_DEFAULT_DNS_MAX_TTL_MS, "`auto`", "`keep`")
+    DNS_ROWS("`1s`", TG_DEFAULT_DNS_MIN_TTL_MS, "`30s`", TG_DEFAULT_DNS_MAX_TTL_MS, "`auto`", "`keep`", "`1024`",
+             TG_DEFAULT_DNS_MAX_ADDRESSES)
 };
 const tg_keyset_t tg_keys_dns = TG_KEYSET("dns", "dns", dns_keys);
 
 /* A cluster's own: no defaults (a key not given is the top level's). */
 static const tg_key_t cluster_dns_keys[] = {
-    DNS_ROWS("the top level's", 0, "the top level's", 0, "the top level's", "the top level's")
+    DNS_ROWS("the top level's", 0, "the top level's", 0, "the top level's", "the top level's", "the top level's", 0)
 };
 const tg_keyset_t tg_keys_cluster_dns = TG_KEYSET("cluster.dns", "clusters[].dns", cluster_dns_keys);
 

@@ -21,7 +21,6 @@
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 
-#define MAX_ADDRS 256 /* addresses taken from one answer (more are logged and left out) */
 
 typedef struct dns_name {
     struct tg_dns *d;
@@ -29,6 +28,8 @@ typedef struct dns_name {
     tg_dns_family_t family;
     uint64_t min_ttl_ms, max_ttl_ms;
     tg_dns_on_failure_t on_failure;
+    uint32_t max_addresses; /* taken from one answer (dns.max_addresses) */
+    size_t over;        /* addresses of the last answer past max_addresses (0: none): warned once per count */
     struct sockaddr_storage *addrs; /* sorted, port 0 */
     size_t n;
     int resolved;       /* a good answer came (ever) */
@@ -257,8 +258,16 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         return;
     }
     nm->answered = 1;
-    struct sockaddr_storage got[MAX_ADDRS];
-    size_t n4 = 0, n = 0;
+    size_t max = nm->max_addresses ? nm->max_addresses : TG_DEFAULT_DNS_MAX_ADDRESSES, n4 = 0, n = 0, all = 0;
+    for (struct ares_addrinfo_node *a = res ? res->nodes : NULL; a != NULL; a = a->ai_next)
+        all++;
+    struct sockaddr_storage *got = malloc((all ? all : 1) * sizeof(*got));
+    if (got == NULL) {
+        if (res != NULL)
+            ares_freeaddrinfo(res);
+        failed(nm, "out of memory");
+        return;
+    }
     int ttl = -1;
     for (struct ares_addrinfo_node *a = res ? res->nodes : NULL; a != NULL; a = a->ai_next) {
         int fam = a->ai_family;
@@ -270,11 +279,6 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         if (nm->family == TG_DNS_AUTO && fam == AF_INET && n4 == 0) {
             n = 0; /* the first IPv4 address: the IPv6 ones before it go */
             ttl = -1;
-        }
-        if (n == MAX_ADDRS) {
-            tg_warn("dns: cluster '%s': %s: more than %d addresses; the rest are left out", nm->cluster, nm->host,
-                    MAX_ADDRS);
-            break;
         }
         memset(&got[n], 0, sizeof(got[n]));
         memcpy(&got[n], a->ai_addr, a->ai_addrlen < sizeof(got[n]) ? a->ai_addrlen : sizeof(got[n]));
@@ -289,6 +293,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     if (res != NULL)
         ares_freeaddrinfo(res);
     if (status != ARES_SUCCESS || n == 0) {
+        free(got);
         failed(nm, status != ARES_SUCCESS ? ares_strerror(status) : "the answer has no address of the family asked");
         return;
     }
@@ -298,6 +303,15 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         if (addr_cmp(&got[i], &got[k - 1]) != 0)
             got[k++] = got[i];
     n = k;
+    if (n > max) { /* the first in address order: the same ones whatever order the server rotates them in */
+        if (nm->over != n)
+            tg_warn("dns: cluster '%s': %s: %zu addresses, more than max_addresses (%zu); the rest are left out",
+                    nm->cluster, nm->host, n, max);
+        nm->over = n;
+        n = max;
+    } else {
+        nm->over = 0;
+    }
     if (nm->fail_streak > 0 && nm->resolved)
         tg_info("dns: cluster '%s': %s resolves again", nm->cluster, nm->host);
     nm->fail_streak = 0;
@@ -309,6 +323,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         addrs_text(nm->addrs, nm->n, was, sizeof(was));
         struct sockaddr_storage *a = realloc(nm->addrs, n * sizeof(*a));
         if (a == NULL) {
+            free(got);
             failed(nm, "out of memory");
             return;
         }
@@ -324,6 +339,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         }
         announce(nm->d);
     }
+    free(got);
     nm->resolved = 1;
     schedule(nm, nm->ttl_ms);
 }
@@ -464,6 +480,7 @@ static int prepare(void *arg, const tg_config_t *cfg, tg_errors_t *errs)
             nm->min_ttl_ms = cc->dns.min_ttl_ms;
             nm->max_ttl_ms = cc->dns.max_ttl_ms;
             nm->on_failure = cc->dns.on_failure;
+            nm->max_addresses = cc->dns.max_addresses;
             if (nm->answered || nm->querying)
                 continue; /* known, or being looked up */
             if (n_want == cap_want) {
@@ -527,6 +544,7 @@ void tg_dns_commit(tg_dns_t *d, const tg_config_t *cfg)
                 nm->min_ttl_ms = cc->dns.min_ttl_ms;
                 nm->max_ttl_ms = cc->dns.max_ttl_ms;
                 nm->on_failure = cc->dns.on_failure;
+                nm->max_addresses = cc->dns.max_addresses;
             }
         }
     }

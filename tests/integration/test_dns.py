@@ -23,8 +23,8 @@ import time
 import urllib.request
 
 import requests
-from dnslib import AAAA, QTYPE, RCODE, RR, A
-from dnslib.server import BaseResolver, DNSServer
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSHandler, DNSServer
 
 import harness
 from test_status_page import CHROMIUM, browser
@@ -80,10 +80,38 @@ class Quiet:
         return lambda *a, **k: None
 
 
+class CutHandler(DNSHandler):
+    """UDP answers longer than 512 bytes are cut (TC set, the question
+    kept, as servers do; dnslib's own cut drops the question, which a
+    resolver cannot match): the resolver asks again over TCP."""
+
+    def get_reply(self, data):
+        request = DNSRecord.parse(data)
+        rdata = self.server.resolver.resolve(request, self).pack()
+        if self.protocol == "udp" and len(rdata) > 512:
+            cut = request.reply()
+            cut.header.tc = 1
+            rdata = cut.pack()
+        return rdata
+
+
+class Servers:
+    """The zone on UDP and TCP, one port."""
+
+    def __init__(self, zone, port):
+        self.all = [DNSServer(zone, port=port, address="127.0.0.1", logger=Quiet(), tcp=tcp, handler=CutHandler)
+                    for tcp in (False, True)]
+        for srv in self.all:
+            srv.start_thread()
+
+    def stop(self):
+        for srv in self.all:
+            srv.stop()
+            srv.server.server_close()  # the port is free for a server started again on it
+
+
 def start_dns(zone, port):
-    server = DNSServer(zone, port=port, address="127.0.0.1", logger=Quiet())
-    server.start_thread()
-    return server
+    return Servers(zone, port)
 
 
 class DnsTest(harness.GatewayTest):
@@ -104,6 +132,9 @@ class DnsTest(harness.GatewayTest):
         z.set("both.test", ["127.0.0.3", "::1"])
         z.set("checked.test", ["127.0.0.1"])
         z.set("dual.test", ["127.0.0.2", "::1"])
+        # 600 addresses (127.0.8.0 ...): an answer only TCP carries whole
+        cls.many = [f"127.0.{8 + i // 250}.{i % 250 + 1}" for i in range(600)]
+        z.set("many.test", list(reversed(cls.many)))
         # late.test does not exist yet: NXDOMAIN at start-up
         p = cls.app_port
         cls.start_gateway(f"""
@@ -127,6 +158,8 @@ clusters:
   - {{ name: both, endpoints: ['both.test:{cls.six.port}'] }}
   - {{ name: dual, endpoints: ['dual.test:{p}'], dns: {{ lookup_family: all }} }}
   - {{ name: hosts, endpoints: ['localhost:{p}'] }}
+  - {{ name: many, endpoints: ['many.test:{p}'] }}
+  - {{ name: capped, endpoints: ['many.test:{p}'], dns: {{ max_addresses: 100 }} }}
   - name: checked
     endpoints: ['checked.test:{p}']
     health_check: {{ path: /whoami, interval: 300ms, timeout: 1s, healthy_threshold: 5 }}
@@ -273,6 +306,23 @@ clusters:
         self.zone.set("checked.test", ["127.0.0.1", "127.0.0.2"])
         harness.wait_until(lambda: {self.who("/checked/whoami")[1] for _ in range(8)} == {"a0", "a1"},
                            what="the answering new address served")
+
+    def test_many_addresses_and_max_addresses(self):
+        """An answer of 600 addresses (over TCP: the UDP one is cut) makes
+        600 endpoints; a cluster's max_addresses: 100 keeps the lowest 100
+        in address order, whatever order the server gives them in, and
+        says so once."""
+        def eps(name):
+            return sorted(e["address"].rsplit(":", 1)[0] for e in self.cluster(name)["endpoints"])
+        key = lambda a: tuple(int(x) for x in a.split("."))
+        many = harness.wait_until(lambda: (lambda e: e if len(e) == 600 else None)(eps("many")), 30,
+                                  "600 endpoints from one answer")
+        self.assertEqual(sorted(many, key=key), sorted(self.many, key=key))
+        capped = eps("capped")
+        self.assertEqual(sorted(capped, key=key), sorted(self.many, key=key)[:100])
+        time.sleep(0.5)  # several re-resolutions (TTL 1 s, min_ttl 100ms): still one warning
+        log = self.gateway.proc.output()
+        self.assertEqual(log.count("many.test: 600 addresses, more than max_addresses (100)"), 1, log[-2000:])
 
     def test_metrics_and_status(self):
         text = harness.scrape(self.admin)
