@@ -521,7 +521,9 @@ int tg_ex_build_order(tg_exchange_t *ex)
     return 0;
 }
 
-/* Open connections to the cluster's endpoints, all workers (max_connections). */
+/* Open connections to the cluster's endpoints, all workers (max_connections):
+ * a pass over the endpoints, so asked only when a new connection would be
+ * made (no_connect), never for a request a pooled connection takes. */
 static uint64_t cluster_connections(tg_exchange_t *ex)
 {
     tg_cluster_t *c = ex->cluster;
@@ -529,6 +531,20 @@ static uint64_t cluster_connections(tg_exchange_t *ex)
     for (size_t j = 0; j < c->n_endpoints; j++)
         n += tg_health_connections(tg_worker_health(ex->w), c->endpoints[j].slot);
     return n;
+}
+
+static int over_max_pending(const tg_cluster_t *c)
+{
+    return c->conf->max_pending != 0 &&
+           atomic_load_explicit(&c->load->pending, memory_order_relaxed) >= c->conf->max_pending;
+}
+
+/* tg_up_target_t.no_connect: the cluster's breakers, for a new connection. */
+static int no_connect(void *arg)
+{
+    tg_exchange_t *ex = arg;
+    const tg_cluster_conf_t *cc = ex->cluster->conf;
+    return over_max_pending(ex->cluster) || (cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections);
 }
 
 /* Circuit breaking: the request is refused at once, 503 (gRPC
@@ -599,14 +615,13 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 .cb = on_upstream,
                 .arg = ex,
             };
-            int fresh = 0, over_pending = cc->max_pending != 0 &&
-                                          atomic_load_explicit(&c->load->pending, memory_order_relaxed) >= cc->max_pending;
-            int over_conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
-            t.no_connect = over_pending || over_conns;
+            int fresh = 0, over_pending = over_max_pending(c);
+            t.no_connect = cc->max_pending || cc->max_connections ? no_connect : NULL;
             ex->up_ops = c->up_ops;
             errno = 0;
             if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL && errno == EBUSY) {
-                overloaded(ex, over_conns ? TG_CB_MAX_CONNECTIONS : TG_CB_MAX_PENDING);
+                int conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
+                overloaded(ex, conns ? TG_CB_MAX_CONNECTIONS : TG_CB_MAX_PENDING);
                 return;
             }
             if (ex->up != NULL && fresh && over_pending) { /* joined a connection still opening (HTTP/2) */

@@ -748,7 +748,7 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
 {
     tg_worker_t *w = t->w;
     tg_h2_conn_t *c = conn_find(w, t->cl, t->ep, NULL);
-    if (c == NULL && t->no_connect) {
+    if (c == NULL && t->no_connect != NULL && t->no_connect(t->arg)) {
         errno = EBUSY;
         return NULL;
     }

@@ -67,7 +67,10 @@ typedef struct tg_up_target {
     tg_response_t *resp;
     tg_arena_t *arena;
     int may_reuse;                 /* an idle connection may be taken (HTTP/1: see the pool) */
-    int no_connect;                /* circuit breaker: no new connection; NULL (errno EBUSY) if one is needed */
+    /* Circuit breaking, asked only when a new connection would be made
+     * (a pooled one needs no answer): nonzero means none may be, and open
+     * returns NULL with errno EBUSY. NULL: always may. Called with arg. */
+    int (*no_connect)(void *arg);
     tg_upstream_cb cb;
     void *arg;
 } tg_up_target_t;

@@ -284,7 +284,7 @@ static void *h1_open(const tg_up_target_t *t, int *fresh)
         *fresh = 0;
         goto lent;
     }
-    if (t->no_connect) {
+    if (t->no_connect != NULL && t->no_connect(t->arg)) {
         errno = EBUSY;
         return NULL;
     }
