@@ -75,8 +75,9 @@ static int gw_listen(uint16_t *port)
 
 /* Builds the gateway once per process. cluster_yaml is the body of the
  * one cluster `up` (its endpoint is added: the fake upstream); the routes
- * cover plain requests and a gRPC service with a small message limit. */
-static void gw_init(const char *cluster_yaml)
+ * cover plain requests and a gRPC service with a small message limit,
+ * after routes_yaml (routes of the target's own, in the list's form). */
+static void gw_init_routes(const char *cluster_yaml, const char *routes_yaml)
 {
     gw_t *g = &gw_state;
     signal(SIGPIPE, SIG_IGN);
@@ -99,6 +100,7 @@ static void gw_init(const char *cluster_yaml)
             "filters:\n"
             "  - headers: { request: { set: { x-fuzz: '1' } }, response: { remove: [server] } }\n"
             "routes:\n"
+            "%s"
             "  - name: grpc\n"
             "    match: { path_separated_prefix: /svc }\n"
             "    cluster: up\n"
@@ -111,7 +113,7 @@ static void gw_init(const char *cluster_yaml)
             "  - name: up\n"
             "    endpoints: ['127.0.0.1:%u']\n"
             "%s",
-            g->port, g->up_port, cluster_yaml);
+            g->port, routes_yaml, g->up_port, cluster_yaml);
     fclose(f);
     tg_errors_t errs = { 0 };
     g->snap = tg_snapshot_load(path, NULL, tg_gateway_stack.upstream, NULL, &errs);
@@ -130,6 +132,11 @@ static void gw_init(const char *cluster_yaml)
             abort();
     if ((g->w = tg_worker_new(0, 1, g->snap, &lfd, 1, g->health, &tg_gateway_stack)) == NULL)
         abort();
+}
+
+static inline void gw_init(const char *cluster_yaml)
+{
+    gw_init_routes(cluster_yaml, "");
 }
 
 static int gw_connect(void)
