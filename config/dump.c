@@ -319,15 +319,30 @@ char *tg_config_to_json(const tg_config_t *c)
             dns(f, &cl->dns, 0);
         fputs(", \"tls\": ", f);
         if (cl->tls.enabled) {
-            fputs("{\"ca\": ", f);
+            fputs("{\"ca\": ", f); /* files by name; the rest from the rows */
             jstr(f, cl->tls.ca);
-            fputs(", \"server_name\": ", f);
-            jstr(f, cl->tls.server_name);
-            fprintf(f, ", \"verify\": %s, \"cert\": ", cl->tls.verify ? "true" : "false");
+            fputs(", \"cert\": ", f);
             jstr(f, cl->tls.client_cert.cert);
+            rows(f, &tg_keys_client_tls, &cl->tls, 1); /* server_name, verify */
             fputc('}', f);
         } else {
             fputs("null", f);
+        }
+        fputs(", \"health_check\": ", f);
+        if (cl->health_check.enabled) {
+            fputc('{', f);
+            rows(f, &tg_keys_health_check, &cl->health_check, 0); /* type, path, host, interval, thresholds... */
+            fputc('}', f);
+        } else {
+            fputs("null", f);
+        }
+        fputs(", \"outlier_detection\": ", f);
+        if (cl->outlier.consecutive_failures != 0) {
+            fputc('{', f);
+            rows(f, &tg_keys_outlier, &cl->outlier, 0);
+            fputc('}', f);
+        } else {
+            fputs("null", f); /* off */
         }
         fputc('}', f);
     }

@@ -62,6 +62,8 @@ static void write_default(FILE *f, const tg_key_t *k)
         fputs(buf, f);
     else if (k->kind == TG_KEY_BOOL && (strcmp(buf, "true") == 0 || strcmp(buf, "false") == 0))
         fputs(buf, f);
+    else if (strcmp(buf, "\"\"") == 0) /* `""`: the empty string, as YAML reads it */
+        fputs("\"\"", f);
     else
         jstr(f, buf);
 }
