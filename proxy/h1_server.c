@@ -49,9 +49,7 @@ typedef struct h1_conn {
 static const char *addr_str(const h1_conn_t *c)
 {
     static __thread char buf[INET6_ADDRSTRLEN];
-    if (c->family == 0 || inet_ntop(c->family, c->ip, buf, sizeof(buf)) == NULL)
-        snprintf(buf, sizeof(buf), "unknown");
-    return buf;
+    return tg_addr_text(c->family, c->ip, buf, sizeof(buf));
 }
 
 static const char *conn_state_str(conn_state_t s)

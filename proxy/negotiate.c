@@ -42,9 +42,7 @@ typedef struct neg_conn {
 
 static const char *addr_str(const neg_conn_t *c, char *buf, size_t len)
 {
-    if (c->family == 0 || inet_ntop(c->family, c->ip, buf, (socklen_t)len) == NULL)
-        snprintf(buf, len, "unknown");
-    return buf;
+    return tg_addr_text(c->family, c->ip, buf, len);
 }
 
 static const tg_listener_conf_t *listener_conf(const neg_conn_t *c)

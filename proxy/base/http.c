@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <strings.h>
@@ -302,4 +303,22 @@ int tg_send_all(int fd, const void *p, size_t n)
         n -= (size_t)k;
     }
     return 0;
+}
+
+const char *tg_addr_text(int family, const uint8_t *ip, char *buf, size_t cap)
+{
+    if (family == AF_INET && cap >= 16) {
+        char *p = buf;
+        for (int i = 0; i < 4; i++) {
+            if (i)
+                *p++ = '.';
+            p += tg_fmt_u64(p, ip[i]);
+        }
+        *p = '\0';
+        return buf;
+    }
+    if (family == AF_INET6 && inet_ntop(AF_INET6, ip, buf, (socklen_t)cap) != NULL)
+        return buf;
+    snprintf(buf, cap, "unknown");
+    return buf;
 }

@@ -176,6 +176,12 @@ int tg_send_all(int fd, const void *p, size_t n);
 /* Writes v in decimal at p (no NUL); returns the number of digits. */
 size_t tg_fmt_u64(char *p, uint64_t v);
 
+/* A client address kept in binary (family AF_INET or AF_INET6, ip its 4
+ * or 16 bytes) as text into buf (at least 46 bytes); "unknown" for any
+ * other family. IPv4 without printf: HTTP/1.1 connections format their
+ * client's address per request rather than keep it as text. */
+const char *tg_addr_text(int family, const uint8_t *ip, char *buf, size_t cap);
+
 /* The standard reason phrase for a status code ("Unknown" if none). */
 const char *tg_http_reason(int status);
 

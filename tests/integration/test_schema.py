@@ -165,7 +165,12 @@ class SchemaTest(unittest.TestCase):
             # the quickstart's demo certificates are made by scripts/quickstart.sh
             errors = [l for l in p.stderr.splitlines() if re.match(r"/\S+:\d+:\d+: ", l)]
             missing_demo_certs = errors and all("examples/certs/demo." in l for l in errors)
-            self.assertTrue(p.returncode == 0 or missing_demo_certs, f"{path}: {p.stderr}")
+            # grpc_json reflection: -t asks the service, which is not running here (the refusal
+            # says so; the rest of the file was checked before it)
+            no_service = "reflection: true" in text and not errors and \
+                re.search(r"grpc_json: no descriptors: reflection from cluster '\w+' failed: connect to "
+                          r"\S+: Connection refused", p.stderr)
+            self.assertTrue(p.returncode == 0 or missing_demo_certs or no_service, f"{path}: {p.stderr}")
 
     def test_valid_configs_validate(self):
         for text in VALID:

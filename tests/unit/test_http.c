@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include "proxy/base/http.h"
 
@@ -173,6 +175,23 @@ static void test_json_strings(void **state)
     tg_arena_free(&a);
 }
 
+static void test_addr_text(void **state)
+{
+    (void)state;
+    char buf[64];
+    static const uint8_t v4[][4] = { { 0, 0, 0, 0 }, { 255, 255, 255, 255 }, { 10, 1, 22, 3 }, { 127, 0, 0, 1 } };
+    static const char *const want[] = { "0.0.0.0", "255.255.255.255", "10.1.22.3", "127.0.0.1" };
+    for (size_t i = 0; i < 4; i++) {
+        char ref[INET_ADDRSTRLEN];
+        assert_string_equal(tg_addr_text(AF_INET, v4[i], buf, sizeof(buf)), want[i]);
+        assert_string_equal(inet_ntop(AF_INET, v4[i], ref, sizeof(ref)), buf); /* as the C library writes it */
+    }
+    uint8_t v6[16] = { 0 };
+    v6[15] = 1;
+    assert_string_equal(tg_addr_text(AF_INET6, v6, buf, sizeof(buf)), "::1");
+    assert_string_equal(tg_addr_text(0, v6, buf, sizeof(buf)), "unknown");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +201,7 @@ int main(void)
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_reason),
+        cmocka_unit_test(test_addr_text),
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_json_numbers),
         cmocka_unit_test(test_json_strings),
