@@ -28,22 +28,23 @@ def _field(num, data):
     return _varint(num << 3 | 2) + _varint(len(data)) + data
 
 
+def _read_varint(data, i):
+    n, shift = 0, 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
 def _fields(data):
     """(number, bytes) of a message whose fields are all length-delimited."""
     i, out = 0, []
     while i < len(data):
-        tag, shift = 0, 0
-        while True:
-            b = data[i]; i += 1
-            tag |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
-        n, shift = 0, 0
-        while True:
-            b = data[i]; i += 1
-            n |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
+        tag, i = _read_varint(data, i)
+        n, i = _read_varint(data, i)
         out.append((tag >> 3, data[i:i + n]))
         i += n
     return out
