@@ -346,6 +346,26 @@ routes:
         finally:
             plain.stop()
 
+    def test_2b_reflection_needs_the_routes_one_cluster(self):
+        for where, cfg in (("global", f"""
+listeners: [{{ name: m, listen: 127.0.0.1:{harness.free_port()} }}]
+filters: [{{ grpc_json: {{ reflection: true }} }}]
+clusters: [{{ name: grpc, protocol: h2c, endpoints: [127.0.0.1:{self.bport}] }}]
+routes: [{{ name: api, cluster: grpc }}]
+"""), ("split", f"""
+listeners: [{{ name: m, listen: 127.0.0.1:{harness.free_port()} }}]
+clusters: [{{ name: a, protocol: h2c, endpoints: [127.0.0.1:{self.bport}] }},
+           {{ name: b, protocol: h2c, endpoints: [127.0.0.1:{self.bport}] }}]
+routes: [{{ name: api, clusters: [{{ name: a, weight: 1 }}, {{ name: b, weight: 1 }}],
+           filters: [{{ grpc_json: {{ reflection: true }} }}] }}]
+""")):
+            path = os.path.join(self.dir, f"{where}.yaml")
+            with open(path, "w") as f:
+                f.write(cfg)
+            r = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("reflection needs the route's one cluster", r.stderr, where)
+
     def test_3_reload_fetches_again(self):
         before = self.reflections()
         r = self.reload()
