@@ -311,6 +311,10 @@ static int exchange(call_t *k, const tg_cluster_t *cl, const char *authority)
                 return -1;
         if (w < 0 || k->closed)
             break;
+        if (remaining_ms(k) == 0) { /* an upstream that never stops sending does not hold the load */
+            snprintf(k->why, sizeof(k->why), "timed out");
+            return -1;
+        }
         ssize_t r = read_some(k, buf, sizeof(buf));
         if (r <= 0) {
             snprintf(k->why, sizeof(k->why), r == 0 ? "the connection closed before the answer ended"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import requests
 
@@ -365,6 +366,41 @@ routes: [{{ name: api, clusters: [{{ name: a, weight: 1 }}, {{ name: b, weight: 
             r = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("reflection needs the route's one cluster", r.stderr, where)
+
+    def test_2c_a_chatty_upstream_cannot_hold_the_load(self):
+        """An upstream that never answers the call but keeps sending (PING
+        after PING): the fetch ends at reflection_timeout, saying so."""
+        import socket
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        stop = threading.Event()
+
+        def chatter():
+            conn, _ = srv.accept()
+            conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
+            try:
+                while not stop.is_set():
+                    conn.sendall(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"pingping")
+                    time.sleep(0.005)
+            except OSError:
+                pass
+            conn.close()
+        t = threading.Thread(target=chatter, daemon=True)
+        t.start()
+        try:
+            path = os.path.join(self.dir, "chatty.yaml")
+            with open(path, "w") as f:
+                f.write(self.config(srv.getsockname()[1], port=harness.free_port(), admin=harness.free_port())
+                        .replace("reflection_timeout: 3s", "reflection_timeout: 1s"))
+            r = subprocess.run([harness.BIN, "-t", "-c", path], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("timed out", r.stderr)
+        finally:
+            stop.set()
+            srv.close()
+            t.join(10)
 
     def test_3_reload_fetches_again(self):
         before = self.reflections()
