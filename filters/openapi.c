@@ -73,9 +73,7 @@ void tg_openapi_free(tg_openapi_t *d)
 
 int tg_openapi_op(tg_openapi_t *d, const char *path, const char *method, const char *json, size_t len)
 {
-    for (size_t i = 0; i < d->ops.n; i++)
-        if (strcmp(d->ops.v[i].path, path) == 0 && strcmp(d->ops.v[i].method, method) == 0)
-            return 0;
+    /* appended in order; duplicates go at render (sorted: no pass per call) */
     entry_t *e = push(&d->ops);
     if (e == NULL || (e->path = strdup(path)) == NULL || (e->method = strdup(method)) == NULL ||
         (e->json = dup_n(json, len)) == NULL) {
@@ -89,30 +87,53 @@ int tg_openapi_op(tg_openapi_t *d, const char *path, const char *method, const c
     return 1;
 }
 
-static entry_t *schema_named(const tg_openapi_t *d, const char *name)
+/* Schemas are kept sorted by name: found by binary search. Returns the
+ * index of name, or where it would go (*found 0). */
+static size_t schema_at(const tg_openapi_t *d, const char *name, int *found)
 {
-    for (size_t i = 0; i < d->schemas.n; i++)
-        if (strcmp(d->schemas.v[i].path, name) == 0)
-            return &d->schemas.v[i];
-    return NULL;
+    size_t lo = 0, hi = d->schemas.n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(d->schemas.v[mid].path, name);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
 }
 
 int tg_openapi_claim(tg_openapi_t *d, const char *name)
 {
-    if (schema_named(d, name) != NULL)
+    int found;
+    size_t at = schema_at(d, name, &found);
+    if (found)
         return 0;
-    entry_t *e = push(&d->schemas);
-    if (e == NULL || (e->path = strdup(name)) == NULL)
+    char *copy = strdup(name);
+    if (copy == NULL || push(&d->schemas) == NULL) {
+        free(copy);
         return -1;
+    }
+    memmove(&d->schemas.v[at + 1], &d->schemas.v[at], (d->schemas.n - at) * sizeof(entry_t));
+    d->schemas.v[at] = (entry_t){ .path = copy };
     d->schemas.n++;
     return 1;
 }
 
 int tg_openapi_schema(tg_openapi_t *d, const char *name, const char *json, size_t len)
 {
-    entry_t *e = schema_named(d, name);
-    if (e == NULL || e->json != NULL)
-        return e == NULL ? -1 : 0;
+    int found;
+    size_t at = schema_at(d, name, &found);
+    if (!found)
+        return -1;
+    entry_t *e = &d->schemas.v[at];
+    if (e->json != NULL)
+        return 0;
     return (e->json = dup_n(json, len)) != NULL ? 0 : -1;
 }
 
@@ -128,31 +149,42 @@ void tg_openapi_str(struct evbuffer *out, const char *s)
     evbuffer_add(out, "\"", 1);
 }
 
+/* Operations by path, then method, then the order they came in. */
+static int op_cmp(const void *a, const void *b)
+{
+    const entry_t *x = *(entry_t *const *)a, *y = *(entry_t *const *)b;
+    int c = strcmp(x->path, y->path);
+    if (c == 0)
+        c = strcmp(x->method, y->method);
+    return c != 0 ? c : (x < y ? -1 : x > y);
+}
+
 void tg_openapi_render(const tg_openapi_t *d, struct evbuffer *out, const char *title)
 {
     evbuffer_add_printf(out, "{\"openapi\": \"3.0.3\", \"info\": {\"title\": ");
     tg_openapi_str(out, title);
     evbuffer_add_printf(out, ", \"version\": \"1\"}, \"paths\": {");
-    int first_path = 1;
-    for (size_t i = 0; i < d->ops.n; i++) {
-        int seen = 0; /* a path's operations go out together, where it first came */
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = strcmp(d->ops.v[k].path, d->ops.v[i].path) == 0;
-        if (seen)
-            continue;
-        evbuffer_add_printf(out, "%s\n  ", first_path ? "" : ",");
-        first_path = 0;
-        tg_openapi_str(out, d->ops.v[i].path);
-        evbuffer_add(out, ": {", 3);
-        int first_op = 1;
-        for (size_t k = i; k < d->ops.n; k++) {
-            if (strcmp(d->ops.v[k].path, d->ops.v[i].path) != 0)
-                continue;
-            evbuffer_add_printf(out, "%s\"%s\": %s", first_op ? "" : ", ", d->ops.v[k].method, d->ops.v[k].json);
-            first_op = 0;
+    entry_t **ops = malloc((d->ops.n ? d->ops.n : 1) * sizeof(*ops));
+    size_t n = ops != NULL ? d->ops.n : 0;
+    for (size_t i = 0; i < n; i++)
+        ops[i] = &d->ops.v[i];
+    qsort(ops, n, sizeof(*ops), op_cmp);
+    for (size_t i = 0; i < n; i++) {
+        int new_path = i == 0 || strcmp(ops[i - 1]->path, ops[i]->path) != 0;
+        if (!new_path && strcmp(ops[i - 1]->method, ops[i]->method) == 0)
+            continue; /* the same path and method again: the first (the first route's) wins */
+        if (new_path) {
+            evbuffer_add_printf(out, "%s\n  ", i ? "}," : "");
+            tg_openapi_str(out, ops[i]->path);
+            evbuffer_add(out, ": {", 3);
+        } else {
+            evbuffer_add(out, ", ", 2);
         }
-        evbuffer_add(out, "}", 1);
+        evbuffer_add_printf(out, "\"%s\": %s", ops[i]->method, ops[i]->json);
     }
+    if (n > 0)
+        evbuffer_add(out, "}", 1);
+    free(ops);
     evbuffer_add_printf(out, "}, \"components\": {\"schemas\": {");
     int first = 1;
     for (size_t i = 0; i < d->schemas.n; i++) {

@@ -7,6 +7,7 @@
  * operation object as JSON text) and named schemas; the first of a path
  * and method wins, as the first route that matches does. Main thread,
  * per admin request; everything is copied in and freed with the doc.
+ * O(n log n) in operations and schemas, whatever their number.
  */
 #ifndef TG_FILTERS_OPENAPI_H
 #define TG_FILTERS_OPENAPI_H
@@ -20,8 +21,9 @@ typedef struct tg_openapi tg_openapi_t;
 tg_openapi_t *tg_openapi_new(void);
 void tg_openapi_free(tg_openapi_t *d);
 
-/* One operation: method lower-case ("get"), json an object. 1 added,
- * 0 the path and method were there already, -1 out of memory. */
+/* One operation: method lower-case ("get"), json an object. 1, or -1
+ * out of memory. A path and method added again is left out at render
+ * (the first added wins). O(1): the document is sorted when rendered. */
 int tg_openapi_op(tg_openapi_t *d, const char *path, const char *method, const char *json, size_t len);
 
 /* Schemas by name (components/schemas): claim returns 1 when the name is
