@@ -307,9 +307,16 @@ static int exchange(call_t *k, const tg_cluster_t *cl, const char *authority)
         const uint8_t *out;
         ssize_t w;
         while ((w = nghttp2_session_mem_send(k->h2, &out)) > 0)
-            if (write_all(k, out, (size_t)w) < 0)
+            if (write_all(k, out, (size_t)w) < 0) {
+                snprintf(k->why, sizeof(k->why), remaining_ms(k) == 0 ? "timed out" : "write failed: %s",
+                         strerror(errno));
                 return -1;
-        if (w < 0 || k->closed)
+            }
+        if (w < 0) {
+            snprintf(k->why, sizeof(k->why), "HTTP/2: %s", nghttp2_strerror((int)w));
+            return -1;
+        }
+        if (k->closed)
             break;
         if (remaining_ms(k) == 0) { /* an upstream that never stops sending does not hold the load */
             snprintf(k->why, sizeof(k->why), "timed out");
