@@ -133,14 +133,24 @@ static const tg_key_t gj_keys[] = {
 };
 static const tg_keyset_t gj_keyset = TG_KEYSET("filter.grpc_json", "grpc_json", gj_keys);
 
+/* The descriptors and the rules made of them (build's), gone. */
+static void drop_descriptors(gj_conf_t *c)
+{
+    for (size_t i = 0; i < c->n_rules; i++)
+        tg_http_template_free(c->rules[i].tmpl);
+    free(c->rules);
+    c->rules = NULL;
+    c->n_rules = 0;
+    tg_pbd_pool_free(c->pool);
+    c->pool = NULL;
+}
+
 static void gj_destroy(void *p)
 {
     gj_conf_t *c = p;
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->n_rules; i++)
-        tg_http_template_free(c->rules[i].tmpl);
-    free(c->rules);
+    drop_descriptors(c);
     for (size_t i = 0; i < c->n_services; i++)
         free(c->services[i]);
     free(c->services);
@@ -149,7 +159,6 @@ static void gj_destroy(void *p)
     free(c->cluster);
     free(c->last_raw);
     free(c->last_cluster);
-    tg_pbd_pool_free(c->pool);
     free(c);
 }
 
@@ -590,13 +599,7 @@ static int gj_prepare(void *conf, const tg_filter_prep_t *p, const tg_filter_pla
     }
     free(set);
     /* the last good set, if the previous config fetched one from this cluster */
-    tg_pbd_pool_free(c->pool);
-    c->pool = NULL;
-    for (size_t i = 0; i < c->n_rules; i++)
-        tg_http_template_free(c->rules[i].tmpl);
-    free(c->rules);
-    c->rules = NULL;
-    c->n_rules = 0;
+    drop_descriptors(c);
     if (c->last_raw != NULL && strcmp(c->last_cluster, at->cluster) == 0 &&
         build(c, c->last_raw, c->last_len, "kept from the last fetch", bwhy, sizeof(bwhy)) == 0) {
         tg_warn("route '%s': grpc_json: reflection from cluster '%s' failed: %s; the last good descriptors stay",
