@@ -1012,7 +1012,7 @@ static int module_init(tg_worker_t *w)
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_CLIENT, m);
-    tg_h2mem_init(&m->mem, tg_worker_mem(w));
+    tg_h2mem_init(&m->mem, tg_worker_mem(w), tg_worker_pages(w));
     if ((m->conns = tg_slab_new(sizeof(tg_h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
         nghttp2_option_new(&m->opt) != 0) {
         module_free(w);

@@ -99,9 +99,9 @@ struct h2_conn {
     /* Input goes to nghttp2 frame by frame (the client preface first), each
      * frame header seen by check_frame() before (h2util.h). */
     tg_h2_feeder_t feed;
-    void *framebuf;             /* nghttp2's outbound frame buffer (h2mem.h): its pages go back while idle */
+    void *blocks[2];            /* nghttp2's two page blocks (stream map, frame buffer; h2mem.h): their pages go back while idle */
     unsigned quiet : 1;         /* idle at the last trim tick */
-    unsigned trimmed : 1;       /* the frame buffer's pages were given back since the last stream */
+    unsigned trimmed : 1;       /* those pages were given back since the last stream */
     unsigned tls : 1, draining : 1, goaway : 1, in_io : 1, ping_out : 1, peer_eof : 1, stop_reading : 1,
         fatal : 1 /* a frame we had to send could not be queued (out of memory): close */;
 };
@@ -155,7 +155,7 @@ static int module_init(tg_worker_t *w)
     if (m == NULL)
         return -1;
     tg_worker_set_state(w, TG_WMOD_H2_SERVER, m);
-    tg_h2mem_init(&m->mem, tg_worker_mem(w));
+    tg_h2mem_init(&m->mem, tg_worker_mem(w), tg_worker_pages(w));
     if ((m->conns = tg_slab_new(sizeof(h2_conn_t))) == NULL || (m->cb = make_callbacks()) == NULL ||
         nghttp2_option_new(&m->opt) != 0) {
         module_free(w);
@@ -1034,7 +1034,8 @@ static void on_timer(tg_conn_t *b)
 
 /* The worker's trim tick (every few seconds): a connection that has had
  * no stream and nothing to send for a whole period gives back the pages of
- * its frame buffer; the next response touches again what it writes. Busy
+ * its frame buffer and of its stream map (that one while it reads as
+ * zeros); the next stream touches again what it writes. Busy
  * connections never pay a page fault for it. */
 static void on_trim(tg_conn_t *b)
 {
@@ -1048,9 +1049,12 @@ static void on_trim(tg_conn_t *b)
         c->quiet = 1;
         return;
     }
-    if (!c->trimmed && c->framebuf != NULL) {
-        size_t n = tg_h2mem_release(c->framebuf); /* nothing queued: what it holds was sent */
-        tg_debug("h2 %s: idle, frame buffer given back (%zu bytes)", c->addr, n);
+    if (!c->trimmed) {
+        size_t n[2] = { 0, 0 };
+        for (size_t i = 0; i < 2; i++)
+            if (c->blocks[i] != NULL)
+                n[i] = tg_h2mem_release_idle(&mstate(c->base.w)->mem, c->blocks[i]);
+        tg_debug("h2 %s: idle, pages given back: %zu + %zu bytes", c->addr, n[0], n[1]);
         c->trimmed = 1;
     }
 }
@@ -1126,9 +1130,10 @@ static int start_session(h2_conn_t *c)
     const tg_http2_conf_t *h = c->conf;
     h2s_worker_t *m = mstate(c->base.w);
     uint64_t hls = h->max_header_list_size ? h->max_header_list_size : c->base.snap->cfg->limits.max_header_bytes;
-    tg_h2mem_capture(&m->mem, &c->framebuf); /* the session's outbound frame buffer: given back while idle */
+    /* the session's page blocks (its stream map, its outbound frame buffer): given back while idle */
+    tg_h2mem_capture(&m->mem, c->blocks, sizeof(c->blocks) / sizeof(c->blocks[0]));
     int rv = nghttp2_session_server_new3(&c->session, m->cb, c, m->opt, &m->mem.mem);
-    tg_h2mem_capture(&m->mem, NULL);
+    tg_h2mem_capture(&m->mem, NULL, 0);
     if (rv != 0)
         return -1;
     nghttp2_settings_entry iv[] = {

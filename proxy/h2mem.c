@@ -7,14 +7,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#define PAGE 4096
-#define LARGE 16384 /* and up: page-aligned, its own pages */
+#define PAGE TG_PAGES_SIZE
+#define FRAMEBUF 16384 /* and up: a session's outbound frame buffer */
 
-static int is_large(const void *p)
+/* The pages of a page block of h's arena (0: a C-library block). */
+static size_t page_block(const tg_h2mem_t *h, const void *p)
 {
-    return p != NULL && ((uintptr_t)p & (PAGE - 1)) == 0 && malloc_usable_size((void *)p) >= LARGE;
+    return h->pages != NULL && p != NULL && ((uintptr_t)p & (PAGE - 1)) == 0 ? tg_pages_size(h->pages, p) : 0;
 }
 
 static size_t home(const tg_h2mem_t *h, const void *p)
@@ -75,24 +75,25 @@ static void watch_drop(tg_h2mem_t *h, void *block)
 
 static void *alloc(tg_h2mem_t *h, size_t size)
 {
-    if (size < LARGE)
+    if (size < PAGE || h->pages == NULL || size > (size_t)TG_PAGES_MAX_PAGES * PAGE)
         return tg_mem_alloc(h->cache, size);
-    /* aligned_alloc: the block starts a page and its size is whole
-     * pages, so the chunk headers around it are on pages of their own */
-    void *p = aligned_alloc(PAGE, (size + PAGE - 1) & ~(size_t)(PAGE - 1));
+    void *p = tg_pages_alloc(h->pages, size);
     if (p != NULL && h->capture != NULL) {
-        if (watch_add(h, p, h->capture) == 0)
-            *h->capture = p;
-        h->capture = NULL;
+        if (watch_add(h, p, h->capture) == 0) {
+            *h->capture++ = p;
+            h->capture_n--;
+        }
+        if (h->capture_n == 0)
+            h->capture = NULL;
     }
     return p;
 }
 
 static void release(tg_h2mem_t *h, void *ptr)
 {
-    if (is_large(ptr)) {
+    if (page_block(h, ptr) != 0) {
         watch_drop(h, ptr);
-        free(ptr); /* the cache's classes are for unaligned blocks */
+        tg_pages_free(h->pages, ptr);
     } else
         tg_mem_free(h->cache, ptr);
 }
@@ -122,11 +123,13 @@ static void *h2_realloc(void *ptr, size_t size, void *ud)
     tg_h2mem_t *h = ud;
     if (ptr == NULL)
         return alloc(h, size);
-    if (size < LARGE && !is_large(ptr))
+    size_t old = page_block(h, ptr);
+    if (old == 0 && (size < PAGE || h->pages == NULL))
         return tg_mem_realloc(h->cache, ptr, size);
-    size_t old = malloc_usable_size(ptr);
-    if (size <= old && is_large(ptr) == (size >= LARGE))
-        return ptr;
+    if (old == 0)
+        old = malloc_usable_size(ptr);
+    else if (size <= old && size >= PAGE)
+        return ptr; /* still fits its pages */
     void *n = alloc(h, size);
     if (n == NULL)
         return NULL;
@@ -135,9 +138,9 @@ static void *h2_realloc(void *ptr, size_t size, void *ud)
     return n;
 }
 
-void tg_h2mem_init(tg_h2mem_t *h, tg_mem_t *cache)
+void tg_h2mem_init(tg_h2mem_t *h, tg_mem_t *cache, tg_pages_t *pages)
 {
-    *h = (tg_h2mem_t){ .cache = cache };
+    *h = (tg_h2mem_t){ .cache = cache, .pages = pages };
     h->mem = (nghttp2_mem){ h, h2_malloc, h2_free, h2_calloc, h2_realloc };
 }
 
@@ -148,10 +151,8 @@ void tg_h2mem_free(tg_h2mem_t *h)
     h->watch_cap = h->watch_n = 0;
 }
 
-size_t tg_h2mem_release(void *block)
+size_t tg_h2mem_release_idle(tg_h2mem_t *h, void *block)
 {
-    if (!is_large(block))
-        return 0;
-    size_t n = malloc_usable_size(block) & ~(size_t)(PAGE - 1); /* whole pages of the block only */
-    return madvise(block, n, MADV_DONTNEED) == 0 ? n : 0;
+    size_t n = page_block(h, block);
+    return n != 0 ? tg_pages_release(h->pages, block, n < FRAMEBUF) : 0;
 }

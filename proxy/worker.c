@@ -18,6 +18,7 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/base/mem.h"
+#include "proxy/base/pages.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
@@ -48,6 +49,7 @@ struct tg_worker {
     int draining;
     uint64_t rng[2];                 /* xorshift128+ state */
     tg_mem_t *mem;                   /* this thread's block cache: libevent's and nghttp2's allocations */
+    tg_pages_t *pages;               /* ... and its page blocks (nghttp2's that go back while idle) */
     struct event *trim_ev;           /* gives back what the cache has not used for a while */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
@@ -347,6 +349,7 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tg_worker_t *w = arg;
     tg_mem_trim(w->mem);
+    tg_pages_trim(w->pages);
     tg_conn_node_t *n;
     TAILQ_FOREACH(n, &w->conns, link) /* idle connections give back what they hold */
         if (n->ops->on_trim != NULL)
@@ -420,7 +423,8 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     pthread_mutex_init(&w->mbox_lock, NULL);
     w->snap = tg_snapshot_ref(snap);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
-    if ((w->stats = tg_stats_new()) == NULL || (w->mem = tg_mem_new(MEM_CACHE_MAX)) == NULL)
+    if ((w->stats = tg_stats_new()) == NULL || (w->mem = tg_mem_new(MEM_CACHE_MAX)) == NULL ||
+        (w->pages = tg_pages_new()) == NULL)
         goto fail;
     struct event_config *ec = event_config_new();
     if (ec != NULL) {
@@ -533,6 +537,7 @@ void tg_worker_join_free(tg_worker_t *w)
     free(w->listeners);
     tg_stats_free(w->stats);
     tg_mem_destroy(w->mem); /* every session is gone; blocks freed later go to the C library */
+    tg_pages_destroy(w->pages);
     pthread_mutex_destroy(&w->mbox_lock);
     free(w);
 }
@@ -604,6 +609,11 @@ struct tg_tracer *tg_worker_tracer(tg_worker_t *w)
 tg_mem_t *tg_worker_mem(tg_worker_t *w)
 {
     return w->mem;
+}
+
+tg_pages_t *tg_worker_pages(tg_worker_t *w)
+{
+    return w->pages;
 }
 
 int tg_worker_draining(const tg_worker_t *w)

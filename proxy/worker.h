@@ -185,6 +185,8 @@ void tg_worker_set_tracer(tg_worker_t *w, struct tg_tracer *t);
 struct tg_tracer *tg_worker_tracer(tg_worker_t *w);
 /* The worker's block cache (proxy/base/mem.h). */
 struct tg_mem *tg_worker_mem(tg_worker_t *w);
+/* ... and its page arena (proxy/base/pages.h), trimmed with it. */
+struct tg_pages *tg_worker_pages(tg_worker_t *w);
 /* Is the worker draining (finishing what is in flight, then leaving)? */
 int tg_worker_draining(const tg_worker_t *w);
 /* Connections in the worker's list. */

@@ -3,9 +3,12 @@
  *
  * No header: a block is plain C-library memory, and its class is read back
  * from the size the C library gave it (malloc_usable_size): a block whose
- * usable size is at least 2^c serves any request up to 2^c. A miss asks
- * the C library for exactly 2^c bytes, so the block comes back to the same
- * class. Any block can thus be freed by free() anywhere, and any block of
+ * usable size is at least a class's size serves any request up to it. A
+ * miss asks the C library for exactly the class's size, so the block comes
+ * back to the same class. Classes are four to a doubling from 64 (64, 80,
+ * 96, 112, 128, 160, ...): a request wastes at most a fifth of its block,
+ * where powers of two waste up to half (a 2,928-byte HTTP/2 session took
+ * 4 KiB). Any block can thus be freed by free() anywhere, and any block of
  * a cacheable size can join a cache.
  */
 #include "proxy/base/mem.h"
@@ -16,8 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MIN_SHIFT 5                 /* 32 bytes */
-#define N_CLASSES 12                /* 32 .. 64 KiB */
+#define N_CLASSES 43                /* 32 .. 64 KiB: 32, 48, then four to a doubling */
 #define LIBEVENT_MIN 1024           /* libevent's smaller allocations (events, buffer structs) stay exact */
 #ifdef TG_ASAN
 #define CACHING 0
@@ -39,28 +41,41 @@ struct tg_mem {
 
 static __thread tg_mem_t *thread_mem; /* the cache libevent uses on this thread */
 
-/* The class a request of size bytes is served from (N_CLASSES: none). */
-static unsigned class_for_request(size_t size)
-{
-    if (!CACHING || size > ((size_t)1 << (MIN_SHIFT + N_CLASSES - 1)))
-        return N_CLASSES;
-    if (size <= ((size_t)1 << MIN_SHIFT))
-        return 0;
-    return (unsigned)(64 - __builtin_clzll((unsigned long long)(size - 1))) - MIN_SHIFT;
-}
-
-/* The class a block of usable bytes can serve (N_CLASSES: none). */
-static unsigned class_for_block(size_t usable)
-{
-    if (usable < ((size_t)1 << MIN_SHIFT))
-        return N_CLASSES;
-    unsigned c = (unsigned)(63 - __builtin_clzll((unsigned long long)usable)) - MIN_SHIFT;
-    return c < N_CLASSES ? c : N_CLASSES;
-}
-
+/* Classes 32 and 48, then four to a doubling from 64: 64, 80, 96, 112,
+ * 128, 160, ... Steps are 16 bytes or more because the C library may
+ * hand out up to 15 bytes beyond a request (a 48-byte block reads as 56):
+ * with 8-byte steps a block would read as the next class up when freed,
+ * and its own class would miss for ever. */
 static size_t class_size(unsigned c)
 {
-    return (size_t)1 << (MIN_SHIFT + c);
+    if (c < 2)
+        return 32 + 16 * (size_t)c;
+    unsigned k = c + 2; /* from 64 = class 2 = k 4: (4 + k % 4) << (k / 4 + 3) */
+    return (size_t)(4 + (k & 3)) << ((k >> 2) + 3);
+}
+
+/* The class a request of size bytes is served from (N_CLASSES: none):
+ * the smallest whose size is at least size. */
+static unsigned class_for_request(size_t size)
+{
+    if (!CACHING || size > class_size(N_CLASSES - 1))
+        return N_CLASSES;
+    if (size <= 64)
+        return size <= 32 ? 0 : size <= 48 ? 1 : 2;
+    size_t v = size - 1;
+    unsigned shift = (unsigned)(63 - __builtin_clzll((unsigned long long)v)); /* v's top bit, 6 or more */
+    return (shift - 5) * 4 + (unsigned)(v >> (shift - 2) & 3) + 1 - 2;
+}
+
+/* The class a block of usable bytes can serve (N_CLASSES: none): the
+ * largest whose size is at most usable. */
+static unsigned class_for_block(size_t usable)
+{
+    if (usable < 64)
+        return usable < 32 ? N_CLASSES : usable < 48 ? 0 : 1;
+    unsigned shift = (unsigned)(63 - __builtin_clzll((unsigned long long)usable));
+    unsigned c = (shift - 5) * 4 + (unsigned)(usable >> (shift - 2) & 3) - 2;
+    return c < N_CLASSES ? c : N_CLASSES;
 }
 
 tg_mem_t *tg_mem_new(size_t max_cached)

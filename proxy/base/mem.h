@@ -1,6 +1,6 @@
 /*
  * proxy/base/mem.h — a worker's block cache: freed blocks are kept in
- * per-size-class lists (powers of two, 32 bytes to 64 KiB) and handed out
+ * per-size-class lists (four to a doubling, 32 bytes to 64 KiB) and handed out
  * again, so a worker in steady state makes no heap allocation per request.
  *
  * Who uses it:

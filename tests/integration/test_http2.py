@@ -9,6 +9,7 @@ bounded)."""
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -453,9 +454,11 @@ def source_sink_handler(c):
 
 
 class Http2IdleTrimTest(harness.GatewayTest):
-    """An h2c connection idle through a trim period gives back its frame
-    buffer's pages (logged at debug level); full-size frames written into
-    those pages afterwards arrive intact, on the same connection."""
+    """An h2c connection idle through a trim period gives back the pages of
+    its frame buffer and of its stream map (logged at debug level): at least
+    16 KiB and 4 KiB. Full-size frames written into those pages afterwards
+    arrive intact and new streams find their way through the map again, on
+    the same connection."""
 
     @classmethod
     def setUpClass(cls):
@@ -495,8 +498,13 @@ class Http2IdleTrimTest(harness.GatewayTest):
         s.sendall(conn.data_to_send())
         want = (bytes(range(256)) * 256)[:60000]
         self.assertEqual(self.download(s, conn, 1, 60000), want)
-        harness.wait_until(lambda: "frame buffer given back" in self.gateway.proc.output(), timeout=40,
+        harness.wait_until(lambda: "pages given back" in self.gateway.proc.output(), timeout=40,
                            what="the idle connection's trim", interval=0.5)
+        given = re.search(r"pages given back: (\d+) \+ (\d+) bytes", self.gateway.proc.output())
+        self.assertIsNotNone(given)
+        stream_map, frame_buffer = sorted(map(int, given.groups()))
+        self.assertGreaterEqual(stream_map, 4096)
+        self.assertGreaterEqual(frame_buffer, 16384)
         self.assertEqual(self.download(s, conn, 3, 60000), want)  # full frames through the pages given back
         self.assertEqual(self.download(s, conn, 5, 60000), want)
 

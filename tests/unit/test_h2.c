@@ -24,8 +24,10 @@ static void test_allocator(void **state)
 {
     tg_mem_t *m = tg_mem_new(1 << 20);
     assert_non_null(m);
+    tg_pages_t *pages = tg_pages_new();
+    assert_non_null(pages);
     tg_h2mem_t h2;
-    tg_h2mem_init(&h2, m);
+    tg_h2mem_init(&h2, m, pages);
     nghttp2_mem *mem = &h2.mem;
     /* every size class and a large block: usable, 16-byte aligned */
     size_t sizes[] = { 0, 1, 31, 32, 33, 100, 1000, 4096, 4097, 100000 };
@@ -61,35 +63,55 @@ static void test_allocator(void **state)
     assert_non_null(last);
     mem->free(last, mem->mem_user_data);
 
-    /* large blocks: page-aligned, whole pages; a captured one is named in
-     * its slot until freed (also through realloc); its pages can go back
-     * and read as zeros, the block still usable */
-    void *slot = NULL, *other = NULL;
-    tg_h2mem_capture(&h2, &slot);
-    void *small = mem->malloc(100, mem->mem_user_data); /* not captured: small */
-    assert_null(slot);
+    /* page blocks: page-aligned, whole pages; captured ones are named in
+     * their slots until freed (also through realloc); an idle session's
+     * frame buffer (16 KiB and up) gives its pages back whole, a smaller
+     * block only while it reads as zeros; either reads as zeros after,
+     * still usable */
+    void *slots[2] = { NULL, NULL }, *other = NULL;
+    tg_h2mem_capture(&h2, slots, 2);
+    void *small = mem->malloc(100, mem->mem_user_data); /* not captured: smaller than a page */
+    assert_null(slots[0]);
+    unsigned char *map = mem->calloc(256, 16, mem->mem_user_data);
     unsigned char *big = mem->malloc(16394, mem->mem_user_data);
-    assert_ptr_equal(slot, big);
+    assert_ptr_equal(slots[0], map);
+    assert_ptr_equal(slots[1], big);
     assert_int_equal((uintptr_t)big % 4096, 0);
-    tg_h2mem_capture(&h2, &other);
-    tg_h2mem_capture(&h2, NULL); /* stopped before any large block: nothing captured */
+    assert_int_equal((uintptr_t)map % 4096, 0);
+    void *third = mem->malloc(5000, mem->mem_user_data); /* two slots only */
+    tg_h2mem_capture(&h2, &other, 1);
+    tg_h2mem_capture(&h2, NULL, 0); /* stopped before any page block: nothing captured */
     void *big2 = mem->malloc(20000, mem->mem_user_data);
     assert_null(other);
     memset(big, 0x5a, 16394);
-    assert_true(tg_h2mem_release(big) >= 16384);
+    assert_int_equal(tg_h2mem_release_idle(&h2, big), 20480);
     for (size_t i = 0; i < 16394; i += 997)
         assert_int_equal(big[i], 0);
     big[100] = 7; /* written again: the page comes back */
     assert_int_equal(big[100], 7);
-    assert_int_equal(tg_h2mem_release(small), 0); /* not a large block: left alone */
-    big = mem->realloc(big, 40000, mem->mem_user_data); /* moved: the old block is freed */
+    map[4000] = 1; /* the map holds something: it stays */
+    assert_int_equal(tg_h2mem_release_idle(&h2, map), 0);
+    assert_int_equal(map[4000], 1);
+    map[4000] = 0;
+    assert_int_equal(tg_h2mem_release_idle(&h2, map), 4096);
+    map[10] = 3;
+    assert_int_equal(map[10] + map[11], 3);
+    assert_int_equal(tg_h2mem_release_idle(&h2, small), 0); /* not a page block: left alone */
+    big = mem->realloc(big, 30000, mem->mem_user_data); /* moved: the old block is freed */
     assert_non_null(big);
     assert_int_equal(big[100], 7);
-    assert_null(slot);
+    assert_null(slots[1]);
+    assert_ptr_equal(slots[0], map);
+    big = mem->realloc(big, 100000, mem->mem_user_data); /* beyond the arena's blocks */
+    assert_int_equal(big[100], 7);
+    assert_int_equal(tg_h2mem_release_idle(&h2, big), 0);
+    mem->free(map, mem->mem_user_data);
+    assert_null(slots[0]);
+    mem->free(third, mem->mem_user_data);
     for (int i = 0; i < 200; i++) { /* many captured at once, freed in another order */
         void *s2[3] = { NULL, NULL, NULL }, *b2[3];
         for (int k = 0; k < 3; k++) {
-            tg_h2mem_capture(&h2, &s2[k]);
+            tg_h2mem_capture(&h2, &s2[k], 1);
             b2[k] = mem->malloc(16384 + (size_t)k, mem->mem_user_data);
             assert_ptr_equal(s2[k], b2[k]);
         }
@@ -105,6 +127,7 @@ static void test_allocator(void **state)
     mem->free(big2, mem->mem_user_data);
     mem->free(small, mem->mem_user_data);
     tg_h2mem_free(&h2);
+    tg_pages_destroy(pages);
     tg_mem_destroy(m); /* frees the cached blocks */
 }
 

@@ -4,6 +4,7 @@
  * reuse checks hold in the release build, whose unit tests run too;
  * sanitizer builds do not cache, and there the same calls must still be
  * correct memory. */
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 
 #include "proxy/base/chunks.h"
 #include "proxy/base/mem.h"
+#include "proxy/base/pages.h"
 #include "proxy/base/slab.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -123,6 +125,41 @@ static void test_budget_and_trim(void **state)
     tg_mem_destroy(m);
 }
 
+/* Four classes to a doubling from 64 (32 and 48 below): a request takes a block at most a fifth
+ * larger than itself (a 2,928-byte one takes 3 KiB, not 4), and a block
+ * comes back to the class it was made for. */
+static void test_classes(void **state)
+{
+    (void)state;
+    static const size_t sizes[][2] = { /* a request, the largest request its block serves */
+        { 1, 32 },       { 33, 48 },       { 49, 64 },       { 65, 80 },       { 81, 96 },
+        { 100, 112 },    { 2928, 3072 },   { 3073, 3584 },   { 4096, 4096 },   { 4097, 5120 },
+        { 40000, 40960 }, { 65536, 65536 },
+    };
+    tg_mem_t *m = tg_mem_new(1 << 20);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        unsigned char *a = tg_mem_alloc(m, sizes[i][0]);
+        assert_non_null(a);
+        if (CACHES) { /* sanitizer builds: exact sizes */
+            assert_true(malloc_usable_size(a) >= sizes[i][1]);
+            assert_true(malloc_usable_size(a) < sizes[i][1] + sizes[i][1] / 4 + 16);
+        }
+        memset(a, 0x5a, sizes[i][0]);
+        tg_mem_free(m, a);
+        unsigned char *b = tg_mem_alloc(m, sizes[i][1]); /* the same class */
+        if (CACHES)
+            assert_ptr_equal(a, b);
+        memset(b, 0x5a, sizes[i][1]);
+        tg_mem_free(m, b);
+        unsigned char *c = tg_mem_alloc(m, sizes[i][1] + 1); /* the next one */
+        if (CACHES && sizes[i][1] < 65536)
+            assert_ptr_not_equal(b, c);
+        memset(c, 0x5b, sizes[i][1] + 1);
+        tg_mem_free(m, c);
+    }
+    tg_mem_destroy(m);
+}
+
 static void test_no_cache_and_cross_cache(void **state)
 {
     (void)state;
@@ -139,6 +176,107 @@ static void test_no_cache_and_cross_cache(void **state)
     tg_mem_free(b, r);
     tg_mem_destroy(a);
     tg_mem_destroy(b);
+}
+
+/* The page arena: whole, aligned pages; a freed block comes back to its
+ * size's list; trim gives back the pages of blocks nobody took since the
+ * last trim (they read as zeros after); a block in use gives its pages
+ * back when told (only while it reads as zeros, if asked); pointers that
+ * are not its blocks are told apart; blocks keep coming past a chunk. */
+static void test_pages(void **state)
+{
+    (void)state;
+    tg_pages_t *a = tg_pages_new();
+    assert_non_null(a);
+    assert_null(tg_pages_alloc(a, 0));
+    assert_null(tg_pages_alloc(a, TG_PAGES_MAX_PAGES * TG_PAGES_SIZE + 1));
+    unsigned char *p[TG_PAGES_MAX_PAGES + 1];
+    for (unsigned k = 1; k <= TG_PAGES_MAX_PAGES; k++) {
+        p[k] = tg_pages_alloc(a, (size_t)k * TG_PAGES_SIZE - 100);
+        assert_non_null(p[k]);
+        assert_int_equal((uintptr_t)p[k] % TG_PAGES_SIZE, 0);
+        assert_int_equal(tg_pages_size(a, p[k]), (size_t)k * TG_PAGES_SIZE);
+        memset(p[k], (int)k, (size_t)k * TG_PAGES_SIZE);
+    }
+    for (unsigned k = 1; k <= TG_PAGES_MAX_PAGES; k++) /* nothing overlaps */
+        for (size_t i = 0; i < (size_t)k * TG_PAGES_SIZE; i += 512)
+            assert_int_equal(p[k][i], k);
+    tg_pages_stats_t st;
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.in_use, 36 * TG_PAGES_SIZE);
+    assert_int_equal(st.free_hot, 0);
+    /* not blocks: an interior pointer, a C-library block, NULL */
+    void *heap = malloc(64);
+    assert_int_equal(tg_pages_size(a, p[3] + TG_PAGES_SIZE), 0);
+    assert_int_equal(tg_pages_size(a, p[3] + 1), 0);
+    assert_int_equal(tg_pages_size(a, heap), 0);
+    assert_int_equal(tg_pages_size(a, NULL), 0);
+    assert_int_equal(tg_pages_release(a, heap, 0), 0);
+    free(heap);
+    /* release of a block in use */
+    assert_int_equal(tg_pages_release(a, p[2], 1), 0); /* holds bytes: stays */
+    assert_int_equal(p[2][5], 2);
+    assert_int_equal(tg_pages_release(a, p[2], 0), 2 * TG_PAGES_SIZE);
+    assert_int_equal(p[2][5] + p[2][TG_PAGES_SIZE + 5], 0);
+    memset(p[1], 0, TG_PAGES_SIZE);
+    assert_int_equal(tg_pages_release(a, p[1], 1), TG_PAGES_SIZE);
+    p[1][7] = 9;
+    assert_int_equal(p[1][7], 9);
+    /* reuse: a freed block of the same size comes back */
+    unsigned char *old = p[4];
+    tg_pages_free(a, p[4]);
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.free_hot, 4 * TG_PAGES_SIZE);
+    p[4] = tg_pages_alloc(a, 3 * TG_PAGES_SIZE + 1);
+    assert_ptr_equal(p[4], old);
+    assert_int_equal(p[4][0], 4); /* not given back: still what it held */
+    /* trim: a free block untouched between two trims gives its pages back */
+    tg_pages_free(a, p[4]);
+    tg_pages_trim(a); /* first: nothing known unused yet */
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.free_hot, 4 * TG_PAGES_SIZE);
+    tg_pages_trim(a);
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.free_hot, 0);
+    p[4] = tg_pages_alloc(a, 4 * TG_PAGES_SIZE);
+    assert_ptr_equal(p[4], old);
+    assert_int_equal(p[4][0] + p[4][3 * TG_PAGES_SIZE], 0); /* reads as zeros */
+    /* a cold block freed below warm ones, taken in order */
+    unsigned char *x = tg_pages_alloc(a, TG_PAGES_SIZE), *y = tg_pages_alloc(a, TG_PAGES_SIZE);
+    tg_pages_free(a, x);
+    tg_pages_trim(a);
+    tg_pages_trim(a); /* x cold */
+    tg_pages_free(a, y);
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.free_hot, TG_PAGES_SIZE);
+    assert_ptr_equal(tg_pages_alloc(a, 1), y); /* the warm one first */
+    assert_ptr_equal(tg_pages_alloc(a, 1), x);
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.free_hot, 0);
+    tg_pages_free(a, x);
+    tg_pages_free(a, y);
+    /* past a chunk: blocks keep coming, all distinct and usable; the old
+     * chunk's end becomes a free block */
+    enum { N = 300 };
+    unsigned char *many[N];
+    for (int i = 0; i < N; i++) {
+        many[i] = tg_pages_alloc(a, 3 * TG_PAGES_SIZE);
+        assert_non_null(many[i]);
+        many[i][0] = (unsigned char)i;
+        many[i][3 * TG_PAGES_SIZE - 1] = (unsigned char)i;
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(many[i][0] + many[i][3 * TG_PAGES_SIZE - 1], 2 * (i & 0xff));
+    tg_pages_stats(a, &st);
+    assert_true(st.mapped >= (size_t)N * 3 * TG_PAGES_SIZE);
+    for (int i = 0; i < N; i++)
+        tg_pages_free(a, many[i]);
+    for (unsigned k = 1; k <= TG_PAGES_MAX_PAGES; k++)
+        tg_pages_free(a, p[k]);
+    tg_pages_stats(a, &st);
+    assert_int_equal(st.in_use, 0);
+    tg_pages_destroy(a);
+    tg_pages_destroy(NULL);
 }
 
 typedef struct obj {
@@ -250,6 +388,8 @@ int main(void)
         cmocka_unit_test(test_alloc_free_reuse),
         cmocka_unit_test(test_calloc_realloc),
         cmocka_unit_test(test_budget_and_trim),
+        cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_pages),
         cmocka_unit_test(test_no_cache_and_cross_cache),
         cmocka_unit_test(test_slab),
         cmocka_unit_test(test_chunks),
