@@ -28,8 +28,6 @@
 #include "filters/cache.h"
 
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +38,6 @@
 #include "filters/cache_rfc.h"
 #include "filters/cache_store.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
 
 #define KEY_MAX 8192
 #define REVALIDATE_TIMEOUT_MS 30000 /* a background revalidation's whole call */
@@ -339,7 +336,7 @@ typedef struct cx {
     tg_cache_entry_t *stale;    /* the entry it revalidates or may fall back on (a reference) */
     tg_cache_entry_t *served;   /* the entry the response is made from (a reference) */
     tg_cache_waiter_t waiter;
-    struct event timer;         /* WAITING: collapse_timeout */
+    tg_timer_t timer;           /* WAITING: collapse_timeout */
     /* a response made from an entry: its body's part sent */
     const unsigned char *rbody;
     size_t rlen;
@@ -940,9 +937,9 @@ static tg_filter_status_t decide(cx_t *x)
     return go_upstream(x);
 }
 
-static void on_collapse_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_collapse_timeout(tg_timer_t *t)
 {
-    cx_t *x = arg;
+    cx_t *x = TG_CONTAINER_OF(t, cx_t, timer);
     x->timer_set = 0;
     if (!tg_cache_wait_cancel(x->c->zone->store, &x->waiter))
         return; /* the fill ended meanwhile: its wake is on the way */
@@ -958,7 +955,7 @@ static void on_woken(tg_filter_exchange_t *fx, uint64_t gen)
     if (x == NULL)
         return; /* the exchange ended meanwhile */
     if (x->timer_set) {
-        evtimer_del(&x->timer);
+        tg_timer_cancel(&x->timer);
         x->timer_set = 0;
     }
     x->woken = 1;
@@ -1023,8 +1020,8 @@ static tg_filter_status_t cache_on_request(void *p, tg_filter_exchange_t *fx, si
     x->range = tg_headers_get(h, "range") != NULL;
     tg_filter_status_t s = decide(x);
     if (s == TG_FILTER_PAUSE) {
-        evtimer_assign(&x->timer, fx->base, on_collapse_timeout, x);
-        x->timer_set = tg_timer_arm_ms(&x->timer, c->collapse_timeout_ms) == 0;
+        x->timer.fn = on_collapse_timeout;
+        x->timer_set = tg_timer_set(fx->loop, &x->timer, c->collapse_timeout_ms) == 0;
     }
     return s;
 }
@@ -1214,7 +1211,7 @@ static void cache_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
     if (x == NULL || x->phase != CX_WAITING)
         return;
     if (x->timer_set) {
-        evtimer_del(&x->timer);
+        tg_timer_cancel(&x->timer);
         x->timer_set = 0;
     }
     tg_cache_wait_cancel(x->c->zone->store, &x->waiter);
@@ -1227,7 +1224,7 @@ static void cache_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, c
         return;
     fx->state[index] = NULL;
     if (x->timer_set) {
-        evtimer_del(&x->timer);
+        tg_timer_cancel(&x->timer);
         x->timer_set = 0;
     }
     if (x->phase == CX_WAITING)

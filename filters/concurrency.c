@@ -21,8 +21,6 @@
 #include "filters/concurrency.h"
 
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -34,7 +32,6 @@
 #include "filters/limited.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
 
 #define KEY_MAX 512
 
@@ -52,7 +49,7 @@ typedef struct cl_hold {
     unsigned counters;           /* its filter's counters' base */
     tg_limited_t *limited;       /* its filter's, for a refusal after waiting */
     tg_filter_waker_t waker;     /* QUEUED: how a release wakes it */
-    struct event timer;          /* QUEUED: queue_timeout, on the exchange's worker */
+    tg_timer_t timer;            /* QUEUED: queue_timeout, on the exchange's worker */
     unsigned timer_set : 1;
 } cl_hold_t;
 
@@ -247,7 +244,7 @@ static void finish_wait(cl_hold_t *h, int timed_out)
         h->state = H_HOLDING;
         pthread_mutex_unlock(&sh->lock);
         if (h->timer_set) {
-            evtimer_del(&h->timer);
+            tg_timer_cancel(&h->timer);
             h->timer_set = 0;
         }
         tg_filter_resume(h->fx, h->gen, TG_FILTER_CONTINUE);
@@ -267,9 +264,9 @@ static void finish_wait(cl_hold_t *h, int timed_out)
     tg_filter_resume(h->fx, h->gen, TG_FILTER_REPLY);
 }
 
-static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_queue_timeout(tg_timer_t *t)
 {
-    cl_hold_t *h = arg;
+    cl_hold_t *h = TG_CONTAINER_OF(t, cl_hold_t, timer);
     h->timer_set = 0;
     finish_wait(h, 1);
 }
@@ -335,8 +332,8 @@ static tg_filter_status_t cl_on_request(void *p, tg_filter_exchange_t *fx, size_
         tg_debug("concurrency_limit: queued (%u waiting for %llu slots)", waiting, (unsigned long long)c->limit);
         fx->state[index] = h;
         tg_filter_count(fx, c->counters, CL_QUEUED);
-        evtimer_assign(&h->timer, fx->base, on_queue_timeout, h);
-        h->timer_set = tg_timer_arm_ms(&h->timer, c->queue_timeout_ms) == 0;
+        h->timer.fn = on_queue_timeout;
+        h->timer_set = tg_timer_set(fx->loop, &h->timer, c->queue_timeout_ms) == 0;
         return TG_FILTER_PAUSE;
     }
     maybe_remove(c->table, sh, e);
@@ -354,7 +351,7 @@ static void cl_on_complete(void *p, tg_filter_exchange_t *fx, size_t index, cons
         return;
     fx->state[index] = NULL;
     if (h->timer_set) {
-        evtimer_del(&h->timer);
+        tg_timer_cancel(&h->timer);
         h->timer_set = 0;
     }
     if (h->entry == NULL)
@@ -382,7 +379,7 @@ static void cl_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
 {
     cl_hold_t *h = fx->state[index];
     if (h != NULL && h->timer_set) {
-        evtimer_del(&h->timer);
+        tg_timer_cancel(&h->timer);
         h->timer_set = 0;
     }
 }

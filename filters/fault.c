@@ -8,9 +8,7 @@
  * generation: no shared random state, no lock.
  */
 #include "filters/fault.h"
-#include "proxy/base/timer.h"
 
-#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +22,7 @@ typedef struct fault_conf {
 typedef struct pending {
     tg_filter_exchange_t *fx;
     uint64_t gen;
-    struct event *ev;
+    tg_timer_t timer;           /* the delay */
     int then_abort;
     int abort_status;
 } pending_t;
@@ -96,13 +94,12 @@ static tg_filter_status_t abort_now(tg_filter_exchange_t *fx, int status)
     return TG_FILTER_REPLY;
 }
 
-static void on_delay_done(evutil_socket_t fd, short what, void *arg)
+static void on_delay_done(tg_timer_t *t)
 {
-    pending_t *p = arg;
+    pending_t *p = TG_CONTAINER_OF(t, pending_t, timer);
     tg_filter_exchange_t *fx = p->fx;
     uint64_t gen = p->gen;
     int then_abort = p->then_abort, status = p->abort_status;
-    event_free(p->ev);
     free(p);
     if (then_abort && fx->gen == gen) {
         fx->reply_status = status;
@@ -122,16 +119,14 @@ static tg_filter_status_t fault_on_request(void *conf, tg_filter_exchange_t *fx,
     if (!do_delay)
         return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE;
     pending_t *p = calloc(1, sizeof(*p));
-    if (p == NULL || (p->ev = evtimer_new(fx->base, on_delay_done, p)) == NULL) {
-        free(p);
+    if (p == NULL)
         return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE; /* no timer: skip the delay */
-    }
+    p->timer.fn = on_delay_done;
     p->fx = fx;
     p->gen = fx->gen;
     p->then_abort = do_abort;
     p->abort_status = (int)c->abort_status;
-    if (tg_timer_arm_ms(p->ev, c->delay_ms) < 0) { /* no pause possible: the request goes on undelayed */
-        event_free(p->ev);
+    if (tg_timer_set(fx->loop, &p->timer, c->delay_ms) < 0) { /* no pause possible: the request goes on undelayed */
         free(p);
         return do_abort ? abort_now(fx, (int)c->abort_status) : TG_FILTER_CONTINUE;
     }

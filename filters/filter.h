@@ -16,7 +16,7 @@
  *                       fx->reply_message (+ fx->reply_headers); response
  *                       and completion hooks still run.
  *   TG_FILTER_PAUSE     the filter started async work (a timer, a lookup)
- *                       on fx->base and will call tg_filter_resume(fx, gen,
+ *                       on fx->loop and will call tg_filter_resume(fx, gen,
  *                       status) from that work's callback, with gen = the
  *                       fx->gen it saw; the chain then goes on (status
  *                       CONTINUE) or replies (REPLY). If the exchange ends
@@ -38,6 +38,7 @@
 #include "config/node.h"
 #include "filters/host.h"
 #include "filters/store.h"
+#include "proxy/base/loop.h"
 #include "proxy/base/http.h"
 
 struct evbuffer;
@@ -137,7 +138,7 @@ struct tg_filter_exchange {
     unsigned grpc;              /* tg_grpc_kind_t of the request as it arrived (proxy/base/grpc_frames.h) */
     size_t listener;
     unsigned worker;            /* the worker's index, for per-worker state */
-    struct event_base *base;    /* the worker's loop, for async work */
+    tg_loop_t *loop;            /* the worker's timers and deferred calls (proxy/base/loop.h), for async work */
     tg_store_t *store;          /* the worker's shared store (redis:), NULL if none is configured */
     uint64_t gen;               /* identifies this exchange across recycling */
     size_t paused_at;           /* chain index of the filter that paused */

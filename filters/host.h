@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy/base/loop.h"
 #include "proxy/base/http.h"
 
 struct event_base;
@@ -75,7 +76,8 @@ struct tg_filter_host {
      * never before call() returns, exactly once (also at shutdown, with
      * an error). 0, or -1 (out of memory: cb will not run). */
     int (*call)(const tg_filter_host_t *h, const tg_filter_call_t *c, tg_filter_call_cb cb, void *arg);
-    struct event_base *base;    /* the main loop: timers; event_active from any thread */
+    tg_loop_t *loop;            /* the main loop's timers and deferred calls (proxy/base/loop.h) */
+    struct event_base *base;    /* ... and its libevent base: events made active from any thread */
     tg_shared_t *shared;        /* objects shared by key (below) */
     int stopping;               /* the workers are gone: wake no exchange, post nothing */
     void *impl;                 /* the process's */

@@ -235,7 +235,9 @@ struct tg_jwks_remote {
     int discover;              /* jwks_path comes from the issuer's discovery document */
     int configured_path;       /* jwks_path was given (never dropped for a new discovery) */
     uint64_t min_refresh_ms, max_refresh_ms, refetch_interval_ms, timeout_ms;
-    struct event *timer, *kick, *window;
+    tg_timer_t timer;           /* the next fetch */
+    tg_timer_t window;          /* the end of startup_wait */
+    struct event *kick;         /* a refetch a worker asked for (made active from its thread) */
     int in_flight, dying, discovering;
     unsigned failures;         /* in a row */
     uint64_t fetches, failed, refetches; /* counters, read by /metrics on the main thread */
@@ -255,8 +257,7 @@ struct tg_jwks_remote {
 
 static void schedule(tg_jwks_remote_t *r, uint64_t ms)
 {
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    event_add(r->timer, &tv);
+    tg_timer_after(r->host->loop, &r->timer, ms * 1000);
 }
 
 /* Wakes the waiters (all, or those not waiting for the first set). */
@@ -441,10 +442,9 @@ static void start_fetch(tg_jwks_remote_t *r)
     r->in_flight = 1;
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_timer_t *t)
 {
-    (void)fd, (void)what;
-    start_fetch(arg);
+    start_fetch(TG_CONTAINER_OF(t, tg_jwks_remote_t, timer));
 }
 
 /* A worker asked for a refetch (a kid no key has). */
@@ -459,15 +459,14 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     if (!wanted || r->in_flight)
         return;
     r->refetches++;
-    event_del(r->timer);
+    tg_timer_cancel(&r->timer);
     start_fetch(r);
 }
 
 /* startup_wait is over: who still waits for the first set is answered. */
-static void on_window(evutil_socket_t fd, short what, void *arg)
+static void on_window(tg_timer_t *t)
 {
-    (void)fd, (void)what;
-    wake(arg, 1);
+    wake(TG_CONTAINER_OF(t, tg_jwks_remote_t, window), 1);
 }
 
 static void set_params(tg_jwks_remote_t *r, const tg_jwks_params_t *p)
@@ -491,12 +490,10 @@ static void set_params(tg_jwks_remote_t *r, const tg_jwks_params_t *p)
 
 static void remote_free(tg_jwks_remote_t *r)
 {
-    if (r->timer)
-        event_free(r->timer);
+    tg_timer_cancel(&r->timer);
+    tg_timer_cancel(&r->window);
     if (r->kick)
         event_free(r->kick);
-    if (r->window)
-        event_free(r->window);
     for (waiter_t *w = r->waiters, *next; w != NULL; w = next) { /* their exchanges are over */
         next = w->next;
         free(w);
@@ -517,8 +514,8 @@ static void remote_destroy(void *obj)
     tg_jwks_remote_t *r = obj;
     if (r->in_flight) { /* the answer frees it */
         r->dying = 1;
-        event_del(r->timer);
-        event_del(r->window);
+        tg_timer_cancel(&r->timer);
+        tg_timer_cancel(&r->window);
         return;
     }
     remote_free(r);
@@ -540,18 +537,17 @@ static void *remote_make(const tg_filter_host_t *h, const char *key, const void 
     r->issuer = p->issuer ? strdup(p->issuer) : NULL;
     r->discovery_path = p->discovery_path ? strdup(p->discovery_path) : NULL;
     r->startup_until_ms = tg_clock_ms() + p->startup_wait_ms;
-    r->timer = evtimer_new(h->base, on_timer, r);
-    r->kick = event_new(h->base, -1, 0, on_kick, r);
-    r->window = evtimer_new(h->base, on_window, r);
-    if (r->label == NULL || r->cluster == NULL || r->timer == NULL || r->kick == NULL || r->window == NULL ||
+    r->timer.fn = on_timer;
+    r->window.fn = on_window;
+    r->kick = event_new(h->base, -1, 0, on_kick, r); /* made active by workers: a libevent event */
+    if (r->label == NULL || r->cluster == NULL || r->kick == NULL ||
         (p->jwks_path && r->jwks_path == NULL) || (r->discover && (r->issuer == NULL || r->discovery_path == NULL))) {
         remote_free(r);
         return NULL;
     }
     /* the first fetch from the loop, once the config that asked is in force */
     schedule(r, 0);
-    struct timeval tv = { (time_t)(p->startup_wait_ms / 1000), (suseconds_t)(p->startup_wait_ms % 1000 * 1000) };
-    event_add(r->window, &tv);
+    tg_timer_after(h->loop, &r->window, p->startup_wait_ms * 1000);
     return r;
 }
 

@@ -18,6 +18,7 @@
 #include "proxy/base/arena.h"
 #include "proxy/h1_codec.h"
 #include "proxy/base/log.h"
+#include "proxy/base/loop.h"
 #include "proxy/sock.h"
 
 #define ADMIN_MAX_HEADER (16 * 1024)
@@ -163,7 +164,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     tg_sock_set_read_limit(c->sock, ADMIN_MAX_HEADER + ADMIN_MAX_BODY);
 }
 
-tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t port, tg_admin_handler_fn fn,
+tg_admin_t *tg_admin_start(tg_loop_t *loop, const char *host, uint16_t port, tg_admin_handler_fn fn,
                            void *ctx, tg_errors_t *errs)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
@@ -175,7 +176,8 @@ tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t p
         return NULL;
     }
     tg_admin_t *a = calloc(1, sizeof(*a));
-    if (a == NULL || (a->loop = tg_sock_loop_new(base)) == NULL) {
+    struct event_base *base = tg_loop_base(loop);
+    if (a == NULL || (a->loop = tg_sock_loop_new(loop)) == NULL) {
         free(a);
         freeaddrinfo(res);
         tg_errors_add(errs, "admin: out of memory");

@@ -30,9 +30,10 @@ typedef int (*tg_admin_handler_fn)(void *ctx, const tg_request_t *req, const cha
                                    tg_admin_reply_t *reply);
 
 typedef struct tg_admin tg_admin_t;
+struct tg_loop;
 
 /* Listens on host:port. NULL with a message in errs if it cannot. */
-tg_admin_t *tg_admin_start(struct event_base *base, const char *host, uint16_t port, tg_admin_handler_fn fn,
+tg_admin_t *tg_admin_start(struct tg_loop *loop, const char *host, uint16_t port, tg_admin_handler_fn fn,
                            void *ctx, tg_errors_t *errs);
 void tg_admin_free(tg_admin_t *a);
 

@@ -8,7 +8,6 @@
 
 #include "proxy/base/log.h"
 #include "proxy/base/slab.h"
-#include "proxy/base/timer.h"
 
 #define CONN_OF(n) ((tg_conn_t *)((char *)(n) - offsetof(tg_conn_t, node)))
 
@@ -31,9 +30,9 @@ static void on_sock(tg_sock_t *s, int events, void *arg)
     c->kind->on_sock(c, events);
 }
 
-static void on_timer(tg_sock_timer_t *t)
+static void on_timer(tg_timer_t *t)
 {
-    tg_conn_t *c = (tg_conn_t *)((char *)t - offsetof(tg_conn_t, timer));
+    tg_conn_t *c = TG_CONTAINER_OF(t, tg_conn_t, timer);
     if (c->lingering) {
         tg_conn_close(c); /* the peer never closed: enough */
         return;
@@ -43,7 +42,7 @@ static void on_timer(tg_sock_timer_t *t)
 
 static void on_defer(tg_deferred_t *d)
 {
-    tg_conn_t *c = (tg_conn_t *)((char *)d - offsetof(tg_conn_t, defer));
+    tg_conn_t *c = TG_CONTAINER_OF(d, tg_conn_t, defer);
     if (c->dead)
         release(c);
     else
@@ -94,7 +93,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
 {
     c->kind = kind;
     c->w = w;
-    c->timer = (tg_sock_timer_t){ .fn = on_timer };
+    c->timer = (tg_timer_t){ .fn = on_timer };
     c->defer = (tg_deferred_t){ .fn = on_defer };
     c->sock = sock;
     c->snap = tg_snapshot_ref(snap);
@@ -130,23 +129,23 @@ void tg_conn_close(tg_conn_t *c)
     if (c->kind->on_close)
         c->kind->on_close(c);
     unlist(c);
-    tg_sock_timer_cancel(&c->timer);
+    tg_timer_cancel(&c->timer);
     if (c->sock != NULL) {
         tg_sock_free(c->sock);
         c->sock = NULL;
     }
-    tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
+    tg_defer(tg_worker_loop(c->w), &c->defer);
 }
 
 void tg_conn_kick(tg_conn_t *c)
 {
     if (!c->dead)
-        tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
+        tg_defer(tg_worker_loop(c->w), &c->defer);
 }
 
 void tg_conn_set_timer(tg_conn_t *c, uint64_t ms)
 {
-    tg_sock_timer_set(tg_worker_sockloop(c->w), &c->timer, ms);
+    tg_timer_set(tg_worker_loop(c->w), &c->timer, ms);
 }
 
 void tg_conn_linger(tg_conn_t *c, uint64_t ms)
@@ -162,7 +161,7 @@ void tg_conn_linger(tg_conn_t *c, uint64_t ms)
     evbuffer_drain(tg_sock_in(c->sock), tg_sock_in_len(c->sock));
     tg_sock_set_read_limit(c->sock, 0);
     tg_sock_pause_read(c->sock, 0);
-    tg_sock_timer_set(tg_worker_sockloop(c->w), &c->timer, ms ? ms : 1);
+    tg_timer_set(tg_worker_loop(c->w), &c->timer, ms ? ms : 1);
 }
 
 tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
@@ -171,15 +170,15 @@ tg_sock_t *tg_conn_hand_over(tg_conn_t *c)
     c->sock = NULL;
     c->dead = 1;
     unlist(c);
-    tg_sock_timer_cancel(&c->timer);
-    tg_sock_loop_defer(tg_worker_sockloop(c->w), &c->defer);
+    tg_timer_cancel(&c->timer);
+    tg_defer(tg_worker_loop(c->w), &c->defer);
     return s;
 }
 
 void tg_conn_free_now(tg_conn_t *c)
 {
     tg_conn_close(c);
-    tg_sock_loop_cancel(&c->defer); /* the loop is gone: it would never run */
+    tg_defer_cancel(&c->defer); /* the loop is gone: it would never run */
     release(c);
 }
 

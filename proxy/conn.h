@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "proxy/base/loop.h"
 #include "proxy/sock.h"
 #include "proxy/worker.h"
 
@@ -52,7 +53,7 @@ struct tg_conn {
     tg_worker_t *w;
     tg_sock_t *sock;            /* NULL once closed or handed on */
     tg_snapshot_t *snap;        /* the config it was made under (one reference) */
-    tg_sock_timer_t timer;      /* tg_conn_set_timer, lingering */
+    tg_timer_t timer;           /* tg_conn_set_timer, lingering */
     tg_deferred_t defer;        /* tg_conn_kick, and the release after closing */
     unsigned dead : 1, lingering : 1, listed : 1;
 };

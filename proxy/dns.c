@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/base/loop.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
 
@@ -42,7 +43,7 @@ typedef struct dns_name {
     uint64_t ttl_ms, next_at_ms;
     char last_error[64];
     int keep;           /* mark: a config being kept has it */
-    struct event *timer;
+    tg_timer_t timer;   /* the next lookup */
 } dns_name_t;
 
 typedef struct sock_ev {
@@ -51,12 +52,13 @@ typedef struct sock_ev {
 } sock_ev_t;
 
 struct tg_dns {
-    struct event_base *base;
+    tg_loop_t *loop;          /* the main thread's (its timers and deferred calls) */
+    struct event_base *base;  /* ... and its libevent base (the resolver's sockets) */
     ares_channel ch;
     char *servers;            /* the channel's resolvers ("" : resolv.conf's) */
     uint64_t timeout_ms;
-    struct event *ares_timer; /* c-ares's own timeouts */
-    struct event *change_ev;  /* on_change, once for a burst of changes */
+    tg_timer_t ares_timer;    /* c-ares's own timeouts */
+    tg_deferred_t change;     /* on_change, once for a burst of changes */
     sock_ev_t *socks;
     size_t n_socks, cap_socks;
     dns_name_t **names;
@@ -75,9 +77,9 @@ static void rearm(tg_dns_t *d)
 {
     struct timeval tv;
     if (d->ch != NULL && ares_timeout(d->ch, NULL, &tv) != NULL)
-        evtimer_add(d->ares_timer, &tv);
+        tg_timer_after(d->loop, &d->ares_timer, (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec);
     else
-        evtimer_del(d->ares_timer);
+        tg_timer_cancel(&d->ares_timer);
 }
 
 static void on_sock(evutil_socket_t fd, short what, void *arg)
@@ -87,11 +89,9 @@ static void on_sock(evutil_socket_t fd, short what, void *arg)
     rearm(d);
 }
 
-static void on_ares_timer(evutil_socket_t fd, short what, void *arg)
+static void on_ares_timer(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    tg_dns_t *d = arg;
+    tg_dns_t *d = TG_CONTAINER_OF(t, tg_dns_t, ares_timer);
     ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     rearm(d);
 }
@@ -172,21 +172,18 @@ static int channel_open(tg_dns_t *d, const tg_dns_conf_t *c, const char *servers
 static void announce(tg_dns_t *d)
 {
     d->generation++;
-    event_active(d->change_ev, EV_TIMEOUT, 0);
+    tg_defer(d->loop, &d->change);
 }
 
-static void on_change_ev(evutil_socket_t fd, short what, void *arg)
+static void announce_now(tg_deferred_t *c)
 {
-    (void)fd;
-    (void)what;
-    tg_dns_t *d = arg;
+    tg_dns_t *d = TG_CONTAINER_OF(c, tg_dns_t, change);
     d->on_change(d->arg);
 }
 
 static void name_free(dns_name_t *nm)
 {
-    if (nm->timer != NULL)
-        event_free(nm->timer);
+    tg_timer_cancel(&nm->timer);
     free(nm->cluster);
     free(nm->host);
     free(nm->addrs);
@@ -221,8 +218,7 @@ static void addrs_text(const struct sockaddr_storage *a, size_t n, char *buf, si
 static void schedule(dns_name_t *nm, uint64_t ms)
 {
     nm->next_at_ms = tg_clock_ms() + ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000) };
-    evtimer_add(nm->timer, &tv);
+    tg_timer_after(nm->d->loop, &nm->timer, ms * 1000);
 }
 
 static void failed(dns_name_t *nm, const char *why)
@@ -355,11 +351,9 @@ static void lookup(dns_name_t *nm)
     rearm(d);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    dns_name_t *nm = arg;
+    dns_name_t *nm = TG_CONTAINER_OF(t, dns_name_t, timer);
     if (!nm->querying)
         lookup(nm);
 }
@@ -385,13 +379,13 @@ static dns_name_t *add(tg_dns_t *d, const tg_cluster_conf_t *cc, const char *hos
         d->cap_names = cap;
     }
     dns_name_t *nm = calloc(1, sizeof(*nm));
-    if (nm == NULL || (nm->cluster = strdup(cc->name)) == NULL || (nm->host = strdup(host)) == NULL ||
-        (nm->timer = evtimer_new(d->base, on_timer, nm)) == NULL) {
+    if (nm == NULL || (nm->cluster = strdup(cc->name)) == NULL || (nm->host = strdup(host)) == NULL) {
         if (nm != NULL)
             name_free(nm);
         return NULL;
     }
     nm->d = d;
+    nm->timer.fn = on_timer;
     nm->family = cc->dns.family;
     d->names[d->n_names++] = nm;
     return nm;
@@ -555,7 +549,7 @@ void tg_dns_commit(tg_dns_t *d, const tg_config_t *cfg)
             d->names[k++] = nm;
             continue;
         }
-        evtimer_del(nm->timer);
+        tg_timer_cancel(&nm->timer);
         if (nm->querying)
             nm->dead = 1; /* its callback frees it */
         else
@@ -564,22 +558,21 @@ void tg_dns_commit(tg_dns_t *d, const tg_config_t *cfg)
     d->n_names = k;
 }
 
-tg_dns_t *tg_dns_new(struct event_base *base, void (*on_change)(void *arg), void *arg)
+tg_dns_t *tg_dns_new(tg_loop_t *loop, void (*on_change)(void *arg), void *arg)
 {
     if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS) {
         tg_error("dns: cannot initialise c-ares");
         return NULL;
     }
     tg_dns_t *d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->ares_timer = evtimer_new(base, on_ares_timer, d)) == NULL ||
-        (d->change_ev = event_new(base, -1, 0, on_change_ev, d)) == NULL) {
-        if (d != NULL)
-            tg_dns_free(d);
-        else
-            ares_library_cleanup();
+    if (d == NULL) {
+        ares_library_cleanup();
         return NULL;
     }
-    d->base = base;
+    d->loop = loop;
+    d->base = tg_loop_base(loop);
+    d->ares_timer.fn = on_ares_timer;
+    d->change.fn = announce_now;
     d->on_change = on_change;
     d->arg = arg;
     d->resolver = (tg_resolver_t){ .prepare = prepare, .addrs = addrs, .generation = generation, .arg = d };
@@ -591,7 +584,7 @@ void tg_dns_free(tg_dns_t *d)
     if (d == NULL)
         return;
     for (size_t i = 0; i < d->n_names; i++) {
-        evtimer_del(d->names[i]->timer);
+        tg_timer_cancel(&d->names[i]->timer);
         d->names[i]->dead = 1;
         if (!d->names[i]->querying)
             name_free(d->names[i]);
@@ -604,10 +597,8 @@ void tg_dns_free(tg_dns_t *d)
     free(d->socks);
     free(d->names);
     free(d->servers);
-    if (d->ares_timer)
-        event_free(d->ares_timer);
-    if (d->change_ev)
-        event_free(d->change_ev);
+    tg_timer_cancel(&d->ares_timer);
+    tg_defer_cancel(&d->change);
     free(d);
     ares_library_cleanup();
 }

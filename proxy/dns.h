@@ -26,11 +26,11 @@
 #include "config/config.h"
 #include "proxy/cluster.h"
 
-struct event_base;
+struct tg_loop;
 typedef struct tg_dns tg_dns_t;
 
 /* NULL if c-ares cannot be set up (logged). */
-tg_dns_t *tg_dns_new(struct event_base *base, void (*on_change)(void *arg), void *arg);
+tg_dns_t *tg_dns_new(struct tg_loop *loop, void (*on_change)(void *arg), void *arg);
 void tg_dns_free(tg_dns_t *d);
 
 /* What snapshots read names through (tg_snapshot_load, _derive): its

@@ -43,7 +43,6 @@
 #include "proxy/router.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
-#include "proxy/base/timer.h"
 
 /* Longest message a local reply carries (JSON-escaped; longer ones are cut). */
 #define REPLY_MESSAGE_MAX 256
@@ -56,7 +55,9 @@ static void grpc_fail_started(tg_exchange_t *ex, int status, const char *message
 static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t max, int *fin);
 static int pump_request(tg_exchange_t *ex);
 static int pump_response(tg_exchange_t *ex);
-static void on_deadline(evutil_socket_t fd, short what, void *arg);
+static void on_deadline(tg_timer_t *t);
+static void on_gather_timeout(tg_timer_t *t);
+static void on_health_tick(tg_timer_t *t);
 static int on_attempt(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *why);
 static void recycle(tg_exchange_t *ex);
 static int grpc_status_for(int http);
@@ -133,14 +134,6 @@ static void module_free(tg_worker_t *w)
         tg_arena_free(&ex->arena);
         evbuffer_free(ex->scratch);
         evbuffer_free(ex->body_buf);
-        if (ex->retry_ev)
-            event_free(ex->retry_ev);
-        if (ex->deadline_ev)
-            event_free(ex->deadline_ev);
-        if (ex->health_ev)
-            event_free(ex->health_ev);
-        if (ex->gather_ev)
-            event_free(ex->gather_ev);
         if (ex->pre_body)
             evbuffer_free(ex->pre_body);
         free(ex);
@@ -186,23 +179,16 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     }
     tg_arena_t arena = ex->arena;
     struct evbuffer *scratch = ex->scratch, *body_buf = ex->body_buf;
-    struct event *retry_ev = ex->retry_ev, *deadline_ev = ex->deadline_ev, *health_ev = ex->health_ev;
-    struct event *gather_ev = ex->gather_ev;
     struct evbuffer *pre_body = ex->pre_body;
-    memset(ex, 0, sizeof(*ex));
-    ex->health_ev = health_ev;
-    ex->gather_ev = gather_ev;
+    memset(ex, 0, sizeof(*ex)); /* its timers are not set: recycle() cancelled them */
     ex->pre_body = pre_body;
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
-    ex->retry_ev = retry_ev ? retry_ev : evtimer_new(tg_worker_base(w), tg_ex_on_retry_timer, ex);
-    ex->deadline_ev = deadline_ev ? deadline_ev : evtimer_new(tg_worker_base(w), on_deadline, ex);
-    if (ex->retry_ev == NULL || ex->deadline_ev == NULL) {
-        ex->next_free = wx->free;
-        wx->free = ex;
-        return NULL;
-    }
+    ex->retry_timer.fn = tg_ex_on_retry_timer;
+    ex->deadline_timer.fn = on_deadline;
+    ex->gather_timer.fn = on_gather_timeout;
+    ex->health_timer.fn = on_health_tick;
     ex->reset_code = -1;
     wx->active++;
     ex->fx.gen = ++wx->gen;
@@ -300,12 +286,10 @@ static void recycle(tg_exchange_t *ex)
     if (!ex->recorded)
         record(ex);
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
-    evtimer_del(ex->retry_ev);
-    evtimer_del(ex->deadline_ev);
-    if (ex->health_ev)
-        evtimer_del(ex->health_ev);
-    if (ex->gather_ev)
-        evtimer_del(ex->gather_ev);
+    tg_timer_cancel(&ex->retry_timer);
+    tg_timer_cancel(&ex->deadline_timer);
+    tg_timer_cancel(&ex->health_timer);
+    tg_timer_cancel(&ex->gather_timer);
     if (ex->pre_body)
         evbuffer_drain(ex->pre_body, evbuffer_get_length(ex->pre_body));
     wx->active--;
@@ -1006,12 +990,12 @@ static void start_deadline(tg_exchange_t *ex)
     if (route_us && route_us < us)
         us = route_us;
     ex->deadline_us = ex->start_us + us;
-    tg_timer_arm_us(ex->deadline_ev, us);
+    tg_timer_after(tg_worker_loop(ex->w), &ex->deadline_timer, us);
 }
 
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+static void on_deadline(tg_timer_t *t)
 {
-    tg_exchange_t *ex = arg;
+    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, deadline_timer);
     tg_debug("exchange %s: gRPC deadline exceeded", ex->req.target);
     tg_exchange_reply(ex, 504, "deadline exceeded");
 }
@@ -1201,7 +1185,7 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
         fx->grpc = grpc;
         fx->listener = listener;
         fx->worker = tg_worker_id(ex->w);
-        fx->base = tg_worker_base(ex->w);
+        fx->loop = tg_worker_loop(ex->w);
         fx->store = tg_redis_store_acquire(ex->w); /* held until recycled: completion hooks use it */
         fx->ops = &fx_ops;
         fx->home = ex->w;
@@ -1221,11 +1205,9 @@ void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_ad
 
 /* ---- the start of the body, for filters that see it (body_prefix) ---- */
 
-static void on_gather_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_gather_timeout(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    tg_exchange_t *ex = arg;
+    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, gather_timer);
     ex->close_ds = 1;
     tg_exchange_reply(ex, 408, "request body not received in time");
 }
@@ -1261,21 +1243,18 @@ static void gather_prefix(tg_exchange_t *ex)
         if (n == 0) { /* the rest comes with tg_exchange_on_request_data */
             if (!ex->gathering) {
                 uint64_t ms = ex->route->timeout_ms ? ex->route->timeout_ms : ex->snap->cfg->limits.idle_timeout_ms;
-                if (ex->gather_ev == NULL &&
-                    (ex->gather_ev = evtimer_new(tg_worker_base(ex->w), on_gather_timeout, ex)) == NULL) {
+                ex->gathering = 1;
+                if (ms && tg_timer_set(tg_worker_loop(ex->w), &ex->gather_timer, ms) < 0) {
                     tg_exchange_reply(ex, 500, "out of memory");
                     return;
                 }
-                ex->gathering = 1;
-                if (ms)
-                    tg_timer_arm_us(ex->gather_ev, ms * 1000);
             }
             return;
         }
     }
     if (ex->gathering) {
         ex->gathering = 0;
-        evtimer_del(ex->gather_ev);
+        tg_timer_cancel(&ex->gather_timer);
     }
     ex->pre_fin = fin != 0;
     size_t show = have < ex->prefix_want ? have : ex->prefix_want;
@@ -1364,11 +1343,9 @@ static void health_end(tg_exchange_t *ex)
 
 /* Watch: a message when the status changes; the stream ends (OK) once
  * the worker drains, after saying NOT_SERVING. */
-static void on_health_tick(evutil_socket_t fd, short what, void *arg)
+static void on_health_tick(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    tg_exchange_t *ex = arg;
+    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, health_timer);
     int status = health_now(ex);
     if (status != ex->health_last) {
         ex->health_last = status;
@@ -1381,7 +1358,7 @@ static void on_health_tick(evutil_socket_t fd, short what, void *arg)
         health_end(ex);
         return;
     }
-    tg_timer_arm_ms(ex->health_ev, HEALTH_WATCH_MS);
+    tg_timer_set(tg_worker_loop(ex->w), &ex->health_timer, HEALTH_WATCH_MS);
 }
 
 static void health_answer(tg_exchange_t *ex)
@@ -1423,11 +1400,8 @@ static void health_answer(tg_exchange_t *ex)
         return;
     }
     ex->health_last = status;
-    if (ex->health_ev == NULL && (ex->health_ev = evtimer_new(tg_worker_base(ex->w), on_health_tick, ex)) == NULL) {
+    if (tg_timer_set(tg_worker_loop(ex->w), &ex->health_timer, HEALTH_WATCH_MS) < 0)
         finish(ex, 1);
-        return;
-    }
-    tg_timer_arm_ms(ex->health_ev, HEALTH_WATCH_MS);
 }
 
 /* Reads the (small) request before answering it. */

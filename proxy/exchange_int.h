@@ -21,6 +21,7 @@
 #include "proxy/exchange.h"
 #include "proxy/trace.h"
 #include "proxy/base/grpc_frames.h"
+#include "proxy/base/loop.h"
 #include "proxy/upstream.h"
 #include "tls/context.h"
 
@@ -90,7 +91,7 @@ struct tg_exchange {
     struct evbuffer *scratch;
     struct evbuffer *body_buf;  /* request body read before an upstream was ready */
     struct evbuffer *pre_body;  /* request body read before the filters ran (body_prefix; made on first use, kept) */
-    struct event *gather_ev;    /* ... and the bound on waiting for it (made on first use, kept) */
+    tg_timer_t gather_timer;    /* ... and the bound on waiting for it */
     size_t prefix_want;         /* the bytes of body the chain asked to see first */
     const tg_downstream_ops_t *ops;
     void *ds;
@@ -102,7 +103,7 @@ struct tg_exchange {
     tg_cluster_t *cluster;
     const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
     unsigned retries;           /* retry rounds started */
-    struct event *retry_ev;     /* backoff timer (kept across recycling) */
+    tg_timer_t retry_timer;     /* backoff between retries */
     unsigned rr;                /* this exchange's round-robin draw */
     size_t *order, n_order;     /* endpoints to try, in order (arena) */
     size_t attempts, tried;
@@ -120,8 +121,8 @@ struct tg_exchange {
     int (*on_attempt)(struct tg_exchange *ex, tg_att_event_t ev, int status, const char *why);
     void *up;                   /* the attempt in hand (NULL: none) ... */
     const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
-    struct event *deadline_ev;  /* gRPC deadline (kept across recycling) */
-    struct event *health_ev;    /* grpc_health Watch: the next look at the status (made on first use, kept) */
+    tg_timer_t deadline_timer;  /* gRPC deadline */
+    tg_timer_t health_timer;    /* grpc_health Watch: the next look at the status */
     const char *health_service; /* grpc_health: the service asked about (arena) */
     int health_call;            /* grpc_health: 1 Check, 2 Watch, answered here; 0: none */
     int health_last;            /* Watch: the status last sent */
@@ -178,7 +179,7 @@ int tg_ex_up_begin_body(tg_exchange_t *ex);
 int tg_ex_up_send(tg_exchange_t *ex, struct evbuffer *piece);
 /* The response body could not be read: the attempt failed. */
 void tg_ex_up_failed(tg_exchange_t *ex);
-void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg);
+void tg_ex_on_retry_timer(tg_timer_t *t);
 int tg_ex_build_order(tg_exchange_t *ex);
 /* Circuit breaking (cluster max_requests): counts the exchange in its
  * cluster's requests in flight, or refuses it (503, replied: -1). */

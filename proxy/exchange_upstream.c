@@ -26,7 +26,6 @@
 #include "proxy/lbhash.h"
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
-#include "proxy/base/timer.h"
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex);
 static void report_health(tg_exchange_t *ex, int ok);
@@ -317,7 +316,7 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
     report(ex, ATT_BACKOFF, 0, NULL);
     uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(ex->w));
     tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
-    if (tg_timer_arm_ms(ex->retry_ev, ms) < 0)
+    if (tg_timer_after(tg_worker_loop(ex->w), &ex->retry_timer, ms * 1000) < 0)
         return 0; /* no retry, then: the failure stands */
     return 1;
 }
@@ -676,9 +675,9 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
         report(ex, ATT_FAILED, 503, "no upstream endpoint available");
 }
 
-void tg_ex_on_retry_timer(evutil_socket_t fd, short what, void *arg)
+void tg_ex_on_retry_timer(tg_timer_t *t)
 {
-    tg_exchange_t *ex = arg;
+    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, retry_timer);
     ex->rr += 1; /* start the new round on another endpoint */
     if (tg_ex_build_order(ex) < 0) {
         report(ex, ATT_FAILED, 500, "out of memory");

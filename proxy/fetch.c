@@ -2,6 +2,7 @@
  * proxy/fetch.c — a worker's own HTTP requests. See fetch.h.
  */
 #include "proxy/fetch.h"
+#include "proxy/base/loop.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -14,7 +15,6 @@
 #include "proxy/base/arena.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/fnv.h"
-#include "proxy/base/timer.h"
 #include "proxy/health.h"
 #include "proxy/upstream.h"
 
@@ -35,9 +35,9 @@ struct tg_fetch {
     size_t body_len, max_body;
     struct evbuffer *answer;
     size_t *order, n_order, tried;
-    struct event deadline;      /* the whole call's timeout */
-    struct event finish;        /* delivers the result outside start() */
-    struct event kick;          /* deferred: the first attempt, on the loop's next turn */
+    tg_timer_t deadline;        /* the whole call's timeout */
+    tg_deferred_t finish;       /* delivers the result outside start() */
+    tg_deferred_t kick;         /* deferred: the first attempt, on the loop's next turn */
     tg_filter_call_cb cb;
     void *arg;
     size_t seen;                /* digest_body: the body's bytes so far, and their digest */
@@ -58,9 +58,9 @@ static void fetch_free(tg_fetch_t *f)
         LIST_REMOVE(f, link);
     if (f->up != NULL)
         f->cl->up_ops->release(f->up, 0);
-    event_del(&f->deadline);
-    event_del(&f->finish);
-    event_del(&f->kick);
+    tg_timer_cancel(&f->deadline);
+    tg_defer_cancel(&f->finish);
+    tg_defer_cancel(&f->kick);
     if (f->answer != NULL)
         evbuffer_free(f->answer);
     tg_arena_free(&f->arena);
@@ -68,10 +68,9 @@ static void fetch_free(tg_fetch_t *f)
     free(f);
 }
 
-static void on_finish(evutil_socket_t fd, short what, void *arg)
+static void on_finish(tg_deferred_t *d)
 {
-    (void)fd, (void)what;
-    tg_fetch_t *f = arg;
+    tg_fetch_t *f = TG_CONTAINER_OF(d, tg_fetch_t, finish);
     tg_filter_call_result_t r = {
         .status = f->status, .error = f->error, .headers = &f->resp.headers, .trailers = &f->resp.trailers
     };
@@ -109,14 +108,13 @@ static void finish(tg_fetch_t *f, int status, int clean, const char *error)
         f->cl->up_ops->release(f->up, clean);
         f->up = NULL;
     }
-    event_del(&f->deadline);
-    event_active(&f->finish, EV_TIMEOUT, 0);
+    tg_timer_cancel(&f->deadline);
+    tg_defer(tg_worker_loop(f->w), &f->finish);
 }
 
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+static void on_deadline(tg_timer_t *t)
 {
-    (void)fd, (void)what;
-    finish(arg, 0, 0, "timeout");
+    finish(TG_CONTAINER_OF(t, tg_fetch_t, deadline), 0, 0, "timeout");
 }
 
 static void try_next(tg_fetch_t *f, const char *why);
@@ -233,10 +231,9 @@ static void try_next(tg_fetch_t *f, const char *why)
     finish(f, 0, 0, why);
 }
 
-static void on_kick(evutil_socket_t fd, short what, void *arg)
+static void on_kick(tg_deferred_t *d)
 {
-    (void)fd, (void)what;
-    try_next(arg, "no endpoint");
+    try_next(TG_CONTAINER_OF(d, tg_fetch_t, kick), "no endpoint");
 }
 
 static const char *copy(tg_arena_t *a, const char *s)
@@ -264,9 +261,9 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
     f->digest_body = c->digest_body != 0;
     f->digest = TG_FNV1A64_INIT;
     tg_arena_init(&f->arena);
-    event_assign(&f->deadline, tg_worker_base(w), -1, 0, on_deadline, f);
-    event_assign(&f->finish, tg_worker_base(w), -1, 0, on_finish, f);
-    event_assign(&f->kick, tg_worker_base(w), -1, 0, on_kick, f);
+    f->deadline.fn = on_deadline;
+    f->finish.fn = on_finish;
+    f->kick.fn = on_kick;
     if ((f->answer = evbuffer_new()) == NULL) {
         fetch_free(f);
         return NULL;
@@ -319,10 +316,12 @@ tg_fetch_t *tg_fetch_start(tg_worker_t *w, tg_snapshot_t *snap, const tg_filter_
         finish(f, 0, 0, "no usable endpoint");
         return f;
     }
-    if (c->timeout_ms)
-        tg_timer_arm_ms(&f->deadline, c->timeout_ms);
+    if (c->timeout_ms && tg_timer_set(tg_worker_loop(w), &f->deadline, c->timeout_ms) < 0) {
+        finish(f, 0, 0, "out of memory");
+        return f;
+    }
     if (c->deferred)
-        event_active(&f->kick, EV_TIMEOUT, 1);
+        tg_defer(tg_worker_loop(w), &f->kick);
     else
         try_next(f, "no endpoint");
     return f;

@@ -191,14 +191,16 @@ static int host_call(const tg_filter_host_t *h, const tg_filter_call_t *spec, tg
     return 0;
 }
 
-tg_filter_host_t *tg_filter_host_new(struct event_base *main_base, const tg_filter_host_src_t *src)
+tg_filter_host_t *tg_filter_host_new(tg_loop_t *loop, const tg_filter_host_src_t *src)
 {
+    struct event_base *main_base = tg_loop_base(loop);
     host_impl_t *hi = calloc(1, sizeof(*hi));
     if (hi == NULL)
         return NULL;
     pthread_mutex_init(&hi->mu, NULL);
     hi->src = *src;
     hi->pub.call = host_call;
+    hi->pub.loop = loop;
     hi->pub.base = main_base;
     hi->pub.impl = hi;
     if ((hi->done_ev = event_new(main_base, -1, 0, on_done, hi)) == NULL ||

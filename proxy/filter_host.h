@@ -17,7 +17,7 @@ typedef struct tg_filter_host_src {
     void *arg;
 } tg_filter_host_src_t;
 
-tg_filter_host_t *tg_filter_host_new(struct event_base *main_base, const tg_filter_host_src_t *src);
+tg_filter_host_t *tg_filter_host_new(tg_loop_t *loop, const tg_filter_host_src_t *src);
 /* The workers are gone: calls still pending get their callback (an
  * error), and shared objects released from now on go at once. Main
  * thread, before the loop is freed. */

@@ -20,7 +20,6 @@
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
-#include "proxy/base/timer.h"
 
 #define LINGER_MS 2000
 

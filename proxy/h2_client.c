@@ -35,7 +35,7 @@
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 
 #define OUT_LOWAT (16 * 1024)
 #define STREAM_WINDOW (256 * 1024)
@@ -57,7 +57,7 @@ struct tg_h2_stream {
     uint32_t error;
     const char *why;
     tg_up_cause_t cause;           /* after a reset: why (upstream.h) */
-    struct event timer;            /* inactivity bound (set_timeout) */
+    tg_timer_t timer;              /* inactivity bound (set_timeout) */
     uint64_t timeout_ms;
     int pending;                   /* events to deliver */
     const char *ws_key;            /* websocket: the client's Sec-WebSocket-Key (arena), NULL: none */
@@ -154,7 +154,7 @@ static h2c_worker_t *mstate(tg_worker_t *w)
 static void stream_free(tg_h2_stream_t *s)
 {
     tg_worker_t *w = s->conn->base.w;
-    evtimer_del(&s->timer);
+    tg_timer_cancel(&s->timer);
     stream_unlink(s);
     tg_h2_obj_release(&mstate(w)->streams, &s->obj);
 }
@@ -726,9 +726,9 @@ static tg_h2_conn_t *conn_for(tg_worker_t *w, const tg_cluster_t *cl, const tg_e
 /* ---- the upstream interface (upstream.h) ---- */
 
 /* No progress either way within the stream's timeout. */
-static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
+static void on_stream_timer(tg_timer_t *t)
 {
-    tg_h2_stream_t *s = arg;
+    tg_h2_stream_t *s = TG_CONTAINER_OF(t, tg_h2_stream_t, timer);
     if (s->cb == NULL || s->reset)
         return;
     s->reset = 1;
@@ -741,7 +741,7 @@ static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
 static void stream_touch(tg_h2_stream_t *s)
 {
     if (s->timeout_ms)
-        tg_timer_set_ms(&s->timer, s->timeout_ms);
+        tg_timer_set(tg_worker_loop(s->conn->base.w), &s->timer, s->timeout_ms);
 }
 
 static void *h2_open(const tg_up_target_t *t, int *fresh)
@@ -763,7 +763,7 @@ static void *h2_open(const tg_up_target_t *t, int *fresh)
     s->arg = t->arg;
     s->resp = t->resp;
     s->arena = t->arena;
-    evtimer_assign(&s->timer, tg_worker_base(w), on_stream_timer, s);
+    s->timer = (tg_timer_t){ .fn = on_stream_timer };
     memset(s->resp, 0, sizeof(*s->resp));
     stream_link(s, c);
     *fresh = c->state == C_CONNECTING;
@@ -942,7 +942,7 @@ static void h2_set_timeout(void *u, uint64_t ms)
 {
     tg_h2_stream_t *s = u;
     s->timeout_ms = ms;
-    tg_timer_set_ms(&s->timer, ms);
+    tg_timer_set(tg_worker_loop(s->conn->base.w), &s->timer, ms);
 }
 
 static tg_up_cause_t h2_error(void *u, const char **why, long *reset_code)
@@ -970,7 +970,7 @@ static void h2_release(void *u, int clean)
     (void)clean;
     s->cb = NULL;
     s->pending = 0;
-    evtimer_del(&s->timer);
+    tg_timer_cancel(&s->timer);
     if (c->state == C_DEAD || s->closed || s->id == 0) {
         if (!s->closed && s->id > 0 && c->state != C_DEAD)
             nghttp2_session_set_stream_user_data(c->session, s->id, NULL);

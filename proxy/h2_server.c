@@ -36,7 +36,6 @@
 #include "proxy/base/log.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
-#include "proxy/base/timer.h"
 
 #define OUT_LOWAT (16 * 1024)
 #define RESET_WINDOW_MS 10000

@@ -13,7 +13,7 @@
 #include "proxy/base/arena.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 #include "proxy/health.h"
 #include "proxy/upstream.h"
 
@@ -26,7 +26,7 @@ typedef struct probe {
     prober_t *pr;
     const tg_cluster_t *cl;    /* of pr->snap */
     const tg_endpoint_t *ep;
-    struct event timer;
+    tg_timer_t timer;          /* the next probe (spread over the interval: the loop's heap) */
     void *up;                  /* the attempt in flight (NULL: none) */
     tg_arena_t arena;          /* the request's and the response's, reset after each probe */
     tg_request_t req;
@@ -44,7 +44,7 @@ struct prober {
 
 static void schedule(probe_t *p, uint64_t ms)
 {
-    tg_timer_arm_ms(&p->timer, ms);
+    tg_timer_after(tg_worker_loop(p->pr->w), &p->timer, ms * 1000);
 }
 
 /* The probe is over: the attempt goes (clean: its connection may serve
@@ -203,9 +203,9 @@ static void on_upstream(void *arg, int events)
     }
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_timer_t *timer)
 {
-    probe_t *p = arg;
+    probe_t *p = TG_CONTAINER_OF(timer, probe_t, timer);
     tg_up_target_t t = {
         .w = p->pr->w,
         .snap = p->pr->snap,
@@ -234,7 +234,7 @@ static void probes_free(prober_t *pr)
 {
     for (size_t i = 0; i < pr->n; i++) {
         probe_t *p = &pr->probes[i];
-        evtimer_del(&p->timer);
+        tg_timer_cancel(&p->timer);
         if (p->up != NULL)
             p->cl->up_ops->release(p->up, 0);
         if (p->body != NULL)
@@ -275,14 +275,13 @@ static uint64_t *due_by_slot(const prober_t *pr, size_t n_slots, unsigned **gen)
         *gen = NULL;
         return NULL;
     }
-    struct timeval now, at;
-    event_base_gettimeofday_cached(tg_worker_base(pr->w), &now);
+    uint64_t now = tg_clock_us();
     for (size_t i = 0; i < pr->n; i++) {
         const probe_t *p = &pr->probes[i];
-        if (p->ep->slot >= n_slots || p->up != NULL || !evtimer_pending(&p->timer, &at))
+        if (p->ep->slot >= n_slots || p->up != NULL || !tg_timer_pending(&p->timer))
             continue;
-        int64_t ms = (int64_t)(at.tv_sec - now.tv_sec) * 1000 + (at.tv_usec - now.tv_usec) / 1000;
-        due[p->ep->slot] = ms > 0 ? (uint64_t)ms : 1;
+        uint64_t at = p->timer.deadline_us;
+        due[p->ep->slot] = at > now + 1000 ? (at - now) / 1000 : 1;
         (*gen)[p->ep->slot] = p->ep->gen + 1;
     }
     return due;
@@ -319,7 +318,7 @@ static int module_apply(tg_worker_t *w, const tg_snapshot_t *snap)
                 rc = -1; /* the probes so far are kept, freed with the module */
                 break;
             }
-            evtimer_assign(&p->timer, tg_worker_base(w), on_timer, p);
+            p->timer.fn = on_timer;
             pr->n++;
             int kept = due != NULL && due[ep->slot] != 0 && gen[ep->slot] == ep->gen + 1;
             /* a new one at once, slightly spread — over one interval at most, however many there are */

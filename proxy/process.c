@@ -34,7 +34,7 @@
 #include "proxy/history.h"
 #include "proxy/base/http.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 #include "proxy/ctl.h"
 #include "proxy/dns.h"
 #include "filters/cache.h"
@@ -64,15 +64,18 @@ typedef struct process {
     tg_worker_t **workers;
     unsigned n_workers;
     struct event_base *base;
-    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1, *drain_timer;
+    tg_loop_t *loop;                 /* the main thread's timers and deferred calls (base/loop.h) */
+    struct event *sig_term, *sig_int, *sig_hup, *sig_usr1;
+    tg_timer_t drain_timer;          /* drain_timeout: what is still open then is closed */
     int watch_fd;                    /* inotify, with --watch; else -1 */
     char *watch_name;                /* the config file's name in its directory */
-    struct event *watch_ev, *watch_timer;
+    struct event *watch_ev;
+    tg_timer_t watch_timer;          /* a burst of writes makes one reload */
     tg_notify_t notify;              /* systemd's sd_notify, when it is there */
     tg_activation_t activation;      /* listening sockets systemd passed in */
-    struct event *watchdog_timer;    /* WATCHDOG=1 at half of WatchdogSec */
+    tg_timer_t watchdog_timer;       /* WATCHDOG=1 at half of WatchdogSec */
     tg_history_t *history;           /* the last 15 minutes, for the status page (with an admin listener) */
-    struct event *history_timer;     /* reads the counters into it once a second */
+    tg_timer_t history_timer;        /* reads the counters into it once a second */
     int draining;
 } process_t;
 
@@ -307,21 +310,19 @@ static int reload(process_t *p, tg_errors_t *errs)
 
 /* ---- admin endpoints ---- */
 
-static void on_history_tick(evutil_socket_t fd, short what, void *arg)
+static void on_history_tick(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    process_t *p = arg;
+    process_t *p = TG_CONTAINER_OF(t, process_t, history_timer);
+    tg_timer_set(p->loop, &p->history_timer, 1000);
     tg_history_tick(p->history, p->snap, p->workers, p->n_workers, p->health);
 }
 
 /* The status page's history, read once a second (history.h). */
 static int start_history(process_t *p)
 {
-    struct timeval second = { 1, 0 };
+    p->history_timer.fn = on_history_tick;
     if ((p->history = tg_history_new(p->snap->cfg->admin.history_routes)) == NULL ||
-        (p->history_timer = event_new(p->base, -1, EV_PERSIST, on_history_tick, p)) == NULL ||
-        event_add(p->history_timer, &second) < 0)
+        tg_timer_set(p->loop, &p->history_timer, 1000) < 0)
         return -1;
     tg_history_tick(p->history, p->snap, p->workers, p->n_workers, p->health); /* the baselines */
     return 0;
@@ -534,9 +535,9 @@ static int admin_handle(void *ctx, const tg_request_t *req, const char *path, st
 
 /* ---- --watch ---- */
 
-static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+static void on_watch_timer(tg_timer_t *t)
 {
-    process_t *p = arg;
+    process_t *p = TG_CONTAINER_OF(t, process_t, watch_timer);
     tg_errors_t errs = { 0 };
     tg_info("%s changed: reloading", p->path);
     reload(p, &errs);
@@ -559,7 +560,7 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
             q += sizeof(*ev) + ev->len;
         }
     if (hit && !p->draining) {
-        tg_timer_arm_ms(p->watch_timer, WATCH_SETTLE_MS);
+        tg_timer_set(p->loop, &p->watch_timer, WATCH_SETTLE_MS);
     }
 }
 
@@ -576,8 +577,8 @@ static int start_watch(process_t *p)
         goto fail;
     }
     p->watch_ev = event_new(p->base, p->watch_fd, EV_READ | EV_PERSIST, on_watch, p);
-    p->watch_timer = evtimer_new(p->base, on_watch_timer, p);
-    if (p->watch_ev == NULL || p->watch_timer == NULL || event_add(p->watch_ev, NULL) < 0)
+    p->watch_timer.fn = on_watch_timer;
+    if (p->watch_ev == NULL || event_add(p->watch_ev, NULL) < 0)
         goto fail;
     free(d1);
     free(d2);
@@ -593,8 +594,7 @@ static void stop_watch(process_t *p)
 {
     if (p->watch_ev)
         event_free(p->watch_ev);
-    if (p->watch_timer)
-        event_free(p->watch_timer);
+    tg_timer_cancel(&p->watch_timer);
     if (p->watch_fd >= 0)
         close(p->watch_fd);
     free(p->watch_name);
@@ -607,15 +607,16 @@ static void stop_all(process_t *p)
     event_base_loopexit(p->base, NULL);
 }
 
-static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_drain_timeout(tg_timer_t *t)
 {
     tg_warn("drain timeout: closing the remaining connections");
-    stop_all(arg);
+    stop_all(TG_CONTAINER_OF(t, process_t, drain_timer));
 }
 
-static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+static void on_watchdog(tg_timer_t *t)
 {
-    process_t *p = arg;
+    process_t *p = TG_CONTAINER_OF(t, process_t, watchdog_timer);
+    tg_timer_after(p->loop, &p->watchdog_timer, p->notify.watchdog_usec / 2);
     tg_notify(&p->notify, "WATCHDOG=1"); /* the main loop turns: alive */
 }
 
@@ -645,7 +646,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     tg_info("signal %d: draining (up to %llu ms)", (int)sig, (unsigned long long)ms);
     for (unsigned i = 0; i < p->n_workers; i++)
         tg_worker_drain(p->workers[i]);
-    tg_timer_arm_ms(p->drain_timer, ms);
+    tg_timer_set(p->loop, &p->drain_timer, ms);
     /* The main loop ends when the workers are done: see run_main_loop. */
     event_base_loopexit(p->base, NULL);
 }
@@ -801,8 +802,9 @@ int tg_process_run(const char *path, int watch)
     tg_errors_t errs = { 0 };
     /* the loop first: the resolver lives on it, and start-up waits for names' first answers */
     tg_filter_host_src_t hsrc = { host_snapshot, host_worker, &p };
-    if ((p.base = event_base_new()) == NULL || (p.dns = tg_dns_new(p.base, on_dns_change, &p)) == NULL ||
-        (p.host = tg_filter_host_new(p.base, &hsrc)) == NULL)
+    if ((p.base = event_base_new()) == NULL || (p.loop = tg_loop_new(p.base)) == NULL ||
+        (p.dns = tg_dns_new(p.loop, on_dns_change, &p)) == NULL ||
+        (p.host = tg_filter_host_new(p.loop, &hsrc)) == NULL)
         tg_errors_add(&errs, "cannot set up the event loop or the resolver");
     else
         p.snap = tg_snapshot_load(path, &p.registry, tg_gateway_stack.upstream, tg_dns_resolver(p.dns), &errs);
@@ -819,6 +821,7 @@ int tg_process_run(const char *path, int watch)
         tg_filter_host_finish(p.host);
         tg_dns_free(p.dns);
         tg_filter_host_free(p.host);
+        tg_loop_free(p.loop);
         if (p.base != NULL)
             event_base_free(p.base);
         tg_registries_free(&p.registry); /* what the refused config's slots leased */
@@ -833,8 +836,8 @@ int tg_process_run(const char *path, int watch)
     p.sig_int = evsignal_new(p.base, SIGINT, on_signal, &p);
     p.sig_hup = evsignal_new(p.base, SIGHUP, on_signal, &p);
     p.sig_usr1 = evsignal_new(p.base, SIGUSR1, on_signal, &p);
-    p.drain_timer = evtimer_new(p.base, on_drain_timeout, &p);
-    if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.sig_usr1 || !p.drain_timer ||
+    p.drain_timer.fn = on_drain_timeout;
+    if (!p.sig_term || !p.sig_int || !p.sig_hup || !p.sig_usr1 ||
         evsignal_add(p.sig_term, NULL) < 0 || evsignal_add(p.sig_int, NULL) < 0 || evsignal_add(p.sig_hup, NULL) < 0 ||
         evsignal_add(p.sig_usr1, NULL) < 0)
         goto out;
@@ -847,7 +850,7 @@ int tg_process_run(const char *path, int watch)
     const tg_admin_conf_t *ac = &p.snap->cfg->admin;
     if (ac->listen != NULL) {
         tg_errors_t aerr = { 0 };
-        p.admin = tg_admin_start(p.base, ac->host, ac->port, admin_handle, &p, &aerr);
+        p.admin = tg_admin_start(p.loop, ac->host, ac->port, admin_handle, &p, &aerr);
         log_errors(&aerr);
         tg_errors_free(&aerr);
         if (p.admin == NULL)
@@ -869,10 +872,8 @@ int tg_process_run(const char *path, int watch)
     tg_notify(&p.notify, "READY=1\nSTATUS=serving %zu listener(s) with %u worker(s)", p.snap->cfg->n_listeners,
               p.n_workers);
     if (p.notify.watchdog_usec) {
-        p.watchdog_timer = event_new(p.base, -1, EV_PERSIST, on_watchdog, &p);
-        struct timeval tv = { (time_t)(p.notify.watchdog_usec / 2000000),
-                              (suseconds_t)(p.notify.watchdog_usec / 2 % 1000000) };
-        if (p.watchdog_timer == NULL || event_add(p.watchdog_timer, &tv) < 0)
+        p.watchdog_timer.fn = on_watchdog;
+        if (tg_timer_after(p.loop, &p.watchdog_timer, p.notify.watchdog_usec / 2) < 0)
             tg_warn("WatchdogSec: cannot arm the watchdog timer: systemd will restart tollgate");
     }
     event_base_dispatch(p.base); /* until a drain starts */
@@ -904,12 +905,9 @@ out:
         event_free(p.sig_hup);
     if (p.sig_usr1)
         event_free(p.sig_usr1);
-    if (p.drain_timer)
-        event_free(p.drain_timer);
-    if (p.watchdog_timer)
-        event_free(p.watchdog_timer);
-    if (p.history_timer)
-        event_free(p.history_timer);
+    tg_timer_cancel(&p.drain_timer);
+    tg_timer_cancel(&p.watchdog_timer);
+    tg_timer_cancel(&p.history_timer);
     tg_history_free(p.history);
     tg_notify_close(&p.notify);
     tg_activation_close(&p.activation);
@@ -918,6 +916,7 @@ out:
     p.snap = NULL;
     tg_filter_host_free(p.host);
     tg_dns_free(p.dns); /* before the loop its events are on */
+    tg_loop_free(p.loop);
     if (p.base)
         event_base_free(p.base);
     tg_health_free(p.health); /* after the workers: they read it */

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 
 /* ---- parsing ---- */
 
@@ -161,7 +161,8 @@ typedef struct pending {
     int fd;
     struct sockaddr_storage peer;
     char addr[64];
-    struct event *ev, *timer;
+    struct event *ev;
+    tg_timer_t timer;    /* header_timeout */
 } pending_t;
 
 static void pending_free(pending_t *p, int close_fd)
@@ -169,8 +170,7 @@ static void pending_free(pending_t *p, int close_fd)
     tg_worker_conn_remove(p->w, &p->node);
     if (p->ev)
         event_free(p->ev);
-    if (p->timer)
-        event_free(p->timer);
+    tg_timer_cancel(&p->timer);
     if (close_fd)
         close(p->fd);
     free(p);
@@ -182,13 +182,16 @@ static void refuse(pending_t *p, const char *why)
     pending_free(p, 1);
 }
 
+static void on_timeout(tg_timer_t *t)
+{
+    refuse(TG_CONTAINER_OF(t, pending_t, timer), "no complete PROXY header within the header timeout");
+}
+
 static void on_event(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
     pending_t *p = arg;
-    if (what & EV_TIMEOUT) {
-        refuse(p, "no complete PROXY header within the header timeout");
-        return;
-    }
     unsigned char buf[TG_PROXY_MAX_HEADER];
     ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -275,9 +278,9 @@ void tg_proxy_accept(tg_worker_t *w, int fd, const struct sockaddr *peer, const 
     p->node.ops = &node_ops;
     tg_worker_conn_add(w, &p->node);
     p->ev = event_new(tg_worker_base(w), fd, EV_READ | EV_PERSIST | EV_ET, on_event, p);
-    p->timer = evtimer_new(tg_worker_base(w), on_event, p);
-    if (p->ev == NULL || p->timer == NULL || event_add(p->ev, NULL) < 0 ||
-        tg_timer_arm_ms(p->timer, cfg->limits.header_timeout_ms) < 0) {
+    p->timer.fn = on_timeout;
+    if (p->ev == NULL || event_add(p->ev, NULL) < 0 ||
+        tg_timer_set(tg_worker_loop(w), &p->timer, cfg->limits.header_timeout_ms) < 0) {
         pending_free(p, 1);
         return;
     }

@@ -27,7 +27,7 @@
 #include "proxy/base/arena.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 #include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "tls/context.h"
@@ -76,9 +76,9 @@ typedef struct rd_conn {
     conn_state_t state;
     struct rd_call_list sent;    /* written (or queued in the output), in reply order */
     size_t n_sent;
-    struct event *deadline_ev;   /* the oldest unanswered call's deadline */
-    uint64_t armed_us;           /* when deadline_ev fires (0: not armed) */
-    struct event *retry_ev;      /* reconnect after backoff */
+    tg_timer_t deadline;         /* the oldest unanswered call's deadline */
+    uint64_t armed_us;           /* when deadline fires (0: not armed) */
+    tg_timer_t retry;            /* reconnect after backoff */
     int retry_pending;
     unsigned backoff_ms;
     tg_arena_t arena;            /* one decoded reply at a time */
@@ -112,7 +112,7 @@ typedef struct rd_client {
     int retiring;
     int closed;                  /* retired and its connections closed: freed when users reaches 0 */
     unsigned long users;         /* exchanges holding it (tg_redis_store_acquire) */
-    struct event *retire_ev;
+    tg_timer_t retire;           /* closes it once its calls are answered or timed out */
     struct rd_client *next_retired;
 } rd_client_t;
 
@@ -231,7 +231,7 @@ static rd_call_t *internal_call(rd_client_t *cl, call_kind_t kind, int argc, con
 static void conn_connect(rd_conn_t *cn);
 static void conn_on_sock(tg_sock_t *s, int events, void *arg);
 
-/* Makes deadline_ev fire at the earliest of: the deadline of the first
+/* Makes the deadline timer fire at the earliest of: the deadline of the first
  * call nobody has answered yet, or (all answered) the moment the oldest
  * call's reply is so late that the connection is taken for dead. */
 static void arm_deadline(rd_conn_t *cn)
@@ -250,11 +250,11 @@ static void arm_deadline(rd_conn_t *cn)
         uint64_t stuck = cn->cl->conf->timeout_ms * 20 * 1000;
         at = head->start_us + (stuck < RD_STUCK_MIN_MS * 1000 ? RD_STUCK_MIN_MS * 1000 : stuck);
     }
-    if (cn->armed_us != 0 && cn->armed_us <= at && evtimer_pending(cn->deadline_ev, NULL))
+    if (cn->armed_us != 0 && cn->armed_us <= at && tg_timer_pending(&cn->deadline))
         return;
     uint64_t now = tg_clock_us();
     cn->armed_us = at;
-    tg_timer_arm_us(cn->deadline_ev, at > now ? at - now : 0);
+    tg_timer_after(tg_worker_loop(cn->cl->w), &cn->deadline, at > now ? at - now : 0);
 }
 
 /* Writes a call on the connection (connected or still connecting: the
@@ -278,7 +278,7 @@ static void schedule_reconnect(rd_conn_t *cn)
         cn->backoff_ms = RD_BACKOFF_MAX_MS;
     uint64_t half = cn->backoff_ms / 2, delay = half + tg_worker_random(cl->w) % (half + 1);
     cn->retry_pending = 1;
-    tg_timer_arm_ms(cn->retry_ev, delay);
+    tg_timer_after(tg_worker_loop(cl->w), &cn->retry, delay * 1000);
 }
 
 static void request_refresh(rd_client_t *cl);
@@ -297,7 +297,7 @@ static void conn_fail(rd_conn_t *cn, tg_redis_err_t kind, const char *why)
     int had_calls = !TAILQ_EMPTY(&cn->sent);
     memset(&cn->scan, 0, sizeof(cn->scan));
     cn->state = RC_DOWN;
-    evtimer_del(cn->deadline_ev);
+    tg_timer_cancel(&cn->deadline);
     cn->armed_us = 0;
     struct rd_call_list calls = TAILQ_HEAD_INITIALIZER(calls);
     TAILQ_CONCAT(&calls, &cn->sent, link);
@@ -316,9 +316,9 @@ static void conn_fail(rd_conn_t *cn, tg_redis_err_t kind, const char *why)
         request_refresh(cl); /* a failover may have moved its slots */
 }
 
-static void on_retry(evutil_socket_t fd, short what, void *arg)
+static void on_retry(tg_timer_t *t)
 {
-    rd_conn_t *cn = arg;
+    rd_conn_t *cn = TG_CONTAINER_OF(t, rd_conn_t, retry);
     cn->retry_pending = 0;
     if (cn->state == RC_DOWN && !cn->cl->retiring)
         conn_connect(cn);
@@ -327,9 +327,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 /* The deadline of the oldest unanswered call passed: answer every call
  * whose deadline is over; a connection whose oldest call has waited far
  * longer than any deadline is taken for dead. */
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+static void on_deadline(tg_timer_t *t)
 {
-    rd_conn_t *cn = arg;
+    rd_conn_t *cn = TG_CONTAINER_OF(t, rd_conn_t, deadline);
     rd_client_t *cl = cn->cl;
     cn->armed_us = 0;
     uint64_t now = tg_clock_us(), stuck = cl->conf->timeout_ms * 20 * 1000;
@@ -460,8 +460,8 @@ static rd_node_t *node_get(rd_client_t *cl, const char *host, unsigned port, int
         cn->node = nd;
         TAILQ_INIT(&cn->sent);
         tg_arena_init(&cn->arena);
-        cn->deadline_ev = evtimer_new(tg_worker_base(cl->w), on_deadline, cn);
-        cn->retry_ev = evtimer_new(tg_worker_base(cl->w), on_retry, cn);
+        cn->deadline.fn = on_deadline;
+        cn->retry.fn = on_retry;
     }
     cl->nodes[cl->n_nodes++] = nd;
     return nd;
@@ -475,8 +475,6 @@ static rd_conn_t *node_conn(rd_node_t *nd, unsigned pool)
     rd_conn_t *connecting = NULL, *idle = NULL;
     for (unsigned k = 0; k < pool; k++) {
         rd_conn_t *cn = &nd->conns[(nd->next + k) % pool];
-        if (cn->deadline_ev == NULL || cn->retry_ev == NULL)
-            continue;
         if (cn->state == RC_READY && cn->n_sent < RD_MAX_PENDING) {
             nd->next = (nd->next + k + 1) % pool;
             return cn;
@@ -872,10 +870,8 @@ static void client_free(rd_client_t *cl)
                 TAILQ_REMOVE(&cn->sent, c, link);
                 call_free(cl, c);
             }
-            if (cn->deadline_ev)
-                event_free(cn->deadline_ev);
-            if (cn->retry_ev)
-                event_free(cn->retry_ev);
+            tg_timer_cancel(&cn->deadline);
+            tg_timer_cancel(&cn->retry);
             tg_arena_free(&cn->arena);
         }
         free(nd->conns);
@@ -886,8 +882,7 @@ static void client_free(rd_client_t *cl)
         cl->free_calls = c->next_free;
         free(c);
     }
-    if (cl->retire_ev)
-        event_free(cl->retire_ev);
+    tg_timer_cancel(&cl->retire);
     tg_tls_client_free(cl->tls);
     free(cl->slots);
     tg_config_unref(cl->cfg);
@@ -926,8 +921,7 @@ static rd_client_t *client_new(tg_worker_t *w, tg_config_t *cfg)
     /* connect now, so that the first requests find a connection */
     for (size_t i = 0; i < (cl->conf->cluster ? cl->n_nodes : 1) && i < cl->n_nodes; i++)
         for (unsigned k = 0; k < cl->conf->pool; k++)
-            if (cl->nodes[i]->conns[k].deadline_ev && cl->nodes[i]->conns[k].retry_ev)
-                conn_connect(&cl->nodes[i]->conns[k]);
+            conn_connect(&cl->nodes[i]->conns[k]);
     return cl;
 fail:
     client_free(cl);
@@ -947,9 +941,9 @@ static void unlist_retired(rd_client_t *cl)
 /* An old client closes once its calls are answered or timed out: its last
  * deadline (plus a margin) after the reload; it is freed when no exchange
  * holds it any more. */
-static void on_retire(evutil_socket_t fd, short what, void *arg)
+static void on_retire(tg_timer_t *t)
 {
-    rd_client_t *cl = arg;
+    rd_client_t *cl = TG_CONTAINER_OF(t, rd_client_t, retire);
     for (size_t i = 0; i < cl->n_nodes; i++) /* whatever is left gets its answer */
         for (unsigned k = 0; k < cl->conf->pool; k++) {
             rd_conn_t *cn = &cl->nodes[i]->conns[k];
@@ -963,8 +957,8 @@ static void on_retire(evutil_socket_t fd, short what, void *arg)
                     tg_counter_sub(&cl->stats->connections, 1);
                 cn->state = RC_DOWN;
             }
-            evtimer_del(cn->deadline_ev);
-            evtimer_del(cn->retry_ev);
+            tg_timer_cancel(&cn->deadline);
+            tg_timer_cancel(&cn->retry);
         }
     cl->closed = 1;
     if (cl->users == 0) {
@@ -994,14 +988,11 @@ void tg_redis_store_release(tg_store_t *s)
 static void retire(rd_module_t *m, rd_client_t *cl)
 {
     cl->retiring = 1;
-    cl->retire_ev = evtimer_new(tg_worker_base(cl->w), on_retire, cl);
-    if (cl->retire_ev == NULL) {
-        on_retire(-1, 0, cl);
-        return;
-    }
+    cl->retire.fn = on_retire;
     cl->next_retired = m->retired;
     m->retired = cl;
-    tg_timer_arm_ms(cl->retire_ev, cl->conf->timeout_ms + 100);
+    if (tg_timer_set(tg_worker_loop(cl->w), &cl->retire, cl->conf->timeout_ms + 100) < 0)
+        on_retire(&cl->retire);
 }
 
 static int rd_init(tg_worker_t *w)

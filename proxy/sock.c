@@ -1,8 +1,8 @@
 /*
  * proxy/sock.c — see sock.h.
  *
- * Every entry into a socket (I/O readiness, its timer, the loop's deferred
- * queue) goes through dispatch_begin/dispatch_end, which keep the memory
+ * Every entry into a socket (I/O readiness, its timer, the loop's turn)
+ * goes through dispatch_begin/dispatch_end, which keep the memory
  * alive while user callbacks run; tg_sock_free() during a dispatch only
  * closes the fd and marks the socket dead.
  *
@@ -18,7 +18,7 @@
 #include "proxy/sock.h"
 #include "proxy/base/clock.h"
 #include "proxy/base/log.h"
-#include "proxy/base/timer.h"
+#include "proxy/base/loop.h"
 #include "proxy/base/slab.h"
 
 #include <errno.h>
@@ -50,7 +50,7 @@
 struct tg_sock {
     tg_sock_loop_t *loop;
     struct tg_sock *next_dead; /* freed during an epoll batch: released after it */
-    struct event *timer;       /* made on first use: most sockets never set a timeout */
+    struct sock_timer *timer;  /* made on first use: most sockets never set a timeout */
     struct evbuffer *in, *out; /* both NULL while parked (tg_sock_park) */
     tg_sock_cb cb;
     void *arg;
@@ -73,17 +73,13 @@ struct tg_sock {
 #define SPARE_BUFFERS 256
 
 struct tg_sock_loop {
+    tg_loop_t *loop;           /* the thread's timers and turns (base/loop.h) */
     struct event_base *base;
     tg_slab_t *socks;          /* where the loop's sockets live */
-    struct event run_ev;
     TAILQ_HEAD(, tg_sock) queue;
-    int run_pending;
     struct evbuffer *spare[SPARE_BUFFERS];
     unsigned n_spare;
     struct evbuffer *scratch;  /* stands in for a buffer that could not be had */
-    tg_deferred_t *deferred, **deferred_tail; /* tg_sock_loop_defer, in order */
-    size_t n_deferred;
-    struct tg_timer_queue *queues;   /* tg_sock_timer_set: one per duration in use */
     /* Sockets are registered (edge-triggered) in the loop's own epoll set,
      * whose descriptor the libevent base watches: a socket needs no
      * libevent event (128 bytes, plus libevent's per-descriptor map entry),
@@ -94,16 +90,10 @@ struct tg_sock_loop {
     tg_sock_t *dead;                 /* freed during the batch */
 };
 
-/* The timers of one duration, in deadline order (they are appended as they
- * are set, and the clock only goes forward), with one libevent timer armed
- * for the first. */
-struct tg_timer_queue {
-    struct tg_timer_queue *next;
-    tg_sock_loop_t *loop;
-    uint64_t ms;
-    tg_sock_timer_t *head, **tail;
-    struct event ev;
-    uint64_t armed_for;              /* the deadline ev is armed for (0: not armed) */
+/* A socket's timeout (a timer of the loop's, base/loop.h). */
+struct sock_timer {
+    tg_timer_t t;
+    tg_sock_t *s;
 };
 
 static size_t in_len(const tg_sock_t *s)
@@ -171,8 +161,10 @@ static void release(tg_sock_t *s)
         buf_give(s->loop, s->in);
         buf_give(s->loop, s->out);
     }
-    if (s->timer != NULL)
-        event_free(s->timer);
+    if (s->timer != NULL) {
+        tg_timer_cancel(&s->timer->t);
+        free(s->timer);
+    }
     tg_slab_free(s->loop->socks, s);
 }
 
@@ -210,20 +202,27 @@ static void deliver(tg_sock_t *s, int events)
         s->cb(s, events, s->arg);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_timer(tg_timer_t *t);
 
 static void touch_timer(tg_sock_t *s)
 {
     if (s->timeout_ms == 0)
         return;
-    if (s->timer == NULL && (s->timer = evtimer_new(s->loop->base, on_timer, s)) == NULL) {
-        s->timer_on = 0; /* out of memory: no timeout rather than none that fires wrongly */
-        return;
+    if (s->timer == NULL) {
+        if ((s->timer = calloc(1, sizeof(*s->timer))) == NULL) {
+            s->timer_on = 0; /* out of memory: no timeout rather than none that fires wrongly */
+            return;
+        }
+        s->timer->t.fn = on_timer;
+        s->timer->s = s;
     }
-    s->timer_on = tg_timer_arm_ms(s->timer, s->timeout_ms) == 0;
+    s->timer_on = tg_timer_set(s->loop->loop, &s->timer->t, s->timeout_ms) == 0;
 }
 
-static void wake(tg_sock_loop_t *l);
+static void wake(tg_sock_loop_t *l)
+{
+    tg_loop_wake(l->loop);
+}
 
 static void enqueue(tg_sock_t *s)
 {
@@ -731,20 +730,20 @@ static void on_epoll(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+static void on_timer(tg_timer_t *t)
 {
-    tg_sock_t *s = arg;
+    tg_sock_t *s = ((struct sock_timer *)t)->s;
     s->timer_on = 0;
     dispatch_begin(s);
     deliver(s, TG_SOCK_TIMEOUT);
     dispatch_end(s);
 }
 
-static void on_run(evutil_socket_t fd, short what, void *arg)
+/* The loop's turn: the queued sockets' reads and batched writes. */
+static void on_turn(void *arg)
 {
     tg_sock_loop_t *l = arg;
     tg_sock_t *s;
-    l->run_pending = 0;
     while ((s = TAILQ_FIRST(&l->queue)) != NULL) {
         int rd = s->q_read, wr = s->q_write, events = 0;
         dequeue(s);
@@ -754,139 +753,19 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         deliver(s, events);
         dispatch_end(s);
     }
-    /* the calls queued so far; those they queue wait for the next round */
-    size_t n = l->n_deferred;
-    tg_deferred_t *d;
-    while (n-- > 0 && (d = l->deferred) != NULL) {
-        tg_sock_loop_cancel(d);
-        d->fn(d);
-    }
 }
 
-static void wake(tg_sock_loop_t *l)
-{
-    if (!l->run_pending) {
-        l->run_pending = 1;
-        event_active(&l->run_ev, EV_TIMEOUT, 0);
-    }
-}
-
-static void queue_arm(struct tg_timer_queue *q)
-{
-    if (q->head == NULL) {
-        if (q->armed_for) {
-            event_del(&q->ev);
-            q->armed_for = 0;
-        }
-        return;
-    }
-    if (q->armed_for == q->head->deadline_ms)
-        return;
-    uint64_t now = tg_clock_ms(), at = q->head->deadline_ms;
-    q->armed_for = at;
-    tg_timer_arm_ms(&q->ev, at > now ? at - now : 0);
-}
-
-static void on_queue(evutil_socket_t fd, short what, void *arg)
-{
-    struct tg_timer_queue *q = arg;
-    q->armed_for = 0;
-    uint64_t now = tg_clock_ms();
-    tg_sock_timer_t *t;
-    while ((t = q->head) != NULL && t->deadline_ms <= now) {
-        tg_sock_timer_cancel(t);
-        t->fn(t); /* may set timers, this one included */
-    }
-    queue_arm(q);
-}
-
-void tg_sock_timer_cancel(tg_sock_timer_t *t)
-{
-    if (t->prev == NULL)
-        return;
-    struct tg_timer_queue *q = t->q;
-    int was_head = q->head == t;
-    if (t->next != NULL)
-        t->next->prev = t->prev;
-    else
-        q->tail = t->prev;
-    *t->prev = t->next;
-    t->prev = NULL;
-    t->q = NULL;
-    if (was_head && q->head == NULL)
-        queue_arm(q); /* nothing left: disarm; a later head is caught when the timer fires */
-}
-
-void tg_sock_timer_set(tg_sock_loop_t *l, tg_sock_timer_t *t, uint64_t ms)
-{
-    tg_sock_timer_cancel(t);
-    if (ms == 0)
-        return;
-    struct tg_timer_queue *q = l->queues;
-    while (q != NULL && q->ms != ms)
-        q = q->next;
-    if (q == NULL) {
-        q = calloc(1, sizeof(*q));
-        if (q == NULL || evtimer_assign(&q->ev, l->base, on_queue, q) < 0) {
-            free(q);
-            tg_log(TG_LOG_ERROR, "out of memory setting a %llums timer", (unsigned long long)ms);
-            return;
-        }
-        q->loop = l;
-        q->ms = ms;
-        q->tail = &q->head;
-        q->next = l->queues;
-        l->queues = q;
-    }
-    t->q = q;
-    t->deadline_ms = tg_clock_ms() + ms;
-    t->next = NULL;
-    t->prev = q->tail;
-    *q->tail = t;
-    q->tail = &t->next;
-    if (q->head == t)
-        queue_arm(q);
-}
-
-void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d)
-{
-    if (d->prev != NULL)
-        return; /* queued already: it runs once */
-    d->loop = l;
-    d->next = NULL;
-    d->prev = l->deferred_tail;
-    *l->deferred_tail = d;
-    l->deferred_tail = &d->next;
-    l->n_deferred++;
-    wake(l);
-}
-
-void tg_sock_loop_cancel(tg_deferred_t *d)
-{
-    if (d->prev == NULL)
-        return;
-    tg_sock_loop_t *l = d->loop;
-    if (d->next != NULL)
-        d->next->prev = d->prev;
-    else
-        l->deferred_tail = d->prev;
-    *d->prev = d->next;
-    d->prev = NULL;
-    l->n_deferred--;
-}
-
-tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
+tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop)
 {
     tg_sock_loop_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return NULL;
-    l->base = base;
+    l->loop = loop;
+    l->base = tg_loop_base(loop);
     TAILQ_INIT(&l->queue);
-    l->deferred_tail = &l->deferred;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0 || (l->socks = tg_slab_new(sizeof(tg_sock_t))) == NULL || (l->scratch = evbuffer_new()) == NULL ||
-        event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0 ||
-        event_assign(&l->ep_ev, base, l->epfd, EV_READ | EV_PERSIST, on_epoll, l) < 0 ||
+        event_assign(&l->ep_ev, l->base, l->epfd, EV_READ | EV_PERSIST, on_epoll, l) < 0 ||
         event_add(&l->ep_ev, NULL) < 0) {
         if (l->scratch)
             evbuffer_free(l->scratch);
@@ -896,6 +775,7 @@ tg_sock_loop_t *tg_sock_loop_new(struct event_base *base)
         free(l);
         return NULL;
     }
+    tg_loop_set_turn(loop, on_turn, l);
     return l;
 }
 
@@ -903,18 +783,12 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
 {
     if (l == NULL)
         return;
-    event_del(&l->run_ev);
+    tg_loop_set_turn(l->loop, NULL, NULL);
     event_del(&l->ep_ev);
     close(l->epfd);
     while (l->n_spare > 0)
         evbuffer_free(l->spare[--l->n_spare]);
     evbuffer_free(l->scratch);
-    struct tg_timer_queue *q;
-    while ((q = l->queues) != NULL) {
-        l->queues = q->next;
-        event_del(&q->ev);
-        free(q);
-    }
     tg_slab_destroy(l->socks); /* every socket is gone */
     free(l);
 }
@@ -974,7 +848,7 @@ void tg_sock_free(tg_sock_t *s)
         return;
     dequeue(s);
     if (s->timer != NULL)
-        event_del(s->timer);
+        tg_timer_cancel(&s->timer->t);
     close(s->fd); /* and out of the epoll set with it */
     s->fd = -1;
     s->dead = 1;
@@ -1056,7 +930,7 @@ void tg_sock_set_timeout(tg_sock_t *s, uint64_t ms)
     if (ms)
         touch_timer(s);
     else if (s->timer_on) {
-        event_del(s->timer);
+        tg_timer_cancel(&s->timer->t);
         s->timer_on = 0;
     }
 }

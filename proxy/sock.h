@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-struct event_base;
+struct tg_loop;
 struct evbuffer;
 typedef struct ssl_st SSL;
 
@@ -42,36 +42,9 @@ enum {
 
 typedef void (*tg_sock_cb)(tg_sock_t *s, int events, void *arg);
 
-tg_sock_loop_t *tg_sock_loop_new(struct event_base *base);
-
-/* A call deferred to the loop (a connection's "go on at a safe point"):
- * 32 bytes in its owner, where a libevent event would take 128. */
-typedef struct tg_deferred {
-    struct tg_deferred *next, **prev; /* in the loop's list while queued (prev NULL: not queued) */
-    tg_sock_loop_t *loop;
-    void (*fn)(struct tg_deferred *d);
-} tg_deferred_t;
-
-/* A connection timer (idle, header, linger timeouts): 40 bytes in its
- * owner, where a libevent event takes 128. Timers of one duration share a
- * FIFO and one libevent timer per loop, so setting one is O(1) (a list
- * append) whatever their number. */
-typedef struct tg_sock_timer {
-    struct tg_sock_timer *next, **prev; /* in its queue while set (prev NULL: not set) */
-    struct tg_timer_queue *q;
-    uint64_t deadline_ms;               /* monotonic */
-    void (*fn)(struct tg_sock_timer *t);
-} tg_sock_timer_t;
-
-/* Fires t->fn(t) once after ms (0: cancels), replacing any earlier setting. */
-void tg_sock_timer_set(tg_sock_loop_t *l, tg_sock_timer_t *t, uint64_t ms);
-void tg_sock_timer_cancel(tg_sock_timer_t *t);
-
-/* Runs d->fn(d) once from the loop, after the current callbacks (again
- * if re-queued meanwhile, once per queueing that happened before it ran). */
-void tg_sock_loop_defer(tg_sock_loop_t *l, tg_deferred_t *d);
-/* Takes d off the loop's list if it is queued. */
-void tg_sock_loop_cancel(tg_deferred_t *d);
+/* The sockets of one thread's loop: their batched work runs as the
+ * loop's turn (base/loop.h; one socket loop per loop). */
+tg_sock_loop_t *tg_sock_loop_new(struct tg_loop *loop);
 void tg_sock_loop_free(tg_sock_loop_t *l);
 
 /* Wraps a connected (accepted) non-blocking socket; takes the fd. */

@@ -18,6 +18,7 @@
 
 #include "proxy/base/clock.h"
 #include "proxy/base/mem.h"
+#include "proxy/base/loop.h"
 #include "proxy/base/pages.h"
 #include "proxy/base/log.h"
 #include "proxy/sock.h"
@@ -34,6 +35,7 @@ struct tg_worker {
     const tg_worker_setup_t *setup;  /* the protocol stack: modules and entry points */
     void *mods[TG_WMOD_N];           /* the modules' per-worker state */
     struct event_base *base;         /* lock-free: only this thread touches it */
+    tg_loop_t *loop;                 /* its timers and deferred calls (base/loop.h) */
     tg_sock_loop_t *sockloop;
     tg_snapshot_t *snap;             /* current snapshot (one reference) */
     tg_listener_slot_t **listeners;  /* one per config listener, same order */
@@ -50,7 +52,7 @@ struct tg_worker {
     uint64_t rng[2];                 /* xorshift128+ state */
     tg_mem_t *mem;                   /* this thread's block cache: libevent's and nghttp2's allocations */
     tg_pages_t *pages;               /* ... and its page blocks (nghttp2's that go back while idle) */
-    struct event *trim_ev;           /* gives back what the cache has not used for a while */
+    tg_timer_t trim;                 /* gives back what the caches have not used for a while */
     tg_stats_t *stats;               /* written by this worker only; summed by /metrics */
     tg_health_t *health;             /* the process's endpoint health table (shared) */
     struct tg_tracer *tracer;        /* the process's span exporter (shared; NULL: none) */
@@ -89,9 +91,9 @@ static size_t close_idle_connections(tg_worker_t *w, size_t max)
     return closed;
 }
 
-static void on_resume_accept(evutil_socket_t fd, short what, void *arg)
+static void on_resume_accept(tg_timer_t *t)
 {
-    tg_listener_slot_t *slot = arg;
+    tg_listener_slot_t *slot = TG_CONTAINER_OF(t, tg_listener_slot_t, resume);
     if (slot->lev != NULL && !slot->w->draining)
         evconnlistener_enable(slot->lev);
 }
@@ -114,8 +116,7 @@ static void pause_accepting(tg_listener_slot_t *slot, int err)
     }
     evconnlistener_disable(slot->lev);
     close_idle_connections(w, IDLE_CLOSE_BATCH);
-    struct timeval tv = { slot->pause_ms / 1000, (suseconds_t)(slot->pause_ms % 1000) * 1000 };
-    if (evtimer_add(slot->resume_ev, &tv) < 0)
+    if (tg_timer_after(w->loop, &slot->resume, (uint64_t)slot->pause_ms * 1000) < 0)
         evconnlistener_enable(slot->lev); /* no timer: better to retry than to stop for good */
 }
 
@@ -180,11 +181,8 @@ static tg_listener_slot_t *slot_new(tg_worker_t *w, size_t index, int fd)
     /* backlog 0: the socket already listens with the backlog the process
      * chose (-1 would make libevent call listen(fd, 128) again) */
     /* on failure the caller still owns fd */
-    slot->resume_ev = evtimer_new(w->base, on_resume_accept, slot);
-    if (slot->resume_ev == NULL ||
-        (slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL) {
-        if (slot->resume_ev != NULL)
-            event_free(slot->resume_ev);
+    slot->resume.fn = on_resume_accept;
+    if ((slot->lev = evconnlistener_new(w->base, on_accept, slot, LEV_OPT_CLOSE_ON_FREE, 0, fd)) == NULL) {
         free(slot);
         return NULL;
     }
@@ -199,7 +197,7 @@ static void slot_retire(tg_worker_t *w, tg_listener_slot_t *slot)
         evconnlistener_free(slot->lev);
         slot->lev = NULL;
     }
-    evtimer_del(slot->resume_ev);
+    tg_timer_cancel(&slot->resume);
     slot->index = TG_LISTENER_GONE;
     slot->next_retired = w->retired;
     w->retired = slot;
@@ -343,11 +341,10 @@ static void start_drain(tg_worker_t *w)
 }
 
 /* Commands from other threads arrive as bytes on the worker's pipe. */
-static void on_trim(evutil_socket_t fd, short what, void *arg)
+static void on_trim(tg_timer_t *t)
 {
-    (void)fd;
-    (void)what;
-    tg_worker_t *w = arg;
+    tg_worker_t *w = TG_CONTAINER_OF(t, tg_worker_t, trim);
+    tg_timer_set(w->loop, &w->trim, MEM_TRIM_S * 1000);
     tg_mem_trim(w->mem);
     tg_pages_trim(w->pages);
     tg_conn_node_t *n;
@@ -432,7 +429,8 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
         w->base = event_base_new_with_config(ec);
         event_config_free(ec);
     }
-    if (w->base == NULL || (w->sockloop = tg_sock_loop_new(w->base)) == NULL ||
+    if (w->base == NULL || (w->loop = tg_loop_new(w->base)) == NULL ||
+        (w->sockloop = tg_sock_loop_new(w->loop)) == NULL ||
         pipe2(w->cmd_fd, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
     w->listeners = calloc(n ? n : 1, sizeof(*w->listeners));
@@ -456,9 +454,8 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_command, w);
     if (w->cmd_ev == NULL || event_add(w->cmd_ev, NULL) < 0)
         goto fail;
-    struct timeval trim_tv = { MEM_TRIM_S, 0 };
-    w->trim_ev = event_new(w->base, -1, EV_PERSIST, on_trim, w);
-    if (w->trim_ev == NULL || event_add(w->trim_ev, &trim_tv) < 0)
+    w->trim.fn = on_trim;
+    if (tg_timer_set(w->loop, &w->trim, MEM_TRIM_S * 1000) < 0)
         goto fail;
     return w;
 fail:
@@ -515,7 +512,7 @@ void tg_worker_join_free(tg_worker_t *w)
     close_listeners(w);
     while (w->retired != NULL) {
         tg_listener_slot_t *next = w->retired->next_retired;
-        event_free(w->retired->resume_ev);
+        tg_timer_cancel(&w->retired->resume);
         free(w->retired);
         w->retired = next;
     }
@@ -525,12 +522,12 @@ void tg_worker_join_free(tg_worker_t *w)
         w->setup->modules[--w->n_inited]->free(w);
     if (w->cmd_ev)
         event_free(w->cmd_ev);
-    if (w->trim_ev)
-        event_free(w->trim_ev);
+    tg_timer_cancel(&w->trim);
     for (int i = 0; i < 2; i++)
         if (w->cmd_fd[i] >= 0)
             close(w->cmd_fd[i]);
     tg_sock_loop_free(w->sockloop);
+    tg_loop_free(w->loop);
     if (w->base)
         event_base_free(w->base);
     tg_snapshot_unref(w->snap);
@@ -579,6 +576,11 @@ unsigned tg_worker_count(const tg_worker_t *w)
 struct event_base *tg_worker_base(tg_worker_t *w)
 {
     return w->base;
+}
+
+tg_loop_t *tg_worker_loop(tg_worker_t *w)
+{
+    return w->loop;
 }
 
 tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "proxy/base/loop.h"
 #include "proxy/snapshot.h"
 
 struct sockaddr;
@@ -40,7 +41,7 @@ typedef struct tg_listener_slot {
     /* Out of descriptors (EMFILE and the like): accepting pauses with a
      * backoff while idle connections are closed to make room; one log
      * line when it starts and one when it ends. */
-    struct event *resume_ev;
+    tg_timer_t resume;               /* the end of a pause */
     unsigned pause_ms;               /* current backoff; 0: accepting normally */
     uint64_t episode_start_ms;
     unsigned long accept_failures;   /* in the current episode */
@@ -175,6 +176,9 @@ unsigned tg_worker_id(const tg_worker_t *w);
 unsigned tg_worker_count(const tg_worker_t *w);
 struct event_base *tg_worker_base(tg_worker_t *w);
 tg_sock_loop_t *tg_worker_sockloop(tg_worker_t *w);
+/* The worker's timers and deferred calls (proxy/base/loop.h). */
+struct tg_loop;
+struct tg_loop *tg_worker_loop(tg_worker_t *w);
 /* The current snapshot (the worker holds a reference). */
 tg_snapshot_t *tg_worker_snapshot(tg_worker_t *w);
 tg_health_t *tg_worker_health(tg_worker_t *w);

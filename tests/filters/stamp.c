@@ -15,13 +15,10 @@
  * stamps each request (and its response) with `header: VALUE; n=COUNT`,
  * COUNT being how many requests this worker stamped for the filter.
  */
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "filters/filter.h"
-#include "proxy/base/timer.h"
 
 typedef struct stamp_conf {
     char *header;               /* absent: "x-stamp" */
@@ -108,16 +105,16 @@ static void stamp(stamp_conf_t *c, tg_filter_exchange_t *fx, size_t index)
 }
 
 typedef struct stamp_wait {
-    struct event timer;
+    tg_timer_t timer;
     stamp_conf_t *c;
     tg_filter_exchange_t *fx;
     uint64_t gen;
     size_t index;
 } stamp_wait_t;
 
-static void on_delay(evutil_socket_t fd, short what, void *arg)
+static void on_delay(tg_timer_t *t)
 {
-    stamp_wait_t *sw = arg;
+    stamp_wait_t *sw = TG_CONTAINER_OF(t, stamp_wait_t, timer);
     stamp(sw->c, sw->fx, sw->index);
     tg_filter_resume(sw->fx, sw->gen, TG_FILTER_CONTINUE);
 }
@@ -135,9 +132,8 @@ static tg_filter_status_t stamp_on_request(void *p, tg_filter_exchange_t *fx, si
         fx->reply_message = "out of memory";
         return TG_FILTER_REPLY;
     }
-    *sw = (stamp_wait_t){ .c = c, .fx = fx, .gen = fx->gen, .index = index };
-    evtimer_assign(&sw->timer, fx->base, on_delay, sw);
-    if (tg_timer_arm_ms(&sw->timer, c->delay_ms) < 0) {
+    *sw = (stamp_wait_t){ .timer.fn = on_delay, .c = c, .fx = fx, .gen = fx->gen, .index = index };
+    if (tg_timer_set(fx->loop, &sw->timer, c->delay_ms) < 0) {
         stamp(c, fx, index); /* no timer: no delay */
         return TG_FILTER_CONTINUE;
     }
@@ -153,7 +149,7 @@ static void stamp_on_cancel(void *p, tg_filter_exchange_t *fx, size_t index)
     stamp_wait_t *sw = fx->state[index];
     if (sw == NULL)
         return;
-    evtimer_del(&sw->timer);
+    tg_timer_cancel(&sw->timer);
     fx->state[index] = NULL;
     tg_filter_count(fx, c->counters, CANCELLED);
 }

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proxy/base/loop.h"
 #include "proxy/conn.h"
 #include "proxy/h2mem.h"
 #include "proxy/h2util.h"
@@ -173,7 +174,8 @@ static ssize_t read_thing(nghttp2_session *session, int32_t id, uint8_t *buf, si
 static void test_send_callbacks(void **state)
 {
     struct event_base *base = event_base_new();
-    tg_sock_loop_t *loop = tg_sock_loop_new(base);
+    tg_loop_t *tl = tg_loop_new(base);
+    tg_sock_loop_t *loop = tg_sock_loop_new(tl);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     tg_conn_t conn = { .sock = tg_sock_new(loop, sv[0]) };
@@ -230,6 +232,7 @@ static void test_send_callbacks(void **state)
     tg_sock_free(conn.sock);
     close(sv[1]);
     tg_sock_loop_free(loop);
+    tg_loop_free(tl);
     event_base_free(base);
 }
 
