@@ -190,8 +190,7 @@ typedef struct tg_listener_conf {
     size_t n_trusted_proxies;
     int has_trusted_proxies;
     uint64_t max_connections; /* open client connections on this listener (0: no limit) */
-    tg_underscores_t underscores; /* headers_with_underscores, when has_underscores */
-    int has_underscores;
+    tg_underscores_t underscores; /* headers_with_underscores: its own, else the top level's */
     uint32_t listen_backlog;  /* listen(2) backlog: connections the kernel queues before accept */
 } tg_listener_conf_t;
 

@@ -194,7 +194,8 @@ static void route(FILE *f, const tg_config_t *c, const tg_route_conf_t *r)
     fputc('}', f);
 }
 
-/* A listener's tls block: files by name (never their contents). */
+/* A listener's tls block: files by name (never their contents); the
+ * lists and the version by hand, the rest from the rows. */
 static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
 {
     fputs(", \"tls\": ", f);
@@ -202,7 +203,6 @@ static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
         fputs("null", f);
         return;
     }
-    static const char *const auth[] = { "none", "optional", "require" };
     fputs("{\"certificates\": [", f);
     for (size_t i = 0; i < t->n_certs; i++) {
         fprintf(f, "%s{\"cert\": ", i ? ", " : "");
@@ -213,16 +213,13 @@ static void listener_tls(FILE *f, const tg_tls_server_conf_t *t)
     }
     fputs("], \"alpn\": ", f);
     strs(f, t->alpn, t->n_alpn);
-    fprintf(f, ", \"min_version\": \"1.%d\", \"client_auth\": \"%s\", \"client_ca\": ", t->min_version - 10,
-            auth[t->client_auth]);
+    fprintf(f, ", \"min_version\": \"1.%d\", \"client_ca\": ", t->min_version - 10);
     jstr(f, t->client_ca);
     fputs(", \"client_cert_header\": ", f);
     jstr(f, t->client_cert_header);
-    fprintf(f, ", \"session_tickets\": %s, \"session_cache_size\": %u}", t->session_tickets ? "true" : "false",
-            t->session_cache_size);
+    rows(f, &tg_keys_server_tls, t, 1); /* ciphers, sessions, client_auth, depth, handshake_timeout */
+    fputc('}', f);
 }
-
-static const char *const underscores[] = { "drop", "allow", "reject" };
 
 
 /* `dns:` as it applies (a cluster's: its own keys over the top level's). */
@@ -264,13 +261,10 @@ char *tg_config_to_json(const tg_config_t *c)
         jstr(f, c->admin.listen);
         fputs(", \"token\": ", f); /* a secret: only whether there is one */
         fputs(c->admin.token ? "\"<redacted>\"" : "null", f);
-        fputs(", \"allowed_hosts\": [", f);
-        for (size_t i = 0; i < c->admin.n_allowed_hosts; i++) {
-            fputs(i ? ", " : "", f);
-            jstr(f, c->admin.allowed_hosts[i]);
-        }
-        fprintf(f, "], \"max_connections\": %u, \"history_routes\": %u}", c->admin.max_connections,
-                c->admin.history_routes);
+        fputs(", \"allowed_hosts\": ", f);
+        strs(f, c->admin.allowed_hosts, c->admin.n_allowed_hosts);
+        rows(f, &tg_keys_admin, &c->admin, 1); /* max_connections, history_routes */
+        fputc('}', f);
     } else {
         fputs("null", f);
     }
@@ -281,10 +275,8 @@ char *tg_config_to_json(const tg_config_t *c)
         fputs(", \"listen\": ", f);
         jstr(f, c->listeners[i].listen);
         listener_tls(f, &c->listeners[i].tls);
-        fprintf(f, ", \"http1\": {\"enabled\": %s}, \"proxy_protocol\": %s",
-                c->listeners[i].http1_enabled ? "true" : "false", c->listeners[i].proxy_protocol ? "true" : "false");
-        fprintf(f, ", \"headers_with_underscores\": \"%s\"",
-                underscores[c->listeners[i].has_underscores ? c->listeners[i].underscores : c->underscores]);
+        fprintf(f, ", \"http1\": {\"enabled\": %s}", c->listeners[i].http1_enabled ? "true" : "false");
+        rows(f, &tg_keys_listener, &c->listeners[i], 1); /* max_connections, proxy_protocol, backlog, underscores */
         fputs(", \"http2\": {", f);
         rows(f, &tg_keys_http2, &c->listeners[i].http2, 0);
         fputs("}}", f);

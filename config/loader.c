@@ -1163,7 +1163,8 @@ static int load_listener(loader_t *ld, yaml_node_t *n, tg_listener_conf_t *l)
                 *trusted = val_of(ks, v, "trusted_proxies"), *pp = val_of(ks, v, "proxy_protocol");
     http2_defaults(&l->http2);
     l->http1_enabled = 1;
-    l->has_underscores = val_of(ks, v, "headers_with_underscores") != NULL; /* else the top level's */
+    if (val_of(ks, v, "headers_with_underscores") == NULL)
+        l->underscores = ld->cfg->underscores; /* the top level's (read before the listeners) */
     if (http1 != NULL && load_http1(ld, http1, &l->http1_enabled) < 0)
         rc = -1;
     if (require(ld, n, name, "name", "listener") < 0 || check_name(ld, name, "listener name", &l->name) < 0)

@@ -1057,7 +1057,7 @@ static int sanitize_request(tg_exchange_t *ex)
     const tg_cidr_t *tp = trusted_proxies(ex, &ntp);
     ex->peer_trusted = ntp > 0 && tg_cidr_list_match(tp, ntp, ex->peer_addr);
     const tg_listener_conf_t *l = ex->listener < cfg->n_listeners ? &cfg->listeners[ex->listener] : NULL;
-    tg_trust_peer_t peer = { ex->peer_trusted, l && l->has_underscores ? l->underscores : cfg->underscores };
+    tg_trust_peer_t peer = { ex->peer_trusted, l ? l->underscores : cfg->underscores };
     /* Several X-Forwarded-For (or Forwarded, or Via) lines are one list
      * (RFC 9110 5.3): joined before anything reads them, so the client
      * address walk, the chain sent upstream and the logs all see every hop

@@ -114,7 +114,8 @@ class SchemaTest(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="tg-rows-")
         path = os.path.join(d, "t.yaml")
         with open(path, "w") as f:
-            f.write("listeners: [{ name: l, listen: '127.0.0.1:18080' }]\n"
+            f.write("admin: { listen: '127.0.0.1:19901' }\n"
+                    "listeners: [{ name: l, listen: '127.0.0.1:18080' }]\n"
                     "routes: [{ name: r, cluster: c }]\n"
                     "clusters: [{ name: c, endpoints: ['api.test:8000'] },\n"
                     "           { name: g, protocol: h2, endpoints: ['api.test:8001'], health_check: { type: grpc },\n"
@@ -124,13 +125,14 @@ class SchemaTest(unittest.TestCase):
         dump = json.loads(p.stdout)
         sections = {"top": dump, "limits": dump["limits"], "path_normalization": dump["path_normalization"],
                     "dns": dump["dns"], "cluster": dump["clusters"][0], "cluster.dns": dump["clusters"][0]["dns"],
-                    "route": dump["routes"][0], "listener.http2": dump["listeners"][0]["http2"],
+                    "route": dump["routes"][0], "listener": dump["listeners"][0],
+                    "listener.http2": dump["listeners"][0]["http2"], "admin": dump["admin"],
                     "cluster.health_check": dump["clusters"][1]["health_check"],
                     "cluster.outlier_detection": dump["clusters"][1]["outlier_detection"],
                     "cluster.tls": dump["clusters"][1]["tls"]}
         units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "B": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30}
         checked = 0
-        given = {("cluster.health_check", "type")}  # set by the config above (grpc, so service applies)
+        given = {("cluster.health_check", "type"), ("admin", "listen")}  # set by the config above
         for ks, obj in sections.items():
             for key, k in self.schema["$defs"][ks]["properties"].items():
                 if "default" not in k or (ks, key) in given:
@@ -147,7 +149,7 @@ class SchemaTest(unittest.TestCase):
                     want = int(m.group(1)) * units[m.group(2) or "B"]
                 self.assertEqual(obj[name], want, f"{ks}.{key}: schema says {k['default']!r}, -T says {obj[name]!r}")
                 checked += 1
-        self.assertGreaterEqual(checked, 45)
+        self.assertGreaterEqual(checked, 49)
 
     def test_examples_validate_and_name_the_schema(self):
         files = glob.glob(os.path.join(ROOT, "examples", "*.yaml")) + \
