@@ -185,11 +185,11 @@ tg_exchange_t *tg_exchange_new(tg_worker_t *w, const tg_downstream_ops_t *ops, v
     ex->arena = arena;
     ex->scratch = scratch;
     ex->body_buf = body_buf;
-    ex->retry_timer.fn = tg_ex_on_retry_timer;
+    ex->att.retry_timer.fn = tg_ex_on_retry_timer;
     ex->deadline_timer.fn = on_deadline;
     ex->gather_timer.fn = on_gather_timeout;
     ex->health_timer.fn = on_health_tick;
-    ex->reset_code = -1;
+    ex->att.reset_code = -1;
     wx->active++;
     ex->fx.gen = ++wx->gen;
     ex->w = w;
@@ -254,12 +254,12 @@ static void record(tg_exchange_t *ex)
         .bytes_out = ex->bytes_out,
         .client_addr = ex->client_addr,
         .identity = ex->fx.identity,
-        .upstream = ex->last_ep ? ex->last_ep->addr_text : NULL,
-        .attempts = (unsigned)ex->tried,
+        .upstream = ex->att.last_ep ? ex->att.last_ep->addr_text : NULL,
+        .attempts = (unsigned)ex->att.tried,
         .total_us = us,
-        .connect_us = ex->connect_us,
-        .ttfb_us = ex->t_head && ex->t_sent ? ex->t_head - ex->t_sent : 0,
-        .upstream_us = ex->t_sent ? now - ex->t_sent : 0,
+        .connect_us = ex->att.connect_us,
+        .ttfb_us = ex->att.t_head && ex->att.t_sent ? ex->att.t_head - ex->att.t_sent : 0,
+        .upstream_us = ex->att.t_sent ? now - ex->att.t_sent : 0,
         .counted = ex->fx.counted,
         .trace_id = ex->trace_hex,
         .span_id = ex->span_hex,
@@ -286,14 +286,14 @@ static void recycle(tg_exchange_t *ex)
     if (!ex->recorded)
         record(ex);
     ex->fx.gen = 0; /* a late tg_filter_resume() for this exchange is ignored */
-    tg_timer_cancel(&ex->retry_timer);
+    tg_timer_cancel(&ex->att.retry_timer);
     tg_timer_cancel(&ex->deadline_timer);
     tg_timer_cancel(&ex->health_timer);
     tg_timer_cancel(&ex->gather_timer);
     if (ex->pre_body)
         evbuffer_drain(ex->pre_body, evbuffer_get_length(ex->pre_body));
     wx->active--;
-    if (ex->in_retry)
+    if (ex->att.in_retry)
         wx->retrying--;
     tg_ex_release_upstream(ex, 0);
     tg_ex_leave(ex);
@@ -333,7 +333,7 @@ void tg_exchange_abort(tg_exchange_t *ex)
 
 long tg_exchange_reset_code(const tg_exchange_t *ex)
 {
-    return ex ? ex->reset_code : -1;
+    return ex ? ex->att.reset_code : -1;
 }
 
 /* ---- local replies ---- */
@@ -666,7 +666,7 @@ static void export_span(tg_exchange_t *ex, int status, const char *grpc_status)
     snprintf(sp.route, sizeof(sp.route), "%s", ex->route ? ex->route->name : "");
     snprintf(sp.path, sizeof(sp.path), "%.*s", (int)ex->req.path_len, ex->req.target ? ex->req.target : "");
     snprintf(sp.client, sizeof(sp.client), "%s", ex->client_addr);
-    snprintf(sp.upstream, sizeof(sp.upstream), "%s", ex->last_ep ? ex->last_ep->addr_text : "");
+    snprintf(sp.upstream, sizeof(sp.upstream), "%s", ex->att.last_ep ? ex->att.last_ep->addr_text : "");
     snprintf(sp.request_id, sizeof(sp.request_id), "%s", rid ? rid->value : "");
     tg_tracer_submit(tr, tg_worker_id(ex->w), &sp);
 }
@@ -862,16 +862,16 @@ static ssize_t read_request_body(tg_exchange_t *ex, struct evbuffer *dst, size_t
 /* Client -> upstream. Returns -1 if the exchange was finished. */
 static int pump_request(tg_exchange_t *ex)
 {
-    if (ex->up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
+    if (ex->att.up == NULL || ex->req_sent || ex->state == EX_CONNECTING || ex->state == EX_ROUTING)
         return 0;
-    const tg_upstream_ops_t *ops = ex->up_ops;
+    const tg_upstream_ops_t *ops = ex->att.up_ops;
     if (tg_ex_up_begin_body(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return -1;
     }
     int fin = ex->req_done;
     size_t queued;
-    while (!fin && (queued = ops->queued(ex->up)) < TG_EXCHANGE_HWM) {
+    while (!fin && (queued = ops->queued(ex->att.up)) < TG_EXCHANGE_HWM) {
         ssize_t n = read_request_body(ex, ex->scratch, TG_EXCHANGE_HWM - queued, &fin);
         if (n < 0)
             return -1;
@@ -893,10 +893,10 @@ static int pump_request(tg_exchange_t *ex)
             finish(ex, 1);
             return -1;
         }
-        ops->end(ex->up);
+        ops->end(ex->att.up);
         return 0;
     }
-    ops->flush(ex->up);
+    ops->flush(ex->att.up);
     return 0;
 }
 
@@ -908,7 +908,7 @@ static int pump_response(tg_exchange_t *ex)
         if (pending >= TG_EXCHANGE_HWM)
             break;
         int fin = 0;
-        ssize_t n = ex->up_ops->read(ex->up, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
+        ssize_t n = ex->att.up_ops->read(ex->att.up, ex->scratch, TG_EXCHANGE_HWM - pending, &fin);
         if (n < 0) {
             tg_ex_up_failed(ex); /* counted; the client sees an aborted response */
             return -1;
@@ -962,7 +962,7 @@ static int on_response_head(tg_exchange_t *ex)
         return -1;
     }
     const tg_route_conf_t *r = ex->route;
-    ex->up_ops->set_timeout(ex->up, r->idle_timeout_ms);
+    ex->att.up_ops->set_timeout(ex->att.up, r->idle_timeout_ms);
     if (resp->status == 101) {
         advance(ex, EXEV_UPGRADED); /* the upstream frames nothing from now on */
         ex->req_done = 0;
@@ -1024,7 +1024,7 @@ static int on_attempt(tg_exchange_t *ex, tg_att_event_t ev, int status, const ch
         advance(ex, EXEV_BACKOFF);
         return 0;
     case ATT_FAILED:
-        if (ex->resp_started && ex->reset_code >= 0)
+        if (ex->resp_started && ex->att.reset_code >= 0)
             finish(ex, 1); /* relays the upstream's RST_STREAM code */
         else if (!ex->resp_started && ex->fx.req != NULL && !ex->grpc &&
                  tg_filters_on_no_answer(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx, status) ==
@@ -1456,10 +1456,10 @@ static void after_filters(tg_exchange_t *ex)
         health_read(ex); /* answered here, not upstream */
         return;
     }
-    ex->retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
+    ex->att.retry = tg_filters_retry_policy(&cfg->filters, &ex->route->filters);
     if (tg_ex_admit(ex) < 0)
         return;
-    ex->rr = ex->cluster->conf->lb == TG_LB_RANDOM ? (unsigned)tg_worker_random(ex->w) : tg_cluster_rr_next(ex->cluster);
+    ex->att.rr = ex->cluster->conf->lb == TG_LB_RANDOM ? (unsigned)tg_worker_random(ex->w) : tg_cluster_rr_next(ex->cluster);
     if (tg_ex_build_order(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
@@ -1479,6 +1479,6 @@ void tg_exchange_on_request_data(tg_exchange_t *ex)
 
 void tg_exchange_on_downstream_drained(tg_exchange_t *ex)
 {
-    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->up != NULL)
+    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->att.up != NULL)
         pump_response(ex);
 }

@@ -82,6 +82,40 @@ typedef struct tg_ex_worker {
     uint64_t gen;               /* numbers exchanges, for paused-filter resumes */
 } tg_ex_worker_t;
 
+/* The upstream attempt's state, owned by exchange_upstream.c: the
+ * endpoints to try in order, the attempt in hand, failover and retries,
+ * circuit-breaking counts, the body kept for replay and the phases' times.
+ * exchange.c sets the retry policy and the round-robin draw before the
+ * first attempt, pumps bodies through up/up_ops, reads the rest for its
+ * logs and traces, and clears it with the exchange. */
+typedef struct tg_attempt {
+    const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
+    unsigned rr;                /* this exchange's round-robin draw */
+    unsigned retries;           /* retry rounds started */
+    tg_timer_t retry_timer;     /* backoff between retries */
+    size_t *order, n_order;     /* endpoints to try, in order (arena) */
+    size_t attempts, tried;
+    const tg_endpoint_t *ep;
+    const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
+    const tg_endpoint_t *inflight_ep; /* lb: least_request — counted in its in-flight requests until released */
+    up_error_t last_error;
+    void *up;                   /* the attempt in hand (NULL: none) ... */
+    const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
+    long reset_code;            /* the upstream's RST_STREAM code, or -1 */
+    unsigned refusals;          /* attempts the upstream refused unprocessed (retried) */
+    uint64_t t_connect, t_sent, t_head; /* monotonic us of the last attempt's phases */
+    uint64_t connect_us;        /* last attempt's connect time (0: pooled) */
+    unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
+    unsigned cb_request : 1;    /* counted in ex->cluster->requests (max_requests) */
+    unsigned cb_pending : 1;    /* counted in ex->cluster->pending: waiting for a new connection */
+    unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
+    unsigned body_kept : 1;     /* the whole body went by reference: replayable */
+    unsigned in_retry : 1;      /* counted in the worker's retry budget */
+    unsigned body_started : 1;  /* this attempt already sent body_buf */
+    unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
+    unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
+} tg_attempt_t;
+
 struct tg_exchange {
     tg_exchange_t *next_free;
     tg_worker_t *w;
@@ -101,40 +135,22 @@ struct tg_exchange {
     tg_response_t resp;
     const tg_route_conf_t *route;
     tg_cluster_t *cluster;
-    const tg_retry_policy_t *retry; /* NULL: no retries beyond failover */
-    unsigned retries;           /* retry rounds started */
-    tg_timer_t retry_timer;     /* backoff between retries */
-    unsigned rr;                /* this exchange's round-robin draw */
-    size_t *order, n_order;     /* endpoints to try, in order (arena) */
-    size_t attempts, tried;
-    unsigned ignore_health : 1; /* when_all_unhealthy: try_all */
-    unsigned cb_request : 1;    /* counted in ex->cluster->requests (max_requests) */
+    tg_attempt_t att;           /* the upstream attempt (exchange_upstream.c) */
     unsigned traced : 1;        /* tracing: trace holds this request's trace context */
-    unsigned cb_pending : 1;    /* counted in ex->cluster->pending: waiting for a new connection */
-    const tg_endpoint_t *ep;
-    const tg_endpoint_t *last_ep; /* for the log: ep is cleared when attempts run out */
-    const tg_endpoint_t *inflight_ep; /* lb: least_request — counted in its in-flight requests until released */
-    up_error_t last_error;
 
     /* What the attempt reports (set by exchange.c); returns -1 once the
      * exchange is over (nothing may touch ex then). */
     int (*on_attempt)(struct tg_exchange *ex, tg_att_event_t ev, int status, const char *why);
-    void *up;                   /* the attempt in hand (NULL: none) ... */
-    const tg_upstream_ops_t *up_ops; /* ... and its protocol (upstream.h) */
     tg_timer_t deadline_timer;  /* gRPC deadline */
     tg_timer_t health_timer;    /* grpc_health Watch: the next look at the status */
     const char *health_service; /* grpc_health: the service asked about (arena) */
     int health_call;            /* grpc_health: 1 Check, 2 Watch, answered here; 0: none */
     int health_last;            /* Watch: the status last sent */
     uint64_t deadline_us;       /* monotonic; 0: none */
-    long reset_code;            /* the upstream's RST_STREAM code, or -1 */
-    unsigned refusals;          /* attempts the upstream refused unprocessed (retried) */
 
     size_t listener;
     tg_filter_exchange_t fx;    /* the filters' view of this exchange */
     int64_t start_unix_us;      /* wall clock, for logs */
-    uint64_t t_connect, t_sent, t_head; /* monotonic us of the last attempt's phases */
-    uint64_t connect_us;        /* last attempt's connect time (0: pooled) */
     uint64_t bytes_in, bytes_out;
     uint64_t start_us;          /* monotonic, when the request head was complete */
     const char *scheme;
@@ -147,10 +163,6 @@ struct tg_exchange {
 
     unsigned req_done : 1;      /* request body fully read from the client */
     unsigned req_sent : 1;      /* request fully written toward the upstream */
-    unsigned req_sent_any : 1;  /* some request body went upstream: no retry */
-    unsigned body_kept : 1;     /* the whole body went by reference: replayable */
-    unsigned in_retry : 1;      /* counted in the worker's retry budget */
-    unsigned body_started : 1;  /* this attempt already sent body_buf */
     unsigned paused : 1;        /* a filter paused the request chain */
     unsigned body_hooks : 1;    /* some filter of the chain watches bodies */
     unsigned gathering : 1;     /* reading body_prefix before the chain runs */
@@ -160,8 +172,6 @@ struct tg_exchange {
     unsigned close_ds : 1;
     unsigned grpc : 1;          /* content-type application/grpc*: gRPC replies and deadlines */
     unsigned te_trailers : 1;   /* the client accepts trailers (te: trailers) */
-    unsigned up_fresh : 1;      /* this attempt opened a new upstream connection */
-    unsigned up_refused : 1;    /* the upstream refused the stream: never processed */
     unsigned recorded : 1;      /* counted and logged (record() in exchange.c) */
     unsigned peer_trusted : 1;  /* the peer is one of the listener's trusted proxies */
     int reply_status;           /* HTTP status of a gRPC local reply, for stats (200 on the wire) */

@@ -47,35 +47,35 @@ static int report(tg_exchange_t *ex, tg_att_event_t ev, int status, const char *
 /* The attempt no longer waits for its connection to open. */
 static void pending_done(tg_exchange_t *ex)
 {
-    if (ex->cb_pending) {
+    if (ex->att.cb_pending) {
         atomic_fetch_sub_explicit(&ex->cluster->load->pending, 1, memory_order_relaxed);
-        ex->cb_pending = 0;
+        ex->att.cb_pending = 0;
     }
 }
 
 void tg_ex_release_upstream(tg_exchange_t *ex, int clean)
 {
     pending_done(ex);
-    if (ex->inflight_ep != NULL) {
-        tg_health_inflight_add(tg_worker_health(ex->w), ex->inflight_ep->slot, -1);
-        ex->inflight_ep = NULL;
+    if (ex->att.inflight_ep != NULL) {
+        tg_health_inflight_add(tg_worker_health(ex->w), ex->att.inflight_ep->slot, -1);
+        ex->att.inflight_ep = NULL;
     }
-    if (ex->up == NULL)
+    if (ex->att.up == NULL)
         return;
-    ex->up_ops->release(ex->up, clean);
-    ex->up = NULL;
+    ex->att.up_ops->release(ex->att.up, clean);
+    ex->att.up = NULL;
 }
 
 static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 {
-    return tg_stats_endpoint(tg_worker_stats(ex->w), ex->ep->slot);
+    return tg_stats_endpoint(tg_worker_stats(ex->w), ex->att.ep->slot);
 }
 
-/* Passive health: how the current attempt on ex->ep went. */
+/* Passive health: how the current attempt on ex->att.ep went. */
 static void report_health(tg_exchange_t *ex, int ok)
 {
-    if (ex->ep != NULL)
-        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->ep, ok, tg_clock_ms());
+    if (ex->att.ep != NULL)
+        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->att.ep, ok, tg_clock_ms());
 }
 
 /* The request body is kept for replay (in body_buf) while it all fits in
@@ -87,35 +87,35 @@ static void report_health(tg_exchange_t *ex, int ok)
  * body_buf; once the body outgrows the replay buffer it is only moved. */
 int tg_ex_up_send(tg_exchange_t *ex, struct evbuffer *piece)
 {
-    ex->req_sent_any = 1;
+    ex->att.req_sent_any = 1;
     if (piece == ex->body_buf)
-        return ex->up_ops->write(ex->up, piece, ex->body_kept);
-    if (ex->body_kept && evbuffer_get_length(ex->body_buf) + evbuffer_get_length(piece) <= REPLAY_MAX) {
-        if (ex->up_ops->write(ex->up, piece, 1) < 0)
+        return ex->att.up_ops->write(ex->att.up, piece, ex->att.body_kept);
+    if (ex->att.body_kept && evbuffer_get_length(ex->body_buf) + evbuffer_get_length(piece) <= REPLAY_MAX) {
+        if (ex->att.up_ops->write(ex->att.up, piece, 1) < 0)
             return -1;
         return evbuffer_add_buffer(ex->body_buf, piece);
     }
-    if (ex->body_kept) { /* too large to replay from here on */
-        ex->body_kept = 0;
+    if (ex->att.body_kept) { /* too large to replay from here on */
+        ex->att.body_kept = 0;
         evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
     }
-    return ex->up_ops->write(ex->up, piece, 0);
+    return ex->att.up_ops->write(ex->att.up, piece, 0);
 }
 
 int tg_ex_up_begin_body(tg_exchange_t *ex)
 {
-    if (ex->body_started)
+    if (ex->att.body_started)
         return 0;
     /* Start of an attempt. Keep the body for replay until the response
      * starts, while it fits: when it is all here or the route retries (a
      * stale pooled connection, a retry), and always toward HTTP/2, whose
      * upstream may refuse a stream it never processed (REFUSED_STREAM, a
      * GOAWAY past it) while the body is still arriving. */
-    ex->body_started = 1;
+    ex->att.body_started = 1;
     if (ex->state == EX_WAIT_HEAD && evbuffer_get_length(ex->body_buf) <= REPLAY_MAX &&
-        (ex->req_done || ex->retry != NULL || ex->cluster->conf->protocol != TG_PROTO_HTTP1) &&
-        (!ex->req_sent_any || ex->body_kept))
-        ex->body_kept = 1;
+        (ex->req_done || ex->att.retry != NULL || ex->cluster->conf->protocol != TG_PROTO_HTTP1) &&
+        (!ex->att.req_sent_any || ex->att.body_kept))
+        ex->att.body_kept = 1;
     return evbuffer_get_length(ex->body_buf) > 0 ? tg_ex_up_send(ex, ex->body_buf) : 0;
 }
 
@@ -128,17 +128,17 @@ static int head_received(tg_exchange_t *ex)
         return -1;
     }
     report_health(ex, ex->resp.status < 500);
-    ex->t_head = tg_clock_us();
-    if (ex->cluster->conf->lb == TG_LB_PEAK_EWMA && ex->ep != NULL && ex->t_sent)
-        tg_health_ewma_observe(tg_worker_health(ex->w), ex->ep->slot, ex->t_head - ex->t_sent, ex->t_head / 1000);
-    if (ex->retry != NULL) {
+    ex->att.t_head = tg_clock_us();
+    if (ex->cluster->conf->lb == TG_LB_PEAK_EWMA && ex->att.ep != NULL && ex->att.t_sent)
+        tg_health_ewma_observe(tg_worker_health(ex->w), ex->att.ep->slot, ex->att.t_head - ex->att.t_sent, ex->att.t_head / 1000);
+    if (ex->att.retry != NULL) {
         const tg_header_t *gs = tg_headers_get(&ex->resp.headers, "grpc-status");
-        if (tg_retry_on_status(ex->retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
+        if (tg_retry_on_status(ex->att.retry, ex->resp.status, gs ? gs->value : NULL) && schedule_retry(ex, 0))
             return -1;
     }
-    if (ex->body_kept) { /* the upstream answered: no replay from here on */
+    if (ex->att.body_kept) { /* the upstream answered: no replay from here on */
         evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
-        ex->body_kept = 0;
+        ex->att.body_kept = 0;
     }
     return report(ex, ATT_HEAD, 0, NULL);
 }
@@ -180,23 +180,23 @@ static int start_request(tg_exchange_t *ex)
      * requests: a stream may legitimately wait long for its first answer. */
     tg_up_request_t r = {
         .req = req,
-        .authority = req->authority ? req->authority : ex->ep->conf->address,
+        .authority = req->authority ? req->authority : ex->att.ep->conf->address,
         .te_trailers = ex->te_trailers || ex->grpc || ex->fx.want_trailers,
         .end_stream = ex->req_done && evbuffer_get_length(ex->body_buf) == 0,
-        .timeout_ms = ex->retry && ex->retry->per_try_timeout_ms ? ex->retry->per_try_timeout_ms
+        .timeout_ms = ex->att.retry && ex->att.retry->per_try_timeout_ms ? ex->att.retry->per_try_timeout_ms
                       : ex->deadline_us                          ? 0
                       : ex->grpc                                 ? ex->route->idle_timeout_ms
                                                                  : ex->route->timeout_ms,
     };
     int rc = forward_grpc_timeout(ex);
     if (rc == 0)
-        rc = ex->up_ops->start(ex->up, &r);
+        rc = ex->att.up_ops->start(ex->att.up, &r);
     if (rc < 0) {
         request_not_sent(ex, rc);
         return -1;
     }
     if (r.end_stream) {
-        ex->body_started = 1;
+        ex->att.body_started = 1;
         ex->req_sent = 1;
     }
     return report(ex, ATT_SENT, 0, NULL);
@@ -206,9 +206,9 @@ static void on_connected(tg_exchange_t *ex)
 {
     pending_done(ex);
     tg_counter_add(&ep_stats(ex)->requests, 1);
-    ex->t_sent = ex->up_fresh ? tg_clock_us() : ex->t_connect; /* a pooled connection: the same instant */
-    if (ex->up_fresh)
-        ex->connect_us = ex->t_sent - ex->t_connect;
+    ex->att.t_sent = ex->att.up_fresh ? tg_clock_us() : ex->att.t_connect; /* a pooled connection: the same instant */
+    if (ex->att.up_fresh)
+        ex->att.connect_us = ex->att.t_sent - ex->att.t_connect;
     start_request(ex);
 }
 
@@ -218,7 +218,7 @@ void tg_ex_up_failed(tg_exchange_t *ex)
 {
     const char *msg = NULL;
     long code = -1;
-    tg_up_cause_t cause = ex->up_ops->error(ex->up, &msg, &code);
+    tg_up_cause_t cause = ex->att.up_ops->error(ex->att.up, &msg, &code);
     char why_buf[160]; /* the message lives with the attempt, which goes first */
     const char *why = why_buf;
     snprintf(why_buf, sizeof(why_buf), "%s", msg ? msg : "?");
@@ -233,23 +233,23 @@ void tg_ex_up_failed(tg_exchange_t *ex)
         return;
     case TG_UP_CAUSE_CONNECT_FAILED:
     case TG_UP_CAUSE_REFUSED:
-        if (ex->refusals < 3 && !ex->resp_started) {
+        if (ex->att.refusals < 3 && !ex->resp_started) {
             /* Never processed (REFUSED_STREAM, or past a GOAWAY): like a
              * stale pooled connection, it goes again elsewhere. */
-            ex->refusals++;
-            ex->up_refused = 1;
+            ex->att.refusals++;
+            ex->att.up_refused = 1;
         }
         break;
     case TG_UP_CAUSE_BAD_RESPONSE:
-        tg_warn("upstream %s: %s", ex->ep->label, why);
-        ex->req_sent_any = 1; /* the upstream answered: do not retry */
+        tg_warn("upstream %s: %s", ex->att.ep->label, why);
+        ex->att.req_sent_any = 1; /* the upstream answered: do not retry */
         break;
     case TG_UP_CAUSE_TRUNCATED:
-        tg_warn("upstream %s: bad or truncated response body: %s", ex->ep->label, why);
+        tg_warn("upstream %s: bad or truncated response body: %s", ex->att.ep->label, why);
         why = "truncated response";
         break;
     case TG_UP_CAUSE_RESET:
-        ex->reset_code = code;
+        ex->att.reset_code = code;
         break;
     }
     fail_upstream(ex, UP_RESET, why);
@@ -289,34 +289,34 @@ static tg_route_stats_t *route_stats(tg_exchange_t *ex)
  * worker's retry budget allows. Returns 1 if a retry is scheduled. */
 static int schedule_retry(tg_exchange_t *ex, unsigned cond)
 {
-    const tg_retry_policy_t *p = ex->retry;
-    if (p == NULL || ex->resp_started || (cond && !(p->on & cond)) || ex->retries + 1 >= p->attempts ||
+    const tg_retry_policy_t *p = ex->att.retry;
+    if (p == NULL || ex->resp_started || (cond && !(p->on & cond)) || ex->att.retries + 1 >= p->attempts ||
         !tg_retry_method_allowed(p, ex->req.method))
         return 0;
     tg_ex_worker_t *wx = ex->wx;
-    if (!ex->req_done || (ex->req_sent_any && !ex->body_kept)) {
+    if (!ex->req_done || (ex->att.req_sent_any && !ex->att.body_kept)) {
         tg_counter_add(&route_stats(ex)->retries_skipped, 1);
         tg_debug("retry: %s %s not retried: its body is larger than the replay buffer", ex->req.method,
                  ex->req.target);
         return 0;
     }
     unsigned budget = wx->active * p->budget_percent / 100;
-    if (!ex->in_retry && wx->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
+    if (!ex->att.in_retry && wx->retrying >= (budget > p->budget_min ? budget : p->budget_min)) {
         tg_counter_add(&route_stats(ex)->retries_skipped, 1);
         tg_debug("retry: budget spent (%u retrying of %u in flight)", wx->retrying, wx->active);
         return 0;
     }
-    if (!ex->in_retry) {
-        ex->in_retry = 1;
+    if (!ex->att.in_retry) {
+        ex->att.in_retry = 1;
         wx->retrying++;
     }
-    ex->retries++;
+    ex->att.retries++;
     tg_counter_add(&route_stats(ex)->retries, 1);
     tg_ex_release_upstream(ex, 0);
     report(ex, ATT_BACKOFF, 0, NULL);
-    uint64_t ms = tg_retry_backoff_ms(p, ex->retries, tg_worker_random(ex->w));
-    tg_debug("retry %u of %s %s in %llu ms", ex->retries, ex->req.method, ex->req.target, (unsigned long long)ms);
-    if (tg_timer_after(tg_worker_loop(ex->w), &ex->retry_timer, ms * 1000) < 0)
+    uint64_t ms = tg_retry_backoff_ms(p, ex->att.retries, tg_worker_random(ex->w));
+    tg_debug("retry %u of %s %s in %llu ms", ex->att.retries, ex->req.method, ex->req.target, (unsigned long long)ms);
+    if (tg_timer_after(tg_worker_loop(ex->w), &ex->att.retry_timer, ms * 1000) < 0)
         return 0; /* no retry, then: the failure stands */
     return 1;
 }
@@ -326,10 +326,10 @@ static int schedule_retry(tg_exchange_t *ex, unsigned cond)
  * cut the client off if its response has already started. */
 static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
 {
-    const char *addr = ex->ep ? ex->ep->label : "?";
-    int reused = (ex->up && ex->up_ops->reused(ex->up)) || ex->up_refused;
+    const char *addr = ex->att.ep ? ex->att.ep->label : "?";
+    int reused = (ex->att.up && ex->att.up_ops->reused(ex->att.up)) || ex->att.up_refused;
     tg_debug("upstream %s: %s (state %s)", addr, what, tg_ex_state_name(ex->state));
-    if (ex->ep != NULL) {
+    if (ex->att.ep != NULL) {
         tg_endpoint_stats_t *st = ep_stats(ex);
         if (err == UP_CONNECT_FAILED || err == UP_CONNECT_TIMEOUT)
             tg_counter_add(&st->connect_failures, 1);
@@ -341,19 +341,19 @@ static void fail_upstream(tg_exchange_t *ex, up_error_t err, const char *what)
             report_health(ex, 0); /* a stale pooled connection is not the endpoint's fault */
     }
     tg_ex_release_upstream(ex, 0);
-    ex->last_error = err;
+    ex->att.last_error = err;
     /* Nothing reached the upstream that cannot be sent again: a connect
      * failure; a reset before any response byte of a request whose body
      * was not sent; or a pooled connection the upstream had closed, with
      * the whole body kept for replay. */
     int retriable = ex->state == EX_CONNECTING ||
                     (ex->state == EX_WAIT_HEAD && err == UP_RESET &&
-                     (!ex->req_sent_any || (reused && ex->body_kept)));
+                     (!ex->att.req_sent_any || (reused && ex->att.body_kept)));
     if (retriable) {
         if (ex->state == EX_CONNECTING)
             tg_warn("upstream %s: %s", addr, what);
         if (reused)
-            ex->attempts--; /* a stale pooled connection does not count as a try */
+            ex->att.attempts--; /* a stale pooled connection does not count as a try */
         tg_ex_try_next_endpoint(ex);
         return;
     }
@@ -431,24 +431,24 @@ static int request_hash(const tg_exchange_t *ex, uint64_t *h)
 static void to_front(tg_exchange_t *ex, size_t want)
 {
     size_t i = 0;
-    while (i < ex->n_order && ex->order[i] != want)
+    while (i < ex->att.n_order && ex->att.order[i] != want)
         i++;
-    if (i == ex->n_order) { /* not in the window: it takes the last place's room */
-        i = ex->n_order - 1;
+    if (i == ex->att.n_order) { /* not in the window: it takes the last place's room */
+        i = ex->att.n_order - 1;
     }
-    memmove(&ex->order[1], &ex->order[0], i * sizeof(ex->order[0]));
-    ex->order[0] = want;
+    memmove(&ex->att.order[1], &ex->att.order[0], i * sizeof(ex->att.order[0]));
+    ex->att.order[0] = want;
 }
 
 /* Is endpoint index i one this round may use? */
 static int usable_now(const tg_exchange_t *ex, const tg_lb_view_t *view, size_t i)
 {
-    if (ex->ignore_health)
+    if (ex->att.ignore_health)
         return 1;
     if (view != NULL)
         return tg_lb_view_has(view, i);
-    for (size_t j = 0; j < ex->n_order; j++)
-        if (ex->order[j] == i)
+    for (size_t j = 0; j < ex->att.n_order; j++)
+        if (ex->att.order[j] == i)
             return 1;
     return 0;
 }
@@ -483,37 +483,37 @@ int tg_ex_build_order(tg_exchange_t *ex)
     unsigned wid = tg_worker_id(ex->w);
     tg_lb_view_t *view = c->views != NULL && wid < TG_LB_VIEWS ? &c->views[wid] : NULL;
     size_t room = view != NULL ? ORDER_WINDOW : c->n_endpoints;
-    if (ex->order == NULL && (ex->order = tg_arena_alloc(&ex->arena, (room ? room : 1) * sizeof(size_t))) == NULL)
+    if (ex->att.order == NULL && (ex->att.order = tg_arena_alloc(&ex->arena, (room ? room : 1) * sizeof(size_t))) == NULL)
         return -1;
     tg_health_t *hl = tg_worker_health(ex->w);
     uint64_t now = tg_clock_ms();
     size_t usable;
     if (view != NULL) {
-        ex->n_order = tg_health_order_window(hl, c, view, ex->rr, ex->ignore_health, now, ex->order, room, &usable);
+        ex->att.n_order = tg_health_order_window(hl, c, view, ex->att.rr, ex->att.ignore_health, now, ex->att.order, room, &usable);
     } else {
-        ex->n_order = tg_health_order(hl, c, ex->rr, ex->ignore_health, now, ex->order);
-        usable = ex->n_order;
+        ex->att.n_order = tg_health_order(hl, c, ex->att.rr, ex->att.ignore_health, now, ex->att.order);
+        usable = ex->att.n_order;
     }
-    ex->attempts = 0;
+    ex->att.attempts = 0;
     int lb = c->conf->lb;
     uint64_t h;
-    if (ex->n_order < 2)
+    if (ex->att.n_order < 2)
         return 0;
     if ((lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) && usable <= TG_LEAST_SCAN_MAX) {
-        tg_health_least_of_all(hl, c, ex->order, ex->n_order, lb == TG_LB_PEAK_EWMA, now);
+        tg_health_least_of_all(hl, c, ex->att.order, ex->att.n_order, lb == TG_LB_PEAK_EWMA, now);
     } else if (lb == TG_LB_LEAST_REQUEST || lb == TG_LB_PEAK_EWMA) { /* the power of two choices */
         uint64_t r = tg_worker_random(ex->w);
         size_t a = (size_t)(r % usable), b = (size_t)((r >> 32) % (usable - 1));
         b = b >= a ? b + 1 : b;
         if (view != NULL) { /* the two from all usable endpoints: to the front, the window after them */
-            size_t ia = ex->ignore_health ? a : view->usable[a], ib = ex->ignore_health ? b : view->usable[b];
+            size_t ia = ex->att.ignore_health ? a : view->usable[a], ib = ex->att.ignore_health ? b : view->usable[b];
             to_front(ex, ib);
             to_front(ex, ia);
             a = 0, b = 1;
         }
-        tg_health_least_first(hl, c, ex->order, ex->n_order, a, b, lb == TG_LB_PEAK_EWMA, now);
+        tg_health_least_first(hl, c, ex->att.order, ex->att.n_order, a, b, lb == TG_LB_PEAK_EWMA, now);
     } else if ((lb == TG_LB_ROUND_ROBIN || lb == TG_LB_RANDOM) && c->conf->slow_start_ms) {
-        tg_health_slow_first(hl, c, ex->order, ex->n_order, tg_worker_random(ex->w), now);
+        tg_health_slow_first(hl, c, ex->att.order, ex->att.n_order, tg_worker_random(ex->w), now);
     } else if ((lb == TG_LB_RING_HASH || lb == TG_LB_MAGLEV) && c->hash != NULL && request_hash(ex, &h)) {
         hash_first(ex, view, h);
     }
@@ -557,7 +557,7 @@ static void overloaded(tg_exchange_t *ex, tg_cb_cause_t cause)
     };
     tg_counter_add(&route_stats(ex)->overloaded[cause], 1);
     tg_headers_add(&ex->fx.reply_headers, &ex->arena, "x-tollgate-overloaded", 21, "true", 4);
-    ex->ep = NULL;
+    ex->att.ep = NULL;
     report(ex, ATT_BACKOFF, 0, NULL);
     report(ex, ATT_FAILED, 503, why[cause]);
 }
@@ -569,7 +569,7 @@ int tg_ex_admit(tg_exchange_t *ex)
     tg_cluster_t *c = ex->cluster;
     unsigned max = c->conf->max_requests;
     unsigned n = atomic_fetch_add_explicit(&c->load->requests, 1, memory_order_relaxed);
-    ex->cb_request = 1;
+    ex->att.cb_request = 1;
     if (max != 0 && n >= max) {
         tg_ex_leave(ex);
         overloaded(ex, TG_CB_MAX_REQUESTS);
@@ -580,9 +580,9 @@ int tg_ex_admit(tg_exchange_t *ex)
 
 void tg_ex_leave(tg_exchange_t *ex)
 {
-    if (ex->cb_request) {
+    if (ex->att.cb_request) {
         atomic_fetch_sub_explicit(&ex->cluster->load->requests, 1, memory_order_relaxed);
-        ex->cb_request = 0;
+        ex->att.cb_request = 0;
     }
 }
 
@@ -592,57 +592,57 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
     tg_cluster_t *c = ex->cluster;
     const tg_cluster_conf_t *cc = c->conf;
     for (;;) {
-        while (ex->attempts < ex->n_order) {
-            ex->ep = &c->endpoints[ex->order[ex->attempts++]];
-            ex->tried++;
+        while (ex->att.attempts < ex->att.n_order) {
+            ex->att.ep = &c->endpoints[ex->att.order[ex->att.attempts++]];
+            ex->att.tried++;
             ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
-            ex->body_started = 0;
-            ex->last_ep = ex->ep;
-            ex->t_connect = tg_clock_us();
-            ex->connect_us = 0;
-            ex->up_refused = 0;
+            ex->att.body_started = 0;
+            ex->att.last_ep = ex->att.ep;
+            ex->att.t_connect = tg_clock_us();
+            ex->att.connect_us = 0;
+            ex->att.up_refused = 0;
             /* A body that is not all here could not be replayed should a
              * pooled connection turn out stale: it gets a new connection. */
             tg_up_target_t t = {
                 .w = ex->w,
                 .snap = ex->snap,
                 .cl = c,
-                .ep = ex->ep,
+                .ep = ex->att.ep,
                 .resp = &ex->resp,
                 .arena = &ex->arena,
-                .may_reuse = ex->req_done && !ex->req_sent_any,
+                .may_reuse = ex->req_done && !ex->att.req_sent_any,
                 .cb = on_upstream,
                 .arg = ex,
             };
             int fresh = 0, over_pending = over_max_pending(c);
             t.no_connect = cc->max_pending || cc->max_connections ? no_connect : NULL;
-            ex->up_ops = c->up_ops;
+            ex->att.up_ops = c->up_ops;
             errno = 0;
-            if ((ex->up = ex->up_ops->open(&t, &fresh)) == NULL && errno == EBUSY) {
+            if ((ex->att.up = ex->att.up_ops->open(&t, &fresh)) == NULL && errno == EBUSY) {
                 int conns = cc->max_connections != 0 && cluster_connections(ex) >= cc->max_connections;
                 overloaded(ex, conns ? TG_CB_MAX_CONNECTIONS : TG_CB_MAX_PENDING);
                 return;
             }
-            if (ex->up != NULL && fresh && over_pending) { /* joined a connection still opening (HTTP/2) */
+            if (ex->att.up != NULL && fresh && over_pending) { /* joined a connection still opening (HTTP/2) */
                 tg_ex_release_upstream(ex, 0);
                 overloaded(ex, TG_CB_MAX_PENDING);
                 return;
             }
-            if (ex->up != NULL && fresh) {
+            if (ex->att.up != NULL && fresh) {
                 atomic_fetch_add_explicit(&c->load->pending, 1, memory_order_relaxed);
-                ex->cb_pending = 1;
+                ex->att.cb_pending = 1;
             }
-            if (ex->up == NULL) {
-                tg_warn("upstream %s: connect failed", ex->ep->label);
+            if (ex->att.up == NULL) {
+                tg_warn("upstream %s: connect failed", ex->att.ep->label);
                 tg_counter_add(&ep_stats(ex)->connect_failures, 1);
                 report_health(ex, 0);
-                ex->last_error = UP_CONNECT_FAILED;
+                ex->att.last_error = UP_CONNECT_FAILED;
                 continue;
             }
-            ex->up_fresh = fresh != 0;
+            ex->att.up_fresh = fresh != 0;
             if (cc->lb == TG_LB_LEAST_REQUEST || cc->lb == TG_LB_PEAK_EWMA) {
-                tg_health_inflight_add(tg_worker_health(ex->w), ex->ep->slot, 1);
-                ex->inflight_ep = ex->ep;
+                tg_health_inflight_add(tg_worker_health(ex->w), ex->att.ep->slot, 1);
+                ex->att.inflight_ep = ex->att.ep;
             }
             if (fresh)
                 report(ex, ATT_CONNECTING, 0, NULL);
@@ -650,26 +650,26 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
                 on_connected(ex);
             return;
         }
-        if (ex->tried > 0 || ex->ignore_health || !c->conf->all_unhealthy_try_all)
+        if (ex->att.tried > 0 || ex->att.ignore_health || !c->conf->all_unhealthy_try_all)
             break;
-        ex->ignore_health = 1; /* every endpoint is unhealthy: try them all anyway */
+        ex->att.ignore_health = 1; /* every endpoint is unhealthy: try them all anyway */
         if (tg_ex_build_order(ex) < 0)
             break;
     }
-    if (ex->tried > 0) {
-        unsigned cond = ex->last_error == UP_RESET ? TG_RETRY_RESET : TG_RETRY_CONNECT_FAILURE;
-        if (ex->last_error == UP_CONNECT_TIMEOUT)
+    if (ex->att.tried > 0) {
+        unsigned cond = ex->att.last_error == UP_RESET ? TG_RETRY_RESET : TG_RETRY_CONNECT_FAILURE;
+        if (ex->att.last_error == UP_CONNECT_TIMEOUT)
             cond |= TG_RETRY_TIMEOUT;
         if (schedule_retry(ex, cond))
             return;
     }
-    ex->ep = NULL;
+    ex->att.ep = NULL;
     report(ex, ATT_BACKOFF, 0, NULL);
-    if (ex->tried == 0)
+    if (ex->att.tried == 0)
         report(ex, ATT_FAILED, 503, "no healthy upstream endpoint");
-    else if (ex->last_error == UP_CONNECT_TIMEOUT)
+    else if (ex->att.last_error == UP_CONNECT_TIMEOUT)
         report(ex, ATT_FAILED, 504, "upstream connect timed out");
-    else if (ex->last_error == UP_RESET)
+    else if (ex->att.last_error == UP_RESET)
         report(ex, ATT_FAILED, 502, "upstream connection failed");
     else
         report(ex, ATT_FAILED, 503, "no upstream endpoint available");
@@ -677,8 +677,8 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
 
 void tg_ex_on_retry_timer(tg_timer_t *t)
 {
-    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, retry_timer);
-    ex->rr += 1; /* start the new round on another endpoint */
+    tg_exchange_t *ex = TG_CONTAINER_OF(t, tg_exchange_t, att.retry_timer);
+    ex->att.rr += 1; /* start the new round on another endpoint */
     if (tg_ex_build_order(ex) < 0) {
         report(ex, ATT_FAILED, 500, "out of memory");
         return;
