@@ -5,11 +5,14 @@
  * taken only when a config starts or is freed, never per request. The
  * last reference may go on any thread (a config is freed by whichever
  * thread ran its last exchange); the object's destroy then runs on the
- * main loop, where its timers and calls live.
+ * main loop, where its timers and calls live, through an event made with
+ * the entry (made active from any thread: nothing to allocate then, so
+ * the destroy never runs on the wrong thread for want of memory).
  */
 #include "filters/host.h"
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,8 @@ typedef struct entry {
     char *key;
     void *obj;
     unsigned refs;
+    struct event destroy_ev;   /* on the main loop: the last reference went ... */
+    int has_ev;                /* ... (made while the loop was open) */
 } entry_t;
 
 struct tg_shared {
@@ -95,6 +100,8 @@ void *tg_shared_get(const tg_filter_host_t *h, const tg_shared_type_t *type, con
     e->type = type;
     e->refs = 1;
     pthread_mutex_lock(&s->mu);
+    if (s->base != NULL)
+        e->has_ev = event_assign(&e->destroy_ev, s->base, -1, 0, on_deferred_destroy, e) == 0;
     e->next = s->list;
     s->list = e;
     pthread_mutex_unlock(&s->mu);
@@ -115,10 +122,12 @@ void tg_shared_put(tg_shared_t *s, void *obj)
         return;
     }
     *pp = e->next;
-    struct event_base *base = s->base;
+    int closed = s->base == NULL || !e->has_ev;
     pthread_mutex_unlock(&s->mu);
-    if (base == NULL || event_base_once(base, -1, EV_TIMEOUT, on_deferred_destroy, e, NULL) < 0)
-        entry_free(e);
+    if (closed)
+        entry_free(e); /* the main thread at shutdown: the loop runs no more */
+    else
+        event_active(&e->destroy_ev, EV_TIMEOUT, 0);
 }
 
 void tg_shared_each(tg_shared_t *s, const tg_shared_type_t *type, void (*fn)(void *obj, void *arg), void *arg)
