@@ -20,8 +20,6 @@
 
 #include <stdint.h>
 
-#include <event2/event.h>
-#include <event2/event_struct.h>
 
 #include "proxy/base/loop.h"
 #include "proxy/sock.h"

@@ -25,9 +25,7 @@
 #include "proxy/upstream.h"
 #include "tls/context.h"
 
-#include <event2/util.h>
 
-struct event;
 
 typedef enum {
     EX_ROUTING = 0,

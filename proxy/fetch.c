@@ -5,8 +5,6 @@
 #include "proxy/base/loop.h"
 
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -15,8 +15,6 @@
 
 #include <ctype.h>
 #include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>

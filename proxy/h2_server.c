@@ -1049,8 +1049,8 @@ static void on_trim(tg_conn_t *b)
         return;
     }
     if (!c->trimmed) {
-        size_t n[2] = { 0, 0 };
-        for (size_t i = 0; i < 2; i++)
+        size_t n[sizeof(c->blocks) / sizeof(c->blocks[0])] = { 0 };
+        for (size_t i = 0; i < sizeof(c->blocks) / sizeof(c->blocks[0]); i++)
             if (c->blocks[i] != NULL)
                 n[i] = tg_h2mem_release_idle(&mstate(c->base.w)->mem, c->blocks[i]);
         tg_debug("h2 %s: idle, pages given back: %zu + %zu bytes", c->addr, n[0], n[1]);

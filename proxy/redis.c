@@ -15,7 +15,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/event.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -77,7 +76,6 @@ typedef struct rd_conn {
     struct rd_call_list sent;    /* written (or queued in the output), in reply order */
     size_t n_sent;
     tg_timer_t deadline;         /* the oldest unanswered call's deadline */
-    uint64_t armed_us;           /* when deadline fires (0: not armed) */
     tg_timer_t retry;            /* reconnect after backoff */
     int retry_pending;
     unsigned backoff_ms;
@@ -250,10 +248,9 @@ static void arm_deadline(rd_conn_t *cn)
         uint64_t stuck = cn->cl->conf->timeout_ms * 20 * 1000;
         at = head->start_us + (stuck < RD_STUCK_MIN_MS * 1000 ? RD_STUCK_MIN_MS * 1000 : stuck);
     }
-    if (cn->armed_us != 0 && cn->armed_us <= at && tg_timer_pending(&cn->deadline))
+    if (tg_timer_pending(&cn->deadline) && cn->deadline.deadline_us <= at)
         return;
     uint64_t now = tg_clock_us();
-    cn->armed_us = at;
     tg_timer_after(tg_worker_loop(cn->cl->w), &cn->deadline, at > now ? at - now : 0);
 }
 
@@ -298,7 +295,6 @@ static void conn_fail(rd_conn_t *cn, tg_redis_err_t kind, const char *why)
     memset(&cn->scan, 0, sizeof(cn->scan));
     cn->state = RC_DOWN;
     tg_timer_cancel(&cn->deadline);
-    cn->armed_us = 0;
     struct rd_call_list calls = TAILQ_HEAD_INITIALIZER(calls);
     TAILQ_CONCAT(&calls, &cn->sent, link);
     cn->n_sent = 0;
@@ -331,7 +327,6 @@ static void on_deadline(tg_timer_t *t)
 {
     rd_conn_t *cn = TG_CONTAINER_OF(t, rd_conn_t, deadline);
     rd_client_t *cl = cn->cl;
-    cn->armed_us = 0;
     uint64_t now = tg_clock_us(), stuck = cl->conf->timeout_ms * 20 * 1000;
     if (stuck < RD_STUCK_MIN_MS * 1000)
         stuck = RD_STUCK_MIN_MS * 1000;

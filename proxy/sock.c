@@ -732,7 +732,7 @@ static void on_epoll(evutil_socket_t fd, short what, void *arg)
 
 static void on_timer(tg_timer_t *t)
 {
-    tg_sock_t *s = ((struct sock_timer *)t)->s;
+    tg_sock_t *s = TG_CONTAINER_OF(t, struct sock_timer, t)->s;
     s->timer_on = 0;
     dispatch_begin(s);
     deliver(s, TG_SOCK_TIMEOUT);
