@@ -75,7 +75,33 @@ static inline size_t scan_target(const unsigned char *b, size_t i, size_t len)
 
 size_t tg_h1_field_content_len(const char *v, size_t len)
 {
-    return scan_value((const unsigned char *)v, 0, len);
+    const unsigned char *b = (const unsigned char *)v;
+    if (len < 8)
+        return scan_value(b, 0, len);
+    /* whole words, then the last eight bytes (overlapping): a clean value
+     * takes no byte loop; anything flagged is decided byte by byte */
+    size_t i = 0;
+    uint64_t w;
+    for (; i + 8 < len; i += 8) {
+        memcpy(&w, b + i, 8);
+        if (HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f))
+            return scan_value(b, i, len);
+    }
+    memcpy(&w, b + len - 8, 8);
+    if (!(HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f)))
+        return len;
+    return scan_value(b, i, len);
+}
+
+size_t tg_h1_token_len(const char *s, size_t len)
+{
+    const unsigned char *b = (const unsigned char *)s;
+    size_t i = 0;
+    while (i + 4 <= len && (tchar_tab[b[i]] & tchar_tab[b[i + 1]] & tchar_tab[b[i + 2]] & tchar_tab[b[i + 3]]))
+        i += 4;
+    while (i < len && tchar_tab[b[i]])
+        i++;
+    return i;
 }
 
 int tg_h1_is_tchar(unsigned char c)

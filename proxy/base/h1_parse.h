@@ -143,6 +143,10 @@ void tg_h1_parse_trailers_begin(tg_h1_parser_t *p);
  * obs-text): len when all of it may stand in a field value. */
 size_t tg_h1_field_content_len(const char *v, size_t len);
 
+/* The length of the token prefix of s[0..len) (tchar only): len when
+ * all of it is a token. */
+size_t tg_h1_token_len(const char *s, size_t len);
+
 /* RFC 9110 token character (tchar). */
 int tg_h1_is_tchar(unsigned char c);
 

@@ -19,12 +19,7 @@ int tg_http_is_tchar(unsigned char c)
 
 int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    if (nlen == 0)
-        return 0;
-    for (size_t i = 0; i < nlen; i++)
-        if (!tg_h1_is_tchar((unsigned char)name[i]))
-            return 0;
-    return tg_h1_field_content_len(value, vlen) == vlen;
+    return nlen != 0 && tg_h1_token_len(name, nlen) == nlen && tg_h1_field_content_len(value, vlen) == vlen;
 }
 
 int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen)
@@ -51,9 +46,8 @@ static int name_eq(const tg_header_t *hd, const char *name, size_t len)
     return hd->name_len == len && tg_http_ieq(hd->name, name, len);
 }
 
-const tg_header_t *tg_headers_get(const tg_headers_t *h, const char *name)
+const tg_header_t *tg_headers_find(const tg_headers_t *h, const char *name, size_t len)
 {
-    size_t len = strlen(name);
     for (size_t i = 0; i < h->n; i++)
         if (name_eq(&h->v[i], name, len))
             return &h->v[i];
@@ -88,9 +82,9 @@ int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char 
     return tg_headers_add(h, a, name, strlen(name), value, strlen(value));
 }
 
-int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *name)
+int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t len)
 {
-    size_t len = strlen(name), total = 0, lines = 0, first = 0;
+    size_t total = 0, lines = 0, first = 0;
     for (size_t i = 0; i < h->n; i++)
         if (name_eq(&h->v[i], name, len)) {
             if (lines++ == 0)
@@ -209,16 +203,28 @@ void tg_headers_strip_hop_by_hop(tg_headers_t *h)
     tg_headers_strip_connection(h, NULL, NULL);
 }
 
+/* Two digits per division, written from the end once the length is known. */
 size_t tg_fmt_u64(char *p, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    size_t n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *q = p + n;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--q = pairs[d + 1];
+        *--q = pairs[d];
+    }
+    if (v >= 10) {
+        *--q = pairs[v * 2 + 1];
+        *--q = pairs[v * 2];
+    } else {
+        *--q = (char)('0' + v);
+    }
     return n;
 }
 

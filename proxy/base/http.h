@@ -83,8 +83,15 @@ typedef struct tg_response {
 
 /* Appends a header; name and value must outlive the list (arena memory). */
 int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen);
-/* First header with this name (case-insensitive), or NULL. */
-const tg_header_t *tg_headers_get(const tg_headers_t *h, const char *name);
+/* First header with this name (len bytes, lowercase; matched in any
+ * case), or NULL. */
+const tg_header_t *tg_headers_find(const tg_headers_t *h, const char *name, size_t len);
+/* The same for a NUL-terminated name (a literal's length is known at
+ * compile time: no strlen per lookup). */
+static inline const tg_header_t *tg_headers_get(const tg_headers_t *h, const char *name)
+{
+    return tg_headers_find(h, name, strlen(name));
+}
 /* Number of headers with this name. */
 size_t tg_headers_count(const tg_headers_t *h, const char *name);
 /* Removes every header with this name. */
@@ -95,7 +102,11 @@ int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char 
  * values joined by ", " in order (RFC 9110 5.3: several lines of a list
  * header are one list). Nothing to do for one line or none. -1 when out of
  * memory (the list is then unchanged). */
-int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *name);
+int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t len);
+static inline int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *name)
+{
+    return tg_headers_join_len(h, a, name, strlen(name));
+}
 
 /* Does a comma-separated header list (e.g. Connection) contain token? */
 int tg_header_has_token(const char *value, size_t len, const char *token);

@@ -525,6 +525,54 @@ static void test_response_table(void **state)
 }
 
 /* Limits that a table row cannot show compactly. */
+/* tg_h1_token_len stops at the first non-tchar, whatever follows; every
+ * byte value agrees with tg_h1_is_tchar. */
+static void test_token_len(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < 256; c++) {
+        char s[3] = { 'a', (char)c, 'b' };
+        assert_int_equal(tg_h1_token_len(s, 3), tg_h1_is_tchar((unsigned char)c) ? 3 : 1);
+    }
+    assert_int_equal(tg_h1_token_len("", 0), 0);
+    assert_int_equal(tg_h1_token_len("content-type", 12), 12);
+    assert_int_equal(tg_h1_token_len("x_a b", 5), 3);
+    assert_int_equal(tg_h1_token_len("abcdef", 2), 2); /* bounded by len */
+    assert_int_equal(tg_h1_token_len("\r\nx", 3), 0);
+}
+
+/* The reference: the first byte a field value may not hold. */
+static size_t content_prefix(const char *v, size_t len)
+{
+    size_t i = 0;
+    while (i < len && ((unsigned char)v[i] >= 0x20 || v[i] == '\t') && (unsigned char)v[i] != 0x7f)
+        i++;
+    return i;
+}
+
+/* tg_h1_field_content_len and tg_h1_token_len over every length up to 40
+ * with one byte of each kind at every position: the word-at-a-time and
+ * unrolled parts (and the overlapping last word) agree with a byte loop. */
+static void test_scans_every_position(void **state)
+{
+    (void)state;
+    const unsigned char probes[] = { '\r', '\n', 0, 0x7f, 0x01, '\t', ' ', 0x80, 0xff, '"', ':', 'A' };
+    char buf[48];
+    for (size_t len = 0; len <= 40; len++) {
+        memset(buf, 'a', sizeof(buf));
+        assert_int_equal(tg_h1_field_content_len(buf, len), len);
+        assert_int_equal(tg_h1_token_len(buf, len), len);
+        for (size_t pos = 0; pos < len; pos++)
+            for (size_t k = 0; k < sizeof(probes); k++) {
+                memset(buf, 'a', sizeof(buf));
+                buf[pos] = (char)probes[k];
+                buf[len] = '\r'; /* past the end: never looked at */
+                assert_int_equal(tg_h1_field_content_len(buf, len), content_prefix(buf, len));
+                assert_int_equal(tg_h1_token_len(buf, len), tg_h1_is_tchar(probes[k]) ? len : pos);
+            }
+    }
+}
+
 static void test_limits(void **state)
 {
     char big[8192];
@@ -596,6 +644,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_table),
         cmocka_unit_test(test_response_table),
+        cmocka_unit_test(test_token_len),
+        cmocka_unit_test(test_scans_every_position),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_head_results),
     };

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
@@ -13,6 +14,29 @@
 static void add(tg_headers_t *h, tg_arena_t *a, const char *n, const char *v)
 {
     assert_int_equal(tg_headers_add(h, a, n, strlen(n), v, strlen(v)), 0);
+}
+
+/* tg_fmt_u64 against printf at every length and digit-pair boundary. */
+static void test_fmt_u64(void **state)
+{
+    (void)state;
+    char want[32], got[32];
+    uint64_t v = 1, x = 0x9e3779b97f4a7c15ULL;
+    for (int k = 0; k < 20; k++, v *= 10) {
+        uint64_t probes[] = { v - 1, v, v + 1, v * 5 + 3, x % (v * 10 - 1) };
+        for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+            memset(got, 'z', sizeof(got));
+            size_t n = tg_fmt_u64(got, probes[i]);
+            snprintf(want, sizeof(want), "%llu", (unsigned long long)probes[i]);
+            assert_int_equal(n, strlen(want));
+            assert_memory_equal(got, want, n);
+            assert_int_equal(got[n], 'z'); /* nothing past its length */
+        }
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    }
+    size_t n = tg_fmt_u64(got, UINT64_MAX);
+    assert_int_equal(n, 20);
+    assert_memory_equal(got, "18446744073709551615", 20);
 }
 
 static void test_list_ops(void **state)
@@ -195,6 +219,7 @@ static void test_addr_text(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fmt_u64),
         cmocka_unit_test(test_list_ops),
         cmocka_unit_test(test_join_list_lines),
         cmocka_unit_test(test_has_token),
