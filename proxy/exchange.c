@@ -19,7 +19,6 @@
  */
 #include "proxy/fetch.h"
 #include "proxy/exchange.h"
-#include "proxy/base/clock.h"
 #include "proxy/exchange_int.h"
 
 #include "filters/filter.h"
@@ -226,7 +225,7 @@ static void record(tg_exchange_t *ex)
 {
     const tg_snapshot_t *s = ex->snap;
     size_t slot = ex->route ? s->route_slot[ex->route - s->cfg->routes] : s->unrouted_slot;
-    uint64_t now = tg_clock_us(), us = ex->start_us ? now - ex->start_us : 0;
+    uint64_t now = tg_loop_clock_us(tg_worker_loop(ex->w)), us = ex->start_us ? now - ex->start_us : 0;
     int status = ex->resp_started ? ex->resp.status : 0;
     tg_route_stats_t *rs = tg_stats_route(tg_worker_stats(ex->w), slot);
     tg_stats_request_done(rs, status, us);
@@ -1135,10 +1134,10 @@ static const tg_filter_exchange_ops_t fx_ops = { fx_resume, fx_post, fx_call, fx
 void tg_exchange_start(tg_exchange_t *ex, size_t listener, const char *client_addr, const char *scheme)
 {
     ex->listener = listener;
-    ex->start_us = tg_clock_us();
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    ex->start_unix_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
+    /* the turn's clock: a request read in this turn started when it began */
+    tg_loop_t *loop = tg_worker_loop(ex->w);
+    ex->start_us = tg_loop_now_us(loop);
+    ex->start_unix_us = tg_loop_wall_us(loop);
     ex->scheme = scheme;
     size_t al = strnlen(client_addr, sizeof(ex->peer_addr) - 1); /* every request: no printf */
     memcpy(ex->peer_addr, client_addr, al);

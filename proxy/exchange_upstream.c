@@ -20,7 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "proxy/base/clock.h"
 #include "proxy/health.h"
 #include "proxy/lbhash.h"
 #include "proxy/base/log.h"
@@ -74,7 +73,7 @@ static tg_endpoint_stats_t *ep_stats(tg_exchange_t *ex)
 static void report_health(tg_exchange_t *ex, int ok)
 {
     if (ex->att.ep != NULL)
-        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->att.ep, ok, tg_clock_ms());
+        tg_health_report(tg_worker_health(ex->w), ex->cluster, ex->att.ep, ok, tg_loop_now_us(tg_worker_loop(ex->w)) / 1000);
 }
 
 /* The request body is kept for replay (in body_buf) while it all fits in
@@ -127,7 +126,7 @@ static int head_received(tg_exchange_t *ex)
         return -1;
     }
     report_health(ex, ex->resp.status < 500);
-    ex->att.t_head = tg_clock_us();
+    ex->att.t_head = tg_loop_now_us(tg_worker_loop(ex->w));
     if (ex->cluster->conf->lb == TG_LB_PEAK_EWMA && ex->att.ep != NULL && ex->att.t_sent)
         tg_health_ewma_observe(tg_worker_health(ex->w), ex->att.ep->slot, ex->att.t_head - ex->att.t_sent, ex->att.t_head / 1000);
     if (ex->att.retry != NULL) {
@@ -148,7 +147,7 @@ static int forward_grpc_timeout(tg_exchange_t *ex)
 {
     if (ex->deadline_us == 0)
         return 0;
-    uint64_t now = tg_clock_us(), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
+    uint64_t now = tg_loop_now_us(tg_worker_loop(ex->w)), left = ex->deadline_us > now ? ex->deadline_us - now : 0;
     char *v = tg_arena_alloc(&ex->arena, 16);
     if (v == NULL)
         return -1;
@@ -205,7 +204,7 @@ static void on_connected(tg_exchange_t *ex)
 {
     pending_done(ex);
     tg_counter_add(&ep_stats(ex)->requests, 1);
-    ex->att.t_sent = ex->att.up_fresh ? tg_clock_us() : ex->att.t_connect; /* a pooled connection: the same instant */
+    ex->att.t_sent = ex->att.up_fresh ? tg_loop_now_us(tg_worker_loop(ex->w)) : ex->att.t_connect; /* a pooled connection: the same instant */
     if (ex->att.up_fresh)
         ex->att.connect_us = ex->att.t_sent - ex->att.t_connect;
     start_request(ex);
@@ -485,7 +484,7 @@ int tg_ex_build_order(tg_exchange_t *ex)
     if (ex->att.order == NULL && (ex->att.order = tg_arena_alloc(&ex->arena, (room ? room : 1) * sizeof(size_t))) == NULL)
         return -1;
     tg_health_t *hl = tg_worker_health(ex->w);
-    uint64_t now = tg_clock_ms();
+    uint64_t now = tg_loop_now_us(tg_worker_loop(ex->w)) / 1000;
     size_t usable;
     if (view != NULL) {
         ex->att.n_order = tg_health_order_window(hl, c, view, ex->att.rr, ex->att.ignore_health, now, ex->att.order, room, &usable);
@@ -597,7 +596,7 @@ void tg_ex_try_next_endpoint(tg_exchange_t *ex)
             ex->req_sent = 0; /* per-attempt state; the body is still in body_buf */
             ex->att.body_started = 0;
             ex->att.last_ep = ex->att.ep;
-            ex->att.t_connect = tg_clock_us();
+            ex->att.t_connect = tg_loop_now_us(tg_worker_loop(ex->w));
             ex->att.connect_us = 0;
             ex->att.up_refused = 0;
             /* A body that is not all here could not be replayed should a

@@ -39,10 +39,18 @@ struct tg_loop {
     struct tg_timer_queue heapq;     /* the heap's queue: its timers are in heap[] */
     tg_timer_t **heap;
     size_t n_heap, cap_heap;
+    /* The clock as this turn first read it (tg_loop_now_us): valid from
+     * that read until stale_ev, made active by it, runs after the
+     * callbacks queued so far; a callback that runs later reads anew. */
+    uint64_t now_us;
+    int64_t wall_us;
+    unsigned now_ok : 1, wall_ok : 1, stale_pending : 1;
+    struct event stale_ev;
 };
 
 static void on_queue(evutil_socket_t fd, short what, void *arg);
 static void on_run(evutil_socket_t fd, short what, void *arg);
+static void on_stale(evutil_socket_t fd, short what, void *arg);
 
 tg_loop_t *tg_loop_new(struct event_base *base)
 {
@@ -53,7 +61,7 @@ tg_loop_t *tg_loop_new(struct event_base *base)
     l->deferred_tail = &l->deferred;
     l->heapq.loop = l;
     if (event_assign(&l->run_ev, base, -1, 0, on_run, l) < 0 ||
-        evtimer_assign(&l->heapq.ev, base, on_queue, &l->heapq) < 0) {
+        event_assign(&l->stale_ev, base, -1, 0, on_stale, l) < 0 || evtimer_assign(&l->heapq.ev, base, on_queue, &l->heapq) < 0) {
         free(l);
         return NULL;
     }
@@ -65,6 +73,7 @@ void tg_loop_free(tg_loop_t *l)
     if (l == NULL)
         return;
     event_del(&l->run_ev);
+    event_del(&l->stale_ev);
     event_del(&l->heapq.ev);
     for (size_t i = 0; i < l->n_heap; i++)
         l->heap[i]->q = NULL;
@@ -116,6 +125,59 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         tg_defer_cancel(d);
         d->fn(d);
     }
+}
+
+/* ---- the turn's clock ---- */
+
+static void on_stale(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_loop_t *l = arg;
+    l->stale_pending = 0;
+    l->now_ok = l->wall_ok = 0;
+}
+
+static void expire_soon(tg_loop_t *l)
+{
+    if (!l->stale_pending) {
+        l->stale_pending = 1;
+        event_active(&l->stale_ev, EV_TIMEOUT, 0);
+    }
+}
+
+uint64_t tg_loop_now_us(tg_loop_t *l)
+{
+    if (!l->now_ok) {
+        l->now_us = tg_clock_us();
+        l->now_ok = 1;
+        expire_soon(l);
+    }
+    return l->now_us;
+}
+
+uint64_t tg_loop_clock_us(tg_loop_t *l)
+{
+    uint64_t now = tg_clock_us();
+    if (now > l->now_us) /* the clock is monotonic; the guard keeps the turn's reading so too */
+        l->now_us = now;
+    if (!l->now_ok) {
+        l->now_ok = 1;
+        expire_soon(l);
+    }
+    return now;
+}
+
+int64_t tg_loop_wall_us(tg_loop_t *l)
+{
+    if (!l->wall_ok) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        l->wall_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        l->wall_ok = 1;
+        expire_soon(l);
+    }
+    return l->wall_us;
 }
 
 /* ---- the heap (by deadline; at.pos is each timer's index) ---- */
@@ -174,7 +236,7 @@ static void arm(struct tg_timer_queue *q)
     }
     if (q->armed_for == t->deadline_us)
         return;
-    uint64_t now = tg_clock_us(), us = t->deadline_us > now ? t->deadline_us - now : 0;
+    uint64_t now = tg_loop_now_us(q->loop), us = t->deadline_us > now ? t->deadline_us - now : 0;
     struct timeval tv = { (time_t)(us / 1000000), (suseconds_t)(us % 1000000) };
     if (evtimer_add(&q->ev, &tv) < 0) {
         tg_error("cannot arm a timer of %llu us", (unsigned long long)us);
@@ -190,7 +252,7 @@ static void on_queue(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct tg_timer_queue *q = arg;
     q->armed_for = 0;
-    uint64_t now = tg_clock_us();
+    uint64_t now = tg_loop_clock_us(q->loop);
     tg_timer_t *t;
     while ((t = first(q)) != NULL && t->deadline_us <= now) {
         tg_timer_cancel(t);
@@ -251,7 +313,7 @@ int tg_timer_set(tg_loop_t *l, tg_timer_t *t, uint64_t ms)
         l->fifos = q;
     }
     t->q = q;
-    t->deadline_us = tg_clock_us() + ms * 1000;
+    t->deadline_us = tg_loop_now_us(l) + ms * 1000;
     t->at.fifo.next = NULL;
     t->at.fifo.prev = q->tail;
     *q->tail = t;
@@ -275,7 +337,7 @@ int tg_timer_after(tg_loop_t *l, tg_timer_t *t, uint64_t us)
         l->cap_heap = cap;
     }
     t->q = &l->heapq;
-    t->deadline_us = tg_clock_us() + us;
+    t->deadline_us = tg_loop_now_us(l) + us;
     sift_up(l, l->n_heap++, t);
     if (t->at.pos == 0)
         arm(&l->heapq);

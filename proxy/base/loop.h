@@ -64,6 +64,20 @@ void tg_loop_set_turn(tg_loop_t *l, void (*fn)(void *arg), void *arg);
 /* A turn runs once the current callbacks return. */
 void tg_loop_wake(tg_loop_t *l);
 
+/* The turn's clock: the monotonic time (base/clock.h) as first read in
+ * this turn of the loop, read once however many ask (each request's start,
+ * every timer set in it). The reading is dropped once the callbacks queued
+ * when it was taken have run, so it is never older than the turn: a
+ * callback of a later turn reads the clock anew. Timers are set from it;
+ * their dispatch reads the clock itself. */
+uint64_t tg_loop_now_us(tg_loop_t *l);
+/* Reads the clock itself (a request's end, for its latency) and moves the
+ * turn's reading up to it. */
+uint64_t tg_loop_clock_us(tg_loop_t *l);
+/* The wall clock (microseconds since the epoch), read once a turn as above:
+ * for what is logged, never for durations. */
+int64_t tg_loop_wall_us(tg_loop_t *l);
+
 /* Fires t->fn(t) once, ms milliseconds from now (0: cancels), replacing
  * any earlier setting. For durations that repeat (see above). -1: no
  * memory for a new duration's FIFO (logged; the timer is not set). */
