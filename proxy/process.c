@@ -876,13 +876,13 @@ int tg_process_run(const char *path, int watch)
         if (tg_timer_after(p.loop, &p.watchdog_timer, p.notify.watchdog_usec / 2) < 0)
             tg_warn("WatchdogSec: cannot arm the watchdog timer: systemd will restart tollgate");
     }
-    event_base_dispatch(p.base); /* until a drain starts */
+    tg_loop_run(p.loop, 0); /* until a drain starts */
 
     /* Draining: a helper thread joins the workers and ends the loop; the
      * loop keeps serving signals and the drain timer meanwhile. */
     pthread_t joiner;
     if (pthread_create(&joiner, NULL, join_thread, &p) == 0) {
-        event_base_dispatch(p.base);
+        tg_loop_run(p.loop, 0);
         pthread_join(joiner, NULL);
     }
     status = 0;

@@ -472,7 +472,7 @@ static void *worker_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals belong to the main thread */
     tg_debug("worker %u: running", w->id);
     tg_mem_bind(w->mem);
-    event_base_dispatch(w->base);
+    tg_loop_run(w->loop, 0);
     tg_mem_bind(NULL);
     tg_debug("worker %u: stopped", w->id);
     return NULL;

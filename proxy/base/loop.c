@@ -44,7 +44,7 @@ struct tg_loop {
      * callbacks queued so far; a callback that runs later reads anew. */
     uint64_t now_us;
     int64_t wall_us;
-    unsigned now_ok : 1, wall_ok : 1, stale_pending : 1;
+    unsigned now_ok : 1, wall_ok : 1, stale_pending : 1, running : 1;
     struct event stale_ev;
 };
 
@@ -146,10 +146,30 @@ static void expire_soon(tg_loop_t *l)
     }
 }
 
+/* A reading is kept only while the loop runs (tg_loop_run: every call
+ * then comes from one of its callbacks), and stale_ev drops it once the
+ * turn's callbacks have run. Outside (set-up before the loop runs, which
+ * may take long: a config of 100,000 routes) every call reads the clock. */
+static int in_turn(const tg_loop_t *l)
+{
+    return l->running;
+}
+
+int tg_loop_run(tg_loop_t *l, int flags)
+{
+    l->running = 1;
+    int r = event_base_loop(l->base, flags);
+    l->running = 0;
+    l->now_ok = l->wall_ok = 0;
+    return r;
+}
+
 uint64_t tg_loop_now_us(tg_loop_t *l)
 {
     if (!l->now_ok) {
         l->now_us = tg_clock_us();
+        if (!in_turn(l))
+            return l->now_us;
         l->now_ok = 1;
         expire_soon(l);
     }
@@ -159,12 +179,8 @@ uint64_t tg_loop_now_us(tg_loop_t *l)
 uint64_t tg_loop_clock_us(tg_loop_t *l)
 {
     uint64_t now = tg_clock_us();
-    if (now > l->now_us) /* the clock is monotonic; the guard keeps the turn's reading so too */
+    if (l->now_ok) /* moves the turn's reading up (the clock is monotonic) */
         l->now_us = now;
-    if (!l->now_ok) {
-        l->now_ok = 1;
-        expire_soon(l);
-    }
     return now;
 }
 
@@ -174,6 +190,8 @@ int64_t tg_loop_wall_us(tg_loop_t *l)
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         l->wall_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        if (!in_turn(l))
+            return l->wall_us;
         l->wall_ok = 1;
         expire_soon(l);
     }

@@ -58,6 +58,11 @@ tg_loop_t *tg_loop_new(struct event_base *base);
 void tg_loop_free(tg_loop_t *l);
 struct event_base *tg_loop_base(const tg_loop_t *l);
 
+/* Runs the loop (event_base_loop with libevent's flags: 0 until it is
+ * broken or has nothing left, EVLOOP_ONCE, ...): the thread's only way
+ * to run it, so that the turn's clock knows a turn from set-up code. */
+int tg_loop_run(tg_loop_t *l, int flags);
+
 /* fn(arg) runs at every turn the loop is woken for, before the deferred
  * calls (one hook per loop). */
 void tg_loop_set_turn(tg_loop_t *l, void (*fn)(void *arg), void *arg);
@@ -68,11 +73,12 @@ void tg_loop_wake(tg_loop_t *l);
  * this turn of the loop, read once however many ask (each request's start,
  * every timer set in it). The reading is dropped once the callbacks queued
  * when it was taken have run, so it is never older than the turn: a
- * callback of a later turn reads the clock anew. Timers are set from it;
- * their dispatch reads the clock itself. */
+ * callback of a later turn reads the clock anew. Outside tg_loop_run it
+ * is the clock itself. Timers are set from it (they fire ms
+ * after the turn's reading); their dispatch reads the clock itself. */
 uint64_t tg_loop_now_us(tg_loop_t *l);
 /* Reads the clock itself (a request's end, for its latency) and moves the
- * turn's reading up to it. */
+ * turn's reading, if there is one, up to it. */
 uint64_t tg_loop_clock_us(tg_loop_t *l);
 /* The wall clock (microseconds since the epoch), read once a turn as above:
  * for what is logged, never for durations. */

@@ -33,11 +33,11 @@ static void on_tick(tg_timer_t *t)
 }
 
 /* Runs the loop until want callbacks ran (bounded: 10 s). */
-static void run_until(struct event_base *base, int want)
+static void run_until(tg_loop_t *l, int want)
 {
     uint64_t end = tg_clock_us() + 10 * 1000000ull;
     while (n_order < want && tg_clock_us() < end)
-        event_base_loop(base, EVLOOP_ONCE);
+        tg_loop_run(l, EVLOOP_ONCE);
     assert_int_equal(n_order, want);
 }
 
@@ -61,7 +61,7 @@ static void test_fifo_timers(void **state)
     assert_false(tg_timer_pending(&k[0].t));
     assert_int_equal(tg_timer_set(l, &k[5].t, 5), 0); /* set again: moves to the end */
     assert_int_equal(tg_timer_set(l, &k[20].t, 0), 0); /* 0: cancels */
-    run_until(base, N - 4); /* 0, 10, 20 and N - 1 cancelled */
+    run_until(l, N - 4); /* 0, 10, 20 and N - 1 cancelled */
     int want = 1;
     for (int i = 0; i < N - 5; i++) {
         while (want == 5 || want == 10 || want == 20)
@@ -98,7 +98,7 @@ static void test_heap_timers(void **state)
         cancelled++;
     }
     assert_int_equal(tg_timer_after(l, &k[3].t, 30000), 0); /* set again: later, once */
-    run_until(base, N - cancelled);
+    run_until(l, N - cancelled);
     for (int i = 1; i < N - cancelled; i++)
         assert_true(k[order[i - 1]].t.deadline_us <= k[order[i]].t.deadline_us);
     assert_int_equal(order[N - cancelled - 1], 3);
@@ -159,7 +159,7 @@ static void test_rearm_from_callback(void **state)
             tg_timer_set(cur, &c.t, 1);
             tg_timer_set(cur, &victim, 200);
         }
-        run_until(base, 5);
+        run_until(cur, 5);
         for (int i = 0; i < 5; i++)
             assert_int_equal(order[i], 5 - i);
         assert_false(tg_timer_pending(&victim));
@@ -170,7 +170,7 @@ static void test_rearm_from_callback(void **state)
     n_order = 0;
     tick_t z = { .t.fn = on_tick, .id = 42 };
     tg_timer_after(cur, &z.t, 0);
-    run_until(base, 1);
+    run_until(cur, 1);
     assert_int_equal(order[0], 42);
     tg_loop_free(cur);
     event_base_free(base);
@@ -221,7 +221,7 @@ static void test_deferred(void **state)
     tg_defer(l, &c[2].d); /* queued already: once */
     tg_defer_cancel(&c[3].d);
     tg_defer_cancel(&c[3].d);
-    run_until(base, 1 + 4 + 1 + 1);
+    run_until(l, 1 + 4 + 1 + 1);
     static const int want[] = { -1, 0, 1, 2, 4, -1, 101 };
     for (int i = 0; i < 7; i++)
         assert_int_equal(order[i], want[i]);
@@ -229,7 +229,7 @@ static void test_deferred(void **state)
     /* a wake with nothing deferred runs the hook alone */
     tg_loop_wake(l);
     tg_loop_wake(l);
-    run_until(base, 8);
+    run_until(l, 8);
     assert_int_equal(turns, 3);
     /* dropped at free: nothing runs, nothing is left pending */
     tg_defer(l, &c[0].d);
@@ -243,6 +243,74 @@ static void test_deferred(void **state)
     event_base_free(base);
 }
 
+/* The turn's clock: within one callback every read gives the turn's
+ * reading however far the clock has moved; tg_loop_clock_us reads anew
+ * and moves the reading up; the next turn reads again; outside the loop
+ * every read is the clock's. Verdicts by order: each spin waits (bounded)
+ * for the clock to move on. */
+static struct {
+    tg_loop_t *l;
+    tg_deferred_t d;
+    int turn;
+    uint64_t first[2], again[2], fresh, after_fresh;
+    int64_t wall_first, wall_again;
+} ck;
+
+static void spin_past(uint64_t t)
+{
+    uint64_t end = t + 10 * 1000000ull;
+    while (tg_clock_us() <= t + 1 && tg_clock_us() < end)
+        ;
+}
+
+static void on_clock_call(tg_deferred_t *d)
+{
+    int i = ck.turn++;
+    ck.first[i] = tg_loop_now_us(ck.l);
+    if (i == 0)
+        ck.wall_first = tg_loop_wall_us(ck.l);
+    spin_past(ck.first[i]);
+    ck.again[i] = tg_loop_now_us(ck.l);
+    if (i == 0) {
+        ck.wall_again = tg_loop_wall_us(ck.l);
+        ck.fresh = tg_loop_clock_us(ck.l);
+        ck.after_fresh = tg_loop_now_us(ck.l);
+        spin_past(ck.fresh);
+        tg_defer(ck.l, d); /* the next turn */
+    }
+    order[n_order++] = i;
+}
+
+static void test_turn_clock(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    ck.l = tg_loop_new(base);
+    ck.turn = 0;
+    ck.d = (tg_deferred_t){ .fn = on_clock_call };
+    n_order = 0;
+    /* outside the loop: the clock itself */
+    uint64_t a = tg_loop_now_us(ck.l);
+    spin_past(a);
+    assert_true(tg_loop_now_us(ck.l) > a);
+    tg_defer(ck.l, &ck.d);
+    run_until(ck.l, 2);
+    assert_int_equal(ck.again[0], ck.first[0]);   /* one reading for the turn */
+    assert_int_equal(ck.wall_again, ck.wall_first);
+    assert_true(ck.fresh > ck.first[0]);          /* tg_loop_clock_us reads the clock */
+    assert_int_equal(ck.after_fresh, ck.fresh);   /* ... and moves the turn's reading up */
+    assert_true(ck.first[1] > ck.fresh);          /* the next turn reads anew */
+    assert_int_equal(ck.again[1], ck.first[1]);
+    /* outside the loop a timer is due ms after the clock's own reading */
+    tick_t k = { .t.fn = on_tick };
+    uint64_t before = tg_clock_us();
+    assert_int_equal(tg_timer_set(ck.l, &k.t, 7), 0);
+    assert_true(k.t.deadline_us >= before + 7000);
+    tg_timer_cancel(&k.t);
+    tg_loop_free(ck.l);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_heap_timers),
         cmocka_unit_test(test_rearm_from_callback),
         cmocka_unit_test(test_deferred),
+        cmocka_unit_test(test_turn_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
