@@ -624,11 +624,15 @@ static int answer_from(cx_t *x, tg_cache_entry_t *e, tg_response_t *r, int64_t n
     r->version = 11;
     r->status = e->status;
     int nm = not_modified(x, e);
-    for (size_t i = 0; i < e->n_headers; i++) {
-        const tg_header_t *h = &e->headers[i];
-        if ((!nm || is_304_field(h)) && tg_headers_add(&r->headers, a, h->name, h->name_len, h->value, h->value_len) < 0)
-            return -1;
-    }
+    /* room for the entry's fields and what the answer and later filters
+     * add (Age, Cache-Status, Content-Range, ...): one allocation */
+    size_t cap = e->n_headers + 8;
+    if ((r->headers.v = tg_arena_alloc(a, cap * sizeof(tg_header_t))) == NULL)
+        return -1;
+    r->headers.cap = cap;
+    for (size_t i = 0; i < e->n_headers; i++)
+        if (!nm || is_304_field(&e->headers[i]))
+            r->headers.v[r->headers.n++] = e->headers[i];
     int64_t ag = entry_age(e, now);
     char *av = tg_arena_alloc(a, 24);
     if (av == NULL)

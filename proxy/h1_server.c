@@ -47,8 +47,19 @@ typedef struct h1_conn {
  * next call. */
 static const char *addr_str(const h1_conn_t *c)
 {
-    static __thread char buf[INET6_ADDRSTRLEN];
-    return tg_addr_text(c->family, c->ip, buf, sizeof(buf));
+    /* the last address written: keep-alive requests, and clients behind
+     * one balancer, ask for the same one again and again */
+    static __thread struct {
+        uint8_t family, ip[16];
+        char text[INET6_ADDRSTRLEN];
+    } last;
+    if (last.family == 0 || last.family != c->family || memcmp(last.ip, c->ip, sizeof(last.ip)) != 0) {
+        last.family = 0;
+        tg_addr_text(c->family, c->ip, last.text, sizeof(last.text));
+        memcpy(last.ip, c->ip, sizeof(last.ip));
+        last.family = c->family;
+    }
+    return last.text;
 }
 
 static const char *conn_state_str(conn_state_t s)

@@ -107,9 +107,30 @@ static size_t remove_dot_segments(char *p, size_t len, const tg_path_conf_t *con
     return w;
 }
 
+/* The common case: a path with nothing to decode, merge or remove (no
+ * '%', '\\', ';', "//" or "/." in it) and no fragment is its own normal
+ * form, whatever the settings. *plen: the path's length. */
+static int already_normal(const char *t, size_t *plen)
+{
+    size_t i = 0;
+    for (;; i++) {
+        char c = t[i];
+        if (c == '\0' || c == '?')
+            break;
+        if (c == '%' || c == '\\' || c == ';' || c == '#' || (c == '/' && (t[i + 1] == '/' || t[i + 1] == '.')))
+            return 0;
+    }
+    *plen = i;
+    return strchr(t + i, '#') == NULL;
+}
+
 int tg_path_normalize(tg_arena_t *a, const char *target, const tg_path_conf_t *conf, const char **out,
                       size_t *path_len, const char **why)
 {
+    if (target[0] == '/' && already_normal(target, path_len)) {
+        *out = target; /* no copy */
+        return 0;
+    }
     size_t plen = strcspn(target, "?#");
     const char *query = target[plen] == '?' ? target + plen : "";
     size_t qlen = strcspn(query, "#"); /* a fragment has no place in a request: dropped */

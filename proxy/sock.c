@@ -45,6 +45,7 @@
 #define READ_SMALL (16 * 1024)
 #define READ_BIG (64 * 1024)
 #define FIRST_READ 4096 /* into an empty input buffer: through the stack (do_read) */
+#define WRITE_IOVEC 64  /* pieces of the output buffer one write takes at most */
 #define TLS_RECORD_SPACE (16 * 1024 + 256) /* one TLS record's plaintext, and a little */
 
 struct tg_sock {
@@ -510,7 +511,7 @@ static int do_read(tg_sock_t *s)
              * into reserved space. */
             char first[FIRST_READ];
             size_t n = want < sizeof(first) ? want : sizeof(first);
-            ssize_t r = read(s->fd, first, n);
+            ssize_t r = recv(s->fd, first, n, 0); /* a socket: recv skips read()'s file layer */
             if (r > 0) {
                 if (evbuffer_add(s->in, first, (size_t)r) < 0) {
                     s->err = ENOMEM;
@@ -589,6 +590,24 @@ static void shut_write(tg_sock_t *s)
     shutdown(s->fd, SHUT_WR);
 }
 
+/* One write of what s->out holds (at most WRITE_IOVEC pieces), drained
+ * by what went: send() for a single piece, writev() for more — as
+ * evbuffer_write, without its buffer lock and its file layer for one
+ * piece. */
+static ssize_t write_out(tg_sock_t *s)
+{
+    struct evbuffer_iovec v[WRITE_IOVEC];
+    int n = evbuffer_peek(s->out, -1, NULL, v, WRITE_IOVEC);
+    if (n <= 0)
+        return 0;
+    if (n > WRITE_IOVEC)
+        n = WRITE_IOVEC;
+    ssize_t r = n == 1 ? send(s->fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL) : writev(s->fd, (struct iovec *)v, n);
+    if (r > 0)
+        evbuffer_drain(s->out, (size_t)r);
+    return r;
+}
+
 static int do_write(tg_sock_t *s)
 {
     int events = 0, progress = 0;
@@ -604,7 +623,7 @@ static int do_write(tg_sock_t *s)
         progress = 1;
     }
     while (s->ssl == NULL && s->writable && !s->dead && out_len(s) > 0) {
-        int r = evbuffer_write(s->out, s->fd);
+        ssize_t r = write_out(s);
         if (r < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->writable = 0;
@@ -617,9 +636,9 @@ static int do_write(tg_sock_t *s)
         }
         progress = 1;
         /* Output left over does not mean the socket is full: one writev
-         * takes at most 128 of the buffer's chunks (libevent's
-         * NUM_WRITE_IOVEC). Only EAGAIN says so; before, a body of many
-         * small chunks stalled here until the peer sent something. */
+         * takes at most WRITE_IOVEC of the buffer's chunks. Only EAGAIN
+         * says so; before, a body of many small chunks stalled here until
+         * the peer sent something. */
     }
     if (progress) {
         touch_timer(s);

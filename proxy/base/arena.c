@@ -10,35 +10,30 @@
 
 struct tg_arena_block {
     tg_arena_block_t *next;
-    size_t size, used;
+    size_t size;
     _Alignas(16) unsigned char data[];
 };
 
 void tg_arena_init(tg_arena_t *a)
 {
     a->head = a->first = NULL;
+    a->cur = a->end = NULL;
 }
 
-void *tg_arena_alloc(tg_arena_t *a, size_t n)
+void *tg_arena_alloc_block(tg_arena_t *a, size_t n)
 {
-    n = (n + 7) & ~(size_t)7;
-    tg_arena_block_t *b = a->head;
-    if (b == NULL || b->size - b->used < n) {
-        size_t size = n > ARENA_BLOCK - sizeof(*b) ? n : ARENA_BLOCK - sizeof(*b);
-        tg_arena_block_t *nb = malloc(sizeof(*nb) + size);
-        if (nb == NULL)
-            return NULL;
-        nb->size = size;
-        nb->used = 0;
-        nb->next = b;
-        a->head = nb;
-        if (a->first == NULL)
-            a->first = nb;
-        b = nb;
-    }
-    void *p = b->data + b->used;
-    b->used += n;
-    return p;
+    size_t size = n > ARENA_BLOCK - sizeof(tg_arena_block_t) ? n : ARENA_BLOCK - sizeof(tg_arena_block_t);
+    tg_arena_block_t *nb = malloc(sizeof(*nb) + size);
+    if (nb == NULL)
+        return NULL;
+    nb->size = size;
+    nb->next = a->head;
+    a->head = nb;
+    if (a->first == NULL)
+        a->first = nb;
+    a->cur = nb->data + n;
+    a->end = nb->data + size;
+    return nb->data;
 }
 
 char *tg_arena_strndup(tg_arena_t *a, const char *s, size_t n)
@@ -61,8 +56,11 @@ void tg_arena_reset(tg_arena_t *a)
     }
     a->head = a->first;
     if (a->first != NULL) {
-        a->first->used = 0;
         a->first->next = NULL;
+        a->cur = a->first->data;
+        a->end = a->first->data + a->first->size;
+    } else {
+        a->cur = a->end = NULL;
     }
 }
 
@@ -71,4 +69,5 @@ void tg_arena_free(tg_arena_t *a)
     tg_arena_reset(a);
     free(a->first);
     a->head = a->first = NULL;
+    a->cur = a->end = NULL;
 }

@@ -119,11 +119,10 @@ void *tg_mem_alloc(tg_mem_t *m, size_t size)
     return malloc(c < N_CLASSES ? class_size(c) : size ? size : 1);
 }
 
-void tg_mem_free(tg_mem_t *m, void *ptr)
+/* tg_mem_free for a block whose usable size the caller has read. */
+static void free_usable(tg_mem_t *m, void *ptr, size_t usable)
 {
-    if (ptr == NULL)
-        return;
-    unsigned c = CACHING && m != NULL ? class_for_block(malloc_usable_size(ptr)) : N_CLASSES;
+    unsigned c = CACHING && m != NULL ? class_for_block(usable) : N_CLASSES;
     if (c == N_CLASSES || m->cached_bytes + class_size(c) > m->max_cached) {
         free(ptr);
         return;
@@ -133,6 +132,12 @@ void tg_mem_free(tg_mem_t *m, void *ptr)
     m->lists[c] = b;
     m->len[c]++;
     m->cached_bytes += class_size(c);
+}
+
+void tg_mem_free(tg_mem_t *m, void *ptr)
+{
+    if (ptr != NULL)
+        free_usable(m, ptr, CACHING && m != NULL ? malloc_usable_size(ptr) : 0);
 }
 
 void *tg_mem_calloc(tg_mem_t *m, size_t n, size_t size)
@@ -193,8 +198,11 @@ static void *ev_realloc(void *p, size_t n)
 
 static void ev_free(void *p)
 {
-    if (p != NULL && malloc_usable_size(p) >= LIBEVENT_MIN)
-        tg_mem_free(thread_mem, p);
+    if (p == NULL)
+        return;
+    size_t usable = malloc_usable_size(p); /* read once: it also picks the class */
+    if (usable >= LIBEVENT_MIN)
+        free_usable(thread_mem, p, usable);
     else
         free(p);
 }

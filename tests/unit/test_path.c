@@ -111,10 +111,38 @@ static void test_table(void **state)
     }
 }
 
+/* A path already in normal form is the target itself (no copy); one
+ * character that could change it takes the full walk. */
+static void test_no_copy(void **state)
+{
+    (void)state;
+    static const char *const same[] = { "/", "/a/b?x=1", "/users/42/", "/grpc.health.v1.Health/Check",
+                                        "/a.b/c.?q=/../x;%zz", "/a/b." };
+    static const char *const walked[] = { "//a", "/a/.b", "/a%41", "/a;b", "/a\\b", "/a#f", "/a?q#f", "/." };
+    tg_path_conf_t conf = { .merge_slashes = 1, .backslashes = TG_BACKSLASH_KEEP };
+    tg_arena_t a;
+    tg_arena_init(&a);
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        const char *out = NULL, *why = NULL;
+        size_t plen = 0;
+        assert_int_equal(tg_path_normalize(&a, same[i], &conf, &out, &plen, &why), 0);
+        assert_ptr_equal(out, same[i]);
+        assert_int_equal(plen, strcspn(same[i], "?"));
+    }
+    for (size_t i = 0; i < sizeof(walked) / sizeof(walked[0]); i++) {
+        const char *out = NULL, *why = NULL;
+        size_t plen = 0;
+        assert_int_equal(tg_path_normalize(&a, walked[i], &conf, &out, &plen, &why), 0);
+        assert_ptr_not_equal(out, walked[i]);
+    }
+    tg_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_no_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
