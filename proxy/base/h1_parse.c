@@ -47,15 +47,40 @@ static const unsigned char qdtext_tab[256] = {
 #define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & HIGHS)
 #define HAS_BYTE(w, n) HAS_LESS((w) ^ (ONES * (n)), 1)
 
+/* The word's first byte below 0x20 or equal to 0x7f, by its flag: the
+ * lowest flag of the has-less/has-byte trick is exact (a borrow can only
+ * raise false flags above a true one), and the byte order is little-endian
+ * on the machines tollgate builds for; elsewhere the byte loop decides. */
 static inline size_t scan_value(const unsigned char *b, size_t i, size_t len)
 {
-    for (; i + 8 <= len; i += 8) {
+    while (i + 8 <= len) {
         uint64_t w;
         memcpy(&w, b + i, 8);
-        if (HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f)) /* a control byte, HTAB included */
-            break;
+        uint64_t m = HAS_LESS(w, 0x20) | HAS_BYTE(w, 0x7f); /* a control byte, HTAB included */
+        if (m == 0) {
+            i += 8;
+            continue;
+        }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        i += (size_t)__builtin_ctzll(m) >> 3;
+        if (b[i] != '\t')
+            return i;
+        i++; /* HTAB belongs to a value: on past it */
+#else
+        break;
+#endif
     }
     while (i < len && value_tab[b[i]])
+        i++;
+    return i;
+}
+
+/* The run of token characters from b[i], four at a time. */
+static inline size_t scan_token(const unsigned char *b, size_t i, size_t len)
+{
+    while (i + 4 <= len && (tchar_tab[b[i]] & tchar_tab[b[i + 1]] & tchar_tab[b[i + 2]] & tchar_tab[b[i + 3]]))
+        i += 4;
+    while (i < len && tchar_tab[b[i]])
         i++;
     return i;
 }
@@ -95,13 +120,7 @@ size_t tg_h1_field_content_len(const char *v, size_t len)
 
 size_t tg_h1_token_len(const char *s, size_t len)
 {
-    const unsigned char *b = (const unsigned char *)s;
-    size_t i = 0;
-    while (i + 4 <= len && (tchar_tab[b[i]] & tchar_tab[b[i + 1]] & tchar_tab[b[i + 2]] & tchar_tab[b[i + 3]]))
-        i += 4;
-    while (i < len && tchar_tab[b[i]])
-        i++;
-    return i;
+    return scan_token((const unsigned char *)s, 0, len);
 }
 
 int tg_h1_is_tchar(unsigned char c)
@@ -405,6 +424,11 @@ tg_h1p_result_t tg_h1_parse_head(tg_h1_parser_t *p, const char *buf, size_t len)
             break;
         case S_VERSION: {
             uint32_t k = (uint32_t)i - p->mark;
+            if (k == 0 && len - i > 8 && (memcmp(b + i, "HTTP/1.1", 8) == 0 || memcmp(b + i, "HTTP/1.0", 8) == 0)) {
+                i += 8; /* the whole version at once: the common case */
+                k = 8;
+                c = b[i];
+            }
             if (k < 8) {
                 if (!version_byte_ok(c, k))
                     return fail(p, 400, "invalid HTTP version");
@@ -477,8 +501,7 @@ tg_h1p_result_t tg_h1_parse_head(tg_h1_parser_t *p, const char *buf, size_t len)
             p->state = S_NAME;
             break;
         case S_NAME:
-            while (i < len && IS(b[i], C_TCHAR))
-                i++;
+            i = scan_token(b, i, len);
             if (i == len)
                 goto again;
             if (b[i] != ':') /* whitespace before the colon included (RFC 9112 5.1) */

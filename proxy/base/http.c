@@ -178,6 +178,39 @@ static int option_names(const char *opt, size_t len, void *arg)
     return len == hd->name_len && tg_http_ieq(hd->name, opt, len);
 }
 
+/* The options of the Connection fields, read once (up to a bound; past it
+ * each field's name is checked against the fields themselves). */
+struct conn_opts {
+    struct {
+        const char *p;
+        size_t len;
+    } v[32];
+    size_t n;
+    int overflow;
+};
+
+static int collect_option(const char *opt, size_t len, void *arg)
+{
+    struct conn_opts *o = arg;
+    if (o->n == sizeof(o->v) / sizeof(o->v[0])) {
+        o->overflow = 1;
+        return 1;
+    }
+    o->v[o->n].p = opt;
+    o->v[o->n++].len = len;
+    return 0;
+}
+
+static int named_by(const struct conn_opts *o, const tg_headers_t *conn, const tg_header_t *hd)
+{
+    if (o->overflow)
+        return tg_headers_each_connection_option(conn, option_names, (void *)hd);
+    for (size_t i = 0; i < o->n; i++)
+        if (o->v[i].len == hd->name_len && tg_http_ieq(hd->name, o->v[i].p, hd->name_len))
+            return 1;
+    return 0;
+}
+
 void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, size_t len, void *arg), void *arg)
 {
     /* Compaction overwrites entries already passed, Connection headers
@@ -187,11 +220,16 @@ void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, 
     for (size_t i = 0; i < h->n; i++)
         if (name_eq(&h->v[i], "connection", 10) && conn.n < conn.cap)
             conn_v[conn.n++] = h->v[i];
+    struct conn_opts opts;
+    opts.n = 0;
+    opts.overflow = 0;
+    if (conn.n)
+        tg_headers_each_connection_option(&conn, collect_option, &opts);
     size_t w = 0;
     for (size_t r = 0; r < h->n; r++) {
         tg_header_t hd = h->v[r];
         if (tg_http_is_hop_by_hop(hd.name, hd.name_len) || (also && also(hd.name, hd.name_len, arg)) ||
-            (conn.n && tg_headers_each_connection_option(&conn, option_names, &hd)))
+            (opts.n && named_by(&opts, &conn, &hd)))
             continue;
         h->v[w++] = hd;
     }

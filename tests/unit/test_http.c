@@ -110,6 +110,33 @@ static void test_hop_by_hop(void **state)
     tg_arena_free(&a);
 }
 
+/* More Connection options than are read at once (32): every field they
+ * name still goes, the others stay. */
+static void test_hop_by_hop_many_options(void **state)
+{
+    (void)state;
+    tg_arena_t a;
+    tg_arena_init(&a);
+    tg_headers_t h = { 0 };
+    char opts[40 * 8] = "", name[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "%sX-O%d", i ? ", " : "", i);
+        strcat(opts, name);
+    }
+    add(&h, &a, "Connection", opts);
+    for (int i = 0; i < 40; i += 3) {
+        snprintf(name, sizeof(name), "x-o%d", i);
+        add(&h, &a, tg_arena_strndup(&a, name, strlen(name)), "v");
+    }
+    add(&h, &a, "X-O400", "kept");
+    add(&h, &a, "Accept", "*/*");
+    tg_headers_strip_hop_by_hop(&h);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.v[0].name, "X-O400");
+    assert_string_equal(h.v[1].name, "Accept");
+    tg_arena_free(&a);
+}
+
 static void test_rules(void **state)
 {
     tg_arena_t a;
@@ -224,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_join_list_lines),
         cmocka_unit_test(test_has_token),
         cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_hop_by_hop_many_options),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_reason),
         cmocka_unit_test(test_addr_text),
