@@ -11,7 +11,7 @@ TEST_PKGS="curl openssl python3 python3-fastapi python3-uvicorn python3-websocke
   nghttp2-client python3-grpcio haproxy tzdata redis-server iproute2 strace
   chromium-headless-shell python3-yaml python3-jsonschema python3-brotli python3-zstandard python3-hypercorn
   python3-dnslib lintian protobuf-compiler libprotobuf-dev python3-protobuf"
-BENCH_PKGS="nginx wrk h2o nghttp2-server liburing-dev"
+BENCH_PKGS="nginx wrk h2o nghttp2-server liburing-dev valgrind"
 
 want="$BUILD_PKGS $TEST_PKGS"
 case "${1:-}" in
