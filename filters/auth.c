@@ -618,7 +618,7 @@ static tg_filter_status_t authenticate(auth_conf_t *c, tg_filter_exchange_t *fx,
     if (name == NULL && c->client_cert && fx->peer_identity != NULL)
         name = fx->peer_identity; /* a verified client certificate: its subject */
     if (name == NULL && wait.remote != NULL && may_wait && pending(c, fx, index) != NULL &&
-        tg_jwks_remote_wait(wait.remote, wait.why, fx, auth_resume, tg_clock_ms()))
+        tg_jwks_remote_wait(wait.remote, wait.why, wait.seen_gen, fx, auth_resume, tg_clock_ms()))
         return TG_FILTER_PAUSE;
     if (name == NULL) {
         if (jwt_error != NULL && wait.remote != NULL && wait.why == TG_JWKS_NO_KEYS && wait.status == 503)

@@ -651,16 +651,18 @@ const tg_jwk_set_t *tg_jwks_remote_keys(tg_jwks_remote_t *r, tg_jwks_view_t *v, 
     return v->set;
 }
 
-int tg_jwks_remote_wait(tg_jwks_remote_t *r, tg_jwks_want_t why, tg_filter_exchange_t *fx,
+int tg_jwks_remote_wait(tg_jwks_remote_t *r, tg_jwks_want_t why, uint64_t seen_gen, tg_filter_exchange_t *fx,
                         void (*fn)(tg_filter_exchange_t *fx, uint64_t gen), uint64_t now_ms)
 {
     waiter_t *w = malloc(sizeof(*w));
     if (w == NULL)
         return 0;
     *w = (waiter_t){ .waker = tg_filter_waker(fx), .fn = fn, .first = why == TG_JWKS_NO_KEYS };
-    int kick = 0, queued = 0;
+    int kick = 0, queued = 0, again = 0;
     pthread_mutex_lock(&r->mu);
-    if (r->n_waiters >= MAX_WAITERS) {
+    if (seen_gen != TG_JWKS_GEN_UNSEEN && seen_gen != atomic_load_explicit(&r->gen, memory_order_relaxed)) {
+        again = 1; /* a set newer than the one checked: check again with it */
+    } else if (r->n_waiters >= MAX_WAITERS) {
         queued = 0;
     } else if (why == TG_JWKS_NO_KEYS) {
         queued = r->set == NULL && now_ms < r->startup_until_ms;
@@ -678,6 +680,11 @@ int tg_jwks_remote_wait(tg_jwks_remote_t *r, tg_jwks_want_t why, tg_filter_excha
     pthread_mutex_unlock(&r->mu);
     if (kick)
         event_active(r->kick, EV_READ, 0);
+    if (again) {
+        queued = tg_filter_wake(&w->waker, fn) == 0;
+        free(w);
+        return queued;
+    }
     if (!queued)
         free(w);
     return queued;

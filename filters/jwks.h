@@ -102,10 +102,17 @@ const tg_jwk_set_t *tg_jwks_remote_keys(tg_jwks_remote_t *r, tg_jwks_view_t *v, 
 
 /* Why a worker would wait. */
 typedef enum { TG_JWKS_UNKNOWN_KID, TG_JWKS_NO_KEYS } tg_jwks_want_t;
+/* seen_gen when the caller did not look at the remote set. */
+#define TG_JWKS_GEN_UNSEEN UINT64_MAX
+
 /* Worker: wait for the next fetch's end (fn(fx, gen) runs then on the
  * exchange's worker)? 1: the waker is queued (the filter pauses); 0: no
- * fetch will come soon enough — refuse now. */
-int tg_jwks_remote_wait(tg_jwks_remote_t *r, tg_jwks_want_t why, tg_filter_exchange_t *fx,
+ * fetch will come soon enough — refuse now. seen_gen: the generation of
+ * the set the token was checked against (its view's); when a newer set
+ * came meanwhile (a fetch ended between the check and this call), fn runs
+ * at once, to check again — the token is never refused for a set it did
+ * not see. */
+int tg_jwks_remote_wait(tg_jwks_remote_t *r, tg_jwks_want_t why, uint64_t seen_gen, tg_filter_exchange_t *fx,
                         void (*fn)(tg_filter_exchange_t *fx, uint64_t gen), uint64_t now_ms);
 
 #endif

@@ -615,6 +615,12 @@ const char *tg_jwt_check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const cha
     return NULL;
 }
 
+/* The generation of c's remote set this worker checked tokens against. */
+static uint64_t seen_gen(const tg_jwt_conf_t *c, const tg_jwt_worker_t *w)
+{
+    return w != NULL ? w->views[c->view].gen : TG_JWKS_GEN_UNSEEN;
+}
+
 /* tg_jwt_check without the memory. */
 static const char *check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const char *token, int64_t now,
                          tg_arena_t *a, const char **identity, tg_headers_t *claims_out, tg_jwt_wait_t *wait)
@@ -650,12 +656,12 @@ static const char *check(const tg_jwt_conf_t *top, tg_jwt_worker_t *w, const cha
     }
     if (!candidates && c->remote_key != NULL && remote == NULL) {
         if (wait != NULL && c->remote != NULL)
-            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_NO_KEYS, (int)c->no_keys_status };
+            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_NO_KEYS, (int)c->no_keys_status, seen_gen(c, w) };
         return "no keys from the identity provider";
     }
     if (!candidates) {
         if (wait != NULL && c->remote != NULL && kid != NULL)
-            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_UNKNOWN_KID, 401 };
+            *wait = (tg_jwt_wait_t){ c->remote, TG_JWKS_UNKNOWN_KID, 401, seen_gen(c, w) };
         return "no key for this token";
     }
     if (!verified)

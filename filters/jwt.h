@@ -57,6 +57,8 @@ typedef struct tg_jwt_wait {
     tg_jwks_remote_t *remote;   /* NULL: nothing to wait for */
     tg_jwks_want_t why;
     int status;                 /* the answer when waiting is not possible: 401, or 503 (no_keys_status) */
+    uint64_t seen_gen;          /* the remote set's generation the token was checked against
+                                 * (TG_JWKS_GEN_UNSEEN: none looked at) */
 } tg_jwt_wait_t;
 
 /* tg_jwt_verify_claims with remote sets and the worker's memory (w NULL:
