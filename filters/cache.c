@@ -401,6 +401,12 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* The wall clock in seconds as the exchange's loop read it this turn. */
+static int64_t now_of(const cx_t *x)
+{
+    return tg_loop_wall_us(x->fx->loop) / 1000000;
+}
+
 static int64_t entry_age(const tg_cache_entry_t *e, int64_t now)
 {
     return e->initial_age + (now > e->response_time ? now - e->response_time : 0);
@@ -761,7 +767,7 @@ static void add_validators(cx_t *x, const tg_cache_entry_t *e)
 static tg_filter_status_t go_upstream(cx_t *x)
 {
     x->phase = CX_UPSTREAM;
-    x->request_time = now_s();
+    x->request_time = now_of(x);
     if (x->stale != NULL && x->get && !x->range)
         add_validators(x, x->stale);
     return TG_FILTER_CONTINUE;
@@ -889,7 +895,7 @@ static void revalidate_in_background(cx_t *x, tg_cache_entry_t *e)
 static tg_filter_status_t decide(cx_t *x)
 {
     tg_cache_store_t *st = x->c->zone->store;
-    int64_t now = now_s();
+    int64_t now = now_of(x);
     tg_cache_entry_t *e = tg_cache_lookup(st, x->key, x->klen, &x->seen);
     if (e != NULL) {
         int64_t age = entry_age(e, now), ttl = e->lifetime - age;
@@ -1056,7 +1062,7 @@ static void start_storing(cx_t *x, tg_response_t *resp, const resp_meta_t *m)
         return;
     *x->meta = *m;
     x->store_status = resp->status;
-    x->response_time = now_s();
+    x->response_time = now_of(x);
     x->storing = 1;
 }
 
@@ -1081,7 +1087,7 @@ static void cache_on_response(void *p, tg_filter_exchange_t *fx, size_t index, t
     }
     if (x->phase != CX_UPSTREAM)
         return;
-    int64_t now = now_s();
+    int64_t now = now_of(x);
     tg_cache_store_t *st = x->c->zone->store;
     int status = resp->status;
     if (x->stale != NULL && status == 304 && x->added_validators) {
@@ -1197,7 +1203,7 @@ static tg_filter_status_t cache_on_no_answer(void *p, tg_filter_exchange_t *fx, 
     cx_t *x = fx->state[index];
     if (x == NULL || x->phase != CX_UPSTREAM)
         return TG_FILTER_CONTINUE;
-    int64_t now = now_s();
+    int64_t now = now_of(x);
     if (x->stale == NULL || x->stale->no_stale || x->stale->sie < 0 ||
         x->stale->lifetime - entry_age(x->stale, now) <= -x->stale->sie) {
         /* the gateway's error reply says what the cache did too */
