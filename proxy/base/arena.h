@@ -26,7 +26,7 @@ void *tg_arena_alloc_block(tg_arena_t *a, size_t n);
 static inline void *tg_arena_alloc(tg_arena_t *a, size_t n)
 {
     n = (n + 7) & ~(size_t)7;
-    if ((size_t)(a->end - a->cur) < n)
+    if (a->cur == NULL || (size_t)(a->end - a->cur) < n) /* no block yet (even for 0 bytes), or full */
         return tg_arena_alloc_block(a, n);
     void *p = a->cur;
     a->cur += n;
