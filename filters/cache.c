@@ -328,6 +328,7 @@ typedef struct cx {
     char *key;
     size_t klen;
     tg_headers_t seen;          /* the request's headers as the cache saw them */
+    const tg_header_t *inm, *ims, *if_range, *range_h; /* in seen: the first of each (one walk) */
     tg_cc_t rcc;                /* its Cache-Control */
     int64_t request_time;
     unsigned get : 1, unsafe : 1, credentials : 1, range : 1, added_validators : 1, replaced : 1, storing : 1,
@@ -355,11 +356,6 @@ static void count(cx_t *x, unsigned id)
         x->counted = 1;
         tg_filter_count(x->fx, x->c->counters, id);
     }
-}
-
-static const tg_header_t *seen_header(const cx_t *x, const char *name)
-{
-    return tg_headers_get(&x->seen, name);
 }
 
 static void cs_add(cx_t *x, tg_headers_t *h, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -593,10 +589,10 @@ static int not_modified(const cx_t *x, const tg_cache_entry_t *e)
 {
     if (e->status < 200 || e->status > 299)
         return 0;
-    const tg_header_t *inm = seen_header(x, "if-none-match");
+    const tg_header_t *inm = x->inm;
     if (inm != NULL)
         return tg_etag_match_weak(inm->value, inm->value_len, e->etag, e->etag_len);
-    const tg_header_t *ims = seen_header(x, "if-modified-since");
+    const tg_header_t *ims = x->ims;
     if (ims == NULL)
         return 0;
     int64_t t = tg_http_date_parse(ims->value, ims->value_len);
@@ -606,7 +602,7 @@ static int not_modified(const cx_t *x, const tg_cache_entry_t *e)
 /* Does If-Range (if any) let Range apply to this entry? */
 static int if_range_ok(const cx_t *x, const tg_cache_entry_t *e)
 {
-    const tg_header_t *ir = seen_header(x, "if-range");
+    const tg_header_t *ir = x->if_range;
     if (ir == NULL)
         return 1;
     if (ir->value_len > 0 && (ir->value[0] == '"' || ir->value[0] == 'W'))
@@ -657,7 +653,7 @@ static int answer_from(cx_t *x, tg_cache_entry_t *e, tg_response_t *r, int64_t n
         x->rlen = 0;
         return 0;
     }
-    const tg_header_t *rg = x->get && e->status == 200 ? seen_header(x, "range") : NULL;
+    const tg_header_t *rg = x->get && e->status == 200 ? x->range_h : NULL;
     uint64_t first, last;
     int ranged = rg != NULL && if_range_ok(x, e) ? tg_range_parse(rg->value, rg->value_len, len, &first, &last) : 0;
     char cr[80];
@@ -1015,19 +1011,47 @@ static tg_filter_status_t cache_on_request(void *p, tg_filter_exchange_t *fx, si
     memcpy(x->seen.v, h->v, h->n * sizeof(tg_header_t));
     x->seen.n = x->seen.cap = h->n;
     tg_cc_init(&x->rcc);
-    int has_cc = 0;
-    for (size_t i = 0; i < h->n; i++)
-        if (h->v[i].name_len == 13 && strncasecmp(h->v[i].name, "cache-control", 13) == 0) {
-            tg_cc_parse(&x->rcc, h->v[i].value, h->v[i].value_len);
-            has_cc = 1;
+    /* one walk for every field the cache reads of the request: each
+     * Cache-Control line, and the first of the others */
+    int has_cc = 0, auth = 0;
+    const tg_header_t *pragma = NULL;
+    for (size_t i = 0; i < x->seen.n; i++) {
+        const tg_header_t *f = &x->seen.v[i];
+        switch (f->name_len) {
+        case 5:
+            if (x->range_h == NULL && tg_http_ieq(f->name, "range", 5))
+                x->range_h = f;
+            break;
+        case 6:
+            if (pragma == NULL && tg_http_ieq(f->name, "pragma", 6))
+                pragma = f;
+            break;
+        case 8:
+            if (x->if_range == NULL && tg_http_ieq(f->name, "if-range", 8))
+                x->if_range = f;
+            break;
+        case 13:
+            if (tg_http_ieq(f->name, "cache-control", 13)) {
+                tg_cc_parse(&x->rcc, f->value, f->value_len);
+                has_cc = 1;
+            } else if (tg_http_ieq(f->name, "authorization", 13)) {
+                auth = 1;
+            } else if (x->inm == NULL && tg_http_ieq(f->name, "if-none-match", 13)) {
+                x->inm = f;
+            }
+            break;
+        case 17:
+            if (x->ims == NULL && tg_http_ieq(f->name, "if-modified-since", 17))
+                x->ims = f;
+            break;
         }
-    const tg_header_t *pragma = tg_headers_get(h, "pragma");
+    }
     if (!has_cc && pragma != NULL && tg_header_has_token(pragma->value, pragma->value_len, "no-cache"))
         x->rcc.no_cache = 1;
     /* credentials: RFC 9111 3.5 (an identity an auth filter or a client
      * certificate gave the request counts as one) */
-    x->credentials = tg_headers_get(h, "authorization") != NULL || fx->identity != NULL || fx->peer_identity != NULL;
-    x->range = tg_headers_get(h, "range") != NULL;
+    x->credentials = auth || fx->identity != NULL || fx->peer_identity != NULL;
+    x->range = x->range_h != NULL;
     tg_filter_status_t s = decide(x);
     if (s == TG_FILTER_PAUSE) {
         x->timer.fn = on_collapse_timeout;
