@@ -389,7 +389,7 @@ static void cs_hit(cx_t *x, tg_headers_t *h, int64_t ttl)
     }
     n += tg_fmt_u64(v + n, (uint64_t)ttl);
     v[n] = '\0';
-    tg_headers_add(h, x->fx->arena, "cache-status", 12, v, n);
+    tg_headers_add_checked(h, x->fx->arena, "cache-status", 12, v, n); /* a checked token, literals, digits */
 }
 
 static int64_t now_s(void)
@@ -635,13 +635,15 @@ static int answer_from(cx_t *x, tg_cache_entry_t *e, tg_response_t *r, int64_t n
     for (size_t i = 0; i < e->n_headers; i++)
         if (!nm || is_304_field(&e->headers[i]))
             r->headers.v[r->headers.n++] = e->headers[i];
+    if (e->fields_safe) /* checked when stored: the writers skip them */
+        r->headers.checked = r->headers.n;
     int64_t ag = entry_age(e, now);
     char *av = tg_arena_alloc(a, 24);
     if (av == NULL)
         return -1;
     size_t al = tg_fmt_u64(av, (uint64_t)(ag < 0 ? 0 : ag < TG_CC_DELTA_MAX ? ag : TG_CC_DELTA_MAX));
     av[al] = '\0';
-    if (tg_headers_add(&r->headers, a, "age", 3, av, al) < 0)
+    if (tg_headers_add_checked(&r->headers, a, "age", 3, av, al) < 0) /* digits */
         return -1;
     const unsigned char *body = e->body ? e->body->data : NULL;
     size_t len = e->body ? e->body->len : 0;

@@ -88,10 +88,12 @@ tg_cache_entry_t *tg_cache_entry_new(int status, const tg_headers_t *headers, co
     e->last_modified = -1;
     e->headers = (tg_header_t *)(e + 1);
     e->n_headers = headers->n;
+    e->fields_safe = 1;
     char *p = (char *)e + head;
     for (size_t i = 0; i < headers->n; i++) {
         const tg_header_t *h = &headers->v[i];
         tg_header_t *d = &e->headers[i];
+        e->fields_safe &= tg_headers_field_safe(headers, i);
         for (size_t k = 0; k < h->name_len; k++) /* stored lower-case: HTTP/2 wants it, lookups are simpler */
             p[k] = (char)(h->name[k] >= 'A' && h->name[k] <= 'Z' ? h->name[k] + 32 : h->name[k]);
         p[h->name_len] = '\0';

@@ -58,6 +58,7 @@ typedef struct tg_cache_entry {
     int64_t swr, sie;           /* stale-while-revalidate, stale-if-error: s, -1 none */
     unsigned no_stale : 1;      /* must-revalidate, proxy-revalidate or s-maxage: never served stale */
     unsigned no_cache : 1;      /* revalidated before each use */
+    unsigned fields_safe : 1;   /* every stored field passes tg_http_field_safe (checked once, when stored) */
     int64_t last_modified;      /* -1: none */
     const char *etag;           /* NULL: none */
     size_t etag_len;

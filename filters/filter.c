@@ -258,6 +258,18 @@ int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_l
     return 0;
 }
 
+int tg_filters_see_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                 const tg_filter_exchange_t *fx)
+{
+    const tg_filter_list_t *chains[2] = { global, route };
+    size_t index = 0;
+    for (int c = 0; c < 2; c++)
+        for (size_t i = 0; i < chains[c]->n; i++, index++)
+            if (chains[c]->v[i].type->on_response_body && sees_response(fx, index))
+                return 1;
+    return 0;
+}
+
 tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                               tg_filter_exchange_t *fx, struct evbuffer *piece, int fin)
 {

@@ -426,6 +426,10 @@ size_t tg_filters_body_prefix(const tg_filter_list_t *global, const tg_filter_li
 
 /* Body hooks of the chain, in order (request) and reverse (response). */
 int tg_filters_have_body_hooks(const tg_filter_list_t *global, const tg_filter_list_t *route);
+/* Would a response-body hook see this exchange's response (for a filter's
+ * own reply, only the filters before the one that made it)? */
+int tg_filters_see_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
+                                 const tg_filter_exchange_t *fx);
 tg_filter_status_t tg_filters_on_request_body(const tg_filter_list_t *global, const tg_filter_list_t *route,
                                               tg_filter_exchange_t *fx, struct evbuffer *piece, int fin);
 void tg_filters_on_response_body(const tg_filter_list_t *global, const tg_filter_list_t *route,

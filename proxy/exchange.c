@@ -492,9 +492,37 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     finish(ex, 0);
 }
 
+/* The reply's body into scratch, by reference (released on failure).
+ * 0, or -1 when out of memory. */
+static int reply_body_to_scratch(tg_exchange_t *ex)
+{
+    tg_filter_exchange_t *fx = &ex->fx;
+    int added = 0;
+    if (fx->reply_body_len > 0)
+        added = evbuffer_add_reference(ex->scratch, fx->reply_body, fx->reply_body_len, fx->reply_release,
+                                       fx->reply_release_arg) == 0;
+    if (!added && fx->reply_release != NULL)
+        fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
+    fx->reply_release = NULL;
+    return !added && fx->reply_body_len > 0 ? -1 : 0;
+}
+
+/* Can r go as one piece by write_whole (no response-body hook that sees
+ * it, no trailers, a body of exactly the reply's bytes or none)? */
+static int whole_reply(const tg_exchange_t *ex, const tg_response_t *r)
+{
+    return ex->ops->write_whole != NULL && r->trailers.n == 0 &&
+           ((r->body == TG_BODY_LENGTH && r->content_length == ex->fx.reply_body_len) ||
+            (r->body == TG_BODY_NONE && ex->fx.reply_body_len == 0)) &&
+           !(ex->body_hooks && tg_filters_see_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx));
+}
+
 /* A filter's own response (fx->reply_response: a cache hit, a stale
  * answer): through the response hooks of the filters before the one that
- * made it, then to the client; its body goes by reference. */
+ * made it, then to the client; its body goes by reference — with the head
+ * in one write when the downstream can (write_whole), else through
+ * scratch. Until it is written or in scratch, fx->reply_release is the
+ * body's to call. */
 static void filter_response(tg_exchange_t *ex)
 {
     tg_filter_exchange_t *fx = &ex->fx;
@@ -503,27 +531,42 @@ static void filter_response(tg_exchange_t *ex)
     fx->reply_response = NULL;
     tg_ex_release_upstream(ex, 0);
     evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
-    int added = 0;
-    if (fx->reply_body_len > 0)
-        added = evbuffer_add_reference(ex->scratch, fx->reply_body, fx->reply_body_len, fx->reply_release,
-                                       fx->reply_release_arg) == 0;
-    if (!added && fx->reply_release != NULL)
-        fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
-    if (!added && fx->reply_body_len > 0) {
+    *r = *made;
+    int whole = whole_reply(ex, r);
+    if (!whole && reply_body_to_scratch(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
-    fx->reply_release = NULL;
-    *r = *made;
     fx->resp_trailers = &r->trailers;
     tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, fx, r);
     add_filter_headers(ex, r, NULL);
-    if (tg_headers_apply_rules(&r->headers, &ex->arena, &ex->route->response_headers) < 0) {
+    int rc = tg_headers_apply_rules(&r->headers, &ex->arena, &ex->route->response_headers);
+    if (rc == 0 && whole && !whole_reply(ex, r)) { /* a hook changed its framing: through scratch after all */
+        whole = 0;
+        rc = reply_body_to_scratch(ex);
+    }
+    if (rc < 0) {
+        if (fx->reply_release != NULL) /* not in scratch: released here */
+            fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
+        fx->reply_release = NULL;
         evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
     ex->resp_started = 1;
+    if (whole) {
+        ex->bytes_out += fx->reply_body_len;
+        void (*rel)(const void *, size_t, void *) = fx->reply_release;
+        fx->reply_release = NULL; /* the downstream's to call now */
+        if (ex->ops->write_whole(ex->ds, r, fx->reply_body, fx->reply_body_len, rel, fx->reply_release_arg) < 0) {
+            finish(ex, 1);
+            return;
+        }
+        ex->resp_done = 1;
+        advance(ex, EXEV_LOCAL_REPLY);
+        finish(ex, 0);
+        return;
+    }
     if (ex->ops->write_head(ex->ds, r) < 0) {
         finish(ex, 1);
         return;
@@ -559,23 +602,22 @@ static void filter_reply(tg_exchange_t *ex)
 /* A random (version 4) UUID, formatted without printf. */
 static void make_request_id(tg_exchange_t *ex, char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t a = tg_worker_random(ex->w), b = tg_worker_random(ex->w);
     a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  /* version 4 */
     b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  /* RFC 4122 variant */
-    char *p = out;
-    for (int i = 15; i >= 0; i--) {
-        *p++ = hex[(a >> (i * 4)) & 15];
-        if (i == 8 || i == 4)
-            *p++ = '-';
-    }
-    *p++ = '-';
-    for (int i = 15; i >= 0; i--) {
-        *p++ = hex[(b >> (i * 4)) & 15];
-        if (i == 12)
-            *p++ = '-';
-    }
-    *p = '\0';
+    char ha[16], hb[16]; /* 8-4-4-4-12 */
+    tg_fmt_hex64(ha, a);
+    tg_fmt_hex64(hb, b);
+    memcpy(out, ha, 8);
+    out[8] = '-';
+    memcpy(out + 9, ha + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, ha + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hb, 4);
+    out[23] = '-';
+    memcpy(out + 24, hb + 4, 12);
+    out[36] = '\0';
 }
 
 /* "a" + ", " + "b" in the arena. */

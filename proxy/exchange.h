@@ -38,6 +38,13 @@ typedef struct tg_downstream_ops {
     /* Ends the response; trailers (may be NULL or empty) follow the body
      * where the protocol can carry them (HTTP/2; chunked HTTP/1.1). */
     int (*write_end)(void *ds, const tg_headers_t *trailers);
+    /* Optional (NULL: write_head, write_body, write_end do it): the whole
+     * response at once, its body (len bytes; resp->body TG_BODY_LENGTH of
+     * len, or TG_BODY_NONE) by reference, no trailers — a filter's answer
+     * such as a cache hit. release(body, len, arg) runs once the bytes are
+     * written, and on failure. Returns 0 or -1. */
+    int (*write_whole)(void *ds, const tg_response_t *resp, const void *body, size_t len,
+                       void (*release)(const void *data, size_t len, void *arg), void *arg);
     /* Bytes queued toward the client and not yet written. */
     size_t (*pending)(void *ds);
     /* Sends an interim 100 Continue. */

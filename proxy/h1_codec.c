@@ -129,6 +129,7 @@ static char *keep_fields(tg_h1_reader_t *r, tg_arena_t *a, const char *base, tg_
     h->v = v;
     h->n = n;
     h->cap = cap;
+    h->checked = n; /* the parser took names as tokens and values as field-content */
     return copy;
 }
 
@@ -414,19 +415,33 @@ ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer 
 
 /* ---- writing ---- */
 
-int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_headers_t *h, const char *extra)
+/* A head's parts and its size; TG_HTTP_UNSAFE_FIELD when a field may
+ * not be written. */
+typedef struct head_parts {
+    const char *start, *extra;
+    size_t sl, el, total;
+} head_parts_t;
+
+static int head_measure(head_parts_t *hp, const char *start_line, const tg_headers_t *h, const char *extra)
 {
-    size_t sl = strlen(start_line), el = extra ? strlen(extra) : 0;
-    size_t total = sl + 2 + el + 2;
+    hp->start = start_line;
+    hp->extra = extra;
+    hp->sl = strlen(start_line);
+    hp->el = extra ? strlen(extra) : 0;
+    hp->total = hp->sl + 2 + hp->el + 2;
     for (size_t i = 0; i < h->n; i++) {
-        if (!tg_http_field_safe(h->v[i].name, h->v[i].name_len, h->v[i].value, h->v[i].value_len))
+        if (!tg_headers_field_safe(h, i))
             return TG_HTTP_UNSAFE_FIELD;
-        total += h->v[i].name_len + 2 + h->v[i].value_len + 2;
+        hp->total += h->v[i].name_len + 2 + h->v[i].value_len + 2;
     }
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)total, &v, 1) < 1 || v.iov_len < total)
-        return -1;
-    char *p = v.iov_base;
+    return 0;
+}
+
+/* Writes the head into p (hp->total bytes). */
+static void head_put(const head_parts_t *hp, const tg_headers_t *h, char *p)
+{
+    size_t sl = hp->sl, el = hp->el;
+    const char *start_line = hp->start, *extra = hp->extra;
     memcpy(p, start_line, sl);
     p += sl;
     *p++ = '\r';
@@ -446,9 +461,35 @@ int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_head
         p += el;
     }
     *p++ = '\r';
-    *p++ = '\n';
-    v.iov_len = total;
+    *p = '\n';
+}
+
+int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_headers_t *h, const char *extra)
+{
+    head_parts_t hp;
+    int r = head_measure(&hp, start_line, h, extra);
+    if (r != 0)
+        return r;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)hp.total, &v, 1) < 1 || v.iov_len < hp.total)
+        return -1;
+    head_put(&hp, h, v.iov_base);
+    v.iov_len = hp.total;
     return evbuffer_commit_space(out, &v, 1);
+}
+
+int tg_h1_format_head(tg_arena_t *a, const char *start_line, const tg_headers_t *h, const char *extra,
+                      char **head, size_t *len)
+{
+    head_parts_t hp;
+    int r = head_measure(&hp, start_line, h, extra);
+    if (r != 0)
+        return r;
+    if ((*head = tg_arena_alloc(a, hp.total)) == NULL)
+        return -1;
+    head_put(&hp, h, *head);
+    *len = hp.total;
+    return 0;
 }
 
 int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer *data)
@@ -474,8 +515,7 @@ int tg_h1_write_end(struct evbuffer *out, tg_body_kind_t kind, const tg_headers_
     if (trailers == NULL || trailers->n == 0)
         return evbuffer_add(out, "0\r\n\r\n", 5);
     for (size_t i = 0; i < trailers->n; i++)
-        if (!tg_http_field_safe(trailers->v[i].name, trailers->v[i].name_len, trailers->v[i].value,
-                                trailers->v[i].value_len))
+        if (!tg_headers_field_safe(trailers, i))
             return TG_HTTP_UNSAFE_FIELD;
     if (evbuffer_add(out, "0\r\n", 3) < 0)
         return -1;

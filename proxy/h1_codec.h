@@ -83,6 +83,10 @@ ssize_t tg_h1_read_body(tg_h1_reader_t *r, struct evbuffer *in, struct evbuffer 
  * may be NULL) + "\r\n" into out with a single reservation. Returns 0,
  * -1 (out of memory) or TG_HTTP_UNSAFE_FIELD (nothing written). */
 int tg_h1_write_head(struct evbuffer *out, const char *start_line, const tg_headers_t *h, const char *extra);
+/* The same head serialised into the arena instead: *head and *len on 0;
+ * -1 (out of memory) or TG_HTTP_UNSAFE_FIELD. */
+int tg_h1_format_head(tg_arena_t *a, const char *start_line, const tg_headers_t *h, const char *extra,
+                      char **head, size_t *len);
 
 /* Frames data (moved, not copied) for the given body kind into out. */
 int tg_h1_write_body(struct evbuffer *out, tg_body_kind_t kind, struct evbuffer *data);

@@ -196,10 +196,9 @@ static void frame_response(h1_conn_t *c, const tg_response_t *resp, char *extra)
     *p = '\0';
 }
 
-static int ds_write_head(void *ds, const tg_response_t *resp)
+/* The status line and the framing lines of a response head. */
+static void head_lines(h1_conn_t *c, const tg_response_t *resp, char start[80], char extra[128])
 {
-    h1_conn_t *c = ds;
-    char start[80], extra[128];
     const char *reason = tg_http_reason(resp->status);
     size_t rl = strlen(reason);
     int st = resp->status % 1000;
@@ -210,9 +209,34 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     start[12] = ' ';
     memcpy(start + 13, reason, rl + 1);
     frame_response(c, resp, extra);
+}
+
+static int ds_write_head(void *ds, const tg_response_t *resp)
+{
+    h1_conn_t *c = ds;
+    char start[80], extra[128];
+    head_lines(c, resp, start, extra);
     int r = tg_h1_write_head(tg_sock_out(c->base.sock), start, &resp->headers, extra);
     tg_sock_flush(c->base.sock);
     return r;
+}
+
+/* Head and body in one write, with no buffer between them and the socket
+ * when it takes them at once (a cache hit's usual case). */
+static int ds_write_whole(void *ds, const tg_response_t *resp, const void *body, size_t len,
+                          void (*release)(const void *data, size_t len, void *arg), void *arg)
+{
+    h1_conn_t *c = ds;
+    char start[80], extra[128], *head;
+    size_t hlen;
+    head_lines(c, resp, start, extra);
+    int r = tg_h1_format_head(tg_exchange_arena(c->ex), start, &resp->headers, extra, &head, &hlen);
+    if (r != 0) {
+        if (release != NULL)
+            release(body, len, arg);
+        return r;
+    }
+    return tg_sock_write_ref(c->base.sock, head, hlen, body, len, release, arg);
 }
 
 static int ds_write_body(void *ds, struct evbuffer *data)
@@ -269,6 +293,7 @@ static const tg_downstream_ops_t h1_ops = {
     .write_head = ds_write_head,
     .write_body = ds_write_body,
     .write_end = ds_write_end,
+    .write_whole = ds_write_whole,
     .pending = ds_pending,
     .send_continue = ds_send_continue,
     .done = ds_done,

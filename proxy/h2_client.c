@@ -838,7 +838,7 @@ static int h2_start(void *u, const tg_up_request_t *r)
         if (skip_request_header(h) ||
             (s->websocket && h->name_len == 17 && tg_http_ieq(h->name, "sec-websocket-key", 17)))
             continue;
-        if (!tg_http_field_safe(h->name, h->name_len, h->value, h->value_len))
+        if (!tg_headers_field_safe(&req->headers, i))
             return TG_HTTP_UNSAFE_FIELD;
         /* Values unique to each request would only churn the HPACK dynamic
          * table (evicting the fields that do repeat): send them literally. */

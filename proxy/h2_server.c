@@ -301,7 +301,7 @@ static int ds_write_head(void *ds, const tg_response_t *resp)
     nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
     for (size_t i = 0; i < resp->headers.n; i++) {
         const tg_header_t *h = &resp->headers.v[i];
-        if (!tg_http_field_safe(h->name, h->name_len, h->value, h->value_len))
+        if (!tg_headers_field_safe(&resp->headers, i))
             return TG_HTTP_UNSAFE_FIELD;
         const char *name = tg_http_lower_name(a, h->name, h->name_len);
         if (name == NULL)
@@ -364,7 +364,7 @@ static int keep_trailers(h2_stream_t *st, const tg_headers_t *t)
 {
     size_t bytes = t->n * sizeof(nghttp2_nv);
     for (size_t i = 0; i < t->n; i++) {
-        if (!tg_http_field_safe(t->v[i].name, t->v[i].name_len, t->v[i].value, t->v[i].value_len))
+        if (!tg_headers_field_safe(t, i))
             return TG_HTTP_UNSAFE_FIELD;
         bytes += t->v[i].name_len + t->v[i].value_len + 2;
     }

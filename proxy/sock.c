@@ -590,10 +590,18 @@ static void shut_write(tg_sock_t *s)
     shutdown(s->fd, SHUT_WR);
 }
 
+static ssize_t drained(tg_sock_t *s, ssize_t r)
+{
+    if (r > 0)
+        evbuffer_drain(s->out, (size_t)r);
+    return r;
+}
+
 /* One write of what s->out holds (at most WRITE_IOVEC pieces), drained
- * by what went: send() for a single piece, writev() for more — as
- * evbuffer_write, without its buffer lock and its file layer for one
- * piece. */
+ * by what went: send() for a single piece, sendmsg() for more — as
+ * evbuffer_write, without its buffer lock, and without writev's file
+ * layer (its position lock and VFS dispatch cost a hit ~0.4 µs of
+ * kernel time on this path). */
 static ssize_t write_out(tg_sock_t *s)
 {
     struct evbuffer_iovec v[WRITE_IOVEC];
@@ -602,10 +610,10 @@ static ssize_t write_out(tg_sock_t *s)
         return 0;
     if (n > WRITE_IOVEC)
         n = WRITE_IOVEC;
-    ssize_t r = n == 1 ? send(s->fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL) : writev(s->fd, (struct iovec *)v, n);
-    if (r > 0)
-        evbuffer_drain(s->out, (size_t)r);
-    return r;
+    if (n == 1)
+        return drained(s, send(s->fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL));
+    struct msghdr m = {.msg_iov = (struct iovec *)v, .msg_iovlen = (size_t)n};
+    return drained(s, sendmsg(s->fd, &m, MSG_NOSIGNAL));
 }
 
 static int do_write(tg_sock_t *s)
@@ -1015,19 +1023,64 @@ void tg_sock_flush_now(tg_sock_t *s)
         }
         return;
     }
-    int r = evbuffer_write(s->out, s->fd);
+    /* Until the output is gone or the kernel says the socket is full
+     * (EAGAIN): output left after a write is not proof of a full socket,
+     * since one write takes at most WRITE_IOVEC pieces, and the write edge
+     * only comes after EAGAIN. */
+    ssize_t r;
+    int progress = 0;
+    while ((r = write_out(s)) > 0) {
+        progress = 1;
+        if (out_len(s) == 0)
+            break;
+    }
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             s->writable = 0; /* the write edge will resume it */
         else
-            tg_sock_flush(s); /* let the loop see the error and report it */
-        return;
+            tg_sock_flush(s); /* an error the loop reports, or EINTR: the loop writes the rest */
     }
-    touch_timer(s);
-    if (out_len(s) > 0)
-        s->writable = 0;
-    else if (s->shut_wr)
+    if (progress)
+        touch_timer(s);
+    if (out_len(s) == 0 && s->shut_wr)
         shut_write(s);
+}
+
+int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *body, size_t blen,
+                      void (*done)(const void *data, size_t len, void *arg), void *arg)
+{
+    struct evbuffer *out = owned_buffer(s, 1);
+    size_t sent = 0;
+    if (s->ssl == NULL && out == s->out && !s->dead && s->writable && !s->connecting && !s->shut_wr &&
+        evbuffer_get_length(out) == 0) {
+        struct iovec v[2] = { { (void *)head, hlen }, { (void *)body, blen } };
+        struct msghdr m = { .msg_iov = v, .msg_iovlen = blen ? 2 : 1 };
+        ssize_t r = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+        if (r > 0) {
+            sent = (size_t)r;
+            touch_timer(s);
+        } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->writable = 0; /* the write edge will resume it */
+        } /* another error: the loop's write meets it again and reports it */
+    }
+    size_t hsent = sent < hlen ? sent : hlen, bsent = sent - hsent;
+    if (hsent < hlen && evbuffer_add(out, (const char *)head + hsent, hlen - hsent) < 0) {
+        if (done != NULL)
+            done(body, blen, arg);
+        return -1;
+    }
+    if (bsent < blen) {
+        if (evbuffer_add_reference(out, (const char *)body + bsent, blen - bsent, done, arg) < 0) {
+            if (done != NULL)
+                done(body, blen, arg);
+            return -1;
+        }
+    } else if (done != NULL) {
+        done(body, blen, arg);
+    }
+    if (evbuffer_get_length(out) > 0)
+        tg_sock_flush(s);
+    return 0;
 }
 
 void tg_sock_shutdown_write(tg_sock_t *s)

@@ -97,6 +97,14 @@ void tg_sock_flush(tg_sock_t *s);
 /* Write the output now, for a complete message: one writev, no callback
  * from inside (an error or a remainder is handled from the loop). */
 void tg_sock_flush_now(tg_sock_t *s);
+/* A complete message, its head copied and its body by reference: written
+ * now in one write when nothing is queued before it (plain TCP), else, and
+ * for what that write left, queued for the loop. done(body, blen, arg)
+ * runs once the body's bytes are gone (before returning, when they went
+ * at once) and on failure. 0, or -1 when out of memory (the socket is then
+ * unusable for this message). */
+int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *body, size_t blen,
+                      void (*done)(const void *data, size_t len, void *arg), void *arg);
 /* Has the peer closed its side (EOF read, or a FIN announced)? */
 int tg_sock_peer_closed(const tg_sock_t *s);
 /* After TG_SOCK_EOF: did the peer end cleanly? Always for TCP; for TLS

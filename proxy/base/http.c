@@ -5,6 +5,7 @@
 
 #include "proxy/base/h1_parse.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -34,7 +35,21 @@ int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen
         h->v = nv;
         h->cap = ncap;
     }
+    if (h->checked > h->n) /* the list was cut short by hand: its place is not checked */
+        h->checked = h->n;
     h->v[h->n++] = (tg_header_t){ name, nlen, value, vlen };
+    return 0;
+}
+
+int tg_headers_add_checked(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value,
+                           size_t vlen)
+{
+    int all = h->checked >= h->n;
+    if (tg_headers_add(h, a, name, nlen, value, vlen) < 0)
+        return -1;
+    assert(tg_http_field_safe(name, nlen, value, vlen));
+    if (all)
+        h->checked = h->n;
     return 0;
 }
 
@@ -62,13 +77,22 @@ size_t tg_headers_count(const tg_headers_t *h, const char *name)
     return cnt;
 }
 
+/* Compaction keeps order, so the fields kept from the checked prefix
+ * are the new list's first ones: kept_checked counts them. */
+static inline void keep(tg_headers_t *h, size_t *w, size_t r, size_t *kept_checked)
+{
+    *kept_checked += r < h->checked;
+    h->v[(*w)++] = h->v[r];
+}
+
 static void remove_len(tg_headers_t *h, const char *name, size_t len)
 {
-    size_t w = 0;
+    size_t w = 0, c = 0;
     for (size_t r = 0; r < h->n; r++)
         if (!name_eq(&h->v[r], name, len))
-            h->v[w++] = h->v[r];
+            keep(h, &w, r, &c);
     h->n = w;
+    h->checked = c;
 }
 
 void tg_headers_remove(tg_headers_t *h, const char *name)
@@ -96,10 +120,10 @@ int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t
     char *v = tg_arena_alloc(a, total + 1);
     if (v == NULL)
         return -1;
-    size_t o = 0, w = 0;
+    size_t o = 0, w = 0, c = 0;
     for (size_t r = 0; r < h->n; r++) {
         if (!name_eq(&h->v[r], name, len)) {
-            h->v[w++] = h->v[r];
+            keep(h, &w, r, &c);
             continue;
         }
         if (o > 0) {
@@ -109,10 +133,11 @@ int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t
         memcpy(v + o, h->v[r].value, h->v[r].value_len);
         o += h->v[r].value_len;
         if (r == first)
-            h->v[w++] = h->v[r]; /* keeps its place; its value is set below */
+            keep(h, &w, r, &c); /* keeps its place; its value is set below */
     }
     v[o] = '\0';
     h->n = w;
+    h->checked = c < first ? c : first; /* the joined value is new: checked again */
     h->v[first].value = v;
     h->v[first].value_len = o;
     return 0;
@@ -225,15 +250,16 @@ void tg_headers_strip_connection(tg_headers_t *h, int (*also)(const char *name, 
     opts.overflow = 0;
     if (conn.n)
         tg_headers_each_connection_option(&conn, collect_option, &opts);
-    size_t w = 0;
+    size_t w = 0, c = 0;
     for (size_t r = 0; r < h->n; r++) {
-        tg_header_t hd = h->v[r];
-        if (tg_http_is_hop_by_hop(hd.name, hd.name_len) || (also && also(hd.name, hd.name_len, arg)) ||
-            (opts.n && named_by(&opts, &conn, &hd)))
+        const tg_header_t *hd = &h->v[r];
+        if (tg_http_is_hop_by_hop(hd->name, hd->name_len) || (also && also(hd->name, hd->name_len, arg)) ||
+            (opts.n && named_by(&opts, &conn, hd)))
             continue;
-        h->v[w++] = hd;
+        keep(h, &w, r, &c);
     }
     h->n = w;
+    h->checked = c;
 }
 
 void tg_headers_strip_hop_by_hop(tg_headers_t *h)
@@ -264,6 +290,32 @@ size_t tg_fmt_u64(char *p, uint64_t v)
         *--q = (char)('0' + v);
     }
     return n;
+}
+
+/* Eight hex digits from 32 bits, all lanes at once: each nibble spread to
+ * a byte of its own, then '0' or 'a' - 10 added by whether it is >= 10. */
+static uint64_t hex8(uint32_t v)
+{
+    uint64_t x = v;
+    x = ((x & 0xffff0000ULL) << 16) | (x & 0xffffULL);
+    x = ((x & 0x0000ff000000ff00ULL) << 8) | (x & 0x000000ff000000ffULL);
+    x = ((x & 0x00f000f000f000f0ULL) << 4) | (x & 0x000f000f000f000fULL);
+    uint64_t letters = ((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+    x += 0x3030303030303030ULL + letters * ('a' - '0' - 10);
+    return __builtin_bswap64(x); /* the lowest nibble was in the first byte: the last digit */
+}
+
+void tg_fmt_hex64(char *p, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t hi = hex8((uint32_t)(v >> 32)), lo = hex8((uint32_t)v);
+    memcpy(p, &hi, 8);
+    memcpy(p + 8, &lo, 8);
+#else
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++)
+        p[i] = hex[(v >> (60 - 4 * i)) & 15];
+#endif
 }
 
 int tg_headers_apply_rules(tg_headers_t *h, tg_arena_t *a, const tg_header_rules_t *r)

@@ -41,9 +41,17 @@ typedef struct tg_header {
     size_t value_len;
 } tg_header_t;
 
+/* checked: the first `checked` fields are known to pass
+ * tg_http_field_safe() — set by whoever validated them by the same rules
+ * (the HTTP/1.1 parser, a cache entry checked when stored), so the
+ * writers check only the fields after them. The functions below keep it
+ * true: compaction counts what stays of the prefix, a joined value leaves
+ * it, and an add after the list was cut short (n set lower by hand) lowers
+ * it. Zero (any initializer that leaves it out) means "check them all". */
 typedef struct tg_headers {
     tg_header_t *v;
     size_t n, cap;
+    size_t checked;
 } tg_headers_t;
 
 /* How a message body is delimited on the wire it arrived on. */
@@ -81,8 +89,14 @@ typedef struct tg_response {
     unsigned keep_alive : 1;
 } tg_response_t;
 
-/* Appends a header; name and value must outlive the list (arena memory). */
+/* Appends a header; name and value must outlive the list (arena memory).
+ * The new field is not in the checked prefix. */
 int tg_headers_add(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value, size_t vlen);
+/* The same for a field the caller made safe by construction (literals,
+ * digits, a name the config checked as a token): when every field before
+ * it is checked, it joins the checked prefix. Debug builds verify it. */
+int tg_headers_add_checked(tg_headers_t *h, tg_arena_t *a, const char *name, size_t nlen, const char *value,
+                           size_t vlen);
 /* First header with this name (len bytes, lowercase; matched in any
  * case), or NULL. */
 const tg_header_t *tg_headers_find(const tg_headers_t *h, const char *name, size_t len);
@@ -171,6 +185,12 @@ int tg_http_is_tchar(unsigned char c);
  * other control bytes but HTAB never leave, whoever produced them (a
  * client, a filter, a JWT claim, the config). */
 int tg_http_field_safe(const char *name, size_t nlen, const char *value, size_t vlen);
+/* The same for field i of h: known for the checked prefix, else checked. */
+static inline int tg_headers_field_safe(const tg_headers_t *h, size_t i)
+{
+    const tg_header_t *f = &h->v[i];
+    return i < h->checked || tg_http_field_safe(f->name, f->name_len, f->value, f->value_len);
+}
 /* What a writer returns when a field fails that check. */
 #define TG_HTTP_UNSAFE_FIELD (-2)
 
@@ -186,6 +206,9 @@ int tg_send_all(int fd, const void *p, size_t n);
 
 /* Writes v in decimal at p (no NUL); returns the number of digits. */
 size_t tg_fmt_u64(char *p, uint64_t v);
+/* Writes v as 16 lowercase hex digits at p, most significant first (no
+ * NUL). */
+void tg_fmt_hex64(char *p, uint64_t v);
 
 /* A client address kept in binary (family AF_INET or AF_INET6, ip its 4
  * or 16 bytes) as text into buf (at least 46 bytes); "unknown" for any

@@ -201,6 +201,26 @@ static tg_cache_entry_t *entry(const char *body, const char *variant)
     return tg_cache_entry_new(200, &hs, variant, strlen(variant), b);
 }
 
+/* An entry records, once, whether every stored field may be written as
+ * it is: answers from it then skip the writers' per-field check. */
+static void test_entry_fields_safe(void **state)
+{
+    (void)state;
+    tg_cache_entry_t *e = entry("x", "");
+    assert_true(e->fields_safe);
+    tg_cache_entry_put(e);
+    tg_header_t h[] = { { "A", 1, "ok", 2 }, { "B", 1, "bad\r\nX: 1", 10 } };
+    tg_headers_t hs = headers_of(h, 2);
+    e = tg_cache_entry_new(200, &hs, "", 0, NULL);
+    assert_false(e->fields_safe);
+    tg_cache_entry_put(e);
+    tg_header_t n[] = { { "A b", 3, "ok", 2 } };
+    hs = headers_of(n, 1);
+    e = tg_cache_entry_new(200, &hs, "", 0, NULL);
+    assert_false(e->fields_safe);
+    tg_cache_entry_put(e);
+}
+
 static void test_store_variants(void **state)
 {
     (void)state;
@@ -332,7 +352,7 @@ int main(void)
         cmocka_unit_test(test_may_store),     cmocka_unit_test(test_lifetime_and_age),
         cmocka_unit_test(test_ranges),        cmocka_unit_test(test_etags),
         cmocka_unit_test(test_store_variants), cmocka_unit_test(test_store_budget),
-        cmocka_unit_test(test_store_fills),
+        cmocka_unit_test(test_store_fills),   cmocka_unit_test(test_entry_fields_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

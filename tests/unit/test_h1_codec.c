@@ -381,6 +381,68 @@ static void test_write_end_with_trailers(void **state)
     assert_int_equal(evbuffer_get_length(f->out), 0);
 }
 
+/* The fields the parser read are known safe (the checked prefix) and are
+ * not checked again; whatever changes the list later is. Each way of
+ * changing it puts an unsafe field where the prefix was, and the writer
+ * still refuses it. */
+static int write_ok(fx_t *f, const tg_headers_t *h)
+{
+    int r = tg_h1_write_head(f->out, "HTTP/1.1 200 OK", h, NULL);
+    evbuffer_drain(f->out, evbuffer_get_length(f->out));
+    return r;
+}
+
+static void test_checked_prefix(void **state)
+{
+    fx_t *f = *state;
+    const char *raw = "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nA: 3\r\n\r\n";
+    assert_int_equal(parse_req(f, raw, 65536), TG_H1_OK);
+    tg_headers_t *h = &f->req.headers, saved = *h;
+    tg_header_t fields[4]; /* the changes below compact the array in place */
+    memcpy(fields, h->v, sizeof(fields));
+#define RESTORE() (*h = saved, memcpy(h->v, fields, sizeof(fields)))
+    assert_int_equal(h->n, 4);
+    assert_int_equal(h->checked, 4);
+    assert_int_equal(write_ok(f, h), 0);
+    const char *bad = "x\r\nInjected: 1";
+    /* set: the old field goes, the new one is after the prefix */
+    assert_int_equal(tg_headers_set(h, &f->arena, "b", bad), 0);
+    assert_int_equal(h->checked, 3);
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* removal moves a later, unchecked field into the prefix's old place */
+    RESTORE();
+    assert_int_equal(tg_headers_add(h, &f->arena, "c", 1, bad, strlen(bad)), 0);
+    tg_headers_remove(h, "a");
+    assert_int_equal(h->n, 3);
+    assert_int_equal(h->checked, 2);
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* a join takes an unchecked line into a checked one's value */
+    RESTORE();
+    assert_int_equal(tg_headers_add(h, &f->arena, "a", 1, bad, strlen(bad)), 0);
+    assert_int_equal(tg_headers_join(h, &f->arena, "a"), 0);
+    assert_int_equal(h->n, 3);
+    assert_true(h->checked <= 1); /* the joined "a" is field 1 */
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* hop-by-hop stripping compacts the same way */
+    RESTORE();
+    assert_int_equal(tg_headers_add(h, &f->arena, "d", 1, bad, strlen(bad)), 0);
+    h->v[1] = (tg_header_t){ "te", 2, "trailers", 8 }; /* stands in for a parsed TE */
+    tg_headers_strip_hop_by_hop(h);
+    assert_int_equal(h->n, 4);
+    assert_int_equal(h->checked, 3);
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* a list cut short by hand, then added to */
+    RESTORE();
+    h->n = 1;
+    assert_int_equal(tg_headers_add(h, &f->arena, "e", 1, bad, strlen(bad)), 0);
+    assert_int_equal(h->checked, 1);
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* unchanged, the prefix holds and the head is written */
+    RESTORE();
+    assert_int_equal(write_ok(f, h), 0);
+#undef RESTORE
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +462,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expect_and_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_heads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_head_and_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checked_prefix, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

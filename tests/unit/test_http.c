@@ -39,6 +39,25 @@ static void test_fmt_u64(void **state)
     assert_memory_equal(got, "18446744073709551615", 20);
 }
 
+/* tg_fmt_hex64 against printf: every nibble value in every place. */
+static void test_fmt_hex64(void **state)
+{
+    (void)state;
+    char want[32], got[20];
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (int k = 0; k < 200; k++) {
+        uint64_t probes[] = { x, (uint64_t)k * 0x1111111111111111ULL, ~x, x >> (k % 64) };
+        for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+            memset(got, 'z', sizeof(got));
+            tg_fmt_hex64(got, probes[i]);
+            snprintf(want, sizeof(want), "%016llx", (unsigned long long)probes[i]);
+            assert_memory_equal(got, want, 16);
+            assert_int_equal(got[16], 'z');
+        }
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    }
+}
+
 static void test_list_ops(void **state)
 {
     tg_arena_t a;
@@ -247,6 +266,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fmt_u64),
+        cmocka_unit_test(test_fmt_hex64),
         cmocka_unit_test(test_list_ops),
         cmocka_unit_test(test_join_list_lines),
         cmocka_unit_test(test_has_token),

@@ -1,0 +1,209 @@
+/* Unit tests: a complete message written as one piece with its body by
+ * reference (tg_sock_write_ref) over a real socketpair — all at once, a
+ * remainder the loop writes when the peer reads, a head the socket does not
+ * take whole, and order behind output already queued. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/base/loop.h"
+#include "proxy/sock.h"
+
+typedef struct fx {
+    struct event_base *base;
+    tg_loop_t *loop;
+    tg_sock_loop_t *socks;
+    tg_sock_t *s;
+    int peer;
+} fx_t;
+
+typedef struct released {
+    int calls;
+    const void *data;
+} released_t;
+
+static void on_done(const void *data, size_t len, void *arg)
+{
+    released_t *r = arg;
+    (void)len;
+    r->calls++;
+    r->data = data;
+}
+
+static void on_sock(tg_sock_t *s, int events, void *arg)
+{
+    (void)s, (void)events, (void)arg;
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    int small = 4096; /* the kernel doubles it; far below the bodies below */
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    f->base = event_base_new();
+    f->loop = tg_loop_new(f->base);
+    f->socks = tg_sock_loop_new(f->loop);
+    f->s = tg_sock_new(f->socks, sv[0]);
+    assert_non_null(f->s);
+    tg_sock_set_cb(f->s, on_sock, f);
+    f->peer = sv[1];
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    if (f->s != NULL)
+        tg_sock_free(f->s);
+    close(f->peer);
+    tg_sock_loop_free(f->socks);
+    tg_loop_free(f->loop);
+    event_base_free(f->base);
+    free(f);
+    return 0;
+}
+
+/* Reads what the peer gets, running the loop between reads, until want
+ * bytes came or the rounds are spent. */
+static size_t drain_peer(fx_t *f, unsigned char *got, size_t want)
+{
+    size_t have = 0;
+    for (int round = 0; round < 100000 && have < want; round++) {
+        ssize_t r = read(f->peer, got + have, want - have);
+        if (r > 0)
+            have += (size_t)r;
+        else if (r < 0 && errno != EAGAIN)
+            break;
+        tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+    }
+    return have;
+}
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 31 + seed + (i >> 8));
+}
+
+/* Small: one write took it all; released before returning; nothing queued. */
+static void test_all_at_once(void **state)
+{
+    fx_t *f = *state;
+    released_t rel = { 0 };
+    static const char head[] = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+    assert_int_equal(tg_sock_write_ref(f->s, head, sizeof(head) - 1, "hello", 5, on_done, &rel), 0);
+    assert_int_equal(rel.calls, 1);
+    assert_int_equal(tg_sock_out_len(f->s), 0);
+    char buf[128];
+    ssize_t n = read(f->peer, buf, sizeof(buf));
+    assert_int_equal(n, sizeof(head) - 1 + 5);
+    assert_memory_equal(buf, head, sizeof(head) - 1);
+    assert_memory_equal(buf + sizeof(head) - 1, "hello", 5);
+    /* no body: the head alone, and done still runs once */
+    assert_int_equal(tg_sock_write_ref(f->s, head, sizeof(head) - 1, NULL, 0, on_done, &rel), 0);
+    assert_int_equal(rel.calls, 2);
+    assert_int_equal(read(f->peer, buf, sizeof(buf)), sizeof(head) - 1);
+}
+
+/* Larger than the socket takes: the rest waits by reference (not
+ * released), the loop writes it as the peer reads, then it is released
+ * once; the bytes arrive whole and in order. */
+static void test_remainder_by_reference(void **state)
+{
+    fx_t *f = *state;
+    size_t blen = 1 << 20;
+    unsigned char *body = malloc(blen), *got = malloc(blen + 64);
+    fill(body, blen, 7);
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "HEAD", 4, body, blen, on_done, &rel), 0);
+    assert_int_equal(rel.calls, 0);
+    assert_true(tg_sock_out_len(f->s) > 0);
+    assert_true(tg_sock_out_len(f->s) < blen + 4);
+    assert_int_equal(drain_peer(f, got, blen + 4), blen + 4);
+    assert_memory_equal(got, "HEAD", 4);
+    assert_memory_equal(got + 4, body, blen);
+    assert_int_equal(tg_sock_out_len(f->s), 0);
+    assert_int_equal(rel.calls, 1);
+    free(body);
+    free(got);
+}
+
+/* A head the socket does not take whole: its rest is copied (the caller's
+ * memory may go), the body follows it by reference. */
+static void test_head_split(void **state)
+{
+    fx_t *f = *state;
+    size_t hlen = 512 << 10, blen = 64 << 10;
+    unsigned char *head = malloc(hlen), *body = malloc(blen), *got = malloc(hlen + blen);
+    fill(head, hlen, 1);
+    fill(body, blen, 2);
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, head, hlen, body, blen, on_done, &rel), 0);
+    assert_int_equal(rel.calls, 0);
+    unsigned char *copy = malloc(hlen);
+    memcpy(copy, head, hlen);
+    memset(head, 0, hlen); /* the caller's head is not read again */
+    assert_int_equal(drain_peer(f, got, hlen + blen), hlen + blen);
+    assert_memory_equal(got, copy, hlen);
+    assert_memory_equal(got + hlen, body, blen);
+    assert_int_equal(rel.calls, 1);
+    assert_ptr_equal(rel.data, body);
+    free(head), free(body), free(got), free(copy);
+}
+
+/* Output already queued goes first: the message waits behind it. */
+static void test_behind_queued_output(void **state)
+{
+    fx_t *f = *state;
+    evbuffer_add(tg_sock_out(f->s), "first-", 6);
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "second-", 7, "third", 5, on_done, &rel), 0);
+    assert_int_equal(rel.calls, 0); /* queued, not written */
+    assert_int_equal(tg_sock_out_len(f->s), 18);
+    unsigned char got[32];
+    assert_int_equal(drain_peer(f, got, 18), 18);
+    assert_memory_equal(got, "first-second-third", 18);
+    assert_int_equal(rel.calls, 1);
+}
+
+/* A peer that has gone: the write fails, the bytes wait for the loop to
+ * meet the error, and the body is still released exactly once. */
+static void test_peer_gone(void **state)
+{
+    fx_t *f = *state;
+    close(f->peer);
+    f->peer = open("/dev/null", O_RDONLY); /* teardown closes something */
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "h", 1, "b", 1, on_done, &rel), 0);
+    for (int i = 0; i < 100 && rel.calls == 0; i++)
+        tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+    tg_sock_free(f->s); /* frees what is queued */
+    f->s = NULL;
+    assert_int_equal(rel.calls, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_all_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remainder_by_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_behind_queued_output, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peer_gone, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
