@@ -14,7 +14,9 @@ backend on CPU 1 that answers `/obj/...` with a body of --size bytes and
 
 Reported: req/s, p99 and the proxy's CPU per request (utime + stime over
 the run / requests), medians of --rounds; for hits, tollgate's CPU as a
-ratio to the better of nginx and HAProxy."""
+ratio to the better of nginx and HAProxy — of the medians, and paired
+round by round (the three hit cases run seconds apart in each round, so
+the machine's drift between rounds cancels)."""
 import argparse
 import os
 import statistics
@@ -116,6 +118,14 @@ backend be
     for name, _, _, _ in cases:
         m = med[name]
         print(f"| {name} | {m['rps']:.0f} | {m['p99']:.2f} | {m['cpu']:.2f} | {m['cpu'] / best:.2f} |")
+    # The machine's speed drifts between rounds more than the proxies
+    # differ: each round's hit against that round's better peer, seconds
+    # apart, cancels the drift that the medians above keep.
+    paired = [t["cpu"] / min(n["cpu"], h["cpu"]) for t, n, h in
+              zip(results["tollgate hit"], results["nginx proxy_cache hit"], results["haproxy cache hit"])]
+    print()
+    print(f"tollgate hit / best peer hit, paired by round: median {statistics.median(paired):.2f} "
+          f"(rounds: {' '.join(f'{x:.2f}' for x in paired)})")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,14 @@ static void cancel_paused(tg_exchange_t *ex)
     tg_filters_on_cancel(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx);
 }
 
+/* Empties b (an empty buffer is only looked at). */
+static void drain_all(struct evbuffer *b)
+{
+    size_t n = evbuffer_get_length(b);
+    if (n > 0)
+        evbuffer_drain(b, n);
+}
+
 static void recycle(tg_exchange_t *ex)
 {
     tg_ex_worker_t *wx = ex->wx;
@@ -301,8 +309,8 @@ static void recycle(tg_exchange_t *ex)
     tg_snapshot_unref(ex->snap);
     ex->snap = NULL;
     tg_arena_reset(&ex->arena);
-    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
-    evbuffer_drain(ex->body_buf, evbuffer_get_length(ex->body_buf));
+    drain_all(ex->scratch);
+    drain_all(ex->body_buf);
     ex->next_free = wx->free;
     wx->free = ex;
 }
@@ -530,7 +538,7 @@ static void filter_response(tg_exchange_t *ex)
     const tg_response_t *made = fx->reply_response;
     fx->reply_response = NULL;
     tg_ex_release_upstream(ex, 0);
-    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+    drain_all(ex->scratch);
     *r = *made;
     int whole = whole_reply(ex, r);
     if (!whole && reply_body_to_scratch(ex) < 0) {
@@ -1104,8 +1112,8 @@ static int sanitize_request(tg_exchange_t *ex)
      * address walk, the chain sent upstream and the logs all see every hop
      * (a balancer that adds its own line, as HAProxy's option forwardfor
      * does, must not hide the line before it). */
-    if (tg_headers_join(h, &ex->arena, "x-forwarded-for") < 0 || tg_headers_join(h, &ex->arena, "forwarded") < 0 ||
-        tg_headers_join(h, &ex->arena, "via") < 0) {
+    static const char *const lists[] = { "x-forwarded-for", "forwarded", "via" };
+    if (tg_headers_join_each(h, &ex->arena, lists, 3) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return -1;
     }

@@ -1078,7 +1078,7 @@ int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *b
     } else if (done != NULL) {
         done(body, blen, arg);
     }
-    if (evbuffer_get_length(out) > 0)
+    if (sent < hlen + blen) /* something waits: the loop writes it */
         tg_sock_flush(s);
     return 0;
 }

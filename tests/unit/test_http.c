@@ -96,6 +96,18 @@ static void test_join_list_lines(void **state)
     assert_int_equal(tg_headers_join(&h, &a, "x-forwarded-for"), 0); /* one line: unchanged */
     assert_int_equal(tg_headers_join(&h, &a, "via"), 0);              /* none */
     assert_int_equal(h.n, 3);
+    /* several names in one walk: each with two or more lines is joined */
+    add(&h, &a, "Via", "1.1 a");
+    add(&h, &a, "Forwarded", "for=1.2.3.4");
+    add(&h, &a, "via", "1.1 b");
+    add(&h, &a, "X-Forwarded-For", "7.7.7.7");
+    static const char *const lists[] = { "x-forwarded-for", "forwarded", "via" };
+    assert_int_equal(tg_headers_join_each(&h, &a, lists, 3), 0);
+    assert_int_equal(h.n, 5);
+    assert_string_equal(tg_headers_get(&h, "x-forwarded-for")->value, "6.6.6.6, 9.9.9.9, 10.0.0.1, , 7.7.7.7");
+    assert_string_equal(tg_headers_get(&h, "via")->value, "1.1 a, 1.1 b");
+    assert_string_equal(tg_headers_get(&h, "forwarded")->value, "for=1.2.3.4");
+    assert_int_equal(tg_headers_join_each(&h, &a, lists, 9), -1); /* more names than it takes */
     tg_arena_free(&a);
 }
 
