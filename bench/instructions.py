@@ -14,8 +14,12 @@ saves in time.
 tollgate (one worker) runs under valgrind; an nginx backend answers
 `/obj/...` with --size bytes and `Cache-Control: max-age=3600`. Counting
 starts after a warm-up request and covers a wrk run (-c10, --seconds) only.
-`--compare BIN` counts a second binary the same way (the ratio printed).
-Needs valgrind (`scripts/deps.sh --bench`)."""
+`--compare BIN` counts a second binary the same way (the ratio printed);
+`--peers` counts HAProxy (its `cache`) and nginx (`proxy_cache`, one
+process, files on /dev/shm) on the same case, so the user-space work of
+one request compares across proxies without the machine's noise (the
+kernel's part, the same two socket calls per request for all three, is
+left out alike). Needs valgrind (`scripts/deps.sh --bench`)."""
 import argparse
 import os
 import re
@@ -44,10 +48,7 @@ def fetch(url, tries=120):
     raise SystemExit(f"{url}: no answer")
 
 
-def count(binary, case, bport, seconds, d, top):
-    """Runs binary under callgrind for one wrk run of the case: (requests,
-    instructions, [(instructions per request, function)])."""
-    port = run.free_port()
+def tollgate_cmd(binary, port, bport, d):
     cfg = os.path.join(d, f"tollgate-{port}.yaml")
     with open(cfg, "w") as f:
         f.write(f"""workers: 1
@@ -57,9 +58,53 @@ routes:
   - {{ name: proxied, match: {{ path_prefix: /obj/plain }}, cluster: backend }}
   - {{ name: cached, cluster: backend, filters: [{{ cache: {{ max_size: 64MiB }} }}] }}
 """)
+    return [binary, "-c", cfg, "-l", "warn"]
+
+
+def haproxy_cmd(case, port, bport, d):
+    cfg = os.path.join(d, f"haproxy-{port}.cfg")
+    cache = "" if case == "proxied" else "  http-request cache-use bench\n  http-response cache-store bench\n"
+    with open(cfg, "w") as f:
+        f.write(run.haproxy_head() + f"""cache bench
+  total-max-size 64
+  max-object-size 65536
+  max-age 3600
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+{cache}  server s1 127.0.0.1:{bport}
+""")
+    return ["haproxy", "-db", "-f", cfg]
+
+
+def nginx_cmd(case, port, bport, d):
+    shm = tempfile.mkdtemp(prefix="tg-bench-instr-", dir="/dev/shm")
+    os.chmod(shm, 0o777)
+    cache = "" if case == "proxied" else "proxy_cache bench; proxy_cache_lock on;"
+    conf = run.nginx_conf(d, port, f"""
+  proxy_cache_path {shm}/nginx levels=1:2 keys_zone=bench:16m max_size=64m inactive=1h use_temp_path=off;
+  upstream backend {{ server 127.0.0.1:{bport}; keepalive 256; }}
+  server {{ listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+                 {cache} }} }}""")
+    with open(conf) as f:
+        text = f.read().replace("master_process on;", "master_process off;")  # one process to count
+    with open(conf, "w") as f:
+        f.write(text)
+    return ["nginx", "-c", conf]
+
+
+def count(cmd_of, case, bport, seconds, d, top):
+    """Runs the proxy cmd_of(port) makes under callgrind for one wrk run of
+    the case: (requests, instructions, [(instructions per request,
+    function)])."""
+    port = run.free_port()
     out = os.path.join(d, f"callgrind-{port}.out")
+    cmd = cmd_of(port)
+    binary = cmd[0]
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                          binary, "-c", cfg, "-l", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          stdin=subprocess.DEVNULL)
     try:
         path = "/obj/plain" if case == "proxied" else "/obj/hot"
@@ -94,6 +139,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build-release", "tollgate"))
     ap.add_argument("--compare", help="a second tollgate binary, counted the same way")
+    ap.add_argument("--peers", action="store_true", help="also count HAProxy and nginx on the same case")
     ap.add_argument("--case", choices=("hit", "proxied"), default="hit")
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--size", type=int, default=1024)
@@ -112,14 +158,22 @@ def main():
     try:
         run.wait_port(bport)
         results = []
-        for binary in [args.bin] + ([args.compare] if args.compare else []):
-            total, instr, funcs = count(binary, args.case, bport, args.seconds, d, args.top)
-            results.append(instr / total)
-            print(f"{binary}: {args.case}, {total} requests, {instr / total:,.0f} instructions per request")
-            for per, name in funcs:
-                print(f"  {per:8.1f}  {name}")
-        if len(results) == 2:
-            print(f"ratio (--bin / --compare): {results[0] / results[1]:.3f}")
+        runs = [(b, lambda port, b=b: tollgate_cmd(b, port, bport, d))
+                for b in [args.bin] + ([args.compare] if args.compare else [])]
+        if args.peers:
+            runs += [("haproxy", lambda port: haproxy_cmd(args.case, port, bport, d)),
+                     ("nginx", lambda port: nginx_cmd(args.case, port, bport, d))]
+        for name, cmd_of in runs:
+            total, instr, funcs = count(cmd_of, args.case, bport, args.seconds, d, args.top)
+            results.append((name, instr / total))
+            print(f"{name}: {args.case}, {total} requests, {instr / total:,.0f} instructions per request")
+            for per, fname in funcs:
+                print(f"  {per:8.1f}  {fname}")
+        if args.compare:
+            print(f"ratio (--bin / --compare): {results[0][1] / results[1][1]:.3f}")
+        if args.peers:
+            best = min(v for n, v in results if n in ("haproxy", "nginx"))
+            print(f"tollgate / best peer: {results[0][1] / best:.3f}")
     finally:
         run.stop(backend)
         shutil.rmtree(d, ignore_errors=True)

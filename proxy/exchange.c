@@ -728,7 +728,7 @@ static int ensure_request_id(tg_exchange_t *ex)
     if (id == NULL)
         return -1;
     make_request_id(ex, id);
-    return tg_headers_add(&ex->req.headers, &ex->arena, "x-request-id", 12, id, 36);
+    return tg_headers_add_checked(&ex->req.headers, &ex->arena, "x-request-id", 12, id, 36); /* hex and dashes */
 }
 
 /* The client-certificate header: the verified identity of a TLS client.
@@ -806,11 +806,11 @@ static int forward_rfc7239(tg_exchange_t *ex)
 
 /* Sets name to value unless a trusted peer sent one (then it passes; from
  * anyone else it was removed on arrival). */
-static int set_unless_trusted(tg_exchange_t *ex, const char *name, const char *value)
+static int set_unless_trusted(tg_exchange_t *ex, const char *name, const char *value, int safe)
 {
     if (ex->peer_trusted && tg_headers_get(&ex->req.headers, name) != NULL)
         return 0;
-    return tg_headers_set(&ex->req.headers, &ex->arena, name, value);
+    return (safe ? tg_headers_set_checked : tg_headers_set)(&ex->req.headers, &ex->arena, name, value);
 }
 
 /* Turns the client's headers into the upstream's: hop-by-hop removed,
@@ -828,20 +828,23 @@ static int prepare_request_headers(tg_exchange_t *ex)
     const char *xff_old = xff ? xff->value : NULL;
     const tg_header_t *via = tg_headers_get(h, "via");
     const char *via_old = via ? via->value : NULL;
+    /* what is ours (an address we formatted, literals) is safe as made;
+     * an old list only if it was in the checked prefix */
+    int xff_safe = xff == NULL || tg_headers_in_checked(h, xff), via_safe = via == NULL || tg_headers_in_checked(h, via);
 
     char *v = xff_old ? join_list(a, xff_old, ex->peer_addr) : ex->peer_addr;
-    if (v == NULL || tg_headers_set(h, a, "x-forwarded-for", v) < 0 ||
-        set_unless_trusted(ex, "x-forwarded-proto", ex->scheme) < 0)
+    if (v == NULL || (xff_safe ? tg_headers_set_checked : tg_headers_set)(h, a, "x-forwarded-for", v) < 0 ||
+        set_unless_trusted(ex, "x-forwarded-proto", ex->scheme, 1) < 0)
         return -1;
-    if (req->authority && set_unless_trusted(ex, "x-forwarded-host", req->authority) < 0)
+    if (req->authority && set_unless_trusted(ex, "x-forwarded-host", req->authority, 0) < 0)
         return -1;
     if (cfg->forwarded_header != TG_FORWARDED_XFF && forward_rfc7239(ex) < 0)
         return -1;
-    if (cfg->set_x_real_ip && tg_headers_set(h, a, "x-real-ip", ex->client_addr) < 0)
+    if (cfg->set_x_real_ip && tg_headers_set_checked(h, a, "x-real-ip", ex->client_addr) < 0)
         return -1;
     const char *via_self = req->version == 20 ? "2 tollgate" : req->version == 10 ? "1.0 tollgate" : "1.1 tollgate";
     v = via_old ? join_list(a, via_old, via_self) : (char *)via_self;
-    if (v == NULL || tg_headers_set(h, a, "via", v) < 0)
+    if (v == NULL || (via_safe ? tg_headers_set_checked : tg_headers_set)(h, a, "via", v) < 0)
         return -1;
     if (forward_client_cert(ex) < 0 || tg_headers_apply_rules(h, a, &ex->route->request_headers) < 0)
         return -1;

@@ -106,6 +106,12 @@ int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char 
     return tg_headers_add(h, a, name, strlen(name), value, strlen(value));
 }
 
+int tg_headers_set_checked(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value)
+{
+    tg_headers_remove(h, name);
+    return tg_headers_add_checked(h, a, name, strlen(name), value, strlen(value));
+}
+
 int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t len)
 {
     size_t total = 0, lines = 0, first = 0;

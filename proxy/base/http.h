@@ -112,6 +112,13 @@ size_t tg_headers_count(const tg_headers_t *h, const char *name);
 void tg_headers_remove(tg_headers_t *h, const char *name);
 /* Removes all headers with this name, then adds one. */
 int tg_headers_set(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value);
+/* The same with tg_headers_add_checked: a value safe by construction. */
+int tg_headers_set_checked(tg_headers_t *h, tg_arena_t *a, const char *name, const char *value);
+/* Is f (a field of h) in its checked prefix? */
+static inline int tg_headers_in_checked(const tg_headers_t *h, const tg_header_t *f)
+{
+    return f >= h->v && (size_t)(f - h->v) < h->checked;
+}
 /* Makes the field lines of a list header one line, where the first was,
  * values joined by ", " in order (RFC 9110 5.3: several lines of a list
  * header are one list). Nothing to do for one line or none. -1 when out of

@@ -437,6 +437,17 @@ static void test_checked_prefix(void **state)
     assert_int_equal(tg_headers_add(h, &f->arena, "e", 1, bad, strlen(bad)), 0);
     assert_int_equal(h->checked, 1);
     assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
+    /* a field safe as made joins the prefix only when all before it are in it */
+    RESTORE();
+    assert_int_equal(tg_headers_set_checked(h, &f->arena, "b", "ours"), 0);
+    assert_int_equal(h->n, 4);
+    assert_int_equal(h->checked, 4);
+    assert_true(tg_headers_in_checked(h, &h->v[3]));
+    assert_int_equal(tg_headers_add(h, &f->arena, "g", 1, bad, strlen(bad)), 0);
+    assert_int_equal(tg_headers_add_checked(h, &f->arena, "age", 3, "1", 1), 0);
+    assert_int_equal(h->checked, 4);
+    assert_false(tg_headers_in_checked(h, &h->v[5]));
+    assert_int_equal(write_ok(f, h), TG_HTTP_UNSAFE_FIELD);
     /* unchanged, the prefix holds and the head is written */
     RESTORE();
     assert_int_equal(write_ok(f, h), 0);
