@@ -480,6 +480,10 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
         r->body = TG_BODY_LENGTH;
         r->content_length = (uint64_t)blen;
         tg_headers_add(&r->headers, &ex->arena, "content-type", 12, "application/json", 16);
+        if (ex->req.is_head) { /* the length a GET would get, no content (RFC 9110 9.3.2) */
+            r->body = TG_BODY_NONE;
+            blen = 0;
+        }
     }
     add_filter_headers(ex, r, &ex->fx.reply_headers);
     tg_debug("local reply %d: %s", status, message);
@@ -488,9 +492,12 @@ void tg_exchange_reply(tg_exchange_t *ex, int status, const char *message)
     /* scratch may still hold the request-body piece whose filter check
      * brought us here: the reply's body is the reply alone (written from
      * it as it stood, the client's bytes came back as the response). */
-    evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
-    if (ex->ops->write_head(ex->ds, r) < 0 || (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
-        ex->ops->write_body(ex->ds, ex->scratch) < 0 || ex->ops->write_end(ex->ds, NULL) < 0) {
+    drain_all(ex->scratch);
+    if (ex->ops->write_whole != NULL ? ex->ops->write_whole(ex->ds, r, body, (size_t)blen, NULL, NULL) < 0
+                                     : ex->ops->write_head(ex->ds, r) < 0 ||
+                                           (blen && evbuffer_add(ex->scratch, body, (size_t)blen) < 0) ||
+                                           ex->ops->write_body(ex->ds, ex->scratch) < 0 ||
+                                           ex->ops->write_end(ex->ds, NULL) < 0) {
         finish(ex, 1);
         return;
     }

@@ -41,8 +41,10 @@ typedef struct tg_downstream_ops {
     /* Optional (NULL: write_head, write_body, write_end do it): the whole
      * response at once, its body (len bytes; resp->body TG_BODY_LENGTH of
      * len, or TG_BODY_NONE) by reference, no trailers — a filter's answer
-     * such as a cache hit. release(body, len, arg) runs once the bytes are
-     * written, and on failure. Returns 0 or -1. */
+     * such as a cache hit, or a local reply. release(body, len, arg) runs
+     * once the bytes are written, and on failure; with no release the body
+     * is the caller's only for the call (copied if it must wait). Returns
+     * 0 or -1. */
     int (*write_whole)(void *ds, const tg_response_t *resp, const void *body, size_t len,
                        void (*release)(const void *data, size_t len, void *arg), void *arg);
     /* Bytes queued toward the client and not yet written. */

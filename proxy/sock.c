@@ -1070,7 +1070,9 @@ int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *b
         return -1;
     }
     if (bsent < blen) {
-        if (evbuffer_add_reference(out, (const char *)body + bsent, blen - bsent, done, arg) < 0) {
+        const char *rest = (const char *)body + bsent;
+        if (done == NULL ? evbuffer_add(out, rest, blen - bsent) < 0
+                         : evbuffer_add_reference(out, rest, blen - bsent, done, arg) < 0) {
             if (done != NULL)
                 done(body, blen, arg);
             return -1;

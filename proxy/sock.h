@@ -101,7 +101,8 @@ void tg_sock_flush_now(tg_sock_t *s);
  * now in one write when nothing is queued before it (plain TCP), else, and
  * for what that write left, queued for the loop. done(body, blen, arg)
  * runs once the body's bytes are gone (before returning, when they went
- * at once) and on failure. 0, or -1 when out of memory (the socket is then
+ * at once) and on failure; with no done, what is left of the body is
+ * copied like the head's. 0, or -1 when out of memory (the socket is then
  * unusable for this message). */
 int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *body, size_t blen,
                       void (*done)(const void *data, size_t len, void *arg), void *arg);

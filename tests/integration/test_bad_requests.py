@@ -4,6 +4,7 @@ bodies 413; a client that dribbles its headers is cut off (408) at the
 header timeout; the upstream's request counter does not move."""
 import json
 import socket
+import subprocess
 import time
 
 import requests
@@ -32,6 +33,13 @@ BAD = {
 }
 
 
+# A local answer to HEAD carried its JSON body: on a keep-alive HTTP/1.1
+# connection the client read those bytes as the next response's start (a
+# desync); over HTTP/2 the DATA after a HEAD's HEADERS was a stream error.
+HEAD_THEN_GET = (b"HEAD /refused HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"GET /refused HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+
 class BadRequestTest(harness.GatewayTest):
     @classmethod
     def setUpClass(cls):
@@ -39,8 +47,28 @@ class BadRequestTest(harness.GatewayTest):
         cls.procs = [cls.app]
         cls.port = harness.free_port()
         limits = "limits: { max_header_bytes: 4KiB, max_body_bytes: 1MiB, header_timeout: 1s, idle_timeout: 5s }"
-        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], limits=limits),
+        refused = ("  - name: refused\n    match: { path_prefix: /refused }\n    cluster: app\n"
+                   "    filters: [{ fault: { abort: { status: 503 } } }]\n")
+        cls.gateway = harness.Gateway(harness.simple_config(cls.port, [f"127.0.0.1:{cls.app.port}"], limits=limits,
+                                                            extra_routes=refused),
                                       port=cls.port)
+
+    def test_local_answer_to_head_has_no_content(self):
+        out = harness.raw_request(self.port, HEAD_THEN_GET, timeout=5)
+        first, sep, rest = out.partition(b"\r\n\r\n")
+        self.assertTrue(first.startswith(b"HTTP/1.1 503 "), out)
+        self.assertIn(b"content-length: ", first.lower())  # what a GET would get
+        # the next bytes are the GET's answer, not the HEAD's body
+        self.assertTrue(rest.startswith(b"HTTP/1.1 503 "), out)
+        head, _, body = rest.partition(b"\r\n\r\n")
+        self.assertEqual(json.loads(body)["status"], 503)
+        length = int([ln for ln in first.split(b"\r\n") if ln.lower().startswith(b"content-length:")][0].split(b":")[1])
+        self.assertEqual(length, len(body))
+        # over HTTP/2: HEADERS that end the stream, no DATA
+        r = subprocess.run(["curl", "-sS", "-I", "--http2-prior-knowledge", "--max-time", "5",
+                            f"http://127.0.0.1:{self.port}/refused"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith("HTTP/2 503"), r.stdout)
 
     @classmethod
     def tearDownClass(cls):
