@@ -280,8 +280,8 @@ static size_t make_key(const cache_conf_t *c, const tg_request_t *req, char *out
     size_t al = strlen(auth), pl = req->path_len, n = 0;
     if (al + pl + 2 > cap)
         return 0;
-    for (size_t i = 0; i < al; i++)
-        out[n++] = (char)(auth[i] >= 'A' && auth[i] <= 'Z' ? auth[i] + 32 : auth[i]);
+    tg_ascii_lower(out, auth, al);
+    n = al;
     if (pl == 0 || req->target[0] != '/')
         out[n++] = '/';
     memcpy(out + n, req->target, pl);

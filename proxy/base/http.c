@@ -392,6 +392,34 @@ const char *tg_http_reason(int status)
     }
 }
 
+/* A word's bytes in A-Z, flagged in their high bits: each byte's low
+ * seven bits plus a constant cross 0x80 exactly at 'A' and past 'Z' (no
+ * carry leaves a byte), and a byte with its own high bit set is no letter. */
+static inline uint64_t upper_flags(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t h = w & ~highs;
+    return (h + ones * (0x80 - 'A')) & ~(h + ones * (0x7f - 'Z')) & ~w & highs;
+}
+
+void tg_ascii_lower(char *dst, const char *src, size_t n)
+{
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
+        return;
+    }
+    uint64_t w;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&w, src + i, 8);
+        w |= upper_flags(w) >> 2; /* 0x80 >> 2: the case bit */
+        memcpy(dst + i, &w, 8);
+    }
+    memcpy(&w, src + n - 8, 8); /* the last word, overlapping: lowering twice is lowering once */
+    w |= upper_flags(w) >> 2;
+    memcpy(dst + n - 8, &w, 8);
+}
+
 const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len)
 {
     size_t i;
@@ -402,8 +430,7 @@ const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len)
     char *p = tg_arena_alloc(a, len + 1);
     if (p == NULL)
         return NULL;
-    for (i = 0; i < len; i++)
-        p[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    tg_ascii_lower(p, name, len);
     p[len] = '\0';
     return p;
 }

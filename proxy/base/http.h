@@ -185,6 +185,9 @@ static inline int tg_header_named(const tg_header_t *h, const char *const *names
  * it already is (always, for names from HTTP/2), else a copy in the
  * arena. NULL when the copy cannot be made. */
 const char *tg_http_lower_name(tg_arena_t *a, const char *name, size_t len);
+/* Copies n bytes of src to dst with ASCII A-Z lowered (other bytes as
+ * they are), eight at a time. */
+void tg_ascii_lower(char *dst, const char *src, size_t n);
 
 /* RFC 9110 token characters. */
 int tg_http_is_tchar(unsigned char c);

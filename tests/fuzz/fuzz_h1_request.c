@@ -29,6 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (res != TG_H1_OK)
             break;
         h1_check_fields(&req.headers); /* what was accepted is safe to write on */
+        if (msg == 0)
+            h1_churn_fields(&req.headers, &a, data, size); /* and stays so as the proxy changes it */
         int fin = 0;
         for (int round = 0; round < 4 && !fin; round++) {
             if (tg_h1_read_body(&r, in, out, 4096, fed_rest && round == 3, &fin) < 0)

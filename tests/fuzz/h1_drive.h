@@ -28,8 +28,60 @@ static inline uint64_t h1_fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* The writers skip the egress check for the checked prefix: every field
+ * in it must pass that check. */
+static inline void h1_check_prefix(const tg_headers_t *h)
+{
+    for (size_t i = 0; i < h->checked && i < h->n; i++)
+        if (!tg_http_field_safe(h->v[i].name, h->v[i].name_len, h->v[i].value, h->v[i].value_len))
+            __builtin_trap();
+}
+
+/* Changes the list the ways the proxy does — removals, joins, hop-by-hop
+ * stripping, sets and adds of values taken from ops (control bytes
+ * included) — checking the prefix after each. */
+static inline void h1_churn_fields(tg_headers_t *h, tg_arena_t *a, const uint8_t *ops, size_t n)
+{
+    static const char *const names[] = { "x-a", "via", "connection", "te", "x-forwarded-for" };
+    for (size_t k = 0; k + 3 < n && k < 64; k += 4) {
+        const char *name = names[ops[k + 1] % 5];
+        if (h->n > 0 && ops[k + 1] & 0x80) { /* a name the list holds (copied: compaction moves it) */
+            const tg_header_t *f = &h->v[ops[k + 1] % h->n];
+            name = tg_arena_strndup(a, f->name, f->name_len);
+            if (name == NULL)
+                return;
+        }
+        char *v = tg_arena_strndup(a, (const char *)ops + k + 2, 2); /* may hold CR, LF, NUL */
+        if (v == NULL)
+            return;
+        switch (ops[k] % 6) {
+        case 0:
+            tg_headers_remove(h, name);
+            break;
+        case 1:
+            tg_headers_join(h, a, name);
+            break;
+        case 2:
+            tg_headers_strip_hop_by_hop(h);
+            break;
+        case 3:
+            tg_headers_set(h, a, name, v);
+            break;
+        case 4:
+            tg_headers_add(h, a, name, strlen(name), v, strlen(v));
+            break;
+        default:
+            if (h->n > 0)
+                h->n = ops[k + 2] % h->n; /* cut short by hand */
+            break;
+        }
+        h1_check_prefix(h);
+    }
+}
+
 static inline void h1_check_fields(const tg_headers_t *h)
 {
+    h1_check_prefix(h);
     for (size_t i = 0; i < h->n; i++) {
         const tg_header_t *f = &h->v[i];
         if (f->name_len == 0 || strlen(f->name) != f->name_len || strlen(f->value) != f->value_len)

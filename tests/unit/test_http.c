@@ -58,6 +58,30 @@ static void test_fmt_hex64(void **state)
     }
 }
 
+/* tg_ascii_lower against the byte rule: every length to 40, every byte
+ * value at every place (the letters' edges '@', 'A', 'Z', '[' and bytes
+ * with the high bit among them). */
+static void test_ascii_lower(void **state)
+{
+    (void)state;
+    static const unsigned char mix[14] = { 'A', 'z', '@', '[', 'Z', '`', 'a', '{', 0xc1, 0xda, 0x80, 0xff, '0', '.' };
+    char src[48], got[48], want[48];
+    for (size_t n = 0; n <= 40; n++)
+        for (size_t at = 0; at < (n ? n : 1); at++)
+            for (int c = 0; c < 256; c++) {
+                for (size_t i = 0; i < n; i++)
+                    src[i] = (char)mix[(i * 7 + n) % 14];
+                if (n)
+                    src[at] = (char)c;
+                memset(got, 'q', sizeof(got));
+                tg_ascii_lower(got, src, n);
+                for (size_t i = 0; i < n; i++)
+                    want[i] = (char)(src[i] >= 'A' && src[i] <= 'Z' ? src[i] + 32 : src[i]);
+                assert_memory_equal(got, want, n);
+                assert_int_equal(got[n], 'q');
+            }
+}
+
 static void test_list_ops(void **state)
 {
     tg_arena_t a;
@@ -279,6 +303,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fmt_u64),
         cmocka_unit_test(test_fmt_hex64),
+        cmocka_unit_test(test_ascii_lower),
         cmocka_unit_test(test_list_ops),
         cmocka_unit_test(test_join_list_lines),
         cmocka_unit_test(test_has_token),
