@@ -92,9 +92,15 @@ struct tg_sock_loop {
 };
 
 /* A socket's timeout (a timer of the loop's, base/loop.h). */
+/* The timeout's timer is armed lazily: progress only moves due_us, and a
+ * timer that fires before it is set again for what is left. A request's
+ * several reads and writes cost one arming per timeout period, not a
+ * cancel and a set each (the last, when it took the head of its FIFO,
+ * also re-armed the libevent timer). */
 struct sock_timer {
     tg_timer_t t;
     tg_sock_t *s;
+    uint64_t due_us; /* monotonic: when no progress since means a timeout */
 };
 
 static size_t in_len(const tg_sock_t *s)
@@ -217,6 +223,10 @@ static void touch_timer(tg_sock_t *s)
         s->timer->t.fn = on_timer;
         s->timer->s = s;
     }
+    uint64_t due = tg_loop_now_us(s->loop->loop) + (uint64_t)s->timeout_ms * 1000;
+    s->timer->due_us = due;
+    if (s->timer_on && s->timer->t.deadline_us <= due)
+        return; /* it fires no later than due, and then waits out the rest */
     s->timer_on = tg_timer_set(s->loop->loop, &s->timer->t, s->timeout_ms) == 0;
 }
 
@@ -759,8 +769,15 @@ static void on_epoll(evutil_socket_t fd, short what, void *arg)
 
 static void on_timer(tg_timer_t *t)
 {
-    tg_sock_t *s = TG_CONTAINER_OF(t, struct sock_timer, t)->s;
+    struct sock_timer *st = TG_CONTAINER_OF(t, struct sock_timer, t);
+    tg_sock_t *s = st->s;
     s->timer_on = 0;
+    uint64_t now = tg_loop_now_us(s->loop->loop);
+    if (st->due_us > now) { /* progress since it was armed: wait out the rest */
+        s->timer_on = tg_timer_after(s->loop->loop, t, st->due_us - now) == 0;
+        if (s->timer_on)
+            return;
+    }
     dispatch_begin(s);
     deliver(s, TG_SOCK_TIMEOUT);
     dispatch_end(s);

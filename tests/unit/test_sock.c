@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proxy/base/loop.h"
@@ -40,9 +41,13 @@ static void on_done(const void *data, size_t len, void *arg)
     r->data = data;
 }
 
+static int timeouts; /* TG_SOCK_TIMEOUT deliveries seen */
+
 static void on_sock(tg_sock_t *s, int events, void *arg)
 {
-    (void)s, (void)events, (void)arg;
+    (void)s, (void)arg;
+    if (events & TG_SOCK_TIMEOUT)
+        timeouts++;
 }
 
 static int setup(void **state)
@@ -196,6 +201,56 @@ static void test_peer_gone(void **state)
     assert_int_equal(rel.calls, 1);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop for about ms, writing a byte every step_ms if progress
+ * (the peer drains it); returns at once when a timeout is seen. */
+static void run_for(fx_t *f, uint64_t ms, uint64_t step_ms, int progress)
+{
+    uint64_t end = now_ms() + ms, next = 0;
+    char sink[64];
+    while (now_ms() < end && timeouts == 0) {
+        if (progress && now_ms() >= next) {
+            assert_int_equal(tg_sock_write_ref(f->s, "x", 1, NULL, 0, NULL, NULL), 0);
+            next = now_ms() + step_ms;
+        }
+        while (read(f->peer, sink, sizeof(sink)) > 0)
+            ;
+        tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+        usleep(2000);
+    }
+}
+
+/* A timeout measures time without progress: writes every 100 ms keep a
+ * 1.5 s timeout from firing over 3 s (its timer, armed once, fires and
+ * waits out the rest each time), and once they stop it fires. The
+ * margins are wide (a step is a fifteenth of the timeout) so that a
+ * loaded machine does not change the verdict. */
+static void test_timeout_counts_from_progress(void **state)
+{
+    fx_t *f = *state;
+    timeouts = 0;
+    tg_sock_set_timeout(f->s, 1500);
+    run_for(f, 3000, 100, 1);
+    assert_int_equal(timeouts, 0);
+    run_for(f, 30000, 0, 0);
+    assert_int_equal(timeouts, 1);
+    /* a shorter timeout takes effect at once, not after the longer one */
+    timeouts = 0;
+    tg_sock_set_timeout(f->s, 60000);
+    tg_sock_set_timeout(f->s, 200);
+    uint64_t t0 = now_ms();
+    run_for(f, 30000, 0, 0);
+    assert_int_equal(timeouts, 1);
+    assert_true(now_ms() - t0 < 30000);
+    tg_sock_set_timeout(f->s, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +259,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_head_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_behind_queued_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_counts_from_progress, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
