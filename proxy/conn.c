@@ -37,6 +37,12 @@ static void on_timer(tg_timer_t *t)
         tg_conn_close(c); /* the peer never closed: enough */
         return;
     }
+    if (c->timer_due == 0)
+        return; /* turned off since it was armed */
+    uint64_t now = tg_loop_now_us(tg_worker_loop(c->w));
+    if (c->timer_due > now && tg_timer_after(tg_worker_loop(c->w), t, c->timer_due - now) == 0)
+        return; /* moved later since: the rest */
+    c->timer_due = 0;
     c->kind->on_timer(c);
 }
 
@@ -94,6 +100,7 @@ int tg_conn_init(tg_conn_t *c, const tg_conn_kind_t *kind, tg_worker_t *w, tg_so
     c->kind = kind;
     c->w = w;
     c->timer = (tg_timer_t){ .fn = on_timer };
+    c->timer_due = 0;
     c->defer = (tg_deferred_t){ .fn = on_defer };
     c->sock = sock;
     c->snap = tg_snapshot_ref(snap);
@@ -145,7 +152,16 @@ void tg_conn_kick(tg_conn_t *c)
 
 void tg_conn_set_timer(tg_conn_t *c, uint64_t ms)
 {
-    tg_timer_set(tg_worker_loop(c->w), &c->timer, ms);
+    if (ms == 0) {
+        c->timer_due = 0;
+        return;
+    }
+    tg_loop_t *l = tg_worker_loop(c->w);
+    c->timer_due = tg_loop_now_us(l) + ms * 1000;
+    if (tg_timer_pending(&c->timer) && c->timer.deadline_us <= c->timer_due)
+        return;
+    if (tg_timer_set(l, &c->timer, ms) < 0)
+        c->timer_due = 0; /* logged: no timer rather than one that fires wrongly */
 }
 
 void tg_conn_linger(tg_conn_t *c, uint64_t ms)

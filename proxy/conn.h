@@ -51,7 +51,8 @@ struct tg_conn {
     tg_worker_t *w;
     tg_sock_t *sock;            /* NULL once closed or handed on */
     tg_snapshot_t *snap;        /* the config it was made under (one reference) */
-    tg_timer_t timer;           /* tg_conn_set_timer, lingering */
+    tg_timer_t timer;           /* tg_conn_set_timer (armed lazily, see timer_due), lingering */
+    uint64_t timer_due;         /* monotonic µs the set timer is for; 0: off */
     tg_deferred_t defer;        /* tg_conn_kick, and the release after closing */
     unsigned dead : 1, lingering : 1, listed : 1;
 };
@@ -74,7 +75,10 @@ void tg_conn_rebase(tg_conn_t *c, struct tg_snapshot *next);
 /* kind->on_defer at the next safe point (nothing if closed). */
 void tg_conn_kick(tg_conn_t *c);
 
-/* Arms the timer for ms from now (0: off). */
+/* Arms the timer for ms from now (0: off). Lazily: a timer already armed
+ * for no later is left to fire and then wait out the rest, and one turned
+ * off fires into nothing — a request that turns the idle timer off and on
+ * again costs no timer operation. */
 void tg_conn_set_timer(tg_conn_t *c, uint64_t ms);
 
 /* The conversation is over and the last bytes are queued: shut the write

@@ -155,6 +155,29 @@ class BadRequestTest(harness.GatewayTest):
         self.assertGreater(time.time() - t0, 4)  # and not before the 5 s idle_timeout
         s.close()
 
+    def test_idle_timeout_counts_from_the_last_request(self):
+        """The idle timer is armed lazily (a request does not re-arm it): a
+        connection used every 1.5 s outlives the 5 s idle_timeout, and it
+        closes no sooner than 5 s after its last answer."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        f = s.makefile("rb")
+        for _ in range(5):  # 6 s of use in all
+            s.sendall(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(f.readline().startswith(b"HTTP/1.1 200"))
+            length = 0
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+            last = time.time()
+            time.sleep(1.5)
+        self.assertEqual(s.recv(10), b"")  # closed by the gateway in the end
+        self.assertGreater(time.time() - last, 4)  # counted from the last answer, not the first arming
+        s.close()
+
     def test_good_request_after_bad_ones(self):
         r = requests.get(self.gateway.url("/whoami"), timeout=5)
         self.assertEqual(r.json(), {"name": "guarded"})
