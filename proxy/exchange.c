@@ -1122,7 +1122,7 @@ static int sanitize_request(tg_exchange_t *ex)
      * address walk, the chain sent upstream and the logs all see every hop
      * (a balancer that adds its own line, as HAProxy's option forwardfor
      * does, must not hide the line before it). */
-    static const char *const lists[] = { "x-forwarded-for", "forwarded", "via" };
+    static const tg_name_t lists[] = { TG_NAME("x-forwarded-for"), TG_NAME("forwarded"), TG_NAME("via") };
     if (tg_headers_join_each(h, &ex->arena, lists, 3) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return -1;

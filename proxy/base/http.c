@@ -149,18 +149,16 @@ int tg_headers_join_len(tg_headers_t *h, tg_arena_t *a, const char *name, size_t
     return 0;
 }
 
-int tg_headers_join_each(tg_headers_t *h, tg_arena_t *a, const char *const *names, size_t n)
+int tg_headers_join_each(tg_headers_t *h, tg_arena_t *a, const tg_name_t *names, size_t n)
 {
-    size_t len[8], lines[8] = { 0 };
+    size_t lines[8] = { 0 };
     if (n > 8)
         return -1;
-    for (size_t k = 0; k < n; k++)
-        len[k] = strlen(names[k]);
     for (size_t i = 0; i < h->n; i++)
         for (size_t k = 0; k < n; k++)
-            lines[k] += name_eq(&h->v[i], names[k], len[k]);
+            lines[k] += name_eq(&h->v[i], names[k].s, names[k].len);
     for (size_t k = 0; k < n; k++)
-        if (lines[k] > 1 && tg_headers_join_len(h, a, names[k], len[k]) < 0)
+        if (lines[k] > 1 && tg_headers_join_len(h, a, names[k].s, names[k].len) < 0)
             return -1;
     return 0;
 }

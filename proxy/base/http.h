@@ -128,9 +128,15 @@ static inline int tg_headers_join(tg_headers_t *h, tg_arena_t *a, const char *na
 {
     return tg_headers_join_len(h, a, name, strlen(name));
 }
+/* A name and its length, for lists of literal names (TG_NAME("via")). */
+typedef struct tg_name {
+    const char *s;
+    size_t len;
+} tg_name_t;
+#define TG_NAME(lit) { lit, sizeof(lit) - 1 }
 /* The same for each of n (at most 8) names, the list walked once to find
  * which have several lines. */
-int tg_headers_join_each(tg_headers_t *h, tg_arena_t *a, const char *const *names, size_t n);
+int tg_headers_join_each(tg_headers_t *h, tg_arena_t *a, const tg_name_t *names, size_t n);
 
 /* Does a comma-separated header list (e.g. Connection) contain token? */
 int tg_header_has_token(const char *value, size_t len, const char *token);

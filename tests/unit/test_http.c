@@ -125,7 +125,7 @@ static void test_join_list_lines(void **state)
     add(&h, &a, "Forwarded", "for=1.2.3.4");
     add(&h, &a, "via", "1.1 b");
     add(&h, &a, "X-Forwarded-For", "7.7.7.7");
-    static const char *const lists[] = { "x-forwarded-for", "forwarded", "via" };
+    static const tg_name_t lists[] = { TG_NAME("x-forwarded-for"), TG_NAME("forwarded"), TG_NAME("via") };
     assert_int_equal(tg_headers_join_each(&h, &a, lists, 3), 0);
     assert_int_equal(h.n, 5);
     assert_string_equal(tg_headers_get(&h, "x-forwarded-for")->value, "6.6.6.6, 9.9.9.9, 10.0.0.1, , 7.7.7.7");
