@@ -91,12 +91,11 @@ struct tg_sock_loop {
     tg_sock_t *dead;                 /* freed during the batch */
 };
 
-/* A socket's timeout (a timer of the loop's, base/loop.h). */
-/* The timeout's timer is armed lazily: progress only moves due_us, and a
- * timer that fires before it is set again for what is left. A request's
- * several reads and writes cost one arming per timeout period, not a
- * cancel and a set each (the last, when it took the head of its FIFO,
- * also re-armed the libevent timer). */
+/* A socket's timeout (a timer of the loop's, base/loop.h), armed lazily:
+ * progress only moves due_us, and a timer that fires before it is set
+ * again for what is left. A request's several reads and writes cost one
+ * arming per timeout period, not a cancel and a set each (the set, when it
+ * took the head of its FIFO, also re-armed the libevent timer). */
 struct sock_timer {
     tg_timer_t t;
     tg_sock_t *s;
