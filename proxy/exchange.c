@@ -522,14 +522,12 @@ static int reply_body_to_scratch(tg_exchange_t *ex)
     return !added && fx->reply_body_len > 0 ? -1 : 0;
 }
 
-/* Can r go as one piece by write_whole (no response-body hook that sees
- * it, no trailers, a body of exactly the reply's bytes or none)? */
-static int whole_reply(const tg_exchange_t *ex, const tg_response_t *r)
+/* Is r framed so that write_whole can take it (no trailers, a body of
+ * exactly the reply's bytes or none)? */
+static int whole_framing(const tg_exchange_t *ex, const tg_response_t *r)
 {
-    return ex->ops->write_whole != NULL && r->trailers.n == 0 &&
-           ((r->body == TG_BODY_LENGTH && r->content_length == ex->fx.reply_body_len) ||
-            (r->body == TG_BODY_NONE && ex->fx.reply_body_len == 0)) &&
-           !(ex->body_hooks && tg_filters_see_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx));
+    return r->trailers.n == 0 && ((r->body == TG_BODY_LENGTH && r->content_length == ex->fx.reply_body_len) ||
+                                  (r->body == TG_BODY_NONE && ex->fx.reply_body_len == 0));
 }
 
 /* A filter's own response (fx->reply_response: a cache hit, a stale
@@ -547,7 +545,10 @@ static void filter_response(tg_exchange_t *ex)
     tg_ex_release_upstream(ex, 0);
     drain_all(ex->scratch);
     *r = *made;
-    int whole = whole_reply(ex, r);
+    /* in one piece: the downstream can, no response-body hook sees it */
+    int whole = ex->ops->write_whole != NULL && whole_framing(ex, r) &&
+                !(ex->body_hooks &&
+                  tg_filters_see_response_body(&ex->snap->cfg->filters, &ex->route->filters, &ex->fx));
     if (!whole && reply_body_to_scratch(ex) < 0) {
         tg_exchange_reply(ex, 500, "out of memory");
         return;
@@ -556,7 +557,7 @@ static void filter_response(tg_exchange_t *ex)
     tg_filters_on_response(&ex->snap->cfg->filters, &ex->route->filters, fx, r);
     add_filter_headers(ex, r, NULL);
     int rc = tg_headers_apply_rules(&r->headers, &ex->arena, &ex->route->response_headers);
-    if (rc == 0 && whole && !whole_reply(ex, r)) { /* a hook changed its framing: through scratch after all */
+    if (rc == 0 && whole && !whole_framing(ex, r)) { /* a hook changed its framing: through scratch after all */
         whole = 0;
         rc = reply_body_to_scratch(ex);
     }
@@ -564,33 +565,25 @@ static void filter_response(tg_exchange_t *ex)
         if (fx->reply_release != NULL) /* not in scratch: released here */
             fx->reply_release(fx->reply_body, fx->reply_body_len, fx->reply_release_arg);
         fx->reply_release = NULL;
-        evbuffer_drain(ex->scratch, evbuffer_get_length(ex->scratch));
+        drain_all(ex->scratch);
         tg_exchange_reply(ex, 500, "out of memory");
         return;
     }
     ex->resp_started = 1;
+    int failed;
     if (whole) {
         ex->bytes_out += fx->reply_body_len;
         void (*rel)(const void *, size_t, void *) = fx->reply_release;
         fx->reply_release = NULL; /* the downstream's to call now */
-        if (ex->ops->write_whole(ex->ds, r, fx->reply_body, fx->reply_body_len, rel, fx->reply_release_arg) < 0) {
-            finish(ex, 1);
-            return;
-        }
-        ex->resp_done = 1;
-        advance(ex, EXEV_LOCAL_REPLY);
-        finish(ex, 0);
-        return;
+        failed = ex->ops->write_whole(ex->ds, r, fx->reply_body, fx->reply_body_len, rel, fx->reply_release_arg) < 0;
+    } else if (!(failed = ex->ops->write_head(ex->ds, r) < 0)) {
+        if (ex->body_hooks)
+            tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, fx, ex->scratch, 1);
+        size_t n = evbuffer_get_length(ex->scratch);
+        ex->bytes_out += n;
+        failed = (n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) || ex->ops->write_end(ex->ds, &r->trailers) < 0;
     }
-    if (ex->ops->write_head(ex->ds, r) < 0) {
-        finish(ex, 1);
-        return;
-    }
-    if (ex->body_hooks)
-        tg_filters_on_response_body(&ex->snap->cfg->filters, &ex->route->filters, fx, ex->scratch, 1);
-    size_t n = evbuffer_get_length(ex->scratch);
-    ex->bytes_out += n;
-    if ((n > 0 && ex->ops->write_body(ex->ds, ex->scratch) < 0) || ex->ops->write_end(ex->ds, &r->trailers) < 0) {
+    if (failed) {
         finish(ex, 1);
         return;
     }

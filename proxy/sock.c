@@ -1080,22 +1080,16 @@ int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *b
         } /* another error: the loop's write meets it again and reports it */
     }
     size_t hsent = sent < hlen ? sent : hlen, bsent = sent - hsent;
-    if (hsent < hlen && evbuffer_add(out, (const char *)head + hsent, hlen - hsent) < 0) {
+    if ((hsent < hlen && evbuffer_add(out, (const char *)head + hsent, hlen - hsent) < 0) ||
+        (bsent < blen && (done == NULL ? evbuffer_add(out, (const char *)body + bsent, blen - bsent)
+                                       : evbuffer_add_reference(out, (const char *)body + bsent, blen - bsent, done,
+                                                                arg)) < 0)) {
         if (done != NULL)
             done(body, blen, arg);
         return -1;
     }
-    if (bsent < blen) {
-        const char *rest = (const char *)body + bsent;
-        if (done == NULL ? evbuffer_add(out, rest, blen - bsent) < 0
-                         : evbuffer_add_reference(out, rest, blen - bsent, done, arg) < 0) {
-            if (done != NULL)
-                done(body, blen, arg);
-            return -1;
-        }
-    } else if (done != NULL) {
+    if (bsent == blen && done != NULL) /* all of it went */
         done(body, blen, arg);
-    }
     if (sent < hlen + blen) /* something waits: the loop writes it */
         tg_sock_flush(s);
     return 0;
