@@ -372,6 +372,7 @@ typedef struct tg_config {
     char *document;           /* the file as loaded, as JSON: ${VAR}s expanded, secrets "<redacted>" (/config) */
     tg_admin_conf_t admin;
     unsigned workers;         /* 0 = auto (one per CPU) */
+    int io_uring_off;         /* io_uring: off (1) or auto (0); read at start */
     uint64_t drain_timeout_ms;
     tg_limits_t limits;
     tg_listener_conf_t *listeners;

@@ -469,6 +469,13 @@ const tg_keyset_t tg_keys_cluster_dns = TG_KEYSET("cluster.dns", "clusters[].dns
 static const tg_key_t top_keys[] = {
     { "workers", TG_KEY_INT, "integer 1–256 or `auto`", "`auto`",
       "worker threads; `auto` = one per online CPU. Each worker has its own event loop, its own SO_REUSEPORT listening socket per listener and its own upstream connection pools. A change takes effect on restart, not on reload.", .min = 1, .max = 256, .choices = "auto" },
+    { "io_uring", TG_KEY_ENUM, "`auto` or `off`", "`auto`",
+      "how a worker's sockets reach the kernel: `auto` batches them through an io_uring where the kernel allows it "
+      "(the first reads of the sockets one wake-up found ready go in one system call, and so do the writes their "
+      "answers made, instead of one call each; a system call's fixed cost is what most of a small request's CPU "
+      "time goes to), else one call per read and write, as with `off`. The start-up log says which. TLS sockets "
+      "always make their own calls. A change takes effect on restart, not on reload.",
+      .choices = "auto|off", TG_FIELD(tg_config_t, io_uring_off, TG_FIELD_INT) },
     { "drain_timeout", TG_KEY_DURATION, "duration", "`30s`",
       "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the remaining connections are closed",
       TG_FIELD(tg_config_t, drain_timeout_ms, TG_FIELD_U64), .def = TG_DEFAULT_DRAIN_TIMEOUT_MS },

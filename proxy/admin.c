@@ -177,7 +177,7 @@ tg_admin_t *tg_admin_start(tg_loop_t *loop, const char *host, uint16_t port, tg_
     }
     tg_admin_t *a = calloc(1, sizeof(*a));
     struct event_base *base = tg_loop_base(loop);
-    if (a == NULL || (a->loop = tg_sock_loop_new(loop)) == NULL) {
+    if (a == NULL || (a->loop = tg_sock_loop_new(loop, 0)) == NULL) {
         free(a);
         freeaddrinfo(res);
         tg_errors_add(errs, "admin: out of memory");

@@ -42,6 +42,7 @@
 #include "proxy/metrics.h"
 #include "proxy/notify.h"
 #include "proxy/snapshot.h"
+#include "proxy/sock.h"
 #include "proxy/stack.h"
 #include "proxy/stats.h"
 #include "proxy/syncall.h"
@@ -238,6 +239,8 @@ static int reload_apply(process_t *p, tg_errors_t *errs)
         goto fail;
     if ((nc->workers ? nc->workers : p->n_workers) != p->n_workers)
         tg_warn("reload: a change of 'workers' takes effect on restart");
+    if (nc->io_uring_off != p->snap->cfg->io_uring_off)
+        tg_warn("reload: a change of 'io_uring' takes effect on restart");
     n = nc->n_listeners;
     fds = malloc((size_t)p->n_workers * n * sizeof(int) + 1);
     if (fds == NULL)
@@ -699,6 +702,12 @@ static int start_workers(process_t *p)
     }
     tg_activation_report_unused(&p->activation);
     tg_info("tollgate %s running with %u worker(s), config %s", TOLLGATE_VERSION, p->n_workers, cfg->path);
+    int why = 0;
+    if (tg_sock_loop_batched(tg_worker_sockloop(p->workers[0]), &why))
+        tg_info("I/O: reads and writes batched through io_uring");
+    else
+        tg_info("I/O: one system call per read and write (%s%s)", why ? "io_uring refused: " : "io_uring: off",
+                why ? strerror(why) : "");
     return 0;
 }
 

@@ -22,6 +22,7 @@
 #include "proxy/base/slab.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -65,7 +66,8 @@ struct tg_sock {
     unsigned handshaking : 1, read_wants_write : 1, write_wants_read : 1, eof_unclean : 1;
     unsigned readable : 1, writable : 1, connecting : 1, eof : 1, dead : 1, paused : 1, at_limit : 1,
         shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1,
-        want_park : 1;
+        want_park : 1, pre_wrote : 1;
+    uint8_t pre_events; /* what batched I/O (ring) found, for the next dispatch */
 };
 
 /* Empty buffers of parked sockets, kept for the next socket that needs
@@ -89,6 +91,20 @@ struct tg_sock_loop {
     struct event ep_ev;
     int in_batch;                    /* dispatching a batch: frees wait for its end */
     tg_sock_t *dead;                 /* freed during the batch */
+    struct ring *ring;               /* NULL: one syscall per read and write */
+    int ring_err;                    /* why there is no ring (an errno; 0: not asked for) */
+    uint64_t ring_batches, ring_ops; /* submissions and the operations they carried */
+};
+
+#define RING_BATCH 64
+#define RING_IOV 16
+struct ring {
+    struct io_uring u;
+    tg_sock_t *who[RING_BATCH];
+    uint32_t want[RING_BATCH];
+    struct msghdr m[RING_BATCH];
+    struct iovec v[RING_BATCH][RING_IOV];
+    char rbuf[RING_BATCH][FIRST_READ];
 };
 
 /* A socket's timeout (a timer of the loop's, base/loop.h), armed lazily:
@@ -492,6 +508,29 @@ static int read_ended(tg_sock_t *s, ssize_t r)
     return TG_SOCK_ERROR;
 }
 
+/* A first read of up to n bytes into buf came back r (-1: err): its
+ * bytes into the input, the socket's state moved. The events, or -1 to
+ * read again (EINTR). */
+static int first_read_done(tg_sock_t *s, const char *buf, size_t n, ssize_t r, int err)
+{
+    if (r > 0) {
+        if (evbuffer_add(s->in, buf, (size_t)r) < 0) {
+            s->err = ENOMEM;
+            return TG_SOCK_ERROR;
+        }
+        s->bulk = 0;
+        if ((size_t)r < n && !s->rdhup) {
+            s->readable = 0;
+            s->short_read = 1;
+        }
+        return TG_SOCK_READ;
+    }
+    if (r < 0 && err == EINTR)
+        return -1;
+    errno = err;
+    return read_ended(s, r);
+}
+
 /* Reads until EAGAIN, a short read, EOF, or the read limit. */
 static int do_read(tg_sock_t *s)
 {
@@ -521,24 +560,13 @@ static int do_read(tg_sock_t *s)
             char first[FIRST_READ];
             size_t n = want < sizeof(first) ? want : sizeof(first);
             ssize_t r = recv(s->fd, first, n, 0); /* a socket: recv skips read()'s file layer */
-            if (r > 0) {
-                if (evbuffer_add(s->in, first, (size_t)r) < 0) {
-                    s->err = ENOMEM;
-                    events |= TG_SOCK_ERROR;
-                    break;
-                }
-                events |= TG_SOCK_READ;
-                s->bulk = 0;
-                if ((size_t)r < n && !s->rdhup) {
-                    s->readable = 0;
-                    s->short_read = 1;
-                }
+            int got = first_read_done(s, first, n, r, r < 0 ? errno : 0);
+            if (got < 0)
                 continue;
-            }
-            if (r < 0 && errno == EINTR)
-                continue;
-            events |= read_ended(s, r);
-            break;
+            events |= got;
+            if (got != TG_SOCK_READ)
+                break;
+            continue;
         }
         struct evbuffer_iovec v[2];
         int nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
@@ -627,7 +655,8 @@ static ssize_t write_out(tg_sock_t *s)
 
 static int do_write(tg_sock_t *s)
 {
-    int events = 0, progress = 0;
+    int events = 0, progress = s->pre_wrote;
+    s->pre_wrote = 0;
     s->write_wants_read = 0;
     while (s->ssl != NULL && s->writable && !s->handshaking && !s->dead && out_len(s) > 0) {
         int r = tls_write_some(s);
@@ -691,9 +720,9 @@ static int advance(tg_sock_t *s, int wr, int rd)
     return events;
 }
 
-static void on_io(evutil_socket_t fd, short what, void *arg)
+/* pre: what the batch's read found (ring_reads), or -1 if it did not read */
+static void on_io(tg_sock_t *s, short what, int pre)
 {
-    tg_sock_t *s = arg;
     dispatch_begin(s);
     if (what & EV_WRITE) {
         s->writable = 1;
@@ -721,13 +750,185 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     }
     if (what & EV_CLOSED)
         s->rdhup = 1;
-    if (what & (EV_READ | EV_CLOSED))
+    if ((what & (EV_READ | EV_CLOSED)) && pre < 0)
         s->readable = 1;
-    int events = 0;
+    int events = pre > 0 ? pre : 0;
     if (!s->connecting && !s->dead)
-        events = advance(s, what & EV_WRITE, what & (EV_READ | EV_CLOSED));
+        events |= advance(s, what & EV_WRITE, what & (EV_READ | EV_CLOSED));
     deliver(s, events);
     dispatch_end(s);
+}
+
+/* ---- batched I/O (io_uring) ----
+ *
+ * A syscall costs the same whatever it does, and a batch of ready sockets
+ * makes one read each and, once their callbacks ran, one write each. With
+ * a ring, the batch's first reads (into an empty input) go to the kernel
+ * as one submission, and so do the loop's turn's writes: two syscalls a
+ * batch instead of two a request. Every operation is MSG_DONTWAIT, so the
+ * kernel completes it during the submission (a full or empty socket
+ * answers EAGAIN, as the syscall would): nothing is in flight once the
+ * submission returns, and the results are applied before any callback
+ * runs, exactly as the syscalls' would be. */
+
+/* Submits the k prepared operations and waits for their k completions;
+ * fn(l, index, result) for each. -1 if the ring failed: it is dropped
+ * (what it did not run never runs), the loop goes on with syscalls. */
+static int ring_run(tg_sock_loop_t *l, unsigned k, void (*fn)(tg_sock_loop_t *l, unsigned i, int res, void *arg),
+                    void *arg)
+{
+    struct ring *g = l->ring;
+    int r;
+    do
+        r = io_uring_submit_and_wait(&g->u, k);
+    while (r == -EINTR);
+    l->ring_batches++;
+    l->ring_ops += k;
+    unsigned want = r > 0 ? (unsigned)r : 0, got = 0;
+    while (got < want) {
+        struct io_uring_cqe *c;
+        int w = io_uring_wait_cqe(&g->u, &c);
+        if (w == -EINTR)
+            continue;
+        if (w < 0)
+            break;
+        fn(l, (unsigned)io_uring_cqe_get_data64(c), c->res, arg);
+        io_uring_cqe_seen(&g->u, c);
+        got++;
+    }
+    if (r == (int)k && got == want)
+        return 0;
+    tg_log(TG_LOG_WARN, "io_uring submission failed (%s): reads and writes go one syscall each from now on",
+           strerror(r < 0 ? -r : EIO));
+    io_uring_queue_exit(&g->u);
+    free(g);
+    l->ring = NULL;
+    l->ring_err = r < 0 ? -r : EIO;
+    return -1;
+}
+
+struct read_batch {
+    struct epoll_event *evs;
+    int *pre;
+};
+
+static void read_done(tg_sock_loop_t *l, unsigned i, int res, void *arg)
+{
+    struct read_batch *b = arg;
+    tg_sock_t *s = b->evs[i].data.ptr;
+    int ev;
+    if (res > 0 && unpark(s) < 0) {
+        s->err = ENOMEM;
+        ev = TG_SOCK_ERROR;
+    } else {
+        if (b->evs[i].events & EPOLLRDHUP)
+            s->rdhup = 1;
+        s->readable = 1;
+        ev = first_read_done(s, l->ring->rbuf[i], l->ring->want[i], res >= 0 ? res : -1, res >= 0 ? 0 : -res);
+        if (ev < 0) /* EINTR: the socket stays readable, and do_read reads */
+            ev = 0;
+        if (ev & TG_SOCK_READ)
+            touch_timer(s);
+    }
+    b->pre[i] = ev;
+}
+
+/* The first reads of the batch's readable sockets whose input is empty. */
+static void ring_reads(tg_sock_loop_t *l, struct epoll_event *evs, int n, int *pre)
+{
+    struct ring *g = l->ring;
+    unsigned k = 0;
+    for (int i = 0; i < n; i++) {
+        tg_sock_t *s = evs[i].data.ptr;
+        if (!(evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || s->dead || s->ssl != NULL ||
+            s->connecting || s->paused || s->eof || in_len(s) > 0)
+            continue;
+        size_t want = FIRST_READ;
+        if (s->read_limit && s->read_limit < want)
+            want = s->read_limit;
+        struct io_uring_sqe *q = io_uring_get_sqe(&g->u);
+        if (q == NULL)
+            break;
+        io_uring_prep_recv(q, s->fd, g->rbuf[i], want, MSG_DONTWAIT);
+        io_uring_sqe_set_data64(q, (uint64_t)i);
+        g->want[i] = (uint32_t)want;
+        k++;
+    }
+    struct read_batch b = { evs, pre };
+    if (k > 0)
+        ring_run(l, k, read_done, &b);
+}
+
+static void write_done(tg_sock_loop_t *l, unsigned i, int res, void *arg)
+{
+    tg_sock_t *s = l->ring->who[i];
+    if (res > 0) {
+        evbuffer_drain(s->out, (size_t)res);
+        s->pre_wrote = 1;
+    } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
+        s->writable = 0; /* the write edge will resume it */
+    } else if (res < 0 && res != -EINTR) {
+        s->err = -res;
+        s->writable = 0;
+        s->pre_events |= TG_SOCK_ERROR;
+    }
+}
+
+/* The queued sockets' writes. */
+static void ring_writes(tg_sock_loop_t *l)
+{
+    struct ring *g = l->ring;
+    unsigned k = 0;
+    tg_sock_t *s;
+    TAILQ_FOREACH(s, &l->queue, qlink) {
+        if (k == RING_BATCH)
+            break;
+        if (!s->q_write || s->ssl != NULL || !s->writable || s->connecting || s->dead || out_len(s) == 0)
+            continue;
+        int n = evbuffer_peek(s->out, -1, NULL, (struct evbuffer_iovec *)g->v[k], RING_IOV);
+        if (n <= 0)
+            continue;
+        if (n > RING_IOV)
+            n = RING_IOV;
+        struct io_uring_sqe *q = io_uring_get_sqe(&g->u);
+        if (q == NULL)
+            break;
+        if (n == 1) {
+            io_uring_prep_send(q, s->fd, g->v[k][0].iov_base, g->v[k][0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            g->m[k] = (struct msghdr){ .msg_iov = g->v[k], .msg_iovlen = (size_t)n };
+            io_uring_prep_sendmsg(q, s->fd, &g->m[k], MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        io_uring_sqe_set_data64(q, k);
+        g->who[k++] = s;
+    }
+    if (k > 0)
+        ring_run(l, k, write_done, NULL);
+}
+
+/* The loop's ring, or NULL with *err why (an errno). */
+static struct ring *ring_new(int *err)
+{
+    struct ring *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    /* COOP_TASKRUN: no interrupt to run completion work, the submission
+     * does it (everything here completes inside it anyway); kernels before
+     * 5.19 refuse the flag, and go without it */
+    struct io_uring_params p = { .flags = IORING_SETUP_COOP_TASKRUN };
+    int r = io_uring_queue_init_params(RING_BATCH, &g->u, &p);
+    if (r == -EINVAL) {
+        memset(&p, 0, sizeof(p));
+        r = io_uring_queue_init_params(RING_BATCH, &g->u, &p);
+    }
+    if (r < 0) {
+        *err = -r;
+        free(g);
+        return NULL;
+    }
+    return g;
 }
 
 /* The loop's epoll set has ready sockets: dispatch each, as libevent
@@ -736,11 +937,16 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 static void on_epoll(evutil_socket_t fd, short what, void *arg)
 {
     tg_sock_loop_t *l = arg;
-    struct epoll_event evs[64];
+    struct epoll_event evs[RING_BATCH];
+    int pre[RING_BATCH];
     int n;
     l->in_batch = 1;
     do {
-        n = epoll_wait(l->epfd, evs, 64, 0);
+        n = epoll_wait(l->epfd, evs, RING_BATCH, 0);
+        for (int i = 0; i < n; i++)
+            pre[i] = -1;
+        if (l->ring != NULL && n > 0)
+            ring_reads(l, evs, n, pre);
         for (int i = 0; i < n; i++) {
             tg_sock_t *s = evs[i].data.ptr;
             if (s->dead)
@@ -755,9 +961,9 @@ static void on_epoll(evutil_socket_t fd, short what, void *arg)
                 w |= EV_WRITE;
             if (e & EPOLLRDHUP)
                 w |= EV_CLOSED;
-            on_io(-1, w, s);
+            on_io(s, w, pre[i]);
         }
-    } while (n == 64);
+    } while (n == RING_BATCH);
     l->in_batch = 0;
     tg_sock_t *s;
     while ((s = l->dead) != NULL) {
@@ -787,18 +993,21 @@ static void on_turn(void *arg)
 {
     tg_sock_loop_t *l = arg;
     tg_sock_t *s;
+    if (l->ring != NULL)
+        ring_writes(l);
     while ((s = TAILQ_FIRST(&l->queue)) != NULL) {
-        int rd = s->q_read, wr = s->q_write, events = 0;
+        int rd = s->q_read, wr = s->q_write, events = s->pre_events;
+        s->pre_events = 0;
         dequeue(s);
         dispatch_begin(s);
         if (!s->connecting && !s->dead)
-            events = advance(s, wr, rd);
+            events |= advance(s, wr, rd);
         deliver(s, events);
         dispatch_end(s);
     }
 }
 
-tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop)
+tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop, int batched)
 {
     tg_sock_loop_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -819,7 +1028,22 @@ tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop)
         return NULL;
     }
     tg_loop_set_turn(loop, on_turn, l);
+    if (batched)
+        l->ring = ring_new(&l->ring_err);
     return l;
+}
+
+int tg_sock_loop_batched(const tg_sock_loop_t *l, int *why)
+{
+    if (why != NULL)
+        *why = l->ring_err;
+    return l->ring != NULL;
+}
+
+void tg_sock_loop_ring_counts(const tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops)
+{
+    *batches = l->ring_batches;
+    *ops = l->ring_ops;
 }
 
 void tg_sock_loop_free(tg_sock_loop_t *l)
@@ -829,6 +1053,10 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
     tg_loop_set_turn(l->loop, NULL, NULL);
     event_del(&l->ep_ev);
     close(l->epfd);
+    if (l->ring != NULL) {
+        io_uring_queue_exit(&l->ring->u);
+        free(l->ring);
+    }
     while (l->n_spare > 0)
         evbuffer_free(l->spare[--l->n_spare]);
     evbuffer_free(l->scratch);
@@ -1032,6 +1260,10 @@ void tg_sock_flush_now(tg_sock_t *s)
 {
     if (s->dead || !s->writable || s->connecting || out_len(s) == 0)
         return;
+    if (s->loop->ring != NULL && s->ssl == NULL) { /* the loop's turn writes it, with the batch's others */
+        tg_sock_flush(s);
+        return;
+    }
     if (s->ssl != NULL) {
         if (s->handshaking || (do_write(s) & TG_SOCK_ERROR)) {
             s->q_write = 1; /* the loop writes after the handshake, or reports the error */
@@ -1067,8 +1299,8 @@ int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *b
 {
     struct evbuffer *out = owned_buffer(s, 1);
     size_t sent = 0;
-    if (s->ssl == NULL && out == s->out && !s->dead && s->writable && !s->connecting && !s->shut_wr &&
-        evbuffer_get_length(out) == 0) {
+    if (s->ssl == NULL && s->loop->ring == NULL && out == s->out && !s->dead && s->writable && !s->connecting &&
+        !s->shut_wr && evbuffer_get_length(out) == 0) {
         struct iovec v[2] = { { (void *)head, hlen }, { (void *)body, blen } };
         struct msghdr m = { .msg_iov = v, .msg_iovlen = blen ? 2 : 1 };
         ssize_t r = sendmsg(s->fd, &m, MSG_NOSIGNAL);

@@ -10,7 +10,9 @@
  *    the kernel keeps the rest until tg_sock_consumed());
  *  - writes are batched: tg_sock_flush() queues the socket on its loop and
  *    all queued sockets are written once per event-loop iteration, with
- *    one writev each; write interest is only "waited for" after EAGAIN.
+ *    one writev each; write interest is only "waited for" after EAGAIN;
+ *  - with an io_uring (tg_sock_loop_new's batched), a batch's first reads
+ *    and the turn's writes each go to the kernel in one submission.
  *
  * One callback per socket receives a mask of events. The callback may call
  * tg_sock_free() on any socket, its own included: memory is released when
@@ -43,9 +45,18 @@ enum {
 typedef void (*tg_sock_cb)(tg_sock_t *s, int events, void *arg);
 
 /* The sockets of one thread's loop: their batched work runs as the
- * loop's turn (base/loop.h; one socket loop per loop). */
-tg_sock_loop_t *tg_sock_loop_new(struct tg_loop *loop);
+ * loop's turn (base/loop.h; one socket loop per loop). batched: reads and
+ * writes go to the kernel through an io_uring, a batch of sockets' in one
+ * syscall (see sock.c), where the kernel allows it; if it does not, and
+ * with batched 0, one syscall each. */
+tg_sock_loop_t *tg_sock_loop_new(struct tg_loop *loop, int batched);
 void tg_sock_loop_free(tg_sock_loop_t *l);
+/* 1 if reads and writes are batched; else 0, and *why (if not NULL) says
+ * why: the errno that refused the ring (ENOSYS, EPERM under a seccomp
+ * profile, ...), or 0 when batching was not asked for. */
+int tg_sock_loop_batched(const tg_sock_loop_t *l, int *why);
+/* Submissions made and the reads and writes they carried. */
+void tg_sock_loop_ring_counts(const tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops);
 
 /* Wraps a connected (accepted) non-blocking socket; takes the fd. */
 tg_sock_t *tg_sock_new(tg_sock_loop_t *l, int fd);
@@ -95,11 +106,13 @@ void tg_sock_need_more(tg_sock_t *s);
  * pieces of a message still being produced). */
 void tg_sock_flush(tg_sock_t *s);
 /* Write the output now, for a complete message: one writev, no callback
- * from inside (an error or a remainder is handled from the loop). */
+ * from inside (an error or a remainder is handled from the loop). On a
+ * batched loop: at the loop's turn, with the other sockets' writes. */
 void tg_sock_flush_now(tg_sock_t *s);
 /* A complete message, its head copied and its body by reference: written
  * now in one write when nothing is queued before it (plain TCP), else, and
- * for what that write left, queued for the loop. done(body, blen, arg)
+ * for what that write left, queued for the loop (on a batched loop: always
+ * queued, the head copied, and written at the loop's turn). done(body, blen, arg)
  * runs once the body's bytes are gone (before returning, when they went
  * at once) and on failure; with no done, what is left of the body is
  * copied like the head's. 0, or -1 when out of memory (the socket is then

@@ -430,7 +430,7 @@ tg_worker_t *tg_worker_new(unsigned id, unsigned n_workers, tg_snapshot_t *snap,
         event_config_free(ec);
     }
     if (w->base == NULL || (w->loop = tg_loop_new(w->base)) == NULL ||
-        (w->sockloop = tg_sock_loop_new(w->loop)) == NULL ||
+        (w->sockloop = tg_sock_loop_new(w->loop, !snap->cfg->io_uring_off)) == NULL ||
         pipe2(w->cmd_fd, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
     w->listeners = calloc(n ? n : 1, sizeof(*w->listeners));

@@ -616,6 +616,41 @@ def syscalls_during(pid, seconds):
     return int(m.group(1)), text
 
 
+class SyscallCounts:
+    """strace -c on every thread of process pid for as long as the with
+    block runs, entered once strace has attached to each thread; .calls
+    maps a syscall's name to how many times it was made. Counts, not
+    times: the verdicts built on them do not move with the machine's load."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.calls = {}
+
+    def __enter__(self):
+        self.out = tempfile.NamedTemporaryFile(prefix="tg-strace-", suffix=".txt", delete=False).name
+        self.err = tempfile.TemporaryFile()
+        self.tracer = subprocess.Popen(["strace", "-f", "-c", "-o", self.out, "-p", str(self.pid)],
+                                       stdout=subprocess.DEVNULL, stderr=self.err)
+
+        def attached():  # "Process N attached with T threads": all of them
+            self.err.seek(0)
+            return b"attached" in self.err.read()
+        wait_until(attached, timeout=20, what="strace attached")
+        return self
+
+    def __exit__(self, *exc):
+        self.tracer.send_signal(signal.SIGINT)
+        self.tracer.wait(timeout=30)
+        with open(self.out) as f:
+            text = f.read()
+        os.unlink(self.out)
+        for line in text.splitlines():
+            m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+            if m and m.group(2) != "total":
+                self.calls[m.group(2)] = int(m.group(1))
+        return False
+
+
 def accept_queue(port):
     """Connections waiting in the accept queues of the listening sockets on
     port (the rx_queue of its LISTEN entries, summed: one per worker with

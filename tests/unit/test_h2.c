@@ -175,7 +175,7 @@ static void test_send_callbacks(void **state)
 {
     struct event_base *base = event_base_new();
     tg_loop_t *tl = tg_loop_new(base);
-    tg_sock_loop_t *loop = tg_sock_loop_new(tl);
+    tg_sock_loop_t *loop = tg_sock_loop_new(tl, 1);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     tg_conn_t conn = { .sock = tg_sock_new(loop, sv[0]) };
