@@ -68,6 +68,7 @@ struct tg_sock {
         shut_wr : 1, wr_closed : 1, short_read : 1, queued : 1, q_read : 1, q_write : 1, timer_on : 1, bulk : 1, rdhup : 1,
         want_park : 1, pre_wrote : 1;
     uint8_t pre_events; /* what batched I/O (ring) found, for the next dispatch */
+    uint8_t pend;       /* 1 + its whole message's slot in the ring (struct pend), or 0 */
 };
 
 /* Empty buffers of parked sockets, kept for the next socket that needs
@@ -98,12 +99,33 @@ struct tg_sock_loop {
 
 #define RING_BATCH 64
 #define RING_IOV 16
+#define RING_STAGE (32 * 1024) /* heads (and bodies to copy) of the turn's whole messages */
+
+/* A whole message (tg_sock_write_ref) waiting for the turn's writes: its
+ * head (and a body the caller keeps no longer) copied into the ring's
+ * stage, its body otherwise by reference. It precedes anything in the
+ * socket's output, which is empty while it waits: whatever would add to
+ * the output, or write it, first moves it there (spill). None is left
+ * once the turn is over, so the stage is reused turn by turn. */
+struct pend {
+    tg_sock_t *s;                 /* NULL: the slot is free */
+    const char *head, *body;
+    size_t hlen, blen;
+    void (*done)(const void *data, size_t len, void *arg);
+    void *arg;
+    const void *done_data;        /* what done is given: the caller's body, not the copy */
+};
+
 struct ring {
     struct io_uring u;
     tg_sock_t *who[RING_BATCH];
     uint32_t want[RING_BATCH];
     struct msghdr m[RING_BATCH];
     struct iovec v[RING_BATCH][RING_IOV];
+    struct pend pend[RING_BATCH];
+    unsigned n_pend;              /* slots used this turn (freed ones are not reused before the turn ends) */
+    size_t staged;                /* bytes of stage used */
+    char stage[RING_STAGE];
     char rbuf[RING_BATCH][FIRST_READ];
 };
 
@@ -123,9 +145,11 @@ static size_t in_len(const tg_sock_t *s)
     return s->in ? evbuffer_get_length(s->in) : 0;
 }
 
+static size_t pend_len(const tg_sock_t *s);
+
 static size_t out_len(const tg_sock_t *s)
 {
-    return s->out ? evbuffer_get_length(s->out) : 0;
+    return (s->out ? evbuffer_get_length(s->out) : 0) + (s->pend ? pend_len(s) : 0);
 }
 
 static void buf_give(tg_sock_loop_t *l, struct evbuffer *b)
@@ -158,15 +182,19 @@ static int unpark(tg_sock_t *s)
 /* Parks the socket if its owner asked for it and both buffers are empty. */
 static void try_park(tg_sock_t *s)
 {
-    if (!s->want_park || s->in == NULL || evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+    if (!s->want_park || s->in == NULL || s->pend || evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
         return;
     buf_give(s->loop, s->in);
     buf_give(s->loop, s->out);
     s->in = s->out = NULL;
 }
 
+static void pend_end(tg_sock_t *s);
+
 static void release(tg_sock_t *s)
 {
+    if (s->pend) /* a message that never went: its body released */
+        pend_end(s);
     if (s->ssl != NULL) {
         /* OpenSSL drops the session of a connection freed without a TLS
          * shutdown from the server's cache (as if it had been cut by an
@@ -653,10 +681,14 @@ static ssize_t write_out(tg_sock_t *s)
     return drained(s, sendmsg(s->fd, &m, MSG_NOSIGNAL));
 }
 
+static void spill(tg_sock_t *s, size_t sent);
+
 static int do_write(tg_sock_t *s)
 {
     int events = 0, progress = s->pre_wrote;
     s->pre_wrote = 0;
+    if (s->pend)
+        spill(s, 0);
     s->write_wants_read = 0;
     while (s->ssl != NULL && s->writable && !s->handshaking && !s->dead && out_len(s) > 0) {
         int r = tls_write_some(s);
@@ -771,6 +803,95 @@ static void on_io(tg_sock_t *s, short what, int pre)
  * submission returns, and the results are applied before any callback
  * runs, exactly as the syscalls' would be. */
 
+/* Queues in out what a write of sent bytes left of head + body: the
+ * head's rest copied, the body's by reference (copied when there is no
+ * done); done(body, blen, arg) runs once the body has gone — now, if it
+ * all went — or at once on failure. 0, or -1 when out of memory. */
+static int queue_rest(struct evbuffer *out, const void *head, size_t hlen, const void *body, size_t blen, size_t sent,
+                      void (*done)(const void *data, size_t len, void *arg), void *arg)
+{
+    size_t hsent = sent < hlen ? sent : hlen, bsent = sent - hsent;
+    if ((hsent < hlen && evbuffer_add(out, (const char *)head + hsent, hlen - hsent) < 0) ||
+        (bsent < blen && (done == NULL ? evbuffer_add(out, (const char *)body + bsent, blen - bsent)
+                                       : evbuffer_add_reference(out, (const char *)body + bsent, blen - bsent, done,
+                                                                arg)) < 0)) {
+        if (done != NULL)
+            done(body, blen, arg);
+        return -1;
+    }
+    if (bsent == blen && done != NULL) /* all of the body went */
+        done(body, blen, arg);
+    return 0;
+}
+
+static struct pend *pend_of(const tg_sock_t *s)
+{
+    return &s->loop->ring->pend[s->pend - 1];
+}
+
+static size_t pend_len(const tg_sock_t *s)
+{
+    const struct pend *p = pend_of(s);
+    return p->hlen + p->blen;
+}
+
+/* Takes a whole message for the turn's writes, if the stage has room. */
+static int pend_take(tg_sock_t *s, const void *head, size_t hlen, const void *body, size_t blen,
+                     void (*done)(const void *data, size_t len, void *arg), void *arg)
+{
+    struct ring *g = s->loop->ring;
+    size_t need = hlen + (done == NULL ? blen : 0); /* no done: the caller's body may go, so it is copied */
+    if (g->n_pend == RING_BATCH || need > RING_STAGE - g->staged)
+        return -1;
+    char *at = g->stage + g->staged;
+    memcpy(at, head, hlen);
+    if (done == NULL && blen > 0) {
+        memcpy(at + hlen, body, blen);
+        body = at + hlen;
+    }
+    g->staged += need;
+    g->pend[g->n_pend++] = (struct pend){ s, at, body, hlen, blen, done, arg };
+    s->pend = (uint8_t)g->n_pend;
+    return 0;
+}
+
+/* The pending message is done with (all of it went, or the socket goes):
+ * its slot freed, the caller's done run. */
+static void pend_end(tg_sock_t *s)
+{
+    struct pend p = *pend_of(s);
+    pend_of(s)->s = NULL;
+    s->pend = 0;
+    if (p.done != NULL)
+        p.done(p.body, p.blen, p.arg);
+}
+
+/* Moves what is left of the pending message after sent bytes into the
+ * output (the order kept: the output is empty while it waits). */
+static void spill(tg_sock_t *s, size_t sent)
+{
+    struct pend p = *pend_of(s);
+    pend_of(s)->s = NULL;
+    s->pend = 0;
+    if (queue_rest(s->out, p.head, p.hlen, p.body, p.blen, sent, p.done, p.arg) < 0 && !s->err) {
+        s->err = ENOMEM; /* reported from the loop, as a failed write would be */
+        s->pre_events |= TG_SOCK_ERROR;
+        s->q_write = 1;
+        enqueue(s);
+    }
+}
+
+/* No message waits past the turn: the stage is free again. */
+static void spill_all(tg_sock_loop_t *l)
+{
+    struct ring *g = l->ring;
+    for (unsigned i = 0; i < g->n_pend; i++)
+        if (g->pend[i].s != NULL)
+            spill(g->pend[i].s, 0);
+    g->n_pend = 0;
+    g->staged = 0;
+}
+
 /* Submits the k prepared operations and waits for their k completions;
  * fn(l, index, result) for each. -1 if the ring failed: it is dropped
  * (what it did not run never runs), the loop goes on with syscalls. */
@@ -800,6 +921,7 @@ static int ring_run(tg_sock_loop_t *l, unsigned k, void (*fn)(tg_sock_loop_t *l,
         return 0;
     tg_log(TG_LOG_WARN, "io_uring submission failed (%s): reads and writes go one syscall each from now on",
            strerror(r < 0 ? -r : EIO));
+    spill_all(l);
     io_uring_queue_exit(&g->u);
     free(g);
     l->ring = NULL;
@@ -862,8 +984,16 @@ static void ring_reads(tg_sock_loop_t *l, struct epoll_event *evs, int n, int *p
 static void write_done(tg_sock_loop_t *l, unsigned i, int res, void *arg)
 {
     tg_sock_t *s = l->ring->who[i];
-    if (res > 0) {
-        evbuffer_drain(s->out, (size_t)res);
+    size_t sent = res > 0 ? (size_t)res : 0;
+    if (s->pend) {
+        if (sent == pend_len(s))
+            pend_end(s);
+        else
+            spill(s, sent);
+    } else if (sent > 0) {
+        evbuffer_drain(s->out, sent);
+    }
+    if (sent > 0) {
         s->pre_wrote = 1;
     } else if (res == -EAGAIN || res == -EWOULDBLOCK) {
         s->writable = 0; /* the write edge will resume it */
@@ -885,11 +1015,19 @@ static void ring_writes(tg_sock_loop_t *l)
             break;
         if (!s->q_write || s->ssl != NULL || !s->writable || s->connecting || s->dead || out_len(s) == 0)
             continue;
-        int n = evbuffer_peek(s->out, -1, NULL, (struct evbuffer_iovec *)g->v[k], RING_IOV);
-        if (n <= 0)
-            continue;
-        if (n > RING_IOV)
-            n = RING_IOV;
+        int n;
+        if (s->pend) {
+            const struct pend *p = pend_of(s);
+            g->v[k][0] = (struct iovec){ (void *)p->head, p->hlen };
+            g->v[k][1] = (struct iovec){ (void *)p->body, p->blen };
+            n = p->blen ? 2 : 1;
+        } else {
+            n = evbuffer_peek(s->out, -1, NULL, (struct evbuffer_iovec *)g->v[k], RING_IOV);
+            if (n <= 0)
+                continue;
+            if (n > RING_IOV)
+                n = RING_IOV;
+        }
         struct io_uring_sqe *q = io_uring_get_sqe(&g->u);
         if (q == NULL)
             break;
@@ -902,8 +1040,9 @@ static void ring_writes(tg_sock_loop_t *l)
         io_uring_sqe_set_data64(q, k);
         g->who[k++] = s;
     }
-    if (k > 0)
-        ring_run(l, k, write_done, NULL);
+    if (k > 0 && ring_run(l, k, write_done, NULL) < 0)
+        return; /* the ring is gone, its messages spilled */
+    spill_all(l);
 }
 
 /* The loop's ring, or NULL with *err why (an errno). */
@@ -1005,6 +1144,8 @@ static void on_turn(void *arg)
         deliver(s, events);
         dispatch_end(s);
     }
+    if (l->ring != NULL)
+        spill_all(l);
 }
 
 tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop, int batched)
@@ -1138,8 +1279,11 @@ void tg_sock_set_cb(tg_sock_t *s, tg_sock_cb cb, void *arg)
 static struct evbuffer *owned_buffer(tg_sock_t *s, int out)
 {
     s->want_park = 0; /* the owner is at work on it again: no parking until it asks */
-    if (unpark(s) == 0)
+    if (unpark(s) == 0) {
+        if (out && s->pend) /* what is added goes after the waiting message */
+            spill(s, 0);
         return out ? s->out : s->in;
+    }
     if (!s->err)
         s->err = ENOMEM;
     s->q_read = 1;
@@ -1299,29 +1443,28 @@ int tg_sock_write_ref(tg_sock_t *s, const void *head, size_t hlen, const void *b
 {
     struct evbuffer *out = owned_buffer(s, 1);
     size_t sent = 0;
-    if (s->ssl == NULL && s->loop->ring == NULL && out == s->out && !s->dead && s->writable && !s->connecting &&
-        !s->shut_wr && evbuffer_get_length(out) == 0) {
-        struct iovec v[2] = { { (void *)head, hlen }, { (void *)body, blen } };
-        struct msghdr m = { .msg_iov = v, .msg_iovlen = blen ? 2 : 1 };
-        ssize_t r = sendmsg(s->fd, &m, MSG_NOSIGNAL);
-        if (r > 0) {
-            sent = (size_t)r;
-            touch_timer(s);
-        } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            s->writable = 0; /* the write edge will resume it */
-        } /* another error: the loop's write meets it again and reports it */
+    if (s->ssl == NULL && out == s->out && !s->dead && s->writable && !s->connecting && !s->shut_wr &&
+        evbuffer_get_length(out) == 0) {
+        if (s->loop->ring != NULL) { /* for the turn's writes, without the output buffer if the stage has room */
+            if (pend_take(s, head, hlen, body, blen, done, arg) == 0) {
+                s->q_write = 1;
+                enqueue(s);
+                return 0;
+            }
+        } else {
+            struct iovec v[2] = { { (void *)head, hlen }, { (void *)body, blen } };
+            struct msghdr m = { .msg_iov = v, .msg_iovlen = blen ? 2 : 1 };
+            ssize_t r = sendmsg(s->fd, &m, MSG_NOSIGNAL);
+            if (r > 0) {
+                sent = (size_t)r;
+                touch_timer(s);
+            } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                s->writable = 0; /* the write edge will resume it */
+            } /* another error: the loop's write meets it again and reports it */
+        }
     }
-    size_t hsent = sent < hlen ? sent : hlen, bsent = sent - hsent;
-    if ((hsent < hlen && evbuffer_add(out, (const char *)head + hsent, hlen - hsent) < 0) ||
-        (bsent < blen && (done == NULL ? evbuffer_add(out, (const char *)body + bsent, blen - bsent)
-                                       : evbuffer_add_reference(out, (const char *)body + bsent, blen - bsent, done,
-                                                                arg)) < 0)) {
-        if (done != NULL)
-            done(body, blen, arg);
+    if (queue_rest(out, head, hlen, body, blen, sent, done, arg) < 0)
         return -1;
-    }
-    if (bsent == blen && done != NULL) /* all of it went */
-        done(body, blen, arg);
     if (sent < hlen + blen) /* something waits: the loop writes it */
         tg_sock_flush(s);
     return 0;

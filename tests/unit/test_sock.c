@@ -286,6 +286,111 @@ static void test_timeout_counts_from_progress(void **state)
     tg_sock_set_timeout(f->s, 0);
 }
 
+/* Batched: whole messages wait for the turn in the ring's stage; a second
+ * one on the socket, and output added by other means, go after the first,
+ * in order. */
+static void test_waiting_messages_keep_order(void **state)
+{
+    fx_t *f = *state;
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "A-head.", 7, "A-body.", 7, on_done, &rel), 0);
+    assert_int_equal(tg_sock_write_ref(f->s, "B-head.", 7, "B-body.", 7, on_done, &rel), 0);
+    evbuffer_add(tg_sock_out(f->s), "C.", 2);
+    assert_int_equal(rel.calls, 0);
+    assert_int_equal(tg_sock_out_len(f->s), 30);
+    unsigned char got[64] = { 0 };
+    assert_int_equal(drain_peer(f, got, 30), 30);
+    assert_memory_equal(got, "A-head.A-body.B-head.B-body.C.", 30);
+    assert_int_equal(rel.calls, 2);
+    assert_int_equal(tg_sock_out_len(f->s), 0);
+}
+
+/* Batched, no done: the caller's body may go once the call returns, so
+ * it is copied; with done, it is read in place at the turn. */
+static void test_waiting_body_without_done_is_copied(void **state)
+{
+    fx_t *f = *state;
+    char body[32];
+    memcpy(body, "original", 8);
+    assert_int_equal(tg_sock_write_ref(f->s, "h:", 2, body, 8, NULL, NULL), 0);
+    memcpy(body, "clobbers", 8);
+    unsigned char got[16] = { 0 };
+    assert_int_equal(drain_peer(f, got, 10), 10);
+    assert_memory_equal(got, "h:original", 10);
+}
+
+/* A socket freed with a message still waiting: nothing is written, its
+ * body is released once. */
+static void test_waiting_message_of_freed_socket(void **state)
+{
+    fx_t *f = *state;
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "h", 1, "b", 1, on_done, &rel), 0);
+    tg_sock_free(f->s);
+    f->s = NULL;
+    assert_int_equal(rel.calls, 1);
+    tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+    char c;
+    assert_int_equal(read(f->peer, &c, 1), 0); /* closed, nothing sent */
+    assert_int_equal(rel.calls, 1);
+}
+
+/* More messages in one turn than the ring has slots, and a head larger
+ * than its stage: those go through the output buffer, all arrive. */
+static void test_more_messages_than_slots(void **state)
+{
+    (void)state;
+    enum { N = 80 };
+    struct event_base *base = event_base_new();
+    tg_loop_t *loop = tg_loop_new(base);
+    tg_sock_loop_t *socks = tg_sock_loop_new(loop, 1);
+    tg_sock_t *s[N];
+    int peer[N];
+    released_t rel = { 0 };
+    static char big[40 * 1024];
+    memset(big, 'h', sizeof(big));
+    for (int i = 0; i < N; i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+        s[i] = tg_sock_new(socks, sv[0]);
+        peer[i] = sv[1];
+        char head[16];
+        int len = snprintf(head, sizeof(head), "m%02d:", i);
+        if (i == 3)
+            assert_int_equal(tg_sock_write_ref(s[i], big, sizeof(big), "end", 3, on_done, &rel), 0);
+        else
+            assert_int_equal(tg_sock_write_ref(s[i], head, (size_t)len, "body", 4, on_done, &rel), 0);
+    }
+    for (int round = 0; round < 5; round++)
+        tg_loop_run(loop, EVLOOP_NONBLOCK);
+    assert_int_equal(rel.calls, N);
+    for (int i = 0; i < N; i++) {
+        static char got[sizeof(big) + 8];
+        size_t want = i == 3 ? sizeof(big) + 3 : 8, have = 0;
+        for (int tries = 0; tries < 1000 && have < want; tries++) {
+            ssize_t r = read(peer[i], got + have, sizeof(got) - have);
+            if (r > 0)
+                have += (size_t)r;
+            else
+                tg_loop_run(loop, EVLOOP_NONBLOCK);
+        }
+        assert_int_equal(have, want);
+        if (i == 3) {
+            assert_memory_equal(got, big, sizeof(big));
+            assert_memory_equal(got + sizeof(big), "end", 3);
+        } else {
+            char expect[16];
+            snprintf(expect, sizeof(expect), "m%02d:body", i);
+            assert_memory_equal(got, expect, 8);
+        }
+        tg_sock_free(s[i]);
+        close(peer[i]);
+    }
+    tg_sock_loop_free(socks);
+    tg_loop_free(loop);
+    event_base_free(base);
+}
+
 /* ---- batching: many sockets of one loop ---- */
 
 #define NPAIRS 8
@@ -429,6 +534,10 @@ int main(void)
         BATCHED(test_behind_queued_output),
         BATCHED(test_peer_gone),
         BATCHED(test_timeout_counts_from_progress),
+        BATCHED(test_waiting_messages_keep_order),
+        BATCHED(test_waiting_body_without_done_is_copied),
+        BATCHED(test_waiting_message_of_freed_socket),
+        cmocka_unit_test(test_more_messages_than_slots),
         cmocka_unit_test(test_batch_reads_and_writes),
         cmocka_unit_test(test_batch_freed_by_another),
         cmocka_unit_test(test_batch_paused_by_another),
