@@ -473,7 +473,7 @@ static const tg_key_t top_keys[] = {
       "how a worker's sockets reach the kernel: `auto` batches them through an io_uring where the kernel allows it "
       "(the first reads of the sockets one wake-up found ready go in one system call, and so do the writes their "
       "answers made, instead of one call each; a system call's fixed cost is what most of a small request's CPU "
-      "time goes to), else one call per read and write, as with `off`. The start-up log says which. TLS sockets "
+      "time goes to), else (kernels before 5.19, a seccomp profile that refuses it) one call per read and write, as with `off`. The start-up log says which. TLS sockets "
       "always make their own calls. A change takes effect on restart, not on reload.",
       .choices = "auto|off", TG_FIELD(tg_config_t, io_uring_off, TG_FIELD_INT) },
     { "drain_timeout", TG_KEY_DURATION, "duration", "`30s`",

@@ -1054,16 +1054,15 @@ static struct ring *ring_new(int *err)
         return NULL;
     }
     /* COOP_TASKRUN: no interrupt to run completion work, the submission
-     * does it (everything here completes inside it anyway); kernels before
-     * 5.19 refuse the flag, and go without it */
+     * does it (everything here completes inside it anyway). Kernels before
+     * 5.19 refuse the flag, and they are not used: a send or receive with
+     * MSG_DONTWAIT must answer EAGAIN inside the submission, never wait
+     * for the socket (the loop would block on it), and older kernels are
+     * not relied on for that. */
     struct io_uring_params p = { .flags = IORING_SETUP_COOP_TASKRUN };
     int r = io_uring_queue_init_params(RING_BATCH, &g->u, &p);
-    if (r == -EINVAL) {
-        memset(&p, 0, sizeof(p));
-        r = io_uring_queue_init_params(RING_BATCH, &g->u, &p);
-    }
     if (r < 0) {
-        *err = -r;
+        *err = r == -EINVAL ? EOPNOTSUPP : -r;
         free(g);
         return NULL;
     }
