@@ -274,6 +274,20 @@ def read_request(c):
     return head, body
 
 
+def read_response(f):
+    """One Content-Length framed response from a socket's file
+    (sock.makefile("rb")): (status, body)."""
+    status = f.readline()
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return int(status.split()[1]), f.read(length)
+
+
 def reset_handler(c):
     """Reads whatever arrives, then resets the connection (SO_LINGER 0)."""
     import struct

@@ -41,19 +41,6 @@ def upstream(c):
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(out) + out)
 
 
-def read_response(f):
-    """One response (Content-Length framed) from a socket file: (status, body)."""
-    status = f.readline()
-    length = 0
-    while True:
-        line = f.readline()
-        if line in (b"\r\n", b""):
-            break
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return int(status.split()[1]), f.read(length)
-
-
 class Mode:
     MODE = None  # "auto" or "off"
 
@@ -89,7 +76,7 @@ routes:
                         paths = [f"/c{k}/r{r}/p{i}" for i in range(pipeline)]
                         s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % p.encode() for p in paths))
                         for p in paths:
-                            status, body = read_response(f)
+                            status, body = harness.read_response(f)
                             if (status, body) != (200, b"path:" + p.encode()):
                                 errors.append((p, status, body[:100]))
             except OSError as e:
@@ -110,9 +97,9 @@ routes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
             f = s.makefile("rb")
             s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            self.assertEqual(read_response(f), (200, hashlib.sha256(body).hexdigest().encode()))
+            self.assertEqual(harness.read_response(f), (200, hashlib.sha256(body).hexdigest().encode()))
             s.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
-            status, got = read_response(f)
+            status, got = harness.read_response(f)
             self.assertEqual(status, 200)
             self.assertEqual(len(got), BIG)
             self.assertTrue(got == pattern(BIG), "the download's bytes differ")
@@ -132,7 +119,7 @@ routes:
             f = s.makefile("rb")
             s.sendall(b"GET /local HTTP/1.1\r\nHost: t\r\n\r\n" * 10)
             for _ in range(10):  # the fault filter's own answer, made by the gateway
-                status, body = read_response(f)
+                status, body = harness.read_response(f)
                 self.assertEqual(status, 200)
                 self.assertIn(b"fault injected", body)
 
