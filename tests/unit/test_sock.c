@@ -391,6 +391,45 @@ static void test_more_messages_than_slots(void **state)
     event_base_free(base);
 }
 
+/* A ring that stops working (its descriptor made /dev/null behind its
+ * back: the next submission fails) is dropped for syscalls: the message
+ * waiting for it still goes, reads still come, and the loop says why. */
+static void test_ring_failure_falls_back(void **state)
+{
+    fx_t *f = *state;
+    int ring_fd = -1;
+    for (int fd = 3; fd < 1024 && ring_fd < 0; fd++) {
+        char path[64], target[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strstr(target, "io_uring") != NULL)
+                ring_fd = fd;
+        }
+    }
+    assert_true(ring_fd >= 0);
+    int null = open("/dev/null", O_RDWR);
+    assert_true(dup2(null, ring_fd) == ring_fd);
+    close(null);
+    released_t rel = { 0 };
+    assert_int_equal(tg_sock_write_ref(f->s, "h:", 2, "body", 4, on_done, &rel), 0);
+    unsigned char got[16] = { 0 };
+    assert_int_equal(drain_peer(f, got, 6), 6);
+    assert_memory_equal(got, "h:body", 6);
+    assert_int_equal(rel.calls, 1);
+    int why = 0;
+    assert_int_equal(tg_sock_loop_batched(f->socks, &why), 0);
+    assert_true(why != 0);
+    assert_int_equal(write(f->peer, "ping", 4), 4);
+    for (int i = 0; i < 100 && tg_sock_in_len(f->s) < 4; i++)
+        tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+    assert_int_equal(tg_sock_in_len(f->s), 4);
+    assert_int_equal(tg_sock_write_ref(f->s, "again", 5, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(drain_peer(f, got, 5), 5);
+    assert_memory_equal(got, "again", 5);
+}
+
 /* ---- batching: many sockets of one loop ---- */
 
 #define NPAIRS 8
@@ -538,6 +577,7 @@ int main(void)
         BATCHED(test_waiting_body_without_done_is_copied),
         BATCHED(test_waiting_message_of_freed_socket),
         cmocka_unit_test(test_more_messages_than_slots),
+        BATCHED(test_ring_failure_falls_back),
         cmocka_unit_test(test_batch_reads_and_writes),
         cmocka_unit_test(test_batch_freed_by_another),
         cmocka_unit_test(test_batch_paused_by_another),
