@@ -12,6 +12,7 @@
 #include "proxy/admin.h"
 #include "proxy/base/clock.h"
 #include "proxy/dns.h"
+#include "proxy/sock.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
 #include "tls/context.h"
@@ -444,6 +445,29 @@ static void render_dns(struct evbuffer *out, const tg_snapshot_t *s, const tg_pr
     }
 }
 
+/* How the workers' sockets reach the kernel (io_uring, proxy/sock.c). */
+static void render_io(struct evbuffer *out, tg_worker_t *const *w, unsigned n)
+{
+    unsigned batched = 0;
+    uint64_t subs = 0, ops = 0;
+    for (unsigned i = 0; i < n; i++) {
+        tg_sock_loop_t *l = tg_worker_sockloop(w[i]);
+        uint64_t b, o;
+        batched += tg_sock_loop_batched(l, NULL) != 0;
+        tg_sock_loop_ring_counts(l, &b, &o);
+        subs += b;
+        ops += o;
+    }
+    family(out, "tollgate_io_uring_workers", "gauge",
+           "Workers whose socket reads and writes go to the kernel batched through io_uring (io_uring: auto, where the kernel allows it).");
+    evbuffer_add_printf(out, "tollgate_io_uring_workers %u\n", batched);
+    family(out, "tollgate_io_uring_submissions_total", "counter", "io_uring submissions (system calls) the workers made.");
+    evbuffer_add_printf(out, "tollgate_io_uring_submissions_total %llu\n", (unsigned long long)subs);
+    family(out, "tollgate_io_uring_operations_total", "counter",
+           "Socket reads and writes those submissions carried: each would otherwise have been a system call of its own.");
+    evbuffer_add_printf(out, "tollgate_io_uring_operations_total %llu\n", (unsigned long long)ops);
+}
+
 void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worker_t *const *workers,
                        unsigned n_workers, const tg_process_metrics_t *pm, tg_health_t *health)
 {
@@ -485,6 +509,7 @@ void tg_metrics_render(struct evbuffer *out, const tg_snapshot_t *snap, tg_worke
            "Admin connections closed at once because admin.max_connections were open.");
     evbuffer_add_printf(out, "tollgate_admin_connections_rejected_total %llu\n",
                         (unsigned long long)tg_admin_rejected(pm->admin));
+    render_io(out, workers, n_workers);
     render_listeners(out, c, snap, workers, n_workers);
     render_routes(out, c, snap, workers, n_workers);
     render_endpoints(out, snap, workers, n_workers);

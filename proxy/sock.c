@@ -32,6 +32,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,8 +94,10 @@ struct tg_sock_loop {
     int in_batch;                    /* dispatching a batch: frees wait for its end */
     tg_sock_t *dead;                 /* freed during the batch */
     struct ring *ring;               /* NULL: one syscall per read and write */
-    int ring_err;                    /* why there is no ring (an errno; 0: not asked for) */
-    uint64_t ring_batches, ring_ops; /* submissions and the operations they carried */
+    /* read by other threads (metrics), written by the loop's */
+    _Atomic int batched;             /* ring != NULL */
+    _Atomic int ring_err;            /* why there is no ring (an errno; 0: not asked for) */
+    _Atomic uint64_t ring_batches, ring_ops; /* submissions and the operations they carried */
 };
 
 #define RING_BATCH 64
@@ -903,8 +906,8 @@ static int ring_run(tg_sock_loop_t *l, unsigned k, void (*fn)(tg_sock_loop_t *l,
     do
         r = io_uring_submit_and_wait(&g->u, k);
     while (r == -EINTR);
-    l->ring_batches++;
-    l->ring_ops += k;
+    atomic_fetch_add_explicit(&l->ring_batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->ring_ops, k, memory_order_relaxed);
     unsigned want = r > 0 ? (unsigned)r : 0, got = 0;
     while (got < want) {
         struct io_uring_cqe *c;
@@ -925,7 +928,8 @@ static int ring_run(tg_sock_loop_t *l, unsigned k, void (*fn)(tg_sock_loop_t *l,
     io_uring_queue_exit(&g->u);
     free(g);
     l->ring = NULL;
-    l->ring_err = r < 0 ? -r : EIO;
+    atomic_store_explicit(&l->ring_err, r < 0 ? -r : EIO, memory_order_relaxed);
+    atomic_store_explicit(&l->batched, 0, memory_order_relaxed);
     return -1;
 }
 
@@ -1168,22 +1172,26 @@ tg_sock_loop_t *tg_sock_loop_new(tg_loop_t *loop, int batched)
         return NULL;
     }
     tg_loop_set_turn(loop, on_turn, l);
-    if (batched)
-        l->ring = ring_new(&l->ring_err);
+    if (batched) {
+        int err = 0;
+        l->ring = ring_new(&err);
+        atomic_store_explicit(&l->ring_err, err, memory_order_relaxed);
+        atomic_store_explicit(&l->batched, l->ring != NULL, memory_order_relaxed);
+    }
     return l;
 }
 
-int tg_sock_loop_batched(const tg_sock_loop_t *l, int *why)
+int tg_sock_loop_batched(tg_sock_loop_t *l, int *why)
 {
     if (why != NULL)
-        *why = l->ring_err;
-    return l->ring != NULL;
+        *why = atomic_load_explicit(&l->ring_err, memory_order_relaxed);
+    return atomic_load_explicit(&l->batched, memory_order_relaxed);
 }
 
-void tg_sock_loop_ring_counts(const tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops)
+void tg_sock_loop_ring_counts(tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops)
 {
-    *batches = l->ring_batches;
-    *ops = l->ring_ops;
+    *batches = atomic_load_explicit(&l->ring_batches, memory_order_relaxed);
+    *ops = atomic_load_explicit(&l->ring_ops, memory_order_relaxed);
 }
 
 void tg_sock_loop_free(tg_sock_loop_t *l)

@@ -54,9 +54,10 @@ void tg_sock_loop_free(tg_sock_loop_t *l);
 /* 1 if reads and writes are batched; else 0, and *why (if not NULL) says
  * why: the errno that refused the ring (ENOSYS, EPERM under a seccomp
  * profile, ...), or 0 when batching was not asked for. */
-int tg_sock_loop_batched(const tg_sock_loop_t *l, int *why);
-/* Submissions made and the reads and writes they carried. */
-void tg_sock_loop_ring_counts(const tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops);
+int tg_sock_loop_batched(tg_sock_loop_t *l, int *why);
+/* Submissions made and the reads and writes they carried. This and
+ * tg_sock_loop_batched may be called from any thread (metrics). */
+void tg_sock_loop_ring_counts(tg_sock_loop_t *l, uint64_t *batches, uint64_t *ops);
 
 /* Wraps a connected (accepted) non-blocking socket; takes the fd. */
 tg_sock_t *tg_sock_new(tg_sock_loop_t *l, int fd);

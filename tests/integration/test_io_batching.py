@@ -47,10 +47,11 @@ class Mode:
     @classmethod
     def setUpClass(cls):
         cls.up = harness.ScriptedServer(upstream)
-        cls.port = harness.free_port()
+        cls.port, cls.admin = harness.free_port(), harness.free_port()
         cls.gateway = harness.Gateway(f"""
 workers: 1
 io_uring: {cls.MODE}
+admin: {{ listen: '127.0.0.1:{cls.admin}' }}
 listeners: [{{ name: main, listen: '127.0.0.1:{cls.port}' }}]
 clusters: [{{ name: app, endpoints: ['127.0.0.1:{cls.up.port}'] }}]
 routes:
@@ -129,9 +130,15 @@ routes:
 
     def test_where_the_calls_go(self):
         self.keepalive()  # the pool's connections are open: the count below is steady state
+        before = harness.scrape(self.admin)
         with harness.SyscallCounts(self.gateway.proc.pid) as counts:
             n = self.keepalive(conns=4, rounds=25, pipeline=1)
         self.check_calls(n, counts.calls)
+        after = harness.scrape(self.admin)
+        subs = [harness.metric(m, "tollgate_io_uring_submissions_total") for m in (before, after)]
+        ops = [harness.metric(m, "tollgate_io_uring_operations_total") for m in (before, after)]
+        self.check_metrics(n, harness.metric(after, "tollgate_io_uring_workers"), subs[1] - subs[0], ops[1] - ops[0],
+                           counts.calls.get("io_uring_enter", 0))
 
 
 class BatchedTest(Mode, harness.GatewayTest):
@@ -145,6 +152,15 @@ class BatchedTest(Mode, harness.GatewayTest):
         self.assertGreater(calls.get("io_uring_enter", 0), 0, calls)
         self.assertLess(calls.get("io_uring_enter", 0), 4 * n, calls)
 
+    def check_metrics(self, n, workers, subs, ops, enters):
+        # the worker's submissions are its io_uring_enter calls; each request
+        # made four operations (a read and a write on each side). The scrapes
+        # bracket strace's window from outside: the closing reads of the
+        # connections (one each, 8 at most) may fall between the two
+        self.assertEqual(workers, 1)
+        self.assertTrue(enters <= subs <= enters + 8, (subs, enters))
+        self.assertTrue(4 * n <= ops <= 4 * n + 8, (ops, n))
+
     def test_startup_log(self):
         self.assertIn("I/O: reads and writes batched through io_uring", self.gateway.proc.output())
 
@@ -155,6 +171,9 @@ class UnbatchedTest(Mode, harness.GatewayTest):
     def check_calls(self, n, calls):
         self.assertEqual(calls.get("io_uring_enter", 0), 0, calls)
         self.assertGreaterEqual(self.socket_calls(calls), 4 * n, calls)
+
+    def check_metrics(self, n, workers, subs, ops, enters):
+        self.assertEqual((workers, subs, ops), (0, 0, 0))
 
     def test_startup_log(self):
         self.assertIn("I/O: one system call per read and write (io_uring: off)", self.gateway.proc.output())
