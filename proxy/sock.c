@@ -116,7 +116,6 @@ struct pend {
     size_t hlen, blen;
     void (*done)(const void *data, size_t len, void *arg);
     void *arg;
-    const void *done_data;        /* what done is given: the caller's body, not the copy */
 };
 
 struct ring {

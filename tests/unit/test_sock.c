@@ -430,6 +430,31 @@ static void test_ring_failure_falls_back(void **state)
     assert_memory_equal(got, "again", 5);
 }
 
+/* The read limit holds for the batch's reads too: no more than the
+ * limit is taken from the kernel until the owner consumes; then the rest
+ * comes, in order, and nothing is lost. */
+static void test_read_limit(void **state)
+{
+    fx_t *f = *state;
+    unsigned char sent[100], got[100];
+    fill(sent, sizeof(sent), 3);
+    tg_sock_set_read_limit(f->s, 10);
+    assert_int_equal(write(f->peer, sent, sizeof(sent)), (ssize_t)sizeof(sent));
+    size_t have = 0;
+    for (int round = 0; round < 200 && have < sizeof(sent); round++) {
+        tg_loop_run(f->loop, EVLOOP_NONBLOCK);
+        size_t n = tg_sock_in_len(f->s);
+        assert_true(n <= 10);
+        if (n > 0) {
+            evbuffer_remove(tg_sock_in(f->s), got + have, n);
+            have += n;
+            tg_sock_consumed(f->s);
+        }
+    }
+    assert_int_equal(have, sizeof(sent));
+    assert_memory_equal(got, sent, sizeof(sent));
+}
+
 /* ---- batching: many sockets of one loop ---- */
 
 #define NPAIRS 8
@@ -578,6 +603,8 @@ int main(void)
         BATCHED(test_waiting_message_of_freed_socket),
         cmocka_unit_test(test_more_messages_than_slots),
         BATCHED(test_ring_failure_falls_back),
+        cmocka_unit_test_setup_teardown(test_read_limit, setup, teardown),
+        BATCHED(test_read_limit),
         cmocka_unit_test(test_batch_reads_and_writes),
         cmocka_unit_test(test_batch_freed_by_another),
         cmocka_unit_test(test_batch_paused_by_another),
