@@ -522,19 +522,20 @@ static int tls_readable(const tg_sock_t *s)
     return s->readable || SSL_has_pending(s->ssl);
 }
 
-/* A read returned r <= 0 (not EINTR): EOF, drained, or an error. */
-static int read_ended(tg_sock_t *s, ssize_t r)
+/* A read returned r <= 0 (err its errno when -1; not EINTR): EOF,
+ * drained, or an error. */
+static int read_ended(tg_sock_t *s, ssize_t r, int err)
 {
     s->readable = 0;
     if (r == 0) {
         s->eof = 1;
         return TG_SOCK_EOF;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (err == EAGAIN || err == EWOULDBLOCK) {
         s->short_read = 0;
         return 0;
     }
-    s->err = errno;
+    s->err = err;
     return TG_SOCK_ERROR;
 }
 
@@ -557,8 +558,7 @@ static int first_read_done(tg_sock_t *s, const char *buf, size_t n, ssize_t r, i
     }
     if (r < 0 && err == EINTR)
         return -1;
-    errno = err;
-    return read_ended(s, r);
+    return read_ended(s, r, err);
 }
 
 /* Reads until EAGAIN, a short read, EOF, or the read limit. */
@@ -633,7 +633,7 @@ static int do_read(tg_sock_t *s)
         } else {
             evbuffer_commit_space(s->in, v, 0);
             if (r == 0 || errno != EINTR)
-                events |= read_ended(s, r);
+                events |= read_ended(s, r, errno);
         }
     }
     if (events & TG_SOCK_READ)
@@ -857,13 +857,20 @@ static int pend_take(tg_sock_t *s, const void *head, size_t hlen, const void *bo
     return 0;
 }
 
-/* The pending message is done with (all of it went, or the socket goes):
- * its slot freed, the caller's done run. */
-static void pend_end(tg_sock_t *s)
+/* The socket's waiting message, its slot freed. */
+static struct pend pend_detach(tg_sock_t *s)
 {
     struct pend p = *pend_of(s);
     pend_of(s)->s = NULL;
     s->pend = 0;
+    return p;
+}
+
+/* The pending message is done with (all of it went, or the socket goes):
+ * its slot freed, the caller's done run. */
+static void pend_end(tg_sock_t *s)
+{
+    struct pend p = pend_detach(s);
     if (p.done != NULL)
         p.done(p.body, p.blen, p.arg);
 }
@@ -872,9 +879,7 @@ static void pend_end(tg_sock_t *s)
  * output (the order kept: the output is empty while it waits). */
 static void spill(tg_sock_t *s, size_t sent)
 {
-    struct pend p = *pend_of(s);
-    pend_of(s)->s = NULL;
-    s->pend = 0;
+    struct pend p = pend_detach(s);
     if (queue_rest(s->out, p.head, p.hlen, p.body, p.blen, sent, p.done, p.arg) < 0 && !s->err) {
         s->err = ENOMEM; /* reported from the loop, as a failed write would be */
         s->pre_events |= TG_SOCK_ERROR;
@@ -892,6 +897,17 @@ static void spill_all(tg_sock_loop_t *l)
             spill(g->pend[i].s, 0);
     g->n_pend = 0;
     g->staged = 0;
+}
+
+/* The loop goes on without its ring (nothing may wait in it). */
+static void ring_free(tg_sock_loop_t *l)
+{
+    if (l->ring == NULL)
+        return;
+    io_uring_queue_exit(&l->ring->u);
+    free(l->ring);
+    l->ring = NULL;
+    atomic_store_explicit(&l->batched, 0, memory_order_relaxed);
 }
 
 /* Submits the k prepared operations and waits for their k completions;
@@ -924,11 +940,8 @@ static int ring_run(tg_sock_loop_t *l, unsigned k, void (*fn)(tg_sock_loop_t *l,
     tg_log(TG_LOG_WARN, "io_uring submission failed (%s): reads and writes go one syscall each from now on",
            strerror(r < 0 ? -r : EIO));
     spill_all(l);
-    io_uring_queue_exit(&g->u);
-    free(g);
-    l->ring = NULL;
+    ring_free(l);
     atomic_store_explicit(&l->ring_err, r < 0 ? -r : EIO, memory_order_relaxed);
-    atomic_store_explicit(&l->batched, 0, memory_order_relaxed);
     return -1;
 }
 
@@ -1200,10 +1213,7 @@ void tg_sock_loop_free(tg_sock_loop_t *l)
     tg_loop_set_turn(l->loop, NULL, NULL);
     event_del(&l->ep_ev);
     close(l->epfd);
-    if (l->ring != NULL) {
-        io_uring_queue_exit(&l->ring->u);
-        free(l->ring);
-    }
+    ring_free(l);
     while (l->n_spare > 0)
         evbuffer_free(l->spare[--l->n_spare]);
     evbuffer_free(l->scratch);
